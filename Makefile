@@ -1,0 +1,34 @@
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO_OUT ?= reports/demo
+STAMP := $(VENV)/.installed
+
+.PHONY: setup test test-slow bench lint demo clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+test: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+test-slow: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m slow
+
+bench: setup
+	$(BIN)/python benchmarks/run.py
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+
+demo: setup
+	$(BIN)/critwin demo --out $(DEMO_OUT)
+
+clean:
+	rm -rf $(VENV) reports .pytest_cache

@@ -1,0 +1,38 @@
+"""The ``critwin`` command line. Each submodule in ``_COMMAND_MODULES`` registers its commands on ``app``."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+app = typer.Typer(
+    name="critwin",
+    help="Critical windows in diffusion models: theory, measurement, diagnostics.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Modules are imported when the CLI starts; each defines commands with ``@app.command()``.
+_COMMAND_MODULES: list[str] = []
+
+
+def _register() -> None:
+    for name in _COMMAND_MODULES:
+        importlib.import_module(name)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user errors print one line on stderr and exit with status 2."""
+    _register()
+    try:
+        app(args=argv, prog_name="critwin", standalone_mode=True)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"critwin: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,283 @@
+"""One clock for everything: OU time ``t``.
+
+The forward process is ``X_t = e^{-t} X_0 + sqrt(1 - e^{-2t}) Z``. A schedule writing
+``x = alpha * x0 + sigma * z`` carries the same information as OU time
+
+    t = 1/2 * log(1 + sigma^2 / alpha^2),   alpha_bar = e^{-2t},   SNR = 1 / (e^{2t} - 1).
+
+Functions accept Python floats or tensors and return the same kind (tensors keep their dtype;
+use float64 for exact round trips).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from critwin._validation import check_positive_int, check_time
+
+__all__ = [
+    "ou_time",
+    "alpha_bar",
+    "snr",
+    "log_snr",
+    "ve_sigma",
+    "flow_s",
+    "alpha_sigma",
+    "DiscreteSchedule",
+    "time_grid",
+]
+
+
+def _as_tensor(value) -> tuple[torch.Tensor, bool]:
+    if isinstance(value, torch.Tensor):
+        return value, True
+    return torch.as_tensor(value, dtype=torch.float64), False
+
+
+def _out(value: torch.Tensor, was_tensor: bool):
+    if was_tensor:
+        return value
+    return value.item() if value.ndim == 0 else value
+
+
+def ou_time(*, alpha_bar=None, snr=None, log_snr=None, sigma=None, flow_s=None, alpha_sigma=None):
+    """OU time from exactly one noise-level description.
+
+    Parameters
+    ----------
+    alpha_bar : VP/DDPM cumulative signal coefficient in (0, 1].
+    snr : signal-to-noise ratio alpha^2/sigma^2 in (0, inf].
+    log_snr : log of the SNR.
+    sigma : VE/EDM noise level (alpha = 1), >= 0.
+    flow_s : rectified-flow time s in [0, 1) (x = (1-s) x0 + s z).
+    alpha_sigma : pair ``(alpha, sigma)`` of a general schedule.
+
+    Returns
+    -------
+    OU time ``t`` (same shape as the input).
+    """
+    given = {
+        k: v
+        for k, v in dict(
+            alpha_bar=alpha_bar, snr=snr, log_snr=log_snr, sigma=sigma, flow_s=flow_s, alpha_sigma=alpha_sigma
+        ).items()
+        if v is not None
+    }
+    if len(given) != 1:
+        raise ValueError(
+            "ou_time takes exactly one of alpha_bar=, snr=, log_snr=, sigma=, flow_s=, alpha_sigma=; "
+            f"got {sorted(given) or 'none'}"
+        )
+    (name, value), = given.items()
+    if name == "alpha_sigma":
+        try:
+            a, s = value
+        except (TypeError, ValueError):
+            raise ValueError("alpha_sigma must be a pair (alpha, sigma)") from None
+        a, was = _as_tensor(a)
+        s = torch.as_tensor(s, dtype=a.dtype, device=a.device)
+        if (a <= 0).any() or (s < 0).any():
+            raise ValueError("alpha_sigma needs alpha > 0 and sigma >= 0")
+        return _out(0.5 * torch.log1p((s / a) ** 2), was)
+    x, was = _as_tensor(value)
+    if torch.isnan(x).any():
+        raise ValueError(f"{name} contains NaN")
+    if name == "alpha_bar":
+        if ((x <= 0) | (x > 1)).any():
+            raise ValueError("alpha_bar must lie in (0, 1]")
+        t = -0.5 * torch.log(x)
+    elif name == "snr":
+        if (x <= 0).any():
+            raise ValueError("snr must be > 0")
+        t = 0.5 * torch.log1p(1.0 / x)
+    elif name == "log_snr":
+        t = 0.5 * torch.nn.functional.softplus(-x)
+    elif name == "sigma":
+        if (x < 0).any():
+            raise ValueError("sigma must be >= 0")
+        t = 0.5 * torch.log1p(x * x)
+    else:  # flow_s
+        if ((x < 0) | (x >= 1)).any():
+            raise ValueError("flow_s must lie in [0, 1)")
+        t = 0.5 * torch.log1p((x / (1.0 - x)) ** 2)
+    return _out(t, was)
+
+
+def _check_t(t) -> tuple[torch.Tensor, bool]:
+    x, was = _as_tensor(t)
+    if torch.isnan(x).any() or (x < 0).any():
+        raise ValueError("t must be a non-negative OU time")
+    return x, was
+
+
+def alpha_bar(t):
+    """VP cumulative signal coefficient ``e^{-2t}``."""
+    x, was = _check_t(t)
+    return _out(torch.exp(-2.0 * x), was)
+
+
+def snr(t):
+    """Signal-to-noise ratio ``1 / (e^{2t} - 1)`` (inf at t = 0)."""
+    x, was = _check_t(t)
+    return _out(1.0 / torch.expm1(2.0 * x), was)
+
+
+def log_snr(t):
+    """``log SNR = -log(e^{2t} - 1)``."""
+    x, was = _check_t(t)
+    return _out(-torch.log(torch.expm1(2.0 * x)), was)
+
+
+def ve_sigma(t):
+    """VE/EDM noise level ``sqrt(e^{2t} - 1)`` (the OU state divided by its signal coefficient)."""
+    x, was = _check_t(t)
+    return _out(torch.sqrt(torch.expm1(2.0 * x)), was)
+
+
+def flow_s(t):
+    """Rectified-flow time ``s`` with the same SNR: ``s / (1 - s) = ve_sigma(t)``."""
+    r = ve_sigma(t)
+    return r / (1.0 + r)
+
+
+def alpha_sigma(t):
+    """The OU pair ``(e^{-t}, sqrt(1 - e^{-2t}))``."""
+    x, was = _check_t(t)
+    return _out(torch.exp(-x), was), _out(torch.sqrt(-torch.expm1(-2.0 * x)), was)
+
+
+def time_grid(t_max: float, n_steps: int, t_min: float = 0.0, spacing: str = "edm", rho: float = 7.0):
+    """A decreasing grid of ``n_steps + 1`` OU times from ``t_max`` to ``t_min`` (float64).
+
+    ``spacing``: ``"uniform"`` in t, ``"log"`` uniform in log-SNR, or ``"edm"`` (Karras rho-spacing of
+    the VE sigma, dense near the data). With ``t_min = 0`` the last point is exactly 0.
+    """
+    t_max = check_time(t_max, "t_max", allow_zero=False)
+    t_min = check_time(t_min, "t_min")
+    n_steps = check_positive_int(n_steps, "n_steps")
+    if t_min >= t_max:
+        raise ValueError(f"t_min must be < t_max, got t_min={t_min}, t_max={t_max}")
+    u = torch.linspace(0.0, 1.0, n_steps + 1, dtype=torch.float64)
+    if spacing == "uniform":
+        return t_max + (t_min - t_max) * u
+    if spacing == "edm":
+        hi, lo = ve_sigma(t_max) ** (1 / rho), ve_sigma(t_min) ** (1 / rho)
+        sig = (hi + (lo - hi) * u) ** rho
+        grid = ou_time(sigma=sig)
+    elif spacing == "log":
+        if t_min == 0.0:
+            # log-SNR is unbounded at t = 0: space down to a small time, then end exactly at 0.
+            grid = time_grid(t_max, n_steps - 1, min(1e-3, t_max / 10), "log") if n_steps > 1 else None
+            return torch.cat([grid, torch.zeros(1, dtype=torch.float64)]) if grid is not None else torch.tensor(
+                [t_max, 0.0], dtype=torch.float64)
+        hi, lo = log_snr(t_max), log_snr(t_min)
+        grid = ou_time(log_snr=hi + (lo - hi) * u)
+    else:
+        raise ValueError(f"spacing must be one of 'uniform', 'log', 'edm', got {spacing!r}")
+    grid[0], grid[-1] = t_max, t_min
+    return grid
+
+
+@dataclass(frozen=True)
+class DiscreteSchedule:
+    """A discrete VP schedule (diffusers convention: step k has ``alpha_bar[k] = prod_{i<=k} (1 - beta_i)``).
+
+    Attributes
+    ----------
+    betas : (T,) float64 tensor.
+    name : human-readable name.
+    """
+
+    betas: torch.Tensor
+    name: str = "custom"
+
+    def __post_init__(self):
+        betas = torch.as_tensor(self.betas, dtype=torch.float64).flatten()
+        if betas.numel() == 0 or ((betas <= 0) | (betas >= 1)).any():
+            raise ValueError("betas must be a non-empty sequence with every value in (0, 1)")
+        object.__setattr__(self, "betas", betas)
+
+    @classmethod
+    def linear(cls, beta_start: float = 1e-4, beta_end: float = 0.02, num_steps: int = 1000):
+        """DDPM linear schedule (Ho et al.)."""
+        num_steps = check_positive_int(num_steps, "num_steps")
+        return cls(torch.linspace(beta_start, beta_end, num_steps, dtype=torch.float64), "linear")
+
+    @classmethod
+    def scaled_linear(cls, beta_start: float = 0.00085, beta_end: float = 0.012, num_steps: int = 1000):
+        """Stable Diffusion's scaled-linear schedule (linear in sqrt(beta))."""
+        num_steps = check_positive_int(num_steps, "num_steps")
+        root = torch.linspace(beta_start**0.5, beta_end**0.5, num_steps, dtype=torch.float64)
+        return cls(root**2, "scaled_linear")
+
+    @classmethod
+    def cosine(cls, num_steps: int = 1000, s: float = 0.008, max_beta: float = 0.999):
+        """Nichol & Dhariwal cosine schedule (betas clipped at ``max_beta``, as in diffusers)."""
+        num_steps = check_positive_int(num_steps, "num_steps")
+
+        def f(u):
+            return math.cos((u + s) / (1 + s) * math.pi / 2) ** 2
+
+        betas = [min(1 - f((i + 1) / num_steps) / f(i / num_steps), max_beta) for i in range(num_steps)]
+        return cls(torch.tensor(betas, dtype=torch.float64), "cosine")
+
+    @classmethod
+    def from_alphas_cumprod(cls, alphas_cumprod, name: str = "custom"):
+        ac = torch.as_tensor(alphas_cumprod, dtype=torch.float64).flatten()
+        prev = torch.cat([torch.ones(1, dtype=torch.float64), ac[:-1]])
+        return cls(1 - ac / prev, name)
+
+    @property
+    def num_steps(self) -> int:
+        return self.betas.numel()
+
+    @property
+    def alphas_cumprod(self) -> torch.Tensor:
+        return torch.cumprod(1.0 - self.betas, 0)
+
+    @property
+    def ou_times(self) -> torch.Tensor:
+        """(T,) OU time of every step, increasing with the step index."""
+        return -0.5 * torch.log(self.alphas_cumprod)
+
+    @property
+    def terminal_snr(self) -> float:
+        """SNR at the last step; non-zero means 'fully noised' still carries signal."""
+        ac = self.alphas_cumprod[-1].item()
+        return ac / (1 - ac)
+
+    def nearest_step(self, t, steps=None):
+        """Nearest step (in OU time) to the requested time(s).
+
+        Parameters
+        ----------
+        t : float or tensor of OU times.
+        steps : optional subset of allowed step indices (e.g. a sampler's ``timesteps``).
+
+        Returns
+        -------
+        (step, realised_t): step indices (int or long tensor) and their OU times.
+        """
+        times = self.ou_times
+        allowed = torch.arange(self.num_steps) if steps is None else torch.as_tensor(steps).long().flatten()
+        if allowed.numel() == 0 or allowed.min() < 0 or allowed.max() >= self.num_steps:
+            raise ValueError(f"steps must be indices in 0..{self.num_steps - 1}")
+        query, was = _as_tensor(t)
+        query = query.to(torch.float64)
+        if torch.isnan(query).any() or (query < 0).any():
+            raise ValueError("t must be a non-negative OU time")
+        hi = times[allowed].max().item()
+        if (query > hi * (1 + 1e-9) + 1e-12).any():
+            raise ValueError(
+                f"t={query.max().item():.4g} is beyond the schedule's range: its OU times span "
+                f"[{times[allowed].min().item():.4g}, {hi:.4g}]"
+            )
+        idx = (query.reshape(-1, 1) - times[allowed].reshape(1, -1)).abs().argmin(dim=1)
+        step = allowed[idx].reshape(query.shape)
+        realised = times[step]
+        if was:
+            return step, realised
+        return int(step.item()) if step.ndim == 0 else step, realised.item() if realised.ndim == 0 else realised

@@ -1,0 +1,1 @@
+"""Experiments: reverse processes, forward-reverse, cloning, window estimation."""

@@ -1,0 +1,316 @@
+"""The cloning (branching) experiment (THEORY.md §7).
+
+Call shape::
+
+    result = clone(process_or_mixture, n_trajectories, times, n_clones, feature,
+                   sampler=None, generator=None, seed=None, out=DIR, cond=None)
+
+Generate ``n_trajectories`` trajectories from the prior; at every fork time (an OU time, realised on
+the process's grid) fork ``n_clones`` continuations with fresh noise and run them to the end; record
+whether each continuation's final feature equals its trajectory's own final feature. The trunk is
+simulated once: one pass from the prior through all fork points serves every fork.
+
+With ``out=DIR`` the trunk of every chunk (its states at the fork points and final labels) and every
+(fork, chunk) unit of continuations are written atomically; a rerun resumes with identical results.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from critwin._validation import check_positive_int
+from critwin.experiments.store import (
+    SweepStore,
+    apply_feature,
+    as_process,
+    check_chunk_size,
+    check_cond,
+    check_requested_times,
+    feature_name,
+    fingerprint,
+    progress_bar,
+    read_table,
+    realise_times,
+    resolve_feature,
+    resolve_seed,
+    select_cond,
+    unit_generator,
+    write_table,
+)
+
+__all__ = ["clone", "CloneResult"]
+
+DEFAULT_CHUNK = 256
+
+
+@dataclass
+class CloneResult:
+    """Outcome of a cloning sweep.
+
+    Attributes
+    ----------
+    requested_times : (T,) float64 fork times asked for.
+    times : (T,) float64 realised fork times (grid points).
+    indices : (T,) long grid indices of the forks.
+    steps : (T,) long model step labels or None.
+    own_labels : (N,) long final feature label of every trajectory.
+    clone_labels : (T, N, n_clones) long final labels of the continuations.
+    nfe : per-sample denoiser evaluations of the whole sweep (trunks + continuations), or None.
+    metadata : provenance.
+    """
+
+    requested_times: torch.Tensor
+    times: torch.Tensor
+    indices: torch.Tensor
+    steps: torch.Tensor | None
+    own_labels: torch.Tensor
+    clone_labels: torch.Tensor
+    nfe: int | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_clones(self) -> int:
+        return int(self.clone_labels.shape[2])
+
+    @property
+    def agreement(self) -> torch.Tensor:
+        """(T,) fraction of continuations whose final feature equals their trajectory's own."""
+        return (self.clone_labels == self.own_labels.view(1, -1, 1)).double().mean((1, 2))
+
+    def kept(self) -> torch.Tensor:
+        """(T, N * n_clones) bool agreement of every continuation (trajectory-major columns)."""
+        T = self.clone_labels.shape[0]
+        return (self.clone_labels == self.own_labels.view(1, -1, 1)).reshape(T, -1)
+
+    @property
+    def source_ids(self) -> torch.Tensor:
+        """(N * n_clones,) trajectory of every column of :meth:`kept`."""
+        return torch.arange(self.own_labels.numel()).repeat_interleave(self.n_clones)
+
+    def table(self) -> dict[str, list]:
+        """Columns, one row per continuation: t, requested_t, step, index, trajectory, clone, label,
+        own_label."""
+        T, N, C = self.clone_labels.shape
+        t_rep = np.repeat(np.arange(T), N * C)
+        traj = np.tile(np.repeat(np.arange(N), C), T)
+        steps = None if self.steps is None else self.steps.numpy()
+        return {
+            "t": self.times.numpy()[t_rep].tolist(),
+            "requested_t": self.requested_times.numpy()[t_rep].tolist(),
+            "step": [None] * (T * N * C) if steps is None else [None if s < 0 else int(s) for s in steps[t_rep]],
+            "index": self.indices.numpy()[t_rep].tolist(),
+            "trajectory": traj.tolist(),
+            "clone": np.tile(np.arange(C), T * N).tolist(),
+            "label": self.clone_labels.numpy().reshape(-1).tolist(),
+            "own_label": self.own_labels.numpy()[traj].tolist(),
+        }
+
+    def rows(self) -> list[dict[str, Any]]:
+        columns = self.table()
+        return [dict(zip(columns, values)) for values in zip(*columns.values())]
+
+    def to_pandas(self):
+        import pandas as pd  # optional dependency
+
+        return pd.DataFrame(self.table())
+
+    def save(self, directory) -> None:
+        meta = dict(self.metadata)
+        meta.update(
+            kind="clone",
+            n_trajectories=int(self.own_labels.numel()),
+            n_clones=self.n_clones,
+            nfe=self.nfe,
+            requested_times=self.requested_times.tolist(),
+            times=self.times.tolist(),
+            indices=self.indices.tolist(),
+            steps=None if self.steps is None else self.steps.tolist(),
+        )
+        write_table(directory, self.table(), meta)
+
+    @classmethod
+    def load(cls, directory) -> CloneResult:
+        columns, meta = read_table(directory)
+        if meta.get("kind") != "clone":
+            raise ValueError(f"directory {directory} holds a {meta.get('kind')!r} result, not clone")
+        T, N, C = len(meta["times"]), int(meta["n_trajectories"]), int(meta["n_clones"])
+        labels = torch.tensor([int(v) for v in columns["label"]], dtype=torch.long).reshape(T, N, C)
+        own = torch.tensor([int(v) for v in columns["own_label"]], dtype=torch.long).reshape(T, N, C)[0, :, 0]
+        steps = meta.get("steps")
+        return cls(
+            requested_times=torch.tensor(meta["requested_times"], dtype=torch.float64),
+            times=torch.tensor(meta["times"], dtype=torch.float64),
+            indices=torch.tensor(meta["indices"], dtype=torch.long),
+            steps=None if steps is None else torch.tensor(steps, dtype=torch.long),
+            own_labels=own,
+            clone_labels=labels,
+            nfe=meta.get("nfe"),
+            metadata=meta,
+        )
+
+
+def clone(
+    model,
+    n_trajectories: int,
+    times,
+    n_clones: int,
+    feature="component",
+    sampler: str | None = None,
+    generator: torch.Generator | None = None,
+    *,
+    seed: int | None = None,
+    out=None,
+    cond: dict[str, Any] | None = None,
+    chunk_size: int | None = None,
+    progress: bool = True,
+    n_steps: int | None = None,
+    t_max: float | None = None,
+    eta: float | None = None,
+    feature_label: str | None = None,
+    dtype: torch.dtype | None = None,
+) -> CloneResult:
+    """Fork trajectories at OU times and measure agreement with their own final feature.
+
+    Parameters
+    ----------
+    model : mixture (wrapped with ``sampler``, default ``"exact"``) or a ``ReverseProcess``.
+    n_trajectories : number of trunks N (>= 1).
+    times : (T,) fork OU times (> 0 and within the process's range; realised on its grid).
+    n_clones : continuations per trajectory and fork (>= 1).
+    feature : callable ``f(x_data) -> (n,)`` labels / ``(n, C)`` probabilities, or ``"component"``.
+    sampler, generator, seed, out, cond, chunk_size, progress, n_steps, t_max, eta, feature_label :
+        as in :func:`~critwin.experiments.forward_reverse.forward_reverse`; ``chunk_size`` counts
+        trajectories per unit; per-sample ``cond`` tensors have first dim ``n_trajectories``.
+    dtype : dtype of the prior draw (default float64 for mixtures, float32 otherwise).
+
+    Returns
+    -------
+    CloneResult
+    """
+    process = as_process(model, sampler, n_steps, t_max, eta)
+    n_trajectories = check_positive_int(n_trajectories, "n_trajectories")
+    n_clones = check_positive_int(n_clones, "n_clones")
+    requested = check_requested_times(times)
+    if (requested <= 0).any():
+        raise ValueError("times must be > 0: a fork at t = 0 is the finished sample")
+    chunk = check_chunk_size(chunk_size, DEFAULT_CHUNK)
+    cond = check_cond(cond, n_trajectories)
+    feature_fn = resolve_feature(feature, process)
+    if out is not None and seed is None and generator is None:
+        raise ValueError("out: a resumable sweep needs seed= (or a generator) so that a rerun reproduces it")
+    base_seed = resolve_seed(seed, generator)
+    process, indices, realised, steps = realise_times(process, requested)
+    mixture = getattr(process, "mixture", None)
+    if dtype is None:
+        dtype = mixture.dtype if mixture is not None and hasattr(mixture, "dtype") else torch.float32
+    device = mixture.device if mixture is not None and hasattr(mixture, "device") else torch.device("cpu")
+
+    T = requested.numel()
+    # The trunk visits forks in the order of the reverse process (decreasing time).
+    order = sorted(range(T), key=lambda i: int(indices[i]))
+    unique_indices = sorted(set(indices.tolist()))
+    n_chunks = -(-n_trajectories // chunk)
+    config = {
+        "kind": "clone",
+        "process": process.describe(),
+        "feature": feature_name(feature, feature_label),
+        "seed": base_seed,
+        "requested_times": requested.tolist(),
+        "realised_times": realised.tolist(),
+        "n_trajectories": n_trajectories,
+        "n_clones": n_clones,
+        "chunk_size": chunk,
+        "dtype": str(dtype),
+        "cond": fingerprint(cond) if cond else None,
+    }
+    store = SweepStore(out, config) if out is not None else None
+
+    own = torch.empty(n_trajectories, dtype=torch.long)
+    clone_labels = torch.empty(T, n_trajectories, n_clones, dtype=torch.long)
+    nfe_total: int | None = 0 if process.nfe is not None else None
+    with progress_bar(n_chunks * (1 + len(unique_indices)), "cloning", progress) as advance:
+        for j in range(n_chunks):
+            lo, hi = j * chunk, min(n_trajectories, (j + 1) * chunk)
+            rows = torch.arange(lo, hi)
+            unit_cond = select_cond(cond, rows, n_trajectories) or None
+            name = f"trunk_c{j:05d}"
+            if store is not None and store.has(name):
+                trunk = store.load(name)
+            else:
+                trunk = _run_trunk(
+                    process, hi - lo, unique_indices, feature_fn, unit_cond, dtype, device,
+                    unit_generator(base_seed, "trunk", j, device=device),
+                )
+                if store is not None:
+                    store.save(name, trunk)
+            own[lo:hi] = torch.from_numpy(trunk["labels"])
+            if nfe_total is not None:
+                nfe_total += int(trunk["nfe"])
+            advance(1)
+            done: dict[int, np.ndarray] = {}
+            for f, index in enumerate(unique_indices):
+                name = f"fork{f:05d}_c{j:05d}"
+                if store is not None and store.has(name):
+                    unit = store.load(name)
+                else:
+                    state = torch.from_numpy(trunk["states"][f]).to(device=device)
+                    unit = _run_fork(
+                        process, state, index, n_clones, feature_fn, unit_cond, rows,
+                        unit_generator(base_seed, "fork", f, j, device=device),
+                    )
+                    if store is not None:
+                        store.save(name, unit)
+                done[index] = unit["labels"].reshape(hi - lo, n_clones)
+                if nfe_total is not None:
+                    nfe_total += int(unit["nfe"])
+                advance(1)
+            for i in order:
+                clone_labels[i, lo:hi] = torch.from_numpy(done[int(indices[i])])
+
+    result = CloneResult(
+        requested_times=requested,
+        times=realised,
+        indices=indices,
+        steps=steps,
+        own_labels=own,
+        clone_labels=clone_labels,
+        nfe=nfe_total,
+        metadata={k: v for k, v in config.items() if k not in ("requested_times", "realised_times")},
+    )
+    if out is not None:
+        result.save(out)
+    return result
+
+
+def _run_trunk(process, n, fork_indices, feature_fn, cond, dtype, device, generator):
+    """One pass from the prior through every fork index (increasing) to the end."""
+    before = process.nfe
+    x = process.prior(n, generator=generator, device=device, dtype=dtype)
+    states = []
+    position = 0
+    for index in fork_indices:
+        x = process.run(x, start=position, stop=index, generator=generator, cond=cond)
+        states.append(x.detach().cpu().numpy())
+        position = index
+    x = process.run(x, start=position, generator=generator, cond=cond)
+    labels, _ = apply_feature(feature_fn, process.decode(x))
+    return {
+        "states": np.stack(states),
+        "labels": labels.numpy(),
+        "nfe": np.int64(0 if before is None else process.nfe - before),
+    }
+
+
+def _run_fork(process, state, index, n_clones, feature_fn, cond, rows, generator):
+    before = process.nfe
+    x = state.repeat_interleave(n_clones, dim=0)
+    if cond:
+        local = torch.arange(rows.numel()).repeat_interleave(n_clones)
+        cond = select_cond(cond, local, rows.numel())
+    x = process.run(x, start=index, generator=generator, cond=cond or None)
+    labels, _ = apply_feature(feature_fn, process.decode(x))
+    return {"labels": labels.numpy(), "nfe": np.int64(0 if before is None else process.nfe - before)}

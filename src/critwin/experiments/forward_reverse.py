@@ -1,0 +1,298 @@
+"""The forward–reverse (noise–denoise) experiment (THEORY.md §3, §7).
+
+Call shape (stable; ``critwin sweep`` and the diffusers adapter use it)::
+
+    result = forward_reverse(process_or_mixture, x0, times, n_per_time, feature,
+                             sampler=None, generator=None, seed=None, out=DIR, cond=None)
+
+For every requested OU time ``t`` and every sample of ``x0`` (data space), ``n_per_time`` times:
+noise ``x0`` to the grid point of the process nearest to ``t`` with fresh noise, run the sampler from
+that same grid index to the end (no off-by-one), and read ``feature`` on the output. The realised OU
+time and step of every requested time are recorded. Sample column ``m`` of the result belongs to
+source ``m // n_per_time``.
+
+With ``out=DIR`` each completed (time, chunk) unit is written atomically to ``DIR/units`` and
+``DIR/config.json`` records all settings that determine the results; rerunning the same call after a
+kill resumes and gives an identical table. The final table is saved to ``DIR/table.csv`` +
+``DIR/metadata.json``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from critwin._validation import check_positive_int
+from critwin.experiments.store import (
+    SweepStore,
+    apply_feature,
+    as_process,
+    check_chunk_size,
+    check_cond,
+    check_requested_times,
+    check_samples,
+    feature_name,
+    fingerprint,
+    progress_bar,
+    read_table,
+    realise_times,
+    resolve_feature,
+    resolve_seed,
+    select_cond,
+    unit_generator,
+    write_table,
+)
+
+__all__ = ["forward_reverse", "ForwardReverseResult"]
+
+DEFAULT_CHUNK = 512
+
+
+@dataclass
+class ForwardReverseResult:
+    """Per-sample outcome of a forward–reverse sweep.
+
+    Attributes
+    ----------
+    requested_times : (T,) float64 OU times asked for.
+    times : (T,) float64 realised OU times (grid points actually used).
+    indices : (T,) long grid indices of the process where noising stopped and sampling started.
+    steps : (T,) long model step labels (diffusers timesteps; -1 for t = 0) or None.
+    labels : (T, M) long feature labels of the outputs, ``M = N * n_per_time``.
+    source_labels : (T, M) long feature labels of the inputs, repeated to match ``labels``.
+    source_ids : (M,) long index into ``x0`` of every column.
+    probabilities : (T, M, C) float32 output probabilities when the feature returns them, else None.
+    n_per_time : replicates per source and time.
+    nfe : total per-sample denoiser evaluations (None if the process does not count them).
+    metadata : provenance (process description, seed, feature name...).
+    """
+
+    requested_times: torch.Tensor
+    times: torch.Tensor
+    indices: torch.Tensor
+    steps: torch.Tensor | None
+    labels: torch.Tensor
+    source_labels: torch.Tensor
+    source_ids: torch.Tensor
+    probabilities: torch.Tensor | None = None
+    n_per_time: int = 1
+    nfe: int | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def agreement(self) -> torch.Tensor:
+        """(T,) commitment curve c(t): fraction of outputs whose label equals their source's."""
+        return (self.labels == self.source_labels).double().mean(1)
+
+    def kept(self) -> torch.Tensor:
+        """(T, M) bool: output label equals source label."""
+        return self.labels == self.source_labels
+
+    def table(self) -> dict[str, list]:
+        """Tidy columns, one row per (time, sample): t, requested_t, step, index, source_id,
+        replicate, label, source_label."""
+        T, M = self.labels.shape
+        t_rep = np.repeat(np.arange(T), M)
+        col = np.tile(np.arange(M), T)
+        steps = None if self.steps is None else self.steps.numpy()
+        return {
+            "t": self.times.numpy()[t_rep].tolist(),
+            "requested_t": self.requested_times.numpy()[t_rep].tolist(),
+            "step": [None] * (T * M) if steps is None else [None if s < 0 else int(s) for s in steps[t_rep]],
+            "index": self.indices.numpy()[t_rep].tolist(),
+            "source_id": self.source_ids.numpy()[col].tolist(),
+            "replicate": (col % self.n_per_time).tolist(),
+            "label": self.labels.numpy().reshape(-1).tolist(),
+            "source_label": self.source_labels.numpy().reshape(-1).tolist(),
+        }
+
+    def rows(self) -> list[dict[str, Any]]:
+        columns = self.table()
+        names = list(columns)
+        return [dict(zip(names, values)) for values in zip(*columns.values())]
+
+    def to_pandas(self):
+        import pandas as pd  # optional dependency
+
+        return pd.DataFrame(self.table())
+
+    def save(self, directory) -> None:
+        """Write ``table.csv`` and ``metadata.json`` (atomically) into ``directory``."""
+        meta = dict(self.metadata)
+        meta.update(
+            kind="forward_reverse",
+            n_per_time=self.n_per_time,
+            nfe=self.nfe,
+            requested_times=self.requested_times.tolist(),
+            times=self.times.tolist(),
+            indices=self.indices.tolist(),
+            steps=None if self.steps is None else self.steps.tolist(),
+        )
+        write_table(directory, self.table(), meta)
+
+    @classmethod
+    def load(cls, directory) -> ForwardReverseResult:
+        """Read a result written by :meth:`save` (probabilities are not stored in the table)."""
+        columns, meta = read_table(directory)
+        if meta.get("kind") != "forward_reverse":
+            raise ValueError(f"directory {directory} holds a {meta.get('kind')!r} result, not forward_reverse")
+        T = len(meta["times"])
+        labels = torch.tensor([int(v) for v in columns["label"]], dtype=torch.long).reshape(T, -1)
+        source = torch.tensor([int(v) for v in columns["source_label"]], dtype=torch.long).reshape(T, -1)
+        ids = torch.tensor([int(v) for v in columns["source_id"]], dtype=torch.long).reshape(T, -1)[0]
+        steps = meta.get("steps")
+        return cls(
+            requested_times=torch.tensor(meta["requested_times"], dtype=torch.float64),
+            times=torch.tensor(meta["times"], dtype=torch.float64),
+            indices=torch.tensor(meta["indices"], dtype=torch.long),
+            steps=None if steps is None else torch.tensor(steps, dtype=torch.long),
+            labels=labels,
+            source_labels=source,
+            source_ids=ids,
+            n_per_time=int(meta["n_per_time"]),
+            nfe=meta.get("nfe"),
+            metadata=meta,
+        )
+
+
+def forward_reverse(
+    model,
+    x0,
+    times,
+    n_per_time: int = 1,
+    feature="component",
+    sampler: str | None = None,
+    generator: torch.Generator | None = None,
+    *,
+    seed: int | None = None,
+    out=None,
+    cond: dict[str, Any] | None = None,
+    chunk_size: int | None = None,
+    progress: bool = True,
+    n_steps: int | None = None,
+    t_max: float | None = None,
+    eta: float | None = None,
+    feature_label: str | None = None,
+) -> ForwardReverseResult:
+    """Noise ``x0`` to each OU time, denoise with the model's sampler, and read the feature.
+
+    Parameters
+    ----------
+    model : a ``GaussianMixture`` / ``EmpiricalMixture`` (wrapped in
+        :class:`~critwin.experiments.process.MixtureProcess` with ``sampler``, default ``"exact"``) or
+        any :class:`~critwin.experiments.process.ReverseProcess` (then ``sampler`` is None or its own).
+    x0 : (N, ...) samples in data space (encoded with ``process.encode`` before noising).
+    times : (T,) OU times, each finite, >= 0 and within the process's range.
+    n_per_time : replicates (fresh noise) per sample and time, >= 1.
+    feature : callable ``f(x_data) -> (n,)`` integer labels or ``(n, C)`` probabilities, or
+        ``"component"`` (a mixture's Bayes label at t = 0).
+    sampler : for mixtures, one of ``"exact"``, ``"ddpm"``, ``"ddim"``, ``"sde"``, ``"sde_exp"``, ``"heun"``.
+    generator : source of the base seed when ``seed`` is None (same generator state, same result).
+    seed : base seed; every unit's randomness derives from ``(seed, time index, chunk)``.
+    out : checkpoint/result directory (resumable). Needs ``seed`` or ``generator``.
+    cond : conditioning passed to ``process.run``; tensors with first dim N are per sample.
+    chunk_size : samples per unit (default 512).
+    progress : show a progress bar.
+    n_steps, t_max, eta : grid and knobs of a mixture's sampler.
+    feature_label : name recorded for the feature (default: its qualified name).
+
+    Returns
+    -------
+    ForwardReverseResult
+    """
+    process = as_process(model, sampler, n_steps, t_max, eta)
+    x0 = check_samples(x0, process)
+    requested = check_requested_times(times)
+    n_per_time = check_positive_int(n_per_time, "n_per_time")
+    chunk = check_chunk_size(chunk_size, DEFAULT_CHUNK)
+    cond = check_cond(cond, x0.shape[0])
+    feature_fn = resolve_feature(feature, process)
+    if out is not None and seed is None and generator is None:
+        raise ValueError("out: a resumable sweep needs seed= (or a generator) so that a rerun reproduces it")
+    base_seed = resolve_seed(seed, generator)
+    process, indices, realised, steps = realise_times(process, requested)
+
+    source_labels, _ = apply_feature(feature_fn, x0)
+    z0 = process.encode(x0)
+    N = x0.shape[0]
+    M = N * n_per_time
+    n_chunks = -(-M // chunk)
+    description = process.describe()
+    config = {
+        "kind": "forward_reverse",
+        "process": description,
+        "feature": feature_name(feature, feature_label),
+        "seed": base_seed,
+        "requested_times": requested.tolist(),
+        "realised_times": realised.tolist(),
+        "n_samples": N,
+        "n_per_time": n_per_time,
+        "chunk_size": chunk,
+        "x0": fingerprint(x0),
+        "cond": fingerprint(cond) if cond else None,
+    }
+    store = SweepStore(out, config) if out is not None else None
+    device = z0.device
+    last = process.times.numel() - 1
+
+    T = requested.numel()
+    labels = torch.empty(T, M, dtype=torch.long)
+    probabilities: torch.Tensor | None = None
+    nfe_total: int | None = 0 if process.nfe is not None else None
+    with progress_bar(T * n_chunks, "forward-reverse", progress) as advance:
+        for i in range(T):
+            for j in range(n_chunks):
+                name = f"t{i:05d}_c{j:05d}"
+                lo, hi = j * chunk, min(M, (j + 1) * chunk)
+                if store is not None and store.has(name):
+                    unit = store.load(name)
+                else:
+                    unit = _run_unit(
+                        process, z0, feature_fn, int(indices[i]), last, lo, hi, n_per_time, cond, N,
+                        unit_generator(base_seed, "fr", i, j, device=device),
+                    )
+                    if store is not None:
+                        store.save(name, unit)
+                labels[i, lo:hi] = torch.from_numpy(unit["labels"])
+                if "probs" in unit:
+                    if probabilities is None:
+                        probabilities = torch.zeros(T, M, unit["probs"].shape[1])
+                    probabilities[i, lo:hi] = torch.from_numpy(unit["probs"])
+                if nfe_total is not None:
+                    nfe_total += int(unit["nfe"])
+                advance(1)
+
+    source_ids = torch.arange(M) // n_per_time
+    result = ForwardReverseResult(
+        requested_times=requested,
+        times=realised,
+        indices=indices,
+        steps=steps,
+        labels=labels,
+        source_labels=source_labels[source_ids].unsqueeze(0).expand(T, M).clone(),
+        source_ids=source_ids,
+        probabilities=probabilities,
+        n_per_time=n_per_time,
+        nfe=nfe_total,
+        metadata={k: v for k, v in config.items() if k not in ("requested_times", "realised_times")},
+    )
+    if out is not None:
+        result.save(out)
+    return result
+
+
+def _run_unit(process, z0, feature_fn, index, last, lo, hi, n_per_time, cond, n_rows, generator):
+    rows = torch.arange(lo, hi) // n_per_time
+    x = z0[rows.to(z0.device)]
+    before = process.nfe
+    if index < last:
+        x = process.add_noise(x, index, generator=generator)
+        x = process.run(x, start=index, generator=generator, cond=select_cond(cond, rows, n_rows) or None)
+    labels, probs = apply_feature(feature_fn, process.decode(x))
+    unit = {"labels": labels.numpy(), "nfe": np.int64(0 if before is None else process.nfe - before)}
+    if probs is not None:
+        unit["probs"] = probs.numpy()
+    return unit

@@ -1,0 +1,431 @@
+"""The one interface every experiment runs on: a model together with its sampler.
+
+A :class:`ReverseProcess` is discretised on a decreasing grid of OU times ``times[0] > ... > times[L]``.
+Grid index ``i`` is "the state after noising to ``times[i]``" and, equally, "the state from which
+the sampler's step ``i`` starts": ``run(add_noise(x0, i), start=i)`` is the forward-reverse
+experiment at ``times[i]`` with no off-by-one. Exact mixtures, critwin's own samplers on any
+denoiser, and diffusers schedulers (``critwin.adapters.diffusers``) all implement it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from critwin._validation import check_positive_int, check_time
+from critwin.clock import alpha_sigma, time_grid
+from critwin.samplers import SAMPLERS, as_denoiser, sample_ddim
+
+Callback = Callable[[int, float, torch.Tensor, torch.Tensor], None]
+"""``callback(index, t, x, x0_hat)``: called at every grid index the sampler passes."""
+
+
+class ReverseProcess(ABC):
+    """A generative model and its sampler on a grid of OU times.
+
+    Attributes
+    ----------
+    sample_shape : shape of one sample in model space (e.g. ``(d,)`` or ``(C, H, W)``).
+    continuous : whether the model accepts any OU time; such processes can be re-gridded with
+        :meth:`with_times` so that requested times are realised exactly.
+    nfe : running count of per-sample denoiser evaluations (``None`` when the process does not
+        count them); experiments report the difference over each unit of work.
+    """
+
+    sample_shape: tuple[int, ...] = ()
+    continuous: bool = False
+    nfe: int | None = None
+    """Per-sample denoiser evaluations so far, for processes that count them (``None``: not counted)."""
+
+    @property
+    @abstractmethod
+    def times(self) -> torch.Tensor:
+        """(L+1,) float64 decreasing OU times; ``times[-1]`` is the end of sampling (0 = clean)."""
+
+    @abstractmethod
+    def add_noise(
+        self, x0: torch.Tensor, index: int, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Exact forward noising of model-space ``x0`` (batch first) to ``times[index]``."""
+
+    @abstractmethod
+    def run(
+        self,
+        x: torch.Tensor,
+        start: int = 0,
+        stop: int | None = None,
+        generator: torch.Generator | None = None,
+        callback: Callback | None = None,
+        cond: dict[str, Any] | None = None,
+    ) -> torch.Tensor:
+        """Run the sampler from grid index ``start`` to ``stop`` (default: the end, ``L``)."""
+
+    def prior(
+        self, n: int, generator: torch.Generator | None = None, device=None, dtype=None
+    ) -> torch.Tensor:
+        """Draw ``n`` states at ``times[0]`` (standard normal for a fully noised VP/OU state)."""
+        return torch.randn(
+            (n, *self.sample_shape), generator=generator, device=device, dtype=dtype or torch.float32
+        )
+
+    def locate(self, t) -> tuple[int, float]:
+        """Grid index whose OU time is nearest to ``t`` (never the final, clean index) and that time."""
+        t = check_time(t, "t")
+        grid = self.times[:-1]
+        hi, lo = grid.max().item(), self.times.min().item()
+        if t > hi * (1 + 1e-9) + 1e-12:
+            raise ValueError(f"t={t:.4g} is beyond the sampler's range of OU times [{lo:.4g}, {hi:.4g}]")
+        index = int((grid - t).abs().argmin().item())
+        return index, float(grid[index].item())
+
+    def step_label(self, index: int) -> int | None:
+        """The model's own step number at grid index ``index`` (diffusers timestep), if any."""
+        return None
+
+    def with_times(self, times) -> ReverseProcess:
+        """A copy sampled on another grid (continuous processes only)."""
+        raise ValueError(f"{type(self).__name__} has a fixed grid; it cannot be re-gridded")
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Data space -> model space (identity; a VAE encoder for latent models)."""
+        return x
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        """Model space -> data space, where features are read (identity; a VAE decoder for latents)."""
+        return x
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-serialisable provenance (sampler, schedule, model id) stored with results."""
+        return {"process": type(self).__name__, "grid_size": int(self.times.numel())}
+
+
+# --------------------------------------------------------------------------------------------------
+# Concrete processes
+# --------------------------------------------------------------------------------------------------
+
+_MIXTURE_SAMPLERS = ("exact", "ddpm", "ddim", "sde", "sde_exp", "heun")
+_DISCRETE_SAMPLERS = ("ddim", "ddpm")
+
+
+def check_sampler(name, known, argument: str = "sampler") -> str:
+    """Return ``name`` if it is one of ``known``; otherwise raise a ValueError listing them."""
+    if not isinstance(name, str) or name not in known:
+        raise ValueError(f"{argument} must be one of {', '.join(repr(k) for k in known)}; got {name!r}")
+    return name
+
+
+def _check_grid(times, name: str = "times") -> torch.Tensor:
+    grid = torch.as_tensor(times, dtype=torch.float64).flatten().cpu()
+    if grid.numel() < 2:
+        raise ValueError(f"{name} must hold at least two OU times (a start and an end), got {grid.numel()}")
+    if not torch.isfinite(grid).all() or (grid < 0).any():
+        raise ValueError(f"{name} must be finite, non-negative OU times")
+    if not (grid[1:] < grid[:-1]).all():
+        raise ValueError(f"{name} must be strictly decreasing")
+    return grid
+
+
+def _fingerprint(*tensors) -> str:
+    """Short content hash of tensors (float64, CPU) so that a changed model changes the config."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        if tensor is None:
+            digest.update(b"none")
+            continue
+        value = torch.as_tensor(tensor).detach().to("cpu", torch.float64).contiguous()
+        digest.update(str(tuple(value.shape)).encode())
+        digest.update(value.numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _check_no_cond(cond, owner: str) -> None:
+    if cond:
+        raise ValueError(f"cond: {owner} takes no conditioning, got keys {sorted(cond)}")
+
+
+class _CountingDenoiser:
+    """Wraps a denoiser and counts per-sample evaluations (the NFE measure of every experiment)."""
+
+    def __init__(self, owner: ReverseProcess, denoise: Callable[..., torch.Tensor]):
+        self.owner = owner
+        self.fn = denoise
+
+    def __call__(self, x, t, **extra):
+        self.owner.nfe += int(x.shape[0])
+        return self.fn(x, t, **extra)
+
+
+class MixtureProcess(ReverseProcess):
+    """A Gaussian/empirical mixture with its exact denoiser, sampled by one of critwin's samplers.
+
+    Parameters
+    ----------
+    mixture : ``GaussianMixture`` or ``EmpiricalMixture`` (anything with the mixture API of DESIGN.md).
+    sampler : one of ``"exact"`` (exact posterior / reverse transitions: one denoiser evaluation per
+        call of :meth:`run`, no discretisation error), ``"ddpm"``, ``"ddim"``, ``"sde"``, ``"sde_exp"``,
+        ``"heun"`` (``critwin.samplers`` on the mixture's exact ``denoise``).
+    n_steps : number of sampler steps on the default grid from ``t_max`` to 0.
+    t_max : largest OU time (the range of the process; requests beyond it are refused).
+    eta : DDIM stochasticity (only for ``sampler="ddim"``; default 0).
+    spacing : grid spacing passed to :func:`critwin.clock.time_grid`.
+    times : explicit decreasing grid of OU times ending at 0 (overrides ``n_steps``/``t_max``/``spacing``).
+
+    Notes
+    -----
+    :meth:`prior` draws from the exact noised mixture at ``times[0]`` (not N(0, I)), so that the only
+    approximation left in an experiment is the sampler's discretisation. ``nfe`` counts per-sample
+    denoiser evaluations; for ``"exact"`` one posterior draw counts as one evaluation.
+    """
+
+    continuous = True
+
+    def __init__(
+        self,
+        mixture,
+        sampler: str = "exact",
+        n_steps: int = 200,
+        t_max: float = 10.0,
+        eta: float | None = None,
+        spacing: str = "edm",
+        times=None,
+    ):
+        for attribute in ("denoise", "sample_posterior", "sample_reverse", "means"):
+            if not hasattr(mixture, attribute):
+                raise ValueError(
+                    f"mixture must be a GaussianMixture or EmpiricalMixture (missing .{attribute}), "
+                    f"got {type(mixture).__name__}"
+                )
+        self.mixture = mixture
+        self.sampler = check_sampler(sampler, _MIXTURE_SAMPLERS)
+        if eta is not None and sampler != "ddim":
+            raise ValueError(f"eta is only used by sampler='ddim', got eta={eta!r} with sampler={sampler!r}")
+        if eta is not None:
+            eta = float(eta)
+            if not (0.0 <= eta <= 1.0) or eta != eta:
+                raise ValueError(f"eta must lie in [0, 1], got {eta!r}")
+        self.eta = eta
+        if times is None:
+            n_steps = check_positive_int(n_steps, "n_steps")
+            self._times = time_grid(t_max, n_steps, 0.0, spacing)
+            self.spacing = spacing
+        else:
+            self._times = _check_grid(times)
+            if self._times[-1].item() != 0.0:
+                raise ValueError(f"times must end at 0 (clean data), got {self._times[-1].item():.4g}")
+            self.spacing = "custom"
+        self.sample_shape = (int(mixture.means.shape[-1]),)
+        self.nfe = 0
+        self._denoise = _CountingDenoiser(self, mixture.denoise)
+
+    @property
+    def times(self) -> torch.Tensor:
+        return self._times
+
+    def add_noise(self, x0, index, generator=None):
+        t = self._times[int(index)].item()
+        a, s = alpha_sigma(t)
+        noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        return a * x0 + s * noise
+
+    def prior(self, n, generator=None, device=None, dtype=None):
+        x, _ = self.mixture.noised(self._times[0].item()).sample(n, generator=generator)
+        return x.to(device=device or x.device, dtype=dtype or x.dtype)
+
+    def run(self, x, start=0, stop=None, generator=None, callback=None, cond=None):
+        _check_no_cond(cond, "MixtureProcess")
+        start, stop = _check_span(self, start, stop)
+        if stop == start:
+            return x
+        grid = self._times[start : stop + 1]
+        if callback is not None:
+            def step_callback(i, t, state, x0_hat):
+                callback(start + i, t, state, x0_hat)
+        else:
+            step_callback = None
+        if self.sampler == "exact":
+            return self._run_exact(x, grid, generator, step_callback)
+        knobs = {"eta": self.eta} if self.eta is not None else {}
+        return SAMPLERS[self.sampler](
+            self._denoise, x, grid, generator=generator, callback=step_callback, **knobs
+        )
+
+    def _run_exact(self, x, grid, generator, callback):
+        if callback is None:
+            # Exact in one draw from any time: one posterior evaluation per sample.
+            self.nfe += int(x.shape[0])
+            t, s = grid[0].item(), grid[-1].item()
+            if s == 0.0:
+                out, _ = self.mixture.sample_posterior(x, t, generator=generator)
+            else:
+                out, _ = self.mixture.sample_reverse(x, t, s, generator=generator)
+            return out
+        # A callback needs every grid point: exact transitions step by step.
+        for i in range(grid.numel() - 1):
+            t, s = grid[i].item(), grid[i + 1].item()
+            x0_hat = self.mixture.denoise(x, t)
+            self.nfe += int(x.shape[0])
+            callback(i, t, x, x0_hat)
+            if s == 0.0:
+                x, _ = self.mixture.sample_posterior(x, t, generator=generator)
+            else:
+                x, _ = self.mixture.sample_reverse(x, t, s, generator=generator)
+        return x
+
+    def with_times(self, times):
+        return MixtureProcess(self.mixture, self.sampler, eta=self.eta, times=times)
+
+    def describe(self):
+        mixture = self.mixture
+        covs = getattr(mixture, "covs", None)
+        return {
+            "process": "MixtureProcess",
+            "sampler": self.sampler,
+            "eta": self.eta,
+            "spacing": self.spacing,
+            "grid_size": int(self._times.numel()),
+            "t_max": float(self._times[0].item()),
+            "grid_fingerprint": _fingerprint(self._times),
+            "model": {
+                "kind": type(mixture).__name__,
+                "n_components": int(mixture.means.shape[0]),
+                "dim": int(mixture.means.shape[-1]),
+                "fingerprint": _fingerprint(mixture.means, covs, getattr(mixture, "weights", None)),
+            },
+        }
+
+
+def _check_span(process: ReverseProcess, start, stop) -> tuple[int, int]:
+    last = process.times.numel() - 1
+    start = int(start)
+    stop = last if stop is None else int(stop)
+    if not 0 <= start <= last:
+        raise ValueError(f"start must be a grid index in 0..{last}, got {start}")
+    if not start <= stop <= last:
+        raise ValueError(f"stop must be a grid index in {start}..{last}, got {stop}")
+    return start, stop
+
+
+class DiscreteProcess(ReverseProcess):
+    """DDIM / DDPM sampling of any denoiser on a discrete VP schedule (diffusers conventions).
+
+    The sampler's timesteps are ``n_steps`` steps of ``schedule`` spaced as in diffusers
+    (``"leading"``: ``k = i * (T // n_steps) + steps_offset``; ``"trailing"``:
+    ``round(T - i * T / n_steps) - 1``; ``"linspace"``: rounded ``linspace(0, T - 1, n_steps)``),
+    visited from the largest down. Grid index ``i`` is timestep ``timesteps[i]`` at its OU time
+    ``schedule.ou_times[timesteps[i]]``; the final grid point is clean data (``alpha_bar = 1``, as
+    diffusers' ``set_alpha_to_one``). A VP state at step k is exactly the OU state at its OU time,
+    so noising at step k and the first denoising step share one time: no off-by-one.
+
+    Parameters
+    ----------
+    denoiser : object with ``.denoise(x, t, **cond)`` or callable ``f(x, t, **cond) -> x0_hat`` taking
+        OU time ``t`` (a network wrapper maps it back to its timestep with ``schedule.nearest_step``).
+    schedule : :class:`critwin.clock.DiscreteSchedule`.
+    n_steps : number of inference steps (<= ``schedule.num_steps``).
+    sampler : ``"ddim"`` (deterministic unless ``eta > 0``) or ``"ddpm"`` (ancestral, DDIM with eta = 1).
+    eta : DDIM stochasticity in [0, 1].
+    spacing : ``"leading"``, ``"trailing"`` or ``"linspace"``.
+    steps_offset : added to leading timesteps (Stable Diffusion uses 1).
+    sample_shape : shape of one sample (for :meth:`prior`).
+    """
+
+    continuous = False
+
+    def __init__(
+        self,
+        denoiser,
+        schedule,
+        n_steps: int = 50,
+        sampler: str = "ddim",
+        eta: float = 0.0,
+        spacing: str = "leading",
+        steps_offset: int = 0,
+        sample_shape: tuple[int, ...] = (),
+    ):
+        self.denoiser = denoiser
+        self._denoise = _CountingDenoiser(self, as_denoiser(denoiser))
+        self.schedule = schedule
+        total = schedule.num_steps
+        n_steps = check_positive_int(n_steps, "n_steps")
+        if n_steps > total:
+            raise ValueError(f"n_steps must be <= the schedule's {total} steps, got {n_steps}")
+        self.sampler = check_sampler(sampler, _DISCRETE_SAMPLERS)
+        eta = 1.0 if sampler == "ddpm" else float(eta)
+        if not (0.0 <= eta <= 1.0):
+            raise ValueError(f"eta must lie in [0, 1], got {eta!r}")
+        self.eta = eta
+        if spacing == "leading":
+            steps = torch.arange(n_steps) * (total // n_steps) + int(steps_offset)
+        elif spacing == "trailing":
+            steps = torch.round(torch.arange(total, 0, -total / n_steps, dtype=torch.float64)).long() - 1
+            steps = steps.flip(0)
+        elif spacing == "linspace":
+            steps = torch.round(torch.linspace(0, total - 1, n_steps, dtype=torch.float64)).long()
+        else:
+            raise ValueError(f"spacing must be one of 'leading', 'trailing', 'linspace', got {spacing!r}")
+        if steps.min() < 0 or steps.max() >= total:
+            raise ValueError(f"steps_offset={steps_offset} puts timesteps outside 0..{total - 1}")
+        self.spacing = spacing
+        self.steps_offset = int(steps_offset)
+        self.timesteps = steps.flip(0).contiguous()  # decreasing, like diffusers
+        ou = schedule.ou_times[self.timesteps]
+        self._times = torch.cat([ou, torch.zeros(1, dtype=torch.float64)])
+        self.sample_shape = tuple(sample_shape)
+        self.nfe = 0
+
+    @property
+    def times(self) -> torch.Tensor:
+        return self._times
+
+    def step_label(self, index):
+        index = int(index)
+        return int(self.timesteps[index].item()) if index < self.timesteps.numel() else None
+
+    def locate(self, t):
+        t = check_time(t, "t")
+        step, realised = self.schedule.nearest_step(t, steps=self.timesteps)
+        index = int((self.timesteps == step).nonzero()[0, 0].item())
+        return index, float(realised)
+
+    def add_noise(self, x0, index, generator=None):
+        ab = self.schedule.alphas_cumprod[self.timesteps[int(index)]].item()
+        noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        return ab**0.5 * x0 + (1.0 - ab) ** 0.5 * noise
+
+    def run(self, x, start=0, stop=None, generator=None, callback=None, cond=None):
+        start, stop = _check_span(self, start, stop)
+        if stop == start:
+            return x
+        if callback is not None:
+            def step_callback(i, t, state, x0_hat):
+                callback(start + i, t, state, x0_hat)
+        else:
+            step_callback = None
+        return sample_ddim(
+            self._denoise,
+            x,
+            self._times[start : stop + 1],
+            generator=generator,
+            callback=step_callback,
+            extra_args=dict(cond or {}),
+            eta=self.eta,
+        )
+
+    def describe(self):
+        return {
+            "process": "DiscreteProcess",
+            "sampler": self.sampler,
+            "eta": self.eta,
+            "schedule": self.schedule.name,
+            "schedule_steps": int(self.schedule.num_steps),
+            "schedule_fingerprint": _fingerprint(self.schedule.betas),
+            "n_steps": int(self.timesteps.numel()),
+            "spacing": self.spacing,
+            "steps_offset": self.steps_offset,
+            "denoiser": getattr(self.denoiser, "name", None) or type(self.denoiser).__name__,
+        }

@@ -1,0 +1,116 @@
+"""Weight files of the shipped models: ``<name>.safetensors`` beside a JSON model card ``<name>.json``.
+
+The card records the configuration needed to rebuild the network, the data split, the training
+run and the quality metrics, plus the SHA-256 of the weight file so that a truncated or corrupted
+file is reported as such (with the command that retrains it) instead of failing deep inside torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from critwin._io import atomic_path, atomic_write_json
+
+SHIPPED_WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+# How to recreate each shipped file; quoted in every "missing or corrupted" error.
+RETRAIN_COMMANDS = {
+    "digits": "critwin train digits --out {dir}",
+    "digits-memorise": "critwin train digits-memorise --out {dir}",
+    "digit-classifier": "critwin train classifier --out {dir}",
+}
+
+
+def weights_paths(name: str, directory: str | os.PathLike | None = None) -> tuple[Path, Path]:
+    """``(weights_file, card_file)`` of model ``name`` in ``directory`` (default: the shipped weights)."""
+    directory = SHIPPED_WEIGHTS_DIR if directory is None else Path(directory)
+    return directory / f"{name}.safetensors", directory / f"{name}.json"
+
+
+def _retrain_hint(name: str, directory: Path) -> str:
+    template = RETRAIN_COMMANDS.get(name)
+    if template is None:
+        return ""
+    return f"; recreate it with `{template.format(dir=directory)}`"
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_weights(name: str, state_dict: dict[str, torch.Tensor], card: dict, directory) -> tuple[Path, Path]:
+    """Write ``state_dict`` (safetensors) and ``card`` (JSON) atomically; returns both paths.
+
+    The weights are written first and the card last, so a card on disk always describes a
+    complete weight file; the card gains ``weights_file`` and ``weights_sha256``.
+    """
+    from safetensors.torch import save_file
+
+    weights_file, card_file = weights_paths(name, directory)
+    tensors = {key: value.detach().to("cpu").contiguous() for key, value in state_dict.items()}
+    with atomic_path(weights_file) as tmp:
+        save_file(tensors, str(tmp))
+    card = dict(card)
+    card["weights_file"] = weights_file.name
+    card["weights_sha256"] = file_sha256(weights_file)
+    atomic_write_json(card_file, card)
+    return weights_file, card_file
+
+
+def load_card(name: str, directory=None) -> dict:
+    """Read the JSON model card of ``name``; clear errors for a missing or unreadable card."""
+    weights_file, card_file = weights_paths(name, directory)
+    hint = _retrain_hint(name, card_file.parent)
+    if not card_file.is_file():
+        raise FileNotFoundError(f"model card {card_file} of model {name!r} not found{hint}")
+    try:
+        card = json.loads(card_file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"model card {card_file} is corrupted ({exc}){hint}") from None
+    if not isinstance(card, dict) or "config" not in card:
+        raise ValueError(f"model card {card_file} is corrupted (no 'config' entry){hint}")
+    return card
+
+
+def load_weights(name: str, directory=None) -> tuple[dict[str, torch.Tensor], dict]:
+    """Load ``(state_dict, card)`` of ``name``, checking the file against the card's SHA-256."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    weights_file, card_file = weights_paths(name, directory)
+    hint = _retrain_hint(name, weights_file.parent)
+    card = load_card(name, directory)
+    if not weights_file.is_file():
+        raise FileNotFoundError(f"weights file {weights_file} of model {name!r} not found{hint}")
+    expected = card.get("weights_sha256")
+    if expected is not None and file_sha256(weights_file) != expected:
+        raise ValueError(
+            f"weights file {weights_file} is corrupted (its SHA-256 does not match the model card {card_file})"
+            f"{hint}"
+        )
+    try:
+        state_dict = load_file(str(weights_file))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ValueError(f"weights file {weights_file} is corrupted ({exc}){hint}") from None
+    return state_dict, card
+
+
+def load_state_into(module: torch.nn.Module, state_dict: dict, name: str, weights_file: Path) -> None:
+    """``module.load_state_dict(strict=True)`` with a readable error when the file does not fit."""
+    try:
+        module.load_state_dict(state_dict, strict=True)
+    except RuntimeError as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else "shape mismatch"
+        raise ValueError(
+            f"weights file {weights_file} does not fit the network its card describes ({first_line})"
+            f"{_retrain_hint(name, weights_file.parent)}"
+        ) from None

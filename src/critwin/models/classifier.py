@@ -1,0 +1,227 @@
+"""A small CNN digit classifier, trained on the real 8x8 digits: the ``feature`` for experiments.
+
+The experiments ask "which digit did the sampler produce?"; :func:`classifier_feature` answers it
+for a batch ``x`` of shape ``(n, 1, 8, 8)`` in [-1, 1] (the digits model's space). The shipped
+weights are ``weights/digit-classifier.safetensors`` with a model card holding the test accuracy.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from critwin import __version__
+from critwin._validation import check_positive_int
+from critwin.models._store import load_state_into, load_weights, save_weights, weights_paths
+from critwin.models.data import IMAGE_SHAPE, NUM_CLASSES, DigitsData, load_digits_data
+
+__all__ = [
+    "CLASSIFIER_NAME",
+    "DigitClassifier",
+    "train_classifier",
+    "evaluate_classifier",
+    "save_classifier",
+    "load_classifier",
+    "classifier_feature",
+]
+
+CLASSIFIER_NAME = "digit-classifier"
+
+
+class DigitClassifier(nn.Module):
+    """Three 3x3 convolutions (8x8 -> 4x4 -> 2x2) and a two-layer head; logits over ten digits.
+
+    Parameters
+    ----------
+    width : channels of the first convolution (doubled twice).
+    dropout : dropout probability before the last layer (training only).
+    """
+
+    def __init__(self, width: int = 16, dropout: float = 0.2):
+        super().__init__()
+        width = check_positive_int(width, "width")
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
+        self.width = width
+        self.dropout = float(dropout)
+        self.features = nn.Sequential(
+            nn.Conv2d(1, width, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width, 2 * width, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(2 * width, 4 * width, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+        self.head = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(4 * width * 4, 64),
+            nn.ReLU(),
+            nn.Dropout(self.dropout),
+            nn.Linear(64, NUM_CLASSES),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(n, 10)`` of images ``x`` ``(n, 1, 8, 8)`` in [-1, 1]."""
+        return self.head(self.features(x))
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+        """Predicted digits ``(n,)`` int64 for images of shape (n, 1, 8, 8), (n, 8, 8) or (n, 64)."""
+        images = _as_images(x, "x")
+        param = next(self.parameters())
+        was_training = self.training
+        self.eval()
+        try:
+            out = [
+                self(chunk.to(device=param.device, dtype=param.dtype)).argmax(dim=1)
+                for chunk in images.split(batch_size)
+            ]
+        finally:
+            self.train(was_training)
+        return torch.cat(out).to(x.device)
+
+
+def _as_images(x, name: str) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a tensor of 8x8 images, got {type(x).__name__}")
+    if x.ndim == 4 and tuple(x.shape[1:]) == IMAGE_SHAPE:
+        return x
+    if x.ndim == 3 and tuple(x.shape[1:]) == IMAGE_SHAPE[1:]:
+        return x.unsqueeze(1)
+    if x.ndim == 2 and x.shape[1] == 64:
+        return x.reshape(-1, *IMAGE_SHAPE)
+    raise ValueError(f"{name} must have shape (n, 1, 8, 8), (n, 8, 8) or (n, 64), got {tuple(x.shape)}")
+
+
+def _random_shift(images: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Shift each image by -1, 0 or +1 pixel in each direction (background -1 fills the gap).
+
+    Generated digits are not always centred like the scanned ones; this makes the classifier judge
+    the digit's shape rather than its exact position.
+    """
+    n = images.shape[0]
+    padded = nn.functional.pad(images, (1, 1, 1, 1), value=-1.0)
+    offsets = torch.randint(0, 3, (n, 2), generator=generator)
+    rows = (offsets[:, 0:1] + torch.arange(8)).reshape(n, 1, 8, 1).expand(n, 1, 8, 10)
+    shifted = torch.gather(padded, 2, rows)
+    cols = (offsets[:, 1:2] + torch.arange(8)).reshape(n, 1, 1, 8).expand(n, 1, 8, 8)
+    return torch.gather(shifted, 3, cols)
+
+
+def train_classifier(
+    data: DigitsData | None = None,
+    epochs: int = 60,
+    batch_size: int = 64,
+    learning_rate: float = 2e-3,
+    width: int = 16,
+    seed: int = 0,
+) -> DigitClassifier:
+    """Train :class:`DigitClassifier` on ``data.train_images`` (Adam, cosine learning rate, shifts).
+
+    Parameters
+    ----------
+    data : the split to train on (default: :func:`load_digits_data` with seed 0).
+    epochs, batch_size, learning_rate, width : training sizes.
+    seed : seeds the initial weights, the batches, the augmentation and dropout.
+
+    Returns
+    -------
+    DigitClassifier in eval mode.
+    """
+    epochs = check_positive_int(epochs, "epochs")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    if not float(learning_rate) > 0:
+        raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
+    data = load_digits_data() if data is None else data
+    generator = torch.Generator().manual_seed(int(seed))
+    with torch.random.fork_rng(devices=[]):
+        # nn.Module initialisation and dropout draw from the global RNG; fork it so training is
+        # reproducible without disturbing the caller's random state.
+        torch.manual_seed(int(seed))
+        model = DigitClassifier(width=width)
+        optimiser = torch.optim.Adam(model.parameters(), lr=float(learning_rate))
+        n = data.train_labels.numel()
+        steps_per_epoch = -(-n // batch_size)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=epochs * steps_per_epoch)
+        model.train()
+        for _ in range(epochs):
+            order = torch.randperm(n, generator=generator)
+            for batch in order.split(batch_size):
+                images = _random_shift(data.train_images[batch], generator)
+                loss = nn.functional.cross_entropy(model(images), data.train_labels[batch])
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                schedule.step()
+    return model.eval()
+
+
+def evaluate_classifier(model: DigitClassifier, data: DigitsData | None = None) -> dict:
+    """Accuracy on the test and training images, and per-digit test accuracy."""
+    data = load_digits_data() if data is None else data
+    predicted = model.predict(data.test_images)
+    correct = predicted == data.test_labels
+    per_class = [correct[data.test_labels == c].double().mean().item() for c in range(NUM_CLASSES)]
+    return {
+        "test_accuracy": correct.double().mean().item(),
+        "train_accuracy": (model.predict(data.train_images) == data.train_labels).double().mean().item(),
+        "test_accuracy_per_class": per_class,
+        "n_test": int(data.test_labels.numel()),
+    }
+
+
+def save_classifier(model: DigitClassifier, directory, card_extra: dict | None = None) -> tuple[Path, Path]:
+    """Write the classifier's weights and card (with its test accuracy) into ``directory``."""
+    card = {
+        "name": CLASSIFIER_NAME,
+        "kind": "digit-classifier",
+        "critwin_version": __version__,
+        "config": {"width": model.width, "dropout": model.dropout},
+        "input": "(n, 1, 8, 8) float images in [-1, 1]",
+        "output": "logits over the digits 0..9",
+    }
+    card.update(card_extra or {})
+    return save_weights(CLASSIFIER_NAME, model.state_dict(), card, directory)
+
+
+def load_classifier(directory: str | os.PathLike | None = None) -> DigitClassifier:
+    """Load the classifier (default: the shipped weights) in eval mode."""
+    state_dict, card = load_weights(CLASSIFIER_NAME, directory)
+    config = card["config"]
+    try:
+        model = DigitClassifier(width=int(config["width"]), dropout=float(config.get("dropout", 0.0)))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"model card of {CLASSIFIER_NAME!r} has an invalid config: {exc}") from None
+    load_state_into(model, state_dict, CLASSIFIER_NAME, weights_paths(CLASSIFIER_NAME, directory)[0])
+    model.card = card
+    return model.eval()
+
+
+def classifier_feature(
+    classifier: DigitClassifier | None = None,
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The digit label as an experiment feature: ``feature(x) -> labels``.
+
+    Parameters
+    ----------
+    classifier : a trained classifier (default: the shipped one).
+
+    Returns
+    -------
+    ``feature(x)`` mapping images ``(n, 1, 8, 8)`` in [-1, 1] (or ``(n, 8, 8)``, ``(n, 64)``) to
+    ``(n,)`` int64 digits 0..9.
+    """
+    model = load_classifier() if classifier is None else classifier
+
+    def feature(x: torch.Tensor) -> torch.Tensor:
+        return model.predict(x)
+
+    feature.classifier = model
+    feature.n_labels = NUM_CLASSES
+    return feature

@@ -1,0 +1,208 @@
+"""Reverse samplers on any denoiser, in OU time, with one signature (k-diffusion style).
+
+Every sampler is ``sample_X(model, x, times, *, generator=None, callback=None, extra_args=None, ...)``:
+
+- ``model``: an object with ``.denoise(x, t, **extra_args) -> x0_hat`` (every mixture is one) or a
+  callable ``f(x, t, **extra_args) -> x0_hat``. The score follows as ``-(x - e^{-t} x0_hat) / (1 - e^{-2t})``.
+- ``x``: the state at OU time ``times[0]``; ``times``: decreasing OU times; the return value is the
+  state at ``times[-1]``.
+- ``callback(i, t, x, x0_hat)`` is called at every step with the state before the step.
+
+A step that ends at t = 0 returns the denoiser's x0_hat for the SDE and DDIM samplers (the usual
+"denoise at the end": the score is singular at t = 0).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+
+from critwin.clock import alpha_sigma
+
+__all__ = [
+    "sample_ddim",
+    "sample_ddpm",
+    "sample_euler_maruyama",
+    "sample_exponential",
+    "sample_heun",
+    "sample_exact",
+    "SAMPLERS",
+    "as_denoiser",
+    "check_times",
+]
+
+
+def as_denoiser(model) -> Callable[..., torch.Tensor]:
+    """``f(x, t, **extra) -> x0_hat`` from a model with ``.denoise`` or a plain callable."""
+    if hasattr(model, "denoise"):
+        return model.denoise
+    if callable(model):
+        return model
+    raise ValueError(f"model must have a .denoise(x, t) method or be callable, got {type(model).__name__}")
+
+
+def check_times(times) -> list[float]:
+    """Validate a decreasing sequence of at least two non-negative OU times; return floats."""
+    seq = torch.as_tensor(times, dtype=torch.float64).flatten()
+    if seq.numel() < 2:
+        raise ValueError(f"times must hold at least 2 OU times (start and end), got {seq.numel()}")
+    if not torch.isfinite(seq).all() or (seq < 0).any():
+        raise ValueError("times must be finite, non-negative OU times")
+    if not (seq[1:] < seq[:-1]).all():
+        raise ValueError("times must be strictly decreasing (reverse time runs from noise to data)")
+    return seq.tolist()
+
+
+def _noise(x: torch.Tensor, generator) -> torch.Tensor:
+    return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+
+
+def _score_from_denoised(x, x0_hat, t: float) -> torch.Tensor:
+    a, sigma = alpha_sigma(t)
+    return -(x - a * x0_hat) / (sigma * sigma)
+
+
+def _steps(model, x, times, callback, extra_args):
+    """Yield ``(i, t, s, x0_hat)`` for each step, calling the denoiser and the callback once."""
+    denoise = as_denoiser(model)
+    extra = extra_args or {}
+    for i, (t, s) in enumerate(zip(times[:-1], times[1:])):
+        x0_hat = denoise(x[0], t, **extra)
+        if callback is not None:
+            callback(i, t, x[0], x0_hat)
+        yield i, t, s, x0_hat
+
+
+def sample_ddim(
+    model,
+    x: torch.Tensor,
+    times: Sequence[float],
+    *,
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+    callback=None,
+    extra_args=None,
+) -> torch.Tensor:
+    """DDIM with stochasticity ``eta`` (0: deterministic DDIM; 1: DDPM ancestral sampling).
+
+    From ``t`` to ``s < t``: ``x_s = a_s x0 + sqrt(sigma_s^2 - c^2) eps_hat + c z`` with
+    ``c = eta * (sigma_s / sigma_t) * sqrt(1 - e^{-2(t - s)})``, the DDPM posterior standard deviation
+    when ``eta = 1``.
+    """
+    if not eta >= 0:
+        raise ValueError(f"eta must be >= 0, got {eta}")
+    times = check_times(times)
+    state = [x]
+    for _, t, s, x0_hat in _steps(model, state, times, callback, extra_args):
+        if s == 0.0:
+            state[0] = x0_hat
+            continue
+        a_t, sig_t = alpha_sigma(t)
+        a_s, sig_s = alpha_sigma(s)
+        eps_hat = (state[0] - a_t * x0_hat) / sig_t
+        c = eta * sig_s / sig_t * math.sqrt(-math.expm1(-2.0 * (t - s)))
+        c = min(c, sig_s)
+        new = a_s * x0_hat + math.sqrt(max(sig_s * sig_s - c * c, 0.0)) * eps_hat
+        if c > 0:
+            new = new + c * _noise(new, generator)
+        state[0] = new
+    return state[0]
+
+
+def sample_ddpm(model, x, times, *, generator=None, callback=None, extra_args=None) -> torch.Tensor:
+    """DDPM ancestral sampling: :func:`sample_ddim` with ``eta = 1``."""
+    return sample_ddim(model, x, times, eta=1.0, generator=generator, callback=callback, extra_args=extra_args)
+
+
+def sample_euler_maruyama(model, x, times, *, generator=None, callback=None, extra_args=None) -> torch.Tensor:
+    """Euler–Maruyama on the reverse OU SDE ``dY = (Y + 2 grad log p_t(Y)) dtau + sqrt(2) dB``."""
+    times = check_times(times)
+    state = [x]
+    for _, t, s, x0_hat in _steps(model, state, times, callback, extra_args):
+        if s == 0.0:
+            state[0] = x0_hat
+            continue
+        h = t - s
+        drift = state[0] + 2.0 * _score_from_denoised(state[0], x0_hat, t)
+        state[0] = state[0] + h * drift + math.sqrt(2.0 * h) * _noise(state[0], generator)
+    return state[0]
+
+
+def sample_exponential(model, x, times, *, generator=None, callback=None, extra_args=None) -> torch.Tensor:
+    """Exponential integrator for the reverse OU SDE, the score frozen over each step.
+
+    The linear part is solved exactly: ``Y_s = e^h Y_t + 2 (e^h - 1) score + sqrt(e^{2h} - 1) z``.
+    """
+    times = check_times(times)
+    state = [x]
+    for _, t, s, x0_hat in _steps(model, state, times, callback, extra_args):
+        if s == 0.0:
+            state[0] = x0_hat
+            continue
+        h = t - s
+        score = _score_from_denoised(state[0], x0_hat, t)
+        growth = math.expm1(h)
+        state[0] = (
+            (1.0 + growth) * state[0]
+            + 2.0 * growth * score
+            + math.sqrt(math.expm1(2.0 * h)) * _noise(state[0], generator)
+        )
+    return state[0]
+
+
+def sample_heun(model, x, times, *, generator=None, callback=None, extra_args=None) -> torch.Tensor:
+    """Probability-flow ODE with Heun's method in the VE variables (Karras et al.).
+
+    With ``y = x / a`` and ``sigma = sqrt(e^{2t} - 1)`` the flow is ``dy/dsigma = (y - x0_hat) / sigma``;
+    the last step to sigma = 0 is an Euler step. Deterministic: ``generator`` is unused. Note that the
+    ODE does not sample the forward-reverse posterior (THEORY §3); it is here because users run it.
+    """
+    times = check_times(times)
+    denoise = as_denoiser(model)
+    extra = extra_args or {}
+    state = [x]
+    for _, t, s, x0_hat in _steps(model, state, times, callback, extra_args):
+        a_t, sig_t = alpha_sigma(t)
+        a_s, sig_s = alpha_sigma(s)
+        ve_t, ve_s = sig_t / a_t, sig_s / a_s
+        y = state[0] / a_t
+        slope = (y - x0_hat) / ve_t
+        y_next = y + (ve_s - ve_t) * slope
+        if s > 0.0:
+            x0_next = denoise(a_s * y_next, s, **extra)
+            slope_next = (y_next - x0_next) / ve_s
+            y_next = y + (ve_s - ve_t) * 0.5 * (slope + slope_next)
+        state[0] = a_s * y_next
+    return state[0]
+
+
+def sample_exact(mixture, x, times, *, generator=None, callback=None, extra_args=None) -> torch.Tensor:
+    """Exact reverse transitions of a mixture (``mixture.sample_reverse``): no discretisation error.
+
+    The law of the output is exactly that of ``X_{times[-1]}`` given ``X_{times[0]} = x`` on any grid;
+    ``callback`` (if given) costs one extra posterior-mean evaluation per step.
+    """
+    if not hasattr(mixture, "sample_reverse"):
+        raise ValueError("the exact sampler needs a mixture (an object with sample_reverse), got "
+                         f"{type(mixture).__name__}")
+    times = check_times(times)
+    for i, (t, s) in enumerate(zip(times[:-1], times[1:])):
+        if callback is not None:
+            callback(i, t, x, mixture.denoise(x, t))
+        if s == 0.0:
+            x = mixture.sample_posterior(x, t, generator)[0]
+        else:
+            x = mixture.sample_reverse(x, t, s, generator)[0]
+    return x
+
+
+SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
+    "ddpm": sample_ddpm,
+    "ddim": sample_ddim,
+    "sde": sample_euler_maruyama,
+    "sde_exp": sample_exponential,
+    "heun": sample_heun,
+    "exact": sample_exact,
+}
