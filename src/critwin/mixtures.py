@@ -227,27 +227,40 @@ class GaussianMixture:
         a, s2 = _ou_coefficients(t)
         return a, s2, a * a * self._var[sl] + s2
 
-    def _weighted_log_density(self, x: torch.Tensor, t: float, sl: slice):
-        """``log w_i + log p_t^i(x)`` for components ``sl``: (m, k); plus the rotated residuals for full."""
+    def _weighted_log_density(self, x: torch.Tensor, t: float, sl: slice, x_sq=None):
+        """``log w_i + log p_t^i(x)`` for components ``sl``: (m, k); plus the rotated residuals for full.
+
+        ``x_sq`` (m,) is ``|x|^2`` (isotropic) or ``x^2`` (diagonal), computed once per row chunk.
+        """
         a, s2, var_t = self._time_terms(t, sl)
         mu = a * self._means[sl]
         d = self.dim
         z = None
         if self._kind == "iso":
-            sq = (x * x).sum(1, keepdim=True) - 2.0 * (x @ mu.T) + (mu * mu).sum(1)
-            sq = sq.clamp_min(0) / var_t
+            if x_sq is None:
+                x_sq = (x * x).sum(1)
+            # |x - mu|^2 = |x|^2 - 2 x.mu + |mu|^2 as one fused GEMM: the irreducible (n x d)(d x k) work.
+            sq = torch.addmm((mu * mu).sum(1).unsqueeze(0), x, mu.T, alpha=-2.0)
+            sq.add_(x_sq.unsqueeze(1)).clamp_(min=0).div_(var_t)
             log_det = d * torch.log(var_t)
         elif self._kind == "diag":
+            if x_sq is None:
+                x_sq = x * x
             inv = 1.0 / var_t
-            sq = (x * x) @ inv.T - 2.0 * (x @ (mu * inv).T) + (mu * mu * inv).sum(1)
-            sq = sq.clamp_min(0)
+            sq = torch.addmm((mu * mu * inv).sum(1).unsqueeze(0), x, (mu * inv).T, alpha=-2.0)
+            sq.addmm_(x_sq, inv.T).clamp_(min=0)
             log_det = torch.log(var_t).sum(1)
         else:
             U = self._evecs[sl]
             z = torch.einsum("md,kde->mke", x, U) - torch.einsum("kd,kde->ke", mu, U)
             sq = (z * z / var_t).sum(-1)
             log_det = torch.log(var_t).sum(1)
-        return self._log_weights[sl] - 0.5 * (sq + log_det + d * _LOG_2PI), z
+        return sq.add_(log_det + d * _LOG_2PI).mul_(-0.5).add_(self._log_weights[sl]), z
+
+    def _row_square(self, x):
+        if self._kind == "iso":
+            return (x * x).sum(1)
+        return x * x if self._kind == "diag" else None
 
     # ------------------------------------------------------------------ densities and posteriors
     def component_log_prob(self, x, t=0.0) -> torch.Tensor:
@@ -273,9 +286,10 @@ class GaussianMixture:
         out = torch.empty(flat.shape[0], K, dtype=self.dtype, device=self.device)
         for r0 in range(0, flat.shape[0], rows):
             xr = flat[r0 : r0 + rows]
+            x_sq = self._row_square(xr)
             for k0 in range(0, K, k_chunk):
                 sl = slice(k0, min(K, k0 + k_chunk))
-                out[r0 : r0 + rows, sl] = self._weighted_log_density(xr, t, sl)[0]
+                out[r0 : r0 + rows, sl] = self._weighted_log_density(xr, t, sl, x_sq)[0]
         return out.reshape(*lead, K)
 
     def log_prob(self, x, t=0.0) -> torch.Tensor:
@@ -315,9 +329,10 @@ class GaussianMixture:
             run_max = torch.full((m,), -math.inf, dtype=self.dtype, device=self.device)
             total = torch.zeros(m, dtype=self.dtype, device=self.device)
             acc = None
+            x_sq = self._row_square(xr)
             for k0 in range(0, K, k_chunk):
                 sl = slice(k0, min(K, k0 + k_chunk))
-                logits, z = self._weighted_log_density(xr, t, sl)
+                logits, z = self._weighted_log_density(xr, t, sl, x_sq)
                 new_max = torch.maximum(run_max, logits.amax(1))
                 safe_max = torch.where(torch.isinf(new_max), torch.zeros_like(new_max), new_max)
                 rescale = torch.exp(run_max - safe_max)
@@ -343,8 +358,11 @@ class GaussianMixture:
                 inv_var, mean_over_var, sig_over_var = (v / (norm if v.ndim == 2 else total) for v in acc)
                 if inv_var.ndim == 1:
                     inv_var, sig_over_var = inv_var.unsqueeze(1), sig_over_var.unsqueeze(1)
-                score_r = -xr * inv_var + a * mean_over_var
-                denoise_r = s2 * mean_over_var + a * xr * sig_over_var
+                score_r = denoise_r = None
+                if score is not None:
+                    score_r = torch.addcmul(a * mean_over_var, xr, inv_var, value=-1.0)
+                if denoised is not None:
+                    denoise_r = torch.addcmul(s2 * mean_over_var, xr, sig_over_var, value=a)
             if score is not None:
                 score[r0 : r0 + m] = score_r
             if denoised is not None:
@@ -426,9 +444,10 @@ class GaussianMixture:
             xr = flat[r0 : r0 + rows]
             best = torch.full((xr.shape[0],), -math.inf, dtype=self.dtype, device=self.device)
             arg = torch.zeros(xr.shape[0], dtype=torch.long, device=self.device)
+            x_sq = self._row_square(xr)
             for k0 in range(0, K, k_chunk):
                 sl = slice(k0, min(K, k0 + k_chunk))
-                logits = self._weighted_log_density(xr, t, sl)[0]
+                logits = self._weighted_log_density(xr, t, sl, x_sq)[0]
                 u = torch.rand(logits.shape, generator=generator, dtype=self.dtype, device=self.device)
                 keyed = logits - torch.log(-torch.log(u.clamp_min(torch.finfo(self.dtype).tiny)))
                 value, index = keyed.max(1)
