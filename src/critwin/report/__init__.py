@@ -1,0 +1,1 @@
+"""Reports: the ``critwin demo`` report (HTML + PNG figures + JSON summary)."""

@@ -1,0 +1,50 @@
+"""A minimal HTML page builder: headings, paragraphs, figures and tables, escaped."""
+
+from __future__ import annotations
+
+import html
+import math
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return "n/a" if not math.isfinite(value) else f"{value:.3g}"
+    return html.escape(str(value))
+
+
+class Page:
+    """Accumulates blocks; :meth:`render` returns the whole document."""
+
+    def __init__(self, title: str):
+        self.title = title
+        self.blocks: list[str] = []
+
+    def heading(self, text: str, level: int = 2) -> None:
+        self.blocks.append(f"<h{level}>{html.escape(text)}</h{level}>")
+
+    def paragraph(self, text: str) -> None:
+        self.blocks.append(f"<p>{html.escape(text)}</p>")
+
+    def figure(self, filename: str, caption: str) -> None:
+        self.blocks.append(
+            f'<figure><img src="{html.escape(filename)}" alt="{html.escape(caption)}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+        )
+
+    def table(self, header: list[str], rows: list[list]) -> None:
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+        body = "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>" for row in rows)
+        self.blocks.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+
+    def render(self) -> str:
+        style = (
+            "body{font-family:sans-serif;max-width:60em;margin:2em auto;line-height:1.45;color:#222}"
+            "figure{margin:1em 0}img{max-width:100%}figcaption{font-size:90%;color:#555}"
+            "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.25em .6em;"
+            "text-align:right}th{background:#f3f3f3}"
+        )
+        body = "\n".join(self.blocks)
+        return (
+            f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>"
+            f"<style>{style}</style></head><body>\n<h1>{html.escape(self.title)}</h1>\n{body}\n</body></html>\n"
+        )
