@@ -16,7 +16,10 @@ app = typer.Typer(
 )
 
 # Modules are imported when the CLI starts; each defines commands with ``@app.command()``.
-_COMMAND_MODULES: list[str] = []
+_COMMAND_MODULES: list[str] = [
+    "critwin.cli.train", "critwin.cli.sweep", "critwin.cli.theory", "critwin.cli.experiments",
+    "critwin.cli.demo",
+]
 
 
 def _register() -> None:

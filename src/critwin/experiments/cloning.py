@@ -38,6 +38,7 @@ from critwin.experiments.store import (
     resolve_feature,
     resolve_seed,
     select_cond,
+    step_column,
     unit_generator,
     write_table,
 )
@@ -101,7 +102,7 @@ class CloneResult:
         return {
             "t": self.times.numpy()[t_rep].tolist(),
             "requested_t": self.requested_times.numpy()[t_rep].tolist(),
-            "step": [None] * (T * N * C) if steps is None else [None if s < 0 else int(s) for s in steps[t_rep]],
+            "step": step_column(steps, t_rep),
             "index": self.indices.numpy()[t_rep].tolist(),
             "trajectory": traj.tolist(),
             "clone": np.tile(np.arange(C), T * N).tolist(),
@@ -111,7 +112,7 @@ class CloneResult:
 
     def rows(self) -> list[dict[str, Any]]:
         columns = self.table()
-        return [dict(zip(columns, values)) for values in zip(*columns.values())]
+        return [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
 
     def to_pandas(self):
         import pandas as pd  # optional dependency
@@ -214,18 +215,19 @@ def clone(
     order = sorted(range(T), key=lambda i: int(indices[i]))
     unique_indices = sorted(set(indices.tolist()))
     n_chunks = -(-n_trajectories // chunk)
+    # User-facing settings first: a refused resume names the first setting that differs.
     config = {
         "kind": "clone",
-        "process": process.describe(),
-        "feature": feature_name(feature, feature_label),
-        "seed": base_seed,
         "requested_times": requested.tolist(),
-        "realised_times": realised.tolist(),
         "n_trajectories": n_trajectories,
         "n_clones": n_clones,
+        "seed": base_seed,
+        "feature": feature_name(feature, feature_label),
         "chunk_size": chunk,
         "dtype": str(dtype),
         "cond": fingerprint(cond) if cond else None,
+        "process": process.describe(),
+        "realised_times": realised.tolist(),
     }
     store = SweepStore(out, config) if out is not None else None
 

@@ -32,6 +32,7 @@ from critwin.experiments.store import (
     as_process,
     check_chunk_size,
     check_cond,
+    check_model_shape,
     check_requested_times,
     check_samples,
     feature_name,
@@ -42,6 +43,7 @@ from critwin.experiments.store import (
     resolve_feature,
     resolve_seed,
     select_cond,
+    step_column,
     unit_generator,
     write_table,
 )
@@ -101,7 +103,7 @@ class ForwardReverseResult:
         return {
             "t": self.times.numpy()[t_rep].tolist(),
             "requested_t": self.requested_times.numpy()[t_rep].tolist(),
-            "step": [None] * (T * M) if steps is None else [None if s < 0 else int(s) for s in steps[t_rep]],
+            "step": step_column(steps, t_rep),
             "index": self.indices.numpy()[t_rep].tolist(),
             "source_id": self.source_ids.numpy()[col].tolist(),
             "replicate": (col % self.n_per_time).tolist(),
@@ -112,7 +114,7 @@ class ForwardReverseResult:
     def rows(self) -> list[dict[str, Any]]:
         columns = self.table()
         names = list(columns)
-        return [dict(zip(names, values)) for values in zip(*columns.values())]
+        return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
 
     def to_pandas(self):
         import pandas as pd  # optional dependency
@@ -138,7 +140,9 @@ class ForwardReverseResult:
         """Read a result written by :meth:`save` (probabilities are not stored in the table)."""
         columns, meta = read_table(directory)
         if meta.get("kind") != "forward_reverse":
-            raise ValueError(f"directory {directory} holds a {meta.get('kind')!r} result, not forward_reverse")
+            raise ValueError(
+                f"directory {directory} holds a {meta.get('kind')!r} result, not forward_reverse"
+            )
         T = len(meta["times"])
         labels = torch.tensor([int(v) for v in columns["label"]], dtype=torch.long).reshape(T, -1)
         source = torch.tensor([int(v) for v in columns["source_label"]], dtype=torch.long).reshape(T, -1)
@@ -215,24 +219,25 @@ def forward_reverse(
     base_seed = resolve_seed(seed, generator)
     process, indices, realised, steps = realise_times(process, requested)
 
+    z0 = check_model_shape(process.encode(x0), process)
     source_labels, _ = apply_feature(feature_fn, x0)
-    z0 = process.encode(x0)
     N = x0.shape[0]
     M = N * n_per_time
     n_chunks = -(-M // chunk)
     description = process.describe()
+    # User-facing settings first: a refused resume names the first setting that differs.
     config = {
         "kind": "forward_reverse",
-        "process": description,
-        "feature": feature_name(feature, feature_label),
-        "seed": base_seed,
         "requested_times": requested.tolist(),
-        "realised_times": realised.tolist(),
-        "n_samples": N,
         "n_per_time": n_per_time,
+        "seed": base_seed,
+        "feature": feature_name(feature, feature_label),
+        "n_samples": N,
         "chunk_size": chunk,
         "x0": fingerprint(x0),
         "cond": fingerprint(cond) if cond else None,
+        "process": description,
+        "realised_times": realised.tolist(),
     }
     store = SweepStore(out, config) if out is not None else None
     device = z0.device

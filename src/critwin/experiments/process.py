@@ -17,7 +17,8 @@ import torch
 
 from critwin._validation import check_positive_int, check_time
 from critwin.clock import alpha_sigma, time_grid
-from critwin.samplers import SAMPLERS, as_denoiser, sample_ddim
+from critwin.experiments.store import fingerprint
+from critwin.samplers import SAMPLERS, as_denoiser, check_times, sample_ddim
 
 Callback = Callable[[int, float, torch.Tensor, torch.Tensor], None]
 """``callback(index, t, x, x0_hat)``: called at every grid index the sampler passes."""
@@ -117,32 +118,6 @@ def check_sampler(name, known, argument: str = "sampler") -> str:
     return name
 
 
-def _check_grid(times, name: str = "times") -> torch.Tensor:
-    grid = torch.as_tensor(times, dtype=torch.float64).flatten().cpu()
-    if grid.numel() < 2:
-        raise ValueError(f"{name} must hold at least two OU times (a start and an end), got {grid.numel()}")
-    if not torch.isfinite(grid).all() or (grid < 0).any():
-        raise ValueError(f"{name} must be finite, non-negative OU times")
-    if not (grid[1:] < grid[:-1]).all():
-        raise ValueError(f"{name} must be strictly decreasing")
-    return grid
-
-
-def _fingerprint(*tensors) -> str:
-    """Short content hash of tensors (float64, CPU) so that a changed model changes the config."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for tensor in tensors:
-        if tensor is None:
-            digest.update(b"none")
-            continue
-        value = torch.as_tensor(tensor).detach().to("cpu", torch.float64).contiguous()
-        digest.update(str(tuple(value.shape)).encode())
-        digest.update(value.numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
 def _check_no_cond(cond, owner: str) -> None:
     if cond:
         raise ValueError(f"cond: {owner} takes no conditioning, got keys {sorted(cond)}")
@@ -214,7 +189,7 @@ class MixtureProcess(ReverseProcess):
             self._times = time_grid(t_max, n_steps, 0.0, spacing)
             self.spacing = spacing
         else:
-            self._times = _check_grid(times)
+            self._times = torch.tensor(check_times(times), dtype=torch.float64)
             if self._times[-1].item() != 0.0:
                 raise ValueError(f"times must end at 0 (clean data), got {self._times[-1].item():.4g}")
             self.spacing = "custom"
@@ -289,12 +264,12 @@ class MixtureProcess(ReverseProcess):
             "spacing": self.spacing,
             "grid_size": int(self._times.numel()),
             "t_max": float(self._times[0].item()),
-            "grid_fingerprint": _fingerprint(self._times),
+            "grid_fingerprint": fingerprint(self._times),
             "model": {
                 "kind": type(mixture).__name__,
                 "n_components": int(mixture.means.shape[0]),
                 "dim": int(mixture.means.shape[-1]),
-                "fingerprint": _fingerprint(mixture.means, covs, getattr(mixture, "weights", None)),
+                "fingerprint": fingerprint(mixture.means, covs, getattr(mixture, "weights", None)),
             },
         }
 
@@ -423,7 +398,7 @@ class DiscreteProcess(ReverseProcess):
             "eta": self.eta,
             "schedule": self.schedule.name,
             "schedule_steps": int(self.schedule.num_steps),
-            "schedule_fingerprint": _fingerprint(self.schedule.betas),
+            "schedule_fingerprint": fingerprint(self.schedule.betas),
             "n_steps": int(self.timesteps.numel()),
             "spacing": self.spacing,
             "steps_offset": self.steps_offset,

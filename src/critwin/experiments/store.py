@@ -113,7 +113,9 @@ class SweepStore:
             try:
                 old = json.loads(path.read_text())
             except json.JSONDecodeError as exc:
-                raise ValueError(f"out: {path} is not valid JSON ({exc}); refusing to resume into it") from None
+                raise ValueError(
+                    f"out: {path} is not valid JSON ({exc}); refusing to resume into it"
+                ) from None
             if old.get("kind") != self.config.get("kind"):
                 raise ValueError(
                     f"out: {self.root} holds a {old.get('kind')!r} sweep, not a {self.config.get('kind')!r} "
@@ -128,7 +130,11 @@ class SweepStore:
                 )
         else:
             atomic_write_json(path, self.config)
-        (self.root / UNITS_DIR).mkdir(parents=True, exist_ok=True)
+        units = self.root / UNITS_DIR
+        units.mkdir(parents=True, exist_ok=True)
+        # A killed sweep can leave the temporary file of the unit it was writing: never a result.
+        for stale in units.glob(".*.npz.*.tmp"):
+            stale.unlink(missing_ok=True)
 
     def _path(self, name: str) -> Path:
         return self.root / UNITS_DIR / f"{name}.npz"
@@ -190,7 +196,8 @@ def resolve_feature(feature, process) -> Callable:
     if isinstance(feature, str):
         if feature != "component":
             raise ValueError(f"feature must be a callable or 'component', got {feature!r}")
-        mixture = getattr(process, "mixture", None)
+        # A MixtureProcess holds .mixture; a DiscreteProcess may run on a mixture's exact denoiser.
+        mixture = getattr(process, "mixture", None) or getattr(process, "denoiser", None)
         if mixture is None or not hasattr(mixture, "bayes_label"):
             raise ValueError("feature='component' needs a mixture model (GaussianMixture/EmpiricalMixture)")
         return mixture.bayes_label
@@ -226,7 +233,9 @@ def apply_feature(fn: Callable, x: torch.Tensor) -> tuple[torch.Tensor, torch.Te
         return labels, None
     if value.ndim == 2 and value.shape[0] == n and value.is_floating_point():
         if not torch.isfinite(value).all() or (value < 0).any():
-            raise ValueError("feature returned (n, C) values that are not probabilities (negative or non-finite)")
+            raise ValueError(
+                "feature returned (n, C) values that are not probabilities (negative or non-finite)"
+            )
         if ((value.sum(1) - 1).abs() > 1e-3).any():
             raise ValueError(
                 "feature returned (n, C) values whose rows do not sum to 1; return probabilities "
@@ -246,7 +255,9 @@ def as_process(model, sampler, n_steps=None, t_max=None, eta=None):
 
     if isinstance(model, ReverseProcess):
         if n_steps is not None or t_max is not None or eta is not None:
-            raise ValueError("n_steps, t_max and eta configure a mixture's sampler; a ReverseProcess has its own")
+            raise ValueError(
+                "n_steps, t_max and eta configure a mixture's sampler; a ReverseProcess has its own"
+            )
         own = model.describe().get("sampler")
         if sampler is not None and own is not None and sampler != own:
             raise ValueError(
@@ -298,7 +309,9 @@ def realise_times(process, requested: torch.Tensor, name: str = "times"):
             )
     if process.continuous:
         positive = requested[requested > 0]
-        keep = [g for g in grid.tolist() if (positive - g).abs().min().item() > 1e-12] if positive.numel() else []
+        keep = [
+            g for g in grid.tolist() if positive.numel() == 0 or (positive - g).abs().min().item() > 1e-12
+        ]
         merged = sorted(set(keep) | set(positive.tolist()) | {0.0, grid[0].item()}, reverse=True)
         process = process.with_times(torch.tensor(merged, dtype=torch.float64))
     last = process.times.numel() - 1
@@ -312,8 +325,11 @@ def realise_times(process, requested: torch.Tensor, name: str = "times"):
         realised.append(value)
         steps.append(process.step_label(index) if index < last else None)
     has_steps = any(s is not None for s in steps)
-    step_tensor = torch.tensor([-1 if s is None else s for s in steps], dtype=torch.long) if has_steps else None
-    return process, torch.tensor(indices, dtype=torch.long), torch.tensor(realised, dtype=torch.float64), step_tensor
+    step_tensor = None
+    if has_steps:
+        step_tensor = torch.tensor([-1 if s is None else s for s in steps], dtype=torch.long)
+    index_tensor = torch.tensor(indices, dtype=torch.long)
+    return process, index_tensor, torch.tensor(realised, dtype=torch.float64), step_tensor
 
 
 def check_samples(x0, process, name: str = "x0") -> torch.Tensor:
@@ -326,6 +342,16 @@ def check_samples(x0, process, name: str = "x0") -> torch.Tensor:
     if not torch.isfinite(x0).all():
         raise ValueError(f"{name} contains NaN or infinite values")
     return x0
+
+
+def check_model_shape(z0: torch.Tensor, process, name: str = "x0") -> torch.Tensor:
+    """Check encoded samples against the process's ``sample_shape`` (when it declares one)."""
+    shape = tuple(getattr(process, "sample_shape", ()) or ())
+    if shape and tuple(z0.shape[1:]) != shape:
+        raise ValueError(
+            f"{name} must hold samples of shape {shape} (in model space), got {tuple(z0.shape[1:])}"
+        )
+    return z0
 
 
 def check_cond(cond, n_rows: int) -> dict[str, Any]:
@@ -388,6 +414,13 @@ def write_table(directory, columns: Mapping[str, list], metadata: Mapping[str, A
     atomic_write_json(directory / METADATA_FILE, _normalise(dict(metadata)))
 
 
+def step_column(steps, t_rep) -> list:
+    """Per-row step labels (None where the model has none or t = 0)."""
+    if steps is None:
+        return [None] * len(t_rep)
+    return [None if s < 0 else int(s) for s in steps[t_rep]]
+
+
 def _format(value):
     if value is None:
         return ""
@@ -408,6 +441,6 @@ def read_table(directory) -> tuple[dict[str, list[str]], dict[str, Any]]:
         header = next(reader)
         columns: dict[str, list[str]] = {name: [] for name in header}
         for row in reader:
-            for name, value in zip(header, row):
+            for name, value in zip(header, row, strict=True):
                 columns[name].append(value)
     return columns, json.loads(meta.read_text())

@@ -94,8 +94,8 @@ def load_weights(name: str, directory=None) -> tuple[dict[str, torch.Tensor], di
     expected = card.get("weights_sha256")
     if expected is not None and file_sha256(weights_file) != expected:
         raise ValueError(
-            f"weights file {weights_file} is corrupted (its SHA-256 does not match the model card {card_file})"
-            f"{hint}"
+            f"weights file {weights_file} is corrupted (its SHA-256 does not match the model card "
+            f"{card_file}){hint}"
         )
     try:
         state_dict = load_file(str(weights_file))

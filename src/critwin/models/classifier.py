@@ -71,20 +71,24 @@ class DigitClassifier(nn.Module):
         return self.head(self.features(x))
 
     @torch.no_grad()
-    def predict(self, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
-        """Predicted digits ``(n,)`` int64 for images of shape (n, 1, 8, 8), (n, 8, 8) or (n, 64)."""
+    def predict_proba(self, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+        """Class probabilities ``(n, 10)`` float32 for images of shape (n, 1, 8, 8), (n, 8, 8) or (n, 64)."""
         images = _as_images(x, "x")
         param = next(self.parameters())
         was_training = self.training
         self.eval()
         try:
             out = [
-                self(chunk.to(device=param.device, dtype=param.dtype)).argmax(dim=1)
+                self(chunk.to(device=param.device, dtype=param.dtype)).float().softmax(dim=1)
                 for chunk in images.split(batch_size)
             ]
         finally:
             self.train(was_training)
         return torch.cat(out).to(x.device)
+
+    def predict(self, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+        """Predicted digits ``(n,)`` int64 for images of shape (n, 1, 8, 8), (n, 8, 8) or (n, 64)."""
+        return self.predict_proba(x, batch_size).argmax(dim=1)
 
 
 def _as_images(x, name: str) -> torch.Tensor:
@@ -204,24 +208,27 @@ def load_classifier(directory: str | os.PathLike | None = None) -> DigitClassifi
 
 
 def classifier_feature(
-    classifier: DigitClassifier | None = None,
+    classifier: DigitClassifier | None = None, probabilities: bool = False
 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The digit label as an experiment feature: ``feature(x) -> labels``.
+    """The digit as an experiment feature: ``feature(x) -> labels`` (or class probabilities).
 
     Parameters
     ----------
     classifier : a trained classifier (default: the shipped one).
+    probabilities : return softmax probabilities ``(n, 10)`` instead of labels, for estimators
+        that use them; their argmax is the label.
 
     Returns
     -------
     ``feature(x)`` mapping images ``(n, 1, 8, 8)`` in [-1, 1] (or ``(n, 8, 8)``, ``(n, 64)``) to
-    ``(n,)`` int64 digits 0..9.
+    ``(n,)`` int64 digits 0..9, or ``(n, 10)`` float32 probabilities.
     """
     model = load_classifier() if classifier is None else classifier
 
     def feature(x: torch.Tensor) -> torch.Tensor:
-        return model.predict(x)
+        return model.predict_proba(x) if probabilities else model.predict(x)
 
     feature.classifier = model
     feature.n_labels = NUM_CLASSES
+    feature.__qualname__ = "digit_classifier_probabilities" if probabilities else "digit_classifier"
     return feature

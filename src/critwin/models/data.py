@@ -136,8 +136,8 @@ def nearest_neighbour_distance(
     """Distance from every image to its nearest reference image (a memorisation check).
 
     The distance is the root-mean-square pixel difference, ``||x - r||_2 / sqrt(D)`` with ``D``
-    pixels, so it is on the scale of one pixel in [-1, 1]: 0 means an exact copy, and two
-    independent digits of the dataset are typically 0.5-0.8 apart.
+    pixels, so it is on the scale of one pixel in [-1, 1]: 0 means an exact copy, while a held-out
+    test digit lies about 0.26 (median) from its nearest training digit.
 
     Parameters
     ----------

@@ -1,0 +1,140 @@
+"""Tiny randomly initialised diffusers models, for tests, smoke checks and the GPU script.
+
+They have the architecture of the real thing (a UNet with attention, a KL-VAE, a Stable Diffusion
+pipeline) with a few channels, so they run on a CPU in milliseconds. Their outputs are meaningless; they
+exist to exercise code paths (noise levels, conditioning, guidance, latents, pipelines) exactly.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["tiny_unet", "tiny_conditional_unet", "tiny_vae", "tiny_stable_diffusion", "tiny_text_encoder"]
+
+
+def tiny_unet(
+    seed: int = 0,
+    sample_size: int = 8,
+    channels: int = 3,
+    num_class_embeds: int | None = None,
+    out_channels: int | None = None,
+):
+    """A pixel-space ``UNet2DModel`` (optionally class-conditional) with 8/16 channels."""
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(seed)
+    return UNet2DModel(
+        sample_size=sample_size,
+        in_channels=channels,
+        out_channels=out_channels or channels,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=4,
+        attention_head_dim=4,
+        num_class_embeds=num_class_embeds,
+    ).eval()
+
+
+def tiny_conditional_unet(
+    seed: int = 0,
+    sample_size: int = 8,
+    in_channels: int = 4,
+    cross_attention_dim: int = 16,
+    xl: bool = False,
+    pooled_dim: int = 8,
+):
+    """A text-conditional ``UNet2DConditionModel`` (SD-like; ``xl=True`` adds SDXL's text/time embeddings)."""
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    extra = {}
+    if xl:
+        # SDXL: 6 time ids, each embedded in addition_time_embed_dim, plus the pooled text embedding.
+        extra = dict(
+            addition_embed_type="text_time",
+            addition_time_embed_dim=4,
+            projection_class_embeddings_input_dim=6 * 4 + pooled_dim,
+        )
+    return UNet2DConditionModel(
+        sample_size=sample_size,
+        in_channels=in_channels,
+        out_channels=in_channels,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=cross_attention_dim,
+        attention_head_dim=4,
+        norm_num_groups=4,
+        **extra,
+    ).eval()
+
+
+def tiny_vae(seed: int = 0, latent_channels: int = 4):
+    """A KL autoencoder with one downsampling (factor 2) and SD's latent scaling factor."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(8, 16),
+        latent_channels=latent_channels,
+        norm_num_groups=4,
+        layers_per_block=1,
+        sample_size=16,
+        scaling_factor=0.18215,
+    ).eval()
+
+
+def tiny_text_encoder(seed: int = 0, hidden_size: int = 16, vocab_size: int = 1000):
+    """A 2-layer ``CLIPTextModel`` with ``hidden_size`` (needs transformers)."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    config = CLIPTextConfig(
+        hidden_size=hidden_size,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=16,
+        vocab_size=vocab_size,
+        bos_token_id=0,
+        eos_token_id=2,
+        pad_token_id=1,
+    )
+    return CLIPTextModel(config).eval()
+
+
+def tiny_stable_diffusion(seed: int = 0, scheduler=None, sample_size: int = 8, cross_attention_dim: int = 16):
+    """A ``StableDiffusionPipeline`` of tiny random parts, without tokenizer or text encoder.
+
+    Use it with ``prompt_embeds`` of shape (batch, seq_len, ``cross_attention_dim``). Images are
+    ``2 * sample_size`` pixels square (the tiny VAE downsamples by 2). The default scheduler is SD's
+    (DDIM-style scaled-linear betas, leading spacing, ``steps_offset=1``, ``set_alpha_to_one=False``).
+    """
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    if scheduler is None:
+        scheduler = DDIMScheduler(
+            beta_start=0.00085,
+            beta_end=0.012,
+            beta_schedule="scaled_linear",
+            clip_sample=False,
+            set_alpha_to_one=False,
+            steps_offset=1,
+        )
+    return StableDiffusionPipeline(
+        vae=tiny_vae(seed),
+        text_encoder=None,
+        tokenizer=None,
+        unet=tiny_conditional_unet(seed, sample_size=sample_size, cross_attention_dim=cross_attention_dim),
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )

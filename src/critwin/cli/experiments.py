@@ -1,0 +1,93 @@
+"""``critwin estimate``: window estimate with bootstrap CIs from a saved forward–reverse/cloning result."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import typer
+
+from critwin.cli import app
+
+
+def _fmt(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return f"{value:.4f}"
+
+
+def load_result(directory: Path):
+    """A ForwardReverseResult or CloneResult saved in ``directory`` (by kind in metadata.json)."""
+    meta_path = Path(directory) / "metadata.json"
+    if not meta_path.exists():
+        raise FileNotFoundError(f"{meta_path} not found: is {directory} a critwin result directory?")
+    kind = json.loads(meta_path.read_text()).get("kind")
+    if kind == "forward_reverse":
+        from critwin.experiments.forward_reverse import ForwardReverseResult
+
+        return ForwardReverseResult.load(directory)
+    if kind == "clone":
+        from critwin.experiments.cloning import CloneResult
+
+        return CloneResult.load(directory)
+    raise ValueError(f"{meta_path} describes a {kind!r} result; expected 'forward_reverse' or 'clone'")
+
+
+@app.command("estimate")
+def estimate_command(
+    result_dir: Path = typer.Argument(
+        ..., help="directory written by forward_reverse/clone (table.csv + metadata.json)"
+    ),
+    delta: float = typer.Option(0.1, "--delta", help="window levels: r crosses 1 - delta and delta"),
+    n_boot: int = typer.Option(200, "--n-boot", help="bootstrap replicates for the CIs (0: none)"),
+    base_rate: float = typer.Option(
+        None, "--base-rate", help="known base rate b in [0, 1) (default: estimated)"
+    ),
+    level: float = typer.Option(0.95, "--level", help="confidence level"),
+    seed: int = typer.Option(0, "--seed", help="bootstrap seed"),
+    out: Path = typer.Option(None, "--out", help="also write the estimate as JSON to this file"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
+):
+    """Commitment curve, base rate, window endpoints with bootstrap CIs, jump rule and per-class windows."""
+    import torch
+
+    from critwin._io import atomic_write_json
+    from critwin.experiments.estimation import estimate_window
+
+    result = load_result(result_dir)
+    estimate = estimate_window(
+        result, delta=delta, base_rate=base_rate, n_boot=n_boot, level=level,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    summary = estimate.to_dict()
+    summary["source"] = str(result_dir)
+    if out is not None:
+        atomic_write_json(out, summary)
+    if as_json:
+        typer.echo(json.dumps(summary, default=str))
+        return
+    typer.echo(f"{'t':>8} {'c':>7} {'c_lo':>7} {'c_hi':>7} {'r_fit':>7}")
+    for t, c, lo, hi, r in zip(
+        estimate.times, estimate.c, estimate.c_lower, estimate.c_upper, estimate.r_fit, strict=True
+    ):
+        typer.echo(f"{t:8.4f} {c:7.3f} {lo:7.3f} {hi:7.3f} {r:7.3f}")
+    typer.echo(f"base rate b = {estimate.b:.4f}; delta = {estimate.delta:g}; level = {estimate.level:g}")
+    for name in ("t_after", "t_half", "t_before"):
+        lo, hi = getattr(estimate, name + "_ci")
+        typer.echo(f"{name:<9}= {_fmt(getattr(estimate, name))}  CI [{_fmt(lo)}, {_fmt(hi)}]")
+    jump = estimate.jump
+    verdict = "passes" if jump["passes"] else "fails"
+    typer.echo(
+        f"jump rule: largest drop {jump['size']:.3f} between t={jump['t_lo']:.4f} and "
+        f"{jump['t_hi']:.4f} ({verdict})"
+    )
+    for label, sub in estimate.per_class.items():
+        typer.echo(
+            f"class {label}: b={sub.b:.3f} t_after={_fmt(sub.t_after)} t_half={_fmt(sub.t_half)} "
+            f"t_before={_fmt(sub.t_before)}"
+        )
+    if out is not None:
+        typer.echo(f"wrote {out}")

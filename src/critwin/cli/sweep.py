@@ -1,0 +1,345 @@
+"""``critwin sweep``: forward–reverse or cloning sweeps (or a window search) on a local diffusers model."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import typer
+
+from critwin.cli import app
+
+EXPERIMENTS = ("forward-reverse", "clone")
+FEATURES = "nearest-source, nearest-source-cosine, clip, or MODULE:FUNCTION"
+SOURCES_FILE = "sources.safetensors"
+SEARCH_FILE = "search.json"
+
+
+def _parse_times(text: str) -> list[float]:
+    from critwin._validation import check_time
+
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts:
+        raise ValueError(f"--times must be a comma-separated list of OU times, got {text!r}")
+    values = []
+    for part in parts:
+        try:
+            values.append(check_time(float(part), "--times"))
+        except ValueError:
+            raise ValueError(f"--times must hold non-negative OU times, got {part!r}") from None
+    return values
+
+
+def _load_tensor_file(path: Path, key: str):
+    import torch
+
+    if not path.is_file():
+        raise FileNotFoundError(f"--x0 file {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        data = load_file(str(path))
+    elif path.suffix in (".pt", ".pth"):
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    else:
+        raise ValueError(f"--x0 must be a .safetensors or .pt file, got {path.name}")
+    if isinstance(data, dict):
+        if key not in data and len(data) != 1:
+            raise ValueError(f"--x0 file {path} must hold one tensor or one named {key!r}")
+        data = data.get(key, next(iter(data.values())))
+    if not isinstance(data, torch.Tensor) or data.ndim != 4:
+        raise ValueError(
+            f"--x0 must hold images of shape (N, C, H, W) in [-1, 1], got {getattr(data, 'shape', data)}"
+        )
+    return data.float()
+
+
+def _sources(process, out: Path, x0: Path | None, n: int, seed: int, device: str):
+    """Source images: the --x0 file, or n samples of the model (generated once, kept in OUT)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from critwin._io import atomic_path
+
+    if x0 is not None:
+        return _load_tensor_file(x0, "x0")
+    cached = out / SOURCES_FILE
+    if cached.is_file():
+        images = load_file(str(cached))["x0"]
+        if images.shape[0] == n:
+            return images
+    generator = torch.Generator(device=device).manual_seed(seed)
+    x = process.prior(n, generator=generator, device=device, dtype=process.dtype)
+    images = process.decode(process.run(x, generator=generator)).float().cpu().contiguous()
+    with atomic_path(cached) as tmp:
+        save_file({"x0": images}, str(tmp))
+    return images
+
+
+def _feature(spec: str, sources, clip_weights, clip_arch, labels, device):
+    from critwin.features import CallableFeature, SourceSimilarity, zero_shot_clip
+
+    if spec == "nearest-source":
+        return SourceSimilarity(sources, metric="l2")
+    if spec == "nearest-source-cosine":
+        return SourceSimilarity(sources, metric="cosine")
+    if spec == "clip":
+        if clip_weights is None or labels is None:
+            raise ValueError("--feature clip needs --clip-weights (a local file or directory) and --labels")
+        names = [s.strip() for s in labels.split(",") if s.strip()]
+        return zero_shot_clip(names, clip_weights, arch=clip_arch, device=device)
+    if ":" in spec:
+        import importlib
+
+        module_name, _, attr = spec.partition(":")
+        try:
+            fn = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(
+                f"--feature {spec!r}: cannot import {attr!r} from {module_name!r} ({exc})"
+            ) from None
+        return CallableFeature(fn, name=spec)
+    raise ValueError(f"--feature must be one of {FEATURES}, got {spec!r}")
+
+
+@app.command("sweep")
+def sweep(
+    model: Path = typer.Option(..., "--model", help="Local diffusers pipeline directory (model_index.json)."),
+    out: Path = typer.Option(..., "--out", help="Result directory (resumable: rerun the same command)."),
+    experiment: str = typer.Option("forward-reverse", "--experiment", help="forward-reverse or clone."),
+    prompt: str = typer.Option(
+        None, "--prompt", help="Text prompt (needs tokenizer + text encoder in --model)."
+    ),
+    negative_prompt: str = typer.Option(None, "--negative-prompt", help="Negative prompt (with --prompt)."),
+    prompt_embeds: Path = typer.Option(
+        None,
+        "--prompt-embeds",
+        help="Prompt embeddings: .safetensors or .pt (prompt_embeds, negative_prompt_embeds, pooled_...).",
+    ),
+    guidance: float = typer.Option(
+        None, "--guidance", help="Classifier-free guidance scale (default: pipeline's)."
+    ),
+    class_label: int = typer.Option(None, "--class-label", help="Class label (class-conditional UNets)."),
+    null_label: int = typer.Option(None, "--null-label", help="Unconditional class label for guidance."),
+    scheduler: str = typer.Option(
+        None,
+        "--scheduler",
+        help="Replace the saved scheduler: ddpm, ddim, euler, euler-ancestral, dpm++, unipc.",
+    ),
+    steps: int = typer.Option(25, "--steps", help="Sampler steps."),
+    times: str = typer.Option(None, "--times", help="Comma-separated OU times (default: every grid time)."),
+    adaptive: bool = typer.Option(
+        False, "--adaptive", help="Bisect for the window endpoints instead of a grid."
+    ),
+    delta: float = typer.Option(0.1, "--delta", help="Window level delta (estimate and --adaptive)."),
+    resolution: float = typer.Option(0.05, "--resolution", help="OU-time resolution for --adaptive."),
+    probe_batch: int = typer.Option(
+        64, "--probe-batch", help="--adaptive: samples per batch at a probe time."
+    ),
+    max_per_probe: int = typer.Option(
+        512, "--max-per-probe", help="--adaptive: most samples at one probe time."
+    ),
+    x0: Path = typer.Option(
+        None, "--x0", help="Source images (N, C, H, W) in [-1, 1]; default: --n model samples."
+    ),
+    n: int = typer.Option(8, "--n", help="Generated source images / cloning trajectories."),
+    n_per_time: int = typer.Option(4, "--n-per-time", help="Forward-reverse replicates per source and time."),
+    n_clones: int = typer.Option(4, "--n-clones", help="Continuations per trajectory and fork."),
+    feature: str = typer.Option("nearest-source", "--feature", help=f"Feature: {FEATURES}."),
+    clip_weights: Path = typer.Option(None, "--clip-weights", help="Local CLIP weights (file or directory)."),
+    clip_arch: str = typer.Option(
+        None, "--clip-arch", help="open_clip architecture of --clip-weights (a file)."
+    ),
+    labels: str = typer.Option(None, "--labels", help="Comma-separated class names for --feature clip."),
+    height: int = typer.Option(None, "--height", help="Image height (latent models)."),
+    width: int = typer.Option(None, "--width", help="Image width (latent models)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of every random draw."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    dtype: str = typer.Option("float32", "--dtype", help="float32, float16 or bfloat16."),
+    chunk_size: int = typer.Option(None, "--chunk-size", help="Samples per checkpointed unit."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Measure critical windows on a local diffusers model (Stable Diffusion, SDXL, DDPM).
+
+    Writes the engine's tidy outputs into --out (config.json, units/, table.csv, metadata.json; with
+    --adaptive: search.json) and prints the realised noise level of every requested time.
+    """
+    import torch
+
+    from critwin._io import atomic_write_json
+    from critwin._validation import check_positive_int
+    from critwin.adapters.diffusers import from_pipeline, load_local, load_prompt_embeds
+
+    if experiment not in EXPERIMENTS:
+        raise ValueError(f"--experiment must be one of {', '.join(EXPERIMENTS)}, got {experiment!r}")
+    if times is not None and adaptive:
+        raise ValueError("--times and --adaptive are exclusive: give a grid of times or search adaptively")
+    if adaptive and experiment != "forward-reverse":
+        raise ValueError("--adaptive searches with the forward-reverse experiment; drop --experiment clone")
+    if prompt is not None and prompt_embeds is not None:
+        raise ValueError("--prompt and --prompt-embeds are exclusive")
+    if negative_prompt is not None and prompt is None:
+        raise ValueError("--negative-prompt needs --prompt")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out must be a directory, but {out} is a file")
+    for name, value in (
+        ("--steps", steps),
+        ("--n", n),
+        ("--n-per-time", n_per_time),
+        ("--n-clones", n_clones),
+    ):
+        check_positive_int(value, name)
+    dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    if dtype not in dtypes:
+        raise ValueError(f"--dtype must be one of {', '.join(dtypes)}, got {dtype!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: CUDA is not available on this machine")
+    requested = _parse_times(times) if times is not None else None
+
+    pipe = load_local(
+        model, scheduler=scheduler, device=device, dtype=dtypes[dtype], text_encoder=prompt is not None
+    )
+    embeds = load_prompt_embeds(prompt_embeds) if prompt_embeds is not None else {}
+    with warnings.catch_warnings(record=True) as caught:
+        # Warnings that pass the active filters are collected here instead of printed.
+        warnings.simplefilter("always", UserWarning)
+        process = from_pipeline(
+            pipe,
+            steps,
+            guidance,
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            class_labels=class_label,
+            null_class_label=null_label,
+            height=height,
+            width=width,
+            **embeds,
+        )
+    # Noise-level notes (non-zero terminal SNR, DDIM landing between timesteps): one line each.
+    for warning in caught:
+        if issubclass(warning.category, UserWarning) and "critwin" in warning.filename:
+            typer.echo(f"critwin: note: {warning.message}", err=True)
+        else:
+            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+    out.mkdir(parents=True, exist_ok=True)
+    sources = _sources(process, out, x0, n, seed, device)
+    feature_fn = _feature(feature, sources, clip_weights, clip_arch, labels, device)
+    if requested is None and not adaptive:
+        grid = process.times[:-1].tolist()
+        requested = ([0.0] if experiment == "forward-reverse" else []) + sorted(grid)
+
+    if adaptive:
+        from critwin.experiments.search import search_window
+
+        settings = {
+            "process": process.describe(),
+            "feature": getattr(feature_fn, "name", feature),
+            "seed": seed,
+            "delta": delta,
+            "resolution": resolution,
+            "n_sources": int(sources.shape[0]),
+            "probe_batch": probe_batch,
+            "max_per_probe": max_per_probe,
+        }
+        path = out / SEARCH_FILE
+        if path.is_file():
+            stored = json.loads(path.read_text())
+            if json.loads(json.dumps(settings)) == stored.get("settings"):
+                _print_search(stored["result"], path)
+                return
+            raise ValueError(f"--out {out} holds a search with other settings; use another directory")
+        found = search_window(
+            process,
+            sources,
+            feature_fn,
+            delta=delta,
+            resolution=resolution,
+            seed=seed,
+            batch=probe_batch,
+            max_per_probe=max_per_probe,
+            progress=progress,
+        )
+        result = {
+            "t_after": found.t_after,
+            "t_before": found.t_before,
+            "t_after_bracket": list(found.t_after_bracket),
+            "t_before_bracket": list(found.t_before_bracket),
+            "base_rate": found.b,
+            "nfe": found.nfe,
+            "probes": found.probes,
+        }
+        atomic_write_json(path, {"settings": settings, "result": result})
+        _print_search(result, path)
+        return
+
+    if experiment == "forward-reverse":
+        from critwin.experiments.forward_reverse import forward_reverse
+
+        result = forward_reverse(
+            process,
+            sources,
+            requested,
+            n_per_time=n_per_time,
+            feature=feature_fn,
+            seed=seed,
+            out=out,
+            chunk_size=chunk_size,
+            progress=progress,
+        )
+    else:
+        from critwin.experiments.cloning import clone
+
+        result = clone(
+            process,
+            n,
+            requested,
+            n_clones,
+            feature=feature_fn,
+            seed=seed,
+            out=out,
+            chunk_size=chunk_size,
+            progress=progress,
+        )
+    agreement = result.agreement.tolist()
+    typer.echo(f"{'requested_t':>12} {'realised_t':>11} {'step':>8} {'agreement':>10}")
+    for i, t in enumerate(result.requested_times.tolist()):
+        step = "-" if result.steps is None or int(result.steps[i]) < 0 else str(int(result.steps[i]))
+        typer.echo(f"{t:12.4g} {result.times[i].item():11.4g} {step:>8} {agreement[i]:10.3f}")
+    _report_window(result, delta, seed, out)
+    typer.echo(f"wrote {out / 'table.csv'}")
+
+
+def _report_window(result, delta: float, seed: int, out: Path) -> None:
+    """Window estimate (isotonic fit, bootstrap CIs) of the sweep, printed and saved as window.json."""
+    import numpy as np
+    import torch
+
+    from critwin._io import atomic_write_json
+    from critwin.experiments.estimation import estimate_window
+
+    try:
+        # Percentiles of bootstrap replicates with infinite (censored) endpoints are nan: expected here.
+        with np.errstate(invalid="ignore"):
+            estimate = estimate_window(
+                result, delta=delta, per_class=False, generator=torch.Generator().manual_seed(seed)
+            )
+    except ValueError as exc:
+        typer.echo(f"critwin: note: no window estimate: {exc}", err=True)
+        return
+    atomic_write_json(out / "window.json", estimate.to_dict())
+    if estimate.empty:
+        typer.echo(f"window: not resolved on these times (base rate {estimate.b:.3g}); see window.json")
+        return
+    lo_a, hi_a = estimate.t_after_ci
+    lo_b, hi_b = estimate.t_before_ci
+    typer.echo(
+        f"window (delta={delta:g}, base rate {estimate.b:.3g}): t_after {estimate.t_after:.3g} "
+        f"[{lo_a:.3g}, {hi_a:.3g}], t_before {estimate.t_before:.3g} [{lo_b:.3g}, {hi_b:.3g}]"
+    )
+
+
+def _print_search(result: dict, path: Path) -> None:
+    typer.echo(f"t_after  = {result['t_after']:.4g}  bracket {result['t_after_bracket']}")
+    typer.echo(f"t_before = {result['t_before']:.4g}  bracket {result['t_before_bracket']}")
+    typer.echo(f"base rate {result['base_rate']:.3g}; wrote {path}")

@@ -1,0 +1,451 @@
+"""Window estimates from forward–reverse or cloning results (THEORY.md §7).
+
+From the per-sample outcomes ("kept": output feature equals the source's / trajectory's own):
+
+- commitment curve ``c(t)`` with Wilson confidence intervals;
+- base rate ``b``: the value of ``c`` once the feature is forgotten (``sum_k p_k q_k`` with ``p`` the
+  source label frequencies and ``q`` the model's label frequencies; for cloning ``sum_k q_k^2``);
+- normalised ``r(t) = (c(t) - b) / (1 - b)`` and its non-increasing isotonic fit (pool adjacent
+  violators, weighted by sample counts);
+- window endpoints: ``t_after`` where the fit crosses ``1 - delta`` (below it the feature is kept) and
+  ``t_before`` where it crosses ``delta`` (above it the feature is forgotten), plus ``t_half`` (r = 1/2,
+  the commitment time) — linear interpolation between grid points, cluster-bootstrap percentile CIs
+  (resampling sources / trajectories, because the replicates of one source are correlated);
+- Blink's steepest-jump rule on the raw curve, a per-class breakdown, and the susceptibility
+  (between-source variance of the keep probability, which peaks inside the window; Sclocchi et al.).
+
+A crossing outside the measured times is reported as ``-inf`` (already below the level at the
+smallest time) or ``+inf`` (still above it at the largest time): censored, never extrapolated.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.stats import norm
+
+from critwin._validation import check_eps, check_positive_int
+
+__all__ = [
+    "wilson_interval",
+    "isotonic_decreasing",
+    "crossing_time",
+    "jump_rule",
+    "base_rate",
+    "commitment_curve",
+    "estimate_window",
+    "susceptibility",
+    "CommitmentCurve",
+    "WindowEstimate",
+]
+
+
+def wilson_interval(successes, trials, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval for binomial proportions.
+
+    Parameters
+    ----------
+    successes, trials : arrays (broadcastable) of counts, ``0 <= successes <= trials``, ``trials >= 1``.
+    level : confidence level in (0, 1).
+
+    Returns
+    -------
+    (lower, upper) arrays of the same shape.
+    """
+    level = check_eps(level, "level")
+    k = np.asarray(successes, dtype=float)
+    n = np.asarray(trials, dtype=float)
+    if np.any(n < 1) or np.any(k < 0) or np.any(k > n):
+        raise ValueError("successes/trials must satisfy 0 <= successes <= trials and trials >= 1")
+    z = norm.ppf(0.5 + level / 2)
+    p = k / n
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    return np.clip(centre - half, 0.0, 1.0), np.clip(centre + half, 0.0, 1.0)
+
+
+def isotonic_decreasing(values, weights=None) -> np.ndarray:
+    """Weighted least-squares non-increasing fit (pool adjacent violators), in the given order."""
+    y = np.asarray(values, dtype=float)
+    w = np.ones_like(y) if weights is None else np.asarray(weights, dtype=float)
+    if y.ndim != 1 or w.shape != y.shape:
+        raise ValueError("values and weights must be 1-D arrays of the same length")
+    if np.any(w <= 0):
+        raise ValueError("weights must be positive")
+    # Blocks of (mean, weight, length); merge while the non-increasing order is violated.
+    means, mass, length = [], [], []
+    for value, weight in zip(y, w, strict=True):
+        means.append(value)
+        mass.append(weight)
+        length.append(1)
+        while len(means) > 1 and means[-2] < means[-1]:
+            total = mass[-2] + mass[-1]
+            means[-2] = (means[-2] * mass[-2] + means[-1] * mass[-1]) / total
+            mass[-2] = total
+            length[-2] += length[-1]
+            del means[-1], mass[-1], length[-1]
+    return np.repeat(means, length)
+
+
+def crossing_time(times, fitted, level: float) -> float:
+    """OU time where a non-increasing curve on increasing ``times`` first falls to ``level``.
+
+    Linear interpolation between grid points. Returns ``-inf`` if the curve is already below
+    ``level`` at the smallest time and ``+inf`` if it stays above it at the largest.
+    """
+    t = np.asarray(times, dtype=float)
+    f = np.asarray(fitted, dtype=float)
+    below = np.nonzero(f <= level)[0]
+    if below.size == 0:
+        return math.inf
+    k = int(below[0])
+    if k == 0:
+        return float(t[0]) if f[0] == level else -math.inf
+    return float(t[k - 1] + (f[k - 1] - level) / (f[k - 1] - f[k]) * (t[k] - t[k - 1]))
+
+
+def jump_rule(times, curve, jump: float = 0.5, elsewhere: float = 0.3) -> dict[str, Any]:
+    """Blink's rule: a drop of more than ``jump`` between adjacent grid points, none above ``elsewhere``.
+
+    Returns
+    -------
+    dict with ``t_lo``, ``t_hi`` (the adjacent times of the largest drop), ``size`` (the drop) and
+    ``passes`` (whether the curve has a critical window by this rule).
+    """
+    t = np.asarray(times, dtype=float)
+    c = np.asarray(curve, dtype=float)
+    if t.size < 2:
+        return {"t_lo": math.nan, "t_hi": math.nan, "size": math.nan, "passes": False}
+    drops = c[:-1] - c[1:]
+    k = int(np.argmax(drops))
+    others = np.delete(drops, k)
+    passes = bool(drops[k] > jump and (others.size == 0 or np.all(others <= elsewhere)))
+    return {"t_lo": float(t[k]), "t_hi": float(t[k + 1]), "size": float(drops[k]), "passes": passes}
+
+
+def base_rate(source_labels, model_labels) -> float:
+    """``b = sum_k p_k q_k``: agreement of a source label with an independent model label.
+
+    Parameters
+    ----------
+    source_labels : (M,) labels of the sources (their frequencies p).
+    model_labels : (R,) labels of samples from the model (frequencies q).
+    """
+    p = _frequencies(source_labels)
+    q = _frequencies(model_labels)
+    return float(sum(p[k] * q.get(k, 0.0) for k in p))
+
+
+def _frequencies(labels) -> dict[int, float]:
+    values = np.asarray(torch.as_tensor(labels).reshape(-1).numpy())
+    if values.size == 0:
+        raise ValueError("labels must be non-empty")
+    keys, counts = np.unique(values, return_counts=True)
+    return {int(k): float(c) / values.size for k, c in zip(keys, counts, strict=True)}
+
+
+@dataclass
+class CommitmentCurve:
+    """``c(t)`` on increasing times with Wilson intervals: arrays of shape (T,)."""
+
+    times: np.ndarray
+    c: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    n: np.ndarray
+
+
+@dataclass
+class WindowEstimate:
+    """A window estimate (times sorted increasingly; all arrays (T,)).
+
+    Attributes
+    ----------
+    times, c, c_lower, c_upper, n : the commitment curve and its Wilson intervals.
+    b : base rate used.  r : normalised curve.  r_fit : its non-increasing isotonic fit.
+    delta : level.  t_after, t_before, t_half : crossings of ``1 - delta``, ``delta``, ``1/2``.
+    t_after_ci, t_before_ci, t_half_ci : bootstrap percentile intervals (``level``).
+    jump : Blink's jump rule on ``c``.  per_class : {label: WindowEstimate} breakdown by source class.
+    chi : susceptibility curve (None if fewer than 2 replicates per source).  t_peak : its argmax.
+    """
+
+    times: np.ndarray
+    c: np.ndarray
+    c_lower: np.ndarray
+    c_upper: np.ndarray
+    n: np.ndarray
+    b: float
+    r: np.ndarray
+    r_fit: np.ndarray
+    delta: float
+    t_after: float
+    t_before: float
+    t_half: float
+    t_after_ci: tuple[float, float]
+    t_before_ci: tuple[float, float]
+    t_half_ci: tuple[float, float]
+    jump: dict[str, Any]
+    level: float = 0.95
+    n_boot: int = 0
+    per_class: dict[int, WindowEstimate] = field(default_factory=dict)
+    chi: np.ndarray | None = None
+    t_peak: float | None = None
+
+    @property
+    def empty(self) -> bool:
+        """True when the fit never passes from above ``1 - delta`` to below ``delta`` in the range."""
+        return not (math.isfinite(self.t_after) and math.isfinite(self.t_before))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly summary (inf/nan written as strings by ``json`` stay readable)."""
+        out = {
+            "times": self.times.tolist(),
+            "c": self.c.tolist(),
+            "c_lower": self.c_lower.tolist(),
+            "c_upper": self.c_upper.tolist(),
+            "n": self.n.tolist(),
+            "b": self.b,
+            "r": self.r.tolist(),
+            "r_fit": self.r_fit.tolist(),
+            "delta": self.delta,
+            "level": self.level,
+            "n_boot": self.n_boot,
+            "t_after": self.t_after,
+            "t_before": self.t_before,
+            "t_half": self.t_half,
+            "t_after_ci": list(self.t_after_ci),
+            "t_before_ci": list(self.t_before_ci),
+            "t_half_ci": list(self.t_half_ci),
+            "jump": self.jump,
+            "chi": None if self.chi is None else self.chi.tolist(),
+            "t_peak": self.t_peak,
+        }
+        out["per_class"] = {str(k): v.to_dict() for k, v in self.per_class.items()}
+        return out
+
+
+def _outcomes(result):
+    """(times (T,), kept (T, M) bool, clusters (M,), classes (M,), model labels for q or None, is_clone)."""
+    if hasattr(result, "clone_labels"):
+        kept = result.kept().numpy()
+        own = result.own_labels.numpy()
+        clusters = result.source_ids.numpy()
+        return result.times.numpy(), kept, clusters, own[clusters], own, True
+    if hasattr(result, "labels") and hasattr(result, "source_labels"):
+        labels = result.labels.numpy()
+        source = np.asarray(result.source_labels)
+        source = source[0] if source.ndim == 2 else source
+        return result.times.numpy(), labels == source[None, :], result.source_ids.numpy(), source, None, False
+    raise ValueError(
+        f"result must be a ForwardReverseResult or CloneResult, got {type(result).__name__}"
+    )
+
+
+def commitment_curve(result, level: float = 0.95) -> CommitmentCurve:
+    """c(t) (sorted by time) with Wilson intervals from a forward–reverse or cloning result."""
+    times, kept, *_ = _outcomes(result)
+    order = np.argsort(times, kind="stable")
+    k = kept[order].sum(1)
+    n = np.full(k.shape, kept.shape[1])
+    lower, upper = wilson_interval(k, n, level)
+    return CommitmentCurve(times[order], k / n, lower, upper, n)
+
+
+def estimate_window(
+    result,
+    delta: float = 0.1,
+    base_rate: float | None = None,
+    reference_labels=None,
+    n_boot: int = 200,
+    level: float = 0.95,
+    per_class: bool = True,
+    generator: torch.Generator | None = None,
+) -> WindowEstimate:
+    """Window estimate with bootstrap CIs from a forward–reverse or cloning result.
+
+    Parameters
+    ----------
+    result : :class:`ForwardReverseResult` or :class:`CloneResult`.
+    delta : level in (0, 1/2): the window is where the isotonic fit of r passes from ``1 - delta``
+        down to ``delta``.
+    base_rate : known base rate ``b`` in [0, 1). Default: estimated — for cloning
+        ``sum_k q_k^2`` from the trajectories' own labels (unbiased pair estimate); for forward–reverse
+        ``sum_k p_k q_k`` with ``q`` from ``reference_labels`` (labels of model samples) or, if absent,
+        from the outputs at the largest time (assumes that time is past the window).
+    reference_labels : (R,) labels of samples drawn from the model, for ``q``.
+    n_boot : bootstrap replicates (0: no CIs).
+    level : confidence level of the Wilson and bootstrap intervals.
+    per_class : also estimate per source class (with ``b_k = q_k``).
+    generator : for the bootstrap.
+
+    Returns
+    -------
+    WindowEstimate
+    """
+    delta = check_eps(delta, "delta")
+    if delta >= 0.5:
+        raise ValueError(f"delta must be < 0.5 (the window runs from 1 - delta down to delta), got {delta}")
+    level = check_eps(level, "level")
+    n_boot = check_positive_int(n_boot, "n_boot", minimum=0)
+    if base_rate is not None:
+        base_rate = float(base_rate)
+        if not 0.0 <= base_rate < 1.0:
+            raise ValueError(f"base_rate must lie in [0, 1), got {base_rate}")
+    times, kept, clusters, classes, own, is_clone = _outcomes(result)
+    order = np.argsort(times, kind="stable")
+    times, kept = times[order], kept[order]
+    model_labels = _model_labels(result, reference_labels, is_clone, own, order)
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator).item())
+    rng = np.random.default_rng(seed)
+    estimate = _estimate(
+        times, kept, clusters, classes, model_labels, is_clone, base_rate, delta, n_boot, level, rng,
+    )
+    if per_class:
+        for k in np.unique(classes).tolist():
+            cols = classes == k
+            q_k = _class_rate(model_labels, k, is_clone) if base_rate is None else None
+            if q_k is not None and q_k >= 1.0:
+                continue  # the feature never varies: no window to estimate for this class
+            sub = _estimate(
+                times, kept[:, cols], clusters[cols], classes[cols], model_labels, is_clone,
+                q_k if q_k is not None else base_rate, delta, n_boot, level, rng, class_label=k,
+            )
+            estimate.per_class[int(k)] = sub
+    chi = susceptibility(result)
+    if chi is not None:
+        estimate.chi = chi[1]
+        estimate.t_peak = float(chi[0][int(np.nanargmax(chi[1]))]) if np.isfinite(chi[1]).any() else None
+    return estimate
+
+
+def _model_labels(result, reference_labels, is_clone, own, order):
+    if reference_labels is not None:
+        labels = np.asarray(torch.as_tensor(reference_labels).reshape(-1).numpy())
+        if labels.size == 0:
+            raise ValueError("reference_labels must be non-empty")
+        return ("reference", labels)
+    if is_clone:
+        return ("own", own)
+    return ("largest_time", result.labels.numpy()[order[-1]])
+
+
+def _class_rate(model_labels, k, is_clone) -> float:
+    _, labels = model_labels
+    return float(np.mean(labels == k))
+
+
+def _base_rate_weighted(classes, weights, model_labels, cluster_weights_model, is_clone) -> float:
+    """Base rate from (optionally bootstrap-weighted) label frequencies."""
+    kind, labels = model_labels
+    if is_clone and kind == "own":
+        w = cluster_weights_model
+        total = w.sum()
+        keys = np.unique(labels)
+        counts = np.array([w[labels == k].sum() for k in keys])
+        # Unbiased pair estimate of sum_k q_k^2 (two distinct trajectories agreeing).
+        return float((np.sum(counts**2) - np.sum(w**2)) / max(total**2 - np.sum(w**2), 1e-300))
+    keys = np.unique(np.concatenate([classes, labels]))
+    p = np.array([weights[classes == k].sum() for k in keys]) / weights.sum()
+    if kind == "largest_time":
+        q = np.array([weights[labels == k].sum() for k in keys]) / weights.sum()
+    else:
+        q = np.array([np.mean(labels == k) for k in keys])
+    return float(np.dot(p, q))
+
+
+def _curve_estimate(times, kept, weights, b, delta):
+    c = (weights[None, :] * kept).sum(1) / weights.sum()
+    r = (c - b) / (1 - b)
+    fit = isotonic_decreasing(r)
+    return c, r, fit, tuple(crossing_time(times, fit, lvl) for lvl in (1 - delta, delta, 0.5))
+
+
+def _estimate(
+    times, kept, clusters, classes, model_labels, is_clone, fixed_b, delta, n_boot, level, rng,
+    class_label=None,
+):
+    M = kept.shape[1]
+    ones = np.ones(M)
+    cluster_ids, cluster_index = np.unique(clusters, return_inverse=True)
+    own_weights = np.ones(len(model_labels[1]))
+
+    def rate(weights, model_weights):
+        if fixed_b is not None:
+            return fixed_b
+        if class_label is not None:
+            return _class_rate(model_labels, class_label, is_clone)
+        return _base_rate_weighted(classes, weights, model_labels, model_weights, is_clone)
+
+    b = rate(ones, own_weights)
+    if not b < 1.0:
+        raise ValueError(
+            "the estimated base rate is 1 (every sample has the same feature label); pass base_rate="
+        )
+    c, r, fit, (t_after, t_before, t_half) = _curve_estimate(times, kept, ones, b, delta)
+    k = kept.sum(1)
+    n = np.full(k.shape, M)
+    lower, upper = wilson_interval(k, n, level)
+    cis = [(math.nan, math.nan)] * 3
+    if n_boot > 0:
+        draws = np.empty((n_boot, 3))
+        for i in range(n_boot):
+            counts = rng.multinomial(len(cluster_ids), np.full(len(cluster_ids), 1 / len(cluster_ids)))
+            weights = counts[cluster_index].astype(float)
+            if weights.sum() == 0:
+                draws[i] = math.nan
+                continue
+            same_units = is_clone and len(counts) == len(own_weights)
+            model_weights = counts.astype(float) if same_units else own_weights
+            b_star = rate(weights, model_weights)
+            if not b_star < 1.0:
+                draws[i] = math.nan
+                continue
+            draws[i] = _curve_estimate(times, kept, weights, b_star, delta)[3]
+        cis = [_percentile_interval(draws[:, j], level) for j in range(3)]
+    return WindowEstimate(
+        times=times, c=c, c_lower=lower, c_upper=upper, n=n, b=float(b), r=r, r_fit=fit, delta=delta,
+        t_after=t_after, t_before=t_before, t_half=t_half,
+        t_after_ci=cis[0], t_before_ci=cis[1], t_half_ci=cis[2],
+        jump=jump_rule(times, c), level=level, n_boot=n_boot,
+    )
+
+
+def _percentile_interval(draws: np.ndarray, level: float) -> tuple[float, float]:
+    """Bootstrap percentile interval; censored (±inf) draws stay infinite instead of turning into nan."""
+    valid = draws[~np.isnan(draws)]
+    if valid.size == 0:
+        return math.nan, math.nan
+    tail = (1 - level) / 2
+    # Order statistics (no interpolation), so that infinite draws never meet inf - inf.
+    low, high = np.quantile(valid, [tail, 1 - tail], method="inverted_cdf")
+    return float(low), float(high)
+
+
+def susceptibility(result) -> tuple[np.ndarray, np.ndarray] | None:
+    """Between-source variance of the keep probability, ``chi(t) = Var_sources[P(kept | source)]``.
+
+    It is 0 while every source keeps its feature and again once every source has forgotten it, and
+    peaks inside the window. The binomial noise of the per-source estimates (m replicates) is
+    removed: ``chi = Var(p_hat) - mean(p_hat (1 - p_hat)) / (m - 1)``.
+
+    Returns
+    -------
+    (times (T,), chi (T,)) sorted by time, or None when sources have fewer than 2 replicates.
+    """
+    times, kept, clusters, *_ = _outcomes(result)
+    order = np.argsort(times, kind="stable")
+    ids, inverse, counts = np.unique(clusters, return_inverse=True, return_counts=True)
+    if counts.min() < 2 or ids.size < 2:
+        return None
+    m = counts.astype(float)
+    chi = np.empty(len(order))
+    for row, i in enumerate(order):
+        p_hat = np.bincount(inverse, weights=kept[i].astype(float), minlength=ids.size) / m
+        within = np.mean(p_hat * (1 - p_hat) / (m - 1))
+        chi[row] = np.var(p_hat, ddof=1) - within
+    return times[order], chi

@@ -1,0 +1,378 @@
+"""Image features for the measurement engine: ``feature(x_data) -> (n,) labels or (n, C) probabilities``.
+
+- :class:`CallableFeature` wraps any user function (validating its output, naming it for provenance);
+- :class:`SourceSimilarity` labels an image by the most similar *source* image (L2 or cosine, in pixel,
+  latent or any user-given embedding space): in a forward–reverse sweep each source is its own label, so
+  the commitment curve is "the output is still closest to the image it came from" (memorisation);
+- :class:`ZeroShotClassifier` / :func:`zero_shot_clip`: zero-shot classification by cosine similarity to
+  text embeddings, with CLIP weights from a local file (``open_clip``, optional) or a local
+  ``transformers`` CLIP directory. Nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+from critwin._validation import check_positive_int
+
+__all__ = ["CallableFeature", "SourceSimilarity", "ZeroShotClassifier", "zero_shot_clip"]
+
+
+def _batched(
+    fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_size: int | None
+) -> torch.Tensor:
+    if batch_size is None or x.shape[0] <= batch_size:
+        return fn(x)
+    return torch.cat([fn(part) for part in x.split(batch_size)])
+
+
+class CallableFeature:
+    """A user function as a feature, with a name (stored with results) and output checks.
+
+    Parameters
+    ----------
+    fn : ``fn(x) -> (n,)`` integer labels or ``(n, C)`` probabilities (tensor or NumPy array).
+    name : name recorded in sweep metadata (default: the function's qualified name).
+    batch_size : evaluate in chunks of this many samples (None: all at once).
+    n_classes : if given, labels must lie in ``0..n_classes-1`` and probabilities have ``n_classes`` columns.
+    """
+
+    def __init__(
+        self,
+        fn: Callable,
+        name: str | None = None,
+        batch_size: int | None = None,
+        n_classes: int | None = None,
+    ):
+        if not callable(fn):
+            raise ValueError(f"fn must be callable, got {type(fn).__name__}")
+        self.fn = fn
+        self.name = (
+            name or f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
+        )
+        self.batch_size = None if batch_size is None else check_positive_int(batch_size, "batch_size")
+        self.n_classes = None if n_classes is None else check_positive_int(n_classes, "n_classes")
+
+    def _one(self, x: torch.Tensor) -> torch.Tensor:
+        value = self.fn(x)
+        if not isinstance(value, torch.Tensor):
+            try:
+                import numpy as np
+
+                value = torch.from_numpy(np.asarray(value))
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"feature {self.name} returned {type(value).__name__}, not a tensor"
+                ) from None
+        return value
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        with torch.no_grad():
+            value = _batched(self._one, x, self.batch_size).detach()
+        if value.shape[0] != n or value.ndim not in (1, 2):
+            raise ValueError(
+                f"feature {self.name} must return (n,) labels or (n, C) probabilities for n={n}, "
+                f"got shape {tuple(value.shape)}"
+            )
+        if value.ndim == 1:
+            if value.is_floating_point() or value.dtype == torch.bool:
+                raise ValueError(
+                    f"feature {self.name} returned {value.dtype} of shape (n,); labels must be integers"
+                )
+            value = value.long()
+            if (value < 0).any() or (self.n_classes is not None and (value >= self.n_classes).any()):
+                top = "" if self.n_classes is None else f"..{self.n_classes - 1}"
+                raise ValueError(f"feature {self.name} returned labels outside 0{top}")
+        elif self.n_classes is not None and value.shape[1] != self.n_classes:
+            raise ValueError(
+                f"feature {self.name} returned {value.shape[1]} classes, expected {self.n_classes}"
+            )
+        return value
+
+
+class SourceSimilarity:
+    """Label each image by its most similar source image (the memorisation feature).
+
+    Parameters
+    ----------
+    sources : (N, ...) reference images (e.g. the ``x0`` of a forward–reverse sweep, or training images).
+    metric : ``"l2"`` (Euclidean distance of flattened embeddings) or ``"cosine"``.
+    threshold : optional. ``"l2"``: a match needs distance <= threshold; ``"cosine"``: similarity >=
+        threshold. Images with no match get the label ``N`` ("none of the sources").
+    embed : optional ``embed(x) -> (n, D)`` applied to sources and images first (e.g. a VAE encoder,
+        CLIP image features); default: the flattened pixels.
+    batch_size : images per chunk when comparing against all sources.
+    name : recorded name.
+
+    Notes
+    -----
+    Label ``i`` means "closest to ``sources[i]``". Applied to the sources themselves every source gets
+    its own index (ties between identical sources go to the lowest index), so in a forward–reverse sweep
+    over ``sources`` the agreement ``c(t)`` is the probability that the output stays closest to its own
+    source.
+    """
+
+    METRICS = ("l2", "cosine")
+
+    def __init__(
+        self,
+        sources: torch.Tensor,
+        metric: str = "l2",
+        threshold: float | None = None,
+        embed: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        batch_size: int = 256,
+        name: str | None = None,
+    ):
+        if metric not in self.METRICS:
+            raise ValueError(f"metric must be one of {self.METRICS}, got {metric!r}")
+        if not isinstance(sources, torch.Tensor) or sources.ndim < 2 or sources.shape[0] == 0:
+            raise ValueError("sources must be a tensor (N, ...) with at least one sample")
+        if not sources.is_floating_point() or not torch.isfinite(sources).all():
+            raise ValueError("sources must be finite floating-point values")
+        self.metric = metric
+        self.threshold = None if threshold is None else float(threshold)
+        self.embed = embed
+        self.batch_size = check_positive_int(batch_size, "batch_size")
+        self.name = name or f"source-similarity-{metric}" + ("" if threshold is None else f"@{threshold:g}")
+        self.reference = self._embed(sources)
+        if metric == "cosine":
+            norms = self.reference.norm(dim=1)
+            if (norms == 0).any():
+                raise ValueError(
+                    "sources contain an all-zero embedding, whose cosine similarity is undefined"
+                )
+            self.reference = self.reference / norms[:, None]
+
+    @property
+    def n_sources(self) -> int:
+        return int(self.reference.shape[0])
+
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            z = self.embed(x) if self.embed is not None else x
+        return z.reshape(z.shape[0], -1).double()
+
+    def similarity(self, x: torch.Tensor) -> torch.Tensor:
+        """(n, N) float64: cosine similarity, or minus the L2 distance, of every image to every source."""
+        z = self._embed(x).to(self.reference.device)
+        if z.shape[1] != self.reference.shape[1]:
+            raise ValueError(
+                f"x has {z.shape[1]} features per sample after embedding, "
+                f"the sources have {self.reference.shape[1]}"
+            )
+        out = []
+        for part in z.split(self.batch_size):
+            if self.metric == "cosine":
+                out.append((part / part.norm(dim=1, keepdim=True).clamp_min(1e-300)) @ self.reference.T)
+            else:
+                out.append(-torch.cdist(part, self.reference))
+        return torch.cat(out)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        sim = self.similarity(x)
+        best, labels = sim.max(dim=1)
+        if self.threshold is not None:
+            matched = best >= (self.threshold if self.metric == "cosine" else -self.threshold)
+            labels = torch.where(matched, labels, torch.full_like(labels, self.n_sources))
+        return labels.long().cpu()
+
+
+class ZeroShotClassifier:
+    """Zero-shot classification: softmax of scaled cosine similarities to class text embeddings.
+
+    ``p(k | x) = softmax_k(logit_scale * cos(image_features(x), text_features[k]))``, as in CLIP.
+
+    Parameters
+    ----------
+    image_features : ``f(images) -> (n, D)`` (images in [-1, 1], (n, 3, H, W)).
+    text_features : (K, D) one embedding per class.
+    labels : K class names (for provenance).
+    logit_scale : CLIP's temperature (100 for released CLIP models).
+    batch_size : images per forward pass.
+    name : recorded name.
+    """
+
+    def __init__(
+        self,
+        image_features: Callable[[torch.Tensor], torch.Tensor],
+        text_features: torch.Tensor,
+        labels: Sequence[str] | None = None,
+        logit_scale: float = 100.0,
+        batch_size: int = 64,
+        name: str | None = None,
+    ):
+        if (
+            not isinstance(text_features, torch.Tensor)
+            or text_features.ndim != 2
+            or text_features.shape[0] < 2
+        ):
+            raise ValueError("text_features must be a (K, D) tensor with K >= 2 classes")
+        labels = list(labels) if labels is not None else [str(k) for k in range(text_features.shape[0])]
+        if len(labels) != text_features.shape[0]:
+            raise ValueError(f"labels has {len(labels)} names for {text_features.shape[0]} text embeddings")
+        self.image_features = image_features
+        self.text_features = text_features.detach().float()
+        self.text_features = self.text_features / self.text_features.norm(dim=1, keepdim=True)
+        self.labels = labels
+        self.logit_scale = float(logit_scale)
+        self.batch_size = check_positive_int(batch_size, "batch_size")
+        self.name = name or "zero-shot:" + "|".join(labels)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        def one(part):
+            with torch.no_grad():
+                z = self.image_features(part).float()
+            z = z / z.norm(dim=1, keepdim=True)
+            return self.logit_scale * z @ self.text_features.to(z.device).T
+
+        return _batched(one, x, self.batch_size)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """(n, K) float32 class probabilities on the CPU."""
+        return torch.softmax(self.logits(x).double(), dim=1).float().cpu()
+
+
+_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def _clip_preprocess(size: int):
+    def prep(x: torch.Tensor) -> torch.Tensor:
+        # Images in [-1, 1] -> CLIP's normalised input at its resolution (bicubic resize, no crop).
+        x = ((x.float() + 1.0) / 2.0).clamp(0.0, 1.0)
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bicubic", align_corners=False)
+        mean = torch.tensor(_CLIP_MEAN, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(_CLIP_STD, device=x.device).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+    return prep
+
+
+def zero_shot_clip(
+    labels: Sequence[str],
+    weights: str | os.PathLike,
+    arch: str | None = None,
+    prompt_template: str = "a photo of {}",
+    device=None,
+    batch_size: int = 64,
+) -> ZeroShotClassifier:
+    """A zero-shot CLIP classifier from local weights only.
+
+    Parameters
+    ----------
+    labels : class names (K >= 2); each is embedded as ``prompt_template.format(label)``.
+    weights : either a local ``open_clip`` checkpoint file (``.safetensors``/``.pt``; needs ``arch``, e.g.
+        ``"ViT-B-32"``, and the optional dependency ``open_clip_torch``: ``pip install 'critwin[clip]'``),
+        or a local directory holding a ``transformers`` ``CLIPModel`` with its tokenizer.
+    arch : open_clip architecture name (required with a checkpoint file).
+    device : where the model runs (default CPU).
+
+    Raises
+    ------
+    ValueError / FileNotFoundError with a message saying what is missing; nothing is downloaded.
+    """
+    labels = [str(label) for label in labels]
+    if len(labels) < 2:
+        raise ValueError("labels must name at least two classes for zero-shot classification")
+    path = Path(weights)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"CLIP weights not found at {path}: critwin never downloads weights; pass a local open_clip "
+            "checkpoint file (with arch=) or a local transformers CLIP directory"
+        )
+    prompts = [prompt_template.format(label) for label in labels]
+    device = torch.device(device or "cpu")
+    if path.is_dir():
+        return _transformers_clip(path, labels, prompts, device, batch_size)
+    if arch is None:
+        raise ValueError("arch is required with an open_clip checkpoint file (e.g. arch='ViT-B-32')")
+    try:
+        import open_clip
+    except ImportError:
+        raise ValueError(
+            "zero-shot CLIP from a checkpoint file needs the optional dependency open_clip_torch "
+            "(pip install 'critwin[clip]')"
+        ) from None
+    try:
+        model = open_clip.create_model(arch, pretrained=None, device=device)
+    except RuntimeError as exc:
+        raise ValueError(f"open_clip does not know the architecture {arch!r}: {exc}") from None
+    # Weights are read here (safetensors, or torch.load with weights_only=True), never by open_clip.
+    state = _load_state_dict(path)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ValueError(f"the weights in {path} do not fit open_clip {arch!r}: {str(exc)[:300]}") from None
+    model.eval()
+    tokenizer = open_clip.get_tokenizer(arch)
+    with torch.no_grad():
+        text = model.encode_text(tokenizer(prompts).to(device))
+    size = model.visual.image_size
+    size = size[0] if isinstance(size, (tuple, list)) else int(size)
+    prep = _clip_preprocess(size)
+    scale = float(model.logit_scale.exp().item())
+    return ZeroShotClassifier(
+        lambda x: model.encode_image(prep(x.to(device))),
+        text,
+        labels,
+        scale,
+        batch_size,
+        name=f"clip:{arch}:" + "|".join(labels),
+    )
+
+
+def _load_state_dict(path: Path) -> dict:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # safetensors has its own error types for corrupt files
+            raise ValueError(f"could not read CLIP weights from {path}: {exc}") from None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling fails in many ways: all are bad input
+        raise ValueError(f"could not read CLIP weights from {path}: {exc}") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} does not hold a state dict")
+    # Checkpoints saved from DistributedDataParallel prefix every name with "module.".
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module.") :]: v for k, v in state.items()}
+    return state
+
+
+def _transformers_clip(path: Path, labels, prompts, device, batch_size) -> ZeroShotClassifier:
+    try:
+        from transformers import AutoTokenizer, CLIPModel
+    except ImportError:
+        raise ValueError(
+            "a CLIP directory needs the transformers package (pip install transformers)"
+        ) from None
+    try:
+        model = CLIPModel.from_pretrained(path, local_files_only=True, use_safetensors=True).to(device).eval()
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise ValueError(
+            f"{path} is not a local transformers CLIP directory with a tokenizer: {exc}"
+        ) from None
+    with torch.no_grad():
+        tokens = tokenizer(prompts, padding=True, return_tensors="pt").to(device)
+        text = model.get_text_features(**tokens)
+    text = getattr(text, "pooler_output", text)
+    prep = _clip_preprocess(int(model.config.vision_config.image_size))
+
+    def image_features(x):
+        out = model.get_image_features(pixel_values=prep(x.to(device)))
+        return getattr(out, "pooler_output", out)
+
+    scale = float(model.logit_scale.exp().item())
+    return ZeroShotClassifier(
+        image_features, text, labels, scale, batch_size, name=f"clip:{path.name}:" + "|".join(labels)
+    )

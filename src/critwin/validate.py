@@ -1,0 +1,457 @@
+"""The synthetic validation of Blink Thm 2 (the paper's synthetic section, made reproducible).
+
+For random isotropic mixtures (unit covariances; K in {2, 4, 8}; d in {2, 16, 256, 4096}; well and
+badly separated clusters; random unequal weights) and a two-level hierarchical mixture, and for pairs
+``S_init ⊆ S_target``, this computes across a grid of noise levels ``T`` the forward-reverse law
+``q_T = p^{S_init, T}`` exactly (no SDE discretisation) and compares it with the theorem.
+
+What is plotted against the bound ``eps (1 + max(1, W)/sqrt 2)``: ``TV(q_T, p^{S_target})``, the TV
+of the laws of the *sample x* (what the theorem bounds), estimated as follows. With
+``r(y) = p_T^{S_init}(y) / p_T(y)`` and ``h(x) = E[r(e^{-T} x + sqrt(1 - e^{-2T}) Z)]``, the forward-reverse
+law has density ``q_T(x) = p(x) h(x)`` (Bayes: ``x | y`` is the posterior of the full mixture), so
+
+    TV(q_T, p^{S_target}) = E_{x ~ p^{S_target}} [ (1 - p(x) h(x) / p^{S_target}(x))_+ ].
+
+All three densities are standard normal orthogonally to the span of the means (THEORY §4), so the
+computation runs exactly in that span (dimension <= K - 1, whatever d). ``h(x)`` is estimated with
+``n_inner`` independent antithetic normal draws per ``x``; ``(1 - c h)_+`` is convex in ``h``, so by
+Jensen the estimator's mean is *at least* the true TV: the check "no violation beyond 3 standard
+errors" is conservative. The component (label) distribution of ``q_T`` is reported too, both as
+``E_{y ~ p_T^{S_init}}[pi_T(. | y)]`` and from the core's exact posterior sampler
+(``GaussianMixture.sample_posterior``) in the full space, as a cross-check.
+
+A point counts towards violations only where the theorem applies with the times' uncertainty taken
+conservatively: ``t_end_high <= T <= t_start_low``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from critwin._io import atomic_path, atomic_write_json, atomic_write_text
+from critwin._validation import check_eps, check_positive_int
+from critwin.clock import alpha_sigma
+from critwin.mixtures import GaussianMixture
+from critwin.windows import log_concave_times, transition_times
+
+__all__ = ["ValidationCase", "ValidationResult", "validation_cases", "validate", "forward_reverse_tv"]
+
+FULL_KS = (2, 4, 8)
+FULL_DIMS = (2, 16, 256, 4096)
+QUICK_KS = (2, 4)
+QUICK_DIMS = (2, 256)
+# Cluster geometry (unit-variance components): distance from a component to its cluster centre, and
+# between the two cluster centres. "well" leaves non-empty theorem windows at eps = 0.1; "bad" does not.
+SEPARATIONS = {"well": (2.0, 150.0), "bad": (2.0, 10.0)}
+
+
+@dataclass
+class ValidationCase:
+    """One mixture and one pair ``S_init ⊆ S_target``."""
+
+    name: str
+    mixture: GaussianMixture
+    init: list[int]
+    target: list[int]
+    K: int
+    d: int
+    separation: str
+
+
+@dataclass
+class ValidationResult:
+    rows: list[dict]
+    cases: list[dict]
+    summary: dict
+    files: dict = field(default_factory=dict)
+
+
+def _unit_vectors(n: int, d: int, generator) -> torch.Tensor:
+    v = torch.randn(n, d, generator=generator, dtype=torch.float64)
+    return v / v.norm(dim=1, keepdim=True)
+
+
+def _random_weights(K: int, generator) -> torch.Tensor:
+    # Dirichlet(2) through normalised Gamma(2) = sum of two Exp(1); floored so no component is negligible.
+    g = -torch.log(torch.rand(K, 2, generator=generator, dtype=torch.float64)).sum(1)
+    w = (g / g.sum()).clamp_min(0.4 / K)
+    return w / w.sum()
+
+
+def _clustered_mixture(K: int, d: int, within: float, between: float, generator) -> GaussianMixture:
+    """Two clusters of K/2 components (K = 2: one component each) with random directions."""
+    axis = _unit_vectors(1, d, generator)[0]
+    half = max(1, K // 2)
+    centres = torch.stack([0.5 * between * axis, -0.5 * between * axis])
+    cluster = torch.arange(K) // half
+    if K == 2:
+        means = centres
+    else:
+        means = centres[cluster] + within * _unit_vectors(K, d, generator)
+    return GaussianMixture(means, weights=_random_weights(K, generator))
+
+
+def _hierarchical_mixture(d: int, generator) -> GaussianMixture:
+    """8 components: 2 super-clusters x 2 clusters x 2 components (half-distances 2000 / 60 / 2)."""
+    u = _unit_vectors(7, d, generator)
+    means = []
+    for ai, a in enumerate((1.0, -1.0)):
+        for bi, b in enumerate((1.0, -1.0)):
+            for c in (1.0, -1.0):
+                means.append(2000.0 * a * u[0] + 60.0 * b * u[1 + ai] + 2.0 * c * u[3 + 2 * ai + bi])
+    return GaussianMixture(torch.stack(means), weights=_random_weights(8, generator))
+
+
+def validation_cases(
+    ks=FULL_KS, dims=FULL_DIMS, seed: int = 0, hierarchical: bool = True
+) -> list[ValidationCase]:
+    """The random mixtures and (S_init, S_target) pairs of the experiment (deterministic given ``seed``)."""
+    generator = torch.Generator().manual_seed(seed)
+    cases = []
+    for K in ks:
+        for d in dims:
+            for sep, (within, between) in SEPARATIONS.items():
+                m = _clustered_mixture(K, d, within, between, generator)
+                cluster0 = list(range(max(1, K // 2))) if K > 2 else [0, 1]
+                for init, target in (([0], cluster0), ([0], [0])):
+                    name = f"K{K}-d{d}-{sep}-{''.join(map(str, init))}in{''.join(map(str, target))}"
+                    cases.append(ValidationCase(name, m, init, target, K, d, sep))
+    if hierarchical:
+        d = 16
+        m = _hierarchical_mixture(d, generator)
+        for init, target in (([0], [0, 1]), ([0], [0, 1, 2, 3]), ([0, 1], [0, 1, 2, 3])):
+            name = f"hier-d{d}-{''.join(map(str, init))}in{''.join(map(str, target))}"
+            cases.append(ValidationCase(name, m, init, target, 8, d, "hierarchical"))
+    return cases
+
+
+def _span_coordinates(mixture: GaussianMixture) -> torch.Tensor:
+    """(K, r) coordinates of the means in an orthonormal basis of their affine span."""
+    means = mixture.means.to(torch.float64)
+    centred = means - means.mean(0)
+    _, sv, vh = torch.linalg.svd(centred, full_matrices=False)
+    rank = int((sv > 1e-9 * sv[0].clamp_min(1e-300)).sum()) if sv.numel() else 0
+    return centred @ vh[:rank].T
+
+
+def _mix_ratio(
+    x: torch.Tensor, centres: torch.Tensor, w_num: torch.Tensor, w_den: torch.Tensor
+) -> torch.Tensor:
+    """``sum_k w_num_k phi(x - c_k) / sum_k w_den_k phi(x - c_k)`` for unit Gaussians: x (..., r) -> (...).
+
+    Both sums share the factor ``exp(-min_k |x - c_k|^2 / 2)``, which cancels: no underflow, no log-sum-exp.
+    """
+    sq = (x.unsqueeze(-2) - centres).square().sum(-1)
+    E = torch.exp(-0.5 * (sq - sq.amin(-1, keepdim=True)))
+    return (E @ w_num) / (E @ w_den)
+
+
+def forward_reverse_tv(
+    mixture: GaussianMixture,
+    init,
+    target,
+    t_hat: float,
+    n_outer: int = 2000,
+    n_inner: int = 128,
+    generator: torch.Generator | None = None,
+) -> dict:
+    """``TV(p^{S_init, T}, p^{S_target})`` of the sample law, and the component distribution, at ``T``.
+
+    Requires every component to be ``N(mu_i, I)`` (the exact span reduction of THEORY §4).
+
+    Returns
+    -------
+    dict with ``tv`` and ``tv_se`` (an upper estimate: see the module notes), ``label_dist`` (K,)
+    ``E_y[pi_T(. | y)]``, ``tv_label`` its TV to the weights of ``p^{S_target}``.
+    """
+    if mixture.cov_kind != "iso" or not torch.allclose(
+        mixture.covs.to(torch.float64), torch.ones(mixture.n_components, dtype=torch.float64)
+    ):
+        raise ValueError("mixture must have identity covariances for the exact forward-reverse TV")
+    c = _span_coordinates(mixture)
+    r = c.shape[1]
+    log_w = mixture.log_weights.to(torch.float64)
+    w = log_w.exp()
+    w_init = torch.zeros_like(w)
+    w_init[init] = w[init] / w[init].sum()
+    w_target = torch.zeros_like(w)
+    w_target[target] = w[target] / w[target].sum()
+    a, s = alpha_sigma(t_hat)
+
+    # Component distribution E_{y ~ p_T^{init}}[pi_T(.|y)] (noised components are N(a c_k, I)).
+    labels = torch.multinomial(w_init, n_outer, replacement=True, generator=generator)
+    y = a * c[labels] + torch.randn(n_outer, r, generator=generator, dtype=torch.float64)
+    post = torch.softmax(log_w - 0.5 * (y.unsqueeze(1) - a * c).square().sum(-1), dim=1)
+    label_dist = post.mean(0)
+    tv_label = 0.5 * (label_dist - w_target).abs().sum().item()
+
+    # x ~ p^{target}; h(x) = E_Z r(a x + s Z) with antithetic pairs; r(y) = p_T^{init}(y) / p_T(y).
+    labels = torch.multinomial(w_target, n_outer, replacement=True, generator=generator)
+    x = c[labels] + torch.randn(n_outer, r, generator=generator, dtype=torch.float64)
+    half = max(1, n_inner // 2)
+    z = torch.randn(n_outer, half, r, generator=generator, dtype=torch.float64)
+    z = torch.cat([z, -z], 1)
+    h = _mix_ratio(a * x.unsqueeze(1) + s * z, a * c, w_init, w).mean(1)
+    g = (1.0 - _mix_ratio(x, c, w, w_target) * h).clamp_min(0.0)
+    value = g.mean().item()
+    se = (g.var(unbiased=True) / n_outer).sqrt().item()
+    return {"tv": value, "tv_se": se, "label_dist": label_dist, "tv_label": tv_label}
+
+
+def _sampled_label_tv(mixture, init, target, t_hat, n, generator) -> float:
+    """TV between the label law of the core's exact forward-reverse sampler and the target weights."""
+    if t_hat <= 0:
+        return float("nan")
+    y, _ = mixture.subset(init).noised(t_hat).sample(n, generator=generator)
+    _, labels = mixture.sample_posterior(y, t_hat, generator=generator)
+    freq = torch.bincount(labels, minlength=mixture.n_components).to(torch.float64) / n
+    w = mixture.weights.to(torch.float64)
+    target_w = torch.zeros_like(w)
+    target_w[target] = w[target] / w[target].sum()
+    return 0.5 * (freq - target_w).abs().sum().item()
+
+
+def _time_grid(tt, closed, n_grid: int) -> list[float]:
+    finite = [v for v in (tt.t_end, tt.t_start, closed.t_end_upper, closed.t_start_lower) if math.isfinite(v)]
+    t_max = 1.25 * max(finite + [1.0]) + 0.5
+    grid = torch.linspace(0.0, t_max, n_grid, dtype=torch.float64).tolist()
+    extra = [v for v in (tt.t_end, tt.t_start) if math.isfinite(v) and 0 <= v <= t_max]
+    if math.isfinite(tt.t_end) and math.isfinite(tt.t_start) and tt.t_end < tt.t_start:
+        extra.append(0.5 * (tt.t_end + tt.t_start))
+    elif math.isfinite(tt.t_end) and not math.isfinite(tt.t_start):
+        extra.append(tt.t_end + 0.5)
+    return sorted(set(round(v, 10) for v in grid + extra))
+
+
+def _num(v):
+    return v if not (isinstance(v, float) and not math.isfinite(v)) else None
+
+
+def validate(
+    out=None,
+    *,
+    quick: bool = False,
+    eps: float = 0.1,
+    ks=None,
+    dims=None,
+    n_grid: int | None = None,
+    n_outer: int | None = None,
+    n_inner: int | None = None,
+    n_tv: int | None = None,
+    n_check: int | None = None,
+    seed: int = 0,
+    threads: int | None = 1,
+    plot: bool = True,
+) -> ValidationResult:
+    """Run the synthetic validation of Blink Thm 2; optionally write PNG + CSV + summary JSON to ``out``.
+
+    Parameters
+    ----------
+    out : output folder (``validation.png``, ``validation.csv``, ``summary.json``), or None.
+    quick : reduced sizes (K in {2, 4}, d in {2, 256}, fewer grid points and draws).
+    eps : the theorem's eps in (0, 1).
+    ks, dims : override the component counts and dimensions.
+    n_grid, n_outer, n_inner, n_tv, n_check : grid points in T, outer/inner draws of the TV estimator,
+        Monte Carlo draws for the transition times, draws of the sampler cross-check.
+    seed : seeds every random choice (mixtures and estimators).
+    threads : torch intra-op threads while running (1 is fastest for these small tensors; None: leave).
+
+    Returns
+    -------
+    ValidationResult with ``rows`` (one per case and T), ``cases``, ``summary`` (``violations`` must be 0).
+    """
+    eps = check_eps(eps)
+    ks = tuple(ks or (QUICK_KS if quick else FULL_KS))
+    dims = tuple(dims or (QUICK_DIMS if quick else FULL_DIMS))
+    for k in ks:
+        check_positive_int(k, "ks", minimum=2)
+    for d in dims:
+        check_positive_int(d, "dims", minimum=1)
+    n_grid = check_positive_int(n_grid or (8 if quick else 10), "n_grid", minimum=2)
+    n_outer = check_positive_int(n_outer or (600 if quick else 1000), "n_outer", minimum=10)
+    n_inner = check_positive_int(n_inner or 48, "n_inner", minimum=2)
+    n_tv = check_positive_int(n_tv or (3000 if quick else 5000), "n_tv", minimum=10)
+    n_check = check_positive_int(n_check or 200, "n_check", minimum=10)
+    old_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(check_positive_int(threads, "threads"))
+    start = time.perf_counter()
+    try:
+        rows, case_info = _run(eps, ks, dims, n_grid, n_outer, n_inner, n_tv, n_check, seed, quick)
+    finally:
+        torch.set_num_threads(old_threads)
+    runtime = time.perf_counter() - start
+    in_range = [r for r in rows if r["in_theorem_range"]]
+    violations = [r for r in in_range if r["violation"]]
+    ratios = [r["tv_x"] / r["bound"] for r in in_range]
+    summary = {
+        "eps": eps,
+        "quick": quick,
+        "seed": seed,
+        "n_cases": len(case_info),
+        "n_points": len(rows),
+        "n_points_in_theorem_range": len(in_range),
+        "n_cases_with_empty_theorem_window": sum(1 for c in case_info if c["empty"]),
+        "violations": len(violations),
+        "violation_rule": "tv_x - 3 * tv_x_se > bound at T with t_end_high <= T <= t_start_low",
+        "max_tv_over_bound_in_range": max(ratios) if ratios else None,
+        "max_sampler_label_discrepancy": max(
+            (abs(r["tv_label_sampled"] - r["tv_label"]) for r in rows if r["tv_label_sampled"] is not None),
+            default=None,
+        ),
+        "plotted_quantity": (
+            "TV(p^{S_init,T}, p^{S_target}) of the sample law (upper estimate, nested MC in the "
+            "span of the means), with 3-standard-error bars, against eps(1+max(1,W)/sqrt2)"
+        ),
+        "runtime_s": runtime,
+    }
+    result = ValidationResult(rows, case_info, summary)
+    if out is not None:
+        result.files = _write(out, result, plot)
+    return result
+
+
+def _run(eps, ks, dims, n_grid, n_outer, n_inner, n_tv, n_check, seed, quick):
+    generator = torch.Generator().manual_seed(seed + 1)
+    rows, case_info = [], []
+    for case in validation_cases(ks, dims, seed, hierarchical=True):
+        m = case.mixture
+        tt = transition_times(m, case.init, case.target, eps, n=n_tv, generator=generator, tol=1e-3)
+        closed = log_concave_times(m, case.init, case.target, eps)
+        info = {
+            "name": case.name,
+            "K": case.K,
+            "d": case.d,
+            "separation": case.separation,
+            "init": case.init,
+            "target": case.target,
+            "W": tt.W,
+            "bound": tt.bound,
+            "t_end": _num(tt.t_end),
+            "t_end_low": _num(tt.t_end_low),
+            "t_end_high": _num(tt.t_end_high),
+            "t_start": _num(tt.t_start),
+            "t_start_low": _num(tt.t_start_low),
+            "t_start_high": _num(tt.t_start_high),
+            "empty": tt.empty,
+            "method": tt.method,
+            "t_end_closed_upper": _num(closed.t_end_upper),
+            "t_start_closed_lower": _num(closed.t_start_lower),
+        }
+        case_info.append(info)
+        for t_hat in _time_grid(tt, closed, n_grid):
+            fr = forward_reverse_tv(m, case.init, case.target, t_hat, n_outer, n_inner, generator)
+            in_range = tt.t_end_high <= t_hat <= tt.t_start_low
+            sampled = _sampled_label_tv(m, case.init, case.target, t_hat, n_check, generator)
+            rows.append(
+                {
+                    "case": case.name,
+                    "K": case.K,
+                    "d": case.d,
+                    "separation": case.separation,
+                    "init": " ".join(map(str, case.init)),
+                    "target": " ".join(map(str, case.target)),
+                    "eps": eps,
+                    "t_hat": t_hat,
+                    "tv_x": fr["tv"],
+                    "tv_x_se": fr["tv_se"],
+                    "tv_label": fr["tv_label"],
+                    "tv_label_sampled": None if math.isnan(sampled) else sampled,
+                    "bound": tt.bound,
+                    "t_end": tt.t_end,
+                    "t_start": tt.t_start,  # the CSV keeps inf / -inf (+inf: S_target is everything)
+                    "in_theorem_range": bool(in_range),
+                    "violation": bool(in_range and fr["tv"] - 3.0 * fr["tv_se"] > tt.bound),
+                }
+            )
+    return rows, case_info
+
+
+def _write(out, result: ValidationResult, plot: bool) -> dict:
+    from pathlib import Path
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {}
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(result.rows[0].keys()))
+    writer.writeheader()
+    for row in result.rows:
+        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    atomic_write_text(out / "validation.csv", buf.getvalue())
+    files["csv"] = str(out / "validation.csv")
+    if plot:
+        _plot(out / "validation.png", result)
+        files["png"] = str(out / "validation.png")
+    summary = dict(result.summary)
+    summary["cases"] = result.cases
+    summary["files"] = files
+    atomic_write_json(out / "summary.json", json.loads(json.dumps(summary)))
+    files["summary"] = str(out / "summary.json")
+    return files
+
+
+def _plot(path, result: ValidationResult) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cases = result.cases
+    ncol = 6
+    nrow = math.ceil(len(cases) / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.0 * ncol, 2.4 * nrow), squeeze=False)
+    by_case: dict[str, list[dict]] = {}
+    for row in result.rows:
+        by_case.setdefault(row["case"], []).append(row)
+    for ax, info in zip(axes.flat, cases, strict=False):
+        rows = by_case[info["name"]]
+        t = [r["t_hat"] for r in rows]
+        ax.errorbar(
+            t,
+            [r["tv_x"] for r in rows],
+            yerr=[3 * r["tv_x_se"] for r in rows],
+            fmt="o-",
+            ms=2.5,
+            lw=1,
+            color="tab:blue",
+            label="TV(q_T, p^target) ±3se",
+        )
+        ax.plot(t, [r["tv_label"] for r in rows], "--", lw=0.8, color="tab:green", label="label TV")
+        lo = info["t_end"] if info["t_end"] is not None else 0.0
+        hi = (
+            info["t_start"]
+            if info["t_start"] is not None
+            else (max(t) if info["t_start"] is None and not info["empty"] else lo)
+        )
+        if not info["empty"]:
+            ax.hlines(info["bound"], lo, min(hi, max(t)), color="tab:red", lw=1.5, label="bound")
+        for key, style in (("t_end", "k:"), ("t_start", "k-.")):
+            if info[key] is not None:
+                ax.axvline(info[key], color=style[0], ls=style[1:], lw=0.8)
+        for key in ("t_end_closed_upper", "t_start_closed_lower"):
+            if info[key] is not None and 0 <= info[key] <= max(t):
+                ax.axvline(info[key], color="tab:orange", ls="--", lw=0.8)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(info["name"] + (" (empty)" if info["empty"] else ""), fontsize=7)
+        ax.tick_params(labelsize=6)
+    for ax in list(axes.flat)[len(cases) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=5, loc="upper right")
+    s = result.summary
+    fig.suptitle(
+        f"Blink Thm 2 check, eps={s['eps']}: TV of the forward-reverse sample law vs bound (red); "
+        f"T_end (dotted), T_start (dash-dot), closed forms (orange); violations: {s['violations']}",
+        fontsize=9,
+    )
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)

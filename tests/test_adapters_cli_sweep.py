@@ -1,0 +1,371 @@
+"""``critwin sweep`` on tiny random diffusers pipelines saved to disk: outputs, resume, errors."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from critwin.cli import main
+
+# Tiny schedules with few leading steps start with signal left; that is reported, not under test here.
+pytestmark = pytest.mark.filterwarnings("ignore::critwin.adapters.diffusers.TerminalSNRWarning")
+
+
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory):
+    from diffusers import DDPMPipeline, DDPMScheduler, PNDMScheduler
+    from safetensors.torch import save_file
+
+    from critwin.adapters.tiny import tiny_stable_diffusion, tiny_unet
+
+    root = tmp_path_factory.mktemp("models")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tiny_stable_diffusion(0).save_pretrained(root / "sd")
+        DDPMPipeline(unet=tiny_unet(0), scheduler=PNDMScheduler()).save_pretrained(root / "pndm")
+        DDPMPipeline(unet=tiny_unet(0), scheduler=DDPMScheduler(clip_sample=False)).save_pretrained(
+            root / "ddpm"
+        )
+    g = torch.Generator().manual_seed(0)
+    save_file(
+        {
+            "prompt_embeds": torch.randn(1, 5, 16, generator=g),
+            "negative_prompt_embeds": torch.randn(1, 5, 16, generator=g),
+        },
+        str(root / "embeds.safetensors"),
+    )
+    save_file({"prompt_embeds": torch.randn(1, 5, 7, generator=g)}, str(root / "bad_embeds.safetensors"))
+    return root
+
+
+def _read(path: Path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _run(argv, capsys):
+    """Run the CLI in-process; return (exit code, stdout, stderr)."""
+    code = 0
+    try:
+        main(argv)
+    except SystemExit as exc:
+        code = exc.code or 0
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_forward_reverse_on_a_pixel_ddpm_pipeline(model_dirs, tmp_path, capsys):
+    from diffusers import DDPMScheduler
+
+    out = tmp_path / "fr"
+    code, stdout, err = _run(
+        [
+            "sweep",
+            "--model",
+            str(model_dirs / "ddpm"),
+            "--out",
+            str(out),
+            "--steps",
+            "5",
+            "--times",
+            "0,0.3,1.5",
+            "--n",
+            "3",
+            "--n-per-time",
+            "2",
+            "--no-progress",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    rows = _read(out / "table.csv")
+    assert len(rows) == 3 * 3 * 2
+    ac = DDPMScheduler().alphas_cumprod.double()
+    for row in rows:
+        if row["step"] not in ("", "None"):
+            # The reported OU time is the exact noise level of the reported scheduler timestep.
+            assert float(row["t"]) == pytest.approx(-0.5 * math.log(ac[int(row["step"])].item()), rel=1e-9)
+    at_zero = [r for r in rows if float(r["requested_t"]) == 0.0]
+    assert all(r["label"] == r["source_label"] for r in at_zero)  # t = 0 returns each source itself
+    assert "realised_t" in stdout and (out / "sources.safetensors").is_file()
+    assert (out / "window.json").is_file() and "window" in stdout
+    # DDPM's leading spacing with 5 steps starts at timestep 800, where the signal is not yet gone.
+    assert "critwin: note: the schedule's first step (timestep 800)" in err
+
+
+def test_resume_after_interrupt_gives_the_same_table(model_dirs, tmp_path, capsys, monkeypatch):
+    """A sweep interrupted mid-way (Ctrl-C inside the feature) and rerun equals an uninterrupted one."""
+    module = tmp_path / "interrupting_feature.py"
+    module.write_text(
+        "import torch\n"
+        "CALLS = {'n': 0, 'stop_at': None}\n"
+        "def label(x):\n"
+        "    CALLS['n'] += 1\n"
+        "    if CALLS['stop_at'] is not None and CALLS['n'] >= CALLS['stop_at']:\n"
+        "        raise KeyboardInterrupt\n"
+        "    return (x.mean(dim=(1, 2, 3)) > x.mean()).long()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import interrupting_feature
+
+    argv = [
+        "sweep",
+        "--model",
+        str(model_dirs / "sd"),
+        "--prompt-embeds",
+        str(model_dirs / "embeds.safetensors"),
+        "--guidance",
+        "3",
+        "--steps",
+        "4",
+        "--times",
+        "0.2,0.8",
+        "--n",
+        "3",
+        "--n-per-time",
+        "2",
+        "--chunk-size",
+        "2",
+        "--feature",
+        "interrupting_feature:label",
+        "--no-progress",
+    ]
+    clean = tmp_path / "clean"
+    assert _run([*argv, "--out", str(clean)], capsys)[0] == 0
+    resumed = tmp_path / "resumed"
+    interrupting_feature.CALLS.update(n=0, stop_at=4)  # call 1 labels the sources; calls 2, 3 finish units
+    assert _run([*argv, "--out", str(resumed)], capsys)[0] == 130  # typer's exit status for Ctrl-C
+    assert not (resumed / "table.csv").exists()
+    assert len(list((resumed / "units").glob("*.npz"))) == 2
+    interrupting_feature.CALLS.update(stop_at=None)
+    assert _run([*argv, "--out", str(resumed)], capsys)[0] == 0
+    assert _read(resumed / "table.csv") == _read(clean / "table.csv")
+    # Other settings in the same directory are refused instead of mixing results.
+    code, _, err = _run([*argv[:-1], "--seed", "7", "--out", str(resumed)], capsys)
+    assert code == 2 and "different settings" in err
+
+
+def test_clone_and_adaptive_on_tiny_pipelines(model_dirs, tmp_path, capsys):
+    code, _, err = _run(
+        [
+            "sweep",
+            "--model",
+            str(model_dirs / "sd"),
+            "--prompt-embeds",
+            str(model_dirs / "embeds.safetensors"),
+            "--guidance",
+            "2",
+            "--steps",
+            "4",
+            "--experiment",
+            "clone",
+            "--times",
+            "0.5,1.2",
+            "--n",
+            "2",
+            "--n-clones",
+            "2",
+            "--scheduler",
+            "euler-ancestral",
+            "--out",
+            str(tmp_path / "clone"),
+            "--no-progress",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    assert len(_read(tmp_path / "clone" / "table.csv")) > 0
+    argv = [
+        "sweep",
+        "--model",
+        str(model_dirs / "ddpm"),
+        "--steps",
+        "4",
+        "--adaptive",
+        "--n",
+        "4",
+        "--probe-batch",
+        "4",
+        "--max-per-probe",
+        "8",
+        "--out",
+        str(tmp_path / "search"),
+        "--no-progress",
+    ]
+    code, stdout, err = _run(argv, capsys)
+    assert code == 0, err
+    assert "t_after" in stdout and (tmp_path / "search" / "search.json").is_file()
+    # Rerunning finds the finished search and prints it again without recomputing.
+    assert _run(argv, capsys)[1] == stdout
+
+
+def test_text_prompt_equals_its_embeddings(tmp_path, capsys):
+    """--prompt (tokenizer + text encoder in the model dir) equals --prompt-embeds of that prompt."""
+    transformers = pytest.importorskip("transformers")
+    import json
+
+    from safetensors.torch import save_file
+
+    from critwin.adapters.tiny import tiny_stable_diffusion, tiny_text_encoder
+
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for c in "abcdefghijklmnopqrstuvwxyz":
+        vocab[c] = len(vocab)
+        vocab[c + "</w>"] = len(vocab)
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
+    (tmp_path / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = transformers.CLIPTokenizer(
+        str(tmp_path / "vocab.json"),
+        str(tmp_path / "merges.txt"),
+        pad_token="<|endoftext|>",
+        model_max_length=16,
+    )
+    pipe = tiny_stable_diffusion(0)
+    pipe.register_modules(text_encoder=tiny_text_encoder(0, vocab_size=len(vocab)), tokenizer=tokenizer)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pipe.save_pretrained(tmp_path / "sd")
+    positive, negative = pipe.encode_prompt("a cat", "cpu", 1, True, negative_prompt="blurry")
+    save_file(
+        {"prompt_embeds": positive, "negative_prompt_embeds": negative}, str(tmp_path / "e.safetensors")
+    )
+    common = [
+        "sweep",
+        "--model",
+        str(tmp_path / "sd"),
+        "--guidance",
+        "3",
+        "--steps",
+        "4",
+        "--times",
+        "0.3,1",
+        "--n",
+        "2",
+        "--n-per-time",
+        "2",
+        "--no-progress",
+    ]
+    code, _, err = _run(
+        [*common, "--prompt", "a cat", "--negative-prompt", "blurry", "--out", str(tmp_path / "a")], capsys
+    )
+    assert code == 0, err
+    code, _, err = _run(
+        [*common, "--prompt-embeds", str(tmp_path / "e.safetensors"), "--out", str(tmp_path / "b")], capsys
+    )
+    assert code == 0, err
+    assert _read(tmp_path / "a" / "table.csv") == _read(tmp_path / "b" / "table.csv")
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--model", "{root}/nowhere"], "does not exist"),
+        (["--model", "{tmp}"], "not a diffusers pipeline directory"),
+        (
+            ["--model", "{root}/sd", "--prompt-embeds", "{root}/bad_embeds.safetensors", "--guidance", "1"],
+            "must have shape (batch, seq_len, 16)",
+        ),
+        (
+            ["--model", "{root}/sd", "--prompt-embeds", "{root}/embeds.safetensors", "--scheduler", "pndm"],
+            "scheduler must be one of DDPMScheduler",
+        ),
+        (["--model", "{root}/sd", "--prompt", "a cat"], "needs a tokenizer and text encoder"),
+        (["--model", "{root}/pndm"], "saved scheduler PNDMScheduler is not supported; pick one"),
+        (["--model", "{root}/ddpm", "--times", "9"], "beyond the sampler's range"),
+        (["--model", "{root}/ddpm", "--guidance", "3"], "needs a conditional model"),
+        (["--model", "{root}/ddpm", "--times", "1", "--adaptive"], "exclusive"),
+        (["--model", "{root}/ddpm", "--feature", "nope"], "--feature must be one of"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(model_dirs, tmp_path, capsys, extra, message):
+    args = [a.format(root=model_dirs, tmp=tmp_path) for a in extra]
+    code, _, err = _run(
+        ["sweep", "--out", str(tmp_path / "o"), "--steps", "3", "--n", "1", "--no-progress", *args], capsys
+    )
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.startswith("critwin: error:")]
+    assert len(lines) == 1 and message in lines[0], err
+
+
+def test_guidance_without_negative_embeddings(model_dirs, tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    only_positive = tmp_path / "pos.safetensors"
+    save_file({"prompt_embeds": torch.zeros(1, 5, 16)}, str(only_positive))
+    code, _, err = _run(
+        [
+            "sweep",
+            "--model",
+            str(model_dirs / "sd"),
+            "--prompt-embeds",
+            str(only_positive),
+            "--guidance",
+            "5",
+            "--out",
+            str(tmp_path / "o"),
+            "--no-progress",
+        ],
+        capsys,
+    )
+    assert code == 2 and "without negative_prompt_embeds" in err
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill(model_dirs, tmp_path):
+    """The real thing: SIGKILL the CLI process mid-sweep, rerun, and compare with an uninterrupted run."""
+    module = tmp_path / "slow_feature.py"
+    module.write_text(
+        "import time\n"
+        "def label(x):\n"
+        "    time.sleep(0.5)\n"
+        "    return (x.mean(dim=(1, 2, 3)) > x.mean()).long()\n"
+    )
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    argv = [
+        sys.executable,
+        "-m",
+        "critwin.cli",
+        "sweep",
+        "--model",
+        str(model_dirs / "sd"),
+        "--prompt-embeds",
+        str(model_dirs / "embeds.safetensors"),
+        "--guidance",
+        "3",
+        "--steps",
+        "4",
+        "--times",
+        "0.2,0.8",
+        "--n",
+        "3",
+        "--n-per-time",
+        "2",
+        "--chunk-size",
+        "2",
+        "--feature",
+        "slow_feature:label",
+        "--no-progress",
+    ]
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [*argv, "--out", str(killed)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list((killed / "units").glob("*.npz"))) < 2 and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "table.csv").exists()
+    subprocess.run([*argv, "--out", str(killed)], env=env, check=True, capture_output=True)
+    subprocess.run([*argv, "--out", str(tmp_path / "clean")], env=env, check=True, capture_output=True)
+    assert _read(killed / "table.csv") == _read(tmp_path / "clean" / "table.csv")
