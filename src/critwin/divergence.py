@@ -276,6 +276,14 @@ def _shared_covariance(P: GaussianMixture, Q: GaussianMixture):
     return "full", (lam.clamp_min(0), U)
 
 
+def _has_singular_component(m: GaussianMixture) -> bool:
+    """Whether some component has a singular covariance (no density at t = 0)."""
+    if m.cov_kind == "full":
+        lam = torch.linalg.eigvalsh(m.cov_matrices().to(torch.float64))
+        return bool((lam <= 1e-12 * lam.abs().amax(-1, keepdim=True).clamp_min(1e-300)).any())
+    return bool((m.covs == 0).any())
+
+
 class TVCurve:
     """``t -> TV(P_t, Q_t)`` for one pair of mixtures, with the method fixed and common random numbers.
 
@@ -321,10 +329,7 @@ class TVCurve:
         small = P.n_components + Q.n_components <= _MAX_SPAN_COMPONENTS
         self._shared = _shared_covariance(P, Q) if small else None
         self._device = P.means.device
-        self._singular = bool((P.cov_matrices().diagonal(dim1=1, dim2=2) == 0).any()) if P.cov_kind == "full" else False
-        self._singular = self._singular or any(
-            bool((m.covs == 0).any()) for m in (P, Q) if m.cov_kind != "full"
-        ) or (Q.cov_kind == "full" and bool((Q.cov_matrices().diagonal(dim1=1, dim2=2) == 0).any()))
+        self._singular = _has_singular_component(P) or _has_singular_component(Q)
         self._wP = P.weights.to(torch.float64)
         self._wQ = Q.weights.to(torch.float64)
         self._draws = None
@@ -386,8 +391,8 @@ class TVCurve:
     def __call__(self, t=0.0) -> Estimate:
         t = check_time(t)
         if t == 0.0 and self._singular:
-            # Dirac (zero-covariance) components have no density at t = 0; use the limit t -> 0+, which for
-            # distinct atoms is the TV of the discrete laws (at t = 1e-12 the atoms are 1e6 sd apart per unit).
+            # Dirac (zero-covariance) components have no density at t = 0: use the limit t -> 0+; for
+            # distinct atoms that limit is the TV of the discrete laws (at 1e-12 they are ~1e6 sd apart).
             t = _SINGULAR_T0
         if self.method == "closed-form":
             coords, _ = self._span(t)
