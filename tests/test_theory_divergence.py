@@ -220,3 +220,17 @@ def test_bad_input():
         tv(m, m.subset([0]), method="closed-form")
     with pytest.raises(ValueError, match="positive definite"):
         kl_gaussians([0.0], [[0.0]], [1.0], [[1.0]])
+
+
+def test_dirac_mixture_at_t0_is_the_discrete_tv():
+    from critwin.mixtures import EmpiricalMixture
+
+    pts = torch.tensor([[0.0, 0.0], [1.0, 0.0], [30.0, 0.0], [31.0, 1.0]], dtype=F64)
+    e = EmpiricalMixture(pts)
+    # The t -> 0+ limit: TV of discrete laws, 1/2 (2 |1/2 - 1/4| + 2 * 1/4) = 1/2 (atoms 1e6 sd apart).
+    assert tv(e.subset([0, 1]), e, 0.0).value == pytest.approx(0.5, abs=1e-9)
+    assert tv(e.subset([0]), e.subset([1]), 0.0).value == pytest.approx(1.0, abs=1e-12)
+    # At t > 0 the atoms are unit Gaussians of variance 1 - e^{-2t}: the closed form.
+    t = 0.3
+    delta = math.exp(-t) / math.sqrt(1 - math.exp(-2 * t))
+    assert tv(e.subset([0]), e.subset([1]), t).value == pytest.approx(math.erf(delta / 2 / math.sqrt(2)))

@@ -146,7 +146,7 @@ class CloneResult:
             requested_times=torch.tensor(meta["requested_times"], dtype=torch.float64),
             times=torch.tensor(meta["times"], dtype=torch.float64),
             indices=torch.tensor(meta["indices"], dtype=torch.long),
-            steps=None if steps is None else torch.tensor(steps, dtype=torch.long),
+            steps=None if steps is None else torch.tensor(steps),
             own_labels=own,
             clone_labels=labels,
             nfe=meta.get("nfe"),
@@ -208,7 +208,7 @@ def clone(
     mixture = getattr(process, "mixture", None)
     if dtype is None:
         dtype = mixture.dtype if mixture is not None and hasattr(mixture, "dtype") else torch.float32
-    device = mixture.device if mixture is not None and hasattr(mixture, "device") else torch.device("cpu")
+    device = getattr(mixture, "device", None) or getattr(process, "device", None) or torch.device("cpu")
 
     T = requested.numel()
     # The trunk visits forks in the order of the reverse process (decreasing time).

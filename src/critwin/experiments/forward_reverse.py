@@ -152,7 +152,7 @@ class ForwardReverseResult:
             requested_times=torch.tensor(meta["requested_times"], dtype=torch.float64),
             times=torch.tensor(meta["times"], dtype=torch.float64),
             indices=torch.tensor(meta["indices"], dtype=torch.long),
-            steps=None if steps is None else torch.tensor(steps, dtype=torch.long),
+            steps=None if steps is None else torch.tensor(steps),
             labels=labels,
             source_labels=source,
             source_ids=ids,

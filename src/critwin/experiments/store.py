@@ -298,7 +298,8 @@ def realise_times(process, requested: torch.Tensor, name: str = "times"):
 
     Returns
     -------
-    process, indices (T,) long, realised times (T,) float64, steps (T,) long or None.
+    process, indices (T,) long, realised times (T,) float64, steps (T,) long (float64 for fractional
+    timesteps) or None.
     """
     grid = process.times
     t_hi, t_lo = grid[:-1].max().item(), grid.min().item()
@@ -327,7 +328,10 @@ def realise_times(process, requested: torch.Tensor, name: str = "times"):
     has_steps = any(s is not None for s in steps)
     step_tensor = None
     if has_steps:
-        step_tensor = torch.tensor([-1 if s is None else s for s in steps], dtype=torch.long)
+        values = [-1 if s is None else s for s in steps]
+        # Sigma-based schedulers (Euler) have fractional timesteps: keep them exactly.
+        integral = all(float(v).is_integer() for v in values)
+        step_tensor = torch.tensor(values, dtype=torch.long if integral else torch.float64)
     index_tensor = torch.tensor(indices, dtype=torch.long)
     return process, index_tensor, torch.tensor(realised, dtype=torch.float64), step_tensor
 
