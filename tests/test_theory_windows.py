@@ -186,3 +186,23 @@ def test_bad_input():
         transition_times("m", [0], [0], 0.1)
     with pytest.raises(ValueError, match="eps"):
         window_two_gaussians([1.0, 0.0], 0.8)
+
+
+def test_log_concave_times_wasserstein_paths_agree():
+    # D_intra is a W2 distance: the diagonal shortcut and the Bures formula (full path) must agree, and
+    # for non-commuting covariances the Bures term matches scipy's matrix square roots.
+    from scipy.linalg import sqrtm
+
+    means = torch.tensor([[0.0, 0.0], [3.0, 1.0], [40.0, 0.0]], dtype=F64)
+    diag = torch.tensor([[1.0, 4.0], [2.0, 0.5], [1.0, 1.0]], dtype=F64)
+    m_diag = GaussianMixture(means, covs=diag)
+    m_full = GaussianMixture(means, covs=torch.diag_embed(diag))
+    a, b = log_concave_times(m_diag, [0], [0, 1], 0.1), log_concave_times(m_full, [0], [0, 1], 0.1)
+    assert a.t_end_upper == pytest.approx(b.t_end_upper, abs=1e-10)
+    assert a.t_start_lower == pytest.approx(b.t_start_lower, abs=1e-10)
+    c0 = np.array([[2.0, 0.8], [0.8, 1.0]])
+    c1 = np.array([[1.0, -0.3], [-0.3, 3.0]])
+    r0 = sqrtm(c0)
+    w2 = math.sqrt(10.0 + np.trace(c0 + c1 - 2 * sqrtm(r0 @ c1 @ r0)).real)
+    m = GaussianMixture(means[:2], covs=torch.tensor(np.stack([c0, c1]), dtype=F64))
+    assert log_concave_times(m, [0], [0, 1], 0.1).t_end_upper == pytest.approx(math.log(w2 / 0.2), abs=1e-9)
