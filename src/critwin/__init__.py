@@ -39,7 +39,7 @@ _EXPORTS = {
     "tv": "critwin.divergence",
     "transition_times": "critwin.windows",
     "critical_window": "critwin.windows",
-    "hierarchy": "critwin.hierarchy",
+    "hierarchy": "critwin.tree",
     # experiments
     "ReverseProcess": "critwin.experiments.process",
     "MixtureProcess": "critwin.experiments.process",

@@ -106,7 +106,7 @@ def hierarchy_command(
 ):
     """The eps-mixture tree (hierarchy of features) of a mixture, with each node's window."""
     from critwin._validation import check_eps
-    from critwin.hierarchy import hierarchy
+    from critwin.tree import hierarchy
     from critwin.io_mixture import load_mixture
 
     eps = check_eps(eps, "--eps")

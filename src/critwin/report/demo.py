@@ -83,7 +83,7 @@ def hierarchical_mixture(d: int = 16, within: float = 10.0, between: float = 240
 
 
 def theory_section(directory: Path, sizes: DemoSizes, eps: float, generator: torch.Generator) -> dict:
-    from critwin.hierarchy import hierarchy
+    from critwin.tree import hierarchy
     from critwin.validate import forward_reverse_tv
     from critwin.windows import critical_window, transition_times
 

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
-import types
 from dataclasses import dataclass, field
 
 import torch
@@ -339,15 +337,3 @@ def hierarchy(
                 separated(node.components),
             )
     return Tree(root, eps)
-
-
-class _CallableModule(types.ModuleType):
-    """This module shares its name with its main function, and ``critwin.hierarchy`` is exported lazily:
-    once ``critwin.hierarchy`` (the module) has been imported, Python binds the *module* to the package
-    attribute, so ``critwin.hierarchy(mixture, eps)`` must also work on the module."""
-
-    def __call__(self, *args, **kwargs) -> Tree:
-        return hierarchy(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
