@@ -8,46 +8,30 @@
 
 from __future__ import annotations
 
-import math
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
-from numpy.polynomial.hermite_e import hermegauss
 from scipy.optimize import brentq
-from scipy.special import expit
-from scipy.stats import norm
 
 from critwin.clock import time_grid
 from critwin.experiments.estimation import estimate_window
 from critwin.experiments.forward_reverse import forward_reverse
 from critwin.experiments.process import MixtureProcess
 from critwin.experiments.search import search_window
-from critwin.mixtures import GaussianMixture
 
-
-def two_gaussians(m: float, d: int) -> GaussianMixture:
-    mu = torch.full((1, d), m / math.sqrt(d), dtype=torch.float64)
-    return GaussianMixture(torch.cat([mu, -mu]))
-
-
-def label_curve_truth(T: float, m: float) -> float:
-    """P(Bayes label of the forward–reverse output = +) for x0 ~ N(+mu, I): 1-D quadrature along mu."""
-    z, w = hermegauss(120)
-    w = w / w.sum()
-    a = math.exp(-T)
-    s = math.sqrt(-math.expm1(-2 * T))
-    y = a * m + z
-    plus = expit(2 * a * m * y)
-    keep = plus * norm.cdf((s * s * m + a * y) / s) + (1 - plus) * norm.cdf((-s * s * m + a * y) / s)
-    return float(np.sum(w * keep))
+# The quadrature truths live with the tests that check the engine against them.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from two_gaussian_oracle import fr_truth, two_gaussians  # noqa: E402
 
 
 def bench_exact_vs_sde(n: int = 600, m: float = 4.0, d: int = 4, steps: int = 1000) -> None:
     mixture = two_gaussians(m, d)
     x0 = mixture.subset([0]).sample(n, generator=torch.Generator().manual_seed(0))[0]
     times = [0.5, 1.0, 1.5, 2.0, 3.0]
-    truth = np.array([label_curve_truth(t, m) for t in times])
+    truth = np.array([fr_truth(t, m, n_nodes=120) for t in times])
     se = np.sqrt(truth * (1 - truth) / n)
 
     start = time.perf_counter()
@@ -95,7 +79,9 @@ def bench_search_vs_grid(m: float = 8.0, d: int = 2, resolution: float = 0.05, n
     dense = forward_reverse(mixture, x0, grid, seed=1, progress=False)
     estimate = estimate_window(dense, base_rate=0.5, n_boot=0, per_class=False)
     grid_s = time.perf_counter() - start
-    exact = [brentq(lambda t, lv=lv: 2 * label_curve_truth(t, m) - 1 - lv, 0.01, 10.0) for lv in (0.9, 0.1)]
+    exact = [
+        brentq(lambda t, lv=lv: 2 * fr_truth(t, m, n_nodes=120) - 1 - lv, 0.01, 10.0) for lv in (0.9, 0.1)
+    ]
     print(f"[2] window search to resolution {resolution:g} in OU time on [0, 6], {n} sources, delta = 0.1")
     print(f"    quadrature truth: t_after = {exact[0]:.3f}, t_before = {exact[1]:.3f}")
     print(f"    adaptive search:  t_after = {found.t_after:.3f}, t_before = {found.t_before:.3f}, "

@@ -45,6 +45,7 @@ def model_dirs(tmp_path_factory):
         str(root / "embeds.safetensors"),
     )
     save_file({"prompt_embeds": torch.randn(1, 5, 7, generator=g)}, str(root / "bad_embeds.safetensors"))
+    (root / "corrupt.pt").write_bytes(b"not a checkpoint")
     return root
 
 
@@ -103,6 +104,15 @@ def test_forward_reverse_on_a_pixel_ddpm_pipeline(model_dirs, tmp_path, capsys):
     assert "critwin: note: the schedule's first step (timestep 800)" in err
 
 
+def _resume_argv(model_dirs, feature: str) -> list[str]:
+    """A small guided SD sweep in 6 checkpointed units (2 times x 3 chunks), ``--out`` left to add."""
+    return [
+        "sweep", "--model", str(model_dirs / "sd"), "--prompt-embeds", str(model_dirs / "embeds.safetensors"),
+        "--guidance", "3", "--steps", "4", "--times", "0.2,0.8", "--n", "3", "--n-per-time", "2",
+        "--chunk-size", "2", "--feature", feature, "--no-progress",
+    ]  # fmt: skip
+
+
 def test_resume_after_interrupt_gives_the_same_table(model_dirs, tmp_path, capsys, monkeypatch):
     """A sweep interrupted mid-way (Ctrl-C inside the feature) and rerun equals an uninterrupted one."""
     module = tmp_path / "interrupting_feature.py"
@@ -118,28 +128,7 @@ def test_resume_after_interrupt_gives_the_same_table(model_dirs, tmp_path, capsy
     monkeypatch.syspath_prepend(str(tmp_path))
     import interrupting_feature
 
-    argv = [
-        "sweep",
-        "--model",
-        str(model_dirs / "sd"),
-        "--prompt-embeds",
-        str(model_dirs / "embeds.safetensors"),
-        "--guidance",
-        "3",
-        "--steps",
-        "4",
-        "--times",
-        "0.2,0.8",
-        "--n",
-        "3",
-        "--n-per-time",
-        "2",
-        "--chunk-size",
-        "2",
-        "--feature",
-        "interrupting_feature:label",
-        "--no-progress",
-    ]
+    argv = _resume_argv(model_dirs, "interrupting_feature:label")
     clean = tmp_path / "clean"
     assert _run([*argv, "--out", str(clean)], capsys)[0] == 0
     resumed = tmp_path / "resumed"
@@ -151,7 +140,7 @@ def test_resume_after_interrupt_gives_the_same_table(model_dirs, tmp_path, capsy
     assert _run([*argv, "--out", str(resumed)], capsys)[0] == 0
     assert _read(resumed / "table.csv") == _read(clean / "table.csv")
     # Other settings in the same directory are refused instead of mixing results.
-    code, _, err = _run([*argv[:-1], "--seed", "7", "--out", str(resumed)], capsys)
+    code, _, err = _run([*argv, "--seed", "7", "--out", str(resumed)], capsys)
     assert code == 2 and "different settings" in err
 
 
@@ -211,27 +200,14 @@ def test_clone_and_adaptive_on_tiny_pipelines(model_dirs, tmp_path, capsys):
 
 def test_text_prompt_equals_its_embeddings(tmp_path, capsys):
     """--prompt (tokenizer + text encoder in the model dir) equals --prompt-embeds of that prompt."""
-    transformers = pytest.importorskip("transformers")
-    import json
-
+    pytest.importorskip("transformers")
     from safetensors.torch import save_file
 
-    from critwin.adapters.tiny import tiny_stable_diffusion, tiny_text_encoder
+    from critwin.adapters.tiny import tiny_clip_tokenizer, tiny_stable_diffusion, tiny_text_encoder
 
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for c in "abcdefghijklmnopqrstuvwxyz":
-        vocab[c] = len(vocab)
-        vocab[c + "</w>"] = len(vocab)
-    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
-    (tmp_path / "merges.txt").write_text("#version: 0.2\n")
-    tokenizer = transformers.CLIPTokenizer(
-        str(tmp_path / "vocab.json"),
-        str(tmp_path / "merges.txt"),
-        pad_token="<|endoftext|>",
-        model_max_length=16,
-    )
+    tokenizer = tiny_clip_tokenizer(tmp_path, model_max_length=16)
     pipe = tiny_stable_diffusion(0)
-    pipe.register_modules(text_encoder=tiny_text_encoder(0, vocab_size=len(vocab)), tokenizer=tokenizer)
+    pipe.register_modules(text_encoder=tiny_text_encoder(0, vocab_size=len(tokenizer)), tokenizer=tokenizer)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pipe.save_pretrained(tmp_path / "sd")
@@ -285,6 +261,8 @@ def test_text_prompt_equals_its_embeddings(tmp_path, capsys):
         (["--model", "{root}/ddpm", "--guidance", "3"], "needs a conditional model"),
         (["--model", "{root}/ddpm", "--times", "1", "--adaptive"], "exclusive"),
         (["--model", "{root}/ddpm", "--feature", "nope"], "--feature must be one of"),
+        (["--model", "{root}/ddpm", "--x0", "{root}/corrupt.pt"], "could not read --x0 images"),
+        (["--model", "{root}/ddpm", "--times", "0.1,abc"], "list of non-negative OU times, got 'abc'"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(model_dirs, tmp_path, capsys, extra, message):
@@ -331,31 +309,7 @@ def test_resume_after_sigkill(model_dirs, tmp_path):
         "    return (x.mean(dim=(1, 2, 3)) > x.mean()).long()\n"
     )
     env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    argv = [
-        sys.executable,
-        "-m",
-        "critwin.cli",
-        "sweep",
-        "--model",
-        str(model_dirs / "sd"),
-        "--prompt-embeds",
-        str(model_dirs / "embeds.safetensors"),
-        "--guidance",
-        "3",
-        "--steps",
-        "4",
-        "--times",
-        "0.2,0.8",
-        "--n",
-        "3",
-        "--n-per-time",
-        "2",
-        "--chunk-size",
-        "2",
-        "--feature",
-        "slow_feature:label",
-        "--no-progress",
-    ]
+    argv = [sys.executable, "-m", "critwin.cli", *_resume_argv(model_dirs, "slow_feature:label")]
     killed = tmp_path / "killed"
     proc = subprocess.Popen(
         [*argv, "--out", str(killed)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

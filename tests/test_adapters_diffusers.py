@@ -468,8 +468,11 @@ def test_engine_forward_reverse_and_clone(unet, tmp_path):
         process.times[process.locate(2.0)[0]].item(),
     ]
     assert result.agreement[0].item() == 1.0  # t = 0 returns the sources themselves
-    # Euler's linspace timesteps are fractional; the engine stores steps as integers (truncated).
-    assert result.steps[1].item() == int(process.step_label(index))
+    # Euler's linspace timesteps are fractional; the engine keeps them exactly, in memory and on disk.
+    assert not float(process.step_label(index)).is_integer()
+    assert result.steps[1].item() == process.step_label(index)
+    assert result.table()["step"][result.n_per_time * x0.shape[0]] == process.step_label(index)
+    assert type(result).load(tmp_path / "fr").steps.tolist() == result.steps.tolist()
     cloned = clone(
         process,
         2,
@@ -612,3 +615,18 @@ def test_cloning_through_the_stock_pipeline_call(sd_pipe, scheduler_cls):
         assert torch.equal(a.own_labels, b.own_labels) and torch.equal(a.clone_labels, b.clone_labels)
     finally:
         pipe.scheduler = original
+
+
+def test_tiny_models_depend_only_on_their_seed_and_keep_the_global_rng():
+    from critwin.adapters.tiny import tiny_unet
+
+    torch.manual_seed(5)
+    first = tiny_unet(3)
+    after_build = torch.rand(4)
+    torch.manual_seed(5)
+    expected = torch.rand(4)
+    assert torch.equal(after_build, expected)  # building did not consume the caller's stream
+    again, other = tiny_unet(seed=3), tiny_unet(4)
+    pairs = list(zip(first.parameters(), again.parameters(), other.parameters(), strict=True))
+    assert all(torch.equal(p, q) for p, q, _ in pairs)
+    assert not all(torch.equal(p, r) for p, _, r in pairs)

@@ -125,25 +125,16 @@ def test_zero_shot_clip_needs_local_weights(tmp_path):
 def test_zero_shot_clip_from_local_transformers_directory(tmp_path):
     """A tiny CLIP saved locally: our probabilities equal CLIPModel's own ``logits_per_image`` softmax."""
     transformers = pytest.importorskip("transformers")
-    import json
-
+    from critwin.adapters.tiny import tiny_clip_tokenizer
     from critwin.features import _clip_preprocess
 
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for c in "abcdefghijklmnopqrstuvwxyz":
-        vocab[c] = len(vocab)
-        vocab[c + "</w>"] = len(vocab)
-    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
-    (tmp_path / "merges.txt").write_text("#version: 0.2\n")
-    tokenizer = transformers.CLIPTokenizer(
-        str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt"), pad_token="<|endoftext|>"
-    )
+    tokenizer = tiny_clip_tokenizer(tmp_path)
     torch.manual_seed(0)
     layers = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
     config = transformers.CLIPConfig(
         text_config=dict(
             **layers,
-            vocab_size=len(vocab),
+            vocab_size=len(tokenizer),
             max_position_embeddings=32,
             bos_token_id=0,
             eos_token_id=1,

@@ -7,36 +7,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from numpy.polynomial.hermite_e import hermegauss
 from scipy.optimize import brentq
-from scipy.special import expit
-from scipy.stats import norm
 
 from critwin.experiments.cloning import CloneResult, clone
 from critwin.experiments.estimation import estimate_window
-from critwin.mixtures import GaussianMixture
-
-
-def two_gaussians(m: float, d: int = 2) -> GaussianMixture:
-    mu = torch.full((1, d), m / math.sqrt(d), dtype=torch.float64)
-    return GaussianMixture(torch.cat([mu, -mu]))
-
-
-def clone_truth(T: float, m: float) -> float:
-    """Agreement at fork time T for ±mu (|mu| = m), equal weights, exact continuations.
-
-    Given the fork state y, the trunk's own continuation and every clone are independent draws with
-    P(Bayes label +) = pi(+|y) Phi((s^2 m + a y)/s) + pi(-|y) Phi((-s^2 m + a y)/s) along mu/|mu|
-    (THEORY §4), so agreement = E_y[P^2 + (1 - P)^2]; by symmetry y ~ N(a m, 1) along mu suffices.
-    """
-    z, w = hermegauss(100)
-    w = w / w.sum()
-    a = math.exp(-T)
-    s = math.sqrt(-math.expm1(-2 * T))
-    y = a * m + z
-    plus = expit(2 * a * m * y)
-    p = plus * norm.cdf((s * s * m + a * y) / s) + (1 - plus) * norm.cdf((-s * s * m + a * y) / s)
-    return float(np.sum(w * (p * p + (1 - p) ** 2)))
+from two_gaussian_oracle import clone_truth, two_gaussians
 
 
 def test_exact_agreement_matches_quadrature_and_crosses_half_inside_the_theory_window():

@@ -10,12 +10,7 @@ import torch
 from critwin.clock import DiscreteSchedule
 from critwin.experiments.forward_reverse import forward_reverse
 from critwin.experiments.process import DiscreteProcess, MixtureProcess
-from critwin.mixtures import GaussianMixture
-
-
-def two_gaussians(m: float = 4.0, d: int = 2) -> GaussianMixture:
-    mu = torch.full((1, d), m / math.sqrt(d), dtype=torch.float64)
-    return GaussianMixture(torch.cat([mu, -mu]))
+from two_gaussian_oracle import two_gaussians
 
 
 class RecordingDenoiser:

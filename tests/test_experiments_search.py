@@ -7,34 +7,14 @@ import math
 import numpy as np
 import pytest
 import torch
-from numpy.polynomial.hermite_e import hermegauss
 from scipy.optimize import brentq
-from scipy.special import expit
-from scipy.stats import norm
 
 from critwin.clock import DiscreteSchedule
 from critwin.experiments.estimation import estimate_window
 from critwin.experiments.forward_reverse import forward_reverse
 from critwin.experiments.process import DiscreteProcess
 from critwin.experiments.search import search_window
-from critwin.mixtures import GaussianMixture
-
-
-def two_gaussians(m: float, d: int = 2) -> GaussianMixture:
-    mu = torch.full((1, d), m / math.sqrt(d), dtype=torch.float64)
-    return GaussianMixture(torch.cat([mu, -mu]))
-
-
-def fr_truth(T: float, m: float) -> float:
-    """P(output Bayes label = +) for x0 ~ N(+mu, I) (Gauss–Hermite; see test_experiments_forward_reverse)."""
-    z, w = hermegauss(100)
-    w = w / w.sum()
-    a = math.exp(-T)
-    s = math.sqrt(-math.expm1(-2 * T))
-    y = a * m + z
-    plus = expit(2 * a * m * y)
-    return float(np.sum(w * (plus * norm.cdf((s * s * m + a * y) / s)
-                             + (1 - plus) * norm.cdf((-s * s * m + a * y) / s))))
+from two_gaussian_oracle import fr_truth, two_gaussians
 
 
 def test_adaptive_search_matches_dense_grid_with_a_quarter_of_the_nfes():

@@ -24,6 +24,7 @@ def run_cli(args, capsys):
         (["train", "digits", "--eval-samples", "0"], "--eval-samples must be >= 1"),
         (["train", "classifier", "--steps", "3"], "--steps does not apply"),
         (["train", "classifier", "--epochs", "0"], "--epochs must be >= 1"),
+        (["train", "digits", "--threads", "0"], "--threads must be >= 1"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(args, message, capsys, tmp_path):

@@ -8,8 +8,8 @@ import pytest
 import torch
 from scipy.special import erfinv
 
-from critwin.tree import hierarchy
 from critwin.mixtures import GaussianMixture
+from critwin.tree import hierarchy
 
 F64 = torch.float64
 

@@ -52,6 +52,16 @@ def test_forward_reverse_requires_identity_covariances():
     m = GaussianMixture(torch.zeros(2, 2, dtype=F64) + torch.tensor([[0.0], [3.0]], dtype=F64), covs=2.0)
     with pytest.raises(ValueError, match="identity covariances"):
         forward_reverse_tv(m, [0], [0, 1], 0.5)
+    m = _mixture()
+    for args, message in (
+        (([3], [0, 1], 0.5), "init contains unknown component 3"),
+        (([0, 2], [0, 1], 0.5), "init must be a subset of target"),
+        (([0], [0, 1], -1.0), "t_hat must be >= 0"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            forward_reverse_tv(m, *args)
+    with pytest.raises(ValueError, match="n_outer must be >= 2"):
+        forward_reverse_tv(m, [0], [0, 1], 0.5, n_outer=1)
 
 
 def test_validate_small_run_writes_outputs_and_has_no_violation(tmp_path):

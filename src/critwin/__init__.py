@@ -77,6 +77,13 @@ _EXPORTS = {
     "from_pipeline": "critwin.adapters.diffusers",
     "load_local": "critwin.adapters.diffusers",
     "SourceSimilarity": "critwin.features",
+    "DigitsModel": "critwin.models.digits",
+    "load_digits_model": "critwin.models.digits",
+    "train_digits": "critwin.models.digits",
+    "load_classifier": "critwin.models.classifier",
+    "classifier_feature": "critwin.models.classifier",
+    "load_digits_data": "critwin.models.data",
+    "nearest_neighbour_distance": "critwin.models.data",
     "zero_shot_clip": "critwin.features",
 }
 

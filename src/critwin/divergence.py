@@ -374,11 +374,9 @@ class TVCurve:
         """Coordinates (K_P + K_Q, r) of the whitened means in an orthonormal basis of their affine span."""
         m = self._whitened_means(t)
         centred = m - m.mean(0)
-        if centred.abs().max() == 0:
+        basis = span_basis(m)
+        if basis.shape[0] == 0:
             return centred[:, :0], m.mean(0)
-        _, sv, vh = torch.linalg.svd(centred, full_matrices=False)
-        rank = int((sv > 1e-9 * sv[0]).sum())
-        basis = vh[:rank]
         if self._shared[0] == "iso" and getattr(self, "_iso_basis", None) is None:
             # For a shared isotropic covariance the span does not move with t: fix its basis once so the
             # Monte Carlo draws (common random numbers) sit in the same frame at every t.
@@ -514,6 +512,18 @@ class TVCurve:
         diff = self.P.log_prob(x, t).to(torch.float64) - self.Q.log_prob(x, t).to(torch.float64)
         f = torch.tanh(0.5 * diff).abs()
         return self._mc_estimate(f[:n_p], f[n_p:])
+
+
+def span_basis(points: torch.Tensor) -> torch.Tensor:
+    """(r, d) orthonormal rows spanning the affine span of ``points`` (n, d); ``r = 0`` if they coincide.
+
+    Directions with singular values below ``1e-9`` of the largest count as numerical noise.
+    """
+    centred = points - points.mean(0)
+    if centred.abs().max() == 0:
+        return centred[:0]
+    _, sv, vh = torch.linalg.svd(centred, full_matrices=False)
+    return vh[: int((sv > 1e-9 * sv[0]).sum())]
 
 
 def tv(

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from critwin._validation import check_positive_int
+from critwin.experiments.store import load_tensor_file
 
 __all__ = ["CallableFeature", "SourceSimilarity", "ZeroShotClassifier", "zero_shot_clip"]
 
@@ -327,17 +328,9 @@ def zero_shot_clip(
 
 
 def _load_state_dict(path: Path) -> dict:
+    state = load_tensor_file(path, "CLIP weights")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except Exception as exc:  # safetensors has its own error types for corrupt files
-            raise ValueError(f"could not read CLIP weights from {path}: {exc}") from None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling fails in many ways: all are bad input
-        raise ValueError(f"could not read CLIP weights from {path}: {exc}") from None
+        return state
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

@@ -36,10 +36,11 @@ from dataclasses import dataclass, field
 import torch
 
 from critwin._io import atomic_path, atomic_write_json, atomic_write_text
-from critwin._validation import check_eps, check_positive_int
+from critwin._validation import check_eps, check_positive_int, check_time
 from critwin.clock import alpha_sigma
+from critwin.divergence import span_basis
 from critwin.mixtures import GaussianMixture
-from critwin.windows import log_concave_times, transition_times
+from critwin.windows import check_pair, log_concave_times, transition_times
 
 __all__ = ["ValidationCase", "ValidationResult", "validation_cases", "validate", "forward_reverse_tv"]
 
@@ -133,12 +134,14 @@ def validation_cases(
 
 
 def _span_coordinates(mixture: GaussianMixture) -> torch.Tensor:
-    """(K, r) coordinates of the means in an orthonormal basis of their affine span."""
+    """(K, r) coordinates of the means in an orthonormal basis of their affine span, r >= 1.
+
+    Coinciding means get one (all-zero) coordinate: any extra orthogonal direction is exact too.
+    """
     means = mixture.means.to(torch.float64)
     centred = means - means.mean(0)
-    _, sv, vh = torch.linalg.svd(centred, full_matrices=False)
-    rank = int((sv > 1e-9 * sv[0].clamp_min(1e-300)).sum()) if sv.numel() else 0
-    return centred @ vh[:rank].T
+    basis = span_basis(means)
+    return centred @ basis.T if basis.shape[0] else centred[:, :1]
 
 
 def _mix_ratio(
@@ -175,21 +178,23 @@ def forward_reverse_tv(
         mixture.covs.to(torch.float64), torch.ones(mixture.n_components, dtype=torch.float64)
     ):
         raise ValueError("mixture must have identity covariances for the exact forward-reverse TV")
+    init, target = check_pair(init, target, mixture.n_components)
+    t_hat = check_time(t_hat, "t_hat")
+    n_outer = check_positive_int(n_outer, "n_outer", minimum=2)
+    n_inner = check_positive_int(n_inner, "n_inner")
     c = _span_coordinates(mixture)
     r = c.shape[1]
-    log_w = mixture.log_weights.to(torch.float64)
-    w = log_w.exp()
-    w_init = torch.zeros_like(w)
-    w_init[init] = w[init] / w[init].sum()
-    w_target = torch.zeros_like(w)
-    w_target[target] = w[target] / w[target].sum()
+    w = mixture.weights.to(torch.float64)
+    w_init = _restricted_weights(w, init)
+    w_target = _restricted_weights(w, target)
     a, s = alpha_sigma(t_hat)
+    # The mixture in span coordinates: same posterior as the full one (orthogonal directions cancel).
+    reduced = GaussianMixture(c, weights=w)
 
     # Component distribution E_{y ~ p_T^{init}}[pi_T(.|y)] (noised components are N(a c_k, I)).
     labels = torch.multinomial(w_init, n_outer, replacement=True, generator=generator)
     y = a * c[labels] + torch.randn(n_outer, r, generator=generator, dtype=torch.float64)
-    post = torch.softmax(log_w - 0.5 * (y.unsqueeze(1) - a * c).square().sum(-1), dim=1)
-    label_dist = post.mean(0)
+    label_dist = reduced.posterior(y, t_hat).mean(0)
     tv_label = 0.5 * (label_dist - w_target).abs().sum().item()
 
     # x ~ p^{target}; h(x) = E_Z r(a x + s Z) with antithetic pairs; r(y) = p_T^{init}(y) / p_T(y).
@@ -212,10 +217,15 @@ def _sampled_label_tv(mixture, init, target, t_hat, n, generator) -> float:
     y, _ = mixture.subset(init).noised(t_hat).sample(n, generator=generator)
     _, labels = mixture.sample_posterior(y, t_hat, generator=generator)
     freq = torch.bincount(labels, minlength=mixture.n_components).to(torch.float64) / n
-    w = mixture.weights.to(torch.float64)
-    target_w = torch.zeros_like(w)
-    target_w[target] = w[target] / w[target].sum()
+    target_w = _restricted_weights(mixture.weights.to(torch.float64), target)
     return 0.5 * (freq - target_w).abs().sum().item()
+
+
+def _restricted_weights(w: torch.Tensor, components: list[int]) -> torch.Tensor:
+    """(K,) the weights of the sub-mixture ``components``: renormalised there, zero elsewhere."""
+    out = torch.zeros_like(w)
+    out[components] = w[components] / w[components].sum()
+    return out
 
 
 def _time_grid(tt, closed, n_grid: int) -> list[float]:

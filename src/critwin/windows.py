@@ -183,45 +183,33 @@ def _bracket_near(pred, near, tol: float):
     return None
 
 
+def _first_true(pred, at_zero: float, tol: float, near: float | None) -> float:
+    """The boundary ``inf{t >= 0 : pred(t)}`` of a predicate that stays True once it holds; ``at_zero`` if
+    it holds at 0, +inf if not by ``_T_MAX``. ``near``: a guess tried first as a narrow bracket."""
+    if pred(0.0):
+        return at_zero
+    bracket = _bracket_near(pred, near, tol)
+    if bracket is not None:
+        return _bisect(pred, *bracket, tol)
+    lo, hi = 0.0, 1.0
+    while not pred(hi):
+        lo, hi = hi, 2.0 * hi
+        if hi > _T_MAX:
+            return math.inf
+    return _bisect(pred, lo, hi, tol)
+
+
 def _first_below(f, level: float, tol: float, near: float | None = None) -> float:
     """``inf{t >= 0 : f(t) <= level}`` for a non-increasing ``f``; +inf if not reached by ``_T_MAX``.
 
     ``near``: a guess (e.g. the crossing of a neighbouring curve) tried first as a narrow bracket.
     """
-
-    def pred(t):
-        return f(t) <= level
-
-    if pred(0.0):
-        return 0.0
-    bracket = _bracket_near(pred, near, tol)
-    if bracket is not None:
-        return _bisect(pred, *bracket, tol)
-    lo, hi = 0.0, 1.0
-    while not pred(hi):
-        lo, hi = hi, 2.0 * hi
-        if hi > _T_MAX:
-            return math.inf
-    return _bisect(pred, lo, hi, tol)
+    return _first_true(lambda t: f(t) <= level, 0.0, tol, near)
 
 
 def _last_above(f, level: float, tol: float, near: float | None = None) -> float:
     """``sup{t >= 0 : f(t) >= level}`` for a non-increasing ``f``; -inf if ``f(0) < level``."""
-
-    def pred(t):
-        return f(t) < level
-
-    if pred(0.0):
-        return -math.inf
-    bracket = _bracket_near(pred, near, tol)
-    if bracket is not None:
-        return _bisect(pred, *bracket, tol)
-    lo, hi = 0.0, 1.0
-    while not pred(hi):
-        lo, hi = hi, 2.0 * hi
-        if hi > _T_MAX:
-            return math.inf
-    return _bisect(pred, lo, hi, tol)
+    return _first_true(lambda t: f(t) < level, -math.inf, tol, near)
 
 
 class _Cached:
@@ -247,8 +235,16 @@ class _Cached:
         return self._get(t)[2]
 
 
-def _curve(mixture, A, B, n, generator, method, level):
-    return _Cached(TVCurve(mixture.subset(A), mixture.subset(B), n, generator, method=method, level=level))
+def _crossing(mixture, A, B, n, generator, method, level, tol, find) -> tuple[float, float, float, str]:
+    """``find(f, near=None)`` on the TV curve between ``A`` and ``B``, with its bracket: the same
+    search on the Monte Carlo confidence curves, or +-tol/2 (the bisection resolution) for exact curves."""
+    c = _Cached(TVCurve(mixture.subset(A), mixture.subset(B), n, generator, method=method, level=level))
+    t = find(c.value)
+    if c.curve.method != "monte-carlo":
+        # Exact up to the bisection resolution (the lattice error, ~1e-5 in TV, is far below it).
+        half = tol / 2 if math.isfinite(t) and t != 0.0 else 0.0
+        return t, t - half, t + half, c.curve.method
+    return t, find(c.low, t), find(c.high, t), c.curve.method
 
 
 def merge_time(
@@ -274,12 +270,9 @@ def merge_time(
     B = check_subset(B, mixture.n_components, "B")
     if A == B:
         return 0.0, 0.0, 0.0, "closed-form"
-    c = _curve(mixture, A, B, n, generator, method, level)
-    t = _first_below(c.value, eps, tol)
-    if c.curve.method != "monte-carlo":
-        # Exact up to the bisection resolution (the lattice error, ~1e-5 in TV, is far below it).
-        return t, t - tol / 2 if t > 0 else t, t + tol / 2 if t > 0 else t, c.curve.method
-    return t, _first_below(c.low, eps, tol, t), _first_below(c.high, eps, tol, t), c.curve.method
+    return _crossing(
+        mixture, A, B, n, generator, method, level, tol, lambda f, near=None: _first_below(f, eps, tol, near)
+    )
 
 
 def separation_time(
@@ -304,13 +297,20 @@ def separation_time(
     rest = [j for j in range(mixture.n_components) if j not in S]
     if not rest:
         return math.inf, math.inf, math.inf, "closed-form"
-    c = _curve(mixture, S, rest, n, generator, method, level)
     threshold = 1.0 - eps * eps
-    t = _last_above(c.value, threshold, tol)
-    if c.curve.method != "monte-carlo":
-        finite = math.isfinite(t)
-        return t, t - tol / 2 if finite else t, t + tol / 2 if finite else t, c.curve.method
-    return t, _last_above(c.low, threshold, tol, t), _last_above(c.high, threshold, tol, t), c.curve.method
+    return _crossing(
+        mixture, S, rest, n, generator, method, level, tol,
+        lambda f, near=None: _last_above(f, threshold, tol, near),
+    )
+
+
+def check_pair(init, target, n_components: int) -> tuple[list[int], list[int]]:
+    """Validated component sets ``S_init ⊆ S_target`` (sorted lists); ValueError naming the bad one."""
+    init = check_subset(init, n_components, "init")
+    target = check_subset(target, n_components, "target")
+    if not set(init) <= set(target):
+        raise ValueError(f"init must be a subset of target, got init={init}, target={target}")
+    return init, target
 
 
 def _weight_ratio(mixture: GaussianMixture, target: list[int]) -> float:
@@ -349,10 +349,7 @@ def transition_times(
     if not isinstance(mixture, GaussianMixture):
         raise ValueError(f"mixture must be a GaussianMixture, got {type(mixture).__name__}")
     eps = check_eps(eps)
-    init = check_subset(init, mixture.n_components, "init")
-    target = check_subset(target, mixture.n_components, "target")
-    if not set(init) <= set(target):
-        raise ValueError(f"init must be a subset of target, got init={init}, target={target}")
+    init, target = check_pair(init, target, mixture.n_components)
     kw = dict(n=n, generator=generator, method=method, tol=tol, level=level)
     t_end, end_lo, end_hi, m1 = merge_time(mixture, init, target, eps, **kw)
     t_start, start_lo, start_hi, m2 = separation_time(mixture, target, eps, **kw)
@@ -458,6 +455,12 @@ def _means64(means) -> torch.Tensor:
     return m
 
 
+def _closed_form_window(lower: float, upper: float, eps: float, after, before, method: str) -> Window:
+    """A :class:`Window` whose endpoints are exact (each bracket collapses to the endpoint)."""
+    empty, reason = _window_emptiness(lower, upper)
+    return Window(lower, upper, empty, eps, after, before, method, reason, lower, lower, upper, upper)
+
+
 def window_two_gaussians(mean, eps: float = 0.1) -> Window:
     """Blink Ex. 1: the window of the ``+`` component of ``N(+mu, I)/2 + N(-mu, I)/2``.
 
@@ -481,10 +484,7 @@ def window_two_gaussians(mean, eps: float = 0.1) -> Window:
         raise ValueError(f"mean must be a finite non-zero vector (or norm), got norm {norm}")
     upper = math.log(norm) + math.log(2.0) + math.log(1.0 / eps)
     lower = math.log(norm) - math.log(math.log(1.0 / (2.0 * eps * eps)))
-    empty, reason = _window_emptiness(lower, upper)
-    return Window(
-        lower, upper, empty, eps, [0], [0, 1], "closed-form (Blink Ex. 1)", reason, lower, lower, upper, upper
-    )
+    return _closed_form_window(lower, upper, eps, [0], [0, 1], "closed-form (Blink Ex. 1)")
 
 
 def window_isotropic(means, i: int, eps: float = 0.1, *, strict_spec: bool = False) -> Window:
@@ -516,21 +516,7 @@ def window_isotropic(means, i: int, eps: float = 0.1, *, strict_spec: bool = Fal
     upper = math.log(float(others.max())) + math.log(1.0 / eps)
     inner = K / eps if strict_spec else K / (eps * eps)
     lower = math.log(float(others.min())) - 0.5 * math.log(8.0 * math.log(inner))
-    empty, reason = _window_emptiness(lower, upper)
-    return Window(
-        lower,
-        upper,
-        empty,
-        eps,
-        [i],
-        list(range(K)),
-        "closed-form (Blink Ex. 2)",
-        reason,
-        lower,
-        lower,
-        upper,
-        upper,
-    )
+    return _closed_form_window(lower, upper, eps, [i], list(range(K)), "closed-form (Blink Ex. 2)")
 
 
 class ClosedFormTimes(NamedTuple):
@@ -590,10 +576,7 @@ def log_concave_times(
     """
     eps = check_eps(eps)
     K = mixture.n_components
-    init = check_subset(init, K, "init")
-    target = check_subset(target, K, "target")
-    if not set(init) <= set(target):
-        raise ValueError(f"init must be a subset of target, got init={init}, target={target}")
+    init, target = check_pair(init, target, K)
     means = mixture.means.to(torch.float64).cpu()
     kind = mixture.cov_kind
     if kind == "full":

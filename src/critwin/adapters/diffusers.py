@@ -51,8 +51,10 @@ from typing import Any
 import torch
 
 from critwin._validation import check_positive_int, check_time
-from critwin.clock import DiscreteSchedule, alpha_sigma, ou_time
+from critwin.clock import DiscreteSchedule, alpha_sigma, log_snr, ou_time, snr, ve_sigma
+from critwin.clock import alpha_bar as ou_alpha_bar
 from critwin.experiments.process import Callback, ReverseProcess
+from critwin.experiments.store import load_tensor_file
 
 __all__ = [
     "DiffusersProcess",
@@ -258,12 +260,12 @@ class DiffusersProcess(ReverseProcess):
         # the scheduler's state (multistep history), so split runs equal one uninterrupted run.
         self._last_output: tuple[torch.Tensor, int] | None = None
         self.nfe = 0
-        start_signal = math.exp(-self._times[0].item()) if math.isfinite(self._times[0].item()) else 0.0
+        start_signal = math.sqrt(ou_alpha_bar(self._times[0].item()))
         if start_signal >= _TERMINAL_SIGNAL_WARN:
             warnings.warn(
                 f"the schedule's first step (timestep {self.step_label(0)}) has OU time "
                 f"{self._times[0].item():.4g}: 'fully noised' states still carry signal (signal coefficient "
-                f"{start_signal:.3g}, SNR {start_signal**2 / (1 - start_signal**2):.3g}); the prior N(0, I) "
+                f"{start_signal:.3g}, SNR {self.terminal_snr:.3g}); the prior N(0, I) "
                 "is only approximately the law of the noised data there",
                 TerminalSNRWarning,
                 stacklevel=2,
@@ -339,7 +341,7 @@ class DiffusersProcess(ReverseProcess):
             "requested_t": requested,
             "index": index,
             "timestep": self.step_label(index),
-            "alpha_bar": math.exp(-2.0 * realised) if math.isfinite(realised) else 0.0,
+            "alpha_bar": ou_alpha_bar(realised),
             "ou_time": realised,
         }
 
@@ -352,8 +354,8 @@ class DiffusersProcess(ReverseProcess):
                 {
                     "index": i,
                     "timestep": self.step_label(i),
-                    "alpha_bar": math.exp(-2.0 * t) if math.isfinite(t) else 0.0,
-                    "sigma": math.sqrt(math.expm1(2.0 * t)) if math.isfinite(t) and t < 300 else math.inf,
+                    "alpha_bar": ou_alpha_bar(t),
+                    "sigma": ve_sigma(t),
                     "ou_time": t,
                     "lands_at": self._landing[i].item() if i < self.num_inference_steps else None,
                 }
@@ -363,8 +365,7 @@ class DiffusersProcess(ReverseProcess):
     @property
     def terminal_snr(self) -> float:
         """SNR of the first (noisiest) grid point; 0 only for zero-terminal-SNR schedules."""
-        t = self._times[0].item()
-        return 0.0 if not math.isfinite(t) else 1.0 / math.expm1(2.0 * t)
+        return snr(self._times[0].item())
 
     def _scale(self, index: int) -> float:
         """Scheduler-space state / OU state at grid index ``index`` (1 for VP schedulers)."""
@@ -705,8 +706,8 @@ class DiffusersProcess(ReverseProcess):
                     f"t must lie within the training schedule's OU times [{train_times.min().item():.4g}, "
                     f"{train_times.max().item():.4g}] for timestep_mode='interpolate'"
                 )
-            log_sigma = torch.log(torch.expm1(2 * train_times)) / 2  # increasing in the step index
-            query = torch.log(torch.expm1(2 * tt)) / 2
+            log_sigma = -0.5 * log_snr(train_times)  # increasing in the step index
+            query = -0.5 * log_snr(tt)
             timestep = _interp(query, log_sigma, torch.arange(train.num_steps, dtype=torch.float64)).float()
             t_used = tt
         else:
@@ -745,28 +746,25 @@ class DiffusersProcess(ReverseProcess):
         """Images in [-1, 1] (B, 3, H, W) -> scaled VAE latents (posterior mean); identity without a VAE."""
         if self.vae is None:
             return x
-        config = self.vae.config
-        scale = config.get("scaling_factor", 1.0)
-        shift = config.get("shift_factor", None) or 0.0
-        chunks = []
-        with torch.no_grad():
-            for part in x.split(self.vae_batch_size):
-                dist = self.vae.encode(part.to(self.vae.dtype)).latent_dist
-                chunks.append((dist.mean - shift) * scale)
-        return torch.cat(chunks)
+        scale, shift = self._latent_scale_shift()
+        return self._vae_batched(lambda part: (self.vae.encode(part).latent_dist.mean - shift) * scale, x)
 
     def decode(self, x: torch.Tensor) -> torch.Tensor:
         """Scaled VAE latents -> images in [-1, 1] (unclipped); identity without a VAE."""
         if self.vae is None:
             return x
+        scale, shift = self._latent_scale_shift()
+        return self._vae_batched(lambda part: self.vae.decode(part / scale + shift, return_dict=False)[0], x)
+
+    def _latent_scale_shift(self) -> tuple[float, float]:
+        """The VAE's ``scaling_factor`` and ``shift_factor``: latents = (mean - shift) * scale."""
         config = self.vae.config
-        scale = config.get("scaling_factor", 1.0)
-        shift = config.get("shift_factor", None) or 0.0
-        chunks = []
+        return config.get("scaling_factor", 1.0), config.get("shift_factor", None) or 0.0
+
+    def _vae_batched(self, fn, x: torch.Tensor) -> torch.Tensor:
+        """``fn`` over batches of ``vae_batch_size`` rows of ``x`` (cast to the VAE's dtype), concatenated."""
         with torch.no_grad():
-            for part in x.split(self.vae_batch_size):
-                chunks.append(self.vae.decode(part.to(self.vae.dtype) / scale + shift, return_dict=False)[0])
-        return torch.cat(chunks)
+            return torch.cat([fn(part.to(self.vae.dtype)) for part in x.split(self.vae_batch_size)])
 
     def weights_fingerprint(self) -> str:
         """Cheap content hash of the UNet (and VAE) weights: name, shape, sum and sum of squares."""
@@ -1372,20 +1370,9 @@ def load_prompt_embeds(path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"prompt embeddings file {path} does not exist")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            data: Any = load_file(str(path))
-        except Exception as exc:  # safetensors raises its own error types for corrupt files
-            raise ValueError(f"could not read prompt embeddings from {path}: {exc}") from None
-    elif path.suffix in (".pt", ".pth"):
-        try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # unpickling errors of many kinds: report them as bad input
-            raise ValueError(f"could not read prompt embeddings from {path}: {exc}") from None
-    else:
+    if path.suffix not in (".safetensors", ".pt", ".pth"):
         raise ValueError(f"prompt embeddings file must end in .safetensors or .pt, got {path.name}")
+    data = load_tensor_file(path, "prompt embeddings")
     if isinstance(data, torch.Tensor):
         data = {"prompt_embeds": data}
     if not isinstance(data, Mapping) or not all(isinstance(v, torch.Tensor) for v in data.values()):

@@ -7,11 +7,34 @@ exist to exercise code paths (noise levels, conditioning, guidance, latents, pip
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
-__all__ = ["tiny_unet", "tiny_conditional_unet", "tiny_vae", "tiny_stable_diffusion", "tiny_text_encoder"]
+__all__ = [
+    "tiny_unet",
+    "tiny_conditional_unet",
+    "tiny_vae",
+    "tiny_stable_diffusion",
+    "tiny_text_encoder",
+    "tiny_clip_tokenizer",
+]
 
 
+def _seeded(build):
+    """Run ``build`` with torch's global RNG seeded by its ``seed`` argument and restored afterwards:
+    the weights depend only on ``seed``, and the caller's random stream is left untouched."""
+
+    @functools.wraps(build)
+    def wrapper(seed: int = 0, *args, **kwargs):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return build(seed, *args, **kwargs)
+
+    return wrapper
+
+
+@_seeded
 def tiny_unet(
     seed: int = 0,
     sample_size: int = 8,
@@ -22,7 +45,6 @@ def tiny_unet(
     """A pixel-space ``UNet2DModel`` (optionally class-conditional) with 8/16 channels."""
     from diffusers import UNet2DModel
 
-    torch.manual_seed(seed)
     return UNet2DModel(
         sample_size=sample_size,
         in_channels=channels,
@@ -37,6 +59,7 @@ def tiny_unet(
     ).eval()
 
 
+@_seeded
 def tiny_conditional_unet(
     seed: int = 0,
     sample_size: int = 8,
@@ -48,7 +71,6 @@ def tiny_conditional_unet(
     """A text-conditional ``UNet2DConditionModel`` (SD-like; ``xl=True`` adds SDXL's text/time embeddings)."""
     from diffusers import UNet2DConditionModel
 
-    torch.manual_seed(seed)
     extra = {}
     if xl:
         # SDXL: 6 time ids, each embedded in addition_time_embed_dim, plus the pooled text embedding.
@@ -72,11 +94,11 @@ def tiny_conditional_unet(
     ).eval()
 
 
+@_seeded
 def tiny_vae(seed: int = 0, latent_channels: int = 4):
     """A KL autoencoder with one downsampling (factor 2) and SD's latent scaling factor."""
     from diffusers import AutoencoderKL
 
-    torch.manual_seed(seed)
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,
@@ -91,11 +113,11 @@ def tiny_vae(seed: int = 0, latent_channels: int = 4):
     ).eval()
 
 
+@_seeded
 def tiny_text_encoder(seed: int = 0, hidden_size: int = 16, vocab_size: int = 1000):
     """A 2-layer ``CLIPTextModel`` with ``hidden_size`` (needs transformers)."""
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    torch.manual_seed(seed)
     config = CLIPTextConfig(
         hidden_size=hidden_size,
         intermediate_size=32,
@@ -108,6 +130,29 @@ def tiny_text_encoder(seed: int = 0, hidden_size: int = 16, vocab_size: int = 10
         pad_token_id=1,
     )
     return CLIPTextModel(config).eval()
+
+
+def tiny_clip_tokenizer(directory, model_max_length: int | None = None):
+    """A character-level ``CLIPTokenizer`` (lowercase letters, no merges) whose files are written to
+    ``directory`` (needs transformers). Its vocabulary has ``2 + 2 * 26`` tokens: pair it with a text
+    model of at least that ``vocab_size``.
+    """
+    import json
+    from pathlib import Path
+
+    from transformers import CLIPTokenizer
+
+    directory = Path(directory)
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for c in "abcdefghijklmnopqrstuvwxyz":
+        vocab[c] = len(vocab)
+        vocab[c + "</w>"] = len(vocab)
+    (directory / "vocab.json").write_text(json.dumps(vocab))
+    (directory / "merges.txt").write_text("#version: 0.2\n")
+    extra = {} if model_max_length is None else {"model_max_length": model_max_length}
+    return CLIPTokenizer(
+        str(directory / "vocab.json"), str(directory / "merges.txt"), pad_token="<|endoftext|>", **extra
+    )
 
 
 def tiny_stable_diffusion(seed: int = 0, scheduler=None, sample_size: int = 8, cross_attention_dim: int = 16):

@@ -15,6 +15,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+
+@app.callback()
+def _root() -> None:
+    """Critical windows in diffusion models: theory, measurement, diagnostics."""
+
+
 # Modules are imported when the CLI starts; each defines commands with ``@app.command()``.
 _COMMAND_MODULES: list[str] = [
     "critwin.cli.train", "critwin.cli.sweep", "critwin.cli.theory", "critwin.cli.experiments",

@@ -3,20 +3,12 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import typer
 
 from critwin.cli import app
-
-
-def _fmt(value) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    if math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    return f"{value:.4f}"
+from critwin.cli._common import fmt_time
 
 
 def load_result(directory: Path):
@@ -77,7 +69,7 @@ def estimate_command(
     typer.echo(f"base rate b = {estimate.b:.4f}; delta = {estimate.delta:g}; level = {estimate.level:g}")
     for name in ("t_after", "t_half", "t_before"):
         lo, hi = getattr(estimate, name + "_ci")
-        typer.echo(f"{name:<9}= {_fmt(getattr(estimate, name))}  CI [{_fmt(lo)}, {_fmt(hi)}]")
+        typer.echo(f"{name:<9}= {fmt_time(getattr(estimate, name))}  CI [{fmt_time(lo)}, {fmt_time(hi)}]")
     jump = estimate.jump
     verdict = "passes" if jump["passes"] else "fails"
     typer.echo(
@@ -86,8 +78,8 @@ def estimate_command(
     )
     for label, sub in estimate.per_class.items():
         typer.echo(
-            f"class {label}: b={sub.b:.3f} t_after={_fmt(sub.t_after)} t_half={_fmt(sub.t_half)} "
-            f"t_before={_fmt(sub.t_before)}"
+            f"class {label}: b={sub.b:.3f} t_after={fmt_time(sub.t_after)} t_half={fmt_time(sub.t_half)} "
+            f"t_before={fmt_time(sub.t_before)}"
         )
     if out is not None:
         typer.echo(f"wrote {out}")

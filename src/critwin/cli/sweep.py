@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from critwin.cli import app
+from critwin.cli._common import parse_list
 
 EXPERIMENTS = ("forward-reverse", "clone")
 FEATURES = "nearest-source, nearest-source-cosine, clip, or MODULE:FUNCTION"
@@ -19,31 +20,22 @@ SEARCH_FILE = "search.json"
 def _parse_times(text: str) -> list[float]:
     from critwin._validation import check_time
 
-    parts = [p.strip() for p in text.split(",") if p.strip()]
-    if not parts:
-        raise ValueError(f"--times must be a comma-separated list of OU times, got {text!r}")
-    values = []
-    for part in parts:
-        try:
-            values.append(check_time(float(part), "--times"))
-        except ValueError:
-            raise ValueError(f"--times must hold non-negative OU times, got {part!r}") from None
-    return values
+    def ou_time(part: str) -> float:
+        return check_time(float(part), "--times")
+
+    return parse_list(text, "--times", ou_time, "non-negative OU times")
 
 
 def _load_tensor_file(path: Path, key: str):
     import torch
 
+    from critwin.experiments.store import load_tensor_file
+
     if not path.is_file():
         raise FileNotFoundError(f"--x0 file {path} does not exist")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        data = load_file(str(path))
-    elif path.suffix in (".pt", ".pth"):
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    else:
+    if path.suffix not in (".safetensors", ".pt", ".pth"):
         raise ValueError(f"--x0 must be a .safetensors or .pt file, got {path.name}")
+    data = load_tensor_file(path, "--x0 images")
     if isinstance(data, dict):
         if key not in data and len(data) != 1:
             raise ValueError(f"--x0 file {path} must hold one tensor or one named {key!r}")
@@ -304,7 +296,8 @@ def sweep(
     agreement = result.agreement.tolist()
     typer.echo(f"{'requested_t':>12} {'realised_t':>11} {'step':>8} {'agreement':>10}")
     for i, t in enumerate(result.requested_times.tolist()):
-        step = "-" if result.steps is None or int(result.steps[i]) < 0 else str(int(result.steps[i]))
+        # Sigma-based schedulers (Euler) have fractional timesteps: print them as they are.
+        step = "-" if result.steps is None or result.steps[i] < 0 else f"{result.steps[i].item():g}"
         typer.echo(f"{t:12.4g} {result.times[i].item():11.4g} {step:>8} {agreement[i]:10.3f}")
     _report_window(result, delta, seed, out)
     typer.echo(f"wrote {out / 'table.csv'}")

@@ -3,39 +3,23 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import typer
 
 from critwin.cli import app
+from critwin.cli._common import fmt_time, parse_list
 
 
 def _subset(text: str | None, name: str) -> list[int] | None:
     """Parse "0,2,3" into [0, 2, 3]."""
-    if text is None:
-        return None
-    parts = [p.strip() for p in text.split(",") if p.strip()]
-    if not parts:
-        raise ValueError(f"--{name} must be a comma-separated list of component indices, got {text!r}")
-    try:
-        return [int(p) for p in parts]
-    except ValueError:
-        raise ValueError(
-            f"--{name} must be a comma-separated list of component indices, got {text!r}"
-        ) from None
+    return None if text is None else parse_list(text, f"--{name}", int, "component indices")
 
 
 def _generator(seed: int):
     import torch
 
     return torch.Generator().manual_seed(seed)
-
-
-def _fmt(t) -> str:
-    if t is None:
-        return "-"
-    return f"{t:.4f}" if math.isfinite(t) else ("inf" if t > 0 else "-inf")
 
 
 @app.command("window")
@@ -71,22 +55,14 @@ def window_command(
     table.add_column("quantity")
     table.add_column("OU time", justify="right")
     table.add_column("bracket", justify="right")
-    table.add_row(
-        "T_after (lower)", _fmt(win.lower), escape(f"[{_fmt(win.lower_low)}, {_fmt(win.lower_high)}]")
+    rows = (
+        ("T_after (lower)", win.lower, win.lower_low, win.lower_high),
+        ("T_before (upper)", win.upper, win.upper_low, win.upper_high),
+        ("T_end (S_after in S_before)", times.t_end, times.t_end_low, times.t_end_high),
+        ("T_start (S_before)", times.t_start, times.t_start_low, times.t_start_high),
     )
-    table.add_row(
-        "T_before (upper)", _fmt(win.upper), escape(f"[{_fmt(win.upper_low)}, {_fmt(win.upper_high)}]")
-    )
-    table.add_row(
-        "T_end (S_after in S_before)",
-        _fmt(times.t_end),
-        escape(f"[{_fmt(times.t_end_low)}, {_fmt(times.t_end_high)}]"),
-    )
-    table.add_row(
-        "T_start (S_before)",
-        _fmt(times.t_start),
-        escape(f"[{_fmt(times.t_start_low)}, {_fmt(times.t_start_high)}]"),
-    )
+    for name, value, low, high in rows:
+        table.add_row(name, fmt_time(value), escape(f"[{fmt_time(low)}, {fmt_time(high)}]"))
     console = Console()
     console.print(table)
     status = f"EMPTY ({win.reason})" if win.empty else "non-empty"
@@ -106,8 +82,8 @@ def hierarchy_command(
 ):
     """The eps-mixture tree (hierarchy of features) of a mixture, with each node's window."""
     from critwin._validation import check_eps
-    from critwin.tree import hierarchy
     from critwin.io_mixture import load_mixture
+    from critwin.tree import hierarchy
 
     eps = check_eps(eps, "--eps")
     mixture = load_mixture(mixture_file)

@@ -27,11 +27,16 @@ from critwin.experiments.store import (
     SweepStore,
     apply_feature,
     as_process,
+    cached_unit,
     check_chunk_size,
     check_cond,
     check_requested_times,
+    check_resumable,
     feature_name,
     fingerprint,
+    grid_from_metadata,
+    grid_metadata,
+    nfe_since,
     progress_bar,
     read_table,
     realise_times,
@@ -39,6 +44,7 @@ from critwin.experiments.store import (
     resolve_seed,
     select_cond,
     step_column,
+    table_rows,
     unit_generator,
     write_table,
 )
@@ -111,8 +117,7 @@ class CloneResult:
         }
 
     def rows(self) -> list[dict[str, Any]]:
-        columns = self.table()
-        return [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+        return table_rows(self.table())
 
     def to_pandas(self):
         import pandas as pd  # optional dependency
@@ -126,10 +131,7 @@ class CloneResult:
             n_trajectories=int(self.own_labels.numel()),
             n_clones=self.n_clones,
             nfe=self.nfe,
-            requested_times=self.requested_times.tolist(),
-            times=self.times.tolist(),
-            indices=self.indices.tolist(),
-            steps=None if self.steps is None else self.steps.tolist(),
+            **grid_metadata(self.requested_times, self.times, self.indices, self.steps),
         )
         write_table(directory, self.table(), meta)
 
@@ -141,12 +143,8 @@ class CloneResult:
         T, N, C = len(meta["times"]), int(meta["n_trajectories"]), int(meta["n_clones"])
         labels = torch.tensor([int(v) for v in columns["label"]], dtype=torch.long).reshape(T, N, C)
         own = torch.tensor([int(v) for v in columns["own_label"]], dtype=torch.long).reshape(T, N, C)[0, :, 0]
-        steps = meta.get("steps")
         return cls(
-            requested_times=torch.tensor(meta["requested_times"], dtype=torch.float64),
-            times=torch.tensor(meta["times"], dtype=torch.float64),
-            indices=torch.tensor(meta["indices"], dtype=torch.long),
-            steps=None if steps is None else torch.tensor(steps),
+            **grid_from_metadata(meta),
             own_labels=own,
             clone_labels=labels,
             nfe=meta.get("nfe"),
@@ -201,8 +199,7 @@ def clone(
     chunk = check_chunk_size(chunk_size, DEFAULT_CHUNK)
     cond = check_cond(cond, n_trajectories)
     feature_fn = resolve_feature(feature, process)
-    if out is not None and seed is None and generator is None:
-        raise ValueError("out: a resumable sweep needs seed= (or a generator) so that a rerun reproduces it")
+    check_resumable(out, seed, generator)
     base_seed = resolve_seed(seed, generator)
     process, indices, realised, steps = realise_times(process, requested)
     mixture = getattr(process, "mixture", None)
@@ -239,33 +236,22 @@ def clone(
             lo, hi = j * chunk, min(n_trajectories, (j + 1) * chunk)
             rows = torch.arange(lo, hi)
             unit_cond = select_cond(cond, rows, n_trajectories) or None
-            name = f"trunk_c{j:05d}"
-            if store is not None and store.has(name):
-                trunk = store.load(name)
-            else:
-                trunk = _run_trunk(
-                    process, hi - lo, unique_indices, feature_fn, unit_cond, dtype, device,
-                    unit_generator(base_seed, "trunk", j, device=device),
-                )
-                if store is not None:
-                    store.save(name, trunk)
+            trunk = cached_unit(
+                store, f"trunk_c{j:05d}", _run_trunk,
+                process, hi - lo, unique_indices, feature_fn, unit_cond, dtype, device,
+                unit_generator(base_seed, "trunk", j, device=device),
+            )
             own[lo:hi] = torch.from_numpy(trunk["labels"])
             if nfe_total is not None:
                 nfe_total += int(trunk["nfe"])
             advance(1)
             done: dict[int, np.ndarray] = {}
             for f, index in enumerate(unique_indices):
-                name = f"fork{f:05d}_c{j:05d}"
-                if store is not None and store.has(name):
-                    unit = store.load(name)
-                else:
-                    state = torch.from_numpy(trunk["states"][f]).to(device=device)
-                    unit = _run_fork(
-                        process, state, index, n_clones, feature_fn, unit_cond, rows,
-                        unit_generator(base_seed, "fork", f, j, device=device),
-                    )
-                    if store is not None:
-                        store.save(name, unit)
+                unit = cached_unit(
+                    store, f"fork{f:05d}_c{j:05d}", _run_fork,
+                    process, trunk["states"][f], index, n_clones, feature_fn, unit_cond, rows,
+                    unit_generator(base_seed, "fork", f, j, device=device),
+                )
                 done[index] = unit["labels"].reshape(hi - lo, n_clones)
                 if nfe_total is not None:
                     nfe_total += int(unit["nfe"])
@@ -303,16 +289,17 @@ def _run_trunk(process, n, fork_indices, feature_fn, cond, dtype, device, genera
     return {
         "states": np.stack(states),
         "labels": labels.numpy(),
-        "nfe": np.int64(0 if before is None else process.nfe - before),
+        "nfe": nfe_since(process, before),
     }
 
 
 def _run_fork(process, state, index, n_clones, feature_fn, cond, rows, generator):
+    """``n_clones`` continuations of every trunk state (a CPU array) from grid index ``index``."""
     before = process.nfe
-    x = state.repeat_interleave(n_clones, dim=0)
+    x = torch.from_numpy(state).to(device=generator.device).repeat_interleave(n_clones, dim=0)
     if cond:
         local = torch.arange(rows.numel()).repeat_interleave(n_clones)
         cond = select_cond(cond, local, rows.numel())
     x = process.run(x, start=index, generator=generator, cond=cond or None)
     labels, _ = apply_feature(feature_fn, process.decode(x))
-    return {"labels": labels.numpy(), "nfe": np.int64(0 if before is None else process.nfe - before)}
+    return {"labels": labels.numpy(), "nfe": nfe_since(process, before)}

@@ -30,13 +30,18 @@ from critwin.experiments.store import (
     SweepStore,
     apply_feature,
     as_process,
+    cached_unit,
     check_chunk_size,
     check_cond,
     check_model_shape,
     check_requested_times,
+    check_resumable,
     check_samples,
     feature_name,
     fingerprint,
+    grid_from_metadata,
+    grid_metadata,
+    nfe_since,
     progress_bar,
     read_table,
     realise_times,
@@ -44,6 +49,7 @@ from critwin.experiments.store import (
     resolve_seed,
     select_cond,
     step_column,
+    table_rows,
     unit_generator,
     write_table,
 )
@@ -112,9 +118,7 @@ class ForwardReverseResult:
         }
 
     def rows(self) -> list[dict[str, Any]]:
-        columns = self.table()
-        names = list(columns)
-        return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+        return table_rows(self.table())
 
     def to_pandas(self):
         import pandas as pd  # optional dependency
@@ -128,10 +132,7 @@ class ForwardReverseResult:
             kind="forward_reverse",
             n_per_time=self.n_per_time,
             nfe=self.nfe,
-            requested_times=self.requested_times.tolist(),
-            times=self.times.tolist(),
-            indices=self.indices.tolist(),
-            steps=None if self.steps is None else self.steps.tolist(),
+            **grid_metadata(self.requested_times, self.times, self.indices, self.steps),
         )
         write_table(directory, self.table(), meta)
 
@@ -147,12 +148,8 @@ class ForwardReverseResult:
         labels = torch.tensor([int(v) for v in columns["label"]], dtype=torch.long).reshape(T, -1)
         source = torch.tensor([int(v) for v in columns["source_label"]], dtype=torch.long).reshape(T, -1)
         ids = torch.tensor([int(v) for v in columns["source_id"]], dtype=torch.long).reshape(T, -1)[0]
-        steps = meta.get("steps")
         return cls(
-            requested_times=torch.tensor(meta["requested_times"], dtype=torch.float64),
-            times=torch.tensor(meta["times"], dtype=torch.float64),
-            indices=torch.tensor(meta["indices"], dtype=torch.long),
-            steps=None if steps is None else torch.tensor(steps),
+            **grid_from_metadata(meta),
             labels=labels,
             source_labels=source,
             source_ids=ids,
@@ -214,8 +211,7 @@ def forward_reverse(
     chunk = check_chunk_size(chunk_size, DEFAULT_CHUNK)
     cond = check_cond(cond, x0.shape[0])
     feature_fn = resolve_feature(feature, process)
-    if out is not None and seed is None and generator is None:
-        raise ValueError("out: a resumable sweep needs seed= (or a generator) so that a rerun reproduces it")
+    check_resumable(out, seed, generator)
     base_seed = resolve_seed(seed, generator)
     process, indices, realised, steps = realise_times(process, requested)
 
@@ -241,7 +237,6 @@ def forward_reverse(
     }
     store = SweepStore(out, config) if out is not None else None
     device = z0.device
-    last = process.times.numel() - 1
 
     T = requested.numel()
     labels = torch.empty(T, M, dtype=torch.long)
@@ -252,15 +247,11 @@ def forward_reverse(
             for j in range(n_chunks):
                 name = f"t{i:05d}_c{j:05d}"
                 lo, hi = j * chunk, min(M, (j + 1) * chunk)
-                if store is not None and store.has(name):
-                    unit = store.load(name)
-                else:
-                    unit = _run_unit(
-                        process, z0, feature_fn, int(indices[i]), last, lo, hi, n_per_time, cond, N,
-                        unit_generator(base_seed, "fr", i, j, device=device),
-                    )
-                    if store is not None:
-                        store.save(name, unit)
+                unit = cached_unit(
+                    store, name, _run_unit,
+                    process, z0, feature_fn, int(indices[i]), lo, hi, n_per_time, cond,
+                    unit_generator(base_seed, "fr", i, j, device=device),
+                )
                 labels[i, lo:hi] = torch.from_numpy(unit["labels"])
                 if "probs" in unit:
                     if probabilities is None:
@@ -289,15 +280,26 @@ def forward_reverse(
     return result
 
 
-def _run_unit(process, z0, feature_fn, index, last, lo, hi, n_per_time, cond, n_rows, generator):
-    rows = torch.arange(lo, hi) // n_per_time
+def noise_and_denoise(process, z0, rows, index: int, cond, generator) -> torch.Tensor:
+    """Data-space outputs of the forward–reverse experiment for the encoded sources ``z0[rows]``.
+
+    Noise them to grid index ``index`` and run the sampler from that same index to the end; at the last
+    index (t = 0) they are returned as they are. Per-sample ``cond`` tensors (first dim ``len(z0)``)
+    follow ``rows``.
+    """
     x = z0[rows.to(z0.device)]
-    before = process.nfe
-    if index < last:
+    if index < process.times.numel() - 1:
         x = process.add_noise(x, index, generator=generator)
-        x = process.run(x, start=index, generator=generator, cond=select_cond(cond, rows, n_rows) or None)
-    labels, probs = apply_feature(feature_fn, process.decode(x))
-    unit = {"labels": labels.numpy(), "nfe": np.int64(0 if before is None else process.nfe - before)}
+        row_cond = select_cond(cond, rows, z0.shape[0]) or None
+        x = process.run(x, start=index, generator=generator, cond=row_cond)
+    return process.decode(x)
+
+
+def _run_unit(process, z0, feature_fn, index, lo, hi, n_per_time, cond, generator):
+    before = process.nfe
+    rows = torch.arange(lo, hi) // n_per_time
+    labels, probs = apply_feature(feature_fn, noise_and_denoise(process, z0, rows, index, cond, generator))
+    unit = {"labels": labels.numpy(), "nfe": nfe_since(process, before)}
     if probs is not None:
         unit["probs"] = probs.numpy()
     return unit

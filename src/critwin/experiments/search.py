@@ -26,12 +26,14 @@ import torch
 from critwin._validation import check_eps, check_positive_int, check_time
 from critwin.experiments.estimation import base_rate as _base_rate
 from critwin.experiments.estimation import wilson_interval
+from critwin.experiments.forward_reverse import noise_and_denoise
 from critwin.experiments.store import (
     apply_feature,
     as_process,
     check_cond,
     check_model_shape,
     check_samples,
+    nfe_since,
     progress_bar,
     realise_times,
     resolve_feature,
@@ -91,20 +93,16 @@ class _Prober:
         self.nfe = 0 if process.nfe is not None else None
 
     def _draw(self, entry):
-        process, index, last = entry["process"], entry["index"], entry["last"]
-        N = self.z0.shape[0]
-        rows = (entry["n"] + torch.arange(self.batch)) % N
+        process = entry["process"]
+        rows = (entry["n"] + torch.arange(self.batch)) % self.z0.shape[0]
         generator = unit_generator(
             self.seed, "probe", entry["key"], entry["n"] // self.batch, device=self.z0.device
         )
         before = process.nfe
-        x = self.z0[rows.to(self.z0.device)]
-        if index < last:
-            x = process.add_noise(x, index, generator=generator)
-            x = process.run(x, start=index, generator=generator, cond=select_cond(self.cond, rows, N) or None)
-        labels, _ = apply_feature(self.feature_fn, process.decode(x))
+        x = noise_and_denoise(process, self.z0, rows, entry["index"], self.cond, generator)
+        labels, _ = apply_feature(self.feature_fn, x)
         if self.nfe is not None:
-            self.nfe += process.nfe - before
+            self.nfe += int(nfe_since(process, before))
         entry["kept"] += int((labels == self.source[rows]).sum().item())
         entry["n"] += self.batch
 
@@ -116,7 +114,7 @@ class _Prober:
             process, indices, realised, _ = realise_times(self.process, request)
             entry = {
                 "t": float(realised[0]), "process": process, "index": int(indices[0]),
-                "last": process.times.numel() - 1, "n": 0, "kept": 0, "key": len(self.cache),
+                "n": 0, "kept": 0, "key": len(self.cache),
             }
             self.cache[t] = entry
         while True:
@@ -218,7 +216,7 @@ def search_window(
         rows = torch.arange(n_ref) % x0.shape[0]  # per-sample conditioning cycles like the sources
         x = process.run(x, generator=reference_generator, cond=select_cond(cond, rows, x0.shape[0]) or None)
         model_labels, _ = apply_feature(feature_fn, process.decode(x))
-        nfe_reference = 0 if before is None else process.nfe - before
+        nfe_reference = int(nfe_since(process, before))
         b = _base_rate(source_labels, model_labels)
     else:
         b = float(base_rate)

@@ -152,6 +152,29 @@ class SweepStore:
                 np.savez(handle, **{k: np.asarray(v) for k, v in arrays.items()})
 
 
+def cached_unit(
+    store: SweepStore | None, name: str, run: Callable[..., Mapping[str, np.ndarray]], *args
+) -> Mapping[str, np.ndarray]:
+    """The unit ``name``: loaded from ``store`` if it completed before, else ``run(*args)`` (saved)."""
+    if store is not None and store.has(name):
+        return store.load(name)
+    unit = run(*args)
+    if store is not None:
+        store.save(name, unit)
+    return unit
+
+
+def check_resumable(out, seed: int | None, generator: torch.Generator | None) -> None:
+    """A checkpointed sweep must be reproducible, or a resume would mix two random streams."""
+    if out is not None and seed is None and generator is None:
+        raise ValueError("out: a resumable sweep needs seed= (or a generator) so that a rerun reproduces it")
+
+
+def nfe_since(process, before: int | None) -> np.int64:
+    """Per-sample denoiser evaluations of ``process`` since its counter read ``before`` (0 if uncounted)."""
+    return np.int64(0 if before is None else process.nfe - before)
+
+
 def _lookup(config, dotted: str):
     value = config
     for part in dotted.split("."):
@@ -159,6 +182,25 @@ def _lookup(config, dotted: str):
             return "<missing>"
         value = value[part]
     return value
+
+
+def load_tensor_file(path, what: str) -> Any:
+    """What a ``.safetensors`` file holds (a dict of tensors), or any other file read with
+    ``torch.load(weights_only=True)`` (tensors and plain containers only: no code runs).
+
+    Raises
+    ------
+    ValueError naming ``what`` and ``path`` when the file cannot be read that way.
+    """
+    path = Path(path)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # safetensors and unpickling fail in many ways: all are bad input
+        raise ValueError(f"could not read {what} from {path}: {exc}") from None
 
 
 # ------------------------------------------------------------------------------------------ progress
@@ -418,11 +460,38 @@ def write_table(directory, columns: Mapping[str, list], metadata: Mapping[str, A
     atomic_write_json(directory / METADATA_FILE, _normalise(dict(metadata)))
 
 
+def table_rows(columns: Mapping[str, list]) -> list[dict[str, Any]]:
+    """Column lists (as from ``table()``) -> one dict per row."""
+    names = list(columns)
+    return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+
+
+def grid_metadata(requested: torch.Tensor, times: torch.Tensor, indices: torch.Tensor, steps) -> dict:
+    """Requested and realised times of a result for ``metadata.json`` (read by :func:`grid_from_metadata`)."""
+    return {
+        "requested_times": requested.tolist(),
+        "times": times.tolist(),
+        "indices": indices.tolist(),
+        "steps": None if steps is None else steps.tolist(),
+    }
+
+
+def grid_from_metadata(meta: Mapping[str, Any]) -> dict[str, torch.Tensor | None]:
+    """``requested_times``, ``times``, ``indices``, ``steps`` tensors from :func:`grid_metadata`'s dict."""
+    steps = meta.get("steps")
+    return {
+        "requested_times": torch.tensor(meta["requested_times"], dtype=torch.float64),
+        "times": torch.tensor(meta["times"], dtype=torch.float64),
+        "indices": torch.tensor(meta["indices"], dtype=torch.long),
+        "steps": None if steps is None else torch.tensor(steps),
+    }
+
+
 def step_column(steps, t_rep) -> list:
-    """Per-row step labels (None where the model has none or t = 0)."""
+    """Per-row step labels (None where the model has none or t = 0); fractional ones stay exact."""
     if steps is None:
         return [None] * len(t_rep)
-    return [None if s < 0 else int(s) for s in steps[t_rep]]
+    return [None if s < 0 else int(s) if float(s).is_integer() else float(s) for s in steps[t_rep]]
 
 
 def _format(value):

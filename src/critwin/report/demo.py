@@ -35,20 +35,24 @@ MARKER = "critwin_demo"
 class DemoSizes:
     """Work sizes: ``full`` for ``critwin demo``, ``quick`` for tests."""
 
-    fr_grid: int = 14
-    fr_per_class: int = 12
-    clone_trajectories: int = 48
-    clone_children: int = 4
+    fr_grid: int = 12
+    fr_per_class: int = 10
+    clone_trajectories: int = 40
+    clone_children: int = 3
+    clone_forks: int = 8
     inference_steps: int = 50
     n_boot: int = 200
-    theory_grid: int = 28
-    theory_outer: int = 3000
-    gmm_mc: int = 4000
+    theory_grid: int = 24
+    theory_outer: int = 2000
+    gmm_mc: int = 2000
+    gmm_classes: tuple[int, ...] = tuple(range(10))
+    tol: float = 1e-3
 
     @classmethod
     def quick(cls) -> DemoSizes:
-        return cls(fr_grid=6, fr_per_class=3, clone_trajectories=10, clone_children=2, inference_steps=20,
-                   n_boot=30, theory_grid=8, theory_outer=400, gmm_mc=800)
+        return cls(fr_grid=6, fr_per_class=3, clone_trajectories=10, clone_children=2, clone_forks=4,
+                   inference_steps=20, n_boot=30, theory_grid=8, theory_outer=400, gmm_mc=600,
+                   gmm_classes=(0, 1, 7), tol=2e-2)
 
 
 def _plt():
@@ -89,12 +93,12 @@ def theory_section(directory: Path, sizes: DemoSizes, eps: float, generator: tor
 
     plt = _plt()
     mix = hierarchical_mixture()
-    tree = hierarchy(mix, eps, generator=generator)
+    tree = hierarchy(mix, eps, generator=generator, tol=sizes.tol)
     tree.plot(path=directory / "theory_hierarchy.png")
     plt.close("all")
-    fine = transition_times(mix, [0], [0, 1], eps, generator=generator)
-    coarse = transition_times(mix, [0, 1], [0, 1, 2, 3], eps, generator=generator)
-    window = critical_window(mix, after=[0], before=[0, 1], eps=eps, generator=generator)
+    fine = transition_times(mix, [0], [0, 1], eps, generator=generator, tol=sizes.tol)
+    coarse = transition_times(mix, [0, 1], [0, 1, 2, 3], eps, generator=generator, tol=sizes.tol)
+    window = critical_window(mix, after=[0], before=[0, 1], eps=eps, generator=generator, tol=sizes.tol)
 
     grid = np.linspace(0.0, 8.0, sizes.theory_grid)
     tv, se, labels = [], [], []
@@ -200,7 +204,7 @@ def digits_section(directory: Path, sizes: DemoSizes, seed: int, progress: bool)
     fr = forward_reverse(process, x0, times, n_per_time=1, feature=feature, seed=seed, progress=progress,
                          feature_label="shipped digit classifier")
     est = estimate_window(fr, delta=0.1, n_boot=sizes.n_boot, generator=g)
-    fork_times = times[1:]
+    fork_times = times[1:][:: max(1, (len(times) - 1) // sizes.clone_forks)][: sizes.clone_forks]
     cl = clone(process, sizes.clone_trajectories, fork_times, sizes.clone_children, feature=feature, seed=seed,
                progress=progress, feature_label="shipped digit classifier")
     est_clone = estimate_window(cl, delta=0.1, n_boot=sizes.n_boot, generator=g)
@@ -256,8 +260,7 @@ def digits_section(directory: Path, sizes: DemoSizes, seed: int, progress: bool)
         "model_card_conditional_accuracy": model.card.get("conditional_accuracy"),
         "sampler": process.describe(),
         "times": [float(t) for t in fr.times],
-        "steps": [s if s is None else (s.item() if hasattr(s, "item") else s) for s in (fr.steps or [])]
-        if fr.steps is not None else None,
+        "steps": None if fr.steps is None else fr.steps.tolist(),
         "forward_reverse": {"c": est.c.tolist(), "window": _window_dict(est, process)},
         "cloning": {"times": est_clone.times.tolist(), "c": est_clone.c.tolist(),
                     "window": _window_dict(est_clone, process)},
@@ -292,29 +295,29 @@ def comparison_section(directory: Path, sizes: DemoSizes, eps: float, digits: di
     gmm, flat = fitted_class_mixture(data.train_images, data.train_labels)
     g = torch.Generator().manual_seed(seed)
     theory = {}
-    for k in range(10):
-        w = critical_window(gmm, after=[k], eps=eps, n=sizes.gmm_mc, generator=g, tol=1e-2)
+    for k in sizes.gmm_classes:
+        w = critical_window(gmm, after=[k], eps=eps, n=sizes.gmm_mc, generator=g, tol=max(sizes.tol, 1e-2))
         theory[k] = {"t_after": _finite(w.lower), "t_before": _finite(w.upper), "empty": bool(w.empty)}
     top_eig = torch.linalg.eigvalsh(torch.cov(flat.T)).max().item()
     t_speciation = 0.5 * math.log(top_eig)
 
     fig, ax = plt.subplots(figsize=(8, 4))
-    for k in range(10):
+    for k in theory:
         lo, hi = theory[k]["t_after"], theory[k]["t_before"]
         if lo is not None and hi is not None:
             ax.plot([k - 0.15, k - 0.15], [lo, hi], color="tab:green", lw=6, alpha=0.6,
-                    label="theory window (fitted GMM)" if k == 0 else None)
+                    label="theory window (fitted GMM)" if k == min(theory) else None)
         measured = digits["per_class"].get(k)
         if measured and measured["t_after"] is not None and measured["t_before"] is not None:
             ax.plot([k + 0.15, k + 0.15], [measured["t_after"], measured["t_before"]], color="tab:blue", lw=6,
-                    alpha=0.6, label="measured window (forward–reverse)" if k == 0 else None)
+                    alpha=0.6, label="measured window (forward–reverse)" if k == min(theory) else None)
         if measured and measured["t_half"] is not None:
             lo_ci, hi_ci = measured["t_half_ci"]
             yerr = None
             if lo_ci is not None and hi_ci is not None:
                 yerr = [[max(measured["t_half"] - lo_ci, 0)], [max(hi_ci - measured["t_half"], 0)]]
             ax.errorbar([k + 0.15], [measured["t_half"]], yerr=yerr, fmt="o", color="k", ms=3,
-                        label="measured t½ (95% bootstrap)" if k == 0 else None)
+                        label="measured t½ (95% bootstrap)" if k == min(theory) else None)
     ax.axhline(t_speciation, color="tab:red", ls="--", lw=1, label=f"speciation ½ ln Λ = {t_speciation:.2f}")
     ax.set_xticks(range(10))
     ax.set_xlabel("digit")
@@ -382,7 +385,7 @@ def _write_page(directory: Path, summary: dict) -> None:
         ["digit", "theory T_after", "theory T_before", "measured T_after", "measured T_before", "measured t½"],
         [[k, cp["theory_per_class"][k]["t_after"], cp["theory_per_class"][k]["t_before"],
           (dg["per_class"].get(k) or {}).get("t_after"), (dg["per_class"].get(k) or {}).get("t_before"),
-          (dg["per_class"].get(k) or {}).get("t_half")] for k in range(10)],
+          (dg["per_class"].get(k) or {}).get("t_half")] for k in cp["theory_per_class"]],
     )
     page.paragraph(f"Every number is in summary.json. Runtime: {summary['runtime_seconds']:.1f} s.")
     atomic_write_text(directory / "index.html", page.render())
@@ -430,9 +433,15 @@ def run_demo(out, *, quick: bool = False, seed: int = 0, eps: float = 0.1, progr
     try:
         torch.manual_seed(seed)
         summary: dict[str, Any] = {MARKER: True, "seed": seed, "quick": quick, "sizes": sizes.__dict__}
+        timings = {}
+        mark = time.perf_counter()
         summary["theory"] = theory_section(work, sizes, eps, torch.Generator().manual_seed(seed))
+        timings["theory"], mark = time.perf_counter() - mark, time.perf_counter()
         summary["digits"] = digits_section(work, sizes, seed, progress)
+        timings["digits"], mark = time.perf_counter() - mark, time.perf_counter()
         summary["comparison"] = comparison_section(work, sizes, eps, summary["digits"], seed)
+        timings["comparison"] = time.perf_counter() - mark
+        summary["section_seconds"] = timings
         summary["runtime_seconds"] = time.perf_counter() - start
         _write_page(work, summary)
         atomic_write_json(work / "summary.json", summary)

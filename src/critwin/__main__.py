@@ -1,0 +1,3 @@
+from critwin.cli import main
+
+main()
