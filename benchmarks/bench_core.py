@@ -71,9 +71,9 @@ def main() -> None:
         mix = make_mixture(kind)
         for n in (20_000, 100_000):
             x = mix.noised(T).sample(n, torch.Generator().manual_seed(1))[0]
-            ours = best_time(lambda: (mix.score(x, T), mix.posterior(x, T)), repeat=2)
+            ours = best_time(lambda m=mix, x=x: (m.score(x, T), m.posterior(x, T)), repeat=2)
             base_n = min(n, 20_000)  # the baseline is timed on a slice and scaled: it is linear in n
-            base = best_time(lambda: baseline(mix, x[:base_n]), repeat=1) * n / base_n
+            base = best_time(lambda m=mix, xs=x[:base_n]: baseline(m, xs), repeat=1) * n / base_n
             if kind == "iso":
                 flops = 3 * 2 * n * D * K  # score: 2 GEMMs; posterior: 1 GEMM
                 bound = "GEMM"

@@ -4,7 +4,17 @@ import pytest
 import torch
 
 import critwin
-from critwin.clock import DiscreteSchedule, alpha_bar, alpha_sigma, flow_s, log_snr, ou_time, snr, time_grid, ve_sigma
+from critwin.clock import (
+    DiscreteSchedule,
+    alpha_bar,
+    alpha_sigma,
+    flow_s,
+    log_snr,
+    ou_time,
+    snr,
+    time_grid,
+    ve_sigma,
+)
 
 T = torch.tensor([1e-6, 1e-3, 0.1, 0.5, 1.0, 3.0, 10.0], dtype=torch.float64)
 

@@ -50,7 +50,9 @@ def test_noised_moments_match_monte_carlo_of_forward_process(kind, random_mixtur
     g = torch.Generator().manual_seed(6)
     n, t = 200_000, 0.7
     x0, _ = mix.sample(n, g)
-    xt = math.exp(-t) * x0 + math.sqrt(-math.expm1(-2 * t)) * torch.randn(n, 3, generator=g, dtype=torch.float64)
+    xt = math.exp(-t) * x0 + math.sqrt(-math.expm1(-2 * t)) * torch.randn(
+        n, 3, generator=g, dtype=torch.float64
+    )
     law = reference(mix, t)
     # Standard errors: sqrt(var / n) for the mean; sqrt(2 var^2 / n)-ish for covariances. 5 SE bounds.
     se_mean = (law.variance / n).sqrt()
@@ -108,8 +110,9 @@ def test_sample_posterior_matches_importance_sampling_in_1d():
     assert abs(x0.var().item() - is_var.item()) < 0.02 * is_var.item()
     freq = torch.bincount(labels, minlength=3).double() / n
     assert (freq - is_labels).abs().max() < 5 * math.sqrt(0.25 / n) + 1e-3
-    torch.testing.assert_close(mix.posterior(torch.tensor([[y]], dtype=torch.float64), t)[0], is_labels,
-                               atol=3e-3, rtol=0)
+    torch.testing.assert_close(
+        mix.posterior(torch.tensor([[y]], dtype=torch.float64), t)[0], is_labels, atol=3e-3, rtol=0
+    )
 
 
 def test_sample_reverse_is_the_exact_bridge():
@@ -123,7 +126,9 @@ def test_sample_reverse_is_the_exact_bridge():
     mean = math.exp(-s) * mu + cov / var_t * (y - math.exp(-t) * mu)
     var = var_s - cov * cov / var_t
     n = 200_000
-    xs, _ = mix.sample_reverse(torch.full((n, 1), y, dtype=torch.float64), t, s, torch.Generator().manual_seed(9))
+    xs, _ = mix.sample_reverse(
+        torch.full((n, 1), y, dtype=torch.float64), t, s, torch.Generator().manual_seed(9)
+    )
     assert abs(xs.mean().item() - mean) < 5 * math.sqrt(var / n)
     assert abs(xs.var().item() - var) < 5 * var * math.sqrt(2 / n)
     with pytest.raises(ValueError, match="s must be smaller than t"):
@@ -148,7 +153,9 @@ def test_empirical_mixture_matches_brute_force_and_chunking(monkeypatch):
     x0, labels = emp.sample_posterior(x, t, torch.Generator().manual_seed(1))
     torch.testing.assert_close(x0, pts[labels])
     idx, dist = emp.nearest(pts[[3, 17]] + 1e-3)
-    assert idx.tolist() == [3, 17] and torch.allclose(dist, torch.full((2,), 1e-3 * math.sqrt(6), dtype=torch.float64), rtol=1e-6)
+    assert idx.tolist() == [3, 17] and torch.allclose(
+        dist, torch.full((2,), 1e-3 * math.sqrt(6), dtype=torch.float64), rtol=1e-6
+    )
     with pytest.raises(ValueError, match="t must be > 0"):
         emp.log_prob(x, 0.0)
 

@@ -34,7 +34,9 @@ def test_forward_reverse_label_law_sde_agrees_with_exact_posterior_sampler():
     n, T = 20_000, 1.2
     g = torch.Generator().manual_seed(1)
     x0 = MIX.subset([0]).sample(n, g)[0]
-    xt = math.exp(-T) * x0 + math.sqrt(-math.expm1(-2 * T)) * torch.randn(n, 2, generator=g, dtype=torch.float64)
+    xt = math.exp(-T) * x0 + math.sqrt(-math.expm1(-2 * T)) * torch.randn(
+        n, 2, generator=g, dtype=torch.float64
+    )
     exact = _label_freq(MIX.sample_posterior(xt, T, g)[0])
     sde = _label_freq(sample_euler_maruyama(MIX, xt, time_grid(T, 200), generator=g))
     # two independent proportions: SE of the difference <= sqrt(2 * 0.25 / n)
@@ -84,7 +86,9 @@ def test_ddpm_step_is_the_gaussian_posterior_given_x0_hat():
     post_mean_coef_x0 = a_s * beta / (1 - a_t**2)
     post_mean_coef_xt = (a_t / a_s) * var_s / (1 - a_t**2)
     xt = torch.full((n, 1), 0.4, dtype=torch.float64)
-    out = sample_ddim(lambda x, t: x0.expand_as(x), xt, [t, s], eta=1.0, generator=torch.Generator().manual_seed(6))
+    out = sample_ddim(
+        lambda x, t: x0.expand_as(x), xt, [t, s], eta=1.0, generator=torch.Generator().manual_seed(6)
+    )
     mean = post_mean_coef_x0 * 1.0 + post_mean_coef_xt * 0.4
     assert abs(out.mean().item() - mean) < 5 * math.sqrt(post_var / n)
     assert abs(out.var().item() - post_var) < 5 * post_var * math.sqrt(2 / n)

@@ -12,7 +12,9 @@ def test_mixture_scores_posteriors_and_sampling_on_cuda(random_mixture):
         x = torch.randn(256, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
         gpu = mix.to(device="cuda")
         torch.testing.assert_close(gpu.score(x.cuda(), 0.5).cpu(), mix.score(x, 0.5), rtol=1e-9, atol=1e-9)
-        torch.testing.assert_close(gpu.posterior(x.cuda(), 0.5).cpu(), mix.posterior(x, 0.5), rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(
+            gpu.posterior(x.cuda(), 0.5).cpu(), mix.posterior(x, 0.5), rtol=1e-9, atol=1e-12
+        )
         g = torch.Generator(device="cuda").manual_seed(0)
         x0, labels = gpu.sample_posterior(x.cuda(), 0.5, g)
         assert x0.device.type == "cuda" and labels.device.type == "cuda" and torch.isfinite(x0).all()

@@ -4,7 +4,6 @@ import subprocess
 import sys
 
 
-
 def test_quick_demo_writes_every_promised_file(tmp_path):
     from critwin.report.demo import run_demo
 

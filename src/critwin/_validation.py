@@ -51,8 +51,10 @@ def check_subset(subset: Iterable[int] | None, n_components: int, name: str) -> 
         raise ValueError(f"{name} must be a non-empty list of component indices, got an empty set")
     out = set()
     for item in items:
-        if isinstance(item, bool) or not isinstance(item, (int,)) and not (
-            hasattr(item, "__index__") and not isinstance(item, float)
+        if (
+            isinstance(item, bool)
+            or not isinstance(item, (int,))
+            and not (hasattr(item, "__index__") and not isinstance(item, float))
         ):
             raise ValueError(f"{name} must contain integer component indices, got {item!r}")
         index = int(item)

@@ -71,7 +71,7 @@ def ou_time(*, alpha_bar=None, snr=None, log_snr=None, sigma=None, flow_s=None, 
             "ou_time takes exactly one of alpha_bar=, snr=, log_snr=, sigma=, flow_s=, alpha_sigma=; "
             f"got {sorted(given) or 'none'}"
         )
-    (name, value), = given.items()
+    ((name, value),) = given.items()
     if name == "alpha_sigma":
         try:
             a, s = value
@@ -171,8 +171,11 @@ def time_grid(t_max: float, n_steps: int, t_min: float = 0.0, spacing: str = "ed
         if t_min == 0.0:
             # log-SNR is unbounded at t = 0: space down to a small time, then end exactly at 0.
             grid = time_grid(t_max, n_steps - 1, min(1e-3, t_max / 10), "log") if n_steps > 1 else None
-            return torch.cat([grid, torch.zeros(1, dtype=torch.float64)]) if grid is not None else torch.tensor(
-                [t_max, 0.0], dtype=torch.float64)
+            return (
+                torch.cat([grid, torch.zeros(1, dtype=torch.float64)])
+                if grid is not None
+                else torch.tensor([t_max, 0.0], dtype=torch.float64)
+            )
         hi, lo = log_snr(t_max), log_snr(t_min)
         grid = ou_time(log_snr=hi + (lo - hi) * u)
     else:
@@ -280,4 +283,6 @@ class DiscreteSchedule:
         realised = times[step]
         if was:
             return step, realised
-        return int(step.item()) if step.ndim == 0 else step, realised.item() if realised.ndim == 0 else realised
+        return int(
+            step.item()
+        ) if step.ndim == 0 else step, realised.item() if realised.ndim == 0 else realised

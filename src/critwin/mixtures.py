@@ -346,7 +346,7 @@ class GaussianMixture:
                     else:
                         acc = tuple(
                             old * (rescale.unsqueeze(1) if old.ndim == 2 else rescale) + new
-                            for old, new in zip(acc, terms)
+                            for old, new in zip(acc, terms, strict=True)
                         )
             lse[r0 : r0 + m] = run_max + torch.log(total)
             if want == "log_prob":

@@ -68,7 +68,7 @@ def _steps(model, x, times, callback, extra_args):
     """Yield ``(i, t, s, x0_hat)`` for each step, calling the denoiser and the callback once."""
     denoise = as_denoiser(model)
     extra = extra_args or {}
-    for i, (t, s) in enumerate(zip(times[:-1], times[1:])):
+    for i, (t, s) in enumerate(zip(times[:-1], times[1:], strict=True)):
         x0_hat = denoise(x[0], t, **extra)
         if callback is not None:
             callback(i, t, x[0], x0_hat)
@@ -113,7 +113,9 @@ def sample_ddim(
 
 def sample_ddpm(model, x, times, *, generator=None, callback=None, extra_args=None) -> torch.Tensor:
     """DDPM ancestral sampling: :func:`sample_ddim` with ``eta = 1``."""
-    return sample_ddim(model, x, times, eta=1.0, generator=generator, callback=callback, extra_args=extra_args)
+    return sample_ddim(
+        model, x, times, eta=1.0, generator=generator, callback=callback, extra_args=extra_args
+    )
 
 
 def sample_euler_maruyama(model, x, times, *, generator=None, callback=None, extra_args=None) -> torch.Tensor:
@@ -185,10 +187,11 @@ def sample_exact(mixture, x, times, *, generator=None, callback=None, extra_args
     ``callback`` (if given) costs one extra posterior-mean evaluation per step.
     """
     if not hasattr(mixture, "sample_reverse"):
-        raise ValueError("the exact sampler needs a mixture (an object with sample_reverse), got "
-                         f"{type(mixture).__name__}")
+        raise ValueError(
+            f"the exact sampler needs a mixture (an object with sample_reverse), got {type(mixture).__name__}"
+        )
     times = check_times(times)
-    for i, (t, s) in enumerate(zip(times[:-1], times[1:])):
+    for i, (t, s) in enumerate(zip(times[:-1], times[1:], strict=True)):
         if callback is not None:
             callback(i, t, x, mixture.denoise(x, t))
         if s == 0.0:

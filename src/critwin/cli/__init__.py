@@ -16,7 +16,6 @@ app = typer.Typer(
 )
 
 
-
 @app.callback()
 def _root() -> None:
     """Critical windows in diffusion models: theory, measurement, diagnostics."""
@@ -24,7 +23,10 @@ def _root() -> None:
 
 # Modules are imported when the CLI starts; each defines commands with ``@app.command()``.
 _COMMAND_MODULES: list[str] = [
-    "critwin.cli.train", "critwin.cli.sweep", "critwin.cli.theory", "critwin.cli.experiments",
+    "critwin.cli.train",
+    "critwin.cli.sweep",
+    "critwin.cli.theory",
+    "critwin.cli.experiments",
     "critwin.cli.demo",
 ]
 

@@ -11,7 +11,9 @@ from critwin.cli import app
 
 @app.command()
 def demo(
-    out: Path = typer.Option(Path("reports/demo"), "--out", help="Report directory (index.html, PNGs, summary.json)."),
+    out: Path = typer.Option(
+        Path("reports/demo"), "--out", help="Report directory (index.html, PNGs, summary.json)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of every random draw."),
     eps: float = typer.Option(0.1, "--eps", help="The theory's eps, in (0, 1)."),
     quick: bool = typer.Option(False, "--quick", help="Reduced sizes: a fast smoke run."),

@@ -50,9 +50,20 @@ class DemoSizes:
 
     @classmethod
     def quick(cls) -> DemoSizes:
-        return cls(fr_grid=6, fr_per_class=3, clone_trajectories=10, clone_children=2, clone_forks=4,
-                   inference_steps=20, n_boot=30, theory_grid=8, theory_outer=400, gmm_mc=600,
-                   gmm_classes=(0, 1, 7), tol=2e-2)
+        return cls(
+            fr_grid=6,
+            fr_per_class=3,
+            clone_trajectories=10,
+            clone_children=2,
+            clone_forks=4,
+            inference_steps=20,
+            n_boot=30,
+            theory_grid=8,
+            theory_outer=400,
+            gmm_mc=600,
+            gmm_classes=(0, 1, 7),
+            tol=2e-2,
+        )
 
 
 def _plt():
@@ -103,7 +114,9 @@ def theory_section(directory: Path, sizes: DemoSizes, eps: float, generator: tor
     grid = np.linspace(0.0, 8.0, sizes.theory_grid)
     tv, se, labels = [], [], []
     for t_hat in grid:
-        res = forward_reverse_tv(mix, [0], [0, 1], float(t_hat), n_outer=sizes.theory_outer, generator=generator)
+        res = forward_reverse_tv(
+            mix, [0], [0, 1], float(t_hat), n_outer=sizes.theory_outer, generator=generator
+        )
         tv.append(res["tv"])
         se.append(res["tv_se"])
         labels.append(res["label_dist"].tolist())
@@ -114,8 +127,14 @@ def theory_section(directory: Path, sizes: DemoSizes, eps: float, generator: tor
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     ax1.errorbar(grid, tv, yerr=3 * se, fmt="o-", ms=3, label="exact forward-reverse TV to p^{0,1} (±3 SE)")
     if math.isfinite(fine.t_end) and math.isfinite(fine.t_start) and fine.t_end <= fine.t_start:
-        ax1.fill_between([fine.t_end, fine.t_start], 0, fine.bound, color="tab:green", alpha=0.2,
-                         label=f"theorem: TV ≤ {fine.bound:.3f} on [T_end, T_start]")
+        ax1.fill_between(
+            [fine.t_end, fine.t_start],
+            0,
+            fine.bound,
+            color="tab:green",
+            alpha=0.2,
+            label=f"theorem: TV ≤ {fine.bound:.3f} on [T_end, T_start]",
+        )
     for value, name, style in ((fine.t_end, "T_end", "--"), (fine.t_start, "T_start", ":")):
         if math.isfinite(value):
             ax1.axvline(value, color="k", ls=style, lw=1, label=f"{name} = {value:.2f}")
@@ -125,7 +144,9 @@ def theory_section(directory: Path, sizes: DemoSizes, eps: float, generator: tor
     ax1.legend(fontsize=7)
     for k in range(4):
         ax2.plot(grid, labels[:, k], label=f"component {k}")
-    ax2.axvspan(window.lower, window.upper, color="tab:orange", alpha=0.15, label="window of {0} inside {0,1}")
+    ax2.axvspan(
+        window.lower, window.upper, color="tab:orange", alpha=0.15, label="window of {0} inside {0,1}"
+    )
     ax2.set_xlabel("noise level T̂ (OU time)")
     ax2.set_ylabel("P(output component)")
     ax2.set_title("Features are decided coarse to fine")
@@ -140,8 +161,11 @@ def theory_section(directory: Path, sizes: DemoSizes, eps: float, generator: tor
         "tree_text": tree.render(),
         "fine": {"t_end": _finite(fine.t_end), "t_start": _finite(fine.t_start), "bound": fine.bound},
         "coarse": {"t_end": _finite(coarse.t_end), "t_start": _finite(coarse.t_start), "bound": coarse.bound},
-        "window_0_in_01": {"t_after": _finite(window.lower), "t_before": _finite(window.upper),
-                           "empty": bool(window.empty)},
+        "window_0_in_01": {
+            "t_after": _finite(window.lower),
+            "t_before": _finite(window.upper),
+            "empty": bool(window.empty),
+        },
         "curve": {"t": grid.tolist(), "tv": tv.tolist(), "se": se.tolist()},
         "bound_violations_beyond_3se": violations,
     }
@@ -195,18 +219,34 @@ def digits_section(directory: Path, sizes: DemoSizes, seed: int, progress: bool)
     process = model.process(num_inference_steps=sizes.inference_steps)
     data = model.training_data()
     g = torch.Generator().manual_seed(seed)
-    picks = torch.cat([
-        torch.nonzero(data.test_labels == k).flatten()[: sizes.fr_per_class] for k in range(10)
-    ])
-    x0, y0 = data.test_images[picks], data.test_labels[picks]
+    picks = torch.cat(
+        [torch.nonzero(data.test_labels == k).flatten()[: sizes.fr_per_class] for k in range(10)]
+    )
+    x0 = data.test_images[picks]
     times = _grid_times(process, sizes.fr_grid)
 
-    fr = forward_reverse(process, x0, times, n_per_time=1, feature=feature, seed=seed, progress=progress,
-                         feature_label="shipped digit classifier")
+    fr = forward_reverse(
+        process,
+        x0,
+        times,
+        n_per_time=1,
+        feature=feature,
+        seed=seed,
+        progress=progress,
+        feature_label="shipped digit classifier",
+    )
     est = estimate_window(fr, delta=0.1, n_boot=sizes.n_boot, generator=g)
     fork_times = times[1:][:: max(1, (len(times) - 1) // sizes.clone_forks)][: sizes.clone_forks]
-    cl = clone(process, sizes.clone_trajectories, fork_times, sizes.clone_children, feature=feature, seed=seed,
-               progress=progress, feature_label="shipped digit classifier")
+    cl = clone(
+        process,
+        sizes.clone_trajectories,
+        fork_times,
+        sizes.clone_children,
+        feature=feature,
+        seed=seed,
+        progress=progress,
+        feature_label="shipped digit classifier",
+    )
     est_clone = estimate_window(cl, delta=0.1, n_boot=sizes.n_boot, generator=g)
 
     # Figure: commitment curves, overall and per class, with the estimated window.
@@ -240,14 +280,17 @@ def digits_section(directory: Path, sizes: DemoSizes, seed: int, progress: bool)
         index, _ = process.locate(t)
         noised = process.add_noise(source.expand(replicates, -1, -1, -1), index, generator=g)
         rows.append(process.decode(process.run(noised, start=index, generator=g)))
-    fig, axes = plt.subplots(replicates, len(strip_times) + 1, figsize=(1.3 * (len(strip_times) + 1), 1.4 * replicates))
+    fig, axes = plt.subplots(
+        replicates, len(strip_times) + 1, figsize=(1.3 * (len(strip_times) + 1), 1.4 * replicates)
+    )
     for r in range(replicates):
         axes[r, 0].imshow(source[0, 0].numpy(), cmap="gray_r", vmin=-1, vmax=1)
         for c, images in enumerate(rows):
             axes[r, c + 1].imshow(images[r, 0].numpy(), cmap="gray_r", vmin=-1, vmax=1)
             if r == 0:
-                axes[r, c + 1].set_title(f"t={strip_times[c]:.2f}\nstep {_step_of(process, strip_times[c])}",
-                                         fontsize=7)
+                axes[r, c + 1].set_title(
+                    f"t={strip_times[c]:.2f}\nstep {_step_of(process, strip_times[c])}", fontsize=7
+                )
     axes[0, 0].set_title("source", fontsize=7)
     for ax in axes.flat:
         ax.set_xticks([])
@@ -262,8 +305,11 @@ def digits_section(directory: Path, sizes: DemoSizes, seed: int, progress: bool)
         "times": [float(t) for t in fr.times],
         "steps": None if fr.steps is None else fr.steps.tolist(),
         "forward_reverse": {"c": est.c.tolist(), "window": _window_dict(est, process)},
-        "cloning": {"times": est_clone.times.tolist(), "c": est_clone.c.tolist(),
-                    "window": _window_dict(est_clone, process)},
+        "cloning": {
+            "times": est_clone.times.tolist(),
+            "c": est_clone.c.tolist(),
+            "window": _window_dict(est_clone, process),
+        },
         "per_class": {int(k): _window_dict(v, process) for k, v in sorted(est.per_class.items())},
         "n_sources": int(x0.shape[0]),
     }
@@ -305,19 +351,38 @@ def comparison_section(directory: Path, sizes: DemoSizes, eps: float, digits: di
     for k in theory:
         lo, hi = theory[k]["t_after"], theory[k]["t_before"]
         if lo is not None and hi is not None:
-            ax.plot([k - 0.15, k - 0.15], [lo, hi], color="tab:green", lw=6, alpha=0.6,
-                    label="theory window (fitted GMM)" if k == min(theory) else None)
+            ax.plot(
+                [k - 0.15, k - 0.15],
+                [lo, hi],
+                color="tab:green",
+                lw=6,
+                alpha=0.6,
+                label="theory window (fitted GMM)" if k == min(theory) else None,
+            )
         measured = digits["per_class"].get(k)
         if measured and measured["t_after"] is not None and measured["t_before"] is not None:
-            ax.plot([k + 0.15, k + 0.15], [measured["t_after"], measured["t_before"]], color="tab:blue", lw=6,
-                    alpha=0.6, label="measured window (forward–reverse)" if k == min(theory) else None)
+            ax.plot(
+                [k + 0.15, k + 0.15],
+                [measured["t_after"], measured["t_before"]],
+                color="tab:blue",
+                lw=6,
+                alpha=0.6,
+                label="measured window (forward–reverse)" if k == min(theory) else None,
+            )
         if measured and measured["t_half"] is not None:
             lo_ci, hi_ci = measured["t_half_ci"]
             yerr = None
             if lo_ci is not None and hi_ci is not None:
                 yerr = [[max(measured["t_half"] - lo_ci, 0)], [max(hi_ci - measured["t_half"], 0)]]
-            ax.errorbar([k + 0.15], [measured["t_half"]], yerr=yerr, fmt="o", color="k", ms=3,
-                        label="measured t½ (95% bootstrap)" if k == min(theory) else None)
+            ax.errorbar(
+                [k + 0.15],
+                [measured["t_half"]],
+                yerr=yerr,
+                fmt="o",
+                color="k",
+                ms=3,
+                label="measured t½ (95% bootstrap)" if k == min(theory) else None,
+            )
     ax.axhline(t_speciation, color="tab:red", ls="--", lw=1, label=f"speciation ½ ln Λ = {t_speciation:.2f}")
     ax.set_xticks(range(10))
     ax.set_xlabel("digit")
@@ -326,8 +391,14 @@ def comparison_section(directory: Path, sizes: DemoSizes, eps: float, digits: di
     ax.set_title("Class windows: Gaussian-mixture theory vs the trained model")
     ax.legend(fontsize=7)
     name = _save(fig, directory, "theory_vs_model.png")
-    return {"figures": [name], "theory_per_class": theory, "speciation_time": t_speciation,
-            "top_eigenvalue": top_eig, "eps": eps, "fit": "one full-covariance Gaussian per digit + 1e-3 I"}
+    return {
+        "figures": [name],
+        "theory_per_class": theory,
+        "speciation_time": t_speciation,
+        "top_eigenvalue": top_eig,
+        "eps": eps,
+        "fit": "one full-covariance Gaussian per digit + 1e-3 I",
+    }
 
 
 # ---------------------------------------------------------------------------------------- report
@@ -345,12 +416,17 @@ def _write_page(directory: Path, summary: dict) -> None:
         "bands are the critical windows of each node inside its parent."
     )
     page.figure("theory_hierarchy.png", "Hierarchy of windows (dendrogram in OU time).")
-    page.figure("theory_bound.png", "Left: exact forward-reverse TV vs the theorem's bound on [T_end, T_start]. "
-                "Right: law of the output component when starting in component 0.")
+    page.figure(
+        "theory_bound.png",
+        "Left: exact forward-reverse TV vs the theorem's bound on [T_end, T_start]. "
+        "Right: law of the output component when starting in component 0.",
+    )
     page.table(
         ["feature", "T_end", "T_start", "bound ε(1+max(1,W)/√2)"],
-        [["{0} within {0,1}", th["fine"]["t_end"], th["fine"]["t_start"], th["fine"]["bound"]],
-         ["{0,1} within all", th["coarse"]["t_end"], th["coarse"]["t_start"], th["coarse"]["bound"]]],
+        [
+            ["{0} within {0,1}", th["fine"]["t_end"], th["fine"]["t_start"], th["fine"]["bound"]],
+            ["{0,1} within all", th["coarse"]["t_end"], th["coarse"]["t_start"], th["coarse"]["bound"]],
+        ],
     )
     page.paragraph(f"Bound violations beyond 3 standard errors: {th['bound_violations_beyond_3se']}.")
 
@@ -359,19 +435,43 @@ def _write_page(directory: Path, summary: dict) -> None:
     page.heading("2. A trained model: the shipped digits DDPM")
     page.paragraph(
         f"Model {dg['model']} (conditional accuracy in its card: {dg['model_card_conditional_accuracy']}), "
-        f"sampled unconditionally with {summary['sizes']['inference_steps']} DDPM steps through the diffusers "
-        f"adapter; {dg['n_sources']} held-out test digits are noised to each level and denoised; the shipped "
+        f"sampled unconditionally with {summary['sizes']['inference_steps']} DDPM steps through the "
+        f"diffusers adapter; {dg['n_sources']} held-out test digits are noised to each level and denoised; the shipped "
         "classifier reads the class."
     )
-    page.figure("digits_commitment.png", "Commitment c(t) = P(class kept) with 95% Wilson intervals, the "
-                "cloning agreement, and the estimated window (isotonic fit of r = (c-b)/(1-b) crossing 0.9 and 0.1).")
-    page.figure("digits_strip.png", "One test digit re-generated from increasing noise levels (3 replicates).")
+    page.figure(
+        "digits_commitment.png",
+        "Commitment c(t) = P(class kept) with 95% Wilson intervals, the "
+        "cloning agreement, and the estimated window (isotonic fit of r = (c-b)/(1-b) crossing 0.9 and 0.1).",
+    )
+    page.figure(
+        "digits_strip.png", "One test digit re-generated from increasing noise levels (3 replicates)."
+    )
     rows = []
     for name, w in (("forward–reverse", fw), ("cloning", dg["cloning"]["window"])):
-        rows.append([name, w["t_after"], str(w["t_after_ci"]), w["t_before"], str(w["t_before_ci"]),
-                     str(w["steps"]["t_after"]), str(w["steps"]["t_before"])])
-    page.table(["experiment", "T_after (r=0.9)", "95% CI", "T_before (r=0.1)", "95% CI", "step at T_after",
-                "step at T_before"], rows)
+        rows.append(
+            [
+                name,
+                w["t_after"],
+                str(w["t_after_ci"]),
+                w["t_before"],
+                str(w["t_before_ci"]),
+                str(w["steps"]["t_after"]),
+                str(w["steps"]["t_before"]),
+            ]
+        )
+    page.table(
+        [
+            "experiment",
+            "T_after (r=0.9)",
+            "95% CI",
+            "T_before (r=0.1)",
+            "95% CI",
+            "step at T_after",
+            "step at T_before",
+        ],
+        rows,
+    )
 
     cp = summary["comparison"]
     page.heading("3. Theory meets the trained model")
@@ -380,12 +480,29 @@ def _write_page(directory: Path, summary: dict) -> None:
         "class's critical window from the theory, and compare with the window measured on the trained "
         f"model. Speciation time ½ ln Λ of the data covariance (Biroli et al.): {cp['speciation_time']:.3f}."
     )
-    page.figure("theory_vs_model.png", "Per-digit windows: fitted-mixture theory (green) vs measurement (blue).")
+    page.figure(
+        "theory_vs_model.png", "Per-digit windows: fitted-mixture theory (green) vs measurement (blue)."
+    )
     page.table(
-        ["digit", "theory T_after", "theory T_before", "measured T_after", "measured T_before", "measured t½"],
-        [[k, cp["theory_per_class"][k]["t_after"], cp["theory_per_class"][k]["t_before"],
-          (dg["per_class"].get(k) or {}).get("t_after"), (dg["per_class"].get(k) or {}).get("t_before"),
-          (dg["per_class"].get(k) or {}).get("t_half")] for k in cp["theory_per_class"]],
+        [
+            "digit",
+            "theory T_after",
+            "theory T_before",
+            "measured T_after",
+            "measured T_before",
+            "measured t½",
+        ],
+        [
+            [
+                k,
+                cp["theory_per_class"][k]["t_after"],
+                cp["theory_per_class"][k]["t_before"],
+                (dg["per_class"].get(k) or {}).get("t_after"),
+                (dg["per_class"].get(k) or {}).get("t_before"),
+                (dg["per_class"].get(k) or {}).get("t_half"),
+            ]
+            for k in cp["theory_per_class"]
+        ],
     )
     page.paragraph(f"Every number is in summary.json. Runtime: {summary['runtime_seconds']:.1f} s.")
     atomic_write_text(directory / "index.html", page.render())
@@ -403,7 +520,9 @@ def _check_out(out: Path) -> None:
             except (OSError, json.JSONDecodeError):
                 is_report = False
         if any(out.iterdir()) and not is_report:
-            raise ValueError(f"out {out} exists and is not an earlier critwin demo report; choose another directory")
+            raise ValueError(
+                f"out {out} exists and is not an earlier critwin demo report; choose another directory"
+            )
 
 
 def run_demo(out, *, quick: bool = False, seed: int = 0, eps: float = 0.1, progress: bool = True) -> dict:
