@@ -436,8 +436,8 @@ def _write_page(directory: Path, summary: dict) -> None:
     page.paragraph(
         f"Model {dg['model']} (conditional accuracy in its card: {dg['model_card_conditional_accuracy']}), "
         f"sampled unconditionally with {summary['sizes']['inference_steps']} DDPM steps through the "
-        f"diffusers adapter; {dg['n_sources']} held-out test digits are noised to each level and denoised; the shipped "
-        "classifier reads the class."
+        f"diffusers adapter; {dg['n_sources']} held-out test digits are noised to each level and denoised; "
+        "the shipped classifier reads the class."
     )
     page.figure(
         "digits_commitment.png",
