@@ -90,10 +90,6 @@ def _normal_quantile(level: float) -> float:
     return math.sqrt(2.0) * torch.erfinv(torch.tensor(level, dtype=torch.float64)).item()
 
 
-def _phi_cdf(x: float) -> float:
-    return 0.5 * math.erfc(-x / math.sqrt(2.0))
-
-
 # ---------------------------------------------------------------------------------------- Gaussian pairs
 def _as_cov(cov, d: int, name: str) -> torch.Tensor:
     """A (d, d) float64 covariance from None (identity), a scalar, a (d,) diagonal or a (d, d) matrix."""

@@ -28,6 +28,7 @@ _COMMAND_MODULES: list[str] = [
     "critwin.cli.theory",
     "critwin.cli.experiments",
     "critwin.cli.demo",
+    "critwin.cli.diagnostics",
 ]
 
 

@@ -197,7 +197,7 @@ def clone(
     if (requested <= 0).any():
         raise ValueError("times must be > 0: a fork at t = 0 is the finished sample")
     chunk = check_chunk_size(chunk_size, DEFAULT_CHUNK)
-    cond = check_cond(cond, n_trajectories)
+    cond = check_cond(cond)
     feature_fn = resolve_feature(feature, process)
     check_resumable(out, seed, generator)
     base_seed = resolve_seed(seed, generator)

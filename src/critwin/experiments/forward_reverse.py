@@ -209,7 +209,7 @@ def forward_reverse(
     requested = check_requested_times(times)
     n_per_time = check_positive_int(n_per_time, "n_per_time")
     chunk = check_chunk_size(chunk_size, DEFAULT_CHUNK)
-    cond = check_cond(cond, x0.shape[0])
+    cond = check_cond(cond)
     feature_fn = resolve_feature(feature, process)
     check_resumable(out, seed, generator)
     base_seed = resolve_seed(seed, generator)

@@ -189,7 +189,7 @@ def search_window(
     batch = check_positive_int(batch, "batch")
     max_per_probe = check_positive_int(max_per_probe, "max_per_probe")
     level = check_eps(level, "level")
-    cond = check_cond(cond, x0.shape[0])
+    cond = check_cond(cond)
     feature_fn = resolve_feature(feature, process)
     base_seed = resolve_seed(seed, generator)
     grid_hi = process.times[:-1].max().item()

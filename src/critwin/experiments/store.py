@@ -400,7 +400,8 @@ def check_model_shape(z0: torch.Tensor, process, name: str = "x0") -> torch.Tens
     return z0
 
 
-def check_cond(cond, n_rows: int) -> dict[str, Any]:
+def check_cond(cond) -> dict[str, Any]:
+    """``cond`` as a dict (empty for None); which tensors are per sample is decided by :func:`select_cond`."""
     if cond is None:
         return {}
     if not isinstance(cond, Mapping):

@@ -1,0 +1,1 @@
+"""Diagnostics built on windows (THEORY §8): privacy (memorisation commits early)."""

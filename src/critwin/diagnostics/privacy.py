@@ -1,0 +1,206 @@
+"""Privacy: memorised samples commit early (THEORY §8).
+
+A training image that a model memorised is regenerated from much larger noise levels than an image
+it never saw: its forward–reverse commitment curve (the probability that the output stays closest to
+its own source) stays near 1 up to a large OU time. The *commitment time* of a source — the OU time
+where its isotonic curve falls to ``level`` (½) — is therefore a membership score. As for any
+membership-inference claim (Carlini et al.; LANDSCAPE.md) it is reported as ROC-AUC with a bootstrap
+CI and as the TPR at a false-positive rate calibrated on a *separate* set of non-members.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from critwin._validation import check_positive_int
+from critwin.experiments.estimation import crossing_time, isotonic_decreasing
+from critwin.experiments.forward_reverse import ForwardReverseResult, forward_reverse
+from critwin.features import SourceSimilarity
+
+__all__ = ["commitment_times", "roc_auc", "tpr_at_fpr", "MembershipAudit", "membership_audit"]
+
+
+def commitment_times(result: ForwardReverseResult, level: float = 0.5) -> np.ndarray:
+    """Per-source OU time where the isotonic fit of its commitment curve falls to ``level``.
+
+    Parameters
+    ----------
+    result : a forward–reverse result (several replicates per source make the curve finer).
+    level : in (0, 1).
+
+    Returns
+    -------
+    (N,) float array: ``-inf`` where the source is lost already at the smallest time, ``+inf`` where
+    it is kept at the largest.
+    """
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    order = np.argsort(result.times.numpy())
+    times = result.times.numpy()[order]
+    kept = result.kept().numpy()[order].astype(float)  # (T, M)
+    ids = result.source_ids.numpy()
+    n_sources = int(ids.max()) + 1
+    out = np.empty(n_sources)
+    for source in range(n_sources):
+        curve = kept[:, ids == source].mean(1)
+        out[source] = crossing_time(times, isotonic_decreasing(curve), level)
+    return out
+
+
+def roc_auc(positives, negatives) -> float:
+    """Mann–Whitney estimate of ``P(score_pos > score_neg) + P(tie)/2`` (infinite scores allowed)."""
+    pos, neg = np.asarray(positives, dtype=float), np.asarray(negatives, dtype=float)
+    if pos.size == 0 or neg.size == 0:
+        raise ValueError("positives and negatives must both be non-empty")
+    greater = (pos[:, None] > neg[None, :]).mean()
+    ties = (pos[:, None] == neg[None, :]).mean()
+    return float(greater + 0.5 * ties)
+
+
+def tpr_at_fpr(positives, calibration_negatives, test_negatives, fpr: float = 0.01) -> dict[str, float]:
+    """Threshold at the ``1 - fpr`` quantile of calibration non-members; rates on held-out sets."""
+    if not 0.0 < fpr < 1.0:
+        raise ValueError(f"fpr must lie in (0, 1), got {fpr}")
+    calib = np.sort(np.asarray(calibration_negatives, dtype=float))
+    if calib.size == 0:
+        raise ValueError("calibration_negatives must be non-empty")
+    # The smallest threshold that at most a fraction fpr of calibration non-members exceed.
+    k = min(calib.size - 1, int(math.ceil((1.0 - fpr) * calib.size)) - 1)
+    threshold = calib[max(k, 0)]
+    pos = np.asarray(positives, dtype=float)
+    neg = np.asarray(test_negatives, dtype=float)
+    return {
+        "threshold": float(threshold),
+        "tpr": float((pos > threshold).mean()),
+        "fpr_held_out": float((neg > threshold).mean()) if neg.size else float("nan"),
+        "target_fpr": fpr,
+    }
+
+
+@dataclass
+class MembershipAudit:
+    """Result of :func:`membership_audit`.
+
+    Attributes
+    ----------
+    times : (T,) realised OU times.  member_curve, nonmember_curve : (T,) mean commitment curves.
+    member_scores, calibration_scores, test_scores : commitment times of members, of the calibration
+        non-members and of the held-out non-members.
+    auc, auc_ci : ROC-AUC of members vs held-out non-members and its bootstrap interval.
+    operating_point : threshold (from calibration non-members), TPR and held-out FPR.
+    """
+
+    times: np.ndarray
+    member_curve: np.ndarray
+    nonmember_curve: np.ndarray
+    member_scores: np.ndarray
+    calibration_scores: np.ndarray
+    test_scores: np.ndarray
+    auc: float
+    auc_ci: tuple[float, float]
+    operating_point: dict[str, float]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        def finite(values):
+            return [float(v) if np.isfinite(v) else (None if np.isnan(v) else (1e308 if v > 0 else -1e308))
+                    for v in np.asarray(values, dtype=float)]
+
+        return {
+            "times": finite(self.times),
+            "member_curve": finite(self.member_curve),
+            "nonmember_curve": finite(self.nonmember_curve),
+            "member_scores": finite(self.member_scores),
+            "calibration_scores": finite(self.calibration_scores),
+            "test_scores": finite(self.test_scores),
+            "auc": self.auc,
+            "auc_ci": list(self.auc_ci),
+            "operating_point": self.operating_point,
+            "metadata": self.metadata,
+        }
+
+
+def membership_audit(
+    model,
+    members: torch.Tensor,
+    nonmembers: torch.Tensor,
+    times,
+    *,
+    n_per_time: int = 4,
+    calibration_fraction: float = 0.5,
+    threshold: float | None = None,
+    level: float = 0.5,
+    fpr: float = 0.01,
+    n_boot: int = 500,
+    sampler: str | None = None,
+    seed: int = 0,
+    cond: dict[str, Any] | None = None,
+    progress: bool = False,
+) -> MembershipAudit:
+    """Membership inference by commitment time, calibrated on non-members.
+
+    Parameters
+    ----------
+    model : a mixture (with ``sampler``) or any :class:`~critwin.ReverseProcess`.
+    members : (M, ...) training samples.  nonmembers : (N, ...) samples the model never saw (N >= 2).
+    times : OU times of the forward–reverse sweep.
+    n_per_time : replicates per source and time.
+    calibration_fraction : fraction of ``nonmembers`` used only to set the decision threshold.
+    threshold : an output counts as "its own source" only within this L2 distance (None: nearest).
+    level : commitment-curve level defining the commitment time.
+    fpr : target false-positive rate of the operating point.
+    n_boot : bootstrap replicates of the AUC interval.
+    sampler, seed, cond, progress : passed to :func:`critwin.forward_reverse`.
+
+    Returns
+    -------
+    MembershipAudit
+    """
+    members = torch.as_tensor(members)
+    nonmembers = torch.as_tensor(nonmembers)
+    if members.ndim < 2 or members.shape[0] == 0:
+        raise ValueError("members must be a non-empty batch (M, ...)")
+    if nonmembers.ndim < 2 or nonmembers.shape[0] < 2 or nonmembers.shape[1:] != members.shape[1:]:
+        raise ValueError("nonmembers must be a batch of at least 2 samples shaped like members")
+    if not 0.0 < calibration_fraction < 1.0:
+        raise ValueError(f"calibration_fraction must lie in (0, 1), got {calibration_fraction}")
+    n_boot = check_positive_int(n_boot, "n_boot")
+    sources = torch.cat([members, nonmembers.to(members.dtype)])
+    feature = SourceSimilarity(sources, threshold=threshold)
+    result = forward_reverse(
+        model, sources, times, n_per_time=n_per_time, feature=feature, sampler=sampler, seed=seed,
+        cond=cond, progress=progress, feature_label=feature.name,
+    )
+    scores = commitment_times(result, level)
+    n_members = members.shape[0]
+    rng = np.random.default_rng(seed)
+    permuted = rng.permutation(nonmembers.shape[0]) + n_members
+    n_calib = min(max(1, int(round(calibration_fraction * nonmembers.shape[0]))), nonmembers.shape[0] - 1)
+    calib_ids, test_ids = permuted[:n_calib], permuted[n_calib:]
+    member_scores, calib_scores, test_scores = scores[:n_members], scores[calib_ids], scores[test_ids]
+    auc = roc_auc(member_scores, test_scores)
+    boot = [
+        roc_auc(rng.choice(member_scores, member_scores.size), rng.choice(test_scores, test_scores.size))
+        for _ in range(n_boot)
+    ]
+    kept = result.kept().double()
+    is_member = result.source_ids < n_members
+    order = np.argsort(result.times.numpy())
+    return MembershipAudit(
+        times=result.times.numpy()[order],
+        member_curve=kept[:, is_member].mean(1).numpy()[order],
+        nonmember_curve=kept[:, ~is_member].mean(1).numpy()[order],
+        member_scores=member_scores,
+        calibration_scores=calib_scores,
+        test_scores=test_scores,
+        auc=auc,
+        auc_ci=(float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))),
+        operating_point=tpr_at_fpr(member_scores, calib_scores, test_scores, fpr),
+        metadata={"feature": feature.name, "level": level, "n_per_time": n_per_time, "seed": seed,
+                  "process": result.metadata.get("process")},
+    )
