@@ -12,8 +12,10 @@ TIMES = [0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.8, 1.2, 2.0]
 
 def _data(d=8, n_members=20, n_non=40, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(n_members, d, generator=g, dtype=torch.float64),
-            torch.randn(n_non, d, generator=g, dtype=torch.float64))
+    return (
+        torch.randn(n_members, d, generator=g, dtype=torch.float64),
+        torch.randn(n_non, d, generator=g, dtype=torch.float64),
+    )
 
 
 def test_memorising_score_separates_members_and_matches_collapse_time():
@@ -51,7 +53,9 @@ def test_bad_input():
     with pytest.raises(ValueError, match="nonmembers"):
         membership_audit(EmpiricalMixture(members), members, non[:1], TIMES, sampler="exact")
     with pytest.raises(ValueError, match="calibration_fraction"):
-        membership_audit(EmpiricalMixture(members), members, non, TIMES, sampler="exact", calibration_fraction=1.0)
+        membership_audit(
+            EmpiricalMixture(members), members, non, TIMES, sampler="exact", calibration_fraction=1.0
+        )
     with pytest.raises(ValueError, match="fpr"):
         tpr_at_fpr([1.0], [1.0], [1.0], fpr=0.0)
 
@@ -66,8 +70,9 @@ def test_digits_memorising_model_is_flagged_and_the_main_model_much_less():
         process = model.process(num_inference_steps=20)
         members = data.train_images[:16]
         non = data.test_images[:32]
-        audit = membership_audit(process, members, non, [0.05, 0.3, 0.8, 1.5, 2.5], n_per_time=2, seed=0,
-                                 n_boot=200)
+        audit = membership_audit(
+            process, members, non, [0.05, 0.3, 0.8, 1.5, 2.5], n_per_time=2, seed=0, n_boot=200
+        )
         results[name] = audit
     assert results["digits-memorise"].auc >= 0.9
     assert results["digits"].auc < results["digits-memorise"].auc

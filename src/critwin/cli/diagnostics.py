@@ -21,7 +21,9 @@ def _parse_times(text: str) -> list[float]:
 def privacy(
     model: str = typer.Option("digits-memorise", "--model", help="Shipped model: digits or digits-memorise."),
     members: int = typer.Option(20, "--members", help="Training images audited as members."),
-    nonmembers: int = typer.Option(40, "--nonmembers", help="Held-out images (half calibrate the threshold)."),
+    nonmembers: int = typer.Option(
+        40, "--nonmembers", help="Held-out images (half calibrate the threshold)."
+    ),
     times: str = typer.Option("0.05,0.3,0.8,1.5,2.5", "--times", help="Comma-separated OU times."),
     steps: int = typer.Option(20, "--steps", help="Sampler steps."),
     replicates: int = typer.Option(2, "--replicates", help="Forward-reverse replicates per image and time."),

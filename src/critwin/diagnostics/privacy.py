@@ -108,8 +108,10 @@ class MembershipAudit:
 
     def to_dict(self) -> dict[str, Any]:
         def finite(values):
-            return [float(v) if np.isfinite(v) else (None if np.isnan(v) else (1e308 if v > 0 else -1e308))
-                    for v in np.asarray(values, dtype=float)]
+            return [
+                float(v) if np.isfinite(v) else (None if np.isnan(v) else (1e308 if v > 0 else -1e308))
+                for v in np.asarray(values, dtype=float)
+            ]
 
         return {
             "times": finite(self.times),
@@ -173,8 +175,16 @@ def membership_audit(
     sources = torch.cat([members, nonmembers.to(members.dtype)])
     feature = SourceSimilarity(sources, threshold=threshold)
     result = forward_reverse(
-        model, sources, times, n_per_time=n_per_time, feature=feature, sampler=sampler, seed=seed,
-        cond=cond, progress=progress, feature_label=feature.name,
+        model,
+        sources,
+        times,
+        n_per_time=n_per_time,
+        feature=feature,
+        sampler=sampler,
+        seed=seed,
+        cond=cond,
+        progress=progress,
+        feature_label=feature.name,
     )
     scores = commitment_times(result, level)
     n_members = members.shape[0]
@@ -201,6 +211,11 @@ def membership_audit(
         auc=auc,
         auc_ci=(float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))),
         operating_point=tpr_at_fpr(member_scores, calib_scores, test_scores, fpr),
-        metadata={"feature": feature.name, "level": level, "n_per_time": n_per_time, "seed": seed,
-                  "process": result.metadata.get("process")},
+        metadata={
+            "feature": feature.name,
+            "level": level,
+            "n_per_time": n_per_time,
+            "seed": seed,
+            "process": result.metadata.get("process"),
+        },
     )
