@@ -35,16 +35,16 @@ MARKER = "critwin_demo"
 class DemoSizes:
     """Work sizes: ``full`` for ``critwin demo``, ``quick`` for tests."""
 
-    fr_grid: int = 12
-    fr_per_class: int = 10
-    clone_trajectories: int = 40
-    clone_children: int = 3
-    clone_forks: int = 8
+    fr_grid: int = 16
+    fr_per_class: int = 24
+    clone_trajectories: int = 96
+    clone_children: int = 4
+    clone_forks: int = 10
     inference_steps: int = 50
     n_boot: int = 200
     theory_grid: int = 24
     theory_outer: int = 2000
-    gmm_mc: int = 2000
+    gmm_mc: int = 5000
     gmm_classes: tuple[int, ...] = tuple(range(10))
     tol: float = 1e-3
 
@@ -236,7 +236,9 @@ def digits_section(directory: Path, sizes: DemoSizes, seed: int, progress: bool)
         feature_label="shipped digit classifier",
     )
     est = estimate_window(fr, delta=0.1, n_boot=sizes.n_boot, generator=g)
-    fork_times = times[1:][:: max(1, (len(times) - 1) // sizes.clone_forks)][: sizes.clone_forks]
+    ascending = sorted(times)[:-1]  # forking at the very first grid point would share no prefix
+    picks = np.unique(np.linspace(0, len(ascending) - 1, sizes.clone_forks).round().astype(int))
+    fork_times = [ascending[i] for i in picks]
     cl = clone(
         process,
         sizes.clone_trajectories,
@@ -272,7 +274,7 @@ def digits_section(directory: Path, sizes: DemoSizes, seed: int, progress: bool)
     curve_fig = _save(fig, directory, "digits_commitment.png")
 
     # Figure: one test digit re-generated from increasing noise levels.
-    strip_times = times[:: max(1, len(times) // 7)][:7]
+    strip_times = sorted(times[:: max(1, len(times) // 7)][:7])  # increasing noise, left to right
     source = x0[[3 * sizes.fr_per_class]]  # the first "3"
     replicates = 3
     rows = []
