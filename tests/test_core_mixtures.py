@@ -237,3 +237,18 @@ def test_bad_calls_name_the_argument():
         mix.subset([0, 5])
     with pytest.raises(ValueError, match="n must be"):
         mix.sample(0)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_fused_and_chunked_paths_agree_with_the_plain_ones(kind, random_mixture, monkeypatch):
+    mix = random_mixture(kind, K=5, d=6, seed=12)
+    x = 2 * torch.randn(30, 6, generator=torch.Generator().manual_seed(13), dtype=torch.float64)
+    score, post = mix.score_and_posterior(x, 0.3)
+    torch.testing.assert_close(score, mix.score(x, 0.3), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(post, mix.posterior(x, 0.3), rtol=1e-10, atol=1e-14)
+    both = mix.score_and_denoise(x, 0.3)
+    monkeypatch.setattr(mixtures_module, "_CHUNK_ELEMENTS", 40)  # several component and row chunks
+    monkeypatch.setattr(mixtures_module, "_ROW_CHUNK", 7)
+    torch.testing.assert_close(mix.score(x, 0.3), both[0], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(mix.denoise(x, 0.3), both[1], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(mix.log_prob(x, 0.3), reference(mix, 0.3).log_prob(x), rtol=1e-10, atol=1e-10)

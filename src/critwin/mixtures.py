@@ -22,6 +22,7 @@ __all__ = ["GaussianMixture", "EmpiricalMixture"]
 _LOG_2PI = math.log(2 * math.pi)
 # Upper bound on the number of elements of the temporaries a chunk may create (~64 MiB in float32).
 _CHUNK_ELEMENTS = 2**24
+_ROW_CHUNK = 8192
 
 
 def _ou_coefficients(t: float) -> tuple[float, float]:
@@ -220,7 +221,8 @@ class GaussianMixture:
         K, d = self.n_components, self.dim
         per_pair = d if self._kind == "full" else 1
         k_chunk = max(1, min(K, _CHUNK_ELEMENTS // (per_pair * 64)))
-        rows = max(1, min(n, _CHUNK_ELEMENTS // (k_chunk * per_pair)))
+        # Rows are also capped so that (rows, d) temporaries are reused by the allocator, not re-mapped.
+        rows = max(1, min(n, _ROW_CHUNK, _CHUNK_ELEMENTS // (k_chunk * per_pair)))
         return rows, k_chunk
 
     def _time_terms(self, t: float, sl: slice):
@@ -228,7 +230,8 @@ class GaussianMixture:
         return a, s2, a * a * self._var[sl] + s2
 
     def _weighted_log_density(self, x: torch.Tensor, t: float, sl: slice, x_sq=None):
-        """``log w_i + log p_t^i(x)`` for components ``sl``: (m, k); plus the rotated residuals for full.
+        """``log w_i + log p_t^i(x)`` for components ``sl``: (m, k); for full covariances also the
+        residuals in each eigenbasis divided by the noised eigenvalues, ``U_i^T (x - a mu_i) / lam_i(t)``.
 
         ``x_sq`` (m,) is ``|x|^2`` (isotropic) or ``x^2`` (diagonal), computed once per row chunk.
         """
@@ -238,7 +241,7 @@ class GaussianMixture:
         z = None
         if self._kind == "iso":
             if x_sq is None:
-                x_sq = (x * x).sum(1)
+                x_sq = torch.linalg.vecdot(x, x)
             # |x - mu|^2 = |x|^2 - 2 x.mu + |mu|^2 as one fused GEMM: the irreducible (n x d)(d x k) work.
             sq = torch.addmm((mu * mu).sum(1).unsqueeze(0), x, mu.T, alpha=-2.0)
             sq.add_(x_sq.unsqueeze(1)).clamp_(min=0).div_(var_t)
@@ -251,15 +254,20 @@ class GaussianMixture:
             sq.addmm_(x_sq, inv.T).clamp_(min=0)
             log_det = torch.log(var_t).sum(1)
         else:
+            # Rotate x into every component's eigenbasis with one (m x d)(d x k*d) GEMM; z is (m, k, d).
             U = self._evecs[sl]
-            z = torch.einsum("md,kde->mke", x, U) - torch.einsum("kd,kde->ke", mu, U)
-            sq = (z * z / var_t).sum(-1)
+            k = U.shape[0]
+            z = (x @ U.permute(1, 0, 2).reshape(d, k * d)).view(x.shape[0], k, d)
+            z.sub_(torch.bmm(mu.unsqueeze(1), U).squeeze(1))
+            scaled = z / var_t
+            sq = (scaled * z).sum(-1)
             log_det = torch.log(var_t).sum(1)
+            z = scaled
         return sq.add_(log_det + d * _LOG_2PI).mul_(-0.5).add_(self._log_weights[sl]), z
 
     def _row_square(self, x):
         if self._kind == "iso":
-            return (x * x).sum(1)
+            return torch.linalg.vecdot(x, x)
         return x * x if self._kind == "diag" else None
 
     # ------------------------------------------------------------------ densities and posteriors
@@ -308,6 +316,27 @@ class GaussianMixture:
         """Posterior mean ``E[X_0 | X_t = x]`` (Tweedie): (..., d)."""
         return self._reduce(x, t, want="denoise")
 
+    def score_and_posterior(self, x, t) -> tuple[torch.Tensor, torch.Tensor]:
+        """Score (..., d) and responsibilities (..., K) from one evaluation of the component densities.
+
+        For isotropic and diagonal components this is the irreducible work: one (n x d)(d x K) product
+        for the squared distances and one (n x K)(K x d) product for the posterior-weighted means.
+        """
+        if self._kind == "full":
+            return self.score(x, t), self.posterior(x, t)
+        post = self.posterior(x, t)
+        t = check_time(t)
+        flat, lead = self._prepare(x)
+        a, s2, var_t = self._time_terms(t, slice(None))
+        p = post.reshape(flat.shape[0], -1)
+        inv = 1.0 / var_t
+        mean_over_var = p @ (self._means * (inv if inv.ndim == 2 else inv.unsqueeze(1)))
+        inv_var = p @ inv
+        score = mean_over_var.mul_(a).addcmul_(
+            flat, inv_var if inv_var.ndim == 2 else inv_var.unsqueeze(1), value=-1.0
+        )
+        return score.reshape(*lead, self.dim), post
+
     def score_and_denoise(self, x, t) -> tuple[torch.Tensor, torch.Tensor]:
         """Both in one pass over the components."""
         return self._reduce(x, t, want="both")
@@ -340,12 +369,14 @@ class GaussianMixture:
                 total = total * rescale + p.sum(1)
                 run_max = new_max
                 if want != "log_prob":
-                    terms = self._moment_terms(p, z, t, sl)
+                    terms = self._moment_terms(p, z, t, sl, want)
                     if acc is None:
                         acc = terms
                     else:
                         acc = tuple(
-                            old * (rescale.unsqueeze(1) if old.ndim == 2 else rescale) + new
+                            None
+                            if old is None
+                            else old * (rescale.unsqueeze(1) if old.ndim == 2 else rescale) + new
                             for old, new in zip(acc, terms, strict=True)
                         )
             lse[r0 : r0 + m] = run_max + torch.log(total)
@@ -353,7 +384,7 @@ class GaussianMixture:
                 continue
             norm = total.unsqueeze(1)
             if self._kind == "full":
-                score_r, denoise_r = acc[0] / norm, acc[1] / norm
+                score_r, denoise_r = (None if v is None else v / norm for v in acc)
             else:
                 inv_var, mean_over_var, sig_over_var = (v / (norm if v.ndim == 2 else total) for v in acc)
                 if inv_var.ndim == 1:
@@ -376,7 +407,7 @@ class GaussianMixture:
             return denoised.reshape(shape)
         return score.reshape(shape), denoised.reshape(shape)
 
-    def _moment_terms(self, p, z, t, sl):
+    def _moment_terms(self, p, z, t, sl, want: str = "both"):
         """Unnormalised posterior-weighted sums for one chunk of components.
 
         Isotropic/diagonal: sum p/v_t, sum p mu/v_t, sum p Sigma/v_t (score = -x A + a B,
@@ -385,11 +416,16 @@ class GaussianMixture:
         a, s2, var_t = self._time_terms(t, sl)
         mu = self._means[sl]
         if self._kind == "full":
+            # Back to the data basis with one (m x k*d)(k*d x d) GEMM per sum.
             U = self._evecs[sl]
-            g = z / var_t
-            score_sum = -torch.einsum("mk,mke,kde->md", p, g, U)
-            shrink = torch.einsum("mk,mke,kde->md", p, a * self._var[sl] * g, U)
-            return score_sum, p @ mu + shrink
+            k, d = U.shape[0], self.dim
+            back = U.transpose(1, 2).reshape(k * d, d)
+            weighted = z * p.unsqueeze(-1)
+            score_sum = -(weighted.reshape(-1, k * d) @ back) if want != "denoise" else None
+            if want == "score":
+                return score_sum, None
+            shrink = (weighted.mul_(a * self._var[sl])).reshape(-1, k * d) @ back
+            return score_sum, shrink.addmm_(p, mu)
         inv = 1.0 / var_t
         return p @ inv, p @ (mu * (inv if inv.ndim == 2 else inv.unsqueeze(1))), p @ (self._var[sl] * inv)
 
