@@ -11,7 +11,7 @@ Names are imported lazily (diffusers loads only when a model is used).
 
 from __future__ import annotations
 
-import importlib
+from critwin._lazy import lazy_exports
 
 _EXPORTS = {
     "DigitsData": "critwin.models.data",
@@ -35,14 +35,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'critwin.models' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__ = lazy_exports("critwin.models", _EXPORTS, globals())
