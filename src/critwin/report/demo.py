@@ -430,7 +430,10 @@ def _write_page(directory: Path, summary: dict) -> None:
             ["{0,1} within all", th["coarse"]["t_end"], th["coarse"]["t_start"], th["coarse"]["bound"]],
         ],
     )
-    page.paragraph(f"Bound violations beyond 3 standard errors: {th['bound_violations_beyond_3se']}.")
+    page.paragraph(
+        f"Bound violations beyond 3 standard errors: {th['bound_violations_beyond_3se']}. "
+        "(n/a: infinite — the whole mixture has no complement to be separated from.)"
+    )
 
     dg = summary["digits"]
     fw = dg["forward_reverse"]["window"]
@@ -455,11 +458,11 @@ def _write_page(directory: Path, summary: dict) -> None:
             [
                 name,
                 w["t_after"],
-                str(w["t_after_ci"]),
+                w["t_after_ci"],
                 w["t_before"],
-                str(w["t_before_ci"]),
-                str(w["steps"]["t_after"]),
-                str(w["steps"]["t_before"]),
+                w["t_before_ci"],
+                w["steps"]["t_after"],
+                w["steps"]["t_before"],
             ]
         )
     page.table(
@@ -474,6 +477,8 @@ def _write_page(directory: Path, summary: dict) -> None:
         ],
         rows,
     )
+
+    page.paragraph("n/a: the fitted curve does not cross that level within the measured noise levels.")
 
     cp = summary["comparison"]
     page.heading("3. Theory meets the trained model")

@@ -7,8 +7,12 @@ import math
 
 
 def _cell(value) -> str:
+    if value is None:
+        return "n/a"
     if isinstance(value, float):
         return "n/a" if not math.isfinite(value) else f"{value:.3g}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_cell(v) for v in value) + "]"
     return html.escape(str(value))
 
 
