@@ -263,3 +263,26 @@ def test_shipped_card_metrics_are_reproducible(digits, classifier):
         again["unconditional_class_histogram"], card["unconditional_class_histogram"], strict=True
     ):
         assert got == pytest.approx(want, abs=0.01)
+
+
+def test_forward_reverse_keeps_the_class_at_small_t_and_falls_to_the_base_rate(digits, classifier):
+    from critwin.experiments.forward_reverse import forward_reverse
+    from critwin.models.classifier import classifier_feature
+
+    data = digits.training_data()
+    picks = torch.cat([torch.nonzero(data.test_labels == k).flatten()[:10] for k in range(10)])
+    process = digits.process(num_inference_steps=50)
+    res = forward_reverse(
+        process,
+        data.test_images[picks],
+        [0.02, 4.4],
+        feature=classifier_feature(classifier),
+        seed=0,
+        progress=False,
+    )
+    kept = res.agreement
+    # With 10 sources per digit the base rate is sum_k 0.1 q_k = 0.1 whatever the model's class law q:
+    # at t = 4.4 (signal e^-4.4 ~ 0.012) the output is an unconditional sample. Binomial SE at n = 100: 0.03.
+    base = 0.1
+    assert kept[0] >= 0.9
+    assert abs(kept[1] - base) <= 4 * (base * (1 - base) / 100) ** 0.5
