@@ -84,6 +84,9 @@ _EXPORTS = {
     "classifier_feature": "critwin.models.classifier",
     "load_digits_data": "critwin.models.data",
     "nearest_neighbour_distance": "critwin.models.data",
+    # diagnostics
+    "membership_audit": "critwin.diagnostics.privacy",
+    "rebalance": "critwin.diagnostics.fairness",
     "zero_shot_clip": "critwin.features",
 }
 
