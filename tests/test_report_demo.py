@@ -11,7 +11,7 @@ def test_quick_demo_writes_every_promised_file(tmp_path):
     summary = run_demo(out, quick=True, seed=0, progress=False)
     html = (out / "index.html").read_text()
     figures = re.findall(r'<img src="([^"]+)"', html)
-    assert len(figures) == 5
+    assert len(figures) == 6
     for name in figures:
         assert (out / name).stat().st_size > 1000 and name.endswith(".png")
     on_disk = json.loads((out / "summary.json").read_text())

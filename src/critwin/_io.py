@@ -6,6 +6,7 @@ A crash or a user error never leaves a partial result file behind.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from contextlib import contextmanager
@@ -46,18 +47,29 @@ def atomic_write_bytes(path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def json_text(obj, indent: int | None = 2) -> str:
+    """Strict JSON: tensors and arrays become lists and non-finite floats ``null``, so any parser reads it."""
+    return json.dumps(_plain(obj), indent=indent, allow_nan=False)
+
+
 def atomic_write_json(path, obj, indent: int = 2) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=False, default=_json_default) + "\n")
+    atomic_write_text(path, json_text(obj, indent) + "\n")
 
 
-def _json_default(obj):
+def _plain(obj):
     import numpy as np
     import torch
 
-    if isinstance(obj, torch.Tensor):
-        return obj.tolist()
-    if isinstance(obj, (np.ndarray, np.generic)):
-        return obj.tolist()
+    if isinstance(obj, (torch.Tensor, np.ndarray, np.generic)):
+        obj = obj.tolist()
     if isinstance(obj, Path):
         return str(obj)
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if obj is None or isinstance(obj, (str, int, bool)):
+        return obj
     raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")

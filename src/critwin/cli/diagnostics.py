@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -26,7 +25,7 @@ def privacy(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a summary."),
 ) -> None:
     """Memorised images commit early: ROC-AUC of commitment times, members vs held-out non-members."""
-    from critwin._io import atomic_write_json
+    from critwin._io import atomic_write_json, json_text
     from critwin._validation import check_positive_int
     from critwin.diagnostics.privacy import membership_audit
     from critwin.models.digits import load_digits_model
@@ -54,7 +53,7 @@ def privacy(
     if out is not None:
         atomic_write_json(out, report)
     if as_json:
-        typer.echo(json.dumps(report))
+        typer.echo(json_text(report, indent=None))
         return
     op = audit.operating_point
     typer.echo(
@@ -76,7 +75,7 @@ def fairness(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a summary."),
 ) -> None:
     """Rebalance the digit class of the shipped DDPM by acting only at its window (--fork-time)."""
-    from critwin._io import atomic_write_json
+    from critwin._io import atomic_write_json, json_text
     from critwin._validation import check_positive_int
     from critwin.diagnostics.fairness import rebalance
     from critwin.models.classifier import classifier_feature
@@ -98,7 +97,7 @@ def fairness(
     if out is not None:
         atomic_write_json(out, report)
     if as_json:
-        typer.echo(json.dumps(report))
+        typer.echo(json_text(report, indent=None))
         return
     typer.echo(
         f"fork at OU time {result.fork_time:.3f} (step {result.fork_step}): TV to target "

@@ -46,12 +46,16 @@ def estimate_command(
     """Commitment curve, base rate, window endpoints with bootstrap CIs, jump rule and per-class windows."""
     import torch
 
-    from critwin._io import atomic_write_json
+    from critwin._io import atomic_write_json, json_text
     from critwin.experiments.estimation import estimate_window
 
     result = load_result(result_dir)
     estimate = estimate_window(
-        result, delta=delta, base_rate=base_rate, n_boot=n_boot, level=level,
+        result,
+        delta=delta,
+        base_rate=base_rate,
+        n_boot=n_boot,
+        level=level,
         generator=torch.Generator().manual_seed(seed),
     )
     summary = estimate.to_dict()
@@ -59,7 +63,7 @@ def estimate_command(
     if out is not None:
         atomic_write_json(out, summary)
     if as_json:
-        typer.echo(json.dumps(summary, default=str))
+        typer.echo(json_text(summary, indent=None))
         return
     typer.echo(f"{'t':>8} {'c':>7} {'c_lo':>7} {'c_hi':>7} {'r_fit':>7}")
     for t, c, lo, hi, r in zip(

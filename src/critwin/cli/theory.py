@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 
+from critwin._io import json_text
 from critwin.cli import app
 from critwin.cli._common import fmt_time, parse_list
 
@@ -45,7 +45,7 @@ def window_command(
     win = critical_window(mixture, after_set, before_set, eps, n=n, generator=g)
     times = transition_times(mixture, win.after, win.before, eps, n=n, generator=g)
     if as_json:
-        typer.echo(json.dumps({"window": win.to_dict(), "transition_times": times.to_dict()}))
+        typer.echo(json_text({"window": win.to_dict(), "transition_times": times.to_dict()}, indent=None))
         return
     from rich.console import Console
     from rich.markup import escape
@@ -96,7 +96,7 @@ def hierarchy_command(
 
         plt.close(tree.plot(path=plot))
     if as_json:
-        typer.echo(json.dumps(tree.to_dict()))
+        typer.echo(json_text(tree.to_dict(), indent=None))
         return
     typer.echo(tree.render())
 
@@ -119,7 +119,7 @@ def validate_command(
     result = validate(out, quick=quick, eps=eps, seed=seed)
     s = result.summary
     if as_json:
-        typer.echo(json.dumps({k: v for k, v in s.items()}))
+        typer.echo(json_text({k: v for k, v in s.items()}, indent=None))
     else:
         typer.echo(
             f"{s['n_cases']} cases, {s['n_points']} points ({s['n_points_in_theorem_range']} inside "

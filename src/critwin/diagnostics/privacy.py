@@ -107,19 +107,14 @@ class MembershipAudit:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        def finite(values):
-            return [
-                float(v) if np.isfinite(v) else (None if np.isnan(v) else (1e308 if v > 0 else -1e308))
-                for v in np.asarray(values, dtype=float)
-            ]
-
+        """Plain values; censored commitment times (outside the measured range) are written as null."""
         return {
-            "times": finite(self.times),
-            "member_curve": finite(self.member_curve),
-            "nonmember_curve": finite(self.nonmember_curve),
-            "member_scores": finite(self.member_scores),
-            "calibration_scores": finite(self.calibration_scores),
-            "test_scores": finite(self.test_scores),
+            "times": self.times.tolist(),
+            "member_curve": self.member_curve.tolist(),
+            "nonmember_curve": self.nonmember_curve.tolist(),
+            "member_scores": self.member_scores.tolist(),
+            "calibration_scores": self.calibration_scores.tolist(),
+            "test_scores": self.test_scores.tolist(),
             "auc": self.auc,
             "auc_ci": list(self.auc_ci),
             "operating_point": self.operating_point,
