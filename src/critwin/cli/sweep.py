@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from critwin.cli import app
-from critwin.cli._common import parse_list
+from critwin.cli._common import fmt_time, parse_list
 
 EXPERIMENTS = ("forward-reverse", "clone")
 FEATURES = "nearest-source, nearest-source-cosine, clip, or MODULE:FUNCTION"
@@ -262,7 +262,7 @@ def sweep(
             "probes": found.probes,
         }
         atomic_write_json(path, {"settings": settings, "result": result})
-        _print_search(result, path)
+        _print_search(json.loads(path.read_text())["result"], path)  # as a resumed run prints it
         return
 
     if experiment == "forward-reverse":
@@ -327,12 +327,14 @@ def _report_window(result, delta: float, seed: int, out: Path) -> None:
     lo_a, hi_a = estimate.t_after_ci
     lo_b, hi_b = estimate.t_before_ci
     typer.echo(
-        f"window (delta={delta:g}, base rate {estimate.b:.3g}): t_after {estimate.t_after:.3g} "
-        f"[{lo_a:.3g}, {hi_a:.3g}], t_before {estimate.t_before:.3g} [{lo_b:.3g}, {hi_b:.3g}]"
+        f"window (delta={delta:g}, base rate {estimate.b:.3g}): t_after {fmt_time(estimate.t_after)} "
+        f"[{fmt_time(lo_a)}, {fmt_time(hi_a)}], t_before {fmt_time(estimate.t_before)} "
+        f"[{fmt_time(lo_b)}, {fmt_time(hi_b)}]"
     )
 
 
 def _print_search(result: dict, path: Path) -> None:
-    typer.echo(f"t_after  = {result['t_after']:.4g}  bracket {result['t_after_bracket']}")
-    typer.echo(f"t_before = {result['t_before']:.4g}  bracket {result['t_before_bracket']}")
+    # Stored results are strict JSON: an unresolved (infinite) endpoint reads back as null.
+    typer.echo(f"t_after  = {fmt_time(result['t_after'])}  bracket {result['t_after_bracket']}")
+    typer.echo(f"t_before = {fmt_time(result['t_before'])}  bracket {result['t_before_bracket']}")
     typer.echo(f"base rate {result['base_rate']:.3g}; wrote {path}")

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from critwin._io import atomic_path, atomic_write_json, atomic_write_text
+from critwin._io import atomic_path, atomic_write_json, atomic_write_text, json_text
 from critwin._validation import check_positive_int, check_time
 
 CONFIG_FILE = "config.json"
@@ -66,17 +66,8 @@ def unit_generator(seed: int, *keys: int | str, device="cpu") -> torch.Generator
 
 # ------------------------------------------------------------------------------------- checkpointing
 def _normalise(obj):
-    return json.loads(json.dumps(obj, default=_json_default))
-
-
-def _json_default(obj):
-    if isinstance(obj, torch.Tensor):
-        return obj.tolist()
-    if isinstance(obj, (np.ndarray, np.generic)):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
+    """The value as it reads back from the strict JSON the store writes (so resumes compare equal)."""
+    return json.loads(json_text(obj, indent=None))
 
 
 def _first_difference(old, new, prefix: str = "") -> str | None:
