@@ -28,12 +28,12 @@ for kind in ("iso", "full"):
         covs = A @ A.transpose(1, 2) + 0.5 * torch.eye(256)
     mix = GaussianMixture(means, covs).to(device="cuda")
     x = torch.randn(100_000, 256, device="cuda")
-    mix.score(x, 0.8); torch.cuda.synchronize()
+    mix.score_and_posterior(x, 0.8); torch.cuda.synchronize()
     t0 = time.perf_counter()
     for _ in range(5):
-        mix.score(x, 0.8); mix.posterior(x, 0.8)
+        mix.score_and_posterior(x, 0.8)
     torch.cuda.synchronize()
     dt = (time.perf_counter() - t0) / 5
-    flops = 3 * 2 * 100_000 * 256 * 64 * (256 if kind == "full" else 1)
+    flops = 2 * 100_000 * 256 * 64 * (3 * 256 if kind == "full" else 2)
     print(f"{kind}: n=1e5 score+posterior {dt*1e3:.1f} ms, {flops/dt/1e12:.2f} TFLOP/s")
 PY

@@ -55,3 +55,26 @@ def test_digits_model_on_cuda_agrees_with_cpu():
     res = forward_reverse(gpu, x0.cuda(), [0.05, 3.0], feature=feature, seed=0, progress=False)
     kept = (res.labels == res.source_labels).double().mean(1)
     assert kept[0] > 0.85 and kept[1] < 0.5
+
+
+def test_diagnostics_run_on_a_cuda_model():
+    from critwin import classifier_feature, load_digits_model
+    from critwin.diagnostics.fairness import rebalance
+    from critwin.diagnostics.privacy import membership_audit
+
+    model = load_digits_model("digits-memorise")
+    model.unet.to("cuda")
+    data = model.training_data()
+    audit = membership_audit(
+        model.process(num_inference_steps=20),
+        data.train_images[:10].cuda(),
+        data.test_images[:20].cuda(),
+        [0.05, 0.3, 1.0, 2.5],
+        n_per_time=2,
+        seed=0,
+    )
+    assert audit.auc >= 0.9
+    main = load_digits_model()
+    main.unet.to("cuda")
+    res = rebalance(main.process(num_inference_steps=20), 64, classifier_feature(), 10, 1.5, seed=0)
+    assert res.samples.device.type == "cuda" and res.tv_after <= res.tv_before
