@@ -238,17 +238,15 @@ class GaussianMixture:
         a, s2, var_t = self._time_terms(t, sl)
         mu = a * self._means[sl]
         d = self.dim
-        z = None
+        scaled = None
+        if x_sq is None:
+            x_sq = self._row_square(x)
         if self._kind == "iso":
-            if x_sq is None:
-                x_sq = torch.linalg.vecdot(x, x)
             # |x - mu|^2 = |x|^2 - 2 x.mu + |mu|^2 as one fused GEMM: the irreducible (n x d)(d x k) work.
             sq = torch.addmm((mu * mu).sum(1).unsqueeze(0), x, mu.T, alpha=-2.0)
             sq.add_(x_sq.unsqueeze(1)).clamp_(min=0).div_(var_t)
             log_det = d * torch.log(var_t)
         elif self._kind == "diag":
-            if x_sq is None:
-                x_sq = x * x
             inv = 1.0 / var_t
             sq = torch.addmm((mu * mu * inv).sum(1).unsqueeze(0), x, (mu * inv).T, alpha=-2.0)
             sq.addmm_(x_sq, inv.T).clamp_(min=0)
@@ -262,8 +260,7 @@ class GaussianMixture:
             scaled = z / var_t
             sq = (scaled * z).sum(-1)
             log_det = torch.log(var_t).sum(1)
-            z = scaled
-        return sq.add_(log_det + d * _LOG_2PI).mul_(-0.5).add_(self._log_weights[sl]), z
+        return sq.add_(log_det + d * _LOG_2PI).mul_(-0.5).add_(self._log_weights[sl]), scaled
 
     def _row_square(self, x):
         if self._kind == "iso":
