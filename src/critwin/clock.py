@@ -26,6 +26,7 @@ __all__ = [
     "ve_sigma",
     "flow_s",
     "alpha_sigma",
+    "ou_coefficients",
     "DiscreteSchedule",
     "time_grid",
 ]
@@ -147,6 +148,12 @@ def alpha_sigma(t):
     """The OU pair ``(e^{-t}, sqrt(1 - e^{-2t}))``."""
     x, was = _check_t(t)
     return _out(torch.exp(-x), was), _out(torch.sqrt(-torch.expm1(-2.0 * x)), was)
+
+
+def ou_coefficients(t: float) -> tuple[float, float]:
+    """``(e^{-t}, 1 - e^{-2t})`` as Python floats: the signal factor and noise variance at OU time ``t``
+    (the scalar fast path used inside hot loops; ``alpha_sigma`` is the tensor-aware version)."""
+    return math.exp(-t), -math.expm1(-2.0 * t)
 
 
 def time_grid(t_max: float, n_steps: int, t_min: float = 0.0, spacing: str = "edm", rho: float = 7.0):

@@ -16,6 +16,7 @@ import math
 import torch
 
 from critwin._validation import check_finite, check_positive_int, check_subset, check_time
+from critwin.clock import ou_coefficients
 
 __all__ = ["GaussianMixture", "EmpiricalMixture"]
 
@@ -23,10 +24,6 @@ _LOG_2PI = math.log(2 * math.pi)
 # Upper bound on the number of elements of the temporaries a chunk may create (~64 MiB in float32).
 _CHUNK_ELEMENTS = 2**24
 _ROW_CHUNK = 8192
-
-
-def _ou_coefficients(t: float) -> tuple[float, float]:
-    return math.exp(-t), -math.expm1(-2.0 * t)
 
 
 class GaussianMixture:
@@ -188,7 +185,7 @@ class GaussianMixture:
     def noised(self, t) -> GaussianMixture:
         """The exact law of ``X_t`` when ``X_0`` follows this mixture."""
         t = check_time(t)
-        a, s2 = _ou_coefficients(t)
+        a, s2 = ou_coefficients(t)
         return self._new(a * self._means, self._log_weights, a * a * self._var + s2, self._evecs)
 
     def subset(self, components) -> GaussianMixture:
@@ -226,7 +223,7 @@ class GaussianMixture:
         return rows, k_chunk
 
     def _time_terms(self, t: float, sl: slice):
-        a, s2 = _ou_coefficients(t)
+        a, s2 = ou_coefficients(t)
         return a, s2, a * a * self._var[sl] + s2
 
     def _weighted_log_density(self, x: torch.Tensor, t: float, sl: slice, x_sq=None):
@@ -345,7 +342,7 @@ class GaussianMixture:
         flat, lead = self._prepare(x)
         n, d, K = flat.shape[0], self.dim, self.n_components
         rows, k_chunk = self._chunks(n)
-        a, s2 = _ou_coefficients(t)
+        a, s2 = ou_coefficients(t)
         lse = torch.empty(n, dtype=self.dtype, device=self.device)
         score = torch.empty_like(flat) if want in ("score", "both") else None
         denoised = torch.empty_like(flat) if want in ("denoise", "both") else None
@@ -488,7 +485,7 @@ class GaussianMixture:
                 best = torch.where(better, value, best)
                 arg = torch.where(better, index + k0, arg)
             labels[r0 : r0 + xr.shape[0]] = arg
-        a, s2 = _ou_coefficients(t)
+        a, s2 = ou_coefficients(t)
         var_t = a * a * self._var + s2
         mu = self._means[labels]
         residual = flat - a * mu

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from critwin.clock import alpha_sigma
+from critwin.clock import alpha_sigma, ou_coefficients
 
 __all__ = [
     "sample_ddim",
@@ -102,7 +102,7 @@ def sample_ddim(
         a_t, sig_t = alpha_sigma(t)
         a_s, sig_s = alpha_sigma(s)
         eps_hat = (state[0] - a_t * x0_hat) / sig_t
-        c = eta * sig_s / sig_t * math.sqrt(-math.expm1(-2.0 * (t - s)))
+        c = eta * sig_s / sig_t * math.sqrt(ou_coefficients(t - s)[1])
         c = min(c, sig_s)
         new = a_s * x0_hat + math.sqrt(max(sig_s * sig_s - c * c, 0.0)) * eps_hat
         if c > 0:
