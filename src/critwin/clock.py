@@ -27,9 +27,18 @@ __all__ = [
     "flow_s",
     "alpha_sigma",
     "ou_coefficients",
+    "noised_variance",
     "DiscreteSchedule",
     "time_grid",
+    "TimeGrid",
+    "RANGE_RTOL",
 ]
+
+RANGE_RTOL = 1e-9
+"""Relative slack when checking a requested OU time against the largest time of a grid: a time read
+back from a saved grid (float round trips through JSON, log-SNR or alpha_bar) must still count as
+inside the range. The only range tolerance in critwin (an absolute ``RANGE_RTOL * 1e-3`` covers a
+range of 0)."""
 
 
 def _as_tensor(value) -> tuple[torch.Tensor, bool]:
@@ -107,10 +116,27 @@ def ou_time(*, alpha_bar=None, snr=None, log_snr=None, sigma=None, flow_s=None, 
     return _out(t, was)
 
 
+def _check_non_negative(x: torch.Tensor, name: str) -> None:
+    if torch.isnan(x).any() or (x < 0).any():
+        raise ValueError(f"{name} must be a non-negative OU time")
+
+
+def _check_in_range(x: torch.Tensor, lo: float, hi: float, name: str, owner: str) -> None:
+    """Raise unless every OU time in ``x`` is at most ``hi`` (up to :data:`RANGE_RTOL`)."""
+    beyond = x > hi * (1 + RANGE_RTOL) + RANGE_RTOL * 1e-3
+    if beyond.any():
+        flat = beyond.flatten()
+        first = int(flat.nonzero()[0, 0].item())
+        label = name if x.ndim == 0 else f"{name}[{first}]"
+        raise ValueError(
+            f"{label}={x.flatten()[first].item():.4g} is beyond the {owner}'s range of OU times "
+            f"[{lo:.4g}, {hi:.4g}]"
+        )
+
+
 def _check_t(t) -> tuple[torch.Tensor, bool]:
     x, was = _as_tensor(t)
-    if torch.isnan(x).any() or (x < 0).any():
-        raise ValueError("t must be a non-negative OU time")
+    _check_non_negative(x, "t")
     return x, was
 
 
@@ -145,15 +171,38 @@ def flow_s(t):
 
 
 def alpha_sigma(t):
-    """The OU pair ``(e^{-t}, sqrt(1 - e^{-2t}))``."""
+    """The OU pair ``(e^{-t}, sqrt(1 - e^{-2t}))`` (validated ``t``; floats in, floats out)."""
     x, was = _check_t(t)
-    return _out(torch.exp(-x), was), _out(torch.sqrt(-torch.expm1(-2.0 * x)), was)
+    a, s2 = ou_coefficients(x)
+    return _out(a, was), _out(torch.sqrt(s2), was)
 
 
-def ou_coefficients(t: float) -> tuple[float, float]:
-    """``(e^{-t}, 1 - e^{-2t})`` as Python floats: the signal factor and noise variance at OU time ``t``
-    (the scalar fast path used inside hot loops; ``alpha_sigma`` is the tensor-aware version)."""
-    return math.exp(-t), -math.expm1(-2.0 * t)
+def ou_coefficients(t):
+    """``(e^{-t}, 1 - e^{-2t})``: the signal factor and noise variance at OU time ``t``.
+
+    The one place these coefficients are computed. ``t`` is a Python float (floats out: the unchecked
+    fast path used inside hot loops) or a tensor (tensors out, same shape); :func:`alpha_sigma` is the
+    validated version returning the standard deviation.
+    """
+    lib = torch if isinstance(t, torch.Tensor) else math
+    # expm1 keeps 1 - e^{-2t} accurate for small t, where the data is barely noised.
+    return lib.exp(-t), -lib.expm1(-2.0 * t)
+
+
+def noised_variance(var, t):
+    """Variance ``e^{-2t} var + 1 - e^{-2t}`` of ``X_t`` along a direction where ``X_0`` has variance ``var``.
+
+    Parameters
+    ----------
+    var : float or tensor (any shape) of variances (eigenvalues) of the clean data.
+    t : OU time (float, unchecked).
+
+    Returns
+    -------
+    Same kind and shape as ``var``.
+    """
+    a, s2 = ou_coefficients(t)
+    return a * a * var + s2
 
 
 def time_grid(t_max: float, n_steps: int, t_min: float = 0.0, spacing: str = "edm", rho: float = 7.0):
@@ -189,6 +238,101 @@ def time_grid(t_max: float, n_steps: int, t_min: float = 0.0, spacing: str = "ed
         raise ValueError(f"spacing must be one of 'uniform', 'log', 'edm', got {spacing!r}")
     grid[0], grid[-1] = t_max, t_min
     return grid
+
+
+class TimeGrid:
+    """A sampler's decreasing grid of OU times, and the one owner of requested OU times.
+
+    Grid index ``i`` is the state at ``times[i]``; ``times[-1]`` is the end of sampling (0: clean data).
+    Requested times are validated here once (finite, >= 0, at most the largest time from which the
+    sampler can start, ``times[0]``, up to :data:`RANGE_RTOL`) and mapped to grid indices.
+
+    Parameters
+    ----------
+    times : (L+1,) strictly decreasing non-negative OU times, L >= 1 (sequence or tensor).
+    name : argument name used in error messages.
+    allow_inf : accept ``times[0] = inf`` (a zero-terminal-SNR schedule's pure-noise start).
+
+    Attributes
+    ----------
+    times : (L+1,) float64 tensor.
+    """
+
+    def __init__(self, times, name: str = "times", *, allow_inf: bool = False):
+        seq = torch.as_tensor(times, dtype=torch.float64).detach().cpu().flatten()
+        if seq.numel() < 2:
+            raise ValueError(f"{name} must hold at least 2 OU times (start and end), got {seq.numel()}")
+        finite = torch.isfinite(seq[1:] if allow_inf else seq).all()
+        if not finite or torch.isnan(seq[0]) or (seq < 0).any():
+            raise ValueError(f"{name} must be finite, non-negative OU times")
+        if not (seq[1:] < seq[:-1]).all():
+            raise ValueError(f"{name} must be strictly decreasing (reverse time runs from noise to data)")
+        self.times = seq
+
+    def __len__(self) -> int:
+        return self.times.numel()
+
+    @property
+    def t_max(self) -> float:
+        """Largest OU time a request may name (where sampling starts)."""
+        return self.times[0].item()
+
+    def check(self, times, name: str = "times") -> torch.Tensor:
+        """Validate requested OU times against this grid.
+
+        Parameters
+        ----------
+        times : a number or a sequence/tensor of OU times, each finite, >= 0 and <= :attr:`t_max`.
+        name : argument name for error messages (elements are named ``name[i]``).
+
+        Returns
+        -------
+        (T,) float64 tensor, order preserved (a number gives T = 1).
+        """
+        scalar = isinstance(times, (int, float)) or (isinstance(times, torch.Tensor) and times.ndim == 0)
+        values = [times] if scalar else times
+        try:
+            values = list(values.tolist() if hasattr(values, "tolist") else values)
+        except TypeError:
+            raise ValueError(f"{name} must be a sequence of OU times, got {type(times).__name__}") from None
+        if len(values) == 0:
+            raise ValueError(f"{name} must hold at least one OU time")
+        labels = [name] if scalar else [f"{name}[{i}]" for i in range(len(values))]
+        out = torch.tensor(
+            [check_time(v, label) for v, label in zip(values, labels, strict=True)], dtype=torch.float64
+        )
+        _check_in_range(out[0] if scalar else out, self.times[-1].item(), self.t_max, name, "sampler")
+        return out
+
+    def nearest(self, requested: torch.Tensor, clean_end: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Grid indices and OU times of checked requests (from :meth:`check`).
+
+        Every time goes to the nearest grid point that sampling can start from (never the final index);
+        with ``clean_end``, t = 0 instead goes to the final index, realised as 0 (no sampling at all).
+
+        Returns
+        -------
+        indices : (T,) long.  realised : (T,) float64.
+        """
+        start = self.times[:-1]
+        indices = (requested.reshape(-1, 1) - start.reshape(1, -1)).abs().argmin(dim=1)
+        realised = start[indices]
+        if clean_end:
+            clean = requested.reshape(-1) == 0.0
+            indices[clean] = len(self) - 1
+            realised[clean] = 0.0
+        return indices, realised
+
+    def refined(self, requested: torch.Tensor) -> TimeGrid:
+        """This grid with every positive requested time as a grid point (and ending at 0).
+
+        Base points within 1e-12 of a requested time are replaced by it, so the step density of the base
+        grid is kept; the start ``times[0]`` stays.
+        """
+        positive = requested[requested > 0]
+        keep = [g for g in self.times.tolist() if positive.numel() == 0 or (positive - g).abs().min() > 1e-12]
+        merged = set(keep) | set(positive.tolist()) | {0.0, self.t_max}
+        return TimeGrid(sorted(merged, reverse=True))
 
 
 @dataclass(frozen=True)
@@ -277,14 +421,8 @@ class DiscreteSchedule:
             raise ValueError(f"steps must be indices in 0..{self.num_steps - 1}")
         query, was = _as_tensor(t)
         query = query.to(torch.float64)
-        if torch.isnan(query).any() or (query < 0).any():
-            raise ValueError("t must be a non-negative OU time")
-        hi = times[allowed].max().item()
-        if (query > hi * (1 + 1e-9) + 1e-12).any():
-            raise ValueError(
-                f"t={query.max().item():.4g} is beyond the schedule's range: its OU times span "
-                f"[{times[allowed].min().item():.4g}, {hi:.4g}]"
-            )
+        _check_non_negative(query, "t")
+        _check_in_range(query, times[allowed].min().item(), times[allowed].max().item(), "t", "schedule")
         idx = (query.reshape(-1, 1) - times[allowed].reshape(1, -1)).abs().argmin(dim=1)
         step = allowed[idx].reshape(query.shape)
         realised = times[step]

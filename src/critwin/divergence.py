@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from critwin._validation import check_positive_int, check_subset, check_time
-from critwin.clock import alpha_sigma
+from critwin.clock import alpha_sigma, noised_variance
 from critwin.mixtures import GaussianMixture
 
 __all__ = [
@@ -352,16 +352,16 @@ class TVCurve:
     # -------------------------------------------------------------------- span projection
     def _whitened_means(self, t: float) -> torch.Tensor:
         """(K_P + K_Q, d) means at time t in coordinates where the shared covariance is the identity."""
-        a, s = alpha_sigma(t)
+        a, _ = alpha_sigma(t)
         means = torch.cat([self.P.means, self.Q.means]).to(torch.float64)
         kind, value = self._shared
         if kind == "full":
             lam, U = value
-            var_t = a * a * lam + s * s
+            var_t = noised_variance(lam, t)
             if (var_t <= 0).any():
                 raise ValueError("t must be > 0 for mixtures with a singular shared covariance")
             return a * (means @ U) / var_t.sqrt()
-        var_t = a * a * value + s * s
+        var_t = noised_variance(value, t)
         if (torch.as_tensor(var_t) <= 0).any():
             raise ValueError("t must be > 0 for mixtures with zero (or singular) covariance")
         return a * means / var_t.sqrt()

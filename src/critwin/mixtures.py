@@ -16,7 +16,7 @@ import math
 import torch
 
 from critwin._validation import check_finite, check_positive_int, check_subset, check_time
-from critwin.clock import ou_coefficients
+from critwin.clock import noised_variance, ou_coefficients
 
 __all__ = ["GaussianMixture", "EmpiricalMixture"]
 
@@ -185,8 +185,8 @@ class GaussianMixture:
     def noised(self, t) -> GaussianMixture:
         """The exact law of ``X_t`` when ``X_0`` follows this mixture."""
         t = check_time(t)
-        a, s2 = ou_coefficients(t)
-        return self._new(a * self._means, self._log_weights, a * a * self._var + s2, self._evecs)
+        a, _ = ou_coefficients(t)
+        return self._new(a * self._means, self._log_weights, noised_variance(self._var, t), self._evecs)
 
     def subset(self, components) -> GaussianMixture:
         """The sub-mixture ``p^S`` over the component indices ``components`` (weights renormalised)."""
@@ -224,7 +224,7 @@ class GaussianMixture:
 
     def _time_terms(self, t: float, sl: slice):
         a, s2 = ou_coefficients(t)
-        return a, s2, a * a * self._var[sl] + s2
+        return a, s2, noised_variance(self._var[sl], t)
 
     def _weighted_log_density(self, x: torch.Tensor, t: float, sl: slice, x_sq=None):
         """``log w_i + log p_t^i(x)`` for components ``sl``: (m, k); for full covariances also the
@@ -486,7 +486,7 @@ class GaussianMixture:
                 arg = torch.where(better, index + k0, arg)
             labels[r0 : r0 + xr.shape[0]] = arg
         a, s2 = ou_coefficients(t)
-        var_t = a * a * self._var + s2
+        var_t = noised_variance(self._var, t)
         mu = self._means[labels]
         residual = flat - a * mu
         gain = a * self._var / var_t  # posterior mean = mu + U diag(gain) U^T (y - a mu)

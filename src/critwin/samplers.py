@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from critwin.clock import alpha_sigma, ou_coefficients
+from critwin.clock import TimeGrid, alpha_sigma, ou_coefficients
 
 __all__ = [
     "sample_ddim",
@@ -30,7 +30,6 @@ __all__ = [
     "sample_exact",
     "SAMPLERS",
     "as_denoiser",
-    "check_times",
 ]
 
 
@@ -43,16 +42,9 @@ def as_denoiser(model) -> Callable[..., torch.Tensor]:
     raise ValueError(f"model must have a .denoise(x, t) method or be callable, got {type(model).__name__}")
 
 
-def check_times(times) -> list[float]:
-    """Validate a decreasing sequence of at least two non-negative OU times; return floats."""
-    seq = torch.as_tensor(times, dtype=torch.float64).flatten()
-    if seq.numel() < 2:
-        raise ValueError(f"times must hold at least 2 OU times (start and end), got {seq.numel()}")
-    if not torch.isfinite(seq).all() or (seq < 0).any():
-        raise ValueError("times must be finite, non-negative OU times")
-    if not (seq[1:] < seq[:-1]).all():
-        raise ValueError("times must be strictly decreasing (reverse time runs from noise to data)")
-    return seq.tolist()
+def _grid(times) -> list[float]:
+    """The validated sampler grid (see :class:`critwin.clock.TimeGrid`) as Python floats."""
+    return TimeGrid(times).times.tolist()
 
 
 def _noise(x: torch.Tensor, generator) -> torch.Tensor:
@@ -93,7 +85,7 @@ def sample_ddim(
     """
     if not eta >= 0:
         raise ValueError(f"eta must be >= 0, got {eta}")
-    times = check_times(times)
+    times = _grid(times)
     state = [x]
     for _, t, s, x0_hat in _steps(model, state, times, callback, extra_args):
         if s == 0.0:
@@ -120,7 +112,7 @@ def sample_ddpm(model, x, times, *, generator=None, callback=None, extra_args=No
 
 def sample_euler_maruyama(model, x, times, *, generator=None, callback=None, extra_args=None) -> torch.Tensor:
     """Euler–Maruyama on the reverse OU SDE ``dY = (Y + 2 grad log p_t(Y)) dtau + sqrt(2) dB``."""
-    times = check_times(times)
+    times = _grid(times)
     state = [x]
     for _, t, s, x0_hat in _steps(model, state, times, callback, extra_args):
         if s == 0.0:
@@ -137,7 +129,7 @@ def sample_exponential(model, x, times, *, generator=None, callback=None, extra_
 
     The linear part is solved exactly: ``Y_s = e^h Y_t + 2 (e^h - 1) score + sqrt(e^{2h} - 1) z``.
     """
-    times = check_times(times)
+    times = _grid(times)
     state = [x]
     for _, t, s, x0_hat in _steps(model, state, times, callback, extra_args):
         if s == 0.0:
@@ -161,7 +153,7 @@ def sample_heun(model, x, times, *, generator=None, callback=None, extra_args=No
     the last step to sigma = 0 is an Euler step. Deterministic: ``generator`` is unused. Note that the
     ODE does not sample the forward-reverse posterior (THEORY §3); it is here because users run it.
     """
-    times = check_times(times)
+    times = _grid(times)
     denoise = as_denoiser(model)
     extra = extra_args or {}
     state = [x]
@@ -190,7 +182,7 @@ def sample_exact(mixture, x, times, *, generator=None, callback=None, extra_args
         raise ValueError(
             f"the exact sampler needs a mixture (an object with sample_reverse), got {type(mixture).__name__}"
         )
-    times = check_times(times)
+    times = _grid(times)
     for i, (t, s) in enumerate(zip(times[:-1], times[1:], strict=True)):
         if callback is not None:
             callback(i, t, x, mixture.denoise(x, t))
