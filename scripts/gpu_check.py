@@ -98,7 +98,7 @@ def main(argv=None) -> int:
         scheduler_class,
     )
     from critwin.experiments.forward_reverse import forward_reverse
-    from critwin.features import SourceSimilarity
+    from critwin.experiments.features import SourceSimilarity
 
     warnings.simplefilter("ignore", TerminalSNRWarning)
     device = torch.device(args.device)

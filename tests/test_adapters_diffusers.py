@@ -445,8 +445,8 @@ def test_sdxl_pipeline_trajectory():
 
 def test_engine_forward_reverse_and_clone(unet, tmp_path):
     from critwin.experiments.cloning import clone
+    from critwin.experiments.features import SourceSimilarity
     from critwin.experiments.forward_reverse import forward_reverse
-    from critwin.features import SourceSimilarity
 
     process = DiffusersProcess(unet, EulerAncestralDiscreteScheduler(), STEPS)
     x0 = _x0(3)

@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from critwin.features import CallableFeature, SourceSimilarity, ZeroShotClassifier, zero_shot_clip
+from critwin.experiments.features import CallableFeature, SourceSimilarity, ZeroShotClassifier, zero_shot_clip
 
 
 def _images(n, seed):
@@ -126,7 +126,7 @@ def test_zero_shot_clip_from_local_transformers_directory(tmp_path):
     """A tiny CLIP saved locally: our probabilities equal CLIPModel's own ``logits_per_image`` softmax."""
     transformers = pytest.importorskip("transformers")
     from critwin.adapters.tiny import tiny_clip_tokenizer
-    from critwin.features import _clip_preprocess
+    from critwin.experiments.features import _clip_preprocess
 
     tokenizer = tiny_clip_tokenizer(tmp_path)
     torch.manual_seed(0)
@@ -158,7 +158,7 @@ def test_zero_shot_clip_from_local_transformers_directory(tmp_path):
 def test_clip_checkpoint_reading(tmp_path):
     from safetensors.torch import save_file
 
-    from critwin.features import _load_state_dict
+    from critwin.experiments.features import _load_state_dict
 
     weights = {"visual.proj": torch.ones(2, 2), "logit_scale": torch.tensor(4.6)}
     save_file(weights, str(tmp_path / "w.safetensors"))

@@ -54,7 +54,7 @@ def test_feature_returns_int_labels_for_every_accepted_layout(shipped, data):
 
 
 def test_feature_plugs_into_the_measurement_engine(shipped, data):
-    from critwin.experiments.store import apply_feature
+    from critwin.experiments.features import apply_feature
 
     labels, probs = apply_feature(classifier_feature(shipped), data.test_images[:8])
     assert probs is None and torch.equal(labels, shipped.predict(data.test_images[:8]))

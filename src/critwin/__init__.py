@@ -2,81 +2,75 @@
 
 One clock everywhere: OU time ``t`` with ``X_t = e^{-t} X_0 + sqrt(1 - e^{-2t}) Z``.
 
-Public names are imported lazily so that ``import critwin`` stays fast and optional
-dependencies (diffusers, matplotlib) load only when used.
+The core, theory and experiments are imported plainly. Names from the adapters, models and diagnostics
+are resolved on first use (see ``__getattr__``): they import diffusers, which alone costs ~2 s.
 """
 
 from __future__ import annotations
 
-from critwin._lazy import lazy_exports
+import importlib
+import sys
+
+from critwin.clock import (
+    DiscreteSchedule,
+    alpha_bar,
+    alpha_sigma,
+    flow_s,
+    log_snr,
+    ou_time,
+    snr,
+    time_grid,
+    ve_sigma,
+)
+from critwin.divergence import (
+    Estimate,
+    TVCurve,
+    bhattacharyya_gaussians,
+    hellinger_gaussians,
+    kl_gaussians,
+    overlap_bound,
+    pinsker_bound,
+    tv,
+    tv_bounds_gaussians,
+    tv_gaussians,
+)
+from critwin.experiments.cloning import CloneResult, clone
+from critwin.experiments.estimation import WindowEstimate, commitment_curve, estimate_window, susceptibility
+from critwin.experiments.features import SourceSimilarity, zero_shot_clip
+from critwin.experiments.forward_reverse import ForwardReverseResult, forward_reverse
+from critwin.experiments.process import DiscreteProcess, MixtureProcess, ReverseProcess
+from critwin.experiments.search import SearchResult, search_window
+from critwin.io_mixture import load_mixture, save_mixture
+from critwin.mixtures import EmpiricalMixture, GaussianMixture
+from critwin.samplers import (
+    SAMPLERS,
+    sample_ddim,
+    sample_ddpm,
+    sample_euler_maruyama,
+    sample_exact,
+    sample_exponential,
+    sample_heun,
+)
+from critwin.tree import Tree, hierarchy
+from critwin.validate import forward_reverse_tv
+from critwin.windows import (
+    TransitionTimes,
+    Window,
+    critical_window,
+    log_concave_times,
+    theorem_bound,
+    transition_times,
+    window_isotropic,
+    window_two_gaussians,
+)
 
 __version__ = "0.1.0"
 
-_EXPORTS = {
-    # clock / schedules
-    "ou_time": "critwin.clock",
-    "alpha_bar": "critwin.clock",
-    "snr": "critwin.clock",
-    "log_snr": "critwin.clock",
-    "ve_sigma": "critwin.clock",
-    "flow_s": "critwin.clock",
-    "alpha_sigma": "critwin.clock",
-    "DiscreteSchedule": "critwin.clock",
-    "time_grid": "critwin.clock",
-    # mixtures
-    "GaussianMixture": "critwin.mixtures",
-    "EmpiricalMixture": "critwin.mixtures",
-    # exact-score reverse samplers
-    "sample_ddim": "critwin.samplers",
-    "sample_ddpm": "critwin.samplers",
-    "sample_euler_maruyama": "critwin.samplers",
-    "sample_exponential": "critwin.samplers",
-    "sample_heun": "critwin.samplers",
-    "sample_exact": "critwin.samplers",
-    "SAMPLERS": "critwin.samplers",
-    # divergences, windows, hierarchy
-    "Estimate": "critwin.divergence",
-    "tv": "critwin.divergence",
-    "TVCurve": "critwin.divergence",
-    "tv_gaussians": "critwin.divergence",
-    "kl_gaussians": "critwin.divergence",
-    "bhattacharyya_gaussians": "critwin.divergence",
-    "hellinger_gaussians": "critwin.divergence",
-    "tv_bounds_gaussians": "critwin.divergence",
-    "pinsker_bound": "critwin.divergence",
-    "overlap_bound": "critwin.divergence",
-    "transition_times": "critwin.windows",
-    "critical_window": "critwin.windows",
-    "TransitionTimes": "critwin.windows",
-    "Window": "critwin.windows",
-    "theorem_bound": "critwin.windows",
-    "window_two_gaussians": "critwin.windows",
-    "window_isotropic": "critwin.windows",
-    "log_concave_times": "critwin.windows",
-    "hierarchy": "critwin.tree",
-    "Tree": "critwin.tree",
-    "load_mixture": "critwin.io_mixture",
-    "save_mixture": "critwin.io_mixture",
-    "forward_reverse_tv": "critwin.validate",
-    # experiments
-    "ReverseProcess": "critwin.experiments.process",
-    "MixtureProcess": "critwin.experiments.process",
-    "forward_reverse": "critwin.experiments.forward_reverse",
-    "clone": "critwin.experiments.cloning",
-    "DiscreteProcess": "critwin.experiments.process",
-    "ForwardReverseResult": "critwin.experiments.forward_reverse",
-    "CloneResult": "critwin.experiments.cloning",
-    "estimate_window": "critwin.experiments.estimation",
-    "WindowEstimate": "critwin.experiments.estimation",
-    "commitment_curve": "critwin.experiments.estimation",
-    "susceptibility": "critwin.experiments.estimation",
-    "search_window": "critwin.experiments.search",
-    "SearchResult": "critwin.experiments.search",
-    # models and adapters
+# Resolved on first use: these modules import diffusers (adapters, models) or the models (diagnostics).
+_LAZY = {
     "DiffusersProcess": "critwin.adapters.diffusers",
     "from_pipeline": "critwin.adapters.diffusers",
     "load_local": "critwin.adapters.diffusers",
-    "SourceSimilarity": "critwin.features",
     "DigitsModel": "critwin.models.digits",
     "load_digits_model": "critwin.models.digits",
     "train_digits": "critwin.models.digits",
@@ -84,13 +78,117 @@ _EXPORTS = {
     "classifier_feature": "critwin.models.classifier",
     "load_digits_data": "critwin.models.data",
     "nearest_neighbour_distance": "critwin.models.data",
-    # diagnostics
     "membership_audit": "critwin.diagnostics.privacy",
     "rebalance": "critwin.diagnostics.fairness",
-    "zero_shot_clip": "critwin.features",
 }
 
-__all__ = sorted(_EXPORTS) + ["__version__"]
+__all__ = [
+    "CloneResult",
+    "DiscreteProcess",
+    "DiscreteSchedule",
+    "EmpiricalMixture",
+    "Estimate",
+    "ForwardReverseResult",
+    "GaussianMixture",
+    "MixtureProcess",
+    "ReverseProcess",
+    "SAMPLERS",
+    "SearchResult",
+    "SourceSimilarity",
+    "TVCurve",
+    "TransitionTimes",
+    "Tree",
+    "Window",
+    "WindowEstimate",
+    "alpha_bar",
+    "alpha_sigma",
+    "bhattacharyya_gaussians",
+    "clone",
+    "commitment_curve",
+    "critical_window",
+    "estimate_window",
+    "flow_s",
+    "forward_reverse",
+    "forward_reverse_tv",
+    "hellinger_gaussians",
+    "hierarchy",
+    "kl_gaussians",
+    "load_mixture",
+    "log_concave_times",
+    "log_snr",
+    "ou_time",
+    "overlap_bound",
+    "pinsker_bound",
+    "sample_ddim",
+    "sample_ddpm",
+    "sample_euler_maruyama",
+    "sample_exact",
+    "sample_exponential",
+    "sample_heun",
+    "save_mixture",
+    "search_window",
+    "snr",
+    "susceptibility",
+    "theorem_bound",
+    "time_grid",
+    "transition_times",
+    "tv",
+    "tv_bounds_gaussians",
+    "tv_gaussians",
+    "ve_sigma",
+    "window_isotropic",
+    "window_two_gaussians",
+    "zero_shot_clip",
+    # resolved on first use (_LAZY)
+    "DiffusersProcess",
+    "DigitsModel",
+    "classifier_feature",
+    "from_pipeline",
+    "load_classifier",
+    "load_digits_data",
+    "load_digits_model",
+    "load_local",
+    "membership_audit",
+    "nearest_neighbour_distance",
+    "rebalance",
+    "train_digits",
+    "__version__",
+]
+
+_EAGER_MODULES = (
+    "critwin.clock",
+    "critwin.mixtures",
+    "critwin.samplers",
+    "critwin.divergence",
+    "critwin.windows",
+    "critwin.tree",
+    "critwin.io_mixture",
+    "critwin.validate",
+    "critwin.experiments.process",
+    "critwin.experiments.forward_reverse",
+    "critwin.experiments.cloning",
+    "critwin.experiments.estimation",
+    "critwin.experiments.search",
+    "critwin.experiments.features",
+)
+
+_EXPORTS = {
+    name: module
+    for module in _EAGER_MODULES
+    for name in sys.modules[module].__all__
+    if name in __all__ and globals()[name] is getattr(sys.modules[module], name)
+} | _LAZY
+"""Every public name -> the module it lives in (the plain imports above, then the lazy ones)."""
 
 
-__getattr__, __dir__ = lazy_exports("critwin", _EXPORTS, globals())
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'critwin' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups are plain attribute reads
+    return value
+
+
+def __dir__():
+    return __all__

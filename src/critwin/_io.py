@@ -12,6 +12,9 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
+import torch
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike):
@@ -52,14 +55,16 @@ def json_text(obj, indent: int | None = 2) -> str:
     return json.dumps(_plain(obj), indent=indent, allow_nan=False)
 
 
+def json_normalised(obj):
+    """``obj`` as it reads back from the strict JSON critwin writes (so stored and fresh values compare)."""
+    return json.loads(json_text(obj, indent=None))
+
+
 def atomic_write_json(path, obj, indent: int = 2) -> None:
     atomic_write_text(path, json_text(obj, indent) + "\n")
 
 
 def _plain(obj):
-    import numpy as np
-    import torch
-
     if isinstance(obj, (torch.Tensor, np.ndarray, np.generic)):
         obj = obj.tolist()
     if isinstance(obj, Path):

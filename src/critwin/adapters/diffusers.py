@@ -50,11 +50,11 @@ from typing import Any
 
 import torch
 
+from critwin._files import load_tensor_file
 from critwin._validation import check_positive_int, check_time
 from critwin.clock import DiscreteSchedule, alpha_sigma, log_snr, ou_time, snr, ve_sigma
 from critwin.clock import alpha_bar as ou_alpha_bar
 from critwin.experiments.process import Callback, ReverseProcess
-from critwin.experiments.store import load_tensor_file
 
 __all__ = [
     "DiffusersProcess",

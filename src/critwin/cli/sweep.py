@@ -29,7 +29,7 @@ def _parse_times(text: str) -> list[float]:
 def _load_tensor_file(path: Path, key: str):
     import torch
 
-    from critwin.experiments.store import load_tensor_file
+    from critwin._files import load_tensor_file
 
     if not path.is_file():
         raise FileNotFoundError(f"--x0 file {path} does not exist")
@@ -70,7 +70,7 @@ def _sources(process, out: Path, x0: Path | None, n: int, seed: int, device: str
 
 
 def _feature(spec: str, sources, clip_weights, clip_arch, labels, device):
-    from critwin.features import CallableFeature, SourceSimilarity, zero_shot_clip
+    from critwin.experiments.features import CallableFeature, SourceSimilarity, zero_shot_clip
 
     if spec == "nearest-source":
         return SourceSimilarity(sources, metric="l2")

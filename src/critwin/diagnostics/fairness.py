@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from critwin._validation import check_positive_int
-from critwin.experiments.store import apply_feature, as_process, realise_times, resolve_feature
+from critwin.experiments import apply_feature, as_process, realise_times, resolve_feature
 
 __all__ = ["RebalanceResult", "rebalance", "total_variation"]
 
@@ -127,7 +127,7 @@ def rebalance(
     if target.shape != (n_classes,) or (target < 0).any() or abs(target.sum() - 1) > 1e-6:
         raise ValueError(f"target must be {n_classes} non-negative probabilities summing to 1")
     process = as_process(model, sampler)
-    process, indices, realised, steps = realise_times(process, torch.tensor([float(fork_time)]), "fork_time")
+    process, _, indices, realised, steps = realise_times(process, fork_time, "fork_time")
     if realised[0].item() <= 0:
         raise ValueError("fork_time must be > 0: at t = 0 the sample is finished")
     index = int(indices[0])

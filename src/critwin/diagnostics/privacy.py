@@ -18,9 +18,8 @@ import numpy as np
 import torch
 
 from critwin._validation import check_positive_int
-from critwin.experiments.estimation import crossing_time, isotonic_decreasing
-from critwin.experiments.forward_reverse import ForwardReverseResult, forward_reverse
-from critwin.features import SourceSimilarity
+from critwin.experiments import ForwardReverseResult, SourceSimilarity, crossing_time, isotonic_decreasing
+from critwin.experiments.forward_reverse import forward_reverse
 
 __all__ = ["commitment_times", "roc_auc", "tpr_at_fpr", "MembershipAudit", "membership_audit"]
 

@@ -17,37 +17,25 @@ With ``out=DIR`` the trunk of every chunk (its states at the fork points and fin
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
+from critwin._files import fingerprint
 from critwin._validation import check_positive_int
-from critwin.experiments.store import (
+from critwin.experiments.checkpoint import (
     SweepStore,
-    apply_feature,
-    as_process,
     cached_unit,
     check_chunk_size,
-    check_cond,
-    check_requested_times,
     check_resumable,
-    feature_name,
-    fingerprint,
-    grid_from_metadata,
-    grid_metadata,
-    nfe_since,
     progress_bar,
-    read_table,
-    realise_times,
-    resolve_feature,
     resolve_seed,
-    select_cond,
-    step_column,
-    table_rows,
     unit_generator,
-    write_table,
 )
+from critwin.experiments.features import apply_feature, feature_name, resolve_feature
+from critwin.experiments.process import as_process, check_cond, nfe_since, realise_times, select_cond
+from critwin.experiments.results import ResultTable, grid_from_metadata, grid_metadata, step_column
 
 __all__ = ["clone", "CloneResult"]
 
@@ -55,7 +43,7 @@ DEFAULT_CHUNK = 256
 
 
 @dataclass
-class CloneResult:
+class CloneResult(ResultTable):
     """Outcome of a cloning sweep.
 
     Attributes
@@ -78,6 +66,8 @@ class CloneResult:
     clone_labels: torch.Tensor
     nfe: int | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+
+    kind: ClassVar[str] = "clone"
 
     @property
     def n_clones(self) -> int:
@@ -116,30 +106,18 @@ class CloneResult:
             "own_label": self.own_labels.numpy()[traj].tolist(),
         }
 
-    def rows(self) -> list[dict[str, Any]]:
-        return table_rows(self.table())
-
-    def to_pandas(self):
-        import pandas as pd  # optional dependency
-
-        return pd.DataFrame(self.table())
-
-    def save(self, directory) -> None:
+    def _saved_metadata(self) -> dict[str, Any]:
         meta = dict(self.metadata)
         meta.update(
-            kind="clone",
             n_trajectories=int(self.own_labels.numel()),
             n_clones=self.n_clones,
             nfe=self.nfe,
             **grid_metadata(self.requested_times, self.times, self.indices, self.steps),
         )
-        write_table(directory, self.table(), meta)
+        return meta
 
     @classmethod
-    def load(cls, directory) -> CloneResult:
-        columns, meta = read_table(directory)
-        if meta.get("kind") != "clone":
-            raise ValueError(f"directory {directory} holds a {meta.get('kind')!r} result, not clone")
+    def _from_saved(cls, columns, meta) -> CloneResult:
         T, N, C = len(meta["times"]), int(meta["n_trajectories"]), int(meta["n_clones"])
         labels = torch.tensor([int(v) for v in columns["label"]], dtype=torch.long).reshape(T, N, C)
         own = torch.tensor([int(v) for v in columns["own_label"]], dtype=torch.long).reshape(T, N, C)[0, :, 0]
@@ -193,7 +171,7 @@ def clone(
     process = as_process(model, sampler, n_steps, t_max, eta)
     n_trajectories = check_positive_int(n_trajectories, "n_trajectories")
     n_clones = check_positive_int(n_clones, "n_clones")
-    requested = check_requested_times(times)
+    process, requested, indices, realised, steps = realise_times(process, times)
     if (requested <= 0).any():
         raise ValueError("times must be > 0: a fork at t = 0 is the finished sample")
     chunk = check_chunk_size(chunk_size, DEFAULT_CHUNK)
@@ -201,7 +179,6 @@ def clone(
     feature_fn = resolve_feature(feature, process)
     check_resumable(out, seed, generator)
     base_seed = resolve_seed(seed, generator)
-    process, indices, realised, steps = realise_times(process, requested)
     mixture = getattr(process, "mixture", None)
     if dtype is None:
         dtype = mixture.dtype if mixture is not None and hasattr(mixture, "dtype") else torch.float32
@@ -237,8 +214,16 @@ def clone(
             rows = torch.arange(lo, hi)
             unit_cond = select_cond(cond, rows, n_trajectories) or None
             trunk = cached_unit(
-                store, f"trunk_c{j:05d}", _run_trunk,
-                process, hi - lo, unique_indices, feature_fn, unit_cond, dtype, device,
+                store,
+                f"trunk_c{j:05d}",
+                _run_trunk,
+                process,
+                hi - lo,
+                unique_indices,
+                feature_fn,
+                unit_cond,
+                dtype,
+                device,
                 unit_generator(base_seed, "trunk", j, device=device),
             )
             own[lo:hi] = torch.from_numpy(trunk["labels"])
@@ -248,8 +233,16 @@ def clone(
             done: dict[int, np.ndarray] = {}
             for f, index in enumerate(unique_indices):
                 unit = cached_unit(
-                    store, f"fork{f:05d}_c{j:05d}", _run_fork,
-                    process, trunk["states"][f], index, n_clones, feature_fn, unit_cond, rows,
+                    store,
+                    f"fork{f:05d}_c{j:05d}",
+                    _run_fork,
+                    process,
+                    trunk["states"][f],
+                    index,
+                    n_clones,
+                    feature_fn,
+                    unit_cond,
+                    rows,
                     unit_generator(base_seed, "fork", f, j, device=device),
                 )
                 done[index] = unit["labels"].reshape(hi - lo, n_clones)

@@ -241,9 +241,7 @@ def _outcomes(result):
         source = np.asarray(result.source_labels)
         source = source[0] if source.ndim == 2 else source
         return result.times.numpy(), labels == source[None, :], result.source_ids.numpy(), source, None, False
-    raise ValueError(
-        f"result must be a ForwardReverseResult or CloneResult, got {type(result).__name__}"
-    )
+    raise ValueError(f"result must be a ForwardReverseResult or CloneResult, got {type(result).__name__}")
 
 
 def commitment_curve(result, level: float = 0.95) -> CommitmentCurve:
@@ -303,7 +301,17 @@ def estimate_window(
     seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator).item())
     rng = np.random.default_rng(seed)
     estimate = _estimate(
-        times, kept, clusters, classes, model_labels, is_clone, base_rate, delta, n_boot, level, rng,
+        times,
+        kept,
+        clusters,
+        classes,
+        model_labels,
+        is_clone,
+        base_rate,
+        delta,
+        n_boot,
+        level,
+        rng,
     )
     if per_class:
         for k in np.unique(classes).tolist():
@@ -312,8 +320,18 @@ def estimate_window(
             if q_k is not None and q_k >= 1.0:
                 continue  # the feature never varies: no window to estimate for this class
             sub = _estimate(
-                times, kept[:, cols], clusters[cols], classes[cols], model_labels, is_clone,
-                q_k if q_k is not None else base_rate, delta, n_boot, level, rng, class_label=k,
+                times,
+                kept[:, cols],
+                clusters[cols],
+                classes[cols],
+                model_labels,
+                is_clone,
+                q_k if q_k is not None else base_rate,
+                delta,
+                n_boot,
+                level,
+                rng,
+                class_label=k,
             )
             estimate.per_class[int(k)] = sub
     chi = susceptibility(result)
@@ -366,7 +384,17 @@ def _curve_estimate(times, kept, weights, b, delta):
 
 
 def _estimate(
-    times, kept, clusters, classes, model_labels, is_clone, fixed_b, delta, n_boot, level, rng,
+    times,
+    kept,
+    clusters,
+    classes,
+    model_labels,
+    is_clone,
+    fixed_b,
+    delta,
+    n_boot,
+    level,
+    rng,
     class_label=None,
 ):
     M = kept.shape[1]
@@ -408,10 +436,24 @@ def _estimate(
             draws[i] = _curve_estimate(times, kept, weights, b_star, delta)[3]
         cis = [_percentile_interval(draws[:, j], level) for j in range(3)]
     return WindowEstimate(
-        times=times, c=c, c_lower=lower, c_upper=upper, n=n, b=float(b), r=r, r_fit=fit, delta=delta,
-        t_after=t_after, t_before=t_before, t_half=t_half,
-        t_after_ci=cis[0], t_before_ci=cis[1], t_half_ci=cis[2],
-        jump=jump_rule(times, c), level=level, n_boot=n_boot,
+        times=times,
+        c=c,
+        c_lower=lower,
+        c_upper=upper,
+        n=n,
+        b=float(b),
+        r=r,
+        r_fit=fit,
+        delta=delta,
+        t_after=t_after,
+        t_before=t_before,
+        t_half=t_half,
+        t_after_ci=cis[0],
+        t_before_ci=cis[1],
+        t_half_ci=cis[2],
+        jump=jump_rule(times, c),
+        level=level,
+        n_boot=n_boot,
     )
 
 

@@ -20,39 +20,33 @@ kill resumes and gives an identical table. The final table is saved to ``DIR/tab
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
+from critwin._files import fingerprint
 from critwin._validation import check_positive_int
-from critwin.experiments.store import (
+from critwin.experiments.checkpoint import (
     SweepStore,
-    apply_feature,
-    as_process,
     cached_unit,
     check_chunk_size,
+    check_resumable,
+    progress_bar,
+    resolve_seed,
+    unit_generator,
+)
+from critwin.experiments.features import apply_feature, feature_name, resolve_feature
+from critwin.experiments.process import (
+    as_process,
     check_cond,
     check_model_shape,
-    check_requested_times,
-    check_resumable,
     check_samples,
-    feature_name,
-    fingerprint,
-    grid_from_metadata,
-    grid_metadata,
     nfe_since,
-    progress_bar,
-    read_table,
     realise_times,
-    resolve_feature,
-    resolve_seed,
     select_cond,
-    step_column,
-    table_rows,
-    unit_generator,
-    write_table,
 )
+from critwin.experiments.results import ResultTable, grid_from_metadata, grid_metadata, step_column
 
 __all__ = ["forward_reverse", "ForwardReverseResult"]
 
@@ -60,7 +54,7 @@ DEFAULT_CHUNK = 512
 
 
 @dataclass
-class ForwardReverseResult:
+class ForwardReverseResult(ResultTable):
     """Per-sample outcome of a forward–reverse sweep.
 
     Attributes
@@ -90,6 +84,8 @@ class ForwardReverseResult:
     nfe: int | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
 
+    kind: ClassVar[str] = "forward_reverse"
+
     @property
     def agreement(self) -> torch.Tensor:
         """(T,) commitment curve c(t): fraction of outputs whose label equals their source's."""
@@ -117,33 +113,18 @@ class ForwardReverseResult:
             "source_label": self.source_labels.numpy().reshape(-1).tolist(),
         }
 
-    def rows(self) -> list[dict[str, Any]]:
-        return table_rows(self.table())
-
-    def to_pandas(self):
-        import pandas as pd  # optional dependency
-
-        return pd.DataFrame(self.table())
-
-    def save(self, directory) -> None:
-        """Write ``table.csv`` and ``metadata.json`` (atomically) into ``directory``."""
+    def _saved_metadata(self) -> dict[str, Any]:
         meta = dict(self.metadata)
         meta.update(
-            kind="forward_reverse",
             n_per_time=self.n_per_time,
             nfe=self.nfe,
             **grid_metadata(self.requested_times, self.times, self.indices, self.steps),
         )
-        write_table(directory, self.table(), meta)
+        return meta
 
     @classmethod
-    def load(cls, directory) -> ForwardReverseResult:
-        """Read a result written by :meth:`save` (probabilities are not stored in the table)."""
-        columns, meta = read_table(directory)
-        if meta.get("kind") != "forward_reverse":
-            raise ValueError(
-                f"directory {directory} holds a {meta.get('kind')!r} result, not forward_reverse"
-            )
+    def _from_saved(cls, columns, meta) -> ForwardReverseResult:
+        # Probabilities are not stored in the table.
         T = len(meta["times"])
         labels = torch.tensor([int(v) for v in columns["label"]], dtype=torch.long).reshape(T, -1)
         source = torch.tensor([int(v) for v in columns["source_label"]], dtype=torch.long).reshape(T, -1)
@@ -206,14 +187,13 @@ def forward_reverse(
     """
     process = as_process(model, sampler, n_steps, t_max, eta)
     x0 = check_samples(x0, process)
-    requested = check_requested_times(times)
+    process, requested, indices, realised, steps = realise_times(process, times)
     n_per_time = check_positive_int(n_per_time, "n_per_time")
     chunk = check_chunk_size(chunk_size, DEFAULT_CHUNK)
     cond = check_cond(cond)
     feature_fn = resolve_feature(feature, process)
     check_resumable(out, seed, generator)
     base_seed = resolve_seed(seed, generator)
-    process, indices, realised, steps = realise_times(process, requested)
 
     z0 = check_model_shape(process.encode(x0), process)
     source_labels, _ = apply_feature(feature_fn, x0)
@@ -248,8 +228,17 @@ def forward_reverse(
                 name = f"t{i:05d}_c{j:05d}"
                 lo, hi = j * chunk, min(M, (j + 1) * chunk)
                 unit = cached_unit(
-                    store, name, _run_unit,
-                    process, z0, feature_fn, int(indices[i]), lo, hi, n_per_time, cond,
+                    store,
+                    name,
+                    _run_unit,
+                    process,
+                    z0,
+                    feature_fn,
+                    int(indices[i]),
+                    lo,
+                    hi,
+                    n_per_time,
+                    cond,
                     unit_generator(base_seed, "fr", i, j, device=device),
                 )
                 labels[i, lo:hi] = torch.from_numpy(unit["labels"])

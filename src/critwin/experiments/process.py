@@ -5,20 +5,40 @@ Grid index ``i`` is "the state after noising to ``times[i]``" and, equally, "the
 the sampler's step ``i`` starts": ``run(add_noise(x0, i), start=i)`` is the forward-reverse
 experiment at ``times[i]`` with no off-by-one. Exact mixtures, critwin's own samplers on any
 denoiser, and diffusers schedulers (``critwin.adapters.diffusers``) all implement it.
+
+Requested OU times are validated and put on a process's grid by :func:`realise_times` (through the
+process's :class:`~critwin.clock.TimeGrid`); the experiments' other input checks live here too.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 
-from critwin._validation import check_positive_int, check_time
-from critwin.clock import alpha_sigma, time_grid
-from critwin.experiments.store import fingerprint
-from critwin.samplers import SAMPLERS, as_denoiser, check_times, sample_ddim
+from critwin._files import fingerprint
+from critwin._validation import check_positive_int
+from critwin.clock import TimeGrid, alpha_sigma, time_grid
+from critwin.samplers import SAMPLERS, as_denoiser, sample_ddim
+
+__all__ = [
+    "ReverseProcess",
+    "MixtureProcess",
+    "DiscreteProcess",
+    "RealisedTimes",
+    "Callback",
+    "as_process",
+    "realise_times",
+    "check_sampler",
+    "check_samples",
+    "check_model_shape",
+    "check_cond",
+    "select_cond",
+    "nfe_since",
+]
 
 Callback = Callable[[int, float, torch.Tensor, torch.Tensor], None]
 """``callback(index, t, x, x0_hat)``: called at every grid index the sampler passes."""
@@ -72,15 +92,17 @@ class ReverseProcess(ABC):
             (n, *self.sample_shape), generator=generator, device=device, dtype=dtype or torch.float32
         )
 
+    @property
+    def grid(self) -> TimeGrid:
+        """:attr:`times` as a :class:`~critwin.clock.TimeGrid` (it validates requests against them)."""
+        # A zero-terminal-SNR schedule starts at infinite OU time (pure noise).
+        return TimeGrid(self.times, allow_inf=True)
+
     def locate(self, t) -> tuple[int, float]:
         """Grid index whose OU time is nearest to ``t`` (never the final, clean index) and that time."""
-        t = check_time(t, "t")
-        grid = self.times[:-1]
-        hi, lo = grid.max().item(), self.times.min().item()
-        if t > hi * (1 + 1e-9) + 1e-12:
-            raise ValueError(f"t={t:.4g} is beyond the sampler's range of OU times [{lo:.4g}, {hi:.4g}]")
-        index = int((grid - t).abs().argmin().item())
-        return index, float(grid[index].item())
+        grid = self.grid
+        index, realised = grid.nearest(grid.check(t, "t"), clean_end=False)
+        return int(index[0]), float(realised[0])
 
     def step_label(self, index: int) -> int | None:
         """The model's own step number at grid index ``index`` (diffusers timestep), if any."""
@@ -189,7 +211,7 @@ class MixtureProcess(ReverseProcess):
             self._times = time_grid(t_max, n_steps, 0.0, spacing)
             self.spacing = spacing
         else:
-            self._times = torch.tensor(check_times(times), dtype=torch.float64)
+            self._times = TimeGrid(times).times
             if self._times[-1].item() != 0.0:
                 raise ValueError(f"times must end at 0 (clean data), got {self._times[-1].item():.4g}")
             self.spacing = "custom"
@@ -218,6 +240,7 @@ class MixtureProcess(ReverseProcess):
             return x
         grid = self._times[start : stop + 1]
         if callback is not None:
+
             def step_callback(i, t, state, x0_hat):
                 callback(start + i, t, state, x0_hat)
         else:
@@ -361,12 +384,6 @@ class DiscreteProcess(ReverseProcess):
         index = int(index)
         return int(self.timesteps[index].item()) if index < self.timesteps.numel() else None
 
-    def locate(self, t):
-        t = check_time(t, "t")
-        step, realised = self.schedule.nearest_step(t, steps=self.timesteps)
-        index = int((self.timesteps == step).nonzero()[0, 0].item())
-        return index, float(realised)
-
     def add_noise(self, x0, index, generator=None):
         ab = self.schedule.alphas_cumprod[self.timesteps[int(index)]].item()
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
@@ -377,6 +394,7 @@ class DiscreteProcess(ReverseProcess):
         if stop == start:
             return x
         if callback is not None:
+
             def step_callback(i, t, state, x0_hat):
                 callback(start + i, t, state, x0_hat)
         else:
@@ -404,3 +422,132 @@ class DiscreteProcess(ReverseProcess):
             "steps_offset": self.steps_offset,
             "denoiser": getattr(self.denoiser, "name", None) or type(self.denoiser).__name__,
         }
+
+
+# --------------------------------------------------------------------------------------------------
+# Experiment inputs on a process
+# --------------------------------------------------------------------------------------------------
+
+
+def as_process(model, sampler, n_steps=None, t_max=None, eta=None) -> ReverseProcess:
+    """A :class:`ReverseProcess` from a process or a mixture (wrapped in :class:`MixtureProcess`).
+
+    ``n_steps``, ``t_max`` and ``eta`` configure a mixture's sampler; a process has its own (passing
+    them, or another ``sampler`` than its own, is a ValueError).
+    """
+    if isinstance(model, ReverseProcess):
+        if n_steps is not None or t_max is not None or eta is not None:
+            raise ValueError(
+                "n_steps, t_max and eta configure a mixture's sampler; a ReverseProcess has its own"
+            )
+        own = model.describe().get("sampler")
+        if sampler is not None and own is not None and sampler != own:
+            raise ValueError(
+                f"sampler={sampler!r} differs from the process's own sampler {own!r}; pass sampler=None"
+            )
+        return model
+    if hasattr(model, "sample_posterior") and hasattr(model, "denoise"):
+        kwargs = {"sampler": "exact" if sampler is None else sampler, "eta": eta}
+        if n_steps is not None:
+            kwargs["n_steps"] = n_steps
+        if t_max is not None:
+            kwargs["t_max"] = t_max
+        return MixtureProcess(model, **kwargs)
+    raise ValueError(
+        f"model must be a GaussianMixture, EmpiricalMixture or ReverseProcess, got {type(model).__name__}"
+    )
+
+
+class RealisedTimes(NamedTuple):
+    """Requested OU times put on a process's grid (by :func:`realise_times`).
+
+    Attributes
+    ----------
+    process : the process to run (re-gridded when continuous).
+    requested : (T,) float64 validated requested times, order preserved.
+    indices : (T,) long grid indices (the final, clean index for t = 0).
+    times : (T,) float64 realised OU times.
+    steps : (T,) model step labels (long, or float64 for fractional timesteps; -1 at the clean end),
+        or None when the model has none.
+    """
+
+    process: ReverseProcess
+    requested: torch.Tensor
+    indices: torch.Tensor
+    times: torch.Tensor
+    steps: torch.Tensor | None
+
+
+def realise_times(process: ReverseProcess, times, name: str = "times") -> RealisedTimes:
+    """Validate requested OU times once and put them on the process's grid.
+
+    Parameters
+    ----------
+    process : the process.
+    times : a number or (T,) OU times, each finite, >= 0 and within the process's range.
+    name : argument name for error messages.
+
+    Continuous processes are re-gridded so that every requested time is a grid point (the base grid's
+    step density is kept); discrete ones use the nearest grid point. Time 0 maps to the clean end.
+    """
+    requested = process.grid.check(times, name)
+    if process.continuous:
+        process = process.with_times(process.grid.refined(requested).times)
+    indices, realised = process.grid.nearest(requested)
+    last = process.times.numel() - 1
+    labels = [process.step_label(i) if i < last else None for i in indices.tolist()]
+    steps = None
+    if any(label is not None for label in labels):
+        values = [-1 if label is None else label for label in labels]
+        # Sigma-based schedulers (Euler) have fractional timesteps: keep them exactly.
+        integral = all(float(v).is_integer() for v in values)
+        steps = torch.tensor(values, dtype=torch.long if integral else torch.float64)
+    return RealisedTimes(process, requested, indices, realised, steps)
+
+
+def check_samples(x0, process, name: str = "x0") -> torch.Tensor:
+    """``x0`` (array or tensor, batch first) as a non-empty, finite floating-point tensor."""
+    if isinstance(x0, np.ndarray):
+        x0 = torch.from_numpy(x0)
+    if not isinstance(x0, torch.Tensor) or x0.ndim == 0 or x0.shape[0] == 0:
+        raise ValueError(f"{name} must be a non-empty tensor with the batch dimension first")
+    if not x0.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got {x0.dtype}")
+    if not torch.isfinite(x0).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return x0
+
+
+def check_model_shape(z0: torch.Tensor, process, name: str = "x0") -> torch.Tensor:
+    """Check encoded samples against the process's ``sample_shape`` (when it declares one)."""
+    shape = tuple(getattr(process, "sample_shape", ()) or ())
+    if shape and tuple(z0.shape[1:]) != shape:
+        raise ValueError(
+            f"{name} must hold samples of shape {shape} (in model space), got {tuple(z0.shape[1:])}"
+        )
+    return z0
+
+
+def check_cond(cond) -> dict[str, Any]:
+    """``cond`` as a dict (empty for None); which tensors are per sample is decided by :func:`select_cond`."""
+    if cond is None:
+        return {}
+    if not isinstance(cond, Mapping):
+        raise ValueError(f"cond must be a dict of tensors, got {type(cond).__name__}")
+    return dict(cond)
+
+
+def select_cond(cond: Mapping[str, Any], rows: torch.Tensor, n_rows: int) -> dict[str, Any]:
+    """Conditioning for the samples ``rows``: per-sample tensors (first dim ``n_rows``) are indexed."""
+    out = {}
+    for key, value in cond.items():
+        if isinstance(value, torch.Tensor) and value.ndim >= 1 and value.shape[0] == n_rows:
+            out[key] = value[rows.to(value.device)]
+        else:
+            out[key] = value
+    return out
+
+
+def nfe_since(process, before: int | None) -> np.int64:
+    """Per-sample denoiser evaluations of ``process`` since its counter read ``before`` (0 if uncounted)."""
+    return np.int64(0 if before is None else process.nfe - before)

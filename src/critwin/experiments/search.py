@@ -19,34 +19,35 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from critwin._validation import check_eps, check_positive_int, check_time
+from critwin.experiments.checkpoint import progress_bar, resolve_seed, unit_generator
 from critwin.experiments.estimation import base_rate as _base_rate
 from critwin.experiments.estimation import wilson_interval
+from critwin.experiments.features import apply_feature, resolve_feature
 from critwin.experiments.forward_reverse import noise_and_denoise
-from critwin.experiments.store import (
-    apply_feature,
+from critwin.experiments.process import (
     as_process,
     check_cond,
     check_model_shape,
     check_samples,
     nfe_since,
-    progress_bar,
     realise_times,
-    resolve_feature,
-    resolve_seed,
     select_cond,
-    unit_generator,
 )
+from critwin.experiments.results import ResultTable
 
 __all__ = ["search_window", "SearchResult"]
 
 
+_PROBE_COLUMNS = {"t": float, "n": int, "kept": int, "c": float, "lower": float, "upper": float}
+
+
 @dataclass
-class SearchResult:
+class SearchResult(ResultTable):
     """Outcome of :func:`search_window`.
 
     Attributes
@@ -73,9 +74,38 @@ class SearchResult:
     probes: list[dict[str, Any]] = field(default_factory=list)
     nfe: int | None = None
 
+    kind: ClassVar[str] = "search"
+
     @property
     def n_samples(self) -> int:
         return int(sum(p["n"] for p in self.probes))
+
+    def table(self) -> dict[str, list]:
+        """Columns, one row per probed time: t, n, kept, c, lower, upper."""
+        return {name: [p[name] for p in self.probes] for name in _PROBE_COLUMNS}
+
+    def _saved_metadata(self) -> dict[str, Any]:
+        # JSON has no tuples and no infinities (censored endpoints): store them as lists and strings.
+        return {name: _encode(getattr(self, name)) for name in self.__dataclass_fields__ if name != "probes"}
+
+    @classmethod
+    def _from_saved(cls, columns, meta) -> SearchResult:
+        n = len(columns["t"])
+        probes = [{k: kind(columns[k][i]) for k, kind in _PROBE_COLUMNS.items()} for i in range(n)]
+        fields = {name: _decode(meta[name]) for name in cls.__dataclass_fields__ if name != "probes"}
+        return cls(**fields, probes=probes)
+
+
+def _encode(value):
+    if isinstance(value, tuple):
+        return [_encode(v) for v in value]
+    return repr(value) if isinstance(value, float) and math.isinf(value) else value
+
+
+def _decode(value):
+    if isinstance(value, list):
+        return tuple(_decode(v) for v in value)
+    return float(value) if value in ("inf", "-inf") else value
 
 
 class _Prober:
@@ -110,11 +140,14 @@ class _Prober:
         """Whether c(t) > threshold, sampling until the Wilson interval excludes it."""
         entry = self.cache.get(t)
         if entry is None:
-            request = torch.tensor([t], dtype=torch.float64)
-            process, indices, realised, _ = realise_times(self.process, request)
+            process, _, indices, realised, _ = realise_times(self.process, t)
             entry = {
-                "t": float(realised[0]), "process": process, "index": int(indices[0]),
-                "n": 0, "kept": 0, "key": len(self.cache),
+                "t": float(realised[0]),
+                "process": process,
+                "index": int(indices[0]),
+                "n": 0,
+                "kept": 0,
+                "key": len(self.cache),
             }
             self.cache[t] = entry
         while True:
@@ -128,10 +161,16 @@ class _Prober:
         out = []
         for entry in sorted(self.cache.values(), key=lambda e: e["t"]):
             lower, upper = wilson_interval(entry["kept"], entry["n"], self.level)
-            out.append({
-                "t": entry["t"], "n": entry["n"], "kept": entry["kept"], "c": entry["kept"] / entry["n"],
-                "lower": float(lower), "upper": float(upper),
-            })
+            out.append(
+                {
+                    "t": entry["t"],
+                    "n": entry["n"],
+                    "kept": entry["kept"],
+                    "c": entry["kept"] / entry["n"],
+                    "lower": float(lower),
+                    "upper": float(upper),
+                }
+            )
         return out
 
 
@@ -192,18 +231,7 @@ def search_window(
     cond = check_cond(cond)
     feature_fn = resolve_feature(feature, process)
     base_seed = resolve_seed(seed, generator)
-    grid_hi = process.times[:-1].max().item()
-    if t_range is None:
-        t_range = (0.0, grid_hi)
-    try:
-        lo, hi = (float(v) for v in t_range)
-    except (TypeError, ValueError):
-        raise ValueError(f"t_range must be a pair (lo, hi) of OU times, got {t_range!r}") from None
-    lo, hi = check_time(lo, "t_range[0]"), check_time(hi, "t_range[1]")
-    if not lo < hi:
-        raise ValueError(f"t_range must satisfy lo < hi, got {t_range!r}")
-    if hi > grid_hi * (1 + 1e-9) + 1e-12:
-        raise ValueError(f"t_range[1]={hi:.4g} is beyond the sampler's range of OU times [0, {grid_hi:.4g}]")
+    lo, hi = _check_range(t_range, process.grid)
 
     z0 = check_model_shape(process.encode(x0), process)
     source_labels, _ = apply_feature(feature_fn, x0)
@@ -264,13 +292,30 @@ def search_window(
     nfe = None if prober.nfe is None else prober.nfe + nfe_reference
     probes = prober.summary()
     return SearchResult(
-        t_after=t_after, t_before=t_before,
-        t_after_bracket=after, t_before_bracket=before,
+        t_after=t_after,
+        t_before=t_before,
+        t_after_bracket=after,
+        t_before_bracket=before,
         t_after_ci=_probe_ci(probes, b + (1 - b) * (1 - delta), lo, hi),
         t_before_ci=_probe_ci(probes, b + (1 - b) * delta, lo, hi),
-        b=b, delta=delta, resolution=resolution,
-        probes=probes, nfe=nfe,
+        b=b,
+        delta=delta,
+        resolution=resolution,
+        probes=probes,
+        nfe=nfe,
     )
+
+
+def _check_range(t_range, grid) -> tuple[float, float]:
+    """``t_range`` (default: 0 to the grid's largest time) as a validated pair ``lo < hi``."""
+    if t_range is None:
+        return 0.0, grid.t_max
+    if isinstance(t_range, (str, bytes)) or not hasattr(t_range, "__len__") or len(t_range) != 2:
+        raise ValueError(f"t_range must be a pair (lo, hi) of OU times, got {t_range!r}")
+    lo, hi = grid.check(t_range, "t_range").tolist()
+    if not lo < hi:
+        raise ValueError(f"t_range must satisfy lo < hi, got {t_range!r}")
+    return lo, hi
 
 
 def _position_width(candidates, a, z, lo, hi) -> float:

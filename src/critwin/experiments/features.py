@@ -7,6 +7,10 @@
 - :class:`ZeroShotClassifier` / :func:`zero_shot_clip`: zero-shot classification by cosine similarity to
   text embeddings, with CLIP weights from a local file (``open_clip``, optional) or a local
   ``transformers`` CLIP directory. Nothing is ever downloaded.
+
+The experiments resolve a feature with :func:`resolve_feature`, name it with :func:`feature_name` and
+evaluate it with :func:`apply_feature`; :func:`check_feature_output` is the one validator of what a
+feature returns.
 """
 
 from __future__ import annotations
@@ -15,12 +19,22 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from critwin._files import load_tensor_file
 from critwin._validation import check_positive_int
-from critwin.experiments.store import load_tensor_file
 
-__all__ = ["CallableFeature", "SourceSimilarity", "ZeroShotClassifier", "zero_shot_clip"]
+__all__ = [
+    "CallableFeature",
+    "SourceSimilarity",
+    "ZeroShotClassifier",
+    "zero_shot_clip",
+    "feature_name",
+    "resolve_feature",
+    "apply_feature",
+    "check_feature_output",
+]
 
 
 def _batched(
@@ -62,8 +76,6 @@ class CallableFeature:
         value = self.fn(x)
         if not isinstance(value, torch.Tensor):
             try:
-                import numpy as np
-
                 value = torch.from_numpy(np.asarray(value))
             except (TypeError, ValueError):
                 raise ValueError(
@@ -72,28 +84,11 @@ class CallableFeature:
         return value
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        n = x.shape[0]
+        """(n,) int64 labels or (n, C) probabilities of ``fn(x)``, checked by :func:`check_feature_output`."""
         with torch.no_grad():
             value = _batched(self._one, x, self.batch_size).detach()
-        if value.shape[0] != n or value.ndim not in (1, 2):
-            raise ValueError(
-                f"feature {self.name} must return (n,) labels or (n, C) probabilities for n={n}, "
-                f"got shape {tuple(value.shape)}"
-            )
-        if value.ndim == 1:
-            if value.is_floating_point() or value.dtype == torch.bool:
-                raise ValueError(
-                    f"feature {self.name} returned {value.dtype} of shape (n,); labels must be integers"
-                )
-            value = value.long()
-            if (value < 0).any() or (self.n_classes is not None and (value >= self.n_classes).any()):
-                top = "" if self.n_classes is None else f"..{self.n_classes - 1}"
-                raise ValueError(f"feature {self.name} returned labels outside 0{top}")
-        elif self.n_classes is not None and value.shape[1] != self.n_classes:
-            raise ValueError(
-                f"feature {self.name} returned {value.shape[1]} classes, expected {self.n_classes}"
-            )
-        return value
+        labels, _ = check_feature_output(value, x.shape[0], f"feature {self.name}", self.n_classes)
+        return labels if value.ndim == 1 else value
 
 
 class SourceSimilarity:
@@ -369,3 +364,102 @@ def _transformers_clip(path: Path, labels, prompts, device, batch_size) -> ZeroS
     return ZeroShotClassifier(
         image_features, text, labels, scale, batch_size, name=f"clip:{path.name}:" + "|".join(labels)
     )
+
+
+# ---------------------------------------------------------------------------- features in experiments
+def feature_name(feature, name: str | None = None) -> str:
+    """A stable name for a feature (recorded in the config so that resumes cannot mix features)."""
+    if name is not None:
+        return str(name)
+    if isinstance(feature, str):
+        return feature
+    explicit = getattr(feature, "name", None)
+    if isinstance(explicit, str):
+        return explicit
+    target = feature if hasattr(feature, "__qualname__") else type(feature)
+    return f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', type(feature).__name__)}"
+
+
+def resolve_feature(feature, process) -> Callable:
+    """The callable behind ``feature``; ``"component"`` is the mixture's Bayes label."""
+    if isinstance(feature, str):
+        if feature != "component":
+            raise ValueError(f"feature must be a callable or 'component', got {feature!r}")
+        # A MixtureProcess holds .mixture; a DiscreteProcess may run on a mixture's exact denoiser.
+        mixture = getattr(process, "mixture", None) or getattr(process, "denoiser", None)
+        if mixture is None or not hasattr(mixture, "bayes_label"):
+            raise ValueError("feature='component' needs a mixture model (GaussianMixture/EmpiricalMixture)")
+        return mixture.bayes_label
+    if not callable(feature):
+        raise ValueError(f"feature must be a callable or 'component', got {type(feature).__name__}")
+    return feature
+
+
+def apply_feature(fn: Callable, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Evaluate a feature on a batch ``x`` (n, ...) and validate it (:func:`check_feature_output`).
+
+    Returns
+    -------
+    labels : (n,) int64 CPU tensor.  probabilities : (n, C) float32 CPU tensor or None.
+    """
+    with torch.no_grad():
+        value = fn(x)
+    if isinstance(value, np.ndarray):
+        value = torch.from_numpy(value)
+    return check_feature_output(value, int(x.shape[0]))
+
+
+def check_feature_output(
+    value, n: int, name: str = "feature", n_classes: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Check what a feature returned for ``n`` inputs: the one validator of feature outputs.
+
+    Parameters
+    ----------
+    value : (n,) integer labels >= 0, or (n, C) probabilities (non-negative rows summing to 1).
+    n : number of inputs.
+    name : how the feature is named in error messages.
+    n_classes : if given, labels must lie in ``0..n_classes-1`` and probabilities have ``n_classes`` columns.
+
+    Returns
+    -------
+    labels : (n,) int64 CPU tensor.  probabilities : (n, C) float32 CPU tensor, or None for labels.
+    """
+    if not isinstance(value, torch.Tensor):
+        raise ValueError(f"{name} must return a tensor or array of labels, got {type(value).__name__}")
+    value = value.detach().cpu()
+    if value.ndim == 1 and value.shape[0] == n:
+        return _check_labels(value, name, n_classes), None
+    if value.ndim == 2 and value.shape[0] == n and value.is_floating_point():
+        return value.argmax(1), _check_probabilities(value, name, n_classes)
+    raise ValueError(
+        f"{name} must return (n,) labels (integers) or (n, C) probabilities for n={n} inputs, "
+        f"got {value.dtype} of shape {tuple(value.shape)}"
+    )
+
+
+def _check_labels(value: torch.Tensor, name: str, n_classes: int | None) -> torch.Tensor:
+    if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
+        raise ValueError(
+            f"{name} must return integer labels (n,) or probabilities (n, C); got dtype {value.dtype} "
+            "of shape (n,): labels must be integers"
+        )
+    labels = value.long()
+    if (labels < 0).any():
+        raise ValueError(f"{name} returned negative labels; labels must be integers >= 0")
+    if n_classes is not None and (labels >= n_classes).any():
+        raise ValueError(f"{name} returned labels outside 0..{n_classes - 1}")
+    return labels
+
+
+def _check_probabilities(value: torch.Tensor, name: str, n_classes: int | None) -> torch.Tensor:
+    if n_classes is not None and value.shape[1] != n_classes:
+        raise ValueError(f"{name} returned {value.shape[1]} classes, expected {n_classes}")
+    if not torch.isfinite(value).all() or (value < 0).any():
+        raise ValueError(f"{name} returned (n, C) values that are not probabilities (negative or non-finite)")
+    if ((value.sum(1) - 1).abs() > 1e-3).any():
+        raise ValueError(
+            f"{name} returned (n, C) values whose rows do not sum to 1; return probabilities "
+            "(apply softmax to logits)"
+        )
+    return value.float()

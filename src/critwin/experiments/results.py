@@ -1,0 +1,162 @@
+"""Result tables of the experiments: one base class, and the csv/JSON files they are saved as.
+
+A result is one tidy table (one row per measurement) plus metadata. :class:`ResultTable` writes
+``table()``, ``rows()``, ``to_pandas()``, ``save()`` and ``load()`` once; each result
+(``ForwardReverseResult``, ``CloneResult``, ``SearchResult``) says what its columns and metadata are
+and how to rebuild itself from them. A saved result is ``DIR/table.csv`` + ``DIR/metadata.json``,
+both written atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from critwin._io import atomic_write_json, atomic_write_text, json_normalised
+
+__all__ = [
+    "ResultTable",
+    "write_table",
+    "read_table",
+    "table_rows",
+    "grid_metadata",
+    "grid_from_metadata",
+    "step_column",
+]
+
+TABLE_FILE = "table.csv"
+METADATA_FILE = "metadata.json"
+
+
+class ResultTable(ABC):
+    """Base class of the experiments' results: a tidy table plus metadata, saved and loaded as files.
+
+    Subclasses set ``kind`` (recorded in ``metadata.json`` and checked by :meth:`load`) and implement
+    :meth:`table`, :meth:`_saved_metadata` and :meth:`_from_saved`.
+    """
+
+    kind: ClassVar[str]
+
+    @abstractmethod
+    def table(self) -> dict[str, list]:
+        """Tidy columns (name -> list of values, all of one length): one row per measurement."""
+
+    @abstractmethod
+    def _saved_metadata(self) -> dict[str, Any]:
+        """What ``metadata.json`` holds besides ``kind``: everything the table does not."""
+
+    @classmethod
+    @abstractmethod
+    def _from_saved(cls, columns: dict[str, list[str]], meta: dict[str, Any]) -> ResultTable:
+        """The result from the table's columns (strings, as read from csv) and its metadata."""
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One dict per row of :meth:`table`."""
+        return table_rows(self.table())
+
+    def to_pandas(self):
+        """:meth:`table` as a ``pandas.DataFrame`` (pandas is an optional dependency)."""
+        import pandas as pd  # optional: imported only when asked for
+
+        return pd.DataFrame(self.table())
+
+    def save(self, directory) -> None:
+        """Write ``table.csv`` and ``metadata.json`` (atomically) into ``directory``."""
+        meta = self._saved_metadata()
+        meta["kind"] = self.kind
+        write_table(directory, self.table(), meta)
+
+    @classmethod
+    def load(cls, directory):
+        """Read a result written by :meth:`save` of the same class.
+
+        Raises
+        ------
+        FileNotFoundError if a file is missing; ValueError if ``directory`` holds another kind of result.
+        """
+        columns, meta = read_table(directory)
+        if meta.get("kind") != cls.kind:
+            raise ValueError(f"directory {directory} holds a {meta.get('kind')!r} result, not {cls.kind}")
+        return cls._from_saved(columns, meta)
+
+
+def write_table(directory, columns: Mapping[str, list], metadata: Mapping[str, Any]) -> None:
+    """Write ``table.csv`` (one row per measurement) and ``metadata.json`` atomically into ``directory``."""
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise ValueError(f"directory must be a directory, but {directory} is a file")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(list(columns))
+    for row in zip(*columns.values(), strict=True):
+        writer.writerow([_format(value) for value in row])
+    atomic_write_text(directory / TABLE_FILE, buffer.getvalue())
+    atomic_write_json(directory / METADATA_FILE, json_normalised(dict(metadata)))
+
+
+def read_table(directory) -> tuple[dict[str, list[str]], dict[str, Any]]:
+    """Read ``table.csv`` (columns of strings) and ``metadata.json`` from ``directory``."""
+    directory = Path(directory)
+    table, meta = directory / TABLE_FILE, directory / METADATA_FILE
+    for path in (table, meta):
+        if not path.exists():
+            raise FileNotFoundError(f"{path} not found (is {directory} a saved critwin result?)")
+    with open(table, newline="") as handle:
+        reader = csv.reader(handle)
+        header = next(reader)
+        columns: dict[str, list[str]] = {name: [] for name in header}
+        for row in reader:
+            for name, value in zip(header, row, strict=True):
+                columns[name].append(value)
+    return columns, json.loads(meta.read_text())
+
+
+def table_rows(columns: Mapping[str, list]) -> list[dict[str, Any]]:
+    """Column lists (as from ``table()``) -> one dict per row."""
+    names = list(columns)
+    return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+
+
+def _format(value):
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        # repr round-trips a float exactly; inf/nan are written as csv readers expect them.
+        return repr(value) if math.isfinite(value) else str(value)
+    return value
+
+
+def grid_metadata(requested: torch.Tensor, times: torch.Tensor, indices: torch.Tensor, steps) -> dict:
+    """Requested and realised times of a result for ``metadata.json`` (read by :func:`grid_from_metadata`)."""
+    return {
+        "requested_times": requested.tolist(),
+        "times": times.tolist(),
+        "indices": indices.tolist(),
+        "steps": None if steps is None else steps.tolist(),
+    }
+
+
+def grid_from_metadata(meta: Mapping[str, Any]) -> dict[str, torch.Tensor | None]:
+    """``requested_times``, ``times``, ``indices``, ``steps`` tensors from :func:`grid_metadata`'s dict."""
+    steps = meta.get("steps")
+    return {
+        "requested_times": torch.tensor(meta["requested_times"], dtype=torch.float64),
+        "times": torch.tensor(meta["times"], dtype=torch.float64),
+        "indices": torch.tensor(meta["indices"], dtype=torch.long),
+        "steps": None if steps is None else torch.tensor(steps),
+    }
+
+
+def step_column(steps, t_rep) -> list:
+    """Per-row step labels (None where the model has none or t = 0); fractional ones stay exact."""
+    if steps is None:
+        return [None] * len(t_rep)
+    return [None if s < 0 else int(s) if float(s).is_integer() else float(s) for s in steps[t_rep]]
