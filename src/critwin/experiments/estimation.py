@@ -301,17 +301,7 @@ def estimate_window(
     seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator).item())
     rng = np.random.default_rng(seed)
     estimate = _estimate(
-        times,
-        kept,
-        clusters,
-        classes,
-        model_labels,
-        is_clone,
-        base_rate,
-        delta,
-        n_boot,
-        level,
-        rng,
+        times, kept, clusters, classes, model_labels, is_clone, base_rate, delta, n_boot, level, rng
     )
     if per_class:
         for k in np.unique(classes).tolist():
