@@ -6,10 +6,13 @@ import torch
 import critwin
 from critwin.clock import (
     DiscreteSchedule,
+    TimeGrid,
     alpha_bar,
     alpha_sigma,
     flow_s,
     log_snr,
+    noised_variance,
+    ou_coefficients,
     ou_time,
     snr,
     time_grid,
@@ -118,3 +121,36 @@ def test_time_grid_spacings():
 def test_schedule_rejects_bad_betas():
     with pytest.raises(ValueError, match="betas"):
         DiscreteSchedule(torch.tensor([0.1, 1.2]))
+
+
+def test_time_grid_checks_requests_once_and_maps_them_to_indices():
+    grid = TimeGrid([2.0, 1.0, 0.5, 0.0])
+    requested = grid.check([0.9, 0.0, 2.0 * (1 + 1e-12)])
+    indices, realised = grid.nearest(requested)
+    # Nearest start points by hand: 0.9 -> 1.0 (index 1); t = 0 is the clean end; 2(1+1e-12) -> 2.0.
+    assert indices.tolist() == [1, 3, 0]
+    assert realised.tolist() == [1.0, 0.0, 2.0]
+    # Without the clean end, t = 0 starts from the smallest positive grid time.
+    assert grid.nearest(grid.check(0.0), clean_end=False)[0].tolist() == [2]
+    refined = grid.refined(grid.check([0.9, 0.5 + 1e-13]))
+    # 0.9 is added; 0.5 is replaced by the request within 1e-12 of it; start and clean end stay.
+    assert refined.times.tolist() == [2.0, 1.0, 0.9, 0.5 + 1e-13, 0.0]
+    with pytest.raises(ValueError, match=r"times\[1\] must be >= 0"):
+        grid.check([1.0, -1.0])
+    with pytest.raises(ValueError, match=r"t_fork=2.1 is beyond the sampler's range of OU times \[0, 2\]"):
+        grid.check(2.1, "t_fork")
+    with pytest.raises(ValueError, match="must be finite"):
+        grid.check([math.nan])
+    with pytest.raises(ValueError, match="strictly decreasing"):
+        TimeGrid([1.0, 1.0, 0.0])
+    with pytest.raises(ValueError, match="finite"):
+        TimeGrid([math.inf, 1.0, 0.0])
+    assert TimeGrid([math.inf, 1.0, 0.0], allow_inf=True).nearest(torch.tensor([50.0]))[0].tolist() == [1]
+
+
+def test_noised_variance_is_the_variance_of_the_ou_state():
+    # Var(e^{-t} X_0 + sqrt(1 - e^{-2t}) Z) = e^{-2t} var + 1 - e^{-2t}, by hand at t = 0.5, var = 3.
+    expected = math.exp(-1.0) * 3.0 + 1.0 - math.exp(-1.0)
+    assert noised_variance(3.0, 0.5) == pytest.approx(expected, rel=1e-14)
+    a, s2 = ou_coefficients(torch.tensor([0.5], dtype=torch.float64))
+    assert a.item() == pytest.approx(math.exp(-0.5), rel=1e-14) and s2.item() == pytest.approx(1 - math.exp(-1.0))

@@ -11,7 +11,7 @@ from scipy.optimize import brentq
 
 from critwin.clock import DiscreteSchedule
 from critwin.experiments.estimation import estimate_window
-from critwin.experiments.forward_reverse import forward_reverse
+from critwin.experiments.forward_reverse import ForwardReverseResult, forward_reverse
 from critwin.experiments.process import DiscreteProcess
 from critwin.experiments.search import search_window
 from two_gaussian_oracle import fr_truth, two_gaussians
@@ -89,3 +89,19 @@ def test_bad_search_input(kwargs, message):
     mixture = two_gaussians(4.0)
     with pytest.raises(ValueError, match=message):
         search_window(mixture, torch.zeros(3, 2, dtype=torch.float64), seed=0, progress=False, **kwargs)
+
+
+def test_search_result_saves_and_loads(tmp_path):
+    from critwin.experiments.search import SearchResult
+
+    probes = [{"t": 0.5, "n": 64, "kept": 60, "c": 60 / 64, "lower": 0.85, "upper": 0.98}]
+    result = SearchResult(
+        t_after=0.25, t_before=math.inf, t_after_bracket=(0.0, 0.5), t_before_bracket=(4.5, 5.0),
+        t_after_ci=(0.0, 0.5), t_before_ci=(4.0, 5.0), b=0.5, delta=0.1, resolution=0.5, probes=probes, nfe=64,
+    )
+    result.save(tmp_path)
+    # Censored endpoints (inf) and bracket pairs survive the strict-JSON round trip.
+    assert SearchResult.load(tmp_path) == result
+    assert result.rows() == probes
+    with pytest.raises(ValueError, match="holds a 'search' result, not forward_reverse"):
+        ForwardReverseResult.load(tmp_path)
