@@ -153,4 +153,5 @@ def test_noised_variance_is_the_variance_of_the_ou_state():
     expected = math.exp(-1.0) * 3.0 + 1.0 - math.exp(-1.0)
     assert noised_variance(3.0, 0.5) == pytest.approx(expected, rel=1e-14)
     a, s2 = ou_coefficients(torch.tensor([0.5], dtype=torch.float64))
-    assert a.item() == pytest.approx(math.exp(-0.5), rel=1e-14) and s2.item() == pytest.approx(1 - math.exp(-1.0))
+    assert a.item() == pytest.approx(math.exp(-0.5), rel=1e-14)
+    assert s2.item() == pytest.approx(1 - math.exp(-1.0), rel=1e-14)

@@ -97,7 +97,8 @@ def test_search_result_saves_and_loads(tmp_path):
     probes = [{"t": 0.5, "n": 64, "kept": 60, "c": 60 / 64, "lower": 0.85, "upper": 0.98}]
     result = SearchResult(
         t_after=0.25, t_before=math.inf, t_after_bracket=(0.0, 0.5), t_before_bracket=(4.5, 5.0),
-        t_after_ci=(0.0, 0.5), t_before_ci=(4.0, 5.0), b=0.5, delta=0.1, resolution=0.5, probes=probes, nfe=64,
+        t_after_ci=(0.0, 0.5), t_before_ci=(4.0, 5.0), b=0.5, delta=0.1, resolution=0.5,
+        probes=probes, nfe=64,
     )
     result.save(tmp_path)
     # Censored endpoints (inf) and bracket pairs survive the strict-JSON round trip.
