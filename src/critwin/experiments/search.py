@@ -18,7 +18,7 @@ Call shape::
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 import torch
@@ -86,14 +86,14 @@ class SearchResult(ResultTable):
 
     def _saved_metadata(self) -> dict[str, Any]:
         # JSON has no tuples and no infinities (censored endpoints): store them as lists and strings.
-        return {name: _encode(getattr(self, name)) for name in self.__dataclass_fields__ if name != "probes"}
+        return {f.name: _encode(getattr(self, f.name)) for f in fields(self) if f.name != "probes"}
 
     @classmethod
     def _from_saved(cls, columns, meta) -> SearchResult:
         n = len(columns["t"])
         probes = [{k: kind(columns[k][i]) for k, kind in _PROBE_COLUMNS.items()} for i in range(n)]
-        fields = {name: _decode(meta[name]) for name in cls.__dataclass_fields__ if name != "probes"}
-        return cls(**fields, probes=probes)
+        scalars = {f.name: _decode(meta[f.name]) for f in fields(cls) if f.name != "probes"}
+        return cls(**scalars, probes=probes)
 
 
 def _encode(value):
@@ -238,14 +238,9 @@ def search_window(
     nfe_reference = 0
     if base_rate is None:
         n_ref = check_positive_int(n_reference if n_reference is not None else max_per_probe, "n_reference")
-        reference_generator = unit_generator(base_seed, "reference", device=z0.device)
-        before = process.nfe
-        x = process.prior(n_ref, generator=reference_generator, device=z0.device, dtype=z0.dtype)
-        rows = torch.arange(n_ref) % x0.shape[0]  # per-sample conditioning cycles like the sources
-        x = process.run(x, generator=reference_generator, cond=select_cond(cond, rows, x0.shape[0]) or None)
-        model_labels, _ = apply_feature(feature_fn, process.decode(x))
-        nfe_reference = int(nfe_since(process, before))
-        b = _base_rate(source_labels, model_labels)
+        b, nfe_reference = _reference_base_rate(
+            process, z0, source_labels, feature_fn, cond, n_ref, base_seed
+        )
     else:
         b = float(base_rate)
         if not 0.0 <= b < 1.0:
@@ -304,6 +299,17 @@ def search_window(
         probes=probes,
         nfe=nfe,
     )
+
+
+def _reference_base_rate(process, z0, source_labels, feature_fn, cond, n_ref, seed) -> tuple[float, int]:
+    """Base rate ``sum_k p_k q_k`` with ``q`` from ``n_ref`` model samples, and the NFEs they cost."""
+    generator = unit_generator(seed, "reference", device=z0.device)
+    before = process.nfe
+    x = process.prior(n_ref, generator=generator, device=z0.device, dtype=z0.dtype)
+    rows = torch.arange(n_ref) % z0.shape[0]  # per-sample conditioning cycles like the sources
+    x = process.run(x, generator=generator, cond=select_cond(cond, rows, z0.shape[0]) or None)
+    model_labels, _ = apply_feature(feature_fn, process.decode(x))
+    return _base_rate(source_labels, model_labels), int(nfe_since(process, before))
 
 
 def _check_range(t_range, grid) -> tuple[float, float]:
