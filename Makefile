@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 DEMO_OUT ?= reports/demo
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-slow bench lint demo clean
+.PHONY: setup test test-slow bench lint demo docs clean
 
 setup: $(STAMP)
 
@@ -29,6 +29,12 @@ lint: setup
 
 demo: setup
 	$(BIN)/critwin demo --out $(DEMO_OUT)
+
+# The docs site: site/index.html. Fails on any warning (mkdocs --strict); no network at build time.
+docs: setup
+	$(BIN)/python -m pip install -q -e '.[docs]'
+	$(BIN)/python scripts/gen_cli_docs.py docs/cli.md
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict --clean --site-dir site
 
 clean:
 	rm -rf $(VENV) reports .pytest_cache
