@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 import inspect
 import math
 from collections.abc import Mapping
@@ -39,6 +38,7 @@ from critwin.adapters.diffusers.schedule import (
 from critwin.clock import alpha_bar as ou_alpha_bar
 from critwin.clock import alpha_sigma, snr, ve_sigma
 from critwin.experiments.process import Callback, ReverseProcess
+from critwin.experiments.store import fingerprint
 
 __all__ = ["DiffusersProcess"]
 
@@ -455,7 +455,7 @@ class DiffusersProcess(ReverseProcess):
     def weights_fingerprint(self) -> str:
         """Cheap content hash of the UNet (and VAE) weights: name, shape, sum and sum of squares."""
         if self._weights_fingerprint is None:
-            digest = hashlib.sha256()
+            entries = []
             for prefix, module in (("unet", self.unet), ("vae", self.vae)):
                 if module is None or not hasattr(module, "state_dict"):
                     continue
@@ -465,8 +465,8 @@ class DiffusersProcess(ReverseProcess):
                         stats = (
                             (values.sum().item(), (values * values).sum().item()) if values.numel() else ()
                         )
-                        digest.update(f"{prefix}.{name}{tuple(tensor.shape)}{stats}".encode())
-            self._weights_fingerprint = digest.hexdigest()[:16]
+                        entries.append(f"{prefix}.{name}{tuple(tensor.shape)}{stats}")
+            self._weights_fingerprint = fingerprint(*entries)
         return self._weights_fingerprint
 
     def describe(self) -> dict[str, Any]:
@@ -482,8 +482,9 @@ class DiffusersProcess(ReverseProcess):
             "grid_size": int(self._times.numel()),
             "guidance_scale": self.guidance_scale,
             "guidance_rescale": self.guidance_rescale,
-            "cond": _fingerprint(self.cond) if self.cond else None,
-            "uncond": _fingerprint(self.uncond) if self.uncond else None,
+            # Content hashes of the conditioning, so that a resumed sweep cannot mix prompts.
+            "cond": fingerprint(self.cond) if self.cond else None,
+            "uncond": fingerprint(self.uncond) if self.uncond else None,
             "latent": self.vae is not None,
             "terminal_snr": self.terminal_snr,
             "final_ou_time": self._times[-1].item(),
@@ -492,20 +493,3 @@ class DiffusersProcess(ReverseProcess):
             },
             "schedule": self.schedule_report(),
         }
-
-
-def _fingerprint(values: Mapping[str, Any]) -> str:
-    """Content hash of conditioning tensors/values (so a resumed sweep cannot mix prompts)."""
-    digest = hashlib.sha256()
-    for key in sorted(values):
-        value = values[key]
-        digest.update(key.encode())
-        if isinstance(value, torch.Tensor):
-            tensor = value.detach().cpu().contiguous()
-            digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
-            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-        elif isinstance(value, Mapping):
-            digest.update(_fingerprint(value).encode())
-        else:
-            digest.update(repr(value).encode())
-    return digest.hexdigest()[:16]
