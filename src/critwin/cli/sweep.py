@@ -111,6 +111,23 @@ def _check_modes(experiment, times, adaptive, prompt, prompt_embeds, negative_pr
         raise ValueError("--negative-prompt needs --prompt")
 
 
+def _check_numbers(guidance: float | None, **counts: int | None) -> None:
+    """Counts >= 1 (labels >= 0) and a guidance scale >= 0, where given."""
+    labels = {k: counts.pop(k) for k in ("class_label", "null_label")}
+    check_counts(**counts)
+    check_counts(minimum=0, **labels)
+    if guidance is not None and not guidance >= 0:
+        raise ValueError(f"--guidance must be a number >= 0, got {guidance}")
+
+
+def _check_scheduler(scheduler: str | None) -> None:
+    if scheduler is not None:
+        try:
+            scheduler_class(scheduler)
+        except ValueError as exc:
+            raise ValueError(f"--{exc}") from None
+
+
 def _load_process(model, scheduler, device, dtype, prompt, embeds, steps, guidance, **conditioning):
     """The pipeline as a process; critwin's noise-level notes become one stderr line each."""
     pipe = load_local(model, scheduler=scheduler, device=device, dtype=dtype, text_encoder=prompt is not None)
@@ -192,19 +209,24 @@ def sweep(
     # Every option is checked (and every small file read) before the pipeline loads.
     _check_modes(experiment, times, adaptive, prompt, prompt_embeds, negative_prompt)
     check_out_dir(out)
-    check_counts(steps=steps, n=n, n_per_time=n_per_time, n_clones=n_clones, probe_batch=probe_batch)
-    check_counts(max_per_probe=max_per_probe, chunk_size=chunk_size, height=height, width=width)
-    check_counts(class_label=class_label, null_label=null_label, minimum=0)
-    if guidance is not None and not guidance >= 0:
-        raise ValueError(f"--guidance must be a number >= 0, got {guidance}")
+    _check_numbers(
+        guidance,
+        steps=steps,
+        n=n,
+        n_per_time=n_per_time,
+        n_clones=n_clones,
+        probe_batch=probe_batch,
+        max_per_probe=max_per_probe,
+        chunk_size=chunk_size,
+        height=height,
+        width=width,
+        class_label=class_label,
+        null_label=null_label,
+    )
     delta = check_delta(delta)
     resolution = check_time(resolution, "--resolution", allow_zero=False)
     device, torch_dtype = parse_device_dtype(device, dtype)
-    if scheduler is not None:
-        try:
-            scheduler_class(scheduler)
-        except ValueError as exc:
-            raise ValueError(f"--{exc}") from None
+    _check_scheduler(scheduler)
     requested = parse_times(times) if times is not None else None
     make_feature = _feature_factory(feature, clip_weights, clip_arch, labels, device)
     embeds = load_prompt_embeds(prompt_embeds) if prompt_embeds is not None else {}
@@ -229,16 +251,8 @@ def sweep(
     sources = _sources(process, out, images, n, seed, device)
     feature_fn = make_feature(sources)
     if adaptive:
-        settings = {
-            "process": process.describe(),
-            "feature": getattr(feature_fn, "name", feature),
-            "seed": seed,
-            "delta": delta,
-            "resolution": resolution,
-            "n_sources": int(sources.shape[0]),
-            "probe_batch": probe_batch,
-            "max_per_probe": max_per_probe,
-        }
+        settings = {"feature": getattr(feature_fn, "name", feature), "seed": seed, "delta": delta}
+        settings.update(resolution=resolution, probe_batch=probe_batch, max_per_probe=max_per_probe)
         _search(process, sources, feature_fn, settings, out, progress)
         return
     if requested is None:
@@ -256,6 +270,7 @@ def sweep(
 
 def _search(process, sources, feature_fn, settings: dict, out: Path, progress: bool) -> None:
     """``--adaptive``: bisect for the window endpoints; a finished search with these settings is reused."""
+    settings = {"process": process.describe(), **settings, "n_sources": int(sources.shape[0])}
     path = out / SEARCH_FILE
     if path.is_file():
         stored = json.loads(path.read_text())
