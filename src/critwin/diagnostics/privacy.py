@@ -122,6 +122,14 @@ class MembershipAudit:
         }
 
 
+def _split_scores(scores: np.ndarray, n_members: int, n_nonmembers: int, calibration_fraction: float, rng):
+    """Member scores, and a random split of the non-members' into calibration and held-out test."""
+    permuted = rng.permutation(n_nonmembers) + n_members
+    n_calib = min(max(1, int(round(calibration_fraction * n_nonmembers))), n_nonmembers - 1)
+    calib_ids, test_ids = permuted[:n_calib], permuted[n_calib:]
+    return scores[:n_members], scores[calib_ids], scores[test_ids]
+
+
 def membership_audit(
     model,
     members: torch.Tensor,
@@ -184,10 +192,9 @@ def membership_audit(
     scores = commitment_times(result, level)
     n_members = members.shape[0]
     rng = np.random.default_rng(seed)
-    permuted = rng.permutation(nonmembers.shape[0]) + n_members
-    n_calib = min(max(1, int(round(calibration_fraction * nonmembers.shape[0]))), nonmembers.shape[0] - 1)
-    calib_ids, test_ids = permuted[:n_calib], permuted[n_calib:]
-    member_scores, calib_scores, test_scores = scores[:n_members], scores[calib_ids], scores[test_ids]
+    member_scores, calib_scores, test_scores = _split_scores(
+        scores, n_members, nonmembers.shape[0], calibration_fraction, rng
+    )
     auc = roc_auc(member_scores, test_scores)
     boot = [
         roc_auc(rng.choice(member_scores, member_scores.size), rng.choice(test_scores, test_scores.size))

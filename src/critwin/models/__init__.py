@@ -28,18 +28,24 @@ _EXPORTS = {
     "save_digits_model": "critwin.models.digits",
 }
 
-__all__ = sorted(
-    [
-        *_EXPORTS,
-        "DigitsData",
-        "load_digits_data",
-        "nearest_neighbour_distance",
-        "DigitClassifier",
-        "train_classifier",
-        "load_classifier",
-        "classifier_feature",
-    ]
-)
+__all__ = [
+    "DigitClassifier",
+    "DigitsConfig",
+    "DigitsData",
+    "DigitsModel",
+    "NULL_LABEL",
+    "PRESETS",
+    "classifier_feature",
+    "evaluate_digits_model",
+    "load_classifier",
+    "load_digits_data",
+    "load_digits_model",
+    "nearest_neighbour_distance",
+    "save_digits_model",
+    "train_classifier",
+    "train_digits",
+    "training_steps",
+]
 
 
 __getattr__, __dir__ = lazy_exports("critwin.models", _EXPORTS, globals())

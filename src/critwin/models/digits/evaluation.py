@@ -75,21 +75,7 @@ def evaluate_digits_model(
         metrics["unconditional_class_counts"] = counts.tolist()
         metrics["n_unconditional_samples"] = n_unconditional
 
-    sample_nn, _ = nearest_neighbour_distance(samples, data.train_images)
-    test_nn, _ = nearest_neighbour_distance(data.test_images, data.train_images)
-    threshold = 0.1 * test_nn.median().item()
-    metrics.update(
-        {
-            "nn_distance_metric": "RMS pixel distance in [-1, 1] to the nearest training image",
-            "nn_distance_samples_mean": sample_nn.mean().item(),
-            "nn_distance_samples_median": sample_nn.median().item(),
-            "nn_distance_test_mean": test_nn.mean().item(),
-            "nn_distance_test_median": test_nn.median().item(),
-            "nn_distance_ratio_median": sample_nn.median().item() / test_nn.median().item(),
-            "copy_threshold": threshold,
-            "copy_fraction": (sample_nn < threshold).double().mean().item(),
-        }
-    )
+    metrics.update(_memorisation_metrics(samples, data))
     metrics["sampler"] = {
         "scheduler": "diffusers.DDPMScheduler",
         "num_inference_steps": num_inference_steps,
@@ -101,3 +87,20 @@ def evaluate_digits_model(
     )
     metrics["evaluation_seconds"] = time.perf_counter() - started
     return metrics
+
+
+def _memorisation_metrics(samples: torch.Tensor, data: DigitsData) -> dict[str, Any]:
+    """Nearest-training-neighbour distances of ``samples`` and of the test images, and the copy share."""
+    sample_nn, _ = nearest_neighbour_distance(samples, data.train_images)
+    test_nn, _ = nearest_neighbour_distance(data.test_images, data.train_images)
+    threshold = 0.1 * test_nn.median().item()
+    return {
+        "nn_distance_metric": "RMS pixel distance in [-1, 1] to the nearest training image",
+        "nn_distance_samples_mean": sample_nn.mean().item(),
+        "nn_distance_samples_median": sample_nn.median().item(),
+        "nn_distance_test_mean": test_nn.mean().item(),
+        "nn_distance_test_median": test_nn.median().item(),
+        "nn_distance_ratio_median": sample_nn.median().item() / test_nn.median().item(),
+        "copy_threshold": threshold,
+        "copy_fraction": (sample_nn < threshold).double().mean().item(),
+    }
