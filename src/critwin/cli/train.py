@@ -73,9 +73,7 @@ def train(
     if model == "classifier":
         _check_classifier_options(steps, batch_size, learning_rate, epochs)
     else:
-        check_counts(steps=steps, batch_size=batch_size)
-        if learning_rate is not None and not learning_rate > 0:
-            raise ValueError(f"--learning-rate must be > 0, got {learning_rate}")
+        _check_digits_options(steps, batch_size, learning_rate)
     if classifier_dir is not None and not classifier_dir.is_dir():
         raise ValueError(f"--classifier-dir must be a directory, got {classifier_dir}")
     if threads is not None:
@@ -107,6 +105,12 @@ def train(
         log=typer.echo,
         reference_card=reference,
     )
+
+
+def _check_digits_options(steps, batch_size, learning_rate) -> None:
+    check_counts(steps=steps, batch_size=batch_size)
+    if learning_rate is not None and not learning_rate > 0:
+        raise ValueError(f"--learning-rate must be > 0, got {learning_rate}")
 
 
 def _check_classifier_options(steps, batch_size, learning_rate, epochs: int) -> None:
