@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 
 from critwin._io import json_text
+from critwin._validation import check_eps
 from critwin.cli import app
-from critwin.cli._common import fmt_time, parse_list
+from critwin.cli._common import check_counts, check_out_dir, check_out_file, fmt_time, parse_list
+from critwin.io_mixture import load_mixture
+from critwin.tree import hierarchy
+from critwin.validate import validate
+from critwin.windows import critical_window, transition_times
 
 
 def _subset(text: str | None, name: str) -> list[int] | None:
@@ -17,8 +26,6 @@ def _subset(text: str | None, name: str) -> list[int] | None:
 
 
 def _generator(seed: int):
-    import torch
-
     return torch.Generator().manual_seed(seed)
 
 
@@ -33,24 +40,17 @@ def window_command(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
 ):
     """Critical window [T_after, T_before] of S_after inside S_before, and the theorem's transition times."""
-    from critwin._validation import check_eps
-    from critwin.io_mixture import load_mixture
-    from critwin.windows import critical_window, transition_times
-
     eps = check_eps(eps, "--eps")
-    mixture = load_mixture(mixture_file)
+    check_counts(n=n)
     after_set = _subset(after, "after")
     before_set = _subset(before, "before")
+    mixture = load_mixture(mixture_file)
     g = _generator(seed)
     win = critical_window(mixture, after_set, before_set, eps, n=n, generator=g)
     times = transition_times(mixture, win.after, win.before, eps, n=n, generator=g)
     if as_json:
         typer.echo(json_text({"window": win.to_dict(), "transition_times": times.to_dict()}, indent=None))
         return
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
     table = Table(title=f"critical window (eps={eps:g}), S_after={win.after}, S_before={win.before}")
     table.add_column("quantity")
     table.add_column("OU time", justify="right")
@@ -81,14 +81,13 @@ def hierarchy_command(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
 ):
     """The eps-mixture tree (hierarchy of features) of a mixture, with each node's window."""
-    from critwin._validation import check_eps
-    from critwin.io_mixture import load_mixture
-    from critwin.tree import hierarchy
-
     eps = check_eps(eps, "--eps")
+    check_counts(n=n)
+    check_out_file(plot, "--plot")
     mixture = load_mixture(mixture_file)
     tree = hierarchy(mixture, eps, n=n, generator=_generator(seed))
     if plot is not None:
+        # matplotlib loads only when a plot is asked for, with the non-interactive backend.
         import matplotlib
 
         matplotlib.use("Agg")
@@ -112,10 +111,8 @@ def validate_command(
     as_json: bool = typer.Option(False, "--json", help="print the summary as one JSON object"),
 ):
     """Check Blink Thm 2 on random isotropic mixtures: exact forward-reverse TV against the bound."""
-    from critwin._validation import check_eps
-    from critwin.validate import validate
-
     eps = check_eps(eps, "--eps")
+    check_out_dir(out)
     result = validate(out, quick=quick, eps=eps, seed=seed)
     s = result.summary
     if as_json:
