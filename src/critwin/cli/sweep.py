@@ -16,7 +16,6 @@ from safetensors.torch import load_file, save_file
 from critwin._files import load_tensor_file
 from critwin._io import atomic_path, atomic_write_json
 from critwin._validation import check_time
-from critwin.adapters.diffusers import from_pipeline, load_local, load_prompt_embeds, scheduler_class
 from critwin.cli import app
 from critwin.cli._common import (
     check_choice,
@@ -37,6 +36,11 @@ EXPERIMENTS = ("forward-reverse", "clone")
 FEATURES = "nearest-source, nearest-source-cosine, clip, or MODULE:FUNCTION"
 SOURCES_FILE = "sources.safetensors"
 SEARCH_FILE = "search.json"
+
+
+def _adapter():
+    """The diffusers adapter, imported on first use: diffusers costs ~2 s, which every other command skips."""
+    return importlib.import_module("critwin.adapters.diffusers")
 
 
 def _load_tensor_file(path: Path, key: str):
@@ -123,18 +127,20 @@ def _check_numbers(guidance: float | None, **counts: int | None) -> None:
 def _check_scheduler(scheduler: str | None) -> None:
     if scheduler is not None:
         try:
-            scheduler_class(scheduler)
+            _adapter().scheduler_class(scheduler)
         except ValueError as exc:
             raise ValueError(f"--{exc}") from None
 
 
 def _load_process(model, scheduler, device, dtype, prompt, embeds, steps, guidance, **conditioning):
     """The pipeline as a process; critwin's noise-level notes become one stderr line each."""
-    pipe = load_local(model, scheduler=scheduler, device=device, dtype=dtype, text_encoder=prompt is not None)
+    pipe = _adapter().load_local(
+        model, scheduler=scheduler, device=device, dtype=dtype, text_encoder=prompt is not None
+    )
     with warnings.catch_warnings(record=True) as caught:
         # Warnings that pass the active filters are collected here instead of printed.
         warnings.simplefilter("always", UserWarning)
-        process = from_pipeline(pipe, steps, guidance, prompt=prompt, **conditioning, **embeds)
+        process = _adapter().from_pipeline(pipe, steps, guidance, prompt=prompt, **conditioning, **embeds)
     # Noise-level notes (non-zero terminal SNR, DDIM landing between timesteps): one line each.
     for warning in caught:
         if issubclass(warning.category, UserWarning) and "critwin" in warning.filename:
@@ -229,7 +235,7 @@ def sweep(
     _check_scheduler(scheduler)
     requested = parse_times(times) if times is not None else None
     make_feature = _feature_factory(feature, clip_weights, clip_arch, labels, device)
-    embeds = load_prompt_embeds(prompt_embeds) if prompt_embeds is not None else {}
+    embeds = _adapter().load_prompt_embeds(prompt_embeds) if prompt_embeds is not None else {}
     images = _load_tensor_file(x0, "x0") if x0 is not None else None
 
     process = _load_process(
