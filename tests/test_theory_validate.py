@@ -10,9 +10,9 @@ import torch
 
 from critwin.cli import main
 from critwin.divergence import tv
+from critwin.experiments.validate import forward_reverse_tv, validate
 from critwin.io_mixture import load_mixture, save_mixture
 from critwin.mixtures import GaussianMixture
-from critwin.validate import forward_reverse_tv, validate
 
 F64 = torch.float64
 
@@ -142,8 +142,8 @@ def test_cli_window_and_hierarchy_json(tmp_path, capsys):
     # Exact endpoints for N(+-mu, I)/2, |mu| = 3: erf(a|mu|/sqrt2) = 1 - eps^2 and erf(a|mu|/sqrt2)/2 = eps.
     from scipy.special import erfinv
 
-    assert data["window"]["lower"] == pytest.approx(math.log(3 / (math.sqrt(2) * erfinv(0.99))), abs=1e-4)
-    assert data["window"]["upper"] == pytest.approx(math.log(3 / (math.sqrt(2) * erfinv(0.2))), abs=1e-4)
+    assert data["window"]["t_after"] == pytest.approx(math.log(3 / (math.sqrt(2) * erfinv(0.99))), abs=1e-4)
+    assert data["window"]["t_before"] == pytest.approx(math.log(3 / (math.sqrt(2) * erfinv(0.2))), abs=1e-4)
     assert data["transition_times"]["t_start"] is None
     code, out, _ = _run_cli(["hierarchy", str(path), "--json", "--plot", str(tmp_path / "t.png")], capsys)
     assert code == 0 and json.loads(out)["root"]["components"] == [0, 1]

@@ -51,6 +51,7 @@ _LATTICE_RADIUS = 7.5
 _LATTICE_ERROR_FLOOR = {1: 1e-5, 2: 2e-5}
 _MAX_SPAN_COMPONENTS = 512
 _SINGULAR_T0 = 1e-12
+DEFAULT_SEED = 0  # Monte Carlo with generator=None is seeded with this: results are reproducible
 # Below this effective sample size the normal interval of a Monte Carlo TV is not trusted (see _mc_estimate).
 _MIN_ESS = 200.0
 
@@ -309,7 +310,8 @@ class TVCurve:
     ----------
     P, Q : GaussianMixture (a mixture and a sub-mixture of it, or any two mixtures of the same dimension).
     n : Monte Carlo draws (half from each law); ignored by exact methods.
-    generator : torch.Generator for the Monte Carlo draws (drawn once, reused at every ``t``).
+    generator : torch.Generator for the Monte Carlo draws (drawn once, reused at every ``t``); None: one
+        seeded with ``DEFAULT_SEED`` = 0, so results are reproducible.
     method : ``"auto"`` (closed form, else span quadrature, else Monte Carlo), or force one of
         ``"closed-form"``, ``"quadrature"``, ``"monte-carlo"``.
     level : confidence level of Monte Carlo intervals.
@@ -341,6 +343,10 @@ class TVCurve:
         self.level = level
         if max_quadrature_dim not in (0, 1, 2):
             raise ValueError(f"max_quadrature_dim must be 0, 1 or 2, got {max_quadrature_dim!r}")
+        if generator is None:
+            generator = torch.Generator(device=P.means.device).manual_seed(DEFAULT_SEED)
+        elif not isinstance(generator, torch.Generator):
+            raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
         self._generator = generator
         # The span reduction needs an SVD of all the means; for large point clouds (EmpiricalMixture) the
         # chunked full-space densities of the core are cheaper and bounded in memory.
@@ -487,10 +493,11 @@ class TVCurve:
         m = torch.cat([self._wP, self._wQ]) / 2
         if m.numel() <= self.n // 4:
             counts = torch.where(m > 0, (self.n * m).floor().clamp_min(2), torch.zeros_like(m)).long()
-            labels = torch.repeat_interleave(torch.arange(m.numel()), counts)
+            labels = torch.repeat_interleave(torch.arange(m.numel(), device=m.device), counts)
             return labels, labels, m, counts
         labels = torch.multinomial(m, self.n, replacement=True, generator=self._generator)
-        return labels, torch.zeros_like(labels), torch.ones(1, dtype=torch.float64), torch.tensor([self.n])
+        one = torch.ones(1, dtype=torch.float64, device=m.device)
+        return labels, torch.zeros_like(labels), one, torch.full((1,), self.n, device=m.device)
 
     def _mc_estimate(self, log_ratio: torch.Tensor, strata, weights, counts) -> Estimate:
         """Stratified estimate of ``TV = E_M |p - q|/(p + q)`` from ``log(p/q)`` at the draws.
@@ -502,6 +509,7 @@ class TVCurve:
         widened to contain the Wilson interval built on the bound ``Var x <= mu (1 - mu)`` valid for any
         variable in [0, 1], with ``n_eff = min_k n_k / m_k`` (conservative for any allocation).
         """
+        strata, weights, counts = strata.cpu(), weights.cpu(), counts.cpu()
         d = log_ratio.abs()
         g = torch.exp(math.log(2.0) - torch.nn.functional.softplus(d))
         f = torch.tanh(0.5 * d)
@@ -529,8 +537,10 @@ class TVCurve:
             return Estimate(0.0, 0.0, 0.0, 0.0, "monte-carlo", self.n)
         if self._draws is None or self._draws[4].shape[1] != r:
             labels, strata, weights, counts = self._strata()
-            z = torch.randn(labels.numel(), r, generator=self._generator, dtype=torch.float64)
-            self._draws = (labels, strata, weights, counts, z.to(coords.device))
+            z = torch.randn(
+                labels.numel(), r, generator=self._generator, dtype=torch.float64, device=coords.device
+            )
+            self._draws = (labels, strata, weights, counts, z)
         labels, strata, weights, counts, z = self._draws
         x = coords[labels.to(coords.device)] + z
         sq = (x.unsqueeze(1) - coords.unsqueeze(0)).square().sum(-1)
@@ -599,7 +609,7 @@ def tv(
     P, Q : GaussianMixture, e.g. ``mixture.subset(S)`` and ``mixture``.
     t : OU time (0 = the mixtures themselves).
     n : Monte Carlo draws (used only by the Monte Carlo method).
-    generator : torch.Generator for the Monte Carlo draws.
+    generator : torch.Generator for the Monte Carlo draws (None: seeded with ``DEFAULT_SEED`` = 0).
     method, level, max_quadrature_dim : see :class:`TVCurve`.
 
     Returns

@@ -56,8 +56,8 @@ def window_command(
     table.add_column("OU time", justify="right")
     table.add_column("bracket", justify="right")
     rows = (
-        ("T_after (lower)", win.lower, win.lower_low, win.lower_high),
-        ("T_before (upper)", win.upper, win.upper_low, win.upper_high),
+        ("T_after", win.t_after, win.t_after_low, win.t_after_high),
+        ("T_before", win.t_before, win.t_before_low, win.t_before_high),
         ("T_end (S_after in S_before)", times.t_end, times.t_end_low, times.t_end_high),
         ("T_start (S_before)", times.t_start, times.t_start_low, times.t_start_high),
     )
@@ -65,7 +65,7 @@ def window_command(
         table.add_row(name, fmt_time(value), escape(f"[{fmt_time(low)}, {fmt_time(high)}]"))
     console = Console()
     console.print(table)
-    status = f"EMPTY ({win.reason})" if win.empty else "non-empty"
+    status = win.status if win.status == "non-empty" else f"{win.status.upper()} ({win.reason})"
     console.print(
         escape(f"window: {status}; method: {win.method}; theorem bound: {times.bound:.4f} (W={times.W:.4g})")
     )
@@ -113,7 +113,7 @@ def validate_command(
 ):
     """Check Blink Thm 2 on random isotropic mixtures: exact forward-reverse TV against the bound."""
     from critwin._validation import check_eps
-    from critwin.validate import validate
+    from critwin.experiments.validate import validate
 
     eps = check_eps(eps, "--eps")
     result = validate(out, quick=quick, eps=eps, seed=seed)

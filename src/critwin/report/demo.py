@@ -106,8 +106,8 @@ def hierarchical_mixture(d: int = 16, within: float = 10.0, between: float = 240
 
 
 def theory_section(directory: Path, sizes: DemoSizes, eps: float, generator: torch.Generator) -> dict:
+    from critwin.experiments.validate import forward_reverse_tv
     from critwin.tree import hierarchy
-    from critwin.validate import forward_reverse_tv
     from critwin.windows import critical_window, transition_times
 
     plt = _plt()
@@ -153,7 +153,7 @@ def theory_section(directory: Path, sizes: DemoSizes, eps: float, generator: tor
     for k in range(4):
         ax2.plot(grid, labels[:, k], label=f"component {k}")
     ax2.axvspan(
-        window.lower, window.upper, color="tab:orange", alpha=0.15, label="window of {0} inside {0,1}"
+        window.t_after, window.t_before, color="tab:orange", alpha=0.15, label="window of {0} inside {0,1}"
     )
     ax2.set_xlabel("noise level T̂ (OU time)")
     ax2.set_ylabel("P(output component)")
@@ -170,8 +170,8 @@ def theory_section(directory: Path, sizes: DemoSizes, eps: float, generator: tor
         "fine": {"t_end": _finite(fine.t_end), "t_start": _finite(fine.t_start), "bound": fine.bound},
         "coarse": {"t_end": _finite(coarse.t_end), "t_start": _finite(coarse.t_start), "bound": coarse.bound},
         "window_0_in_01": {
-            "t_after": _finite(window.lower),
-            "t_before": _finite(window.upper),
+            "t_after": _finite(window.t_after),
+            "t_before": _finite(window.t_before),
             "empty": bool(window.empty),
         },
         "curve": {"t": grid.tolist(), "tv": tv.tolist(), "se": se.tolist()},
@@ -353,7 +353,7 @@ def comparison_section(directory: Path, sizes: DemoSizes, eps: float, digits: di
     theory = {}
     for k in sizes.gmm_classes:
         w = critical_window(gmm, after=[k], eps=eps, n=sizes.gmm_mc, generator=g, tol=max(sizes.tol, 1e-2))
-        theory[k] = {"t_after": _finite(w.lower), "t_before": _finite(w.upper), "empty": bool(w.empty)}
+        theory[k] = {"t_after": _finite(w.t_after), "t_before": _finite(w.t_before), "empty": bool(w.empty)}
     top_eig = torch.linalg.eigvalsh(torch.cov(flat.T)).max().item()
     t_speciation = 0.5 * math.log(top_eig)
 

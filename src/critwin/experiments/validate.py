@@ -38,9 +38,10 @@ import torch
 from critwin._io import atomic_path, atomic_write_json, atomic_write_text
 from critwin._validation import check_eps, check_positive_int, check_time
 from critwin.clock import alpha_sigma
+from critwin.closed_forms import log_concave_times
 from critwin.divergence import span_basis
 from critwin.mixtures import GaussianMixture
-from critwin.windows import check_pair, log_concave_times, transition_times
+from critwin.windows import check_pair, transition_times
 
 __all__ = ["ValidationCase", "ValidationResult", "validation_cases", "validate", "forward_reverse_tv"]
 
@@ -229,7 +230,7 @@ def _restricted_weights(w: torch.Tensor, components: list[int]) -> torch.Tensor:
 
 
 def _time_grid(tt, closed, n_grid: int) -> list[float]:
-    finite = [v for v in (tt.t_end, tt.t_start, closed.t_end_upper, closed.t_start_lower) if math.isfinite(v)]
+    finite = [v for v in (tt.t_end, tt.t_start, closed.t_end_max, closed.t_start_min) if math.isfinite(v)]
     t_max = 1.25 * max(finite + [1.0]) + 0.5
     grid = torch.linspace(0.0, t_max, n_grid, dtype=torch.float64).tolist()
     extra = [v for v in (tt.t_end, tt.t_start) if math.isfinite(v) and 0 <= v <= t_max]
@@ -352,8 +353,8 @@ def _run(eps, ks, dims, n_grid, n_outer, n_inner, n_tv, n_check, seed, quick):
             "t_start_high": _num(tt.t_start_high),
             "empty": tt.empty,
             "method": tt.method,
-            "t_end_closed_upper": _num(closed.t_end_upper),
-            "t_start_closed_lower": _num(closed.t_start_lower),
+            "t_end_closed_upper": _num(closed.t_end_max),
+            "t_start_closed_lower": _num(closed.t_start_min),
         }
         case_info.append(info)
         for t_hat in _time_grid(tt, closed, n_grid):
