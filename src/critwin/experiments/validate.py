@@ -331,7 +331,15 @@ def validate(
         rows, case_info = _run(eps, ks, dims, n_grid, n_outer, n_inner, n_tv, n_check, seed, quick)
     finally:
         torch.set_num_threads(old_threads)
-    runtime = time.perf_counter() - start
+    summary = _summary(rows, case_info, eps, quick, seed, time.perf_counter() - start)
+    result = ValidationResult(rows, case_info, summary)
+    if out is not None:
+        result.files = _write(out, result, plot)
+    return result
+
+
+def _summary(rows, case_info, eps, quick, seed, runtime) -> dict:
+    """Counts, violations (trivial cases apart), endpoint checks and tightness of one validation run."""
     in_range = [r for r in rows if r["in_theorem_range"]]
     violations = [r for r in in_range if r["violation"]]
     ratios = [r["tv_x"] / r["bound"] for r in in_range]
@@ -373,10 +381,7 @@ def validate(
         ),
         "runtime_s": runtime,
     }
-    result = ValidationResult(rows, case_info, summary)
-    if out is not None:
-        result.files = _write(out, result, plot)
-    return result
+    return summary
 
 
 def _median(values):
