@@ -288,3 +288,37 @@ def test_log_concave_times_wasserstein_paths_agree():
     assert log_concave_times(m, [0], [0, 1], 0.1).t_end_max == pytest.approx(
         0.5 * math.log1p(w2**2 / 0.04), abs=1e-9
     )
+
+
+def test_window_status_is_three_valued_from_endpoint_intervals():
+    # Point estimates T_after = 1.0 < T_before = 1.1 but intervals [0.9, 1.2] and [1.0, 1.3] overlap:
+    # neither empty nor non-empty can be claimed. Disjoint intervals decide it either way.
+    from critwin.windows import window_from_times
+
+    w = window_from_times(
+        [0], [0, 1], 0.1, (1.1, 1.0, 1.3, "mc"), (math.inf,) * 3 + ("c",), (1.0, 0.9, 1.2, "mc")
+    )
+    assert w.status == "undetermined" and not w.empty and "overlap" in w.reason
+    w = window_from_times(
+        [0], [0, 1], 0.1, (2.0, 1.9, 2.1, "mc"), (math.inf,) * 3 + ("c",), (1.0, 0.9, 1.2, "mc")
+    )
+    assert w.status == "non-empty"
+    w = window_from_times(
+        [0], [0, 1], 0.1, (0.5, 0.4, 0.6, "mc"), (math.inf,) * 3 + ("c",), (1.0, 0.9, 1.2, "mc")
+    )
+    assert w.status == "empty" and w.empty
+
+
+def test_dendrogram_draws_undetermined_windows_distinctly(tmp_path):
+    from critwin.tree import Node, Tree
+    from critwin.windows import window_from_times
+
+    undetermined = window_from_times(
+        [0], [0, 1], 0.1, (1.1, 1.0, 1.3, "mc"), (math.inf,) * 3 + ("c",), (1.0, 0.9, 1.2, "mc")
+    )
+    leaves = [Node([0], 0.0, window=undetermined), Node([1], 0.0)]
+    tree = Tree(Node([0, 1], 2.0, leaves), 0.1)
+    fig = tree.plot(path=tmp_path / "tree.png")
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert any("undetermined" in label for label in labels) and (tmp_path / "tree.png").exists()
+    assert "UNDETERMINED" in tree.render()
