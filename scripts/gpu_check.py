@@ -97,8 +97,8 @@ def main(argv=None) -> int:
         record_pipeline_trajectory,
         scheduler_class,
     )
-    from critwin.experiments.forward_reverse import forward_reverse
     from critwin.experiments.features import SourceSimilarity
+    from critwin.experiments.forward_reverse import forward_reverse
 
     warnings.simplefilter("ignore", TerminalSNRWarning)
     device = torch.device(args.device)

@@ -14,9 +14,9 @@ from critwin._io import json_text
 from critwin._validation import check_eps
 from critwin.cli import app
 from critwin.cli._common import check_counts, check_out_dir, check_out_file, fmt_time, parse_list
+from critwin.experiments.validate import validate
 from critwin.io_mixture import load_mixture
 from critwin.tree import hierarchy
-from critwin.validate import validate
 from critwin.windows import critical_window, transition_times
 
 
@@ -56,8 +56,8 @@ def window_command(
     table.add_column("OU time", justify="right")
     table.add_column("bracket", justify="right")
     rows = (
-        ("T_after (lower)", win.lower, win.lower_low, win.lower_high),
-        ("T_before (upper)", win.upper, win.upper_low, win.upper_high),
+        ("T_after", win.t_after, win.t_after_low, win.t_after_high),
+        ("T_before", win.t_before, win.t_before_low, win.t_before_high),
         ("T_end (S_after in S_before)", times.t_end, times.t_end_low, times.t_end_high),
         ("T_start (S_before)", times.t_start, times.t_start_low, times.t_start_high),
     )
@@ -65,7 +65,7 @@ def window_command(
         table.add_row(name, fmt_time(value), escape(f"[{fmt_time(low)}, {fmt_time(high)}]"))
     console = Console()
     console.print(table)
-    status = f"EMPTY ({win.reason})" if win.empty else "non-empty"
+    status = win.status if win.status == "non-empty" else f"{win.status.upper()} ({win.reason})"
     console.print(
         escape(f"window: {status}; method: {win.method}; theorem bound: {times.bound:.4f} (W={times.W:.4g})")
     )
@@ -118,10 +118,14 @@ def validate_command(
     if as_json:
         typer.echo(json_text({k: v for k, v in s.items()}, indent=None))
     else:
+        median = s["median_case_max_tv_over_bound_nontrivial"]
         typer.echo(
             f"{s['n_cases']} cases, {s['n_points']} points ({s['n_points_in_theorem_range']} inside "
-            f"[T_end, T_start]); violations beyond 3 SE: {s['violations']}; max TV/bound in range: "
-            f"{s['max_tv_over_bound_in_range']:.3f}; {s['runtime_s']:.1f} s; files in {out}"
+            f"[T_end, T_start]); violations beyond 3 SE: {s['violations']} "
+            f"({s['violations_trivial_init_eq_target']} with S_init = S_target); endpoint checks of "
+            f"T_end/T_start failed: {s['endpoint_check_failures']}/{s['endpoint_checks']}; max TV/bound in "
+            f"range: {s['max_tv_over_bound_in_range']:.3f} (median per non-trivial case: "
+            f"{'n/a' if median is None else f'{median:.3f}'}); {s['runtime_s']:.1f} s; files in {out}"
         )
-    if s["violations"]:
+    if s["violations"] or s["endpoint_check_failures"]:
         raise typer.Exit(1)

@@ -145,7 +145,7 @@ def forward_reverse(
     x0,
     times,
     n_per_time: int = 1,
-    feature="component",
+    feature="bayes",
     sampler: str | None = None,
     generator: torch.Generator | None = None,
     *,
@@ -169,8 +169,12 @@ def forward_reverse(
     x0 : (N, ...) samples in data space (encoded with ``process.encode`` before noising).
     times : (T,) OU times, each finite, >= 0 and within the process's range.
     n_per_time : replicates (fresh noise) per sample and time, >= 1.
-    feature : callable ``f(x_data) -> (n,)`` integer labels or ``(n, C)`` probabilities, or
-        ``"component"`` (a mixture's Bayes label at t = 0).
+    feature : callable ``f(x_data) -> (n,)`` integer labels or ``(n, C)`` probabilities, ``"bayes"``
+        (a mixture's Bayes label at t = 0) or ``"component"``: the latent component, known exactly only
+        with ``sampler="exact"`` (the posterior sampler draws it; other samplers raise ValueError). A
+        source's own component is drawn from its exact posterior ``pi_0(. | x0)`` (for Dirac components:
+        its atom), which gives the right joint law of (component, x0); ``agreement`` is then
+        ``P(component kept)``.
     sampler : for mixtures, one of ``"exact"``, ``"ddpm"``, ``"ddim"``, ``"sde"``, ``"sde_exp"``, ``"heun"``.
     generator : source of the base seed when ``seed`` is None (same generator state, same result).
     seed : base seed; every unit's randomness derives from ``(seed, time index, chunk)``.
@@ -191,12 +195,16 @@ def forward_reverse(
     n_per_time = check_positive_int(n_per_time, "n_per_time")
     chunk = check_chunk_size(chunk_size, DEFAULT_CHUNK)
     cond = check_cond(cond)
-    feature_fn = resolve_feature(feature, process)
+    feature_fn = resolve_feature_kind(feature, process)
     check_resumable(out, seed, generator)
     base_seed = resolve_seed(seed, generator)
 
     z0 = check_model_shape(process.encode(x0), process)
-    source_labels, _ = apply_feature(feature_fn, x0)
+    if feature_fn is LATENT:
+        source_generator = unit_generator(base_seed, "source", device=z0.device)
+        source_labels = source_components(process.mixture, z0, source_generator)
+    else:
+        source_labels, _ = apply_feature(feature_fn, x0)
     N = x0.shape[0]
     M = N * n_per_time
     n_chunks = -(-M // chunk)
@@ -207,7 +215,7 @@ def forward_reverse(
         "requested_times": requested.tolist(),
         "n_per_time": n_per_time,
         "seed": base_seed,
-        "feature": feature_name(feature, feature_label),
+        "feature": feature_name("component-latent" if feature_fn is LATENT else feature, feature_label),
         "n_samples": N,
         "chunk_size": chunk,
         "x0": fingerprint(x0),
@@ -240,6 +248,7 @@ def forward_reverse(
                     n_per_time,
                     cond,
                     unit_generator(base_seed, "fr", i, j, device=device),
+                    source_labels,
                 )
                 labels[i, lo:hi] = torch.from_numpy(unit["labels"])
                 if "probs" in unit:
@@ -284,9 +293,54 @@ def noise_and_denoise(process, z0, rows, index: int, cond, generator) -> torch.T
     return process.decode(x)
 
 
-def _run_unit(process, z0, feature_fn, index, lo, hi, n_per_time, cond, generator):
+LATENT = "latent component"  # marker: the feature is the component drawn by the exact sampler
+
+
+def resolve_feature_kind(feature, process):
+    """``LATENT`` for ``"component"`` (needs a mixture with ``sampler="exact"``), the Bayes label for
+    ``"bayes"``, else the callable (see :func:`forward_reverse`)."""
+    if feature == "component":
+        if getattr(process, "sampler", None) != "exact" or not hasattr(process, "mixture"):
+            raise ValueError(
+                "feature='component' (the latent component) is known only with a mixture and "
+                "sampler='exact'; use feature='bayes' for the Bayes label of the output"
+            )
+        return LATENT
+    return resolve_feature("component" if feature == "bayes" else feature, process)
+
+
+def source_components(mixture, z0, generator) -> torch.Tensor:
+    """(N,) the component of each source, drawn from ``pi_0(. | x0)`` (the atom for Dirac components)."""
+    if bool((torch.as_tensor(mixture.covs) == 0).all()):
+        return mixture.bayes_label(z0).cpu()
+    return mixture.sample_posterior(z0, 0.0, generator=generator)[1].cpu()
+
+
+def run_exact_with_components(process, x, start, generator):
+    """``process.run(x, start)`` for a mixture with ``sampler="exact"`` (the same draws), also returning
+    the latent component of every output (the one its final exact transition drew)."""
+    mixture, times = process.mixture, process.times
+    process.nfe += int(x.shape[0])
+    t, s = times[start].item(), times[-1].item()
+    if s == 0.0:
+        return mixture.sample_posterior(x, t, generator=generator)
+    return mixture.sample_reverse(x, t, s, generator=generator)
+
+
+def _run_latent_unit(process, z0, index, rows, source, generator):
+    """Latent components of the outputs for the sources ``z0[rows]`` (at t = 0: the sources' own)."""
+    if index >= process.times.numel() - 1:
+        return source[rows]
+    x = process.add_noise(z0[rows.to(z0.device)], index, generator=generator)
+    return run_exact_with_components(process, x, index, generator)[1].cpu()
+
+
+def _run_unit(process, z0, feature_fn, index, lo, hi, n_per_time, cond, generator, source=None):
     before = process.nfe
     rows = torch.arange(lo, hi) // n_per_time
+    if feature_fn is LATENT:
+        labels = _run_latent_unit(process, z0, index, rows, source, generator)
+        return {"labels": labels.numpy(), "nfe": nfe_since(process, before)}
     labels, probs = apply_feature(feature_fn, noise_and_denoise(process, z0, rows, index, cond, generator))
     unit = {"labels": labels.numpy(), "nfe": nfe_since(process, before)}
     if probs is not None:

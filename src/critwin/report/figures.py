@@ -68,7 +68,7 @@ def plot_theory(section: TheorySection, directory: Path) -> list[str]:
     for k in range(4):
         ax2.plot(grid, section.labels[:, k], label=f"component {k}")
     ax2.axvspan(
-        window.lower, window.upper, color="tab:orange", alpha=0.15, label="window of {0} inside {0,1}"
+        window.t_after, window.t_before, color="tab:orange", alpha=0.15, label="window of {0} inside {0,1}"
     )
     _finish(ax2, "noise level T̂ (OU time)", "P(output component)", "Features are decided coarse to fine")
     return ["theory_hierarchy.png", _save(fig, directory, "theory_bound.png")]

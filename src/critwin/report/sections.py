@@ -19,11 +19,11 @@ from critwin.diagnostics.privacy import MembershipAudit, membership_audit
 from critwin.experiments.cloning import clone
 from critwin.experiments.estimation import WindowEstimate, estimate_window
 from critwin.experiments.forward_reverse import forward_reverse
+from critwin.experiments.validate import forward_reverse_tv
 from critwin.mixtures import GaussianMixture
 from critwin.models.classifier import classifier_feature
 from critwin.models.digits import load_digits_model
 from critwin.tree import hierarchy
-from critwin.validate import forward_reverse_tv
 from critwin.windows import critical_window, transition_times
 
 __all__ = [
@@ -126,8 +126,8 @@ class TheorySection:
                 "bound": coarse.bound,
             },
             "window_0_in_01": {
-                "t_after": finite(self.window.lower),
-                "t_before": finite(self.window.upper),
+                "t_after": finite(self.window.t_after),
+                "t_before": finite(self.window.t_before),
                 "empty": bool(self.window.empty),
             },
             "curve": {"t": self.grid.tolist(), "tv": self.tv.tolist(), "se": self.se.tolist()},
@@ -309,7 +309,7 @@ def comparison_section(sizes: DemoSizes, eps: float, seed: int) -> ComparisonSec
     theory = {}
     for k in sizes.gmm_classes:
         w = critical_window(gmm, after=[k], eps=eps, n=sizes.gmm_mc, generator=g, tol=max(sizes.tol, 1e-2))
-        theory[k] = {"t_after": finite(w.lower), "t_before": finite(w.upper), "empty": bool(w.empty)}
+        theory[k] = {"t_after": finite(w.t_after), "t_before": finite(w.t_before), "empty": bool(w.empty)}
     top_eig = torch.linalg.eigvalsh(torch.cov(flat.T)).max().item()
     return ComparisonSection(theory, 0.5 * math.log(top_eig), top_eig, eps)
 

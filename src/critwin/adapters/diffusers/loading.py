@@ -10,8 +10,8 @@ from typing import Any
 import diffusers
 import torch
 
-from critwin.adapters.diffusers.schedule import SCHEDULER_ALIASES, is_supported, scheduler_class
 from critwin._files import load_tensor_file
+from critwin.adapters.diffusers.schedule import SCHEDULER_ALIASES, is_supported, scheduler_class
 
 __all__ = ["LocalPipeline", "load_local", "load_prompt_embeds"]
 

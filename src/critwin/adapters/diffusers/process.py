@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
+from critwin._files import fingerprint
 from critwin._validation import check_positive_int, check_time
 from critwin.adapters.diffusers.guidance import (
     UNCOND_PREFIX,
@@ -38,7 +39,6 @@ from critwin.adapters.diffusers.schedule import (
 from critwin.clock import alpha_bar as ou_alpha_bar
 from critwin.clock import alpha_sigma, snr, ve_sigma
 from critwin.experiments.process import Callback, ReverseProcess
-from critwin._files import fingerprint
 
 __all__ = ["DiffusersProcess"]
 
