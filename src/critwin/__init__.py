@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import sys
 
+from critwin._version import __version__
 from critwin.clock import (
     DiscreteSchedule,
     alpha_bar,
@@ -55,8 +56,6 @@ from critwin.samplers import (
 )
 from critwin.tree import Tree, hierarchy
 from critwin.windows import TransitionTimes, Window, critical_window, theorem_bound, transition_times
-
-__version__ = "0.1.0"
 
 # Resolved on first use: these modules import diffusers (adapters, models) or the models (diagnostics).
 _LAZY = {
