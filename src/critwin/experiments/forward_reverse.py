@@ -20,7 +20,7 @@ kill resumes and gives an identical table. The final table is saved to ``DIR/tab
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -29,13 +29,13 @@ from critwin._files import fingerprint
 from critwin._validation import check_positive_int
 from critwin.experiments.checkpoint import (
     SweepStore,
-    cached_unit,
     check_chunk_size,
     check_resumable,
     progress_bar,
     resolve_seed,
     unit_generator,
 )
+from critwin.experiments.executor import resolve_executor, run_units
 from critwin.experiments.features import apply_feature, feature_name, resolve_feature
 from critwin.experiments.process import (
     as_process,
@@ -158,6 +158,8 @@ def forward_reverse(
     t_max: float | None = None,
     eta: float | None = None,
     feature_label: str | None = None,
+    executor="local",
+    ray_address: str | None = None,
 ) -> ForwardReverseResult:
     """Noise ``x0`` to each OU time, denoise with the model's sampler, and read the feature.
 
@@ -180,11 +182,15 @@ def forward_reverse(
     progress : show a progress bar.
     n_steps, t_max, eta : grid and knobs of a mixture's sampler.
     feature_label : name recorded for the feature (default: its qualified name).
+    executor : ``"local"`` (units run in this process), ``"ray"`` (units run as Ray tasks; needs
+        ``critwin[ray]``) or an :class:`~critwin.experiments.executor.Executor`. Same seed, same table.
+    ray_address : cluster to join with ``executor="ray"`` (default: start a local one).
 
     Returns
     -------
     ForwardReverseResult
     """
+    runs_on = resolve_executor(executor, ray_address)
     process = as_process(model, sampler, n_steps, t_max, eta)
     x0 = check_samples(x0, process)
     process, requested, indices, realised, steps = realise_times(process, times)
@@ -197,10 +203,7 @@ def forward_reverse(
 
     z0 = check_model_shape(process.encode(x0), process)
     source_labels, _ = apply_feature(feature_fn, x0)
-    N = x0.shape[0]
-    M = N * n_per_time
-    n_chunks = -(-M // chunk)
-    description = process.describe()
+    T, M = requested.numel(), x0.shape[0] * n_per_time
     # User-facing settings first: a refused resume names the first setting that differs.
     config = {
         "kind": "forward_reverse",
@@ -208,47 +211,24 @@ def forward_reverse(
         "n_per_time": n_per_time,
         "seed": base_seed,
         "feature": feature_name(feature, feature_label),
-        "n_samples": N,
+        "n_samples": x0.shape[0],
         "chunk_size": chunk,
         "x0": fingerprint(x0),
         "cond": fingerprint(cond) if cond else None,
-        "process": description,
+        "process": process.describe(),
         "realised_times": realised.tolist(),
     }
     store = SweepStore(out, config) if out is not None else None
-    device = z0.device
-
-    T = requested.numel()
-    labels = torch.empty(T, M, dtype=torch.long)
-    probabilities: torch.Tensor | None = None
-    nfe_total: int | None = 0 if process.nfe is not None else None
-    with progress_bar(T * n_chunks, "forward-reverse", progress) as advance:
-        for i in range(T):
-            for j in range(n_chunks):
-                name = f"t{i:05d}_c{j:05d}"
-                lo, hi = j * chunk, min(M, (j + 1) * chunk)
-                unit = cached_unit(
-                    store,
-                    name,
-                    _run_unit,
-                    process,
-                    z0,
-                    feature_fn,
-                    int(indices[i]),
-                    lo,
-                    hi,
-                    n_per_time,
-                    cond,
-                    unit_generator(base_seed, "fr", i, j, device=device),
-                )
-                labels[i, lo:hi] = torch.from_numpy(unit["labels"])
-                if "probs" in unit:
-                    if probabilities is None:
-                        probabilities = torch.zeros(T, M, unit["probs"].shape[1])
-                    probabilities[i, lo:hi] = torch.from_numpy(unit["probs"])
-                if nfe_total is not None:
-                    nfe_total += int(unit["nfe"])
-                advance(1)
+    jobs = [
+        (f"t{i:05d}_c{j:05d}", (i, j, int(indices[i]), j * chunk, min(M, (j + 1) * chunk), n_per_time))
+        for i in range(T)
+        for j in range(-(-M // chunk))
+    ]
+    shared = SweepSources(process, z0, feature_fn, cond, base_seed)
+    with runs_on.bind(shared, gpu=z0.is_cuda) as runner:
+        with progress_bar(len(jobs), "forward-reverse", progress) as advance:
+            units = run_units(runner, _run_unit, jobs, store, advance)
+    labels, probabilities, nfe = _assemble(jobs, units, T, M, counted=process.nfe is not None)
 
     source_ids = torch.arange(M) // n_per_time
     result = ForwardReverseResult(
@@ -261,12 +241,47 @@ def forward_reverse(
         source_ids=source_ids,
         probabilities=probabilities,
         n_per_time=n_per_time,
-        nfe=nfe_total,
+        nfe=nfe,
         metadata={k: v for k, v in config.items() if k not in ("requested_times", "realised_times")},
     )
     if out is not None:
         result.save(out)
     return result
+
+
+class SweepSources(NamedTuple):
+    """What every unit of a sweep from source samples needs (shipped once to each Ray worker).
+
+    Attributes
+    ----------
+    process : the ``ReverseProcess`` (its grid holds the sweep's times).
+    z0 : (N, ...) encoded sources in model space.
+    feature_fn : the resolved feature.
+    cond : validated conditioning (per-sample tensors have first dim N).
+    seed : the sweep's base seed.
+    """
+
+    process: Any
+    z0: torch.Tensor
+    feature_fn: Any
+    cond: dict[str, Any]
+    seed: int
+
+
+def _assemble(jobs, units, T: int, M: int, counted: bool):
+    """(T, M) labels, (T, M, C) probabilities or None, and the NFE total, in the canonical unit order."""
+    labels = torch.empty(T, M, dtype=torch.long)
+    probabilities: torch.Tensor | None = None
+    nfe = 0
+    for name, (i, _, _, lo, hi, _) in jobs:
+        unit = units[name]
+        labels[i, lo:hi] = torch.from_numpy(unit["labels"])
+        if "probs" in unit:
+            if probabilities is None:
+                probabilities = torch.zeros(T, M, unit["probs"].shape[1])
+            probabilities[i, lo:hi] = torch.from_numpy(unit["probs"])
+        nfe += int(unit["nfe"])
+    return labels, probabilities, nfe if counted else None
 
 
 def noise_and_denoise(process, z0, rows, index: int, cond, generator) -> torch.Tensor:
@@ -284,11 +299,18 @@ def noise_and_denoise(process, z0, rows, index: int, cond, generator) -> torch.T
     return process.decode(x)
 
 
-def _run_unit(process, z0, feature_fn, index, lo, hi, n_per_time, cond, generator):
+def feature_outputs(process, z0, feature_fn, rows, index: int, cond, generator) -> dict[str, np.ndarray]:
+    """One unit's arrays: ``labels`` (n,), ``probs`` (n, C) if the feature gives them, and ``nfe``, for
+    the forward–reverse outputs of the sources ``z0[rows]`` from grid index ``index``."""
     before = process.nfe
-    rows = torch.arange(lo, hi) // n_per_time
     labels, probs = apply_feature(feature_fn, noise_and_denoise(process, z0, rows, index, cond, generator))
     unit = {"labels": labels.numpy(), "nfe": nfe_since(process, before)}
     if probs is not None:
         unit["probs"] = probs.numpy()
     return unit
+
+
+def _run_unit(shared: SweepSources, i, j, index, lo, hi, n_per_time):
+    generator = unit_generator(shared.seed, "fr", i, j, device=shared.z0.device)
+    rows = torch.arange(lo, hi) // n_per_time
+    return feature_outputs(shared.process, shared.z0, shared.feature_fn, rows, index, shared.cond, generator)
