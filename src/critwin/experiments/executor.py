@@ -122,7 +122,10 @@ class _RayRunner(Runner):
             while pending:
                 done, _ = self.ray.wait(list(pending), num_returns=1)
                 for ref in done:
-                    yield pending.pop(ref), self.ray.get(ref)
+                    # Arrays come back as read-only views of the object store: copy them, so that
+                    # callers get the same writable arrays as from the local executor.
+                    unit = self.ray.get(ref)
+                    yield pending.pop(ref), {name: np.array(value) for name, value in unit.items()}
         finally:
             # An abandoned map (an error, or a search that stopped early) does not leave work queued.
             for ref in pending:
