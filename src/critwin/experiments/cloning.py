@@ -209,17 +209,7 @@ def clone(
     # The trunk visits forks in the order of the reverse process (decreasing time).
     forks = sorted(set(indices.tolist()))
     shared = _Trunks(process, feature_fn, cond, base_seed, n_trajectories, n_clones, forks, dtype, device)
-    own = torch.empty(n_trajectories, dtype=torch.long)
-    by_fork = torch.empty(len(forks), n_trajectories, n_clones, dtype=torch.long)
-    n_chunks = -(-n_trajectories // chunk)
-    nfe = 0
-    with runs_on.bind(shared, gpu=torch.device(device).type == "cuda") as runner:
-        with progress_bar(n_chunks * (1 + len(forks)), "cloning", progress) as advance:
-            for first in range(0, n_chunks, runner.parallelism):
-                wave = range(first, min(n_chunks, first + runner.parallelism))
-                spans = [(j, j * chunk, min(n_trajectories, (j + 1) * chunk)) for j in wave]
-                nfe += _run_wave(runner, spans, shared, store, advance, own, by_fork)
-
+    own, by_fork, nfe = _run_all(runs_on, shared, chunk, store, progress)
     result = CloneResult(
         requested_times=requested,
         times=realised,
@@ -247,6 +237,22 @@ class _Trunks(NamedTuple):
     forks: list[int]  # increasing grid indices of the distinct fork points
     dtype: torch.dtype
     device: Any
+
+
+def _run_all(runs_on, shared: _Trunks, chunk: int, store, progress: bool):
+    """Every trunk and fork: own labels (N,), labels by distinct fork (F, N, n_clones), NFEs spent."""
+    N, F = shared.n_trajectories, len(shared.forks)
+    own = torch.empty(N, dtype=torch.long)
+    by_fork = torch.empty(F, N, shared.n_clones, dtype=torch.long)
+    n_chunks = -(-N // chunk)
+    nfe = 0
+    with runs_on.bind(shared, gpu=torch.device(shared.device).type == "cuda") as runner:
+        with progress_bar(n_chunks * (1 + F), "cloning", progress) as advance:
+            for first in range(0, n_chunks, runner.parallelism):
+                wave = range(first, min(n_chunks, first + runner.parallelism))
+                spans = [(j, j * chunk, min(N, (j + 1) * chunk)) for j in wave]
+                nfe += _run_wave(runner, spans, shared, store, advance, own, by_fork)
+    return own, by_fork, nfe
 
 
 def _run_wave(runner, spans, shared: _Trunks, store, advance, own, by_fork) -> int:

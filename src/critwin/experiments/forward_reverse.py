@@ -3,7 +3,8 @@
 Call shape (stable; ``critwin sweep`` and the diffusers adapter use it)::
 
     result = forward_reverse(process_or_mixture, x0, times, n_per_time, feature,
-                             sampler=None, generator=None, seed=None, out=DIR, cond=None)
+                             sampler=None, generator=None, seed=None, out=DIR, cond=None,
+                             executor="local", ray_address=None)
 
 For every requested OU time ``t`` and every sample of ``x0`` (data space), ``n_per_time`` times:
 noise ``x0`` to the grid point of the process nearest to ``t`` with fresh noise, run the sampler from
@@ -14,7 +15,8 @@ source ``m // n_per_time``.
 With ``out=DIR`` each completed (time, chunk) unit is written atomically to ``DIR/units`` and
 ``DIR/config.json`` records all settings that determine the results; rerunning the same call after a
 kill resumes and gives an identical table. The final table is saved to ``DIR/table.csv`` +
-``DIR/metadata.json``.
+``DIR/metadata.json``. With ``executor="ray"`` the units run as Ray tasks
+(:mod:`critwin.experiments.executor`); the table is byte-identical to the local one.
 """
 
 from __future__ import annotations
@@ -228,22 +230,9 @@ def forward_reverse(
     with runs_on.bind(shared, gpu=z0.is_cuda) as runner:
         with progress_bar(len(jobs), "forward-reverse", progress) as advance:
             units = run_units(runner, _run_unit, jobs, store, advance)
-    labels, probabilities, nfe = _assemble(jobs, units, T, M, counted=process.nfe is not None)
-
-    source_ids = torch.arange(M) // n_per_time
-    result = ForwardReverseResult(
-        requested_times=requested,
-        times=realised,
-        indices=indices,
-        steps=steps,
-        labels=labels,
-        source_labels=source_labels[source_ids].unsqueeze(0).expand(T, M).clone(),
-        source_ids=source_ids,
-        probabilities=probabilities,
-        n_per_time=n_per_time,
-        nfe=nfe,
-        metadata={k: v for k, v in config.items() if k not in ("requested_times", "realised_times")},
-    )
+    result = _assemble(jobs, units, (requested, realised, indices, steps), source_labels, n_per_time, config)
+    if process.nfe is None:
+        result.nfe = None
     if out is not None:
         result.save(out)
     return result
@@ -268,8 +257,13 @@ class SweepSources(NamedTuple):
     seed: int
 
 
-def _assemble(jobs, units, T: int, M: int, counted: bool):
-    """(T, M) labels, (T, M, C) probabilities or None, and the NFE total, in the canonical unit order."""
+def _assemble(jobs, units, grid, source_labels, n_per_time: int, config) -> ForwardReverseResult:
+    """The result from every unit, in the canonical unit order (whatever order they completed in).
+
+    ``grid`` is ``(requested, realised, indices, steps)``; ``source_labels`` (N,) the sources' labels.
+    """
+    requested, realised, indices, steps = grid
+    T, M = requested.numel(), source_labels.numel() * n_per_time
     labels = torch.empty(T, M, dtype=torch.long)
     probabilities: torch.Tensor | None = None
     nfe = 0
@@ -281,7 +275,20 @@ def _assemble(jobs, units, T: int, M: int, counted: bool):
                 probabilities = torch.zeros(T, M, unit["probs"].shape[1])
             probabilities[i, lo:hi] = torch.from_numpy(unit["probs"])
         nfe += int(unit["nfe"])
-    return labels, probabilities, nfe if counted else None
+    source_ids = torch.arange(M) // n_per_time
+    return ForwardReverseResult(
+        requested_times=requested,
+        times=realised,
+        indices=indices,
+        steps=steps,
+        labels=labels,
+        source_labels=source_labels[source_ids].unsqueeze(0).expand(T, M).clone(),
+        source_ids=source_ids,
+        probabilities=probabilities,
+        n_per_time=n_per_time,
+        nfe=nfe,
+        metadata={k: v for k, v in config.items() if k not in ("requested_times", "realised_times")},
+    )
 
 
 def noise_and_denoise(process, z0, rows, index: int, cond, generator) -> torch.Tensor:

@@ -238,9 +238,7 @@ def search_window(
     runs_on = resolve_executor(executor, ray_address)
     process = as_process(model, sampler, n_steps, t_max, eta)
     x0 = check_samples(x0, process)
-    delta = check_eps(delta, "delta")
-    if delta >= 0.5:
-        raise ValueError(f"delta must be < 0.5, got {delta}")
+    delta = _check_delta(delta)
     resolution = check_time(resolution, "resolution", allow_zero=False)
     batch = check_positive_int(batch, "batch")
     max_per_probe = check_positive_int(max_per_probe, "max_per_probe")
@@ -249,11 +247,7 @@ def search_window(
     feature_fn = resolve_feature(feature, process)
     base_seed = resolve_seed(seed, generator)
     lo, hi = _check_range(t_range, process.grid)
-    if base_rate is not None and not 0.0 <= float(base_rate) < 1.0:
-        raise ValueError(f"base_rate must lie in [0, 1), got {base_rate}")
-    n_ref = n_reference if n_reference is not None else max_per_probe
-    if base_rate is None:
-        n_ref = check_positive_int(n_ref, "n_reference")
+    n_ref = _check_reference(base_rate, n_reference if n_reference is not None else max_per_probe)
 
     z0 = check_model_shape(process.encode(x0), process)
     source_labels, _ = apply_feature(feature_fn, x0)
@@ -317,6 +311,22 @@ class _Bisection:
         if position < 0:
             return self.lo
         return self.hi if position >= len(self.candidates) else self.candidates[position]
+
+
+def _check_delta(delta) -> float:
+    delta = check_eps(delta, "delta")
+    if delta >= 0.5:
+        raise ValueError(f"delta must be < 0.5, got {delta}")
+    return delta
+
+
+def _check_reference(base_rate, n_reference) -> int | None:
+    """Validates ``base_rate`` (in [0, 1) or None); the reference sample size when it is None."""
+    if base_rate is not None:
+        if not 0.0 <= float(base_rate) < 1.0:
+            raise ValueError(f"base_rate must lie in [0, 1), got {base_rate}")
+        return None
+    return check_positive_int(n_reference, "n_reference")
 
 
 def _base_rate_of(runner, base_rate, source_labels, n_ref) -> tuple[float, int]:
