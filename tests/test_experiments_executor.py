@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import math
 import os
-import signal
 import subprocess
 import sys
-import textwrap
-import time
 import warnings
 from pathlib import Path
 
@@ -26,6 +23,7 @@ from critwin.experiments.forward_reverse import forward_reverse
 from critwin.experiments.process import DiscreteProcess
 from critwin.experiments.search import SearchResult, search_window
 from critwin.mixtures import GaussianMixture
+from sweep_driver import N_UNITS, SCRIPT, kill_mid_sweep
 
 TESTS = Path(__file__).parent
 
@@ -194,56 +192,16 @@ def test_a_lost_worker_is_replaced_and_nothing_is_lost(ray_cluster, tmp_path):
     assert torch.equal(ray.labels, local.labels)
 
 
-DRIVER = textwrap.dedent(
-    """
-    import math, os, sys, time
-    import ray, torch
-    from critwin.experiments.forward_reverse import forward_reverse
-    from critwin.mixtures import GaussianMixture
-
-    mu = torch.full((1, 2), 3.0 / math.sqrt(2), dtype=torch.float64)
-    mixture = GaussianMixture(torch.cat([mu, -mu]))
-    x0 = mixture.subset([0]).sample(20, generator=torch.Generator().manual_seed(1))[0]
-    delay = float(os.environ.get("CRITWIN_TEST_DELAY", "0"))
-
-    def feature(x):
-        time.sleep(delay)  # makes the sweep slow enough to be killed mid-way
-        return mixture.bayes_label(x)
-
-    if sys.argv[2] == "ray":
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    forward_reverse(mixture, x0, [0.2, 0.6, 1.0, 2.0], n_per_time=2, feature=feature, sampler="sde",
-                    n_steps=10, seed=3, out=sys.argv[1], chunk_size=8, progress=False, feature_label="bayes",
-                    executor=sys.argv[2])
-    """
-)
-
-
 @pytest.mark.slow
 def test_a_killed_ray_driver_resumes_with_nothing_lost_or_duplicated(tmp_path):
     pytest.importorskip("ray", reason="Ray is not installed (pip install 'critwin[ray]')")
     script = tmp_path / "driver.py"
-    script.write_text(DRIVER)
+    script.write_text(SCRIPT)
     out = tmp_path / "killed"
-    env = {**os.environ, "CRITWIN_TEST_DELAY": "0.5"}
-    proc = subprocess.Popen([sys.executable, str(script), str(out), "ray"], env=env, start_new_session=True)
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline and proc.poll() is None:
-            if (out / "units").exists() and len(list((out / "units").glob("*.npz"))) >= 3:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, "the sweep finished before it could be killed"
-        # The whole session: the driver and the cluster it started (a killed machine, not a clean exit).
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    done = len(list((out / "units").glob("*.npz")))
-    assert 3 <= done < 4 * 5 and not (out / "table.csv").exists()  # killed mid-sweep: 20 units in all
-    env["CRITWIN_TEST_DELAY"] = "0"
-    subprocess.run([sys.executable, str(script), str(out), "ray"], env=env, check=True)
+    # The driver and the cluster it started die together (a killed machine, not a clean exit).
+    done = kill_mid_sweep(script, out, "ray")
+    assert 3 <= done < N_UNITS and not (out / "table.csv").exists()  # killed mid-sweep
+    subprocess.run([sys.executable, str(script), str(out), "ray"], check=True)
     reference = tmp_path / "reference"
-    subprocess.run([sys.executable, str(script), str(reference), "local"], env=env, check=True)
-    assert saved(out) == saved(reference)  # same table, and exactly the 20 units: none lost or duplicated
+    subprocess.run([sys.executable, str(script), str(reference), "local"], check=True)
+    assert saved(out) == saved(reference)  # same table, and exactly the 18 units: none lost or duplicated
