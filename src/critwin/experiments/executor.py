@@ -161,7 +161,8 @@ class RayExecutor(Executor):
             if self.address is not None:
                 ray.init(address=self.address)
             else:
-                ray.init(num_cpus=self.num_cpus, include_dashboard=False)
+                # "local": a new cluster of our own, never one a `ray start` left on this machine.
+                ray.init(address="local", num_cpus=self.num_cpus, include_dashboard=False)
         return ray
 
     @contextmanager
