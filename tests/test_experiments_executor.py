@@ -126,6 +126,13 @@ def test_ray_executor_arguments(kwargs, message):
         RayExecutor(**kwargs)
 
 
+def test_a_cuda_model_needs_a_cluster_with_gpus(ray_cluster):
+    # The module's cluster has CPUs only: GPU tasks would never be scheduled.
+    with pytest.raises(ValueError, match="has no GPU"):
+        with RayExecutor().bind(None, gpu=True):
+            pass
+
+
 # ------------------------------------------------------------------------------ identical to local
 @pytest.mark.parametrize("kind", ["mixture", "discrete", "diffusers"])
 def test_forward_reverse_on_ray_equals_local(ray_cluster, kind, tmp_path):

@@ -170,6 +170,12 @@ class RayExecutor(Executor):
         ray = self._connect()
         resources = ray.cluster_resources()
         slots = resources.get("GPU", 0) if gpu else resources.get("CPU", 1)
+        if gpu and slots < 1:
+            # A task asking for a GPU on a cluster without one would wait forever.
+            raise ValueError(
+                "executor='ray': the model is on a CUDA device but the Ray cluster has no GPU; "
+                "join a cluster with GPUs (ray_address=) or move the model to the CPU"
+            )
         remote = ray.remote(_call_on_worker).options(
             num_cpus=0 if gpu else 1, num_gpus=1 if gpu else 0, max_retries=self.max_retries
         )
