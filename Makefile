@@ -25,7 +25,8 @@ bench: setup
 	$(BIN)/python benchmarks/run.py
 
 lint: setup
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
 
 demo: setup
 	$(BIN)/critwin demo --out $(DEMO_OUT)

@@ -97,8 +97,8 @@ def main(argv=None) -> int:
         record_pipeline_trajectory,
         scheduler_class,
     )
-    from critwin.experiments.forward_reverse import forward_reverse
     from critwin.experiments.features import SourceSimilarity
+    from critwin.experiments.forward_reverse import forward_reverse
 
     warnings.simplefilter("ignore", TerminalSNRWarning)
     device = torch.device(args.device)
@@ -106,7 +106,9 @@ def main(argv=None) -> int:
         torch.backends.cudnn.deterministic = True  # the trajectory check compares bytes
         print(f"gpu_check: device {torch.cuda.get_device_name(device)}")
     if args.tiny:
-        from critwin.adapters.tiny import tiny_stable_diffusion
+        # The tiny random models are test fixtures: they live in tests/, not in the library.
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        from tiny_models import tiny_stable_diffusion
 
         pipe = tiny_stable_diffusion(0).to(device)
         g = torch.Generator().manual_seed(0)

@@ -26,7 +26,7 @@ def model_dirs(tmp_path_factory):
     from diffusers import DDPMPipeline, DDPMScheduler, PNDMScheduler
     from safetensors.torch import save_file
 
-    from critwin.adapters.tiny import tiny_stable_diffusion, tiny_unet
+    from tiny_models import tiny_stable_diffusion, tiny_unet
 
     root = tmp_path_factory.mktemp("models")
     with warnings.catch_warnings():
@@ -203,7 +203,7 @@ def test_text_prompt_equals_its_embeddings(tmp_path, capsys):
     pytest.importorskip("transformers")
     from safetensors.torch import save_file
 
-    from critwin.adapters.tiny import tiny_clip_tokenizer, tiny_stable_diffusion, tiny_text_encoder
+    from tiny_models import tiny_clip_tokenizer, tiny_stable_diffusion, tiny_text_encoder
 
     tokenizer = tiny_clip_tokenizer(tmp_path, model_max_length=16)
     pipe = tiny_stable_diffusion(0)

@@ -32,8 +32,8 @@ from critwin.adapters.diffusers import (
     predicted_x0,
     record_pipeline_trajectory,
 )
-from critwin.adapters.tiny import tiny_conditional_unet, tiny_stable_diffusion, tiny_unet
 from critwin.clock import DiscreteSchedule
+from tiny_models import tiny_conditional_unet, tiny_stable_diffusion, tiny_unet
 
 STEPS = 8
 
@@ -414,7 +414,7 @@ def test_latents_encode_decode(sd_pipe):
 def test_sdxl_pipeline_trajectory():
     from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
 
-    from critwin.adapters.tiny import tiny_vae
+    from tiny_models import tiny_vae
 
     pipe = StableDiffusionXLPipeline(
         vae=tiny_vae(0),
@@ -618,7 +618,7 @@ def test_cloning_through_the_stock_pipeline_call(sd_pipe, scheduler_cls):
 
 
 def test_tiny_models_depend_only_on_their_seed_and_keep_the_global_rng():
-    from critwin.adapters.tiny import tiny_unet
+    from tiny_models import tiny_unet
 
     torch.manual_seed(5)
     first = tiny_unet(3)

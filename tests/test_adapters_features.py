@@ -125,8 +125,8 @@ def test_zero_shot_clip_needs_local_weights(tmp_path):
 def test_zero_shot_clip_from_local_transformers_directory(tmp_path):
     """A tiny CLIP saved locally: our probabilities equal CLIPModel's own ``logits_per_image`` softmax."""
     transformers = pytest.importorskip("transformers")
-    from critwin.adapters.tiny import tiny_clip_tokenizer
     from critwin.experiments.features import _clip_preprocess
+    from tiny_models import tiny_clip_tokenizer
 
     tokenizer = tiny_clip_tokenizer(tmp_path)
     torch.manual_seed(0)

@@ -12,11 +12,11 @@ def _critwin(*args):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["privacy", "--model", "sd"], "model must be 'digits' or 'digits-memorise'"),
+        (["privacy", "--model", "sd"], "--model must be one of digits, digits-memorise"),
         (["privacy", "--times", "0.1,x"], "--times must be a comma-separated list"),
         (["privacy", "--members", "0"], "members must be >= 1"),
         (["fairness", "--target", "0.5,x"], "--target must be a comma-separated list"),
-        (["fairness", "--candidates", "1", "--n", "4", "--steps", "2"], "n_candidates must be >= 2"),
+        (["fairness", "--candidates", "1", "--n", "4", "--steps", "2"], "--candidates must be >= 2"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, message):

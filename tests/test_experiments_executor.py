@@ -63,7 +63,7 @@ def diffusers_process():
     from diffusers import DDIMScheduler
 
     from critwin.adapters.diffusers import DiffusersProcess
-    from critwin.adapters.tiny import tiny_unet
+    from tiny_models import tiny_unet
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -79,12 +79,15 @@ def sources(kind: str, n: int = 10) -> torch.Tensor:
     if kind == "diffusers":
         return torch.randn(n, 3, 8, 8, generator=torch.Generator().manual_seed(1))
     x0 = two_gaussians().subset([0]).sample(n, generator=torch.Generator().manual_seed(1))[0]
-    return x0 if kind == "mixture" else x0.float()
+    return x0 if kind in ("mixture", "latent") else x0.float()
 
 
 def model_and_feature(kind: str):
     if kind == "mixture":
-        return two_gaussians(), "component", {"sampler": "sde", "n_steps": 8}
+        mixture = two_gaussians()
+        return mixture, mixture.bayes_label, {"sampler": "sde", "n_steps": 8}
+    if kind == "latent":  # the component drawn by the exact sampler: a marker object crosses to workers
+        return two_gaussians(), "component", {"sampler": "exact"}
     if kind == "discrete":
         return discrete_process(), two_gaussians().bayes_label, {}
     return diffusers_process(), brightness, {}
@@ -134,7 +137,7 @@ def test_a_cuda_model_needs_a_cluster_with_gpus(ray_cluster):
 
 
 # ------------------------------------------------------------------------------ identical to local
-@pytest.mark.parametrize("kind", ["mixture", "discrete", "diffusers"])
+@pytest.mark.parametrize("kind", ["mixture", "latent", "discrete", "diffusers"])
 def test_forward_reverse_on_ray_equals_local(ray_cluster, kind, tmp_path):
     model, feature, knobs = model_and_feature(kind)
     args = dict(
@@ -148,7 +151,7 @@ def test_forward_reverse_on_ray_equals_local(ray_cluster, kind, tmp_path):
     assert torch.equal(ray.labels, local.labels) and ray.nfe == local.nfe
 
 
-@pytest.mark.parametrize("kind", ["mixture", "discrete", "diffusers"])
+@pytest.mark.parametrize("kind", ["mixture", "latent", "discrete", "diffusers"])
 def test_clone_on_ray_equals_local(ray_cluster, kind, tmp_path):
     model, feature, knobs = model_and_feature(kind)
     args = dict(feature=feature, seed=6, chunk_size=3, progress=False, feature_label="f", **knobs)

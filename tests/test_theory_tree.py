@@ -45,7 +45,7 @@ def test_two_level_mixture_has_the_expected_tree():
         assert node.time == pytest.approx(_pair_merge_time(4.0, eps), abs=2e-4)
         assert node.merged and node.separated and not node.empty
         # Window of the cluster inside the root: separated until T_after, merged at T_before.
-        assert node.window.lower <= node.window.upper
+        assert node.window.t_after <= node.window.t_before and node.status == "non-empty"
     # The root merges the farthest pair (distance sqrt(200^2 + 2^2 + 2^2)).
     assert root.time == pytest.approx(_pair_merge_time(math.sqrt(200**2 + 8), eps), abs=2e-4)
     assert tree.depth == 2 and len(tree.leaves) == 4
@@ -71,7 +71,7 @@ def test_badly_separated_leaves_are_marked_empty():
     tree = hierarchy(_two_level(), 0.1)
     leaf = tree.find([0])
     assert leaf is not None and not leaf.separated
-    assert leaf.window.empty and leaf.empty and leaf.window.lower == -math.inf
+    assert leaf.window.empty and leaf.empty and leaf.window.t_after == -math.inf
     assert "EMPTY" in tree.render()
 
 
@@ -80,7 +80,7 @@ def test_json_export_and_dendrogram(tmp_path):
     data = json.loads(tree.to_json())
     assert data["root"]["components"] == [0, 1, 2, 3]
     assert [c["components"] for c in data["root"]["children"]] == [[0, 1], [2, 3]]
-    assert data["root"]["children"][0]["window"]["lower"] is not None
+    assert data["root"]["children"][0]["window"]["t_after"] is not None
     path = tmp_path / "tree.png"
     fig = tree.plot(path=path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -10,9 +10,9 @@ import torch
 
 from critwin.cli import main
 from critwin.divergence import tv
+from critwin.experiments.validate import forward_reverse_tv, validate
 from critwin.io_mixture import load_mixture, save_mixture
 from critwin.mixtures import GaussianMixture
-from critwin.validate import forward_reverse_tv, validate
 
 F64 = torch.float64
 
@@ -79,6 +79,7 @@ def test_validate_small_run_writes_outputs_and_has_no_violation(tmp_path):
     )
     s = result.summary
     assert s["violations"] == 0 and s["n_points_in_theorem_range"] > 0
+    assert s["endpoint_checks"] > 0 and s["endpoint_check_failures"] == 0
     for name in ("validation.png", "validation.csv", "summary.json"):
         assert (tmp_path / name).stat().st_size > 0
     with open(tmp_path / "validation.csv") as fh:
@@ -142,8 +143,8 @@ def test_cli_window_and_hierarchy_json(tmp_path, capsys):
     # Exact endpoints for N(+-mu, I)/2, |mu| = 3: erf(a|mu|/sqrt2) = 1 - eps^2 and erf(a|mu|/sqrt2)/2 = eps.
     from scipy.special import erfinv
 
-    assert data["window"]["lower"] == pytest.approx(math.log(3 / (math.sqrt(2) * erfinv(0.99))), abs=1e-4)
-    assert data["window"]["upper"] == pytest.approx(math.log(3 / (math.sqrt(2) * erfinv(0.2))), abs=1e-4)
+    assert data["window"]["t_after"] == pytest.approx(math.log(3 / (math.sqrt(2) * erfinv(0.99))), abs=1e-4)
+    assert data["window"]["t_before"] == pytest.approx(math.log(3 / (math.sqrt(2) * erfinv(0.2))), abs=1e-4)
     assert data["transition_times"]["t_start"] is None
     code, out, _ = _run_cli(["hierarchy", str(path), "--json", "--plot", str(tmp_path / "t.png")], capsys)
     assert code == 0 and json.loads(out)["root"]["components"] == [0, 1]
@@ -175,3 +176,26 @@ def test_cli_validate_quick(tmp_path, capsys):
     summary = json.loads(out)
     assert code == 0 and summary["violations"] == 0 and summary["quick"]
     assert (tmp_path / "validation.png").exists()
+
+
+def test_endpoint_checks_detect_wrong_transition_times():
+    # Two unit Gaussians +-5 e1 (weights 0.3/0.7): the exact T_end of {0} in {0,1} comes from quadrature;
+    # shifting it by 0.3 OU units (far below what the theorem's bound could reveal) must fail the check.
+    from dataclasses import replace
+
+    from critwin.experiments.validate import ValidationCase, _endpoint_checks
+    from critwin.windows import transition_times
+
+    mu = torch.tensor([[5.0, 0.0], [-5.0, 0.0]], dtype=F64)
+    m = GaussianMixture(mu, weights=torch.tensor([0.3, 0.7], dtype=F64))
+    case = ValidationCase("c", m, [0], [0, 1], 2, 2, "test")
+    tt = transition_times(m, [0], [0, 1], 0.1)
+    good = _endpoint_checks(m, case, tt, 0.1, 4000, 0)
+    assert good["t_end_check"] is True and good["tv_at_t_end"] == pytest.approx(0.1, abs=1e-4)
+    shifted = replace(tt, t_end=tt.t_end + 0.3, t_end_low=tt.t_end_low + 0.3, t_end_high=tt.t_end_high + 0.3)
+    assert _endpoint_checks(m, case, shifted, 0.1, 4000, 0)["t_end_check"] is False
+    sep = ValidationCase("s", m, [0], [0], 2, 2, "test")
+    tt = transition_times(m, [0], [0], 0.1)
+    assert _endpoint_checks(m, sep, tt, 0.1, 4000, 0)["t_start_check"] is True
+    early = replace(tt, t_start_low=tt.t_start_low - 0.3, t_start_high=tt.t_start_high - 0.3)
+    assert _endpoint_checks(m, sep, early, 0.1, 4000, 0)["t_start_check"] is False

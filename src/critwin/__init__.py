@@ -22,6 +22,7 @@ from critwin.clock import (
     time_grid,
     ve_sigma,
 )
+from critwin.closed_forms import ClosedFormTimes, log_concave_times, window_isotropic, window_two_gaussians
 from critwin.divergence import (
     Estimate,
     TVCurve,
@@ -40,6 +41,7 @@ from critwin.experiments.features import SourceSimilarity, zero_shot_clip
 from critwin.experiments.forward_reverse import ForwardReverseResult, forward_reverse
 from critwin.experiments.process import DiscreteProcess, MixtureProcess, ReverseProcess
 from critwin.experiments.search import SearchResult, search_window
+from critwin.experiments.validate import forward_reverse_tv
 from critwin.io_mixture import load_mixture, save_mixture
 from critwin.mixtures import EmpiricalMixture, GaussianMixture
 from critwin.samplers import (
@@ -52,17 +54,7 @@ from critwin.samplers import (
     sample_heun,
 )
 from critwin.tree import Tree, hierarchy
-from critwin.validate import forward_reverse_tv
-from critwin.windows import (
-    TransitionTimes,
-    Window,
-    critical_window,
-    log_concave_times,
-    theorem_bound,
-    transition_times,
-    window_isotropic,
-    window_two_gaussians,
-)
+from critwin.windows import TransitionTimes, Window, critical_window, theorem_bound, transition_times
 
 __version__ = "0.1.0"
 
@@ -83,6 +75,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "ClosedFormTimes",
     "CloneResult",
     "DiscreteProcess",
     "DiscreteSchedule",
@@ -163,7 +156,8 @@ _EAGER_MODULES = (
     "critwin.windows",
     "critwin.tree",
     "critwin.io_mixture",
-    "critwin.validate",
+    "critwin.closed_forms",
+    "critwin.experiments.validate",
     "critwin.experiments.process",
     "critwin.experiments.forward_reverse",
     "critwin.experiments.cloning",

@@ -8,10 +8,16 @@ in the TV, so "every pair of leaves under u is eps-close at T_u" holds exactly f
 - *merged*: ``TV(p^i_{T_u}, p^j_{T_u}) <= eps`` for every pair of its components;
 - *separated*: ``TV(p^{Subset(u)}_{T_u}, p^{rest}_{T_u}) >= 1 - eps^2`` (the root is vacuously separated).
 
+Each check is decided from the interval of the TV (Monte Carlo confidence interval or quadrature error
+bracket), not its point estimate: True, False, or None when the interval straddles the threshold
+("undetermined"). Likewise each node's window has a three-valued ``status``; the dendrogram draws
+non-empty windows blue, empty ones red and hatched, undetermined ones grey and cross-hatched.
+
 An internal node that is not separated at its own time is not a level of the hierarchy (its merge is
 indistinguishable from its parent's), so by default it is dissolved into its parent, which makes the
 tree multi-way. Each non-root node carries the critical window of its subset inside its parent's
-subset; nodes whose window is empty are marked (never dropped).
+subset; nodes whose window is empty or undetermined are marked (never dropped). Monte Carlo (only when no
+exact TV exists) is seeded with ``DEFAULT_SEED`` = 0 unless a ``torch.Generator`` is given.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import torch
 from critwin._validation import check_eps
 from critwin.divergence import component_tv, tv
 from critwin.mixtures import GaussianMixture
-from critwin.windows import Window, merge_time, separation_time, window_from_times
+from critwin.windows import Window, check_search, merge_time, separation_time, window_from_times
 
 __all__ = ["Node", "Tree", "hierarchy"]
 
@@ -47,17 +53,21 @@ class Node:
     components : sorted component indices under the node (``Subset(u)``).
     time : ``T_u`` (OU time at which its components are eps-merged; 0 for a leaf).
     children : child nodes (empty for a leaf).
-    merged, separated : the two verified properties at ``time``.
-    separation_tv : ``TV(p^{Subset(u)}, p^{rest})`` at ``time`` (None for the root).
+    merged, separated : the two verified properties at ``time``: True, False, or None (undetermined:
+        the TV's interval straddles the threshold).
+    separation_tv : ``TV(p^{Subset(u)}, p^{rest})`` at ``time`` (None for the root), with
+        ``separation_tv_low``/``separation_tv_high`` its interval.
     window : critical window of ``components`` inside the parent's (None for the root).
     """
 
     components: list[int]
     time: float
     children: list[Node] = field(default_factory=list)
-    merged: bool = True
-    separated: bool = True
+    merged: bool | None = True
+    separated: bool | None = True
     separation_tv: float | None = None
+    separation_tv_low: float | None = None
+    separation_tv_high: float | None = None
     window: Window | None = None
     parent: Node | None = field(default=None, repr=False)
 
@@ -66,9 +76,14 @@ class Node:
         return not self.children
 
     @property
+    def status(self) -> str:
+        """The window's ``"non-empty"`` / ``"empty"`` / ``"undetermined"`` (the root: ``"non-empty"``)."""
+        return "non-empty" if self.window is None else self.window.status
+
+    @property
     def empty(self) -> bool:
-        """True when the node's window is empty (the root has no window and is never empty)."""
-        return self.window is not None and self.window.empty
+        """True when the node's window is surely empty (``status == "empty"``)."""
+        return self.status == "empty"
 
     def to_dict(self) -> dict:
         return {
@@ -77,7 +92,10 @@ class Node:
             "merged": self.merged,
             "separated": self.separated,
             "separation_tv": self.separation_tv,
+            "separation_tv_low": self.separation_tv_low,
+            "separation_tv_high": self.separation_tv_high,
             "window": None if self.window is None else self.window.to_dict(),
+            "status": self.status,
             "empty": self.empty,
             "children": [c.to_dict() for c in self.children],
         }
@@ -130,11 +148,13 @@ class Tree:
             text = "{" + ",".join(map(str, n.components)) + "}" + f"  T={_fmt(n.time)}"
             if n.window is not None:
                 w = n.window
-                text += f"  window=[{_fmt(w.lower)}, {_fmt(w.upper)}]"
-                if w.empty:
-                    text += "  EMPTY"
+                text += f"  window=[{_fmt(w.t_after)}, {_fmt(w.t_before)}]"
+                if w.status != "non-empty":
+                    text += "  " + w.status.upper()
             flags = [
-                name for name, ok in (("not-merged", n.merged), ("not-separated", n.separated)) if not ok
+                name if ok is False else name + "?"
+                for name, ok in (("not-merged", n.merged), ("not-separated", n.separated))
+                if ok is not True
             ]
             if flags:
                 text += "  (" + ", ".join(flags) + ")"
@@ -186,7 +206,7 @@ class Tree:
         for n in self.nodes:
             w = n.window
             if w is not None:
-                finite_times += [v for v in (w.lower, w.upper) if math.isfinite(v)]
+                finite_times += [v for v in (w.t_after, w.t_before) if math.isfinite(v)]
         top = max(finite_times + [1.0]) * 1.1
         for n in self.nodes:
             x = x_of[id(n)]
@@ -195,33 +215,57 @@ class Tree:
             if n.children:
                 xs = [x_of[id(c)] for c in n.children]
                 ax.plot([min(xs), max(xs)], [n.time, n.time], color="k", lw=1.2)
-            w = n.window
-            if w is not None:
-                lo = w.lower if math.isfinite(w.lower) else 0.0
-                hi = w.upper if math.isfinite(w.upper) else top
-                color = "tab:red" if w.empty else "tab:blue"
-                ax.add_patch(
-                    matplotlib.patches.Rectangle(
-                        (x - 0.18, min(lo, hi)),
-                        0.36,
-                        abs(hi - lo),
-                        color=color,
-                        alpha=0.25,
-                        hatch="//" if w.empty else None,
-                        lw=0,
-                    )
-                )
+            if n.window is not None:
+                _window_band(ax, n.window, x, top)
         ax.scatter([x_of[id(n)] for n in self.nodes], [n.time for n in self.nodes], s=14, color="k", zorder=3)
         ax.set_xticks([x_of[id(leaf)] for leaf in self.leaves])
         ax.set_xticklabels([",".join(map(str, leaf.components)) for leaf in self.leaves])
         ax.set_xlabel("component")
         ax.set_ylabel("OU time t")
         ax.set_ylim(0, top)
-        ax.set_title(f"eps-mixture tree (eps={self.eps:g}); bands: critical windows (red: empty)")
+        ax.set_title(f"eps-mixture tree (eps={self.eps:g}); bands: critical windows")
+        ax.legend(handles=_legend_handles(), fontsize=7, loc="upper right")
         if path is not None:
             with atomic_path(path) as tmp:
                 fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
         return fig
+
+
+# window status -> (colour, hatch, legend label) of its band in the dendrogram
+_BAND_STYLE = {
+    "non-empty": ("tab:blue", None, "window"),
+    "empty": ("tab:red", "//", "empty window"),
+    "undetermined": ("0.5", "xx", "undetermined (CIs straddle)"),
+}
+
+
+def _window_band(ax, w: Window, x: float, top: float) -> None:
+    import matplotlib.patches
+
+    lo = w.t_after if math.isfinite(w.t_after) else 0.0
+    hi = w.t_before if math.isfinite(w.t_before) else top
+    color, hatch, _ = _BAND_STYLE[w.status]
+    ax.add_patch(
+        matplotlib.patches.Rectangle(
+            (x - 0.18, min(lo, hi)),
+            0.36,
+            abs(hi - lo),
+            facecolor=color,
+            edgecolor=color,
+            alpha=0.3,
+            hatch=hatch,
+            lw=0,
+        )
+    )
+
+
+def _legend_handles():
+    import matplotlib.patches
+
+    return [
+        matplotlib.patches.Patch(facecolor=c, edgecolor=c, alpha=0.3, hatch=h, label=label)
+        for c, h, label in _BAND_STYLE.values()
+    ]
 
 
 def hierarchy(
@@ -240,10 +284,11 @@ def hierarchy(
     ----------
     mixture : GaussianMixture with K >= 1 components.
     eps : in (0, 1).
-    collapse : dissolve internal nodes that are not separated at their own time (see module notes).
+    collapse : dissolve internal nodes that are surely not separated at their own time (module notes).
     windows : compute each node's critical window (inside its parent).
-    n, generator : Monte Carlo draws and generator where no exact TV exists.
-    tol : bisection tolerance in OU time.
+    n, generator : Monte Carlo draws and generator where no exact TV exists (None: seeded with
+        ``DEFAULT_SEED`` = 0, so the tree is the same on every call).
+    tol : bisection tolerance in OU time, in (0, 1).
 
     Returns
     -------
@@ -252,88 +297,113 @@ def hierarchy(
     if not isinstance(mixture, GaussianMixture):
         raise ValueError(f"mixture must be a GaussianMixture, got {type(mixture).__name__}")
     eps = check_eps(eps)
-    K = mixture.n_components
+    check_search(tol, n, generator)
     kw = dict(n=n, generator=generator, tol=tol)
+    root = _complete_linkage(mixture, eps, kw)
+    _verify(root, mixture, eps, kw)
+    _dissolve(root, collapse)
+    _link_parents(root)
+    if windows:
+        _attach_windows(root, mixture, eps, kw)
+    return Tree(root, eps)
+
+
+def _complete_linkage(mixture, eps, kw) -> Node:
+    """Agglomerative merging in order of pairwise merge time; a cluster's time is its largest one."""
+    K = mixture.n_components
     tau = torch.zeros(K, K, dtype=torch.float64)
     for i in range(K):
         for j in range(i + 1, K):
             tau[i, j] = tau[j, i] = merge_time(mixture, [i], [j], eps, **kw)[0]
-
-    # Complete linkage on tau: the merged cluster's time is the largest pairwise merge time inside it.
     clusters: list[Node] = [Node([i], 0.0) for i in range(K)]
     while len(clusters) > 1:
         best = None
         for a in range(len(clusters)):
             for b in range(a + 1, len(clusters)):
-                ia, ib = clusters[a].components, clusters[b].components
-                link = float(tau[ia][:, ib].max())
+                link = float(tau[clusters[a].components][:, clusters[b].components].max())
                 if best is None or link < best[0]:
                     best = (link, a, b)
         link, a, b = best
         ca, cb = clusters[a], clusters[b]
         joined = Node(sorted(ca.components + cb.components), max(link, ca.time, cb.time), [ca, cb])
         clusters = [c for k, c in enumerate(clusters) if k not in (a, b)] + [joined]
-    root = clusters[0]
+    return clusters[0]
 
-    def pair_tv(i: int, j: int, t: float) -> float:
+
+def _decide(low: float, high: float, threshold: float, above: bool) -> bool | None:
+    """Whether a TV with interval ``[low, high]`` is ``>= threshold`` (``above``) or ``<= threshold``:
+    True / False when the whole interval says so, None when it straddles."""
+    if above:
+        return True if low >= threshold else (False if high < threshold else None)
+    return True if high <= threshold else (False if low > threshold else None)
+
+
+def _all_of(values) -> bool | None:
+    values = list(values)
+    return False if False in values else (None if None in values else True)
+
+
+def _verify(root: Node, mixture, eps: float, kw) -> None:
+    """Set ``merged`` and ``separated`` of every node from the TV intervals (module notes)."""
+    K, n, generator, tol = mixture.n_components, kw["n"], kw["generator"], kw["tol"]
+
+    def pair_merged(i: int, j: int, t: float) -> bool | None:
         value, exact = component_tv(mixture, i, j, t)
-        return value if exact else tv(mixture.subset([i]), mixture.subset([j]), t, n, generator).value
+        if exact:
+            return _decide(value, value, eps, above=False)
+        est = tv(mixture.subset([i]), mixture.subset([j]), t, n, generator)
+        return _decide(est.low, est.high, eps, above=False)
 
-    def verify(node: Node) -> None:
+    for node in root.walk():
         comps = node.components
         if len(comps) > 1:
             # Evaluate just past T_u: T_u is a bisection midpoint, within tol of the exact crossing.
             t = node.time + tol
-            node.merged = all(pair_tv(i, j, t) <= eps for i in comps for j in comps if i < j)
+            node.merged = _all_of(pair_merged(i, j, t) for i in comps for j in comps if i < j)
         rest = [j for j in range(K) if j not in comps]
         if rest:
             est = tv(mixture.subset(comps), mixture.subset(rest), node.time, n, generator)
-            node.separation_tv = est.value
-            node.separated = est.value >= 1.0 - eps * eps
-        for child in node.children:
-            verify(child)
+            node.separation_tv, node.separation_tv_low, node.separation_tv_high = est.value, est.low, est.high
+            node.separated = _decide(est.low, est.high, 1.0 - eps * eps, above=True)
 
-    verify(root)
 
-    def dissolve(node: Node) -> None:
-        for child in node.children:
-            dissolve(child)
-        kept: list[Node] = []
-        for child in node.children:
-            if collapse and not child.is_leaf and not child.separated:
-                kept.extend(child.children)
-            else:
-                kept.append(child)
-        node.children = sorted(kept, key=lambda c: c.components)
+def _dissolve(node: Node, collapse: bool) -> None:
+    """Replace internal nodes that are surely not separated by their children (bottom-up)."""
+    for child in node.children:
+        _dissolve(child, collapse)
+    kept: list[Node] = []
+    for child in node.children:
+        if collapse and not child.is_leaf and child.separated is False:
+            kept.extend(child.children)
+        else:
+            kept.append(child)
+    node.children = sorted(kept, key=lambda c: c.components)
 
-    dissolve(root)
 
-    def link_parents(node: Node) -> None:
-        for child in node.children:
-            child.parent = node
-            link_parents(child)
+def _link_parents(node: Node) -> None:
+    for child in node.children:
+        child.parent = node
+        _link_parents(child)
 
-    link_parents(root)
 
-    if windows:
-        separation_cache: dict[tuple[int, ...], tuple] = {}
+def _attach_windows(root: Node, mixture, eps: float, kw) -> None:
+    """The critical window of every non-root node inside its parent (separation times cached)."""
+    cache: dict[tuple[int, ...], tuple] = {}
 
-        def separated(S):
-            key = tuple(S)
-            if key not in separation_cache:
-                separation_cache[key] = separation_time(mixture, S, eps, **kw)
-            return separation_cache[key]
+    def separated(S):
+        if tuple(S) not in cache:
+            cache[tuple(S)] = separation_time(mixture, S, eps, **kw)
+        return cache[tuple(S)]
 
-        for node in root.walk():
-            if node.parent is None:
-                continue
-            before = node.parent.components
-            node.window = window_from_times(
-                node.components,
-                before,
-                eps,
-                merge_time(mixture, node.components, before, eps, **kw),
-                separated(before),
-                separated(node.components),
-            )
-    return Tree(root, eps)
+    for node in root.walk():
+        if node.parent is None:
+            continue
+        before = node.parent.components
+        node.window = window_from_times(
+            node.components,
+            before,
+            eps,
+            merge_time(mixture, node.components, before, eps, **kw),
+            separated(before),
+            separated(node.components),
+        )

@@ -2,10 +2,16 @@
 
 Names follow Blink (Li, Karan & Chen 2025): ``T_end`` (merged: ``TV(p_t^{S_init}, p_t^{S_target}) <= eps``)
 and ``T_start`` (separated: ``TV(p_t^{S_target}, p_t^{rest}) >= 1 - eps^2``); LC24 calls them
-``T_lower`` and ``T_upper`` (available as aliases). Both TV curves are non-increasing in ``t``, so the
-times are found by bisection on :class:`critwin.divergence.TVCurve` (exact when possible, Monte Carlo
-with common random numbers otherwise). With Monte Carlo, each time also gets an interval: the same
-bisection run on the lower and on the upper pointwise confidence curve.
+``T_lower`` and ``T_upper`` (not used here: one name, one meaning). Both TV curves are non-increasing
+in ``t``, so the times are found by bisection on :class:`critwin.divergence.TVCurve` (exact when
+possible, Monte Carlo with common random numbers otherwise). Each time also gets an interval: the same
+bisection run on the lower and on the upper pointwise confidence curve (Monte Carlo intervals or
+quadrature error brackets), widened by the bisection tolerance. Whether a window is empty is decided
+from those intervals: ``"non-empty"``, ``"empty"`` or ``"undetermined"`` when they overlap.
+
+Monte Carlo is deterministic by default: with ``generator=None`` a generator seeded with
+``DEFAULT_SEED`` (0) is used; pass a ``torch.Generator`` for other draws. Closed forms (THEORY §5) live
+in :mod:`critwin.closed_forms`.
 
 Conventions for the edge cases: ``T_start = +inf`` when ``S_target`` is every component (nothing to be
 separated from); ``T_start = -inf`` when the sets are not separated even at ``t = 0``. JSON output
@@ -16,12 +22,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 import torch
 
-from critwin._validation import check_eps, check_subset
-from critwin.divergence import TVCurve
+from critwin._validation import check_eps, check_positive_int, check_subset
+from critwin.divergence import DEFAULT_SEED, TVCurve
 from critwin.mixtures import GaussianMixture
 
 __all__ = [
@@ -33,13 +38,13 @@ __all__ = [
     "window_from_times",
     "separation_time",
     "theorem_bound",
-    "window_two_gaussians",
-    "window_isotropic",
-    "ClosedFormTimes",
-    "log_concave_times",
+    "window_status",
+    "DEFAULT_SEED",
 ]
 
 _T_MAX = 60.0  # e^{-60} ~ 1e-26: every finite mixture is merged long before this OU time.
+_MAX_BISECTIONS = 200  # a float64 bracket cannot be halved more often than this
+STATUSES = ("non-empty", "empty", "undetermined")
 
 
 def _finite_or_none(x):
@@ -53,12 +58,29 @@ def theorem_bound(eps: float, W: float) -> float:
     return eps * (1.0 + max(1.0, W) / math.sqrt(2.0))
 
 
+def window_status(first: tuple[float, float], last: tuple[float, float]) -> str:
+    """Whether ``[T_first, T_last]`` is empty, from the intervals ``(low, high)`` of both endpoints.
+
+    ``"empty"`` when ``T_first > T_last`` for every value in the intervals (or ``T_first`` is surely
+    ``-inf``), ``"non-empty"`` when ``T_first <= T_last`` for all of them with ``T_first`` finite,
+    ``"undetermined"`` otherwise (the intervals straddle).
+    """
+    (first_low, first_high), (last_low, last_high) = first, last
+    if first_high == -math.inf or first_low > last_high:
+        return "empty"
+    if first_low > -math.inf and first_high <= last_low:
+        return "non-empty"
+    return "undetermined"
+
+
 @dataclass(frozen=True)
 class TransitionTimes:
     """``T_end``, ``T_start`` and the bound of Blink Thm 2 for one pair ``S_init ⊆ S_target``.
 
     Iterating yields ``(t_end, t_start, bound)``. ``*_low``/``*_high`` bracket each time (Monte Carlo
-    confidence curves, or the quadrature error bracket; equal to the time for closed forms).
+    confidence curves, or the quadrature error bracket, widened by the bisection tolerance).
+    ``status``: ``"non-empty"`` / ``"empty"`` / ``"undetermined"`` for ``[T_end, T_start]`` (see
+    :func:`window_status`).
     """
 
     t_end: float
@@ -75,90 +97,117 @@ class TransitionTimes:
     t_start_high: float
 
     @property
+    def status(self) -> str:
+        return window_status((self.t_end_low, self.t_end_high), (self.t_start_low, self.t_start_high))
+
+    @property
     def empty(self) -> bool:
-        """True when no ``T`` satisfies ``T_end <= T <= T_start`` (the theorem then says nothing)."""
-        return not self.t_end <= self.t_start
-
-    @property
-    def t_lower(self) -> float:
-        """LC24's name for ``T_end``."""
-        return self.t_end
-
-    @property
-    def t_upper(self) -> float:
-        """LC24's name for ``T_start``."""
-        return self.t_start
+        """True when surely no ``T`` satisfies ``T_end <= T <= T_start`` (the theorem then says nothing)."""
+        return self.status == "empty"
 
     def __iter__(self):
         return iter((self.t_end, self.t_start, self.bound))
 
     def to_dict(self) -> dict:
         out = {k: _finite_or_none(getattr(self, k)) for k in self.__dataclass_fields__}
-        out["empty"] = self.empty
+        out["status"], out["empty"] = self.status, self.empty
         return out
 
 
 @dataclass(frozen=True)
 class Window:
-    """A critical window ``[lower, upper] = [T_after, T_before]`` (Blink Def. 4).
+    """A critical window ``[t_after, t_before] = [T_after, T_before]`` (Blink Def. 4).
 
-    ``empty`` is True when the interval is empty or an endpoint is infinite (the fine set is never
-    separated, or the coarse set is no longer separated when the fine one merges); the endpoints are
-    reported regardless. ``reason`` says why it is empty.
+    ``status`` is ``"empty"`` when the interval is surely empty or an endpoint is surely infinite (the
+    fine set is never separated, or the coarse set is no longer separated when the fine one merges),
+    ``"non-empty"`` when surely not, ``"undetermined"`` when the endpoint intervals ``*_low``/``*_high``
+    straddle; the endpoints are reported regardless. ``reason`` says why it is not ``"non-empty"``.
+    ``lower``/``upper`` are read-only aliases of ``t_after``/``t_before``.
     """
 
-    lower: float
-    upper: float
-    empty: bool
+    t_after: float
+    t_before: float
     eps: float
     after: list[int] = field(default_factory=list)
     before: list[int] = field(default_factory=list)
     method: str = ""
     reason: str = ""
-    lower_low: float = math.nan
-    lower_high: float = math.nan
-    upper_low: float = math.nan
-    upper_high: float = math.nan
+    t_after_low: float = math.nan
+    t_after_high: float = math.nan
+    t_before_low: float = math.nan
+    t_before_high: float = math.nan
+    status: str = "non-empty"
 
     @property
-    def t_after(self) -> float:
-        return self.lower
+    def lower(self) -> float:
+        return self.t_after
 
     @property
-    def t_before(self) -> float:
-        return self.upper
+    def upper(self) -> float:
+        return self.t_before
+
+    @property
+    def empty(self) -> bool:
+        """True when the window is surely empty (``status == "empty"``)."""
+        return self.status == "empty"
 
     @property
     def width(self) -> float:
-        return self.upper - self.lower
+        return self.t_before - self.t_after
 
     def __iter__(self):
-        return iter((self.lower, self.upper))
+        return iter((self.t_after, self.t_before))
 
     def to_dict(self) -> dict:
         out = {k: _finite_or_none(getattr(self, k)) for k in self.__dataclass_fields__}
         for k, v in out.items():
             if isinstance(v, float) and math.isnan(v):
                 out[k] = None
-        out["t_after"], out["t_before"] = out["lower"], out["upper"]
+        out["empty"] = self.empty
         return out
 
 
-def _window_emptiness(lower: float, upper: float) -> tuple[bool, str]:
-    if not math.isfinite(lower):
-        return True, "S_after is not separated from the other components even at t = 0"
-    if not math.isfinite(upper):
-        return True, "S_before is no longer separated from the rest when S_after merges into it"
-    if lower > upper:
-        return True, "T_after > T_before"
-    return False, ""
+def make_window(after, before, eps, method, t_after, t_before) -> Window:
+    """A :class:`Window` from ``(value, low, high)`` of each endpoint, with its status and reason."""
+    # An infinite T_before (S_before no longer separated when S_after merges) makes the window empty.
+    if t_before[1] == math.inf:
+        status = "empty"
+    else:
+        status = window_status(t_after[1:], t_before[1:])
+        status = "undetermined" if status == "non-empty" and t_before[2] == math.inf else status
+    if status == "non-empty":
+        reason = ""
+    elif t_after[2] == -math.inf:
+        reason = "S_after is not separated from the other components even at t = 0"
+    elif t_before[1] == math.inf:
+        reason = "S_before is no longer separated from the rest when S_after merges into it"
+    elif status == "empty":
+        reason = "T_after > T_before"
+    else:
+        reason = "the intervals of T_after and T_before overlap (or one may be infinite)"
+    return Window(
+        t_after[0],
+        t_before[0],
+        eps,
+        list(after),
+        list(before),
+        method,
+        reason,
+        t_after[1],
+        t_after[2],
+        t_before[1],
+        t_before[2],
+        status,
+    )
 
 
 # ------------------------------------------------------------------------------------ bisection
 def _bisect(pred, lo: float, hi: float, tol: float) -> float:
     """Midpoint of the final bracket, where ``pred(lo)`` is False and ``pred(hi)`` is True."""
-    while hi - lo > tol:
+    for _ in range(_MAX_BISECTIONS):
         mid = 0.5 * (lo + hi)
+        if hi - lo <= tol or not lo < mid < hi:
+            break
         if pred(mid):
             hi = mid
         else:
@@ -235,16 +284,35 @@ class _Cached:
         return self._get(t)[2]
 
 
-def _crossing(mixture, A, B, n, generator, method, level, tol, find) -> tuple[float, float, float, str]:
-    """``find(f, near=None)`` on the TV curve between ``A`` and ``B``, with its bracket: the same
-    search on the Monte Carlo confidence curves, or +-tol/2 (the bisection resolution) for exact curves."""
-    c = _Cached(TVCurve(mixture.subset(A), mixture.subset(B), n, generator, method=method, level=level))
+def _crossing(mixture, A, B, kw, level_value, find) -> tuple[float, float, float, str]:
+    """``find(f, near=None)`` on the TV curve between ``A`` and ``B``, with its bracket: the same search on
+    the lower and upper curves (Monte Carlo intervals or quadrature error brackets) widened by half the
+    bisection tolerance; a closed-form curve only gets the tolerance."""
+    tol = kw["tol"]
+    curve = TVCurve(
+        mixture.subset(A), mixture.subset(B), kw["n"], kw["generator"], method=kw["method"], level=kw["level"]
+    )
+    c = _Cached(curve)
     t = find(c.value)
-    if c.curve.method != "monte-carlo":
-        # Exact up to the bisection resolution (the lattice error, ~1e-5 in TV, is far below it).
-        half = tol / 2 if math.isfinite(t) and t != 0.0 else 0.0
-        return t, t - half, t + half, c.curve.method
-    return t, find(c.low, t), find(c.high, t), c.curve.method
+    if curve.method == "closed-form":
+        low, high = t, t
+    else:
+        low, high = find(c.low, t), find(c.high, t)
+    half = tol / 2
+    return t, (low - half if low > 0 else low), (high + half if high > 0 else high), curve.method
+
+
+def check_search(tol, n, generator) -> None:
+    """ValueError naming ``tol`` (finite, in (0, 1)), ``n`` or ``generator`` when they are unusable."""
+    try:
+        value = float(tol)
+    except (TypeError, ValueError):
+        raise ValueError(f"tol must be a number in (0, 1), got {tol!r}") from None
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"tol must lie in (0, 1) (bisection tolerance in OU time), got {tol!r}")
+    check_positive_int(n, "n", minimum=2)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
 
 
 def merge_time(
@@ -261,18 +329,21 @@ def merge_time(
 ) -> tuple[float, float, float, str]:
     """``inf{t : TV(p_t^A, p_t^B) <= eps}`` with its bracket.
 
+    Monte Carlo (when no exact TV exists) draws from ``generator``, by default one seeded with
+    ``DEFAULT_SEED`` = 0, so repeated calls agree.
+
     Returns
     -------
     (time, low, high, method) : ``low`` from the lower confidence curve, ``high`` from the upper one.
     """
     eps = check_eps(eps)
+    check_search(tol, n, generator)
     A = check_subset(A, mixture.n_components, "A")
     B = check_subset(B, mixture.n_components, "B")
     if A == B:
         return 0.0, 0.0, 0.0, "closed-form"
-    return _crossing(
-        mixture, A, B, n, generator, method, level, tol, lambda f, near=None: _first_below(f, eps, tol, near)
-    )
+    kw = dict(n=n, generator=generator, method=method, tol=tol, level=level)
+    return _crossing(mixture, A, B, kw, eps, lambda f, near=None: _first_below(f, eps, tol, near))
 
 
 def separation_time(
@@ -288,19 +359,22 @@ def separation_time(
 ) -> tuple[float, float, float, str]:
     """``sup{t : TV(p_t^S, p_t^{rest}) >= 1 - eps^2}`` with its bracket (+inf if S is everything).
 
+    Monte Carlo draws from ``generator`` (default: seeded with ``DEFAULT_SEED`` = 0).
+
     Returns
     -------
     (time, low, high, method).
     """
     eps = check_eps(eps)
+    check_search(tol, n, generator)
     S = check_subset(S, mixture.n_components, "S")
     rest = [j for j in range(mixture.n_components) if j not in S]
     if not rest:
         return math.inf, math.inf, math.inf, "closed-form"
     threshold = 1.0 - eps * eps
+    kw = dict(n=n, generator=generator, method=method, tol=tol, level=level)
     return _crossing(
-        mixture, S, rest, n, generator, method, level, tol,
-        lambda f, near=None: _last_above(f, threshold, tol, near),
+        mixture, S, rest, kw, threshold, lambda f, near=None: _last_above(f, threshold, tol, near)
     )
 
 
@@ -313,7 +387,7 @@ def check_pair(init, target, n_components: int) -> tuple[list[int], list[int]]:
     return init, target
 
 
-def _weight_ratio(mixture: GaussianMixture, target: list[int]) -> float:
+def weight_ratio(mixture: GaussianMixture, target: list[int]) -> float:
     w = mixture.weights.to(torch.float64)
     inside = float(w[target].sum())
     return (1.0 - inside) / inside if inside > 0 else math.inf
@@ -338,8 +412,9 @@ def transition_times(
     mixture : GaussianMixture.
     init, target : component indices with ``init ⊆ target`` (S_init, S_target).
     eps : in (0, 1).
-    n, generator, method : passed to :class:`critwin.divergence.TVCurve` (Monte Carlo only).
-    tol : bisection tolerance in OU time.
+    n, generator, method : passed to :class:`critwin.divergence.TVCurve` (Monte Carlo only); with
+        ``generator=None`` the draws are seeded with ``DEFAULT_SEED`` = 0 (same result on every call).
+    tol : bisection tolerance in OU time, in (0, 1).
     level : confidence level of the Monte Carlo curves that bracket each time.
 
     Returns
@@ -353,7 +428,7 @@ def transition_times(
     kw = dict(n=n, generator=generator, method=method, tol=tol, level=level)
     t_end, end_lo, end_hi, m1 = merge_time(mixture, init, target, eps, **kw)
     t_start, start_lo, start_hi, m2 = separation_time(mixture, target, eps, **kw)
-    W = _weight_ratio(mixture, target)
+    W = weight_ratio(mixture, target)
     methods = sorted({m1, m2})
     return TransitionTimes(
         t_end,
@@ -395,11 +470,12 @@ def critical_window(
     after : the finer set (non-empty, a proper subset of ``before``).
     before : the coarser set (default: every component).
     eps : in (0, 1).
-    n, generator, method, tol, level : as in :func:`transition_times`.
+    n, generator, method, tol, level : as in :func:`transition_times` (Monte Carlo seeded with
+        ``DEFAULT_SEED`` = 0 unless a generator is given).
 
     Returns
     -------
-    Window with ``lower = T_after``, ``upper = T_before``, ``empty``.
+    Window with ``t_after``, ``t_before``, their intervals and ``status``.
     """
     if not isinstance(mixture, GaussianMixture):
         raise ValueError(f"mixture must be a GaussianMixture, got {type(mixture).__name__}")
@@ -424,196 +500,11 @@ def window_from_times(after, before, eps, merged, separated_before, separated_af
     """Assemble a :class:`Window` from the outputs of :func:`merge_time` ``(after, before)`` and
     :func:`separation_time` of ``before`` and of ``after`` (each ``(time, low, high, method)``)."""
     merged_t, merged_lo, merged_hi, m1 = merged
-    sep_before, sep_before_lo, _, m2 = separated_before
-    lower, lower_lo, lower_hi, m3 = separated_after
-    upper = merged_t if merged_t <= sep_before else math.inf
-    # The conservative end of the bracket also needs the coarse set to be separated.
-    upper_hi = merged_hi if merged_hi <= sep_before_lo else math.inf
-    upper_lo = merged_lo if merged_lo <= sep_before else math.inf
-    empty, reason = _window_emptiness(lower, upper)
-    return Window(
-        lower,
-        upper,
-        empty,
-        eps,
-        list(after),
-        list(before),
-        "+".join(sorted({m1, m2, m3})),
-        reason,
-        lower_lo,
-        lower_hi,
-        upper_lo,
-        upper_hi,
-    )
-
-
-# ------------------------------------------------------------------------------------ closed forms
-def _means64(means) -> torch.Tensor:
-    m = torch.as_tensor(means, dtype=torch.float64)
-    if m.ndim != 2 or m.shape[0] < 2:
-        raise ValueError(f"means must have shape (K, d) with K >= 2, got {tuple(m.shape)}")
-    return m
-
-
-def _closed_form_window(lower: float, upper: float, eps: float, after, before, method: str) -> Window:
-    """A :class:`Window` whose endpoints are exact (each bracket collapses to the endpoint)."""
-    empty, reason = _window_emptiness(lower, upper)
-    return Window(lower, upper, empty, eps, after, before, method, reason, lower, lower, upper, upper)
-
-
-def window_two_gaussians(mean, eps: float = 0.1) -> Window:
-    """Blink Ex. 1: the window of the ``+`` component of ``N(+mu, I)/2 + N(-mu, I)/2``.
-
-    ``T_before = ln|mu| + ln 2 + ln(1/eps)``, ``T_after = ln|mu| - ln ln(1/(2 eps^2))``.
-
-    Parameters
-    ----------
-    mean : (d,) vector ``mu`` or its norm (a positive number).
-    eps : in (0, 1/sqrt 2) (``ln(1/(2 eps^2))`` must be positive). As sufficient conditions they bracket
-        the exact window for ``eps <= 0.3`` (the tail bound behind ``T_after`` needs ``ln(1/(2eps^2)) > 1.7``)
-
-    Returns
-    -------
-    Window (``method="closed-form (Blink Ex. 1)"``).
-    """
-    eps = check_eps(eps)
-    if eps >= 1.0 / math.sqrt(2.0):
-        raise ValueError(f"eps must be < 1/sqrt(2) for the two-Gaussian closed form, got {eps}")
-    norm = float(torch.linalg.norm(torch.as_tensor(mean, dtype=torch.float64)))
-    if not norm > 0 or not math.isfinite(norm):
-        raise ValueError(f"mean must be a finite non-zero vector (or norm), got norm {norm}")
-    upper = math.log(norm) + math.log(2.0) + math.log(1.0 / eps)
-    lower = math.log(norm) - math.log(math.log(1.0 / (2.0 * eps * eps)))
-    return _closed_form_window(lower, upper, eps, [0], [0, 1], "closed-form (Blink Ex. 1)")
-
-
-def window_isotropic(means, i: int, eps: float = 0.1, *, strict_spec: bool = False) -> Window:
-    """Blink Ex. 2: window of component ``i`` among ``K`` components ``N(mu_j, I)`` (any weights).
-
-    ``T_before = max_j ln|mu_i - mu_j| + ln(1/eps)`` and
-    ``T_after = min_{j != i} ln|mu_i - mu_j| - 1/2 ln(8 ln(K / eps^2))``.
-
-    Parameters
-    ----------
-    means : (K, d).  i : the component.  eps : in (0, 1).
-    strict_spec : use THEORY §5's ``ln(K / eps)`` in ``T_after`` instead of ``ln(K / eps^2)``.
-
-    Notes
-    -----
-    THEORY §5 writes ``ln(K/eps)``; that value is *not* a sufficient condition for the separation
-    ``TV >= 1 - eps^2``: for K = 2, eps = 0.1 it gives ``TV = 2 Phi(sqrt(2 ln 20)) - 1 = 0.9856 < 0.99``.
-    The union bound ``1 - TV <= sum_{j != i} (1 - TV(p^i, p^j)) <= (K-1) exp(-a^2 Delta^2 / 8)`` needs
-    ``a^2 Delta^2 / 8 >= ln((K-1)/eps^2)``, which ``ln(K/eps^2)`` guarantees; that is the default here.
-    """
-    eps = check_eps(eps)
-    m = _means64(means)
-    K = m.shape[0]
-    i = check_subset([i], K, "i")[0]
-    dist = torch.linalg.norm(m - m[i], dim=1)
-    others = torch.cat([dist[:i], dist[i + 1 :]])
-    if (others <= 0).any():
-        raise ValueError(f"means must be distinct: component {i} coincides with another component")
-    upper = math.log(float(others.max())) + math.log(1.0 / eps)
-    inner = K / eps if strict_spec else K / (eps * eps)
-    lower = math.log(float(others.min())) - 0.5 * math.log(8.0 * math.log(inner))
-    return _closed_form_window(lower, upper, eps, [i], list(range(K)), "closed-form (Blink Ex. 2)")
-
-
-class ClosedFormTimes(NamedTuple):
-    """Closed-form bounds: ``T_end <= t_end_upper`` and ``T_start >= t_start_lower`` (THEORY §5)."""
-
-    t_end_upper: float
-    t_start_lower: float
-    bound: float
-
-    @property
-    def t_lower(self) -> float:
-        """LC24 name (an upper bound on ``T_lower = T_end``)."""
-        return self.t_end_upper
-
-    @property
-    def t_upper(self) -> float:
-        """LC24 name (a lower bound on ``T_upper = T_start``)."""
-        return self.t_start_lower
-
-    @property
-    def window_exists(self) -> bool:
-        """The sufficient condition ``t_end_upper <= t_start_lower`` for a non-empty theorem window."""
-        return self.t_end_upper <= self.t_start_lower
-
-
-def _gaussian_w2(m1, c1, m2, c2) -> float:
-    """2-Wasserstein distance between two Gaussians (Bures formula)."""
-
-    def sqrtm(c):
-        lam, U = torch.linalg.eigh(c)
-        return (U * lam.clamp_min(0).sqrt()) @ U.T
-
-    r1 = sqrtm(c1)
-    cross = sqrtm(r1 @ c2 @ r1)
-    bures = torch.trace(c1 + c2 - 2.0 * cross).clamp_min(0)
-    return math.sqrt(float((m1 - m2).square().sum() + bures))
-
-
-def log_concave_times(
-    mixture: GaussianMixture, init, target, eps: float = 0.1, alpha=None
-) -> ClosedFormTimes:
-    """THEORY §5 bounds for alpha-strongly-log-concave components (Gaussians: alpha = 1/lambda_max).
-
-    ``T_end <= ln(D_intra / (2 eps))`` with ``D_intra = max_{i in init, j in target} W2(p_i, p_j)``;
-    ``T_start >= ln Delta_inter - 1/2 ln((8 / min(alpha, 1)) ln(4 K^2 / eps^2))`` with
-    ``Delta_inter = min_{i in target, j not in target} |mu_i - mu_j|``.
-
-    Parameters
-    ----------
-    mixture : GaussianMixture.  init, target : S_init ⊆ S_target.  eps : in (0, 1).
-    alpha : strong log-concavity constant (default: the smallest ``1 / lambda_max(Sigma_i)``).
-
-    Returns
-    -------
-    ClosedFormTimes ``(t_end_upper, t_start_lower, bound)``; ``t_end_upper = 0`` when ``D_intra = 0``,
-    ``t_start_lower = +inf`` when ``target`` is every component.
-    """
-    eps = check_eps(eps)
-    K = mixture.n_components
-    init, target = check_pair(init, target, K)
-    means = mixture.means.to(torch.float64).cpu()
-    kind = mixture.cov_kind
-    if kind == "full":
-        covs = mixture.cov_matrices().to(torch.float64).cpu()
-        lam_max = float(torch.linalg.eigvalsh(covs).max())
-
-        def w2(i, j):
-            return _gaussian_w2(means[i], covs[i], means[j], covs[j])
-    else:
-        # Isotropic and diagonal covariances commute: W2^2 = |mu_i - mu_j|^2 + |sqrt(v_i) - sqrt(v_j)|^2
-        # coordinate-wise, with no d x d matrix (d may be in the thousands).
-        var = mixture.covs.to(torch.float64).cpu()
-        var = var.unsqueeze(1).expand(-1, mixture.dim) if kind == "iso" else var
-        lam_max = float(var.max())
-
-        def w2(i, j):
-            return math.sqrt(
-                float((means[i] - means[j]).square().sum() + (var[i].sqrt() - var[j].sqrt()).square().sum())
-            )
-
-    if alpha is None:
-        if lam_max <= 0:
-            raise ValueError("alpha is undefined for zero covariances; pass alpha explicitly")
-        alpha = 1.0 / lam_max
-    if not alpha > 0:
-        raise ValueError(f"alpha must be > 0, got {alpha!r}")
-    d_intra = max(w2(i, j) for i in init for j in target)
-    t_end_upper = max(0.0, math.log(d_intra / (2.0 * eps))) if d_intra > 0 else 0.0
-    rest = [j for j in range(K) if j not in target]
-    if rest:
-        delta = min(float(torch.linalg.norm(means[i] - means[j])) for i in target for j in rest)
-        if delta <= 0:
-            t_start_lower = -math.inf
-        else:
-            t_start_lower = math.log(delta) - 0.5 * math.log(
-                (8.0 / min(alpha, 1.0)) * math.log(4.0 * K * K / (eps * eps))
-            )
-    else:
-        t_start_lower = math.inf
-    return ClosedFormTimes(t_end_upper, t_start_lower, theorem_bound(eps, _weight_ratio(mixture, target)))
+    sep_before, sep_before_lo, sep_before_hi, m2 = separated_before
+    # T_before = T_end(after, before) while the coarse set is still separated then, +inf otherwise; the
+    # pessimistic end needs the pessimistic separation, the optimistic end the optimistic one.
+    t_before = merged_t if merged_t <= sep_before else math.inf
+    t_before_hi = merged_hi if merged_hi <= sep_before_lo else math.inf
+    t_before_lo = merged_lo if merged_lo <= sep_before_hi else math.inf
+    method = "+".join(sorted({m1, m2, separated_after[3]}))
+    return make_window(after, before, eps, method, separated_after[:3], (t_before, t_before_lo, t_before_hi))

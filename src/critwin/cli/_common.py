@@ -1,12 +1,24 @@
-"""Option parsing and number formatting shared by the CLI commands (not a command module)."""
+"""Option parsing and checks shared by the CLI commands (not a command module).
+
+Every command checks all of its options with these helpers before it loads a model or computes
+anything, so a bad option costs a one-line error (exit 2 through :func:`critwin.cli.main`), not a
+model load.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TypeVar
 
+import torch
+
+from critwin._validation import check_eps, check_positive_int, check_time
+
 T = TypeVar("T")
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def parse_list(text: str, option: str, convert: Callable[[str], T], what: str) -> list[T]:
@@ -25,6 +37,58 @@ def parse_list(text: str, option: str, convert: Callable[[str], T], what: str) -
         except ValueError:
             raise ValueError(f"{option} must be a comma-separated list of {what}, got {part!r}") from None
     return values
+
+
+def parse_times(text: str, option: str = "--times") -> list[float]:
+    """Comma-separated non-negative OU times."""
+    return parse_list(text, option, lambda part: check_time(float(part), option), "non-negative OU times")
+
+
+def check_counts(minimum: int = 1, **counts: int | None) -> None:
+    """Each integer option ``--name`` (keyword ``name``, ``_`` for ``-``) is >= ``minimum``; None skips."""
+    for name, value in counts.items():
+        if value is not None:
+            check_positive_int(value, "--" + name.replace("_", "-"), minimum=minimum)
+
+
+def check_choice(value: str, option: str, choices: Sequence[str]) -> str:
+    if value not in choices:
+        raise ValueError(f"{option} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def check_delta(delta: float, option: str = "--delta") -> float:
+    """A window level delta in (0, 0.5): the window runs from 1 - delta down to delta."""
+    delta = check_eps(delta, option)
+    if delta >= 0.5:
+        raise ValueError(f"{option} must be < 0.5, got {delta}")
+    return delta
+
+
+def check_out_dir(path: Path, option: str = "--out") -> Path:
+    """An output directory: may be missing (it is created), must not be a file."""
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{option} must be a directory, but {path} is a file")
+    return path
+
+
+def check_out_file(path: Path | None, option: str = "--out") -> Path | None:
+    """An output file: may be missing, must not be a directory."""
+    if path is not None and path.is_dir():
+        raise ValueError(f"{option} must be a file, but {path} is a directory")
+    return path
+
+
+def parse_device_dtype(device: str, dtype: str) -> tuple[str, torch.dtype]:
+    """``--device`` (a torch device; cuda needs CUDA present) and ``--dtype`` (a name in :data:`DTYPES`)."""
+    check_choice(dtype, "--dtype", list(DTYPES))
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise ValueError(f"--device must be a torch device such as cpu or cuda, got {device!r}") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: CUDA is not available on this machine")
+    return device, DTYPES[dtype]
 
 
 def fmt_time(value) -> str:

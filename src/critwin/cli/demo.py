@@ -6,7 +6,9 @@ from pathlib import Path
 
 import typer
 
+from critwin._validation import check_eps
 from critwin.cli import app
+from critwin.report.output import check_report_dir
 
 
 @app.command()
@@ -20,6 +22,9 @@ def demo(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Measure critical windows on the shipped digits DDPM and compare them with theory."""
+    eps = check_eps(eps, "--eps")
+    check_report_dir(out)
+    # Deferred: the report imports diffusers and matplotlib (seconds); options are checked above.
     from critwin.report.demo import run_demo
 
     summary = run_demo(out, quick=quick, seed=seed, eps=eps, progress=progress)

@@ -6,8 +6,26 @@ from pathlib import Path
 
 import typer
 
+from critwin._io import atomic_write_json, json_text
+from critwin._validation import check_positive_int, check_time
 from critwin.cli import app
-from critwin.cli._common import parse_list
+from critwin.cli._common import check_choice, check_counts, check_out_file, parse_list, parse_times
+from critwin.diagnostics.fairness import check_target, rebalance
+from critwin.diagnostics.privacy import membership_audit
+from critwin.models._store import load_card
+from critwin.models.classifier import classifier_feature
+from critwin.models.data import NUM_CLASSES
+
+PRIVACY_MODELS = ("digits", "digits-memorise")
+
+
+def _check_audit_sizes(model: str, members: int, nonmembers: int) -> None:
+    """Members and non-members fit the model's split (read from its card: no weights are loaded)."""
+    data = load_card(model)["data"]
+    if members > data["n_train"]:
+        raise ValueError(f"--members must be <= {data['n_train']} (the model's training set)")
+    if nonmembers > data["n_test"]:
+        raise ValueError(f"--nonmembers must be <= {data['n_test']} (the held-out set)")
 
 
 @app.command()
@@ -25,24 +43,19 @@ def privacy(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a summary."),
 ) -> None:
     """Memorised images commit early: ROC-AUC of commitment times, members vs held-out non-members."""
-    from critwin._io import atomic_write_json, json_text
-    from critwin._validation import check_positive_int
-    from critwin.diagnostics.privacy import membership_audit
+    check_choice(model, "--model", PRIVACY_MODELS)
+    requested_times = parse_times(times)
+    check_counts(members=members, steps=steps, replicates=replicates)
+    check_positive_int(nonmembers, "--nonmembers", minimum=2)
+    check_out_file(out)
+    _check_audit_sizes(model, members, nonmembers)
+    # Deferred: critwin.models.digits imports diffusers (seconds); options are checked above.
     from critwin.models.digits import load_digits_model
 
-    if model not in ("digits", "digits-memorise"):
-        raise ValueError(f"model must be 'digits' or 'digits-memorise', got {model!r}")
-    requested_times = parse_list(times, "--times", float, "OU times")
-    members = check_positive_int(members, "members")
-    nonmembers = check_positive_int(nonmembers, "nonmembers", minimum=2)
     loaded = load_digits_model(model)
     data = loaded.training_data()
-    if members > data.train_images.shape[0]:
-        raise ValueError(f"members must be <= {data.train_images.shape[0]} (the model's training set)")
-    if nonmembers > data.test_images.shape[0]:
-        raise ValueError(f"nonmembers must be <= {data.test_images.shape[0]} (the held-out set)")
     audit = membership_audit(
-        loaded.process(num_inference_steps=check_positive_int(steps, "steps")),
+        loaded.process(num_inference_steps=steps),
         data.train_images[:members],
         data.test_images[:nonmembers],
         requested_times,
@@ -75,21 +88,22 @@ def fairness(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a summary."),
 ) -> None:
     """Rebalance the digit class of the shipped DDPM by acting only at its window (--fork-time)."""
-    from critwin._io import atomic_write_json, json_text
-    from critwin._validation import check_positive_int
-    from critwin.diagnostics.fairness import rebalance
-    from critwin.models.classifier import classifier_feature
+    check_time(fork_time, "--fork-time", allow_zero=False)
+    check_counts(n=n, steps=steps)
+    check_positive_int(candidates, "--candidates", minimum=2)
+    if target is not None:
+        target = check_target(parse_list(target, "--target", float, "probabilities"), NUM_CLASSES, "--target")
+    check_out_file(out)
+    # Deferred: critwin.models.digits imports diffusers (seconds); options are checked above.
     from critwin.models.digits import load_digits_model
 
-    target_values = None if target is None else parse_list(target, "--target", float, "probabilities")
-    process = load_digits_model().process(num_inference_steps=check_positive_int(steps, "steps"))
     result = rebalance(
-        process,
+        load_digits_model().process(num_inference_steps=steps),
         n,
         classifier_feature(),
-        10,
+        NUM_CLASSES,
         fork_time,
-        target=target_values,
+        target=target,
         n_candidates=candidates,
         seed=seed,
     )

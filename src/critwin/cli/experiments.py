@@ -5,10 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
 import typer
 
+from critwin._io import atomic_write_json, json_text
+from critwin._validation import check_eps
 from critwin.cli import app
-from critwin.cli._common import fmt_time
+from critwin.cli._common import check_counts, check_delta, check_out_file, fmt_time
+from critwin.experiments.cloning import CloneResult
+from critwin.experiments.estimation import estimate_window
+from critwin.experiments.forward_reverse import ForwardReverseResult
 
 
 def load_result(directory: Path):
@@ -18,12 +24,8 @@ def load_result(directory: Path):
         raise FileNotFoundError(f"{meta_path} not found: is {directory} a critwin result directory?")
     kind = json.loads(meta_path.read_text()).get("kind")
     if kind == "forward_reverse":
-        from critwin.experiments.forward_reverse import ForwardReverseResult
-
         return ForwardReverseResult.load(directory)
     if kind == "clone":
-        from critwin.experiments.cloning import CloneResult
-
         return CloneResult.load(directory)
     raise ValueError(f"{meta_path} describes a {kind!r} result; expected 'forward_reverse' or 'clone'")
 
@@ -44,11 +46,12 @@ def estimate_command(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
 ):
     """Commitment curve, base rate, window endpoints with bootstrap CIs, jump rule and per-class windows."""
-    import torch
-
-    from critwin._io import atomic_write_json, json_text
-    from critwin.experiments.estimation import estimate_window
-
+    delta = check_delta(delta)
+    check_counts(n_boot=n_boot, minimum=0)
+    if base_rate is not None and not 0.0 <= base_rate < 1.0:
+        raise ValueError(f"--base-rate must lie in [0, 1), got {base_rate}")
+    level = check_eps(level, "--level")
+    check_out_file(out)
     result = load_result(result_dir)
     estimate = estimate_window(
         result,

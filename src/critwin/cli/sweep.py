@@ -2,14 +2,35 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+import torch
 import typer
+from safetensors.torch import load_file, save_file
 
+from critwin._files import load_tensor_file
+from critwin._io import atomic_path, atomic_write_json
+from critwin._validation import check_time
 from critwin.cli import app
-from critwin.cli._common import fmt_time, parse_list
+from critwin.cli._common import (
+    check_choice,
+    check_counts,
+    check_delta,
+    check_out_dir,
+    fmt_time,
+    parse_device_dtype,
+    parse_times,
+)
+from critwin.experiments.cloning import clone
+from critwin.experiments.estimation import estimate_window
+from critwin.experiments.features import CallableFeature, SourceSimilarity, zero_shot_clip
+from critwin.experiments.forward_reverse import forward_reverse
+from critwin.experiments.search import search_window
 
 EXPERIMENTS = ("forward-reverse", "clone")
 FEATURES = "nearest-source, nearest-source-cosine, clip, or MODULE:FUNCTION"
@@ -17,20 +38,12 @@ SOURCES_FILE = "sources.safetensors"
 SEARCH_FILE = "search.json"
 
 
-def _parse_times(text: str) -> list[float]:
-    from critwin._validation import check_time
-
-    def ou_time(part: str) -> float:
-        return check_time(float(part), "--times")
-
-    return parse_list(text, "--times", ou_time, "non-negative OU times")
+def _adapter():
+    """The diffusers adapter, imported on first use: diffusers costs ~2 s, which every other command skips."""
+    return importlib.import_module("critwin.adapters.diffusers")
 
 
 def _load_tensor_file(path: Path, key: str):
-    import torch
-
-    from critwin._files import load_tensor_file
-
     if not path.is_file():
         raise FileNotFoundError(f"--x0 file {path} does not exist")
     if path.suffix not in (".safetensors", ".pt", ".pth"):
@@ -47,15 +60,10 @@ def _load_tensor_file(path: Path, key: str):
     return data.float()
 
 
-def _sources(process, out: Path, x0: Path | None, n: int, seed: int, device: str):
-    """Source images: the --x0 file, or n samples of the model (generated once, kept in OUT)."""
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    from critwin._io import atomic_path
-
+def _sources(process, out: Path, x0: torch.Tensor | None, n: int, seed: int, device: str):
+    """Source images: the given --x0 images, or n samples of the model (generated once, kept in OUT)."""
     if x0 is not None:
-        return _load_tensor_file(x0, "x0")
+        return x0
     cached = out / SOURCES_FILE
     if cached.is_file():
         images = load_file(str(cached))["x0"]
@@ -69,21 +77,20 @@ def _sources(process, out: Path, x0: Path | None, n: int, seed: int, device: str
     return images
 
 
-def _feature(spec: str, sources, clip_weights, clip_arch, labels, device):
-    from critwin.experiments.features import CallableFeature, SourceSimilarity, zero_shot_clip
-
+def _feature_factory(spec: str, clip_weights, clip_arch, labels, device) -> Callable:
+    """Check ``--feature`` and its options now; returns ``make(sources) -> feature`` for later."""
     if spec == "nearest-source":
-        return SourceSimilarity(sources, metric="l2")
+        return lambda sources: SourceSimilarity(sources, metric="l2")
     if spec == "nearest-source-cosine":
-        return SourceSimilarity(sources, metric="cosine")
+        return lambda sources: SourceSimilarity(sources, metric="cosine")
     if spec == "clip":
         if clip_weights is None or labels is None:
             raise ValueError("--feature clip needs --clip-weights (a local file or directory) and --labels")
+        if not Path(clip_weights).exists():
+            raise FileNotFoundError(f"--clip-weights {clip_weights} does not exist")
         names = [s.strip() for s in labels.split(",") if s.strip()]
-        return zero_shot_clip(names, clip_weights, arch=clip_arch, device=device)
+        return lambda sources: zero_shot_clip(names, clip_weights, arch=clip_arch, device=device)
     if ":" in spec:
-        import importlib
-
         module_name, _, attr = spec.partition(":")
         try:
             fn = getattr(importlib.import_module(module_name), attr)
@@ -91,8 +98,56 @@ def _feature(spec: str, sources, clip_weights, clip_arch, labels, device):
             raise ValueError(
                 f"--feature {spec!r}: cannot import {attr!r} from {module_name!r} ({exc})"
             ) from None
-        return CallableFeature(fn, name=spec)
+        return lambda sources: CallableFeature(fn, name=spec)
     raise ValueError(f"--feature must be one of {FEATURES}, got {spec!r}")
+
+
+def _check_modes(experiment, times, adaptive, prompt, prompt_embeds, negative_prompt) -> None:
+    """Options that exclude or need each other."""
+    check_choice(experiment, "--experiment", EXPERIMENTS)
+    if times is not None and adaptive:
+        raise ValueError("--times and --adaptive are exclusive: give a grid of times or search adaptively")
+    if adaptive and experiment != "forward-reverse":
+        raise ValueError("--adaptive searches with the forward-reverse experiment; drop --experiment clone")
+    if prompt is not None and prompt_embeds is not None:
+        raise ValueError("--prompt and --prompt-embeds are exclusive")
+    if negative_prompt is not None and prompt is None:
+        raise ValueError("--negative-prompt needs --prompt")
+
+
+def _check_numbers(guidance: float | None, **counts: int | None) -> None:
+    """Counts >= 1 (labels >= 0) and a guidance scale >= 0, where given."""
+    labels = {k: counts.pop(k) for k in ("class_label", "null_label")}
+    check_counts(**counts)
+    check_counts(minimum=0, **labels)
+    if guidance is not None and not guidance >= 0:
+        raise ValueError(f"--guidance must be a number >= 0, got {guidance}")
+
+
+def _check_scheduler(scheduler: str | None) -> None:
+    if scheduler is not None:
+        try:
+            _adapter().scheduler_class(scheduler)
+        except ValueError as exc:
+            raise ValueError(f"--{exc}") from None
+
+
+def _load_process(model, scheduler, device, dtype, prompt, embeds, steps, guidance, **conditioning):
+    """The pipeline as a process; critwin's noise-level notes become one stderr line each."""
+    pipe = _adapter().load_local(
+        model, scheduler=scheduler, device=device, dtype=dtype, text_encoder=prompt is not None
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        # Warnings that pass the active filters are collected here instead of printed.
+        warnings.simplefilter("always", UserWarning)
+        process = _adapter().from_pipeline(pipe, steps, guidance, prompt=prompt, **conditioning, **embeds)
+    # Noise-level notes (non-zero terminal SNR, DDIM landing between timesteps): one line each.
+    for warning in caught:
+        if issubclass(warning.category, UserWarning) and "critwin" in warning.filename:
+            typer.echo(f"critwin: note: {warning.message}", err=True)
+        else:
+            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+    return process
 
 
 @app.command("sweep")
@@ -157,160 +212,113 @@ def sweep(
     Writes the engine's tidy outputs into --out (config.json, units/, table.csv, metadata.json; with
     --adaptive: search.json) and prints the realised noise level of every requested time.
     """
-    import torch
-
-    from critwin._io import atomic_write_json
-    from critwin._validation import check_positive_int
-    from critwin.adapters.diffusers import from_pipeline, load_local, load_prompt_embeds
-
-    if experiment not in EXPERIMENTS:
-        raise ValueError(f"--experiment must be one of {', '.join(EXPERIMENTS)}, got {experiment!r}")
-    if times is not None and adaptive:
-        raise ValueError("--times and --adaptive are exclusive: give a grid of times or search adaptively")
-    if adaptive and experiment != "forward-reverse":
-        raise ValueError("--adaptive searches with the forward-reverse experiment; drop --experiment clone")
-    if prompt is not None and prompt_embeds is not None:
-        raise ValueError("--prompt and --prompt-embeds are exclusive")
-    if negative_prompt is not None and prompt is None:
-        raise ValueError("--negative-prompt needs --prompt")
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out must be a directory, but {out} is a file")
-    for name, value in (
-        ("--steps", steps),
-        ("--n", n),
-        ("--n-per-time", n_per_time),
-        ("--n-clones", n_clones),
-    ):
-        check_positive_int(value, name)
-    dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-    if dtype not in dtypes:
-        raise ValueError(f"--dtype must be one of {', '.join(dtypes)}, got {dtype!r}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: CUDA is not available on this machine")
-    requested = _parse_times(times) if times is not None else None
-
-    pipe = load_local(
-        model, scheduler=scheduler, device=device, dtype=dtypes[dtype], text_encoder=prompt is not None
+    # Every option is checked (and every small file read) before the pipeline loads.
+    _check_modes(experiment, times, adaptive, prompt, prompt_embeds, negative_prompt)
+    check_out_dir(out)
+    _check_numbers(
+        guidance,
+        steps=steps,
+        n=n,
+        n_per_time=n_per_time,
+        n_clones=n_clones,
+        probe_batch=probe_batch,
+        max_per_probe=max_per_probe,
+        chunk_size=chunk_size,
+        height=height,
+        width=width,
+        class_label=class_label,
+        null_label=null_label,
     )
-    embeds = load_prompt_embeds(prompt_embeds) if prompt_embeds is not None else {}
-    with warnings.catch_warnings(record=True) as caught:
-        # Warnings that pass the active filters are collected here instead of printed.
-        warnings.simplefilter("always", UserWarning)
-        process = from_pipeline(
-            pipe,
-            steps,
-            guidance,
-            prompt=prompt,
-            negative_prompt=negative_prompt,
-            class_labels=class_label,
-            null_class_label=null_label,
-            height=height,
-            width=width,
-            **embeds,
-        )
-    # Noise-level notes (non-zero terminal SNR, DDIM landing between timesteps): one line each.
-    for warning in caught:
-        if issubclass(warning.category, UserWarning) and "critwin" in warning.filename:
-            typer.echo(f"critwin: note: {warning.message}", err=True)
-        else:
-            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+    delta = check_delta(delta)
+    resolution = check_time(resolution, "--resolution", allow_zero=False)
+    device, torch_dtype = parse_device_dtype(device, dtype)
+    _check_scheduler(scheduler)
+    requested = parse_times(times) if times is not None else None
+    make_feature = _feature_factory(feature, clip_weights, clip_arch, labels, device)
+    embeds = _adapter().load_prompt_embeds(prompt_embeds) if prompt_embeds is not None else {}
+    images = _load_tensor_file(x0, "x0") if x0 is not None else None
+
+    process = _load_process(
+        model,
+        scheduler,
+        device,
+        torch_dtype,
+        prompt,
+        embeds,
+        steps,
+        guidance,
+        negative_prompt=negative_prompt,
+        class_labels=class_label,
+        null_class_label=null_label,
+        height=height,
+        width=width,
+    )
     out.mkdir(parents=True, exist_ok=True)
-    sources = _sources(process, out, x0, n, seed, device)
-    feature_fn = _feature(feature, sources, clip_weights, clip_arch, labels, device)
-    if requested is None and not adaptive:
+    sources = _sources(process, out, images, n, seed, device)
+    feature_fn = make_feature(sources)
+    if adaptive:
+        settings = {"feature": getattr(feature_fn, "name", feature), "seed": seed, "delta": delta}
+        settings.update(resolution=resolution, probe_batch=probe_batch, max_per_probe=max_per_probe)
+        _search(process, sources, feature_fn, settings, out, progress)
+        return
+    if requested is None:
         grid = process.times[:-1].tolist()
         requested = ([0.0] if experiment == "forward-reverse" else []) + sorted(grid)
-
-    if adaptive:
-        from critwin.experiments.search import search_window
-
-        settings = {
-            "process": process.describe(),
-            "feature": getattr(feature_fn, "name", feature),
-            "seed": seed,
-            "delta": delta,
-            "resolution": resolution,
-            "n_sources": int(sources.shape[0]),
-            "probe_batch": probe_batch,
-            "max_per_probe": max_per_probe,
-        }
-        path = out / SEARCH_FILE
-        if path.is_file():
-            stored = json.loads(path.read_text())
-            if json.loads(json.dumps(settings)) == stored.get("settings"):
-                _print_search(stored["result"], path)
-                return
-            raise ValueError(f"--out {out} holds a search with other settings; use another directory")
-        found = search_window(
-            process,
-            sources,
-            feature_fn,
-            delta=delta,
-            resolution=resolution,
-            seed=seed,
-            batch=probe_batch,
-            max_per_probe=max_per_probe,
-            progress=progress,
-        )
-        result = {
-            "t_after": found.t_after,
-            "t_before": found.t_before,
-            "t_after_bracket": list(found.t_after_bracket),
-            "t_before_bracket": list(found.t_before_bracket),
-            "base_rate": found.b,
-            "nfe": found.nfe,
-            "probes": found.probes,
-        }
-        atomic_write_json(path, {"settings": settings, "result": result})
-        _print_search(json.loads(path.read_text())["result"], path)  # as a resumed run prints it
-        return
-
+    common = dict(feature=feature_fn, seed=seed, out=out, chunk_size=chunk_size, progress=progress)
     if experiment == "forward-reverse":
-        from critwin.experiments.forward_reverse import forward_reverse
-
-        result = forward_reverse(
-            process,
-            sources,
-            requested,
-            n_per_time=n_per_time,
-            feature=feature_fn,
-            seed=seed,
-            out=out,
-            chunk_size=chunk_size,
-            progress=progress,
-        )
+        result = forward_reverse(process, sources, requested, n_per_time=n_per_time, **common)
     else:
-        from critwin.experiments.cloning import clone
+        result = clone(process, n, requested, n_clones, **common)
+    _print_table(result)
+    _report_window(result, delta, seed, out)
+    typer.echo(f"wrote {out / 'table.csv'}")
 
-        result = clone(
-            process,
-            n,
-            requested,
-            n_clones,
-            feature=feature_fn,
-            seed=seed,
-            out=out,
-            chunk_size=chunk_size,
-            progress=progress,
-        )
+
+def _search(process, sources, feature_fn, settings: dict, out: Path, progress: bool) -> None:
+    """``--adaptive``: bisect for the window endpoints; a finished search with these settings is reused."""
+    settings = {"process": process.describe(), **settings, "n_sources": int(sources.shape[0])}
+    path = out / SEARCH_FILE
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        if json.loads(json.dumps(settings)) == stored.get("settings"):
+            _print_search(stored["result"], path)
+            return
+        raise ValueError(f"--out {out} holds a search with other settings; use another directory")
+    found = search_window(
+        process,
+        sources,
+        feature_fn,
+        delta=settings["delta"],
+        resolution=settings["resolution"],
+        seed=settings["seed"],
+        batch=settings["probe_batch"],
+        max_per_probe=settings["max_per_probe"],
+        progress=progress,
+    )
+    result = {
+        "t_after": found.t_after,
+        "t_before": found.t_before,
+        "t_after_bracket": list(found.t_after_bracket),
+        "t_before_bracket": list(found.t_before_bracket),
+        "base_rate": found.b,
+        "nfe": found.nfe,
+        "probes": found.probes,
+    }
+    atomic_write_json(path, {"settings": settings, "result": result})
+    _print_search(json.loads(path.read_text())["result"], path)  # as a resumed run prints it
+
+
+def _print_table(result) -> None:
     agreement = result.agreement.tolist()
     typer.echo(f"{'requested_t':>12} {'realised_t':>11} {'step':>8} {'agreement':>10}")
     for i, t in enumerate(result.requested_times.tolist()):
         # Sigma-based schedulers (Euler) have fractional timesteps: print them as they are.
         step = "-" if result.steps is None or result.steps[i] < 0 else f"{result.steps[i].item():g}"
         typer.echo(f"{t:12.4g} {result.times[i].item():11.4g} {step:>8} {agreement[i]:10.3f}")
-    _report_window(result, delta, seed, out)
-    typer.echo(f"wrote {out / 'table.csv'}")
 
 
 def _report_window(result, delta: float, seed: int, out: Path) -> None:
     """Window estimate (isotonic fit, bootstrap CIs) of the sweep, printed and saved as window.json."""
-    import numpy as np
-    import torch
-
-    from critwin._io import atomic_write_json
-    from critwin.experiments.estimation import estimate_window
-
     try:
         # Percentiles of bootstrap replicates with infinite (censored) endpoints are nan: expected here.
         with np.errstate(invalid="ignore"):

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 
 from critwin._io import json_text
+from critwin._validation import check_eps
 from critwin.cli import app
-from critwin.cli._common import fmt_time, parse_list
+from critwin.cli._common import check_counts, check_out_dir, check_out_file, fmt_time, parse_list
+from critwin.experiments.validate import validate
+from critwin.io_mixture import load_mixture
+from critwin.tree import hierarchy
+from critwin.windows import critical_window, transition_times
 
 
 def _subset(text: str | None, name: str) -> list[int] | None:
@@ -17,8 +26,6 @@ def _subset(text: str | None, name: str) -> list[int] | None:
 
 
 def _generator(seed: int):
-    import torch
-
     return torch.Generator().manual_seed(seed)
 
 
@@ -33,31 +40,24 @@ def window_command(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
 ):
     """Critical window [T_after, T_before] of S_after inside S_before, and the theorem's transition times."""
-    from critwin._validation import check_eps
-    from critwin.io_mixture import load_mixture
-    from critwin.windows import critical_window, transition_times
-
     eps = check_eps(eps, "--eps")
-    mixture = load_mixture(mixture_file)
+    check_counts(n=n)
     after_set = _subset(after, "after")
     before_set = _subset(before, "before")
+    mixture = load_mixture(mixture_file)
     g = _generator(seed)
     win = critical_window(mixture, after_set, before_set, eps, n=n, generator=g)
     times = transition_times(mixture, win.after, win.before, eps, n=n, generator=g)
     if as_json:
         typer.echo(json_text({"window": win.to_dict(), "transition_times": times.to_dict()}, indent=None))
         return
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
     table = Table(title=f"critical window (eps={eps:g}), S_after={win.after}, S_before={win.before}")
     table.add_column("quantity")
     table.add_column("OU time", justify="right")
     table.add_column("bracket", justify="right")
     rows = (
-        ("T_after (lower)", win.lower, win.lower_low, win.lower_high),
-        ("T_before (upper)", win.upper, win.upper_low, win.upper_high),
+        ("T_after", win.t_after, win.t_after_low, win.t_after_high),
+        ("T_before", win.t_before, win.t_before_low, win.t_before_high),
         ("T_end (S_after in S_before)", times.t_end, times.t_end_low, times.t_end_high),
         ("T_start (S_before)", times.t_start, times.t_start_low, times.t_start_high),
     )
@@ -65,7 +65,7 @@ def window_command(
         table.add_row(name, fmt_time(value), escape(f"[{fmt_time(low)}, {fmt_time(high)}]"))
     console = Console()
     console.print(table)
-    status = f"EMPTY ({win.reason})" if win.empty else "non-empty"
+    status = win.status if win.status == "non-empty" else f"{win.status.upper()} ({win.reason})"
     console.print(
         escape(f"window: {status}; method: {win.method}; theorem bound: {times.bound:.4f} (W={times.W:.4g})")
     )
@@ -81,14 +81,13 @@ def hierarchy_command(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
 ):
     """The eps-mixture tree (hierarchy of features) of a mixture, with each node's window."""
-    from critwin._validation import check_eps
-    from critwin.io_mixture import load_mixture
-    from critwin.tree import hierarchy
-
     eps = check_eps(eps, "--eps")
+    check_counts(n=n)
+    check_out_file(plot, "--plot")
     mixture = load_mixture(mixture_file)
     tree = hierarchy(mixture, eps, n=n, generator=_generator(seed))
     if plot is not None:
+        # matplotlib loads only when a plot is asked for, with the non-interactive backend.
         import matplotlib
 
         matplotlib.use("Agg")
@@ -112,19 +111,21 @@ def validate_command(
     as_json: bool = typer.Option(False, "--json", help="print the summary as one JSON object"),
 ):
     """Check Blink Thm 2 on random isotropic mixtures: exact forward-reverse TV against the bound."""
-    from critwin._validation import check_eps
-    from critwin.validate import validate
-
     eps = check_eps(eps, "--eps")
+    check_out_dir(out)
     result = validate(out, quick=quick, eps=eps, seed=seed)
     s = result.summary
     if as_json:
         typer.echo(json_text({k: v for k, v in s.items()}, indent=None))
     else:
+        median = s["median_case_max_tv_over_bound_nontrivial"]
         typer.echo(
             f"{s['n_cases']} cases, {s['n_points']} points ({s['n_points_in_theorem_range']} inside "
-            f"[T_end, T_start]); violations beyond 3 SE: {s['violations']}; max TV/bound in range: "
-            f"{s['max_tv_over_bound_in_range']:.3f}; {s['runtime_s']:.1f} s; files in {out}"
+            f"[T_end, T_start]); violations beyond 3 SE: {s['violations']} "
+            f"({s['violations_trivial_init_eq_target']} with S_init = S_target); endpoint checks of "
+            f"T_end/T_start failed: {s['endpoint_check_failures']}/{s['endpoint_checks']}; max TV/bound in "
+            f"range: {s['max_tv_over_bound_in_range']:.3f} (median per non-trivial case: "
+            f"{'n/a' if median is None else f'{median:.3f}'}); {s['runtime_s']:.1f} s; files in {out}"
         )
-    if s["violations"]:
+    if s["violations"] or s["endpoint_check_failures"]:
         raise typer.Exit(1)

@@ -4,9 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 import typer
 
 from critwin.cli import app
+from critwin.cli._common import check_choice, check_counts, check_out_dir
+from critwin.models._store import load_card, weights_paths
+from critwin.models.classifier import (
+    CLASSIFIER_NAME,
+    evaluate_classifier,
+    load_classifier,
+    save_classifier,
+    train_classifier,
+)
+from critwin.models.data import load_digits_data
 
 TRAINABLE = ("digits", "digits-memorise", "digits-tiny", "classifier")
 
@@ -55,46 +66,28 @@ def train(
 
     Writes safetensors weights and a JSON model card (config, data split, seed, metrics) into --out.
     """
-    from critwin._validation import check_positive_int
-
-    if model not in TRAINABLE:
-        raise ValueError(f"MODEL must be one of {', '.join(TRAINABLE)}, got {model!r}")
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out must be a directory, but {out} is a file")
-    check_positive_int(eval_every, "--eval-every", minimum=0)
-    check_positive_int(eval_samples, "--eval-samples")
-    check_positive_int(unconditional_samples, "--unconditional-samples", minimum=0)
-    check_positive_int(inference_steps, "--inference-steps")
-    if threads is not None:
-        import torch
-
-        # Float summation order depends on the thread count; fix it to reproduce a run bit for bit.
-        torch.set_num_threads(check_positive_int(threads, "--threads"))
-
+    check_choice(model, "MODEL", TRAINABLE)
+    check_out_dir(out)
+    check_counts(eval_every=eval_every, unconditional_samples=unconditional_samples, minimum=0)
+    check_counts(eval_samples=eval_samples, inference_steps=inference_steps, threads=threads)
     if model == "classifier":
-        for name, value in (
-            ("--steps", steps),
-            ("--batch-size", batch_size),
-            ("--learning-rate", learning_rate),
-        ):
-            if value is not None:
-                raise ValueError(f"{name} does not apply to the classifier (it takes --epochs and --seed)")
+        _check_classifier_options(steps, batch_size, learning_rate, epochs)
+    else:
+        _check_digits_options(steps, batch_size, learning_rate)
+    if classifier_dir is not None and not classifier_dir.is_dir():
+        raise ValueError(f"--classifier-dir must be a directory, got {classifier_dir}")
+    if threads is not None:
+        # Float summation order depends on the thread count; fix it to reproduce a run bit for bit.
+        torch.set_num_threads(threads)
+    if model == "classifier":
         _train_classifier(out, epochs, seed)
         return
-
+    # Deferred: critwin.models.digits imports diffusers (seconds); options are checked above.
     from critwin.models.digits import PRESETS, train_digits
 
+    changes = {"seed": seed, "steps": steps, "batch_size": batch_size, "learning_rate": learning_rate}
     preset = PRESETS["tiny" if model == "digits-tiny" else model]
-    changes = {"seed": seed}
-    if steps is not None:
-        changes["steps"] = check_positive_int(steps, "--steps")
-    if batch_size is not None:
-        changes["batch_size"] = check_positive_int(batch_size, "--batch-size")
-    if learning_rate is not None:
-        if not learning_rate > 0:
-            raise ValueError(f"--learning-rate must be > 0, got {learning_rate}")
-        changes["learning_rate"] = learning_rate
-    config = preset.replace(**changes)
+    config = preset.replace(**{k: v for k, v in changes.items() if v is not None})
     classifier = _load_metrics_classifier(out, classifier_dir)
     # Read after training, so a main model trained meanwhile into the same --out is the reference.
     reference = (lambda: _reference_card(out)) if model == "digits-memorise" else None
@@ -114,11 +107,20 @@ def train(
     )
 
 
-def _train_classifier(out: Path, epochs: int, seed: int) -> None:
-    from critwin.models.classifier import evaluate_classifier, save_classifier, train_classifier
-    from critwin.models.data import load_digits_data
+def _check_digits_options(steps, batch_size, learning_rate) -> None:
+    check_counts(steps=steps, batch_size=batch_size)
+    if learning_rate is not None and not learning_rate > 0:
+        raise ValueError(f"--learning-rate must be > 0, got {learning_rate}")
 
-    epochs = _positive(epochs, "--epochs")
+
+def _check_classifier_options(steps, batch_size, learning_rate, epochs: int) -> None:
+    for name, value in (("--steps", steps), ("--batch-size", batch_size), ("--learning-rate", learning_rate)):
+        if value is not None:
+            raise ValueError(f"{name} does not apply to the classifier (it takes --epochs and --seed)")
+    check_counts(epochs=epochs)
+
+
+def _train_classifier(out: Path, epochs: int, seed: int) -> None:
     data = load_digits_data()
     typer.echo(
         f"training the digit classifier: {epochs} epochs on {data.train_labels.numel()} digits, seed {seed}"
@@ -147,16 +149,7 @@ def _train_classifier(out: Path, epochs: int, seed: int) -> None:
     )
 
 
-def _positive(value: int, name: str) -> int:
-    from critwin._validation import check_positive_int
-
-    return check_positive_int(value, name)
-
-
 def _load_metrics_classifier(out: Path, classifier_dir: Path | None):
-    from critwin.models._store import weights_paths
-    from critwin.models.classifier import CLASSIFIER_NAME, load_classifier
-
     if classifier_dir is not None:
         return load_classifier(classifier_dir)
     if weights_paths(CLASSIFIER_NAME, out)[1].is_file():
@@ -166,8 +159,6 @@ def _load_metrics_classifier(out: Path, classifier_dir: Path | None):
 
 def _reference_card(out: Path) -> dict | None:
     """The main model's card (from --out, else the shipped one) for the memorisation comparison."""
-    from critwin.models._store import load_card
-
     for directory in (out, None):
         try:
             return load_card("digits", directory)

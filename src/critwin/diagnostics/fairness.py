@@ -19,7 +19,7 @@ import torch
 from critwin._validation import check_positive_int
 from critwin.experiments import apply_feature, as_process, realise_times, resolve_feature
 
-__all__ = ["RebalanceResult", "rebalance", "total_variation"]
+__all__ = ["RebalanceResult", "rebalance", "total_variation", "check_target"]
 
 
 def total_variation(p, q) -> float:
@@ -70,6 +70,14 @@ class RebalanceResult:
             "nfe": self.nfe,
             "metadata": self.metadata,
         }
+
+
+def check_target(target, n_classes: int, name: str = "target") -> np.ndarray:
+    """``target`` as a (C,) distribution (None: uniform); a ValueError naming ``name`` otherwise."""
+    target = np.full(n_classes, 1.0 / n_classes) if target is None else np.asarray(target, dtype=float)
+    if target.shape != (n_classes,) or (target < 0).any() or abs(target.sum() - 1) > 1e-6:
+        raise ValueError(f"{name} must be {n_classes} non-negative probabilities summing to 1")
+    return target
 
 
 def _select(candidate_labels: np.ndarray, quotas: np.ndarray) -> np.ndarray:
@@ -123,9 +131,7 @@ def rebalance(
     n = check_positive_int(n, "n")
     n_classes = check_positive_int(n_classes, "n_classes", minimum=2)
     n_candidates = check_positive_int(n_candidates, "n_candidates", minimum=2)
-    target = np.full(n_classes, 1.0 / n_classes) if target is None else np.asarray(target, dtype=float)
-    if target.shape != (n_classes,) or (target < 0).any() or abs(target.sum() - 1) > 1e-6:
-        raise ValueError(f"target must be {n_classes} non-negative probabilities summing to 1")
+    target = check_target(target, n_classes)
     process = as_process(model, sampler)
     process, _, indices, realised, steps = realise_times(process, fork_time, "fork_time")
     if realised[0].item() <= 0:

@@ -121,6 +121,35 @@ class MembershipAudit:
         }
 
 
+def _check_batches(members, nonmembers, calibration_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+    members = torch.as_tensor(members)
+    nonmembers = torch.as_tensor(nonmembers)
+    if members.ndim < 2 or members.shape[0] == 0:
+        raise ValueError("members must be a non-empty batch (M, ...)")
+    if nonmembers.ndim < 2 or nonmembers.shape[0] < 2 or nonmembers.shape[1:] != members.shape[1:]:
+        raise ValueError("nonmembers must be a batch of at least 2 samples shaped like members")
+    if not 0.0 < calibration_fraction < 1.0:
+        raise ValueError(f"calibration_fraction must lie in (0, 1), got {calibration_fraction}")
+    return members, nonmembers
+
+
+def _mean_curves(result: ForwardReverseResult, n_members: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Times in increasing order and the mean commitment curves of members and of non-members."""
+    kept = result.kept().double()
+    is_member = result.source_ids < n_members
+    order = np.argsort(result.times.numpy())
+    member_curve = kept[:, is_member].mean(1).numpy()[order]
+    return result.times.numpy()[order], member_curve, kept[:, ~is_member].mean(1).numpy()[order]
+
+
+def _split_scores(scores: np.ndarray, n_members: int, n_nonmembers: int, calibration_fraction: float, rng):
+    """Member scores, and a random split of the non-members' into calibration and held-out test."""
+    permuted = rng.permutation(n_nonmembers) + n_members
+    n_calib = min(max(1, int(round(calibration_fraction * n_nonmembers))), n_nonmembers - 1)
+    calib_ids, test_ids = permuted[:n_calib], permuted[n_calib:]
+    return scores[:n_members], scores[calib_ids], scores[test_ids]
+
+
 def membership_audit(
     model,
     members: torch.Tensor,
@@ -157,14 +186,7 @@ def membership_audit(
     -------
     MembershipAudit
     """
-    members = torch.as_tensor(members)
-    nonmembers = torch.as_tensor(nonmembers)
-    if members.ndim < 2 or members.shape[0] == 0:
-        raise ValueError("members must be a non-empty batch (M, ...)")
-    if nonmembers.ndim < 2 or nonmembers.shape[0] < 2 or nonmembers.shape[1:] != members.shape[1:]:
-        raise ValueError("nonmembers must be a batch of at least 2 samples shaped like members")
-    if not 0.0 < calibration_fraction < 1.0:
-        raise ValueError(f"calibration_fraction must lie in (0, 1), got {calibration_fraction}")
+    members, nonmembers = _check_batches(members, nonmembers, calibration_fraction)
     n_boot = check_positive_int(n_boot, "n_boot")
     sources = torch.cat([members, nonmembers.to(members.dtype)])
     feature = SourceSimilarity(sources, threshold=threshold)
@@ -183,22 +205,19 @@ def membership_audit(
     scores = commitment_times(result, level)
     n_members = members.shape[0]
     rng = np.random.default_rng(seed)
-    permuted = rng.permutation(nonmembers.shape[0]) + n_members
-    n_calib = min(max(1, int(round(calibration_fraction * nonmembers.shape[0]))), nonmembers.shape[0] - 1)
-    calib_ids, test_ids = permuted[:n_calib], permuted[n_calib:]
-    member_scores, calib_scores, test_scores = scores[:n_members], scores[calib_ids], scores[test_ids]
+    member_scores, calib_scores, test_scores = _split_scores(
+        scores, n_members, nonmembers.shape[0], calibration_fraction, rng
+    )
     auc = roc_auc(member_scores, test_scores)
     boot = [
         roc_auc(rng.choice(member_scores, member_scores.size), rng.choice(test_scores, test_scores.size))
         for _ in range(n_boot)
     ]
-    kept = result.kept().double()
-    is_member = result.source_ids < n_members
-    order = np.argsort(result.times.numpy())
+    times, member_curve, nonmember_curve = _mean_curves(result, n_members)
     return MembershipAudit(
-        times=result.times.numpy()[order],
-        member_curve=kept[:, is_member].mean(1).numpy()[order],
-        nonmember_curve=kept[:, ~is_member].mean(1).numpy()[order],
+        times=times,
+        member_curve=member_curve,
+        nonmember_curve=nonmember_curve,
         member_scores=member_scores,
         calibration_scores=calib_scores,
         test_scores=test_scores,

@@ -33,7 +33,8 @@ from critwin.experiments.checkpoint import (
     unit_generator,
 )
 from critwin.experiments.executor import resolve_executor, run_units
-from critwin.experiments.features import apply_feature, feature_name, resolve_feature
+from critwin.experiments.features import apply_feature, feature_name
+from critwin.experiments.forward_reverse import LATENT, resolve_feature_kind, run_exact_with_components
 from critwin.experiments.process import as_process, check_cond, nfe_since, realise_times, select_cond
 from critwin.experiments.results import ResultTable, grid_from_metadata, grid_metadata, step_column
 
@@ -135,7 +136,7 @@ def clone(
     n_trajectories: int,
     times,
     n_clones: int,
-    feature="component",
+    feature="bayes",
     sampler: str | None = None,
     generator: torch.Generator | None = None,
     *,
@@ -160,7 +161,9 @@ def clone(
     n_trajectories : number of trunks N (>= 1).
     times : (T,) fork OU times (> 0 and within the process's range; realised on its grid).
     n_clones : continuations per trajectory and fork (>= 1).
-    feature : callable ``f(x_data) -> (n,)`` labels / ``(n, C)`` probabilities, or ``"component"``.
+    feature : callable ``f(x_data) -> (n,)`` labels / ``(n, C)`` probabilities, ``"bayes"`` (Bayes label
+        of the output) or ``"component"`` (the latent component drawn by ``sampler="exact"``; other
+        samplers raise ValueError).
     sampler, generator, seed, out, cond, chunk_size, progress, n_steps, t_max, eta, feature_label :
         as in :func:`~critwin.experiments.forward_reverse.forward_reverse`; ``chunk_size`` counts
         trajectories per unit; per-sample ``cond`` tensors have first dim ``n_trajectories``.
@@ -183,7 +186,7 @@ def clone(
         raise ValueError("times must be > 0: a fork at t = 0 is the finished sample")
     chunk = check_chunk_size(chunk_size, DEFAULT_CHUNK)
     cond = check_cond(cond)
-    feature_fn = resolve_feature(feature, process)
+    feature_fn = resolve_feature_kind(feature, process)
     check_resumable(out, seed, generator)
     base_seed = resolve_seed(seed, generator)
     mixture = getattr(process, "mixture", None)
@@ -198,7 +201,7 @@ def clone(
         "n_trajectories": n_trajectories,
         "n_clones": n_clones,
         "seed": base_seed,
-        "feature": feature_name(feature, feature_label),
+        "feature": feature_name("component-latent" if feature_fn is LATENT else feature, feature_label),
         "chunk_size": chunk,
         "dtype": str(dtype),
         "cond": fingerprint(cond) if cond else None,
@@ -289,8 +292,7 @@ def _run_trunk(shared: _Trunks, j, lo, hi):
         x = process.run(x, start=position, stop=index, generator=generator, cond=cond)
         states.append(x.detach().cpu().numpy())
         position = index
-    x = process.run(x, start=position, generator=generator, cond=cond)
-    labels, _ = apply_feature(shared.feature_fn, process.decode(x))
+    labels = _final_labels(process, x, position, shared.feature_fn, cond, generator)
     return {
         "states": np.stack(states),
         "labels": labels.numpy(),
@@ -307,6 +309,13 @@ def _run_fork(shared: _Trunks, f, j, lo, hi, state):
     cond = _chunk_cond(shared, lo, hi)
     if cond:
         cond = select_cond(cond, torch.arange(hi - lo).repeat_interleave(n_clones), hi - lo)
-    x = process.run(x, start=shared.forks[f], generator=generator, cond=cond or None)
-    labels, _ = apply_feature(shared.feature_fn, process.decode(x))
+    labels = _final_labels(process, x, shared.forks[f], shared.feature_fn, cond or None, generator)
     return {"labels": labels.numpy(), "nfe": nfe_since(process, before)}
+
+
+def _final_labels(process, x, start, feature_fn, cond, generator) -> torch.Tensor:
+    """Run from grid index ``start`` to the end and read the feature (the latent component: exact sampler)."""
+    if feature_fn is LATENT:
+        return run_exact_with_components(process, x, start, generator)[1].cpu()
+    x = process.run(x, start=start, generator=generator, cond=cond)
+    return apply_feature(feature_fn, process.decode(x))[0]

@@ -147,7 +147,7 @@ def forward_reverse(
     x0,
     times,
     n_per_time: int = 1,
-    feature="component",
+    feature="bayes",
     sampler: str | None = None,
     generator: torch.Generator | None = None,
     *,
@@ -173,8 +173,12 @@ def forward_reverse(
     x0 : (N, ...) samples in data space (encoded with ``process.encode`` before noising).
     times : (T,) OU times, each finite, >= 0 and within the process's range.
     n_per_time : replicates (fresh noise) per sample and time, >= 1.
-    feature : callable ``f(x_data) -> (n,)`` integer labels or ``(n, C)`` probabilities, or
-        ``"component"`` (a mixture's Bayes label at t = 0).
+    feature : callable ``f(x_data) -> (n,)`` integer labels or ``(n, C)`` probabilities, ``"bayes"``
+        (a mixture's Bayes label at t = 0) or ``"component"``: the latent component, known exactly only
+        with ``sampler="exact"`` (the posterior sampler draws it; other samplers raise ValueError). A
+        source's own component is drawn from its exact posterior ``pi_0(. | x0)`` (for Dirac components:
+        its atom), which gives the right joint law of (component, x0); ``agreement`` is then
+        ``P(component kept)``.
     sampler : for mixtures, one of ``"exact"``, ``"ddpm"``, ``"ddim"``, ``"sde"``, ``"sde_exp"``, ``"heun"``.
     generator : source of the base seed when ``seed`` is None (same generator state, same result).
     seed : base seed; every unit's randomness derives from ``(seed, time index, chunk)``.
@@ -199,12 +203,17 @@ def forward_reverse(
     n_per_time = check_positive_int(n_per_time, "n_per_time")
     chunk = check_chunk_size(chunk_size, DEFAULT_CHUNK)
     cond = check_cond(cond)
-    feature_fn = resolve_feature(feature, process)
+    feature_fn = resolve_feature_kind(feature, process)
     check_resumable(out, seed, generator)
     base_seed = resolve_seed(seed, generator)
 
     z0 = check_model_shape(process.encode(x0), process)
-    source_labels, _ = apply_feature(feature_fn, x0)
+    if feature_fn is LATENT:
+        source_labels = source_components(
+            process.mixture, z0, unit_generator(base_seed, "source", device=z0.device)
+        )
+    else:
+        source_labels, _ = apply_feature(feature_fn, x0)
     T, M = requested.numel(), x0.shape[0] * n_per_time
     # User-facing settings first: a refused resume names the first setting that differs.
     config = {
@@ -212,7 +221,7 @@ def forward_reverse(
         "requested_times": requested.tolist(),
         "n_per_time": n_per_time,
         "seed": base_seed,
-        "feature": feature_name(feature, feature_label),
+        "feature": feature_name("component-latent" if feature_fn is LATENT else feature, feature_label),
         "n_samples": x0.shape[0],
         "chunk_size": chunk,
         "x0": fingerprint(x0),
@@ -226,7 +235,7 @@ def forward_reverse(
         for i in range(T)
         for j in range(-(-M // chunk))
     ]
-    shared = SweepSources(process, z0, feature_fn, cond, base_seed)
+    shared = SweepSources(process, z0, feature_fn, cond, base_seed, source_labels)
     with runs_on.bind(shared, gpu=z0.is_cuda) as runner:
         with progress_bar(len(jobs), "forward-reverse", progress) as advance:
             units = run_units(runner, _run_unit, jobs, store, advance)
@@ -248,6 +257,7 @@ class SweepSources(NamedTuple):
     feature_fn : the resolved feature.
     cond : validated conditioning (per-sample tensors have first dim N).
     seed : the sweep's base seed.
+    source_labels : (N,) long labels of the sources (their latent components for ``LATENT``).
     """
 
     process: Any
@@ -255,6 +265,7 @@ class SweepSources(NamedTuple):
     feature_fn: Any
     cond: dict[str, Any]
     seed: int
+    source_labels: torch.Tensor
 
 
 def _assemble(jobs, units, grid, source_labels, n_per_time: int, config) -> ForwardReverseResult:
@@ -306,6 +317,59 @@ def noise_and_denoise(process, z0, rows, index: int, cond, generator) -> torch.T
     return process.decode(x)
 
 
+class _Latent:
+    """The feature "the latent component drawn by the exact sampler" (a marker, compared with ``is``)."""
+
+    def __repr__(self) -> str:
+        return "LATENT"
+
+    def __reduce__(self):
+        # Pickled by name: a Ray worker gets this module's own marker back, so ``is LATENT`` holds there.
+        return "LATENT"
+
+
+LATENT = _Latent()
+
+
+def resolve_feature_kind(feature, process):
+    """``LATENT`` for ``"component"`` (needs a mixture with ``sampler="exact"``), the Bayes label for
+    ``"bayes"``, else the callable (see :func:`forward_reverse`)."""
+    if feature == "component":
+        if getattr(process, "sampler", None) != "exact" or not hasattr(process, "mixture"):
+            raise ValueError(
+                "feature='component' (the latent component) is known only with a mixture and "
+                "sampler='exact'; use feature='bayes' for the Bayes label of the output"
+            )
+        return LATENT
+    return resolve_feature("component" if feature == "bayes" else feature, process)
+
+
+def source_components(mixture, z0, generator) -> torch.Tensor:
+    """(N,) the component of each source, drawn from ``pi_0(. | x0)`` (the atom for Dirac components)."""
+    if bool((torch.as_tensor(mixture.covs) == 0).all()):
+        return mixture.bayes_label(z0).cpu()
+    return mixture.sample_posterior(z0, 0.0, generator=generator)[1].cpu()
+
+
+def run_exact_with_components(process, x, start, generator):
+    """``process.run(x, start)`` for a mixture with ``sampler="exact"`` (the same draws), also returning
+    the latent component of every output (the one its final exact transition drew)."""
+    mixture, times = process.mixture, process.times
+    process.nfe += int(x.shape[0])
+    t, s = times[start].item(), times[-1].item()
+    if s == 0.0:
+        return mixture.sample_posterior(x, t, generator=generator)
+    return mixture.sample_reverse(x, t, s, generator=generator)
+
+
+def _run_latent_unit(process, z0, index, rows, source, generator):
+    """Latent components of the outputs for the sources ``z0[rows]`` (at t = 0: the sources' own)."""
+    if index >= process.times.numel() - 1:
+        return source[rows]
+    x = process.add_noise(z0[rows.to(z0.device)], index, generator=generator)
+    return run_exact_with_components(process, x, index, generator)[1].cpu()
+
+
 def feature_outputs(process, z0, feature_fn, rows, index: int, cond, generator) -> dict[str, np.ndarray]:
     """One unit's arrays: ``labels`` (n,), ``probs`` (n, C) if the feature gives them, and ``nfe``, for
     the forward–reverse outputs of the sources ``z0[rows]`` from grid index ``index``."""
@@ -320,4 +384,8 @@ def feature_outputs(process, z0, feature_fn, rows, index: int, cond, generator) 
 def _run_unit(shared: SweepSources, i, j, index, lo, hi, n_per_time):
     generator = unit_generator(shared.seed, "fr", i, j, device=shared.z0.device)
     rows = torch.arange(lo, hi) // n_per_time
+    if shared.feature_fn is LATENT:
+        before = shared.process.nfe
+        labels = _run_latent_unit(shared.process, shared.z0, index, rows, shared.source_labels, generator)
+        return {"labels": labels.numpy(), "nfe": nfe_since(shared.process, before)}
     return feature_outputs(shared.process, shared.z0, shared.feature_fn, rows, index, shared.cond, generator)

@@ -118,8 +118,8 @@ class _Prober:
     kept for a later look at the same time.
     """
 
-    def __init__(self, runner, shared: SweepSources, source_labels, batch, max_n, level, counted):
-        self.runner, self.shared, self.source = runner, shared, source_labels
+    def __init__(self, runner, shared: SweepSources, batch, max_n, level, counted):
+        self.runner, self.shared, self.source = runner, shared, shared.source_labels
         self.batch, self.max_n, self.level = batch, max_n, level
         # Up to ceil(max_n / batch) looks at the same probe: Bonferroni keeps the chance of stopping
         # on the wrong side of the threshold below 1 - level per probe despite the repeated looks.
@@ -251,10 +251,10 @@ def search_window(
 
     z0 = check_model_shape(process.encode(x0), process)
     source_labels, _ = apply_feature(feature_fn, x0)
-    shared = SweepSources(process, z0, feature_fn, cond, base_seed)
+    shared = SweepSources(process, z0, feature_fn, cond, base_seed, source_labels)
     with runs_on.bind(shared, gpu=z0.is_cuda) as runner:
         b, nfe_reference = _base_rate_of(runner, base_rate, source_labels, n_ref)
-        prober = _Prober(runner, shared, source_labels, batch, max_per_probe, level, process.nfe is not None)
+        prober = _Prober(runner, shared, batch, max_per_probe, level, process.nfe is not None)
         # A fixed grid is bisected over its own times (resolution: adjacent steps).
         grid = None if process.continuous else process.times[:-1].tolist()
         bisect = _Bisection(prober, grid and sorted(t for t in grid if lo <= t <= hi), lo, hi, resolution)

@@ -6,17 +6,17 @@
   evaluation, model cards, :func:`load_digits_model`, sampling through the diffusers adapter).
 - :mod:`critwin.models.classifier`: the CNN digit classifier and :func:`classifier_feature`.
 
-Names are imported lazily (diffusers loads only when a model is used).
+The digits DDPM names are imported lazily (they import diffusers, about 2 s); the rest are plain imports.
 """
 
 from __future__ import annotations
 
 from critwin._lazy import lazy_exports
+from critwin.models.classifier import DigitClassifier, classifier_feature, load_classifier, train_classifier
+from critwin.models.data import DigitsData, load_digits_data, nearest_neighbour_distance
 
+# Names whose module imports diffusers: loaded on first use.
 _EXPORTS = {
-    "DigitsData": "critwin.models.data",
-    "load_digits_data": "critwin.models.data",
-    "nearest_neighbour_distance": "critwin.models.data",
     "DigitsConfig": "critwin.models.digits",
     "DigitsModel": "critwin.models.digits",
     "PRESETS": "critwin.models.digits",
@@ -26,13 +26,26 @@ _EXPORTS = {
     "evaluate_digits_model": "critwin.models.digits",
     "load_digits_model": "critwin.models.digits",
     "save_digits_model": "critwin.models.digits",
-    "DigitClassifier": "critwin.models.classifier",
-    "train_classifier": "critwin.models.classifier",
-    "load_classifier": "critwin.models.classifier",
-    "classifier_feature": "critwin.models.classifier",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "DigitClassifier",
+    "DigitsConfig",
+    "DigitsData",
+    "DigitsModel",
+    "NULL_LABEL",
+    "PRESETS",
+    "classifier_feature",
+    "evaluate_digits_model",
+    "load_classifier",
+    "load_digits_data",
+    "load_digits_model",
+    "nearest_neighbour_distance",
+    "save_digits_model",
+    "train_classifier",
+    "train_digits",
+    "training_steps",
+]
 
 
 __getattr__, __dir__ = lazy_exports("critwin.models", _EXPORTS, globals())

@@ -21,7 +21,16 @@ errors" is conservative. The component (label) distribution of ``q_T`` is report
 (``GaussianMixture.sample_posterior``) in the full space, as a cross-check.
 
 A point counts towards violations only where the theorem applies with the times' uncertainty taken
-conservatively: ``t_end_high <= T <= t_start_low``.
+conservatively: ``t_end_high <= T <= t_start_low``. The estimator is biased upwards, so the rule
+``tv_x - 3 se > bound`` can only over-report violations. Cases with ``S_init = S_target`` (where the
+theorem is nearly trivial) are counted separately.
+
+Because the bound has several-fold slack inside ``[T_end, T_start]``, "0 violations" cannot detect an
+error in ``T_end`` or ``T_start``. So each case also checks the endpoints themselves with an independent
+TV evaluation (fresh draws): the exact ``TV(p_t^{S_init}, p_t^{S_target})`` must cross ``eps`` inside
+``[t_end_low, t_end_high]`` and the separation must cross ``1 - eps^2`` inside
+``[t_start_low, t_start_high]`` (each judged with the estimator's interval). Per case, the tightness of
+the theorem is reported as the largest ``TV / bound`` inside the range.
 """
 
 from __future__ import annotations
@@ -38,9 +47,10 @@ import torch
 from critwin._io import atomic_path, atomic_write_json, atomic_write_text
 from critwin._validation import check_eps, check_positive_int, check_time
 from critwin.clock import alpha_sigma
-from critwin.divergence import span_basis
+from critwin.closed_forms import log_concave_times
+from critwin.divergence import span_basis, tv
 from critwin.mixtures import GaussianMixture
-from critwin.windows import check_pair, log_concave_times, transition_times
+from critwin.windows import check_pair, transition_times
 
 __all__ = ["ValidationCase", "ValidationResult", "validation_cases", "validate", "forward_reverse_tv"]
 
@@ -229,7 +239,7 @@ def _restricted_weights(w: torch.Tensor, components: list[int]) -> torch.Tensor:
 
 
 def _time_grid(tt, closed, n_grid: int) -> list[float]:
-    finite = [v for v in (tt.t_end, tt.t_start, closed.t_end_upper, closed.t_start_lower) if math.isfinite(v)]
+    finite = [v for v in (tt.t_end, tt.t_start, closed.t_end_max, closed.t_start_min) if math.isfinite(v)]
     t_max = 1.25 * max(finite + [1.0]) + 0.5
     grid = torch.linspace(0.0, t_max, n_grid, dtype=torch.float64).tolist()
     extra = [v for v in (tt.t_end, tt.t_start) if math.isfinite(v) and 0 <= v <= t_max]
@@ -238,6 +248,30 @@ def _time_grid(tt, closed, n_grid: int) -> list[float]:
     elif math.isfinite(tt.t_end) and not math.isfinite(tt.t_start):
         extra.append(tt.t_end + 0.5)
     return sorted(set(round(v, 10) for v in grid + extra))
+
+
+def _endpoint_checks(m, case, tt, eps, n_tv, seed) -> dict:
+    """Independent checks that ``T_end`` / ``T_start`` are where the TV crosses ``eps`` / ``1 - eps^2``.
+
+    By monotonicity the crossing lies in ``[low, high]`` iff ``TV(low) >= level >= TV(high)``; each side
+    is judged with the fresh estimate's interval (so only a real error fails). None: nothing to check.
+    """
+    g = torch.Generator().manual_seed(seed + 7919)
+    out = {"t_end_check": None, "t_start_check": None, "tv_at_t_end": None, "separation_at_t_start": None}
+    if case.init != case.target and math.isfinite(tt.t_end) and tt.t_end > 0:
+        P, Q = m.subset(case.init), m.subset(case.target)
+        out["tv_at_t_end"] = tv(P, Q, tt.t_end, n_tv, g).value
+        out["t_end_check"] = bool(
+            tv(P, Q, tt.t_end_low, n_tv, g).high >= eps >= tv(P, Q, tt.t_end_high, n_tv, g).low
+        )
+    rest = [j for j in range(m.n_components) if j not in case.target]
+    if rest and math.isfinite(tt.t_start) and tt.t_start > 0:
+        P, Q, level = m.subset(case.target), m.subset(rest), 1.0 - eps * eps
+        out["separation_at_t_start"] = tv(P, Q, tt.t_start, n_tv, g).value
+        out["t_start_check"] = bool(
+            tv(P, Q, tt.t_start_low, n_tv, g).high >= level >= tv(P, Q, tt.t_start_high, n_tv, g).low
+        )
+    return out
 
 
 def _num(v):
@@ -297,10 +331,20 @@ def validate(
         rows, case_info = _run(eps, ks, dims, n_grid, n_outer, n_inner, n_tv, n_check, seed, quick)
     finally:
         torch.set_num_threads(old_threads)
-    runtime = time.perf_counter() - start
+    summary = _summary(rows, case_info, eps, quick, seed, time.perf_counter() - start)
+    result = ValidationResult(rows, case_info, summary)
+    if out is not None:
+        result.files = _write(out, result, plot)
+    return result
+
+
+def _summary(rows, case_info, eps, quick, seed, runtime) -> dict:
+    """Counts, violations (trivial cases apart), endpoint checks and tightness of one validation run."""
     in_range = [r for r in rows if r["in_theorem_range"]]
     violations = [r for r in in_range if r["violation"]]
     ratios = [r["tv_x"] / r["bound"] for r in in_range]
+    _tightness(rows, case_info)
+    checks = [c[k] for c in case_info for k in ("t_end_check", "t_start_check") if c[k] is not None]
     summary = {
         "eps": eps,
         "quick": quick,
@@ -310,7 +354,22 @@ def validate(
         "n_points_in_theorem_range": len(in_range),
         "n_cases_with_empty_theorem_window": sum(1 for c in case_info if c["empty"]),
         "violations": len(violations),
-        "violation_rule": "tv_x - 3 * tv_x_se > bound at T with t_end_high <= T <= t_start_low",
+        "violations_nontrivial": sum(1 for r in violations if r["init"] != r["target"]),
+        "violations_trivial_init_eq_target": sum(1 for r in violations if r["init"] == r["target"]),
+        "n_cases_trivial_init_eq_target": sum(1 for c in case_info if c["trivial"]),
+        "violation_rule": (
+            "tv_x - 3 * tv_x_se > bound at T with t_end_high <= T <= t_start_low (the estimator is biased "
+            "upwards, so this can only over-report)"
+        ),
+        "endpoint_checks": len(checks),
+        "endpoint_check_failures": sum(1 for ok in checks if not ok),
+        "median_case_max_tv_over_bound_nontrivial": _median(
+            [
+                c["max_tv_over_bound"]
+                for c in case_info
+                if not c["trivial"] and c["max_tv_over_bound"] is not None
+            ]
+        ),
         "max_tv_over_bound_in_range": max(ratios) if ratios else None,
         "max_sampler_label_discrepancy": max(
             (abs(r["tv_label_sampled"] - r["tv_label"]) for r in rows if r["tv_label_sampled"] is not None),
@@ -322,10 +381,19 @@ def validate(
         ),
         "runtime_s": runtime,
     }
-    result = ValidationResult(rows, case_info, summary)
-    if out is not None:
-        result.files = _write(out, result, plot)
-    return result
+    return summary
+
+
+def _median(values):
+    values = sorted(values)
+    return values[len(values) // 2] if values else None
+
+
+def _tightness(rows, case_info) -> None:
+    """Per case: the largest ``TV / bound`` at grid points inside the theorem's range (None if none)."""
+    for info in case_info:
+        ratios = [r["tv_x"] / r["bound"] for r in rows if r["case"] == info["name"] and r["in_theorem_range"]]
+        info["max_tv_over_bound"] = max(ratios) if ratios else None
 
 
 def _run(eps, ks, dims, n_grid, n_outer, n_inner, n_tv, n_check, seed, quick):
@@ -352,8 +420,10 @@ def _run(eps, ks, dims, n_grid, n_outer, n_inner, n_tv, n_check, seed, quick):
             "t_start_high": _num(tt.t_start_high),
             "empty": tt.empty,
             "method": tt.method,
-            "t_end_closed_upper": _num(closed.t_end_upper),
-            "t_start_closed_lower": _num(closed.t_start_lower),
+            "t_end_closed_upper": _num(closed.t_end_max),
+            "t_start_closed_lower": _num(closed.t_start_min),
+            "trivial": case.init == case.target,
+            **_endpoint_checks(m, case, tt, eps, n_tv, seed),
         }
         case_info.append(info)
         for t_hat in _time_grid(tt, closed, n_grid):

@@ -1,0 +1,171 @@
+"""Local model directories and prompt-embedding files; nothing here downloads."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import diffusers
+import torch
+
+from critwin._files import load_tensor_file
+from critwin.adapters.diffusers.schedule import SCHEDULER_ALIASES, is_supported, scheduler_class
+
+__all__ = ["LocalPipeline", "load_local", "load_prompt_embeds"]
+
+_PIPELINES = ("DDPMPipeline", "DDIMPipeline", "StableDiffusionPipeline", "StableDiffusionXLPipeline")
+
+_EMBED_KEYS = (
+    "prompt_embeds",
+    "negative_prompt_embeds",
+    "pooled_prompt_embeds",
+    "negative_pooled_prompt_embeds",
+)
+
+
+class LocalPipeline:
+    """The parts of a diffusers pipeline directory that :func:`from_pipeline` needs (no transformers)."""
+
+    def __init__(self, path, class_name, unet, scheduler, vae=None, text_encoder=None, tokenizer=None):
+        self.name_or_path = str(path)
+        self.class_name = class_name
+        self.unet, self.scheduler, self.vae = unet, scheduler, vae
+        self.text_encoder, self.tokenizer = text_encoder, tokenizer
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+
+def load_local(path, scheduler: str | None = None, device=None, dtype=None, text_encoder: bool = False):
+    """Load a local diffusers pipeline directory (``save_pretrained`` layout); never downloads.
+
+    Parameters
+    ----------
+    path : directory with ``model_index.json`` (DDPM/DDIM, Stable Diffusion or SDXL pipeline).
+    scheduler : replace the saved scheduler by this supported class (name or alias), built from its config.
+    device, dtype : where and in which precision the UNet and VAE run.
+    text_encoder : load the full pipeline with its tokenizer and text encoder (for text prompts; needs
+        transformers). Otherwise only UNet, scheduler and VAE are loaded.
+
+    Returns
+    -------
+    The pipeline (``text_encoder=True``) or a :class:`LocalPipeline`; pass it to :func:`from_pipeline`.
+    Weights are read from safetensors files only.
+    """
+    root = Path(path)
+    index = _read_index(root)
+    options: dict[str, Any] = dict(local_files_only=True)
+    if dtype is not None:
+        options["torch_dtype"] = dtype
+    try:
+        new_scheduler = _load_scheduler(root, index, scheduler)
+        if text_encoder:
+            return _load_full_pipeline(root, index, new_scheduler, device, options)
+        unet = getattr(diffusers, index["unet"][1]).from_pretrained(
+            root, subfolder="unet", use_safetensors=True, **options
+        )
+        vae = None
+        if "vae" in _components(index):
+            vae = getattr(diffusers, index["vae"][1]).from_pretrained(
+                root, subfolder="vae", use_safetensors=True, **options
+            )
+    except OSError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"could not load the diffusers model in {root}: {first}") from None
+    unet = unet.to(device=device).eval()
+    if vae is not None:
+        vae = vae.to(device=device).eval()
+    return LocalPipeline(root, index["_class_name"], unet, new_scheduler, vae)
+
+
+def _components(index: Mapping[str, Any], present: bool = True) -> set[str]:
+    """Names of the components ``model_index.json`` lists as present (or, ``present=False``, as absent)."""
+    return {
+        k for k, v in index.items() if isinstance(v, list) and len(v) == 2 and (v[0] is not None) == present
+    }
+
+
+def _read_index(root: Path) -> dict[str, Any]:
+    """``model_index.json`` of a supported pipeline with a UNet and a scheduler."""
+    if not root.exists():
+        raise FileNotFoundError(f"model path {root} does not exist")
+    index_file = root / "model_index.json"
+    if not root.is_dir() or not index_file.is_file():
+        raise ValueError(f"model path {root} is not a diffusers pipeline directory (no model_index.json)")
+    try:
+        index = json.loads(index_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{index_file} is not valid JSON: {exc}") from None
+    class_name = index.get("_class_name")
+    if class_name not in _PIPELINES:
+        raise ValueError(
+            f"model path {root} holds a {class_name!r}; supported pipelines: {', '.join(_PIPELINES)}"
+        )
+    present = _components(index)
+    for required in ("unet", "scheduler"):
+        if required not in present:
+            raise ValueError(f"model path {root} has no {required} component")
+    return index
+
+
+def _load_scheduler(root: Path, index: Mapping[str, Any], scheduler: str | None):
+    """The saved scheduler, or the ``scheduler`` class (name or alias) built from its config."""
+    saved = getattr(diffusers, index["scheduler"][1]).from_pretrained(
+        root, subfolder="scheduler", local_files_only=True
+    )
+    if scheduler is not None:
+        return scheduler_class(scheduler).from_config(saved.config)
+    if not is_supported(saved):
+        raise ValueError(
+            f"the saved scheduler {type(saved).__name__} is not supported; pick one built from its config "
+            f"with scheduler= (CLI: --scheduler): {', '.join(SCHEDULER_ALIASES)}"
+        )
+    return saved
+
+
+def _load_full_pipeline(root: Path, index: Mapping[str, Any], scheduler, device, options):
+    """The whole pipeline, tokenizer and text encoder included (needs transformers)."""
+    missing = dict.fromkeys(_components(index, present=False))
+    pipe = getattr(diffusers, index["_class_name"]).from_pretrained(
+        root, use_safetensors=True, scheduler=scheduler, **missing, **options
+    )
+    if getattr(pipe, "tokenizer", None) is None or getattr(pipe, "text_encoder", None) is None:
+        raise ValueError(
+            f"a text prompt needs a tokenizer and text encoder in {root}; pass prompt embeddings"
+        )
+    pipe.to(device=device)
+    return pipe
+
+
+def load_prompt_embeds(path) -> dict[str, torch.Tensor]:
+    """Prompt embeddings from a ``.safetensors`` file or a ``.pt`` file (``torch.load(weights_only=True)``).
+
+    The file holds a single tensor (the prompt embeddings) or tensors named ``prompt_embeds`` and
+    optionally ``negative_prompt_embeds``, ``pooled_prompt_embeds``, ``negative_pooled_prompt_embeds``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"prompt embeddings file {path} does not exist")
+    if path.suffix not in (".safetensors", ".pt", ".pth"):
+        raise ValueError(f"prompt embeddings file must end in .safetensors or .pt, got {path.name}")
+    data = load_tensor_file(path, "prompt embeddings")
+    if isinstance(data, torch.Tensor):
+        data = {"prompt_embeds": data}
+    if not isinstance(data, Mapping) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise ValueError(f"{path} must hold a tensor or a dict of tensors named {', '.join(_EMBED_KEYS)}")
+    unknown = sorted(set(data) - set(_EMBED_KEYS))
+    if unknown:
+        raise ValueError(
+            f"{path} has unknown entries {unknown}; expected names among {', '.join(_EMBED_KEYS)}"
+        )
+    if "prompt_embeds" not in data:
+        raise ValueError(f"{path} has no 'prompt_embeds' entry")
+    for key in ("prompt_embeds", "negative_prompt_embeds"):
+        if key in data and data[key].ndim != 3:
+            raise ValueError(
+                f"{key} in {path} must have shape (batch, seq_len, dim), got {tuple(data[key].shape)}"
+            )
+    return dict(data)

@@ -1,0 +1,413 @@
+"""Processes from whole diffusers pipelines: :func:`from_pipeline`, :class:`PipelineProcess` and
+:func:`record_pipeline_trajectory` (the stock ``pipe(...)`` recorded at every grid index).
+
+:func:`from_pipeline` builds the conditioning per kind of model: text (Stable Diffusion), text with SDXL's
+added conditioning (pooled embeddings and micro-conditioning time ids), class labels, or none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+
+from critwin._validation import check_positive_int
+from critwin.adapters.diffusers.guidance import check_guidance, vae_scale_factor
+from critwin.adapters.diffusers.process import DiffusersProcess, call_accepts
+
+__all__ = ["PipelineProcess", "from_pipeline", "record_pipeline_trajectory"]
+
+# What SDXL's ``encode_prompt`` returns, in order.
+_EMBED_KEYS = (
+    "prompt_embeds",
+    "negative_prompt_embeds",
+    "pooled_prompt_embeds",
+    "negative_pooled_prompt_embeds",
+)
+# UNet keyword -> the pipeline's ``__call__`` keyword (the negative one is "negative_" + it).
+_CALL_NAMES = {"encoder_hidden_states": "prompt_embeds", "text_embeds": "pooled_prompt_embeds"}
+
+
+def from_pipeline(
+    pipe,
+    num_inference_steps: int = 50,
+    guidance_scale: float | None = None,
+    *,
+    prompt: str | list[str] | None = None,
+    negative_prompt: str | list[str] | None = None,
+    prompt_embeds: torch.Tensor | None = None,
+    negative_prompt_embeds: torch.Tensor | None = None,
+    pooled_prompt_embeds: torch.Tensor | None = None,
+    negative_pooled_prompt_embeds: torch.Tensor | None = None,
+    class_labels=None,
+    null_class_label: int | None = None,
+    height: int | None = None,
+    width: int | None = None,
+    scheduler=None,
+    guidance_rescale: float = 0.0,
+    step_kwargs: Mapping[str, Any] | None = None,
+    use_pipeline_call: bool = False,
+) -> DiffusersProcess:
+    """A :class:`DiffusersProcess` from a diffusers pipeline's components.
+
+    Parameters
+    ----------
+    pipe : ``DDPMPipeline``/``DDIMPipeline`` (unconditional pixel UNet), ``StableDiffusionPipeline`` or
+        ``StableDiffusionXLPipeline`` (or any pipeline with ``unet``, ``scheduler`` and optionally ``vae``).
+    num_inference_steps : sampler steps.
+    guidance_scale : classifier-free guidance weight; default 7.5 (SD), 5.0 (SDXL), 1 for unconditional
+        and class-conditional pipelines.
+    prompt, negative_prompt : text, encoded with the pipeline's own tokenizer/text encoder.
+    prompt_embeds, negative_prompt_embeds : (1 or B, seq_len, cross_attention_dim) precomputed embeddings
+        (no tokenizer needed). SDXL also needs the pooled embeddings.
+    class_labels, null_class_label : class-conditional ``UNet2DModel``: the label(s) and the "null"
+        label used as the unconditional branch.
+    height, width : image size for latent pipelines (default: the UNet's sample size times the VAE factor).
+    scheduler : replace the pipeline's scheduler
+        (e.g. ``EulerDiscreteScheduler.from_config(pipe.scheduler.config)``).
+    use_pipeline_call : return a :class:`PipelineProcess`, whose runs from the prior (cloning trunks,
+        base-rate samples) go through the stock ``pipe(...)`` via ``callback_on_step_end``.
+
+    Returns
+    -------
+    DiffusersProcess whose trajectories match ``pipe(...)`` step by step.
+    """
+    unet = getattr(pipe, "unet", None)
+    if unet is None or getattr(pipe, "scheduler", None) is None:
+        raise ValueError(f"pipe must have a unet and a scheduler, got {type(pipe).__name__}")
+    scheduler = scheduler if scheduler is not None else pipe.scheduler
+    config = unet.config
+    text_conditional = config.get("cross_attention_dim") is not None
+    is_xl = config.get("addition_embed_type") == "text_time"
+    guidance_scale = _effective_guidance(guidance_scale, text_conditional, is_xl)
+    text = {
+        "prompt": prompt,
+        "negative_prompt": negative_prompt,
+        "prompt_embeds": prompt_embeds,
+        "negative_prompt_embeds": negative_prompt_embeds,
+        "pooled_prompt_embeds": pooled_prompt_embeds,
+        "negative_pooled_prompt_embeds": negative_pooled_prompt_embeds,
+    }
+    if text_conditional:
+        cond, uncond = _text_conditioning(pipe, text, guidance_scale, is_xl, (height, width))
+    elif prompt is not None or prompt_embeds is not None:
+        raise ValueError(
+            f"{type(pipe).__name__} has no text conditioning; prompt/prompt_embeds cannot be used"
+        )
+    else:
+        cond, uncond = {}, {}
+    _add_class_conditioning(pipe, class_labels, null_class_label, guidance_scale, cond, uncond)
+    vae = getattr(pipe, "vae", None)
+    kwargs = dict(
+        vae=vae,
+        sample_shape=_latent_shape(config, vae, height, width),
+        cond=cond,
+        uncond=uncond,
+        guidance_scale=guidance_scale,
+        guidance_rescale=guidance_rescale,
+        step_kwargs=step_kwargs,
+        model_id=_pipeline_name(pipe),
+    )
+    if not use_pipeline_call:
+        return DiffusersProcess(unet, scheduler, num_inference_steps, **kwargs)
+    return _pipeline_process(pipe, scheduler, num_inference_steps, kwargs, height, width)
+
+
+def _effective_guidance(guidance_scale, text_conditional: bool, is_xl: bool) -> float:
+    """The pipeline default when None; 1 (guidance off) for any weight <= 1, as the SD pipelines do."""
+    if guidance_scale is None:
+        guidance_scale = (5.0 if is_xl else 7.5) if text_conditional else 1.0
+    guidance_scale = check_guidance(guidance_scale)
+    # Stock SD pipelines switch guidance on only for guidance_scale > 1; mirror that.
+    return guidance_scale if guidance_scale > 1.0 else 1.0
+
+
+def _pipeline_name(pipe) -> str:
+    name = getattr(pipe, "name_or_path", None)
+    if not name and hasattr(pipe, "config"):
+        name = pipe.config.get("_name_or_path", None)
+    return name or type(pipe).__name__
+
+
+def _pixel_size(config, vae, height, width) -> tuple[int, int, int]:
+    """Image height and width (default: the UNet's sample size times the VAE factor) and that factor."""
+    factor = vae_scale_factor(vae)
+    size = config.sample_size if isinstance(config.sample_size, int) else config.sample_size[0]
+    return height or size * factor, width or size * factor, factor
+
+
+def _latent_shape(config, vae, height, width) -> tuple[int, int, int] | None:
+    """The latent sample shape for an explicit image size (None: the UNet's own sample size)."""
+    if vae is None or (height is None and width is None):
+        return None
+    h, w, factor = _pixel_size(config, vae, height, width)
+    if h % factor or w % factor:
+        raise ValueError(f"height and width must be multiples of the VAE factor {factor}, got {h}x{w}")
+    return (int(config.in_channels), h // factor, w // factor)
+
+
+# ------------------------------------------------------------------------------- conditioning per kind
+def _text_conditioning(pipe, text: dict, guidance_scale: float, is_xl: bool, size) -> tuple[dict, dict]:
+    """(cond, uncond) of a text-conditional UNet: prompt embeddings (SDXL: plus added conditioning)."""
+    use_cfg = guidance_scale > 1.0
+    if text["prompt"] is not None and text["prompt_embeds"] is not None:
+        raise ValueError("pass either prompt or prompt_embeds, not both")
+    if text["prompt"] is None and text["prompt_embeds"] is None:
+        raise ValueError(f"{type(pipe).__name__} is text-conditional: pass prompt= or prompt_embeds=")
+    needs_encoding = text["prompt"] is not None or (use_cfg and text["negative_prompt_embeds"] is None)
+    if needs_encoding and not (
+        getattr(pipe, "text_encoder", None) is not None and getattr(pipe, "tokenizer", None)
+    ):
+        what = (
+            "prompt="
+            if text["prompt"] is not None
+            else f"guidance_scale={guidance_scale:g} without negative_prompt_embeds"
+        )
+        raise ValueError(
+            f"{what} needs the pipeline's tokenizer and text encoder, which this pipeline lacks; "
+            "pass prompt_embeds= and negative_prompt_embeds= instead"
+        )
+    device = getattr(pipe, "device", torch.device("cpu"))
+    if is_xl:
+        return _sdxl_conditioning(pipe, text, needs_encoding, use_cfg, device, size)
+    if needs_encoding:
+        text["prompt_embeds"], text["negative_prompt_embeds"] = pipe.encode_prompt(
+            text["prompt"],
+            device,
+            1,
+            use_cfg,
+            negative_prompt=text["negative_prompt"],
+            prompt_embeds=text["prompt_embeds"],
+            negative_prompt_embeds=text["negative_prompt_embeds"],
+        )
+    cond = {"encoder_hidden_states": text["prompt_embeds"]}
+    uncond = {"encoder_hidden_states": text["negative_prompt_embeds"]} if use_cfg else {}
+    return cond, uncond
+
+
+def _sdxl_conditioning(pipe, text: dict, needs_encoding: bool, use_cfg: bool, device, size):
+    """(cond, uncond) of an SDXL UNet: prompt embeddings, pooled embeddings and the time ids."""
+    if needs_encoding:
+        encoded = pipe.encode_prompt(
+            device=device,
+            num_images_per_prompt=1,
+            do_classifier_free_guidance=use_cfg,
+            **text,
+        )
+        text.update(zip(_EMBED_KEYS, encoded, strict=True))
+    pooled, negative_pooled = text["pooled_prompt_embeds"], text["negative_pooled_prompt_embeds"]
+    if pooled is None or (use_cfg and negative_pooled is None):
+        raise ValueError("SDXL needs pooled_prompt_embeds (and negative_pooled_prompt_embeds for guidance)")
+    unet = pipe.unet
+    config = unet.config
+    h, w, _ = _pixel_size(config, getattr(pipe, "vae", None), *size)
+    # SDXL's micro-conditioning: original size + crop top-left + target size (no crop, no resize).
+    time_ids = torch.tensor([[h, w, 0, 0, h, w]], dtype=text["prompt_embeds"].dtype)
+    expected = getattr(getattr(unet, "add_embedding", None), "linear_1", None)
+    got = config.addition_time_embed_dim * time_ids.shape[1] + int(pooled.shape[-1])
+    if expected is not None and expected.in_features != got:
+        raise ValueError(
+            f"pooled_prompt_embeds has {pooled.shape[-1]} features; the UNet's added "
+            f"embedding expects {expected.in_features - config.addition_time_embed_dim * 6}"
+        )
+    cond = {"text_embeds": pooled, "time_ids": time_ids, "encoder_hidden_states": text["prompt_embeds"]}
+    if not use_cfg:
+        return cond, {}
+    uncond = {
+        "text_embeds": negative_pooled,
+        "time_ids": time_ids,
+        "encoder_hidden_states": text["negative_prompt_embeds"],
+    }
+    return cond, uncond
+
+
+def _add_class_conditioning(pipe, class_labels, null_class_label, guidance_scale, cond, uncond) -> None:
+    """Class labels (and the null label for guidance) of a class-conditional UNet, added to cond/uncond."""
+    config = pipe.unet.config
+    if config.get("num_class_embeds") is None:
+        if guidance_scale > 1.0 and config.get("cross_attention_dim") is None:
+            raise ValueError(
+                f"guidance_scale={guidance_scale:g} needs a conditional model; "
+                f"{type(pipe).__name__} is unconditional"
+            )
+        return
+    if class_labels is None:
+        raise ValueError("this UNet is class-conditional: pass class_labels=")
+    cond["class_labels"] = torch.as_tensor(class_labels, dtype=torch.long).reshape(-1)
+    if guidance_scale > 1.0:
+        if null_class_label is None:
+            raise ValueError(
+                f"guidance_scale={guidance_scale:g} needs null_class_label= (the unconditional label)"
+            )
+        uncond["class_labels"] = torch.as_tensor([null_class_label], dtype=torch.long)
+
+
+def _pipeline_process(pipe, scheduler, num_inference_steps, kwargs, height, width) -> PipelineProcess:
+    """A :class:`PipelineProcess` (``kwargs``: the :class:`DiffusersProcess` keywords from_pipeline built)."""
+    if scheduler is not pipe.scheduler:
+        raise ValueError(
+            "use_pipeline_call=True runs the pipeline's own scheduler; set pipe.scheduler instead"
+        )
+    if kwargs["step_kwargs"]:
+        raise ValueError("use_pipeline_call=True cannot pass step_kwargs through the stock pipeline call")
+    call_kwargs = _pipeline_call_kwargs(
+        kwargs["cond"], kwargs["uncond"], kwargs["guidance_scale"], kwargs["guidance_rescale"], height, width
+    )
+    return PipelineProcess(pipe, call_kwargs, pipe.unet, scheduler, num_inference_steps, **kwargs)
+
+
+def _pipeline_call_kwargs(cond, uncond, guidance_scale, guidance_rescale, height, width) -> dict[str, Any]:
+    """Keywords for the stock ``pipe(...)`` that reproduce the process's conditioning."""
+    call_kwargs: dict[str, Any] = {"guidance_scale": guidance_scale, "guidance_rescale": guidance_rescale}
+    for key, name in _CALL_NAMES.items():
+        if key in cond:
+            call_kwargs[name] = cond[key]
+        if key in uncond:
+            call_kwargs[f"negative_{name}"] = uncond[key]
+    if height is not None or width is not None:
+        call_kwargs.update(height=height, width=width)
+    return call_kwargs
+
+
+def _check_pipe_call(pipe, consequence: str) -> None:
+    """``pipe.__call__`` must accept ``callback_on_step_end`` and ``latents``."""
+    call = type(pipe).__call__ if callable(pipe) else None
+    for name in ("callback_on_step_end", "latents"):
+        if call is None or not call_accepts(call, name):
+            raise ValueError(f"{type(pipe).__name__}.__call__ does not accept {name}=; {consequence}")
+
+
+# ------------------------------------------------------------------------------------ the stock call
+class PipelineProcess(DiffusersProcess):
+    """A :class:`DiffusersProcess` whose runs from its own prior draws go through the stock ``pipe(...)``.
+
+    A run that starts at grid index 0 from the very tensor :meth:`prior` returned, with no callback and no
+    per-run conditioning, calls the pipeline's unmodified ``__call__`` (``output_type="latent"``) and stops
+    it after step ``stop - 1`` from ``callback_on_step_end`` (the pipeline's ``interrupt`` flag). Everything
+    else — continuations from a mid-grid state (cloning forks), callbacks — runs the adapter's own loop,
+    which reproduces the pipeline step for step (tested byte for byte). Build it with
+    ``from_pipeline(pipe, ..., use_pipeline_call=True)``.
+
+    Attributes
+    ----------
+    pipeline_calls : number of runs delegated to ``pipe(...)``.
+    """
+
+    def __init__(self, pipe, call_kwargs: dict[str, Any], *args, **kwargs):
+        _check_pipe_call(pipe, "use from_pipeline(pipe)")
+        super().__init__(*args, **kwargs)
+        self.pipe = pipe
+        self.call_kwargs = dict(call_kwargs)
+        self.pipeline_calls = 0
+        self._prior_draw: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def prior(
+        self, n: int, generator: torch.Generator | None = None, device=None, dtype=None
+    ) -> torch.Tensor:
+        x, noise = self._draw_prior(n, generator, device, dtype)
+        self._prior_draw = (x, noise)
+        return x
+
+    def _delegate_run(self, x, start, stop, generator, callback, cond) -> torch.Tensor | None:
+        """The stock ``pipe(...)`` for a plain run of this process's own latest prior draw."""
+        draw, self._prior_draw = self._prior_draw, None
+        if start != 0 or callback is not None or cond or draw is None or draw[0] is not x:
+            return None
+        stop = self._check_stop(stop)
+        if stop == 0:
+            return x
+
+        def interrupt_at_stop(pipeline, step, timestep, tensors):
+            # Called after step ``step``: the latents are now at grid index step + 1.
+            if step + 1 >= stop:
+                pipeline._interrupt = True
+            return {}
+
+        kwargs = dict(self.call_kwargs)
+        embeds = kwargs.get("prompt_embeds")
+        if embeds is not None and embeds.shape[0] == 1 and x.shape[0] > 1:
+            kwargs["num_images_per_prompt"] = x.shape[0]
+        output = self.pipe(
+            num_inference_steps=self.num_inference_steps,
+            latents=draw[1].to(self.device),
+            generator=generator,
+            callback_on_step_end=interrupt_at_stop,
+            callback_on_step_end_tensor_inputs=["latents"],
+            output_type="latent",
+            **kwargs,
+        )
+        self.pipeline_calls += 1
+        self.nfe += int(x.shape[0]) * stop
+        # The pipeline's scheduler holds the multistep history, not ours: a continuation starts afresh.
+        self._last_output = None
+        return output.images if hasattr(output, "images") else output[0]
+
+
+def record_pipeline_trajectory(
+    pipe,
+    process: DiffusersProcess,
+    n: int = 1,
+    generator: torch.Generator | None = None,
+    **call_kwargs,
+) -> tuple[torch.Tensor, Any]:
+    """Run the stock ``pipe(...)`` and record its latents at every grid index via ``callback_on_step_end``.
+
+    Parameters
+    ----------
+    pipe : a pipeline whose ``__call__`` accepts ``latents``, ``callback_on_step_end`` and
+        ``output_type`` (Stable Diffusion, SDXL, ...); its scheduler must match ``process``'s.
+    process : the :class:`DiffusersProcess` the trajectory is continued with (e.g. ``from_pipeline(pipe)``).
+    n : number of samples (``num_images_per_prompt`` of a single prompt).
+    generator : drawn for the initial noise (as ``process.prior`` does) and passed to the pipeline.
+    **call_kwargs : everything else for ``pipe(...)`` (``prompt_embeds``, ``guidance_scale``, ...);
+        ``num_inference_steps`` is taken from ``process``.
+
+    Returns
+    -------
+    states : (L+1, n, *sample_shape) the pipeline's latents at grid indices 0..L (scheduler space), so
+        ``process.run(states[k], start=k)`` continues the stock trajectory from grid index ``k``.
+    output : whatever ``pipe(...)`` returned (``output_type`` defaults to ``"latent"``).
+    """
+    n = check_positive_int(n, "n")
+    _check_pipe_call(pipe, "it cannot be recorded")
+    for name in (
+        "latents",
+        "callback_on_step_end",
+        "callback_on_step_end_tensor_inputs",
+        "num_inference_steps",
+    ):
+        if name in call_kwargs:
+            raise ValueError(f"record_pipeline_trajectory sets {name} itself; do not pass it")
+    device = getattr(pipe, "device", torch.device("cpu"))
+    dtype = getattr(pipe.unet, "dtype", torch.float32)
+    noise = randn_tensor((n, *process.sample_shape), generator=generator, device=device, dtype=dtype)
+    states: list[torch.Tensor] = []
+
+    def on_step_end(pipeline, step, timestep, tensors):
+        # Called after step ``step``: these latents are the state at grid index step + 1.
+        states.append(tensors["latents"].detach().clone())
+        return {}
+
+    if "prompt_embeds" in call_kwargs and call_kwargs["prompt_embeds"].shape[0] == 1 and n > 1:
+        call_kwargs.setdefault("num_images_per_prompt", n)
+    call_kwargs.setdefault("output_type", "latent")
+    output = pipe(
+        num_inference_steps=process.num_inference_steps,
+        latents=noise,
+        generator=generator,
+        callback_on_step_end=on_step_end,
+        callback_on_step_end_tensor_inputs=["latents"],
+        **call_kwargs,
+    )
+    pipe_steps = pipe.scheduler.timesteps.detach().cpu()
+    if pipe_steps.shape != process.timesteps.shape or not torch.equal(
+        pipe_steps.to(process.timesteps.dtype), process.timesteps
+    ):
+        raise ValueError(
+            "the pipeline's scheduler timesteps differ from process's; build process with from_pipeline(pipe)"
+        )
+    # The pipeline multiplies user latents by init_noise_sigma before its first step (prepare_latents).
+    first = noise * pipe.scheduler.init_noise_sigma
+    return torch.stack([first, *states]), output

@@ -1,0 +1,495 @@
+""":class:`DiffusersProcess`: a diffusers UNet and scheduler as a critwin :class:`ReverseProcess`."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+
+from critwin._files import fingerprint
+from critwin._validation import check_positive_int, check_time
+from critwin.adapters.diffusers.guidance import (
+    UNCOND_PREFIX,
+    GuidedInputs,
+    check_embeds,
+    check_guidance,
+    combine_guidance,
+    double_batch,
+    normalise_cond,
+    prepare_guidance,
+    split_cond,
+    vae_decode,
+    vae_encode,
+)
+from critwin.adapters.diffusers.schedule import (
+    check_scheduler_config,
+    denoise_timesteps,
+    grid_times,
+    inference_timesteps,
+    predicted_x0,
+    scheduler_kind,
+    train_schedule,
+    warn_terminal_snr,
+)
+from critwin.clock import alpha_bar as ou_alpha_bar
+from critwin.clock import alpha_sigma, snr, ve_sigma
+from critwin.experiments.process import Callback, ReverseProcess
+
+__all__ = ["DiffusersProcess"]
+
+# Scheduler config entries that describe() records.
+_DESCRIBED_CONFIG = (
+    "num_train_timesteps",
+    "beta_schedule",
+    "timestep_spacing",
+    "steps_offset",
+    "prediction_type",
+    "rescale_betas_zero_snr",
+    "set_alpha_to_one",
+    "final_sigmas_type",
+    "algorithm_type",
+    "solver_order",
+    "use_karras_sigmas",
+    "interpolation_type",
+)
+
+
+def call_accepts(fn, name: str) -> bool:
+    """Whether ``fn`` takes a keyword ``name`` (or any keyword)."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+class DiffusersProcess(ReverseProcess):
+    """A diffusers UNet and scheduler on the scheduler's own grid of timesteps.
+
+    Parameters
+    ----------
+    unet : a ``UNet2DModel``, ``UNet2DConditionModel`` or any module called as ``unet(x, timestep, **cond)``
+        returning a tensor, a tuple or an object with ``.sample``.
+    scheduler : a diffusers scheduler of a class in :data:`SUPPORTED_SCHEDULERS` (copied; the caller's
+        object is never mutated).
+    num_inference_steps : number of sampler steps ``L``.
+    vae : optional ``AutoencoderKL`` for latent models: :meth:`encode` maps images in [-1, 1] to scaled
+        latents, :meth:`decode` maps latents back.
+    sample_shape : shape of one model-space sample; default ``(in_channels, sample_size, sample_size)``.
+    cond, uncond : default conditioning for the conditional and unconditional branch: UNet keywords
+        (``encoder_hidden_states``, ``class_labels``, ``text_embeds``, ``time_ids``, ...) or the pipeline
+        names ``prompt_embeds``, ``pooled_prompt_embeds``, ``add_time_ids``. Tensors have the batch first
+        (size 1 or the batch size).
+    guidance_scale : classifier-free guidance weight ``g``: output ``uncond + g (cond - uncond)``; ``g = 1``
+        uses the conditional branch only (no unconditional pass), any other ``g >= 0`` needs ``uncond``.
+    guidance_rescale : the rescaling of Lin et al. (2023) as in Stable Diffusion pipelines (0 = off).
+    step_kwargs : extra keywords for ``scheduler.step`` (``{"eta": 1.0}`` for DDIM, ``s_churn`` for Euler).
+    model_id : name stored in :meth:`describe`.
+
+    Notes
+    -----
+    Multistep solvers (DPM-Solver++, UniPC) keep a history of model outputs; a run that starts at grid index
+    ``i > 0`` restarts that history at low order (as diffusers' img2img does), so it is not the continuation
+    of an uninterrupted run. Single-step schedulers (DDPM, DDIM, Euler, Euler-ancestral) are.
+    """
+
+    continuous = False
+
+    def __init__(
+        self,
+        unet,
+        scheduler,
+        num_inference_steps: int,
+        *,
+        vae=None,
+        sample_shape: tuple[int, ...] | None = None,
+        cond: Mapping[str, Any] | None = None,
+        uncond: Mapping[str, Any] | None = None,
+        guidance_scale: float = 1.0,
+        guidance_rescale: float = 0.0,
+        step_kwargs: Mapping[str, Any] | None = None,
+        model_id: str | None = None,
+        vae_batch_size: int = 16,
+    ):
+        self.kind = scheduler_kind(scheduler)
+        self.num_inference_steps = check_positive_int(num_inference_steps, "num_inference_steps")
+        self.unet = unet
+        self.vae = vae
+        self.vae_batch_size = check_positive_int(vae_batch_size, "vae_batch_size")
+        self.scheduler = copy.deepcopy(scheduler)
+        self.prediction_type = check_scheduler_config(self.scheduler.config, self.num_inference_steps)
+        self._init_guidance(cond, uncond, guidance_scale, guidance_rescale, step_kwargs)
+        self.model_id = model_id or self._model_id()
+        self._unet_return_dict = call_accepts(getattr(unet, "forward", unet), "return_dict")
+        self._step_generator = call_accepts(self.scheduler.step, "generator")
+        self.sample_shape = tuple(sample_shape) if sample_shape is not None else self._default_shape()
+
+        self._timesteps = inference_timesteps(self.scheduler, self.num_inference_steps)
+        self._alphas_cumprod = self.scheduler.alphas_cumprod.detach().cpu().double()
+        self._times, self._landing = grid_times(self.scheduler, self._timesteps, self._alphas_cumprod)
+        self._train_times = None
+        self._weights_fingerprint: str | None = None
+        # The tensor returned by the last run and its stop index: a run that starts exactly there keeps
+        # the scheduler's state (multistep history), so split runs equal one uninterrupted run.
+        self._last_output: tuple[torch.Tensor, int] | None = None
+        self.nfe = 0
+        warn_terminal_snr(self._times[0].item(), self.step_label(0), stacklevel=2)
+
+    def _init_guidance(self, cond, uncond, guidance_scale, guidance_rescale, step_kwargs) -> None:
+        self.guidance_scale = check_guidance(guidance_scale)
+        self.guidance_rescale = float(guidance_rescale)
+        if not 0.0 <= self.guidance_rescale <= 1.0:
+            raise ValueError(f"guidance_rescale must lie in [0, 1], got {guidance_rescale}")
+        self.step_kwargs = dict(step_kwargs or {})
+        if "generator" in self.step_kwargs:
+            raise ValueError("step_kwargs must not contain 'generator'; pass generator= to run()")
+        self.cond = normalise_cond(cond or {}, "cond")
+        self.uncond = normalise_cond(uncond or {}, "uncond")
+        if any(k.startswith(UNCOND_PREFIX) for k in self.cond):
+            raise ValueError("cond must not contain unconditional entries; pass them as uncond=")
+        for branch, values in (("cond", self.cond), ("uncond", self.uncond)):
+            check_embeds(self.unet, values.get("encoder_hidden_states"), branch)
+
+    def _model_id(self) -> str:
+        config = getattr(self.unet, "config", None)
+        name = config.get("_name_or_path", "") if hasattr(config, "get") else ""
+        return name or type(self.unet).__name__
+
+    def _default_shape(self) -> tuple[int, ...]:
+        config = getattr(self.unet, "config", None)
+        if config is None or "in_channels" not in config or "sample_size" not in config:
+            raise ValueError(
+                "sample_shape is required when the unet has no config with in_channels/sample_size"
+            )
+        size = config.sample_size
+        height, width = (size, size) if isinstance(size, int) else tuple(size)
+        return (int(config.in_channels), int(height), int(width))
+
+    # ------------------------------------------------------------------ grid and clock
+    @property
+    def times(self) -> torch.Tensor:
+        return self._times
+
+    @property
+    def timesteps(self) -> torch.Tensor:
+        """(L,) the scheduler's timesteps (what the UNet is told at each grid index)."""
+        return self._timesteps
+
+    def step_label(self, index: int) -> int | float | None:
+        if not 0 <= index < self.num_inference_steps:
+            return None
+        value = self._timesteps[index].item()
+        return int(value) if float(value).is_integer() else float(value)
+
+    def _check_index(self, index, name: str, allow_end: bool) -> int:
+        top = self.num_inference_steps if allow_end else self.num_inference_steps - 1
+        if isinstance(index, bool) or not isinstance(index, int) and not hasattr(index, "__index__"):
+            raise ValueError(f"{name} must be an integer grid index in 0..{top}, got {index!r}")
+        index = int(index)
+        if not 0 <= index <= top:
+            raise ValueError(f"{name} must be a grid index in 0..{top}, got {index}")
+        return index
+
+    def _check_stop(self, stop) -> int:
+        return self.num_inference_steps if stop is None else self._check_index(stop, "stop", allow_end=True)
+
+    def realise(self, t) -> dict[str, Any]:
+        """The grid point used for OU time ``t``: index, timestep, alpha_bar and realised OU time."""
+        requested = check_time(t, "t")
+        index, realised = self.locate(requested)
+        return {
+            "requested_t": requested,
+            "index": index,
+            "timestep": self.step_label(index),
+            "alpha_bar": ou_alpha_bar(realised),
+            "ou_time": realised,
+        }
+
+    def schedule_report(self) -> list[dict[str, Any]]:
+        """One row per grid index: timestep, alpha_bar, VE sigma and OU time; ``lands_at`` for steps."""
+        rows = []
+        for i in range(self.num_inference_steps + 1):
+            t = self._times[i].item()
+            rows.append(
+                {
+                    "index": i,
+                    "timestep": self.step_label(i),
+                    "alpha_bar": ou_alpha_bar(t),
+                    "sigma": ve_sigma(t),
+                    "ou_time": t,
+                    "lands_at": self._landing[i].item() if i < self.num_inference_steps else None,
+                }
+            )
+        return rows
+
+    @property
+    def terminal_snr(self) -> float:
+        """SNR of the first (noisiest) grid point; 0 only for zero-terminal-SNR schedules."""
+        return snr(self._times[0].item())
+
+    def _scale(self, index: int) -> float:
+        """Scheduler-space state / OU state at grid index ``index`` (1 for VP schedulers)."""
+        if self.kind == "vp":
+            return 1.0
+        t = self._times[index].item()
+        return math.exp(t)  # sqrt(1 + sigma^2) = e^{t}
+
+    def to_ou(self, x: torch.Tensor, index: int) -> torch.Tensor:
+        """Scheduler-space state at grid index ``index`` -> OU state."""
+        index = self._check_index(index, "index", allow_end=True)
+        return x if self.kind == "vp" else x / self._scale(index)
+
+    def from_ou(self, x: torch.Tensor, index: int) -> torch.Tensor:
+        """OU state at grid index ``index`` -> scheduler-space state."""
+        index = self._check_index(index, "index", allow_end=True)
+        return x if self.kind == "vp" else x * self._scale(index)
+
+    # ------------------------------------------------------------------ scheduler state
+    @property
+    def device(self) -> torch.device:
+        """Device of the UNet's parameters (where :meth:`run` computes)."""
+        try:
+            return next(self.unet.parameters()).device
+        except (AttributeError, StopIteration):
+            return torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        try:
+            return next(self.unet.parameters()).dtype
+        except (AttributeError, StopIteration):
+            return torch.float32
+
+    def _fresh_scheduler(self, begin: int, device) -> Any:
+        self._last_output = None
+        sched = self.scheduler
+        sched.set_timesteps(self.num_inference_steps, device=device)
+        if hasattr(sched, "set_begin_index"):
+            sched.set_begin_index(begin)
+        return sched
+
+    def prior(
+        self, n: int, generator: torch.Generator | None = None, device=None, dtype=None
+    ) -> torch.Tensor:
+        """``n`` states at ``times[0]`` as the stock pipeline draws them: ``randn * init_noise_sigma``."""
+        return self._draw_prior(n, generator, device, dtype)[0]
+
+    def _draw_prior(self, n, generator, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        n = check_positive_int(n, "n")
+        sched = self._fresh_scheduler(0, device)
+        noise = randn_tensor(
+            (n, *self.sample_shape),
+            generator=generator,
+            device=torch.device(device or "cpu"),
+            dtype=dtype or torch.float32,
+        )
+        return noise * sched.init_noise_sigma, noise
+
+    def add_noise(
+        self, x0: torch.Tensor, index: int, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Noise model-space ``x0`` (B, *sample_shape) to exactly the level of grid index ``index``.
+
+        Uses ``scheduler.add_noise`` with the scheduler started at ``index``; the index ``L`` (end of
+        sampling) returns ``x0`` noised to ``times[L]`` (``x0`` itself when that is 0).
+        """
+        index = self._check_index(index, "index", allow_end=True)
+        self._check_sample(x0, "x0")
+        noise = randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        if index == self.num_inference_steps:
+            t = self._times[index].item()
+            if t == 0.0:
+                return x0.clone()
+            a, s = alpha_sigma(t)
+            return self.from_ou(a * x0 + s * noise, index)
+        sched = self._fresh_scheduler(index, x0.device)
+        timesteps = sched.timesteps[index : index + 1].repeat(x0.shape[0])
+        return sched.add_noise(x0, noise, timesteps)
+
+    # ------------------------------------------------------------------ conditioning and the UNet
+    def _check_sample(self, x: torch.Tensor, name: str) -> None:
+        shape = ", ".join(map(str, self.sample_shape))
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"{name} must be a tensor of shape (batch, {shape})")
+        if tuple(x.shape[1:]) != self.sample_shape:
+            raise ValueError(f"{name} must have shape (batch, {shape}), got {tuple(x.shape)}")
+
+    def _guided_inputs(self, cond, batch: int, device) -> GuidedInputs:
+        positive, negative, scale = split_cond(self.cond, self.uncond, cond, self.guidance_scale)
+        return prepare_guidance(self.unet, positive, negative, scale, batch, device, self.dtype)
+
+    def _unet(self, model_input: torch.Tensor, timestep, kwargs: dict) -> torch.Tensor:
+        if model_input.dtype != self.dtype:
+            model_input = model_input.to(self.dtype)
+        if self._unet_return_dict:
+            out = self.unet(model_input, timestep, **kwargs, return_dict=False)
+        else:
+            out = self.unet(model_input, timestep, **kwargs)
+        if isinstance(out, tuple):
+            out = out[0]
+        return getattr(out, "sample", out)
+
+    def _guided_unet(self, x, timestep, inputs: GuidedInputs, scale_input=None) -> torch.Tensor:
+        """The (guided) network output, computed exactly as the Stable Diffusion pipelines do.
+
+        ``scale_input(model_input, timestep)`` is the scheduler's ``scale_model_input`` (sampling runs).
+        """
+        if inputs.guided:
+            x, timestep = double_batch(x, timestep)
+        model_input = x if scale_input is None else scale_input(x, timestep)
+        out = self._unet(model_input, timestep, inputs.kwargs)
+        return combine_guidance(out, inputs.scale, self.guidance_rescale) if inputs.guided else out
+
+    # ------------------------------------------------------------------ sampling
+    def run(
+        self,
+        x: torch.Tensor,
+        start: int = 0,
+        stop: int | None = None,
+        generator: torch.Generator | None = None,
+        callback: Callback | None = None,
+        cond: dict[str, Any] | None = None,
+    ) -> torch.Tensor:
+        """Scheduler steps ``start .. stop-1`` from the scheduler-space state ``x`` at grid index ``start``.
+
+        ``callback(i, times[i], x_i, x0_hat_i)`` is called before every step with the state at grid index
+        ``i`` and the x̂₀ of the guided model output. ``cond`` overrides the default conditioning; keys with
+        the prefix ``uncond_`` (or ``negative_prompt_embeds``) go to the unconditional branch, and
+        ``guidance_scale`` sets the guidance weight.
+        """
+        delegated = self._delegate_run(x, start, stop, generator, callback, cond)
+        if delegated is not None:
+            return delegated
+        start = self._check_index(start, "start", allow_end=True)
+        stop = self._check_stop(stop)
+        if stop < start:
+            raise ValueError(f"stop must be >= start, got start={start}, stop={stop}")
+        self._check_sample(x, "x")
+        resume = self._last_output is not None and self._last_output[0] is x and self._last_output[1] == start
+        # Engines may hand over CPU states (e.g. a prior drawn on the CPU); compute where the UNet lives.
+        x = x.to(self.device)
+        inputs = self._guided_inputs(cond, x.shape[0], x.device)
+        sched = self.scheduler if resume else self._fresh_scheduler(start, x.device)
+        step_kwargs = dict(self.step_kwargs)
+        if self._step_generator:
+            step_kwargs["generator"] = generator
+        with torch.no_grad():
+            for i in range(start, stop):
+                timestep = sched.timesteps[i]
+                out = self._guided_unet(x, timestep, inputs, sched.scale_model_input)
+                if callback is not None:
+                    self._report_step(callback, i, x, out)
+                x = sched.step(out, timestep, x, **step_kwargs, return_dict=False)[0]
+                self.nfe += int(x.shape[0])
+        self._last_output = (x, stop)
+        return x
+
+    def _delegate_run(self, x, start, stop, generator, callback, cond) -> torch.Tensor | None:
+        """Hook for subclasses that run some calls another way (:class:`PipelineProcess`); None: not."""
+        return None
+
+    def _report_step(self, callback: Callback, i: int, x: torch.Tensor, out: torch.Tensor) -> None:
+        t = self._times[i].item()
+        # Learned-variance UNets emit 2C channels: the first C are the mean prediction.
+        x0_hat = predicted_x0(out[:, : x.shape[1]], self.to_ou(x, i), t, self.prediction_type)
+        callback(i, t, x, x0_hat)
+
+    def denoise(self, x: torch.Tensor, t, timestep_mode: str = "nearest", **cond) -> torch.Tensor:
+        """x̂₀ from the OU state ``x`` at OU time ``t`` (for critwin's own samplers).
+
+        Parameters
+        ----------
+        x : (B, *sample_shape) or (B, prod(sample_shape)) OU state.
+        t : OU time (float or (B,) tensor).
+        timestep_mode : ``"nearest"`` feeds the nearest training timestep and reads x̂₀ at its OU time;
+            ``"interpolate"`` feeds the fractional timestep whose log-sigma matches ``t`` (diffusers UNets
+            embed real-valued timesteps) and reads x̂₀ at ``t`` itself.
+        **cond : conditioning as in :meth:`run`.
+
+        Returns
+        -------
+        x̂₀ with the shape of ``x``.
+        """
+        flat = x.ndim == 2 and len(self.sample_shape) != 1
+        xs = x.reshape(x.shape[0], *self.sample_shape) if flat else x
+        self._check_sample(xs, "x")
+        tt = torch.as_tensor(t, dtype=torch.float64).flatten().cpu()
+        if tt.numel() not in (1, xs.shape[0]):
+            raise ValueError(
+                f"t must be a scalar or hold one OU time per sample ({xs.shape[0]}), got {tt.numel()}"
+            )
+        if torch.isnan(tt).any() or (tt < 0).any():
+            raise ValueError("t must be a non-negative OU time")
+        timestep, t_used = denoise_timesteps(self._train_schedule(), tt, timestep_mode)
+        inputs = self._guided_inputs(cond, xs.shape[0], xs.device)
+        timestep = timestep.to(xs.device)
+        if timestep.numel() == 1:
+            timestep = timestep.reshape(())
+        with torch.no_grad():
+            out = self._guided_unet(xs, timestep, inputs)
+        self.nfe += int(xs.shape[0])
+        t_used = t_used if t_used.numel() > 1 else t_used.reshape(())
+        x0 = predicted_x0(out.to(xs.dtype)[:, : xs.shape[1]], xs, t_used, self.prediction_type)
+        return x0.reshape(x.shape)
+
+    def _train_schedule(self):
+        if self._train_times is None:
+            self._train_times = train_schedule(self._alphas_cumprod, type(self.scheduler).__name__)
+        return self._train_times
+
+    # ------------------------------------------------------------------ latents
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Images in [-1, 1] (B, 3, H, W) -> scaled VAE latents (posterior mean); identity without a VAE."""
+        return x if self.vae is None else vae_encode(self.vae, x, self.vae_batch_size)
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        """Scaled VAE latents -> images in [-1, 1] (unclipped); identity without a VAE."""
+        return x if self.vae is None else vae_decode(self.vae, x, self.vae_batch_size)
+
+    # ------------------------------------------------------------------ provenance
+    def weights_fingerprint(self) -> str:
+        """Cheap content hash of the UNet (and VAE) weights: name, shape, sum and sum of squares."""
+        if self._weights_fingerprint is None:
+            entries = []
+            for prefix, module in (("unet", self.unet), ("vae", self.vae)):
+                if module is None or not hasattr(module, "state_dict"):
+                    continue
+                with torch.no_grad():
+                    for name, tensor in module.state_dict().items():
+                        values = tensor.detach().double()
+                        stats = (
+                            (values.sum().item(), (values * values).sum().item()) if values.numel() else ()
+                        )
+                        entries.append(f"{prefix}.{name}{tuple(tensor.shape)}{stats}")
+            self._weights_fingerprint = fingerprint(*entries)
+        return self._weights_fingerprint
+
+    def describe(self) -> dict[str, Any]:
+        config = self.scheduler.config
+        return {
+            "process": type(self).__name__,
+            "model_id": self.model_id,
+            "weights": self.weights_fingerprint(),
+            "scheduler": type(self.scheduler).__name__,
+            "scheduler_config": {k: config[k] for k in _DESCRIBED_CONFIG if k in config},
+            "state_space": "ou" if self.kind == "vp" else "sigma-scaled (x0 + sigma z)",
+            "num_inference_steps": self.num_inference_steps,
+            "grid_size": int(self._times.numel()),
+            "guidance_scale": self.guidance_scale,
+            "guidance_rescale": self.guidance_rescale,
+            # Content hashes of the conditioning, so that a resumed sweep cannot mix prompts.
+            "cond": fingerprint(self.cond) if self.cond else None,
+            "uncond": fingerprint(self.uncond) if self.uncond else None,
+            "latent": self.vae is not None,
+            "terminal_snr": self.terminal_snr,
+            "final_ou_time": self._times[-1].item(),
+            "step_kwargs": {
+                k: v for k, v in self.step_kwargs.items() if isinstance(v, (int, float, str, bool))
+            },
+            "schedule": self.schedule_report(),
+        }

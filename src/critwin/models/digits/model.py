@@ -1,0 +1,191 @@
+"""The digits DDPM network (a diffusers ``UNet2DModel``), :class:`DigitsModel`, saving and loading."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import DDPMScheduler, UNet2DModel
+
+from critwin._validation import check_positive_int
+from critwin.adapters.diffusers import DiffusersProcess
+from critwin.models._store import load_state_into, load_weights, save_weights, weights_paths
+from critwin.models.data import IMAGE_SHAPE, DigitsData
+from critwin.models.digits.config import MODEL_NAMES, NULL_LABEL, DigitsConfig
+
+__all__ = ["DigitsModel", "build_unet", "make_scheduler", "load_digits_model", "save_digits_model"]
+
+
+def build_unet(config: DigitsConfig):
+    """A freshly initialised ``UNet2DModel`` for ``config`` (initialised from the global RNG)."""
+    return UNet2DModel(**config.unet_kwargs())
+
+
+def make_scheduler(config: DigitsConfig):
+    """A new ``DDPMScheduler`` with the model's training schedule."""
+    return DDPMScheduler(**config.scheduler_kwargs())
+
+
+def _labels_for(labels, n: int, device) -> torch.Tensor:
+    """``labels`` as an (n,) int64 tensor on ``device`` (None -> all null; a scalar is broadcast)."""
+    if labels is None:
+        return torch.full((n,), NULL_LABEL, dtype=torch.long, device=device)
+    labels = torch.as_tensor(labels, device=device)
+    if labels.is_floating_point() or labels.dtype == torch.bool:
+        raise ValueError(f"class_labels must be integers 0..{NULL_LABEL}, got dtype {labels.dtype}")
+    labels = labels.long()
+    if labels.ndim == 0:
+        labels = labels.expand(n)
+    if labels.shape != (n,):
+        raise ValueError(f"class_labels must have shape ({n},) to match the batch, got {tuple(labels.shape)}")
+    if labels.numel() and (labels.min() < 0 or labels.max() > NULL_LABEL):
+        raise ValueError(
+            f"class_labels must be digits 0..9 or the null label {NULL_LABEL}, got values in "
+            f"[{labels.min().item()}, {labels.max().item()}]"
+        )
+    return labels
+
+
+class DigitsModel:
+    """A trained digits DDPM: the U-Net, its configuration and its model card.
+
+    Parameters
+    ----------
+    unet : ``UNet2DModel`` built from ``config``.
+    config : the :class:`DigitsConfig` it was trained with.
+    card : the model card (metrics, data split), if loaded from disk.
+    name : model name (``"digits"``, ``"digits-memorise"``, ...).
+    """
+
+    sample_shape = IMAGE_SHAPE
+
+    def __init__(self, unet, config: DigitsConfig, card: dict | None = None, name: str = "digits"):
+        self.unet = unet.eval().requires_grad_(False)
+        self.config = config
+        self.card = card or {}
+        self.name = name
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.unet.parameters())
+
+    def make_scheduler(self):
+        """A new ``DDPMScheduler`` with the training schedule (diffusers' defaults otherwise)."""
+        return make_scheduler(self.config)
+
+    def training_data(self) -> DigitsData:
+        """The exact data split this model was trained on."""
+        return self.config.load_data()
+
+    def process(self, num_inference_steps: int = 100, guidance_scale: float = 1.0, scheduler=None):
+        """This model as a :class:`critwin.ReverseProcess`, through the diffusers adapter.
+
+        The U-Net goes through :class:`critwin.adapters.diffusers.DiffusersProcess` exactly as a
+        user's model would. The default conditioning is the null label (unconditional sampling);
+        request digits per run with ``cond={"class_labels": labels}``. Classifier-free guidance uses
+        the null label as the unconditional branch.
+
+        Parameters
+        ----------
+        num_inference_steps : sampler steps (diffusers ``set_timesteps``).
+        guidance_scale : classifier-free guidance weight ``w >= 0``; 1 is the plain conditional model.
+        scheduler : a diffusers scheduler to sample with (default: the training ``DDPMScheduler``).
+
+        Returns
+        -------
+        DiffusersProcess with ``sample_shape == (1, 8, 8)``.
+        """
+        return DiffusersProcess(
+            self.unet,
+            self.make_scheduler() if scheduler is None else scheduler,
+            num_inference_steps=check_positive_int(num_inference_steps, "num_inference_steps"),
+            cond={"class_labels": NULL_LABEL},
+            uncond={"class_labels": NULL_LABEL},
+            guidance_scale=guidance_scale,
+            model_id=f"critwin/{self.name}",
+        )
+
+    @torch.no_grad()
+    def sample(
+        self,
+        labels: torch.Tensor | list[int] | None = None,
+        n: int | None = None,
+        num_inference_steps: int = 100,
+        guidance_scale: float = 1.0,
+        generator: torch.Generator | None = None,
+        batch_size: int = 1024,
+    ) -> torch.Tensor:
+        """Generate digits: diffusers' ``DDPMScheduler`` driven through :meth:`process`.
+
+        Parameters
+        ----------
+        labels : (n,) requested digits 0..9 (10 = unconditional); None for ``n`` unconditional samples.
+        n : number of samples when ``labels`` is None.
+        num_inference_steps : DDPM steps (spread over the 1000 training steps).
+        guidance_scale : classifier-free guidance ``w >= 0``; 1 is plain conditional sampling.
+        generator : seeds the initial noise and every step's noise.
+        batch_size : samples per network call.
+
+        Returns
+        -------
+        (n, 1, 8, 8) float32 images (the scheduler clips its clean-image estimate to [-1, 1]).
+        """
+        if labels is None:
+            if n is None:
+                raise ValueError(
+                    "give either labels (requested digits) or n (number of unconditional samples)"
+                )
+            labels = torch.full((check_positive_int(n, "n"),), NULL_LABEL, dtype=torch.long)
+        else:
+            labels = torch.as_tensor(labels)
+            if labels.ndim != 1 or labels.numel() == 0:
+                raise ValueError(
+                    f"labels must be a non-empty 1-D sequence of digits, got shape {tuple(labels.shape)}"
+                )
+            labels = _labels_for(labels, labels.numel(), "cpu")
+        batch_size = check_positive_int(batch_size, "batch_size")
+        process = self.process(num_inference_steps, guidance_scale)
+        chunks = []
+        for batch in labels.split(batch_size):
+            x = process.prior(batch.numel(), generator=generator)
+            chunks.append(process.run(x, generator=generator, cond={"class_labels": batch}))
+        return torch.cat(chunks)
+
+    def describe(self) -> dict[str, Any]:
+        return {"model": self.name, "parameters": self.num_parameters, "config": self.config.to_dict()}
+
+
+def save_digits_model(model: DigitsModel, directory) -> tuple[Path, Path]:
+    """Write ``<name>.safetensors`` (EMA U-Net state dict) and ``<name>.json`` (card) atomically."""
+    if not model.card:
+        raise ValueError("model has no card; evaluate it and build one with build_card() before saving")
+    return save_weights(model.name, model.unet.state_dict(), model.card, directory)
+
+
+def load_digits_model(name: str = "digits", directory: str | os.PathLike | None = None) -> DigitsModel:
+    """Load a digits DDPM.
+
+    Parameters
+    ----------
+    name : ``"digits"`` (the main model) or ``"digits-memorise"`` (the memorising variant), or the
+        stem of your own files in ``directory``.
+    directory : folder with ``<name>.safetensors`` and ``<name>.json`` (default: the shipped weights).
+
+    Returns
+    -------
+    DigitsModel in eval mode, with ``.card`` set.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name must be a model name such as {MODEL_NAMES}, got {name!r}")
+    if directory is None and name not in MODEL_NAMES:
+        raise ValueError(f"name must be one of the shipped models {list(MODEL_NAMES)}, got {name!r}")
+    state_dict, card = load_weights(name, directory)
+    try:
+        config = DigitsConfig.from_dict(card["config"])
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"model card of {name!r} has an invalid config: {exc}") from None
+    unet = build_unet(config)
+    load_state_into(unet, state_dict, name, weights_paths(name, directory)[0])
+    return DigitsModel(unet, config, card=card, name=name)

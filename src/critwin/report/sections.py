@@ -1,0 +1,361 @@
+"""The computations behind each section of ``critwin demo``: plain numbers, no plotting.
+
+Each ``*_section`` function returns a dataclass holding what its figures need; its ``summary()`` is the
+JSON-ready part that goes into ``summary.json``. Random draws happen here only (plotting draws
+nothing), in a fixed order, so a seed fixes the whole report.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from critwin.diagnostics.fairness import RebalanceResult, rebalance
+from critwin.diagnostics.privacy import MembershipAudit, membership_audit
+from critwin.experiments.cloning import clone
+from critwin.experiments.estimation import WindowEstimate, estimate_window
+from critwin.experiments.forward_reverse import forward_reverse
+from critwin.experiments.validate import forward_reverse_tv
+from critwin.mixtures import GaussianMixture
+from critwin.models.classifier import classifier_feature
+from critwin.models.digits import load_digits_model
+from critwin.tree import hierarchy
+from critwin.windows import critical_window, transition_times
+
+__all__ = [
+    "DemoSizes",
+    "hierarchical_mixture",
+    "fitted_class_mixture",
+    "theory_section",
+    "digits_section",
+    "comparison_section",
+    "diagnostics_section",
+]
+
+AUDIT_TIMES = (0.05, 0.15, 0.3, 0.6, 1.0, 1.8, 3.0)
+"""OU times of the membership audits (section 4)."""
+
+
+@dataclass(frozen=True)
+class DemoSizes:
+    """Work sizes: ``full`` for ``critwin demo``, ``quick`` for tests."""
+
+    fr_grid: int = 16
+    fr_per_class: int = 24
+    clone_trajectories: int = 96
+    clone_children: int = 4
+    clone_forks: int = 10
+    inference_steps: int = 50
+    n_boot: int = 200
+    theory_grid: int = 24
+    theory_outer: int = 2000
+    gmm_mc: int = 5000
+    gmm_classes: tuple[int, ...] = tuple(range(10))
+    tol: float = 1e-3
+    audit_members: int = 20
+    audit_nonmembers: int = 40
+    fair_n: int = 200
+
+    @classmethod
+    def quick(cls) -> DemoSizes:
+        return cls(
+            fr_grid=6,
+            fr_per_class=3,
+            clone_trajectories=10,
+            clone_children=2,
+            clone_forks=4,
+            inference_steps=20,
+            n_boot=30,
+            theory_grid=8,
+            theory_outer=400,
+            gmm_mc=600,
+            gmm_classes=(0, 1, 7),
+            tol=2e-2,
+            audit_members=6,
+            audit_nonmembers=8,
+            fair_n=30,
+        )
+
+
+def finite(value) -> float | None:
+    """``value`` as a float, or None when missing or not finite (strict JSON)."""
+    return float(value) if value is not None and math.isfinite(float(value)) else None
+
+
+# ---------------------------------------------------------------------------------------- 1. theory
+def hierarchical_mixture(d: int = 16, within: float = 10.0, between: float = 240.0) -> GaussianMixture:
+    """Four unit Gaussians: two clusters ``between`` apart, two components ``within`` apart in each."""
+    means = torch.zeros(4, d, dtype=torch.float64)
+    for k, (side, sub) in enumerate([(-1, -1), (-1, 1), (1, -1), (1, 1)]):
+        means[k, 0] = side * between / 2
+        means[k, 1] = sub * within / 2
+    return GaussianMixture(means, weights=torch.tensor([0.3, 0.2, 0.25, 0.25], dtype=torch.float64))
+
+
+@dataclass
+class TheorySection:
+    """The two-level mixture, its tree and windows, and the exact forward-reverse TV curve."""
+
+    mixture: GaussianMixture
+    eps: float
+    tree: Any
+    fine: Any
+    coarse: Any
+    window: Any
+    grid: np.ndarray
+    tv: np.ndarray
+    se: np.ndarray
+    labels: np.ndarray
+
+    def summary(self) -> dict[str, Any]:
+        fine, coarse, mix = self.fine, self.coarse, self.mixture
+        inside = (self.grid >= fine.t_end) & (self.grid <= fine.t_start)
+        return {
+            "mixture": {"means": mix.means.tolist(), "weights": mix.weights.tolist(), "covs": "identity"},
+            "eps": self.eps,
+            "hierarchy": self.tree.to_dict(),
+            "tree_text": self.tree.render(),
+            "fine": {"t_end": finite(fine.t_end), "t_start": finite(fine.t_start), "bound": fine.bound},
+            "coarse": {
+                "t_end": finite(coarse.t_end),
+                "t_start": finite(coarse.t_start),
+                "bound": coarse.bound,
+            },
+            "window_0_in_01": {
+                "t_after": finite(self.window.t_after),
+                "t_before": finite(self.window.t_before),
+                "empty": bool(self.window.empty),
+            },
+            "curve": {"t": self.grid.tolist(), "tv": self.tv.tolist(), "se": self.se.tolist()},
+            "bound_violations_beyond_3se": int(np.sum(inside & (self.tv - 3 * self.se > fine.bound))),
+        }
+
+
+def theory_section(sizes: DemoSizes, eps: float, generator: torch.Generator) -> TheorySection:
+    mix = hierarchical_mixture()
+    tree = hierarchy(mix, eps, generator=generator, tol=sizes.tol)
+    fine = transition_times(mix, [0], [0, 1], eps, generator=generator, tol=sizes.tol)
+    coarse = transition_times(mix, [0, 1], [0, 1, 2, 3], eps, generator=generator, tol=sizes.tol)
+    window = critical_window(mix, after=[0], before=[0, 1], eps=eps, generator=generator, tol=sizes.tol)
+    grid = np.linspace(0.0, 8.0, sizes.theory_grid)
+    tv, se, labels = [], [], []
+    for t_hat in grid:
+        res = forward_reverse_tv(
+            mix, [0], [0, 1], float(t_hat), n_outer=sizes.theory_outer, generator=generator
+        )
+        tv.append(res["tv"])
+        se.append(res["tv_se"])
+        labels.append(res["label_dist"].tolist())
+    return TheorySection(
+        mix, eps, tree, fine, coarse, window, grid, np.array(tv), np.array(se), np.array(labels)
+    )
+
+
+# ---------------------------------------------------------------------------------------- 2. digits
+def grid_times(process, n: int) -> list[float]:
+    """``n`` distinct realised OU times spread in log-SNR across the sampler's grid (t > 0)."""
+    grid = process.times[:-1].to(torch.float64)
+    lo, hi = max(grid.min().item(), 0.02), min(grid.max().item(), 4.5)
+    wanted = torch.exp(torch.linspace(math.log(lo), math.log(hi), n, dtype=torch.float64))
+    picked = sorted({process.locate(float(t))[0] for t in wanted})
+    return [float(grid[i]) for i in picked]
+
+
+def step_of(process, t) -> Any:
+    """The sampler step label at OU time ``t`` (None when missing or off the grid)."""
+    if t is None or not math.isfinite(t):
+        return None
+    try:
+        return process.step_label(process.locate(float(t))[0])
+    except ValueError:
+        return None
+
+
+def window_dict(est: WindowEstimate, process) -> dict:
+    out = {
+        "t_after": finite(est.t_after),
+        "t_before": finite(est.t_before),
+        "t_half": finite(est.t_half),
+        "t_after_ci": [finite(v) for v in est.t_after_ci],
+        "t_before_ci": [finite(v) for v in est.t_before_ci],
+        "t_half_ci": [finite(v) for v in est.t_half_ci],
+        "base_rate": float(est.b),
+        "empty": bool(est.empty),
+        "jump_rule": {k: (v.item() if hasattr(v, "item") else v) for k, v in est.jump.items()},
+    }
+    out["steps"] = {k: step_of(process, out[k]) for k in ("t_after", "t_before", "t_half")}
+    return out
+
+
+@dataclass
+class DigitsSection:
+    """Forward-reverse and cloning on the shipped digits DDPM, and one digit re-generated ("strip")."""
+
+    model: Any
+    process: Any
+    fr: Any
+    est: WindowEstimate
+    est_clone: WindowEstimate
+    n_sources: int
+    source: torch.Tensor
+    strip_times: list[float]
+    strip_rows: list[torch.Tensor] = field(repr=False)
+
+    def summary(self) -> dict[str, Any]:
+        fr, est, est_clone, process = self.fr, self.est, self.est_clone, self.process
+        return {
+            "model": self.model.describe()["model"],
+            "model_card_conditional_accuracy": self.model.card.get("conditional_accuracy"),
+            "sampler": process.describe(),
+            "times": [float(t) for t in fr.times],
+            "steps": None if fr.steps is None else fr.steps.tolist(),
+            "forward_reverse": {"c": est.c.tolist(), "window": window_dict(est, process)},
+            "cloning": {
+                "times": est_clone.times.tolist(),
+                "c": est_clone.c.tolist(),
+                "window": window_dict(est_clone, process),
+            },
+            "per_class": {int(k): window_dict(v, process) for k, v in sorted(est.per_class.items())},
+            "n_sources": self.n_sources,
+        }
+
+
+def digits_section(sizes: DemoSizes, seed: int, progress: bool) -> DigitsSection:
+    model = load_digits_model()
+    feature = classifier_feature()
+    process = model.process(num_inference_steps=sizes.inference_steps)
+    data = model.training_data()
+    g = torch.Generator().manual_seed(seed)
+    picks = torch.cat(
+        [torch.nonzero(data.test_labels == k).flatten()[: sizes.fr_per_class] for k in range(10)]
+    )
+    x0 = data.test_images[picks]
+    times = grid_times(process, sizes.fr_grid)
+    label = "shipped digit classifier"
+    fr = forward_reverse(
+        process, x0, times, n_per_time=1, feature=feature, seed=seed, progress=progress, feature_label=label
+    )
+    est = estimate_window(fr, delta=0.1, n_boot=sizes.n_boot, generator=g)
+    ascending = sorted(times)[:-1]  # forking at the very first grid point would share no prefix
+    forks = np.unique(np.linspace(0, len(ascending) - 1, sizes.clone_forks).round().astype(int))
+    cl = clone(
+        process,
+        sizes.clone_trajectories,
+        [ascending[i] for i in forks],
+        sizes.clone_children,
+        feature=feature,
+        seed=seed,
+        progress=progress,
+        feature_label=label,
+    )
+    est_clone = estimate_window(cl, delta=0.1, n_boot=sizes.n_boot, generator=g)
+    strip_times = sorted(times[:: max(1, len(times) // 7)][:7])  # increasing noise, left to right
+    source = x0[[3 * sizes.fr_per_class]]  # the first "3"
+    rows = _regenerate(process, source, strip_times, replicates=3, generator=g)
+    return DigitsSection(model, process, fr, est, est_clone, int(x0.shape[0]), source, strip_times, rows)
+
+
+def _regenerate(process, source, times, replicates: int, generator) -> list[torch.Tensor]:
+    """``replicates`` copies of ``source`` noised to each OU time and denoised back (one row per time)."""
+    rows = []
+    for t in times:
+        index, _ = process.locate(t)
+        noised = process.add_noise(source.expand(replicates, -1, -1, -1), index, generator=generator)
+        rows.append(process.decode(process.run(noised, start=index, generator=generator)))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------- 3. comparison
+def fitted_class_mixture(images: torch.Tensor, labels: torch.Tensor, ridge: float = 1e-3):
+    """One full-covariance Gaussian per digit (pixel space, 64-d), weights = class frequencies."""
+    flat = images.reshape(images.shape[0], -1).to(torch.float64)
+    means, covs, weights = [], [], []
+    for k in range(10):
+        xs = flat[labels == k]
+        means.append(xs.mean(0))
+        covs.append(torch.cov(xs.T) + ridge * torch.eye(flat.shape[1], dtype=torch.float64))
+        weights.append(xs.shape[0])
+    w = torch.tensor(weights, dtype=torch.float64)
+    return GaussianMixture(torch.stack(means), torch.stack(covs), w / w.sum()), flat
+
+
+@dataclass
+class ComparisonSection:
+    """Per-digit windows of the fitted Gaussian mixture, and the data's speciation time."""
+
+    theory_per_class: dict[int, dict]
+    speciation_time: float
+    top_eigenvalue: float
+    eps: float
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "theory_per_class": self.theory_per_class,
+            "speciation_time": self.speciation_time,
+            "top_eigenvalue": self.top_eigenvalue,
+            "eps": self.eps,
+            "fit": "one full-covariance Gaussian per digit + 1e-3 I",
+        }
+
+
+def comparison_section(sizes: DemoSizes, eps: float, seed: int) -> ComparisonSection:
+    data = load_digits_model().training_data()
+    gmm, flat = fitted_class_mixture(data.train_images, data.train_labels)
+    g = torch.Generator().manual_seed(seed)
+    theory = {}
+    for k in sizes.gmm_classes:
+        w = critical_window(gmm, after=[k], eps=eps, n=sizes.gmm_mc, generator=g, tol=max(sizes.tol, 1e-2))
+        theory[k] = {"t_after": finite(w.t_after), "t_before": finite(w.t_before), "empty": bool(w.empty)}
+    top_eig = torch.linalg.eigvalsh(torch.cov(flat.T)).max().item()
+    return ComparisonSection(theory, 0.5 * math.log(top_eig), top_eig, eps)
+
+
+# ---------------------------------------------------------------------------------------- 4. diagnostics
+@dataclass
+class DiagnosticsSection:
+    """Membership audits of the memorising and the main model, and a rebalancing at the window."""
+
+    audits: dict[str, MembershipAudit]
+    fair: RebalanceResult
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "privacy": {
+                k: {"auc": a.auc, "auc_ci": list(a.auc_ci), "operating_point": a.operating_point}
+                for k, a in self.audits.items()
+            },
+            "fairness": self.fair.to_dict(),
+        }
+
+
+def diagnostics_section(sizes: DemoSizes, digits: dict, seed: int) -> DiagnosticsSection:
+    """``digits``: the summary of section 2 (its measured window sets the fork time)."""
+    audits = {}
+    for name in ("digits-memorise", "digits"):
+        model = load_digits_model(name)
+        data = model.training_data()
+        audits[name] = membership_audit(
+            model.process(num_inference_steps=sizes.inference_steps // 2),
+            data.train_images[: sizes.audit_members],
+            data.test_images[: sizes.audit_nonmembers],
+            list(AUDIT_TIMES),
+            n_per_time=2,
+            seed=seed,
+            n_boot=sizes.n_boot,
+        )
+    window = digits["forward_reverse"]["window"]
+    fork = window["t_before"] if window["t_before"] is not None else 1.5
+    fair = rebalance(
+        load_digits_model().process(num_inference_steps=sizes.inference_steps),
+        sizes.fair_n,
+        classifier_feature(),
+        10,
+        fork,
+        n_candidates=4,
+        seed=seed,
+    )
+    return DiagnosticsSection(audits, fair)
