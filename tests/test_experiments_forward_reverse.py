@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
 import subprocess
 import sys
-import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +17,7 @@ from critwin.clock import DiscreteSchedule
 from critwin.experiments.estimation import estimate_window
 from critwin.experiments.forward_reverse import ForwardReverseResult, forward_reverse
 from critwin.experiments.process import DiscreteProcess
+from sweep_driver import N_UNITS, SCRIPT, kill_mid_sweep
 from two_gaussian_oracle import fr_truth, two_gaussians
 
 
@@ -257,55 +254,15 @@ def test_out_needs_a_seed(small, tmp_path):
         forward_reverse(mixture, x0, [1.0], out=tmp_path, progress=False)
 
 
-SCRIPT = textwrap.dedent(
-    """
-    import math, os, sys, time
-    import torch
-    from critwin.experiments.forward_reverse import forward_reverse
-    from critwin.mixtures import GaussianMixture
-
-    mu = torch.full((1, 2), 4.0 / math.sqrt(2), dtype=torch.float64)
-    mixture = GaussianMixture(torch.cat([mu, -mu]))
-    x0 = mixture.subset([0]).sample(30, generator=torch.Generator().manual_seed(1))[0]
-    delay = float(os.environ.get("CRITWIN_TEST_DELAY", "0"))
-
-    def feature(x):
-        time.sleep(delay)  # makes the sweep slow enough to be killed mid-way
-        return mixture.bayes_label(x)
-
-    forward_reverse(mixture, x0, [0.2, 0.6, 1.0, 1.5, 2.0, 3.0], n_per_time=4, feature=feature,
-                    sampler="sde", n_steps=20, seed=3, out=sys.argv[1], chunk_size=40, progress=False,
-                    feature_label="bayes")
-    """
-)
-
-
 def test_kill_and_resume_gives_an_identical_table(tmp_path):
     script = tmp_path / "sweep.py"
     script.write_text(SCRIPT)
     out = tmp_path / "killed"
-    env = {**os.environ, "CRITWIN_TEST_DELAY": "0.4"}
-    proc = subprocess.Popen([sys.executable, str(script), str(out)], env=env)
-    deadline = time.time() + 60
-    try:
-        while time.time() < deadline:
-            if len(list((out / "units").glob("*.npz"))) >= 3 if (out / "units").exists() else False:
-                break
-            if proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, "the sweep finished before it could be killed"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    done = len(list((out / "units").glob("*.npz")))
-    assert 3 <= done < 6 * 3 and not (out / "table.csv").exists()  # killed mid-sweep: 18 units in all
-    env["CRITWIN_TEST_DELAY"] = "0"
-    subprocess.run([sys.executable, str(script), str(out)], env=env, check=True)
+    done = kill_mid_sweep(script, out)
+    assert 3 <= done < N_UNITS and not (out / "table.csv").exists()  # killed mid-sweep
+    subprocess.run([sys.executable, str(script), str(out)], check=True)
     reference = tmp_path / "reference"
-    subprocess.run([sys.executable, str(script), str(reference)], env=env, check=True)
+    subprocess.run([sys.executable, str(script), str(reference)], check=True)
     assert (out / "table.csv").read_bytes() == (reference / "table.csv").read_bytes()
     assert not list(out.rglob("*.tmp"))  # no partial file survives the resume
     config = json.loads((out / "config.json").read_text())

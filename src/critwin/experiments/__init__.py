@@ -12,6 +12,8 @@
 - ``search``: ``search_window(model, x0, feature, delta=0.1, resolution=0.05, ...) -> SearchResult``.
 - ``features``: image features (:class:`SourceSimilarity`, :func:`zero_shot_clip` ...) and the one
   validator of feature outputs (:func:`apply_feature`).
+- ``executor``: where a sweep's units run: :class:`LocalExecutor` (this process, the default) or
+  :class:`RayExecutor` (Ray tasks; ``executor="ray"`` on every sweep, extra ``critwin[ray]``).
 - ``checkpoint``: unit seeds, checkpoint directories (``config.json`` + ``units/``), resume checks.
 - ``results``: :class:`ResultTable`, the base of the result classes, and their csv/JSON files.
 
@@ -40,6 +42,7 @@ from critwin.experiments.estimation import (
     susceptibility,
     wilson_interval,
 )
+from critwin.experiments.executor import Executor, LocalExecutor, RayExecutor
 from critwin.experiments.features import (
     CallableFeature,
     SourceSimilarity,
@@ -64,6 +67,9 @@ from critwin.experiments.search import SearchResult, search_window
 
 __all__ = [
     "SweepStore",
+    "Executor",
+    "LocalExecutor",
+    "RayExecutor",
     "cached_unit",
     "check_resumable",
     "progress_bar",

@@ -17,7 +17,7 @@ With ``out=DIR`` the trunk of every chunk (its states at the fork points and fin
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -26,13 +26,13 @@ from critwin._files import fingerprint
 from critwin._validation import check_positive_int
 from critwin.experiments.checkpoint import (
     SweepStore,
-    cached_unit,
     check_chunk_size,
     check_resumable,
     progress_bar,
     resolve_seed,
     unit_generator,
 )
+from critwin.experiments.executor import resolve_executor, run_units
 from critwin.experiments.features import apply_feature, feature_name
 from critwin.experiments.forward_reverse import LATENT, resolve_feature_kind, run_exact_with_components
 from critwin.experiments.process import as_process, check_cond, nfe_since, realise_times, select_cond
@@ -150,6 +150,8 @@ def clone(
     eta: float | None = None,
     feature_label: str | None = None,
     dtype: torch.dtype | None = None,
+    executor="local",
+    ray_address: str | None = None,
 ) -> CloneResult:
     """Fork trajectories at OU times and measure agreement with their own final feature.
 
@@ -166,11 +168,16 @@ def clone(
         as in :func:`~critwin.experiments.forward_reverse.forward_reverse`; ``chunk_size`` counts
         trajectories per unit; per-sample ``cond`` tensors have first dim ``n_trajectories``.
     dtype : dtype of the prior draw (default float64 for mixtures, float32 otherwise).
+    executor, ray_address : where the units run, as in
+        :func:`~critwin.experiments.forward_reverse.forward_reverse`. Trunks and their forks run in
+        waves of as many chunks as the executor runs at once, so only those chunks' trunk states are
+        held in memory.
 
     Returns
     -------
     CloneResult
     """
+    runs_on = resolve_executor(executor, ray_address)
     process = as_process(model, sampler, n_steps, t_max, eta)
     n_trajectories = check_positive_int(n_trajectories, "n_trajectories")
     n_clones = check_positive_int(n_clones, "n_clones")
@@ -187,11 +194,6 @@ def clone(
         dtype = mixture.dtype if mixture is not None and hasattr(mixture, "dtype") else torch.float32
     device = getattr(mixture, "device", None) or getattr(process, "device", None) or torch.device("cpu")
 
-    T = requested.numel()
-    # The trunk visits forks in the order of the reverse process (decreasing time).
-    order = sorted(range(T), key=lambda i: int(indices[i]))
-    unique_indices = sorted(set(indices.tolist()))
-    n_chunks = -(-n_trajectories // chunk)
     # User-facing settings first: a refused resume names the first setting that differs.
     config = {
         "kind": "clone",
@@ -207,62 +209,18 @@ def clone(
         "realised_times": realised.tolist(),
     }
     store = SweepStore(out, config) if out is not None else None
-
-    own = torch.empty(n_trajectories, dtype=torch.long)
-    clone_labels = torch.empty(T, n_trajectories, n_clones, dtype=torch.long)
-    nfe_total: int | None = 0 if process.nfe is not None else None
-    with progress_bar(n_chunks * (1 + len(unique_indices)), "cloning", progress) as advance:
-        for j in range(n_chunks):
-            lo, hi = j * chunk, min(n_trajectories, (j + 1) * chunk)
-            rows = torch.arange(lo, hi)
-            unit_cond = select_cond(cond, rows, n_trajectories) or None
-            trunk = cached_unit(
-                store,
-                f"trunk_c{j:05d}",
-                _run_trunk,
-                process,
-                hi - lo,
-                unique_indices,
-                feature_fn,
-                unit_cond,
-                dtype,
-                device,
-                unit_generator(base_seed, "trunk", j, device=device),
-            )
-            own[lo:hi] = torch.from_numpy(trunk["labels"])
-            if nfe_total is not None:
-                nfe_total += int(trunk["nfe"])
-            advance(1)
-            done: dict[int, np.ndarray] = {}
-            for f, index in enumerate(unique_indices):
-                unit = cached_unit(
-                    store,
-                    f"fork{f:05d}_c{j:05d}",
-                    _run_fork,
-                    process,
-                    trunk["states"][f],
-                    index,
-                    n_clones,
-                    feature_fn,
-                    unit_cond,
-                    rows,
-                    unit_generator(base_seed, "fork", f, j, device=device),
-                )
-                done[index] = unit["labels"].reshape(hi - lo, n_clones)
-                if nfe_total is not None:
-                    nfe_total += int(unit["nfe"])
-                advance(1)
-            for i in order:
-                clone_labels[i, lo:hi] = torch.from_numpy(done[int(indices[i])])
-
+    # The trunk visits forks in the order of the reverse process (decreasing time).
+    forks = sorted(set(indices.tolist()))
+    shared = _Trunks(process, feature_fn, cond, base_seed, n_trajectories, n_clones, forks, dtype, device)
+    own, by_fork, nfe = _run_all(runs_on, shared, chunk, store, progress)
     result = CloneResult(
         requested_times=requested,
         times=realised,
         indices=indices,
         steps=steps,
         own_labels=own,
-        clone_labels=clone_labels,
-        nfe=nfe_total,
+        clone_labels=by_fork[[forks.index(int(k)) for k in indices]],
+        nfe=nfe if process.nfe is not None else None,
         metadata={k: v for k, v in config.items() if k not in ("requested_times", "realised_times")},
     )
     if out is not None:
@@ -270,17 +228,71 @@ def clone(
     return result
 
 
-def _run_trunk(process, n, fork_indices, feature_fn, cond, dtype, device, generator):
-    """One pass from the prior through every fork index (increasing) to the end."""
+class _Trunks(NamedTuple):
+    """What every unit of a cloning sweep needs (shipped once to each Ray worker)."""
+
+    process: Any
+    feature_fn: Any
+    cond: dict[str, Any]
+    seed: int
+    n_trajectories: int
+    n_clones: int
+    forks: list[int]  # increasing grid indices of the distinct fork points
+    dtype: torch.dtype
+    device: Any
+
+
+def _run_all(runs_on, shared: _Trunks, chunk: int, store, progress: bool):
+    """Every trunk and fork: own labels (N,), labels by distinct fork (F, N, n_clones), NFEs spent."""
+    N, F = shared.n_trajectories, len(shared.forks)
+    own = torch.empty(N, dtype=torch.long)
+    by_fork = torch.empty(F, N, shared.n_clones, dtype=torch.long)
+    n_chunks = -(-N // chunk)
+    nfe = 0
+    with runs_on.bind(shared, gpu=torch.device(shared.device).type == "cuda") as runner:
+        with progress_bar(n_chunks * (1 + F), "cloning", progress) as advance:
+            for first in range(0, n_chunks, runner.parallelism):
+                wave = range(first, min(n_chunks, first + runner.parallelism))
+                spans = [(j, j * chunk, min(N, (j + 1) * chunk)) for j in wave]
+                nfe += _run_wave(runner, spans, shared, store, advance, own, by_fork)
+    return own, by_fork, nfe
+
+
+def _run_wave(runner, spans, shared: _Trunks, store, advance, own, by_fork) -> int:
+    """Run the trunks of the chunks ``spans`` ((j, lo, hi) each), then all their forks; fill ``own``
+    (N,) and ``by_fork`` (F, N, n_clones) and return the NFEs spent."""
+    trunk_jobs = [(f"trunk_c{j:05d}", (j, lo, hi)) for j, lo, hi in spans]
+    trunks = run_units(runner, _run_trunk, trunk_jobs, store, advance)
+    fork_jobs = [
+        (f"fork{f:05d}_c{j:05d}", (f, j, lo, hi, trunks[f"trunk_c{j:05d}"]["states"][f]))
+        for j, lo, hi in spans
+        for f in range(len(shared.forks))
+    ]
+    units = run_units(runner, _run_fork, fork_jobs, store, advance)
+    for name, (_, lo, hi) in trunk_jobs:
+        own[lo:hi] = torch.from_numpy(trunks[name]["labels"])
+    for name, (f, _, lo, hi, _) in fork_jobs:
+        by_fork[f, lo:hi] = torch.from_numpy(units[name]["labels"].reshape(hi - lo, shared.n_clones))
+    return sum(int(unit["nfe"]) for unit in [*trunks.values(), *units.values()])
+
+
+def _chunk_cond(shared, lo, hi):
+    return select_cond(shared.cond, torch.arange(lo, hi), shared.n_trajectories) or None
+
+
+def _run_trunk(shared: _Trunks, j, lo, hi):
+    """One pass of the trajectories ``lo:hi`` from the prior through every fork index to the end."""
+    process, cond = shared.process, _chunk_cond(shared, lo, hi)
+    generator = unit_generator(shared.seed, "trunk", j, device=shared.device)
     before = process.nfe
-    x = process.prior(n, generator=generator, device=device, dtype=dtype)
+    x = process.prior(hi - lo, generator=generator, device=shared.device, dtype=shared.dtype)
     states = []
     position = 0
-    for index in fork_indices:
+    for index in shared.forks:
         x = process.run(x, start=position, stop=index, generator=generator, cond=cond)
         states.append(x.detach().cpu().numpy())
         position = index
-    labels = _final_labels(process, x, position, feature_fn, cond, generator)
+    labels = _final_labels(process, x, position, shared.feature_fn, cond, generator)
     return {
         "states": np.stack(states),
         "labels": labels.numpy(),
@@ -288,14 +300,16 @@ def _run_trunk(process, n, fork_indices, feature_fn, cond, dtype, device, genera
     }
 
 
-def _run_fork(process, state, index, n_clones, feature_fn, cond, rows, generator):
-    """``n_clones`` continuations of every trunk state (a CPU array) from grid index ``index``."""
+def _run_fork(shared: _Trunks, f, j, lo, hi, state):
+    """``n_clones`` continuations of every trunk state (a CPU array) from the fork ``f``."""
+    process, n_clones = shared.process, shared.n_clones
+    generator = unit_generator(shared.seed, "fork", f, j, device=shared.device)
     before = process.nfe
     x = torch.from_numpy(state).to(device=generator.device).repeat_interleave(n_clones, dim=0)
+    cond = _chunk_cond(shared, lo, hi)
     if cond:
-        local = torch.arange(rows.numel()).repeat_interleave(n_clones)
-        cond = select_cond(cond, local, rows.numel())
-    labels = _final_labels(process, x, index, feature_fn, cond or None, generator)
+        cond = select_cond(cond, torch.arange(hi - lo).repeat_interleave(n_clones), hi - lo)
+    labels = _final_labels(process, x, shared.forks[f], shared.feature_fn, cond or None, generator)
     return {"labels": labels.numpy(), "nfe": nfe_since(process, before)}
 
 

@@ -3,7 +3,8 @@
 Call shape (stable; ``critwin sweep`` and the diffusers adapter use it)::
 
     result = forward_reverse(process_or_mixture, x0, times, n_per_time, feature,
-                             sampler=None, generator=None, seed=None, out=DIR, cond=None)
+                             sampler=None, generator=None, seed=None, out=DIR, cond=None,
+                             executor="local", ray_address=None)
 
 For every requested OU time ``t`` and every sample of ``x0`` (data space), ``n_per_time`` times:
 noise ``x0`` to the grid point of the process nearest to ``t`` with fresh noise, run the sampler from
@@ -14,13 +15,14 @@ source ``m // n_per_time``.
 With ``out=DIR`` each completed (time, chunk) unit is written atomically to ``DIR/units`` and
 ``DIR/config.json`` records all settings that determine the results; rerunning the same call after a
 kill resumes and gives an identical table. The final table is saved to ``DIR/table.csv`` +
-``DIR/metadata.json``.
+``DIR/metadata.json``. With ``executor="ray"`` the units run as Ray tasks
+(:mod:`critwin.experiments.executor`); the table is byte-identical to the local one.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -29,13 +31,13 @@ from critwin._files import fingerprint
 from critwin._validation import check_positive_int
 from critwin.experiments.checkpoint import (
     SweepStore,
-    cached_unit,
     check_chunk_size,
     check_resumable,
     progress_bar,
     resolve_seed,
     unit_generator,
 )
+from critwin.experiments.executor import resolve_executor, run_units
 from critwin.experiments.features import apply_feature, feature_name, resolve_feature
 from critwin.experiments.process import (
     as_process,
@@ -158,6 +160,8 @@ def forward_reverse(
     t_max: float | None = None,
     eta: float | None = None,
     feature_label: str | None = None,
+    executor="local",
+    ray_address: str | None = None,
 ) -> ForwardReverseResult:
     """Noise ``x0`` to each OU time, denoise with the model's sampler, and read the feature.
 
@@ -184,11 +188,15 @@ def forward_reverse(
     progress : show a progress bar.
     n_steps, t_max, eta : grid and knobs of a mixture's sampler.
     feature_label : name recorded for the feature (default: its qualified name).
+    executor : ``"local"`` (units run in this process), ``"ray"`` (units run as Ray tasks; needs
+        ``critwin[ray]``) or an :class:`~critwin.experiments.executor.Executor`. Same seed, same table.
+    ray_address : cluster to join with ``executor="ray"`` (default: start a local one).
 
     Returns
     -------
     ForwardReverseResult
     """
+    runs_on = resolve_executor(executor, ray_address)
     process = as_process(model, sampler, n_steps, t_max, eta)
     x0 = check_samples(x0, process)
     process, requested, indices, realised, steps = realise_times(process, times)
@@ -201,14 +209,12 @@ def forward_reverse(
 
     z0 = check_model_shape(process.encode(x0), process)
     if feature_fn is LATENT:
-        source_generator = unit_generator(base_seed, "source", device=z0.device)
-        source_labels = source_components(process.mixture, z0, source_generator)
+        source_labels = source_components(
+            process.mixture, z0, unit_generator(base_seed, "source", device=z0.device)
+        )
     else:
         source_labels, _ = apply_feature(feature_fn, x0)
-    N = x0.shape[0]
-    M = N * n_per_time
-    n_chunks = -(-M // chunk)
-    description = process.describe()
+    T, M = requested.numel(), x0.shape[0] * n_per_time
     # User-facing settings first: a refused resume names the first setting that differs.
     config = {
         "kind": "forward_reverse",
@@ -216,51 +222,72 @@ def forward_reverse(
         "n_per_time": n_per_time,
         "seed": base_seed,
         "feature": feature_name("component-latent" if feature_fn is LATENT else feature, feature_label),
-        "n_samples": N,
+        "n_samples": x0.shape[0],
         "chunk_size": chunk,
         "x0": fingerprint(x0),
         "cond": fingerprint(cond) if cond else None,
-        "process": description,
+        "process": process.describe(),
         "realised_times": realised.tolist(),
     }
     store = SweepStore(out, config) if out is not None else None
-    device = z0.device
+    jobs = [
+        (f"t{i:05d}_c{j:05d}", (i, j, int(indices[i]), j * chunk, min(M, (j + 1) * chunk), n_per_time))
+        for i in range(T)
+        for j in range(-(-M // chunk))
+    ]
+    shared = SweepSources(process, z0, feature_fn, cond, base_seed, source_labels)
+    with runs_on.bind(shared, gpu=z0.is_cuda) as runner:
+        with progress_bar(len(jobs), "forward-reverse", progress) as advance:
+            units = run_units(runner, _run_unit, jobs, store, advance)
+    result = _assemble(jobs, units, (requested, realised, indices, steps), source_labels, n_per_time, config)
+    if process.nfe is None:
+        result.nfe = None
+    if out is not None:
+        result.save(out)
+    return result
 
-    T = requested.numel()
+
+class SweepSources(NamedTuple):
+    """What every unit of a sweep from source samples needs (shipped once to each Ray worker).
+
+    Attributes
+    ----------
+    process : the ``ReverseProcess`` (its grid holds the sweep's times).
+    z0 : (N, ...) encoded sources in model space.
+    feature_fn : the resolved feature.
+    cond : validated conditioning (per-sample tensors have first dim N).
+    seed : the sweep's base seed.
+    source_labels : (N,) long labels of the sources (their latent components for ``LATENT``).
+    """
+
+    process: Any
+    z0: torch.Tensor
+    feature_fn: Any
+    cond: dict[str, Any]
+    seed: int
+    source_labels: torch.Tensor
+
+
+def _assemble(jobs, units, grid, source_labels, n_per_time: int, config) -> ForwardReverseResult:
+    """The result from every unit, in the canonical unit order (whatever order they completed in).
+
+    ``grid`` is ``(requested, realised, indices, steps)``; ``source_labels`` (N,) the sources' labels.
+    """
+    requested, realised, indices, steps = grid
+    T, M = requested.numel(), source_labels.numel() * n_per_time
     labels = torch.empty(T, M, dtype=torch.long)
     probabilities: torch.Tensor | None = None
-    nfe_total: int | None = 0 if process.nfe is not None else None
-    with progress_bar(T * n_chunks, "forward-reverse", progress) as advance:
-        for i in range(T):
-            for j in range(n_chunks):
-                name = f"t{i:05d}_c{j:05d}"
-                lo, hi = j * chunk, min(M, (j + 1) * chunk)
-                unit = cached_unit(
-                    store,
-                    name,
-                    _run_unit,
-                    process,
-                    z0,
-                    feature_fn,
-                    int(indices[i]),
-                    lo,
-                    hi,
-                    n_per_time,
-                    cond,
-                    unit_generator(base_seed, "fr", i, j, device=device),
-                    source_labels,
-                )
-                labels[i, lo:hi] = torch.from_numpy(unit["labels"])
-                if "probs" in unit:
-                    if probabilities is None:
-                        probabilities = torch.zeros(T, M, unit["probs"].shape[1])
-                    probabilities[i, lo:hi] = torch.from_numpy(unit["probs"])
-                if nfe_total is not None:
-                    nfe_total += int(unit["nfe"])
-                advance(1)
-
+    nfe = 0
+    for name, (i, _, _, lo, hi, _) in jobs:
+        unit = units[name]
+        labels[i, lo:hi] = torch.from_numpy(unit["labels"])
+        if "probs" in unit:
+            if probabilities is None:
+                probabilities = torch.zeros(T, M, unit["probs"].shape[1])
+            probabilities[i, lo:hi] = torch.from_numpy(unit["probs"])
+        nfe += int(unit["nfe"])
     source_ids = torch.arange(M) // n_per_time
-    result = ForwardReverseResult(
+    return ForwardReverseResult(
         requested_times=requested,
         times=realised,
         indices=indices,
@@ -270,12 +297,9 @@ def forward_reverse(
         source_ids=source_ids,
         probabilities=probabilities,
         n_per_time=n_per_time,
-        nfe=nfe_total,
+        nfe=nfe,
         metadata={k: v for k, v in config.items() if k not in ("requested_times", "realised_times")},
     )
-    if out is not None:
-        result.save(out)
-    return result
 
 
 def noise_and_denoise(process, z0, rows, index: int, cond, generator) -> torch.Tensor:
@@ -293,7 +317,18 @@ def noise_and_denoise(process, z0, rows, index: int, cond, generator) -> torch.T
     return process.decode(x)
 
 
-LATENT = "latent component"  # marker: the feature is the component drawn by the exact sampler
+class _Latent:
+    """The feature "the latent component drawn by the exact sampler" (a marker, compared with ``is``)."""
+
+    def __repr__(self) -> str:
+        return "LATENT"
+
+    def __reduce__(self):
+        # Pickled by name: a Ray worker gets this module's own marker back, so ``is LATENT`` holds there.
+        return "LATENT"
+
+
+LATENT = _Latent()
 
 
 def resolve_feature_kind(feature, process):
@@ -335,14 +370,22 @@ def _run_latent_unit(process, z0, index, rows, source, generator):
     return run_exact_with_components(process, x, index, generator)[1].cpu()
 
 
-def _run_unit(process, z0, feature_fn, index, lo, hi, n_per_time, cond, generator, source=None):
+def feature_outputs(process, z0, feature_fn, rows, index: int, cond, generator) -> dict[str, np.ndarray]:
+    """One unit's arrays: ``labels`` (n,), ``probs`` (n, C) if the feature gives them, and ``nfe``, for
+    the forward–reverse outputs of the sources ``z0[rows]`` from grid index ``index``."""
     before = process.nfe
-    rows = torch.arange(lo, hi) // n_per_time
-    if feature_fn is LATENT:
-        labels = _run_latent_unit(process, z0, index, rows, source, generator)
-        return {"labels": labels.numpy(), "nfe": nfe_since(process, before)}
     labels, probs = apply_feature(feature_fn, noise_and_denoise(process, z0, rows, index, cond, generator))
     unit = {"labels": labels.numpy(), "nfe": nfe_since(process, before)}
     if probs is not None:
         unit["probs"] = probs.numpy()
     return unit
+
+
+def _run_unit(shared: SweepSources, i, j, index, lo, hi, n_per_time):
+    generator = unit_generator(shared.seed, "fr", i, j, device=shared.z0.device)
+    rows = torch.arange(lo, hi) // n_per_time
+    if shared.feature_fn is LATENT:
+        before = shared.process.nfe
+        labels = _run_latent_unit(shared.process, shared.z0, index, rows, shared.source_labels, generator)
+        return {"labels": labels.numpy(), "nfe": nfe_since(shared.process, before)}
+    return feature_outputs(shared.process, shared.z0, shared.feature_fn, rows, index, shared.cond, generator)

@@ -27,8 +27,9 @@ from critwin._validation import check_eps, check_positive_int, check_time
 from critwin.experiments.checkpoint import progress_bar, resolve_seed, unit_generator
 from critwin.experiments.estimation import base_rate as _base_rate
 from critwin.experiments.estimation import wilson_interval
+from critwin.experiments.executor import resolve_executor
 from critwin.experiments.features import apply_feature, resolve_feature
-from critwin.experiments.forward_reverse import noise_and_denoise
+from critwin.experiments.forward_reverse import SweepSources, feature_outputs
 from critwin.experiments.process import (
     as_process,
     check_cond,
@@ -109,53 +110,54 @@ def _decode(value):
 
 
 class _Prober:
-    """Sequentially sampled forward–reverse outcomes at single times, cached per time."""
+    """Sequentially sampled forward–reverse outcomes at single times, cached per time.
 
-    def __init__(self, process, z0, source_labels, feature_fn, cond, seed, batch, max_n, level):
-        self.process, self.z0, self.source = process, z0, source_labels
-        self.feature_fn, self.cond, self.seed = feature_fn, cond, seed
+    Batches are drawn through ``runner``: when it runs several units at once, the next batches of a
+    probe are drawn together ahead of the stopping rule, which then consumes them one at a time, so
+    the outcome (and the NFE count) is that of drawing them one by one; batches drawn past the stop are
+    kept for a later look at the same time.
+    """
+
+    def __init__(self, runner, shared: SweepSources, batch, max_n, level, counted):
+        self.runner, self.shared, self.source = runner, shared, shared.source_labels
         self.batch, self.max_n, self.level = batch, max_n, level
         # Up to ceil(max_n / batch) looks at the same probe: Bonferroni keeps the chance of stopping
         # on the wrong side of the threshold below 1 - level per probe despite the repeated looks.
         looks = -(-max_n // batch)
         self.look_level = 1 - (1 - level) / looks
         self.cache: dict[float, dict[str, Any]] = {}
-        self.nfe = 0 if process.nfe is not None else None
+        self.nfe = 0 if counted else None
 
-    def _draw(self, entry):
-        process = entry["process"]
-        rows = (entry["n"] + torch.arange(self.batch)) % self.z0.shape[0]
-        generator = unit_generator(
-            self.seed, "probe", entry["key"], entry["n"] // self.batch, device=self.z0.device
-        )
-        before = process.nfe
-        x = noise_and_denoise(process, self.z0, rows, entry["index"], self.cond, generator)
-        labels, _ = apply_feature(self.feature_fn, x)
+    def _entry(self, t: float) -> dict[str, Any]:
+        entry = self.cache.get(t)
+        if entry is None:
+            _, _, indices, realised, _ = realise_times(self.shared.process, t)
+            entry = {"t": float(realised[0]), "n": 0, "kept": 0, "key": len(self.cache), "ahead": {}}
+            self.cache[t] = entry
+        return entry
+
+    def _draw(self, t: float, entry) -> None:
+        if entry["n"] not in entry["ahead"]:
+            left = -(-(self.max_n - entry["n"]) // self.batch)
+            offsets = [entry["n"] + k * self.batch for k in range(min(self.runner.parallelism, left))]
+            jobs = [(n, (t, entry["key"], n, self.batch)) for n in offsets]
+            entry["ahead"].update(self.runner.map_unordered(_probe_unit, jobs))
+        unit = entry["ahead"].pop(entry["n"])
+        rows = (entry["n"] + torch.arange(self.batch)) % self.source.shape[0]
         if self.nfe is not None:
-            self.nfe += int(nfe_since(process, before))
-        entry["kept"] += int((labels == self.source[rows]).sum().item())
+            self.nfe += int(unit["nfe"])
+        entry["kept"] += int((torch.from_numpy(unit["labels"]) == self.source[rows]).sum().item())
         entry["n"] += self.batch
 
     def above(self, t: float, threshold: float) -> bool:
         """Whether c(t) > threshold, sampling until the Wilson interval excludes it."""
-        entry = self.cache.get(t)
-        if entry is None:
-            process, _, indices, realised, _ = realise_times(self.process, t)
-            entry = {
-                "t": float(realised[0]),
-                "process": process,
-                "index": int(indices[0]),
-                "n": 0,
-                "kept": 0,
-                "key": len(self.cache),
-            }
-            self.cache[t] = entry
+        entry = self._entry(t)
         while True:
             if entry["n"] > 0:
                 lower, upper = wilson_interval(entry["kept"], entry["n"], self.look_level)
                 if lower > threshold or upper < threshold or entry["n"] >= self.max_n:
                     return entry["kept"] / entry["n"] > threshold
-            self._draw(entry)
+            self._draw(t, entry)
 
     def summary(self) -> list[dict[str, Any]]:
         out = []
@@ -172,6 +174,16 @@ class _Prober:
                 }
             )
         return out
+
+
+def _probe_unit(shared: SweepSources, t: float, key: int, n: int, batch: int):
+    """Batch ``n // batch`` of the probe ``key`` at the requested time ``t``: sources ``n, n+1, ...``
+    (cycling), noised to ``t`` realised on the process's grid and denoised."""
+    process, _, indices, _, _ = realise_times(shared.process, t)
+    z0 = shared.z0
+    rows = (n + torch.arange(batch)) % z0.shape[0]
+    generator = unit_generator(shared.seed, "probe", key, n // batch, device=z0.device)
+    return feature_outputs(process, z0, shared.feature_fn, rows, int(indices[0]), shared.cond, generator)
 
 
 def search_window(
@@ -195,6 +207,8 @@ def search_window(
     t_max: float | None = None,
     eta: float | None = None,
     progress: bool = True,
+    executor="local",
+    ray_address: str | None = None,
 ) -> SearchResult:
     """Locate ``t_after`` (r = 1 - delta) and ``t_before`` (r = delta) by bisection.
 
@@ -214,16 +228,17 @@ def search_window(
     level : confidence level of the stopping rule and of the reported intervals.
     sampler, generator, seed, cond, n_steps, t_max, eta : as in ``forward_reverse``.
     progress : show a progress bar (one tick per bisection step).
+    executor, ray_address : where the batches run, as in ``forward_reverse``. The search is sequential;
+        with Ray, the next batches of a probe run in parallel (same result as ``"local"``).
 
     Returns
     -------
     SearchResult
     """
+    runs_on = resolve_executor(executor, ray_address)
     process = as_process(model, sampler, n_steps, t_max, eta)
     x0 = check_samples(x0, process)
-    delta = check_eps(delta, "delta")
-    if delta >= 0.5:
-        raise ValueError(f"delta must be < 0.5, got {delta}")
+    delta = _check_delta(delta)
     resolution = check_time(resolution, "resolution", allow_zero=False)
     batch = check_positive_int(batch, "batch")
     max_per_probe = check_positive_int(max_per_probe, "max_per_probe")
@@ -232,84 +247,109 @@ def search_window(
     feature_fn = resolve_feature(feature, process)
     base_seed = resolve_seed(seed, generator)
     lo, hi = _check_range(t_range, process.grid)
+    n_ref = _check_reference(base_rate, n_reference if n_reference is not None else max_per_probe)
 
     z0 = check_model_shape(process.encode(x0), process)
     source_labels, _ = apply_feature(feature_fn, x0)
-    nfe_reference = 0
-    if base_rate is None:
-        n_ref = check_positive_int(n_reference if n_reference is not None else max_per_probe, "n_reference")
-        b, nfe_reference = _reference_base_rate(
-            process, z0, source_labels, feature_fn, cond, n_ref, base_seed
-        )
-    else:
-        b = float(base_rate)
-        if not 0.0 <= b < 1.0:
-            raise ValueError(f"base_rate must lie in [0, 1), got {base_rate}")
-    if not b < 1.0:
-        raise ValueError("the estimated base rate is 1 (the feature never varies); pass base_rate=")
-
-    prober = _Prober(process, z0, source_labels, feature_fn, cond, base_seed, batch, max_per_probe, level)
-    if process.continuous:
-        candidates = None
-    else:
-        grid = process.times[:-1]
-        candidates = sorted(t for t in grid.tolist() if lo <= t <= hi)
-
-    def bisect(r_level: float) -> tuple[float, float]:
-        threshold = b + (1 - b) * r_level
-        if candidates is None:
-            a, z = lo, hi
-            while z - a > resolution:
-                mid = 0.5 * (a + z)
-                if prober.above(mid, threshold):
-                    a = mid
-                else:
-                    z = mid
-                advance(1)
-            return a, z
-        # Fixed grid: bisection over positions; -1 / len stand for the range ends.
-        a, z = -1, len(candidates)
-        while z - a > 1 and _position_width(candidates, a, z, lo, hi) > resolution:
-            mid = (a + z) // 2
-            if prober.above(candidates[mid], threshold):
-                a = mid
-            else:
-                z = mid
-            advance(1)
-        return (lo if a < 0 else candidates[a]), (hi if z >= len(candidates) else candidates[z])
-
-    steps = 2 * max(1, math.ceil(math.log2(max((hi - lo) / resolution, 1.0))))
-    with progress_bar(steps, "window search", progress) as advance:
-        after = bisect(1 - delta)
-        before = bisect(delta)
-    t_after = _censor(after, lo, hi, lambda t: prober.above(t, b + (1 - b) * (1 - delta)))
-    t_before = _censor(before, lo, hi, lambda t: prober.above(t, b + (1 - b) * delta))
-    nfe = None if prober.nfe is None else prober.nfe + nfe_reference
+    shared = SweepSources(process, z0, feature_fn, cond, base_seed, source_labels)
+    with runs_on.bind(shared, gpu=z0.is_cuda) as runner:
+        b, nfe_reference = _base_rate_of(runner, base_rate, source_labels, n_ref)
+        prober = _Prober(runner, shared, batch, max_per_probe, level, process.nfe is not None)
+        # A fixed grid is bisected over its own times (resolution: adjacent steps).
+        grid = None if process.continuous else process.times[:-1].tolist()
+        bisect = _Bisection(prober, grid and sorted(t for t in grid if lo <= t <= hi), lo, hi, resolution)
+        after_level, before_level = b + (1 - b) * (1 - delta), b + (1 - b) * delta
+        steps = 2 * max(1, math.ceil(math.log2(max((hi - lo) / resolution, 1.0))))
+        with progress_bar(steps, "window search", progress) as advance:
+            after = bisect(after_level, advance)
+            before = bisect(before_level, advance)
+        t_after = _censor(after, lo, hi, lambda t: prober.above(t, after_level))
+        t_before = _censor(before, lo, hi, lambda t: prober.above(t, before_level))
     probes = prober.summary()
     return SearchResult(
         t_after=t_after,
         t_before=t_before,
         t_after_bracket=after,
         t_before_bracket=before,
-        t_after_ci=_probe_ci(probes, b + (1 - b) * (1 - delta), lo, hi),
-        t_before_ci=_probe_ci(probes, b + (1 - b) * delta, lo, hi),
+        t_after_ci=_probe_ci(probes, after_level, lo, hi),
+        t_before_ci=_probe_ci(probes, before_level, lo, hi),
         b=b,
         delta=delta,
         resolution=resolution,
         probes=probes,
-        nfe=nfe,
+        nfe=None if prober.nfe is None else prober.nfe + nfe_reference,
     )
 
 
-def _reference_base_rate(process, z0, source_labels, feature_fn, cond, n_ref, seed) -> tuple[float, int]:
-    """Base rate ``sum_k p_k q_k`` with ``q`` from ``n_ref`` model samples, and the NFEs they cost."""
-    generator = unit_generator(seed, "reference", device=z0.device)
+class _Bisection:
+    """Bisection for the crossing of ``c(t) = threshold`` between ``lo`` and ``hi``: over OU time for a
+    continuous process (``candidates`` None), else over the positions of the grid times ``candidates``."""
+
+    def __init__(self, prober: _Prober, candidates, lo, hi, resolution):
+        self.prober, self.candidates = prober, candidates
+        self.lo, self.hi, self.resolution = lo, hi, resolution
+
+    def __call__(self, threshold: float, advance) -> tuple[float, float]:
+        """The final bracket ``(a, z)``: c > threshold at ``a``, <= threshold at ``z``."""
+        above, candidates = self.prober.above, self.candidates
+        if candidates is None:
+            a, z = self.lo, self.hi
+            while z - a > self.resolution:
+                mid = 0.5 * (a + z)
+                a, z = (mid, z) if above(mid, threshold) else (a, mid)
+                advance(1)
+            return a, z
+        # Fixed grid: bisection over positions; -1 / len stand for the range ends.
+        a, z = -1, len(candidates)
+        while z - a > 1 and self._at(z) - self._at(a) > self.resolution:
+            mid = (a + z) // 2
+            a, z = (mid, z) if above(candidates[mid], threshold) else (a, mid)
+            advance(1)
+        return self._at(a), self._at(z)
+
+    def _at(self, position: int) -> float:
+        if position < 0:
+            return self.lo
+        return self.hi if position >= len(self.candidates) else self.candidates[position]
+
+
+def _check_delta(delta) -> float:
+    delta = check_eps(delta, "delta")
+    if delta >= 0.5:
+        raise ValueError(f"delta must be < 0.5, got {delta}")
+    return delta
+
+
+def _check_reference(base_rate, n_reference) -> int | None:
+    """Validates ``base_rate`` (in [0, 1) or None); the reference sample size when it is None."""
+    if base_rate is not None:
+        if not 0.0 <= float(base_rate) < 1.0:
+            raise ValueError(f"base_rate must lie in [0, 1), got {base_rate}")
+        return None
+    return check_positive_int(n_reference, "n_reference")
+
+
+def _base_rate_of(runner, base_rate, source_labels, n_ref) -> tuple[float, int]:
+    """``b`` (the given ``base_rate``, else estimated from ``n_ref`` model samples) and its NFEs."""
+    if base_rate is not None:
+        return float(base_rate), 0
+    [(_, unit)] = runner.map_unordered(_reference_unit, [(0, (n_ref,))])
+    b = _base_rate(source_labels, torch.from_numpy(unit["labels"]))
+    if not b < 1.0:
+        raise ValueError("the estimated base rate is 1 (the feature never varies); pass base_rate=")
+    return b, int(unit["nfe"])
+
+
+def _reference_unit(shared: SweepSources, n_ref: int):
+    """Labels (n_ref,) of model samples (prior run to the end) for the base rate, and their NFEs."""
+    process, z0 = shared.process, shared.z0
+    generator = unit_generator(shared.seed, "reference", device=z0.device)
     before = process.nfe
     x = process.prior(n_ref, generator=generator, device=z0.device, dtype=z0.dtype)
     rows = torch.arange(n_ref) % z0.shape[0]  # per-sample conditioning cycles like the sources
-    x = process.run(x, generator=generator, cond=select_cond(cond, rows, z0.shape[0]) or None)
-    model_labels, _ = apply_feature(feature_fn, process.decode(x))
-    return _base_rate(source_labels, model_labels), int(nfe_since(process, before))
+    x = process.run(x, generator=generator, cond=select_cond(shared.cond, rows, z0.shape[0]) or None)
+    labels, _ = apply_feature(shared.feature_fn, process.decode(x))
+    return {"labels": labels.numpy(), "nfe": nfe_since(process, before)}
 
 
 def _check_range(t_range, grid) -> tuple[float, float]:
@@ -322,12 +362,6 @@ def _check_range(t_range, grid) -> tuple[float, float]:
     if not lo < hi:
         raise ValueError(f"t_range must satisfy lo < hi, got {t_range!r}")
     return lo, hi
-
-
-def _position_width(candidates, a, z, lo, hi) -> float:
-    left = lo if a < 0 else candidates[a]
-    right = hi if z >= len(candidates) else candidates[z]
-    return right - left
 
 
 def _probe_ci(probes, threshold, lo, hi) -> tuple[float, float]:
