@@ -12,11 +12,11 @@ from critwin.cli import app
 from critwin.cli._common import check_choice, check_counts, check_out_file, parse_list, parse_times
 from critwin.diagnostics.fairness import check_target, rebalance
 from critwin.diagnostics.privacy import membership_audit
-from critwin.models._store import load_card
+from critwin.models._store import SHIPPED_MODELS, load_card
 from critwin.models.classifier import classifier_feature
 from critwin.models.data import NUM_CLASSES
 
-PRIVACY_MODELS = ("digits", "digits-memorise")
+PRIVACY_MODELS = tuple(SHIPPED_MODELS)
 
 
 def _check_audit_sizes(model: str, members: int, nonmembers: int) -> None:
