@@ -17,7 +17,7 @@ import typer
 from safetensors.torch import load_file, save_file
 
 from critwin._files import load_tensor_file
-from critwin._io import atomic_path, atomic_write_json
+from critwin._io import atomic_path, atomic_write_json, json_float
 from critwin._validation import check_time
 from critwin.cli import app
 from critwin.cli._common import (
@@ -52,7 +52,7 @@ FLAGS = {
     "prompt_embeds": "--prompt-embeds",
     "scheduler": "--scheduler",
 }
-# Options of latent and text-conditional pipelines, which a shipped (8x8 pixel, class-conditional) model lacks.
+# Options of latent and text-conditional pipelines: a shipped model (8x8 pixels, class labels) has none.
 PIPELINE_ONLY = ("--prompt", "--negative-prompt", "--prompt-embeds", "--height", "--width", "--null-label")
 
 
@@ -168,7 +168,9 @@ def _check_shipped(model: str, given: dict[str, object]) -> None:
     """A shipped model takes none of the options of latent or text-conditional pipelines."""
     for flag in PIPELINE_ONLY:
         if given.get(flag) is not None:
-            raise ValueError(f"{flag} does not apply to the shipped model {model!r} (8x8 digits, class labels)")
+            raise ValueError(
+                f"{flag} does not apply to the shipped model {model!r} (8x8 digits, class labels)"
+            )
 
 
 def _build_process(model, scheduler, device, dtype, prompt, embeds, steps, guidance, **conditioning):
@@ -199,7 +201,9 @@ def _load_process(model, scheduler, device, dtype, prompt, embeds, steps, guidan
     with warnings.catch_warnings(record=True) as caught:
         # Warnings that pass the active filters are collected here instead of printed.
         warnings.simplefilter("always", UserWarning)
-        process = _build_process(model, scheduler, device, dtype, prompt, embeds, steps, guidance, **conditioning)
+        process = _build_process(
+            model, scheduler, device, dtype, prompt, embeds, steps, guidance, **conditioning
+        )
     # Noise-level notes (non-zero terminal SNR, DDIM landing between timesteps): one line each.
     for warning in caught:
         if issubclass(warning.category, UserWarning) and "critwin" in warning.filename:
@@ -240,7 +244,7 @@ def sweep(
     null_label: int = typer.Option(
         None,
         "--null-label",
-        help=f"Unconditional class label for --guidance (local pipelines; the digits models use {NUM_CLASSES}).",
+        help=f"Unconditional class label for --guidance (local pipelines; digits models: {NUM_CLASSES}).",
     ),
     scheduler: str = typer.Option(
         None,
@@ -288,7 +292,13 @@ def sweep(
     # Every option is checked (and every small file read) before the pipeline loads.
     _check_modes(experiment, times, adaptive, prompt, prompt_embeds, negative_prompt)
     if model in SHIPPED_MODELS:
-        given = dict(zip(PIPELINE_ONLY, (prompt, negative_prompt, prompt_embeds, height, width, null_label)))
+        given = dict(
+            zip(
+                PIPELINE_ONLY,
+                (prompt, negative_prompt, prompt_embeds, height, width, null_label),
+                strict=True,
+            )
+        )
         _check_shipped(model, given)
     check_out_dir(out)
     _check_numbers(
@@ -418,7 +428,7 @@ def _report_window(result, delta: float, seed: int, out: Path) -> None:
 
 
 def _print_search(result: dict, path: Path) -> None:
-    # Stored results are strict JSON: an unresolved (infinite) endpoint reads back as null.
-    typer.echo(f"t_after  = {fmt_time(result['t_after'])}  bracket {result['t_after_bracket']}")
-    typer.echo(f"t_before = {fmt_time(result['t_before'])}  bracket {result['t_before_bracket']}")
+    # Stored results are strict JSON: an unresolved (infinite) endpoint reads back as a censored marker.
+    typer.echo(f"t_after  = {fmt_time(json_float(result['t_after']))}  bracket {result['t_after_bracket']}")
+    typer.echo(f"t_before = {fmt_time(json_float(result['t_before']))}  bracket {result['t_before_bracket']}")
     typer.echo(f"base rate {result['base_rate']:.3g}; wrote {path}")

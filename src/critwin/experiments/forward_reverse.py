@@ -46,14 +46,20 @@ from critwin.experiments.process import (
     realise_times,
     select_cond,
 )
-from critwin.experiments.results import ResultTable, grid_from_metadata, grid_metadata, step_column
+from critwin.experiments.results import (
+    ResultTable,
+    grid_from_metadata,
+    grid_metadata,
+    result_metadata,
+    step_column,
+)
 
 __all__ = ["forward_reverse", "ForwardReverseResult"]
 
 DEFAULT_CHUNK = 512
 
 
-@dataclass
+@dataclass(repr=False)
 class ForwardReverseResult(ResultTable):
     """Per-sample outcome of a forward–reverse sweep.
 
@@ -90,6 +96,16 @@ class ForwardReverseResult(ResultTable):
     def agreement(self) -> torch.Tensor:
         """(T,) commitment curve c(t): fraction of outputs whose label equals their source's."""
         return (self.labels == self.source_labels).double().mean(1)
+
+    def summary(self) -> dict[str, Any]:
+        agreement = self.agreement
+        return {
+            "times": int(self.times.numel()),
+            "sources": int(self.source_ids.max()) + 1 if self.source_ids.numel() else 0,
+            "n_per_time": self.n_per_time,
+            "agreement": (float(agreement[0]), float(agreement[-1])),
+            "nfe": self.nfe,
+        }
 
     def kept(self) -> torch.Tensor:
         """(T, M) bool: output label equals source label."""
@@ -271,7 +287,11 @@ def forward_reverse(
         probabilities=probabilities,
         n_per_time=n_per_time,
         nfe=nfe_total,
-        metadata={k: v for k, v in config.items() if k not in ("requested_times", "realised_times")},
+        metadata=result_metadata(
+            {k: v for k, v in config.items() if k not in ("requested_times", "realised_times")},
+            device,
+            getattr(process, "dtype", z0.dtype),
+        ),
     )
     if out is not None:
         result.save(out)

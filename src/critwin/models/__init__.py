@@ -6,8 +6,9 @@
   evaluation, model cards, :func:`load_digits_model`, sampling through the diffusers adapter).
 - :mod:`critwin.models.classifier`: the CNN digit classifier and :func:`classifier_feature`.
 
-:data:`SHIPPED_MODELS` names the shipped diffusion models (``critwin sweep --model digits`` and friends);
-:func:`shipped_process` loads one as a process. The digits DDPM names are imported lazily (they import diffusers, about 2 s); the rest are plain imports.
+:data:`SHIPPED_MODELS` names the shipped diffusion models (``critwin sweep --model digits`` and
+friends); :func:`shipped_process` loads one as a process. The digits DDPM names are imported lazily
+(they import diffusers, about 2 s); the rest are plain imports.
 """
 
 from __future__ import annotations
