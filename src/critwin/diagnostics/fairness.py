@@ -181,7 +181,7 @@ def rebalance(
     after = np.bincount(chosen_labels.numpy(), minlength=n_classes) / n
     nfe_end = getattr(process, "nfe", None)
     judged = _judge(judge, outputs[0], samples, n_classes, target)
-    settings = {"feature": feature_name(feature_fn), "judge": None if judge is None else feature_name(judge)}
+    settings = {"feature": feature_name(feature), "judge": None if judge is None else feature_name(judge)}
     settings.update(fork_time_requested=float(fork_time), target=target.tolist(), seed=seed)
     return RebalanceResult(
         before=before,
