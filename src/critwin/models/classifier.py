@@ -239,13 +239,12 @@ class ClassMeanReader:
 
     A second, structurally different reader to judge what the classifier selected (the fairness
     diagnostic): it shares no weights or training run with :class:`DigitClassifier`, costs nothing to
-    build, and reads clean digits with about 90% accuracy (measured in the tests).
+    build, and reads clean digits with about 90% accuracy (measured in the tests). Calling it maps
+    images ``(n, 1, 8, 8)`` (or ``(n, 8, 8)``, ``(n, 64)``) to ``(n,)`` int64 digits.
 
     Parameters
     ----------
     data : the digits split whose training images give the means (default :func:`load_digits_data`).
-
-    Calling it maps images ``(n, 1, 8, 8)`` (or ``(n, 8, 8)``, ``(n, 64)``) to ``(n,)`` int64 digits.
     """
 
     name = "nearest-class-mean"
