@@ -14,6 +14,17 @@ echo "== pytest -m gpu"
 python3 -m pytest -q -p no:cacheprovider -m gpu tests/ 2>&1 | tail -25
 echo "== adapter throughput (tiny SD pipeline)"
 python3 scripts/gpu_check.py --tiny --steps 20 --batch 8 2>&1 | tail -15
+echo "== CLI sweep on an SD-1.5-shaped random pipeline (float16, CUDA): kill, resume, compare"
+SD=/tmp/sd_shaped; rm -rf "$SD" /tmp/sweep_full /tmp/sweep_resumed
+python3 scripts/sd_shaped_pipeline.py "$SD" | tail -1
+SWEEP=(python3 -m critwin.cli sweep --model "$SD" --prompt-embeds "$SD/embeds.safetensors" --guidance 1
+       --device cuda --dtype float16 --steps 25 --n 8 --n-per-time 2 --chunk-size 4 --no-progress)
+/usr/bin/time -f "full sweep: %e s" "${SWEEP[@]}" --out /tmp/sweep_full 2>&1 | tail -4
+"${SWEEP[@]}" --out /tmp/sweep_resumed >/dev/null 2>&1 &
+PID=$!; sleep 15; kill -9 "$PID" 2>/dev/null; wait "$PID" 2>/dev/null
+echo "killed after 15 s with $(ls /tmp/sweep_resumed/units 2>/dev/null | wc -l) units done"
+"${SWEEP[@]}" --out /tmp/sweep_resumed 2>&1 | tail -2
+cmp /tmp/sweep_full/table.csv /tmp/sweep_resumed/table.csv && echo "resumed table identical"
 echo "== mixture score+posterior on CUDA (K=64, d=256)"
 python3 - <<'PY'
 import time, torch

@@ -67,7 +67,7 @@ def test_agreement_is_the_mean_of_the_table(tmp_path):
     result = clone(mixture, 5, [0.5, 1.5], 4, seed=3, progress=False)
     columns = result.table()
     assert len(columns["label"]) == 2 * 5 * 4
-    agree = np.array(columns["label"]) == np.array(columns["own_label"])
+    agree = np.array(columns["label"]) == np.array(columns["source_label"])
     np.testing.assert_allclose(agree.reshape(2, -1).mean(1), result.agreement.numpy())
     result.save(tmp_path)
     back = CloneResult.load(tmp_path)

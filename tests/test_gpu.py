@@ -78,3 +78,28 @@ def test_diagnostics_run_on_a_cuda_model():
     main.unet.to("cuda")
     res = rebalance(main.process(num_inference_steps=20), 64, classifier_feature(), 10, 1.5, seed=0)
     assert res.samples.device.type == "cuda" and res.tv_after <= res.tv_before
+
+
+def test_cli_sweep_on_a_latent_pipeline_in_float16_on_cuda(tmp_path, capsys):
+    """Issue 15 item 9: CPU sources into a CUDA float16 VAE used to crash (device not moved)."""
+    import csv
+
+    from safetensors.torch import save_file
+
+    from critwin.cli import main
+    from tiny_models import tiny_stable_diffusion
+
+    tiny_stable_diffusion(0).save_pretrained(tmp_path / "sd")
+    save_file({"prompt_embeds": torch.randn(1, 5, 16)}, str(tmp_path / "embeds.safetensors"))
+    argv = ["sweep", "--model", str(tmp_path / "sd"), "--prompt-embeds", str(tmp_path / "embeds.safetensors")]
+    argv += ["--guidance", "1", "--device", "cuda", "--dtype", "float16", "--steps", "4", "--n", "2"]
+    argv += ["--times", "0,0.5", "--n-per-time", "1", "--out", str(tmp_path / "out"), "--no-progress"]
+    try:
+        main(argv)
+    except SystemExit as exc:
+        assert not exc.code, capsys.readouterr().err
+    with open(tmp_path / "out" / "table.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    # t = 0 leaves each source untouched: it is nearest to itself.
+    assert all(r["label"] == r["source_label"] for r in rows if float(r["t"]) == 0.0)
+    assert len(rows) == 2 * 2

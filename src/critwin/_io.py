@@ -1,6 +1,10 @@
-"""Atomic file output: write to a temporary file in the same directory, then rename.
+"""Atomic file output (temp file + rename), the one JSON encoder, and the provenance of results.
 
-A crash or a user error never leaves a partial result file behind.
+A crash or a user error never leaves a partial result file behind. Every JSON file and ``--json`` output
+goes through :func:`json_text`, which writes strict JSON: a censored (infinite) value keeps its direction
+as ``{"value": null, "censored": "below"}`` (``-inf``: already past the level at the smallest measured
+time) or ``{"value": null, "censored": "above"}`` (``+inf``: not reached by the largest one); NaN (not
+measured) is ``null``. :func:`json_float` reads such values back.
 """
 
 from __future__ import annotations
@@ -8,8 +12,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
+import sys
 import tempfile
 from contextlib import contextmanager
+from datetime import datetime, timezone
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -50,8 +58,11 @@ def atomic_write_bytes(path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+CENSORED = {math.inf: "above", -math.inf: "below"}
+
+
 def json_text(obj, indent: int | None = 2) -> str:
-    """Strict JSON: tensors and arrays become lists and non-finite floats ``null``, so any parser reads it."""
+    """Strict JSON: tensors and arrays become lists, ``±inf`` a censored marker and NaN ``null``."""
     return json.dumps(_plain(obj), indent=indent, allow_nan=False)
 
 
@@ -70,6 +81,8 @@ def _plain(obj):
     if isinstance(obj, Path):
         return str(obj)
     if isinstance(obj, float):
+        if math.isinf(obj):
+            return {"value": None, "censored": CENSORED[obj]}
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
         return {k: _plain(v) for k, v in obj.items()}
@@ -78,3 +91,44 @@ def _plain(obj):
     if obj is None or isinstance(obj, (str, int, bool)):
         return obj
     raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
+
+
+def json_float(value) -> float:
+    """A float written by :func:`json_text`: censored markers back to ``±inf``, ``null`` to NaN."""
+    if value is None:
+        return math.nan
+    if isinstance(value, dict) and "censored" in value:
+        return math.inf if value["censored"] == "above" else -math.inf
+    return float(value)
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def provenance(device=None, dtype=None, call: str | None = None) -> dict[str, str | None]:
+    """Where and how a result was computed, recorded in every result's metadata.
+
+    Parameters
+    ----------
+    device, dtype : where the model ran (``torch.device``/``torch.dtype`` or their names), if known.
+    call : the command line or call that produced the result (default: this process's command line).
+
+    Returns
+    -------
+    dict with ``critwin``, ``torch``, ``diffusers``, ``python`` versions (``None`` when not installed),
+    ``device``, ``dtype``, ``utc`` (ISO 8601 timestamp) and ``call``.
+    """
+    return {
+        "critwin": _version("critwin"),
+        "torch": torch.__version__,
+        "diffusers": _version("diffusers"),
+        "python": platform.python_version(),
+        "device": None if device is None else str(device),
+        "dtype": None if dtype is None else str(dtype).removeprefix("torch."),
+        "utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "call": call if call is not None else " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+    }

@@ -8,7 +8,8 @@ model load.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -89,6 +90,17 @@ def parse_device_dtype(device: str, dtype: str) -> tuple[str, torch.dtype]:
     if kind == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {device}: CUDA is not available on this machine")
     return device, DTYPES[dtype]
+
+
+def cli_error(exc: ValueError, flags: Mapping[str, str]) -> ValueError:
+    """``exc`` from the library with its Python keywords (``name=`` or ``name=value``) written as the
+    command's options (``flags``: keyword -> option), so that the one-line error names what to type."""
+
+    def flag(match: re.Match) -> str:
+        name, value = match.group(1), match.group(2)
+        return f"{flags[name]} {value}".rstrip() if name in flags else match.group(0)
+
+    return ValueError(re.sub(r"\b(\w+)=(\S*)", flag, str(exc)))
 
 
 def fmt_time(value) -> str:

@@ -12,11 +12,11 @@ from critwin.cli import app
 from critwin.cli._common import check_choice, check_counts, check_out_file, parse_list, parse_times
 from critwin.diagnostics.fairness import check_target, rebalance
 from critwin.diagnostics.privacy import membership_audit
-from critwin.models._store import load_card
-from critwin.models.classifier import classifier_feature
+from critwin.models._store import SHIPPED_MODELS, load_card
+from critwin.models.classifier import ClassMeanReader, classifier_feature
 from critwin.models.data import NUM_CLASSES
 
-PRIVACY_MODELS = ("digits", "digits-memorise")
+PRIVACY_MODELS = tuple(SHIPPED_MODELS)
 
 
 def _check_audit_sizes(model: str, members: int, nonmembers: int) -> None:
@@ -40,7 +40,15 @@ def privacy(
     replicates: int = typer.Option(2, "--replicates", help="Forward-reverse replicates per image and time."),
     seed: int = typer.Option(0, "--seed"),
     out: Path | None = typer.Option(None, "--out", help="Write the audit as JSON to this file."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a summary."),
+    fpr: float = typer.Option(
+        0.05, "--fpr", help="Target false-positive rate (needs >= 1/FPR calibration non-members)."
+    ),
+    as_json: bool = typer.Option(
+        False,
+        "--json",
+        help="Print one JSON object instead of a summary. Commitment times outside the measured range are "
+        'censored: {"value": null, "censored": "above"} (kept at the largest time) or "below".',
+    ),
 ) -> None:
     """Memorised images commit early: ROC-AUC of commitment times, members vs held-out non-members."""
     check_choice(model, "--model", PRIVACY_MODELS)
@@ -48,6 +56,8 @@ def privacy(
     check_counts(members=members, steps=steps, replicates=replicates)
     check_positive_int(nonmembers, "--nonmembers", minimum=2)
     check_out_file(out)
+    if not 0 < fpr < 1:
+        raise ValueError(f"--fpr must lie in (0, 1), got {fpr}")
     _check_audit_sizes(model, members, nonmembers)
     # Deferred: critwin.models.digits imports diffusers (seconds); options are checked above.
     from critwin.models.digits import load_digits_model
@@ -61,6 +71,7 @@ def privacy(
         requested_times,
         n_per_time=replicates,
         seed=seed,
+        fpr=fpr,
     )
     report = {"model": model, **audit.to_dict()}
     if out is not None:
@@ -72,7 +83,7 @@ def privacy(
     typer.echo(
         f"{model}: ROC-AUC {audit.auc:.3f} (95% CI {audit.auc_ci[0]:.3f}-{audit.auc_ci[1]:.3f}); "
         f"TPR {op['tpr']:.2f} at the threshold calibrated for FPR {op['target_fpr']:g} "
-        f"(held-out FPR {op['fpr_held_out']:.2f})"
+        f"(realised held-out FPR {op['fpr_held_out']:.2f} on {op['n_held_out']} non-members)"
     )
 
 
@@ -87,7 +98,11 @@ def fairness(
     out: Path | None = typer.Option(None, "--out", help="Write the result as JSON to this file."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a summary."),
 ) -> None:
-    """Rebalance the digit class of the shipped DDPM by acting only at its window (--fork-time)."""
+    """Rebalance the digit class of the shipped DDPM by acting only at its window (--fork-time).
+
+    The CNN classifier selects the continuations; an independent reader (nearest class mean of the
+    training digits) judges the result, reported beside the selector's own reading.
+    """
     check_time(fork_time, "--fork-time", allow_zero=False)
     check_counts(n=n, steps=steps)
     check_positive_int(candidates, "--candidates", minimum=2)
@@ -106,6 +121,7 @@ def fairness(
         target=target,
         n_candidates=candidates,
         seed=seed,
+        judge=ClassMeanReader(),
     )
     report = result.to_dict()
     if out is not None:
@@ -115,6 +131,8 @@ def fairness(
         return
     typer.echo(
         f"fork at OU time {result.fork_time:.3f} (step {result.fork_step}): TV to target "
-        f"{result.tv_before:.3f} -> {result.tv_after:.3f} with {candidates} continuations per sample; "
+        f"{result.tv_before:.3f} -> {result.tv_after:.3f} by the selecting classifier, "
+        f"{result.tv_judged_before:.3f} -> {result.tv_judged_after:.3f} by an independent reader "
+        f"(nearest class mean) with {candidates} continuations per sample; "
         f"after = {[round(v, 3) for v in result.after.tolist()]}"
     )

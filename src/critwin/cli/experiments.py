@@ -41,11 +41,17 @@ def estimate_command(
         None, "--base-rate", help="known base rate b in [0, 1) (default: estimated)"
     ),
     level: float = typer.Option(0.95, "--level", help="confidence level"),
-    seed: int = typer.Option(0, "--seed", help="bootstrap seed"),
+    seed: int = typer.Option(0, "--seed", help="bootstrap seed (same seed, same intervals)"),
     out: Path = typer.Option(None, "--out", help="also write the estimate as JSON to this file"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
 ):
-    """Commitment curve, base rate, window endpoints with bootstrap CIs, jump rule and per-class windows."""
+    """Commitment curve, base rate, window endpoints with bootstrap CIs, jump rule and per-class windows.
+
+    JSON (--json, --out): an endpoint outside the measured times is censored, never extrapolated, and
+    keeps its direction: {"value": null, "censored": "below"} (already crossed at the smallest time,
+    printed -inf) or {"value": null, "censored": "above"} (not crossed by the largest time, printed inf);
+    null alone means not measured (NaN).
+    """
     delta = check_delta(delta)
     check_counts(n_boot=n_boot, minimum=0)
     if base_rate is not None and not 0.0 <= base_rate < 1.0:

@@ -1,9 +1,12 @@
-"""``critwin sweep``: forward–reverse or cloning sweeps (or a window search) on a local diffusers model."""
+"""``critwin sweep``: forward–reverse or cloning sweeps (or a window search) on a local diffusers model
+or a shipped one (``--model digits``)."""
 
 from __future__ import annotations
 
 import importlib
 import json
+import os
+import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +17,7 @@ import typer
 from safetensors.torch import load_file, save_file
 
 from critwin._files import load_tensor_file
-from critwin._io import atomic_path, atomic_write_json
+from critwin._io import atomic_path, atomic_write_json, json_float
 from critwin._validation import check_time
 from critwin.cli import app
 from critwin.cli._common import (
@@ -22,6 +25,7 @@ from critwin.cli._common import (
     check_counts,
     check_delta,
     check_out_dir,
+    cli_error,
     fmt_time,
     parse_device_dtype,
     parse_times,
@@ -31,11 +35,25 @@ from critwin.experiments.estimation import estimate_window
 from critwin.experiments.features import CallableFeature, SourceSimilarity, zero_shot_clip
 from critwin.experiments.forward_reverse import forward_reverse
 from critwin.experiments.search import search_window
+from critwin.models._store import SHIPPED_MODELS
+from critwin.models.data import NUM_CLASSES
 
 EXPERIMENTS = ("forward-reverse", "clone")
 FEATURES = "nearest-source, nearest-source-cosine, clip, or MODULE:FUNCTION"
 SOURCES_FILE = "sources.safetensors"
 SEARCH_FILE = "search.json"
+SHIPPED = ", ".join(SHIPPED_MODELS)
+# Python keywords of from_pipeline -> the sweep's options, so that errors name what the user typed.
+FLAGS = {
+    "class_labels": "--class-label",
+    "null_class_label": "--null-label",
+    "guidance_scale": "--guidance",
+    "num_inference_steps": "--steps",
+    "prompt_embeds": "--prompt-embeds",
+    "scheduler": "--scheduler",
+}
+# Options of latent and text-conditional pipelines: a shipped model (8x8 pixels, class labels) has none.
+PIPELINE_ONLY = ("--prompt", "--negative-prompt", "--prompt-embeds", "--height", "--width", "--null-label")
 
 
 def _adapter():
@@ -77,6 +95,26 @@ def _sources(process, out: Path, x0: torch.Tensor | None, n: int, seed: int, dev
     return images
 
 
+def _import_feature(spec: str) -> Callable:
+    """``MODULE:FUNCTION`` imported now (the current directory first on the path): a callable or an error."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"--feature {spec!r} must read MODULE:FUNCTION")
+    # The console script's path does not include the current directory, where users keep feature files.
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"--feature {spec!r}: cannot import module {module_name!r} ({exc})") from None
+    fn = getattr(module, attr, None)
+    if fn is None:
+        raise ValueError(f"--feature {spec!r}: module {module_name!r} has no attribute {attr!r}")
+    if not callable(fn):
+        raise ValueError(f"--feature {spec!r}: {attr!r} is a {type(fn).__name__}, not a function")
+    return fn
+
+
 def _feature_factory(spec: str, clip_weights, clip_arch, labels, device) -> Callable:
     """Check ``--feature`` and its options now; returns ``make(sources) -> feature`` for later."""
     if spec == "nearest-source":
@@ -91,13 +129,7 @@ def _feature_factory(spec: str, clip_weights, clip_arch, labels, device) -> Call
         names = [s.strip() for s in labels.split(",") if s.strip()]
         return lambda sources: zero_shot_clip(names, clip_weights, arch=clip_arch, device=device)
     if ":" in spec:
-        module_name, _, attr = spec.partition(":")
-        try:
-            fn = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ValueError(
-                f"--feature {spec!r}: cannot import {attr!r} from {module_name!r} ({exc})"
-            ) from None
+        fn = _import_feature(spec)
         return lambda sources: CallableFeature(fn, name=spec)
     raise ValueError(f"--feature must be one of {FEATURES}, got {spec!r}")
 
@@ -132,15 +164,46 @@ def _check_scheduler(scheduler: str | None) -> None:
             raise ValueError(f"--{exc}") from None
 
 
-def _load_process(model, scheduler, device, dtype, prompt, embeds, steps, guidance, **conditioning):
-    """The pipeline as a process; critwin's noise-level notes become one stderr line each."""
+def _check_shipped(model: str, given: dict[str, object]) -> None:
+    """A shipped model takes none of the options of latent or text-conditional pipelines."""
+    for flag in PIPELINE_ONLY:
+        if given.get(flag) is not None:
+            raise ValueError(
+                f"{flag} does not apply to the shipped model {model!r} (8x8 digits, class labels)"
+            )
+
+
+def _build_process(model, scheduler, device, dtype, prompt, embeds, steps, guidance, **conditioning):
+    """A shipped model (a name of SHIPPED_MODELS) or a local pipeline directory, as a process."""
+    if model in SHIPPED_MODELS:
+        # Deferred like the adapter: the digits models import diffusers.
+        label = conditioning["class_labels"]
+        return importlib.import_module("critwin.models.digits").shipped_process(
+            model,
+            steps,
+            1.0 if guidance is None else guidance,
+            NUM_CLASSES if label is None else label,
+            scheduler=None if scheduler is None else _adapter().scheduler_class(scheduler),
+            device=device,
+            dtype=dtype,
+        )
     pipe = _adapter().load_local(
-        model, scheduler=scheduler, device=device, dtype=dtype, text_encoder=prompt is not None
+        Path(model), scheduler=scheduler, device=device, dtype=dtype, text_encoder=prompt is not None
     )
+    try:
+        return _adapter().from_pipeline(pipe, steps, guidance, prompt=prompt, **conditioning, **embeds)
+    except ValueError as exc:
+        raise cli_error(exc, FLAGS) from None
+
+
+def _load_process(model, scheduler, device, dtype, prompt, embeds, steps, guidance, **conditioning):
+    """The model as a process; critwin's noise-level notes become one stderr line each."""
     with warnings.catch_warnings(record=True) as caught:
         # Warnings that pass the active filters are collected here instead of printed.
         warnings.simplefilter("always", UserWarning)
-        process = _adapter().from_pipeline(pipe, steps, guidance, prompt=prompt, **conditioning, **embeds)
+        process = _build_process(
+            model, scheduler, device, dtype, prompt, embeds, steps, guidance, **conditioning
+        )
     # Noise-level notes (non-zero terminal SNR, DDIM landing between timesteps): one line each.
     for warning in caught:
         if issubclass(warning.category, UserWarning) and "critwin" in warning.filename:
@@ -152,7 +215,12 @@ def _load_process(model, scheduler, device, dtype, prompt, embeds, steps, guidan
 
 @app.command("sweep")
 def sweep(
-    model: Path = typer.Option(..., "--model", help="Local diffusers pipeline directory (model_index.json)."),
+    model: str = typer.Option(
+        ...,
+        "--model",
+        help=f"A shipped model ({SHIPPED}; no download, no export) or a local diffusers pipeline "
+        "directory (model_index.json; ./NAME for a directory named like a shipped model).",
+    ),
     out: Path = typer.Option(..., "--out", help="Result directory (resumable: rerun the same command)."),
     experiment: str = typer.Option("forward-reverse", "--experiment", help="forward-reverse or clone."),
     prompt: str = typer.Option(
@@ -167,8 +235,17 @@ def sweep(
     guidance: float = typer.Option(
         None, "--guidance", help="Classifier-free guidance scale (default: pipeline's)."
     ),
-    class_label: int = typer.Option(None, "--class-label", help="Class label (class-conditional UNets)."),
-    null_label: int = typer.Option(None, "--null-label", help="Unconditional class label for guidance."),
+    class_label: int = typer.Option(
+        None,
+        "--class-label",
+        help=f"Class label of a class-conditional model. Shipped digits models: 0-9, or {NUM_CLASSES} = "
+        f"the null label (unconditional; the default).",
+    ),
+    null_label: int = typer.Option(
+        None,
+        "--null-label",
+        help=f"Unconditional class label for --guidance (local pipelines; digits models: {NUM_CLASSES}).",
+    ),
     scheduler: str = typer.Option(
         None,
         "--scheduler",
@@ -207,13 +284,22 @@ def sweep(
     chunk_size: int = typer.Option(None, "--chunk-size", help="Samples per checkpointed unit."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
-    """Measure critical windows on a local diffusers model (Stable Diffusion, SDXL, DDPM).
+    """Measure critical windows on a shipped model or a local diffusers model (Stable Diffusion, SDXL, DDPM).
 
     Writes the engine's tidy outputs into --out (config.json, units/, table.csv, metadata.json; with
     --adaptive: search.json) and prints the realised noise level of every requested time.
     """
     # Every option is checked (and every small file read) before the pipeline loads.
     _check_modes(experiment, times, adaptive, prompt, prompt_embeds, negative_prompt)
+    if model in SHIPPED_MODELS:
+        given = dict(
+            zip(
+                PIPELINE_ONLY,
+                (prompt, negative_prompt, prompt_embeds, height, width, null_label),
+                strict=True,
+            )
+        )
+        _check_shipped(model, given)
     check_out_dir(out)
     _check_numbers(
         guidance,
@@ -342,7 +428,7 @@ def _report_window(result, delta: float, seed: int, out: Path) -> None:
 
 
 def _print_search(result: dict, path: Path) -> None:
-    # Stored results are strict JSON: an unresolved (infinite) endpoint reads back as null.
-    typer.echo(f"t_after  = {fmt_time(result['t_after'])}  bracket {result['t_after_bracket']}")
-    typer.echo(f"t_before = {fmt_time(result['t_before'])}  bracket {result['t_before_bracket']}")
+    # Stored results are strict JSON: an unresolved (infinite) endpoint reads back as a censored marker.
+    typer.echo(f"t_after  = {fmt_time(json_float(result['t_after']))}  bracket {result['t_after_bracket']}")
+    typer.echo(f"t_before = {fmt_time(json_float(result['t_before']))}  bracket {result['t_before_bracket']}")
     typer.echo(f"base rate {result['base_rate']:.3g}; wrote {path}")

@@ -16,8 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from critwin._io import provenance
 from critwin._validation import check_positive_int
 from critwin.experiments import apply_feature, as_process, realise_times, resolve_feature
+from critwin.experiments.features import feature_name
 
 __all__ = ["RebalanceResult", "rebalance", "total_variation", "check_target"]
 
@@ -42,6 +44,11 @@ class RebalanceResult:
     fork_time, fork_step : realised OU time (and model step) of the fork.
     samples : (n, ...) rebalanced outputs (data space).  labels : (n,) their attributes.
     n_candidates : continuations drawn per trajectory.  nfe : denoiser evaluations, if counted.
+    judged_before, judged_after, tv_judged_before, tv_judged_after : the same distributions and distances
+        read by the independent ``judge`` (None without one). The selecting ``feature`` is optimised
+        for, so its own reading flatters the result; the judge's is the one to report.
+    metadata : the settings (feature and judge names, requested fork time, target, seed), the process
+        and provenance.
     """
 
     before: np.ndarray
@@ -55,6 +62,10 @@ class RebalanceResult:
     labels: torch.Tensor
     n_candidates: int
     nfe: int | None = None
+    judged_before: np.ndarray | None = None
+    judged_after: np.ndarray | None = None
+    tv_judged_before: float | None = None
+    tv_judged_after: float | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -68,6 +79,10 @@ class RebalanceResult:
             "fork_step": self.fork_step,
             "n_candidates": self.n_candidates,
             "nfe": self.nfe,
+            "judged_before": None if self.judged_before is None else self.judged_before.tolist(),
+            "judged_after": None if self.judged_after is None else self.judged_after.tolist(),
+            "tv_judged_before": self.tv_judged_before,
+            "tv_judged_after": self.tv_judged_after,
             "metadata": self.metadata,
         }
 
@@ -110,6 +125,7 @@ def rebalance(
     sampler: str | None = None,
     seed: int = 0,
     cond: dict[str, Any] | None = None,
+    judge=None,
 ) -> RebalanceResult:
     """Rebalance an attribute by resampling continuations at ``fork_time`` only.
 
@@ -123,6 +139,8 @@ def rebalance(
     target : (C,) target distribution (default uniform).
     n_candidates : continuations per trajectory (>= 2); each costs one continuation's NFEs.
     sampler, cond : passed to the process; ``seed`` fixes every draw.
+    judge : an independent attribute reader (another classifier, a held-out reader) that scores the plain
+        and the rebalanced samples; the ``feature`` that selected them is no fair judge of its own choice.
 
     Returns
     -------
@@ -162,6 +180,9 @@ def rebalance(
     before = np.bincount(candidate_labels[0], minlength=n_classes) / n
     after = np.bincount(chosen_labels.numpy(), minlength=n_classes) / n
     nfe_end = getattr(process, "nfe", None)
+    judged = _judge(judge, outputs[0], samples, n_classes, target)
+    settings = {"feature": feature_name(feature), "judge": None if judge is None else feature_name(judge)}
+    settings.update(fork_time_requested=float(fork_time), target=target.tolist(), seed=seed)
     return RebalanceResult(
         before=before,
         after=after,
@@ -174,5 +195,25 @@ def rebalance(
         labels=chosen_labels,
         n_candidates=n_candidates,
         nfe=None if nfe_start is None or nfe_end is None else int(nfe_end - nfe_start),
-        metadata={"seed": seed, "process": process.describe()},
+        **judged,
+        metadata={
+            **settings,
+            "process": process.describe(),
+            "provenance": provenance(device, getattr(process, "dtype", None)),
+        },
     )
+
+
+def _judge(judge, plain, rebalanced, n_classes: int, target: np.ndarray) -> dict[str, Any]:
+    """The independent reader's class distributions of the plain and rebalanced samples, and their TV."""
+    if judge is None:
+        return {}
+    out = {}
+    for name, x in (("before", plain), ("after", rebalanced)):
+        labels = apply_feature(judge, x)[0].numpy()
+        if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+            raise ValueError(f"judge returned labels outside 0..{n_classes - 1}")
+        dist = np.bincount(labels, minlength=n_classes) / labels.size
+        out[f"judged_{name}"] = dist
+        out[f"tv_judged_{name}"] = total_variation(dist, target)
+    return out

@@ -11,12 +11,14 @@ CI and as the TPR at a false-positive rate calibrated on a *separate* set of non
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
+from critwin._display import axes, data_frame, html_summary, short_repr
 from critwin._validation import check_positive_int
 from critwin.experiments import ForwardReverseResult, SourceSimilarity, crossing_time, isotonic_decreasing
 from critwin.experiments.forward_reverse import forward_reverse
@@ -62,12 +64,24 @@ def roc_auc(positives, negatives) -> float:
 
 
 def tpr_at_fpr(positives, calibration_negatives, test_negatives, fpr: float = 0.01) -> dict[str, float]:
-    """Threshold at the ``1 - fpr`` quantile of calibration non-members; rates on held-out sets."""
+    """Threshold at the ``1 - fpr`` quantile of calibration non-members; rates on held-out sets.
+
+    With fewer than ``1 / fpr`` calibration non-members the quantile cannot resolve ``fpr`` (the
+    threshold is their maximum, whose false-positive rate is about ``1 / (n + 1)``): a warning says so,
+    and ``fpr_held_out`` (the realised rate on the held-out non-members) is the number to report.
+    """
     if not 0.0 < fpr < 1.0:
         raise ValueError(f"fpr must lie in (0, 1), got {fpr}")
     calib = np.sort(np.asarray(calibration_negatives, dtype=float))
     if calib.size == 0:
         raise ValueError("calibration_negatives must be non-empty")
+    if calib.size < 1.0 / fpr:
+        warnings.warn(
+            f"{calib.size} calibration non-members cannot calibrate a false-positive rate of {fpr:g} "
+            f"(needs at least {math.ceil(1.0 / fpr)}); read the held-out FPR instead",
+            UserWarning,
+            stacklevel=2,
+        )
     # The smallest threshold that at most a fraction fpr of calibration non-members exceed.
     k = min(calib.size - 1, int(math.ceil((1.0 - fpr) * calib.size)) - 1)
     threshold = calib[max(k, 0)]
@@ -78,10 +92,12 @@ def tpr_at_fpr(positives, calibration_negatives, test_negatives, fpr: float = 0.
         "tpr": float((pos > threshold).mean()),
         "fpr_held_out": float((neg > threshold).mean()) if neg.size else float("nan"),
         "target_fpr": fpr,
+        "n_calibration": int(calib.size),
+        "n_held_out": int(neg.size),
     }
 
 
-@dataclass
+@dataclass(repr=False)
 class MembershipAudit:
     """Result of :func:`membership_audit`.
 
@@ -105,8 +121,50 @@ class MembershipAudit:
     operating_point: dict[str, float]
     metadata: dict[str, Any] = field(default_factory=dict)
 
+    def summary(self) -> dict[str, Any]:
+        op = self.operating_point
+        return {
+            "auc": self.auc,
+            "auc_ci": self.auc_ci,
+            "tpr": op["tpr"],
+            "target_fpr": op["target_fpr"],
+            "fpr_held_out": op["fpr_held_out"],
+            "members": int(self.member_scores.size),
+            "calibration": int(self.calibration_scores.size),
+            "held_out": int(self.test_scores.size),
+        }
+
+    def __repr__(self) -> str:
+        return short_repr("MembershipAudit", self.summary())
+
+    def _repr_html_(self) -> str:
+        return html_summary("MembershipAudit", self.summary())
+
+    def to_pandas(self):
+        """One row per audited image: ``group`` (member, calibration, held_out) and its ``score``."""
+        groups = {"member": self.member_scores, "calibration": self.calibration_scores}
+        groups["held_out"] = self.test_scores
+        return data_frame(
+            {
+                "group": [name for name, scores in groups.items() for _ in scores],
+                "score": np.concatenate(list(groups.values())),
+            }
+        )
+
+    def plot(self, ax=None):
+        """Mean commitment curves of members and held-out non-members against OU time; returns the Axes."""
+        ax = axes(ax)
+        ax.plot(self.times, self.member_curve, "o-", ms=3, label="members")
+        ax.plot(self.times, self.nonmember_curve, "s--", ms=3, label="non-members")
+        ax.set_xlabel("OU time t")
+        ax.set_ylabel("commitment c(t)")
+        ax.set_title(f"ROC-AUC {self.auc:.3f}")
+        ax.legend(loc="best", fontsize="small")
+        return ax
+
     def to_dict(self) -> dict[str, Any]:
-        """Plain values; censored commitment times (outside the measured range) are written as null."""
+        """Plain values; censored commitment times (outside the measured range) keep their direction
+        through :func:`critwin._io.json_text` (``{"value": null, "censored": "above"}``)."""
         return {
             "times": self.times.tolist(),
             "member_curve": self.member_curve.tolist(),
@@ -230,5 +288,6 @@ def membership_audit(
             "n_per_time": n_per_time,
             "seed": seed,
             "process": result.metadata.get("process"),
+            "provenance": result.metadata.get("provenance"),
         },
     )

@@ -36,14 +36,20 @@ from critwin.experiments.executor import resolve_executor, run_units
 from critwin.experiments.features import apply_feature, feature_name
 from critwin.experiments.forward_reverse import LATENT, resolve_feature_kind, run_exact_with_components
 from critwin.experiments.process import as_process, check_cond, nfe_since, realise_times, select_cond
-from critwin.experiments.results import ResultTable, grid_from_metadata, grid_metadata, step_column
+from critwin.experiments.results import (
+    ResultTable,
+    grid_from_metadata,
+    grid_metadata,
+    result_metadata,
+    step_column,
+)
 
 __all__ = ["clone", "CloneResult"]
 
 DEFAULT_CHUNK = 256
 
 
-@dataclass
+@dataclass(repr=False)
 class CloneResult(ResultTable):
     """Outcome of a cloning sweep.
 
@@ -89,9 +95,21 @@ class CloneResult(ResultTable):
         """(N * n_clones,) trajectory of every column of :meth:`kept`."""
         return torch.arange(self.own_labels.numel()).repeat_interleave(self.n_clones)
 
+    def summary(self) -> dict[str, Any]:
+        agreement = self.agreement
+        return {
+            "times": int(self.times.numel()),
+            "trajectories": int(self.own_labels.numel()),
+            "n_clones": self.n_clones,
+            "agreement": (float(agreement[0]), float(agreement[-1])),
+            "nfe": self.nfe,
+        }
+
     def table(self) -> dict[str, list]:
-        """Columns, one row per continuation: t, requested_t, step, index, trajectory, clone, label,
-        own_label."""
+        """Columns, one row per continuation, named as the forward–reverse table's
+        (:data:`~critwin.experiments.results.SHARED_COLUMNS`): t, requested_t, step, index, source_id
+        (the trajectory), replicate (the continuation), label, source_label (the trajectory's own label).
+        Tables saved before these names (trajectory, clone, own_label) still load."""
         T, N, C = self.clone_labels.shape
         t_rep = np.repeat(np.arange(T), N * C)
         traj = np.tile(np.repeat(np.arange(N), C), T)
@@ -101,10 +119,10 @@ class CloneResult(ResultTable):
             "requested_t": self.requested_times.numpy()[t_rep].tolist(),
             "step": step_column(steps, t_rep),
             "index": self.indices.numpy()[t_rep].tolist(),
-            "trajectory": traj.tolist(),
-            "clone": np.tile(np.arange(C), T * N).tolist(),
+            "source_id": traj.tolist(),
+            "replicate": np.tile(np.arange(C), T * N).tolist(),
             "label": self.clone_labels.numpy().reshape(-1).tolist(),
-            "own_label": self.own_labels.numpy()[traj].tolist(),
+            "source_label": self.own_labels.numpy()[traj].tolist(),
         }
 
     def _saved_metadata(self) -> dict[str, Any]:
@@ -121,7 +139,9 @@ class CloneResult(ResultTable):
     def _from_saved(cls, columns, meta) -> CloneResult:
         T, N, C = len(meta["times"]), int(meta["n_trajectories"]), int(meta["n_clones"])
         labels = torch.tensor([int(v) for v in columns["label"]], dtype=torch.long).reshape(T, N, C)
-        own = torch.tensor([int(v) for v in columns["own_label"]], dtype=torch.long).reshape(T, N, C)[0, :, 0]
+        # "own_label" is the column's name in tables saved before the shared names.
+        own_column = columns["source_label"] if "source_label" in columns else columns["own_label"]
+        own = torch.tensor([int(v) for v in own_column], dtype=torch.long).reshape(T, N, C)[0, :, 0]
         return cls(
             **grid_from_metadata(meta),
             own_labels=own,
@@ -221,7 +241,9 @@ def clone(
         own_labels=own,
         clone_labels=by_fork[[forks.index(int(k)) for k in indices]],
         nfe=nfe if process.nfe is not None else None,
-        metadata={k: v for k, v in config.items() if k not in ("requested_times", "realised_times")},
+        metadata=result_metadata(
+            {k: v for k, v in config.items() if k not in ("requested_times", "realised_times")}, device, dtype
+        ),
     )
     if out is not None:
         result.save(out)

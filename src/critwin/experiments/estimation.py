@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from scipy.stats import norm
 
+from critwin._display import axes, data_frame, html_summary, short_repr
+from critwin._io import provenance
 from critwin._validation import check_eps, check_positive_int
 
 __all__ = [
@@ -42,6 +44,9 @@ __all__ = [
     "CommitmentCurve",
     "WindowEstimate",
 ]
+
+BOOTSTRAP_SEED = 0
+"""Seed of :func:`estimate_window`'s bootstrap when neither ``generator`` nor ``seed`` is given."""
 
 
 def wilson_interval(successes, trials, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
@@ -160,7 +165,7 @@ class CommitmentCurve:
     n: np.ndarray
 
 
-@dataclass
+@dataclass(repr=False)
 class WindowEstimate:
     """A window estimate (times sorted increasingly; all arrays (T,)).
 
@@ -172,6 +177,7 @@ class WindowEstimate:
     t_after_ci, t_before_ci, t_half_ci : bootstrap percentile intervals (``level``).
     jump : Blink's jump rule on ``c``.  per_class : {label: WindowEstimate} breakdown by source class.
     chi : susceptibility curve (None if fewer than 2 replicates per source).  t_peak : its argmax.
+    metadata : provenance (:func:`critwin._io.provenance`) and the bootstrap seed.
     """
 
     times: np.ndarray
@@ -195,6 +201,52 @@ class WindowEstimate:
     per_class: dict[int, WindowEstimate] = field(default_factory=dict)
     chi: np.ndarray | None = None
     t_peak: float | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """The key numbers: level, base rate, endpoints with their intervals, number of times."""
+        return {
+            "delta": self.delta,
+            "b": self.b,
+            "t_after": self.t_after,
+            "t_after_ci": self.t_after_ci,
+            "t_before": self.t_before,
+            "t_before_ci": self.t_before_ci,
+            "t_half": self.t_half,
+            "n_times": int(self.times.size),
+        }
+
+    def __repr__(self) -> str:
+        return short_repr("WindowEstimate", self.summary())
+
+    def _repr_html_(self) -> str:
+        return html_summary("WindowEstimate", self.summary())
+
+    def to_pandas(self):
+        """The curves as a ``pandas.DataFrame``, one row per time: t, c, c_lower, c_upper, n, r, r_fit,
+        chi."""
+        chi = self.chi if self.chi is not None else np.full(self.times.shape, np.nan)
+        columns = {"t": self.times, "c": self.c, "c_lower": self.c_lower, "c_upper": self.c_upper}
+        return data_frame({**columns, "n": self.n, "r": self.r, "r_fit": self.r_fit, "chi": chi})
+
+    def plot(self, ax=None):
+        """Normalised curve ``r(t)``, its isotonic fit, the levels ``1 - delta``/``delta`` and the window.
+
+        Returns
+        -------
+        The matplotlib Axes (a new figure's when ``ax`` is None).
+        """
+        ax = axes(ax)
+        ax.plot(self.times, self.r, "o", ms=3, label="r(t) measured")
+        ax.plot(self.times, self.r_fit, "-", label="isotonic fit")
+        for level in (1 - self.delta, self.delta):
+            ax.axhline(level, color="grey", lw=0.8, ls=":")
+        if not self.empty:
+            ax.axvspan(self.t_after, self.t_before, color="tab:orange", alpha=0.2, label="window")
+        ax.set_xlabel("OU time t")
+        ax.set_ylabel("normalised commitment r(t)")
+        ax.legend(loc="best", fontsize="small")
+        return ax
 
     @property
     def empty(self) -> bool:
@@ -202,7 +254,8 @@ class WindowEstimate:
         return not (math.isfinite(self.t_after) and math.isfinite(self.t_before))
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly summary (inf/nan written as strings by ``json`` stay readable)."""
+        """JSON-friendly summary: censored (infinite) endpoints keep their direction through
+        :func:`critwin._io.json_text` (``{"value": null, "censored": "below"|"above"}``)."""
         out = {
             "times": self.times.tolist(),
             "c": self.c.tolist(),
@@ -224,6 +277,7 @@ class WindowEstimate:
             "jump": self.jump,
             "chi": None if self.chi is None else self.chi.tolist(),
             "t_peak": self.t_peak,
+            "metadata": self.metadata,
         }
         out["per_class"] = {str(k): v.to_dict() for k, v in self.per_class.items()}
         return out
@@ -263,8 +317,12 @@ def estimate_window(
     level: float = 0.95,
     per_class: bool = True,
     generator: torch.Generator | None = None,
+    seed: int | None = None,
 ) -> WindowEstimate:
     """Window estimate with bootstrap CIs from a forward–reverse or cloning result.
+
+    Deterministic: the same call gives the same estimate every time. The bootstrap draws from
+    ``generator`` if given, else from ``seed``, else from the fixed seed :data:`BOOTSTRAP_SEED` (0).
 
     Parameters
     ----------
@@ -279,7 +337,8 @@ def estimate_window(
     n_boot : bootstrap replicates (0: no CIs).
     level : confidence level of the Wilson and bootstrap intervals.
     per_class : also estimate per source class (with ``b_k = q_k``).
-    generator : for the bootstrap.
+    generator : for the bootstrap (one draw from it seeds the bootstrap).
+    seed : bootstrap seed when no ``generator`` is given (default :data:`BOOTSTRAP_SEED`).
 
     Returns
     -------
@@ -298,7 +357,9 @@ def estimate_window(
     order = np.argsort(times, kind="stable")
     times, kept = times[order], kept[order]
     model_labels = _model_labels(result, reference_labels, is_clone, own, order)
-    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator).item())
+    if generator is not None:
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator).item())
+    seed = BOOTSTRAP_SEED if seed is None else seed
     rng = np.random.default_rng(seed)
     estimate = _estimate(
         times, kept, clusters, classes, model_labels, is_clone, base_rate, delta, n_boot, level, rng
@@ -324,6 +385,7 @@ def estimate_window(
                 class_label=k,
             )
             estimate.per_class[int(k)] = sub
+    estimate.metadata = {"bootstrap_seed": seed, "provenance": provenance()}
     chi = susceptibility(result)
     if chi is not None:
         estimate.chi = chi[1]

@@ -48,14 +48,20 @@ from critwin.experiments.process import (
     realise_times,
     select_cond,
 )
-from critwin.experiments.results import ResultTable, grid_from_metadata, grid_metadata, step_column
+from critwin.experiments.results import (
+    ResultTable,
+    grid_from_metadata,
+    grid_metadata,
+    result_metadata,
+    step_column,
+)
 
 __all__ = ["forward_reverse", "ForwardReverseResult"]
 
 DEFAULT_CHUNK = 512
 
 
-@dataclass
+@dataclass(repr=False)
 class ForwardReverseResult(ResultTable):
     """Per-sample outcome of a forward–reverse sweep.
 
@@ -92,6 +98,16 @@ class ForwardReverseResult(ResultTable):
     def agreement(self) -> torch.Tensor:
         """(T,) commitment curve c(t): fraction of outputs whose label equals their source's."""
         return (self.labels == self.source_labels).double().mean(1)
+
+    def summary(self) -> dict[str, Any]:
+        agreement = self.agreement
+        return {
+            "times": int(self.times.numel()),
+            "sources": int(self.source_ids.max()) + 1 if self.source_ids.numel() else 0,
+            "n_per_time": self.n_per_time,
+            "agreement": (float(agreement[0]), float(agreement[-1])),
+            "nfe": self.nfe,
+        }
 
     def kept(self) -> torch.Tensor:
         """(T, M) bool: output label equals source label."""
@@ -239,7 +255,9 @@ def forward_reverse(
     with runs_on.bind(shared, gpu=z0.is_cuda) as runner:
         with progress_bar(len(jobs), "forward-reverse", progress) as advance:
             units = run_units(runner, _run_unit, jobs, store, advance)
-    result = _assemble(jobs, units, (requested, realised, indices, steps), source_labels, n_per_time, config)
+    result = _assemble(
+        jobs, units, (requested, realised, indices, steps), source_labels, n_per_time, config, (process, z0)
+    )
     if process.nfe is None:
         result.nfe = None
     if out is not None:
@@ -268,11 +286,13 @@ class SweepSources(NamedTuple):
     source_labels: torch.Tensor
 
 
-def _assemble(jobs, units, grid, source_labels, n_per_time: int, config) -> ForwardReverseResult:
+def _assemble(jobs, units, grid, source_labels, n_per_time: int, config, origin) -> ForwardReverseResult:
     """The result from every unit, in the canonical unit order (whatever order they completed in).
 
-    ``grid`` is ``(requested, realised, indices, steps)``; ``source_labels`` (N,) the sources' labels.
+    ``grid`` is ``(requested, realised, indices, steps)``; ``source_labels`` (N,) the sources' labels;
+    ``origin`` is ``(process, z0)``, whose device and dtype the provenance records.
     """
+    process, z0 = origin
     requested, realised, indices, steps = grid
     T, M = requested.numel(), source_labels.numel() * n_per_time
     labels = torch.empty(T, M, dtype=torch.long)
@@ -298,7 +318,11 @@ def _assemble(jobs, units, grid, source_labels, n_per_time: int, config) -> Forw
         probabilities=probabilities,
         n_per_time=n_per_time,
         nfe=nfe,
-        metadata={k: v for k, v in config.items() if k not in ("requested_times", "realised_times")},
+        metadata=result_metadata(
+            {k: v for k, v in config.items() if k not in ("requested_times", "realised_times")},
+            z0.device,
+            getattr(process, "dtype", z0.dtype),
+        ),
     )
 
 

@@ -1,7 +1,9 @@
 """Result tables of the experiments: one base class, and the csv/JSON files they are saved as.
 
 A result is one tidy table (one row per measurement) plus metadata. :class:`ResultTable` writes
-``table()``, ``rows()``, ``to_pandas()``, ``save()`` and ``load()`` once; each result
+``table()``, ``rows()``, ``to_pandas()``, ``save()``, ``load()``, the one-line ``repr`` and the
+notebook's ``_repr_html_`` once (subclasses give ``summary()``, a few key numbers, and use
+``@dataclass(repr=False)``); each result
 (``ForwardReverseResult``, ``CloneResult``, ``SearchResult``) says what its columns and metadata are
 and how to rebuild itself from them. A saved result is ``DIR/table.csv`` + ``DIR/metadata.json``,
 both written atomically.
@@ -20,7 +22,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from critwin._io import atomic_write_json, atomic_write_text, json_normalised
+from critwin._display import data_frame, html_summary, short_repr
+from critwin._io import atomic_write_json, atomic_write_text, json_normalised, provenance
 
 __all__ = [
     "ResultTable",
@@ -30,7 +33,15 @@ __all__ = [
     "grid_metadata",
     "grid_from_metadata",
     "step_column",
+    "result_metadata",
+    "SHARED_COLUMNS",
 ]
+
+# Columns that forward–reverse and cloning tables share, meaning the same thing in both: the realised
+# and requested OU time, the model step and grid index, the unit whose feature is compared (a source
+# image / a trajectory), its replicate (a re-noising / a continuation), the output's feature label and
+# the label it is compared with.
+SHARED_COLUMNS = ("t", "requested_t", "step", "index", "source_id", "replicate", "label", "source_label")
 
 TABLE_FILE = "table.csv"
 METADATA_FILE = "metadata.json"
@@ -58,15 +69,23 @@ class ResultTable(ABC):
     def _from_saved(cls, columns: dict[str, list[str]], meta: dict[str, Any]) -> ResultTable:
         """The result from the table's columns (strings, as read from csv) and its metadata."""
 
+    def summary(self) -> dict[str, Any]:
+        """A few key numbers of the result (its one-line ``repr`` and notebook table)."""
+        return {"columns": len(self.table())}
+
+    def __repr__(self) -> str:
+        return short_repr(type(self).__name__, self.summary())
+
+    def _repr_html_(self) -> str:
+        return html_summary(type(self).__name__, self.summary())
+
     def rows(self) -> list[dict[str, Any]]:
         """One dict per row of :meth:`table`."""
         return table_rows(self.table())
 
     def to_pandas(self):
-        """:meth:`table` as a ``pandas.DataFrame`` (pandas is an optional dependency)."""
-        import pandas as pd  # optional: imported only when asked for
-
-        return pd.DataFrame(self.table())
+        """:meth:`table` as a ``pandas.DataFrame`` (pandas: ``pip install 'critwin[pandas]'``)."""
+        return data_frame(self.table())
 
     def save(self, directory) -> None:
         """Write ``table.csv`` and ``metadata.json`` (atomically) into ``directory``."""
@@ -132,6 +151,11 @@ def _format(value):
         # repr round-trips a float exactly; inf/nan are written as csv readers expect them.
         return repr(value) if math.isfinite(value) else str(value)
     return value
+
+
+def result_metadata(settings: Mapping[str, Any], device=None, dtype=None) -> dict[str, Any]:
+    """A result's metadata: its ``settings`` plus ``provenance`` (versions, device, dtype, UTC time, call)."""
+    return {**settings, "provenance": provenance(device, dtype)}
 
 
 def grid_metadata(requested: torch.Tensor, times: torch.Tensor, indices: torch.Tensor, steps) -> dict:

@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from critwin._io import json_float
 from critwin._validation import check_eps, check_positive_int, check_time
 from critwin.experiments.checkpoint import progress_bar, resolve_seed, unit_generator
 from critwin.experiments.estimation import base_rate as _base_rate
@@ -39,7 +40,7 @@ from critwin.experiments.process import (
     realise_times,
     select_cond,
 )
-from critwin.experiments.results import ResultTable
+from critwin.experiments.results import ResultTable, result_metadata
 
 __all__ = ["search_window", "SearchResult"]
 
@@ -47,7 +48,7 @@ __all__ = ["search_window", "SearchResult"]
 _PROBE_COLUMNS = {"t": float, "n": int, "kept": int, "c": float, "lower": float, "upper": float}
 
 
-@dataclass
+@dataclass(repr=False)
 class SearchResult(ResultTable):
     """Outcome of :func:`search_window`.
 
@@ -61,6 +62,7 @@ class SearchResult(ResultTable):
     b : base rate used.  delta, resolution : the request.
     probes : one dict per probed time (t, n, kept, c, lower, upper).
     nfe : per-sample denoiser evaluations spent (probes + base-rate reference), or None.
+    metadata : the process description and provenance.
     """
 
     t_after: float
@@ -74,8 +76,21 @@ class SearchResult(ResultTable):
     resolution: float
     probes: list[dict[str, Any]] = field(default_factory=list)
     nfe: int | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
 
     kind: ClassVar[str] = "search"
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "delta": self.delta,
+            "b": self.b,
+            "t_after": self.t_after,
+            "t_after_ci": self.t_after_ci,
+            "t_before": self.t_before,
+            "t_before_ci": self.t_before_ci,
+            "probes": len(self.probes),
+            "nfe": self.nfe,
+        }
 
     @property
     def n_samples(self) -> int:
@@ -86,26 +101,25 @@ class SearchResult(ResultTable):
         return {name: [p[name] for p in self.probes] for name in _PROBE_COLUMNS}
 
     def _saved_metadata(self) -> dict[str, Any]:
-        # JSON has no tuples and no infinities (censored endpoints): store them as lists and strings.
-        return {f.name: _encode(getattr(self, f.name)) for f in fields(self) if f.name != "probes"}
+        # critwin._io writes censored (infinite) endpoints as {"value": null, "censored": ...}.
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "probes"}
 
     @classmethod
     def _from_saved(cls, columns, meta) -> SearchResult:
         n = len(columns["t"])
         probes = [{k: kind(columns[k][i]) for k, kind in _PROBE_COLUMNS.items()} for i in range(n)]
-        scalars = {f.name: _decode(meta[f.name]) for f in fields(cls) if f.name != "probes"}
+        # Results saved before ``metadata`` existed have none.
+        scalars = {f.name: _decode(meta[f.name]) for f in fields(cls) if f.name not in ("probes", "metadata")}
+        scalars["metadata"] = meta.get("metadata", {})
         return cls(**scalars, probes=probes)
 
 
-def _encode(value):
-    if isinstance(value, tuple):
-        return [_encode(v) for v in value]
-    return repr(value) if isinstance(value, float) and math.isinf(value) else value
-
-
 def _decode(value):
+    """A stored scalar or bracket: censored markers (and the "inf" strings of older files) to floats."""
     if isinstance(value, list):
         return tuple(_decode(v) for v in value)
+    if isinstance(value, dict):
+        return json_float(value)
     return float(value) if value in ("inf", "-inf") else value
 
 
@@ -278,6 +292,9 @@ def search_window(
         resolution=resolution,
         probes=probes,
         nfe=None if prober.nfe is None else prober.nfe + nfe_reference,
+        metadata=result_metadata(
+            {"process": process.describe()}, getattr(process, "device", None), getattr(process, "dtype", None)
+        ),
     )
 
 

@@ -6,12 +6,15 @@
   evaluation, model cards, :func:`load_digits_model`, sampling through the diffusers adapter).
 - :mod:`critwin.models.classifier`: the CNN digit classifier and :func:`classifier_feature`.
 
-The digits DDPM names are imported lazily (they import diffusers, about 2 s); the rest are plain imports.
+:data:`SHIPPED_MODELS` names the shipped diffusion models (``critwin sweep --model digits`` and
+friends); :func:`shipped_process` loads one as a process. The digits DDPM names are imported lazily
+(they import diffusers, about 2 s); the rest are plain imports.
 """
 
 from __future__ import annotations
 
 from critwin._lazy import lazy_exports
+from critwin.models._store import SHIPPED_MODELS
 from critwin.models.classifier import DigitClassifier, classifier_feature, load_classifier, train_classifier
 from critwin.models.data import DigitsData, load_digits_data, nearest_neighbour_distance
 
@@ -26,6 +29,7 @@ _EXPORTS = {
     "evaluate_digits_model": "critwin.models.digits",
     "load_digits_model": "critwin.models.digits",
     "save_digits_model": "critwin.models.digits",
+    "shipped_process": "critwin.models.digits",
 }
 
 __all__ = [
@@ -35,6 +39,7 @@ __all__ = [
     "DigitsModel",
     "NULL_LABEL",
     "PRESETS",
+    "SHIPPED_MODELS",
     "classifier_feature",
     "evaluate_digits_model",
     "load_classifier",
@@ -42,6 +47,7 @@ __all__ = [
     "load_digits_model",
     "nearest_neighbour_distance",
     "save_digits_model",
+    "shipped_process",
     "train_classifier",
     "train_digits",
     "training_steps",

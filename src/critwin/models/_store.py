@@ -18,6 +18,13 @@ from critwin._io import atomic_path, atomic_write_json
 
 SHIPPED_WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
+# The shipped diffusion models (the one registry of their names: CLI choices, loaders, checks), with a
+# one-line description for ``--help``.
+SHIPPED_MODELS = {
+    "digits": "class-conditional DDPM on the 8x8 digits (labels 0-9; 10 = null label, unconditional)",
+    "digits-memorise": "the same network trained on 20 digits until it copies them (memorisation demo)",
+}
+
 # How to recreate each shipped file; quoted in every "missing or corrupted" error.
 RETRAIN_COMMANDS = {
     "digits": "critwin train digits --out {dir}",

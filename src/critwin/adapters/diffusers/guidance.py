@@ -219,9 +219,14 @@ def _latent_scale_shift(vae) -> tuple[float, float]:
 
 
 def _vae_batched(vae, fn, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """``fn`` over batches of ``batch_size`` rows of ``x`` (cast to the VAE's dtype), concatenated."""
+    """``fn`` over batches of ``batch_size`` rows of ``x``, concatenated.
+
+    Each batch moves to the VAE's device and dtype: sources arrive on the CPU in float32 (files, cached
+    samples) while the VAE may run in float16 on CUDA, and only a batch at a time is moved.
+    """
+    device = next(vae.parameters()).device
     with torch.no_grad():
-        return torch.cat([fn(part.to(vae.dtype)) for part in x.split(batch_size)])
+        return torch.cat([fn(part.to(device=device, dtype=vae.dtype)) for part in x.split(batch_size)])
 
 
 def vae_encode(vae, x: torch.Tensor, batch_size: int) -> torch.Tensor:

@@ -26,6 +26,7 @@ from critwin.models.digits.model import (
     load_digits_model,
     make_scheduler,
     save_digits_model,
+    shipped_process,
 )
 from critwin.models.digits.training import TrainState, train_digits, training_steps
 
@@ -44,4 +45,5 @@ __all__ = [
     "evaluate_digits_model",
     "load_digits_model",
     "save_digits_model",
+    "shipped_process",
 ]

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from critwin._validation import check_positive_int
+from critwin.models._store import SHIPPED_MODELS
 from critwin.models.data import IMAGE_SHAPE, NUM_CLASSES, DigitsData, load_digits_data
 
 __all__ = ["NULL_LABEL", "MODEL_NAMES", "DigitsConfig", "PRESETS"]
@@ -15,7 +16,7 @@ __all__ = ["NULL_LABEL", "MODEL_NAMES", "DigitsConfig", "PRESETS"]
 NULL_LABEL = NUM_CLASSES
 """Class label meaning "no digit requested" (unconditional sampling, guidance's reference)."""
 
-MODEL_NAMES = ("digits", "digits-memorise")
+MODEL_NAMES = tuple(SHIPPED_MODELS)
 
 
 @dataclass(frozen=True)

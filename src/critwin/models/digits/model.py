@@ -15,7 +15,14 @@ from critwin.models._store import load_state_into, load_weights, save_weights, w
 from critwin.models.data import IMAGE_SHAPE, DigitsData
 from critwin.models.digits.config import MODEL_NAMES, NULL_LABEL, DigitsConfig
 
-__all__ = ["DigitsModel", "build_unet", "make_scheduler", "load_digits_model", "save_digits_model"]
+__all__ = [
+    "DigitsModel",
+    "build_unet",
+    "make_scheduler",
+    "load_digits_model",
+    "save_digits_model",
+    "shipped_process",
+]
 
 
 def build_unet(config: DigitsConfig):
@@ -28,21 +35,21 @@ def make_scheduler(config: DigitsConfig):
     return DDPMScheduler(**config.scheduler_kwargs())
 
 
-def _labels_for(labels, n: int, device) -> torch.Tensor:
+def _labels_for(labels, n: int, device, name: str = "class_labels") -> torch.Tensor:
     """``labels`` as an (n,) int64 tensor on ``device`` (None -> all null; a scalar is broadcast)."""
     if labels is None:
         return torch.full((n,), NULL_LABEL, dtype=torch.long, device=device)
     labels = torch.as_tensor(labels, device=device)
     if labels.is_floating_point() or labels.dtype == torch.bool:
-        raise ValueError(f"class_labels must be integers 0..{NULL_LABEL}, got dtype {labels.dtype}")
+        raise ValueError(f"{name} must be integers 0..{NULL_LABEL}, got dtype {labels.dtype}")
     labels = labels.long()
     if labels.ndim == 0:
         labels = labels.expand(n)
     if labels.shape != (n,):
-        raise ValueError(f"class_labels must have shape ({n},) to match the batch, got {tuple(labels.shape)}")
+        raise ValueError(f"{name} must have shape ({n},) to match the batch, got {tuple(labels.shape)}")
     if labels.numel() and (labels.min() < 0 or labels.max() > NULL_LABEL):
         raise ValueError(
-            f"class_labels must be digits 0..9 or the null label {NULL_LABEL}, got values in "
+            f"{name} must be digits 0..9 or the null label {NULL_LABEL}, got values in "
             f"[{labels.min().item()}, {labels.max().item()}]"
         )
     return labels
@@ -79,19 +86,26 @@ class DigitsModel:
         """The exact data split this model was trained on."""
         return self.config.load_data()
 
-    def process(self, num_inference_steps: int = 100, guidance_scale: float = 1.0, scheduler=None):
+    def process(
+        self,
+        num_inference_steps: int = 100,
+        guidance_scale: float = 1.0,
+        scheduler=None,
+        class_label: int = NULL_LABEL,
+    ):
         """This model as a :class:`critwin.ReverseProcess`, through the diffusers adapter.
 
         The U-Net goes through :class:`critwin.adapters.diffusers.DiffusersProcess` exactly as a
-        user's model would. The default conditioning is the null label (unconditional sampling);
-        request digits per run with ``cond={"class_labels": labels}``. Classifier-free guidance uses
-        the null label as the unconditional branch.
+        user's model would. The default conditioning is ``class_label`` (default the null label:
+        unconditional sampling); request digits per run with ``cond={"class_labels": labels}``.
+        Classifier-free guidance uses the null label as the unconditional branch.
 
         Parameters
         ----------
         num_inference_steps : sampler steps (diffusers ``set_timesteps``).
         guidance_scale : classifier-free guidance weight ``w >= 0``; 1 is the plain conditional model.
         scheduler : a diffusers scheduler to sample with (default: the training ``DDPMScheduler``).
+        class_label : default digit 0..9, or :data:`NULL_LABEL` (10) for unconditional sampling.
 
         Returns
         -------
@@ -101,7 +115,7 @@ class DigitsModel:
             self.unet,
             self.make_scheduler() if scheduler is None else scheduler,
             num_inference_steps=check_positive_int(num_inference_steps, "num_inference_steps"),
-            cond={"class_labels": NULL_LABEL},
+            cond={"class_labels": int(_labels_for(class_label, 1, "cpu", "class_label")[0])},
             uncond={"class_labels": NULL_LABEL},
             guidance_scale=guidance_scale,
             model_id=f"critwin/{self.name}",
@@ -189,3 +203,37 @@ def load_digits_model(name: str = "digits", directory: str | os.PathLike | None 
     unet = build_unet(config)
     load_state_into(unet, state_dict, name, weights_paths(name, directory)[0])
     return DigitsModel(unet, config, card=card, name=name)
+
+
+def shipped_process(
+    name: str,
+    num_inference_steps: int = 100,
+    guidance_scale: float = 1.0,
+    class_label: int = NULL_LABEL,
+    scheduler=None,
+    device=None,
+    dtype=None,
+):
+    """A shipped model of :data:`critwin.models.SHIPPED_MODELS` as a process (what ``critwin sweep
+    --model digits`` runs): :func:`load_digits_model` then :meth:`DigitsModel.process`.
+
+    Parameters
+    ----------
+    name : a key of ``SHIPPED_MODELS``.
+    num_inference_steps, guidance_scale, class_label : as :meth:`DigitsModel.process` (the null label
+        :data:`NULL_LABEL` = 10 is unconditional and the unconditional branch of guidance).
+    scheduler : ``None`` (the training ``DDPMScheduler``) or a diffusers scheduler class, built from the
+        training scheduler's config.
+    device, dtype : where and in which precision the U-Net runs (default: CPU, float32).
+
+    Returns
+    -------
+    DiffusersProcess with ``sample_shape == (1, 8, 8)``.
+    """
+    if name not in MODEL_NAMES:
+        raise ValueError(f"name must be one of the shipped models {list(MODEL_NAMES)}, got {name!r}")
+    model = load_digits_model(name)
+    model.unet.to(device=device, dtype=dtype)
+    if scheduler is not None:
+        scheduler = scheduler.from_config(model.make_scheduler().config)
+    return model.process(num_inference_steps, guidance_scale, scheduler=scheduler, class_label=class_label)
