@@ -6,6 +6,7 @@ seeded per unit, so where and in which order they run must not change a single b
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -94,10 +95,20 @@ def model_and_feature(kind: str):
 
 
 def saved(directory: Path) -> dict[str, bytes]:
-    """Every file of a sweep directory, by relative path (units included)."""
-    return {
+    """Every file of a sweep directory, by relative path (units included); ``metadata.json`` without its
+    provenance (UTC time and call differ between runs by design)."""
+    files = {
         str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()
     }
+    if "metadata.json" in files:
+        files["metadata.json"] = json.dumps(_without_provenance(json.loads(files["metadata.json"]))).encode()
+    return files
+
+
+def _without_provenance(obj):
+    if isinstance(obj, dict):
+        return {k: _without_provenance(v) for k, v in obj.items() if k != "provenance"}
+    return obj
 
 
 # ------------------------------------------------------------------------------------------- inputs
