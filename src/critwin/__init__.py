@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import sys
 
+from critwin._memory import memory_limit, set_memory_limit
 from critwin.clock import (
     DiscreteSchedule,
     alpha_bar,
@@ -109,6 +110,7 @@ __all__ = [
     "load_mixture",
     "log_concave_times",
     "log_snr",
+    "memory_limit",
     "ou_time",
     "overlap_bound",
     "pinsker_bound",
@@ -120,6 +122,7 @@ __all__ = [
     "sample_heun",
     "save_mixture",
     "search_window",
+    "set_memory_limit",
     "snr",
     "susceptibility",
     "theorem_bound",
@@ -149,6 +152,7 @@ __all__ = [
 ]
 
 _EAGER_MODULES = (
+    "critwin._memory",
     "critwin.clock",
     "critwin.mixtures",
     "critwin.samplers",
