@@ -1,10 +1,12 @@
 """Hierarchies at scale: the span reduction against the exact tree, closed forms against bisection,
 the sure bounds against Monte Carlo, no (d, d) matrix, and the memory limit."""
 
+import json
 import math
 
 import pytest
 import torch
+from torch import erfinv
 
 import critwin
 from critwin._memory import check_memory, memory_limit, set_memory_limit
@@ -129,3 +131,29 @@ def test_method_and_progress_validation():
         GaussianMixture(torch.tensor([[0.0], [50.0]], dtype=F64)), 0.1, progress=lambda *a: seen.append(a)
     )
     assert {s[0] for s in seen} == {"pairs", "verify", "windows"} and all(d <= t for _, d, t in seen)
+
+
+def test_cli_hierarchy_progress_json_out_and_large_plot(tmp_path, capsys):
+    from critwin.cli import main
+    from critwin.io_mixture import save_mixture
+
+    # 60 components on a line, 50 apart, no windows: progress on stderr, stdout stays one JSON object.
+    means = 50.0 * torch.arange(60, dtype=F64).unsqueeze(1)
+    path, out, png = tmp_path / "m.json", tmp_path / "tree.json", tmp_path / "tree.png"
+    save_mixture(GaussianMixture(means), path)
+    args = ["hierarchy", str(path), "--no-windows", "--json", "--out", str(out), "--plot", str(png)]
+    try:
+        code = main(args)
+    except SystemExit as exit_:
+        code = exit_.code
+    captured = capsys.readouterr()
+    assert code in (0, None)
+    printed = json.loads(captured.out)
+    assert printed == json.loads(out.read_text())
+    assert sorted(printed["root"]["components"]) == list(range(60))
+    # complete linkage: the root merges the two ends, 50 * 59 apart: ln(D / (2 sqrt2 erfinv 0.1))
+    assert printed["root"]["time"] == pytest.approx(
+        math.log(2950 / (2 * math.sqrt(2) * float(erfinv(torch.tensor(0.1, dtype=F64))))), abs=1e-9
+    )
+    assert "hierarchy: verify" in captured.err and "hierarchy:" not in captured.out
+    assert png.read_bytes()[:4] == b"\x89PNG"

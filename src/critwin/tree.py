@@ -175,12 +175,14 @@ class Tree:
     def __str__(self) -> str:
         return self.render()
 
-    def plot(self, ax=None, path=None):
+    def plot(self, ax=None, path=None, max_leaves: int = 60):
         """Dendrogram with OU time on the vertical axis; each node's window is drawn as a band.
 
         Parameters
         ----------
         ax : matplotlib Axes (a new figure if None).  path : if given, save the figure there (PNG).
+        max_leaves : above this many leaves the leaves are unlabelled and drawn without bands, the root
+            and its children are labelled with their sizes, and the figure width is capped.
 
         Returns
         -------
@@ -193,7 +195,9 @@ class Tree:
 
         from critwin._io import atomic_path
 
-        fig = ax.figure if ax is not None else plt.figure(figsize=(max(4.0, 0.6 * len(self.leaves) + 2), 4.5))
+        many = len(self.leaves) > max_leaves
+        width = min(16.0, max(4.0, 0.6 * len(self.leaves) + 2))
+        fig = ax.figure if ax is not None else plt.figure(figsize=(width, 4.5))
         ax = ax or fig.add_subplot(1, 1, 1)
         x_of: dict[int, float] = {}
         for k, leaf in enumerate(self.leaves):
@@ -218,11 +222,25 @@ class Tree:
             if n.children:
                 xs = [x_of[id(c)] for c in n.children]
                 ax.plot([min(xs), max(xs)], [n.time, n.time], color="k", lw=1.2)
-            if n.window is not None:
+            # With many leaves only internal nodes get a band: leaf bands would be thinner than a pixel.
+            if n.window is not None and not (many and n.is_leaf):
                 _window_band(ax, n.window, x, top)
         ax.scatter([x_of[id(n)] for n in self.nodes], [n.time for n in self.nodes], s=14, color="k", zorder=3)
-        ax.set_xticks([x_of[id(leaf)] for leaf in self.leaves])
-        ax.set_xticklabels([",".join(map(str, leaf.components)) for leaf in self.leaves])
+        if many:
+            # Leaves are not labelled; the top levels are, by their size.
+            ax.set_xticks([])
+            for n in [self.root, *self.root.children]:
+                if not n.is_leaf:
+                    ax.annotate(
+                        f"{len(n.components)}",
+                        (x_of[id(n)], n.time),
+                        fontsize=7,
+                        xytext=(3, 3),
+                        textcoords="offset points",
+                    )
+        else:
+            ax.set_xticks([x_of[id(leaf)] for leaf in self.leaves])
+            ax.set_xticklabels([",".join(map(str, leaf.components)) for leaf in self.leaves])
         ax.set_xlabel("component")
         ax.set_ylabel("OU time t")
         ax.set_ylim(0, top)
