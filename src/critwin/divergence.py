@@ -59,8 +59,12 @@ _MIN_ESS = 200.0
 
 def _ess(x: torch.Tensor) -> float:
     """Effective sample size ``(sum x)^2 / sum x^2`` of non-negative weighted terms (0 if all vanish)."""
-    total = float(x.sum())
-    return total * total / float(x.square().sum()) if total > 0 else 0.0
+    peak = float(x.max()) if x.numel() else 0.0
+    if not peak > 0:
+        return 0.0
+    # Scaled by the largest term: squares of terms ~1e-170 would underflow to 0.
+    y = x / peak
+    return float(y.sum()) ** 2 / float(y.square().sum())
 
 
 def _wilson(mean: float, n: float, z: float) -> tuple[float, float]:
