@@ -12,6 +12,7 @@ import importlib
 import sys
 
 from critwin._memory import memory_limit, set_memory_limit
+from critwin._version import __version__
 from critwin.clock import (
     DiscreteSchedule,
     alpha_bar,
@@ -56,8 +57,6 @@ from critwin.samplers import (
 )
 from critwin.tree import Tree, hierarchy
 from critwin.windows import TransitionTimes, Window, critical_window, theorem_bound, transition_times
-
-__version__ = "0.1.0"
 
 # Resolved on first use: these modules import diffusers (adapters, models) or the models (diagnostics).
 _LAZY = {

@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from critwin import __version__
 from critwin._validation import check_positive_int
+from critwin._version import __version__
 from critwin.models._store import load_state_into, load_weights, save_weights, weights_paths
 from critwin.models.data import IMAGE_SHAPE, NUM_CLASSES, DigitsData, load_digits_data
 

@@ -7,7 +7,7 @@ from typing import Any
 import diffusers
 import torch
 
-from critwin import __version__
+from critwin._version import __version__
 from critwin.models.data import DigitsData
 from critwin.models.digits.config import NULL_LABEL
 from critwin.models.digits.model import DigitsModel
