@@ -9,11 +9,25 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 # DESIGN.md's layers, bottom to top; a module may import its own layer or any layer below.
 LAYERS = [
-    ("critwin._io", "critwin._files", "critwin._validation", "critwin._lazy", "critwin._version"),
+    (
+        "critwin._io",
+        "critwin._files",
+        "critwin._validation",
+        "critwin._lazy",
+        "critwin._version",
+        "critwin._memory",
+    ),
     ("critwin.clock",),
     ("critwin.mixtures",),
     ("critwin.samplers",),
-    ("critwin.divergence", "critwin.windows", "critwin.closed_forms", "critwin.tree", "critwin.io_mixture"),
+    (
+        "critwin.divergence",
+        "critwin.windows",
+        "critwin.closed_forms",
+        "critwin.span",
+        "critwin.tree",
+        "critwin.io_mixture",
+    ),
     ("critwin.experiments",),
     ("critwin.adapters", "critwin.models"),
     ("critwin.diagnostics",),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import sys
 
+from critwin._memory import memory_limit, set_memory_limit
 from critwin._version import __version__
 from critwin.clock import (
     DiscreteSchedule,
@@ -108,6 +109,7 @@ __all__ = [
     "load_mixture",
     "log_concave_times",
     "log_snr",
+    "memory_limit",
     "ou_time",
     "overlap_bound",
     "pinsker_bound",
@@ -119,6 +121,7 @@ __all__ = [
     "sample_heun",
     "save_mixture",
     "search_window",
+    "set_memory_limit",
     "snr",
     "susceptibility",
     "theorem_bound",
@@ -148,6 +151,7 @@ __all__ = [
 ]
 
 _EAGER_MODULES = (
+    "critwin._memory",
     "critwin.clock",
     "critwin.mixtures",
     "critwin.samplers",

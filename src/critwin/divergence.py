@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from critwin._memory import check_memory, chunk_rows
 from critwin._validation import check_positive_int, check_subset, check_time
 from critwin.clock import alpha_sigma, noised_variance
 from critwin.mixtures import GaussianMixture
@@ -58,8 +59,12 @@ _MIN_ESS = 200.0
 
 def _ess(x: torch.Tensor) -> float:
     """Effective sample size ``(sum x)^2 / sum x^2`` of non-negative weighted terms (0 if all vanish)."""
-    total = float(x.sum())
-    return total * total / float(x.square().sum()) if total > 0 else 0.0
+    peak = float(x.max()) if x.numel() else 0.0
+    if not peak > 0:
+        return 0.0
+    # Scaled by the largest term: squares of terms ~1e-170 would underflow to 0.
+    y = x / peak
+    return float(y.sum()) ** 2 / float(y.square().sum())
 
 
 def _wilson(mean: float, n: float, z: float) -> tuple[float, float]:
@@ -116,6 +121,8 @@ def _normal_quantile(level: float) -> float:
 # ---------------------------------------------------------------------------------------- Gaussian pairs
 def _as_cov(cov, d: int, name: str) -> torch.Tensor:
     """A (d, d) float64 covariance from None (identity), a scalar, a (d,) diagonal or a (d, d) matrix."""
+    # eye, the symmetrised copy and the eigendecomposition coexist: about three (d, d) float64 arrays.
+    check_memory(3 * 8 * d * d, f"a dense ({d}, {d}) covariance for {name}")
     if cov is None:
         return torch.eye(d, dtype=torch.float64)
     c = torch.as_tensor(cov, dtype=torch.float64)
@@ -133,6 +140,20 @@ def _as_cov(cov, d: int, name: str) -> torch.Tensor:
     return 0.5 * (c + c.T)
 
 
+def _as_diag(cov, d: int, name: str) -> torch.Tensor | None:
+    """(d,) float64 variances when ``cov`` is None, a scalar or a (d,) diagonal; None for a matrix."""
+    c = torch.ones(d, dtype=torch.float64) if cov is None else torch.as_tensor(cov, dtype=torch.float64)
+    if c.ndim == 0:
+        c = c.expand(d)
+    if c.shape != (d,):
+        return None
+    if not torch.isfinite(c).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    if (c <= 0).any():
+        raise ValueError(f"{name} must be positive definite, got a variance {c.min().item():.4g}")
+    return c
+
+
 def _as_mean(mean, name: str) -> torch.Tensor:
     m = torch.as_tensor(mean, dtype=torch.float64).flatten()
     if m.numel() == 0 or not torch.isfinite(m).all():
@@ -148,6 +169,15 @@ def _pair(mean1, cov1, mean2, cov2):
     return m1, _as_cov(cov1, d, "cov1"), m2, _as_cov(cov2, d, "cov2")
 
 
+def _diag_pair(mean1, cov1, mean2, cov2):
+    """``(m1, c1, m2, c2)`` with (d,) variances when both covariances are diagonal (no (d, d) matrix)."""
+    m1, m2 = _as_mean(mean1, "mean1"), _as_mean(mean2, "mean2")
+    if m1.shape != m2.shape:
+        raise ValueError(f"mean1 and mean2 must have the same dimension, got {m1.numel()} and {m2.numel()}")
+    c1, c2 = _as_diag(cov1, m1.numel(), "cov1"), _as_diag(cov2, m1.numel(), "cov2")
+    return None if c1 is None or c2 is None else (m1, c1, m2, c2)
+
+
 def tv_gaussians(mean1, mean2, cov=None) -> float:
     """``TV(N(m1, Sigma), N(m2, Sigma)) = 2 Phi(delta / 2) - 1`` with ``delta = |Sigma^{-1/2}(m1 - m2)|``.
 
@@ -158,9 +188,14 @@ def tv_gaussians(mean1, mean2, cov=None) -> float:
     m1, m2 = _as_mean(mean1, "mean1"), _as_mean(mean2, "mean2")
     if m1.shape != m2.shape:
         raise ValueError(f"mean1 and mean2 must have the same dimension, got {m1.numel()} and {m2.numel()}")
-    c = _as_cov(cov, m1.numel(), "cov")
     diff = m1 - m2
-    delta = math.sqrt(max(0.0, float(diff @ torch.linalg.solve(c, diff))))
+    diag = _as_diag(cov, m1.numel(), "cov")
+    # A scalar or diagonal covariance never becomes a (d, d) matrix (d may be 1e5).
+    if diag is not None:
+        maha = float((diff.square() / diag).sum())
+    else:
+        maha = float(diff @ torch.linalg.solve(_as_cov(cov, m1.numel(), "cov"), diff))
+    delta = math.sqrt(max(0.0, maha))
     # 2 Phi(x) - 1 = erf(x / sqrt 2): no cancellation for small x.
     return math.erf(delta / 2.0 / math.sqrt(2.0))
 
@@ -172,6 +207,11 @@ def kl_gaussians(mean1, cov1, mean2, cov2) -> float:
     ----------
     mean1, mean2 : (d,).  cov1, cov2 : None, scalar, (d,) or (d, d).
     """
+    diag = _diag_pair(mean1, cov1, mean2, cov2)
+    if diag is not None:
+        m1, c1, m2, c2 = diag
+        terms = c1 / c2 + (m2 - m1).square() / c2 - 1.0 + c2.log() - c1.log()
+        return max(0.0, 0.5 * float(terms.sum()))
     m1, c1, m2, c2 = _pair(mean1, cov1, mean2, cov2)
     d = m1.numel()
     L2 = torch.linalg.cholesky(c2)
@@ -188,6 +228,14 @@ def bhattacharyya_gaussians(mean1, cov1, mean2, cov2) -> float:
 
     ``BC = |S1|^{1/4} |S2|^{1/4} / |S|^{1/2} exp(-(m1-m2)^T S^{-1} (m1-m2) / 8)``, ``S = (S1 + S2)/2``.
     """
+    diag = _diag_pair(mean1, cov1, mean2, cov2)
+    if diag is not None:
+        m1, c1, m2, c2 = diag
+        avg = 0.5 * (c1 + c2)
+        log_bc = float(
+            (0.25 * c1.log() + 0.25 * c2.log() - 0.5 * avg.log() - (m1 - m2).square() / avg / 8).sum()
+        )
+        return min(1.0, math.exp(log_bc))
     m1, c1, m2, c2 = _pair(mean1, cov1, mean2, cov2)
     avg = 0.5 * (c1 + c2)
     diff = m1 - m2
@@ -227,11 +275,9 @@ def tv_bounds_gaussians(mean1, cov1, mean2, cov2) -> tuple[float, float]:
 
 
 def _component_cov(mixture: GaussianMixture, i: int) -> torch.Tensor:
-    kind = mixture.cov_kind
+    """Component ``i``'s covariance as its mixture stores it: (d,) variances (iso/diag) or (d, d)."""
     c = mixture.covs[i].to(torch.float64).cpu()
-    if kind == "iso":
-        return c * torch.eye(mixture.dim, dtype=torch.float64)
-    return torch.diag(c) if kind == "diag" else c
+    return c.expand(mixture.dim) if mixture.cov_kind == "iso" else c
 
 
 def component_tv(mixture: GaussianMixture, i: int, j: int, t=0.0) -> tuple[float, bool]:
@@ -301,6 +347,59 @@ def _has_singular_component(m: GaussianMixture) -> bool:
         lam = torch.linalg.eigvalsh(m.cov_matrices().to(torch.float64))
         return bool((lam <= 1e-12 * lam.abs().amax(-1, keepdim=True).clamp_min(1e-300)).any())
     return bool((m.covs == 0).any())
+
+
+def stratify(w_p: torch.Tensor, w_q: torch.Tensor, n: int, generator):
+    """Strata of ``n`` draws from M = (P + Q)/2 given the weights of P and of Q (K_P,), (K_Q,).
+
+    Returns ``(labels, strata, weights, counts)``: the component of every draw (P's then Q's indices),
+    its stratum, the strata weights under M and the draw counts.
+
+    Strata are the components of P then of Q (weights ``w/2``): every component of positive weight
+    gets ``max(2, floor(n m_k))`` draws, so none of tiny weight is missed. With more than ``n/4``
+    components (large point clouds) one stratum, M itself, is sampled instead.
+    """
+    m = torch.cat([w_p, w_q]) / 2
+    if m.numel() <= n // 4:
+        counts = torch.where(m > 0, (n * m).floor().clamp_min(2), torch.zeros_like(m)).long()
+        labels = torch.repeat_interleave(torch.arange(m.numel(), device=m.device), counts)
+        return labels, labels, m, counts
+    labels = torch.multinomial(m, n, replacement=True, generator=generator)
+    one = torch.ones(1, dtype=torch.float64, device=m.device)
+    return labels, torch.zeros_like(labels), one, torch.full((1,), n, device=m.device)
+
+
+def mc_estimate(log_ratio: torch.Tensor, strata, weights, counts, z: float) -> Estimate:
+    """Stratified estimate of ``TV = E_M |p - q|/(p + q)`` from ``log(p/q)`` at the draws (``z``: the
+    normal quantile of the interval).
+
+    ``1 - TV = E_M g`` with ``g = 2 min(p, q)/(p + q) = 2 / (1 + e^{|log p/q|})`` is computed in log
+    space, so a TV within 1e-12 of 1 keeps its digits. The interval is the normal one when both
+    ``f = 1 - g`` and ``g`` have an effective sample size ``(sum v x)^2 / sum (v x)^2`` of at least
+    ``_MIN_ESS``; otherwise (a few draws carry the estimate, the sample variance is unreliable) it is
+    widened to contain the Wilson interval built on the bound ``Var x <= mu (1 - mu)`` valid for any
+    variable in [0, 1], with ``n_eff = min_k n_k / m_k`` (conservative for any allocation).
+    """
+    strata, weights, counts = strata.cpu(), weights.cpu(), counts.cpu()
+    d = log_ratio.abs()
+    g = torch.exp(math.log(2.0) - torch.nn.functional.softplus(d))
+    f = torch.tanh(0.5 * d)
+    k = counts.numel()
+    v = (weights / counts.clamp_min(1))[strata]
+    g_hat, f_hat = float((v * g).sum()), float((v * f).sum())
+    value = f_hat if f_hat < 0.5 else 1.0 - g_hat
+    sums = torch.zeros(k, dtype=torch.float64).index_add_(0, strata, g)
+    squares = torch.zeros(k, dtype=torch.float64).index_add_(0, strata, g * g)
+    c = counts.to(torch.float64)
+    var_k = ((squares - sums * sums / c.clamp_min(1)) / (c - 1).clamp_min(1)).clamp_min(0)
+    se = math.sqrt(float((weights.square() * var_k / c.clamp_min(1))[counts > 0].sum()))
+    low, high = value - z * se, value + z * se
+    ess = min(_ess(v * g), _ess(v * f))
+    if ess < _MIN_ESS:
+        n_eff = float((c / weights.clamp_min(1e-300))[counts > 0].min())
+        w_low, w_high = _wilson(1.0 - value, n_eff, z)
+        low, high = min(low, 1.0 - w_high), max(high, 1.0 - w_low)
+    return Estimate(value, se, max(0.0, low), min(1.0, high), "monte-carlo", int(strata.numel()), ess)
 
 
 class TVCurve:
@@ -458,8 +557,13 @@ class TVCurve:
         w_diff = w_p - w_q
         idx = self._lattice(torch.round(centres / h).long(), int(math.ceil(_LATTICE_RADIUS / h)))
         x = idx.to(torch.float64) * h
-        sq = (x.unsqueeze(1) - centres.unsqueeze(0)).square().sum(-1)
-        diff = torch.exp(-0.5 * sq) @ w_diff * (2 * math.pi) ** (-0.5 * r)
+        step = chunk_rows(8 * 2 * r * centres.shape[0], x.shape[0], "the span quadrature lattice")
+        diff = torch.cat(
+            [
+                torch.exp(-0.5 * (xc.unsqueeze(1) - centres.unsqueeze(0)).square().sum(-1)) @ w_diff
+                for xc in x.split(step)
+            ]
+        ) * (2 * math.pi) ** (-0.5 * r)
         fine = 0.5 * diff.abs().sum().item() * h**r
         coarse_mask = (idx % 2 == 0).all(1)
         coarse = 0.5 * diff[coarse_mask].abs().sum().item() * (2 * h) ** r
@@ -483,75 +587,36 @@ class TVCurve:
         return centres, w_p, w_q
 
     # -------------------------------------------------------------------- Monte Carlo
-    def _strata(self):
-        """Stratum of every draw, its weight under M = (P + Q)/2 and the draw counts (fixed once).
-
-        Strata are the components of P then of Q (weights ``w/2``): every component of positive weight
-        gets ``max(2, floor(n m_k))`` draws, so none of tiny weight is missed. With more than ``n/4``
-        components (large point clouds) one stratum, M itself, is sampled instead.
-        """
-        m = torch.cat([self._wP, self._wQ]) / 2
-        if m.numel() <= self.n // 4:
-            counts = torch.where(m > 0, (self.n * m).floor().clamp_min(2), torch.zeros_like(m)).long()
-            labels = torch.repeat_interleave(torch.arange(m.numel(), device=m.device), counts)
-            return labels, labels, m, counts
-        labels = torch.multinomial(m, self.n, replacement=True, generator=self._generator)
-        one = torch.ones(1, dtype=torch.float64, device=m.device)
-        return labels, torch.zeros_like(labels), one, torch.full((1,), self.n, device=m.device)
-
-    def _mc_estimate(self, log_ratio: torch.Tensor, strata, weights, counts) -> Estimate:
-        """Stratified estimate of ``TV = E_M |p - q|/(p + q)`` from ``log(p/q)`` at the draws.
-
-        ``1 - TV = E_M g`` with ``g = 2 min(p, q)/(p + q) = 2 / (1 + e^{|log p/q|})`` is computed in log
-        space, so a TV within 1e-12 of 1 keeps its digits. The interval is the normal one when both
-        ``f = 1 - g`` and ``g`` have an effective sample size ``(sum v x)^2 / sum (v x)^2`` of at least
-        ``_MIN_ESS``; otherwise (a few draws carry the estimate, the sample variance is unreliable) it is
-        widened to contain the Wilson interval built on the bound ``Var x <= mu (1 - mu)`` valid for any
-        variable in [0, 1], with ``n_eff = min_k n_k / m_k`` (conservative for any allocation).
-        """
-        strata, weights, counts = strata.cpu(), weights.cpu(), counts.cpu()
-        d = log_ratio.abs()
-        g = torch.exp(math.log(2.0) - torch.nn.functional.softplus(d))
-        f = torch.tanh(0.5 * d)
-        k = counts.numel()
-        v = (weights / counts.clamp_min(1))[strata]
-        g_hat, f_hat = float((v * g).sum()), float((v * f).sum())
-        value = f_hat if f_hat < 0.5 else 1.0 - g_hat
-        sums = torch.zeros(k, dtype=torch.float64).index_add_(0, strata, g)
-        squares = torch.zeros(k, dtype=torch.float64).index_add_(0, strata, g * g)
-        c = counts.to(torch.float64)
-        var_k = ((squares - sums * sums / c.clamp_min(1)) / (c - 1).clamp_min(1)).clamp_min(0)
-        se = math.sqrt(float((weights.square() * var_k / c.clamp_min(1))[counts > 0].sum()))
-        low, high = value - self.z * se, value + self.z * se
-        ess = min(_ess(v * g), _ess(v * f))
-        if ess < _MIN_ESS:
-            n_eff = float((c / weights.clamp_min(1e-300))[counts > 0].min())
-            w_low, w_high = _wilson(1.0 - value, n_eff, self.z)
-            low, high = min(low, 1.0 - w_high), max(high, 1.0 - w_low)
-        return Estimate(value, se, max(0.0, low), min(1.0, high), "monte-carlo", int(strata.numel()), ess)
-
     def _monte_carlo_span(self, t: float) -> Estimate:
         coords, _ = self._span(t)
         r = coords.shape[1]
         if r == 0:
             return Estimate(0.0, 0.0, 0.0, 0.0, "monte-carlo", self.n)
         if self._draws is None or self._draws[4].shape[1] != r:
-            labels, strata, weights, counts = self._strata()
+            labels, strata, weights, counts = stratify(self._wP, self._wQ, self.n, self._generator)
             z = torch.randn(
                 labels.numel(), r, generator=self._generator, dtype=torch.float64, device=coords.device
             )
             self._draws = (labels, strata, weights, counts, z)
         labels, strata, weights, counts, z = self._draws
-        x = coords[labels.to(coords.device)] + z
-        sq = (x.unsqueeze(1) - coords.unsqueeze(0)).square().sum(-1)
         kp = self.P.n_components
-        log_p = torch.logsumexp(-0.5 * sq[:, :kp] + self._wP.log(), 1)
-        log_q = torch.logsumexp(-0.5 * sq[:, kp:] + self._wQ.log(), 1)
-        return self._mc_estimate((log_p - log_q).cpu(), strata, weights, counts)
+        log_w_p, log_w_q = self._wP.log(), self._wQ.log()
+        # Chunked over draws: a (chunk, K, r) difference tensor is never built; the (chunk, K) squared
+        # distances are |x|^2 - 2 x.c + |c|^2 (float64: the cancellation is ~1e-16 |x|^2, harmless).
+        norms = coords.square().sum(1)
+        step = chunk_rows(8 * 4 * coords.shape[0], labels.numel(), "the Monte Carlo densities in the span")
+        out = []
+        for lo in range(0, labels.numel(), step):
+            x = coords[labels[lo : lo + step].to(coords.device)] + z[lo : lo + step]
+            sq = (x.square().sum(1, keepdim=True) - 2 * x @ coords.T + norms).clamp_min(0)
+            log_p = torch.logsumexp(-0.5 * sq[:, :kp] + log_w_p, 1)
+            log_q = torch.logsumexp(-0.5 * sq[:, kp:] + log_w_q, 1)
+            out.append((log_p - log_q).cpu())
+        return mc_estimate(torch.cat(out), strata, weights, counts, self.z)
 
     def _monte_carlo_full(self, t: float) -> Estimate:
         if self._draws is None:
-            labels, strata, weights, counts = self._strata()
+            labels, strata, weights, counts = stratify(self._wP, self._wQ, self.n, self._generator)
             x0 = self._component_draws(labels, plain=weights.numel() == 1)
             noise = torch.randn(x0.shape, generator=self._generator, dtype=x0.dtype, device=x0.device)
             self._draws = (x0, noise, strata, weights, counts)
@@ -559,7 +624,7 @@ class TVCurve:
         a, s = alpha_sigma(t)
         x = a * x0 + s * noise
         diff = self.P.log_prob(x, t).to(torch.float64) - self.Q.log_prob(x, t).to(torch.float64)
-        return self._mc_estimate(diff.cpu(), strata, weights, counts)
+        return mc_estimate(diff.cpu(), strata, weights, counts, self.z)
 
     def _component_draws(self, labels: torch.Tensor, plain: bool) -> torch.Tensor:
         """(n, d) draws at t = 0, each from the component ``labels[i]`` of P (``< K_P``) or of Q."""

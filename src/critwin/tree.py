@@ -22,15 +22,18 @@ exact TV exists) is seeded with ``DEFAULT_SEED`` = 0 unless a ``torch.Generator`
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from critwin._validation import check_eps
 from critwin.divergence import component_tv, tv
 from critwin.mixtures import GaussianMixture
+from critwin.span import SpanMixture, shared_isotropic
 from critwin.windows import Window, check_search, merge_time, separation_time, window_from_times
 
 __all__ = ["Node", "Tree", "hierarchy"]
@@ -172,12 +175,14 @@ class Tree:
     def __str__(self) -> str:
         return self.render()
 
-    def plot(self, ax=None, path=None):
+    def plot(self, ax=None, path=None, max_leaves: int = 60):
         """Dendrogram with OU time on the vertical axis; each node's window is drawn as a band.
 
         Parameters
         ----------
         ax : matplotlib Axes (a new figure if None).  path : if given, save the figure there (PNG).
+        max_leaves : above this many leaves the leaves are unlabelled and drawn without bands, the root
+            and its children are labelled with their sizes, and the figure width is capped.
 
         Returns
         -------
@@ -190,7 +195,9 @@ class Tree:
 
         from critwin._io import atomic_path
 
-        fig = ax.figure if ax is not None else plt.figure(figsize=(max(4.0, 0.6 * len(self.leaves) + 2), 4.5))
+        many = len(self.leaves) > max_leaves
+        width = min(16.0, max(4.0, 0.6 * len(self.leaves) + 2))
+        fig = ax.figure if ax is not None else plt.figure(figsize=(width, 4.5))
         ax = ax or fig.add_subplot(1, 1, 1)
         x_of: dict[int, float] = {}
         for k, leaf in enumerate(self.leaves):
@@ -215,11 +222,25 @@ class Tree:
             if n.children:
                 xs = [x_of[id(c)] for c in n.children]
                 ax.plot([min(xs), max(xs)], [n.time, n.time], color="k", lw=1.2)
-            if n.window is not None:
+            # With many leaves only internal nodes get a band: leaf bands would be thinner than a pixel.
+            if n.window is not None and not (many and n.is_leaf):
                 _window_band(ax, n.window, x, top)
         ax.scatter([x_of[id(n)] for n in self.nodes], [n.time for n in self.nodes], s=14, color="k", zorder=3)
-        ax.set_xticks([x_of[id(leaf)] for leaf in self.leaves])
-        ax.set_xticklabels([",".join(map(str, leaf.components)) for leaf in self.leaves])
+        if many:
+            # Leaves are not labelled; the top levels are, by their size.
+            ax.set_xticks([])
+            for n in [self.root, *self.root.children]:
+                if not n.is_leaf:
+                    ax.annotate(
+                        f"{len(n.components)}",
+                        (x_of[id(n)], n.time),
+                        fontsize=7,
+                        xytext=(3, 3),
+                        textcoords="offset points",
+                    )
+        else:
+            ax.set_xticks([x_of[id(leaf)] for leaf in self.leaves])
+            ax.set_xticklabels([",".join(map(str, leaf.components)) for leaf in self.leaves])
         ax.set_xlabel("component")
         ax.set_ylabel("OU time t")
         ax.set_ylim(0, top)
@@ -268,6 +289,9 @@ def _legend_handles():
     ]
 
 
+_METHODS = ("auto", "exact", "fast")
+
+
 def hierarchy(
     mixture: GaussianMixture,
     eps: float = 0.1,
@@ -277,6 +301,8 @@ def hierarchy(
     n: int = 10000,
     generator: torch.Generator | None = None,
     tol: float = 1e-4,
+    method: str = "auto",
+    progress=None,
 ) -> Tree:
     """Build and verify the eps-mixture tree of ``mixture``.
 
@@ -289,6 +315,12 @@ def hierarchy(
     n, generator : Monte Carlo draws and generator where no exact TV exists (None: seeded with
         ``DEFAULT_SEED`` = 0, so the tree is the same on every call).
     tol : bisection tolerance in OU time, in (0, 1).
+    method : ``"fast"`` (components sharing one isotropic covariance: closed-form pairwise merge times,
+        sure bounds, Monte Carlo in the span of the means only where the bounds do not decide; never a
+        (d, d) matrix), ``"exact"`` (pairwise bisection and a TV per check, any mixture), or ``"auto"``
+        (``"fast"`` when it applies).
+    progress : optional callable ``progress(stage, done, total)`` called as the work advances (stages
+        ``"pairs"``, ``"verify"``, ``"windows"``).
 
     Returns
     -------
@@ -298,36 +330,148 @@ def hierarchy(
         raise ValueError(f"mixture must be a GaussianMixture, got {type(mixture).__name__}")
     eps = check_eps(eps)
     check_search(tol, n, generator)
+    if method not in _METHODS:
+        raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+    if progress is not None and not callable(progress):
+        raise ValueError(f"progress must be callable or None, got {type(progress).__name__}")
+    fast = shared_isotropic(mixture)
+    if method == "fast" and not fast:
+        raise ValueError("method='fast' needs components sharing one isotropic covariance; use 'exact'")
     kw = dict(n=n, generator=generator, tol=tol)
-    root = _complete_linkage(mixture, eps, kw)
-    _verify(root, mixture, eps, kw)
+    engine = _SpanEngine(mixture, eps, kw) if fast and method != "exact" else _ExactEngine(mixture, eps, kw)
+    report = progress or (lambda stage, done, total: None)
+    root, spreads = _complete_linkage(engine, report)
+    _verify(root, spreads, engine, report)
     _dissolve(root, collapse)
     _link_parents(root)
     if windows:
-        _attach_windows(root, mixture, eps, kw)
+        _attach_windows(root, engine, report)
     return Tree(root, eps)
 
 
-def _complete_linkage(mixture, eps, kw) -> Node:
-    """Agglomerative merging in order of pairwise merge time; a cluster's time is its largest one."""
-    K = mixture.n_components
-    tau = torch.zeros(K, K, dtype=torch.float64)
-    for i in range(K):
-        for j in range(i + 1, K):
-            tau[i, j] = tau[j, i] = merge_time(mixture, [i], [j], eps, **kw)[0]
-    clusters: list[Node] = [Node([i], 0.0) for i in range(K)]
-    while len(clusters) > 1:
-        best = None
-        for a in range(len(clusters)):
-            for b in range(a + 1, len(clusters)):
-                link = float(tau[clusters[a].components][:, clusters[b].components].max())
-                if best is None or link < best[0]:
-                    best = (link, a, b)
-        link, a, b = best
-        ca, cb = clusters[a], clusters[b]
-        joined = Node(sorted(ca.components + cb.components), max(link, ca.time, cb.time), [ca, cb])
-        clusters = [c for k, c in enumerate(clusters) if k not in (a, b)] + [joined]
-    return clusters[0]
+class _ExactEngine:
+    """Pairwise merge times by bisection, one TV (exact, quadrature or Monte Carlo) per check."""
+
+    def __init__(self, mixture, eps, kw):
+        self.mixture, self.eps, self.kw, self.tol = mixture, eps, kw, kw["tol"]
+        self.K = mixture.n_components
+
+    def linkage_values(self, report) -> torch.Tensor:
+        """(K, K) pairwise values whose complete linkage is the tree; here the merge times themselves."""
+        K, tau = self.K, torch.zeros(self.K, self.K, dtype=torch.float64)
+        for i in range(K):
+            for j in range(i + 1, K):
+                tau[i, j] = tau[j, i] = merge_time(self.mixture, [i], [j], self.eps, **self.kw)[0]
+            report("pairs", i + 1, K)
+        return tau
+
+    def time_of(self, value: float) -> float:
+        return value
+
+    def merged(self, comps: list[int], t: float, value: float) -> bool | None:
+        """Whether every pair of ``comps`` is eps-close at ``t`` (``value``: their largest linkage value)."""
+
+        def pair(i: int, j: int) -> bool | None:
+            tv_ij, exact = component_tv(self.mixture, i, j, t)
+            if exact:
+                return _decide(tv_ij, tv_ij, self.eps, above=False)
+            est = tv(
+                self.mixture.subset([i]), self.mixture.subset([j]), t, self.kw["n"], self.kw["generator"]
+            )
+            return _decide(est.low, est.high, self.eps, above=False)
+
+        return _all_of(pair(i, j) for i in comps for j in comps if i < j)
+
+    def separation(self, comps: list[int], rest: list[int], t: float) -> tuple[float, float, float]:
+        est = tv(self.mixture.subset(comps), self.mixture.subset(rest), t, self.kw["n"], self.kw["generator"])
+        return est.value, est.low, est.high
+
+    def merge_time(self, A, B):
+        return merge_time(self.mixture, A, B, self.eps, **self.kw)
+
+    def separation_time(self, S):
+        return separation_time(self.mixture, S, self.eps, **self.kw)
+
+
+class _SpanEngine:
+    """Closed forms, sure bounds and Monte Carlo in the span of the means (:class:`SpanMixture`)."""
+
+    def __init__(self, mixture, eps, kw):
+        self.span = SpanMixture(mixture, kw["n"], kw["generator"])
+        self.eps, self.tol = eps, kw["tol"]
+        self.K = mixture.n_components
+
+    def linkage_values(self, report) -> torch.Tensor:
+        # The merge time is increasing in the distance: complete linkage on squared distances is the same.
+        report("pairs", self.K, self.K)
+        return self.span.sq_dist
+
+    def time_of(self, value: float) -> float:
+        return float(self.span.merge_time_of(value, self.eps))
+
+    def merged(self, comps: list[int], t: float, value: float) -> bool | None:
+        # The pairwise TV is increasing in the distance: the farthest pair decides for all.
+        tv_max = math.erf(self.span.scale(t) * math.sqrt(value) / (2 * math.sqrt(2.0)))
+        return _decide(tv_max, tv_max, self.eps, above=False)
+
+    def separation(self, comps: list[int], rest: list[int], t: float) -> tuple[float, float, float]:
+        low, high = self.span.bounds(comps, rest, t)
+        threshold = 1.0 - self.eps * self.eps
+        if high < threshold or low >= threshold:
+            return (high if high < threshold else low), low, high
+        est = self.span.tv(comps, rest, t)
+        return min(high, max(low, est.value)), max(low, est.low), min(high, est.high)
+
+    def merge_time(self, A, B):
+        """``inf{t : TV(p_t^A, p_t^B) <= eps}`` for ``A ⊂ B``, from
+        ``TV(p^A, p^B) = (1 - W_A / W_B) TV(p^A, p^{B - A})``."""
+        rest = [j for j in B if j not in A]
+        w = self.span.weights
+        factor = 1.0 - float(w[A].sum() / w[B].sum())
+        if factor <= 0.0:
+            return 0.0, 0.0, 0.0, "closed-form"
+        return self.span.crossing(A, rest, self.eps, factor, False, self.tol)
+
+    def separation_time(self, S):
+        rest = [j for j in range(self.K) if j not in S]
+        if not rest:
+            return math.inf, math.inf, math.inf, "closed-form"
+        return self.span.crossing(list(S), rest, 1.0 - self.eps * self.eps, 1.0, True, self.tol)
+
+
+def _complete_linkage(engine, report) -> tuple[Node, dict[int, float]]:
+    """Agglomerative merging in order of the pairwise values (a heap of candidate merges, stale entries
+    skipped); a cluster's value is its largest pairwise one (Lance-Williams update for complete linkage).
+
+    Returns the root and, for every internal node (by ``id``), its largest pairwise value."""
+    K = engine.K
+    values = engine.linkage_values(report).to(torch.float64).cpu().numpy().copy()
+    nodes: dict[int, Node] = {i: Node([i], 0.0) for i in range(K)}
+    spread: dict[int, float] = dict.fromkeys(range(K), 0.0)  # largest pairwise value inside a cluster
+    row_of = {i: i for i in range(K)}  # cluster id -> row of `values` holding its linkage values
+    heap = [(float(values[i, j]), i, j) for i in range(K) for j in range(i + 1, K)]
+    heapq.heapify(heap)
+    next_id = K
+    spreads: list[tuple[Node, float]] = []
+    while len(nodes) > 1:
+        link, a, b = heapq.heappop(heap)
+        if a not in nodes or b not in nodes:
+            continue
+        ra, rb = row_of.pop(a), row_of.pop(b)
+        np.maximum(values[ra], values[rb], out=values[ra])
+        values[:, ra] = values[ra]
+        ca, cb = nodes.pop(a), nodes.pop(b)
+        value = max(link, spread.pop(a), spread.pop(b))
+        joined = Node(
+            sorted(ca.components + cb.components), max(engine.time_of(value), ca.time, cb.time), [ca, cb]
+        )
+        for other, row in row_of.items():
+            heapq.heappush(heap, (float(values[ra, row]), min(other, next_id), max(other, next_id)))
+        nodes[next_id], spread[next_id], row_of[next_id] = joined, value, ra
+        spreads.append((joined, value))
+        next_id += 1
+    root = next(iter(nodes.values()))
+    return root, {id(node): spread_of for node, spread_of in spreads}
 
 
 def _decide(low: float, high: float, threshold: float, above: bool) -> bool | None:
@@ -343,28 +487,22 @@ def _all_of(values) -> bool | None:
     return False if False in values else (None if None in values else True)
 
 
-def _verify(root: Node, mixture, eps: float, kw) -> None:
+def _verify(root: Node, spreads: dict[int, float], engine, report) -> None:
     """Set ``merged`` and ``separated`` of every node from the TV intervals (module notes)."""
-    K, n, generator, tol = mixture.n_components, kw["n"], kw["generator"], kw["tol"]
-
-    def pair_merged(i: int, j: int, t: float) -> bool | None:
-        value, exact = component_tv(mixture, i, j, t)
-        if exact:
-            return _decide(value, value, eps, above=False)
-        est = tv(mixture.subset([i]), mixture.subset([j]), t, n, generator)
-        return _decide(est.low, est.high, eps, above=False)
-
-    for node in root.walk():
+    K, tol = engine.K, engine.tol
+    nodes = list(root.walk())
+    for done, node in enumerate(nodes, 1):
         comps = node.components
         if len(comps) > 1:
             # Evaluate just past T_u: T_u is a bisection midpoint, within tol of the exact crossing.
-            t = node.time + tol
-            node.merged = _all_of(pair_merged(i, j, t) for i in comps for j in comps if i < j)
-        rest = [j for j in range(K) if j not in comps]
+            node.merged = engine.merged(comps, node.time + tol, spreads[id(node)])
+        inside = set(comps)
+        rest = [j for j in range(K) if j not in inside]
         if rest:
-            est = tv(mixture.subset(comps), mixture.subset(rest), node.time, n, generator)
-            node.separation_tv, node.separation_tv_low, node.separation_tv_high = est.value, est.low, est.high
-            node.separated = _decide(est.low, est.high, 1.0 - eps * eps, above=True)
+            value, low, high = engine.separation(comps, rest, node.time)
+            node.separation_tv, node.separation_tv_low, node.separation_tv_high = value, low, high
+            node.separated = _decide(low, high, 1.0 - engine.eps**2, above=True)
+        report("verify", done, len(nodes))
 
 
 def _dissolve(node: Node, collapse: bool) -> None:
@@ -386,24 +524,24 @@ def _link_parents(node: Node) -> None:
         _link_parents(child)
 
 
-def _attach_windows(root: Node, mixture, eps: float, kw) -> None:
+def _attach_windows(root: Node, engine, report) -> None:
     """The critical window of every non-root node inside its parent (separation times cached)."""
     cache: dict[tuple[int, ...], tuple] = {}
 
     def separated(S):
         if tuple(S) not in cache:
-            cache[tuple(S)] = separation_time(mixture, S, eps, **kw)
+            cache[tuple(S)] = engine.separation_time(S)
         return cache[tuple(S)]
 
-    for node in root.walk():
-        if node.parent is None:
-            continue
+    nodes = [node for node in root.walk() if node.parent is not None]
+    for done, node in enumerate(nodes, 1):
         before = node.parent.components
         node.window = window_from_times(
             node.components,
             before,
-            eps,
-            merge_time(mixture, node.components, before, eps, **kw),
+            engine.eps,
+            engine.merge_time(node.components, before),
             separated(before),
             separated(node.components),
         )
+        report("windows", done, len(nodes))

@@ -10,10 +10,17 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from critwin._io import json_text
+from critwin._io import atomic_write_text, json_text
 from critwin._validation import check_eps
 from critwin.cli import app
-from critwin.cli._common import check_counts, check_out_dir, check_out_file, fmt_time, parse_list
+from critwin.cli._common import (
+    check_choice,
+    check_counts,
+    check_out_dir,
+    check_out_file,
+    fmt_time,
+    parse_list,
+)
 from critwin.experiments.validate import validate
 from critwin.io_mixture import load_mixture
 from critwin.tree import hierarchy
@@ -71,21 +78,58 @@ def window_command(
     )
 
 
+def _progress_printer(n_components: int):
+    """A ``hierarchy`` progress callback printing to stderr on large inputs (None on small ones)."""
+    if n_components < _PROGRESS_MIN_COMPONENTS:
+        return None
+    last: dict[str, int] = {}
+
+    def report(stage: str, done: int, total: int) -> None:
+        # about 20 lines per stage: stdout stays clean for --json
+        step = max(1, total // 20)
+        if done == total or done - last.get(stage, 0) >= step:
+            last[stage] = done
+            typer.echo(f"hierarchy: {stage} {done}/{total}", err=True)
+
+    return report
+
+
+_PROGRESS_MIN_COMPONENTS = 50
+
+
 @app.command("hierarchy")
 def hierarchy_command(
     mixture_file: Path = typer.Argument(..., help="mixture file (.json/.yaml)"),
     eps: float = typer.Option(0.1, "--eps", help="epsilon in (0, 1)"),
     n: int = typer.Option(10000, "--n", help="Monte Carlo draws where no exact TV exists"),
     seed: int = typer.Option(0, "--seed", help="random seed"),
+    method: str = typer.Option("auto", "--method", help="auto, fast (shared isotropic covariance) or exact"),
+    windows: bool = typer.Option(True, "--windows/--no-windows", help="compute every node's window"),
     plot: Path = typer.Option(None, "--plot", help="write the dendrogram (PNG) here"),
+    out: Path = typer.Option(None, "--out", help="write the tree as JSON here"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
 ):
-    """The eps-mixture tree (hierarchy of features) of a mixture, with each node's window."""
+    """The eps-mixture tree (hierarchy of features) of a mixture, with each node's window.
+
+    Progress goes to stderr for mixtures of 50 components or more.
+    """
     eps = check_eps(eps, "--eps")
     check_counts(n=n)
+    check_choice(method, "--method", ["auto", "fast", "exact"])
     check_out_file(plot, "--plot")
+    check_out_file(out, "--out")
     mixture = load_mixture(mixture_file)
-    tree = hierarchy(mixture, eps, n=n, generator=_generator(seed))
+    tree = hierarchy(
+        mixture,
+        eps,
+        n=n,
+        generator=_generator(seed),
+        method=method,
+        windows=windows,
+        progress=_progress_printer(mixture.n_components),
+    )
+    if out is not None:
+        atomic_write_text(out, tree.to_json() + "\n")
     if plot is not None:
         # matplotlib loads only when a plot is asked for, with the non-interactive backend.
         import matplotlib

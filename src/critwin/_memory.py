@@ -1,0 +1,84 @@
+"""The one memory guard: estimate a large temporary before building it, refuse it above a limit.
+
+The limit is :func:`set_memory_limit` (bytes), else the environment variable ``CRITWIN_MEMORY_LIMIT``
+(bytes, or with a suffix ``K``/``M``/``G``/``T`` for powers of 1024), else ``DEFAULT_MEMORY_LIMIT``
+(4 GiB). Code that can work in pieces asks :func:`chunk_rows` for a piece size instead.
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["DEFAULT_MEMORY_LIMIT", "set_memory_limit", "memory_limit", "check_memory", "chunk_rows"]
+
+DEFAULT_MEMORY_LIMIT = 4 * 2**30
+ENV_VAR = "CRITWIN_MEMORY_LIMIT"
+# A chunked computation keeps each piece below this share of the limit (several temporaries coexist).
+_CHUNK_SHARE = 16
+_SUFFIX = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+_limit: int | None = None
+
+
+def _parse(text: str, name: str) -> int:
+    raw = text.strip().upper().removesuffix("B").removesuffix("I")
+    scale = _SUFFIX.get(raw[-1:], 1) if raw else 1
+    digits = raw[:-1] if raw[-1:] in _SUFFIX else raw
+    try:
+        value = float(digits) * scale
+    except ValueError:
+        raise ValueError(f"{name} must be a number of bytes (e.g. 4G), got {text!r}") from None
+    if not value >= 1:
+        raise ValueError(f"{name} must be a positive number of bytes, got {text!r}")
+    return int(value)
+
+
+def set_memory_limit(n_bytes: int | str | None) -> None:
+    """Set the largest temporary (bytes) critwin builds; None restores the environment/default limit.
+
+    Parameters
+    ----------
+    n_bytes : a positive int, a string such as ``"8G"``, or None.
+    """
+    global _limit
+    if n_bytes is None:
+        _limit = None
+        return
+    if isinstance(n_bytes, bool) or not isinstance(n_bytes, (int, str)):
+        raise ValueError(f"n_bytes must be a positive int, a string like '8G', or None, got {n_bytes!r}")
+    _limit = _parse(str(n_bytes), "n_bytes")
+
+
+def memory_limit() -> int:
+    """The current limit in bytes (``set_memory_limit``, else ``$CRITWIN_MEMORY_LIMIT``, else 4 GiB)."""
+    if _limit is not None:
+        return _limit
+    env = os.environ.get(ENV_VAR)
+    return DEFAULT_MEMORY_LIMIT if not env else _parse(env, ENV_VAR)
+
+
+def _gib(n_bytes: float) -> str:
+    return f"{n_bytes / 2**30:.3g} GiB"
+
+
+def check_memory(n_bytes: float, what: str, hint: str = "") -> None:
+    """Raise ``ValueError`` before allocating ``n_bytes`` for ``what`` when that exceeds the limit.
+
+    The message names what would be built, the estimate and the limit, and how to raise it.
+    """
+    limit = memory_limit()
+    if n_bytes > limit:
+        extra = f"; {hint}" if hint else ""
+        raise ValueError(
+            f"{what} would allocate about {_gib(n_bytes)}, above the memory limit of {_gib(limit)} "
+            f"(raise it with critwin.set_memory_limit(...) or ${ENV_VAR}){extra}"
+        )
+
+
+def chunk_rows(bytes_per_row: float, n_rows: int, what: str) -> int:
+    """Rows per piece so that one piece stays below ``memory_limit() / 16`` (at least one row).
+
+    Raises ``ValueError`` (see :func:`check_memory`) when even one row is above that share.
+    """
+    budget = memory_limit() / _CHUNK_SHARE
+    check_memory(bytes_per_row * _CHUNK_SHARE, f"one row of {what}")
+    return max(1, min(int(n_rows), int(budget // max(bytes_per_row, 1.0))))

@@ -1,0 +1,205 @@
+"""Mixtures with one shared isotropic covariance, worked in the span of their means (THEORY §4).
+
+For components ``N(mu_i, sigma^2 I)`` every noised law is ``N(a mu_i, (a^2 sigma^2 + s^2) I)``, so after
+whitening all components move along the fixed span of the means, scaled by
+``lam(t) = a / sqrt(a^2 sigma^2 + s^2)``, and are standard normal orthogonally to it. Everything here is
+computed from the (K, r) coordinates of the centred means in that span (``r <= K - 1``), obtained from
+the (K, K) Gram matrix: no (d, d) matrix is ever formed.
+
+- pairwise TVs ``erf(lam D_ij / (2 sqrt 2))`` and merge times in closed form, for all pairs at once;
+- sure bounds on ``TV(p^A, p^B)`` of sub-mixtures from the pairwise TVs: convexity gives
+  ``TV <= sum_ab w_a v_b TV_ab`` and the overlap bound
+  ``1 - TV <= sum_ab min(w_a, v_b, max(w_a, v_b) (1 - TV_ab))`` (``int min(w p, v q)`` is below both);
+- stratified Monte Carlo (:func:`critwin.divergence.stratify`, :func:`critwin.divergence.mc_estimate`)
+  with one pool of standard normal draws in the span shared by every curve: at scale ``lam`` a draw
+  ``x = lam c_k + z`` has ``|x - lam c_j|^2 = lam^2 D_kj^2 + 2 lam z.(c_k - c_j) + |z|^2``, so one product
+  ``z @ c^T`` serves every time and every pair of sub-mixtures (common random numbers);
+- :meth:`SpanMixture.crossing`: the first time a TV curve drops below a level, bisected on the sure bounds
+  and on the Monte Carlo curve only where the bounds do not decide.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from critwin._memory import check_memory, chunk_rows
+from critwin.clock import alpha_sigma, noised_variance
+from critwin.divergence import _SINGULAR_T0, DEFAULT_SEED, Estimate, mc_estimate, stratify
+from critwin.mixtures import GaussianMixture
+from critwin.windows import _first_below, _last_above
+
+__all__ = ["SpanMixture", "shared_isotropic"]
+
+
+def shared_isotropic(mixture: GaussianMixture) -> bool:
+    """Whether every component of ``mixture`` has the same isotropic covariance ``sigma^2 I``."""
+    if mixture.cov_kind != "iso":
+        return False
+    v = mixture.covs.to(torch.float64)
+    return bool(torch.allclose(v, v[0].expand_as(v), rtol=1e-9, atol=1e-12))
+
+
+class SpanMixture:
+    """A mixture of components ``N(mu_i, sigma^2 I)`` in the span of its means.
+
+    Parameters
+    ----------
+    mixture : GaussianMixture with one shared isotropic covariance (:func:`shared_isotropic`).
+    n : Monte Carlo draws per TV evaluation where the bounds do not decide.
+    generator : torch.Generator for the draws (None: seeded with ``DEFAULT_SEED`` = 0).
+    level : confidence level of Monte Carlo intervals.
+
+    Attributes
+    ----------
+    coords : (K, r) coordinates of the centred means in an orthonormal basis of their span.
+    sq_dist : (K, K) squared distances of the means.  weights : (K,) float64.  var : ``sigma^2``.
+    """
+
+    def __init__(self, mixture: GaussianMixture, n: int = 10000, generator=None, level: float = 0.95):
+        if not shared_isotropic(mixture):
+            raise ValueError("mixture must have one shared isotropic covariance for the span reduction")
+        K, d = mixture.n_components, mixture.dim
+        check_memory(8 * (2 * K * d + 4 * K * K), f"the span reduction of {K} means in dimension {d}")
+        means = mixture.means.to(torch.float64).cpu()
+        centred = means - means.mean(0)
+        gram = centred @ centred.T
+        lam, U = torch.linalg.eigh(gram)
+        keep = lam > 1e-12 * float(lam.max().clamp_min(1e-300))
+        self.coords = U[:, keep] * lam[keep].sqrt()
+        diag = gram.diagonal()
+        self.sq_dist = (diag.unsqueeze(1) + diag.unsqueeze(0) - 2 * gram).clamp_min(0).fill_diagonal_(0)
+        self.weights = mixture.weights.to(torch.float64).cpu()
+        self.var = float(mixture.covs[0])
+        self.n = n
+        self.z_level = math.sqrt(2.0) * float(torch.erfinv(torch.tensor(level, dtype=torch.float64)))
+        self._generator = generator or torch.Generator().manual_seed(DEFAULT_SEED)
+        self._pool = None
+        self.mc_evaluations = 0
+
+    @property
+    def n_components(self) -> int:
+        return self.sq_dist.shape[0]
+
+    # ------------------------------------------------------------------------------ closed forms
+    def scale(self, t: float) -> float:
+        """``lam(t)``: whitened distances at OU time ``t`` are ``lam(t) |mu_i - mu_j|``."""
+        if t == 0.0 and self.var == 0.0:
+            t = _SINGULAR_T0  # Dirac components: the limit t -> 0+ (as divergence.TVCurve does)
+        a, _ = alpha_sigma(t)
+        return a / math.sqrt(float(noised_variance(torch.tensor(self.var, dtype=torch.float64), t)))
+
+    def pair_tv(self, t: float, rows=None, cols=None) -> torch.Tensor:
+        """Pairwise ``TV(p_t^i, p_t^j) = erf(lam(t) D_ij / (2 sqrt 2))`` for ``i in rows``, ``j in cols``."""
+        sq = self.sq_dist if rows is None else self.sq_dist[rows][:, cols]
+        return torch.erf(self.scale(t) * sq.sqrt() / (2 * math.sqrt(2.0)))
+
+    def merge_time_of(self, sq_dist: torch.Tensor, eps: float) -> torch.Tensor:
+        """``inf{t : TV(p_t^i, p_t^j) <= eps}`` of two components at squared distance ``sq_dist``.
+
+        ``lam(t)^2 D^2 = c^2`` with ``c = 2 sqrt 2 erfinv(eps)`` and ``u = e^{-2t}`` reads
+        ``u (D^2 + c^2 (1 - sigma^2)) = c^2``; 0 when already ``D <= c sigma``.
+        """
+        c2 = 8.0 * float(torch.erfinv(torch.tensor(eps, dtype=torch.float64))) ** 2
+        sq = torch.as_tensor(sq_dist, dtype=torch.float64)
+        merged_at_zero = sq <= c2 * self.var
+        t = 0.5 * torch.log((sq + c2 * (1.0 - self.var)).clamp_min(c2) / c2)
+        return torch.where(merged_at_zero, torch.zeros_like(t), t)
+
+    def bounds(self, A: list[int], B: list[int], t: float) -> tuple[float, float]:
+        """Sure ``(lower, upper)`` bounds on ``TV(p_t^A, p_t^B)`` for disjoint ``A``, ``B`` (module notes)."""
+        w = self.weights[A] / self.weights[A].sum()
+        v = self.weights[B] / self.weights[B].sum()
+        pair = self.pair_tv(t, A, B)
+        upper = float(w @ pair @ v)
+        ww, vv = w.unsqueeze(1), v.unsqueeze(0)
+        overlap = torch.minimum(torch.minimum(ww, vv), torch.maximum(ww, vv) * (1 - pair))
+        return max(0.0, 1.0 - float(overlap.sum())), min(1.0, upper)
+
+    # ------------------------------------------------------------------------------ Monte Carlo
+    def _draws(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The shared pool: (n, r) standard normal draws and their products with the coordinates (n, K)."""
+        if self._pool is None:
+            n, r = self.n, self.coords.shape[1]
+            check_memory(8 * n * (r + 2 * self.n_components), "the Monte Carlo pool in the span")
+            z = torch.randn(n, r, generator=self._generator, dtype=torch.float64)
+            self._pool = z, z @ self.coords.T
+        return self._pool
+
+    def curve(self, A: list[int], B: list[int]):
+        """``t -> TV(p_t^A, p_t^B)`` (an :class:`Estimate`) for disjoint ``A``, ``B``: stratified Monte
+        Carlo with the strata drawn once, so the curve is smooth in ``t`` (common random numbers)."""
+        z, zc = self._draws()
+        cols = torch.tensor(A + B)
+        w = torch.cat([self.weights[A] / self.weights[A].sum(), self.weights[B] / self.weights[B].sum()])
+        labels, strata, weights, counts = stratify(w[: len(A)], w[len(A) :], self.n, self._generator)
+        log_w = w.log()
+        sq = self.sq_dist[cols][:, cols]
+        step = chunk_rows(8 * 4 * cols.numel(), labels.numel(), "the Monte Carlo densities in the span")
+
+        def evaluate(t: float) -> Estimate:
+            self.mc_evaluations += 1
+            lam = self.scale(t)
+            out = []
+            for lo in range(0, labels.numel(), step):
+                k = labels[lo : lo + step]
+                zc_rows = zc[torch.arange(lo, lo + k.numel()) % self.n][:, cols]
+                # log N(x; lam c_j) up to a term common to every j (it cancels in log p - log q)
+                log_dens = (
+                    -0.5 * lam * lam * sq[k] - lam * (zc_rows.gather(1, k.unsqueeze(1)) - zc_rows) + log_w
+                )
+                out.append(
+                    torch.logsumexp(log_dens[:, : len(A)], 1) - torch.logsumexp(log_dens[:, len(A) :], 1)
+                )
+            return mc_estimate(torch.cat(out), strata, weights, counts, self.z_level)
+
+        return evaluate
+
+    def tv(self, A: list[int], B: list[int], t: float) -> Estimate:
+        """Stratified Monte Carlo ``TV(p_t^A, p_t^B)`` for disjoint ``A``, ``B`` (see :meth:`curve`)."""
+        return self.curve(A, B)(t)
+
+    # ------------------------------------------------------------------------------ crossings
+    def crossing(self, A, B, level: float, factor: float, separation: bool, tol: float):
+        """Time where ``factor * TV(p_t^A, p_t^B)`` (non-increasing) crosses ``level``, with its bracket.
+
+        ``separation=False``: ``inf{t : . <= level}`` (0 if at t = 0); ``separation=True``:
+        ``sup{t : . >= level}`` (-inf if not at t = 0). The bracket comes from the lower and upper
+        curves, each the Monte Carlo interval intersected with the sure bounds; Monte Carlo runs only at
+        times where the bounds straddle ``level``.
+
+        Returns
+        -------
+        (time, low, high, method) as :func:`critwin.windows.merge_time`; method ``"bounds"`` when the
+        bounds alone decided every evaluated time.
+        """
+        cache: dict[float, tuple[float, float, float]] = {}
+        used_mc = []
+        curve = []
+
+        def at(t: float) -> tuple[float, float, float]:
+            if t not in cache:
+                low, high = (factor * b for b in self.bounds(A, B, t))
+                if high < level or low > level:
+                    cache[t] = (high if high < level else low, low, high)
+                else:
+                    used_mc.append(t)
+                    if not curve:
+                        curve.append(self.curve(A, B))
+                    e = curve[0](t)
+                    value = min(high, max(low, factor * e.value))
+                    cache[t] = (value, max(low, factor * e.low), min(high, factor * e.high))
+            return cache[t]
+
+        find = _last_above if separation else _first_below
+        t = find(lambda s: at(s)[0], level, tol)
+        low = find(lambda s: at(s)[1], level, tol, t)
+        high = find(lambda s: at(s)[2], level, tol, t)
+        half = tol / 2
+        return (
+            t,
+            low - half if low > 0 else low,
+            high + half if high > 0 else high,
+            "monte-carlo" if used_mc else "bounds",
+        )

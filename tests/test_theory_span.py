@@ -1,0 +1,159 @@
+"""Hierarchies at scale: the span reduction against the exact tree, closed forms against bisection,
+the sure bounds against Monte Carlo, no (d, d) matrix, and the memory limit."""
+
+import json
+import math
+
+import pytest
+import torch
+from torch import erfinv
+
+import critwin
+from critwin._memory import check_memory, memory_limit, set_memory_limit
+from critwin.divergence import component_tv, kl_gaussians, tv
+from critwin.mixtures import GaussianMixture
+from critwin.span import SpanMixture
+from critwin.tree import hierarchy
+from critwin.windows import merge_time
+
+F64 = torch.float64
+
+
+def _clustered(seed, K=5, d=4, sigma2=1.0):
+    """Random two-level clusters: tight pairs/triples far apart (complete linkage has no near ties)."""
+    g = torch.Generator().manual_seed(seed)
+    centres = 60.0 * torch.randn(2, d, generator=g, dtype=F64)
+    means = centres[torch.arange(K) % 2] + 4.0 * torch.randn(K, d, generator=g, dtype=F64)
+    weights = torch.rand(K, generator=g, dtype=F64) + 0.3
+    return GaussianMixture(means, sigma2, weights / weights.sum())
+
+
+def _shape(node):
+    return (tuple(node.components), tuple(sorted(_shape(c) for c in node.children)))
+
+
+@pytest.mark.parametrize("seed,sigma2", [(0, 1.0), (1, 0.5), (2, 2.0)])
+def test_fast_tree_equals_exact_tree(seed, sigma2):
+    m = _clustered(seed, sigma2=sigma2)
+    kw = dict(windows=False, generator=torch.Generator().manual_seed(0))
+    exact, fast = hierarchy(m, 0.1, method="exact", **kw), hierarchy(m, 0.1, method="fast", **kw)
+    assert _shape(fast.root) == _shape(exact.root)
+    for a, b in zip(exact.nodes, fast.nodes, strict=True):
+        # exact times are bisection midpoints (within tol/2 = 5e-5 of the crossing); fast ones are closed form
+        assert b.time == pytest.approx(a.time, abs=1e-4)
+        assert b.merged == a.merged
+        # the fast check is decided by sure bounds where they suffice: it may only resolve an undetermined one
+        assert a.separated is None or b.separated == a.separated
+
+
+def test_closed_form_merge_time_matches_bisection():
+    m = _clustered(3, K=4, sigma2=0.7)
+    span = SpanMixture(m)
+    for i, j in [(0, 1), (0, 2), (1, 3)]:
+        t = float(span.merge_time_of(span.sq_dist[i, j], 0.2))
+        assert t == pytest.approx(merge_time(m, [i], [j], 0.2, tol=1e-6)[0], abs=1e-6)
+        # and the pairwise TV there is eps (component_tv: the independent dense closed form)
+        assert float(span.pair_tv(t)[i, j]) == pytest.approx(component_tv(m, i, j, t)[0], abs=1e-12)
+        assert component_tv(m, i, j, t)[0] == pytest.approx(0.2, abs=1e-9)
+
+
+def test_bounds_contain_the_tv():
+    m = _clustered(4, K=6, d=3)
+    span = SpanMixture(m)
+    A, B = [0, 2], [1, 3, 5]
+    for t in (0.5, 2.0, 3.5):
+        low, high = span.bounds(A, B, t)
+        est = tv(m.subset(A), m.subset(B), t, 40000)
+        # sure bounds must contain the MC interval's point estimate up to its interval
+        assert low <= est.high and est.low <= high
+        mc = span.tv(A, B, t)
+        assert abs(mc.value - est.value) <= 4 * math.hypot(mc.stderr, est.stderr) + 1e-3
+
+
+def test_fast_windows_match_exact_within_brackets():
+    m = _clustered(5, K=4, d=3)
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    exact = hierarchy(m, 0.1, method="exact", generator=g(), n=4000, tol=1e-3)
+    fast = hierarchy(m, 0.1, method="fast", generator=g(), n=4000, tol=1e-3)
+    for a, b in zip(exact.nodes, fast.nodes, strict=True):
+        if a.window is None:
+            continue
+        assert a.status == b.status or "undetermined" in (a.status, b.status)
+        for end in ("t_after", "t_before"):
+            lo_a, hi_a = getattr(a.window, end + "_low"), getattr(a.window, end + "_high")
+            lo_b, hi_b = getattr(b.window, end + "_low"), getattr(b.window, end + "_high")
+            # two Monte Carlo brackets of the same time overlap (slack: bisection tolerance)
+            assert lo_b <= hi_a + 2e-3 and lo_a <= hi_b + 2e-3
+
+
+def test_high_dimension_stays_in_the_span():
+    # d = 1e5, K = 8: a (d, d) float64 matrix would be 80 GB; with a 1 GiB limit any dense path is refused.
+    g = torch.Generator().manual_seed(0)
+    means = 3.0 * torch.randn(8, 100_000, generator=g, dtype=F64)
+    set_memory_limit("1G")
+    try:
+        tree = hierarchy(GaussianMixture(means), 0.1, windows=False)
+        assert sorted(tree.root.components) == list(range(8))
+        # the pairwise closed form of the core also stays diagonal, and a dense path is refused up front
+        assert component_tv(GaussianMixture(means), 0, 1)[1]
+        with pytest.raises(ValueError, match=r"dense \(100000, 100000\) covariance.*about 224 GiB"):
+            kl_gaussians(means[0], torch.ones(100_000, 1, dtype=F64), means[1], None)
+    finally:
+        set_memory_limit(None)
+
+
+def test_memory_limit_api(monkeypatch):
+    monkeypatch.setenv("CRITWIN_MEMORY_LIMIT", "2M")
+    assert memory_limit() == 2 * 2**20
+    with pytest.raises(ValueError, match=r"about 0.00391 GiB.*memory limit of 0.00195 GiB.*set_memory_limit"):
+        check_memory(4 * 2**20, "a test array")
+    critwin.set_memory_limit(10_000)
+    assert memory_limit() == 10_000
+    critwin.set_memory_limit(None)
+    monkeypatch.setenv("CRITWIN_MEMORY_LIMIT", "lots")
+    with pytest.raises(ValueError, match="CRITWIN_MEMORY_LIMIT"):
+        memory_limit()
+    for bad in (0, -5, 1.5, True, "x"):
+        with pytest.raises(ValueError, match="n_bytes"):
+            set_memory_limit(bad)
+
+
+def test_method_and_progress_validation():
+    m = GaussianMixture(torch.tensor([[0.0], [9.0]], dtype=F64), torch.tensor([1.0, 2.0], dtype=F64))
+    with pytest.raises(ValueError, match="method"):
+        hierarchy(m, 0.1, method="fast")
+    with pytest.raises(ValueError, match="method"):
+        hierarchy(m, 0.1, method="quick")
+    with pytest.raises(ValueError, match="progress"):
+        hierarchy(m, 0.1, progress=3)
+    seen = []
+    hierarchy(
+        GaussianMixture(torch.tensor([[0.0], [50.0]], dtype=F64)), 0.1, progress=lambda *a: seen.append(a)
+    )
+    assert {s[0] for s in seen} == {"pairs", "verify", "windows"} and all(d <= t for _, d, t in seen)
+
+
+def test_cli_hierarchy_progress_json_out_and_large_plot(tmp_path, capsys):
+    from critwin.cli import main
+    from critwin.io_mixture import save_mixture
+
+    # 60 components on a line, 50 apart, no windows: progress on stderr, stdout stays one JSON object.
+    means = 50.0 * torch.arange(60, dtype=F64).unsqueeze(1)
+    path, out, png = tmp_path / "m.json", tmp_path / "tree.json", tmp_path / "tree.png"
+    save_mixture(GaussianMixture(means), path)
+    args = ["hierarchy", str(path), "--no-windows", "--json", "--out", str(out), "--plot", str(png)]
+    try:
+        code = main(args)
+    except SystemExit as exit_:
+        code = exit_.code
+    captured = capsys.readouterr()
+    assert code in (0, None)
+    printed = json.loads(captured.out)
+    assert printed == json.loads(out.read_text())
+    assert sorted(printed["root"]["components"]) == list(range(60))
+    # complete linkage: the root merges the two ends, 50 * 59 apart: ln(D / (2 sqrt2 erfinv 0.1))
+    assert printed["root"]["time"] == pytest.approx(
+        math.log(2950 / (2 * math.sqrt(2) * float(erfinv(torch.tensor(0.1, dtype=F64))))), abs=1e-9
+    )
+    assert "hierarchy: verify" in captured.err and "hierarchy:" not in captured.out
+    assert png.read_bytes()[:4] == b"\x89PNG"
