@@ -16,6 +16,7 @@ LAYERS = [
         "critwin._lazy",
         "critwin._version",
         "critwin._memory",
+        "critwin._display",
     ),
     ("critwin.clock",),
     ("critwin.mixtures",),
