@@ -38,13 +38,22 @@ def _register() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: user errors print one line on stderr and exit with status 2."""
+    """Entry point: user errors (ValueError, and any OSError such as an unwritable path) print one line
+    on stderr and exit with status 2."""
     _register()
     try:
         app(args=argv, prog_name="critwin", standalone_mode=True)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"critwin: error: {exc}", file=sys.stderr)
+    except (ValueError, OSError) as exc:
+        print(f"critwin: error: {error_line(exc)}", file=sys.stderr)
         sys.exit(2)
+
+
+def error_line(exc: BaseException) -> str:
+    """One line for a user error: the message, or for an OS error the path and its reason."""
+    if isinstance(exc, OSError) and exc.filename is not None:
+        target = f"{exc.filename} -> {exc.filename2}" if exc.filename2 is not None else exc.filename
+        return f"{target}: {exc.strerror or exc}"
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 if __name__ == "__main__":

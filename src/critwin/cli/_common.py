@@ -8,12 +8,15 @@ model load.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+import click
 import torch
+from click.core import ParameterSource
 
+from critwin._io import check_writable
 from critwin._validation import check_eps, check_positive_int, check_time
 
 T = TypeVar("T")
@@ -51,6 +54,16 @@ def check_counts(minimum: int = 1, **counts: int | None) -> None:
             check_positive_int(value, "--" + name.replace("_", "-"), minimum=minimum)
 
 
+def reject_unused(ctx: click.Context, reasons: Mapping[str, str | None]) -> None:
+    """Options given on the command line that this run would ignore are refused, not dropped silently.
+
+    ``reasons`` maps a parameter name to why it does not apply here (None: it applies).
+    """
+    for name, reason in reasons.items():
+        if reason is not None and ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE:
+            raise ValueError(f"--{name.replace('_', '-')} {reason}")
+
+
 def check_choice(value: str, option: str, choices: Sequence[str]) -> str:
     if value not in choices:
         raise ValueError(f"{option} must be one of {', '.join(choices)}, got {value!r}")
@@ -66,17 +79,14 @@ def check_delta(delta: float, option: str = "--delta") -> float:
 
 
 def check_out_dir(path: Path, option: str = "--out") -> Path:
-    """An output directory: may be missing (it is created), must not be a file."""
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"{option} must be a directory, but {path} is a file")
-    return path
+    """An output directory: may be missing (it is created later), must not be a file, and must be
+    writable (checked now, leaving nothing behind, so a bad path fails before any work)."""
+    return check_writable(path, option, directory=True)
 
 
 def check_out_file(path: Path | None, option: str = "--out") -> Path | None:
-    """An output file: may be missing, must not be a directory."""
-    if path is not None and path.is_dir():
-        raise ValueError(f"{option} must be a file, but {path} is a directory")
-    return path
+    """An output file: may be missing, must not be a directory, and its folder must be writable."""
+    return None if path is None else check_writable(path, option, directory=False)
 
 
 def parse_device_dtype(device: str, dtype: str) -> tuple[str, torch.dtype]:
@@ -88,6 +98,10 @@ def parse_device_dtype(device: str, dtype: str) -> tuple[str, torch.dtype]:
         raise ValueError(f"--device must be a torch device such as cpu or cuda, got {device!r}") from None
     if kind == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {device}: CUDA is not available on this machine")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {device}: MPS is not available on this machine")
+    if kind not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"--device must be cpu, cuda or mps, got {device!r}")
     return device, DTYPES[dtype]
 
 

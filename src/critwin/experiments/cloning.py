@@ -29,6 +29,7 @@ from critwin.experiments.checkpoint import (
     cached_unit,
     check_chunk_size,
     check_resumable,
+    holds_outputs,
     progress_bar,
     resolve_seed,
     unit_generator,
@@ -131,6 +132,7 @@ class CloneResult(ResultTable):
         )
 
 
+@holds_outputs
 def clone(
     model,
     n_trajectories: int,

@@ -32,6 +32,7 @@ from critwin.experiments.checkpoint import (
     cached_unit,
     check_chunk_size,
     check_resumable,
+    holds_outputs,
     progress_bar,
     resolve_seed,
     unit_generator,
@@ -140,6 +141,7 @@ class ForwardReverseResult(ResultTable):
         )
 
 
+@holds_outputs
 def forward_reverse(
     model,
     x0,
