@@ -101,6 +101,8 @@ def _feature_factory(spec: str, clip_weights, clip_arch, labels, device) -> Call
             raise ValueError(
                 f"--feature {spec!r}: cannot import {attr!r} from {module_name!r} ({exc})"
             ) from None
+        if not callable(fn):
+            raise ValueError(f"--feature {spec!r}: {attr!r} is not a callable (images -> labels)")
         return lambda sources: CallableFeature(fn, name=spec)
     raise ValueError(f"--feature must be one of {FEATURES}, got {spec!r}")
 

@@ -152,10 +152,12 @@ def _legacy_kind(root: Path) -> str | None:
     return None
 
 
-def _check_kind(root: Path, kind: str, recorded: str | None, option: str) -> None:
+def _check_kind(root: Path, kind: str, recorded: str | None, option: str, legacy: tuple[str, ...]) -> None:
     """``root`` is empty or holds a critwin result of ``kind``; anything else is refused untouched."""
     if recorded is None:
         recorded = _legacy_kind(root)
+    if recorded is None and legacy and all((root / name).is_file() for name in legacy):
+        recorded = kind
     others = [p for p in root.iterdir() if p.name != CLAIM_FILE and not p.name.endswith(".tmp")]
     if recorded is None and not others:
         return
@@ -187,12 +189,13 @@ def _lock(root: Path, option: str) -> int:
 
 
 @contextmanager
-def claim_directory(out, kind: str, option: str = "out") -> Iterator[Path]:
+def claim_directory(out, kind: str, option: str = "out", legacy: tuple[str, ...] = ()) -> Iterator[Path]:
     """Hold the output directory ``out`` for a writer of results of ``kind`` while the block runs.
 
     Creates ``out`` if missing. Refuses (ValueError naming ``option``) a path that is a file, a
     non-empty directory that is not a critwin result of ``kind``, and a directory another process holds
     ("in use by pid N"). Removes temporary files of dead writers. Re-entrant within a process.
+    ``legacy``: file names that together mark a result of ``kind`` written by an older critwin.
     """
     root = Path(out)
     if root.exists() and not root.is_dir():
@@ -206,7 +209,7 @@ def claim_directory(out, kind: str, option: str = "out") -> Iterator[Path]:
     else:
         fd = _lock(root, option)
         try:
-            _check_kind(root, kind, _claim_record(root / CLAIM_FILE).get("kind"), option)
+            _check_kind(root, kind, _claim_record(root / CLAIM_FILE).get("kind"), option, legacy)
             record = (json_text({"kind": kind, "pid": os.getpid()}, indent=None) + "\n").encode()
             os.ftruncate(fd, 0)
             os.pwrite(fd, record, 0)
