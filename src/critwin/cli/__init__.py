@@ -5,7 +5,12 @@ from __future__ import annotations
 import importlib
 import sys
 
+import click
 import typer
+import typer.core
+
+# Recent typer vendors click as ``typer._click`` (its exceptions are not click's); older typer uses click.
+_click = getattr(typer.core, "_click", click)
 
 app = typer.Typer(
     name="critwin",
@@ -38,14 +43,26 @@ def _register() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: user errors (ValueError, and any OSError such as an unwritable path) print one line
-    on stderr and exit with status 2."""
+    """Entry point: user errors (bad options, ValueError, and any OSError such as an unwritable path)
+    print one line on stderr and exit with status 2."""
     _register()
     try:
-        app(args=argv, prog_name="critwin", standalone_mode=True)
+        code = app(args=argv, prog_name="critwin", standalone_mode=False)
+    except _click.exceptions.NoArgsIsHelpError as exc:
+        # ``critwin`` or ``critwin COMMAND`` alone: the help, as click shows it.
+        typer.echo(exc.ctx.get_help() if exc.ctx is not None else str(exc), err=True)
+        sys.exit(2)
+    except _click.exceptions.ClickException as exc:
+        print(f"critwin: error: {error_line(exc)}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        print("Aborted!", file=sys.stderr)
+        sys.exit(1)
     except (ValueError, OSError) as exc:
         print(f"critwin: error: {error_line(exc)}", file=sys.stderr)
         sys.exit(2)
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 def error_line(exc: BaseException) -> str:
@@ -53,6 +70,8 @@ def error_line(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.filename is not None:
         target = f"{exc.filename} -> {exc.filename2}" if exc.filename2 is not None else exc.filename
         return f"{target}: {exc.strerror or exc}"
+    if isinstance(exc, _click.exceptions.ClickException):
+        return " ".join(exc.format_message().split())
     return " ".join(str(exc).split()) or type(exc).__name__
 
 

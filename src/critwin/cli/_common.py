@@ -12,9 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-import click
 import torch
-from click.core import ParameterSource
 
 from critwin._io import check_writable
 from critwin._validation import check_eps, check_positive_int, check_time
@@ -54,13 +52,15 @@ def check_counts(minimum: int = 1, **counts: int | None) -> None:
             check_positive_int(value, "--" + name.replace("_", "-"), minimum=minimum)
 
 
-def reject_unused(ctx: click.Context, reasons: Mapping[str, str | None]) -> None:
+def reject_unused(ctx, reasons: Mapping[str, str | None]) -> None:
     """Options given on the command line that this run would ignore are refused, not dropped silently.
 
     ``reasons`` maps a parameter name to why it does not apply here (None: it applies).
     """
     for name, reason in reasons.items():
-        if reason is not None and ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE:
+        source = ctx.get_parameter_source(name)
+        # By name: typer may vendor its own click, whose ParameterSource is another enum.
+        if reason is not None and source is not None and source.name == "COMMANDLINE":
             raise ValueError(f"--{name.replace('_', '-')} {reason}")
 
 
