@@ -24,8 +24,8 @@ def demo(
 ) -> None:
     """Measure critical windows on the shipped digits DDPM and compare them with theory."""
     eps = check_eps(eps, "--eps")
-    check_report_dir(out)
     check_out_dir(out)
+    check_report_dir(out)
     # Deferred: the report imports diffusers and matplotlib (seconds); options are checked above.
     from critwin.report.demo import run_demo
 
