@@ -16,7 +16,6 @@ by name, even after a kill between the two writes.
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import json
 import os
@@ -43,6 +42,12 @@ from critwin._io import (
     remove_stale_temp_files,
 )
 from critwin._validation import check_positive_int
+
+try:  # POSIX
+    import fcntl
+except ImportError:  # Windows: msvcrt byte-range locks, also freed when the holder dies
+    fcntl = None
+    import msvcrt
 
 __all__ = [
     "SweepStore",
@@ -176,9 +181,12 @@ def _lock(root: Path, option: str) -> int:
     path = root / CLAIM_FILE
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
-        # flock belongs to the open file: the kernel frees it when the holder dies, however it dies.
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+        # The lock belongs to the open file: the kernel frees it when the holder dies, however it dies.
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        else:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+    except OSError:
         os.close(fd)
         pid = _claim_record(path).get("pid", "unknown")
         raise ValueError(
@@ -212,7 +220,8 @@ def claim_directory(out, kind: str, option: str = "out", legacy: tuple[str, ...]
             _check_kind(root, kind, _claim_record(root / CLAIM_FILE).get("kind"), option, legacy)
             record = (json_text({"kind": kind, "pid": os.getpid()}, indent=None) + "\n").encode()
             os.ftruncate(fd, 0)
-            os.pwrite(fd, record, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, record)
             for directory in (root, root / UNITS_DIR):
                 remove_stale_temp_files(directory)
         except BaseException:
