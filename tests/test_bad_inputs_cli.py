@@ -208,3 +208,35 @@ def test_an_os_error_mid_run_is_one_line_naming_the_path(paths, capsys, tmp_path
     (bad / "table.csv").mkdir()  # a directory where a file is expected: open() raises IsADirectoryError
     (bad / "metadata.json").write_text(json.dumps({"kind": "forward_reverse"}))
     _expect_one_line_error(["estimate", str(bad)], capsys, str(bad / "table.csv"))
+
+
+BAD_INDEX = {
+    "list": ("[]", "must hold a JSON object"),
+    "truncated": ('{"_class_name": "DDPM', "is not valid JSON"),
+    "not-utf8": (b"\xff\xfe{}", "is not valid JSON"),
+    "unknown-scheduler": (
+        '{"_class_name": "DDPMPipeline", "unet": ["diffusers", "UNet2DModel"], '
+        '"scheduler": ["diffusers", "NoSuchScheduler"]}',
+        "unknown scheduler class 'NoSuchScheduler'",
+    ),
+    "unknown-unet": (
+        '{"_class_name": "DDPMPipeline", "unet": ["diffusers", "NoSuchUNet"], '
+        '"scheduler": ["diffusers", "DDPMScheduler"]}',
+        "could not load the diffusers model",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INDEX))
+def test_corrupt_model_index_names_the_file(tmp_path, capsys, case):
+    content, message = BAD_INDEX[case]
+    model = tmp_path / "model"
+    model.mkdir()
+    index = model / "model_index.json"
+    index.write_bytes(content if isinstance(content, bytes) else content.encode())
+    if case == "unknown-unet":
+        (model / "scheduler").mkdir()
+        (model / "scheduler" / "scheduler_config.json").write_text('{"_class_name": "DDPMScheduler"}')
+    argv = ["sweep", "--model", str(model), "--out", str(tmp_path / "o"), "--no-progress"]
+    line = _expect_one_line_error(argv, capsys, message)
+    assert str(model) in line
