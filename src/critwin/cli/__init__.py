@@ -61,8 +61,8 @@ def main(argv: list[str] | None = None) -> None:
     except (ValueError, OSError) as exc:
         print(f"critwin: error: {error_line(exc)}", file=sys.stderr)
         sys.exit(2)
-    if isinstance(code, int) and code:
-        sys.exit(code)
+    # As click's standalone mode: always leave through SystemExit (0 on success).
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 def error_line(exc: BaseException) -> str:
