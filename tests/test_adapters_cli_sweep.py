@@ -267,8 +267,10 @@ def test_text_prompt_equals_its_embeddings(tmp_path, capsys):
 )
 def test_bad_input_exits_2_with_one_line(model_dirs, tmp_path, capsys, extra, message):
     args = [a.format(root=model_dirs, tmp=tmp_path) for a in extra]
+    # --n sizes generated sources; with --x0 it would be ignored, and is refused.
+    size = [] if "--x0" in extra else ["--n", "1"]
     code, _, err = _run(
-        ["sweep", "--out", str(tmp_path / "o"), "--steps", "3", "--n", "1", "--no-progress", *args], capsys
+        ["sweep", "--out", str(tmp_path / "o"), "--steps", "3", *size, "--no-progress", *args], capsys
     )
     assert code == 2
     lines = [line for line in err.splitlines() if line.startswith("critwin: error:")]
@@ -323,3 +325,71 @@ def test_resume_after_sigkill(model_dirs, tmp_path):
     subprocess.run([*argv, "--out", str(killed)], env=env, check=True, capture_output=True)
     subprocess.run([*argv, "--out", str(tmp_path / "clean")], env=env, check=True, capture_output=True)
     assert _read(killed / "table.csv") == _read(tmp_path / "clean" / "table.csv")
+
+
+def test_sources_of_a_failed_sweep_are_not_reused_with_another_seed(
+    model_dirs, tmp_path, capsys, monkeypatch
+):
+    """Issue 11: a sweep that failed after generating its sources, rerun with another --seed, used to reuse
+    them. Now the sources are bound to their settings: the rerun is refused by name, never mixed."""
+    module = tmp_path / "failing_feature.py"
+    module.write_text(
+        "CALLS = {'n': 0, 'fail': True}\n"
+        "def label(x):\n"
+        "    CALLS['n'] += 1\n"
+        "    if CALLS['fail']:\n"
+        "        raise ValueError('feature failed')\n"
+        "    return (x.mean(dim=(1, 2, 3)) > x.mean()).long()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import failing_feature
+
+    argv = ["sweep", "--model", str(model_dirs / "ddpm"), "--steps", "3", "--times", "0.5", "--n", "2"]
+    argv += ["--n-per-time", "1", "--feature", "failing_feature:label", "--no-progress"]
+    out = tmp_path / "o"
+    assert _run([*argv, "--out", str(out)], capsys)[0] == 2  # failed after the sources were written
+    assert (out / "sources.safetensors").is_file() and not (out / "config.json").exists()
+    failing_feature.CALLS["fail"] = False
+    code, _, err = _run([*argv, "--seed", "5", "--out", str(out)], capsys)
+    assert code == 2 and "'seed' differs: 0 there, 5 now" in err
+    code, _, err = _run([*argv, "--steps", "4", "--out", str(out)], capsys)
+    assert code == 2 and "differs" in err and "process" in err
+    # With the original settings the run completes and equals a run in a fresh directory.
+    assert _run([*argv, "--out", str(out)], capsys)[0] == 0
+    assert _run([*argv, "--out", str(tmp_path / "fresh")], capsys)[0] == 0
+    assert _read(out / "table.csv") == _read(tmp_path / "fresh" / "table.csv")
+
+
+def test_sweep_refuses_a_foreign_out_and_ignored_options(model_dirs, tmp_path, capsys):
+    (tmp_path / "mine.txt").write_text("keep")
+    base = ["sweep", "--model", str(model_dirs / "ddpm"), "--steps", "3", "--n", "1", "--no-progress"]
+    code, _, err = _run([*base, "--out", str(tmp_path)], capsys)
+    assert code == 2 and "not a critwin output directory" in err
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != ".critwin") == ["mine.txt"]
+    # A pixel-space model fixes the image size: --height is refused, not ignored.
+    code, _, err = _run([*base, "--height", "7", "--out", str(tmp_path / "h")], capsys)
+    assert code == 2 and "height and width apply to latent (VAE) pipelines only" in err
+
+
+def test_weights_fingerprint_hashes_bytes_independent_of_threads():
+    """Issue 11: the fingerprint summed floats, so a resume under another thread count was refused."""
+    from diffusers import DDPMScheduler
+
+    from critwin.adapters.diffusers import DiffusersProcess
+    from tiny_models import tiny_unet
+
+    unet = tiny_unet(0)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = DiffusersProcess(unet, DDPMScheduler(), 4).weights_fingerprint()
+        torch.set_num_threads(2)
+        two = DiffusersProcess(unet, DDPMScheduler(), 4).weights_fingerprint()
+    finally:
+        torch.set_num_threads(threads)
+    assert one == two
+    # One weight nudged by one ulp changes it (a sum in float64 might not see it).
+    with torch.no_grad():
+        weight = next(unet.parameters())
+        weight.view(-1)[0] = torch.nextafter(weight.view(-1)[0], torch.tensor(float("inf")))
+    assert DiffusersProcess(unet, DDPMScheduler(), 4).weights_fingerprint() != one

@@ -4,7 +4,9 @@ A crash or a user error never leaves a partial result file behind. Every JSON fi
 goes through :func:`json_text`, which writes strict JSON: a censored (infinite) value keeps its direction
 as ``{"value": null, "censored": "below"}`` (``-inf``: already past the level at the smallest measured
 time) or ``{"value": null, "censored": "above"}`` (``+inf``: not reached by the largest one); NaN (not
-measured) is ``null``. :func:`json_float` reads such values back.
+measured) is ``null``. :func:`json_float` reads such values back. Temporary files carry the writer's
+pid (``.NAME.pidPID.XXXX.tmp``), so a later writer removes those of dead processes only
+(:func:`remove_stale_temp_files`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import math
 import os
 import platform
+import re
 import sys
 import tempfile
 from contextlib import contextmanager
@@ -29,7 +32,7 @@ def atomic_path(path: str | os.PathLike):
     """Yield a temporary path beside ``path``; on success it is renamed onto ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.pid{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -132,3 +135,87 @@ def provenance(device=None, dtype=None, call: str | None = None) -> dict[str, st
         "utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "call": call if call is not None else " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
     }
+
+
+_TEMP = re.compile(r"^\..+\.tmp$")
+_TEMP_PID = re.compile(r"\.pid(\d+)\.[^.]*\.tmp$")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this machine (one of another user counts as alive)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return pid > 0
+    return True
+
+
+def remove_stale_temp_files(directory) -> list[Path]:
+    """Remove the temporary files of :func:`atomic_path` in ``directory`` whose writer is dead.
+
+    A file without a pid tag (written by an older critwin) counts as dead: call this only while
+    holding the directory (see ``critwin.experiments.checkpoint.claim_directory``). Returns the removed.
+    """
+    removed = []
+    directory = Path(directory)
+    if not directory.is_dir():
+        return removed
+    for path in directory.iterdir():
+        if not _TEMP.match(path.name) or not path.is_file():
+            continue
+        tagged = _TEMP_PID.search(path.name)
+        if tagged is None or not pid_alive(int(tagged.group(1))):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def read_json(path, what: str, kind: type = dict):
+    """The JSON value of the file ``path``, which must be a ``kind`` (dict or list).
+
+    Raises
+    ------
+    ValueError naming ``what`` and the file when it is not UTF-8, not JSON or of another type.
+    FileNotFoundError when it does not exist.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} not found")
+    try:
+        value = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ValueError(f"{what} {path} is not valid JSON ({exc}); the file is corrupt") from None
+    if not isinstance(value, kind):
+        raise ValueError(
+            f"{what} {path} must hold a JSON {'object' if kind is dict else 'array'}, "
+            f"got {type(value).__name__}; the file is corrupt"
+        )
+    return value
+
+
+def check_writable(path, option: str, directory: bool) -> Path:
+    """Check, without leaving anything behind, that ``path`` (a directory or a file) can be written.
+
+    The nearest existing ancestor must be a directory in which a file can be created; an existing
+    ``path`` must be of the right type. Raises ValueError naming ``option`` and the path.
+    """
+    path = Path(path)
+    if path.exists() and path.is_dir() != directory:
+        want, got = ("a directory", "a file") if directory else ("a file", "a directory")
+        raise ValueError(f"{option} must be {want}, but {path} is {got}")
+    parent = path if directory else path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{option} {path}: cannot be created, {parent} is a file, not a directory")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".critwin-probe.", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ValueError(f"{option} {path}: cannot write in {parent} ({exc.strerror or exc})") from None
+    return path

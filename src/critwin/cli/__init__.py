@@ -8,7 +8,12 @@ import sys
 import warnings
 from contextlib import contextmanager
 
+import click
 import typer
+import typer.core
+
+# Recent typer vendors click as ``typer._click`` (its exceptions are not click's); older typer uses click.
+_click = getattr(typer.core, "_click", click)
 
 import critwin
 
@@ -79,11 +84,39 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors print one line on stderr and exit with status 2; warnings are notes."""
     with warnings_as_notes():
         _register()
-        try:
-            app(args=argv, prog_name="critwin", standalone_mode=True)
-        except (ValueError, FileNotFoundError) as exc:
-            print(f"critwin: error: {exc}", file=sys.stderr)
-            sys.exit(2)
+        code = _run(argv)
+    # As click's standalone mode: always leave through SystemExit (0 on success).
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _run(argv: list[str] | None):
+    """Run the app; user errors (bad options, ValueError, any OSError such as an unwritable path) print
+    one line on stderr and exit with status 2."""
+    try:
+        return app(args=argv, prog_name="critwin", standalone_mode=False)
+    except _click.exceptions.NoArgsIsHelpError as exc:
+        # ``critwin`` or ``critwin COMMAND`` alone: the help, as click shows it.
+        typer.echo(exc.ctx.get_help() if exc.ctx is not None else str(exc), err=True)
+        sys.exit(2)
+    except _click.exceptions.ClickException as exc:
+        print(f"critwin: error: {error_line(exc)}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        print("Aborted!", file=sys.stderr)
+        sys.exit(1)
+    except (ValueError, OSError) as exc:
+        print(f"critwin: error: {error_line(exc)}", file=sys.stderr)
+        sys.exit(2)
+
+
+def error_line(exc: BaseException) -> str:
+    """One line for a user error: the message, or for an OS error the path and its reason."""
+    if isinstance(exc, OSError) and exc.filename is not None:
+        target = f"{exc.filename} -> {exc.filename2}" if exc.filename2 is not None else exc.filename
+        return f"{target}: {exc.strerror or exc}"
+    if isinstance(exc, _click.exceptions.ClickException):
+        return " ".join(exc.format_message().split())
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 if __name__ == "__main__":

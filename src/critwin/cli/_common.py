@@ -15,6 +15,7 @@ from typing import TypeVar
 
 import torch
 
+from critwin._io import check_writable
 from critwin._validation import check_eps, check_positive_int, check_time
 
 T = TypeVar("T")
@@ -52,6 +53,18 @@ def check_counts(minimum: int = 1, **counts: int | None) -> None:
             check_positive_int(value, "--" + name.replace("_", "-"), minimum=minimum)
 
 
+def reject_unused(ctx, reasons: Mapping[str, str | None]) -> None:
+    """Options given on the command line that this run would ignore are refused, not dropped silently.
+
+    ``reasons`` maps a parameter name to why it does not apply here (None: it applies).
+    """
+    for name, reason in reasons.items():
+        source = ctx.get_parameter_source(name)
+        # By name: typer may vendor its own click, whose ParameterSource is another enum.
+        if reason is not None and source is not None and source.name == "COMMANDLINE":
+            raise ValueError(f"--{name.replace('_', '-')} {reason}")
+
+
 def check_choice(value: str, option: str, choices: Sequence[str]) -> str:
     if value not in choices:
         raise ValueError(f"{option} must be one of {', '.join(choices)}, got {value!r}")
@@ -67,17 +80,14 @@ def check_delta(delta: float, option: str = "--delta") -> float:
 
 
 def check_out_dir(path: Path, option: str = "--out") -> Path:
-    """An output directory: may be missing (it is created), must not be a file."""
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"{option} must be a directory, but {path} is a file")
-    return path
+    """An output directory: may be missing (it is created later), must not be a file, and must be
+    writable (checked now, leaving nothing behind, so a bad path fails before any work)."""
+    return check_writable(path, option, directory=True)
 
 
 def check_out_file(path: Path | None, option: str = "--out") -> Path | None:
-    """An output file: may be missing, must not be a directory."""
-    if path is not None and path.is_dir():
-        raise ValueError(f"{option} must be a file, but {path} is a directory")
-    return path
+    """An output file: may be missing, must not be a directory, and its folder must be writable."""
+    return None if path is None else check_writable(path, option, directory=False)
 
 
 def parse_device_dtype(device: str, dtype: str) -> tuple[str, torch.dtype]:
@@ -89,6 +99,10 @@ def parse_device_dtype(device: str, dtype: str) -> tuple[str, torch.dtype]:
         raise ValueError(f"--device must be a torch device such as cpu or cuda, got {device!r}") from None
     if kind == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {device}: CUDA is not available on this machine")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {device}: MPS is not available on this machine")
+    if kind not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"--device must be cpu, cuda or mps, got {device!r}")
     return device, DTYPES[dtype]
 
 

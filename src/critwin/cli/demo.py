@@ -8,6 +8,7 @@ import typer
 
 from critwin._validation import check_eps
 from critwin.cli import app
+from critwin.cli._common import check_out_dir
 from critwin.report.output import check_report_dir
 
 
@@ -23,6 +24,7 @@ def demo(
 ) -> None:
     """Measure critical windows on the shipped digits DDPM and compare them with theory."""
     eps = check_eps(eps, "--eps")
+    check_out_dir(out)
     check_report_dir(out)
     # Deferred: the report imports diffusers and matplotlib (seconds); options are checked above.
     from critwin.report.demo import run_demo

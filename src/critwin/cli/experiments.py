@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 import typer
 
-from critwin._io import atomic_write_json, json_text
+from critwin._io import atomic_write_json, json_text, read_json
 from critwin._validation import check_eps
 from critwin.cli import app
 from critwin.cli._common import check_counts, check_delta, check_out_file, fmt_time
@@ -22,7 +21,7 @@ def load_result(directory: Path):
     meta_path = Path(directory) / "metadata.json"
     if not meta_path.exists():
         raise FileNotFoundError(f"{meta_path} not found: is {directory} a critwin result directory?")
-    kind = json.loads(meta_path.read_text()).get("kind")
+    kind = read_json(meta_path, "result metadata").get("kind")
     if kind == "forward_reverse":
         return ForwardReverseResult.load(directory)
     if kind == "clone":

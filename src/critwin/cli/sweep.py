@@ -14,10 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import typer
-from safetensors.torch import load_file, save_file
 
 from critwin._files import load_tensor_file
-from critwin._io import atomic_path, atomic_write_json, json_float
+from critwin._io import atomic_write_json, json_float, read_json
 from critwin._validation import check_time
 from critwin.cli import app
 from critwin.cli._common import (
@@ -29,7 +28,9 @@ from critwin.cli._common import (
     fmt_time,
     parse_device_dtype,
     parse_times,
+    reject_unused,
 )
+from critwin.experiments.checkpoint import bound_tensors, claim_directory
 from critwin.experiments.cloning import clone
 from critwin.experiments.estimation import estimate_window
 from critwin.experiments.features import CallableFeature, SourceSimilarity, zero_shot_clip
@@ -40,7 +41,8 @@ from critwin.models.data import NUM_CLASSES
 
 EXPERIMENTS = ("forward-reverse", "clone")
 FEATURES = "nearest-source, nearest-source-cosine, clip, or MODULE:FUNCTION"
-SOURCES_FILE = "sources.safetensors"
+SOURCES_NAME = "sources"
+SOURCES_FILE = f"{SOURCES_NAME}.safetensors"
 SEARCH_FILE = "search.json"
 SHIPPED = ", ".join(SHIPPED_MODELS)
 # Python keywords of from_pipeline -> the sweep's options, so that errors name what the user typed.
@@ -79,20 +81,21 @@ def _load_tensor_file(path: Path, key: str):
 
 
 def _sources(process, out: Path, x0: torch.Tensor | None, n: int, seed: int, device: str):
-    """Source images: the given --x0 images, or n samples of the model (generated once, kept in OUT)."""
+    """Source images: the given --x0 images, or n samples of the model, generated once and kept in OUT,
+    bound to the settings that made them (a rerun with another seed, model or sampler is refused)."""
     if x0 is not None:
         return x0
-    cached = out / SOURCES_FILE
-    if cached.is_file():
-        images = load_file(str(cached))["x0"]
-        if images.shape[0] == n:
-            return images
-    generator = torch.Generator(device=device).manual_seed(seed)
-    x = process.prior(n, generator=generator, device=device, dtype=process.dtype)
-    images = process.decode(process.run(x, generator=generator)).float().cpu().contiguous()
-    with atomic_path(cached) as tmp:
-        save_file({"x0": images}, str(tmp))
-    return images
+
+    def generate() -> dict[str, torch.Tensor]:
+        generator = torch.Generator(device=device).manual_seed(seed)
+        x = process.prior(n, generator=generator, device=device, dtype=process.dtype)
+        return {"x0": process.decode(process.run(x, generator=generator)).float().cpu()}
+
+    settings = {"seed": seed, "n": n, "device": str(torch.device(device)), "process": process.describe()}
+    images = bound_tensors(out, SOURCES_NAME, settings, generate, "--out")
+    if set(images) != {"x0"} or images["x0"].ndim != 4 or images["x0"].shape[0] != n:
+        raise ValueError(f"--out: {out / SOURCES_FILE} does not hold {n} source images; the file is corrupt")
+    return images["x0"]
 
 
 def _import_feature(spec: str) -> Callable:
@@ -145,6 +148,29 @@ def _check_modes(experiment, times, adaptive, prompt, prompt_embeds, negative_pr
         raise ValueError("--prompt and --prompt-embeds are exclusive")
     if negative_prompt is not None and prompt is None:
         raise ValueError("--negative-prompt needs --prompt")
+
+
+def _unused_options(experiment, adaptive, feature, x0, class_label) -> dict[str, str | None]:
+    """Why each option would be ignored in this run (None where it applies)."""
+    search_only = None if adaptive else "applies only with --adaptive"
+    clip_only = None if feature == "clip" else "applies only with --feature clip"
+    return {
+        "resolution": search_only,
+        "probe_batch": search_only,
+        "max_per_probe": search_only,
+        "chunk_size": "does not apply to --adaptive (no checkpointed units)" if adaptive else None,
+        "n_per_time": None
+        if experiment == "forward-reverse" and not adaptive
+        else "applies only to --experiment forward-reverse without --adaptive",
+        "n_clones": None if experiment == "clone" else "applies only to --experiment clone",
+        "clip_weights": clip_only,
+        "clip_arch": clip_only,
+        "labels": clip_only,
+        "null_label": None if class_label is not None else "needs --class-label",
+        "n": "does not apply with --x0 (the sources are the given images)"
+        if x0 is not None and experiment == "forward-reverse"
+        else None,
+    }
 
 
 def _check_numbers(guidance: float | None, **counts: int | None) -> None:
@@ -215,6 +241,7 @@ def _load_process(model, scheduler, device, dtype, prompt, embeds, steps, guidan
 
 @app.command("sweep")
 def sweep(
+    ctx: typer.Context,
     model: str = typer.Option(
         ...,
         "--model",
@@ -300,6 +327,7 @@ def sweep(
             )
         )
         _check_shipped(model, given)
+    reject_unused(ctx, _unused_options(experiment, adaptive, feature, x0, class_label))
     check_out_dir(out)
     _check_numbers(
         guidance,
@@ -324,40 +352,42 @@ def sweep(
     embeds = _adapter().load_prompt_embeds(prompt_embeds) if prompt_embeds is not None else {}
     images = _load_tensor_file(x0, "x0") if x0 is not None else None
 
-    process = _load_process(
-        model,
-        scheduler,
-        device,
-        torch_dtype,
-        prompt,
-        embeds,
-        steps,
-        guidance,
-        negative_prompt=negative_prompt,
-        class_labels=class_label,
-        null_class_label=null_label,
-        height=height,
-        width=width,
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    sources = _sources(process, out, images, n, seed, device)
-    feature_fn = make_feature(sources)
-    if adaptive:
-        settings = {"feature": getattr(feature_fn, "name", feature), "seed": seed, "delta": delta}
-        settings.update(resolution=resolution, probe_batch=probe_batch, max_per_probe=max_per_probe)
-        _search(process, sources, feature_fn, settings, out, progress)
-        return
-    if requested is None:
-        grid = process.times[:-1].tolist()
-        requested = ([0.0] if experiment == "forward-reverse" else []) + sorted(grid)
-    common = dict(feature=feature_fn, seed=seed, out=out, chunk_size=chunk_size, progress=progress)
-    if experiment == "forward-reverse":
-        result = forward_reverse(process, sources, requested, n_per_time=n_per_time, **common)
-    else:
-        result = clone(process, n, requested, n_clones, **common)
-    _print_table(result)
-    _report_window(result, delta, seed, out)
-    typer.echo(f"wrote {out / 'table.csv'}")
+    kind = "search" if adaptive else experiment.replace("-", "_")
+    # Held for the whole run: a second process is refused ("in use by pid N"), a foreign directory too.
+    with claim_directory(out, kind, "--out"):
+        process = _load_process(
+            model,
+            scheduler,
+            device,
+            torch_dtype,
+            prompt,
+            embeds,
+            steps,
+            guidance,
+            negative_prompt=negative_prompt,
+            class_labels=class_label,
+            null_class_label=null_label,
+            height=height,
+            width=width,
+        )
+        sources = _sources(process, out, images, n, seed, device)
+        feature_fn = make_feature(sources)
+        if adaptive:
+            settings = {"feature": getattr(feature_fn, "name", feature), "seed": seed, "delta": delta}
+            settings.update(resolution=resolution, probe_batch=probe_batch, max_per_probe=max_per_probe)
+            _search(process, sources, feature_fn, settings, out, progress)
+            return
+        if requested is None:
+            grid = process.times[:-1].tolist()
+            requested = ([0.0] if experiment == "forward-reverse" else []) + sorted(grid)
+        common = dict(feature=feature_fn, seed=seed, out=out, chunk_size=chunk_size, progress=progress)
+        if experiment == "forward-reverse":
+            result = forward_reverse(process, sources, requested, n_per_time=n_per_time, **common)
+        else:
+            result = clone(process, n, requested, n_clones, **common)
+        _print_table(result)
+        _report_window(result, delta, seed, out)
+        typer.echo(f"wrote {out / 'table.csv'}")
 
 
 def _search(process, sources, feature_fn, settings: dict, out: Path, progress: bool) -> None:
@@ -365,8 +395,10 @@ def _search(process, sources, feature_fn, settings: dict, out: Path, progress: b
     settings = {"process": process.describe(), **settings, "n_sources": int(sources.shape[0])}
     path = out / SEARCH_FILE
     if path.is_file():
-        stored = json.loads(path.read_text())
+        stored = read_json(path, "--out: search result")
         if json.loads(json.dumps(settings)) == stored.get("settings"):
+            if not isinstance(stored.get("result"), dict) or not _SEARCH_KEYS <= set(stored["result"]):
+                raise ValueError(f"--out: {path} lacks the search result; the file is corrupt")
             _print_search(stored["result"], path)
             return
         raise ValueError(f"--out {out} holds a search with other settings; use another directory")
@@ -392,6 +424,9 @@ def _search(process, sources, feature_fn, settings: dict, out: Path, progress: b
     }
     atomic_write_json(path, {"settings": settings, "result": result})
     _print_search(json.loads(path.read_text())["result"], path)  # as a resumed run prints it
+
+
+_SEARCH_KEYS = {"t_after", "t_before", "t_after_bracket", "t_before_bracket", "base_rate"}
 
 
 def _print_table(result) -> None:

@@ -21,6 +21,7 @@ from critwin.cli._common import (
     fmt_time,
     parse_list,
 )
+from critwin.experiments.checkpoint import claim_directory
 from critwin.experiments.validate import validate
 from critwin.io_mixture import load_mixture
 from critwin.tree import hierarchy
@@ -157,7 +158,8 @@ def validate_command(
     """Check Blink Thm 2 on random isotropic mixtures: exact forward-reverse TV against the bound."""
     eps = check_eps(eps, "--eps")
     check_out_dir(out)
-    result = validate(out, quick=quick, eps=eps, seed=seed)
+    with claim_directory(out, "validate", "--out", legacy=("validation.csv", "summary.json")):
+        result = validate(out, quick=quick, eps=eps, seed=seed)
     s = result.summary
     if as_json:
         typer.echo(json_text({k: v for k, v in s.items()}, indent=None))

@@ -5,13 +5,24 @@ randomness from its own generator, seeded from ``(seed, unit key)``, so a unit's
 on which units ran before it: a sweep killed and resumed gives exactly the table of an uninterrupted
 run. Completed units are written atomically to ``DIR/units/``; ``DIR/config.json`` records every
 setting that determines the results, and a resume with different settings is refused.
+
+Every writer holds its output directory through :func:`claim_directory`: an exclusive lock (a second
+process is refused with the holder's pid; the lock of a dead process is free), the kind of result the
+directory holds (a non-empty directory of another kind, or not written by critwin, is refused), and the
+removal of temporary files left by dead writers. Every artefact is bound to the settings that made it:
+the settings file is written first (:func:`bind_settings`), so a rerun with other settings is refused
+by name, even after a kill between the two writes.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import os
+import zipfile
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +30,31 @@ import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from safetensors.torch import save_file
 
-from critwin._io import atomic_path, atomic_write_json, json_normalised
+from critwin._files import load_tensor_file
+from critwin._io import (
+    atomic_path,
+    atomic_write_json,
+    json_normalised,
+    json_text,
+    read_json,
+    remove_stale_temp_files,
+)
 from critwin._validation import check_positive_int
+
+try:  # POSIX
+    import fcntl
+except ImportError:  # Windows: msvcrt byte-range locks, also freed when the holder dies
+    fcntl = None
+    import msvcrt
 
 __all__ = [
     "SweepStore",
+    "holds_outputs",
+    "claim_directory",
+    "bind_settings",
+    "bound_tensors",
     "cached_unit",
     "check_resumable",
     "check_chunk_size",
@@ -36,6 +66,10 @@ __all__ = [
 
 CONFIG_FILE = "config.json"
 UNITS_DIR = "units"
+CLAIM_FILE = ".critwin"
+"""Lock and marker of a critwin output directory: JSON ``{"kind": ..., "pid": ...}``, locked with flock."""
+LEGACY_MARKERS = ("config.json", "metadata.json")
+"""Files whose ``kind`` marks a result directory written before :data:`CLAIM_FILE` existed."""
 
 
 # ---------------------------------------------------------------------------------------------- seeds
@@ -87,6 +121,156 @@ def _first_difference(old, new, prefix: str = "") -> str | None:
     return None if old == new else (prefix or "config")
 
 
+# --------------------------------------------------------------------------------- output directories
+_HELD: dict[Path, list] = {}  # resolved directory -> [lock fd, kind, depth] held by this process
+_SCOPE: ContextVar[ExitStack | None] = ContextVar("critwin_output_scope", default=None)
+
+
+def holds_outputs(fn: Callable) -> Callable:
+    """Decorator of an experiment: directories its :class:`SweepStore` claims stay held until it returns
+    (the lock is taken when the store opens, after the inputs are checked)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with ExitStack() as stack:
+            token = _SCOPE.set(stack)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                _SCOPE.reset(token)
+
+    return wrapper
+
+
+def _claim_record(path: Path) -> dict:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _legacy_kind(root: Path) -> str | None:
+    for name in LEGACY_MARKERS:
+        if (root / name).is_file():
+            return _claim_record(root / name).get("kind")
+    return None
+
+
+def _check_kind(root: Path, kind: str, recorded: str | None, option: str, legacy: tuple[str, ...]) -> None:
+    """``root`` is empty or holds a critwin result of ``kind``; anything else is refused untouched."""
+    if recorded is None:
+        recorded = _legacy_kind(root)
+    if recorded is None and legacy and all((root / name).is_file() for name in legacy):
+        recorded = kind
+    others = [p for p in root.iterdir() if p.name != CLAIM_FILE and not p.name.endswith(".tmp")]
+    if recorded is None and not others:
+        return
+    if recorded is None:
+        raise ValueError(
+            f"{option}: {root} is not empty and is not a critwin output directory; critwin never "
+            "writes into a directory it did not create: choose a new or empty one"
+        )
+    if recorded != kind:
+        raise ValueError(
+            f"{option}: {root} holds a critwin {recorded!r} result, not a {kind!r} one; use another directory"
+        )
+
+
+def _lock(root: Path, option: str) -> int:
+    path = root / CLAIM_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        # The lock belongs to the open file: the kernel frees it when the holder dies, however it dies.
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        else:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+    except OSError:
+        os.close(fd)
+        pid = _claim_record(path).get("pid", "unknown")
+        raise ValueError(
+            f"{option}: {root} is in use by pid {pid} (another critwin process writes there); wait for "
+            "it to finish or use another directory"
+        ) from None
+    return fd
+
+
+@contextmanager
+def claim_directory(out, kind: str, option: str = "out", legacy: tuple[str, ...] = ()) -> Iterator[Path]:
+    """Hold the output directory ``out`` for a writer of results of ``kind`` while the block runs.
+
+    Creates ``out`` if missing. Refuses (ValueError naming ``option``) a path that is a file, a
+    non-empty directory that is not a critwin result of ``kind``, and a directory another process holds
+    ("in use by pid N"). Removes temporary files of dead writers. Re-entrant within a process.
+    ``legacy``: file names that together mark a result of ``kind`` written by an older critwin.
+    """
+    root = Path(out)
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"{option} must be a directory, but {root} is a file")
+    root.mkdir(parents=True, exist_ok=True)
+    key = root.resolve()
+    if key in _HELD:
+        if _HELD[key][1] != kind:
+            raise ValueError(f"{option}: {root} is held for a {_HELD[key][1]!r} result, not {kind!r}")
+        _HELD[key][2] += 1
+    else:
+        fd = _lock(root, option)
+        try:
+            _check_kind(root, kind, _claim_record(root / CLAIM_FILE).get("kind"), option, legacy)
+            record = (json_text({"kind": kind, "pid": os.getpid()}, indent=None) + "\n").encode()
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, record)
+            for directory in (root, root / UNITS_DIR):
+                remove_stale_temp_files(directory)
+        except BaseException:
+            os.close(fd)
+            raise
+        _HELD[key] = [fd, kind, 1]
+    try:
+        yield root
+    finally:
+        _HELD[key][2] -= 1
+        if _HELD[key][2] == 0:
+            os.close(_HELD.pop(key)[0])
+
+
+def bind_settings(path, settings: Mapping[str, Any], what: str = "out") -> None:
+    """Bind the artefacts of a directory to ``settings``: written to ``path`` before any artefact, or,
+    if ``path`` exists, compared with it; a difference is a ValueError naming the first differing setting.
+    """
+    path = Path(path)
+    settings = json_normalised(dict(settings))
+    if not path.exists():
+        atomic_write_json(path, settings)
+        return
+    old = read_json(path, f"{what}: settings file")
+    differs = _first_difference(old, settings)
+    if differs is not None:
+        raise ValueError(
+            f"{what}: {path.parent} was written with different settings ({differs!r} differs: "
+            f"{_lookup(old, differs)!r} there, {_lookup(settings, differs)!r} now); refusing to "
+            "mix results: use another directory or the original settings"
+        )
+
+
+def bound_tensors(
+    root, name: str, settings: Mapping[str, Any], make: Callable[[], dict[str, torch.Tensor]], what: str
+) -> dict[str, torch.Tensor]:
+    """Tensors kept in ``root/NAME.safetensors``, made once by ``make()`` and bound to ``settings``
+    (``root/NAME.json``, written first): a rerun with other settings is refused, never given stale ones."""
+    root = Path(root)
+    bind_settings(root / f"{name}.json", settings, what)
+    path = root / f"{name}.safetensors"
+    if path.is_file():
+        return load_tensor_file(path, f"{name} (delete {path} to regenerate it)")
+    tensors = {k: v.contiguous() for k, v in make().items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp))
+    return tensors
+
+
 class SweepStore:
     """A checkpoint directory: ``config.json`` plus one ``.npz`` file per completed unit.
 
@@ -100,36 +284,13 @@ class SweepStore:
 
     def __init__(self, out, config: Mapping[str, Any]):
         self.root = Path(out)
-        if self.root.exists() and not self.root.is_dir():
-            raise ValueError(f"out must be a directory, but {self.root} is a file")
         self.config = json_normalised(dict(config))
-        path = self.root / CONFIG_FILE
-        if path.exists():
-            try:
-                old = json.loads(path.read_text())
-            except json.JSONDecodeError as exc:
-                raise ValueError(
-                    f"out: {path} is not valid JSON ({exc}); refusing to resume into it"
-                ) from None
-            if old.get("kind") != self.config.get("kind"):
-                raise ValueError(
-                    f"out: {self.root} holds a {old.get('kind')!r} sweep, not a {self.config.get('kind')!r} "
-                    "sweep; use another directory"
-                )
-            differs = _first_difference(old, self.config)
-            if differs is not None:
-                raise ValueError(
-                    f"out: {self.root} was written with different settings ({differs!r} differs: "
-                    f"{_lookup(old, differs)!r} there, {_lookup(self.config, differs)!r} now); refusing to "
-                    "mix results: use another directory or the original settings"
-                )
-        else:
-            atomic_write_json(path, self.config)
-        units = self.root / UNITS_DIR
-        units.mkdir(parents=True, exist_ok=True)
-        # A killed sweep can leave the temporary file of the unit it was writing: never a result.
-        for stale in units.glob(".*.npz.*.tmp"):
-            stale.unlink(missing_ok=True)
+        with ExitStack() as stack:
+            claim = claim_directory(self.root, self.config.get("kind", "sweep"))
+            # Inside an experiment (holds_outputs) the directory stays held until it returns.
+            (_SCOPE.get() or stack).enter_context(claim)
+            bind_settings(self.root / CONFIG_FILE, self.config)
+        (self.root / UNITS_DIR).mkdir(parents=True, exist_ok=True)
 
     def _path(self, name: str) -> Path:
         return self.root / UNITS_DIR / f"{name}.npz"
@@ -138,8 +299,14 @@ class SweepStore:
         return self._path(name).exists()
 
     def load(self, name: str) -> dict[str, np.ndarray]:
-        with np.load(self._path(name), allow_pickle=False) as data:
-            return {key: data[key] for key in data.files}
+        path = self._path(name)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return {key: data[key] for key in data.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise ValueError(
+                f"out: unit file {path} is corrupt ({exc}); delete it and rerun to recompute that unit"
+            ) from None
 
     def save(self, name: str, arrays: Mapping[str, np.ndarray]) -> None:
         with atomic_path(self._path(name)) as tmp:

@@ -28,6 +28,7 @@ from critwin.experiments.checkpoint import (
     SweepStore,
     check_chunk_size,
     check_resumable,
+    holds_outputs,
     progress_bar,
     resolve_seed,
     unit_generator,
@@ -151,6 +152,7 @@ class CloneResult(ResultTable):
         )
 
 
+@holds_outputs
 def clone(
     model,
     n_trajectories: int,

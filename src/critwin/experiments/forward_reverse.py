@@ -33,6 +33,7 @@ from critwin.experiments.checkpoint import (
     SweepStore,
     check_chunk_size,
     check_resumable,
+    holds_outputs,
     progress_bar,
     resolve_seed,
     unit_generator,
@@ -158,6 +159,7 @@ class ForwardReverseResult(ResultTable):
         )
 
 
+@holds_outputs
 def forward_reverse(
     model,
     x0,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -23,7 +22,8 @@ from typing import Any, ClassVar
 import torch
 
 from critwin._display import data_frame, html_summary, short_repr
-from critwin._io import atomic_write_json, atomic_write_text, json_normalised, provenance
+from critwin._io import atomic_write_json, atomic_write_text, json_normalised, provenance, read_json
+from critwin.experiments.checkpoint import claim_directory
 
 __all__ = [
     "ResultTable",
@@ -88,10 +88,15 @@ class ResultTable(ABC):
         return data_frame(self.table())
 
     def save(self, directory) -> None:
-        """Write ``table.csv`` and ``metadata.json`` (atomically) into ``directory``."""
+        """Write ``table.csv`` and ``metadata.json`` (atomically) into ``directory``.
+
+        ``directory`` must be missing, empty or a critwin result of this kind (see
+        :func:`~critwin.experiments.checkpoint.claim_directory`); anything else is refused untouched.
+        """
         meta = self._saved_metadata()
         meta["kind"] = self.kind
-        write_table(directory, self.table(), meta)
+        with claim_directory(directory, self.kind, "directory"):
+            write_table(directory, self.table(), meta)
 
     @classmethod
     def load(cls, directory):
@@ -99,12 +104,20 @@ class ResultTable(ABC):
 
         Raises
         ------
-        FileNotFoundError if a file is missing; ValueError if ``directory`` holds another kind of result.
+        FileNotFoundError if a file is missing; ValueError if ``directory`` holds another kind of result
+        or a corrupt one (naming the file).
         """
         columns, meta = read_table(directory)
         if meta.get("kind") != cls.kind:
             raise ValueError(f"directory {directory} holds a {meta.get('kind')!r} result, not {cls.kind}")
-        return cls._from_saved(columns, meta)
+        try:
+            return cls._from_saved(columns, meta)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            detail = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise ValueError(
+                f"{Path(directory) / TABLE_FILE} and {METADATA_FILE} do not form a valid {cls.kind} result "
+                f"({detail}); the files are corrupt"
+            ) from None
 
 
 def write_table(directory, columns: Mapping[str, list], metadata: Mapping[str, Any]) -> None:
@@ -128,14 +141,19 @@ def read_table(directory) -> tuple[dict[str, list[str]], dict[str, Any]]:
     for path in (table, meta):
         if not path.exists():
             raise FileNotFoundError(f"{path} not found (is {directory} a saved critwin result?)")
-    with open(table, newline="") as handle:
-        reader = csv.reader(handle)
-        header = next(reader)
-        columns: dict[str, list[str]] = {name: [] for name in header}
-        for row in reader:
-            for name, value in zip(header, row, strict=True):
-                columns[name].append(value)
-    return columns, json.loads(meta.read_text())
+    try:
+        with open(table, newline="", encoding="utf-8") as handle:
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            if not header:
+                raise ValueError("it has no header row")
+            columns: dict[str, list[str]] = {name: [] for name in header}
+            for row in reader:
+                for name, value in zip(header, row, strict=True):
+                    columns[name].append(value)
+    except (ValueError, csv.Error) as exc:  # UnicodeDecodeError is a ValueError
+        raise ValueError(f"{table} is not a critwin result table ({exc}); the file is corrupt") from None
+    return columns, read_json(meta, "result metadata")
 
 
 def table_rows(columns: Mapping[str, list]) -> list[dict[str, Any]]:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import diffusers
 import torch
+from safetensors import SafetensorError
 
 from critwin._files import load_tensor_file
+from critwin._io import read_json
 from critwin.adapters.diffusers.schedule import SCHEDULER_ALIASES, is_supported, scheduler_class
 
 __all__ = ["LocalPipeline", "load_local", "load_prompt_embeds"]
@@ -72,7 +73,8 @@ def load_local(path, scheduler: str | None = None, device=None, dtype=None, text
             vae = getattr(diffusers, index["vae"][1]).from_pretrained(
                 root, subfolder="vae", use_safetensors=True, **options
             )
-    except OSError as exc:
+    except (OSError, TypeError, AttributeError, KeyError, IndexError, RuntimeError, SafetensorError) as exc:
+        # Missing, truncated or mistyped component files surface as any of these inside diffusers.
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"could not load the diffusers model in {root}: {first}") from None
     unet = unet.to(device=device).eval()
@@ -95,10 +97,7 @@ def _read_index(root: Path) -> dict[str, Any]:
     index_file = root / "model_index.json"
     if not root.is_dir() or not index_file.is_file():
         raise ValueError(f"model path {root} is not a diffusers pipeline directory (no model_index.json)")
-    try:
-        index = json.loads(index_file.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{index_file} is not valid JSON: {exc}") from None
+    index = read_json(index_file, "pipeline index")
     class_name = index.get("_class_name")
     if class_name not in _PIPELINES:
         raise ValueError(
@@ -113,9 +112,11 @@ def _read_index(root: Path) -> dict[str, Any]:
 
 def _load_scheduler(root: Path, index: Mapping[str, Any], scheduler: str | None):
     """The saved scheduler, or the ``scheduler`` class (name or alias) built from its config."""
-    saved = getattr(diffusers, index["scheduler"][1]).from_pretrained(
-        root, subfolder="scheduler", local_files_only=True
-    )
+    entry = index["scheduler"]
+    saved_class = getattr(diffusers, entry[1], None) if isinstance(entry[1], str) else None
+    if not isinstance(saved_class, type) or not hasattr(saved_class, "from_pretrained"):
+        raise ValueError(f"{root / 'model_index.json'} names an unknown scheduler class {entry[1]!r}")
+    saved = saved_class.from_pretrained(root, subfolder="scheduler", local_files_only=True)
     if scheduler is not None:
         return scheduler_class(scheduler).from_config(saved.config)
     if not is_supported(saved):

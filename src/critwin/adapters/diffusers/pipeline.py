@@ -140,6 +140,12 @@ def _pixel_size(config, vae, height, width) -> tuple[int, int, int]:
 
 def _latent_shape(config, vae, height, width) -> tuple[int, int, int] | None:
     """The latent sample shape for an explicit image size (None: the UNet's own sample size)."""
+    if vae is None and (height is not None or width is not None):
+        # A pixel-space UNet fixes the image size: an ignored height/width would be a silent surprise.
+        raise ValueError(
+            f"height and width apply to latent (VAE) pipelines only; this pixel-space model generates "
+            f"images of size {config.sample_size}, got height={height}, width={width}"
+        )
     if vae is None or (height is None and width is None):
         return None
     h, w, factor = _pixel_size(config, vae, height, width)

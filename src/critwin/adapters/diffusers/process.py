@@ -453,20 +453,19 @@ class DiffusersProcess(ReverseProcess):
 
     # ------------------------------------------------------------------ provenance
     def weights_fingerprint(self) -> str:
-        """Cheap content hash of the UNet (and VAE) weights: name, shape, sum and sum of squares."""
+        """Content hash of the UNet (and VAE) weights: names, dtypes, shapes and raw bytes.
+
+        Exact bytes, not float sums: a sum depends on the thread count, so a resume under another
+        ``torch.set_num_threads`` would be refused (issue 11).
+        """
         if self._weights_fingerprint is None:
-            entries = []
+            entries = {}
             for prefix, module in (("unet", self.unet), ("vae", self.vae)):
                 if module is None or not hasattr(module, "state_dict"):
                     continue
-                with torch.no_grad():
-                    for name, tensor in module.state_dict().items():
-                        values = tensor.detach().double()
-                        stats = (
-                            (values.sum().item(), (values * values).sum().item()) if values.numel() else ()
-                        )
-                        entries.append(f"{prefix}.{name}{tuple(tensor.shape)}{stats}")
-            self._weights_fingerprint = fingerprint(*entries)
+                for name, tensor in module.state_dict().items():
+                    entries[f"{prefix}.{name}"] = tensor.detach()
+            self._weights_fingerprint = fingerprint(entries)
         return self._weights_fingerprint
 
     def describe(self) -> dict[str, Any]:
