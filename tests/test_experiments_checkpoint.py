@@ -40,7 +40,13 @@ def small():
 
 
 def _snapshot(root):
-    return {p: p.read_bytes() for p in root.rglob("*") if p.is_file() and p.name != CLAIM_FILE}
+    """Every file's bytes; ``metadata.json`` without its provenance (UTC time of the last save)."""
+    files = {p: p.read_bytes() for p in root.rglob("*") if p.is_file() and p.name != CLAIM_FILE}
+    for path in [p for p in files if p.name == "metadata.json"]:
+        meta = json.loads(files[path])
+        meta.pop("provenance", None)
+        files[path] = json.dumps(meta).encode()
+    return files
 
 
 def _dead_pid() -> int:

@@ -12,10 +12,11 @@ import click
 import typer
 import typer.core
 
+from critwin._version import __version__
+
 # Recent typer vendors click as ``typer._click`` (its exceptions are not click's); older typer uses click.
 _click = getattr(typer.core, "_click", click)
 
-import critwin
 
 app = typer.Typer(
     name="critwin",
@@ -28,7 +29,7 @@ app = typer.Typer(
 
 def _print_version(value: bool) -> None:
     if value:
-        typer.echo(f"critwin {critwin.__version__}")
+        typer.echo(f"critwin {__version__}")
         raise typer.Exit()
 
 
