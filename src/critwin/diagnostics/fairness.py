@@ -117,7 +117,8 @@ def rebalance(
     ----------
     model : a mixture (with ``sampler``, default exact) or any :class:`~critwin.ReverseProcess`.
     n : number of samples.
-    feature : attribute reader ``f(x) -> (n,)`` labels in ``0..n_classes-1`` (or ``"component"``).
+    feature : attribute reader ``f(x) -> (n,)`` labels in ``0..n_classes-1`` (or ``"bayes"``, the
+        mixture's Bayes label).
     n_classes : number of attribute values C.
     fork_time : OU time at which continuations are resampled (the window's upper end ``T_before``).
     target : (C,) target distribution (default uniform).
@@ -137,7 +138,7 @@ def rebalance(
     if realised[0].item() <= 0:
         raise ValueError("fork_time must be > 0: at t = 0 the sample is finished")
     index = int(indices[0])
-    feature_fn = resolve_feature(feature, process)
+    feature_fn = resolve_feature(feature, process, caller="rebalance")
     generator = torch.Generator().manual_seed(seed)
     device = getattr(process, "device", None)
     if device is not None and torch.device(device).type != "cpu":

@@ -33,8 +33,8 @@ from critwin.experiments.checkpoint import (
     resolve_seed,
     unit_generator,
 )
-from critwin.experiments.features import apply_feature, feature_name
-from critwin.experiments.forward_reverse import LATENT, resolve_feature_kind, run_exact_with_components
+from critwin.experiments.features import LATENT, apply_feature, feature_name, resolve_feature
+from critwin.experiments.forward_reverse import run_exact_with_components
 from critwin.experiments.process import as_process, check_cond, nfe_since, realise_times, select_cond
 from critwin.experiments.results import ResultTable, grid_from_metadata, grid_metadata, step_column
 
@@ -179,7 +179,7 @@ def clone(
         raise ValueError("times must be > 0: a fork at t = 0 is the finished sample")
     chunk = check_chunk_size(chunk_size, DEFAULT_CHUNK)
     cond = check_cond(cond)
-    feature_fn = resolve_feature_kind(feature, process)
+    feature_fn = resolve_feature(feature, process, latent=True)
     check_resumable(out, seed, generator)
     base_seed = resolve_seed(seed, generator)
     mixture = getattr(process, "mixture", None)

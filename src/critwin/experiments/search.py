@@ -177,7 +177,7 @@ class _Prober:
 def search_window(
     model,
     x0,
-    feature="component",
+    feature="bayes",
     *,
     delta: float = 0.1,
     resolution: float = 0.05,
@@ -202,7 +202,8 @@ def search_window(
     ----------
     model : mixture (with ``sampler``) or ``ReverseProcess``.
     x0 : (N, ...) source samples in data space (cycled through in order at each probe).
-    feature : callable or ``"component"``.
+    feature : callable or ``"bayes"`` (the mixture's Bayes label; the latent ``"component"`` is not
+        available here: the search draws outputs by sampler runs that do not follow it).
     delta : level in (0, 1/2).
     resolution : final bracket width in OU time (> 0). On a fixed grid, the search also stops at
         adjacent grid points.
@@ -229,7 +230,7 @@ def search_window(
     max_per_probe = check_positive_int(max_per_probe, "max_per_probe")
     level = check_eps(level, "level")
     cond = check_cond(cond)
-    feature_fn = resolve_feature(feature, process)
+    feature_fn = resolve_feature(feature, process, caller="search_window")
     base_seed = resolve_seed(seed, generator)
     lo, hi = _check_range(t_range, process.grid)
 
