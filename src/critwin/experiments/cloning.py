@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from critwin._files import fingerprint
-from critwin._validation import check_positive_int
+from critwin._validation import check_float_dtype, check_positive_int
 from critwin.experiments.checkpoint import (
     SweepStore,
     cached_unit,
@@ -171,6 +171,7 @@ def clone(
     -------
     CloneResult
     """
+    dtype = None if dtype is None else check_float_dtype(dtype)
     process = as_process(model, sampler, n_steps, t_max, eta)
     n_trajectories = check_positive_int(n_trajectories, "n_trajectories")
     n_clones = check_positive_int(n_clones, "n_clones")

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from critwin._validation import check_eps, check_positive_int, check_time
+from critwin._validation import check_eps, check_generator, check_number, check_positive_int
 from critwin.experiments.checkpoint import progress_bar, resolve_seed, unit_generator
 from critwin.experiments.estimation import base_rate as _base_rate
 from critwin.experiments.estimation import wilson_interval
@@ -42,6 +42,10 @@ from critwin.experiments.results import ResultTable
 
 __all__ = ["search_window", "SearchResult"]
 
+
+MIN_RESOLUTION = 1e-6
+"""Smallest bracket width in OU time ``search_window`` accepts (at most ~25 bisection steps per range
+of 10 OU units)."""
 
 _PROBE_COLUMNS = {"t": float, "n": int, "kept": int, "c": float, "lower": float, "upper": float}
 
@@ -205,8 +209,8 @@ def search_window(
     feature : callable or ``"bayes"`` (the mixture's Bayes label; the latent ``"component"`` is not
         available here: the search draws outputs by sampler runs that do not follow it).
     delta : level in (0, 1/2).
-    resolution : final bracket width in OU time (> 0). On a fixed grid, the search also stops at
-        adjacent grid points.
+    resolution : final bracket width in OU time (>= ``MIN_RESOLUTION`` = 1e-6). On a fixed grid, the
+        search also stops at adjacent grid points.
     t_range : ``(lo, hi)`` initial bracket in OU time (default: 0 to the process's largest time).
     base_rate : known ``b``; if None it is estimated as ``sum_k p_k q_k`` from ``n_reference`` samples of
         the model (drawn from its prior and run to the end; their NFEs are counted).
@@ -225,7 +229,9 @@ def search_window(
     delta = check_eps(delta, "delta")
     if delta >= 0.5:
         raise ValueError(f"delta must be < 0.5, got {delta}")
-    resolution = check_time(resolution, "resolution", allow_zero=False)
+    # Below MIN_RESOLUTION the bisection would stall on float spacing (1e-300 never terminated).
+    resolution = check_number(resolution, "resolution (OU time)", low=MIN_RESOLUTION)
+    check_generator(generator)
     batch = check_positive_int(batch, "batch")
     max_per_probe = check_positive_int(max_per_probe, "max_per_probe")
     level = check_eps(level, "level")
@@ -243,9 +249,7 @@ def search_window(
             process, z0, source_labels, feature_fn, cond, n_ref, base_seed
         )
     else:
-        b = float(base_rate)
-        if not 0.0 <= b < 1.0:
-            raise ValueError(f"base_rate must lie in [0, 1), got {base_rate}")
+        b = check_number(base_rate, "base_rate", low=0.0, high=1.0, closed="low")
     if not b < 1.0:
         raise ValueError("the estimated base rate is 1 (the feature never varies); pass base_rate=")
 
