@@ -90,7 +90,7 @@ def ou_time(*, alpha_bar=None, snr=None, log_snr=None, sigma=None, flow_s=None, 
         was = isinstance(a, torch.Tensor)
         a = check_real_tensor(a, "alpha_sigma[0] (alpha)", None if was else torch.float64)
         # sigma = inf is pure noise (t = inf), as for sigma=; NaN never is.
-        s = check_real_tensor(s, "alpha_sigma[1] (sigma)", a.dtype, allow_inf=True).to(dtype=a.dtype, device=a.device)
+        s = check_real_tensor(s, "alpha_sigma[1] (sigma)", a.dtype, allow_inf=True).to(device=a.device)
         if (a <= 0).any() or (s < 0).any():
             raise ValueError("alpha_sigma needs alpha > 0 and sigma >= 0")
         return _out(0.5 * torch.log1p((s / a) ** 2), was)
