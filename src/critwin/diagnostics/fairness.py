@@ -18,6 +18,7 @@ import torch
 
 from critwin._validation import check_positive_int
 from critwin.experiments import apply_feature, as_process, realise_times, resolve_feature
+from critwin.experiments.checkpoint import resolve_seed
 
 __all__ = ["RebalanceResult", "rebalance", "total_variation", "check_target"]
 
@@ -108,8 +109,9 @@ def rebalance(
     target=None,
     n_candidates: int = 4,
     sampler: str | None = None,
-    seed: int = 0,
+    seed: int | None = None,
     cond: dict[str, Any] | None = None,
+    generator: torch.Generator | None = None,
 ) -> RebalanceResult:
     """Rebalance an attribute by resampling continuations at ``fork_time`` only.
 
@@ -123,13 +125,16 @@ def rebalance(
     fork_time : OU time at which continuations are resampled (the window's upper end ``T_before``).
     target : (C,) target distribution (default uniform).
     n_candidates : continuations per trajectory (>= 2); each costs one continuation's NFEs.
-    sampler, cond : passed to the process; ``seed`` fixes every draw.
+    sampler, cond : passed to the process.
+    seed, generator : ``seed`` fixes every draw; ``generator`` gives it when ``seed`` is None (as in
+        :func:`critwin.forward_reverse`); neither: seed 0 (deterministic by default).
 
     Returns
     -------
     RebalanceResult
     """
     n = check_positive_int(n, "n")
+    seed = resolve_seed(seed, generator, default=0)
     n_classes = check_positive_int(n_classes, "n_classes", minimum=2)
     n_candidates = check_positive_int(n_candidates, "n_candidates", minimum=2)
     target = check_target(target, n_classes)
