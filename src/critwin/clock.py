@@ -137,7 +137,8 @@ def _check_in_range(x: torch.Tensor, lo: float, hi: float, name: str, owner: str
 
 
 def _check_t(t) -> tuple[torch.Tensor, bool]:
-    x, was = _as_tensor(t)
+    was = isinstance(t, torch.Tensor)
+    x = check_real_tensor(t, "t", None if was else torch.float64, allow_inf=True)  # inf: pure noise
     _check_non_negative(x, "t")
     return x, was
 
