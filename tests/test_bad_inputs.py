@@ -90,7 +90,7 @@ for name, v in [("nan", [1.0, NAN]), ("increasing", [0.0, 1.0]), ("short", [1.0]
 for name, v in [("nan", [0.1, NAN]), ("zero", [0.0, 0.1]), ("one", [1.0]), ("empty", []), ("bool", [True])]:
     case(
         f"DiscreteSchedule-betas-{name}",
-        lambda v=v: DiscreteSchedule(torch.tensor(v, dtype=F64) if name != "bool" else torch.tensor(v)),
+        lambda v=(torch.tensor(v) if name == "bool" else torch.tensor(v, dtype=F64)): DiscreteSchedule(v),
         "betas",
     )
 for name, v in [
