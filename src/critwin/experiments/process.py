@@ -481,14 +481,14 @@ class RealisedTimes(NamedTuple):
 def realise_times(process: ReverseProcess, times, name: str = "times") -> RealisedTimes:
     """Validate requested OU times once and put them on the process's grid.
 
+    Continuous processes are re-gridded so that every requested time is a grid point (the base grid's
+    step density is kept); discrete ones use the nearest grid point. Time 0 maps to the clean end.
+
     Parameters
     ----------
     process : the process.
     times : a number or (T,) OU times, each finite, >= 0 and within the process's range.
     name : argument name for error messages.
-
-    Continuous processes are re-gridded so that every requested time is a grid point (the base grid's
-    step density is kept); discrete ones use the nearest grid point. Time 0 maps to the clean end.
     """
     requested = process.grid.check(times, name)
     if process.continuous:
