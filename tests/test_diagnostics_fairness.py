@@ -13,7 +13,7 @@ N = 2000
 
 
 def test_rebalancing_inside_the_fine_window_leaves_the_coarse_feature_alone():
-    res = rebalance(MIX, N, "component", 4, 3.2, target=[0.4, 0.4, 0.1, 0.1], n_candidates=4, seed=0)
+    res = rebalance(MIX, N, "bayes", 4, 3.2, target=[0.4, 0.4, 0.1, 0.1], n_candidates=4, seed=0)
     # The cluster of each trajectory is fixed at t = 3.2 (switching needs a 4.9-sd excursion, P < 1e-6):
     # cluster masses cannot move, whatever the target asks, while the components within a cluster can.
     assert abs(res.after[:2].sum() - res.before[:2].sum()) <= 2 / N
@@ -22,7 +22,7 @@ def test_rebalancing_inside_the_fine_window_leaves_the_coarse_feature_alone():
 
 
 def test_rebalancing_before_every_window_reaches_the_target():
-    res = rebalance(MIX, N, "component", 4, 7.5, target=[0.4, 0.4, 0.1, 0.1], n_candidates=4, seed=1)
+    res = rebalance(MIX, N, "bayes", 4, 7.5, target=[0.4, 0.4, 0.1, 0.1], n_candidates=4, seed=1)
     # From t = 7.5 a continuation lands in cluster A with probability ~1/2, so with 4 candidates a quota of
     # 80 % is reachable: the result is within the greedy selection's granularity of the target.
     assert res.tv_after <= 0.02 < res.tv_before
@@ -30,8 +30,8 @@ def test_rebalancing_before_every_window_reaches_the_target():
 
 
 def test_same_seed_same_result_and_selection_by_hand():
-    a = rebalance(MIX, 200, "component", 4, 3.2, seed=5)
-    b = rebalance(MIX, 200, "component", 4, 3.2, seed=5)
+    a = rebalance(MIX, 200, "bayes", 4, 3.2, seed=5)
+    b = rebalance(MIX, 200, "bayes", 4, 3.2, seed=5)
     assert torch.equal(a.samples, b.samples) and np.array_equal(a.after, b.after)
     # candidates (rows) x trajectories (columns); quotas one of each label
     labels = np.array([[0, 0, 1], [0, 1, 1]])
@@ -42,13 +42,13 @@ def test_same_seed_same_result_and_selection_by_hand():
 
 def test_bad_input():
     with pytest.raises(ValueError, match="target must be 4"):
-        rebalance(MIX, 10, "component", 4, 3.0, target=[0.5, 0.5])
+        rebalance(MIX, 10, "bayes", 4, 3.0, target=[0.5, 0.5])
     with pytest.raises(ValueError, match="n_candidates"):
-        rebalance(MIX, 10, "component", 4, 3.0, n_candidates=1)
+        rebalance(MIX, 10, "bayes", 4, 3.0, n_candidates=1)
     with pytest.raises(ValueError, match="fork_time"):
-        rebalance(MIX, 10, "component", 4, 0.0)
+        rebalance(MIX, 10, "bayes", 4, 0.0)
     with pytest.raises(ValueError, match="n_classes"):
-        rebalance(MIX, 10, "component", 2, 3.0)
+        rebalance(MIX, 10, "bayes", 2, 3.0)
 
 
 def test_digits_class_balance_improves_when_acting_only_at_the_window():

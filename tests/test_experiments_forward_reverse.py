@@ -146,7 +146,7 @@ def test_bad_arguments(small):
         forward_reverse(mixture, torch.full((2, 2), float("nan")), [1.0], seed=0, progress=False)
     with pytest.raises(ValueError, match=r"x0 must hold samples of shape \(2,\)"):
         forward_reverse(mixture, torch.zeros(3, 5, dtype=torch.float64), [1.0], seed=0, progress=False)
-    with pytest.raises(ValueError, match="feature must be a callable or 'component'"):
+    with pytest.raises(ValueError, match="feature must be a callable, 'bayes' or 'component'"):
         forward_reverse(mixture, x0, [1.0], feature="colour", seed=0, progress=False)
 
 

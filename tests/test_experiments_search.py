@@ -78,7 +78,8 @@ def test_estimated_base_rate_counts_its_nfes():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"resolution": 0.0}, "resolution must be > 0"),
+        ({"resolution": 0.0}, r"resolution \(OU time\) must lie in \[1e-06, inf\]"),
+        ({"resolution": 1e-300}, r"resolution \(OU time\) must lie in \[1e-06, inf\]"),
         ({"t_range": (2.0, 1.0)}, "t_range must satisfy lo < hi"),
         ({"t_range": (0.0, 20.0)}, r"t_range\[1\]=20 is beyond the sampler's range of OU times \[0, 10\]"),
         ({"delta": 0.7}, "delta must be < 0.5"),

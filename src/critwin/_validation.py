@@ -3,27 +3,50 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable, Sequence
 
+import numpy as np
 import torch
 
 
 def check_time(t, name: str = "t", allow_zero: bool = True) -> float:
     """Return ``t`` as a float after checking it is a finite, non-negative OU time."""
-    if isinstance(t, torch.Tensor):
-        if t.numel() != 1:
-            raise ValueError(f"{name} must be a scalar OU time, got a tensor of shape {tuple(t.shape)}")
-        t = t.item()
-    try:
-        value = float(t)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number (an OU time), got {t!r}") from None
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
+    value = _scalar(t, name, "a number (an OU time)")
     if value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be {bound} (OU time), got {value}")
     return value
+
+
+def _scalar(value, name: str, what: str) -> float:
+    """``value`` as a finite Python float; ValueError naming ``name`` for anything else."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"{name} must be {what}, got a tensor of shape {tuple(value.shape)}")
+        value = value.item()
+    # bool is an int subclass and complex converts with a lost imaginary part: both are caller bugs.
+    if isinstance(value, (bool, complex, str, bytes)) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be {what}, got {type(value).__name__} {value!r}")
+    out = float(value)
+    if not math.isfinite(out):
+        raise ValueError(f"{name} must be finite, got {out}")
+    return out
+
+
+def check_number(value, name: str, *, low: float = -math.inf, high: float = math.inf, closed: str = "both"):
+    """``value`` as a finite float within ``[low, high]``.
+
+    ``closed`` in ``{"both", "low", "high", "neither"}`` says which ends belong to the range.
+    """
+    out = _scalar(value, name, "a finite real number")
+    low_ok = out >= low if closed in ("both", "low") else out > low
+    high_ok = out <= high if closed in ("both", "high") else out < high
+    if not (low_ok and high_ok):
+        left = "[" if closed in ("both", "low") else "("
+        right = "]" if closed in ("both", "high") else ")"
+        raise ValueError(f"{name} must lie in {left}{low:g}, {high:g}{right}, got {value!r}")
+    return out
 
 
 def check_finite(x: torch.Tensor, name: str) -> None:
@@ -31,11 +54,70 @@ def check_finite(x: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} contains NaN or infinite values")
 
 
+def check_real_tensor(
+    value, name: str, dtype: torch.dtype | None = None, *, allow_inf: bool = False
+) -> torch.Tensor:
+    """``value`` as a finite real tensor (cast to ``dtype`` when given).
+
+    Raises ValueError naming ``name`` for non-numeric input, boolean or complex dtypes (which casts would
+    silently turn into numbers) and NaN or (unless ``allow_inf``) infinite entries.
+    """
+    if isinstance(value, torch.Tensor):
+        out = value
+    else:
+        try:
+            # Through numpy: the kind of the data is seen before any cast, and float64 stays exact.
+            arr = np.asarray(value)
+        except (TypeError, ValueError, RuntimeError, OverflowError):
+            arr = None
+        if arr is None or arr.dtype.kind not in "biufc":
+            raise ValueError(
+                f"{name} must be numbers (a tensor, number or nested lists of equal lengths), "
+                f"got {type(value).__name__}"
+            ) from None
+        out = torch.as_tensor(arr)
+        if arr.dtype.kind == "f" and not isinstance(value, np.ndarray) and dtype is None:
+            out = out.to(torch.get_default_dtype())  # like torch.as_tensor on Python floats
+    if out.dtype == torch.bool or out.is_complex():
+        raise ValueError(f"{name} must hold real numbers, got dtype {out.dtype}")
+    if dtype is not None:
+        out = out.to(dtype)
+    if allow_inf:
+        if torch.isnan(out).any():
+            raise ValueError(f"{name} contains NaN")
+    else:
+        check_finite(out, name)
+    return out
+
+
+def check_float_dtype(dtype, name: str = "dtype") -> torch.dtype:
+    """A real floating-point torch dtype (integer states would truncate noise and priors)."""
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"{name} must be a floating-point torch dtype (e.g. torch.float64), got {dtype!r}")
+    return dtype
+
+
+def check_float_tensor(x, name: str = "x") -> torch.Tensor:
+    """A finite tensor of a floating-point dtype (a sampler's state, a point to score)."""
+    if not isinstance(x, torch.Tensor):
+        x = check_real_tensor(x, name)
+        if not x.is_floating_point():
+            x = x.to(torch.get_default_dtype())
+        return x
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    check_finite(x, name)
+    return x
+
+
 def check_eps(eps, name: str = "eps") -> float:
-    value = float(eps)
-    if not (0.0 < value < 1.0):
-        raise ValueError(f"{name} must lie in (0, 1), got {eps!r}")
-    return value
+    """A number in the open interval (0, 1) (an epsilon, a level, a probability bound)."""
+    return check_number(eps, name, low=0.0, high=1.0, closed="neither")
+
+
+def check_generator(generator, name: str = "generator") -> None:
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"{name} must be a torch.Generator or None, got {type(generator).__name__}")
 
 
 def check_subset(subset: Iterable[int] | None, n_components: int, name: str) -> list[int]:
@@ -73,3 +155,23 @@ def check_positive_int(value, name: str, minimum: int = 1) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return value
+
+
+def check_labels(value, name: str) -> torch.Tensor:
+    """A non-empty 1-D tensor of integer class labels >= 0 (float labels would compare unequal to the
+    integer labels of a result after any rounding, silently changing rates)."""
+    if isinstance(value, torch.Tensor):
+        out = value.detach().cpu()
+    else:
+        try:
+            out = torch.as_tensor(np.asarray(value))
+        except (TypeError, ValueError, RuntimeError):
+            raise ValueError(f"{name} must be integer labels, got {type(value).__name__}") from None
+    if out.is_floating_point() or out.is_complex() or out.dtype == torch.bool:
+        raise ValueError(f"{name} must be integer labels (dtype int), got dtype {out.dtype}")
+    out = out.reshape(-1).long()
+    if out.numel() == 0:
+        raise ValueError(f"{name} must be non-empty")
+    if (out < 0).any():
+        raise ValueError(f"{name} must be integer labels >= 0, got {int(out.min())}")
+    return out

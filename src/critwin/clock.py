@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from critwin._validation import check_positive_int, check_time
+from critwin._validation import check_positive_int, check_real_tensor, check_time
 
 __all__ = [
     "ou_time",
@@ -87,14 +87,16 @@ def ou_time(*, alpha_bar=None, snr=None, log_snr=None, sigma=None, flow_s=None, 
             a, s = value
         except (TypeError, ValueError):
             raise ValueError("alpha_sigma must be a pair (alpha, sigma)") from None
-        a, was = _as_tensor(a)
-        s = torch.as_tensor(s, dtype=a.dtype, device=a.device)
+        was = isinstance(a, torch.Tensor)
+        a = check_real_tensor(a, "alpha_sigma[0] (alpha)", None if was else torch.float64)
+        # sigma = inf is pure noise (t = inf), as for sigma=; NaN never is.
+        s = check_real_tensor(s, "alpha_sigma[1] (sigma)", a.dtype, allow_inf=True).to(device=a.device)
         if (a <= 0).any() or (s < 0).any():
             raise ValueError("alpha_sigma needs alpha > 0 and sigma >= 0")
         return _out(0.5 * torch.log1p((s / a) ** 2), was)
-    x, was = _as_tensor(value)
-    if torch.isnan(x).any():
-        raise ValueError(f"{name} contains NaN")
+    was = isinstance(value, torch.Tensor)
+    # Infinite levels are meaningful (snr = inf is t = 0, sigma = inf is pure noise); NaN is not.
+    x = check_real_tensor(value, name, None if was else torch.float64, allow_inf=True)
     if name == "alpha_bar":
         if ((x <= 0) | (x > 1)).any():
             raise ValueError("alpha_bar must lie in (0, 1]")
@@ -135,7 +137,8 @@ def _check_in_range(x: torch.Tensor, lo: float, hi: float, name: str, owner: str
 
 
 def _check_t(t) -> tuple[torch.Tensor, bool]:
-    x, was = _as_tensor(t)
+    was = isinstance(t, torch.Tensor)
+    x = check_real_tensor(t, "t", None if was else torch.float64, allow_inf=True)  # inf: pure noise
     _check_non_negative(x, "t")
     return x, was
 
@@ -349,8 +352,8 @@ class DiscreteSchedule:
     name: str = "custom"
 
     def __post_init__(self):
-        betas = torch.as_tensor(self.betas, dtype=torch.float64).flatten()
-        if betas.numel() == 0 or ((betas <= 0) | (betas >= 1)).any():
+        betas = check_real_tensor(self.betas, "betas", torch.float64).flatten()
+        if betas.numel() == 0 or not ((betas > 0) & (betas < 1)).all():
             raise ValueError("betas must be a non-empty sequence with every value in (0, 1)")
         object.__setattr__(self, "betas", betas)
 
@@ -380,7 +383,10 @@ class DiscreteSchedule:
 
     @classmethod
     def from_alphas_cumprod(cls, alphas_cumprod, name: str = "custom"):
-        ac = torch.as_tensor(alphas_cumprod, dtype=torch.float64).flatten()
+        """Schedule from cumulative products ``alpha_bar[k]`` (strictly decreasing, each in (0, 1))."""
+        ac = check_real_tensor(alphas_cumprod, "alphas_cumprod", torch.float64).flatten()
+        if ac.numel() == 0 or not ((ac > 0) & (ac < 1)).all() or not (ac[1:] < ac[:-1]).all():
+            raise ValueError("alphas_cumprod must be a non-empty, strictly decreasing sequence in (0, 1)")
         prev = torch.cat([torch.ones(1, dtype=torch.float64), ac[:-1]])
         return cls(1 - ac / prev, name)
 

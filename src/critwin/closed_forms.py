@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import torch
 
-from critwin._validation import check_eps, check_subset
+from critwin._validation import check_eps, check_number, check_real_tensor, check_subset
 from critwin.mixtures import GaussianMixture
 from critwin.windows import Window, check_pair, make_window, theorem_bound, weight_ratio
 
@@ -38,7 +38,7 @@ def _closed_form_window(t_after: float, t_before: float, eps: float, after, befo
 
 
 def _norm(mean) -> float:
-    norm = float(torch.linalg.norm(torch.as_tensor(mean, dtype=torch.float64)))
+    norm = float(torch.linalg.norm(check_real_tensor(mean, "mean", torch.float64)))
     if not norm > 0 or not math.isfinite(norm):
         raise ValueError(f"mean must be a finite non-zero vector (or norm), got norm {norm}")
     return norm
@@ -84,7 +84,7 @@ def window_two_gaussians(mean, eps: float = 0.1, *, form: str = "theory") -> Win
 
 
 def _distances(means, i: int) -> tuple[torch.Tensor, list[int]]:
-    m = torch.as_tensor(means, dtype=torch.float64)
+    m = check_real_tensor(means, "means", torch.float64)
     if m.ndim != 2 or m.shape[0] < 2:
         raise ValueError(f"means must have shape (K, d) with K >= 2, got {tuple(m.shape)}")
     K = m.shape[0]
@@ -101,8 +101,8 @@ def _tight_before(dist: torch.Tensor, others: list[int], i: int, eps: float, wei
     if weights is None:
         cap, dbar = 1.0, float(dist.max())
     else:
-        w = torch.as_tensor(weights, dtype=torch.float64).flatten()
-        if w.numel() != len(others) + 1 or not torch.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        w = check_real_tensor(weights, "weights", torch.float64).flatten()
+        if w.numel() != len(others) + 1 or (w < 0).any() or not w.sum() > 0:
             raise ValueError(
                 f"weights must be {len(others) + 1} finite non-negative numbers with a positive sum"
             )
@@ -238,6 +238,8 @@ def log_concave_times(
     ClosedFormTimes ``(t_end_max, t_start_min, bound)``; ``t_start_min = +inf`` when ``target`` is every
     component, ``-inf`` when a mean of ``target`` coincides with one outside.
     """
+    if not isinstance(mixture, GaussianMixture):
+        raise ValueError(f"mixture must be a GaussianMixture, got {type(mixture).__name__}")
     eps = check_eps(eps)
     K = mixture.n_components
     init, target = check_pair(init, target, K)
@@ -246,8 +248,7 @@ def log_concave_times(
         if lam_max <= 0:
             raise ValueError("alpha is undefined for zero covariances; pass alpha explicitly")
         alpha = 1.0 / lam_max
-    if not alpha > 0:
-        raise ValueError(f"alpha must be > 0, got {alpha!r}")
+    alpha = check_number(alpha, "alpha (log-concavity constant)", low=0.0, closed="neither")
     d_intra = max(w2(i, j) for i in init for j in target)
     t_end_max = 0.5 * math.log1p(d_intra * d_intra / (4.0 * eps * eps))
     rest = [j for j in range(K) if j not in target]

@@ -7,12 +7,14 @@ Schema (a mapping)::
              | K numbers (isotropic per component) | K x d (diagonal) | K x d x d (full)
     weights: K non-negative numbers with a positive sum   (optional, uniform; normalised on load)
 
-YAML is parsed with ``yaml.safe_load`` only.
+YAML is parsed with a ``yaml.SafeLoader`` that also refuses aliases; sizes and structure are checked
+before any tensor is built (see :func:`load_mixture`).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -24,18 +26,66 @@ __all__ = ["load_mixture", "mixture_from_dict", "mixture_to_dict", "save_mixture
 
 _KEYS = {"means", "covs", "weights"}
 
+MAX_FILE_BYTES = 64 * 2**20
+"""Largest mixture file read (checked before parsing)."""
+MAX_YAML_BYTES = 8 * 2**20
+"""Largest YAML mixture file (the pure-Python parser that can refuse aliases reads ~1 MB/s)."""
+MAX_ELEMENTS = 2**24
+"""Most numbers a mixture file may hold in all (a (K, d, d) covariance of K = 16, d = 1024)."""
+MAX_DEPTH = 8
+"""Deepest nesting of lists accepted (the schema needs 3: full covariances)."""
 
-def _tensor(value, field: str) -> torch.Tensor:
-    try:
-        out = torch.as_tensor(value, dtype=torch.float64)
-    except (TypeError, ValueError, RuntimeError):
+
+def _numbers(value, field: str, depth: int, count: list[int]):
+    """``value`` (a number or nested lists) with every leaf as a finite float, before any tensor exists.
+
+    Checks the structure first so that a hostile file fails fast: nesting deeper than ``MAX_DEPTH``, more
+    than ``MAX_ELEMENTS`` numbers in all, non-numbers (bools, strings, mappings), integers too large
+    for a float and non-finite values each raise ValueError naming ``field``.
+    """
+    if isinstance(value, list):
+        if depth >= MAX_DEPTH:
+            raise ValueError(f"mixture field '{field}' is nested deeper than {MAX_DEPTH} levels")
+        return [_numbers(item, field, depth + 1, count) for item in value]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(
             f"mixture field '{field}' must be numbers (a number, list or nested lists of equal "
             f"lengths), got {type(value).__name__}"
-        ) from None
-    if not torch.isfinite(out).all():
+        )
+    count[0] += 1
+    if count[0] > MAX_ELEMENTS:
+        raise ValueError(f"mixture file holds more than {MAX_ELEMENTS} numbers")
+    try:
+        out = float(value)
+    except OverflowError:
+        raise ValueError(f"mixture field '{field}' holds an integer too large for a float") from None
+    if not math.isfinite(out):
         raise ValueError(f"mixture field '{field}' contains NaN or infinite values")
     return out
+
+
+def _tensor(value, field: str, count: list[int]) -> torch.Tensor:
+    floats = _numbers(value, field, 0, count)
+    try:
+        return torch.as_tensor(floats, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(
+            f"mixture field '{field}' must be numbers (a number, list or nested lists of equal "
+            f"lengths), got ragged lists"
+        ) from None
+
+
+def _weights(value, K: int, count: list[int]) -> torch.Tensor:
+    weights = _tensor(value, "weights", count)
+    if weights.shape != (K,):
+        raise ValueError(
+            f"mixture field 'weights' must have {K} entries (one per mean), got shape {tuple(weights.shape)}"
+        )
+    if (weights < 0).any() or not (weights > 0).any():
+        raise ValueError("mixture field 'weights' must be non-negative with a positive sum")
+    # Scale by the largest weight first: weights are scale-free, and 1e308 + 1e308 would overflow.
+    weights = weights / weights.max()
+    return weights / weights.sum()
 
 
 def mixture_from_dict(spec: dict) -> GaussianMixture:
@@ -44,60 +94,99 @@ def mixture_from_dict(spec: dict) -> GaussianMixture:
         raise ValueError(f"a mixture file must contain a mapping with 'means', got {type(spec).__name__}")
     unknown = set(spec) - _KEYS
     if unknown:
-        raise ValueError(f"unknown mixture field(s) {sorted(unknown)}; allowed: {sorted(_KEYS)}")
+        raise ValueError(f"unknown mixture field(s) {sorted(map(str, unknown))}; allowed: {sorted(_KEYS)}")
     if "means" not in spec:
         raise ValueError("mixture field 'means' is required (a K x d list)")
-    means = _tensor(spec["means"], "means")
+    count = [0]
+    means = _tensor(spec["means"], "means", count)
     if means.ndim != 2 or means.shape[0] == 0 or means.shape[1] == 0:
         raise ValueError(
             f"mixture field 'means' must be a non-empty K x d list, got shape {tuple(means.shape)}"
         )
-    covs = None if spec.get("covs") is None else _tensor(spec["covs"], "covs")
-    weights = None
-    if spec.get("weights") is not None:
-        weights = _tensor(spec["weights"], "weights")
-        if weights.shape != (means.shape[0],):
-            raise ValueError(
-                f"mixture field 'weights' must have {means.shape[0]} entries (one per mean), "
-                f"got shape {tuple(weights.shape)}"
-            )
-        if (weights < 0).any() or not weights.sum() > 0:
-            raise ValueError("mixture field 'weights' must be non-negative with a positive sum")
-        weights = weights / weights.sum()
+    covs = None if spec.get("covs") is None else _tensor(spec["covs"], "covs", count)
+    weights = None if spec.get("weights") is None else _weights(spec["weights"], means.shape[0], count)
     try:
         return GaussianMixture(means, covs=covs, weights=weights)
     except ValueError as exc:
         raise ValueError(f"invalid mixture: {exc}") from None
 
 
+def _yaml_loader():
+    """A ``yaml.SafeLoader`` that refuses aliases (a few hundred bytes of aliases expand to gigabytes)
+    and nesting deeper than ``MAX_DEPTH`` (deep documents exhaust the recursion limit)."""
+    import yaml
+
+    class _Loader(yaml.SafeLoader):
+        depth = 0
+
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                mark = self.peek_event().start_mark
+                raise ValueError(
+                    f"YAML aliases (*name) are not allowed in mixture files (line {mark.line + 1})"
+                )
+            self.depth += 1
+            if self.depth > MAX_DEPTH + 1:
+                raise ValueError(f"mixture file is nested deeper than {MAX_DEPTH} levels")
+            try:
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
+
+    return _Loader
+
+
+def _parse(path: Path, text: str):
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        return json.loads(text)
+    import yaml
+
+    try:
+        return yaml.load(text, Loader=_yaml_loader())  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _read_text(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in (".json", ".yaml", ".yml"):
+        raise ValueError(f"mixture file must end in .json, .yaml or .yml, got {path.name!r}")
+    limit = MAX_FILE_BYTES if suffix == ".json" else MAX_YAML_BYTES
+    size = path.stat().st_size
+    if size > limit:
+        raise ValueError(f"mixture file {path} is {size} bytes; the limit for {suffix} files is {limit}")
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"mixture file {path} is not UTF-8 text (byte {exc.start})") from None
+
+
 def load_mixture(path) -> GaussianMixture:
     """Load a mixture from a ``.json``, ``.yaml`` or ``.yml`` file.
 
+    The file is checked before anything is converted: at most ``MAX_FILE_BYTES`` (JSON) or
+    ``MAX_YAML_BYTES`` (YAML), UTF-8, no YAML aliases, nesting at most ``MAX_DEPTH``, at most
+    ``MAX_ELEMENTS`` numbers, each a finite real number.
+
     Raises
     ------
-    FileNotFoundError if ``path`` does not exist; ValueError for a malformed file.
+    FileNotFoundError if ``path`` does not exist; ValueError naming the file for a malformed one.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"mixture file not found: {path}")
-    text = path.read_text()
-    suffix = path.suffix.lower()
+    text = _read_text(path)
     try:
-        if suffix == ".json":
-            spec = json.loads(text)
-        elif suffix in (".yaml", ".yml"):
-            import yaml
-
-            spec = yaml.safe_load(text)
-        else:
-            raise ValueError(f"mixture file must end in .json, .yaml or .yml, got {path.name!r}")
-    except (json.JSONDecodeError, ImportError) as exc:
+        spec = _parse(path, text)
+    except RecursionError:
+        raise ValueError(f"cannot parse mixture file {path}: nested too deeply") from None
+    except ValueError as exc:  # json.JSONDecodeError, over-long integer literals, YAML errors
         raise ValueError(f"cannot parse mixture file {path}: {exc}") from None
-    except Exception as exc:  # yaml.YAMLError without importing yaml at module level
-        if type(exc).__module__.startswith("yaml"):
-            raise ValueError(f"cannot parse mixture file {path}: {exc}") from None
-        raise
-    return mixture_from_dict(spec)
+    try:
+        return mixture_from_dict(spec)
+    except ValueError as exc:
+        raise ValueError(f"mixture file {path}: {exc}") from None
 
 
 def mixture_to_dict(mixture: GaussianMixture) -> dict:

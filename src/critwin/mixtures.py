@@ -15,7 +15,13 @@ import math
 
 import torch
 
-from critwin._validation import check_finite, check_positive_int, check_subset, check_time
+from critwin._validation import (
+    check_finite,
+    check_positive_int,
+    check_real_tensor,
+    check_subset,
+    check_time,
+)
 from critwin.clock import noised_variance, ou_coefficients
 
 __all__ = ["GaussianMixture", "EmpiricalMixture"]
@@ -46,12 +52,11 @@ class GaussianMixture:
     """
 
     def __init__(self, means, covs=None, weights=None):
-        means = torch.as_tensor(means)
+        means = check_real_tensor(means, "means")
         if not means.is_floating_point():
             means = means.to(torch.get_default_dtype())
         if means.ndim != 2 or means.shape[0] == 0 or means.shape[1] == 0:
             raise ValueError(f"means must have shape (K, d) with K, d >= 1, got {tuple(means.shape)}")
-        check_finite(means, "means")
         K, d = means.shape
         self._means = means
         self._log_weights = self._check_weights(weights, K, means)
@@ -62,10 +67,10 @@ class GaussianMixture:
     def _check_weights(weights, K, means) -> torch.Tensor:
         if weights is None:
             return torch.full((K,), -math.log(K), dtype=means.dtype, device=means.device)
-        w = torch.as_tensor(weights, dtype=means.dtype, device=means.device)
+        w = check_real_tensor(weights, "weights").to(dtype=means.dtype, device=means.device)
         if w.shape != (K,):
             raise ValueError(f"weights must have shape ({K},) to match means, got {tuple(w.shape)}")
-        check_finite(w, "weights")
+        check_finite(w, "weights")  # finite before the cast can still overflow float32
         if (w < 0).any():
             raise ValueError(f"weights must be non-negative, got a negative weight {w.min().item():.4g}")
         total = w.sum().item()
@@ -78,7 +83,7 @@ class GaussianMixture:
         kw = dict(dtype=means.dtype, device=means.device)
         if covs is None:
             return "iso", torch.ones(K, **kw), None
-        c = torch.as_tensor(covs, **kw)
+        c = check_real_tensor(covs, "covs").to(**kw)
         check_finite(c, "covs")
         if c.ndim == 0:
             c = c.expand(K).clone()
@@ -200,7 +205,8 @@ class GaussianMixture:
 
     # ------------------------------------------------------------------ input handling and chunking
     def _prepare(self, x, name="x") -> tuple[torch.Tensor, tuple[int, ...]]:
-        x = torch.as_tensor(x)
+        # NaN/inf rows would come back as NaN densities and scores without any error.
+        x = check_real_tensor(x, name)
         if x.ndim == 0 or x.shape[-1] != self.dim:
             raise ValueError(f"{name} must have shape (..., {self.dim}), got {tuple(x.shape)}")
         x = x.to(dtype=self.dtype, device=self.device)
@@ -539,7 +545,7 @@ class EmpiricalMixture(GaussianMixture):
     """
 
     def __init__(self, points, weights=None):
-        points = torch.as_tensor(points)
+        points = check_real_tensor(points, "points")
         if not points.is_floating_point():
             points = points.to(torch.get_default_dtype())
         if points.ndim != 2 or points.shape[0] == 0:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from critwin._validation import check_float_tensor, check_generator
 from critwin.clock import TimeGrid, alpha_sigma, ou_coefficients
 
 __all__ = [
@@ -42,9 +43,13 @@ def as_denoiser(model) -> Callable[..., torch.Tensor]:
     raise ValueError(f"model must have a .denoise(x, t) method or be callable, got {type(model).__name__}")
 
 
-def _grid(times) -> list[float]:
-    """The validated sampler grid (see :class:`critwin.clock.TimeGrid`) as Python floats."""
-    return TimeGrid(times).times.tolist()
+def _start(x, times, generator) -> tuple[torch.Tensor, list[float]]:
+    """The checked initial state (a finite floating-point tensor: an integer state would truncate every
+    step) and the validated grid (see :class:`critwin.clock.TimeGrid`) as Python floats."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"x must be a torch.Tensor (the state at times[0]), got {type(x).__name__}")
+    check_generator(generator)
+    return check_float_tensor(x, "x"), TimeGrid(times).times.tolist()
 
 
 def _noise(x: torch.Tensor, generator) -> torch.Tensor:
@@ -85,7 +90,7 @@ def sample_ddim(
     """
     if not eta >= 0:
         raise ValueError(f"eta must be >= 0, got {eta}")
-    times = _grid(times)
+    x, times = _start(x, times, generator)
     state = [x]
     for _, t, s, x0_hat in _steps(model, state, times, callback, extra_args):
         if s == 0.0:
@@ -112,7 +117,7 @@ def sample_ddpm(model, x, times, *, generator=None, callback=None, extra_args=No
 
 def sample_euler_maruyama(model, x, times, *, generator=None, callback=None, extra_args=None) -> torch.Tensor:
     """Euler–Maruyama on the reverse OU SDE ``dY = (Y + 2 grad log p_t(Y)) dtau + sqrt(2) dB``."""
-    times = _grid(times)
+    x, times = _start(x, times, generator)
     state = [x]
     for _, t, s, x0_hat in _steps(model, state, times, callback, extra_args):
         if s == 0.0:
@@ -129,7 +134,7 @@ def sample_exponential(model, x, times, *, generator=None, callback=None, extra_
 
     The linear part is solved exactly: ``Y_s = e^h Y_t + 2 (e^h - 1) score + sqrt(e^{2h} - 1) z``.
     """
-    times = _grid(times)
+    x, times = _start(x, times, generator)
     state = [x]
     for _, t, s, x0_hat in _steps(model, state, times, callback, extra_args):
         if s == 0.0:
@@ -153,7 +158,7 @@ def sample_heun(model, x, times, *, generator=None, callback=None, extra_args=No
     the last step to sigma = 0 is an Euler step. Deterministic: ``generator`` is unused. Note that the
     ODE does not sample the forward-reverse posterior (THEORY §3); it is here because users run it.
     """
-    times = _grid(times)
+    x, times = _start(x, times, generator)
     denoise = as_denoiser(model)
     extra = extra_args or {}
     state = [x]
@@ -182,7 +187,7 @@ def sample_exact(mixture, x, times, *, generator=None, callback=None, extra_args
         raise ValueError(
             f"the exact sampler needs a mixture (an object with sample_reverse), got {type(mixture).__name__}"
         )
-    times = _grid(times)
+    x, times = _start(x, times, generator)
     for i, (t, s) in enumerate(zip(times[:-1], times[1:], strict=True)):
         if callback is not None:
             callback(i, t, x, mixture.denoise(x, t))

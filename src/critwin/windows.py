@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from critwin._validation import check_eps, check_positive_int, check_subset
+from critwin._validation import check_eps, check_generator, check_number, check_positive_int, check_subset
 from critwin.divergence import DEFAULT_SEED, TVCurve
 from critwin.mixtures import GaussianMixture
 
@@ -54,7 +54,14 @@ def _finite_or_none(x):
 
 
 def theorem_bound(eps: float, W: float) -> float:
-    """Blink Thm 2's bound ``eps (1 + max(1, W) / sqrt 2)`` on ``TV(p^{S_init, T}, p^{S_target})``."""
+    """Blink Thm 2's bound ``eps (1 + max(1, W) / sqrt 2)`` on ``TV(p^{S_init, T}, p^{S_target})``.
+
+    ``eps`` in (0, 1); ``W`` the weight ratio ``(1 - w(S_target)) / w(S_target)`` in [0, inf] (inf when
+    ``S_target`` has no weight).
+    """
+    eps = check_eps(eps)
+    if not (isinstance(W, float) and W == math.inf):
+        W = check_number(W, "W (weight ratio)", low=0.0)
     return eps * (1.0 + max(1.0, W) / math.sqrt(2.0))
 
 
@@ -302,17 +309,16 @@ def _crossing(mixture, A, B, kw, level_value, find) -> tuple[float, float, float
     return t, (low - half if low > 0 else low), (high + half if high > 0 else high), curve.method
 
 
+MIN_TOL = 1e-12
+"""Smallest bisection tolerance in OU time: below it the bisection stops on float spacing anyway, and
+the outward bracket search would take thousands of curve evaluations."""
+
+
 def check_search(tol, n, generator) -> None:
-    """ValueError naming ``tol`` (finite, in (0, 1)), ``n`` or ``generator`` when they are unusable."""
-    try:
-        value = float(tol)
-    except (TypeError, ValueError):
-        raise ValueError(f"tol must be a number in (0, 1), got {tol!r}") from None
-    if not 0.0 < value < 1.0:
-        raise ValueError(f"tol must lie in (0, 1) (bisection tolerance in OU time), got {tol!r}")
+    """ValueError naming ``tol`` (in [MIN_TOL, 1)), ``n`` or ``generator`` when they are unusable."""
+    check_number(tol, "tol (bisection tolerance in OU time)", low=MIN_TOL, high=1.0, closed="low")
     check_positive_int(n, "n", minimum=2)
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    check_generator(generator)
 
 
 def merge_time(
@@ -390,7 +396,8 @@ def check_pair(init, target, n_components: int) -> tuple[list[int], list[int]]:
 def weight_ratio(mixture: GaussianMixture, target: list[int]) -> float:
     w = mixture.weights.to(torch.float64)
     inside = float(w[target].sum())
-    return (1.0 - inside) / inside if inside > 0 else math.inf
+    # max: a target holding every component sums to 1 + 1 ulp in float64 and would give -2e-16.
+    return max(0.0, (1.0 - inside) / inside) if inside > 0 else math.inf
 
 
 def transition_times(

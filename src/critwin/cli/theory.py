@@ -169,9 +169,10 @@ def validate_command(
             f"{s['n_cases']} cases, {s['n_points']} points ({s['n_points_in_theorem_range']} inside "
             f"[T_end, T_start]); violations beyond 3 SE: {s['violations']} "
             f"({s['violations_trivial_init_eq_target']} with S_init = S_target); endpoint checks of "
-            f"T_end/T_start failed: {s['endpoint_check_failures']}/{s['endpoint_checks']}; max TV/bound in "
+            f"T_end/T_start failed: {s['endpoint_check_failures']}/{s['endpoint_checks']}; TV vs its "
+            f"quadrature failed: {s['quadrature_check_failures']}/{s['quadrature_checks']}; max TV/bound in "
             f"range: {s['max_tv_over_bound_in_range']:.3f} (median per non-trivial case: "
             f"{'n/a' if median is None else f'{median:.3f}'}); {s['runtime_s']:.1f} s; files in {out}"
         )
-    if s["violations"] or s["endpoint_check_failures"]:
+    if s["violations"] or s["endpoint_check_failures"] or s["quadrature_check_failures"]:
         raise typer.Exit(1)

@@ -19,6 +19,7 @@ import torch
 from critwin._io import provenance
 from critwin._validation import check_positive_int
 from critwin.experiments import apply_feature, as_process, realise_times, resolve_feature
+from critwin.experiments.checkpoint import resolve_seed
 from critwin.experiments.features import feature_name
 
 __all__ = ["RebalanceResult", "rebalance", "total_variation", "check_target"]
@@ -123,9 +124,10 @@ def rebalance(
     target=None,
     n_candidates: int = 4,
     sampler: str | None = None,
-    seed: int = 0,
+    seed: int | None = None,
     cond: dict[str, Any] | None = None,
     judge=None,
+    generator: torch.Generator | None = None,
 ) -> RebalanceResult:
     """Rebalance an attribute by resampling continuations at ``fork_time`` only.
 
@@ -133,12 +135,15 @@ def rebalance(
     ----------
     model : a mixture (with ``sampler``, default exact) or any :class:`~critwin.ReverseProcess`.
     n : number of samples.
-    feature : attribute reader ``f(x) -> (n,)`` labels in ``0..n_classes-1`` (or ``"component"``).
+    feature : attribute reader ``f(x) -> (n,)`` labels in ``0..n_classes-1`` (or ``"bayes"``, the
+        mixture's Bayes label).
     n_classes : number of attribute values C.
     fork_time : OU time at which continuations are resampled (the window's upper end ``T_before``).
     target : (C,) target distribution (default uniform).
     n_candidates : continuations per trajectory (>= 2); each costs one continuation's NFEs.
-    sampler, cond : passed to the process; ``seed`` fixes every draw.
+    sampler, cond : passed to the process.
+    seed, generator : ``seed`` fixes every draw; ``generator`` gives it when ``seed`` is None (as in
+        :func:`critwin.forward_reverse`); neither: seed 0 (deterministic by default).
     judge : an independent attribute reader (another classifier, a held-out reader) that scores the plain
         and the rebalanced samples; the ``feature`` that selected them is no fair judge of its own choice.
 
@@ -147,6 +152,7 @@ def rebalance(
     RebalanceResult
     """
     n = check_positive_int(n, "n")
+    seed = resolve_seed(seed, generator, default=0)
     n_classes = check_positive_int(n_classes, "n_classes", minimum=2)
     n_candidates = check_positive_int(n_candidates, "n_candidates", minimum=2)
     target = check_target(target, n_classes)
@@ -155,7 +161,7 @@ def rebalance(
     if realised[0].item() <= 0:
         raise ValueError("fork_time must be > 0: at t = 0 the sample is finished")
     index = int(indices[0])
-    feature_fn = resolve_feature(feature, process)
+    feature_fn = resolve_feature(feature, process, caller="rebalance")
     generator = torch.Generator().manual_seed(seed)
     device = getattr(process, "device", None)
     if device is not None and torch.device(device).type != "cpu":

@@ -21,6 +21,7 @@ import torch
 from critwin._display import axes, data_frame, html_summary, short_repr
 from critwin._validation import check_positive_int
 from critwin.experiments import ForwardReverseResult, SourceSimilarity, crossing_time, isotonic_decreasing
+from critwin.experiments.checkpoint import resolve_seed
 from critwin.experiments.forward_reverse import forward_reverse
 
 __all__ = ["commitment_times", "roc_auc", "tpr_at_fpr", "MembershipAudit", "membership_audit"]
@@ -221,9 +222,10 @@ def membership_audit(
     fpr: float = 0.01,
     n_boot: int = 500,
     sampler: str | None = None,
-    seed: int = 0,
+    seed: int | None = None,
     cond: dict[str, Any] | None = None,
     progress: bool = False,
+    generator: torch.Generator | None = None,
 ) -> MembershipAudit:
     """Membership inference by commitment time, calibrated on non-members.
 
@@ -238,7 +240,10 @@ def membership_audit(
     level : commitment-curve level defining the commitment time.
     fpr : target false-positive rate of the operating point.
     n_boot : bootstrap replicates of the AUC interval.
-    sampler, seed, cond, progress : passed to :func:`critwin.forward_reverse`.
+    sampler, cond, progress : passed to :func:`critwin.forward_reverse`.
+    seed, generator : base seed of the sweep and of the calibration split and bootstrap (``generator``
+        gives it when ``seed`` is None, as in :func:`critwin.forward_reverse`; neither: seed 0, so the
+        audit is deterministic by default).
 
     Returns
     -------
@@ -246,6 +251,7 @@ def membership_audit(
     """
     members, nonmembers = _check_batches(members, nonmembers, calibration_fraction)
     n_boot = check_positive_int(n_boot, "n_boot")
+    seed = resolve_seed(seed, generator, default=0)
     sources = torch.cat([members, nonmembers.to(members.dtype)])
     feature = SourceSimilarity(sources, threshold=threshold)
     result = forward_reverse(

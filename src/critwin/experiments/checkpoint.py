@@ -73,11 +73,16 @@ LEGACY_MARKERS = ("config.json", "metadata.json")
 
 
 # ---------------------------------------------------------------------------------------------- seeds
-def resolve_seed(seed: int | None, generator: torch.Generator | None) -> int:
-    """The base seed of a sweep: ``seed`` if given, else one drawn from ``generator`` (or torch's RNG).
+def resolve_seed(seed: int | None, generator: torch.Generator | None, default: int | None = None) -> int:
+    """The base seed of a sweep: ``seed`` if given, else one drawn from ``generator``, else ``default``
+    (when given: functions deterministic by default), else one drawn from torch's global RNG.
 
     Drawing from ``generator`` makes the sweep a deterministic function of the generator's state.
     """
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    if seed is None and generator is None and default is not None:
+        return int(default)
     if seed is not None:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise ValueError(f"seed must be an integer, got {seed!r}")

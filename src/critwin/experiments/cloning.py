@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from critwin._files import fingerprint
-from critwin._validation import check_positive_int
+from critwin._validation import check_float_dtype, check_positive_int
 from critwin.experiments.checkpoint import (
     SweepStore,
     check_chunk_size,
@@ -34,8 +34,8 @@ from critwin.experiments.checkpoint import (
     unit_generator,
 )
 from critwin.experiments.executor import resolve_executor, run_units
-from critwin.experiments.features import apply_feature, feature_name
-from critwin.experiments.forward_reverse import LATENT, resolve_feature_kind, run_exact_with_components
+from critwin.experiments.features import LATENT, apply_feature, feature_name, resolve_feature
+from critwin.experiments.forward_reverse import run_exact_with_components
 from critwin.experiments.process import as_process, check_cond, nfe_since, realise_times, select_cond
 from critwin.experiments.results import (
     ResultTable,
@@ -200,6 +200,7 @@ def clone(
     CloneResult
     """
     runs_on = resolve_executor(executor, ray_address)
+    dtype = None if dtype is None else check_float_dtype(dtype)
     process = as_process(model, sampler, n_steps, t_max, eta)
     n_trajectories = check_positive_int(n_trajectories, "n_trajectories")
     n_clones = check_positive_int(n_clones, "n_clones")
@@ -208,7 +209,7 @@ def clone(
         raise ValueError("times must be > 0: a fork at t = 0 is the finished sample")
     chunk = check_chunk_size(chunk_size, DEFAULT_CHUNK)
     cond = check_cond(cond)
-    feature_fn = resolve_feature_kind(feature, process)
+    feature_fn = resolve_feature(feature, process, latent=True)
     check_resumable(out, seed, generator)
     base_seed = resolve_seed(seed, generator)
     mixture = getattr(process, "mixture", None)

@@ -30,7 +30,7 @@ from scipy.stats import norm
 
 from critwin._display import axes, data_frame, html_summary, short_repr
 from critwin._io import provenance
-from critwin._validation import check_eps, check_positive_int
+from critwin._validation import check_eps, check_labels, check_number, check_positive_int
 
 __all__ = [
     "wilson_interval",
@@ -350,9 +350,7 @@ def estimate_window(
     level = check_eps(level, "level")
     n_boot = check_positive_int(n_boot, "n_boot", minimum=0)
     if base_rate is not None:
-        base_rate = float(base_rate)
-        if not 0.0 <= base_rate < 1.0:
-            raise ValueError(f"base_rate must lie in [0, 1), got {base_rate}")
+        base_rate = check_number(base_rate, "base_rate", low=0.0, high=1.0, closed="low")
     times, kept, clusters, classes, own, is_clone = _outcomes(result)
     order = np.argsort(times, kind="stable")
     times, kept = times[order], kept[order]
@@ -395,9 +393,7 @@ def estimate_window(
 
 def _model_labels(result, reference_labels, is_clone, own, order):
     if reference_labels is not None:
-        labels = np.asarray(torch.as_tensor(reference_labels).reshape(-1).numpy())
-        if labels.size == 0:
-            raise ValueError("reference_labels must be non-empty")
+        labels = check_labels(reference_labels, "reference_labels").numpy()
         return ("reference", labels)
     if is_clone:
         return ("own", own)

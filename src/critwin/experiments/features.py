@@ -32,6 +32,7 @@ __all__ = [
     "zero_shot_clip",
     "feature_name",
     "resolve_feature",
+    "LATENT",
     "apply_feature",
     "check_feature_output",
 ]
@@ -380,19 +381,64 @@ def feature_name(feature, name: str | None = None) -> str:
     return f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', type(feature).__name__)}"
 
 
-def resolve_feature(feature, process) -> Callable:
-    """The callable behind ``feature``; ``"component"`` is the mixture's Bayes label."""
+class _Latent:
+    """The feature "the latent component drawn by the exact sampler" (a marker, compared with ``is``)."""
+
+    def __repr__(self) -> str:
+        return "LATENT"
+
+    def __reduce__(self):
+        # Pickled by name: a Ray worker gets this module's own marker back, so ``is LATENT`` holds there.
+        return "LATENT"
+
+
+LATENT = _Latent()
+"""Marker returned by :func:`resolve_feature` for ``feature="component"``: the label is the component
+the exact sampler draws, not a function of the output."""
+
+
+def resolve_feature(feature, process, *, latent: bool = False, caller: str = "this experiment"):
+    """The callable behind ``feature``, or :data:`LATENT` (the one rule for the named features).
+
+    Parameters
+    ----------
+    feature : a callable ``f(x_data) -> labels``, ``"bayes"`` (the mixture's Bayes label at t = 0) or
+        ``"component"`` (the latent component, known exactly only for a mixture with ``sampler="exact"``).
+    process : the experiment's :class:`~critwin.experiments.process.ReverseProcess`.
+    latent : whether the caller can follow the latent component (``forward_reverse``, ``clone``).
+    caller : name used in the error of a caller that cannot.
+
+    Returns
+    -------
+    The feature callable, or :data:`LATENT`.
+    """
     if isinstance(feature, str):
-        if feature != "component":
-            raise ValueError(f"feature must be a callable or 'component', got {feature!r}")
+        if feature not in ("bayes", "component"):
+            raise ValueError(f"feature must be a callable, 'bayes' or 'component', got {feature!r}")
+        if feature == "component":
+            return _latent(process, latent, caller)
         # A MixtureProcess holds .mixture; a DiscreteProcess may run on a mixture's exact denoiser.
         mixture = getattr(process, "mixture", None) or getattr(process, "denoiser", None)
         if mixture is None or not hasattr(mixture, "bayes_label"):
-            raise ValueError("feature='component' needs a mixture model (GaussianMixture/EmpiricalMixture)")
+            raise ValueError("feature='bayes' needs a mixture model (GaussianMixture/EmpiricalMixture)")
         return mixture.bayes_label
     if not callable(feature):
-        raise ValueError(f"feature must be a callable or 'component', got {type(feature).__name__}")
+        raise ValueError(f"feature must be a callable, 'bayes' or 'component', got {type(feature).__name__}")
     return feature
+
+
+def _latent(process, supported: bool, caller: str):
+    if not supported:
+        raise ValueError(
+            f"feature='component' (the latent component) is not available in {caller}; "
+            "use feature='bayes' for the Bayes label of the output"
+        )
+    if getattr(process, "sampler", None) != "exact" or not hasattr(process, "mixture"):
+        raise ValueError(
+            "feature='component' (the latent component) is known only with a mixture and "
+            "sampler='exact'; use feature='bayes' for the Bayes label of the output"
+        )
+    return LATENT
 
 
 def apply_feature(fn: Callable, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:

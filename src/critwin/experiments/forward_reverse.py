@@ -39,7 +39,7 @@ from critwin.experiments.checkpoint import (
     unit_generator,
 )
 from critwin.experiments.executor import resolve_executor, run_units
-from critwin.experiments.features import apply_feature, feature_name, resolve_feature
+from critwin.experiments.features import LATENT, apply_feature, feature_name, resolve_feature
 from critwin.experiments.process import (
     as_process,
     check_cond,
@@ -221,7 +221,7 @@ def forward_reverse(
     n_per_time = check_positive_int(n_per_time, "n_per_time")
     chunk = check_chunk_size(chunk_size, DEFAULT_CHUNK)
     cond = check_cond(cond)
-    feature_fn = resolve_feature_kind(feature, process)
+    feature_fn = resolve_feature(feature, process, latent=True)
     check_resumable(out, seed, generator)
     base_seed = resolve_seed(seed, generator)
 
@@ -341,33 +341,6 @@ def noise_and_denoise(process, z0, rows, index: int, cond, generator) -> torch.T
         row_cond = select_cond(cond, rows, z0.shape[0]) or None
         x = process.run(x, start=index, generator=generator, cond=row_cond)
     return process.decode(x)
-
-
-class _Latent:
-    """The feature "the latent component drawn by the exact sampler" (a marker, compared with ``is``)."""
-
-    def __repr__(self) -> str:
-        return "LATENT"
-
-    def __reduce__(self):
-        # Pickled by name: a Ray worker gets this module's own marker back, so ``is LATENT`` holds there.
-        return "LATENT"
-
-
-LATENT = _Latent()
-
-
-def resolve_feature_kind(feature, process):
-    """``LATENT`` for ``"component"`` (needs a mixture with ``sampler="exact"``), the Bayes label for
-    ``"bayes"``, else the callable (see :func:`forward_reverse`)."""
-    if feature == "component":
-        if getattr(process, "sampler", None) != "exact" or not hasattr(process, "mixture"):
-            raise ValueError(
-                "feature='component' (the latent component) is known only with a mixture and "
-                "sampler='exact'; use feature='bayes' for the Bayes label of the output"
-            )
-        return LATENT
-    return resolve_feature("component" if feature == "bayes" else feature, process)
 
 
 def source_components(mixture, z0, generator) -> torch.Tensor:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from critwin._files import fingerprint
-from critwin._validation import check_positive_int
+from critwin._validation import check_float_tensor, check_positive_int
 from critwin.clock import TimeGrid, alpha_sigma, time_grid
 from critwin.samplers import SAMPLERS, as_denoiser, sample_ddim
 
@@ -511,11 +511,7 @@ def check_samples(x0, process, name: str = "x0") -> torch.Tensor:
         x0 = torch.from_numpy(x0)
     if not isinstance(x0, torch.Tensor) or x0.ndim == 0 or x0.shape[0] == 0:
         raise ValueError(f"{name} must be a non-empty tensor with the batch dimension first")
-    if not x0.is_floating_point():
-        raise ValueError(f"{name} must be a floating-point tensor, got {x0.dtype}")
-    if not torch.isfinite(x0).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return x0
+    return check_float_tensor(x0, name)
 
 
 def check_model_shape(z0: torch.Tensor, process, name: str = "x0") -> torch.Tensor:

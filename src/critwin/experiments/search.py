@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import torch
 
 from critwin._io import json_float
-from critwin._validation import check_eps, check_positive_int, check_time
+from critwin._validation import check_eps, check_generator, check_number, check_positive_int
 from critwin.experiments.checkpoint import progress_bar, resolve_seed, unit_generator
 from critwin.experiments.estimation import base_rate as _base_rate
 from critwin.experiments.estimation import wilson_interval
@@ -44,6 +44,10 @@ from critwin.experiments.results import ResultTable, result_metadata
 
 __all__ = ["search_window", "SearchResult"]
 
+
+MIN_RESOLUTION = 1e-6
+"""Smallest bracket width in OU time ``search_window`` accepts (at most ~25 bisection steps per range
+of 10 OU units)."""
 
 _PROBE_COLUMNS = {"t": float, "n": int, "kept": int, "c": float, "lower": float, "upper": float}
 
@@ -203,7 +207,7 @@ def _probe_unit(shared: SweepSources, t: float, key: int, n: int, batch: int):
 def search_window(
     model,
     x0,
-    feature="component",
+    feature="bayes",
     *,
     delta: float = 0.1,
     resolution: float = 0.05,
@@ -230,10 +234,11 @@ def search_window(
     ----------
     model : mixture (with ``sampler``) or ``ReverseProcess``.
     x0 : (N, ...) source samples in data space (cycled through in order at each probe).
-    feature : callable or ``"component"``.
+    feature : callable or ``"bayes"`` (the mixture's Bayes label; the latent ``"component"`` is not
+        available here: the search draws outputs by sampler runs that do not follow it).
     delta : level in (0, 1/2).
-    resolution : final bracket width in OU time (> 0). On a fixed grid, the search also stops at
-        adjacent grid points.
+    resolution : final bracket width in OU time (>= ``MIN_RESOLUTION`` = 1e-6). On a fixed grid, the
+        search also stops at adjacent grid points.
     t_range : ``(lo, hi)`` initial bracket in OU time (default: 0 to the process's largest time).
     base_rate : known ``b``; if None it is estimated as ``sum_k p_k q_k`` from ``n_reference`` samples of
         the model (drawn from its prior and run to the end; their NFEs are counted).
@@ -253,12 +258,14 @@ def search_window(
     process = as_process(model, sampler, n_steps, t_max, eta)
     x0 = check_samples(x0, process)
     delta = _check_delta(delta)
-    resolution = check_time(resolution, "resolution", allow_zero=False)
+    # Below MIN_RESOLUTION the bisection would stall on float spacing (1e-300 never terminated).
+    resolution = check_number(resolution, "resolution (OU time)", low=MIN_RESOLUTION)
+    check_generator(generator)
     batch = check_positive_int(batch, "batch")
     max_per_probe = check_positive_int(max_per_probe, "max_per_probe")
     level = check_eps(level, "level")
     cond = check_cond(cond)
-    feature_fn = resolve_feature(feature, process)
+    feature_fn = resolve_feature(feature, process, caller="search_window")
     base_seed = resolve_seed(seed, generator)
     lo, hi = _check_range(t_range, process.grid)
     n_ref = _check_reference(base_rate, n_reference if n_reference is not None else max_per_probe)
