@@ -347,8 +347,7 @@ def _check_delta(delta) -> float:
 def _check_reference(base_rate, n_reference) -> int | None:
     """Validates ``base_rate`` (in [0, 1) or None); the reference sample size when it is None."""
     if base_rate is not None:
-        if not 0.0 <= float(base_rate) < 1.0:
-            raise ValueError(f"base_rate must lie in [0, 1), got {base_rate}")
+        check_number(base_rate, "base_rate", low=0.0, high=1.0, closed="low")
         return None
     return check_positive_int(n_reference, "n_reference")
 
