@@ -115,6 +115,14 @@ def check_eps(eps, name: str = "eps") -> float:
     return check_number(eps, name, low=0.0, high=1.0, closed="neither")
 
 
+def check_delta(delta, name: str = "delta") -> float:
+    """A window level delta in (0, 0.5): the window runs from 1 - delta down to delta."""
+    delta = check_eps(delta, name)
+    if delta >= 0.5:
+        raise ValueError(f"{name} must be < 0.5 (the window runs from 1 - delta down to delta), got {delta}")
+    return delta
+
+
 def check_generator(generator, name: str = "generator") -> None:
     if generator is not None and not isinstance(generator, torch.Generator):
         raise ValueError(f"{name} must be a torch.Generator or None, got {type(generator).__name__}")

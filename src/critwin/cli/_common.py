@@ -16,7 +16,7 @@ from typing import TypeVar
 import torch
 
 from critwin._io import check_writable
-from critwin._validation import check_eps, check_positive_int, check_time
+from critwin._validation import check_positive_int, check_time
 
 T = TypeVar("T")
 
@@ -69,14 +69,6 @@ def check_choice(value: str, option: str, choices: Sequence[str]) -> str:
     if value not in choices:
         raise ValueError(f"{option} must be one of {', '.join(choices)}, got {value!r}")
     return value
-
-
-def check_delta(delta: float, option: str = "--delta") -> float:
-    """A window level delta in (0, 0.5): the window runs from 1 - delta down to delta."""
-    delta = check_eps(delta, option)
-    if delta >= 0.5:
-        raise ValueError(f"{option} must be < 0.5, got {delta}")
-    return delta
 
 
 def check_out_dir(path: Path, option: str = "--out") -> Path:

@@ -8,9 +8,9 @@ import torch
 import typer
 
 from critwin._io import atomic_write_json, json_text, read_json
-from critwin._validation import check_eps
+from critwin._validation import check_delta, check_eps
 from critwin.cli import app
-from critwin.cli._common import check_counts, check_delta, check_out_file, fmt_time
+from critwin.cli._common import check_counts, check_out_file, fmt_time
 from critwin.experiments.cloning import CloneResult
 from critwin.experiments.estimation import estimate_window
 from critwin.experiments.forward_reverse import ForwardReverseResult
@@ -51,7 +51,7 @@ def estimate_command(
     printed -inf) or {"value": null, "censored": "above"} (not crossed by the largest time, printed inf);
     null alone means not measured (NaN).
     """
-    delta = check_delta(delta)
+    delta = check_delta(delta, "--delta")
     check_counts(n_boot=n_boot, minimum=0)
     if base_rate is not None and not 0.0 <= base_rate < 1.0:
         raise ValueError(f"--base-rate must lie in [0, 1), got {base_rate}")

@@ -17,12 +17,11 @@ import typer
 
 from critwin._files import load_tensor_file
 from critwin._io import atomic_write_json, json_float, read_json
-from critwin._validation import check_time
+from critwin._validation import check_delta, check_time
 from critwin.cli import app
 from critwin.cli._common import (
     check_choice,
     check_counts,
-    check_delta,
     check_out_dir,
     cli_error,
     fmt_time,
@@ -343,7 +342,7 @@ def sweep(
         class_label=class_label,
         null_label=null_label,
     )
-    delta = check_delta(delta)
+    delta = check_delta(delta, "--delta")
     resolution = check_time(resolution, "--resolution", allow_zero=False)
     device, torch_dtype = parse_device_dtype(device, dtype)
     _check_scheduler(scheduler)

@@ -30,7 +30,7 @@ from scipy.stats import norm
 
 from critwin._display import axes, data_frame, html_summary, short_repr
 from critwin._io import provenance
-from critwin._validation import check_eps, check_labels, check_number, check_positive_int
+from critwin._validation import check_delta, check_eps, check_labels, check_number, check_positive_int
 
 __all__ = [
     "wilson_interval",
@@ -344,9 +344,7 @@ def estimate_window(
     -------
     WindowEstimate
     """
-    delta = check_eps(delta, "delta")
-    if delta >= 0.5:
-        raise ValueError(f"delta must be < 0.5 (the window runs from 1 - delta down to delta), got {delta}")
+    delta = check_delta(delta)
     level = check_eps(level, "level")
     n_boot = check_positive_int(n_boot, "n_boot", minimum=0)
     if base_rate is not None:

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import torch
 
 from critwin._io import json_float
-from critwin._validation import check_eps, check_generator, check_number, check_positive_int
+from critwin._validation import check_delta, check_eps, check_generator, check_number, check_positive_int
 from critwin.experiments.checkpoint import progress_bar, resolve_seed, unit_generator
 from critwin.experiments.estimation import base_rate as _base_rate
 from critwin.experiments.estimation import wilson_interval
@@ -257,7 +257,7 @@ def search_window(
     runs_on = resolve_executor(executor, ray_address)
     process = as_process(model, sampler, n_steps, t_max, eta)
     x0 = check_samples(x0, process)
-    delta = _check_delta(delta)
+    delta = check_delta(delta)
     # Below MIN_RESOLUTION the bisection would stall on float spacing (1e-300 never terminated).
     resolution = check_number(resolution, "resolution (OU time)", low=MIN_RESOLUTION)
     check_generator(generator)
@@ -335,13 +335,6 @@ class _Bisection:
         if position < 0:
             return self.lo
         return self.hi if position >= len(self.candidates) else self.candidates[position]
-
-
-def _check_delta(delta) -> float:
-    delta = check_eps(delta, "delta")
-    if delta >= 0.5:
-        raise ValueError(f"delta must be < 0.5, got {delta}")
-    return delta
 
 
 def _check_reference(base_rate, n_reference) -> int | None:
