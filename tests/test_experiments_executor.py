@@ -226,3 +226,18 @@ def test_a_killed_ray_driver_resumes_with_nothing_lost_or_duplicated(tmp_path):
     reference = tmp_path / "reference"
     subprocess.run([sys.executable, str(script), str(reference), "local"], check=True)
     assert saved(out) == saved(reference)  # same table, and exactly the 18 units: none lost or duplicated
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def test_cli_sweep_on_ray_writes_the_local_table(ray_cluster, tmp_path):
+    """``critwin sweep --executor ray`` on the shipped digits model: the same table as the local run."""
+    from critwin.cli import main
+
+    def sweep(out, *extra):
+        argv = ["sweep", "--model", "digits", "--steps", "4", "--n", "3", "--times", "0.3,1.5"]
+        with pytest.raises(SystemExit) as done:
+            main([*argv, "--seed", "2", "--no-progress", "--out", str(out), *extra])
+        assert done.value.code == 0
+        return (out / "table.csv").read_bytes()
+
+    assert sweep(tmp_path / "ray", "--executor", "ray") == sweep(tmp_path / "local")

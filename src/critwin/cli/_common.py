@@ -17,6 +17,7 @@ import torch
 
 from critwin._io import check_writable
 from critwin._validation import check_positive_int, check_time
+from critwin.experiments.executor import EXECUTORS, resolve_executor
 
 T = TypeVar("T")
 
@@ -96,6 +97,24 @@ def parse_device_dtype(device: str, dtype: str) -> tuple[str, torch.dtype]:
     if kind not in ("cpu", "cuda", "mps"):
         raise ValueError(f"--device must be cpu, cuda or mps, got {device!r}")
     return device, DTYPES[dtype]
+
+
+EXECUTOR_HELP = "Where the units run: local (this process) or ray (Ray tasks; pip install 'critwin[ray]')."
+RAY_ADDRESS_HELP = "Ray cluster to join with --executor ray (default: start a local one)."
+
+
+def executor_options(executor: str, ray_address: str | None):
+    """``--executor`` and ``--ray-address`` checked now (Ray present, address only with ray); returns the
+    pair to pass on as ``executor=``, ``ray_address=``."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    if ray_address is not None and executor != "ray":
+        raise ValueError(f"--ray-address needs --executor ray, got --executor {executor}")
+    try:
+        resolve_executor(executor, ray_address)
+    except ValueError as exc:  # Ray missing: the message says how to install it
+        raise cli_error(exc, {"executor": "--executor", "ray_address": "--ray-address"}) from None
+    return executor, ray_address
 
 
 def cli_error(exc: ValueError, flags: Mapping[str, str]) -> ValueError:

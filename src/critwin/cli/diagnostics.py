@@ -9,7 +9,16 @@ import typer
 from critwin._io import atomic_write_json, json_text
 from critwin._validation import check_positive_int, check_time
 from critwin.cli import app
-from critwin.cli._common import check_choice, check_counts, check_out_file, parse_list, parse_times
+from critwin.cli._common import (
+    EXECUTOR_HELP,
+    RAY_ADDRESS_HELP,
+    check_choice,
+    check_counts,
+    check_out_file,
+    executor_options,
+    parse_list,
+    parse_times,
+)
 from critwin.diagnostics.fairness import check_target, rebalance
 from critwin.diagnostics.privacy import membership_audit
 from critwin.models._store import SHIPPED_MODELS, load_card
@@ -40,6 +49,8 @@ def privacy(
     replicates: int = typer.Option(2, "--replicates", help="Forward-reverse replicates per image and time."),
     seed: int = typer.Option(0, "--seed"),
     out: Path | None = typer.Option(None, "--out", help="Write the audit as JSON to this file."),
+    executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
+    ray_address: str | None = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
     fpr: float = typer.Option(
         0.05, "--fpr", help="Target false-positive rate (needs >= 1/FPR calibration non-members)."
     ),
@@ -56,6 +67,7 @@ def privacy(
     check_counts(members=members, steps=steps, replicates=replicates)
     check_positive_int(nonmembers, "--nonmembers", minimum=2)
     check_out_file(out)
+    executor, ray_address = executor_options(executor, ray_address)
     if not 0 < fpr < 1:
         raise ValueError(f"--fpr must lie in (0, 1), got {fpr}")
     _check_audit_sizes(model, members, nonmembers)
@@ -72,6 +84,8 @@ def privacy(
         n_per_time=replicates,
         seed=seed,
         fpr=fpr,
+        executor=executor,
+        ray_address=ray_address,
     )
     report = {"model": model, **audit.to_dict()}
     if out is not None:

@@ -20,10 +20,13 @@ from critwin._io import atomic_write_json, json_float, read_json
 from critwin._validation import check_delta, check_time
 from critwin.cli import app
 from critwin.cli._common import (
+    EXECUTOR_HELP,
+    RAY_ADDRESS_HELP,
     check_choice,
     check_counts,
     check_out_dir,
     cli_error,
+    executor_options,
     fmt_time,
     parse_device_dtype,
     parse_times,
@@ -309,6 +312,8 @@ def sweep(
     dtype: str = typer.Option("float32", "--dtype", help="float32, float16 or bfloat16."),
     chunk_size: int = typer.Option(None, "--chunk-size", help="Samples per checkpointed unit."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
+    ray_address: str | None = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
 ) -> None:
     """Measure critical windows on a shipped model or a local diffusers model (Stable Diffusion, SDXL, DDPM).
 
@@ -343,6 +348,7 @@ def sweep(
         null_label=null_label,
     )
     delta = check_delta(delta, "--delta")
+    runs_on = dict(zip(("executor", "ray_address"), executor_options(executor, ray_address), strict=True))
     resolution = check_time(resolution, "--resolution", allow_zero=False)
     device, torch_dtype = parse_device_dtype(device, dtype)
     _check_scheduler(scheduler)
@@ -374,12 +380,14 @@ def sweep(
         if adaptive:
             settings = {"feature": getattr(feature_fn, "name", feature), "seed": seed, "delta": delta}
             settings.update(resolution=resolution, probe_batch=probe_batch, max_per_probe=max_per_probe)
-            _search(process, sources, feature_fn, settings, out, progress)
+            _search(process, sources, feature_fn, settings, out, dict(progress=progress, **runs_on))
             return
         if requested is None:
             grid = process.times[:-1].tolist()
             requested = ([0.0] if experiment == "forward-reverse" else []) + sorted(grid)
-        common = dict(feature=feature_fn, seed=seed, out=out, chunk_size=chunk_size, progress=progress)
+        common = dict(
+            feature=feature_fn, seed=seed, out=out, chunk_size=chunk_size, progress=progress, **runs_on
+        )
         if experiment == "forward-reverse":
             result = forward_reverse(process, sources, requested, n_per_time=n_per_time, **common)
         else:
@@ -389,8 +397,10 @@ def sweep(
         typer.echo(f"wrote {out / 'table.csv'}")
 
 
-def _search(process, sources, feature_fn, settings: dict, out: Path, progress: bool) -> None:
-    """``--adaptive``: bisect for the window endpoints; a finished search with these settings is reused."""
+def _search(process, sources, feature_fn, settings: dict, out: Path, run: dict) -> None:
+    """``--adaptive``: bisect for the window endpoints; a finished search with these settings is reused.
+
+    ``run`` holds ``progress``, ``executor`` and ``ray_address`` (they do not change the result)."""
     settings = {"process": process.describe(), **settings, "n_sources": int(sources.shape[0])}
     path = out / SEARCH_FILE
     if path.is_file():
@@ -410,7 +420,7 @@ def _search(process, sources, feature_fn, settings: dict, out: Path, progress: b
         seed=settings["seed"],
         batch=settings["probe_batch"],
         max_per_probe=settings["max_per_probe"],
-        progress=progress,
+        **run,
     )
     result = {
         "t_after": found.t_after,

@@ -226,6 +226,8 @@ def membership_audit(
     cond: dict[str, Any] | None = None,
     progress: bool = False,
     generator: torch.Generator | None = None,
+    executor="local",
+    ray_address: str | None = None,
 ) -> MembershipAudit:
     """Membership inference by commitment time, calibrated on non-members.
 
@@ -240,7 +242,8 @@ def membership_audit(
     level : commitment-curve level defining the commitment time.
     fpr : target false-positive rate of the operating point.
     n_boot : bootstrap replicates of the AUC interval.
-    sampler, cond, progress : passed to :func:`critwin.forward_reverse`.
+    sampler, cond, progress, executor, ray_address : passed to :func:`critwin.forward_reverse` (``executor``:
+        where the sweep's units run, ``"local"`` or ``"ray"``).
     seed, generator : base seed of the sweep and of the calibration split and bootstrap (``generator``
         gives it when ``seed`` is None, as in :func:`critwin.forward_reverse`; neither: seed 0, so the
         audit is deterministic by default).
@@ -265,6 +268,8 @@ def membership_audit(
         cond=cond,
         progress=progress,
         feature_label=feature.name,
+        executor=executor,
+        ray_address=ray_address,
     )
     scores = commitment_times(result, level)
     n_members = members.shape[0]
