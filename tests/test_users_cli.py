@@ -181,10 +181,10 @@ def test_class_mean_reader_is_an_independent_digit_reader():
 def test_rebalance_records_the_judge_and_its_reading():
     mixture = two_gaussians(4.0)
     judge = lambda x: mixture.bayes_label(x)  # noqa: E731  (same rule as the selector: must agree)
-    result = rebalance(mixture, 40, "component", 2, 0.8, n_candidates=3, seed=1, judge=judge)
+    result = rebalance(mixture, 40, "bayes", 2, 0.8, n_candidates=3, seed=1, judge=judge)
     assert np.allclose(result.judged_after, result.after) and np.allclose(result.judged_before, result.before)
     assert result.tv_judged_after == pytest.approx(0.5 * np.abs(result.after - result.target).sum())
-    assert result.metadata["feature"] == "component" and result.metadata["judge"] is not None
+    assert result.metadata["feature"] == "bayes" and result.metadata["judge"] is not None
     assert result.metadata["fork_time_requested"] == 0.8 and result.metadata["seed"] == 1
 
 
