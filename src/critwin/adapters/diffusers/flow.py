@@ -19,6 +19,7 @@ __all__ = [
     "dynamic_shift_mu",
     "flow_grid_times",
     "flow_ou_times",
+    "flow_state",
     "flow_state_scale",
     "flow_time_s",
     "flow_x0",
@@ -48,6 +49,18 @@ def flow_state_scale(s) -> torch.Tensor:
     return torch.sqrt((1.0 - s) ** 2 + s**2)
 
 
+def _per_sample(value: torch.Tensor, like: torch.Tensor):
+    """A float for a scalar, else a (B, 1, ...) tensor broadcasting against ``like``."""
+    if not value.ndim:
+        return float(value)
+    return value.to(device=like.device, dtype=like.dtype).reshape((-1,) + (1,) * (like.ndim - 1))
+
+
+def flow_state(x_ou: torch.Tensor, t) -> torch.Tensor:
+    """The flow state ``(1 - s) x0 + s z`` of the OU state ``x_ou`` at OU time(s) ``t`` (float or (B,))."""
+    return x_ou * _per_sample(flow_state_scale(flow_time_s(t)), x_ou)
+
+
 def flow_x0(velocity: torch.Tensor, x_ou: torch.Tensor, t) -> torch.Tensor:
     """x̂₀ from a velocity prediction ``v = z - x0`` and the OU state ``x_ou`` at OU time ``t``.
 
@@ -61,15 +74,7 @@ def flow_x0(velocity: torch.Tensor, x_ou: torch.Tensor, t) -> torch.Tensor:
     -------
     (B, *shape) x̂₀ in the dtype of ``x_ou``.
     """
-    s = flow_time_s(t)
-    scale = flow_state_scale(s)
-    shape = (-1,) + (1,) * (x_ou.ndim - 1)
-    if s.ndim:
-        s = s.to(device=x_ou.device, dtype=x_ou.dtype).reshape(shape)
-        scale = scale.to(device=x_ou.device, dtype=x_ou.dtype).reshape(shape)
-    else:
-        s, scale = float(s), float(scale)
-    return x_ou * scale - s * velocity
+    return flow_state(x_ou, t) - _per_sample(flow_time_s(t), x_ou) * velocity
 
 
 def flow_grid_times(scheduler) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,7 +13,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from critwin._files import fingerprint
 from critwin._validation import check_positive_int, check_time
-from critwin.adapters.diffusers.flow import flow_grid_times, flow_state_scale, flow_time_s
+from critwin.adapters.diffusers.flow import flow_grid_times, flow_state, flow_state_scale, flow_time_s
 from critwin.adapters.diffusers.guidance import (
     UNCOND_PREFIX,
     GuidedInputs,
@@ -475,8 +475,10 @@ class DiffusersProcess(ReverseProcess):
         timestep = timestep.to(xs.device)
         if timestep.numel() == 1:
             timestep = timestep.reshape(())
+        # Flow transformers see the flow state (1 - s) x0 + s z, UNets the OU state itself.
+        model_in = flow_state(xs, t_used) if self.kind == "flow" else xs
         with torch.no_grad():
-            out = self._guided_unet(xs, timestep, inputs)
+            out = self._guided_unet(model_in, timestep, inputs)
         self.nfe += int(xs.shape[0])
         t_used = t_used if t_used.numel() > 1 else t_used.reshape(())
         x0 = predicted_x0(out.to(xs.dtype)[:, : xs.shape[1]], xs, t_used, self.prediction_type)
