@@ -66,13 +66,13 @@ _DESCRIBED_CONFIG = (
 )
 
 
-def call_accepts(fn, name: str) -> bool:
-    """Whether ``fn`` takes a keyword ``name`` (or any keyword)."""
+def call_accepts(fn, name: str, explicit: bool = False) -> bool:
+    """Whether ``fn`` takes a keyword ``name`` (or, unless ``explicit``, any keyword)."""
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
         return False
-    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+    return name in params or not explicit and any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 class DiffusersProcess(ReverseProcess):
@@ -138,7 +138,7 @@ class DiffusersProcess(ReverseProcess):
         self.model_id = model_id or self._model_id()
         self._unet_return_dict = call_accepts(getattr(unet, "forward", unet), "return_dict")
         # Transformers (SD3, DiT, Flux) take hidden_states= and a per-sample timestep, not UNet positionals.
-        self._keyword_call = call_accepts(getattr(unet, "forward", unet), "hidden_states")
+        self._keyword_call = call_accepts(getattr(unet, "forward", unet), "hidden_states", explicit=True)
         self._step_generator = call_accepts(self.scheduler.step, "generator")
         self.sample_shape = tuple(sample_shape) if sample_shape is not None else self._default_shape()
 

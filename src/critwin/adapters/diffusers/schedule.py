@@ -29,13 +29,13 @@ __all__ = [
 # Scheduler class -> space its samples live in ("vp": sqrt(ab) x0 + sqrt(1-ab) z; "sigma": x0 + sigma z;
 # "flow": (1 - s) x0 + s z, see critwin.adapters.diffusers.flow).
 SUPPORTED_SCHEDULERS: dict[str, str] = {
-    "FlowMatchEulerDiscreteScheduler": "flow",
     "DDPMScheduler": "vp",
     "DDIMScheduler": "vp",
     "DPMSolverMultistepScheduler": "vp",
     "UniPCMultistepScheduler": "vp",
     "EulerDiscreteScheduler": "sigma",
     "EulerAncestralDiscreteScheduler": "sigma",
+    "FlowMatchEulerDiscreteScheduler": "flow",
 }
 
 SCHEDULER_ALIASES = {
