@@ -225,3 +225,37 @@ def test_flow_bad_input(pipe):
         DiffusersProcess(pipe.transformer, FlowMatchEulerDiscreteScheduler(invert_sigmas=True), 4)
     with pytest.raises(ValueError, match="needs pooled_prompt_embeds"):
         from_pipeline(pipe, 4, 1.0, prompt_embeds=_embeds(1)[0])
+
+
+def test_cli_sweep_on_a_saved_tiny_sd3(pipe, tmp_path, capsys):
+    import csv
+
+    from safetensors.torch import save_file
+
+    from critwin.adapters.diffusers import load_local
+    from critwin.cli import main
+
+    pipe.save_pretrained(tmp_path / "sd3")
+    pe, pp = _embeds(1)
+    ne, npp = _embeds(2)
+    embeds = {
+        "prompt_embeds": pe,
+        "pooled_prompt_embeds": pp,
+        "negative_prompt_embeds": ne,
+        "negative_pooled_prompt_embeds": npp,
+    }
+    save_file(embeds, str(tmp_path / "embeds.safetensors"))
+    out = tmp_path / "out"
+    argv = [
+        "sweep", "--model", str(tmp_path / "sd3"), "--prompt-embeds", str(tmp_path / "embeds.safetensors"),
+        "--guidance", "3", "--steps", "4", "--times", "0.5,1.5", "--n", "2", "--n-per-time", "1",
+        "--out", str(out), "--no-progress",
+    ]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    captured = capsys.readouterr()
+    assert exit_info.value.code in (0, None), captured.err
+    process = from_pipeline(load_local(tmp_path / "sd3"), 4, 3.0, **embeds)
+    with open(out / "table.csv", newline="") as handle:
+        realised = sorted({float(row["t"]) for row in csv.DictReader(handle)})
+    assert realised == sorted(process.times[process.locate(t)[0]].item() for t in (0.5, 1.5))
