@@ -487,12 +487,25 @@ class DiffusersProcess(ReverseProcess):
     def _denoise_timesteps(self, tt: torch.Tensor, mode: str):
         """Network timestep(s) for OU times ``tt`` and the OU time(s) to read x̂₀ at."""
         if self.kind != "flow":
-            return denoise_timesteps(self._train_schedule(), tt, mode)
+            return self._vp_denoise_timesteps(tt, mode)
         if mode not in ("nearest", "interpolate"):
             raise ValueError(f"timestep_mode must be 'nearest' or 'interpolate', got {mode!r}")
         # Flow models embed the continuous time s * num_train_timesteps, as the scheduler does: exact.
         timestep = (flow_time_s(tt) * self.scheduler.config.num_train_timesteps).float()
         return timestep, tt
+
+    def _vp_denoise_timesteps(self, tt: torch.Tensor, mode: str):
+        """:func:`denoise_timesteps`; ``t = inf`` is read at the last training step (zero-SNR schedules)."""
+        train = self._train_schedule()
+        pure = torch.isinf(tt)
+        if not pure.any():
+            return denoise_timesteps(train, tt, mode)
+        if self._alphas_cumprod[-1].item() > 0.0:
+            raise ValueError("t = inf (pure noise) needs a zero-terminal-SNR schedule (alpha_bar = 0)")
+        last = train.ou_times.max()
+        timestep, used = denoise_timesteps(train, torch.where(pure, last, tt), mode)
+        timestep = torch.where(pure, torch.full_like(timestep, train.num_steps - 1), timestep)
+        return timestep, torch.where(pure, tt, used)
 
     def _train_schedule(self):
         if self._train_times is None:
