@@ -18,6 +18,7 @@ __all__ = [
     "tiny_stable_diffusion",
     "tiny_text_encoder",
     "tiny_clip_tokenizer",
+    "tiny_dit",
     "tiny_sd3",
     "tiny_sd3_transformer",
 ]
@@ -224,3 +225,21 @@ def tiny_sd3(seed: int = 0, scheduler=None, sample_size: int = 8):
         text_encoder_3=None,
         tokenizer_3=None,
     )
+
+
+@_seeded
+def tiny_dit(seed: int = 0, sample_size: int = 8, in_channels: int = 4, num_classes: int = 10):
+    """A 2-layer class-conditional ``DiTTransformer2DModel`` (patch 2, 2 heads of 4)."""
+    from diffusers import DiTTransformer2DModel
+
+    return DiTTransformer2DModel(
+        num_attention_heads=2,
+        attention_head_dim=4,
+        in_channels=in_channels,
+        out_channels=in_channels,
+        num_layers=2,
+        sample_size=sample_size,
+        patch_size=2,
+        num_embeds_ada_norm=num_classes,
+        norm_num_groups=4,
+    ).eval()
