@@ -19,8 +19,8 @@ stock pipeline's ``latents`` hold), so trajectories are byte-identical to a hand
 loop. For VP schedulers (DDPM, DDIM, DPM-Solver++, UniPC) that is the OU state. For sigma schedulers (Euler,
 Euler-ancestral) it is ``x = x0 + sigma z``; the OU state is ``x / sqrt(1 + sigma^2)`` (:meth:`to_ou`).
 For the flow-matching scheduler (SD3, Flux-style ``FlowMatchEulerDiscreteScheduler``) it is
-``x = (1 - s) x0 + s z``; the OU state is ``x / sqrt((1 - s)^2 + s^2)`` at ``t = 1/2 log(1 + s^2 / (1 - s)^2)``,
-so the first grid point (``s = 1``) is OU time ``inf`` (see :mod:`critwin.adapters.diffusers.flow`).
+``x = (1 - s) x0 + s z``; the OU state is ``x / sqrt((1 - s)^2 + s^2)`` at
+``t = 1/2 log(1 + s^2 / (1 - s)^2)``, so the first grid point (``s = 1``) is OU time ``inf`` (see :mod:`critwin.adapters.diffusers.flow`).
 ``denoise(x, t)`` (for critwin's own samplers) always takes the OU state.
 
 Schedulers
@@ -33,8 +33,8 @@ and pooled embeddings, DiT with class labels). v-prediction with zero terminal S
 ``inf``; ``denoise`` reads ``t = inf`` at the last training step (x̂₀ = -v). Anything else is refused with
 ``ValueError: scheduler PNDMScheduler is not supported; supported schedulers: ...``; in particular
 PNDM (Stable Diffusion 1.x's saved default), Heun/KDPM2 (two model calls per step: repeated timesteps),
-LMS, DEIS, single-step DPM-Solver, EDM and the other flow-matching schedulers. Build a supported one from the same
-config: ``DDIMScheduler.from_config(pipe.scheduler.config)``.
+LMS, DEIS, single-step DPM-Solver, EDM and the other flow-matching schedulers. Build a supported one from
+the same config: ``DDIMScheduler.from_config(pipe.scheduler.config)``.
 
 Modules
 -------

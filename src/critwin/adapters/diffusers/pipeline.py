@@ -216,19 +216,24 @@ def _text_conditioning(pipe, text: dict, guidance_scale: float, pooled, size) ->
     return cond, uncond
 
 
-def _sdxl_conditioning(pipe, text: dict, needs_encoding: bool, use_cfg: bool, device, size):
-    """(cond, uncond) of an SDXL UNet: prompt embeddings, pooled embeddings and the time ids."""
+def _pooled_embeds(pipe, text: dict, needs_encoding: bool, use_cfg: bool, device, family: str, **extra):
+    """Encode the prompt where needed (filling ``text``) and return the (pooled, negative pooled) embeddings."""
     if needs_encoding:
         encoded = pipe.encode_prompt(
-            device=device,
-            num_images_per_prompt=1,
-            do_classifier_free_guidance=use_cfg,
-            **text,
+            device=device, num_images_per_prompt=1, do_classifier_free_guidance=use_cfg, **extra, **text
         )
         text.update(zip(_EMBED_KEYS, encoded, strict=True))
     pooled, negative_pooled = text["pooled_prompt_embeds"], text["negative_pooled_prompt_embeds"]
     if pooled is None or (use_cfg and negative_pooled is None):
-        raise ValueError("SDXL needs pooled_prompt_embeds (and negative_pooled_prompt_embeds for guidance)")
+        raise ValueError(
+            f"{family} needs pooled_prompt_embeds (and negative_pooled_prompt_embeds for guidance)"
+        )
+    return pooled, negative_pooled
+
+
+def _sdxl_conditioning(pipe, text: dict, needs_encoding: bool, use_cfg: bool, device, size):
+    """(cond, uncond) of an SDXL UNet: prompt embeddings, pooled embeddings and the time ids."""
+    pooled, negative_pooled = _pooled_embeds(pipe, text, needs_encoding, use_cfg, device, "SDXL")
     unet = pipe.unet
     config = unet.config
     h, w, _ = _pixel_size(config, getattr(pipe, "vae", None), *size)
@@ -254,19 +259,9 @@ def _sdxl_conditioning(pipe, text: dict, needs_encoding: bool, use_cfg: bool, de
 
 def _sd3_conditioning(pipe, text: dict, needs_encoding: bool, use_cfg: bool, device):
     """(cond, uncond) of an SD3 transformer: prompt embeddings and pooled projections."""
-    if needs_encoding:
-        encoded = pipe.encode_prompt(
-            prompt_2=None,
-            prompt_3=None,
-            device=device,
-            num_images_per_prompt=1,
-            do_classifier_free_guidance=use_cfg,
-            **text,
-        )
-        text.update(zip(_EMBED_KEYS, encoded, strict=True))
-    pooled, negative_pooled = text["pooled_prompt_embeds"], text["negative_pooled_prompt_embeds"]
-    if pooled is None or (use_cfg and negative_pooled is None):
-        raise ValueError("SD3 needs pooled_prompt_embeds (and negative_pooled_prompt_embeds for guidance)")
+    pooled, negative_pooled = _pooled_embeds(
+        pipe, text, needs_encoding, use_cfg, device, "SD3", prompt_2=None, prompt_3=None
+    )
     cond = {"encoder_hidden_states": text["prompt_embeds"], "text_embeds": pooled}
     if not use_cfg:
         return cond, {}
