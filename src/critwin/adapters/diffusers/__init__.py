@@ -20,7 +20,8 @@ loop. For VP schedulers (DDPM, DDIM, DPM-Solver++, UniPC) that is the OU state. 
 Euler-ancestral) it is ``x = x0 + sigma z``; the OU state is ``x / sqrt(1 + sigma^2)`` (:meth:`to_ou`).
 For the flow-matching scheduler (SD3, Flux-style ``FlowMatchEulerDiscreteScheduler``) it is
 ``x = (1 - s) x0 + s z``; the OU state is ``x / sqrt((1 - s)^2 + s^2)`` at
-``t = 1/2 log(1 + s^2 / (1 - s)^2)``, so the first grid point (``s = 1``) is OU time ``inf`` (see :mod:`critwin.adapters.diffusers.flow`).
+``t = 1/2 log(1 + s^2 / (1 - s)^2)``, so the first grid point (``s = 1``) is OU time ``inf``
+(see :mod:`critwin.adapters.diffusers.flow`).
 ``denoise(x, t)`` (for critwin's own samplers) always takes the OU state.
 
 Schedulers

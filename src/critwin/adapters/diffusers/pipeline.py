@@ -217,7 +217,7 @@ def _text_conditioning(pipe, text: dict, guidance_scale: float, pooled, size) ->
 
 
 def _pooled_embeds(pipe, text: dict, needs_encoding: bool, use_cfg: bool, device, family: str, **extra):
-    """Encode the prompt where needed (filling ``text``) and return the (pooled, negative pooled) embeddings."""
+    """Encode the prompt where needed (filling ``text``); return the pooled and negative pooled embeddings."""
     if needs_encoding:
         encoded = pipe.encode_prompt(
             device=device, num_images_per_prompt=1, do_classifier_free_guidance=use_cfg, **extra, **text
