@@ -18,6 +18,9 @@ __all__ = [
     "tiny_stable_diffusion",
     "tiny_text_encoder",
     "tiny_clip_tokenizer",
+    "tiny_dit",
+    "tiny_sd3",
+    "tiny_sd3_transformer",
 ]
 
 
@@ -183,3 +186,60 @@ def tiny_stable_diffusion(seed: int = 0, scheduler=None, sample_size: int = 8, c
         feature_extractor=None,
         requires_safety_checker=False,
     )
+
+
+@_seeded
+def tiny_sd3_transformer(seed: int = 0, sample_size: int = 8, in_channels: int = 4, joint_dim: int = 16):
+    """A 2-layer ``SD3Transformer2DModel`` (patch 2, 2 heads of 4) taking (B, seq, ``joint_dim``) prompt
+    embeddings and (B, 8) pooled embeddings."""
+    from diffusers import SD3Transformer2DModel
+
+    return SD3Transformer2DModel(
+        sample_size=sample_size,
+        patch_size=2,
+        in_channels=in_channels,
+        num_layers=2,
+        attention_head_dim=4,
+        num_attention_heads=2,
+        joint_attention_dim=joint_dim,
+        caption_projection_dim=8,
+        pooled_projection_dim=8,
+        out_channels=in_channels,
+        pos_embed_max_size=16,
+    ).eval()
+
+
+def tiny_sd3(seed: int = 0, scheduler=None, sample_size: int = 8):
+    """A ``StableDiffusion3Pipeline`` of tiny random parts without text encoders (pass prompt embeddings
+    (B, seq, 16) and pooled embeddings (B, 8)). Default scheduler: SD3's flow matching with shift 3."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3Pipeline
+
+    return StableDiffusion3Pipeline(
+        transformer=tiny_sd3_transformer(seed, sample_size=sample_size),
+        scheduler=scheduler or FlowMatchEulerDiscreteScheduler(shift=3.0),
+        vae=tiny_vae(seed),
+        text_encoder=None,
+        tokenizer=None,
+        text_encoder_2=None,
+        tokenizer_2=None,
+        text_encoder_3=None,
+        tokenizer_3=None,
+    )
+
+
+@_seeded
+def tiny_dit(seed: int = 0, sample_size: int = 8, in_channels: int = 4, num_classes: int = 10):
+    """A 2-layer class-conditional ``DiTTransformer2DModel`` (patch 2, 2 heads of 4)."""
+    from diffusers import DiTTransformer2DModel
+
+    return DiTTransformer2DModel(
+        num_attention_heads=2,
+        attention_head_dim=4,
+        in_channels=in_channels,
+        out_channels=in_channels,
+        num_layers=2,
+        sample_size=sample_size,
+        patch_size=2,
+        num_embeds_ada_norm=num_classes,
+        norm_num_groups=4,
+    ).eval()

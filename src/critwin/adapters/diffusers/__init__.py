@@ -18,20 +18,29 @@ State space
 stock pipeline's ``latents`` hold), so trajectories are byte-identical to a hand-written ``scheduler.step``
 loop. For VP schedulers (DDPM, DDIM, DPM-Solver++, UniPC) that is the OU state. For sigma schedulers (Euler,
 Euler-ancestral) it is ``x = x0 + sigma z``; the OU state is ``x / sqrt(1 + sigma^2)`` (:meth:`to_ou`).
+For the flow-matching scheduler (SD3, Flux-style ``FlowMatchEulerDiscreteScheduler``) it is
+``x = (1 - s) x0 + s z``; the OU state is ``x / sqrt((1 - s)^2 + s^2)`` at
+``t = 1/2 log(1 + s^2 / (1 - s)^2)``, so the first grid point (``s = 1``) is OU time ``inf``
+(see :mod:`critwin.adapters.diffusers.flow`).
 ``denoise(x, t)`` (for critwin's own samplers) always takes the OU state.
 
 Schedulers
 ----------
 Supported (:data:`SUPPORTED_SCHEDULERS`): DDPM, DDIM, Euler, Euler-ancestral, DPM-Solver++ (multistep;
-tested with ``dpmsolver++`` and ``sde-dpmsolver++``) and UniPC. Anything else is refused with
+tested with ``dpmsolver++`` and ``sde-dpmsolver++``), UniPC and flow-matching Euler (velocity prediction;
+``shift`` or dynamic shifting, whose ``mu`` :func:`from_pipeline` computes from the latent size as SD3/Flux
+do). Networks: UNets, and transformers called as ``net(hidden_states=, timestep=, ...)`` (SD3 with prompt
+and pooled embeddings, DiT with class labels). v-prediction with zero terminal SNR starts at OU time
+``inf``; ``denoise`` reads ``t = inf`` at the last training step (x̂₀ = -v). Anything else is refused with
 ``ValueError: scheduler PNDMScheduler is not supported; supported schedulers: ...``; in particular
 PNDM (Stable Diffusion 1.x's saved default), Heun/KDPM2 (two model calls per step: repeated timesteps),
-LMS, DEIS, single-step DPM-Solver, EDM and flow-matching schedulers. Build a supported one from the same
-config: ``DDIMScheduler.from_config(pipe.scheduler.config)``.
+LMS, DEIS, single-step DPM-Solver, EDM and the other flow-matching schedulers. Build a supported one from
+the same config: ``DDIMScheduler.from_config(pipe.scheduler.config)``.
 
 Modules
 -------
-``schedule`` (supported schedulers, scheduler <-> OU grid, terminal-SNR warning), ``guidance`` (conditioning,
+``schedule`` (supported schedulers, scheduler <-> OU grid, terminal-SNR warning), ``flow`` (rectified-flow
+time and state <-> OU), ``guidance`` (conditioning,
 classifier-free guidance, VAE), ``process`` (:class:`DiffusersProcess`), ``pipeline`` (:func:`from_pipeline`,
 :class:`PipelineProcess`, :func:`record_pipeline_trajectory`), ``loading`` (:func:`load_local`,
 :func:`load_prompt_embeds`). Everything public is importable from ``critwin.adapters.diffusers``.

@@ -90,11 +90,19 @@ def split_cond(
     return positive, negative, scale
 
 
+def text_width(unet) -> int | None:
+    """Width of the prompt embeddings a model takes: ``cross_attention_dim`` (UNets, PixArt) or
+    ``joint_attention_dim`` (SD3, Flux); None for models without text conditioning."""
+    get = _config_get(unet)
+    width = get("cross_attention_dim")
+    return width if width is not None else get("joint_attention_dim")
+
+
 def check_embeds(unet, value, branch: str) -> None:
     """Prompt embeddings must be (batch, seq_len, cross_attention_dim) for a text-conditional UNet."""
     if value is None:
         return
-    width = _config_get(unet)("cross_attention_dim")
+    width = text_width(unet)
     if width is None:
         raise ValueError(f"{branch} has prompt embeddings, but this UNet takes no text conditioning")
     if (
@@ -130,7 +138,11 @@ def batch_cond(unet, cond: dict[str, Any], batch: int, device, dtype, branch: st
     get = _config_get(unet)
     out: dict[str, Any] = {}
     added: dict[str, Any] = {}
+    # SD3/Flux transformers take the pooled text embedding as pooled_projections, not added_cond_kwargs.
+    pooled_key = "pooled_projections" if get("pooled_projection_dim") is not None else None
     for key, value in cond.items():
+        if key == "text_embeds" and pooled_key:
+            key = pooled_key
         label = f"{branch}[{key!r}]"
         value = _batch_value(value, key, batch, device, dtype, label)
         if key == "encoder_hidden_states":
@@ -142,11 +154,11 @@ def batch_cond(unet, cond: dict[str, Any], batch: int, device, dtype, branch: st
         (added if key in _ADDED_COND_KEYS else out)[key] = value
     if added:
         out["added_cond_kwargs"] = added
-    if get("cross_attention_dim") is not None and "encoder_hidden_states" not in out:
+    if text_width(unet) is not None and "encoder_hidden_states" not in out:
         raise ValueError(
-            f"this UNet is text-conditional: {branch} needs prompt embeddings "
+            f"this model is text-conditional: {branch} needs prompt embeddings "
             "('prompt_embeds' / 'encoder_hidden_states' of shape (batch, seq_len, "
-            f"{get('cross_attention_dim')}))"
+            f"{text_width(unet)}))"
         )
     return out
 

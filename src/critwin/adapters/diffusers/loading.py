@@ -16,7 +16,13 @@ from critwin.adapters.diffusers.schedule import SCHEDULER_ALIASES, is_supported,
 
 __all__ = ["LocalPipeline", "load_local", "load_prompt_embeds"]
 
-_PIPELINES = ("DDPMPipeline", "DDIMPipeline", "StableDiffusionPipeline", "StableDiffusionXLPipeline")
+_PIPELINES = (
+    "DDPMPipeline",
+    "DDIMPipeline",
+    "StableDiffusionPipeline",
+    "StableDiffusionXLPipeline",
+    "StableDiffusion3Pipeline",
+)
 
 _EMBED_KEYS = (
     "prompt_embeds",
@@ -27,7 +33,10 @@ _EMBED_KEYS = (
 
 
 class LocalPipeline:
-    """The parts of a diffusers pipeline directory that :func:`from_pipeline` needs (no transformers)."""
+    """The parts of a diffusers pipeline directory that :func:`from_pipeline` needs (no transformers).
+
+    ``unet`` holds the denoising network: the pipeline's UNet, or its transformer (SD3).
+    """
 
     def __init__(self, path, class_name, unet, scheduler, vae=None, text_encoder=None, tokenizer=None):
         self.name_or_path = str(path)
@@ -45,7 +54,7 @@ def load_local(path, scheduler: str | None = None, device=None, dtype=None, text
 
     Parameters
     ----------
-    path : directory with ``model_index.json`` (DDPM/DDIM, Stable Diffusion or SDXL pipeline).
+    path : directory with ``model_index.json`` (DDPM/DDIM, Stable Diffusion, SDXL or SD3 pipeline).
     scheduler : replace the saved scheduler by this supported class (name or alias), built from its config.
     device, dtype : where and in which precision the UNet and VAE run.
     text_encoder : load the full pipeline with its tokenizer and text encoder (for text prompts; needs
@@ -65,8 +74,9 @@ def load_local(path, scheduler: str | None = None, device=None, dtype=None, text
         new_scheduler = _load_scheduler(root, index, scheduler)
         if text_encoder:
             return _load_full_pipeline(root, index, new_scheduler, device, options)
-        unet = getattr(diffusers, index["unet"][1]).from_pretrained(
-            root, subfolder="unet", use_safetensors=True, **options
+        net = "unet" if "unet" in _components(index) else "transformer"
+        unet = getattr(diffusers, index[net][1]).from_pretrained(
+            root, subfolder=net, use_safetensors=True, **options
         )
         vae = None
         if "vae" in _components(index):
@@ -91,7 +101,7 @@ def _components(index: Mapping[str, Any], present: bool = True) -> set[str]:
 
 
 def _read_index(root: Path) -> dict[str, Any]:
-    """``model_index.json`` of a supported pipeline with a UNet and a scheduler."""
+    """``model_index.json`` of a supported pipeline with a UNet (or transformer) and a scheduler."""
     if not root.exists():
         raise FileNotFoundError(f"model path {root} does not exist")
     index_file = root / "model_index.json"
@@ -104,9 +114,10 @@ def _read_index(root: Path) -> dict[str, Any]:
             f"model path {root} holds a {class_name!r}; supported pipelines: {', '.join(_PIPELINES)}"
         )
     present = _components(index)
-    for required in ("unet", "scheduler"):
-        if required not in present:
-            raise ValueError(f"model path {root} has no {required} component")
+    if "scheduler" not in present:
+        raise ValueError(f"model path {root} has no scheduler component")
+    if not present & {"unet", "transformer"}:
+        raise ValueError(f"model path {root} has no unet (or transformer) component")
     return index
 
 

@@ -14,7 +14,8 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from critwin._validation import check_positive_int
-from critwin.adapters.diffusers.guidance import check_guidance, vae_scale_factor
+from critwin.adapters.diffusers.flow import dynamic_shift_mu
+from critwin.adapters.diffusers.guidance import check_guidance, text_width, vae_scale_factor
 from critwin.adapters.diffusers.process import DiffusersProcess, call_accepts
 
 __all__ = ["PipelineProcess", "from_pipeline", "record_pipeline_trajectory"]
@@ -74,14 +75,16 @@ def from_pipeline(
     -------
     DiffusersProcess whose trajectories match ``pipe(...)`` step by step.
     """
-    unet = getattr(pipe, "unet", None)
+    unet = denoiser(pipe)
     if unet is None or getattr(pipe, "scheduler", None) is None:
-        raise ValueError(f"pipe must have a unet and a scheduler, got {type(pipe).__name__}")
+        raise ValueError(f"pipe must have a unet (or transformer) and a scheduler, got {type(pipe).__name__}")
     scheduler = scheduler if scheduler is not None else pipe.scheduler
     config = unet.config
-    text_conditional = config.get("cross_attention_dim") is not None
-    is_xl = config.get("addition_embed_type") == "text_time"
-    guidance_scale = _effective_guidance(guidance_scale, text_conditional, is_xl)
+    text_conditional = text_width(unet) is not None
+    # SDXL UNets and SD3 transformers also take a pooled text embedding.
+    pooled = "xl" if config.get("addition_embed_type") == "text_time" else None
+    pooled = "sd3" if config.get("pooled_projection_dim") is not None else pooled
+    guidance_scale = _effective_guidance(guidance_scale, text_conditional, pooled)
     text = {
         "prompt": prompt,
         "negative_prompt": negative_prompt,
@@ -91,7 +94,7 @@ def from_pipeline(
         "negative_pooled_prompt_embeds": negative_pooled_prompt_embeds,
     }
     if text_conditional:
-        cond, uncond = _text_conditioning(pipe, text, guidance_scale, is_xl, (height, width))
+        cond, uncond = _text_conditioning(pipe, text, guidance_scale, pooled, (height, width))
     elif prompt is not None or prompt_embeds is not None:
         raise ValueError(
             f"{type(pipe).__name__} has no text conditioning; prompt/prompt_embeds cannot be used"
@@ -100,9 +103,11 @@ def from_pipeline(
         cond, uncond = {}, {}
     _add_class_conditioning(pipe, class_labels, null_class_label, guidance_scale, cond, uncond)
     vae = getattr(pipe, "vae", None)
+    sample_shape = _latent_shape(config, vae, height, width)
     kwargs = dict(
         vae=vae,
-        sample_shape=_latent_shape(config, vae, height, width),
+        sample_shape=sample_shape,
+        mu=_flow_mu(scheduler, config, sample_shape),
         cond=cond,
         uncond=uncond,
         guidance_scale=guidance_scale,
@@ -115,10 +120,26 @@ def from_pipeline(
     return _pipeline_process(pipe, scheduler, num_inference_steps, kwargs, height, width)
 
 
-def _effective_guidance(guidance_scale, text_conditional: bool, is_xl: bool) -> float:
+def denoiser(pipe):
+    """The pipeline's denoising network: its ``unet``, else its ``transformer`` (SD3, DiT, PixArt)."""
+    unet = getattr(pipe, "unet", None)
+    return unet if unet is not None else getattr(pipe, "transformer", None)
+
+
+def _flow_mu(scheduler, config, sample_shape) -> float | None:
+    """``mu`` of a dynamically shifted flow schedule, from the number of latent patches (as SD3/Flux do)."""
+    if not scheduler.config.get("use_dynamic_shifting", False):
+        return None
+    height, width = sample_shape[1:] if sample_shape is not None else (config.sample_size,) * 2
+    patch = config.get("patch_size", 1) or 1
+    return dynamic_shift_mu(scheduler.config, (height // patch) * (width // patch))
+
+
+def _effective_guidance(guidance_scale, text_conditional: bool, pooled: str | None) -> float:
     """The pipeline default when None; 1 (guidance off) for any weight <= 1, as the SD pipelines do."""
     if guidance_scale is None:
-        guidance_scale = (5.0 if is_xl else 7.5) if text_conditional else 1.0
+        default = {"xl": 5.0, "sd3": 7.0}.get(pooled, 7.5)
+        guidance_scale = default if text_conditional else 1.0
     guidance_scale = check_guidance(guidance_scale)
     # Stock SD pipelines switch guidance on only for guidance_scale > 1; mirror that.
     return guidance_scale if guidance_scale > 1.0 else 1.0
@@ -155,7 +176,7 @@ def _latent_shape(config, vae, height, width) -> tuple[int, int, int] | None:
 
 
 # ------------------------------------------------------------------------------- conditioning per kind
-def _text_conditioning(pipe, text: dict, guidance_scale: float, is_xl: bool, size) -> tuple[dict, dict]:
+def _text_conditioning(pipe, text: dict, guidance_scale: float, pooled, size) -> tuple[dict, dict]:
     """(cond, uncond) of a text-conditional UNet: prompt embeddings (SDXL: plus added conditioning)."""
     use_cfg = guidance_scale > 1.0
     if text["prompt"] is not None and text["prompt_embeds"] is not None:
@@ -176,8 +197,10 @@ def _text_conditioning(pipe, text: dict, guidance_scale: float, is_xl: bool, siz
             "pass prompt_embeds= and negative_prompt_embeds= instead"
         )
     device = getattr(pipe, "device", torch.device("cpu"))
-    if is_xl:
+    if pooled == "xl":
         return _sdxl_conditioning(pipe, text, needs_encoding, use_cfg, device, size)
+    if pooled == "sd3":
+        return _sd3_conditioning(pipe, text, needs_encoding, use_cfg, device)
     if needs_encoding:
         text["prompt_embeds"], text["negative_prompt_embeds"] = pipe.encode_prompt(
             text["prompt"],
@@ -193,19 +216,24 @@ def _text_conditioning(pipe, text: dict, guidance_scale: float, is_xl: bool, siz
     return cond, uncond
 
 
-def _sdxl_conditioning(pipe, text: dict, needs_encoding: bool, use_cfg: bool, device, size):
-    """(cond, uncond) of an SDXL UNet: prompt embeddings, pooled embeddings and the time ids."""
+def _pooled_embeds(pipe, text: dict, needs_encoding: bool, use_cfg: bool, device, family: str, **extra):
+    """Encode the prompt where needed (filling ``text``); return the pooled and negative pooled embeddings."""
     if needs_encoding:
         encoded = pipe.encode_prompt(
-            device=device,
-            num_images_per_prompt=1,
-            do_classifier_free_guidance=use_cfg,
-            **text,
+            device=device, num_images_per_prompt=1, do_classifier_free_guidance=use_cfg, **extra, **text
         )
         text.update(zip(_EMBED_KEYS, encoded, strict=True))
     pooled, negative_pooled = text["pooled_prompt_embeds"], text["negative_pooled_prompt_embeds"]
     if pooled is None or (use_cfg and negative_pooled is None):
-        raise ValueError("SDXL needs pooled_prompt_embeds (and negative_pooled_prompt_embeds for guidance)")
+        raise ValueError(
+            f"{family} needs pooled_prompt_embeds (and negative_pooled_prompt_embeds for guidance)"
+        )
+    return pooled, negative_pooled
+
+
+def _sdxl_conditioning(pipe, text: dict, needs_encoding: bool, use_cfg: bool, device, size):
+    """(cond, uncond) of an SDXL UNet: prompt embeddings, pooled embeddings and the time ids."""
+    pooled, negative_pooled = _pooled_embeds(pipe, text, needs_encoding, use_cfg, device, "SDXL")
     unet = pipe.unet
     config = unet.config
     h, w, _ = _pixel_size(config, getattr(pipe, "vae", None), *size)
@@ -229,11 +257,22 @@ def _sdxl_conditioning(pipe, text: dict, needs_encoding: bool, use_cfg: bool, de
     return cond, uncond
 
 
+def _sd3_conditioning(pipe, text: dict, needs_encoding: bool, use_cfg: bool, device):
+    """(cond, uncond) of an SD3 transformer: prompt embeddings and pooled projections."""
+    pooled, negative_pooled = _pooled_embeds(
+        pipe, text, needs_encoding, use_cfg, device, "SD3", prompt_2=None, prompt_3=None
+    )
+    cond = {"encoder_hidden_states": text["prompt_embeds"], "text_embeds": pooled}
+    if not use_cfg:
+        return cond, {}
+    return cond, {"encoder_hidden_states": text["negative_prompt_embeds"], "text_embeds": negative_pooled}
+
+
 def _add_class_conditioning(pipe, class_labels, null_class_label, guidance_scale, cond, uncond) -> None:
     """Class labels (and the null label for guidance) of a class-conditional UNet, added to cond/uncond."""
-    config = pipe.unet.config
+    config = denoiser(pipe).config
     if config.get("num_class_embeds") is None:
-        if guidance_scale > 1.0 and config.get("cross_attention_dim") is None:
+        if guidance_scale > 1.0 and text_width(denoiser(pipe)) is None:
             raise ValueError(
                 f"guidance_scale={guidance_scale:g} needs a conditional model; "
                 f"{type(pipe).__name__} is unconditional"
@@ -261,7 +300,10 @@ def _pipeline_process(pipe, scheduler, num_inference_steps, kwargs, height, widt
     call_kwargs = _pipeline_call_kwargs(
         kwargs["cond"], kwargs["uncond"], kwargs["guidance_scale"], kwargs["guidance_rescale"], height, width
     )
-    return PipelineProcess(pipe, call_kwargs, pipe.unet, scheduler, num_inference_steps, **kwargs)
+    if not call_accepts(type(pipe).__call__, "guidance_rescale"):
+        if call_kwargs.pop("guidance_rescale"):
+            raise ValueError(f"{type(pipe).__name__} has no guidance_rescale; use guidance_rescale=0")
+    return PipelineProcess(pipe, call_kwargs, denoiser(pipe), scheduler, num_inference_steps, **kwargs)
 
 
 def _pipeline_call_kwargs(cond, uncond, guidance_scale, guidance_rescale, height, width) -> dict[str, Any]:
@@ -387,7 +429,7 @@ def record_pipeline_trajectory(
         if name in call_kwargs:
             raise ValueError(f"record_pipeline_trajectory sets {name} itself; do not pass it")
     device = getattr(pipe, "device", torch.device("cpu"))
-    dtype = getattr(pipe.unet, "dtype", torch.float32)
+    dtype = getattr(denoiser(pipe), "dtype", torch.float32)
     noise = randn_tensor((n, *process.sample_shape), generator=generator, device=device, dtype=dtype)
     states: list[torch.Tensor] = []
 
@@ -415,5 +457,5 @@ def record_pipeline_trajectory(
             "the pipeline's scheduler timesteps differ from process's; build process with from_pipeline(pipe)"
         )
     # The pipeline multiplies user latents by init_noise_sigma before its first step (prepare_latents).
-    first = noise * pipe.scheduler.init_noise_sigma
+    first = noise * getattr(pipe.scheduler, "init_noise_sigma", 1.0)
     return torch.stack([first, *states]), output

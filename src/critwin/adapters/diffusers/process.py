@@ -13,6 +13,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from critwin._files import fingerprint
 from critwin._validation import check_positive_int, check_time
+from critwin.adapters.diffusers.flow import flow_grid_times, flow_state, flow_state_scale, flow_time_s
 from critwin.adapters.diffusers.guidance import (
     UNCOND_PREFIX,
     GuidedInputs,
@@ -42,6 +43,8 @@ from critwin.experiments.process import Callback, ReverseProcess
 
 __all__ = ["DiffusersProcess"]
 
+_STATE_SPACES = {"vp": "ou", "sigma": "sigma-scaled (x0 + sigma z)", "flow": "flow ((1 - s) x0 + s z)"}
+
 # Scheduler config entries that describe() records.
 _DESCRIBED_CONFIG = (
     "num_train_timesteps",
@@ -56,16 +59,20 @@ _DESCRIBED_CONFIG = (
     "solver_order",
     "use_karras_sigmas",
     "interpolation_type",
+    "shift",
+    "use_dynamic_shifting",
+    "base_shift",
+    "max_shift",
 )
 
 
-def call_accepts(fn, name: str) -> bool:
-    """Whether ``fn`` takes a keyword ``name`` (or any keyword)."""
+def call_accepts(fn, name: str, explicit: bool = False) -> bool:
+    """Whether ``fn`` takes a keyword ``name`` (or, unless ``explicit``, any keyword)."""
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
         return False
-    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+    return name in params or not explicit and any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 class DiffusersProcess(ReverseProcess):
@@ -115,6 +122,7 @@ class DiffusersProcess(ReverseProcess):
         step_kwargs: Mapping[str, Any] | None = None,
         model_id: str | None = None,
         vae_batch_size: int = 16,
+        mu: float | None = None,
     ):
         self.kind = scheduler_kind(scheduler)
         self.num_inference_steps = check_positive_int(num_inference_steps, "num_inference_steps")
@@ -122,16 +130,25 @@ class DiffusersProcess(ReverseProcess):
         self.vae = vae
         self.vae_batch_size = check_positive_int(vae_batch_size, "vae_batch_size")
         self.scheduler = copy.deepcopy(scheduler)
-        self.prediction_type = check_scheduler_config(self.scheduler.config, self.num_inference_steps)
+        self.prediction_type = check_scheduler_config(
+            self.scheduler.config, self.num_inference_steps, self.kind
+        )
+        self._set_kwargs = self._timestep_kwargs(mu)
         self._init_guidance(cond, uncond, guidance_scale, guidance_rescale, step_kwargs)
         self.model_id = model_id or self._model_id()
         self._unet_return_dict = call_accepts(getattr(unet, "forward", unet), "return_dict")
+        # Transformers (SD3, DiT, Flux) take hidden_states= and a per-sample timestep, not UNet positionals.
+        self._keyword_call = call_accepts(getattr(unet, "forward", unet), "hidden_states", explicit=True)
         self._step_generator = call_accepts(self.scheduler.step, "generator")
         self.sample_shape = tuple(sample_shape) if sample_shape is not None else self._default_shape()
 
-        self._timesteps = inference_timesteps(self.scheduler, self.num_inference_steps)
-        self._alphas_cumprod = self.scheduler.alphas_cumprod.detach().cpu().double()
-        self._times, self._landing = grid_times(self.scheduler, self._timesteps, self._alphas_cumprod)
+        self._timesteps = inference_timesteps(self.scheduler, self.num_inference_steps, **self._set_kwargs)
+        if self.kind == "flow":
+            self._alphas_cumprod = None
+            self._times, self._landing = flow_grid_times(self.scheduler)
+        else:
+            self._alphas_cumprod = self.scheduler.alphas_cumprod.detach().cpu().double()
+            self._times, self._landing = grid_times(self.scheduler, self._timesteps, self._alphas_cumprod)
         self._train_times = None
         self._weights_fingerprint: str | None = None
         # The tensor returned by the last run and its stop index: a run that starts exactly there keeps
@@ -139,6 +156,23 @@ class DiffusersProcess(ReverseProcess):
         self._last_output: tuple[torch.Tensor, int] | None = None
         self.nfe = 0
         warn_terminal_snr(self._times[0].item(), self.step_label(0), stacklevel=2)
+
+    def _timestep_kwargs(self, mu) -> dict[str, float]:
+        """``set_timesteps`` keywords: ``mu`` for dynamically shifted flow schedules (required there)."""
+        dynamic = bool(self.scheduler.config.get("use_dynamic_shifting", False))
+        if mu is None:
+            if dynamic:
+                raise ValueError(
+                    "mu is required: the scheduler uses dynamic shifting (use_dynamic_shifting=True); "
+                    "from_pipeline computes it from the image size as the pipeline does"
+                )
+            return {}
+        if not dynamic:
+            raise ValueError("mu applies only to schedulers with use_dynamic_shifting=True")
+        mu = float(mu)
+        if not math.isfinite(mu):
+            raise ValueError(f"mu must be a finite number, got {mu!r}")
+        return {"mu": mu}
 
     def _init_guidance(self, cond, uncond, guidance_scale, guidance_rescale, step_kwargs) -> None:
         self.guidance_scale = check_guidance(guidance_scale)
@@ -237,6 +271,8 @@ class DiffusersProcess(ReverseProcess):
         if self.kind == "vp":
             return 1.0
         t = self._times[index].item()
+        if self.kind == "flow":
+            return float(flow_state_scale(flow_time_s(t)))
         return math.exp(t)  # sqrt(1 + sigma^2) = e^{t}
 
     def to_ou(self, x: torch.Tensor, index: int) -> torch.Tensor:
@@ -268,7 +304,7 @@ class DiffusersProcess(ReverseProcess):
     def _fresh_scheduler(self, begin: int, device) -> Any:
         self._last_output = None
         sched = self.scheduler
-        sched.set_timesteps(self.num_inference_steps, device=device)
+        sched.set_timesteps(self.num_inference_steps, device=device, **self._set_kwargs)
         if hasattr(sched, "set_begin_index"):
             sched.set_begin_index(begin)
         return sched
@@ -288,7 +324,8 @@ class DiffusersProcess(ReverseProcess):
             device=torch.device(device or "cpu"),
             dtype=dtype or torch.float32,
         )
-        return noise * sched.init_noise_sigma, noise
+        # Flow schedulers have no init_noise_sigma: their prior is N(0, I) at s = 1.
+        return noise * getattr(sched, "init_noise_sigma", 1.0), noise
 
     def add_noise(
         self, x0: torch.Tensor, index: int, generator: torch.Generator | None = None
@@ -309,6 +346,8 @@ class DiffusersProcess(ReverseProcess):
             return self.from_ou(a * x0 + s * noise, index)
         sched = self._fresh_scheduler(index, x0.device)
         timesteps = sched.timesteps[index : index + 1].repeat(x0.shape[0])
+        if self.kind == "flow":
+            return sched.scale_noise(x0, timesteps, noise)
         return sched.add_noise(x0, noise, timesteps)
 
     # ------------------------------------------------------------------ conditioning and the UNet
@@ -326,7 +365,12 @@ class DiffusersProcess(ReverseProcess):
     def _unet(self, model_input: torch.Tensor, timestep, kwargs: dict) -> torch.Tensor:
         if model_input.dtype != self.dtype:
             model_input = model_input.to(self.dtype)
-        if self._unet_return_dict:
+        if self._keyword_call:
+            if timestep.ndim == 0:
+                timestep = timestep.expand(model_input.shape[0])  # as the SD3/DiT pipelines broadcast
+            kwargs = {"hidden_states": model_input, "timestep": timestep, **kwargs}
+            out = self.unet(**kwargs, return_dict=False) if self._unet_return_dict else self.unet(**kwargs)
+        elif self._unet_return_dict:
             out = self.unet(model_input, timestep, **kwargs, return_dict=False)
         else:
             out = self.unet(model_input, timestep, **kwargs)
@@ -375,13 +419,14 @@ class DiffusersProcess(ReverseProcess):
         x = x.to(self.device)
         inputs = self._guided_inputs(cond, x.shape[0], x.device)
         sched = self.scheduler if resume else self._fresh_scheduler(start, x.device)
+        scale_input = getattr(sched, "scale_model_input", None)  # flow schedulers have none
         step_kwargs = dict(self.step_kwargs)
         if self._step_generator:
             step_kwargs["generator"] = generator
         with torch.no_grad():
             for i in range(start, stop):
                 timestep = sched.timesteps[i]
-                out = self._guided_unet(x, timestep, inputs, sched.scale_model_input)
+                out = self._guided_unet(x, timestep, inputs, scale_input)
                 if callback is not None:
                     self._report_step(callback, i, x, out)
                 x = sched.step(out, timestep, x, **step_kwargs, return_dict=False)[0]
@@ -425,17 +470,42 @@ class DiffusersProcess(ReverseProcess):
             )
         if torch.isnan(tt).any() or (tt < 0).any():
             raise ValueError("t must be a non-negative OU time")
-        timestep, t_used = denoise_timesteps(self._train_schedule(), tt, timestep_mode)
+        timestep, t_used = self._denoise_timesteps(tt, timestep_mode)
         inputs = self._guided_inputs(cond, xs.shape[0], xs.device)
         timestep = timestep.to(xs.device)
         if timestep.numel() == 1:
             timestep = timestep.reshape(())
+        # Flow transformers see the flow state (1 - s) x0 + s z, UNets the OU state itself.
+        model_in = flow_state(xs, t_used) if self.kind == "flow" else xs
         with torch.no_grad():
-            out = self._guided_unet(xs, timestep, inputs)
+            out = self._guided_unet(model_in, timestep, inputs)
         self.nfe += int(xs.shape[0])
         t_used = t_used if t_used.numel() > 1 else t_used.reshape(())
         x0 = predicted_x0(out.to(xs.dtype)[:, : xs.shape[1]], xs, t_used, self.prediction_type)
         return x0.reshape(x.shape)
+
+    def _denoise_timesteps(self, tt: torch.Tensor, mode: str):
+        """Network timestep(s) for OU times ``tt`` and the OU time(s) to read x̂₀ at."""
+        if self.kind != "flow":
+            return self._vp_denoise_timesteps(tt, mode)
+        if mode not in ("nearest", "interpolate"):
+            raise ValueError(f"timestep_mode must be 'nearest' or 'interpolate', got {mode!r}")
+        # Flow models embed the continuous time s * num_train_timesteps, as the scheduler does: exact.
+        timestep = (flow_time_s(tt) * self.scheduler.config.num_train_timesteps).float()
+        return timestep, tt
+
+    def _vp_denoise_timesteps(self, tt: torch.Tensor, mode: str):
+        """:func:`denoise_timesteps`; ``t = inf`` is read at the last training step (zero-SNR schedules)."""
+        train = self._train_schedule()
+        pure = torch.isinf(tt)
+        if not pure.any():
+            return denoise_timesteps(train, tt, mode)
+        if self._alphas_cumprod[-1].item() > 0.0:
+            raise ValueError("t = inf (pure noise) needs a zero-terminal-SNR schedule (alpha_bar = 0)")
+        last = train.ou_times.max()
+        timestep, used = denoise_timesteps(train, torch.where(pure, last, tt), mode)
+        timestep = torch.where(pure, torch.full_like(timestep, train.num_steps - 1), timestep)
+        return timestep, torch.where(pure, tt, used)
 
     def _train_schedule(self):
         if self._train_times is None:
@@ -476,7 +546,8 @@ class DiffusersProcess(ReverseProcess):
             "weights": self.weights_fingerprint(),
             "scheduler": type(self.scheduler).__name__,
             "scheduler_config": {k: config[k] for k in _DESCRIBED_CONFIG if k in config},
-            "state_space": "ou" if self.kind == "vp" else "sigma-scaled (x0 + sigma z)",
+            "state_space": _STATE_SPACES[self.kind],
+            "mu": self._set_kwargs.get("mu"),
             "num_inference_steps": self.num_inference_steps,
             "grid_size": int(self._times.numel()),
             "guidance_scale": self.guidance_scale,

@@ -14,6 +14,7 @@ import warnings
 import diffusers
 import torch
 
+from critwin.adapters.diffusers.flow import flow_x0
 from critwin.clock import DiscreteSchedule, alpha_sigma, log_snr, ou_time, snr
 from critwin.clock import alpha_bar as ou_alpha_bar
 
@@ -25,7 +26,8 @@ __all__ = [
     "scheduler_class",
 ]
 
-# Scheduler class -> space its samples live in ("vp": sqrt(ab) x0 + sqrt(1-ab) z; "sigma": x0 + sigma z).
+# Scheduler class -> space its samples live in ("vp": sqrt(ab) x0 + sqrt(1-ab) z; "sigma": x0 + sigma z;
+# "flow": (1 - s) x0 + s z, see critwin.adapters.diffusers.flow).
 SUPPORTED_SCHEDULERS: dict[str, str] = {
     "DDPMScheduler": "vp",
     "DDIMScheduler": "vp",
@@ -33,6 +35,7 @@ SUPPORTED_SCHEDULERS: dict[str, str] = {
     "UniPCMultistepScheduler": "vp",
     "EulerDiscreteScheduler": "sigma",
     "EulerAncestralDiscreteScheduler": "sigma",
+    "FlowMatchEulerDiscreteScheduler": "flow",
 }
 
 SCHEDULER_ALIASES = {
@@ -43,9 +46,11 @@ SCHEDULER_ALIASES = {
     "dpm++": "DPMSolverMultistepScheduler",
     "dpm-solver++": "DPMSolverMultistepScheduler",
     "unipc": "UniPCMultistepScheduler",
+    "flow-euler": "FlowMatchEulerDiscreteScheduler",
 }
 
-PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+# "flow": rectified-flow velocity z - x0 (the only parameterisation of flow-matching schedulers).
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample", "flow")
 
 # Start-of-sampling signal coefficient sqrt(alpha_bar) above which we warn that "pure noise" is not.
 _TERMINAL_SIGNAL_WARN = 0.01
@@ -83,9 +88,14 @@ def scheduler_kind(scheduler) -> str:
     )
 
 
-def check_scheduler_config(config, num_inference_steps: int) -> str:
+def check_scheduler_config(config, num_inference_steps: int, kind: str = "vp") -> str:
     """Refuse configurations the adapter cannot represent; return the prediction type."""
-    prediction_type = config.get("prediction_type", "epsilon")
+    if kind == "flow":
+        if config.get("invert_sigmas", False):
+            raise ValueError("flow-matching schedulers with invert_sigmas=True are not supported")
+        prediction_type = "flow"
+    else:
+        prediction_type = config.get("prediction_type", "epsilon")
     if prediction_type not in PREDICTION_TYPES:
         raise ValueError(
             f"scheduler prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}"
@@ -102,9 +112,12 @@ def check_scheduler_config(config, num_inference_steps: int) -> str:
     return prediction_type
 
 
-def inference_timesteps(scheduler, num_inference_steps: int) -> torch.Tensor:
-    """``set_timesteps`` on ``scheduler`` and a CPU copy of its timesteps (one per step, no repeats)."""
-    scheduler.set_timesteps(num_inference_steps)
+def inference_timesteps(scheduler, num_inference_steps: int, **set_kwargs) -> torch.Tensor:
+    """``set_timesteps`` on ``scheduler`` and a CPU copy of its timesteps (one per step, no repeats).
+
+    ``set_kwargs``: further ``set_timesteps`` keywords (``mu`` for dynamically shifted flow schedules).
+    """
+    scheduler.set_timesteps(num_inference_steps, **set_kwargs)
     timesteps = scheduler.timesteps.detach().cpu().clone()
     if timesteps.numel() != num_inference_steps:
         raise ValueError(
@@ -227,7 +240,7 @@ def predicted_x0(model_output: torch.Tensor, x_ou: torch.Tensor, t, prediction_t
     model_output : (B, *shape) network output (epsilon, v or x0, after guidance).
     x_ou : (B, *shape) OU state ``e^{-t} x0 + sqrt(1 - e^{-2t}) z``.
     t : OU time: a float or a (B,) tensor.
-    prediction_type : ``"epsilon"``, ``"v_prediction"`` or ``"sample"``.
+    prediction_type : ``"epsilon"``, ``"v_prediction"``, ``"sample"`` or ``"flow"`` (velocity ``z - x0``).
 
     Returns
     -------
@@ -237,6 +250,8 @@ def predicted_x0(model_output: torch.Tensor, x_ou: torch.Tensor, t, prediction_t
         return model_output
     if prediction_type not in PREDICTION_TYPES:
         raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+    if prediction_type == "flow":
+        return flow_x0(model_output, x_ou, t)
     tt = torch.as_tensor(t, dtype=torch.float64)
     signal, noise = alpha_sigma(tt)
     shape = (-1,) + (1,) * (x_ou.ndim - 1)
