@@ -22,6 +22,7 @@ LAYERS = [
     ("critwin.mixtures",),
     ("critwin.samplers",),
     (
+        "critwin.gaussian_divergences",
         "critwin.divergence",
         "critwin.windows",
         "critwin.closed_forms",

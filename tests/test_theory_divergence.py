@@ -321,3 +321,28 @@ def test_quadrature_bracket_covers_finer_integration():
         misses += not est.low <= ref <= est.high
         worst = max(worst, abs(est.value - ref))
     assert est.method == "quadrature" and misses == 0 and worst < 1e-5
+
+
+def test_tv_curve_table_frame_and_plot_match_the_closed_form():
+    """TVCurve.table/to_pandas/plot: the closed form 2 Phi(e^-t |mu1 - mu2| / 2) - 1 of two unit Gaussians."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from scipy.stats import norm
+
+    from critwin.divergence import TVCurve
+    from critwin.mixtures import GaussianMixture
+
+    means = torch.tensor([[-1.5, 0.0], [1.5, 0.0]], dtype=torch.float64)
+    P, Q = GaussianMixture(means[:1]), GaussianMixture(means[1:])
+    curve = TVCurve(P, Q)
+    times = [0.0, 0.5, 2.0]
+    rows = curve.table(times)
+    expected = [2 * norm.cdf(math.exp(-t) * 3.0 / 2) - 1 for t in times]
+    assert rows["t"] == times and np.allclose(rows["tv"], expected, atol=1e-12)
+    pytest.importorskip("pandas")
+    assert np.allclose(curve.to_pandas(times)["tv"], expected, atol=1e-12)
+    ax = curve.plot(times)
+    assert ax.get_xlabel() == "OU time t" and np.allclose(ax.lines[0].get_ydata(), expected, atol=1e-12)
+    plt.close(ax.figure)

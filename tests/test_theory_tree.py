@@ -82,12 +82,12 @@ def test_json_export_and_dendrogram(tmp_path):
     assert [c["components"] for c in data["root"]["children"]] == [[0, 1], [2, 3]]
     assert data["root"]["children"][0]["window"]["t_after"] is not None
     path = tmp_path / "tree.png"
-    fig = tree.plot(path=path)
+    ax = tree.plot(path=path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert fig.axes[0].get_ylabel() == "OU time t"
+    assert ax.get_ylabel() == "OU time t"
     import matplotlib.pyplot as plt
 
-    plt.close(fig)
+    plt.close(ax.figure)
 
 
 def test_single_component_and_bad_input():

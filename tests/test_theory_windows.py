@@ -318,7 +318,7 @@ def test_dendrogram_draws_undetermined_windows_distinctly(tmp_path):
     )
     leaves = [Node([0], 0.0, window=undetermined), Node([1], 0.0)]
     tree = Tree(Node([0, 1], 2.0, leaves), 0.1)
-    fig = tree.plot(path=tmp_path / "tree.png")
-    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    ax = tree.plot(path=tmp_path / "tree.png")
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert any("undetermined" in label for label in labels) and (tmp_path / "tree.png").exists()
     assert "UNDETERMINED" in tree.render()

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from critwin._display import axes
+from critwin._io import atomic_path
 from critwin._validation import check_eps
 from critwin.divergence import component_tv, tv
 from critwin.mixtures import GaussianMixture
@@ -186,19 +188,13 @@ class Tree:
 
         Returns
         -------
-        The matplotlib Figure.
+        The matplotlib Axes (its ``.figure`` is the figure).
         """
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        from critwin._io import atomic_path
-
         many = len(self.leaves) > max_leaves
-        width = min(16.0, max(4.0, 0.6 * len(self.leaves) + 2))
-        fig = ax.figure if ax is not None else plt.figure(figsize=(width, 4.5))
-        ax = ax or fig.add_subplot(1, 1, 1)
+        if ax is None:
+            ax = axes()
+            ax.figure.set_size_inches(min(16.0, max(4.0, 0.6 * len(self.leaves) + 2)), 4.5)
+        fig = ax.figure
         x_of: dict[int, float] = {}
         for k, leaf in enumerate(self.leaves):
             x_of[id(leaf)] = float(k)
@@ -249,7 +245,7 @@ class Tree:
         if path is not None:
             with atomic_path(path) as tmp:
                 fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-        return fig
+        return ax
 
 
 # window status -> (colour, hatch, legend label) of its band in the dendrogram

@@ -138,7 +138,7 @@ def hierarchy_command(
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        plt.close(tree.plot(path=plot))
+        plt.close(tree.plot(path=plot).figure)
     if as_json:
         typer.echo(json_text(tree.to_dict(), indent=None))
         return
