@@ -6,6 +6,10 @@ one of the cores, the thread that is descheduled holds up the others, which spin
 default) for a scheduler slice. CPU time then grows with the load instead of the wall time growing
 in proportion to it. One intra-op thread has no barrier to wait at, so the slowdown is proportional
 to the load. Larger models may ask for more threads (``CRITWIN_THREADS`` or a command's option).
+
+Processes started by ``make test``/``make demo`` and by the test suite also get ``OMP_NUM_THREADS=1``
+and ``OMP_WAIT_POLICY=PASSIVE`` in their environment (they must be set before torch is imported, so
+the Makefile and ``tests/conftest.py`` set them, not this module).
 """
 
 from __future__ import annotations
@@ -16,13 +20,10 @@ import torch
 
 from critwin._validation import check_positive_int
 
-__all__ = ["THREADS_ENV", "QUIET_OPENMP_ENV", "set_threads", "threads_from_env"]
+__all__ = ["THREADS_ENV", "set_threads", "threads_from_env"]
 
 THREADS_ENV = "CRITWIN_THREADS"
 """Environment variable: intra-op threads of the ``critwin`` command (default 1)."""
-
-QUIET_OPENMP_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
-"""Environment for child processes (tests, ``make``): read by OpenMP/MKL when torch is imported."""
 
 
 def threads_from_env(default: int = 1) -> int:

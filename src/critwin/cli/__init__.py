@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import typer
+
+from critwin._threads import THREADS_ENV, set_threads, threads_from_env
 
 app = typer.Typer(
     name="critwin",
@@ -41,6 +44,8 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors print one line on stderr and exit with status 2."""
     _register()
     try:
+        if os.environ.get(THREADS_ENV):  # else torch's default; `critwin demo` chooses its own
+            set_threads(threads_from_env())
         app(args=argv, prog_name="critwin", standalone_mode=True)
     except (ValueError, FileNotFoundError) as exc:
         print(f"critwin: error: {exc}", file=sys.stderr)
