@@ -502,7 +502,7 @@ def _plot(path, result: ValidationResult) -> None:
             ms=2.5,
             lw=1,
             color="tab:blue",
-            label="TV(q_T, p^target) ±3se",
+            label=r"TV($q_{\hat T}$, $p^{target}$) $\pm 3$ SE",
         )
         ax.plot(t, [r["tv_label"] for r in rows], "--", lw=0.8, color="tab:green", label="label TV")
         lo = info["t_end"] if info["t_end"] is not None else 0.0
@@ -513,12 +513,12 @@ def _plot(path, result: ValidationResult) -> None:
         )
         if not info["empty"]:
             ax.hlines(info["bound"], lo, min(hi, max(t)), color="tab:red", lw=1.5, label="bound")
-        for key, style in (("t_end", "k:"), ("t_start", "k-.")):
+        for key, style, name in (("t_end", "k:", r"$T_{end}$"), ("t_start", "k-.", r"$T_{start}$")):
             if info[key] is not None:
-                ax.axvline(info[key], color=style[0], ls=style[1:], lw=0.8)
+                ax.axvline(info[key], color=style[0], ls=style[1:], lw=0.8, label=name)
         for key in ("t_end_closed_upper", "t_start_closed_lower"):
             if info[key] is not None and 0 <= info[key] <= max(t):
-                ax.axvline(info[key], color="tab:orange", ls="--", lw=0.8)
+                ax.axvline(info[key], color="tab:orange", ls="--", lw=0.8, label="closed-form bounds")
         ax.set_ylim(-0.02, 1.02)
         ax.set_title(info["name"] + (" (empty)" if info["empty"] else ""), fontsize=7)
         ax.set_xlabel(r"noise level $\hat T$ (OU time)", fontsize=6)
