@@ -139,6 +139,7 @@ def _comparison(page: Page, summary: dict) -> None:
                 gmm.get("t_half_ci"),
                 d["difference"],
                 d["ci"],
+                d["censored_share"],
                 theory.get("t_after"),
                 theory.get("t_before"),
             ]
@@ -152,6 +153,7 @@ def _comparison(page: Page, summary: dict) -> None:
             "95% CI",
             "difference",
             "95% CI (paired)",
+            "censored draws",
             "theorem T_after",
             "theorem T_before",
         ],
@@ -167,7 +169,9 @@ def _comparison(page: Page, summary: dict) -> None:
         "earlier in generation, using structure (strokes, shape) that a per-class Gaussian does not "
         "have; a negative one means it forgets the class sooner than the fit. Intervals come from a "
         "bootstrap that resamples the test digits within each class and re-estimates both t½ on the "
-        "same draw (paired: both experiments start from the same sources)."
+        "same draw (paired: both experiments start from the same sources). Draws in which either t½ "
+        "falls outside the measured times give no difference (column 'censored draws'); when that share "
+        "is large the interval, computed from the other draws, is too narrow."
     )
 
 
