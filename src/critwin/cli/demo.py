@@ -29,8 +29,8 @@ def demo(
     threads: int = typer.Option(
         None,
         "--threads",
-        help=f"Torch CPU threads [default: ${THREADS_ENV} or 1; one is fastest for this small work and "
-        "degrades gracefully when other jobs share the cores].",
+        help=f"Torch CPU threads (default: ${THREADS_ENV}, else 1; one is fastest for this small work and "
+        "slows down only in proportion when other jobs share the cores).",
         show_default=False,
     ),
 ) -> None:
