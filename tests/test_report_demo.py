@@ -176,3 +176,20 @@ def test_demo_threads_option_is_checked_before_work(tmp_path):
     )
     assert proc.returncode == 2 and proc.stderr.startswith("critwin: error: --threads")
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
+
+
+def test_differences_in_words_sorts_digits_by_their_interval():
+    from critwin.report.page import _differences_in_words
+
+    text = _differences_in_words(
+        {
+            0: {"ci": [0.1, 0.2]},
+            1: {"ci": [-0.3, -0.1]},
+            2: {"ci": [-0.1, 0.1]},
+            3: {"ci": [None, None]},
+            4: {"ci": [None, -0.2]},
+        }
+    )
+    assert "keeps digit(s) 0 to more noise" in text
+    assert "forgets digit(s) 1, 4 at less noise" in text
+    assert "for digit(s) 2, 3 the interval contains 0" in text
