@@ -52,8 +52,16 @@ COMPONENT_STYLES = (
 
 def plot_theory(section: TheorySection, directory: Path) -> list[str]:
     """The hierarchy dendrogram, and the TV curve against the theorem's bound."""
-    section.tree.plot(path=directory / "theory_hierarchy.png")
-    plt.close("all")
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    section.tree.plot(ax=ax)
+    handles, labels = ax.get_legend_handles_labels()
+    legend = ax.get_legend()
+    if legend is not None:  # the tree's own legend sits over its top merge: move it beside the axes
+        handles, labels = legend.legend_handles, [t.get_text() for t in legend.get_texts()]
+        legend.remove()
+    ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=7)
+    ax.set_title(rf"$\varepsilon$-mixture tree ($\varepsilon$ = {section.eps:g}); bands: critical windows")
+    hierarchy_png = _save(fig, directory, "theory_hierarchy.png")
     fine, window, grid = section.fine, section.window, section.grid
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 7.5), layout="constrained")
     ax1.errorbar(
@@ -90,7 +98,7 @@ def plot_theory(section: TheorySection, directory: Path) -> list[str]:
         label=r"window of $\{0\}$ inside $\{0, 1\}$",
     )
     _finish(ax2, noise, "P(output component)", "Features are decided coarse to fine")
-    return ["theory_hierarchy.png", _save(fig, directory, "theory_bound.png")]
+    return [hierarchy_png, _save(fig, directory, "theory_bound.png")]
 
 
 def plot_digits(section: DigitsSection, directory: Path) -> list[str]:
