@@ -4,6 +4,12 @@ BIN := $(VENV)/bin
 DEMO_OUT ?= reports/demo
 STAMP := $(VENV)/.installed
 
+# One OpenMP/MKL thread per process and no OpenMP spin-waiting. The test suite and the demo run many
+# small tensor operations; with a thread per core, every operation waits at a barrier for a thread
+# that another job may have descheduled, and spinning there multiplies CPU time under load
+# (see src/critwin/_threads.py). Set in the environment so that CLI subprocesses of the tests follow.
+QUIET_THREADS := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE
+
 .PHONY: setup test test-slow bench lint demo docs clean
 
 setup: $(STAMP)
@@ -16,10 +22,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: setup
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(QUIET_THREADS) $(BIN)/python -m pytest -q -p no:cacheprovider
 
 test-slow: setup
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m slow
+	$(QUIET_THREADS) $(BIN)/python -m pytest -q -p no:cacheprovider -m slow
 
 bench: setup
 	$(BIN)/python benchmarks/run.py
@@ -29,7 +35,7 @@ lint: setup
 	$(BIN)/ruff format --check src tests benchmarks scripts
 
 demo: setup
-	$(BIN)/critwin demo --out $(DEMO_OUT)
+	$(QUIET_THREADS) $(BIN)/critwin demo --out $(DEMO_OUT)
 
 # The docs site: site/index.html. Fails on any warning (mkdocs --strict); no network at build time.
 docs: setup

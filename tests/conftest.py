@@ -1,7 +1,13 @@
 import os
 
-import pytest
-import torch
+# Before torch is imported (OpenMP reads these once): one thread, no spin-waiting, in this process and
+# in the CLI subprocesses the tests start (they inherit the environment). Same settings as the
+# Makefile's QUIET_THREADS; the reason is in critwin/_threads.py.
+for _name, _value in (("OMP_NUM_THREADS", "1"), ("MKL_NUM_THREADS", "1"), ("OMP_WAIT_POLICY", "PASSIVE")):
+    os.environ.setdefault(_name, _value)
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 # Two cores are shared by the whole suite: one intra-op thread per test process is fastest overall.
 torch.set_num_threads(int(os.environ.get("CRITWIN_TEST_THREADS", "1")))

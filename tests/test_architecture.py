@@ -17,6 +17,7 @@ LAYERS = [
         "critwin._version",
         "critwin._memory",
         "critwin._display",
+        "critwin._threads",
     ),
     ("critwin.clock",),
     ("critwin.mixtures",),

@@ -33,12 +33,24 @@ def test_estimate_reproduces_the_library_estimate(mixture, tmp_path, capsys):
     x0 = mixture.subset([0]).sample(200, generator=torch.Generator().manual_seed(0))[0]
     times = [0.3 * k for k in range(1, 16)]
     forward_reverse(mixture, x0, times, n_per_time=2, seed=1, out=tmp_path / "fr", progress=False)
-    run_cli(["estimate", str(tmp_path / "fr"), "--n-boot", "30", "--seed", "4", "--json",
-             "--out", str(tmp_path / "w.json")])
+    run_cli(
+        [
+            "estimate",
+            str(tmp_path / "fr"),
+            "--n-boot",
+            "30",
+            "--seed",
+            "4",
+            "--json",
+            "--out",
+            str(tmp_path / "w.json"),
+        ]
+    )
     printed = json.loads(capsys.readouterr().out)
     # Independent path: the saved table reloaded and estimated in-process with the same settings.
-    expected = estimate_window(ForwardReverseResult.load(tmp_path / "fr"), n_boot=30,
-                               generator=torch.Generator().manual_seed(4))
+    expected = estimate_window(
+        ForwardReverseResult.load(tmp_path / "fr"), n_boot=30, generator=torch.Generator().manual_seed(4)
+    )
     assert printed["t_half"] == pytest.approx(expected.t_half)
     assert printed["t_before_ci"] == pytest.approx(list(expected.t_before_ci))
     assert json.loads((tmp_path / "w.json").read_text())["b"] == pytest.approx(expected.b)
@@ -55,7 +67,8 @@ def test_estimate_reads_clone_results(mixture, tmp_path, capsys):
 def test_estimate_errors_are_one_line_and_exit_2(tmp_path):
     run = subprocess.run(
         [sys.executable, "-m", "critwin.cli", "estimate", str(tmp_path / "missing")],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert run.returncode == 2
     assert run.stderr.strip().count("\n") == 0 and "metadata.json not found" in run.stderr

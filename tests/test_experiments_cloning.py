@@ -50,8 +50,9 @@ def test_sde_cloning_agrees_with_exact():
 def test_one_trunk_pass_serves_every_fork():
     mixture = two_gaussians(4.0)
     N, C = 7, 3
-    result = clone(mixture, N, [2.0, 0.5, 1.0], C, sampler="sde", n_steps=10, t_max=3.0, seed=0,
-                   progress=False)
+    result = clone(
+        mixture, N, [2.0, 0.5, 1.0], C, sampler="sde", n_steps=10, t_max=3.0, seed=0, progress=False
+    )
     L = result.metadata["process"]["grid_size"] - 1
     # Euler–Maruyama: one denoiser call per step. Trunks walk the grid once (N * L); each fork's
     # continuations cost N * C * (L - index). Re-simulating the prefix per fork would add N * index.

@@ -107,8 +107,9 @@ def test_window_estimate_recovers_a_known_curve_with_calibrated_cis():
     repeats = 40
     for i in range(repeats):
         result = synthetic_result(times, lambda t, j: logistic_r(t, t0, width), 150, 2, b, rng)
-        estimate = estimate_window(result, base_rate=b, n_boot=100, per_class=False,
-                                   generator=torch.Generator().manual_seed(i))
+        estimate = estimate_window(
+            result, base_rate=b, n_boot=100, per_class=False, generator=torch.Generator().manual_seed(i)
+        )
         for key, value in truth.items():
             lo, hi = getattr(estimate, key + "_ci")
             covered[key] += lo <= value <= hi
@@ -141,8 +142,9 @@ def test_per_class_breakdown_finds_each_class_window():
     rng = np.random.default_rng(3)
     result = synthetic_result(times, r_of, 400, 1, 0.0, rng, classes=classes)
     reference = torch.tensor([0] * 50 + [2] * 50 + [5] * 100)  # q_0 = q_2 = 1/4
-    estimate = estimate_window(result, reference_labels=reference, n_boot=50,
-                               generator=torch.Generator().manual_seed(0))
+    estimate = estimate_window(
+        result, reference_labels=reference, n_boot=50, generator=torch.Generator().manual_seed(0)
+    )
     assert sorted(estimate.per_class) == [0, 2]
     for k in (0, 2):
         sub = estimate.per_class[k]
@@ -162,7 +164,10 @@ def test_clone_base_rate_is_the_unbiased_pair_agreement():
     result = CloneResult(
         requested_times=torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64),
         times=torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64),
-        indices=torch.arange(3), steps=None, own_labels=own, clone_labels=labels,
+        indices=torch.arange(3),
+        steps=None,
+        own_labels=own,
+        clone_labels=labels,
     )
     estimate = estimate_window(result, n_boot=0, per_class=False)
     counts = np.array([3, 2, 1])
@@ -190,8 +195,9 @@ def test_susceptibility_matches_the_between_source_variance():
 
 
 def test_bad_estimation_input():
-    result = synthetic_result(np.linspace(0, 1, 3), lambda t, i: logistic_r(t, 0.5, 0.1), 4, 1, 0.0,
-                              np.random.default_rng(0))
+    result = synthetic_result(
+        np.linspace(0, 1, 3), lambda t, i: logistic_r(t, 0.5, 0.1), 4, 1, 0.0, np.random.default_rng(0)
+    )
     with pytest.raises(ValueError, match="delta must be < 0.5"):
         estimate_window(result, delta=0.6)
     with pytest.raises(ValueError, match=r"base_rate must lie in \[0, 1\)"):
@@ -206,8 +212,9 @@ def test_censored_endpoints_are_infinite_not_nan():
     rng = np.random.default_rng(0)
     result = synthetic_result(times, lambda t, i: logistic_r(t, 1.8, 0.3), 100, 1, 0.0, rng)
     with np.errstate(all="raise"):
-        estimate = estimate_window(result, base_rate=0.0, n_boot=100, per_class=False,
-                                   generator=torch.Generator().manual_seed(0))
+        estimate = estimate_window(
+            result, base_rate=0.0, n_boot=100, per_class=False, generator=torch.Generator().manual_seed(0)
+        )
     assert estimate.t_before == math.inf and estimate.t_before_ci == (math.inf, math.inf)
     assert estimate.empty
     assert all(math.isfinite(v) for v in estimate.t_after_ci)

@@ -138,8 +138,9 @@ def test_bad_arguments(small):
     with pytest.raises(ValueError, match="feature must return integer labels"):
         forward_reverse(mixture, x0, [1.0], feature=lambda x: x[:, 0], seed=0, progress=False)
     with pytest.raises(ValueError, match="for n=6 inputs"):
-        forward_reverse(mixture, x0, [1.0], feature=lambda x: torch.zeros(3, dtype=torch.long), seed=0,
-                        progress=False)
+        forward_reverse(
+            mixture, x0, [1.0], feature=lambda x: torch.zeros(3, dtype=torch.long), seed=0, progress=False
+        )
     with pytest.raises(ValueError, match="softmax"):
         forward_reverse(mixture, x0, [1.0], feature=lambda x: x.abs() + 1, seed=0, progress=False)
     with pytest.raises(ValueError, match="x0 contains NaN"):
@@ -166,8 +167,14 @@ def test_same_generator_same_result(small):
     mixture, x0 = small
     runs = [
         forward_reverse(
-            mixture, x0, [0.5, 1.5, 3.0], n_per_time=20, generator=torch.Generator().manual_seed(s),
-            progress=False, sampler="sde", n_steps=10,
+            mixture,
+            x0,
+            [0.5, 1.5, 3.0],
+            n_per_time=20,
+            generator=torch.Generator().manual_seed(s),
+            progress=False,
+            sampler="sde",
+            n_steps=10,
         ).labels
         for s in (5, 5, 6)
     ]
@@ -187,8 +194,15 @@ def test_conditioning_is_repeated_per_sample():
     x0 = torch.zeros(N, 1, dtype=torch.float64)
     target = torch.arange(N, dtype=torch.float64).reshape(N, 1) + 1.0
     result = forward_reverse(
-        process, x0, [0.5, 2.0], n_per_time=reps, feature=lambda x: x[:, 0].round().long(), seed=0,
-        cond={"target": target, "scale": torch.tensor(2.0)}, progress=False, chunk_size=5,
+        process,
+        x0,
+        [0.5, 2.0],
+        n_per_time=reps,
+        feature=lambda x: x[:, 0].round().long(),
+        seed=0,
+        cond={"target": target, "scale": torch.tensor(2.0)},
+        progress=False,
+        chunk_size=5,
     )
     expected = (2 * (torch.arange(N) + 1)).repeat_interleave(reps)
     assert torch.equal(result.labels, expected.expand(2, -1))

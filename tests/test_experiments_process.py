@@ -178,8 +178,14 @@ def test_ddpm_matches_a_hand_written_ancestral_loop():
 def test_timesteps_and_ddim_step_match_diffusers():
     diffusers = pytest.importorskip("diffusers")
     scheduler = diffusers.DDIMScheduler(
-        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-        set_alpha_to_one=True, steps_offset=1, timestep_spacing="leading", clip_sample=False,
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        set_alpha_to_one=True,
+        steps_offset=1,
+        timestep_spacing="leading",
+        clip_sample=False,
     )
     scheduler.set_timesteps(20)
     mixture = two_gaussians()
@@ -208,6 +214,13 @@ def test_timestep_spacings_match_diffusers(spacing, offset):
         num_train_timesteps=1000, timestep_spacing=spacing, steps_offset=offset
     )
     scheduler.set_timesteps(30)
-    process = DiscreteProcess(two_gaussians(), DiscreteSchedule.linear(), n_steps=30, sampler="ddpm",
-                              spacing=spacing, steps_offset=offset, sample_shape=(2,))
+    process = DiscreteProcess(
+        two_gaussians(),
+        DiscreteSchedule.linear(),
+        n_steps=30,
+        sampler="ddpm",
+        spacing=spacing,
+        steps_offset=offset,
+        sample_shape=(2,),
+    )
     assert process.timesteps.tolist() == scheduler.timesteps.tolist()

@@ -21,8 +21,16 @@ def test_adaptive_search_matches_dense_grid_with_a_quarter_of_the_nfes():
     m, delta, resolution = 8.0, 0.1, 0.05
     mixture = two_gaussians(m)
     x0 = mixture.subset([0]).sample(512, generator=torch.Generator().manual_seed(1))[0]
-    found = search_window(mixture, x0, delta=delta, resolution=resolution, t_range=(0.0, 6.0), base_rate=0.5,
-                          seed=0, progress=False)
+    found = search_window(
+        mixture,
+        x0,
+        delta=delta,
+        resolution=resolution,
+        t_range=(0.0, 6.0),
+        base_rate=0.5,
+        seed=0,
+        progress=False,
+    )
     grid = np.arange(resolution, 6.0 + 1e-9, resolution)
     dense = forward_reverse(mixture, x0, grid, seed=1, progress=False)
     estimate = estimate_window(dense, delta=delta, base_rate=0.5, n_boot=0, per_class=False)
@@ -52,8 +60,17 @@ def test_search_on_a_fixed_grid_stops_at_adjacent_steps():
     schedule = DiscreteSchedule.linear()
     process = DiscreteProcess(mixture, schedule, n_steps=25, sampler="ddpm", sample_shape=(2,))
     x0 = mixture.subset([0]).sample(64, generator=torch.Generator().manual_seed(2))[0]
-    found = search_window(process, x0, delta=0.1, resolution=1e-3, base_rate=0.5, batch=32, max_per_probe=128,
-                          seed=0, progress=False)
+    found = search_window(
+        process,
+        x0,
+        delta=0.1,
+        resolution=1e-3,
+        base_rate=0.5,
+        batch=32,
+        max_per_probe=128,
+        seed=0,
+        progress=False,
+    )
     grid = sorted(process.times[:-1].tolist())
     for lo, hi in (found.t_after_bracket, found.t_before_bracket):
         assert lo in grid or lo == 0.0
@@ -68,8 +85,9 @@ def test_search_on_a_fixed_grid_stops_at_adjacent_steps():
 def test_estimated_base_rate_counts_its_nfes():
     mixture = two_gaussians(6.0)
     x0 = mixture.subset([0]).sample(32, generator=torch.Generator().manual_seed(3))[0]
-    found = search_window(mixture, x0, resolution=0.2, t_range=(0.0, 5.0), n_reference=2000, seed=1,
-                          progress=False)
+    found = search_window(
+        mixture, x0, resolution=0.2, t_range=(0.0, 5.0), n_reference=2000, seed=1, progress=False
+    )
     # b = p_+ q_+ with p_+ = 1: the model's + frequency, 1/2 within 4 SE of 2000 draws.
     assert found.b == pytest.approx(0.5, abs=4 * math.sqrt(0.25 / 2000))
     assert found.nfe == 2000 + found.n_samples  # exact sampler: one evaluation per sample
@@ -97,9 +115,17 @@ def test_search_result_saves_and_loads(tmp_path):
 
     probes = [{"t": 0.5, "n": 64, "kept": 60, "c": 60 / 64, "lower": 0.85, "upper": 0.98}]
     result = SearchResult(
-        t_after=0.25, t_before=math.inf, t_after_bracket=(0.0, 0.5), t_before_bracket=(4.5, 5.0),
-        t_after_ci=(0.0, 0.5), t_before_ci=(4.0, 5.0), b=0.5, delta=0.1, resolution=0.5,
-        probes=probes, nfe=64,
+        t_after=0.25,
+        t_before=math.inf,
+        t_after_bracket=(0.0, 0.5),
+        t_before_bracket=(4.5, 5.0),
+        t_after_ci=(0.0, 0.5),
+        t_before_ci=(4.0, 5.0),
+        b=0.5,
+        delta=0.1,
+        resolution=0.5,
+        probes=probes,
+        nfe=64,
     )
     result.save(tmp_path)
     # Censored endpoints (inf) and bracket pairs survive the strict-JSON round trip.

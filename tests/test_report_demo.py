@@ -1,17 +1,34 @@
+import dataclasses
 import json
+import math
+import os
 import re
+import stat
 import subprocess
 import sys
 
+import numpy as np
+import pytest
+import torch
 
-def test_quick_demo_writes_every_promised_file(tmp_path):
+from critwin.experiments.forward_reverse import ForwardReverseResult
+
+
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory):
     from critwin.report.demo import run_demo
 
-    out = tmp_path / "demo"
-    summary = run_demo(out, quick=True, seed=0, progress=False)
+    out = tmp_path_factory.mktemp("report") / "demo"
+    lines = []
+    summary = run_demo(out, quick=True, seed=0, progress=False, status=lines.append)
+    return out, summary, lines
+
+
+def test_quick_demo_writes_every_promised_file(quick_demo, tmp_path):
+    out, summary, lines = quick_demo
     html = (out / "index.html").read_text()
     figures = re.findall(r'<img src="([^"]+)"', html)
-    assert len(figures) == 6
+    assert len(figures) == 7
     for name in figures:
         assert (out / name).stat().st_size > 1000 and name.endswith(".png")
     on_disk = json.loads((out / "summary.json").read_text())
@@ -22,9 +39,120 @@ def test_quick_demo_writes_every_promised_file(tmp_path):
     # real model: the class is kept at the smallest noise level and mostly lost at the largest
     c = summary["digits"]["forward_reverse"]["c"]
     assert c[0] >= 0.8 and c[-1] <= 0.6
-    assert not list(tmp_path.glob(".demo.*")), "no temporary directory may be left behind"
-    # rerunning into the same report directory replaces it
-    run_demo(out, quick=True, seed=0, progress=False)
+    # one status line per section, with the elapsed seconds
+    assert [line.split(":")[1].split()[0] for line in lines] == [
+        "theory",
+        "digits",
+        "comparison",
+        "diagnostics",
+    ]
+    assert all(re.search(r"\(\d+ s elapsed\)$", line) for line in lines)
+    # every n/a in the page is explained under its table
+    assert html.count("n/a") == 0 or "<p>n/a: " in html
+
+
+def test_rerun_replaces_the_report(tmp_path):
+    from critwin.report.output import MARKER, build_atomically
+
+    out = tmp_path / "demo"
+
+    def build(work):
+        (work / "summary.json").write_text(json.dumps({MARKER: True}))
+
+    build_atomically(out, build)
+    build_atomically(out, build)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"], "no temporary directory may be left behind"
+
+
+def test_summary_arrays_are_ascending_in_time_and_aligned(quick_demo):
+    out, _, _ = quick_demo
+    s = json.loads((out / "summary.json").read_text())
+    assert "ascending" in s["conventions"]["order"]
+    dg, cp = s["digits"], s["comparison"]["like_for_like"]
+    series = [
+        (s["theory"]["curve"]["t"], [s["theory"]["curve"]["tv"], s["theory"]["curve"]["se"]]),
+        (dg["times"], [dg["steps"], dg["forward_reverse"]["c"]]),
+        (dg["cloning"]["times"], [dg["cloning"]["c"]]),
+        (cp["times"], [cp["c"]]),
+    ]
+    for times, arrays in series:
+        assert np.all(np.diff(times) > 0), times
+        assert all(len(a) == len(times) for a in arrays)
+    # steps follow the times: a later DDPM timestep is a larger noise level
+    assert np.all(np.diff(dg["steps"]) > 0)
+    # the like-for-like run used exactly the network's OU times
+    assert cp["times"] == pytest.approx(dg["times"], abs=1e-12)
+
+
+def test_like_for_like_section_has_a_finite_t_half_per_digit(quick_demo):
+    _, summary, _ = quick_demo
+    like = summary["comparison"]["like_for_like"]
+    assert sorted(like["t_half_difference"]) == list(range(10))
+    for k, d in like["t_half_difference"].items():
+        assert d["gmm"] is not None and math.isfinite(d["gmm"]), k
+        assert like["per_class"][k]["t_half"] == d["gmm"]
+        if d["model"] is not None:
+            assert d["difference"] == pytest.approx(d["model"] - d["gmm"], abs=1e-12)
+            lo, hi = d["ci"]
+            if lo is not None and hi is not None:
+                assert lo <= hi
+
+
+def test_report_directory_has_normal_permissions(quick_demo):
+    out, _, _ = quick_demo
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~mask
+    for path in out.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask, path.name
+
+
+def _result(labels, source_labels, n_per_time=1):
+    labels = torch.as_tensor(labels)
+    T, M = labels.shape
+    times = torch.linspace(0.1, 2.0, T, dtype=torch.float64)
+    return ForwardReverseResult(
+        requested_times=times,
+        times=times,
+        indices=torch.arange(T),
+        steps=None,
+        labels=labels,
+        source_labels=torch.as_tensor(source_labels).expand(T, M).clone(),
+        source_ids=torch.arange(M) // n_per_time,
+        n_per_time=n_per_time,
+    )
+
+
+def test_paired_difference_of_a_result_with_itself_is_exactly_zero():
+    from critwin.report.sections import paired_t_half_difference
+
+    g = torch.Generator().manual_seed(1)
+    source = torch.arange(40) % 2
+    keep = torch.rand(6, 40, generator=g) < torch.linspace(1.0, 0.0, 6)[:, None]
+    labels = torch.where(keep, source, 1 - source)
+    fr = _result(labels, source)
+    out = paired_t_half_difference(fr, dataclasses.replace(fr), 50, torch.Generator().manual_seed(0))
+    for d in out.values():
+        assert d["difference"] == 0.0 and d["ci"] == [0.0, 0.0]
+
+
+def test_paired_difference_recovers_a_known_shift():
+    """Network keeps every source up to grid index 3, the mixture up to index 1: on the grid 0.1..2.0
+    (step 0.38), r falls from 1 to 0 between adjacent points, so t½ is their midpoint; the shift is
+    exactly 2 grid steps, with no sampling variation (every source behaves the same)."""
+    from critwin.report.sections import paired_t_half_difference
+
+    source = torch.arange(20) % 2
+    other = 1 - source
+    net = torch.stack([source if i <= 3 else other for i in range(6)])
+    gmm = torch.stack([source if i <= 1 else other for i in range(6)])
+    out = paired_t_half_difference(
+        _result(net, source), _result(gmm, source), 20, torch.Generator().manual_seed(0)
+    )
+    step = (2.0 - 0.1) / 5
+    for d in out.values():
+        assert d["difference"] == pytest.approx(2 * step, abs=1e-9)
+        assert d["ci"] == pytest.approx([2 * step, 2 * step], abs=1e-9)
 
 
 def test_demo_refuses_a_foreign_directory(tmp_path):
@@ -38,3 +166,30 @@ def test_demo_refuses_a_foreign_directory(tmp_path):
     assert "not an earlier critwin demo report" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_demo_threads_option_is_checked_before_work(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "critwin.cli", "demo", "--out", str(tmp_path / "r"), "--threads", "0"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2 and proc.stderr.startswith("critwin: error: --threads")
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
+
+
+def test_differences_in_words_sorts_digits_by_their_interval():
+    from critwin.report.page import _differences_in_words
+
+    text = _differences_in_words(
+        {
+            0: {"ci": [0.1, 0.2]},
+            1: {"ci": [-0.3, -0.1]},
+            2: {"ci": [-0.1, 0.1]},
+            3: {"ci": [None, None]},
+            4: {"ci": [None, -0.2]},
+        }
+    )
+    assert "keeps digit(s) 0 to more noise" in text
+    assert "forgets digit(s) 1, 4 at less noise" in text
+    assert "for digit(s) 2, 3 the interval contains 0" in text

@@ -18,6 +18,8 @@ from critwin._version import __version__
 _click = getattr(typer.core, "_click", click)
 
 
+from critwin._threads import THREADS_ENV, set_threads, threads_from_env
+
 app = typer.Typer(
     name="critwin",
     help="Critical windows in diffusion models: theory, measurement, diagnostics.",
@@ -94,6 +96,8 @@ def _run(argv: list[str] | None):
     """Run the app; user errors (bad options, ValueError, any OSError such as an unwritable path) print
     one line on stderr and exit with status 2."""
     try:
+        if os.environ.get(THREADS_ENV):  # else torch's default; `critwin demo` chooses its own
+            set_threads(threads_from_env())
         return app(args=argv, prog_name="critwin", standalone_mode=False)
     except _click.exceptions.NoArgsIsHelpError as exc:
         # ``critwin`` or ``critwin COMMAND`` alone: the help, as click shows it.

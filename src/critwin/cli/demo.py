@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
 
-from critwin._validation import check_eps
+from critwin._threads import THREADS_ENV, threads_from_env
+from critwin._validation import check_eps, check_positive_int
 from critwin.cli import app
 from critwin.cli._common import check_out_dir
 from critwin.report.output import check_report_dir
@@ -20,16 +22,30 @@ def demo(
     seed: int = typer.Option(0, "--seed", help="Seed of every random draw."),
     eps: float = typer.Option(0.1, "--eps", help="The theory's eps, in (0, 1)."),
     quick: bool = typer.Option(False, "--quick", help="Reduced sizes: a fast smoke run."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    progress: bool = typer.Option(
+        True,
+        "--progress/--no-progress",
+        help="Show progress bars (on a terminal; elsewhere one status line per section is printed).",
+    ),
+    threads: int = typer.Option(
+        None,
+        "--threads",
+        help=f"Torch CPU threads (default: ${THREADS_ENV}, else 1; one is fastest for this small work and "
+        "slows down only in proportion when other jobs share the cores).",
+        show_default=False,
+    ),
 ) -> None:
     """Measure critical windows on the shipped digits DDPM and compare them with theory."""
     eps = check_eps(eps, "--eps")
     check_out_dir(out)
+    threads = threads_from_env() if threads is None else check_positive_int(threads, "--threads")
     check_report_dir(out)
     # Deferred: the report imports diffusers and matplotlib (seconds); options are checked above.
-    from critwin.report.demo import run_demo
+    from critwin.report.demo import print_status, run_demo
 
-    summary = run_demo(out, quick=quick, seed=seed, eps=eps, progress=progress)
+    bars = progress and sys.stderr.isatty()
+    status = None if sys.stdout.isatty() and bars else print_status
+    summary = run_demo(out, quick=quick, seed=seed, eps=eps, progress=bars, threads=threads, status=status)
     window = summary["digits"]["forward_reverse"]["window"]
     typer.echo(
         f"digits class window (forward-reverse): T_after={window['t_after']}, T_before={window['t_before']} "

@@ -578,7 +578,7 @@ def _plot(path, result: ValidationResult) -> None:
             ms=2.5,
             lw=1,
             color="tab:blue",
-            label="TV(q_T, p^target) ±3se",
+            label=r"TV($q_{\hat T}$, $p^{target}$) $\pm 3$ SE",
         )
         ax.plot(t, [r["tv_label"] for r in rows], "--", lw=0.8, color="tab:green", label="label TV")
         lo = info["t_end"] if info["t_end"] is not None else 0.0
@@ -589,25 +589,31 @@ def _plot(path, result: ValidationResult) -> None:
         )
         if not info["empty"]:
             ax.hlines(info["bound"], lo, min(hi, max(t)), color="tab:red", lw=1.5, label="bound")
-        for key, style in (("t_end", "k:"), ("t_start", "k-.")):
+        for key, style, name in (("t_end", "k:", r"$T_{end}$"), ("t_start", "k-.", r"$T_{start}$")):
             if info[key] is not None:
-                ax.axvline(info[key], color=style[0], ls=style[1:], lw=0.8)
+                ax.axvline(info[key], color=style[0], ls=style[1:], lw=0.8, label=name)
         for key in ("t_end_closed_upper", "t_start_closed_lower"):
             if info[key] is not None and 0 <= info[key] <= max(t):
-                ax.axvline(info[key], color="tab:orange", ls="--", lw=0.8)
+                ax.axvline(info[key], color="tab:orange", ls="--", lw=0.8, label="closed-form bounds")
         ax.set_ylim(-0.02, 1.02)
         ax.set_title(info["name"] + (" (empty)" if info["empty"] else ""), fontsize=7)
+        ax.set_xlabel(r"noise level $\hat T$ (OU time)", fontsize=6)
+        ax.set_ylabel("TV", fontsize=6)
         ax.tick_params(labelsize=6)
     for ax in list(axes.flat)[len(cases) :]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=5, loc="upper right")
+    # One legend for all panels, below them: never over a curve.
+    legend = {}
+    for ax in axes.flat:
+        legend.update(zip(*reversed(ax.get_legend_handles_labels()), strict=True))
+    fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=max(len(legend), 1), fontsize=7)
     s = result.summary
     fig.suptitle(
         f"Blink Thm 2 check, eps={s['eps']}: TV of the forward-reverse sample law vs bound (red); "
         f"T_end (dotted), T_start (dash-dot), closed forms (orange); violations: {s['violations']}",
         fontsize=9,
     )
-    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    fig.tight_layout(rect=(0, 0.04, 1, 0.97))
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=90)
     plt.close(fig)

@@ -32,25 +32,45 @@ def _save(fig, directory: Path, name: str) -> str:
 
 
 def _finish(ax, xlabel: str, ylabel: str, heading: str, **legend) -> None:
+    """Labels, title and a legend beside the axes (never over the data)."""
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(heading)
-    ax.legend(**{"fontsize": 7, **legend})
+    placement = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "borderaxespad": 0.0, "fontsize": 7}
+    ax.legend(**{**placement, **legend})
+
+
+OU_TIME = r"OU time $t$ (noise level)"
+COMPONENT_STYLES = (
+    {"marker": "o", "ls": "-", "ms": 4},
+    {"marker": "s", "ls": "--", "ms": 4},
+    {"marker": "^", "ls": ":", "ms": 4},
+    {"marker": "D", "ls": "-.", "ms": 8, "mfc": "none", "mew": 1.2},
+)
+"""Per mixture component: curves that coincide stay visible (a hollow larger marker around a filled one)."""
 
 
 def plot_theory(section: TheorySection, directory: Path) -> list[str]:
     """The hierarchy dendrogram, and the TV curve against the theorem's bound."""
-    section.tree.plot(path=directory / "theory_hierarchy.png")
-    plt.close("all")
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    section.tree.plot(ax=ax)
+    handles, labels = ax.get_legend_handles_labels()
+    legend = ax.get_legend()
+    if legend is not None:  # the tree's own legend sits over its top merge: move it beside the axes
+        handles, labels = legend.legend_handles, [t.get_text() for t in legend.get_texts()]
+        legend.remove()
+    ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=7)
+    ax.set_title(rf"$\varepsilon$-mixture tree ($\varepsilon$ = {section.eps:g}); bands: critical windows")
+    hierarchy_png = _save(fig, directory, "theory_hierarchy.png")
     fine, window, grid = section.fine, section.window, section.grid
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 7.5), layout="constrained")
     ax1.errorbar(
         grid,
         section.tv,
         yerr=3 * section.se,
         fmt="o-",
         ms=3,
-        label="exact forward-reverse TV to p^{0,1} (±3 SE)",
+        label=r"forward–reverse TV to $p^{\{0,1\}}$ ($\pm 3$ SE)",
     )
     if math.isfinite(fine.t_end) and math.isfinite(fine.t_start) and fine.t_end <= fine.t_start:
         ax1.fill_between(
@@ -59,47 +79,87 @@ def plot_theory(section: TheorySection, directory: Path) -> list[str]:
             fine.bound,
             color="tab:green",
             alpha=0.2,
-            label=f"theorem: TV ≤ {fine.bound:.3f} on [T_end, T_start]",
+            label=rf"theorem: TV $\leq$ {fine.bound:.3f} on $[T_{{end}}, T_{{start}}]$",
         )
-    for value, name, style in ((fine.t_end, "T_end", "--"), (fine.t_start, "T_start", ":")):
+    for value, name, style in ((fine.t_end, "end", "--"), (fine.t_start, "start", ":")):
         if math.isfinite(value):
-            ax1.axvline(value, color="k", ls=style, lw=1, label=f"{name} = {value:.2f}")
-    _finish(ax1, "noise level T̂ (OU time)", "TV", "Start in component 0; target feature {0, 1}")
+            ax1.axvline(value, color="k", ls=style, lw=1, label=rf"$T_{{{name}}}$ = {value:.2f}")
+    noise = r"noise level $\hat T$ (OU time)"
+    _finish(ax1, noise, "TV", r"Start in component 0; target feature $\{0, 1\}$")
     for k in range(4):
-        ax2.plot(grid, section.labels[:, k], label=f"component {k}")
+        # Components 2 and 3 coincide by symmetry: distinct markers and a small horizontal stagger.
+        offset = (k - 1.5) * 0.04 * (grid[1] - grid[0])
+        ax2.plot(grid + offset, section.labels[:, k], lw=1.2, label=f"component {k}", **COMPONENT_STYLES[k])
     ax2.axvspan(
-        window.t_after, window.t_before, color="tab:orange", alpha=0.15, label="window of {0} inside {0,1}"
+        window.t_after,
+        window.t_before,
+        color="tab:orange",
+        alpha=0.15,
+        label=r"window of $\{0\}$ inside $\{0, 1\}$",
     )
-    _finish(ax2, "noise level T̂ (OU time)", "P(output component)", "Features are decided coarse to fine")
-    return ["theory_hierarchy.png", _save(fig, directory, "theory_bound.png")]
+    _finish(ax2, noise, "P(output component)", "Features are decided coarse to fine")
+    return [hierarchy_png, _save(fig, directory, "theory_bound.png")]
 
 
 def plot_digits(section: DigitsSection, directory: Path) -> list[str]:
-    """Commitment curves (overall and per class) with the window, and the re-generation strip."""
+    """Commitment curves with the window, per-class windows with intervals, and the re-generation strip."""
     est, est_clone = section.est, section.est_clone
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 7.5), layout="constrained")
     ax1.fill_between(est.times, est.c_lower, est.c_upper, alpha=0.25, color="tab:blue")
-    ax1.plot(est.times, est.c, "o-", ms=3, color="tab:blue", label="forward–reverse c(t) (95% Wilson)")
+    ax1.plot(est.times, est.c, "o-", ms=3, color="tab:blue", label=r"forward–reverse $c(t)$ (95% Wilson)")
     ax1.plot(est_clone.times, est_clone.c, "s--", ms=3, color="tab:purple", label="cloning agreement")
-    ax1.axhline(est.b, color="gray", lw=1, ls=":", label=f"base rate b = {est.b:.2f}")
+    ax1.axhline(est.b, color="gray", lw=1, ls=":", label=f"base rate $b$ = {est.b:.2f}")
     if math.isfinite(est.t_after) and math.isfinite(est.t_before):
         ax1.axvspan(est.t_after, est.t_before, color="tab:orange", alpha=0.2, label="estimated window")
     ax1.set_xscale("log")
-    _finish(ax1, "OU time t (noise level)", "P(class kept)", "Digits DDPM: when is the class decided?")
-    for k, sub in sorted(est.per_class.items()):
-        ax2.plot(sub.times, sub.c, "-", lw=1, label=str(k))
-    ax2.set_xscale("log")
-    _finish(
-        ax2,
-        "OU time t",
-        "P(class kept)",
-        "per source class",
-        fontsize=6,
-        ncol=2,
-        title="digit",
-        title_fontsize=7,
-    )
+    _finish(ax1, OU_TIME, "P(class kept)", "Digits DDPM: when is the class decided?")
+    _class_windows(ax2, {"forward–reverse": (est, "tab:blue", 0.0)})
+    _finish(ax2, "digit", OU_TIME, r"Per digit: window ($r$ from 0.9 to 0.1) and $t_{1/2}$ (95% bootstrap)")
     return [_save(fig, directory, "digits_commitment.png"), _plot_strip(section, directory)]
+
+
+def _class_windows(ax, estimates: dict) -> None:
+    """Per-class window bars and t½ with bootstrap intervals.
+
+    ``estimates``: name -> (WindowEstimate, colour, x offset of its bars).
+
+    Censored endpoints (outside the measured times) are drawn to the edge of the measured range.
+    """
+    for name, (est, color, offset) in estimates.items():
+        lo_edge, hi_edge = float(est.times[0]), float(est.times[-1])
+        for k, sub in sorted(est.per_class.items()):
+            lo = min(max(sub.t_after, lo_edge), hi_edge)
+            hi = min(max(sub.t_before, lo_edge), hi_edge)
+            first = k == min(est.per_class)
+            ax.plot(
+                [k + offset] * 2,
+                [lo, hi],
+                color=color,
+                lw=7,
+                alpha=0.35,
+                label=f"{name}: window" if first else None,
+            )
+            if math.isfinite(sub.t_half):
+                ax.errorbar(
+                    [k + offset],
+                    [sub.t_half],
+                    yerr=_interval_err(sub.t_half, sub.t_half_ci),
+                    fmt="o",
+                    ms=4,
+                    color=color,
+                    capsize=2,
+                    label=f"{name}: $t_{{1/2}}$ (95% CI)" if first else None,
+                )
+    ax.set_xticks(range(10))
+    ax.set_yscale("log")
+
+
+def _interval_err(value: float, ci) -> list[list[float]] | None:
+    """Asymmetric error bar from an interval (None when either end is missing or censored)."""
+    lo, hi = ci
+    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
+        return None
+    return [[max(value - lo, 0)], [max(hi - value, 0)]]
 
 
 def _plot_strip(section: DigitsSection, directory: Path) -> str:
@@ -120,67 +180,109 @@ def _plot_strip(section: DigitsSection, directory: Path) -> str:
     return _save(fig, directory, "digits_strip.png")
 
 
-def plot_comparison(section: ComparisonSection, measured_per_class: dict, directory: Path) -> list[str]:
-    """Per-digit windows: fitted-mixture theory against the measured ones (``digits`` summary's per_class)."""
-    theory = section.theory_per_class
-    first = min(theory)
-    fig, ax = plt.subplots(figsize=(8, 4))
-    for k in theory:
-        lo, hi = theory[k]["t_after"], theory[k]["t_before"]
-        if lo is not None and hi is not None:
-            label = "theory window (fitted GMM)" if k == first else None
-            ax.plot([k - 0.15, k - 0.15], [lo, hi], color="tab:green", lw=6, alpha=0.6, label=label)
-        measured = measured_per_class.get(k)
-        if measured and measured["t_after"] is not None and measured["t_before"] is not None:
-            label = "measured window (forward–reverse)" if k == first else None
-            span = [measured["t_after"], measured["t_before"]]
-            ax.plot([k + 0.15, k + 0.15], span, color="tab:blue", lw=6, alpha=0.6, label=label)
-        if measured and measured["t_half"] is not None:
-            label = "measured t½ (95% bootstrap)" if k == first else None
-            ax.errorbar(
-                [k + 0.15],
-                [measured["t_half"]],
-                yerr=_t_half_err(measured),
-                fmt="o",
-                color="k",
-                ms=3,
-                label=label,
+def plot_comparison(section: ComparisonSection, model_est, directory: Path) -> list[str]:
+    """Like for like: per-digit curves and windows of the network (``model_est``, section 2) and of the
+    fitted mixture (exact sampler), the theorem's windows as a third band, and the t½ differences."""
+    return [_plot_class_curves(section, model_est, directory), _plot_windows(section, model_est, directory)]
+
+
+def _plot_class_curves(section: ComparisonSection, model_est, directory: Path) -> str:
+    fig, axes = plt.subplots(2, 5, figsize=(13, 5.5), sharex=True, sharey=True, layout="constrained")
+    pairs = (
+        ("trained network", model_est, "tab:blue", "o-"),
+        ("fitted GMM, exact sampler", section.gmm_est, "tab:green", "s--"),
+    )
+    for k, ax in enumerate(axes.flat):
+        for name, est, color, style in pairs:
+            sub = est.per_class.get(k)
+            if sub is None:
+                continue
+            ax.fill_between(sub.times, sub.c_lower, sub.c_upper, color=color, alpha=0.2, lw=0)
+            ax.plot(
+                sub.times, sub.c, style, ms=2.5, lw=1, color=color, label=f"{name}: $c_k(t)$ (95% Wilson)"
             )
+            if math.isfinite(sub.t_half):
+                ax.axvline(sub.t_half, color=color, lw=0.8, ls=":", label=rf"{name}: $t_{{1/2}}$")
+        ax.set_xscale("log")
+        ax.set_title(f"digit {k}", fontsize=9)
+        if k % 5 == 0:
+            ax.set_ylabel("P(class kept)")
+        if k >= 5:
+            ax.set_xlabel(r"OU time $t$")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=4, fontsize=8)
+    fig.suptitle("Like for like: same sources, OU times, estimator and classifier", fontsize=10)
+    return _save(fig, directory, "likeforlike_curves.png")
+
+
+def _plot_windows(section: ComparisonSection, model_est, directory: Path) -> str:
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 7.5), layout="constrained")
+    _class_windows(
+        ax1,
+        {"network": (model_est, "tab:blue", 0.2), "fitted GMM (exact)": (section.gmm_est, "tab:green", -0.2)},
+    )
+    first = True
+    for k, window in section.theory_per_class.items():
+        lo, hi = window["t_after"], window["t_before"]
+        if lo is not None and hi is not None:
+            label = "theorem window of the GMM (sufficient conditions on TV)" if first else None
+            ax1.plot([k, k], [lo, hi], color="0.4", lw=5, alpha=0.5, solid_capstyle="butt", label=label)
+            first = False
     t_speciation = section.speciation_time
-    ax.axhline(t_speciation, color="tab:red", ls="--", lw=1, label=f"speciation ½ ln Λ = {t_speciation:.2f}")
-    ax.set_xticks(range(10))
-    ax.set_yscale("log")
-    _finish(ax, "digit", "OU time t", "Class windows: Gaussian-mixture theory vs the trained model")
-    return [_save(fig, directory, "theory_vs_model.png")]
-
-
-def _t_half_err(measured: dict):
-    """Asymmetric error bar of t½ from its bootstrap interval (None when either end is missing)."""
-    lo_ci, hi_ci = measured["t_half_ci"]
-    if lo_ci is None or hi_ci is None:
-        return None
-    return [[max(measured["t_half"] - lo_ci, 0)], [max(hi_ci - measured["t_half"], 0)]]
+    ax1.axhline(
+        t_speciation,
+        color="tab:red",
+        ls="--",
+        lw=1,
+        label=rf"speciation $\frac{{1}}{{2}}\ln\Lambda$ = {t_speciation:.2f}",
+    )
+    _finish(ax1, "digit", OU_TIME, "Class windows: network, its data's Gaussian fit, and the theorem")
+    digits_axis, values, errors = [], [], [[], []]
+    for k, d in sorted(section.difference.items()):
+        if d["difference"] is None:
+            continue
+        err = _interval_err(d["difference"], d["ci"]) or [[0.0], [0.0]]
+        digits_axis.append(k)
+        values.append(d["difference"])
+        errors[0].append(err[0][0])
+        errors[1].append(err[1][0])
+    ax2.errorbar(
+        digits_axis,
+        values,
+        yerr=errors,
+        fmt="o",
+        color="k",
+        capsize=3,
+        label=r"$\Delta t_{1/2}$ (95% paired bootstrap)",
+    )
+    ax2.axhline(0.0, color="gray", lw=1)
+    ax2.set_xticks(range(10))
+    _finish(
+        ax2,
+        "digit",
+        r"$t_{1/2}$(network) $-$ $t_{1/2}$(GMM)",
+        "Where the network keeps a digit longer (> 0) or shorter (< 0)",
+    )
+    return _save(fig, directory, "theory_vs_model.png")
 
 
 def plot_diagnostics(section: DiagnosticsSection, directory: Path) -> list[str]:
     """Commitment curves of members vs held-out images, and the class histogram before/after."""
     fair = section.fair
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 7.5), layout="constrained")
     for (name, audit), color in zip(section.audits.items(), ("tab:red", "tab:blue"), strict=True):
         label = f"{name}: training images (AUC {audit.auc:.2f})"
         ax1.plot(audit.times, audit.member_curve, "o-", ms=3, color=color, label=label)
         label = f"{name}: held-out images"
         ax1.plot(audit.times, audit.nonmember_curve, "s--", ms=3, color=color, alpha=0.6, label=label)
     ax1.set_xscale("log")
-    _finish(
-        ax1, "OU time t", "P(output is closest to its own source)", "Privacy: memorised images commit early"
-    )
+    _finish(ax1, OU_TIME, "P(output is closest to its own source)", "Privacy: memorised images commit early")
     width = 0.4
     digits_axis = np.arange(10)
     ax2.bar(digits_axis - width / 2, fair.before, width, label=f"plain sampling (TV {fair.tv_before:.3f})")
     label = f"resampled at t={fair.fork_time:.2f} (TV {fair.tv_after:.3f})"
     ax2.bar(digits_axis + width / 2, fair.after, width, label=label)
-    ax2.axhline(0.1, color="k", lw=1, ls=":")
+    ax2.axhline(0.1, color="k", lw=1, ls=":", label="uniform target 1/10")
     ax2.set_xticks(digits_axis)
     _finish(ax2, "digit", "fraction of samples", "Fairness: rebalance the class only at its window")
     return [_save(fig, directory, "diagnostics.png")]

@@ -35,10 +35,14 @@ class Page:
             f"<figcaption>{html.escape(caption)}</figcaption></figure>"
         )
 
-    def table(self, header: list[str], rows: list[list]) -> None:
+    def table(self, header: list[str], rows: list[list], missing: str) -> None:
+        """A table; ``missing`` explains what ``n/a`` means here, printed under it when a cell is n/a."""
         head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-        body = "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>" for row in rows)
+        cells = [[_cell(v) for v in row] for row in rows]
+        body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in cells)
         self.blocks.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        if any("n/a" in c for row in cells for c in row):
+            self.paragraph(f"n/a: {missing}")
 
     def render(self) -> str:
         style = (

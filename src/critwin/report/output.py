@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from critwin._io import _umask
 
 MARKER = "critwin_demo"
 """Key of ``summary.json`` that marks a directory as a critwin demo report (safe to replace)."""
@@ -42,6 +45,8 @@ def build_atomically(out: Path, build: Callable[[Path], None]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
+        # mkdtemp makes the directory private (0700); the report gets the mode a mkdir would give it.
+        os.chmod(work, 0o777 & ~_umask())
         build(work)
         if out.exists():
             shutil.rmtree(out)

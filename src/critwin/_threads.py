@@ -1,0 +1,46 @@
+"""CPU thread settings, chosen deliberately instead of torch's default of one thread per core.
+
+critwin's CPU work (the demo, small mixtures, the 8x8 digits model) is many small tensor operations.
+With several intra-op threads every operation ends at an OpenMP barrier; when another process holds
+one of the cores, the thread that is descheduled holds up the others, which spin-wait (GNU OpenMP's
+default) for a scheduler slice. CPU time then grows with the load instead of the wall time growing
+in proportion to it. One intra-op thread has no barrier to wait at, so the slowdown is proportional
+to the load. Larger models may ask for more threads (``CRITWIN_THREADS`` or a command's option).
+
+Processes started by ``make test``/``make demo`` and by the test suite also get ``OMP_NUM_THREADS=1``
+and ``OMP_WAIT_POLICY=PASSIVE`` in their environment (they must be set before torch is imported, so
+the Makefile and ``tests/conftest.py`` set them, not this module).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from critwin._validation import check_positive_int
+
+__all__ = ["THREADS_ENV", "set_threads", "threads_from_env"]
+
+THREADS_ENV = "CRITWIN_THREADS"
+"""Environment variable: intra-op threads of the ``critwin`` command (default 1)."""
+
+
+def threads_from_env(default: int = 1) -> int:
+    """Intra-op threads named by ``CRITWIN_THREADS`` (a positive integer), else ``default``."""
+    value = os.environ.get(THREADS_ENV)
+    if value is None or not value.strip():
+        return default
+    try:
+        return check_positive_int(int(value), THREADS_ENV)
+    except ValueError:
+        raise ValueError(f"{THREADS_ENV} must be a positive integer, got {value!r}") from None
+
+
+def set_threads(threads: int) -> int:
+    """Use ``threads`` torch intra-op threads (OpenMP and MKL follow); returns the previous number."""
+    threads = check_positive_int(threads, "threads")
+    previous = torch.get_num_threads()
+    if threads != previous:
+        torch.set_num_threads(threads)
+    return previous
