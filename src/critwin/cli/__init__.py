@@ -12,13 +12,12 @@ import click
 import typer
 import typer.core
 
+from critwin._threads import THREADS_ENV, set_threads, threads_from_env
 from critwin._version import __version__
 
 # Recent typer vendors click as ``typer._click`` (its exceptions are not click's); older typer uses click.
 _click = getattr(typer.core, "_click", click)
 
-
-from critwin._threads import THREADS_ENV, set_threads, threads_from_env
 
 app = typer.Typer(
     name="critwin",
