@@ -50,19 +50,26 @@ def bench_exact_vs_sde(n: int = 600, m: float = 4.0, d: int = 4, steps: int = 10
     sde_s = time.perf_counter() - start
     sde_err = np.abs(np.array(sde_curve) - truth)
 
-    print(f"[1] forward-reverse label curve, 2 Gaussians |mu|={m:g} in d={d}, "
-          f"{n} sources x {len(times)} times")
+    print(
+        f"[1] forward-reverse label curve, 2 Gaussians |mu|={m:g} in d={d}, {n} sources x {len(times)} times"
+    )
     print(f"    {'T':>5} {'truth':>7} {'exact':>7} {'sde1000':>8} {'MC SE':>7}")
     for i, t in enumerate(times):
         c_exact = exact.agreement[i].item()
         print(f"    {t:5.2f} {truth[i]:7.4f} {c_exact:7.4f} {sde_curve[i]:8.4f} {se[i]:7.4f}")
-    print(f"    exact posterior: {exact.nfe:>10,d} score evaluations, max |error| {exact_err.max():.4f}, "
-          f"{exact_s:.2f} s")
-    print(f"    reverse SDE:     {sde_nfe:>10,d} score evaluations, max |error| {sde_err.max():.4f}, "
-          f"{sde_s:.2f} s")
-    print(f"    ratio: SDE / exact score evaluations = {sde_nfe / exact.nfe:.0f}x (target >= 500x); "
-          f"wall-time ratio {sde_s / exact_s:.0f}x; max error / max MC SE: exact "
-          f"{exact_err.max() / se.max():.2f}, SDE {sde_err.max() / se.max():.2f}")
+    print(
+        f"    exact posterior: {exact.nfe:>10,d} score evaluations, max |error| {exact_err.max():.4f}, "
+        f"{exact_s:.2f} s"
+    )
+    print(
+        f"    reverse SDE:     {sde_nfe:>10,d} score evaluations, max |error| {sde_err.max():.4f}, "
+        f"{sde_s:.2f} s"
+    )
+    print(
+        f"    ratio: SDE / exact score evaluations = {sde_nfe / exact.nfe:.0f}x (target >= 500x); "
+        f"wall-time ratio {sde_s / exact_s:.0f}x; max error / max MC SE: exact "
+        f"{exact_err.max() / se.max():.2f}, SDE {sde_err.max() / se.max():.2f}"
+    )
 
 
 def bench_search_vs_grid(m: float = 8.0, d: int = 2, resolution: float = 0.05, n: int = 512) -> None:
@@ -70,8 +77,15 @@ def bench_search_vs_grid(m: float = 8.0, d: int = 2, resolution: float = 0.05, n
     x0 = mixture.subset([0]).sample(n, generator=torch.Generator().manual_seed(1))[0]
     start = time.perf_counter()
     found = search_window(
-        mixture, x0, delta=0.1, resolution=resolution, t_range=(0.0, 6.0), base_rate=0.5, max_per_probe=n,
-        seed=0, progress=False,
+        mixture,
+        x0,
+        delta=0.1,
+        resolution=resolution,
+        t_range=(0.0, 6.0),
+        base_rate=0.5,
+        max_per_probe=n,
+        seed=0,
+        progress=False,
     )
     search_s = time.perf_counter() - start
     grid = np.arange(resolution, 6.0 + 1e-9, resolution)
@@ -84,10 +98,14 @@ def bench_search_vs_grid(m: float = 8.0, d: int = 2, resolution: float = 0.05, n
     ]
     print(f"[2] window search to resolution {resolution:g} in OU time on [0, 6], {n} sources, delta = 0.1")
     print(f"    quadrature truth: t_after = {exact[0]:.3f}, t_before = {exact[1]:.3f}")
-    print(f"    adaptive search:  t_after = {found.t_after:.3f}, t_before = {found.t_before:.3f}, "
-          f"{found.nfe:,d} NFEs in {len(found.probes)} probes, {search_s:.2f} s")
-    print(f"    uniform grid:     t_after = {estimate.t_after:.3f}, t_before = {estimate.t_before:.3f}, "
-          f"{dense.nfe:,d} NFEs on {grid.size} points x {n}, {grid_s:.2f} s")
+    print(
+        f"    adaptive search:  t_after = {found.t_after:.3f}, t_before = {found.t_before:.3f}, "
+        f"{found.nfe:,d} NFEs in {len(found.probes)} probes, {search_s:.2f} s"
+    )
+    print(
+        f"    uniform grid:     t_after = {estimate.t_after:.3f}, t_before = {estimate.t_before:.3f}, "
+        f"{dense.nfe:,d} NFEs on {grid.size} points x {n}, {grid_s:.2f} s"
+    )
     print(f"    ratio: search / grid NFEs = {found.nfe / dense.nfe:.3f} (target <= 0.25)")
 
 
