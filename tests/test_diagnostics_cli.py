@@ -1,12 +1,17 @@
 import json
-import subprocess
-import sys
+import types
 
 import pytest
 
+from critwin.cli import main
 
-def _critwin(*args):
-    return subprocess.run([sys.executable, "-m", "critwin", *args], capture_output=True, text=True)
+
+def _critwin(capsys, *args):
+    """The CLI in-process (its ``main``, as the console script runs it): exit code, stdout, stderr."""
+    with pytest.raises(SystemExit) as done:
+        main(list(args))
+    captured = capsys.readouterr()
+    return types.SimpleNamespace(returncode=done.value.code, stdout=captured.out, stderr=captured.err)
 
 
 @pytest.mark.parametrize(
@@ -19,16 +24,16 @@ def _critwin(*args):
         (["fairness", "--candidates", "1", "--n", "4", "--steps", "2"], "--candidates must be >= 2"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(args, message):
-    proc = _critwin(*args)
+def test_bad_input_is_one_line_and_exit_2(capsys, args, message):
+    proc = _critwin(capsys, *args)
     assert proc.returncode == 2
     assert message in proc.stderr
     assert len([line for line in proc.stderr.splitlines() if line.startswith("critwin: error")]) == 1
 
 
-def test_fairness_json_output(tmp_path):
+def test_fairness_json_output(capsys, tmp_path):
     out = tmp_path / "fair.json"
-    proc = _critwin("fairness", "--n", "40", "--steps", "10", "--json", "--out", str(out))
+    proc = _critwin(capsys, "fairness", "--n", "40", "--steps", "10", "--json", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     printed = json.loads(proc.stdout)
     assert printed == json.loads(out.read_text())
