@@ -8,6 +8,8 @@ STAMP := $(VENV)/.installed
 # small tensor operations; with a thread per core, every operation waits at a barrier for a thread
 # that another job may have descheduled, and spinning there multiplies CPU time under load
 # (see src/critwin/_threads.py). Set in the environment so that CLI subprocesses of the tests follow.
+# The cores are used by pytest workers instead (one per core; a test module stays on one worker).
+TEST_WORKERS ?= 2
 QUIET_THREADS := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE
 
 .PHONY: setup test test-slow bench lint demo docs clean
@@ -22,7 +24,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: setup
-	$(QUIET_THREADS) $(BIN)/python -m pytest -q -p no:cacheprovider
+	$(QUIET_THREADS) $(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile
 
 test-slow: setup
 	$(QUIET_THREADS) $(BIN)/python -m pytest -q -p no:cacheprovider -m slow
