@@ -240,3 +240,37 @@ def test_corrupt_model_index_names_the_file(tmp_path, capsys, case):
     argv = ["sweep", "--model", str(model), "--out", str(tmp_path / "o"), "--no-progress"]
     line = _expect_one_line_error(argv, capsys, message)
     assert str(model) in line
+
+
+# ------------------------------------------------------------------- output files critwin did not write
+FILE_OUTPUTS = [
+    (["hierarchy", MIXTURE, "--no-windows", "--out", "{target}"], "--out", "hierarchy"),
+    (["hierarchy", MIXTURE, "--no-windows", "--plot", "{target}"], "--plot", "png"),
+    (["estimate", "{result}", "--n-boot", "10", "--out", "{target}"], "--out", "estimate"),
+    (
+        ["privacy", "--members", "2", "--nonmembers", "4", "--steps", "2", "--out", "{target}"],
+        "--out",
+        "privacy",
+    ),
+    (["fairness", "--n", "4", "--steps", "2", "--out", "{target}"], "--out", "fairness"),
+]
+
+
+@pytest.mark.parametrize("argv, option, kind", FILE_OUTPUTS, ids=[k for _, _, k in FILE_OUTPUTS])
+def test_a_file_critwin_did_not_write_is_never_replaced(paths, capsys, tmp_path, argv, option, kind):
+    target = tmp_path / ("user.png" if kind == "png" else "user.json")
+    target.write_text('{"my": "notes"}')
+    line = _expect_one_line_error(
+        _fill([a.replace("{target}", str(target)) for a in argv], paths), capsys, option
+    )
+    assert str(target) in line and f"not a critwin {kind} output" in line
+    assert target.read_text() == '{"my": "notes"}'
+
+
+def test_a_file_critwin_wrote_is_replaced_by_the_next_run(paths, capsys, tmp_path):
+    out, plot = tmp_path / "tree.json", tmp_path / "tree.png"
+    argv = ["hierarchy", MIXTURE, "--no-windows", "--out", str(out), "--plot", str(plot)]
+    for _ in range(2):
+        code, err = _run(argv, capsys)
+        assert code == 0, err
+    assert json.loads(out.read_text())["critwin"]["output"] == "hierarchy"

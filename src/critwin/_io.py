@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from critwin._version import __version__
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike):
@@ -195,6 +197,42 @@ def read_json(path, what: str, kind: type = dict):
             f"got {type(value).__name__}; the file is corrupt"
         )
     return value
+
+
+OUTPUT_KEY = "critwin"
+"""Top-level key of every JSON file a command writes with ``--out FILE``: ``{"version", "output"}``."""
+PNG_SOFTWARE = "critwin"
+"""``Software`` text of every PNG critwin writes: how a later run knows the file is its own."""
+
+
+def output_marker(kind: str) -> dict[str, dict[str, str]]:
+    """The entry that marks a JSON report as critwin's output of ``kind`` (e.g. ``"privacy"``)."""
+    return {OUTPUT_KEY: {"version": __version__, "output": kind}}
+
+
+def check_replaceable(path, option: str, kind: str) -> None:
+    """An existing ``path`` may be replaced only when critwin wrote it: a JSON report of this ``kind``
+    (its :func:`output_marker`), or, for ``kind="png"``, a PNG whose ``Software`` text names critwin.
+
+    Raises ValueError naming ``option`` otherwise, so that no user file is overwritten.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return
+    head = path.read_bytes()[: 1 << 16]
+    if kind == "png":
+        ours = head.startswith(b"\x89PNG") and PNG_SOFTWARE.encode() in head
+    else:
+        try:
+            value = json.loads(path.read_bytes().decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            value = None
+        ours = isinstance(value, dict) and (value.get(OUTPUT_KEY) or {}).get("output") == kind
+    if not ours:
+        raise ValueError(
+            f"{option} {path} exists and is not a critwin {kind} output; critwin replaces only files it "
+            "wrote: choose another path or remove the file"
+        )
 
 
 def check_writable(path, option: str, directory: bool) -> Path:

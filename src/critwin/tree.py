@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from critwin._display import axes
-from critwin._io import atomic_path
+from critwin._io import PNG_SOFTWARE, atomic_path
 from critwin._validation import check_eps
 from critwin.divergence import component_tv, tv
 from critwin.mixtures import GaussianMixture
@@ -244,7 +244,9 @@ class Tree:
         ax.legend(handles=_legend_handles(), fontsize=7, loc="upper right")
         if path is not None:
             with atomic_path(path) as tmp:
-                fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+                fig.savefig(
+                    tmp, format="png", dpi=120, bbox_inches="tight", metadata={"Software": PNG_SOFTWARE}
+                )
         return ax
 
 

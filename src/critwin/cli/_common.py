@@ -15,7 +15,7 @@ from typing import TypeVar
 
 import torch
 
-from critwin._io import check_writable
+from critwin._io import check_replaceable, check_writable
 from critwin._validation import check_positive_int, check_time
 from critwin.experiments.executor import EXECUTORS, resolve_executor
 
@@ -78,9 +78,15 @@ def check_out_dir(path: Path, option: str = "--out") -> Path:
     return check_writable(path, option, directory=True)
 
 
-def check_out_file(path: Path | None, option: str = "--out") -> Path | None:
-    """An output file: may be missing, must not be a directory, and its folder must be writable."""
-    return None if path is None else check_writable(path, option, directory=False)
+def check_out_file(path: Path | None, option: str = "--out", kind: str | None = None) -> Path | None:
+    """An output file: may be missing, must not be a directory, and its folder must be writable; an
+    existing file is replaced only when critwin wrote it as a ``kind`` output (JSON report or PNG)."""
+    if path is None:
+        return None
+    check_writable(path, option, directory=False)
+    if kind is not None:
+        check_replaceable(path, option, kind)
+    return path
 
 
 def parse_device_dtype(device: str, dtype: str) -> tuple[str, torch.dtype]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from critwin._io import atomic_write_json, json_text
+from critwin._io import atomic_write_json, json_text, output_marker
 from critwin._validation import check_positive_int, check_time
 from critwin.cli import app
 from critwin.cli._common import (
@@ -66,7 +66,7 @@ def privacy(
     requested_times = parse_times(times)
     check_counts(members=members, steps=steps, replicates=replicates)
     check_positive_int(nonmembers, "--nonmembers", minimum=2)
-    check_out_file(out)
+    check_out_file(out, kind="privacy")
     executor, ray_address = executor_options(executor, ray_address)
     if not 0 < fpr < 1:
         raise ValueError(f"--fpr must lie in (0, 1), got {fpr}")
@@ -87,7 +87,7 @@ def privacy(
         executor=executor,
         ray_address=ray_address,
     )
-    report = {"model": model, **audit.to_dict()}
+    report = {"model": model, **audit.to_dict(), **output_marker("privacy")}
     if out is not None:
         atomic_write_json(out, report)
     if as_json:
@@ -122,7 +122,7 @@ def fairness(
     check_positive_int(candidates, "--candidates", minimum=2)
     if target is not None:
         target = check_target(parse_list(target, "--target", float, "probabilities"), NUM_CLASSES, "--target")
-    check_out_file(out)
+    check_out_file(out, kind="fairness")
     # Deferred: critwin.models.digits imports diffusers (seconds); options are checked above.
     from critwin.models.digits import load_digits_model
 
@@ -137,7 +137,7 @@ def fairness(
         seed=seed,
         judge=ClassMeanReader(),
     )
-    report = result.to_dict()
+    report = {**result.to_dict(), **output_marker("fairness")}
     if out is not None:
         atomic_write_json(out, report)
     if as_json:

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 import typer
 
-from critwin._io import atomic_write_json, json_text, read_json
+from critwin._io import atomic_write_json, json_text, output_marker, read_json
 from critwin._validation import check_delta, check_eps
 from critwin.cli import app
 from critwin.cli._common import check_counts, check_out_file, fmt_time
@@ -56,7 +56,7 @@ def estimate_command(
     if base_rate is not None and not 0.0 <= base_rate < 1.0:
         raise ValueError(f"--base-rate must lie in [0, 1), got {base_rate}")
     level = check_eps(level, "--level")
-    check_out_file(out)
+    check_out_file(out, kind="estimate")
     result = load_result(result_dir)
     estimate = estimate_window(
         result,
@@ -66,7 +66,7 @@ def estimate_command(
         level=level,
         generator=torch.Generator().manual_seed(seed),
     )
-    summary = estimate.to_dict()
+    summary = {**estimate.to_dict(), **output_marker("estimate")}
     summary["source"] = str(result_dir)
     if out is not None:
         atomic_write_json(out, summary)

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from critwin._io import atomic_write_text, json_text
+from critwin._io import atomic_write_text, json_text, output_marker
 from critwin._validation import check_eps
 from critwin.cli import app
 from critwin.cli._common import (
@@ -117,8 +117,8 @@ def hierarchy_command(
     eps = check_eps(eps, "--eps")
     check_counts(n=n)
     check_choice(method, "--method", ["auto", "fast", "exact"])
-    check_out_file(plot, "--plot")
-    check_out_file(out, "--out")
+    check_out_file(plot, "--plot", kind="png")
+    check_out_file(out, "--out", kind="hierarchy")
     mixture = load_mixture(mixture_file)
     tree = hierarchy(
         mixture,
@@ -129,8 +129,9 @@ def hierarchy_command(
         windows=windows,
         progress=_progress_printer(mixture.n_components),
     )
+    report = {**tree.to_dict(), **output_marker("hierarchy")}
     if out is not None:
-        atomic_write_text(out, tree.to_json() + "\n")
+        atomic_write_text(out, json_text(report) + "\n")
     if plot is not None:
         # matplotlib loads only when a plot is asked for, with the non-interactive backend.
         import matplotlib
@@ -140,7 +141,7 @@ def hierarchy_command(
 
         plt.close(tree.plot(path=plot).figure)
     if as_json:
-        typer.echo(json_text(tree.to_dict(), indent=None))
+        typer.echo(json_text(report, indent=None))
         return
     typer.echo(tree.render())
 
