@@ -37,6 +37,7 @@ from critwin.divergence import (
     tv_bounds_gaussians,
     tv_gaussians,
 )
+from critwin.experiments.callable_process import CallableProcess, karras_sigmas
 from critwin.experiments.cloning import CloneResult, clone
 from critwin.experiments.estimation import WindowEstimate, commitment_curve, estimate_window, susceptibility
 from critwin.experiments.features import SourceSimilarity, zero_shot_clip
@@ -75,6 +76,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "CallableProcess",
     "ClosedFormTimes",
     "CloneResult",
     "DiscreteProcess",
@@ -105,6 +107,7 @@ __all__ = [
     "forward_reverse_tv",
     "hellinger_gaussians",
     "hierarchy",
+    "karras_sigmas",
     "kl_gaussians",
     "load_mixture",
     "log_concave_times",

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from critwin._validation import check_positive_int, check_real_tensor, check_time
+from critwin._validation import check_number, check_positive_int, check_real_tensor, check_time
 
 __all__ = [
     "ou_time",
@@ -30,6 +30,7 @@ __all__ = [
     "noised_variance",
     "DiscreteSchedule",
     "time_grid",
+    "karras_sigmas",
     "TimeGrid",
     "RANGE_RTOL",
 ]
@@ -223,9 +224,7 @@ def time_grid(t_max: float, n_steps: int, t_min: float = 0.0, spacing: str = "ed
     if spacing == "uniform":
         return t_max + (t_min - t_max) * u
     if spacing == "edm":
-        hi, lo = ve_sigma(t_max) ** (1 / rho), ve_sigma(t_min) ** (1 / rho)
-        sig = (hi + (lo - hi) * u) ** rho
-        grid = ou_time(sigma=sig)
+        grid = ou_time(sigma=karras_sigmas(n_steps + 1, ve_sigma(t_min), ve_sigma(t_max), rho))
     elif spacing == "log":
         if t_min == 0.0:
             # log-SNR is unbounded at t = 0: space down to a small time, then end exactly at 0.
@@ -241,6 +240,38 @@ def time_grid(t_max: float, n_steps: int, t_min: float = 0.0, spacing: str = "ed
         raise ValueError(f"spacing must be one of 'uniform', 'log', 'edm', got {spacing!r}")
     grid[0], grid[-1] = t_max, t_min
     return grid
+
+
+def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
+    """The Karras et al. (EDM) noise levels: ``n`` VE sigmas from ``sigma_max`` down to ``sigma_min``.
+
+    ``sigma_i = (sigma_max^(1/rho) + i / (n - 1) * (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho`` for
+    ``i = 0 .. n - 1``: uniform in ``sigma^(1/rho)``, dense near the data for large ``rho``. Unlike
+    k-diffusion's ``get_sigmas_karras`` no final 0 is appended; OU times follow with
+    ``ou_time(sigma=...)``.
+
+    Parameters
+    ----------
+    n : number of noise levels, >= 2.
+    sigma_min : smallest level, finite and >= 0.
+    sigma_max : largest level, finite and > ``sigma_min``.
+    rho : spacing exponent, finite and > 0 (EDM uses 7).
+
+    Returns
+    -------
+    (n,) float64 decreasing sigmas; the ends are ``sigma_max`` and ``sigma_min`` up to rounding.
+    """
+    n = check_positive_int(n, "n")
+    if n < 2:
+        raise ValueError(f"n must be >= 2 (both ends of the range), got {n}")
+    sigma_min = check_number(sigma_min, "sigma_min", low=0.0)
+    sigma_max = check_number(sigma_max, "sigma_max", low=0.0, closed="neither")
+    if sigma_min >= sigma_max:
+        raise ValueError(f"sigma_min must be < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
+    rho = check_number(rho, "rho", low=0.0, closed="neither")
+    u = torch.linspace(0.0, 1.0, n, dtype=torch.float64)
+    hi, lo = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
+    return (hi + (lo - hi) * u) ** rho
 
 
 class TimeGrid:

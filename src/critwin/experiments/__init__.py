@@ -4,6 +4,8 @@
   critwin's samplers or exact posterior draws), :class:`DiscreteProcess` (DDIM/DDPM on a discrete VP
   schedule over any denoiser); :func:`as_process`, :func:`realise_times` (requested OU times on a
   process's grid) and the other input checks of the experiments.
+- ``callable_process``: :class:`CallableProcess` (any callable denoiser, EDM/k-diffusion ``D(x, sigma)``
+  or OU ``D(y, t)``, on a Karras grid) and :func:`karras_sigmas`.
 - ``forward_reverse``: ``forward_reverse(model, x0, times, n_per_time, feature, sampler=None,
   generator=None, seed=None, out=DIR, cond=None) -> ForwardReverseResult``.
 - ``cloning``: ``clone(model, n_trajectories, times, n_clones, feature, ...) -> CloneResult``.
@@ -22,6 +24,7 @@ modules). The function ``forward_reverse`` is not re-exported here: it would sha
 ``critwin.experiments.forward_reverse``; import it from that module (or as ``critwin.forward_reverse``).
 """
 
+from critwin.experiments.callable_process import CallableProcess, karras_sigmas
 from critwin.experiments.checkpoint import (
     SweepStore,
     cached_unit,
@@ -66,6 +69,8 @@ from critwin.experiments.results import ResultTable
 from critwin.experiments.search import SearchResult, search_window
 
 __all__ = [
+    "CallableProcess",
+    "karras_sigmas",
     "SweepStore",
     "Executor",
     "LocalExecutor",
