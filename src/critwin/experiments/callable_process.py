@@ -21,6 +21,8 @@ from critwin.experiments.process import (
     _check_span,
     _CountingDenoiser,
     check_sampler,
+    ou_noise,
+    shift_callback,
 )
 from critwin.samplers import SAMPLERS
 
@@ -125,21 +127,14 @@ class CallableProcess(ReverseProcess):
         return self._times
 
     def add_noise(self, x0, index, generator=None):
-        a, s = alpha_sigma(self._times[int(index)].item())
-        noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-        return a * x0 + s * noise
+        return ou_noise(x0, self._times[int(index)].item(), generator)
 
     def run(self, x, start=0, stop=None, generator=None, callback=None, cond=None):
         _check_no_cond(cond, "CallableProcess")
         start, stop = _check_span(self, start, stop)
         if stop == start:
             return x
-        if callback is not None:
-
-            def step_callback(i, t, state, x0_hat):
-                callback(start + i, t, state, x0_hat)
-        else:
-            step_callback = None
+        step_callback = shift_callback(callback, start)
         knobs = {"eta": self.eta} if self.eta is not None else {}
         return SAMPLERS[self.sampler](
             self._denoise,

@@ -38,6 +38,8 @@ __all__ = [
     "check_cond",
     "select_cond",
     "nfe_since",
+    "ou_noise",
+    "shift_callback",
 ]
 
 Callback = Callable[[int, float, torch.Tensor, torch.Tensor], None]
@@ -140,6 +142,24 @@ def check_sampler(name, known, argument: str = "sampler") -> str:
     return name
 
 
+def shift_callback(callback: Callback | None, start: int) -> Callback | None:
+    """A sampler callback (step ``i`` of a sub-grid) reported at the process's grid index ``start + i``."""
+    if callback is None:
+        return None
+
+    def step_callback(i, t, state, x0_hat):
+        callback(start + i, t, state, x0_hat)
+
+    return step_callback
+
+
+def ou_noise(x0: torch.Tensor, t: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Exact OU noising ``e^{-t} x0 + sqrt(1 - e^{-2t}) z`` of ``x0`` (any shape) at time ``t``."""
+    a, s = alpha_sigma(t)
+    noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    return a * x0 + s * noise
+
+
 def _check_no_cond(cond, owner: str) -> None:
     if cond:
         raise ValueError(f"cond: {owner} takes no conditioning, got keys {sorted(cond)}")
@@ -224,10 +244,7 @@ class MixtureProcess(ReverseProcess):
         return self._times
 
     def add_noise(self, x0, index, generator=None):
-        t = self._times[int(index)].item()
-        a, s = alpha_sigma(t)
-        noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-        return a * x0 + s * noise
+        return ou_noise(x0, self._times[int(index)].item(), generator)
 
     def prior(self, n, generator=None, device=None, dtype=None):
         x, _ = self.mixture.noised(self._times[0].item()).sample(n, generator=generator)
@@ -239,12 +256,7 @@ class MixtureProcess(ReverseProcess):
         if stop == start:
             return x
         grid = self._times[start : stop + 1]
-        if callback is not None:
-
-            def step_callback(i, t, state, x0_hat):
-                callback(start + i, t, state, x0_hat)
-        else:
-            step_callback = None
+        step_callback = shift_callback(callback, start)
         if self.sampler == "exact":
             return self._run_exact(x, grid, generator, step_callback)
         knobs = {"eta": self.eta} if self.eta is not None else {}
@@ -393,12 +405,7 @@ class DiscreteProcess(ReverseProcess):
         start, stop = _check_span(self, start, stop)
         if stop == start:
             return x
-        if callback is not None:
-
-            def step_callback(i, t, state, x0_hat):
-                callback(start + i, t, state, x0_hat)
-        else:
-            step_callback = None
+        step_callback = shift_callback(callback, start)
         return sample_ddim(
             self._denoise,
             x,
