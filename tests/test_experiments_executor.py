@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from critwin.clock import DiscreteSchedule
+from critwin.experiments.checkpoint import CLAIM_FILE
 from critwin.experiments.cloning import clone
 from critwin.experiments.executor import LocalExecutor, RayExecutor, resolve_executor
 from critwin.experiments.forward_reverse import forward_reverse
@@ -95,11 +96,10 @@ def model_and_feature(kind: str):
 
 
 def saved(directory: Path) -> dict[str, bytes]:
-    """Every file of a sweep directory, by relative path (units included); ``metadata.json`` without its
-    provenance (UTC time and call differ between runs by design)."""
-    files = {
-        str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()
-    }
+    """Every file of a sweep directory, by relative path (units included), but the claim file (it names
+    the writer's pid); ``metadata.json`` without its provenance (UTC time and call differ by design)."""
+    paths = [p for p in sorted(directory.rglob("*")) if p.is_file() and p.name != CLAIM_FILE]
+    files = {str(p.relative_to(directory)): p.read_bytes() for p in paths}
     if "metadata.json" in files:
         files["metadata.json"] = json.dumps(_without_provenance(json.loads(files["metadata.json"]))).encode()
     return files
