@@ -21,6 +21,11 @@ __all__ = [
     "tiny_dit",
     "tiny_sd3",
     "tiny_sd3_transformer",
+    "tiny_dit_pipeline",
+    "tiny_pixart_transformer",
+    "tiny_pixart",
+    "tiny_flux_transformer",
+    "tiny_flux",
 ]
 
 
@@ -228,18 +233,116 @@ def tiny_sd3(seed: int = 0, scheduler=None, sample_size: int = 8):
 
 
 @_seeded
-def tiny_dit(seed: int = 0, sample_size: int = 8, in_channels: int = 4, num_classes: int = 10):
-    """A 2-layer class-conditional ``DiTTransformer2DModel`` (patch 2, 2 heads of 4)."""
+def tiny_dit(
+    seed: int = 0,
+    sample_size: int = 8,
+    in_channels: int = 4,
+    num_classes: int = 10,
+    learned_sigma: bool = False,
+):
+    """A 2-layer class-conditional ``DiTTransformer2DModel`` (patch 2, 2 heads of 4); ``learned_sigma``:
+    ``2 * in_channels`` outputs (mean and variance), as the released DiT models."""
     from diffusers import DiTTransformer2DModel
 
     return DiTTransformer2DModel(
         num_attention_heads=2,
         attention_head_dim=4,
         in_channels=in_channels,
-        out_channels=in_channels,
+        out_channels=2 * in_channels if learned_sigma else in_channels,
         num_layers=2,
         sample_size=sample_size,
         patch_size=2,
         num_embeds_ada_norm=num_classes,
         norm_num_groups=4,
     ).eval()
+
+
+def tiny_dit_pipeline(seed: int = 0, scheduler=None):
+    """A ``DiTPipeline`` with a learned-sigma tiny DiT of 1000 classes: the pipeline hard-codes the null
+    class 1000 (``num_embeds_ada_norm``) for guidance. Default scheduler: DDIM."""
+    from diffusers import DDIMScheduler, DiTPipeline
+
+    return DiTPipeline(
+        transformer=tiny_dit(seed, num_classes=1000, learned_sigma=True),
+        vae=tiny_vae(seed),
+        scheduler=scheduler or DDIMScheduler(),
+    )
+
+
+@_seeded
+def tiny_pixart_transformer(seed: int = 0, sample_size: int = 8, caption_channels: int = 12):
+    """A 2-layer ``PixArtTransformer2DModel`` (patch 2, 2 heads of 4, learned sigma) taking
+    (B, seq, ``caption_channels``) prompt embeddings with a (B, seq) attention mask."""
+    from diffusers import PixArtTransformer2DModel
+
+    return PixArtTransformer2DModel(
+        num_attention_heads=2,
+        attention_head_dim=4,
+        in_channels=4,
+        out_channels=8,
+        num_layers=2,
+        cross_attention_dim=8,
+        sample_size=sample_size,
+        patch_size=2,
+        norm_num_groups=4,
+        caption_channels=caption_channels,
+    ).eval()
+
+
+def tiny_pixart(seed: int = 0, scheduler=None):
+    """A ``PixArtAlphaPipeline`` of tiny random parts without text encoder (pass prompt embeddings
+    (B, seq, 12) and their masks). Default scheduler: DPM-Solver++ as PixArt's."""
+    from diffusers import DPMSolverMultistepScheduler, PixArtAlphaPipeline
+
+    return PixArtAlphaPipeline(
+        tokenizer=None,
+        text_encoder=None,
+        vae=tiny_vae(seed),
+        transformer=tiny_pixart_transformer(seed),
+        scheduler=scheduler or DPMSolverMultistepScheduler(),
+    )
+
+
+@_seeded
+def tiny_flux_transformer(seed: int = 0, guidance_embeds: bool = True):
+    """A ``FluxTransformer2DModel`` with one double and one single block (2 heads of 8) on packed 4-channel
+    latents (16 channels per token), (B, seq, 16) prompt and (B, 8) pooled embeddings."""
+    from diffusers import FluxTransformer2DModel
+
+    return FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=16,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        joint_attention_dim=16,
+        pooled_projection_dim=8,
+        guidance_embeds=guidance_embeds,
+        axes_dims_rope=(2, 2, 4),
+    ).eval()
+
+
+def tiny_flux(seed: int = 0, guidance_embeds: bool = True):
+    """A ``FluxPipeline`` of tiny random parts without text encoders (pass prompt embeddings (B, seq, 16),
+    pooled embeddings (B, 8) and height = width = 16: 8x8 latents, 16 packed tokens). Scheduler:
+    Flux-dev's flow matching with dynamic shifting."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
+
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        shift=3.0,
+        use_dynamic_shifting=True,
+        base_shift=0.5,
+        max_shift=1.15,
+        base_image_seq_len=256,
+        max_image_seq_len=4096,
+    )
+    return FluxPipeline(
+        scheduler=scheduler,
+        vae=tiny_vae(seed),
+        text_encoder=None,
+        tokenizer=None,
+        text_encoder_2=None,
+        tokenizer_2=None,
+        transformer=tiny_flux_transformer(seed, guidance_embeds),
+    )

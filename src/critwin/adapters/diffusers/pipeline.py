@@ -14,8 +14,10 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from critwin._validation import check_positive_int
+from critwin.adapters.diffusers.families import FAMILY_GUIDANCE, model_family, null_class, pixart_conditioning
 from critwin.adapters.diffusers.flow import dynamic_shift_mu
-from critwin.adapters.diffusers.guidance import check_guidance, text_width, vae_scale_factor
+from critwin.adapters.diffusers.flux import flux_process
+from critwin.adapters.diffusers.guidance import check_guidance, class_count, text_width, vae_scale_factor
 from critwin.adapters.diffusers.process import DiffusersProcess, call_accepts
 
 __all__ = ["PipelineProcess", "from_pipeline", "record_pipeline_trajectory"]
@@ -42,6 +44,8 @@ def from_pipeline(
     negative_prompt_embeds: torch.Tensor | None = None,
     pooled_prompt_embeds: torch.Tensor | None = None,
     negative_pooled_prompt_embeds: torch.Tensor | None = None,
+    prompt_attention_mask: torch.Tensor | None = None,
+    negative_prompt_attention_mask: torch.Tensor | None = None,
     class_labels=None,
     null_class_label: int | None = None,
     height: int | None = None,
@@ -55,16 +59,22 @@ def from_pipeline(
 
     Parameters
     ----------
-    pipe : ``DDPMPipeline``/``DDIMPipeline`` (unconditional pixel UNet), ``StableDiffusionPipeline`` or
-        ``StableDiffusionXLPipeline`` (or any pipeline with ``unet``, ``scheduler`` and optionally ``vae``).
+    pipe : ``DDPMPipeline``/``DDIMPipeline`` (unconditional pixel UNet), ``StableDiffusionPipeline``,
+        ``StableDiffusionXLPipeline``, ``StableDiffusion3Pipeline``, ``PixArtAlphaPipeline``/
+        ``PixArtSigmaPipeline``, ``DiTPipeline`` or ``FluxPipeline`` (or any pipeline with a ``unet`` or
+        ``transformer``, a ``scheduler`` and optionally a ``vae``).
     num_inference_steps : sampler steps.
-    guidance_scale : classifier-free guidance weight; default 7.5 (SD), 5.0 (SDXL), 1 for unconditional
-        and class-conditional pipelines.
+    guidance_scale : classifier-free guidance weight; default 7.5 (SD), 5.0 (SDXL), 7.0 (SD3), 4.5
+        (PixArt), 4.0 (DiT), 1 for unconditional and class-conditional UNet pipelines. For Flux, the
+        distilled guidance embedding (default 3.5; no unconditional branch).
     prompt, negative_prompt : text, encoded with the pipeline's own tokenizer/text encoder.
     prompt_embeds, negative_prompt_embeds : (1 or B, seq_len, cross_attention_dim) precomputed embeddings
-        (no tokenizer needed). SDXL also needs the pooled embeddings.
-    class_labels, null_class_label : class-conditional ``UNet2DModel``: the label(s) and the "null"
-        label used as the unconditional branch.
+        (no tokenizer needed). SDXL, SD3 and Flux also need the pooled embeddings.
+    prompt_attention_mask, negative_prompt_attention_mask : (1 or B, seq_len) masks of PixArt's T5
+        embeddings (required with ``prompt_embeds`` there).
+    class_labels, null_class_label : class-conditional ``UNet2DModel`` or DiT: the label(s) and the
+        "null" label used as the unconditional branch (DiT: default ``num_embeds_ada_norm``, its pipeline's
+        null class).
     height, width : image size for latent pipelines (default: the UNet's sample size times the VAE factor).
     scheduler : replace the pipeline's scheduler
         (e.g. ``EulerDiscreteScheduler.from_config(pipe.scheduler.config)``).
@@ -81,10 +91,25 @@ def from_pipeline(
     scheduler = scheduler if scheduler is not None else pipe.scheduler
     config = unet.config
     text_conditional = text_width(unet) is not None
-    # SDXL UNets and SD3 transformers also take a pooled text embedding.
-    pooled = "xl" if config.get("addition_embed_type") == "text_time" else None
-    pooled = "sd3" if config.get("pooled_projection_dim") is not None else pooled
-    guidance_scale = _effective_guidance(guidance_scale, text_conditional, pooled)
+    family = model_family(unet)
+    if family == "flux":
+        if prompt is not None or use_pipeline_call or step_kwargs or class_labels is not None:
+            raise ValueError(
+                "Flux takes prompt_embeds and pooled_prompt_embeds (no prompt=, use_pipeline_call, "
+                "step_kwargs or class_labels)"
+            )
+        return flux_process(
+            pipe,
+            scheduler,
+            num_inference_steps,
+            FAMILY_GUIDANCE["flux"] if guidance_scale is None else check_guidance(guidance_scale),
+            prompt_embeds,
+            pooled_prompt_embeds,
+            height,
+            width,
+            _pipeline_name(pipe),
+        )
+    guidance_scale = _effective_guidance(guidance_scale, family)
     text = {
         "prompt": prompt,
         "negative_prompt": negative_prompt,
@@ -94,7 +119,8 @@ def from_pipeline(
         "negative_pooled_prompt_embeds": negative_pooled_prompt_embeds,
     }
     if text_conditional:
-        cond, uncond = _text_conditioning(pipe, text, guidance_scale, pooled, (height, width))
+        masks = (prompt_attention_mask, negative_prompt_attention_mask)
+        cond, uncond = _text_conditioning(pipe, text, guidance_scale, family, (height, width), masks)
     elif prompt is not None or prompt_embeds is not None:
         raise ValueError(
             f"{type(pipe).__name__} has no text conditioning; prompt/prompt_embeds cannot be used"
@@ -135,11 +161,10 @@ def _flow_mu(scheduler, config, sample_shape) -> float | None:
     return dynamic_shift_mu(scheduler.config, (height // patch) * (width // patch))
 
 
-def _effective_guidance(guidance_scale, text_conditional: bool, pooled: str | None) -> float:
+def _effective_guidance(guidance_scale, family: str) -> float:
     """The pipeline default when None; 1 (guidance off) for any weight <= 1, as the SD pipelines do."""
     if guidance_scale is None:
-        default = {"xl": 5.0, "sd3": 7.0}.get(pooled, 7.5)
-        guidance_scale = default if text_conditional else 1.0
+        guidance_scale = FAMILY_GUIDANCE.get(family, 1.0)
     guidance_scale = check_guidance(guidance_scale)
     # Stock SD pipelines switch guidance on only for guidance_scale > 1; mirror that.
     return guidance_scale if guidance_scale > 1.0 else 1.0
@@ -176,8 +201,9 @@ def _latent_shape(config, vae, height, width) -> tuple[int, int, int] | None:
 
 
 # ------------------------------------------------------------------------------- conditioning per kind
-def _text_conditioning(pipe, text: dict, guidance_scale: float, pooled, size) -> tuple[dict, dict]:
-    """(cond, uncond) of a text-conditional UNet: prompt embeddings (SDXL: plus added conditioning)."""
+def _text_conditioning(pipe, text: dict, guidance_scale: float, family, size, masks) -> tuple[dict, dict]:
+    """(cond, uncond) of a text-conditional network: prompt embeddings (SDXL, SD3: plus pooled and added
+    conditioning; PixArt: attention masks)."""
     use_cfg = guidance_scale > 1.0
     if text["prompt"] is not None and text["prompt_embeds"] is not None:
         raise ValueError("pass either prompt or prompt_embeds, not both")
@@ -197,9 +223,12 @@ def _text_conditioning(pipe, text: dict, guidance_scale: float, pooled, size) ->
             "pass prompt_embeds= and negative_prompt_embeds= instead"
         )
     device = getattr(pipe, "device", torch.device("cpu"))
-    if pooled == "xl":
+    if family == "xl":
         return _sdxl_conditioning(pipe, text, needs_encoding, use_cfg, device, size)
-    if pooled == "sd3":
+    if family == "pixart":
+        h, w, _ = _pixel_size(pipe.transformer.config, getattr(pipe, "vae", None), *size)
+        return pixart_conditioning(pipe, text, masks, use_cfg, needs_encoding, (h, w))
+    if family == "sd3":
         return _sd3_conditioning(pipe, text, needs_encoding, use_cfg, device)
     if needs_encoding:
         text["prompt_embeds"], text["negative_prompt_embeds"] = pipe.encode_prompt(
@@ -269,9 +298,10 @@ def _sd3_conditioning(pipe, text: dict, needs_encoding: bool, use_cfg: bool, dev
 
 
 def _add_class_conditioning(pipe, class_labels, null_class_label, guidance_scale, cond, uncond) -> None:
-    """Class labels (and the null label for guidance) of a class-conditional UNet, added to cond/uncond."""
-    config = denoiser(pipe).config
-    if config.get("num_class_embeds") is None:
+    """Class labels (and the null label for guidance) of a class-conditional UNet or DiT, added to
+    cond/uncond."""
+    net = denoiser(pipe)
+    if class_count(net) is None:
         if guidance_scale > 1.0 and text_width(denoiser(pipe)) is None:
             raise ValueError(
                 f"guidance_scale={guidance_scale:g} needs a conditional model; "
@@ -279,8 +309,9 @@ def _add_class_conditioning(pipe, class_labels, null_class_label, guidance_scale
             )
         return
     if class_labels is None:
-        raise ValueError("this UNet is class-conditional: pass class_labels=")
+        raise ValueError("this model is class-conditional: pass class_labels=")
     cond["class_labels"] = torch.as_tensor(class_labels, dtype=torch.long).reshape(-1)
+    null_class_label = null_class(net, null_class_label)
     if guidance_scale > 1.0:
         if null_class_label is None:
             raise ValueError(
