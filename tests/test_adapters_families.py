@@ -270,3 +270,76 @@ def test_flux_bad_input(flux):
         from_pipeline(flux, STEPS, prompt_embeds=pe, pooled_prompt_embeds=pp, height=18, width=16)
     with pytest.raises(ValueError, match="use_pipeline_call"):
         from_pipeline(flux, STEPS, prompt_embeds=pe, pooled_prompt_embeds=pp, use_pipeline_call=True)
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+def _sweep(argv, capsys):
+    from critwin.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    captured = capsys.readouterr()
+    assert exit_info.value.code in (0, None), captured.err
+
+
+def _realised_times(out) -> list[float]:
+    import csv
+
+    with open(out / "table.csv", newline="") as handle:
+        return sorted({float(row["t"]) for row in csv.DictReader(handle)})
+
+
+COMMON = ["--steps", "4", "--times", "0.5,1.5", "--n", "2", "--n-per-time", "1", "--no-progress"]
+
+
+def test_cli_sweep_on_saved_flux_and_dit(flux, dit, tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    from critwin.adapters.diffusers import load_local
+
+    flux.save_pretrained(tmp_path / "flux")
+    pe, pp = _flux_text()
+    save_file({"prompt_embeds": pe, "pooled_prompt_embeds": pp}, str(tmp_path / "e.safetensors"))
+    size = ["--height", "16", "--width", "16"]
+    embeds = ["--prompt-embeds", str(tmp_path / "e.safetensors")]
+    _sweep(
+        ["sweep", "--model", str(tmp_path / "flux"), *embeds, *size, *COMMON, "--out", str(tmp_path / "f")],
+        capsys,
+    )
+    process = from_pipeline(
+        load_local(tmp_path / "flux"), 4, prompt_embeds=pe, pooled_prompt_embeds=pp, height=16, width=16
+    )
+    assert _realised_times(tmp_path / "f") == sorted(
+        process.times[process.locate(t)[0]].item() for t in (0.5, 1.5)
+    )
+
+    dit.save_pretrained(tmp_path / "dit")
+    labels = ["--class-label", "3", "--guidance", "4"]
+    _sweep(
+        ["sweep", "--model", str(tmp_path / "dit"), *labels, *COMMON, "--out", str(tmp_path / "d")], capsys
+    )
+    process = from_pipeline(load_local(tmp_path / "dit"), 4, 4.0, class_labels=[3])
+    assert _realised_times(tmp_path / "d") == sorted(
+        process.times[process.locate(t)[0]].item() for t in (0.5, 1.5)
+    )
+
+
+def test_cli_sweep_on_a_saved_pixart_with_masks(pixart, tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    from critwin.adapters.diffusers import load_local
+
+    pixart.save_pretrained(tmp_path / "pixart")
+    (pe, pm), (ne, nm) = _pixart_text(1), _pixart_text(2)
+    embeds = {
+        "prompt_embeds": pe,
+        "prompt_attention_mask": pm,
+        "negative_prompt_embeds": ne,
+        "negative_prompt_attention_mask": nm,
+    }
+    save_file(embeds, str(tmp_path / "e.safetensors"))
+    model = ["--model", str(tmp_path / "pixart"), "--prompt-embeds", str(tmp_path / "e.safetensors")]
+    _sweep(["sweep", *model, "--guidance", "4.5", *COMMON, "--out", str(tmp_path / "p")], capsys)
+    process = from_pipeline(load_local(tmp_path / "pixart"), 4, 4.5, **embeds)
+    expected = sorted(process.times[process.locate(t)[0]].item() for t in (0.5, 1.5))
+    assert _realised_times(tmp_path / "p") == expected

@@ -21,6 +21,8 @@ __all__ = [
     "tiny_dit",
     "tiny_sd3",
     "tiny_sd3_transformer",
+    "tiny_sd3_with_text",
+    "tiny_t5_tokenizer",
     "tiny_dit_pipeline",
     "tiny_pixart_transformer",
     "tiny_pixart",
@@ -346,3 +348,74 @@ def tiny_flux(seed: int = 0, guidance_embeds: bool = True):
         tokenizer_2=None,
         transformer=tiny_flux_transformer(seed, guidance_embeds),
     )
+
+
+def tiny_t5_tokenizer(directory):
+    """A whitespace word-level fast tokenizer (T5's special tokens: pad 0, eos 1, unk 2; lowercase letters
+    and a few words), built offline with ``tokenizers`` and saved to ``directory`` (needs transformers)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["<pad>", "</s>", "<unk>", "a", "cat", "dog", "blurry", "photo", "of"]
+    words += list("bcdefghijklmnopqrstuvwxyz")
+    vocab = {word: i for i, word in enumerate(dict.fromkeys(words))}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    # T5 appends </s> to every sequence.
+    tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
+    )
+    fast.save_pretrained(directory)
+    return fast
+
+
+@_seeded
+def _tiny_clip_with_projection(seed: int, vocab_size: int):
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    config = CLIPTextConfig(
+        hidden_size=8,
+        intermediate_size=16,
+        projection_dim=4,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=16,
+        vocab_size=vocab_size,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+    )
+    return CLIPTextModelWithProjection(config).eval()
+
+
+@_seeded
+def _tiny_t5(seed: int, vocab_size: int):
+    from transformers import T5Config, T5EncoderModel
+
+    config = T5Config(
+        vocab_size=vocab_size, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=2, pad_token_id=0
+    )
+    return T5EncoderModel(config).eval()
+
+
+def tiny_sd3_with_text(directory, seed: int = 0):
+    """:func:`tiny_sd3` with its three text encoders and tokenizers (files under ``directory``): two
+    CLIP text models with projection (hidden 8 each, pooled 4 + 4 = the transformer's 8) on 16-token
+    character-level CLIP tokenizers, and a one-layer T5 encoder (width 16) on a word-level tokenizer.
+    SD3's ``encode_prompt`` pads the joined CLIP states (8 + 8) to T5's 16 and appends 256 T5 tokens."""
+    from pathlib import Path
+
+    directory = Path(directory)
+    pipe = tiny_sd3(seed)
+    parts = {}
+    for name, offset in (("", 1), ("_2", 2)):
+        (directory / f"tokenizer{name}").mkdir(parents=True, exist_ok=True)
+        tokenizer = tiny_clip_tokenizer(directory / f"tokenizer{name}", model_max_length=16)
+        parts[f"tokenizer{name}"] = tokenizer
+        parts[f"text_encoder{name}"] = _tiny_clip_with_projection(seed + offset, len(tokenizer))
+    t5_tokenizer = tiny_t5_tokenizer(directory / "tokenizer_3")
+    parts.update(tokenizer_3=t5_tokenizer, text_encoder_3=_tiny_t5(seed + 3, len(t5_tokenizer)))
+    pipe.register_modules(**parts)
+    pipe.tokenizer_max_length = 16
+    return pipe

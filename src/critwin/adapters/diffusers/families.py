@@ -48,12 +48,13 @@ def null_class(net, null_class_label: int | None) -> int | None:
     return class_count(net)
 
 
-def pixart_conditioning(pipe, text: dict, masks, use_cfg: bool, needs_encoding: bool, size):
+def pixart_conditioning(pipe, net, text: dict, masks, use_cfg: bool, needs_encoding: bool, size):
     """(cond, uncond) of a PixArt transformer: prompt embeddings, attention masks, micro-conditioning.
 
     Parameters
     ----------
     pipe : the PixArt pipeline (its ``encode_prompt`` runs when ``needs_encoding``).
+    net : its ``PixArtTransformer2DModel``.
     text : prompt, negative_prompt, prompt_embeds, negative_prompt_embeds (filled in when encoded).
     masks : (prompt_attention_mask, negative_prompt_attention_mask), each (B, seq_len) or None.
     use_cfg : whether the unconditional branch is needed.
@@ -78,7 +79,7 @@ def pixart_conditioning(pipe, text: dict, masks, use_cfg: bool, needs_encoding: 
             "with negative_prompt_embeds for guidance)"
         )
     extra = {}
-    if getattr(pipe.transformer, "use_additional_conditions", False):
+    if getattr(net, "use_additional_conditions", False):
         # The 1024-pixel models embed the image size and aspect ratio (float, as the pipeline casts them).
         height, width = size
         extra = {

@@ -110,19 +110,28 @@ class FluxNetwork(torch.nn.Module):
 
 
 def flux_process(
-    pipe, scheduler, num_inference_steps, guidance_scale, prompt_embeds, pooled, height, width, model_id
+    pipe,
+    transformer,
+    scheduler,
+    num_inference_steps,
+    guidance_scale,
+    prompt_embeds,
+    pooled,
+    height,
+    width,
+    model_id,
 ):
     """The :class:`DiffusersProcess` of a ``FluxPipeline`` (see :func:`from_pipeline`).
 
     Parameters
     ----------
-    pipe : a ``FluxPipeline`` (or anything with ``transformer``, ``scheduler`` and optionally ``vae``).
+    pipe : a ``FluxPipeline`` (or a :class:`LocalPipeline` of one): its ``vae`` and ``default_sample_size``.
+    transformer : its ``FluxTransformer2DModel``.
     guidance_scale : the distilled guidance (used when the transformer has ``guidance_embeds``).
     prompt_embeds : (1 or B, seq_len, joint_attention_dim) T5 embeddings.
     pooled : (1 or B, pooled_projection_dim) pooled CLIP embeddings.
     height, width : image size in pixels (default: the pipeline's, 128 latent pixels).
     """
-    transformer = pipe.transformer
     num_inference_steps = check_positive_int(num_inference_steps, "num_inference_steps")
     if prompt_embeds is None or pooled is None:
         raise ValueError("Flux needs prompt_embeds and pooled_prompt_embeds")

@@ -100,6 +100,7 @@ def from_pipeline(
             )
         return flux_process(
             pipe,
+            unet,
             scheduler,
             num_inference_steps,
             FAMILY_GUIDANCE["flux"] if guidance_scale is None else check_guidance(guidance_scale),
@@ -201,6 +202,7 @@ def _latent_shape(config, vae, height, width) -> tuple[int, int, int] | None:
 
 
 # ------------------------------------------------------------------------------- conditioning per kind
+@torch.no_grad()  # as the pipelines' __call__: no graph, and the same (inference) attention kernels
 def _text_conditioning(pipe, text: dict, guidance_scale: float, family, size, masks) -> tuple[dict, dict]:
     """(cond, uncond) of a text-conditional network: prompt embeddings (SDXL, SD3: plus pooled and added
     conditioning; PixArt: attention masks)."""
@@ -226,8 +228,9 @@ def _text_conditioning(pipe, text: dict, guidance_scale: float, family, size, ma
     if family == "xl":
         return _sdxl_conditioning(pipe, text, needs_encoding, use_cfg, device, size)
     if family == "pixart":
-        h, w, _ = _pixel_size(pipe.transformer.config, getattr(pipe, "vae", None), *size)
-        return pixart_conditioning(pipe, text, masks, use_cfg, needs_encoding, (h, w))
+        net = denoiser(pipe)
+        h, w, _ = _pixel_size(net.config, getattr(pipe, "vae", None), *size)
+        return pixart_conditioning(pipe, net, text, masks, use_cfg, needs_encoding, (h, w))
     if family == "sd3":
         return _sd3_conditioning(pipe, text, needs_encoding, use_cfg, device)
     if needs_encoding:
