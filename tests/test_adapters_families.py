@@ -150,6 +150,32 @@ def test_pixart_trajectory_equals_the_stock_pipeline(pixart):
     assert not torch.equal(unmasked.run(noise.clone()), final)
 
 
+def test_pixart_text_prompt_equals_the_stock_pipeline(tmp_path):
+    pytest.importorskip("transformers")
+    from tiny_models import tiny_t5_encoder, tiny_t5_tokenizer
+
+    pipe = tiny_pixart(0)
+    tokenizer = tiny_t5_tokenizer(tmp_path)
+    pipe.register_modules(tokenizer=tokenizer, text_encoder=tiny_t5_encoder(3, len(tokenizer), d_model=12))
+    process = from_pipeline(pipe, STEPS, 4.5, prompt="a cat", negative_prompt="blurry")
+    # 120 T5 tokens (PixArt-alpha's length), of which "a", "cat" and "</s>" are unmasked.
+    assert process.cond["encoder_attention_mask"].tolist() == [[1] * 3 + [0] * 117]
+    noise = _randn(3, 1, *process.sample_shape)
+    stock = []
+    pipe(
+        prompt="a cat",
+        negative_prompt="blurry",
+        guidance_scale=4.5,
+        num_inference_steps=STEPS,
+        latents=noise.clone(),
+        output_type="latent",
+        use_resolution_binning=False,
+        callback=lambda i, t, latents: stock.append(latents.clone()),
+        callback_steps=1,
+    )
+    assert torch.equal(process.run(noise.clone()), stock[-1])
+
+
 def test_pixart_needs_masks(pixart):
     with pytest.raises(ValueError, match="prompt_attention_mask"):
         from_pipeline(pixart, STEPS, 1.0, prompt_embeds=_pixart_text(1)[0])

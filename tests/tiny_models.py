@@ -23,6 +23,7 @@ __all__ = [
     "tiny_sd3_transformer",
     "tiny_sd3_with_text",
     "tiny_t5_tokenizer",
+    "tiny_t5_encoder",
     "tiny_dit_pipeline",
     "tiny_pixart_transformer",
     "tiny_pixart",
@@ -390,11 +391,12 @@ def _tiny_clip_with_projection(seed: int, vocab_size: int):
 
 
 @_seeded
-def _tiny_t5(seed: int, vocab_size: int):
+def tiny_t5_encoder(seed: int = 0, vocab_size: int = 34, d_model: int = 16):
+    """A one-layer ``T5EncoderModel`` of width ``d_model`` (pair it with :func:`tiny_t5_tokenizer`)."""
     from transformers import T5Config, T5EncoderModel
 
     config = T5Config(
-        vocab_size=vocab_size, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=2, pad_token_id=0
+        vocab_size=vocab_size, d_model=d_model, d_kv=4, d_ff=32, num_layers=1, num_heads=2, pad_token_id=0
     )
     return T5EncoderModel(config).eval()
 
@@ -415,7 +417,7 @@ def tiny_sd3_with_text(directory, seed: int = 0):
         parts[f"tokenizer{name}"] = tokenizer
         parts[f"text_encoder{name}"] = _tiny_clip_with_projection(seed + offset, len(tokenizer))
     t5_tokenizer = tiny_t5_tokenizer(directory / "tokenizer_3")
-    parts.update(tokenizer_3=t5_tokenizer, text_encoder_3=_tiny_t5(seed + 3, len(t5_tokenizer)))
+    parts.update(tokenizer_3=t5_tokenizer, text_encoder_3=tiny_t5_encoder(seed + 3, len(t5_tokenizer)))
     pipe.register_modules(**parts)
     pipe.tokenizer_max_length = 16
     return pipe

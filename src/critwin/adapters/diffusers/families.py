@@ -72,6 +72,7 @@ def pixart_conditioning(pipe, net, text: dict, masks, use_cfg: bool, needs_encod
             negative_prompt_embeds=text["negative_prompt_embeds"],
             prompt_attention_mask=mask,
             negative_prompt_attention_mask=negative_mask,
+            clean_caption=True,  # the pipeline's __call__ default (skipped, with a warning, without bs4/ftfy)
         )
     if mask is None or (use_cfg and negative_mask is None):
         raise ValueError(
