@@ -257,6 +257,31 @@ def test_flux_trajectory_equals_the_stock_pipeline(flux):
     assert process.uncond == {} and not torch.equal(_flux_process(flux, 1.0).run(states[0]), final)
 
 
+def test_flux_text_prompt_equals_the_stock_pipeline(tmp_path):
+    pytest.importorskip("transformers")
+    from tiny_models import tiny_flux_with_text
+
+    pipe = tiny_flux_with_text(tmp_path)
+    process = from_pipeline(pipe, STEPS, 3.5, prompt="a cat", height=16, width=16)
+    # 512 T5 tokens of width 16; the pooled CLIP output of width 8.
+    assert process.cond["encoder_hidden_states"].shape == (1, 512, 16)
+    assert process.cond["text_embeds"].shape == (1, 8)
+    states, _ = record_pipeline_trajectory(
+        pipe,
+        process,
+        n=2,
+        generator=torch.Generator().manual_seed(6),
+        prompt="a cat",
+        num_images_per_prompt=2,
+        guidance_scale=3.5,
+        height=16,
+        width=16,
+    )
+    assert torch.equal(process.run(states[0]), states[-1])
+    with pytest.raises(ValueError, match="true CFG"):
+        from_pipeline(pipe, STEPS, prompt="a cat", negative_prompt="blurry", height=16, width=16)
+
+
 def test_flux_packing_round_trip_and_decode(flux):
     process = _flux_process(flux)
     latents = _randn(0, 2, 4, 8, 8)

@@ -29,6 +29,7 @@ __all__ = [
     "tiny_pixart",
     "tiny_flux_transformer",
     "tiny_flux",
+    "tiny_flux_with_text",
 ]
 
 
@@ -419,5 +420,26 @@ def tiny_sd3_with_text(directory, seed: int = 0):
     t5_tokenizer = tiny_t5_tokenizer(directory / "tokenizer_3")
     parts.update(tokenizer_3=t5_tokenizer, text_encoder_3=tiny_t5_encoder(seed + 3, len(t5_tokenizer)))
     pipe.register_modules(**parts)
+    pipe.tokenizer_max_length = 16
+    return pipe
+
+
+def tiny_flux_with_text(directory, seed: int = 0):
+    """:func:`tiny_flux` with its text encoders and tokenizers (files under ``directory``): a CLIP text
+    model of width 8 (its pooled output is the transformer's pooled input) on a 16-token character-level
+    tokenizer, and a one-layer T5 encoder of width 16 on a word-level tokenizer (512 tokens per prompt)."""
+    from pathlib import Path
+
+    directory = Path(directory)
+    pipe = tiny_flux(seed)
+    (directory / "tokenizer").mkdir(parents=True, exist_ok=True)
+    tokenizer = tiny_clip_tokenizer(directory / "tokenizer", model_max_length=16)
+    t5_tokenizer = tiny_t5_tokenizer(directory / "tokenizer_2")
+    pipe.register_modules(
+        tokenizer=tokenizer,
+        text_encoder=tiny_text_encoder(seed + 1, hidden_size=8, vocab_size=len(tokenizer)),
+        tokenizer_2=t5_tokenizer,
+        text_encoder_2=tiny_t5_encoder(seed + 2, len(t5_tokenizer)),
+    )
     pipe.tokenizer_max_length = 16
     return pipe

@@ -8,7 +8,8 @@ Flux differs from SD3 in four ways, each reproduced here as ``FluxPipeline.__cal
   the timestep divided by 1000 (:class:`FluxNetwork` adds them);
 - guidance is a distilled embedding, ``guidance = guidance_scale`` per sample, on a single conditional
   pass (no unconditional branch; the pipeline's optional "true CFG" with a negative prompt runs two
-  separate passes and is not reproduced);
+  separate passes, which a batched unconditional branch would not match bit for bit: not reproduced);
+- a text prompt goes through the pipeline's ``encode_prompt`` (CLIP pooled + T5 embeddings);
 - the schedule is FlowMatchEuler with explicit sigmas ``linspace(1, 1/L, L)`` and the dynamic shift ``mu``
   of the packed sequence length.
 
@@ -115,8 +116,7 @@ def flux_process(
     scheduler,
     num_inference_steps,
     guidance_scale,
-    prompt_embeds,
-    pooled,
+    text,
     height,
     width,
     model_id,
@@ -128,13 +128,13 @@ def flux_process(
     pipe : a ``FluxPipeline`` (or a :class:`LocalPipeline` of one): its ``vae`` and ``default_sample_size``.
     transformer : its ``FluxTransformer2DModel``.
     guidance_scale : the distilled guidance (used when the transformer has ``guidance_embeds``).
-    prompt_embeds : (1 or B, seq_len, joint_attention_dim) T5 embeddings.
-    pooled : (1 or B, pooled_projection_dim) pooled CLIP embeddings.
+    text : ``prompt`` (encoded by the pipeline's text encoders), or ``prompt_embeds``
+        (1 or B, seq_len, joint_attention_dim) T5 embeddings with ``pooled_prompt_embeds``
+        (1 or B, pooled_projection_dim) pooled CLIP embeddings.
     height, width : image size in pixels (default: the pipeline's, 128 latent pixels).
     """
     num_inference_steps = check_positive_int(num_inference_steps, "num_inference_steps")
-    if prompt_embeds is None or pooled is None:
-        raise ValueError("Flux needs prompt_embeds and pooled_prompt_embeds")
+    prompt_embeds, pooled = _flux_text(pipe, text)
     vae = getattr(pipe, "vae", None)
     factor = vae_scale_factor(vae)
     size = getattr(pipe, "default_sample_size", _DEFAULT_SAMPLE_SIZE) * factor
@@ -162,3 +162,23 @@ def flux_process(
         latent_layout=layout,
         model_id=model_id,
     )
+
+
+def _flux_text(pipe, text: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(prompt_embeds, pooled_prompt_embeds): given, or the prompt encoded as ``FluxPipeline`` does."""
+    if text["prompt"] is None:
+        if text["prompt_embeds"] is None or text["pooled_prompt_embeds"] is None:
+            raise ValueError("Flux needs prompt= or prompt_embeds= with pooled_prompt_embeds=")
+        return text["prompt_embeds"], text["pooled_prompt_embeds"]
+    if text["prompt_embeds"] is not None or text["pooled_prompt_embeds"] is not None:
+        raise ValueError("pass either prompt or prompt_embeds/pooled_prompt_embeds, not both")
+    if any(getattr(pipe, name, None) is None for name in ("text_encoder", "text_encoder_2", "tokenizer")):
+        raise ValueError(
+            "prompt= needs the pipeline's tokenizers and text encoders (CLIP and T5), which this pipeline "
+            "lacks; pass prompt_embeds= and pooled_prompt_embeds= instead"
+        )
+    with torch.no_grad():  # as the pipeline's __call__ (no graph; inference attention kernels)
+        prompt_embeds, pooled, _ = pipe.encode_prompt(
+            prompt=text["prompt"], prompt_2=None, device=pipe.device, num_images_per_prompt=1
+        )
+    return prompt_embeds, pooled

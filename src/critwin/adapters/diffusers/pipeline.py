@@ -93,22 +93,20 @@ def from_pipeline(
     text_conditional = text_width(unet) is not None
     family = model_family(unet)
     if family == "flux":
-        if prompt is not None or use_pipeline_call or step_kwargs or class_labels is not None:
+        if negative_prompt is not None or negative_prompt_embeds is not None:
             raise ValueError(
-                "Flux takes prompt_embeds and pooled_prompt_embeds (no prompt=, use_pipeline_call, "
-                "step_kwargs or class_labels)"
+                "Flux's true CFG (a negative prompt) is not supported; use its distilled guidance"
             )
+        if use_pipeline_call or step_kwargs or class_labels is not None:
+            raise ValueError("Flux takes no use_pipeline_call, step_kwargs or class_labels")
+        text = {
+            "prompt": prompt,
+            "prompt_embeds": prompt_embeds,
+            "pooled_prompt_embeds": pooled_prompt_embeds,
+        }
+        guidance = FAMILY_GUIDANCE["flux"] if guidance_scale is None else check_guidance(guidance_scale)
         return flux_process(
-            pipe,
-            unet,
-            scheduler,
-            num_inference_steps,
-            FAMILY_GUIDANCE["flux"] if guidance_scale is None else check_guidance(guidance_scale),
-            prompt_embeds,
-            pooled_prompt_embeds,
-            height,
-            width,
-            _pipeline_name(pipe),
+            pipe, unet, scheduler, num_inference_steps, guidance, text, height, width, _pipeline_name(pipe)
         )
     guidance_scale = _effective_guidance(guidance_scale, family)
     text = {
