@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from adapter_checks import assert_sweeps_report_realised_times, realised_times, run_sweep
 from critwin.adapters.diffusers import from_pipeline, record_pipeline_trajectory
 from critwin.adapters.diffusers.families import model_family
 from critwin.clock import ou_time
@@ -105,6 +106,22 @@ def _pixart_text(seed: int):
     return embeds, mask
 
 
+def _stock_pixart(pipe, noise, guidance_scale, **text) -> list[torch.Tensor]:
+    """The stock PixArt pipeline's latents after each step (its legacy ``callback``), from ``noise``."""
+    stock = []
+    pipe(
+        **text,
+        guidance_scale=guidance_scale,
+        num_inference_steps=STEPS,
+        latents=noise.clone(),
+        output_type="latent",
+        use_resolution_binning=False,  # its size bins are for 256-1024 pixel models
+        callback=lambda i, t, latents: stock.append(latents.clone()),
+        callback_steps=1,
+    )
+    return stock
+
+
 def test_pixart_trajectory_equals_the_stock_pipeline(pixart):
     (pe, pm), (ne, nm), scale = _pixart_text(1), _pixart_text(2), 4.5
     process = from_pipeline(
@@ -118,20 +135,15 @@ def test_pixart_trajectory_equals_the_stock_pipeline(pixart):
     )
     assert model_family(pixart.transformer) == "pixart" and process.sample_shape == (4, 8, 8)
     noise = _randn(3, 1, *process.sample_shape)
-    stock = []
-    pixart(
+    stock = _stock_pixart(
+        pixart,
+        noise,
+        scale,
         prompt_embeds=pe,
         prompt_attention_mask=pm,
         negative_prompt_embeds=ne,
         negative_prompt_attention_mask=nm,
         negative_prompt=None,
-        guidance_scale=scale,
-        num_inference_steps=STEPS,
-        latents=noise.clone(),
-        output_type="latent",
-        use_resolution_binning=False,
-        callback=lambda i, t, latents: stock.append(latents.clone()),
-        callback_steps=1,
     )
     seen = []
     final = process.run(noise.clone(), callback=lambda i, t, state, x0: seen.append(state))
@@ -161,18 +173,7 @@ def test_pixart_text_prompt_equals_the_stock_pipeline(tmp_path):
     # 120 T5 tokens (PixArt-alpha's length), of which "a", "cat" and "</s>" are unmasked.
     assert process.cond["encoder_attention_mask"].tolist() == [[1] * 3 + [0] * 117]
     noise = _randn(3, 1, *process.sample_shape)
-    stock = []
-    pipe(
-        prompt="a cat",
-        negative_prompt="blurry",
-        guidance_scale=4.5,
-        num_inference_steps=STEPS,
-        latents=noise.clone(),
-        output_type="latent",
-        use_resolution_binning=False,
-        callback=lambda i, t, latents: stock.append(latents.clone()),
-        callback_steps=1,
-    )
+    stock = _stock_pixart(pipe, noise, 4.5, prompt="a cat", negative_prompt="blurry")
     assert torch.equal(process.run(noise.clone()), stock[-1])
 
 
@@ -296,21 +297,8 @@ def test_flux_packing_round_trip_and_decode(flux):
 
 
 def test_flux_forward_reverse_and_clone_report_realised_time(flux):
-    from critwin.experiments.cloning import clone
-    from critwin.experiments.features import SourceSimilarity
-    from critwin.experiments.forward_reverse import forward_reverse
-
-    process = _flux_process(flux)
-    x0 = _randn(0, 2, 3, 16, 16).clamp(-1, 1)  # images: encoded by the VAE and packed
-    result = forward_reverse(
-        process, x0, [0.5, 1.5], n_per_time=1, feature=SourceSimilarity(x0), seed=0, progress=False
-    )
-    for requested, got in zip([0.5, 1.5], result.times.tolist(), strict=True):
-        realised = process.realise(requested)
-        assert got == realised["ou_time"] == process.times[realised["index"]].item()
-    assert result.steps.tolist() == [process.step_label(process.realise(r)["index"]) for r in (0.5, 1.5)]
-    cloned = clone(process, 2, [0.5, 2.0], 2, feature=SourceSimilarity(x0), seed=1, progress=False)
-    assert cloned.clone_labels.shape == (2, 2, 2)
+    # Images: encoded by the VAE and packed.
+    assert_sweeps_report_realised_times(_flux_process(flux), _randn(0, 2, 3, 16, 16).clamp(-1, 1))
 
 
 def test_flux_bad_input(flux):
@@ -324,22 +312,6 @@ def test_flux_bad_input(flux):
 
 
 # ------------------------------------------------------------------------------------------------ CLI
-def _sweep(argv, capsys):
-    from critwin.cli import main
-
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    captured = capsys.readouterr()
-    assert exit_info.value.code in (0, None), captured.err
-
-
-def _realised_times(out) -> list[float]:
-    import csv
-
-    with open(out / "table.csv", newline="") as handle:
-        return sorted({float(row["t"]) for row in csv.DictReader(handle)})
-
-
 COMMON = ["--steps", "4", "--times", "0.5,1.5", "--n", "2", "--n-per-time", "1", "--no-progress"]
 
 
@@ -353,24 +325,24 @@ def test_cli_sweep_on_saved_flux_and_dit(flux, dit, tmp_path, capsys):
     save_file({"prompt_embeds": pe, "pooled_prompt_embeds": pp}, str(tmp_path / "e.safetensors"))
     size = ["--height", "16", "--width", "16"]
     embeds = ["--prompt-embeds", str(tmp_path / "e.safetensors")]
-    _sweep(
+    run_sweep(
         ["sweep", "--model", str(tmp_path / "flux"), *embeds, *size, *COMMON, "--out", str(tmp_path / "f")],
         capsys,
     )
     process = from_pipeline(
         load_local(tmp_path / "flux"), 4, prompt_embeds=pe, pooled_prompt_embeds=pp, height=16, width=16
     )
-    assert _realised_times(tmp_path / "f") == sorted(
+    assert realised_times(tmp_path / "f") == sorted(
         process.times[process.locate(t)[0]].item() for t in (0.5, 1.5)
     )
 
     dit.save_pretrained(tmp_path / "dit")
     labels = ["--class-label", "3", "--guidance", "4"]
-    _sweep(
+    run_sweep(
         ["sweep", "--model", str(tmp_path / "dit"), *labels, *COMMON, "--out", str(tmp_path / "d")], capsys
     )
     process = from_pipeline(load_local(tmp_path / "dit"), 4, 4.0, class_labels=[3])
-    assert _realised_times(tmp_path / "d") == sorted(
+    assert realised_times(tmp_path / "d") == sorted(
         process.times[process.locate(t)[0]].item() for t in (0.5, 1.5)
     )
 
@@ -390,7 +362,7 @@ def test_cli_sweep_on_a_saved_pixart_with_masks(pixart, tmp_path, capsys):
     }
     save_file(embeds, str(tmp_path / "e.safetensors"))
     model = ["--model", str(tmp_path / "pixart"), "--prompt-embeds", str(tmp_path / "e.safetensors")]
-    _sweep(["sweep", *model, "--guidance", "4.5", *COMMON, "--out", str(tmp_path / "p")], capsys)
+    run_sweep(["sweep", *model, "--guidance", "4.5", *COMMON, "--out", str(tmp_path / "p")], capsys)
     process = from_pipeline(load_local(tmp_path / "pixart"), 4, 4.5, **embeds)
     expected = sorted(process.times[process.locate(t)[0]].item() for t in (0.5, 1.5))
-    assert _realised_times(tmp_path / "p") == expected
+    assert realised_times(tmp_path / "p") == expected

@@ -3,7 +3,6 @@ pipeline's own ``encode_prompt``; the adapter against the stock pipeline and the
 
 from __future__ import annotations
 
-import csv
 import warnings
 
 import pytest
@@ -11,6 +10,7 @@ import torch
 
 pytest.importorskip("transformers")
 
+from adapter_checks import read_table, run_sweep  # noqa: E402
 from critwin.adapters.diffusers import from_pipeline, record_pipeline_trajectory  # noqa: E402
 from tiny_models import tiny_sd3_with_text  # noqa: E402
 
@@ -65,8 +65,6 @@ def test_text_prompt_trajectory_equals_the_stock_pipeline(pipe):
 def test_cli_sweep_with_a_prompt_equals_its_embeddings(pipe, tmp_path, capsys):
     from safetensors.torch import save_file
 
-    from critwin.cli import main
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pipe.save_pretrained(tmp_path / "sd3")
@@ -88,10 +86,6 @@ def test_cli_sweep_with_a_prompt_equals_its_embeddings(pipe, tmp_path, capsys):
     }
     tables = {}
     for name, extra in runs.items():
-        with pytest.raises(SystemExit) as exit_info:
-            main([*common, *extra, "--out", str(tmp_path / name)])
-        captured = capsys.readouterr()
-        assert exit_info.value.code in (0, None), captured.err
-        with open(tmp_path / name / "table.csv", newline="") as handle:
-            tables[name] = list(csv.DictReader(handle))
+        run_sweep([*common, *extra, "--out", str(tmp_path / name)], capsys)
+        tables[name] = read_table(tmp_path / name)
     assert tables["prompt"] == tables["embeds"] and len(tables["prompt"]) == 4
