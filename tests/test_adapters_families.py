@@ -279,6 +279,10 @@ def test_flux_text_prompt_equals_the_stock_pipeline(tmp_path):
         width=16,
     )
     assert torch.equal(process.run(states[0]), states[-1])
+    with pytest.raises(ValueError, match="prompt_attention_mask applies to PixArt"):
+        from_pipeline(
+            pipe, STEPS, prompt="a cat", prompt_attention_mask=torch.ones(1, 5), height=16, width=16
+        )
     with pytest.raises(ValueError, match="true CFG"):
         from_pipeline(pipe, STEPS, prompt="a cat", negative_prompt="blurry", height=16, width=16)
 

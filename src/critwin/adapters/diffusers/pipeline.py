@@ -92,6 +92,9 @@ def from_pipeline(
     config = unet.config
     text_conditional = text_width(unet) is not None
     family = model_family(unet)
+    masks = (prompt_attention_mask, negative_prompt_attention_mask)
+    if family != "pixart" and any(mask is not None for mask in masks):
+        raise ValueError(f"prompt_attention_mask applies to PixArt pipelines only, not {type(pipe).__name__}")
     if family == "flux":
         if negative_prompt is not None or negative_prompt_embeds is not None:
             raise ValueError(
@@ -118,7 +121,6 @@ def from_pipeline(
         "negative_pooled_prompt_embeds": negative_pooled_prompt_embeds,
     }
     if text_conditional:
-        masks = (prompt_attention_mask, negative_prompt_attention_mask)
         cond, uncond = _text_conditioning(pipe, text, guidance_scale, family, (height, width), masks)
     elif prompt is not None or prompt_embeds is not None:
         raise ValueError(
