@@ -48,7 +48,12 @@ def _record_scheduler_steps(pipe):
     return states
 
 
-def test_dit_pipeline_trajectory_equals_the_stock_pipeline(dit):
+@pytest.mark.parametrize("solver", ["ddim", "dpm++"])
+def test_dit_pipeline_trajectory_equals_the_stock_pipeline(solver):
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+
+    # DDIM; DPM-Solver++ is what the DiT model card swaps in.
+    dit = tiny_dit_pipeline(0, {"ddim": DDIMScheduler, "dpm++": DPMSolverMultistepScheduler}[solver]())
     labels, scale = [3, 999], 4.0
     process = from_pipeline(dit, STEPS, scale, class_labels=labels)
     # The DiT pipeline's null class is its transformer's num_embeds_ada_norm (hard-coded 1000 there).
@@ -106,13 +111,13 @@ def _pixart_text(seed: int):
     return embeds, mask
 
 
-def _stock_pixart(pipe, noise, guidance_scale, **text) -> list[torch.Tensor]:
+def _stock_pixart(pipe, noise, guidance_scale, steps=STEPS, **text) -> list[torch.Tensor]:
     """The stock PixArt pipeline's latents after each step (its legacy ``callback``), from ``noise``."""
     stock = []
     pipe(
         **text,
         guidance_scale=guidance_scale,
-        num_inference_steps=STEPS,
+        num_inference_steps=steps,
         latents=noise.clone(),
         output_type="latent",
         use_resolution_binning=False,  # its size bins are for 256-1024 pixel models
@@ -160,6 +165,25 @@ def test_pixart_trajectory_equals_the_stock_pipeline(pixart):
         negative_prompt_attention_mask=nm,
     )
     assert not torch.equal(unmasked.run(noise.clone()), final)
+
+
+def test_pixart_micro_conditioning_of_the_1024_pixel_models():
+    # sample_size 128 switches on the resolution and aspect-ratio embedding (patch 8 keeps it small).
+    pipe = tiny_pixart(0, sample_size=128, patch_size=8)
+    (pe, pm), (ne, nm), scale = _pixart_text(1), _pixart_text(2), 4.5
+    text = dict(
+        prompt_embeds=pe,
+        prompt_attention_mask=pm,
+        negative_prompt_embeds=ne,
+        negative_prompt_attention_mask=nm,
+    )
+    process = from_pipeline(pipe, 2, scale, **text)
+    # The pipeline's image size: the latent size times the VAE factor 2.
+    assert process.cond["resolution"].tolist() == [[256.0, 256.0]]
+    assert process.cond["aspect_ratio"].tolist() == [[1.0]]
+    noise = _randn(3, 1, *process.sample_shape)
+    stock = _stock_pixart(pipe, noise, scale, **text, negative_prompt=None, steps=2)
+    assert torch.equal(process.run(noise.clone()), stock[-1])
 
 
 def test_pixart_text_prompt_equals_the_stock_pipeline(tmp_path):
@@ -256,6 +280,27 @@ def test_flux_trajectory_equals_the_stock_pipeline(flux):
     torch.testing.assert_close(x0, state - s * v, rtol=1e-5, atol=1e-5)
     # Distilled guidance changes the output; there is no unconditional branch.
     assert process.uncond == {} and not torch.equal(_flux_process(flux, 1.0).run(states[0]), final)
+
+
+def test_flux_without_guidance_embedding_equals_the_stock_pipeline():
+    # FLUX.1-schnell-style: no guidance embedding, so no guidance keyword at all.
+    pipe = tiny_flux(0, guidance_embeds=False)
+    pe, pp = _flux_text(batch=2)
+    process = from_pipeline(
+        pipe, STEPS, prompt_embeds=pe[:1], pooled_prompt_embeds=pp[:1], height=16, width=16
+    )
+    assert set(process.cond) == {"encoder_hidden_states", "text_embeds"}
+    states, _ = record_pipeline_trajectory(
+        pipe,
+        process,
+        n=2,
+        generator=torch.Generator().manual_seed(8),
+        prompt_embeds=pe,
+        pooled_prompt_embeds=pp,
+        height=16,
+        width=16,
+    )
+    assert torch.equal(process.run(states[0]), states[-1])
 
 
 def test_flux_text_prompt_equals_the_stock_pipeline(tmp_path):

@@ -274,26 +274,30 @@ def tiny_dit_pipeline(seed: int = 0, scheduler=None):
 
 
 @_seeded
-def tiny_pixart_transformer(seed: int = 0, sample_size: int = 8, caption_channels: int = 12):
-    """A 2-layer ``PixArtTransformer2DModel`` (patch 2, 2 heads of 4, learned sigma) taking
-    (B, seq, ``caption_channels``) prompt embeddings with a (B, seq) attention mask."""
+def tiny_pixart_transformer(
+    seed: int = 0, sample_size: int = 8, caption_channels: int = 12, patch_size: int = 2
+):
+    """A 2-layer ``PixArtTransformer2DModel`` (2 heads of 6, learned sigma) taking (B, seq,
+    ``caption_channels``) prompt embeddings with a (B, seq) attention mask. ``sample_size=128`` is the
+    1024-pixel models' size, which switches on the resolution/aspect-ratio micro-conditioning (its
+    embedding splits the width 12 in thirds)."""
     from diffusers import PixArtTransformer2DModel
 
     return PixArtTransformer2DModel(
         num_attention_heads=2,
-        attention_head_dim=4,
+        attention_head_dim=6,
         in_channels=4,
         out_channels=8,
         num_layers=2,
-        cross_attention_dim=8,
+        cross_attention_dim=12,
         sample_size=sample_size,
-        patch_size=2,
+        patch_size=patch_size,
         norm_num_groups=4,
         caption_channels=caption_channels,
     ).eval()
 
 
-def tiny_pixart(seed: int = 0, scheduler=None):
+def tiny_pixart(seed: int = 0, scheduler=None, sample_size: int = 8, patch_size: int = 2):
     """A ``PixArtAlphaPipeline`` of tiny random parts without text encoder (pass prompt embeddings
     (B, seq, 12) and their masks). Default scheduler: DPM-Solver++ as PixArt's."""
     from diffusers import DPMSolverMultistepScheduler, PixArtAlphaPipeline
@@ -302,7 +306,7 @@ def tiny_pixart(seed: int = 0, scheduler=None):
         tokenizer=None,
         text_encoder=None,
         vae=tiny_vae(seed),
-        transformer=tiny_pixart_transformer(seed),
+        transformer=tiny_pixart_transformer(seed, sample_size=sample_size, patch_size=patch_size),
         scheduler=scheduler or DPMSolverMultistepScheduler(),
     )
 
