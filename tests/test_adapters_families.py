@@ -332,6 +332,31 @@ def test_flux_text_prompt_equals_the_stock_pipeline(tmp_path):
         from_pipeline(pipe, STEPS, prompt="a cat", negative_prompt="blurry", height=16, width=16)
 
 
+def test_flux_cloning_through_the_stock_pipeline_call(flux):
+    """Cloning trunks run by the unmodified FluxPipeline (stopped in callback_on_step_end): same result."""
+    from critwin.experiments.cloning import clone
+
+    pe, pp = _flux_text()
+    kwargs = dict(prompt_embeds=pe, pooled_prompt_embeds=pp, height=16, width=16)
+    stock = from_pipeline(flux, STEPS, 3.5, use_pipeline_call=True, **kwargs)
+    adapter = from_pipeline(flux, STEPS, 3.5, **kwargs)
+    x = stock.prior(2, generator=torch.Generator().manual_seed(0))
+    # One-row embeddings: repeated per sample for the stock call (Flux does not repeat given embeddings).
+    partial = stock.run(x, stop=3)
+    assert stock.pipeline_calls == 1
+    assert torch.equal(
+        partial, adapter.run(adapter.prior(2, generator=torch.Generator().manual_seed(0)), stop=3)
+    )
+
+    def feature(images):
+        return (images.mean(dim=(1, 2, 3)) > 0).long()
+
+    a = clone(stock, 3, [0.4, 1.0], 2, feature=feature, seed=5, progress=False)
+    b = clone(adapter, 3, [0.4, 1.0], 2, feature=feature, seed=5, progress=False)
+    assert stock.pipeline_calls > 1
+    assert torch.equal(a.own_labels, b.own_labels) and torch.equal(a.clone_labels, b.clone_labels)
+
+
 def test_flux_packing_round_trip_and_decode(flux):
     process = _flux_process(flux)
     latents = _randn(0, 2, 4, 8, 8)
@@ -356,8 +381,8 @@ def test_flux_bad_input(flux):
         from_pipeline(flux, STEPS, prompt_embeds=pe, height=16, width=16)
     with pytest.raises(ValueError, match="multiples of 4"):
         from_pipeline(flux, STEPS, prompt_embeds=pe, pooled_prompt_embeds=pp, height=18, width=16)
-    with pytest.raises(ValueError, match="use_pipeline_call"):
-        from_pipeline(flux, STEPS, prompt_embeds=pe, pooled_prompt_embeds=pp, use_pipeline_call=True)
+    with pytest.raises(ValueError, match="step_kwargs"):
+        from_pipeline(flux, STEPS, prompt_embeds=pe, pooled_prompt_embeds=pp, step_kwargs={"s_churn": 1.0})
 
 
 # ------------------------------------------------------------------------------------------------ CLI

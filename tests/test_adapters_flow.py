@@ -208,6 +208,23 @@ def test_flow_forward_reverse_and_clone_report_realised_time(pipe):
     )
 
 
+def test_sd3_stock_pipeline_call_with_one_row_embeddings(pipe):
+    # SD3 does not repeat given embeddings per image: the stock call gets them repeated per sample.
+    pe, pp = _embeds(1)
+    ne, npp = _embeds(2)
+    kwargs = dict(
+        prompt_embeds=pe,
+        pooled_prompt_embeds=pp,
+        negative_prompt_embeds=ne,
+        negative_pooled_prompt_embeds=npp,
+    )
+    stock = from_pipeline(pipe, STEPS, 3.0, use_pipeline_call=True, **kwargs)
+    adapter = from_pipeline(pipe, STEPS, 3.0, **kwargs)
+    out = stock.run(stock.prior(2, generator=torch.Generator().manual_seed(0)))
+    assert stock.pipeline_calls == 1
+    assert torch.equal(out, adapter.run(adapter.prior(2, generator=torch.Generator().manual_seed(0))))
+
+
 def test_flow_bad_input(pipe):
     with pytest.raises(ValueError, match="flow times s must lie in"):
         flow_ou_times(torch.tensor([1.5]))

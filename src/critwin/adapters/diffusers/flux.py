@@ -1,4 +1,4 @@
-"""Flux (``FluxTransformer2DModel`` / ``FluxPipeline``) as a :class:`DiffusersProcess`.
+"""Flux (``FluxTransformer2DModel`` / ``FluxPipeline``) as a ``DiffusersProcess``.
 
 Flux differs from SD3 in four ways, each reproduced here as ``FluxPipeline.__call__`` does it:
 
@@ -25,9 +25,8 @@ import torch
 from critwin._validation import check_positive_int
 from critwin.adapters.diffusers.flow import dynamic_shift_mu
 from critwin.adapters.diffusers.guidance import vae_scale_factor
-from critwin.adapters.diffusers.process import DiffusersProcess
 
-__all__ = ["FluxNetwork", "PackedLatents", "flux_process"]
+__all__ = ["FluxNetwork", "PackedLatents", "flux_setup"]
 
 # FluxPipeline.default_sample_size: the latent size of its default image (1024 pixels at factor 8).
 _DEFAULT_SAMPLE_SIZE = 128
@@ -110,18 +109,8 @@ class FluxNetwork(torch.nn.Module):
         )
 
 
-def flux_process(
-    pipe,
-    transformer,
-    scheduler,
-    num_inference_steps,
-    guidance_scale,
-    text,
-    height,
-    width,
-    model_id,
-):
-    """The :class:`DiffusersProcess` of a ``FluxPipeline`` (see :func:`from_pipeline`).
+def flux_setup(pipe, transformer, scheduler, num_inference_steps, guidance_scale, text, height, width):
+    """The network and :class:`DiffusersProcess` keywords of a ``FluxPipeline`` (see :func:`from_pipeline`).
 
     Parameters
     ----------
@@ -132,6 +121,12 @@ def flux_process(
         (1 or B, seq_len, joint_attention_dim) T5 embeddings with ``pooled_prompt_embeds``
         (1 or B, pooled_projection_dim) pooled CLIP embeddings.
     height, width : image size in pixels (default: the pipeline's, 128 latent pixels).
+
+    Returns
+    -------
+    network : the :class:`FluxNetwork`.
+    kwargs : ``vae``, ``sample_shape``, ``cond``, ``mu``, ``sigmas``, ``latent_layout``.
+    size : (height, width) in pixels.
     """
     num_inference_steps = check_positive_int(num_inference_steps, "num_inference_steps")
     prompt_embeds, pooled = _flux_text(pipe, text)
@@ -150,18 +145,15 @@ def flux_process(
     cond = {"encoder_hidden_states": prompt_embeds, "text_embeds": pooled}
     if transformer.config.get("guidance_embeds", False):
         cond["guidance"] = torch.full([1], float(guidance_scale), dtype=torch.float32)
-    return DiffusersProcess(
-        FluxNetwork(transformer, layout),
-        scheduler,
-        num_inference_steps,
+    kwargs = dict(
         vae=vae,
         sample_shape=layout.shape,
         cond=cond,
         mu=mu,
         sigmas=np.linspace(1.0, 1 / num_inference_steps, num_inference_steps),
         latent_layout=layout,
-        model_id=model_id,
     )
+    return FluxNetwork(transformer, layout), kwargs, (height, width)
 
 
 def _flux_text(pipe, text: dict) -> tuple[torch.Tensor, torch.Tensor]:

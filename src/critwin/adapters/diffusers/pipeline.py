@@ -16,7 +16,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from critwin._validation import check_positive_int
 from critwin.adapters.diffusers.families import FAMILY_GUIDANCE, model_family, null_class, pixart_conditioning
 from critwin.adapters.diffusers.flow import dynamic_shift_mu
-from critwin.adapters.diffusers.flux import flux_process
+from critwin.adapters.diffusers.flux import flux_setup
 from critwin.adapters.diffusers.guidance import check_guidance, class_count, text_width, vae_scale_factor
 from critwin.adapters.diffusers.process import DiffusersProcess, call_accepts
 
@@ -29,6 +29,8 @@ _EMBED_KEYS = (
     "pooled_prompt_embeds",
     "negative_pooled_prompt_embeds",
 )
+# Embedding keywords of the pipelines' ``__call__`` (one row per prompt).
+_CALL_EMBEDS = (*_EMBED_KEYS, "prompt_attention_mask", "negative_prompt_attention_mask")
 # UNet keyword -> the pipeline's ``__call__`` keyword (the negative one is "negative_" + it).
 _CALL_NAMES = {"encoder_hidden_states": "prompt_embeds", "text_embeds": "pooled_prompt_embeds"}
 
@@ -100,17 +102,21 @@ def from_pipeline(
             raise ValueError(
                 "Flux's true CFG (a negative prompt) is not supported; use its distilled guidance"
             )
-        if use_pipeline_call or step_kwargs or class_labels is not None:
-            raise ValueError("Flux takes no use_pipeline_call, step_kwargs or class_labels")
+        if step_kwargs or class_labels is not None or guidance_rescale:
+            raise ValueError("Flux takes no step_kwargs, class_labels or guidance_rescale")
         text = {
             "prompt": prompt,
             "prompt_embeds": prompt_embeds,
             "pooled_prompt_embeds": pooled_prompt_embeds,
         }
         guidance = FAMILY_GUIDANCE["flux"] if guidance_scale is None else check_guidance(guidance_scale)
-        return flux_process(
-            pipe, unet, scheduler, num_inference_steps, guidance, text, height, width, _pipeline_name(pipe)
+        network, kwargs, size = flux_setup(
+            pipe, unet, scheduler, num_inference_steps, guidance, text, height, width
         )
+        kwargs.update(model_id=_pipeline_name(pipe), guidance_rescale=guidance_rescale, step_kwargs=None)
+        if not use_pipeline_call:
+            return DiffusersProcess(network, scheduler, num_inference_steps, **kwargs)
+        return _pipeline_process(pipe, scheduler, num_inference_steps, kwargs, *size, network, guidance)
     guidance_scale = _effective_guidance(guidance_scale, family)
     text = {
         "prompt": prompt,
@@ -323,21 +329,30 @@ def _add_class_conditioning(pipe, class_labels, null_class_label, guidance_scale
         uncond["class_labels"] = torch.as_tensor([null_class_label], dtype=torch.long)
 
 
-def _pipeline_process(pipe, scheduler, num_inference_steps, kwargs, height, width) -> PipelineProcess:
-    """A :class:`PipelineProcess` (``kwargs``: the :class:`DiffusersProcess` keywords from_pipeline built)."""
+def _pipeline_process(
+    pipe, scheduler, num_inference_steps, kwargs, height, width, network=None, distilled=None
+) -> PipelineProcess:
+    """A :class:`PipelineProcess` (``kwargs``: the :class:`DiffusersProcess` keywords from_pipeline built;
+    ``network``: the network to call, default the pipeline's; ``distilled``: Flux's guidance_scale)."""
     if scheduler is not pipe.scheduler:
         raise ValueError(
             "use_pipeline_call=True runs the pipeline's own scheduler; set pipe.scheduler instead"
         )
-    if kwargs["step_kwargs"]:
+    if kwargs.get("step_kwargs"):
         raise ValueError("use_pipeline_call=True cannot pass step_kwargs through the stock pipeline call")
     call_kwargs = _pipeline_call_kwargs(
-        kwargs["cond"], kwargs["uncond"], kwargs["guidance_scale"], kwargs["guidance_rescale"], height, width
+        kwargs["cond"],
+        kwargs.get("uncond", {}),
+        kwargs.get("guidance_scale", 1.0) if distilled is None else distilled,
+        kwargs["guidance_rescale"],
+        height,
+        width,
     )
     if not call_accepts(type(pipe).__call__, "guidance_rescale"):
         if call_kwargs.pop("guidance_rescale"):
             raise ValueError(f"{type(pipe).__name__} has no guidance_rescale; use guidance_rescale=0")
-    return PipelineProcess(pipe, call_kwargs, denoiser(pipe), scheduler, num_inference_steps, **kwargs)
+    network = denoiser(pipe) if network is None else network
+    return PipelineProcess(pipe, call_kwargs, network, scheduler, num_inference_steps, **kwargs)
 
 
 def _pipeline_call_kwargs(cond, uncond, guidance_scale, guidance_rescale, height, width) -> dict[str, Any]:
@@ -351,6 +366,17 @@ def _pipeline_call_kwargs(cond, uncond, guidance_scale, guidance_rescale, height
     if height is not None or width is not None:
         call_kwargs.update(height=height, width=width)
     return call_kwargs
+
+
+def _embeds_per_sample(call_kwargs: dict[str, Any], n: int) -> dict[str, Any]:
+    """The call keywords with one-row embeddings repeated to ``n`` rows: SD3 and Flux do not repeat given
+    embeddings per image (their ``num_images_per_prompt`` repeats only what they encode themselves)."""
+    out = dict(call_kwargs)
+    for key in _CALL_EMBEDS:
+        value = out.get(key)
+        if isinstance(value, torch.Tensor) and value.shape[0] == 1 and n > 1:
+            out[key] = value.repeat(n, *([1] * (value.ndim - 1)))
+    return out
 
 
 def _check_pipe_call(pipe, consequence: str) -> None:
@@ -407,10 +433,7 @@ class PipelineProcess(DiffusersProcess):
                 pipeline._interrupt = True
             return {}
 
-        kwargs = dict(self.call_kwargs)
-        embeds = kwargs.get("prompt_embeds")
-        if embeds is not None and embeds.shape[0] == 1 and x.shape[0] > 1:
-            kwargs["num_images_per_prompt"] = x.shape[0]
+        kwargs = _embeds_per_sample(self.call_kwargs, x.shape[0])
         output = self.pipe(
             num_inference_steps=self.num_inference_steps,
             latents=draw[1].to(self.device),
@@ -441,7 +464,8 @@ def record_pipeline_trajectory(
     pipe : a pipeline whose ``__call__`` accepts ``latents``, ``callback_on_step_end`` and
         ``output_type`` (Stable Diffusion, SDXL, ...); its scheduler must match ``process``'s.
     process : the :class:`DiffusersProcess` the trajectory is continued with (e.g. ``from_pipeline(pipe)``).
-    n : number of samples (``num_images_per_prompt`` of a single prompt).
+    n : number of samples: ``num_images_per_prompt`` of a ``prompt`` string; one-row embeddings are
+        repeated to ``n`` rows (SD3 and Flux do not repeat given embeddings themselves).
     generator : drawn for the initial noise (as ``process.prior`` does) and passed to the pipeline.
     **call_kwargs : everything else for ``pipe(...)`` (``prompt_embeds``, ``guidance_scale``, ...);
         ``num_inference_steps`` is taken from ``process``.
@@ -472,8 +496,10 @@ def record_pipeline_trajectory(
         states.append(tensors["latents"].detach().clone())
         return {}
 
-    if "prompt_embeds" in call_kwargs and call_kwargs["prompt_embeds"].shape[0] == 1 and n > 1:
+    if "prompt" in call_kwargs:
         call_kwargs.setdefault("num_images_per_prompt", n)
+    elif "num_images_per_prompt" not in call_kwargs:
+        call_kwargs = _embeds_per_sample(call_kwargs, n)
     call_kwargs.setdefault("output_type", "latent")
     output = pipe(
         num_inference_steps=process.num_inference_steps,
