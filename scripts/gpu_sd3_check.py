@@ -114,6 +114,20 @@ def _timed(fn, device) -> float:
     return time.perf_counter() - start
 
 
+def _throughput(args, device, bare, adapter) -> None:
+    """Sample-steps per second of ``bare()`` and ``adapter()`` (best of ``args.repeats``) and their time
+    ratio; alternating runs, so that clock and thermal drift hit both alike."""
+    timings = {"bare": [], "adapter": []}
+    for _ in range(args.repeats):
+        timings["bare"].append(_timed(bare, device))
+        timings["adapter"].append(_timed(adapter, device))
+    work = args.steps * args.batch
+    best = {key: min(values) for key, values in timings.items()}
+    for key in ("bare", "adapter"):
+        print(f"check 2 {key:>7}: {work / best[key]:.1f} sample-steps/s (best of {args.repeats})")
+    print(f"check 2 ratio adapter/bare time: {best['adapter'] / best['bare']:.3f}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="toy widths (for a CPU dry run)")
@@ -171,18 +185,13 @@ def main(argv=None) -> int:
     outcome = "byte-identical" if identical else f"max |diff| {diff:.3g}"
     print(f"check 1 (adapter == bare loop, final latents): {outcome}")
 
-    # 2. Throughput, alternating so that clock and thermal drift hit both alike.
-    timings = {"bare": [], "adapter": []}
-    for _ in range(args.repeats):
-        timings["bare"].append(
-            _timed(lambda: bare_loop(transformer, scheduler, prior, text, args.guidance, args.steps), device)
-        )
-        timings["adapter"].append(_timed(lambda: process.run(prior), device))
-    work = args.steps * args.batch
-    best = {key: min(values) for key, values in timings.items()}
-    for key in ("bare", "adapter"):
-        print(f"check 2 {key:>7}: {work / best[key]:.1f} sample-steps/s (best of {args.repeats})")
-    print(f"check 2 ratio adapter/bare time: {best['adapter'] / best['bare']:.3f}")
+    # 2. Throughput.
+    _throughput(
+        args,
+        device,
+        lambda: bare_loop(transformer, scheduler, prior, text, args.guidance, args.steps),
+        lambda: process.run(prior),
+    )
     print("gpu_sd3_check: " + ("OK" if identical else "check 1 FAILED"))
     return 0 if identical else 1
 

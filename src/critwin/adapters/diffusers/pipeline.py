@@ -109,14 +109,9 @@ def from_pipeline(
             "prompt_embeds": prompt_embeds,
             "pooled_prompt_embeds": pooled_prompt_embeds,
         }
-        guidance = FAMILY_GUIDANCE["flux"] if guidance_scale is None else check_guidance(guidance_scale)
-        network, kwargs, size = flux_setup(
-            pipe, unet, scheduler, num_inference_steps, guidance, text, height, width
+        return _flux_process(
+            pipe, scheduler, num_inference_steps, guidance_scale, text, (height, width), use_pipeline_call
         )
-        kwargs.update(model_id=_pipeline_name(pipe), guidance_rescale=guidance_rescale, step_kwargs=None)
-        if not use_pipeline_call:
-            return DiffusersProcess(network, scheduler, num_inference_steps, **kwargs)
-        return _pipeline_process(pipe, scheduler, num_inference_steps, kwargs, *size, network, guidance)
     guidance_scale = _effective_guidance(guidance_scale, family)
     text = {
         "prompt": prompt,
@@ -151,6 +146,18 @@ def from_pipeline(
     if not use_pipeline_call:
         return DiffusersProcess(unet, scheduler, num_inference_steps, **kwargs)
     return _pipeline_process(pipe, scheduler, num_inference_steps, kwargs, height, width)
+
+
+def _flux_process(pipe, scheduler, num_inference_steps, guidance_scale, text, size, use_pipeline_call):
+    """:func:`from_pipeline` for a Flux pipeline (distilled guidance, packed latents: see ``flux``)."""
+    guidance = FAMILY_GUIDANCE["flux"] if guidance_scale is None else check_guidance(guidance_scale)
+    network, kwargs, size = flux_setup(
+        pipe, denoiser(pipe), scheduler, num_inference_steps, guidance, text, *size
+    )
+    kwargs.update(model_id=_pipeline_name(pipe), guidance_rescale=0.0)
+    if not use_pipeline_call:
+        return DiffusersProcess(network, scheduler, num_inference_steps, **kwargs)
+    return _pipeline_process(pipe, scheduler, num_inference_steps, kwargs, *size, network, guidance)
 
 
 def denoiser(pipe):
