@@ -127,7 +127,9 @@ def _stock_pixart(pipe, noise, guidance_scale, steps=STEPS, **text) -> list[torc
     return stock
 
 
-def test_pixart_trajectory_equals_the_stock_pipeline(pixart):
+@pytest.mark.parametrize("sigma", [False, True])
+def test_pixart_trajectory_equals_the_stock_pipeline(sigma):
+    pixart = tiny_pixart(0, sigma=sigma)
     (pe, pm), (ne, nm), scale = _pixart_text(1), _pixart_text(2), 4.5
     process = from_pipeline(
         pixart,
@@ -186,16 +188,17 @@ def test_pixart_micro_conditioning_of_the_1024_pixel_models():
     assert torch.equal(process.run(noise.clone()), stock[-1])
 
 
-def test_pixart_text_prompt_equals_the_stock_pipeline(tmp_path):
+@pytest.mark.parametrize(("sigma", "length"), [(False, 120), (True, 300)])
+def test_pixart_text_prompt_equals_the_stock_pipeline(tmp_path, sigma, length):
     pytest.importorskip("transformers")
     from tiny_models import tiny_t5_encoder, tiny_t5_tokenizer
 
-    pipe = tiny_pixart(0)
+    pipe = tiny_pixart(0, sigma=sigma)
     tokenizer = tiny_t5_tokenizer(tmp_path)
     pipe.register_modules(tokenizer=tokenizer, text_encoder=tiny_t5_encoder(3, len(tokenizer), d_model=12))
     process = from_pipeline(pipe, STEPS, 4.5, prompt="a cat", negative_prompt="blurry")
-    # 120 T5 tokens (PixArt-alpha's length), of which "a", "cat" and "</s>" are unmasked.
-    assert process.cond["encoder_attention_mask"].tolist() == [[1] * 3 + [0] * 117]
+    # 120 (alpha) or 300 (sigma) T5 tokens, of which "a", "cat" and "</s>" are unmasked.
+    assert process.cond["encoder_attention_mask"].tolist() == [[1] * 3 + [0] * (length - 3)]
     noise = _randn(3, 1, *process.sample_shape)
     stock = _stock_pixart(pipe, noise, 4.5, prompt="a cat", negative_prompt="blurry")
     assert torch.equal(process.run(noise.clone()), stock[-1])

@@ -297,12 +297,15 @@ def tiny_pixart_transformer(
     ).eval()
 
 
-def tiny_pixart(seed: int = 0, scheduler=None, sample_size: int = 8, patch_size: int = 2):
-    """A ``PixArtAlphaPipeline`` of tiny random parts without text encoder (pass prompt embeddings
-    (B, seq, 12) and their masks). Default scheduler: DPM-Solver++ as PixArt's."""
-    from diffusers import DPMSolverMultistepScheduler, PixArtAlphaPipeline
+def tiny_pixart(
+    seed: int = 0, scheduler=None, sample_size: int = 8, patch_size: int = 2, sigma: bool = False
+):
+    """A ``PixArtAlphaPipeline`` (``sigma``: ``PixArtSigmaPipeline``) of tiny random parts without text
+    encoder (pass prompt embeddings (B, seq, 12) and their masks). Default scheduler: DPM-Solver++ as
+    PixArt's."""
+    from diffusers import DPMSolverMultistepScheduler, PixArtAlphaPipeline, PixArtSigmaPipeline
 
-    return PixArtAlphaPipeline(
+    return (PixArtSigmaPipeline if sigma else PixArtAlphaPipeline)(
         tokenizer=None,
         text_encoder=None,
         vae=tiny_vae(seed),
