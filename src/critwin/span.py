@@ -25,7 +25,7 @@ import math
 import torch
 
 from critwin._memory import check_memory, chunk_rows
-from critwin.clock import alpha_sigma, noised_variance
+from critwin.clock import noised_variance, ou_coefficients
 from critwin.divergence import _SINGULAR_T0, DEFAULT_SEED, Estimate, mc_estimate, stratify
 from critwin.mixtures import GaussianMixture
 from critwin.windows import _first_below, _last_above
@@ -70,6 +70,7 @@ class SpanMixture:
         self.coords = U[:, keep] * lam[keep].sqrt()
         diag = gram.diagonal()
         self.sq_dist = (diag.unsqueeze(1) + diag.unsqueeze(0) - 2 * gram).clamp_min(0).fill_diagonal_(0)
+        self.dist = self.sq_dist.sqrt()
         self.weights = mixture.weights.to(torch.float64).cpu()
         self.var = float(mixture.covs[0])
         self.n = n
@@ -83,17 +84,21 @@ class SpanMixture:
         return self.sq_dist.shape[0]
 
     # ------------------------------------------------------------------------------ closed forms
-    def scale(self, t: float) -> float:
-        """``lam(t)``: whitened distances at OU time ``t`` are ``lam(t) |mu_i - mu_j|``."""
-        if t == 0.0 and self.var == 0.0:
-            t = _SINGULAR_T0  # Dirac components: the limit t -> 0+ (as divergence.TVCurve does)
-        a, _ = alpha_sigma(t)
-        return a / math.sqrt(float(noised_variance(torch.tensor(self.var, dtype=torch.float64), t)))
+    def scale(self, t):
+        """``lam(t)``: whitened distances at OU time ``t`` are ``lam(t) |mu_i - mu_j|`` (``t`` a float,
+        or a float64 tensor of times giving a tensor of scales)."""
+        tensor = isinstance(t, torch.Tensor)
+        if self.var == 0.0:
+            # Dirac components: the limit t -> 0+ (as divergence.TVCurve does)
+            t = torch.where(t == 0, _SINGULAR_T0, t) if tensor else (_SINGULAR_T0 if t == 0.0 else float(t))
+        a, _ = ou_coefficients(t)
+        v = noised_variance(self.var, t)
+        return a / (v.sqrt() if tensor else math.sqrt(v))
 
     def pair_tv(self, t: float, rows=None, cols=None) -> torch.Tensor:
         """Pairwise ``TV(p_t^i, p_t^j) = erf(lam(t) D_ij / (2 sqrt 2))`` for ``i in rows``, ``j in cols``."""
-        sq = self.sq_dist if rows is None else self.sq_dist[rows][:, cols]
-        return torch.erf(self.scale(t) * sq.sqrt() / (2 * math.sqrt(2.0)))
+        dist = self.dist if rows is None else self.dist[rows][:, cols]
+        return torch.erf(self.scale(t) * dist / (2 * math.sqrt(2.0)))
 
     def merge_time_of(self, sq_dist: torch.Tensor, eps: float) -> torch.Tensor:
         """``inf{t : TV(p_t^i, p_t^j) <= eps}`` of two components at squared distance ``sq_dist``.

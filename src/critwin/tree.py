@@ -36,6 +36,7 @@ from critwin._validation import check_eps
 from critwin.divergence import component_tv, tv
 from critwin.mixtures import GaussianMixture
 from critwin.span import SpanMixture, shared_isotropic
+from critwin.span_crossings import crossings
 from critwin.windows import Window, check_search, merge_time, separation_time, window_from_times
 
 __all__ = ["Node", "Tree", "hierarchy"]
@@ -390,6 +391,14 @@ class _ExactEngine:
     def separation_time(self, S):
         return separation_time(self.mixture, S, self.eps, **self.kw)
 
+    def times(self, requests, report) -> list[tuple]:
+        """``merge_time(A, B)`` for each request ``(A, B)``, ``separation_time(A)`` for ``(A, None)``."""
+        out = []
+        for done, (A, B) in enumerate(requests, 1):
+            out.append(self.separation_time(A) if B is None else self.merge_time(A, B))
+            report(done, len(requests))
+        return out
+
 
 class _SpanEngine:
     """Closed forms, sure bounds and Monte Carlo in the span of the means (:class:`SpanMixture`)."""
@@ -420,21 +429,32 @@ class _SpanEngine:
         est = self.span.tv(comps, rest, t)
         return min(high, max(low, est.value)), max(low, est.low), min(high, est.high)
 
-    def merge_time(self, A, B):
-        """``inf{t : TV(p_t^A, p_t^B) <= eps}`` for ``A ⊂ B``, from
-        ``TV(p^A, p^B) = (1 - W_A / W_B) TV(p^A, p^{B - A})``."""
-        rest = [j for j in B if j not in A]
+    def times(self, requests, report) -> list[tuple]:
+        """As :meth:`_ExactEngine.times`, every crossing at once (:func:`critwin.span_crossings.crossings`:
+        sure bounds first, then Monte Carlo pooled over the tasks that share their components)."""
+        out: list = [None] * len(requests)
+        tasks, where = [], []
         w = self.span.weights
-        factor = 1.0 - float(w[A].sum() / w[B].sum())
-        if factor <= 0.0:
-            return 0.0, 0.0, 0.0, "closed-form"
-        return self.span.crossing(A, rest, self.eps, factor, False, self.tol)
-
-    def separation_time(self, S):
-        rest = [j for j in range(self.K) if j not in S]
-        if not rest:
-            return math.inf, math.inf, math.inf, "closed-form"
-        return self.span.crossing(list(S), rest, 1.0 - self.eps * self.eps, 1.0, True, self.tol)
+        for k, (A, B) in enumerate(requests):
+            inside = set(A)
+            if B is None:
+                rest = [j for j in range(self.K) if j not in inside]
+                level, factor, sep = 1.0 - self.eps * self.eps, 1.0, True
+            else:
+                # TV(p^A, p^B) = (1 - W_A / W_B) TV(p^A, p^{B - A}) for A ⊂ B
+                rest = [j for j in B if j not in inside]
+                factor = 1.0 - float(w[A].sum() / w[B].sum())
+                level, sep = self.eps, False
+            if not rest:
+                out[k] = (math.inf,) * 3 + ("closed-form",) if sep else (0.0, 0.0, 0.0, "closed-form")
+            elif factor <= 0.0:
+                out[k] = (0.0, 0.0, 0.0, "closed-form")
+            else:
+                tasks.append((list(A), rest, level, factor, sep))
+                where.append(k)
+        for k, result in zip(where, crossings(self.span, tasks, self.tol, report), strict=True):
+            out[k] = result
+        return out
 
 
 def _complete_linkage(engine, report) -> tuple[Node, dict[int, float]]:
@@ -523,23 +543,21 @@ def _link_parents(node: Node) -> None:
 
 
 def _attach_windows(root: Node, engine, report) -> None:
-    """The critical window of every non-root node inside its parent (separation times cached)."""
-    cache: dict[tuple[int, ...], tuple] = {}
-
-    def separated(S):
-        if tuple(S) not in cache:
-            cache[tuple(S)] = engine.separation_time(S)
-        return cache[tuple(S)]
-
+    """The critical window of every non-root node inside its parent: one merge time (node in parent)
+    and one separation time per node (the parent's is its own; the root's is +inf)."""
     nodes = [node for node in root.walk() if node.parent is not None]
-    for done, node in enumerate(nodes, 1):
-        before = node.parent.components
+    requests = [(node.components, node.parent.components) for node in nodes]
+    requests += [(node.components, None) for node in nodes]
+    times = engine.times(requests, lambda done, total: report("windows", done, total))
+    merged = times[: len(nodes)]
+    separated = dict(zip([id(n) for n in nodes], times[len(nodes) :], strict=True))
+    infinite = (math.inf, math.inf, math.inf, "closed-form")
+    for node, merge in zip(nodes, merged, strict=True):
         node.window = window_from_times(
             node.components,
-            before,
+            node.parent.components,
             engine.eps,
-            engine.merge_time(node.components, before),
-            separated(before),
-            separated(node.components),
+            merge,
+            separated.get(id(node.parent), infinite),
+            separated[id(node)],
         )
-        report("windows", done, len(nodes))
