@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from critwin._memory import check_memory
-from critwin.divergence import _MIN_ESS, _ess, _wilson
+from critwin.divergence import _MIN_ESS, _wilson
 from critwin.windows import _T_MAX
 
 __all__ = ["crossings"]
@@ -176,19 +176,24 @@ class _Pool:
 
     def __init__(self, span, U: list[int], tasks):
         self.span, self.U = span, U
-        pos = {c: i for i, c in enumerate(U)}
-        n = span.n
-        sides = []
+        pos = torch.full((span.n_components,), -1, dtype=torch.long)
+        pos[torch.tensor(U)] = torch.arange(len(U))
+        w = span.weights[U]
         need = torch.full((len(U),), 2, dtype=torch.long)
+        self.small, log_ratio, w_side = [], [], []
         for A, B, *_rest in tasks:
-            side = A if len(A) > len(B) else B
-            v = span.weights[side] / span.weights[side].sum()
-            index = torch.tensor([pos[c] for c in side])
-            need[index] = torch.maximum(need[index], (n * v).floor().long().clamp_min(2))
-            sides.append((index, v))
-        offsets = torch.cat([torch.zeros(1, dtype=torch.long), need.cumsum(0)])
-        rows = int(offsets[-1])
-        r = span.coords.shape[1]
+            # the larger side carries the draws; the estimate needs the density of the other, small one
+            small = pos[torch.tensor(B if len(A) > len(B) else A)]
+            inside = torch.zeros(len(U), dtype=torch.bool).index_fill_(0, small, True)
+            W_small, W_side = float(w[small].sum()), float(w[~inside].sum())
+            need = torch.where(inside, need, torch.maximum(need, (span.n * w / W_side).floor().long()))
+            self.small.append(small)
+            log_ratio.append(math.log(W_side / W_small))
+            w_side.append(W_side)
+        self.log_ratio = torch.tensor(log_ratio, dtype=torch.float64)
+        self.w_side = torch.tensor(w_side, dtype=torch.float64)
+        self.counts = need.to(torch.float64)
+        rows, r = int(need.sum()), span.coords.shape[1]
         check_memory(
             8 * rows * (r + 3 * len(U)), f"the Monte Carlo draws of {len(tasks)} crossings in the span"
         )
@@ -196,46 +201,59 @@ class _Pool:
         z = torch.randn(rows, r, generator=span._generator, dtype=torch.float64)
         zc = z @ span.coords[U].T
         del z
-        self.zc = zc
-        self.zc_self = zc.gather(1, self.comp.unsqueeze(1))
-        self.sq = span.sq_dist[U][:, U]
-        self.log_w = span.weights[U].log()
-        self.tasks = []
-        for (A, B, *_rest), (index, v) in zip(tasks, sides, strict=True):
-            strata = torch.repeat_interleave(torch.arange(len(index)), need[index])
-            side_rows = torch.cat([torch.arange(int(offsets[i]), int(offsets[i + 1])) for i in index])
-            a_side = len(A) > len(B)
-            small = torch.tensor([pos[c] for c in (B if a_side else A)])
-            W_side = float(span.weights[A if a_side else B].sum())
-            W_small = float(span.weights[B if a_side else A].sum())
-            self.tasks.append((side_rows, strata, v, need[index], small, math.log(W_side / W_small)))
+        # log w_l N(x; lam c_l, I) = lam (lam half_sq - dz) + log w_l up to a term common to a row
+        self.half_sq = -0.5 * span.sq_dist[U][:, U][self.comp]
+        self.dz = zc.gather(1, self.comp.unsqueeze(1)) - zc
+        del zc
+        self.log_w, self.w = w.log(), w
 
     def log_densities(self, t: float) -> torch.Tensor:
         """(rows, |U|) log of ``w_l N(x; lam c_l, I)`` up to a term common to a row (it cancels)."""
         lam = self.span.scale(t)
-        return -0.5 * lam * lam * self.sq[self.comp] - lam * (self.zc_self - self.zc) + self.log_w
+        return torch.add(self.dz, self.half_sq, alpha=-lam).mul_(-lam).add_(self.log_w)
 
-    def estimate(self, k: int, log_dens: torch.Tensor, lse_all: torch.Tensor, z: float):
-        """(value, low, high) of TV for task ``k``: ``1 - E_Q min(1, p/q)`` on its side's draws."""
-        side_rows, strata, v, counts, small, log_ratio_w = self.tasks[k]
-        lse_small = torch.logsumexp(log_dens[side_rows][:, small], 1)
-        lse_u = lse_all[side_rows]
+    def estimate(self, ks, log_dens: torch.Tensor, z: float) -> np.ndarray:
+        """(len(ks), 3) value, low and high of the TV of tasks ``ks``: ``1 - E_Q min(1, p/q)`` on the
+        draws of each task's large side ``Q`` (every row of ``U`` outside its small set), stratified by
+        component."""
+        lse_u = torch.logsumexp(log_dens, 1, keepdim=True)
+        step = max(1, (1 << 22) // log_dens.shape[0])
+        return np.concatenate(
+            [self._estimate(ks[i : i + step], log_dens, lse_u, z) for i in range(0, len(ks), step)]
+        )
+
+    def _estimate(self, ks, log_dens, lse_u, z) -> np.ndarray:
+        n_comp = len(self.U)
+        small = torch.zeros(n_comp, len(ks), dtype=torch.bool)
+        lse_small = torch.empty(log_dens.shape[0], len(ks), dtype=torch.float64)
+        for j, k in enumerate(ks):
+            s = self.small[k]
+            small[s, j] = True
+            lse_small[:, j] = log_dens[:, s[0]] if s.numel() == 1 else torch.logsumexp(log_dens[:, s], 1)
         # The side's mixture is U minus the small set; its log density by complement (1 - e^x, x <= 0).
         lse_side = lse_u + torch.log1p(-torch.exp((lse_small - lse_u).clamp_max(0.0)))
-        h = torch.exp((lse_small - lse_side + log_ratio_w).clamp_max(0.0))
-        n_strata = counts.numel()
-        sums = torch.zeros(n_strata, dtype=torch.float64).index_add_(0, strata, h)
-        squares = torch.zeros(n_strata, dtype=torch.float64).index_add_(0, strata, h * h)
-        c = counts.to(torch.float64)
-        overlap = float((v * sums / c).sum())
+        h = torch.exp((lse_small - lse_side + self.log_ratio[ks]).clamp_max(0.0))
+        c = self.counts.unsqueeze(1)
+        v = torch.where(small, 0.0, self.w.unsqueeze(1) / self.w_side[ks])  # strata weights (|U|, n)
+        sums = torch.zeros(n_comp, len(ks), dtype=torch.float64).index_add_(0, self.comp, h)
+        squares = torch.zeros(n_comp, len(ks), dtype=torch.float64).index_add_(0, self.comp, h * h)
+        overlap = (v * sums / c).sum(0)
         var = ((squares - sums * sums / c) / (c - 1)).clamp_min(0)
-        se = math.sqrt(float((v * v * var / c).sum()))
+        se = (v * v * var / c).sum(0).sqrt()
         low, high = overlap - z * se, overlap + z * se
-        per_draw = (v / c)[strata]
-        if min(_ess(per_draw * h), _ess(per_draw * (1 - h))) < _MIN_ESS:
-            w_low, w_high = _wilson(overlap, float((c / v).min()), z)
-            low, high = min(low, w_low), max(high, w_high)
-        return 1.0 - overlap, max(0.0, 1.0 - high), min(1.0, 1.0 - low)
+        per_draw = (v / c)[self.comp]
+        ess = torch.minimum(_ess_columns(per_draw * h), _ess_columns(per_draw * (1 - h)))
+        for j in torch.nonzero(ess < _MIN_ESS).flatten().tolist():
+            n_eff = float((c[:, 0] / v[:, j])[v[:, j] > 0].min())
+            w_low, w_high = _wilson(float(overlap[j]), n_eff, z)
+            low[j], high[j] = min(float(low[j]), w_low), max(float(high[j]), w_high)
+        return torch.stack([1.0 - overlap, (1.0 - high).clamp_min(0), (1.0 - low).clamp_max(1)], 1).numpy()
+
+
+def _ess_columns(x: torch.Tensor) -> torch.Tensor:
+    """:func:`critwin.divergence._ess` of every column of ``x`` (rows, n)."""
+    y = x / x.max(0).values.clamp_min(1e-300)
+    return y.sum(0).square() / y.square().sum(0).clamp_min(1e-300)
 
 
 def _dyadic_inside(lo: float, hi: float) -> float:
@@ -285,11 +303,11 @@ def _bisect_pooled(pool: _Pool, items, tasks, tol: float):
             active = np.nonzero(open_.any(1))[0]
             if active.size == 0:
                 continue
-            log_dens = pool.log_densities(t)
-            lse_all = torch.logsumexp(log_dens, 1)
-            for i in active:
-                f = factor[i] * np.array(pool.estimate(int(i), log_dens, lse_all, pool.span.z_level))
-                holds = f < level[i] if strict[i] else f <= level[i]
+            f = factor[active, None] * pool.estimate(
+                active.tolist(), pool.log_densities(t), pool.span.z_level
+            )
+            for i, f_i in zip(active, f, strict=True):
+                holds = f_i < level[i] if strict[i] else f_i <= level[i]
                 for c in np.nonzero(open_[i])[0]:
                     if lo[i, c] < 0:
                         lo[i, c] = 0.0
