@@ -34,6 +34,7 @@ __all__ = ["crossings"]
 
 _PAIR_BATCH = 1 << 21  # pairs of components per batch of the bound stage (a few arrays of 16 MiB)
 _CURVES = 3  # value, lower and upper curve of every task
+_CI_RESOLUTION = 16.0  # the lower/upper curves' brackets stop at 1/16 of their spread
 
 
 def crossings(span, tasks, tol: float, report=None) -> list[tuple[float, float, float, str]]:
@@ -279,23 +280,32 @@ def _next_time(lo: float, hi: float, tol: float) -> float | None:
 
 
 def _bisect_pooled(pool: _Pool, items, tasks, tol: float):
-    """Bisect the value, lower and upper curve of every task of a group on shared times."""
+    """Bisect the value, lower and upper curve of every task of a group on shared times.
+
+    The value curve is bisected to ``tol``; the lower and upper curves only bound the time, so they
+    stop at ``max(tol, spread / _CI_RESOLUTION)`` (``spread``: the current distance between the outer
+    ends of their brackets), and the outer end of their final bracket is reported."""
     n = len(items)
     lo = np.array([[item[1]] * _CURVES for item in items])
     hi = np.array([[item[2]] * _CURVES for item in items])
-    level = np.array([tasks[k][2] for k, _, _ in items])
-    factor = np.array([tasks[k][3] for k, _, _ in items])
-    strict = np.array([bool(tasks[k][4]) for k, _, _ in items])
-    at_zero = np.where(strict, -np.inf, 0.0)
+    level = np.array([tasks[k][2] for k, _, _ in items])[:, None]
+    factor = np.array([tasks[k][3] for k, _, _ in items])[:, None]
+    strict = np.array([bool(tasks[k][4]) for k, _, _ in items])[:, None]
+    at_zero = np.where(strict, -np.inf, 0.0) * np.ones((1, _CURVES))
     result = np.full((n, _CURVES), np.nan)
     while True:
+        spread = np.where(np.isfinite(hi[:, 2]), hi[:, 2] - np.maximum(lo[:, 1], 0.0), np.inf)
+        resolution = np.stack([np.full(n, tol), *[np.maximum(tol, spread / _CI_RESOLUTION)] * 2], 1)
         wanted = set()
         for i, c in zip(*np.nonzero(np.isnan(result)), strict=True):
-            t = _next_time(lo[i, c], hi[i, c], tol)
-            if t is None:
-                result[i, c] = math.inf if hi[i, c] == math.inf else 0.5 * (lo[i, c] + hi[i, c])
-            else:
+            t = _next_time(lo[i, c], hi[i, c], resolution[i, c])
+            if t is not None:
                 wanted.add(t)
+            elif hi[i, c] == math.inf:
+                result[i, c] = math.inf
+            else:
+                # value: the midpoint; lower and upper curves: the outer end of the bracket
+                result[i, c] = (0.5 * (lo[i, c] + hi[i, c]), lo[i, c], hi[i, c])[c]
         if not wanted:
             break
         for t in sorted(wanted):
@@ -303,25 +313,17 @@ def _bisect_pooled(pool: _Pool, items, tasks, tol: float):
             active = np.nonzero(open_.any(1))[0]
             if active.size == 0:
                 continue
-            f = factor[active, None] * pool.estimate(
-                active.tolist(), pool.log_densities(t), pool.span.z_level
-            )
-            for i, f_i in zip(active, f, strict=True):
-                holds = f_i < level[i] if strict[i] else f_i <= level[i]
-                for c in np.nonzero(open_[i])[0]:
-                    if lo[i, c] < 0:
-                        lo[i, c] = 0.0
-                        if holds[c]:
-                            result[i, c] = at_zero[i]
-                    elif holds[c]:
-                        hi[i, c] = t
-                    else:
-                        lo[i, c] = t
+            f = factor[active] * pool.estimate(active.tolist(), pool.log_densities(t), pool.span.z_level)
+            holds = np.where(strict[active], f < level[active], f <= level[active])
+            sub = open_[active]
+            zero = sub & (lo[active] < 0)
+            result[active] = np.where(zero & holds, at_zero[active], result[active])
+            lo[active] = np.where(zero, 0.0, np.where(sub & ~zero & ~holds, t, lo[active]))
+            hi[active] = np.where(sub & ~zero & holds, t, hi[active])
+    # the value's crossing lies within tol/2 of its midpoint; the bounds' outer ends are sure already
     out = []
-    for i in range(n):
-        value, low, high = result[i]
-        # a curve's time lies within tol/2 of its midpoint: the bracket is widened by that much
-        low = low - tol / 2 if low > 0 and math.isfinite(low) else low
-        high = high + tol / 2 if high > 0 and math.isfinite(high) else high
+    for value, low, high in result:
+        low = min(low, value - tol / 2) if value > 0 and math.isfinite(value) else min(low, value)
+        high = max(high, value + tol / 2) if value > 0 and math.isfinite(value) else max(high, value)
         out.append((float(value), float(low), float(high), "monte-carlo"))
     return out

@@ -22,13 +22,14 @@ exact TV exists) is seeded with ``DEFAULT_SEED`` = 0 unless a ``torch.Generator`
 
 from __future__ import annotations
 
-import heapq
 import json
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from scipy.cluster.hierarchy import linkage
+from scipy.spatial.distance import squareform
 
 from critwin._display import axes
 from critwin._io import PNG_SOFTWARE, atomic_path
@@ -458,38 +459,30 @@ class _SpanEngine:
 
 
 def _complete_linkage(engine, report) -> tuple[Node, dict[int, float]]:
-    """Agglomerative merging in order of the pairwise values (a heap of candidate merges, stale entries
-    skipped); a cluster's value is its largest pairwise one (Lance-Williams update for complete linkage).
+    """Agglomerative merging in order of the pairwise values: complete linkage (a cluster's value is its
+    largest pairwise one), by scipy's nearest-neighbour chain in O(K^2); infinite values (pairs that
+    never merge) are linked last and keep their infinite value.
 
     Returns the root and, for every internal node (by ``id``), its largest pairwise value."""
     K = engine.K
-    values = engine.linkage_values(report).to(torch.float64).cpu().numpy().copy()
-    nodes: dict[int, Node] = {i: Node([i], 0.0) for i in range(K)}
-    spread: dict[int, float] = dict.fromkeys(range(K), 0.0)  # largest pairwise value inside a cluster
-    row_of = {i: i for i in range(K)}  # cluster id -> row of `values` holding its linkage values
-    heap = [(float(values[i, j]), i, j) for i in range(K) for j in range(i + 1, K)]
-    heapq.heapify(heap)
-    next_id = K
-    spreads: list[tuple[Node, float]] = []
-    while len(nodes) > 1:
-        link, a, b = heapq.heappop(heap)
-        if a not in nodes or b not in nodes:
-            continue
-        ra, rb = row_of.pop(a), row_of.pop(b)
-        np.maximum(values[ra], values[rb], out=values[ra])
-        values[:, ra] = values[ra]
-        ca, cb = nodes.pop(a), nodes.pop(b)
-        value = max(link, spread.pop(a), spread.pop(b))
-        joined = Node(
-            sorted(ca.components + cb.components), max(engine.time_of(value), ca.time, cb.time), [ca, cb]
+    values = engine.linkage_values(report).to(torch.float64).cpu().numpy()
+    nodes = [Node([i], 0.0) for i in range(K)]
+    if K == 1:
+        return nodes[0], {}
+    finite = np.isfinite(values)
+    never = 2.0 * float(np.abs(values[finite]).max(initial=0.0)) + 1.0
+    merges = linkage(squareform(np.where(finite, values, never), checks=False), method="complete")
+    spread = [0.0] * K  # largest pairwise value inside each cluster
+    for a, b, height, _ in merges:
+        ca, cb = nodes[int(a)], nodes[int(b)]
+        value = math.inf if height >= never else max(float(height), spread[int(a)], spread[int(b)])
+        nodes.append(
+            Node(
+                sorted(ca.components + cb.components), max(engine.time_of(value), ca.time, cb.time), [ca, cb]
+            )
         )
-        for other, row in row_of.items():
-            heapq.heappush(heap, (float(values[ra, row]), min(other, next_id), max(other, next_id)))
-        nodes[next_id], spread[next_id], row_of[next_id] = joined, value, ra
-        spreads.append((joined, value))
-        next_id += 1
-    root = next(iter(nodes.values()))
-    return root, {id(node): spread_of for node, spread_of in spreads}
+        spread.append(value)
+    return nodes[-1], {id(node): spread[k] for k, node in enumerate(nodes) if k >= K}
 
 
 def _decide(low: float, high: float, threshold: float, above: bool) -> bool | None:
