@@ -114,6 +114,7 @@ class SpanMixture:
 
     def bounds(self, A: list[int], B: list[int], t: float) -> tuple[float, float]:
         """Sure ``(lower, upper)`` bounds on ``TV(p_t^A, p_t^B)`` for disjoint ``A``, ``B`` (module notes)."""
+        A, B = torch.as_tensor(A), torch.as_tensor(B)
         w = self.weights[A] / self.weights[A].sum()
         v = self.weights[B] / self.weights[B].sum()
         pair = self.pair_tv(t, A, B)

@@ -56,19 +56,17 @@ def crossings(span, tasks, tol: float, report=None) -> list[tuple[float, float, 
     report = report or (lambda done, total: None)
     out: list = [None] * len(tasks)
     pending = []
-    for k, (t_lb, t_ub) in enumerate(_bound_brackets(span, tasks, tol)):
+    for k, (low, high) in enumerate(_bound_brackets(span, tasks, tol)):
+        # every curve between the sure bounds crosses in [low, high] (low = -1: maybe at t = 0)
         at_zero = -math.inf if tasks[k][4] else 0.0
-        if t_ub == at_zero:
+        if low is None:
             out[k] = (at_zero, at_zero, at_zero, "bounds")
-        elif t_lb == math.inf:
+        elif low == math.inf:
             out[k] = (math.inf, math.inf, math.inf, "bounds")
-        elif t_lb != at_zero and t_ub - t_lb <= tol:
-            lo, hi = max(0.0, t_lb - tol / 2), t_ub + tol / 2
-            out[k] = (0.5 * (t_lb + t_ub), lo, hi, "bounds")
+        elif low >= 0 and high - low <= tol:
+            out[k] = (0.5 * (low + high), low, high, "bounds")
         else:
-            # lo < 0: whether the curves already cross at t = 0 is open; hi = inf: no time known above.
-            lo = -1.0 if t_lb == at_zero else max(0.0, t_lb - tol / 2)
-            pending.append((k, lo, t_ub + tol / 2 if math.isfinite(t_ub) else math.inf))
+            pending.append((k, low, high))
     done = len(tasks) - len(pending)
     report(done, len(tasks))
     groups: dict[tuple[int, ...], list] = {}
@@ -86,9 +84,10 @@ def crossings(span, tasks, tol: float, report=None) -> list[tuple[float, float, 
 
 # ------------------------------------------------------------------------------------------ bounds
 def _bound_brackets(span, tasks, tol):
-    """Per task ``(t_lb, t_ub)``: where the lower and the upper sure bound first satisfy the crossing
-    predicate (``at_zero`` if at t = 0, inf if not by ``_T_MAX``; otherwise a bisection midpoint within
-    ``tol / 2`` of the crossing)."""
+    """Per task ``(low, high)``: every curve between the sure bounds is still on its initial side of the
+    level at ``low`` (the lower bound is; -1 when it crosses at t = 0 already) and has crossed by
+    ``high`` (the upper bound has; inf when it never does); ``(None, 0)`` when the upper bound crosses at
+    t = 0, ``(inf, inf)`` when the lower bound never does. Batches of at most ``_PAIR_BATCH`` pairs."""
     out: list = [None] * len(tasks)
     batch: list[int] = []
     size = 0
@@ -103,71 +102,99 @@ def _bound_brackets(span, tasks, tol):
 
 
 def _pairs(span, tasks):
-    """Flattened pairs of every task: (task of each pair, distance, w_a, v_b), float64."""
+    """Flattened pairs of every task: the task of each pair, ``D_ab / (2 sqrt 2)``, ``w_a v_b``,
+    ``min(w_a, v_b)`` and ``max(w_a, v_b)`` (float64)."""
     owner, dist, wa, vb = [], [], [], []
     for k, (A, B, *_rest) in enumerate(tasks):
         a, b = torch.tensor(A), torch.tensor(B)
-        w = span.weights[a] / span.weights[a].sum()
-        v = span.weights[b] / span.weights[b].sum()
         owner.append(torch.full((len(A) * len(B),), k))
         dist.append(span.dist[a][:, b].reshape(-1))
-        wa.append(w.repeat_interleave(len(B)))
-        vb.append(v.repeat(len(A)))
-    return torch.cat(owner), torch.cat(dist), torch.cat(wa), torch.cat(vb)
+        wa.append((span.weights[a] / span.weights[a].sum()).repeat_interleave(len(B)))
+        vb.append((span.weights[b] / span.weights[b].sum()).repeat(len(A)))
+    wa, vb = torch.cat(wa), torch.cat(vb)
+    return (
+        torch.cat(owner),
+        torch.cat(dist) / (2 * math.sqrt(2.0)),
+        wa * vb,
+        torch.minimum(wa, vb),
+        torch.maximum(wa, vb),
+    )
 
 
-def _bound_values(pairs, scales, n_tasks):
-    """Sure (lower, upper) bounds on the TV of every task at its own scale ``lam`` (module notes of
-    :mod:`critwin.span`)."""
-    owner, dist, wa, vb = pairs
-    pair = torch.erf(scales[owner] * dist / (2 * math.sqrt(2.0)))
-    upper = torch.zeros(n_tasks, dtype=torch.float64).index_add_(0, owner, wa * vb * pair)
-    overlap = torch.minimum(torch.minimum(wa, vb), torch.maximum(wa, vb) * (1 - pair))
-    total = torch.zeros(n_tasks, dtype=torch.float64).index_add_(0, owner, overlap)
-    return (1.0 - total).clamp_min(0.0), upper.clamp_max(1.0)
+def _bound_values(pairs, scales, n_tasks, upper: bool):
+    """The sure lower (``upper=False``) or upper bound on the TV of every task at its own scale ``lam``
+    (module notes of :mod:`critwin.span`)."""
+    owner, dist, prod, low, high = pairs
+    pair = torch.erf(scales[owner] * dist)
+    if upper:
+        return torch.zeros(n_tasks, dtype=torch.float64).index_add_(0, owner, prod * pair).clamp_max(1.0)
+    overlap = torch.minimum(low, high * (1 - pair))
+    return (1.0 - torch.zeros(n_tasks, dtype=torch.float64).index_add_(0, owner, overlap)).clamp_min(0.0)
 
 
 def _bound_batch(span, tasks, tol):
     pairs = _pairs(span, tasks)
     n = len(tasks)
-    level = torch.tensor([t[2] for t in tasks], dtype=torch.float64)
-    factor = torch.tensor([t[3] for t in tasks], dtype=torch.float64)
-    strict = torch.tensor([bool(t[4]) for t in tasks])
+    level = torch.tensor([t[2] for t in tasks], dtype=torch.float64).repeat(2)
+    factor = torch.tensor([t[3] for t in tasks], dtype=torch.float64).repeat(2)
+    strict = torch.tensor([bool(t[4]) for t in tasks]).repeat(2)
 
-    def holds(times: np.ndarray, which: int) -> np.ndarray:
+    def holds(times: np.ndarray) -> np.ndarray:
+        """The predicate on the lower bound at ``times[:n]`` and on the upper bound at ``times[n:]``."""
         scales = span.scale(torch.as_tensor(times, dtype=torch.float64))
-        f = factor * _bound_values(pairs, scales, n)[which]
+        f = factor * torch.cat(
+            [_bound_values(pairs, scales[:n], n, False), _bound_values(pairs, scales[n:], n, True)]
+        )
         return torch.where(strict, f < level, f <= level).numpy()
 
-    result = []
-    for which in (0, 1):  # the lower bound's crossing, then the upper bound's
-        result.append(_first_true_vectorised(lambda t, w=which: holds(t, w), n, tol))
-    at_zero = np.where(strict.numpy(), -np.inf, 0.0)
-    return [tuple(float(at_zero[k]) if r[k] == -2.0 else float(r[k]) for r in result) for k in range(n)]
+    def resolution(lo, hi):
+        # a bracket of the crossing narrower than 1/16 of the gap between the bounds' crossings is
+        # never needed (Monte Carlo bisects that gap); when they are close, tol decides
+        gap = lo[n:] - hi[:n]
+        return np.tile(np.maximum(tol, gap / 16.0), 2)
+
+    state, lo, hi = _first_true_vectorised(holds, 2 * n, resolution)
+    out = []
+    for k in range(n):
+        if state[n + k] == _AT_ZERO:
+            out.append((None, 0.0))
+        elif state[k] == _NEVER:
+            out.append((math.inf, math.inf))
+        else:
+            out.append(
+                (-1.0 if state[k] == _AT_ZERO else lo[k], math.inf if state[n + k] == _NEVER else hi[n + k])
+            )
+    return out
 
 
-def _first_true_vectorised(holds, n: int, tol: float) -> np.ndarray:
-    """:func:`critwin.windows._first_true` for ``n`` predicates at once: -2 where they hold at 0, inf
-    where not by ``_T_MAX``, else the midpoint of a final bracket of width <= tol."""
-    out = np.full(n, np.nan)
-    out[holds(np.zeros(n))] = -2.0
+_AT_ZERO, _NEVER = 1, 2
+
+
+def _first_true_vectorised(holds, n: int, resolution):
+    """:func:`critwin.windows._first_true` for ``n`` predicates that stay true once they hold, at once.
+
+    Returns ``(state, lo, hi)``: state ``_AT_ZERO`` where a predicate holds at 0, ``_NEVER`` where not by
+    ``_T_MAX``, else 0 with a bracket (false at ``lo``, true at ``hi``) no wider than
+    ``resolution(lo, hi)``."""
+    state = np.zeros(n, dtype=int)
+    state[holds(np.zeros(n))] = _AT_ZERO
     lo, hi = np.zeros(n), np.ones(n)
-    growing = np.isnan(out)
+    growing = state == 0
     while growing.any():
         ok = holds(hi)
         growing &= ~ok
         lo = np.where(growing, hi, lo)
         hi = np.where(growing, 2.0 * hi, hi)
-        out[growing & (hi > _T_MAX)] = np.inf
+        state[growing & (hi > _T_MAX)] = _NEVER
         growing &= hi <= _T_MAX
-    active = np.isnan(out)
-    while active.any():
+    active = state == 0
+    while True:
         mid = 0.5 * (lo + hi)
+        active &= (hi - lo > resolution(lo, hi)) & (lo < mid) & (mid < hi)
+        if not active.any():
+            return state, lo, hi
         ok = holds(mid)
         hi, lo = np.where(active & ok, mid, hi), np.where(active & ~ok, mid, lo)
-        mid = 0.5 * (lo + hi)
-        active &= (hi - lo > tol) & (lo < mid) & (mid < hi)
-    return np.where(np.isnan(out), 0.5 * (lo + hi), out)
 
 
 # ------------------------------------------------------------------------------------- Monte Carlo
@@ -181,7 +208,7 @@ class _Pool:
         pos[torch.tensor(U)] = torch.arange(len(U))
         w = span.weights[U]
         need = torch.full((len(U),), 2, dtype=torch.long)
-        self.small, log_ratio, w_side = [], [], []
+        self.small, ratio, w_side = [], [], []
         for A, B, *_rest in tasks:
             # the larger side carries the draws; the estimate needs the density of the other, small one
             small = pos[torch.tensor(B if len(A) > len(B) else A)]
@@ -189,9 +216,9 @@ class _Pool:
             W_small, W_side = float(w[small].sum()), float(w[~inside].sum())
             need = torch.where(inside, need, torch.maximum(need, (span.n * w / W_side).floor().long()))
             self.small.append(small)
-            log_ratio.append(math.log(W_side / W_small))
+            ratio.append(W_side / W_small)
             w_side.append(W_side)
-        self.log_ratio = torch.tensor(log_ratio, dtype=torch.float64)
+        self.ratio = torch.tensor(ratio, dtype=torch.float64)
         self.w_side = torch.tensor(w_side, dtype=torch.float64)
         self.counts = need.to(torch.float64)
         rows, r = int(need.sum()), span.coords.shape[1]
@@ -203,10 +230,11 @@ class _Pool:
         zc = z @ span.coords[U].T
         del z
         # log w_l N(x; lam c_l, I) = lam (lam half_sq - dz) + log w_l up to a term common to a row
-        self.half_sq = -0.5 * span.sq_dist[U][:, U][self.comp]
-        self.dz = zc.gather(1, self.comp.unsqueeze(1)) - zc
+        # (float32: its rounding, ~1e-4 relative in a density ratio, is far below the Monte Carlo error)
+        self.half_sq = (-0.5 * span.sq_dist[U][:, U][self.comp]).float()
+        self.dz = (zc.gather(1, self.comp.unsqueeze(1)) - zc).float()
         del zc
-        self.log_w, self.w = w.log(), w
+        self.log_w, self.w = w.log().float(), w
 
     def log_densities(self, t: float) -> torch.Tensor:
         """(rows, |U|) log of ``w_l N(x; lam c_l, I)`` up to a term common to a row (it cancels)."""
@@ -217,7 +245,7 @@ class _Pool:
         """(len(ks), 3) value, low and high of the TV of tasks ``ks``: ``1 - E_Q min(1, p/q)`` on the
         draws of each task's large side ``Q`` (every row of ``U`` outside its small set), stratified by
         component."""
-        lse_u = torch.logsumexp(log_dens, 1, keepdim=True)
+        lse_u = torch.logsumexp(log_dens, 1, keepdim=True).double()
         step = max(1, (1 << 22) // log_dens.shape[0])
         return np.concatenate(
             [self._estimate(ks[i : i + step], log_dens, lse_u, z) for i in range(0, len(ks), step)]
@@ -227,23 +255,28 @@ class _Pool:
         n_comp = len(self.U)
         small = torch.zeros(n_comp, len(ks), dtype=torch.bool)
         lse_small = torch.empty(log_dens.shape[0], len(ks), dtype=torch.float64)
+        single = [j for j, k in enumerate(ks) if self.small[k].numel() == 1]
+        columns = torch.tensor([int(self.small[ks[j]][0]) for j in single], dtype=torch.long)
+        lse_small[:, single] = log_dens.index_select(1, columns).double()
         for j, k in enumerate(ks):
-            s = self.small[k]
-            small[s, j] = True
-            lse_small[:, j] = log_dens[:, s[0]] if s.numel() == 1 else torch.logsumexp(log_dens[:, s], 1)
-        # The side's mixture is U minus the small set; its log density by complement (1 - e^x, x <= 0).
-        lse_side = lse_u + torch.log1p(-torch.exp((lse_small - lse_u).clamp_max(0.0)))
-        h = torch.exp((lse_small - lse_side + self.log_ratio[ks]).clamp_max(0.0))
+            small[self.small[k], j] = True
+            if self.small[k].numel() > 1:
+                lse_small[:, j] = torch.logsumexp(log_dens[:, self.small[k]], 1)
+        # pi: posterior of the small set within U; the side's density ratio p_small / p_side is
+        # pi / (1 - pi) times W_side / W_small (pi = 1 exactly gives inf, clamped to 1 as it should)
+        pi = torch.exp((lse_small - lse_u).clamp_max(0.0))
+        h = (pi / (1.0 - pi)).mul_(self.ratio[ks]).clamp_max_(1.0)
         c = self.counts.unsqueeze(1)
         v = torch.where(small, 0.0, self.w.unsqueeze(1) / self.w_side[ks])  # strata weights (|U|, n)
         sums = torch.zeros(n_comp, len(ks), dtype=torch.float64).index_add_(0, self.comp, h)
-        squares = torch.zeros(n_comp, len(ks), dtype=torch.float64).index_add_(0, self.comp, h * h)
+        squares = torch.zeros(n_comp, len(ks), dtype=torch.float64).index_add_(0, self.comp, h.square_())
         overlap = (v * sums / c).sum(0)
         var = ((squares - sums * sums / c) / (c - 1)).clamp_min(0)
         se = (v * v * var / c).sum(0).sqrt()
         low, high = overlap - z * se, overlap + z * se
-        per_draw = (v / c)[self.comp]
-        ess = torch.minimum(_ess_columns(per_draw * h), _ess_columns(per_draw * (1 - h)))
+        # effective sample sizes of the terms of h and of 1 - h, from the per-stratum sums
+        per_draw = v / c
+        ess = torch.minimum(_ess(per_draw, sums, squares), _ess(per_draw, c - sums, c - 2 * sums + squares))
         for j in torch.nonzero(ess < _MIN_ESS).flatten().tolist():
             n_eff = float((c[:, 0] / v[:, j])[v[:, j] > 0].min())
             w_low, w_high = _wilson(float(overlap[j]), n_eff, z)
@@ -251,10 +284,12 @@ class _Pool:
         return torch.stack([1.0 - overlap, (1.0 - high).clamp_min(0), (1.0 - low).clamp_max(1)], 1).numpy()
 
 
-def _ess_columns(x: torch.Tensor) -> torch.Tensor:
-    """:func:`critwin.divergence._ess` of every column of ``x`` (rows, n)."""
-    y = x / x.max(0).values.clamp_min(1e-300)
-    return y.sum(0).square() / y.square().sum(0).clamp_min(1e-300)
+def _ess(per_draw, sums, squares) -> torch.Tensor:
+    """``(sum x)^2 / sum x^2`` per column for terms ``x = per_draw * y`` given per-stratum sums of ``y``
+    and ``y^2`` (0 where the squares underflow: the conservative interval is then used)."""
+    total = (per_draw * sums).sum(0)
+    total_sq = (per_draw * per_draw * squares.clamp_min(0)).sum(0)
+    return torch.where(total_sq > 0, total * total / total_sq.clamp_min(1e-300), 0.0)
 
 
 def _dyadic_inside(lo: float, hi: float) -> float:
@@ -282,12 +317,14 @@ def _next_time(lo: float, hi: float, tol: float) -> float | None:
 def _bisect_pooled(pool: _Pool, items, tasks, tol: float):
     """Bisect the value, lower and upper curve of every task of a group on shared times.
 
-    The value curve is bisected to ``tol``; the lower and upper curves only bound the time, so they
-    stop at ``max(tol, spread / _CI_RESOLUTION)`` (``spread``: the current distance between the outer
-    ends of their brackets), and the outer end of their final bracket is reported."""
+    Every bracket stops at ``max(tol, spread / _CI_RESOLUTION)`` (``spread``: the distance between the
+    outer ends of the task's lower- and upper-curve brackets, i.e. the Monte Carlo uncertainty of the
+    time): the lower and upper curves report the outer end of their final bracket, the value curve the
+    linear interpolation of its two evaluated ends (the midpoint where an end has no Monte Carlo value)."""
     n = len(items)
     lo = np.array([[item[1]] * _CURVES for item in items])
     hi = np.array([[item[2]] * _CURVES for item in items])
+    f_lo, f_hi = np.full(n, np.nan), np.full(n, np.nan)  # the value curve at lo and hi
     level = np.array([tasks[k][2] for k, _, _ in items])[:, None]
     factor = np.array([tasks[k][3] for k, _, _ in items])[:, None]
     strict = np.array([bool(tasks[k][4]) for k, _, _ in items])[:, None]
@@ -295,17 +332,20 @@ def _bisect_pooled(pool: _Pool, items, tasks, tol: float):
     result = np.full((n, _CURVES), np.nan)
     while True:
         spread = np.where(np.isfinite(hi[:, 2]), hi[:, 2] - np.maximum(lo[:, 1], 0.0), np.inf)
-        resolution = np.stack([np.full(n, tol), *[np.maximum(tol, spread / _CI_RESOLUTION)] * 2], 1)
+        resolution = np.maximum(tol, spread / _CI_RESOLUTION)
         wanted = set()
         for i, c in zip(*np.nonzero(np.isnan(result)), strict=True):
-            t = _next_time(lo[i, c], hi[i, c], resolution[i, c])
+            t = _next_time(lo[i, c], hi[i, c], resolution[i])
             if t is not None:
                 wanted.add(t)
             elif hi[i, c] == math.inf:
                 result[i, c] = math.inf
             else:
-                # value: the midpoint; lower and upper curves: the outer end of the bracket
-                result[i, c] = (0.5 * (lo[i, c] + hi[i, c]), lo[i, c], hi[i, c])[c]
+                result[i, c] = (
+                    _interpolate(lo[i, 0], hi[i, 0], f_lo[i], f_hi[i], level[i, 0]),
+                    lo[i, c],
+                    hi[i, c],
+                )[c]
         if not wanted:
             break
         for t in sorted(wanted):
@@ -318,12 +358,19 @@ def _bisect_pooled(pool: _Pool, items, tasks, tol: float):
             sub = open_[active]
             zero = sub & (lo[active] < 0)
             result[active] = np.where(zero & holds, at_zero[active], result[active])
-            lo[active] = np.where(zero, 0.0, np.where(sub & ~zero & ~holds, t, lo[active]))
-            hi[active] = np.where(sub & ~zero & holds, t, hi[active])
-    # the value's crossing lies within tol/2 of its midpoint; the bounds' outer ends are sure already
-    out = []
-    for value, low, high in result:
-        low = min(low, value - tol / 2) if value > 0 and math.isfinite(value) else min(low, value)
-        high = max(high, value + tol / 2) if value > 0 and math.isfinite(value) else max(high, value)
-        out.append((float(value), float(low), float(high), "monte-carlo"))
-    return out
+            lower, upper = sub & ~zero & ~holds, sub & ~zero & holds
+            f_lo[active] = np.where(lower[:, 0], f[:, 0], f_lo[active])
+            f_hi[active] = np.where(upper[:, 0], f[:, 0], f_hi[active])
+            lo[active] = np.where(zero, 0.0, np.where(lower, t, lo[active]))
+            hi[active] = np.where(upper, t, hi[active])
+    return [
+        (float(value), float(min(low, value)), float(max(high, value)), "monte-carlo")
+        for value, low, high in result
+    ]
+
+
+def _interpolate(lo: float, hi: float, f_lo: float, f_hi: float, level: float) -> float:
+    """Where the line through ``(lo, f_lo)`` and ``(hi, f_hi)`` meets ``level`` (inside [lo, hi])."""
+    if not (math.isfinite(f_lo) and math.isfinite(f_hi)) or f_lo == f_hi:
+        return 0.5 * (lo + hi)
+    return min(hi, max(lo, lo + (f_lo - level) / (f_lo - f_hi) * (hi - lo)))
