@@ -161,9 +161,8 @@ def _bound_batch(span, tasks, tol):
         elif state[k] == _NEVER:
             out.append((math.inf, math.inf))
         else:
-            out.append(
-                (-1.0 if state[k] == _AT_ZERO else lo[k], math.inf if state[n + k] == _NEVER else hi[n + k])
-            )
+            low = -1.0 if state[k] == _AT_ZERO else float(lo[k])
+            out.append((low, math.inf if state[n + k] == _NEVER else float(hi[n + k])))
     return out
 
 

@@ -1,0 +1,135 @@
+"""Every window of an eps-tree at once (critwin.span_crossings): against the exact implementation on
+small mixtures, against closed forms where the sure bounds decide, and its Monte Carlo path."""
+
+import math
+
+import pytest
+import torch
+from torch import erfinv
+
+from critwin.mixtures import GaussianMixture
+from critwin.span import SpanMixture
+from critwin.span_crossings import crossings
+from critwin.tree import hierarchy
+from critwin.windows import merge_time, separation_time
+
+F64 = torch.float64
+TOL = 1e-3
+
+
+def _clustered(seed, K, d, sigma2=1.0):
+    """Two far clusters of tight sub-clusters with random weights (no near ties in complete linkage)."""
+    g = torch.Generator().manual_seed(seed)
+    centres = 60.0 * torch.randn(2, d, generator=g, dtype=F64)
+    means = centres[torch.arange(K) % 2] + 4.0 * torch.randn(K, d, generator=g, dtype=F64)
+    weights = torch.rand(K, generator=g, dtype=F64) + 0.3
+    return GaussianMixture(means, sigma2, weights / weights.sum())
+
+
+def _shape(node):
+    return (tuple(node.components), tuple(sorted(_shape(c) for c in node.children)))
+
+
+def _overlap(a, b, end):
+    """Whether two 95% brackets of the same time (independent draws) agree: they are at most the wider
+    one's width apart (a 95% bracket is about 4 standard errors wide: missing by more than its width
+    is a > 3.9 sigma event, about 1e-4 per endpoint, while ~5% of single endpoints miss by less),
+    plus both bisection tolerances."""
+    lo_a, hi_a = getattr(a, end + "_low"), getattr(a, end + "_high")
+    lo_b, hi_b = getattr(b, end + "_low"), getattr(b, end + "_high")
+    if not all(map(math.isfinite, (lo_a, hi_a, lo_b, hi_b))):
+        return (lo_a, hi_a) == (lo_b, hi_b)  # -inf (never separated) or inf: both sure
+    slack = 2 * TOL + max(hi_a - lo_a, hi_b - lo_b)
+    return lo_b <= hi_a + slack and lo_a <= hi_b + slack
+
+
+def _trees(m, n=4000):
+    kw = dict(n=n, tol=TOL)
+    exact = hierarchy(m, 0.1, method="exact", generator=torch.Generator().manual_seed(0), **kw)
+    fast = hierarchy(m, 0.1, method="fast", generator=torch.Generator().manual_seed(0), **kw)
+    return exact, fast
+
+
+@pytest.mark.parametrize(
+    "seed,K,d,sigma2", [(0, 3, 2, 1.0), (1, 5, 10, 0.5), (2, 6, 50, 1.0), (3, 4, 3, 2.0), (4, 8, 20, 1.0)]
+)
+def test_fast_windows_equal_exact_within_brackets(seed, K, d, sigma2):
+    exact, fast = _trees(_clustered(seed, K, d, sigma2))
+    assert _shape(fast.root) == _shape(exact.root)
+    for a, b in zip(exact.nodes, fast.nodes, strict=True):
+        assert a.components == b.components
+        if a.window is None:
+            continue
+        assert a.status == b.status or "undetermined" in (a.status, b.status)
+        for end in ("t_after", "t_before"):
+            assert _overlap(a.window, b.window, end), (a.components, end, a.window, b.window)
+            # A time the bounds decide is within tol of the exact one (closed form or quadrature there).
+            if b.window.method == "bounds+closed-form" and "monte-carlo" not in a.window.method:
+                assert getattr(b.window, end) == pytest.approx(getattr(a.window, end), abs=TOL)
+
+
+def test_sure_bounds_decide_two_components_in_closed_form():
+    # Two components: every TV is the pairwise erf(lam D / (2 sqrt 2)), so the bounds meet and no
+    # Monte Carlo runs; the times solve (1 - w_0) erf(e^-t D / (2 sqrt 2)) = eps and erf(.) = 1 - eps^2.
+    D, w0, eps = 12.0, 0.3, 0.1
+    m = GaussianMixture(torch.tensor([[0.0, 0.0], [D, 0.0]], dtype=F64), 1.0, torch.tensor([w0, 1 - w0]))
+    node = hierarchy(m, eps, tol=TOL).find([0])
+    w = node.window
+    assert w.method == "bounds+closed-form" and w.status == "non-empty"
+
+    def crossing(tv):
+        return math.log(D / (2 * math.sqrt(2) * float(erfinv(torch.tensor(tv, dtype=F64)))))
+
+    for end, exact in (("t_before", crossing(eps / (1 - w0))), ("t_after", crossing(1 - eps**2))):
+        low, high = getattr(w, end + "_low"), getattr(w, end + "_high")
+        assert low <= exact <= high and high - low <= TOL
+        assert getattr(w, end) == pytest.approx(exact, abs=TOL / 2)
+
+
+def test_monte_carlo_where_the_bounds_do_not_decide():
+    # Ten random means in d = 1000: all nearly equidistant, a flat tree; each leaf's separation from
+    # the other nine is a sum of comparable overlaps, which the pairwise bounds cannot pin down.
+    g = torch.Generator().manual_seed(0)
+    m = GaussianMixture(torch.randn(10, 1000, generator=g, dtype=F64))
+    exact, fast = _trees(m, n=4000)
+    assert len(fast.root.children) == 10
+    for a, b in zip(exact.nodes[1:], fast.nodes[1:], strict=True):
+        assert "monte-carlo" in b.window.method
+        assert a.status == b.status == "non-empty"
+        for end in ("t_after", "t_before"):
+            assert _overlap(a.window, b.window, end)
+
+
+def test_crossings_with_set_valued_sides_match_the_exact_times():
+    # Sets of several components on the small side (a log-sum-exp over them) and on the side drawn
+    # from (A larger than B), against windows.merge_time / separation_time (their own draws).
+    m = _clustered(7, 5, 3)
+    span = SpanMixture(m, 4000)
+    eps = 0.1
+    tasks = [
+        ([0, 2, 4], [1, 3], 1 - eps**2, 1.0, True),
+        ([1], [0, 2, 3, 4], 1 - eps**2, 1.0, True),
+        ([0], [2, 4], eps, 1 - float(m.weights[0] / m.weights[[0, 2, 4]].sum()), False),
+    ]
+    fast = crossings(span, tasks, TOL)
+    kw = dict(n=40000, generator=torch.Generator().manual_seed(1), tol=TOL)
+    exact = [separation_time(m, [0, 2, 4], eps, **kw), separation_time(m, [1], eps, **kw)]
+    exact.append(merge_time(m, [0], [0, 2, 4], eps, **kw))
+    for (t, low, high, _), (t_e, low_e, high_e, _) in zip(fast, exact, strict=True):
+        assert low <= t <= high
+        # as _overlap: at most the wider bracket's width apart, plus both tolerances
+        slack = 2 * TOL + max(high - low, high_e - low_e)
+        assert low <= high_e + slack and low_e <= high + slack
+
+
+def test_crossings_at_the_ends_of_time():
+    # Already merged at t = 0 (0), never separated (-inf), separated by bounds only past _T_MAX: none.
+    m = GaussianMixture(torch.tensor([[0.0], [0.01], [40.0]], dtype=F64))
+    span = SpanMixture(m, 2000)
+    tasks = [([0], [1], 0.1, 1.0, False), ([0], [1], 0.99, 1.0, True), ([0, 1], [2], 0.99, 1.0, True)]
+    (merged, never, sep) = crossings(span, tasks, TOL)
+    assert merged == (0.0, 0.0, 0.0, "bounds")
+    assert never == (-math.inf, -math.inf, -math.inf, "bounds")
+    # erf(e^-t 40 / (2 sqrt 2)) = 0.99 up to the 0.01 spread of {0, 1}: within the bracket
+    exact = math.log(40.0 / (2 * math.sqrt(2) * float(erfinv(torch.tensor(0.99, dtype=F64)))))
+    assert sep[1] - 0.01 <= exact <= sep[2] + 0.01
