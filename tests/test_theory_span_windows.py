@@ -115,7 +115,7 @@ def test_crossings_with_set_valued_sides_match_the_exact_times():
     kw = dict(n=40000, generator=torch.Generator().manual_seed(1), tol=TOL)
     exact = [separation_time(m, [0, 2, 4], eps, **kw), separation_time(m, [1], eps, **kw)]
     exact.append(merge_time(m, [0], [0, 2, 4], eps, **kw))
-    for (t, low, high, _), (t_e, low_e, high_e, _) in zip(fast, exact, strict=True):
+    for (t, low, high, _), (_, low_e, high_e, _) in zip(fast, exact, strict=True):
         assert low <= t <= high
         # as _overlap: at most the wider bracket's width apart, plus both tolerances
         slack = 2 * TOL + max(high - low, high_e - low_e)
