@@ -14,8 +14,7 @@ the (K, K) Gram matrix: no (d, d) matrix is ever formed.
   with one pool of standard normal draws in the span shared by every curve: at scale ``lam`` a draw
   ``x = lam c_k + z`` has ``|x - lam c_j|^2 = lam^2 D_kj^2 + 2 lam z.(c_k - c_j) + |z|^2``, so one product
   ``z @ c^T`` serves every time and every pair of sub-mixtures (common random numbers);
-- :meth:`SpanMixture.crossing`: the first time a TV curve drops below a level, bisected on the sure bounds
-  and on the Monte Carlo curve only where the bounds do not decide.
+- crossing times of many TV curves at once (every window of a tree): :mod:`critwin.span_crossings`.
 """
 
 from __future__ import annotations
@@ -28,7 +27,6 @@ from critwin._memory import check_memory, chunk_rows
 from critwin.clock import noised_variance, ou_coefficients
 from critwin.divergence import _SINGULAR_T0, DEFAULT_SEED, Estimate, mc_estimate, stratify
 from critwin.mixtures import GaussianMixture
-from critwin.windows import _first_below, _last_above
 
 __all__ = ["SpanMixture", "shared_isotropic"]
 
@@ -165,47 +163,3 @@ class SpanMixture:
     def tv(self, A: list[int], B: list[int], t: float) -> Estimate:
         """Stratified Monte Carlo ``TV(p_t^A, p_t^B)`` for disjoint ``A``, ``B`` (see :meth:`curve`)."""
         return self.curve(A, B)(t)
-
-    # ------------------------------------------------------------------------------ crossings
-    def crossing(self, A, B, level: float, factor: float, separation: bool, tol: float):
-        """Time where ``factor * TV(p_t^A, p_t^B)`` (non-increasing) crosses ``level``, with its bracket.
-
-        ``separation=False``: ``inf{t : . <= level}`` (0 if at t = 0); ``separation=True``:
-        ``sup{t : . >= level}`` (-inf if not at t = 0). The bracket comes from the lower and upper
-        curves, each the Monte Carlo interval intersected with the sure bounds; Monte Carlo runs only at
-        times where the bounds straddle ``level``.
-
-        Returns
-        -------
-        (time, low, high, method) as :func:`critwin.windows.merge_time`; method ``"bounds"`` when the
-        bounds alone decided every evaluated time.
-        """
-        cache: dict[float, tuple[float, float, float]] = {}
-        used_mc = []
-        curve = []
-
-        def at(t: float) -> tuple[float, float, float]:
-            if t not in cache:
-                low, high = (factor * b for b in self.bounds(A, B, t))
-                if high < level or low > level:
-                    cache[t] = (high if high < level else low, low, high)
-                else:
-                    used_mc.append(t)
-                    if not curve:
-                        curve.append(self.curve(A, B))
-                    e = curve[0](t)
-                    value = min(high, max(low, factor * e.value))
-                    cache[t] = (value, max(low, factor * e.low), min(high, factor * e.high))
-            return cache[t]
-
-        find = _last_above if separation else _first_below
-        t = find(lambda s: at(s)[0], level, tol)
-        low = find(lambda s: at(s)[1], level, tol, t)
-        high = find(lambda s: at(s)[2], level, tol, t)
-        half = tol / 2
-        return (
-            t,
-            low - half if low > 0 else low,
-            high + half if high > 0 else high,
-            "monte-carlo" if used_mc else "bounds",
-        )

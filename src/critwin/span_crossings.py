@@ -1,22 +1,24 @@
 """Many TV crossings of one span mixture at once: every window of an eps-tree (THEORY §3, §6).
 
 Each task is the time where ``factor * TV(p_t^A, p_t^B)`` (non-increasing in ``t``) crosses ``level``:
-``inf{t : . <= level}`` (a merge time) or ``sup{t : . >= level}`` (a separation time), with the bracket
-of the same crossing on the lower and upper Monte Carlo curves, as
-:meth:`critwin.span.SpanMixture.crossing` does for one task. Two stages:
+``inf{t : . <= level}`` (a merge time, 0 if at t = 0) or ``sup{t : . >= level}`` (a separation time,
+-inf if not at t = 0), with a bracket from the same crossing on the lower and upper curves, as
+:func:`critwin.windows.merge_time` and :func:`critwin.windows.separation_time` give for one. Two stages:
 
-1. *Sure bounds* (:meth:`SpanMixture.bounds`, vectorised over the pairs of every task): the crossing of
-   any curve between the lower and upper bound lies between the crossings of the two bounds. When those
-   are within ``tol`` (or at 0 / beyond ``_T_MAX``) the task is decided with no Monte Carlo
+1. *Sure bounds* (those of :meth:`critwin.span.SpanMixture.bounds`, vectorised over the pairs of every
+   task): any curve between the lower and the upper bound crosses between the crossings of the two
+   bounds. When those are within ``tol`` (or at 0, or never) the task is decided with no Monte Carlo
    (method ``"bounds"``).
 2. *Pooled Monte Carlo* for the rest, grouped by ``U = A ∪ B`` (every separation shares ``U`` = all
    components; a merge into a parent has ``U`` = the parent). Each group draws once, per component of
    ``U``, standard normal rows in the span (``x = lam c_b + z``; the products ``z @ c^T`` serve every
    time). A task estimates ``1 - TV = E_Q min(1, p/q)`` on the draws of the larger of its two sides
-   (``Q``), stratified by component (``max(2, floor(n v_b))`` draws for a component of relative weight
-   ``v_b``), so every task of a group reuses the same draws and one (rows, |U|) matrix of
-   log-densities per time serves all of them. All brackets bisect on one shared set of dyadic times
-   (the most dyadic point inside a bracket), so tasks whose crossings are close share evaluations.
+   ``Q`` (the small side's density by a log-sum-exp over its components, ``Q``'s by complement in
+   ``U``), stratified by component with ``max(2, floor(n v_b))`` draws for relative weight ``v_b``: one
+   (rows, |U|) matrix of log-densities per time serves every task of the group. All brackets bisect on
+   one shared set of dyadic times (the most dyadic point inside a bracket), so tasks whose crossings are
+   close share evaluations, and stop at ``max(tol, spread / 16)`` where ``spread`` is the task's Monte
+   Carlo uncertainty of the time (bisecting one noisy curve finer than its noise buys nothing).
 """
 
 from __future__ import annotations
@@ -75,10 +77,12 @@ def crossings(span, tasks, tol: float, report=None) -> list[tuple[float, float, 
         groups.setdefault(tuple(sorted(A + B)), []).append(item)
     for U, items in groups.items():
         pool = _Pool(span, list(U), [tasks[k] for k, _, _ in items])
-        for k, result in zip((k for k, _, _ in items), _bisect_pooled(pool, items, tasks, tol), strict=True):
+        resolved = _bisect_pooled(
+            pool, items, tasks, tol, lambda count, d=done: report(d + count, len(tasks))
+        )
+        for k, result in zip((k for k, _, _ in items), resolved, strict=True):
             out[k] = result
         done += len(items)
-        report(done, len(tasks))
     return out
 
 
@@ -313,8 +317,9 @@ def _next_time(lo: float, hi: float, tol: float) -> float | None:
     return _dyadic_inside(lo, hi)
 
 
-def _bisect_pooled(pool: _Pool, items, tasks, tol: float):
-    """Bisect the value, lower and upper curve of every task of a group on shared times.
+def _bisect_pooled(pool: _Pool, items, tasks, tol: float, report):
+    """Bisect the value, lower and upper curve of every task of a group on shared times;
+    ``report(count)`` after each round with the number of tasks resolved.
 
     Every bracket stops at ``max(tol, spread / _CI_RESOLUTION)`` (``spread``: the distance between the
     outer ends of the task's lower- and upper-curve brackets, i.e. the Monte Carlo uncertainty of the
@@ -345,6 +350,7 @@ def _bisect_pooled(pool: _Pool, items, tasks, tol: float):
                     lo[i, c],
                     hi[i, c],
                 )[c]
+        report(int((~np.isnan(result)).all(1).sum()))  # tasks whose three curves are resolved
         if not wanted:
             break
         for t in sorted(wanted):
