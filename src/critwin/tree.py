@@ -43,6 +43,19 @@ from critwin.windows import Window, check_search, merge_time, separation_time, w
 __all__ = ["Node", "Tree", "hierarchy"]
 
 
+def _window_dict(window: Window) -> dict:
+    """A node's window for JSON, without ``after``/``before``: the tree says them (the node's and its
+    parent's components), and at K = 1000 repeating the parent's list per child made the file 18 MB."""
+    return {k: v for k, v in window.to_dict().items() if k not in ("after", "before")}
+
+
+def _set_label(components: list[int], most: int = 12) -> str:
+    """``{0,1,2}``, or ``{0,1,2,…,999} (1000)`` for sets of more than ``most`` components."""
+    if len(components) <= most:
+        return "{" + ",".join(map(str, components)) + "}"
+    return "{" + ",".join(map(str, components[:3])) + f",…,{components[-1]}}} ({len(components)})"
+
+
 def _fmt(t: float) -> str:
     return f"{t:.4g}" if math.isfinite(t) else ("inf" if t > 0 else "-inf")
 
@@ -93,6 +106,8 @@ class Node:
         return self.status == "empty"
 
     def to_dict(self) -> dict:
+        """JSON-ready dict of the subtree; the window's ``after``/``before`` sets are left out (they are
+        this node's and its parent's ``components``)."""
         return {
             "components": list(self.components),
             "time": _json_float(self.time),
@@ -101,7 +116,7 @@ class Node:
             "separation_tv": self.separation_tv,
             "separation_tv_low": self.separation_tv_low,
             "separation_tv_high": self.separation_tv_high,
-            "window": None if self.window is None else self.window.to_dict(),
+            "window": None if self.window is None else _window_dict(self.window),
             "status": self.status,
             "empty": self.empty,
             "children": [c.to_dict() for c in self.children],
@@ -152,7 +167,7 @@ class Tree:
         lines: list[str] = []
 
         def label(n: Node) -> str:
-            text = "{" + ",".join(map(str, n.components)) + "}" + f"  T={_fmt(n.time)}"
+            text = _set_label(n.components) + f"  T={_fmt(n.time)}"
             if n.window is not None:
                 w = n.window
                 text += f"  window=[{_fmt(w.t_after)}, {_fmt(w.t_before)}]"
@@ -185,8 +200,9 @@ class Tree:
         Parameters
         ----------
         ax : matplotlib Axes (a new figure if None).  path : if given, save the figure there (PNG).
-        max_leaves : above this many leaves the leaves are unlabelled and drawn without bands, the root
-            and its children are labelled with their sizes, and the figure width is capped.
+        max_leaves : above this many leaves the leaves are unlabelled, their edges thin and grey, their
+            windows thin lines coloured by status, the root and its children are labelled with their
+            sizes, and the figure width is capped.
 
         Returns
         -------
@@ -213,17 +229,15 @@ class Tree:
             if w is not None:
                 finite_times += [v for v in (w.t_after, w.t_before) if math.isfinite(v)]
         top = max(finite_times + [1.0]) * 1.1
+        _draw_edges(ax, self.nodes, x_of, many)
         for n in self.nodes:
-            x = x_of[id(n)]
-            for c in n.children:
-                ax.plot([x_of[id(c)], x_of[id(c)]], [c.time, n.time], color="k", lw=1.2)
-            if n.children:
-                xs = [x_of[id(c)] for c in n.children]
-                ax.plot([min(xs), max(xs)], [n.time, n.time], color="k", lw=1.2)
-            # With many leaves only internal nodes get a band: leaf bands would be thinner than a pixel.
+            # With many leaves their windows are thin lines (a band would be thinner than a pixel).
             if n.window is not None and not (many and n.is_leaf):
-                _window_band(ax, n.window, x, top)
-        ax.scatter([x_of[id(n)] for n in self.nodes], [n.time for n in self.nodes], s=14, color="k", zorder=3)
+                _window_band(ax, n.window, x_of[id(n)], top)
+        if many:
+            _leaf_window_lines(ax, self.leaves, x_of, top)
+        shown = [n for n in self.nodes if not (many and n.is_leaf)]
+        ax.scatter([x_of[id(n)] for n in shown], [n.time for n in shown], s=14, color="k", zorder=3)
         if many:
             # Leaves are not labelled; the top levels are, by their size.
             ax.set_xticks([])
@@ -252,6 +266,40 @@ class Tree:
         return ax
 
 
+def _draw_edges(ax, nodes, x_of, many: bool) -> None:
+    """The dendrogram's edges as one line collection (thin and grey with many leaves)."""
+    from matplotlib.collections import LineCollection
+
+    segments = []
+    for n in nodes:
+        if n.children:
+            xs = [x_of[id(c)] for c in n.children]
+            segments.append([(min(xs), n.time), (max(xs), n.time)])
+            segments += [[(x_of[id(c)], c.time), (x_of[id(c)], n.time)] for c in n.children]
+    ax.add_collection(
+        LineCollection(segments, colors="0.6" if many else "k", linewidths=0.3 if many else 1.2)
+    )
+    ax.set_xlim(-0.5, max(x_of.values(), default=0.0) + 0.5)
+
+
+def _leaf_window_lines(ax, leaves, x_of, top: float) -> None:
+    """Each leaf's window as a vertical line at the leaf, about as wide as the leaf's share of the axis."""
+    from matplotlib.collections import LineCollection
+
+    width = max(0.3, 0.8 * ax.figure.get_figwidth() * 72 / max(1, len(leaves)))  # points
+    for status, (color, _, _) in _BAND_STYLE.items():
+        segments = [
+            [(x_of[id(n)], _finite(n.window.t_after, 0.0)), (x_of[id(n)], _finite(n.window.t_before, top))]
+            for n in leaves
+            if n.window is not None and n.window.status == status
+        ]
+        ax.add_collection(LineCollection(segments, colors=color, linewidths=width, alpha=0.6, zorder=2))
+
+
+def _finite(t: float, default: float) -> float:
+    return t if math.isfinite(t) else default
+
+
 # window status -> (colour, hatch, legend label) of its band in the dendrogram
 _BAND_STYLE = {
     "non-empty": ("tab:blue", None, "window"),
@@ -263,8 +311,7 @@ _BAND_STYLE = {
 def _window_band(ax, w: Window, x: float, top: float) -> None:
     import matplotlib.patches
 
-    lo = w.t_after if math.isfinite(w.t_after) else 0.0
-    hi = w.t_before if math.isfinite(w.t_before) else top
+    lo, hi = _finite(w.t_after, 0.0), _finite(w.t_before, top)
     color, hatch, _ = _BAND_STYLE[w.status]
     ax.add_patch(
         matplotlib.patches.Rectangle(
