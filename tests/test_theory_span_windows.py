@@ -133,3 +133,45 @@ def test_crossings_at_the_ends_of_time():
     # erf(e^-t 40 / (2 sqrt 2)) = 0.99 up to the 0.01 spread of {0, 1}: within the bracket
     exact = math.log(40.0 / (2 * math.sqrt(2) * float(erfinv(torch.tensor(0.99, dtype=F64)))))
     assert sep[1] - 0.01 <= exact <= sep[2] + 0.01
+
+
+def test_large_tree_output_stays_readable(tmp_path):
+    # 80 near-equidistant means: a flat tree. The JSON leaves out each window's after/before (the tree
+    # says them), the text tree abbreviates long sets, and the plot draws every leaf window as a line.
+    from matplotlib.collections import LineCollection
+
+    g = torch.Generator().manual_seed(0)
+    tree = hierarchy(GaussianMixture(torch.randn(80, 200, generator=g, dtype=F64)), 0.1, n=1000, tol=1e-2)
+    assert len(tree.root.children) == 80
+    leaf = tree.to_dict()["root"]["children"][0]
+    assert leaf["components"] == [0] and {"after", "before"}.isdisjoint(leaf["window"])
+    assert tree.render().splitlines()[0].startswith("{0,1,2,…,79} (80)  T=")
+    ax = tree.plot(path=tmp_path / "tree.png")
+    lines = {c.get_label(): c for c in ax.collections if isinstance(c, LineCollection)}
+    by_status = {}
+    for n in tree.leaves:
+        by_status.setdefault(n.status, set()).add((n.window.t_after, n.window.t_before))
+    assert sum(len(c.get_segments()) for label, c in lines.items() if "leaf windows" in label) == 80
+    for status, windows in by_status.items():
+        segments = lines[f"_leaf windows: {status}"].get_segments()
+        assert {(float(s[0, 1]), float(s[1, 1])) for s in segments} == windows
+    assert (tmp_path / "tree.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_complete_linkage_links_never_merging_pairs_last():
+    from critwin.tree import _complete_linkage
+
+    class Engine:  # pairwise values with one component that never merges with the others
+        K = 3
+
+        def linkage_values(self, report):
+            inf = math.inf
+            return torch.tensor([[0.0, 1.5, inf], [1.5, 0.0, inf], [inf, inf, 0.0]], dtype=F64)
+
+        def time_of(self, value):
+            return value
+
+    root, spreads = _complete_linkage(Engine(), lambda *a: None)
+    assert root.time == math.inf and spreads[id(root)] == math.inf
+    pair = next(c for c in root.children if len(c.components) == 2)
+    assert pair.components == [0, 1] and pair.time == 1.5

@@ -293,7 +293,9 @@ def _leaf_window_lines(ax, leaves, x_of, top: float) -> None:
             for n in leaves
             if n.window is not None and n.window.status == status
         ]
-        ax.add_collection(LineCollection(segments, colors=color, linewidths=width, alpha=0.6, zorder=2))
+        lines = LineCollection(segments, colors=color, linewidths=width, alpha=0.6, zorder=2)
+        lines.set_label(f"_leaf windows: {status}")  # "_": not in the legend
+        ax.add_collection(lines)
 
 
 def _finite(t: float, default: float) -> float:
