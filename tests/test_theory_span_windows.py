@@ -175,3 +175,22 @@ def test_complete_linkage_links_never_merging_pairs_last():
     assert root.time == math.inf and spreads[id(root)] == math.inf
     pair = next(c for c in root.children if len(c.components) == 2)
     assert pair.components == [0, 1] and pair.time == 1.5
+
+
+def test_weighted_overlap_against_quadrature():
+    from critwin.span import weighted_overlap
+
+    x = torch.linspace(-40.0, 60.0, 400_001, dtype=F64)
+    phi = torch.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+    for delta, w, v in [
+        (0.0, 0.3, 0.7),
+        (0.5, 0.5, 0.5),
+        (3.0, 0.9, 0.01),
+        (12.0, 0.2, 0.6),
+        (1e-9, 1.0, 0.4),
+    ]:
+        shifted = torch.exp(-0.5 * (x - delta) ** 2) / math.sqrt(2 * math.pi)
+        # trapezoid rule on a 2.5e-4 grid: error far below 1e-9 for these smooth integrands
+        expected = float(torch.trapezoid(torch.minimum(w * phi, v * shifted), x))
+        got = float(weighted_overlap(*(torch.tensor(a, dtype=F64) for a in (delta, w, v))))
+        assert got == pytest.approx(expected, abs=1e-9)

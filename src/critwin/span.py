@@ -7,9 +7,11 @@ computed from the (K, r) coordinates of the centred means in that span (``r <= K
 the (K, K) Gram matrix: no (d, d) matrix is ever formed.
 
 - pairwise TVs ``erf(lam D_ij / (2 sqrt 2))`` and merge times in closed form, for all pairs at once;
-- sure bounds on ``TV(p^A, p^B)`` of sub-mixtures from the pairwise TVs: convexity gives
-  ``TV <= sum_ab w_a v_b TV_ab`` and the overlap bound
-  ``1 - TV <= sum_ab min(w_a, v_b, max(w_a, v_b) (1 - TV_ab))`` (``int min(w p, v q)`` is below both);
+- sure bounds on ``TV(p^A, p^B)`` of sub-mixtures from pairwise closed forms (:func:`tv_bounds`):
+  convexity gives ``TV <= sum_ab w_a v_b TV_ab``, and ``min(sum_a x_a, sum_b y_b) <= sum_ab min(x_a, y_b)``
+  gives ``1 - TV <= sum_ab int min(w_a p_a, v_b p_b)``, each term the weighted overlap of two unit
+  Gaussians at distance ``delta = lam D_ab``: ``w Phi(-c) + v Phi(c - delta)``, ``c = delta/2 +
+  ln(w/v)/delta`` (:func:`weighted_overlap`);
 - stratified Monte Carlo (:func:`critwin.divergence.stratify`, :func:`critwin.divergence.mc_estimate`)
   with one pool of standard normal draws in the span shared by every curve: at scale ``lam`` a draw
   ``x = lam c_k + z`` has ``|x - lam c_j|^2 = lam^2 D_kj^2 + 2 lam z.(c_k - c_j) + |z|^2``, so one product
@@ -28,7 +30,7 @@ from critwin.clock import noised_variance, ou_coefficients
 from critwin.divergence import _SINGULAR_T0, DEFAULT_SEED, Estimate, mc_estimate, stratify
 from critwin.mixtures import GaussianMixture
 
-__all__ = ["SpanMixture", "shared_isotropic"]
+__all__ = ["SpanMixture", "shared_isotropic", "tv_bounds", "weighted_overlap"]
 
 
 def shared_isotropic(mixture: GaussianMixture) -> bool:
@@ -37,6 +39,36 @@ def shared_isotropic(mixture: GaussianMixture) -> bool:
         return False
     v = mixture.covs.to(torch.float64)
     return bool(torch.allclose(v, v[0].expand_as(v), rtol=1e-9, atol=1e-12))
+
+
+def weighted_overlap(delta: torch.Tensor, w: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``int min(w N(0, I), v N(delta e, I))``: ``w Phi(-c) + v Phi(c - delta)``, ``c = delta/2 +
+    ln(w/v)/delta`` (``min(w, v)`` at ``delta = 0``); broadcast over the arguments."""
+    safe = delta.clamp_min(1e-300)
+    c = 0.5 * safe + torch.log(w / v) / safe
+    tail = 0.5 * (w * torch.erfc(c / math.sqrt(2.0)) + v * torch.erfc((safe - c) / math.sqrt(2.0)))
+    return torch.where(delta > 0, torch.minimum(tail, torch.minimum(w, v)), torch.minimum(w, v))
+
+
+def tv_bounds(delta: torch.Tensor, w: torch.Tensor, v: torch.Tensor, groups=None):
+    """Sure (lower, upper) bounds on ``TV(sum_a w_a p_a, sum_b v_b q_b)`` from the whitened distances
+    ``delta`` of the pairs of unit Gaussians and their (broadcast) weights (module notes).
+
+    ``groups``: None to sum over every element (one pair of bounds), or ``(owner, n)`` to sum the pairs
+    of flat tensors by their group ``owner`` (n,) into ``n`` pairs of bounds.
+    """
+    return _tv_bound(delta, w, v, groups, False), _tv_bound(delta, w, v, groups, True)
+
+
+def _tv_bound(delta, w, v, groups, upper: bool) -> torch.Tensor:
+    """One side of :func:`tv_bounds`."""
+    terms = w * v * torch.erf(delta / (2 * math.sqrt(2.0))) if upper else weighted_overlap(delta, w, v)
+    if groups is None:
+        total = terms.sum()
+    else:
+        owner, n = groups
+        total = torch.zeros(n, dtype=terms.dtype).index_add_(0, owner, terms)
+    return total.clamp_max(1.0) if upper else (1.0 - total).clamp_min(0.0)
 
 
 class SpanMixture:
@@ -113,13 +145,10 @@ class SpanMixture:
     def bounds(self, A: list[int], B: list[int], t: float) -> tuple[float, float]:
         """Sure ``(lower, upper)`` bounds on ``TV(p_t^A, p_t^B)`` for disjoint ``A``, ``B`` (module notes)."""
         A, B = torch.as_tensor(A), torch.as_tensor(B)
-        w = self.weights[A] / self.weights[A].sum()
-        v = self.weights[B] / self.weights[B].sum()
-        pair = self.pair_tv(t, A, B)
-        upper = float(w @ pair @ v)
-        ww, vv = w.unsqueeze(1), v.unsqueeze(0)
-        overlap = torch.minimum(torch.minimum(ww, vv), torch.maximum(ww, vv) * (1 - pair))
-        return max(0.0, 1.0 - float(overlap.sum())), min(1.0, upper)
+        w = (self.weights[A] / self.weights[A].sum()).unsqueeze(1)
+        v = (self.weights[B] / self.weights[B].sum()).unsqueeze(0)
+        low, high = tv_bounds(self.scale(t) * self.dist[A][:, B], w, v)
+        return float(low), float(high)
 
     # ------------------------------------------------------------------------------ Monte Carlo
     def _draws(self) -> tuple[torch.Tensor, torch.Tensor]:

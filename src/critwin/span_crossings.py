@@ -30,6 +30,7 @@ import torch
 
 from critwin._memory import check_memory
 from critwin.divergence import _MIN_ESS, _wilson
+from critwin.span import _tv_bound
 from critwin.windows import _T_MAX
 
 __all__ = ["crossings"]
@@ -106,8 +107,7 @@ def _bound_brackets(span, tasks, tol):
 
 
 def _pairs(span, tasks):
-    """Flattened pairs of every task: the task of each pair, ``D_ab / (2 sqrt 2)``, ``w_a v_b``,
-    ``min(w_a, v_b)`` and ``max(w_a, v_b)`` (float64)."""
+    """Flattened pairs of every task: the task of each pair, ``D_ab``, ``w_a`` and ``v_b`` (float64)."""
     owner, dist, wa, vb = [], [], [], []
     for k, (A, B, *_rest) in enumerate(tasks):
         a, b = torch.tensor(A), torch.tensor(B)
@@ -115,25 +115,14 @@ def _pairs(span, tasks):
         dist.append(span.dist[a][:, b].reshape(-1))
         wa.append((span.weights[a] / span.weights[a].sum()).repeat_interleave(len(B)))
         vb.append((span.weights[b] / span.weights[b].sum()).repeat(len(A)))
-    wa, vb = torch.cat(wa), torch.cat(vb)
-    return (
-        torch.cat(owner),
-        torch.cat(dist) / (2 * math.sqrt(2.0)),
-        wa * vb,
-        torch.minimum(wa, vb),
-        torch.maximum(wa, vb),
-    )
+    return torch.cat(owner), torch.cat(dist), torch.cat(wa), torch.cat(vb)
 
 
 def _bound_values(pairs, scales, n_tasks, upper: bool):
     """The sure lower (``upper=False``) or upper bound on the TV of every task at its own scale ``lam``
-    (module notes of :mod:`critwin.span`)."""
-    owner, dist, prod, low, high = pairs
-    pair = torch.erf(scales[owner] * dist)
-    if upper:
-        return torch.zeros(n_tasks, dtype=torch.float64).index_add_(0, owner, prod * pair).clamp_max(1.0)
-    overlap = torch.minimum(low, high * (1 - pair))
-    return (1.0 - torch.zeros(n_tasks, dtype=torch.float64).index_add_(0, owner, overlap)).clamp_min(0.0)
+    (:func:`critwin.span.tv_bounds`)."""
+    owner, dist, wa, vb = pairs
+    return _tv_bound(scales[owner] * dist, wa, vb, (owner, n_tasks), upper)
 
 
 def _bound_batch(span, tasks, tol):
