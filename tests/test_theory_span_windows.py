@@ -12,22 +12,10 @@ from critwin.span import SpanMixture
 from critwin.span_crossings import crossings
 from critwin.tree import hierarchy
 from critwin.windows import merge_time, separation_time
+from test_theory_span import _clustered, _shape
 
 F64 = torch.float64
 TOL = 1e-3
-
-
-def _clustered(seed, K, d, sigma2=1.0):
-    """Two far clusters of tight sub-clusters with random weights (no near ties in complete linkage)."""
-    g = torch.Generator().manual_seed(seed)
-    centres = 60.0 * torch.randn(2, d, generator=g, dtype=F64)
-    means = centres[torch.arange(K) % 2] + 4.0 * torch.randn(K, d, generator=g, dtype=F64)
-    weights = torch.rand(K, generator=g, dtype=F64) + 0.3
-    return GaussianMixture(means, sigma2, weights / weights.sum())
-
-
-def _shape(node):
-    return (tuple(node.components), tuple(sorted(_shape(c) for c in node.children)))
 
 
 def _overlap(a, b, end):
