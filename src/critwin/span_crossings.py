@@ -37,7 +37,7 @@ __all__ = ["crossings"]
 
 _PAIR_BATCH = 1 << 21  # pairs of components per batch of the bound stage (a few arrays of 16 MiB)
 _CURVES = 3  # value, lower and upper curve of every task
-_CI_RESOLUTION = 16.0  # the lower/upper curves' brackets stop at 1/16 of their spread
+_CI_RESOLUTION = 16.0  # brackets stop at 1/16 of the Monte Carlo uncertainty of the time (or at tol)
 
 
 def crossings(span, tasks, tol: float, report=None) -> list[tuple[float, float, float, str]]:
