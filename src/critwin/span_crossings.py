@@ -211,6 +211,7 @@ class _Pool:
             ratio.append(W_side / W_small)
             w_side.append(W_side)
         self.ratio = torch.tensor(ratio, dtype=torch.float64)
+        self.first = torch.stack([small[0] for small in self.small])
         self.w_side = torch.tensor(w_side, dtype=torch.float64)
         self.counts = need.to(torch.float64)
         rows, r = int(need.sum()), span.coords.shape[1]
@@ -246,13 +247,13 @@ class _Pool:
     def _estimate(self, ks, log_dens, lse_u, z) -> np.ndarray:
         n_comp = len(self.U)
         small = torch.zeros(n_comp, len(ks), dtype=torch.bool)
-        lse_small = torch.empty(log_dens.shape[0], len(ks), dtype=torch.float64)
-        single = [j for j, k in enumerate(ks) if self.small[k].numel() == 1]
-        columns = torch.tensor([int(self.small[ks[j]][0]) for j in single], dtype=torch.long)
-        lse_small[:, single] = log_dens.index_select(1, columns).double()
+        # a small set of one component (most tasks): its column; larger ones: a log-sum-exp
+        index = torch.tensor(ks)
+        lse_small = log_dens.index_select(1, self.first[index]).double()
+        small[self.first[index], torch.arange(len(ks))] = True
         for j, k in enumerate(ks):
-            small[self.small[k], j] = True
             if self.small[k].numel() > 1:
+                small[self.small[k], j] = True
                 lse_small[:, j] = torch.logsumexp(log_dens[:, self.small[k]], 1)
         # pi: posterior of the small set within U; the side's density ratio p_small / p_side is
         # pi / (1 - pi) times W_side / W_small (pi = 1 exactly gives inf, clamped to 1 as it should)
