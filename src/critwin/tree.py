@@ -363,7 +363,9 @@ def hierarchy(
     windows : compute each node's critical window (inside its parent).
     n, generator : Monte Carlo draws and generator where no exact TV exists (None: seeded with
         ``DEFAULT_SEED`` = 0, so the tree is the same on every call).
-    tol : bisection tolerance in OU time, in (0, 1).
+    tol : bisection tolerance in OU time, in (0, 1). With ``"fast"``, a Monte Carlo crossing stops at
+        ``max(tol, 1/16 of its confidence bracket)`` (:mod:`critwin.span_crossings`); sure brackets hold
+        either way.
     method : ``"fast"`` (components sharing one isotropic covariance: closed-form pairwise merge times,
         sure bounds, Monte Carlo in the span of the means only where the bounds do not decide; never a
         (d, d) matrix), ``"exact"`` (pairwise bisection and a TV per check, any mixture), or ``"auto"``
