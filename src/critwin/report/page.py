@@ -19,6 +19,8 @@ def demo_page(summary: dict) -> str:
     _digits(page, summary)
     _comparison(page, summary)
     _diagnostics(page, summary)
+    if "parameterisation" in summary:
+        _parameterisation(page, summary)
     page.paragraph(f"Every number is in summary.json. Runtime: {summary['runtime_seconds']:.1f} s.")
     return page.render()
 
@@ -223,3 +225,76 @@ def _diagnostics(page: Page, summary: dict) -> None:
         "Top: commitment curves of training vs held-out images. Bottom: class histogram before and after "
         "acting only at the window.",
     )
+
+
+def _parameterisation(page: Page, summary: dict) -> None:
+    pm = summary["parameterisation"]
+    page.heading("5. Windows do not depend on the parameterisation")
+    page.paragraph(
+        "A critical window is a property of the data distribution, not of how a network is trained to "
+        "reverse the noise. The same U-Net, trained on the same digits for the same number of steps "
+        "with three objectives — noise (ε, the model of section 2), v-prediction on the same DDPM "
+        "schedule, and rectified flow (x_s = (1 − s) x₀ + s z, velocity z − x₀, s uniform) — is run through "
+        "the diffusers adapter with its own sampler (DDPM, DDPM, flow Euler; "
+        f"{summary['sizes']['inference_steps']} steps) on its own OU-time grid, from the same held-out "
+        "digits as section 2, and read by the same classifier. Flow time s is OU time "
+        "t = ½ ln(1 + s²/(1 − s)²), with the state rescaled by √((1 − s)² + s²)."
+    )
+    page.figure(
+        "parameterisation.png",
+        "P(class kept) of each model on the OU axis (95% Wilson bands); diamonds: t½ with its 95% "
+        "bootstrap interval.",
+    )
+    rows = []
+    for name, m in pm["models"].items():
+        diff = pm["t_half_difference"].get(name, {}).get("all", {})
+        rows.append(
+            [
+                name,
+                m["parameterisation"],
+                m["card_conditional_accuracy"],
+                m["t_half"],
+                m["t_half_ci"],
+                m["t_after"],
+                m["t_before"],
+                diff.get("difference", 0.0 if name == pm["reference"] else None),
+                diff.get("ci"),
+                m["network_evaluations"],
+            ]
+        )
+    page.table(
+        [
+            "model",
+            "parameterisation",
+            "card accuracy",
+            "t½",
+            "95% CI",
+            "T_after",
+            "T_before",
+            f"t½ − t½({pm['reference']})",
+            "95% CI (paired)",
+            "network evaluations",
+        ],
+        rows,
+        missing="a crossing or interval end outside the measured OU times (censored), or no paired "
+        "interval (the reference itself).",
+    )
+    page.paragraph(_agreement_in_words(pm))
+
+
+def _agreement_in_words(pm: dict) -> str:
+    """Per compared model: the pooled difference of t½ to the reference, its interval and the verdict."""
+    parts = []
+    for name, diff in pm["t_half_difference"].items():
+        pooled = diff["all"]
+        lo, hi = pooled["ci"]
+        value = "n/a" if pooled["difference"] is None else f"{pooled['difference']:+.3f}"
+        interval = "n/a" if lo is None or hi is None else f"[{lo:+.3f}, {hi:+.3f}]"
+        parts.append(
+            f"{name} − {pm['reference']}: Δt½ = {value} (95% paired interval {interval}), "
+            f"{pm['verdict'][name]}; {pm['digits_agreeing'][name]} of {len(diff) - 1} digits have a "
+            "per-digit interval containing 0"
+        )
+    if not parts:
+        return "Only the ε model is installed: there is nothing to compare it with."
+    return "In this run: " + "; ".join(parts) + "."
