@@ -29,7 +29,6 @@ __all__ = [
     "ModelWindow",
     "InvarianceSection",
     "compared_models",
-    "sweep_evaluations",
     "measure_window",
     "compare_parameterisations",
     "invariance_section",
@@ -49,16 +48,6 @@ def compared_models() -> tuple[str, ...]:
     return (REFERENCE,) + tuple(name for name in PARAMETERISED_MODELS if name in SHIPPED_MODELS)
 
 
-def sweep_evaluations(process, fr: ForwardReverseResult) -> int:
-    """Network evaluations (per image, summed) of a forward–reverse sweep (one evaluation per step).
-
-    A run from grid index ``i`` takes the ``L - i`` remaining scheduler steps (``L`` timesteps), for each
-    of the ``M`` columns (sources x replicates) at each time; guidance would double it (not used here).
-    """
-    steps = len(process.timesteps) - fr.indices.to(torch.long)
-    return int(steps.sum().item()) * int(fr.labels.shape[1])
-
-
 @dataclass
 class ModelWindow:
     """One model's forward–reverse sweep and its window estimate."""
@@ -69,10 +58,6 @@ class ModelWindow:
     process: Any
     fr: ForwardReverseResult
     est: WindowEstimate
-
-    @property
-    def evaluations(self) -> int:
-        return sweep_evaluations(self.process, self.fr)
 
     def summary(self) -> dict[str, Any]:
         est = self.est
@@ -91,7 +76,7 @@ class ModelWindow:
             "t_after_ci": [finite(v) for v in est.t_after_ci],
             "t_before": finite(est.t_before),
             "t_before_ci": [finite(v) for v in est.t_before_ci],
-            "network_evaluations": self.evaluations,
+            "network_evaluations": self.fr.nfe,
         }
 
 
