@@ -2,10 +2,11 @@
 
 The shipped digits models trained with the epsilon, v-prediction and rectified-flow objectives (same
 U-Net, data and run) are each swept forward–reverse through the diffusers adapter with their own sampler
-(DDPM, DDPM, flow Euler) on their own OU-time grid, from the same held-out digits, read by the shipped
-classifier. Printed: each model's window (t½, T_after, T_before with 95% bootstrap intervals), the
-paired difference of t½ to the epsilon model (pooled over digits, and how many digits' own intervals
-contain 0), the verdict, and the network evaluations (NFEs) and seconds of each sweep.
+(DDPM, DDPM, flow Euler; the epsilon model also with deterministic DDIM) on their own OU-time grid, from
+the same held-out digits, read by the shipped classifier (:func:`critwin.report.invariance.compared_runs`).
+Printed: each run's window (t½, T_after, T_before with 95% bootstrap intervals) and NFEs, then per pair
+the paired difference of t½ (pooled over digits, and how many digits' own intervals contain 0), what
+it isolates, and the verdict.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 
 from critwin._threads import set_threads
 from critwin.models.data import load_digits_data
-from critwin.report.invariance import compare_parameterisations, compared_models
+from critwin.report.invariance import compare_parameterisations, compared_runs
 
 PER_CLASS = 30  # held-out digits per class (the test split has 35-37)
 N_TIMES = 16
@@ -38,10 +39,10 @@ def bench_parameterisation() -> None:
     data = load_digits_data()
     picks = torch.cat([torch.nonzero(data.test_labels == k).flatten()[:PER_CLASS] for k in range(10)])
     x0 = data.test_images[picks]
-    models = compared_models()
+    runs, pairs = compared_runs()
     start = time.perf_counter()
     section = compare_parameterisations(
-        x0, models=models, n_times=N_TIMES, inference_steps=INFERENCE_STEPS, n_boot=N_BOOT, seed=SEED
+        x0, runs, pairs, n_times=N_TIMES, inference_steps=INFERENCE_STEPS, n_boot=N_BOOT, seed=SEED
     )
     seconds = time.perf_counter() - start
     summary = section.summary()
@@ -50,27 +51,28 @@ def bench_parameterisation() -> None:
         f"{INFERENCE_STEPS} sampler steps, {N_BOOT} bootstrap draws ({seconds:.0f} s in all)"
     )
     print(
-        f"    {'model':<12} {'param.':<13} {'acc.':>5} {'t_half':>6} {'95% CI':>16} {'T_after':>7} "
-        f"{'95% CI':>16} {'T_before':>8} {'95% CI':>16} {'NFEs':>7}"
+        f"    {'run':<12} {'param.':<13} {'sampler':<31} {'acc.':>5} {'t_half':>6} {'95% CI':>16} "
+        f"{'T_after':>7} {'95% CI':>16} {'T_before':>8} {'95% CI':>16} {'NFEs':>7}"
     )
-    for name, m in summary["models"].items():
+    for name, m in summary["runs"].items():
         print(
-            f"    {name:<12} {m['parameterisation']:<13} {m['card_conditional_accuracy']:5.3f} "
-            f"{_value(m['t_half'])} {_interval(m['t_half_ci'])} {_value(m['t_after'])} "
-            f"{_interval(m['t_after_ci'])}  {_value(m['t_before'])} {_interval(m['t_before_ci'])} "
-            f"{m['network_evaluations']:7d}"
+            f"    {name:<12} {m['parameterisation']:<13} {m['scheduler']:<31} "
+            f"{m['card_conditional_accuracy']:5.3f} {_value(m['t_half'])} {_interval(m['t_half_ci'])} "
+            f"{_value(m['t_after'])} {_interval(m['t_after_ci'])}  {_value(m['t_before'])} "
+            f"{_interval(m['t_before_ci'])} {m['network_evaluations']:7d}"
         )
-    for name, diff in summary["t_half_difference"].items():
-        pooled = diff["all"]
+    for c in summary["comparisons"]:
+        pooled = c["t_half_difference"]["all"]
         print(
-            f"    t_half({name}) - t_half({summary['reference']}) = {_value(pooled['difference'])} "
+            f"    t_half({c['run']}) - t_half({c['against']}) = {_value(pooled['difference'])}, "
             f"95% paired CI {_interval(pooled['ci'])} (censored draws {pooled['censored_share']:.2f}): "
-            f"{summary['verdict'][name]}; {summary['digits_agreeing'][name]}/10 digits' intervals contain 0"
+            f"{c['verdict']}; {c['digits_agreeing']}/{c['n_digits']} digits' intervals contain 0 "
+            f"[{c['isolates']}]"
         )
-        per_digit = "  ".join(f"{k}:{_value(d['difference']).strip()}" for k, d in diff.items() if k != "all")
+        per_digit = "  ".join(
+            f"{k}:{_value(d['difference']).strip()}" for k, d in c["t_half_difference"].items() if k != "all"
+        )
         print(f"      per digit: {per_digit}")
-    if len(models) == 1:
-        print("    only the epsilon model is shipped: nothing to compare")
 
 
 def main() -> None:

@@ -204,48 +204,62 @@ def test_differences_in_words_sorts_digits_by_their_interval():
 
 
 def test_parameterisation_section_in_the_quick_demo(quick_demo):
-    from critwin.report.invariance import compared_models
+    from critwin.report.invariance import compared_runs
 
     out, summary, _ = quick_demo
     pm = json.loads((out / "summary.json").read_text())["parameterisation"]
-    assert list(pm["models"]) == list(compared_models()) and pm["reference"] == "digits"
+    runs, pairs = compared_runs()
+    assert list(pm["runs"]) == [r.label for r in runs] and pm["reference"] == "digits"
+    assert [(c["run"], c["against"]) for c in pm["comparisons"]] == [(p.first, p.second) for p in pairs]
     digits = summary["digits"]
-    eps = pm["models"]["digits"]
+    eps = pm["runs"]["digits"]
     # the epsilon model's window is section 2's sweep itself (same sources, times and bootstrap)
     assert eps["times"] == pytest.approx(digits["times"], abs=1e-12)
     assert eps["t_half"] == digits["forward_reverse"]["window"]["t_half"]
+    # DDIM was built from the training schedule: the same grid of OU times as DDPM
+    assert pm["runs"]["digits+ddim"]["times"] == pytest.approx(eps["times"], abs=1e-12)
+    assert pm["runs"]["digits+ddim"]["scheduler"] == "DDIMScheduler"
     steps = summary["sizes"]["inference_steps"]
-    for name, m in pm["models"].items():
+    for name, m in pm["runs"].items():
         assert np.all(np.diff(m["times"]) > 0) and len(m["c"]) == len(m["times"])
         # every run from grid index i takes the remaining steps - i, at most `steps` each
-        runs = len(m["times"]) * digits["n_sources"]
-        assert runs <= m["network_evaluations"] <= runs * steps, name
-    for name, diff in pm["t_half_difference"].items():
-        pooled = diff["all"]
+        runs_count = len(m["times"]) * digits["n_sources"]
+        assert runs_count <= m["network_evaluations"] <= runs_count * steps, name
+    for c in pm["comparisons"]:
+        pooled = c["t_half_difference"]["all"]
+        first, second = pm["runs"][c["run"]]["t_half"], pm["runs"][c["against"]]["t_half"]
         if pooled["difference"] is not None:
-            assert pooled["difference"] == pytest.approx(
-                pm["models"][name]["t_half"] - eps["t_half"], abs=1e-12
-            )
-        assert pm["verdict"][name] in ("agree", "differ", "undetermined")
+            assert pooled["difference"] == pytest.approx(first - second, abs=1e-12)
+        assert c["verdict"] in ("agree", "differ", "undetermined")
     assert "5. Windows do not depend on the parameterisation" in (out / "index.html").read_text()
 
 
 def test_parameterisation_verdict_reads_the_pooled_interval():
-    from critwin.report.invariance import InvarianceSection
+    from critwin.report.invariance import InvarianceSection, Pair
     from critwin.report.page import _agreement_in_words
 
     def diff(lo, hi):
-        return {"all": {"ci": [lo, hi], "difference": 0.05}, 0: {"ci": [lo, hi]}}
+        return {0: {"ci": [lo, hi]}, "all": {"ci": [lo, hi], "difference": 0.05}}
 
-    section = InvarianceSection({}, {"a": diff(-0.1, 0.2), "b": diff(0.01, 0.3), "c": diff(None, 0.1)})
-    assert section.verdict() == {"a": "agree", "b": "differ", "c": "undetermined"}
-    words = _agreement_in_words(
-        {
-            "reference": "eps",
-            "t_half_difference": section.differences,
-            "verdict": section.verdict(),
-            "digits_agreeing": {"a": 1, "b": 0, "c": 0},
-        }
+    pairs = [Pair("a", "r", "x"), Pair("b", "r", "y"), Pair("c", "r", "z")]
+    section = InvarianceSection({}, pairs, [diff(-0.1, 0.2), diff(0.01, 0.3), diff(None, 0.1)])
+    assert section.verdicts() == ["agree", "differ", "undetermined"]
+    comparisons = [
+        {"run": p.first, "against": p.second, "verdict": v, "t_half_difference": d}
+        for p, v, d in zip(pairs, section.verdicts(), section.differences, strict=True)
+    ]
+    words = _agreement_in_words(comparisons)
+    assert words == (
+        "In this run: t½ agrees within the paired 95% interval for a vs r; it differs for b vs r (+0.050)."
     )
-    assert "a − eps: Δt½ = +0.050 (95% paired interval [-0.100, +0.200]), agree; 1 of 1" in words
-    assert "b − eps" in words and "differ" in words and "interval n/a), undetermined" in words
+
+
+def test_compare_parameterisations_refuses_unknown_pairs_and_repeated_runs():
+    from critwin.report.invariance import Pair, Run, compare_parameterisations
+
+    x0 = torch.zeros(2, 1, 8, 8)
+    kwargs = dict(n_times=2, inference_steps=4, n_boot=0, seed=0)
+    with pytest.raises(ValueError, match="pairs name runs that are not in runs: \\['digits-v'\\]"):
+        compare_parameterisations(x0, [Run("digits")], [Pair("digits-v", "digits", "")], **kwargs)
+    with pytest.raises(ValueError, match="distinct labels"):
+        compare_parameterisations(x0, [Run("digits"), Run("digits")], [], **kwargs)

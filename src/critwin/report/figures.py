@@ -289,18 +289,22 @@ def plot_diagnostics(section: DiagnosticsSection, directory: Path) -> list[str]:
     return [_save(fig, directory, "diagnostics.png")]
 
 
-PARAMETERISATION_COLOURS = {"epsilon": "tab:blue", "v_prediction": "tab:orange", "flow": "tab:green"}
+RUN_STYLES = (
+    {"color": "tab:blue", "marker": "o", "ls": "-"},
+    {"color": "tab:cyan", "marker": "v", "ls": "--"},
+    {"color": "tab:green", "marker": "s", "ls": "-."},
+    {"color": "tab:orange", "marker": "^", "ls": ":"},
+)
 
 
 def plot_invariance(section: InvarianceSection, directory: Path) -> list[str]:
-    """Commitment curves of the epsilon, v and flow models overlaid on the OU axis, each t½ with its CI."""
+    """Commitment curves of every run (model and sampler) overlaid on the OU axis, t½ with its CI."""
     fig, ax = plt.subplots(figsize=(8, 4.5), layout="constrained")
-    styles = ("o-", "s--", "^:")
-    for (name, window), style in zip(section.windows.items(), styles, strict=False):
-        est, color = window.est, PARAMETERISATION_COLOURS[window.parameterisation]
+    for (name, window), style in zip(section.windows.items(), RUN_STYLES, strict=False):
+        est, color = window.est, style["color"]
         label = f"{name} ({window.parameterisation}, {type(window.process.scheduler).__name__})"
         ax.fill_between(est.times, est.c_lower, est.c_upper, color=color, alpha=0.15, lw=0)
-        ax.plot(est.times, est.c, style, ms=3, color=color, label=f"{label}: $c(t)$ (95% Wilson)")
+        ax.plot(est.times, est.c, ms=3, label=f"{label}: $c(t)$", **style)
         if math.isfinite(est.t_half):
             level = est.b + 0.5 * (1 - est.b)  # r = 1/2 on the c axis
             ax.errorbar(
@@ -315,5 +319,5 @@ def plot_invariance(section: InvarianceSection, directory: Path) -> list[str]:
                 label=rf"{name}: $t_{{1/2}}$ (95% bootstrap)",
             )
     ax.set_xscale("log")
-    _finish(ax, OU_TIME, "P(class kept)", "Same data, three parameterisations: one class window in OU time")
+    _finish(ax, OU_TIME, "P(class kept)", "Same data, three parameterisations: class windows in OU time")
     return [_save(fig, directory, "parameterisation.png")]

@@ -86,6 +86,21 @@ class DigitsModel:
         """A new scheduler with the training schedule (:func:`make_scheduler`)."""
         return make_scheduler(self.config)
 
+    def scheduler_as(self, scheduler_cls):
+        """A ``scheduler_cls`` built from the training scheduler's config (same schedule, other sampler).
+
+        Flow-matching and DDPM schedules do not convert into each other: a flow model takes only flow
+        schedulers, the DDPM models only the others (ValueError naming the scheduler).
+        """
+        trained = self.make_scheduler()
+        kinds = {SUPPORTED_SCHEDULERS.get(name) for name in (type(trained).__name__, scheduler_cls.__name__)}
+        if "flow" in kinds and len(kinds) > 1:
+            raise ValueError(
+                f"scheduler {scheduler_cls.__name__} cannot sample {self.name!r}, which was trained with "
+                f"{type(trained).__name__} (flow matching and DDPM schedules do not convert)"
+            )
+        return scheduler_cls.from_config(trained.config)
+
     def training_data(self) -> DigitsData:
         """The exact data split this model was trained on."""
         return self.config.load_data()
@@ -226,8 +241,8 @@ def shipped_process(
     name : a key of ``SHIPPED_MODELS``.
     num_inference_steps, guidance_scale, class_label : as :meth:`DigitsModel.process` (the null label
         :data:`NULL_LABEL` = 10 is unconditional and the unconditional branch of guidance).
-    scheduler : ``None`` (the training scheduler) or a diffusers scheduler class, built from the
-        training scheduler's config; a flow model takes only flow schedulers, the DDPM models only others.
+    scheduler : ``None`` (the training scheduler) or a diffusers scheduler class
+        (:meth:`DigitsModel.scheduler_as`).
     device, dtype : where and in which precision the U-Net runs (default: CPU, float32).
 
     Returns
@@ -239,12 +254,5 @@ def shipped_process(
     model = load_digits_model(name)
     model.unet.to(device=device, dtype=dtype)
     if scheduler is not None:
-        trained = model.make_scheduler()
-        kinds = {SUPPORTED_SCHEDULERS.get(name) for name in (type(trained).__name__, scheduler.__name__)}
-        if "flow" in kinds and len(kinds) > 1:
-            raise ValueError(
-                f"scheduler {scheduler.__name__} cannot sample {name!r}, which was trained with "
-                f"{type(trained).__name__} (flow matching and DDPM schedules do not convert)"
-            )
-        scheduler = scheduler.from_config(trained.config)
+        scheduler = model.scheduler_as(scheduler)
     return model.process(num_inference_steps, guidance_scale, scheduler=scheduler, class_label=class_label)
