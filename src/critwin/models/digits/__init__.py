@@ -7,7 +7,10 @@ linear ``DDPMScheduler`` (``add_noise``) and sampled with the same scheduler's `
 experiments drive it through ``critwin.adapters.diffusers`` like any user's model.
 
 Shipped models (``weights/``): ``digits`` (all training digits) and ``digits-memorise`` (20 training
-digits, trained until its samples copy them). Each has a JSON model card with the configuration,
+digits, trained until its samples copy them); ``digits-flow`` and ``digits-v``: the ``digits`` network,
+data and run with the rectified-flow (velocity ``z - x0``, ``FlowMatchEulerDiscreteScheduler``) and the
+v-prediction objective (``DigitsConfig.parameterisation``), for the parameterisation-invariance check.
+Each has a JSON model card with the configuration,
 data split, training run and quality metrics (``conditional_accuracy`` and friends).
 
 Modules: :mod:`.config` (:class:`DigitsConfig`, presets), :mod:`.model` (network, :class:`DigitsModel`,
