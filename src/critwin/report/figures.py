@@ -300,13 +300,15 @@ RUN_STYLES = (
 def plot_invariance(section: InvarianceSection, directory: Path) -> list[str]:
     """Commitment curves of every run (model and sampler) overlaid on the OU axis, t½ with its CI."""
     fig, ax = plt.subplots(figsize=(8, 4.5), layout="constrained")
-    for (name, window), style in zip(section.windows.items(), RUN_STYLES, strict=False):
+    n_runs = len(section.windows)
+    for i, ((name, window), style) in enumerate(zip(section.windows.items(), RUN_STYLES, strict=False)):
         est, color = window.est, style["color"]
         label = f"{name} ({window.parameterisation}, {type(window.process.scheduler).__name__})"
         ax.fill_between(est.times, est.c_lower, est.c_upper, color=color, alpha=0.15, lw=0)
         ax.plot(est.times, est.c, ms=3, label=f"{label}: $c(t)$", **style)
         if math.isfinite(est.t_half):
-            level = est.b + 0.5 * (1 - est.b)  # r = 1/2 on the c axis
+            # r = 1/2 on the c axis, staggered a little per run so that no interval hides another
+            level = est.b + 0.5 * (1 - est.b) + 0.04 * (i - (n_runs - 1) / 2)
             ax.errorbar(
                 [est.t_half],
                 [level],

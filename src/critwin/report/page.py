@@ -246,7 +246,7 @@ def _parameterisation(page: Page, summary: dict) -> None:
     page.figure(
         "parameterisation.png",
         "P(class kept) of each run on the OU axis (95% Wilson bands); diamonds: t½ with its 95% "
-        "bootstrap interval.",
+        "bootstrap interval, near the level where r = 1/2 (staggered so that none hides another).",
     )
     page.table(
         ["run", "parameterisation", "sampler", "card accuracy", "t½", "95% CI", "T_after", "T_before"]
