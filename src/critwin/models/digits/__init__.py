@@ -21,7 +21,7 @@ loading and saving), :mod:`.training` (:func:`training_steps`, :func:`train_digi
 from __future__ import annotations
 
 from critwin.models.digits.card import build_card
-from critwin.models.digits.config import MODEL_NAMES, NULL_LABEL, PRESETS, DigitsConfig
+from critwin.models.digits.config import MODEL_NAMES, NULL_LABEL, PARAMETERISATIONS, PRESETS, DigitsConfig
 from critwin.models.digits.evaluation import evaluate_digits_model
 from critwin.models.digits.model import (
     DigitsModel,
@@ -31,11 +31,12 @@ from critwin.models.digits.model import (
     save_digits_model,
     shipped_process,
 )
-from critwin.models.digits.training import TrainState, train_digits, training_steps
+from critwin.models.digits.training import TrainState, train_digits, training_pair, training_steps
 
 __all__ = [
     "NULL_LABEL",
     "MODEL_NAMES",
+    "PARAMETERISATIONS",
     "DigitsConfig",
     "PRESETS",
     "TrainState",
@@ -43,6 +44,7 @@ __all__ = [
     "build_unet",
     "make_scheduler",
     "build_card",
+    "training_pair",
     "training_steps",
     "train_digits",
     "evaluate_digits_model",
