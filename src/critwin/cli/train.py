@@ -19,7 +19,7 @@ from critwin.models.classifier import (
 )
 from critwin.models.data import load_digits_data
 
-TRAINABLE = ("digits", "digits-memorise", "digits-tiny", "classifier")
+TRAINABLE = ("digits", "digits-memorise", "digits-flow", "digits-v", "digits-tiny", "classifier")
 
 
 @app.command("train")
@@ -47,7 +47,7 @@ def train(
         500, "--unconditional-samples", help="Final evaluation: unconditional samples (class histogram)."
     ),
     inference_steps: int = typer.Option(
-        100, "--inference-steps", help="DDPM steps used for evaluation samples."
+        100, "--inference-steps", help="Sampler steps (the model's own scheduler) for evaluation samples."
     ),
     classifier_dir: Path = typer.Option(
         None,
@@ -62,7 +62,8 @@ def train(
         help="CPU threads for torch (the shipped weights were trained with 1; default: torch's).",
     ),
 ) -> None:
-    """Train a digits DDPM (``digits``, ``digits-memorise``, ``digits-tiny``) or the digit ``classifier``.
+    """Train a digits model (``digits``, ``digits-memorise``, ``digits-flow``, ``digits-v``, ``digits-tiny``)
+    or the digit ``classifier``.
 
     Writes safetensors weights and a JSON model card (config, data split, seed, metrics) into --out.
     """

@@ -23,12 +23,16 @@ SHIPPED_WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 SHIPPED_MODELS = {
     "digits": "class-conditional DDPM on the 8x8 digits (labels 0-9; 10 = null label, unconditional)",
     "digits-memorise": "the same network trained on 20 digits until it copies them (memorisation demo)",
+    "digits-flow": "the digits model trained as rectified flow (velocity; FlowMatchEulerDiscreteScheduler)",
+    "digits-v": "the digits model trained with v-prediction (same DDPM schedule)",
 }
 
 # How to recreate each shipped file; quoted in every "missing or corrupted" error.
 RETRAIN_COMMANDS = {
     "digits": "critwin train digits --out {dir}",
     "digits-memorise": "critwin train digits-memorise --out {dir}",
+    "digits-flow": "critwin train digits-flow --out {dir}",
+    "digits-v": "critwin train digits-v --out {dir}",
     "digit-classifier": "critwin train classifier --out {dir}",
 }
 
