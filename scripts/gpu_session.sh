@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One device session: GPU tests, the diffusers adapter throughput check, and CUDA mixture timings.
+# One device session: GPU tests, the diffusers adapter throughput checks (SD and SD3 shapes), and CUDA
+# mixture timings.
 # Usage on a CUDA machine from the repo root: bash scripts/gpu_session.sh   (wheels in .whl/ if needed)
 set -u
 cd "$(dirname "$0")/.."
@@ -14,6 +15,8 @@ echo "== pytest -m gpu"
 python3 -m pytest -q -p no:cacheprovider -m gpu tests/ 2>&1 | tail -25
 echo "== adapter throughput (tiny SD pipeline)"
 python3 scripts/gpu_check.py --tiny --steps 20 --batch 8 2>&1 | tail -15
+echo "== SD3-shaped random transformer (bfloat16): adapter vs bare scheduler.step loop"
+python3 scripts/gpu_sd3_check.py --layers 4 --size 64 --steps 20 --batch 8 2>&1 | tail -6
 echo "== CLI sweep on an SD-1.5-shaped random pipeline (float16, CUDA): kill, resume, compare"
 SD=/tmp/sd_shaped; rm -rf "$SD" /tmp/sweep_full /tmp/sweep_resumed
 python3 scripts/sd_shaped_pipeline.py "$SD" | tail -1

@@ -14,6 +14,7 @@ import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
+from adapter_checks import assert_sweeps_report_realised_times
 from critwin.adapters.diffusers import DiffusersProcess, from_pipeline, record_pipeline_trajectory
 from critwin.adapters.diffusers.flow import dynamic_shift_mu, flow_ou_times
 from critwin.clock import alpha_sigma
@@ -200,22 +201,28 @@ def test_flow_dynamic_shifting_needs_mu_and_matches_formula(pipe):
     assert torch.equal(process.run(states[0]), states[-1])
 
 
-def test_flow_forward_reverse_and_clone_report_realised_time(pipe, tmp_path):
-    from critwin.experiments.cloning import clone
-    from critwin.experiments.features import SourceSimilarity
-    from critwin.experiments.forward_reverse import forward_reverse
-
+def test_flow_forward_reverse_and_clone_report_realised_time(pipe):
     process = _process(pipe)
-    x0 = torch.randn(2, *process.sample_shape, generator=torch.Generator().manual_seed(0))
-    result = forward_reverse(
-        process, x0, [0.5, 1.5], n_per_time=2, feature=SourceSimilarity(x0), seed=0, progress=False
+    assert_sweeps_report_realised_times(
+        process, torch.randn(2, *process.sample_shape, generator=torch.Generator().manual_seed(0))
     )
-    for requested, got in zip([0.5, 1.5], result.times.tolist(), strict=True):
-        realised = process.realise(requested)
-        assert got == realised["ou_time"] == process.times[realised["index"]].item()
-    assert result.steps.tolist() == [process.step_label(process.realise(r)["index"]) for r in (0.5, 1.5)]
-    cloned = clone(process, 2, [0.5, 2.0], 2, feature=SourceSimilarity(x0), seed=1, progress=False)
-    assert cloned.clone_labels.shape == (2, 2, 2)
+
+
+def test_sd3_stock_pipeline_call_with_one_row_embeddings(pipe):
+    # SD3 does not repeat given embeddings per image: the stock call gets them repeated per sample.
+    pe, pp = _embeds(1)
+    ne, npp = _embeds(2)
+    kwargs = dict(
+        prompt_embeds=pe,
+        pooled_prompt_embeds=pp,
+        negative_prompt_embeds=ne,
+        negative_pooled_prompt_embeds=npp,
+    )
+    stock = from_pipeline(pipe, STEPS, 3.0, use_pipeline_call=True, **kwargs)
+    adapter = from_pipeline(pipe, STEPS, 3.0, **kwargs)
+    out = stock.run(stock.prior(2, generator=torch.Generator().manual_seed(0)))
+    assert stock.pipeline_calls == 1
+    assert torch.equal(out, adapter.run(adapter.prior(2, generator=torch.Generator().manual_seed(0))))
 
 
 def test_flow_bad_input(pipe):

@@ -28,6 +28,7 @@ LAYERS = [
         "critwin.windows",
         "critwin.closed_forms",
         "critwin.span",
+        "critwin.span_crossings",
         "critwin.tree",
         "critwin.io_mixture",
     ),

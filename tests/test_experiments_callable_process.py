@@ -64,6 +64,55 @@ def test_ve_denoiser_gives_the_mixture_denoiser(t):
     assert torch.equal(ou.denoise(y, t), expected)
 
 
+def predicting_denoiser(mixture, parameterisation: str, prediction_type: str):
+    """The mixture's exact posterior mean turned by hand into a noise or velocity prediction.
+
+    VE: ``x = x0 + sigma z`` so ``z = (x - x0) / sigma``; OU: ``y = a x0 + s z`` so ``z = (y - a x0) / s``;
+    ``v = a z - s x0`` with ``(a, s) = (e^{-t}, sqrt(1 - e^{-2t}))`` in both.
+    """
+
+    def predict(state, level):
+        if parameterisation == "ve":
+            t = 0.5 * math.log1p(level * level)
+            x0 = mixture.denoise(state / math.sqrt(1.0 + level * level), t)
+            z = (state - x0) / level
+        else:
+            t = level
+            x0 = mixture.denoise(state, t)
+            z = (state - math.exp(-t) * x0) / math.sqrt(-math.expm1(-2.0 * t))
+        if prediction_type == "epsilon":
+            return z
+        return math.exp(-t) * z - math.sqrt(-math.expm1(-2.0 * t)) * x0
+
+    return predict
+
+
+@pytest.mark.parametrize("parameterisation", ["ve", "ou"])
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+@pytest.mark.parametrize("t", [1e-2, 0.4, 3.0])
+def test_noise_and_velocity_callables_give_the_mixture_denoiser(parameterisation, prediction_type, t):
+    mixture = two_gaussians()
+    y = torch.randn(7, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    predictor = predicting_denoiser(mixture, parameterisation, prediction_type)
+    process = CallableProcess(predictor, parameterisation, (2,), prediction_type=prediction_type)
+    # Round trip x0 -> z (or v) -> x0 in float64: a few ulps, amplified by 1 / a = e^t <= e^3 at most.
+    torch.testing.assert_close(process.denoise(y, t), mixture.denoise(y, t), rtol=1e-10, atol=1e-10)
+    assert process.with_times(process.times).prediction_type == prediction_type
+    assert process.describe()["prediction_type"] == prediction_type
+
+
+def test_noise_callable_forward_reverse_matches_the_mixture_process():
+    mixture = two_gaussians()
+    process = CallableProcess(
+        predicting_denoiser(mixture, "ve", "epsilon"), "ve", (2,), n_steps=10, prediction_type="epsilon"
+    )
+    reference = MixtureProcess(mixture, "ddim", times=process.times)
+    x0, _ = mixture.sample(30, generator=torch.Generator().manual_seed(1))
+    x = process.add_noise(x0, 2, torch.Generator().manual_seed(2))
+    # Same sampler, same grid; the x0 -> z -> x0 round trip costs rounding only.
+    torch.testing.assert_close(process.run(x, start=2), reference.run(x, start=2), rtol=1e-9, atol=1e-9)
+
+
 def test_batch_level_tensor_has_the_state_dtype_and_batch():
     seen = []
 
@@ -126,6 +175,7 @@ def test_describe_and_exports():
     [
         ({"denoiser": 3.0}, "denoiser"),
         ({"parameterisation": "vp"}, "parameterisation"),
+        ({"prediction_type": "eps"}, "prediction_type"),
         ({"sampler": "exact"}, "sampler"),
         ({"sigma_min": 5.0, "sigma_max": 5.0}, "sigma_min"),
         ({"sigma_min": -1.0}, "sigma_min"),

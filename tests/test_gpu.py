@@ -103,3 +103,14 @@ def test_cli_sweep_on_a_latent_pipeline_in_float16_on_cuda(tmp_path, capsys):
     # t = 0 leaves each source untouched: it is nearest to itself.
     assert all(r["label"] == r["source_label"] for r in rows if float(r["t"]) == 0.0)
     assert len(rows) == 2 * 2
+
+
+def test_sd3_shaped_adapter_equals_the_bare_loop_on_cuda(capsys):
+    """scripts/gpu_sd3_check.py at reduced size: the adapter's bfloat16 trajectory is the bare loop's."""
+    from gpu_scripts import load_script
+
+    code = load_script("gpu_sd3_check").main(
+        ["--layers", "2", "--steps", "4", "--batch", "2", "--repeats", "1"]
+    )
+    out = capsys.readouterr().out
+    assert code == 0 and "byte-identical" in out, out

@@ -28,7 +28,7 @@ def test_quick_demo_writes_every_promised_file(quick_demo, tmp_path):
     out, summary, lines = quick_demo
     html = (out / "index.html").read_text()
     figures = re.findall(r'<img src="([^"]+)"', html)
-    assert len(figures) == 7
+    assert len(figures) == 8
     for name in figures:
         assert (out / name).stat().st_size > 1000 and name.endswith(".png")
     on_disk = json.loads((out / "summary.json").read_text())
@@ -45,6 +45,7 @@ def test_quick_demo_writes_every_promised_file(quick_demo, tmp_path):
         "digits",
         "comparison",
         "diagnostics",
+        "parameterisation",
     ]
     assert all(re.search(r"\(\d+ s elapsed\)$", line) for line in lines)
     # every n/a in the page is explained under its table
@@ -139,7 +140,8 @@ def test_paired_difference_of_a_result_with_itself_is_exactly_zero():
 def test_paired_difference_recovers_a_known_shift():
     """Network keeps every source up to grid index 3, the mixture up to index 1: on the grid 0.1..2.0
     (step 0.38), r falls from 1 to 0 between adjacent points, so t½ is their midpoint; the shift is
-    exactly 2 grid steps, with no sampling variation (every source behaves the same)."""
+    exactly 2 grid steps, with no sampling variation (every source behaves the same), per class and
+    pooled over classes."""
     from critwin.report.sections import paired_t_half_difference
 
     source = torch.arange(20) % 2
@@ -147,9 +149,15 @@ def test_paired_difference_recovers_a_known_shift():
     net = torch.stack([source if i <= 3 else other for i in range(6)])
     gmm = torch.stack([source if i <= 1 else other for i in range(6)])
     out = paired_t_half_difference(
-        _result(net, source), _result(gmm, source), 20, torch.Generator().manual_seed(0)
+        _result(net, source),
+        _result(gmm, source),
+        20,
+        torch.Generator().manual_seed(0),
+        names=("a", "b"),
+        pooled=True,
     )
     step = (2.0 - 0.1) / 5
+    assert list(out) == [0, 1, "all"]
     for d in out.values():
         assert d["difference"] == pytest.approx(2 * step, abs=1e-9)
         assert d["ci"] == pytest.approx([2 * step, 2 * step], abs=1e-9)
@@ -193,3 +201,65 @@ def test_differences_in_words_sorts_digits_by_their_interval():
     assert "keeps digit(s) 0 to more noise" in text
     assert "forgets digit(s) 1, 4 at less noise" in text
     assert "for digit(s) 2, 3 the interval contains 0" in text
+
+
+def test_parameterisation_section_in_the_quick_demo(quick_demo):
+    from critwin.report.invariance import compared_runs
+
+    out, summary, _ = quick_demo
+    pm = json.loads((out / "summary.json").read_text())["parameterisation"]
+    runs, pairs = compared_runs()
+    assert list(pm["runs"]) == [r.label for r in runs] and pm["reference"] == "digits"
+    assert [(c["run"], c["against"]) for c in pm["comparisons"]] == [(p.first, p.second) for p in pairs]
+    digits = summary["digits"]
+    eps = pm["runs"]["digits"]
+    # the epsilon model's window is section 2's sweep itself (same sources, times and bootstrap)
+    assert eps["times"] == pytest.approx(digits["times"], abs=1e-12)
+    assert eps["t_half"] == digits["forward_reverse"]["window"]["t_half"]
+    # DDIM was built from the training schedule: the same grid of OU times as DDPM
+    assert pm["runs"]["digits+ddim"]["times"] == pytest.approx(eps["times"], abs=1e-12)
+    assert pm["runs"]["digits+ddim"]["scheduler"] == "DDIMScheduler"
+    steps = summary["sizes"]["inference_steps"]
+    for name, m in pm["runs"].items():
+        assert np.all(np.diff(m["times"]) > 0) and len(m["c"]) == len(m["times"])
+        # every run from grid index i takes the remaining steps - i, at most `steps` each
+        runs_count = len(m["times"]) * digits["n_sources"]
+        assert runs_count <= m["network_evaluations"] <= runs_count * steps, name
+    for c in pm["comparisons"]:
+        pooled = c["t_half_difference"]["all"]
+        first, second = pm["runs"][c["run"]]["t_half"], pm["runs"][c["against"]]["t_half"]
+        if pooled["difference"] is not None:
+            assert pooled["difference"] == pytest.approx(first - second, abs=1e-12)
+        assert c["verdict"] in ("agree", "differ", "undetermined")
+    assert "5. Windows do not depend on the parameterisation" in (out / "index.html").read_text()
+
+
+def test_parameterisation_verdict_reads_the_pooled_interval():
+    from critwin.report.invariance import InvarianceSection, Pair
+    from critwin.report.page import _agreement_in_words
+
+    def diff(lo, hi):
+        return {0: {"ci": [lo, hi]}, "all": {"ci": [lo, hi], "difference": 0.05}}
+
+    pairs = [Pair("a", "r", "x"), Pair("b", "r", "y"), Pair("c", "r", "z")]
+    section = InvarianceSection({}, pairs, [diff(-0.1, 0.2), diff(0.01, 0.3), diff(None, 0.1)])
+    assert section.verdicts() == ["agree", "differ", "undetermined"]
+    comparisons = [
+        {"run": p.first, "against": p.second, "verdict": v, "t_half_difference": d}
+        for p, v, d in zip(pairs, section.verdicts(), section.differences, strict=True)
+    ]
+    words = _agreement_in_words(comparisons)
+    assert words == (
+        "In this run: t½ agrees within the paired 95% interval for a vs r; it differs for b vs r (+0.050)."
+    )
+
+
+def test_compare_parameterisations_refuses_unknown_pairs_and_repeated_runs():
+    from critwin.report.invariance import Pair, Run, compare_parameterisations
+
+    x0 = torch.zeros(2, 1, 8, 8)
+    kwargs = dict(n_times=2, inference_steps=4, n_boot=0, seed=0)
+    with pytest.raises(ValueError, match="pairs name runs that are not in runs: \\['digits-v'\\]"):
+        compare_parameterisations(x0, [Run("digits")], [Pair("digits-v", "digits", "")], **kwargs)
+    with pytest.raises(ValueError, match="distinct labels"):
+        compare_parameterisations(x0, [Run("digits"), Run("digits")], [], **kwargs)

@@ -21,6 +21,15 @@ __all__ = [
     "tiny_dit",
     "tiny_sd3",
     "tiny_sd3_transformer",
+    "tiny_sd3_with_text",
+    "tiny_t5_tokenizer",
+    "tiny_t5_encoder",
+    "tiny_dit_pipeline",
+    "tiny_pixart_transformer",
+    "tiny_pixart",
+    "tiny_flux_transformer",
+    "tiny_flux",
+    "tiny_flux_with_text",
 ]
 
 
@@ -228,18 +237,216 @@ def tiny_sd3(seed: int = 0, scheduler=None, sample_size: int = 8):
 
 
 @_seeded
-def tiny_dit(seed: int = 0, sample_size: int = 8, in_channels: int = 4, num_classes: int = 10):
-    """A 2-layer class-conditional ``DiTTransformer2DModel`` (patch 2, 2 heads of 4)."""
+def tiny_dit(
+    seed: int = 0,
+    sample_size: int = 8,
+    in_channels: int = 4,
+    num_classes: int = 10,
+    learned_sigma: bool = False,
+):
+    """A 2-layer class-conditional ``DiTTransformer2DModel`` (patch 2, 2 heads of 4); ``learned_sigma``:
+    ``2 * in_channels`` outputs (mean and variance), as the released DiT models."""
     from diffusers import DiTTransformer2DModel
 
     return DiTTransformer2DModel(
         num_attention_heads=2,
         attention_head_dim=4,
         in_channels=in_channels,
-        out_channels=in_channels,
+        out_channels=2 * in_channels if learned_sigma else in_channels,
         num_layers=2,
         sample_size=sample_size,
         patch_size=2,
         num_embeds_ada_norm=num_classes,
         norm_num_groups=4,
     ).eval()
+
+
+def tiny_dit_pipeline(seed: int = 0, scheduler=None):
+    """A ``DiTPipeline`` with a learned-sigma tiny DiT of 1000 classes: the pipeline hard-codes the null
+    class 1000 (``num_embeds_ada_norm``) for guidance. Default scheduler: DDIM."""
+    from diffusers import DDIMScheduler, DiTPipeline
+
+    return DiTPipeline(
+        transformer=tiny_dit(seed, num_classes=1000, learned_sigma=True),
+        vae=tiny_vae(seed),
+        scheduler=scheduler or DDIMScheduler(),
+    )
+
+
+@_seeded
+def tiny_pixart_transformer(
+    seed: int = 0, sample_size: int = 8, caption_channels: int = 12, patch_size: int = 2
+):
+    """A 2-layer ``PixArtTransformer2DModel`` (2 heads of 6, learned sigma) taking (B, seq,
+    ``caption_channels``) prompt embeddings with a (B, seq) attention mask. ``sample_size=128`` is the
+    1024-pixel models' size, which switches on the resolution/aspect-ratio micro-conditioning (its
+    embedding splits the width 12 in thirds)."""
+    from diffusers import PixArtTransformer2DModel
+
+    return PixArtTransformer2DModel(
+        num_attention_heads=2,
+        attention_head_dim=6,
+        in_channels=4,
+        out_channels=8,
+        num_layers=2,
+        cross_attention_dim=12,
+        sample_size=sample_size,
+        patch_size=patch_size,
+        norm_num_groups=4,
+        caption_channels=caption_channels,
+    ).eval()
+
+
+def tiny_pixart(
+    seed: int = 0, scheduler=None, sample_size: int = 8, patch_size: int = 2, sigma: bool = False
+):
+    """A ``PixArtAlphaPipeline`` (``sigma``: ``PixArtSigmaPipeline``) of tiny random parts without text
+    encoder (pass prompt embeddings (B, seq, 12) and their masks). Default scheduler: DPM-Solver++ as
+    PixArt's."""
+    from diffusers import DPMSolverMultistepScheduler, PixArtAlphaPipeline, PixArtSigmaPipeline
+
+    return (PixArtSigmaPipeline if sigma else PixArtAlphaPipeline)(
+        tokenizer=None,
+        text_encoder=None,
+        vae=tiny_vae(seed),
+        transformer=tiny_pixart_transformer(seed, sample_size=sample_size, patch_size=patch_size),
+        scheduler=scheduler or DPMSolverMultistepScheduler(),
+    )
+
+
+@_seeded
+def tiny_flux_transformer(seed: int = 0, guidance_embeds: bool = True):
+    """A ``FluxTransformer2DModel`` with one double and one single block (2 heads of 8) on packed 4-channel
+    latents (16 channels per token), (B, seq, 16) prompt and (B, 8) pooled embeddings."""
+    from diffusers import FluxTransformer2DModel
+
+    return FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=16,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        joint_attention_dim=16,
+        pooled_projection_dim=8,
+        guidance_embeds=guidance_embeds,
+        axes_dims_rope=(2, 2, 4),
+    ).eval()
+
+
+def tiny_flux(seed: int = 0, guidance_embeds: bool = True):
+    """A ``FluxPipeline`` of tiny random parts without text encoders (pass prompt embeddings (B, seq, 16),
+    pooled embeddings (B, 8) and height = width = 16: 8x8 latents, 16 packed tokens). Scheduler:
+    Flux-dev's flow matching with dynamic shifting."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
+
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        shift=3.0,
+        use_dynamic_shifting=True,
+        base_shift=0.5,
+        max_shift=1.15,
+        base_image_seq_len=256,
+        max_image_seq_len=4096,
+    )
+    return FluxPipeline(
+        scheduler=scheduler,
+        vae=tiny_vae(seed),
+        text_encoder=None,
+        tokenizer=None,
+        text_encoder_2=None,
+        tokenizer_2=None,
+        transformer=tiny_flux_transformer(seed, guidance_embeds),
+    )
+
+
+def tiny_t5_tokenizer(directory):
+    """A whitespace word-level fast tokenizer (T5's special tokens: pad 0, eos 1, unk 2; lowercase letters
+    and a few words), built offline with ``tokenizers`` and saved to ``directory`` (needs transformers)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["<pad>", "</s>", "<unk>", "a", "cat", "dog", "blurry", "photo", "of"]
+    words += list("bcdefghijklmnopqrstuvwxyz")
+    vocab = {word: i for i, word in enumerate(dict.fromkeys(words))}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    # T5 appends </s> to every sequence.
+    tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
+    )
+    fast.save_pretrained(directory)
+    return fast
+
+
+@_seeded
+def _tiny_clip_with_projection(seed: int, vocab_size: int):
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    config = CLIPTextConfig(
+        hidden_size=8,
+        intermediate_size=16,
+        projection_dim=4,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=16,
+        vocab_size=vocab_size,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+    )
+    return CLIPTextModelWithProjection(config).eval()
+
+
+@_seeded
+def tiny_t5_encoder(seed: int = 0, vocab_size: int = 34, d_model: int = 16):
+    """A one-layer ``T5EncoderModel`` of width ``d_model`` (pair it with :func:`tiny_t5_tokenizer`)."""
+    from transformers import T5Config, T5EncoderModel
+
+    config = T5Config(
+        vocab_size=vocab_size, d_model=d_model, d_kv=4, d_ff=32, num_layers=1, num_heads=2, pad_token_id=0
+    )
+    return T5EncoderModel(config).eval()
+
+
+def tiny_sd3_with_text(directory, seed: int = 0):
+    """:func:`tiny_sd3` with its three text encoders and tokenizers (files under ``directory``): two
+    CLIP text models with projection (hidden 8 each, pooled 4 + 4 = the transformer's 8) on 16-token
+    character-level CLIP tokenizers, and a one-layer T5 encoder (width 16) on a word-level tokenizer.
+    SD3's ``encode_prompt`` pads the joined CLIP states (8 + 8) to T5's 16 and appends 256 T5 tokens."""
+    from pathlib import Path
+
+    directory = Path(directory)
+    pipe = tiny_sd3(seed)
+    parts = {}
+    for name, offset in (("", 1), ("_2", 2)):
+        (directory / f"tokenizer{name}").mkdir(parents=True, exist_ok=True)
+        tokenizer = tiny_clip_tokenizer(directory / f"tokenizer{name}", model_max_length=16)
+        parts[f"tokenizer{name}"] = tokenizer
+        parts[f"text_encoder{name}"] = _tiny_clip_with_projection(seed + offset, len(tokenizer))
+    t5_tokenizer = tiny_t5_tokenizer(directory / "tokenizer_3")
+    parts.update(tokenizer_3=t5_tokenizer, text_encoder_3=tiny_t5_encoder(seed + 3, len(t5_tokenizer)))
+    pipe.register_modules(**parts)
+    pipe.tokenizer_max_length = 16
+    return pipe
+
+
+def tiny_flux_with_text(directory, seed: int = 0):
+    """:func:`tiny_flux` with its text encoders and tokenizers (files under ``directory``): a CLIP text
+    model of width 8 (its pooled output is the transformer's pooled input) on a 16-token character-level
+    tokenizer, and a one-layer T5 encoder of width 16 on a word-level tokenizer (512 tokens per prompt)."""
+    from pathlib import Path
+
+    directory = Path(directory)
+    pipe = tiny_flux(seed)
+    (directory / "tokenizer").mkdir(parents=True, exist_ok=True)
+    tokenizer = tiny_clip_tokenizer(directory / "tokenizer", model_max_length=16)
+    t5_tokenizer = tiny_t5_tokenizer(directory / "tokenizer_2")
+    pipe.register_modules(
+        tokenizer=tokenizer,
+        text_encoder=tiny_text_encoder(seed + 1, hidden_size=8, vocab_size=len(tokenizer)),
+        tokenizer_2=t5_tokenizer,
+        text_encoder_2=tiny_t5_encoder(seed + 2, len(t5_tokenizer)),
+    )
+    pipe.tokenizer_max_length = 16
+    return pipe

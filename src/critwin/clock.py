@@ -28,6 +28,8 @@ __all__ = [
     "alpha_sigma",
     "ou_coefficients",
     "noised_variance",
+    "x0_from_prediction",
+    "PREDICTIONS",
     "DiscreteSchedule",
     "time_grid",
     "karras_sigmas",
@@ -207,6 +209,40 @@ def noised_variance(var, t):
     """
     a, s2 = ou_coefficients(t)
     return a * a * var + s2
+
+
+PREDICTIONS = ("epsilon", "v_prediction", "sample")
+"""What a denoising network may predict (diffusers' ``prediction_type`` names): the noise ``z``, the
+velocity ``v = e^{-t} z - sqrt(1 - e^{-2t}) x0`` or the clean sample ``x0`` itself."""
+
+
+def x0_from_prediction(output: torch.Tensor, x_ou: torch.Tensor, t, prediction_type: str) -> torch.Tensor:
+    """x̂₀ from a network's ``epsilon``, ``v_prediction`` or ``sample`` output at OU time ``t``.
+
+    The one conversion of a noise or velocity prediction to the clean sample.
+
+    Parameters
+    ----------
+    output : (B, *shape) the prediction.
+    x_ou : (B, *shape) OU state ``e^{-t} x0 + sqrt(1 - e^{-2t}) z``.
+    t : OU time: a float or a (B,) tensor.
+    prediction_type : one of :data:`PREDICTIONS`.
+
+    Returns
+    -------
+    (B, *shape) x̂₀ in the dtype of ``x_ou``.
+    """
+    if prediction_type not in PREDICTIONS:
+        raise ValueError(f"prediction_type must be one of {PREDICTIONS}, got {prediction_type!r}")
+    if prediction_type == "sample":
+        return output
+    signal, noise = alpha_sigma(torch.as_tensor(t, dtype=torch.float64))
+    shape = (-1,) + (1,) * (x_ou.ndim - 1)
+    signal = signal.to(device=x_ou.device, dtype=x_ou.dtype).reshape(shape) if signal.ndim else float(signal)
+    noise = noise.to(device=x_ou.device, dtype=x_ou.dtype).reshape(shape) if noise.ndim else float(noise)
+    if prediction_type == "epsilon":
+        return (x_ou - noise * output) / signal
+    return signal * x_ou - noise * output  # v = signal * eps - noise * x0
 
 
 def time_grid(t_max: float, n_steps: int, t_min: float = 0.0, spacing: str = "edm", rho: float = 7.0):

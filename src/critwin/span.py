@@ -7,15 +7,16 @@ computed from the (K, r) coordinates of the centred means in that span (``r <= K
 the (K, K) Gram matrix: no (d, d) matrix is ever formed.
 
 - pairwise TVs ``erf(lam D_ij / (2 sqrt 2))`` and merge times in closed form, for all pairs at once;
-- sure bounds on ``TV(p^A, p^B)`` of sub-mixtures from the pairwise TVs: convexity gives
-  ``TV <= sum_ab w_a v_b TV_ab`` and the overlap bound
-  ``1 - TV <= sum_ab min(w_a, v_b, max(w_a, v_b) (1 - TV_ab))`` (``int min(w p, v q)`` is below both);
+- sure bounds on ``TV(p^A, p^B)`` of sub-mixtures from pairwise closed forms (:func:`tv_bounds`):
+  convexity gives ``TV <= sum_ab w_a v_b TV_ab``, and ``min(sum_a x_a, sum_b y_b) <= sum_ab min(x_a, y_b)``
+  gives ``1 - TV <= sum_ab int min(w_a p_a, v_b p_b)``, each term the weighted overlap of two unit
+  Gaussians at distance ``delta = lam D_ab``: ``w Phi(-c) + v Phi(c - delta)``, ``c = delta/2 +
+  ln(w/v)/delta`` (:func:`weighted_overlap`);
 - stratified Monte Carlo (:func:`critwin.divergence.stratify`, :func:`critwin.divergence.mc_estimate`)
   with one pool of standard normal draws in the span shared by every curve: at scale ``lam`` a draw
   ``x = lam c_k + z`` has ``|x - lam c_j|^2 = lam^2 D_kj^2 + 2 lam z.(c_k - c_j) + |z|^2``, so one product
   ``z @ c^T`` serves every time and every pair of sub-mixtures (common random numbers);
-- :meth:`SpanMixture.crossing`: the first time a TV curve drops below a level, bisected on the sure bounds
-  and on the Monte Carlo curve only where the bounds do not decide.
+- crossing times of many TV curves at once (every window of a tree): :mod:`critwin.span_crossings`.
 """
 
 from __future__ import annotations
@@ -25,12 +26,11 @@ import math
 import torch
 
 from critwin._memory import check_memory, chunk_rows
-from critwin.clock import alpha_sigma, noised_variance
+from critwin.clock import noised_variance, ou_coefficients
 from critwin.divergence import _SINGULAR_T0, DEFAULT_SEED, Estimate, mc_estimate, stratify
 from critwin.mixtures import GaussianMixture
-from critwin.windows import _first_below, _last_above
 
-__all__ = ["SpanMixture", "shared_isotropic"]
+__all__ = ["SpanMixture", "shared_isotropic", "tv_bounds", "weighted_overlap"]
 
 
 def shared_isotropic(mixture: GaussianMixture) -> bool:
@@ -39,6 +39,36 @@ def shared_isotropic(mixture: GaussianMixture) -> bool:
         return False
     v = mixture.covs.to(torch.float64)
     return bool(torch.allclose(v, v[0].expand_as(v), rtol=1e-9, atol=1e-12))
+
+
+def weighted_overlap(delta: torch.Tensor, w: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``int min(w N(0, I), v N(delta e, I))``: ``w Phi(-c) + v Phi(c - delta)``, ``c = delta/2 +
+    ln(w/v)/delta`` (``min(w, v)`` at ``delta = 0``); broadcast over the arguments."""
+    safe = delta.clamp_min(1e-300)
+    c = 0.5 * safe + torch.log(w / v) / safe
+    tail = 0.5 * (w * torch.erfc(c / math.sqrt(2.0)) + v * torch.erfc((safe - c) / math.sqrt(2.0)))
+    return torch.where(delta > 0, torch.minimum(tail, torch.minimum(w, v)), torch.minimum(w, v))
+
+
+def tv_bounds(delta: torch.Tensor, w: torch.Tensor, v: torch.Tensor, groups=None):
+    """Sure (lower, upper) bounds on ``TV(sum_a w_a p_a, sum_b v_b q_b)`` from the whitened distances
+    ``delta`` of the pairs of unit Gaussians and their (broadcast) weights (module notes).
+
+    ``groups``: None to sum over every element (one pair of bounds), or ``(owner, n)`` to sum the pairs
+    of flat tensors by their group ``owner`` (n,) into ``n`` pairs of bounds.
+    """
+    return _tv_bound(delta, w, v, groups, False), _tv_bound(delta, w, v, groups, True)
+
+
+def _tv_bound(delta, w, v, groups, upper: bool) -> torch.Tensor:
+    """One side of :func:`tv_bounds`."""
+    terms = w * v * torch.erf(delta / (2 * math.sqrt(2.0))) if upper else weighted_overlap(delta, w, v)
+    if groups is None:
+        total = terms.sum()
+    else:
+        owner, n = groups
+        total = torch.zeros(n, dtype=terms.dtype).index_add_(0, owner, terms)
+    return total.clamp_max(1.0) if upper else (1.0 - total).clamp_min(0.0)
 
 
 class SpanMixture:
@@ -70,6 +100,7 @@ class SpanMixture:
         self.coords = U[:, keep] * lam[keep].sqrt()
         diag = gram.diagonal()
         self.sq_dist = (diag.unsqueeze(1) + diag.unsqueeze(0) - 2 * gram).clamp_min(0).fill_diagonal_(0)
+        self.dist = self.sq_dist.sqrt()
         self.weights = mixture.weights.to(torch.float64).cpu()
         self.var = float(mixture.covs[0])
         self.n = n
@@ -83,17 +114,21 @@ class SpanMixture:
         return self.sq_dist.shape[0]
 
     # ------------------------------------------------------------------------------ closed forms
-    def scale(self, t: float) -> float:
-        """``lam(t)``: whitened distances at OU time ``t`` are ``lam(t) |mu_i - mu_j|``."""
-        if t == 0.0 and self.var == 0.0:
-            t = _SINGULAR_T0  # Dirac components: the limit t -> 0+ (as divergence.TVCurve does)
-        a, _ = alpha_sigma(t)
-        return a / math.sqrt(float(noised_variance(torch.tensor(self.var, dtype=torch.float64), t)))
+    def scale(self, t):
+        """``lam(t)``: whitened distances at OU time ``t`` are ``lam(t) |mu_i - mu_j|`` (``t`` a float,
+        or a float64 tensor of times giving a tensor of scales)."""
+        tensor = isinstance(t, torch.Tensor)
+        if self.var == 0.0:
+            # Dirac components: the limit t -> 0+ (as divergence.TVCurve does)
+            t = torch.where(t == 0, _SINGULAR_T0, t) if tensor else (_SINGULAR_T0 if t == 0.0 else float(t))
+        a, _ = ou_coefficients(t)
+        v = noised_variance(self.var, t)
+        return a / (v.sqrt() if tensor else math.sqrt(v))
 
     def pair_tv(self, t: float, rows=None, cols=None) -> torch.Tensor:
         """Pairwise ``TV(p_t^i, p_t^j) = erf(lam(t) D_ij / (2 sqrt 2))`` for ``i in rows``, ``j in cols``."""
-        sq = self.sq_dist if rows is None else self.sq_dist[rows][:, cols]
-        return torch.erf(self.scale(t) * sq.sqrt() / (2 * math.sqrt(2.0)))
+        dist = self.dist if rows is None else self.dist[rows][:, cols]
+        return torch.erf(self.scale(t) * dist / (2 * math.sqrt(2.0)))
 
     def merge_time_of(self, sq_dist: torch.Tensor, eps: float) -> torch.Tensor:
         """``inf{t : TV(p_t^i, p_t^j) <= eps}`` of two components at squared distance ``sq_dist``.
@@ -109,13 +144,11 @@ class SpanMixture:
 
     def bounds(self, A: list[int], B: list[int], t: float) -> tuple[float, float]:
         """Sure ``(lower, upper)`` bounds on ``TV(p_t^A, p_t^B)`` for disjoint ``A``, ``B`` (module notes)."""
-        w = self.weights[A] / self.weights[A].sum()
-        v = self.weights[B] / self.weights[B].sum()
-        pair = self.pair_tv(t, A, B)
-        upper = float(w @ pair @ v)
-        ww, vv = w.unsqueeze(1), v.unsqueeze(0)
-        overlap = torch.minimum(torch.minimum(ww, vv), torch.maximum(ww, vv) * (1 - pair))
-        return max(0.0, 1.0 - float(overlap.sum())), min(1.0, upper)
+        A, B = torch.as_tensor(A), torch.as_tensor(B)
+        w = (self.weights[A] / self.weights[A].sum()).unsqueeze(1)
+        v = (self.weights[B] / self.weights[B].sum()).unsqueeze(0)
+        low, high = tv_bounds(self.scale(t) * self.dist[A][:, B], w, v)
+        return float(low), float(high)
 
     # ------------------------------------------------------------------------------ Monte Carlo
     def _draws(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -159,47 +192,3 @@ class SpanMixture:
     def tv(self, A: list[int], B: list[int], t: float) -> Estimate:
         """Stratified Monte Carlo ``TV(p_t^A, p_t^B)`` for disjoint ``A``, ``B`` (see :meth:`curve`)."""
         return self.curve(A, B)(t)
-
-    # ------------------------------------------------------------------------------ crossings
-    def crossing(self, A, B, level: float, factor: float, separation: bool, tol: float):
-        """Time where ``factor * TV(p_t^A, p_t^B)`` (non-increasing) crosses ``level``, with its bracket.
-
-        ``separation=False``: ``inf{t : . <= level}`` (0 if at t = 0); ``separation=True``:
-        ``sup{t : . >= level}`` (-inf if not at t = 0). The bracket comes from the lower and upper
-        curves, each the Monte Carlo interval intersected with the sure bounds; Monte Carlo runs only at
-        times where the bounds straddle ``level``.
-
-        Returns
-        -------
-        (time, low, high, method) as :func:`critwin.windows.merge_time`; method ``"bounds"`` when the
-        bounds alone decided every evaluated time.
-        """
-        cache: dict[float, tuple[float, float, float]] = {}
-        used_mc = []
-        curve = []
-
-        def at(t: float) -> tuple[float, float, float]:
-            if t not in cache:
-                low, high = (factor * b for b in self.bounds(A, B, t))
-                if high < level or low > level:
-                    cache[t] = (high if high < level else low, low, high)
-                else:
-                    used_mc.append(t)
-                    if not curve:
-                        curve.append(self.curve(A, B))
-                    e = curve[0](t)
-                    value = min(high, max(low, factor * e.value))
-                    cache[t] = (value, max(low, factor * e.low), min(high, factor * e.high))
-            return cache[t]
-
-        find = _last_above if separation else _first_below
-        t = find(lambda s: at(s)[0], level, tol)
-        low = find(lambda s: at(s)[1], level, tol, t)
-        high = find(lambda s: at(s)[2], level, tol, t)
-        half = tol / 2
-        return (
-            t,
-            low - half if low > 0 else low,
-            high + half if high > 0 else high,
-            "monte-carlo" if used_mc else "bounds",
-        )

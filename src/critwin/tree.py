@@ -22,13 +22,14 @@ exact TV exists) is seeded with ``DEFAULT_SEED`` = 0 unless a ``torch.Generator`
 
 from __future__ import annotations
 
-import heapq
 import json
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from scipy.cluster.hierarchy import linkage
+from scipy.spatial.distance import squareform
 
 from critwin._display import axes
 from critwin._io import PNG_SOFTWARE, atomic_path
@@ -36,9 +37,23 @@ from critwin._validation import check_eps
 from critwin.divergence import component_tv, tv
 from critwin.mixtures import GaussianMixture
 from critwin.span import SpanMixture, shared_isotropic
+from critwin.span_crossings import crossings
 from critwin.windows import Window, check_search, merge_time, separation_time, window_from_times
 
 __all__ = ["Node", "Tree", "hierarchy"]
+
+
+def _window_dict(window: Window) -> dict:
+    """A node's window for JSON, without ``after``/``before``: the tree says them (the node's and its
+    parent's components), and at K = 1000 repeating the parent's list per child made the file 18 MB."""
+    return {k: v for k, v in window.to_dict().items() if k not in ("after", "before")}
+
+
+def _set_label(components: list[int], most: int = 12) -> str:
+    """``{0,1,2}``, or ``{0,1,2,…,999} (1000)`` for sets of more than ``most`` components."""
+    if len(components) <= most:
+        return "{" + ",".join(map(str, components)) + "}"
+    return "{" + ",".join(map(str, components[:3])) + f",…,{components[-1]}}} ({len(components)})"
 
 
 def _fmt(t: float) -> str:
@@ -91,6 +106,8 @@ class Node:
         return self.status == "empty"
 
     def to_dict(self) -> dict:
+        """JSON-ready dict of the subtree; the window's ``after``/``before`` sets are left out (they are
+        this node's and its parent's ``components``)."""
         return {
             "components": list(self.components),
             "time": _json_float(self.time),
@@ -99,7 +116,7 @@ class Node:
             "separation_tv": self.separation_tv,
             "separation_tv_low": self.separation_tv_low,
             "separation_tv_high": self.separation_tv_high,
-            "window": None if self.window is None else self.window.to_dict(),
+            "window": None if self.window is None else _window_dict(self.window),
             "status": self.status,
             "empty": self.empty,
             "children": [c.to_dict() for c in self.children],
@@ -150,7 +167,7 @@ class Tree:
         lines: list[str] = []
 
         def label(n: Node) -> str:
-            text = "{" + ",".join(map(str, n.components)) + "}" + f"  T={_fmt(n.time)}"
+            text = _set_label(n.components) + f"  T={_fmt(n.time)}"
             if n.window is not None:
                 w = n.window
                 text += f"  window=[{_fmt(w.t_after)}, {_fmt(w.t_before)}]"
@@ -183,8 +200,9 @@ class Tree:
         Parameters
         ----------
         ax : matplotlib Axes (a new figure if None).  path : if given, save the figure there (PNG).
-        max_leaves : above this many leaves the leaves are unlabelled and drawn without bands, the root
-            and its children are labelled with their sizes, and the figure width is capped.
+        max_leaves : above this many leaves the leaves are unlabelled, their edges thin and grey, their
+            windows thin lines coloured by status, the root and its children are labelled with their
+            sizes, and the figure width is capped.
 
         Returns
         -------
@@ -211,17 +229,15 @@ class Tree:
             if w is not None:
                 finite_times += [v for v in (w.t_after, w.t_before) if math.isfinite(v)]
         top = max(finite_times + [1.0]) * 1.1
+        _draw_edges(ax, self.nodes, x_of, many)
         for n in self.nodes:
-            x = x_of[id(n)]
-            for c in n.children:
-                ax.plot([x_of[id(c)], x_of[id(c)]], [c.time, n.time], color="k", lw=1.2)
-            if n.children:
-                xs = [x_of[id(c)] for c in n.children]
-                ax.plot([min(xs), max(xs)], [n.time, n.time], color="k", lw=1.2)
-            # With many leaves only internal nodes get a band: leaf bands would be thinner than a pixel.
+            # With many leaves their windows are thin lines (a band would be thinner than a pixel).
             if n.window is not None and not (many and n.is_leaf):
-                _window_band(ax, n.window, x, top)
-        ax.scatter([x_of[id(n)] for n in self.nodes], [n.time for n in self.nodes], s=14, color="k", zorder=3)
+                _window_band(ax, n.window, x_of[id(n)], top)
+        if many:
+            _leaf_window_lines(ax, self.leaves, x_of, top)
+        shown = [n for n in self.nodes if not (many and n.is_leaf)]
+        ax.scatter([x_of[id(n)] for n in shown], [n.time for n in shown], s=14, color="k", zorder=3)
         if many:
             # Leaves are not labelled; the top levels are, by their size.
             ax.set_xticks([])
@@ -250,6 +266,42 @@ class Tree:
         return ax
 
 
+def _draw_edges(ax, nodes, x_of, many: bool) -> None:
+    """The dendrogram's edges as one line collection (thin and grey with many leaves)."""
+    from matplotlib.collections import LineCollection
+
+    segments = []
+    for n in nodes:
+        if n.children:
+            xs = [x_of[id(c)] for c in n.children]
+            segments.append([(min(xs), n.time), (max(xs), n.time)])
+            segments += [[(x_of[id(c)], c.time), (x_of[id(c)], n.time)] for c in n.children]
+    ax.add_collection(
+        LineCollection(segments, colors="0.6" if many else "k", linewidths=0.3 if many else 1.2)
+    )
+    ax.set_xlim(-0.5, max(x_of.values(), default=0.0) + 0.5)
+
+
+def _leaf_window_lines(ax, leaves, x_of, top: float) -> None:
+    """Each leaf's window as a vertical line at the leaf, about as wide as the leaf's share of the axis."""
+    from matplotlib.collections import LineCollection
+
+    width = max(0.3, 0.8 * ax.figure.get_figwidth() * 72 / max(1, len(leaves)))  # points
+    for status, (color, _, _) in _BAND_STYLE.items():
+        segments = [
+            [(x_of[id(n)], _finite(n.window.t_after, 0.0)), (x_of[id(n)], _finite(n.window.t_before, top))]
+            for n in leaves
+            if n.window is not None and n.window.status == status
+        ]
+        lines = LineCollection(segments, colors=color, linewidths=width, alpha=0.6, zorder=2)
+        lines.set_label(f"_leaf windows: {status}")  # "_": not in the legend
+        ax.add_collection(lines)
+
+
+def _finite(t: float, default: float) -> float:
+    return t if math.isfinite(t) else default
+
+
 # window status -> (colour, hatch, legend label) of its band in the dendrogram
 _BAND_STYLE = {
     "non-empty": ("tab:blue", None, "window"),
@@ -261,8 +313,7 @@ _BAND_STYLE = {
 def _window_band(ax, w: Window, x: float, top: float) -> None:
     import matplotlib.patches
 
-    lo = w.t_after if math.isfinite(w.t_after) else 0.0
-    hi = w.t_before if math.isfinite(w.t_before) else top
+    lo, hi = _finite(w.t_after, 0.0), _finite(w.t_before, top)
     color, hatch, _ = _BAND_STYLE[w.status]
     ax.add_patch(
         matplotlib.patches.Rectangle(
@@ -312,7 +363,9 @@ def hierarchy(
     windows : compute each node's critical window (inside its parent).
     n, generator : Monte Carlo draws and generator where no exact TV exists (None: seeded with
         ``DEFAULT_SEED`` = 0, so the tree is the same on every call).
-    tol : bisection tolerance in OU time, in (0, 1).
+    tol : bisection tolerance in OU time, in (0, 1). With ``"fast"``, a Monte Carlo crossing stops at
+        ``max(tol, 1/16 of its confidence bracket)`` (:mod:`critwin.span_crossings`); sure brackets hold
+        either way.
     method : ``"fast"`` (components sharing one isotropic covariance: closed-form pairwise merge times,
         sure bounds, Monte Carlo in the span of the means only where the bounds do not decide; never a
         (d, d) matrix), ``"exact"`` (pairwise bisection and a TV per check, any mixture), or ``"auto"``
@@ -390,6 +443,14 @@ class _ExactEngine:
     def separation_time(self, S):
         return separation_time(self.mixture, S, self.eps, **self.kw)
 
+    def times(self, requests, report) -> list[tuple]:
+        """``merge_time(A, B)`` for each request ``(A, B)``, ``separation_time(A)`` for ``(A, None)``."""
+        out = []
+        for done, (A, B) in enumerate(requests, 1):
+            out.append(self.separation_time(A) if B is None else self.merge_time(A, B))
+            report(done, len(requests))
+        return out
+
 
 class _SpanEngine:
     """Closed forms, sure bounds and Monte Carlo in the span of the means (:class:`SpanMixture`)."""
@@ -420,56 +481,59 @@ class _SpanEngine:
         est = self.span.tv(comps, rest, t)
         return min(high, max(low, est.value)), max(low, est.low), min(high, est.high)
 
-    def merge_time(self, A, B):
-        """``inf{t : TV(p_t^A, p_t^B) <= eps}`` for ``A ⊂ B``, from
-        ``TV(p^A, p^B) = (1 - W_A / W_B) TV(p^A, p^{B - A})``."""
-        rest = [j for j in B if j not in A]
+    def times(self, requests, report) -> list[tuple]:
+        """As :meth:`_ExactEngine.times`, every crossing at once (:func:`critwin.span_crossings.crossings`:
+        sure bounds first, then Monte Carlo pooled over the tasks that share their components)."""
+        out: list = [None] * len(requests)
+        tasks, where = [], []
         w = self.span.weights
-        factor = 1.0 - float(w[A].sum() / w[B].sum())
-        if factor <= 0.0:
-            return 0.0, 0.0, 0.0, "closed-form"
-        return self.span.crossing(A, rest, self.eps, factor, False, self.tol)
-
-    def separation_time(self, S):
-        rest = [j for j in range(self.K) if j not in S]
-        if not rest:
-            return math.inf, math.inf, math.inf, "closed-form"
-        return self.span.crossing(list(S), rest, 1.0 - self.eps * self.eps, 1.0, True, self.tol)
+        for k, (A, B) in enumerate(requests):
+            inside = set(A)
+            if B is None:
+                rest = [j for j in range(self.K) if j not in inside]
+                level, factor, sep = 1.0 - self.eps * self.eps, 1.0, True
+            else:
+                # TV(p^A, p^B) = (1 - W_A / W_B) TV(p^A, p^{B - A}) for A ⊂ B
+                rest = [j for j in B if j not in inside]
+                factor = 1.0 - float(w[A].sum() / w[B].sum())
+                level, sep = self.eps, False
+            if not rest:
+                out[k] = (math.inf,) * 3 + ("closed-form",) if sep else (0.0, 0.0, 0.0, "closed-form")
+            elif factor <= 0.0:
+                out[k] = (0.0, 0.0, 0.0, "closed-form")
+            else:
+                tasks.append((list(A), rest, level, factor, sep))
+                where.append(k)
+        for k, result in zip(where, crossings(self.span, tasks, self.tol, report), strict=True):
+            out[k] = result
+        return out
 
 
 def _complete_linkage(engine, report) -> tuple[Node, dict[int, float]]:
-    """Agglomerative merging in order of the pairwise values (a heap of candidate merges, stale entries
-    skipped); a cluster's value is its largest pairwise one (Lance-Williams update for complete linkage).
+    """Agglomerative merging in order of the pairwise values: complete linkage (a cluster's value is its
+    largest pairwise one), by scipy's nearest-neighbour chain in O(K^2); infinite values (pairs that
+    never merge) are linked last and keep their infinite value.
 
     Returns the root and, for every internal node (by ``id``), its largest pairwise value."""
     K = engine.K
-    values = engine.linkage_values(report).to(torch.float64).cpu().numpy().copy()
-    nodes: dict[int, Node] = {i: Node([i], 0.0) for i in range(K)}
-    spread: dict[int, float] = dict.fromkeys(range(K), 0.0)  # largest pairwise value inside a cluster
-    row_of = {i: i for i in range(K)}  # cluster id -> row of `values` holding its linkage values
-    heap = [(float(values[i, j]), i, j) for i in range(K) for j in range(i + 1, K)]
-    heapq.heapify(heap)
-    next_id = K
-    spreads: list[tuple[Node, float]] = []
-    while len(nodes) > 1:
-        link, a, b = heapq.heappop(heap)
-        if a not in nodes or b not in nodes:
-            continue
-        ra, rb = row_of.pop(a), row_of.pop(b)
-        np.maximum(values[ra], values[rb], out=values[ra])
-        values[:, ra] = values[ra]
-        ca, cb = nodes.pop(a), nodes.pop(b)
-        value = max(link, spread.pop(a), spread.pop(b))
-        joined = Node(
-            sorted(ca.components + cb.components), max(engine.time_of(value), ca.time, cb.time), [ca, cb]
+    values = engine.linkage_values(report).to(torch.float64).cpu().numpy()
+    nodes = [Node([i], 0.0) for i in range(K)]
+    if K == 1:
+        return nodes[0], {}
+    finite = np.isfinite(values)
+    never = 2.0 * float(np.abs(values[finite]).max(initial=0.0)) + 1.0
+    merges = linkage(squareform(np.where(finite, values, never), checks=False), method="complete")
+    spread = [0.0] * K  # largest pairwise value inside each cluster
+    for a, b, height, _ in merges:
+        ca, cb = nodes[int(a)], nodes[int(b)]
+        value = math.inf if height >= never else max(float(height), spread[int(a)], spread[int(b)])
+        nodes.append(
+            Node(
+                sorted(ca.components + cb.components), max(engine.time_of(value), ca.time, cb.time), [ca, cb]
+            )
         )
-        for other, row in row_of.items():
-            heapq.heappush(heap, (float(values[ra, row]), min(other, next_id), max(other, next_id)))
-        nodes[next_id], spread[next_id], row_of[next_id] = joined, value, ra
-        spreads.append((joined, value))
-        next_id += 1
-    root = next(iter(nodes.values()))
-    return root, {id(node): spread_of for node, spread_of in spreads}
+        spread.append(value)
+    return nodes[-1], {id(node): spread[k] for k, node in enumerate(nodes) if k >= K}
 
 
 def _decide(low: float, high: float, threshold: float, above: bool) -> bool | None:
@@ -523,23 +587,21 @@ def _link_parents(node: Node) -> None:
 
 
 def _attach_windows(root: Node, engine, report) -> None:
-    """The critical window of every non-root node inside its parent (separation times cached)."""
-    cache: dict[tuple[int, ...], tuple] = {}
-
-    def separated(S):
-        if tuple(S) not in cache:
-            cache[tuple(S)] = engine.separation_time(S)
-        return cache[tuple(S)]
-
+    """The critical window of every non-root node inside its parent: one merge time (node in parent)
+    and one separation time per node (the parent's is its own; the root's is +inf)."""
     nodes = [node for node in root.walk() if node.parent is not None]
-    for done, node in enumerate(nodes, 1):
-        before = node.parent.components
+    requests = [(node.components, node.parent.components) for node in nodes]
+    requests += [(node.components, None) for node in nodes]
+    times = engine.times(requests, lambda done, total: report("windows", done, total))
+    merged = times[: len(nodes)]
+    separated = dict(zip([id(n) for n in nodes], times[len(nodes) :], strict=True))
+    infinite = (math.inf, math.inf, math.inf, "closed-form")
+    for node, merge in zip(nodes, merged, strict=True):
         node.window = window_from_times(
             node.components,
-            before,
+            node.parent.components,
             engine.eps,
-            engine.merge_time(node.components, before),
-            separated(before),
-            separated(node.components),
+            merge,
+            separated.get(id(node.parent), infinite),
+            separated[id(node)],
         )
-        report("windows", done, len(nodes))

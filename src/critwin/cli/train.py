@@ -30,7 +30,7 @@ from critwin.models.shapes import (
 
 SHAPE_CLASSIFIER_TRAIN = 8000
 
-DIGITS = ("digits", "digits-memorise", "digits-tiny")
+DIGITS = ("digits", "digits-memorise", "digits-flow", "digits-v", "digits-tiny")
 SHAPES = ("shapes", "shapes-biased", "shapes-memorise", "shapes-tiny")
 CLASSIFIERS = ("classifier", "shapes-classifier")
 TRAINABLE = (*DIGITS, "classifier", *SHAPES, "shapes-classifier")
@@ -67,7 +67,7 @@ def train(
         "digits, 1000 shapes).",
     ),
     inference_steps: int = typer.Option(
-        100, "--inference-steps", help="DDPM steps used for evaluation samples."
+        100, "--inference-steps", help="Sampler steps (the model's own scheduler) for evaluation samples."
     ),
     classifier_dir: Path = typer.Option(
         None,
@@ -82,9 +82,9 @@ def train(
         help="CPU threads for torch (the shipped weights were trained with 1; default: torch's).",
     ),
 ) -> None:
-    """Train a digits DDPM (``digits``, ``digits-memorise``, ``digits-tiny``), the digit ``classifier``,
-    a shapes DDPM (``shapes``, ``shapes-biased``, ``shapes-memorise``, ``shapes-tiny``) or the
-    ``shapes-classifier`` (the shape reader).
+    """Train a digits model (``digits``, ``digits-memorise``, ``digits-flow``, ``digits-v``, ``digits-tiny``),
+    the digit ``classifier``, a shapes DDPM (``shapes``, ``shapes-biased``, ``shapes-memorise``,
+    ``shapes-tiny``) or the ``shapes-classifier`` (the shape reader).
 
     Writes safetensors weights and a JSON model card (config, data, seed, metrics) into --out.
     """

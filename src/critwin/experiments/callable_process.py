@@ -4,6 +4,10 @@ An EDM or k-diffusion denoiser ``D(x, sigma)`` works in VE variables: ``x = x0 +
 ``x0_hat``. The OU state at time ``t`` is the same state rescaled, ``y = e^{-t} (x0 + sigma z)`` with
 ``sigma = sqrt(e^{2t} - 1)``, so ``E[x0 | y] = D(e^t y, sigma)``: critwin's samplers run on it in OU
 time unchanged. A denoiser already written in OU variables, ``D(y, t)``, is used as it is.
+
+A callable may also predict the noise ``z`` or the velocity ``v = e^{-t} z - sqrt(1 - e^{-2t}) x0``
+instead of ``x0`` (``prediction_type``, diffusers' names); :func:`critwin.clock.x0_from_prediction`
+turns its output into ``x0_hat`` (with ``x = x0 + sigma z``, ``x0 = x - sigma z``: the same formula).
 """
 
 from __future__ import annotations
@@ -14,7 +18,15 @@ import torch
 
 from critwin._files import fingerprint
 from critwin._validation import check_number, check_positive_int
-from critwin.clock import TimeGrid, alpha_sigma, karras_sigmas, ou_time, ve_sigma
+from critwin.clock import (
+    PREDICTIONS,
+    TimeGrid,
+    alpha_sigma,
+    karras_sigmas,
+    ou_time,
+    ve_sigma,
+    x0_from_prediction,
+)
 from critwin.experiments.process import (
     ReverseProcess,
     _check_no_cond,
@@ -43,10 +55,13 @@ class CallableProcess(ReverseProcess):
 
     Parameters
     ----------
-    denoiser : callable ``D(x, level) -> x0_hat`` on batches ``(B, *sample_shape)``; ``level`` is the
-        VE sigma (``parameterisation="ve"``) or the OU time (``"ou"``), a Python float unless
-        ``batch_level``.
+    denoiser : callable ``D(x, level)`` on batches ``(B, *sample_shape)`` returning x0_hat (or the
+        noise or velocity, see ``prediction_type``); ``level`` is the VE sigma (``parameterisation="ve"``)
+        or the OU time (``"ou"``), a Python float unless ``batch_level``.
     parameterisation : ``"ve"`` or ``"ou"`` (see :data:`PARAMETERISATIONS`).
+    prediction_type : what the callable returns: ``"sample"`` (x0_hat, the EDM convention), ``"epsilon"``
+        (the noise ``z`` of the state) or ``"v_prediction"`` (``e^{-t} z - sqrt(1 - e^{-2t}) x0`` at the
+        call's OU time ``t``), as in :data:`critwin.clock.PREDICTIONS`.
     sample_shape : shape of one sample (for :meth:`prior` and the experiments' shape check).
     sampler : ``"ddpm"``, ``"ddim"``, ``"sde"``, ``"sde_exp"`` or ``"heun"`` (``critwin.samplers``).
     n_steps : number of Karras noise levels on the default grid, >= 2 (the sampler takes one step per
@@ -80,6 +95,7 @@ class CallableProcess(ReverseProcess):
         eta: float | None = None,
         batch_level: bool = False,
         times=None,
+        prediction_type: str = "sample",
     ):
         if not callable(denoiser):
             raise ValueError(
@@ -87,6 +103,7 @@ class CallableProcess(ReverseProcess):
             )
         self.denoiser = denoiser
         self.parameterisation = check_sampler(parameterisation, PARAMETERISATIONS, "parameterisation")
+        self.prediction_type = check_sampler(prediction_type, PREDICTIONS, "prediction_type")
         self.sampler = check_sampler(sampler, _CALLABLE_SAMPLERS)
         if eta is not None and sampler != "ddim":
             raise ValueError(f"eta is only used by sampler='ddim', got eta={eta!r} with sampler={sampler!r}")
@@ -108,7 +125,7 @@ class CallableProcess(ReverseProcess):
         self._denoise = _CountingDenoiser(self, self._ou_denoise)
 
     def _ou_denoise(self, y: torch.Tensor, t: float) -> torch.Tensor:
-        """``E[x0 | Y_t = y]`` from the callable, whatever its parameterisation."""
+        """``E[x0 | Y_t = y]`` from the callable, whatever its parameterisation and prediction."""
         if self.parameterisation == "ve":
             a, _ = alpha_sigma(t)
             x, level = y / a, ve_sigma(t)
@@ -116,7 +133,7 @@ class CallableProcess(ReverseProcess):
             x, level = y, t
         if self.batch_level:
             level = torch.full((y.shape[0],), level, dtype=y.dtype, device=y.device)
-        return self.denoiser(x, level)
+        return x0_from_prediction(self.denoiser(x, level), y, t, self.prediction_type)
 
     def denoise(self, y: torch.Tensor, t: float) -> torch.Tensor:
         """The denoiser in OU variables: ``(B, *sample_shape)`` state at OU time ``t`` -> x0_hat."""
@@ -154,6 +171,7 @@ class CallableProcess(ReverseProcess):
             eta=self.eta,
             batch_level=self.batch_level,
             times=times,
+            prediction_type=self.prediction_type,
         )
 
     def describe(self):
@@ -162,6 +180,7 @@ class CallableProcess(ReverseProcess):
             "sampler": self.sampler,
             "eta": self.eta,
             "parameterisation": self.parameterisation,
+            "prediction_type": self.prediction_type,
             "grid": self.grid_kind,
             "grid_size": int(self._times.numel()),
             "t_max": float(self._times[0].item()),

@@ -23,6 +23,8 @@ SHIPPED_WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 SHIPPED_MODELS = {
     "digits": "class-conditional DDPM on the 8x8 digits (labels 0-9; 10 = null label, unconditional)",
     "digits-memorise": "the same network trained on 20 digits until it copies them (memorisation demo)",
+    "digits-flow": "the digits model trained as rectified flow (velocity; FlowMatchEulerDiscreteScheduler)",
+    "digits-v": "the digits model trained with v-prediction (same DDPM schedule)",
     "shapes": "unconditional DDPM on 16x16 procedural shapes (attributes background, shape, colour, mark)",
     "shapes-biased": "the same on shapes whose background is imbalanced 80/10/10 (fairness experiments)",
     "shapes-memorise": "the same network trained on 24 shapes images until it copies them (memorisation)",
@@ -32,6 +34,8 @@ SHIPPED_MODELS = {
 RETRAIN_COMMANDS = {
     "digits": "critwin train digits --out {dir}",
     "digits-memorise": "critwin train digits-memorise --out {dir}",
+    "digits-flow": "critwin train digits-flow --out {dir}",
+    "digits-v": "critwin train digits-v --out {dir}",
     "digit-classifier": "critwin train classifier --out {dir}",
     "shapes": "critwin train shapes --threads 1 --out {dir}",
     "shapes-biased": "critwin train shapes-biased --threads 1 --out {dir}",

@@ -13,6 +13,9 @@ interrupted run leaves no partial report. Sections:
    windows of the mixture are shown as a third band.
 4. Diagnostics — membership inference by commitment time (memorising vs main model) and a class
    rebalancing that acts only at the measured window.
+5. Parameterisation invariance — the same digits model trained with the v-prediction and the
+   rectified-flow objective: their class windows in OU time against the epsilon model's
+   (:mod:`critwin.report.invariance`).
 
 Each section is computed in :mod:`critwin.report.sections`, drawn by :mod:`critwin.report.figures`
 and written into the page by :mod:`critwin.report.page`; this module runs them in order.
@@ -30,7 +33,7 @@ import torch
 from critwin._io import atomic_write_json, atomic_write_text
 from critwin._threads import set_threads
 from critwin._validation import check_eps
-from critwin.report import figures, sections
+from critwin.report import figures, invariance, sections
 from critwin.report.output import MARKER, build_atomically, check_report_dir
 from critwin.report.page import demo_page
 from critwin.report.sections import DemoSizes, fitted_class_mixture, hierarchical_mixture
@@ -127,7 +130,7 @@ def print_status(line: str) -> None:
 def _run_sections(
     work: Path, summary: dict, sizes: DemoSizes, eps: float, seed: int, progress: bool, timer: _SectionTimer
 ) -> dict[str, float]:
-    """Compute and draw the four sections into ``summary`` and ``work``; returns seconds per section."""
+    """Compute and draw the five sections into ``summary`` and ``work``; returns seconds per section."""
     theory = sections.theory_section(sizes, eps, torch.Generator().manual_seed(seed))
     summary["theory"] = {"figures": figures.plot_theory(theory, work), **theory.summary()}
     timer.done("theory")
@@ -141,4 +144,7 @@ def _run_sections(
     diagnostics = sections.diagnostics_section(sizes, summary["digits"], seed)
     summary["diagnostics"] = {"figures": figures.plot_diagnostics(diagnostics, work), **diagnostics.summary()}
     timer.done("diagnostics")
+    param = invariance.invariance_section(sizes, seed, digits, progress)
+    summary["parameterisation"] = {"figures": figures.plot_invariance(param, work), **param.summary()}
+    timer.done("parameterisation")
     return timer.seconds

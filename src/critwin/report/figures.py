@@ -14,6 +14,7 @@ matplotlib.use("Agg")  # files only: never open a window
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
 
+from critwin.report.invariance import InvarianceSection  # noqa: E402
 from critwin.report.sections import (  # noqa: E402
     ComparisonSection,
     DiagnosticsSection,
@@ -22,7 +23,7 @@ from critwin.report.sections import (  # noqa: E402
     step_of,
 )
 
-__all__ = ["plot_theory", "plot_digits", "plot_comparison", "plot_diagnostics"]
+__all__ = ["plot_theory", "plot_digits", "plot_comparison", "plot_diagnostics", "plot_invariance"]
 
 
 def _save(fig, directory: Path, name: str) -> str:
@@ -286,3 +287,39 @@ def plot_diagnostics(section: DiagnosticsSection, directory: Path) -> list[str]:
     ax2.set_xticks(digits_axis)
     _finish(ax2, "digit", "fraction of samples", "Fairness: rebalance the class only at its window")
     return [_save(fig, directory, "diagnostics.png")]
+
+
+RUN_STYLES = (
+    {"color": "tab:blue", "marker": "o", "ls": "-"},
+    {"color": "tab:cyan", "marker": "v", "ls": "--"},
+    {"color": "tab:green", "marker": "s", "ls": "-."},
+    {"color": "tab:orange", "marker": "^", "ls": ":"},
+)
+
+
+def plot_invariance(section: InvarianceSection, directory: Path) -> list[str]:
+    """Commitment curves of every run (model and sampler) overlaid on the OU axis, t½ with its CI."""
+    fig, ax = plt.subplots(figsize=(8, 4.5), layout="constrained")
+    n_runs = len(section.windows)
+    for i, ((name, window), style) in enumerate(zip(section.windows.items(), RUN_STYLES, strict=False)):
+        est, color = window.est, style["color"]
+        label = f"{name} ({window.parameterisation}, {type(window.process.scheduler).__name__})"
+        ax.fill_between(est.times, est.c_lower, est.c_upper, color=color, alpha=0.15, lw=0)
+        ax.plot(est.times, est.c, ms=3, label=f"{label}: $c(t)$", **style)
+        if math.isfinite(est.t_half):
+            # r = 1/2 on the c axis, staggered a little per run so that no interval hides another
+            level = est.b + 0.5 * (1 - est.b) + 0.04 * (i - (n_runs - 1) / 2)
+            ax.errorbar(
+                [est.t_half],
+                [level],
+                xerr=_interval_err(est.t_half, est.t_half_ci),
+                fmt="D",
+                ms=6,
+                mfc="none",
+                color=color,
+                capsize=3,
+                label=rf"{name}: $t_{{1/2}}$ (95% bootstrap)",
+            )
+    ax.set_xscale("log")
+    _finish(ax, OU_TIME, "P(class kept)", "Same data, three parameterisations: class windows in OU time")
+    return [_save(fig, directory, "parameterisation.png")]

@@ -381,57 +381,70 @@ def _with_sources(result: ForwardReverseResult, columns: list[np.ndarray]) -> Fo
     )
 
 
+def _t_halves(est: WindowEstimate, pooled: bool) -> dict:
+    """Per-class t½ of ``est``, and its pooled t½ under ``"all"`` when ``pooled``."""
+    out: dict = {k: sub.t_half for k, sub in est.per_class.items()}
+    if pooled:
+        out["all"] = est.t_half
+    return out
+
+
 def paired_t_half_difference(
     model_fr: ForwardReverseResult,
     gmm_fr: ForwardReverseResult,
     n_boot: int,
     generator: torch.Generator,
     level: float = 0.95,
-) -> dict[int, dict]:
+    names: tuple[str, str] = ("model", "gmm"),
+    pooled: bool = False,
+) -> dict:
     """Per source class: t½ of ``model_fr`` minus t½ of ``gmm_fr`` with a paired bootstrap interval.
 
-    Both results start from the same sources (same ``source_ids``). A bootstrap replicate draws
-    sources with replacement within each class, keeps every column of a drawn source in both results
-    (pairing), and re-estimates both per-class t½ with :func:`estimate_window` (no inner bootstrap).
-    Replicates where either t½ is censored (outside the measured times) give no difference; their
-    share is reported as ``censored_share``.
+    Both results start from the same sources (same ``source_ids``); their OU times may differ (each
+    t½ is read on its own curve). A bootstrap replicate draws sources with replacement within each
+    class, keeps every column of a drawn source in both results (pairing), and re-estimates both
+    per-class t½ with :func:`estimate_window` (no inner bootstrap). Replicates where either t½ is
+    censored (outside the measured times) give no difference; their share is reported as
+    ``censored_share``.
+
+    Parameters
+    ----------
+    names : the keys of the two t½ in each entry.
+    pooled : also the difference of the t½ pooled over all classes, under the key ``"all"``.
 
     Returns
     -------
-    ``{class: {"model", "gmm", "difference", "ci": [lo, hi], "censored_share"}}`` (None: censored).
+    ``{class: {names[0], names[1], "difference", "ci": [lo, hi], "censored_share"}}`` (None: censored).
     """
-    model_classes = estimate_window(model_fr, n_boot=0, generator=generator).per_class
-    gmm_classes = estimate_window(gmm_fr, n_boot=0, generator=generator).per_class
+    results = (model_fr, gmm_fr)
+    point = [_t_halves(estimate_window(r, n_boot=0, generator=generator), pooled) for r in results]
     ids = model_fr.source_ids.numpy()
     source_class = {int(s): int(c) for s, c in zip(ids, model_fr.source_labels[0].numpy(), strict=True)}
-    blocks = {
-        name: {s: np.nonzero(r.source_ids.numpy() == s)[0] for s in source_class}
-        for name, r in (("model", model_fr), ("gmm", gmm_fr))
-    }
+    blocks = [{s: np.nonzero(r.source_ids.numpy() == s)[0] for s in source_class} for r in results]
     groups = {k: np.array([s for s, c in source_class.items() if c == k]) for k in set(source_class.values())}
+    keys = sorted(groups) + (["all"] if pooled else [])
     rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=generator).item()))
-    draws = {k: np.full(n_boot, math.nan) for k in groups}
+    draws = {k: np.full(n_boot, math.nan) for k in keys}
     for i in range(n_boot):
         chosen = np.concatenate([rng.choice(members, size=members.size) for members in groups.values()])
-        per_class = [
-            estimate_window(
-                _with_sources(r, [blocks[name][s] for s in chosen]), n_boot=0, generator=generator
+        boot = [
+            _t_halves(
+                estimate_window(_with_sources(r, [b[s] for s in chosen]), n_boot=0, generator=generator),
+                pooled,
             )
-            for name, r in (("model", model_fr), ("gmm", gmm_fr))
+            for r, b in zip(results, blocks, strict=True)
         ]
-        for k in groups:
-            if k in per_class[0].per_class and k in per_class[1].per_class:
-                diff = per_class[0].per_class[k].t_half - per_class[1].per_class[k].t_half
-                draws[k][i] = diff if math.isfinite(diff) else math.nan
+        for k in keys:
+            diff = boot[0].get(k, math.nan) - boot[1].get(k, math.nan)
+            draws[k][i] = diff if math.isfinite(diff) else math.nan
     out = {}
-    for k in sorted(groups):
-        model_t = model_classes[k].t_half if k in model_classes else math.nan
-        gmm_t = gmm_classes[k].t_half if k in gmm_classes else math.nan
+    for k in keys:
+        first, second = point[0].get(k, math.nan), point[1].get(k, math.nan)
         lo, hi = _percentile_interval(draws[k], level) if n_boot else (math.nan, math.nan)
-        out[int(k)] = {
-            "model": finite(model_t),
-            "gmm": finite(gmm_t),
-            "difference": finite(model_t - gmm_t),
+        out[k if k == "all" else int(k)] = {
+            names[0]: finite(first),
+            names[1]: finite(second),
+            "difference": finite(first - second),
             "ci": [finite(lo), finite(hi)],
             "censored_share": float(np.mean(np.isnan(draws[k]))) if n_boot else None,
         }

@@ -30,8 +30,11 @@ Supported (:data:`SUPPORTED_SCHEDULERS`): DDPM, DDIM, Euler, Euler-ancestral, DP
 tested with ``dpmsolver++`` and ``sde-dpmsolver++``), UniPC and flow-matching Euler (velocity prediction;
 ``shift`` or dynamic shifting, whose ``mu`` :func:`from_pipeline` computes from the latent size as SD3/Flux
 do). Networks: UNets, and transformers called as ``net(hidden_states=, timestep=, ...)`` (SD3 with prompt
-and pooled embeddings, DiT with class labels). v-prediction with zero terminal SNR starts at OU time
-``inf``; ``denoise`` reads ``t = inf`` at the last training step (x̂₀ = -v). Anything else is refused with
+and pooled embeddings, PixArt with T5 embeddings and attention masks, DiT with class labels and its null
+class, Flux on packed latents with its distilled guidance). Learned-variance outputs (DiT, PixArt: twice
+the input channels) step the scheduler with the mean half. v-prediction with zero terminal SNR starts at
+OU time ``inf``; ``denoise`` reads ``t = inf`` at the last training step (x̂₀ = -v). Anything else is
+refused with
 ``ValueError: scheduler PNDMScheduler is not supported; supported schedulers: ...``; in particular
 PNDM (Stable Diffusion 1.x's saved default), Heun/KDPM2 (two model calls per step: repeated timesteps),
 LMS, DEIS, single-step DPM-Solver, EDM and the other flow-matching schedulers. Build a supported one from
@@ -40,8 +43,9 @@ the same config: ``DDIMScheduler.from_config(pipe.scheduler.config)``.
 Modules
 -------
 ``schedule`` (supported schedulers, scheduler <-> OU grid, terminal-SNR warning), ``flow`` (rectified-flow
-time and state <-> OU), ``guidance`` (conditioning,
-classifier-free guidance, VAE), ``process`` (:class:`DiffusersProcess`), ``pipeline`` (:func:`from_pipeline`,
+time and state <-> OU), ``guidance`` (conditioning, classifier-free guidance, VAE), ``families`` (which
+pipeline family a network is; PixArt and DiT conditioning), ``flux`` (:class:`PackedLatents`,
+:class:`FluxNetwork`), ``process`` (:class:`DiffusersProcess`), ``pipeline`` (:func:`from_pipeline`,
 :class:`PipelineProcess`, :func:`record_pipeline_trajectory`), ``loading`` (:func:`load_local`,
 :func:`load_prompt_embeds`). Everything public is importable from ``critwin.adapters.diffusers``.
 
@@ -57,6 +61,7 @@ Usage
 
 from __future__ import annotations
 
+from critwin.adapters.diffusers.flux import FluxNetwork, PackedLatents
 from critwin.adapters.diffusers.loading import LocalPipeline, load_local, load_prompt_embeds
 from critwin.adapters.diffusers.pipeline import PipelineProcess, from_pipeline, record_pipeline_trajectory
 from critwin.adapters.diffusers.process import DiffusersProcess
@@ -70,8 +75,10 @@ from critwin.adapters.diffusers.schedule import (
 
 __all__ = [
     "DiffusersProcess",
+    "FluxNetwork",
     "LocalPipeline",
     "PREDICTION_TYPES",
+    "PackedLatents",
     "PipelineProcess",
     "SUPPORTED_SCHEDULERS",
     "TerminalSNRWarning",

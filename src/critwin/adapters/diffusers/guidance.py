@@ -28,8 +28,8 @@ _ALIASES = {
     "class_label": "class_labels",
     "negative_class_labels": "uncond_class_labels",
 }
-# SDXL-style UNets take these inside ``added_cond_kwargs``.
-_ADDED_COND_KEYS = ("text_embeds", "time_ids", "image_embeds")
+# SDXL-style UNets (and PixArt's micro-conditioning) take these inside ``added_cond_kwargs``.
+_ADDED_COND_KEYS = ("text_embeds", "time_ids", "image_embeds", "resolution", "aspect_ratio")
 UNCOND_PREFIX = "uncond_"
 
 
@@ -91,11 +91,30 @@ def split_cond(
 
 
 def text_width(unet) -> int | None:
-    """Width of the prompt embeddings a model takes: ``cross_attention_dim`` (UNets, PixArt) or
-    ``joint_attention_dim`` (SD3, Flux); None for models without text conditioning."""
+    """Width of the prompt embeddings a model takes: ``caption_channels`` (PixArt, projected to its
+    ``cross_attention_dim``), ``cross_attention_dim`` (UNets) or ``joint_attention_dim`` (SD3, Flux); None
+    for models without text conditioning."""
     get = _config_get(unet)
-    width = get("cross_attention_dim")
-    return width if width is not None else get("joint_attention_dim")
+    for key in ("caption_channels", "cross_attention_dim", "joint_attention_dim"):
+        if get(key) is not None:
+            return get(key)
+    return None
+
+
+def class_count(unet) -> int | None:
+    """Number of classes of a class-conditional model: ``num_class_embeds`` (UNets) or, for DiT
+    (``norm_type="ada_norm_zero"``), ``num_embeds_ada_norm``; None otherwise."""
+    get = _config_get(unet)
+    if get("num_class_embeds") is not None:
+        return get("num_class_embeds")
+    return get("num_embeds_ada_norm") if get("norm_type") == "ada_norm_zero" else None
+
+
+def class_labels_allowed(unet) -> int | None:
+    """Rows of the class-embedding table: DiT's has one more than its classes, the null (unconditional)
+    label ``num_embeds_ada_norm`` that its pipeline uses for guidance."""
+    count = class_count(unet)
+    return count + 1 if count is not None and _config_get(unet)("num_class_embeds") is None else count
 
 
 def check_embeds(unet, value, branch: str) -> None:
@@ -147,7 +166,7 @@ def batch_cond(unet, cond: dict[str, Any], batch: int, device, dtype, branch: st
         value = _batch_value(value, key, batch, device, dtype, label)
         if key == "encoder_hidden_states":
             check_embeds(unet, value, branch)
-        n_classes = get("num_class_embeds")
+        n_classes = class_labels_allowed(unet)
         if key == "class_labels" and isinstance(value, torch.Tensor) and n_classes is not None:
             if ((value < 0) | (value >= n_classes)).any():
                 raise ValueError(f"{label} must hold class indices in 0..{n_classes - 1}")

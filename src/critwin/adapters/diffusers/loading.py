@@ -22,6 +22,10 @@ _PIPELINES = (
     "StableDiffusionPipeline",
     "StableDiffusionXLPipeline",
     "StableDiffusion3Pipeline",
+    "PixArtAlphaPipeline",
+    "PixArtSigmaPipeline",
+    "DiTPipeline",
+    "FluxPipeline",
 )
 
 _EMBED_KEYS = (
@@ -29,13 +33,15 @@ _EMBED_KEYS = (
     "negative_prompt_embeds",
     "pooled_prompt_embeds",
     "negative_pooled_prompt_embeds",
+    "prompt_attention_mask",
+    "negative_prompt_attention_mask",
 )
 
 
 class LocalPipeline:
     """The parts of a diffusers pipeline directory that :func:`from_pipeline` needs (no transformers).
 
-    ``unet`` holds the denoising network: the pipeline's UNet, or its transformer (SD3).
+    ``unet`` holds the denoising network: the pipeline's UNet, or its transformer (SD3, PixArt, DiT, Flux).
     """
 
     def __init__(self, path, class_name, unet, scheduler, vae=None, text_encoder=None, tokenizer=None):
@@ -54,7 +60,8 @@ def load_local(path, scheduler: str | None = None, device=None, dtype=None, text
 
     Parameters
     ----------
-    path : directory with ``model_index.json`` (DDPM/DDIM, Stable Diffusion, SDXL or SD3 pipeline).
+    path : directory with ``model_index.json`` (DDPM/DDIM, Stable Diffusion, SDXL, SD3, PixArt-α/Σ, DiT or
+        Flux pipeline).
     scheduler : replace the saved scheduler by this supported class (name or alias), built from its config.
     device, dtype : where and in which precision the UNet and VAE run.
     text_encoder : load the full pipeline with its tokenizer and text encoder (for text prompts; needs
@@ -156,7 +163,8 @@ def load_prompt_embeds(path) -> dict[str, torch.Tensor]:
     """Prompt embeddings from a ``.safetensors`` file or a ``.pt`` file (``torch.load(weights_only=True)``).
 
     The file holds a single tensor (the prompt embeddings) or tensors named ``prompt_embeds`` and
-    optionally ``negative_prompt_embeds``, ``pooled_prompt_embeds``, ``negative_pooled_prompt_embeds``.
+    optionally ``negative_prompt_embeds``, ``pooled_prompt_embeds``, ``negative_pooled_prompt_embeds``
+    (SDXL, SD3, Flux), ``prompt_attention_mask``, ``negative_prompt_attention_mask`` (PixArt).
     """
     path = Path(path)
     if not path.is_file():

@@ -14,8 +14,10 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from critwin._validation import check_positive_int
+from critwin.adapters.diffusers.families import FAMILY_GUIDANCE, model_family, null_class, pixart_conditioning
 from critwin.adapters.diffusers.flow import dynamic_shift_mu
-from critwin.adapters.diffusers.guidance import check_guidance, text_width, vae_scale_factor
+from critwin.adapters.diffusers.flux import flux_setup
+from critwin.adapters.diffusers.guidance import check_guidance, class_count, text_width, vae_scale_factor
 from critwin.adapters.diffusers.process import DiffusersProcess, call_accepts
 
 __all__ = ["PipelineProcess", "from_pipeline", "record_pipeline_trajectory"]
@@ -27,6 +29,8 @@ _EMBED_KEYS = (
     "pooled_prompt_embeds",
     "negative_pooled_prompt_embeds",
 )
+# Embedding keywords of the pipelines' ``__call__`` (one row per prompt).
+_CALL_EMBEDS = (*_EMBED_KEYS, "prompt_attention_mask", "negative_prompt_attention_mask")
 # UNet keyword -> the pipeline's ``__call__`` keyword (the negative one is "negative_" + it).
 _CALL_NAMES = {"encoder_hidden_states": "prompt_embeds", "text_embeds": "pooled_prompt_embeds"}
 
@@ -42,6 +46,8 @@ def from_pipeline(
     negative_prompt_embeds: torch.Tensor | None = None,
     pooled_prompt_embeds: torch.Tensor | None = None,
     negative_pooled_prompt_embeds: torch.Tensor | None = None,
+    prompt_attention_mask: torch.Tensor | None = None,
+    negative_prompt_attention_mask: torch.Tensor | None = None,
     class_labels=None,
     null_class_label: int | None = None,
     height: int | None = None,
@@ -55,16 +61,22 @@ def from_pipeline(
 
     Parameters
     ----------
-    pipe : ``DDPMPipeline``/``DDIMPipeline`` (unconditional pixel UNet), ``StableDiffusionPipeline`` or
-        ``StableDiffusionXLPipeline`` (or any pipeline with ``unet``, ``scheduler`` and optionally ``vae``).
+    pipe : ``DDPMPipeline``/``DDIMPipeline`` (unconditional pixel UNet), ``StableDiffusionPipeline``,
+        ``StableDiffusionXLPipeline``, ``StableDiffusion3Pipeline``, ``PixArtAlphaPipeline``/
+        ``PixArtSigmaPipeline``, ``DiTPipeline`` or ``FluxPipeline`` (or any pipeline with a ``unet`` or
+        ``transformer``, a ``scheduler`` and optionally a ``vae``).
     num_inference_steps : sampler steps.
-    guidance_scale : classifier-free guidance weight; default 7.5 (SD), 5.0 (SDXL), 1 for unconditional
-        and class-conditional pipelines.
+    guidance_scale : classifier-free guidance weight; default 7.5 (SD), 5.0 (SDXL), 7.0 (SD3), 4.5
+        (PixArt), 4.0 (DiT), 1 for unconditional and class-conditional UNet pipelines. For Flux, the
+        distilled guidance embedding (default 3.5; no unconditional branch).
     prompt, negative_prompt : text, encoded with the pipeline's own tokenizer/text encoder.
     prompt_embeds, negative_prompt_embeds : (1 or B, seq_len, cross_attention_dim) precomputed embeddings
-        (no tokenizer needed). SDXL also needs the pooled embeddings.
-    class_labels, null_class_label : class-conditional ``UNet2DModel``: the label(s) and the "null"
-        label used as the unconditional branch.
+        (no tokenizer needed). SDXL, SD3 and Flux also need the pooled embeddings.
+    prompt_attention_mask, negative_prompt_attention_mask : (1 or B, seq_len) masks of PixArt's T5
+        embeddings (required with ``prompt_embeds`` there).
+    class_labels, null_class_label : class-conditional ``UNet2DModel`` or DiT: the label(s) and the
+        "null" label used as the unconditional branch (DiT: default ``num_embeds_ada_norm``, its pipeline's
+        null class).
     height, width : image size for latent pipelines (default: the UNet's sample size times the VAE factor).
     scheduler : replace the pipeline's scheduler
         (e.g. ``EulerDiscreteScheduler.from_config(pipe.scheduler.config)``).
@@ -81,10 +93,26 @@ def from_pipeline(
     scheduler = scheduler if scheduler is not None else pipe.scheduler
     config = unet.config
     text_conditional = text_width(unet) is not None
-    # SDXL UNets and SD3 transformers also take a pooled text embedding.
-    pooled = "xl" if config.get("addition_embed_type") == "text_time" else None
-    pooled = "sd3" if config.get("pooled_projection_dim") is not None else pooled
-    guidance_scale = _effective_guidance(guidance_scale, text_conditional, pooled)
+    family = model_family(unet)
+    masks = (prompt_attention_mask, negative_prompt_attention_mask)
+    if family != "pixart" and any(mask is not None for mask in masks):
+        raise ValueError(f"prompt_attention_mask applies to PixArt pipelines only, not {type(pipe).__name__}")
+    if family == "flux":
+        if negative_prompt is not None or negative_prompt_embeds is not None:
+            raise ValueError(
+                "Flux's true CFG (a negative prompt) is not supported; use its distilled guidance"
+            )
+        if step_kwargs or class_labels is not None or guidance_rescale:
+            raise ValueError("Flux takes no step_kwargs, class_labels or guidance_rescale")
+        text = {
+            "prompt": prompt,
+            "prompt_embeds": prompt_embeds,
+            "pooled_prompt_embeds": pooled_prompt_embeds,
+        }
+        return _flux_process(
+            pipe, scheduler, num_inference_steps, guidance_scale, text, (height, width), use_pipeline_call
+        )
+    guidance_scale = _effective_guidance(guidance_scale, family)
     text = {
         "prompt": prompt,
         "negative_prompt": negative_prompt,
@@ -94,7 +122,7 @@ def from_pipeline(
         "negative_pooled_prompt_embeds": negative_pooled_prompt_embeds,
     }
     if text_conditional:
-        cond, uncond = _text_conditioning(pipe, text, guidance_scale, pooled, (height, width))
+        cond, uncond = _text_conditioning(pipe, text, guidance_scale, family, (height, width), masks)
     elif prompt is not None or prompt_embeds is not None:
         raise ValueError(
             f"{type(pipe).__name__} has no text conditioning; prompt/prompt_embeds cannot be used"
@@ -120,6 +148,18 @@ def from_pipeline(
     return _pipeline_process(pipe, scheduler, num_inference_steps, kwargs, height, width)
 
 
+def _flux_process(pipe, scheduler, num_inference_steps, guidance_scale, text, size, use_pipeline_call):
+    """:func:`from_pipeline` for a Flux pipeline (distilled guidance, packed latents: see ``flux``)."""
+    guidance = FAMILY_GUIDANCE["flux"] if guidance_scale is None else check_guidance(guidance_scale)
+    network, kwargs, size = flux_setup(
+        pipe, denoiser(pipe), scheduler, num_inference_steps, guidance, text, *size
+    )
+    kwargs.update(model_id=_pipeline_name(pipe), guidance_rescale=0.0)
+    if not use_pipeline_call:
+        return DiffusersProcess(network, scheduler, num_inference_steps, **kwargs)
+    return _pipeline_process(pipe, scheduler, num_inference_steps, kwargs, *size, network, guidance)
+
+
 def denoiser(pipe):
     """The pipeline's denoising network: its ``unet``, else its ``transformer`` (SD3, DiT, PixArt)."""
     unet = getattr(pipe, "unet", None)
@@ -135,11 +175,10 @@ def _flow_mu(scheduler, config, sample_shape) -> float | None:
     return dynamic_shift_mu(scheduler.config, (height // patch) * (width // patch))
 
 
-def _effective_guidance(guidance_scale, text_conditional: bool, pooled: str | None) -> float:
+def _effective_guidance(guidance_scale, family: str) -> float:
     """The pipeline default when None; 1 (guidance off) for any weight <= 1, as the SD pipelines do."""
     if guidance_scale is None:
-        default = {"xl": 5.0, "sd3": 7.0}.get(pooled, 7.5)
-        guidance_scale = default if text_conditional else 1.0
+        guidance_scale = FAMILY_GUIDANCE.get(family, 1.0)
     guidance_scale = check_guidance(guidance_scale)
     # Stock SD pipelines switch guidance on only for guidance_scale > 1; mirror that.
     return guidance_scale if guidance_scale > 1.0 else 1.0
@@ -176,8 +215,10 @@ def _latent_shape(config, vae, height, width) -> tuple[int, int, int] | None:
 
 
 # ------------------------------------------------------------------------------- conditioning per kind
-def _text_conditioning(pipe, text: dict, guidance_scale: float, pooled, size) -> tuple[dict, dict]:
-    """(cond, uncond) of a text-conditional UNet: prompt embeddings (SDXL: plus added conditioning)."""
+@torch.no_grad()  # as the pipelines' __call__: no graph, and the same (inference) attention kernels
+def _text_conditioning(pipe, text: dict, guidance_scale: float, family, size, masks) -> tuple[dict, dict]:
+    """(cond, uncond) of a text-conditional network: prompt embeddings (SDXL, SD3: plus pooled and added
+    conditioning; PixArt: attention masks)."""
     use_cfg = guidance_scale > 1.0
     if text["prompt"] is not None and text["prompt_embeds"] is not None:
         raise ValueError("pass either prompt or prompt_embeds, not both")
@@ -197,9 +238,13 @@ def _text_conditioning(pipe, text: dict, guidance_scale: float, pooled, size) ->
             "pass prompt_embeds= and negative_prompt_embeds= instead"
         )
     device = getattr(pipe, "device", torch.device("cpu"))
-    if pooled == "xl":
+    if family == "xl":
         return _sdxl_conditioning(pipe, text, needs_encoding, use_cfg, device, size)
-    if pooled == "sd3":
+    if family == "pixart":
+        net = denoiser(pipe)
+        h, w, _ = _pixel_size(net.config, getattr(pipe, "vae", None), *size)
+        return pixart_conditioning(pipe, net, text, masks, use_cfg, needs_encoding, (h, w))
+    if family == "sd3":
         return _sd3_conditioning(pipe, text, needs_encoding, use_cfg, device)
     if needs_encoding:
         text["prompt_embeds"], text["negative_prompt_embeds"] = pipe.encode_prompt(
@@ -269,9 +314,10 @@ def _sd3_conditioning(pipe, text: dict, needs_encoding: bool, use_cfg: bool, dev
 
 
 def _add_class_conditioning(pipe, class_labels, null_class_label, guidance_scale, cond, uncond) -> None:
-    """Class labels (and the null label for guidance) of a class-conditional UNet, added to cond/uncond."""
-    config = denoiser(pipe).config
-    if config.get("num_class_embeds") is None:
+    """Class labels (and the null label for guidance) of a class-conditional UNet or DiT, added to
+    cond/uncond."""
+    net = denoiser(pipe)
+    if class_count(net) is None:
         if guidance_scale > 1.0 and text_width(denoiser(pipe)) is None:
             raise ValueError(
                 f"guidance_scale={guidance_scale:g} needs a conditional model; "
@@ -279,8 +325,9 @@ def _add_class_conditioning(pipe, class_labels, null_class_label, guidance_scale
             )
         return
     if class_labels is None:
-        raise ValueError("this UNet is class-conditional: pass class_labels=")
+        raise ValueError("this model is class-conditional: pass class_labels=")
     cond["class_labels"] = torch.as_tensor(class_labels, dtype=torch.long).reshape(-1)
+    null_class_label = null_class(net, null_class_label)
     if guidance_scale > 1.0:
         if null_class_label is None:
             raise ValueError(
@@ -289,21 +336,30 @@ def _add_class_conditioning(pipe, class_labels, null_class_label, guidance_scale
         uncond["class_labels"] = torch.as_tensor([null_class_label], dtype=torch.long)
 
 
-def _pipeline_process(pipe, scheduler, num_inference_steps, kwargs, height, width) -> PipelineProcess:
-    """A :class:`PipelineProcess` (``kwargs``: the :class:`DiffusersProcess` keywords from_pipeline built)."""
+def _pipeline_process(
+    pipe, scheduler, num_inference_steps, kwargs, height, width, network=None, distilled=None
+) -> PipelineProcess:
+    """A :class:`PipelineProcess` (``kwargs``: the :class:`DiffusersProcess` keywords from_pipeline built;
+    ``network``: the network to call, default the pipeline's; ``distilled``: Flux's guidance_scale)."""
     if scheduler is not pipe.scheduler:
         raise ValueError(
             "use_pipeline_call=True runs the pipeline's own scheduler; set pipe.scheduler instead"
         )
-    if kwargs["step_kwargs"]:
+    if kwargs.get("step_kwargs"):
         raise ValueError("use_pipeline_call=True cannot pass step_kwargs through the stock pipeline call")
     call_kwargs = _pipeline_call_kwargs(
-        kwargs["cond"], kwargs["uncond"], kwargs["guidance_scale"], kwargs["guidance_rescale"], height, width
+        kwargs["cond"],
+        kwargs.get("uncond", {}),
+        kwargs.get("guidance_scale", 1.0) if distilled is None else distilled,
+        kwargs["guidance_rescale"],
+        height,
+        width,
     )
     if not call_accepts(type(pipe).__call__, "guidance_rescale"):
         if call_kwargs.pop("guidance_rescale"):
             raise ValueError(f"{type(pipe).__name__} has no guidance_rescale; use guidance_rescale=0")
-    return PipelineProcess(pipe, call_kwargs, denoiser(pipe), scheduler, num_inference_steps, **kwargs)
+    network = denoiser(pipe) if network is None else network
+    return PipelineProcess(pipe, call_kwargs, network, scheduler, num_inference_steps, **kwargs)
 
 
 def _pipeline_call_kwargs(cond, uncond, guidance_scale, guidance_rescale, height, width) -> dict[str, Any]:
@@ -317,6 +373,17 @@ def _pipeline_call_kwargs(cond, uncond, guidance_scale, guidance_rescale, height
     if height is not None or width is not None:
         call_kwargs.update(height=height, width=width)
     return call_kwargs
+
+
+def _embeds_per_sample(call_kwargs: dict[str, Any], n: int) -> dict[str, Any]:
+    """The call keywords with one-row embeddings repeated to ``n`` rows: SD3 and Flux do not repeat given
+    embeddings per image (their ``num_images_per_prompt`` repeats only what they encode themselves)."""
+    out = dict(call_kwargs)
+    for key in _CALL_EMBEDS:
+        value = out.get(key)
+        if isinstance(value, torch.Tensor) and value.shape[0] == 1 and n > 1:
+            out[key] = value.repeat(n, *([1] * (value.ndim - 1)))
+    return out
 
 
 def _check_pipe_call(pipe, consequence: str) -> None:
@@ -373,10 +440,7 @@ class PipelineProcess(DiffusersProcess):
                 pipeline._interrupt = True
             return {}
 
-        kwargs = dict(self.call_kwargs)
-        embeds = kwargs.get("prompt_embeds")
-        if embeds is not None and embeds.shape[0] == 1 and x.shape[0] > 1:
-            kwargs["num_images_per_prompt"] = x.shape[0]
+        kwargs = _embeds_per_sample(self.call_kwargs, x.shape[0])
         output = self.pipe(
             num_inference_steps=self.num_inference_steps,
             latents=draw[1].to(self.device),
@@ -407,7 +471,8 @@ def record_pipeline_trajectory(
     pipe : a pipeline whose ``__call__`` accepts ``latents``, ``callback_on_step_end`` and
         ``output_type`` (Stable Diffusion, SDXL, ...); its scheduler must match ``process``'s.
     process : the :class:`DiffusersProcess` the trajectory is continued with (e.g. ``from_pipeline(pipe)``).
-    n : number of samples (``num_images_per_prompt`` of a single prompt).
+    n : number of samples: ``num_images_per_prompt`` of a ``prompt`` string; one-row embeddings are
+        repeated to ``n`` rows (SD3 and Flux do not repeat given embeddings themselves).
     generator : drawn for the initial noise (as ``process.prior`` does) and passed to the pipeline.
     **call_kwargs : everything else for ``pipe(...)`` (``prompt_embeds``, ``guidance_scale``, ...);
         ``num_inference_steps`` is taken from ``process``.
@@ -438,8 +503,10 @@ def record_pipeline_trajectory(
         states.append(tensors["latents"].detach().clone())
         return {}
 
-    if "prompt_embeds" in call_kwargs and call_kwargs["prompt_embeds"].shape[0] == 1 and n > 1:
+    if "prompt" in call_kwargs:
         call_kwargs.setdefault("num_images_per_prompt", n)
+    elif "num_images_per_prompt" not in call_kwargs:
+        call_kwargs = _embeds_per_sample(call_kwargs, n)
     call_kwargs.setdefault("output_type", "latent")
     output = pipe(
         num_inference_steps=process.num_inference_steps,

@@ -97,9 +97,18 @@ class DiffusersProcess(ReverseProcess):
     guidance_rescale : the rescaling of Lin et al. (2023) as in Stable Diffusion pipelines (0 = off).
     step_kwargs : extra keywords for ``scheduler.step`` (``{"eta": 1.0}`` for DDIM, ``s_churn`` for Euler).
     model_id : name stored in :meth:`describe`.
+    mu : dynamic-shift parameter of a flow-matching schedule (``use_dynamic_shifting=True``; required there).
+    sigmas : explicit flow-matching sigmas for ``set_timesteps`` (Flux's ``linspace(1, 1/L, L)``).
+    latent_layout : how the network's states relate to VAE latents: an object with ``pack(latents)`` and
+        ``unpack(states)`` (Flux's 2x2 patches, :class:`~critwin.adapters.diffusers.flux.PackedLatents`);
+        None: the states are the latents.
 
     Notes
     -----
+    A learned-variance network (``2C`` output channels for ``C`` input channels, DiT and PixArt) steps the
+    scheduler with its first ``C`` channels, as the DiT and PixArt pipelines do, unless the scheduler reads
+    the variance itself (DDPM's ``variance_type="learned"``/``"learned_range"``).
+
     Multistep solvers (DPM-Solver++, UniPC) keep a history of model outputs; a run that starts at grid index
     ``i > 0`` restarts that history at low order (as diffusers' img2img does), so it is not the continuation
     of an uninterrupted run. Single-step schedulers (DDPM, DDIM, Euler, Euler-ancestral) are.
@@ -123,6 +132,8 @@ class DiffusersProcess(ReverseProcess):
         model_id: str | None = None,
         vae_batch_size: int = 16,
         mu: float | None = None,
+        sigmas=None,
+        latent_layout=None,
     ):
         self.kind = scheduler_kind(scheduler)
         self.num_inference_steps = check_positive_int(num_inference_steps, "num_inference_steps")
@@ -133,7 +144,10 @@ class DiffusersProcess(ReverseProcess):
         self.prediction_type = check_scheduler_config(
             self.scheduler.config, self.num_inference_steps, self.kind
         )
-        self._set_kwargs = self._timestep_kwargs(mu)
+        self._set_kwargs = self._timestep_kwargs(mu, sigmas)
+        self.latent_layout = latent_layout
+        # Schedulers that read a learned variance get both halves of a 2C-channel output; others the first.
+        self._drops_variance = self.scheduler.config.get("variance_type") not in ("learned", "learned_range")
         self._init_guidance(cond, uncond, guidance_scale, guidance_rescale, step_kwargs)
         self.model_id = model_id or self._model_id()
         self._unet_return_dict = call_accepts(getattr(unet, "forward", unet), "return_dict")
@@ -157,8 +171,10 @@ class DiffusersProcess(ReverseProcess):
         self.nfe = 0
         warn_terminal_snr(self._times[0].item(), self.step_label(0), stacklevel=2)
 
-    def _timestep_kwargs(self, mu) -> dict[str, float]:
-        """``set_timesteps`` keywords: ``mu`` for dynamically shifted flow schedules (required there)."""
+    def _timestep_kwargs(self, mu, sigmas) -> dict[str, Any]:
+        """``set_timesteps`` keywords: ``mu`` for dynamically shifted flow schedules (required there) and
+        explicit flow ``sigmas``."""
+        kwargs = {} if sigmas is None else {"sigmas": self._check_sigmas(sigmas)}
         dynamic = bool(self.scheduler.config.get("use_dynamic_shifting", False))
         if mu is None:
             if dynamic:
@@ -166,13 +182,27 @@ class DiffusersProcess(ReverseProcess):
                     "mu is required: the scheduler uses dynamic shifting (use_dynamic_shifting=True); "
                     "from_pipeline computes it from the image size as the pipeline does"
                 )
-            return {}
+            return kwargs
         if not dynamic:
             raise ValueError("mu applies only to schedulers with use_dynamic_shifting=True")
         mu = float(mu)
         if not math.isfinite(mu):
             raise ValueError(f"mu must be a finite number, got {mu!r}")
-        return {"mu": mu}
+        return {**kwargs, "mu": mu}
+
+    def _check_sigmas(self, sigmas) -> list[float]:
+        """Explicit flow sigmas: ``num_inference_steps`` decreasing values in (0, 1]."""
+        if self.kind != "flow":
+            raise ValueError("sigmas applies to flow-matching schedulers only")
+        values = [float(v) for v in sigmas]
+        ok = all(0.0 < v <= 1.0 for v in values) and all(
+            a > b for a, b in zip(values[:-1], values[1:], strict=True)
+        )
+        if len(values) != self.num_inference_steps or not ok:
+            raise ValueError(
+                f"sigmas must be {self.num_inference_steps} (num_inference_steps) decreasing values in (0, 1]"
+            )
+        return values
 
     def _init_guidance(self, cond, uncond, guidance_scale, guidance_rescale, step_kwargs) -> None:
         self.guidance_scale = check_guidance(guidance_scale)
@@ -426,7 +456,7 @@ class DiffusersProcess(ReverseProcess):
         with torch.no_grad():
             for i in range(start, stop):
                 timestep = sched.timesteps[i]
-                out = self._guided_unet(x, timestep, inputs, scale_input)
+                out = self._variance_dropped(self._guided_unet(x, timestep, inputs, scale_input), x)
                 if callback is not None:
                     self._report_step(callback, i, x, out)
                 x = sched.step(out, timestep, x, **step_kwargs, return_dict=False)[0]
@@ -437,6 +467,13 @@ class DiffusersProcess(ReverseProcess):
     def _delegate_run(self, x, start, stop, generator, callback, cond) -> torch.Tensor | None:
         """Hook for subclasses that run some calls another way (:class:`PipelineProcess`); None: not."""
         return None
+
+    def _variance_dropped(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The mean half of a learned-variance output, unless the scheduler reads the variance."""
+        channels = x.shape[1]
+        if self._drops_variance and out.ndim > 1 and out.shape[1] == 2 * channels:
+            return out[:, :channels]
+        return out
 
     def _report_step(self, callback: Callback, i: int, x: torch.Tensor, out: torch.Tensor) -> None:
         t = self._times[i].item()
@@ -514,12 +551,20 @@ class DiffusersProcess(ReverseProcess):
 
     # ------------------------------------------------------------------ latents
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Images in [-1, 1] (B, 3, H, W) -> scaled VAE latents (posterior mean); identity without a VAE."""
-        return x if self.vae is None else vae_encode(self.vae, x, self.vae_batch_size)
+        """Images in [-1, 1] (B, 3, H, W) -> scaled VAE latents (posterior mean; packed by the
+        ``latent_layout``); identity without a VAE."""
+        if self.vae is None:
+            return x
+        latents = vae_encode(self.vae, x, self.vae_batch_size)
+        return latents if self.latent_layout is None else self.latent_layout.pack(latents)
 
     def decode(self, x: torch.Tensor) -> torch.Tensor:
-        """Scaled VAE latents -> images in [-1, 1] (unclipped); identity without a VAE."""
-        return x if self.vae is None else vae_decode(self.vae, x, self.vae_batch_size)
+        """Scaled VAE latents (packed by the ``latent_layout``) -> images in [-1, 1] (unclipped); identity
+        without a VAE."""
+        if self.vae is None:
+            return x
+        latents = x if self.latent_layout is None else self.latent_layout.unpack(x)
+        return vae_decode(self.vae, latents, self.vae_batch_size)
 
     # ------------------------------------------------------------------ provenance
     def weights_fingerprint(self) -> str:
@@ -548,6 +593,7 @@ class DiffusersProcess(ReverseProcess):
             "scheduler_config": {k: config[k] for k in _DESCRIBED_CONFIG if k in config},
             "state_space": _STATE_SPACES[self.kind],
             "mu": self._set_kwargs.get("mu"),
+            "sigmas": self._set_kwargs.get("sigmas"),
             "num_inference_steps": self.num_inference_steps,
             "grid_size": int(self._times.numel()),
             "guidance_scale": self.guidance_scale,

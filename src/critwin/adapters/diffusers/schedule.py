@@ -15,7 +15,7 @@ import diffusers
 import torch
 
 from critwin.adapters.diffusers.flow import flow_x0
-from critwin.clock import DiscreteSchedule, alpha_sigma, log_snr, ou_time, snr
+from critwin.clock import PREDICTIONS, DiscreteSchedule, log_snr, ou_time, snr, x0_from_prediction
 from critwin.clock import alpha_bar as ou_alpha_bar
 
 __all__ = [
@@ -50,7 +50,7 @@ SCHEDULER_ALIASES = {
 }
 
 # "flow": rectified-flow velocity z - x0 (the only parameterisation of flow-matching schedulers).
-PREDICTION_TYPES = ("epsilon", "v_prediction", "sample", "flow")
+PREDICTION_TYPES = (*PREDICTIONS, "flow")
 
 # Start-of-sampling signal coefficient sqrt(alpha_bar) above which we warn that "pure noise" is not.
 _TERMINAL_SIGNAL_WARN = 0.01
@@ -240,23 +240,16 @@ def predicted_x0(model_output: torch.Tensor, x_ou: torch.Tensor, t, prediction_t
     model_output : (B, *shape) network output (epsilon, v or x0, after guidance).
     x_ou : (B, *shape) OU state ``e^{-t} x0 + sqrt(1 - e^{-2t}) z``.
     t : OU time: a float or a (B,) tensor.
-    prediction_type : ``"epsilon"``, ``"v_prediction"``, ``"sample"`` or ``"flow"`` (velocity ``z - x0``).
+    prediction_type : ``"epsilon"``, ``"v_prediction"``, ``"sample"``
+        (:func:`critwin.clock.x0_from_prediction`) or ``"flow"`` (velocity ``z - x0``,
+        :func:`critwin.adapters.diffusers.flow.flow_x0`).
 
     Returns
     -------
     (B, *shape) x̂₀ in the dtype of ``x_ou``.
     """
-    if prediction_type == "sample":
-        return model_output
-    if prediction_type not in PREDICTION_TYPES:
-        raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
     if prediction_type == "flow":
         return flow_x0(model_output, x_ou, t)
-    tt = torch.as_tensor(t, dtype=torch.float64)
-    signal, noise = alpha_sigma(tt)
-    shape = (-1,) + (1,) * (x_ou.ndim - 1)
-    signal = signal.to(device=x_ou.device, dtype=x_ou.dtype).reshape(shape) if signal.ndim else float(signal)
-    noise = noise.to(device=x_ou.device, dtype=x_ou.dtype).reshape(shape) if noise.ndim else float(noise)
-    if prediction_type == "epsilon":
-        return (x_ou - noise * model_output) / signal
-    return signal * x_ou - noise * model_output  # v = signal * eps - noise * x0
+    if prediction_type not in PREDICTION_TYPES:
+        raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+    return x0_from_prediction(model_output, x_ou, t, prediction_type)

@@ -7,7 +7,10 @@ linear ``DDPMScheduler`` (``add_noise``) and sampled with the same scheduler's `
 experiments drive it through ``critwin.adapters.diffusers`` like any user's model.
 
 Shipped models (``weights/``): ``digits`` (all training digits) and ``digits-memorise`` (20 training
-digits, trained until its samples copy them). Each has a JSON model card with the configuration,
+digits, trained until its samples copy them); ``digits-flow`` and ``digits-v``: the ``digits`` network,
+data and run with the rectified-flow (velocity ``z - x0``, ``FlowMatchEulerDiscreteScheduler``) and the
+v-prediction objective (``DigitsConfig.parameterisation``), for the parameterisation-invariance check.
+Each has a JSON model card with the configuration,
 data split, training run and quality metrics (``conditional_accuracy`` and friends).
 
 Modules: :mod:`.config` (:class:`DigitsConfig`, presets), :mod:`.model` (network, :class:`DigitsModel`,
@@ -18,7 +21,7 @@ loading and saving), :mod:`.training` (:func:`training_steps`, :func:`train_digi
 from __future__ import annotations
 
 from critwin.models.digits.card import build_card
-from critwin.models.digits.config import MODEL_NAMES, NULL_LABEL, PRESETS, DigitsConfig
+from critwin.models.digits.config import MODEL_NAMES, NULL_LABEL, PARAMETERISATIONS, PRESETS, DigitsConfig
 from critwin.models.digits.evaluation import evaluate_digits_model
 from critwin.models.digits.model import (
     DigitsModel,
@@ -28,11 +31,12 @@ from critwin.models.digits.model import (
     save_digits_model,
     shipped_process,
 )
-from critwin.models.digits.training import TrainState, train_digits, training_steps
+from critwin.models.digits.training import TrainState, train_digits, training_pair, training_steps
 
 __all__ = [
     "NULL_LABEL",
     "MODEL_NAMES",
+    "PARAMETERISATIONS",
     "DigitsConfig",
     "PRESETS",
     "TrainState",
@@ -40,6 +44,7 @@ __all__ = [
     "build_unet",
     "make_scheduler",
     "build_card",
+    "training_pair",
     "training_steps",
     "train_digits",
     "evaluate_digits_model",

@@ -15,6 +15,12 @@ from critwin.models.digits.model import DigitsModel
 
 __all__ = ["build_card"]
 
+_PREDICTS = {
+    "epsilon": "epsilon prediction",
+    "v_prediction": "v-prediction (linear DDPM schedule)",
+    "flow": "rectified-flow velocity prediction (x_s = (1 - s) x0 + s z, v = z - x0)",
+}
+
 
 def build_card(
     model: DigitsModel,
@@ -33,8 +39,9 @@ def build_card(
         "torch_version": torch.__version__,
         "conditional_accuracy": metrics["conditional_accuracy"],
         "parameters": model.num_parameters,
-        "architecture": "diffusers.UNet2DModel, epsilon prediction, class-conditional (num_class_embeds=11, "
-        f"label {NULL_LABEL} = null label for classifier-free guidance)",
+        "architecture": f"diffusers.UNet2DModel, {_PREDICTS[model.config.parameterisation]}, "
+        f"class-conditional (num_class_embeds=11, label {NULL_LABEL} = null label for classifier-free "
+        "guidance)",
         "config": model.config.to_dict(),
         "unet_config": {
             k: (list(v) if isinstance(v, tuple) else v) for k, v in model.config.unet_kwargs().items()
@@ -44,6 +51,9 @@ def build_card(
         "training": training_record(model.config, history, train_seconds),
         "metrics": metrics,
     }
+    if model.config.parameterisation != "epsilon":
+        # The epsilon cards predate this entry (their scheduler is the DDPMScheduler) and stay as they were.
+        card["scheduler_class"] = f"diffusers.{model.config.scheduler_class_name}"
     if reference_card is not None:
         card["comparison"] = memorisation_comparison(reference_card, metrics)
     return card

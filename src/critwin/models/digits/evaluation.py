@@ -36,7 +36,7 @@ def evaluate_digits_model(
     data : the model's data split (default: ``model.training_data()``).
     n_per_class : conditional samples per digit.
     n_unconditional : unconditional samples (class histogram).
-    num_inference_steps, guidance_scale : the sampler (DDPM, diffusers ``DDPMScheduler``).
+    num_inference_steps, guidance_scale : the sampler (the model's own training scheduler).
     generator : seeds all sampling.
 
     Returns
@@ -77,7 +77,7 @@ def evaluate_digits_model(
 
     metrics.update(_memorisation_metrics(samples, data))
     metrics["sampler"] = {
-        "scheduler": "diffusers.DDPMScheduler",
+        "scheduler": f"diffusers.{model.config.scheduler_class_name}",
         "num_inference_steps": num_inference_steps,
         "guidance_scale": guidance_scale,
         "through": "critwin.adapters.diffusers.DiffusersProcess",

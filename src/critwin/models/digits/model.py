@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import diffusers
 import torch
-from diffusers import DDPMScheduler, UNet2DModel
+from diffusers import UNet2DModel
 
 from critwin._validation import check_positive_int
-from critwin.adapters.diffusers import DiffusersProcess
+from critwin.adapters.diffusers import SUPPORTED_SCHEDULERS, DiffusersProcess
 from critwin.models._training import TrainedModel, load_unet, save_model
 from critwin.models.data import IMAGE_SHAPE
 from critwin.models.digits.config import MODEL_NAMES, NULL_LABEL, DigitsConfig
@@ -30,8 +31,11 @@ def build_unet(config: DigitsConfig):
 
 
 def make_scheduler(config: DigitsConfig):
-    """A new ``DDPMScheduler`` with the model's training schedule."""
-    return DDPMScheduler(**config.scheduler_kwargs())
+    """A new scheduler of the model's parameterisation with its training schedule.
+
+    ``DDPMScheduler`` (epsilon or v-prediction) or ``FlowMatchEulerDiscreteScheduler`` (flow).
+    """
+    return getattr(diffusers, config.scheduler_class_name)(**config.scheduler_kwargs())
 
 
 def _labels_for(labels, n: int, device, name: str = "class_labels") -> torch.Tensor:
@@ -71,8 +75,23 @@ class DigitsModel(TrainedModel):
         super().__init__(unet, config, card, name)
 
     def make_scheduler(self):
-        """A new ``DDPMScheduler`` with the training schedule (diffusers' defaults otherwise)."""
+        """A new scheduler with the training schedule (:func:`make_scheduler`)."""
         return make_scheduler(self.config)
+
+    def scheduler_as(self, scheduler_cls):
+        """A ``scheduler_cls`` built from the training scheduler's config (same schedule, other sampler).
+
+        Flow-matching and DDPM schedules do not convert into each other: a flow model takes only flow
+        schedulers, the DDPM models only the others (ValueError naming the scheduler).
+        """
+        trained = self.make_scheduler()
+        kinds = {SUPPORTED_SCHEDULERS.get(name) for name in (type(trained).__name__, scheduler_cls.__name__)}
+        if "flow" in kinds and len(kinds) > 1:
+            raise ValueError(
+                f"scheduler {scheduler_cls.__name__} cannot sample {self.name!r}, which was trained with "
+                f"{type(trained).__name__} (flow matching and DDPM schedules do not convert)"
+            )
+        return scheduler_cls.from_config(trained.config)
 
     def process(
         self,
@@ -92,7 +111,7 @@ class DigitsModel(TrainedModel):
         ----------
         num_inference_steps : sampler steps (diffusers ``set_timesteps``).
         guidance_scale : classifier-free guidance weight ``w >= 0``; 1 is the plain conditional model.
-        scheduler : a diffusers scheduler to sample with (default: the training ``DDPMScheduler``).
+        scheduler : a diffusers scheduler to sample with (default: the training scheduler).
         class_label : default digit 0..9, or :data:`NULL_LABEL` (10) for unconditional sampling.
 
         Returns
@@ -119,20 +138,20 @@ class DigitsModel(TrainedModel):
         generator: torch.Generator | None = None,
         batch_size: int = 1024,
     ) -> torch.Tensor:
-        """Generate digits: diffusers' ``DDPMScheduler`` driven through :meth:`process`.
+        """Generate digits: the training scheduler's own sampler driven through :meth:`process`.
 
         Parameters
         ----------
         labels : (n,) requested digits 0..9 (10 = unconditional); None for ``n`` unconditional samples.
         n : number of samples when ``labels`` is None.
-        num_inference_steps : DDPM steps (spread over the 1000 training steps).
+        num_inference_steps : sampler steps (DDPM, or flow Euler, over the training range).
         guidance_scale : classifier-free guidance ``w >= 0``; 1 is plain conditional sampling.
         generator : seeds the initial noise and every step's noise.
         batch_size : samples per network call.
 
         Returns
         -------
-        (n, 1, 8, 8) float32 images (the scheduler clips its clean-image estimate to [-1, 1]).
+        (n, 1, 8, 8) float32 images (the DDPM scheduler clips its clean-image estimate to [-1, 1]).
         """
         if labels is None:
             if n is None:
@@ -195,8 +214,8 @@ def shipped_process(
     name : a key of ``SHIPPED_MODELS``.
     num_inference_steps, guidance_scale, class_label : as :meth:`DigitsModel.process` (the null label
         :data:`NULL_LABEL` = 10 is unconditional and the unconditional branch of guidance).
-    scheduler : ``None`` (the training ``DDPMScheduler``) or a diffusers scheduler class, built from the
-        training scheduler's config.
+    scheduler : ``None`` (the training scheduler) or a diffusers scheduler class
+        (:meth:`DigitsModel.scheduler_as`).
     device, dtype : where and in which precision the U-Net runs (default: CPU, float32).
 
     Returns
@@ -208,5 +227,5 @@ def shipped_process(
     model = load_digits_model(name)
     model.unet.to(device=device, dtype=dtype)
     if scheduler is not None:
-        scheduler = scheduler.from_config(model.make_scheduler().config)
+        scheduler = model.scheduler_as(scheduler)
     return model.process(num_inference_steps, guidance_scale, scheduler=scheduler, class_label=class_label)

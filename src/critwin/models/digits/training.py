@@ -27,16 +27,54 @@ from critwin.models.digits.config import NULL_LABEL, DigitsConfig
 from critwin.models.digits.evaluation import evaluate_digits_model
 from critwin.models.digits.model import DigitsModel, build_unet, make_scheduler
 
-__all__ = ["TrainState", "training_steps", "train_digits"]
+__all__ = ["TrainState", "training_pair", "training_steps", "train_digits"]
+
+
+def training_pair(
+    config: DigitsConfig, scheduler, x0: torch.Tensor, noise: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Network input, network timestep and regression target of one batch (the loss's one formula).
+
+    ``"epsilon"`` / ``"v_prediction"``: a uniform training step ``k`` per image, ``x = add_noise(x0, z, k)``,
+    target ``z`` / ``scheduler.get_velocity(x0, z, k)`` (``sqrt(alpha_bar) z - sqrt(1 - alpha_bar) x0``).
+    ``"flow"``: ``s ~ U(0, 1)`` per image (the uniform density of diffusers' flow-matching training
+    scripts, ``weighting_scheme`` other than logit-normal/mode, kept continuous rather than snapped to the
+    1000 training sigmas: the Euler sampler's sigmas are a continuous linspace); ``x = (1 - s) x0 + s z``,
+    target velocity ``z - x0`` (so ``x0 = x - s v``, as :func:`critwin.adapters.diffusers.flow.flow_x0`
+    reads it), timestep ``s * num_train_timesteps`` (what ``FlowMatchEulerDiscreteScheduler`` tells the
+    network).
+
+    Parameters
+    ----------
+    config : the run (its ``parameterisation``).
+    scheduler : the training scheduler (:func:`make_scheduler`).
+    x0 : (B, 1, 8, 8) clean images.
+    noise : (B, 1, 8, 8) standard Gaussian noise.
+    generator : draws the time of each image.
+
+    Returns
+    -------
+    (noisy (B, 1, 8, 8), timesteps (B,), target (B, 1, 8, 8))
+    """
+    batch = x0.shape[0]
+    if config.parameterisation == "flow":
+        s = torch.rand(batch, generator=generator)
+        s_image = s.view(-1, *([1] * (x0.ndim - 1)))
+        return (1 - s_image) * x0 + s_image * noise, s * config.num_train_timesteps, noise - x0
+    timesteps = torch.randint(0, config.num_train_timesteps, (batch,), generator=generator)
+    noisy = scheduler.add_noise(x0, noise, timesteps)
+    if config.parameterisation == "v_prediction":
+        return noisy, timesteps, scheduler.get_velocity(x0, noise, timesteps)
+    return noisy, timesteps, noise
 
 
 def training_steps(config: DigitsConfig, data: DigitsData | None = None) -> Iterator[TrainState]:
-    """Train the digits DDPM, yielding the state after every step (smalldiffusion style).
+    """Train the digits model, yielding the state after every step (smalldiffusion style).
 
-    Each step draws a batch of training digits, a uniform training timestep per image and
-    Gaussian noise, noises with ``DDPMScheduler.add_noise``, replaces each label by the null label
-    with probability ``label_dropout``, and regresses the noise (MSE). All randomness comes from a
-    generator seeded with ``config.seed``, so a run is reproducible.
+    Each step draws a batch of training digits, Gaussian noise and a time per image, noises the
+    batch and picks the target as :func:`training_pair` does for ``config.parameterisation``, replaces
+    each label by the null label with probability ``label_dropout``, and regresses the target (MSE).
+    All randomness comes from a generator seeded with ``config.seed``, so a run is reproducible.
 
     Parameters
     ----------
@@ -67,11 +105,10 @@ def training_steps(config: DigitsConfig, data: DigitsData | None = None) -> Iter
         batch = torch.randint(0, n, (config.batch_size,), generator=generator)
         x0 = images[batch]
         noise = torch.randn(x0.shape, generator=generator)
-        timesteps = torch.randint(0, config.num_train_timesteps, (config.batch_size,), generator=generator)
+        noisy, timesteps, target = training_pair(config, scheduler, x0, noise, generator)
         dropped = torch.rand(config.batch_size, generator=generator) < config.label_dropout
         class_labels = torch.where(dropped, torch.full_like(labels[batch], NULL_LABEL), labels[batch])
-        noisy = scheduler.add_noise(x0, noise, timesteps)
-        loss = nn.functional.mse_loss(model(noisy, timesteps, class_labels=class_labels).sample, noise)
+        loss = nn.functional.mse_loss(model(noisy, timesteps, class_labels=class_labels).sample, target)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
@@ -128,7 +165,7 @@ def train_digits(
     model = DigitsModel(_copy_unet(state.ema_model, config), config, name=name)
     emit(
         f"evaluating {name}: {final_per_class} samples per digit, {final_unconditional} unconditional, "
-        f"{num_inference_steps} DDPM steps"
+        f"{num_inference_steps} {config.scheduler_class_name} steps"
     )
     metrics = evaluate_digits_model(
         model,

@@ -1,0 +1,281 @@
+"""Windows do not depend on the parameterisation: the same digits, trained as epsilon, v and flow models.
+
+A critical window is a property of the data distribution, so models trained on the same data with
+different parameterisations should show the same class window in OU time. Each run is one digits model
+with one sampler, driven through the diffusers adapter on its own grid of OU times from the same held-out
+digits and read by the shipped classifier; :func:`estimate_window` gives each window with bootstrap
+intervals, and :func:`paired_t_half_difference` the paired difference of t½ between two runs (per digit
+and pooled).
+
+The samplers matter as much as the networks: DDPM (epsilon and v models) is stochastic, the flow
+Euler sampler is a deterministic ODE, and a forward–reverse run through a deterministic map keeps more
+of its source than one through the posterior. :func:`compared_runs` therefore pairs runs so that each
+difference isolates one thing: the epsilon model with DDIM (a deterministic ODE sampler on the same
+grid) against DDPM is the sampler alone; the flow model against epsilon-DDIM, and the v model against
+epsilon-DDPM, are the parameterisation alone. Used by ``critwin demo`` (section 5) and
+``benchmarks/bench_parameterisation.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from critwin.adapters.diffusers import scheduler_class
+from critwin.experiments.estimation import WindowEstimate, estimate_window
+from critwin.experiments.forward_reverse import ForwardReverseResult, forward_reverse
+from critwin.models._store import SHIPPED_MODELS
+from critwin.models.classifier import classifier_feature
+from critwin.models.digits import load_digits_model
+from critwin.report.sections import (
+    DemoSizes,
+    DigitsSection,
+    grid_times,
+    paired_t_half_difference,
+    window_dict,
+)
+
+__all__ = [
+    "REFERENCE",
+    "Run",
+    "Pair",
+    "ModelWindow",
+    "InvarianceSection",
+    "compared_runs",
+    "measure_window",
+    "compare_parameterisations",
+    "invariance_section",
+]
+
+REFERENCE = "digits"
+"""The epsilon-prediction DDPM (section 2 of the demo) every comparison starts from."""
+
+FEATURE_LABEL = "shipped digit classifier"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One model (shipped name or :class:`~critwin.models.digits.DigitsModel`) with one sampler.
+
+    ``scheduler``: None for the model's training scheduler, else a scheduler name or alias of
+    :func:`critwin.adapters.diffusers.scheduler_class` (built from the training schedule).
+    """
+
+    model: Any
+    scheduler: str | None = None
+
+    @property
+    def label(self) -> str:
+        name = self.model if isinstance(self.model, str) else self.model.name
+        return name if self.scheduler is None else f"{name}+{self.scheduler}"
+
+
+@dataclass(frozen=True)
+class Pair:
+    """Two run labels to difference (``first`` minus ``second``) and what the difference isolates."""
+
+    first: str
+    second: str
+    isolates: str
+
+
+def compared_runs() -> tuple[list[Run], list[Pair]]:
+    """The demo's and benchmark's runs and pairs, for the parameterised models that are shipped."""
+    runs = [Run(REFERENCE), Run(REFERENCE, "ddim")]
+    pairs = [Pair("digits+ddim", REFERENCE, "the sampler alone: deterministic DDIM vs stochastic DDPM")]
+    if "digits-flow" in SHIPPED_MODELS:
+        runs.append(Run("digits-flow"))
+        pairs += [
+            Pair("digits-flow", "digits+ddim", "the parameterisation alone (flow vs ε, both ODE samplers)"),
+            Pair("digits-flow", REFERENCE, "as shipped: parameterisation and sampler (flow Euler vs DDPM)"),
+        ]
+    if "digits-v" in SHIPPED_MODELS:
+        runs.append(Run("digits-v"))
+        pairs.append(Pair("digits-v", REFERENCE, "the parameterisation alone (v vs ε, both DDPM)"))
+    return runs, pairs
+
+
+@dataclass
+class ModelWindow:
+    """One run's forward–reverse sweep and its window estimate."""
+
+    name: str
+    parameterisation: str
+    card_accuracy: float | None
+    process: Any
+    fr: ForwardReverseResult
+    est: WindowEstimate
+
+    def summary(self) -> dict[str, Any]:
+        est = self.est
+        return {
+            "parameterisation": self.parameterisation,
+            "scheduler": type(self.process.scheduler).__name__,
+            "card_conditional_accuracy": self.card_accuracy,
+            "times": est.times.tolist(),
+            "c": est.c.tolist(),
+            "c_lower": est.c_lower.tolist(),
+            "c_upper": est.c_upper.tolist(),
+            **window_dict(est, self.process),
+            "network_evaluations": self.fr.nfe,
+        }
+
+
+def measure_window(
+    run: Run,
+    x0: torch.Tensor,
+    *,
+    n_times: int,
+    inference_steps: int,
+    n_boot: int,
+    seed: int,
+    generator: torch.Generator,
+    progress: bool = False,
+) -> ModelWindow:
+    """Forward–reverse of one run (model and sampler) and its window (delta 0.1).
+
+    ``n_times`` OU times spread in log-SNR over the run's own grid (:func:`grid_times`); one run per
+    source and time, read by the shipped classifier.
+    """
+    model = load_digits_model(run.model) if isinstance(run.model, str) else run.model
+    scheduler = None if run.scheduler is None else model.scheduler_as(scheduler_class(run.scheduler))
+    process = model.process(num_inference_steps=inference_steps, scheduler=scheduler)
+    times = grid_times(process, n_times)
+    fr = forward_reverse(
+        process,
+        x0,
+        times,
+        n_per_time=1,
+        feature=classifier_feature(),
+        seed=seed,
+        progress=progress,
+        feature_label=FEATURE_LABEL,
+    )
+    est = estimate_window(fr, delta=0.1, n_boot=n_boot, generator=generator)
+    accuracy = model.card.get("conditional_accuracy")
+    return ModelWindow(run.label, model.config.parameterisation, accuracy, process, fr, est)
+
+
+@dataclass
+class InvarianceSection:
+    """Each run's window, and per :class:`Pair` the paired t½ differences (per digit and ``"all"``)."""
+
+    windows: dict[str, ModelWindow]
+    pairs: list[Pair]
+    differences: list[dict]
+
+    def verdicts(self) -> list[str]:
+        """Per pair: ``"agree"`` when the pooled difference's 95% interval contains 0, else ``"differ"``
+        (``"undetermined"`` when an end is censored)."""
+        out = []
+        for diff in self.differences:
+            lo, hi = diff["all"]["ci"]
+            if lo is None or hi is None:
+                out.append("undetermined")
+            else:
+                out.append("agree" if lo <= 0 <= hi else "differ")
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "reference": next(iter(self.windows)),
+            "runs": {name: w.summary() for name, w in self.windows.items()},
+            "comparisons": [
+                {
+                    "run": pair.first,
+                    "against": pair.second,
+                    "isolates": pair.isolates,
+                    "verdict": verdict,
+                    "digits_agreeing": sum(_contains_zero(d["ci"]) for k, d in diff.items() if k != "all"),
+                    "n_digits": len(diff) - 1,
+                    "t_half_difference": diff,
+                }
+                for pair, diff, verdict in zip(self.pairs, self.differences, self.verdicts(), strict=True)
+            ],
+            "difference_interval": "paired bootstrap over sources, stratified by digit (percentile); "
+            "'all': t½ pooled over digits",
+        }
+
+
+def _contains_zero(ci) -> bool:
+    lo, hi = ci
+    return lo is not None and hi is not None and lo <= 0 <= hi
+
+
+def compare_parameterisations(
+    x0: torch.Tensor,
+    runs: list[Run],
+    pairs: list[Pair],
+    *,
+    n_times: int,
+    inference_steps: int,
+    n_boot: int,
+    seed: int,
+    measured: dict[str, ModelWindow] | None = None,
+    progress: bool = False,
+) -> InvarianceSection:
+    """Windows of ``runs`` from the sources ``x0``, and the paired t½ difference of each pair.
+
+    Parameters
+    ----------
+    x0 : (N, 1, 8, 8) held-out digits, the sources of every sweep.
+    runs : distinct runs (by label); the first is the reference of the report.
+    pairs : labels of ``runs`` to difference.
+    n_times, inference_steps, n_boot, seed : as :func:`measure_window`.
+    measured : runs already measured from the same ``x0`` (label -> window), e.g. the demo's section 2.
+    """
+    labels = [run.label for run in runs]
+    if not runs or len(set(labels)) != len(labels):
+        raise ValueError(f"runs must be one or more runs with distinct labels, got {labels}")
+    unknown = sorted(({p.first for p in pairs} | {p.second for p in pairs}) - set(labels))
+    if unknown:
+        raise ValueError(f"pairs name runs that are not in runs: {unknown}")
+    g = torch.Generator().manual_seed(seed)
+    windows = {}
+    for run in runs:
+        windows[run.label] = (measured or {}).get(run.label) or measure_window(
+            run,
+            x0,
+            n_times=n_times,
+            inference_steps=inference_steps,
+            n_boot=n_boot,
+            seed=seed,
+            generator=g,
+            progress=progress,
+        )
+    differences = [
+        paired_t_half_difference(
+            windows[p.first].fr, windows[p.second].fr, n_boot, g, names=(p.first, p.second), pooled=True
+        )
+        for p in pairs
+    ]
+    return InvarianceSection(windows, list(pairs), differences)
+
+
+def invariance_section(
+    sizes: DemoSizes, seed: int, digits: DigitsSection, progress: bool
+) -> InvarianceSection:
+    """The demo's section: section 2's epsilon sweep as the reference, the other runs measured from the
+    same sources with the same sizes."""
+    reference = ModelWindow(
+        REFERENCE,
+        digits.model.config.parameterisation,
+        digits.model.card.get("conditional_accuracy"),
+        digits.process,
+        digits.fr,
+        digits.est,
+    )
+    runs, pairs = compared_runs()
+    return compare_parameterisations(
+        digits.sources,
+        runs,
+        pairs,
+        n_times=sizes.fr_grid,
+        inference_steps=sizes.inference_steps,
+        n_boot=sizes.n_boot,
+        seed=seed,
+        measured={REFERENCE: reference},
+        progress=progress,
+    )

@@ -1,0 +1,184 @@
+"""Every window of an eps-tree at once (critwin.span_crossings): against the exact implementation on
+small mixtures, against closed forms where the sure bounds decide, and its Monte Carlo path."""
+
+import math
+
+import pytest
+import torch
+from torch import erfinv
+
+from critwin.mixtures import GaussianMixture
+from critwin.span import SpanMixture
+from critwin.span_crossings import crossings
+from critwin.tree import hierarchy
+from critwin.windows import merge_time, separation_time
+from test_theory_span import _clustered, _shape
+
+F64 = torch.float64
+TOL = 1e-3
+
+
+def _overlap(a, b, end):
+    """Whether two 95% brackets of the same time (independent draws) agree: they are at most the wider
+    one's width apart (a 95% bracket is about 4 standard errors wide: missing by more than its width
+    is a > 3.9 sigma event, about 1e-4 per endpoint, while ~5% of single endpoints miss by less),
+    plus both bisection tolerances."""
+    lo_a, hi_a = getattr(a, end + "_low"), getattr(a, end + "_high")
+    lo_b, hi_b = getattr(b, end + "_low"), getattr(b, end + "_high")
+    if not all(map(math.isfinite, (lo_a, hi_a, lo_b, hi_b))):
+        return (lo_a, hi_a) == (lo_b, hi_b)  # -inf (never separated) or inf: both sure
+    slack = 2 * TOL + max(hi_a - lo_a, hi_b - lo_b)
+    return lo_b <= hi_a + slack and lo_a <= hi_b + slack
+
+
+def _trees(m, n=4000):
+    kw = dict(n=n, tol=TOL)
+    exact = hierarchy(m, 0.1, method="exact", generator=torch.Generator().manual_seed(0), **kw)
+    fast = hierarchy(m, 0.1, method="fast", generator=torch.Generator().manual_seed(0), **kw)
+    return exact, fast
+
+
+@pytest.mark.parametrize(
+    "seed,K,d,sigma2", [(0, 3, 2, 1.0), (1, 5, 10, 0.5), (2, 6, 50, 1.0), (3, 4, 3, 2.0), (4, 8, 20, 1.0)]
+)
+def test_fast_windows_equal_exact_within_brackets(seed, K, d, sigma2):
+    exact, fast = _trees(_clustered(seed, K, d, sigma2))
+    assert _shape(fast.root) == _shape(exact.root)
+    for a, b in zip(exact.nodes, fast.nodes, strict=True):
+        assert a.components == b.components
+        if a.window is None:
+            continue
+        assert a.status == b.status or "undetermined" in (a.status, b.status)
+        for end in ("t_after", "t_before"):
+            assert _overlap(a.window, b.window, end), (a.components, end, a.window, b.window)
+            # A time the bounds decide is within tol of the exact one (closed form or quadrature there).
+            if b.window.method == "bounds+closed-form" and "monte-carlo" not in a.window.method:
+                assert getattr(b.window, end) == pytest.approx(getattr(a.window, end), abs=TOL)
+
+
+def test_sure_bounds_decide_two_components_in_closed_form():
+    # Two components: every TV is the pairwise erf(lam D / (2 sqrt 2)), so the bounds meet and no
+    # Monte Carlo runs; the times solve (1 - w_0) erf(e^-t D / (2 sqrt 2)) = eps and erf(.) = 1 - eps^2.
+    D, w0, eps = 12.0, 0.3, 0.1
+    m = GaussianMixture(torch.tensor([[0.0, 0.0], [D, 0.0]], dtype=F64), 1.0, torch.tensor([w0, 1 - w0]))
+    node = hierarchy(m, eps, tol=TOL).find([0])
+    w = node.window
+    assert w.method == "bounds+closed-form" and w.status == "non-empty"
+
+    def crossing(tv):
+        return math.log(D / (2 * math.sqrt(2) * float(erfinv(torch.tensor(tv, dtype=F64)))))
+
+    for end, exact in (("t_before", crossing(eps / (1 - w0))), ("t_after", crossing(1 - eps**2))):
+        low, high = getattr(w, end + "_low"), getattr(w, end + "_high")
+        assert low <= exact <= high and high - low <= TOL
+        assert getattr(w, end) == pytest.approx(exact, abs=TOL / 2)
+
+
+def test_monte_carlo_where_the_bounds_do_not_decide():
+    # Ten random means in d = 1000: all nearly equidistant, a flat tree; each leaf's separation from
+    # the other nine is a sum of comparable overlaps, which the pairwise bounds cannot pin down.
+    g = torch.Generator().manual_seed(0)
+    m = GaussianMixture(torch.randn(10, 1000, generator=g, dtype=F64))
+    exact, fast = _trees(m, n=4000)
+    assert len(fast.root.children) == 10
+    for a, b in zip(exact.nodes[1:], fast.nodes[1:], strict=True):
+        assert "monte-carlo" in b.window.method
+        assert a.status == b.status == "non-empty"
+        for end in ("t_after", "t_before"):
+            assert _overlap(a.window, b.window, end)
+
+
+def test_crossings_with_set_valued_sides_match_the_exact_times():
+    # Sets of several components on the small side (a log-sum-exp over them) and on the side drawn
+    # from (A larger than B), against windows.merge_time / separation_time (their own draws).
+    m = _clustered(7, 5, 3)
+    span = SpanMixture(m, 4000)
+    eps = 0.1
+    tasks = [
+        ([0, 2, 4], [1, 3], 1 - eps**2, 1.0, True),
+        ([1], [0, 2, 3, 4], 1 - eps**2, 1.0, True),
+        ([0], [2, 4], eps, 1 - float(m.weights[0] / m.weights[[0, 2, 4]].sum()), False),
+    ]
+    fast = crossings(span, tasks, TOL)
+    kw = dict(n=40000, generator=torch.Generator().manual_seed(1), tol=TOL)
+    exact = [separation_time(m, [0, 2, 4], eps, **kw), separation_time(m, [1], eps, **kw)]
+    exact.append(merge_time(m, [0], [0, 2, 4], eps, **kw))
+    for (t, low, high, _), (_, low_e, high_e, _) in zip(fast, exact, strict=True):
+        assert low <= t <= high
+        # as _overlap: at most the wider bracket's width apart, plus both tolerances
+        slack = 2 * TOL + max(high - low, high_e - low_e)
+        assert low <= high_e + slack and low_e <= high + slack
+
+
+def test_crossings_at_the_ends_of_time():
+    # Already merged at t = 0 (0), never separated (-inf), separated by bounds only past _T_MAX: none.
+    m = GaussianMixture(torch.tensor([[0.0], [0.01], [40.0]], dtype=F64))
+    span = SpanMixture(m, 2000)
+    tasks = [([0], [1], 0.1, 1.0, False), ([0], [1], 0.99, 1.0, True), ([0, 1], [2], 0.99, 1.0, True)]
+    (merged, never, sep) = crossings(span, tasks, TOL)
+    assert merged == (0.0, 0.0, 0.0, "bounds")
+    assert never == (-math.inf, -math.inf, -math.inf, "bounds")
+    # erf(e^-t 40 / (2 sqrt 2)) = 0.99 up to the 0.01 spread of {0, 1}: within the bracket
+    exact = math.log(40.0 / (2 * math.sqrt(2) * float(erfinv(torch.tensor(0.99, dtype=F64)))))
+    assert sep[1] - 0.01 <= exact <= sep[2] + 0.01
+
+
+def test_large_tree_output_stays_readable(tmp_path):
+    # 80 near-equidistant means: a flat tree. The JSON leaves out each window's after/before (the tree
+    # says them), the text tree abbreviates long sets, and the plot draws every leaf window as a line.
+    from matplotlib.collections import LineCollection
+
+    g = torch.Generator().manual_seed(0)
+    tree = hierarchy(GaussianMixture(torch.randn(80, 200, generator=g, dtype=F64)), 0.1, n=1000, tol=1e-2)
+    assert len(tree.root.children) == 80
+    leaf = tree.to_dict()["root"]["children"][0]
+    assert leaf["components"] == [0] and {"after", "before"}.isdisjoint(leaf["window"])
+    assert tree.render().splitlines()[0].startswith("{0,1,2,…,79} (80)  T=")
+    ax = tree.plot(path=tmp_path / "tree.png")
+    lines = {c.get_label(): c for c in ax.collections if isinstance(c, LineCollection)}
+    by_status = {}
+    for n in tree.leaves:
+        by_status.setdefault(n.status, set()).add((n.window.t_after, n.window.t_before))
+    assert sum(len(c.get_segments()) for label, c in lines.items() if "leaf windows" in label) == 80
+    for status, windows in by_status.items():
+        segments = lines[f"_leaf windows: {status}"].get_segments()
+        assert {(float(s[0, 1]), float(s[1, 1])) for s in segments} == windows
+    assert (tmp_path / "tree.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_complete_linkage_links_never_merging_pairs_last():
+    from critwin.tree import _complete_linkage
+
+    class Engine:  # pairwise values with one component that never merges with the others
+        K = 3
+
+        def linkage_values(self, report):
+            inf = math.inf
+            return torch.tensor([[0.0, 1.5, inf], [1.5, 0.0, inf], [inf, inf, 0.0]], dtype=F64)
+
+        def time_of(self, value):
+            return value
+
+    root, spreads = _complete_linkage(Engine(), lambda *a: None)
+    assert root.time == math.inf and spreads[id(root)] == math.inf
+    pair = next(c for c in root.children if len(c.components) == 2)
+    assert pair.components == [0, 1] and pair.time == 1.5
+
+
+def test_weighted_overlap_against_quadrature():
+    from critwin.span import weighted_overlap
+
+    x = torch.linspace(-40.0, 60.0, 400_001, dtype=F64)
+    phi = torch.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+    for delta, w, v in [
+        (0.0, 0.3, 0.7),
+        (0.5, 0.5, 0.5),
+        (3.0, 0.9, 0.01),
+        (12.0, 0.2, 0.6),
+        (1e-9, 1.0, 0.4),
+    ]:
+        shifted = torch.exp(-0.5 * (x - delta) ** 2) / math.sqrt(2 * math.pi)
+        # trapezoid rule on a 2.5e-4 grid: error far below 1e-9 for these smooth integrands
+        expected = float(torch.trapezoid(torch.minimum(w * phi, v * shifted), x))
+        got = float(weighted_overlap(*(torch.tensor(a, dtype=F64) for a in (delta, w, v))))
+        assert got == pytest.approx(expected, abs=1e-9)
