@@ -20,7 +20,7 @@ from critwin.diagnostics.privacy import MembershipAudit, membership_audit
 from critwin.experiments.cloning import clone
 from critwin.experiments.estimation import WindowEstimate, _percentile_interval, estimate_window
 from critwin.experiments.forward_reverse import ForwardReverseResult, forward_reverse
-from critwin.experiments.process import MixtureProcess
+from critwin.experiments.process import MixtureProcess, grid_times
 from critwin.experiments.validate import forward_reverse_tv
 from critwin.mixtures import GaussianMixture
 from critwin.models.classifier import classifier_feature
@@ -161,15 +161,6 @@ def theory_section(sizes: DemoSizes, eps: float, generator: torch.Generator) -> 
 
 
 # ---------------------------------------------------------------------------------------- 2. digits
-def grid_times(process, n: int) -> list[float]:
-    """``n`` distinct realised OU times spread in log-SNR across the sampler's grid (t > 0)."""
-    grid = process.times[:-1].to(torch.float64)
-    lo, hi = max(grid.min().item(), 0.02), min(grid.max().item(), 4.5)
-    wanted = torch.exp(torch.linspace(math.log(lo), math.log(hi), n, dtype=torch.float64))
-    picked = sorted({process.locate(float(t))[0] for t in wanted})
-    return [float(grid[i]) for i in picked]
-
-
 def step_of(process, t) -> Any:
     """The sampler step label at OU time ``t`` (None when missing or off the grid)."""
     if t is None or not math.isfinite(t):
