@@ -1,10 +1,12 @@
 import numpy as np
 import pytest
 import torch
+from scipy.optimize import brentq
 
-from critwin.diagnostics.fairness import _select, rebalance, total_variation
+from critwin.diagnostics.fairness import _select, rebalance, total_variation, window_fork_time
 from critwin.mixtures import GaussianMixture
 from critwin.report.demo import hierarchical_mixture
+from two_gaussian_oracle import fr_truth
 
 # Two clusters (means 240 apart) of two components (10 apart), weights 0.3, 0.2 | 0.25, 0.25. With
 # eps = 0.1 the cluster is decided before t = 3.84 (T_start) and the component inside it after
@@ -100,3 +102,15 @@ def test_bad_others():
         rebalance(MIX, 10, "bayes", 4, 3.0, others=[1])
     with pytest.raises(ValueError, match="others: the reader of 'b' must be callable"):
         rebalance(MIX, 10, "bayes", 4, 3.0, others={"b": 3})
+
+
+def test_window_fork_time_is_the_upper_end_of_the_window():
+    mix = _biased_product(0.5)
+    x0 = mix.sample(400, generator=torch.Generator().manual_seed(3))[0]
+    times = np.round(np.arange(0.1, 4.01, 0.1), 2).tolist()
+    fork, estimate = window_fork_time(mix, x0, lambda x: (x[:, 0] < 0).long(), times=times, seed=1)
+    # r(t) = 2 c(t) - 1 (base rate 1/2) falls to delta = 0.1 where c = 0.55 on the axis of a (+-5, unit
+    # variance): the two-Gaussian quadrature truth. 800 outputs per time: sd of c ~0.018, a slope of
+    # ~0.2 per OU unit near t = 3 moves the crossing by up to ~0.3.
+    truth = brentq(lambda t: fr_truth(t, 5.0) - 0.55, 0.5, 6.0)
+    assert fork == estimate.t_before and abs(fork - truth) <= 0.3

@@ -27,9 +27,12 @@ from critwin._io import provenance
 from critwin._validation import check_eps, check_positive_int
 from critwin.experiments import apply_feature, as_process, realise_times, resolve_feature
 from critwin.experiments.checkpoint import resolve_seed
+from critwin.experiments.estimation import WindowEstimate, estimate_window
 from critwin.experiments.features import feature_name
+from critwin.experiments.forward_reverse import forward_reverse
+from critwin.experiments.process import grid_times
 
-__all__ = ["RebalanceResult", "rebalance", "total_variation", "check_target"]
+__all__ = ["RebalanceResult", "rebalance", "total_variation", "check_target", "window_fork_time"]
 
 
 def total_variation(p, q) -> float:
@@ -324,3 +327,22 @@ def _compare(reader, plain, rebalanced, n_boot: int, level: float, rng) -> dict[
     out["difference_ci"] = [[float(a), float(z)] for a, z in zip(low, high, strict=True)]
     out["unchanged"] = bool(np.all((low <= 0) & (high >= 0)))
     return out
+
+
+def window_fork_time(
+    model, x0, feature, *, times=None, n_per_time: int = 2, delta: float = 0.1, seed: int = 0
+) -> tuple[float, WindowEstimate]:
+    """Where to fork: the upper end ``t_before`` of the attribute's measured window (a forward–reverse
+    sweep of the sources ``x0`` read by ``feature``; default times: 8 spread over the grid). A window
+    still open at the largest time (censored above) forks at that time.
+
+    Returns
+    -------
+    (fork time, the window estimate it came from)
+    """
+    process = as_process(model, None)
+    times = grid_times(process, 8) if times is None else times
+    result = forward_reverse(process, x0, times, n_per_time, feature=feature, seed=seed, progress=False)
+    estimate = estimate_window(result, delta, n_boot=0, per_class=False)
+    fork = estimate.t_before if np.isfinite(estimate.t_before) else float(estimate.times.max())
+    return float(max(fork, float(estimate.times[estimate.times > 0].min()))), estimate
