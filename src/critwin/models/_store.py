@@ -23,6 +23,9 @@ SHIPPED_WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 SHIPPED_MODELS = {
     "digits": "class-conditional DDPM on the 8x8 digits (labels 0-9; 10 = null label, unconditional)",
     "digits-memorise": "the same network trained on 20 digits until it copies them (memorisation demo)",
+    "shapes": "unconditional DDPM on 16x16 procedural shapes (attributes background, shape, colour, mark)",
+    "shapes-biased": "the same on shapes whose background is imbalanced 80/10/10 (fairness experiments)",
+    "shapes-memorise": "the same network trained on 24 shapes images until it copies them (memorisation)",
 }
 
 # How to recreate each shipped file; quoted in every "missing or corrupted" error.
@@ -30,6 +33,10 @@ RETRAIN_COMMANDS = {
     "digits": "critwin train digits --out {dir}",
     "digits-memorise": "critwin train digits-memorise --out {dir}",
     "digit-classifier": "critwin train classifier --out {dir}",
+    "shapes": "critwin train shapes --threads 1 --out {dir}",
+    "shapes-biased": "critwin train shapes-biased --threads 1 --out {dir}",
+    "shapes-memorise": "critwin train shapes-memorise --threads 1 --out {dir}",
+    "shapes-classifier": "critwin train shapes-classifier --threads 1 --out {dir}",
 }
 
 

@@ -23,6 +23,7 @@ __all__ = [
     "CLASSIFIER_NAME",
     "DigitClassifier",
     "train_classifier",
+    "fit_classifier",
     "evaluate_classifier",
     "save_classifier",
     "load_classifier",
@@ -33,23 +34,39 @@ CLASSIFIER_NAME = "digit-classifier"
 
 
 class DigitClassifier(nn.Module):
-    """Three 3x3 convolutions (8x8 -> 4x4 -> 2x2) and a two-layer head; logits over ten digits.
+    """Three 3x3 convolutions (S -> S/2 -> S/4) and a two-layer head; logits over the classes.
+
+    The defaults are the digit classifier (8x8 grey images, ten digits); the shapes models' shape
+    reader is the same network on 16x16 RGB images (:mod:`critwin.models.shapes.readers`).
 
     Parameters
     ----------
     width : channels of the first convolution (doubled twice).
     dropout : dropout probability before the last layer (training only).
+    in_channels, image_size, n_classes : input images ``(n, in_channels, image_size, image_size)``
+        (``image_size`` a multiple of 4) and the number of logits.
     """
 
-    def __init__(self, width: int = 16, dropout: float = 0.2):
+    def __init__(
+        self,
+        width: int = 16,
+        dropout: float = 0.2,
+        in_channels: int = IMAGE_SHAPE[0],
+        image_size: int = IMAGE_SHAPE[1],
+        n_classes: int = NUM_CLASSES,
+    ):
         super().__init__()
         width = check_positive_int(width, "width")
         if not 0.0 <= float(dropout) < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
+        if check_positive_int(image_size, "image_size", minimum=4) % 4:
+            raise ValueError(f"image_size must be a multiple of 4, got {image_size}")
         self.width = width
         self.dropout = float(dropout)
+        self.image_shape = (check_positive_int(in_channels, "in_channels"), image_size, image_size)
+        self.n_classes = check_positive_int(n_classes, "n_classes", minimum=2)
         self.features = nn.Sequential(
-            nn.Conv2d(1, width, 3, padding=1),
+            nn.Conv2d(in_channels, width, 3, padding=1),
             nn.ReLU(),
             nn.Conv2d(width, 2 * width, 3, padding=1),
             nn.ReLU(),
@@ -60,20 +77,21 @@ class DigitClassifier(nn.Module):
         )
         self.head = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(4 * width * 4, 64),
+            nn.Linear(4 * width * (image_size // 4) ** 2, 64),
             nn.ReLU(),
             nn.Dropout(self.dropout),
-            nn.Linear(64, NUM_CLASSES),
+            nn.Linear(64, self.n_classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(n, 10)`` of images ``x`` ``(n, 1, 8, 8)`` in [-1, 1]."""
+        """Logits ``(n, n_classes)`` of images ``x`` ``(n, *image_shape)`` in [-1, 1]."""
         return self.head(self.features(x))
 
     @torch.no_grad()
     def predict_proba(self, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
-        """Class probabilities ``(n, 10)`` float32 for images of shape (n, 1, 8, 8), (n, 8, 8) or (n, 64)."""
-        images = _as_images(x, "x")
+        """Class probabilities ``(n, n_classes)`` float32 of images ``(n, *image_shape)``; digits also
+        take (n, 8, 8) or (n, 64)."""
+        images = _as_images(x, "x", self.image_shape)
         param = next(self.parameters())
         was_training = self.training
         self.eval()
@@ -87,20 +105,23 @@ class DigitClassifier(nn.Module):
         return torch.cat(out).to(x.device)
 
     def predict(self, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
-        """Predicted digits ``(n,)`` int64 for images of shape (n, 1, 8, 8), (n, 8, 8) or (n, 64)."""
+        """Predicted classes ``(n,)`` int64 (shapes as :meth:`predict_proba`)."""
         return self.predict_proba(x, batch_size).argmax(dim=1)
 
 
-def _as_images(x, name: str) -> torch.Tensor:
+def _as_images(x, name: str, shape: tuple[int, ...] = IMAGE_SHAPE) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
-        raise ValueError(f"{name} must be a tensor of 8x8 images, got {type(x).__name__}")
-    if x.ndim == 4 and tuple(x.shape[1:]) == IMAGE_SHAPE:
+        raise ValueError(f"{name} must be a tensor of images {shape}, got {type(x).__name__}")
+    if x.ndim == 4 and tuple(x.shape[1:]) == shape:
         return x
-    if x.ndim == 3 and tuple(x.shape[1:]) == IMAGE_SHAPE[1:]:
+    if shape == IMAGE_SHAPE and x.ndim == 3 and tuple(x.shape[1:]) == IMAGE_SHAPE[1:]:
         return x.unsqueeze(1)
-    if x.ndim == 2 and x.shape[1] == 64:
+    if shape == IMAGE_SHAPE and x.ndim == 2 and x.shape[1] == 64:
         return x.reshape(-1, *IMAGE_SHAPE)
-    raise ValueError(f"{name} must have shape (n, 1, 8, 8), (n, 8, 8) or (n, 64), got {tuple(x.shape)}")
+    expected = f"(n, {', '.join(map(str, shape))})"
+    if shape == IMAGE_SHAPE:
+        expected += ", (n, 8, 8) or (n, 64)"
+    raise ValueError(f"{name} must have shape {expected}, got {tuple(x.shape)}")
 
 
 def _random_shift(images: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -138,27 +159,64 @@ def train_classifier(
     -------
     DigitClassifier in eval mode.
     """
+    data = load_digits_data() if data is None else data
+    return fit_classifier(
+        lambda: DigitClassifier(width=width),
+        data.train_images,
+        data.train_labels,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        seed=seed,
+        augment=_random_shift,
+    )
+
+
+def fit_classifier(
+    build: Callable[[], DigitClassifier],
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+) -> DigitClassifier:
+    """Train ``build()`` with cross-entropy on ``(images, labels)`` (Adam, cosine learning rate).
+
+    Parameters
+    ----------
+    build : makes the untrained network (called under the seeded global RNG: initial weights).
+    images : (N, C, S, S) training images; labels : (N,) int64 classes.
+    epochs, batch_size, learning_rate : training sizes.
+    seed : seeds the initial weights, the batches, the augmentation and dropout.
+    augment : ``augment(batch, generator) -> batch`` applied to each batch (None: none).
+
+    Returns
+    -------
+    The trained network in eval mode.
+    """
     epochs = check_positive_int(epochs, "epochs")
     batch_size = check_positive_int(batch_size, "batch_size")
     if not float(learning_rate) > 0:
         raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
-    data = load_digits_data() if data is None else data
     generator = torch.Generator().manual_seed(int(seed))
     with torch.random.fork_rng(devices=[]):
         # nn.Module initialisation and dropout draw from the global RNG; fork it so training is
         # reproducible without disturbing the caller's random state.
         torch.manual_seed(int(seed))
-        model = DigitClassifier(width=width)
+        model = build()
         optimiser = torch.optim.Adam(model.parameters(), lr=float(learning_rate))
-        n = data.train_labels.numel()
+        n = labels.numel()
         steps_per_epoch = -(-n // batch_size)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=epochs * steps_per_epoch)
         model.train()
         for _ in range(epochs):
             order = torch.randperm(n, generator=generator)
             for batch in order.split(batch_size):
-                images = _random_shift(data.train_images[batch], generator)
-                loss = nn.functional.cross_entropy(model(images), data.train_labels[batch])
+                x = images[batch] if augment is None else augment(images[batch], generator)
+                loss = nn.functional.cross_entropy(model(x), labels[batch])
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()
@@ -180,29 +238,47 @@ def evaluate_classifier(model: DigitClassifier, data: DigitsData | None = None) 
     }
 
 
-def save_classifier(model: DigitClassifier, directory, card_extra: dict | None = None) -> tuple[Path, Path]:
-    """Write the classifier's weights and card (with its test accuracy) into ``directory``."""
+def save_classifier(
+    model: DigitClassifier, directory, card_extra: dict | None = None, name: str = CLASSIFIER_NAME
+) -> tuple[Path, Path]:
+    """Write the classifier's weights and card (its shape, plus ``card_extra``) into ``directory``."""
+    config = {"width": model.width, "dropout": model.dropout}
+    if model.image_shape != IMAGE_SHAPE or model.n_classes != NUM_CLASSES:
+        # The digit classifier's card keeps its original two fields.
+        config.update(
+            in_channels=model.image_shape[0], image_size=model.image_shape[1], n_classes=model.n_classes
+        )
     card = {
-        "name": CLASSIFIER_NAME,
-        "kind": "digit-classifier",
+        "name": name,
+        "kind": name,
         "critwin_version": __version__,
-        "config": {"width": model.width, "dropout": model.dropout},
-        "input": "(n, 1, 8, 8) float images in [-1, 1]",
-        "output": "logits over the digits 0..9",
+        "config": config,
+        "input": f"(n, {', '.join(map(str, model.image_shape))}) float images in [-1, 1]",
+        "output": "logits over the digits 0..9"
+        if name == CLASSIFIER_NAME
+        else f"logits over {model.n_classes} classes",
     }
     card.update(card_extra or {})
-    return save_weights(CLASSIFIER_NAME, model.state_dict(), card, directory)
+    return save_weights(name, model.state_dict(), card, directory)
 
 
-def load_classifier(directory: str | os.PathLike | None = None) -> DigitClassifier:
-    """Load the classifier (default: the shipped weights) in eval mode."""
-    state_dict, card = load_weights(CLASSIFIER_NAME, directory)
+def load_classifier(
+    directory: str | os.PathLike | None = None, name: str = CLASSIFIER_NAME
+) -> DigitClassifier:
+    """Load a classifier ``name`` (default: the shipped digit classifier) in eval mode."""
+    state_dict, card = load_weights(name, directory)
     config = card["config"]
     try:
-        model = DigitClassifier(width=int(config["width"]), dropout=float(config.get("dropout", 0.0)))
+        model = DigitClassifier(
+            width=int(config["width"]),
+            dropout=float(config.get("dropout", 0.0)),
+            in_channels=int(config.get("in_channels", IMAGE_SHAPE[0])),
+            image_size=int(config.get("image_size", IMAGE_SHAPE[1])),
+            n_classes=int(config.get("n_classes", NUM_CLASSES)),
+        )
     except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"model card of {CLASSIFIER_NAME!r} has an invalid config: {exc}") from None
-    load_state_into(model, state_dict, CLASSIFIER_NAME, weights_paths(CLASSIFIER_NAME, directory)[0])
+        raise ValueError(f"model card of {name!r} has an invalid config: {exc}") from None
+    load_state_into(model, state_dict, name, weights_paths(name, directory)[0])
     model.card = card
     return model.eval()
 

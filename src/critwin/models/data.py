@@ -19,6 +19,7 @@ __all__ = [
     "DigitsData",
     "load_digits_data",
     "nearest_neighbour_distance",
+    "memorisation_metrics",
     "IMAGE_SHAPE",
     "NUM_CLASSES",
 ]
@@ -171,3 +172,34 @@ def nearest_neighbour_distance(
         indices.append(where)
     distance = torch.cat(distances) / n_pixels**0.5
     return distance.to(images.dtype if images.is_floating_point() else torch.float32), torch.cat(indices)
+
+
+def memorisation_metrics(
+    samples: torch.Tensor, train: torch.Tensor, test: torch.Tensor
+) -> dict[str, float | str]:
+    """Nearest-training-neighbour distances of samples and of held-out images, and the copy share.
+
+    Parameters
+    ----------
+    samples : (n, ...) generated images; train : (N, ...) training images; test : (m, ...) held-out
+        images of the same distribution (their distances are the scale of "not a copy").
+
+    Returns
+    -------
+    dict with RMS distances (:func:`nearest_neighbour_distance`) ``nn_distance_samples_mean/median``,
+    ``nn_distance_test_mean/median``, their median ratio, ``copy_threshold`` (a tenth of the median
+    test distance) and ``copy_fraction`` (the share of samples closer than it to a training image).
+    """
+    sample_nn, _ = nearest_neighbour_distance(samples, train)
+    test_nn, _ = nearest_neighbour_distance(test, train)
+    threshold = 0.1 * test_nn.median().item()
+    return {
+        "nn_distance_metric": "RMS pixel distance in [-1, 1] to the nearest training image",
+        "nn_distance_samples_mean": sample_nn.mean().item(),
+        "nn_distance_samples_median": sample_nn.median().item(),
+        "nn_distance_test_mean": test_nn.mean().item(),
+        "nn_distance_test_median": test_nn.median().item(),
+        "nn_distance_ratio_median": sample_nn.median().item() / test_nn.median().item(),
+        "copy_threshold": threshold,
+        "copy_fraction": (sample_nn < threshold).double().mean().item(),
+    }

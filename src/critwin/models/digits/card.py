@@ -8,6 +8,7 @@ import diffusers
 import torch
 
 from critwin._version import __version__
+from critwin.models._training import memorisation_comparison, training_record
 from critwin.models.data import DigitsData
 from critwin.models.digits.config import NULL_LABEL
 from critwin.models.digits.model import DigitsModel
@@ -40,25 +41,9 @@ def build_card(
         },
         "scheduler_config": model.config.scheduler_kwargs(),
         "data": data.describe(),
-        "training": {
-            "steps": model.config.steps,
-            "seed": model.config.seed,
-            "batch_size": model.config.batch_size,
-            "weights": f"EMA (decay {model.config.ema_decay})",
-            "seconds": train_seconds,
-            "torch_threads": torch.get_num_threads(),
-            "history": history or [],
-        },
+        "training": training_record(model.config, history, train_seconds),
         "metrics": metrics,
     }
     if reference_card is not None:
-        ref = reference_card.get("metrics", {})
-        card["comparison"] = {
-            "model": reference_card.get("name"),
-            "nn_distance_samples_median": ref.get("nn_distance_samples_median"),
-            "nn_distance_test_median": ref.get("nn_distance_test_median"),
-            "copy_fraction": ref.get("copy_fraction"),
-            "this_model_nn_distance_samples_median": metrics["nn_distance_samples_median"],
-            "this_model_copy_fraction": metrics["copy_fraction"],
-        }
+        card["comparison"] = memorisation_comparison(reference_card, metrics)
     return card

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Any
 
 from critwin._validation import check_positive_int
 from critwin.models._store import SHIPPED_MODELS
+from critwin.models._training import TrainingConfig, ddpm_scheduler_kwargs
 from critwin.models.data import IMAGE_SHAPE, NUM_CLASSES, DigitsData, load_digits_data
 
 __all__ = ["NULL_LABEL", "MODEL_NAMES", "DigitsConfig", "PRESETS"]
@@ -16,11 +15,11 @@ __all__ = ["NULL_LABEL", "MODEL_NAMES", "DigitsConfig", "PRESETS"]
 NULL_LABEL = NUM_CLASSES
 """Class label meaning "no digit requested" (unconditional sampling, guidance's reference)."""
 
-MODEL_NAMES = tuple(SHIPPED_MODELS)
+MODEL_NAMES = tuple(name for name in SHIPPED_MODELS if name.startswith("digits"))
 
 
 @dataclass(frozen=True)
-class DigitsConfig:
+class DigitsConfig(TrainingConfig):
     """Everything that defines one training run of the digits DDPM (stored in the model card).
 
     Attributes
@@ -52,58 +51,11 @@ class DigitsConfig:
     seed: int = 0
 
     def __post_init__(self):
-        channels = self.block_out_channels
-        if isinstance(channels, (int, str)) or len(tuple(channels)) == 0:
-            raise ValueError(f"block_out_channels must be a non-empty sequence of ints, got {channels!r}")
-        channels = tuple(check_positive_int(c, "block_out_channels") for c in channels)
-        object.__setattr__(self, "block_out_channels", channels)
-        groups = check_positive_int(self.norm_num_groups, "norm_num_groups")
-        if any(c % groups for c in channels):
-            raise ValueError(
-                f"block_out_channels {channels} must all be multiples of norm_num_groups={groups}"
-            )
-        if len(channels) > 4:
-            raise ValueError(f"block_out_channels has {len(channels)} levels; an 8x8 image allows at most 4")
-        check_positive_int(self.layers_per_block, "layers_per_block")
-        check_positive_int(self.num_train_timesteps, "num_train_timesteps", minimum=2)
-        if not 0 < self.beta_start < self.beta_end < 1:
-            raise ValueError(f"need 0 < beta_start < beta_end < 1, got {self.beta_start}, {self.beta_end}")
-        check_positive_int(self.steps, "steps")
-        check_positive_int(self.batch_size, "batch_size")
-        if not (
-            isinstance(self.learning_rate, (int, float))
-            and math.isfinite(self.learning_rate)
-            and self.learning_rate > 0
-        ):
-            raise ValueError(f"learning_rate must be a positive number, got {self.learning_rate!r}")
-        check_positive_int(self.warmup_steps, "warmup_steps", minimum=0)
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
+        self.check_training(max_levels=4, image="an 8x8 image")
         if not 0.0 <= self.label_dropout < 1.0:
             raise ValueError(f"label_dropout must lie in [0, 1), got {self.label_dropout}")
         if self.subset_size is not None:
             check_positive_int(self.subset_size, "subset_size", minimum=NUM_CLASSES)
-
-    def replace(self, **changes) -> DigitsConfig:
-        """A copy with some fields changed (validated again)."""
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["block_out_channels"] = list(self.block_out_channels)
-        return out
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> DigitsConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error (they signal a different version)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ValueError(f"config has unknown keys {unknown}")
-        values = dict(values)
-        if "block_out_channels" in values:
-            values["block_out_channels"] = tuple(values["block_out_channels"])
-        return cls(**values)
 
     def load_data(self) -> DigitsData:
         """The data split of this run (``split_seed``, ``test_fraction``, ``subset_size``)."""
@@ -128,13 +80,7 @@ class DigitsConfig:
 
     def scheduler_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``diffusers.DDPMScheduler`` (diffusers' defaults otherwise)."""
-        return dict(
-            num_train_timesteps=self.num_train_timesteps,
-            beta_schedule="linear",
-            beta_start=self.beta_start,
-            beta_end=self.beta_end,
-            prediction_type="epsilon",
-        )
+        return ddpm_scheduler_kwargs(self)
 
 
 PRESETS: dict[str, DigitsConfig] = {

@@ -10,7 +10,7 @@ import torch
 
 from critwin._validation import check_positive_int
 from critwin.models.classifier import load_classifier
-from critwin.models.data import NUM_CLASSES, DigitsData, nearest_neighbour_distance
+from critwin.models.data import NUM_CLASSES, DigitsData, memorisation_metrics
 from critwin.models.digits.model import DigitsModel
 
 __all__ = ["evaluate_digits_model"]
@@ -91,16 +91,4 @@ def evaluate_digits_model(
 
 def _memorisation_metrics(samples: torch.Tensor, data: DigitsData) -> dict[str, Any]:
     """Nearest-training-neighbour distances of ``samples`` and of the test images, and the copy share."""
-    sample_nn, _ = nearest_neighbour_distance(samples, data.train_images)
-    test_nn, _ = nearest_neighbour_distance(data.test_images, data.train_images)
-    threshold = 0.1 * test_nn.median().item()
-    return {
-        "nn_distance_metric": "RMS pixel distance in [-1, 1] to the nearest training image",
-        "nn_distance_samples_mean": sample_nn.mean().item(),
-        "nn_distance_samples_median": sample_nn.median().item(),
-        "nn_distance_test_mean": test_nn.mean().item(),
-        "nn_distance_test_median": test_nn.median().item(),
-        "nn_distance_ratio_median": sample_nn.median().item() / test_nn.median().item(),
-        "copy_threshold": threshold,
-        "copy_fraction": (sample_nn < threshold).double().mean().item(),
-    }
+    return memorisation_metrics(samples, data.train_images, data.test_images)

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
-import contextlib
-import math
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
 from critwin._validation import check_positive_int
 from critwin.models._store import load_card
+from critwin.models._training import (
+    History,
+    TrainState,
+    copy_module,
+    ema_update,
+    init_models,
+    learning_rate_at,
+    run_with_progress,
+)
 from critwin.models.classifier import load_classifier
 from critwin.models.data import NUM_CLASSES, DigitsData
 from critwin.models.digits.card import build_card
@@ -25,38 +29,6 @@ from critwin.models.digits.evaluation import evaluate_digits_model
 from critwin.models.digits.model import DigitsModel, build_unet, make_scheduler, save_digits_model
 
 __all__ = ["TrainState", "training_steps", "train_digits"]
-
-
-@dataclass
-class TrainState:
-    """What :func:`training_steps` yields after every optimiser step.
-
-    Attributes
-    ----------
-    step : optimiser steps done so far (1 after the first).
-    loss : this step's mean squared epsilon error.
-    learning_rate : the learning rate used for this step.
-    model : the U-Net being trained (train mode).
-    ema_model : the EMA of its weights (the model that gets evaluated and shipped).
-    config : the run's configuration.
-    data : the training data.
-    """
-
-    step: int
-    loss: float
-    learning_rate: float
-    model: Any
-    ema_model: Any
-    config: DigitsConfig
-    data: DigitsData = field(repr=False)
-
-
-def _learning_rate(config: DigitsConfig, step: int) -> float:
-    """Linear warm-up over ``warmup_steps`` then cosine decay to 0 at ``steps``."""
-    if step < config.warmup_steps:
-        return config.learning_rate * (step + 1) / config.warmup_steps
-    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-    return config.learning_rate * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def training_steps(config: DigitsConfig, data: DigitsData | None = None) -> Iterator[TrainState]:
@@ -81,15 +53,7 @@ def training_steps(config: DigitsConfig, data: DigitsData | None = None) -> Iter
     if data is None:
         data = config.load_data()
     generator = torch.Generator().manual_seed(config.seed)
-    with torch.random.fork_rng(devices=[]):
-        # diffusers initialises weights from the global RNG: fork it so the seed fixes the start
-        # without touching the caller's random state.
-        torch.manual_seed(config.seed)
-        model = build_unet(config)
-    ema_model = build_unet(config)
-    ema_model.load_state_dict(model.state_dict())
-    ema_model.eval().requires_grad_(False)
-    model.train()
+    model, ema_model = init_models(lambda: build_unet(config), config.seed)
     scheduler = make_scheduler(config)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.0)
     params = list(model.parameters())
@@ -98,7 +62,7 @@ def training_steps(config: DigitsConfig, data: DigitsData | None = None) -> Iter
     n = labels.numel()
 
     for step in range(config.steps):
-        lr = _learning_rate(config, step)
+        lr = learning_rate_at(config, step)
         for group in optimiser.param_groups:
             group["lr"] = lr
         batch = torch.randint(0, n, (config.batch_size,), generator=generator)
@@ -112,11 +76,7 @@ def training_steps(config: DigitsConfig, data: DigitsData | None = None) -> Iter
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
-        # EMA with the usual warm-up (decay grows from 0.1 towards ema_decay) so early averages
-        # are not dominated by the random initialisation.
-        decay = min(config.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            torch._foreach_lerp_(ema_params, params, 1.0 - decay)
+        ema_update(ema_params, params, step, config.ema_decay)
         yield TrainState(step + 1, loss.item(), lr, model, ema_model, config, data)
 
 
@@ -168,8 +128,8 @@ def train_digits(
     emit = log or (lambda _line: None)
     data = config.load_data()
     started = time.perf_counter()
-    history = _History(log_every, eval_every, eval_per_class, classifier, started)
-    state = _run_steps(config, data, name, history, progress, emit)
+    history = History(log_every, eval_every, started, _quick_check(classifier, eval_per_class, name))
+    state = run_with_progress(training_steps(config, data), config.steps, name, history, progress, emit)
     train_seconds = time.perf_counter() - started
 
     model = DigitsModel(_copy_unet(state.ema_model, config), config, name=name)
@@ -202,94 +162,33 @@ def train_digits(
     return model, card
 
 
-@dataclass
-class _History:
-    """Loss lines every ``log_every`` steps, each with a quick sample check every ``eval_every`` steps."""
+def _quick_check(classifier, eval_per_class: int, name: str) -> Callable[[TrainState], tuple[dict, str]]:
+    """A short sample check of the EMA weights (25 DDPM steps): conditional accuracy and NN distance."""
 
-    log_every: int
-    eval_every: int
-    eval_per_class: int
-    classifier: Any
-    started: float
-    entries: list[dict[str, float]] = field(default_factory=list)
-    running: float = 0.0
-    count: int = 0
-
-    def add(self, state: TrainState, name: str) -> str | None:
-        """Record ``state``; the log line when this step closes a logging interval, else None."""
-        self.running += state.loss
-        self.count += 1
-        last = state.step == state.config.steps
-        if state.step % self.log_every and not last:
-            return None
-        entry = {
-            "step": state.step,
-            "loss": self.running / self.count,
-            "learning_rate": state.learning_rate,
-            "seconds": time.perf_counter() - self.started,
-        }
-        self.running, self.count = 0.0, 0
-        line = f"step {entry['step']:>6}  loss {entry['loss']:.4f}  lr {entry['learning_rate']:.2e}"
-        if self.eval_every and (state.step % self.eval_every == 0 or last):
-            entry.update(self._quick_check(state, name))
-            line += (
-                f"  cond. accuracy (25 steps, n={NUM_CLASSES * self.eval_per_class}) "
-                f"{entry['conditional_accuracy_quick']:.3f}"
-                f"  NN dist {entry['nn_distance_samples_median']:.3f}"
-            )
-        self.entries.append(entry)
-        return line
-
-    def _quick_check(self, state: TrainState, name: str) -> dict[str, float]:
+    def check(state: TrainState) -> tuple[dict, str]:
         probe = DigitsModel(_copy_unet(state.ema_model, state.config), state.config, name=name)
         quick = evaluate_digits_model(
             probe,
-            self.classifier,
+            classifier,
             state.data,
-            n_per_class=self.eval_per_class,
+            n_per_class=eval_per_class,
             n_unconditional=0,
             num_inference_steps=25,
             generator=torch.Generator().manual_seed(state.config.seed),
         )
-        return {
+        values = {
             "conditional_accuracy_quick": quick["conditional_accuracy"],
             "nn_distance_samples_median": quick["nn_distance_samples_median"],
         }
-
-
-def _run_steps(
-    config: DigitsConfig,
-    data: DigitsData,
-    name: str,
-    history: _History,
-    progress: bool,
-    emit: Callable[[str], None],
-) -> TrainState:
-    """Run :func:`training_steps` to the end, logging through a progress bar or ``emit``."""
-    bar = None
-    if progress:
-        bar = Progress(
-            TextColumn(f"training {name}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}"),
-            transient=True,
+        text = (
+            f"  cond. accuracy (25 steps, n={NUM_CLASSES * eval_per_class}) "
+            f"{values['conditional_accuracy_quick']:.3f}"
+            f"  NN dist {values['nn_distance_samples_median']:.3f}"
         )
-        task = bar.add_task("train", total=config.steps, loss=float("nan"))
-    # Lines go through the bar's console while it is shown, so they print above it.
-    write = emit if bar is None else bar.console.log
-    with bar if bar is not None else contextlib.nullcontext():
-        for state in training_steps(config, data):
-            if bar is not None:
-                bar.update(task, advance=1, loss=state.loss)
-            line = history.add(state, name)
-            if line is not None:
-                write(line)
-    return state
+        return values, text
+
+    return check
 
 
 def _copy_unet(unet, config: DigitsConfig):
-    copy = build_unet(config)
-    copy.load_state_dict(unet.state_dict())
-    return copy
+    return copy_module(unet, lambda: build_unet(config))

@@ -1,0 +1,274 @@
+"""What every shipped DDPM's training shares (digits, shapes): configuration checks, schedule, EMA, logging.
+
+- :class:`TrainState`: what a training generator yields after every step.
+- :class:`TrainingConfig`: ``replace`` / ``to_dict`` / ``from_dict`` of a frozen dataclass config, and
+  :meth:`TrainingConfig.check_training` (the U-Net size, the linear DDPM schedule and the optimiser).
+- :func:`ddpm_scheduler_kwargs`: the linear epsilon-prediction ``DDPMScheduler`` of a config.
+- :func:`learning_rate_at` (linear warm-up, cosine decay), :func:`init_models` (seeded U-Net and its
+  EMA copy), :func:`ema_update`, :func:`copy_module`.
+- :class:`History` (loss lines, optional quick sample checks) and :func:`run_with_progress` (a rich
+  progress bar around a generator of training states).
+- :func:`training_record` and :func:`memorisation_comparison`: the ``training`` and ``comparison``
+  entries of a model card.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from critwin._validation import check_positive_int
+
+__all__ = [
+    "TrainState",
+    "TrainingConfig",
+    "ddpm_scheduler_kwargs",
+    "learning_rate_at",
+    "init_models",
+    "ema_update",
+    "copy_module",
+    "History",
+    "run_with_progress",
+    "training_record",
+    "memorisation_comparison",
+]
+
+
+@dataclass
+class TrainState:
+    """What a training generator yields after every optimiser step.
+
+    Attributes
+    ----------
+    step : optimiser steps done so far (1 after the first).
+    loss : this step's mean squared error.
+    learning_rate : the learning rate used for this step.
+    model : the U-Net being trained (train mode).
+    ema_model : the EMA of its weights (the model that gets evaluated and shipped).
+    config : the run's configuration.
+    data : the training data.
+    """
+
+    step: int
+    loss: float
+    learning_rate: float
+    model: Any
+    ema_model: Any
+    config: Any
+    data: Any = field(repr=False)
+
+
+class TrainingConfig:
+    """Mixin of the frozen dataclass configs of the shipped DDPMs.
+
+    Subclasses have the fields ``block_out_channels``, ``layers_per_block``, ``norm_num_groups``,
+    ``num_train_timesteps``, ``beta_start``, ``beta_end``, ``steps``, ``batch_size``,
+    ``learning_rate``, ``warmup_steps`` and ``ema_decay``, and call :meth:`check_training` from
+    ``__post_init__``.
+    """
+
+    def check_training(self, max_levels: int, image: str) -> None:
+        """Validate the shared fields (ValueError naming the field); ``block_out_channels`` becomes a tuple.
+
+        ``max_levels`` is the most resolutions the image allows (``image`` names it in the error).
+        """
+        channels = self.block_out_channels
+        if isinstance(channels, (int, str)) or len(tuple(channels)) == 0:
+            raise ValueError(f"block_out_channels must be a non-empty sequence of ints, got {channels!r}")
+        channels = tuple(check_positive_int(c, "block_out_channels") for c in channels)
+        object.__setattr__(self, "block_out_channels", channels)
+        groups = check_positive_int(self.norm_num_groups, "norm_num_groups")
+        if any(c % groups for c in channels):
+            raise ValueError(
+                f"block_out_channels {channels} must all be multiples of norm_num_groups={groups}"
+            )
+        if len(channels) > max_levels:
+            raise ValueError(
+                f"block_out_channels has {len(channels)} levels; {image} allows at most {max_levels}"
+            )
+        check_positive_int(self.layers_per_block, "layers_per_block")
+        check_positive_int(self.num_train_timesteps, "num_train_timesteps", minimum=2)
+        if not 0 < self.beta_start < self.beta_end < 1:
+            raise ValueError(f"need 0 < beta_start < beta_end < 1, got {self.beta_start}, {self.beta_end}")
+        check_positive_int(self.steps, "steps")
+        check_positive_int(self.batch_size, "batch_size")
+        if not (
+            isinstance(self.learning_rate, (int, float))
+            and math.isfinite(self.learning_rate)
+            and self.learning_rate > 0
+        ):
+            raise ValueError(f"learning_rate must be a positive number, got {self.learning_rate!r}")
+        check_positive_int(self.warmup_steps, "warmup_steps", minimum=0)
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
+
+    def replace(self, **changes):
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["block_out_channels"] = list(self.block_out_channels)
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]):
+        """Inverse of :meth:`to_dict`; unknown keys are an error (they signal a different version)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"config has unknown keys {unknown}")
+        return cls(**values)
+
+
+def ddpm_scheduler_kwargs(config) -> dict[str, Any]:
+    """Keyword arguments of ``diffusers.DDPMScheduler`` (diffusers' defaults otherwise)."""
+    return dict(
+        num_train_timesteps=config.num_train_timesteps,
+        beta_schedule="linear",
+        beta_start=config.beta_start,
+        beta_end=config.beta_end,
+        prediction_type="epsilon",
+    )
+
+
+def learning_rate_at(config, step: int) -> float:
+    """Linear warm-up over ``config.warmup_steps`` then cosine decay to 0 at ``config.steps``."""
+    if step < config.warmup_steps:
+        return config.learning_rate * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    return config.learning_rate * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def init_models(build: Callable[[], torch.nn.Module], seed: int) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """``(model, ema_model)``: ``build()`` initialised from ``seed``, and a frozen copy for the EMA."""
+    with torch.random.fork_rng(devices=[]):
+        # diffusers initialises weights from the global RNG: fork it so the seed fixes the start
+        # without touching the caller's random state.
+        torch.manual_seed(seed)
+        model = build()
+    ema_model = copy_module(model, build).requires_grad_(False)
+    return model.train(), ema_model
+
+
+def ema_update(ema_params: list, params: list, step: int, ema_decay: float) -> None:
+    """One EMA step after optimiser step ``step`` (0-based).
+
+    The usual warm-up (decay grows from 0.1 towards ``ema_decay``) keeps early averages from being
+    dominated by the random initialisation.
+    """
+    decay = min(ema_decay, (1 + step) / (10 + step))
+    with torch.no_grad():
+        torch._foreach_lerp_(ema_params, params, 1.0 - decay)
+
+
+def copy_module(module: torch.nn.Module, build: Callable[[], torch.nn.Module]) -> torch.nn.Module:
+    """A new ``build()`` holding ``module``'s weights, in eval mode."""
+    copy = build()
+    copy.load_state_dict(module.state_dict())
+    return copy.eval()
+
+
+@dataclass
+class History:
+    """Loss lines every ``log_every`` steps, with ``quick_check(state)`` every ``eval_every`` steps.
+
+    ``quick_check(state) -> (entries, text)`` adds ``entries`` to the logged entry and ``text`` to
+    the line (a short sample-quality check of the EMA weights). States have ``step``, ``loss``,
+    ``learning_rate`` and ``config.steps``.
+    """
+
+    log_every: int
+    eval_every: int
+    started: float
+    quick_check: Callable[[Any], tuple[dict[str, float], str]] | None = None
+    entries: list[dict[str, float]] = field(default_factory=list)
+    running: float = 0.0
+    count: int = 0
+
+    def add(self, state) -> str | None:
+        """Record ``state``; the log line when this step closes a logging interval, else None."""
+        self.running += state.loss
+        self.count += 1
+        last = state.step == state.config.steps
+        if state.step % self.log_every and not last:
+            return None
+        entry = {
+            "step": state.step,
+            "loss": self.running / self.count,
+            "learning_rate": state.learning_rate,
+            "seconds": time.perf_counter() - self.started,
+        }
+        self.running, self.count = 0.0, 0
+        line = f"step {entry['step']:>6}  loss {entry['loss']:.4f}  lr {entry['learning_rate']:.2e}"
+        if self.quick_check is not None and self.eval_every and (state.step % self.eval_every == 0 or last):
+            values, text = self.quick_check(state)
+            entry.update(values)
+            line += text
+        self.entries.append(entry)
+        return line
+
+
+def run_with_progress(
+    states: Iterable, total: int, name: str, history: History, progress: bool, emit: Callable[[str], None]
+):
+    """Run a generator of training ``states`` to the end, logging through a progress bar or ``emit``.
+
+    Returns the last state.
+    """
+    bar = None
+    if progress:
+        bar = Progress(
+            TextColumn(f"training {name}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}"),
+            transient=True,
+        )
+        task = bar.add_task("train", total=total, loss=float("nan"))
+    # Lines go through the bar's console while it is shown, so they print above it.
+    write = emit if bar is None else bar.console.log
+    state = None
+    with bar if bar is not None else contextlib.nullcontext():
+        for state in states:
+            if bar is not None:
+                bar.update(task, advance=1, loss=state.loss)
+            line = history.add(state)
+            if line is not None:
+                write(line)
+    return state
+
+
+def training_record(config, history: list[dict] | None, seconds: float | None) -> dict[str, Any]:
+    """The ``training`` entry of a model card: steps, seed, batch, EMA, wall time, threads, loss history."""
+    return {
+        "steps": config.steps,
+        "seed": config.seed,
+        "batch_size": config.batch_size,
+        "weights": f"EMA (decay {config.ema_decay})",
+        "seconds": seconds,
+        "torch_threads": torch.get_num_threads(),
+        "history": history or [],
+    }
+
+
+def memorisation_comparison(reference_card: dict, metrics: dict) -> dict[str, Any]:
+    """The ``comparison`` entry of a memorising model's card: the main model's numbers beside its own."""
+    ref = reference_card.get("metrics", {})
+    return {
+        "model": reference_card.get("name"),
+        "nn_distance_samples_median": ref.get("nn_distance_samples_median"),
+        "nn_distance_test_median": ref.get("nn_distance_test_median"),
+        "copy_fraction": ref.get("copy_fraction"),
+        "this_model_nn_distance_samples_median": metrics["nn_distance_samples_median"],
+        "this_model_copy_fraction": metrics["copy_fraction"],
+    }
