@@ -9,7 +9,8 @@ from pathlib import Path
 import typer
 
 from critwin._io import PNG_SOFTWARE, atomic_write_json, check_replaceable, json_text, output_marker
-from critwin._validation import check_delta, check_eps
+from critwin._threads import THREADS_ENV, set_threads, threads_from_env
+from critwin._validation import check_delta, check_eps, check_positive_int
 from critwin.cli import app
 from critwin.cli._common import check_counts, check_out_dir, fmt_time, parse_list, parse_times
 from critwin.diagnostics.feature_atlas import AtlasResult, atlas
@@ -80,6 +81,12 @@ def atlas_command(
     out: Path | None = typer.Option(None, "--out", help="Write atlas.json, atlas.png and table.csv here."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars on stderr."),
+    threads: int | None = typer.Option(
+        None,
+        "--threads",
+        help=f"Torch CPU threads (default: ${THREADS_ENV}, else 1; one is fastest for this small work).",
+        show_default=False,
+    ),
 ) -> None:
     """Per attribute: commitment curve, t½ and window with CIs on one OU axis, ordered from first decided
     to last; cloning susceptibility; the fitted attribute mixture's ε-tree and its like-for-like run.
@@ -98,6 +105,7 @@ def atlas_command(
     requested = None if times is None else parse_times(times)
     wanted = None if features is None else parse_list(features, "--features", str, "attribute names")
     check_atlas_dir(out)
+    set_threads(threads_from_env() if threads is None else check_positive_int(threads, "--threads"))
     started = time.perf_counter()
     process, data, readers = load_shapes(model, steps)
     if wanted is not None:

@@ -454,12 +454,7 @@ def atlas(
             seed=derive_seed(seed, "clone"),
             progress=progress,
         )
-        clone_estimates = {
-            name: estimate_window(
-                clone_result, delta, n_boot=n_boot, seed=seed, per_class=False, feature=name
-            )
-            for name in names
-        }
+        clone_estimates = _clone_estimates(clone_result, names, delta, n_boot, seed)
     prediction, exact = None, {}
     if theory:
         if data is None:
@@ -486,6 +481,21 @@ def atlas(
         "provenance": provenance(),
     }
     return AtlasResult(names, estimates, fr, clone_estimates, clone_result, prediction, exact, metadata)
+
+
+def _clone_estimates(result: CloneResult, names, delta: float, n_boot: int, seed: int) -> dict:
+    """Per feature, the cloning estimate (susceptibility); a feature whose trajectories all end with one
+    label (base rate 1: nothing to estimate) is left out."""
+    out = {}
+    for name in names:
+        try:
+            out[name] = estimate_window(
+                result, delta, n_boot=n_boot, seed=seed, per_class=False, feature=name
+            )
+        except ValueError as exc:
+            if "base rate is 1" not in str(exc):
+                raise
+    return out
 
 
 def _attribute_names(data) -> set[str]:
