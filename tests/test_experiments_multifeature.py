@@ -17,6 +17,7 @@ from critwin.experiments.features import SourceSimilarity
 from critwin.experiments.forward_reverse import ForwardReverseResult, forward_reverse
 from critwin.experiments.search import search_window
 from critwin.mixtures import GaussianMixture
+from critwin.models.shapes import PRESETS, ShapesModel, attribute_readers, training_steps
 from tiny_models import tiny_unet
 
 TIMES = [0.0, 0.3, 0.8, 1.5, 3.0]
@@ -198,8 +199,6 @@ def test_feature_label_and_base_rate_with_several_features(mixture, x0):
 def tiny_shapes():
     """A shapes DDPM retrained from scratch in a few steps (seconds): what matters here is that the engine
     reads every attribute from the same outputs, not the model's quality."""
-    from critwin.models.shapes import PRESETS, ShapesModel, training_steps
-
     config = dataclasses.replace(PRESETS["tiny"], steps=6, n_train=64)
     *_, state = training_steps(config)
     return ShapesModel(state.ema_model, config, name="tiny"), config.load_data()
@@ -207,8 +206,6 @@ def tiny_shapes():
 
 @pytest.mark.filterwarnings("ignore::critwin.adapters.diffusers.TerminalSNRWarning")
 def test_retrained_shapes_model_labels_equal_single_feature_runs(tiny_shapes):
-    from critwin.models.shapes import attribute_readers
-
     model, data = tiny_shapes
     process = model.process(num_inference_steps=8)
     readers = attribute_readers()

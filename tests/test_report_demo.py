@@ -12,6 +12,10 @@ import pytest
 import torch
 
 from critwin.experiments.forward_reverse import ForwardReverseResult
+from critwin.models.shapes import ATTRIBUTES, PRESETS, ShapesModel, training_steps
+from critwin.report import figures, sections
+from critwin.report.html import Page
+from critwin.report.page import _shapes
 
 
 @pytest.fixture(scope="module")
@@ -193,3 +197,28 @@ def test_differences_in_words_sorts_digits_by_their_interval():
     assert "keeps digit(s) 0 to more noise" in text
     assert "forgets digit(s) 1, 4 at less noise" in text
     assert "for digit(s) 2, 3 the interval contains 0" in text
+
+
+@pytest.mark.filterwarnings("ignore::critwin.adapters.diffusers.TerminalSNRWarning")
+def test_coarse_to_fine_section_on_a_retrained_shapes_model(monkeypatch, tmp_path):
+    config = dataclasses.replace(PRESETS["tiny"], steps=4, n_train=128)
+    *_, state = training_steps(config)
+    model = ShapesModel(state.ema_model, config, name="tiny")
+    monkeypatch.setattr(sections, "load_shapes_model", lambda name: model)
+    section = sections.shapes_section(sections.DemoSizes.quick(), 0.1, 0, False)
+    summary = {"shapes": section.summary()}
+    strip = summary["shapes"]["strip"]
+    assert strip["times"] == sorted(strip["times"])  # ascending OU time, as every array of the summary
+    for name in ATTRIBUTES:
+        labels = np.array(strip["labels"][name])
+        changed = [
+            t for t, row in zip(strip["times"], labels, strict=True) if (row != strip["source"][name]).any()
+        ]
+        assert strip["first_change"][name] == (changed[0] if changed else None)
+    assert set(summary["shapes"]["atlas"]["features"]) == set(ATTRIBUTES)
+    assert figures.plot_shapes(section, tmp_path) == ["shapes_atlas.png", "shapes_strip.png"]
+    page = Page("t")
+    _shapes(page, summary)
+    html = page.render()
+    assert "Features are decided coarse to fine" in html
+    assert all(f"<td>{name}</td>" in html for name in ATTRIBUTES)

@@ -13,6 +13,9 @@ interrupted run leaves no partial report. Sections:
    windows of the mixture are shown as a third band.
 4. Diagnostics — membership inference by commitment time (memorising vs main model) and a class
    rebalancing that acts only at the measured window.
+5. Features are decided coarse to fine — the atlas of the shipped shapes model (every attribute's
+   commitment on one OU axis, measured vs the fitted attribute mixture's tree) and one image
+   re-generated from increasing noise.
 
 Each section is computed in :mod:`critwin.report.sections`, drawn by :mod:`critwin.report.figures`
 and written into the page by :mod:`critwin.report.page`; this module runs them in order.
@@ -141,4 +144,10 @@ def _run_sections(
     diagnostics = sections.diagnostics_section(sizes, summary["digits"], seed)
     summary["diagnostics"] = {"figures": figures.plot_diagnostics(diagnostics, work), **diagnostics.summary()}
     timer.done("diagnostics")
+    if sections.shapes_available():
+        shapes = sections.shapes_section(sizes, eps, seed, progress)
+        summary["shapes"] = {"figures": figures.plot_shapes(shapes, work), **shapes.summary()}
+        timer.done("shapes")
+    else:
+        summary["shapes_skipped"] = "the shipped shapes model's weights are missing (critwin train shapes)"
     return timer.seconds
