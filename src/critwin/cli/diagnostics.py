@@ -1,4 +1,5 @@
-"""``critwin privacy`` and ``critwin fairness``: the diagnostics on the shipped digits models."""
+"""``critwin privacy`` and ``critwin fairness``: the diagnostics on the shipped models (privacy: digits and
+shapes; fairness: digits)."""
 
 from __future__ import annotations
 
@@ -29,17 +30,42 @@ PRIVACY_MODELS = tuple(SHIPPED_MODELS)
 
 
 def _check_audit_sizes(model: str, members: int, nonmembers: int) -> None:
-    """Members and non-members fit the model's split (read from its card: no weights are loaded)."""
-    data = load_card(model)["data"]
-    if members > data["n_train"]:
-        raise ValueError(f"--members must be <= {data['n_train']} (the model's training set)")
-    if nonmembers > data["n_test"]:
-        raise ValueError(f"--nonmembers must be <= {data['n_test']} (the held-out set)")
+    """Members and non-members fit the model's split (read from its card: no weights are loaded).
+
+    A shapes model's held-out images are drawn afresh (any number); its training set size is in its config.
+    """
+    card = load_card(model)
+    if model.startswith("shapes"):
+        n_train, n_test = card["config"]["n_train"], None
+    else:
+        n_train, n_test = card["data"]["n_train"], card["data"]["n_test"]
+    if members > n_train:
+        raise ValueError(f"--members must be <= {n_train} (the model's training set)")
+    if n_test is not None and nonmembers > n_test:
+        raise ValueError(f"--nonmembers must be <= {n_test} (the held-out set)")
+
+
+def _audit_images(model: str, members: int, nonmembers: int):
+    """``(process, member images, non-member images)`` of a shipped model."""
+    # Deferred: the models import diffusers (seconds); options are checked before this is called.
+    if model.startswith("shapes"):
+        from critwin.models.shapes import load_shapes_model
+
+        loaded = load_shapes_model(model)
+        held_out = loaded.config.load_held_out(nonmembers).images
+        return loaded, loaded.training_data().images[:members], held_out
+    from critwin.models.digits import load_digits_model
+
+    loaded = load_digits_model(model)
+    data = loaded.training_data()
+    return loaded, data.train_images[:members], data.test_images[:nonmembers]
 
 
 @app.command()
 def privacy(
-    model: str = typer.Option("digits-memorise", "--model", help="Shipped model: digits or digits-memorise."),
+    model: str = typer.Option(
+        "digits-memorise", "--model", help=f"Shipped model: {', '.join(PRIVACY_MODELS)}."
+    ),
     members: int = typer.Option(20, "--members", help="Training images audited as members."),
     nonmembers: int = typer.Option(
         40, "--nonmembers", help="Held-out images (half calibrate the threshold)."
@@ -71,15 +97,11 @@ def privacy(
     if not 0 < fpr < 1:
         raise ValueError(f"--fpr must lie in (0, 1), got {fpr}")
     _check_audit_sizes(model, members, nonmembers)
-    # Deferred: critwin.models.digits imports diffusers (seconds); options are checked above.
-    from critwin.models.digits import load_digits_model
-
-    loaded = load_digits_model(model)
-    data = loaded.training_data()
+    loaded, member_images, nonmember_images = _audit_images(model, members, nonmembers)
     audit = membership_audit(
         loaded.process(num_inference_steps=steps),
-        data.train_images[:members],
-        data.test_images[:nonmembers],
+        member_images,
+        nonmember_images,
         requested_times,
         n_per_time=replicates,
         seed=seed,

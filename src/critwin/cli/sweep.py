@@ -40,9 +40,13 @@ from critwin.experiments.forward_reverse import forward_reverse
 from critwin.experiments.search import search_window
 from critwin.models._store import SHIPPED_MODELS
 from critwin.models.data import NUM_CLASSES
+from critwin.models.shapes import ATTRIBUTES, attribute_readers
 
 EXPERIMENTS = ("forward-reverse", "clone")
-FEATURES = "nearest-source, nearest-source-cosine, clip, or MODULE:FUNCTION"
+FEATURES = (
+    "nearest-source, nearest-source-cosine, clip, MODULE:FUNCTION, or a shapes attribute "
+    f"({', '.join(ATTRIBUTES)}; shapes models)"
+)
 SOURCES_NAME = "sources"
 SOURCES_FILE = f"{SOURCES_NAME}.safetensors"
 SEARCH_FILE = "search.json"
@@ -58,6 +62,8 @@ FLAGS = {
 }
 # Options of latent and text-conditional pipelines: a shipped model (8x8 pixels, class labels) has none.
 PIPELINE_ONLY = ("--prompt", "--negative-prompt", "--prompt-embeds", "--height", "--width", "--null-label")
+# ... and the unconditional shapes models have no class labels either.
+CONDITIONAL_ONLY = ("--class-label", "--guidance")
 
 
 def _adapter():
@@ -120,8 +126,19 @@ def _import_feature(spec: str) -> Callable:
     return fn
 
 
-def _feature_factory(spec: str, clip_weights, clip_arch, labels, device) -> Callable:
+def _is_shapes(model: str) -> bool:
+    return model in SHIPPED_MODELS and model.startswith("shapes")
+
+
+def _feature_factory(spec: str, clip_weights, clip_arch, labels, device, model: str) -> Callable:
     """Check ``--feature`` and its options now; returns ``make(sources) -> feature`` for later."""
+    if spec in ATTRIBUTES:
+        if not _is_shapes(model):
+            shapes = ", ".join(name for name in SHIPPED_MODELS if _is_shapes(name))
+            raise ValueError(
+                f"--feature {spec} reads a shapes attribute; it applies only with --model {shapes}"
+            )
+        return lambda sources: attribute_readers()[spec]
     if spec == "nearest-source":
         return lambda sources: SourceSimilarity(sources, metric="l2")
     if spec == "nearest-source-cosine":
@@ -193,24 +210,24 @@ def _check_scheduler(scheduler: str | None) -> None:
 
 
 def _check_shipped(model: str, given: dict[str, object]) -> None:
-    """A shipped model takes none of the options of latent or text-conditional pipelines."""
-    for flag in PIPELINE_ONLY:
+    """A shipped model takes none of the options of latent or text-conditional pipelines (and the
+    unconditional shapes models none of class-conditional ones)."""
+    shapes = _is_shapes(model)
+    kind = "16x16 shapes, unconditional" if shapes else "8x8 digits, class labels"
+    for flag in PIPELINE_ONLY + (CONDITIONAL_ONLY if shapes else ()):
         if given.get(flag) is not None:
-            raise ValueError(
-                f"{flag} does not apply to the shipped model {model!r} (8x8 digits, class labels)"
-            )
+            raise ValueError(f"{flag} does not apply to the shipped model {model!r} ({kind})")
 
 
 def _build_process(model, scheduler, device, dtype, prompt, embeds, steps, guidance, **conditioning):
     """A shipped model (a name of SHIPPED_MODELS) or a local pipeline directory, as a process."""
     if model in SHIPPED_MODELS:
-        # Deferred like the adapter: the digits models import diffusers.
-        label = conditioning["class_labels"]
-        return importlib.import_module("critwin.models.digits").shipped_process(
+        # Deferred like the adapter: the shipped models import diffusers.
+        return importlib.import_module("critwin.models._shipped").shipped_process(
             model,
             steps,
-            1.0 if guidance is None else guidance,
-            NUM_CLASSES if label is None else label,
+            guidance,
+            conditioning["class_labels"],
             scheduler=None if scheduler is None else _adapter().scheduler_class(scheduler),
             device=device,
             dtype=dtype,
@@ -325,8 +342,8 @@ def sweep(
     if model in SHIPPED_MODELS:
         given = dict(
             zip(
-                PIPELINE_ONLY,
-                (prompt, negative_prompt, prompt_embeds, height, width, null_label),
+                PIPELINE_ONLY + CONDITIONAL_ONLY,
+                (prompt, negative_prompt, prompt_embeds, height, width, null_label, class_label, guidance),
                 strict=True,
             )
         )
@@ -353,7 +370,7 @@ def sweep(
     device, torch_dtype = parse_device_dtype(device, dtype)
     _check_scheduler(scheduler)
     requested = parse_times(times) if times is not None else None
-    make_feature = _feature_factory(feature, clip_weights, clip_arch, labels, device)
+    make_feature = _feature_factory(feature, clip_weights, clip_arch, labels, device, model)
     embeds = _adapter().load_prompt_embeds(prompt_embeds) if prompt_embeds is not None else {}
     images = _load_tensor_file(x0, "x0") if x0 is not None else None
 

@@ -1,10 +1,13 @@
-"""Shipped models that work offline: a digits DDPM, a memorising variant, and a digit classifier.
+"""Shipped models that work offline: digits and shapes DDPMs, memorising variants, and classifiers.
 
 - :mod:`critwin.models.data`: the 8x8 digits (scikit-learn), a fixed stratified split, and the
   nearest-training-neighbour distance used as a memorisation check.
 - :mod:`critwin.models.digits`: the class-conditional diffusers ``UNet2DModel`` DDPM (training loop,
   evaluation, model cards, :func:`load_digits_model`, sampling through the diffusers adapter).
 - :mod:`critwin.models.classifier`: the CNN digit classifier and :func:`classifier_feature`.
+- :mod:`critwin.models.shapes`: the procedural shapes dataset (:func:`~critwin.models.shapes.make_shapes`),
+  its attribute readers and the unconditional shapes DDPMs (``shapes``, ``shapes-biased``,
+  ``shapes-memorise``).
 
 :data:`SHIPPED_MODELS` names the shipped diffusion models (``critwin sweep --model digits`` and
 friends); :func:`shipped_process` loads one as a process. The digits DDPM names are imported lazily
@@ -29,7 +32,7 @@ _EXPORTS = {
     "evaluate_digits_model": "critwin.models.digits",
     "load_digits_model": "critwin.models.digits",
     "save_digits_model": "critwin.models.digits",
-    "shipped_process": "critwin.models.digits",
+    "shipped_process": "critwin.models._shipped",
 }
 
 __all__ = [

@@ -8,6 +8,7 @@ same seed always gives the same split, and it is recorded in every model card.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -192,14 +193,16 @@ def memorisation_metrics(
     """
     sample_nn, _ = nearest_neighbour_distance(samples, train)
     test_nn, _ = nearest_neighbour_distance(test, train)
-    threshold = 0.1 * test_nn.median().item()
+    test_median = test_nn.median().item()
+    threshold = 0.1 * test_median
     return {
         "nn_distance_metric": "RMS pixel distance in [-1, 1] to the nearest training image",
         "nn_distance_samples_mean": sample_nn.mean().item(),
         "nn_distance_samples_median": sample_nn.median().item(),
         "nn_distance_test_mean": test_nn.mean().item(),
         "nn_distance_test_median": test_nn.median().item(),
-        "nn_distance_ratio_median": sample_nn.median().item() / test_nn.median().item(),
+        # NaN when most held-out images coincide with training images (nothing to compare with).
+        "nn_distance_ratio_median": sample_nn.median().item() / test_median if test_median > 0 else math.nan,
         "copy_threshold": threshold,
         "copy_fraction": (sample_nn < threshold).double().mean().item(),
     }

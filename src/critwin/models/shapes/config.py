@@ -6,12 +6,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from critwin._validation import check_positive_int
+from critwin.models._store import SHIPPED_MODELS
 from critwin.models._training import TrainingConfig, ddpm_scheduler_kwargs
 from critwin.models.shapes.data import IMAGE_SHAPE, ShapesData, check_bias, make_shapes
 
-__all__ = ["ShapesConfig", "PRESETS", "MODEL_NAMES", "BIASED_BACKGROUND"]
+__all__ = ["ShapesConfig", "PRESETS", "MODEL_NAMES", "BIASED_BACKGROUND", "HELD_OUT_SEED"]
 
-MODEL_NAMES = ("shapes", "shapes-biased", "shapes-memorise")
+MODEL_NAMES = tuple(name for name in SHIPPED_MODELS if name.startswith("shapes"))
+HELD_OUT_SEED = 10_000
+"""Seed offset of held-out images (``data_seed + HELD_OUT_SEED``): never a training seed."""
 BIASED_BACKGROUND = (0.8, 0.1, 0.1)
 """Background marginal of ``shapes-biased`` (black 80%, blue and grey 10% each)."""
 
@@ -65,6 +68,10 @@ class ShapesConfig(TrainingConfig):
     def load_data(self) -> ShapesData:
         """The training images of this run."""
         return make_shapes(self.n_train, seed=self.data_seed, bias=self.bias or None)
+
+    def load_held_out(self, n: int) -> ShapesData:
+        """``n`` held-out images of the training distribution (non-members, memorisation scale)."""
+        return make_shapes(n, seed=self.data_seed + HELD_OUT_SEED, bias=self.bias or None)
 
     def unet_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``diffusers.UNet2DModel`` (unconditional, RGB 16x16)."""

@@ -1,7 +1,8 @@
 """The procedural shapes dataset: 16x16 RGB images with known attributes at several spatial scales.
 
 Each image is a flat ``background`` colour (the whole image), one ``shape`` (circle, square,
-triangle or cross; a few pixels across, with a random size and position) painted in one ``colour``,
+triangle or cross; a few pixels across, with a random size and position, anti-aliased: an edge pixel
+mixes the two colours by the share it covers) painted in one ``colour``,
 and a small ``mark``: a white 2x2 patch in the top-left corner, present or absent. Attributes are
 drawn independently (uniform by default; ``bias`` makes any of them imbalanced). Everything is drawn
 from one ``torch.Generator``, so a seed fixes the dataset.
@@ -61,6 +62,8 @@ ATTRIBUTES: dict[str, tuple[str, ...]] = {
 
 CENTRE_JITTER = 1.0
 SIZE_RANGE = (3.5, 4.75)
+SUPERSAMPLE = 8
+_CHUNK = 2048
 
 
 @dataclass(frozen=True)
@@ -128,24 +131,37 @@ def check_bias(bias: Mapping | None) -> dict[str, tuple[float, ...]]:
     return marginals
 
 
-def _masks(shape: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-    """(n, H, W) boolean masks of each image's shape (labels as in ``ATTRIBUTES["shape"]``)."""
+def _inside(shape: int, dx: torch.Tensor, dy: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """Whether offsets ``(dx, dy)`` from the centre fall inside shape ``shape`` of half-size ``r``."""
+    if shape == 0:  # circle
+        return dx**2 + dy**2 <= r**2
+    if shape == 1:  # square; half-side chosen so the four shapes cover comparable areas
+        return torch.maximum(dx.abs(), dy.abs()) <= 0.8 * r
+    if shape == 2:  # triangle: apex up at dy = -r, base at dy = +0.8 r, half-width r at the base
+        return (dy >= -r) & (dy <= 0.8 * r) & (dx.abs() <= (dy + r) / 1.8)
+    arm = 0.35 * r  # cross
+    return ((dx.abs() <= arm) & (dy.abs() <= r)) | ((dy.abs() <= arm) & (dx.abs() <= r))
+
+
+def _coverage(shape: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """(n, H, W) share of each pixel covered by its image's shape (SUPERSAMPLE^2 points per pixel).
+
+    Partial coverage (anti-aliased edges) makes the rendering continuous in the shape's centre and
+    size, so no two images are exact copies.
+    """
     height, width = IMAGE_SHAPE[1:]
-    # Pixel centres; y grows downwards.
-    ys = torch.arange(height, dtype=torch.float64).add(0.5).view(1, height, 1)
-    xs = torch.arange(width, dtype=torch.float64).add(0.5).view(1, 1, width)
-    dx = xs - cx.view(-1, 1, 1)
-    dy = ys - cy.view(-1, 1, 1)
-    r = r.view(-1, 1, 1)
-    circle = dx**2 + dy**2 <= r**2
-    # Half-sides chosen so the four shapes cover comparable areas at the same r.
-    square = torch.maximum(dx.abs(), dy.abs()) <= 0.8 * r
-    # Apex up at dy = -r, base at dy = +0.8 r, half-width growing linearly to r at the base.
-    triangle = (dy >= -r) & (dy <= 0.8 * r) & (dx.abs() <= (dy + r) / 1.8)
-    arm = 0.35 * r
-    cross = ((dx.abs() <= arm) & (dy.abs() <= r)) | ((dy.abs() <= arm) & (dx.abs() <= r))
-    options = torch.stack([circle, square, triangle, cross], dim=1)
-    return options[torch.arange(shape.numel()), shape]
+    k = SUPERSAMPLE
+    # Sub-pixel sample points; y grows downwards.
+    ys = ((torch.arange(height * k, dtype=torch.float32) + 0.5) / k).view(1, -1, 1)
+    xs = ((torch.arange(width * k, dtype=torch.float32) + 0.5) / k).view(1, 1, -1)
+    coverage = torch.zeros(shape.numel(), height, width)
+    for label in range(len(ATTRIBUTES["shape"])):
+        for index in torch.nonzero(shape == label).flatten().split(_CHUNK):
+            dx = xs - cx[index].float().view(-1, 1, 1)
+            dy = ys - cy[index].float().view(-1, 1, 1)
+            inside = _inside(label, dx, dy, r[index].float().view(-1, 1, 1)).float()
+            coverage[index] = inside.view(-1, height, k, width, k).mean(dim=(2, 4))
+    return coverage
 
 
 def make_shapes(
@@ -180,10 +196,10 @@ def make_shapes(
     uniform = torch.rand(n, 3, generator=generator, dtype=torch.float64)
     cx, cy = (8.0 + CENTRE_JITTER * (2 * uniform[:, i] - 1) for i in range(2))
     r = SIZE_RANGE[0] + (SIZE_RANGE[1] - SIZE_RANGE[0]) * uniform[:, 2]
-    mask = _masks(labels["shape"], cx, cy, r).unsqueeze(1)
+    coverage = _coverage(labels["shape"], cx, cy, r).unsqueeze(1)
     background = torch.tensor(list(BACKGROUND_COLOURS.values()))[labels["background"]].view(n, 3, 1, 1)
     colour = torch.tensor(list(SHAPE_COLOURS.values()))[labels["colour"]].view(n, 3, 1, 1)
-    images = torch.where(mask, colour, background).clone()
+    images = torch.lerp(background, colour, coverage)
     marked = labels["mark"].bool().view(n, 1, 1, 1)
     corner = images[:, :, :MARK_SIZE, :MARK_SIZE]
     images[:, :, :MARK_SIZE, :MARK_SIZE] = torch.where(

@@ -13,17 +13,15 @@ from critwin.models.shapes.data import (
     ATTRIBUTES,
     BACKGROUND_COLOURS,
     MARK_COLOUR,
+    MARK_SIZE,
     SHAPE_COLOURS,
     ShapesData,
-    make_shapes,
 )
 from critwin.models.shapes.model import ShapesModel
 from critwin.models.shapes.readers import attribute_readers
 
-__all__ = ["HELD_OUT_SEED", "evaluate_shapes_model", "attribute_histograms", "validity"]
+__all__ = ["evaluate_shapes_model", "attribute_histograms", "validity"]
 
-HELD_OUT_SEED = 10_000
-"""``make_shapes`` seed offset of held-out images (``data_seed + HELD_OUT_SEED``): never a training seed."""
 VALID_PIXEL_DISTANCE = 0.25
 VALID_PIXEL_SHARE = 0.95
 VALID_SHAPE_PROBABILITY = 0.9
@@ -79,20 +77,24 @@ def validity(
 ) -> torch.Tensor:
     """Which images the readers explain: (n,) bool.
 
-    An image is valid when at least 95% of its pixels lie within RMS distance 0.25 (per channel) of one
-    of the colours its readings allow (the read background, the read shape colour, and white in the
-    mark corner) and the shape reader gives its label probability >= 0.9.
+    An image is valid when at least 95% of its pixels lie within RMS distance 0.25 (per channel) of
+    the colours its readings allow: a mix of the read background and shape colours (the segment
+    between them; edges are anti-aliased), or, in the 2x2 mark corner, the mark's white; and the
+    shape reader gives its label probability >= 0.9.
     """
-    backgrounds = torch.tensor(list(BACKGROUND_COLOURS.values()))[labels["background"]]
-    colours = torch.tensor(list(SHAPE_COLOURS.values()))[labels["colour"]]
-    allowed = torch.stack([backgrounds, colours, torch.tensor(MARK_COLOUR).expand_as(colours)], dim=1)
+    background = torch.tensor(list(BACKGROUND_COLOURS.values()))[labels["background"]].view(-1, 1, 3)
+    colour = torch.tensor(list(SHAPE_COLOURS.values()))[labels["colour"]].view(-1, 1, 3)
     pixels = images.detach().float().cpu().flatten(2).transpose(1, 2)  # (n, P, 3)
-    distance = ((pixels.unsqueeze(2) - allowed.unsqueeze(1)) ** 2).mean(-1).sqrt()  # (n, P, 3)
+    # Distance to the segment background -> colour: project, clamp to [0, 1].
+    direction = colour - background
+    share = ((pixels - background) * direction).sum(-1, keepdim=True) / (direction**2).sum(-1, keepdim=True)
+    nearest = background + share.clamp(0, 1) * direction
+    distance = ((pixels - nearest) ** 2).mean(-1).sqrt()  # (n, P)
     corner = torch.zeros(images.shape[2:], dtype=torch.bool)
-    corner[:2, :2] = True
-    # White is allowed only in the mark corner.
-    distance[:, ~corner.flatten(), 2] = float("inf")
-    clean = (distance.min(-1).values <= VALID_PIXEL_DISTANCE).double().mean(1)
+    corner[:MARK_SIZE, :MARK_SIZE] = True
+    to_mark = ((pixels - torch.tensor(MARK_COLOUR)) ** 2).mean(-1).sqrt()
+    distance[:, corner.flatten()] = torch.minimum(distance, to_mark)[:, corner.flatten()]
+    clean = (distance <= VALID_PIXEL_DISTANCE).double().mean(1)
     return (clean >= VALID_PIXEL_SHARE) & (shape_probability >= VALID_SHAPE_PROBABILITY)
 
 
@@ -121,8 +123,8 @@ def evaluate_shapes_model(
     readers : :func:`~critwin.models.shapes.readers.attribute_readers` (default: with the shipped classifier).
     data : the model's training images (default: ``model.training_data()``).
     n_samples : unconditional samples (DDPM, ``num_inference_steps`` steps, through the adapter).
-    n_test : held-out images (``make_shapes(n_test, seed=data_seed + HELD_OUT_SEED, bias)``): validity
-        reference and the memorisation scale.
+    n_test : held-out images (``model.config.load_held_out(n_test)``): validity reference and the
+        memorisation scale.
     generator : seeds the sampling.
     memorisation : compute the nearest-training-neighbour numbers.
 
@@ -140,7 +142,7 @@ def evaluate_shapes_model(
     samples = model.sample(n_samples, num_inference_steps=num_inference_steps, generator=generator)
     labels, probability = _read(samples, readers)
     histograms = attribute_histograms(labels, data.attributes)
-    test = make_shapes(n_test, seed=model.config.data_seed + HELD_OUT_SEED, bias=model.config.bias or None)
+    test = model.config.load_held_out(n_test)
     test_labels, test_probability = _read(test.images, readers)
     metrics: dict[str, Any] = {
         "n_samples": n_samples,

@@ -1,0 +1,52 @@
+"""``shipped_process(name)``: any shipped diffusion model of :data:`SHIPPED_MODELS` as a process."""
+
+from __future__ import annotations
+
+from critwin.models import digits, shapes
+from critwin.models._store import SHIPPED_MODELS
+
+__all__ = ["shipped_process"]
+
+
+def shipped_process(
+    name: str,
+    num_inference_steps: int = 100,
+    guidance_scale: float | None = None,
+    class_label: int | None = None,
+    scheduler=None,
+    device=None,
+    dtype=None,
+):
+    """A shipped model as a :class:`~critwin.ReverseProcess` through the diffusers adapter.
+
+    Parameters
+    ----------
+    name : a key of :data:`SHIPPED_MODELS` (``"digits"``, ``"shapes"``, ...).
+    num_inference_steps : sampler steps.
+    guidance_scale, class_label : digits models only (default 1 and the null label: unconditional);
+        the shapes models are unconditional and refuse them.
+    scheduler : ``None`` (the training ``DDPMScheduler``) or a diffusers scheduler class.
+    device, dtype : where and in which precision the U-Net runs (default: CPU, float32).
+
+    Returns
+    -------
+    DiffusersProcess (``sample_shape`` (1, 8, 8) for digits, (3, 16, 16) for shapes).
+    """
+    if name in shapes.MODEL_NAMES:
+        for option, value in (("guidance_scale", guidance_scale), ("class_label", class_label)):
+            if value is not None:
+                raise ValueError(f"{option} does not apply to {name!r}: the shapes models are unconditional")
+        return shapes.shipped_process(
+            name, num_inference_steps, scheduler=scheduler, device=device, dtype=dtype
+        )
+    if name in digits.MODEL_NAMES:
+        return digits.shipped_process(
+            name,
+            num_inference_steps,
+            1.0 if guidance_scale is None else guidance_scale,
+            digits.NULL_LABEL if class_label is None else class_label,
+            scheduler=scheduler,
+            device=device,
+            dtype=dtype,
+        )
+    raise ValueError(f"name must be one of the shipped models {list(SHIPPED_MODELS)}, got {name!r}")
