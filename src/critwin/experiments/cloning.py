@@ -118,13 +118,7 @@ class CloneResult(FeatureLabels, ResultTable):
             "trajectories": int(self._first("own_labels").numel()),
             "n_clones": self.n_clones,
         }
-        names = self.feature_names
-        if names is None:
-            agreement = self.agreement
-            out["agreement"] = (float(agreement[0]), float(agreement[-1]))
-        else:
-            out["features"] = ", ".join(names)
-        return {**out, "nfe": self.nfe}
+        return {**out, **self._feature_summary(), "nfe": self.nfe}
 
     def table(self) -> dict[str, list]:
         """Columns, one row per continuation, named as the forward–reverse table's

@@ -122,13 +122,7 @@ class ForwardReverseResult(FeatureLabels, ResultTable):
             "sources": int(self.source_ids.max()) + 1 if self.source_ids.numel() else 0,
             "n_per_time": self.n_per_time,
         }
-        names = self.feature_names
-        if names is None:
-            agreement = self.agreement
-            out["agreement"] = (float(agreement[0]), float(agreement[-1]))
-        else:
-            out["features"] = ", ".join(names)
-        return {**out, "nfe": self.nfe}
+        return {**out, **self._feature_summary(), "nfe": self.nfe}
 
     def kept(self) -> torch.Tensor:
         """(T, M) bool: output label equals source label."""

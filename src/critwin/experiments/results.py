@@ -162,6 +162,14 @@ class FeatureLabels:
         meta["selected_feature"] = feature
         return dataclasses.replace(self, **values, metadata=meta)
 
+    def _feature_summary(self) -> dict[str, Any]:
+        """The agreement at the first and last time (one feature) or the features' names (several)."""
+        names = self.feature_names
+        if names is not None:
+            return {"features": ", ".join(names)}
+        agreement = self.agreement
+        return {"agreement": (float(agreement[0]), float(agreement[-1]))}
+
     def _single(self, what: str) -> None:
         names = self.feature_names
         if names is not None:
