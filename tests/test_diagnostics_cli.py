@@ -1,9 +1,11 @@
+import dataclasses
 import json
 import types
 
 import pytest
 
 from critwin.cli import main
+from critwin.models.shapes import ATTRIBUTES, PRESETS, ShapesModel, save_shapes_model, training_steps
 
 
 def _critwin(capsys, *args):
@@ -52,3 +54,50 @@ def test_atlas_refuses_an_output_directory_it_did_not_write(capsys, tmp_path):
     proc = _critwin(capsys, "atlas", "--out", str(tmp_path))
     assert proc.returncode == 2 and "is not an earlier critwin atlas" in proc.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["mine.txt"]
+
+
+@pytest.fixture(scope="module")
+def tiny_shapes_dir(tmp_path_factory):
+    """A shapes DDPM retrained for a few steps and saved as a model directory (weights + card)."""
+    config = dataclasses.replace(PRESETS["tiny"], steps=4, n_train=128)
+    *_, state = training_steps(config)
+    directory = tmp_path_factory.mktemp("tiny-shapes")
+    save_shapes_model(ShapesModel(state.ema_model, config, {"config": config.to_dict()}, "tiny"), directory)
+    return directory
+
+
+@pytest.mark.filterwarnings("ignore::critwin.adapters.diffusers.TerminalSNRWarning")
+def test_atlas_on_a_model_directory(capsys, tiny_shapes_dir, tmp_path):
+    out = tmp_path / "atlas"
+    args = [
+        "atlas",
+        "--model",
+        str(tiny_shapes_dir),
+        "--quick",
+        "--steps",
+        "5",
+        "--boot",
+        "10",
+        "--no-progress",
+    ]
+    proc = _critwin(capsys, *args, "--json", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    printed = json.loads(proc.stdout)
+    assert json.loads((out / "atlas.json").read_text()) == printed
+    assert sorted(p.name for p in out.iterdir()) == ["atlas.json", "atlas.png", "table.csv"]
+    features = printed["features"]
+    assert set(features) == set(ATTRIBUTES)
+    # The order ranks the features by t1/2, largest (decided first) first.
+    ranked = sorted(features, key=lambda name: features[name]["order"])
+    assert ranked == printed["order"] and sorted(features[n]["order"] for n in features) == [1, 2, 3, 4]
+    # One component per attribute combination present in the 128 training images.
+    data = dataclasses.replace(PRESETS["tiny"], n_train=128).load_data()
+    combinations = set(zip(*(data.attributes[name].tolist() for name in ATTRIBUTES), strict=True))
+    assert printed["theory"]["components"] == len(combinations)
+    # An earlier atlas is replaced; the table output names every feature once.
+    proc = _critwin(capsys, *args, "--features", "background,mark", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "measured order" in proc.stdout
+    assert set(json.loads((out / "atlas.json").read_text())["features"]) == {"background", "mark"}
+    proc = _critwin(capsys, *args, "--features", "size")
+    assert proc.returncode == 2 and "--features: size not among" in proc.stderr
