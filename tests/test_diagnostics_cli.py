@@ -95,7 +95,7 @@ def test_atlas_on_a_model_directory(capsys, tiny_shapes_dir, tmp_path):
     combinations = set(zip(*(data.attributes[name].tolist() for name in ATTRIBUTES), strict=True))
     assert printed["theory"]["components"] == len(combinations)
     # An earlier atlas is replaced; the table output names every feature once.
-    proc = _critwin(capsys, *args, "--features", "background,mark", "--out", str(out))
+    proc = _critwin(capsys, *args, "--features", "background,mark", "--trajectories", "0", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     assert "measured order" in proc.stdout
     assert set(json.loads((out / "atlas.json").read_text())["features"]) == {"background", "mark"}
