@@ -90,9 +90,9 @@ class ForwardReverseResult(FeatureLabels, ResultTable):
     metadata : provenance (process description, seed, feature name...).
 
     With several features (``feature={name: f, ...}``) ``labels``, ``source_labels`` and
-    ``probabilities`` are ``{name: tensor}`` (every feature read from the same outputs) and
-    :meth:`select` gives one feature's result; the table has ``label[name]``/``source_label[name]``
-    columns instead of ``label``/``source_label``.
+    ``probabilities`` are ``{name: tensor}`` (every feature read from the same outputs), the method
+    ``select(name)`` gives one feature's result, and the table has ``label[name]`` and
+    ``source_label[name]`` columns instead of ``label`` and ``source_label``.
     """
 
     requested_times: torch.Tensor
