@@ -10,6 +10,8 @@
   progress bar around a generator of training states).
 - :func:`training_record` and :func:`memorisation_comparison`: the ``training`` and ``comparison``
   entries of a model card.
+- :func:`check_out_dir`, :func:`timed_training`, :func:`save_model`, :func:`save_and_reload`,
+  :func:`load_unet`: the driver's plumbing (output folder, timed run, weights + card on disk).
 """
 
 from __future__ import annotations
@@ -17,15 +19,18 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from critwin._validation import check_positive_int
+from critwin.models._store import load_card, load_state_into, load_weights, save_weights, weights_paths
 
 __all__ = [
     "TrainState",
@@ -39,6 +44,11 @@ __all__ = [
     "run_with_progress",
     "training_record",
     "memorisation_comparison",
+    "check_out_dir",
+    "timed_training",
+    "save_model",
+    "save_and_reload",
+    "load_unet",
 ]
 
 
@@ -272,3 +282,58 @@ def memorisation_comparison(reference_card: dict, metrics: dict) -> dict[str, An
         "this_model_nn_distance_samples_median": metrics["nn_distance_samples_median"],
         "this_model_copy_fraction": metrics["copy_fraction"],
     }
+
+
+def check_out_dir(out_dir: str | os.PathLike | None) -> Path | None:
+    """``out_dir`` as a Path (None stays None); a file there is refused."""
+    if out_dir is None:
+        return None
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"out must be a directory, but {out_dir} is a file")
+    return out_dir
+
+
+def timed_training(
+    steps: Callable[[Any, Any], Iterator], config, name: str, history: History, progress: bool, emit
+) -> tuple[TrainState, Any, float]:
+    """Load ``config``'s data and run ``steps(config, data)`` to the end: ``(last state, data, seconds)``."""
+    data = config.load_data()
+    history.started = started = time.perf_counter()
+    state = run_with_progress(steps(config, data), config.steps, name, history, progress, emit)
+    return state, data, time.perf_counter() - started
+
+
+def save_model(model, directory) -> tuple[Path, Path]:
+    """Write ``<name>.safetensors`` (the model's EMA U-Net state dict) and ``<name>.json`` (its card)."""
+    if not model.card:
+        raise ValueError("model has no card; evaluate it and build one with build_card() before saving")
+    return save_weights(model.name, model.unet.state_dict(), model.card, directory)
+
+
+def save_and_reload(model, out_dir: Path, emit: Callable[[str], None]) -> dict:
+    """:func:`save_model`, then the card as written (it gained the weight file's name and SHA-256)."""
+    weights_file, card_file = save_model(model, out_dir)
+    model.card = load_card(model.name, out_dir)
+    emit(f"wrote {weights_file} and {card_file}")
+    return model.card
+
+
+def load_unet(name, directory, shipped: tuple[str, ...], config_class, build) -> tuple[Any, Any, dict]:
+    """``(unet, config, card)`` of model ``name`` from ``directory`` (None: a shipped name of ``shipped``).
+
+    ``config_class.from_dict(card["config"])`` rebuilds the configuration and ``build(config)`` the
+    network, which receives the SHA-256-checked weights.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name must be a model name such as {shipped}, got {name!r}")
+    if directory is None and name not in shipped:
+        raise ValueError(f"name must be one of the shipped models {list(shipped)}, got {name!r}")
+    state_dict, card = load_weights(name, directory)
+    try:
+        config = config_class.from_dict(card["config"])
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"model card of {name!r} has an invalid config: {exc}") from None
+    unet = build(config)
+    load_state_into(unet, state_dict, name, weights_paths(name, directory)[0])
+    return unet, config, card

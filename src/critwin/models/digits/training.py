@@ -3,30 +3,29 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from critwin._validation import check_positive_int
-from critwin.models._store import load_card
 from critwin.models._training import (
     History,
     TrainState,
+    check_out_dir,
     copy_module,
     ema_update,
     init_models,
     learning_rate_at,
-    run_with_progress,
+    save_and_reload,
+    timed_training,
 )
 from critwin.models.classifier import load_classifier
 from critwin.models.data import NUM_CLASSES, DigitsData
 from critwin.models.digits.card import build_card
 from critwin.models.digits.config import NULL_LABEL, DigitsConfig
 from critwin.models.digits.evaluation import evaluate_digits_model
-from critwin.models.digits.model import DigitsModel, build_unet, make_scheduler, save_digits_model
+from critwin.models.digits.model import DigitsModel, build_unet, make_scheduler
 
 __all__ = ["TrainState", "training_steps", "train_digits"]
 
@@ -120,17 +119,11 @@ def train_digits(
     log_every = check_positive_int(log_every, "log_every")
     eval_every = check_positive_int(eval_every, "eval_every", minimum=0)
     eval_per_class = check_positive_int(eval_per_class, "eval_per_class")
-    if out_dir is not None:
-        out_dir = Path(out_dir)
-        if out_dir.exists() and not out_dir.is_dir():
-            raise ValueError(f"out must be a directory, but {out_dir} is a file")
+    out_dir = check_out_dir(out_dir)
     classifier = load_classifier() if classifier is None else classifier
     emit = log or (lambda _line: None)
-    data = config.load_data()
-    started = time.perf_counter()
-    history = History(log_every, eval_every, started, _quick_check(classifier, eval_per_class, name))
-    state = run_with_progress(training_steps(config, data), config.steps, name, history, progress, emit)
-    train_seconds = time.perf_counter() - started
+    history = History(log_every, eval_every, 0.0, _quick_check(classifier, eval_per_class, name))
+    state, data, train_seconds = timed_training(training_steps, config, name, history, progress, emit)
 
     model = DigitsModel(_copy_unet(state.ema_model, config), config, name=name)
     emit(
@@ -155,10 +148,7 @@ def train_digits(
         f"{metrics['nn_distance_samples_median']:.3f} vs test images {metrics['nn_distance_test_median']:.3f}"
     )
     if out_dir is not None:
-        weights_file, card_file = save_digits_model(model, out_dir)
-        # The card as written: it gained the weight file's name and SHA-256.
-        model.card = card = load_card(name, out_dir)
-        emit(f"wrote {weights_file} and {card_file}")
+        card = save_and_reload(model, out_dir, emit)
     return model, card
 
 

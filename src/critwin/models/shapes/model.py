@@ -11,7 +11,7 @@ from diffusers import DDPMScheduler, UNet2DModel
 
 from critwin._validation import check_positive_int
 from critwin.adapters.diffusers import DiffusersProcess
-from critwin.models._store import load_state_into, load_weights, save_weights, weights_paths
+from critwin.models._training import load_unet, save_model
 from critwin.models.shapes.config import MODEL_NAMES, ShapesConfig
 from critwin.models.shapes.data import IMAGE_SHAPE, ShapesData
 
@@ -102,9 +102,7 @@ class ShapesModel:
 
 def save_shapes_model(model: ShapesModel, directory) -> tuple[Path, Path]:
     """Write ``<name>.safetensors`` (EMA U-Net state dict) and ``<name>.json`` (card) atomically."""
-    if not model.card:
-        raise ValueError("model has no card; evaluate it and build one with build_card() before saving")
-    return save_weights(model.name, model.unet.state_dict(), model.card, directory)
+    return save_model(model, directory)
 
 
 def load_shapes_model(name: str = "shapes", directory: str | os.PathLike | None = None) -> ShapesModel:
@@ -120,17 +118,7 @@ def load_shapes_model(name: str = "shapes", directory: str | os.PathLike | None 
     -------
     ShapesModel in eval mode, with ``.card`` set.
     """
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"name must be a model name such as {MODEL_NAMES}, got {name!r}")
-    if directory is None and name not in MODEL_NAMES:
-        raise ValueError(f"name must be one of the shipped shapes models {list(MODEL_NAMES)}, got {name!r}")
-    state_dict, card = load_weights(name, directory)
-    try:
-        config = ShapesConfig.from_dict(card["config"])
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"model card of {name!r} has an invalid config: {exc}") from None
-    unet = build_unet(config)
-    load_state_into(unet, state_dict, name, weights_paths(name, directory)[0])
+    unet, config, card = load_unet(name, directory, MODEL_NAMES, ShapesConfig, build_unet)
     return ShapesModel(unet, config, card=card, name=name)
 
 

@@ -3,30 +3,29 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import torch
 from diffusers import DDPMScheduler
 from torch import nn
 
 from critwin._validation import check_positive_int
-from critwin.models._store import load_card
 from critwin.models._training import (
     History,
     TrainState,
+    check_out_dir,
     copy_module,
     ema_update,
     init_models,
     learning_rate_at,
-    run_with_progress,
+    save_and_reload,
+    timed_training,
 )
 from critwin.models.shapes.card import build_card
 from critwin.models.shapes.config import ShapesConfig
 from critwin.models.shapes.data import ShapesData
 from critwin.models.shapes.evaluation import evaluate_shapes_model
-from critwin.models.shapes.model import ShapesModel, build_unet, save_shapes_model
+from critwin.models.shapes.model import ShapesModel, build_unet
 from critwin.models.shapes.readers import attribute_readers, evaluate_readers
 
 __all__ = ["training_steps", "train_shapes"]
@@ -141,17 +140,11 @@ def train_shapes(
     log_every = check_positive_int(log_every, "log_every")
     eval_every = check_positive_int(eval_every, "eval_every", minimum=0)
     eval_samples = check_positive_int(eval_samples, "eval_samples")
-    if out_dir is not None:
-        out_dir = Path(out_dir)
-        if out_dir.exists() and not out_dir.is_dir():
-            raise ValueError(f"out must be a directory, but {out_dir} is a file")
+    out_dir = check_out_dir(out_dir)
     readers = attribute_readers() if readers is None else readers
     emit = log or (lambda _line: None)
-    data = config.load_data()
-    started = time.perf_counter()
-    history = History(log_every, eval_every, started, _quick_check(readers, eval_samples, name))
-    state = run_with_progress(training_steps(config, data), config.steps, name, history, progress, emit)
-    train_seconds = time.perf_counter() - started
+    history = History(log_every, eval_every, 0.0, _quick_check(readers, eval_samples, name))
+    state, data, train_seconds = timed_training(training_steps, config, name, history, progress, emit)
 
     model = ShapesModel(copy_module(state.ema_model, lambda: build_unet(config)), config, name=name)
     emit(f"evaluating {name}: {final_samples} samples, {num_inference_steps} DDPM steps")
@@ -175,8 +168,5 @@ def train_shapes(
         f"{metrics['nn_distance_test_median']:.3f}"
     )
     if out_dir is not None:
-        weights_file, card_file = save_shapes_model(model, out_dir)
-        # The card as written: it gained the weight file's name and SHA-256.
-        model.card = card = load_card(name, out_dir)
-        emit(f"wrote {weights_file} and {card_file}")
+        card = save_and_reload(model, out_dir, emit)
     return model, card
