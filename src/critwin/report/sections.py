@@ -73,6 +73,7 @@ class DemoSizes:
     atlas_replicates: int = 2
     atlas_times: int = 8
     atlas_trajectories: int = 32
+    atlas_fit: int = 20000  # images the theory is fitted to (the shipped model's whole training set)
     strip_times: int = 8
     strip_replicates: int = 3
 
@@ -95,10 +96,11 @@ class DemoSizes:
             audit_members=6,
             audit_nonmembers=8,
             fair_n=30,
-            atlas_sources=12,
-            atlas_times=5,
-            atlas_trajectories=8,
-            strip_times=5,
+            atlas_sources=8,
+            atlas_times=4,
+            atlas_trajectories=4,
+            atlas_fit=2000,
+            strip_times=4,
             strip_replicates=2,
         )
 
@@ -538,10 +540,12 @@ class ShapesSection:
 
 
 def shapes_section(sizes: DemoSizes, eps: float, seed: int, progress: bool) -> ShapesSection:
-    """The atlas of the shipped ``shapes`` model (its training data fits the theory) and the strip."""
+    """The atlas of the shipped ``shapes`` model (the theory is fitted to its training distribution:
+    ``atlas_fit`` images drawn as its training set was) and the strip."""
     model = load_shapes_model("shapes")
     process = model.process(num_inference_steps=sizes.inference_steps)
-    data = model.training_data()
+    config = model.config
+    data = make_shapes(min(sizes.atlas_fit, config.n_train), seed=config.data_seed, bias=config.bias or None)
     readers = attribute_readers()
     result = atlas(
         process,
