@@ -203,15 +203,9 @@ def rebalance(
 
     trunk = process.prior(n, generator=generator, device=device)
     trunk = process.run(trunk, start=0, stop=index, generator=generator, cond=cond)
-    outputs, labels = [], []
-    nfe_plain = None
-    for _ in range(n_candidates):
-        x = process.decode(process.run(trunk, start=index, generator=generator, cond=cond))
-        if nfe_plain is None and nfe_start is not None:
-            nfe_plain = int(process.nfe - nfe_start)  # trunks + one continuation: the plain samples
-        outputs.append(x)
-        labels.append(apply_feature(feature_fn, x)[0])
-    candidate_labels = torch.stack(labels).numpy()
+    outputs, candidate_labels, nfe_plain = _continuations(
+        process, trunk, index, n_candidates, feature_fn, generator, cond, nfe_start
+    )
     if candidate_labels.max() >= n_classes:
         raise ValueError(f"feature returned label {candidate_labels.max()} >= n_classes={n_classes}")
     quotas = target * n
@@ -254,6 +248,20 @@ def rebalance(
             "provenance": provenance(device, getattr(process, "dtype", None)),
         },
     )
+
+
+def _continuations(process, trunk, index, n_candidates, feature_fn, generator, cond, nfe_start):
+    """``n_candidates`` continuations of every trunk state from grid index ``index``: their outputs,
+    labels (n_candidates, n) and the NFEs of the plain samples (trunks and one continuation each)."""
+    outputs, labels = [], []
+    nfe_plain = None
+    for _ in range(n_candidates):
+        x = process.decode(process.run(trunk, start=index, generator=generator, cond=cond))
+        if nfe_plain is None and nfe_start is not None:
+            nfe_plain = int(process.nfe - nfe_start)
+        outputs.append(x)
+        labels.append(apply_feature(feature_fn, x)[0])
+    return outputs, torch.stack(labels).numpy(), nfe_plain
 
 
 def _judge(judge, plain, rebalanced, n_classes: int, target: np.ndarray) -> dict[str, Any]:

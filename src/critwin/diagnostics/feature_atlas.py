@@ -467,20 +467,24 @@ def atlas(
         exact = _like_for_like(
             gmm, fr, x0, features, derive_seed(seed, "exact"), delta, n_boot, seed, progress
         )
-    metadata = {
+    metadata = _metadata(features, process, x0, fr, clone_result, seed=seed, n_per_time=n_per_time)
+    metadata.update(n_clones=n_clones if cloning else None, delta=delta, n_boot=n_boot)
+    return AtlasResult(names, estimates, fr, clone_estimates, clone_result, prediction, exact, metadata)
+
+
+def _metadata(features, process, x0, fr, clone_result, **settings) -> dict[str, Any]:
+    """The atlas's settings, sweep sizes and NFEs, and provenance."""
+    return {
         "features": {name: feature_name(f) for name, f in features.items()},
         "process": process.describe(),
-        "seed": seed,
+        **settings,
         "n_sources": int(x0.shape[0]),
-        "n_per_time": n_per_time,
-        "n_trajectories": n_trajectories if cloning else None,
-        "n_clones": n_clones if cloning else None,
-        "delta": delta,
-        "n_boot": n_boot,
+        "n_trajectories": None
+        if clone_result is None
+        else int(clone_result.source_ids.numel()) // clone_result.n_clones,
         "nfe": {"forward_reverse": fr.nfe, "clone": None if clone_result is None else clone_result.nfe},
         "provenance": provenance(),
     }
-    return AtlasResult(names, estimates, fr, clone_estimates, clone_result, prediction, exact, metadata)
 
 
 def _clone_estimates(result: CloneResult, names, delta: float, n_boot: int, seed: int) -> dict:
