@@ -249,6 +249,7 @@ class AtlasResult:
                         va="bottom",
                     )
         ax.set_xscale("symlog", linthresh=0.1)
+        ax.set_xlim(left=0.0)  # OU time is >= 0
         ax.set_xlabel("OU time t (reverse process runs right to left)")
         ax.set_ylabel("normalised commitment r(t)")
         ax.legend(loc="lower left", fontsize="small")
