@@ -32,7 +32,7 @@ def test_quick_demo_writes_every_promised_file(quick_demo, tmp_path):
     out, summary, lines = quick_demo
     html = (out / "index.html").read_text()
     figures = re.findall(r'<img src="([^"]+)"', html)
-    assert len(figures) == 7
+    assert len(figures) == 9  # sections 1-4, and the shapes atlas and strip of section 5
     for name in figures:
         assert (out / name).stat().st_size > 1000 and name.endswith(".png")
     on_disk = json.loads((out / "summary.json").read_text())
@@ -49,7 +49,13 @@ def test_quick_demo_writes_every_promised_file(quick_demo, tmp_path):
         "digits",
         "comparison",
         "diagnostics",
+        "shapes",
     ]
+    # coarse to fine: every attribute ranked once, beside the theory's order
+    shapes = on_disk["shapes"]["atlas"]
+    assert sorted(shapes["order"]) == sorted(ATTRIBUTES) and sorted(
+        shapes["comparison"]["predicted"]
+    ) == sorted(ATTRIBUTES)
     assert all(re.search(r"\(\d+ s elapsed\)$", line) for line in lines)
     # every n/a in the page is explained under its table
     assert html.count("n/a") == 0 or "<p>n/a: " in html
