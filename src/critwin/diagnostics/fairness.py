@@ -10,8 +10,9 @@ attribute brings the batch closest to the target distribution. Everything decide
 What it costs and what it leaves alone are measured: ``nfe - nfe_plain`` extra denoiser evaluations
 (``n_candidates - 1`` continuations per trajectory), and, for every other attribute read by
 ``others``, its distribution on the plain and the rebalanced samples with the TV between them and
-paired bootstrap intervals (resampling trajectories) of every per-value difference: an attribute is
-``unchanged`` when each interval contains 0.
+paired bootstrap intervals (resampling trajectories) of every per-value difference (Bonferroni over
+the values, so that the verdict holds at the family level): an attribute is ``unchanged`` when each
+interval contains 0.
 """
 
 from __future__ import annotations
@@ -329,7 +330,8 @@ def _compare(reader, plain, rebalanced, n_boot: int, level: float, rng) -> dict[
         w = np.bincount(rng.integers(0, n, n), minlength=n).astype(float)
         p_b, q_b = _distribution(before, C, w), _distribution(after, C, w)
         tvs[b], differences[b] = total_variation(p_b, q_b), q_b - p_b
-    low, high = _interval(differences, level)
+    # Bonferroni over the C values: ``unchanged`` is one verdict on C intervals at family level ``level``.
+    low, high = _interval(differences, 1 - (1 - level) / C)
     tv_low, tv_high = _interval(tvs, level)
     out["tv_ci"] = [float(tv_low), float(tv_high)]
     out["difference_ci"] = [[float(a), float(z)] for a, z in zip(low, high, strict=True)]
