@@ -317,3 +317,33 @@ def test_cli_trains_a_tiny_shapes_model(capsys, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["shapes-tiny.json", "shapes-tiny.safetensors"]
     model = load_shapes_model("shapes-tiny", out)
     assert model.config.steps == 4 and model.config.seed == 2 and model.card["metrics"]["n_samples"] == 8
+
+
+# --- the shipped models ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["shapes", "shapes-biased", "shapes-memorise"])
+def test_shipped_models_load_and_sample_through_the_adapter(name):
+    from critwin.models import SHIPPED_MODELS, shipped_process
+
+    assert name in SHIPPED_MODELS
+    process = shipped_process(name, num_inference_steps=5)
+    assert tuple(process.sample_shape) == (3, 16, 16)
+    generator = torch.Generator().manual_seed(0)
+    x = process.run(process.prior(2, generator=generator), generator=generator)
+    assert x.shape == (2, 3, 16, 16) and torch.isfinite(x).all()
+
+
+def test_privacy_on_shapes_memorise_checks_sizes_against_its_training_set(capsys):
+    code, _, err = run_cli(["privacy", "--model", "shapes-memorise", "--members", "25"], capsys)
+    assert code == 2 and "--members must be <= 24" in err
+
+
+def test_sweep_on_shipped_shapes_reads_an_attribute(capsys, tmp_path):
+    out = tmp_path / "sweep"
+    args = ["sweep", "--model", "shapes", "--feature", "shape", "--n", "2", "--times", "0.5"]
+    args += ["--n-per-time", "1", "--steps", "4", "--no-progress", "--out", str(out)]
+    code, printed, err = run_cli(args, capsys)
+    assert code in (0, None), err
+    assert (out / "table.csv").is_file()
+    assert json.loads((out / "metadata.json").read_text())["feature"] == "shapes-shape"

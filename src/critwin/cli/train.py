@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import torch
@@ -222,7 +223,9 @@ def _train_shape_classifier(out: Path, epochs: int | None, seed: int) -> None:
     typer.echo(
         f"training the shape reader: {epochs} epochs on {SHAPE_CLASSIFIER_TRAIN} shapes images, seed {seed}"
     )
+    started = time.perf_counter()
     model = train_shape_classifier(n_train=SHAPE_CLASSIFIER_TRAIN, epochs=epochs, seed=seed)
+    seconds = time.perf_counter() - started
     readers = attribute_readers(model)
     accuracy = evaluate_readers(readers)
     noisy = evaluate_readers(readers, noise=0.1)
@@ -236,6 +239,8 @@ def _train_shape_classifier(out: Path, epochs: int | None, seed: int) -> None:
                 "seed": seed,
                 "optimiser": "Adam, cosine learning rate",
                 "augmentation": "Gaussian pixel noise, std 0.1",
+                "seconds": seconds,
+                "torch_threads": torch.get_num_threads(),
             },
             "metrics": {
                 "test_accuracy": accuracy["shape"],

@@ -10,6 +10,7 @@
   progress bar around a generator of training states).
 - :func:`training_record` and :func:`memorisation_comparison`: the ``training`` and ``comparison``
   entries of a model card.
+- :class:`TrainedModel`: the U-Net, its config, card and name (base of ``DigitsModel``, ``ShapesModel``).
 - :func:`check_out_dir`, :func:`timed_training`, :func:`save_model`, :func:`save_and_reload`,
   :func:`load_unet`: the driver's plumbing (output folder, timed run, weights + card on disk).
 """
@@ -49,6 +50,7 @@ __all__ = [
     "save_model",
     "save_and_reload",
     "load_unet",
+    "TrainedModel",
 ]
 
 
@@ -337,3 +339,32 @@ def load_unet(name, directory, shipped: tuple[str, ...], config_class, build) ->
     unet = build(config)
     load_state_into(unet, state_dict, name, weights_paths(name, directory)[0])
     return unet, config, card
+
+
+class TrainedModel:
+    """A trained DDPM: the U-Net (eval mode, frozen), the config it was trained with, its card, its name.
+
+    Parameters
+    ----------
+    unet : ``UNet2DModel`` built from ``config``.
+    config : the run's configuration (with ``load_data()`` and ``to_dict()``).
+    card : the model card (metrics, data), if loaded from disk.
+    name : model name (file stem of its weights and card).
+    """
+
+    def __init__(self, unet, config, card: dict | None = None, name: str = "model"):
+        self.unet = unet.eval().requires_grad_(False)
+        self.config = config
+        self.card = card or {}
+        self.name = name
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.unet.parameters())
+
+    def training_data(self):
+        """The exact training data of this model."""
+        return self.config.load_data()
+
+    def describe(self) -> dict[str, Any]:
+        return {"model": self.name, "parameters": self.num_parameters, "config": self.config.to_dict()}

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
 from critwin._validation import check_positive_int
 from critwin.adapters.diffusers import DiffusersProcess
-from critwin.models._training import load_unet, save_model
-from critwin.models.data import IMAGE_SHAPE, DigitsData
+from critwin.models._training import TrainedModel, load_unet, save_model
+from critwin.models.data import IMAGE_SHAPE
 from critwin.models.digits.config import MODEL_NAMES, NULL_LABEL, DigitsConfig
 
 __all__ = [
@@ -55,7 +54,7 @@ def _labels_for(labels, n: int, device, name: str = "class_labels") -> torch.Ten
     return labels
 
 
-class DigitsModel:
+class DigitsModel(TrainedModel):
     """A trained digits DDPM: the U-Net, its configuration and its model card.
 
     Parameters
@@ -68,23 +67,12 @@ class DigitsModel:
 
     sample_shape = IMAGE_SHAPE
 
-    def __init__(self, unet, config: DigitsConfig, card: dict | None = None, name: str = "digits"):
-        self.unet = unet.eval().requires_grad_(False)
-        self.config = config
-        self.card = card or {}
-        self.name = name
-
-    @property
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.unet.parameters())
+    def __init__(self, unet, config, card: dict | None = None, name: str = "digits"):
+        super().__init__(unet, config, card, name)
 
     def make_scheduler(self):
         """A new ``DDPMScheduler`` with the training schedule (diffusers' defaults otherwise)."""
         return make_scheduler(self.config)
-
-    def training_data(self) -> DigitsData:
-        """The exact data split this model was trained on."""
-        return self.config.load_data()
 
     def process(
         self,
@@ -166,9 +154,6 @@ class DigitsModel:
             x = process.prior(batch.numel(), generator=generator)
             chunks.append(process.run(x, generator=generator, cond={"class_labels": batch}))
         return torch.cat(chunks)
-
-    def describe(self) -> dict[str, Any]:
-        return {"model": self.name, "parameters": self.num_parameters, "config": self.config.to_dict()}
 
 
 def save_digits_model(model: DigitsModel, directory) -> tuple[Path, Path]:

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
 from critwin._validation import check_positive_int
 from critwin.adapters.diffusers import DiffusersProcess
-from critwin.models._training import load_unet, save_model
+from critwin.models._training import TrainedModel, load_unet, save_model
 from critwin.models.shapes.config import MODEL_NAMES, ShapesConfig
-from critwin.models.shapes.data import IMAGE_SHAPE, ShapesData
+from critwin.models.shapes.data import IMAGE_SHAPE
 
 __all__ = ["ShapesModel", "build_unet", "load_shapes_model", "save_shapes_model", "shipped_process"]
 
@@ -23,7 +22,7 @@ def build_unet(config: ShapesConfig):
     return UNet2DModel(**config.unet_kwargs())
 
 
-class ShapesModel:
+class ShapesModel(TrainedModel):
     """A trained shapes DDPM: the U-Net, its configuration and its model card.
 
     Parameters
@@ -36,23 +35,12 @@ class ShapesModel:
 
     sample_shape = IMAGE_SHAPE
 
-    def __init__(self, unet, config: ShapesConfig, card: dict | None = None, name: str = "shapes"):
-        self.unet = unet.eval().requires_grad_(False)
-        self.config = config
-        self.card = card or {}
-        self.name = name
-
-    @property
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.unet.parameters())
+    def __init__(self, unet, config, card: dict | None = None, name: str = "shapes"):
+        super().__init__(unet, config, card, name)
 
     def make_scheduler(self):
         """A new ``DDPMScheduler`` with the training schedule (diffusers' defaults otherwise)."""
         return DDPMScheduler(**self.config.scheduler_kwargs())
-
-    def training_data(self) -> ShapesData:
-        """The exact training images of this model."""
-        return self.config.load_data()
 
     def process(self, num_inference_steps: int = 100, scheduler=None) -> DiffusersProcess:
         """This model as an unconditional :class:`critwin.ReverseProcess`, through the diffusers adapter.
@@ -95,9 +83,6 @@ class ShapesModel:
             x = process.prior(min(batch_size, n - start), generator=generator)
             chunks.append(process.run(x, generator=generator))
         return torch.cat(chunks)
-
-    def describe(self) -> dict[str, Any]:
-        return {"model": self.name, "parameters": self.num_parameters, "config": self.config.to_dict()}
 
 
 def save_shapes_model(model: ShapesModel, directory) -> tuple[Path, Path]:
