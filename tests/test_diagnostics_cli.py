@@ -1,9 +1,11 @@
+import dataclasses
 import json
 import types
 
 import pytest
 
 from critwin.cli import main
+from critwin.models.shapes import ATTRIBUTES, PRESETS, ShapesModel, save_shapes_model, training_steps
 
 
 def _critwin(capsys, *args):
@@ -22,6 +24,13 @@ def _critwin(capsys, *args):
         (["privacy", "--members", "0"], "members must be >= 1"),
         (["fairness", "--target", "0.5,x"], "--target must be a comma-separated list"),
         (["fairness", "--candidates", "1", "--n", "4", "--steps", "2"], "--candidates must be >= 2"),
+        (["fairness", "--model", "shapes-biased"], "--attribute is required with --model shapes-biased"),
+        (["fairness", "--attribute", "background"], "--attribute applies to the shapes models"),
+        (["fairness", "--model", "cats", "--attribute", "x"], "--model must be one of digits, shapes"),
+        (["atlas", "--eps", "2"], "--eps must lie in (0, 1)"),
+        (["atlas", "--sources", "0"], "--sources must be >= 1"),
+        (["atlas", "--trajectories", "-1"], "--trajectories must be >= 0"),
+        (["atlas", "--times", "1,x"], "--times must be a comma-separated list"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(capsys, args, message):
@@ -38,3 +47,57 @@ def test_fairness_json_output(capsys, tmp_path):
     printed = json.loads(proc.stdout)
     assert printed == json.loads(out.read_text())
     assert abs(sum(printed["after"]) - 1) < 1e-9 and printed["tv_after"] <= printed["tv_before"]
+
+
+def test_atlas_refuses_an_output_directory_it_did_not_write(capsys, tmp_path):
+    (tmp_path / "mine.txt").write_text("keep")
+    proc = _critwin(capsys, "atlas", "--out", str(tmp_path))
+    assert proc.returncode == 2 and "is not an earlier critwin atlas" in proc.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["mine.txt"]
+
+
+@pytest.fixture(scope="module")
+def tiny_shapes_dir(tmp_path_factory):
+    """A shapes DDPM retrained for a few steps and saved as a model directory (weights + card)."""
+    config = dataclasses.replace(PRESETS["tiny"], steps=4, n_train=128)
+    *_, state = training_steps(config)
+    directory = tmp_path_factory.mktemp("tiny-shapes")
+    save_shapes_model(ShapesModel(state.ema_model, config, {"config": config.to_dict()}, "tiny"), directory)
+    return directory
+
+
+@pytest.mark.filterwarnings("ignore::critwin.adapters.diffusers.TerminalSNRWarning")
+def test_atlas_on_a_model_directory(capsys, tiny_shapes_dir, tmp_path):
+    out = tmp_path / "atlas"
+    args = [
+        "atlas",
+        "--model",
+        str(tiny_shapes_dir),
+        "--quick",
+        "--steps",
+        "5",
+        "--boot",
+        "10",
+        "--no-progress",
+    ]
+    proc = _critwin(capsys, *args, "--json", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    printed = json.loads(proc.stdout)
+    assert json.loads((out / "atlas.json").read_text()) == printed
+    assert sorted(p.name for p in out.iterdir()) == ["atlas.json", "atlas.png", "table.csv"]
+    features = printed["features"]
+    assert set(features) == set(ATTRIBUTES)
+    # The order ranks the features by t1/2, largest (decided first) first.
+    ranked = sorted(features, key=lambda name: features[name]["order"])
+    assert ranked == printed["order"] and sorted(features[n]["order"] for n in features) == [1, 2, 3, 4]
+    # One component per attribute combination present in the 128 training images.
+    data = dataclasses.replace(PRESETS["tiny"], n_train=128).load_data()
+    combinations = set(zip(*(data.attributes[name].tolist() for name in ATTRIBUTES), strict=True))
+    assert printed["theory"]["components"] == len(combinations)
+    # An earlier atlas is replaced; the table output names every feature once.
+    proc = _critwin(capsys, *args, "--features", "background,mark", "--trajectories", "0", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "measured order" in proc.stdout
+    assert set(json.loads((out / "atlas.json").read_text())["features"]) == {"background", "mark"}
+    proc = _critwin(capsys, *args, "--features", "size")
+    assert proc.returncode == 2 and "--features: size not among" in proc.stderr

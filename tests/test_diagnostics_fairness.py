@@ -1,9 +1,12 @@
 import numpy as np
 import pytest
 import torch
+from scipy.optimize import brentq
 
-from critwin.diagnostics.fairness import _select, rebalance, total_variation
+from critwin.diagnostics.fairness import _select, rebalance, total_variation, window_fork_time
+from critwin.mixtures import GaussianMixture
 from critwin.report.demo import hierarchical_mixture
+from two_gaussian_oracle import fr_truth
 
 # Two clusters (means 240 apart) of two components (10 apart), weights 0.3, 0.2 | 0.25, 0.25. With
 # eps = 0.1 the cluster is decided before t = 3.84 (T_start) and the component inside it after
@@ -58,3 +61,56 @@ def test_digits_class_balance_improves_when_acting_only_at_the_window():
     res = rebalance(process, 100, classifier_feature(), 10, 1.5, n_candidates=4, seed=0)
     assert res.samples.shape == (100, 1, 8, 8)
     assert res.tv_after < res.tv_before
+
+
+def _biased_product(weight_a=0.8):
+    """Attribute a (means +-5 on axis 0, decided first) with P(a = 0) = ``weight_a``, attribute b (+-2 on
+    axis 1) uniform and independent of a; unit variance."""
+    means, weights = [], []
+    for a in (0, 1):
+        for b in (0, 1):
+            means.append([5.0 * (1 - 2 * a), 2.0 * (1 - 2 * b)])
+            weights.append((weight_a if a == 0 else 1 - weight_a) / 2)
+    return GaussianMixture(torch.tensor(means, dtype=torch.float64), 1.0, torch.tensor(weights))
+
+
+def test_rebalancing_one_attribute_leaves_the_others_unchanged():
+    n = 1500
+    mix = _biased_product()
+    reader_a, reader_b = (lambda x: (x[:, 0] < 0).long()), (lambda x: (x[:, 1] < 0).long())
+    # Fork at OU time 2.8, the upper end of a's window (its forward-reverse r(t) falls to 0.1 there).
+    res = rebalance(
+        mix, n, reader_a, 2, 2.8, n_candidates=4, seed=0, others={"b": reader_b, "a_again": reader_a}
+    )
+    # a moves from 0.8/0.2 to the uniform target (binomial sd of the plain fraction: 0.01)...
+    assert abs(res.before[0] - 0.8) <= 4 * np.sqrt(0.16 / n)
+    assert res.tv_after <= 0.05 < res.tv_before_ci[0]
+    assert res.tv_after_ci[1] < res.tv_before_ci[0]
+    # ... b, independent of a, keeps its law (1/2 exactly) on both sides, and the paired intervals of
+    # its per-value differences contain 0; the rebalanced attribute itself is flagged as changed.
+    b = res.others["b"]
+    assert b["unchanged"] and abs(b["after"][0] - 0.5) <= 4 * np.sqrt(0.25 / n)
+    assert b["tv_ci"][0] <= b["tv"] <= b["tv_ci"][1]
+    assert res.others["a_again"]["unchanged"] is False
+    # Cost: 3 extra continuations from the fork per trajectory; the exact sampler takes one step per run.
+    assert res.nfe_plain == 2 * n and res.nfe - res.nfe_plain == 3 * n
+    assert res.to_dict()["others"]["b"]["before"] == b["before"]
+
+
+def test_bad_others():
+    with pytest.raises(ValueError, match="others must be a mapping"):
+        rebalance(MIX, 10, "bayes", 4, 3.0, others=[1])
+    with pytest.raises(ValueError, match="others: the reader of 'b' must be callable"):
+        rebalance(MIX, 10, "bayes", 4, 3.0, others={"b": 3})
+
+
+def test_window_fork_time_is_the_upper_end_of_the_window():
+    mix = _biased_product(0.5)
+    x0 = mix.sample(400, generator=torch.Generator().manual_seed(3))[0]
+    times = np.round(np.arange(0.1, 4.01, 0.1), 2).tolist()
+    fork, estimate = window_fork_time(mix, x0, lambda x: (x[:, 0] < 0).long(), times=times, seed=1)
+    # r(t) = 2 c(t) - 1 (base rate 1/2) falls to delta = 0.1 where c = 0.55 on the axis of a (+-5, unit
+    # variance): the two-Gaussian quadrature truth. 800 outputs per time: sd of c ~0.018, a slope of
+    # ~0.2 per OU unit near t = 3 moves the crossing by up to ~0.3.
+    truth = brentq(lambda t: fr_truth(t, 5.0) - 0.55, 0.5, 6.0)
+    assert fork == estimate.t_before and abs(fork - truth) <= 0.3

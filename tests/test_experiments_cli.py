@@ -64,6 +64,26 @@ def test_estimate_reads_clone_results(mixture, tmp_path, capsys):
     assert first in text and "t_half" in text and "jump rule" in text
 
 
+def test_estimate_one_feature_of_a_multi_feature_result(mixture, tmp_path, capsys):
+    x0 = mixture.sample(60, generator=torch.Generator().manual_seed(0))[0]
+    features = {"bayes": "bayes", "second": lambda x: (x[:, 1] > 0).long()}
+    forward_reverse(
+        mixture, x0, [0.5, 1.5, 3.0], 2, feature=features, seed=1, out=tmp_path / "fr", progress=False
+    )
+    run_cli(["estimate", str(tmp_path / "fr"), "--n-boot", "20", "--feature", "second", "--json"])
+    printed = json.loads(capsys.readouterr().out)
+    expected = estimate_window(
+        ForwardReverseResult.load(tmp_path / "fr").select("second"),
+        n_boot=20,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert printed["t_half"] == pytest.approx(expected.t_half) and printed["b"] == pytest.approx(expected.b)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["estimate", str(tmp_path / "fr"), "--n-boot", "0"])
+    assert exit_info.value.code == 2
+    assert "several features (bayes, second); pass --feature NAME" in capsys.readouterr().err
+
+
 def test_estimate_errors_are_one_line_and_exit_2(tmp_path):
     run = subprocess.run(
         [sys.executable, "-m", "critwin.cli", "estimate", str(tmp_path / "missing")],

@@ -12,6 +12,10 @@ import pytest
 import torch
 
 from critwin.experiments.forward_reverse import ForwardReverseResult
+from critwin.models.shapes import ATTRIBUTES, PRESETS, ShapesModel, training_steps
+from critwin.report import figures, sections
+from critwin.report.html import Page
+from critwin.report.page import _shapes
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +32,7 @@ def test_quick_demo_writes_every_promised_file(quick_demo, tmp_path):
     out, summary, lines = quick_demo
     html = (out / "index.html").read_text()
     figures = re.findall(r'<img src="([^"]+)"', html)
-    assert len(figures) == 8
+    assert len(figures) == 10  # sections 1-4, parameterisation overlay (5), shapes atlas and strip (6)
     for name in figures:
         assert (out / name).stat().st_size > 1000 and name.endswith(".png")
     on_disk = json.loads((out / "summary.json").read_text())
@@ -46,7 +50,13 @@ def test_quick_demo_writes_every_promised_file(quick_demo, tmp_path):
         "comparison",
         "diagnostics",
         "parameterisation",
+        "shapes",
     ]
+    # coarse to fine: every attribute ranked once, beside the theory's order
+    shapes = on_disk["shapes"]["atlas"]
+    assert sorted(shapes["order"]) == sorted(ATTRIBUTES) and sorted(
+        shapes["comparison"]["predicted"]
+    ) == sorted(ATTRIBUTES)
     assert all(re.search(r"\(\d+ s elapsed\)$", line) for line in lines)
     # every n/a in the page is explained under its table
     assert html.count("n/a") == 0 or "<p>n/a: " in html
@@ -263,3 +273,28 @@ def test_compare_parameterisations_refuses_unknown_pairs_and_repeated_runs():
         compare_parameterisations(x0, [Run("digits")], [Pair("digits-v", "digits", "")], **kwargs)
     with pytest.raises(ValueError, match="distinct labels"):
         compare_parameterisations(x0, [Run("digits"), Run("digits")], [], **kwargs)
+
+
+@pytest.mark.filterwarnings("ignore::critwin.adapters.diffusers.TerminalSNRWarning")
+def test_coarse_to_fine_section_on_a_retrained_shapes_model(monkeypatch, tmp_path):
+    config = dataclasses.replace(PRESETS["tiny"], steps=4, n_train=128)
+    *_, state = training_steps(config)
+    model = ShapesModel(state.ema_model, config, name="tiny")
+    monkeypatch.setattr(sections, "load_shapes_model", lambda name: model)
+    section = sections.shapes_section(sections.DemoSizes.quick(), 0.1, 0, False)
+    summary = {"shapes": section.summary()}
+    strip = summary["shapes"]["strip"]
+    assert strip["times"] == sorted(strip["times"])  # ascending OU time, as every array of the summary
+    for name in ATTRIBUTES:
+        labels = np.array(strip["labels"][name])
+        changed = [
+            t for t, row in zip(strip["times"], labels, strict=True) if (row != strip["source"][name]).any()
+        ]
+        assert strip["first_change"][name] == (changed[0] if changed else None)
+    assert set(summary["shapes"]["atlas"]["features"]) == set(ATTRIBUTES)
+    assert figures.plot_shapes(section, tmp_path) == ["shapes_atlas.png", "shapes_strip.png"]
+    page = Page("t")
+    _shapes(page, summary)
+    html = page.render()
+    assert "Features are decided coarse to fine" in html
+    assert all(f"<td>{name}</td>" in html for name in ATTRIBUTES)

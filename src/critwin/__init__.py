@@ -73,6 +73,8 @@ _LAZY = {
     "nearest_neighbour_distance": "critwin.models.data",
     "membership_audit": "critwin.diagnostics.privacy",
     "rebalance": "critwin.diagnostics.fairness",
+    "atlas": "critwin.diagnostics.feature_atlas",
+    "AtlasResult": "critwin.diagnostics.feature_atlas",
 }
 
 __all__ = [
@@ -138,6 +140,8 @@ __all__ = [
     "window_two_gaussians",
     "zero_shot_clip",
     # resolved on first use (_LAZY)
+    "AtlasResult",
+    "atlas",
     "DiffusersProcess",
     "DigitsModel",
     "classifier_feature",

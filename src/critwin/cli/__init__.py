@@ -51,6 +51,7 @@ _COMMAND_MODULES: list[str] = [
     "critwin.cli.experiments",
     "critwin.cli.demo",
     "critwin.cli.diagnostics",
+    "critwin.cli.atlas",
 ]
 
 

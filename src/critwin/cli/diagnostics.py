@@ -20,7 +20,7 @@ from critwin.cli._common import (
     parse_list,
     parse_times,
 )
-from critwin.diagnostics.fairness import check_target, rebalance
+from critwin.diagnostics.fairness import check_target, rebalance, window_fork_time
 from critwin.diagnostics.privacy import membership_audit
 from critwin.models._store import SHIPPED_MODELS, load_card
 from critwin.models.classifier import ClassMeanReader, classifier_feature
@@ -123,42 +123,50 @@ def privacy(
     )
 
 
+SHAPES_FAIRNESS_MODELS = ("shapes", "shapes-biased")
+
+
 @app.command()
 def fairness(
-    fork_time: float = typer.Option(1.5, "--fork-time", help="OU time where continuations are resampled."),
+    fork_time: float | None = typer.Option(
+        None,
+        "--fork-time",
+        help="OU time where continuations are resampled (default: digits 1.5; shapes: the attribute's "
+        "measured window, its upper end t_before).",
+    ),
     n: int = typer.Option(200, "--n", help="Number of samples."),
     candidates: int = typer.Option(4, "--candidates", help="Continuations per trajectory (>= 2)."),
     target: str | None = typer.Option(None, "--target", help="Comma-separated target class distribution."),
     steps: int = typer.Option(50, "--steps", help="Sampler steps."),
     seed: int = typer.Option(0, "--seed"),
+    model: str = typer.Option("digits", "--model", help="digits, or a shapes model: shapes, shapes-biased."),
+    attribute: str | None = typer.Option(
+        None, "--attribute", help="Shapes attribute to rebalance (background, shape, colour, mark)."
+    ),
     out: Path | None = typer.Option(None, "--out", help="Write the result as JSON to this file."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a summary."),
 ) -> None:
-    """Rebalance the digit class of the shipped DDPM by acting only at its window (--fork-time).
+    """Rebalance an attribute by acting only at its window (--fork-time).
 
-    The CNN classifier selects the continuations; an independent reader (nearest class mean of the
-    training digits) judges the result, reported beside the selector's own reading.
+    digits: the CNN classifier selects the continuations; an independent reader (nearest class mean of
+    the training digits) judges the result, reported beside the selector's own reading. shapes
+    (--attribute): the attribute's analytic reader (border pixels for background) selects and judges;
+    the other attributes are read before and after (they should not move), and the extra NFEs reported.
     """
-    check_time(fork_time, "--fork-time", allow_zero=False)
+    check_choice(model, "--model", ("digits", *SHAPES_FAIRNESS_MODELS))
+    if fork_time is not None:
+        check_time(fork_time, "--fork-time", allow_zero=False)
     check_counts(n=n, steps=steps)
     check_positive_int(candidates, "--candidates", minimum=2)
-    if target is not None:
-        target = check_target(parse_list(target, "--target", float, "probabilities"), NUM_CLASSES, "--target")
+    if model == "digits" and attribute is not None:
+        raise ValueError("--attribute applies to the shapes models (the digits model rebalances its class)")
+    if model != "digits" and attribute is None:
+        raise ValueError(f"--attribute is required with --model {model} (background, shape, colour or mark)")
     check_out_file(out, kind="fairness")
-    # Deferred: critwin.models.digits imports diffusers (seconds); options are checked above.
-    from critwin.models.digits import load_digits_model
-
-    result = rebalance(
-        load_digits_model().process(num_inference_steps=steps),
-        n,
-        classifier_feature(),
-        NUM_CLASSES,
-        fork_time,
-        target=target,
-        n_candidates=candidates,
-        seed=seed,
-        judge=ClassMeanReader(),
-    )
+    if model == "digits":
+        result = _digits_fairness(fork_time, n, candidates, target, steps, seed)
+    else:
+        result = _shapes_fairness(model, attribute, fork_time, n, candidates, target, steps, seed)
     report = {**result.to_dict(), **output_marker("fairness")}
     if out is not None:
         atomic_write_json(out, report)
@@ -167,8 +175,63 @@ def fairness(
         return
     typer.echo(
         f"fork at OU time {result.fork_time:.3f} (step {result.fork_step}): TV to target "
-        f"{result.tv_before:.3f} -> {result.tv_after:.3f} by the selecting classifier, "
-        f"{result.tv_judged_before:.3f} -> {result.tv_judged_after:.3f} by an independent reader "
-        f"(nearest class mean) with {candidates} continuations per sample; "
+        f"{result.tv_before:.3f} -> {result.tv_after:.3f} by the selecting reader, "
+        f"{result.tv_judged_before:.3f} -> {result.tv_judged_after:.3f} by the judge "
+        f"({'nearest class mean' if model == 'digits' else 'analytic ' + str(attribute) + ' reader'}) "
+        f"with {candidates} continuations per sample; "
         f"after = {[round(v, 3) for v in result.after.tolist()]}"
+    )
+    if result.nfe is not None and result.nfe_plain:
+        typer.echo(f"cost: {result.nfe - result.nfe_plain} extra NFEs ({result.nfe / result.nfe_plain:.2f}x)")
+    for name, other in result.others.items():
+        low, high = other["tv_ci"]
+        verdict = "unchanged" if other["unchanged"] else "changed"
+        typer.echo(f"{name}: TV before/after {other['tv']:.3f} (CI {low:.3f}-{high:.3f}), {verdict}")
+
+
+def _digits_fairness(fork_time, n, candidates, target, steps, seed):
+    if target is not None:
+        target = check_target(parse_list(target, "--target", float, "probabilities"), NUM_CLASSES, "--target")
+    # Deferred: critwin.models.digits imports diffusers (seconds); options are checked above.
+    from critwin.models.digits import load_digits_model
+
+    return rebalance(
+        load_digits_model().process(num_inference_steps=steps),
+        n,
+        classifier_feature(),
+        NUM_CLASSES,
+        1.5 if fork_time is None else fork_time,
+        target=target,
+        n_candidates=candidates,
+        seed=seed,
+        judge=ClassMeanReader(),
+    )
+
+
+def _shapes_fairness(model, attribute, fork_time, n, candidates, target, steps, seed):
+    # Deferred: the shapes models import diffusers (seconds); options are checked above.
+    from critwin.models.shapes import ATTRIBUTES, attribute_readers, load_shapes_model
+
+    check_choice(attribute, "--attribute", list(ATTRIBUTES))
+    n_classes = len(ATTRIBUTES[attribute])
+    if target is not None:
+        target = check_target(parse_list(target, "--target", float, "probabilities"), n_classes, "--target")
+    loaded = load_shapes_model(model)
+    process = loaded.process(num_inference_steps=steps)
+    readers = attribute_readers()
+    reader = readers.pop(attribute)
+    if fork_time is None:
+        sources = loaded.training_data().images[:64]
+        fork_time, _ = window_fork_time(process, sources, reader, seed=seed)
+    return rebalance(
+        process,
+        n,
+        reader,
+        n_classes,
+        fork_time,
+        target=target,
+        n_candidates=candidates,
+        seed=seed,
+        judge=reader,
+        others=readers,
     )

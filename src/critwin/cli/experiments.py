@@ -10,7 +10,7 @@ import typer
 from critwin._io import atomic_write_json, json_text, output_marker, read_json
 from critwin._validation import check_delta, check_eps
 from critwin.cli import app
-from critwin.cli._common import check_counts, check_out_file, fmt_time
+from critwin.cli._common import check_counts, check_out_file, cli_error, fmt_time
 from critwin.experiments.cloning import CloneResult
 from critwin.experiments.estimation import estimate_window
 from critwin.experiments.forward_reverse import ForwardReverseResult
@@ -43,6 +43,11 @@ def estimate_command(
     seed: int = typer.Option(0, "--seed", help="bootstrap seed (same seed, same intervals)"),
     out: Path = typer.Option(None, "--out", help="also write the estimate as JSON to this file"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
+    feature: str = typer.Option(
+        None,
+        "--feature",
+        help="the feature to estimate, for a result of several features (label[NAME] columns)",
+    ),
 ):
     """Commitment curve, base rate, window endpoints with bootstrap CIs, jump rule and per-class windows.
 
@@ -58,14 +63,18 @@ def estimate_command(
     level = check_eps(level, "--level")
     check_out_file(out, kind="estimate")
     result = load_result(result_dir)
-    estimate = estimate_window(
-        result,
-        delta=delta,
-        base_rate=base_rate,
-        n_boot=n_boot,
-        level=level,
-        generator=torch.Generator().manual_seed(seed),
-    )
+    try:
+        estimate = estimate_window(
+            result,
+            delta=delta,
+            base_rate=base_rate,
+            n_boot=n_boot,
+            level=level,
+            generator=torch.Generator().manual_seed(seed),
+            feature=feature,
+        )
+    except ValueError as exc:  # a multi-feature result without --feature names the option to pass
+        raise cli_error(exc, {"feature": "--feature"}) from None
     summary = {**estimate.to_dict(), **output_marker("estimate")}
     summary["source"] = str(result_dir)
     if out is not None:

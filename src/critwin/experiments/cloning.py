@@ -34,11 +34,20 @@ from critwin.experiments.checkpoint import (
     unit_generator,
 )
 from critwin.experiments.executor import resolve_executor, run_units
-from critwin.experiments.features import LATENT, apply_feature, feature_name, resolve_feature
+from critwin.experiments.features import (
+    LATENT,
+    describe_features,
+    feature_names,
+    labelled,
+    read_features,
+    resolve_features,
+)
 from critwin.experiments.forward_reverse import run_exact_with_components
 from critwin.experiments.process import as_process, check_cond, nfe_since, realise_times, select_cond
 from critwin.experiments.results import (
+    FeatureLabels,
     ResultTable,
+    feature_columns,
     grid_from_metadata,
     grid_metadata,
     result_metadata,
@@ -51,7 +60,7 @@ DEFAULT_CHUNK = 256
 
 
 @dataclass(repr=False)
-class CloneResult(ResultTable):
+class CloneResult(FeatureLabels, ResultTable):
     """Outcome of a cloning sweep.
 
     Attributes
@@ -64,72 +73,81 @@ class CloneResult(ResultTable):
     clone_labels : (T, N, n_clones) long final labels of the continuations.
     nfe : per-sample denoiser evaluations of the whole sweep (trunks + continuations), or None.
     metadata : provenance.
+
+    With several features (``feature={name: f, ...}``) ``own_labels`` and ``clone_labels`` are
+    ``{name: tensor}`` (all read from the same trajectories and continuations); :meth:`select` gives one
+    feature's result and the table has ``label[name]``/``source_label[name]`` columns.
     """
 
     requested_times: torch.Tensor
     times: torch.Tensor
     indices: torch.Tensor
     steps: torch.Tensor | None
-    own_labels: torch.Tensor
-    clone_labels: torch.Tensor
+    own_labels: torch.Tensor | dict[str, torch.Tensor]
+    clone_labels: torch.Tensor | dict[str, torch.Tensor]
     nfe: int | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
 
     kind: ClassVar[str] = "clone"
+    _label_fields: ClassVar[tuple[str, ...]] = ("own_labels", "clone_labels")
 
     @property
     def n_clones(self) -> int:
-        return int(self.clone_labels.shape[2])
+        return int(self._first("clone_labels").shape[2])
 
     @property
     def agreement(self) -> torch.Tensor:
         """(T,) fraction of continuations whose final feature equals their trajectory's own."""
+        self._single("agreement")
         return (self.clone_labels == self.own_labels.view(1, -1, 1)).double().mean((1, 2))
 
     def kept(self) -> torch.Tensor:
         """(T, N * n_clones) bool agreement of every continuation (trajectory-major columns)."""
+        self._single("kept()")
         T = self.clone_labels.shape[0]
         return (self.clone_labels == self.own_labels.view(1, -1, 1)).reshape(T, -1)
 
     @property
     def source_ids(self) -> torch.Tensor:
         """(N * n_clones,) trajectory of every column of :meth:`kept`."""
-        return torch.arange(self.own_labels.numel()).repeat_interleave(self.n_clones)
+        return torch.arange(self._first("own_labels").numel()).repeat_interleave(self.n_clones)
 
     def summary(self) -> dict[str, Any]:
-        agreement = self.agreement
-        return {
+        out = {
             "times": int(self.times.numel()),
-            "trajectories": int(self.own_labels.numel()),
+            "trajectories": int(self._first("own_labels").numel()),
             "n_clones": self.n_clones,
-            "agreement": (float(agreement[0]), float(agreement[-1])),
-            "nfe": self.nfe,
         }
+        return {**out, **self._feature_summary(), "nfe": self.nfe}
 
     def table(self) -> dict[str, list]:
         """Columns, one row per continuation, named as the forward–reverse table's
         (:data:`~critwin.experiments.results.SHARED_COLUMNS`): t, requested_t, step, index, source_id
         (the trajectory), replicate (the continuation), label, source_label (the trajectory's own label).
-        Tables saved before these names (trajectory, clone, own_label) still load."""
-        T, N, C = self.clone_labels.shape
+        Tables saved before these names (trajectory, clone, own_label) still load. Several features:
+        ``label[name]``, ``source_label[name]`` per feature."""
+        T, N, C = self._first("clone_labels").shape
         t_rep = np.repeat(np.arange(T), N * C)
         traj = np.tile(np.repeat(np.arange(N), C), T)
         steps = None if self.steps is None else self.steps.numpy()
-        return {
+        columns = {
             "t": self.times.numpy()[t_rep].tolist(),
             "requested_t": self.requested_times.numpy()[t_rep].tolist(),
             "step": step_column(steps, t_rep),
             "index": self.indices.numpy()[t_rep].tolist(),
             "source_id": traj.tolist(),
             "replicate": np.tile(np.arange(C), T * N).tolist(),
-            "label": self.clone_labels.numpy().reshape(-1).tolist(),
-            "source_label": self.own_labels.numpy()[traj].tolist(),
         }
+        for name in self.feature_names or [None]:
+            one = self if name is None else self.select(name)
+            columns[labelled("label", name)] = one.clone_labels.numpy().reshape(-1).tolist()
+            columns[labelled("source_label", name)] = one.own_labels.numpy()[traj].tolist()
+        return columns
 
     def _saved_metadata(self) -> dict[str, Any]:
         meta = dict(self.metadata)
         meta.update(
-            n_trajectories=int(self.own_labels.numel()),
+            n_trajectories=int(self._first("own_labels").numel()),
             n_clones=self.n_clones,
             nfe=self.nfe,
             **grid_metadata(self.requested_times, self.times, self.indices, self.steps),
@@ -139,10 +157,20 @@ class CloneResult(ResultTable):
     @classmethod
     def _from_saved(cls, columns, meta) -> CloneResult:
         T, N, C = len(meta["times"]), int(meta["n_trajectories"]), int(meta["n_clones"])
-        labels = torch.tensor([int(v) for v in columns["label"]], dtype=torch.long).reshape(T, N, C)
-        # "own_label" is the column's name in tables saved before the shared names.
-        own_column = columns["source_label"] if "source_label" in columns else columns["own_label"]
-        own = torch.tensor([int(v) for v in own_column], dtype=torch.long).reshape(T, N, C)[0, :, 0]
+
+        def tensor(values):
+            return torch.tensor([int(v) for v in values], dtype=torch.long).reshape(T, N, C)
+
+        if "label" in columns:
+            labels = tensor(columns["label"])
+            # "own_label" is the column's name in tables saved before the shared names.
+            own_column = columns["source_label"] if "source_label" in columns else columns["own_label"]
+            own = tensor(own_column)[0, :, 0]
+        else:
+            labels = {k: tensor(v) for k, v in feature_columns(columns, "label").items()}
+            own = {k: tensor(v)[0, :, 0] for k, v in feature_columns(columns, "source_label").items()}
+            if not labels or set(labels) != set(own):
+                raise ValueError("the label columns are missing")
         return cls(
             **grid_from_metadata(meta),
             own_labels=own,
@@ -185,7 +213,8 @@ def clone(
     n_clones : continuations per trajectory and fork (>= 1).
     feature : callable ``f(x_data) -> (n,)`` labels / ``(n, C)`` probabilities, ``"bayes"`` (Bayes label
         of the output) or ``"component"`` (the latent component drawn by ``sampler="exact"``; other
-        samplers raise ValueError).
+        samplers raise ValueError); or a mapping ``{name: feature}`` read from the same trajectories
+        and continuations (as in :func:`~critwin.experiments.forward_reverse.forward_reverse`).
     sampler, generator, seed, out, cond, chunk_size, progress, n_steps, t_max, eta, feature_label :
         as in :func:`~critwin.experiments.forward_reverse.forward_reverse`; ``chunk_size`` counts
         trajectories per unit; per-sample ``cond`` tensors have first dim ``n_trajectories``.
@@ -209,7 +238,8 @@ def clone(
         raise ValueError("times must be > 0: a fork at t = 0 is the finished sample")
     chunk = check_chunk_size(chunk_size, DEFAULT_CHUNK)
     cond = check_cond(cond)
-    feature_fn = resolve_feature(feature, process, latent=True)
+    feature_fn = resolve_features(feature, process, latent=True)
+    recorded = describe_features(feature, feature_fn, feature_label)
     check_resumable(out, seed, generator)
     base_seed = resolve_seed(seed, generator)
     mixture = getattr(process, "mixture", None)
@@ -224,7 +254,7 @@ def clone(
         "n_trajectories": n_trajectories,
         "n_clones": n_clones,
         "seed": base_seed,
-        "feature": feature_name("component-latent" if feature_fn is LATENT else feature, feature_label),
+        "feature": recorded,
         "chunk_size": chunk,
         "dtype": str(dtype),
         "cond": fingerprint(cond) if cond else None,
@@ -242,7 +272,7 @@ def clone(
         indices=indices,
         steps=steps,
         own_labels=own,
-        clone_labels=by_fork[[forks.index(int(k)) for k in indices]],
+        clone_labels=_by_time(by_fork, [forks.index(int(k)) for k in indices]),
         nfe=nfe if process.nfe is not None else None,
         metadata=result_metadata(
             {k: v for k, v in config.items() if k not in ("requested_times", "realised_times")}, device, dtype
@@ -268,10 +298,12 @@ class _Trunks(NamedTuple):
 
 
 def _run_all(runs_on, shared: _Trunks, chunk: int, store, progress: bool):
-    """Every trunk and fork: own labels (N,), labels by distinct fork (F, N, n_clones), NFEs spent."""
+    """Every trunk and fork: own labels ``{name: (N,)}``, labels by distinct fork ``{name: (F, N,
+    n_clones)}`` (name None for a single feature), NFEs spent."""
     N, F = shared.n_trajectories, len(shared.forks)
-    own = torch.empty(N, dtype=torch.long)
-    by_fork = torch.empty(F, N, shared.n_clones, dtype=torch.long)
+    names = feature_names(shared.feature_fn)
+    own = {name: torch.empty(N, dtype=torch.long) for name in names}
+    by_fork = {name: torch.empty(F, N, shared.n_clones, dtype=torch.long) for name in names}
     n_chunks = -(-N // chunk)
     nfe = 0
     with runs_on.bind(shared, gpu=torch.device(shared.device).type == "cuda") as runner:
@@ -280,12 +312,21 @@ def _run_all(runs_on, shared: _Trunks, chunk: int, store, progress: bool):
                 wave = range(first, min(n_chunks, first + runner.parallelism))
                 spans = [(j, j * chunk, min(N, (j + 1) * chunk)) for j in wave]
                 nfe += _run_wave(runner, spans, shared, store, advance, own, by_fork)
+    if names == [None]:
+        return own[None], by_fork[None], nfe
     return own, by_fork, nfe
+
+
+def _by_time(by_fork, positions):
+    """Labels by requested fork time from labels by distinct fork (per feature for a dict)."""
+    if isinstance(by_fork, dict):
+        return {name: labels[positions] for name, labels in by_fork.items()}
+    return by_fork[positions]
 
 
 def _run_wave(runner, spans, shared: _Trunks, store, advance, own, by_fork) -> int:
     """Run the trunks of the chunks ``spans`` ((j, lo, hi) each), then all their forks; fill ``own``
-    (N,) and ``by_fork`` (F, N, n_clones) and return the NFEs spent."""
+    ``{name: (N,)}`` and ``by_fork`` ``{name: (F, N, n_clones)}`` and return the NFEs spent."""
     trunk_jobs = [(f"trunk_c{j:05d}", (j, lo, hi)) for j, lo, hi in spans]
     trunks = run_units(runner, _run_trunk, trunk_jobs, store, advance)
     fork_jobs = [
@@ -294,10 +335,13 @@ def _run_wave(runner, spans, shared: _Trunks, store, advance, own, by_fork) -> i
         for f in range(len(shared.forks))
     ]
     units = run_units(runner, _run_fork, fork_jobs, store, advance)
-    for name, (_, lo, hi) in trunk_jobs:
-        own[lo:hi] = torch.from_numpy(trunks[name]["labels"])
-    for name, (f, _, lo, hi, _) in fork_jobs:
-        by_fork[f, lo:hi] = torch.from_numpy(units[name]["labels"].reshape(hi - lo, shared.n_clones))
+    for name in own:
+        key = labelled("labels", name)
+        for unit_name, (_, lo, hi) in trunk_jobs:
+            own[name][lo:hi] = torch.from_numpy(trunks[unit_name][key])
+        for unit_name, (f, _, lo, hi, _) in fork_jobs:
+            labels = units[unit_name][key].reshape(hi - lo, shared.n_clones)
+            by_fork[name][f, lo:hi] = torch.from_numpy(labels)
     return sum(int(unit["nfe"]) for unit in [*trunks.values(), *units.values()])
 
 
@@ -317,12 +361,8 @@ def _run_trunk(shared: _Trunks, j, lo, hi):
         x = process.run(x, start=position, stop=index, generator=generator, cond=cond)
         states.append(x.detach().cpu().numpy())
         position = index
-    labels = _final_labels(process, x, position, shared.feature_fn, cond, generator)
-    return {
-        "states": np.stack(states),
-        "labels": labels.numpy(),
-        "nfe": nfe_since(process, before),
-    }
+    unit = _final_labels(process, x, position, shared.feature_fn, cond, generator)
+    return {"states": np.stack(states), **unit, "nfe": nfe_since(process, before)}
 
 
 def _run_fork(shared: _Trunks, f, j, lo, hi, state):
@@ -334,13 +374,15 @@ def _run_fork(shared: _Trunks, f, j, lo, hi, state):
     cond = _chunk_cond(shared, lo, hi)
     if cond:
         cond = select_cond(cond, torch.arange(hi - lo).repeat_interleave(n_clones), hi - lo)
-    labels = _final_labels(process, x, shared.forks[f], shared.feature_fn, cond or None, generator)
-    return {"labels": labels.numpy(), "nfe": nfe_since(process, before)}
+    unit = _final_labels(process, x, shared.forks[f], shared.feature_fn, cond or None, generator)
+    return {**unit, "nfe": nfe_since(process, before)}
 
 
-def _final_labels(process, x, start, feature_fn, cond, generator) -> torch.Tensor:
-    """Run from grid index ``start`` to the end and read the feature (the latent component: exact sampler)."""
+def _final_labels(process, x, start, feature_fn, cond, generator) -> dict[str, np.ndarray]:
+    """Run from grid index ``start`` to the end and read the features: ``labels`` (``labels[name]`` per
+    feature; the latent component with the exact sampler)."""
     if feature_fn is LATENT:
-        return run_exact_with_components(process, x, start, generator)[1].cpu()
+        return {"labels": run_exact_with_components(process, x, start, generator)[1].cpu().numpy()}
     x = process.run(x, start=start, generator=generator, cond=cond)
-    return apply_feature(feature_fn, process.decode(x))[0]
+    unit = read_features(feature_fn, process.decode(x))
+    return {key: value for key, value in unit.items() if key.startswith("labels")}

@@ -31,6 +31,7 @@ from scipy.stats import norm
 from critwin._display import axes, data_frame, html_summary, short_repr
 from critwin._io import provenance
 from critwin._validation import check_delta, check_eps, check_labels, check_number, check_positive_int
+from critwin.experiments.results import select_feature
 
 __all__ = [
     "wilson_interval",
@@ -298,9 +299,10 @@ def _outcomes(result):
     raise ValueError(f"result must be a ForwardReverseResult or CloneResult, got {type(result).__name__}")
 
 
-def commitment_curve(result, level: float = 0.95) -> CommitmentCurve:
-    """c(t) (sorted by time) with Wilson intervals from a forward–reverse or cloning result."""
-    times, kept, *_ = _outcomes(result)
+def commitment_curve(result, level: float = 0.95, *, feature: str | None = None) -> CommitmentCurve:
+    """c(t) (sorted by time) with Wilson intervals from a forward–reverse or cloning result (of the
+    feature ``feature`` of a multi-feature result)."""
+    times, kept, *_ = _outcomes(select_feature(result, feature))
     order = np.argsort(times, kind="stable")
     k = kept[order].sum(1)
     n = np.full(k.shape, kept.shape[1])
@@ -318,6 +320,7 @@ def estimate_window(
     per_class: bool = True,
     generator: torch.Generator | None = None,
     seed: int | None = None,
+    feature: str | None = None,
 ) -> WindowEstimate:
     """Window estimate with bootstrap CIs from a forward–reverse or cloning result.
 
@@ -339,11 +342,14 @@ def estimate_window(
     per_class : also estimate per source class (with ``b_k = q_k``).
     generator : for the bootstrap (one draw from it seeds the bootstrap).
     seed : bootstrap seed when no ``generator`` is given (default :data:`BOOTSTRAP_SEED`).
+    feature : with a multi-feature result (``feature={name: f}`` in the sweep), the name of the feature
+        to estimate (required there; the estimate is that of ``result.select(feature)``).
 
     Returns
     -------
     WindowEstimate
     """
+    result = select_feature(result, feature)
     delta = check_delta(delta)
     level = check_eps(level, "level")
     n_boot = check_positive_int(n_boot, "n_boot", minimum=0)
@@ -514,7 +520,7 @@ def _percentile_interval(draws: np.ndarray, level: float) -> tuple[float, float]
     return float(low), float(high)
 
 
-def susceptibility(result) -> tuple[np.ndarray, np.ndarray] | None:
+def susceptibility(result, *, feature: str | None = None) -> tuple[np.ndarray, np.ndarray] | None:
     """Between-source variance of the keep probability, ``chi(t) = Var_sources[P(kept | source)]``.
 
     It is 0 while every source keeps its feature and again once every source has forgotten it, and
@@ -524,8 +530,9 @@ def susceptibility(result) -> tuple[np.ndarray, np.ndarray] | None:
     Returns
     -------
     (times (T,), chi (T,)) sorted by time, or None when sources have fewer than 2 replicates.
+    ``feature`` names the feature of a multi-feature result.
     """
-    times, kept, clusters, *_ = _outcomes(result)
+    times, kept, clusters, *_ = _outcomes(select_feature(result, feature))
     order = np.argsort(times, kind="stable")
     ids, inverse, counts = np.unique(clusters, return_inverse=True, return_counts=True)
     if counts.min() < 2 or ids.size < 2:

@@ -16,7 +16,8 @@ feature returns.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,13 @@ __all__ = [
     "LATENT",
     "apply_feature",
     "check_feature_output",
+    "FeatureSet",
+    "resolve_features",
+    "read_features",
+    "labelled",
+    "feature_names",
+    "describe_features",
+    "split_labels",
 ]
 
 
@@ -509,3 +517,94 @@ def _check_probabilities(value: torch.Tensor, name: str, n_classes: int | None) 
             "(apply softmax to logits)"
         )
     return value.float()
+
+
+# ------------------------------------------------------------------------------- several features
+_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
+
+
+class FeatureSet:
+    """Several named features, all read from the same outputs of one sweep.
+
+    Parameters
+    ----------
+    features : name -> resolved feature callable (as :func:`resolve_feature` returns it), in order.
+    """
+
+    def __init__(self, features: Mapping[str, Callable]):
+        self.features = dict(features)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.features)
+
+    def __repr__(self) -> str:
+        return f"FeatureSet({', '.join(self.names)})"
+
+
+def labelled(column: str, name: str | None) -> str:
+    """The column (or unit array) ``column`` of the feature ``name``: ``label[background]``; the plain
+    ``column`` for a single-feature sweep (``name`` None), whose tables keep their names."""
+    return column if name is None else f"{column}[{name}]"
+
+
+def feature_names(feature_fn) -> list[str | None]:
+    """The names of a resolved feature's labels: ``[None]`` for a single feature."""
+    return list(feature_fn.names) if isinstance(feature_fn, FeatureSet) else [None]
+
+
+def resolve_features(feature, process, *, latent: bool = False, caller: str = "this experiment"):
+    """:func:`resolve_feature`, extended to a mapping ``{name: feature}`` (a :class:`FeatureSet`).
+
+    Names are non-empty strings of letters, digits, ``_``, ``.`` and ``-`` (they become column names
+    ``label[name]``); the latent ``"component"`` cannot be combined with other features (it is not read
+    from the outputs).
+    """
+    if not isinstance(feature, Mapping):
+        return resolve_feature(feature, process, latent=latent, caller=caller)
+    if not feature:
+        raise ValueError("feature must name at least one feature when given as a mapping, got {}")
+    resolved = {}
+    for name, one in feature.items():
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise ValueError(
+                f"feature names must be non-empty strings of letters, digits, '_', '.', '-'; got {name!r}"
+            )
+        if isinstance(one, str) and one == "component":
+            raise ValueError(
+                f"feature {name!r}: the latent 'component' cannot be read with other features "
+                "(it is not a function of the outputs); run it on its own"
+            )
+        resolved[name] = resolve_feature(one, process, caller=caller)
+    return FeatureSet(resolved)
+
+
+def describe_features(feature, feature_fn, label: str | None = None):
+    """The feature's recorded name: a string, or ``{name: recorded name}`` for a :class:`FeatureSet`
+    (bound into a sweep's settings, so a resume cannot mix features)."""
+    if isinstance(feature_fn, FeatureSet):
+        if label is not None:
+            raise ValueError("feature_label names a single feature; several features are named by their keys")
+        return {name: feature_name(feature[name]) for name in feature_fn.names}
+    return feature_name("component-latent" if feature_fn is LATENT else feature, label)
+
+
+def read_features(feature_fn, x: torch.Tensor) -> dict[str, np.ndarray]:
+    """Every feature on the same batch ``x``: ``labels`` (n,) and ``probs`` (n, C) when given, named
+    ``labels[name]``/``probs[name]`` for a :class:`FeatureSet`."""
+    features = feature_fn.features if isinstance(feature_fn, FeatureSet) else {None: feature_fn}
+    out = {}
+    for name, fn in features.items():
+        labels, probs = apply_feature(fn, x)
+        out[labelled("labels", name)] = labels.numpy()
+        if probs is not None:
+            out[labelled("probs", name)] = probs.numpy()
+    return out
+
+
+def split_labels(feature_fn, arrays: Mapping[str, np.ndarray], column: str = "labels"):
+    """The ``column`` arrays of :func:`read_features` as one tensor (a single feature) or
+    ``{name: tensor}`` (a :class:`FeatureSet`)."""
+    names = feature_names(feature_fn)
+    out = {name: torch.from_numpy(np.asarray(arrays[labelled(column, name)])) for name in names}
+    return out[None] if names == [None] else out

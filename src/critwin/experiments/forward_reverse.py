@@ -39,7 +39,14 @@ from critwin.experiments.checkpoint import (
     unit_generator,
 )
 from critwin.experiments.executor import resolve_executor, run_units
-from critwin.experiments.features import LATENT, apply_feature, feature_name, resolve_feature
+from critwin.experiments.features import (
+    LATENT,
+    describe_features,
+    labelled,
+    read_features,
+    resolve_features,
+    split_labels,
+)
 from critwin.experiments.process import (
     as_process,
     check_cond,
@@ -50,7 +57,9 @@ from critwin.experiments.process import (
     select_cond,
 )
 from critwin.experiments.results import (
+    FeatureLabels,
     ResultTable,
+    feature_columns,
     grid_from_metadata,
     grid_metadata,
     result_metadata,
@@ -63,7 +72,7 @@ DEFAULT_CHUNK = 512
 
 
 @dataclass(repr=False)
-class ForwardReverseResult(ResultTable):
+class ForwardReverseResult(FeatureLabels, ResultTable):
     """Per-sample outcome of a forward–reverse sweep.
 
     Attributes
@@ -79,58 +88,67 @@ class ForwardReverseResult(ResultTable):
     n_per_time : replicates per source and time.
     nfe : total per-sample denoiser evaluations (None if the process does not count them).
     metadata : provenance (process description, seed, feature name...).
+
+    With several features (``feature={name: f, ...}``) ``labels``, ``source_labels`` and
+    ``probabilities`` are ``{name: tensor}`` (every feature read from the same outputs), the method
+    ``select(name)`` gives one feature's result, and the table has ``label[name]`` and
+    ``source_label[name]`` columns instead of ``label`` and ``source_label``.
     """
 
     requested_times: torch.Tensor
     times: torch.Tensor
     indices: torch.Tensor
     steps: torch.Tensor | None
-    labels: torch.Tensor
-    source_labels: torch.Tensor
+    labels: torch.Tensor | dict[str, torch.Tensor]
+    source_labels: torch.Tensor | dict[str, torch.Tensor]
     source_ids: torch.Tensor
-    probabilities: torch.Tensor | None = None
+    probabilities: torch.Tensor | dict[str, torch.Tensor] | None = None
     n_per_time: int = 1
     nfe: int | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
 
     kind: ClassVar[str] = "forward_reverse"
+    _label_fields: ClassVar[tuple[str, ...]] = ("labels", "source_labels", "probabilities")
 
     @property
     def agreement(self) -> torch.Tensor:
         """(T,) commitment curve c(t): fraction of outputs whose label equals their source's."""
+        self._single("agreement")
         return (self.labels == self.source_labels).double().mean(1)
 
     def summary(self) -> dict[str, Any]:
-        agreement = self.agreement
-        return {
+        out = {
             "times": int(self.times.numel()),
             "sources": int(self.source_ids.max()) + 1 if self.source_ids.numel() else 0,
             "n_per_time": self.n_per_time,
-            "agreement": (float(agreement[0]), float(agreement[-1])),
-            "nfe": self.nfe,
         }
+        return {**out, **self._feature_summary(), "nfe": self.nfe}
 
     def kept(self) -> torch.Tensor:
         """(T, M) bool: output label equals source label."""
+        self._single("kept()")
         return self.labels == self.source_labels
 
     def table(self) -> dict[str, list]:
         """Tidy columns, one row per (time, sample): t, requested_t, step, index, source_id,
-        replicate, label, source_label."""
-        T, M = self.labels.shape
+        replicate, label, source_label (``label[name]``, ``source_label[name]`` per feature)."""
+        T, M = self._first("labels").shape
         t_rep = np.repeat(np.arange(T), M)
         col = np.tile(np.arange(M), T)
         steps = None if self.steps is None else self.steps.numpy()
-        return {
+        columns = {
             "t": self.times.numpy()[t_rep].tolist(),
             "requested_t": self.requested_times.numpy()[t_rep].tolist(),
             "step": step_column(steps, t_rep),
             "index": self.indices.numpy()[t_rep].tolist(),
             "source_id": self.source_ids.numpy()[col].tolist(),
             "replicate": (col % self.n_per_time).tolist(),
-            "label": self.labels.numpy().reshape(-1).tolist(),
-            "source_label": self.source_labels.numpy().reshape(-1).tolist(),
         }
+        for name in self.feature_names or [None]:
+            one = self if name is None else self.select(name)
+            columns[labelled("label", name)] = one.labels.numpy().reshape(-1).tolist()
+            columns[labelled("source_label", name)] = one.source_labels.numpy().reshape(-1).tolist()
+        return columns
 
     def _saved_metadata(self) -> dict[str, Any]:
         meta = dict(self.metadata)
@@ -145,14 +163,22 @@ class ForwardReverseResult(ResultTable):
     def _from_saved(cls, columns, meta) -> ForwardReverseResult:
         # Probabilities are not stored in the table.
         T = len(meta["times"])
-        labels = torch.tensor([int(v) for v in columns["label"]], dtype=torch.long).reshape(T, -1)
-        source = torch.tensor([int(v) for v in columns["source_label"]], dtype=torch.long).reshape(T, -1)
-        ids = torch.tensor([int(v) for v in columns["source_id"]], dtype=torch.long).reshape(T, -1)[0]
+
+        def tensor(values):
+            return torch.tensor([int(v) for v in values], dtype=torch.long).reshape(T, -1)
+
+        if "label" in columns:
+            labels, source = tensor(columns["label"]), tensor(columns["source_label"])
+        else:
+            labels = {k: tensor(v) for k, v in feature_columns(columns, "label").items()}
+            source = {k: tensor(v) for k, v in feature_columns(columns, "source_label").items()}
+            if not labels or set(labels) != set(source):
+                raise ValueError("the label columns are missing")
         return cls(
             **grid_from_metadata(meta),
             labels=labels,
             source_labels=source,
-            source_ids=ids,
+            source_ids=tensor(columns["source_id"])[0],
             n_per_time=int(meta["n_per_time"]),
             nfe=meta.get("nfe"),
             metadata=meta,
@@ -196,7 +222,9 @@ def forward_reverse(
         with ``sampler="exact"`` (the posterior sampler draws it; other samplers raise ValueError). A
         source's own component is drawn from its exact posterior ``pi_0(. | x0)`` (for Dirac components:
         its atom), which gives the right joint law of (component, x0); ``agreement`` is then
-        ``P(component kept)``.
+        ``P(component kept)``. Or a mapping ``{name: feature}`` (not ``"component"``): every feature is
+        read from the same outputs (one sweep; labels identical to single-feature runs with the same
+        seed), and the result holds one label set per name (:meth:`ForwardReverseResult.select`).
     sampler : for mixtures, one of ``"exact"``, ``"ddpm"``, ``"ddim"``, ``"sde"``, ``"sde_exp"``, ``"heun"``.
     generator : source of the base seed when ``seed`` is None (same generator state, same result).
     seed : base seed; every unit's randomness derives from ``(seed, time index, chunk)``.
@@ -221,7 +249,8 @@ def forward_reverse(
     n_per_time = check_positive_int(n_per_time, "n_per_time")
     chunk = check_chunk_size(chunk_size, DEFAULT_CHUNK)
     cond = check_cond(cond)
-    feature_fn = resolve_feature(feature, process, latent=True)
+    feature_fn = resolve_features(feature, process, latent=True)
+    recorded = describe_features(feature, feature_fn, feature_label)
     check_resumable(out, seed, generator)
     base_seed = resolve_seed(seed, generator)
 
@@ -231,7 +260,7 @@ def forward_reverse(
             process.mixture, z0, unit_generator(base_seed, "source", device=z0.device)
         )
     else:
-        source_labels, _ = apply_feature(feature_fn, x0)
+        source_labels = split_labels(feature_fn, read_features(feature_fn, x0))
     T, M = requested.numel(), x0.shape[0] * n_per_time
     # User-facing settings first: a refused resume names the first setting that differs.
     config = {
@@ -239,7 +268,7 @@ def forward_reverse(
         "requested_times": requested.tolist(),
         "n_per_time": n_per_time,
         "seed": base_seed,
-        "feature": feature_name("component-latent" if feature_fn is LATENT else feature, feature_label),
+        "feature": recorded,
         "n_samples": x0.shape[0],
         "chunk_size": chunk,
         "x0": fingerprint(x0),
@@ -291,33 +320,40 @@ class SweepSources(NamedTuple):
 def _assemble(jobs, units, grid, source_labels, n_per_time: int, config, origin) -> ForwardReverseResult:
     """The result from every unit, in the canonical unit order (whatever order they completed in).
 
-    ``grid`` is ``(requested, realised, indices, steps)``; ``source_labels`` (N,) the sources' labels;
-    ``origin`` is ``(process, z0)``, whose device and dtype the provenance records.
+    ``grid`` is ``(requested, realised, indices, steps)``; ``source_labels`` (N,) the sources' labels
+    (``{name: (N,)}`` with several features); ``origin`` is ``(process, z0)``, whose device and dtype
+    the provenance records.
     """
     process, z0 = origin
     requested, realised, indices, steps = grid
-    T, M = requested.numel(), source_labels.numel() * n_per_time
-    labels = torch.empty(T, M, dtype=torch.long)
-    probabilities: torch.Tensor | None = None
+    names = list(source_labels) if isinstance(source_labels, dict) else [None]
+    sources = source_labels if isinstance(source_labels, dict) else {None: source_labels}
+    T, M = requested.numel(), sources[names[0]].numel() * n_per_time
+    labels = {name: torch.empty(T, M, dtype=torch.long) for name in names}
+    probabilities: dict = {}
     nfe = 0
-    for name, (i, _, _, lo, hi, _) in jobs:
-        unit = units[name]
-        labels[i, lo:hi] = torch.from_numpy(unit["labels"])
-        if "probs" in unit:
-            if probabilities is None:
-                probabilities = torch.zeros(T, M, unit["probs"].shape[1])
-            probabilities[i, lo:hi] = torch.from_numpy(unit["probs"])
+    for unit_name, (i, _, _, lo, hi, _) in jobs:
+        unit = units[unit_name]
+        for name in names:
+            labels[name][i, lo:hi] = torch.from_numpy(unit[labelled("labels", name)])
+            probs = unit.get(labelled("probs", name))
+            if probs is not None:
+                if name not in probabilities:
+                    probabilities[name] = torch.zeros(T, M, probs.shape[1])
+                probabilities[name][i, lo:hi] = torch.from_numpy(probs)
         nfe += int(unit["nfe"])
     source_ids = torch.arange(M) // n_per_time
+    expanded = {name: sources[name][source_ids].unsqueeze(0).expand(T, M).clone() for name in names}
+    single = names == [None]
     return ForwardReverseResult(
         requested_times=requested,
         times=realised,
         indices=indices,
         steps=steps,
-        labels=labels,
-        source_labels=source_labels[source_ids].unsqueeze(0).expand(T, M).clone(),
+        labels=labels[None] if single else labels,
+        source_labels=expanded[None] if single else expanded,
         source_ids=source_ids,
-        probabilities=probabilities,
+        probabilities=probabilities.get(None) if single else probabilities or None,
         n_per_time=n_per_time,
         nfe=nfe,
         metadata=result_metadata(
@@ -370,13 +406,12 @@ def _run_latent_unit(process, z0, index, rows, source, generator):
 
 
 def feature_outputs(process, z0, feature_fn, rows, index: int, cond, generator) -> dict[str, np.ndarray]:
-    """One unit's arrays: ``labels`` (n,), ``probs`` (n, C) if the feature gives them, and ``nfe``, for
-    the forward–reverse outputs of the sources ``z0[rows]`` from grid index ``index``."""
+    """One unit's arrays: ``labels`` (n,), ``probs`` (n, C) if the feature gives them (``labels[name]``,
+    ``probs[name]`` per feature of a :class:`~critwin.experiments.features.FeatureSet`), and ``nfe``,
+    for the forward–reverse outputs of the sources ``z0[rows]`` from grid index ``index``."""
     before = process.nfe
-    labels, probs = apply_feature(feature_fn, noise_and_denoise(process, z0, rows, index, cond, generator))
-    unit = {"labels": labels.numpy(), "nfe": nfe_since(process, before)}
-    if probs is not None:
-        unit["probs"] = probs.numpy()
+    unit = read_features(feature_fn, noise_and_denoise(process, z0, rows, index, cond, generator))
+    unit["nfe"] = nfe_since(process, before)
     return unit
 
 

@@ -12,6 +12,7 @@ process's :class:`~critwin.clock.TimeGrid`); the experiments' other input checks
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -25,6 +26,7 @@ from critwin.clock import TimeGrid, alpha_sigma, time_grid
 from critwin.samplers import SAMPLERS, as_denoiser, sample_ddim
 
 __all__ = [
+    "grid_times",
     "ReverseProcess",
     "MixtureProcess",
     "DiscreteProcess",
@@ -483,6 +485,16 @@ class RealisedTimes(NamedTuple):
     indices: torch.Tensor
     times: torch.Tensor
     steps: torch.Tensor | None
+
+
+def grid_times(process: ReverseProcess, n: int, lo: float = 0.02, hi: float = 4.5) -> list[float]:
+    """``n`` (at most; distinct) realised OU times of ``process``'s grid spread evenly in log OU time
+    (log-SNR, up to a constant, at small t) between ``lo`` and ``hi``, clipped to the grid (t > 0)."""
+    grid = process.times[:-1].to(torch.float64)
+    lo, hi = max(grid.min().item(), lo), min(grid.max().item(), hi)
+    wanted = torch.exp(torch.linspace(math.log(lo), math.log(hi), n, dtype=torch.float64))
+    picked = sorted({process.locate(float(t))[0] for t in wanted})
+    return [float(grid[i]) for i in picked]
 
 
 def realise_times(process: ReverseProcess, times, name: str = "times") -> RealisedTimes:

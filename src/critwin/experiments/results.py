@@ -12,6 +12,7 @@ both written atomically.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import math
 from abc import ABC, abstractmethod
@@ -35,6 +36,9 @@ __all__ = [
     "step_column",
     "result_metadata",
     "SHARED_COLUMNS",
+    "FeatureLabels",
+    "select_feature",
+    "feature_columns",
 ]
 
 # Columns that forward–reverse and cloning tables share, meaning the same thing in both: the realised
@@ -118,6 +122,85 @@ class ResultTable(ABC):
                 f"{Path(directory) / TABLE_FILE} and {METADATA_FILE} do not form a valid {cls.kind} result "
                 f"({detail}); the files are corrupt"
             ) from None
+
+
+class FeatureLabels:
+    """Mixin of the sweep results that may hold several features (``feature={name: f, ...}``).
+
+    A single-feature result holds tensors in its ``_label_fields``; a multi-feature one holds
+    ``{name: tensor}`` there, in the sweep's feature order, and :meth:`select` gives the single-feature
+    result of one of them (what :func:`~critwin.experiments.estimation.estimate_window` reads).
+    """
+
+    _label_fields: ClassVar[tuple[str, ...]]
+
+    @property
+    def feature_names(self) -> tuple[str, ...] | None:
+        """The features' names, or None for a single-feature result."""
+        first = getattr(self, self._label_fields[0])
+        return tuple(first) if isinstance(first, dict) else None
+
+    def _first(self, field: str) -> torch.Tensor:
+        """The tensor of ``field`` (of the first feature for a multi-feature result: shapes only)."""
+        value = getattr(self, field)
+        return next(iter(value.values())) if isinstance(value, dict) else value
+
+    def select(self, feature: str):
+        """The single-feature result of ``feature`` (same times, sources, NFEs; labels of that feature)."""
+        names = self.feature_names
+        if names is None:
+            raise ValueError("feature: this result has a single feature; select() picks one of several")
+        if feature not in names:
+            raise ValueError(f"feature must be one of {', '.join(names)}; got {feature!r}")
+        values = {}
+        for field in self._label_fields:
+            value = getattr(self, field)
+            values[field] = value.get(feature) if isinstance(value, dict) else value
+        meta = dict(self.metadata)
+        recorded = meta.get("feature")
+        meta["feature"] = recorded.get(feature, feature) if isinstance(recorded, dict) else feature
+        meta["selected_feature"] = feature
+        return dataclasses.replace(self, **values, metadata=meta)
+
+    def _feature_summary(self) -> dict[str, Any]:
+        """The agreement at the first and last time (one feature) or the features' names (several)."""
+        names = self.feature_names
+        if names is not None:
+            return {"features": ", ".join(names)}
+        agreement = self.agreement
+        return {"agreement": (float(agreement[0]), float(agreement[-1]))}
+
+    def _single(self, what: str) -> None:
+        names = self.feature_names
+        if names is not None:
+            raise ValueError(
+                f"{what} reads one feature, and this result has {len(names)} ({', '.join(names)}); "
+                "use result.select(name)"
+            )
+
+
+def select_feature(result, feature: str | None):
+    """``result`` itself (``feature`` None) or its single-feature part ``result.select(feature)``.
+
+    Raises
+    ------
+    ValueError naming ``feature`` when a multi-feature result gets none, or a single-feature one a name.
+    """
+    names = getattr(result, "feature_names", None)
+    if feature is None:
+        if names is not None:
+            listed = ", ".join(names)
+            raise ValueError(f"feature: the result has several features ({listed}); pass feature=NAME")
+        return result
+    if names is None:
+        raise ValueError(f"feature={feature!r} given, but the result has a single feature")
+    return result.select(feature)
+
+
+def feature_columns(columns: Mapping[str, list], column: str) -> dict[str, list]:
+    """``{name: values}`` of the columns ``column[name]`` of a multi-feature table, in table order."""
+    prefix = column + "["
+    return {k[len(prefix) : -1]: v for k, v in columns.items() if k.startswith(prefix) and k.endswith("]")}
 
 
 def write_table(directory, columns: Mapping[str, list], metadata: Mapping[str, Any]) -> None:

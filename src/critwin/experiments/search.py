@@ -5,7 +5,8 @@ non-increasing in t. Each endpoint is a level crossing — ``t_after`` where ``r
 ``t_before`` where ``r = delta`` — so it can be bracketed by bisection instead of a uniform grid. At
 each probe time, samples are drawn in batches until the Wilson interval of ``c`` excludes the level
 (or ``max_per_probe`` is reached): clear-cut probes far from the crossing stop after one batch.
-Probes are cached and shared between the two searches. For a process with a fixed grid the bisection
+Probes are cached and shared between the two searches (and between the features of a multi-feature
+search, which read every probe's outputs). For a process with a fixed grid the bisection
 runs over its grid points (resolution: adjacent steps). NFEs (per-sample denoiser evaluations) are
 counted.
 
@@ -17,7 +18,9 @@ Call shape::
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
@@ -29,7 +32,13 @@ from critwin.experiments.checkpoint import progress_bar, resolve_seed, unit_gene
 from critwin.experiments.estimation import base_rate as _base_rate
 from critwin.experiments.estimation import wilson_interval
 from critwin.experiments.executor import resolve_executor
-from critwin.experiments.features import apply_feature, resolve_feature
+from critwin.experiments.features import (
+    feature_names,
+    labelled,
+    read_features,
+    resolve_features,
+    split_labels,
+)
 from critwin.experiments.forward_reverse import SweepSources, feature_outputs
 from critwin.experiments.process import (
     as_process,
@@ -137,7 +146,10 @@ class _Prober:
     """
 
     def __init__(self, runner, shared: SweepSources, batch, max_n, level, counted):
-        self.runner, self.shared, self.source = runner, shared, shared.source_labels
+        self.runner, self.shared = runner, shared
+        # Labels per feature name (None: a single feature); every batch is read by every feature.
+        self.source = shared.source_labels
+        self.source = self.source if isinstance(self.source, dict) else {None: self.source}
         self.batch, self.max_n, self.level = batch, max_n, level
         # Up to ceil(max_n / batch) looks at the same probe: Bonferroni keeps the chance of stopping
         # on the wrong side of the threshold below 1 - level per probe despite the repeated looks.
@@ -150,7 +162,8 @@ class _Prober:
         entry = self.cache.get(t)
         if entry is None:
             _, _, indices, realised, _ = realise_times(self.shared.process, t)
-            entry = {"t": float(realised[0]), "n": 0, "kept": 0, "key": len(self.cache), "ahead": {}}
+            kept = dict.fromkeys(self.source, 0)
+            entry = {"t": float(realised[0]), "n": 0, "kept": kept, "key": len(self.cache), "ahead": {}}
             self.cache[t] = entry
         return entry
 
@@ -161,32 +174,37 @@ class _Prober:
             jobs = [(n, (t, entry["key"], n, self.batch)) for n in offsets]
             entry["ahead"].update(self.runner.map_unordered(_probe_unit, jobs))
         unit = entry["ahead"].pop(entry["n"])
-        rows = (entry["n"] + torch.arange(self.batch)) % self.source.shape[0]
         if self.nfe is not None:
             self.nfe += int(unit["nfe"])
-        entry["kept"] += int((torch.from_numpy(unit["labels"]) == self.source[rows]).sum().item())
+        for name, source in self.source.items():
+            rows = (entry["n"] + torch.arange(self.batch)) % source.shape[0]
+            labels = torch.from_numpy(unit[labelled("labels", name)])
+            entry["kept"][name] += int((labels == source[rows]).sum().item())
         entry["n"] += self.batch
 
-    def above(self, t: float, threshold: float) -> bool:
-        """Whether c(t) > threshold, sampling until the Wilson interval excludes it."""
+    def above(self, t: float, threshold: float, name: str | None = None) -> bool:
+        """Whether c(t) of the feature ``name`` > threshold, sampling until the Wilson interval excludes
+        it (batches drawn before, for another feature or level, count)."""
         entry = self._entry(t)
         while True:
             if entry["n"] > 0:
-                lower, upper = wilson_interval(entry["kept"], entry["n"], self.look_level)
+                kept = entry["kept"][name]
+                lower, upper = wilson_interval(kept, entry["n"], self.look_level)
                 if lower > threshold or upper < threshold or entry["n"] >= self.max_n:
-                    return entry["kept"] / entry["n"] > threshold
+                    return kept / entry["n"] > threshold
             self._draw(t, entry)
 
-    def summary(self) -> list[dict[str, Any]]:
+    def summary(self, name: str | None = None) -> list[dict[str, Any]]:
         out = []
         for entry in sorted(self.cache.values(), key=lambda e: e["t"]):
-            lower, upper = wilson_interval(entry["kept"], entry["n"], self.level)
+            kept = entry["kept"][name]
+            lower, upper = wilson_interval(kept, entry["n"], self.level)
             out.append(
                 {
                     "t": entry["t"],
                     "n": entry["n"],
-                    "kept": entry["kept"],
-                    "c": entry["kept"] / entry["n"],
+                    "kept": kept,
+                    "c": kept / entry["n"],
                     "lower": float(lower),
                     "upper": float(upper),
                 }
@@ -235,13 +253,19 @@ def search_window(
     model : mixture (with ``sampler``) or ``ReverseProcess``.
     x0 : (N, ...) source samples in data space (cycled through in order at each probe).
     feature : callable or ``"bayes"`` (the mixture's Bayes label; the latent ``"component"`` is not
-        available here: the search draws outputs by sampler runs that do not follow it).
+        available here: the search draws outputs by sampler runs that do not follow it); or a mapping
+        ``{name: feature}``: each feature's two endpoints are bisected in turn (features in the given
+        order), all from one cache of probes — every batch drawn at a time is read by every feature, so
+        a time probed for one feature (bisection midpoints from the same range often coincide) costs
+        nothing more for the next, which starts with those samples and draws more only while its own
+        Wilson interval is inconclusive.
     delta : level in (0, 1/2).
     resolution : final bracket width in OU time (>= ``MIN_RESOLUTION`` = 1e-6). On a fixed grid, the
         search also stops at adjacent grid points.
     t_range : ``(lo, hi)`` initial bracket in OU time (default: 0 to the process's largest time).
-    base_rate : known ``b``; if None it is estimated as ``sum_k p_k q_k`` from ``n_reference`` samples of
-        the model (drawn from its prior and run to the end; their NFEs are counted).
+    base_rate : known ``b`` (several features: ``{name: b}``); if None it is estimated as
+        ``sum_k p_k q_k`` from ``n_reference`` samples of the model (drawn from its prior and run to the
+        end; their NFEs are counted; one set of samples read by every feature).
     batch, max_per_probe : sequential sampling per probe time: batches are drawn until the Wilson
         interval (Bonferroni-corrected for the repeated looks) excludes the threshold.
     level : confidence level of the stopping rule and of the reported intervals.
@@ -252,7 +276,8 @@ def search_window(
 
     Returns
     -------
-    SearchResult
+    SearchResult, or ``{name: SearchResult}`` for several features: each with its own probes (every
+    probed time, with that feature's counts) and base rate, and ``nfe`` the whole joint search's.
     """
     runs_on = resolve_executor(executor, ray_address)
     process = as_process(model, sampler, n_steps, t_max, eta)
@@ -265,44 +290,62 @@ def search_window(
     max_per_probe = check_positive_int(max_per_probe, "max_per_probe")
     level = check_eps(level, "level")
     cond = check_cond(cond)
-    feature_fn = resolve_feature(feature, process, caller="search_window")
+    feature_fn = resolve_features(feature, process, caller="search_window")
+    names = feature_names(feature_fn)
     base_seed = resolve_seed(seed, generator)
     lo, hi = _check_range(t_range, process.grid)
-    n_ref = _check_reference(base_rate, n_reference if n_reference is not None else max_per_probe)
+    given, n_ref = _check_reference(
+        base_rate, n_reference if n_reference is not None else max_per_probe, names
+    )
 
     z0 = check_model_shape(process.encode(x0), process)
-    source_labels, _ = apply_feature(feature_fn, x0)
-    shared = SweepSources(process, z0, feature_fn, cond, base_seed, source_labels)
+    shared = SweepSources(
+        process, z0, feature_fn, cond, base_seed, split_labels(feature_fn, read_features(feature_fn, x0))
+    )
     with runs_on.bind(shared, gpu=z0.is_cuda) as runner:
-        b, nfe_reference = _base_rate_of(runner, base_rate, source_labels, n_ref)
+        rates, nfe_reference = _base_rates_of(runner, given, shared.source_labels, n_ref)
         prober = _Prober(runner, shared, batch, max_per_probe, level, process.nfe is not None)
         # A fixed grid is bisected over its own times (resolution: adjacent steps).
         grid = None if process.continuous else process.times[:-1].tolist()
         bisect = _Bisection(prober, grid and sorted(t for t in grid if lo <= t <= hi), lo, hi, resolution)
-        after_level, before_level = b + (1 - b) * (1 - delta), b + (1 - b) * delta
         steps = 2 * max(1, math.ceil(math.log2(max((hi - lo) / resolution, 1.0))))
-        with progress_bar(steps, "window search", progress) as advance:
-            after = bisect(after_level, advance)
-            before = bisect(before_level, advance)
-        t_after = _censor(after, lo, hi, lambda t: prober.above(t, after_level))
-        t_before = _censor(before, lo, hi, lambda t: prober.above(t, before_level))
-    probes = prober.summary()
-    return SearchResult(
-        t_after=t_after,
-        t_before=t_before,
-        t_after_bracket=after,
-        t_before_bracket=before,
-        t_after_ci=_probe_ci(probes, after_level, lo, hi),
-        t_before_ci=_probe_ci(probes, before_level, lo, hi),
-        b=b,
-        delta=delta,
-        resolution=resolution,
-        probes=probes,
-        nfe=None if prober.nfe is None else prober.nfe + nfe_reference,
-        metadata=result_metadata(
-            {"process": process.describe()}, getattr(process, "device", None), getattr(process, "dtype", None)
-        ),
+        with progress_bar(steps * len(names), "window search", progress) as advance:
+            found = {name: _search_one(bisect, name, rates[name], delta, advance) for name in names}
+    metadata = result_metadata(
+        {"process": process.describe()}, getattr(process, "device", None), getattr(process, "dtype", None)
     )
+    nfe = None if prober.nfe is None else prober.nfe + nfe_reference
+    results = {}
+    for name in names:
+        (after, after_level), (before, before_level) = found[name]
+        probes = prober.summary(name)
+        results[name] = SearchResult(
+            t_after=after[2],
+            t_before=before[2],
+            t_after_bracket=after[:2],
+            t_before_bracket=before[:2],
+            t_after_ci=_probe_ci(probes, after_level, lo, hi),
+            t_before_ci=_probe_ci(probes, before_level, lo, hi),
+            b=rates[name],
+            delta=delta,
+            resolution=resolution,
+            probes=probes,
+            nfe=nfe,
+            metadata=metadata if name is None else {**metadata, "feature": name, "features": names},
+        )
+    return results[None] if names == [None] else results
+
+
+def _search_one(bisect: _Bisection, name, b: float, delta: float, advance):
+    """Both endpoints of the feature ``name``: ``((a, z, t_after), level)`` and the same for t_before."""
+    out = []
+    for level in (b + (1 - b) * (1 - delta), b + (1 - b) * delta):
+        a, z = bisect(level, advance, name)
+        t = _censor(
+            (a, z), bisect.lo, bisect.hi, functools.partial(bisect.prober.above, threshold=level, name=name)
+        )
+        out.append(((a, z, t), level))
+    return tuple(out)
 
 
 class _Bisection:
@@ -313,21 +356,26 @@ class _Bisection:
         self.prober, self.candidates = prober, candidates
         self.lo, self.hi, self.resolution = lo, hi, resolution
 
-    def __call__(self, threshold: float, advance) -> tuple[float, float]:
-        """The final bracket ``(a, z)``: c > threshold at ``a``, <= threshold at ``z``."""
-        above, candidates = self.prober.above, self.candidates
+    def __call__(self, threshold: float, advance, name: str | None = None) -> tuple[float, float]:
+        """The final bracket ``(a, z)``: c > threshold at ``a``, <= threshold at ``z`` (of the feature
+        ``name``)."""
+        candidates = self.candidates
+
+        def above(t):
+            return self.prober.above(t, threshold, name)
+
         if candidates is None:
             a, z = self.lo, self.hi
             while z - a > self.resolution:
                 mid = 0.5 * (a + z)
-                a, z = (mid, z) if above(mid, threshold) else (a, mid)
+                a, z = (mid, z) if above(mid) else (a, mid)
                 advance(1)
             return a, z
         # Fixed grid: bisection over positions; -1 / len stand for the range ends.
         a, z = -1, len(candidates)
         while z - a > 1 and self._at(z) - self._at(a) > self.resolution:
             mid = (a + z) // 2
-            a, z = (mid, z) if above(candidates[mid], threshold) else (a, mid)
+            a, z = (mid, z) if above(candidates[mid]) else (a, mid)
             advance(1)
         return self._at(a), self._at(z)
 
@@ -337,35 +385,56 @@ class _Bisection:
         return self.hi if position >= len(self.candidates) else self.candidates[position]
 
 
-def _check_reference(base_rate, n_reference) -> int | None:
-    """Validates ``base_rate`` (in [0, 1) or None); the reference sample size when it is None."""
-    if base_rate is not None:
-        check_number(base_rate, "base_rate", low=0.0, high=1.0, closed="low")
-        return None
-    return check_positive_int(n_reference, "n_reference")
+def _check_reference(base_rate, n_reference, names) -> tuple[dict, int | None]:
+    """``{name: b or None}`` from ``base_rate`` (a number in [0, 1), a mapping name -> number for several
+    features, or None) and the reference sample size when some ``b`` is to be estimated."""
+    if base_rate is None:
+        given = dict.fromkeys(names)
+    elif names == [None]:
+        given = {None: base_rate}
+    elif isinstance(base_rate, Mapping) and set(base_rate) == set(names):
+        given = dict(base_rate)
+    else:
+        raise ValueError(
+            f"base_rate must be None or a mapping with the feature names {names}, got {base_rate!r}"
+        )
+    for value in given.values():
+        if value is not None:
+            check_number(value, "base_rate", low=0.0, high=1.0, closed="low")
+    if all(value is not None for value in given.values()):
+        return {name: float(value) for name, value in given.items()}, None
+    return given, check_positive_int(n_reference, "n_reference")
 
 
-def _base_rate_of(runner, base_rate, source_labels, n_ref) -> tuple[float, int]:
-    """``b`` (the given ``base_rate``, else estimated from ``n_ref`` model samples) and its NFEs."""
-    if base_rate is not None:
-        return float(base_rate), 0
+def _base_rates_of(runner, given, source_labels, n_ref) -> tuple[dict, int]:
+    """``{name: b}`` (the given base rates, the others estimated from ``n_ref`` model samples, one set
+    of samples read by every feature) and the NFEs spent on them."""
+    if n_ref is None:
+        return given, 0
     [(_, unit)] = runner.map_unordered(_reference_unit, [(0, (n_ref,))])
-    b = _base_rate(source_labels, torch.from_numpy(unit["labels"]))
-    if not b < 1.0:
-        raise ValueError("the estimated base rate is 1 (the feature never varies); pass base_rate=")
-    return b, int(unit["nfe"])
+    sources = source_labels if isinstance(source_labels, dict) else {None: source_labels}
+    rates = dict(given)
+    for name, value in given.items():
+        if value is None:
+            rates[name] = _base_rate(sources[name], torch.from_numpy(unit[labelled("labels", name)]))
+            if not rates[name] < 1.0:
+                raise ValueError(
+                    "the estimated base rate is 1 (the feature never varies); pass base_rate="
+                    + ("" if name is None else f" (feature {name!r})")
+                )
+    return rates, int(unit["nfe"])
 
 
 def _reference_unit(shared: SweepSources, n_ref: int):
-    """Labels (n_ref,) of model samples (prior run to the end) for the base rate, and their NFEs."""
+    """Labels (n_ref,) of model samples (prior run to the end) for the base rate (per feature), and
+    their NFEs."""
     process, z0 = shared.process, shared.z0
     generator = unit_generator(shared.seed, "reference", device=z0.device)
     before = process.nfe
     x = process.prior(n_ref, generator=generator, device=z0.device, dtype=z0.dtype)
     rows = torch.arange(n_ref) % z0.shape[0]  # per-sample conditioning cycles like the sources
     x = process.run(x, generator=generator, cond=select_cond(shared.cond, rows, z0.shape[0]) or None)
-    labels, _ = apply_feature(shared.feature_fn, process.decode(x))
-    return {"labels": labels.numpy(), "nfe": nfe_since(process, before)}
+    return {**read_features(shared.feature_fn, process.decode(x)), "nfe": nfe_since(process, before)}
 
 
 def _check_range(t_range, grid) -> tuple[float, float]:

@@ -16,6 +16,9 @@ interrupted run leaves no partial report. Sections:
 5. Parameterisation invariance — the same digits model trained with the v-prediction and the
    rectified-flow objective: their class windows in OU time against the epsilon model's
    (:mod:`critwin.report.invariance`).
+6. Features are decided coarse to fine — the atlas of the shipped shapes model (every attribute's
+   commitment on one OU axis, measured vs the fitted attribute mixture's tree) and one image
+   re-generated from increasing noise.
 
 Each section is computed in :mod:`critwin.report.sections`, drawn by :mod:`critwin.report.figures`
 and written into the page by :mod:`critwin.report.page`; this module runs them in order.
@@ -130,7 +133,7 @@ def print_status(line: str) -> None:
 def _run_sections(
     work: Path, summary: dict, sizes: DemoSizes, eps: float, seed: int, progress: bool, timer: _SectionTimer
 ) -> dict[str, float]:
-    """Compute and draw the five sections into ``summary`` and ``work``; returns seconds per section."""
+    """Compute and draw the six sections into ``summary`` and ``work``; returns seconds per section."""
     theory = sections.theory_section(sizes, eps, torch.Generator().manual_seed(seed))
     summary["theory"] = {"figures": figures.plot_theory(theory, work), **theory.summary()}
     timer.done("theory")
@@ -147,4 +150,10 @@ def _run_sections(
     param = invariance.invariance_section(sizes, seed, digits, progress)
     summary["parameterisation"] = {"figures": figures.plot_invariance(param, work), **param.summary()}
     timer.done("parameterisation")
+    if sections.shapes_available():
+        shapes = sections.shapes_section(sizes, eps, seed, progress)
+        summary["shapes"] = {"figures": figures.plot_shapes(shapes, work), **shapes.summary()}
+        timer.done("shapes")
+    else:
+        summary["shapes_skipped"] = "the shipped shapes model's weights are missing (critwin train shapes)"
     return timer.seconds

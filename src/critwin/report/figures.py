@@ -19,11 +19,19 @@ from critwin.report.sections import (  # noqa: E402
     ComparisonSection,
     DiagnosticsSection,
     DigitsSection,
+    ShapesSection,
     TheorySection,
     step_of,
 )
 
-__all__ = ["plot_theory", "plot_digits", "plot_comparison", "plot_diagnostics", "plot_invariance"]
+__all__ = [
+    "plot_theory",
+    "plot_digits",
+    "plot_comparison",
+    "plot_diagnostics",
+    "plot_invariance",
+    "plot_shapes",
+]
 
 
 def _save(fig, directory: Path, name: str) -> str:
@@ -323,3 +331,31 @@ def plot_invariance(section: InvarianceSection, directory: Path) -> list[str]:
     ax.set_xscale("log")
     _finish(ax, OU_TIME, "P(class kept)", "Same data, three parameterisations: class windows in OU time")
     return [_save(fig, directory, "parameterisation.png")]
+
+
+def plot_shapes(section: ShapesSection, directory: Path) -> list[str]:
+    """The atlas (every attribute's r(t) on one OU axis, t½, theory ticks) and the re-generation strip."""
+    fig, ax = plt.subplots(figsize=(8, 4.2), layout="constrained")
+    section.atlas.plot(ax)
+    ax.set_title("Features are decided coarse to fine (ticks on top: the fitted mixture's tree)")
+    names = [_save(fig, directory, "shapes_atlas.png")]
+    T, R = section.strip.shape[:2]
+    fig, grid = plt.subplots(R + 1, T, figsize=(1.1 * T, 1.25 * (R + 1)), squeeze=False, layout="constrained")
+    for j, t in enumerate(section.strip_times):
+        images = [section.source[0], *section.strip[j]]
+        for i, image in enumerate(images):
+            ax = grid[i][j]
+            ax.imshow(((image.permute(1, 2, 0).numpy() + 1) / 2).clip(0, 1), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(f"t={t:.2f}", fontsize=7)
+                continue
+            changed = [
+                n for n, lab in section.strip_labels.items() if lab[j, i - 1] != section.source_labels[n]
+            ]
+            ax.set_xlabel("\n".join(changed) or "same", fontsize=6, color="tab:red" if changed else "grey")
+    grid[0][0].set_ylabel("source", fontsize=7)
+    fig.suptitle("One image re-generated from increasing noise: which attribute changes first", fontsize=9)
+    names.append(_save(fig, directory, "shapes_strip.png"))
+    return names

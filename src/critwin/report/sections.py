@@ -16,15 +16,19 @@ import numpy as np
 import torch
 
 from critwin.diagnostics.fairness import RebalanceResult, rebalance
+from critwin.diagnostics.feature_atlas import AtlasResult, atlas
 from critwin.diagnostics.privacy import MembershipAudit, membership_audit
 from critwin.experiments.cloning import clone
 from critwin.experiments.estimation import WindowEstimate, _percentile_interval, estimate_window
+from critwin.experiments.features import apply_feature
 from critwin.experiments.forward_reverse import ForwardReverseResult, forward_reverse
-from critwin.experiments.process import MixtureProcess
+from critwin.experiments.process import MixtureProcess, grid_times
 from critwin.experiments.validate import forward_reverse_tv
 from critwin.mixtures import GaussianMixture
+from critwin.models._store import weights_paths
 from critwin.models.classifier import classifier_feature
 from critwin.models.digits import load_digits_model
+from critwin.models.shapes import attribute_readers, load_shapes_model, make_shapes
 from critwin.tree import hierarchy
 from critwin.windows import critical_window, transition_times
 
@@ -37,6 +41,8 @@ __all__ = [
     "comparison_section",
     "paired_t_half_difference",
     "diagnostics_section",
+    "shapes_section",
+    "shapes_available",
 ]
 
 AUDIT_TIMES = (0.05, 0.15, 0.3, 0.6, 1.0, 1.8, 3.0)
@@ -63,6 +69,13 @@ class DemoSizes:
     audit_members: int = 20
     audit_nonmembers: int = 40
     fair_n: int = 200
+    atlas_sources: int = 48
+    atlas_replicates: int = 2
+    atlas_times: int = 8
+    atlas_trajectories: int = 32
+    atlas_fit: int = 20000  # images the theory is fitted to (the shipped model's whole training set)
+    strip_times: int = 8
+    strip_replicates: int = 3
 
     @classmethod
     def quick(cls) -> DemoSizes:
@@ -83,6 +96,12 @@ class DemoSizes:
             audit_members=6,
             audit_nonmembers=8,
             fair_n=30,
+            atlas_sources=8,
+            atlas_times=4,
+            atlas_trajectories=4,
+            atlas_fit=2000,
+            strip_times=4,
+            strip_replicates=2,
         )
 
 
@@ -161,15 +180,6 @@ def theory_section(sizes: DemoSizes, eps: float, generator: torch.Generator) -> 
 
 
 # ---------------------------------------------------------------------------------------- 2. digits
-def grid_times(process, n: int) -> list[float]:
-    """``n`` distinct realised OU times spread in log-SNR across the sampler's grid (t > 0)."""
-    grid = process.times[:-1].to(torch.float64)
-    lo, hi = max(grid.min().item(), 0.02), min(grid.max().item(), 4.5)
-    wanted = torch.exp(torch.linspace(math.log(lo), math.log(hi), n, dtype=torch.float64))
-    picked = sorted({process.locate(float(t))[0] for t in wanted})
-    return [float(grid[i]) for i in picked]
-
-
 def step_of(process, t) -> Any:
     """The sampler step label at OU time ``t`` (None when missing or off the grid)."""
     if t is None or not math.isfinite(t):
@@ -496,3 +506,81 @@ def diagnostics_section(sizes: DemoSizes, digits: dict, seed: int) -> Diagnostic
         seed=seed,
     )
     return DiagnosticsSection(audits, fair)
+
+
+# ----------------------------------------------------------------------------- 5. coarse to fine
+def shapes_available() -> bool:
+    """Whether the shipped ``shapes`` model's weights are present (the section needs them)."""
+    return all(path.exists() for path in weights_paths("shapes"))
+
+
+@dataclass
+class ShapesSection:
+    """When the attributes of the shipped shapes model are decided (:func:`critwin.atlas`), and one image
+    re-generated from increasing noise.
+
+    ``strip``: (T, R, 3, H, W) re-generations of ``source`` (R replicates) from each OU time of
+    ``strip_times`` (ascending); ``strip_labels``: attribute -> (T, R) labels read on them;
+    ``source_labels``: attribute -> the source's label.
+    """
+
+    atlas: AtlasResult
+    source: torch.Tensor
+    strip_times: list[float]
+    strip: torch.Tensor
+    strip_labels: dict[str, np.ndarray]
+    source_labels: dict[str, int]
+
+    def first_changes(self) -> dict[str, float | None]:
+        """Per attribute, the smallest strip time at which a re-generation differs from the source."""
+        out = {}
+        for name, labels in self.strip_labels.items():
+            changed = np.nonzero((labels != self.source_labels[name]).any(1))[0]
+            out[name] = float(self.strip_times[changed[0]]) if changed.size else None
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        atlas = self.atlas.to_dict()
+        return {
+            "atlas": {k: v for k, v in atlas.items() if k != "metadata"},
+            "strip": {
+                "times": self.strip_times,
+                "labels": {name: labels.tolist() for name, labels in self.strip_labels.items()},
+                "source": self.source_labels,
+                "first_change": self.first_changes(),
+            },
+        }
+
+
+def shapes_section(sizes: DemoSizes, eps: float, seed: int, progress: bool) -> ShapesSection:
+    """The atlas of the shipped ``shapes`` model (the theory is fitted to its training distribution:
+    ``atlas_fit`` images drawn as its training set was) and the strip."""
+    model = load_shapes_model("shapes")
+    process = model.process(num_inference_steps=sizes.inference_steps)
+    config = model.config
+    data = make_shapes(min(sizes.atlas_fit, config.n_train), seed=config.data_seed, bias=config.bias or None)
+    readers = attribute_readers()
+    result = atlas(
+        process,
+        readers,
+        data=data,
+        n_times=sizes.atlas_times,
+        n_sources=sizes.atlas_sources,
+        n_per_time=sizes.atlas_replicates,
+        n_trajectories=sizes.atlas_trajectories,
+        n_clones=2,
+        eps=eps,
+        n_boot=sizes.n_boot,
+        seed=seed,
+        progress=progress,
+    )
+    # The source: a held-out image (another seed than the training data's).
+    source = make_shapes(1, seed=seed + 1).images
+    times = sorted(grid_times(process, sizes.strip_times))  # ascending, as every array of the summary
+    generator = torch.Generator().manual_seed(seed)
+    rows = _regenerate(process, source, times, sizes.strip_replicates, generator)
+    strip = torch.stack(rows)
+    flat = strip.reshape(-1, *strip.shape[2:])
+    labels = {name: apply_feature(f, flat)[0].numpy().reshape(len(times), -1) for name, f in readers.items()}
+    own = {name: int(apply_feature(f, source)[0][0]) for name, f in readers.items()}
+    return ShapesSection(result, source, times, strip, labels, own)

@@ -1,0 +1,181 @@
+"""``critwin atlas``: when each attribute of a shapes model is decided, measured and predicted."""
+
+from __future__ import annotations
+
+import importlib
+import time
+from pathlib import Path
+
+import typer
+
+from critwin._io import PNG_SOFTWARE, atomic_write_json, check_replaceable, json_text, output_marker
+from critwin._threads import THREADS_ENV, set_threads, threads_from_env
+from critwin._validation import check_delta, check_eps, check_positive_int
+from critwin.cli import app
+from critwin.cli._common import check_counts, check_out_dir, fmt_time, parse_list, parse_times
+from critwin.diagnostics.feature_atlas import AtlasResult, atlas
+from critwin.report.output import build_atomically
+
+ATLAS_FILE = "atlas.json"
+
+# Sizes: the default run fits the issue's budget (critwin atlas --model shapes --json in <= 3 minutes on
+# two CPU cores); --quick is a smoke run.
+SIZES = {
+    "default": {"sources": 48, "replicates": 2, "n_times": 8, "trajectories": 32, "clones": 2, "boot": 200},
+    "quick": {"sources": 16, "replicates": 2, "n_times": 5, "trajectories": 8, "clones": 2, "boot": 50},
+}
+
+
+def _shapes():
+    # Deferred: the shapes models import diffusers (seconds); options are checked first.
+    return importlib.import_module("critwin.models.shapes")
+
+
+def load_shapes(model: str, steps: int):
+    """``(process, training data, readers)`` of a shipped shapes model or a directory of one."""
+    shapes = _shapes()
+    path = Path(model)
+    if path.is_dir():
+        cards = sorted(p.stem for p in path.glob("*.safetensors") if p.with_suffix(".json").exists())
+        if len(cards) != 1:
+            raise ValueError(f"--model {model}: the directory must hold one <name>.safetensors with its card")
+        loaded = shapes.load_shapes_model(cards[0], path)
+    else:
+        loaded = shapes.load_shapes_model(model)
+    return loaded.process(num_inference_steps=steps), loaded.training_data(), shapes.attribute_readers()
+
+
+def check_atlas_dir(out: Path | None) -> Path | None:
+    """``--out`` may be missing, empty, or an earlier atlas (its ``atlas.json`` written by critwin)."""
+    if out is None:
+        return None
+    check_out_dir(out)
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / ATLAS_FILE).is_file():
+            raise ValueError(
+                f"--out {out} exists and is not an earlier critwin atlas; choose another directory"
+            )
+        check_replaceable(out / ATLAS_FILE, "--out", "atlas")
+    return out
+
+
+@app.command("atlas")
+def atlas_command(
+    model: str = typer.Option(
+        "shapes", "--model", help="Shipped shapes model name or a directory holding one."
+    ),
+    features: str | None = typer.Option(
+        None, "--features", help="Comma-separated attributes (default: all of the model's readers)."
+    ),
+    times: str | None = typer.Option(None, "--times", help="Comma-separated OU times (default: spread)."),
+    steps: int = typer.Option(50, "--steps", help="Sampler steps."),
+    sources: int | None = typer.Option(None, "--sources", help="Source images (default 48; quick 16)."),
+    replicates: int | None = typer.Option(None, "--replicates", help="Re-noisings per source and time."),
+    trajectories: int | None = typer.Option(None, "--trajectories", help="Cloning trajectories (0: none)."),
+    clones: int | None = typer.Option(None, "--clones", help="Continuations per trajectory and fork."),
+    boot: int | None = typer.Option(None, "--boot", help="Bootstrap replicates."),
+    eps: float = typer.Option(0.1, "--eps", help="eps of the fitted mixture's tree."),
+    delta: float = typer.Option(0.1, "--delta", help="Window level."),
+    seed: int = typer.Option(0, "--seed"),
+    quick: bool = typer.Option(False, "--quick", help="Small sizes (a smoke run)."),
+    out: Path | None = typer.Option(None, "--out", help="Write atlas.json, atlas.png and table.csv here."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars on stderr."),
+    threads: int | None = typer.Option(
+        None,
+        "--threads",
+        help=f"Torch CPU threads (default: ${THREADS_ENV}, else 1; one is fastest for this small work).",
+        show_default=False,
+    ),
+) -> None:
+    """Per attribute: commitment curve, t½ and window with CIs on one OU axis, ordered from first decided
+    to last; cloning susceptibility; the fitted attribute mixture's ε-tree and its like-for-like run.
+
+    JSON: {"features": {name: {"t_half", "t_half_ci", "t_after", "t_before", "order", ...}}, "order",
+    "overlaps", "theory": {...}, "comparison": {...}}; censored times as {"value": null, "censored": ...}.
+    """
+    sizes = dict(SIZES["quick" if quick else "default"])
+    given = {"sources": sources, "replicates": replicates, "trajectories": trajectories}
+    sizes.update({k: v for k, v in {**given, "clones": clones, "boot": boot}.items() if v is not None})
+    check_counts(
+        steps=steps, sources=sizes["sources"], replicates=sizes["replicates"], clones=sizes["clones"]
+    )
+    check_counts(minimum=0, trajectories=sizes["trajectories"], boot=sizes["boot"])
+    eps, delta = check_eps(eps, "--eps"), check_delta(delta, "--delta")
+    requested = None if times is None else parse_times(times)
+    wanted = None if features is None else parse_list(features, "--features", str, "attribute names")
+    check_atlas_dir(out)
+    set_threads(threads_from_env() if threads is None else check_positive_int(threads, "--threads"))
+    started = time.perf_counter()
+    process, data, readers = load_shapes(model, steps)
+    if wanted is not None:
+        unknown = [name for name in wanted if name not in readers]
+        if unknown:
+            raise ValueError(f"--features: {', '.join(unknown)} not among {', '.join(readers)}")
+        readers = {name: readers[name] for name in wanted}
+    result = atlas(
+        process,
+        readers,
+        data=data,
+        times=requested,
+        n_times=sizes["n_times"],
+        n_sources=sizes["sources"],
+        n_per_time=sizes["replicates"],
+        n_trajectories=max(sizes["trajectories"], 1),
+        n_clones=sizes["clones"],
+        cloning=sizes["trajectories"] > 0,
+        eps=eps,
+        delta=delta,
+        n_boot=sizes["boot"],
+        seed=seed,
+        progress=progress and not as_json,
+    )
+    report = {"model": model, **result.to_dict(), "seconds": time.perf_counter() - started}
+    report.update(output_marker("atlas"))
+    if out is not None:
+        build_atomically(out, lambda work: _write(work, result, report))
+    if as_json:
+        typer.echo(json_text(report, indent=None))
+        return
+    _print_table(result, model, report["seconds"])
+
+
+def _write(directory: Path, result: AtlasResult, report: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    ax = result.plot()
+    ax.set_title("Features are decided coarse to fine")
+    ax.figure.savefig(
+        directory / "atlas.png", dpi=110, bbox_inches="tight", metadata={"Software": PNG_SOFTWARE}
+    )
+    atomic_write_json(directory / ATLAS_FILE, report)
+    table = result.table()
+    lines = [",".join(table)] + [",".join(str(v) for v in row) for row in zip(*table.values(), strict=True)]
+    (directory / "table.csv").write_text("\n".join(lines) + "\n")
+
+
+def _print_table(result: AtlasResult, model: str, seconds: float) -> None:
+    typer.echo(f"{model}: features from first decided to last ({seconds:.0f} s)")
+    typer.echo(f"{'feature':<12}{'t_half':>9}  {'95% CI':<19}{'t_after':>9}{'t_before':>9}{'theory T':>10}")
+    for row in zip(*result.table().values(), strict=True):
+        name, _, t_half, lo, hi, t_after, t_before, _, _, merge = row
+        typer.echo(
+            f"{name:<12}{fmt_time(t_half):>9}  [{fmt_time(lo)}, {fmt_time(hi)}]".ljust(40)
+            + f"{fmt_time(t_after):>9}{fmt_time(t_before):>9}{fmt_time(merge):>10}"
+        )
+    comparison = result.comparison()
+    if comparison is not None:
+        verdict = (
+            "agree"
+            if comparison["agree"]
+            else (
+                "differ only where the measured intervals overlap"
+                if comparison["agree_within_ci"]
+                else "differ"
+            )
+        )
+        measured, predicted = " > ".join(comparison["measured"]), " > ".join(comparison["predicted"])
+        typer.echo(f"measured order {measured}; theory {predicted} ({verdict})")
+    for first, second in result.overlaps():
+        typer.echo(f"note: the t½ intervals of {first} and {second} overlap (their order is not resolved)")
