@@ -9,16 +9,19 @@ Each task is the time where ``factor * TV(p_t^A, p_t^B)`` (non-increasing in ``t
    task): any curve between the lower and the upper bound crosses between the crossings of the two
    bounds. When those are within ``tol`` (or at 0, or never) the task is decided with no Monte Carlo
    (method ``"bounds"``).
-2. *Pooled Monte Carlo* for the rest, grouped by ``U = A ∪ B`` (every separation shares ``U`` = all
-   components; a merge into a parent has ``U`` = the parent). Each group draws once, per component of
-   ``U``, standard normal rows in the span (``x = lam c_b + z``; the products ``z @ c^T`` serve every
-   time). A task estimates ``1 - TV = E_Q min(1, p/q)`` on the draws of the larger of its two sides
-   ``Q`` (the small side's density by a log-sum-exp over its components, ``Q``'s by complement in
-   ``U``), stratified by component with ``max(2, floor(n v_b))`` draws for relative weight ``v_b``: one
-   (rows, |U|) matrix of log-densities per time serves every task of the group. All brackets bisect on
-   one shared set of dyadic times (the most dyadic point inside a bracket), so tasks whose crossings are
-   close share evaluations, and stop at ``max(tol, spread / 16)`` where ``spread`` is the task's Monte
-   Carlo uncertainty of the time (bisecting one noisy curve finer than its noise buys nothing).
+2. *Pooled Monte Carlo* for the rest, grouped by ``U``: the components of ``A ∪ B`` that can matter
+   up to the top of the task's bracket (:func:`_restrict`; the others, e.g. groups thousands of
+   standard deviations away, enter as a sure slack of at most ``_NEGLIGIBLE`` on the overlap), so
+   the separations of nested sets inside one far-off group share a pool with that group's merges.
+   Each group draws once, per component of ``U``, standard normal rows in the span of ``U``'s means
+   (``x = lam c_b + z``; the products ``z @ c^T`` serve every time). A task estimates
+   ``1 - TV = E_Q min(1, p/q)`` on the draws of the larger of its two sides ``Q`` (the small side's
+   density by a log-sum-exp over its components, ``Q``'s by complement in ``U``), stratified by
+   component with ``max(2, floor(n v_b))`` draws for relative weight ``v_b``: one (rows, |U|) matrix
+   of log-densities per time serves every task of the group. All brackets bisect on one shared set of
+   dyadic times (the most dyadic point inside a bracket), so tasks whose crossings are close share
+   evaluations, and stop at ``max(tol, spread / 16)`` where ``spread`` is the task's Monte Carlo
+   uncertainty of the time (bisecting one noisy curve finer than its noise buys nothing).
 """
 
 from __future__ import annotations
