@@ -1,11 +1,14 @@
 """Hierarchies at scale: ``hierarchy(method="fast")`` (span of the means, closed-form pairs, sure bounds,
 pooled Monte Carlo for the windows) against ``method="exact"`` (pairwise bisection, one TV per check),
-on random isotropic means ``N(0, I_d)`` with eps = 0.1, n = 2000, tol = 1e-3.
+on random isotropic means ``N(0, I_d)`` with eps = 0.1, n = 2000, tol = 1e-3, and on ``structured``
+means: ``G^3 = K`` components, G groups (scale 1000) x G subgroups (40) x G leaves (1), a deep tree
+(random means in high dimension are nearly equidistant, so their tree is flat).
 
 Every measurement runs in a fresh interpreter (one torch thread), so its peak RSS is its own; the time
 is the best of ``--repeat`` runs (default 2; 1 with ``--quick``). Prints time and peak RSS per size, the
 ratio exact/fast where exact is feasible, the fitted exponent of time against K (tree only, and with
-every node's window), and time against d at K = 100 with windows. ``--quick`` (or
+every node's window), time against d at K = 100 with windows, and the structured trees with every
+window (time, peak RSS, depth, nodes, window statuses). ``--quick`` (or
 ``CRITWIN_BENCH_QUICK=1``) keeps to small sizes. Usage: ``python benchmarks/run.py hierarchy`` or
 ``python benchmarks/bench_hierarchy.py [--quick] [--repeat N]``.
 """
@@ -22,35 +25,49 @@ import numpy as np
 
 _N, _TOL, _EPS = 2000, 1e-3, 0.1
 
-# One measurement, run as ``python -c`` in a fresh process: prints {"seconds", "peak_gib", "nodes"}.
+# One measurement, run as ``python -c`` in a fresh process: prints {"seconds", "peak_gib", "nodes",
+# "depth", "statuses"}.
 _CHILD = """
 import json, resource, sys, time
 import torch
 torch.set_num_threads(1)
 from critwin.mixtures import GaussianMixture
 from critwin.tree import hierarchy
-K, d, method, windows, n, tol, eps = json.loads(sys.argv[1])
+K, d, method, windows, n, tol, eps, kind = json.loads(sys.argv[1])
 g = torch.Generator().manual_seed(0)
-m = GaussianMixture(torch.randn(K, d, generator=g, dtype=torch.float64))
+if kind == "structured":  # G groups x G subgroups x G leaves at scales 1000, 40, 1
+    G = round(K ** (1 / 3))
+    means = torch.zeros(1, d, dtype=torch.float64)
+    for scale in (1000.0, 40.0, 1.0):
+        means = means.repeat_interleave(G, 0)
+        means = means + scale * torch.randn(means.shape[0], d, generator=g, dtype=torch.float64)
+else:
+    means = torch.randn(K, d, generator=g, dtype=torch.float64)
+m = GaussianMixture(means)
 start = time.perf_counter()
 tree = hierarchy(m, eps, method=method, windows=windows, n=n, tol=tol)
 seconds = time.perf_counter() - start
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux -> GiB
-print(json.dumps({"seconds": seconds, "peak_gib": peak, "nodes": len(tree.nodes)}))
+statuses = {}
+for node in tree.nodes[1:]:
+    statuses[node.status] = statuses.get(node.status, 0) + 1
+print(json.dumps({"seconds": seconds, "peak_gib": peak, "nodes": len(tree.nodes), "depth": tree.depth,
+                  "statuses": statuses}))
 """
 
 
-def _run(K: int, d: int, method: str, windows: bool, repeat: int) -> tuple[float, float]:
-    """(best time in seconds, largest peak RSS in GiB) over ``repeat`` fresh processes."""
+def _run(K: int, d: int, method: str, windows: bool, repeat: int, kind: str = "random"):
+    """(best time in seconds, largest peak RSS in GiB, the last run's output) over ``repeat`` fresh
+    processes."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
     runs = []
     for _ in range(repeat):
-        args = json.dumps([K, d, method, windows, _N, _TOL, _EPS])
+        args = json.dumps([K, d, method, windows, _N, _TOL, _EPS, kind])
         out = subprocess.run(
             [sys.executable, "-c", _CHILD, args], env=env, capture_output=True, text=True, check=True
         )
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    return min(r["seconds"] for r in runs), max(r["peak_gib"] for r in runs)
+    return min(r["seconds"] for r in runs), max(r["peak_gib"] for r in runs), runs[-1]
 
 
 def _fit(ks, times) -> float:
@@ -72,7 +89,7 @@ def main(quick: bool | None = None, repeat: int | None = None) -> None:
     curves = {"tree": ([], []), "windows": ([], [])}
     for windows, sizes in ((False, tree_sizes), (True, window_sizes)):
         for K in sizes:
-            fast, peak = _run(K, 1000, "fast", windows, repeat)
+            fast, peak, _ = _run(K, 1000, "fast", windows, repeat)
             feasible = K <= (10 if windows or quick else 30)
             exact = _run(K, 1000, "exact", windows, 1)[0] if feasible else math.nan
             ratio = exact / fast if feasible else math.nan
@@ -87,8 +104,15 @@ def main(quick: bool | None = None, repeat: int | None = None) -> None:
         print(f"time ~ K^{_fit(ks, times):.2f} ({key}, K = {ks[0]}..{ks[-1]})")
     K = 30 if quick else 100
     for d in dims:
-        fast, peak = _run(K, d, "fast", True, repeat)
+        fast, peak, _ = _run(K, d, "fast", True, repeat)
         print(f"K={K} d={d:>7}: tree with windows {fast:.2f} s, peak RSS {peak:.2f} GiB", flush=True)
+    for K in [8, 27] if quick else [8, 27, 125, 1000]:
+        fast, peak, out = _run(K, 1000, "fast", True, repeat, "structured")
+        print(
+            f"structured K={K:>5} d=1000: tree with windows {fast:.2f} s, peak RSS {peak:.2f} GiB, "
+            f"depth {out['depth']}, {out['nodes']} nodes, windows {out['statuses']}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -182,3 +182,77 @@ def test_weighted_overlap_against_quadrature():
         expected = float(torch.trapezoid(torch.minimum(w * phi, v * shifted), x))
         got = float(weighted_overlap(*(torch.tensor(a, dtype=F64) for a in (delta, w, v))))
         assert got == pytest.approx(expected, abs=1e-9)
+
+
+def _structured(G, S, L, d, scales=(1000.0, 40.0, 1.0), seed=0):
+    """G groups x S subgroups x L leaves: means at three well separated scales (as the K = 1000 case of
+    benchmarks/bench_hierarchy.py, ``structured``)."""
+    g = torch.Generator().manual_seed(seed)
+    top = scales[0] * torch.randn(G, d, generator=g, dtype=F64)
+    mid = top.repeat_interleave(S, 0) + scales[1] * torch.randn(G * S, d, generator=g, dtype=F64)
+    return GaussianMixture(
+        mid.repeat_interleave(L, 0) + scales[2] * torch.randn(G * S * L, d, generator=g, dtype=F64)
+    )
+
+
+def test_structured_tree_has_its_three_levels_and_exact_windows():
+    # 2 groups x 2 subgroups x 2 leaves in d = 20: the tree is the design (root, 2 groups, 4 pairs,
+    # 8 leaves) and every window agrees with method="exact" within the brackets.
+    exact, fast = _trees(_structured(2, 2, 2, 20))
+    design = tuple(tuple(range(4 * g + 2 * s, 4 * g + 2 * s + 2)) for g in range(2) for s in range(2))
+    assert fast.depth == 3 and len(fast.root.children) == 2
+    assert [n.components for n in fast.root.children] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    pairs = tuple(tuple(n.components) for g in fast.root.children for n in g.children)
+    assert pairs == design
+    assert _shape(fast.root) == _shape(exact.root)
+    for a, b in zip(exact.nodes[1:], fast.nodes[1:], strict=True):
+        assert a.status == b.status or "undetermined" in (a.status, b.status)
+        for end in ("t_after", "t_before"):
+            assert _overlap(a.window, b.window, end), (a.components, end, a.window, b.window)
+
+
+def test_far_components_are_left_out_with_a_sure_slack():
+    # Collinear means (a 1-d span): 1 - TV(p^A, p^B) by quadrature, with and without the components
+    # _restrict leaves out; the difference lies in [0, slack] (module notes) and slack <= _NEGLIGIBLE.
+    from critwin.span_crossings import _NEGLIGIBLE, _restrict
+
+    x = torch.tensor([[0.0], [3.0], [5.0], [80.0], [95.0], [300.0]], dtype=F64)
+    m = GaussianMixture(x, 1.0, torch.tensor([0.1, 0.2, 0.15, 0.25, 0.2, 0.1], dtype=F64))
+    span = SpanMixture(m, 2000)
+    A, B, t = [0, 3, 4], [1, 2, 5], 0.5
+    A2, B2, W_A, W_B, slack = _restrict(span, A, B, t)
+    assert (A2, B2) == ([0], [1, 2]) and 0.0 < slack <= _NEGLIGIBLE
+    assert W_A == pytest.approx(0.55) and W_B == pytest.approx(0.45)
+    lam = span.scale(t)
+    grid = torch.linspace(-50.0, 400.0, 900_001, dtype=F64)
+
+    def density(comps, mass):
+        y = lam * x[comps, 0]  # whitened: unit variance around lam * mu
+        dens = torch.exp(-0.5 * (grid[:, None] - y[None]) ** 2) / math.sqrt(2 * math.pi)
+        return (dens * m.weights[comps] / mass).sum(1)
+
+    # trapezoid on a 5e-4 grid: error far below the 1e-12 compared here
+    full = float(torch.trapezoid(torch.minimum(density(A, W_A), density(B, W_B)), grid))
+    kept = float(torch.trapezoid(torch.minimum(density(A2, W_A), density(B2, W_B)), grid))
+    assert -1e-12 <= full - kept <= slack + 1e-12
+
+
+def test_tv_values_cover_the_quadrature_tv():
+    # tv_values (restricted pools) against the exact TV of collinear mixtures by quadrature: each 95%
+    # interval (seed 0, so deterministic) contains it, as the estimate does.
+    from critwin.span_crossings import tv_values
+
+    x = torch.tensor([[0.0], [1.5], [3.0], [60.0], [62.0]], dtype=F64)
+    m = GaussianMixture(x)
+    span = SpanMixture(m, 4000)
+    tasks = [([0], [1, 2, 3, 4], 0.0), ([0, 1], [2, 3, 4], 0.3), ([3], [0, 1, 2, 4], 0.8)]
+    grid = torch.linspace(-60.0, 130.0, 400_001, dtype=F64)
+    for (A, B, t), (value, low, high) in zip(tasks, tv_values(span, tasks), strict=True):
+        lam = span.scale(t)
+
+        def density(comps, lam=lam):
+            y = lam * x[comps, 0]
+            return (torch.exp(-0.5 * (grid[:, None] - y[None]) ** 2) / math.sqrt(2 * math.pi)).mean(1)
+
+        exact = 0.5 * float(torch.trapezoid((density(A) - density(B)).abs(), grid))
+        assert low <= exact <= high and low <= value <= high, (A, B, t, exact, value, low, high)

@@ -9,16 +9,19 @@ Each task is the time where ``factor * TV(p_t^A, p_t^B)`` (non-increasing in ``t
    task): any curve between the lower and the upper bound crosses between the crossings of the two
    bounds. When those are within ``tol`` (or at 0, or never) the task is decided with no Monte Carlo
    (method ``"bounds"``).
-2. *Pooled Monte Carlo* for the rest, grouped by ``U = A ∪ B`` (every separation shares ``U`` = all
-   components; a merge into a parent has ``U`` = the parent). Each group draws once, per component of
-   ``U``, standard normal rows in the span (``x = lam c_b + z``; the products ``z @ c^T`` serve every
-   time). A task estimates ``1 - TV = E_Q min(1, p/q)`` on the draws of the larger of its two sides
-   ``Q`` (the small side's density by a log-sum-exp over its components, ``Q``'s by complement in
-   ``U``), stratified by component with ``max(2, floor(n v_b))`` draws for relative weight ``v_b``: one
-   (rows, |U|) matrix of log-densities per time serves every task of the group. All brackets bisect on
-   one shared set of dyadic times (the most dyadic point inside a bracket), so tasks whose crossings are
-   close share evaluations, and stop at ``max(tol, spread / 16)`` where ``spread`` is the task's Monte
-   Carlo uncertainty of the time (bisecting one noisy curve finer than its noise buys nothing).
+2. *Pooled Monte Carlo* for the rest, grouped by ``U``: the components of ``A ∪ B`` that can matter
+   up to the top of the task's bracket (:func:`_restrict`; the others, e.g. groups thousands of
+   standard deviations away, enter as a sure slack of at most ``_NEGLIGIBLE`` on the overlap), so
+   the separations of nested sets inside one far-off group share a pool with that group's merges.
+   Each group draws once, per component of ``U``, standard normal rows in the span of ``U``'s means
+   (``x = lam c_b + z``; the products ``z @ c^T`` serve every time). A task estimates
+   ``1 - TV = E_Q min(1, p/q)`` on the draws of the larger of its two sides ``Q`` (the small side's
+   density by a log-sum-exp over its components, ``Q``'s by complement in ``U``), stratified by
+   component with ``max(2, floor(n v_b))`` draws for relative weight ``v_b``: one (rows, |U|) matrix
+   of log-densities per time serves every task of the group. All brackets bisect on one shared set of
+   dyadic times (the most dyadic point inside a bracket), so tasks whose crossings are close share
+   evaluations, and stop at ``max(tol, spread / 16)`` where ``spread`` is the task's Monte Carlo
+   uncertainty of the time (bisecting one noisy curve finer than its noise buys nothing).
 """
 
 from __future__ import annotations
@@ -30,10 +33,10 @@ import torch
 
 from critwin._memory import check_memory
 from critwin.divergence import _MIN_ESS, _wilson
-from critwin.span import _tv_bound
+from critwin.span import _tv_bound, weighted_overlap
 from critwin.windows import _T_MAX
 
-__all__ = ["crossings"]
+__all__ = ["crossings", "tv_values"]
 
 _PAIR_BATCH = 1 << 21  # pairs of components per batch of the bound stage (a few arrays of 16 MiB)
 _CURVES = 3  # value, lower and upper curve of every task
@@ -72,18 +75,38 @@ def crossings(span, tasks, tol: float, report=None) -> list[tuple[float, float, 
             pending.append((k, low, high))
     done = len(tasks) - len(pending)
     report(done, len(tasks))
-    groups: dict[tuple[int, ...], list] = {}
+    parts, groups = {}, {}
     for item in pending:
-        A, B = tasks[item[0]][:2]
-        groups.setdefault(tuple(sorted(A + B)), []).append(item)
+        k, _, high = item
+        # the pair overlaps only grow with t: components negligible at the bracket's top are at every
+        # time the bisection visits
+        parts[k] = _restrict(span, tasks[k][0], tasks[k][1], high)
+        groups.setdefault(tuple(sorted(parts[k][0] + parts[k][1])), []).append(item)
     for U, items in groups.items():
-        pool = _Pool(span, list(U), [tasks[k] for k, _, _ in items])
+        pool = _Pool(span, list(U), [parts[k] for k, _, _ in items])
         resolved = _bisect_pooled(
             pool, items, tasks, tol, lambda count, d=done: report(d + count, len(tasks))
         )
         for k, result in zip((k for k, _, _ in items), resolved, strict=True):
             out[k] = result
         done += len(items)
+    return out
+
+
+def tv_values(span, tasks) -> list[tuple[float, float, float]]:
+    """``TV(p_t^A, p_t^B)`` with its confidence interval, ``(value, low, high)``, for each task
+    ``(A, B, t)``: the estimator of the crossings (one pool per set of components that can matter,
+    :func:`_restrict`), so a task costs the components near it, not all of ``span``'s."""
+    out: list = [None] * len(tasks)
+    parts, groups = [], {}
+    for k, (A, B, t) in enumerate(tasks):
+        parts.append(_restrict(span, A, B, t))
+        groups.setdefault(tuple(sorted(parts[k][0] + parts[k][1])), []).append(k)
+    for U, ks in groups.items():
+        pool = _Pool(span, list(U), [parts[k] for k in ks])
+        for j, k in enumerate(ks):
+            value, low, high = pool.estimate([j], pool.log_densities(tasks[k][2]), span.z_level)[0]
+            out[k] = (float(value), float(low), float(high))
     return out
 
 
@@ -192,7 +215,12 @@ def _first_true_vectorised(holds, n: int, resolution):
 # ------------------------------------------------------------------------------------- Monte Carlo
 class _Pool:
     """Draws shared by every task of one group ``U``: rows of standard normals in the span, per component
-    of ``U``, as many as the most demanding task asks of that component."""
+    of ``U``, as many as the most demanding task asks of that component.
+
+    Each task is ``(A, B, W_A, W_B, slack)`` (:func:`_restrict`): the components of its two sides that
+    can matter (``A ∪ B = U``), the full sides' weights and the sure bound ``slack`` on the overlap of
+    the components left out. The pool estimates ``int min(p_A', q_B')`` of the kept parts (weights
+    normalised by the full sides), which is within ``[0, slack]`` below ``1 - TV``."""
 
     def __init__(self, span, U: list[int], tasks):
         self.span, self.U = span, U
@@ -200,28 +228,29 @@ class _Pool:
         pos[torch.tensor(U)] = torch.arange(len(U))
         w = span.weights[U]
         need = torch.full((len(U),), 2, dtype=torch.long)
-        self.small, ratio, w_side = [], [], []
-        for A, B, *_rest in tasks:
+        self.small, ratio, w_side, slack = [], [], [], []
+        for A, B, W_A, W_B, gap in tasks:
             # the larger side carries the draws; the estimate needs the density of the other, small one
-            small = pos[torch.tensor(B if len(A) > len(B) else A)]
+            swap = len(A) > len(B)
+            small = pos[torch.tensor(B if swap else A)]
             inside = torch.zeros(len(U), dtype=torch.bool).index_fill_(0, small, True)
-            W_small, W_side = float(w[small].sum()), float(w[~inside].sum())
+            W_small, W_side = (W_B, W_A) if swap else (W_A, W_B)
             need = torch.where(inside, need, torch.maximum(need, (span.n * w / W_side).floor().long()))
             self.small.append(small)
             ratio.append(W_side / W_small)
             w_side.append(W_side)
+            slack.append(gap)
         self.ratio = torch.tensor(ratio, dtype=torch.float64)
         self.first = torch.stack([small[0] for small in self.small])
         self.w_side = torch.tensor(w_side, dtype=torch.float64)
+        self.slack = torch.tensor(slack, dtype=torch.float64)
         self.counts = need.to(torch.float64)
-        rows, r = int(need.sum()), span.coords.shape[1]
+        rows = int(need.sum())
         check_memory(
-            8 * rows * (r + 3 * len(U)), f"the Monte Carlo draws of {len(tasks)} crossings in the span"
+            8 * rows * (len(U) + 3 * len(U)), f"the Monte Carlo draws of {len(tasks)} crossings in the span"
         )
         self.comp = torch.repeat_interleave(torch.arange(len(U)), need)  # position in U of each row
-        z = torch.randn(rows, r, generator=span._generator, dtype=torch.float64)
-        zc = z @ span.coords[U].T
-        del z
+        zc = _span_normals(span, U, rows)
         # log w_l N(x; lam c_l, I) = lam (lam half_sq - dz) + log w_l up to a term common to a row
         # (float32: its rounding, ~1e-4 relative in a density ratio, is far below the Monte Carlo error)
         self.half_sq = (-0.5 * span.sq_dist[U][:, U][self.comp]).float()
@@ -267,6 +296,7 @@ class _Pool:
         var = ((squares - sums * sums / c) / (c - 1)).clamp_min(0)
         se = (v * v * var / c).sum(0).sqrt()
         low, high = overlap - z * se, overlap + z * se
+        slack = self.slack[ks]
         # effective sample sizes of the terms of h and of 1 - h, from the per-stratum sums
         per_draw = v / c
         ess = torch.minimum(_ess(per_draw, sums, squares), _ess(per_draw, c - sums, c - 2 * sums + squares))
@@ -274,7 +304,55 @@ class _Pool:
             n_eff = float((c[:, 0] / v[:, j])[v[:, j] > 0].min())
             w_low, w_high = _wilson(float(overlap[j]), n_eff, z)
             low[j], high[j] = min(float(low[j]), w_low), max(float(high[j]), w_high)
+        high += slack  # the overlap of the components left out (_restrict) is in [0, slack]
         return torch.stack([1.0 - overlap, (1.0 - high).clamp_min(0), (1.0 - low).clamp_max(1)], 1).numpy()
+
+
+_NEGLIGIBLE = 1e-9  # most overlap (summed) that the components left out of a Monte Carlo task may carry
+
+
+def _restrict(span, A: list[int], B: list[int], t: float):
+    """The components of ``A`` and ``B`` that can matter for ``1 - TV(p_t^A, p_t^B)`` at any time up
+    to ``t``: ``(A', B', W_A, W_B, slack)``.
+
+    ``min(x_a + x_f, y_b + y_g) <= min(x_a, y_b) + sum_f min(x_f, y) + sum_g min(x, y_g)`` and
+    ``int min(w_f p_f, q) <= sum_b int min(w_f p_f, v_b p_b)`` (the pair overlaps of the sure bound), so
+    ``int min(p_A', q_B') <= 1 - TV <= int min(p_A', q_B') + slack`` where ``slack`` sums the pair
+    overlaps of the components left out: those with the smallest sums of pair overlaps, while the total
+    stays below ``_NEGLIGIBLE`` (never all of a side). The pair overlaps grow with ``t``, so the bound
+    holds at every earlier time too. ``t = inf``: nothing is left out."""
+    W_A, W_B = float(span.weights[A].sum()), float(span.weights[B].sum())
+    if not math.isfinite(t) or len(A) + len(B) <= 2:
+        return list(A), list(B), W_A, W_B, 0.0
+    a, b = torch.tensor(A), torch.tensor(B)
+    w = (span.weights[a] / W_A).unsqueeze(1)
+    v = (span.weights[b] / W_B).unsqueeze(0)
+    terms = weighted_overlap(span.scale(t) * span.dist[a][:, b], w, v)
+    kept = []
+    slack = 0.0
+    for side, mass in ((A, terms.sum(1)), (B, terms.sum(0))):
+        order = torch.argsort(mass)
+        cumulative = torch.cumsum(mass[order], 0)
+        # leave out the smallest while the running total (both sides) stays below _NEGLIGIBLE
+        drop = int((cumulative <= _NEGLIGIBLE - slack).sum())
+        drop = min(drop, len(side) - 1)
+        slack += float(cumulative[drop - 1]) if drop else 0.0
+        keep = sorted(order[drop:].tolist())
+        kept.append([side[i] for i in keep])
+    return kept[0], kept[1], W_A, W_B, slack
+
+
+def _span_normals(span, U: list[int], rows: int) -> torch.Tensor:
+    """(rows, |U|) products ``z @ c_U^T`` of standard normal rows ``z`` in the span with the coordinates
+    of ``U``: drawn in the span of ``c_U`` alone (``c_U^T = Q R``, ``z Q`` is standard normal), so a
+    small group costs ``|U|`` normals per row, not the span's dimension."""
+    coords = span.coords[U]
+    if len(U) < coords.shape[1]:
+        _, R = torch.linalg.qr(coords.T)
+        g = torch.randn(rows, R.shape[0], generator=span._generator, dtype=torch.float64)
+        return g @ R
+    z = torch.randn(rows, coords.shape[1], generator=span._generator, dtype=torch.float64)
+    return z @ coords.T
 
 
 def _ess(per_draw, sums, squares) -> torch.Tensor:

@@ -37,7 +37,7 @@ from critwin._validation import check_eps
 from critwin.divergence import component_tv, tv
 from critwin.mixtures import GaussianMixture
 from critwin.span import SpanMixture, shared_isotropic
-from critwin.span_crossings import crossings
+from critwin.span_crossings import crossings, tv_values
 from critwin.windows import Window, check_search, merge_time, separation_time, window_from_times
 
 __all__ = ["Node", "Tree", "hierarchy"]
@@ -433,9 +433,15 @@ class _ExactEngine:
 
         return _all_of(pair(i, j) for i in comps for j in comps if i < j)
 
-    def separation(self, comps: list[int], rest: list[int], t: float) -> tuple[float, float, float]:
-        est = tv(self.mixture.subset(comps), self.mixture.subset(rest), t, self.kw["n"], self.kw["generator"])
-        return est.value, est.low, est.high
+    def separations(self, requests) -> list[tuple[float, float, float]]:
+        """``(value, low, high)`` of ``TV(p_t^comps, p_t^rest)`` for each request ``(comps, rest, t)``."""
+        out = []
+        for comps, rest, t in requests:
+            est = tv(
+                self.mixture.subset(comps), self.mixture.subset(rest), t, self.kw["n"], self.kw["generator"]
+            )
+            out.append((est.value, est.low, est.high))
+        return out
 
     def merge_time(self, A, B):
         return merge_time(self.mixture, A, B, self.eps, **self.kw)
@@ -473,13 +479,21 @@ class _SpanEngine:
         tv_max = math.erf(self.span.scale(t) * math.sqrt(value) / (2 * math.sqrt(2.0)))
         return _decide(tv_max, tv_max, self.eps, above=False)
 
-    def separation(self, comps: list[int], rest: list[int], t: float) -> tuple[float, float, float]:
-        low, high = self.span.bounds(comps, rest, t)
+    def separations(self, requests) -> list[tuple[float, float, float]]:
+        """As :meth:`_ExactEngine.separations`: the sure bounds, and Monte Carlo only where they straddle
+        the threshold (every such check at once, :func:`critwin.span_crossings.tv_values`)."""
         threshold = 1.0 - self.eps * self.eps
-        if high < threshold or low >= threshold:
-            return (high if high < threshold else low), low, high
-        est = self.span.tv(comps, rest, t)
-        return min(high, max(low, est.value)), max(low, est.low), min(high, est.high)
+        out, pending = [], []
+        for k, (comps, rest, t) in enumerate(requests):
+            low, high = self.span.bounds(comps, rest, t)
+            out.append(((high if high < threshold else low), low, high))
+            if not (high < threshold or low >= threshold):
+                pending.append(k)
+        estimates = tv_values(self.span, [requests[k] for k in pending])
+        for k, (value, est_low, est_high) in zip(pending, estimates, strict=True):
+            _, low, high = out[k]
+            out[k] = (min(high, max(low, value)), max(low, est_low), min(high, est_high))
+        return out
 
     def times(self, requests, report) -> list[tuple]:
         """As :meth:`_ExactEngine.times`, every crossing at once (:func:`critwin.span_crossings.crossings`:
@@ -554,17 +568,21 @@ def _verify(root: Node, spreads: dict[int, float], engine, report) -> None:
     K, tol = engine.K, engine.tol
     nodes = list(root.walk())
     for done, node in enumerate(nodes, 1):
-        comps = node.components
-        if len(comps) > 1:
+        if len(node.components) > 1:
             # Evaluate just past T_u: T_u is a bisection midpoint, within tol of the exact crossing.
-            node.merged = engine.merged(comps, node.time + tol, spreads[id(node)])
-        inside = set(comps)
+            node.merged = engine.merged(node.components, node.time + tol, spreads[id(node)])
+        report("verify", done, 2 * len(nodes))
+    checked, requests = [], []
+    for node in nodes:
+        inside = set(node.components)
         rest = [j for j in range(K) if j not in inside]
         if rest:
-            value, low, high = engine.separation(comps, rest, node.time)
-            node.separation_tv, node.separation_tv_low, node.separation_tv_high = value, low, high
-            node.separated = _decide(low, high, 1.0 - engine.eps**2, above=True)
-        report("verify", done, len(nodes))
+            checked.append(node)
+            requests.append((node.components, rest, node.time))
+    for node, (value, low, high) in zip(checked, engine.separations(requests), strict=True):
+        node.separation_tv, node.separation_tv_low, node.separation_tv_high = value, low, high
+        node.separated = _decide(low, high, 1.0 - engine.eps**2, above=True)
+    report("verify", 2 * len(nodes), 2 * len(nodes))
 
 
 def _dissolve(node: Node, collapse: bool) -> None:
