@@ -122,6 +122,25 @@ class TrainingConfig:
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
 
+    def plain_unet_kwargs(self, image_shape: tuple[int, int, int], **extra) -> dict[str, Any]:
+        """Keyword arguments of ``diffusers.UNet2DModel`` for ``(channels, height, width)`` images.
+
+        Plain ``DownBlock2D``/``UpBlock2D`` levels, one per entry of ``block_out_channels``; ``extra``
+        adds family-specific arguments (``num_class_embeds`` for the class-conditional digits).
+        """
+        levels = len(self.block_out_channels)
+        return dict(
+            sample_size=image_shape[1],
+            in_channels=image_shape[0],
+            out_channels=image_shape[0],
+            block_out_channels=self.block_out_channels,
+            layers_per_block=self.layers_per_block,
+            down_block_types=("DownBlock2D",) * levels,
+            up_block_types=("UpBlock2D",) * levels,
+            norm_num_groups=self.norm_num_groups,
+            **extra,
+        )
+
     def replace(self, **changes):
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)

@@ -91,18 +91,7 @@ class DigitsConfig(TrainingConfig):
 
     def unet_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``diffusers.UNet2DModel`` for this configuration."""
-        levels = len(self.block_out_channels)
-        return dict(
-            sample_size=IMAGE_SHAPE[1],
-            in_channels=IMAGE_SHAPE[0],
-            out_channels=IMAGE_SHAPE[0],
-            block_out_channels=self.block_out_channels,
-            layers_per_block=self.layers_per_block,
-            down_block_types=("DownBlock2D",) * levels,
-            up_block_types=("UpBlock2D",) * levels,
-            norm_num_groups=self.norm_num_groups,
-            num_class_embeds=NUM_CLASSES + 1,
-        )
+        return self.plain_unet_kwargs(IMAGE_SHAPE, num_class_embeds=NUM_CLASSES + 1)
 
     @property
     def scheduler_class_name(self) -> str:
