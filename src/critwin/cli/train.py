@@ -44,7 +44,7 @@ def train(
         Path("critwin-weights"), "--out", help="Directory for <name>.safetensors + <name>.json."
     ),
     steps: int = typer.Option(
-        None, "--steps", help="Optimiser steps (digits models; default: the preset's)."
+        None, "--steps", help="Optimiser steps (diffusion models; default: the preset's)."
     ),
     batch_size: int = typer.Option(None, "--batch-size", help="Batch size (default: the preset's)."),
     learning_rate: float = typer.Option(
