@@ -31,6 +31,8 @@ def _critwin(capsys, *args):
         (["atlas", "--sources", "0"], "--sources must be >= 1"),
         (["atlas", "--trajectories", "-1"], "--trajectories must be >= 0"),
         (["atlas", "--times", "1,x"], "--times must be a comma-separated list"),
+        (["atlas", "--model", "digits"], "--model must be a shipped shapes model (shapes, shapes-biased"),
+        (["atlas", "--model", "/no/such/dir"], "or an existing directory holding one, got '/no/such/dir'"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(capsys, args, message):

@@ -40,8 +40,13 @@ def load_shapes(model: str, steps: int):
         if len(cards) != 1:
             raise ValueError(f"--model {model}: the directory must hold one <name>.safetensors with its card")
         loaded = shapes.load_shapes_model(cards[0], path)
-    else:
+    elif model in shapes.MODEL_NAMES:
         loaded = shapes.load_shapes_model(model)
+    else:
+        raise ValueError(
+            f"--model must be a shipped shapes model ({', '.join(shapes.MODEL_NAMES)}) or an existing "
+            f"directory holding one, got {model!r}"
+        )
     return loaded.process(num_inference_steps=steps), loaded.training_data(), shapes.attribute_readers()
 
 
