@@ -126,22 +126,32 @@ def tiny_vae(seed: int = 0, latent_channels: int = 4):
 
 
 @_seeded
-def tiny_text_encoder(seed: int = 0, hidden_size: int = 16, vocab_size: int = 1000):
-    """A 2-layer ``CLIPTextModel`` with ``hidden_size`` (needs transformers)."""
-    from transformers import CLIPTextConfig, CLIPTextModel
+def tiny_text_encoder(
+    seed: int = 0,
+    hidden_size: int = 16,
+    vocab_size: int = 1000,
+    projection_dim: int | None = None,
+    intermediate_size: int = 32,
+    eos_token_id: int = 2,
+):
+    """A 2-layer ``CLIPTextModel`` with ``hidden_size`` (needs transformers); with ``projection_dim``, a
+    ``CLIPTextModelWithProjection`` (SD3's and Flux's pooled text encoders)."""
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     config = CLIPTextConfig(
         hidden_size=hidden_size,
-        intermediate_size=32,
+        intermediate_size=intermediate_size,
+        **({} if projection_dim is None else {"projection_dim": projection_dim}),
         num_hidden_layers=2,
         num_attention_heads=2,
         max_position_embeddings=16,
         vocab_size=vocab_size,
         bos_token_id=0,
-        eos_token_id=2,
+        eos_token_id=eos_token_id,
         pad_token_id=1,
     )
-    return CLIPTextModel(config).eval()
+    model = CLIPTextModel if projection_dim is None else CLIPTextModelWithProjection
+    return model(config).eval()
 
 
 def tiny_clip_tokenizer(directory, model_max_length: int | None = None):
@@ -380,25 +390,6 @@ def tiny_t5_tokenizer(directory):
 
 
 @_seeded
-def _tiny_clip_with_projection(seed: int, vocab_size: int):
-    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
-
-    config = CLIPTextConfig(
-        hidden_size=8,
-        intermediate_size=16,
-        projection_dim=4,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        max_position_embeddings=16,
-        vocab_size=vocab_size,
-        bos_token_id=0,
-        eos_token_id=1,
-        pad_token_id=1,
-    )
-    return CLIPTextModelWithProjection(config).eval()
-
-
-@_seeded
 def tiny_t5_encoder(seed: int = 0, vocab_size: int = 34, d_model: int = 16):
     """A one-layer ``T5EncoderModel`` of width ``d_model`` (pair it with :func:`tiny_t5_tokenizer`)."""
     from transformers import T5Config, T5EncoderModel
@@ -423,7 +414,9 @@ def tiny_sd3_with_text(directory, seed: int = 0):
         (directory / f"tokenizer{name}").mkdir(parents=True, exist_ok=True)
         tokenizer = tiny_clip_tokenizer(directory / f"tokenizer{name}", model_max_length=16)
         parts[f"tokenizer{name}"] = tokenizer
-        parts[f"text_encoder{name}"] = _tiny_clip_with_projection(seed + offset, len(tokenizer))
+        parts[f"text_encoder{name}"] = tiny_text_encoder(
+            seed + offset, 8, len(tokenizer), projection_dim=4, intermediate_size=16, eos_token_id=1
+        )
     t5_tokenizer = tiny_t5_tokenizer(directory / "tokenizer_3")
     parts.update(tokenizer_3=t5_tokenizer, text_encoder_3=tiny_t5_encoder(seed + 3, len(t5_tokenizer)))
     pipe.register_modules(**parts)
