@@ -1,4 +1,4 @@
-"""Slack of the closed-form windows (THEORY §5, ``critwin.closed_forms``) against exact windows.
+"""Slack of the closed-form windows (THEORY §5, ``critwin.theory.closed_forms``) against exact windows.
 
 Random isotropic mixtures (K in 2..8, unequal weights, means on a random line or plane of R^16 so that
 every TV is an exact span quadrature) and eps in [0.01, 0.3]. For each case and form, the slack is
@@ -14,9 +14,9 @@ import math
 import numpy as np
 import torch
 
-from critwin.closed_forms import log_concave_times, window_isotropic
 from critwin.mixtures import GaussianMixture
-from critwin.windows import critical_window, transition_times
+from critwin.theory.closed_forms import log_concave_times, window_isotropic
+from critwin.theory.windows import critical_window, transition_times
 
 N_CASES = 40  # ~2 min on one core (2-D span quadratures dominate)
 

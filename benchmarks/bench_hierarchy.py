@@ -32,7 +32,7 @@ import json, resource, sys, time
 import torch
 torch.set_num_threads(1)
 from critwin.mixtures import GaussianMixture
-from critwin.tree import hierarchy
+from critwin.theory.tree import hierarchy
 K, d, method, windows, n, tol, eps, kind = json.loads(sys.argv[1])
 g = torch.Generator().manual_seed(0)
 if kind == "structured":  # G groups x G subgroups x G leaves at scales 1000, 40, 1

@@ -8,6 +8,8 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 # DESIGN.md's layers, bottom to top; a module may import its own layer or any layer below.
+# The fifth layer holds two wings, theory and the engine (experiments), which never import each other
+# (WINGS); the adapters and models above the engine never import the theory either.
 LAYERS = [
     (
         "critwin._io",
@@ -21,22 +23,20 @@ LAYERS = [
     ),
     ("critwin.clock",),
     ("critwin.mixtures",),
-    ("critwin.samplers",),
-    (
-        "critwin.gaussian_divergences",
-        "critwin.divergence",
-        "critwin.windows",
-        "critwin.closed_forms",
-        "critwin.span",
-        "critwin.span_crossings",
-        "critwin.tree",
-        "critwin.io_mixture",
-    ),
-    ("critwin.experiments",),
+    ("critwin.samplers", "critwin.io_mixture"),
+    ("critwin.theory", "critwin.experiments"),
     ("critwin.adapters", "critwin.models"),
     ("critwin.diagnostics",),
     ("critwin.report", "critwin.cli", "critwin.__main__", "critwin"),
 ]
+# importer prefix -> prefixes it must never import, whatever the layers allow.
+FORBIDDEN = {
+    "critwin.theory": ("critwin.experiments", "critwin.adapters", "critwin.models"),
+    "critwin.experiments": ("critwin.theory",),
+    "critwin.adapters": ("critwin.theory",),
+    "critwin.models": ("critwin.theory",),
+}
+ROOT_MODULES_MAX = 14
 MAX_LINES = 700
 
 
@@ -60,8 +60,12 @@ def _layer(module: str) -> int:
 
 
 def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
+    return _imports_text(path.read_text(), modules)
+
+
+def _imports_text(text: str, modules: dict[str, Path]) -> set[str]:
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(ast.parse(text)):
         names = []
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
@@ -80,6 +84,46 @@ def test_layers_import_only_downwards():
         if _layer(dep) > _layer(name)
     ]
     assert upward == []
+
+
+def _within(module: str, prefix: str) -> bool:
+    return module == prefix or module.startswith(prefix + ".")
+
+
+def _wing_violations(edges: dict[str, set[str]]) -> list[str]:
+    return sorted(
+        f"{name} -> {dep}"
+        for name, deps in edges.items()
+        for importer, banned in FORBIDDEN.items()
+        if _within(name, importer)
+        for dep in deps
+        if any(_within(dep, b) for b in banned)
+    )
+
+
+def test_wings_never_import_each_other():
+    modules = _modules()
+    assert _wing_violations({name: _imports(path, modules) for name, path in modules.items()}) == []
+
+
+def test_wing_rule_can_fail():
+    edges = {
+        "critwin.experiments.search": {"critwin.theory.windows", "critwin.clock"},
+        "critwin.models.shapes.data": {"critwin.theory"},
+        "critwin.theory.tree": {"critwin.experiments.features", "critwin.mixtures"},
+        "critwin.diagnostics.feature_atlas": {"critwin.theory.tree", "critwin.experiments"},
+    }
+    assert _wing_violations(edges) == [
+        "critwin.experiments.search -> critwin.theory.windows",
+        "critwin.models.shapes.data -> critwin.theory",
+        "critwin.theory.tree -> critwin.experiments.features",
+    ]
+
+
+def test_package_root_is_small():
+    """The core's files at the package root (the wings and the layers above are subpackages)."""
+    root = sorted(p.name for p in (SRC / "critwin").glob("*.py"))
+    assert len(root) <= ROOT_MODULES_MAX, root
 
 
 def test_no_import_cycles():

@@ -26,13 +26,13 @@ from critwin import (
     tv,
 )
 from critwin.clock import TimeGrid
-from critwin.closed_forms import log_concave_times, window_isotropic, window_two_gaussians
 from critwin.diagnostics.fairness import rebalance
 from critwin.diagnostics.privacy import membership_audit
 from critwin.experiments.estimation import estimate_window
 from critwin.io_mixture import MAX_DEPTH, load_mixture, mixture_from_dict
 from critwin.samplers import SAMPLERS
-from critwin.windows import merge_time, separation_time, theorem_bound
+from critwin.theory.closed_forms import log_concave_times, window_isotropic, window_two_gaussians
+from critwin.theory.windows import merge_time, separation_time, theorem_bound
 
 F64 = torch.float64
 NAN, INF = float("nan"), float("inf")

@@ -5,7 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import critwin.mixtures as mixtures_module
+import critwin.mixtures.gaussian as mixtures_module
 from critwin import EmpiricalMixture, GaussianMixture
 
 KINDS = ["iso", "diag", "full"]

@@ -17,7 +17,7 @@ from critwin import atlas
 from critwin.diagnostics.feature_atlas import MIXED, fit_attribute_mixture, tree_levels
 from critwin.experiments.process import MixtureProcess
 from critwin.mixtures import GaussianMixture
-from critwin.tree import Node, Tree
+from critwin.theory.tree import Node, Tree
 from two_gaussian_oracle import clone_truth, fr_truth
 
 # Attribute "a" splits the means by 2 * M_A along axis 0, "b" by 2 * M_B along axis 1 (unit variance):

@@ -111,4 +111,4 @@ def test_docs_build_strict(tmp_path):
     for page in ("index.html", "theory/index.html", "cli/index.html", "api/index.html"):
         assert (tmp_path / "site" / page).is_file()
     api = (tmp_path / "site" / "api" / "index.html").read_text(encoding="utf-8")
-    assert "critwin.windows.critical_window" in api
+    assert "critwin.theory.windows.critical_window" in api

@@ -9,7 +9,8 @@ import torch
 from scipy import integrate, stats
 from scipy.special import erfinv
 
-from critwin.divergence import (
+from critwin.mixtures import GaussianMixture
+from critwin.theory.divergence import (
     Estimate,
     TVCurve,
     bhattacharyya_gaussians,
@@ -22,7 +23,6 @@ from critwin.divergence import (
     tv_bounds_gaussians,
     tv_gaussians,
 )
-from critwin.mixtures import GaussianMixture
 
 F64 = torch.float64
 
@@ -331,8 +331,8 @@ def test_tv_curve_table_frame_and_plot_match_the_closed_form():
     import matplotlib.pyplot as plt
     from scipy.stats import norm
 
-    from critwin.divergence import TVCurve
     from critwin.mixtures import GaussianMixture
+    from critwin.theory.divergence import TVCurve
 
     means = torch.tensor([[-1.5, 0.0], [1.5, 0.0]], dtype=torch.float64)
     P, Q = GaussianMixture(means[:1]), GaussianMixture(means[1:])

@@ -10,11 +10,11 @@ from torch import erfinv
 
 import critwin
 from critwin._memory import check_memory, memory_limit, set_memory_limit
-from critwin.divergence import component_tv, kl_gaussians, tv
 from critwin.mixtures import GaussianMixture
-from critwin.span import SpanMixture
-from critwin.tree import hierarchy
-from critwin.windows import merge_time
+from critwin.theory.divergence import component_tv, kl_gaussians, tv
+from critwin.theory.span import SpanMixture
+from critwin.theory.tree import hierarchy
+from critwin.theory.windows import merge_time
 
 F64 = torch.float64
 

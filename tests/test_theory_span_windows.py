@@ -1,4 +1,4 @@
-"""Every window of an eps-tree at once (critwin.span_crossings): against the exact implementation on
+"""Every window of an eps-tree at once (critwin.theory.span_crossings): against the exact implementation on
 small mixtures, against closed forms where the sure bounds decide, and its Monte Carlo path."""
 
 import math
@@ -8,10 +8,10 @@ import torch
 from torch import erfinv
 
 from critwin.mixtures import GaussianMixture
-from critwin.span import SpanMixture
-from critwin.span_crossings import crossings
-from critwin.tree import hierarchy
-from critwin.windows import merge_time, separation_time
+from critwin.theory.span import SpanMixture
+from critwin.theory.span_crossings import crossings
+from critwin.theory.tree import hierarchy
+from critwin.theory.windows import merge_time, separation_time
 from test_theory_span import _clustered, _shape
 
 F64 = torch.float64
@@ -147,7 +147,7 @@ def test_large_tree_output_stays_readable(tmp_path):
 
 
 def test_complete_linkage_links_never_merging_pairs_last():
-    from critwin.tree import _complete_linkage
+    from critwin.theory.tree import _complete_linkage
 
     class Engine:  # pairwise values with one component that never merges with the others
         K = 3
@@ -166,7 +166,7 @@ def test_complete_linkage_links_never_merging_pairs_last():
 
 
 def test_weighted_overlap_against_quadrature():
-    from critwin.span import weighted_overlap
+    from critwin.theory.span import weighted_overlap
 
     x = torch.linspace(-40.0, 60.0, 400_001, dtype=F64)
     phi = torch.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
@@ -214,7 +214,7 @@ def test_structured_tree_has_its_three_levels_and_exact_windows():
 def test_far_components_are_left_out_with_a_sure_slack():
     # Collinear means (a 1-d span): 1 - TV(p^A, p^B) by quadrature, with and without the components
     # _restrict leaves out; the difference lies in [0, slack] (module notes) and slack <= _NEGLIGIBLE.
-    from critwin.span_crossings import _NEGLIGIBLE, _restrict
+    from critwin.theory.span_crossings import _NEGLIGIBLE, _restrict
 
     x = torch.tensor([[0.0], [3.0], [5.0], [80.0], [95.0], [300.0]], dtype=F64)
     m = GaussianMixture(x, 1.0, torch.tensor([0.1, 0.2, 0.15, 0.25, 0.2, 0.1], dtype=F64))
@@ -240,7 +240,7 @@ def test_far_components_are_left_out_with_a_sure_slack():
 def test_tv_values_cover_the_quadrature_tv():
     # tv_values (restricted pools) against the exact TV of collinear mixtures by quadrature: each 95%
     # interval (seed 0, so deterministic) contains it, as the estimate does.
-    from critwin.span_crossings import tv_values
+    from critwin.theory.span_crossings import tv_values
 
     x = torch.tensor([[0.0], [1.5], [3.0], [60.0], [62.0]], dtype=F64)
     m = GaussianMixture(x)

@@ -9,7 +9,7 @@ import torch
 from scipy.special import erfinv
 
 from critwin.mixtures import GaussianMixture
-from critwin.tree import hierarchy
+from critwin.theory.tree import hierarchy
 
 F64 = torch.float64
 
@@ -100,13 +100,13 @@ def test_single_component_and_bad_input():
 
 
 def test_package_attribute_callable_whatever_the_import_order():
-    # The function critwin.hierarchy lives in critwin.tree, so importing the module first must not
+    # The function critwin.hierarchy lives in critwin.theory.tree, so importing the module first must not
     # shadow the contract `critwin.hierarchy(mixture, eps)`. Needs a fresh interpreter.
     import subprocess
     import sys
 
     code = (
-        "import torch, critwin.tree, critwin\n"
+        "import torch, critwin.theory.tree, critwin\n"
         "m = critwin.GaussianMixture(torch.tensor([[0.0], [50.0]], dtype=torch.float64))\n"
         "print(critwin.hierarchy(m, 0.1).root.components)\n"
     )

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from critwin.cli import main
-from critwin.divergence import tv
-from critwin.experiments.validate import forward_reverse_tv, validate
 from critwin.io_mixture import load_mixture, save_mixture
 from critwin.mixtures import GaussianMixture
+from critwin.theory.divergence import tv
+from critwin.theory.validate import forward_reverse_tv, validate
 
 F64 = torch.float64
 
@@ -183,8 +183,8 @@ def test_endpoint_checks_detect_wrong_transition_times():
     # shifting it by 0.3 OU units (far below what the theorem's bound could reveal) must fail the check.
     from dataclasses import replace
 
-    from critwin.experiments.validate import ValidationCase, _endpoint_checks
-    from critwin.windows import transition_times
+    from critwin.theory.validate import ValidationCase, _endpoint_checks
+    from critwin.theory.windows import transition_times
 
     mu = torch.tensor([[5.0, 0.0], [-5.0, 0.0]], dtype=F64)
     m = GaussianMixture(mu, weights=torch.tensor([0.3, 0.7], dtype=F64))

@@ -5,8 +5,8 @@ from statistics import NormalDist
 
 import torch
 
-from critwin.experiments.validate import forward_reverse_tv, forward_reverse_tv_quadrature
 from critwin.mixtures import GaussianMixture
+from critwin.theory.validate import forward_reverse_tv, forward_reverse_tv_quadrature
 
 F64 = torch.float64
 PHI = NormalDist().cdf

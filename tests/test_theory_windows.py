@@ -9,10 +9,10 @@ import pytest
 import torch
 from scipy.special import erfinv
 
-from critwin.closed_forms import log_concave_times, window_isotropic, window_two_gaussians
-from critwin.divergence import tv
 from critwin.mixtures import GaussianMixture
-from critwin.windows import critical_window, theorem_bound, transition_times
+from critwin.theory.closed_forms import log_concave_times, window_isotropic, window_two_gaussians
+from critwin.theory.divergence import tv
+from critwin.theory.windows import critical_window, theorem_bound, transition_times
 
 F64 = torch.float64
 
@@ -293,7 +293,7 @@ def test_log_concave_times_wasserstein_paths_agree():
 def test_window_status_is_three_valued_from_endpoint_intervals():
     # Point estimates T_after = 1.0 < T_before = 1.1 but intervals [0.9, 1.2] and [1.0, 1.3] overlap:
     # neither empty nor non-empty can be claimed. Disjoint intervals decide it either way.
-    from critwin.windows import window_from_times
+    from critwin.theory.windows import window_from_times
 
     w = window_from_times(
         [0], [0, 1], 0.1, (1.1, 1.0, 1.3, "mc"), (math.inf,) * 3 + ("c",), (1.0, 0.9, 1.2, "mc")
@@ -310,8 +310,8 @@ def test_window_status_is_three_valued_from_endpoint_intervals():
 
 
 def test_dendrogram_draws_undetermined_windows_distinctly(tmp_path):
-    from critwin.tree import Node, Tree
-    from critwin.windows import window_from_times
+    from critwin.theory.tree import Node, Tree
+    from critwin.theory.windows import window_from_times
 
     undetermined = window_from_times(
         [0], [0, 1], 0.1, (1.1, 1.0, 1.3, "mc"), (math.inf,) * 3 + ("c",), (1.0, 0.9, 1.2, "mc")

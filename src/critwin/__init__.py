@@ -24,19 +24,6 @@ from critwin.clock import (
     time_grid,
     ve_sigma,
 )
-from critwin.closed_forms import ClosedFormTimes, log_concave_times, window_isotropic, window_two_gaussians
-from critwin.divergence import (
-    Estimate,
-    TVCurve,
-    bhattacharyya_gaussians,
-    hellinger_gaussians,
-    kl_gaussians,
-    overlap_bound,
-    pinsker_bound,
-    tv,
-    tv_bounds_gaussians,
-    tv_gaussians,
-)
 from critwin.experiments.callable_process import CallableProcess, karras_sigmas
 from critwin.experiments.cloning import CloneResult, clone
 from critwin.experiments.estimation import WindowEstimate, commitment_curve, estimate_window, susceptibility
@@ -44,7 +31,6 @@ from critwin.experiments.features import SourceSimilarity, zero_shot_clip
 from critwin.experiments.forward_reverse import ForwardReverseResult, forward_reverse
 from critwin.experiments.process import DiscreteProcess, MixtureProcess, ReverseProcess
 from critwin.experiments.search import SearchResult, search_window
-from critwin.experiments.validate import forward_reverse_tv
 from critwin.io_mixture import load_mixture, save_mixture
 from critwin.mixtures import EmpiricalMixture, GaussianMixture
 from critwin.samplers import (
@@ -56,8 +42,27 @@ from critwin.samplers import (
     sample_exponential,
     sample_heun,
 )
-from critwin.tree import Tree, hierarchy
-from critwin.windows import TransitionTimes, Window, critical_window, theorem_bound, transition_times
+from critwin.theory.closed_forms import (
+    ClosedFormTimes,
+    log_concave_times,
+    window_isotropic,
+    window_two_gaussians,
+)
+from critwin.theory.divergence import (
+    Estimate,
+    TVCurve,
+    bhattacharyya_gaussians,
+    hellinger_gaussians,
+    kl_gaussians,
+    overlap_bound,
+    pinsker_bound,
+    tv,
+    tv_bounds_gaussians,
+    tv_gaussians,
+)
+from critwin.theory.tree import Tree, hierarchy
+from critwin.theory.validate import forward_reverse_tv
+from critwin.theory.windows import TransitionTimes, Window, critical_window, theorem_bound, transition_times
 
 # Resolved on first use: these modules import diffusers (adapters, models) or the models (diagnostics).
 _LAZY = {
@@ -162,12 +167,12 @@ _EAGER_MODULES = (
     "critwin.clock",
     "critwin.mixtures",
     "critwin.samplers",
-    "critwin.divergence",
-    "critwin.windows",
-    "critwin.tree",
+    "critwin.theory.divergence",
+    "critwin.theory.windows",
+    "critwin.theory.tree",
     "critwin.io_mixture",
-    "critwin.closed_forms",
-    "critwin.experiments.validate",
+    "critwin.theory.closed_forms",
+    "critwin.theory.validate",
     "critwin.experiments.process",
     "critwin.experiments.forward_reverse",
     "critwin.experiments.cloning",

@@ -22,10 +22,10 @@ from critwin.cli._common import (
     parse_list,
 )
 from critwin.experiments.checkpoint import claim_directory
-from critwin.experiments.validate import validate
 from critwin.io_mixture import load_mixture
-from critwin.tree import hierarchy
-from critwin.windows import critical_window, transition_times
+from critwin.theory.tree import hierarchy
+from critwin.theory.validate import validate
+from critwin.theory.windows import critical_window, transition_times
 
 
 def _subset(text: str | None, name: str) -> list[int] | None:

@@ -40,7 +40,7 @@ from critwin.experiments.features import CallableFeature, feature_name
 from critwin.experiments.forward_reverse import ForwardReverseResult, forward_reverse
 from critwin.experiments.process import MixtureProcess, as_process, grid_times
 from critwin.mixtures import GaussianMixture
-from critwin.tree import Tree, hierarchy
+from critwin.theory.tree import Tree, hierarchy
 
 __all__ = ["atlas", "AtlasResult", "fit_attribute_mixture", "tree_levels", "MIXED"]
 

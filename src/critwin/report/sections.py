@@ -23,14 +23,14 @@ from critwin.experiments.estimation import WindowEstimate, _percentile_interval,
 from critwin.experiments.features import apply_feature
 from critwin.experiments.forward_reverse import ForwardReverseResult, forward_reverse
 from critwin.experiments.process import MixtureProcess, grid_times
-from critwin.experiments.validate import forward_reverse_tv
 from critwin.mixtures import GaussianMixture
 from critwin.models._store import weights_paths
 from critwin.models.classifier import classifier_feature
 from critwin.models.digits import load_digits_model
 from critwin.models.shapes import attribute_readers, load_shapes_model, make_shapes
-from critwin.tree import hierarchy
-from critwin.windows import critical_window, transition_times
+from critwin.theory.tree import hierarchy
+from critwin.theory.validate import forward_reverse_tv
+from critwin.theory.windows import critical_window, transition_times
 
 __all__ = [
     "DemoSizes",

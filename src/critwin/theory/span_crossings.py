@@ -3,9 +3,10 @@
 Each task is the time where ``factor * TV(p_t^A, p_t^B)`` (non-increasing in ``t``) crosses ``level``:
 ``inf{t : . <= level}`` (a merge time, 0 if at t = 0) or ``sup{t : . >= level}`` (a separation time,
 -inf if not at t = 0), with a bracket from the same crossing on the lower and upper curves, as
-:func:`critwin.windows.merge_time` and :func:`critwin.windows.separation_time` give for one. Two stages:
+:func:`critwin.theory.windows.merge_time` and :func:`critwin.theory.windows.separation_time` give for one.
+Two stages:
 
-1. *Sure bounds* (those of :meth:`critwin.span.SpanMixture.bounds`, vectorised over the pairs of every
+1. *Sure bounds* (those of :meth:`critwin.theory.span.SpanMixture.bounds`, vectorised over the pairs of every
    task): any curve between the lower and the upper bound crosses between the crossings of the two
    bounds. When those are within ``tol`` (or at 0, or never) the task is decided with no Monte Carlo
    (method ``"bounds"``).
@@ -32,9 +33,9 @@ import numpy as np
 import torch
 
 from critwin._memory import check_memory
-from critwin.divergence import _MIN_ESS, _wilson
-from critwin.span import _tv_bound, weighted_overlap
-from critwin.windows import _T_MAX
+from critwin.theory.divergence import _MIN_ESS, _wilson
+from critwin.theory.span import _tv_bound, weighted_overlap
+from critwin.theory.windows import _T_MAX
 
 __all__ = ["crossings", "tv_values"]
 
@@ -44,7 +45,7 @@ _CI_RESOLUTION = 16.0  # brackets stop at 1/16 of the Monte Carlo uncertainty of
 
 
 def crossings(span, tasks, tol: float, report=None) -> list[tuple[float, float, float, str]]:
-    """Crossing times of ``tasks`` on ``span`` (a :class:`critwin.span.SpanMixture`).
+    """Crossing times of ``tasks`` on ``span`` (a :class:`critwin.theory.span.SpanMixture`).
 
     Parameters
     ----------
@@ -57,7 +58,7 @@ def crossings(span, tasks, tol: float, report=None) -> list[tuple[float, float, 
 
     Returns
     -------
-    One ``(time, low, high, method)`` per task, as :func:`critwin.windows.merge_time`.
+    One ``(time, low, high, method)`` per task, as :func:`critwin.theory.windows.merge_time`.
     """
     report = report or (lambda done, total: None)
     out: list = [None] * len(tasks)
@@ -143,7 +144,7 @@ def _pairs(span, tasks):
 
 def _bound_values(pairs, scales, n_tasks, upper: bool):
     """The sure lower (``upper=False``) or upper bound on the TV of every task at its own scale ``lam``
-    (:func:`critwin.span.tv_bounds`)."""
+    (:func:`critwin.theory.span.tv_bounds`)."""
     owner, dist, wa, vb = pairs
     return _tv_bound(scales[owner] * dist, wa, vb, (owner, n_tasks), upper)
 
@@ -186,7 +187,7 @@ _AT_ZERO, _NEVER = 1, 2
 
 
 def _first_true_vectorised(holds, n: int, resolution):
-    """:func:`critwin.windows._first_true` for ``n`` predicates that stay true once they hold, at once.
+    """:func:`critwin.theory.windows._first_true` for ``n`` predicates that stay true once they hold, at once.
 
     Returns ``(state, lo, hi)``: state ``_AT_ZERO`` where a predicate holds at 0, ``_NEVER`` where not by
     ``_T_MAX``, else 0 with a bracket (false at ``lo``, true at ``hi``) no wider than

@@ -1,6 +1,6 @@
 """Closed-form (sufficient) windows and transition-time bounds (THEORY §5).
 
-Every form here is a *bound*: the exact window endpoints of :func:`critwin.windows.critical_window`
+Every form here is a *bound*: the exact window endpoints of :func:`critwin.theory.windows.critical_window`
 lie inside the closed-form window (``T_after >= closed t_after``, ``T_before <= closed t_before``) and
 ``T_end <= t_end_max``, ``T_start >= t_start_min``. ``benchmarks/bench_closed_forms.py`` prints their
 slack against exact windows.
@@ -18,7 +18,7 @@ import torch
 
 from critwin._validation import check_eps, check_number, check_real_tensor, check_subset
 from critwin.mixtures import GaussianMixture
-from critwin.windows import Window, check_pair, make_window, theorem_bound, weight_ratio
+from critwin.theory.windows import Window, check_pair, make_window, theorem_bound, weight_ratio
 
 __all__ = ["window_two_gaussians", "window_isotropic", "ClosedFormTimes", "log_concave_times"]
 

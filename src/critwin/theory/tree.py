@@ -34,11 +34,11 @@ from scipy.spatial.distance import squareform
 from critwin._display import axes
 from critwin._io import PNG_SOFTWARE, atomic_path
 from critwin._validation import check_eps
-from critwin.divergence import component_tv, tv
 from critwin.mixtures import GaussianMixture
-from critwin.span import SpanMixture, shared_isotropic
-from critwin.span_crossings import crossings, tv_values
-from critwin.windows import Window, check_search, merge_time, separation_time, window_from_times
+from critwin.theory.divergence import component_tv, tv
+from critwin.theory.span import SpanMixture, shared_isotropic
+from critwin.theory.span_crossings import crossings, tv_values
+from critwin.theory.windows import Window, check_search, merge_time, separation_time, window_from_times
 
 __all__ = ["Node", "Tree", "hierarchy"]
 
@@ -364,8 +364,8 @@ def hierarchy(
     n, generator : Monte Carlo draws and generator where no exact TV exists (None: seeded with
         ``DEFAULT_SEED`` = 0, so the tree is the same on every call).
     tol : bisection tolerance in OU time, in (0, 1). With ``"fast"``, a Monte Carlo crossing stops at
-        ``max(tol, 1/16 of its confidence bracket)`` (:mod:`critwin.span_crossings`); sure brackets hold
-        either way.
+        ``max(tol, 1/16 of its confidence bracket)`` (:mod:`critwin.theory.span_crossings`); sure brackets
+        hold either way.
     method : ``"fast"`` (components sharing one isotropic covariance: closed-form pairwise merge times,
         sure bounds, Monte Carlo in the span of the means only where the bounds do not decide; never a
         (d, d) matrix), ``"exact"`` (pairwise bisection and a TV per check, any mixture), or ``"auto"``
@@ -481,7 +481,7 @@ class _SpanEngine:
 
     def separations(self, requests) -> list[tuple[float, float, float]]:
         """As :meth:`_ExactEngine.separations`: the sure bounds, and Monte Carlo only where they straddle
-        the threshold (every such check at once, :func:`critwin.span_crossings.tv_values`)."""
+        the threshold (every such check at once, :func:`critwin.theory.span_crossings.tv_values`)."""
         threshold = 1.0 - self.eps * self.eps
         out, pending = [], []
         for k, (comps, rest, t) in enumerate(requests):
@@ -496,8 +496,9 @@ class _SpanEngine:
         return out
 
     def times(self, requests, report) -> list[tuple]:
-        """As :meth:`_ExactEngine.times`, every crossing at once (:func:`critwin.span_crossings.crossings`:
-        sure bounds first, then Monte Carlo pooled over the tasks that share their components)."""
+        """As :meth:`_ExactEngine.times`, every crossing at once
+        (:func:`critwin.theory.span_crossings.crossings`: sure bounds first, then Monte Carlo pooled over
+        the tasks that share their components)."""
         out: list = [None] * len(requests)
         tasks, where = [], []
         w = self.span.weights

@@ -12,11 +12,12 @@ the (K, K) Gram matrix: no (d, d) matrix is ever formed.
   gives ``1 - TV <= sum_ab int min(w_a p_a, v_b p_b)``, each term the weighted overlap of two unit
   Gaussians at distance ``delta = lam D_ab``: ``w Phi(-c) + v Phi(c - delta)``, ``c = delta/2 +
   ln(w/v)/delta`` (:func:`weighted_overlap`);
-- stratified Monte Carlo (:func:`critwin.divergence.stratify`, :func:`critwin.divergence.mc_estimate`)
+- stratified Monte Carlo (:func:`critwin.theory.divergence.stratify`,
+  :func:`critwin.theory.divergence.mc_estimate`)
   with one pool of standard normal draws in the span shared by every curve: at scale ``lam`` a draw
   ``x = lam c_k + z`` has ``|x - lam c_j|^2 = lam^2 D_kj^2 + 2 lam z.(c_k - c_j) + |z|^2``, so one product
   ``z @ c^T`` serves every time and every pair of sub-mixtures (common random numbers);
-- crossing times of many TV curves at once (every window of a tree): :mod:`critwin.span_crossings`.
+- crossing times of many TV curves at once (every window of a tree): :mod:`critwin.theory.span_crossings`.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ import torch
 
 from critwin._memory import check_memory, chunk_rows
 from critwin.clock import noised_variance, ou_coefficients
-from critwin.divergence import _SINGULAR_T0, DEFAULT_SEED, Estimate, mc_estimate, stratify
 from critwin.mixtures import GaussianMixture
+from critwin.theory.divergence import _SINGULAR_T0, DEFAULT_SEED, Estimate, mc_estimate, stratify
 
 __all__ = ["SpanMixture", "shared_isotropic", "tv_bounds", "weighted_overlap"]
 

@@ -28,7 +28,8 @@ from critwin._display import axes, data_frame
 from critwin._memory import chunk_rows
 from critwin._validation import check_positive_int, check_subset, check_time
 from critwin.clock import alpha_sigma, noised_variance
-from critwin.gaussian_divergences import (
+from critwin.mixtures import GaussianMixture
+from critwin.theory.gaussian_divergences import (
     bhattacharyya_gaussians,
     hellinger_gaussians,
     kl_gaussians,
@@ -36,7 +37,6 @@ from critwin.gaussian_divergences import (
     tv_bounds_gaussians,
     tv_gaussians,
 )
-from critwin.mixtures import GaussianMixture
 
 __all__ = [
     "Estimate",

@@ -3,7 +3,7 @@
 Names follow Blink (Li, Karan & Chen 2025): ``T_end`` (merged: ``TV(p_t^{S_init}, p_t^{S_target}) <= eps``)
 and ``T_start`` (separated: ``TV(p_t^{S_target}, p_t^{rest}) >= 1 - eps^2``); LC24 calls them
 ``T_lower`` and ``T_upper`` (not used here: one name, one meaning). Both TV curves are non-increasing
-in ``t``, so the times are found by bisection on :class:`critwin.divergence.TVCurve` (exact when
+in ``t``, so the times are found by bisection on :class:`critwin.theory.divergence.TVCurve` (exact when
 possible, Monte Carlo with common random numbers otherwise). Each time also gets an interval: the same
 bisection run on the lower and on the upper pointwise confidence curve (Monte Carlo intervals or
 quadrature error brackets), widened by the bisection tolerance. Whether a window is empty is decided
@@ -11,7 +11,7 @@ from those intervals: ``"non-empty"``, ``"empty"`` or ``"undetermined"`` when th
 
 Monte Carlo is deterministic by default: with ``generator=None`` a generator seeded with
 ``DEFAULT_SEED`` (0) is used; pass a ``torch.Generator`` for other draws. Closed forms (THEORY §5) live
-in :mod:`critwin.closed_forms`.
+in :mod:`critwin.theory.closed_forms`.
 
 Conventions for the edge cases: ``T_start = +inf`` when ``S_target`` is every component (nothing to be
 separated from); ``T_start = -inf`` when the sets are not separated even at ``t = 0``. JSON output
@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 import torch
 
 from critwin._validation import check_eps, check_generator, check_number, check_positive_int, check_subset
-from critwin.divergence import DEFAULT_SEED, TVCurve
 from critwin.mixtures import GaussianMixture
+from critwin.theory.divergence import DEFAULT_SEED, TVCurve
 
 __all__ = [
     "TransitionTimes",
@@ -419,7 +419,7 @@ def transition_times(
     mixture : GaussianMixture.
     init, target : component indices with ``init ⊆ target`` (S_init, S_target).
     eps : in (0, 1).
-    n, generator, method : passed to :class:`critwin.divergence.TVCurve` (Monte Carlo only); with
+    n, generator, method : passed to :class:`critwin.theory.divergence.TVCurve` (Monte Carlo only); with
         ``generator=None`` the draws are seeded with ``DEFAULT_SEED`` = 0 (same result on every call).
     tol : bisection tolerance in OU time, in (0, 1).
     level : confidence level of the Monte Carlo curves that bracket each time.

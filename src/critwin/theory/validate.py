@@ -48,10 +48,10 @@ import torch
 from critwin._io import atomic_path, atomic_write_json, atomic_write_text
 from critwin._validation import check_eps, check_positive_int, check_time
 from critwin.clock import alpha_sigma
-from critwin.closed_forms import log_concave_times
-from critwin.divergence import span_basis, tv
 from critwin.mixtures import GaussianMixture
-from critwin.windows import check_pair, transition_times
+from critwin.theory.closed_forms import log_concave_times
+from critwin.theory.divergence import span_basis, tv
+from critwin.theory.windows import check_pair, transition_times
 
 __all__ = [
     "ValidationCase",

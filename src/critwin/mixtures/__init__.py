@@ -1,0 +1,9 @@
+"""Mixtures with exact diffusion: the laws the theory is about and the exact samplers of the engine.
+
+``GaussianMixture`` (isotropic, diagonal or full covariances) and ``EmpiricalMixture`` (the Dirac
+mixture of a finite data set) live in :mod:`critwin.mixtures.gaussian`.
+"""
+
+from critwin.mixtures.gaussian import EmpiricalMixture, GaussianMixture
+
+__all__ = ["GaussianMixture", "EmpiricalMixture"]
