@@ -20,6 +20,7 @@ LAYERS = [
         "critwin._memory",
         "critwin._display",
         "critwin._threads",
+        "critwin._stats",
     ),
     ("critwin.clock",),
     ("critwin.mixtures",),

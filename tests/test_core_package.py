@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 import critwin
 
 
@@ -15,3 +17,17 @@ def test_import_is_light():
     code = "import sys, critwin; print(sorted(m for m in ('diffusers', 'matplotlib') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("k, n", [(0, 1), (0, 17), (3, 17), (17, 17), (480, 500), (1, 10_000)])
+@pytest.mark.parametrize("level", [0.8, 0.95, 0.99])
+def test_wilson_bounds_equal_scipy(k, n, level):
+    """The one Wilson interval against scipy's binomtest for integer counts."""
+    from scipy.stats import binomtest, norm
+
+    from critwin._stats import wilson_bounds
+
+    ref = binomtest(k, n).proportion_ci(confidence_level=level, method="wilson")
+    low, high = wilson_bounds(k / n, n, norm.ppf(0.5 + level / 2))
+    assert low == pytest.approx(ref.low, abs=1e-12)
+    assert high == pytest.approx(ref.high, abs=1e-12)

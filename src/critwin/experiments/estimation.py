@@ -30,6 +30,7 @@ from scipy.stats import norm
 
 from critwin._display import axes, data_frame, html_summary, short_repr
 from critwin._io import provenance
+from critwin._stats import wilson_bounds
 from critwin._validation import check_delta, check_eps, check_labels, check_number, check_positive_int
 from critwin.experiments.results import select_feature
 
@@ -67,12 +68,8 @@ def wilson_interval(successes, trials, level: float = 0.95) -> tuple[np.ndarray,
     n = np.asarray(trials, dtype=float)
     if np.any(n < 1) or np.any(k < 0) or np.any(k > n):
         raise ValueError("successes/trials must satisfy 0 <= successes <= trials and trials >= 1")
-    z = norm.ppf(0.5 + level / 2)
-    p = k / n
-    denominator = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denominator
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    return np.clip(centre - half, 0.0, 1.0), np.clip(centre + half, 0.0, 1.0)
+    lower, upper = wilson_bounds(k / n, n, norm.ppf(0.5 + level / 2))
+    return np.asarray(lower), np.asarray(upper)
 
 
 def isotonic_decreasing(values, weights=None) -> np.ndarray:

@@ -26,6 +26,7 @@ import torch
 
 from critwin._display import axes, data_frame
 from critwin._memory import chunk_rows
+from critwin._stats import wilson_bounds
 from critwin._validation import check_positive_int, check_subset, check_time
 from critwin.clock import alpha_sigma, noised_variance
 from critwin.mixtures import GaussianMixture
@@ -74,14 +75,6 @@ def _ess(x: torch.Tensor) -> float:
     # Scaled by the largest term: squares of terms ~1e-170 would underflow to 0.
     y = x / peak
     return float(y.sum()) ** 2 / float(y.square().sum())
-
-
-def _wilson(mean: float, n: float, z: float) -> tuple[float, float]:
-    """Wilson score interval for the mean of a [0, 1] variable from ``n`` draws (uses Var <= mu(1 - mu))."""
-    mean = min(1.0, max(0.0, mean))
-    centre = (mean + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * math.sqrt(mean * (1 - mean) / n + z * z / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 @dataclass(frozen=True)
@@ -251,7 +244,7 @@ def mc_estimate(log_ratio: torch.Tensor, strata, weights, counts, z: float) -> E
     ess = min(_ess(v * g), _ess(v * f))
     if ess < _MIN_ESS:
         n_eff = float((c / weights.clamp_min(1e-300))[counts > 0].min())
-        w_low, w_high = _wilson(1.0 - value, n_eff, z)
+        w_low, w_high = wilson_bounds(1.0 - value, n_eff, z)
         low, high = min(low, 1.0 - w_high), max(high, 1.0 - w_low)
     return Estimate(value, se, max(0.0, low), min(1.0, high), "monte-carlo", int(strata.numel()), ess)
 

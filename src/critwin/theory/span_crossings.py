@@ -33,7 +33,8 @@ import numpy as np
 import torch
 
 from critwin._memory import check_memory
-from critwin.theory.divergence import _MIN_ESS, _wilson
+from critwin._stats import wilson_bounds
+from critwin.theory.divergence import _MIN_ESS
 from critwin.theory.span import _tv_bound, weighted_overlap
 from critwin.theory.windows import _T_MAX
 
@@ -303,7 +304,7 @@ class _Pool:
         ess = torch.minimum(_ess(per_draw, sums, squares), _ess(per_draw, c - sums, c - 2 * sums + squares))
         for j in torch.nonzero(ess < _MIN_ESS).flatten().tolist():
             n_eff = float((c[:, 0] / v[:, j])[v[:, j] > 0].min())
-            w_low, w_high = _wilson(float(overlap[j]), n_eff, z)
+            w_low, w_high = wilson_bounds(float(overlap[j]), n_eff, z)
             low[j], high[j] = min(float(low[j]), w_low), max(float(high[j]), w_high)
         high += slack  # the overlap of the components left out (_restrict) is in [0, slack]
         return torch.stack([1.0 - overlap, (1.0 - high).clamp_min(0), (1.0 - low).clamp_max(1)], 1).numpy()
