@@ -12,6 +12,7 @@ use float64 for exact round trips).
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass
 
 import torch
@@ -346,6 +347,40 @@ class TimeGrid:
     def t_max(self) -> float:
         """Largest OU time a request may name (where sampling starts)."""
         return self.times[0].item()
+
+    def check_index(self, index, name: str = "index", low: int = 0) -> int:
+        """``index`` as a grid index in ``low..L`` (``L = len(self) - 1``: the end of sampling).
+
+        The one check of grid indices: every process's ``add_noise``, ``run`` and state conversions
+        use it (integers only: a float, a bool or a non-integer tensor is refused, never truncated).
+
+        Examples
+        --------
+        >>> TimeGrid([2.0, 1.0, 0.0]).check_index(2, "stop")
+        2
+        """
+        last = len(self) - 1
+        try:
+            value = None if isinstance(index, bool) else operator.index(index)
+        except TypeError:
+            value = None
+        if value is None:
+            raise ValueError(f"{name} must be an integer grid index in {low}..{last}, got {index!r}")
+        if not low <= value <= last:
+            raise ValueError(f"{name} must be a grid index in {low}..{last}, got {value}")
+        return value
+
+    def check_span(self, start, stop=None) -> tuple[int, int]:
+        """``(start, stop)`` grid indices of a run: ``0 <= start <= stop <= L`` (``stop`` None: ``L``).
+
+        Examples
+        --------
+        >>> TimeGrid([2.0, 1.0, 0.0]).check_span(1)
+        (1, 2)
+        """
+        start = self.check_index(start, "start")
+        stop = len(self) - 1 if stop is None else self.check_index(stop, "stop", low=start)
+        return start, stop
 
     def check(self, times, name: str = "times") -> torch.Tensor:
         """Validate requested OU times against this grid.

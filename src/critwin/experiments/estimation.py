@@ -36,6 +36,7 @@ from critwin.experiments.results import select_feature
 
 __all__ = [
     "wilson_interval",
+    "percentile_interval",
     "isotonic_decreasing",
     "crossing_time",
     "jump_rule",
@@ -483,7 +484,7 @@ def _estimate(
                 draws[i] = math.nan
                 continue
             draws[i] = _curve_estimate(times, kept, weights, b_star, delta)[3]
-        cis = [_percentile_interval(draws[:, j], level) for j in range(3)]
+        cis = [percentile_interval(draws[:, j], level) for j in range(3)]
     return WindowEstimate(
         times=times,
         c=c,
@@ -506,8 +507,23 @@ def _estimate(
     )
 
 
-def _percentile_interval(draws: np.ndarray, level: float) -> tuple[float, float]:
-    """Bootstrap percentile interval; censored (±inf) draws stay infinite instead of turning into nan."""
+def percentile_interval(draws: np.ndarray, level: float) -> tuple[float, float]:
+    """Bootstrap percentile interval of ``draws`` (NaN draws left out; all NaN: ``(nan, nan)``).
+
+    Order statistics (``inverted_cdf``), so censored (±inf) draws stay infinite instead of turning
+    into NaN.
+
+    Parameters
+    ----------
+    draws : (B,) bootstrap replicates of one statistic.
+    level : central coverage in (0, 1).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> percentile_interval(np.array([1.0, 2.0, 3.0, np.inf]), 0.5)
+    (1.0, 3.0)
+    """
     valid = draws[~np.isnan(draws)]
     if valid.size == 0:
         return math.nan, math.nan

@@ -29,7 +29,7 @@ import torch
 from critwin._io import json_float
 from critwin._validation import check_delta, check_eps, check_generator, check_number, check_positive_int
 from critwin.experiments.checkpoint import progress_bar, resolve_seed, unit_generator
-from critwin.experiments.estimation import base_rate as _base_rate
+from critwin.experiments.estimation import base_rate as estimated_base_rate
 from critwin.experiments.estimation import wilson_interval
 from critwin.experiments.executor import resolve_executor
 from critwin.experiments.features import (
@@ -416,7 +416,7 @@ def _base_rates_of(runner, given, source_labels, n_ref) -> tuple[dict, int]:
     rates = dict(given)
     for name, value in given.items():
         if value is None:
-            rates[name] = _base_rate(sources[name], torch.from_numpy(unit[labelled("labels", name)]))
+            rates[name] = estimated_base_rate(sources[name], torch.from_numpy(unit[labelled("labels", name)]))
             if not rates[name] < 1.0:
                 raise ValueError(
                     "the estimated base rate is 1 (the feature never varies); pass base_rate="

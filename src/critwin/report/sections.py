@@ -19,7 +19,7 @@ from critwin.diagnostics.fairness import RebalanceResult, rebalance
 from critwin.diagnostics.feature_atlas import AtlasResult, atlas
 from critwin.diagnostics.privacy import MembershipAudit, membership_audit
 from critwin.experiments.cloning import clone
-from critwin.experiments.estimation import WindowEstimate, _percentile_interval, estimate_window
+from critwin.experiments.estimation import WindowEstimate, estimate_window, percentile_interval
 from critwin.experiments.features import apply_feature
 from critwin.experiments.forward_reverse import ForwardReverseResult, forward_reverse
 from critwin.experiments.process import MixtureProcess, grid_times
@@ -450,7 +450,7 @@ def paired_t_half_difference(
     out = {}
     for k in keys:
         first, second = point[0].get(k, math.nan), point[1].get(k, math.nan)
-        lo, hi = _percentile_interval(draws[k], level) if n_boot else (math.nan, math.nan)
+        lo, hi = percentile_interval(draws[k], level) if n_boot else (math.nan, math.nan)
         out[k if k == "all" else int(k)] = {
             names[0]: finite(first),
             names[1]: finite(second),

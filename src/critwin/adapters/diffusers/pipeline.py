@@ -430,7 +430,7 @@ class PipelineProcess(DiffusersProcess):
         draw, self._prior_draw = self._prior_draw, None
         if start != 0 or callback is not None or cond or draw is None or draw[0] is not x:
             return None
-        stop = self._check_stop(stop)
+        start, stop = self.grid.check_span(start, stop)
         if stop == 0:
             return x
 

@@ -250,18 +250,6 @@ class DiffusersProcess(ReverseProcess):
         value = self._timesteps[index].item()
         return int(value) if float(value).is_integer() else float(value)
 
-    def _check_index(self, index, name: str, allow_end: bool) -> int:
-        top = self.num_inference_steps if allow_end else self.num_inference_steps - 1
-        if isinstance(index, bool) or not isinstance(index, int) and not hasattr(index, "__index__"):
-            raise ValueError(f"{name} must be an integer grid index in 0..{top}, got {index!r}")
-        index = int(index)
-        if not 0 <= index <= top:
-            raise ValueError(f"{name} must be a grid index in 0..{top}, got {index}")
-        return index
-
-    def _check_stop(self, stop) -> int:
-        return self.num_inference_steps if stop is None else self._check_index(stop, "stop", allow_end=True)
-
     def realise(self, t) -> dict[str, Any]:
         """The grid point used for OU time ``t``: index, timestep, alpha_bar and realised OU time."""
         requested = check_time(t, "t")
@@ -307,12 +295,12 @@ class DiffusersProcess(ReverseProcess):
 
     def to_ou(self, x: torch.Tensor, index: int) -> torch.Tensor:
         """Scheduler-space state at grid index ``index`` -> OU state."""
-        index = self._check_index(index, "index", allow_end=True)
+        index = self.grid.check_index(index)
         return x if self.kind == "vp" else x / self._scale(index)
 
     def from_ou(self, x: torch.Tensor, index: int) -> torch.Tensor:
         """OU state at grid index ``index`` -> scheduler-space state."""
-        index = self._check_index(index, "index", allow_end=True)
+        index = self.grid.check_index(index)
         return x if self.kind == "vp" else x * self._scale(index)
 
     # ------------------------------------------------------------------ scheduler state
@@ -365,7 +353,7 @@ class DiffusersProcess(ReverseProcess):
         Uses ``scheduler.add_noise`` with the scheduler started at ``index``; the index ``L`` (end of
         sampling) returns ``x0`` noised to ``times[L]`` (``x0`` itself when that is 0).
         """
-        index = self._check_index(index, "index", allow_end=True)
+        index = self.grid.check_index(index)
         self._check_sample(x0, "x0")
         noise = randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         if index == self.num_inference_steps:
@@ -439,10 +427,7 @@ class DiffusersProcess(ReverseProcess):
         delegated = self._delegate_run(x, start, stop, generator, callback, cond)
         if delegated is not None:
             return delegated
-        start = self._check_index(start, "start", allow_end=True)
-        stop = self._check_stop(stop)
-        if stop < start:
-            raise ValueError(f"stop must be >= start, got start={start}, stop={stop}")
+        start, stop = self.grid.check_span(start, stop)
         self._check_sample(x, "x")
         resume = self._last_output is not None and self._last_output[0] is x and self._last_output[1] == start
         # Engines may hand over CPU states (e.g. a prior drawn on the CPU); compute where the UNet lives.
