@@ -233,8 +233,9 @@ def clone(
     process = as_process(model, sampler, n_steps, t_max, eta)
     n_trajectories = check_positive_int(n_trajectories, "n_trajectories")
     n_clones = check_positive_int(n_clones, "n_clones")
-    process, requested, indices, realised, steps = realise_times(process, times)
-    if (requested <= 0).any():
+    grid = realise_times(process, times)
+    process = grid.process
+    if (grid.requested <= 0).any():
         raise ValueError("times must be > 0: a fork at t = 0 is the finished sample")
     chunk = check_chunk_size(chunk_size, DEFAULT_CHUNK)
     cond = check_cond(cond)
@@ -250,7 +251,7 @@ def clone(
     # User-facing settings first: a refused resume names the first setting that differs.
     config = {
         "kind": "clone",
-        "requested_times": requested.tolist(),
+        "requested_times": grid.requested.tolist(),
         "n_trajectories": n_trajectories,
         "n_clones": n_clones,
         "seed": base_seed,
@@ -259,20 +260,30 @@ def clone(
         "dtype": str(dtype),
         "cond": fingerprint(cond) if cond else None,
         "process": process.describe(),
-        "realised_times": realised.tolist(),
+        "realised_times": grid.times.tolist(),
     }
     store = SweepStore(out, config) if out is not None else None
     # The trunk visits forks in the order of the reverse process (decreasing time).
-    forks = sorted(set(indices.tolist()))
-    shared = _Trunks(process, feature_fn, cond, base_seed, n_trajectories, n_clones, forks, dtype, device)
+    forks = sorted(set(grid.indices.tolist()))
+    shared = _Trunks(
+        process=process,
+        feature_fn=feature_fn,
+        cond=cond,
+        seed=base_seed,
+        n_trajectories=n_trajectories,
+        n_clones=n_clones,
+        forks=forks,
+        dtype=dtype,
+        device=device,
+    )
     own, by_fork, nfe = _run_all(runs_on, shared, chunk, store, progress)
     result = CloneResult(
-        requested_times=requested,
-        times=realised,
-        indices=indices,
-        steps=steps,
+        requested_times=grid.requested,
+        times=grid.times,
+        indices=grid.indices,
+        steps=grid.steps,
         own_labels=own,
-        clone_labels=_by_time(by_fork, [forks.index(int(k)) for k in indices]),
+        clone_labels=_by_time(by_fork, [forks.index(int(k)) for k in grid.indices]),
         nfe=nfe if process.nfe is not None else None,
         metadata=result_metadata(
             {k: v for k, v in config.items() if k not in ("requested_times", "realised_times")}, device, dtype
@@ -297,6 +308,25 @@ class _Trunks(NamedTuple):
     device: Any
 
 
+class _Chunk(NamedTuple):
+    """Chunk ``number`` of the trajectories: ``lo:hi`` (the arguments of its trunk unit)."""
+
+    number: int
+    lo: int
+    hi: int
+
+
+class _Fork(NamedTuple):
+    """The arguments of a fork unit: the continuations of chunk ``number`` (trajectories ``lo:hi``)
+    from the distinct fork ``fork``, whose trunk ``state`` is a CPU array."""
+
+    fork: int
+    number: int
+    lo: int
+    hi: int
+    state: np.ndarray
+
+
 def _run_all(runs_on, shared: _Trunks, chunk: int, store, progress: bool):
     """Every trunk and fork: own labels ``{name: (N,)}``, labels by distinct fork ``{name: (F, N,
     n_clones)}`` (name None for a single feature), NFEs spent."""
@@ -310,8 +340,8 @@ def _run_all(runs_on, shared: _Trunks, chunk: int, store, progress: bool):
         with progress_bar(n_chunks * (1 + F), "cloning", progress) as advance:
             for first in range(0, n_chunks, runner.parallelism):
                 wave = range(first, min(n_chunks, first + runner.parallelism))
-                spans = [(j, j * chunk, min(N, (j + 1) * chunk)) for j in wave]
-                nfe += _run_wave(runner, spans, shared, store, advance, own, by_fork)
+                chunks = [_Chunk(j, j * chunk, min(N, (j + 1) * chunk)) for j in wave]
+                nfe += _run_wave(runner, chunks, shared, store, advance, own, by_fork)
     if names == [None]:
         return own[None], by_fork[None], nfe
     return own, by_fork, nfe
@@ -324,24 +354,24 @@ def _by_time(by_fork, positions):
     return by_fork[positions]
 
 
-def _run_wave(runner, spans, shared: _Trunks, store, advance, own, by_fork) -> int:
-    """Run the trunks of the chunks ``spans`` ((j, lo, hi) each), then all their forks; fill ``own``
-    ``{name: (N,)}`` and ``by_fork`` ``{name: (F, N, n_clones)}`` and return the NFEs spent."""
-    trunk_jobs = [(f"trunk_c{j:05d}", (j, lo, hi)) for j, lo, hi in spans]
+def _run_wave(runner, chunks: list[_Chunk], shared: _Trunks, store, advance, own, by_fork) -> int:
+    """Run the trunks of ``chunks``, then all their forks; fill ``own`` ``{name: (N,)}`` and
+    ``by_fork`` ``{name: (F, N, n_clones)}`` and return the NFEs spent."""
+    trunk_jobs = [(f"trunk_c{c.number:05d}", c) for c in chunks]
     trunks = run_units(runner, _run_trunk, trunk_jobs, store, advance)
     fork_jobs = [
-        (f"fork{f:05d}_c{j:05d}", (f, j, lo, hi, trunks[f"trunk_c{j:05d}"]["states"][f]))
-        for j, lo, hi in spans
+        (f"fork{f:05d}_c{c.number:05d}", _Fork(f, *c, trunks[f"trunk_c{c.number:05d}"]["states"][f]))
+        for c in chunks
         for f in range(len(shared.forks))
     ]
     units = run_units(runner, _run_fork, fork_jobs, store, advance)
     for name in own:
         key = labelled("labels", name)
-        for unit_name, (_, lo, hi) in trunk_jobs:
-            own[name][lo:hi] = torch.from_numpy(trunks[unit_name][key])
-        for unit_name, (f, _, lo, hi, _) in fork_jobs:
-            labels = units[unit_name][key].reshape(hi - lo, shared.n_clones)
-            by_fork[name][f, lo:hi] = torch.from_numpy(labels)
+        for unit_name, c in trunk_jobs:
+            own[name][c.lo : c.hi] = torch.from_numpy(trunks[unit_name][key])
+        for unit_name, job in fork_jobs:
+            labels = units[unit_name][key].reshape(job.hi - job.lo, shared.n_clones)
+            by_fork[name][job.fork, job.lo : job.hi] = torch.from_numpy(labels)
     return sum(int(unit["nfe"]) for unit in [*trunks.values(), *units.values()])
 
 

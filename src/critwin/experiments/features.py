@@ -19,6 +19,7 @@ import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -36,6 +37,7 @@ __all__ = [
     "LATENT",
     "apply_feature",
     "check_feature_output",
+    "FeatureOutput",
     "FeatureSet",
     "resolve_features",
     "read_features",
@@ -96,8 +98,8 @@ class CallableFeature:
         """(n,) int64 labels or (n, C) probabilities of ``fn(x)``, checked by :func:`check_feature_output`."""
         with torch.no_grad():
             value = _batched(self._one, x, self.batch_size).detach()
-        labels, _ = check_feature_output(value, x.shape[0], f"feature {self.name}", self.n_classes)
-        return labels if value.ndim == 1 else value
+        checked = check_feature_output(value, x.shape[0], f"feature {self.name}", self.n_classes)
+        return checked.labels if value.ndim == 1 else value
 
 
 class SourceSimilarity:
@@ -449,12 +451,20 @@ def _latent(process, supported: bool, caller: str):
     return LATENT
 
 
-def apply_feature(fn: Callable, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+class FeatureOutput(NamedTuple):
+    """What a feature said about ``n`` inputs, checked: ``labels`` (n,) int64 and ``probabilities``
+    (n, C) float32 (CPU tensors; None when the feature returned labels)."""
+
+    labels: torch.Tensor
+    probabilities: torch.Tensor | None
+
+
+def apply_feature(fn: Callable, x: torch.Tensor) -> FeatureOutput:
     """Evaluate a feature on a batch ``x`` (n, ...) and validate it (:func:`check_feature_output`).
 
     Returns
     -------
-    labels : (n,) int64 CPU tensor.  probabilities : (n, C) float32 CPU tensor or None.
+    :class:`FeatureOutput` ``(labels, probabilities)``.
     """
     with torch.no_grad():
         value = fn(x)
@@ -463,9 +473,7 @@ def apply_feature(fn: Callable, x: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     return check_feature_output(value, int(x.shape[0]))
 
 
-def check_feature_output(
-    value, n: int, name: str = "feature", n_classes: int | None = None
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+def check_feature_output(value, n: int, name: str = "feature", n_classes: int | None = None) -> FeatureOutput:
     """Check what a feature returned for ``n`` inputs: the one validator of feature outputs.
 
     Parameters
@@ -477,15 +485,15 @@ def check_feature_output(
 
     Returns
     -------
-    labels : (n,) int64 CPU tensor.  probabilities : (n, C) float32 CPU tensor, or None for labels.
+    :class:`FeatureOutput`: labels (n,) int64 and probabilities (n, C) float32 (None for labels).
     """
     if not isinstance(value, torch.Tensor):
         raise ValueError(f"{name} must return a tensor or array of labels, got {type(value).__name__}")
     value = value.detach().cpu()
     if value.ndim == 1 and value.shape[0] == n:
-        return _check_labels(value, name, n_classes), None
+        return FeatureOutput(_check_labels(value, name, n_classes), None)
     if value.ndim == 2 and value.shape[0] == n and value.is_floating_point():
-        return value.argmax(1), _check_probabilities(value, name, n_classes)
+        return FeatureOutput(value.argmax(1), _check_probabilities(value, name, n_classes))
     raise ValueError(
         f"{name} must return (n,) labels (integers) or (n, C) probabilities for n={n} inputs, "
         f"got {value.dtype} of shape {tuple(value.shape)}"

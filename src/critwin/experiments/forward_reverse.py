@@ -48,6 +48,7 @@ from critwin.experiments.features import (
     split_labels,
 )
 from critwin.experiments.process import (
+    RealisedTimes,
     as_process,
     check_cond,
     check_model_shape,
@@ -245,7 +246,8 @@ def forward_reverse(
     runs_on = resolve_executor(executor, ray_address)
     process = as_process(model, sampler, n_steps, t_max, eta)
     x0 = check_samples(x0, process)
-    process, requested, indices, realised, steps = realise_times(process, times)
+    grid = realise_times(process, times)
+    process = grid.process
     n_per_time = check_positive_int(n_per_time, "n_per_time")
     chunk = check_chunk_size(chunk_size, DEFAULT_CHUNK)
     cond = check_cond(cond)
@@ -261,11 +263,11 @@ def forward_reverse(
         )
     else:
         source_labels = split_labels(feature_fn, read_features(feature_fn, x0))
-    T, M = requested.numel(), x0.shape[0] * n_per_time
+    T, M = grid.requested.numel(), x0.shape[0] * n_per_time
     # User-facing settings first: a refused resume names the first setting that differs.
     config = {
         "kind": "forward_reverse",
-        "requested_times": requested.tolist(),
+        "requested_times": grid.requested.tolist(),
         "n_per_time": n_per_time,
         "seed": base_seed,
         "feature": recorded,
@@ -274,21 +276,24 @@ def forward_reverse(
         "x0": fingerprint(x0),
         "cond": fingerprint(cond) if cond else None,
         "process": process.describe(),
-        "realised_times": realised.tolist(),
+        "realised_times": grid.times.tolist(),
     }
     store = SweepStore(out, config) if out is not None else None
     jobs = [
-        (f"t{i:05d}_c{j:05d}", (i, j, int(indices[i]), j * chunk, min(M, (j + 1) * chunk), n_per_time))
+        (
+            f"t{i:05d}_c{j:05d}",
+            _Unit(i, j, int(grid.indices[i]), j * chunk, min(M, (j + 1) * chunk), n_per_time),
+        )
         for i in range(T)
         for j in range(-(-M // chunk))
     ]
-    shared = SweepSources(process, z0, feature_fn, cond, base_seed, source_labels)
+    shared = SweepSources(
+        process=process, z0=z0, feature_fn=feature_fn, cond=cond, seed=base_seed, source_labels=source_labels
+    )
     with runs_on.bind(shared, gpu=z0.is_cuda) as runner:
         with progress_bar(len(jobs), "forward-reverse", progress) as advance:
             units = run_units(runner, _run_unit, jobs, store, advance)
-    result = _assemble(
-        jobs, units, (requested, realised, indices, steps), source_labels, n_per_time, config, (process, z0)
-    )
+    result = _assemble(jobs, units, grid, source_labels, config, z0)
     if process.nfe is None:
         result.nfe = None
     if out is not None:
@@ -317,39 +322,50 @@ class SweepSources(NamedTuple):
     source_labels: torch.Tensor
 
 
-def _assemble(jobs, units, grid, source_labels, n_per_time: int, config, origin) -> ForwardReverseResult:
+class _Unit(NamedTuple):
+    """The arguments of one unit: requested time ``time`` (grid index ``index``), chunk ``chunk`` of
+    the output columns ``lo:hi`` (column ``m`` is a replicate of source ``m // n_per_time``)."""
+
+    time: int
+    chunk: int
+    index: int
+    lo: int
+    hi: int
+    n_per_time: int
+
+
+def _assemble(jobs, units, grid: RealisedTimes, source_labels, config, z0) -> ForwardReverseResult:
     """The result from every unit, in the canonical unit order (whatever order they completed in).
 
-    ``grid`` is ``(requested, realised, indices, steps)``; ``source_labels`` (N,) the sources' labels
-    (``{name: (N,)}`` with several features); ``origin`` is ``(process, z0)``, whose device and dtype
-    the provenance records.
+    ``grid`` holds the sweep's process and times; ``source_labels`` (N,) the sources' labels
+    (``{name: (N,)}`` with several features); the provenance records the device and dtype of ``z0``.
     """
-    process, z0 = origin
-    requested, realised, indices, steps = grid
+    n_per_time = jobs[0][1].n_per_time
+    requested = grid.requested
     names = list(source_labels) if isinstance(source_labels, dict) else [None]
     sources = source_labels if isinstance(source_labels, dict) else {None: source_labels}
     T, M = requested.numel(), sources[names[0]].numel() * n_per_time
     labels = {name: torch.empty(T, M, dtype=torch.long) for name in names}
     probabilities: dict = {}
     nfe = 0
-    for unit_name, (i, _, _, lo, hi, _) in jobs:
-        unit = units[unit_name]
+    for unit_name, args in jobs:
+        unit, columns = units[unit_name], slice(args.lo, args.hi)
         for name in names:
-            labels[name][i, lo:hi] = torch.from_numpy(unit[labelled("labels", name)])
+            labels[name][args.time, columns] = torch.from_numpy(unit[labelled("labels", name)])
             probs = unit.get(labelled("probs", name))
             if probs is not None:
                 if name not in probabilities:
                     probabilities[name] = torch.zeros(T, M, probs.shape[1])
-                probabilities[name][i, lo:hi] = torch.from_numpy(probs)
+                probabilities[name][args.time, columns] = torch.from_numpy(probs)
         nfe += int(unit["nfe"])
     source_ids = torch.arange(M) // n_per_time
     expanded = {name: sources[name][source_ids].unsqueeze(0).expand(T, M).clone() for name in names}
     single = names == [None]
     return ForwardReverseResult(
         requested_times=requested,
-        times=realised,
-        indices=indices,
-        steps=steps,
+        times=grid.times,
+        indices=grid.indices,
+        steps=grid.steps,
         labels=labels[None] if single else labels,
         source_labels=expanded[None] if single else expanded,
         source_ids=source_ids,
@@ -359,7 +375,7 @@ def _assemble(jobs, units, grid, source_labels, n_per_time: int, config, origin)
         metadata=result_metadata(
             {k: v for k, v in config.items() if k not in ("requested_times", "realised_times")},
             z0.device,
-            getattr(process, "dtype", z0.dtype),
+            getattr(grid.process, "dtype", z0.dtype),
         ),
     )
 

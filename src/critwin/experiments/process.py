@@ -31,6 +31,7 @@ __all__ = [
     "MixtureProcess",
     "DiscreteProcess",
     "RealisedTimes",
+    "GridPoint",
     "Callback",
     "as_process",
     "realise_times",
@@ -48,6 +49,13 @@ __all__ = [
 
 Callback = Callable[[int, float, torch.Tensor, torch.Tensor], None]
 """``callback(index, t, x, x0_hat)``: called at every grid index the sampler passes."""
+
+
+class GridPoint(NamedTuple):
+    """A point of a process's grid: its ``index`` and its OU time ``t`` (``times[index]``)."""
+
+    index: int
+    t: float
 
 
 class ReverseProcess(ABC):
@@ -104,11 +112,11 @@ class ReverseProcess(ABC):
         # A zero-terminal-SNR schedule starts at infinite OU time (pure noise).
         return TimeGrid(self.times, allow_inf=True)
 
-    def locate(self, t) -> tuple[int, float]:
-        """Grid index whose OU time is nearest to ``t`` (never the final, clean index) and that time."""
+    def locate(self, t) -> GridPoint:
+        """The grid point whose OU time is nearest to ``t`` (never the final, clean index)."""
         grid = self.grid
         index, realised = grid.nearest(grid.check(t, "t"), clean_end=False)
-        return int(index[0]), float(realised[0])
+        return GridPoint(int(index[0]), float(realised[0]))
 
     def step_label(self, index: int) -> int | None:
         """The model's own step number at grid index ``index`` (diffusers timestep), if any."""
@@ -505,7 +513,7 @@ def grid_times(process: ReverseProcess, n: int, lo: float = 0.02, hi: float = 4.
     grid = process.times[:-1].to(torch.float64)
     lo, hi = max(grid.min().item(), lo), min(grid.max().item(), hi)
     wanted = torch.exp(torch.linspace(math.log(lo), math.log(hi), n, dtype=torch.float64))
-    picked = sorted({process.locate(float(t))[0] for t in wanted})
+    picked = sorted({process.locate(float(t)).index for t in wanted})
     return [float(grid[i]) for i in picked]
 
 
@@ -533,7 +541,7 @@ def realise_times(process: ReverseProcess, times, name: str = "times") -> Realis
         # Sigma-based schedulers (Euler) have fractional timesteps: keep them exactly.
         integral = all(float(v).is_integer() for v in values)
         steps = torch.tensor(values, dtype=torch.long if integral else torch.float64)
-    return RealisedTimes(process, requested, indices, realised, steps)
+    return RealisedTimes(process=process, requested=requested, indices=indices, times=realised, steps=steps)
 
 
 def check_samples(x0, process, name: str = "x0") -> torch.Tensor:

@@ -356,7 +356,7 @@ def load_unet(name, directory, shipped: tuple[str, ...], config_class, build) ->
     except (TypeError, ValueError) as exc:
         raise ValueError(f"model card of {name!r} has an invalid config: {exc}") from None
     unet = build(config)
-    load_state_into(unet, state_dict, name, weights_paths(name, directory)[0])
+    load_state_into(unet, state_dict, name, weights_paths(name, directory).weights)
     return unet, config, card
 
 

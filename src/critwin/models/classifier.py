@@ -293,7 +293,7 @@ def load_classifier(
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"model card of {name!r} has an invalid config: {exc}") from None
-    load_state_into(model, state_dict, name, weights_paths(name, directory)[0])
+    load_state_into(model, state_dict, name, weights_paths(name, directory).weights)
     model.card = card
     return model.eval()
 

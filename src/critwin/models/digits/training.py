@@ -113,7 +113,15 @@ def training_steps(config: DigitsConfig, data: DigitsData | None = None) -> Iter
         loss.backward()
         optimiser.step()
         ema_update(ema_params, params, step, config.ema_decay)
-        yield TrainState(step + 1, loss.item(), lr, model, ema_model, config, data)
+        yield TrainState(
+            step=step + 1,
+            loss=loss.item(),
+            learning_rate=lr,
+            model=model,
+            ema_model=ema_model,
+            config=config,
+            data=data,
+        )
 
 
 def train_digits(
