@@ -35,7 +35,7 @@ from critwin._io import json_text, provenance
 from critwin._validation import check_delta, check_eps, check_positive_int
 from critwin.experiments.checkpoint import derive_seed
 from critwin.experiments.cloning import CloneResult, clone
-from critwin.experiments.estimation import WindowEstimate, estimate_window
+from critwin.experiments.estimation import ConstantFeatureError, WindowEstimate, estimate_window
 from critwin.experiments.features import CallableFeature, feature_name
 from critwin.experiments.forward_reverse import ForwardReverseResult, forward_reverse
 from critwin.experiments.process import MixtureProcess, as_process, grid_times
@@ -521,9 +521,8 @@ def _clone_estimates(result: CloneResult, names, delta: float, n_boot: int, seed
             out[name] = estimate_window(
                 result, delta, n_boot=n_boot, seed=seed, per_class=False, feature=name
             )
-        except ValueError as exc:
-            if "base rate is 1" not in str(exc):
-                raise
+        except ConstantFeatureError:
+            pass
     return out
 
 

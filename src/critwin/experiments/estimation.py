@@ -37,6 +37,7 @@ from critwin.experiments.results import select_feature
 __all__ = [
     "wilson_interval",
     "percentile_interval",
+    "ConstantFeatureError",
     "isotonic_decreasing",
     "crossing_time",
     "jump_rule",
@@ -48,6 +49,13 @@ __all__ = [
     "CommitmentCurve",
     "WindowEstimate",
 ]
+
+
+class ConstantFeatureError(ValueError):
+    """The estimated base rate is 1: every sample has the same feature label, so the feature has no
+    window to estimate (pass ``base_rate=`` to estimate with a known one). A ValueError, so the CLI
+    reports it as any bad input; callers that skip such features catch this type, never the text."""
+
 
 BOOTSTRAP_SEED = 0
 """Seed of :func:`estimate_window`'s bootstrap when neither ``generator`` nor ``seed`` is given."""
@@ -504,7 +512,7 @@ def _estimate(found: _Outcomes, model_labels: _ModelLabels, fixed_b, settings: _
     rate = _base_rate_rule(found, model_labels, fixed_b, class_label)
     b = rate(np.ones(kept.shape[1]), np.ones(len(model_labels.labels)))
     if not b < 1.0:
-        raise ValueError(
+        raise ConstantFeatureError(
             "the estimated base rate is 1 (every sample has the same feature label); pass base_rate="
         )
     curve = _curve_estimate(times, kept, np.ones(kept.shape[1]), b, settings.delta)

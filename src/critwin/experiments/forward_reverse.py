@@ -40,7 +40,7 @@ from critwin.experiments.checkpoint import (
 )
 from critwin.experiments.executor import resolve_executor, run_units
 from critwin.experiments.features import (
-    LATENT,
+    UNNAMED,
     describe_features,
     labelled,
     read_features,
@@ -60,6 +60,7 @@ from critwin.experiments.process import (
 from critwin.experiments.results import (
     FeatureLabels,
     ResultTable,
+    at_edge,
     feature_columns,
     grid_from_metadata,
     grid_metadata,
@@ -145,11 +146,8 @@ class ForwardReverseResult(FeatureLabels, ResultTable):
             "source_id": self.source_ids.numpy()[col].tolist(),
             "replicate": (col % self.n_per_time).tolist(),
         }
-        for name in self.feature_names or [None]:
-            one = self if name is None else self.select(name)
-            columns[labelled("label", name)] = one.labels.numpy().reshape(-1).tolist()
-            columns[labelled("source_label", name)] = one.source_labels.numpy().reshape(-1).tolist()
-        return columns
+        labels = self._label_columns(("label", "labels", None), ("source_label", "source_labels", None))
+        return {**columns, **labels}
 
     def _saved_metadata(self) -> dict[str, Any]:
         meta = dict(self.metadata)
@@ -168,17 +166,14 @@ class ForwardReverseResult(FeatureLabels, ResultTable):
         def tensor(values):
             return torch.tensor([int(v) for v in values], dtype=torch.long).reshape(T, -1)
 
-        if "label" in columns:
-            labels, source = tensor(columns["label"]), tensor(columns["source_label"])
-        else:
-            labels = {k: tensor(v) for k, v in feature_columns(columns, "label").items()}
-            source = {k: tensor(v) for k, v in feature_columns(columns, "source_label").items()}
-            if not labels or set(labels) != set(source):
-                raise ValueError("the label columns are missing")
+        labels = {k: tensor(v) for k, v in feature_columns(columns, "label").items()}
+        source = {k: tensor(v) for k, v in feature_columns(columns, "source_label").items()}
+        if not labels or set(labels) != set(source):
+            raise ValueError("the label columns are missing")
         return cls(
             **grid_from_metadata(meta),
-            labels=labels,
-            source_labels=source,
+            labels=at_edge(labels),
+            source_labels=at_edge(source),
             source_ids=tensor(columns["source_id"])[0],
             n_per_time=int(meta["n_per_time"]),
             nfe=meta.get("nfe"),
@@ -257,10 +252,9 @@ def forward_reverse(
     base_seed = resolve_seed(seed, generator)
 
     z0 = check_model_shape(process.encode(x0), process)
-    if feature_fn is LATENT:
-        source_labels = source_components(
-            process.mixture, z0, unit_generator(base_seed, "source", device=z0.device)
-        )
+    if feature_fn.latent:
+        generator = unit_generator(base_seed, "source", device=z0.device)
+        source_labels = {UNNAMED: source_components(process.mixture, z0, generator)}
     else:
         source_labels = split_labels(feature_fn, read_features(feature_fn, x0))
     T, M = grid.requested.numel(), x0.shape[0] * n_per_time
@@ -311,7 +305,8 @@ class SweepSources(NamedTuple):
     feature_fn : the resolved feature.
     cond : validated conditioning (per-sample tensors have first dim N).
     seed : the sweep's base seed.
-    source_labels : (N,) long labels of the sources (their latent components for ``LATENT``).
+    source_labels : ``{name: (N,)}`` long labels of the sources (their latent components for
+        :data:`~critwin.experiments.features.LATENT`).
     """
 
     process: Any
@@ -319,7 +314,7 @@ class SweepSources(NamedTuple):
     feature_fn: Any
     cond: dict[str, Any]
     seed: int
-    source_labels: torch.Tensor
+    source_labels: dict[str, torch.Tensor]
 
 
 class _Unit(NamedTuple):
@@ -337,14 +332,13 @@ class _Unit(NamedTuple):
 def _assemble(jobs, units, grid: RealisedTimes, source_labels, config, z0) -> ForwardReverseResult:
     """The result from every unit, in the canonical unit order (whatever order they completed in).
 
-    ``grid`` holds the sweep's process and times; ``source_labels`` (N,) the sources' labels
-    (``{name: (N,)}`` with several features); the provenance records the device and dtype of ``z0``.
+    ``grid`` holds the sweep's process and times; ``source_labels`` ``{name: (N,)}`` the sources'
+    labels; the provenance records the device and dtype of ``z0``.
     """
     n_per_time = jobs[0][1].n_per_time
     requested = grid.requested
-    names = list(source_labels) if isinstance(source_labels, dict) else [None]
-    sources = source_labels if isinstance(source_labels, dict) else {None: source_labels}
-    T, M = requested.numel(), sources[names[0]].numel() * n_per_time
+    names = list(source_labels)
+    T, M = requested.numel(), source_labels[names[0]].numel() * n_per_time
     labels = {name: torch.empty(T, M, dtype=torch.long) for name in names}
     probabilities: dict = {}
     nfe = 0
@@ -359,17 +353,16 @@ def _assemble(jobs, units, grid: RealisedTimes, source_labels, config, z0) -> Fo
                 probabilities[name][args.time, columns] = torch.from_numpy(probs)
         nfe += int(unit["nfe"])
     source_ids = torch.arange(M) // n_per_time
-    expanded = {name: sources[name][source_ids].unsqueeze(0).expand(T, M).clone() for name in names}
-    single = names == [None]
+    expanded = {name: source_labels[name][source_ids].unsqueeze(0).expand(T, M).clone() for name in names}
     return ForwardReverseResult(
         requested_times=requested,
         times=grid.times,
         indices=grid.indices,
         steps=grid.steps,
-        labels=labels[None] if single else labels,
-        source_labels=expanded[None] if single else expanded,
+        labels=at_edge(labels),
+        source_labels=at_edge(expanded),
         source_ids=source_ids,
-        probabilities=probabilities.get(None) if single else probabilities or None,
+        probabilities=at_edge(probabilities),
         n_per_time=n_per_time,
         nfe=nfe,
         metadata=result_metadata(
@@ -422,9 +415,9 @@ def _run_latent_unit(process, z0, index, rows, source, generator):
 
 
 def feature_outputs(process, z0, feature_fn, rows, index: int, cond, generator) -> dict[str, np.ndarray]:
-    """One unit's arrays: ``labels`` (n,), ``probs`` (n, C) if the feature gives them (``labels[name]``,
-    ``probs[name]`` per feature of a :class:`~critwin.experiments.features.FeatureSet`), and ``nfe``,
-    for the forward–reverse outputs of the sources ``z0[rows]`` from grid index ``index``."""
+    """One unit's arrays: ``labels[name]`` (n,), ``probs[name]`` (n, C) if the feature gives them
+    (named by :func:`~critwin.experiments.features.labelled`), and ``nfe``, for the forward–reverse
+    outputs of the sources ``z0[rows]`` from grid index ``index``."""
     before = process.nfe
     unit = read_features(feature_fn, noise_and_denoise(process, z0, rows, index, cond, generator))
     unit["nfe"] = nfe_since(process, before)
@@ -434,8 +427,9 @@ def feature_outputs(process, z0, feature_fn, rows, index: int, cond, generator) 
 def _run_unit(shared: SweepSources, i, j, index, lo, hi, n_per_time):
     generator = unit_generator(shared.seed, "fr", i, j, device=shared.z0.device)
     rows = torch.arange(lo, hi) // n_per_time
-    if shared.feature_fn is LATENT:
+    if shared.feature_fn.latent:
         before = shared.process.nfe
-        labels = _run_latent_unit(shared.process, shared.z0, index, rows, shared.source_labels, generator)
-        return {"labels": labels.numpy(), "nfe": nfe_since(shared.process, before)}
+        [(name, source)] = shared.source_labels.items()
+        labels = _run_latent_unit(shared.process, shared.z0, index, rows, source, generator)
+        return {labelled("labels", name): labels.numpy(), "nfe": nfe_since(shared.process, before)}
     return feature_outputs(shared.process, shared.z0, shared.feature_fn, rows, index, shared.cond, generator)

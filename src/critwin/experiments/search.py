@@ -29,10 +29,12 @@ import torch
 from critwin._io import json_float
 from critwin._validation import check_delta, check_eps, check_generator, check_number, check_positive_int
 from critwin.experiments.checkpoint import progress_bar, resolve_seed, unit_generator
+from critwin.experiments.estimation import ConstantFeatureError, wilson_interval
 from critwin.experiments.estimation import base_rate as estimated_base_rate
-from critwin.experiments.estimation import wilson_interval
 from critwin.experiments.executor import resolve_executor
 from critwin.experiments.features import (
+    UNNAMED,
+    FeatureSet,
     feature_names,
     labelled,
     read_features,
@@ -49,7 +51,7 @@ from critwin.experiments.process import (
     realise_times,
     select_cond,
 )
-from critwin.experiments.results import ResultTable, result_metadata
+from critwin.experiments.results import ResultTable, at_edge, result_metadata
 
 __all__ = ["search_window", "SearchResult"]
 
@@ -159,9 +161,8 @@ class _Prober:
 
     def __init__(self, runner, shared: SweepSources, batch, max_n, level, counted):
         self.runner, self.shared = runner, shared
-        # Labels per feature name (None: a single feature); every batch is read by every feature.
+        # Labels per feature name; every batch is read by every feature.
         self.source = shared.source_labels
-        self.source = self.source if isinstance(self.source, dict) else {None: self.source}
         self.batch, self.max_n, self.level = batch, max_n, level
         # Up to ceil(max_n / batch) looks at the same probe: Bonferroni keeps the chance of stopping
         # on the wrong side of the threshold below 1 - level per probe despite the repeated looks.
@@ -193,7 +194,7 @@ class _Prober:
             entry.kept[name] += int((labels == source[rows]).sum().item())
         entry.n += self.batch
 
-    def above(self, t: float, threshold: float, name: str | None = None) -> bool:
+    def above(self, t: float, threshold: float, name: str) -> bool:
         """Whether c(t) of the feature ``name`` > threshold, sampling until the Wilson interval excludes
         it (batches drawn before, for another feature or level, count)."""
         entry = self._entry(t)
@@ -205,7 +206,7 @@ class _Prober:
                     return kept / entry.n > threshold
             self._draw(t, entry)
 
-    def summary(self, name: str | None = None) -> list[dict[str, Any]]:
+    def summary(self, name: str) -> list[dict[str, Any]]:
         out = []
         for entry in sorted(self.cache.values(), key=lambda e: e.t):
             kept = entry.kept[name]
@@ -307,7 +308,7 @@ def search_window(
     base_seed = resolve_seed(seed, generator)
     lo, hi = _check_range(t_range, process.grid)
     given, n_ref = _check_reference(
-        base_rate, n_reference if n_reference is not None else max_per_probe, names
+        base_rate, n_reference if n_reference is not None else max_per_probe, feature_fn
     )
 
     z0 = check_model_shape(process.encode(x0), process)
@@ -348,9 +349,9 @@ def search_window(
             resolution=resolution,
             probes=probes,
             nfe=nfe,
-            metadata=metadata if name is None else {**metadata, "feature": name, "features": names},
+            metadata=metadata if feature_fn.single else {**metadata, "feature": name, "features": names},
         )
-    return results[None] if names == [None] else results
+    return at_edge(results)
 
 
 class _Endpoint(NamedTuple):
@@ -380,7 +381,7 @@ class _Bisection:
         self.prober, self.candidates = prober, candidates
         self.lo, self.hi, self.resolution = lo, hi, resolution
 
-    def __call__(self, threshold: float, advance, name: str | None = None) -> tuple[float, float]:
+    def __call__(self, threshold: float, advance, name: str) -> tuple[float, float]:
         """The final bracket ``(a, z)``: c > threshold at ``a``, <= threshold at ``z`` (of the feature
         ``name``)."""
         candidates = self.candidates
@@ -409,13 +410,14 @@ class _Bisection:
         return self.hi if position >= len(self.candidates) else self.candidates[position]
 
 
-def _check_reference(base_rate, n_reference, names) -> tuple[dict, int | None]:
+def _check_reference(base_rate, n_reference, features: FeatureSet) -> tuple[dict, int | None]:
     """``{name: b or None}`` from ``base_rate`` (a number in [0, 1), a mapping name -> number for several
     features, or None) and the reference sample size when some ``b`` is to be estimated."""
+    names = list(features.names)
     if base_rate is None:
         given = dict.fromkeys(names)
-    elif names == [None]:
-        given = {None: base_rate}
+    elif features.single:
+        given = {UNNAMED: base_rate}
     elif isinstance(base_rate, Mapping) and set(base_rate) == set(names):
         given = dict(base_rate)
     else:
@@ -436,15 +438,15 @@ def _base_rates_of(runner, given, source_labels, n_ref) -> tuple[dict, int]:
     if n_ref is None:
         return given, 0
     [(_, unit)] = runner.map_unordered(_reference_unit, [(0, (n_ref,))])
-    sources = source_labels if isinstance(source_labels, dict) else {None: source_labels}
     rates = dict(given)
     for name, value in given.items():
         if value is None:
-            rates[name] = estimated_base_rate(sources[name], torch.from_numpy(unit[labelled("labels", name)]))
+            model_labels = torch.from_numpy(unit[labelled("labels", name)])
+            rates[name] = estimated_base_rate(source_labels[name], model_labels)
             if not rates[name] < 1.0:
-                raise ValueError(
+                raise ConstantFeatureError(
                     "the estimated base rate is 1 (the feature never varies); pass base_rate="
-                    + ("" if name is None else f" (feature {name!r})")
+                    + ("" if name == UNNAMED else f" (feature {name!r})")
                 )
     return rates, int(unit["nfe"])
 
