@@ -60,11 +60,6 @@ def atomic_write_text(path, text: str) -> None:
         tmp.write_text(text)
 
 
-def atomic_write_bytes(path, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-
-
 CENSORED = {math.inf: "above", -math.inf: "below"}
 
 

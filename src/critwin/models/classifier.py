@@ -320,7 +320,6 @@ def classifier_feature(
         return model.predict_proba(x) if probabilities else model.predict(x)
 
     feature.classifier = model
-    feature.n_labels = NUM_CLASSES
     feature.__qualname__ = "digit_classifier_probabilities" if probabilities else "digit_classifier"
     return feature
 
@@ -339,7 +338,6 @@ class ClassMeanReader:
     """
 
     name = "nearest-class-mean"
-    n_labels = NUM_CLASSES
 
     def __init__(self, data: DigitsData | None = None):
         data = load_digits_data() if data is None else data
