@@ -32,7 +32,7 @@ from critwin.experiments.forward_reverse import ForwardReverseResult, forward_re
 from critwin.experiments.process import DiscreteProcess, MixtureProcess, ReverseProcess
 from critwin.experiments.search import SearchResult, search_window
 from critwin.io_mixture import load_mixture, save_mixture
-from critwin.mixtures import EmpiricalMixture, GaussianMixture
+from critwin.mixtures import CategoricalMixture, EmpiricalMixture, GaussianMixture
 from critwin.samplers import (
     SAMPLERS,
     sample_ddim,
@@ -84,6 +84,7 @@ _LAZY = {
 
 __all__ = [
     "CallableProcess",
+    "CategoricalMixture",
     "ClosedFormTimes",
     "CloneResult",
     "DiscreteProcess",
