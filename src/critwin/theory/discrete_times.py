@@ -35,7 +35,7 @@ __all__ = ["clock_of", "merge_level", "separation_level", "CategoricalEngine", "
 
 CLOCK_LABELS = {
     "ou": "OU time t",
-    "kappa": "kappa (per-token noise probability)",
+    "kappa": "kappa",
     "hidden": "hidden positions",
 }
 """Axis and table labels of each clock."""
