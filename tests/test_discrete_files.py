@@ -112,3 +112,13 @@ def test_cli_errors_are_one_line(tmp_path, capsys, argv, needle):
     assert code == 2 and len(lines) == 1 and lines[0].startswith("critwin: error: ") and needle in lines[0], (
         err
     )
+
+
+def test_the_discrete_docs_page_runs():
+    """docs/discrete.md's Python blocks, run in order (they assert the engine against the closed forms)."""
+    import re
+
+    page = (ROOT / "docs" / "discrete.md").read_text()
+    code = "\n".join(re.findall(r"```python\n(.*?)```", page, re.S))
+    assert "window_two_strings" in code
+    exec(compile(code, "docs/discrete.md", "exec"), {})
