@@ -29,7 +29,7 @@ import torch
 
 from critwin._validation import check_eps, check_generator, check_number, check_positive_int, check_subset
 from critwin.mixtures import CategoricalMixture
-from critwin.theory.discrete import CategoricalTVCurve, categorical_tv
+from critwin.theory.discrete import CategoricalTVCurve
 
 __all__ = ["clock_of", "merge_level", "separation_level", "CategoricalEngine", "CLOCK_LABELS"]
 
@@ -106,10 +106,15 @@ class _Search:
         return tuple(out)
 
 
-def _crossing(mixture, A, B, kw, find):
-    curve = CategoricalTVCurve(
+def _curve(mixture, A, B, kw) -> CategoricalTVCurve:
+    return CategoricalTVCurve(
         mixture.subset(A), mixture.subset(B), kw["n"], kw["generator"], method=kw["method"], level=kw["level"]
     )
+
+
+def _crossing(mixture, A, B, kw, find, curve=None):
+    """``find`` on the TV curve of ``A`` and ``B`` (built unless given) and the ordered bracket."""
+    curve = _curve(mixture, A, B, kw) if curve is None else curve
     top = mixture.level_range[1]
     value, first, second = find(_Search(curve, top, kw["tol"]))
     # the value curve crosses between its two confidence curves: order them as (low, high)
@@ -228,13 +233,18 @@ class CategoricalEngine:
         self.kw = dict(kw, method="enumeration" if method == "exact" else "auto", level=0.95)
         # ``hierarchy`` checks merges just past T_u (T_u + tol): autoregressive levels are exact integers
         self.tol = 0.0 if mixture.noise == "autoregressive" else kw["tol"]
+        self._curves: dict[tuple, CategoricalTVCurve] = {}
+
+    def _curve(self, A, B) -> CategoricalTVCurve:
+        """The TV curve of ``A`` and ``B``, built once: the linkage, the checks and the windows ask for the
+        same pairs (a node against the rest at its level, then for its window)."""
+        key = (tuple(sorted(A)), tuple(sorted(B)))
+        if key not in self._curves:
+            self._curves[key] = _curve(self.mixture, key[0], key[1], self.kw)
+        return self._curves[key]
 
     def _tv(self, A, B, t):
-        t = min(t, self.mixture.level_range[1])
-        kw = self.kw
-        return categorical_tv(
-            self.mixture.subset(A), self.mixture.subset(B), t, kw["n"], kw["generator"], method=kw["method"]
-        )
+        return self._curve(A, B)(min(t, self.mixture.level_range[1]))
 
     def linkage_values(self, report) -> torch.Tensor:
         """(K, K) pairwise merge levels (their complete linkage is the tree)."""
@@ -267,12 +277,28 @@ class CategoricalEngine:
         return out
 
     def merge_time(self, A, B):
-        kw = {k: self.kw[k] for k in ("n", "generator", "method", "tol", "level")}
-        return merge_level(self.mixture, A, B, self.eps, **kw)
+        """:func:`merge_level` on the cached curve."""
+        if sorted(A) == sorted(B):
+            return 0.0, 0.0, 0.0, "closed-form"
+        eps = self.eps
+        return _crossing(
+            self.mixture, A, B, self.kw, lambda s: s.first_true(lambda tv: tv <= eps, 0.0), self._curve(A, B)
+        )
 
     def separation_time(self, S):
-        kw = {k: self.kw[k] for k in ("n", "generator", "method", "tol", "level")}
-        return separation_level(self.mixture, S, self.eps, **kw)
+        """:func:`separation_level` on the cached curve."""
+        rest = [j for j in range(self.K) if j not in set(S)]
+        if not rest:
+            return math.inf, math.inf, math.inf, "closed-form"
+        threshold = 1.0 - self.eps * self.eps
+        return _crossing(
+            self.mixture,
+            S,
+            rest,
+            self.kw,
+            lambda s: s.first_true(lambda tv: tv < threshold, -math.inf, True),
+            self._curve(S, rest),
+        )
 
     def times(self, requests, report) -> list[tuple]:
         """``merge_time(A, B)`` for each request ``(A, B)``, ``separation_time(A)`` for ``(A, None)``."""
