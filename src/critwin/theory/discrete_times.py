@@ -24,6 +24,7 @@ every pair of laws is merged, so merge levels are never infinite.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 
@@ -31,7 +32,15 @@ from critwin._validation import check_eps, check_generator, check_number, check_
 from critwin.mixtures import CategoricalMixture
 from critwin.theory.discrete import CategoricalTVCurve
 
-__all__ = ["clock_of", "merge_level", "separation_level", "CategoricalEngine", "CLOCK_LABELS"]
+__all__ = [
+    "clock_of",
+    "merge_level",
+    "separation_level",
+    "CategoricalEngine",
+    "CLOCK_LABELS",
+    "LevelCrossing",
+    "LevelTV",
+]
 
 CLOCK_LABELS = {
     "ou": "OU time t",
@@ -40,6 +49,24 @@ CLOCK_LABELS = {
 }
 """Axis and table labels of each clock."""
 _TV_METHODS = ("auto", "enumeration", "monte-carlo")
+
+
+class LevelCrossing(NamedTuple):
+    """A transition level and its bracket (the fields of :func:`critwin.theory.windows.merge_time`'s
+    result): ``time`` on the mixture's clock, ``[low, high]`` its bracket, ``method`` of the TV."""
+
+    time: float
+    low: float
+    high: float
+    method: str
+
+
+class LevelTV(NamedTuple):
+    """A TV with its interval (exact: ``low == value == high``)."""
+
+    value: float
+    low: float
+    high: float
 
 
 def clock_of(mixture) -> str:
@@ -123,7 +150,7 @@ def _crossing(mixture, A, B, kw, find, curve=None):
         half = kw["tol"] / 2
         low = max(0.0, low - half) if math.isfinite(low) else low
         high = min(1.0, high + half) if math.isfinite(high) else high
-    return value, low, high, curve.method
+    return LevelCrossing(value, low, high, curve.method)
 
 
 def merge_level(
@@ -137,7 +164,7 @@ def merge_level(
     method: str = "auto",
     tol: float = 1e-4,
     level: float = 0.95,
-) -> tuple[float, float, float, str]:
+) -> LevelCrossing:
     """``inf{t : TV(p_t^A, p_t^B) <= eps}`` on the mixture's clock, with its bracket.
 
     Parameters
@@ -150,7 +177,7 @@ def merge_level(
 
     Returns
     -------
-    (level, low, high, method) : the same tuple as :func:`critwin.theory.windows.merge_time`.
+    LevelCrossing ``(time, low, high, method)``, a tuple like :func:`critwin.theory.windows.merge_time`'s.
 
     Examples
     --------
@@ -165,7 +192,7 @@ def merge_level(
     A = check_subset(A, mixture.n_components, "A")
     B = check_subset(B, mixture.n_components, "B")
     if A == B:
-        return 0.0, 0.0, 0.0, "closed-form"
+        return LevelCrossing(0.0, 0.0, 0.0, "closed-form")
     kw = dict(n=n, generator=generator, method=method, tol=tol, level=level)
     return _crossing(mixture, A, B, kw, lambda s: s.first_true(lambda tv: tv <= eps, 0.0))
 
@@ -180,7 +207,7 @@ def separation_level(
     method: str = "auto",
     tol: float = 1e-4,
     level: float = 0.95,
-) -> tuple[float, float, float, str]:
+) -> LevelCrossing:
     """``sup{t : TV(p_t^S, p_t^{rest}) >= 1 - eps^2}`` on the mixture's clock (+inf if S is everything,
     -inf if not separated at level 0), with its bracket; arguments as in :func:`merge_level`.
 
@@ -196,7 +223,7 @@ def separation_level(
     S = check_subset(S, mixture.n_components, "S")
     rest = [j for j in range(mixture.n_components) if j not in S]
     if not rest:
-        return math.inf, math.inf, math.inf, "closed-form"
+        return LevelCrossing(math.inf, math.inf, math.inf, "closed-form")
     threshold = 1.0 - eps * eps
     kw = dict(n=n, generator=generator, method=method, tol=tol, level=level)
     # sup{t : TV >= threshold} is inf{t : TV < threshold} for a non-increasing curve
@@ -268,18 +295,18 @@ class CategoricalEngine:
                     verdicts.append(_verdict(est.low, est.high, self.eps, above=False))
         return False if False in verdicts else (None if None in verdicts else True)
 
-    def separations(self, requests) -> list[tuple[float, float, float]]:
+    def separations(self, requests) -> list[LevelTV]:
         """``(value, low, high)`` of ``TV(p_t^comps, p_t^rest)`` for each request ``(comps, rest, t)``."""
         out = []
         for comps, rest, t in requests:
             est = self._tv(comps, rest, t)
-            out.append((est.value, est.low, est.high))
+            out.append(LevelTV(est.value, est.low, est.high))
         return out
 
     def merge_time(self, A, B):
         """:func:`merge_level` on the cached curve."""
         if sorted(A) == sorted(B):
-            return 0.0, 0.0, 0.0, "closed-form"
+            return LevelCrossing(0.0, 0.0, 0.0, "closed-form")
         eps = self.eps
         return _crossing(
             self.mixture, A, B, self.kw, lambda s: s.first_true(lambda tv: tv <= eps, 0.0), self._curve(A, B)
@@ -289,7 +316,7 @@ class CategoricalEngine:
         """:func:`separation_level` on the cached curve."""
         rest = [j for j in range(self.K) if j not in set(S)]
         if not rest:
-            return math.inf, math.inf, math.inf, "closed-form"
+            return LevelCrossing(math.inf, math.inf, math.inf, "closed-form")
         threshold = 1.0 - self.eps * self.eps
         return _crossing(
             self.mixture,
