@@ -14,8 +14,16 @@ theory's prediction:
   images nor tractable for the exact tree;
 - its ε-tree, each internal level labelled by the attribute that splits it (the attribute whose
   values are disjoint between the node's children; ``"mixed"`` when none is, the joint name ``a+b``
-  when several are) and its merge time; an attribute's predicted decision time is the largest merge
-  time of the levels it splits;
+  when several are). A level's *merge time* is when its children's sub-mixtures have merged into it,
+  ``max_child T_end(child, node)`` (``T_end(A, B) = inf{t : TV(p_t^A, p_t^B) <= eps}``, THEORY §3: above
+  it noising and denoising forgets which child a sample came from), with its bracket
+  (:func:`critwin.theory.tree.merge_times`). The tree node's own time ``T_u`` (the largest merge time
+  of two of its *components*) is only a sure upper bound on it (0.3–1 OU units later on the shipped
+  shapes model) and is reported as ``t_bound``. An attribute's predicted decision time is the largest
+  merge time of the levels it splits, with the bracket ``[max of lows, max of highs]``;
+- orders, measured and predicted, follow one tie rule (:func:`critwin._stats.interval_order`): feature
+  ``a`` is decided before ``b`` only where their intervals (t½ bootstrap intervals; merge brackets) are
+  disjoint, "tied" otherwise;
 - the like-for-like run: the same forward–reverse estimator, sources, OU times and readers on the
   fitted mixture with its exact sampler.
 """
@@ -32,6 +40,7 @@ import torch
 
 from critwin._display import axes, data_frame, html_summary, short_repr
 from critwin._io import json_text, provenance
+from critwin._stats import TIED, interval_order, order_text, order_verdict
 from critwin._validation import check_delta, check_eps, check_positive_int
 from critwin.experiments.checkpoint import derive_seed
 from critwin.experiments.cloning import CloneResult, clone
@@ -40,9 +49,9 @@ from critwin.experiments.features import CallableFeature, feature_name
 from critwin.experiments.forward_reverse import ForwardReverseResult, forward_reverse
 from critwin.experiments.process import MixtureProcess, as_process, grid_times
 from critwin.mixtures import GaussianMixture
-from critwin.theory.tree import Tree, hierarchy
+from critwin.theory.tree import Tree, hierarchy, merge_times
 
-__all__ = ["atlas", "AtlasResult", "fit_attribute_mixture", "tree_levels", "MIXED"]
+__all__ = ["atlas", "AtlasResult", "fit_attribute_mixture", "tree_levels", "MIXED", "TIED"]
 
 MIXED = "mixed"
 """Label of a tree level that no single attribute splits."""
@@ -76,41 +85,66 @@ class AtlasResult:
 
     @property
     def order(self) -> list[str]:
-        """Feature names from first decided (largest t½) to last; censored t½ sort at their end."""
+        """Feature names from first decided (largest t½) to last; censored t½ sort at their end. Adjacent
+        features whose t½ intervals overlap are tied (:meth:`overlaps`, :meth:`order_text`)."""
         return sorted(self.features, key=lambda name: -_sortable(self.estimates[name].t_half))
 
+    def t_half_intervals(self) -> dict[str, tuple[float, float]]:
+        """Each feature's t½ bootstrap interval (censored ends ``±inf``; NaN without bootstrap)."""
+        return {name: tuple(self.estimates[name].t_half_ci) for name in self.features}
+
     def overlaps(self) -> list[tuple[str, str]]:
-        """Adjacent features of :attr:`order` whose t½ bootstrap intervals overlap (order not resolved)."""
-        order = self.order
-        out = []
-        for first, second in zip(order, order[1:], strict=False):
-            lo_first = self.estimates[first].t_half_ci[0]
-            hi_second = self.estimates[second].t_half_ci[1]
-            if not (lo_first > hi_second):  # NaN intervals (no bootstrap) count as overlapping
-                out.append((first, second))
-        return out
+        """Adjacent features of :attr:`order` whose t½ bootstrap intervals overlap: tied, their order is
+        not resolved (:func:`critwin._stats.interval_order`; NaN intervals, i.e. no bootstrap, tie)."""
+        order, intervals = self.order, self.t_half_intervals()
+        return [
+            (first, second)
+            for first, second in zip(order, order[1:], strict=False)
+            if interval_order(intervals[first], intervals[second]) == 0
+        ]
+
+    def order_text(self) -> str:
+        """The measured order as text, ``a > b ~ c``: ``~`` between adjacent tied features."""
+        return order_text(self.order, self.t_half_intervals())
 
     def comparison(self) -> dict[str, Any] | None:
-        """Measured order against the theory's: agreement, and for each pair ordered differently whether
-        the measurement resolves it (disjoint t½ intervals) — an explained difference — or not."""
+        """Measured order against the theory's, pair by pair, with one tie rule for both (an order is
+        claimed only where the intervals are disjoint: t½ bootstrap intervals, merge-time brackets).
+
+        Each pair's ``measured`` and ``predicted`` verdict is the feature decided first or
+        :data:`TIED`; its ``status`` is ``"agree"`` (same verdict), ``"contradict"`` (opposite orders,
+        both resolved) or ``"unresolved"`` (one side ties). ``agree``: every pair agrees;
+        ``agree_within_ci``: no pair contradicts; ``differences``: the pairs that do not agree."""
         if self.theory is None:
             return None
+        attributes = self.theory["attributes"]
         predicted = [name for name in self.theory["order"] if name in self.features]
         measured = [name for name in self.order if name in predicted]
-        unresolved = {frozenset(pair) for pair in self.overlaps()}
+        t_half = self.t_half_intervals()
         pairs = []
         for i, a in enumerate(measured):
             for b in measured[i + 1 :]:
-                if predicted.index(a) > predicted.index(b):
-                    ci_a, ci_b = self.estimates[a].t_half_ci, self.estimates[b].t_half_ci
-                    resolved = frozenset((a, b)) not in unresolved and ci_a[0] > ci_b[1]
-                    pairs.append({"measured_first": a, "predicted_first": b, "resolved": bool(resolved)})
+                seen = order_verdict(a, b, t_half[a], t_half[b])
+                expected = order_verdict(
+                    a, b, attributes[a]["t_merge_bracket"], attributes[b]["t_merge_bracket"]
+                )
+                pairs.append(
+                    {
+                        "pair": [a, b],
+                        "measured": seen,
+                        "predicted": expected,
+                        "status": _status(seen, expected),
+                    }
+                )
         return {
             "measured": measured,
             "predicted": predicted,
-            "agree": measured == predicted,
-            "agree_within_ci": all(not p["resolved"] for p in pairs),
-            "differences": pairs,
+            "measured_text": order_text(measured, t_half),
+            "predicted_text": order_text(predicted, {n: attributes[n]["t_merge_bracket"] for n in predicted}),
+            "agree": all(p["status"] == "agree" for p in pairs),
+            "agree_within_ci": all(p["status"] != "contradict" for p in pairs),
+            "pairs": pairs,
+            "differences": [p for p in pairs if p["status"] != "agree"],
             "unplaced": [name for name in self.features if name not in predicted],
         }
 
@@ -144,16 +178,18 @@ class AtlasResult:
         if exact is not None:
             out["like_for_like"] = {"t_half": exact.t_half, "t_half_ci": list(exact.t_half_ci)}
         if self.theory is not None:
-            out["theory_t_merge"] = self.theory["attributes"].get(name, {}).get("t_merge")
+            theory = self.theory["attributes"].get(name, {})
+            out["theory"] = {k: theory.get(k) for k in ("t_merge", "t_merge_bracket", "t_bound")}
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"features": {name: {...}}, "order": [...], "overlaps": [...], "theory": {...},
+        """``{"features": {name: {...}}, "order": [...], "order_text", "overlaps": [...], "theory": {...},
         "comparison": {...}, "metadata": {...}}``; censored times as :func:`critwin._io.json_text`
         writes them."""
         return {
             "features": {name: self.feature_dict(name) for name in self.features},
             "order": self.order,
+            "order_text": self.order_text(),
             "overlaps": [list(pair) for pair in self.overlaps()],
             "theory": self.theory,
             "comparison": self.comparison(),
@@ -165,7 +201,7 @@ class AtlasResult:
 
     def table(self) -> dict[str, list]:
         """One row per feature, in :attr:`order`: feature, order, t_half and its CI, t_after, t_before,
-        clone t_peak, like-for-like t_half, theory t_merge."""
+        clone t_peak, like-for-like t_half, theory merge time with its bracket and the tree's bound."""
         rows = [(name, self.feature_dict(name)) for name in self.order]
 
         def nested(row, key, inner):
@@ -181,7 +217,12 @@ class AtlasResult:
             "t_before": [row["t_before"] for _, row in rows],
             "clone_t_peak": [nested(row, "clone", "t_peak") for _, row in rows],
             "exact_t_half": [nested(row, "like_for_like", "t_half") for _, row in rows],
-            "theory_t_merge": [row.get("theory_t_merge") for _, row in rows],
+            "theory_t_merge": [nested(row, "theory", "t_merge") for _, row in rows],
+            "theory_t_merge_lo": [(nested(row, "theory", "t_merge_bracket") or [None])[0] for _, row in rows],
+            "theory_t_merge_hi": [
+                (nested(row, "theory", "t_merge_bracket") or [None, None])[1] for _, row in rows
+            ],
+            "theory_t_bound": [nested(row, "theory", "t_bound") for _, row in rows],
         }
 
     def to_pandas(self):
@@ -189,11 +230,11 @@ class AtlasResult:
         return data_frame(self.table())
 
     def summary(self) -> dict[str, Any]:
-        out = {"order": " > ".join(self.order)}
+        out = {"order": self.order_text()}
         out.update({name: self.estimates[name].t_half for name in self.order})
         comparison = self.comparison()
         if comparison is not None:
-            out["theory order"] = " > ".join(comparison["predicted"])
+            out["theory order"] = comparison["predicted_text"]
         return out
 
     def __repr__(self) -> str:
@@ -204,7 +245,8 @@ class AtlasResult:
 
     def plot(self, ax=None):
         """Every feature's normalised commitment ``r(t)`` on one OU axis with its Wilson band, t½ with its
-        bootstrap interval, and the theory's merge times as ticks on the top edge.
+        bootstrap interval, and above the curves one row per attribute of the theory: its merge time
+        (dot) with its bracket (bar) and the tree's upper bound (open triangle), labelled in its row.
 
         Returns
         -------
@@ -235,21 +277,9 @@ class AtlasResult:
                     capsize=3,
                 )
         ax.axhline(0.5, color="grey", lw=0.6, ls=":")
-        if self.theory is not None:
-            for name, info in self.theory["attributes"].items():
-                t = info.get("t_merge")
-                if t is not None and math.isfinite(t):
-                    ax.axvline(t, ymin=0.93, ymax=1.0, color=colours.get(name, "black"), lw=2.5)
-                    ax.annotate(
-                        name,
-                        (t, 1.0),
-                        xycoords=("data", "axes fraction"),
-                        fontsize="x-small",
-                        rotation=60,
-                        va="bottom",
-                    )
+        right = _theory_rows(ax, self.theory["attributes"], colours) if self.theory is not None else 0.0
         ax.set_xscale("symlog", linthresh=0.1)
-        ax.set_xlim(left=0.0)  # OU time is >= 0
+        ax.set_xlim(0.0, max(ax.get_xlim()[1], 1.1 * right))  # OU time is >= 0; room for the bounds
         ax.set_xlabel("OU time t (reverse process runs right to left)")
         ax.set_ylabel("normalised commitment r(t)")
         ax.legend(loc="lower left", fontsize="small")
@@ -258,6 +288,67 @@ class AtlasResult:
 
 def _sortable(t: float) -> float:
     return -math.inf if math.isnan(t) else t
+
+
+def _status(measured: str, predicted: str) -> str:
+    if measured == predicted:
+        return "agree"
+    return "unresolved" if TIED in (measured, predicted) else "contradict"
+
+
+_ROW_BASE, _ROW_STEP = 1.12, 0.09  # theory rows above the curves (r <= 1), in r units
+
+
+def _theory_rows(ax, attributes: Mapping[str, Any], colours: Mapping[str, str]) -> float:
+    """One row per attribute above the curves, first decided at the bottom: the merge time as a dot with
+    its bracket as an error bar, the bound as an open triangle, the name left of the bracket. One row
+    each, so neither the intervals nor the labels of two attributes can overlap. Returns the largest
+    time drawn (0 if none)."""
+    rows = [n for n, v in attributes.items() if v.get("t_merge") is not None and math.isfinite(v["t_merge"])]
+    rows.sort(key=lambda n: -attributes[n]["t_merge"])
+    for k, name in enumerate(rows):
+        info, y, colour = attributes[name], _ROW_BASE + _ROW_STEP * k, colours.get(name, "black")
+        t = info["t_merge"]
+        lo, hi = (v if v is not None and math.isfinite(v) else t for v in info["t_merge_bracket"])
+        first = k == 0
+        ax.errorbar(
+            [t],
+            [y],
+            xerr=[[t - lo], [hi - t]],
+            fmt="o",
+            ms=3,
+            color=colour,
+            elinewidth=2,
+            capsize=3,
+            label="theory: merge time, bracket" if first else None,
+        )
+        bound = info.get("t_bound")
+        if bound is not None and math.isfinite(bound):
+            ax.plot(
+                [bound],
+                [y],
+                ">",
+                mfc="none",
+                color=colour,
+                ms=5,
+                label="theory: tree's upper bound" if first else None,
+            )
+        ax.annotate(
+            name,
+            (lo, y),
+            xytext=(-6, 0),
+            textcoords="offset points",
+            ha="right",
+            va="center",
+            fontsize="x-small",
+            color=colour,
+        )
+    if rows:
+        ax.axhline(0.5 * (1.0 + _ROW_BASE), color="0.75", lw=0.6)
+        ax.set_ylim(top=_ROW_BASE + _ROW_STEP * (len(rows) - 0.5))
+        ax.set_yticks([0.0, 0.25, 0.5, 0.75, 1.0])
+    drawn = [v for n in rows for v in (attributes[n]["t_bound"], *attributes[n]["t_merge_bracket"])]
+    return max((v for v in drawn if v is not None and math.isfinite(v)), default=0.0)
 
 
 def _fmt(t: float) -> str:
@@ -313,8 +404,9 @@ def fit_attribute_mixture(
 
 
 def tree_levels(tree: Tree, combos: torch.Tensor, names) -> list[dict[str, Any]]:
-    """Every internal node of ``tree`` as a level: its merge time, depth, size and the attribute that
-    splits it (values pairwise disjoint between its children; :data:`MIXED` if none, ``a+b`` if several)."""
+    """Every internal node of ``tree`` (pre-order, as ``tree.root.walk()``) as a level: ``t_bound`` (the
+    node's time, a sure upper bound on its merge time), depth, size and the attribute that splits it
+    (values pairwise disjoint between its children; :data:`MIXED` if none, ``a+b`` if several)."""
     levels = []
 
     def visit(node, depth):
@@ -332,7 +424,7 @@ def tree_levels(tree: Tree, combos: torch.Tensor, names) -> list[dict[str, Any]]
                 splits.append(name)
         levels.append(
             {
-                "time": node.time,
+                "t_bound": node.time,
                 "depth": depth,
                 "components": len(node.components),
                 "children": len(node.children),
@@ -348,32 +440,105 @@ def tree_levels(tree: Tree, combos: torch.Tensor, names) -> list[dict[str, Any]]
 
 
 def theory_prediction(images, attributes, eps: float) -> tuple[dict[str, Any], GaussianMixture]:
-    """The fitted mixture's ε-tree read attribute by attribute (see the module notes)."""
+    """The fitted mixture's ε-tree read attribute by attribute (see the module notes).
+
+    Returns
+    -------
+    theory : ``{"fit", "components", "dim", "variance", "eps", "levels", "attributes", "order",
+        "order_text", "ties"}``; per attribute ``t_merge`` (its merge time), ``t_merge_bracket``
+        ``[low, high]``, ``t_bound`` (the tree's upper bound) and ``levels`` (how many it splits).
+    mixture : the fitted :class:`GaussianMixture`.
+    """
     gmm, combos = fit_attribute_mixture(images, attributes)
     names = list(attributes)
     # Not collapsed: every merge of the complete linkage is a level, whether or not the node passes the
     # strict separation check (TV >= 1 - eps^2), which is recorded per level.
     tree = hierarchy(gmm, eps, method="fast", windows=False, collapse=False)
     levels = tree_levels(tree, combos, names)
-    per_attribute = {}
-    for name in names:
-        times = [lv["time"] for lv in levels if name in lv["attribute"].split("+")]
-        per_attribute[name] = {"t_merge": max(times) if times else None, "levels": len(times)}
-    order = sorted(
-        (n for n in names if per_attribute[n]["t_merge"] is not None),
-        key=lambda n: -per_attribute[n]["t_merge"],
-    )
+    nodes = [node for node in tree.root.walk() if not node.is_leaf]  # the levels' nodes, same order
+    _level_merge_times(gmm, eps, nodes, levels, names)
+    per_attribute = {name: _attribute_times(name, levels) for name in names}
+    intervals = {n: v["t_merge_bracket"] for n, v in per_attribute.items() if v["t_merge"] is not None}
+    order = sorted(intervals, key=lambda n: -per_attribute[n]["t_merge"])
     theory = {
         "fit": "one Gaussian per attribute combination, shared isotropic variance (pooled within)",
         "components": int(gmm.n_components),
         "dim": int(gmm.dim),
         "variance": float(gmm.covs[0]),
         "eps": eps,
+        "merge_time": "a level's merge time is max over its children of T_end(child, level) = "
+        "inf{t : TV(p_t^child, p_t^level) <= eps}, bracketed; t_bound is the tree node's time (largest "
+        "pairwise component merge time), a sure upper bound on it. Levels left at t_merge null have a "
+        "bound below their attribute's merge bracket: their merge time is surely smaller.",
         "levels": levels,
         "attributes": per_attribute,
         "order": order,
+        "order_text": order_text(order, intervals),
+        "ties": _ties(order, intervals),
     }
     return theory, gmm
+
+
+def _level_merge_times(gmm, eps: float, nodes, levels, names) -> None:
+    """Add ``t_merge``/``t_merge_low``/``t_merge_high``/``method`` to the levels an attribute splits.
+
+    Only the levels that can hold their attribute's largest merge time are computed: first each
+    attribute's level with the largest bound, then every level whose bound reaches the low end of its
+    attribute's bracket so far (a level's merge time is at most its bound, so the others cannot matter).
+    """
+    for level in levels:
+        level.update(t_merge=None, t_merge_low=None, t_merge_high=None, method=None)
+    owned = {name: [k for k, lv in enumerate(levels) if name in lv["attribute"].split("+")] for name in names}
+    first = {max(ks, key=lambda k: levels[k]["t_bound"]) for ks in owned.values() if ks}
+    _compute_levels(gmm, eps, nodes, levels, sorted(first))
+    more = set()
+    for ks in owned.values():
+        floor = max((levels[k]["t_merge_low"] for k in ks if levels[k]["t_merge"] is not None), default=None)
+        if floor is not None:
+            more |= {k for k in ks if levels[k]["t_merge"] is None and levels[k]["t_bound"] >= floor}
+    _compute_levels(gmm, eps, nodes, levels, sorted(more))
+
+
+def _compute_levels(gmm, eps: float, nodes, levels, which: list[int]) -> None:
+    """The merge time of each level in ``which``: its children's merge times into it, all at once."""
+    pairs = [(child.components, nodes[k].components) for k in which for child in nodes[k].children]
+    results = iter(merge_times(gmm, pairs, eps, method="fast"))
+    for k in which:
+        merges = [next(results) for _ in nodes[k].children]
+        levels[k].update(
+            t_merge=max(m[0] for m in merges),
+            t_merge_low=max(m[1] for m in merges),
+            t_merge_high=max(m[2] for m in merges),
+            method="+".join(sorted({m[3] for m in merges})),
+        )
+
+
+def _attribute_times(name: str, levels) -> dict[str, Any]:
+    """An attribute's merge time (the largest of its levels', bracket ``[max lows, max highs]``) and its
+    bound (the largest node time of its levels)."""
+    mine = [lv for lv in levels if name in lv["attribute"].split("+")]
+    merged = [lv for lv in mine if lv["t_merge"] is not None]
+    if not merged:
+        return {"t_merge": None, "t_merge_bracket": [None, None], "t_bound": None, "levels": len(mine)}
+    return {
+        "t_merge": max(lv["t_merge"] for lv in merged),
+        "t_merge_bracket": [
+            max(lv["t_merge_low"] for lv in merged),
+            max(lv["t_merge_high"] for lv in merged),
+        ],
+        "t_bound": max(lv["t_bound"] for lv in mine),
+        "levels": len(mine),
+    }
+
+
+def _ties(order: list[str], intervals: Mapping[str, Any]) -> list[list[str]]:
+    """Every pair of ``order`` whose intervals overlap (:func:`critwin._stats.interval_order`)."""
+    return [
+        [a, b]
+        for i, a in enumerate(order)
+        for b in order[i + 1 :]
+        if interval_order(intervals[a], intervals[b]) == 0
+    ]
 
 
 # -------------------------------------------------------------------------------------------- atlas

@@ -334,10 +334,10 @@ def plot_invariance(section: InvarianceSection, directory: Path) -> list[str]:
 
 
 def plot_shapes(section: ShapesSection, directory: Path) -> list[str]:
-    """The atlas (every attribute's r(t) on one OU axis, t½, theory ticks) and the re-generation strip."""
+    """The atlas (every attribute's r(t) on one OU axis, t½, theory merge times) and the strip."""
     fig, ax = plt.subplots(figsize=(8, 4.2), layout="constrained")
     section.atlas.plot(ax)
-    ax.set_title("Features are decided coarse to fine (ticks on top: the fitted mixture's tree)")
+    ax.set_title("Features are decided coarse to fine (rows on top: the fitted mixture's merge times)")
     names = [_save(fig, directory, "shapes_atlas.png")]
     T, R = section.strip.shape[:2]
     fig, grid = plt.subplots(R + 1, T, figsize=(1.1 * T, 1.25 * (R + 1)), squeeze=False, layout="constrained")

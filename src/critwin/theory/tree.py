@@ -33,14 +33,14 @@ from scipy.spatial.distance import squareform
 
 from critwin._display import axes
 from critwin._io import PNG_SOFTWARE, atomic_path
-from critwin._validation import check_eps
+from critwin._validation import check_eps, check_subset
 from critwin.mixtures import GaussianMixture
 from critwin.theory.divergence import component_tv, tv
 from critwin.theory.span import SpanMixture, shared_isotropic
 from critwin.theory.span_crossings import crossings, tv_values
 from critwin.theory.windows import Window, check_search, merge_time, separation_time, window_from_times
 
-__all__ = ["Node", "Tree", "hierarchy"]
+__all__ = ["Node", "Tree", "hierarchy", "merge_times"]
 
 
 def _window_dict(window: Window) -> dict:
@@ -385,11 +385,7 @@ def hierarchy(
         raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
     if progress is not None and not callable(progress):
         raise ValueError(f"progress must be callable or None, got {type(progress).__name__}")
-    fast = shared_isotropic(mixture)
-    if method == "fast" and not fast:
-        raise ValueError("method='fast' needs components sharing one isotropic covariance; use 'exact'")
-    kw = dict(n=n, generator=generator, tol=tol)
-    engine = _SpanEngine(mixture, eps, kw) if fast and method != "exact" else _ExactEngine(mixture, eps, kw)
+    engine = _engine(mixture, eps, method, dict(n=n, generator=generator, tol=tol))
     report = progress or (lambda stage, done, total: None)
     root, spreads = _complete_linkage(engine, report)
     _verify(root, spreads, engine, report)
@@ -398,6 +394,66 @@ def hierarchy(
     if windows:
         _attach_windows(root, engine, report)
     return Tree(root, eps)
+
+
+def _engine(mixture: GaussianMixture, eps: float, method: str, kw: dict):
+    """The span engine for ``"fast"`` (and ``"auto"`` where it applies), else the exact one."""
+    fast = shared_isotropic(mixture)
+    if method == "fast" and not fast:
+        raise ValueError("method='fast' needs components sharing one isotropic covariance; use 'exact'")
+    return _SpanEngine(mixture, eps, kw) if fast and method != "exact" else _ExactEngine(mixture, eps, kw)
+
+
+def merge_times(
+    mixture: GaussianMixture,
+    pairs,
+    eps: float = 0.1,
+    *,
+    n: int = 10000,
+    generator: torch.Generator | None = None,
+    tol: float = 1e-4,
+    method: str = "auto",
+) -> list[tuple[float, float, float, str]]:
+    """``T_end(A, B) = inf{t : TV(p_t^A, p_t^B) <= eps}`` for every pair ``A ⊆ B``, all at once, by the
+    engine of :func:`hierarchy` (so with the brackets of its windows' merge times, before the separation
+    condition of ``T_before`` is applied).
+
+    A node's ``time`` in the tree is the largest merge time of two of its *components* — a sure upper
+    bound on when its sub-mixtures merge (TV between mixtures is at most the largest TV between their
+    components); this gives the merge times of the sub-mixtures themselves.
+
+    Parameters
+    ----------
+    mixture : GaussianMixture.
+    pairs : sequence of ``(A, B)`` component lists with ``A ⊆ B`` (e.g. a node and its parent).
+    eps, n, generator, tol, method : as :func:`hierarchy`.
+
+    Returns
+    -------
+    list of ``(time, low, high, method)``, one per pair, as :func:`critwin.theory.windows.merge_time`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from critwin import GaussianMixture
+    >>> gmm = GaussianMixture(torch.tensor([[-4.0, 0.0], [0.0, 0.0], [4.0, 0.0]]))
+    >>> [round(t, 1) for t, *_ in merge_times(gmm, [([0], [0, 1, 2]), ([0, 1], [0, 1, 2])])]
+    [2.7, 2.0]
+    """
+    if not isinstance(mixture, GaussianMixture):
+        raise ValueError(f"mixture must be a GaussianMixture, got {type(mixture).__name__}")
+    eps = check_eps(eps)
+    check_search(tol, n, generator)
+    if method not in _METHODS:
+        raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+    requests = []
+    for A, B in pairs:
+        A, B = check_subset(A, mixture.n_components, "A"), check_subset(B, mixture.n_components, "B")
+        if not set(A) <= set(B):
+            raise ValueError(f"pairs: A must be a subset of B, got A={A}, B={B}")
+        requests.append((A, B))
+    engine = _engine(mixture, eps, method, dict(n=n, generator=generator, tol=tol))
+    return engine.times(requests, lambda done, total: None)
 
 
 class _ExactEngine:
