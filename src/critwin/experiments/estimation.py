@@ -30,7 +30,7 @@ from scipy.stats import norm
 
 from critwin._display import axes, data_frame, html_summary, short_repr
 from critwin._io import provenance
-from critwin._stats import wilson_bounds
+from critwin._stats import bounded_percentile_interval, wilson_bounds
 from critwin._validation import check_delta, check_eps, check_labels, check_number, check_positive_int
 from critwin.experiments.results import select_feature
 
@@ -507,14 +507,9 @@ def _estimate(
 
 
 def _percentile_interval(draws: np.ndarray, level: float) -> tuple[float, float]:
-    """Bootstrap percentile interval; censored (±inf) draws stay infinite instead of turning into nan."""
-    valid = draws[~np.isnan(draws)]
-    if valid.size == 0:
-        return math.nan, math.nan
-    tail = (1 - level) / 2
-    # Order statistics (no interpolation), so that infinite draws never meet inf - inf.
-    low, high = np.quantile(valid, [tail, 1 - tail], method="inverted_cdf")
-    return float(low), float(high)
+    """Bootstrap percentile interval; censored (±inf) draws are kept (they sort at their end, THEORY §9)
+    and stay infinite instead of turning into nan; draws with no estimate (nan) are left out."""
+    return bounded_percentile_interval(draws, draws, level)
 
 
 def susceptibility(result, *, feature: str | None = None) -> tuple[np.ndarray, np.ndarray] | None:

@@ -162,9 +162,9 @@ def _comparison(page: Page, summary: dict) -> None:
             "theorem T_before",
         ],
         rows,
-        missing="censored or not computed: a t½ outside the measured OU times, a bootstrap interval "
-        "whose end falls outside them, or a theorem window that is empty or was not computed (the quick "
-        "run computes it for three digits only).",
+        missing="censored or not computed: a t½ outside the measured OU times, or a theorem window that "
+        "is empty or was not computed (the quick run computes it for three digits only). ±inf: an interval "
+        "end that censored draws leave unbounded (a one-sided bound).",
     )
     page.paragraph(
         "How to read the difference: t½ is the noise level at which half of the digit's identity is "
@@ -173,9 +173,12 @@ def _comparison(page: Page, summary: dict) -> None:
         "earlier in generation, using structure (strokes, shape) that a per-class Gaussian does not "
         "have; a negative one means it forgets the class sooner than the fit. Intervals come from a "
         "bootstrap that resamples the test digits within each class and re-estimates both t½ on the "
-        "same draw (paired: both experiments start from the same sources). Draws in which either t½ "
-        "falls outside the measured times give no difference (column 'censored draws'); when that share "
-        "is large the interval, computed from the other draws, is too narrow."
+        "same draw (paired: both experiments start from the same sources). A draw in which a t½ falls "
+        "outside the measured times (censored) is kept, as the range of differences the censoring allows "
+        "(that t½ lies beyond the largest measured time, or between 0 and the smallest): the interval "
+        "covers every value in those ranges, so censored draws widen it — up to a one-sided bound (±inf) "
+        "when they reach a tail — instead of being dropped, which would make it too narrow (column "
+        "'censored draws': their share)."
     )
     page.paragraph(_differences_in_words(like["t_half_difference"]))
 
@@ -270,7 +273,16 @@ def _parameterisation(page: Page, summary: dict) -> None:
         missing="a crossing outside the measured OU times (censored).",
     )
     page.table(
-        ["run", "minus", "isolates", "Δt½ (pooled)", "95% CI (paired)", "digits with 0 in CI", "verdict"],
+        [
+            "run",
+            "minus",
+            "isolates",
+            "Δt½ (pooled)",
+            "95% CI (paired)",
+            "censored draws",
+            "digits with 0 in CI",
+            "verdict",
+        ],
         [
             [
                 c["run"],
@@ -278,12 +290,15 @@ def _parameterisation(page: Page, summary: dict) -> None:
                 c["isolates"],
                 c["t_half_difference"]["all"]["difference"],
                 c["t_half_difference"]["all"]["ci"],
+                c["t_half_difference"]["all"]["censored_share"],
                 f"{c['digits_agreeing']} of {c['n_digits']}",
                 c["verdict"],
             ]
             for c in pm["comparisons"]
         ],
-        missing="a t½ or interval end outside the measured OU times (censored).",
+        missing="a t½ outside the measured OU times (censored). ±inf: an interval end that censored draws "
+        "leave unbounded (they are kept as bounds, never dropped); 'undetermined': the interval contains 0 "
+        "and is unbounded on one side.",
     )
     page.paragraph(_agreement_in_words(pm["comparisons"]))
 
