@@ -20,6 +20,7 @@ import sys
 import tempfile
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from functools import cache
 from importlib import metadata
 from pathlib import Path
 
@@ -104,6 +105,7 @@ def json_float(value) -> float:
     return float(value)
 
 
+@cache  # installed versions do not change within a process; metadata parsing is slow
 def _version(package: str) -> str | None:
     try:
         return metadata.version(package)
