@@ -39,6 +39,24 @@ def test_a_model_that_never_saw_the_members_leaks_nothing():
     assert audit.auc_ci[0] <= 0.5 <= audit.auc_ci[1]
 
 
+def test_roc_auc_equals_sklearn_on_ranks_with_ties_and_censored_scores():
+    from scipy.stats import rankdata
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(4)
+    for _ in range(20):
+        pos = rng.integers(0, 6, rng.integers(1, 30)).astype(float)  # small integers: many ties
+        neg = rng.integers(0, 5, rng.integers(1, 30)).astype(float)
+        pos[rng.random(pos.size) < 0.2] = np.inf  # censored above (kept at the largest time)
+        neg[rng.random(neg.size) < 0.2] = -np.inf  # censored below
+        labels = np.r_[np.ones(pos.size), np.zeros(neg.size)]
+        if labels.min() == labels.max():
+            continue
+        # sklearn refuses infinite scores; ranks keep the order and the ties, hence the AUC
+        expected = roc_auc_score(labels, rankdata(np.r_[pos, neg]))
+        assert roc_auc(pos, neg) == pytest.approx(expected, abs=1e-12)
+
+
 def test_roc_auc_and_operating_point_by_hand():
     assert roc_auc([3.0, 4.0], [1.0, 2.0]) == 1.0
     assert roc_auc([1.0], [1.0]) == 0.5
