@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from scipy.optimize import brentq
 from scipy.stats import norm
 
 from critwin import atlas
+from critwin._display import format_ci
 from critwin.diagnostics.feature_atlas import MIXED, fit_attribute_mixture, theory_prediction, tree_levels
 from critwin.experiments.process import MixtureProcess
 from critwin.mixtures import GaussianMixture
@@ -229,6 +231,13 @@ def test_outputs(result):
     assert table["feature"] == ["a", "b"] and table["t_half"] == [result.estimates[n].t_half for n in "ab"]
     assert list(result.to_pandas().columns) == list(table)
     assert "order=a > b" in repr(result)
+    # printed: a header and one row per feature; t½ beside its interval, rounded to what it supports
+    lines = str(table).splitlines()
+    assert len(lines) == 3 and lines[0].split()[:4] == ["feature", "order", "t_half", "[CI]"]
+    for line, name in zip(lines[1:], "ab", strict=True):
+        est = result.estimates[name]
+        assert line.split()[0] == name and format_ci(est.t_half, *est.t_half_ci) in line
+    assert not re.search(r"\d\.\d{6}", str(table) + repr(result))  # no unrounded floats
     import matplotlib
 
     matplotlib.use("Agg")

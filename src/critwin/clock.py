@@ -522,6 +522,12 @@ class DiscreteSchedule:
         prev = torch.cat([torch.ones(1, dtype=torch.float64), ac[:-1]])
         return cls(1 - ac / prev, name)
 
+    def __repr__(self) -> str:
+        # one line: the tensor of betas (1000 numbers) is left out; its ends say which schedule it is
+        t = self.ou_times
+        ends = f"[{t[0]:.4g}, {t[-1]:.4g}]"
+        return f"DiscreteSchedule(name={self.name}, num_steps={self.num_steps}, ou_times={ends})"
+
     @property
     def num_steps(self) -> int:
         return self.betas.numel()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from critwin._display import format_ci
 from critwin._threads import THREADS_ENV, threads_from_env
 from critwin._validation import check_eps, check_positive_int
 from critwin.cli import app
@@ -47,7 +48,8 @@ def demo(
     status = None if sys.stdout.isatty() and bars else print_status
     summary = run_demo(out, quick=quick, seed=seed, eps=eps, progress=bars, threads=threads, status=status)
     window = summary["digits"]["forward_reverse"]["window"]
+    after, before = (format_ci(window[k], *window[f"{k}_ci"]) for k in ("t_after", "t_before"))
     typer.echo(
-        f"digits class window (forward-reverse): T_after={window['t_after']}, T_before={window['t_before']} "
-        f"(OU time); report: {out / 'index.html'} ({summary['runtime_seconds']:.0f} s)"
+        f"digits class window (forward-reverse, OU time, 95% bootstrap CIs): T_after {after}, "
+        f"T_before {before}; report: {out / 'index.html'} ({summary['runtime_seconds']:.0f} s)"
     )

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from critwin._display import axes, data_frame, html_summary, short_repr
+from critwin._display import Table, axes, data_frame, html_summary, short_repr
 from critwin._io import json_text, provenance
 from critwin._stats import TIED, interval_order, order_text, order_verdict
 from critwin._validation import check_delta, check_eps, check_positive_int
@@ -201,31 +201,39 @@ class AtlasResult:
     def to_json(self, indent: int | None = 2) -> str:
         return json_text(self.to_dict(), indent=indent)
 
-    def table(self) -> dict[str, list]:
+    def table(self) -> Table:
         """One row per feature, in :attr:`order`: feature, order, t_half and its CI, t_after, t_before,
-        clone t_peak, like-for-like t_half, theory merge time with its bracket and the tree's bound."""
+        clone t_peak, like-for-like t_half, theory merge time with its bracket and the tree's bound.
+
+        A :class:`~critwin._display.Table`: a dict of columns that prints as a table (each estimate with
+        its interval, rounded to what the interval supports); :meth:`to_pandas` keeps the exact values.
+        """
         rows = [(name, self.feature_dict(name)) for name in self.order]
 
         def nested(row, key, inner):
             return row.get(key, {}).get(inner) if isinstance(row.get(key), dict) else None
 
-        return {
-            "feature": [name for name, _ in rows],
-            "order": [row["order"] for _, row in rows],
-            "t_half": [row["t_half"] for _, row in rows],
-            "t_half_lo": [row["t_half_ci"][0] for _, row in rows],
-            "t_half_hi": [row["t_half_ci"][1] for _, row in rows],
-            "t_after": [row["t_after"] for _, row in rows],
-            "t_before": [row["t_before"] for _, row in rows],
-            "clone_t_peak": [nested(row, "clone", "t_peak") for _, row in rows],
-            "exact_t_half": [nested(row, "like_for_like", "t_half") for _, row in rows],
-            "theory_t_merge": [nested(row, "theory", "t_merge") for _, row in rows],
-            "theory_t_merge_lo": [(nested(row, "theory", "t_merge_bracket") or [None])[0] for _, row in rows],
-            "theory_t_merge_hi": [
-                (nested(row, "theory", "t_merge_bracket") or [None, None])[1] for _, row in rows
-            ],
-            "theory_t_bound": [nested(row, "theory", "t_bound") for _, row in rows],
-        }
+        return Table(
+            {
+                "feature": [name for name, _ in rows],
+                "order": [row["order"] for _, row in rows],
+                "t_half": [row["t_half"] for _, row in rows],
+                "t_half_lo": [row["t_half_ci"][0] for _, row in rows],
+                "t_half_hi": [row["t_half_ci"][1] for _, row in rows],
+                "t_after": [row["t_after"] for _, row in rows],
+                "t_before": [row["t_before"] for _, row in rows],
+                "clone_t_peak": [nested(row, "clone", "t_peak") for _, row in rows],
+                "exact_t_half": [nested(row, "like_for_like", "t_half") for _, row in rows],
+                "theory_t_merge": [nested(row, "theory", "t_merge") for _, row in rows],
+                "theory_t_merge_lo": [
+                    (nested(row, "theory", "t_merge_bracket") or [None])[0] for _, row in rows
+                ],
+                "theory_t_merge_hi": [
+                    (nested(row, "theory", "t_merge_bracket") or [None, None])[1] for _, row in rows
+                ],
+                "theory_t_bound": [nested(row, "theory", "t_bound") for _, row in rows],
+            }
+        )
 
     def to_pandas(self):
         """:meth:`table` as a ``pandas.DataFrame``."""
@@ -233,7 +241,8 @@ class AtlasResult:
 
     def summary(self) -> dict[str, Any]:
         out = {"order": self.order_text()}
-        out.update({name: self.estimates[name].t_half for name in self.order})
+        for name in self.order:  # t½ of each feature with its interval, first decided to last
+            out[name], out[f"{name}_ci"] = self.estimates[name].t_half, self.estimates[name].t_half_ci
         comparison = self.comparison()
         if comparison is not None:
             out["theory order"] = comparison["predicted_text"]

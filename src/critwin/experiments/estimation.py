@@ -177,6 +177,14 @@ class CommitmentCurve:
     upper: np.ndarray
     n: np.ndarray
 
+    def __repr__(self) -> str:
+        ends = {
+            "times": int(self.times.size),
+            "t": [self.times[0], self.times[-1]],
+            "c": [self.c[0], self.c[-1]],
+        }
+        return short_repr("CommitmentCurve", ends)
+
 
 @dataclass(repr=False)
 class WindowEstimate:
@@ -217,15 +225,17 @@ class WindowEstimate:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
-        """The key numbers: level, base rate, endpoints with their intervals, number of times."""
+        """The key numbers: level, base rate, endpoints and t½ with their intervals, number of times."""
         return {
-            "delta": self.delta,
-            "b": self.b,
             "t_after": self.t_after,
             "t_after_ci": self.t_after_ci,
             "t_before": self.t_before,
             "t_before_ci": self.t_before_ci,
             "t_half": self.t_half,
+            "t_half_ci": self.t_half_ci,
+            "status": self.status,
+            "delta": self.delta,
+            "b": self.b,
             "n_times": int(self.times.size),
         }
 
@@ -262,9 +272,15 @@ class WindowEstimate:
         return ax
 
     @property
+    def status(self) -> str:
+        """``"non-empty"``, or ``"empty"`` when the fit never passes from above ``1 - delta`` to below
+        ``delta`` inside the measured range (an endpoint is censored: widen the range of times)."""
+        return "non-empty" if math.isfinite(self.t_after) and math.isfinite(self.t_before) else "empty"
+
+    @property
     def empty(self) -> bool:
-        """True when the fit never passes from above ``1 - delta`` to below ``delta`` in the range."""
-        return not (math.isfinite(self.t_after) and math.isfinite(self.t_before))
+        """Alias of ``status == "empty"``."""
+        return self.status == "empty"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly summary: censored (infinite) endpoints keep their direction through

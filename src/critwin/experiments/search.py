@@ -26,6 +26,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import torch
 
+from critwin._display import Table
 from critwin._io import json_float
 from critwin._validation import check_delta, check_eps, check_generator, check_number, check_positive_int
 from critwin.experiments.checkpoint import progress_bar, resolve_seed, unit_generator
@@ -113,7 +114,7 @@ class SearchResult(ResultTable):
 
     def table(self) -> dict[str, list]:
         """Columns, one row per probed time: t, n, kept, c, lower, upper."""
-        return {name: [p[name] for p in self.probes] for name in _PROBE_COLUMNS}
+        return Table({name: [p[name] for p in self.probes] for name in _PROBE_COLUMNS})
 
     def _saved_metadata(self) -> dict[str, Any]:
         # critwin._io writes censored (infinite) endpoints as {"value": null, "censored": ...}.

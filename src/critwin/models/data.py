@@ -53,6 +53,10 @@ class DigitsData:
     test_fraction: float
     subset_size: int | None = None
 
+    def __repr__(self) -> str:
+        train, test = ("x".join(map(str, x.shape)) for x in (self.train_images, self.test_images))
+        return f"DigitsData(train_images={train}, test_images={test}, seed={self.seed})"
+
     def describe(self) -> dict:
         """JSON-serialisable description of the split (stored in model cards)."""
         return {

@@ -33,6 +33,7 @@ import math
 
 import torch
 
+from critwin._display import Table
 from critwin._validation import check_positive_int
 from critwin.mixtures import CategoricalMixture
 from critwin.theory.divergence import DEFAULT_SEED, Estimate, mc_estimate, stratify
@@ -424,7 +425,7 @@ class CategoricalTVCurve:
         ."""
         estimates = [self(t) for t in levels]
         columns = {k: [getattr(e, k) for e in estimates] for k in ("value", "stderr", "low", "high")}
-        return {"t": [float(t) for t in levels], "tv": columns.pop("value"), **columns}
+        return Table({"t": [float(t) for t in levels], "tv": columns.pop("value"), **columns})
 
 
 def categorical_tv(

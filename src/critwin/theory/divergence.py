@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from critwin._display import axes, data_frame
+from critwin._display import Table, axes, data_frame, short_repr
 from critwin._memory import chunk_rows
 from critwin._stats import wilson_bounds
 from critwin._validation import check_positive_int, check_subset, check_time
@@ -104,6 +104,11 @@ class Estimate:
 
     def __float__(self) -> float:
         return float(self.value)
+
+    def __repr__(self) -> str:
+        return short_repr(
+            "Estimate", {"value": self.value, "value_ci": (self.low, self.high), "method": self.method}
+        )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -360,7 +365,7 @@ class TVCurve:
         """The curve at ``times`` (OU times): columns ``t``, ``tv``, ``stderr``, ``low``, ``high``."""
         estimates = [self(t) for t in times]
         columns = {k: [getattr(e, k) for e in estimates] for k in ("value", "stderr", "low", "high")}
-        return {"t": [float(t) for t in times], "tv": columns.pop("value"), **columns}
+        return Table({"t": [float(t) for t in times], "tv": columns.pop("value"), **columns})
 
     def to_pandas(self, times):
         """:meth:`table` as a ``pandas.DataFrame`` (needs ``critwin[pandas]``)."""

@@ -35,7 +35,7 @@ import torch
 from scipy.cluster.hierarchy import linkage
 from scipy.spatial.distance import squareform
 
-from critwin._display import axes
+from critwin._display import axes, format_number, set_label, short_repr
 from critwin._io import PNG_SOFTWARE, atomic_path
 from critwin._validation import check_eps, check_subset
 from critwin.mixtures import CategoricalMixture, GaussianMixture
@@ -52,17 +52,6 @@ def _window_dict(window: Window) -> dict:
     """A node's window for JSON, without ``after``/``before``: the tree says them (the node's and its
     parent's components), and at K = 1000 repeating the parent's list per child made the file 18 MB."""
     return {k: v for k, v in window.to_dict().items() if k not in ("after", "before")}
-
-
-def _set_label(components: list[int], most: int = 12) -> str:
-    """``{0,1,2}``, or ``{0,1,2,…,999} (1000)`` for sets of more than ``most`` components."""
-    if len(components) <= most:
-        return "{" + ",".join(map(str, components)) + "}"
-    return "{" + ",".join(map(str, components[:3])) + f",…,{components[-1]}}} ({len(components)})"
-
-
-def _fmt(t: float) -> str:
-    return f"{t:.4g}" if math.isfinite(t) else ("inf" if t > 0 else "-inf")
 
 
 def _json_float(t):
@@ -127,6 +116,10 @@ class Node:
             "children": [c.to_dict() for c in self.children],
         }
 
+    def __repr__(self) -> str:
+        w = {} if self.window is None else {"window": list(self.window), "status": self.status}
+        return short_repr("Node", {"components": set_label(self.components), "time": self.time, **w})
+
     def walk(self):
         """Pre-order iterator over this node and its descendants."""
         yield self
@@ -166,6 +159,11 @@ class Tree:
         target = sorted(int(c) for c in components)
         return next((n for n in self.root.walk() if n.components == target), None)
 
+    def __repr__(self) -> str:
+        fields = {"eps": self.eps, "components": len(self.root.components), "nodes": len(self.nodes)}
+        fields.update(depth=self.depth, root_time=self.root.time, clock=self.clock)
+        return short_repr("Tree", fields)
+
     def to_dict(self) -> dict:
         return {"eps": self.eps, "clock": self.clock, "depth": self.depth, "root": self.root.to_dict()}
 
@@ -177,10 +175,10 @@ class Tree:
         lines: list[str] = []
 
         def label(n: Node) -> str:
-            text = _set_label(n.components) + f"  T={_fmt(n.time)}"
+            text = set_label(n.components) + f"  T={format_number(n.time)}"
             if n.window is not None:
                 w = n.window
-                text += f"  window=[{_fmt(w.t_after)}, {_fmt(w.t_before)}]"
+                text += f"  window=[{format_number(w.t_after)}, {format_number(w.t_before)}]"
                 if w.status != "non-empty":
                     text += "  " + w.status.upper()
             flags = [

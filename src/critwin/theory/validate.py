@@ -91,6 +91,10 @@ class ValidationResult:
     summary: dict
     files: dict = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        keys = ("n_cases", "n_points", "n_points_in_theorem_range", "violations", "eps")
+        return "ValidationResult(" + ", ".join(f"{k}={self.summary.get(k)}" for k in keys) + ")"
+
 
 def _unit_vectors(n: int, d: int, generator) -> torch.Tensor:
     v = torch.randn(n, d, generator=generator, dtype=torch.float64)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from critwin._display import short_repr
 from critwin._validation import check_eps, check_generator, check_number, check_positive_int, check_subset
 from critwin.mixtures import CategoricalMixture, GaussianMixture
 from critwin.theory.discrete_times import clock_of, merge_level, separation_level
@@ -116,11 +117,25 @@ class TransitionTimes:
 
     @property
     def empty(self) -> bool:
-        """True when surely no ``T`` satisfies ``T_end <= T <= T_start`` (the theorem then says nothing)."""
+        """Alias of ``status == "empty"``."""
         return self.status == "empty"
 
     def __iter__(self):
         return iter((self.t_end, self.t_start, self.bound))
+
+    def __repr__(self) -> str:
+        fields = {
+            "t_end": self.t_end,
+            "t_end_ci": (self.t_end_low, self.t_end_high),
+            "t_start": self.t_start,
+            "t_start_ci": (self.t_start_low, self.t_start_high),
+            "bound": self.bound,
+            "status": self.status,
+            "eps": self.eps,
+            "init": self.init,
+            "target": self.target,
+        }
+        return short_repr("TransitionTimes", fields)
 
     def to_dict(self) -> dict:
         out = {k: _finite_or_none(getattr(self, k)) for k in self.__dataclass_fields__}
@@ -136,8 +151,8 @@ class Window:
     fine set is never separated, or the coarse set is no longer separated when the fine one merges),
     ``"non-empty"`` when surely not, ``"undetermined"`` when the endpoint intervals ``*_low``/``*_high``
     straddle; the endpoints are reported regardless. ``reason`` says why it is not ``"non-empty"``.
-    ``lower``/``upper`` are read-only aliases of ``t_after``/``t_before``. ``clock``: what the times
-    measure: ``"ou"`` (OU time), ``"kappa"`` or ``"hidden"`` (a CategoricalMixture's level).
+    ``clock``: what the times measure: ``"ou"`` (OU time), ``"kappa"`` or ``"hidden"`` (a
+    CategoricalMixture's level).
     """
 
     t_after: float
@@ -164,7 +179,7 @@ class Window:
 
     @property
     def empty(self) -> bool:
-        """True when the window is surely empty (``status == "empty"``)."""
+        """Alias of ``status == "empty"``."""
         return self.status == "empty"
 
     @property
@@ -173,6 +188,22 @@ class Window:
 
     def __iter__(self):
         return iter((self.t_after, self.t_before))
+
+    def __repr__(self) -> str:
+        fields = {
+            "t_after": self.t_after,
+            "t_after_ci": (self.t_after_low, self.t_after_high),
+            "t_before": self.t_before,
+            "t_before_ci": (self.t_before_low, self.t_before_high),
+            "status": self.status,
+            "eps": self.eps,
+            "after": self.after,
+            "before": self.before,
+            "method": self.method,
+        }
+        if self.clock != "ou":
+            fields["clock"] = self.clock
+        return short_repr("Window", fields)
 
     def to_dict(self) -> dict:
         out = {k: _finite_or_none(getattr(self, k)) for k in self.__dataclass_fields__}

@@ -86,6 +86,10 @@ class ShapesData:
     def __len__(self) -> int:
         return self.images.shape[0]
 
+    def __repr__(self) -> str:
+        shape = "x".join(map(str, self.images.shape))
+        return f"ShapesData(images={shape}, attributes={list(self.attributes)}, seed={self.seed})"
+
     def describe(self) -> dict:
         """JSON-ready summary: size, seed, marginals and the observed attribute counts."""
         return {
