@@ -114,3 +114,26 @@ def test_window_fork_time_is_the_upper_end_of_the_window():
     # ~0.2 per OU unit near t = 3 moves the crossing by up to ~0.3.
     truth = brentq(lambda t: fr_truth(t, 5.0) - 0.55, 0.5, 6.0)
     assert fork == estimate.t_before and abs(fork - truth) <= 0.3
+
+
+def test_progress_counts_the_trunks_then_each_round_of_continuations(monkeypatch):
+    """`critwin fairness` showed nothing for minutes: the bar has 1 + n_candidates stages, all done."""
+    import contextlib
+
+    import critwin.diagnostics.fairness as fairness
+
+    seen = []
+
+    @contextlib.contextmanager
+    def recording_bar(total, description, enabled=True):
+        seen.append({"total": total, "description": description, "enabled": enabled, "done": 0})
+        yield lambda k=1: seen[-1].__setitem__("done", seen[-1]["done"] + k)
+
+    monkeypatch.setattr(fairness, "progress_bar", recording_bar)
+    plain = rebalance(MIX, 40, "bayes", 4, 3.2, n_candidates=3, seed=0, n_boot=0, progress=False)
+    shown = rebalance(MIX, 40, "bayes", 4, 3.2, n_candidates=3, seed=0, n_boot=0)
+    assert seen == [
+        {"total": 4, "description": "fairness", "enabled": False, "done": 4},
+        {"total": 4, "description": "fairness", "enabled": True, "done": 4},
+    ]
+    assert np.array_equal(plain.after, shown.after)  # the bar draws nothing at random

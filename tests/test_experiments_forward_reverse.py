@@ -241,6 +241,23 @@ def test_resume_after_lost_units_is_identical(small, tmp_path):
     assert torch.equal(fresh.labels, full.labels)
 
 
+def test_a_resumed_sweep_says_how_many_units_it_found(small, tmp_path, capsys):
+    """A rerun printed nothing about the units it picked up: now one line, then the progress bar."""
+    mixture, x0 = small
+    kwargs = dict(n_per_time=5, seed=7, chunk_size=4, sampler="sde", n_steps=8)
+    forward_reverse(mixture, x0, [0.3, 1.0], out=tmp_path, progress=False, **kwargs)
+    units = sorted((tmp_path / "units").glob("*.npz"))
+    assert len(units) == 2 * 8 and "resumed" not in capsys.readouterr().err  # first run: nothing found
+    for path in units[:6]:
+        path.unlink()
+    forward_reverse(mixture, x0, [0.3, 1.0], out=tmp_path, progress=False, **kwargs)
+    assert "resumed" not in capsys.readouterr().err  # progress=False: silent
+    for path in units[:6]:
+        path.unlink()
+    forward_reverse(mixture, x0, [0.3, 1.0], out=tmp_path, progress=True, **kwargs)
+    assert f"forward-reverse: resumed: 10 of 16 units done ({tmp_path})" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "change, setting",
     [

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
+import re
 import sys
 import warnings
 from contextlib import contextmanager
@@ -24,6 +26,9 @@ app = typer.Typer(
     help="Critical windows in diffusion models: theory, measurement, diagnostics.",
     no_args_is_help=True,
     add_completion=False,
+    # click's plain help: rich markup would eat "[ray]" in "pip install 'critwin[ray]'" and print a
+    # "<bool>" type beside every flag; click rewraps each paragraph to the terminal's width.
+    rich_markup_mode=None,
     pretty_exceptions_enable=False,
 )
 
@@ -55,9 +60,41 @@ _COMMAND_MODULES: list[str] = [
 ]
 
 
+_RST_LITERAL = re.compile(r"``([^`]+)``")
+_RST_ROLE = re.compile(r":(?:func|class|meth|mod|attr|data):`~?([^`]+)`")
+
+
+def plain_help(text: str) -> str:
+    """A command's docstring as help text: RST literals (````x````) and roles (``:func:`x```) as plain x.
+
+    Examples
+    --------
+    >>> plain_help("Train ``digits`` (see :func:`critwin.train_digits`).")
+    'Train digits (see critwin.train_digits).'
+    """
+    return _RST_ROLE.sub(r"\1", _RST_LITERAL.sub(r"\1", text))
+
+
 def _register() -> None:
     for name in _COMMAND_MODULES:
         importlib.import_module(name)
+    for info in app.registered_commands:  # the docstrings are RST (for the API docs); help is plain text
+        info.help = plain_help(info.help or inspect.getdoc(info.callback) or "")
+        info.short_help = info.short_help or first_sentence(info.help)
+
+
+def first_sentence(text: str) -> str:
+    """The first sentence of the first paragraph, on one line (``critwin --help`` lists commands with it;
+    click would cut it at a fixed width with "...").
+
+    Examples
+    --------
+    >>> first_sentence("Measure windows on a\nshipped model.  Writes --out.\n\nMore.")
+    'Measure windows on a shipped model.'
+    """
+    paragraph = " ".join(text.strip().split("\n\n")[0].split())
+    end = paragraph.find(". ")
+    return paragraph if end < 0 else paragraph[: end + 1]
 
 
 def note(message, category=None, filename=None, lineno=None, file=None, line=None) -> None:

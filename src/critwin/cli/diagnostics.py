@@ -145,6 +145,7 @@ def fairness(
     ),
     out: Path | None = typer.Option(None, "--out", help="Write the result as JSON to this file."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a summary."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars on stderr."),
 ) -> None:
     """Rebalance an attribute by acting only at its window (--fork-time).
 
@@ -164,9 +165,9 @@ def fairness(
         raise ValueError(f"--attribute is required with --model {model} (background, shape, colour or mark)")
     check_out_file(out, kind="fairness")
     if model == "digits":
-        result = _digits_fairness(fork_time, n, candidates, target, steps, seed)
+        result = _digits_fairness(fork_time, n, candidates, target, steps, seed, progress)
     else:
-        result = _shapes_fairness(model, attribute, fork_time, n, candidates, target, steps, seed)
+        result = _shapes_fairness(model, attribute, fork_time, n, candidates, target, steps, seed, progress)
     report = {**result.to_dict(), **output_marker("fairness")}
     if out is not None:
         atomic_write_json(out, report)
@@ -189,7 +190,7 @@ def fairness(
         typer.echo(f"{name}: TV before/after {other['tv']:.3f} (CI {low:.3f}-{high:.3f}), {verdict}")
 
 
-def _digits_fairness(fork_time, n, candidates, target, steps, seed):
+def _digits_fairness(fork_time, n, candidates, target, steps, seed, progress):
     if target is not None:
         target = check_target(parse_list(target, "--target", float, "probabilities"), NUM_CLASSES, "--target")
     # Deferred: critwin.models.digits imports diffusers (seconds); options are checked above.
@@ -205,10 +206,11 @@ def _digits_fairness(fork_time, n, candidates, target, steps, seed):
         n_candidates=candidates,
         seed=seed,
         judge=ClassMeanReader(),
+        progress=progress,
     )
 
 
-def _shapes_fairness(model, attribute, fork_time, n, candidates, target, steps, seed):
+def _shapes_fairness(model, attribute, fork_time, n, candidates, target, steps, seed, progress):
     # Deferred: the shapes models import diffusers (seconds); options are checked above.
     from critwin.models.shapes import ATTRIBUTES, attribute_readers, load_shapes_model
 
@@ -222,7 +224,7 @@ def _shapes_fairness(model, attribute, fork_time, n, candidates, target, steps, 
     reader = readers.pop(attribute)
     if fork_time is None:
         sources = loaded.training_data().images[:64]
-        fork_time, _ = window_fork_time(process, sources, reader, seed=seed)
+        fork_time, _ = window_fork_time(process, sources, reader, seed=seed, progress=progress)
     return rebalance(
         process,
         n,
@@ -234,4 +236,5 @@ def _shapes_fairness(model, attribute, fork_time, n, candidates, target, steps, 
         seed=seed,
         judge=reader,
         others=readers,
+        progress=progress,
     )

@@ -27,7 +27,7 @@ import torch
 from critwin._io import provenance
 from critwin._validation import check_eps, check_positive_int
 from critwin.experiments import apply_feature, as_process, realise_times, resolve_feature
-from critwin.experiments.checkpoint import resolve_seed
+from critwin.experiments.checkpoint import progress_bar, resolve_seed
 from critwin.experiments.estimation import WindowEstimate, estimate_window
 from critwin.experiments.features import feature_name
 from critwin.experiments.forward_reverse import forward_reverse
@@ -156,6 +156,7 @@ def rebalance(
     others: Mapping[str, Any] | None = None,
     n_boot: int = 200,
     level: float = 0.95,
+    progress: bool = True,
 ) -> RebalanceResult:
     """Rebalance an attribute by resampling continuations at ``fork_time`` only.
 
@@ -177,6 +178,8 @@ def rebalance(
     others : {name: reader} of the other attributes, read on the plain and the rebalanced samples (they
         should not move: see the module notes).
     n_boot, level : bootstrap replicates (0: no intervals) and confidence level of the intervals.
+    progress : show a progress bar (on stderr, in a terminal or a notebook): the trunks to
+        ``fork_time``, then each round of continuations.
 
     Returns
     -------
@@ -202,11 +205,13 @@ def rebalance(
         generator = torch.Generator(device=device).manual_seed(seed)
     nfe_start = getattr(process, "nfe", None)
 
-    trunk = process.prior(n, generator=generator, device=device)
-    trunk = process.run(trunk, start=0, stop=index, generator=generator, cond=cond)
-    outputs, candidate_labels, nfe_plain = _continuations(
-        process, trunk, index, n_candidates, feature_fn, generator, cond, nfe_start
-    )
+    with progress_bar(1 + n_candidates, "fairness", progress) as advance:
+        trunk = process.prior(n, generator=generator, device=device)
+        trunk = process.run(trunk, start=0, stop=index, generator=generator, cond=cond)
+        advance(1)
+        outputs, candidate_labels, nfe_plain = _continuations(
+            process, trunk, index, n_candidates, feature_fn, generator, cond, nfe_start, advance
+        )
     if candidate_labels.max() >= n_classes:
         raise ValueError(f"feature returned label {candidate_labels.max()} >= n_classes={n_classes}")
     quotas = target * n
@@ -251,7 +256,7 @@ def rebalance(
     )
 
 
-def _continuations(process, trunk, index, n_candidates, feature_fn, generator, cond, nfe_start):
+def _continuations(process, trunk, index, n_candidates, feature_fn, generator, cond, nfe_start, advance):
     """``n_candidates`` continuations of every trunk state from grid index ``index``: their outputs,
     labels (n_candidates, n) and the NFEs of the plain samples (trunks and one continuation each)."""
     outputs, labels = [], []
@@ -262,6 +267,7 @@ def _continuations(process, trunk, index, n_candidates, feature_fn, generator, c
             nfe_plain = int(process.nfe - nfe_start)
         outputs.append(x)
         labels.append(apply_feature(feature_fn, x)[0])
+        advance(1)
     return outputs, torch.stack(labels).numpy(), nfe_plain
 
 
@@ -340,11 +346,20 @@ def _compare(reader, plain, rebalanced, n_boot: int, level: float, rng) -> dict[
 
 
 def window_fork_time(
-    model, x0, feature, *, times=None, n_per_time: int = 2, delta: float = 0.1, seed: int = 0
+    model,
+    x0,
+    feature,
+    *,
+    times=None,
+    n_per_time: int = 2,
+    delta: float = 0.1,
+    seed: int = 0,
+    progress: bool = False,
 ) -> tuple[float, WindowEstimate]:
     """Where to fork: the upper end ``t_before`` of the attribute's measured window (a forward–reverse
     sweep of the sources ``x0`` read by ``feature``; default times: 8 spread over the grid). A window
-    still open at the largest time (censored above) forks at that time.
+    still open at the largest time (censored above) forks at that time. ``progress``: a bar over the
+    sweep's units.
 
     Returns
     -------
@@ -352,7 +367,7 @@ def window_fork_time(
     """
     process = as_process(model, None)
     times = grid_times(process, 8) if times is None else times
-    result = forward_reverse(process, x0, times, n_per_time, feature=feature, seed=seed, progress=False)
+    result = forward_reverse(process, x0, times, n_per_time, feature=feature, seed=seed, progress=progress)
     estimate = estimate_window(result, delta, n_boot=0, per_class=False)
     fork = estimate.t_before if np.isfinite(estimate.t_before) else float(estimate.times.max())
     return float(max(fork, float(estimate.times[estimate.times > 0].min()))), estimate

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sys
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
@@ -307,6 +308,8 @@ class SweepStore:
             (_SCOPE.get() or stack).enter_context(claim)
             bind_settings(self.root / CONFIG_FILE, self.config)
         (self.root / UNITS_DIR).mkdir(parents=True, exist_ok=True)
+        # Units a previous run completed (the settings are bound above, so they are this sweep's).
+        self.done_before = sum(1 for _ in (self.root / UNITS_DIR).glob("*.npz"))
 
     def _path(self, name: str) -> Path:
         return self.root / UNITS_DIR / f"{name}.npz"
@@ -364,8 +367,14 @@ def check_chunk_size(chunk_size, default: int) -> int:
 
 # ------------------------------------------------------------------------------------------ progress
 @contextmanager
-def progress_bar(total: int, description: str, enabled: bool = True) -> Iterator[Callable[[int], None]]:
-    """Yield ``advance(k)``; shows a rich progress bar on stderr when ``enabled``."""
+def progress_bar(
+    total: int, description: str, enabled: bool = True, store: SweepStore | None = None
+) -> Iterator[Callable[[int], None]]:
+    """Yield ``advance(k)``; shows a rich progress bar on stderr when ``enabled``, after a line
+    ``resumed: N of M units done (DIR)`` when ``store`` holds units of an earlier run."""
+    if enabled and store is not None and store.done_before:
+        done = min(store.done_before, total)
+        print(f"{description}: resumed: {done} of {total} units done ({store.root})", file=sys.stderr)
     if not enabled or total <= 0:
         yield lambda k=1: None
         return

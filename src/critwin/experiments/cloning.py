@@ -22,6 +22,7 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 import torch
 
+from critwin._display import Table
 from critwin._files import fingerprint
 from critwin._validation import check_float_dtype, check_positive_int
 from critwin.experiments.checkpoint import (
@@ -140,7 +141,7 @@ class CloneResult(FeatureLabels, ResultTable):
             "replicate": np.tile(np.arange(C), T * N).tolist(),
         }
         labels = self._label_columns(("label", "clone_labels", None), ("source_label", "own_labels", traj))
-        return {**columns, **labels}
+        return Table({**columns, **labels})
 
     def _saved_metadata(self) -> dict[str, Any]:
         meta = dict(self.metadata)
@@ -332,7 +333,7 @@ def _run_all(runs_on, shared: _Trunks, chunk: int, store, progress: bool):
     n_chunks = -(-N // chunk)
     nfe = 0
     with runs_on.bind(shared, gpu=torch.device(shared.device).type == "cuda") as runner:
-        with progress_bar(n_chunks * (1 + F), "cloning", progress) as advance:
+        with progress_bar(n_chunks * (1 + F), "cloning", progress, store) as advance:
             for first in range(0, n_chunks, runner.parallelism):
                 wave = range(first, min(n_chunks, first + runner.parallelism))
                 chunks = [_Chunk(j, j * chunk, min(N, (j + 1) * chunk)) for j in wave]

@@ -27,6 +27,7 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 import torch
 
+from critwin._display import Table
 from critwin._files import fingerprint
 from critwin._validation import check_positive_int
 from critwin.experiments.checkpoint import (
@@ -147,7 +148,7 @@ class ForwardReverseResult(FeatureLabels, ResultTable):
             "replicate": (col % self.n_per_time).tolist(),
         }
         labels = self._label_columns(("label", "labels", None), ("source_label", "source_labels", None))
-        return {**columns, **labels}
+        return Table({**columns, **labels})
 
     def _saved_metadata(self) -> dict[str, Any]:
         meta = dict(self.metadata)
@@ -285,7 +286,7 @@ def forward_reverse(
         process=process, z0=z0, feature_fn=feature_fn, cond=cond, seed=base_seed, source_labels=source_labels
     )
     with runs_on.bind(shared, gpu=z0.is_cuda) as runner:
-        with progress_bar(len(jobs), "forward-reverse", progress) as advance:
+        with progress_bar(len(jobs), "forward-reverse", progress, store) as advance:
             units = run_units(runner, _run_unit, jobs, store, advance)
     result = _assemble(jobs, units, grid, source_labels, config, z0)
     if process.nfe is None:
