@@ -298,3 +298,21 @@ def test_coarse_to_fine_section_on_a_retrained_shapes_model(monkeypatch, tmp_pat
     html = page.render()
     assert "Features are decided coarse to fine" in html
     assert all(f"<td>{name}</td>" in html for name in ATTRIBUTES)
+
+
+def test_demo_fairness_is_graded_by_an_independent_judge_inside_its_intervals(quick_demo):
+    """Issue 21.5: the demo's fairness numbers were graded by their own selector (judge null) and the
+    reported 0.005 lay outside its own interval [0.045, 0.125]."""
+    _, summary, _ = quick_demo
+    fair = summary["diagnostics"]["fairness"]
+    graded = fair["graded"]
+    assert fair["judge"] == graded["graded_by"] == "digit-judge" != fair["selector"]
+    assert graded["independent"] is True
+    for key in ("tv_before", "tv_after"):
+        low, high = graded[key + "_ci"]
+        assert low <= graded[key] <= high
+        low, high = fair[key + "_ci"]
+        assert low <= fair[key] <= high
+    for audit in summary["diagnostics"]["privacy"].values():
+        assert audit["graded_by"].startswith("membership ground truth")
+        assert audit["auc_ci"][0] <= audit["auc"] <= audit["auc_ci"][1]

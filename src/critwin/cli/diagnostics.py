@@ -3,6 +3,7 @@ shapes; fairness: digits)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
@@ -23,8 +24,9 @@ from critwin.cli._common import (
 from critwin.diagnostics.fairness import check_target, rebalance, window_fork_time
 from critwin.diagnostics.privacy import membership_audit
 from critwin.models._store import SHIPPED_MODELS, load_card
-from critwin.models.classifier import ClassMeanReader, classifier_feature
+from critwin.models.classifier import classifier_feature
 from critwin.models.data import NUM_CLASSES
+from critwin.models.judges import digit_judge_feature, selector_readers
 
 PRIVACY_MODELS = tuple(SHIPPED_MODELS)
 
@@ -145,13 +147,15 @@ def fairness(
     ),
     out: Path | None = typer.Option(None, "--out", help="Write the result as JSON to this file."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a summary."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress in a terminal."),
 ) -> None:
     """Rebalance an attribute by acting only at its window (--fork-time).
 
-    digits: the CNN classifier selects the continuations; an independent reader (nearest class mean of
-    the training digits) judges the result, reported beside the selector's own reading. shapes
-    (--attribute): the attribute's analytic reader (border pixels for background) selects and judges;
-    the other attributes are read before and after (they should not move), and the extra NFEs reported.
+    One reader selects the continuations and another, independent one grades the result (a number graded
+    by its own selector measures the selector). digits: the CNN digit-classifier selects, the digit-judge
+    (another CNN trained on the disjoint test split) grades. shapes (--attribute): the shapes-selector CNN
+    selects (and measures the window), the analytic readers (the shapes-classifier for the shape) grade it
+    and read the other attributes before and after (they should not move); the extra NFEs are reported.
     """
     check_choice(model, "--model", ("digits", *SHAPES_FAIRNESS_MODELS))
     if fork_time is not None:
@@ -163,33 +167,47 @@ def fairness(
     if model != "digits" and attribute is None:
         raise ValueError(f"--attribute is required with --model {model} (background, shape, colour or mark)")
     check_out_file(out, kind="fairness")
+    show = progress and not as_json and sys.stderr.isatty()
     if model == "digits":
-        result = _digits_fairness(fork_time, n, candidates, target, steps, seed)
+        result = _digits_fairness(fork_time, n, candidates, target, steps, seed, show)
     else:
-        result = _shapes_fairness(model, attribute, fork_time, n, candidates, target, steps, seed)
+        result = _shapes_fairness(model, attribute, fork_time, n, candidates, target, steps, seed, show)
     report = {**result.to_dict(), **output_marker("fairness")}
     if out is not None:
         atomic_write_json(out, report)
     if as_json:
         typer.echo(json_text(report, indent=None))
         return
+    _print_fairness(result, candidates)
+
+
+def _print_fairness(result, candidates: int) -> None:
+    graded = result.graded()
+    low_b, high_b = graded["tv_before_ci"]
+    low_a, high_a = graded["tv_after_ci"]
     typer.echo(
-        f"fork at OU time {result.fork_time:.3f} (step {result.fork_step}): TV to target "
-        f"{result.tv_before:.3f} -> {result.tv_after:.3f} by the selecting reader, "
-        f"{result.tv_judged_before:.3f} -> {result.tv_judged_after:.3f} by the judge "
-        f"({'nearest class mean' if model == 'digits' else 'analytic ' + str(attribute) + ' reader'}) "
-        f"with {candidates} continuations per sample; "
-        f"after = {[round(v, 3) for v in result.after.tolist()]}"
+        f"fork at OU time {result.fork_time:.3f} (step {result.fork_step}), {candidates} continuations per "
+        f"sample: TV to target {graded['tv_before']:.3f} (95% CI {low_b:.3f}-{high_b:.3f}) -> "
+        f"{graded['tv_after']:.3f} (95% CI {low_a:.3f}-{high_a:.3f}), graded by {graded['graded_by']}; "
+        f"after = {[round(v, 3) for v in graded['after']]}"
+    )
+    typer.echo(
+        f"the selector {result.metadata['feature']} reads its own choice as {result.tv_before:.3f} -> "
+        f"{result.tv_after:.3f} (not independent: not a result)"
     )
     if result.nfe is not None and result.nfe_plain:
         typer.echo(f"cost: {result.nfe - result.nfe_plain} extra NFEs ({result.nfe / result.nfe_plain:.2f}x)")
     for name, other in result.others.items():
         low, high = other["tv_ci"]
         verdict = "unchanged" if other["unchanged"] else "changed"
-        typer.echo(f"{name}: TV before/after {other['tv']:.3f} (CI {low:.3f}-{high:.3f}), {verdict}")
+        judge = result.metadata["others"][name]
+        typer.echo(
+            f"{name}: TV before/after {other['tv']:.3f} (CI {low:.3f}-{high:.3f}), {verdict} "
+            f"(read by {judge})"
+        )
 
 
-def _digits_fairness(fork_time, n, candidates, target, steps, seed):
+def _digits_fairness(fork_time, n, candidates, target, steps, seed, progress):
     if target is not None:
         target = check_target(parse_list(target, "--target", float, "probabilities"), NUM_CLASSES, "--target")
     # Deferred: critwin.models.digits imports diffusers (seconds); options are checked above.
@@ -204,11 +222,12 @@ def _digits_fairness(fork_time, n, candidates, target, steps, seed):
         target=target,
         n_candidates=candidates,
         seed=seed,
-        judge=ClassMeanReader(),
+        judge=digit_judge_feature(),
+        progress=progress,
     )
 
 
-def _shapes_fairness(model, attribute, fork_time, n, candidates, target, steps, seed):
+def _shapes_fairness(model, attribute, fork_time, n, candidates, target, steps, seed, progress):
     # Deferred: the shapes models import diffusers (seconds); options are checked above.
     from critwin.models.shapes import ATTRIBUTES, attribute_readers, load_shapes_model
 
@@ -218,20 +237,22 @@ def _shapes_fairness(model, attribute, fork_time, n, candidates, target, steps, 
         target = check_target(parse_list(target, "--target", float, "probabilities"), n_classes, "--target")
     loaded = load_shapes_model(model)
     process = loaded.process(num_inference_steps=steps)
-    readers = attribute_readers()
-    reader = readers.pop(attribute)
+    judges = attribute_readers()
+    judge = judges.pop(attribute)
+    selector = selector_readers()[attribute]
     if fork_time is None:
         sources = loaded.training_data().images[:64]
-        fork_time, _ = window_fork_time(process, sources, reader, seed=seed)
+        fork_time, _ = window_fork_time(process, sources, selector, seed=seed)
     return rebalance(
         process,
         n,
-        reader,
+        selector,
         n_classes,
         fork_time,
         target=target,
         n_candidates=candidates,
         seed=seed,
-        judge=reader,
-        others=readers,
+        judge=judge,
+        others=judges,
+        progress=progress,
     )

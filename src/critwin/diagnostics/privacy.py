@@ -294,6 +294,8 @@ def membership_audit(
         auc_ci=(float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))),
         operating_point=tpr_at_fpr(member_scores, calib_scores, test_scores, fpr),
         metadata={
+            # Membership is known by construction (training vs held-out): no classifier grades the score.
+            "graded_by": "membership ground truth (training vs held-out images)",
             "feature": feature.name,
             "level": level,
             "n_per_time": n_per_time,

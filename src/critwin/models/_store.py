@@ -41,6 +41,8 @@ RETRAIN_COMMANDS = {
     "shapes-biased": "critwin train shapes-biased --threads 1 --out {dir}",
     "shapes-memorise": "critwin train shapes-memorise --threads 1 --out {dir}",
     "shapes-classifier": "critwin train shapes-classifier --threads 1 --out {dir}",
+    "digit-judge": "critwin train digit-judge --threads 1 --out {dir}",
+    "shapes-selector": "critwin train shapes-selector --threads 1 --out {dir}",
 }
 
 

@@ -27,6 +27,7 @@ from critwin.mixtures import GaussianMixture
 from critwin.models._store import weights_paths
 from critwin.models.classifier import classifier_feature
 from critwin.models.digits import load_digits_model
+from critwin.models.judges import digit_judge_feature
 from critwin.models.shapes import attribute_readers, load_shapes_model, make_shapes
 from critwin.theory.tree import hierarchy
 from critwin.theory.validate import forward_reverse_tv
@@ -472,7 +473,12 @@ class DiagnosticsSection:
     def summary(self) -> dict[str, Any]:
         return {
             "privacy": {
-                k: {"auc": a.auc, "auc_ci": list(a.auc_ci), "operating_point": a.operating_point}
+                k: {
+                    "auc": a.auc,
+                    "auc_ci": list(a.auc_ci),
+                    "operating_point": a.operating_point,
+                    "graded_by": a.metadata.get("graded_by"),
+                }
                 for k, a in self.audits.items()
             },
             "fairness": self.fair.to_dict(),
@@ -504,6 +510,8 @@ def diagnostics_section(sizes: DemoSizes, digits: dict, seed: int) -> Diagnostic
         fork,
         n_candidates=4,
         seed=seed,
+        judge=digit_judge_feature(),  # graded by a reader independent of the selector (issue 21.5)
+        n_boot=sizes.n_boot,
     )
     return DiagnosticsSection(audits, fair)
 
