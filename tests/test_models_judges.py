@@ -41,5 +41,7 @@ def test_shapes_selector_reads_held_out_images_and_differs_from_the_judges():
 
 def test_shapes_selector_training_is_deterministic():
     a, b = train_shapes_selector(n_train=64, epochs=1), train_shapes_selector(n_train=64, epochs=1)
-    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    assert all(
+        torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
     assert set(evaluate_shapes_selector(a, n=32)) == {"background", "shape", "colour", "mark"}
