@@ -83,7 +83,10 @@ def test_kernel_distance_against_brute_force_and_its_jackknife():
 def test_caption_adherence_counts_the_judged_matches():
     images = torch.zeros(4, 3, 2, 2)
     images[:3, 0] = 1.0  # three red images
-    judges = {"red": lambda x: (x[:, 0].mean((1, 2)) > 0.5).long(), "any": lambda x: torch.zeros(len(x)).long()}
+    judges = {
+        "red": lambda x: (x[:, 0].mean((1, 2)) > 0.5).long(),
+        "any": lambda x: torch.zeros(len(x)).long(),
+    }
     rate, (low, high) = caption_adherence(images, {"red": 1, "any": 0}, judges)
     assert rate == 0.75 and low < 0.75 < high
     assert caption_adherence(images, {}, judges)[0] == 1.0
