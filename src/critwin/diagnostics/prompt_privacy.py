@@ -60,7 +60,8 @@ class PromptSets:
 
     Attributes
     ----------
-    members : training prompts.  counts : (M,) how often each member's pair was duplicated in training.
+    members : training prompts.  counts : (M,) how often each member's pair was duplicated in training
+        (0: unknown; such members count only in the all-members row).
     non_members : held-out prompts (the test negatives).  calibration : held-out prompts that only set
         thresholds (disjoint from both).
     images : optional (M + N + C, 3, H, W) image of every prompt in that order (members: their training
@@ -145,9 +146,9 @@ def score_table(
     member, negative, calibration = (np.asarray(v, dtype=float) for v in sets.split(scores))
     counts = np.asarray(sets.counts)
     rng = np.random.default_rng(seed)
-    groups = [(int(c), counts == c) for c in sorted(set(counts.tolist()))] + [
-        (None, np.ones_like(counts, bool))
-    ]
+    # A count of 0 means unknown (a user's prompts file): such members enter the all-members row only.
+    known = sorted(c for c in set(counts.tolist()) if c > 0)
+    groups = [(int(c), counts == c) for c in known] + [(None, np.ones_like(counts, bool))]
     rows = []
     for count, mask in groups:
         pos = member[mask]
