@@ -16,14 +16,17 @@ from critwin._io import atomic_write_json, json_text, output_marker
 from critwin.cli._common import check_choice, parse_list
 from critwin.diagnostics.prompt_sampling import check_prompts
 
+try:
+    from critwin.models._store import PIPELINE_MODELS
+except ImportError:  # before the text-to-image models are shipped
+    PIPELINE_MODELS = ()
+
 __all__ = ["is_prompt_model", "read_prompt_file", "prompt_fairness_command", "prompt_privacy_command"]
 
 
 def is_prompt_model(model: str) -> bool:
     """A shipped text-to-image name, or a directory holding a diffusers pipeline."""
-    from critwin.diagnostics.prompt_shapes import shipped_prompt_models
-
-    return model in shipped_prompt_models() or (Path(model) / "model_index.json").is_file()
+    return model in PIPELINE_MODELS or (Path(model) / "model_index.json").is_file()
 
 
 def read_prompt_file(path: str, option: str) -> list[str]:

@@ -27,9 +27,7 @@ from typing import Any
 
 import torch
 
-from critwin._validation import check_positive_int
-from critwin.adapters.diffusers import from_pipeline
-from critwin.adapters.diffusers.guidance import check_guidance
+from critwin._validation import check_number, check_positive_int
 
 __all__ = ["NULL_PROMPT", "PromptModel", "RowCounter", "check_prompts"]
 
@@ -87,6 +85,10 @@ def check_prompts(prompts, name: str = "prompts", max_tokens: int | None = None,
     return prompts
 
 
+def _guidance(value) -> float:
+    return check_number(value, "guidance_scale", low=0.0)
+
+
 class PromptModel:
     """A Stable Diffusion pipeline with the settings every prompt-level audit shares.
 
@@ -126,7 +128,7 @@ class PromptModel:
         steps = card.get("num_inference_steps", 25) if num_inference_steps is None else num_inference_steps
         self.num_inference_steps = check_positive_int(steps, "num_inference_steps")
         scale = card.get("guidance_scale", 7.5) if guidance_scale is None else guidance_scale
-        self.guidance_scale = check_guidance(scale)
+        self.guidance_scale = _guidance(scale)
         scheduler = type(pipe.scheduler).__name__
         if scheduler == "DDIMScheduler":
             self.step_kwargs = {"eta": float(eta)}
@@ -175,7 +177,10 @@ class PromptModel:
         """A :class:`~critwin.adapters.diffusers.DiffusersProcess` conditioned on ``prompts``: one prompt
         for every sample, or one per sample (a list as long as the batches it will run)."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        scale = self.guidance_scale if guidance_scale is None else check_guidance(guidance_scale)
+        # Deferred: the adapter imports diffusers (seconds); the CLI checks prompts files before that.
+        from critwin.adapters.diffusers import from_pipeline
+
+        scale = self.guidance_scale if guidance_scale is None else _guidance(guidance_scale)
         guided = scale > 1.0
         return from_pipeline(
             self.pipe,

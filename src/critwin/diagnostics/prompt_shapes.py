@@ -57,9 +57,11 @@ HELD_OUT_IMAGE_SEED = 31_000
 
 def shipped_prompt_models() -> tuple[str, ...]:
     """Names of the shipped text-to-image pipelines (``weights/<name>/``)."""
-    from critwin.models import _store
-
-    return tuple(getattr(_store, "PIPELINE_MODELS", ()))
+    try:
+        from critwin.models._store import PIPELINE_MODELS
+    except ImportError:  # before the text-to-image models are shipped
+        return ()
+    return tuple(PIPELINE_MODELS)
 
 
 def prompt_model_directory(model: str | os.PathLike, option: str = "--model") -> Path:
