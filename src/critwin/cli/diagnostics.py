@@ -22,11 +22,11 @@ from critwin.cli._common import (
 )
 from critwin.diagnostics.fairness import check_target, rebalance, window_fork_time
 from critwin.diagnostics.privacy import membership_audit
-from critwin.models._store import SHIPPED_MODELS, load_card
+from critwin.models._store import PIPELINE_MODELS, SHIPPED_MODELS, load_card
 from critwin.models.classifier import ClassMeanReader, classifier_feature
 from critwin.models.data import NUM_CLASSES
 
-PRIVACY_MODELS = tuple(SHIPPED_MODELS)
+PRIVACY_MODELS = tuple(name for name in SHIPPED_MODELS if name not in PIPELINE_MODELS)
 
 
 def _check_audit_sizes(model: str, members: int, nonmembers: int) -> None:
