@@ -257,8 +257,16 @@ def check_prompt(prompt, max_tokens: int, words: Sequence[str] | None = None, na
     words : the known words (default: :func:`vocabulary`).
     name : the argument's name in the error (``"--prompt"`` from the CLI).
 
-    Raises ValueError naming ``name`` for a non-string, unknown words, or too many tokens (the stock
-    pipeline would silently truncate them).
+    Raises
+    ------
+    ValueError
+        naming ``name``, for a non-string, unknown words, or too many tokens (the stock pipeline would
+        silently truncate them).
+
+    Examples
+    --------
+    >>> check_prompt("a red circle", 20)
+    'a red circle'
     """
     if not isinstance(prompt, str):
         raise ValueError(f"{name} must be a string, got {type(prompt).__name__}")

@@ -256,7 +256,7 @@ def make_pairs(
     --------
     >>> data = make_pairs(4, seed=0)
     >>> len(data), data.captions[0]
-    (4, 'a yellow triangle on a grey background with a mark')
+    (4, 'a cyan shape on grey')
     """
     n = check_positive_int(n, "n")
     seed = check_positive_int(seed, "seed", minimum=0)
