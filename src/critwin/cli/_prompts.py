@@ -15,11 +15,7 @@ import typer
 from critwin._io import atomic_write_json, json_text, output_marker
 from critwin.cli._common import check_choice, parse_list
 from critwin.diagnostics.prompt_sampling import check_prompts
-
-try:
-    from critwin.models._store import PIPELINE_MODELS
-except ImportError:  # before the text-to-image models are shipped
-    PIPELINE_MODELS = ()
+from critwin.models._store import PIPELINE_MODELS
 
 __all__ = ["is_prompt_model", "read_prompt_file", "prompt_fairness_command", "prompt_privacy_command"]
 

@@ -25,13 +25,13 @@ from critwin.cli._common import (
 from critwin.cli._prompts import is_prompt_model, prompt_fairness_command, prompt_privacy_command
 from critwin.diagnostics.fairness import check_target, rebalance, window_fork_time
 from critwin.diagnostics.privacy import membership_audit
-from critwin.models._store import SHIPPED_MODELS, load_card
+from critwin.models._store import PIPELINE_MODELS, SHIPPED_MODELS, load_card
 from critwin.models.classifier import classifier_feature
 from critwin.models.data import NUM_CLASSES
 from critwin.models.judges import digit_judge_feature, selector_readers
 
 # The image models' membership audit; text-to-image pipelines (shipped or a directory) audit prompts.
-PRIVACY_MODELS = tuple(name for name in SHIPPED_MODELS if "t2i" not in name)
+PRIVACY_MODELS = tuple(name for name in SHIPPED_MODELS if name not in PIPELINE_MODELS)
 
 
 def _check_audit_sizes(model: str, members: int, nonmembers: int) -> None:

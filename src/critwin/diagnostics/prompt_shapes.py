@@ -27,7 +27,7 @@ from critwin._io import read_json
 from critwin.diagnostics.prompt_privacy import PromptSets
 from critwin.diagnostics.prompt_quality import classifier_embedding
 from critwin.diagnostics.prompt_sampling import PromptModel
-from critwin.models._store import SHIPPED_WEIGHTS_DIR
+from critwin.models._store import PIPELINE_MODELS, SHIPPED_WEIGHTS_DIR
 from critwin.models.judges import selector_readers
 from critwin.models.shapes import (
     ATTRIBUTES,
@@ -57,10 +57,6 @@ HELD_OUT_IMAGE_SEED = 31_000
 
 def shipped_prompt_models() -> tuple[str, ...]:
     """Names of the shipped text-to-image pipelines (``weights/<name>/``)."""
-    try:
-        from critwin.models._store import PIPELINE_MODELS
-    except ImportError:  # before the text-to-image models are shipped
-        return ()
     return tuple(PIPELINE_MODELS)
 
 

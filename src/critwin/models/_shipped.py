@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from critwin.models import digits, shapes
-from critwin.models._store import SHIPPED_MODELS
+from critwin.models._store import PIPELINE_MODELS, SHIPPED_MODELS
 
 __all__ = ["shipped_process"]
 
@@ -32,6 +32,12 @@ def shipped_process(
     -------
     DiffusersProcess (``sample_shape`` (1, 8, 8) for digits, (3, 16, 16) for shapes).
     """
+    if name in PIPELINE_MODELS:
+        raise ValueError(
+            f"name {name!r} is a text-to-image pipeline: load it with "
+            f"critwin.models.shapes_t2i.load_t2i_pipeline({name!r}) and pass it to "
+            "critwin.adapters.diffusers.from_pipeline(pipe, prompt=...)"
+        )
     if name in shapes.MODEL_NAMES:
         for option, value in (("guidance_scale", guidance_scale), ("class_label", class_label)):
             if value is not None:

@@ -28,7 +28,14 @@ SHIPPED_MODELS = {
     "shapes": "unconditional DDPM on 16x16 procedural shapes (attributes background, shape, colour, mark)",
     "shapes-biased": "the same on shapes whose background is imbalanced 80/10/10 (fairness experiments)",
     "shapes-memorise": "the same network trained on 24 shapes images until it copies them (memorisation)",
+    "shapes-t2i": "Stable Diffusion pipeline trained on captioned shapes (CLIP text encoder, VAE, U-Net)",
+    "shapes-t2i-biased": "the same where 'a circle' (no background named) is on blue 80% of the time",
+    "shapes-t2i-memorise": "the same with member captions duplicated 1, 4, 16, 64 times (memorisation)",
 }
+
+# Shipped as diffusers pipeline directories ``weights/<name>/`` (StableDiffusionPipeline.from_pretrained),
+# not as one ``<name>.safetensors`` file.
+PIPELINE_MODELS = ("shapes-t2i", "shapes-t2i-biased", "shapes-t2i-memorise")
 
 # How to recreate each shipped file; quoted in every "missing or corrupted" error.
 RETRAIN_COMMANDS = {
@@ -43,6 +50,9 @@ RETRAIN_COMMANDS = {
     "shapes-classifier": "critwin train shapes-classifier --threads 1 --out {dir}",
     "digit-judge": "critwin train digit-judge --threads 1 --out {dir}",
     "shapes-selector": "critwin train shapes-selector --threads 1 --out {dir}",
+    "shapes-t2i": "critwin train shapes-t2i --threads 1 --out {dir}",
+    "shapes-t2i-biased": "critwin train shapes-t2i-biased --threads 1 --out {dir}",
+    "shapes-t2i-memorise": "critwin train shapes-t2i-memorise --threads 1 --out {dir}",
 }
 
 

@@ -14,7 +14,7 @@ Modules: :mod:`.data`, :mod:`.readers` (plain imports); :mod:`.config`, :mod:`.m
 from __future__ import annotations
 
 from critwin._lazy import lazy_exports
-from critwin.models.shapes.data import ATTRIBUTES, IMAGE_SHAPE, ShapesData, make_shapes
+from critwin.models.shapes.data import ATTRIBUTES, IMAGE_SHAPE, ShapesData, make_shapes, render_shapes
 from critwin.models.shapes.readers import (
     SHAPE_CLASSIFIER_NAME,
     attribute_readers,
@@ -52,6 +52,7 @@ __all__ = [
     "load_shape_classifier",
     "make_shapes",
     "read_background",
+    "render_shapes",
     "read_colour",
     "read_mark",
     "save_shape_classifier",
