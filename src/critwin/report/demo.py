@@ -19,6 +19,9 @@ interrupted run leaves no partial report. Sections:
 6. Features are decided coarse to fine — the atlas of the shipped shapes model (every attribute's
    commitment on one OU axis, measured vs the fitted attribute mixture's tree) and one image
    re-generated from increasing noise.
+7. Text-to-image audits — on the shipped Stable Diffusion pipelines trained on captioned shapes: a
+   prompt's background window, four fairness fixes on the same draws graded by independent judges, and
+   memorisation detectors side by side (:mod:`critwin.report.text_to_image`).
 
 Each section is computed in :mod:`critwin.report.sections`, drawn by :mod:`critwin.report.figures`
 and written into the page by :mod:`critwin.report.page`; this module runs them in order.
@@ -36,7 +39,7 @@ import torch
 from critwin._io import atomic_write_json, atomic_write_text
 from critwin._threads import set_threads
 from critwin._validation import check_eps
-from critwin.report import figures, invariance, sections
+from critwin.report import figures, invariance, sections, text_to_image
 from critwin.report.output import MARKER, build_atomically, check_report_dir
 from critwin.report.page import demo_page
 from critwin.report.sections import DemoSizes, fitted_class_mixture, hierarchical_mixture
@@ -133,7 +136,7 @@ def print_status(line: str) -> None:
 def _run_sections(
     work: Path, summary: dict, sizes: DemoSizes, eps: float, seed: int, progress: bool, timer: _SectionTimer
 ) -> dict[str, float]:
-    """Compute and draw the six sections into ``summary`` and ``work``; returns seconds per section."""
+    """Compute and draw the seven sections into ``summary`` and ``work``; returns seconds per section."""
     theory = sections.theory_section(sizes, eps, torch.Generator().manual_seed(seed))
     summary["theory"] = {"figures": figures.plot_theory(theory, work), **theory.summary()}
     timer.done("theory")
@@ -156,4 +159,13 @@ def _run_sections(
         timer.done("shapes")
     else:
         summary["shapes_skipped"] = "the shipped shapes model's weights are missing (critwin train shapes)"
+    if text_to_image.text_to_image_available():
+        t2i = text_to_image.text_to_image_section(sizes, seed, progress)
+        summary["text_to_image"] = {"figures": text_to_image.plot_text_to_image(t2i, work), **t2i.summary()}
+        timer.done("text-to-image")
+    else:
+        summary["text_to_image_skipped"] = (
+            "the shipped text-to-image pipelines are missing (critwin train shapes-t2i-biased, "
+            "critwin train shapes-t2i-memorise)"
+        )
     return timer.seconds

@@ -77,6 +77,18 @@ class DemoSizes:
     atlas_fit: int = 20000  # images the theory is fitted to (the shipped model's whole training set)
     strip_times: int = 8
     strip_replicates: int = 3
+    # Section 7 (text-to-image audits): sampler steps, samples per fairness method, KID reference images,
+    # cloning trunks of the fairness prompt and of the other prompts, held-out prompts of the
+    # memorisation table (every member is audited), Wen generations and loss noise draws per prompt.
+    t2i_steps: int = 10
+    t2i_fair_n: int = 48
+    t2i_reference: int = 500
+    t2i_window_trajectories: int = 16
+    t2i_prompt_trajectories: int = 8
+    t2i_non_members: int = 24
+    t2i_calibration: int = 24
+    t2i_wen_generations: int = 2
+    t2i_loss_noise: int = 2
 
     @classmethod
     def quick(cls) -> DemoSizes:
@@ -103,6 +115,13 @@ class DemoSizes:
             atlas_fit=2000,
             strip_times=4,
             strip_replicates=2,
+            t2i_steps=4,
+            t2i_fair_n=12,
+            t2i_reference=50,
+            t2i_window_trajectories=4,
+            t2i_prompt_trajectories=4,
+            t2i_non_members=4,
+            t2i_calibration=4,
         )
 
 
