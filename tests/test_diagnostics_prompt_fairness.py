@@ -53,11 +53,11 @@ def test_interval_guidance_costs_and_limits(model):
 
 def test_prompt_augmentation_draws_values_uniformly_at_the_plain_cost(model):
     with model.counting() as counter:
-        _, prompts = augmented_samples(model, "ab", 400, lambda p, v: f"{p} {'xyz'[v]}", 3, seed=0)
-    assert counter.rows == 400 * L * 2
+        _, prompts = augmented_samples(model, "ab", 150, lambda p, v: f"{p} {'xyz'[v]}", 3, seed=0)
+    assert counter.rows == 150 * L * 2
     counts = np.array([sum(p.endswith(c) for p in prompts) for c in "xyz"])
-    # Uniform over 3 values: each count is Binomial(400, 1/3), sd 9.4; 4 sd either side.
-    assert np.all(np.abs(counts - 400 / 3) < 4 * 9.43)
+    # Uniform over 3 values: each count is Binomial(150, 1/3), sd 5.8; 4 sd either side.
+    assert np.all(np.abs(counts - 150 / 3) < 4 * 5.77)
 
 
 def test_kernel_distance_against_brute_force_and_its_jackknife():
@@ -109,8 +109,8 @@ def test_prompt_fairness_table_is_graded_by_the_judges_and_paired_with_plain(mod
         n_classes=2,
         augment=lambda p, v: f"{p} {'xy'[v]}",
         target=[0.9, 0.1],
-        n=48,
-        window_trajectories=8,
+        n=32,
+        window_trajectories=6,
         n_boot=50,
         seed=0,
     )
