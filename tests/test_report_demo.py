@@ -13,7 +13,7 @@ import torch
 
 from critwin.experiments.forward_reverse import ForwardReverseResult
 from critwin.models.shapes import ATTRIBUTES, PRESETS, ShapesModel, training_steps
-from critwin.report import figures, sections
+from critwin.report import figures, sections, text_to_image
 from critwin.report.html import Page
 from critwin.report.page import _shapes
 
@@ -32,7 +32,9 @@ def test_quick_demo_writes_every_promised_file(quick_demo, tmp_path):
     out, summary, lines = quick_demo
     html = (out / "index.html").read_text()
     figures = re.findall(r'<img src="([^"]+)"', html)
-    assert len(figures) == 10  # sections 1-4, parameterisation overlay (5), shapes atlas and strip (6)
+    t2i = text_to_image.text_to_image_available()
+    # sections 1-4, parameterisation overlay (5), shapes atlas and strip (6), text-to-image audits (7)
+    assert len(figures) == 10 + t2i
     for name in figures:
         assert (out / name).stat().st_size > 1000 and name.endswith(".png")
     on_disk = json.loads((out / "summary.json").read_text())
@@ -51,7 +53,7 @@ def test_quick_demo_writes_every_promised_file(quick_demo, tmp_path):
         "diagnostics",
         "parameterisation",
         "shapes",
-    ]
+    ] + (["text-to-image"] if t2i else [])
     # coarse to fine: every attribute ranked once, beside the theory's order
     shapes = on_disk["shapes"]["atlas"]
     assert sorted(shapes["order"]) == sorted(ATTRIBUTES) and sorted(
