@@ -80,6 +80,10 @@ _LAZY = {
     "rebalance": "critwin.diagnostics.fairness",
     "atlas": "critwin.diagnostics.feature_atlas",
     "AtlasResult": "critwin.diagnostics.feature_atlas",
+    "PromptModel": "critwin.diagnostics.prompt_sampling",
+    "prompt_fairness": "critwin.diagnostics.prompt_fairness",
+    "PromptSets": "critwin.diagnostics.prompt_privacy",
+    "memorisation_audit": "critwin.diagnostics.prompt_privacy",
 }
 
 __all__ = [
@@ -157,6 +161,10 @@ __all__ = [
     "load_local",
     "membership_audit",
     "nearest_neighbour_distance",
+    "PromptModel",
+    "PromptSets",
+    "memorisation_audit",
+    "prompt_fairness",
     "rebalance",
     "train_digits",
     "__version__",
