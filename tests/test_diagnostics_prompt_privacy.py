@@ -159,5 +159,11 @@ def test_memorisation_audit_on_a_tiny_pipeline(model):
             assert row["auc_ci"][0] <= row["auc"] <= row["auc_ci"][1]
             assert row["tpr_ci"][0] <= row["tpr"] <= row["tpr_ci"][1]
     assert len(audit.to_pandas()) == 4 * 3
+    # Three calibration prompts resolve FPRs down to 1/3: the requested 0.2 is raised to that, and the
+    # threshold is the second-largest calibration score (one of three exceeds it).
+    assert audit.fpr == pytest.approx(1 / 3) and audit.metadata["fpr_requested"] == 0.2
+    assert not audit.metadata["calibration_resolves_fpr"]
+    wen_calibration = audit.sets.split(audit.scores["wen"])[2]
+    assert audit.rows["wen"][-1]["threshold"] == sorted(wen_calibration)[1]
     with pytest.raises(ValueError, match="'loss' needs the image"):
         memorisation_audit(model, PromptSets(members, [1] * 4, non_members, calibration), scores=["loss"])

@@ -234,11 +234,11 @@ def print_privacy_table(audit, skipped: dict) -> None:
     )
     if not audit.metadata["calibration_resolves_fpr"]:
         typer.echo(
-            f"note: {len(sets.calibration)} calibration prompts cannot resolve an FPR of {audit.fpr:g}; "
-            "read the realised held-out FPR"
+            f"note: {len(sets.calibration)} calibration prompts cannot resolve an FPR of "
+            f"{audit.metadata['fpr_requested']:g}; the TPR is at {audit.fpr:.3g}, the smallest they resolve"
         )
     typer.echo(
-        f"{'score':<11} {'count':>5} {'ROC-AUC (95% CI)':<22} {f'TPR@{audit.fpr:g} FPR (95% CI)':<24} "
+        f"{'score':<11} {'count':>5} {'ROC-AUC (95% CI)':<22} {f'TPR@{audit.fpr:.3g} FPR (95% CI)':<24} "
         f"{'held-out FPR':>12} {'NFEs/prompt':>12}"
     )
     for name, rows in audit.rows.items():

@@ -124,8 +124,8 @@ def privacy(
     fpr: float | None = typer.Option(
         None,
         "--fpr",
-        help="Target false-positive rate (default 0.05; text-to-image 0.01; needs >= 1/FPR calibration "
-        "items).",
+        help="Target false-positive rate (default 0.05; text-to-image 0.01, raised to 1/N where N "
+        "calibration prompts cannot resolve it).",
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress in a terminal."),
     as_json: bool = typer.Option(

@@ -8,7 +8,9 @@ all members together) the audit reports
 
 - ROC-AUC of members against the held-out non-members (Mann–Whitney, ties half), and
 - the TPR at the threshold that a fraction ``fpr`` (1%) of the *calibration* prompts exceed, with the
-  false-positive rate it realises on the held-out non-members,
+  false-positive rate it realises on the held-out non-members (``n`` calibration prompts resolve rates
+  down to ``1 / n``: a smaller requested ``fpr`` is raised to that, the smallest supported, and the
+  audit records both),
 
 each with a bootstrap percentile interval (members, non-members and calibration prompts resampled
 independently; the threshold is recalibrated in every replicate), and the UNet evaluations the score
@@ -40,7 +42,7 @@ from critwin.diagnostics.prompt_scores import (
     wen_scores,
 )
 
-__all__ = ["PromptSets", "MemorisationAudit", "memorisation_audit", "SCORES", "score_table"]
+__all__ = ["PromptSets", "MemorisationAudit", "memorisation_audit", "SCORES", "score_table", "supported_fpr"]
 
 SCORES = {
     "commitment": "critwin: commitment time t½ of the prompt's generations (cloning collapse)",
@@ -102,6 +104,19 @@ class PromptSets:
         values = np.asarray(values)
         m, n = len(self.members), len(self.non_members)
         return values[:m], values[m : m + n], values[m + n :]
+
+
+def supported_fpr(fpr: float, n_calibration: int) -> float:
+    """The false-positive rate a calibration set of ``n_calibration`` prompts can resolve: ``fpr``, or
+    ``1 / n_calibration`` (the threshold at the second-largest calibration score) where ``fpr`` is smaller.
+
+    Examples
+    --------
+    >>> supported_fpr(0.01, 200), supported_fpr(0.01, 40)
+    (0.01, 0.025)
+    """
+    n_calibration = check_positive_int(n_calibration, "n_calibration")
+    return max(float(fpr), 1.0 / n_calibration)
 
 
 def _rates(member, negative, calibration, fpr: float) -> tuple[float, float, float]:
@@ -304,7 +319,8 @@ def memorisation_audit(
     n_trajectories, n_clones, fork_times : the commitment signal (:func:`commitment_scores`; its "same
         image" threshold is calibrated on the calibration prompts' generations).
     n_noise, timestep : the denoising loss (:func:`denoising_loss_scores`).
-    fpr, n_boot, level, seed : operating point, bootstrap, confidence level, seed of every draw.
+    fpr, n_boot, level, seed : operating point (raised to :func:`supported_fpr` where the calibration
+        set cannot resolve it), bootstrap, confidence level, seed of every draw.
     batch_size, progress : prompts per batch; progress bar of the commitment signal.
 
     Returns
@@ -312,7 +328,8 @@ def memorisation_audit(
     MemorisationAudit
     """
     requested = _check_scores(scores, sets)
-    fpr = check_eps(fpr, "fpr")
+    fpr_requested = check_eps(fpr, "fpr")
+    fpr = supported_fpr(fpr_requested, len(sets.calibration))
     n_boot = check_positive_int(n_boot, "n_boot")
     prompts = sets.prompts
     calibration = slice(len(sets.members) + len(sets.non_members), len(prompts))
@@ -361,6 +378,7 @@ def memorisation_audit(
             "n_noise": n_noise,
             "timestep": timestep,
             "seed": seed,
-            "calibration_resolves_fpr": len(sets.calibration) >= 1 / fpr,
+            "fpr_requested": fpr_requested,
+            "calibration_resolves_fpr": fpr == fpr_requested,
         },
     )

@@ -291,8 +291,9 @@ def text_to_image_page(page, summary: dict) -> None:
         f"{', '.join(str(c) for c in sorted({m['count'] for m in sets['members']}))} times in training), "
         f"{len(sets['non_members'])} held-out non-members and {len(sets['calibration'])} calibration prompts "
         f"that only set each score's threshold; graded by {memo['graded_by']}. TPR at the threshold that "
-        f"{memo['fpr']:.0%} of calibration prompts exceed (with {len(sets['calibration'])} calibration "
-        "prompts the threshold is their maximum: read the realised held-out FPR)."
+        f"{memo['fpr']:.1%} of calibration prompts exceed ({len(sets['calibration'])} calibration prompts "
+        "resolve false-positive rates down to one in their number), and the FPR it realises on the held-out "
+        "non-members."
     )
     page.table(
         ["score", "duplication", "ROC-AUC [95% CI]", "TPR [95% CI]", "held-out FPR", "NFEs per prompt"],
