@@ -33,7 +33,7 @@ def test_quick_demo_writes_every_promised_file(quick_demo, tmp_path):
     html = (out / "index.html").read_text()
     figures = re.findall(r'<img src="([^"]+)"', html)
     t2i = text_to_image.text_to_image_available()
-    # sections 1-4, parameterisation overlay (5), shapes atlas and strip (6), text-to-image audits (7)
+    # sections 1-4, parameterisation overlay (5), shapes atlas and strip (6), text-to-image audits (8)
     assert len(figures) == 10 + t2i
     for name in figures:
         assert (out / name).stat().st_size > 1000 and name.endswith(".png")

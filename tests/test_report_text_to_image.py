@@ -1,4 +1,4 @@
-"""Demo section 7 (issue 20) on tiny retrained text-to-image pipelines: both tables, the figure, the page,
+"""Demo section 8 (issue 20) on tiny retrained text-to-image pipelines: both tables, the figure, the page,
 every number graded by a judge and inside its own interval (issue 21.5)."""
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def test_text_to_image_section_on_tiny_pipelines(shipped_like, monkeypatch, tmp_
     page = Page("t")
     text_to_image.text_to_image_page(page, summary)
     html = page.render()
-    assert "7. Text-to-image audits" in html and "window rebalancing" in html and "copying" in html
+    assert "8. Text-to-image audits" in html and "window rebalancing" in html and "copying" in html
 
 
 def test_section_is_skipped_without_weights(monkeypatch, tmp_path):

@@ -19,7 +19,7 @@ interrupted run leaves no partial report. Sections:
 6. Features are decided coarse to fine — the atlas of the shipped shapes model (every attribute's
    commitment on one OU axis, measured vs the fitted attribute mixture's tree) and one image
    re-generated from increasing noise.
-7. Text-to-image audits — on the shipped Stable Diffusion pipelines trained on captioned shapes: a
+8. Text-to-image audits — on the shipped Stable Diffusion pipelines trained on captioned shapes: a
    prompt's background window, four fairness fixes on the same draws graded by independent judges, and
    memorisation detectors side by side (:mod:`critwin.report.text_to_image`).
 

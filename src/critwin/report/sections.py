@@ -78,7 +78,7 @@ class DemoSizes:
     atlas_fit: int = 20000  # images the theory is fitted to (the shipped model's whole training set)
     strip_times: int = 8
     strip_replicates: int = 3
-    # Section 7 (text-to-image audits): sampler steps, samples per fairness method, KID reference images,
+    # Section 8 (text-to-image audits): sampler steps, samples per fairness method, KID reference images,
     # cloning trunks of the fairness prompt and of the other prompts, held-out prompts of the
     # memorisation table (every member is audited), Wen generations and loss noise draws per prompt.
     t2i_steps: int = 10

@@ -1,4 +1,4 @@
-"""Demo section 7, "Text-to-image audits": the prompt-level fairness and memorisation tables on the shipped
+"""Demo section 8, "Text-to-image audits": the prompt-level fairness and memorisation tables on the shipped
 Stable Diffusion pipelines trained on captioned shapes (:mod:`critwin.models.shapes_t2i`).
 
 - Fairness (``shapes-t2i-biased``, where "a circle" without a named background is on blue 80% of the
@@ -213,11 +213,11 @@ def _interval(value, interval) -> str:
 
 
 def text_to_image_page(page, summary: dict) -> None:
-    """Section 7 of the demo page from ``summary["text_to_image"]``."""
+    """Section 8 of the demo page from ``summary["text_to_image"]``."""
     t2i = summary["text_to_image"]
     fair, windows, memo = t2i["fairness"], t2i["windows"], t2i["memorisation"]
     meta = fair["metadata"]
-    page.heading("7. Text-to-image audits")
+    page.heading("8. Text-to-image audits")
     page.paragraph(
         f"A Stable Diffusion pipeline (CLIP text encoder, VAE, cross-attention U-Net, classifier-free "
         f"guidance {meta['model']['guidance_scale']:g}, {meta['model']['num_inference_steps']} DDIM steps "
