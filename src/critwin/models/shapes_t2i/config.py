@@ -82,7 +82,7 @@ class T2IConfig(TrainingConfig):
     num_train_timesteps: int = 1000
     beta_start: float = 0.00085
     beta_end: float = 0.012
-    steps: int = 1800
+    steps: int = 900
     batch_size: int = 64
     learning_rate: float = 1e-3
     warmup_steps: int = 100
