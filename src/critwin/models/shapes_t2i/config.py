@@ -48,6 +48,8 @@ class T2IConfig(TrainingConfig):
     num_train_timesteps, beta_start, beta_end : Stable Diffusion's scaled-linear schedule.
     steps, batch_size, learning_rate, warmup_steps, ema_decay : AdamW on U-Net (+ text encoder), linear
         warm-up then cosine decay; the shipped weights are the EMA.
+    snr_gamma : Min-SNR-gamma loss weighting (0: plain MSE;
+        :func:`~critwin.models.shapes_t2i.training.noise_loss`).
     caption_dropout : probability that a training caption is replaced by the empty prompt (the null
         prompt of classifier-free guidance).
     guidance_scale, num_inference_steps : how the card's adherence is measured (DDIM, the saved
@@ -80,13 +82,14 @@ class T2IConfig(TrainingConfig):
     num_train_timesteps: int = 1000
     beta_start: float = 0.00085
     beta_end: float = 0.012
-    steps: int = 2200
+    steps: int = 900
     batch_size: int = 64
     learning_rate: float = 1e-3
     warmup_steps: int = 100
     ema_decay: float = 0.999
+    snr_gamma: float = 5.0
     caption_dropout: float = 0.1
-    guidance_scale: float = 3.0
+    guidance_scale: float = 5.0
     num_inference_steps: int = 25
     seed: int = 0
 
@@ -118,7 +121,7 @@ class T2IConfig(TrainingConfig):
                 f"vae_channels {channels} must be multiples of norm_num_groups={self.norm_num_groups}"
             )
         object.__setattr__(self, "vae_channels", channels)
-        for name in ("vae_learning_rate", "vae_kl_weight", "guidance_scale"):
+        for name in ("vae_learning_rate", "vae_kl_weight", "guidance_scale", "snr_gamma"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")

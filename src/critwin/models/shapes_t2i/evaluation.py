@@ -198,7 +198,7 @@ def evaluate_t2i(
     data: T2IData,
     readers: dict,
     n_per_prompt: int = 10,
-    probe_samples: int = 200,
+    probe_samples: int = 100,
     copy_samples: int = 4,
     seed: int = 0,
 ) -> dict[str, Any]:

@@ -10,6 +10,7 @@ with the SHA-256 of every weight file. The shipped models are such directories u
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -114,6 +115,20 @@ def _umask() -> int:
     return mask
 
 
+@contextlib.contextmanager
+def _no_library_progress_bars():
+    """transformers' ``save_pretrained`` draws a "Writing model shards" bar: keep it off the terminal."""
+    from transformers.utils import logging
+
+    shown = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            logging.enable_progress_bar()
+
+
 def save_pipeline(pipe, card: dict[str, Any], directory) -> Path:
     """Write the pipeline (``save_pretrained``, safetensors) and ``critwin_card.json`` into ``directory``.
 
@@ -126,7 +141,8 @@ def save_pipeline(pipe, card: dict[str, Any], directory) -> Path:
     work = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
         os.chmod(work, 0o777 & ~_umask())
-        pipe.save_pretrained(work, safe_serialization=True)
+        with _no_library_progress_bars():
+            pipe.save_pretrained(work, safe_serialization=True)
         # Older transformers read a CLIPTokenizer from vocab.json + merges.txt: write them too.
         write_tokenizer_files(work / "tokenizer", card["vocabulary"])
         card = dict(card)

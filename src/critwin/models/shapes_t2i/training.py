@@ -13,10 +13,8 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 import torch
 from torch import nn
@@ -24,11 +22,11 @@ from torch import nn
 from critwin._validation import check_positive_int
 from critwin.models._training import (
     History,
+    TrainState,
     check_out_dir,
     copy_module,
-    ema_update,
     init_models,
-    learning_rate_at,
+    optimiser_steps,
     run_with_progress,
 )
 from critwin.models.shapes.data import make_shapes
@@ -46,29 +44,17 @@ from critwin.models.shapes_t2i.pipeline import (
 )
 from critwin.models.shapes_t2i.tokenizer import build_tokenizer
 
-__all__ = ["T2IState", "Stopwatch", "vae_steps", "encode_latents", "tokenize", "training_steps", "train_t2i"]
+__all__ = [
+    "Stopwatch",
+    "vae_steps",
+    "encode_latents",
+    "tokenize",
+    "noise_loss",
+    "training_steps",
+    "train_t2i",
+]
 
 _ENCODE_BATCH = 500
-
-
-@dataclass
-class T2IState:
-    """What the training generators yield after every optimiser step.
-
-    Attributes
-    ----------
-    step, loss, learning_rate : optimiser steps done, this step's loss, its learning rate.
-    models : the networks being trained (``vae``; or ``unet`` and ``text_encoder``).
-    ema : their exponential moving averages (the shipped weights; the VAE has none: its own weights).
-    config : the run (``steps`` is the number of steps of this stage).
-    """
-
-    step: int
-    loss: float
-    learning_rate: float
-    models: dict[str, nn.Module]
-    ema: dict[str, nn.Module]
-    config: Any = field(repr=False)
 
 
 class Stopwatch:
@@ -93,34 +79,32 @@ class Stopwatch:
         }
 
 
-def vae_steps(config: T2IConfig) -> Iterator[T2IState]:
+def vae_steps(config: T2IConfig) -> Iterator[TrainState]:
     """Train the ``AutoencoderKL`` on ``make_shapes(config.vae_n_train, seed=config.vae_data_seed)``.
 
     Loss: L1 + MSE of the reconstruction from a posterior sample, plus ``vae_kl_weight`` times the KL to
     the standard normal (SD's VAE adds perceptual and adversarial terms; 16x16 flat-colour images do not
-    need them). AdamW, 50-step warm-up, cosine decay. Yields a state per step (``models["vae"]``).
+    need them). The loop of every shipped model (:func:`~critwin.models._training.optimiser_steps`) with a
+    50-step warm-up and cosine decay; the VAE keeps its own weights (``state.model``), not the EMA.
     """
     images = make_shapes(config.vae_n_train, seed=config.vae_data_seed).images
     generator = torch.Generator().manual_seed(config.seed)
-    vae, _ = init_models(lambda: build_vae(config), config.seed)
-    optimiser = torch.optim.AdamW(vae.parameters(), lr=config.vae_learning_rate, weight_decay=0.0)
+    vae, ema_vae = init_models(lambda: build_vae(config), config.seed)
     schedule = SimpleNamespace(
-        learning_rate=config.vae_learning_rate, warmup_steps=min(50, config.vae_steps), steps=config.vae_steps
+        learning_rate=config.vae_learning_rate,
+        warmup_steps=min(50, config.vae_steps),
+        steps=config.vae_steps,
+        ema_decay=config.ema_decay,
     )
-    stage = SimpleNamespace(steps=config.vae_steps)
-    for step in range(config.vae_steps):
-        lr = learning_rate_at(schedule, step)
-        for group in optimiser.param_groups:
-            group["lr"] = lr
+
+    def loss_at() -> torch.Tensor:
         x = images[torch.randint(0, images.shape[0], (config.vae_batch_size,), generator=generator)]
         posterior = vae.encode(x).latent_dist
         z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator)
         error = vae.decode(z).sample - x
-        loss = error.abs().mean() + (error**2).mean() + config.vae_kl_weight * posterior.kl().mean()
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        yield T2IState(step + 1, loss.item(), lr, {"vae": vae}, {}, stage)
+        return error.abs().mean() + (error**2).mean() + config.vae_kl_weight * posterior.kl().mean()
+
+    yield from optimiser_steps(schedule, vae, ema_vae, images, loss_at)
 
 
 @torch.no_grad()
@@ -145,13 +129,27 @@ def tokenize(tokenizer, captions: list[str]) -> torch.Tensor:
     ).input_ids
 
 
-def training_steps(config: T2IConfig, data: T2IData, vae, tokenizer) -> Iterator[T2IState]:
+def noise_loss(config: T2IConfig, scheduler, prediction, noise, timesteps) -> torch.Tensor:
+    """The noise-regression loss: plain MSE, or with ``config.snr_gamma > 0`` the Min-SNR-gamma weighting
+    of Hang et al. (2023) for epsilon prediction (timestep ``t`` weighted ``min(SNR_t, gamma) / SNR_t``,
+    which down-weights the nearly clean steps)."""
+    per_sample = ((prediction - noise) ** 2).mean(dim=(1, 2, 3))
+    if config.snr_gamma == 0:
+        return per_sample.mean()
+    alpha_bar = scheduler.alphas_cumprod[timesteps]
+    snr = alpha_bar / (1 - alpha_bar)
+    return (per_sample * torch.clamp(snr, max=config.snr_gamma) / snr).mean()
+
+
+def training_steps(config: T2IConfig, data: T2IData, vae, tokenizer) -> Iterator[TrainState]:
     """Train U-Net and text encoder (or the U-Net alone) on the frozen VAE's latents, yielding every step.
 
     Each step draws a batch of training examples (pair ``i`` with probability ``counts[i] / sum(counts)``),
     a latent from each image's posterior (times the VAE's ``scaling_factor``), a uniform timestep and
     Gaussian noise; replaces each caption by the empty prompt with probability ``caption_dropout``; and
-    regresses the noise (MSE), as Stable Diffusion's training does. EMA weights are kept of both networks.
+    regresses the noise (:func:`noise_loss`), as Stable Diffusion's training does. The loop is
+    :func:`~critwin.models._training.optimiser_steps` on both networks at once (``state.model`` and
+    ``state.ema_model`` are ``ModuleDict`` s of ``unet`` and ``text_encoder``).
     """
     generator = torch.Generator().manual_seed(config.seed + 1)
     mean, std = encode_latents(vae, data.images)
@@ -161,48 +159,30 @@ def training_steps(config: T2IConfig, data: T2IData, vae, tokenizer) -> Iterator
     index = data.training_index()
     unet, ema_unet = init_models(lambda: build_unet(config), config.seed + 1)
     text_encoder, ema_text = init_models(lambda: build_text_encoder(config, tokenizer), config.seed + 2)
-    trained = list(unet.parameters())
-    if config.train_text_encoder:
-        trained += list(text_encoder.parameters())
-    else:
-        text_encoder.requires_grad_(False).eval()
-    optimiser = torch.optim.AdamW(trained, lr=config.learning_rate, weight_decay=0.0)
-    live = list(unet.parameters()) + list(text_encoder.parameters())
-    averaged = list(ema_unet.parameters()) + list(ema_text.parameters())
+    if not config.train_text_encoder:
+        text_encoder.requires_grad_(False).eval()  # no gradients: AdamW leaves it at its initialisation
+    networks = nn.ModuleDict({"unet": unet, "text_encoder": text_encoder})
+    averages = nn.ModuleDict({"unet": ema_unet, "text_encoder": ema_text})
     scheduler = make_scheduler(config, training=True)
-    for step in range(config.steps):
-        lr = learning_rate_at(config, step)
-        for group in optimiser.param_groups:
-            group["lr"] = lr
+
+    def loss_at() -> torch.Tensor:
         rows = index[torch.randint(0, index.numel(), (config.batch_size,), generator=generator)]
         latents = (mean[rows] + std[rows] * torch.randn(mean[rows].shape, generator=generator)) * scale
-        tokens = torch.where(
-            (torch.rand(config.batch_size, generator=generator) < config.caption_dropout).view(-1, 1),
-            null,
-            ids[rows],
-        )
+        dropped = torch.rand(config.batch_size, generator=generator) < config.caption_dropout
+        tokens = torch.where(dropped.view(-1, 1), null, ids[rows])
         noise = torch.randn(latents.shape, generator=generator)
         timesteps = torch.randint(0, config.num_train_timesteps, (config.batch_size,), generator=generator)
         states = text_encoder(tokens)[0]
-        prediction = unet(
-            scheduler.add_noise(latents, noise, timesteps), timesteps, encoder_hidden_states=states
-        )
-        loss = nn.functional.mse_loss(prediction.sample, noise)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        ema_update(averaged, live, step, config.ema_decay)
-        yield T2IState(
-            step + 1,
-            loss.item(),
-            lr,
-            {"unet": unet, "text_encoder": text_encoder},
-            {"unet": ema_unet, "text_encoder": ema_text},
-            config,
-        )
+        noisy = scheduler.add_noise(latents, noise, timesteps)
+        prediction = unet(noisy, timesteps, encoder_hidden_states=states).sample
+        return noise_loss(config, scheduler, prediction, noise, timesteps)
+
+    yield from optimiser_steps(config, networks, averages, data, loss_at)
 
 
-def _run_stage(states, total: int, label: str, log_every: int, progress: bool, emit) -> tuple[T2IState, dict]:
+def _run_stage(
+    states, total: int, label: str, log_every: int, progress: bool, emit
+) -> tuple[TrainState, dict]:
     history = History(log_every, 0, time.perf_counter())
     with Stopwatch() as watch:
         state = run_with_progress(states, total, label, history, progress, emit)
@@ -266,7 +246,7 @@ def train_t2i(
         state, vae_record = _run_stage(
             vae_steps(config), config.vae_steps, f"{name} VAE", log_every, progress, emit
         )
-        vae = state.models["vae"].eval().requires_grad_(False)
+        vae = state.model.eval().requires_grad_(False)
         vae_record["scaling_factor"] = _set_scaling_factor(vae, config)
         data = config.load_data()
         emit(
@@ -276,8 +256,10 @@ def train_t2i(
         state, unet_record = _run_stage(
             training_steps(config, data, vae, tokenizer), config.steps, name, log_every, progress, emit
         )
-        unet = copy_module(state.ema["unet"], lambda: build_unet(config))
-        text_encoder = copy_module(state.ema["text_encoder"], lambda: build_text_encoder(config, tokenizer))
+        unet = copy_module(state.ema_model["unet"], lambda: build_unet(config))
+        text_encoder = copy_module(
+            state.ema_model["text_encoder"], lambda: build_text_encoder(config, tokenizer)
+        )
         pipe = assemble_pipeline(vae, text_encoder, tokenizer, unet, config)
         emit(f"evaluating {name}")
         with Stopwatch() as watch:
