@@ -46,6 +46,8 @@ __all__ = [
     "AutoregressiveProcess",
     "CategoricalProcess",
     "kappa_levels",
+    "MASKED_SAMPLERS",
+    "model_logits",
 ]
 
 TOKEN_CLOCKS = {
@@ -245,8 +247,12 @@ def _model_device(model, device) -> torch.device:
     return parameter.device if parameter is not None else torch.device("cpu")
 
 
+MASKED_SAMPLERS = ("ancestral", "first-hitting")
+"""Samplers of :class:`MaskedDiffusionProcess`: MDLM's grid sampler, or the exact continuous-time one."""
+
+
 class MaskedDiffusionProcess(TokenProcess):
-    """A masked-diffusion model sampled by the absorbing-state ancestral sampler (clock ``"kappa"``).
+    """A masked-diffusion model sampled by the absorbing-state reverse process (clock ``"kappa"``).
 
     Parameters
     ----------
@@ -257,17 +263,26 @@ class MaskedDiffusionProcess(TokenProcess):
     vocab_size : number of token ids the logits score (V).
     mask_id : id of the mask token (default ``vocab_size``, outside the vocabulary; an id inside it,
         as in BERT vocabularies, is never sampled).
-    n_steps : sampler steps on the default grid ``kappa_i = 1 - i / n_steps``.
+    n_steps : grid steps of the default grid ``kappa_i = 1 - i / n_steps``.
     times : explicit decreasing levels in [0, 1] ending at 0 (overrides ``n_steps``).
+    sampler : ``"ancestral"`` (MDLM, Sahoo et al. 2024: from kappa_i to kappa_{i+1} each masked token is
+        revealed with probability ``(kappa_i - kappa_{i+1}) / kappa_i``, its value drawn from the
+        model's softmax; tokens revealed in one step are drawn independently given the rest) or
+        ``"first-hitting"`` (the same reverse process in continuous time, simulated exactly: the tokens
+        revealed between two levels are chosen as above, then revealed one at a time in a uniformly
+        random order, each drawn given all tokens revealed before it; Zheng et al. 2024). The model takes
+        no noise level, so reveal times matter only through their order: with an exact denoiser the
+        first-hitting sampler draws exact posterior samples on any grid, the ancestral one only as
+        ``n_steps`` grows.
     name : the model's name in provenance and errors.
     device : where states live (default: the model's parameters' device, else CPU).
 
     Notes
     -----
     ``nfe`` counts per-sequence model calls: at most ``L`` per sequence and run (see :meth:`run`), so
-    many steps cost little; more steps reveal fewer tokens at once (tokens revealed in one step are
-    drawn independently given the rest: the sampler's factorisation error, which vanishes as steps
-    grow). The same input state and generator give the same output.
+    the ancestral sampler's many steps cost little model time (each step still costs a few tensor
+    operations); the first-hitting one calls the model exactly once per revealed token. The same input
+    state and generator give the same output.
 
     Examples
     --------
@@ -290,11 +305,13 @@ class MaskedDiffusionProcess(TokenProcess):
         mask_id: int | None = None,
         n_steps: int = 256,
         times=None,
+        sampler: str = "ancestral",
         name: str | None = None,
         device=None,
     ):
         if not callable(model):
             raise ValueError(f"model must be callable tokens -> logits, got {type(model).__name__}")
+        self.sampler = check_sampler(sampler, MASKED_SAMPLERS)
         self.model = model
         self.length = check_positive_int(length, "length")
         self.vocab_size = check_positive_int(vocab_size, "vocab_size", minimum=2)
@@ -336,11 +353,45 @@ class MaskedDiffusionProcess(TokenProcess):
         check_generator(generator)
         start, stop = _span(self, start, stop)
         x = self.check_state(x)
+        if self.sampler == "first-hitting":
+            if callback is None:
+                return self._first_hitting(x, start, stop, generator)
+            for index in range(start, stop):
+                masked = (x == self.mask_id).unsqueeze(-1)
+                shown = torch.nn.functional.one_hot(
+                    x.clamp(max=self.vocab_size - 1), self.vocab_size
+                ).double()
+                probs = self.probabilities(x, f"step {index}")
+                self.nfe += int(x.shape[0])
+                callback(index, self._times[index].item(), x, torch.where(masked, probs, shown))
+                x = self._first_hitting(x, index, index + 1, generator)
+            return x
         cache = torch.zeros(*x.shape, self.vocab_size, dtype=torch.float64, device=x.device)
         fresh = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         for index in range(start, stop):
             x = self._reveal(x, index, generator, callback, cache, fresh)
         return x
+
+    def _first_hitting(self, x, start: int, stop: int, generator) -> torch.Tensor:
+        """The exact continuous-time transition from ``times[start]`` to ``times[stop]``."""
+        kappa, to = self._times[start].item(), self._times[stop].item()
+        masked = x == self.mask_id
+        u = torch.rand(x.shape, generator=generator, device=x.device, dtype=torch.float64)
+        reveal = masked & (u < (kappa - to) / kappa)
+        # A uniformly random order of every sequence's revealed positions (the others sort last).
+        priority = torch.rand(x.shape, generator=generator, device=x.device, dtype=torch.float64)
+        order = torch.where(reveal, priority, torch.full_like(priority, 2.0)).argsort(1)
+        counts = reveal.sum(1)
+        out = x.clone()
+        for j in range(int(counts.max()) if counts.numel() else 0):
+            rows = (counts > j).nonzero()[:, 0]
+            positions = order[rows, j]
+            probs = self.probabilities(out[rows], f"reveal {j + 1} (kappa {kappa:.4g} -> {to:.4g})")
+            self.nfe += int(rows.numel())
+            out[rows, positions] = torch.multinomial(
+                probs[torch.arange(rows.numel()), positions], 1, generator=generator
+            )[:, 0]
+        return out
 
     def _reveal(self, x, index, generator, callback, cache, fresh):
         """One step: reveal each masked token with probability ``(kappa_i - kappa_{i+1}) / kappa_i``."""
@@ -372,12 +423,13 @@ class MaskedDiffusionProcess(TokenProcess):
             self.vocab_size,
             self.mask_id,
             times=times,
+            sampler=self.sampler,
             name=self.name,
             device=self.device,
         )
 
     def describe(self):
-        return {**super().describe(), "sampler": "mdlm-ancestral", "model": self.name}
+        return {**super().describe(), "sampler": self.sampler, "model": self.name}
 
 
 class AutoregressiveProcess(TokenProcess):

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from critwin._validation import check_positive_int
+from critwin.experiments.token_process import MASKED_SAMPLERS
 from critwin.models._training import TrainingConfig
 from critwin.models.text.grammar import RandomHierarchy
 
@@ -32,7 +33,9 @@ class TextConfig(TrainingConfig):
     steps, batch_size, learning_rate, warmup_steps : AdamW (linear warm-up, cosine decay); every batch
         is fresh strings drawn from the grammar.
     ema_decay : decay of the weights' moving average (the shipped weights).
-    sampler_steps : masked diffusion: steps of the default kappa grid of :meth:`TextModel.process`.
+    sampler, sampler_steps : masked diffusion: the sampler and the steps of the default kappa grid of
+        :meth:`TextModel.process` (``"first-hitting"``: exact in continuous time, one model call per
+        token whatever the grid; ``"ancestral"``: MDLM's grid sampler).
     seed : seeds initialisation, batches and masks.
     """
 
@@ -48,13 +51,16 @@ class TextConfig(TrainingConfig):
     layers: int = 2
     steps: int = 6000
     batch_size: int = 256
-    learning_rate: float = 1e-3
+    learning_rate: float = 2e-3
     warmup_steps: int = 200
     ema_decay: float = 0.995
-    sampler_steps: int = 256
+    sampler: str = "first-hitting"
+    sampler_steps: int = 64
     seed: int = 0
 
     def __post_init__(self):
+        if self.sampler not in MASKED_SAMPLERS:
+            raise ValueError(f"sampler must be one of {', '.join(MASKED_SAMPLERS)}; got {self.sampler!r}")
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {', '.join(KINDS)}; got {self.kind!r}")
         for name in ("width", "heads", "layers", "steps", "batch_size", "sampler_steps"):

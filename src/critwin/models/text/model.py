@@ -66,7 +66,9 @@ class TextModel:
         label = f"critwin/{self.name}"
         if self.kind == "masked":
             steps = self.config.sampler_steps if n_steps is None else check_positive_int(n_steps, "n_steps")
-            return MaskedDiffusionProcess(network, L, V, n_steps=steps, name=label, device=device)
+            return MaskedDiffusionProcess(
+                network, L, V, n_steps=steps, sampler=self.config.sampler, name=label, device=device
+            )
         if n_steps is not None:
             raise ValueError(
                 f"n_steps does not apply to the autoregressive model {self.name!r} (one step per token)"
