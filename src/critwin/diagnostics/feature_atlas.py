@@ -39,6 +39,7 @@ from critwin.experiments.estimation import WindowEstimate, estimate_window
 from critwin.experiments.features import CallableFeature, feature_name
 from critwin.experiments.forward_reverse import ForwardReverseResult, forward_reverse
 from critwin.experiments.process import MixtureProcess, as_process, grid_times
+from critwin.experiments.results import CLOCK_AXES
 from critwin.mixtures import GaussianMixture
 from critwin.theory.tree import Tree, hierarchy
 
@@ -248,9 +249,11 @@ class AtlasResult:
                         rotation=60,
                         va="bottom",
                     )
-        ax.set_xscale("symlog", linthresh=0.1)
-        ax.set_xlim(left=0.0)  # OU time is >= 0
-        ax.set_xlabel("OU time t (reverse process runs right to left)")
+        clock = self.metadata.get("clock", "ou")
+        if clock == "ou":
+            ax.set_xscale("symlog", linthresh=0.1)
+        ax.set_xlim(left=0.0)  # every clock starts at 0 (clean)
+        ax.set_xlabel(f"{CLOCK_AXES.get(clock, clock)} (reverse process runs right to left)")
         ax.set_ylabel("normalised commitment r(t)")
         ax.legend(loc="lower left", fontsize="small")
         return ax

@@ -186,9 +186,10 @@ def grammar_theory(grammar, noise: str = "mask", eps: float = 0.1, component: in
     """The theorem's window of every level and its merge level, from the exact TV of the grammar's law.
 
     Level ``l``'s node is the one holding ``component``; its window is ``critical_window(after=node,
-    before=parent)`` (Blink Def. 4) and ``t_merge`` the level where the node merges into its parent
-    (``TV(p^node, p^parent) <= eps``): a level is predicted to be decided before the next one when its
-    ``t_merge`` is larger.
+    before=parent)`` (Blink Def. 4) and ``t_merge`` the level where the node's law merges with its
+    siblings' (``TV(p^node, p^(parent - node)) <= eps``: where the ε-tree joins the children of the
+    parent, the level that splits them): a level is predicted to be decided before the next one (in
+    generation) when its ``t_merge`` is larger, as in the atlas of a fitted Gaussian mixture.
 
     Returns
     -------
@@ -200,7 +201,8 @@ def grammar_theory(grammar, noise: str = "mask", eps: float = 0.1, component: in
     attributes = {}
     for name, sets in level_nodes(grammar.partitions(), component).items():
         window = critical_window(mixture, sets["node"], sets["parent"], eps)
-        t_merge = merge_level(mixture, sets["node"], sets["parent"], eps)[0]
+        siblings = sorted(set(sets["parent"]) - set(sets["node"]))
+        t_merge = merge_level(mixture, sets["node"], siblings, eps)[0]
         attributes[name] = {
             "t_merge": t_merge,
             "t_after": window.t_after,

@@ -19,6 +19,9 @@ interrupted run leaves no partial report. Sections:
 6. Features are decided coarse to fine — the atlas of the shipped shapes model (every attribute's
    commitment on one OU axis, measured vs the fitted attribute mixture's tree) and one image
    re-generated from increasing noise.
+7. Text: windows in masked diffusion and autoregression — every level of a Random Hierarchy Model
+   language measured on the shipped masked-diffusion and autoregressive transformers, beside the same
+   estimator on the language's exact law and its exact curve (:mod:`critwin.report.text`).
 
 Each section is computed in :mod:`critwin.report.sections`, drawn by :mod:`critwin.report.figures`
 and written into the page by :mod:`critwin.report.page`; this module runs them in order.
@@ -36,7 +39,7 @@ import torch
 from critwin._io import atomic_write_json, atomic_write_text
 from critwin._threads import set_threads
 from critwin._validation import check_eps
-from critwin.report import figures, invariance, sections
+from critwin.report import figures, invariance, sections, text
 from critwin.report.output import MARKER, build_atomically, check_report_dir
 from critwin.report.page import demo_page
 from critwin.report.sections import DemoSizes, fitted_class_mixture, hierarchical_mixture
@@ -156,4 +159,16 @@ def _run_sections(
         timer.done("shapes")
     else:
         summary["shapes_skipped"] = "the shipped shapes model's weights are missing (critwin train shapes)"
+    _text_section(work, summary, seed, progress, timer)
     return timer.seconds
+
+
+def _text_section(work: Path, summary: dict, seed: int, progress: bool, timer: _SectionTimer) -> None:
+    """Section 7 into ``summary`` and ``work``, when the shipped text models are present."""
+    if not text.text_available():
+        summary["text_skipped"] = "the shipped text models are missing (critwin train rhm-mdm, rhm-ar)"
+        return
+    sizes = text.TextSizes.quick() if summary["quick"] else text.TextSizes()
+    words = text.text_section(sizes, seed, progress)
+    summary["text"] = {"figures": text.plot_text(words, work), **words.summary()}
+    timer.done("text")
