@@ -11,6 +11,7 @@ pid (``.NAME.pidPID.XXXX.tmp``), so a later writer removes those of dead process
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -107,7 +108,9 @@ def json_float(value) -> float:
     return float(value)
 
 
+@functools.cache
 def _version(package: str) -> str | None:
+    # Cached: reading a distribution's metadata costs ~20 ms, and every estimate records provenance.
     try:
         return metadata.version(package)
     except metadata.PackageNotFoundError:

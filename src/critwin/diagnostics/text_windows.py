@@ -85,14 +85,16 @@ def _check_partition(mixture: CategoricalMixture, labels) -> torch.Tensor:
     return labels
 
 
-def _own_label_mass(mixture, strings, hidden: torch.Tensor, level, partitions) -> dict[str, float]:
-    """Per partition: ``sum_k w_k P(label of the output = label of k | strings[k], ``hidden`` hidden)``."""
+def _own_label_mass(mixture, strings, hidden: torch.Tensor, level, partitions, K: int) -> dict:
+    """Per partition: ``sum_k w_k P(label of the output = label of k | strings[k], ``hidden`` hidden)``,
+    one value per block of ``K`` rows (the strings under one pattern) as an array."""
     y = torch.where(hidden, torch.full_like(strings, mixture.mask_id), strings)
-    posterior = mixture.posterior(y, level)  # (K, K), one evaluation for every partition
+    posterior = mixture.posterior(y, level)  # (B K, K), one evaluation for every partition
+    weights = mixture.weights.repeat(strings.shape[0] // K)
     out = {}
     for name, (labels, onehot) in partitions.items():
-        own = (posterior @ onehot).gather(1, labels.reshape(-1, 1))[:, 0]
-        out[name] = float((mixture.weights * own).sum())
+        own = (posterior @ onehot).gather(1, labels.repeat(strings.shape[0] // K).reshape(-1, 1))[:, 0]
+        out[name] = (weights * own).reshape(-1, K).sum(1).numpy()
     return out
 
 
@@ -107,13 +109,14 @@ def exact_commitment_curves(mixture: CategoricalMixture, partitions, levels) -> 
     levels = sorted(float(mixture.check_level(v, "levels")) for v in values)
     strings, L = mixture.strings, mixture.length
     bases = {name: float(((onehot.T @ mixture.weights) ** 2).sum()) for name, (_, onehot) in parts.items()}
+    K = strings.shape[0]
     if mixture.noise == "autoregressive":
         c = {name: [] for name in parts}
         for h in levels:
             hidden = torch.zeros_like(strings, dtype=torch.bool)
             hidden[:, L - int(h) :] = True
-            for name, mass in _own_label_mass(mixture, strings, hidden, int(h), parts).items():
-                c[name].append(mass)
+            for name, mass in _own_label_mass(mixture, strings, hidden, int(h), parts, K).items():
+                c[name].append(float(mass[0]))
         return {
             name: ExactCurve(np.array(levels), np.array(c[name]), bases[name], "hidden") for name in parts
         }
@@ -122,11 +125,16 @@ def exact_commitment_curves(mixture: CategoricalMixture, partitions, levels) -> 
             f"mixture: {L} positions have 2^{L} masking patterns (at most 2^{MAX_PATTERN_LENGTH})"
         )
     by_count = {name: np.zeros(L + 1) for name in parts}
-    for bits in itertools.product((False, True), repeat=L):
-        hidden = torch.tensor(bits).expand(strings.shape[0], L)
+    patterns = torch.tensor(list(itertools.product((False, True), repeat=L)))  # (2^L, L)
+    per_call = max(1, 8192 // K)  # patterns per posterior evaluation (8192 rows at a time)
+    for start in range(0, patterns.shape[0], per_call):
+        block = patterns[start : start + per_call]
+        hidden = block.repeat_interleave(K, 0)  # every string under every pattern of the block
         # Dirac strings: the posterior given a pattern does not depend on kappa in (0, 1).
-        for name, mass in _own_label_mass(mixture, strings, hidden, 0.5, parts).items():
-            by_count[name][sum(bits)] += mass
+        masses = _own_label_mass(mixture, strings.repeat(block.shape[0], 1), hidden, 0.5, parts, K)
+        counts = block.sum(1).numpy()
+        for name, mass in masses.items():
+            np.add.at(by_count[name], counts, mass)
     kappa = np.array(levels)
     j = np.arange(L + 1)
     with np.errstate(invalid="ignore"):

@@ -338,7 +338,7 @@ def plot_text(section: TextSection, directory: Path) -> list[str]:
             ax.errorbar(
                 est.times,
                 est.c,
-                yerr=[est.c - est.c_lower, est.c_upper - est.c],
+                yerr=[np.clip(est.c - est.c_lower, 0, None), np.clip(est.c_upper - est.c, 0, None)],
                 fmt="o",
                 ms=3.5,
                 color=colour,
