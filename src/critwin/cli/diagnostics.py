@@ -26,7 +26,7 @@ from critwin.models._store import SHIPPED_MODELS, load_card
 from critwin.models.classifier import ClassMeanReader, classifier_feature
 from critwin.models.data import NUM_CLASSES
 
-PRIVACY_MODELS = tuple(SHIPPED_MODELS)
+PRIVACY_MODELS = tuple(name for name in SHIPPED_MODELS if not name.startswith("rhm-"))  # images only
 
 
 def _check_audit_sizes(model: str, members: int, nonmembers: int) -> None:
