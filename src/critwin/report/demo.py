@@ -50,6 +50,8 @@ CONVENTIONS = {
     "time": "OU time t (X_t = e^-t X_0 + sqrt(1 - e^-2t) Z)",
     "order": "every array indexed by time is in ascending OU time; steps and curves follow the same order",
     "null": "a value that is missing or not finite: a crossing outside the measured times (censored)",
+    "clocks": "the text section (7) is on the discrete clocks its models state: 'kappa' (masking "
+    "level in [0, 1]) or 'hidden' (positions hidden at the end); ascending there too",
 }
 """Stated at the top of ``summary.json``."""
 
