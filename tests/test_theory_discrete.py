@@ -72,6 +72,10 @@ def test_hash_collisions_fall_back_to_exact_grouping():
     merged, mult = discrete._merge(counts, log_mult, torch.tensor([1, 1]))
     assert sorted(map(tuple, merged.tolist())) == [(0, 1), (1, 0)]
     assert sorted(mult.exp().tolist()) == pytest.approx([1.0, 2.0])
+    # rows hash -inf like a finite sentinel: a row holding the sentinel collides and must be told apart
+    rows = torch.tensor([[-math.inf, 0.0], [-7.25e5, 0.0], [-math.inf, 0.0]], dtype=torch.float64)
+    first, inverse, n = discrete._group_rows(rows)
+    assert n == 2 and inverse[0] == inverse[2] != inverse[1]
 
 
 @pytest.mark.parametrize("noise,t", [("mask", 0.5), ("uniform", 0.5), ("autoregressive", 1)])

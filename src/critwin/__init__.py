@@ -31,7 +31,11 @@ from critwin.experiments.features import SourceSimilarity, zero_shot_clip
 from critwin.experiments.forward_reverse import ForwardReverseResult, forward_reverse
 from critwin.experiments.process import DiscreteProcess, MixtureProcess, ReverseProcess
 from critwin.experiments.search import SearchResult, search_window
-from critwin.experiments.token_process import AutoregressiveProcess, CategoricalProcess, MaskedDiffusionProcess
+from critwin.experiments.token_process import (
+    AutoregressiveProcess,
+    CategoricalProcess,
+    MaskedDiffusionProcess,
+)
 from critwin.io_mixture import load_mixture, save_mixture
 from critwin.mixtures import CategoricalMixture, EmpiricalMixture, GaussianMixture
 from critwin.samplers import (

@@ -39,6 +39,7 @@ from critwin.experiments.checkpoint import (
 from critwin.experiments.cloning import CloneResult, clone
 from critwin.experiments.estimation import (
     CommitmentCurve,
+    ConstantFeatureError,
     WindowEstimate,
     base_rate,
     commitment_curve,
@@ -92,6 +93,7 @@ __all__ = [
     "CloneResult",
     "clone",
     "CommitmentCurve",
+    "ConstantFeatureError",
     "WindowEstimate",
     "base_rate",
     "commitment_curve",

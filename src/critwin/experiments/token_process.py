@@ -77,23 +77,15 @@ class LevelGrid(TimeGrid):
     def __init__(self, levels, clock: str, length: int, name: str = "times"):
         self.clock = check_sampler(clock, tuple(TOKEN_CLOCKS), "clock")
         self.length = int(length)
+        self.unit = "level"  # of this clock; check_value checks each one
         super().__init__(levels, name)
         _check_levels(self.times, self.clock, self.length, name)
         if self.times[-1].item() != 0.0:
             raise ValueError(f"{name} must end at level 0 (clean data), got {self.times[-1].item():.4g}")
 
-    def check(self, times, name: str = "times") -> torch.Tensor:
-        """Requested levels as (T,) float64, each a valid level of this clock within the grid's range."""
-        scalar = isinstance(times, (int, float)) or (isinstance(times, torch.Tensor) and times.ndim == 0)
-        values = [times] if scalar else times
-        try:
-            values = list(values.tolist() if hasattr(values, "tolist") else values)
-        except TypeError:
-            raise ValueError(f"{name} must be a sequence of levels ({TOKEN_CLOCKS[self.clock]})") from None
-        labels = [name] if scalar else [f"{name}[{i}]" for i in range(len(values))]
-        for value, label in zip(values, labels, strict=True):
-            _check_level(value, self.clock, self.length, label)
-        return super().check(times, name)
+    def check_value(self, value, name: str) -> float:
+        """One requested level, checked on this grid's clock (then against the grid's range by ``check``)."""
+        return _check_level(value, self.clock, self.length, name)
 
     def refined(self, requested: torch.Tensor) -> LevelGrid:
         return LevelGrid(super().refined(requested).times, self.clock, self.length)
@@ -102,17 +94,6 @@ class LevelGrid(TimeGrid):
 def _no_cond(cond, owner: str) -> None:
     if cond:
         raise ValueError(f"cond: {owner} takes no conditioning, got keys {sorted(cond)}")
-
-
-def _span(process: ReverseProcess, start, stop) -> tuple[int, int]:
-    """``(start, stop)`` grid indices of a run, checked against the process's grid."""
-    last = process.times.numel() - 1
-    start, stop = int(start), last if stop is None else int(stop)
-    if not 0 <= start <= last:
-        raise ValueError(f"start must be a grid index in 0..{last}, got {start}")
-    if not start <= stop <= last:
-        raise ValueError(f"stop must be a grid index in {start}..{last}, got {stop}")
-    return start, stop
 
 
 def _check_level(value, clock: str, length: int, name: str) -> float:
@@ -183,7 +164,7 @@ class TokenProcess(ReverseProcess):
         x0_hat)`` gets the state and the model's (n, L, V) predicted clean-token probabilities."""
         _no_cond(cond, type(self).__name__)
         check_generator(generator)
-        start, stop = _span(self, start, stop)
+        start, stop = self.grid.check_span(start, stop)
         x = self.check_state(x)
         for index in range(start, stop):
             x = self._step(x, index, generator, callback)
@@ -329,7 +310,7 @@ class MaskedDiffusionProcess(TokenProcess):
     def add_noise(self, x0, index, generator=None):
         """Mask each token of the clean ``x0`` independently with probability ``times[index]``."""
         x0 = self.check_tokens(x0)
-        kappa = self._times[int(index)].item()
+        kappa = self._times[self.grid.check_index(index)].item()
         hit = torch.rand(x0.shape, generator=generator, device=x0.device, dtype=torch.float64) < kappa
         return torch.where(hit, torch.full_like(x0, self.mask_id), x0)
 
@@ -351,7 +332,7 @@ class MaskedDiffusionProcess(TokenProcess):
         """
         _no_cond(cond, type(self).__name__)
         check_generator(generator)
-        start, stop = _span(self, start, stop)
+        start, stop = self.grid.check_span(start, stop)
         x = self.check_state(x)
         if self.sampler == "first-hitting":
             if callback is None:
@@ -493,6 +474,7 @@ class AutoregressiveProcess(TokenProcess):
         prompt = torch.as_tensor(prompt).reshape(1, -1)
         if prompt.shape[1] == 0:
             raise ValueError("prompt must hold at least one token id (e.g. a beginning-of-sequence token)")
+        # Any id the model embeds: a beginning-of-sequence id may lie outside the scored vocabulary.
         self.prompt = check_token_ids(prompt, "prompt", prompt.shape[1], 2**62).to(self.device)[0]
         self.do_sample = bool(do_sample)
         if processor is not None and not callable(processor):
@@ -516,7 +498,7 @@ class AutoregressiveProcess(TokenProcess):
     def add_noise(self, x0, index, generator=None):
         """Hide the last ``times[index]`` tokens of the clean ``x0`` (deterministic: no randomness)."""
         x0 = self.check_tokens(x0)
-        hidden = int(self._times[int(index)].item())
+        hidden = int(self._times[self.grid.check_index(index)].item())
         out = x0.clone()
         out[:, self.length - hidden :] = self.mask_id
         return out
@@ -615,7 +597,7 @@ class CategoricalProcess(TokenProcess):
         self.nfe = 0
 
     def _level(self, index: int):
-        value = self._times[int(index)].item()
+        value = self._times[index].item()
         return int(value) if self.clock == "hidden" else value
 
     def check_state(self, x, name: str = "x") -> torch.Tensor:
@@ -627,6 +609,7 @@ class CategoricalProcess(TokenProcess):
         return self.mixture.noise_tokens(clean, self._level(0), generator=generator)
 
     def add_noise(self, x0, index, generator=None):
+        index = self.grid.check_index(index)
         return self.mixture.noise_tokens(self.check_tokens(x0), self._level(index), generator=generator)
 
     def transition(self, x, start: int, stop: int, generator=None):
@@ -639,7 +622,7 @@ class CategoricalProcess(TokenProcess):
     def run(self, x, start=0, stop=None, generator=None, callback=None, cond=None):
         _no_cond(cond, "CategoricalProcess")
         check_generator(generator)
-        start, stop = _span(self, start, stop)
+        start, stop = self.grid.check_span(start, stop)
         x = self.check_state(x)
         if stop == start:
             return x

@@ -115,7 +115,15 @@ class _Columns:
 
 
 class _Enumeration:
-    """Count states of the noised support (module notes) and the TV evaluated from them."""
+    """Count states of the noised support (module notes) and the TV evaluated from them.
+
+    A state is ``(counts, rows, log_mult)``: its counts of each distinct column (and of masked positions),
+    its log-probability under every component (``rows``, (K,); not kept for uniform noise, whose columns'
+    values depend on kappa) and the log of how many partial strings it stands for. States merge when
+    their counts agree, and (masking, autoregression) when their rows and masked counts agree: the
+    future of a partial string depends on nothing else. The second merge is what keeps many Dirac
+    strings small (the rows are the indicator of the consistent strings).
+    """
 
     def __init__(self, P: CategoricalMixture, Q: CategoricalMixture):
         self.noise, self.length, self.vocab_size = P.noise, P.length, P.vocab_size
@@ -127,62 +135,78 @@ class _Enumeration:
             self.coefficients = torch.full((1,), -math.inf, dtype=torch.float64)
             return
         self.columns = _Columns(probs, keep_zero=self.noise == "uniform")
+        self._log_cols = torch.log(self.columns.table)  # (C, K)
         if self.noise == "uniform":
-            self.counts, self.log_mult = self._enumerate(masking=False)
+            self.counts, _, self.log_mult = self._enumerate(masking=False, rows=False)
         elif self.noise == "mask":
-            counts, log_mult = self._enumerate(masking=True)
-            masked = counts[:, -1].long()
-            contrib = self._log_contributions(counts[:, :-1], log_mult, self._log_table(self.columns.table))
-            L1 = self.n_informative + 1
-            self.coefficients = _group_logsumexp(contrib, masked, L1)  # log A_m
+            counts, rows, log_mult = self._enumerate(masking=True, rows=True)
+            contrib = self._log_contributions(rows, log_mult)
+            self.coefficients = _group_logsumexp(contrib, counts[:, -1].long(), self.n_informative + 1)
         else:
             self.prefix_tv = self._prefix_tvs()
 
     # ------------------------------------------------------------------ enumeration
-    def _step(self, counts, log_mult, pos: int, masking: bool):
+    def _step(self, state, pos: int, masking: bool):
+        counts, rows, log_mult = state
         values, log_counts = self.columns.options[pos]
         m, G = counts.shape[0], values.numel()
-        if m * (G + masking) * counts.shape[1] > _MAX_ELEMENTS:
+        width = counts.shape[1] + (0 if rows is None else rows.shape[1])
+        if m * (G + masking) * width > _MAX_ELEMENTS:
             raise TooLarge(f"{m * (G + masking)} states before merging")
         grown = counts.unsqueeze(1).repeat(1, G, 1)
         grown[:, torch.arange(G), values] += 1
         grown = grown.reshape(m * G, -1)
         mult = (log_mult.unsqueeze(1) + log_counts.unsqueeze(0)).reshape(-1)
+        new_rows = None
+        if rows is not None:
+            new_rows = (rows.unsqueeze(1) + self._log_cols[values].unsqueeze(0)).reshape(m * G, -1)
+            alive = torch.isfinite(new_rows).any(1)  # some component can produce the partial string
+            grown, new_rows, mult = grown[alive], new_rows[alive], mult[alive]
         if masking:
             hidden = counts.clone()
             hidden[:, -1] += 1
-            grown, mult = torch.cat([grown, hidden]), torch.cat([mult, log_mult])
-        grown, mult = self._prune(grown, mult, masking)
-        return _merge(grown, mult, self._radix)
+            grown, new_rows, mult = (
+                torch.cat([grown, hidden]),
+                torch.cat([new_rows, rows]),
+                torch.cat([mult, log_mult]),
+            )
+        first, inverse, n = _group(grown, self._radix)
+        state = (
+            grown[first],
+            None if new_rows is None else new_rows[first],
+            _group_logsumexp(mult, inverse, n),
+        )
+        if new_rows is None:
+            return state
+        key = state[1] if not masking else torch.cat([state[1], state[0][:, -1:].to(torch.float64)], 1)
+        first, inverse, n = _group_rows(key)
+        if n == key.shape[0]:
+            return state
+        return state[0][first], state[1][first], _group_logsumexp(state[2], inverse, n)
 
-    def _prune(self, counts, log_mult, masking: bool):
-        """Drop the states no component can produce (a zero of every component's probability)."""
-        if self.noise == "uniform":
-            return counts, log_mult
-        zero = (self.columns.table == 0).to(torch.int32)  # (C, K)
-        used = counts[:, :-1] if masking else counts
-        alive = ((used @ zero) == 0).any(1)  # some component gives the partial string positive probability
-        return counts[alive], log_mult[alive]
-
-    def _enumerate(self, masking: bool):
+    def _enumerate(self, masking: bool, rows: bool):
         self._set_radix(masking)
+        K = self.c.numel()
         width = self.columns.n + (1 if masking else 0)
-        counts = torch.zeros(1, width, dtype=torch.int32)
-        log_mult = torch.zeros(1, dtype=torch.float64)
+        state = (
+            torch.zeros(1, width, dtype=torch.int32),
+            torch.zeros(1, K, dtype=torch.float64) if rows else None,
+            torch.zeros(1, dtype=torch.float64),
+        )
         for pos in range(self.n_informative):
-            counts, log_mult = self._step(counts, log_mult, pos, masking)
-            self._check_size(counts)
-        return counts, log_mult
+            state = self._step(state, pos, masking)
+            self._check_size(state[0])
+        return state
 
     def _check_size(self, counts) -> None:
         self.states = max(self.states, counts.shape[0])
-        if counts.shape[0] > MAX_STATES or counts.numel() > _MAX_ELEMENTS:
+        if counts.shape[0] > MAX_STATES:
             raise TooLarge(f"{counts.shape[0]} states")
 
     def _set_radix(self, masking: bool) -> None:
         """The weights of a state's integer code: the place values of the mixed-radix code of its counts
         when it fits in int64 (exact), otherwise random weights below 2^52 (a hash, checked in
-        :func:`_merge`)."""
+        :func:`_group`)."""
         radix = self.columns.radix
         if masking:
             radix = torch.cat([radix, torch.tensor([self.n_informative + 1])])
@@ -196,14 +220,16 @@ class _Enumeration:
     def _prefix_tvs(self) -> torch.Tensor:
         """TV of every prefix length j (the level L - j hidden positions): (L + 1,), index = hidden count."""
         self._set_radix(False)
-        counts = torch.zeros(1, self.columns.n, dtype=torch.int32)
-        log_mult = torch.zeros(1, dtype=torch.float64)
-        log_table = self._log_table(self.columns.table)
+        state = (
+            torch.zeros(1, self.columns.n, dtype=torch.int32),
+            torch.zeros(1, self.c.numel(), dtype=torch.float64),
+            torch.zeros(1, dtype=torch.float64),
+        )
         after = [0.0]  # TV after each informative position (none seen: 0)
         for pos in range(self.n_informative):
-            counts, log_mult = self._step(counts, log_mult, pos, masking=False)
-            self._check_size(counts)
-            contrib = self._log_contributions(counts, log_mult, log_table)
+            state = self._step(state, pos, masking=False)
+            self._check_size(state[0])
+            contrib = self._log_contributions(state[1], state[2])
             after.append(min(1.0, 0.5 * float(torch.logsumexp(contrib, 0).exp())))
         seen = torch.searchsorted(self.positions, torch.arange(self.length + 1), right=False)
         # prefix length j holds the informative positions < j: `seen[j]` of them
@@ -211,17 +237,8 @@ class _Enumeration:
         return by_prefix.flip(0)
 
     # ------------------------------------------------------------------ evaluation
-    @staticmethod
-    def _log_table(table: torch.Tensor) -> torch.Tensor:
-        return torch.log(table)
-
-    def _log_contributions(self, counts, log_mult, log_table) -> torch.Tensor:
-        """``log(mult |sum_k c_k p_k(state)|)`` per state, with ``p_k = exp(counts @ log_table[:, k])``."""
-        finite = torch.where(torch.isinf(log_table), torch.zeros_like(log_table), log_table)
-        impossible = torch.isinf(log_table).to(torch.float64)
-        c = counts.to(torch.float64)
-        rows = c @ finite
-        rows = torch.where((c @ impossible) > 0, torch.full_like(rows, -math.inf), rows)
+    def _log_contributions(self, rows, log_mult) -> torch.Tensor:
+        """``log(mult |sum_k c_k p_k(state)|)`` per state from its log-probabilities ``rows`` (m, K)."""
         top = rows.amax(1, keepdim=True)
         safe = torch.where(torch.isinf(top), torch.zeros_like(top), top)
         signed = (torch.exp(rows - safe) * self.c).sum(1).abs()
@@ -241,28 +258,61 @@ class _Enumeration:
             return min(1.0, 0.5 * float(torch.logsumexp(log_poly, 0).exp()))
         # uniform noise: the same states, the columns' values at this kappa
         log_table = torch.log((1 - t) * self.columns.table + t / self.vocab_size)
-        contrib = self._log_contributions(self.counts, self.log_mult, log_table)
+        finite = torch.where(torch.isinf(log_table), torch.zeros_like(log_table), log_table)
+        counts = self.counts.to(torch.float64)
+        rows = counts @ finite
+        impossible = (counts @ torch.isinf(log_table).to(torch.float64)) > 0
+        rows = torch.where(impossible, torch.full_like(rows, -math.inf), rows)
+        contrib = self._log_contributions(rows, self.log_mult)
         return min(1.0, 0.5 * float(torch.logsumexp(contrib, 0).exp()))
 
 
-def _merge(counts, log_mult, place):
-    """States with equal counts merged, their multiplicities summed (in log space).
-
-    ``place`` (W,) long: weights giving every state one int64 code ``counts @ place`` (exact mixed-radix
-    place values, or a hash), so the grouping is a 1-D sort. States grouped by a code but with different
-    counts (a hash collision) are detected and the rows themselves are grouped instead.
-    """
-    if counts.shape[0] == 0:
-        return counts, log_mult
-    keys, inverse = torch.unique(counts.long() @ place, return_inverse=True)
-    n = counts.shape[0]
-    first = torch.full((keys.numel(),), n, dtype=torch.long).scatter_reduce(
+def _first_of_groups(inverse, n_groups: int) -> torch.Tensor:
+    """The first index of every group (``inverse``: each element's group)."""
+    n = inverse.numel()
+    return torch.full((n_groups,), n, dtype=torch.long).scatter_reduce(
         0, inverse, torch.arange(n), reduce="amin", include_self=True
     )
+
+
+def _group(counts, place):
+    """Groups of equal count rows: ``(first index of each group, each row's group, number of groups)``.
+
+    ``place`` (W,) long: weights giving every state one int64 code ``counts @ place`` (exact mixed-radix
+    place values, or a hash), so the grouping is a 1-D sort. Rows grouped by a code but with different
+    counts (a hash collision) are detected and the rows themselves are grouped instead.
+    """
+    keys, inverse = torch.unique(counts.long() @ place, return_inverse=True)
+    first = _first_of_groups(inverse, keys.numel())
     if not torch.equal(counts[first][inverse], counts):
-        unique, inverse = torch.unique(counts, dim=0, return_inverse=True)
-        return unique, _group_logsumexp(log_mult, inverse, unique.shape[0])
-    return counts[first], _group_logsumexp(log_mult, inverse, keys.numel())
+        _, inverse = torch.unique(counts, dim=0, return_inverse=True)
+        n = int(inverse.max()) + 1
+        return _first_of_groups(inverse, n), inverse, n
+    return first, inverse, keys.numel()
+
+
+def _group_rows(rows):
+    """Groups of exactly equal float rows (``-inf`` allowed), as :func:`_group`: hashed by a seeded random
+    projection (a 1-D sort), every group checked to hold equal rows, else grouped by the rows themselves."""
+    finite = torch.where(torch.isinf(rows), torch.full_like(rows, -7.25e5), rows)
+    g = torch.Generator().manual_seed(DEFAULT_SEED)
+    keys, inverse = torch.unique(
+        finite @ torch.randn(rows.shape[1], generator=g, dtype=torch.float64), return_inverse=True
+    )
+    first = _first_of_groups(inverse, keys.numel())
+    if not torch.equal(rows[first][inverse], rows):
+        _, inverse = torch.unique(rows, dim=0, return_inverse=True)
+        n = int(inverse.max()) + 1
+        return _first_of_groups(inverse, n), inverse, n
+    return first, inverse, keys.numel()
+
+
+def _merge(counts, log_mult, place):
+    """States with equal counts merged, their multiplicities summed (in log space); see :func:`_group`."""
+    if counts.shape[0] == 0:
+        return counts, log_mult
+    first, inverse, n = _group(counts, place)
+    return counts[first], _group_logsumexp(log_mult, inverse, n)
 
 
 def _group_logsumexp(values, groups, n_groups: int) -> torch.Tensor:

@@ -24,14 +24,23 @@ every pair of laws is merged, so merge levels are never infinite.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 
 from critwin._validation import check_eps, check_generator, check_number, check_positive_int, check_subset
 from critwin.mixtures import CategoricalMixture
-from critwin.theory.discrete import CategoricalTVCurve, categorical_tv
+from critwin.theory.discrete import CategoricalTVCurve
 
-__all__ = ["clock_of", "merge_level", "separation_level", "CategoricalEngine", "CLOCK_LABELS"]
+__all__ = [
+    "clock_of",
+    "merge_level",
+    "separation_level",
+    "CategoricalEngine",
+    "CLOCK_LABELS",
+    "LevelCrossing",
+    "LevelTV",
+]
 
 CLOCK_LABELS = {
     "ou": "OU time t",
@@ -40,6 +49,24 @@ CLOCK_LABELS = {
 }
 """Axis and table labels of each clock."""
 _TV_METHODS = ("auto", "enumeration", "monte-carlo")
+
+
+class LevelCrossing(NamedTuple):
+    """A transition level and its bracket (the fields of :func:`critwin.theory.windows.merge_time`'s
+    result): ``time`` on the mixture's clock, ``[low, high]`` its bracket, ``method`` of the TV."""
+
+    time: float
+    low: float
+    high: float
+    method: str
+
+
+class LevelTV(NamedTuple):
+    """A TV with its interval (exact: ``low == value == high``)."""
+
+    value: float
+    low: float
+    high: float
 
 
 def clock_of(mixture) -> str:
@@ -106,10 +133,15 @@ class _Search:
         return tuple(out)
 
 
-def _crossing(mixture, A, B, kw, find):
-    curve = CategoricalTVCurve(
+def _curve(mixture, A, B, kw) -> CategoricalTVCurve:
+    return CategoricalTVCurve(
         mixture.subset(A), mixture.subset(B), kw["n"], kw["generator"], method=kw["method"], level=kw["level"]
     )
+
+
+def _crossing(mixture, A, B, kw, find, curve=None):
+    """``find`` on the TV curve of ``A`` and ``B`` (built unless given) and the ordered bracket."""
+    curve = _curve(mixture, A, B, kw) if curve is None else curve
     top = mixture.level_range[1]
     value, first, second = find(_Search(curve, top, kw["tol"]))
     # the value curve crosses between its two confidence curves: order them as (low, high)
@@ -118,7 +150,7 @@ def _crossing(mixture, A, B, kw, find):
         half = kw["tol"] / 2
         low = max(0.0, low - half) if math.isfinite(low) else low
         high = min(1.0, high + half) if math.isfinite(high) else high
-    return value, low, high, curve.method
+    return LevelCrossing(value, low, high, curve.method)
 
 
 def merge_level(
@@ -132,7 +164,7 @@ def merge_level(
     method: str = "auto",
     tol: float = 1e-4,
     level: float = 0.95,
-) -> tuple[float, float, float, str]:
+) -> LevelCrossing:
     """``inf{t : TV(p_t^A, p_t^B) <= eps}`` on the mixture's clock, with its bracket.
 
     Parameters
@@ -145,7 +177,7 @@ def merge_level(
 
     Returns
     -------
-    (level, low, high, method) : the same tuple as :func:`critwin.theory.windows.merge_time`.
+    LevelCrossing ``(time, low, high, method)``, a tuple like :func:`critwin.theory.windows.merge_time`'s.
 
     Examples
     --------
@@ -160,7 +192,7 @@ def merge_level(
     A = check_subset(A, mixture.n_components, "A")
     B = check_subset(B, mixture.n_components, "B")
     if A == B:
-        return 0.0, 0.0, 0.0, "closed-form"
+        return LevelCrossing(0.0, 0.0, 0.0, "closed-form")
     kw = dict(n=n, generator=generator, method=method, tol=tol, level=level)
     return _crossing(mixture, A, B, kw, lambda s: s.first_true(lambda tv: tv <= eps, 0.0))
 
@@ -175,7 +207,7 @@ def separation_level(
     method: str = "auto",
     tol: float = 1e-4,
     level: float = 0.95,
-) -> tuple[float, float, float, str]:
+) -> LevelCrossing:
     """``sup{t : TV(p_t^S, p_t^{rest}) >= 1 - eps^2}`` on the mixture's clock (+inf if S is everything,
     -inf if not separated at level 0), with its bracket; arguments as in :func:`merge_level`.
 
@@ -191,7 +223,7 @@ def separation_level(
     S = check_subset(S, mixture.n_components, "S")
     rest = [j for j in range(mixture.n_components) if j not in S]
     if not rest:
-        return math.inf, math.inf, math.inf, "closed-form"
+        return LevelCrossing(math.inf, math.inf, math.inf, "closed-form")
     threshold = 1.0 - eps * eps
     kw = dict(n=n, generator=generator, method=method, tol=tol, level=level)
     # sup{t : TV >= threshold} is inf{t : TV < threshold} for a non-increasing curve
@@ -228,13 +260,18 @@ class CategoricalEngine:
         self.kw = dict(kw, method="enumeration" if method == "exact" else "auto", level=0.95)
         # ``hierarchy`` checks merges just past T_u (T_u + tol): autoregressive levels are exact integers
         self.tol = 0.0 if mixture.noise == "autoregressive" else kw["tol"]
+        self._curves: dict[tuple, CategoricalTVCurve] = {}
+
+    def _curve(self, A, B) -> CategoricalTVCurve:
+        """The TV curve of ``A`` and ``B``, built once: the linkage, the checks and the windows ask for the
+        same pairs (a node against the rest at its level, then for its window)."""
+        key = (tuple(sorted(A)), tuple(sorted(B)))
+        if key not in self._curves:
+            self._curves[key] = _curve(self.mixture, key[0], key[1], self.kw)
+        return self._curves[key]
 
     def _tv(self, A, B, t):
-        t = min(t, self.mixture.level_range[1])
-        kw = self.kw
-        return categorical_tv(
-            self.mixture.subset(A), self.mixture.subset(B), t, kw["n"], kw["generator"], method=kw["method"]
-        )
+        return self._curve(A, B)(min(t, self.mixture.level_range[1]))
 
     def linkage_values(self, report) -> torch.Tensor:
         """(K, K) pairwise merge levels (their complete linkage is the tree)."""
@@ -258,21 +295,37 @@ class CategoricalEngine:
                     verdicts.append(_verdict(est.low, est.high, self.eps, above=False))
         return False if False in verdicts else (None if None in verdicts else True)
 
-    def separations(self, requests) -> list[tuple[float, float, float]]:
+    def separations(self, requests) -> list[LevelTV]:
         """``(value, low, high)`` of ``TV(p_t^comps, p_t^rest)`` for each request ``(comps, rest, t)``."""
         out = []
         for comps, rest, t in requests:
             est = self._tv(comps, rest, t)
-            out.append((est.value, est.low, est.high))
+            out.append(LevelTV(est.value, est.low, est.high))
         return out
 
     def merge_time(self, A, B):
-        kw = {k: self.kw[k] for k in ("n", "generator", "method", "tol", "level")}
-        return merge_level(self.mixture, A, B, self.eps, **kw)
+        """:func:`merge_level` on the cached curve."""
+        if sorted(A) == sorted(B):
+            return LevelCrossing(0.0, 0.0, 0.0, "closed-form")
+        eps = self.eps
+        return _crossing(
+            self.mixture, A, B, self.kw, lambda s: s.first_true(lambda tv: tv <= eps, 0.0), self._curve(A, B)
+        )
 
     def separation_time(self, S):
-        kw = {k: self.kw[k] for k in ("n", "generator", "method", "tol", "level")}
-        return separation_level(self.mixture, S, self.eps, **kw)
+        """:func:`separation_level` on the cached curve."""
+        rest = [j for j in range(self.K) if j not in set(S)]
+        if not rest:
+            return LevelCrossing(math.inf, math.inf, math.inf, "closed-form")
+        threshold = 1.0 - self.eps * self.eps
+        return _crossing(
+            self.mixture,
+            S,
+            rest,
+            self.kw,
+            lambda s: s.first_true(lambda tv: tv < threshold, -math.inf, True),
+            self._curve(S, rest),
+        )
 
     def times(self, requests, report) -> list[tuple]:
         """``merge_time(A, B)`` for each request ``(A, B)``, ``separation_time(A)`` for ``(A, None)``."""
