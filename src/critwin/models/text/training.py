@@ -19,9 +19,8 @@ from critwin.models._training import (
     TrainState,
     check_out_dir,
     copy_module,
-    ema_update,
     init_models,
-    learning_rate_at,
+    optimiser_steps,
     timed_training,
     training_record,
 )
@@ -67,20 +66,12 @@ def training_steps(config: TextConfig, grammar: RandomHierarchy | None = None) -
     grammar = config.load_data() if grammar is None else grammar
     generator = torch.Generator().manual_seed(config.seed)
     model, ema_model = init_models(lambda: build_network(config), config.seed)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.0)
-    params, ema_params = list(model.parameters()), list(ema_model.parameters())
-    for step in range(config.steps):
-        lr = learning_rate_at(config, step)
-        for group in optimiser.param_groups:
-            group["lr"] = lr
+
+    def loss_at() -> torch.Tensor:
         inputs, targets, where = training_batch(config, grammar, generator)
-        logits = model(inputs)
-        loss = nn.functional.cross_entropy(logits[where], targets[where])
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        ema_update(ema_params, params, step, config.ema_decay)
-        yield TrainState(step + 1, loss.item(), lr, model, ema_model, config, grammar)
+        return nn.functional.cross_entropy(model(inputs)[where], targets[where])
+
+    yield from optimiser_steps(config, model, ema_model, grammar, loss_at)
 
 
 def _tv(p: torch.Tensor, q: torch.Tensor) -> float:
