@@ -95,6 +95,58 @@ def test_unsupported_settings_are_refused_by_name(gpt):
         causal_lm_process(gpt, prompt="hello", max_new_tokens=4)
 
 
+def word_tokenizer(words):
+    """A fast tokenizer over ``words`` (id = position), built locally: nothing is downloaded."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token=words[0]))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=backend, bos_token=words[0])
+
+
+def test_a_text_prompt_is_tokenised_and_a_foreign_vocabulary_is_refused(gpt):
+    words = [f"w{i}" for i in range(VOCAB)]
+    tokenizer = word_tokenizer(words)
+    text = " ".join(words[int(i)] for i in PROMPT)
+    from_text = causal_lm_process(gpt, tokenizer, prompt=text, max_new_tokens=L, do_sample=False)
+    assert torch.equal(from_text.prompt, PROMPT)
+    assert torch.equal(from_text.run(from_text.prior(1)), generated(gpt, 1, do_sample=False))
+    # A tokenizer of a larger vocabulary gives ids the model cannot embed: one clear error, no IndexError.
+    foreign = word_tokenizer([f"w{i}" for i in range(VOCAB + 8)])
+    with pytest.raises(ValueError, match=rf"prompt holds token id {VOCAB + 3} .*outside 0..{VOCAB - 1} "):
+        causal_lm_process(gpt, foreign, prompt=f"w1 w{VOCAB + 3}", max_new_tokens=L)
+    with pytest.raises(ValueError, match=r"prompt holds token id -1"):
+        causal_lm_process(gpt, prompt_ids=[0, -1], max_new_tokens=L)
+    with pytest.raises(ValueError, match="prompt and prompt_ids are exclusive"):
+        causal_lm_process(gpt, tokenizer, prompt=text, prompt_ids=PROMPT, max_new_tokens=L)
+
+
+def test_sampled_frequencies_follow_the_processed_distribution(gpt):
+    """Beyond equal draws for one seed: over many seeded draws, the first generated token's frequencies
+    are the softmax of generate()'s processed scores (min-p included, which the seed test leaves out)."""
+    settings = {"temperature": 0.1, "min_p": 0.2}  # 16 of the 23 tokens fall below min-p here
+    process = causal_lm_process(gpt, prompt_ids=PROMPT, max_new_tokens=1, do_sample=True, **settings)
+    n = 20000
+    first = process.run(process.prior(n), generator=torch.Generator().manual_seed(5))[:, 0]
+    torch.manual_seed(0)
+    ids = PROMPT.reshape(1, -1)
+    out = gpt.generate(
+        ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=1,
+        do_sample=True,
+        pad_token_id=EOS,
+        output_scores=True,
+        return_dict_in_generate=True,
+        **settings,
+    )
+    p = torch.softmax(out.scores[0][0].double(), -1)
+    freq = torch.bincount(first, minlength=VOCAB).double() / n
+    assert (p == 0).any() and (freq[p == 0] == 0).all()  # min-p removed tokens are never drawn
+    # Each frequency is a binomial mean: 5 standard errors sqrt(p (1 - p) / n) (<= 0.018) bound it.
+    assert ((freq - p).abs() <= 5 * (p * (1 - p) / n).sqrt() + 1e-12).all()
+
+
 def test_forward_reverse_and_cloning_on_gpt2_are_reproducible(gpt):
     process = causal_lm_process(gpt, prompt_ids=PROMPT, max_new_tokens=6, do_sample=True)
     x0 = process.run(process.prior(6), generator=torch.Generator().manual_seed(0))

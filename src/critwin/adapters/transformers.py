@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from critwin._validation import check_positive_int
+from critwin._validation import check_positive_int, check_token_ids
 from critwin.experiments.token_process import AutoregressiveProcess
 
 __all__ = ["causal_lm_process", "generation_processors", "SUPPORTED_SETTINGS"]
@@ -133,7 +133,9 @@ def _prompt_ids(model, tokenizer, prompt, prompt_ids, config) -> torch.Tensor:
         ids = torch.tensor([bos])
     if ids.numel() == 0:
         raise ValueError("prompt tokenises to no tokens; a causal LM needs at least one")
-    return ids.long()
+    embedded = model.get_input_embeddings().num_embeddings
+    what = f"the {embedded} ids the model embeds: a tokenizer or ids of another model?"
+    return check_token_ids(ids.reshape(1, -1), "prompt", ids.numel(), embedded, what)[0]
 
 
 def causal_lm_process(
