@@ -54,13 +54,28 @@ def check_finite(x: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} contains NaN or infinite values")
 
 
+def check_finite_from(summary: torch.Tensor, x: torch.Tensor, name: str) -> None:
+    """Refuse NaN or infinite entries of ``x`` by looking at ``summary`` first.
+
+    ``summary`` is a small tensor computed from ``x`` anyway that is NaN or infinite wherever a row of
+    ``x`` is (e.g. each row's log density under one component: one NaN or inf coordinate makes it NaN
+    or -inf). Scanning all of ``x`` costs as much as the work itself in a fused kernel, so ``x`` is only
+    scanned when ``summary`` is not finite: bad input (ValueError naming ``name``) or an overflow on
+    finite input (accepted, as before).
+    """
+    if not bool(torch.isfinite(summary).all()):
+        check_finite(x, name)
+
+
 def check_real_tensor(
-    value, name: str, dtype: torch.dtype | None = None, *, allow_inf: bool = False
+    value, name: str, dtype: torch.dtype | None = None, *, allow_inf: bool = False, values: bool = True
 ) -> torch.Tensor:
     """``value`` as a finite real tensor (cast to ``dtype`` when given).
 
     Raises ValueError naming ``name`` for non-numeric input, boolean or complex dtypes (which casts would
-    silently turn into numbers) and NaN or (unless ``allow_inf``) infinite entries.
+    silently turn into numbers) and NaN or (unless ``allow_inf``) infinite entries. ``values=False``
+    leaves the NaN/inf check to the caller (hot paths check a cheap summary with
+    :func:`check_finite_from`).
     """
     if isinstance(value, torch.Tensor):
         out = value
@@ -82,6 +97,8 @@ def check_real_tensor(
         raise ValueError(f"{name} must hold real numbers, got dtype {out.dtype}")
     if dtype is not None:
         out = out.to(dtype)
+    if not values:
+        return out
     if allow_inf:
         if torch.isnan(out).any():
             raise ValueError(f"{name} contains NaN")

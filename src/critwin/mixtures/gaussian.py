@@ -17,6 +17,7 @@ import torch
 
 from critwin._validation import (
     check_finite,
+    check_finite_from,
     check_positive_int,
     check_real_tensor,
     check_subset,
@@ -205,12 +206,19 @@ class GaussianMixture:
 
     # ------------------------------------------------------------------ input handling and chunking
     def _prepare(self, x, name="x") -> tuple[torch.Tensor, tuple[int, ...]]:
-        # NaN/inf rows would come back as NaN densities and scores without any error.
-        x = check_real_tensor(x, name)
+        # NaN/inf rows would come back as NaN densities and scores without any error. Scanning x for them
+        # costs as much as the densities themselves, so each method refuses them from an (n,) summary it
+        # computes anyway (check_finite_from): a NaN or inf coordinate makes every log density of its row
+        # NaN or -inf.
+        x = check_real_tensor(x, name, values=False)
         if x.ndim == 0 or x.shape[-1] != self.dim:
             raise ValueError(f"{name} must have shape (..., {self.dim}), got {tuple(x.shape)}")
         x = x.to(dtype=self.dtype, device=self.device)
         return x.reshape(-1, self.dim), x.shape[:-1]
+
+    def _heaviest(self) -> int:
+        """The component of largest weight: its log density is finite at every finite point (weight > 0)."""
+        return int(torch.argmax(self._log_weights))
 
     def _check_t_defined(self, t: float) -> None:
         if t == 0.0 and bool((self._var == 0).any()):
@@ -289,6 +297,10 @@ class GaussianMixture:
         t = check_time(t)
         self._check_t_defined(t)
         flat, lead = self._prepare(x)
+        return self._flat_logits(flat, t).reshape(*lead, self.n_components)
+
+    def _flat_logits(self, flat: torch.Tensor, t: float, name: str = "x") -> torch.Tensor:
+        """(n, K) ``log w_i + log p_t^i(x)`` of checked-shape rows ``flat``; NaN/inf rows refused."""
         rows, k_chunk = self._chunks(flat.shape[0])
         K = self.n_components
         out = torch.empty(flat.shape[0], K, dtype=self.dtype, device=self.device)
@@ -298,7 +310,8 @@ class GaussianMixture:
             for k0 in range(0, K, k_chunk):
                 sl = slice(k0, min(K, k0 + k_chunk))
                 out[r0 : r0 + rows, sl] = self._weighted_log_density(xr, t, sl, x_sq)[0]
-        return out.reshape(*lead, K)
+        check_finite_from(out[:, self._heaviest()], flat, name)
+        return out
 
     def log_prob(self, x, t=0.0) -> torch.Tensor:
         """Log density of the mixture's law at OU time ``t``: (...,)."""
@@ -324,18 +337,18 @@ class GaussianMixture:
         """
         if self._kind == "full":
             return self.score(x, t), self.posterior(x, t)
-        post = self.posterior(x, t)
         t = check_time(t)
+        self._check_t_defined(t)
         flat, lead = self._prepare(x)
+        p = torch.softmax(self._flat_logits(flat, t), dim=-1)
         a, s2, var_t = self._time_terms(t, slice(None))
-        p = post.reshape(flat.shape[0], -1)
         inv = 1.0 / var_t
         mean_over_var = p @ (self._means * (inv if inv.ndim == 2 else inv.unsqueeze(1)))
         inv_var = p @ inv
         score = mean_over_var.mul_(a).addcmul_(
             flat, inv_var if inv_var.ndim == 2 else inv_var.unsqueeze(1), value=-1.0
         )
-        return score.reshape(*lead, self.dim), post
+        return score.reshape(*lead, self.dim), p.reshape(*lead, self.n_components)
 
     def score_and_denoise(self, x, t) -> tuple[torch.Tensor, torch.Tensor]:
         """Both in one pass over the components."""
@@ -398,6 +411,7 @@ class GaussianMixture:
                 score[r0 : r0 + m] = score_r
             if denoised is not None:
                 denoised[r0 : r0 + m] = denoise_r
+        check_finite_from(lse, flat, "x")
         if want == "log_prob":
             return lse.reshape(lead)
         shape = (*lead, d)
@@ -491,6 +505,7 @@ class GaussianMixture:
                 best = torch.where(better, value, best)
                 arg = torch.where(better, index + k0, arg)
             labels[r0 : r0 + xr.shape[0]] = arg
+            check_finite_from(best, xr, "y")  # the largest Gumbel-perturbed log density of each row
         a, s2 = ou_coefficients(t)
         var_t = noised_variance(self._var, t)
         mu = self._means[labels]
@@ -574,4 +589,5 @@ class EmpiricalMixture(GaussianMixture):
             better = value < best
             best = torch.where(better, value, best)
             arg = torch.where(better, index + k0, arg)
+        check_finite_from(best, flat, "x")
         return arg.reshape(lead), best.reshape(lead)
