@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import os
 
-import torch
-
+from critwin._lazy import deferred_import
 from critwin._validation import check_positive_int
+
+torch = deferred_import("torch", globals())  # the command line reads CRITWIN_THREADS before torch loads
 
 __all__ = ["THREADS_ENV", "set_threads", "threads_from_env"]
 

@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 from collections.abc import Iterable, Sequence
 
-import numpy as np
-import torch
+from critwin._lazy import deferred_import
+
+# Imported on first use: the command line checks its options with these helpers before torch loads.
+np = deferred_import("numpy", globals(), "np")
+torch = deferred_import("torch", globals())
+
+
+def _is_tensor(value) -> bool:
+    """Whether ``value`` is a torch tensor, without importing torch (no tensor exists before it is)."""
+    loaded = sys.modules.get("torch")
+    return loaded is not None and isinstance(value, loaded.Tensor)
 
 
 def check_time(t, name: str = "t", allow_zero: bool = True) -> float:
@@ -21,7 +31,7 @@ def check_time(t, name: str = "t", allow_zero: bool = True) -> float:
 
 def _scalar(value, name: str, what: str) -> float:
     """``value`` as a finite Python float; ValueError naming ``name`` for anything else."""
-    if isinstance(value, torch.Tensor):
+    if _is_tensor(value):
         if value.numel() != 1:
             raise ValueError(f"{name} must be {what}, got a tensor of shape {tuple(value.shape)}")
         value = value.item()
