@@ -395,18 +395,7 @@ class GaussianMixture:
             lse[r0 : r0 + m] = run_max + torch.log(total)
             if want == "log_prob":
                 continue
-            norm = total.unsqueeze(1)
-            if self._kind == "full":
-                score_r, denoise_r = (None if v is None else v / norm for v in acc)
-            else:
-                inv_var, mean_over_var, sig_over_var = (v / (norm if v.ndim == 2 else total) for v in acc)
-                if inv_var.ndim == 1:
-                    inv_var, sig_over_var = inv_var.unsqueeze(1), sig_over_var.unsqueeze(1)
-                score_r = denoise_r = None
-                if score is not None:
-                    score_r = torch.addcmul(a * mean_over_var, xr, inv_var, value=-1.0)
-                if denoised is not None:
-                    denoise_r = torch.addcmul(s2 * mean_over_var, xr, sig_over_var, value=a)
+            score_r, denoise_r = self._normalised_moments(acc, total, xr, a, s2, want)
             if score is not None:
                 score[r0 : r0 + m] = score_r
             if denoised is not None:
@@ -420,6 +409,22 @@ class GaussianMixture:
         if want == "denoise":
             return denoised.reshape(shape)
         return score.reshape(shape), denoised.reshape(shape)
+
+    def _normalised_moments(self, acc, total, xr, a: float, s2: float, want: str):
+        """Score and denoiser rows from the accumulated sums of :meth:`_moment_terms` and the softmax
+        normaliser ``total`` (m,); an entry is None where that sum was not accumulated."""
+        norm = total.unsqueeze(1)
+        if self._kind == "full":
+            return tuple(None if v is None else v / norm for v in acc)
+        inv_var, mean_over_var, sig_over_var = (v / (norm if v.ndim == 2 else total) for v in acc)
+        if inv_var.ndim == 1:
+            inv_var, sig_over_var = inv_var.unsqueeze(1), sig_over_var.unsqueeze(1)
+        score = denoised = None
+        if want != "denoise":
+            score = torch.addcmul(a * mean_over_var, xr, inv_var, value=-1.0)
+        if want != "score":
+            denoised = torch.addcmul(s2 * mean_over_var, xr, sig_over_var, value=a)
+        return score, denoised
 
     def _moment_terms(self, p, z, t, sl, want: str = "both"):
         """Unnormalised posterior-weighted sums for one chunk of components.
