@@ -139,6 +139,7 @@ def atlas_command(
         n_boot=sizes["boot"],
         seed=seed,
         progress=progress and not as_json,
+        threads=None,  # set above from --threads
     )
     report = {"model": model, **result.to_dict(), "seconds": time.perf_counter() - started}
     report.update(output_marker("atlas"))

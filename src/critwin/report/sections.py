@@ -573,6 +573,7 @@ def shapes_section(sizes: DemoSizes, eps: float, seed: int, progress: bool) -> S
         n_boot=sizes.n_boot,
         seed=seed,
         progress=progress,
+        threads=None,  # run_demo chose them
     )
     # The source: a held-out image (another seed than the training data's).
     source = make_shapes(1, seed=seed + 1).images
