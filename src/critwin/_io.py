@@ -11,6 +11,7 @@ pid (``.NAME.pidPID.XXXX.tmp``), so a later writer removes those of dead process
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -115,7 +116,10 @@ def json_float(value) -> float:
     return float(value)
 
 
+@functools.cache
 def _version(package: str) -> str | None:
+    # Cached: reading an installed package's metadata costs milliseconds, and provenance() is recorded
+    # by every estimate (a bootstrap over sources makes thousands).
     try:
         return metadata.version(package)
     except metadata.PackageNotFoundError:

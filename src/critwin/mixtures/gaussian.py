@@ -240,11 +240,13 @@ class GaussianMixture:
         a, s2 = ou_coefficients(t)
         return a, s2, noised_variance(self._var[sl], t)
 
-    def _weighted_log_density(self, x: torch.Tensor, t: float, sl: slice, x_sq=None):
+    def _weighted_log_density(self, x: torch.Tensor, t: float, sl: slice, x_sq=None, residuals: bool = True):
         """``log w_i + log p_t^i(x)`` for components ``sl``: (m, k); for full covariances also the
         residuals in each eigenbasis divided by the noised eigenvalues, ``U_i^T (x - a mu_i) / lam_i(t)``.
 
         ``x_sq`` (m,) is ``|x|^2`` (isotropic) or ``x^2`` (diagonal), computed once per row chunk.
+        ``residuals=False``: the scaled residuals are not needed (densities only; returned as None), so the
+        (m, k, d) rotation is squared in place instead of copied twice.
         """
         a, s2, var_t = self._time_terms(t, sl)
         mu = a * self._means[sl]
@@ -268,8 +270,11 @@ class GaussianMixture:
             k = U.shape[0]
             z = (x @ U.permute(1, 0, 2).reshape(d, k * d)).view(x.shape[0], k, d)
             z.sub_(torch.bmm(mu.unsqueeze(1), U).squeeze(1))
-            scaled = z / var_t
-            sq = (scaled * z).sum(-1)
+            if residuals:
+                scaled = z / var_t
+                sq = (scaled * z).sum(-1)
+            else:
+                sq = z.square_().div_(var_t).sum(-1)
             log_det = torch.log(var_t).sum(1)
         return sq.add_(log_det + d * _LOG_2PI).mul_(-0.5).add_(self._log_weights[sl]), scaled
 
@@ -309,7 +314,7 @@ class GaussianMixture:
             x_sq = self._row_square(xr)
             for k0 in range(0, K, k_chunk):
                 sl = slice(k0, min(K, k0 + k_chunk))
-                out[r0 : r0 + rows, sl] = self._weighted_log_density(xr, t, sl, x_sq)[0]
+                out[r0 : r0 + rows, sl] = self._weighted_log_density(xr, t, sl, x_sq, residuals=False)[0]
         check_finite_from(out[:, self._heaviest()], flat, name)
         return out
 
@@ -374,7 +379,7 @@ class GaussianMixture:
             x_sq = self._row_square(xr)
             for k0 in range(0, K, k_chunk):
                 sl = slice(k0, min(K, k0 + k_chunk))
-                logits, z = self._weighted_log_density(xr, t, sl, x_sq)
+                logits, z = self._weighted_log_density(xr, t, sl, x_sq, residuals=want != "log_prob")
                 new_max = torch.maximum(run_max, logits.amax(1))
                 safe_max = torch.where(torch.isinf(new_max), torch.zeros_like(new_max), new_max)
                 rescale = torch.exp(run_max - safe_max)
@@ -502,7 +507,7 @@ class GaussianMixture:
             x_sq = self._row_square(xr)
             for k0 in range(0, K, k_chunk):
                 sl = slice(k0, min(K, k0 + k_chunk))
-                logits = self._weighted_log_density(xr, t, sl, x_sq)[0]
+                logits = self._weighted_log_density(xr, t, sl, x_sq, residuals=False)[0]
                 u = torch.rand(logits.shape, generator=generator, dtype=self.dtype, device=self.device)
                 keyed = logits - torch.log(-torch.log(u.clamp_min(torch.finfo(self.dtype).tiny)))
                 value, index = keyed.max(1)
