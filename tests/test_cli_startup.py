@@ -49,6 +49,7 @@ USAGE_ERRORS = [
     ["window", "examples/two_gaussians.yaml", "--after", "0", "--n", "many"],  # a value of the wrong type
     ["atlas", "--eps", "2"],  # a value outside its range, checked in the body before any heavy import
     ["hierarchy", "examples/two_gaussians.yaml", "--method", "slow"],
+    ["demo", "--workers", "0", "--out", "/nonexistent-critwin-demo"],
     ["estimate", "."],  # no --delta problem: the directory is not a result (checked before the engine)
 ]
 
