@@ -55,16 +55,26 @@ def test_makespan_follows_the_same_policy():
 
 
 def test_two_workers_give_what_one_process_gives():
+    # threads=None: the workers need not import torch to run toy sections (a second each on a busy core).
     one = run_sections(TOYS, {"seed": 3}, workers=1)
-    two = run_sections(TOYS, {"seed": 3}, workers=2, threads=1)
+    order = []
+    two = run_sections(TOYS, {"seed": 3}, workers=2, threads=None, on_done=lambda n, r: order.append(n))
     assert {k: (v.summary, v.shared) for k, v in one.items()} == {
         k: (v.summary, v.shared) for k, v in two.items()
     }
+    # Whatever the finishing order, every section finished after the sections it needs.
+    assert sorted(order) == sorted(one)
+    assert all(order.index(n) < order.index(s.name) for s in TOYS for n in s.needs)
 
 
-def test_a_failing_section_raises_its_error():
-    with pytest.raises(ValueError, match="section exploded"):
-        run_sections([_toy("a", 1.0), Section("bad", _fail, 2.0)], None, workers=2)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_failing_section_raises_its_error_naming_the_section(workers):
+    sections = [_toy("a", 1.0), Section("bad", _fail, 2.0), _toy("after", 0.5, ["bad"])]
+    finished = []
+    with pytest.raises(ValueError, match="section exploded") as caught:
+        run_sections(sections, None, workers=workers, threads=None, on_done=lambda n, r: finished.append(n))
+    assert "(in report section 'bad')" in caught.value.__notes__
+    assert "after" not in finished  # nothing that needs the failed section runs
 
 
 @pytest.mark.parametrize(

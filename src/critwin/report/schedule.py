@@ -84,7 +84,11 @@ def priorities(sections: Sequence[Section]) -> dict[str, float]:
 
 def _execute(section: Section, context, inputs: Mapping[str, Any]) -> SectionRun:
     wall, cpu = time.perf_counter(), time.process_time()
-    summary, shared = section.run(context, inputs)
+    try:
+        summary, shared = section.run(context, inputs)
+    except Exception as error:  # the traceback of a worker's error does not say which section it ran
+        error.add_note(f"(in report section {section.name!r})")
+        raise
     return SectionRun(summary, shared, time.perf_counter() - wall, time.process_time() - cpu)
 
 
@@ -110,6 +114,11 @@ def run_sections(
         (``spawn``: no state of this process is inherited), each running one section at a time.
     threads : torch intra-op threads of each worker (None: torch's default).
     on_done : ``on_done(name, run)`` in this process when a section finishes.
+
+    Raises
+    ------
+    The first error of a section, noted with the section's name (after the sections already running
+    finish; none is started after it).
     """
     rank = priorities(sections)
     pending = sorted(sections, key=lambda s: -rank[s.name])
@@ -143,7 +152,7 @@ def run_sections(
                 running[pool.submit(_execute, section, context, inputs_of(section))] = section
             finished, _ = futures.wait(running, return_when=futures.FIRST_COMPLETED)
             for future in finished:
-                finish(running.pop(future), future.result())  # a section's error is raised here
+                finish(running.pop(future), future.result())  # a section's error is raised here, named
     return {s.name: done[s.name] for s in sections}
 
 
