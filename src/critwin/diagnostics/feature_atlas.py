@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -36,7 +36,7 @@ from critwin._threads import using_threads
 from critwin._validation import check_delta, check_eps, check_positive_int
 from critwin.experiments.checkpoint import derive_seed
 from critwin.experiments.cloning import CloneResult, clone
-from critwin.experiments.estimation import WindowEstimate, estimate_window
+from critwin.experiments.estimation import ConstantFeatureError, WindowEstimate, estimate_window
 from critwin.experiments.features import CallableFeature, feature_name
 from critwin.experiments.forward_reverse import ForwardReverseResult, forward_reverse
 from critwin.experiments.process import MixtureProcess, as_process, grid_times
@@ -266,9 +266,16 @@ def _fmt(t: float) -> str:
 
 
 # ------------------------------------------------------------------------------------------- theory
-def check_attribute_data(data, names) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """``(images (n, ...), {name: (n,) long})`` from ``data`` (an object with ``.images`` and
-    ``.attributes``, or such a pair); ``names`` are the attributes the theory needs."""
+class AttributeData(NamedTuple):
+    """Checked attribute-labelled data: ``images`` (n, ...) and ``attributes`` ``{name: (n,) long}``."""
+
+    images: torch.Tensor
+    attributes: dict[str, torch.Tensor]
+
+
+def check_attribute_data(data, names) -> AttributeData:
+    """The images and the attributes ``names`` (those the theory needs) of ``data``: an object with
+    ``.images`` and ``.attributes``, or such a pair."""
     images, attributes = (data.images, data.attributes) if hasattr(data, "attributes") else data
     if not isinstance(images, torch.Tensor) or images.ndim < 2 or not images.is_floating_point():
         raise ValueError("data: images must be a floating-point tensor (n, ...)")
@@ -280,7 +287,7 @@ def check_attribute_data(data, names) -> tuple[torch.Tensor, dict[str, torch.Ten
         if labels.shape != (images.shape[0],) or labels.is_floating_point():
             raise ValueError(f"data: attribute {name!r} must hold (n,) = ({images.shape[0]},) integer labels")
         out[name] = labels.long()
-    return images, out
+    return AttributeData(images, out)
 
 
 def fit_attribute_mixture(
@@ -438,7 +445,7 @@ def atlas(
         if x0 is None:
             if data is None:
                 raise ValueError("x0: give the sources (x0=) or data= to draw them from")
-            x0 = check_attribute_data(data, [])[0][: check_positive_int(n_sources, "n_sources")]
+            x0 = check_attribute_data(data, []).images[: check_positive_int(n_sources, "n_sources")]
         if times is None:
             times = grid_times(process, check_positive_int(n_times, "n_times"))
         names = tuple(features)
@@ -479,11 +486,28 @@ def atlas(
             images, labels = check_attribute_data(data, attributes)
             prediction, gmm = theory_prediction(images, labels, eps)
             exact = _like_for_like(
-                gmm, fr, x0, features, derive_seed(seed, "exact"), delta, n_boot, seed, progress
+                gmm,
+                fr,
+                x0,
+                features,
+                run_seed=derive_seed(seed, "exact"),
+                delta=delta,
+                n_boot=n_boot,
+                boot_seed=seed,
+                progress=progress,
             )
         metadata = _metadata(features, process, x0, fr, clone_result, seed=seed, n_per_time=n_per_time)
         metadata.update(n_clones=n_clones if cloning else None, delta=delta, n_boot=n_boot)
-        return AtlasResult(names, estimates, fr, clone_estimates, clone_result, prediction, exact, metadata)
+        return AtlasResult(
+            features=names,
+            estimates=estimates,
+            forward_reverse=fr,
+            clone_estimates=clone_estimates,
+            clone_result=clone_result,
+            theory=prediction,
+            like_for_like=exact,
+            metadata=metadata,
+        )
 
 
 def _metadata(features, process, x0, fr, clone_result, **settings) -> dict[str, Any]:
@@ -510,9 +534,8 @@ def _clone_estimates(result: CloneResult, names, delta: float, n_boot: int, seed
             out[name] = estimate_window(
                 result, delta, n_boot=n_boot, seed=seed, per_class=False, feature=name
             )
-        except ValueError as exc:
-            if "base rate is 1" not in str(exc):
-                raise
+        except ConstantFeatureError:
+            pass
     return out
 
 
@@ -521,7 +544,7 @@ def _attribute_names(data) -> set[str]:
     return set(attributes)
 
 
-def _like_for_like(gmm, fr, x0, features, run_seed, delta, n_boot, boot_seed, progress) -> dict:
+def _like_for_like(gmm, fr, x0, features, *, run_seed, delta, n_boot, boot_seed, progress) -> dict:
     """The same forward–reverse estimator, sources, realised OU times and readers on the fitted mixture
     with its exact sampler (its grid is made of the measured times, so nothing is rounded)."""
     times = sorted(set(fr.times.tolist()))

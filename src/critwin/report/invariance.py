@@ -156,7 +156,14 @@ def measure_window(
     )
     est = estimate_window(fr, delta=0.1, n_boot=n_boot, generator=generator)
     accuracy = model.card.get("conditional_accuracy")
-    return ModelWindow(run.label, model.config.parameterisation, accuracy, process, fr, est)
+    return ModelWindow(
+        name=run.label,
+        parameterisation=model.config.parameterisation,
+        card_accuracy=accuracy,
+        process=process,
+        fr=fr,
+        est=est,
+    )
 
 
 @dataclass
@@ -287,12 +294,12 @@ def invariance_section(
     same sources with the same sizes (or taken from ``measured``, with ``generator`` as in
     :func:`compare_parameterisations`)."""
     reference = ModelWindow(
-        REFERENCE,
-        digits.model.config.parameterisation,
-        digits.model.card.get("conditional_accuracy"),
-        digits.process,
-        digits.fr,
-        digits.est,
+        name=REFERENCE,
+        parameterisation=digits.model.config.parameterisation,
+        card_accuracy=digits.model.card.get("conditional_accuracy"),
+        process=digits.process,
+        fr=digits.fr,
+        est=digits.est,
     )
     runs, pairs = compared_runs()
     return compare_parameterisations(

@@ -19,7 +19,7 @@ from critwin.diagnostics.fairness import RebalanceResult, rebalance
 from critwin.diagnostics.feature_atlas import AtlasResult, atlas
 from critwin.diagnostics.privacy import MembershipAudit, membership_audit
 from critwin.experiments.cloning import clone
-from critwin.experiments.estimation import WindowEstimate, _percentile_interval, estimate_window
+from critwin.experiments.estimation import WindowEstimate, estimate_window, percentile_interval
 from critwin.experiments.features import apply_feature
 from critwin.experiments.forward_reverse import ForwardReverseResult, forward_reverse
 from critwin.experiments.process import MixtureProcess, grid_times
@@ -176,7 +176,16 @@ def theory_section(sizes: DemoSizes, eps: float, generator: torch.Generator) -> 
         se.append(res["tv_se"])
         labels.append(res["label_dist"].tolist())
     return TheorySection(
-        mix, eps, tree, fine, coarse, window, grid, np.array(tv), np.array(se), np.array(labels)
+        mixture=mix,
+        eps=eps,
+        tree=tree,
+        fine=fine,
+        coarse=coarse,
+        window=window,
+        grid=grid,
+        tv=np.array(tv),
+        se=np.array(se),
+        labels=np.array(labels),
     )
 
 
@@ -186,7 +195,7 @@ def step_of(process, t) -> Any:
     if t is None or not math.isfinite(t):
         return None
     try:
-        return process.step_label(process.locate(float(t))[0])
+        return process.step_label(process.locate(float(t)).index)
     except ValueError:
         return None
 
@@ -278,7 +287,18 @@ def digits_section(sizes: DemoSizes, seed: int, progress: bool) -> DigitsSection
     strip_times = sorted(times[:: max(1, len(times) // 7)][:7])  # increasing noise, left to right
     source = x0[[3 * sizes.fr_per_class]]  # the first "3"
     rows = _regenerate(process, source, strip_times, replicates=3, generator=g)
-    return DigitsSection(model, process, fr, est, est_clone, int(x0.shape[0]), x0, source, strip_times, rows)
+    return DigitsSection(
+        model=model,
+        process=process,
+        fr=fr,
+        est=est,
+        est_clone=est_clone,
+        n_sources=int(x0.shape[0]),
+        sources=x0,
+        source=source,
+        strip_times=strip_times,
+        strip_rows=rows,
+    )
 
 
 def _regenerate(process, source, times, replicates: int, generator) -> list[torch.Tensor]:
@@ -358,7 +378,15 @@ def comparison_section(
         w = critical_window(gmm, after=[k], eps=eps, n=sizes.gmm_mc, generator=g, tol=max(sizes.tol, 1e-2))
         theory[k] = {"t_after": finite(w.t_after), "t_before": finite(w.t_before), "empty": bool(w.empty)}
     top_eig = torch.linalg.eigvalsh(torch.cov(flat.T)).max().item()
-    return ComparisonSection(gmm_fr, gmm_est, difference, theory, 0.5 * math.log(top_eig), top_eig, eps)
+    return ComparisonSection(
+        gmm_fr=gmm_fr,
+        gmm_est=gmm_est,
+        difference=difference,
+        theory_per_class=theory,
+        speciation_time=0.5 * math.log(top_eig),
+        top_eigenvalue=top_eig,
+        eps=eps,
+    )
 
 
 def exact_forward_reverse(gmm, digits: DigitsSection, replicates: int, seed: int, progress: bool):
@@ -454,7 +482,7 @@ def paired_t_half_difference(
     out = {}
     for k in keys:
         first, second = point[0].get(k, math.nan), point[1].get(k, math.nan)
-        lo, hi = _percentile_interval(draws[k], level) if n_boot else (math.nan, math.nan)
+        lo, hi = percentile_interval(draws[k], level) if n_boot else (math.nan, math.nan)
         out[k if k == "all" else int(k)] = {
             names[0]: finite(first),
             names[1]: finite(second),
@@ -586,6 +614,14 @@ def shapes_section(sizes: DemoSizes, eps: float, seed: int, progress: bool) -> S
     rows = _regenerate(process, source, times, sizes.strip_replicates, generator)
     strip = torch.stack(rows)
     flat = strip.reshape(-1, *strip.shape[2:])
-    labels = {name: apply_feature(f, flat)[0].numpy().reshape(len(times), -1) for name, f in readers.items()}
-    own = {name: int(apply_feature(f, source)[0][0]) for name, f in readers.items()}
-    return ShapesSection(result, source, times, strip, labels, own)
+    read = {name: apply_feature(f, flat).labels for name, f in readers.items()}
+    labels = {name: value.numpy().reshape(len(times), -1) for name, value in read.items()}
+    own = {name: int(apply_feature(f, source).labels[0]) for name, f in readers.items()}
+    return ShapesSection(
+        atlas=result,
+        source=source,
+        strip_times=times,
+        strip=strip,
+        strip_labels=labels,
+        source_labels=own,
+    )
