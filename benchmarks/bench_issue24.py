@@ -18,21 +18,12 @@ import tempfile
 import time
 
 import torch
+from bench_core import best_time, gemm_peak_gflops
 
 from critwin import GaussianMixture
 
 QUICK = os.environ.get("CRITWIN_BENCH_QUICK") == "1"
 K, D, N, T = 64, 256, 20_000, 0.8
-
-
-def _best(fn, repeat=5) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def _children_cpu() -> float:
@@ -51,13 +42,12 @@ def kernel_row(threads: int) -> None:
     """``score_and_posterior`` against the GEMM peak; the refusal of bad input and what a full scan costs."""
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    peak = 2 * 2048**3 / _best(lambda: a @ b) / 1e9
+    peak = gemm_peak_gflops()
     g = torch.Generator().manual_seed(0)
     mix = GaussianMixture(3 * torch.randn(K, D, generator=g), torch.rand(K, generator=g) + 0.5)
     x = mix.noised(T).sample(N, torch.Generator().manual_seed(1))[0]
-    ours = _best(lambda: mix.score_and_posterior(x, T))
-    scanned = _best(lambda: (torch.isfinite(x).all(), mix.score_and_posterior(x, T)))
+    ours = best_time(lambda: mix.score_and_posterior(x, T), repeat=5)
+    scanned = best_time(lambda: (torch.isfinite(x).all(), mix.score_and_posterior(x, T)), repeat=5)
     share = 4 * N * D * K / ours / 1e9 / peak  # two (n x d)(d x K)-sized GEMMs
     bad = x.clone()
     bad[N // 2, 3] = float("nan")

@@ -11,8 +11,7 @@ light).
 
 from __future__ import annotations
 
-import importlib
-
+from critwin._lazy import lazy_exports
 from critwin._version import __version__
 
 _MODULE_EXPORTS = {
@@ -99,101 +98,7 @@ _MODULE_EXPORTS = {
 _EXPORTS = {name: module for module, names in _MODULE_EXPORTS.items() for name in names}
 """Every public name -> the module it lives in (imported when the name is first read)."""
 
-__all__ = [
-    "CallableProcess",
-    "CategoricalMixture",
-    "CategoricalTVCurve",
-    "ClosedFormTimes",
-    "CloneResult",
-    "DiscreteProcess",
-    "DiscreteSchedule",
-    "EmpiricalMixture",
-    "Estimate",
-    "ForwardReverseResult",
-    "GaussianMixture",
-    "MixtureProcess",
-    "ReverseProcess",
-    "SAMPLERS",
-    "SearchResult",
-    "SourceSimilarity",
-    "TVCurve",
-    "TransitionTimes",
-    "Tree",
-    "Window",
-    "WindowEstimate",
-    "alpha_bar",
-    "alpha_sigma",
-    "bhattacharyya_gaussians",
-    "categorical_tv",
-    "clone",
-    "commitment_curve",
-    "critical_window",
-    "estimate_window",
-    "flow_s",
-    "forward_reverse",
-    "forward_reverse_tv",
-    "hellinger_gaussians",
-    "hierarchy",
-    "karras_sigmas",
-    "kl_gaussians",
-    "load_mixture",
-    "log_concave_times",
-    "log_snr",
-    "memory_limit",
-    "ou_time",
-    "overlap_bound",
-    "pinsker_bound",
-    "random_walk_modes",
-    "sample_ddim",
-    "sample_ddpm",
-    "sample_euler_maruyama",
-    "sample_exact",
-    "sample_exponential",
-    "sample_heun",
-    "save_mixture",
-    "search_window",
-    "set_memory_limit",
-    "snr",
-    "susceptibility",
-    "theorem_bound",
-    "time_grid",
-    "transition_times",
-    "tv",
-    "tv_bounds_gaussians",
-    "tv_gaussians",
-    "ve_sigma",
-    "window_isotropic",
-    "window_prefix_split",
-    "window_random_walk",
-    "window_two_gaussians",
-    "window_two_strings",
-    "zero_shot_clip",
-    "AtlasResult",
-    "atlas",
-    "DiffusersProcess",
-    "DigitsModel",
-    "classifier_feature",
-    "from_pipeline",
-    "load_classifier",
-    "load_digits_data",
-    "load_digits_model",
-    "load_local",
-    "membership_audit",
-    "nearest_neighbour_distance",
-    "rebalance",
-    "train_digits",
-    "__version__",
-]
+__all__ = [*_EXPORTS, "__version__"]
 
 
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'critwin' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later lookups are plain attribute reads
-    return value
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__ = lazy_exports("critwin", _EXPORTS, globals())
