@@ -31,7 +31,7 @@ from scipy.stats import norm
 
 from critwin._display import axes, data_frame, html_summary, short_repr
 from critwin._io import provenance
-from critwin._stats import wilson_bounds
+from critwin._stats import bounded_percentile_interval, wilson_bounds
 from critwin._validation import check_delta, check_eps, check_labels, check_number, check_positive_int
 from critwin.experiments.results import select_feature
 
@@ -589,13 +589,7 @@ def percentile_interval(draws: np.ndarray, level: float) -> tuple[float, float]:
     >>> percentile_interval(np.array([1.0, 2.0, 3.0, np.inf]), 0.5)
     (1.0, 3.0)
     """
-    valid = draws[~np.isnan(draws)]
-    if valid.size == 0:
-        return math.nan, math.nan
-    tail = (1 - level) / 2
-    # Order statistics (no interpolation), so that infinite draws never meet inf - inf.
-    low, high = np.quantile(valid, [tail, 1 - tail], method="inverted_cdf")
-    return float(low), float(high)
+    return bounded_percentile_interval(draws, draws, level)
 
 
 class Susceptibility(NamedTuple):
