@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -13,8 +14,10 @@ from critwin._threads import THREADS_ENV, set_threads, threads_from_env
 from critwin._validation import check_delta, check_eps, check_positive_int
 from critwin.cli import app
 from critwin.cli._common import check_counts, check_out_dir, fmt_time, parse_list, parse_times
-from critwin.diagnostics.feature_atlas import AtlasResult, atlas
 from critwin.report.output import build_atomically
+
+if TYPE_CHECKING:  # the atlas (torch, the models) is imported once the options are checked
+    from critwin.diagnostics.feature_atlas import AtlasResult
 
 ATLAS_FILE = "atlas.json"
 
@@ -118,6 +121,8 @@ def atlas_command(
         if unknown:
             raise ValueError(f"--features: {', '.join(unknown)} not among {', '.join(readers)}")
         readers = {name: readers[name] for name in wanted}
+    from critwin.diagnostics.feature_atlas import atlas
+
     result = atlas(
         process,
         readers,
@@ -134,6 +139,7 @@ def atlas_command(
         n_boot=sizes["boot"],
         seed=seed,
         progress=progress and not as_json,
+        threads=None,  # set above from --threads
     )
     report = {"model": model, **result.to_dict(), "seconds": time.perf_counter() - started}
     report.update(output_marker("atlas"))
