@@ -201,7 +201,8 @@ def grammar_theory(grammar, noise: str = "mask", eps: float = 0.1, component: in
 
     Returns
     -------
-    ``{"clock", "eps", "attributes": {level: {"t_merge", "t_after", "t_before", "status", "components"}},
+    ``{"clock", "eps", "attributes": {level: {"t_merge", "t_merge_bracket", "t_after", "t_before", "status",
+    "components"}},
     "order": [...], "fit": ...}`` (the ``theory`` entry of an :class:`AtlasResult`).
     """
     eps = check_eps(eps)
@@ -210,9 +211,10 @@ def grammar_theory(grammar, noise: str = "mask", eps: float = 0.1, component: in
     for name, sets in level_nodes(grammar.partitions(), component).items():
         window = critical_window(mixture, sets["node"], sets["parent"], eps)
         siblings = sorted(set(sets["parent"]) - set(sets["node"]))
-        t_merge = merge_level(mixture, sets["node"], siblings, eps)[0]
+        merge = merge_level(mixture, sets["node"], siblings, eps)
         attributes[name] = {
-            "t_merge": t_merge,
+            "t_merge": merge.time,
+            "t_merge_bracket": [merge.low, merge.high],
             "t_after": window.t_after,
             "t_before": window.t_before,
             "status": window.status,
