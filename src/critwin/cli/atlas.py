@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import typer
@@ -14,8 +15,11 @@ from critwin._threads import THREADS_ENV, set_threads, threads_from_env
 from critwin._validation import check_delta, check_eps, check_positive_int
 from critwin.cli import app
 from critwin.cli._common import check_counts, check_out_dir, fmt_time, parse_list, parse_times
-from critwin.diagnostics.feature_atlas import AtlasResult, atlas
+from critwin.cli.text import is_text_model, text_atlas_command
 from critwin.report.output import build_atomically
+
+if TYPE_CHECKING:  # the atlas (torch, the models) is imported once the options are checked
+    from critwin.diagnostics.feature_atlas import AtlasResult
 
 ATLAS_FILE = "atlas.json"
 
@@ -111,10 +115,12 @@ def check_atlas_dir(out: Path | None) -> Path | None:
 
 @app.command("atlas")
 def atlas_command(
+    ctx: typer.Context,
     model: str = typer.Option(
         "shapes",
         "--model",
-        help="Shipped shapes model name (DDPM or text-to-image) or a directory holding one.",
+        help="Shipped shapes model name (DDPM or text-to-image) or a directory holding one; or a text "
+        "model (rhm-mdm, rhm-ar).",
     ),
     prompt: str | None = typer.Option(
         None, "--prompt", help="Prompt of a text-to-image model (shapes-t2i, ...; required there)."
@@ -165,6 +171,13 @@ def atlas_command(
     check_atlas_dir(out)
     set_threads(threads_from_env() if threads is None else check_positive_int(threads, "--threads"))
     started = time.perf_counter()
+    if is_text_model(model):
+        given = ctx.get_parameter_source("steps").name == "COMMANDLINE"
+        options = dict(sizes, times=requested, features=wanted, eps=eps, delta=delta, seed=seed)
+        options.update(steps=steps if given else None, progress=progress and not as_json)
+        result = text_atlas_command(model, options)
+        _finish(result, model, started, out, as_json)
+        return
     if guidance is not None and not guidance >= 0:
         raise ValueError(f"--guidance must be a number >= 0, got {guidance}")
     process, data, readers = load_shapes(model, steps, prompt, guidance)
@@ -173,6 +186,8 @@ def atlas_command(
         if unknown:
             raise ValueError(f"--features: {', '.join(unknown)} not among {', '.join(readers)}")
         readers = {name: readers[name] for name in wanted}
+    from critwin.diagnostics.feature_atlas import atlas
+
     result = atlas(
         process,
         readers,
@@ -189,7 +204,20 @@ def atlas_command(
         n_boot=sizes["boot"],
         seed=seed,
         progress=progress and not as_json,
+        threads=None,  # set above from --threads
     )
+    _finish(result, model, started, out, as_json, prompt)
+
+
+def _finish(
+    result: AtlasResult,
+    model: str,
+    started: float,
+    out: Path | None,
+    as_json: bool,
+    prompt: str | None = None,
+) -> None:
+    """Write the atlas into ``out`` and print it (one JSON object, or the table)."""
     report = {
         "model": model,
         **({} if prompt is None else {"prompt": prompt}),

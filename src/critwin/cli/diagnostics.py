@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from critwin._io import atomic_write_json, json_text, output_marker
+from critwin._lazy import deferred_import
 from critwin._validation import check_positive_int, check_time
 from critwin.cli import app
 from critwin.cli._common import (
@@ -23,15 +24,20 @@ from critwin.cli._common import (
     reject_unused,
 )
 from critwin.cli._prompts import is_prompt_model, prompt_fairness_command, prompt_privacy_command
-from critwin.diagnostics.fairness import check_target, rebalance, window_fork_time
-from critwin.diagnostics.privacy import membership_audit
 from critwin.models._store import PIPELINE_MODELS, SHIPPED_MODELS, load_card
-from critwin.models.classifier import classifier_feature
 from critwin.models.data import NUM_CLASSES
-from critwin.models.judges import digit_judge_feature, selector_readers
 
-# The image models' membership audit; text-to-image pipelines (shipped or a directory) audit prompts.
-PRIVACY_MODELS = tuple(name for name in SHIPPED_MODELS if name not in PIPELINE_MODELS)
+# Imported where a diagnostic runs, after every option is checked (they import torch and the models).
+fairness_lib = deferred_import("critwin.diagnostics.fairness", globals(), "fairness_lib")
+privacy_lib = deferred_import("critwin.diagnostics.privacy", globals(), "privacy_lib")
+classifier_lib = deferred_import("critwin.models.classifier", globals(), "classifier_lib")
+judges_lib = deferred_import("critwin.models.judges", globals(), "judges_lib")
+
+# The image models' membership audit (not the text models); text-to-image pipelines (shipped or a
+# directory) audit prompts.
+PRIVACY_MODELS = tuple(
+    name for name in SHIPPED_MODELS if not name.startswith("rhm-") and name not in PIPELINE_MODELS
+)
 
 
 def _check_audit_sizes(model: str, members: int, nonmembers: int) -> None:
@@ -206,7 +212,7 @@ def _image_privacy(
     executor, ray_address = executor_options(executor, ray_address)
     _check_audit_sizes(model, members, nonmembers)
     loaded, member_images, nonmember_images = _audit_images(model, members, nonmembers)
-    audit = membership_audit(
+    audit = privacy_lib.membership_audit(
         loaded.process(num_inference_steps=steps),
         member_images,
         nonmember_images,
@@ -360,20 +366,22 @@ def _print_fairness(result, candidates: int) -> None:
 
 def _digits_fairness(fork_time, n, candidates, target, steps, seed, progress):
     if target is not None:
-        target = check_target(parse_list(target, "--target", float, "probabilities"), NUM_CLASSES, "--target")
+        target = fairness_lib.check_target(
+            parse_list(target, "--target", float, "probabilities"), NUM_CLASSES, "--target"
+        )
     # Deferred: critwin.models.digits imports diffusers (seconds); options are checked above.
     from critwin.models.digits import load_digits_model
 
-    return rebalance(
+    return fairness_lib.rebalance(
         load_digits_model().process(num_inference_steps=steps),
         n,
-        classifier_feature(),
+        classifier_lib.classifier_feature(),
         NUM_CLASSES,
         1.5 if fork_time is None else fork_time,
         target=target,
         n_candidates=candidates,
         seed=seed,
-        judge=digit_judge_feature(),
+        judge=judges_lib.digit_judge_feature(),
         progress=progress,
     )
 
@@ -385,16 +393,18 @@ def _shapes_fairness(model, attribute, fork_time, n, candidates, target, steps, 
     check_choice(attribute, "--attribute", list(ATTRIBUTES))
     n_classes = len(ATTRIBUTES[attribute])
     if target is not None:
-        target = check_target(parse_list(target, "--target", float, "probabilities"), n_classes, "--target")
+        target = fairness_lib.check_target(
+            parse_list(target, "--target", float, "probabilities"), n_classes, "--target"
+        )
     loaded = load_shapes_model(model)
     process = loaded.process(num_inference_steps=steps)
     judges = attribute_readers()
     judge = judges.pop(attribute)
-    selector = selector_readers()[attribute]
+    selector = judges_lib.selector_readers()[attribute]
     if fork_time is None:
         sources = loaded.training_data().images[:64]
-        fork_time, _ = window_fork_time(process, sources, selector, seed=seed)
-    return rebalance(
+        fork_time, _ = fairness_lib.window_fork_time(process, sources, selector, seed=seed)
+    return fairness_lib.rebalance(
         process,
         n,
         selector,

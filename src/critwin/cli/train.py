@@ -6,28 +6,18 @@ import importlib.util
 import time
 from pathlib import Path
 
-import torch
 import typer
 
+from critwin._lazy import deferred_import
 from critwin.cli import app
 from critwin.cli._common import check_choice, check_counts, check_out_dir, reject_unused
 from critwin.models._store import load_card, weights_paths
-from critwin.models.classifier import (
-    CLASSIFIER_NAME,
-    evaluate_classifier,
-    load_classifier,
-    save_classifier,
-    train_classifier,
-)
-from critwin.models.data import load_digits_data
-from critwin.models.shapes import (
-    SHAPE_CLASSIFIER_NAME,
-    attribute_readers,
-    evaluate_readers,
-    load_shape_classifier,
-    save_shape_classifier,
-    train_shape_classifier,
-)
+
+# Imported when training starts, after every option is checked (torch, the models).
+torch = deferred_import("torch", globals())
+classifiers = deferred_import("critwin.models.classifier", globals(), "classifiers")
+readers_lib = deferred_import("critwin.models.shapes.readers", globals(), "readers_lib")
+digits_data = deferred_import("critwin.models.data", globals(), "digits_data")
 
 SHAPE_CLASSIFIER_TRAIN = 8000
 
@@ -42,7 +32,18 @@ T2I = (
     "shapes-t2i-memorise-tiny",
 )
 CLASSIFIERS = ("classifier", "shapes-classifier", "digit-judge", "shapes-selector")
-TRAINABLE = (*DIGITS, "classifier", *SHAPES, "shapes-classifier", "digit-judge", "shapes-selector", *T2I)
+TEXT = ("rhm-mdm", "rhm-ar", "rhm-mdm-tiny", "rhm-ar-tiny")
+TRAINABLE = (
+    *DIGITS,
+    "classifier",
+    *SHAPES,
+    "shapes-classifier",
+    "digit-judge",
+    "shapes-selector",
+    *T2I,
+    *TEXT,
+)
+NOT_FOR_TEXT = "does not apply to the text models"
 
 
 @app.command("train")
@@ -101,8 +102,10 @@ def train(
     the digit ``classifier``, a shapes DDPM (``shapes``, ``shapes-biased``, ``shapes-memorise``,
     ``shapes-tiny``), the ``shapes-classifier`` (the shape reader), an independent reader
     (:mod:`critwin.models.judges`: the ``digit-judge`` grades what the digit classifier selected, the
-    ``shapes-selector`` selects while the analytic readers grade) or a text-to-image pipeline
-    (``shapes-t2i``, ``shapes-t2i-biased``, ``shapes-t2i-memorise`` and their ``-tiny`` versions).
+    ``shapes-selector`` selects while the analytic readers grade), a text-to-image pipeline
+    (``shapes-t2i``, ``shapes-t2i-biased``, ``shapes-t2i-memorise`` and their ``-tiny`` versions), or a
+    text model on the Random Hierarchy Model (``rhm-mdm`` masked diffusion, ``rhm-ar`` autoregressive;
+    ``-tiny`` versions).
 
     Writes safetensors weights and a JSON model card (config, data, seed, metrics) into --out; a
     text-to-image model is the pipeline directory --out/NAME (with critwin_card.json).
@@ -120,6 +123,8 @@ def train(
             "unconditional_samples": t2i_only,
         },
     )
+    if model in TEXT:
+        reject_unused(ctx, {"inference_steps": NOT_FOR_TEXT, "classifier_dir": NOT_FOR_TEXT})
     check_counts(eval_every=eval_every, unconditional_samples=unconditional_samples, minimum=0)
     check_counts(eval_samples=eval_samples, inference_steps=inference_steps, threads=threads)
     if model in CLASSIFIERS:
@@ -150,7 +155,9 @@ def train(
         inference_steps=100 if inference_steps is None and model not in T2I else inference_steps,
         progress=progress,
     )
-    if model in SHAPES:
+    if model in TEXT:
+        _train_text(model, changes, **run)
+    elif model in SHAPES:
         _train_shapes(model, changes, **run)
     elif model in T2I:
         _train_t2i(model, changes, eval_samples=eval_samples, **run)
@@ -190,8 +197,8 @@ def _train_shapes(model: str, changes: dict, *, out, classifier_dir, **run) -> N
 
     preset = PRESETS["tiny" if model == "shapes-tiny" else model]
     config = preset.replace(**changes)
-    directory = _classifier_dir(out, classifier_dir, SHAPE_CLASSIFIER_NAME)
-    readers = attribute_readers(load_shape_classifier(directory))
+    directory = _classifier_dir(out, classifier_dir, readers_lib.SHAPE_CLASSIFIER_NAME)
+    readers = readers_lib.attribute_readers(readers_lib.load_shape_classifier(directory))
     reference = (lambda: _reference_card(out, "shapes")) if model == "shapes-memorise" else None
     samples = run["unconditional_samples"]
     train_shapes(
@@ -220,15 +227,31 @@ def _train_t2i(model: str, changes: dict, *, out, classifier_dir, eval_samples, 
     if run["inference_steps"] is not None:
         changes = {**changes, "num_inference_steps": run["inference_steps"]}
     config = PRESETS[model].replace(**changes)
-    directory = _classifier_dir(out, classifier_dir, SHAPE_CLASSIFIER_NAME)
+    directory = _classifier_dir(out, classifier_dir, readers_lib.SHAPE_CLASSIFIER_NAME)
     train_t2i(
         config,
         name=model,
         out_dir=out,
-        readers=attribute_readers(load_shape_classifier(directory)),
+        readers=readers_lib.attribute_readers(readers_lib.load_shape_classifier(directory)),
         log_every=max(1, min(100, config.steps // 10)),
         evaluation={"n_per_prompt": 10 if eval_samples is None else eval_samples},
         progress=run["progress"],
+        log=typer.echo,
+    )
+
+
+def _train_text(model: str, changes: dict, *, out, unconditional_samples, eval_every, progress, **_) -> None:
+    from critwin.models.text import PRESETS, train_text_model
+
+    config = PRESETS[model].replace(**changes)
+    train_text_model(
+        config,
+        name=model,
+        out_dir=out,
+        log_every=max(1, min(200, config.steps // 10)),
+        eval_every=eval_every,
+        final_samples=2000 if unconditional_samples is None else unconditional_samples,
+        progress=progress,
         log=typer.echo,
     )
 
@@ -250,15 +273,15 @@ def _check_classifier_options(steps, batch_size, learning_rate, epochs: int | No
 
 def _train_classifier(out: Path, epochs: int | None, seed: int) -> None:
     epochs = 60 if epochs is None else epochs
-    data = load_digits_data()
+    data = digits_data.load_digits_data()
     typer.echo(
         f"training the digit classifier: {epochs} epochs on {data.train_labels.numel()} digits, seed {seed}"
     )
-    model = train_classifier(data, epochs=epochs, seed=seed)
-    metrics = evaluate_classifier(model, data)
+    model = classifiers.train_classifier(data, epochs=epochs, seed=seed)
+    metrics = classifiers.evaluate_classifier(model, data)
     described = data.describe()
     described.pop("train_indices")
-    weights_file, card_file = save_classifier(
+    weights_file, card_file = classifiers.save_classifier(
         model,
         out,
         {
@@ -284,12 +307,12 @@ def _train_shape_classifier(out: Path, epochs: int | None, seed: int) -> None:
         f"training the shape reader: {epochs} epochs on {SHAPE_CLASSIFIER_TRAIN} shapes images, seed {seed}"
     )
     started = time.perf_counter()
-    model = train_shape_classifier(n_train=SHAPE_CLASSIFIER_TRAIN, epochs=epochs, seed=seed)
+    model = readers_lib.train_shape_classifier(n_train=SHAPE_CLASSIFIER_TRAIN, epochs=epochs, seed=seed)
     seconds = time.perf_counter() - started
-    readers = attribute_readers(model)
-    accuracy = evaluate_readers(readers)
-    noisy = evaluate_readers(readers, noise=0.1)
-    weights_file, card_file = save_shape_classifier(
+    readers = readers_lib.attribute_readers(model)
+    accuracy = readers_lib.evaluate_readers(readers)
+    noisy = readers_lib.evaluate_readers(readers, noise=0.1)
+    weights_file, card_file = readers_lib.save_shape_classifier(
         model,
         out,
         {
@@ -320,7 +343,7 @@ def _train_digit_judge(out: Path, epochs: int | None, seed: int) -> None:
     from critwin.models.judges import evaluate_digit_judge, save_digit_judge, train_digit_judge
 
     epochs = 120 if epochs is None else epochs
-    data = load_digits_data()
+    data = digits_data.load_digits_data()
     typer.echo(f"training the digit judge: {epochs} epochs on the {data.test_labels.numel()} test digits")
     started = time.perf_counter()
     model = train_digit_judge(data, epochs=epochs, seed=seed)
@@ -403,7 +426,7 @@ def _classifier_dir(out: Path, classifier_dir: Path | None, name: str) -> Path |
 
 
 def _load_metrics_classifier(out: Path, classifier_dir: Path | None):
-    return load_classifier(_classifier_dir(out, classifier_dir, CLASSIFIER_NAME))
+    return classifiers.load_classifier(_classifier_dir(out, classifier_dir, classifiers.CLASSIFIER_NAME))
 
 
 def _reference_card(out: Path, name: str) -> dict | None:

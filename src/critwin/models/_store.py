@@ -11,11 +11,12 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import NamedTuple
-
-import torch
+from typing import TYPE_CHECKING, NamedTuple
 
 from critwin._io import atomic_path, atomic_write_json
+
+if TYPE_CHECKING:  # annotations only: the command line reads the registry below before torch loads
+    import torch
 
 SHIPPED_WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
@@ -32,6 +33,8 @@ SHIPPED_MODELS = {
     "shapes-t2i": "Stable Diffusion pipeline trained on captioned shapes (CLIP text encoder, VAE, U-Net)",
     "shapes-t2i-biased": "the same where 'a circle' (no background named) is on blue 80% of the time",
     "shapes-t2i-memorise": "the same with member captions duplicated 1, 4, 16, 64 times (memorisation)",
+    "rhm-mdm": "masked-diffusion transformer on a Random Hierarchy Model language (8 tokens, 4 levels)",
+    "rhm-ar": "autoregressive transformer on the same Random Hierarchy Model language",
 }
 
 # Shipped as diffusers pipeline directories ``weights/<name>/`` (StableDiffusionPipeline.from_pretrained),
@@ -54,6 +57,8 @@ RETRAIN_COMMANDS = {
     "shapes-t2i": "critwin train shapes-t2i --threads 1 --out {dir}",
     "shapes-t2i-biased": "critwin train shapes-t2i-biased --threads 1 --out {dir}",
     "shapes-t2i-memorise": "critwin train shapes-t2i-memorise --threads 1 --out {dir}",
+    "rhm-mdm": "critwin train rhm-mdm --threads 1 --out {dir}",
+    "rhm-ar": "critwin train rhm-ar --threads 1 --out {dir}",
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from critwin.report.html import Page
+from critwin.report.text import text_page
 from critwin.report.text_to_image import text_to_image_page
 
 __all__ = ["demo_page"]
@@ -24,6 +25,8 @@ def demo_page(summary: dict) -> str:
         _parameterisation(page, summary)
     if "shapes" in summary:
         _shapes(page, summary)
+    if "text" in summary:
+        text_page(page, summary["text"])
     if "text_to_image" in summary:
         text_to_image_page(page, summary)
     page.paragraph(f"Every number is in summary.json. Runtime: {summary['runtime_seconds']:.1f} s.")

@@ -40,6 +40,7 @@ __all__ = [
     "fitted_class_mixture",
     "theory_section",
     "digits_section",
+    "digit_sources",
     "comparison_section",
     "paired_t_half_difference",
     "diagnostics_section",
@@ -272,16 +273,19 @@ class DigitsSection:
         }
 
 
+def digit_sources(data, per_class: int) -> torch.Tensor:
+    """(10 per_class, 1, 8, 8) the first ``per_class`` held-out digits of each class, class by class: the
+    sources of every digits sweep of the demo (sections 2, 3 and 5)."""
+    picks = torch.cat([torch.nonzero(data.test_labels == k).flatten()[:per_class] for k in range(10)])
+    return data.test_images[picks]
+
+
 def digits_section(sizes: DemoSizes, seed: int, progress: bool) -> DigitsSection:
     model = load_digits_model()
     feature = classifier_feature()
     process = model.process(num_inference_steps=sizes.inference_steps)
-    data = model.training_data()
     g = torch.Generator().manual_seed(seed)
-    picks = torch.cat(
-        [torch.nonzero(data.test_labels == k).flatten()[: sizes.fr_per_class] for k in range(10)]
-    )
-    x0 = data.test_images[picks]
+    x0 = digit_sources(model.training_data(), sizes.fr_per_class)
     times = grid_times(process, sizes.fr_grid)
     label = "shipped digit classifier"
     fr = forward_reverse(
@@ -671,6 +675,7 @@ def shapes_section(sizes: DemoSizes, eps: float, seed: int, progress: bool) -> S
         n_boot=sizes.n_boot,
         seed=seed,
         progress=progress,
+        threads=None,  # run_demo chose them
     )
     # The source: a held-out image (another seed than the training data's).
     source = make_shapes(1, seed=seed + 1).images
