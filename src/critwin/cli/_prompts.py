@@ -14,7 +14,6 @@ import typer
 
 from critwin._io import atomic_write_json, json_text, output_marker
 from critwin.cli._common import check_choice, parse_list
-from critwin.diagnostics.prompt_sampling import check_prompts
 from critwin.models._store import PIPELINE_MODELS
 
 __all__ = ["is_prompt_model", "read_prompt_file", "prompt_fairness_command", "prompt_privacy_command"]
@@ -37,11 +36,14 @@ def read_prompt_file(path: str, option: str) -> list[str]:
     prompts = [line.strip() for line in text.splitlines() if line.strip()]
     if not prompts:
         raise ValueError(f"{option} {path}: holds no prompts (one prompt per line)")
+    from critwin.diagnostics.prompt_sampling import check_prompts  # imports torch: after --help
+
     return check_prompts(prompts, f"{option} {path}")
 
 
 def _check_lengths(directory: Path, prompts: list[str], where: str) -> None:
     """Every prompt within the tokenizer's limit, read without loading a network."""
+    from critwin.diagnostics.prompt_sampling import check_prompts
     from critwin.diagnostics.prompt_shapes import model_card
 
     card = model_card(directory)

@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
 import typer
 
 from critwin._io import PNG_SOFTWARE, atomic_write_json, check_replaceable, json_text, output_marker
@@ -90,7 +89,7 @@ def _load_t2i(t2i, model: str, steps: int, prompt: str | None, guidance: float |
             "is fitted to the images of such captions (try a caption of the grammar without an unseen "
             "item id)"
         )
-    index = torch.tensor(rows)
+    index = importlib.import_module("torch").tensor(rows)  # torch loads once the options are checked
     pairs = (data.images[index], {name: labels[index] for name, labels in data.attributes.items()})
     adapter = importlib.import_module("critwin.adapters.diffusers")
     pipe = adapter.load_local(t2i.model_directory(model), text_encoder=True)
