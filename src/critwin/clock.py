@@ -345,8 +345,8 @@ class TimeGrid:
     """A sampler's decreasing grid of OU times, and the one owner of requested OU times.
 
     Grid index ``i`` is the state at ``times[i]``; ``times[-1]`` is the end of sampling (0: clean data).
-    Requested times are validated here once (finite, >= 0, at most the largest time from which the
-    sampler can start, ``times[0]``, up to :data:`RANGE_RTOL`) and mapped to grid indices.
+    Requested times are validated here once (finite, >= 0, at most the largest finite time from which
+    the sampler can start, :attr:`finite_max`, up to :data:`RANGE_RTOL`) and mapped to grid indices.
 
     Parameters
     ----------
@@ -436,8 +436,15 @@ class TimeGrid:
         out = torch.tensor(
             [check_time(v, label) for v, label in zip(values, labels, strict=True)], dtype=torch.float64
         )
-        _check_in_range(out[0] if scalar else out, self.times[-1].item(), self.t_max, name, "sampler")
+        _check_in_range(out[0] if scalar else out, self.times[-1].item(), self.finite_max, name, "sampler")
         return out
+
+    @property
+    def finite_max(self) -> float:
+        """Largest finite OU time of the grid: the end of the range of requests. A grid that starts at
+        pure noise (``times[0] = inf``, flow and zero-terminal-SNR schedules) realises no finite time
+        beyond its second point, so a request there is refused rather than run at that point."""
+        return self.t_max if math.isfinite(self.t_max) else self.times[1].item()
 
     def nearest(self, requested: torch.Tensor, clean_end: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Grid indices and OU times of checked requests (from :meth:`check`).

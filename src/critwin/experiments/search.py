@@ -464,9 +464,9 @@ def _reference_unit(shared: SweepSources, n_ref: int):
 
 
 def _check_range(t_range, grid) -> tuple[float, float]:
-    """``t_range`` (default: 0 to the grid's largest time) as a validated pair ``lo < hi``."""
+    """``t_range`` (default: 0 to the grid's largest finite time) as a validated pair ``lo < hi``."""
     if t_range is None:
-        return 0.0, grid.t_max
+        return 0.0, grid.finite_max
     if isinstance(t_range, (str, bytes)) or not hasattr(t_range, "__len__") or len(t_range) != 2:
         raise ValueError(f"t_range must be a pair (lo, hi) of OU times, got {t_range!r}")
     lo, hi = grid.check(t_range, "t_range").tolist()
