@@ -200,17 +200,18 @@ def check_labels(value, name: str) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------- seeds
-SEED_LIMIT = 2**64
-"""Seeds are integers in ``[0, SEED_LIMIT)``: what ``torch.Generator.manual_seed`` and numpy's
-``SeedSequence`` both take without wrapping or raising."""
+SEED_LIMIT = 2**63
+"""Seeds are integers in ``[0, SEED_LIMIT)``. ``torch.Generator.manual_seed`` takes up to ``2**64 - 1``;
+a bound of ``2**63`` leaves room for the fixed offsets some functions add to derive further seeds
+(``seed + 1``, ``data_seed + 10000``), so no seed accepted here fails later."""
 
 
 def _seed_error(name: str, value) -> ValueError:
-    return ValueError(f"{name} must be an integer in [0, 2**64), got {value!r}")
+    return ValueError(f"{name} must be an integer in [0, 2**63), got {value!r}")
 
 
 def check_seed(seed, name: str = "seed") -> int:
-    """The one rule for seeds: an integer (Python or NumPy, not bool) in ``[0, 2**64)``.
+    """The one rule for seeds: an integer (Python or NumPy, not bool) in ``[0, 2**63)``.
 
     Every public function that takes a seed calls this before any model is loaded or output written,
     and every CLI ``--seed`` goes through :func:`parse_seed`, so the message is the same everywhere.
@@ -222,7 +223,7 @@ def check_seed(seed, name: str = "seed") -> int:
     >>> check_seed(-1)
     Traceback (most recent call last):
     ...
-    ValueError: seed must be an integer in [0, 2**64), got -1
+    ValueError: seed must be an integer in [0, 2**63), got -1
     """
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
         raise _seed_error(name, seed)

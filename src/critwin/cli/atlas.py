@@ -10,7 +10,7 @@ import typer
 
 from critwin._io import PNG_SOFTWARE, atomic_write_json, check_replaceable, json_text, output_marker
 from critwin._threads import THREADS_ENV, set_threads, threads_from_env
-from critwin._validation import check_delta, check_eps, check_positive_int
+from critwin._validation import check_delta, check_eps, check_positive_int, parse_seed
 from critwin.cli import app
 from critwin.cli._common import check_counts, check_out_dir, fmt_time, parse_list, parse_times
 from critwin.diagnostics.feature_atlas import AtlasResult, atlas
@@ -81,7 +81,7 @@ def atlas_command(
     boot: int | None = typer.Option(None, "--boot", help="Bootstrap replicates."),
     eps: float = typer.Option(0.1, "--eps", help="eps of the fitted mixture's tree."),
     delta: float = typer.Option(0.1, "--delta", help="Window level."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: str = typer.Option("0", "--seed"),
     quick: bool = typer.Option(False, "--quick", help="Small sizes (a smoke run)."),
     out: Path | None = typer.Option(None, "--out", help="Write atlas.json, atlas.png and table.csv here."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
@@ -99,6 +99,7 @@ def atlas_command(
     JSON: {"features": {name: {"t_half", "t_half_ci", "t_after", "t_before", "order", ...}}, "order",
     "overlaps", "theory": {...}, "comparison": {...}}; censored times as {"value": null, "censored": ...}.
     """
+    seed = parse_seed(seed)
     sizes = dict(SIZES["quick" if quick else "default"])
     given = {"sources": sources, "replicates": replicates, "trajectories": trajectories}
     sizes.update({k: v for k, v in {**given, "clones": clones, "boot": boot}.items() if v is not None})

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from critwin._io import atomic_write_json, json_text, output_marker
-from critwin._validation import check_positive_int, check_time
+from critwin._validation import check_positive_int, check_time, parse_seed
 from critwin.cli import app
 from critwin.cli._common import (
     EXECUTOR_HELP,
@@ -73,7 +73,7 @@ def privacy(
     times: str = typer.Option("0.05,0.3,0.8,1.5,2.5", "--times", help="Comma-separated OU times."),
     steps: int = typer.Option(20, "--steps", help="Sampler steps."),
     replicates: int = typer.Option(2, "--replicates", help="Forward-reverse replicates per image and time."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: str = typer.Option("0", "--seed"),
     out: Path | None = typer.Option(None, "--out", help="Write the audit as JSON to this file."),
     executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
     ray_address: str | None = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
@@ -88,6 +88,7 @@ def privacy(
     ),
 ) -> None:
     """Memorised images commit early: ROC-AUC of commitment times, members vs held-out non-members."""
+    seed = parse_seed(seed)
     check_choice(model, "--model", PRIVACY_MODELS)
     requested_times = parse_times(times)
     check_counts(members=members, steps=steps, replicates=replicates)
@@ -138,7 +139,7 @@ def fairness(
     candidates: int = typer.Option(4, "--candidates", help="Continuations per trajectory (>= 2)."),
     target: str | None = typer.Option(None, "--target", help="Comma-separated target class distribution."),
     steps: int = typer.Option(50, "--steps", help="Sampler steps."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: str = typer.Option("0", "--seed"),
     model: str = typer.Option("digits", "--model", help="digits, or a shapes model: shapes, shapes-biased."),
     attribute: str | None = typer.Option(
         None, "--attribute", help="Shapes attribute to rebalance (background, shape, colour, mark)."
@@ -153,6 +154,7 @@ def fairness(
     (--attribute): the attribute's analytic reader (border pixels for background) selects and judges;
     the other attributes are read before and after (they should not move), and the extra NFEs reported.
     """
+    seed = parse_seed(seed)
     check_choice(model, "--model", ("digits", *SHAPES_FAIRNESS_MODELS))
     if fork_time is not None:
         check_time(fork_time, "--fork-time", allow_zero=False)

@@ -17,7 +17,7 @@ import typer
 
 from critwin._files import load_tensor_file
 from critwin._io import atomic_write_json, json_float, read_json
-from critwin._validation import check_delta, check_time
+from critwin._validation import check_delta, check_time, parse_seed
 from critwin.cli import app
 from critwin.cli._common import (
     EXECUTOR_HELP,
@@ -324,7 +324,7 @@ def sweep(
     labels: str = typer.Option(None, "--labels", help="Comma-separated class names for --feature clip."),
     height: int = typer.Option(None, "--height", help="Image height (latent models)."),
     width: int = typer.Option(None, "--width", help="Image width (latent models)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of every random draw."),
+    seed: str = typer.Option("0", "--seed", help="Seed of every random draw."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     dtype: str = typer.Option("float32", "--dtype", help="float32, float16 or bfloat16."),
     chunk_size: int = typer.Option(None, "--chunk-size", help="Samples per checkpointed unit."),
@@ -337,6 +337,7 @@ def sweep(
     Writes the engine's tidy outputs into --out (config.json, units/, table.csv, metadata.json; with
     --adaptive: search.json) and prints the realised noise level of every requested time.
     """
+    seed = parse_seed(seed)
     # Every option is checked (and every small file read) before the pipeline loads.
     _check_modes(experiment, times, adaptive, prompt, prompt_embeds, negative_prompt)
     if model in SHIPPED_MODELS:

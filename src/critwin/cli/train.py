@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 import typer
 
+from critwin._validation import parse_seed
 from critwin.cli import app
 from critwin.cli._common import check_choice, check_counts, check_out_dir, reject_unused
 from critwin.models._store import load_card, weights_paths
@@ -53,7 +54,7 @@ def train(
     epochs: int = typer.Option(
         None, "--epochs", help="Training epochs (classifiers only; default 60 digits, 8 shapes)."
     ),
-    seed: int = typer.Option(0, "--seed", help="Seed of initialisation, batches and noise."),
+    seed: str = typer.Option("0", "--seed", help="Seed of initialisation, batches and noise."),
     eval_every: int = typer.Option(
         500, "--eval-every", help="Steps between quick sample-quality checks (0: none)."
     ),
@@ -88,6 +89,7 @@ def train(
 
     Writes safetensors weights and a JSON model card (config, data, seed, metrics) into --out.
     """
+    seed = parse_seed(seed)
     check_choice(model, "MODEL", TRAINABLE)
     check_out_dir(out)
     reject_unused(ctx, {"eval_samples": None if model in DIGITS else "applies only to the digits models"})

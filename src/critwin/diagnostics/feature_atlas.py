@@ -32,7 +32,7 @@ import torch
 
 from critwin._display import axes, data_frame, html_summary, short_repr
 from critwin._io import json_text, provenance
-from critwin._validation import check_delta, check_eps, check_positive_int
+from critwin._validation import check_delta, check_eps, check_positive_int, check_seed
 from critwin.experiments.checkpoint import derive_seed
 from critwin.experiments.cloning import CloneResult, clone
 from critwin.experiments.estimation import ConstantFeatureError, WindowEstimate, estimate_window
@@ -431,6 +431,7 @@ def atlas(
     if not isinstance(features, Mapping) or not features:
         raise ValueError("features must be a non-empty mapping name -> feature")
     eps, delta = check_eps(eps), check_delta(delta)
+    seed = check_seed(seed)
     n_boot = check_positive_int(n_boot, "n_boot", minimum=0)
     process = as_process(process, None)
     if x0 is None:

@@ -42,7 +42,7 @@ from critwin._io import (
     read_json,
     remove_stale_temp_files,
 )
-from critwin._validation import check_positive_int
+from critwin._validation import check_positive_int, check_seed
 
 try:  # POSIX
     import fcntl
@@ -85,11 +85,7 @@ def resolve_seed(seed: int | None, generator: torch.Generator | None, default: i
     if seed is None and generator is None and default is not None:
         return int(default)
     if seed is not None:
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise ValueError(f"seed must be an integer, got {seed!r}")
-        if int(seed) < 0:
-            raise ValueError(f"seed must be >= 0, got {seed}")
-        return int(seed)
+        return check_seed(seed)
     device = generator.device if generator is not None else "cpu"
     return int(torch.randint(0, 2**62, (1,), generator=generator, device=device).item())
 

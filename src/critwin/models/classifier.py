@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from critwin._validation import check_positive_int
+from critwin._validation import check_positive_int, check_seed
 from critwin._version import __version__
 from critwin.models._store import load_state_into, load_weights, save_weights, weights_paths
 from critwin.models.data import IMAGE_SHAPE, NUM_CLASSES, DigitsData, load_digits_data
@@ -174,6 +174,7 @@ def train_classifier(
     -------
     DigitClassifier in eval mode.
     """
+    seed = check_seed(seed)
     data = load_digits_data() if data is None else data
     return fit_classifier(
         lambda: DigitClassifier(width=width),
@@ -213,14 +214,15 @@ def fit_classifier(
     The trained network in eval mode.
     """
     epochs = check_positive_int(epochs, "epochs")
+    seed = check_seed(seed)
     batch_size = check_positive_int(batch_size, "batch_size")
     if not float(learning_rate) > 0:
         raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
-    generator = torch.Generator().manual_seed(int(seed))
+    generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         # nn.Module initialisation and dropout draw from the global RNG; fork it so training is
         # reproducible without disturbing the caller's random state.
-        torch.manual_seed(int(seed))
+        torch.manual_seed(seed)
         model = build()
         optimiser = torch.optim.Adam(model.parameters(), lr=float(learning_rate))
         n = labels.numel()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from critwin._validation import check_positive_int
+from critwin._validation import check_positive_int, check_seed
 
 __all__ = [
     "DigitsData",
@@ -88,8 +88,7 @@ def load_digits_data(seed: int = 0, test_fraction: float = 0.2, subset_size: int
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"seed must be an integer, got {seed!r}")
+    seed = check_seed(seed)
     try:
         test_fraction = float(test_fraction)
     except (TypeError, ValueError):

@@ -35,7 +35,7 @@ import torch
 
 from critwin._io import atomic_write_json, atomic_write_text
 from critwin._threads import set_threads
-from critwin._validation import check_eps
+from critwin._validation import check_eps, check_seed
 from critwin.report import figures, invariance, sections
 from critwin.report.output import MARKER, build_atomically, check_report_dir
 from critwin.report.page import demo_page
@@ -81,6 +81,7 @@ def run_demo(
     The summary dictionary written to ``summary.json``.
     """
     eps = check_eps(eps)
+    seed = check_seed(seed)
     out = check_report_dir(Path(out))
     sizes = DemoSizes.quick() if quick else DemoSizes()
     summary: dict[str, Any] = {

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from critwin._validation import check_seed
 from critwin._version import __version__
 from critwin.experiments.features import CallableFeature
 from critwin.models.classifier import (
@@ -120,6 +121,7 @@ def train_shape_classifier(
     -------
     DigitClassifier on (n, 3, 16, 16) images with four classes (``ATTRIBUTES["shape"]``), in eval mode.
     """
+    seed = check_seed(seed)
     data = make_shapes(n_train, seed=data_seed)
     n_shapes = len(ATTRIBUTES["shape"])
     return fit_classifier(
@@ -141,7 +143,7 @@ def evaluate_readers(readers: dict, n: int = 4000, seed: int = 12345, noise: flo
     -------
     dict attribute -> accuracy (fraction of images whose label is read back).
     """
-    data = make_shapes(n, seed=seed)
+    data = make_shapes(n, seed=check_seed(seed))
     images = data.images
     if noise:
         images = images + noise * torch.randn(images.shape, generator=torch.Generator().manual_seed(seed))
