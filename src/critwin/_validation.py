@@ -97,6 +97,21 @@ def check_float_dtype(dtype, name: str = "dtype") -> torch.dtype:
     return dtype
 
 
+def check_device(device, name: str = "device") -> torch.device:
+    """A torch device this machine has: cpu, or cuda / mps where they are available."""
+    try:
+        out = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{name} must be a torch device such as cpu or cuda, got {device!r}") from None
+    if out.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{name} {device}: CUDA is not available on this machine")
+    if out.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{name} {device}: MPS is not available on this machine")
+    if out.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"{name} must be cpu, cuda or mps, got {device!r}")
+    return out
+
+
 def check_float_tensor(x, name: str = "x") -> torch.Tensor:
     """A finite tensor of a floating-point dtype (a sampler's state, a point to score)."""
     if not isinstance(x, torch.Tensor):

@@ -16,7 +16,7 @@ from typing import TypeVar
 import torch
 
 from critwin._io import check_replaceable, check_writable
-from critwin._validation import check_positive_int, check_time
+from critwin._validation import check_device, check_positive_int, check_time
 from critwin.experiments.executor import EXECUTORS, resolve_executor
 
 T = TypeVar("T")
@@ -24,11 +24,14 @@ T = TypeVar("T")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def parse_list(text: str, option: str, convert: Callable[[str], T], what: str) -> list[T]:
+def parse_list(
+    text: str, option: str, convert: Callable[[str], T], what: str, *, distinct: bool = False
+) -> list[T]:
     """Parse a comma-separated option value such as ``"0,2,3"`` with ``convert`` applied to each item.
 
     A ValueError names ``option`` and ``what`` it should hold when the list is empty or an item does not
-    convert (``convert`` raises ValueError).
+    convert (``convert`` raises ValueError), and, with ``distinct``, when an item repeats (a set of names
+    or indices given twice is a typo, never merged silently).
     """
     parts = [p.strip() for p in text.split(",") if p.strip()]
     if not parts:
@@ -39,12 +42,18 @@ def parse_list(text: str, option: str, convert: Callable[[str], T], what: str) -
             values.append(convert(part))
         except ValueError:
             raise ValueError(f"{option} must be a comma-separated list of {what}, got {part!r}") from None
+    if distinct:
+        repeated = sorted({str(v) for i, v in enumerate(values) if v in values[:i]})
+        if repeated:
+            raise ValueError(f"{option} names {', '.join(repeated)} more than once, got {text!r}")
     return values
 
 
 def parse_times(text: str, option: str = "--times") -> list[float]:
-    """Comma-separated non-negative OU times."""
-    return parse_list(text, option, lambda part: check_time(float(part), option), "non-negative OU times")
+    """Comma-separated distinct non-negative OU times."""
+    return parse_list(
+        text, option, lambda part: check_time(float(part), option), "non-negative OU times", distinct=True
+    )
 
 
 def check_counts(minimum: int = 1, **counts: int | None) -> None:
@@ -92,16 +101,7 @@ def check_out_file(path: Path | None, option: str = "--out", kind: str | None = 
 def parse_device_dtype(device: str, dtype: str) -> tuple[str, torch.dtype]:
     """``--device`` (a torch device; cuda needs CUDA present) and ``--dtype`` (a name in :data:`DTYPES`)."""
     check_choice(dtype, "--dtype", list(DTYPES))
-    try:
-        kind = torch.device(device).type
-    except RuntimeError:
-        raise ValueError(f"--device must be a torch device such as cpu or cuda, got {device!r}") from None
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: CUDA is not available on this machine")
-    if kind == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"--device {device}: MPS is not available on this machine")
-    if kind not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"--device must be cpu, cuda or mps, got {device!r}")
+    check_device(device, "--device")
     return device, DTYPES[dtype]
 
 

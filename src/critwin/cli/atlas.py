@@ -109,7 +109,11 @@ def atlas_command(
     check_counts(minimum=0, trajectories=sizes["trajectories"], boot=sizes["boot"])
     eps, delta = check_eps(eps, "--eps"), check_delta(delta, "--delta")
     requested = None if times is None else parse_times(times)
-    wanted = None if features is None else parse_list(features, "--features", str, "attribute names")
+    wanted = (
+        None
+        if features is None
+        else parse_list(features, "--features", str, "attribute names", distinct=True)
+    )
     check_atlas_dir(out)
     set_threads(threads_from_env() if threads is None else check_positive_int(threads, "--threads"))
     started = time.perf_counter()

@@ -4,6 +4,7 @@ or a shipped one (``--model digits``)."""
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import os
 import sys
@@ -29,6 +30,7 @@ from critwin.cli._common import (
     executor_options,
     fmt_time,
     parse_device_dtype,
+    parse_list,
     parse_times,
     reject_unused,
 )
@@ -123,6 +125,16 @@ def _import_feature(spec: str) -> Callable:
         raise ValueError(f"--feature {spec!r}: module {module_name!r} has no attribute {attr!r}")
     if not callable(fn):
         raise ValueError(f"--feature {spec!r}: {attr!r} is a {type(fn).__name__}, not a function")
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # builtins without a signature: their first call tells
+        return fn
+    try:
+        signature.bind(None)
+    except TypeError as exc:
+        raise ValueError(
+            f"--feature {spec!r}: {attr}{signature} must take one argument, the batch of images ({exc})"
+        ) from None
     return fn
 
 
@@ -148,7 +160,7 @@ def _feature_factory(spec: str, clip_weights, clip_arch, labels, device, model: 
             raise ValueError("--feature clip needs --clip-weights (a local file or directory) and --labels")
         if not Path(clip_weights).exists():
             raise FileNotFoundError(f"--clip-weights {clip_weights} does not exist")
-        names = [s.strip() for s in labels.split(",") if s.strip()]
+        names = parse_list(labels, "--labels", str, "class names", distinct=True)
         return lambda sources: zero_shot_clip(names, clip_weights, arch=clip_arch, device=device)
     if ":" in spec:
         fn = _import_feature(spec)

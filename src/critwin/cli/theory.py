@@ -30,7 +30,7 @@ from critwin.theory.windows import critical_window, transition_times
 
 def _subset(text: str | None, name: str) -> list[int] | None:
     """Parse "0,2,3" into [0, 2, 3]."""
-    return None if text is None else parse_list(text, f"--{name}", int, "component indices")
+    return None if text is None else parse_list(text, f"--{name}", int, "component indices", distinct=True)
 
 
 def _generator(seed: int):

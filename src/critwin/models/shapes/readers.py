@@ -167,6 +167,22 @@ def load_shape_classifier(directory: str | os.PathLike | None = None) -> DigitCl
     return load_classifier(directory, name=SHAPE_CLASSIFIER_NAME)
 
 
+def _check_shape_classifier(classifier) -> DigitClassifier:
+    """A shape reader: a :class:`DigitClassifier` on (3, 16, 16) images with one logit per shape."""
+    n_shapes = len(ATTRIBUTES["shape"])
+    if not isinstance(classifier, DigitClassifier):
+        raise ValueError(
+            "classifier must be a DigitClassifier (load_shape_classifier() or train_shape_classifier()), "
+            f"got {type(classifier).__name__}"
+        )
+    if classifier.image_shape != IMAGE_SHAPE or classifier.n_classes != n_shapes:
+        raise ValueError(
+            f"classifier must read {IMAGE_SHAPE} images into {n_shapes} shapes, got one for "
+            f"{classifier.image_shape} images and {classifier.n_classes} classes"
+        )
+    return classifier
+
+
 def attribute_readers(classifier: DigitClassifier | None = None) -> dict[str, CallableFeature]:
     """Every attribute's reader as an experiment feature (name -> ``feature(x) -> (n,) int64``).
 
@@ -181,7 +197,7 @@ def attribute_readers(classifier: DigitClassifier | None = None) -> dict[str, Ca
     ``(n, 3, 16, 16)`` in [-1, 1] to labels indexing ``ATTRIBUTES[attribute]``; the shape reader's
     ``.classifier`` is the network.
     """
-    classifier = load_shape_classifier() if classifier is None else classifier
+    classifier = load_shape_classifier() if classifier is None else _check_shape_classifier(classifier)
     functions = {
         "background": read_background,
         "shape": lambda x: classifier.predict(_images(x)),
