@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from critwin._files import fingerprint
+from critwin._memory import check_memory
 from critwin._validation import (
     call_model,
     callable_name,
@@ -50,6 +51,7 @@ __all__ = [
     "check_no_cond",
     "CountingDenoiser",
     "step_description",
+    "check_prior_memory",
     "select_cond",
     "nfe_since",
     "ou_noise",
@@ -111,6 +113,7 @@ class ReverseProcess(ABC):
         self, n: int, generator: torch.Generator | None = None, device=None, dtype=None
     ) -> torch.Tensor:
         """Draw ``n`` states at ``times[0]`` (standard normal for a fully noised VP/OU state)."""
+        check_prior_memory(n, self.sample_shape)
         return torch.randn(
             (n, *self.sample_shape), generator=generator, device=device, dtype=dtype or torch.float32
         )
@@ -233,6 +236,14 @@ class CountingDenoiser:
             )
         self.owner.nfe += int(x.shape[0])
         return out
+
+
+def check_prior_memory(n, sample_shape) -> None:
+    """The memory guard on a prior draw of ``n`` states of ``sample_shape`` (float32, with its noise)."""
+    n = check_positive_int(n, "n")
+    check_memory(
+        2 * 4 * n * math.prod(sample_shape), f"a prior draw of n={n} states of shape {tuple(sample_shape)}"
+    )
 
 
 def step_description(process: ReverseProcess, t) -> str:

@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 import torch
 
+from critwin._files import check_weights
 from critwin._io import atomic_path, atomic_write_json
 
 SHIPPED_WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -131,7 +132,10 @@ def load_weights(name: str, directory=None) -> tuple[dict[str, torch.Tensor], di
 
 
 def load_state_into(module: torch.nn.Module, state_dict: dict, name: str, weights_file: Path) -> None:
-    """``module.load_state_dict(strict=True)`` with a readable error when the file does not fit."""
+    """``module.load_state_dict(strict=True)`` with a readable error when the file does not fit, after
+    :func:`critwin._files.check_weights` (the network's own dtypes, finite and plausible values)."""
+    own = {key: value.dtype for key, value in module.state_dict().items()}
+    check_weights({key: value for key, value in state_dict.items() if key in own}, weights_file, own)
     try:
         module.load_state_dict(state_dict, strict=True)
     except RuntimeError as exc:

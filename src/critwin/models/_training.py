@@ -134,7 +134,7 @@ class TrainingConfig:
         size = unet_bytes(self.block_out_channels, self.layers_per_block)
         batch = unet_bytes(self.block_out_channels, self.layers_per_block, image, self.batch_size) - size
         check_memory(
-            5 * size + batch,
+            5 * size + batch + 64 * self.num_train_timesteps,
             f"a U-Net with block_out_channels={list(self.block_out_channels)}, layers_per_block="
             f"{self.layers_per_block} and batch_size={self.batch_size}",
         )

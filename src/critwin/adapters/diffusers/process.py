@@ -12,7 +12,7 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from critwin._files import fingerprint
-from critwin._validation import check_model_output, check_positive_int, check_time
+from critwin._validation import check_model_output, check_positive_int, check_sample_shape, check_time
 from critwin.adapters.diffusers.flow import flow_grid_times, flow_state, flow_state_scale, flow_time_s
 from critwin.adapters.diffusers.guidance import (
     UNCOND_PREFIX,
@@ -39,7 +39,7 @@ from critwin.adapters.diffusers.schedule import (
 )
 from critwin.clock import alpha_bar as ou_alpha_bar
 from critwin.clock import alpha_sigma, snr, ve_sigma
-from critwin.experiments.process import Callback, ReverseProcess
+from critwin.experiments.process import Callback, ReverseProcess, check_prior_memory
 
 __all__ = ["DiffusersProcess", "PriorDraw", "same_state"]
 
@@ -193,7 +193,9 @@ class DiffusersProcess(ReverseProcess):
         # Transformers (SD3, DiT, Flux) take hidden_states= and a per-sample timestep, not UNet positionals.
         self._keyword_call = call_accepts(getattr(unet, "forward", unet), "hidden_states", explicit=True)
         self._step_generator = call_accepts(self.scheduler.step, "generator")
-        self.sample_shape = tuple(sample_shape) if sample_shape is not None else self._default_shape()
+        self.sample_shape = (
+            check_sample_shape(sample_shape) if sample_shape is not None else self._default_shape()
+        )
 
         self._timesteps = inference_timesteps(self.scheduler, self.num_inference_steps, **self._set_kwargs)
         if self.kind == "flow":
@@ -271,7 +273,7 @@ class DiffusersProcess(ReverseProcess):
             )
         size = config.sample_size
         height, width = (size, size) if isinstance(size, int) else tuple(size)
-        return (int(config.in_channels), int(height), int(width))
+        return check_sample_shape((config.in_channels, height, width), "the unet config's sample shape")
 
     # ------------------------------------------------------------------ grid and clock
     @property
@@ -374,6 +376,7 @@ class DiffusersProcess(ReverseProcess):
 
     def _draw_prior(self, n, generator, device, dtype) -> PriorDraw:
         n = check_positive_int(n, "n")
+        check_prior_memory(n, self.sample_shape)
         sched = self._fresh_scheduler(0, device)
         noise = randn_tensor(
             (n, *self.sample_shape),
