@@ -32,7 +32,14 @@ import torch
 
 from critwin._display import axes, data_frame, html_summary, short_repr
 from critwin._io import json_text, provenance
-from critwin._validation import check_delta, check_eps, check_positive_int, check_seed
+from critwin._validation import (
+    check_delta,
+    check_eps,
+    check_finite,
+    check_labels,
+    check_positive_int,
+    check_seed,
+)
 from critwin.experiments.checkpoint import derive_seed
 from critwin.experiments.cloning import CloneResult, clone
 from critwin.experiments.estimation import ConstantFeatureError, WindowEstimate, estimate_window
@@ -275,17 +282,35 @@ class AttributeData(NamedTuple):
 def check_attribute_data(data, names) -> AttributeData:
     """The images and the attributes ``names`` (those the theory needs) of ``data``: an object with
     ``.images`` and ``.attributes``, or such a pair."""
-    images, attributes = (data.images, data.attributes) if hasattr(data, "attributes") else data
+    if hasattr(data, "attributes") and hasattr(data, "images"):
+        images, attributes = data.images, data.attributes
+    elif isinstance(data, (tuple, list)) and len(data) == 2:
+        images, attributes = data
+    else:
+        raise ValueError(
+            "data must have .images and .attributes (e.g. make_shapes(...)) or be a pair (images, "
+            f"attributes), got {type(data).__name__}"
+            + (f" of {len(data)} items" if isinstance(data, (tuple, list)) else "")
+        )
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(images)
     if not isinstance(images, torch.Tensor) or images.ndim < 2 or not images.is_floating_point():
         raise ValueError("data: images must be a floating-point tensor (n, ...)")
+    check_finite(images, "data: images")
     if not isinstance(attributes, Mapping):
         raise ValueError("data: attributes must be a mapping name -> (n,) integer labels")
     out = {}
     for name in names:
-        labels = torch.as_tensor(attributes[name])
-        if labels.shape != (images.shape[0],) or labels.is_floating_point():
-            raise ValueError(f"data: attribute {name!r} must hold (n,) = ({images.shape[0]},) integer labels")
-        out[name] = labels.long()
+        if name not in attributes:
+            raise ValueError(f"data: attributes has no {name!r}; it has {', '.join(map(repr, attributes))}")
+        expected = f"data: attribute {name!r} must hold (n,) = ({images.shape[0]},) integer labels >= 0"
+        try:
+            labels = check_labels(attributes[name], "labels")
+        except ValueError as exc:
+            raise ValueError(f"{expected} ({exc})") from None
+        if labels.shape != (images.shape[0],):
+            raise ValueError(f"{expected}, got shape {tuple(torch.as_tensor(attributes[name]).shape)}")
+        out[name] = labels
     return AttributeData(images, out)
 
 
@@ -434,10 +459,13 @@ def atlas(
     seed = check_seed(seed)
     n_boot = check_positive_int(n_boot, "n_boot", minimum=0)
     process = as_process(process, None)
+    if data is not None:
+        # An object or a pair, checked here (before any sweep); the theory reads its attributes below.
+        data = (check_attribute_data(data, []).images, _attributes_of(data))
     if x0 is None:
         if data is None:
             raise ValueError("x0: give the sources (x0=) or data= to draw them from")
-        x0 = check_attribute_data(data, []).images[: check_positive_int(n_sources, "n_sources")]
+        x0 = data[0][: check_positive_int(n_sources, "n_sources")]
     if times is None:
         times = grid_times(process, check_positive_int(n_times, "n_times"))
     names = tuple(features)
@@ -527,9 +555,13 @@ def _clone_estimates(result: CloneResult, names, delta: float, n_boot: int, seed
     return out
 
 
-def _attribute_names(data) -> set[str]:
-    attributes = data.attributes if hasattr(data, "attributes") else data[1]
-    return set(attributes)
+def _attribute_names(data: tuple) -> set[str]:
+    return set(data[1])
+
+
+def _attributes_of(data) -> Mapping:
+    """The attribute mapping of checked ``data`` (an object with ``.attributes`` or a pair)."""
+    return data.attributes if hasattr(data, "attributes") else data[1]
 
 
 def _like_for_like(gmm, fr, x0, features, *, run_seed, delta, n_boot, boot_seed, progress) -> dict:
