@@ -17,7 +17,7 @@ import torch
 
 from critwin._io import check_replaceable, check_writable
 from critwin._validation import check_device, check_positive_int, check_time
-from critwin.experiments.executor import EXECUTORS, resolve_executor
+from critwin.experiments.executor import EXECUTORS, RAY_TIMEOUT, resolve_executor
 
 T = TypeVar("T")
 
@@ -107,20 +107,23 @@ def parse_device_dtype(device: str, dtype: str) -> tuple[str, torch.dtype]:
 
 EXECUTOR_HELP = "Where the units run: local (this process) or ray (Ray tasks; pip install 'critwin[ray]')."
 RAY_ADDRESS_HELP = "Ray cluster to join with --executor ray (default: start a local one)."
+RAY_TIMEOUT_HELP = f"Seconds to wait for the --ray-address cluster (default {RAY_TIMEOUT:g})."
 
 
-def executor_options(executor: str, ray_address: str | None):
-    """``--executor`` and ``--ray-address`` checked now (Ray present, address only with ray); returns the
-    pair to pass on as ``executor=``, ``ray_address=``."""
+def executor_options(executor: str, ray_address: str | None, ray_timeout: float | None = None) -> dict:
+    """``--executor``, ``--ray-address`` and ``--ray-timeout`` checked now (Ray present, the others only
+    with ray); returns the keywords ``executor=``, ``ray_address=``, ``ray_timeout=`` to pass on."""
     if executor not in EXECUTORS:
         raise ValueError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
-    if ray_address is not None and executor != "ray":
-        raise ValueError(f"--ray-address needs --executor ray, got --executor {executor}")
+    for option, value in (("--ray-address", ray_address), ("--ray-timeout", ray_timeout)):
+        if value is not None and executor != "ray":
+            raise ValueError(f"{option} needs --executor ray, got --executor {executor}")
+    flags = {"executor": "--executor", "ray_address": "--ray-address", "ray_timeout": "--ray-timeout"}
     try:
-        resolve_executor(executor, ray_address)
+        resolve_executor(executor, ray_address, ray_timeout)
     except ValueError as exc:  # Ray missing: the message says how to install it
-        raise cli_error(exc, {"executor": "--executor", "ray_address": "--ray-address"}) from None
-    return executor, ray_address
+        raise cli_error(exc, flags) from None
+    return {"executor": executor, "ray_address": ray_address, "ray_timeout": ray_timeout}
 
 
 def cli_error(exc: ValueError, flags: Mapping[str, str]) -> ValueError:

@@ -13,6 +13,7 @@ from critwin.cli import app
 from critwin.cli._common import (
     EXECUTOR_HELP,
     RAY_ADDRESS_HELP,
+    RAY_TIMEOUT_HELP,
     check_choice,
     check_counts,
     check_out_file,
@@ -77,6 +78,7 @@ def privacy(
     out: Path | None = typer.Option(None, "--out", help="Write the audit as JSON to this file."),
     executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
     ray_address: str | None = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
+    ray_timeout: float | None = typer.Option(None, "--ray-timeout", help=RAY_TIMEOUT_HELP),
     fpr: float = typer.Option(
         0.05, "--fpr", help="Target false-positive rate (needs >= 1/FPR calibration non-members)."
     ),
@@ -94,7 +96,7 @@ def privacy(
     check_counts(members=members, steps=steps, replicates=replicates)
     check_positive_int(nonmembers, "--nonmembers", minimum=2)
     check_out_file(out, kind="privacy")
-    executor, ray_address = executor_options(executor, ray_address)
+    runs_on = executor_options(executor, ray_address, ray_timeout)
     if not 0 < fpr < 1:
         raise ValueError(f"--fpr must lie in (0, 1), got {fpr}")
     _check_audit_sizes(model, members, nonmembers)
@@ -107,8 +109,7 @@ def privacy(
         n_per_time=replicates,
         seed=seed,
         fpr=fpr,
-        executor=executor,
-        ray_address=ray_address,
+        **runs_on,
     )
     report = {"model": model, **audit.to_dict(), **output_marker("privacy")}
     if out is not None:

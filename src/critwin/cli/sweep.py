@@ -23,6 +23,7 @@ from critwin.cli import app
 from critwin.cli._common import (
     EXECUTOR_HELP,
     RAY_ADDRESS_HELP,
+    RAY_TIMEOUT_HELP,
     check_choice,
     check_counts,
     check_out_dir,
@@ -343,6 +344,7 @@ def sweep(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
     ray_address: str | None = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
+    ray_timeout: float | None = typer.Option(None, "--ray-timeout", help=RAY_TIMEOUT_HELP),
 ) -> None:
     """Measure critical windows on a shipped model or a local diffusers model (Stable Diffusion, SDXL, DDPM).
 
@@ -378,7 +380,7 @@ def sweep(
         null_label=null_label,
     )
     delta = check_delta(delta, "--delta")
-    runs_on = dict(zip(("executor", "ray_address"), executor_options(executor, ray_address), strict=True))
+    runs_on = executor_options(executor, ray_address, ray_timeout)
     resolution = check_time(resolution, "--resolution", allow_zero=False)
     device, torch_dtype = parse_device_dtype(device, dtype)
     _check_scheduler(scheduler)
@@ -430,7 +432,8 @@ def sweep(
 def _search(process, sources, feature_fn, settings: dict, out: Path, run: dict) -> None:
     """``--adaptive``: bisect for the window endpoints; a finished search with these settings is reused.
 
-    ``run`` holds ``progress``, ``executor`` and ``ray_address`` (they do not change the result)."""
+    ``run`` holds ``progress``, ``executor``, ``ray_address`` and ``ray_timeout`` (they do not change the
+    result)."""
     settings = {"process": process.describe(), **settings, "n_sources": int(sources.shape[0])}
     path = out / SEARCH_FILE
     if path.is_file():

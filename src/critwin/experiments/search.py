@@ -258,6 +258,7 @@ def search_window(
     progress: bool = True,
     executor="local",
     ray_address: str | None = None,
+    ray_timeout: float | None = None,
 ) -> SearchResult:
     """Locate ``t_after`` (r = 1 - delta) and ``t_before`` (r = delta) by bisection.
 
@@ -284,15 +285,15 @@ def search_window(
     level : confidence level of the stopping rule and of the reported intervals.
     sampler, generator, seed, cond, n_steps, t_max, eta : as in ``forward_reverse``.
     progress : show a progress bar (one tick per bisection step).
-    executor, ray_address : where the batches run, as in ``forward_reverse``. The search is sequential;
-        with Ray, the next batches of a probe run in parallel (same result as ``"local"``).
+    executor, ray_address, ray_timeout : where the batches run, as in ``forward_reverse``. The search is
+        sequential; with Ray, the next batches of a probe run in parallel (same result as ``"local"``).
 
     Returns
     -------
     SearchResult, or ``{name: SearchResult}`` for several features: each with its own probes (every
     probed time, with that feature's counts) and base rate, and ``nfe`` the whole joint search's.
     """
-    runs_on = resolve_executor(executor, ray_address)
+    runs_on = resolve_executor(executor, ray_address, ray_timeout)
     process = as_process(model, sampler, n_steps, t_max, eta)
     x0 = check_samples(x0, process)
     delta = check_delta(delta)
