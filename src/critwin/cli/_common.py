@@ -17,6 +17,8 @@ import torch
 
 from critwin._io import check_replaceable, check_writable
 from critwin._validation import check_device, check_positive_int, check_time
+from critwin.cli import OUTPUT_HOLDS
+from critwin.experiments.checkpoint import claim_output
 from critwin.experiments.executor import EXECUTORS, RAY_TIMEOUT, resolve_executor
 
 T = TypeVar("T")
@@ -89,13 +91,24 @@ def check_out_dir(path: Path, option: str = "--out") -> Path:
 
 def check_out_file(path: Path | None, option: str = "--out", kind: str | None = None) -> Path | None:
     """An output file: may be missing, must not be a directory, and its folder must be writable; an
-    existing file is replaced only when critwin wrote it as a ``kind`` output (JSON report or PNG)."""
+    existing file is replaced only when critwin wrote it as a ``kind`` output (JSON report or PNG).
+    The file is then held (:func:`hold_output`) until the command ends."""
     if path is None:
         return None
     check_writable(path, option, directory=False)
     if kind is not None:
         check_replaceable(path, option, kind)
+    hold_output(path, option)
     return path
+
+
+def hold_output(path: Path | None, option: str = "--out") -> None:
+    """Hold the output ``path`` (``claim_output``: a lock beside it) until the running command ends: a
+    second critwin process writing the same path is refused ("in use by pid N") before any work.
+    Outside :func:`critwin.cli.main` it holds nothing."""
+    stack = OUTPUT_HOLDS.get()
+    if stack is not None and path is not None:
+        stack.enter_context(claim_output(path, option))
 
 
 def parse_device_dtype(device: str, dtype: str) -> tuple[str, torch.dtype]:

@@ -12,7 +12,7 @@ from critwin._io import PNG_SOFTWARE, atomic_write_json, check_replaceable, json
 from critwin._threads import THREADS_ENV, set_threads, threads_from_env
 from critwin._validation import check_delta, check_eps, check_positive_int, parse_seed
 from critwin.cli import app
-from critwin.cli._common import check_counts, check_out_dir, fmt_time, parse_list, parse_times
+from critwin.cli._common import check_counts, check_out_dir, fmt_time, hold_output, parse_list, parse_times
 from critwin.diagnostics.feature_atlas import AtlasResult, atlas
 from critwin.report.output import build_atomically
 
@@ -61,6 +61,7 @@ def check_atlas_dir(out: Path | None) -> Path | None:
                 f"--out {out} exists and is not an earlier critwin atlas; choose another directory"
             )
         check_replaceable(out / ATLAS_FILE, "--out", "atlas")
+    hold_output(out, "--out")
     return out
 
 
@@ -143,7 +144,7 @@ def atlas_command(
     report = {"model": model, **result.to_dict(), "seconds": time.perf_counter() - started}
     report.update(output_marker("atlas"))
     if out is not None:
-        build_atomically(out, lambda work: _write(work, result, report))
+        build_atomically(out, lambda work: _write(work, result, report), option="--out")
     if as_json:
         typer.echo(json_text(report, indent=None))
         return

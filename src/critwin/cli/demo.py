@@ -10,7 +10,7 @@ import typer
 from critwin._threads import THREADS_ENV, threads_from_env
 from critwin._validation import check_eps, check_positive_int, parse_seed
 from critwin.cli import app
-from critwin.cli._common import check_out_dir
+from critwin.cli._common import check_out_dir, hold_output
 from critwin.report.output import check_report_dir
 
 
@@ -41,6 +41,7 @@ def demo(
     check_out_dir(out)
     threads = threads_from_env() if threads is None else check_positive_int(threads, "--threads")
     check_report_dir(out)
+    hold_output(out, "--out")
     # Deferred: the report imports diffusers and matplotlib (seconds); options are checked above.
     from critwin.report.demo import print_status, run_demo
 

@@ -10,7 +10,7 @@ import typer
 
 from critwin._validation import parse_seed
 from critwin.cli import app
-from critwin.cli._common import check_choice, check_counts, check_out_dir, reject_unused
+from critwin.cli._common import check_choice, check_counts, check_out_dir, hold_output, reject_unused
 from critwin.models._store import load_card, weights_paths
 from critwin.models.classifier import (
     CLASSIFIER_NAME,
@@ -101,6 +101,8 @@ def train(
         _check_digits_options(steps, batch_size, learning_rate, epochs)
     if classifier_dir is not None and not classifier_dir.is_dir():
         raise ValueError(f"--classifier-dir must be a directory, got {classifier_dir}")
+    # The files of this model in --out (weights and card, replaced together): a second writer is refused.
+    hold_output(weights_paths(CLASSIFIER_NAME if model == "classifier" else model, out).weights, "--out")
     if threads is not None:
         # Float summation order depends on the thread count; fix it to reproduce a run bit for bit.
         torch.set_num_threads(threads)

@@ -54,6 +54,8 @@ __all__ = [
     "SweepStore",
     "holds_outputs",
     "claim_directory",
+    "claim_output",
+    "output_lock_file",
     "bind_settings",
     "bound_tensors",
     "cached_unit",
@@ -189,9 +191,13 @@ def _check_kind(root: Path, kind: str, recorded: str | None, option: str, legacy
         )
 
 
-def _lock(root: Path, option: str) -> int:
-    path = root / CLAIM_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+def _lock(path: Path, root: Path, option: str) -> int:
+    """An exclusive lock on the file ``path`` guarding the output ``root`` (its fd), or a ValueError
+    naming ``option``, ``root`` and the holder's pid."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:  # a read-only or full file system: about the output, not its lock file
+        raise ValueError(f"{option} {root}: cannot write there ({exc.strerror or exc})") from None
     try:
         # The lock belongs to the open file: the kernel frees it when the holder dies, however it dies.
         if fcntl is not None:
@@ -203,7 +209,7 @@ def _lock(root: Path, option: str) -> int:
         pid = _claim_record(path).get("pid", "unknown")
         raise ValueError(
             f"{option}: {root} is in use by pid {pid} (another critwin process writes there); wait for "
-            "it to finish or use another directory"
+            f"it to finish or choose another {'directory' if root.is_dir() else 'path'}"
         ) from None
     return fd
 
@@ -227,13 +233,10 @@ def claim_directory(out, kind: str, option: str = "out", legacy: tuple[str, ...]
             raise ValueError(f"{option}: {root} is held for a {_HELD[key].kind!r} result, not {kind!r}")
         _HELD[key].depth += 1
     else:
-        fd = _lock(root, option)
+        fd = _lock(root / CLAIM_FILE, root, option)
         try:
             _check_kind(root, kind, _claim_record(root / CLAIM_FILE).get("kind"), option, legacy)
-            record = (json_text({"kind": kind, "pid": os.getpid()}, indent=None) + "\n").encode()
-            os.ftruncate(fd, 0)
-            os.lseek(fd, 0, os.SEEK_SET)
-            os.write(fd, record)
+            _write_record(fd, {"kind": kind, "pid": os.getpid()})
             for directory in (root, root / UNITS_DIR):
                 remove_stale_temp_files(directory)
         except BaseException:
@@ -242,6 +245,46 @@ def claim_directory(out, kind: str, option: str = "out", legacy: tuple[str, ...]
         _HELD[key] = _Hold(fd, kind)
     try:
         yield root
+    finally:
+        _HELD[key].depth -= 1
+        if _HELD[key].depth == 0:
+            os.close(_HELD.pop(key).fd)
+
+
+def _write_record(fd: int, record: dict) -> None:
+    data = (json_text(record, indent=None) + "\n").encode()
+    os.ftruncate(fd, 0)
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.write(fd, data)
+
+
+def output_lock_file(path) -> Path:
+    """The lock of an output that is replaced as a whole (a file, or a report directory): a hidden file
+    beside it, ``.NAME.critwin-lock`` (inside, the lock would go with the output it guards)."""
+    path = Path(path)
+    return path.parent / f".{path.name}.critwin-lock"
+
+
+@contextmanager
+def claim_output(path, option: str = "out") -> Iterator[Path]:
+    """Hold the output ``path`` (a file or a directory written by replacing it whole) while the block
+    runs: a second writer of the same path is refused ("in use by pid N", a ValueError naming
+    ``option``) before it does any work; the lock of a dead process is free. None holds nothing.
+    """
+    if path is None:
+        yield None
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = path.resolve()
+    if key in _HELD:  # this process holds it already (re-entrant)
+        _HELD[key].depth += 1
+    else:
+        fd = _lock(output_lock_file(path), path, option)
+        _write_record(fd, {"pid": os.getpid()})
+        _HELD[key] = _Hold(fd, "output")
+    try:
+        yield path
     finally:
         _HELD[key].depth -= 1
         if _HELD[key].depth == 0:
