@@ -260,7 +260,8 @@ def _write_record(fd: int, record: dict) -> None:
 
 def output_lock_file(path) -> Path:
     """The lock of an output that is replaced as a whole (a file, or a report directory): a hidden file
-    beside it, ``.NAME.critwin-lock`` (inside, the lock would go with the output it guards)."""
+    beside it, ``.NAME.critwin-lock`` (inside, the lock would go with the output it guards), there
+    only while a writer holds it."""
     path = Path(path)
     return path.parent / f".{path.name}.critwin-lock"
 
@@ -280,7 +281,7 @@ def claim_output(path, option: str = "out") -> Iterator[Path]:
     if key in _HELD:  # this process holds it already (re-entrant)
         _HELD[key].depth += 1
     else:
-        fd = _lock(output_lock_file(path), path, option)
+        fd = _lock_output(path, option)
         _write_record(fd, {"pid": os.getpid()})
         _HELD[key] = _Hold(fd, "output")
     try:
@@ -288,7 +289,24 @@ def claim_output(path, option: str = "out") -> Iterator[Path]:
     finally:
         _HELD[key].depth -= 1
         if _HELD[key].depth == 0:
+            # Removed while still locked, so no lock file is left beside the output; a writer that
+            # opened it just before sees (in _lock_output) that it locked a removed file and retries.
+            output_lock_file(path).unlink(missing_ok=True)
             os.close(_HELD.pop(key).fd)
+
+
+def _lock_output(path: Path, option: str) -> int:
+    """:func:`_lock` on the lock file of ``path``, retried while the locked file is one its holder
+    removed on release (it is no longer the file at that name)."""
+    lock_file = output_lock_file(path)
+    while True:
+        fd = _lock(lock_file, path, option)
+        try:
+            if os.path.samestat(os.fstat(fd), os.stat(lock_file)):
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
 
 
 def bind_settings(path, settings: Mapping[str, Any], what: str = "out") -> None:
