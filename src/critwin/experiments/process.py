@@ -567,7 +567,8 @@ class RealisedTimes(NamedTuple):
 
 def grid_times(process: ReverseProcess, n: int, lo: float = 0.02, hi: float = 4.5) -> list[float]:
     """``n`` (at most; distinct) realised OU times of ``process``'s grid spread evenly in log OU time
-    (log-SNR, up to a constant, at small t) between ``lo`` and ``hi``, clipped to the grid's finite times (t > 0)."""
+    (log-SNR, up to a constant, at small t) between ``lo`` and ``hi``, clipped to the grid's finite
+    times (t > 0)."""
     grid = process.times[:-1].to(torch.float64)
     # A pure-noise start (t = inf: flow and zero-terminal-SNR grids) is no time a run can start from.
     grid = grid[torch.isfinite(grid)]
