@@ -13,17 +13,19 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-import torch
-
 from critwin._io import check_replaceable, check_writable
+from critwin._lazy import deferred_import
 from critwin._validation import check_device, check_positive_int, check_time
 from critwin.cli import OUTPUT_HOLDS
-from critwin.experiments.checkpoint import claim_output
-from critwin.experiments.executor import EXECUTORS, RAY_TIMEOUT, resolve_executor
+
+# Every command module imports this one: it must not import torch (``critwin --help`` and option
+# errors come before any heavy import; tests/test_cli_startup.py checks it).
+torch = deferred_import("torch", globals())
 
 T = TypeVar("T")
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPES = ("float32", "float16", "bfloat16")
+"""``--dtype`` choices: names of torch dtypes."""
 
 
 def parse_list(
@@ -108,24 +110,30 @@ def hold_output(path: Path | None, option: str = "--out") -> None:
     Outside :func:`critwin.cli.main` it holds nothing."""
     stack = OUTPUT_HOLDS.get()
     if stack is not None and path is not None:
+        from critwin.experiments.checkpoint import claim_output  # the engine imports torch
+
         stack.enter_context(claim_output(path, option))
 
 
 def parse_device_dtype(device: str, dtype: str) -> tuple[str, torch.dtype]:
-    """``--device`` (a torch device; cuda needs CUDA present) and ``--dtype`` (a name in :data:`DTYPES`)."""
+    """``--device`` (a torch device; cuda needs CUDA present) and ``--dtype`` (a name in :data:`DTYPES`),
+    as ``(device, torch dtype)``."""
     check_choice(dtype, "--dtype", list(DTYPES))
     check_device(device, "--device")
-    return device, DTYPES[dtype]
+    return device, getattr(torch, dtype)
 
 
 EXECUTOR_HELP = "Where the units run: local (this process) or ray (Ray tasks; pip install 'critwin[ray]')."
 RAY_ADDRESS_HELP = "Ray cluster to join with --executor ray (default: start a local one)."
-RAY_TIMEOUT_HELP = f"Seconds to wait for the --ray-address cluster (default {RAY_TIMEOUT:g})."
+# The default is critwin.experiments.executor.RAY_TIMEOUT (not imported here: the engine imports torch).
+RAY_TIMEOUT_HELP = "Seconds to wait for the --ray-address cluster (default 30)."
 
 
 def executor_options(executor: str, ray_address: str | None, ray_timeout: float | None = None) -> dict:
     """``--executor``, ``--ray-address`` and ``--ray-timeout`` checked now (Ray present, the others only
     with ray); returns the keywords ``executor=``, ``ray_address=``, ``ray_timeout=`` to pass on."""
+    from critwin.experiments.executor import EXECUTORS, resolve_executor  # the engine imports torch
+
     if executor not in EXECUTORS:
         raise ValueError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
     for option, value in (("--ray-address", ray_address), ("--ray-timeout", ray_timeout)):

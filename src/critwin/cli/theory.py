@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -21,11 +20,9 @@ from critwin.cli._common import (
     fmt_time,
     parse_list,
 )
-from critwin.experiments.checkpoint import claim_directory
-from critwin.io_mixture import load_mixture
-from critwin.theory.tree import hierarchy
-from critwin.theory.validate import validate
-from critwin.theory.windows import critical_window, transition_times
+
+# The theory (torch, scipy) is imported in each command once its options are checked: help and option
+# errors come at once (tests/test_cli_startup.py).
 
 
 def _subset(text: str | None, name: str) -> list[int] | None:
@@ -34,12 +31,17 @@ def _subset(text: str | None, name: str) -> list[int] | None:
 
 
 def _generator(seed: int):
+    import torch
+
     return torch.Generator().manual_seed(seed)
 
 
 @app.command("window")
 def window_command(
-    mixture_file: Path = typer.Argument(..., help="mixture file (.json/.yaml): means, covs, weights"),
+    mixture_file: Path = typer.Argument(
+        ...,
+        help="mixture file (.json/.yaml): means, covs, weights; or kind: categorical (examples/README.md)",
+    ),
     after: str = typer.Option(..., "--after", help="the finer set S_after, e.g. 0 or 0,1"),
     before: str = typer.Option(None, "--before", help="the coarser set S_before (default: all components)"),
     eps: float = typer.Option(0.1, "--eps", help="epsilon in (0, 1)"),
@@ -47,12 +49,20 @@ def window_command(
     seed: str = typer.Option("0", "--seed", help="random seed"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
 ):
-    """Critical window [T_after, T_before] of S_after inside S_before, and the theorem's transition times."""
+    """Critical window [T_after, T_before] of S_after inside S_before, and the theorem's transition times.
+
+    Times are OU times for a Gaussian mixture; for a categorical one (kind: categorical) they are levels on
+    its clock: kappa (masking or uniform noise) or the number of hidden final positions (autoregressive).
+    """
     seed = parse_seed(seed)
     eps = check_eps(eps, "--eps")
     check_counts(n=n)
     after_set = _subset(after, "after")
     before_set = _subset(before, "before")
+    from critwin.io_mixture import load_mixture
+    from critwin.theory.discrete_times import CLOCK_LABELS
+    from critwin.theory.windows import critical_window, transition_times
+
     mixture = load_mixture(mixture_file)
     g = _generator(seed)
     win = critical_window(mixture, after_set, before_set, eps, n=n, generator=g)
@@ -62,7 +72,7 @@ def window_command(
         return
     table = Table(title=f"critical window (eps={eps:g}), S_after={win.after}, S_before={win.before}")
     table.add_column("quantity")
-    table.add_column("OU time", justify="right")
+    table.add_column(CLOCK_LABELS[win.clock], justify="right")
     table.add_column("bracket", justify="right")
     rows = (
         ("T_after", win.t_after, win.t_after_low, win.t_after_high),
@@ -121,6 +131,9 @@ def hierarchy_command(
     check_choice(method, "--method", ["auto", "fast", "exact"])
     check_out_file(plot, "--plot", kind="png")
     check_out_file(out, "--out", kind="hierarchy")
+    from critwin.io_mixture import load_mixture
+    from critwin.theory.tree import hierarchy
+
     mixture = load_mixture(mixture_file)
     tree = hierarchy(
         mixture,
@@ -162,6 +175,9 @@ def validate_command(
     seed = parse_seed(seed)
     eps = check_eps(eps, "--eps")
     check_out_dir(out)
+    from critwin.experiments.checkpoint import claim_directory
+    from critwin.theory.validate import validate
+
     with claim_directory(out, "validate", "--out", legacy=("validation.csv", "summary.json")):
         result = validate(out, quick=quick, eps=eps, seed=seed)
     s = result.summary

@@ -9,7 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from critwin._io import remove_stale_work_directories, replace_directory, work_directory
-from critwin.experiments.checkpoint import claim_output
 
 MARKER = "critwin_demo"
 """Key of ``summary.json`` that marks a directory as a critwin demo report (safe to replace)."""
@@ -43,6 +42,8 @@ def build_atomically(out: Path, build: Callable[[Path], None], option: str = "ou
     failing build leaves the previous ``out`` as it was, and neither a partial report nor (once the next
     build starts) the temporary directory of a killed one. An OS error (a full disk) names ``out``.
     """
+    from critwin.experiments.checkpoint import claim_output  # the engine imports torch
+
     out = Path(out)
     with claim_output(out, option):
         remove_stale_work_directories(out)

@@ -18,13 +18,17 @@ indistinguishable from its parent's), so by default it is dissolved into its par
 tree multi-way. Each non-root node carries the critical window of its subset inside its parent's
 subset; nodes whose window is empty or undetermined are marked (never dropped). Monte Carlo (only when no
 exact TV exists) is seeded with ``DEFAULT_SEED`` = 0 unless a ``torch.Generator`` is given.
+
+A :class:`~critwin.mixtures.CategoricalMixture` gets the same tree on its own clock (kappa or hidden
+positions, :class:`critwin.theory.discrete_times.CategoricalEngine`); ``Tree.clock`` and every node's
+window say which.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -33,14 +37,15 @@ from scipy.spatial.distance import squareform
 
 from critwin._display import axes
 from critwin._io import PNG_SOFTWARE, atomic_path
-from critwin._validation import check_eps
-from critwin.mixtures import GaussianMixture
+from critwin._validation import check_eps, check_subset
+from critwin.mixtures import CategoricalMixture, GaussianMixture
+from critwin.theory.discrete_times import CLOCK_LABELS, CategoricalEngine, clock_of
 from critwin.theory.divergence import component_tv, tv
 from critwin.theory.span import SpanMixture, shared_isotropic
 from critwin.theory.span_crossings import crossings, tv_values
 from critwin.theory.windows import Window, check_search, merge_time, separation_time, window_from_times
 
-__all__ = ["Node", "Tree", "hierarchy"]
+__all__ = ["Node", "Tree", "hierarchy", "merge_times"]
 
 
 def _window_dict(window: Window) -> dict:
@@ -131,10 +136,15 @@ class Node:
 
 @dataclass(eq=False)
 class Tree:
-    """An eps-mixture tree: ``root`` (all components), ``eps``, and helpers to print, export and draw."""
+    """An eps-mixture tree: ``root`` (all components), ``eps``, and helpers to print, export and draw.
+
+    ``clock``: what the node times measure: ``"ou"`` (OU time), ``"kappa"`` or ``"hidden"`` (a
+    CategoricalMixture's level).
+    """
 
     root: Node
     eps: float
+    clock: str = "ou"
 
     @property
     def nodes(self) -> list[Node]:
@@ -157,7 +167,7 @@ class Tree:
         return next((n for n in self.root.walk() if n.components == target), None)
 
     def to_dict(self) -> dict:
-        return {"eps": self.eps, "depth": self.depth, "root": self.root.to_dict()}
+        return {"eps": self.eps, "clock": self.clock, "depth": self.depth, "root": self.root.to_dict()}
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
@@ -254,7 +264,7 @@ class Tree:
             ax.set_xticks([x_of[id(leaf)] for leaf in self.leaves])
             ax.set_xticklabels([",".join(map(str, leaf.components)) for leaf in self.leaves])
         ax.set_xlabel("component")
-        ax.set_ylabel("OU time t")
+        ax.set_ylabel(CLOCK_LABELS.get(self.clock, self.clock))
         ax.set_ylim(0, top)
         ax.set_title(f"eps-mixture tree (eps={self.eps:g}); bands: critical windows")
         ax.legend(handles=_legend_handles(), fontsize=7, loc="upper right")
@@ -357,7 +367,8 @@ def hierarchy(
 
     Parameters
     ----------
-    mixture : GaussianMixture with K >= 1 components.
+    mixture : GaussianMixture with K >= 1 components, or a CategoricalMixture (times are then levels on
+        its ``clock``; methods ``"auto"`` or ``"exact"`` (every TV by enumeration)).
     eps : in (0, 1).
     collapse : dissolve internal nodes that are surely not separated at their own time (module notes).
     windows : compute each node's critical window (inside its parent).
@@ -377,19 +388,19 @@ def hierarchy(
     -------
     Tree whose ``root`` covers every component; nodes have ``.components``, ``.time``, ``.children``.
     """
-    if not isinstance(mixture, GaussianMixture):
-        raise ValueError(f"mixture must be a GaussianMixture, got {type(mixture).__name__}")
+    discrete = isinstance(mixture, CategoricalMixture)
+    if not (discrete or isinstance(mixture, GaussianMixture)):
+        raise ValueError(
+            f"mixture must be a GaussianMixture or a CategoricalMixture, got {type(mixture).__name__}"
+        )
     eps = check_eps(eps)
     check_search(tol, n, generator)
     if method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
     if progress is not None and not callable(progress):
         raise ValueError(f"progress must be callable or None, got {type(progress).__name__}")
-    fast = shared_isotropic(mixture)
-    if method == "fast" and not fast:
-        raise ValueError("method='fast' needs components sharing one isotropic covariance; use 'exact'")
     kw = dict(n=n, generator=generator, tol=tol)
-    engine = _SpanEngine(mixture, eps, kw) if fast and method != "exact" else _ExactEngine(mixture, eps, kw)
+    engine = CategoricalEngine(mixture, eps, kw, method) if discrete else _engine(mixture, eps, method, kw)
     report = progress or (lambda stage, done, total: None)
     root, spreads = _complete_linkage(engine, report)
     _verify(root, spreads, engine, report)
@@ -397,7 +408,70 @@ def hierarchy(
     _link_parents(root)
     if windows:
         _attach_windows(root, engine, report)
-    return Tree(root, eps)
+    clock = clock_of(mixture)
+    for node in root.walk():
+        if node.window is not None:
+            node.window = replace(node.window, clock=clock)
+    return Tree(root, eps, clock)
+
+
+def _engine(mixture: GaussianMixture, eps: float, method: str, kw: dict):
+    """The span engine for ``"fast"`` (and ``"auto"`` where it applies), else the exact one."""
+    fast = shared_isotropic(mixture)
+    if method == "fast" and not fast:
+        raise ValueError("method='fast' needs components sharing one isotropic covariance; use 'exact'")
+    return _SpanEngine(mixture, eps, kw) if fast and method != "exact" else _ExactEngine(mixture, eps, kw)
+
+
+def merge_times(
+    mixture: GaussianMixture,
+    pairs,
+    eps: float = 0.1,
+    *,
+    n: int = 10000,
+    generator: torch.Generator | None = None,
+    tol: float = 1e-4,
+    method: str = "auto",
+) -> list[tuple[float, float, float, str]]:
+    """``T_end(A, B) = inf{t : TV(p_t^A, p_t^B) <= eps}`` for every pair ``A ⊆ B``, all at once, by the
+    engine of :func:`hierarchy` (so with the brackets of its windows' merge times, before the separation
+    condition of ``T_before`` is applied).
+
+    A node's ``time`` is the largest merge time of two of its *components*, a sure upper bound on when
+    its sub-mixtures merge (TV between mixtures <= the largest TV between components); this gives those.
+
+    Parameters
+    ----------
+    mixture : GaussianMixture.
+    pairs : sequence of ``(A, B)`` component lists with ``A ⊆ B`` (e.g. a node and its parent).
+    eps, n, generator, tol, method : as :func:`hierarchy`.
+
+    Returns
+    -------
+    list of ``(time, low, high, method)``, one per pair, as :func:`critwin.theory.windows.merge_time`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from critwin import GaussianMixture
+    >>> gmm = GaussianMixture(torch.tensor([[-4.0, 0.0], [0.0, 0.0], [4.0, 0.0]]))
+    >>> [round(t, 1) for t, *_ in merge_times(gmm, [([0], [0, 1, 2]), ([0, 1], [0, 1, 2])])]
+    [2.7, 2.0]
+    """
+    if not isinstance(mixture, GaussianMixture):
+        raise ValueError(f"mixture must be a GaussianMixture, got {type(mixture).__name__}")
+    eps = check_eps(eps)
+    check_search(tol, n, generator)
+    if method not in _METHODS:
+        raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+    requests = []
+    for A, B in pairs:
+        A, B = check_subset(A, mixture.n_components, "A"), check_subset(B, mixture.n_components, "B")
+        if not set(A) <= set(B):
+            raise ValueError(f"pairs: A must be a subset of B, got A={A}, B={B}")
+        requests.append((A, B))
+    engine = _engine(mixture, eps, method, dict(n=n, generator=generator, tol=tol))
+    return engine.times(requests, lambda done, total: None)
 
 
 class _ExactEngine:

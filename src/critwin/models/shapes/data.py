@@ -20,10 +20,12 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import torch
-
+from critwin._lazy import deferred_import
 from critwin._memory import check_memory
 from critwin._validation import check_positive_int, check_seed
+
+# Imported on first use: the command line reads ATTRIBUTES for its help before torch loads.
+torch = deferred_import("torch", globals())
 
 __all__ = [
     "ATTRIBUTES",
