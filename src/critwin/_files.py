@@ -7,16 +7,19 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
-from safetensors.torch import load_file
+from critwin._lazy import deferred_import
+
+# Deferred: the model registry imports this module, and ``critwin --help`` must not load torch.
+torch = deferred_import("torch", globals())
 
 __all__ = ["load_tensor_file", "fingerprint", "check_weights", "WEIGHT_LIMIT"]
 
 WEIGHT_LIMIT = 1e5
 """Largest magnitude a trained network's weight may have (the shipped ones stay below 4; a checkpoint of
 random bytes read as floats holds NaN, infinities or magnitudes far above this)."""
-WEIGHT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-"""The dtypes trained weights ship in; float64 or integer tensors in a weights file are not a network's."""
+WEIGHT_DTYPES = ("float32", "float16", "bfloat16")
+"""The dtypes trained weights ship in (torch names); float64 or integer tensors in a weights file are not
+a network's."""
 
 
 def load_tensor_file(path, what: str) -> Any:
@@ -35,6 +38,8 @@ def load_tensor_file(path, what: str) -> Any:
     path = Path(path)
     try:
         if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
             return load_file(str(path))
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # safetensors and unpickling fail in many ways: all are bad input
@@ -60,10 +65,9 @@ def check_weights(
                 f"weights file {file}: {name} is {tensor.dtype}, but the network holds {want} there; "
                 "the file is not this network's weights"
             )
-        if want is None and tensor.dtype not in WEIGHT_DTYPES:
+        if want is None and str(tensor.dtype).removeprefix("torch.") not in WEIGHT_DTYPES:
             raise ValueError(
-                f"weights file {file}: {name} is {tensor.dtype}, not a weight dtype "
-                f"({', '.join(str(d).removeprefix('torch.') for d in WEIGHT_DTYPES)})"
+                f"weights file {file}: {name} is {tensor.dtype}, not a weight dtype ({', '.join(WEIGHT_DTYPES)})"
             )
         if not tensor.is_floating_point() or tensor.numel() == 0:
             continue
