@@ -67,7 +67,8 @@ def check_weights(
             )
         if want is None and str(tensor.dtype).removeprefix("torch.") not in WEIGHT_DTYPES:
             raise ValueError(
-                f"weights file {file}: {name} is {tensor.dtype}, not a weight dtype ({', '.join(WEIGHT_DTYPES)})"
+                f"weights file {file}: {name} is {tensor.dtype}, not a weight dtype "
+                f"({', '.join(WEIGHT_DTYPES)})"
             )
         if not tensor.is_floating_point() or tensor.numel() == 0:
             continue
