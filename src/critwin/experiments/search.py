@@ -51,7 +51,7 @@ from critwin.experiments.process import (
     realise_times,
     select_cond,
 )
-from critwin.experiments.results import ResultTable, at_edge, result_metadata
+from critwin.experiments.results import ResultTable, at_edge, clock_of, result_metadata
 
 __all__ = ["search_window", "SearchResult"]
 
@@ -97,6 +97,7 @@ class SearchResult(ResultTable):
 
     def summary(self) -> dict[str, Any]:
         return {
+            "clock": self.metadata.get("clock", "ou"),
             "delta": self.delta,
             "b": self.b,
             "t_after": self.t_after,
@@ -331,7 +332,9 @@ def search_window(
         with progress_bar(steps * len(names), "window search", progress) as advance:
             found = {name: _search_one(bisect, name, rates[name], delta, advance) for name in names}
     metadata = result_metadata(
-        {"process": process.describe()}, getattr(process, "device", None), getattr(process, "dtype", None)
+        {"clock": clock_of(process), "process": process.describe()},
+        getattr(process, "device", None),
+        getattr(process, "dtype", None),
     )
     nfe = None if prober.nfe is None else prober.nfe + nfe_reference
     results = {}

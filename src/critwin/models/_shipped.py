@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from critwin._validation import check_device, check_float_dtype, check_positive_int
 from critwin.adapters.diffusers.schedule import resolve_scheduler_class
-from critwin.models import digits, shapes
+from critwin.models import digits, shapes, text
 from critwin.models._store import SHIPPED_MODELS
 
 __all__ = ["shipped_process"]
@@ -33,13 +33,26 @@ def shipped_process(
 
     Returns
     -------
-    DiffusersProcess (``sample_shape`` (1, 8, 8) for digits, (3, 16, 16) for shapes).
+    DiffusersProcess (``sample_shape`` (1, 8, 8) for digits, (3, 16, 16) for shapes); for the text
+    models (``rhm-mdm``, ``rhm-ar``) their token process (``num_inference_steps``: the kappa grid's
+    steps of the masked-diffusion model; ``dtype`` ignored).
     """
     if not isinstance(name, str) or name not in SHIPPED_MODELS:
         raise ValueError(f"name must be one of the shipped models {list(SHIPPED_MODELS)}, got {name!r}")
     num_inference_steps = check_positive_int(num_inference_steps, "num_inference_steps")
-    scheduler = resolve_scheduler_class(scheduler)
     device = None if device is None else check_device(device)
+    if name in text.MODEL_NAMES:
+        for option, value in (
+            ("guidance_scale", guidance_scale),
+            ("class_label", class_label),
+            ("scheduler", scheduler),
+        ):
+            if value is not None:
+                raise ValueError(f"{option} does not apply to the text model {name!r}")
+        model = text.load_text_model(name)
+        steps = num_inference_steps if model.kind == "masked" else None
+        return model.process(steps, device=device)
+    scheduler = resolve_scheduler_class(scheduler)
     dtype = None if dtype is None else check_float_dtype(dtype)
     if name in shapes.MODEL_NAMES:
         for option, value in (("guidance_scale", guidance_scale), ("class_label", class_label)):
