@@ -9,11 +9,12 @@ import typer
 
 from critwin._io import atomic_write_json, json_text, output_marker
 from critwin._lazy import deferred_import
-from critwin._validation import check_positive_int, check_time
+from critwin._validation import check_positive_int, check_time, parse_seed
 from critwin.cli import app
 from critwin.cli._common import (
     EXECUTOR_HELP,
     RAY_ADDRESS_HELP,
+    RAY_TIMEOUT_HELP,
     check_choice,
     check_counts,
     check_out_file,
@@ -76,10 +77,11 @@ def privacy(
     times: str = typer.Option("0.05,0.3,0.8,1.5,2.5", "--times", help="Comma-separated OU times."),
     steps: int = typer.Option(20, "--steps", help="Sampler steps."),
     replicates: int = typer.Option(2, "--replicates", help="Forward-reverse replicates per image and time."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: str = typer.Option("0", "--seed"),
     out: Path | None = typer.Option(None, "--out", help="Write the audit as JSON to this file."),
     executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
     ray_address: str | None = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
+    ray_timeout: float | None = typer.Option(None, "--ray-timeout", help=RAY_TIMEOUT_HELP),
     fpr: float = typer.Option(
         0.05, "--fpr", help="Target false-positive rate (needs >= 1/FPR calibration non-members)."
     ),
@@ -91,12 +93,13 @@ def privacy(
     ),
 ) -> None:
     """Memorised images commit early: ROC-AUC of commitment times, members vs held-out non-members."""
+    seed = parse_seed(seed)
     check_choice(model, "--model", PRIVACY_MODELS)
     requested_times = parse_times(times)
     check_counts(members=members, steps=steps, replicates=replicates)
     check_positive_int(nonmembers, "--nonmembers", minimum=2)
     check_out_file(out, kind="privacy")
-    executor, ray_address = executor_options(executor, ray_address)
+    runs_on = executor_options(executor, ray_address, ray_timeout)
     if not 0 < fpr < 1:
         raise ValueError(f"--fpr must lie in (0, 1), got {fpr}")
     _check_audit_sizes(model, members, nonmembers)
@@ -109,8 +112,7 @@ def privacy(
         n_per_time=replicates,
         seed=seed,
         fpr=fpr,
-        executor=executor,
-        ray_address=ray_address,
+        **runs_on,
     )
     report = {"model": model, **audit.to_dict(), **output_marker("privacy")}
     if out is not None:
@@ -141,7 +143,7 @@ def fairness(
     candidates: int = typer.Option(4, "--candidates", help="Continuations per trajectory (>= 2)."),
     target: str | None = typer.Option(None, "--target", help="Comma-separated target class distribution."),
     steps: int = typer.Option(50, "--steps", help="Sampler steps."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: str = typer.Option("0", "--seed"),
     model: str = typer.Option("digits", "--model", help="digits, or a shapes model: shapes, shapes-biased."),
     attribute: str | None = typer.Option(
         None, "--attribute", help="Shapes attribute to rebalance (background, shape, colour, mark)."
@@ -156,6 +158,7 @@ def fairness(
     (--attribute): the attribute's analytic reader (border pixels for background) selects and judges;
     the other attributes are read before and after (they should not move), and the extra NFEs reported.
     """
+    seed = parse_seed(seed)
     check_choice(model, "--model", ("digits", *SHAPES_FAIRNESS_MODELS))
     if fork_time is not None:
         check_time(fork_time, "--fork-time", allow_zero=False)

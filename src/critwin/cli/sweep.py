@@ -4,6 +4,7 @@ or a shipped one (``--model digits``)."""
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import os
 import sys
@@ -15,11 +16,12 @@ import typer
 
 from critwin._io import atomic_write_json, json_float, read_json
 from critwin._lazy import deferred_import
-from critwin._validation import check_delta, check_time
+from critwin._validation import check_delta, check_time, parse_seed
 from critwin.cli import app
 from critwin.cli._common import (
     EXECUTOR_HELP,
     RAY_ADDRESS_HELP,
+    RAY_TIMEOUT_HELP,
     check_choice,
     check_counts,
     check_out_dir,
@@ -27,6 +29,7 @@ from critwin.cli._common import (
     executor_options,
     fmt_time,
     parse_device_dtype,
+    parse_list,
     parse_times,
     reject_unused,
 )
@@ -125,6 +128,16 @@ def _import_feature(spec: str) -> Callable:
         raise ValueError(f"--feature {spec!r}: module {module_name!r} has no attribute {attr!r}")
     if not callable(fn):
         raise ValueError(f"--feature {spec!r}: {attr!r} is a {type(fn).__name__}, not a function")
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # builtins without a signature: their first call tells
+        return fn
+    try:
+        signature.bind(None)
+    except TypeError as exc:
+        raise ValueError(
+            f"--feature {spec!r}: {attr}{signature} must take one argument, the batch of images ({exc})"
+        ) from None
     return fn
 
 
@@ -150,7 +163,7 @@ def _feature_factory(spec: str, clip_weights, clip_arch, labels, device, model: 
             raise ValueError("--feature clip needs --clip-weights (a local file or directory) and --labels")
         if not Path(clip_weights).exists():
             raise FileNotFoundError(f"--clip-weights {clip_weights} does not exist")
-        names = [s.strip() for s in labels.split(",") if s.strip()]
+        names = parse_list(labels, "--labels", str, "class names", distinct=True)
         return lambda sources: features.zero_shot_clip(names, clip_weights, arch=clip_arch, device=device)
     if ":" in spec:
         fn = _import_feature(spec)
@@ -326,19 +339,21 @@ def sweep(
     labels: str = typer.Option(None, "--labels", help="Comma-separated class names for --feature clip."),
     height: int = typer.Option(None, "--height", help="Image height (latent models)."),
     width: int = typer.Option(None, "--width", help="Image width (latent models)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of every random draw."),
+    seed: str = typer.Option("0", "--seed", help="Seed of every random draw."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     dtype: str = typer.Option("float32", "--dtype", help="float32, float16 or bfloat16."),
     chunk_size: int = typer.Option(None, "--chunk-size", help="Samples per checkpointed unit."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
     ray_address: str | None = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
+    ray_timeout: float | None = typer.Option(None, "--ray-timeout", help=RAY_TIMEOUT_HELP),
 ) -> None:
     """Measure critical windows on a shipped model or a local diffusers model (Stable Diffusion, SDXL, DDPM).
 
     Writes the engine's tidy outputs into --out (config.json, units/, table.csv, metadata.json; with
     --adaptive: search.json) and prints the realised noise level of every requested time.
     """
+    seed = parse_seed(seed)
     if is_text_model(model):
         image_only = (prompt, negative_prompt, prompt_embeds, guidance, class_label, null_label, scheduler)
         image_only += (x0, clip_weights, clip_arch, labels, height, width)
@@ -379,7 +394,7 @@ def sweep(
         null_label=null_label,
     )
     delta = check_delta(delta, "--delta")
-    runs_on = dict(zip(("executor", "ray_address"), executor_options(executor, ray_address), strict=True))
+    runs_on = executor_options(executor, ray_address, ray_timeout)
     resolution = check_time(resolution, "--resolution", allow_zero=False)
     device, torch_dtype = parse_device_dtype(device, dtype)
     _check_scheduler(scheduler)
@@ -435,7 +450,8 @@ def sweep(
 def _search(process, sources, feature_fn, settings: dict, out: Path, run: dict) -> None:
     """``--adaptive``: bisect for the window endpoints; a finished search with these settings is reused.
 
-    ``run`` holds ``progress``, ``executor`` and ``ray_address`` (they do not change the result)."""
+    ``run`` holds ``progress``, ``executor``, ``ray_address`` and ``ray_timeout`` (they do not change the
+    result)."""
     settings = {"process": process.describe(), **settings, "n_sources": int(sources.shape[0])}
     path = out / SEARCH_FILE
     if path.is_file():

@@ -259,6 +259,7 @@ def search_window(
     progress: bool = True,
     executor="local",
     ray_address: str | None = None,
+    ray_timeout: float | None = None,
 ) -> SearchResult:
     """Locate ``t_after`` (r = 1 - delta) and ``t_before`` (r = delta) by bisection.
 
@@ -285,15 +286,15 @@ def search_window(
     level : confidence level of the stopping rule and of the reported intervals.
     sampler, generator, seed, cond, n_steps, t_max, eta : as in ``forward_reverse``.
     progress : show a progress bar (one tick per bisection step).
-    executor, ray_address : where the batches run, as in ``forward_reverse``. The search is sequential;
-        with Ray, the next batches of a probe run in parallel (same result as ``"local"``).
+    executor, ray_address, ray_timeout : where the batches run, as in ``forward_reverse``. The search is
+        sequential; with Ray, the next batches of a probe run in parallel (same result as ``"local"``).
 
     Returns
     -------
     SearchResult, or ``{name: SearchResult}`` for several features: each with its own probes (every
     probed time, with that feature's counts) and base rate, and ``nfe`` the whole joint search's.
     """
-    runs_on = resolve_executor(executor, ray_address)
+    runs_on = resolve_executor(executor, ray_address, ray_timeout)
     process = as_process(model, sampler, n_steps, t_max, eta)
     x0 = check_samples(x0, process)
     delta = check_delta(delta)
@@ -467,9 +468,9 @@ def _reference_unit(shared: SweepSources, n_ref: int):
 
 
 def _check_range(t_range, grid) -> tuple[float, float]:
-    """``t_range`` (default: 0 to the grid's largest time) as a validated pair ``lo < hi``."""
+    """``t_range`` (default: 0 to the grid's largest finite time) as a validated pair ``lo < hi``."""
     if t_range is None:
-        return 0.0, grid.t_max
+        return 0.0, grid.finite_max
     if isinstance(t_range, (str, bytes)) or not hasattr(t_range, "__len__") or len(t_range) != 2:
         raise ValueError(f"t_range must be a pair (lo, hi) of OU times, got {t_range!r}")
     lo, hi = grid.check(t_range, "t_range").tolist()

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 import torch
 
 from critwin._io import atomic_path, atomic_write_json, atomic_write_text
-from critwin._validation import check_eps, check_positive_int, check_time
+from critwin._validation import check_eps, check_positive_int, check_seed, check_time
 from critwin.clock import alpha_sigma
 from critwin.mixtures import GaussianMixture
 from critwin.theory.closed_forms import log_concave_times
@@ -132,7 +132,7 @@ def validation_cases(
     ks=FULL_KS, dims=FULL_DIMS, seed: int = 0, hierarchical: bool = True
 ) -> list[ValidationCase]:
     """The random mixtures and (S_init, S_target) pairs of the experiment (deterministic given ``seed``)."""
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(check_seed(seed))
     cases = []
     for K in ks:
         for d in dims:
@@ -375,6 +375,7 @@ def validate(
     ValidationResult with ``rows`` (one per case and T), ``cases``, ``summary`` (``violations`` must be 0).
     """
     eps = check_eps(eps)
+    seed = check_seed(seed)
     ks = tuple(ks or (QUICK_KS if quick else FULL_KS))
     dims = tuple(dims or (QUICK_DIMS if quick else FULL_DIMS))
     for k in ks:
