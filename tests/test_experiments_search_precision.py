@@ -46,7 +46,8 @@ def test_search_stops_once_both_intervals_have_the_requested_half_width():
     assert max(_half_widths(plain)) > 0.1
     # ... and stopped only once both were narrow enough, within its budget (64 x 512 samples).
     assert max(_half_widths(found)) <= 0.1
-    assert found.ci_half_width == 0.1 and found.n_samples < 64 * 512
+    assert found.ci_half_width == 0.1 and found.ci_reached and found.n_samples < 64 * 512
+    assert plain.ci_reached is None
     assert all(math.isfinite(t) for t in found.t_after_ci + found.t_before_ci)
     # Its probes lie on the lattice 2 h = 0.2 apart, and the estimates inside their intervals.
     assert all(abs(p["t"] / 0.2 - round(p["t"] / 0.2)) < 1e-9 for p in found.probes)
@@ -96,6 +97,7 @@ def test_a_budget_spent_before_the_precision_is_reached_warns():
     ):
         found = _search(0, base_rate=0.5, ci_half_width=0.02, max_samples=128)
     assert max(_half_widths(found)) > 0.02
+    assert found.ci_reached is False  # said in the result too, not only in the warning
 
 
 def test_fitted_crossings_is_estimate_windows_rule_on_probes():

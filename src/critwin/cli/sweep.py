@@ -468,6 +468,8 @@ def _search(process, sources, feature_fn, settings: dict, out: Path, run: dict) 
         "nfe": found.nfe,
         "probes": found.probes,
     }
+    if found.ci_half_width is not None:  # whether the requested precision was reached, kept with it
+        result.update(ci_half_width=found.ci_half_width, ci_reached=found.ci_reached)
     atomic_write_json(path, {"settings": settings, "result": result})
     _print_search(json.loads(path.read_text())["result"], path)  # as a resumed run prints it
 
@@ -528,4 +530,9 @@ def _print_search(result: dict, path: Path) -> None:
             low, high = (json_float(v) for v in result[name + "_ci"])
             line += f"  95% CI [{fmt_time(low)}, {fmt_time(high)}]"
         typer.echo(line)
+    if "ci_reached" in result:
+        verdict = (
+            "reached" if result["ci_reached"] else "NOT reached (sample budget spent or an endpoint censored)"
+        )
+        typer.echo(f"requested half-width {result['ci_half_width']:g}: {verdict}")
     typer.echo(f"base rate {result['base_rate']:.3g}; wrote {path}")

@@ -90,6 +90,8 @@ class SearchResult(ResultTable):
     probes : one dict per probed time (t, n, kept, c, lower, upper).
     nfe : per-sample denoiser evaluations spent (probes + base-rate reference), or None.
     ci_half_width : the requested half-width of both intervals, or None (bisection only).
+    ci_reached : with ``ci_half_width``, whether both intervals reached it (False: the budget was
+        spent first or an endpoint is censored; a UserWarning said so too); None without.
     n_boot : bootstrap replicates of the intervals.
     metadata : the process description and provenance.
     """
@@ -106,6 +108,7 @@ class SearchResult(ResultTable):
     probes: list[dict[str, Any]] = field(default_factory=list)
     nfe: int | None = None
     ci_half_width: float | None = None
+    ci_reached: bool | None = None
     n_boot: int = 200
     metadata: dict[str, Any] = field(default_factory=dict)
 
@@ -120,6 +123,7 @@ class SearchResult(ResultTable):
             "t_before": self.t_before,
             "t_before_ci": self.t_before_ci,
             "ci_half_width": self.ci_half_width,
+            "ci_reached": self.ci_reached,
             "probes": len(self.probes),
             "nfe": self.nfe,
         }
@@ -140,8 +144,9 @@ class SearchResult(ResultTable):
     def _from_saved(cls, columns, meta) -> SearchResult:
         n = len(columns["t"])
         probes = [{k: kind(columns[k][i]) for k, kind in _PROBE_COLUMNS.items()} for i in range(n)]
-        # Results saved before ``metadata``, ``ci_half_width`` and ``n_boot`` existed keep the defaults.
-        optional = {"metadata", "ci_half_width", "n_boot"}
+        # Results saved before ``metadata``, ``ci_half_width``, ``ci_reached`` and ``n_boot`` existed
+        # keep the defaults.
+        optional = {"metadata", "ci_half_width", "ci_reached", "n_boot"}
         scalars = {
             f.name: meta[f.name] if f.name == "metadata" else _decode(meta[f.name])
             for f in fields(cls)
@@ -420,11 +425,14 @@ def search_window(
             found = {name: _search_one(bisect, name, reference.rates[name], delta, advance) for name in names}
         crossings = ProbeCrossings(prober, reference, n_boot, level, base_seed, anchored=lo == 0.0)
         levels = (1 - delta, delta)
+        reached = dict.fromkeys(names)
         if precision is None:
             estimates = {name: crossings.endpoints(name, levels) for name in names}
         else:
             with progress_bar(precision.max_samples, "narrowing intervals", progress) as advance:
-                estimates = Narrowing(bisect, crossings, precision, levels, advance).run(names)
+                narrowing = Narrowing(bisect, crossings, precision, levels, advance)
+                estimates = narrowing.run(names)
+            reached = {name: name not in narrowing.short for name in names}
     metadata = result_metadata(
         {"process": process.describe()}, getattr(process, "device", None), getattr(process, "dtype", None)
     )
@@ -446,6 +454,7 @@ def search_window(
             probes=prober.summary(name),
             nfe=nfe,
             ci_half_width=None if precision is None else precision.half_width,
+            ci_reached=reached[name],
             n_boot=n_boot,
             metadata=metadata if feature_fn.single else {**metadata, "feature": name, "features": names},
         )

@@ -182,6 +182,7 @@ class Narrowing:
         self.bisect, self.crossings, self.precision = bisect, crossings, precision
         self.levels, self.advance = levels, advance
         self.spent = 0
+        self.short: set = set()  # after run: the names (features) with an interval wider than requested
 
     def run(self, names) -> dict[Any, list[EndpointEstimate]]:
         """``{name: [t_after, t_before]}`` estimates once narrow enough or out of budget."""
@@ -197,6 +198,7 @@ class Narrowing:
             wide = [key for key, ratio in excess.items() if ratio > 1.0]
             narrowable = [(name, j) for name, j in wide if math.isfinite(found[name][j].t)]
             if not narrowable or self.spent >= self.precision.max_samples:
+                self.short = {name for name, _ in wide}
                 if wide:
                     self._warn(wide, found)
                 return found
