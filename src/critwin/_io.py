@@ -11,6 +11,7 @@ pid (``.NAME.pidPID.XXXX.tmp``), so a later writer removes those of dead process
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -23,10 +24,10 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-import numpy as np
-import torch
-
+from critwin._lazy import deferred_import
 from critwin._version import __version__
+
+torch = deferred_import("torch", globals())  # the command line writes and checks files before torch loads
 
 
 @contextmanager
@@ -77,8 +78,16 @@ def atomic_write_json(path, obj, indent: int = 2) -> None:
     atomic_write_text(path, json_text(obj, indent) + "\n")
 
 
+def _is_array(obj) -> bool:
+    """A torch tensor or a numpy array or scalar (neither can exist before its module is imported)."""
+    loaded_torch, loaded_numpy = sys.modules.get("torch"), sys.modules.get("numpy")
+    return (loaded_torch is not None and isinstance(obj, loaded_torch.Tensor)) or (
+        loaded_numpy is not None and isinstance(obj, (loaded_numpy.ndarray, loaded_numpy.generic))
+    )
+
+
 def _plain(obj):
-    if isinstance(obj, (torch.Tensor, np.ndarray, np.generic)):
+    if _is_array(obj):
         obj = obj.tolist()
     if isinstance(obj, Path):
         return str(obj)
@@ -104,7 +113,10 @@ def json_float(value) -> float:
     return float(value)
 
 
+@functools.cache
 def _version(package: str) -> str | None:
+    # Cached: reading an installed package's metadata costs milliseconds, and provenance() is recorded
+    # by every estimate (a bootstrap over sources makes thousands).
     try:
         return metadata.version(package)
     except metadata.PackageNotFoundError:

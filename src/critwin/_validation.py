@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 from collections.abc import Iterable, Sequence
 
-import numpy as np
-import torch
+from critwin._lazy import deferred_import
+
+# Imported on first use: the command line checks its options with these helpers before torch loads.
+np = deferred_import("numpy", globals(), "np")
+torch = deferred_import("torch", globals())
+
+
+def _is_tensor(value) -> bool:
+    """Whether ``value`` is a torch tensor, without importing torch (no tensor exists before it is)."""
+    loaded = sys.modules.get("torch")
+    return loaded is not None and isinstance(value, loaded.Tensor)
 
 
 def check_time(t, name: str = "t", allow_zero: bool = True) -> float:
@@ -21,7 +31,7 @@ def check_time(t, name: str = "t", allow_zero: bool = True) -> float:
 
 def _scalar(value, name: str, what: str) -> float:
     """``value`` as a finite Python float; ValueError naming ``name`` for anything else."""
-    if isinstance(value, torch.Tensor):
+    if _is_tensor(value):
         if value.numel() != 1:
             raise ValueError(f"{name} must be {what}, got a tensor of shape {tuple(value.shape)}")
         value = value.item()
@@ -54,13 +64,28 @@ def check_finite(x: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} contains NaN or infinite values")
 
 
+def check_finite_from(summary: torch.Tensor, x: torch.Tensor, name: str) -> None:
+    """Refuse NaN or infinite entries of ``x`` by looking at ``summary`` first.
+
+    ``summary`` is a small tensor computed from ``x`` anyway that is NaN or infinite wherever a row of
+    ``x`` is (e.g. each row's log density under one component: one NaN or inf coordinate makes it NaN
+    or -inf). Scanning all of ``x`` costs as much as the work itself in a fused kernel, so ``x`` is only
+    scanned when ``summary`` is not finite: bad input (ValueError naming ``name``) or an overflow on
+    finite input (accepted, as before).
+    """
+    if not bool(torch.isfinite(summary).all()):
+        check_finite(x, name)
+
+
 def check_real_tensor(
-    value, name: str, dtype: torch.dtype | None = None, *, allow_inf: bool = False
+    value, name: str, dtype: torch.dtype | None = None, *, allow_inf: bool = False, values: bool = True
 ) -> torch.Tensor:
     """``value`` as a finite real tensor (cast to ``dtype`` when given).
 
     Raises ValueError naming ``name`` for non-numeric input, boolean or complex dtypes (which casts would
-    silently turn into numbers) and NaN or (unless ``allow_inf``) infinite entries.
+    silently turn into numbers) and NaN or (unless ``allow_inf``) infinite entries. ``values=False``
+    leaves the NaN/inf check to the caller (hot paths check a cheap summary with
+    :func:`check_finite_from`).
     """
     if isinstance(value, torch.Tensor):
         out = value
@@ -82,6 +107,8 @@ def check_real_tensor(
         raise ValueError(f"{name} must hold real numbers, got dtype {out.dtype}")
     if dtype is not None:
         out = out.to(dtype)
+    if not values:
+        return out
     if allow_inf:
         if torch.isnan(out).any():
             raise ValueError(f"{name} contains NaN")

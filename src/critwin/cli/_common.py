@@ -13,15 +13,18 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-import torch
-
 from critwin._io import check_replaceable, check_writable
+from critwin._lazy import deferred_import
 from critwin._validation import check_positive_int, check_time
-from critwin.experiments.executor import EXECUTORS, resolve_executor
+
+# Every command module imports this one: it must not import torch (``critwin --help`` and option
+# errors come before any heavy import; tests/test_cli_startup.py checks it).
+torch = deferred_import("torch", globals())
 
 T = TypeVar("T")
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPES = ("float32", "float16", "bfloat16")
+"""``--dtype`` choices: names of torch dtypes."""
 
 
 def parse_list(text: str, option: str, convert: Callable[[str], T], what: str) -> list[T]:
@@ -90,8 +93,10 @@ def check_out_file(path: Path | None, option: str = "--out", kind: str | None = 
 
 
 def parse_device_dtype(device: str, dtype: str) -> tuple[str, torch.dtype]:
-    """``--device`` (a torch device; cuda needs CUDA present) and ``--dtype`` (a name in :data:`DTYPES`)."""
+    """``--device`` (a torch device; cuda needs CUDA present) and ``--dtype`` (a name in :data:`DTYPES`),
+    as ``(device, torch dtype)``."""
     check_choice(dtype, "--dtype", list(DTYPES))
+    dtype_value = getattr(torch, dtype)
     try:
         kind = torch.device(device).type
     except RuntimeError:
@@ -102,7 +107,7 @@ def parse_device_dtype(device: str, dtype: str) -> tuple[str, torch.dtype]:
         raise ValueError(f"--device {device}: MPS is not available on this machine")
     if kind not in ("cpu", "cuda", "mps"):
         raise ValueError(f"--device must be cpu, cuda or mps, got {device!r}")
-    return device, DTYPES[dtype]
+    return device, dtype_value
 
 
 EXECUTOR_HELP = "Where the units run: local (this process) or ray (Ray tasks; pip install 'critwin[ray]')."
@@ -112,6 +117,8 @@ RAY_ADDRESS_HELP = "Ray cluster to join with --executor ray (default: start a lo
 def executor_options(executor: str, ray_address: str | None):
     """``--executor`` and ``--ray-address`` checked now (Ray present, address only with ray); returns the
     pair to pass on as ``executor=``, ``ray_address=``."""
+    from critwin.experiments.executor import EXECUTORS, resolve_executor  # the engine imports torch
+
     if executor not in EXECUTORS:
         raise ValueError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
     if ray_address is not None and executor != "ray":

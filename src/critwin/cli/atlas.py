@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -13,8 +14,10 @@ from critwin._threads import THREADS_ENV, set_threads, threads_from_env
 from critwin._validation import check_delta, check_eps, check_positive_int
 from critwin.cli import app
 from critwin.cli._common import check_counts, check_out_dir, fmt_time, parse_list, parse_times
-from critwin.diagnostics.feature_atlas import AtlasResult, atlas
 from critwin.report.output import build_atomically
+
+if TYPE_CHECKING:  # the atlas (torch, the models) is imported once the options are checked
+    from critwin.diagnostics.feature_atlas import AtlasResult
 
 ATLAS_FILE = "atlas.json"
 
@@ -118,6 +121,8 @@ def atlas_command(
         if unknown:
             raise ValueError(f"--features: {', '.join(unknown)} not among {', '.join(readers)}")
         readers = {name: readers[name] for name in wanted}
+    from critwin.diagnostics.feature_atlas import atlas
+
     result = atlas(
         process,
         readers,
@@ -134,6 +139,7 @@ def atlas_command(
         n_boot=sizes["boot"],
         seed=seed,
         progress=progress and not as_json,
+        threads=None,  # set above from --threads
     )
     report = {"model": model, **result.to_dict(), "seconds": time.perf_counter() - started}
     report.update(output_marker("atlas"))
@@ -162,25 +168,31 @@ def _write(directory: Path, result: AtlasResult, report: dict) -> None:
 
 def _print_table(result: AtlasResult, model: str, seconds: float) -> None:
     typer.echo(f"{model}: features from first decided to last ({seconds:.0f} s)")
-    typer.echo(f"{'feature':<12}{'t_half':>9}  {'95% CI':<19}{'t_after':>9}{'t_before':>9}{'theory T':>10}")
-    for row in zip(*result.table().values(), strict=True):
-        name, _, t_half, lo, hi, t_after, t_before, _, _, merge = row
+    typer.echo(
+        f"{'feature':<12}{'t_half':>9}  {'95% CI':<19}{'t_after':>9}{'t_before':>9}"
+        f"{'theory T_merge':>16}  {'bracket':<17}{'bound':>7}"
+    )
+    table = result.table()
+    for k, name in enumerate(table["feature"]):
+        lo, hi = table["t_half_lo"][k], table["t_half_hi"][k]
+        merge_lo, merge_hi = table["theory_t_merge_lo"][k], table["theory_t_merge_hi"][k]
         typer.echo(
-            f"{name:<12}{fmt_time(t_half):>9}  [{fmt_time(lo)}, {fmt_time(hi)}]".ljust(40)
-            + f"{fmt_time(t_after):>9}{fmt_time(t_before):>9}{fmt_time(merge):>10}"
+            f"{name:<12}{fmt_time(table['t_half'][k]):>9}  [{fmt_time(lo)}, {fmt_time(hi)}]".ljust(40)
+            + f"{fmt_time(table['t_after'][k]):>9}{fmt_time(table['t_before'][k]):>9}"
+            + f"{fmt_time(table['theory_t_merge'][k]):>16}  "
+            + f"[{fmt_time(merge_lo)}, {fmt_time(merge_hi)}]".ljust(17)
+            + f"{fmt_time(table['theory_t_bound'][k]):>7}"
         )
     comparison = result.comparison()
     if comparison is not None:
         verdict = (
             "agree"
             if comparison["agree"]
-            else (
-                "differ only where the measured intervals overlap"
-                if comparison["agree_within_ci"]
-                else "differ"
-            )
+            else ("differ only where one side ties" if comparison["agree_within_ci"] else "contradict")
         )
-        measured, predicted = " > ".join(comparison["measured"]), " > ".join(comparison["predicted"])
-        typer.echo(f"measured order {measured}; theory {predicted} ({verdict})")
-    for first, second in result.overlaps():
-        typer.echo(f"note: the t½ intervals of {first} and {second} overlap (their order is not resolved)")
+        typer.echo(
+            f"measured order {comparison['measured_text']}; theory (merge times) "
+            f"{comparison['predicted_text']} ({verdict}; '~': intervals overlap, no order claimed)"
+        )
+    else:
+        typer.echo(f"measured order {result.order_text()} ('~': t½ intervals overlap, no order claimed)")

@@ -34,18 +34,27 @@ def demo(
         "slows down only in proportion when other jobs share the cores).",
         show_default=False,
     ),
+    workers: int = typer.Option(
+        2,
+        "--workers",
+        help="Processes computing the sections (the report is the same for any number; 1: this one).",
+    ),
 ) -> None:
     """Measure critical windows on the shipped digits DDPM and compare them with theory."""
     eps = check_eps(eps, "--eps")
     check_out_dir(out)
     threads = threads_from_env() if threads is None else check_positive_int(threads, "--threads")
+    workers = check_positive_int(workers, "--workers")
     check_report_dir(out)
     # Deferred: the report imports diffusers and matplotlib (seconds); options are checked above.
     from critwin.report.demo import print_status, run_demo
 
     bars = progress and sys.stderr.isatty()
+    # With several workers the bar counts sections; the status lines still say what finished.
     status = None if sys.stdout.isatty() and bars else print_status
-    summary = run_demo(out, quick=quick, seed=seed, eps=eps, progress=bars, threads=threads, status=status)
+    summary = run_demo(
+        out, quick=quick, seed=seed, eps=eps, progress=bars, threads=threads, status=status, workers=workers
+    )
     window = summary["digits"]["forward_reverse"]["window"]
     typer.echo(
         f"digits class window (forward-reverse): T_after={window['t_after']}, T_before={window['t_before']} "

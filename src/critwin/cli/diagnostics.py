@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from critwin._io import atomic_write_json, json_text, output_marker
+from critwin._lazy import deferred_import
 from critwin._validation import check_positive_int, check_time
 from critwin.cli import app
 from critwin.cli._common import (
@@ -20,11 +21,13 @@ from critwin.cli._common import (
     parse_list,
     parse_times,
 )
-from critwin.diagnostics.fairness import check_target, rebalance, window_fork_time
-from critwin.diagnostics.privacy import membership_audit
 from critwin.models._store import SHIPPED_MODELS, load_card
-from critwin.models.classifier import ClassMeanReader, classifier_feature
 from critwin.models.data import NUM_CLASSES
+
+# Imported where a diagnostic runs, after every option is checked (they import torch and the models).
+fairness_lib = deferred_import("critwin.diagnostics.fairness", globals(), "fairness_lib")
+privacy_lib = deferred_import("critwin.diagnostics.privacy", globals(), "privacy_lib")
+classifier_lib = deferred_import("critwin.models.classifier", globals(), "classifier_lib")
 
 PRIVACY_MODELS = tuple(SHIPPED_MODELS)
 
@@ -98,7 +101,7 @@ def privacy(
         raise ValueError(f"--fpr must lie in (0, 1), got {fpr}")
     _check_audit_sizes(model, members, nonmembers)
     loaded, member_images, nonmember_images = _audit_images(model, members, nonmembers)
-    audit = membership_audit(
+    audit = privacy_lib.membership_audit(
         loaded.process(num_inference_steps=steps),
         member_images,
         nonmember_images,
@@ -191,20 +194,22 @@ def fairness(
 
 def _digits_fairness(fork_time, n, candidates, target, steps, seed):
     if target is not None:
-        target = check_target(parse_list(target, "--target", float, "probabilities"), NUM_CLASSES, "--target")
+        target = fairness_lib.check_target(
+            parse_list(target, "--target", float, "probabilities"), NUM_CLASSES, "--target"
+        )
     # Deferred: critwin.models.digits imports diffusers (seconds); options are checked above.
     from critwin.models.digits import load_digits_model
 
-    return rebalance(
+    return fairness_lib.rebalance(
         load_digits_model().process(num_inference_steps=steps),
         n,
-        classifier_feature(),
+        classifier_lib.classifier_feature(),
         NUM_CLASSES,
         1.5 if fork_time is None else fork_time,
         target=target,
         n_candidates=candidates,
         seed=seed,
-        judge=ClassMeanReader(),
+        judge=classifier_lib.ClassMeanReader(),
     )
 
 
@@ -215,15 +220,17 @@ def _shapes_fairness(model, attribute, fork_time, n, candidates, target, steps, 
     check_choice(attribute, "--attribute", list(ATTRIBUTES))
     n_classes = len(ATTRIBUTES[attribute])
     if target is not None:
-        target = check_target(parse_list(target, "--target", float, "probabilities"), n_classes, "--target")
+        target = fairness_lib.check_target(
+            parse_list(target, "--target", float, "probabilities"), n_classes, "--target"
+        )
     loaded = load_shapes_model(model)
     process = loaded.process(num_inference_steps=steps)
     readers = attribute_readers()
     reader = readers.pop(attribute)
     if fork_time is None:
         sources = loaded.training_data().images[:64]
-        fork_time, _ = window_fork_time(process, sources, reader, seed=seed)
-    return rebalance(
+        fork_time, _ = fairness_lib.window_fork_time(process, sources, reader, seed=seed)
+    return fairness_lib.rebalance(
         process,
         n,
         reader,

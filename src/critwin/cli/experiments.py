@@ -4,16 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 import typer
 
 from critwin._io import atomic_write_json, json_text, output_marker, read_json
 from critwin._validation import check_delta, check_eps
 from critwin.cli import app
 from critwin.cli._common import check_counts, check_out_file, cli_error, fmt_time
-from critwin.experiments.cloning import CloneResult
-from critwin.experiments.estimation import estimate_window
-from critwin.experiments.forward_reverse import ForwardReverseResult
 
 
 def load_result(directory: Path):
@@ -22,6 +18,10 @@ def load_result(directory: Path):
     if not meta_path.exists():
         raise FileNotFoundError(f"{meta_path} not found: is {directory} a critwin result directory?")
     kind = read_json(meta_path, "result metadata").get("kind")
+    # The engine (torch, scipy) loads once the options and the directory are checked.
+    from critwin.experiments.cloning import CloneResult
+    from critwin.experiments.forward_reverse import ForwardReverseResult
+
     if kind == "forward_reverse":
         return ForwardReverseResult.load(directory)
     if kind == "clone":
@@ -63,6 +63,10 @@ def estimate_command(
     level = check_eps(level, "--level")
     check_out_file(out, kind="estimate")
     result = load_result(result_dir)
+    import torch
+
+    from critwin.experiments.estimation import estimate_window
+
     try:
         estimate = estimate_window(
             result,

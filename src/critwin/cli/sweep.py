@@ -11,12 +11,10 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-import torch
 import typer
 
-from critwin._files import load_tensor_file
 from critwin._io import atomic_write_json, json_float, read_json
+from critwin._lazy import deferred_import
 from critwin._validation import check_delta, check_number, check_time
 from critwin.cli import app
 from critwin.cli._common import (
@@ -32,15 +30,15 @@ from critwin.cli._common import (
     parse_times,
     reject_unused,
 )
-from critwin.experiments.checkpoint import bound_tensors, claim_directory
-from critwin.experiments.cloning import clone
-from critwin.experiments.estimation import estimate_window
-from critwin.experiments.features import CallableFeature, SourceSimilarity, zero_shot_clip
-from critwin.experiments.forward_reverse import forward_reverse
-from critwin.experiments.search import search_window
 from critwin.models._store import SHIPPED_MODELS
 from critwin.models.data import NUM_CLASSES
-from critwin.models.shapes import ATTRIBUTES, attribute_readers
+from critwin.models.shapes import ATTRIBUTES
+
+# The engine (torch, scipy) is imported where the sweep runs, after every option is checked: help and
+# option errors come at once (tests/test_cli_startup.py).
+torch = deferred_import("torch", globals())
+np = deferred_import("numpy", globals(), "np")
+features = deferred_import("critwin.experiments.features", globals())
 
 EXPERIMENTS = ("forward-reverse", "clone")
 FEATURES = (
@@ -76,6 +74,8 @@ def _load_tensor_file(path: Path, key: str):
         raise FileNotFoundError(f"--x0 file {path} does not exist")
     if path.suffix not in (".safetensors", ".pt", ".pth"):
         raise ValueError(f"--x0 must be a .safetensors or .pt file, got {path.name}")
+    from critwin._files import load_tensor_file
+
     data = load_tensor_file(path, "--x0 images")
     if isinstance(data, dict):
         if key not in data and len(data) != 1:
@@ -93,6 +93,7 @@ def _sources(process, out: Path, x0: torch.Tensor | None, n: int, seed: int, dev
     bound to the settings that made them (a rerun with another seed, model or sampler is refused)."""
     if x0 is not None:
         return x0
+    from critwin.experiments.checkpoint import bound_tensors
 
     def generate() -> dict[str, torch.Tensor]:
         generator = torch.Generator(device=device).manual_seed(seed)
@@ -138,21 +139,21 @@ def _feature_factory(spec: str, clip_weights, clip_arch, labels, device, model: 
             raise ValueError(
                 f"--feature {spec} reads a shapes attribute; it applies only with --model {shapes}"
             )
-        return lambda sources: attribute_readers()[spec]
+        return lambda sources: importlib.import_module("critwin.models.shapes").attribute_readers()[spec]
     if spec == "nearest-source":
-        return lambda sources: SourceSimilarity(sources, metric="l2")
+        return lambda sources: features.SourceSimilarity(sources, metric="l2")
     if spec == "nearest-source-cosine":
-        return lambda sources: SourceSimilarity(sources, metric="cosine")
+        return lambda sources: features.SourceSimilarity(sources, metric="cosine")
     if spec == "clip":
         if clip_weights is None or labels is None:
             raise ValueError("--feature clip needs --clip-weights (a local file or directory) and --labels")
         if not Path(clip_weights).exists():
             raise FileNotFoundError(f"--clip-weights {clip_weights} does not exist")
         names = [s.strip() for s in labels.split(",") if s.strip()]
-        return lambda sources: zero_shot_clip(names, clip_weights, arch=clip_arch, device=device)
+        return lambda sources: features.zero_shot_clip(names, clip_weights, arch=clip_arch, device=device)
     if ":" in spec:
         fn = _import_feature(spec)
-        return lambda sources: CallableFeature(fn, name=spec)
+        return lambda sources: features.CallableFeature(fn, name=spec)
     raise ValueError(f"--feature must be one of {FEATURES}, got {spec!r}")
 
 
@@ -386,6 +387,10 @@ def sweep(
     images = _load_tensor_file(x0, "x0") if x0 is not None else None
 
     kind = "search" if adaptive else experiment.replace("-", "_")
+    from critwin.experiments.checkpoint import claim_directory
+    from critwin.experiments.cloning import clone
+    from critwin.experiments.forward_reverse import forward_reverse
+
     # Held for the whole run: a second process is refused ("in use by pid N"), a foreign directory too.
     with claim_directory(out, kind, "--out"):
         process = _load_process(
@@ -441,6 +446,8 @@ def _search(process, sources, feature_fn, settings: dict, out: Path, run: dict) 
             _print_search(stored["result"], path)
             return
         raise ValueError(f"--out {out} holds a search with other settings; use another directory")
+    from critwin.experiments.search import search_window
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         found = search_window(
@@ -488,6 +495,8 @@ def _print_table(result) -> None:
 
 def _report_window(result, delta: float, seed: int, out: Path) -> None:
     """Window estimate (isotonic fit, bootstrap CIs) of the sweep, printed and saved as window.json."""
+    from critwin.experiments.estimation import estimate_window
+
     try:
         # Percentiles of bootstrap replicates with infinite (censored) endpoints are nan: expected here.
         with np.errstate(invalid="ignore"):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -21,12 +20,9 @@ from critwin.cli._common import (
     fmt_time,
     parse_list,
 )
-from critwin.experiments.checkpoint import claim_directory
-from critwin.io_mixture import load_mixture
-from critwin.theory.discrete_times import CLOCK_LABELS
-from critwin.theory.tree import hierarchy
-from critwin.theory.validate import validate
-from critwin.theory.windows import critical_window, transition_times
+
+# The theory (torch, scipy) is imported in each command once its options are checked: help and option
+# errors come at once (tests/test_cli_startup.py).
 
 
 def _subset(text: str | None, name: str) -> list[int] | None:
@@ -35,6 +31,8 @@ def _subset(text: str | None, name: str) -> list[int] | None:
 
 
 def _generator(seed: int):
+    import torch
+
     return torch.Generator().manual_seed(seed)
 
 
@@ -60,6 +58,10 @@ def window_command(
     check_counts(n=n)
     after_set = _subset(after, "after")
     before_set = _subset(before, "before")
+    from critwin.io_mixture import load_mixture
+    from critwin.theory.discrete_times import CLOCK_LABELS
+    from critwin.theory.windows import critical_window, transition_times
+
     mixture = load_mixture(mixture_file)
     g = _generator(seed)
     win = critical_window(mixture, after_set, before_set, eps, n=n, generator=g)
@@ -127,6 +129,9 @@ def hierarchy_command(
     check_choice(method, "--method", ["auto", "fast", "exact"])
     check_out_file(plot, "--plot", kind="png")
     check_out_file(out, "--out", kind="hierarchy")
+    from critwin.io_mixture import load_mixture
+    from critwin.theory.tree import hierarchy
+
     mixture = load_mixture(mixture_file)
     tree = hierarchy(
         mixture,
@@ -167,6 +172,9 @@ def validate_command(
     """Check Blink Thm 2 on random isotropic mixtures: exact forward-reverse TV against the bound."""
     eps = check_eps(eps, "--eps")
     check_out_dir(out)
+    from critwin.experiments.checkpoint import claim_directory
+    from critwin.theory.validate import validate
+
     with claim_directory(out, "validate", "--out", legacy=("validation.csv", "summary.json")):
         result = validate(out, quick=quick, eps=eps, seed=seed)
     s = result.summary

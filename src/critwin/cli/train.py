@@ -5,28 +5,18 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import torch
 import typer
 
+from critwin._lazy import deferred_import
 from critwin.cli import app
 from critwin.cli._common import check_choice, check_counts, check_out_dir, reject_unused
 from critwin.models._store import load_card, weights_paths
-from critwin.models.classifier import (
-    CLASSIFIER_NAME,
-    evaluate_classifier,
-    load_classifier,
-    save_classifier,
-    train_classifier,
-)
-from critwin.models.data import load_digits_data
-from critwin.models.shapes import (
-    SHAPE_CLASSIFIER_NAME,
-    attribute_readers,
-    evaluate_readers,
-    load_shape_classifier,
-    save_shape_classifier,
-    train_shape_classifier,
-)
+
+# Imported when training starts, after every option is checked (torch, the models).
+torch = deferred_import("torch", globals())
+classifiers = deferred_import("critwin.models.classifier", globals(), "classifiers")
+readers_lib = deferred_import("critwin.models.shapes.readers", globals(), "readers_lib")
+digits_data = deferred_import("critwin.models.data", globals(), "digits_data")
 
 SHAPE_CLASSIFIER_TRAIN = 8000
 
@@ -154,8 +144,8 @@ def _train_shapes(model: str, changes: dict, *, out, classifier_dir, **run) -> N
 
     preset = PRESETS["tiny" if model == "shapes-tiny" else model]
     config = preset.replace(**changes)
-    directory = _classifier_dir(out, classifier_dir, SHAPE_CLASSIFIER_NAME)
-    readers = attribute_readers(load_shape_classifier(directory))
+    directory = _classifier_dir(out, classifier_dir, readers_lib.SHAPE_CLASSIFIER_NAME)
+    readers = readers_lib.attribute_readers(readers_lib.load_shape_classifier(directory))
     reference = (lambda: _reference_card(out, "shapes")) if model == "shapes-memorise" else None
     samples = run["unconditional_samples"]
     train_shapes(
@@ -190,15 +180,15 @@ def _check_classifier_options(steps, batch_size, learning_rate, epochs: int | No
 
 def _train_classifier(out: Path, epochs: int | None, seed: int) -> None:
     epochs = 60 if epochs is None else epochs
-    data = load_digits_data()
+    data = digits_data.load_digits_data()
     typer.echo(
         f"training the digit classifier: {epochs} epochs on {data.train_labels.numel()} digits, seed {seed}"
     )
-    model = train_classifier(data, epochs=epochs, seed=seed)
-    metrics = evaluate_classifier(model, data)
+    model = classifiers.train_classifier(data, epochs=epochs, seed=seed)
+    metrics = classifiers.evaluate_classifier(model, data)
     described = data.describe()
     described.pop("train_indices")
-    weights_file, card_file = save_classifier(
+    weights_file, card_file = classifiers.save_classifier(
         model,
         out,
         {
@@ -224,12 +214,12 @@ def _train_shape_classifier(out: Path, epochs: int | None, seed: int) -> None:
         f"training the shape reader: {epochs} epochs on {SHAPE_CLASSIFIER_TRAIN} shapes images, seed {seed}"
     )
     started = time.perf_counter()
-    model = train_shape_classifier(n_train=SHAPE_CLASSIFIER_TRAIN, epochs=epochs, seed=seed)
+    model = readers_lib.train_shape_classifier(n_train=SHAPE_CLASSIFIER_TRAIN, epochs=epochs, seed=seed)
     seconds = time.perf_counter() - started
-    readers = attribute_readers(model)
-    accuracy = evaluate_readers(readers)
-    noisy = evaluate_readers(readers, noise=0.1)
-    weights_file, card_file = save_shape_classifier(
+    readers = readers_lib.attribute_readers(model)
+    accuracy = readers_lib.evaluate_readers(readers)
+    noisy = readers_lib.evaluate_readers(readers, noise=0.1)
+    weights_file, card_file = readers_lib.save_shape_classifier(
         model,
         out,
         {
@@ -265,7 +255,7 @@ def _classifier_dir(out: Path, classifier_dir: Path | None, name: str) -> Path |
 
 
 def _load_metrics_classifier(out: Path, classifier_dir: Path | None):
-    return load_classifier(_classifier_dir(out, classifier_dir, CLASSIFIER_NAME))
+    return classifiers.load_classifier(_classifier_dir(out, classifier_dir, classifiers.CLASSIFIER_NAME))
 
 
 def _reference_card(out: Path, name: str) -> dict | None:

@@ -33,6 +33,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from safetensors.torch import save_file
 
+from critwin._display import NotebookProgress, in_notebook
 from critwin._files import load_tensor_file
 from critwin._io import (
     atomic_path,
@@ -365,9 +366,18 @@ def check_chunk_size(chunk_size, default: int) -> int:
 # ------------------------------------------------------------------------------------------ progress
 @contextmanager
 def progress_bar(total: int, description: str, enabled: bool = True) -> Iterator[Callable[[int], None]]:
-    """Yield ``advance(k)``; shows a rich progress bar on stderr when ``enabled``."""
+    """Yield ``advance(k)``; shows a progress bar when ``enabled``: in a Jupyter notebook an HTML bar
+    updated in place in the cell's output (:class:`critwin._display.NotebookProgress`), elsewhere a rich
+    bar on stderr."""
     if not enabled or total <= 0:
         yield lambda k=1: None
+        return
+    if in_notebook():
+        bar = NotebookProgress(total, description)
+        try:
+            yield bar.advance
+        finally:
+            bar.close()
         return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:

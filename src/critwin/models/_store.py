@@ -11,11 +11,12 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import NamedTuple
-
-import torch
+from typing import TYPE_CHECKING, NamedTuple
 
 from critwin._io import atomic_path, atomic_write_json
+
+if TYPE_CHECKING:  # annotations only: the command line reads the registry below before torch loads
+    import torch
 
 SHIPPED_WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
-import torch
-
+from critwin._lazy import deferred_import
 from critwin._validation import check_positive_int
+
+# Imported on first use: the command line reads NUM_CLASSES for its help before torch loads.
+np = deferred_import("numpy", globals(), "np")
+torch = deferred_import("torch", globals())
 
 __all__ = [
     "DigitsData",

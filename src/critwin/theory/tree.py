@@ -37,7 +37,7 @@ from scipy.spatial.distance import squareform
 
 from critwin._display import axes
 from critwin._io import PNG_SOFTWARE, atomic_path
-from critwin._validation import check_eps
+from critwin._validation import check_eps, check_subset
 from critwin.mixtures import CategoricalMixture, GaussianMixture
 from critwin.theory.discrete_times import CLOCK_LABELS, CategoricalEngine, clock_of
 from critwin.theory.divergence import component_tv, tv
@@ -45,7 +45,7 @@ from critwin.theory.span import SpanMixture, shared_isotropic
 from critwin.theory.span_crossings import crossings, tv_values
 from critwin.theory.windows import Window, check_search, merge_time, separation_time, window_from_times
 
-__all__ = ["Node", "Tree", "hierarchy"]
+__all__ = ["Node", "Tree", "hierarchy", "merge_times"]
 
 
 def _window_dict(window: Window) -> dict:
@@ -400,15 +400,7 @@ def hierarchy(
     if progress is not None and not callable(progress):
         raise ValueError(f"progress must be callable or None, got {type(progress).__name__}")
     kw = dict(n=n, generator=generator, tol=tol)
-    if discrete:
-        engine = CategoricalEngine(mixture, eps, kw, method)
-    else:
-        fast = shared_isotropic(mixture)
-        if method == "fast" and not fast:
-            raise ValueError("method='fast' needs components sharing one isotropic covariance; use 'exact'")
-        engine = (
-            _SpanEngine(mixture, eps, kw) if fast and method != "exact" else _ExactEngine(mixture, eps, kw)
-        )
+    engine = CategoricalEngine(mixture, eps, kw, method) if discrete else _engine(mixture, eps, method, kw)
     report = progress or (lambda stage, done, total: None)
     root, spreads = _complete_linkage(engine, report)
     _verify(root, spreads, engine, report)
@@ -421,6 +413,65 @@ def hierarchy(
         if node.window is not None:
             node.window = replace(node.window, clock=clock)
     return Tree(root, eps, clock)
+
+
+def _engine(mixture: GaussianMixture, eps: float, method: str, kw: dict):
+    """The span engine for ``"fast"`` (and ``"auto"`` where it applies), else the exact one."""
+    fast = shared_isotropic(mixture)
+    if method == "fast" and not fast:
+        raise ValueError("method='fast' needs components sharing one isotropic covariance; use 'exact'")
+    return _SpanEngine(mixture, eps, kw) if fast and method != "exact" else _ExactEngine(mixture, eps, kw)
+
+
+def merge_times(
+    mixture: GaussianMixture,
+    pairs,
+    eps: float = 0.1,
+    *,
+    n: int = 10000,
+    generator: torch.Generator | None = None,
+    tol: float = 1e-4,
+    method: str = "auto",
+) -> list[tuple[float, float, float, str]]:
+    """``T_end(A, B) = inf{t : TV(p_t^A, p_t^B) <= eps}`` for every pair ``A ⊆ B``, all at once, by the
+    engine of :func:`hierarchy` (so with the brackets of its windows' merge times, before the separation
+    condition of ``T_before`` is applied).
+
+    A node's ``time`` is the largest merge time of two of its *components*, a sure upper bound on when
+    its sub-mixtures merge (TV between mixtures <= the largest TV between components); this gives those.
+
+    Parameters
+    ----------
+    mixture : GaussianMixture.
+    pairs : sequence of ``(A, B)`` component lists with ``A ⊆ B`` (e.g. a node and its parent).
+    eps, n, generator, tol, method : as :func:`hierarchy`.
+
+    Returns
+    -------
+    list of ``(time, low, high, method)``, one per pair, as :func:`critwin.theory.windows.merge_time`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from critwin import GaussianMixture
+    >>> gmm = GaussianMixture(torch.tensor([[-4.0, 0.0], [0.0, 0.0], [4.0, 0.0]]))
+    >>> [round(t, 1) for t, *_ in merge_times(gmm, [([0], [0, 1, 2]), ([0, 1], [0, 1, 2])])]
+    [2.7, 2.0]
+    """
+    if not isinstance(mixture, GaussianMixture):
+        raise ValueError(f"mixture must be a GaussianMixture, got {type(mixture).__name__}")
+    eps = check_eps(eps)
+    check_search(tol, n, generator)
+    if method not in _METHODS:
+        raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+    requests = []
+    for A, B in pairs:
+        A, B = check_subset(A, mixture.n_components, "A"), check_subset(B, mixture.n_components, "B")
+        if not set(A) <= set(B):
+            raise ValueError(f"pairs: A must be a subset of B, got A={A}, B={B}")
+        requests.append((A, B))
+    engine = _engine(mixture, eps, method, dict(n=n, generator=generator, tol=tol))
+    return engine.times(requests, lambda done, total: None)
 
 
 class _ExactEngine:

@@ -20,9 +20,11 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import torch
-
+from critwin._lazy import deferred_import
 from critwin._validation import check_positive_int
+
+# Imported on first use: the command line reads ATTRIBUTES for its help before torch loads.
+torch = deferred_import("torch", globals())
 
 __all__ = [
     "ATTRIBUTES",
