@@ -84,6 +84,11 @@ _MODULE_EXPORTS = {
         "susceptibility",
     ),
     "critwin.experiments.search": ("SearchResult", "search_window"),
+    "critwin.experiments.token_process": (
+        "AutoregressiveProcess",
+        "CategoricalProcess",
+        "MaskedDiffusionProcess",
+    ),
     "critwin.experiments.features": ("SourceSimilarity", "zero_shot_clip"),
     # These import diffusers (adapters, models) or the models (diagnostics): about 2 s more.
     "critwin.adapters.diffusers": ("DiffusersProcess", "from_pipeline", "load_local"),

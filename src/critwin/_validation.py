@@ -210,3 +210,32 @@ def check_labels(value, name: str) -> torch.Tensor:
     if (out < 0).any():
         raise ValueError(f"{name} must be integer labels >= 0, got {int(out.min())}")
     return out
+
+
+def check_token_ids(tokens, name: str, length: int, high: int, what: str = "the vocabulary") -> torch.Tensor:
+    """``tokens`` as an ``(n, length)`` long tensor (device kept) with every id in ``0..high-1``.
+
+    ``what`` says what the ids ``0..high-1`` are (e.g. "the vocabulary and the mask id 8") in the error.
+    Raises ValueError naming ``name`` for non-integer values, another shape or an id out of range.
+    """
+    if not isinstance(tokens, torch.Tensor):
+        try:
+            tokens = torch.as_tensor(np.asarray(tokens))
+        except (TypeError, ValueError, RuntimeError):
+            raise ValueError(f"{name} must be an (n, {length}) tensor of token ids") from None
+    if tokens.is_floating_point() or tokens.is_complex() or tokens.dtype == torch.bool:
+        raise ValueError(f"{name} must hold integer token ids, got dtype {tokens.dtype}")
+    if tokens.ndim != 2 or tokens.shape[1] != length or tokens.shape[0] == 0:
+        raise ValueError(
+            f"{name} must have shape (n, {length}) with n >= 1 (sequences of length {length}), "
+            f"got {tuple(tokens.shape)}"
+        )
+    tokens = tokens.detach().long()
+    bad = (tokens < 0) | (tokens >= high)
+    if bad.any():
+        row, position = (int(i) for i in bad.nonzero()[0])
+        raise ValueError(
+            f"{name} holds token id {int(tokens[row, position])} at row {row}, position {position}, "
+            f"outside 0..{high - 1} ({what})"
+        )
+    return tokens

@@ -412,6 +412,13 @@ class TimeGrid:
         stop = len(self) - 1 if stop is None else self.check_index(stop, "stop", low=start)
         return start, stop
 
+    unit = "OU time"
+    """What one requested time is (error messages); a grid on another clock states its own."""
+
+    def check_value(self, value, name: str) -> float:
+        """One requested time, checked on this grid's clock (here an OU time: finite, >= 0)."""
+        return check_time(value, name)
+
     def check(self, times, name: str = "times") -> torch.Tensor:
         """Validate requested OU times against this grid.
 
@@ -429,12 +436,14 @@ class TimeGrid:
         try:
             values = list(values.tolist() if hasattr(values, "tolist") else values)
         except TypeError:
-            raise ValueError(f"{name} must be a sequence of OU times, got {type(times).__name__}") from None
+            raise ValueError(
+                f"{name} must be a sequence of {self.unit}s, got {type(times).__name__}"
+            ) from None
         if len(values) == 0:
-            raise ValueError(f"{name} must hold at least one OU time")
+            raise ValueError(f"{name} must hold at least one {self.unit}")
         labels = [name] if scalar else [f"{name}[{i}]" for i in range(len(values))]
         out = torch.tensor(
-            [check_time(v, label) for v, label in zip(values, labels, strict=True)], dtype=torch.float64
+            [self.check_value(v, label) for v, label in zip(values, labels, strict=True)], dtype=torch.float64
         )
         _check_in_range(out[0] if scalar else out, self.times[-1].item(), self.t_max, name, "sampler")
         return out

@@ -52,6 +52,7 @@ _COMMAND_MODULES: list[str] = [
     "critwin.cli.demo",
     "critwin.cli.diagnostics",
     "critwin.cli.atlas",
+    "critwin.cli.text",
 ]
 
 

@@ -14,6 +14,7 @@ from critwin._threads import THREADS_ENV, set_threads, threads_from_env
 from critwin._validation import check_delta, check_eps, check_positive_int
 from critwin.cli import app
 from critwin.cli._common import check_counts, check_out_dir, fmt_time, parse_list, parse_times
+from critwin.cli.text import is_text_model, text_atlas_command
 from critwin.report.output import build_atomically
 
 if TYPE_CHECKING:  # the atlas (torch, the models) is imported once the options are checked
@@ -69,8 +70,11 @@ def check_atlas_dir(out: Path | None) -> Path | None:
 
 @app.command("atlas")
 def atlas_command(
+    ctx: typer.Context,
     model: str = typer.Option(
-        "shapes", "--model", help="Shipped shapes model name or a directory holding one."
+        "shapes",
+        "--model",
+        help="Shipped shapes model name or a directory holding one; or a text model (rhm-mdm, rhm-ar).",
     ),
     features: str | None = typer.Option(
         None, "--features", help="Comma-separated attributes (default: all of the model's readers)."
@@ -115,6 +119,13 @@ def atlas_command(
     check_atlas_dir(out)
     set_threads(threads_from_env() if threads is None else check_positive_int(threads, "--threads"))
     started = time.perf_counter()
+    if is_text_model(model):
+        given = ctx.get_parameter_source("steps").name == "COMMANDLINE"
+        options = dict(sizes, times=requested, features=wanted, eps=eps, delta=delta, seed=seed)
+        options.update(steps=steps if given else None, progress=progress and not as_json)
+        result = text_atlas_command(model, options)
+        _finish(result, model, started, out, as_json)
+        return
     process, data, readers = load_shapes(model, steps)
     if wanted is not None:
         unknown = [name for name in wanted if name not in readers]
@@ -141,6 +152,11 @@ def atlas_command(
         progress=progress and not as_json,
         threads=None,  # set above from --threads
     )
+    _finish(result, model, started, out, as_json)
+
+
+def _finish(result: AtlasResult, model: str, started: float, out: Path | None, as_json: bool) -> None:
+    """Write the atlas into ``out`` and print it (one JSON object, or the table)."""
     report = {"model": model, **result.to_dict(), "seconds": time.perf_counter() - started}
     report.update(output_marker("atlas"))
     if out is not None:

@@ -29,7 +29,7 @@ fairness_lib = deferred_import("critwin.diagnostics.fairness", globals(), "fairn
 privacy_lib = deferred_import("critwin.diagnostics.privacy", globals(), "privacy_lib")
 classifier_lib = deferred_import("critwin.models.classifier", globals(), "classifier_lib")
 
-PRIVACY_MODELS = tuple(SHIPPED_MODELS)
+PRIVACY_MODELS = tuple(name for name in SHIPPED_MODELS if not name.startswith("rhm-"))  # images only
 
 
 def _check_audit_sizes(model: str, members: int, nonmembers: int) -> None:

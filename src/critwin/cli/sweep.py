@@ -30,6 +30,7 @@ from critwin.cli._common import (
     parse_times,
     reject_unused,
 )
+from critwin.cli.text import TEXT_REFUSED, check_text_options, is_text_model, text_sweep
 from critwin.models._store import SHIPPED_MODELS
 from critwin.models.data import NUM_CLASSES
 from critwin.models.shapes import ATTRIBUTES
@@ -349,6 +350,18 @@ def sweep(
     Writes the engine's tidy outputs into --out (config.json, units/, table.csv, metadata.json; with
     --adaptive: search.json) and prints the realised noise level of every requested time.
     """
+    if is_text_model(model):
+        image_only = (prompt, negative_prompt, prompt_embeds, guidance, class_label, null_label, scheduler)
+        image_only += (x0, clip_weights, clip_arch, labels, height, width)
+        check_text_options(dict(zip(TEXT_REFUSED, image_only, strict=True)))
+        run = dict(experiment=experiment, adaptive=adaptive, delta=delta, resolution=resolution, n=n)
+        run.update(probe_batch=probe_batch, max_per_probe=max_per_probe, n_per_time=n_per_time)
+        run.update(n_clones=n_clones, seed=seed, chunk_size=chunk_size, progress=progress, device=device)
+        run.update(executor=executor, ray_address=ray_address, dtype=dtype)
+        given = {k: ctx.get_parameter_source(k).name == "COMMANDLINE" for k in ("steps", "feature")}
+        run.update(steps=steps if given["steps"] else None, feature=feature if given["feature"] else None)
+        run["times"] = parse_times(times) if times is not None else None
+        return text_sweep(model, out, run)
     # Every option is checked (and every small file read) before the pipeline loads.
     _check_modes(experiment, times, adaptive, prompt, prompt_embeds, negative_prompt)
     if model in SHIPPED_MODELS:

@@ -23,7 +23,9 @@ SHAPE_CLASSIFIER_TRAIN = 8000
 DIGITS = ("digits", "digits-memorise", "digits-flow", "digits-v", "digits-tiny")
 SHAPES = ("shapes", "shapes-biased", "shapes-memorise", "shapes-tiny")
 CLASSIFIERS = ("classifier", "shapes-classifier")
-TRAINABLE = (*DIGITS, "classifier", *SHAPES, "shapes-classifier")
+TEXT = ("rhm-mdm", "rhm-ar", "rhm-mdm-tiny", "rhm-ar-tiny")
+TRAINABLE = (*DIGITS, "classifier", *SHAPES, "shapes-classifier", *TEXT)
+NOT_FOR_TEXT = "does not apply to the text models"
 
 
 @app.command("train")
@@ -74,13 +76,16 @@ def train(
 ) -> None:
     """Train a digits model (``digits``, ``digits-memorise``, ``digits-flow``, ``digits-v``, ``digits-tiny``),
     the digit ``classifier``, a shapes DDPM (``shapes``, ``shapes-biased``, ``shapes-memorise``,
-    ``shapes-tiny``) or the ``shapes-classifier`` (the shape reader).
+    ``shapes-tiny``), the ``shapes-classifier`` (the shape reader), or a text model on the Random
+    Hierarchy Model (``rhm-mdm`` masked diffusion, ``rhm-ar`` autoregressive; ``-tiny`` versions).
 
     Writes safetensors weights and a JSON model card (config, data, seed, metrics) into --out.
     """
     check_choice(model, "MODEL", TRAINABLE)
     check_out_dir(out)
     reject_unused(ctx, {"eval_samples": None if model in DIGITS else "applies only to the digits models"})
+    if model in TEXT:
+        reject_unused(ctx, {"inference_steps": NOT_FOR_TEXT, "classifier_dir": NOT_FOR_TEXT})
     check_counts(eval_every=eval_every, unconditional_samples=unconditional_samples, minimum=0)
     check_counts(eval_samples=eval_samples, inference_steps=inference_steps, threads=threads)
     if model in CLASSIFIERS:
@@ -106,7 +111,9 @@ def train(
         inference_steps=inference_steps,
         progress=progress,
     )
-    if model in SHAPES:
+    if model in TEXT:
+        _train_text(model, changes, **run)
+    elif model in SHAPES:
         _train_shapes(model, changes, **run)
     else:
         _train_digits(model, changes, eval_samples=eval_samples, **run)
@@ -160,6 +167,22 @@ def _train_shapes(model: str, changes: dict, *, out, classifier_dir, **run) -> N
         progress=run["progress"],
         log=typer.echo,
         reference_card=reference,
+    )
+
+
+def _train_text(model: str, changes: dict, *, out, unconditional_samples, eval_every, progress, **_) -> None:
+    from critwin.models.text import PRESETS, train_text_model
+
+    config = PRESETS[model].replace(**changes)
+    train_text_model(
+        config,
+        name=model,
+        out_dir=out,
+        log_every=max(1, min(200, config.steps // 10)),
+        eval_every=eval_every,
+        final_samples=2000 if unconditional_samples is None else unconditional_samples,
+        progress=progress,
+        log=typer.echo,
     )
 
 

@@ -56,6 +56,7 @@ from critwin.experiments.estimation import ConstantFeatureError, WindowEstimate,
 from critwin.experiments.features import CallableFeature, feature_name
 from critwin.experiments.forward_reverse import ForwardReverseResult, forward_reverse
 from critwin.experiments.process import MixtureProcess, as_process, grid_times
+from critwin.experiments.results import CLOCK_AXES
 
 __all__ = ["atlas", "AtlasResult", "fit_attribute_mixture", "tree_levels", "MIXED", "TIED"]
 
@@ -281,9 +282,11 @@ class AtlasResult:
                 )
         ax.axhline(0.5, color="grey", lw=0.6, ls=":")
         right = _theory_rows(ax, self.theory["attributes"], colours) if self.theory is not None else 0.0
-        ax.set_xscale("symlog", linthresh=0.1)
-        ax.set_xlim(0.0, max(ax.get_xlim()[1], 1.1 * right))  # OU time is >= 0; room for the bounds
-        ax.set_xlabel("OU time t (reverse process runs right to left)")
+        clock = self.metadata.get("clock", "ou")
+        if clock == "ou":
+            ax.set_xscale("symlog", linthresh=0.1)
+        ax.set_xlim(0.0, max(ax.get_xlim()[1], 1.1 * right))  # every clock starts at 0; room for the bounds
+        ax.set_xlabel(f"{CLOCK_AXES.get(clock, clock)} (reverse process runs right to left)")
         ax.set_ylabel("normalised commitment r(t)")
         ax.legend(loc="lower left", fontsize="small")
         return ax

@@ -48,6 +48,7 @@ from critwin.experiments.results import (
     FeatureLabels,
     ResultTable,
     at_edge,
+    clock_of,
     feature_columns,
     grid_from_metadata,
     grid_metadata,
@@ -66,7 +67,7 @@ class CloneResult(FeatureLabels, ResultTable):
 
     Attributes
     ----------
-    requested_times : (T,) float64 fork times asked for.
+    requested_times : (T,) float64 fork times asked for (on the process's clock: ``metadata["clock"]``).
     times : (T,) float64 realised fork times (grid points).
     indices : (T,) long grid indices of the forks.
     steps : (T,) long model step labels or None.
@@ -115,6 +116,7 @@ class CloneResult(FeatureLabels, ResultTable):
 
     def summary(self) -> dict[str, Any]:
         out = {
+            "clock": self.metadata.get("clock", "ou"),
             "times": int(self.times.numel()),
             "trajectories": int(self._first("own_labels").numel()),
             "n_clones": self.n_clones,
@@ -281,7 +283,12 @@ def clone(
         clone_labels=at_edge(_by_time(by_fork, [forks.index(int(k)) for k in grid.indices])),
         nfe=nfe if process.nfe is not None else None,
         metadata=result_metadata(
-            {k: v for k, v in config.items() if k not in ("requested_times", "realised_times")}, device, dtype
+            {
+                "clock": clock_of(process),
+                **{k: v for k, v in config.items() if k not in ("requested_times", "realised_times")},
+            },
+            device,
+            dtype,
         ),
     )
     if out is not None:

@@ -33,7 +33,7 @@ from critwin._display import axes, data_frame, html_summary, short_repr
 from critwin._io import provenance
 from critwin._stats import bounded_percentile_interval, wilson_bounds
 from critwin._validation import check_delta, check_eps, check_labels, check_number, check_positive_int
-from critwin.experiments.results import select_feature
+from critwin.experiments.results import CLOCK_AXES, select_feature
 
 __all__ = [
     "wilson_interval",
@@ -222,6 +222,7 @@ class WindowEstimate:
     def summary(self) -> dict[str, Any]:
         """The key numbers: level, base rate, endpoints with their intervals, number of times."""
         return {
+            "clock": self.clock,
             "delta": self.delta,
             "b": self.b,
             "t_after": self.t_after,
@@ -231,6 +232,11 @@ class WindowEstimate:
             "t_half": self.t_half,
             "n_times": int(self.times.size),
         }
+
+    @property
+    def clock(self) -> str:
+        """The clock of :attr:`times` (``"ou"``, or ``"kappa"``/``"hidden"`` for token processes)."""
+        return self.metadata.get("clock", "ou")
 
     def __repr__(self) -> str:
         return short_repr("WindowEstimate", self.summary())
@@ -259,7 +265,7 @@ class WindowEstimate:
             ax.axhline(level, color="grey", lw=0.8, ls=":")
         if not self.empty:
             ax.axvspan(self.t_after, self.t_before, color="tab:orange", alpha=0.2, label="window")
-        ax.set_xlabel("OU time t")
+        ax.set_xlabel(CLOCK_AXES.get(self.clock, self.clock))
         ax.set_ylabel("normalised commitment r(t)")
         ax.legend(loc="best", fontsize="small")
         return ax
@@ -406,7 +412,10 @@ def estimate_window(
     estimate = _estimate(found, model_labels, base_rate, settings)
     if per_class:
         estimate.per_class = _per_class(found, model_labels, base_rate, settings)
-    estimate.metadata = {"bootstrap_seed": seed, "provenance": provenance()}
+    clock = getattr(result, "metadata", {}).get("clock", "ou")
+    estimate.metadata = {"bootstrap_seed": seed, "clock": clock, "provenance": provenance()}
+    for sub in estimate.per_class.values():
+        sub.metadata = {"clock": clock}
     chi = susceptibility(result)
     if chi is not None:
         estimate.chi = chi.chi

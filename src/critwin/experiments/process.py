@@ -45,6 +45,7 @@ __all__ = [
     "nfe_since",
     "ou_noise",
     "shift_callback",
+    "register_mixture_process",
 ]
 
 Callback = Callable[[int, float, torch.Tensor, torch.Tensor], None]
@@ -71,6 +72,9 @@ class ReverseProcess(ABC):
     """
 
     sample_shape: tuple[int, ...] = ()
+    clock: str = "ou"
+    """What the grid's levels are: ``"ou"`` (OU time, THEORY §1); token processes use ``"kappa"`` or
+    ``"hidden"`` (:mod:`critwin.experiments.token_process`)."""
     continuous: bool = False
     nfe: int | None = None
     """Per-sample denoiser evaluations so far, for processes that count them (``None``: not counted)."""
@@ -458,6 +462,15 @@ class DiscreteProcess(ReverseProcess):
 # --------------------------------------------------------------------------------------------------
 
 
+_MIXTURE_PROCESSES: list[tuple[type, Callable[..., ReverseProcess]]] = []
+
+
+def register_mixture_process(kind: type, factory: Callable[..., ReverseProcess]) -> None:
+    """Let :func:`as_process` wrap a mixture of class ``kind`` as ``factory(mixture, sampler, n_steps,
+    t_max, eta)`` (how :mod:`~critwin.experiments.token_process` runs a ``CategoricalMixture``)."""
+    _MIXTURE_PROCESSES.append((kind, factory))
+
+
 def as_process(model, sampler, n_steps=None, t_max=None, eta=None) -> ReverseProcess:
     """A :class:`ReverseProcess` from a process or a mixture (wrapped in :class:`MixtureProcess`).
 
@@ -475,6 +488,9 @@ def as_process(model, sampler, n_steps=None, t_max=None, eta=None) -> ReversePro
                 f"sampler={sampler!r} differs from the process's own sampler {own!r}; pass sampler=None"
             )
         return model
+    for kind, factory in _MIXTURE_PROCESSES:
+        if isinstance(model, kind):
+            return factory(model, sampler, n_steps, t_max, eta)
     if hasattr(model, "sample_posterior") and hasattr(model, "denoise"):
         kwargs = {"sampler": "exact" if sampler is None else sampler, "eta": eta}
         if n_steps is not None:
@@ -545,7 +561,10 @@ def realise_times(process: ReverseProcess, times, name: str = "times") -> Realis
 
 
 def check_samples(x0, process, name: str = "x0") -> torch.Tensor:
-    """``x0`` (array or tensor, batch first) as a non-empty, finite floating-point tensor."""
+    """``x0`` (array or tensor, batch first) as a non-empty, finite floating-point tensor (token ids for
+    a process on a token clock: its ``check_tokens``)."""
+    if getattr(process, "clock", "ou") != "ou":
+        return process.check_tokens(x0, name)
     if isinstance(x0, np.ndarray):
         x0 = torch.from_numpy(x0)
     if not isinstance(x0, torch.Tensor) or x0.ndim == 0 or x0.shape[0] == 0:

@@ -54,7 +54,7 @@ from critwin.experiments.process import (
     realise_times,
     select_cond,
 )
-from critwin.experiments.results import ResultTable, at_edge, result_metadata
+from critwin.experiments.results import ResultTable, at_edge, clock_of, result_metadata
 from critwin.experiments.search_precision import Narrowing, ProbeCrossings, check_precision
 
 __all__ = ["search_window", "SearchResult"]
@@ -116,6 +116,7 @@ class SearchResult(ResultTable):
 
     def summary(self) -> dict[str, Any]:
         return {
+            "clock": self.metadata.get("clock", "ou"),
             "delta": self.delta,
             "b": self.b,
             "t_after": self.t_after,
@@ -434,7 +435,9 @@ def search_window(
                 estimates = narrowing.run(names)
             reached = {name: name not in narrowing.short for name in names}
     metadata = result_metadata(
-        {"process": process.describe()}, getattr(process, "device", None), getattr(process, "dtype", None)
+        {"clock": clock_of(process), "process": process.describe()},
+        getattr(process, "device", None),
+        getattr(process, "dtype", None),
     )
     nfe = None if prober.nfe is None else prober.nfe + reference.nfe
     results = {}

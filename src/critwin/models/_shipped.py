@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from critwin.models import digits, shapes
+from critwin.models import digits, shapes, text
 from critwin.models._store import SHIPPED_MODELS
 
 __all__ = ["shipped_process"]
@@ -30,8 +30,21 @@ def shipped_process(
 
     Returns
     -------
-    DiffusersProcess (``sample_shape`` (1, 8, 8) for digits, (3, 16, 16) for shapes).
+    DiffusersProcess (``sample_shape`` (1, 8, 8) for digits, (3, 16, 16) for shapes); for the text
+    models (``rhm-mdm``, ``rhm-ar``) their token process (``num_inference_steps``: the kappa grid's
+    steps of the masked-diffusion model; ``dtype`` ignored).
     """
+    if name in text.MODEL_NAMES:
+        for option, value in (
+            ("guidance_scale", guidance_scale),
+            ("class_label", class_label),
+            ("scheduler", scheduler),
+        ):
+            if value is not None:
+                raise ValueError(f"{option} does not apply to the text model {name!r}")
+        model = text.load_text_model(name)
+        steps = num_inference_steps if model.kind == "masked" else None
+        return model.process(steps, device=device)
     if name in shapes.MODEL_NAMES:
         for option, value in (("guidance_scale", guidance_scale), ("class_label", class_label)):
             if value is not None:

@@ -30,6 +30,8 @@ SHIPPED_MODELS = {
     "shapes": "unconditional DDPM on 16x16 procedural shapes (attributes background, shape, colour, mark)",
     "shapes-biased": "the same on shapes whose background is imbalanced 80/10/10 (fairness experiments)",
     "shapes-memorise": "the same network trained on 24 shapes images until it copies them (memorisation)",
+    "rhm-mdm": "masked-diffusion transformer on a Random Hierarchy Model language (8 tokens, 4 levels)",
+    "rhm-ar": "autoregressive transformer on the same Random Hierarchy Model language",
 }
 
 # How to recreate each shipped file; quoted in every "missing or corrupted" error.
@@ -43,6 +45,8 @@ RETRAIN_COMMANDS = {
     "shapes-biased": "critwin train shapes-biased --threads 1 --out {dir}",
     "shapes-memorise": "critwin train shapes-memorise --threads 1 --out {dir}",
     "shapes-classifier": "critwin train shapes-classifier --threads 1 --out {dir}",
+    "rhm-mdm": "critwin train rhm-mdm --threads 1 --out {dir}",
+    "rhm-ar": "critwin train rhm-ar --threads 1 --out {dir}",
 }
 
 

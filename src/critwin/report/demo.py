@@ -19,6 +19,9 @@ interrupted run leaves no partial report. Sections:
 6. Features are decided coarse to fine — the atlas of the shipped shapes model (every attribute's
    commitment on one OU axis, measured vs the fitted attribute mixture's tree) and one image
    re-generated from increasing noise.
+7. Text: windows in masked diffusion and autoregression — every level of a Random Hierarchy Model
+   language measured on the shipped masked-diffusion and autoregressive transformers, beside the same
+   estimator on the language's exact law and its exact curve (:mod:`critwin.report.text`).
 
 Each section is computed in :mod:`critwin.report.sections`, drawn by :mod:`critwin.report.figures`
 and written into the page by :mod:`critwin.report.page`. :data:`SECTIONS` lists them as independent
@@ -44,7 +47,7 @@ from critwin._threads import using_threads
 from critwin._validation import check_eps, check_positive_int
 from critwin.experiments.checkpoint import progress_bar
 from critwin.models.digits import load_digits_model
-from critwin.report import figures, invariance, sections
+from critwin.report import figures, invariance, sections, text
 from critwin.report.output import MARKER, build_atomically, check_report_dir
 from critwin.report.page import demo_page
 from critwin.report.schedule import Section, SectionRun, default_workers, run_sections
@@ -65,6 +68,8 @@ CONVENTIONS = {
     "time": "OU time t (X_t = e^-t X_0 + sqrt(1 - e^-2t) Z)",
     "order": "every array indexed by time is in ascending OU time; steps and curves follow the same order",
     "null": "a value that is missing or not finite: a crossing outside the measured times (censored)",
+    "clocks": "the text section (7) is on the discrete clocks its models state: 'kappa' (masking "
+    "level in [0, 1]) or 'hidden' (positions hidden at the end); ascending there too",
 }
 """Stated at the top of ``summary.json``."""
 
@@ -78,6 +83,7 @@ class DemoContext:
     eps: float
     seed: int
     progress: bool
+    quick: bool = False
 
 
 # ------------------------------------------------------------------------------------------ sections
@@ -144,6 +150,12 @@ def shapes(ctx: DemoContext, inputs) -> tuple[dict, None]:
     return {"figures": figures.plot_shapes(section, ctx.work), **section.summary()}, None
 
 
+def text_section(ctx: DemoContext, inputs) -> tuple[dict, None]:
+    sizes = text.TextSizes.quick() if ctx.quick else text.TextSizes()
+    section = text.text_section(sizes, ctx.seed, ctx.progress)
+    return {"figures": text.plot_text(section, ctx.work), **section.summary()}, None
+
+
 def _measured_elsewhere() -> list:
     """Section 5's runs other than the reference (section 2's sweep), in the order of compared_runs."""
     runs, _ = invariance.compared_runs()
@@ -171,6 +183,8 @@ def demo_sections() -> list[Section]:
     ]
     if sections.shapes_available():
         out.append(Section("shapes", shapes, 53.0))
+    if text.text_available():
+        out.append(Section("text", text_section, 40.0))
     return out
 
 
@@ -223,7 +237,7 @@ def run_demo(
         torch.manual_seed(seed)
         listed = demo_sections()
         # Bars of sweeps in two processes would overwrite each other: one bar over the sections then.
-        context = DemoContext(work, sizes, eps, seed, progress and workers == 1)
+        context = DemoContext(work, sizes, eps, seed, progress and workers == 1, quick)
         timer = _SectionTimer(start, status)
         with progress_bar(len(listed), "critwin demo sections", progress and workers > 1) as advance:
             done = run_sections(
@@ -240,6 +254,8 @@ def run_demo(
             summary["shapes_skipped"] = (
                 "the shipped shapes model's weights are missing (critwin train shapes)"
             )
+        if not text.text_available():
+            summary["text_skipped"] = "the shipped text models are missing (critwin train rhm-mdm, rhm-ar)"
         summary["section_seconds"] = {name: run.wall_seconds for name, run in done.items()}
         summary["section_cpu_seconds"] = {name: run.cpu_seconds for name, run in done.items()}
         summary["workers"] = workers

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from critwin.report.html import Page
+from critwin.report.text import text_page
 
 __all__ = ["demo_page"]
 
@@ -23,6 +24,8 @@ def demo_page(summary: dict) -> str:
         _parameterisation(page, summary)
     if "shapes" in summary:
         _shapes(page, summary)
+    if "text" in summary:
+        text_page(page, summary["text"])
     page.paragraph(f"Every number is in summary.json. Runtime: {summary['runtime_seconds']:.1f} s.")
     return page.render()
 
