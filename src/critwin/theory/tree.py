@@ -37,8 +37,17 @@ from critwin._validation import check_eps
 from critwin.mixtures import GaussianMixture
 from critwin.theory.divergence import component_tv, tv
 from critwin.theory.span import SpanMixture, shared_isotropic
-from critwin.theory.span_crossings import crossings, tv_values
-from critwin.theory.windows import Window, check_search, merge_time, separation_time, window_from_times
+from critwin.theory.span_bounds import CrossingTask, tv_bounds_at
+from critwin.theory.span_crossings import crossings, honest_bracket, tv_values
+from critwin.theory.span_pool import TVInterval
+from critwin.theory.windows import (
+    Crossing,
+    Window,
+    check_search,
+    merge_time,
+    separation_time,
+    window_from_times,
+)
 
 __all__ = ["Node", "Tree", "hierarchy"]
 
@@ -213,22 +222,8 @@ class Tree:
             ax = axes()
             ax.figure.set_size_inches(min(16.0, max(4.0, 0.6 * len(self.leaves) + 2)), 4.5)
         fig = ax.figure
-        x_of: dict[int, float] = {}
-        for k, leaf in enumerate(self.leaves):
-            x_of[id(leaf)] = float(k)
-
-        def place(n: Node) -> float:
-            if id(n) not in x_of:
-                x_of[id(n)] = sum(place(c) for c in n.children) / len(n.children)
-            return x_of[id(n)]
-
-        place(self.root)
-        finite_times = [n.time for n in self.nodes if math.isfinite(n.time)]
-        for n in self.nodes:
-            w = n.window
-            if w is not None:
-                finite_times += [v for v in (w.t_after, w.t_before) if math.isfinite(v)]
-        top = max(finite_times + [1.0]) * 1.1
+        x_of = _leaf_positions(self)
+        top = _top_time(self.nodes)
         _draw_edges(ax, self.nodes, x_of, many)
         for n in self.nodes:
             # With many leaves their windows are thin lines (a band would be thinner than a pixel).
@@ -238,21 +233,7 @@ class Tree:
             _leaf_window_lines(ax, self.leaves, x_of, top)
         shown = [n for n in self.nodes if not (many and n.is_leaf)]
         ax.scatter([x_of[id(n)] for n in shown], [n.time for n in shown], s=14, color="k", zorder=3)
-        if many:
-            # Leaves are not labelled; the top levels are, by their size.
-            ax.set_xticks([])
-            for n in [self.root, *self.root.children]:
-                if not n.is_leaf:
-                    ax.annotate(
-                        f"{len(n.components)}",
-                        (x_of[id(n)], n.time),
-                        fontsize=7,
-                        xytext=(3, 3),
-                        textcoords="offset points",
-                    )
-        else:
-            ax.set_xticks([x_of[id(leaf)] for leaf in self.leaves])
-            ax.set_xticklabels([",".join(map(str, leaf.components)) for leaf in self.leaves])
+        _label_leaves(ax, self, x_of, many)
         ax.set_xlabel("component")
         ax.set_ylabel("OU time t")
         ax.set_ylim(0, top)
@@ -264,6 +245,47 @@ class Tree:
                     tmp, format="png", dpi=120, bbox_inches="tight", metadata={"Software": PNG_SOFTWARE}
                 )
         return ax
+
+
+def _leaf_positions(tree: Tree) -> dict[int, float]:
+    """x of every node (by ``id``): leaves at 0, 1, 2, ..., an internal node at its children's mean."""
+    x_of = {id(leaf): float(k) for k, leaf in enumerate(tree.leaves)}
+
+    def place(n: Node) -> float:
+        if id(n) not in x_of:
+            x_of[id(n)] = sum(place(c) for c in n.children) / len(n.children)
+        return x_of[id(n)]
+
+    place(tree.root)
+    return x_of
+
+
+def _top_time(nodes) -> float:
+    """The top of the dendrogram's time axis: 10% above the largest finite node time or window end."""
+    finite_times = [n.time for n in nodes if math.isfinite(n.time)]
+    for n in nodes:
+        w = n.window
+        if w is not None:
+            finite_times += [v for v in (w.t_after, w.t_before) if math.isfinite(v)]
+    return max(finite_times + [1.0]) * 1.1
+
+
+def _label_leaves(ax, tree: Tree, x_of, many: bool) -> None:
+    """Leaf labels, or (with many leaves) none but the sizes of the root and its children."""
+    if not many:
+        ax.set_xticks([x_of[id(leaf)] for leaf in tree.leaves])
+        ax.set_xticklabels([",".join(map(str, leaf.components)) for leaf in tree.leaves])
+        return
+    ax.set_xticks([])
+    for n in [tree.root, *tree.root.children]:
+        if not n.is_leaf:
+            ax.annotate(
+                f"{len(n.components)}",
+                (x_of[id(n)], n.time),
+                fontsize=7,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
 
 
 def _draw_edges(ax, nodes, x_of, many: bool) -> None:
@@ -433,14 +455,14 @@ class _ExactEngine:
 
         return _all_of(pair(i, j) for i in comps for j in comps if i < j)
 
-    def separations(self, requests) -> list[tuple[float, float, float]]:
-        """``(value, low, high)`` of ``TV(p_t^comps, p_t^rest)`` for each request ``(comps, rest, t)``."""
+    def separations(self, requests) -> list[TVInterval]:
+        """``TV(p_t^comps, p_t^rest)`` with its interval for each request ``(comps, rest, t)``."""
         out = []
         for comps, rest, t in requests:
             est = tv(
                 self.mixture.subset(comps), self.mixture.subset(rest), t, self.kw["n"], self.kw["generator"]
             )
-            out.append((est.value, est.low, est.high))
+            out.append(TVInterval(est.value, est.low, est.high))
         return out
 
     def merge_time(self, A, B):
@@ -449,7 +471,7 @@ class _ExactEngine:
     def separation_time(self, S):
         return separation_time(self.mixture, S, self.eps, **self.kw)
 
-    def times(self, requests, report) -> list[tuple]:
+    def times(self, requests, report) -> list[Crossing]:
         """``merge_time(A, B)`` for each request ``(A, B)``, ``separation_time(A)`` for ``(A, None)``."""
         out = []
         for done, (A, B) in enumerate(requests, 1):
@@ -479,49 +501,55 @@ class _SpanEngine:
         tv_max = math.erf(self.span.scale(t) * math.sqrt(value) / (2 * math.sqrt(2.0)))
         return _decide(tv_max, tv_max, self.eps, above=False)
 
-    def separations(self, requests) -> list[tuple[float, float, float]]:
+    def separations(self, requests) -> list[TVInterval]:
         """As :meth:`_ExactEngine.separations`: the sure bounds, and Monte Carlo only where they straddle
-        the threshold (every such check at once, :func:`critwin.theory.span_crossings.tv_values`)."""
+        the threshold (every such check at once, :func:`critwin.theory.span_crossings.tv_values`); a
+        Monte Carlo interval cut by the bounds keeps its width (:func:`honest_bracket`, THEORY §9)."""
         threshold = 1.0 - self.eps * self.eps
-        out, pending = [], []
-        for k, (comps, rest, t) in enumerate(requests):
-            low, high = self.span.bounds(comps, rest, t)
-            out.append(((high if high < threshold else low), low, high))
-            if not (high < threshold or low >= threshold):
-                pending.append(k)
+        bounds = tv_bounds_at(
+            self.span, [(comps, rest) for comps, rest, _ in requests], [t for *_, t in requests]
+        )
+        out = [TVInterval((high if high < threshold else low), low, high) for low, high in bounds]
+        pending = [k for k, (low, high) in enumerate(bounds) if not (high < threshold or low >= threshold)]
         estimates = tv_values(self.span, [requests[k] for k in pending])
-        for k, (value, est_low, est_high) in zip(pending, estimates, strict=True):
-            _, low, high = out[k]
-            out[k] = (min(high, max(low, value)), max(low, est_low), min(high, est_high))
+        for k, est in zip(pending, estimates, strict=True):
+            sure = out[k]
+            low, high = honest_bracket(est.low, est.high, sure.low, sure.high)
+            out[k] = TVInterval(min(high, max(low, est.value)), low, high)
         return out
 
-    def times(self, requests, report) -> list[tuple]:
+    def times(self, requests, report) -> list[Crossing]:
         """As :meth:`_ExactEngine.times`, every crossing at once
         (:func:`critwin.theory.span_crossings.crossings`: sure bounds first, then Monte Carlo pooled over
         the tasks that share their components)."""
         out: list = [None] * len(requests)
         tasks, where = [], []
-        w = self.span.weights
         for k, (A, B) in enumerate(requests):
-            inside = set(A)
-            if B is None:
-                rest = [j for j in range(self.K) if j not in inside]
-                level, factor, sep = 1.0 - self.eps * self.eps, 1.0, True
+            task = self._task(A, B)
+            if isinstance(task, Crossing):
+                out[k] = task
             else:
-                # TV(p^A, p^B) = (1 - W_A / W_B) TV(p^A, p^{B - A}) for A ⊂ B
-                rest = [j for j in B if j not in inside]
-                factor = 1.0 - float(w[A].sum() / w[B].sum())
-                level, sep = self.eps, False
-            if not rest:
-                out[k] = (math.inf,) * 3 + ("closed-form",) if sep else (0.0, 0.0, 0.0, "closed-form")
-            elif factor <= 0.0:
-                out[k] = (0.0, 0.0, 0.0, "closed-form")
-            else:
-                tasks.append((list(A), rest, level, factor, sep))
+                tasks.append(task)
                 where.append(k)
         for k, result in zip(where, crossings(self.span, tasks, self.tol, report), strict=True):
             out[k] = result
         return out
+
+    def _task(self, A, B) -> CrossingTask | Crossing:
+        """The crossing task of a request, or its answer when there is nothing to compute."""
+        inside = set(A)
+        if B is None:
+            rest = [j for j in range(self.K) if j not in inside]
+            if not rest:
+                return Crossing(math.inf, math.inf, math.inf, "closed-form")
+            return CrossingTask(list(A), rest, 1.0 - self.eps * self.eps, 1.0, True)
+        # TV(p^A, p^B) = (1 - W_A / W_B) TV(p^A, p^{B - A}) for A ⊂ B
+        rest = [j for j in B if j not in inside]
+        w = self.span.weights
+        factor = 1.0 - float(w[A].sum() / w[B].sum()) if rest else 0.0
+        if factor <= 0.0:
+            return Crossing(0.0, 0.0, 0.0, "closed-form")
+        return CrossingTask(list(A), rest, self.eps, factor, False)
 
 
 def _complete_linkage(engine, report) -> tuple[Node, dict[int, float]]:
@@ -580,9 +608,9 @@ def _verify(root: Node, spreads: dict[int, float], engine, report) -> None:
         if rest:
             checked.append(node)
             requests.append((node.components, rest, node.time))
-    for node, (value, low, high) in zip(checked, engine.separations(requests), strict=True):
-        node.separation_tv, node.separation_tv_low, node.separation_tv_high = value, low, high
-        node.separated = _decide(low, high, 1.0 - engine.eps**2, above=True)
+    for node, est in zip(checked, engine.separations(requests), strict=True):
+        node.separation_tv, node.separation_tv_low, node.separation_tv_high = est
+        node.separated = _decide(est.low, est.high, 1.0 - engine.eps**2, above=True)
     report("verify", 2 * len(nodes), 2 * len(nodes))
 
 
@@ -614,7 +642,7 @@ def _attach_windows(root: Node, engine, report) -> None:
     times = engine.times(requests, lambda done, total: report("windows", done, total))
     merged = times[: len(nodes)]
     separated = dict(zip([id(n) for n in nodes], times[len(nodes) :], strict=True))
-    infinite = (math.inf, math.inf, math.inf, "closed-form")
+    infinite = Crossing(math.inf, math.inf, math.inf, "closed-form")
     for node, merge in zip(nodes, merged, strict=True):
         node.window = window_from_times(
             node.components,
