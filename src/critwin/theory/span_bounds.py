@@ -26,7 +26,17 @@ import torch
 from critwin.theory.span import pair_crossing_times, tv_bound, weighted_overlap
 from critwin.theory.windows import T_MAX
 
-__all__ = ["CrossingTask", "SureBracket", "Restricted", "bound_brackets", "restrict", "NEGLIGIBLE"]
+__all__ = [
+    "CrossingTask",
+    "SureBracket",
+    "Restricted",
+    "bound_brackets",
+    "sure_and_restricted",
+    "restrict",
+    "tv_bounds_at",
+    "as_index",
+    "NEGLIGIBLE",
+]
 
 _PAIR_BATCH = 1 << 21  # pairs of components per batch (a few float64 arrays of 16 MiB)
 _RESOLUTION_SHARE = 16.0  # bound brackets stop at 1/16 of the gap between the two bounds' crossings
@@ -61,10 +71,10 @@ class SureBracket(NamedTuple):
 
 class Restricted(NamedTuple):
     """The components of a task's two sides that can matter (:func:`restrict`), the full sides' weights
-    ``W_A``, ``W_B`` and the sure slack on the overlap of those left out."""
+    ``W_A``, ``W_B`` and the sure slack on the overlap of those left out (sides: 1-d long tensors)."""
 
-    A: list[int]
-    B: list[int]
+    A: torch.Tensor
+    B: torch.Tensor
     W_A: float
     W_B: float
     slack: float
@@ -72,7 +82,8 @@ class Restricted(NamedTuple):
 
 class _Pairs(NamedTuple):
     """Flattened pairs ``(a, b)`` of a batch of tasks: the task (``owner``), ``D_ab``, the normalised
-    weights ``w_a`` (in A) and ``v_b`` (in B), and the slots of ``a`` and ``b`` (task-local rows)."""
+    weights ``w_a`` (in A) and ``v_b`` (in B), and the slots of ``a`` and ``b`` (their rows among the
+    batch's concatenated sides)."""
 
     owner: torch.Tensor
     dist: torch.Tensor
@@ -81,21 +92,51 @@ class _Pairs(NamedTuple):
     slot_a: torch.Tensor
     slot_b: torch.Tensor
 
+    def select(self, keep: torch.Tensor) -> _Pairs:
+        return _Pairs(*(x[keep] for x in self))
 
-def _pairs(span, tasks) -> _Pairs:
-    owner, dist, w, v, slot_a, slot_b = [], [], [], [], [], []
-    offset_a = offset_b = 0
-    for k, task in enumerate(tasks):
-        a, b = torch.as_tensor(task.A), torch.as_tensor(task.B)
-        n_a, n_b = a.numel(), b.numel()
-        owner.append(torch.full((n_a * n_b,), k))
-        dist.append(span.dist[a][:, b].reshape(-1))
-        w.append((span.weights[a] / span.weights[a].sum()).repeat_interleave(n_b))
-        v.append((span.weights[b] / span.weights[b].sum()).repeat(n_a))
-        slot_a.append(torch.arange(offset_a, offset_a + n_a).repeat_interleave(n_b))
-        slot_b.append(torch.arange(offset_b, offset_b + n_b).repeat(n_a))
-        offset_a, offset_b = offset_a + n_a, offset_b + n_b
-    return _Pairs(*(torch.cat(x) for x in (owner, dist, w, v, slot_a, slot_b)))
+
+def as_index(components) -> torch.Tensor:
+    """A side of a task as a 1-d long tensor (a list, an array or a tensor)."""
+    return torch.as_tensor(components, dtype=torch.long).reshape(-1)
+
+
+class _Sides(NamedTuple):
+    """The two sides of a batch of tasks, concatenated, with their sizes and total weights."""
+
+    a: torch.Tensor
+    b: torch.Tensor
+    n_a: torch.Tensor
+    n_b: torch.Tensor
+    W_a: torch.Tensor
+    W_b: torch.Tensor
+
+
+def _sides(span, tasks) -> _Sides:
+    A = [as_index(t.A) for t in tasks]
+    B = [as_index(t.B) for t in tasks]
+    a, b = torch.cat(A), torch.cat(B)
+    n_a = torch.tensor([x.numel() for x in A])
+    n_b = torch.tensor([x.numel() for x in B])
+    owner_a = torch.repeat_interleave(torch.arange(len(tasks)), n_a)
+    owner_b = torch.repeat_interleave(torch.arange(len(tasks)), n_b)
+    W_a = torch.zeros(len(tasks), dtype=torch.float64).index_add_(0, owner_a, span.weights[a])
+    W_b = torch.zeros(len(tasks), dtype=torch.float64).index_add_(0, owner_b, span.weights[b])
+    return _Sides(a, b, n_a, n_b, W_a, W_b)
+
+
+def _pairs(span, sides: _Sides) -> _Pairs:
+    """Every pair ``(a, b)`` of every task (row-major per task), built without a Python loop."""
+    n_pairs = sides.n_a * sides.n_b
+    owner = torch.repeat_interleave(torch.arange(n_pairs.numel()), n_pairs)
+    local = torch.arange(int(n_pairs.sum())) - (torch.cumsum(n_pairs, 0) - n_pairs)[owner]
+    width = sides.n_b[owner]
+    slot_a = (torch.cumsum(sides.n_a, 0) - sides.n_a)[owner] + local // width
+    slot_b = (torch.cumsum(sides.n_b, 0) - sides.n_b)[owner] + local % width
+    a, b = sides.a[slot_a], sides.b[slot_b]
+    w = span.weights[a] / sides.W_a[owner]
+    v = span.weights[b] / sides.W_b[owner]
+    return _Pairs(owner, span.dist[a, b], w, v, slot_a, slot_b)
 
 
 def _batches(tasks):
@@ -118,21 +159,39 @@ def tv_bound_values(span, pairs: _Pairs, times: torch.Tensor, n_tasks: int, uppe
 def bound_brackets(span, tasks: list[CrossingTask], tol: float, fine: bool = False) -> list[SureBracket]:
     """A :class:`SureBracket` per task, each end bisected to ``max(tol, gap / 16)`` (``gap``: between
     the two bounds' crossings, which Monte Carlo bisects anyway) or, with ``fine``, to ``tol``."""
-    out: list[SureBracket] = []
+    return [sure for sure, _ in sure_and_restricted(span, tasks, tol, fine, restricted=False)]
+
+
+def sure_and_restricted(span, tasks: list[CrossingTask], tol: float, fine: bool = False, restricted=True):
+    """``(SureBracket, Restricted or None)`` per task: the sure bracket (:func:`bound_brackets`) and,
+    for the tasks it leaves undecided (when ``restricted``), the components that can matter up to its
+    top (:func:`restrict`), from the same pairs."""
+    out: list = []
     for start, stop in _batches(tasks):
-        out += _bound_batch(span, tasks[start:stop], tol, fine)
+        batch = tasks[start:stop]
+        sides = _sides(span, batch)
+        pairs = _pairs(span, sides)
+        brackets = _bound_batch(span, batch, pairs, tol, fine)
+        parts = [None] * len(batch)
+        if restricted:
+            open_ = [k for k, b in enumerate(brackets) if not b.decided]
+            times = [brackets[k].high if k in set(open_) else -1.0 for k in range(len(batch))]
+            parts = _restrict_batch(span, batch, sides, pairs, times)
+            parts = [parts[k] if not brackets[k].decided else None for k in range(len(batch))]
+        out += list(zip(brackets, parts, strict=True))
     return out
 
 
-def _bound_batch(span, tasks, tol, fine) -> list[SureBracket]:
-    pairs = _pairs(span, tasks)
+def _bound_batch(span, tasks, pairs: _Pairs, tol, fine) -> list[SureBracket]:
     n = len(tasks)
     level = torch.tensor([t.level for t in tasks], dtype=torch.float64)
     factor = torch.tensor([t.factor for t in tasks], dtype=torch.float64)
     strict = torch.tensor([bool(t.separation) for t in tasks])
 
-    def holds(times: np.ndarray, upper: bool) -> np.ndarray:
-        f = factor * tv_bound_values(span, pairs, torch.as_tensor(times, dtype=torch.float64), n, upper)
+    def holds(times: np.ndarray, upper: bool, active: np.ndarray | None = None) -> np.ndarray:
+        # only the pairs of the active tasks are evaluated (the others keep their answer)
+        sub = pairs if active is None else pairs.select(torch.from_numpy(active)[pairs.owner])
+        f = factor * tv_bound_values(span, sub, torch.as_tensor(times, dtype=torch.float64), n, upper)
         return torch.where(strict, f < level, f <= level).numpy()
 
     zero = np.zeros(n)
@@ -160,7 +219,7 @@ def _bound_batch(span, tasks, tol, fine) -> list[SureBracket]:
         if not (active_u.any() or active_l.any()):
             break
         mid_u, mid_l = 0.5 * (lo_u + hi_u), 0.5 * (lo_l + hi_l)
-        ok_u, ok_l = holds(mid_u, True), holds(mid_l, False)
+        ok_u, ok_l = holds(mid_u, True, active_u), holds(mid_l, False, active_l)
         lo_u, hi_u = np.where(active_u & ~ok_u, mid_u, lo_u), np.where(active_u & ok_u, mid_u, hi_u)
         lo_l, hi_l = np.where(active_l & ~ok_l, mid_l, lo_l), np.where(active_l & ok_l, mid_l, hi_l)
     return [_sure(tasks[k], bool(decided[k]), bool(from_zero[k]), lo_l[k], hi_u[k]) for k in range(n)]
@@ -203,31 +262,32 @@ def restrict(span, tasks: list[CrossingTask], times) -> list[Restricted]:
     out: list[Restricted] = []
     times = list(times)
     for start, stop in _batches(tasks):
-        out += _restrict_batch(span, tasks[start:stop], times[start:stop])
+        sides = _sides(span, tasks[start:stop])
+        out += _restrict_batch(span, tasks[start:stop], sides, _pairs(span, sides), times[start:stop])
     return out
 
 
-def _restrict_batch(span, tasks, times) -> list[Restricted]:
-    pairs = _pairs(span, tasks)
-    t = torch.tensor([min(float(x), T_MAX) for x in times], dtype=torch.float64)
+def _restrict_batch(span, tasks, sides: _Sides, pairs: _Pairs, times) -> list[Restricted]:
+    t = torch.tensor([min(max(float(x), 0.0), T_MAX) for x in times], dtype=torch.float64)
     finite = torch.tensor([math.isfinite(float(x)) for x in times])
     terms = weighted_overlap(span.scale(t)[pairs.owner] * pairs.dist, pairs.w, pairs.v)
-    n_a = torch.tensor([len(task.A) for task in tasks])
-    n_b = torch.tensor([len(task.B) for task in tasks])
-    small = (n_a + n_b <= 2) | ~finite
+    small = (sides.n_a + sides.n_b <= 2) | ~finite
     budget = torch.where(small, 0.0, NEGLIGIBLE).to(torch.float64)
-    mass_a = torch.zeros(int(n_a.sum()), dtype=torch.float64).index_add_(0, pairs.slot_a, terms)
-    mass_b = torch.zeros(int(n_b.sum()), dtype=torch.float64).index_add_(0, pairs.slot_b, terms)
-    drop_a, slack_a = _drop_smallest(mass_a, n_a, budget)
-    drop_b, slack_b = _drop_smallest(mass_b, n_b, budget - slack_a)
-    out = []
-    drop_a, drop_b = drop_a.split(n_a.tolist()), drop_b.split(n_b.tolist())
-    for k, task in enumerate(tasks):
-        keep_a = [c for c, d in zip(task.A, drop_a[k].tolist(), strict=True) if not d]
-        keep_b = [c for c, d in zip(task.B, drop_b[k].tolist(), strict=True) if not d]
-        W_A, W_B = float(span.weights[task.A].sum()), float(span.weights[task.B].sum())
-        out.append(Restricted(keep_a, keep_b, W_A, W_B, float(slack_a[k] + slack_b[k])))
-    return out
+    mass_a = torch.zeros(sides.a.numel(), dtype=torch.float64).index_add_(0, pairs.slot_a, terms)
+    mass_b = torch.zeros(sides.b.numel(), dtype=torch.float64).index_add_(0, pairs.slot_b, terms)
+    drop_a, slack_a = _drop_smallest(mass_a, sides.n_a, budget)
+    drop_b, slack_b = _drop_smallest(mass_b, sides.n_b, budget - slack_a)
+    keep_a = sides.a[~drop_a].split(sides.n_a.sub(_count(drop_a, sides.n_a)).tolist())
+    keep_b = sides.b[~drop_b].split(sides.n_b.sub(_count(drop_b, sides.n_b)).tolist())
+    slack = (slack_a + slack_b).tolist()
+    W_a, W_b = sides.W_a.tolist(), sides.W_b.tolist()
+    return [Restricted(keep_a[k], keep_b[k], W_a[k], W_b[k], slack[k]) for k in range(len(tasks))]
+
+
+def _count(flags: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
+    """Per group of ``sizes`` consecutive entries, how many ``flags`` are set."""
+    owner = torch.repeat_interleave(torch.arange(sizes.numel()), sizes)
+    return torch.zeros(sizes.numel(), dtype=torch.long).index_add_(0, owner, flags.long())
 
 
 def _drop_smallest(mass: torch.Tensor, sizes: torch.Tensor, budget: torch.Tensor):
@@ -258,11 +318,11 @@ def _drop_smallest(mass: torch.Tensor, sizes: torch.Tensor, budget: torch.Tensor
 def tv_bounds_at(span, pairs_of_sets, times) -> list[tuple[float, float]]:
     """Sure ``(lower, upper)`` bounds on ``TV(p_t^A, p_t^B)`` for each ``(A, B)`` of ``pairs_of_sets``
     at its time in ``times`` (:func:`critwin.theory.span.tv_bounds`, batched)."""
-    tasks = [CrossingTask(list(A), list(B), 0.0, 1.0, False) for A, B in pairs_of_sets]
+    tasks = [CrossingTask(A, B, 0.0, 1.0, False) for A, B in pairs_of_sets]
     times = torch.tensor([float(t) for t in times], dtype=torch.float64)
     out: list[tuple[float, float]] = []
     for start, stop in _batches(tasks):
-        pairs = _pairs(span, tasks[start:stop])
+        pairs = _pairs(span, _sides(span, tasks[start:stop]))
         n = stop - start
         low = tv_bound_values(span, pairs, times[start:stop], n, upper=False)
         high = tv_bound_values(span, pairs, times[start:stop], n, upper=True)

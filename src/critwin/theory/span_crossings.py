@@ -24,11 +24,12 @@ contains ``[L, H] ∩ sure``, hence the true time whenever the Monte Carlo brack
 
 from __future__ import annotations
 
+import bisect
 import math
 
 import numpy as np
 
-from critwin.theory.span_bounds import CrossingTask, SureBracket, bound_brackets, restrict
+from critwin.theory.span_bounds import CrossingTask, SureBracket, restrict, sure_and_restricted
 from critwin.theory.span_pool import Pool, TVInterval, group_tasks
 from critwin.theory.windows import T_MAX, Crossing
 
@@ -37,6 +38,7 @@ __all__ = ["CrossingTask", "crossings", "tv_values", "honest_bracket"]
 _CURVES = 3  # value, lower and upper curve of every task
 _VALUE, _LOW, _HIGH = range(_CURVES)
 _CI_RESOLUTION = 16.0  # brackets stop at 1/16 of the Monte Carlo uncertainty of the time (or at tol)
+_VALUE_COARSER = 4.0  # the value curve stops at 1/4 of it
 
 
 def crossings(span, tasks: list[CrossingTask], tol: float, report=None) -> list[Crossing]:
@@ -56,31 +58,27 @@ def crossings(span, tasks: list[CrossingTask], tol: float, report=None) -> list[
     report = report or (lambda done, total: None)
     tasks = [CrossingTask(*task) for task in tasks]
     out: list = [None] * len(tasks)
-    pending, sure = [], {}
-    for k, bracket in enumerate(bound_brackets(span, tasks, tol)):
+    pending, sure, parts = [], {}, {}
+    for k, (bracket, part) in enumerate(sure_and_restricted(span, tasks, tol)):
         if bracket.decided:
             out[k] = Crossing(bracket.low, bracket.low, bracket.high, "bounds")
         elif not bracket.from_zero and bracket.high - bracket.low <= tol:
             out[k] = Crossing(0.5 * (bracket.low + bracket.high), bracket.low, bracket.high, "bounds")
         else:
+            # the pair overlaps only grow with t: components negligible at the bracket's top are at
+            # every time the bisection visits below it (sure_and_restricted restricts at that top)
             pending.append(k)
-            sure[k] = bracket
+            sure[k], parts[k] = bracket, part
     done = len(tasks) - len(pending)
     report(done, len(tasks))
     if not pending:
         return out
-    # the pair overlaps only grow with t: components negligible at the bracket's top are at every time
-    # the bisection visits below it (a Monte Carlo curve that leaves the bracket upwards sees them all)
-    parts = restrict(span, [tasks[k] for k in pending], [sure[k].high for k in pending])
-    where = {k: j for j, k in enumerate(pending)}
-    for items in group_tasks(pending, parts):
-        pool = Pool(span, items.U, [parts[where[k]] for k in items.keys])
-        search = _Search(pool, [tasks[k] for k in items.keys], [sure[k] for k in items.keys], tol)
-        for k, result in zip(
-            items.keys, search.run(lambda c, d=done: report(d + c, len(tasks))), strict=True
-        ):
-            out[k] = result
-        done += len(items.keys)
+    groups = group_tasks(pending, [parts[k] for k in pending])
+    order = [k for group in groups for k in group.keys]  # the pool's task numbering
+    pool = Pool(span, groups, parts)
+    search = _Search(pool, [tasks[k] for k in order], [sure[k] for k in order], tol)
+    for k, result in zip(order, search.run(lambda count: report(done + count, len(tasks))), strict=True):
+        out[k] = result
     return out
 
 
@@ -90,13 +88,19 @@ def tv_values(span, tasks) -> list[TVInterval]:
     per set of components that can matter), so a task costs the components near it, not all of
     ``span``'s."""
     out: list = [None] * len(tasks)
-    shells = [CrossingTask(list(A), list(B), 0.0, 1.0, False) for A, B, _ in tasks]
-    parts = restrict(span, shells, [t for _, _, t in tasks])
-    keys = list(range(len(tasks)))
-    for items in group_tasks(keys, parts):
-        pool = Pool(span, items.U, [parts[k] for k in items.keys])
-        for j, k in enumerate(items.keys):
-            out[k] = TVInterval(*map(float, pool.estimate([j], tasks[k][2])[0]))
+    if not tasks:
+        return out
+    shells = [CrossingTask(A, B, 0.0, 1.0, False) for A, B, _ in tasks]
+    parts = dict(enumerate(restrict(span, shells, [t for _, _, t in tasks])))
+    groups = group_tasks(list(parts), list(parts.values()))
+    order = [k for group in groups for k in group.keys]
+    pool = Pool(span, groups, parts)
+    by_time: dict[float, list[int]] = {}
+    for j, k in enumerate(order):
+        by_time.setdefault(float(tasks[k][2]), []).append(j)
+    for t, js in by_time.items():
+        for j, (value, low, high) in zip(js, pool.estimate(js, t), strict=True):
+            out[order[j]] = TVInterval(float(value), float(low), float(high))
     return out
 
 
@@ -154,8 +158,8 @@ class _Search:
         self.sure_high = np.array([s.high for s in sure])
         low0 = np.maximum(self.sure_low, 0.0)
         width = np.where(np.isfinite(self.sure_high), self.sure_high - low0, 1.0)
-        lo = [0.0 if s.from_zero else _snap(s.low, w / 8, -1) for s, w in zip(sure, width, strict=True)]
-        hi = [_snap(s.high, w / 8, +1) for s, w in zip(sure, width, strict=True)]
+        lo = [0.0 if s.from_zero else _snap(s.low, w / 2, -1) for s, w in zip(sure, width, strict=True)]
+        hi = [_snap(s.high, w / 2, +1) for s, w in zip(sure, width, strict=True)]
         self.lo = np.repeat(np.array(lo)[:, None], _CURVES, 1)
         self.hi = np.repeat(np.array(hi)[:, None], _CURVES, 1)
         self.lo_known = np.zeros((n, _CURVES), bool)
@@ -171,14 +175,15 @@ class _Search:
         return np.maximum(self.tol, spread / _CI_RESOLUTION)
 
     def _wanted(self, i: int, c: int, resolution: float):
-        """The time curve ``c`` of task ``i`` asks for next; None once it is resolved (then stored)."""
+        """What curve ``c`` of task ``i`` needs next: a fixed time (an end to check), its bracket
+        ``(lo, hi)`` to be cut, or None once resolved (then stored)."""
         lo, hi = self.lo[i, c], self.hi[i, c]
         if not self.lo_known[i, c]:
             return max(lo, 0.0)
         if not self.hi_known[i, c]:
             return hi if math.isfinite(hi) else max(1.0, 2.0 * lo)
         if hi - lo > resolution and lo < 0.5 * (lo + hi) < hi:
-            return _dyadic_inside(lo, hi)
+            return lo, hi
         self.result[i, c] = self._resolved(i, c)
         return None
 
@@ -189,14 +194,28 @@ class _Search:
             return self.hi[i, c]
         return _interpolate(self.lo[i, c], self.hi[i, c], self.f_lo[i], self.f_hi[i], self.level[i, 0])
 
-    def _times(self) -> set[float]:
+    def _times(self) -> list[float]:
+        """This round's times: the ends to check, then one time inside the middle half of every bracket
+        to cut, shared where it can be (narrowest brackets first; a new time is the coarsest dyadic
+        point of the middle half, so that later rounds share too)."""
         resolution = self._resolution()
-        wanted = set()
+        fixed, brackets = set(), []
         for i, c in zip(*np.nonzero(np.isnan(self.result)), strict=True):
-            t = self._wanted(i, c, resolution[i])
-            if t is not None:
-                wanted.add(t)
-        return wanted
+            # the value curve only places the reported time inside the bracket: a quarter of the
+            # Monte Carlo spread is finer than its own noise
+            want = self._wanted(i, c, resolution[i] * (_VALUE_COARSER if c == _VALUE else 1.0))
+            if isinstance(want, tuple):
+                brackets.append(want)
+            elif want is not None:
+                fixed.add(want)
+        chosen = sorted(fixed)
+        for lo, hi in sorted(brackets, key=lambda b: b[1] - b[0]):
+            quarter = 0.25 * (hi - lo)
+            k = bisect.bisect_left(chosen, lo + quarter)
+            if k < len(chosen) and chosen[k] <= hi - quarter:
+                continue
+            bisect.insort(chosen, _dyadic_inside(lo + quarter, hi - quarter))
+        return chosen
 
     def _evaluate(self, t: float) -> None:
         open_ = np.isnan(self.result)
@@ -249,7 +268,7 @@ class _Search:
             report(int((~np.isnan(self.result)).all(1).sum()))
             if not wanted:
                 break
-            for t in sorted(wanted):
+            for t in wanted:
                 self._evaluate(t)
         return [self._crossing(i) for i in range(len(self.result))]
 

@@ -37,7 +37,7 @@ from critwin._validation import check_eps
 from critwin.mixtures import GaussianMixture
 from critwin.theory.divergence import component_tv, tv
 from critwin.theory.span import SpanMixture, shared_isotropic
-from critwin.theory.span_bounds import CrossingTask, tv_bounds_at
+from critwin.theory.span_bounds import CrossingTask, as_index, tv_bounds_at
 from critwin.theory.span_crossings import crossings, honest_bracket, tv_values
 from critwin.theory.span_pool import TVInterval
 from critwin.theory.windows import (
@@ -537,19 +537,26 @@ class _SpanEngine:
 
     def _task(self, A, B) -> CrossingTask | Crossing:
         """The crossing task of a request, or its answer when there is nothing to compute."""
-        inside = set(A)
         if B is None:
-            rest = [j for j in range(self.K) if j not in inside]
-            if not rest:
+            rest = _complement(A, self.K)
+            if not rest.numel():
                 return Crossing(math.inf, math.inf, math.inf, "closed-form")
-            return CrossingTask(list(A), rest, 1.0 - self.eps * self.eps, 1.0, True)
+            return CrossingTask(as_index(A), rest, 1.0 - self.eps * self.eps, 1.0, True)
         # TV(p^A, p^B) = (1 - W_A / W_B) TV(p^A, p^{B - A}) for A ⊂ B
-        rest = [j for j in B if j not in inside]
+        B = as_index(B)
+        rest = B[~torch.isin(B, as_index(A))]
         w = self.span.weights
-        factor = 1.0 - float(w[A].sum() / w[B].sum()) if rest else 0.0
+        factor = 1.0 - float(w[A].sum() / w[B].sum()) if rest.numel() else 0.0
         if factor <= 0.0:
             return Crossing(0.0, 0.0, 0.0, "closed-form")
-        return CrossingTask(list(A), rest, self.eps, factor, False)
+        return CrossingTask(as_index(A), rest, self.eps, factor, False)
+
+
+def _complement(components, K: int) -> torch.Tensor:
+    """The components of ``range(K)`` not in ``components`` (a long tensor)."""
+    inside = torch.zeros(K, dtype=torch.bool)
+    inside[as_index(components)] = True
+    return torch.nonzero(~inside).flatten()
 
 
 def _complete_linkage(engine, report) -> tuple[Node, dict[int, float]]:
@@ -603,9 +610,8 @@ def _verify(root: Node, spreads: dict[int, float], engine, report) -> None:
         report("verify", done, 2 * len(nodes))
     checked, requests = [], []
     for node in nodes:
-        inside = set(node.components)
-        rest = [j for j in range(K) if j not in inside]
-        if rest:
+        rest = _complement(node.components, K)
+        if rest.numel():
             checked.append(node)
             requests.append((node.components, rest, node.time))
     for node, est in zip(checked, engine.separations(requests), strict=True):
