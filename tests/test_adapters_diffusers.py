@@ -394,8 +394,26 @@ def test_split_runs_keep_multistep_history(unet):
     whole = process.run(x)
     half = process.run(x, stop=4)
     assert torch.equal(process.run(half, start=4), whole)
-    # A copy of the state is a fresh start: DPM-Solver++ restarts at first order, so it differs.
-    assert not torch.equal(process.run(half.clone(), start=4), whole)
+    # A state the last run did not stop at is a fresh start: DPM-Solver++ restarts at first order, so it
+    # differs (the last run stopped at the end, not at index 4).
+    assert not torch.equal(process.run(half, start=4), whole)
+
+
+def test_resuming_depends_on_the_state_not_on_the_tensor_object(unet):
+    """An equal-valued copy of the last output continues the run as the output itself does (the
+    identity of the tensor object decided it before)."""
+    process = DiffusersProcess(unet, DPMSolverMultistepScheduler(), STEPS)
+    x = process.prior(2, generator=torch.Generator().manual_seed(0))
+    whole = process.run(x)
+    half = process.run(x, stop=4)
+    assert torch.equal(process.run(half.clone(), start=4), whole)
+    half = process.run(x, stop=4)
+    half += 0.0  # changed in place to the same values: still the same state
+    assert torch.equal(process.run(half, start=4), whole)
+    # Another state at the same index is no continuation: it runs as on a process with no history.
+    fresh = DiffusersProcess(unet, DPMSolverMultistepScheduler(), STEPS)
+    nudged = process.run(x, stop=4) + 1e-3
+    assert torch.equal(process.run(nudged, start=4), fresh.run(nudged, start=4))
 
 
 def test_latents_encode_decode(sd_pipe):
@@ -601,7 +619,8 @@ def test_cloning_through_the_stock_pipeline_call(sd_pipe, scheduler_cls):
         adapter = _quiet(from_pipeline, pipe, 5, 3.0, **kwargs)
         g = torch.Generator().manual_seed(0)
         x = stock.prior(2, generator=g)
-        partial = stock.run(x, stop=3, generator=g)
+        # An equal copy of the prior draw is the draw (the tensor object decided it before).
+        partial = stock.run(x.clone(), stop=3, generator=g)
         assert stock.pipeline_calls == 1
         g = torch.Generator().manual_seed(0)
         assert torch.equal(partial, adapter.run(adapter.prior(2, generator=g), stop=3, generator=g))

@@ -218,3 +218,16 @@ def test_censored_endpoints_are_infinite_not_nan():
     assert estimate.t_before == math.inf and estimate.t_before_ci == (math.inf, math.inf)
     assert estimate.empty
     assert all(math.isfinite(v) for v in estimate.t_after_ci)
+
+
+def test_a_constant_feature_is_a_typed_error():
+    """Every output keeps the one label: b = 1 (computed by hand: p = q = (1,)), nothing to estimate.
+    Callers skip such features by the type ConstantFeatureError (a ValueError), not by its message."""
+    from critwin.experiments.estimation import ConstantFeatureError
+
+    times = np.linspace(0.1, 2.0, 5)
+    constant = synthetic_result(times, lambda t, i: np.ones_like(t), 4, 2, 0.0, np.random.default_rng(0))
+    with pytest.raises(ConstantFeatureError, match="base rate is 1"):
+        estimate_window(constant, n_boot=0)
+    assert issubclass(ConstantFeatureError, ValueError)
+    assert estimate_window(constant, base_rate=0.5, n_boot=0, per_class=False).b == 0.5

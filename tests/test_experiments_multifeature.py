@@ -121,7 +121,7 @@ def test_estimates_per_feature_equal_single_feature_estimates(mixture, x0):
     assert joint.t_half == alone.t_half and joint.t_half_ci == alone.t_half_ci
     assert (joint.b, joint.t_after, joint.t_before) == (alone.b, alone.t_after, alone.t_before)
     assert (commitment_curve(both, feature="up").c == commitment_curve(one).c).all()
-    assert (susceptibility(both, feature="up")[1] == susceptibility(one)[1]).all()
+    assert (susceptibility(both, feature="up").chi == susceptibility(one).chi).all()
     with pytest.raises(ValueError, match="feature: the result has several features"):
         estimate_window(both)
     with pytest.raises(ValueError, match="feature='up' given, but the result has a single feature"):

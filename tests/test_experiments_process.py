@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from critwin.clock import DiscreteSchedule
+from critwin.experiments.callable_process import CallableProcess
 from critwin.experiments.forward_reverse import forward_reverse
 from critwin.experiments.process import DiscreteProcess, MixtureProcess
 from two_gaussian_oracle import two_gaussians
@@ -73,6 +74,26 @@ def test_mixture_process_rejects_conditioning_and_bad_spans():
         process.run(x, cond={"y": torch.zeros(2)})
     with pytest.raises(ValueError, match="stop must be a grid index in 3..5"):
         process.run(x, start=3, stop=1)
+
+
+@pytest.mark.parametrize("kind", ["mixture", "discrete", "callable"])
+def test_every_process_checks_grid_indices_with_the_one_rule(kind):
+    """TimeGrid.check_index/check_span: integers only (1.5 was truncated to 1 before), in range."""
+    mixture = two_gaussians()
+    process = {
+        "mixture": lambda: MixtureProcess(mixture, "ddim", n_steps=5),
+        "discrete": lambda: DiscreteProcess(mixture, DiscreteSchedule.linear(), 5),
+        "callable": lambda: CallableProcess(lambda x, level: x, "ou", (2,), n_steps=5),
+    }[kind]()
+    last = process.times.numel() - 1
+    x = torch.zeros(2, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match=rf"start must be an integer grid index in 0\.\.{last}, got 1\.5"):
+        process.run(x, start=1.5)
+    with pytest.raises(ValueError, match=rf"stop must be a grid index in 2\.\.{last}, got 1"):
+        process.run(x, start=2, stop=1)
+    with pytest.raises(ValueError, match=rf"index must be a grid index in 0\.\.{last}, got -1"):
+        process.add_noise(x, -1)
+    assert torch.equal(process.run(x, start=torch.tensor(last)), x)  # an integer tensor is an index
 
 
 def _nearest_by_hand(schedule, timesteps, t):

@@ -32,7 +32,7 @@ from critwin.experiments.forward_reverse import ForwardReverseResult, forward_re
 from critwin.experiments.process import DiscreteProcess, MixtureProcess, ReverseProcess
 from critwin.experiments.search import SearchResult, search_window
 from critwin.io_mixture import load_mixture, save_mixture
-from critwin.mixtures import EmpiricalMixture, GaussianMixture
+from critwin.mixtures import CategoricalMixture, EmpiricalMixture, GaussianMixture
 from critwin.samplers import (
     SAMPLERS,
     sample_ddim,
@@ -47,6 +47,13 @@ from critwin.theory.closed_forms import (
     log_concave_times,
     window_isotropic,
     window_two_gaussians,
+)
+from critwin.theory.discrete import CategoricalTVCurve, categorical_tv
+from critwin.theory.discrete_closed_forms import (
+    random_walk_modes,
+    window_prefix_split,
+    window_random_walk,
+    window_two_strings,
 )
 from critwin.theory.divergence import (
     Estimate,
@@ -84,6 +91,8 @@ _LAZY = {
 
 __all__ = [
     "CallableProcess",
+    "CategoricalMixture",
+    "CategoricalTVCurve",
     "ClosedFormTimes",
     "CloneResult",
     "DiscreteProcess",
@@ -105,6 +114,7 @@ __all__ = [
     "alpha_bar",
     "alpha_sigma",
     "bhattacharyya_gaussians",
+    "categorical_tv",
     "clone",
     "commitment_curve",
     "critical_window",
@@ -123,6 +133,7 @@ __all__ = [
     "ou_time",
     "overlap_bound",
     "pinsker_bound",
+    "random_walk_modes",
     "sample_ddim",
     "sample_ddpm",
     "sample_euler_maruyama",
@@ -142,7 +153,10 @@ __all__ = [
     "tv_gaussians",
     "ve_sigma",
     "window_isotropic",
+    "window_prefix_split",
+    "window_random_walk",
     "window_two_gaussians",
+    "window_two_strings",
     "zero_shot_clip",
     # resolved on first use (_LAZY)
     "AtlasResult",
@@ -173,6 +187,8 @@ _EAGER_MODULES = (
     "critwin.io_mixture",
     "critwin.theory.closed_forms",
     "critwin.theory.validate",
+    "critwin.theory.discrete",
+    "critwin.theory.discrete_closed_forms",
     "critwin.experiments.process",
     "critwin.experiments.forward_reverse",
     "critwin.experiments.cloning",

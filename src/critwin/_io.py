@@ -20,6 +20,7 @@ import sys
 import tempfile
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from functools import cache
 from importlib import metadata
 from pathlib import Path
 
@@ -39,7 +40,7 @@ def atomic_path(path: str | os.PathLike):
     try:
         yield Path(tmp)
         # mkstemp creates the file private (0600); a result file gets the usual umask-derived mode.
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, umask_mode(0o666))
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -47,20 +48,17 @@ def atomic_path(path: str | os.PathLike):
         raise
 
 
-def _umask() -> int:
+def umask_mode(mode: int) -> int:
+    """``mode`` less the process's umask: the mode ``open``/``mkdir`` would give a new file or directory
+    (``0o666`` / ``0o777``), for files made private first (``mkstemp``, ``mkdtemp``)."""
     mask = os.umask(0)
     os.umask(mask)
-    return mask
+    return mode & ~mask
 
 
 def atomic_write_text(path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
-
-
-def atomic_write_bytes(path, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
 
 
 CENSORED = {math.inf: "above", -math.inf: "below"}
@@ -107,6 +105,7 @@ def json_float(value) -> float:
     return float(value)
 
 
+@cache  # installed versions do not change within a process; metadata parsing is slow
 def _version(package: str) -> str | None:
     try:
         return metadata.version(package)

@@ -12,6 +12,7 @@ use float64 for exact round trips).
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass
 
 import torch
@@ -71,6 +72,11 @@ def ou_time(*, alpha_bar=None, snr=None, log_snr=None, sigma=None, flow_s=None, 
     Returns
     -------
     OU time ``t`` (same shape as the input).
+
+    Examples
+    --------
+    >>> round(ou_time(snr=1.0), 6), ou_time(sigma=0.0)
+    (0.346574, 0.0)
     """
     given = {
         k: v
@@ -86,39 +92,64 @@ def ou_time(*, alpha_bar=None, snr=None, log_snr=None, sigma=None, flow_s=None, 
         )
     ((name, value),) = given.items()
     if name == "alpha_sigma":
-        try:
-            a, s = value
-        except (TypeError, ValueError):
-            raise ValueError("alpha_sigma must be a pair (alpha, sigma)") from None
-        was = isinstance(a, torch.Tensor)
-        a = check_real_tensor(a, "alpha_sigma[0] (alpha)", None if was else torch.float64)
-        # sigma = inf is pure noise (t = inf), as for sigma=; NaN never is.
-        s = check_real_tensor(s, "alpha_sigma[1] (sigma)", a.dtype, allow_inf=True).to(device=a.device)
-        if (a <= 0).any() or (s < 0).any():
-            raise ValueError("alpha_sigma needs alpha > 0 and sigma >= 0")
-        return _out(0.5 * torch.log1p((s / a) ** 2), was)
+        return _ou_time_of_pair(value)
     was = isinstance(value, torch.Tensor)
     # Infinite levels are meaningful (snr = inf is t = 0, sigma = inf is pure noise); NaN is not.
     x = check_real_tensor(value, name, None if was else torch.float64, allow_inf=True)
-    if name == "alpha_bar":
-        if ((x <= 0) | (x > 1)).any():
-            raise ValueError("alpha_bar must lie in (0, 1]")
-        t = -0.5 * torch.log(x)
-    elif name == "snr":
-        if (x <= 0).any():
-            raise ValueError("snr must be > 0")
-        t = 0.5 * torch.log1p(1.0 / x)
-    elif name == "log_snr":
-        t = 0.5 * torch.nn.functional.softplus(-x)
-    elif name == "sigma":
-        if (x < 0).any():
-            raise ValueError("sigma must be >= 0")
-        t = 0.5 * torch.log1p(x * x)
-    else:  # flow_s
-        if ((x < 0) | (x >= 1)).any():
-            raise ValueError("flow_s must lie in [0, 1)")
-        t = 0.5 * torch.log1p((x / (1.0 - x)) ** 2)
-    return _out(t, was)
+    return _out(_OU_TIME_OF[name](x), was)
+
+
+def _ou_time_of_pair(value):
+    """OU time of a general schedule's pair ``(alpha, sigma)``: ``1/2 log(1 + sigma^2 / alpha^2)``."""
+    try:
+        a, s = value
+    except (TypeError, ValueError):
+        raise ValueError("alpha_sigma must be a pair (alpha, sigma)") from None
+    was = isinstance(a, torch.Tensor)
+    a = check_real_tensor(a, "alpha_sigma[0] (alpha)", None if was else torch.float64)
+    # sigma = inf is pure noise (t = inf), as for sigma=; NaN never is.
+    s = check_real_tensor(s, "alpha_sigma[1] (sigma)", a.dtype, allow_inf=True).to(device=a.device)
+    if (a <= 0).any() or (s < 0).any():
+        raise ValueError("alpha_sigma needs alpha > 0 and sigma >= 0")
+    return _out(0.5 * torch.log1p((s / a) ** 2), was)
+
+
+def _of_alpha_bar(x: torch.Tensor) -> torch.Tensor:
+    if ((x <= 0) | (x > 1)).any():
+        raise ValueError("alpha_bar must lie in (0, 1]")
+    return -0.5 * torch.log(x)
+
+
+def _of_snr(x: torch.Tensor) -> torch.Tensor:
+    if (x <= 0).any():
+        raise ValueError("snr must be > 0")
+    return 0.5 * torch.log1p(1.0 / x)
+
+
+def _of_log_snr(x: torch.Tensor) -> torch.Tensor:
+    return 0.5 * torch.nn.functional.softplus(-x)
+
+
+def _of_sigma(x: torch.Tensor) -> torch.Tensor:
+    if (x < 0).any():
+        raise ValueError("sigma must be >= 0")
+    return 0.5 * torch.log1p(x * x)
+
+
+def _of_flow_s(x: torch.Tensor) -> torch.Tensor:
+    if ((x < 0) | (x >= 1)).any():
+        raise ValueError("flow_s must lie in [0, 1)")
+    return 0.5 * torch.log1p((x / (1.0 - x)) ** 2)
+
+
+# Each one-number noise-level description: its domain check and its OU time (module docstring).
+_OU_TIME_OF = {
+    "alpha_bar": _of_alpha_bar,
+    "snr": _of_snr,
+    "log_snr": _of_log_snr,
+    "sigma": _of_sigma,
+    "flow_s": _of_flow_s,
+}
 
 
 def _check_non_negative(x: torch.Tensor, name: str) -> None:
@@ -346,6 +377,40 @@ class TimeGrid:
     def t_max(self) -> float:
         """Largest OU time a request may name (where sampling starts)."""
         return self.times[0].item()
+
+    def check_index(self, index, name: str = "index", low: int = 0) -> int:
+        """``index`` as a grid index in ``low..L`` (``L = len(self) - 1``: the end of sampling).
+
+        The one check of grid indices: every process's ``add_noise``, ``run`` and state conversions
+        use it (integers only: a float, a bool or a non-integer tensor is refused, never truncated).
+
+        Examples
+        --------
+        >>> TimeGrid([2.0, 1.0, 0.0]).check_index(2, "stop")
+        2
+        """
+        last = len(self) - 1
+        try:
+            value = None if isinstance(index, bool) else operator.index(index)
+        except TypeError:
+            value = None
+        if value is None:
+            raise ValueError(f"{name} must be an integer grid index in {low}..{last}, got {index!r}")
+        if not low <= value <= last:
+            raise ValueError(f"{name} must be a grid index in {low}..{last}, got {value}")
+        return value
+
+    def check_span(self, start, stop=None) -> tuple[int, int]:
+        """``(start, stop)`` grid indices of a run: ``0 <= start <= stop <= L`` (``stop`` None: ``L``).
+
+        Examples
+        --------
+        >>> TimeGrid([2.0, 1.0, 0.0]).check_span(1)
+        (1, 2)
+        """
+        start = self.check_index(start, "start")
+        stop = len(self) - 1 if stop is None else self.check_index(stop, "stop", low=start)
+        return start, stop
 
     def check(self, times, name: str = "times") -> torch.Tensor:
         """Validate requested OU times against this grid.

@@ -1,11 +1,21 @@
-"""Read and write Gaussian mixtures as JSON or YAML files (schema in ``examples/README.md``).
+"""Read and write mixtures as JSON or YAML files (schema in ``examples/README.md``).
 
-Schema (a mapping)::
+Gaussian mixtures (a mapping)::
 
+    kind:    gaussian                                    (optional)
     means:   K x d list of numbers                       (required)
     covs:    omitted (identity) | number (shared isotropic variance)
              | K numbers (isotropic per component) | K x d (diagonal) | K x d x d (full)
     weights: K non-negative numbers with a positive sum   (optional, uniform; normalised on load)
+
+Categorical mixtures (:class:`~critwin.mixtures.CategoricalMixture`)::
+
+    kind:       categorical                              (required)
+    vocab_size: V, an integer >= 1                       (required; the mask id is V)
+    noise:      mask | uniform | autoregressive          (optional, mask)
+    strings:    K x L integer token ids in [0, V)        (Dirac components) or
+    probs:      K x L x V numbers, rows summing to 1     (product-categorical components): exactly one
+    weights:    as above
 
 YAML is parsed with a ``yaml.SafeLoader`` that also refuses aliases; sizes and structure are checked
 before any tensor is built (see :func:`load_mixture`).
@@ -20,11 +30,13 @@ from pathlib import Path
 import torch
 
 from critwin._io import atomic_write_text
-from critwin.mixtures import GaussianMixture
+from critwin.mixtures import CategoricalMixture, GaussianMixture
 
 __all__ = ["load_mixture", "mixture_from_dict", "mixture_to_dict", "save_mixture"]
 
-_KEYS = {"means", "covs", "weights"}
+_KEYS = {"kind", "means", "covs", "weights"}
+_CATEGORICAL_KEYS = {"kind", "vocab_size", "noise", "strings", "probs", "weights"}
+_KINDS = ("gaussian", "categorical")
 
 MAX_FILE_BYTES = 64 * 2**20
 """Largest mixture file read (checked before parsing)."""
@@ -64,6 +76,24 @@ def _numbers(value, field: str, depth: int, count: list[int]):
     return out
 
 
+def _integers(value, field: str, depth: int, count: list[int]):
+    """Nested lists of integers (token ids), checked like :func:`_numbers` before any tensor exists."""
+    if isinstance(value, list):
+        if depth >= MAX_DEPTH:
+            raise ValueError(f"mixture field '{field}' is nested deeper than {MAX_DEPTH} levels")
+        return [_integers(item, field, depth + 1, count) for item in value]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(
+            f"mixture field '{field}' must be integer token ids, got {type(value).__name__} {value!r}"
+        )
+    count[0] += 1
+    if count[0] > MAX_ELEMENTS:
+        raise ValueError(f"mixture file holds more than {MAX_ELEMENTS} numbers")
+    if not -(2**62) < value < 2**62:
+        raise ValueError(f"mixture field '{field}' holds a token id out of range: {value}")
+    return value
+
+
 def _tensor(value, field: str, count: list[int]) -> torch.Tensor:
     floats = _numbers(value, field, 0, count)
     try:
@@ -79,7 +109,8 @@ def _weights(value, K: int, count: list[int]) -> torch.Tensor:
     weights = _tensor(value, "weights", count)
     if weights.shape != (K,):
         raise ValueError(
-            f"mixture field 'weights' must have {K} entries (one per mean), got shape {tuple(weights.shape)}"
+            f"mixture field 'weights' must have {K} entries (one per component), got shape "
+            f"{tuple(weights.shape)}"
         )
     if (weights < 0).any() or not (weights > 0).any():
         raise ValueError("mixture field 'weights' must be non-negative with a positive sum")
@@ -88,10 +119,16 @@ def _weights(value, K: int, count: list[int]) -> torch.Tensor:
     return weights / weights.sum()
 
 
-def mixture_from_dict(spec: dict) -> GaussianMixture:
-    """Build a float64 :class:`GaussianMixture` from a mapping following the schema above."""
+def mixture_from_dict(spec: dict) -> GaussianMixture | CategoricalMixture:
+    """Build a float64 :class:`GaussianMixture` or a :class:`CategoricalMixture` (``kind: categorical``)
+    from a mapping following the schema above."""
     if not isinstance(spec, dict):
         raise ValueError(f"a mixture file must contain a mapping with 'means', got {type(spec).__name__}")
+    kind = spec.get("kind", "gaussian")
+    if kind not in _KINDS:
+        raise ValueError(f"mixture field 'kind' must be one of {_KINDS}, got {kind!r}")
+    if kind == "categorical":
+        return _categorical_from_dict(spec)
     unknown = set(spec) - _KEYS
     if unknown:
         raise ValueError(f"unknown mixture field(s) {sorted(map(str, unknown))}; allowed: {sorted(_KEYS)}")
@@ -107,6 +144,43 @@ def mixture_from_dict(spec: dict) -> GaussianMixture:
     weights = None if spec.get("weights") is None else _weights(spec["weights"], means.shape[0], count)
     try:
         return GaussianMixture(means, covs=covs, weights=weights)
+    except ValueError as exc:
+        raise ValueError(f"invalid mixture: {exc}") from None
+
+
+def _categorical_from_dict(spec: dict) -> CategoricalMixture:
+    unknown = set(spec) - _CATEGORICAL_KEYS
+    if unknown:
+        raise ValueError(
+            f"unknown mixture field(s) {sorted(map(str, unknown))} for kind 'categorical'; allowed: "
+            f"{sorted(_CATEGORICAL_KEYS)}"
+        )
+    if ("strings" in spec) == ("probs" in spec):
+        raise ValueError("a categorical mixture needs exactly one of the fields 'strings' and 'probs'")
+    vocab = spec.get("vocab_size")
+    if isinstance(vocab, bool) or not isinstance(vocab, int) or vocab < 1:
+        raise ValueError(f"mixture field 'vocab_size' must be an integer >= 1 (required), got {vocab!r}")
+    noise = spec.get("noise", "mask")
+    count = [0]
+    weights = spec.get("weights")
+    try:
+        if "strings" in spec:
+            strings = _integers(spec["strings"], "strings", 0, count)
+            if not isinstance(strings, list) or not strings or not all(isinstance(r, list) for r in strings):
+                raise ValueError("mixture field 'strings' must be a non-empty K x L list of token ids")
+            if len({len(r) for r in strings}) != 1:
+                raise ValueError("mixture field 'strings' must be a K x L list (rows of equal lengths)")
+            K = len(strings)
+            w = None if weights is None else _weights(weights, K, count)
+            return CategoricalMixture.from_strings(strings, w, vocab_size=vocab, noise=noise)
+        probs = _tensor(spec["probs"], "probs", count)
+        if probs.ndim != 3 or probs.shape[2] != vocab:
+            raise ValueError(
+                f"mixture field 'probs' must be K x L x V with V = vocab_size = {vocab}, got shape "
+                f"{tuple(probs.shape)} (vocabulary mismatch)"
+            )
+        w = None if weights is None else _weights(weights, probs.shape[0], count)
+        return CategoricalMixture(probs, w, noise=noise)
     except ValueError as exc:
         raise ValueError(f"invalid mixture: {exc}") from None
 
@@ -162,8 +236,9 @@ def _read_text(path: Path) -> str:
         raise ValueError(f"mixture file {path} is not UTF-8 text (byte {exc.start})") from None
 
 
-def load_mixture(path) -> GaussianMixture:
-    """Load a mixture from a ``.json``, ``.yaml`` or ``.yml`` file.
+def load_mixture(path) -> GaussianMixture | CategoricalMixture:
+    """Load a mixture (Gaussian, or categorical with ``kind: categorical``) from a ``.json``, ``.yaml`` or
+    ``.yml`` file.
 
     The file is checked before anything is converted: at most ``MAX_FILE_BYTES`` (JSON) or
     ``MAX_YAML_BYTES`` (YAML), UTF-8, no YAML aliases, nesting at most ``MAX_DEPTH``, at most
@@ -189,8 +264,17 @@ def load_mixture(path) -> GaussianMixture:
         raise ValueError(f"mixture file {path}: {exc}") from None
 
 
-def mixture_to_dict(mixture: GaussianMixture) -> dict:
-    """The schema mapping of ``mixture`` (covariances in the kind they are stored)."""
+def mixture_to_dict(mixture: GaussianMixture | CategoricalMixture) -> dict:
+    """The schema mapping of ``mixture`` (covariances in the kind they are stored; a categorical mixture
+    as ``strings`` when it is Dirac, else ``probs``)."""
+    if isinstance(mixture, CategoricalMixture):
+        out = {"kind": "categorical", "noise": mixture.noise, "vocab_size": mixture.vocab_size}
+        if mixture.is_dirac:
+            out["strings"] = mixture.strings.tolist()
+        else:
+            out["probs"] = mixture.probs.tolist()
+        out["weights"] = mixture.weights.tolist()
+        return out
     out = {"means": mixture.means.tolist()}
     covs = mixture.covs
     if not (mixture.cov_kind == "iso" and bool((covs == 1).all())):
@@ -199,7 +283,7 @@ def mixture_to_dict(mixture: GaussianMixture) -> dict:
     return out
 
 
-def save_mixture(mixture: GaussianMixture, path) -> None:
+def save_mixture(mixture: GaussianMixture | CategoricalMixture, path) -> None:
     """Write ``mixture`` to ``path`` (.json or .yaml/.yml), atomically."""
     path = Path(path)
     spec = mixture_to_dict(mixture)

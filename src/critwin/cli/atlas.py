@@ -162,25 +162,31 @@ def _write(directory: Path, result: AtlasResult, report: dict) -> None:
 
 def _print_table(result: AtlasResult, model: str, seconds: float) -> None:
     typer.echo(f"{model}: features from first decided to last ({seconds:.0f} s)")
-    typer.echo(f"{'feature':<12}{'t_half':>9}  {'95% CI':<19}{'t_after':>9}{'t_before':>9}{'theory T':>10}")
-    for row in zip(*result.table().values(), strict=True):
-        name, _, t_half, lo, hi, t_after, t_before, _, _, merge = row
+    typer.echo(
+        f"{'feature':<12}{'t_half':>9}  {'95% CI':<19}{'t_after':>9}{'t_before':>9}"
+        f"{'theory T_merge':>16}  {'bracket':<17}{'bound':>7}"
+    )
+    table = result.table()
+    for k, name in enumerate(table["feature"]):
+        lo, hi = table["t_half_lo"][k], table["t_half_hi"][k]
+        merge_lo, merge_hi = table["theory_t_merge_lo"][k], table["theory_t_merge_hi"][k]
         typer.echo(
-            f"{name:<12}{fmt_time(t_half):>9}  [{fmt_time(lo)}, {fmt_time(hi)}]".ljust(40)
-            + f"{fmt_time(t_after):>9}{fmt_time(t_before):>9}{fmt_time(merge):>10}"
+            f"{name:<12}{fmt_time(table['t_half'][k]):>9}  [{fmt_time(lo)}, {fmt_time(hi)}]".ljust(40)
+            + f"{fmt_time(table['t_after'][k]):>9}{fmt_time(table['t_before'][k]):>9}"
+            + f"{fmt_time(table['theory_t_merge'][k]):>16}  "
+            + f"[{fmt_time(merge_lo)}, {fmt_time(merge_hi)}]".ljust(17)
+            + f"{fmt_time(table['theory_t_bound'][k]):>7}"
         )
     comparison = result.comparison()
     if comparison is not None:
         verdict = (
             "agree"
             if comparison["agree"]
-            else (
-                "differ only where the measured intervals overlap"
-                if comparison["agree_within_ci"]
-                else "differ"
-            )
+            else ("differ only where one side ties" if comparison["agree_within_ci"] else "contradict")
         )
-        measured, predicted = " > ".join(comparison["measured"]), " > ".join(comparison["predicted"])
-        typer.echo(f"measured order {measured}; theory {predicted} ({verdict})")
-    for first, second in result.overlaps():
-        typer.echo(f"note: the t½ intervals of {first} and {second} overlap (their order is not resolved)")
+        typer.echo(
+            f"measured order {comparison['measured_text']}; theory (merge times) "
+            f"{comparison['predicted_text']} ({verdict}; '~': intervals overlap, no order claimed)"
+        )
+    else:
+        typer.echo(f"measured order {result.order_text()} ('~': t½ intervals overlap, no order claimed)")

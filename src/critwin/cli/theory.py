@@ -23,6 +23,7 @@ from critwin.cli._common import (
 )
 from critwin.experiments.checkpoint import claim_directory
 from critwin.io_mixture import load_mixture
+from critwin.theory.discrete_times import CLOCK_LABELS
 from critwin.theory.tree import hierarchy
 from critwin.theory.validate import validate
 from critwin.theory.windows import critical_window, transition_times
@@ -39,7 +40,10 @@ def _generator(seed: int):
 
 @app.command("window")
 def window_command(
-    mixture_file: Path = typer.Argument(..., help="mixture file (.json/.yaml): means, covs, weights"),
+    mixture_file: Path = typer.Argument(
+        ...,
+        help="mixture file (.json/.yaml): means, covs, weights; or kind: categorical (examples/README.md)",
+    ),
     after: str = typer.Option(..., "--after", help="the finer set S_after, e.g. 0 or 0,1"),
     before: str = typer.Option(None, "--before", help="the coarser set S_before (default: all components)"),
     eps: float = typer.Option(0.1, "--eps", help="epsilon in (0, 1)"),
@@ -47,7 +51,11 @@ def window_command(
     seed: int = typer.Option(0, "--seed", help="random seed"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
 ):
-    """Critical window [T_after, T_before] of S_after inside S_before, and the theorem's transition times."""
+    """Critical window [T_after, T_before] of S_after inside S_before, and the theorem's transition times.
+
+    Times are OU times for a Gaussian mixture; for a categorical one (kind: categorical) they are levels on
+    its clock: kappa (masking or uniform noise) or the number of hidden final positions (autoregressive).
+    """
     eps = check_eps(eps, "--eps")
     check_counts(n=n)
     after_set = _subset(after, "after")
@@ -61,7 +69,7 @@ def window_command(
         return
     table = Table(title=f"critical window (eps={eps:g}), S_after={win.after}, S_before={win.before}")
     table.add_column("quantity")
-    table.add_column("OU time", justify="right")
+    table.add_column(CLOCK_LABELS[win.clock], justify="right")
     table.add_column("bracket", justify="right")
     rows = (
         ("T_after", win.t_after, win.t_after_low, win.t_after_high),

@@ -261,7 +261,7 @@ def _classifier_dir(out: Path, classifier_dir: Path | None, name: str) -> Path |
     the shipped weights (None)."""
     if classifier_dir is not None:
         return classifier_dir
-    return out if weights_paths(name, out)[1].is_file() else None
+    return out if weights_paths(name, out).card.is_file() else None
 
 
 def _load_metrics_classifier(out: Path, classifier_dir: Path | None):

@@ -35,6 +35,7 @@ from critwin.experiments.checkpoint import (
 from critwin.experiments.cloning import CloneResult, clone
 from critwin.experiments.estimation import (
     CommitmentCurve,
+    ConstantFeatureError,
     WindowEstimate,
     base_rate,
     commitment_curve,
@@ -82,6 +83,7 @@ __all__ = [
     "CloneResult",
     "clone",
     "CommitmentCurve",
+    "ConstantFeatureError",
     "WindowEstimate",
     "base_rate",
     "commitment_curve",

@@ -28,10 +28,9 @@ from critwin.clock import (
     x0_from_prediction,
 )
 from critwin.experiments.process import (
+    CountingDenoiser,
     ReverseProcess,
-    _check_no_cond,
-    _check_span,
-    _CountingDenoiser,
+    check_no_cond,
     check_sampler,
     ou_noise,
     shift_callback,
@@ -122,7 +121,7 @@ class CallableProcess(ReverseProcess):
         if self._times[-1].item() != 0.0:
             raise ValueError(f"times must end at 0 (clean data), got {self._times[-1].item():.4g}")
         self.nfe = 0
-        self._denoise = _CountingDenoiser(self, self._ou_denoise)
+        self._denoise = CountingDenoiser(self, self._ou_denoise)
 
     def _ou_denoise(self, y: torch.Tensor, t: float) -> torch.Tensor:
         """``E[x0 | Y_t = y]`` from the callable, whatever its parameterisation and prediction."""
@@ -144,11 +143,11 @@ class CallableProcess(ReverseProcess):
         return self._times
 
     def add_noise(self, x0, index, generator=None):
-        return ou_noise(x0, self._times[int(index)].item(), generator)
+        return ou_noise(x0, self._times[self.grid.check_index(index)].item(), generator)
 
     def run(self, x, start=0, stop=None, generator=None, callback=None, cond=None):
-        _check_no_cond(cond, "CallableProcess")
-        start, stop = _check_span(self, start, stop)
+        check_no_cond(cond, "CallableProcess")
+        start, stop = self.grid.check_span(start, stop)
         if stop == start:
             return x
         step_callback = shift_callback(callback, start)

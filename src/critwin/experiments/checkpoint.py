@@ -23,6 +23,7 @@ import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -127,7 +128,17 @@ def _first_difference(old, new, prefix: str = "") -> str | None:
 
 
 # --------------------------------------------------------------------------------- output directories
-_HELD: dict[Path, list] = {}  # resolved directory -> [lock fd, kind, depth] held by this process
+@dataclass
+class _Hold:
+    """A directory this process holds: its lock's file descriptor, the kind of result written there and
+    how many nested claims hold it."""
+
+    fd: int
+    kind: str
+    depth: int = 1
+
+
+_HELD: dict[Path, _Hold] = {}  # resolved directory -> its hold by this process
 _SCOPE: ContextVar[ExitStack | None] = ContextVar("critwin_output_scope", default=None)
 
 
@@ -216,9 +227,9 @@ def claim_directory(out, kind: str, option: str = "out", legacy: tuple[str, ...]
     root.mkdir(parents=True, exist_ok=True)
     key = root.resolve()
     if key in _HELD:
-        if _HELD[key][1] != kind:
-            raise ValueError(f"{option}: {root} is held for a {_HELD[key][1]!r} result, not {kind!r}")
-        _HELD[key][2] += 1
+        if _HELD[key].kind != kind:
+            raise ValueError(f"{option}: {root} is held for a {_HELD[key].kind!r} result, not {kind!r}")
+        _HELD[key].depth += 1
     else:
         fd = _lock(root, option)
         try:
@@ -232,13 +243,13 @@ def claim_directory(out, kind: str, option: str = "out", legacy: tuple[str, ...]
         except BaseException:
             os.close(fd)
             raise
-        _HELD[key] = [fd, kind, 1]
+        _HELD[key] = _Hold(fd, kind)
     try:
         yield root
     finally:
-        _HELD[key][2] -= 1
-        if _HELD[key][2] == 0:
-            os.close(_HELD.pop(key)[0])
+        _HELD[key].depth -= 1
+        if _HELD[key].depth == 0:
+            os.close(_HELD.pop(key).fd)
 
 
 def bind_settings(path, settings: Mapping[str, Any], what: str = "out") -> None:

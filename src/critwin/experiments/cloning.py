@@ -35,7 +35,7 @@ from critwin.experiments.checkpoint import (
 )
 from critwin.experiments.executor import resolve_executor, run_units
 from critwin.experiments.features import (
-    LATENT,
+    FeatureSet,
     describe_features,
     feature_names,
     labelled,
@@ -47,6 +47,7 @@ from critwin.experiments.process import as_process, check_cond, nfe_since, reali
 from critwin.experiments.results import (
     FeatureLabels,
     ResultTable,
+    at_edge,
     feature_columns,
     grid_from_metadata,
     grid_metadata,
@@ -138,11 +139,8 @@ class CloneResult(FeatureLabels, ResultTable):
             "source_id": traj.tolist(),
             "replicate": np.tile(np.arange(C), T * N).tolist(),
         }
-        for name in self.feature_names or [None]:
-            one = self if name is None else self.select(name)
-            columns[labelled("label", name)] = one.clone_labels.numpy().reshape(-1).tolist()
-            columns[labelled("source_label", name)] = one.own_labels.numpy()[traj].tolist()
-        return columns
+        labels = self._label_columns(("label", "clone_labels", None), ("source_label", "own_labels", traj))
+        return {**columns, **labels}
 
     def _saved_metadata(self) -> dict[str, Any]:
         meta = dict(self.metadata)
@@ -161,20 +159,17 @@ class CloneResult(FeatureLabels, ResultTable):
         def tensor(values):
             return torch.tensor([int(v) for v in values], dtype=torch.long).reshape(T, N, C)
 
-        if "label" in columns:
-            labels = tensor(columns["label"])
+        if "own_label" in columns and "source_label" not in columns:
             # "own_label" is the column's name in tables saved before the shared names.
-            own_column = columns["source_label"] if "source_label" in columns else columns["own_label"]
-            own = tensor(own_column)[0, :, 0]
-        else:
-            labels = {k: tensor(v) for k, v in feature_columns(columns, "label").items()}
-            own = {k: tensor(v)[0, :, 0] for k, v in feature_columns(columns, "source_label").items()}
-            if not labels or set(labels) != set(own):
-                raise ValueError("the label columns are missing")
+            columns = {**columns, "source_label": columns["own_label"]}
+        labels = {k: tensor(v) for k, v in feature_columns(columns, "label").items()}
+        own = {k: tensor(v)[0, :, 0] for k, v in feature_columns(columns, "source_label").items()}
+        if not labels or set(labels) != set(own):
+            raise ValueError("the label columns are missing")
         return cls(
             **grid_from_metadata(meta),
-            own_labels=own,
-            clone_labels=labels,
+            own_labels=at_edge(own),
+            clone_labels=at_edge(labels),
             nfe=meta.get("nfe"),
             metadata=meta,
         )
@@ -233,8 +228,9 @@ def clone(
     process = as_process(model, sampler, n_steps, t_max, eta)
     n_trajectories = check_positive_int(n_trajectories, "n_trajectories")
     n_clones = check_positive_int(n_clones, "n_clones")
-    process, requested, indices, realised, steps = realise_times(process, times)
-    if (requested <= 0).any():
+    grid = realise_times(process, times)
+    process = grid.process
+    if (grid.requested <= 0).any():
         raise ValueError("times must be > 0: a fork at t = 0 is the finished sample")
     chunk = check_chunk_size(chunk_size, DEFAULT_CHUNK)
     cond = check_cond(cond)
@@ -250,7 +246,7 @@ def clone(
     # User-facing settings first: a refused resume names the first setting that differs.
     config = {
         "kind": "clone",
-        "requested_times": requested.tolist(),
+        "requested_times": grid.requested.tolist(),
         "n_trajectories": n_trajectories,
         "n_clones": n_clones,
         "seed": base_seed,
@@ -259,20 +255,30 @@ def clone(
         "dtype": str(dtype),
         "cond": fingerprint(cond) if cond else None,
         "process": process.describe(),
-        "realised_times": realised.tolist(),
+        "realised_times": grid.times.tolist(),
     }
     store = SweepStore(out, config) if out is not None else None
     # The trunk visits forks in the order of the reverse process (decreasing time).
-    forks = sorted(set(indices.tolist()))
-    shared = _Trunks(process, feature_fn, cond, base_seed, n_trajectories, n_clones, forks, dtype, device)
+    forks = sorted(set(grid.indices.tolist()))
+    shared = _Trunks(
+        process=process,
+        feature_fn=feature_fn,
+        cond=cond,
+        seed=base_seed,
+        n_trajectories=n_trajectories,
+        n_clones=n_clones,
+        forks=forks,
+        dtype=dtype,
+        device=device,
+    )
     own, by_fork, nfe = _run_all(runs_on, shared, chunk, store, progress)
     result = CloneResult(
-        requested_times=requested,
-        times=realised,
-        indices=indices,
-        steps=steps,
-        own_labels=own,
-        clone_labels=_by_time(by_fork, [forks.index(int(k)) for k in indices]),
+        requested_times=grid.requested,
+        times=grid.times,
+        indices=grid.indices,
+        steps=grid.steps,
+        own_labels=at_edge(own),
+        clone_labels=at_edge(_by_time(by_fork, [forks.index(int(k)) for k in grid.indices])),
         nfe=nfe if process.nfe is not None else None,
         metadata=result_metadata(
             {k: v for k, v in config.items() if k not in ("requested_times", "realised_times")}, device, dtype
@@ -297,9 +303,28 @@ class _Trunks(NamedTuple):
     device: Any
 
 
+class _Chunk(NamedTuple):
+    """Chunk ``number`` of the trajectories: ``lo:hi`` (the arguments of its trunk unit)."""
+
+    number: int
+    lo: int
+    hi: int
+
+
+class _Fork(NamedTuple):
+    """The arguments of a fork unit: the continuations of chunk ``number`` (trajectories ``lo:hi``)
+    from the distinct fork ``fork``, whose trunk ``state`` is a CPU array."""
+
+    fork: int
+    number: int
+    lo: int
+    hi: int
+    state: np.ndarray
+
+
 def _run_all(runs_on, shared: _Trunks, chunk: int, store, progress: bool):
     """Every trunk and fork: own labels ``{name: (N,)}``, labels by distinct fork ``{name: (F, N,
-    n_clones)}`` (name None for a single feature), NFEs spent."""
+    n_clones)}``, NFEs spent."""
     N, F = shared.n_trajectories, len(shared.forks)
     names = feature_names(shared.feature_fn)
     own = {name: torch.empty(N, dtype=torch.long) for name in names}
@@ -310,38 +335,34 @@ def _run_all(runs_on, shared: _Trunks, chunk: int, store, progress: bool):
         with progress_bar(n_chunks * (1 + F), "cloning", progress) as advance:
             for first in range(0, n_chunks, runner.parallelism):
                 wave = range(first, min(n_chunks, first + runner.parallelism))
-                spans = [(j, j * chunk, min(N, (j + 1) * chunk)) for j in wave]
-                nfe += _run_wave(runner, spans, shared, store, advance, own, by_fork)
-    if names == [None]:
-        return own[None], by_fork[None], nfe
+                chunks = [_Chunk(j, j * chunk, min(N, (j + 1) * chunk)) for j in wave]
+                nfe += _run_wave(runner, chunks, shared, store, advance, own, by_fork)
     return own, by_fork, nfe
 
 
-def _by_time(by_fork, positions):
-    """Labels by requested fork time from labels by distinct fork (per feature for a dict)."""
-    if isinstance(by_fork, dict):
-        return {name: labels[positions] for name, labels in by_fork.items()}
-    return by_fork[positions]
+def _by_time(by_fork: dict[str, torch.Tensor], positions) -> dict[str, torch.Tensor]:
+    """Labels by requested fork time ``{name: (T, N, n_clones)}`` from labels by distinct fork."""
+    return {name: labels[positions] for name, labels in by_fork.items()}
 
 
-def _run_wave(runner, spans, shared: _Trunks, store, advance, own, by_fork) -> int:
-    """Run the trunks of the chunks ``spans`` ((j, lo, hi) each), then all their forks; fill ``own``
-    ``{name: (N,)}`` and ``by_fork`` ``{name: (F, N, n_clones)}`` and return the NFEs spent."""
-    trunk_jobs = [(f"trunk_c{j:05d}", (j, lo, hi)) for j, lo, hi in spans]
+def _run_wave(runner, chunks: list[_Chunk], shared: _Trunks, store, advance, own, by_fork) -> int:
+    """Run the trunks of ``chunks``, then all their forks; fill ``own`` ``{name: (N,)}`` and
+    ``by_fork`` ``{name: (F, N, n_clones)}`` and return the NFEs spent."""
+    trunk_jobs = [(f"trunk_c{c.number:05d}", c) for c in chunks]
     trunks = run_units(runner, _run_trunk, trunk_jobs, store, advance)
     fork_jobs = [
-        (f"fork{f:05d}_c{j:05d}", (f, j, lo, hi, trunks[f"trunk_c{j:05d}"]["states"][f]))
-        for j, lo, hi in spans
+        (f"fork{f:05d}_c{c.number:05d}", _Fork(f, *c, trunks[f"trunk_c{c.number:05d}"]["states"][f]))
+        for c in chunks
         for f in range(len(shared.forks))
     ]
     units = run_units(runner, _run_fork, fork_jobs, store, advance)
     for name in own:
         key = labelled("labels", name)
-        for unit_name, (_, lo, hi) in trunk_jobs:
-            own[name][lo:hi] = torch.from_numpy(trunks[unit_name][key])
-        for unit_name, (f, _, lo, hi, _) in fork_jobs:
-            labels = units[unit_name][key].reshape(hi - lo, shared.n_clones)
-            by_fork[name][f, lo:hi] = torch.from_numpy(labels)
+        for unit_name, c in trunk_jobs:
+            own[name][c.lo : c.hi] = torch.from_numpy(trunks[unit_name][key])
+        for unit_name, job in fork_jobs:
+            labels = units[unit_name][key].reshape(job.hi - job.lo, shared.n_clones)
+            by_fork[name][job.fork, job.lo : job.hi] = torch.from_numpy(labels)
     return sum(int(unit["nfe"]) for unit in [*trunks.values(), *units.values()])
 
 
@@ -378,11 +399,13 @@ def _run_fork(shared: _Trunks, f, j, lo, hi, state):
     return {**unit, "nfe": nfe_since(process, before)}
 
 
-def _final_labels(process, x, start, feature_fn, cond, generator) -> dict[str, np.ndarray]:
-    """Run from grid index ``start`` to the end and read the features: ``labels`` (``labels[name]`` per
-    feature; the latent component with the exact sampler)."""
-    if feature_fn is LATENT:
-        return {"labels": run_exact_with_components(process, x, start, generator)[1].cpu().numpy()}
+def _final_labels(process, x, start, feature_fn: FeatureSet, cond, generator) -> dict[str, np.ndarray]:
+    """Run from grid index ``start`` to the end and read the features: ``labels[name]`` (named by
+    :func:`~critwin.experiments.features.labelled`; the latent component with the exact sampler)."""
+    if feature_fn.latent:
+        [name] = feature_fn.names
+        components = run_exact_with_components(process, x, start, generator)[1]
+        return {labelled("labels", name): components.cpu().numpy()}
     x = process.run(x, start=start, generator=generator, cond=cond)
     unit = read_features(feature_fn, process.decode(x))
     return {key: value for key, value in unit.items() if key.startswith("labels")}

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -30,12 +30,14 @@ from scipy.stats import norm
 
 from critwin._display import axes, data_frame, html_summary, short_repr
 from critwin._io import provenance
-from critwin._stats import wilson_bounds
+from critwin._stats import bounded_percentile_interval, wilson_bounds
 from critwin._validation import check_delta, check_eps, check_labels, check_number, check_positive_int
 from critwin.experiments.results import select_feature
 
 __all__ = [
     "wilson_interval",
+    "percentile_interval",
+    "ConstantFeatureError",
     "isotonic_decreasing",
     "crossing_time",
     "jump_rule",
@@ -43,9 +45,17 @@ __all__ = [
     "commitment_curve",
     "estimate_window",
     "susceptibility",
+    "Susceptibility",
     "CommitmentCurve",
     "WindowEstimate",
 ]
+
+
+class ConstantFeatureError(ValueError):
+    """The estimated base rate is 1: every sample has the same feature label, so the feature has no
+    window to estimate (pass ``base_rate=`` to estimate with a known one). A ValueError, so the CLI
+    reports it as any bad input; callers that skip such features catch this type, never the text."""
+
 
 BOOTSTRAP_SEED = 0
 """Seed of :func:`estimate_window`'s bootstrap when neither ``generator`` nor ``seed`` is given."""
@@ -281,30 +291,57 @@ class WindowEstimate:
         return out
 
 
-def _outcomes(result):
-    """(times (T,), kept (T, M) bool, clusters (M,), classes (M,), model labels for q or None, is_clone)."""
+class _Outcomes(NamedTuple):
+    """The per-sample outcomes of a forward–reverse or cloning result, times sorted increasingly.
+
+    ``kept`` (T, M) bool: a column's output kept its source's (trajectory's) label; ``clusters`` (M,)
+    the source or trajectory of every column (the bootstrap resamples them); ``classes`` (M,) its
+    label; ``own`` (N,) the trajectories' own labels (cloning) or None.
+    """
+
+    times: np.ndarray
+    kept: np.ndarray
+    clusters: np.ndarray
+    classes: np.ndarray
+    own: np.ndarray | None
+    is_clone: bool
+
+    @property
+    def order(self) -> np.ndarray:
+        return np.argsort(self.times, kind="stable")
+
+    def columns(self, chosen: np.ndarray) -> _Outcomes:
+        """The outcomes of the columns ``chosen`` (a boolean mask over the M columns)."""
+        return self._replace(
+            kept=self.kept[:, chosen], clusters=self.clusters[chosen], classes=self.classes[chosen]
+        )
+
+
+def _outcomes(result) -> _Outcomes:
+    """The result's outcomes, its rows sorted by time (stable)."""
     if hasattr(result, "clone_labels"):
-        kept = result.kept().numpy()
         own = result.own_labels.numpy()
         clusters = result.source_ids.numpy()
-        return result.times.numpy(), kept, clusters, own[clusters], own, True
-    if hasattr(result, "labels") and hasattr(result, "source_labels"):
-        labels = result.labels.numpy()
+        found = _Outcomes(result.times.numpy(), result.kept().numpy(), clusters, own[clusters], own, True)
+    elif hasattr(result, "labels") and hasattr(result, "source_labels"):
         source = np.asarray(result.source_labels)
         source = source[0] if source.ndim == 2 else source
-        return result.times.numpy(), labels == source[None, :], result.source_ids.numpy(), source, None, False
-    raise ValueError(f"result must be a ForwardReverseResult or CloneResult, got {type(result).__name__}")
+        kept = result.labels.numpy() == source[None, :]
+        found = _Outcomes(result.times.numpy(), kept, result.source_ids.numpy(), source, None, False)
+    else:
+        raise ValueError(f"result must be a ForwardReverseResult or CloneResult, got {type(result).__name__}")
+    order = found.order
+    return found._replace(times=found.times[order], kept=found.kept[order])
 
 
 def commitment_curve(result, level: float = 0.95, *, feature: str | None = None) -> CommitmentCurve:
     """c(t) (sorted by time) with Wilson intervals from a forward–reverse or cloning result (of the
     feature ``feature`` of a multi-feature result)."""
-    times, kept, *_ = _outcomes(select_feature(result, feature))
-    order = np.argsort(times, kind="stable")
-    k = kept[order].sum(1)
-    n = np.full(k.shape, kept.shape[1])
+    found = _outcomes(select_feature(result, feature))
+    k = found.kept.sum(1)
+    n = np.full(k.shape, found.kept.shape[1])
     lower, upper = wilson_interval(k, n, level)
-    return CommitmentCurve(times[order], k / n, lower, upper, n)
+    return CommitmentCurve(times=found.times, c=k / n, lower=lower, upper=upper, n=n)
 
 
 def estimate_window(
@@ -352,64 +389,71 @@ def estimate_window(
     n_boot = check_positive_int(n_boot, "n_boot", minimum=0)
     if base_rate is not None:
         base_rate = check_number(base_rate, "base_rate", low=0.0, high=1.0, closed="low")
-    times, kept, clusters, classes, own, is_clone = _outcomes(result)
-    order = np.argsort(times, kind="stable")
-    times, kept = times[order], kept[order]
-    model_labels = _model_labels(result, reference_labels, is_clone, own, order)
+    found = _outcomes(result)
+    model_labels = _model_labels(result, reference_labels, found)
     if generator is not None:
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator).item())
     seed = BOOTSTRAP_SEED if seed is None else seed
-    rng = np.random.default_rng(seed)
-    estimate = _estimate(
-        times, kept, clusters, classes, model_labels, is_clone, base_rate, delta, n_boot, level, rng
-    )
+    settings = _Settings(delta=delta, n_boot=n_boot, level=level, rng=np.random.default_rng(seed))
+    estimate = _estimate(found, model_labels, base_rate, settings)
     if per_class:
-        for k in np.unique(classes).tolist():
-            cols = classes == k
-            q_k = _class_rate(model_labels, k, is_clone) if base_rate is None else None
-            if q_k is not None and q_k >= 1.0:
-                continue  # the feature never varies: no window to estimate for this class
-            sub = _estimate(
-                times,
-                kept[:, cols],
-                clusters[cols],
-                classes[cols],
-                model_labels,
-                is_clone,
-                q_k if q_k is not None else base_rate,
-                delta,
-                n_boot,
-                level,
-                rng,
-                class_label=k,
-            )
-            estimate.per_class[int(k)] = sub
+        estimate.per_class = _per_class(found, model_labels, base_rate, settings)
     estimate.metadata = {"bootstrap_seed": seed, "provenance": provenance()}
     chi = susceptibility(result)
     if chi is not None:
-        estimate.chi = chi[1]
-        estimate.t_peak = float(chi[0][int(np.nanargmax(chi[1]))]) if np.isfinite(chi[1]).any() else None
+        estimate.chi = chi.chi
+        estimate.t_peak = float(chi.times[int(np.nanargmax(chi.chi))]) if np.isfinite(chi.chi).any() else None
     return estimate
 
 
-def _model_labels(result, reference_labels, is_clone, own, order):
+class _ModelLabels(NamedTuple):
+    """Labels of model samples for the base rate's ``q``: ``kind`` says where they come from
+    (``"reference"`` samples, the trajectories' ``"own"`` labels, the outputs at the ``"largest_time"``)."""
+
+    kind: str
+    labels: np.ndarray
+
+
+class _Settings(NamedTuple):
+    """What every estimate of one call shares: the level ``delta``, bootstrap replicates ``n_boot``
+    and their generator ``rng``, the confidence ``level``."""
+
+    delta: float
+    n_boot: int
+    level: float
+    rng: np.random.Generator
+
+
+def _model_labels(result, reference_labels, found: _Outcomes) -> _ModelLabels:
     if reference_labels is not None:
-        labels = check_labels(reference_labels, "reference_labels").numpy()
-        return ("reference", labels)
-    if is_clone:
-        return ("own", own)
-    return ("largest_time", result.labels.numpy()[order[-1]])
+        return _ModelLabels("reference", check_labels(reference_labels, "reference_labels").numpy())
+    if found.is_clone:
+        return _ModelLabels("own", found.own)
+    largest = np.argsort(result.times.numpy(), kind="stable")[-1]  # the last row of the largest time
+    return _ModelLabels("largest_time", result.labels.numpy()[largest])
 
 
-def _class_rate(model_labels, k, is_clone) -> float:
-    _, labels = model_labels
-    return float(np.mean(labels == k))
+def _per_class(found: _Outcomes, model_labels: _ModelLabels, base_rate, settings: _Settings) -> dict:
+    """``{label: WindowEstimate}`` of the columns of every source class (base rate ``q_k`` unless
+    given); a class whose feature never varies (``q_k = 1``) has no window and is left out."""
+    out = {}
+    for k in np.unique(found.classes).tolist():
+        q_k = _class_rate(model_labels, k) if base_rate is None else None
+        if q_k is not None and q_k >= 1.0:
+            continue
+        b = q_k if q_k is not None else base_rate
+        out[int(k)] = _estimate(found.columns(found.classes == k), model_labels, b, settings, class_label=k)
+    return out
 
 
-def _base_rate_weighted(classes, weights, model_labels, cluster_weights_model, is_clone) -> float:
+def _class_rate(model_labels: _ModelLabels, k) -> float:
+    return float(np.mean(model_labels.labels == k))
+
+
+def _base_rate_weighted(classes, weights, model_labels: _ModelLabels, cluster_weights_model) -> float:
     """Base rate from (optionally bootstrap-weighted) label frequencies."""
     kind, labels = model_labels
-    if is_clone and kind == "own":
+    if kind == "own":
         w = cluster_weights_model
         total = w.sum()
         keys = np.unique(labels)
@@ -425,99 +469,129 @@ def _base_rate_weighted(classes, weights, model_labels, cluster_weights_model, i
     return float(np.dot(p, q))
 
 
-def _curve_estimate(times, kept, weights, b, delta):
+class _Curve(NamedTuple):
+    """c(t), r(t), the isotonic fit of r and its crossings of ``1 - delta``, ``delta`` and 1/2."""
+
+    c: np.ndarray
+    r: np.ndarray
+    fit: np.ndarray
+    t_after: float
+    t_before: float
+    t_half: float
+
+    @property
+    def crossings(self) -> tuple[float, float, float]:
+        return self.t_after, self.t_before, self.t_half
+
+
+def _curve_estimate(times, kept, weights, b, delta) -> _Curve:
     c = (weights[None, :] * kept).sum(1) / weights.sum()
     r = (c - b) / (1 - b)
     fit = isotonic_decreasing(r)
-    return c, r, fit, tuple(crossing_time(times, fit, lvl) for lvl in (1 - delta, delta, 0.5))
+    return _Curve(c, r, fit, *(crossing_time(times, fit, lvl) for lvl in (1 - delta, delta, 0.5)))
 
 
-def _estimate(
-    times,
-    kept,
-    clusters,
-    classes,
-    model_labels,
-    is_clone,
-    fixed_b,
-    delta,
-    n_boot,
-    level,
-    rng,
-    class_label=None,
-):
-    M = kept.shape[1]
-    ones = np.ones(M)
-    cluster_ids, cluster_index = np.unique(clusters, return_inverse=True)
-    own_weights = np.ones(len(model_labels[1]))
+def _base_rate_rule(found: _Outcomes, model_labels: _ModelLabels, fixed_b, class_label):
+    """``rate(weights, model_weights) -> b``: ``fixed_b``, the class rate ``q_k``, or the weighted
+    estimate (weights over the columns, and over the model labels for cloning's own labels)."""
 
-    def rate(weights, model_weights):
+    def rate(weights, model_weights) -> float:
         if fixed_b is not None:
             return fixed_b
         if class_label is not None:
-            return _class_rate(model_labels, class_label, is_clone)
-        return _base_rate_weighted(classes, weights, model_labels, model_weights, is_clone)
+            return _class_rate(model_labels, class_label)
+        return _base_rate_weighted(found.classes, weights, model_labels, model_weights)
 
-    b = rate(ones, own_weights)
+    return rate
+
+
+def _estimate(found: _Outcomes, model_labels: _ModelLabels, fixed_b, settings: _Settings, class_label=None):
+    """The estimate of the columns ``found`` (base rate ``fixed_b``, or estimated from ``model_labels``:
+    ``q_k`` for the class ``class_label``), with cluster-bootstrap CIs."""
+    times, kept = found.times, found.kept
+    rate = _base_rate_rule(found, model_labels, fixed_b, class_label)
+    b = rate(np.ones(kept.shape[1]), np.ones(len(model_labels.labels)))
     if not b < 1.0:
-        raise ValueError(
+        raise ConstantFeatureError(
             "the estimated base rate is 1 (every sample has the same feature label); pass base_rate="
         )
-    c, r, fit, (t_after, t_before, t_half) = _curve_estimate(times, kept, ones, b, delta)
+    curve = _curve_estimate(times, kept, np.ones(kept.shape[1]), b, settings.delta)
     k = kept.sum(1)
-    n = np.full(k.shape, M)
-    lower, upper = wilson_interval(k, n, level)
-    cis = [(math.nan, math.nan)] * 3
-    if n_boot > 0:
-        draws = np.empty((n_boot, 3))
-        for i in range(n_boot):
-            counts = rng.multinomial(len(cluster_ids), np.full(len(cluster_ids), 1 / len(cluster_ids)))
-            weights = counts[cluster_index].astype(float)
-            if weights.sum() == 0:
-                draws[i] = math.nan
-                continue
-            same_units = is_clone and len(counts) == len(own_weights)
-            model_weights = counts.astype(float) if same_units else own_weights
-            b_star = rate(weights, model_weights)
-            if not b_star < 1.0:
-                draws[i] = math.nan
-                continue
-            draws[i] = _curve_estimate(times, kept, weights, b_star, delta)[3]
-        cis = [_percentile_interval(draws[:, j], level) for j in range(3)]
+    n = np.full(k.shape, kept.shape[1])
+    lower, upper = wilson_interval(k, n, settings.level)
+    cis = _bootstrap_cis(found, rate, len(model_labels.labels), settings)
     return WindowEstimate(
         times=times,
-        c=c,
+        c=curve.c,
         c_lower=lower,
         c_upper=upper,
         n=n,
         b=float(b),
-        r=r,
-        r_fit=fit,
-        delta=delta,
-        t_after=t_after,
-        t_before=t_before,
-        t_half=t_half,
+        r=curve.r,
+        r_fit=curve.fit,
+        delta=settings.delta,
+        t_after=curve.t_after,
+        t_before=curve.t_before,
+        t_half=curve.t_half,
         t_after_ci=cis[0],
         t_before_ci=cis[1],
         t_half_ci=cis[2],
-        jump=jump_rule(times, c),
-        level=level,
-        n_boot=n_boot,
+        jump=jump_rule(times, curve.c),
+        level=settings.level,
+        n_boot=settings.n_boot,
     )
 
 
-def _percentile_interval(draws: np.ndarray, level: float) -> tuple[float, float]:
-    """Bootstrap percentile interval; censored (±inf) draws stay infinite instead of turning into nan."""
-    valid = draws[~np.isnan(draws)]
-    if valid.size == 0:
-        return math.nan, math.nan
-    tail = (1 - level) / 2
-    # Order statistics (no interpolation), so that infinite draws never meet inf - inf.
-    low, high = np.quantile(valid, [tail, 1 - tail], method="inverted_cdf")
-    return float(low), float(high)
+def _bootstrap_cis(found: _Outcomes, rate, n_model: int, settings: _Settings) -> list[tuple[float, float]]:
+    """Percentile intervals of t_after, t_before and t_half over ``settings.n_boot`` cluster-bootstrap
+    replicates (sources / trajectories resampled with their columns; the base rate re-estimated by
+    ``rate``; a replicate with no columns or ``b = 1`` is left out). No replicates: NaN intervals."""
+    if settings.n_boot == 0:
+        return [(math.nan, math.nan)] * 3
+    cluster_ids, cluster_index = np.unique(found.clusters, return_inverse=True)
+    own_weights = np.ones(n_model)
+    draws = np.full((settings.n_boot, 3), math.nan)
+    for i in range(settings.n_boot):
+        counts = settings.rng.multinomial(len(cluster_ids), np.full(len(cluster_ids), 1 / len(cluster_ids)))
+        weights = counts[cluster_index].astype(float)
+        if weights.sum() == 0:
+            continue
+        # Cloning's own labels are one per trajectory: the same units as the clusters.
+        same_units = found.is_clone and len(counts) == n_model
+        b_star = rate(weights, counts.astype(float) if same_units else own_weights)
+        if b_star < 1.0:
+            draws[i] = _curve_estimate(found.times, found.kept, weights, b_star, settings.delta).crossings
+    return [percentile_interval(draws[:, j], settings.level) for j in range(3)]
 
 
-def susceptibility(result, *, feature: str | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+def percentile_interval(draws: np.ndarray, level: float) -> tuple[float, float]:
+    """Bootstrap percentile interval of ``draws`` (NaN draws left out; all NaN: ``(nan, nan)``).
+
+    Order statistics (``inverted_cdf``), so censored (±inf) draws stay infinite instead of turning
+    into NaN.
+
+    Parameters
+    ----------
+    draws : (B,) bootstrap replicates of one statistic.
+    level : central coverage in (0, 1).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> percentile_interval(np.array([1.0, 2.0, 3.0, np.inf]), 0.5)
+    (1.0, 3.0)
+    """
+    return bounded_percentile_interval(draws, draws, level)
+
+
+class Susceptibility(NamedTuple):
+    """The susceptibility curve of :func:`susceptibility`: ``chi`` (T,) at OU ``times`` (T,), increasing."""
+
+    times: np.ndarray
+    chi: np.ndarray
+
+
+def susceptibility(result, *, feature: str | None = None) -> Susceptibility | None:
     """Between-source variance of the keep probability, ``chi(t) = Var_sources[P(kept | source)]``.
 
     It is 0 while every source keeps its feature and again once every source has forgotten it, and
@@ -526,18 +600,17 @@ def susceptibility(result, *, feature: str | None = None) -> tuple[np.ndarray, n
 
     Returns
     -------
-    (times (T,), chi (T,)) sorted by time, or None when sources have fewer than 2 replicates.
-    ``feature`` names the feature of a multi-feature result.
+    :class:`Susceptibility` ``(times, chi)``, both (T,) sorted by time, or None when sources have fewer
+    than 2 replicates. ``feature`` names the feature of a multi-feature result.
     """
-    times, kept, clusters, *_ = _outcomes(select_feature(result, feature))
-    order = np.argsort(times, kind="stable")
-    ids, inverse, counts = np.unique(clusters, return_inverse=True, return_counts=True)
+    found = _outcomes(select_feature(result, feature))
+    ids, inverse, counts = np.unique(found.clusters, return_inverse=True, return_counts=True)
     if counts.min() < 2 or ids.size < 2:
         return None
     m = counts.astype(float)
-    chi = np.empty(len(order))
-    for row, i in enumerate(order):
-        p_hat = np.bincount(inverse, weights=kept[i].astype(float), minlength=ids.size) / m
+    chi = np.empty(len(found.times))
+    for row, kept in enumerate(found.kept):
+        p_hat = np.bincount(inverse, weights=kept.astype(float), minlength=ids.size) / m
         within = np.mean(p_hat * (1 - p_hat) / (m - 1))
         chi[row] = np.var(p_hat, ddof=1) - within
-    return times[order], chi
+    return Susceptibility(found.times, chi)

@@ -19,6 +19,7 @@ import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -36,6 +37,7 @@ __all__ = [
     "LATENT",
     "apply_feature",
     "check_feature_output",
+    "FeatureOutput",
     "FeatureSet",
     "resolve_features",
     "read_features",
@@ -43,6 +45,7 @@ __all__ = [
     "feature_names",
     "describe_features",
     "split_labels",
+    "UNNAMED",
 ]
 
 
@@ -96,8 +99,8 @@ class CallableFeature:
         """(n,) int64 labels or (n, C) probabilities of ``fn(x)``, checked by :func:`check_feature_output`."""
         with torch.no_grad():
             value = _batched(self._one, x, self.batch_size).detach()
-        labels, _ = check_feature_output(value, x.shape[0], f"feature {self.name}", self.n_classes)
-        return labels if value.ndim == 1 else value
+        checked = check_feature_output(value, x.shape[0], f"feature {self.name}", self.n_classes)
+        return checked.labels if value.ndim == 1 else value
 
 
 class SourceSimilarity:
@@ -449,12 +452,20 @@ def _latent(process, supported: bool, caller: str):
     return LATENT
 
 
-def apply_feature(fn: Callable, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+class FeatureOutput(NamedTuple):
+    """What a feature said about ``n`` inputs, checked: ``labels`` (n,) int64 and ``probabilities``
+    (n, C) float32 (CPU tensors; None when the feature returned labels)."""
+
+    labels: torch.Tensor
+    probabilities: torch.Tensor | None
+
+
+def apply_feature(fn: Callable, x: torch.Tensor) -> FeatureOutput:
     """Evaluate a feature on a batch ``x`` (n, ...) and validate it (:func:`check_feature_output`).
 
     Returns
     -------
-    labels : (n,) int64 CPU tensor.  probabilities : (n, C) float32 CPU tensor or None.
+    :class:`FeatureOutput` ``(labels, probabilities)``.
     """
     with torch.no_grad():
         value = fn(x)
@@ -463,9 +474,7 @@ def apply_feature(fn: Callable, x: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     return check_feature_output(value, int(x.shape[0]))
 
 
-def check_feature_output(
-    value, n: int, name: str = "feature", n_classes: int | None = None
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+def check_feature_output(value, n: int, name: str = "feature", n_classes: int | None = None) -> FeatureOutput:
     """Check what a feature returned for ``n`` inputs: the one validator of feature outputs.
 
     Parameters
@@ -477,15 +486,15 @@ def check_feature_output(
 
     Returns
     -------
-    labels : (n,) int64 CPU tensor.  probabilities : (n, C) float32 CPU tensor, or None for labels.
+    :class:`FeatureOutput`: labels (n,) int64 and probabilities (n, C) float32 (None for labels).
     """
     if not isinstance(value, torch.Tensor):
         raise ValueError(f"{name} must return a tensor or array of labels, got {type(value).__name__}")
     value = value.detach().cpu()
     if value.ndim == 1 and value.shape[0] == n:
-        return _check_labels(value, name, n_classes), None
+        return FeatureOutput(_check_labels(value, name, n_classes), None)
     if value.ndim == 2 and value.shape[0] == n and value.is_floating_point():
-        return value.argmax(1), _check_probabilities(value, name, n_classes)
+        return FeatureOutput(value.argmax(1), _check_probabilities(value, name, n_classes))
     raise ValueError(
         f"{name} must return (n,) labels (integers) or (n, C) probabilities for n={n} inputs, "
         f"got {value.dtype} of shape {tuple(value.shape)}"
@@ -522,13 +531,21 @@ def _check_probabilities(value: torch.Tensor, name: str, n_classes: int | None) 
 # ------------------------------------------------------------------------------- several features
 _NAME = re.compile(r"[A-Za-z0-9_.\-]+")
 
+UNNAMED = ""
+"""The name of the one feature of a sweep given a single feature (not a mapping). Inside the engine
+labels are always ``{name: tensor}``; this name gives the unit arrays and table columns of such a sweep
+their plain names (``labels``, ``label``), as before several features existed (:func:`labelled`), and
+results of it hold tensors (:func:`~critwin.experiments.results.at_edge`). No user name equals it:
+names are non-empty."""
+
 
 class FeatureSet:
-    """Several named features, all read from the same outputs of one sweep.
+    """The features of a sweep by name, all read from the same outputs: every sweep's resolved feature.
 
     Parameters
     ----------
-    features : name -> resolved feature callable (as :func:`resolve_feature` returns it), in order.
+    features : name -> resolved feature callable (as :func:`resolve_feature` returns it, :data:`LATENT`
+        included), in order; a single feature is ``{UNNAMED: fn}``.
     """
 
     def __init__(self, features: Mapping[str, Callable]):
@@ -538,30 +555,43 @@ class FeatureSet:
     def names(self) -> tuple[str, ...]:
         return tuple(self.features)
 
+    @property
+    def single(self) -> bool:
+        """Whether the sweep was given one feature (not a mapping): its result holds tensors."""
+        return self.names == (UNNAMED,)
+
+    @property
+    def latent(self) -> bool:
+        """Whether the feature is the latent component (:data:`LATENT`, never combined with others)."""
+        return any(fn is LATENT for fn in self.features.values())
+
     def __repr__(self) -> str:
         return f"FeatureSet({', '.join(self.names)})"
 
 
-def labelled(column: str, name: str | None) -> str:
+def labelled(column: str, name: str) -> str:
     """The column (or unit array) ``column`` of the feature ``name``: ``label[background]``; the plain
-    ``column`` for a single-feature sweep (``name`` None), whose tables keep their names."""
-    return column if name is None else f"{column}[{name}]"
+    ``column`` for the :data:`UNNAMED` feature of a single-feature sweep, whose files keep their names."""
+    return column if name == UNNAMED else f"{column}[{name}]"
 
 
-def feature_names(feature_fn) -> list[str | None]:
-    """The names of a resolved feature's labels: ``[None]`` for a single feature."""
-    return list(feature_fn.names) if isinstance(feature_fn, FeatureSet) else [None]
+def feature_names(feature_fn: FeatureSet) -> list[str]:
+    """The names of a resolved feature's labels (``[UNNAMED]`` for a single feature)."""
+    return list(feature_fn.names)
 
 
-def resolve_features(feature, process, *, latent: bool = False, caller: str = "this experiment"):
-    """:func:`resolve_feature`, extended to a mapping ``{name: feature}`` (a :class:`FeatureSet`).
+def resolve_features(
+    feature, process, *, latent: bool = False, caller: str = "this experiment"
+) -> FeatureSet:
+    """:func:`resolve_feature` of one feature (as ``{UNNAMED: fn}``) or of every feature of a mapping
+    ``{name: feature}``.
 
     Names are non-empty strings of letters, digits, ``_``, ``.`` and ``-`` (they become column names
     ``label[name]``); the latent ``"component"`` cannot be combined with other features (it is not read
     from the outputs).
     """
     if not isinstance(feature, Mapping):
-        return resolve_feature(feature, process, latent=latent, caller=caller)
+        return FeatureSet({UNNAMED: resolve_feature(feature, process, latent=latent, caller=caller)})
     if not feature:
         raise ValueError("feature must name at least one feature when given as a mapping, got {}")
     resolved = {}
@@ -579,22 +609,21 @@ def resolve_features(feature, process, *, latent: bool = False, caller: str = "t
     return FeatureSet(resolved)
 
 
-def describe_features(feature, feature_fn, label: str | None = None):
-    """The feature's recorded name: a string, or ``{name: recorded name}`` for a :class:`FeatureSet`
-    (bound into a sweep's settings, so a resume cannot mix features)."""
-    if isinstance(feature_fn, FeatureSet):
+def describe_features(feature, feature_fn: FeatureSet, label: str | None = None):
+    """The feature's recorded name (bound into a sweep's settings, so a resume cannot mix features): a
+    string for a single feature, ``{name: recorded name}`` for several."""
+    if not feature_fn.single:
         if label is not None:
             raise ValueError("feature_label names a single feature; several features are named by their keys")
         return {name: feature_name(feature[name]) for name in feature_fn.names}
-    return feature_name("component-latent" if feature_fn is LATENT else feature, label)
+    return feature_name("component-latent" if feature_fn.latent else feature, label)
 
 
-def read_features(feature_fn, x: torch.Tensor) -> dict[str, np.ndarray]:
-    """Every feature on the same batch ``x``: ``labels`` (n,) and ``probs`` (n, C) when given, named
-    ``labels[name]``/``probs[name]`` for a :class:`FeatureSet`."""
-    features = feature_fn.features if isinstance(feature_fn, FeatureSet) else {None: feature_fn}
+def read_features(feature_fn: FeatureSet, x: torch.Tensor) -> dict[str, np.ndarray]:
+    """Every feature on the same batch ``x``: ``labels[name]`` (n,) and ``probs[name]`` (n, C) when
+    given (named by :func:`labelled`)."""
     out = {}
-    for name, fn in features.items():
+    for name, fn in feature_fn.features.items():
         labels, probs = apply_feature(fn, x)
         out[labelled("labels", name)] = labels.numpy()
         if probs is not None:
@@ -602,9 +631,6 @@ def read_features(feature_fn, x: torch.Tensor) -> dict[str, np.ndarray]:
     return out
 
 
-def split_labels(feature_fn, arrays: Mapping[str, np.ndarray], column: str = "labels"):
-    """The ``column`` arrays of :func:`read_features` as one tensor (a single feature) or
-    ``{name: tensor}`` (a :class:`FeatureSet`)."""
-    names = feature_names(feature_fn)
-    out = {name: torch.from_numpy(np.asarray(arrays[labelled(column, name)])) for name in names}
-    return out[None] if names == [None] else out
+def split_labels(feature_fn: FeatureSet, arrays: Mapping[str, np.ndarray], column: str = "labels"):
+    """``{name: tensor}`` of the ``column`` arrays of :func:`read_features`."""
+    return {name: torch.from_numpy(np.asarray(arrays[labelled(column, name)])) for name in feature_fn.names}

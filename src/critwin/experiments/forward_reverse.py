@@ -40,7 +40,7 @@ from critwin.experiments.checkpoint import (
 )
 from critwin.experiments.executor import resolve_executor, run_units
 from critwin.experiments.features import (
-    LATENT,
+    UNNAMED,
     describe_features,
     labelled,
     read_features,
@@ -48,6 +48,7 @@ from critwin.experiments.features import (
     split_labels,
 )
 from critwin.experiments.process import (
+    RealisedTimes,
     as_process,
     check_cond,
     check_model_shape,
@@ -59,6 +60,7 @@ from critwin.experiments.process import (
 from critwin.experiments.results import (
     FeatureLabels,
     ResultTable,
+    at_edge,
     feature_columns,
     grid_from_metadata,
     grid_metadata,
@@ -144,11 +146,8 @@ class ForwardReverseResult(FeatureLabels, ResultTable):
             "source_id": self.source_ids.numpy()[col].tolist(),
             "replicate": (col % self.n_per_time).tolist(),
         }
-        for name in self.feature_names or [None]:
-            one = self if name is None else self.select(name)
-            columns[labelled("label", name)] = one.labels.numpy().reshape(-1).tolist()
-            columns[labelled("source_label", name)] = one.source_labels.numpy().reshape(-1).tolist()
-        return columns
+        labels = self._label_columns(("label", "labels", None), ("source_label", "source_labels", None))
+        return {**columns, **labels}
 
     def _saved_metadata(self) -> dict[str, Any]:
         meta = dict(self.metadata)
@@ -167,17 +166,14 @@ class ForwardReverseResult(FeatureLabels, ResultTable):
         def tensor(values):
             return torch.tensor([int(v) for v in values], dtype=torch.long).reshape(T, -1)
 
-        if "label" in columns:
-            labels, source = tensor(columns["label"]), tensor(columns["source_label"])
-        else:
-            labels = {k: tensor(v) for k, v in feature_columns(columns, "label").items()}
-            source = {k: tensor(v) for k, v in feature_columns(columns, "source_label").items()}
-            if not labels or set(labels) != set(source):
-                raise ValueError("the label columns are missing")
+        labels = {k: tensor(v) for k, v in feature_columns(columns, "label").items()}
+        source = {k: tensor(v) for k, v in feature_columns(columns, "source_label").items()}
+        if not labels or set(labels) != set(source):
+            raise ValueError("the label columns are missing")
         return cls(
             **grid_from_metadata(meta),
-            labels=labels,
-            source_labels=source,
+            labels=at_edge(labels),
+            source_labels=at_edge(source),
             source_ids=tensor(columns["source_id"])[0],
             n_per_time=int(meta["n_per_time"]),
             nfe=meta.get("nfe"),
@@ -245,7 +241,8 @@ def forward_reverse(
     runs_on = resolve_executor(executor, ray_address)
     process = as_process(model, sampler, n_steps, t_max, eta)
     x0 = check_samples(x0, process)
-    process, requested, indices, realised, steps = realise_times(process, times)
+    grid = realise_times(process, times)
+    process = grid.process
     n_per_time = check_positive_int(n_per_time, "n_per_time")
     chunk = check_chunk_size(chunk_size, DEFAULT_CHUNK)
     cond = check_cond(cond)
@@ -255,17 +252,16 @@ def forward_reverse(
     base_seed = resolve_seed(seed, generator)
 
     z0 = check_model_shape(process.encode(x0), process)
-    if feature_fn is LATENT:
-        source_labels = source_components(
-            process.mixture, z0, unit_generator(base_seed, "source", device=z0.device)
-        )
+    if feature_fn.latent:
+        generator = unit_generator(base_seed, "source", device=z0.device)
+        source_labels = {UNNAMED: source_components(process.mixture, z0, generator)}
     else:
         source_labels = split_labels(feature_fn, read_features(feature_fn, x0))
-    T, M = requested.numel(), x0.shape[0] * n_per_time
+    T, M = grid.requested.numel(), x0.shape[0] * n_per_time
     # User-facing settings first: a refused resume names the first setting that differs.
     config = {
         "kind": "forward_reverse",
-        "requested_times": requested.tolist(),
+        "requested_times": grid.requested.tolist(),
         "n_per_time": n_per_time,
         "seed": base_seed,
         "feature": recorded,
@@ -274,21 +270,24 @@ def forward_reverse(
         "x0": fingerprint(x0),
         "cond": fingerprint(cond) if cond else None,
         "process": process.describe(),
-        "realised_times": realised.tolist(),
+        "realised_times": grid.times.tolist(),
     }
     store = SweepStore(out, config) if out is not None else None
     jobs = [
-        (f"t{i:05d}_c{j:05d}", (i, j, int(indices[i]), j * chunk, min(M, (j + 1) * chunk), n_per_time))
+        (
+            f"t{i:05d}_c{j:05d}",
+            _Unit(i, j, int(grid.indices[i]), j * chunk, min(M, (j + 1) * chunk), n_per_time),
+        )
         for i in range(T)
         for j in range(-(-M // chunk))
     ]
-    shared = SweepSources(process, z0, feature_fn, cond, base_seed, source_labels)
+    shared = SweepSources(
+        process=process, z0=z0, feature_fn=feature_fn, cond=cond, seed=base_seed, source_labels=source_labels
+    )
     with runs_on.bind(shared, gpu=z0.is_cuda) as runner:
         with progress_bar(len(jobs), "forward-reverse", progress) as advance:
             units = run_units(runner, _run_unit, jobs, store, advance)
-    result = _assemble(
-        jobs, units, (requested, realised, indices, steps), source_labels, n_per_time, config, (process, z0)
-    )
+    result = _assemble(jobs, units, grid, source_labels, config, z0)
     if process.nfe is None:
         result.nfe = None
     if out is not None:
@@ -306,7 +305,8 @@ class SweepSources(NamedTuple):
     feature_fn : the resolved feature.
     cond : validated conditioning (per-sample tensors have first dim N).
     seed : the sweep's base seed.
-    source_labels : (N,) long labels of the sources (their latent components for ``LATENT``).
+    source_labels : ``{name: (N,)}`` long labels of the sources (their latent components for
+        :data:`~critwin.experiments.features.LATENT`).
     """
 
     process: Any
@@ -314,52 +314,61 @@ class SweepSources(NamedTuple):
     feature_fn: Any
     cond: dict[str, Any]
     seed: int
-    source_labels: torch.Tensor
+    source_labels: dict[str, torch.Tensor]
 
 
-def _assemble(jobs, units, grid, source_labels, n_per_time: int, config, origin) -> ForwardReverseResult:
+class _Unit(NamedTuple):
+    """The arguments of one unit: requested time ``time`` (grid index ``index``), chunk ``chunk`` of
+    the output columns ``lo:hi`` (column ``m`` is a replicate of source ``m // n_per_time``)."""
+
+    time: int
+    chunk: int
+    index: int
+    lo: int
+    hi: int
+    n_per_time: int
+
+
+def _assemble(jobs, units, grid: RealisedTimes, source_labels, config, z0) -> ForwardReverseResult:
     """The result from every unit, in the canonical unit order (whatever order they completed in).
 
-    ``grid`` is ``(requested, realised, indices, steps)``; ``source_labels`` (N,) the sources' labels
-    (``{name: (N,)}`` with several features); ``origin`` is ``(process, z0)``, whose device and dtype
-    the provenance records.
+    ``grid`` holds the sweep's process and times; ``source_labels`` ``{name: (N,)}`` the sources'
+    labels; the provenance records the device and dtype of ``z0``.
     """
-    process, z0 = origin
-    requested, realised, indices, steps = grid
-    names = list(source_labels) if isinstance(source_labels, dict) else [None]
-    sources = source_labels if isinstance(source_labels, dict) else {None: source_labels}
-    T, M = requested.numel(), sources[names[0]].numel() * n_per_time
+    n_per_time = jobs[0][1].n_per_time
+    requested = grid.requested
+    names = list(source_labels)
+    T, M = requested.numel(), source_labels[names[0]].numel() * n_per_time
     labels = {name: torch.empty(T, M, dtype=torch.long) for name in names}
     probabilities: dict = {}
     nfe = 0
-    for unit_name, (i, _, _, lo, hi, _) in jobs:
-        unit = units[unit_name]
+    for unit_name, args in jobs:
+        unit, columns = units[unit_name], slice(args.lo, args.hi)
         for name in names:
-            labels[name][i, lo:hi] = torch.from_numpy(unit[labelled("labels", name)])
+            labels[name][args.time, columns] = torch.from_numpy(unit[labelled("labels", name)])
             probs = unit.get(labelled("probs", name))
             if probs is not None:
                 if name not in probabilities:
                     probabilities[name] = torch.zeros(T, M, probs.shape[1])
-                probabilities[name][i, lo:hi] = torch.from_numpy(probs)
+                probabilities[name][args.time, columns] = torch.from_numpy(probs)
         nfe += int(unit["nfe"])
     source_ids = torch.arange(M) // n_per_time
-    expanded = {name: sources[name][source_ids].unsqueeze(0).expand(T, M).clone() for name in names}
-    single = names == [None]
+    expanded = {name: source_labels[name][source_ids].unsqueeze(0).expand(T, M).clone() for name in names}
     return ForwardReverseResult(
         requested_times=requested,
-        times=realised,
-        indices=indices,
-        steps=steps,
-        labels=labels[None] if single else labels,
-        source_labels=expanded[None] if single else expanded,
+        times=grid.times,
+        indices=grid.indices,
+        steps=grid.steps,
+        labels=at_edge(labels),
+        source_labels=at_edge(expanded),
         source_ids=source_ids,
-        probabilities=probabilities.get(None) if single else probabilities or None,
+        probabilities=at_edge(probabilities),
         n_per_time=n_per_time,
         nfe=nfe,
         metadata=result_metadata(
             {k: v for k, v in config.items() if k not in ("requested_times", "realised_times")},
             z0.device,
-            getattr(process, "dtype", z0.dtype),
+            getattr(grid.process, "dtype", z0.dtype),
         ),
     )
 
@@ -406,9 +415,9 @@ def _run_latent_unit(process, z0, index, rows, source, generator):
 
 
 def feature_outputs(process, z0, feature_fn, rows, index: int, cond, generator) -> dict[str, np.ndarray]:
-    """One unit's arrays: ``labels`` (n,), ``probs`` (n, C) if the feature gives them (``labels[name]``,
-    ``probs[name]`` per feature of a :class:`~critwin.experiments.features.FeatureSet`), and ``nfe``,
-    for the forward–reverse outputs of the sources ``z0[rows]`` from grid index ``index``."""
+    """One unit's arrays: ``labels[name]`` (n,), ``probs[name]`` (n, C) if the feature gives them
+    (named by :func:`~critwin.experiments.features.labelled`), and ``nfe``, for the forward–reverse
+    outputs of the sources ``z0[rows]`` from grid index ``index``."""
     before = process.nfe
     unit = read_features(feature_fn, noise_and_denoise(process, z0, rows, index, cond, generator))
     unit["nfe"] = nfe_since(process, before)
@@ -418,8 +427,9 @@ def feature_outputs(process, z0, feature_fn, rows, index: int, cond, generator) 
 def _run_unit(shared: SweepSources, i, j, index, lo, hi, n_per_time):
     generator = unit_generator(shared.seed, "fr", i, j, device=shared.z0.device)
     rows = torch.arange(lo, hi) // n_per_time
-    if shared.feature_fn is LATENT:
+    if shared.feature_fn.latent:
         before = shared.process.nfe
-        labels = _run_latent_unit(shared.process, shared.z0, index, rows, shared.source_labels, generator)
-        return {"labels": labels.numpy(), "nfe": nfe_since(shared.process, before)}
+        [(name, source)] = shared.source_labels.items()
+        labels = _run_latent_unit(shared.process, shared.z0, index, rows, source, generator)
+        return {labelled("labels", name): labels.numpy(), "nfe": nfe_since(shared.process, before)}
     return feature_outputs(shared.process, shared.z0, shared.feature_fn, rows, index, shared.cond, generator)

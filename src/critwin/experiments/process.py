@@ -31,6 +31,7 @@ __all__ = [
     "MixtureProcess",
     "DiscreteProcess",
     "RealisedTimes",
+    "GridPoint",
     "Callback",
     "as_process",
     "realise_times",
@@ -38,6 +39,8 @@ __all__ = [
     "check_samples",
     "check_model_shape",
     "check_cond",
+    "check_no_cond",
+    "CountingDenoiser",
     "select_cond",
     "nfe_since",
     "ou_noise",
@@ -46,6 +49,13 @@ __all__ = [
 
 Callback = Callable[[int, float, torch.Tensor, torch.Tensor], None]
 """``callback(index, t, x, x0_hat)``: called at every grid index the sampler passes."""
+
+
+class GridPoint(NamedTuple):
+    """A point of a process's grid: its ``index`` and its OU time ``t`` (``times[index]``)."""
+
+    index: int
+    t: float
 
 
 class ReverseProcess(ABC):
@@ -102,11 +112,11 @@ class ReverseProcess(ABC):
         # A zero-terminal-SNR schedule starts at infinite OU time (pure noise).
         return TimeGrid(self.times, allow_inf=True)
 
-    def locate(self, t) -> tuple[int, float]:
-        """Grid index whose OU time is nearest to ``t`` (never the final, clean index) and that time."""
+    def locate(self, t) -> GridPoint:
+        """The grid point whose OU time is nearest to ``t`` (never the final, clean index)."""
         grid = self.grid
         index, realised = grid.nearest(grid.check(t, "t"), clean_end=False)
-        return int(index[0]), float(realised[0])
+        return GridPoint(int(index[0]), float(realised[0]))
 
     def step_label(self, index: int) -> int | None:
         """The model's own step number at grid index ``index`` (diffusers timestep), if any."""
@@ -162,13 +172,31 @@ def ou_noise(x0: torch.Tensor, t: float, generator: torch.Generator | None = Non
     return a * x0 + s * noise
 
 
-def _check_no_cond(cond, owner: str) -> None:
+def check_no_cond(cond, owner: str) -> None:
+    """Refuse conditioning for a process ``owner`` that takes none (ValueError naming ``cond``)."""
     if cond:
         raise ValueError(f"cond: {owner} takes no conditioning, got keys {sorted(cond)}")
 
 
-class _CountingDenoiser:
-    """Wraps a denoiser and counts per-sample evaluations (the NFE measure of every experiment)."""
+class CountingDenoiser:
+    """A denoiser that adds its batch size to ``owner.nfe`` at every call (the NFE measure of every
+    experiment); processes hand it to critwin's samplers.
+
+    Parameters
+    ----------
+    owner : the process whose ``nfe`` counter grows (an ``int`` attribute).
+    denoise : ``denoise(x, t, **extra) -> x0_hat`` on a batch ``x`` of shape ``(B, ...)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from critwin import GaussianMixture, MixtureProcess
+    >>> process = MixtureProcess(GaussianMixture(torch.zeros(1, 2, dtype=torch.float64)))
+    >>> counted = CountingDenoiser(process, process.mixture.denoise)
+    >>> _ = counted(torch.zeros(3, 2, dtype=torch.float64), 0.5)
+    >>> process.nfe
+    3
+    """
 
     def __init__(self, owner: ReverseProcess, denoise: Callable[..., torch.Tensor]):
         self.owner = owner
@@ -239,22 +267,22 @@ class MixtureProcess(ReverseProcess):
             self.spacing = "custom"
         self.sample_shape = (int(mixture.means.shape[-1]),)
         self.nfe = 0
-        self._denoise = _CountingDenoiser(self, mixture.denoise)
+        self._denoise = CountingDenoiser(self, mixture.denoise)
 
     @property
     def times(self) -> torch.Tensor:
         return self._times
 
     def add_noise(self, x0, index, generator=None):
-        return ou_noise(x0, self._times[int(index)].item(), generator)
+        return ou_noise(x0, self._times[self.grid.check_index(index)].item(), generator)
 
     def prior(self, n, generator=None, device=None, dtype=None):
         x, _ = self.mixture.noised(self._times[0].item()).sample(n, generator=generator)
         return x.to(device=device or x.device, dtype=dtype or x.dtype)
 
     def run(self, x, start=0, stop=None, generator=None, callback=None, cond=None):
-        _check_no_cond(cond, "MixtureProcess")
-        start, stop = _check_span(self, start, stop)
+        check_no_cond(cond, "MixtureProcess")
+        start, stop = self.grid.check_span(start, stop)
         if stop == start:
             return x
         grid = self._times[start : stop + 1]
@@ -311,17 +339,6 @@ class MixtureProcess(ReverseProcess):
         }
 
 
-def _check_span(process: ReverseProcess, start, stop) -> tuple[int, int]:
-    last = process.times.numel() - 1
-    start = int(start)
-    stop = last if stop is None else int(stop)
-    if not 0 <= start <= last:
-        raise ValueError(f"start must be a grid index in 0..{last}, got {start}")
-    if not start <= stop <= last:
-        raise ValueError(f"stop must be a grid index in {start}..{last}, got {stop}")
-    return start, stop
-
-
 class DiscreteProcess(ReverseProcess):
     """DDIM / DDPM sampling of any denoiser on a discrete VP schedule (diffusers conventions).
 
@@ -360,7 +377,7 @@ class DiscreteProcess(ReverseProcess):
         sample_shape: tuple[int, ...] = (),
     ):
         self.denoiser = denoiser
-        self._denoise = _CountingDenoiser(self, as_denoiser(denoiser))
+        self._denoise = CountingDenoiser(self, as_denoiser(denoiser))
         self.schedule = schedule
         total = schedule.num_steps
         n_steps = check_positive_int(n_steps, "n_steps")
@@ -399,12 +416,15 @@ class DiscreteProcess(ReverseProcess):
         return int(self.timesteps[index].item()) if index < self.timesteps.numel() else None
 
     def add_noise(self, x0, index, generator=None):
-        ab = self.schedule.alphas_cumprod[self.timesteps[int(index)]].item()
+        index = self.grid.check_index(index)
+        # The final grid point is clean data (alpha_bar = 1, as diffusers' set_alpha_to_one).
+        steps = self.timesteps
+        ab = self.schedule.alphas_cumprod[steps[index]].item() if index < steps.numel() else 1.0
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         return ab**0.5 * x0 + (1.0 - ab) ** 0.5 * noise
 
     def run(self, x, start=0, stop=None, generator=None, callback=None, cond=None):
-        start, stop = _check_span(self, start, stop)
+        start, stop = self.grid.check_span(start, stop)
         if stop == start:
             return x
         step_callback = shift_callback(callback, start)
@@ -493,7 +513,7 @@ def grid_times(process: ReverseProcess, n: int, lo: float = 0.02, hi: float = 4.
     grid = process.times[:-1].to(torch.float64)
     lo, hi = max(grid.min().item(), lo), min(grid.max().item(), hi)
     wanted = torch.exp(torch.linspace(math.log(lo), math.log(hi), n, dtype=torch.float64))
-    picked = sorted({process.locate(float(t))[0] for t in wanted})
+    picked = sorted({process.locate(float(t)).index for t in wanted})
     return [float(grid[i]) for i in picked]
 
 
@@ -521,7 +541,7 @@ def realise_times(process: ReverseProcess, times, name: str = "times") -> Realis
         # Sigma-based schedulers (Euler) have fractional timesteps: keep them exactly.
         integral = all(float(v).is_integer() for v in values)
         steps = torch.tensor(values, dtype=torch.long if integral else torch.float64)
-    return RealisedTimes(process, requested, indices, realised, steps)
+    return RealisedTimes(process=process, requested=requested, indices=indices, times=realised, steps=steps)
 
 
 def check_samples(x0, process, name: str = "x0") -> torch.Tensor:

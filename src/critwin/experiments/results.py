@@ -25,6 +25,7 @@ import torch
 from critwin._display import data_frame, html_summary, short_repr
 from critwin._io import atomic_write_json, atomic_write_text, json_normalised, provenance, read_json
 from critwin.experiments.checkpoint import claim_directory
+from critwin.experiments.features import UNNAMED, labelled
 
 __all__ = [
     "ResultTable",
@@ -39,6 +40,8 @@ __all__ = [
     "FeatureLabels",
     "select_feature",
     "feature_columns",
+    "at_edge",
+    "by_feature",
 ]
 
 # Columns that forward–reverse and cloning tables share, meaning the same thing in both: the realised
@@ -124,12 +127,33 @@ class ResultTable(ABC):
             ) from None
 
 
+def at_edge(by_name: Mapping[str, Any]):
+    """A result's public form of ``{name: value}`` (labels by feature, or search results): the value
+    itself for a single-feature sweep (the one name :data:`~critwin.experiments.features.UNNAMED`),
+    the mapping for several, None for none (no feature gave probabilities). Read back by
+    :func:`by_feature`."""
+    if not by_name:
+        return None
+    if set(by_name) == {UNNAMED}:
+        return by_name[UNNAMED]
+    return dict(by_name)
+
+
+def by_feature(value) -> dict[str, Any]:
+    """``{name: value}`` of a result's field in its public form (inverse of :func:`at_edge`)."""
+    if value is None:
+        return {}
+    return dict(value) if isinstance(value, Mapping) else {UNNAMED: value}
+
+
 class FeatureLabels:
     """Mixin of the sweep results that may hold several features (``feature={name: f, ...}``).
 
     A single-feature result holds tensors in its ``_label_fields``; a multi-feature one holds
     ``{name: tensor}`` there, in the sweep's feature order, and :meth:`select` gives the single-feature
-    result of one of them (what :func:`~critwin.experiments.estimation.estimate_window` reads).
+    result of one of them (what :func:`~critwin.experiments.estimation.estimate_window` reads). That
+    is the public form (:func:`at_edge`); the methods read the fields as ``{name: tensor}``
+    (:func:`by_feature`).
     """
 
     _label_fields: ClassVar[tuple[str, ...]]
@@ -137,13 +161,24 @@ class FeatureLabels:
     @property
     def feature_names(self) -> tuple[str, ...] | None:
         """The features' names, or None for a single-feature result."""
-        first = getattr(self, self._label_fields[0])
-        return tuple(first) if isinstance(first, dict) else None
+        names = tuple(by_feature(getattr(self, self._label_fields[0])))
+        return None if names == (UNNAMED,) else names
 
     def _first(self, field: str) -> torch.Tensor:
         """The tensor of ``field`` (of the first feature for a multi-feature result: shapes only)."""
-        value = getattr(self, field)
-        return next(iter(value.values())) if isinstance(value, dict) else value
+        return next(iter(by_feature(getattr(self, field)).values()))
+
+    def _label_columns(self, *specs: tuple[str, str, Any]) -> dict[str, list]:
+        """Table columns of labels, feature by feature: for each ``(column, field, rows)`` of ``specs``
+        the column ``column[name]`` (plain ``column`` for a single feature) holding the flattened
+        labels of ``field`` (indexed by ``rows`` unless None)."""
+        fields = [(column, by_feature(getattr(self, field)), rows) for column, field, rows in specs]
+        out = {}
+        for name in fields[0][1]:
+            for column, labels, rows in fields:
+                values = labels[name].numpy().reshape(-1)
+                out[labelled(column, name)] = (values if rows is None else values[rows]).tolist()
+        return out
 
     def select(self, feature: str):
         """The single-feature result of ``feature`` (same times, sources, NFEs; labels of that feature)."""
@@ -152,10 +187,7 @@ class FeatureLabels:
             raise ValueError("feature: this result has a single feature; select() picks one of several")
         if feature not in names:
             raise ValueError(f"feature must be one of {', '.join(names)}; got {feature!r}")
-        values = {}
-        for field in self._label_fields:
-            value = getattr(self, field)
-            values[field] = value.get(feature) if isinstance(value, dict) else value
+        values = {field: by_feature(getattr(self, field)).get(feature) for field in self._label_fields}
         meta = dict(self.metadata)
         recorded = meta.get("feature")
         meta["feature"] = recorded.get(feature, feature) if isinstance(recorded, dict) else feature
@@ -198,7 +230,10 @@ def select_feature(result, feature: str | None):
 
 
 def feature_columns(columns: Mapping[str, list], column: str) -> dict[str, list]:
-    """``{name: values}`` of the columns ``column[name]`` of a multi-feature table, in table order."""
+    """``{name: values}`` of the columns ``column[name]`` of a table, in table order (a single-feature
+    table's plain ``column`` under :data:`~critwin.experiments.features.UNNAMED`)."""
+    if column in columns:
+        return {UNNAMED: columns[column]}
     prefix = column + "["
     return {k[len(prefix) : -1]: v for k, v in columns.items() if k.startswith(prefix) and k.endswith("]")}
 

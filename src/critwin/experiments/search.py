@@ -22,17 +22,19 @@ import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 
 from critwin._io import json_float
 from critwin._validation import check_delta, check_eps, check_generator, check_number, check_positive_int
 from critwin.experiments.checkpoint import progress_bar, resolve_seed, unit_generator
-from critwin.experiments.estimation import base_rate as _base_rate
-from critwin.experiments.estimation import wilson_interval
+from critwin.experiments.estimation import ConstantFeatureError, wilson_interval
+from critwin.experiments.estimation import base_rate as estimated_base_rate
 from critwin.experiments.executor import resolve_executor
 from critwin.experiments.features import (
+    UNNAMED,
+    FeatureSet,
     feature_names,
     labelled,
     read_features,
@@ -49,7 +51,7 @@ from critwin.experiments.process import (
     realise_times,
     select_cond,
 )
-from critwin.experiments.results import ResultTable, result_metadata
+from critwin.experiments.results import ResultTable, at_edge, result_metadata
 
 __all__ = ["search_window", "SearchResult"]
 
@@ -136,6 +138,18 @@ def _decode(value):
     return float(value) if value in ("inf", "-inf") else value
 
 
+@dataclass
+class _Probe:
+    """One probed time: its realised OU time ``t``, the samples drawn so far ``n``, how many kept each
+    feature ``kept`` ({name: count}), the probe's unit key, and batches drawn ahead (by offset)."""
+
+    t: float
+    kept: dict[Any, int]
+    key: int
+    n: int = 0
+    ahead: dict[int, dict] = field(default_factory=dict)
+
+
 class _Prober:
     """Sequentially sampled forward–reverse outcomes at single times, cached per time.
 
@@ -147,64 +161,62 @@ class _Prober:
 
     def __init__(self, runner, shared: SweepSources, batch, max_n, level, counted):
         self.runner, self.shared = runner, shared
-        # Labels per feature name (None: a single feature); every batch is read by every feature.
+        # Labels per feature name; every batch is read by every feature.
         self.source = shared.source_labels
-        self.source = self.source if isinstance(self.source, dict) else {None: self.source}
         self.batch, self.max_n, self.level = batch, max_n, level
         # Up to ceil(max_n / batch) looks at the same probe: Bonferroni keeps the chance of stopping
         # on the wrong side of the threshold below 1 - level per probe despite the repeated looks.
         looks = -(-max_n // batch)
         self.look_level = 1 - (1 - level) / looks
-        self.cache: dict[float, dict[str, Any]] = {}
+        self.cache: dict[float, _Probe] = {}
         self.nfe = 0 if counted else None
 
-    def _entry(self, t: float) -> dict[str, Any]:
+    def _entry(self, t: float) -> _Probe:
         entry = self.cache.get(t)
         if entry is None:
-            _, _, indices, realised, _ = realise_times(self.shared.process, t)
-            kept = dict.fromkeys(self.source, 0)
-            entry = {"t": float(realised[0]), "n": 0, "kept": kept, "key": len(self.cache), "ahead": {}}
+            realised = realise_times(self.shared.process, t).times
+            entry = _Probe(t=float(realised[0]), kept=dict.fromkeys(self.source, 0), key=len(self.cache))
             self.cache[t] = entry
         return entry
 
-    def _draw(self, t: float, entry) -> None:
-        if entry["n"] not in entry["ahead"]:
-            left = -(-(self.max_n - entry["n"]) // self.batch)
-            offsets = [entry["n"] + k * self.batch for k in range(min(self.runner.parallelism, left))]
-            jobs = [(n, (t, entry["key"], n, self.batch)) for n in offsets]
-            entry["ahead"].update(self.runner.map_unordered(_probe_unit, jobs))
-        unit = entry["ahead"].pop(entry["n"])
+    def _draw(self, t: float, entry: _Probe) -> None:
+        if entry.n not in entry.ahead:
+            left = -(-(self.max_n - entry.n) // self.batch)
+            offsets = [entry.n + k * self.batch for k in range(min(self.runner.parallelism, left))]
+            jobs = [(n, (t, entry.key, n, self.batch)) for n in offsets]
+            entry.ahead.update(self.runner.map_unordered(_probe_unit, jobs))
+        unit = entry.ahead.pop(entry.n)
         if self.nfe is not None:
             self.nfe += int(unit["nfe"])
         for name, source in self.source.items():
-            rows = (entry["n"] + torch.arange(self.batch)) % source.shape[0]
+            rows = (entry.n + torch.arange(self.batch)) % source.shape[0]
             labels = torch.from_numpy(unit[labelled("labels", name)])
-            entry["kept"][name] += int((labels == source[rows]).sum().item())
-        entry["n"] += self.batch
+            entry.kept[name] += int((labels == source[rows]).sum().item())
+        entry.n += self.batch
 
-    def above(self, t: float, threshold: float, name: str | None = None) -> bool:
+    def above(self, t: float, threshold: float, name: str) -> bool:
         """Whether c(t) of the feature ``name`` > threshold, sampling until the Wilson interval excludes
         it (batches drawn before, for another feature or level, count)."""
         entry = self._entry(t)
         while True:
-            if entry["n"] > 0:
-                kept = entry["kept"][name]
-                lower, upper = wilson_interval(kept, entry["n"], self.look_level)
-                if lower > threshold or upper < threshold or entry["n"] >= self.max_n:
-                    return kept / entry["n"] > threshold
+            if entry.n > 0:
+                kept = entry.kept[name]
+                lower, upper = wilson_interval(kept, entry.n, self.look_level)
+                if lower > threshold or upper < threshold or entry.n >= self.max_n:
+                    return kept / entry.n > threshold
             self._draw(t, entry)
 
-    def summary(self, name: str | None = None) -> list[dict[str, Any]]:
+    def summary(self, name: str) -> list[dict[str, Any]]:
         out = []
-        for entry in sorted(self.cache.values(), key=lambda e: e["t"]):
-            kept = entry["kept"][name]
-            lower, upper = wilson_interval(kept, entry["n"], self.level)
+        for entry in sorted(self.cache.values(), key=lambda e: e.t):
+            kept = entry.kept[name]
+            lower, upper = wilson_interval(kept, entry.n, self.level)
             out.append(
                 {
-                    "t": entry["t"],
-                    "n": entry["n"],
+                    "t": entry.t,
+                    "n": entry.n,
                     "kept": kept,
-                    "c": kept / entry["n"],
+                    "c": kept / entry.n,
                     "lower": float(lower),
                     "upper": float(upper),
                 }
@@ -215,11 +227,12 @@ class _Prober:
 def _probe_unit(shared: SweepSources, t: float, key: int, n: int, batch: int):
     """Batch ``n // batch`` of the probe ``key`` at the requested time ``t``: sources ``n, n+1, ...``
     (cycling), noised to ``t`` realised on the process's grid and denoised."""
-    process, _, indices, _, _ = realise_times(shared.process, t)
+    grid = realise_times(shared.process, t)
     z0 = shared.z0
     rows = (n + torch.arange(batch)) % z0.shape[0]
     generator = unit_generator(shared.seed, "probe", key, n // batch, device=z0.device)
-    return feature_outputs(process, z0, shared.feature_fn, rows, int(indices[0]), shared.cond, generator)
+    index = int(grid.indices[0])
+    return feature_outputs(grid.process, z0, shared.feature_fn, rows, index, shared.cond, generator)
 
 
 def search_window(
@@ -295,12 +308,17 @@ def search_window(
     base_seed = resolve_seed(seed, generator)
     lo, hi = _check_range(t_range, process.grid)
     given, n_ref = _check_reference(
-        base_rate, n_reference if n_reference is not None else max_per_probe, names
+        base_rate, n_reference if n_reference is not None else max_per_probe, feature_fn
     )
 
     z0 = check_model_shape(process.encode(x0), process)
     shared = SweepSources(
-        process, z0, feature_fn, cond, base_seed, split_labels(feature_fn, read_features(feature_fn, x0))
+        process=process,
+        z0=z0,
+        feature_fn=feature_fn,
+        cond=cond,
+        seed=base_seed,
+        source_labels=split_labels(feature_fn, read_features(feature_fn, x0)),
     )
     with runs_on.bind(shared, gpu=z0.is_cuda) as runner:
         rates, nfe_reference = _base_rates_of(runner, given, shared.source_labels, n_ref)
@@ -317,34 +335,41 @@ def search_window(
     nfe = None if prober.nfe is None else prober.nfe + nfe_reference
     results = {}
     for name in names:
-        (after, after_level), (before, before_level) = found[name]
+        after, before = found[name]
         probes = prober.summary(name)
         results[name] = SearchResult(
-            t_after=after[2],
-            t_before=before[2],
-            t_after_bracket=after[:2],
-            t_before_bracket=before[:2],
-            t_after_ci=_probe_ci(probes, after_level, lo, hi),
-            t_before_ci=_probe_ci(probes, before_level, lo, hi),
+            t_after=after.t,
+            t_before=before.t,
+            t_after_bracket=after.bracket,
+            t_before_bracket=before.bracket,
+            t_after_ci=_probe_ci(probes, after.level, lo, hi),
+            t_before_ci=_probe_ci(probes, before.level, lo, hi),
             b=rates[name],
             delta=delta,
             resolution=resolution,
             probes=probes,
             nfe=nfe,
-            metadata=metadata if name is None else {**metadata, "feature": name, "features": names},
+            metadata=metadata if feature_fn.single else {**metadata, "feature": name, "features": names},
         )
-    return results[None] if names == [None] else results
+    return at_edge(results)
 
 
-def _search_one(bisect: _Bisection, name, b: float, delta: float, advance):
-    """Both endpoints of the feature ``name``: ``((a, z, t_after), level)`` and the same for t_before."""
+class _Endpoint(NamedTuple):
+    """A searched endpoint: the final ``bracket`` (c > level at its start, <= level at its end), the
+    estimate ``t`` (its midpoint, or ±inf when censored) and the ``level`` on c it crosses."""
+
+    bracket: tuple[float, float]
+    t: float
+    level: float
+
+
+def _search_one(bisect: _Bisection, name, b: float, delta: float, advance) -> tuple[_Endpoint, _Endpoint]:
+    """Both endpoints of the feature ``name``: t_after (r = 1 - delta) and t_before (r = delta)."""
     out = []
     for level in (b + (1 - b) * (1 - delta), b + (1 - b) * delta):
-        a, z = bisect(level, advance, name)
-        t = _censor(
-            (a, z), bisect.lo, bisect.hi, functools.partial(bisect.prober.above, threshold=level, name=name)
-        )
-        out.append(((a, z, t), level))
+        bracket = bisect(level, advance, name)
+        check = functools.partial(bisect.prober.above, threshold=level, name=name)
+        out.append(_Endpoint(bracket, _censor(bracket, bisect.lo, bisect.hi, check), level))
     return tuple(out)
 
 
@@ -356,7 +381,7 @@ class _Bisection:
         self.prober, self.candidates = prober, candidates
         self.lo, self.hi, self.resolution = lo, hi, resolution
 
-    def __call__(self, threshold: float, advance, name: str | None = None) -> tuple[float, float]:
+    def __call__(self, threshold: float, advance, name: str) -> tuple[float, float]:
         """The final bracket ``(a, z)``: c > threshold at ``a``, <= threshold at ``z`` (of the feature
         ``name``)."""
         candidates = self.candidates
@@ -385,13 +410,14 @@ class _Bisection:
         return self.hi if position >= len(self.candidates) else self.candidates[position]
 
 
-def _check_reference(base_rate, n_reference, names) -> tuple[dict, int | None]:
+def _check_reference(base_rate, n_reference, features: FeatureSet) -> tuple[dict, int | None]:
     """``{name: b or None}`` from ``base_rate`` (a number in [0, 1), a mapping name -> number for several
     features, or None) and the reference sample size when some ``b`` is to be estimated."""
+    names = list(features.names)
     if base_rate is None:
         given = dict.fromkeys(names)
-    elif names == [None]:
-        given = {None: base_rate}
+    elif features.single:
+        given = {UNNAMED: base_rate}
     elif isinstance(base_rate, Mapping) and set(base_rate) == set(names):
         given = dict(base_rate)
     else:
@@ -412,15 +438,15 @@ def _base_rates_of(runner, given, source_labels, n_ref) -> tuple[dict, int]:
     if n_ref is None:
         return given, 0
     [(_, unit)] = runner.map_unordered(_reference_unit, [(0, (n_ref,))])
-    sources = source_labels if isinstance(source_labels, dict) else {None: source_labels}
     rates = dict(given)
     for name, value in given.items():
         if value is None:
-            rates[name] = _base_rate(sources[name], torch.from_numpy(unit[labelled("labels", name)]))
+            model_labels = torch.from_numpy(unit[labelled("labels", name)])
+            rates[name] = estimated_base_rate(source_labels[name], model_labels)
             if not rates[name] < 1.0:
-                raise ValueError(
+                raise ConstantFeatureError(
                     "the estimated base rate is 1 (the feature never varies); pass base_rate="
-                    + ("" if name is None else f" (feature {name!r})")
+                    + ("" if name == UNNAMED else f" (feature {name!r})")
                 )
     return rates, int(unit["nfe"])
 

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -44,10 +45,17 @@ RETRAIN_COMMANDS = {
 }
 
 
-def weights_paths(name: str, directory: str | os.PathLike | None = None) -> tuple[Path, Path]:
-    """``(weights_file, card_file)`` of model ``name`` in ``directory`` (default: the shipped weights)."""
+class WeightsPaths(NamedTuple):
+    """The two files of a stored model: its weights (safetensors) and its card (JSON)."""
+
+    weights: Path
+    card: Path
+
+
+def weights_paths(name: str, directory: str | os.PathLike | None = None) -> WeightsPaths:
+    """The weights and card files of model ``name`` in ``directory`` (default: the shipped weights)."""
     directory = SHIPPED_WEIGHTS_DIR if directory is None else Path(directory)
-    return directory / f"{name}.safetensors", directory / f"{name}.json"
+    return WeightsPaths(directory / f"{name}.safetensors", directory / f"{name}.json")
 
 
 def _retrain_hint(name: str, directory: Path) -> str:
@@ -65,7 +73,7 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def save_weights(name: str, state_dict: dict[str, torch.Tensor], card: dict, directory) -> tuple[Path, Path]:
+def save_weights(name: str, state_dict: dict[str, torch.Tensor], card: dict, directory) -> WeightsPaths:
     """Write ``state_dict`` (safetensors) and ``card`` (JSON) atomically; returns both paths.
 
     The weights are written first and the card last, so a card on disk always describes a
@@ -81,7 +89,7 @@ def save_weights(name: str, state_dict: dict[str, torch.Tensor], card: dict, dir
     card["weights_file"] = weights_file.name
     card["weights_sha256"] = file_sha256(weights_file)
     atomic_write_json(card_file, card)
-    return weights_file, card_file
+    return WeightsPaths(weights_file, card_file)
 
 
 def load_card(name: str, directory=None) -> dict:

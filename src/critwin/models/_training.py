@@ -5,7 +5,8 @@
   :meth:`TrainingConfig.check_training` (the U-Net size, the linear DDPM schedule and the optimiser).
 - :func:`ddpm_scheduler_kwargs`: the linear epsilon-prediction ``DDPMScheduler`` of a config.
 - :func:`learning_rate_at` (linear warm-up, cosine decay), :func:`init_models` (seeded U-Net and its
-  EMA copy), :func:`ema_update`, :func:`copy_module`.
+  EMA copy), :func:`ema_update`, :func:`copy_module`, and :func:`optimiser_steps`, the training loop
+  (a model gives only its batch loss).
 - :class:`History` (loss lines, optional quick sample checks) and :func:`run_with_progress` (a rich
   progress bar around a generator of training states).
 - :func:`training_record` and :func:`memorisation_comparison`: the ``training`` and ``comparison``
@@ -40,6 +41,7 @@ __all__ = [
     "learning_rate_at",
     "init_models",
     "ema_update",
+    "optimiser_steps",
     "copy_module",
     "History",
     "run_with_progress",
@@ -201,6 +203,34 @@ def ema_update(ema_params: list, params: list, step: int, ema_decay: float) -> N
         torch._foreach_lerp_(ema_params, params, 1.0 - decay)
 
 
+def optimiser_steps(
+    config, model: torch.nn.Module, ema_model: torch.nn.Module, data, loss_at: Callable[[], torch.Tensor]
+) -> Iterator[TrainState]:
+    """The training loop of every shipped model: ``config.steps`` AdamW steps (no weight decay) on the
+    loss ``loss_at()`` of a fresh batch (it draws its own randomness), at the learning rate
+    :func:`learning_rate_at`, each followed by the EMA update; yields the state after every step."""
+    optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.0)
+    params, ema_params = list(model.parameters()), list(ema_model.parameters())
+    for step in range(config.steps):
+        lr = learning_rate_at(config, step)
+        for group in optimiser.param_groups:
+            group["lr"] = lr
+        loss = loss_at()
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        ema_update(ema_params, params, step, config.ema_decay)
+        yield TrainState(
+            step=step + 1,
+            loss=loss.item(),
+            learning_rate=lr,
+            model=model,
+            ema_model=ema_model,
+            config=config,
+            data=data,
+        )
+
+
 def copy_module(module: torch.nn.Module, build: Callable[[], torch.nn.Module]) -> torch.nn.Module:
     """A new ``build()`` holding ``module``'s weights, in eval mode."""
     copy = build()
@@ -356,7 +386,7 @@ def load_unet(name, directory, shipped: tuple[str, ...], config_class, build) ->
     except (TypeError, ValueError) as exc:
         raise ValueError(f"model card of {name!r} has an invalid config: {exc}") from None
     unet = build(config)
-    load_state_into(unet, state_dict, name, weights_paths(name, directory)[0])
+    load_state_into(unet, state_dict, name, weights_paths(name, directory).weights)
     return unet, config, card
 
 

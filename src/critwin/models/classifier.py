@@ -28,6 +28,7 @@ __all__ = [
     "save_classifier",
     "load_classifier",
     "classifier_feature",
+    "as_images",
 ]
 
 CLASSIFIER_NAME = "digit-classifier"
@@ -91,7 +92,7 @@ class DigitClassifier(nn.Module):
     def predict_proba(self, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
         """Class probabilities ``(n, n_classes)`` float32 of images ``(n, *image_shape)``; digits also
         take (n, 8, 8) or (n, 64)."""
-        images = _as_images(x, "x", self.image_shape)
+        images = as_images(x, "x", self.image_shape)
         param = next(self.parameters())
         was_training = self.training
         self.eval()
@@ -109,7 +110,21 @@ class DigitClassifier(nn.Module):
         return self.predict_proba(x, batch_size).argmax(dim=1)
 
 
-def _as_images(x, name: str, shape: tuple[int, ...] = IMAGE_SHAPE) -> torch.Tensor:
+def as_images(x, name: str, shape: tuple[int, ...] = IMAGE_SHAPE) -> torch.Tensor:
+    """``x`` as a batch of images ``(n, *shape)``; for digits also from ``(n, 8, 8)`` or ``(n, 64)``.
+
+    Parameters
+    ----------
+    x : tensor of images.
+    name : argument name for the error message (ValueError when the shape does not fit).
+    shape : shape of one image (default: the digits' ``(1, 8, 8)``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> as_images(torch.zeros(5, 64), "x").shape
+    torch.Size([5, 1, 8, 8])
+    """
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"{name} must be a tensor of images {shape}, got {type(x).__name__}")
     if x.ndim == 4 and tuple(x.shape[1:]) == shape:
@@ -278,7 +293,7 @@ def load_classifier(
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"model card of {name!r} has an invalid config: {exc}") from None
-    load_state_into(model, state_dict, name, weights_paths(name, directory)[0])
+    load_state_into(model, state_dict, name, weights_paths(name, directory).weights)
     model.card = card
     return model.eval()
 
@@ -305,7 +320,6 @@ def classifier_feature(
         return model.predict_proba(x) if probabilities else model.predict(x)
 
     feature.classifier = model
-    feature.n_labels = NUM_CLASSES
     feature.__qualname__ = "digit_classifier_probabilities" if probabilities else "digit_classifier"
     return feature
 
@@ -324,7 +338,6 @@ class ClassMeanReader:
     """
 
     name = "nearest-class-mean"
-    n_labels = NUM_CLASSES
 
     def __init__(self, data: DigitsData | None = None):
         data = load_digits_data() if data is None else data
@@ -332,5 +345,5 @@ class ClassMeanReader:
         self.means = torch.stack([images[data.train_labels == k].mean(0) for k in range(NUM_CLASSES)])
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        x = _as_images(x, "x").reshape(x.shape[0], -1).detach().cpu().double()
+        x = as_images(x, "x").reshape(x.shape[0], -1).detach().cpu().double()
         return torch.cdist(x, self.means).argmin(1)

@@ -18,11 +18,13 @@ epsilon-DDPM, are the parameterisation alone. Used by ``critwin demo`` (section 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from critwin._stats import interval_order
 from critwin.adapters.diffusers import scheduler_class
 from critwin.experiments.estimation import WindowEstimate, estimate_window
 from critwin.experiments.forward_reverse import ForwardReverseResult, forward_reverse
@@ -155,7 +157,14 @@ def measure_window(
     )
     est = estimate_window(fr, delta=0.1, n_boot=n_boot, generator=generator)
     accuracy = model.card.get("conditional_accuracy")
-    return ModelWindow(run.label, model.config.parameterisation, accuracy, process, fr, est)
+    return ModelWindow(
+        name=run.label,
+        parameterisation=model.config.parameterisation,
+        card_accuracy=accuracy,
+        process=process,
+        fr=fr,
+        est=est,
+    )
 
 
 @dataclass
@@ -167,16 +176,12 @@ class InvarianceSection:
     differences: list[dict]
 
     def verdicts(self) -> list[str]:
-        """Per pair: ``"agree"`` when the pooled difference's 95% interval contains 0, else ``"differ"``
-        (``"undetermined"`` when an end is censored)."""
-        out = []
-        for diff in self.differences:
-            lo, hi = diff["all"]["ci"]
-            if lo is None or hi is None:
-                out.append("undetermined")
-            else:
-                out.append("agree" if lo <= 0 <= hi else "differ")
-        return out
+        """Per pair, from the pooled difference's 95% interval (censored replicates kept as bounds, see
+        :func:`paired_t_half_difference`) by the one tie rule (:func:`critwin._stats.interval_order`
+        against 0): ``"differ"`` when it excludes 0 — also when its other end is a one-sided bound —,
+        ``"agree"`` when it contains 0 with both ends finite, ``"undetermined"`` when it contains 0 and an
+        end is infinite or missing (the censored replicates leave the difference unbounded)."""
+        return [_verdict(diff["all"]["ci"]) for diff in self.differences]
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -195,13 +200,21 @@ class InvarianceSection:
                 for pair, diff, verdict in zip(self.pairs, self.differences, self.verdicts(), strict=True)
             ],
             "difference_interval": "paired bootstrap over sources, stratified by digit (percentile); "
-            "'all': t½ pooled over digits",
+            "'all': t½ pooled over digits; replicates with a censored t½ are kept as the bounds the "
+            "censoring allows (an infinite end: a one-sided bound), their share in censored_share",
         }
 
 
-def _contains_zero(ci) -> bool:
+def _verdict(ci) -> str:
     lo, hi = ci
-    return lo is not None and hi is not None and lo <= 0 <= hi
+    if interval_order(ci, (0.0, 0.0)) != 0:
+        return "differ"
+    finite = lo is not None and hi is not None and math.isfinite(lo) and math.isfinite(hi)
+    return "agree" if finite else "undetermined"
+
+
+def _contains_zero(ci) -> bool:
+    return _verdict(ci) == "agree"
 
 
 def compare_parameterisations(
@@ -260,12 +273,12 @@ def invariance_section(
     """The demo's section: section 2's epsilon sweep as the reference, the other runs measured from the
     same sources with the same sizes."""
     reference = ModelWindow(
-        REFERENCE,
-        digits.model.config.parameterisation,
-        digits.model.card.get("conditional_accuracy"),
-        digits.process,
-        digits.fr,
-        digits.est,
+        name=REFERENCE,
+        parameterisation=digits.model.config.parameterisation,
+        card_accuracy=digits.model.card.get("conditional_accuracy"),
+        process=digits.process,
+        fr=digits.fr,
+        est=digits.est,
     )
     runs, pairs = compared_runs()
     return compare_parameterisations(

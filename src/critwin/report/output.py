@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from critwin._io import _umask
+from critwin._io import umask_mode
 
 MARKER = "critwin_demo"
 """Key of ``summary.json`` that marks a directory as a critwin demo report (safe to replace)."""
@@ -46,7 +46,7 @@ def build_atomically(out: Path, build: Callable[[Path], None]) -> None:
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         # mkdtemp makes the directory private (0700); the report gets the mode a mkdir would give it.
-        os.chmod(work, 0o777 & ~_umask())
+        os.chmod(work, umask_mode(0o777))
         build(work)
         if out.exists():
             shutil.rmtree(out)

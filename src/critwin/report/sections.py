@@ -15,11 +15,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from critwin._stats import bounded_percentile_interval, censored_interval, difference_bounds
 from critwin.diagnostics.fairness import RebalanceResult, rebalance
 from critwin.diagnostics.feature_atlas import AtlasResult, atlas
 from critwin.diagnostics.privacy import MembershipAudit, membership_audit
 from critwin.experiments.cloning import clone
-from critwin.experiments.estimation import WindowEstimate, _percentile_interval, estimate_window
+from critwin.experiments.estimation import WindowEstimate, estimate_window
 from critwin.experiments.features import apply_feature
 from critwin.experiments.forward_reverse import ForwardReverseResult, forward_reverse
 from critwin.experiments.process import MixtureProcess, grid_times
@@ -175,7 +176,16 @@ def theory_section(sizes: DemoSizes, eps: float, generator: torch.Generator) -> 
         se.append(res["tv_se"])
         labels.append(res["label_dist"].tolist())
     return TheorySection(
-        mix, eps, tree, fine, coarse, window, grid, np.array(tv), np.array(se), np.array(labels)
+        mixture=mix,
+        eps=eps,
+        tree=tree,
+        fine=fine,
+        coarse=coarse,
+        window=window,
+        grid=grid,
+        tv=np.array(tv),
+        se=np.array(se),
+        labels=np.array(labels),
     )
 
 
@@ -185,7 +195,7 @@ def step_of(process, t) -> Any:
     if t is None or not math.isfinite(t):
         return None
     try:
-        return process.step_label(process.locate(float(t))[0])
+        return process.step_label(process.locate(float(t)).index)
     except ValueError:
         return None
 
@@ -274,7 +284,18 @@ def digits_section(sizes: DemoSizes, seed: int, progress: bool) -> DigitsSection
     strip_times = sorted(times[:: max(1, len(times) // 7)][:7])  # increasing noise, left to right
     source = x0[[3 * sizes.fr_per_class]]  # the first "3"
     rows = _regenerate(process, source, strip_times, replicates=3, generator=g)
-    return DigitsSection(model, process, fr, est, est_clone, int(x0.shape[0]), x0, source, strip_times, rows)
+    return DigitsSection(
+        model=model,
+        process=process,
+        fr=fr,
+        est=est,
+        est_clone=est_clone,
+        n_sources=int(x0.shape[0]),
+        sources=x0,
+        source=source,
+        strip_times=strip_times,
+        strip_rows=rows,
+    )
 
 
 def _regenerate(process, source, times, replicates: int, generator) -> list[torch.Tensor]:
@@ -354,7 +375,15 @@ def comparison_section(
         w = critical_window(gmm, after=[k], eps=eps, n=sizes.gmm_mc, generator=g, tol=max(sizes.tol, 1e-2))
         theory[k] = {"t_after": finite(w.t_after), "t_before": finite(w.t_before), "empty": bool(w.empty)}
     top_eig = torch.linalg.eigvalsh(torch.cov(flat.T)).max().item()
-    return ComparisonSection(gmm_fr, gmm_est, difference, theory, 0.5 * math.log(top_eig), top_eig, eps)
+    return ComparisonSection(
+        gmm_fr=gmm_fr,
+        gmm_est=gmm_est,
+        difference=difference,
+        theory_per_class=theory,
+        speciation_time=0.5 * math.log(top_eig),
+        top_eigenvalue=top_eig,
+        eps=eps,
+    )
 
 
 def exact_forward_reverse(gmm, digits: DigitsSection, replicates: int, seed: int, progress: bool):
@@ -413,9 +442,15 @@ def paired_t_half_difference(
     Both results start from the same sources (same ``source_ids``); their OU times may differ (each
     t½ is read on its own curve). A bootstrap replicate draws sources with replacement within each
     class, keeps every column of a drawn source in both results (pairing), and re-estimates both
-    per-class t½ with :func:`estimate_window` (no inner bootstrap). Replicates where either t½ is
-    censored (outside the measured times) give no difference; their share is reported as
-    ``censored_share``.
+    per-class t½ with :func:`estimate_window` (no inner bootstrap).
+
+    Censoring (THEORY §9): a t½ outside its result's measured times (``±inf``) is kept in the statistic
+    as the interval of values it can take (:func:`critwin._stats.censored_interval`: above the largest
+    measured time, or between 0 and the smallest), so each replicate's difference is an interval and
+    the 95% interval is :func:`critwin._stats.bounded_percentile_interval` over them — it contains the
+    interval the uncensored differences would give, and becomes a one-sided bound (an infinite end)
+    when censored replicates reach a tail. Dropping censored replicates instead would condition the
+    interval on non-censoring.
 
     Parameters
     ----------
@@ -424,9 +459,15 @@ def paired_t_half_difference(
 
     Returns
     -------
-    ``{class: {names[0], names[1], "difference", "ci": [lo, hi], "censored_share"}}`` (None: censored).
+    ``{class: {names[0], names[1], "difference", "difference_bounds", "ci", "censored_share",
+    "unestimated_share"}}``: the two t½ (None when censored), their difference (None when either is
+    censored) and ``difference_bounds`` ``[lo, hi]`` (what the censored point estimates allow; both ends
+    the difference when neither is censored), ``ci`` ``[lo, hi]`` (``±inf``: a one-sided bound; None:
+    no bootstrap), the share of replicates in which either t½ is censored (kept, as bounds) and the
+    share with no estimate at all (a resampled class whose outputs all carry one label; left out).
     """
     results = (model_fr, gmm_fr)
+    ranges = [(float(r.times.min()), float(r.times.max())) for r in results]
     point = [_t_halves(estimate_window(r, n_boot=0, generator=generator), pooled) for r in results]
     ids = model_fr.source_ids.numpy()
     source_class = {int(s): int(c) for s, c in zip(ids, model_fr.source_labels[0].numpy(), strict=True)}
@@ -434,7 +475,7 @@ def paired_t_half_difference(
     groups = {k: np.array([s for s, c in source_class.items() if c == k]) for k in set(source_class.values())}
     keys = sorted(groups) + (["all"] if pooled else [])
     rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=generator).item()))
-    draws = {k: np.full(n_boot, math.nan) for k in keys}
+    draws = {k: np.full((n_boot, 2), math.nan) for k in keys}  # per replicate: bounds of the difference
     for i in range(n_boot):
         chosen = np.concatenate([rng.choice(members, size=members.size) for members in groups.values()])
         boot = [
@@ -445,20 +486,50 @@ def paired_t_half_difference(
             for r, b in zip(results, blocks, strict=True)
         ]
         for k in keys:
-            diff = boot[0].get(k, math.nan) - boot[1].get(k, math.nan)
-            draws[k][i] = diff if math.isfinite(diff) else math.nan
+            draws[k][i] = _difference_interval(boot[0].get(k, math.nan), boot[1].get(k, math.nan), ranges)
     out = {}
     for k in keys:
         first, second = point[0].get(k, math.nan), point[1].get(k, math.nan)
-        lo, hi = _percentile_interval(draws[k], level) if n_boot else (math.nan, math.nan)
         out[k if k == "all" else int(k)] = {
             names[0]: finite(first),
             names[1]: finite(second),
             "difference": finite(first - second),
-            "ci": [finite(lo), finite(hi)],
-            "censored_share": float(np.mean(np.isnan(draws[k]))) if n_boot else None,
+            **_difference_summary(_difference_interval(first, second, ranges), draws[k], level),
         }
     return out
+
+
+def _difference_interval(first: float, second: float, ranges) -> tuple[float, float]:
+    """``[lo, hi]`` of ``first - second`` where each t½ is known only as its :func:`censored_interval` on
+    its own measured times (``ranges``: (lowest, highest) of each)."""
+    return difference_bounds(censored_interval(first, *ranges[0]), censored_interval(second, *ranges[1]))
+
+
+def _difference_summary(bounds: tuple[float, float], draws: np.ndarray, level: float) -> dict:
+    """The point bounds, the bounded percentile interval of the (B, 2) replicate bounds and the shares
+    of censored (interval-valued, kept) and unestimated (nan, left out) replicates."""
+    if draws.shape[0] == 0:
+        return {
+            "difference_bounds": _ends(bounds),
+            "ci": [None, None],
+            "censored_share": None,
+            "unestimated_share": None,
+        }
+    lows, highs = draws[:, 0], draws[:, 1]
+    unestimated = np.isnan(lows)
+    censored = ~unestimated & (lows != highs)
+    return {
+        "difference_bounds": _ends(bounds),
+        "ci": _ends(bounded_percentile_interval(lows, highs, level)),
+        "censored_share": float(np.mean(censored)),
+        "unestimated_share": float(np.mean(unestimated)),
+    }
+
+
+def _ends(interval) -> list[float | None]:
+    """An interval's ends as floats, ``±inf`` kept (a censored end: JSON writes it with its direction),
+    None where undefined (nan)."""
+    return [None if math.isnan(v) else float(v) for v in interval]
 
 
 # ---------------------------------------------------------------------------------------- 4. diagnostics
@@ -581,6 +652,14 @@ def shapes_section(sizes: DemoSizes, eps: float, seed: int, progress: bool) -> S
     rows = _regenerate(process, source, times, sizes.strip_replicates, generator)
     strip = torch.stack(rows)
     flat = strip.reshape(-1, *strip.shape[2:])
-    labels = {name: apply_feature(f, flat)[0].numpy().reshape(len(times), -1) for name, f in readers.items()}
-    own = {name: int(apply_feature(f, source)[0][0]) for name, f in readers.items()}
-    return ShapesSection(result, source, times, strip, labels, own)
+    read = {name: apply_feature(f, flat).labels for name, f in readers.items()}
+    labels = {name: value.numpy().reshape(len(times), -1) for name, value in read.items()}
+    own = {name: int(apply_feature(f, source).labels[0]) for name, f in readers.items()}
+    return ShapesSection(
+        atlas=result,
+        source=source,
+        strip_times=times,
+        strip=strip,
+        strip_labels=labels,
+        source_labels=own,
+    )

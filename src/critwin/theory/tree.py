@@ -18,13 +18,17 @@ indistinguishable from its parent's), so by default it is dissolved into its par
 tree multi-way. Each non-root node carries the critical window of its subset inside its parent's
 subset; nodes whose window is empty or undetermined are marked (never dropped). Monte Carlo (only when no
 exact TV exists) is seeded with ``DEFAULT_SEED`` = 0 unless a ``torch.Generator`` is given.
+
+A :class:`~critwin.mixtures.CategoricalMixture` gets the same tree on its own clock (kappa or hidden
+positions, :class:`critwin.theory.discrete_times.CategoricalEngine`); ``Tree.clock`` and every node's
+window say which.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -33,23 +37,18 @@ from scipy.spatial.distance import squareform
 
 from critwin._display import axes
 from critwin._io import PNG_SOFTWARE, atomic_path
-from critwin._validation import check_eps
-from critwin.mixtures import GaussianMixture
-from critwin.theory.divergence import component_tv, tv
-from critwin.theory.span import SpanMixture, shared_isotropic
-from critwin.theory.span_bounds import CrossingTask, as_index, tv_bounds_at
-from critwin.theory.span_crossings import crossings, honest_bracket, tv_values
-from critwin.theory.span_pool import TVInterval
+from critwin._validation import check_eps, check_subset
+from critwin.mixtures import CategoricalMixture, GaussianMixture
+from critwin.theory.discrete_times import CLOCK_LABELS, CategoricalEngine, clock_of
+from critwin.theory.tree_engines import complement, decide, gaussian_engine
 from critwin.theory.windows import (
     Crossing,
     Window,
     check_search,
-    merge_time,
-    separation_time,
     window_from_times,
 )
 
-__all__ = ["Node", "Tree", "hierarchy"]
+__all__ = ["Node", "Tree", "hierarchy", "merge_times"]
 
 
 def _window_dict(window: Window) -> dict:
@@ -140,10 +139,15 @@ class Node:
 
 @dataclass(eq=False)
 class Tree:
-    """An eps-mixture tree: ``root`` (all components), ``eps``, and helpers to print, export and draw."""
+    """An eps-mixture tree: ``root`` (all components), ``eps``, and helpers to print, export and draw.
+
+    ``clock``: what the node times measure: ``"ou"`` (OU time), ``"kappa"`` or ``"hidden"`` (a
+    CategoricalMixture's level).
+    """
 
     root: Node
     eps: float
+    clock: str = "ou"
 
     @property
     def nodes(self) -> list[Node]:
@@ -166,7 +170,7 @@ class Tree:
         return next((n for n in self.root.walk() if n.components == target), None)
 
     def to_dict(self) -> dict:
-        return {"eps": self.eps, "depth": self.depth, "root": self.root.to_dict()}
+        return {"eps": self.eps, "clock": self.clock, "depth": self.depth, "root": self.root.to_dict()}
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
@@ -235,7 +239,7 @@ class Tree:
         ax.scatter([x_of[id(n)] for n in shown], [n.time for n in shown], s=14, color="k", zorder=3)
         _label_leaves(ax, self, x_of, many)
         ax.set_xlabel("component")
-        ax.set_ylabel("OU time t")
+        ax.set_ylabel(CLOCK_LABELS.get(self.clock, self.clock))
         ax.set_ylim(0, top)
         ax.set_title(f"eps-mixture tree (eps={self.eps:g}); bands: critical windows")
         ax.legend(handles=_legend_handles(), fontsize=7, loc="upper right")
@@ -379,7 +383,8 @@ def hierarchy(
 
     Parameters
     ----------
-    mixture : GaussianMixture with K >= 1 components.
+    mixture : GaussianMixture with K >= 1 components, or a CategoricalMixture (times are then levels on
+        its ``clock``; methods ``"auto"`` or ``"exact"`` (every TV by enumeration)).
     eps : in (0, 1).
     collapse : dissolve internal nodes that are surely not separated at their own time (module notes).
     windows : compute each node's critical window (inside its parent).
@@ -399,19 +404,22 @@ def hierarchy(
     -------
     Tree whose ``root`` covers every component; nodes have ``.components``, ``.time``, ``.children``.
     """
-    if not isinstance(mixture, GaussianMixture):
-        raise ValueError(f"mixture must be a GaussianMixture, got {type(mixture).__name__}")
+    discrete = isinstance(mixture, CategoricalMixture)
+    if not (discrete or isinstance(mixture, GaussianMixture)):
+        raise ValueError(
+            f"mixture must be a GaussianMixture or a CategoricalMixture, got {type(mixture).__name__}"
+        )
     eps = check_eps(eps)
     check_search(tol, n, generator)
     if method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
     if progress is not None and not callable(progress):
         raise ValueError(f"progress must be callable or None, got {type(progress).__name__}")
-    fast = shared_isotropic(mixture)
-    if method == "fast" and not fast:
-        raise ValueError("method='fast' needs components sharing one isotropic covariance; use 'exact'")
     kw = dict(n=n, generator=generator, tol=tol)
-    engine = _SpanEngine(mixture, eps, kw) if fast and method != "exact" else _ExactEngine(mixture, eps, kw)
+    if discrete:
+        engine = CategoricalEngine(mixture, eps, kw, method)
+    else:
+        engine = gaussian_engine(mixture, eps, method, kw)
     report = progress or (lambda stage, done, total: None)
     root, spreads = _complete_linkage(engine, report)
     _verify(root, spreads, engine, report)
@@ -419,144 +427,62 @@ def hierarchy(
     _link_parents(root)
     if windows:
         _attach_windows(root, engine, report)
-    return Tree(root, eps)
+    clock = clock_of(mixture)
+    for node in root.walk():
+        if node.window is not None:
+            node.window = replace(node.window, clock=clock)
+    return Tree(root, eps, clock)
 
 
-class _ExactEngine:
-    """Pairwise merge times by bisection, one TV (exact, quadrature or Monte Carlo) per check."""
+def merge_times(
+    mixture: GaussianMixture,
+    pairs,
+    eps: float = 0.1,
+    *,
+    n: int = 10000,
+    generator: torch.Generator | None = None,
+    tol: float = 1e-4,
+    method: str = "auto",
+) -> list[tuple[float, float, float, str]]:
+    """``T_end(A, B) = inf{t : TV(p_t^A, p_t^B) <= eps}`` for every pair ``A ⊆ B``, all at once, by the
+    engine of :func:`hierarchy` (so with the brackets of its windows' merge times, before the separation
+    condition of ``T_before`` is applied).
 
-    def __init__(self, mixture, eps, kw):
-        self.mixture, self.eps, self.kw, self.tol = mixture, eps, kw, kw["tol"]
-        self.K = mixture.n_components
+    A node's ``time`` is the largest merge time of two of its *components*, a sure upper bound on when
+    its sub-mixtures merge (TV between mixtures <= the largest TV between components); this gives those.
 
-    def linkage_values(self, report) -> torch.Tensor:
-        """(K, K) pairwise values whose complete linkage is the tree; here the merge times themselves."""
-        K, tau = self.K, torch.zeros(self.K, self.K, dtype=torch.float64)
-        for i in range(K):
-            for j in range(i + 1, K):
-                tau[i, j] = tau[j, i] = merge_time(self.mixture, [i], [j], self.eps, **self.kw)[0]
-            report("pairs", i + 1, K)
-        return tau
+    Parameters
+    ----------
+    mixture : GaussianMixture.
+    pairs : sequence of ``(A, B)`` component lists with ``A ⊆ B`` (e.g. a node and its parent).
+    eps, n, generator, tol, method : as :func:`hierarchy`.
 
-    def time_of(self, value: float) -> float:
-        return value
+    Returns
+    -------
+    list of ``(time, low, high, method)``, one per pair, as :func:`critwin.theory.windows.merge_time`.
 
-    def merged(self, comps: list[int], t: float, value: float) -> bool | None:
-        """Whether every pair of ``comps`` is eps-close at ``t`` (``value``: their largest linkage value)."""
-
-        def pair(i: int, j: int) -> bool | None:
-            tv_ij, exact = component_tv(self.mixture, i, j, t)
-            if exact:
-                return _decide(tv_ij, tv_ij, self.eps, above=False)
-            est = tv(
-                self.mixture.subset([i]), self.mixture.subset([j]), t, self.kw["n"], self.kw["generator"]
-            )
-            return _decide(est.low, est.high, self.eps, above=False)
-
-        return _all_of(pair(i, j) for i in comps for j in comps if i < j)
-
-    def separations(self, requests) -> list[TVInterval]:
-        """``TV(p_t^comps, p_t^rest)`` with its interval for each request ``(comps, rest, t)``."""
-        out = []
-        for comps, rest, t in requests:
-            est = tv(
-                self.mixture.subset(comps), self.mixture.subset(rest), t, self.kw["n"], self.kw["generator"]
-            )
-            out.append(TVInterval(est.value, est.low, est.high))
-        return out
-
-    def merge_time(self, A, B):
-        return merge_time(self.mixture, A, B, self.eps, **self.kw)
-
-    def separation_time(self, S):
-        return separation_time(self.mixture, S, self.eps, **self.kw)
-
-    def times(self, requests, report) -> list[Crossing]:
-        """``merge_time(A, B)`` for each request ``(A, B)``, ``separation_time(A)`` for ``(A, None)``."""
-        out = []
-        for done, (A, B) in enumerate(requests, 1):
-            out.append(self.separation_time(A) if B is None else self.merge_time(A, B))
-            report(done, len(requests))
-        return out
-
-
-class _SpanEngine:
-    """Closed forms, sure bounds and Monte Carlo in the span of the means (:class:`SpanMixture`)."""
-
-    def __init__(self, mixture, eps, kw):
-        self.span = SpanMixture(mixture, kw["n"], kw["generator"])
-        self.eps, self.tol = eps, kw["tol"]
-        self.K = mixture.n_components
-
-    def linkage_values(self, report) -> torch.Tensor:
-        # The merge time is increasing in the distance: complete linkage on squared distances is the same.
-        report("pairs", self.K, self.K)
-        return self.span.sq_dist
-
-    def time_of(self, value: float) -> float:
-        return float(self.span.merge_time_of(value, self.eps))
-
-    def merged(self, comps: list[int], t: float, value: float) -> bool | None:
-        # The pairwise TV is increasing in the distance: the farthest pair decides for all.
-        tv_max = math.erf(self.span.scale(t) * math.sqrt(value) / (2 * math.sqrt(2.0)))
-        return _decide(tv_max, tv_max, self.eps, above=False)
-
-    def separations(self, requests) -> list[TVInterval]:
-        """As :meth:`_ExactEngine.separations`: the sure bounds, and Monte Carlo only where they straddle
-        the threshold (every such check at once, :func:`critwin.theory.span_crossings.tv_values`); a
-        Monte Carlo interval cut by the bounds keeps its width (:func:`honest_bracket`, THEORY §9)."""
-        threshold = 1.0 - self.eps * self.eps
-        bounds = tv_bounds_at(
-            self.span, [(comps, rest) for comps, rest, _ in requests], [t for *_, t in requests]
-        )
-        out = [TVInterval((high if high < threshold else low), low, high) for low, high in bounds]
-        pending = [k for k, (low, high) in enumerate(bounds) if not (high < threshold or low >= threshold)]
-        estimates = tv_values(self.span, [requests[k] for k in pending])
-        for k, est in zip(pending, estimates, strict=True):
-            sure = out[k]
-            low, high = honest_bracket(est.low, est.high, sure.low, sure.high)
-            out[k] = TVInterval(min(high, max(low, est.value)), low, high)
-        return out
-
-    def times(self, requests, report) -> list[Crossing]:
-        """As :meth:`_ExactEngine.times`, every crossing at once
-        (:func:`critwin.theory.span_crossings.crossings`: sure bounds first, then Monte Carlo pooled over
-        the tasks that share their components)."""
-        out: list = [None] * len(requests)
-        tasks, where = [], []
-        for k, (A, B) in enumerate(requests):
-            task = self._task(A, B)
-            if isinstance(task, Crossing):
-                out[k] = task
-            else:
-                tasks.append(task)
-                where.append(k)
-        for k, result in zip(where, crossings(self.span, tasks, self.tol, report), strict=True):
-            out[k] = result
-        return out
-
-    def _task(self, A, B) -> CrossingTask | Crossing:
-        """The crossing task of a request, or its answer when there is nothing to compute."""
-        if B is None:
-            rest = _complement(A, self.K)
-            if not rest.numel():
-                return Crossing(math.inf, math.inf, math.inf, "closed-form")
-            return CrossingTask(as_index(A), rest, 1.0 - self.eps * self.eps, 1.0, True)
-        # TV(p^A, p^B) = (1 - W_A / W_B) TV(p^A, p^{B - A}) for A ⊂ B
-        B = as_index(B)
-        rest = B[~torch.isin(B, as_index(A))]
-        w = self.span.weights
-        factor = 1.0 - float(w[A].sum() / w[B].sum()) if rest.numel() else 0.0
-        if factor <= 0.0:
-            return Crossing(0.0, 0.0, 0.0, "closed-form")
-        return CrossingTask(as_index(A), rest, self.eps, factor, False)
-
-
-def _complement(components, K: int) -> torch.Tensor:
-    """The components of ``range(K)`` not in ``components`` (a long tensor)."""
-    inside = torch.zeros(K, dtype=torch.bool)
-    inside[as_index(components)] = True
-    return torch.nonzero(~inside).flatten()
+    Examples
+    --------
+    >>> import torch
+    >>> from critwin import GaussianMixture
+    >>> gmm = GaussianMixture(torch.tensor([[-4.0, 0.0], [0.0, 0.0], [4.0, 0.0]]))
+    >>> [round(t, 1) for t, *_ in merge_times(gmm, [([0], [0, 1, 2]), ([0, 1], [0, 1, 2])])]
+    [2.7, 2.0]
+    """
+    if not isinstance(mixture, GaussianMixture):
+        raise ValueError(f"mixture must be a GaussianMixture, got {type(mixture).__name__}")
+    eps = check_eps(eps)
+    check_search(tol, n, generator)
+    if method not in _METHODS:
+        raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+    requests = []
+    for A, B in pairs:
+        A, B = check_subset(A, mixture.n_components, "A"), check_subset(B, mixture.n_components, "B")
+        if not set(A) <= set(B):
+            raise ValueError(f"pairs: A must be a subset of B, got A={A}, B={B}")
+        requests.append((A, B))
+    engine = gaussian_engine(mixture, eps, method, dict(n=n, generator=generator, tol=tol))
+    return engine.times(requests, lambda done, total: None)
 
 
 def _complete_linkage(engine, report) -> tuple[Node, dict[int, float]]:
@@ -586,19 +512,6 @@ def _complete_linkage(engine, report) -> tuple[Node, dict[int, float]]:
     return nodes[-1], {id(node): spread[k] for k, node in enumerate(nodes) if k >= K}
 
 
-def _decide(low: float, high: float, threshold: float, above: bool) -> bool | None:
-    """Whether a TV with interval ``[low, high]`` is ``>= threshold`` (``above``) or ``<= threshold``:
-    True / False when the whole interval says so, None when it straddles."""
-    if above:
-        return True if low >= threshold else (False if high < threshold else None)
-    return True if high <= threshold else (False if low > threshold else None)
-
-
-def _all_of(values) -> bool | None:
-    values = list(values)
-    return False if False in values else (None if None in values else True)
-
-
 def _verify(root: Node, spreads: dict[int, float], engine, report) -> None:
     """Set ``merged`` and ``separated`` of every node from the TV intervals (module notes)."""
     K, tol = engine.K, engine.tol
@@ -610,13 +523,13 @@ def _verify(root: Node, spreads: dict[int, float], engine, report) -> None:
         report("verify", done, 2 * len(nodes))
     checked, requests = [], []
     for node in nodes:
-        rest = _complement(node.components, K)
+        rest = complement(node.components, K)
         if rest.numel():
             checked.append(node)
             requests.append((node.components, rest, node.time))
     for node, est in zip(checked, engine.separations(requests), strict=True):
         node.separation_tv, node.separation_tv_low, node.separation_tv_high = est
-        node.separated = _decide(est.low, est.high, 1.0 - engine.eps**2, above=True)
+        node.separated = decide(est.low, est.high, 1.0 - engine.eps**2, above=True)
     report("verify", 2 * len(nodes), 2 * len(nodes))
 
 

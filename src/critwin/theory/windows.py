@@ -16,18 +16,23 @@ in :mod:`critwin.theory.closed_forms`.
 Conventions for the edge cases: ``T_start = +inf`` when ``S_target`` is every component (nothing to be
 separated from); ``T_start = -inf`` when the sets are not separated even at ``t = 0``. JSON output
 writes infinities as ``null``.
+
+A :class:`~critwin.mixtures.CategoricalMixture` is accepted everywhere a GaussianMixture is: its times are
+levels on its own clock (kappa, or hidden positions; :mod:`critwin.theory.discrete_times`), and every
+result says which clock in its ``clock`` field (``"ou"`` for Gaussian mixtures).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 import torch
 
 from critwin._validation import check_eps, check_generator, check_number, check_positive_int, check_subset
-from critwin.mixtures import GaussianMixture
+from critwin.mixtures import CategoricalMixture, GaussianMixture
+from critwin.theory.discrete_times import clock_of, merge_level, separation_level
 from critwin.theory.divergence import DEFAULT_SEED, Estimate, TVCurve
 
 __all__ = [
@@ -113,7 +118,8 @@ class TransitionTimes:
     Iterating yields ``(t_end, t_start, bound)``. ``*_low``/``*_high`` bracket each time (Monte Carlo
     confidence curves, or the quadrature error bracket, widened by the bisection tolerance).
     ``status``: ``"non-empty"`` / ``"empty"`` / ``"undetermined"`` for ``[T_end, T_start]`` (see
-    :func:`window_status`).
+    :func:`window_status`). ``clock``: what the times measure: ``"ou"`` (OU time), ``"kappa"`` or
+    ``"hidden"`` (a CategoricalMixture's level, :mod:`critwin.theory.discrete_times`).
     """
 
     t_end: float
@@ -128,6 +134,7 @@ class TransitionTimes:
     t_end_high: float
     t_start_low: float
     t_start_high: float
+    clock: str = "ou"
 
     @property
     def status(self) -> str:
@@ -155,7 +162,8 @@ class Window:
     fine set is never separated, or the coarse set is no longer separated when the fine one merges),
     ``"non-empty"`` when surely not, ``"undetermined"`` when the endpoint intervals ``*_low``/``*_high``
     straddle; the endpoints are reported regardless. ``reason`` says why it is not ``"non-empty"``.
-    ``lower``/``upper`` are read-only aliases of ``t_after``/``t_before``.
+    ``lower``/``upper`` are read-only aliases of ``t_after``/``t_before``. ``clock``: what the times
+    measure: ``"ou"`` (OU time), ``"kappa"`` or ``"hidden"`` (a CategoricalMixture's level).
     """
 
     t_after: float
@@ -170,6 +178,7 @@ class Window:
     t_before_low: float = math.nan
     t_before_high: float = math.nan
     status: str = "non-empty"
+    clock: str = "ou"
 
     @property
     def lower(self) -> float:
@@ -374,6 +383,8 @@ def merge_time(
     Crossing ``(time, low, high, method)``: ``low`` from the lower confidence curve, ``high`` from the
     upper one.
     """
+    if isinstance(mixture, CategoricalMixture):
+        return merge_level(mixture, A, B, eps, n=n, generator=generator, method=method, tol=tol, level=level)
     eps = check_eps(eps)
     check_search(tol, n, generator)
     A = check_subset(A, mixture.n_components, "A")
@@ -403,6 +414,10 @@ def separation_time(
     -------
     Crossing ``(time, low, high, method)``.
     """
+    if isinstance(mixture, CategoricalMixture):
+        return separation_level(
+            mixture, S, eps, n=n, generator=generator, method=method, tol=tol, level=level
+        )
     eps = check_eps(eps)
     check_search(tol, n, generator)
     S = check_subset(S, mixture.n_components, "S")
@@ -446,7 +461,7 @@ def transition_times(
 
     Parameters
     ----------
-    mixture : GaussianMixture.
+    mixture : GaussianMixture, or CategoricalMixture (times are then levels on its ``clock``).
     init, target : component indices with ``init ⊆ target`` (S_init, S_target).
     eps : in (0, 1).
     n, generator, method : passed to :class:`critwin.theory.divergence.TVCurve` (Monte Carlo only); with
@@ -458,8 +473,7 @@ def transition_times(
     -------
     TransitionTimes (iterates as ``(t_end, t_start, bound)``).
     """
-    if not isinstance(mixture, GaussianMixture):
-        raise ValueError(f"mixture must be a GaussianMixture, got {type(mixture).__name__}")
+    check_mixture(mixture)
     eps = check_eps(eps)
     init, target = check_pair(init, target, mixture.n_components)
     kw = dict(n=n, generator=generator, method=method, tol=tol, level=level)
@@ -479,6 +493,7 @@ def transition_times(
         t_end_high=end.high,
         t_start_low=start.low,
         t_start_high=start.high,
+        clock=clock_of(mixture),
     )
 
 
@@ -502,7 +517,7 @@ def critical_window(
 
     Parameters
     ----------
-    mixture : GaussianMixture.
+    mixture : GaussianMixture, or CategoricalMixture (times are then levels on its ``clock``).
     after : the finer set (non-empty, a proper subset of ``before``).
     before : the coarser set (default: every component).
     eps : in (0, 1).
@@ -513,8 +528,7 @@ def critical_window(
     -------
     Window with ``t_after``, ``t_before``, their intervals and ``status``.
     """
-    if not isinstance(mixture, GaussianMixture):
-        raise ValueError(f"mixture must be a GaussianMixture, got {type(mixture).__name__}")
+    check_mixture(mixture)
     eps = check_eps(eps)
     K = mixture.n_components
     after = check_subset(after, K, "after")
@@ -522,7 +536,7 @@ def critical_window(
     if not set(after) < set(before):
         raise ValueError(f"after must be a proper subset of before, got after={after}, before={before}")
     kw = dict(n=n, generator=generator, method=method, tol=tol, level=level)
-    return window_from_times(
+    window = window_from_times(
         after,
         before,
         eps,
@@ -530,6 +544,15 @@ def critical_window(
         separation_time(mixture, before, eps, **kw),
         separation_time(mixture, after, eps, **kw),
     )
+    return replace(window, clock=clock_of(mixture))
+
+
+def check_mixture(mixture) -> None:
+    """ValueError unless ``mixture`` is a GaussianMixture (or EmpiricalMixture) or a CategoricalMixture."""
+    if not isinstance(mixture, (GaussianMixture, CategoricalMixture)):
+        raise ValueError(
+            f"mixture must be a GaussianMixture or a CategoricalMixture, got {type(mixture).__name__}"
+        )
 
 
 def window_from_times(after, before, eps, merged, separated_before, separated_after) -> Window:

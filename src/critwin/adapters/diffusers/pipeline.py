@@ -18,7 +18,7 @@ from critwin.adapters.diffusers.families import FAMILY_GUIDANCE, model_family, n
 from critwin.adapters.diffusers.flow import dynamic_shift_mu
 from critwin.adapters.diffusers.flux import flux_setup
 from critwin.adapters.diffusers.guidance import check_guidance, class_count, text_width, vae_scale_factor
-from critwin.adapters.diffusers.process import DiffusersProcess, call_accepts
+from critwin.adapters.diffusers.process import DiffusersProcess, PriorDraw, call_accepts, same_state
 
 __all__ = ["PipelineProcess", "from_pipeline", "record_pipeline_trajectory"]
 
@@ -398,12 +398,12 @@ def _check_pipe_call(pipe, consequence: str) -> None:
 class PipelineProcess(DiffusersProcess):
     """A :class:`DiffusersProcess` whose runs from its own prior draws go through the stock ``pipe(...)``.
 
-    A run that starts at grid index 0 from the very tensor :meth:`prior` returned, with no callback and no
-    per-run conditioning, calls the pipeline's unmodified ``__call__`` (``output_type="latent"``) and stops
-    it after step ``stop - 1`` from ``callback_on_step_end`` (the pipeline's ``interrupt`` flag). Everything
-    else — continuations from a mid-grid state (cloning forks), callbacks — runs the adapter's own loop,
-    which reproduces the pipeline step for step (tested byte for byte). Build it with
-    ``from_pipeline(pipe, ..., use_pipeline_call=True)``.
+    A run that starts at grid index 0 from the state :meth:`prior` last returned (or an equal copy), with no
+    callback and no per-run conditioning, calls the pipeline's unmodified ``__call__``
+    (``output_type="latent"``) and stops it after step ``stop - 1`` from ``callback_on_step_end`` (the
+    pipeline's ``interrupt`` flag). Everything else — continuations from a mid-grid state (cloning forks),
+    callbacks — runs the adapter's own loop, which reproduces the pipeline step for step (tested byte for
+    byte). Build it with ``from_pipeline(pipe, ..., use_pipeline_call=True)``.
 
     Attributes
     ----------
@@ -416,21 +416,22 @@ class PipelineProcess(DiffusersProcess):
         self.pipe = pipe
         self.call_kwargs = dict(call_kwargs)
         self.pipeline_calls = 0
-        self._prior_draw: tuple[torch.Tensor, torch.Tensor] | None = None
+        # The latest prior draw (a copy): a run from an equal state goes through the stock call.
+        self._prior_draw: PriorDraw | None = None
 
     def prior(
         self, n: int, generator: torch.Generator | None = None, device=None, dtype=None
     ) -> torch.Tensor:
-        x, noise = self._draw_prior(n, generator, device, dtype)
-        self._prior_draw = (x, noise)
-        return x
+        draw = self._draw_prior(n, generator, device, dtype)
+        self._prior_draw = PriorDraw(draw.state.clone(), draw.noise)
+        return draw.state
 
     def _delegate_run(self, x, start, stop, generator, callback, cond) -> torch.Tensor | None:
         """The stock ``pipe(...)`` for a plain run of this process's own latest prior draw."""
         draw, self._prior_draw = self._prior_draw, None
-        if start != 0 or callback is not None or cond or draw is None or draw[0] is not x:
+        if start != 0 or callback is not None or cond or draw is None or not same_state(draw.state, x):
             return None
-        stop = self._check_stop(stop)
+        start, stop = self.grid.check_span(start, stop)
         if stop == 0:
             return x
 
@@ -443,7 +444,7 @@ class PipelineProcess(DiffusersProcess):
         kwargs = _embeds_per_sample(self.call_kwargs, x.shape[0])
         output = self.pipe(
             num_inference_steps=self.num_inference_steps,
-            latents=draw[1].to(self.device),
+            latents=draw.noise.to(self.device),
             generator=generator,
             callback_on_step_end=interrupt_at_stop,
             callback_on_step_end_tensor_inputs=["latents"],
@@ -453,7 +454,7 @@ class PipelineProcess(DiffusersProcess):
         self.pipeline_calls += 1
         self.nfe += int(x.shape[0]) * stop
         # The pipeline's scheduler holds the multistep history, not ours: a continuation starts afresh.
-        self._last_output = None
+        self._continuation = None
         return output.images if hasattr(output, "images") else output[0]
 
 

@@ -6,7 +6,7 @@ import copy
 import inspect
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
@@ -41,7 +41,7 @@ from critwin.clock import alpha_bar as ou_alpha_bar
 from critwin.clock import alpha_sigma, snr, ve_sigma
 from critwin.experiments.process import Callback, ReverseProcess
 
-__all__ = ["DiffusersProcess"]
+__all__ = ["DiffusersProcess", "PriorDraw", "same_state"]
 
 _STATE_SPACES = {"vp": "ou", "sigma": "sigma-scaled (x0 + sigma z)", "flow": "flow ((1 - s) x0 + s z)"}
 
@@ -64,6 +64,42 @@ _DESCRIBED_CONFIG = (
     "base_shift",
     "max_shift",
 )
+
+
+def same_state(kept: torch.Tensor, x: torch.Tensor) -> bool:
+    """Whether ``x`` holds the values of the state ``kept`` (same shape, dtype and numbers; any device).
+
+    How a process recognises a state it produced (a run's output, a prior draw) by value, never by
+    the tensor object: an equal copy is the same state.
+
+    Examples
+    --------
+    >>> import torch
+    >>> state = torch.arange(4.0)
+    >>> same_state(state, state.clone()), same_state(state, state + 1)
+    (True, False)
+    """
+    if not isinstance(x, torch.Tensor) or x.shape != kept.shape or x.dtype != kept.dtype:
+        return False
+    return bool(torch.equal(x.to(kept.device), kept))
+
+
+class PriorDraw(NamedTuple):
+    """A prior draw as the stock pipeline makes it: ``state = noise * init_noise_sigma``."""
+
+    state: torch.Tensor
+    noise: torch.Tensor
+
+
+class _Continuation(NamedTuple):
+    """What the scheduler's history (multistep solvers) belongs to: the state a run returned (a copy)
+    and the grid index it stopped at. A run from an equal state at that index continues it."""
+
+    index: int
+    state: torch.Tensor
+
+    def continued_by(self, x: torch.Tensor, start: int) -> bool:
+        return self.index == start and same_state(self.state, x)
 
 
 def call_accepts(fn, name: str, explicit: bool = False) -> bool:
@@ -111,7 +147,10 @@ class DiffusersProcess(ReverseProcess):
 
     Multistep solvers (DPM-Solver++, UniPC) keep a history of model outputs; a run that starts at grid index
     ``i > 0`` restarts that history at low order (as diffusers' img2img does), so it is not the continuation
-    of an uninterrupted run. Single-step schedulers (DDPM, DDIM, Euler, Euler-ancestral) are.
+    of an uninterrupted run, unless it starts where the previous run of this process stopped, from a state
+    equal to the one that run returned (compared by value: a copy continues too); then the history is kept
+    and split runs equal one run. Single-step schedulers (DDPM, DDIM, Euler, Euler-ancestral) continue
+    either way.
     """
 
     continuous = False
@@ -165,9 +204,9 @@ class DiffusersProcess(ReverseProcess):
             self._times, self._landing = grid_times(self.scheduler, self._timesteps, self._alphas_cumprod)
         self._train_times = None
         self._weights_fingerprint: str | None = None
-        # The tensor returned by the last run and its stop index: a run that starts exactly there keeps
-        # the scheduler's state (multistep history), so split runs equal one uninterrupted run.
-        self._last_output: tuple[torch.Tensor, int] | None = None
+        # Where the last run stopped and the state it returned: a run that starts there from an equal
+        # state keeps the scheduler's history (multistep solvers), so split runs equal one run.
+        self._continuation: _Continuation | None = None
         self.nfe = 0
         warn_terminal_snr(self._times[0].item(), self.step_label(0), stacklevel=2)
 
@@ -250,18 +289,6 @@ class DiffusersProcess(ReverseProcess):
         value = self._timesteps[index].item()
         return int(value) if float(value).is_integer() else float(value)
 
-    def _check_index(self, index, name: str, allow_end: bool) -> int:
-        top = self.num_inference_steps if allow_end else self.num_inference_steps - 1
-        if isinstance(index, bool) or not isinstance(index, int) and not hasattr(index, "__index__"):
-            raise ValueError(f"{name} must be an integer grid index in 0..{top}, got {index!r}")
-        index = int(index)
-        if not 0 <= index <= top:
-            raise ValueError(f"{name} must be a grid index in 0..{top}, got {index}")
-        return index
-
-    def _check_stop(self, stop) -> int:
-        return self.num_inference_steps if stop is None else self._check_index(stop, "stop", allow_end=True)
-
     def realise(self, t) -> dict[str, Any]:
         """The grid point used for OU time ``t``: index, timestep, alpha_bar and realised OU time."""
         requested = check_time(t, "t")
@@ -307,12 +334,12 @@ class DiffusersProcess(ReverseProcess):
 
     def to_ou(self, x: torch.Tensor, index: int) -> torch.Tensor:
         """Scheduler-space state at grid index ``index`` -> OU state."""
-        index = self._check_index(index, "index", allow_end=True)
+        index = self.grid.check_index(index)
         return x if self.kind == "vp" else x / self._scale(index)
 
     def from_ou(self, x: torch.Tensor, index: int) -> torch.Tensor:
         """OU state at grid index ``index`` -> scheduler-space state."""
-        index = self._check_index(index, "index", allow_end=True)
+        index = self.grid.check_index(index)
         return x if self.kind == "vp" else x * self._scale(index)
 
     # ------------------------------------------------------------------ scheduler state
@@ -332,7 +359,7 @@ class DiffusersProcess(ReverseProcess):
             return torch.float32
 
     def _fresh_scheduler(self, begin: int, device) -> Any:
-        self._last_output = None
+        self._continuation = None
         sched = self.scheduler
         sched.set_timesteps(self.num_inference_steps, device=device, **self._set_kwargs)
         if hasattr(sched, "set_begin_index"):
@@ -343,9 +370,9 @@ class DiffusersProcess(ReverseProcess):
         self, n: int, generator: torch.Generator | None = None, device=None, dtype=None
     ) -> torch.Tensor:
         """``n`` states at ``times[0]`` as the stock pipeline draws them: ``randn * init_noise_sigma``."""
-        return self._draw_prior(n, generator, device, dtype)[0]
+        return self._draw_prior(n, generator, device, dtype).state
 
-    def _draw_prior(self, n, generator, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    def _draw_prior(self, n, generator, device, dtype) -> PriorDraw:
         n = check_positive_int(n, "n")
         sched = self._fresh_scheduler(0, device)
         noise = randn_tensor(
@@ -355,7 +382,7 @@ class DiffusersProcess(ReverseProcess):
             dtype=dtype or torch.float32,
         )
         # Flow schedulers have no init_noise_sigma: their prior is N(0, I) at s = 1.
-        return noise * getattr(sched, "init_noise_sigma", 1.0), noise
+        return PriorDraw(noise * getattr(sched, "init_noise_sigma", 1.0), noise)
 
     def add_noise(
         self, x0: torch.Tensor, index: int, generator: torch.Generator | None = None
@@ -365,7 +392,7 @@ class DiffusersProcess(ReverseProcess):
         Uses ``scheduler.add_noise`` with the scheduler started at ``index``; the index ``L`` (end of
         sampling) returns ``x0`` noised to ``times[L]`` (``x0`` itself when that is 0).
         """
-        index = self._check_index(index, "index", allow_end=True)
+        index = self.grid.check_index(index)
         self._check_sample(x0, "x0")
         noise = randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         if index == self.num_inference_steps:
@@ -439,12 +466,9 @@ class DiffusersProcess(ReverseProcess):
         delegated = self._delegate_run(x, start, stop, generator, callback, cond)
         if delegated is not None:
             return delegated
-        start = self._check_index(start, "start", allow_end=True)
-        stop = self._check_stop(stop)
-        if stop < start:
-            raise ValueError(f"stop must be >= start, got start={start}, stop={stop}")
+        start, stop = self.grid.check_span(start, stop)
         self._check_sample(x, "x")
-        resume = self._last_output is not None and self._last_output[0] is x and self._last_output[1] == start
+        resume = self._continuation is not None and self._continuation.continued_by(x, start)
         # Engines may hand over CPU states (e.g. a prior drawn on the CPU); compute where the UNet lives.
         x = x.to(self.device)
         inputs = self._guided_inputs(cond, x.shape[0], x.device)
@@ -461,7 +485,7 @@ class DiffusersProcess(ReverseProcess):
                     self._report_step(callback, i, x, out)
                 x = sched.step(out, timestep, x, **step_kwargs, return_dict=False)[0]
                 self.nfe += int(x.shape[0])
-        self._last_output = (x, stop)
+        self._continuation = _Continuation(stop, x.detach().clone())
         return x
 
     def _delegate_run(self, x, start, stop, generator, callback, cond) -> torch.Tensor | None:

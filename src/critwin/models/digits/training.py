@@ -14,9 +14,8 @@ from critwin.models._training import (
     TrainState,
     check_out_dir,
     copy_module,
-    ema_update,
     init_models,
-    learning_rate_at,
+    optimiser_steps,
     save_and_reload,
     timed_training,
 )
@@ -92,28 +91,19 @@ def training_steps(config: DigitsConfig, data: DigitsData | None = None) -> Iter
     generator = torch.Generator().manual_seed(config.seed)
     model, ema_model = init_models(lambda: build_unet(config), config.seed)
     scheduler = make_scheduler(config)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.0)
-    params = list(model.parameters())
-    ema_params = list(ema_model.parameters())
     images, labels = data.train_images, data.train_labels
     n = labels.numel()
 
-    for step in range(config.steps):
-        lr = learning_rate_at(config, step)
-        for group in optimiser.param_groups:
-            group["lr"] = lr
+    def loss_at() -> torch.Tensor:
         batch = torch.randint(0, n, (config.batch_size,), generator=generator)
         x0 = images[batch]
         noise = torch.randn(x0.shape, generator=generator)
         noisy, timesteps, target = training_pair(config, scheduler, x0, noise, generator)
         dropped = torch.rand(config.batch_size, generator=generator) < config.label_dropout
         class_labels = torch.where(dropped, torch.full_like(labels[batch], NULL_LABEL), labels[batch])
-        loss = nn.functional.mse_loss(model(noisy, timesteps, class_labels=class_labels).sample, target)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        ema_update(ema_params, params, step, config.ema_decay)
-        yield TrainState(step + 1, loss.item(), lr, model, ema_model, config, data)
+        return nn.functional.mse_loss(model(noisy, timesteps, class_labels=class_labels).sample, target)
+
+    yield from optimiser_steps(config, model, ema_model, data, loss_at)
 
 
 def train_digits(

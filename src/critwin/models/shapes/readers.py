@@ -26,7 +26,7 @@ from critwin._version import __version__
 from critwin.experiments.features import CallableFeature
 from critwin.models.classifier import (
     DigitClassifier,
-    _as_images,
+    as_images,
     fit_classifier,
     load_classifier,
     save_classifier,
@@ -60,7 +60,7 @@ _INNER = slice(MARK_SIZE, IMAGE_SHAPE[1] - MARK_SIZE)
 
 
 def _images(x) -> torch.Tensor:
-    return _as_images(x, "x", IMAGE_SHAPE).detach().float().cpu()
+    return as_images(x, "x", IMAGE_SHAPE).detach().float().cpu()
 
 
 def _nearest(pixels: torch.Tensor, palette: torch.Tensor) -> torch.Tensor:

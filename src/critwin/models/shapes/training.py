@@ -15,9 +15,8 @@ from critwin.models._training import (
     TrainState,
     check_out_dir,
     copy_module,
-    ema_update,
     init_models,
-    learning_rate_at,
+    optimiser_steps,
     save_and_reload,
     timed_training,
 )
@@ -53,24 +52,17 @@ def training_steps(config: ShapesConfig, data: ShapesData | None = None) -> Iter
     generator = torch.Generator().manual_seed(config.seed)
     model, ema_model = init_models(lambda: build_unet(config), config.seed)
     scheduler = DDPMScheduler(**config.scheduler_kwargs())
-    optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.0)
-    params, ema_params = list(model.parameters()), list(ema_model.parameters())
     images = data.images
-    for step in range(config.steps):
-        lr = learning_rate_at(config, step)
-        for group in optimiser.param_groups:
-            group["lr"] = lr
+
+    def loss_at() -> torch.Tensor:
         x0 = images[torch.randint(0, images.shape[0], (config.batch_size,), generator=generator)]
         noise = torch.randn(x0.shape, generator=generator)
         timesteps = torch.randint(0, config.num_train_timesteps, (config.batch_size,), generator=generator)
-        loss = nn.functional.mse_loss(
+        return nn.functional.mse_loss(
             model(scheduler.add_noise(x0, noise, timesteps), timesteps).sample, noise
         )
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        ema_update(ema_params, params, step, config.ema_decay)
-        yield TrainState(step + 1, loss.item(), lr, model, ema_model, config, data)
+
+    yield from optimiser_steps(config, model, ema_model, data, loss_at)
 
 
 def _quick_check(readers: dict, n_samples: int, name: str) -> Callable[[TrainState], tuple[dict, str]]:
