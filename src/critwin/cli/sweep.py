@@ -16,11 +16,7 @@ import typer
 
 from critwin._io import atomic_write_json, json_float, read_json
 from critwin._lazy import deferred_import
-<<<<<<< HEAD
-from critwin._validation import check_delta, check_time, parse_seed
-=======
-from critwin._validation import check_delta, check_number, check_time
->>>>>>> search-ci
+from critwin._validation import check_delta, check_number, check_time, parse_seed
 from critwin.cli import app
 from critwin.cli._common import (
     EXECUTOR_HELP,
@@ -409,13 +405,8 @@ def sweep(
         null_label=null_label,
     )
     delta = check_delta(delta, "--delta")
-<<<<<<< HEAD
     runs_on = executor_options(executor, ray_address, ray_timeout)
-    resolution = check_time(resolution, "--resolution", allow_zero=False)
-=======
-    runs_on = dict(zip(("executor", "ray_address"), executor_options(executor, ray_address), strict=True))
     resolution, ci_half_width = _check_precision(resolution, ci_half_width)
->>>>>>> search-ci
     device, torch_dtype = parse_device_dtype(device, dtype)
     _check_scheduler(scheduler)
     requested = parse_times(times) if times is not None else None
