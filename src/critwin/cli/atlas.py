@@ -11,9 +11,9 @@ import typer
 
 from critwin._io import PNG_SOFTWARE, atomic_write_json, check_replaceable, json_text, output_marker
 from critwin._threads import THREADS_ENV, set_threads, threads_from_env
-from critwin._validation import check_delta, check_eps, check_positive_int
+from critwin._validation import check_delta, check_eps, check_positive_int, parse_seed
 from critwin.cli import app
-from critwin.cli._common import check_counts, check_out_dir, fmt_time, parse_list, parse_times
+from critwin.cli._common import check_counts, check_out_dir, fmt_time, hold_output, parse_list, parse_times
 from critwin.cli.text import is_text_model, text_atlas_command
 from critwin.report.output import build_atomically
 
@@ -109,6 +109,7 @@ def check_atlas_dir(out: Path | None) -> Path | None:
                 f"--out {out} exists and is not an earlier critwin atlas; choose another directory"
             )
         check_replaceable(out / ATLAS_FILE, "--out", "atlas")
+    hold_output(out, "--out")
     return out
 
 
@@ -139,7 +140,7 @@ def atlas_command(
     boot: int | None = typer.Option(None, "--boot", help="Bootstrap replicates."),
     eps: float = typer.Option(0.1, "--eps", help="eps of the fitted mixture's tree."),
     delta: float = typer.Option(0.1, "--delta", help="Window level."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: str = typer.Option("0", "--seed"),
     quick: bool = typer.Option(False, "--quick", help="Small sizes (a smoke run)."),
     out: Path | None = typer.Option(None, "--out", help="Write atlas.json, atlas.png and table.csv here."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
@@ -157,6 +158,7 @@ def atlas_command(
     JSON: {"features": {name: {"t_half", "t_half_ci", "t_after", "t_before", "order", ...}}, "order",
     "overlaps", "theory": {...}, "comparison": {...}}; censored times as {"value": null, "censored": ...}.
     """
+    seed = parse_seed(seed)
     sizes = dict(SIZES["quick" if quick else "default"])
     given = {"sources": sources, "replicates": replicates, "trajectories": trajectories}
     sizes.update({k: v for k, v in {**given, "clones": clones, "boot": boot}.items() if v is not None})
@@ -166,7 +168,11 @@ def atlas_command(
     check_counts(minimum=0, trajectories=sizes["trajectories"], boot=sizes["boot"])
     eps, delta = check_eps(eps, "--eps"), check_delta(delta, "--delta")
     requested = None if times is None else parse_times(times)
-    wanted = None if features is None else parse_list(features, "--features", str, "attribute names")
+    wanted = (
+        None
+        if features is None
+        else parse_list(features, "--features", str, "attribute names", distinct=True)
+    )
     check_atlas_dir(out)
     set_threads(threads_from_env() if threads is None else check_positive_int(threads, "--threads"))
     started = time.perf_counter()
@@ -225,7 +231,7 @@ def _finish(
     }
     report.update(output_marker("atlas"))
     if out is not None:
-        build_atomically(out, lambda work: _write(work, result, report))
+        build_atomically(out, lambda work: _write(work, result, report), option="--out")
     if as_json:
         typer.echo(json_text(report, indent=None))
         return

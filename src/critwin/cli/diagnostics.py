@@ -10,11 +10,12 @@ import typer
 
 from critwin._io import atomic_write_json, json_text, output_marker
 from critwin._lazy import deferred_import
-from critwin._validation import check_positive_int, check_time
+from critwin._validation import check_positive_int, check_time, parse_seed
 from critwin.cli import app
 from critwin.cli._common import (
     EXECUTOR_HELP,
     RAY_ADDRESS_HELP,
+    RAY_TIMEOUT_HELP,
     check_choice,
     check_counts,
     check_out_file,
@@ -123,10 +124,11 @@ def privacy(
     guidance: float | None = typer.Option(
         None, "--guidance", help="Text-to-image: guidance scale (default: the card's, else 7.5)."
     ),
-    seed: int = typer.Option(0, "--seed"),
+    seed: str = typer.Option("0", "--seed"),
     out: Path | None = typer.Option(None, "--out", help="Write the audit as JSON to this file."),
     executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
     ray_address: str | None = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
+    ray_timeout: float | None = typer.Option(None, "--ray-timeout", help=RAY_TIMEOUT_HELP),
     fpr: float | None = typer.Option(
         None,
         "--fpr",
@@ -145,6 +147,7 @@ def privacy(
     held-out non-members) or prompts of a text-to-image model (critwin's window signal beside Wen et al.,
     a SecMI/PIA-style loss and the copying ground truth: ROC-AUC and TPR at 1% FPR per duplication count,
     with bootstrap CIs and the NFEs each score spends per prompt)."""
+    seed = parse_seed(seed)
     if fpr is not None and not 0 < fpr < 1:
         raise ValueError(f"--fpr must lie in (0, 1), got {fpr}")
     check_out_file(out, kind="privacy")
@@ -152,7 +155,10 @@ def privacy(
         image_only = "applies to the image models (digits, shapes)"
         reject_unused(
             ctx,
-            {name: image_only for name in ("nonmembers", "times", "replicates", "executor", "ray_address")},
+            {
+                name: image_only
+                for name in ("nonmembers", "times", "replicates", "executor", "ray_address", "ray_timeout")
+            },
         )
         check_counts(steps=steps, generations=generations, trajectories=trajectories, clones=clones)
         prompt_privacy_command(
@@ -190,13 +196,21 @@ def privacy(
         },
     )
     _image_privacy(
-        model, members, nonmembers, times, steps, replicates, seed, out, executor, ray_address, fpr, as_json
+        model,
+        members,
+        nonmembers,
+        times,
+        steps,
+        replicates,
+        seed,
+        out,
+        (executor, ray_address, ray_timeout),
+        fpr,
+        as_json,
     )
 
 
-def _image_privacy(
-    model, members, nonmembers, times, steps, replicates, seed, out, executor, ray_address, fpr, as_json
-):
+def _image_privacy(model, members, nonmembers, times, steps, replicates, seed, out, runs_on, fpr, as_json):
     """The membership audit of a shipped image model (digits, shapes)."""
     try:
         members = 20 if members is None else int(members)
@@ -209,7 +223,7 @@ def _image_privacy(
     requested_times = parse_times(times)
     check_counts(members=members, steps=steps, replicates=replicates)
     check_positive_int(nonmembers, "--nonmembers", minimum=2)
-    executor, ray_address = executor_options(executor, ray_address)
+    runs_on = executor_options(*runs_on)
     _check_audit_sizes(model, members, nonmembers)
     loaded, member_images, nonmember_images = _audit_images(model, members, nonmembers)
     audit = privacy_lib.membership_audit(
@@ -220,8 +234,7 @@ def _image_privacy(
         n_per_time=replicates,
         seed=seed,
         fpr=fpr,
-        executor=executor,
-        ray_address=ray_address,
+        **runs_on,
     )
     report = {"model": model, **audit.to_dict(), **output_marker("privacy")}
     if out is not None:
@@ -256,7 +269,7 @@ def fairness(
     steps: int | None = typer.Option(
         None, "--steps", help="Sampler steps (default 50; text-to-image: the card's, else 25)."
     ),
-    seed: int = typer.Option(0, "--seed"),
+    seed: str = typer.Option("0", "--seed"),
     model: str = typer.Option(
         "digits",
         "--model",
@@ -295,6 +308,7 @@ def fairness(
     rebalancing at the prompt's measured window, on the same draws, with TVs to the target, the other
     attributes, caption adherence, KID and NFEs, all graded by the judges.
     """
+    seed = parse_seed(seed)
     check_counts(n=n, steps=steps)
     check_positive_int(candidates, "--candidates", minimum=2)
     if model not in ("digits", *SHAPES_FAIRNESS_MODELS) and is_prompt_model(model):

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from critwin._io import atomic_write_text, json_text, output_marker
-from critwin._validation import check_eps
+from critwin._validation import check_eps, parse_seed
 from critwin.cli import app
 from critwin.cli._common import (
     check_choice,
@@ -27,7 +27,7 @@ from critwin.cli._common import (
 
 def _subset(text: str | None, name: str) -> list[int] | None:
     """Parse "0,2,3" into [0, 2, 3]."""
-    return None if text is None else parse_list(text, f"--{name}", int, "component indices")
+    return None if text is None else parse_list(text, f"--{name}", int, "component indices", distinct=True)
 
 
 def _generator(seed: int):
@@ -46,7 +46,7 @@ def window_command(
     before: str = typer.Option(None, "--before", help="the coarser set S_before (default: all components)"),
     eps: float = typer.Option(0.1, "--eps", help="epsilon in (0, 1)"),
     n: int = typer.Option(20000, "--n", help="Monte Carlo draws where no exact TV exists"),
-    seed: int = typer.Option(0, "--seed", help="random seed"),
+    seed: str = typer.Option("0", "--seed", help="random seed"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
 ):
     """Critical window [T_after, T_before] of S_after inside S_before, and the theorem's transition times.
@@ -54,6 +54,7 @@ def window_command(
     Times are OU times for a Gaussian mixture; for a categorical one (kind: categorical) they are levels on
     its clock: kappa (masking or uniform noise) or the number of hidden final positions (autoregressive).
     """
+    seed = parse_seed(seed)
     eps = check_eps(eps, "--eps")
     check_counts(n=n)
     after_set = _subset(after, "after")
@@ -113,7 +114,7 @@ def hierarchy_command(
     mixture_file: Path = typer.Argument(..., help="mixture file (.json/.yaml)"),
     eps: float = typer.Option(0.1, "--eps", help="epsilon in (0, 1)"),
     n: int = typer.Option(10000, "--n", help="Monte Carlo draws where no exact TV exists"),
-    seed: int = typer.Option(0, "--seed", help="random seed"),
+    seed: str = typer.Option("0", "--seed", help="random seed"),
     method: str = typer.Option("auto", "--method", help="auto, fast (shared isotropic covariance) or exact"),
     windows: bool = typer.Option(True, "--windows/--no-windows", help="compute every node's window"),
     plot: Path = typer.Option(None, "--plot", help="write the dendrogram (PNG) here"),
@@ -124,6 +125,7 @@ def hierarchy_command(
 
     Progress goes to stderr for mixtures of 50 components or more.
     """
+    seed = parse_seed(seed)
     eps = check_eps(eps, "--eps")
     check_counts(n=n)
     check_choice(method, "--method", ["auto", "fast", "exact"])
@@ -166,10 +168,11 @@ def validate_command(
     ),
     quick: bool = typer.Option(False, "--quick", help="reduced sizes (K in {2,4}, d in {2,256})"),
     eps: float = typer.Option(0.1, "--eps", help="epsilon in (0, 1)"),
-    seed: int = typer.Option(0, "--seed", help="random seed"),
+    seed: str = typer.Option("0", "--seed", help="random seed"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as one JSON object"),
 ):
     """Check Blink Thm 2 on random isotropic mixtures: exact forward-reverse TV against the bound."""
+    seed = parse_seed(seed)
     eps = check_eps(eps, "--eps")
     check_out_dir(out)
     from critwin.experiments.checkpoint import claim_directory

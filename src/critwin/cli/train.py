@@ -9,8 +9,9 @@ from pathlib import Path
 import typer
 
 from critwin._lazy import deferred_import
+from critwin._validation import parse_seed
 from critwin.cli import app
-from critwin.cli._common import check_choice, check_counts, check_out_dir, reject_unused
+from critwin.cli._common import check_choice, check_counts, check_out_dir, hold_output, reject_unused
 from critwin.models._store import load_card, weights_paths
 
 # Imported when training starts, after every option is checked (torch, the models).
@@ -63,7 +64,7 @@ def train(
     epochs: int = typer.Option(
         None, "--epochs", help="Training epochs (classifiers only; default 60 digits, 8 shapes)."
     ),
-    seed: int = typer.Option(0, "--seed", help="Seed of initialisation, batches and noise."),
+    seed: str = typer.Option("0", "--seed", help="Seed of initialisation, batches and noise."),
     eval_every: int = typer.Option(
         500, "--eval-every", help="Steps between quick sample-quality checks (0: none)."
     ),
@@ -110,6 +111,7 @@ def train(
     Writes safetensors weights and a JSON model card (config, data, seed, metrics) into --out; a
     text-to-image model is the pipeline directory --out/NAME (with critwin_card.json).
     """
+    seed = parse_seed(seed)
     check_choice(model, "MODEL", TRAINABLE)
     check_out_dir(out)
     t2i_only = "does not apply to the shapes-t2i models" if model in T2I else None
@@ -133,6 +135,9 @@ def train(
         _check_digits_options(steps, batch_size, learning_rate, epochs)
     if classifier_dir is not None and not classifier_dir.is_dir():
         raise ValueError(f"--classifier-dir must be a directory, got {classifier_dir}")
+    # The files of this model in --out (weights and card, replaced together): a second writer is refused.
+    name = classifiers.CLASSIFIER_NAME if model == "classifier" else model
+    hold_output(weights_paths(name, out).weights, "--out")
     if threads is not None:
         # Float summation order depends on the thread count; fix it to reproduce a run bit for bit.
         torch.set_num_threads(threads)

@@ -42,7 +42,7 @@ from critwin._display import axes, data_frame, html_summary, short_repr
 from critwin._io import json_text, provenance
 from critwin._stats import TIED, interval_order, order_text, order_verdict
 from critwin._threads import using_threads
-from critwin._validation import check_delta, check_eps, check_positive_int
+from critwin._validation import check_delta, check_eps, check_positive_int, check_seed
 from critwin.diagnostics.atlas_theory import (
     MIXED,
     check_attribute_data,
@@ -415,14 +415,18 @@ def atlas(
     if not isinstance(features, Mapping) or not features:
         raise ValueError("features must be a non-empty mapping name -> feature")
     eps, delta = check_eps(eps), check_delta(delta)
+    seed = check_seed(seed)
     n_boot = check_positive_int(n_boot, "n_boot", minimum=0)
     threads = None if threads is None else check_positive_int(threads, "threads")
     with using_threads(threads):
         process = as_process(process, None)
+        if data is not None:
+            # An object or a pair, checked here (before any sweep); the theory reads its attributes below.
+            data = (check_attribute_data(data, []).images, _attributes_of(data))
         if x0 is None:
             if data is None:
                 raise ValueError("x0: give the sources (x0=) or data= to draw them from")
-            x0 = check_attribute_data(data, []).images[: check_positive_int(n_sources, "n_sources")]
+            x0 = data[0][: check_positive_int(n_sources, "n_sources")]
         if times is None:
             times = grid_times(process, check_positive_int(n_times, "n_times"))
         names = tuple(features)
@@ -516,9 +520,13 @@ def _clone_estimates(result: CloneResult, names, delta: float, n_boot: int, seed
     return out
 
 
-def _attribute_names(data) -> set[str]:
-    attributes = data.attributes if hasattr(data, "attributes") else data[1]
-    return set(attributes)
+def _attribute_names(data: tuple) -> set[str]:
+    return set(data[1])
+
+
+def _attributes_of(data) -> Mapping:
+    """The attribute mapping of checked ``data`` (an object with ``.attributes`` or a pair)."""
+    return data.attributes if hasattr(data, "attributes") else data[1]
 
 
 def _like_for_like(gmm, fr, x0, features, *, run_seed, delta, n_boot, boot_seed, progress) -> dict:

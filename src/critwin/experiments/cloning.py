@@ -199,6 +199,7 @@ def clone(
     dtype: torch.dtype | None = None,
     executor="local",
     ray_address: str | None = None,
+    ray_timeout: float | None = None,
 ) -> CloneResult:
     """Fork trajectories at OU times and measure agreement with their own final feature.
 
@@ -216,7 +217,7 @@ def clone(
         as in :func:`~critwin.experiments.forward_reverse.forward_reverse`; ``chunk_size`` counts
         trajectories per unit; per-sample ``cond`` tensors have first dim ``n_trajectories``.
     dtype : dtype of the prior draw (default float64 for mixtures, float32 otherwise).
-    executor, ray_address : where the units run, as in
+    executor, ray_address, ray_timeout : where the units run, as in
         :func:`~critwin.experiments.forward_reverse.forward_reverse`. Trunks and their forks run in
         waves of as many chunks as the executor runs at once, so only those chunks' trunk states are
         held in memory.
@@ -225,7 +226,7 @@ def clone(
     -------
     CloneResult
     """
-    runs_on = resolve_executor(executor, ray_address)
+    runs_on = resolve_executor(executor, ray_address, ray_timeout)
     dtype = None if dtype is None else check_float_dtype(dtype)
     process = as_process(model, sampler, n_steps, t_max, eta)
     n_trajectories = check_positive_int(n_trajectories, "n_trajectories")

@@ -32,7 +32,14 @@ from scipy.stats import norm
 from critwin._display import axes, data_frame, html_summary, short_repr
 from critwin._io import provenance
 from critwin._stats import bounded_percentile_interval, wilson_bounds
-from critwin._validation import check_delta, check_eps, check_labels, check_number, check_positive_int
+from critwin._validation import (
+    check_delta,
+    check_eps,
+    check_labels,
+    check_number,
+    check_positive_int,
+    check_seed,
+)
 from critwin.experiments.results import CLOCK_AXES, select_feature
 
 __all__ = [
@@ -398,6 +405,7 @@ def estimate_window(
     WindowEstimate
     """
     result = select_feature(result, feature)
+    seed = None if seed is None else check_seed(seed)
     delta = check_delta(delta)
     level = check_eps(level, "level")
     n_boot = check_positive_int(n_boot, "n_boot", minimum=0)

@@ -204,6 +204,7 @@ def forward_reverse(
     feature_label: str | None = None,
     executor="local",
     ray_address: str | None = None,
+    ray_timeout: float | None = None,
 ) -> ForwardReverseResult:
     """Noise ``x0`` to each OU time, denoise with the model's sampler, and read the feature.
 
@@ -235,12 +236,13 @@ def forward_reverse(
     executor : ``"local"`` (units run in this process), ``"ray"`` (units run as Ray tasks; needs
         ``critwin[ray]``) or an :class:`~critwin.experiments.executor.Executor`. Same seed, same table.
     ray_address : cluster to join with ``executor="ray"`` (default: start a local one).
+    ray_timeout : seconds to wait for that cluster before a ValueError (default 30).
 
     Returns
     -------
     ForwardReverseResult
     """
-    runs_on = resolve_executor(executor, ray_address)
+    runs_on = resolve_executor(executor, ray_address, ray_timeout)
     process = as_process(model, sampler, n_steps, t_max, eta)
     x0 = check_samples(x0, process)
     grid = realise_times(process, times)

@@ -15,6 +15,7 @@ import math
 
 import torch
 
+from critwin._memory import check_memory
 from critwin._validation import (
     check_finite,
     check_finite_from,
@@ -464,6 +465,8 @@ class GaussianMixture:
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Draw ``n`` points: returns ``(x (n, d), labels (n,))``."""
         n = check_positive_int(n, "n")
+        # The draw, its noise and the gathered means: three (n, d) tensors.
+        check_memory(3 * n * self.dim * self._means.element_size(), f"sample(n={n}) in dimension {self.dim}")
         self._generator_device_check(generator)
         labels = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         noise = torch.randn(n, self.dim, generator=generator, dtype=self.dtype, device=self.device)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from critwin._validation import check_device, check_float_dtype, check_positive_int
+from critwin.adapters.diffusers.schedule import resolve_scheduler_class
 from critwin.models import digits, shapes, text
 from critwin.models._store import PIPELINE_MODELS, SHIPPED_MODELS
 
@@ -25,7 +27,8 @@ def shipped_process(
     num_inference_steps : sampler steps.
     guidance_scale, class_label : digits models only (default 1 and the null label: unconditional);
         the shapes models are unconditional and refuse them.
-    scheduler : ``None`` (the training ``DDPMScheduler``) or a diffusers scheduler class.
+    scheduler : ``None`` (the training ``DDPMScheduler``), a supported diffusers scheduler class or its
+        name or alias (``"DDIMScheduler"``, ``"ddim"``).
     device, dtype : where and in which precision the U-Net runs (default: CPU, float32).
 
     Returns
@@ -34,6 +37,10 @@ def shipped_process(
     models (``rhm-mdm``, ``rhm-ar``) their token process (``num_inference_steps``: the kappa grid's
     steps of the masked-diffusion model; ``dtype`` ignored).
     """
+    if not isinstance(name, str) or name not in SHIPPED_MODELS:
+        raise ValueError(f"name must be one of the shipped models {list(SHIPPED_MODELS)}, got {name!r}")
+    num_inference_steps = check_positive_int(num_inference_steps, "num_inference_steps")
+    device = None if device is None else check_device(device)
     if name in PIPELINE_MODELS:
         raise ValueError(
             f"name {name!r} is a text-to-image pipeline: load it with "
@@ -51,6 +58,8 @@ def shipped_process(
         model = text.load_text_model(name)
         steps = num_inference_steps if model.kind == "masked" else None
         return model.process(steps, device=device)
+    scheduler = resolve_scheduler_class(scheduler)
+    dtype = None if dtype is None else check_float_dtype(dtype)
     if name in shapes.MODEL_NAMES:
         for option, value in (("guidance_scale", guidance_scale), ("class_label", class_label)):
             if value is not None:

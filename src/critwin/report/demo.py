@@ -47,7 +47,7 @@ import torch
 
 from critwin._io import atomic_write_json, atomic_write_text
 from critwin._threads import using_threads
-from critwin._validation import check_eps, check_positive_int
+from critwin._validation import check_eps, check_positive_int, check_seed
 from critwin.experiments.checkpoint import progress_bar
 from critwin.models.digits import load_digits_model
 from critwin.report import figures, invariance, sections, text, text_to_image
@@ -231,6 +231,7 @@ def run_demo(
     The summary dictionary written to ``summary.json``.
     """
     eps = check_eps(eps)
+    seed = check_seed(seed)
     workers = default_workers() if workers is None else check_positive_int(workers, "workers")
     out = check_report_dir(Path(out))
     sizes = DemoSizes.quick() if quick else DemoSizes()
