@@ -151,7 +151,12 @@ def privacy(
     if fpr is not None and not 0 < fpr < 1:
         raise ValueError(f"--fpr must lie in (0, 1), got {fpr}")
     check_out_file(out, kind="privacy")
-    if model not in PRIVACY_MODELS or is_prompt_model(model):
+    if model not in PRIVACY_MODELS and not is_prompt_model(model):
+        raise ValueError(
+            f"--model must be one of {', '.join(PRIVACY_MODELS)}, a shipped text-to-image model "
+            f"({', '.join(PIPELINE_MODELS)}) or a StableDiffusionPipeline directory, got {model!r}"
+        )
+    if is_prompt_model(model):
         image_only = "applies to the image models (digits, shapes)"
         reject_unused(
             ctx,
