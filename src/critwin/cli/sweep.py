@@ -16,7 +16,7 @@ import typer
 
 from critwin._io import atomic_write_json, json_float, read_json
 from critwin._lazy import deferred_import
-from critwin._validation import check_delta, check_time, parse_seed
+from critwin._validation import check_delta, check_number, check_time, parse_seed
 from critwin.cli import app
 from critwin.cli._common import (
     EXECUTOR_HELP,
@@ -190,6 +190,7 @@ def _unused_options(experiment, adaptive, feature, x0, class_label) -> dict[str,
     clip_only = None if feature == "clip" else "applies only with --feature clip"
     return {
         "resolution": search_only,
+        "ci_half_width": search_only,
         "probe_batch": search_only,
         "max_per_probe": search_only,
         "chunk_size": "does not apply to --adaptive (no checkpointed units)" if adaptive else None,
@@ -318,7 +319,17 @@ def sweep(
         False, "--adaptive", help="Bisect for the window endpoints instead of a grid."
     ),
     delta: float = typer.Option(0.1, "--delta", help="Window level delta (estimate and --adaptive)."),
-    resolution: float = typer.Option(0.05, "--resolution", help="OU-time resolution for --adaptive."),
+    resolution: float = typer.Option(
+        None,
+        "--resolution",
+        help="--adaptive: OU-time resolution (default 0.05); with --ci-half-width the spacing of the "
+        "probed times (default 2 x the half-width).",
+    ),
+    ci_half_width: float = typer.Option(
+        None,
+        "--ci-half-width",
+        help="--adaptive: sample until both endpoints' 95% intervals have this half-width (OU time).",
+    ),
     probe_batch: int = typer.Option(
         64, "--probe-batch", help="--adaptive: samples per batch at a probe time."
     ),
@@ -395,7 +406,7 @@ def sweep(
     )
     delta = check_delta(delta, "--delta")
     runs_on = executor_options(executor, ray_address, ray_timeout)
-    resolution = check_time(resolution, "--resolution", allow_zero=False)
+    resolution, ci_half_width = _check_precision(resolution, ci_half_width)
     device, torch_dtype = parse_device_dtype(device, dtype)
     _check_scheduler(scheduler)
     requested = parse_times(times) if times is not None else None
@@ -430,6 +441,8 @@ def sweep(
         if adaptive:
             settings = {"feature": getattr(feature_fn, "name", feature), "seed": seed, "delta": delta}
             settings.update(resolution=resolution, probe_batch=probe_batch, max_per_probe=max_per_probe)
+            if ci_half_width is not None:  # absent otherwise, so that earlier searches still resume
+                settings["ci_half_width"] = ci_half_width
             _search(process, sources, feature_fn, settings, out, dict(progress=progress, **runs_on))
             return
         if requested is None:
@@ -464,26 +477,35 @@ def _search(process, sources, feature_fn, settings: dict, out: Path, run: dict) 
         raise ValueError(f"--out {out} holds a search with other settings; use another directory")
     from critwin.experiments.search import search_window
 
-    found = search_window(
-        process,
-        sources,
-        feature_fn,
-        delta=settings["delta"],
-        resolution=settings["resolution"],
-        seed=settings["seed"],
-        batch=settings["probe_batch"],
-        max_per_probe=settings["max_per_probe"],
-        **run,
-    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        found = search_window(
+            process,
+            sources,
+            feature_fn,
+            delta=settings["delta"],
+            resolution=settings["resolution"],
+            ci_half_width=settings.get("ci_half_width"),
+            seed=settings["seed"],
+            batch=settings["probe_batch"],
+            max_per_probe=settings["max_per_probe"],
+            **run,
+        )
+    for warning in caught:  # a precision not reached: one line
+        typer.echo(f"critwin: note: {warning.message}", err=True)
     result = {
         "t_after": found.t_after,
         "t_before": found.t_before,
         "t_after_bracket": list(found.t_after_bracket),
         "t_before_bracket": list(found.t_before_bracket),
+        "t_after_ci": list(found.t_after_ci),
+        "t_before_ci": list(found.t_before_ci),
         "base_rate": found.b,
         "nfe": found.nfe,
         "probes": found.probes,
     }
+    if found.ci_half_width is not None:  # whether the requested precision was reached, kept with it
+        result.update(ci_half_width=found.ci_half_width, ci_reached=found.ci_reached)
     atomic_write_json(path, {"settings": settings, "result": result})
     _print_search(json.loads(path.read_text())["result"], path)  # as a resumed run prints it
 
@@ -526,8 +548,29 @@ def _report_window(result, delta: float, seed: int, out: Path) -> None:
     )
 
 
+def _check_precision(
+    resolution: float | None, ci_half_width: float | None
+) -> tuple[float | None, float | None]:
+    """``--resolution`` (default 0.05 without --ci-half-width, else the search's lattice default: None)
+    and ``--ci-half-width``, each > 0."""
+    if ci_half_width is not None:
+        ci_half_width = check_number(ci_half_width, "--ci-half-width (OU time)", low=0.0, closed="high")
+    if resolution is None:
+        return (0.05 if ci_half_width is None else None), ci_half_width
+    return check_time(resolution, "--resolution", allow_zero=False), ci_half_width
+
+
 def _print_search(result: dict, path: Path) -> None:
     # Stored results are strict JSON: an unresolved (infinite) endpoint reads back as a censored marker.
-    typer.echo(f"t_after  = {fmt_time(json_float(result['t_after']))}  bracket {result['t_after_bracket']}")
-    typer.echo(f"t_before = {fmt_time(json_float(result['t_before']))}  bracket {result['t_before_bracket']}")
+    for name in ("t_after", "t_before"):
+        line = f"{name:<8} = {fmt_time(json_float(result[name]))}  bracket {result[name + '_bracket']}"
+        if name + "_ci" in result:  # searches stored before the intervals were kept have none
+            low, high = (json_float(v) for v in result[name + "_ci"])
+            line += f"  95% CI [{fmt_time(low)}, {fmt_time(high)}]"
+        typer.echo(line)
+    if "ci_reached" in result:
+        verdict = (
+            "reached" if result["ci_reached"] else "NOT reached (sample budget spent or an endpoint censored)"
+        )
+        typer.echo(f"requested half-width {result['ci_half_width']:g}: {verdict}")
     typer.echo(f"base rate {result['base_rate']:.3g}; wrote {path}")
