@@ -14,10 +14,11 @@ from scipy.optimize import brentq
 from scipy.stats import norm
 
 from critwin import atlas
-from critwin.diagnostics.feature_atlas import MIXED, fit_attribute_mixture, tree_levels
+from critwin.diagnostics.feature_atlas import MIXED, fit_attribute_mixture, theory_prediction, tree_levels
 from critwin.experiments.process import MixtureProcess
 from critwin.mixtures import GaussianMixture
 from critwin.theory.tree import Node, Tree
+from critwin.theory.windows import merge_time
 from two_gaussian_oracle import clone_truth, fr_truth
 
 # Attribute "a" splits the means by 2 * M_A along axis 0, "b" by 2 * M_B along axis 1 (unit variance):
@@ -43,11 +44,16 @@ def _reader(axis):
     return lambda x: (x[:, axis] < 0).long()
 
 
-@pytest.fixture(scope="module")
-def result():
+def _data():
     gmm, combos = _product_mixture()
     x, component = gmm.sample(4000, generator=torch.Generator().manual_seed(0))
-    data = (x, {"a": combos[component, 0], "b": combos[component, 1]})
+    return x, {"a": combos[component, 0], "b": combos[component, 1]}
+
+
+@pytest.fixture(scope="module")
+def result():
+    gmm, _ = _product_mixture()
+    data = _data()
     process = MixtureProcess(gmm, "exact", times=torch.linspace(4.0, 0.0, 81).tolist())
     features = {"b": _reader(1), "a": _reader(0)}
     sizes = dict(n_sources=300, n_per_time=3, n_trajectories=300, n_clones=3, n_boot=200)
@@ -75,23 +81,130 @@ def test_measured_half_times_match_quadrature(result, name, m):
     assert est.t_after - 0.3 <= clone_est.t_peak <= est.t_before + 0.3
 
 
+def _merge_of_halves(m, variance):
+    """``T_end`` of one half of a product grid's attribute into the whole: the halves differ only along the
+    attribute's axis, means ``+-m``, so ``TV(p_t^half, p_t) = TV/2 = Phi(e^-t m / sqrt(v_t)) - 1/2`` with
+    ``v_t = e^-2t variance + 1 - e^-2t``; it equals eps at ``t = 1/2 ln((m^2 - z^2 (variance - 1)) / z^2)``,
+    ``z = Phi^-1(1/2 + eps)``."""
+    z = norm.ppf(0.5 + EPS)
+    return 0.5 * math.log((m * m - z * z * (variance - 1.0)) / (z * z))
+
+
 def test_order_and_theory(result):
     assert result.order == ["a", "b"]  # a (the larger separation) is decided first
-    z = norm.ppf((1 + EPS) / 2)  # TV(N(0,1), N(D,1)) = 2 Phi(D/2) - 1 = eps at D = 2z
-    sigma = math.sqrt(result.theory["variance"])
-    # Merge time of two unit-variance Gaussians whose means are Delta apart: e^-t Delta / sigma = 2z.
-    root = math.log(2 * math.hypot(M_A, M_B) / sigma / (2 * z))
-    level_b = math.log(2 * M_B / sigma / (2 * z))
-    # 4000 samples: the fitted means and variance are within ~2% of the truth (t moves by as much).
-    attributes = result.theory["attributes"]
-    assert attributes["a"]["t_merge"] == pytest.approx(root, abs=0.05)
-    assert attributes["b"]["t_merge"] == pytest.approx(level_b, abs=0.05)
+    attributes, variance = result.theory["attributes"], result.theory["variance"]
+    # The tree's node times are bounds: the largest merge time of two components, e^-t Delta / sigma = 2z
+    # for means Delta apart, with TV(N(0,1), N(D,1)) = 2 Phi(D/2) - 1 = eps at D = 2z.
+    z, sigma = norm.ppf((1 + EPS) / 2), math.sqrt(variance)
+    assert attributes["a"]["t_bound"] == pytest.approx(math.log(math.hypot(M_A, M_B) / sigma / z), abs=0.05)
+    assert attributes["b"]["t_bound"] == pytest.approx(math.log(M_B / sigma / z), abs=0.05)
+    # The reported time is the merge time of the sub-mixtures themselves, checked with merge_time on the
+    # refitted mixture (quadrature / its own Monte Carlo: no code shared with the tree's span engine)...
+    gmm, combos = fit_attribute_mixture(*_data())
+    assert combos.tolist() == [[0, 0], [0, 1], [1, 0], [1, 1]]
+    truth = {
+        "a": max(merge_time(gmm, half, [0, 1, 2, 3], EPS)[0] for half in ([0, 1], [2, 3])),
+        "b": max(merge_time(gmm, [k], pair, EPS)[0] for pair in ([0, 1], [2, 3]) for k in pair),
+    }
+    for name, value in truth.items():
+        low, high = attributes[name]["t_merge_bracket"]
+        # inside the atlas's bracket (a 95% Monte Carlo or sure bracket), give or take the 1e-2 of the
+        # reference's own Monte Carlo / bisection error
+        assert low - 1e-2 <= value <= high + 1e-2, (name, value, low, high)
+        assert low <= attributes[name]["t_merge"] <= high
+        # ...and the closed form of the population's product grid, within the ~2% fitting error of 4000
+        # samples (t moves by as much); well below the bound (0.7 OU units here)
+        m = M_A if name == "a" else M_B
+        assert attributes[name]["t_merge"] == pytest.approx(_merge_of_halves(m, variance), abs=0.05)
+        assert attributes[name]["t_merge"] < attributes[name]["t_bound"] - 0.5
     assert attributes["b"]["levels"] == 2 and attributes["a"]["levels"] == 1
-    assert result.theory["variance"] == pytest.approx(1.0, rel=0.05)
-    assert result.theory["order"] == ["a", "b"]
+    assert variance == pytest.approx(1.0, rel=0.05)
+    assert result.theory["order"] == ["a", "b"] and result.theory["ties"] == []
+    assert result.theory["order_text"] == "a > b"
     comparison = result.comparison()
     assert comparison["agree"] and comparison["differences"] == []
+    assert comparison["pairs"] == [{"pair": ["a", "b"], "measured": "a", "predicted": "a", "status": "agree"}]
     assert result.overlaps() == []  # 1.76 vs 0.83: the order is resolved
+    assert result.order_text() == "a > b" and comparison["predicted_text"] == "a > b"
+
+
+def _tied_grid(m=3.0, per_combination=400):
+    """Data whose fitted mixture is exactly a product grid with the same separation ``2m`` for both
+    attributes: every combination gets the same noise vectors, so the fitted means are ``(+-m, +-m, 0)``
+    plus one common shift and the pooled variance is the noise's."""
+    noise = torch.randn(per_combination, D, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    images, a, b = [], [], []
+    for va in (0, 1):
+        for vb in (0, 1):
+            centre = torch.tensor([m * (1 - 2 * va), m * (1 - 2 * vb), 0.0], dtype=torch.float64)
+            images.append(centre + noise)
+            a += [va] * per_combination
+            b += [vb] * per_combination
+    return torch.cat(images), {"a": torch.tensor(a), "b": torch.tensor(b)}
+
+
+def test_attributes_with_overlapping_merge_brackets_are_tied():
+    images, labels = _tied_grid()
+    theory, gmm = theory_prediction(images, labels, EPS)
+    attributes = theory["attributes"]
+    # Both attributes' sub-mixtures merge at the same time (the closed form of the product grid)...
+    for name in ("a", "b"):
+        truth = _merge_of_halves(3.0, theory["variance"])
+        low, high = attributes[name]["t_merge_bracket"]
+        assert low - 1e-3 <= truth <= high + 1e-3, (name, truth, low, high)
+    # ...while their bounds differ (the root's farthest pair is a diagonal, 2 sqrt(2) m apart; the lower
+    # level's 2 m): the bound alone would have claimed an order. Two components D apart merge where
+    # e^-t D / sqrt(v_t) = 2 z, z = Phi^-1((1 + eps) / 2): t = 1/2 ln(D^2 / (4 z^2) - (variance - 1)).
+    z, variance = norm.ppf((1 + EPS) / 2), theory["variance"]
+    bounds = sorted(attributes[name]["t_bound"] for name in ("a", "b"))
+    expected = [0.5 * math.log(d * d / (4 * z * z) - (variance - 1)) for d in (6.0, 6.0 * math.sqrt(2.0))]
+    assert bounds == pytest.approx(expected, abs=1e-4)
+    assert theory["ties"] == [theory["order"]] and theory["order_text"] in ("a ~ b", "b ~ a")
+
+
+def test_tied_atlas_compares_ties_and_labels_every_row(tmp_path):
+    images, labels = _tied_grid()
+    gmm, _ = fit_attribute_mixture(images, labels)
+    process = MixtureProcess(gmm, "exact", times=torch.linspace(4.0, 0.0, 41).tolist())
+    x0 = images[torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(0))[:120]]
+    features = {"a": _reader(0), "b": _reader(1)}
+    result = atlas(
+        process,
+        features,
+        data=(images, labels),
+        x0=x0,
+        times=TIMES[::2],
+        n_per_time=2,
+        cloning=False,
+        n_boot=100,
+        eps=EPS,
+        seed=0,
+    )
+    # Same separation: the measured t1/2 intervals overlap as well, so both sides say "tied" and agree.
+    comparison = result.comparison()
+    assert [p["measured"] for p in comparison["pairs"]] == ["tied"]
+    assert [p["predicted"] for p in comparison["pairs"]] == ["tied"]
+    assert comparison["agree"] and "~" in comparison["measured_text"] and "~" in comparison["predicted_text"]
+    out = json.loads(result.to_json())
+    assert out["theory"]["ties"] and out["features"]["a"]["theory"]["t_merge_bracket"][0] is not None
+    table = result.table()
+    assert all(
+        lo <= t <= hi
+        for t, lo, hi in zip(
+            table["theory_t_merge"], table["theory_t_merge_lo"], table["theory_t_merge_hi"], strict=True
+        )
+    )
+    import matplotlib
+
+    matplotlib.use("Agg")
+    ax = result.plot()
+    ax.figure.savefig(tmp_path / "atlas.png")  # lays the figure out
+    renderer = ax.figure.canvas.get_renderer()
+    names = [text for text in ax.texts if text.get_text() in features]
+    assert sorted(text.get_text() for text in names) == ["a", "b"]
+    boxes = [text.get_window_extent(renderer) for text in names]
+    # the two labels share one merge time, yet sit in their own rows: they must not overlap
+    assert not boxes[0].overlaps(boxes[1])
 
 
 @pytest.mark.parametrize("name", ["a", "b"])

@@ -99,7 +99,7 @@ def test_bias_sets_the_marginal_within_binomial_tolerance():
     "kwargs, message",
     [
         (dict(n=0), "n must be >= 1"),
-        (dict(n=4, seed=-1), "seed must be >= 0"),
+        (dict(n=4, seed=-1), r"seed must be an integer in \[0, 2\*\*63\)"),
         (dict(n=4, bias={"size": (1.0,)}), "bias names unknown attributes"),
         (dict(n=4, bias={"mark": (1.0,)}), r"bias\['mark'\] must give 2 probabilities"),
         (dict(n=4, bias={"mark": (1.5, -0.5)}), "non-negative probabilities summing to 1"),

@@ -32,7 +32,10 @@ def test_quick_demo_writes_every_promised_file(quick_demo, tmp_path):
     out, summary, lines = quick_demo
     html = (out / "index.html").read_text()
     figures = re.findall(r'<img src="([^"]+)"', html)
-    assert len(figures) == 10  # sections 1-4, parameterisation overlay (5), shapes atlas and strip (6)
+    # sections 1-4, parameterisation overlay (5), shapes atlas and strip (6), text levels (7)
+    from critwin.report.text import text_available
+
+    assert len(figures) == 10 + text_available()
     for name in figures:
         assert (out / name).stat().st_size > 1000 and name.endswith(".png")
     on_disk = json.loads((out / "summary.json").read_text())
@@ -43,21 +46,22 @@ def test_quick_demo_writes_every_promised_file(quick_demo, tmp_path):
     # real model: the class is kept at the smallest noise level and mostly lost at the largest
     c = summary["digits"]["forward_reverse"]["c"]
     assert c[0] >= 0.8 and c[-1] <= 0.6
-    # one status line per section, with the elapsed seconds
-    assert [line.split(":")[1].split()[0] for line in lines] == [
-        "theory",
-        "digits",
-        "comparison",
-        "diagnostics",
-        "parameterisation",
-        "shapes",
-    ]
+    # one status line per section as it finishes (two workers: in the order they finish), with its
+    # wall and CPU seconds and the elapsed time
+    from critwin.report.demo import demo_sections
+    from critwin.report.schedule import default_workers
+
+    reported = [line.split(":", 1)[1].split(" done")[0].strip() for line in lines]
+    assert sorted(reported) == sorted(s.name for s in demo_sections())
+    assert {"theory", "digits", "comparison", "diagnostics", "parameterisation", "shapes"} <= set(reported)
+    assert ("text" in reported) == text_available() and ("text" in on_disk) == text_available()
+    assert set(summary["section_cpu_seconds"]) == set(reported) and summary["workers"] == default_workers()
     # coarse to fine: every attribute ranked once, beside the theory's order
     shapes = on_disk["shapes"]["atlas"]
     assert sorted(shapes["order"]) == sorted(ATTRIBUTES) and sorted(
         shapes["comparison"]["predicted"]
     ) == sorted(ATTRIBUTES)
-    assert all(re.search(r"\(\d+ s elapsed\)$", line) for line in lines)
+    assert all(re.search(r"\(\d+ s, \d+ s CPU; \d+ s elapsed\)$", line) for line in lines)
     # every n/a in the page is explained under its table
     assert html.count("n/a") == 0 or "<p>n/a: " in html
 

@@ -5,17 +5,20 @@ from __future__ import annotations
 import importlib
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 import typer
 
 from critwin._io import PNG_SOFTWARE, atomic_write_json, check_replaceable, json_text, output_marker
 from critwin._threads import THREADS_ENV, set_threads, threads_from_env
-from critwin._validation import check_delta, check_eps, check_positive_int
+from critwin._validation import check_delta, check_eps, check_positive_int, parse_seed
 from critwin.cli import app
-from critwin.cli._common import check_counts, check_out_dir, fmt_time, parse_list, parse_times
-from critwin.diagnostics.feature_atlas import AtlasResult, atlas
+from critwin.cli._common import check_counts, check_out_dir, fmt_time, hold_output, parse_list, parse_times
+from critwin.cli.text import is_text_model, text_atlas_command
 from critwin.report.output import build_atomically
+
+if TYPE_CHECKING:  # the atlas (torch, the models) is imported once the options are checked
+    from critwin.diagnostics.feature_atlas import AtlasResult
 
 ATLAS_FILE = "atlas.json"
 
@@ -86,6 +89,8 @@ def _load_t2i(t2i, model: str, steps: int, prompt: str | None, guidance: float |
             "is fitted to the images of such captions (try a caption of the grammar without an unseen "
             "item id)"
         )
+    import torch  # after the options are checked: help and usage errors come without it
+
     index = torch.tensor(rows)
     pairs = (data.images[index], {name: labels[index] for name, labels in data.attributes.items()})
     adapter = importlib.import_module("critwin.adapters.diffusers")
@@ -106,15 +111,18 @@ def check_atlas_dir(out: Path | None) -> Path | None:
                 f"--out {out} exists and is not an earlier critwin atlas; choose another directory"
             )
         check_replaceable(out / ATLAS_FILE, "--out", "atlas")
+    hold_output(out, "--out")
     return out
 
 
 @app.command("atlas")
 def atlas_command(
+    ctx: typer.Context,
     model: str = typer.Option(
         "shapes",
         "--model",
-        help="Shipped shapes model name (DDPM or text-to-image) or a directory holding one.",
+        help="Shipped shapes model name (DDPM or text-to-image) or a directory holding one; or a text model "
+        "(rhm-mdm, rhm-ar).",
     ),
     prompt: str | None = typer.Option(
         None, "--prompt", help="Prompt of a text-to-image model (shapes-t2i, ...; required there)."
@@ -134,7 +142,7 @@ def atlas_command(
     boot: int | None = typer.Option(None, "--boot", help="Bootstrap replicates."),
     eps: float = typer.Option(0.1, "--eps", help="eps of the fitted mixture's tree."),
     delta: float = typer.Option(0.1, "--delta", help="Window level."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: str = typer.Option("0", "--seed"),
     quick: bool = typer.Option(False, "--quick", help="Small sizes (a smoke run)."),
     out: Path | None = typer.Option(None, "--out", help="Write atlas.json, atlas.png and table.csv here."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
@@ -152,6 +160,7 @@ def atlas_command(
     JSON: {"features": {name: {"t_half", "t_half_ci", "t_after", "t_before", "order", ...}}, "order",
     "overlaps", "theory": {...}, "comparison": {...}}; censored times as {"value": null, "censored": ...}.
     """
+    seed = parse_seed(seed)
     sizes = dict(SIZES["quick" if quick else "default"])
     given = {"sources": sources, "replicates": replicates, "trajectories": trajectories}
     sizes.update({k: v for k, v in {**given, "clones": clones, "boot": boot}.items() if v is not None})
@@ -161,18 +170,31 @@ def atlas_command(
     check_counts(minimum=0, trajectories=sizes["trajectories"], boot=sizes["boot"])
     eps, delta = check_eps(eps, "--eps"), check_delta(delta, "--delta")
     requested = None if times is None else parse_times(times)
-    wanted = None if features is None else parse_list(features, "--features", str, "attribute names")
+    wanted = (
+        None
+        if features is None
+        else parse_list(features, "--features", str, "attribute names", distinct=True)
+    )
     check_atlas_dir(out)
     set_threads(threads_from_env() if threads is None else check_positive_int(threads, "--threads"))
     started = time.perf_counter()
     if guidance is not None and not guidance >= 0:
         raise ValueError(f"--guidance must be a number >= 0, got {guidance}")
+    if is_text_model(model):
+        given = ctx.get_parameter_source("steps").name == "COMMANDLINE"
+        options = dict(sizes, times=requested, features=wanted, eps=eps, delta=delta, seed=seed)
+        options.update(steps=steps if given else None, progress=progress and not as_json)
+        result = text_atlas_command(model, options)
+        _finish(result, model, started, out, as_json)
+        return
     process, data, readers = load_shapes(model, steps, prompt, guidance)
     if wanted is not None:
         unknown = [name for name in wanted if name not in readers]
         if unknown:
             raise ValueError(f"--features: {', '.join(unknown)} not among {', '.join(readers)}")
         readers = {name: readers[name] for name in wanted}
+    from critwin.diagnostics.feature_atlas import atlas
+
     result = atlas(
         process,
         readers,
@@ -189,7 +211,20 @@ def atlas_command(
         n_boot=sizes["boot"],
         seed=seed,
         progress=progress and not as_json,
+        threads=None,  # set above from --threads
     )
+    _finish(result, model, started, out, as_json, prompt)
+
+
+def _finish(
+    result: AtlasResult,
+    model: str,
+    started: float,
+    out: Path | None,
+    as_json: bool,
+    prompt: str | None = None,
+) -> None:
+    """Write the atlas into ``out`` and print it (one JSON object, or the table)."""
     report = {
         "model": model,
         **({} if prompt is None else {"prompt": prompt}),
@@ -198,7 +233,7 @@ def atlas_command(
     }
     report.update(output_marker("atlas"))
     if out is not None:
-        build_atomically(out, lambda work: _write(work, result, report))
+        build_atomically(out, lambda work: _write(work, result, report), option="--out")
     if as_json:
         typer.echo(json_text(report, indent=None))
         return
@@ -222,25 +257,31 @@ def _write(directory: Path, result: AtlasResult, report: dict) -> None:
 
 def _print_table(result: AtlasResult, model: str, seconds: float) -> None:
     typer.echo(f"{model}: features from first decided to last ({seconds:.0f} s)")
-    typer.echo(f"{'feature':<12}{'t_half':>9}  {'95% CI':<19}{'t_after':>9}{'t_before':>9}{'theory T':>10}")
-    for row in zip(*result.table().values(), strict=True):
-        name, _, t_half, lo, hi, t_after, t_before, _, _, merge = row
+    typer.echo(
+        f"{'feature':<12}{'t_half':>9}  {'95% CI':<19}{'t_after':>9}{'t_before':>9}"
+        f"{'theory T_merge':>16}  {'bracket':<17}{'bound':>7}"
+    )
+    table = result.table()
+    for k, name in enumerate(table["feature"]):
+        lo, hi = table["t_half_lo"][k], table["t_half_hi"][k]
+        merge_lo, merge_hi = table["theory_t_merge_lo"][k], table["theory_t_merge_hi"][k]
         typer.echo(
-            f"{name:<12}{fmt_time(t_half):>9}  [{fmt_time(lo)}, {fmt_time(hi)}]".ljust(40)
-            + f"{fmt_time(t_after):>9}{fmt_time(t_before):>9}{fmt_time(merge):>10}"
+            f"{name:<12}{fmt_time(table['t_half'][k]):>9}  [{fmt_time(lo)}, {fmt_time(hi)}]".ljust(40)
+            + f"{fmt_time(table['t_after'][k]):>9}{fmt_time(table['t_before'][k]):>9}"
+            + f"{fmt_time(table['theory_t_merge'][k]):>16}  "
+            + f"[{fmt_time(merge_lo)}, {fmt_time(merge_hi)}]".ljust(17)
+            + f"{fmt_time(table['theory_t_bound'][k]):>7}"
         )
     comparison = result.comparison()
     if comparison is not None:
         verdict = (
             "agree"
             if comparison["agree"]
-            else (
-                "differ only where the measured intervals overlap"
-                if comparison["agree_within_ci"]
-                else "differ"
-            )
+            else ("differ only where one side ties" if comparison["agree_within_ci"] else "contradict")
         )
-        measured, predicted = " > ".join(comparison["measured"]), " > ".join(comparison["predicted"])
-        typer.echo(f"measured order {measured}; theory {predicted} ({verdict})")
-    for first, second in result.overlaps():
-        typer.echo(f"note: the t½ intervals of {first} and {second} overlap (their order is not resolved)")
+        typer.echo(
+            f"measured order {comparison['measured_text']}; theory (merge times) "
+            f"{comparison['predicted_text']} ({verdict}; '~': intervals overlap, no order claimed)"
+        )
+    else:
+        typer.echo(f"measured order {result.order_text()} ('~': t½ intervals overlap, no order claimed)")

@@ -8,11 +8,13 @@ from pathlib import Path
 import typer
 
 from critwin._io import atomic_write_json, json_text, output_marker
-from critwin._validation import check_positive_int, check_time
+from critwin._lazy import deferred_import
+from critwin._validation import check_positive_int, check_time, parse_seed
 from critwin.cli import app
 from critwin.cli._common import (
     EXECUTOR_HELP,
     RAY_ADDRESS_HELP,
+    RAY_TIMEOUT_HELP,
     check_choice,
     check_counts,
     check_out_file,
@@ -20,13 +22,18 @@ from critwin.cli._common import (
     parse_list,
     parse_times,
 )
-from critwin.diagnostics.fairness import check_target, rebalance, window_fork_time
-from critwin.diagnostics.privacy import membership_audit
 from critwin.models._store import PIPELINE_MODELS, SHIPPED_MODELS, load_card
-from critwin.models.classifier import ClassMeanReader, classifier_feature
 from critwin.models.data import NUM_CLASSES
 
-PRIVACY_MODELS = tuple(name for name in SHIPPED_MODELS if name not in PIPELINE_MODELS)
+# Imported where a diagnostic runs, after every option is checked (they import torch and the models).
+fairness_lib = deferred_import("critwin.diagnostics.fairness", globals(), "fairness_lib")
+privacy_lib = deferred_import("critwin.diagnostics.privacy", globals(), "privacy_lib")
+classifier_lib = deferred_import("critwin.models.classifier", globals(), "classifier_lib")
+
+# Image models of one network (the text models and the text-to-image pipelines have their own paths).
+PRIVACY_MODELS = tuple(
+    name for name in SHIPPED_MODELS if not name.startswith("rhm-") and name not in PIPELINE_MODELS
+)
 
 
 def _check_audit_sizes(model: str, members: int, nonmembers: int) -> None:
@@ -73,10 +80,11 @@ def privacy(
     times: str = typer.Option("0.05,0.3,0.8,1.5,2.5", "--times", help="Comma-separated OU times."),
     steps: int = typer.Option(20, "--steps", help="Sampler steps."),
     replicates: int = typer.Option(2, "--replicates", help="Forward-reverse replicates per image and time."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: str = typer.Option("0", "--seed"),
     out: Path | None = typer.Option(None, "--out", help="Write the audit as JSON to this file."),
     executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
     ray_address: str | None = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
+    ray_timeout: float | None = typer.Option(None, "--ray-timeout", help=RAY_TIMEOUT_HELP),
     fpr: float = typer.Option(
         0.05, "--fpr", help="Target false-positive rate (needs >= 1/FPR calibration non-members)."
     ),
@@ -88,17 +96,18 @@ def privacy(
     ),
 ) -> None:
     """Memorised images commit early: ROC-AUC of commitment times, members vs held-out non-members."""
+    seed = parse_seed(seed)
     check_choice(model, "--model", PRIVACY_MODELS)
     requested_times = parse_times(times)
     check_counts(members=members, steps=steps, replicates=replicates)
     check_positive_int(nonmembers, "--nonmembers", minimum=2)
     check_out_file(out, kind="privacy")
-    executor, ray_address = executor_options(executor, ray_address)
+    runs_on = executor_options(executor, ray_address, ray_timeout)
     if not 0 < fpr < 1:
         raise ValueError(f"--fpr must lie in (0, 1), got {fpr}")
     _check_audit_sizes(model, members, nonmembers)
     loaded, member_images, nonmember_images = _audit_images(model, members, nonmembers)
-    audit = membership_audit(
+    audit = privacy_lib.membership_audit(
         loaded.process(num_inference_steps=steps),
         member_images,
         nonmember_images,
@@ -106,8 +115,7 @@ def privacy(
         n_per_time=replicates,
         seed=seed,
         fpr=fpr,
-        executor=executor,
-        ray_address=ray_address,
+        **runs_on,
     )
     report = {"model": model, **audit.to_dict(), **output_marker("privacy")}
     if out is not None:
@@ -138,7 +146,7 @@ def fairness(
     candidates: int = typer.Option(4, "--candidates", help="Continuations per trajectory (>= 2)."),
     target: str | None = typer.Option(None, "--target", help="Comma-separated target class distribution."),
     steps: int = typer.Option(50, "--steps", help="Sampler steps."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: str = typer.Option("0", "--seed"),
     model: str = typer.Option("digits", "--model", help="digits, or a shapes model: shapes, shapes-biased."),
     attribute: str | None = typer.Option(
         None, "--attribute", help="Shapes attribute to rebalance (background, shape, colour, mark)."
@@ -153,6 +161,7 @@ def fairness(
     (--attribute): the attribute's analytic reader (border pixels for background) selects and judges;
     the other attributes are read before and after (they should not move), and the extra NFEs reported.
     """
+    seed = parse_seed(seed)
     check_choice(model, "--model", ("digits", *SHAPES_FAIRNESS_MODELS))
     if fork_time is not None:
         check_time(fork_time, "--fork-time", allow_zero=False)
@@ -191,20 +200,22 @@ def fairness(
 
 def _digits_fairness(fork_time, n, candidates, target, steps, seed):
     if target is not None:
-        target = check_target(parse_list(target, "--target", float, "probabilities"), NUM_CLASSES, "--target")
+        target = fairness_lib.check_target(
+            parse_list(target, "--target", float, "probabilities"), NUM_CLASSES, "--target"
+        )
     # Deferred: critwin.models.digits imports diffusers (seconds); options are checked above.
     from critwin.models.digits import load_digits_model
 
-    return rebalance(
+    return fairness_lib.rebalance(
         load_digits_model().process(num_inference_steps=steps),
         n,
-        classifier_feature(),
+        classifier_lib.classifier_feature(),
         NUM_CLASSES,
         1.5 if fork_time is None else fork_time,
         target=target,
         n_candidates=candidates,
         seed=seed,
-        judge=ClassMeanReader(),
+        judge=classifier_lib.ClassMeanReader(),
     )
 
 
@@ -215,15 +226,17 @@ def _shapes_fairness(model, attribute, fork_time, n, candidates, target, steps, 
     check_choice(attribute, "--attribute", list(ATTRIBUTES))
     n_classes = len(ATTRIBUTES[attribute])
     if target is not None:
-        target = check_target(parse_list(target, "--target", float, "probabilities"), n_classes, "--target")
+        target = fairness_lib.check_target(
+            parse_list(target, "--target", float, "probabilities"), n_classes, "--target"
+        )
     loaded = load_shapes_model(model)
     process = loaded.process(num_inference_steps=steps)
     readers = attribute_readers()
     reader = readers.pop(attribute)
     if fork_time is None:
         sources = loaded.training_data().images[:64]
-        fork_time, _ = window_fork_time(process, sources, reader, seed=seed)
-    return rebalance(
+        fork_time, _ = fairness_lib.window_fork_time(process, sources, reader, seed=seed)
+    return fairness_lib.rebalance(
         process,
         n,
         reader,

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from critwin._io import provenance
-from critwin._validation import check_eps, check_positive_int
+from critwin._validation import check_eps, check_positive_int, check_real_tensor, check_seed
 from critwin.experiments import apply_feature, as_process, realise_times, resolve_feature
 from critwin.experiments.checkpoint import resolve_seed
 from critwin.experiments.estimation import WindowEstimate, estimate_window
@@ -115,9 +115,16 @@ class RebalanceResult:
 
 def check_target(target, n_classes: int, name: str = "target") -> np.ndarray:
     """``target`` as a (C,) distribution (None: uniform); a ValueError naming ``name`` otherwise."""
-    target = np.full(n_classes, 1.0 / n_classes) if target is None else np.asarray(target, dtype=float)
+    message = f"{name} must be {n_classes} non-negative probabilities summing to 1"
+    if target is None:
+        return np.full(n_classes, 1.0 / n_classes)
+    try:
+        # NaN compares False with everything: without the finiteness check it passes every test below.
+        target = check_real_tensor(target, name, torch.float64).numpy()
+    except ValueError as exc:
+        raise ValueError(f"{message} ({exc})") from None
     if target.shape != (n_classes,) or (target < 0).any() or abs(target.sum() - 1) > 1e-6:
-        raise ValueError(f"{name} must be {n_classes} non-negative probabilities summing to 1")
+        raise ValueError(f"{message}, got {target.tolist()}")
     return target
 
 
@@ -350,6 +357,7 @@ def window_fork_time(
     -------
     (fork time, the window estimate it came from)
     """
+    seed = check_seed(seed)
     process = as_process(model, None)
     times = grid_times(process, 8) if times is None else times
     result = forward_reverse(process, x0, times, n_per_time, feature=feature, seed=seed, progress=False)

@@ -14,8 +14,16 @@ theory's prediction:
   images nor tractable for the exact tree;
 - its ε-tree, each internal level labelled by the attribute that splits it (the attribute whose
   values are disjoint between the node's children; ``"mixed"`` when none is, the joint name ``a+b``
-  when several are) and its merge time; an attribute's predicted decision time is the largest merge
-  time of the levels it splits;
+  when several are). A level's *merge time* is when its children's sub-mixtures have merged into it,
+  ``max_child T_end(child, node)`` (``T_end(A, B) = inf{t : TV(p_t^A, p_t^B) <= eps}``, THEORY §3: above
+  it noising and denoising forgets which child a sample came from), with its bracket
+  (:func:`critwin.theory.tree.merge_times`). The tree node's own time ``T_u`` (the largest merge time
+  of two of its *components*) is only a sure upper bound on it (0.3–1 OU units later on the shipped
+  shapes model) and is reported as ``t_bound``. An attribute's predicted decision time is the largest
+  merge time of the levels it splits, with the bracket ``[max of lows, max of highs]``;
+- orders, measured and predicted, follow one tie rule (:func:`critwin._stats.interval_order`): feature
+  ``a`` is decided before ``b`` only where their intervals (t½ bootstrap intervals; merge brackets) are
+  disjoint, "tied" otherwise;
 - the like-for-like run: the same forward–reverse estimator, sources, OU times and readers on the
   fitted mixture with its exact sampler.
 """
@@ -25,27 +33,32 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
 
 from critwin._display import axes, data_frame, html_summary, short_repr
 from critwin._io import json_text, provenance
-from critwin._validation import check_delta, check_eps, check_positive_int
+from critwin._stats import TIED, interval_order, order_text, order_verdict
+from critwin._threads import using_threads
+from critwin._validation import check_delta, check_eps, check_positive_int, check_seed
+from critwin.diagnostics.atlas_theory import (
+    MIXED,
+    check_attribute_data,
+    fit_attribute_mixture,
+    theory_prediction,
+    tree_levels,
+)
 from critwin.experiments.checkpoint import derive_seed
 from critwin.experiments.cloning import CloneResult, clone
 from critwin.experiments.estimation import ConstantFeatureError, WindowEstimate, estimate_window
 from critwin.experiments.features import CallableFeature, feature_name
 from critwin.experiments.forward_reverse import ForwardReverseResult, forward_reverse
 from critwin.experiments.process import MixtureProcess, as_process, grid_times
-from critwin.mixtures import GaussianMixture
-from critwin.theory.tree import Tree, hierarchy
+from critwin.experiments.results import CLOCK_AXES
 
-__all__ = ["atlas", "AtlasResult", "fit_attribute_mixture", "tree_levels", "MIXED"]
-
-MIXED = "mixed"
-"""Label of a tree level that no single attribute splits."""
+__all__ = ["atlas", "AtlasResult", "fit_attribute_mixture", "tree_levels", "MIXED", "TIED"]
 
 
 @dataclass(repr=False)
@@ -76,41 +89,66 @@ class AtlasResult:
 
     @property
     def order(self) -> list[str]:
-        """Feature names from first decided (largest t½) to last; censored t½ sort at their end."""
+        """Feature names from first decided (largest t½) to last; censored t½ sort at their end. Adjacent
+        features whose t½ intervals overlap are tied (:meth:`overlaps`, :meth:`order_text`)."""
         return sorted(self.features, key=lambda name: -_sortable(self.estimates[name].t_half))
 
+    def t_half_intervals(self) -> dict[str, tuple[float, float]]:
+        """Each feature's t½ bootstrap interval (censored ends ``±inf``; NaN without bootstrap)."""
+        return {name: tuple(self.estimates[name].t_half_ci) for name in self.features}
+
     def overlaps(self) -> list[tuple[str, str]]:
-        """Adjacent features of :attr:`order` whose t½ bootstrap intervals overlap (order not resolved)."""
-        order = self.order
-        out = []
-        for first, second in zip(order, order[1:], strict=False):
-            lo_first = self.estimates[first].t_half_ci[0]
-            hi_second = self.estimates[second].t_half_ci[1]
-            if not (lo_first > hi_second):  # NaN intervals (no bootstrap) count as overlapping
-                out.append((first, second))
-        return out
+        """Adjacent features of :attr:`order` whose t½ bootstrap intervals overlap: tied, their order is
+        not resolved (:func:`critwin._stats.interval_order`; NaN intervals, i.e. no bootstrap, tie)."""
+        order, intervals = self.order, self.t_half_intervals()
+        return [
+            (first, second)
+            for first, second in zip(order, order[1:], strict=False)
+            if interval_order(intervals[first], intervals[second]) == 0
+        ]
+
+    def order_text(self) -> str:
+        """The measured order as text, ``a > b ~ c``: ``~`` between adjacent tied features."""
+        return order_text(self.order, self.t_half_intervals())
 
     def comparison(self) -> dict[str, Any] | None:
-        """Measured order against the theory's: agreement, and for each pair ordered differently whether
-        the measurement resolves it (disjoint t½ intervals) — an explained difference — or not."""
+        """Measured order against the theory's, pair by pair, with one tie rule for both (an order is
+        claimed only where the intervals are disjoint: t½ bootstrap intervals, merge-time brackets).
+
+        Each pair's ``measured`` and ``predicted`` verdict is the feature decided first or
+        :data:`TIED`; its ``status`` is ``"agree"`` (same verdict), ``"contradict"`` (opposite orders,
+        both resolved) or ``"unresolved"`` (one side ties). ``agree``: every pair agrees;
+        ``agree_within_ci``: no pair contradicts; ``differences``: the pairs that do not agree."""
         if self.theory is None:
             return None
+        attributes = self.theory["attributes"]
         predicted = [name for name in self.theory["order"] if name in self.features]
         measured = [name for name in self.order if name in predicted]
-        unresolved = {frozenset(pair) for pair in self.overlaps()}
+        t_half = self.t_half_intervals()
         pairs = []
         for i, a in enumerate(measured):
             for b in measured[i + 1 :]:
-                if predicted.index(a) > predicted.index(b):
-                    ci_a, ci_b = self.estimates[a].t_half_ci, self.estimates[b].t_half_ci
-                    resolved = frozenset((a, b)) not in unresolved and ci_a[0] > ci_b[1]
-                    pairs.append({"measured_first": a, "predicted_first": b, "resolved": bool(resolved)})
+                seen = order_verdict(a, b, t_half[a], t_half[b])
+                expected = order_verdict(
+                    a, b, attributes[a]["t_merge_bracket"], attributes[b]["t_merge_bracket"]
+                )
+                pairs.append(
+                    {
+                        "pair": [a, b],
+                        "measured": seen,
+                        "predicted": expected,
+                        "status": _status(seen, expected),
+                    }
+                )
         return {
             "measured": measured,
             "predicted": predicted,
-            "agree": measured == predicted,
-            "agree_within_ci": all(not p["resolved"] for p in pairs),
-            "differences": pairs,
+            "measured_text": order_text(measured, t_half),
+            "predicted_text": order_text(predicted, {n: attributes[n]["t_merge_bracket"] for n in predicted}),
+            "agree": all(p["status"] == "agree" for p in pairs),
+            "agree_within_ci": all(p["status"] != "contradict" for p in pairs),
+            "pairs": pairs,
+            "differences": [p for p in pairs if p["status"] != "agree"],
             "unplaced": [name for name in self.features if name not in predicted],
         }
 
@@ -144,16 +182,18 @@ class AtlasResult:
         if exact is not None:
             out["like_for_like"] = {"t_half": exact.t_half, "t_half_ci": list(exact.t_half_ci)}
         if self.theory is not None:
-            out["theory_t_merge"] = self.theory["attributes"].get(name, {}).get("t_merge")
+            theory = self.theory["attributes"].get(name, {})
+            out["theory"] = {k: theory.get(k) for k in ("t_merge", "t_merge_bracket", "t_bound")}
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"features": {name: {...}}, "order": [...], "overlaps": [...], "theory": {...},
+        """``{"features": {name: {...}}, "order": [...], "order_text", "overlaps": [...], "theory": {...},
         "comparison": {...}, "metadata": {...}}``; censored times as :func:`critwin._io.json_text`
         writes them."""
         return {
             "features": {name: self.feature_dict(name) for name in self.features},
             "order": self.order,
+            "order_text": self.order_text(),
             "overlaps": [list(pair) for pair in self.overlaps()],
             "theory": self.theory,
             "comparison": self.comparison(),
@@ -165,7 +205,7 @@ class AtlasResult:
 
     def table(self) -> dict[str, list]:
         """One row per feature, in :attr:`order`: feature, order, t_half and its CI, t_after, t_before,
-        clone t_peak, like-for-like t_half, theory t_merge."""
+        clone t_peak, like-for-like t_half, theory merge time with its bracket and the tree's bound."""
         rows = [(name, self.feature_dict(name)) for name in self.order]
 
         def nested(row, key, inner):
@@ -181,7 +221,12 @@ class AtlasResult:
             "t_before": [row["t_before"] for _, row in rows],
             "clone_t_peak": [nested(row, "clone", "t_peak") for _, row in rows],
             "exact_t_half": [nested(row, "like_for_like", "t_half") for _, row in rows],
-            "theory_t_merge": [row.get("theory_t_merge") for _, row in rows],
+            "theory_t_merge": [nested(row, "theory", "t_merge") for _, row in rows],
+            "theory_t_merge_lo": [(nested(row, "theory", "t_merge_bracket") or [None])[0] for _, row in rows],
+            "theory_t_merge_hi": [
+                (nested(row, "theory", "t_merge_bracket") or [None, None])[1] for _, row in rows
+            ],
+            "theory_t_bound": [nested(row, "theory", "t_bound") for _, row in rows],
         }
 
     def to_pandas(self):
@@ -189,11 +234,11 @@ class AtlasResult:
         return data_frame(self.table())
 
     def summary(self) -> dict[str, Any]:
-        out = {"order": " > ".join(self.order)}
+        out = {"order": self.order_text()}
         out.update({name: self.estimates[name].t_half for name in self.order})
         comparison = self.comparison()
         if comparison is not None:
-            out["theory order"] = " > ".join(comparison["predicted"])
+            out["theory order"] = comparison["predicted_text"]
         return out
 
     def __repr__(self) -> str:
@@ -204,7 +249,8 @@ class AtlasResult:
 
     def plot(self, ax=None):
         """Every feature's normalised commitment ``r(t)`` on one OU axis with its Wilson band, t½ with its
-        bootstrap interval, and the theory's merge times as ticks on the top edge.
+        bootstrap interval, and above the curves one row per attribute of the theory: its merge time
+        (dot) with its bracket (bar) and the tree's upper bound (open triangle), labelled in its row.
 
         Returns
         -------
@@ -235,22 +281,12 @@ class AtlasResult:
                     capsize=3,
                 )
         ax.axhline(0.5, color="grey", lw=0.6, ls=":")
-        if self.theory is not None:
-            for name, info in self.theory["attributes"].items():
-                t = info.get("t_merge")
-                if t is not None and math.isfinite(t):
-                    ax.axvline(t, ymin=0.93, ymax=1.0, color=colours.get(name, "black"), lw=2.5)
-                    ax.annotate(
-                        name,
-                        (t, 1.0),
-                        xycoords=("data", "axes fraction"),
-                        fontsize="x-small",
-                        rotation=60,
-                        va="bottom",
-                    )
-        ax.set_xscale("symlog", linthresh=0.1)
-        ax.set_xlim(left=0.0)  # OU time is >= 0
-        ax.set_xlabel("OU time t (reverse process runs right to left)")
+        right = _theory_rows(ax, self.theory["attributes"], colours) if self.theory is not None else 0.0
+        clock = self.metadata.get("clock", "ou")
+        if clock == "ou":
+            ax.set_xscale("symlog", linthresh=0.1)
+        ax.set_xlim(0.0, max(ax.get_xlim()[1], 1.1 * right))  # every clock starts at 0; room for the bounds
+        ax.set_xlabel(f"{CLOCK_AXES.get(clock, clock)} (reverse process runs right to left)")
         ax.set_ylabel("normalised commitment r(t)")
         ax.legend(loc="lower left", fontsize="small")
         return ax
@@ -260,127 +296,69 @@ def _sortable(t: float) -> float:
     return -math.inf if math.isnan(t) else t
 
 
+def _status(measured: str, predicted: str) -> str:
+    if measured == predicted:
+        return "agree"
+    return "unresolved" if TIED in (measured, predicted) else "contradict"
+
+
+_ROW_BASE, _ROW_STEP = 1.12, 0.09  # theory rows above the curves (r <= 1), in r units
+
+
+def _theory_rows(ax, attributes: Mapping[str, Any], colours: Mapping[str, str]) -> float:
+    """One row per attribute above the curves, first decided at the bottom: the merge time as a dot with
+    its bracket as an error bar, the bound as an open triangle, the name left of the bracket. One row
+    each, so neither the intervals nor the labels of two attributes can overlap. Returns the largest
+    time drawn (0 if none)."""
+    rows = [n for n, v in attributes.items() if v.get("t_merge") is not None and math.isfinite(v["t_merge"])]
+    rows.sort(key=lambda n: -attributes[n]["t_merge"])
+    for k, name in enumerate(rows):
+        info, y, colour = attributes[name], _ROW_BASE + _ROW_STEP * k, colours.get(name, "black")
+        t = info["t_merge"]
+        lo, hi = (v if v is not None and math.isfinite(v) else t for v in info["t_merge_bracket"])
+        first = k == 0
+        ax.errorbar(
+            [t],
+            [y],
+            xerr=[[t - lo], [hi - t]],
+            fmt="o",
+            ms=3,
+            color=colour,
+            elinewidth=2,
+            capsize=3,
+            label="theory: merge time, bracket" if first else None,
+        )
+        bound = info.get("t_bound")
+        if bound is not None and math.isfinite(bound):
+            ax.plot(
+                [bound],
+                [y],
+                ">",
+                mfc="none",
+                color=colour,
+                ms=5,
+                label="theory: tree's upper bound" if first else None,
+            )
+        ax.annotate(
+            name,
+            (lo, y),
+            xytext=(-6, 0),
+            textcoords="offset points",
+            ha="right",
+            va="center",
+            fontsize="x-small",
+            color=colour,
+        )
+    if rows:
+        ax.axhline(0.5 * (1.0 + _ROW_BASE), color="0.75", lw=0.6)
+        ax.set_ylim(top=_ROW_BASE + _ROW_STEP * (len(rows) - 0.5))
+        ax.set_yticks([0.0, 0.25, 0.5, 0.75, 1.0])
+    drawn = [v for n in rows for v in (attributes[n]["t_bound"], *attributes[n]["t_merge_bracket"])]
+    return max((v for v in drawn if v is not None and math.isfinite(v)), default=0.0)
+
+
 def _fmt(t: float) -> str:
     return f"{t:.3g}" if math.isfinite(t) else ("censored above" if t > 0 else "censored below")
-
-
-# ------------------------------------------------------------------------------------------- theory
-class AttributeData(NamedTuple):
-    """Checked attribute-labelled data: ``images`` (n, ...) and ``attributes`` ``{name: (n,) long}``."""
-
-    images: torch.Tensor
-    attributes: dict[str, torch.Tensor]
-
-
-def check_attribute_data(data, names) -> AttributeData:
-    """The images and the attributes ``names`` (those the theory needs) of ``data``: an object with
-    ``.images`` and ``.attributes``, or such a pair."""
-    images, attributes = (data.images, data.attributes) if hasattr(data, "attributes") else data
-    if not isinstance(images, torch.Tensor) or images.ndim < 2 or not images.is_floating_point():
-        raise ValueError("data: images must be a floating-point tensor (n, ...)")
-    if not isinstance(attributes, Mapping):
-        raise ValueError("data: attributes must be a mapping name -> (n,) integer labels")
-    out = {}
-    for name in names:
-        labels = torch.as_tensor(attributes[name])
-        if labels.shape != (images.shape[0],) or labels.is_floating_point():
-            raise ValueError(f"data: attribute {name!r} must hold (n,) = ({images.shape[0]},) integer labels")
-        out[name] = labels.long()
-    return AttributeData(images, out)
-
-
-def fit_attribute_mixture(
-    images, attributes: Mapping[str, torch.Tensor]
-) -> tuple[GaussianMixture, torch.Tensor]:
-    """One Gaussian per observed combination of ``attributes`` with one shared isotropic variance.
-
-    Parameters
-    ----------
-    images : (n, ...) data.  attributes : {name: (n,) long} (at least one).
-
-    Returns
-    -------
-    mixture : ``GaussianMixture`` (K, d) float64: combination means, ``sigma^2`` = pooled
-        within-combination variance per coordinate, weights = combination frequencies.
-    combos : (K, A) long attribute values of each component (columns in the order of ``attributes``).
-    """
-    flat = images.reshape(images.shape[0], -1).to(torch.float64)
-    values = torch.stack([attributes[name] for name in attributes], 1)
-    combos, inverse, counts = torch.unique(values, dim=0, return_inverse=True, return_counts=True)
-    K, (n, d) = combos.shape[0], flat.shape
-    if n <= K:
-        raise ValueError(f"data: {n} images cannot fit {K} attribute combinations (need more images)")
-    means = torch.zeros(K, d, dtype=torch.float64).index_add_(0, inverse, flat) / counts[:, None]
-    residual = ((flat - means[inverse]) ** 2).sum()
-    variance = float(residual) / ((n - K) * d)
-    if not variance > 0:
-        raise ValueError("data: the images do not vary within attribute combinations (variance 0)")
-    weights = counts.to(torch.float64) / n
-    return GaussianMixture(means, torch.full((K,), variance, dtype=torch.float64), weights), combos
-
-
-def tree_levels(tree: Tree, combos: torch.Tensor, names) -> list[dict[str, Any]]:
-    """Every internal node of ``tree`` as a level: its merge time, depth, size and the attribute that
-    splits it (values pairwise disjoint between its children; :data:`MIXED` if none, ``a+b`` if several)."""
-    levels = []
-
-    def visit(node, depth):
-        if node.is_leaf:
-            return
-        splits = []
-        for a, name in enumerate(names):
-            seen: set[int] = set()
-            disjoint = True
-            for child in node.children:
-                child_values = set(combos[child.components, a].tolist())
-                disjoint = disjoint and not (child_values & seen)
-                seen |= child_values
-            if disjoint:
-                splits.append(name)
-        levels.append(
-            {
-                "time": node.time,
-                "depth": depth,
-                "components": len(node.components),
-                "children": len(node.children),
-                "attribute": "+".join(splits) if splits else MIXED,
-                "separated": node.separated,
-            }
-        )
-        for child in node.children:
-            visit(child, depth + 1)
-
-    visit(tree.root, 0)
-    return levels
-
-
-def theory_prediction(images, attributes, eps: float) -> tuple[dict[str, Any], GaussianMixture]:
-    """The fitted mixture's ε-tree read attribute by attribute (see the module notes)."""
-    gmm, combos = fit_attribute_mixture(images, attributes)
-    names = list(attributes)
-    # Not collapsed: every merge of the complete linkage is a level, whether or not the node passes the
-    # strict separation check (TV >= 1 - eps^2), which is recorded per level.
-    tree = hierarchy(gmm, eps, method="fast", windows=False, collapse=False)
-    levels = tree_levels(tree, combos, names)
-    per_attribute = {}
-    for name in names:
-        times = [lv["time"] for lv in levels if name in lv["attribute"].split("+")]
-        per_attribute[name] = {"t_merge": max(times) if times else None, "levels": len(times)}
-    order = sorted(
-        (n for n in names if per_attribute[n]["t_merge"] is not None),
-        key=lambda n: -per_attribute[n]["t_merge"],
-    )
-    theory = {
-        "fit": "one Gaussian per attribute combination, shared isotropic variance (pooled within)",
-        "components": int(gmm.n_components),
-        "dim": int(gmm.dim),
-        "variance": float(gmm.covs[0]),
-        "eps": eps,
-        "levels": levels,
-        "attributes": per_attribute,
-        "order": order,
-    }
-    return theory, gmm
 
 
 # -------------------------------------------------------------------------------------------- atlas
@@ -403,7 +381,8 @@ def atlas(
     delta: float = 0.1,
     n_boot: int = 200,
     seed: int = 0,
-    progress: bool = False,
+    progress: bool = True,
+    threads: int | None = 1,
 ) -> AtlasResult:
     """Measure when each feature is decided and compare with the theory's prediction.
 
@@ -422,7 +401,12 @@ def atlas(
     cloning, theory : whether to run the cloning sweep / the theory (theory needs ``data``).
     eps : ε of the tree.  delta : window level.  n_boot : bootstrap replicates of every estimate.
     seed : base seed (forward–reverse, cloning and the like-for-like run get derived seeds).
-    progress : progress bars.
+    progress : progress bars (in a Jupyter notebook: HTML bars in the cell's output).
+    threads : torch intra-op threads while the atlas runs (restored after; None: leave torch's setting).
+        One keeps the work at its pace on a shared machine: with torch's default of one thread per core,
+        every network layer waits at an OpenMP barrier for a thread another job holds (in a notebook,
+        where OpenMP spin-waits, the shapes model then ran 23x slower on a loaded 2-core machine); see
+        :mod:`critwin._threads`. The results do not depend on it.
 
     Returns
     -------
@@ -431,70 +415,80 @@ def atlas(
     if not isinstance(features, Mapping) or not features:
         raise ValueError("features must be a non-empty mapping name -> feature")
     eps, delta = check_eps(eps), check_delta(delta)
+    seed = check_seed(seed)
     n_boot = check_positive_int(n_boot, "n_boot", minimum=0)
-    process = as_process(process, None)
-    if x0 is None:
-        if data is None:
-            raise ValueError("x0: give the sources (x0=) or data= to draw them from")
-        x0 = check_attribute_data(data, []).images[: check_positive_int(n_sources, "n_sources")]
-    if times is None:
-        times = grid_times(process, check_positive_int(n_times, "n_times"))
-    names = tuple(features)
-    fr = forward_reverse(
-        process,
-        x0,
-        times,
-        n_per_time,
-        feature=dict(features),
-        seed=derive_seed(seed, "fr"),
-        progress=progress,
-    )
-    estimates = {name: estimate_window(fr, delta, n_boot=n_boot, seed=seed, feature=name) for name in names}
-    clone_result, clone_estimates = None, {}
-    if cloning:
-        forks = [t for t in fr.times.tolist() if t > 0] if clone_times is None else clone_times
-        clone_result = clone(
+    threads = None if threads is None else check_positive_int(threads, "threads")
+    with using_threads(threads):
+        process = as_process(process, None)
+        if data is not None:
+            # An object or a pair, checked here (before any sweep); the theory reads its attributes below.
+            data = (check_attribute_data(data, []).images, _attributes_of(data))
+        if x0 is None:
+            if data is None:
+                raise ValueError("x0: give the sources (x0=) or data= to draw them from")
+            x0 = data[0][: check_positive_int(n_sources, "n_sources")]
+        if times is None:
+            times = grid_times(process, check_positive_int(n_times, "n_times"))
+        names = tuple(features)
+        fr = forward_reverse(
             process,
-            n_trajectories,
-            forks,
-            n_clones,
-            feature=dict(features),
-            seed=derive_seed(seed, "clone"),
-            progress=progress,
-        )
-        clone_estimates = _clone_estimates(clone_result, names, delta, n_boot, seed)
-    prediction, exact = None, {}
-    if theory:
-        if data is None:
-            raise ValueError("data: the theory needs attribute-labelled data (or theory=False)")
-        attributes = [name for name in names if name in _attribute_names(data)]
-        if not attributes:
-            raise ValueError(f"data: none of the features ({', '.join(names)}) is an attribute of the data")
-        images, labels = check_attribute_data(data, attributes)
-        prediction, gmm = theory_prediction(images, labels, eps)
-        exact = _like_for_like(
-            gmm,
-            fr,
             x0,
-            features,
-            run_seed=derive_seed(seed, "exact"),
-            delta=delta,
-            n_boot=n_boot,
-            boot_seed=seed,
+            times,
+            n_per_time,
+            feature=dict(features),
+            seed=derive_seed(seed, "fr"),
             progress=progress,
         )
-    metadata = _metadata(features, process, x0, fr, clone_result, seed=seed, n_per_time=n_per_time)
-    metadata.update(n_clones=n_clones if cloning else None, delta=delta, n_boot=n_boot)
-    return AtlasResult(
-        features=names,
-        estimates=estimates,
-        forward_reverse=fr,
-        clone_estimates=clone_estimates,
-        clone_result=clone_result,
-        theory=prediction,
-        like_for_like=exact,
-        metadata=metadata,
-    )
+        estimates = {
+            name: estimate_window(fr, delta, n_boot=n_boot, seed=seed, feature=name) for name in names
+        }
+        clone_result, clone_estimates = None, {}
+        if cloning:
+            forks = [t for t in fr.times.tolist() if t > 0] if clone_times is None else clone_times
+            clone_result = clone(
+                process,
+                n_trajectories,
+                forks,
+                n_clones,
+                feature=dict(features),
+                seed=derive_seed(seed, "clone"),
+                progress=progress,
+            )
+            clone_estimates = _clone_estimates(clone_result, names, delta, n_boot, seed)
+        prediction, exact = None, {}
+        if theory:
+            if data is None:
+                raise ValueError("data: the theory needs attribute-labelled data (or theory=False)")
+            attributes = [name for name in names if name in _attribute_names(data)]
+            if not attributes:
+                raise ValueError(
+                    f"data: none of the features ({', '.join(names)}) is an attribute of the data"
+                )
+            images, labels = check_attribute_data(data, attributes)
+            prediction, gmm = theory_prediction(images, labels, eps)
+            exact = _like_for_like(
+                gmm,
+                fr,
+                x0,
+                features,
+                run_seed=derive_seed(seed, "exact"),
+                delta=delta,
+                n_boot=n_boot,
+                boot_seed=seed,
+                progress=progress,
+            )
+        metadata = _metadata(features, process, x0, fr, clone_result, seed=seed, n_per_time=n_per_time)
+        metadata.update(n_clones=n_clones if cloning else None, delta=delta, n_boot=n_boot)
+        return AtlasResult(
+            features=names,
+            estimates=estimates,
+            forward_reverse=fr,
+            clone_estimates=clone_estimates,
+            clone_result=clone_result,
+            theory=prediction,
+            like_for_like=exact,
+            metadata=metadata,
+        )
 
 
 def _metadata(features, process, x0, fr, clone_result, **settings) -> dict[str, Any]:
@@ -526,9 +520,13 @@ def _clone_estimates(result: CloneResult, names, delta: float, n_boot: int, seed
     return out
 
 
-def _attribute_names(data) -> set[str]:
-    attributes = data.attributes if hasattr(data, "attributes") else data[1]
-    return set(attributes)
+def _attribute_names(data: tuple) -> set[str]:
+    return set(data[1])
+
+
+def _attributes_of(data) -> Mapping:
+    """The attribute mapping of checked ``data`` (an object with ``.attributes`` or a pair)."""
+    return data.attributes if hasattr(data, "attributes") else data[1]
 
 
 def _like_for_like(gmm, fr, x0, features, *, run_seed, delta, n_boot, boot_seed, progress) -> dict:

@@ -228,6 +228,7 @@ def membership_audit(
     generator: torch.Generator | None = None,
     executor="local",
     ray_address: str | None = None,
+    ray_timeout: float | None = None,
 ) -> MembershipAudit:
     """Membership inference by commitment time, calibrated on non-members.
 
@@ -242,8 +243,9 @@ def membership_audit(
     level : commitment-curve level defining the commitment time.
     fpr : target false-positive rate of the operating point.
     n_boot : bootstrap replicates of the AUC interval.
-    sampler, cond, progress, executor, ray_address : passed to :func:`critwin.forward_reverse` (``executor``:
-        where the sweep's units run, ``"local"`` or ``"ray"``).
+    sampler, cond, progress, executor, ray_address, ray_timeout : passed to
+        :func:`critwin.forward_reverse` (``executor``: where the sweep's units run, ``"local"`` or
+        ``"ray"``).
     seed, generator : base seed of the sweep and of the calibration split and bootstrap (``generator``
         gives it when ``seed`` is None, as in :func:`critwin.forward_reverse`; neither: seed 0, so the
         audit is deterministic by default).
@@ -270,6 +272,7 @@ def membership_audit(
         feature_label=feature.name,
         executor=executor,
         ray_address=ray_address,
+        ray_timeout=ray_timeout,
     )
     scores = commitment_times(result, level)
     n_members = members.shape[0]

@@ -246,24 +246,7 @@ def _plot_windows(section: ComparisonSection, model_est, directory: Path) -> str
         label=rf"speciation $\frac{{1}}{{2}}\ln\Lambda$ = {t_speciation:.2f}",
     )
     _finish(ax1, "digit", OU_TIME, "Class windows: network, its data's Gaussian fit, and the theorem")
-    digits_axis, values, errors = [], [], [[], []]
-    for k, d in sorted(section.difference.items()):
-        if d["difference"] is None:
-            continue
-        err = _interval_err(d["difference"], d["ci"]) or [[0.0], [0.0]]
-        digits_axis.append(k)
-        values.append(d["difference"])
-        errors[0].append(err[0][0])
-        errors[1].append(err[1][0])
-    ax2.errorbar(
-        digits_axis,
-        values,
-        yerr=errors,
-        fmt="o",
-        color="k",
-        capsize=3,
-        label=r"$\Delta t_{1/2}$ (95% paired bootstrap)",
-    )
+    _plot_differences(ax2, section.difference)
     ax2.axhline(0.0, color="gray", lw=1)
     ax2.set_xticks(range(10))
     _finish(
@@ -273,6 +256,26 @@ def _plot_windows(section: ComparisonSection, model_est, directory: Path) -> str
         "Where the network keeps a digit longer (> 0) or shorter (< 0)",
     )
     return _save(fig, directory, "theory_vs_model.png")
+
+
+def _plot_differences(ax, differences: dict) -> None:
+    """Per digit the paired Δt½ with its 95% interval; an infinite end (censored draws kept as a one-sided
+    bound) is drawn to a common edge with an arrow; no bar without an interval (no bootstrap)."""
+    shown = {k: d for k, d in sorted(differences.items()) if d["difference"] is not None}
+    ends = [
+        v for d in shown.values() for v in (d["difference"], *d["ci"]) if v is not None and math.isfinite(v)
+    ]
+    edge = 1.25 * max((abs(v) for v in ends), default=1.0)
+    for k, d in shown.items():
+        value, (lo, hi) = d["difference"], d["ci"]
+        bar = [[0.0], [0.0]]
+        if lo is not None and hi is not None:
+            bar = [[value - max(lo, -edge)], [min(hi, edge) - value]]
+            for end, marker in ((lo, "v"), (hi, "^")):
+                if math.isinf(end):
+                    ax.plot([k], [math.copysign(edge, end)], marker, color="k", ms=5)
+        label = r"$\Delta t_{1/2}$ (95% paired bootstrap; arrow: one-sided)" if k == min(shown) else None
+        ax.errorbar([k], [value], yerr=bar, fmt="o", color="k", capsize=3, label=label)
 
 
 def plot_diagnostics(section: DiagnosticsSection, directory: Path) -> list[str]:
@@ -334,10 +337,10 @@ def plot_invariance(section: InvarianceSection, directory: Path) -> list[str]:
 
 
 def plot_shapes(section: ShapesSection, directory: Path) -> list[str]:
-    """The atlas (every attribute's r(t) on one OU axis, t½, theory ticks) and the re-generation strip."""
+    """The atlas (every attribute's r(t) on one OU axis, t½, theory merge times) and the strip."""
     fig, ax = plt.subplots(figsize=(8, 4.2), layout="constrained")
     section.atlas.plot(ax)
-    ax.set_title("Features are decided coarse to fine (ticks on top: the fitted mixture's tree)")
+    ax.set_title("Features are decided coarse to fine (rows on top: the fitted mixture's merge times)")
     names = [_save(fig, directory, "shapes_atlas.png")]
     T, R = section.strip.shape[:2]
     fig, grid = plt.subplots(R + 1, T, figsize=(1.1 * T, 1.25 * (R + 1)), squeeze=False, layout="constrained")

@@ -10,7 +10,9 @@ def _cell(value) -> str:
     if value is None:
         return "n/a"
     if isinstance(value, float):
-        return "n/a" if not math.isfinite(value) else f"{value:.3g}"
+        if math.isinf(value):  # a censored end kept as a one-sided bound
+            return "+inf" if value > 0 else "-inf"
+        return "n/a" if math.isnan(value) else f"{value:.3g}"
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_cell(v) for v in value) + "]"
     return html.escape(str(value))

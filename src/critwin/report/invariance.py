@@ -18,11 +18,13 @@ epsilon-DDPM, are the parameterisation alone. Used by ``critwin demo`` (section 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from critwin._stats import interval_order
 from critwin.adapters.diffusers import scheduler_class
 from critwin.experiments.estimation import WindowEstimate, estimate_window
 from critwin.experiments.forward_reverse import ForwardReverseResult, forward_reverse
@@ -46,6 +48,7 @@ __all__ = [
     "compared_runs",
     "measure_window",
     "compare_parameterisations",
+    "bootstrap_generator",
     "invariance_section",
 ]
 
@@ -174,16 +177,12 @@ class InvarianceSection:
     differences: list[dict]
 
     def verdicts(self) -> list[str]:
-        """Per pair: ``"agree"`` when the pooled difference's 95% interval contains 0, else ``"differ"``
-        (``"undetermined"`` when an end is censored)."""
-        out = []
-        for diff in self.differences:
-            lo, hi = diff["all"]["ci"]
-            if lo is None or hi is None:
-                out.append("undetermined")
-            else:
-                out.append("agree" if lo <= 0 <= hi else "differ")
-        return out
+        """Per pair, from the pooled difference's 95% interval (censored replicates kept as bounds, see
+        :func:`paired_t_half_difference`) by the one tie rule (:func:`critwin._stats.interval_order`
+        against 0): ``"differ"`` when it excludes 0 — also when its other end is a one-sided bound —,
+        ``"agree"`` when it contains 0 with both ends finite, ``"undetermined"`` when it contains 0 and an
+        end is infinite or missing (the censored replicates leave the difference unbounded)."""
+        return [_verdict(diff["all"]["ci"]) for diff in self.differences]
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -202,13 +201,21 @@ class InvarianceSection:
                 for pair, diff, verdict in zip(self.pairs, self.differences, self.verdicts(), strict=True)
             ],
             "difference_interval": "paired bootstrap over sources, stratified by digit (percentile); "
-            "'all': t½ pooled over digits",
+            "'all': t½ pooled over digits; replicates with a censored t½ are kept as the bounds the "
+            "censoring allows (an infinite end: a one-sided bound), their share in censored_share",
         }
 
 
-def _contains_zero(ci) -> bool:
+def _verdict(ci) -> str:
     lo, hi = ci
-    return lo is not None and hi is not None and lo <= 0 <= hi
+    if interval_order(ci, (0.0, 0.0)) != 0:
+        return "differ"
+    finite = lo is not None and hi is not None and math.isfinite(lo) and math.isfinite(hi)
+    return "agree" if finite else "undetermined"
+
+
+def _contains_zero(ci) -> bool:
+    return _verdict(ci) == "agree"
 
 
 def compare_parameterisations(
@@ -222,6 +229,7 @@ def compare_parameterisations(
     seed: int,
     measured: dict[str, ModelWindow] | None = None,
     progress: bool = False,
+    generator: torch.Generator | None = None,
 ) -> InvarianceSection:
     """Windows of ``runs`` from the sources ``x0``, and the paired t½ difference of each pair.
 
@@ -232,6 +240,9 @@ def compare_parameterisations(
     pairs : labels of ``runs`` to difference.
     n_times, inference_steps, n_boot, seed : as :func:`measure_window`.
     measured : runs already measured from the same ``x0`` (label -> window), e.g. the demo's section 2.
+    generator : the bootstrap generator (default: seeded with ``seed``). Each run measured here draws its
+        bootstrap seed from it in turn, then the pairs do; see :func:`bootstrap_generator` for runs
+        measured elsewhere.
     """
     labels = [run.label for run in runs]
     if not runs or len(set(labels)) != len(labels):
@@ -239,7 +250,7 @@ def compare_parameterisations(
     unknown = sorted(({p.first for p in pairs} | {p.second for p in pairs}) - set(labels))
     if unknown:
         raise ValueError(f"pairs name runs that are not in runs: {unknown}")
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(seed) if generator is None else generator
     windows = {}
     for run in runs:
         windows[run.label] = (measured or {}).get(run.label) or measure_window(
@@ -261,11 +272,33 @@ def compare_parameterisations(
     return InvarianceSection(windows, list(pairs), differences)
 
 
+def bootstrap_generator(seed: int, runs_before: int) -> torch.Generator:
+    """The bootstrap generator as :func:`compare_parameterisations` (seeded with ``seed``) holds it after
+    measuring ``runs_before`` runs itself: each :func:`measure_window` draws one bootstrap seed from it.
+
+    A run measured in another process with ``generator=bootstrap_generator(seed, i)`` (``i``: its place
+    among the runs the call would measure) gets the bootstrap, and so the window and CIs, it would get
+    inside one call; ``compare_parameterisations(..., measured=all_of_them,
+    generator=bootstrap_generator(seed, n))`` then pairs them as that call would
+    (``tests/test_report_schedule.py`` checks both against one call).
+    """
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(runs_before):
+        torch.randint(0, 2**31 - 1, (1,), generator=g)  # the draw of estimate_window(generator=g)
+    return g
+
+
 def invariance_section(
-    sizes: DemoSizes, seed: int, digits: DigitsSection, progress: bool
+    sizes: DemoSizes,
+    seed: int,
+    digits: DigitsSection,
+    progress: bool,
+    measured: dict[str, ModelWindow] | None = None,
+    generator: torch.Generator | None = None,
 ) -> InvarianceSection:
     """The demo's section: section 2's epsilon sweep as the reference, the other runs measured from the
-    same sources with the same sizes."""
+    same sources with the same sizes (or taken from ``measured``, with ``generator`` as in
+    :func:`compare_parameterisations`)."""
     reference = ModelWindow(
         name=REFERENCE,
         parameterisation=digits.model.config.parameterisation,
@@ -283,6 +316,7 @@ def invariance_section(
         inference_steps=sizes.inference_steps,
         n_boot=sizes.n_boot,
         seed=seed,
-        measured={REFERENCE: reference},
+        measured={REFERENCE: reference, **(measured or {})},
         progress=progress,
+        generator=generator,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from critwin.report.html import Page
+from critwin.report.text import text_page
 
 __all__ = ["demo_page"]
 
@@ -23,6 +24,8 @@ def demo_page(summary: dict) -> str:
         _parameterisation(page, summary)
     if "shapes" in summary:
         _shapes(page, summary)
+    if "text" in summary:
+        text_page(page, summary["text"])
     page.paragraph(f"Every number is in summary.json. Runtime: {summary['runtime_seconds']:.1f} s.")
     return page.render()
 
@@ -162,9 +165,9 @@ def _comparison(page: Page, summary: dict) -> None:
             "theorem T_before",
         ],
         rows,
-        missing="censored or not computed: a t½ outside the measured OU times, a bootstrap interval "
-        "whose end falls outside them, or a theorem window that is empty or was not computed (the quick "
-        "run computes it for three digits only).",
+        missing="censored or not computed: a t½ outside the measured OU times, or a theorem window that "
+        "is empty or was not computed (the quick run computes it for three digits only). ±inf: an interval "
+        "end that censored draws leave unbounded (a one-sided bound).",
     )
     page.paragraph(
         "How to read the difference: t½ is the noise level at which half of the digit's identity is "
@@ -173,9 +176,12 @@ def _comparison(page: Page, summary: dict) -> None:
         "earlier in generation, using structure (strokes, shape) that a per-class Gaussian does not "
         "have; a negative one means it forgets the class sooner than the fit. Intervals come from a "
         "bootstrap that resamples the test digits within each class and re-estimates both t½ on the "
-        "same draw (paired: both experiments start from the same sources). Draws in which either t½ "
-        "falls outside the measured times give no difference (column 'censored draws'); when that share "
-        "is large the interval, computed from the other draws, is too narrow."
+        "same draw (paired: both experiments start from the same sources). A draw in which a t½ falls "
+        "outside the measured times (censored) is kept, as the range of differences the censoring allows "
+        "(that t½ lies beyond the largest measured time, or between 0 and the smallest): the interval "
+        "covers every value in those ranges, so censored draws widen it — up to a one-sided bound (±inf) "
+        "when they reach a tail — instead of being dropped, which would make it too narrow (column "
+        "'censored draws': their share)."
     )
     page.paragraph(_differences_in_words(like["t_half_difference"]))
 
@@ -270,7 +276,16 @@ def _parameterisation(page: Page, summary: dict) -> None:
         missing="a crossing outside the measured OU times (censored).",
     )
     page.table(
-        ["run", "minus", "isolates", "Δt½ (pooled)", "95% CI (paired)", "digits with 0 in CI", "verdict"],
+        [
+            "run",
+            "minus",
+            "isolates",
+            "Δt½ (pooled)",
+            "95% CI (paired)",
+            "censored draws",
+            "digits with 0 in CI",
+            "verdict",
+        ],
         [
             [
                 c["run"],
@@ -278,12 +293,15 @@ def _parameterisation(page: Page, summary: dict) -> None:
                 c["isolates"],
                 c["t_half_difference"]["all"]["difference"],
                 c["t_half_difference"]["all"]["ci"],
+                c["t_half_difference"]["all"]["censored_share"],
                 f"{c['digits_agreeing']} of {c['n_digits']}",
                 c["verdict"],
             ]
             for c in pm["comparisons"]
         ],
-        missing="a t½ or interval end outside the measured OU times (censored).",
+        missing="a t½ outside the measured OU times (censored). ±inf: an interval end that censored draws "
+        "leave unbounded (they are kept as bounds, never dropped); 'undetermined': the interval contains 0 "
+        "and is unbounded on one side.",
     )
     page.paragraph(_agreement_in_words(pm["comparisons"]))
 
@@ -315,31 +333,54 @@ def _shapes(page: Page, summary: dict) -> None:
         "reads every attribute from the same outputs; per attribute the commitment time t½ (where its "
         "normalised curve falls to 1/2) with a bootstrap 95% interval. The theory: a Gaussian mixture with "
         "one component per attribute combination (shared isotropic variance) fitted to the training images; "
-        "each level of its ε-tree is split by one attribute, at its merge time. Like for like: the same "
-        "estimator on the fitted mixture with its exact sampler."
+        "each level of its ε-tree is split by one attribute. A level's merge time is when its children's "
+        "sub-mixtures have become ε-close (TV ≤ ε) to the level's mixture — noising further forgets which "
+        "child a sample came from — computed with a 95% bracket; the tree node's own time (when its two "
+        "farthest components merge) is only an upper bound on it, shown for reference. An attribute's "
+        "theory time is the largest merge time of the levels it splits. Like for like: the same estimator "
+        "on the fitted mixture with its exact sampler."
     )
-    page.figure("shapes_atlas.png", "Normalised commitment of every attribute on one OU axis.")
+    page.figure(
+        "shapes_atlas.png",
+        "Normalised commitment of every attribute on one OU axis; diamonds: t½ with its 95% bootstrap "
+        "interval. Rows on top: the theory's merge time with its bracket (dot and bar) and the tree's "
+        "upper bound (open triangle), one row per attribute.",
+    )
     theory = atlas.get("theory") or {"attributes": {}}
     rows = []
     for name in atlas["order"]:
         row = atlas["features"][name]
         exact = row.get("like_for_like", {})
-        merge = theory["attributes"].get(name, {}).get("t_merge")
-        rows.append([name, row["order"], row["t_half"], row["t_half_ci"], exact.get("t_half"), merge])
+        info = theory["attributes"].get(name, {})
+        rows.append(
+            [
+                name,
+                row["order"],
+                row["t_half"],
+                row["t_half_ci"],
+                exact.get("t_half"),
+                info.get("t_merge"),
+                info.get("t_merge_bracket"),
+                info.get("t_bound"),
+            ]
+        )
     page.table(
-        ["attribute", "measured order", "t½", "95% CI", "t½ fitted mixture (exact)", "theory merge time"],
+        [
+            "attribute",
+            "measured order",
+            "t½",
+            "95% CI",
+            "t½ fitted mixture (exact)",
+            "theory merge time",
+            "95% bracket",
+            "tree bound (upper)",
+        ],
         rows,
         missing="a crossing outside the measured times (censored), or not computed.",
     )
     comparison = atlas.get("comparison") or {}
     if comparison:
-        verdict = "agrees with" if comparison["agree"] else "differs from"
-        page.paragraph(
-            f"Measured order {' > '.join(comparison['measured'])} {verdict} the theory's "
-            f"{' > '.join(comparison['predicted'])}"
-            + ("" if comparison["agree"] else _order_difference(comparison))
-            + "."
-        )
+        page.paragraph(_order_in_words(comparison))
     first = {k: v for k, v in strip["first_change"].items() if v is not None}
     order = sorted(first, key=first.get)
     page.figure(
@@ -350,9 +391,31 @@ def _shapes(page: Page, summary: dict) -> None:
     )
 
 
-def _order_difference(comparison: dict) -> str:
-    resolved = [d for d in comparison["differences"] if d["resolved"]]
-    if not resolved:
-        return " only where the measured intervals overlap (not resolved at this sample size)"
-    pairs = ", ".join(f"{d['measured_first']} before {d['predicted_first']}" for d in resolved)
-    return f"; resolved differences: {pairs} (the network decides them in another order than the mixture)"
+def _order_in_words(comparison: dict) -> str:
+    """The measured and predicted orders ('~': tied, intervals overlap) and, pair by pair, where they
+    differ: contradictions (both sides resolve the pair, in opposite orders) and pairs one side ties."""
+    head = (
+        f"Measured order {comparison['measured_text']}; the theory's (merge times) "
+        f"{comparison['predicted_text']} ('~': the intervals overlap, so no order is claimed). "
+    )
+    if comparison["agree"]:
+        return head + "They agree on every pair."
+    contradict = [p for p in comparison["differences"] if p["status"] == "contradict"]
+    parts = []
+    if contradict:
+        pairs = ", ".join(f"{p['measured']} before {_other(p, p['measured'])}" for p in contradict)
+        parts.append(f"the network decides {pairs}, the opposite of the mixture")
+    for side, other in (("measured", "predicted"), ("predicted", "measured")):
+        one_sided = [
+            p for p in comparison["differences"] if p["status"] == "unresolved" and p[side] != "tied"
+        ]
+        if one_sided:
+            pairs = ", ".join(f"{p[side]} before {_other(p, p[side])}" for p in one_sided)
+            who = "the measurement" if side == "measured" else "the theory"
+            parts.append(f"{who} resolves {pairs} where the {other} side ties")
+    return head + "Differences: " + "; ".join(parts) + "."
+
+
+def _other(pair: dict, name: str) -> str:
+    a, b = pair["pair"]
+    return b if name == a else a

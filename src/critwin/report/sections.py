@@ -15,11 +15,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from critwin._stats import bounded_percentile_interval, censored_interval, difference_bounds
 from critwin.diagnostics.fairness import RebalanceResult, rebalance
 from critwin.diagnostics.feature_atlas import AtlasResult, atlas
 from critwin.diagnostics.privacy import MembershipAudit, membership_audit
 from critwin.experiments.cloning import clone
-from critwin.experiments.estimation import WindowEstimate, estimate_window, percentile_interval
+from critwin.experiments.estimation import WindowEstimate, estimate_window
 from critwin.experiments.features import apply_feature
 from critwin.experiments.forward_reverse import ForwardReverseResult, forward_reverse
 from critwin.experiments.process import MixtureProcess, grid_times
@@ -38,6 +39,7 @@ __all__ = [
     "fitted_class_mixture",
     "theory_section",
     "digits_section",
+    "digit_sources",
     "comparison_section",
     "paired_t_half_difference",
     "diagnostics_section",
@@ -251,16 +253,19 @@ class DigitsSection:
         }
 
 
+def digit_sources(data, per_class: int) -> torch.Tensor:
+    """(10 per_class, 1, 8, 8) the first ``per_class`` held-out digits of each class, class by class: the
+    sources of every digits sweep of the demo (sections 2, 3 and 5)."""
+    picks = torch.cat([torch.nonzero(data.test_labels == k).flatten()[:per_class] for k in range(10)])
+    return data.test_images[picks]
+
+
 def digits_section(sizes: DemoSizes, seed: int, progress: bool) -> DigitsSection:
     model = load_digits_model()
     feature = classifier_feature()
     process = model.process(num_inference_steps=sizes.inference_steps)
-    data = model.training_data()
     g = torch.Generator().manual_seed(seed)
-    picks = torch.cat(
-        [torch.nonzero(data.test_labels == k).flatten()[: sizes.fr_per_class] for k in range(10)]
-    )
-    x0 = data.test_images[picks]
+    x0 = digit_sources(model.training_data(), sizes.fr_per_class)
     times = grid_times(process, sizes.fr_grid)
     label = "shipped digit classifier"
     fr = forward_reverse(
@@ -441,9 +446,15 @@ def paired_t_half_difference(
     Both results start from the same sources (same ``source_ids``); their OU times may differ (each
     t½ is read on its own curve). A bootstrap replicate draws sources with replacement within each
     class, keeps every column of a drawn source in both results (pairing), and re-estimates both
-    per-class t½ with :func:`estimate_window` (no inner bootstrap). Replicates where either t½ is
-    censored (outside the measured times) give no difference; their share is reported as
-    ``censored_share``.
+    per-class t½ with :func:`estimate_window` (no inner bootstrap).
+
+    Censoring (THEORY §9): a t½ outside its result's measured times (``±inf``) is kept in the statistic
+    as the interval of values it can take (:func:`critwin._stats.censored_interval`: above the largest
+    measured time, or between 0 and the smallest), so each replicate's difference is an interval and
+    the 95% interval is :func:`critwin._stats.bounded_percentile_interval` over them — it contains the
+    interval the uncensored differences would give, and becomes a one-sided bound (an infinite end)
+    when censored replicates reach a tail. Dropping censored replicates instead would condition the
+    interval on non-censoring.
 
     Parameters
     ----------
@@ -452,9 +463,15 @@ def paired_t_half_difference(
 
     Returns
     -------
-    ``{class: {names[0], names[1], "difference", "ci": [lo, hi], "censored_share"}}`` (None: censored).
+    ``{class: {names[0], names[1], "difference", "difference_bounds", "ci", "censored_share",
+    "unestimated_share"}}``: the two t½ (None when censored), their difference (None when either is
+    censored) and ``difference_bounds`` ``[lo, hi]`` (what the censored point estimates allow; both ends
+    the difference when neither is censored), ``ci`` ``[lo, hi]`` (``±inf``: a one-sided bound; None:
+    no bootstrap), the share of replicates in which either t½ is censored (kept, as bounds) and the
+    share with no estimate at all (a resampled class whose outputs all carry one label; left out).
     """
     results = (model_fr, gmm_fr)
+    ranges = [(float(r.times.min()), float(r.times.max())) for r in results]
     point = [_t_halves(estimate_window(r, n_boot=0, generator=generator), pooled) for r in results]
     ids = model_fr.source_ids.numpy()
     source_class = {int(s): int(c) for s, c in zip(ids, model_fr.source_labels[0].numpy(), strict=True)}
@@ -462,7 +479,7 @@ def paired_t_half_difference(
     groups = {k: np.array([s for s, c in source_class.items() if c == k]) for k in set(source_class.values())}
     keys = sorted(groups) + (["all"] if pooled else [])
     rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=generator).item()))
-    draws = {k: np.full(n_boot, math.nan) for k in keys}
+    draws = {k: np.full((n_boot, 2), math.nan) for k in keys}  # per replicate: bounds of the difference
     for i in range(n_boot):
         chosen = np.concatenate([rng.choice(members, size=members.size) for members in groups.values()])
         boot = [
@@ -473,20 +490,50 @@ def paired_t_half_difference(
             for r, b in zip(results, blocks, strict=True)
         ]
         for k in keys:
-            diff = boot[0].get(k, math.nan) - boot[1].get(k, math.nan)
-            draws[k][i] = diff if math.isfinite(diff) else math.nan
+            draws[k][i] = _difference_interval(boot[0].get(k, math.nan), boot[1].get(k, math.nan), ranges)
     out = {}
     for k in keys:
         first, second = point[0].get(k, math.nan), point[1].get(k, math.nan)
-        lo, hi = percentile_interval(draws[k], level) if n_boot else (math.nan, math.nan)
         out[k if k == "all" else int(k)] = {
             names[0]: finite(first),
             names[1]: finite(second),
             "difference": finite(first - second),
-            "ci": [finite(lo), finite(hi)],
-            "censored_share": float(np.mean(np.isnan(draws[k]))) if n_boot else None,
+            **_difference_summary(_difference_interval(first, second, ranges), draws[k], level),
         }
     return out
+
+
+def _difference_interval(first: float, second: float, ranges) -> tuple[float, float]:
+    """``[lo, hi]`` of ``first - second`` where each t½ is known only as its :func:`censored_interval` on
+    its own measured times (``ranges``: (lowest, highest) of each)."""
+    return difference_bounds(censored_interval(first, *ranges[0]), censored_interval(second, *ranges[1]))
+
+
+def _difference_summary(bounds: tuple[float, float], draws: np.ndarray, level: float) -> dict:
+    """The point bounds, the bounded percentile interval of the (B, 2) replicate bounds and the shares
+    of censored (interval-valued, kept) and unestimated (nan, left out) replicates."""
+    if draws.shape[0] == 0:
+        return {
+            "difference_bounds": _ends(bounds),
+            "ci": [None, None],
+            "censored_share": None,
+            "unestimated_share": None,
+        }
+    lows, highs = draws[:, 0], draws[:, 1]
+    unestimated = np.isnan(lows)
+    censored = ~unestimated & (lows != highs)
+    return {
+        "difference_bounds": _ends(bounds),
+        "ci": _ends(bounded_percentile_interval(lows, highs, level)),
+        "censored_share": float(np.mean(censored)),
+        "unestimated_share": float(np.mean(unestimated)),
+    }
+
+
+def _ends(interval) -> list[float | None]:
+    """An interval's ends as floats, ``±inf`` kept (a censored end: JSON writes it with its direction),
+    None where undefined (nan)."""
+    return [None if math.isnan(v) else float(v) for v in interval]
 
 
 # ---------------------------------------------------------------------------------------- 4. diagnostics
@@ -601,6 +648,7 @@ def shapes_section(sizes: DemoSizes, eps: float, seed: int, progress: bool) -> S
         n_boot=sizes.n_boot,
         seed=seed,
         progress=progress,
+        threads=None,  # run_demo chose them
     )
     # The source: a held-out image (another seed than the training data's).
     source = make_shapes(1, seed=seed + 1).images

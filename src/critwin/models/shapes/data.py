@@ -20,9 +20,12 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import torch
+from critwin._lazy import deferred_import
+from critwin._memory import check_memory
+from critwin._validation import check_positive_int, check_seed
 
-from critwin._validation import check_positive_int
+# Imported on first use: the command line reads ATTRIBUTES for its help before torch loads.
+torch = deferred_import("torch", globals())
 
 __all__ = [
     "ATTRIBUTES",
@@ -35,10 +38,14 @@ __all__ = [
     "make_shapes",
     "render_shapes",
     "check_bias",
+    "check_shapes_memory",
 ]
 
 IMAGE_SHAPE = (3, 16, 16)
 MARK_SIZE = 2
+# Peak memory of drawing n images, in float32 images: the images, the float64 coverage planes and the
+# colour tensors the drawing keeps at once (an upper bound, for the memory guard).
+_DRAW_TEMPORARIES = 4
 # Palettes in [-1, 1] RGB. Every pair of colours across both palettes and the mark is at least 0.8
 # apart in each image's RGB space, so nearest-colour reading tolerates pixel noise of that order.
 BACKGROUND_COLOURS = {
@@ -165,6 +172,12 @@ def _coverage(shape: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor, r: torch.
     return coverage
 
 
+def check_shapes_memory(n: int, what: str) -> None:
+    """Refuse (the memory guard, :func:`critwin._memory.check_memory`) drawing ``n`` images that would
+    not fit: the images and the temporaries of the drawing."""
+    check_memory(_DRAW_TEMPORARIES * n * math.prod(IMAGE_SHAPE) * 4, what)
+
+
 def make_shapes(
     n: int,
     *,
@@ -186,7 +199,8 @@ def make_shapes(
     """
     n = check_positive_int(n, "n")
     marginals = check_bias(bias)
-    seed = check_positive_int(seed, "seed", minimum=0)
+    seed = check_seed(seed)
+    check_shapes_memory(n, f"make_shapes(n={n})")
     generator = torch.Generator().manual_seed(seed)
     labels = {
         name: torch.multinomial(
