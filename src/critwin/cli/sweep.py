@@ -37,18 +37,13 @@ from critwin.cli.text import TEXT_REFUSED, check_text_options, is_text_model, te
 from critwin.models._store import PIPELINE_MODELS, SHIPPED_MODELS
 from critwin.models.data import NUM_CLASSES
 from critwin.models.shapes import ATTRIBUTES
-from critwin.models.shapes_t2i.pipeline import (
-    check_model_prompt,
-    is_t2i_directory,
-    load_t2i_card,
-    model_directory,
-)
 
 # The engine (torch, scipy) is imported where the sweep runs, after every option is checked: help and
 # option errors come at once (tests/test_cli_startup.py).
 torch = deferred_import("torch", globals())
 np = deferred_import("numpy", globals(), "np")
 features = deferred_import("critwin.experiments.features", globals())
+t2i_pipeline = deferred_import("critwin.models.shapes_t2i.pipeline", globals(), "t2i_pipeline")
 
 EXPERIMENTS = ("forward-reverse", "clone")
 FEATURES = (
@@ -150,12 +145,16 @@ def _import_feature(spec: str) -> Callable:
 def _is_shapes(model: str) -> bool:
     """A shipped shapes model (DDPM or text-to-image) or a shapes text-to-image directory: the shapes
     attributes are its features."""
-    return (model in SHIPPED_MODELS and model.startswith("shapes")) or is_t2i_directory(model)
+    return (model in SHIPPED_MODELS and model.startswith("shapes")) or t2i_pipeline.is_t2i_directory(model)
 
 
 def _t2i_card(model: str) -> dict | None:
     """The card of a shapes text-to-image model (a shipped name or a directory written by critwin train)."""
-    return load_t2i_card(model) if model in PIPELINE_MODELS or is_t2i_directory(model) else None
+    return (
+        t2i_pipeline.load_t2i_card(model)
+        if model in PIPELINE_MODELS or t2i_pipeline.is_t2i_directory(model)
+        else None
+    )
 
 
 def _check_t2i(card: dict, prompt, prompt_embeds, negative_prompt) -> None:
@@ -163,9 +162,9 @@ def _check_t2i(card: dict, prompt, prompt_embeds, negative_prompt) -> None:
     if prompt is None and prompt_embeds is None:
         raise ValueError(f"--prompt: {card['name']} is a text-to-image model; give --prompt TEXT")
     if prompt is not None:
-        check_model_prompt(prompt, card, "--prompt")
+        t2i_pipeline.check_model_prompt(prompt, card, "--prompt")
     if negative_prompt is not None:
-        check_model_prompt(negative_prompt, card, "--negative-prompt")
+        t2i_pipeline.check_model_prompt(negative_prompt, card, "--negative-prompt")
 
 
 def _feature_factory(spec: str, clip_weights, clip_arch, labels, device, model: str) -> Callable:
@@ -262,7 +261,7 @@ def _check_shipped(model: str, given: dict[str, object]) -> None:
 def _build_process(model, scheduler, device, dtype, prompt, embeds, steps, guidance, **conditioning):
     """A shipped model (a name of SHIPPED_MODELS) or a local pipeline directory, as a process."""
     if model in PIPELINE_MODELS:
-        model = str(model_directory(model))
+        model = str(t2i_pipeline.model_directory(model))
     if model in SHIPPED_MODELS:
         # Deferred like the adapter: the shipped models import diffusers.
         return importlib.import_module("critwin.models._shipped").shipped_process(
