@@ -288,7 +288,10 @@ def test_shipped_process_refuses_conditioning_and_unknown_names():
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["train", "shapes", "--eval-samples", "3"], "--eval-samples applies only to the digits models"),
+        (
+            ["train", "shapes", "--eval-samples", "3"],
+            "--eval-samples applies only to the digits and shapes-t2i models",
+        ),
         (["train", "shapes", "--epochs", "2"], "--epochs applies only to the classifiers"),
         (["train", "shapes-classifier", "--steps", "3"], "--steps does not apply"),
         (["train", "shapes", "--steps", "0"], "--steps must be >= 1"),

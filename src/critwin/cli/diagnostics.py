@@ -22,7 +22,7 @@ from critwin.cli._common import (
     parse_list,
     parse_times,
 )
-from critwin.models._store import SHIPPED_MODELS, load_card
+from critwin.models._store import PIPELINE_MODELS, SHIPPED_MODELS, load_card
 from critwin.models.data import NUM_CLASSES
 
 # Imported where a diagnostic runs, after every option is checked (they import torch and the models).
@@ -30,7 +30,10 @@ fairness_lib = deferred_import("critwin.diagnostics.fairness", globals(), "fairn
 privacy_lib = deferred_import("critwin.diagnostics.privacy", globals(), "privacy_lib")
 classifier_lib = deferred_import("critwin.models.classifier", globals(), "classifier_lib")
 
-PRIVACY_MODELS = tuple(name for name in SHIPPED_MODELS if not name.startswith("rhm-"))  # images only
+# Image models of one network (the text models and the text-to-image pipelines have their own paths).
+PRIVACY_MODELS = tuple(
+    name for name in SHIPPED_MODELS if not name.startswith("rhm-") and name not in PIPELINE_MODELS
+)
 
 
 def _check_audit_sizes(model: str, members: int, nonmembers: int) -> None:

@@ -34,7 +34,7 @@ from critwin.cli._common import (
     reject_unused,
 )
 from critwin.cli.text import TEXT_REFUSED, check_text_options, is_text_model, text_sweep
-from critwin.models._store import SHIPPED_MODELS
+from critwin.models._store import PIPELINE_MODELS, SHIPPED_MODELS
 from critwin.models.data import NUM_CLASSES
 from critwin.models.shapes import ATTRIBUTES
 
@@ -43,6 +43,7 @@ from critwin.models.shapes import ATTRIBUTES
 torch = deferred_import("torch", globals())
 np = deferred_import("numpy", globals(), "np")
 features = deferred_import("critwin.experiments.features", globals())
+t2i_pipeline = deferred_import("critwin.models.shapes_t2i.pipeline", globals(), "t2i_pipeline")
 
 EXPERIMENTS = ("forward-reverse", "clone")
 FEATURES = (
@@ -142,7 +143,28 @@ def _import_feature(spec: str) -> Callable:
 
 
 def _is_shapes(model: str) -> bool:
-    return model in SHIPPED_MODELS and model.startswith("shapes")
+    """A shipped shapes model (DDPM or text-to-image) or a shapes text-to-image directory: the shapes
+    attributes are its features."""
+    return (model in SHIPPED_MODELS and model.startswith("shapes")) or t2i_pipeline.is_t2i_directory(model)
+
+
+def _t2i_card(model: str) -> dict | None:
+    """The card of a shapes text-to-image model (a shipped name or a directory written by critwin train)."""
+    return (
+        t2i_pipeline.load_t2i_card(model)
+        if model in PIPELINE_MODELS or t2i_pipeline.is_t2i_directory(model)
+        else None
+    )
+
+
+def _check_t2i(card: dict, prompt, prompt_embeds, negative_prompt) -> None:
+    """A shapes text-to-image model needs a prompt it can read (known words, within its tokenizer's limit)."""
+    if prompt is None and prompt_embeds is None:
+        raise ValueError(f"--prompt: {card['name']} is a text-to-image model; give --prompt TEXT")
+    if prompt is not None:
+        t2i_pipeline.check_model_prompt(prompt, card, "--prompt")
+    if negative_prompt is not None:
+        t2i_pipeline.check_model_prompt(negative_prompt, card, "--negative-prompt")
 
 
 def _feature_factory(spec: str, clip_weights, clip_arch, labels, device, model: str) -> Callable:
@@ -151,7 +173,8 @@ def _feature_factory(spec: str, clip_weights, clip_arch, labels, device, model: 
         if not _is_shapes(model):
             shapes = ", ".join(name for name in SHIPPED_MODELS if _is_shapes(name))
             raise ValueError(
-                f"--feature {spec} reads a shapes attribute; it applies only with --model {shapes}"
+                f"--feature {spec} reads a shapes attribute; it applies only with --model {shapes} "
+                "(or a directory written by critwin train shapes-t2i)"
             )
         return lambda sources: importlib.import_module("critwin.models.shapes").attribute_readers()[spec]
     if spec == "nearest-source":
@@ -237,6 +260,8 @@ def _check_shipped(model: str, given: dict[str, object]) -> None:
 
 def _build_process(model, scheduler, device, dtype, prompt, embeds, steps, guidance, **conditioning):
     """A shipped model (a name of SHIPPED_MODELS) or a local pipeline directory, as a process."""
+    if model in PIPELINE_MODELS:
+        model = str(t2i_pipeline.model_directory(model))
     if model in SHIPPED_MODELS:
         # Deferred like the adapter: the shipped models import diffusers.
         return importlib.import_module("critwin.models._shipped").shipped_process(
@@ -295,7 +320,9 @@ def sweep(
         help="Prompt embeddings: .safetensors or .pt (prompt_embeds, negative_prompt_embeds, pooled_...).",
     ),
     guidance: float = typer.Option(
-        None, "--guidance", help="Classifier-free guidance scale (default: pipeline's)."
+        None,
+        "--guidance",
+        help="Classifier-free guidance scale (default: pipeline's; shapes-t2i: its card's).",
     ),
     class_label: int = typer.Option(
         None,
@@ -379,7 +406,11 @@ def sweep(
         return text_sweep(model, out, run)
     # Every option is checked (and every small file read) before the pipeline loads.
     _check_modes(experiment, times, adaptive, prompt, prompt_embeds, negative_prompt)
-    if model in SHIPPED_MODELS:
+    card = _t2i_card(model)
+    if card is not None:
+        _check_t2i(card, prompt, prompt_embeds, negative_prompt)
+        guidance = card["guidance_scale"] if guidance is None else guidance
+    elif model in SHIPPED_MODELS:
         given = dict(
             zip(
                 PIPELINE_ONLY + CONDITIONAL_ONLY,

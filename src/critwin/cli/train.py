@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from pathlib import Path
 
@@ -23,9 +24,17 @@ SHAPE_CLASSIFIER_TRAIN = 8000
 
 DIGITS = ("digits", "digits-memorise", "digits-flow", "digits-v", "digits-tiny")
 SHAPES = ("shapes", "shapes-biased", "shapes-memorise", "shapes-tiny")
+T2I = (
+    "shapes-t2i",
+    "shapes-t2i-biased",
+    "shapes-t2i-memorise",
+    "shapes-t2i-tiny",
+    "shapes-t2i-biased-tiny",
+    "shapes-t2i-memorise-tiny",
+)
 CLASSIFIERS = ("classifier", "shapes-classifier")
 TEXT = ("rhm-mdm", "rhm-ar", "rhm-mdm-tiny", "rhm-ar-tiny")
-TRAINABLE = (*DIGITS, "classifier", *SHAPES, "shapes-classifier", *TEXT)
+TRAINABLE = (*DIGITS, "classifier", *SHAPES, "shapes-classifier", *T2I, *TEXT)
 NOT_FOR_TEXT = "does not apply to the text models"
 
 
@@ -51,7 +60,10 @@ def train(
         500, "--eval-every", help="Steps between quick sample-quality checks (0: none)."
     ),
     eval_samples: int = typer.Option(
-        50, "--eval-samples", help="Final evaluation: conditional samples per digit (digits models)."
+        None,
+        "--eval-samples",
+        help="Final evaluation: conditional samples per digit (digits models; default 50) or per fully "
+        "specified prompt (shapes-t2i models; default 10).",
     ),
     unconditional_samples: int = typer.Option(
         None,
@@ -60,7 +72,10 @@ def train(
         "digits, 1000 shapes).",
     ),
     inference_steps: int = typer.Option(
-        100, "--inference-steps", help="Sampler steps (the model's own scheduler) for evaluation samples."
+        None,
+        "--inference-steps",
+        help="Sampler steps (the model's own scheduler) for evaluation samples (default 100; shapes-t2i: "
+        "the preset's 25, recorded in the card as the model's default).",
     ),
     classifier_dir: Path = typer.Option(
         None,
@@ -77,15 +92,28 @@ def train(
 ) -> None:
     """Train a digits model (``digits``, ``digits-memorise``, ``digits-flow``, ``digits-v``, ``digits-tiny``),
     the digit ``classifier``, a shapes DDPM (``shapes``, ``shapes-biased``, ``shapes-memorise``,
-    ``shapes-tiny``), the ``shapes-classifier`` (the shape reader), or a text model on the Random
-    Hierarchy Model (``rhm-mdm`` masked diffusion, ``rhm-ar`` autoregressive; ``-tiny`` versions).
+    ``shapes-tiny``), the ``shapes-classifier`` (the shape reader), a text-to-image pipeline
+    (``shapes-t2i``, ``shapes-t2i-biased``, ``shapes-t2i-memorise`` and their ``-tiny`` versions), or a
+    text model on the Random Hierarchy Model (``rhm-mdm`` masked diffusion, ``rhm-ar`` autoregressive;
+    ``-tiny`` versions).
 
-    Writes safetensors weights and a JSON model card (config, data, seed, metrics) into --out.
+    Writes safetensors weights and a JSON model card (config, data, seed, metrics) into --out; a
+    text-to-image model is the pipeline directory --out/NAME (with critwin_card.json).
     """
     seed = parse_seed(seed)
     check_choice(model, "MODEL", TRAINABLE)
     check_out_dir(out)
-    reject_unused(ctx, {"eval_samples": None if model in DIGITS else "applies only to the digits models"})
+    t2i_only = "does not apply to the shapes-t2i models" if model in T2I else None
+    reject_unused(
+        ctx,
+        {
+            "eval_samples": None
+            if model in DIGITS + T2I
+            else "applies only to the digits and shapes-t2i models",
+            "eval_every": t2i_only,
+            "unconditional_samples": t2i_only,
+        },
+    )
     if model in TEXT:
         reject_unused(ctx, {"inference_steps": NOT_FOR_TEXT, "classifier_dir": NOT_FOR_TEXT})
     check_counts(eval_every=eval_every, unconditional_samples=unconditional_samples, minimum=0)
@@ -113,15 +141,17 @@ def train(
         classifier_dir=classifier_dir,
         eval_every=eval_every,
         unconditional_samples=unconditional_samples,
-        inference_steps=inference_steps,
+        inference_steps=100 if inference_steps is None and model not in T2I else inference_steps,
         progress=progress,
     )
     if model in TEXT:
         _train_text(model, changes, **run)
     elif model in SHAPES:
         _train_shapes(model, changes, **run)
+    elif model in T2I:
+        _train_t2i(model, changes, eval_samples=eval_samples, **run)
     else:
-        _train_digits(model, changes, eval_samples=eval_samples, **run)
+        _train_digits(model, changes, eval_samples=50 if eval_samples is None else eval_samples, **run)
 
 
 def _train_digits(model: str, changes: dict, *, out, classifier_dir, eval_samples, **run) -> None:
@@ -172,6 +202,30 @@ def _train_shapes(model: str, changes: dict, *, out, classifier_dir, **run) -> N
         progress=run["progress"],
         log=typer.echo,
         reference_card=reference,
+    )
+
+
+def _train_t2i(model: str, changes: dict, *, out, classifier_dir, eval_samples, **run) -> None:
+    if importlib.util.find_spec("transformers") is None:
+        raise ValueError(
+            f"MODEL {model} needs transformers (its CLIP text encoder): pip install transformers"
+        )
+    # Deferred: the text-to-image modules import diffusers and transformers (seconds).
+    from critwin.models.shapes_t2i import PRESETS, train_t2i
+
+    if run["inference_steps"] is not None:
+        changes = {**changes, "num_inference_steps": run["inference_steps"]}
+    config = PRESETS[model].replace(**changes)
+    directory = _classifier_dir(out, classifier_dir, readers_lib.SHAPE_CLASSIFIER_NAME)
+    train_t2i(
+        config,
+        name=model,
+        out_dir=out,
+        readers=readers_lib.attribute_readers(readers_lib.load_shape_classifier(directory)),
+        log_every=max(1, min(100, config.steps // 10)),
+        evaluation={"n_per_prompt": 10 if eval_samples is None else eval_samples},
+        progress=run["progress"],
+        log=typer.echo,
     )
 
 

@@ -8,6 +8,9 @@
 - :mod:`critwin.models.shapes`: the procedural shapes dataset (:func:`~critwin.models.shapes.make_shapes`),
   its attribute readers and the unconditional shapes DDPMs (``shapes``, ``shapes-biased``,
   ``shapes-memorise``).
+- :mod:`critwin.models.shapes_t2i`: text-to-image Stable Diffusion pipelines trained on captioned shapes
+  (``shapes-t2i``, ``shapes-t2i-biased``, ``shapes-t2i-memorise``), shipped as pipeline directories that
+  plain diffusers loads.
 
 :data:`SHIPPED_MODELS` names the shipped diffusion models (``critwin sweep --model digits`` and
 friends); :func:`shipped_process` loads one as a process. The digits DDPM names are imported lazily

@@ -5,7 +5,7 @@ from __future__ import annotations
 from critwin._validation import check_device, check_float_dtype, check_positive_int
 from critwin.adapters.diffusers.schedule import resolve_scheduler_class
 from critwin.models import digits, shapes, text
-from critwin.models._store import SHIPPED_MODELS
+from critwin.models._store import PIPELINE_MODELS, SHIPPED_MODELS
 
 __all__ = ["shipped_process"]
 
@@ -39,6 +39,12 @@ def shipped_process(
     """
     if not isinstance(name, str) or name not in SHIPPED_MODELS:
         raise ValueError(f"name must be one of the shipped models {list(SHIPPED_MODELS)}, got {name!r}")
+    if name in PIPELINE_MODELS:
+        raise ValueError(
+            f"name {name!r} is a text-to-image pipeline: load it with "
+            f"critwin.models.shapes_t2i.load_t2i_pipeline({name!r}) and pass it to "
+            "critwin.adapters.diffusers.from_pipeline(pipe, prompt=...)"
+        )
     num_inference_steps = check_positive_int(num_inference_steps, "num_inference_steps")
     device = None if device is None else check_device(device)
     if name in text.MODEL_NAMES:

@@ -31,9 +31,16 @@ SHIPPED_MODELS = {
     "shapes": "unconditional DDPM on 16x16 procedural shapes (attributes background, shape, colour, mark)",
     "shapes-biased": "the same on shapes whose background is imbalanced 80/10/10 (fairness experiments)",
     "shapes-memorise": "the same network trained on 24 shapes images until it copies them (memorisation)",
+    "shapes-t2i": "Stable Diffusion pipeline trained on captioned shapes (CLIP text encoder, VAE, U-Net)",
+    "shapes-t2i-biased": "the same where 'a circle' (no background named) is on blue 80% of the time",
+    "shapes-t2i-memorise": "the same with member captions duplicated 1, 4, 16, 64 times (memorisation)",
     "rhm-mdm": "masked-diffusion transformer on a Random Hierarchy Model language (8 tokens, 4 levels)",
     "rhm-ar": "autoregressive transformer on the same Random Hierarchy Model language",
 }
+
+# Shipped as diffusers pipeline directories ``weights/<name>/`` (StableDiffusionPipeline.from_pretrained),
+# not as one ``<name>.safetensors`` file.
+PIPELINE_MODELS = ("shapes-t2i", "shapes-t2i-biased", "shapes-t2i-memorise")
 
 # How to recreate each shipped file; quoted in every "missing or corrupted" error.
 RETRAIN_COMMANDS = {
@@ -46,6 +53,9 @@ RETRAIN_COMMANDS = {
     "shapes-biased": "critwin train shapes-biased --threads 1 --out {dir}",
     "shapes-memorise": "critwin train shapes-memorise --threads 1 --out {dir}",
     "shapes-classifier": "critwin train shapes-classifier --threads 1 --out {dir}",
+    "shapes-t2i": "critwin train shapes-t2i --threads 1 --out {dir}",
+    "shapes-t2i-biased": "critwin train shapes-t2i-biased --threads 1 --out {dir}",
+    "shapes-t2i-memorise": "critwin train shapes-t2i-memorise --threads 1 --out {dir}",
     "rhm-mdm": "critwin train rhm-mdm --threads 1 --out {dir}",
     "rhm-ar": "critwin train rhm-ar --threads 1 --out {dir}",
 }

@@ -14,7 +14,7 @@ Modules: :mod:`.data`, :mod:`.readers` (plain imports); :mod:`.config`, :mod:`.m
 from __future__ import annotations
 
 from critwin._lazy import lazy_exports
-from critwin.models.shapes.data import ATTRIBUTES, IMAGE_SHAPE, ShapesData, make_shapes
+from critwin.models.shapes.data import ATTRIBUTES, IMAGE_SHAPE, ShapesData, make_shapes, render_shapes
 
 # Loaded on first use: the readers import torch (the command line reads ATTRIBUTES before torch loads),
 # the model modules diffusers.
@@ -46,6 +46,6 @@ _EXPORTS = {
     "build_card": "critwin.models.shapes.card",
 }
 
-__all__ = ["ATTRIBUTES", "IMAGE_SHAPE", "ShapesData", "make_shapes", *_EXPORTS]
+__all__ = ["ATTRIBUTES", "IMAGE_SHAPE", "ShapesData", "make_shapes", "render_shapes", *_EXPORTS]
 
 __getattr__, __dir__ = lazy_exports("critwin.models.shapes", _EXPORTS, globals())

@@ -6,13 +6,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from critwin._validation import check_positive_int, check_seed
-from critwin.models._store import SHIPPED_MODELS
+from critwin.models._store import PIPELINE_MODELS, SHIPPED_MODELS
 from critwin.models._training import TrainingConfig, ddpm_scheduler_kwargs
 from critwin.models.shapes.data import IMAGE_SHAPE, ShapesData, check_bias, check_shapes_memory, make_shapes
 
 __all__ = ["ShapesConfig", "PRESETS", "MODEL_NAMES", "BIASED_BACKGROUND", "HELD_OUT_SEED"]
 
-MODEL_NAMES = tuple(name for name in SHIPPED_MODELS if name.startswith("shapes"))
+MODEL_NAMES = tuple(
+    name for name in SHIPPED_MODELS if name.startswith("shapes") and name not in PIPELINE_MODELS
+)
 HELD_OUT_SEED = 10_000
 """Seed offset of held-out images (``data_seed + HELD_OUT_SEED``): never a training seed."""
 BIASED_BACKGROUND = (0.8, 0.1, 0.1)

@@ -36,6 +36,7 @@ __all__ = [
     "MARK_SIZE",
     "ShapesData",
     "make_shapes",
+    "render_shapes",
     "check_bias",
     "check_shapes_memory",
 ]
@@ -207,6 +208,35 @@ def make_shapes(
         )
         for name, p in marginals.items()
     }
+    return ShapesData(render_shapes(labels, generator), labels, seed, marginals)
+
+
+def render_shapes(labels: Mapping[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
+    """Images of given attributes, with a random centre and size per image drawn from ``generator``.
+
+    Parameters
+    ----------
+    labels : every attribute of :data:`ATTRIBUTES` -> (n,) int64 labels.
+    generator : draws the geometry ((n, 3) uniforms: centre x, centre y, half-size).
+
+    Returns
+    -------
+    (n, 3, 16, 16) float32 images in [-1, 1] (what :func:`make_shapes` returns for these labels).
+
+    Examples
+    --------
+    >>> labels = {name: torch.zeros(2, dtype=torch.long) for name in ATTRIBUTES}
+    >>> render_shapes(labels, torch.Generator().manual_seed(0)).shape
+    torch.Size([2, 3, 16, 16])
+    """
+    missing = [name for name in ATTRIBUTES if name not in labels]
+    if missing:
+        raise ValueError(f"labels must give every attribute; missing {missing}")
+    n = labels["shape"].numel()
+    for name, values in ATTRIBUTES.items():
+        label = labels[name]
+        if label.shape != (n,) or label.dtype != torch.long or ((label < 0) | (label >= len(values))).any():
+            raise ValueError(f"labels[{name!r}] must be ({n},) int64 labels in 0..{len(values) - 1}")
     uniform = torch.rand(n, 3, generator=generator, dtype=torch.float64)
     cx, cy = (8.0 + CENTRE_JITTER * (2 * uniform[:, i] - 1) for i in range(2))
     r = SIZE_RANGE[0] + (SIZE_RANGE[1] - SIZE_RANGE[0]) * uniform[:, 2]
@@ -219,4 +249,4 @@ def make_shapes(
     images[:, :, :MARK_SIZE, :MARK_SIZE] = torch.where(
         marked, torch.tensor(MARK_COLOUR).view(1, 3, 1, 1), corner
     )
-    return ShapesData(images.float().contiguous(), labels, seed, marginals)
+    return images.float().contiguous()
