@@ -47,7 +47,7 @@ def _files(path: Path) -> dict[str, bytes]:
     """Every file's bytes under ``path`` (a file or a directory), without the claim lock and the
     provenance (UTC time of the last save) of metadata files."""
     if path.is_file():
-        return {path.name: path.read_bytes()}
+        return {"": path.read_bytes()}  # by content: the reference has another name
     out = {}
     for p in sorted(path.rglob("*")):
         if not p.is_file() or p.name.startswith(".critwin"):

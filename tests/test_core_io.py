@@ -178,3 +178,20 @@ def test_a_second_writer_of_one_output_file_is_refused_with_the_holders_pid(tmp_
         main(["hierarchy", MIXTURE, "--no-windows", "--out", str(out)])
     assert code.value.code == 0 and out.is_file()
     assert sorted(tmp_path.iterdir()) == [out]  # the lock goes with its holder
+
+
+def test_a_full_disk_when_claiming_an_output_names_it_and_leaves_no_lock(tmp_path, monkeypatch):
+    from critwin.experiments import checkpoint
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(checkpoint.os, "write", full)
+    out = tmp_path / "tree.json"
+    with pytest.raises(ValueError, match=f"out {out}: cannot write there \\(No space left on device\\)"):
+        with checkpoint.claim_output(out):
+            pass
+    with pytest.raises(ValueError, match="cannot write there"):
+        with checkpoint.claim_directory(tmp_path / "run", "forward_reverse"):
+            pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]

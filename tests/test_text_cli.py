@@ -216,3 +216,11 @@ def test_the_text_docs_page_runs():
     code = "\n".join(re.findall(r"```python\n(.*?)```", page, re.S))
     assert "causal_lm_process" in code and "MaskedDiffusionProcess" in code
     exec(compile(code, "docs/text.md", "exec"), {})
+
+
+@pytest.mark.parametrize("seed", ["-1", "abc", str(2**64)])
+def test_text_refuses_a_bad_seed_by_the_one_rule(capsys, seed):
+    code, out, err = run_cli(["text", "--model", "rhm-mdm", "--seed", seed], capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1
+    assert lines[0].startswith("critwin: error: --seed must be an integer in [0, 2**63), got")

@@ -89,7 +89,9 @@ def _load_t2i(t2i, model: str, steps: int, prompt: str | None, guidance: float |
             "is fitted to the images of such captions (try a caption of the grammar without an unseen "
             "item id)"
         )
-    index = importlib.import_module("torch").tensor(rows)  # torch loads once the options are checked
+    import torch  # after the options are checked: help and usage errors come without it
+
+    index = torch.tensor(rows)
     pairs = (data.images[index], {name: labels[index] for name, labels in data.attributes.items()})
     adapter = importlib.import_module("critwin.adapters.diffusers")
     pipe = adapter.load_local(t2i.model_directory(model), text_encoder=True)
@@ -119,8 +121,8 @@ def atlas_command(
     model: str = typer.Option(
         "shapes",
         "--model",
-        help="Shipped shapes model name (DDPM or text-to-image) or a directory holding one; or a text "
-        "model (rhm-mdm, rhm-ar).",
+        help="Shipped shapes model name (DDPM or text-to-image) or a directory holding one; or a text model "
+        "(rhm-mdm, rhm-ar).",
     ),
     prompt: str | None = typer.Option(
         None, "--prompt", help="Prompt of a text-to-image model (shapes-t2i, ...; required there)."
@@ -176,6 +178,8 @@ def atlas_command(
     check_atlas_dir(out)
     set_threads(threads_from_env() if threads is None else check_positive_int(threads, "--threads"))
     started = time.perf_counter()
+    if guidance is not None and not guidance >= 0:
+        raise ValueError(f"--guidance must be a number >= 0, got {guidance}")
     if is_text_model(model):
         given = ctx.get_parameter_source("steps").name == "COMMANDLINE"
         options = dict(sizes, times=requested, features=wanted, eps=eps, delta=delta, seed=seed)
@@ -183,8 +187,6 @@ def atlas_command(
         result = text_atlas_command(model, options)
         _finish(result, model, started, out, as_json)
         return
-    if guidance is not None and not guidance >= 0:
-        raise ValueError(f"--guidance must be a number >= 0, got {guidance}")
     process, data, readers = load_shapes(model, steps, prompt, guidance)
     if wanted is not None:
         unknown = [name for name in wanted if name not in readers]

@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 
 from critwin._io import atomic_write_json, check_replaceable, json_text, output_marker
-from critwin._validation import check_delta
+from critwin._validation import check_delta, parse_seed
 from critwin.cli import app
 from critwin.cli._common import check_counts, check_out_dir, fmt_time, parse_times
 from critwin.models._store import SHIPPED_MODELS
@@ -234,7 +234,7 @@ def text_command(
         help="The theorem's windows of every level (exact TV; a minute for masking).",
     ),
     eps: float = typer.Option(0.1, "--eps", help="eps of the theorem's windows."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: str = typer.Option("0", "--seed", help="Seed of every random draw."),
     out: Path | None = typer.Option(None, "--out", help="Write text.json and text_levels.png here."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
     progress: bool = typer.Option(False, "--progress/--no-progress", help="Progress bars on stderr."),
@@ -249,6 +249,7 @@ def text_command(
 
     from critwin.report.text import TextSizes, compare_levels
 
+    seed = parse_seed(seed)
     check_counts(sources=sources, replicates=replicates, boot=boot)
     if out is not None:
         check_out_dir(out)

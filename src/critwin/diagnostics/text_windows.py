@@ -269,7 +269,8 @@ def text_atlas(
     grammar : the :class:`~critwin.models.text.RandomHierarchy` the model was trained on.
     x0 : (N, L) source strings (default: ``n_sources`` strings drawn from the grammar with ``seed``).
     times : levels of the sweep (default: 9 kappa levels 0..1, or every count of hidden positions).
-    Other parameters as in :func:`~critwin.diagnostics.feature_atlas.atlas`.
+    n_sources, n_per_time, n_trajectories, n_clones, cloning, theory, eps, delta, n_boot, seed, progress :
+        as in :func:`~critwin.diagnostics.feature_atlas.atlas`.
 
     Returns
     -------

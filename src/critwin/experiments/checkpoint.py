@@ -237,7 +237,7 @@ def claim_directory(out, kind: str, option: str = "out", legacy: tuple[str, ...]
         fd = _lock(root / CLAIM_FILE, root, option)
         try:
             _check_kind(root, kind, _claim_record(root / CLAIM_FILE).get("kind"), option, legacy)
-            _write_record(fd, {"kind": kind, "pid": os.getpid()})
+            _write_record(fd, {"kind": kind, "pid": os.getpid()}, root, option)
             for directory in (root, root / UNITS_DIR):
                 remove_stale_temp_files(directory)
         except BaseException:
@@ -252,11 +252,15 @@ def claim_directory(out, kind: str, option: str = "out", legacy: tuple[str, ...]
             os.close(_HELD.pop(key).fd)
 
 
-def _write_record(fd: int, record: dict) -> None:
+def _write_record(fd: int, record: dict, root: Path, option: str) -> None:
+    """Write the holder's record into its lock file; a full disk is a ValueError naming the output."""
     data = (json_text(record, indent=None) + "\n").encode()
-    os.ftruncate(fd, 0)
-    os.lseek(fd, 0, os.SEEK_SET)
-    os.write(fd, data)
+    try:
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, data)
+    except OSError as exc:
+        raise ValueError(f"{option} {root}: cannot write there ({exc.strerror or exc})") from None
 
 
 def output_lock_file(path) -> Path:
@@ -283,7 +287,12 @@ def claim_output(path, option: str = "out") -> Iterator[Path]:
         _HELD[key].depth += 1
     else:
         fd = _lock_output(path, option)
-        _write_record(fd, {"pid": os.getpid()})
+        try:
+            _write_record(fd, {"pid": os.getpid()}, path, option)
+        except BaseException:
+            output_lock_file(path).unlink(missing_ok=True)  # still locked: no one else uses it
+            os.close(fd)
+            raise
         _HELD[key] = _Hold(fd, "output")
     try:
         yield path

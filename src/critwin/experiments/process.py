@@ -591,7 +591,7 @@ def grid_times(process: ReverseProcess, n: int, lo: float = 0.02, hi: float = 4.
     lo, hi = max(grid.min().item(), lo), min(grid.max().item(), hi)
     wanted = torch.exp(torch.linspace(math.log(lo), math.log(hi), n, dtype=torch.float64))
     picked = sorted({process.locate(float(t)).index for t in wanted})
-    return [float(grid[i]) for i in picked]
+    return [float(process.times[i]) for i in picked]  # indices of the full grid, not of the finite part
 
 
 def realise_times(process: ReverseProcess, times, name: str = "times") -> RealisedTimes:

@@ -39,14 +39,14 @@ def shipped_process(
     """
     if not isinstance(name, str) or name not in SHIPPED_MODELS:
         raise ValueError(f"name must be one of the shipped models {list(SHIPPED_MODELS)}, got {name!r}")
-    num_inference_steps = check_positive_int(num_inference_steps, "num_inference_steps")
-    device = None if device is None else check_device(device)
     if name in PIPELINE_MODELS:
         raise ValueError(
             f"name {name!r} is a text-to-image pipeline: load it with "
             f"critwin.models.shapes_t2i.load_t2i_pipeline({name!r}) and pass it to "
             "critwin.adapters.diffusers.from_pipeline(pipe, prompt=...)"
         )
+    num_inference_steps = check_positive_int(num_inference_steps, "num_inference_steps")
+    device = None if device is None else check_device(device)
     if name in text.MODEL_NAMES:
         for option, value in (
             ("guidance_scale", guidance_scale),
