@@ -102,9 +102,7 @@ def privacy(
     times: str = typer.Option(
         "0.05,0.3,0.8,1.5,2.5", "--times", help="Image models: comma-separated OU times."
     ),
-    steps: int | None = typer.Option(
-        None, "--steps", help="Sampler steps (default 20; text-to-image: the card's)."
-    ),
+    steps: int | None = typer.Option(None, "--steps", help="Sampler steps (default 20; text-to-image: 10)."),
     replicates: int = typer.Option(
         2, "--replicates", help="Image models: forward-reverse replicates per image and time."
     ),
@@ -120,7 +118,7 @@ def privacy(
     trajectories: int = typer.Option(
         2, "--trajectories", help="Text-to-image: generations per prompt of the commitment signal."
     ),
-    clones: int = typer.Option(2, "--clones", help="Text-to-image: continuations per fork (commitment)."),
+    clones: int = typer.Option(1, "--clones", help="Text-to-image: continuations per fork (commitment)."),
     guidance: float | None = typer.Option(
         None, "--guidance", help="Text-to-image: guidance scale (default: the card's, else 7.5)."
     ),
