@@ -98,6 +98,9 @@ _MODULE_EXPORTS = {
     "critwin.diagnostics.privacy": ("membership_audit",),
     "critwin.diagnostics.fairness": ("rebalance",),
     "critwin.diagnostics.feature_atlas": ("AtlasResult", "atlas"),
+    "critwin.diagnostics.prompt_sampling": ("PromptModel",),
+    "critwin.diagnostics.prompt_fairness": ("prompt_fairness",),
+    "critwin.diagnostics.prompt_privacy": ("PromptSets", "memorisation_audit"),
 }
 
 _EXPORTS = {name: module for module, names in _MODULE_EXPORTS.items() for name in names}

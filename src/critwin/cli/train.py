@@ -32,9 +32,18 @@ T2I = (
     "shapes-t2i-biased-tiny",
     "shapes-t2i-memorise-tiny",
 )
-CLASSIFIERS = ("classifier", "shapes-classifier")
+CLASSIFIERS = ("classifier", "shapes-classifier", "digit-judge", "shapes-selector")
 TEXT = ("rhm-mdm", "rhm-ar", "rhm-mdm-tiny", "rhm-ar-tiny")
-TRAINABLE = (*DIGITS, "classifier", *SHAPES, "shapes-classifier", *T2I, *TEXT)
+TRAINABLE = (
+    *DIGITS,
+    "classifier",
+    *SHAPES,
+    "shapes-classifier",
+    "digit-judge",
+    "shapes-selector",
+    *T2I,
+    *TEXT,
+)
 NOT_FOR_TEXT = "does not apply to the text models"
 
 
@@ -92,7 +101,9 @@ def train(
 ) -> None:
     """Train a digits model (``digits``, ``digits-memorise``, ``digits-flow``, ``digits-v``, ``digits-tiny``),
     the digit ``classifier``, a shapes DDPM (``shapes``, ``shapes-biased``, ``shapes-memorise``,
-    ``shapes-tiny``), the ``shapes-classifier`` (the shape reader), a text-to-image pipeline
+    ``shapes-tiny``), the ``shapes-classifier`` (the shape reader), an independent reader
+    (:mod:`critwin.models.judges`: the ``digit-judge`` grades what the digit classifier selected, the
+    ``shapes-selector`` selects while the analytic readers grade), a text-to-image pipeline
     (``shapes-t2i``, ``shapes-t2i-biased``, ``shapes-t2i-memorise`` and their ``-tiny`` versions), or a
     text model on the Random Hierarchy Model (``rhm-mdm`` masked diffusion, ``rhm-ar`` autoregressive;
     ``-tiny`` versions).
@@ -131,7 +142,12 @@ def train(
         # Float summation order depends on the thread count; fix it to reproduce a run bit for bit.
         torch.set_num_threads(threads)
     if model in CLASSIFIERS:
-        train_one = _train_classifier if model == "classifier" else _train_shape_classifier
+        train_one = {
+            "classifier": _train_classifier,
+            "shapes-classifier": _train_shape_classifier,
+            "digit-judge": _train_digit_judge,
+            "shapes-selector": _train_shapes_selector,
+        }[model]
         train_one(out, epochs, seed)
         return
     changes = {"seed": seed, "steps": steps, "batch_size": batch_size, "learning_rate": learning_rate}
@@ -326,6 +342,84 @@ def _train_shape_classifier(out: Path, epochs: int | None, seed: int) -> None:
     typer.echo(
         f"held-out reader accuracy {accuracy} (noise 0.1: {noisy}); wrote {weights_file} and {card_file}"
     )
+
+
+def _train_digit_judge(out: Path, epochs: int | None, seed: int) -> None:
+    from critwin.models.judges import evaluate_digit_judge, save_digit_judge, train_digit_judge
+
+    epochs = 120 if epochs is None else epochs
+    data = digits_data.load_digits_data()
+    typer.echo(f"training the digit judge: {epochs} epochs on the {data.test_labels.numel()} test digits")
+    started = time.perf_counter()
+    model = train_digit_judge(data, epochs=epochs, seed=seed)
+    seconds = time.perf_counter() - started
+    metrics = evaluate_digit_judge(model, data)
+    weights_file, card_file = save_digit_judge(
+        model,
+        out,
+        {
+            "role": "judge of what the digit-classifier selects (disjoint split, other width and seed)",
+            "data": {
+                "split_seed": data.seed,
+                "trained_on": "test split",
+                "n_train": int(data.test_labels.numel()),
+            },
+            "training": {
+                "epochs": epochs,
+                "batch_size": 32,
+                "width": model.width,
+                "seed": seed,
+                "optimiser": "Adam, cosine learning rate",
+                "augmentation": "random shifts of -1/0/+1 pixel",
+                "seconds": seconds,
+                "torch_threads": torch.get_num_threads(),
+            },
+            "metrics": metrics,
+        },
+    )
+    typer.echo(
+        f"held-out accuracy {metrics['held_out_accuracy']:.4f} (n={metrics['n_held_out']}); "
+        f"wrote {weights_file} and {card_file}"
+    )
+
+
+def _train_shapes_selector(out: Path, epochs: int | None, seed: int) -> None:
+    from critwin.models.judges import (
+        SELECTOR_DATA_SEED,
+        evaluate_shapes_selector,
+        save_shapes_selector,
+        train_shapes_selector,
+    )
+
+    epochs = 6 if epochs is None else epochs
+    n_train = 6000
+    typer.echo(f"training the shapes selector: {epochs} epochs on {n_train} shapes images, seed {seed}")
+    started = time.perf_counter()
+    net = train_shapes_selector(n_train=n_train, epochs=epochs, seed=seed)
+    seconds = time.perf_counter() - started
+    accuracy = evaluate_shapes_selector(net)
+    noisy = evaluate_shapes_selector(net, noise=0.1)
+    weights_file, card_file = save_shapes_selector(
+        net,
+        out,
+        {
+            "data": {"dataset": "make_shapes", "n_train": n_train, "seed": SELECTOR_DATA_SEED},
+            "training": {
+                "epochs": epochs,
+                "seed": seed,
+                "optimiser": "Adam, cosine learning rate",
+                "augmentation": "Gaussian pixel noise, std 0.15",
+                "seconds": seconds,
+                "torch_threads": torch.get_num_threads(),
+            },
+            "metrics": {
+                "held_out": "make_shapes(4000, seed=12345)",
+                "accuracy": accuracy,
+                "accuracy_noise_0.1": noisy,
+            },
+        },
+    )
+    typer.echo(f"held-out accuracy {accuracy} (noise 0.1: {noisy}); wrote {weights_file} and {card_file}")
 
 
 def _classifier_dir(out: Path, classifier_dir: Path | None, name: str) -> Path | None:

@@ -53,6 +53,8 @@ RETRAIN_COMMANDS = {
     "shapes-biased": "critwin train shapes-biased --threads 1 --out {dir}",
     "shapes-memorise": "critwin train shapes-memorise --threads 1 --out {dir}",
     "shapes-classifier": "critwin train shapes-classifier --threads 1 --out {dir}",
+    "digit-judge": "critwin train digit-judge --threads 1 --out {dir}",
+    "shapes-selector": "critwin train shapes-selector --threads 1 --out {dir}",
     "shapes-t2i": "critwin train shapes-t2i --threads 1 --out {dir}",
     "shapes-t2i-biased": "critwin train shapes-t2i-biased --threads 1 --out {dir}",
     "shapes-t2i-memorise": "critwin train shapes-t2i-memorise --threads 1 --out {dir}",

@@ -22,6 +22,9 @@ interrupted run leaves no partial report. Sections:
 7. Text: windows in masked diffusion and autoregression — every level of a Random Hierarchy Model
    language measured on the shipped masked-diffusion and autoregressive transformers, beside the same
    estimator on the language's exact law and its exact curve (:mod:`critwin.report.text`).
+8. Text-to-image audits — on the shipped Stable Diffusion pipelines trained on captioned shapes: a
+   prompt's background window, four fairness fixes on the same draws graded by independent judges, and
+   memorisation detectors side by side (:mod:`critwin.report.text_to_image`).
 
 Each section is computed in :mod:`critwin.report.sections`, drawn by :mod:`critwin.report.figures`
 and written into the page by :mod:`critwin.report.page`. :data:`SECTIONS` lists them as independent
@@ -47,7 +50,7 @@ from critwin._threads import using_threads
 from critwin._validation import check_eps, check_positive_int, check_seed
 from critwin.experiments.checkpoint import progress_bar
 from critwin.models.digits import load_digits_model
-from critwin.report import figures, invariance, sections, text
+from critwin.report import figures, invariance, sections, text, text_to_image
 from critwin.report.output import MARKER, build_atomically, check_report_dir
 from critwin.report.page import demo_page
 from critwin.report.schedule import Section, SectionRun, default_workers, run_sections
@@ -156,6 +159,11 @@ def text_section(ctx: DemoContext, inputs) -> tuple[dict, None]:
     return {"figures": text.plot_text(section, ctx.work), **section.summary()}, None
 
 
+def text_to_image_audits(ctx: DemoContext, inputs) -> tuple[dict, None]:
+    section = text_to_image.text_to_image_section(ctx.sizes, ctx.seed, ctx.progress)
+    return {"figures": text_to_image.plot_text_to_image(section, ctx.work), **section.summary()}, None
+
+
 def _measured_elsewhere() -> list:
     """Section 5's runs other than the reference (section 2's sweep), in the order of compared_runs."""
     runs, _ = invariance.compared_runs()
@@ -185,6 +193,8 @@ def demo_sections() -> list[Section]:
         out.append(Section("shapes", shapes, 53.0))
     if text.text_available():
         out.append(Section("text", text_section, 40.0))
+    if text_to_image.text_to_image_available():
+        out.append(Section("text_to_image", text_to_image_audits, 150.0))
     return out
 
 
@@ -257,6 +267,11 @@ def run_demo(
             )
         if not text.text_available():
             summary["text_skipped"] = "the shipped text models are missing (critwin train rhm-mdm, rhm-ar)"
+        if not text_to_image.text_to_image_available():
+            summary["text_to_image_skipped"] = (
+                "the shipped text-to-image pipelines are missing (critwin train shapes-t2i-biased, "
+                "critwin train shapes-t2i-memorise)"
+            )
         summary["section_seconds"] = {name: run.wall_seconds for name, run in done.items()}
         summary["section_cpu_seconds"] = {name: run.cpu_seconds for name, run in done.items()}
         summary["workers"] = workers

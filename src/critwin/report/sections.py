@@ -28,6 +28,7 @@ from critwin.mixtures import GaussianMixture
 from critwin.models._store import weights_paths
 from critwin.models.classifier import classifier_feature
 from critwin.models.digits import load_digits_model
+from critwin.models.judges import digit_judge_feature
 from critwin.models.shapes import attribute_readers, load_shapes_model, make_shapes
 from critwin.theory.tree import hierarchy
 from critwin.theory.validate import forward_reverse_tv
@@ -78,6 +79,18 @@ class DemoSizes:
     atlas_fit: int = 20000  # images the theory is fitted to (the shipped model's whole training set)
     strip_times: int = 8
     strip_replicates: int = 3
+    # Section 8 (text-to-image audits): sampler steps, samples per fairness method, KID reference images,
+    # cloning trunks of the fairness prompt and of the other prompts, held-out prompts of the
+    # memorisation table (every member is audited), Wen generations and loss noise draws per prompt.
+    t2i_steps: int = 10
+    t2i_fair_n: int = 48
+    t2i_reference: int = 500
+    t2i_window_trajectories: int = 16
+    t2i_prompt_trajectories: int = 8
+    t2i_non_members: int = 24
+    t2i_calibration: int = 24
+    t2i_wen_generations: int = 2
+    t2i_loss_noise: int = 2
 
     @classmethod
     def quick(cls) -> DemoSizes:
@@ -104,6 +117,13 @@ class DemoSizes:
             atlas_fit=2000,
             strip_times=4,
             strip_replicates=2,
+            t2i_steps=4,
+            t2i_fair_n=12,
+            t2i_reference=50,
+            t2i_window_trajectories=4,
+            t2i_prompt_trajectories=4,
+            t2i_non_members=4,
+            t2i_calibration=4,
         )
 
 
@@ -547,7 +567,12 @@ class DiagnosticsSection:
     def summary(self) -> dict[str, Any]:
         return {
             "privacy": {
-                k: {"auc": a.auc, "auc_ci": list(a.auc_ci), "operating_point": a.operating_point}
+                k: {
+                    "auc": a.auc,
+                    "auc_ci": list(a.auc_ci),
+                    "operating_point": a.operating_point,
+                    "graded_by": a.metadata.get("graded_by"),
+                }
                 for k, a in self.audits.items()
             },
             "fairness": self.fair.to_dict(),
@@ -579,6 +604,8 @@ def diagnostics_section(sizes: DemoSizes, digits: dict, seed: int) -> Diagnostic
         fork,
         n_candidates=4,
         seed=seed,
+        judge=digit_judge_feature(),  # graded by a reader independent of the selector (issue 21.5)
+        n_boot=sizes.n_boot,
     )
     return DiagnosticsSection(audits, fair)
 
