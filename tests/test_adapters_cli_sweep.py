@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import signal
@@ -196,6 +197,19 @@ def test_clone_and_adaptive_on_tiny_pipelines(model_dirs, tmp_path, capsys):
     assert "t_after" in stdout and (tmp_path / "search" / "search.json").is_file()
     # Rerunning finds the finished search and prints it again without recomputing.
     assert _run(argv, capsys)[1] == stdout
+
+    # --ci-half-width: the search narrows its intervals and says whether it reached the request.
+    precise = [*argv[:-3], "--ci-half-width", "0.5", "--out", str(tmp_path / "precise"), "--no-progress"]
+    code, stdout, err = _run(precise, capsys)
+    assert code == 0, err
+    result = json.loads((tmp_path / "precise" / "search.json").read_text())["result"]
+    assert result["ci_half_width"] == 0.5 and isinstance(result["ci_reached"], bool)
+    # Reached: both intervals that narrow (finite); not reached: a note on stderr says which is not.
+    if result["ci_reached"]:
+        assert all(0.5 * (hi - lo) <= 0.5 for lo, hi in (result["t_after_ci"], result["t_before_ci"]))
+    else:
+        assert "not reached after" in err
+    assert "95% CI" in stdout and "requested half-width 0.5: " in stdout
 
 
 def test_text_prompt_equals_its_embeddings(tmp_path, capsys):

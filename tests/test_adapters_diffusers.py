@@ -231,7 +231,10 @@ def test_terminal_snr_is_reported():
     finite = zero.times[1:-1]
     # Finite requests land on the nearest finite grid point, never on the infinite one.
     assert zero.realise(3.0)["index"] == 1 + int((finite - 3.0).abs().argmin())
-    assert zero.realise(30.0)["index"] == 1  # the infinite point is farther from any finite request
+    # Beyond the largest finite grid time no request is realised: refused, not run at index 1 (issue 22).
+    assert zero.realise(finite[0].item())["index"] == 1
+    with pytest.raises(ValueError, match=r"t=30 is beyond the sampler's range of OU times \[0, "):
+        zero.realise(30.0)
 
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])

@@ -115,6 +115,8 @@ for option in ("steps", "n", "n-per-time", "height", "width", "chunk-size"):
 CASES += [([*CLONE, "--n-clones", v], "--n-clones") for v in NUMBERS.values()]
 CASES += [([*ADAPTIVE, f"--{o}", "0"], f"--{o}") for o in ("probe-batch", "max-per-probe")]
 CASES += [([*ADAPTIVE, "--resolution", v], "--resolution") for v in ("0", "-1", "nan", "inf")]
+CASES += [([*ADAPTIVE, "--ci-half-width", v], "--ci-half-width") for v in ("0", "-1", "nan", "inf", "x")]
+CASES += [([*SW, "--ci-half-width", "0.05"], "--ci-half-width")]
 CASES += [([*SW, "--class-label", "-1"], "--class-label")]
 CASES += [([*SW, "--class-label", "1", "--null-label", "-1"], "--null-label")]
 CASES += [([*SW, "--guidance", v], "--guidance") for v in ("-1", "nan", "x")]

@@ -49,6 +49,10 @@ def test_fairness_json_output(capsys, tmp_path):
     printed = json.loads(proc.stdout)
     assert printed == json.loads(out.read_text())
     assert abs(sum(printed["after"]) - 1) < 1e-9 and printed["tv_after"] <= printed["tv_before"]
+    # Issue 21.5: graded by the digit judge, never by the selecting classifier; estimates inside their CIs.
+    graded = printed["graded"]
+    assert graded["graded_by"] == printed["judge"] == "digit-judge" != printed["selector"]
+    assert graded["tv_after_ci"][0] <= graded["tv_after"] <= graded["tv_after_ci"][1]
 
 
 def test_atlas_refuses_an_output_directory_it_did_not_write(capsys, tmp_path):

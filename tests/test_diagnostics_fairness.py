@@ -3,7 +3,14 @@ import pytest
 import torch
 from scipy.optimize import brentq
 
-from critwin.diagnostics.fairness import _select, rebalance, total_variation, window_fork_time
+from critwin.diagnostics.fairness import (
+    paired_comparison,
+    rebalance,
+    select_to_target,
+    total_variation,
+    tv_interval,
+    window_fork_time,
+)
 from critwin.mixtures import GaussianMixture
 from critwin.report.demo import hierarchical_mixture
 from two_gaussian_oracle import fr_truth
@@ -38,7 +45,7 @@ def test_same_seed_same_result_and_selection_by_hand():
     assert torch.equal(a.samples, b.samples) and np.array_equal(a.after, b.after)
     # candidates (rows) x trajectories (columns); quotas one of each label
     labels = np.array([[0, 0, 1], [0, 1, 1]])
-    choice = _select(labels, np.array([1.0, 2.0]))
+    choice = select_to_target(labels, np.array([1.0, 2.0]))
     assert sorted(labels[choice, np.arange(3)].tolist()) == [0, 1, 1]
     assert total_variation([0.5, 0.5], [1.0, 0.0]) == 0.5
 
@@ -116,8 +123,9 @@ def test_window_fork_time_is_the_upper_end_of_the_window():
     assert fork == estimate.t_before and abs(fork - truth) <= 0.3
 
 
-def test_progress_counts_the_trunks_then_each_round_of_continuations(monkeypatch):
-    """`critwin fairness` showed nothing for minutes: the bar has 1 + n_candidates stages, all done."""
+def test_progress_counts_every_sampler_step_of_the_trunk_and_the_continuations(monkeypatch):
+    """`critwin fairness` showed nothing for minutes: the bar counts the trunk's steps to the fork, then
+    every continuation's steps from it, and ends full."""
     import contextlib
 
     import critwin.diagnostics.fairness as fairness
@@ -126,14 +134,95 @@ def test_progress_counts_the_trunks_then_each_round_of_continuations(monkeypatch
 
     @contextlib.contextmanager
     def recording_bar(total, description, enabled=True):
-        seen.append({"total": total, "description": description, "enabled": enabled, "done": 0})
+        seen.append({"total": total, "enabled": enabled, "done": 0})
         yield lambda k=1: seen[-1].__setitem__("done", seen[-1]["done"] + k)
 
     monkeypatch.setattr(fairness, "progress_bar", recording_bar)
     plain = rebalance(MIX, 40, "bayes", 4, 3.2, n_candidates=3, seed=0, n_boot=0, progress=False)
-    shown = rebalance(MIX, 40, "bayes", 4, 3.2, n_candidates=3, seed=0, n_boot=0)
-    assert seen == [
-        {"total": 4, "description": "fairness", "enabled": False, "done": 4},
-        {"total": 4, "description": "fairness", "enabled": True, "done": 4},
-    ]
+    shown = rebalance(MIX, 40, "bayes", 4, 3.2, n_candidates=3, seed=0, n_boot=0, progress=True)
+    assert [s["enabled"] for s in seen] == [False, True]
+    assert seen[0]["done"] == 0  # no callback without a bar
+    assert seen[1]["total"] > 0 and seen[1]["done"] == seen[1]["total"]
     assert np.array_equal(plain.after, shown.after)  # the bar draws nothing at random
+
+
+# ---------------------------------------------------------------- issue 21.5: judges and honest intervals
+def _inside(value, interval):
+    return interval is not None and interval[0] <= value <= interval[1]
+
+
+def test_every_reported_tv_lies_inside_its_own_interval():
+    mix = _biased_product()
+    reader_a, reader_b = (lambda x: (x[:, 0] < 0).long()), (lambda x: (x[:, 1] < 0).long())
+
+    def judge_a(x):  # another rule than the selector's: an independent reader
+        return (x[:, 0] < 0.1).long()
+
+    res = rebalance(mix, 400, reader_a, 2, 2.8, seed=0, judge=judge_a, others={"b": reader_b})
+    # The selected batch hits the target exactly by the selector's reading (TV 0); a percentile bootstrap
+    # of that plug-in TV lies above 0 (the estimate outside its own interval): the defect of issue 21.5.
+    assert res.tv_after == 0.0
+    for value, interval in (
+        (res.tv_before, res.tv_before_ci),
+        (res.tv_after, res.tv_after_ci),
+        (res.tv_judged_before, res.tv_judged_before_ci),
+        (res.tv_judged_after, res.tv_judged_after_ci),
+        (res.others["b"]["tv"], res.others["b"]["tv_ci"]),
+    ):
+        assert _inside(value, interval), (value, interval)
+    graded = res.graded()
+    assert graded["independent"] and graded["graded_by"] == res.judge != res.metadata["feature"]
+    assert _inside(graded["tv_after"], graded["tv_after_ci"])
+    assert res.to_dict()["graded"] == graded
+
+
+def test_a_judge_that_is_the_selector_is_refused():
+    from critwin.experiments.features import CallableFeature
+
+    reader = lambda x: mix_reader(x)  # noqa: E731
+    mix_reader = MIX.bayes_label
+    with pytest.raises(ValueError, match="judge must be independent of the selecting feature"):
+        rebalance(MIX, 10, reader, 4, 3.0, judge=reader)
+    # Two wrappers of one reader (the CLI's shapes judge before issue 21.5) are the same reader.
+    a, b = (
+        CallableFeature(MIX.bayes_label, name="shapes-background"),
+        CallableFeature(MIX.bayes_label, name="shapes-background"),
+    )
+    with pytest.raises(ValueError, match="judge must be independent"):
+        rebalance(MIX, 10, a, 4, 3.0, judge=b)
+    ungraded = rebalance(MIX, 40, "bayes", 4, 3.0, seed=0).graded()
+    assert ungraded["independent"] is False and ungraded["graded_by"] == "bayes"
+
+
+@pytest.mark.parametrize(
+    "p,target,n",
+    [
+        ([0.1] * 10, [0.1] * 10, 200),  # TV 0: the hardest case (the plug-in is biased upwards)
+        ([0.8, 0.1, 0.1], [1 / 3] * 3, 100),
+        ([0.4, 0.3, 0.3], [1 / 3] * 3, 200),
+    ],
+)
+def test_tv_interval_covers_the_true_tv(p, target, n):
+    p = np.asarray(p)
+    truth = total_variation(p, target)
+    rng = np.random.default_rng(7)
+    reps = 300
+    covered = 0
+    for r in range(reps):
+        labels = rng.choice(p.size, n, p=p)
+        low, high = tv_interval(labels, target, seed=r)
+        assert low <= total_variation(np.bincount(labels, minlength=p.size) / n, target) <= high
+        covered += low <= truth <= high
+    # Nominal 95%; 300 replications have a binomial sd of 1.3%, so 0.92 is 2.3 sd below nominal.
+    assert covered / reps >= 0.92
+
+
+def test_paired_comparison_of_identical_readings_is_exactly_zero_and_contains_its_tv():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 200)
+    same = paired_comparison(labels, labels, 100, 0.95, rng)
+    assert same["tv"] == 0 and same["tv_ci"] == [0.0, 0.0] and same["unchanged"]
+    moved = labels.copy()
+    moved[:40] = 0
+    changed = paired_comparison(labels, moved, 200, 0.95, rng)
+    assert changed["tv_ci"][0] <= changed["tv"] <= changed["tv_ci"][1] and not changed["unchanged"]

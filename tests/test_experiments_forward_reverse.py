@@ -133,9 +133,11 @@ def test_bad_arguments(small):
     known = "sampler must be one of 'exact', 'ddpm', 'ddim', 'sde', 'sde_exp', 'heun'"
     with pytest.raises(ValueError, match=known):
         forward_reverse(mixture, x0, [1.0], sampler="euler", seed=0, progress=False)
-    with pytest.raises(ValueError, match="feature must return .* for n=6 inputs, got .* shape \\(6, 2, 1\\)"):
+    with pytest.raises(
+        ValueError, match="feature .* must return .* for n=6 inputs, got .* shape \\(6, 2, 1\\)"
+    ):
         forward_reverse(mixture, x0, [1.0], feature=lambda x: x.unsqueeze(-1), seed=0, progress=False)
-    with pytest.raises(ValueError, match="feature must return integer labels"):
+    with pytest.raises(ValueError, match="feature .* must return integer labels"):
         forward_reverse(mixture, x0, [1.0], feature=lambda x: x[:, 0], seed=0, progress=False)
     with pytest.raises(ValueError, match="for n=6 inputs"):
         forward_reverse(

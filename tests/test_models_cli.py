@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from critwin.cli import main
 
@@ -81,3 +82,16 @@ def test_tiny_training_writes_weights_and_a_card_that_load(capsys, tmp_path):
     assert "conditional_accuracy_quick" not in card["training"]["history"][4]
     model = load_digits_model("digits-tiny", out)
     assert model.config.steps == 20 and model.card["weights_sha256"] == card["weights_sha256"]
+
+
+def test_weights_and_card_are_replaced_together_or_not_at_all(tmp_path):
+    from critwin.models._store import load_card, save_weights
+
+    save_weights("m", {"w": torch.ones(3)}, {"config": {}, "n": 1}, tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    # The card cannot be written (a value JSON cannot hold) after the new weights were: the old pair stays.
+    with pytest.raises((TypeError, ValueError)):
+        save_weights("m", {"w": torch.zeros(3)}, {"config": {}, "n": object()}, tmp_path)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    save_weights("m", {"w": torch.zeros(3)}, {"config": {}, "n": 2}, tmp_path)
+    assert load_card("m", tmp_path)["n"] == 2

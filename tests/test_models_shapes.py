@@ -99,7 +99,7 @@ def test_bias_sets_the_marginal_within_binomial_tolerance():
     "kwargs, message",
     [
         (dict(n=0), "n must be >= 1"),
-        (dict(n=4, seed=-1), "seed must be >= 0"),
+        (dict(n=4, seed=-1), r"seed must be an integer in \[0, 2\*\*63\)"),
         (dict(n=4, bias={"size": (1.0,)}), "bias names unknown attributes"),
         (dict(n=4, bias={"mark": (1.0,)}), r"bias\['mark'\] must give 2 probabilities"),
         (dict(n=4, bias={"mark": (1.5, -0.5)}), "non-negative probabilities summing to 1"),
@@ -288,7 +288,10 @@ def test_shipped_process_refuses_conditioning_and_unknown_names():
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["train", "shapes", "--eval-samples", "3"], "--eval-samples applies only to the digits models"),
+        (
+            ["train", "shapes", "--eval-samples", "3"],
+            "--eval-samples applies only to the digits and shapes-t2i models",
+        ),
         (["train", "shapes", "--epochs", "2"], "--epochs applies only to the classifiers"),
         (["train", "shapes-classifier", "--steps", "3"], "--steps does not apply"),
         (["train", "shapes", "--steps", "0"], "--steps must be >= 1"),

@@ -111,7 +111,7 @@ def test_crossings_with_set_valued_sides_match_the_exact_times():
 
 
 def test_crossings_at_the_ends_of_time():
-    # Already merged at t = 0 (0), never separated (-inf), separated by bounds only past _T_MAX: none.
+    # Already merged at t = 0 (0), never separated (-inf), separated by bounds only past T_MAX: none.
     m = GaussianMixture(torch.tensor([[0.0], [0.01], [40.0]], dtype=F64))
     span = SpanMixture(m, 2000)
     tasks = [([0], [1], 0.1, 1.0, False), ([0], [1], 0.99, 1.0, True), ([0, 1], [2], 0.99, 1.0, True)]
@@ -213,15 +213,15 @@ def test_structured_tree_has_its_three_levels_and_exact_windows():
 
 def test_far_components_are_left_out_with_a_sure_slack():
     # Collinear means (a 1-d span): 1 - TV(p^A, p^B) by quadrature, with and without the components
-    # _restrict leaves out; the difference lies in [0, slack] (module notes) and slack <= _NEGLIGIBLE.
-    from critwin.theory.span_crossings import _NEGLIGIBLE, _restrict
+    # restrict leaves out; the difference lies in [0, slack] (module notes) and slack <= NEGLIGIBLE.
+    from critwin.theory.span_bounds import NEGLIGIBLE, CrossingTask, restrict
 
     x = torch.tensor([[0.0], [3.0], [5.0], [80.0], [95.0], [300.0]], dtype=F64)
     m = GaussianMixture(x, 1.0, torch.tensor([0.1, 0.2, 0.15, 0.25, 0.2, 0.1], dtype=F64))
     span = SpanMixture(m, 2000)
     A, B, t = [0, 3, 4], [1, 2, 5], 0.5
-    A2, B2, W_A, W_B, slack = _restrict(span, A, B, t)
-    assert (A2, B2) == ([0], [1, 2]) and 0.0 < slack <= _NEGLIGIBLE
+    A2, B2, W_A, W_B, slack = restrict(span, [CrossingTask(A, B, 0.1, 1.0, False)], [t])[0]
+    assert (A2.tolist(), B2.tolist()) == ([0], [1, 2]) and 0.0 < slack <= NEGLIGIBLE
     assert W_A == pytest.approx(0.55) and W_B == pytest.approx(0.45)
     lam = span.scale(t)
     grid = torch.linspace(-50.0, 400.0, 900_001, dtype=F64)

@@ -190,12 +190,41 @@ def test_endpoint_checks_detect_wrong_transition_times():
     m = GaussianMixture(mu, weights=torch.tensor([0.3, 0.7], dtype=F64))
     case = ValidationCase("c", m, [0], [0, 1], 2, 2, "test")
     tt = transition_times(m, [0], [0, 1], 0.1)
-    good = _endpoint_checks(m, case, tt, 0.1, 4000, 0)
+    good = _endpoint_checks(m, case, tt, 0.1, 0)
     assert good["t_end_check"] is True and good["tv_at_t_end"] == pytest.approx(0.1, abs=1e-4)
     shifted = replace(tt, t_end=tt.t_end + 0.3, t_end_low=tt.t_end_low + 0.3, t_end_high=tt.t_end_high + 0.3)
-    assert _endpoint_checks(m, case, shifted, 0.1, 4000, 0)["t_end_check"] is False
+    assert _endpoint_checks(m, case, shifted, 0.1, 0)["t_end_check"] is False
     sep = ValidationCase("s", m, [0], [0], 2, 2, "test")
     tt = transition_times(m, [0], [0], 0.1)
-    assert _endpoint_checks(m, sep, tt, 0.1, 4000, 0)["t_start_check"] is True
+    assert _endpoint_checks(m, sep, tt, 0.1, 0)["t_start_check"] is True
     early = replace(tt, t_start_low=tt.t_start_low - 0.3, t_start_high=tt.t_start_high - 0.3)
-    assert _endpoint_checks(m, sep, early, 0.1, 4000, 0)["t_start_check"] is False
+    assert _endpoint_checks(m, sep, early, 0.1, 0)["t_start_check"] is False
+
+
+def _small_validation(**kw):
+    return validate(
+        None,
+        quick=True,
+        ks=(2,),
+        dims=(2, 16),
+        n_grid=4,
+        n_outer=300,
+        n_inner=16,
+        n_tv=2000,
+        n_check=50,
+        seed=3,
+        plot=False,
+        **kw,
+    )
+
+
+def test_validate_detects_a_distorted_tv(monkeypatch):
+    # Every TV curve computed with distances x1.25 (transition times shifted by ln 1.25 = 0.22): the
+    # endpoint checks recompute the TV with references that share no code with divergence.tv
+    # (critwin.theory.references), so they must fail; with the same TV code they passed (issue 21.2).
+    import critwin.theory.divergence as divergence
+
+    original = divergence.TVCurve._whitened_means
+    monkeypatch.setattr(divergence.TVCurve, "_whitened_means", lambda self, t: 1.25 * original(self, t))
+    s = _small_validation().summary
+    assert s["endpoint_checks"] > 0 and s["endpoint_check_failures"] >= s["endpoint_checks"] // 2

@@ -16,6 +16,7 @@ __all__ = [
     "tiny_conditional_unet",
     "tiny_vae",
     "tiny_stable_diffusion",
+    "tiny_stable_diffusion_with_text",
     "tiny_text_encoder",
     "tiny_clip_tokenizer",
     "tiny_dit",
@@ -442,4 +443,16 @@ def tiny_flux_with_text(directory, seed: int = 0):
         text_encoder_2=tiny_t5_encoder(seed + 2, len(t5_tokenizer)),
     )
     pipe.tokenizer_max_length = 16
+    return pipe
+
+
+def tiny_stable_diffusion_with_text(directory, seed: int = 0, sample_size: int = 8):
+    """:func:`tiny_stable_diffusion` with a character-level tokenizer (files in ``directory``, limit 16
+    tokens) and a tiny CLIP text encoder: a pipeline that takes text prompts (16x16 images)."""
+    tokenizer = tiny_clip_tokenizer(directory, model_max_length=16)
+    pipe = tiny_stable_diffusion(seed, sample_size=sample_size)
+    pipe.register_modules(
+        text_encoder=tiny_text_encoder(seed, vocab_size=len(tokenizer)), tokenizer=tokenizer
+    )
+    pipe.set_progress_bar_config(disable=True)
     return pipe

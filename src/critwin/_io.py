@@ -11,41 +11,99 @@ pid (``.NAME.pidPID.XXXX.tmp``), so a later writer removes those of dead process
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import glob
 import json
 import math
 import os
 import platform
 import re
+import shutil
 import sys
 import tempfile
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from functools import cache
 from importlib import metadata
 from pathlib import Path
 
-import numpy as np
-import torch
-
+from critwin._lazy import deferred_import
 from critwin._version import __version__
+
+torch = deferred_import("torch", globals())  # the command line writes and checks files before torch loads
 
 
 @contextmanager
 def atomic_path(path: str | os.PathLike):
-    """Yield a temporary path beside ``path``; on success it is renamed onto ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.pid{os.getpid()}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    """Yield a temporary path beside ``path``; on success it is renamed onto ``path``.
+
+    Temporary files of ``path`` left by dead writers (a kill) are removed first; an OS error (a full
+    disk, a read-only directory) is raised naming ``path``, and leaves neither a partial file nor the
+    temporary one: ``path`` keeps its previous content.
+    """
+    with atomic_paths(path) as (tmp,):
+        yield tmp
+
+
+@contextmanager
+def atomic_paths(*paths: str | os.PathLike):
+    """:func:`atomic_path` for files that belong together (weights and their card): yields one temporary
+    path per file; only once every one is complete are they renamed, in order, onto ``paths``.
+
+    Between two of those renames (microseconds) a kill leaves the first file new and the next old: a
+    reader that checks them against each other (a card's SHA-256) reports it.
+    """
+    paths = [Path(p) for p in paths]
+    temps: list[Path] = []
     try:
-        yield Path(tmp)
-        # mkstemp creates the file private (0600); a result file gets the usual umask-derived mode.
-        os.chmod(tmp, umask_mode(0o666))
-        os.replace(tmp, path)
+        for path in paths:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_temp_files(path.parent, path.name)
+            fd, tmp = tempfile.mkstemp(
+                prefix=f".{path.name}.pid{os.getpid()}.", suffix=".tmp", dir=path.parent
+            )
+            os.close(fd)
+            temps.append(Path(tmp))
+        yield tuple(temps)
+        for tmp in temps:
+            # mkstemp creates the file private (0600); a result file gets the usual umask-derived mode.
+            os.chmod(tmp, umask_mode(0o666))
+        for tmp, path in zip(temps, paths, strict=True):
+            os.replace(tmp, path)
+    except OSError as exc:
+        _discard(temps)
+        target = _target(exc, paths, temps)
+        if target is None:
+            raise
+        raise _naming(exc, target) from exc
     except BaseException:
+        _discard(temps)
+        raise
+
+
+def _discard(temps) -> None:
+    for tmp in temps:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        raise
+
+
+def _target(exc: OSError, paths: list[Path], temps: list[Path]) -> Path | None:
+    """The output an OS error is about (None: another file's error, raised as it is): the file whose
+    temporary could not be made, the one the error names (it or its temporary), or, for an error that
+    names no file (a full disk on write), the first."""
+    if len(temps) < len(paths):
+        return paths[len(temps)]
+    if exc.filename is None:
+        return paths[0]
+    named = str(exc.filename)
+    return next((p for p, t in zip(paths, temps, strict=True) if named in (str(p), str(t))), None)
+
+
+def _naming(exc: OSError, path: Path) -> OSError:
+    """``exc`` about ``path`` (the user's file, not a temp file): ``PATH: No space left on device``."""
+    if exc.errno is None:
+        return exc
+    return OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(path))
 
 
 def umask_mode(mode: int) -> int:
@@ -54,6 +112,73 @@ def umask_mode(mode: int) -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mode & ~mask
+
+
+def work_directory(out) -> Path:
+    """A new private directory beside ``out`` to build its replacement in: ``.NAME.pidPID.XXXX``."""
+    out = Path(out)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.pid{os.getpid()}.", dir=out.parent))
+    # mkdtemp makes the directory private (0700); the result gets the mode a mkdir would give it.
+    os.chmod(work, umask_mode(0o777))
+    return work
+
+
+def replace_directory(work, out) -> None:
+    """Put the complete directory ``work`` in the place of ``out`` (which may exist); ``work`` is gone.
+
+    On Linux the two are swapped by one ``renameat2(RENAME_EXCHANGE)``: at every moment ``out`` is the
+    old result or the new one. Elsewhere the old one is first renamed aside (``.NAME.pidPID.old``);
+    a kill between the two renames leaves it there, and :func:`remove_stale_work_directories` puts it
+    back.
+    """
+    work, out = Path(work), Path(out)
+    if not out.exists():
+        os.rename(work, out)
+        return
+    if _exchange(work, out):
+        shutil.rmtree(work)  # it now holds the old result
+        return
+    aside = out.parent / f".{out.name}.pid{os.getpid()}.old"
+    os.rename(out, aside)
+    os.rename(work, out)
+    shutil.rmtree(aside)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux ``renameat2`` with ``RENAME_EXCHANGE``); False where unsupported."""
+    if sys.platform != "linux":
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+_WORK_PID = re.compile(r"\.pid(\d+)\.[^.]*$|\.pid(\d+)\.old$")
+
+
+def remove_stale_work_directories(out) -> list[Path]:
+    """Remove the :func:`work_directory` s of ``out`` whose writer is dead (a kill mid-build), and put
+    back an old result a kill left aside in :func:`replace_directory` when ``out`` is missing.
+    Returns the removed (or restored) paths."""
+    out = Path(out)
+    found = []
+    if not out.parent.is_dir():
+        return found
+    for path in sorted(out.parent.glob(f".{glob.escape(out.name)}.pid*")):
+        tagged = _WORK_PID.search(path.name)
+        if tagged is None or not path.is_dir() or pid_alive(int(tagged.group(1) or tagged.group(2))):
+            continue
+        if path.name.endswith(".old") and not out.exists():
+            os.rename(path, out)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+        found.append(path)
+    return found
 
 
 def atomic_write_text(path, text: str) -> None:
@@ -78,8 +203,16 @@ def atomic_write_json(path, obj, indent: int = 2) -> None:
     atomic_write_text(path, json_text(obj, indent) + "\n")
 
 
+def _is_array(obj) -> bool:
+    """A torch tensor or a numpy array or scalar (neither can exist before its module is imported)."""
+    loaded_torch, loaded_numpy = sys.modules.get("torch"), sys.modules.get("numpy")
+    return (loaded_torch is not None and isinstance(obj, loaded_torch.Tensor)) or (
+        loaded_numpy is not None and isinstance(obj, (loaded_numpy.ndarray, loaded_numpy.generic))
+    )
+
+
 def _plain(obj):
-    if isinstance(obj, (torch.Tensor, np.ndarray, np.generic)):
+    if _is_array(obj):
         obj = obj.tolist()
     if isinstance(obj, Path):
         return str(obj)
@@ -105,8 +238,10 @@ def json_float(value) -> float:
     return float(value)
 
 
-@cache  # installed versions do not change within a process; metadata parsing is slow
+@functools.cache
 def _version(package: str) -> str | None:
+    # Cached: reading an installed package's metadata costs milliseconds, and provenance() is recorded
+    # by every estimate (a bootstrap over sources makes thousands).
     try:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
@@ -155,21 +290,26 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temp_files(directory) -> list[Path]:
+def remove_stale_temp_files(directory, target: str | None = None) -> list[Path]:
     """Remove the temporary files of :func:`atomic_path` in ``directory`` whose writer is dead.
 
-    A file without a pid tag (written by an older critwin) counts as dead: call this only while
-    holding the directory (see ``critwin.experiments.checkpoint.claim_directory``). Returns the removed.
+    ``target``: only those of the file ``target`` (``.TARGET.pidPID.XXXX.tmp``), which a writer of that
+    file may remove at any time (a live writer's files stay). Without it, a file without a pid tag
+    (written by an older critwin) counts as dead too: call this only while holding the directory (see
+    ``critwin.experiments.checkpoint.claim_directory``). Returns the removed.
     """
     removed = []
     directory = Path(directory)
     if not directory.is_dir():
         return removed
+    prefix = None if target is None else f".{target}.pid"
     for path in directory.iterdir():
-        if not _TEMP.match(path.name) or not path.is_file():
+        if not _TEMP.match(path.name) or (prefix is not None and not path.name.startswith(prefix)):
             continue
         tagged = _TEMP_PID.search(path.name)
-        if tagged is None or not pid_alive(int(tagged.group(1))):
+        if tagged is None and prefix is not None:
+            continue
+        if (tagged is None or not pid_alive(int(tagged.group(1)))) and path.is_file():
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed

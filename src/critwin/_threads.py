@@ -15,12 +15,14 @@ the Makefile and ``tests/conftest.py`` set them, not this module).
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
-import torch
-
+from critwin._lazy import deferred_import
 from critwin._validation import check_positive_int
 
-__all__ = ["THREADS_ENV", "set_threads", "threads_from_env"]
+torch = deferred_import("torch", globals())  # the command line reads CRITWIN_THREADS before torch loads
+
+__all__ = ["THREADS_ENV", "set_threads", "threads_from_env", "using_threads"]
 
 THREADS_ENV = "CRITWIN_THREADS"
 """Environment variable: intra-op threads of the ``critwin`` command (default 1)."""
@@ -44,3 +46,14 @@ def set_threads(threads: int) -> int:
     if threads != previous:
         torch.set_num_threads(threads)
     return previous
+
+
+@contextmanager
+def using_threads(threads: int | None):
+    """Within: ``threads`` torch intra-op threads (None: torch's setting is left alone); restored after."""
+    previous = None if threads is None else set_threads(threads)
+    try:
+        yield
+    finally:
+        if previous is not None:
+            set_threads(previous)

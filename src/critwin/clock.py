@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from critwin._memory import check_memory
 from critwin._validation import check_number, check_positive_int, check_real_tensor, check_time
 
 __all__ = [
@@ -285,6 +286,7 @@ def time_grid(t_max: float, n_steps: int, t_min: float = 0.0, spacing: str = "ed
     t_max = check_time(t_max, "t_max", allow_zero=False)
     t_min = check_time(t_min, "t_min")
     n_steps = check_positive_int(n_steps, "n_steps")
+    check_memory(_GRID_BYTES * (n_steps + 1), f"time_grid(n_steps={n_steps})")
     if t_min >= t_max:
         raise ValueError(f"t_min must be < t_max, got t_min={t_min}, t_max={t_max}")
     u = torch.linspace(0.0, 1.0, n_steps + 1, dtype=torch.float64)
@@ -331,6 +333,7 @@ def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) 
     n = check_positive_int(n, "n")
     if n < 2:
         raise ValueError(f"n must be >= 2 (both ends of the range), got {n}")
+    check_memory(_GRID_BYTES * n, f"karras_sigmas(n={n})")
     sigma_min = check_number(sigma_min, "sigma_min", low=0.0)
     sigma_max = check_number(sigma_max, "sigma_max", low=0.0, closed="neither")
     if sigma_min >= sigma_max:
@@ -345,8 +348,8 @@ class TimeGrid:
     """A sampler's decreasing grid of OU times, and the one owner of requested OU times.
 
     Grid index ``i`` is the state at ``times[i]``; ``times[-1]`` is the end of sampling (0: clean data).
-    Requested times are validated here once (finite, >= 0, at most the largest time from which the
-    sampler can start, ``times[0]``, up to :data:`RANGE_RTOL`) and mapped to grid indices.
+    Requested times are validated here once (finite, >= 0, at most the largest finite time from which
+    the sampler can start, :attr:`finite_max`, up to :data:`RANGE_RTOL`) and mapped to grid indices.
 
     Parameters
     ----------
@@ -412,6 +415,13 @@ class TimeGrid:
         stop = len(self) - 1 if stop is None else self.check_index(stop, "stop", low=start)
         return start, stop
 
+    unit = "OU time"
+    """What one requested time is (error messages); a grid on another clock states its own."""
+
+    def check_value(self, value, name: str) -> float:
+        """One requested time, checked on this grid's clock (here an OU time: finite, >= 0)."""
+        return check_time(value, name)
+
     def check(self, times, name: str = "times") -> torch.Tensor:
         """Validate requested OU times against this grid.
 
@@ -429,15 +439,24 @@ class TimeGrid:
         try:
             values = list(values.tolist() if hasattr(values, "tolist") else values)
         except TypeError:
-            raise ValueError(f"{name} must be a sequence of OU times, got {type(times).__name__}") from None
+            raise ValueError(
+                f"{name} must be a sequence of {self.unit}s, got {type(times).__name__}"
+            ) from None
         if len(values) == 0:
-            raise ValueError(f"{name} must hold at least one OU time")
+            raise ValueError(f"{name} must hold at least one {self.unit}")
         labels = [name] if scalar else [f"{name}[{i}]" for i in range(len(values))]
         out = torch.tensor(
-            [check_time(v, label) for v, label in zip(values, labels, strict=True)], dtype=torch.float64
+            [self.check_value(v, label) for v, label in zip(values, labels, strict=True)], dtype=torch.float64
         )
-        _check_in_range(out[0] if scalar else out, self.times[-1].item(), self.t_max, name, "sampler")
+        _check_in_range(out[0] if scalar else out, self.times[-1].item(), self.finite_max, name, "sampler")
         return out
+
+    @property
+    def finite_max(self) -> float:
+        """Largest finite OU time of the grid: the end of the range of requests. A grid that starts at
+        pure noise (``times[0] = inf``, flow and zero-terminal-SNR schedules) realises no finite time
+        beyond its second point, so a request there is refused rather than run at that point."""
+        return self.t_max if math.isfinite(self.t_max) else self.times[1].item()
 
     def nearest(self, requested: torch.Tensor, clean_end: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Grid indices and OU times of checked requests (from :meth:`check`).
@@ -470,6 +489,17 @@ class TimeGrid:
         return TimeGrid(sorted(merged, reverse=True))
 
 
+# Bytes per grid point of a grid and its temporaries (float64 values, conversions, sorts): for the
+# memory guard on a number of steps typed by a user.
+_GRID_BYTES = 64
+
+
+def _check_schedule_steps(num_steps) -> int:
+    num_steps = check_positive_int(num_steps, "num_steps")
+    check_memory(_GRID_BYTES * num_steps, f"a schedule of num_steps={num_steps}")
+    return num_steps
+
+
 @dataclass(frozen=True)
 class DiscreteSchedule:
     """A discrete VP schedule (diffusers convention: step k has ``alpha_bar[k] = prod_{i<=k} (1 - beta_i)``).
@@ -492,20 +522,20 @@ class DiscreteSchedule:
     @classmethod
     def linear(cls, beta_start: float = 1e-4, beta_end: float = 0.02, num_steps: int = 1000):
         """DDPM linear schedule (Ho et al.)."""
-        num_steps = check_positive_int(num_steps, "num_steps")
+        num_steps = _check_schedule_steps(num_steps)
         return cls(torch.linspace(beta_start, beta_end, num_steps, dtype=torch.float64), "linear")
 
     @classmethod
     def scaled_linear(cls, beta_start: float = 0.00085, beta_end: float = 0.012, num_steps: int = 1000):
         """Stable Diffusion's scaled-linear schedule (linear in sqrt(beta))."""
-        num_steps = check_positive_int(num_steps, "num_steps")
+        num_steps = _check_schedule_steps(num_steps)
         root = torch.linspace(beta_start**0.5, beta_end**0.5, num_steps, dtype=torch.float64)
         return cls(root**2, "scaled_linear")
 
     @classmethod
     def cosine(cls, num_steps: int = 1000, s: float = 0.008, max_beta: float = 0.999):
         """Nichol & Dhariwal cosine schedule (betas clipped at ``max_beta``, as in diffusers)."""
-        num_steps = check_positive_int(num_steps, "num_steps")
+        num_steps = _check_schedule_steps(num_steps)
 
         def f(u):
             return math.cos((u + s) / (1 + s) * math.pi / 2) ** 2

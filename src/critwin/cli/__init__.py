@@ -8,7 +8,8 @@ import os
 import re
 import sys
 import warnings
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from contextvars import ContextVar
 
 import click
 import typer
@@ -57,6 +58,7 @@ _COMMAND_MODULES: list[str] = [
     "critwin.cli.demo",
     "critwin.cli.diagnostics",
     "critwin.cli.atlas",
+    "critwin.cli.text",
 ]
 
 
@@ -120,11 +122,28 @@ def warnings_as_notes():
         warnings.showwarning = previous
 
 
+OUTPUT_HOLDS: ContextVar[ExitStack | None] = ContextVar("critwin_cli_output_holds", default=None)
+"""Within :func:`main`: the stack that holds the locks of the running command's outputs until it ends
+(``critwin.cli._common.hold_output``), so a second writer of the same output is refused at once."""
+
+
+@contextmanager
+def holding_outputs():
+    """Hold every output the command claims (``hold_output``) until the block ends."""
+    with ExitStack() as stack:
+        token = OUTPUT_HOLDS.set(stack)
+        try:
+            yield stack
+        finally:
+            OUTPUT_HOLDS.reset(token)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors print one line on stderr and exit with status 2; warnings are notes."""
     with warnings_as_notes():
         _register()
-        code = _run(argv)
+        with holding_outputs():
+            code = _run(argv)
     # As click's standalone mode: always leave through SystemExit (0 on success).
     sys.exit(code if isinstance(code, int) else 0)
 

@@ -1,3 +1,5 @@
 from critwin.cli import main
 
-main()
+# Guarded: the demo's worker processes (multiprocessing "spawn") import the main module again.
+if __name__ == "__main__":
+    main()

@@ -13,22 +13,29 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-import torch
-
 from critwin._io import check_replaceable, check_writable
-from critwin._validation import check_positive_int, check_time
-from critwin.experiments.executor import EXECUTORS, resolve_executor
+from critwin._lazy import deferred_import
+from critwin._validation import check_device, check_positive_int, check_time
+from critwin.cli import OUTPUT_HOLDS
+
+# Every command module imports this one: it must not import torch (``critwin --help`` and option
+# errors come before any heavy import; tests/test_cli_startup.py checks it).
+torch = deferred_import("torch", globals())
 
 T = TypeVar("T")
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPES = ("float32", "float16", "bfloat16")
+"""``--dtype`` choices: names of torch dtypes."""
 
 
-def parse_list(text: str, option: str, convert: Callable[[str], T], what: str) -> list[T]:
+def parse_list(
+    text: str, option: str, convert: Callable[[str], T], what: str, *, distinct: bool = False
+) -> list[T]:
     """Parse a comma-separated option value such as ``"0,2,3"`` with ``convert`` applied to each item.
 
     A ValueError names ``option`` and ``what`` it should hold when the list is empty or an item does not
-    convert (``convert`` raises ValueError).
+    convert (``convert`` raises ValueError), and, with ``distinct``, when an item repeats (a set of names
+    or indices given twice is a typo, never merged silently).
     """
     parts = [p.strip() for p in text.split(",") if p.strip()]
     if not parts:
@@ -39,12 +46,18 @@ def parse_list(text: str, option: str, convert: Callable[[str], T], what: str) -
             values.append(convert(part))
         except ValueError:
             raise ValueError(f"{option} must be a comma-separated list of {what}, got {part!r}") from None
+    if distinct:
+        repeated = sorted({str(v) for i, v in enumerate(values) if v in values[:i]})
+        if repeated:
+            raise ValueError(f"{option} names {', '.join(repeated)} more than once, got {text!r}")
     return values
 
 
 def parse_times(text: str, option: str = "--times") -> list[float]:
-    """Comma-separated non-negative OU times."""
-    return parse_list(text, option, lambda part: check_time(float(part), option), "non-negative OU times")
+    """Comma-separated distinct non-negative OU times."""
+    return parse_list(
+        text, option, lambda part: check_time(float(part), option), "non-negative OU times", distinct=True
+    )
 
 
 def check_counts(minimum: int = 1, **counts: int | None) -> None:
@@ -80,47 +93,58 @@ def check_out_dir(path: Path, option: str = "--out") -> Path:
 
 def check_out_file(path: Path | None, option: str = "--out", kind: str | None = None) -> Path | None:
     """An output file: may be missing, must not be a directory, and its folder must be writable; an
-    existing file is replaced only when critwin wrote it as a ``kind`` output (JSON report or PNG)."""
+    existing file is replaced only when critwin wrote it as a ``kind`` output (JSON report or PNG).
+    The file is then held (:func:`hold_output`) until the command ends."""
     if path is None:
         return None
     check_writable(path, option, directory=False)
     if kind is not None:
         check_replaceable(path, option, kind)
+    hold_output(path, option)
     return path
 
 
+def hold_output(path: Path | None, option: str = "--out") -> None:
+    """Hold the output ``path`` (``claim_output``: a lock beside it) until the running command ends: a
+    second critwin process writing the same path is refused ("in use by pid N") before any work.
+    Outside :func:`critwin.cli.main` it holds nothing."""
+    stack = OUTPUT_HOLDS.get()
+    if stack is not None and path is not None:
+        from critwin.experiments.checkpoint import claim_output  # the engine imports torch
+
+        stack.enter_context(claim_output(path, option))
+
+
 def parse_device_dtype(device: str, dtype: str) -> tuple[str, torch.dtype]:
-    """``--device`` (a torch device; cuda needs CUDA present) and ``--dtype`` (a name in :data:`DTYPES`)."""
+    """``--device`` (a torch device; cuda needs CUDA present) and ``--dtype`` (a name in :data:`DTYPES`),
+    as ``(device, torch dtype)``."""
     check_choice(dtype, "--dtype", list(DTYPES))
-    try:
-        kind = torch.device(device).type
-    except RuntimeError:
-        raise ValueError(f"--device must be a torch device such as cpu or cuda, got {device!r}") from None
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: CUDA is not available on this machine")
-    if kind == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"--device {device}: MPS is not available on this machine")
-    if kind not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"--device must be cpu, cuda or mps, got {device!r}")
-    return device, DTYPES[dtype]
+    check_device(device, "--device")
+    return device, getattr(torch, dtype)
 
 
 EXECUTOR_HELP = "Where the units run: local (this process) or ray (Ray tasks; pip install 'critwin[ray]')."
 RAY_ADDRESS_HELP = "Ray cluster to join with --executor ray (default: start a local one)."
+# The default is critwin.experiments.executor.RAY_TIMEOUT (not imported here: the engine imports torch).
+RAY_TIMEOUT_HELP = "Seconds to wait for the --ray-address cluster (default 30)."
 
 
-def executor_options(executor: str, ray_address: str | None):
-    """``--executor`` and ``--ray-address`` checked now (Ray present, address only with ray); returns the
-    pair to pass on as ``executor=``, ``ray_address=``."""
+def executor_options(executor: str, ray_address: str | None, ray_timeout: float | None = None) -> dict:
+    """``--executor``, ``--ray-address`` and ``--ray-timeout`` checked now (Ray present, the others only
+    with ray); returns the keywords ``executor=``, ``ray_address=``, ``ray_timeout=`` to pass on."""
+    from critwin.experiments.executor import EXECUTORS, resolve_executor  # the engine imports torch
+
     if executor not in EXECUTORS:
         raise ValueError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
-    if ray_address is not None and executor != "ray":
-        raise ValueError(f"--ray-address needs --executor ray, got --executor {executor}")
+    for option, value in (("--ray-address", ray_address), ("--ray-timeout", ray_timeout)):
+        if value is not None and executor != "ray":
+            raise ValueError(f"{option} needs --executor ray, got --executor {executor}")
+    flags = {"executor": "--executor", "ray_address": "--ray-address", "ray_timeout": "--ray-timeout"}
     try:
-        resolve_executor(executor, ray_address)
+        resolve_executor(executor, ray_address, ray_timeout)
     except ValueError as exc:  # Ray missing: the message says how to install it
-        raise cli_error(exc, {"executor": "--executor", "ray_address": "--ray-address"}) from None
-    return executor, ray_address
+        raise cli_error(exc, flags) from None
+    return {"executor": executor, "ray_address": ray_address, "ray_timeout": ray_timeout}
 
 
 def cli_error(exc: ValueError, flags: Mapping[str, str]) -> ValueError:

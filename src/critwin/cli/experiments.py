@@ -4,16 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 import typer
 
 from critwin._io import atomic_write_json, json_text, output_marker, read_json
-from critwin._validation import check_delta, check_eps
+from critwin._validation import check_delta, check_eps, parse_seed
 from critwin.cli import app
 from critwin.cli._common import check_counts, check_out_file, cli_error, fmt_time
-from critwin.experiments.cloning import CloneResult
-from critwin.experiments.estimation import estimate_window
-from critwin.experiments.forward_reverse import ForwardReverseResult
 
 
 def load_result(directory: Path):
@@ -22,6 +18,10 @@ def load_result(directory: Path):
     if not meta_path.exists():
         raise FileNotFoundError(f"{meta_path} not found: is {directory} a critwin result directory?")
     kind = read_json(meta_path, "result metadata").get("kind")
+    # The engine (torch, scipy) loads once the options and the directory are checked.
+    from critwin.experiments.cloning import CloneResult
+    from critwin.experiments.forward_reverse import ForwardReverseResult
+
     if kind == "forward_reverse":
         return ForwardReverseResult.load(directory)
     if kind == "clone":
@@ -40,7 +40,7 @@ def estimate_command(
         None, "--base-rate", help="known base rate b in [0, 1) (default: estimated)"
     ),
     level: float = typer.Option(0.95, "--level", help="confidence level"),
-    seed: int = typer.Option(0, "--seed", help="bootstrap seed (same seed, same intervals)"),
+    seed: str = typer.Option("0", "--seed", help="bootstrap seed (same seed, same intervals)"),
     out: Path = typer.Option(None, "--out", help="also write the estimate as JSON to this file"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
     feature: str = typer.Option(
@@ -56,6 +56,7 @@ def estimate_command(
     printed -inf) or {"value": null, "censored": "above"} (not crossed by the largest time, printed inf);
     null alone means not measured (NaN).
     """
+    seed = parse_seed(seed)
     delta = check_delta(delta, "--delta")
     check_counts(n_boot=n_boot, minimum=0)
     if base_rate is not None and not 0.0 <= base_rate < 1.0:
@@ -63,6 +64,10 @@ def estimate_command(
     level = check_eps(level, "--level")
     check_out_file(out, kind="estimate")
     result = load_result(result_dir)
+    import torch
+
+    from critwin.experiments.estimation import estimate_window
+
     try:
         estimate = estimate_window(
             result,

@@ -4,6 +4,7 @@ or a shipped one (``--model digits``)."""
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import os
 import sys
@@ -11,17 +12,16 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-import torch
 import typer
 
-from critwin._files import load_tensor_file
 from critwin._io import atomic_write_json, json_float, read_json
-from critwin._validation import check_delta, check_time
+from critwin._lazy import deferred_import
+from critwin._validation import check_delta, check_number, check_time, parse_seed
 from critwin.cli import app
 from critwin.cli._common import (
     EXECUTOR_HELP,
     RAY_ADDRESS_HELP,
+    RAY_TIMEOUT_HELP,
     check_choice,
     check_counts,
     check_out_dir,
@@ -29,18 +29,21 @@ from critwin.cli._common import (
     executor_options,
     fmt_time,
     parse_device_dtype,
+    parse_list,
     parse_times,
     reject_unused,
 )
-from critwin.experiments.checkpoint import bound_tensors, claim_directory
-from critwin.experiments.cloning import clone
-from critwin.experiments.estimation import estimate_window
-from critwin.experiments.features import CallableFeature, SourceSimilarity, zero_shot_clip
-from critwin.experiments.forward_reverse import forward_reverse
-from critwin.experiments.search import search_window
-from critwin.models._store import SHIPPED_MODELS
+from critwin.cli.text import TEXT_REFUSED, check_text_options, is_text_model, text_sweep
+from critwin.models._store import PIPELINE_MODELS, SHIPPED_MODELS
 from critwin.models.data import NUM_CLASSES
-from critwin.models.shapes import ATTRIBUTES, attribute_readers
+from critwin.models.shapes import ATTRIBUTES
+
+# The engine (torch, scipy) is imported where the sweep runs, after every option is checked: help and
+# option errors come at once (tests/test_cli_startup.py).
+torch = deferred_import("torch", globals())
+np = deferred_import("numpy", globals(), "np")
+features = deferred_import("critwin.experiments.features", globals())
+t2i_pipeline = deferred_import("critwin.models.shapes_t2i.pipeline", globals(), "t2i_pipeline")
 
 EXPERIMENTS = ("forward-reverse", "clone")
 FEATURES = (
@@ -76,6 +79,8 @@ def _load_tensor_file(path: Path, key: str):
         raise FileNotFoundError(f"--x0 file {path} does not exist")
     if path.suffix not in (".safetensors", ".pt", ".pth"):
         raise ValueError(f"--x0 must be a .safetensors or .pt file, got {path.name}")
+    from critwin._files import load_tensor_file
+
     data = load_tensor_file(path, "--x0 images")
     if isinstance(data, dict):
         if key not in data and len(data) != 1:
@@ -93,6 +98,7 @@ def _sources(process, out: Path, x0: torch.Tensor | None, n: int, seed: int, dev
     bound to the settings that made them (a rerun with another seed, model or sampler is refused)."""
     if x0 is not None:
         return x0
+    from critwin.experiments.checkpoint import bound_tensors
 
     def generate() -> dict[str, torch.Tensor]:
         generator = torch.Generator(device=device).manual_seed(seed)
@@ -123,11 +129,42 @@ def _import_feature(spec: str) -> Callable:
         raise ValueError(f"--feature {spec!r}: module {module_name!r} has no attribute {attr!r}")
     if not callable(fn):
         raise ValueError(f"--feature {spec!r}: {attr!r} is a {type(fn).__name__}, not a function")
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # builtins without a signature: their first call tells
+        return fn
+    try:
+        signature.bind(None)
+    except TypeError as exc:
+        raise ValueError(
+            f"--feature {spec!r}: {attr}{signature} must take one argument, the batch of images ({exc})"
+        ) from None
     return fn
 
 
 def _is_shapes(model: str) -> bool:
-    return model in SHIPPED_MODELS and model.startswith("shapes")
+    """A shipped shapes model (DDPM or text-to-image) or a shapes text-to-image directory: the shapes
+    attributes are its features."""
+    return (model in SHIPPED_MODELS and model.startswith("shapes")) or t2i_pipeline.is_t2i_directory(model)
+
+
+def _t2i_card(model: str) -> dict | None:
+    """The card of a shapes text-to-image model (a shipped name or a directory written by critwin train)."""
+    return (
+        t2i_pipeline.load_t2i_card(model)
+        if model in PIPELINE_MODELS or t2i_pipeline.is_t2i_directory(model)
+        else None
+    )
+
+
+def _check_t2i(card: dict, prompt, prompt_embeds, negative_prompt) -> None:
+    """A shapes text-to-image model needs a prompt it can read (known words, within its tokenizer's limit)."""
+    if prompt is None and prompt_embeds is None:
+        raise ValueError(f"--prompt: {card['name']} is a text-to-image model; give --prompt TEXT")
+    if prompt is not None:
+        t2i_pipeline.check_model_prompt(prompt, card, "--prompt")
+    if negative_prompt is not None:
+        t2i_pipeline.check_model_prompt(negative_prompt, card, "--negative-prompt")
 
 
 def _feature_factory(spec: str, clip_weights, clip_arch, labels, device, model: str) -> Callable:
@@ -136,23 +173,24 @@ def _feature_factory(spec: str, clip_weights, clip_arch, labels, device, model: 
         if not _is_shapes(model):
             shapes = ", ".join(name for name in SHIPPED_MODELS if _is_shapes(name))
             raise ValueError(
-                f"--feature {spec} reads a shapes attribute; it applies only with --model {shapes}"
+                f"--feature {spec} reads a shapes attribute; it applies only with --model {shapes} "
+                "(or a directory written by critwin train shapes-t2i)"
             )
-        return lambda sources: attribute_readers()[spec]
+        return lambda sources: importlib.import_module("critwin.models.shapes").attribute_readers()[spec]
     if spec == "nearest-source":
-        return lambda sources: SourceSimilarity(sources, metric="l2")
+        return lambda sources: features.SourceSimilarity(sources, metric="l2")
     if spec == "nearest-source-cosine":
-        return lambda sources: SourceSimilarity(sources, metric="cosine")
+        return lambda sources: features.SourceSimilarity(sources, metric="cosine")
     if spec == "clip":
         if clip_weights is None or labels is None:
             raise ValueError("--feature clip needs --clip-weights (a local file or directory) and --labels")
         if not Path(clip_weights).exists():
             raise FileNotFoundError(f"--clip-weights {clip_weights} does not exist")
-        names = [s.strip() for s in labels.split(",") if s.strip()]
-        return lambda sources: zero_shot_clip(names, clip_weights, arch=clip_arch, device=device)
+        names = parse_list(labels, "--labels", str, "class names", distinct=True)
+        return lambda sources: features.zero_shot_clip(names, clip_weights, arch=clip_arch, device=device)
     if ":" in spec:
         fn = _import_feature(spec)
-        return lambda sources: CallableFeature(fn, name=spec)
+        return lambda sources: features.CallableFeature(fn, name=spec)
     raise ValueError(f"--feature must be one of {FEATURES}, got {spec!r}")
 
 
@@ -175,6 +213,7 @@ def _unused_options(experiment, adaptive, feature, x0, class_label) -> dict[str,
     clip_only = None if feature == "clip" else "applies only with --feature clip"
     return {
         "resolution": search_only,
+        "ci_half_width": search_only,
         "probe_batch": search_only,
         "max_per_probe": search_only,
         "chunk_size": "does not apply to --adaptive (no checkpointed units)" if adaptive else None,
@@ -221,6 +260,8 @@ def _check_shipped(model: str, given: dict[str, object]) -> None:
 
 def _build_process(model, scheduler, device, dtype, prompt, embeds, steps, guidance, **conditioning):
     """A shipped model (a name of SHIPPED_MODELS) or a local pipeline directory, as a process."""
+    if model in PIPELINE_MODELS:
+        model = str(t2i_pipeline.model_directory(model))
     if model in SHIPPED_MODELS:
         # Deferred like the adapter: the shipped models import diffusers.
         return importlib.import_module("critwin.models._shipped").shipped_process(
@@ -279,7 +320,9 @@ def sweep(
         help="Prompt embeddings: .safetensors or .pt (prompt_embeds, negative_prompt_embeds, pooled_...).",
     ),
     guidance: float = typer.Option(
-        None, "--guidance", help="Classifier-free guidance scale (default: pipeline's)."
+        None,
+        "--guidance",
+        help="Classifier-free guidance scale (default: pipeline's; shapes-t2i: its card's).",
     ),
     class_label: int = typer.Option(
         None,
@@ -303,7 +346,17 @@ def sweep(
         False, "--adaptive", help="Bisect for the window endpoints instead of a grid."
     ),
     delta: float = typer.Option(0.1, "--delta", help="Window level delta (estimate and --adaptive)."),
-    resolution: float = typer.Option(0.05, "--resolution", help="OU-time resolution for --adaptive."),
+    resolution: float = typer.Option(
+        None,
+        "--resolution",
+        help="--adaptive: OU-time resolution (default 0.05); with --ci-half-width the spacing of the "
+        "probed times (default 2 x the half-width).",
+    ),
+    ci_half_width: float = typer.Option(
+        None,
+        "--ci-half-width",
+        help="--adaptive: sample until both endpoints' 95% intervals have this half-width (OU time).",
+    ),
     probe_batch: int = typer.Option(
         64, "--probe-batch", help="--adaptive: samples per batch at a probe time."
     ),
@@ -324,22 +377,40 @@ def sweep(
     labels: str = typer.Option(None, "--labels", help="Comma-separated class names for --feature clip."),
     height: int = typer.Option(None, "--height", help="Image height (latent models)."),
     width: int = typer.Option(None, "--width", help="Image width (latent models)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of every random draw."),
+    seed: str = typer.Option("0", "--seed", help="Seed of every random draw."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     dtype: str = typer.Option("float32", "--dtype", help="float32, float16 or bfloat16."),
     chunk_size: int = typer.Option(None, "--chunk-size", help="Samples per checkpointed unit."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
     ray_address: str | None = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
+    ray_timeout: float | None = typer.Option(None, "--ray-timeout", help=RAY_TIMEOUT_HELP),
 ) -> None:
     """Measure critical windows on a shipped model or a local diffusers model (Stable Diffusion, SDXL, DDPM).
 
     Writes the engine's tidy outputs into --out (config.json, units/, table.csv, metadata.json; with
     --adaptive: search.json) and prints the realised noise level of every requested time.
     """
+    seed = parse_seed(seed)
+    if is_text_model(model):
+        image_only = (prompt, negative_prompt, prompt_embeds, guidance, class_label, null_label, scheduler)
+        image_only += (x0, clip_weights, clip_arch, labels, height, width)
+        check_text_options(dict(zip(TEXT_REFUSED, image_only, strict=True)))
+        run = dict(experiment=experiment, adaptive=adaptive, delta=delta, resolution=resolution, n=n)
+        run.update(probe_batch=probe_batch, max_per_probe=max_per_probe, n_per_time=n_per_time)
+        run.update(n_clones=n_clones, seed=seed, chunk_size=chunk_size, progress=progress, device=device)
+        run.update(executor=executor, ray_address=ray_address, dtype=dtype)
+        given = {k: ctx.get_parameter_source(k).name == "COMMANDLINE" for k in ("steps", "feature")}
+        run.update(steps=steps if given["steps"] else None, feature=feature if given["feature"] else None)
+        run["times"] = parse_times(times) if times is not None else None
+        return text_sweep(model, out, run)
     # Every option is checked (and every small file read) before the pipeline loads.
     _check_modes(experiment, times, adaptive, prompt, prompt_embeds, negative_prompt)
-    if model in SHIPPED_MODELS:
+    card = _t2i_card(model)
+    if card is not None:
+        _check_t2i(card, prompt, prompt_embeds, negative_prompt)
+        guidance = card["guidance_scale"] if guidance is None else guidance
+    elif model in SHIPPED_MODELS:
         given = dict(
             zip(
                 PIPELINE_ONLY + CONDITIONAL_ONLY,
@@ -365,8 +436,8 @@ def sweep(
         null_label=null_label,
     )
     delta = check_delta(delta, "--delta")
-    runs_on = dict(zip(("executor", "ray_address"), executor_options(executor, ray_address), strict=True))
-    resolution = check_time(resolution, "--resolution", allow_zero=False)
+    runs_on = executor_options(executor, ray_address, ray_timeout)
+    resolution, ci_half_width = _check_precision(resolution, ci_half_width)
     device, torch_dtype = parse_device_dtype(device, dtype)
     _check_scheduler(scheduler)
     requested = parse_times(times) if times is not None else None
@@ -375,6 +446,10 @@ def sweep(
     images = _load_tensor_file(x0, "x0") if x0 is not None else None
 
     kind = "search" if adaptive else experiment.replace("-", "_")
+    from critwin.experiments.checkpoint import claim_directory
+    from critwin.experiments.cloning import clone
+    from critwin.experiments.forward_reverse import forward_reverse
+
     # Held for the whole run: a second process is refused ("in use by pid N"), a foreign directory too.
     with claim_directory(out, kind, "--out"):
         process = _load_process(
@@ -397,6 +472,8 @@ def sweep(
         if adaptive:
             settings = {"feature": getattr(feature_fn, "name", feature), "seed": seed, "delta": delta}
             settings.update(resolution=resolution, probe_batch=probe_batch, max_per_probe=max_per_probe)
+            if ci_half_width is not None:  # absent otherwise, so that earlier searches still resume
+                settings["ci_half_width"] = ci_half_width
             _search(process, sources, feature_fn, settings, out, dict(progress=progress, **runs_on))
             return
         if requested is None:
@@ -417,7 +494,8 @@ def sweep(
 def _search(process, sources, feature_fn, settings: dict, out: Path, run: dict) -> None:
     """``--adaptive``: bisect for the window endpoints; a finished search with these settings is reused.
 
-    ``run`` holds ``progress``, ``executor`` and ``ray_address`` (they do not change the result)."""
+    ``run`` holds ``progress``, ``executor``, ``ray_address`` and ``ray_timeout`` (they do not change the
+    result)."""
     settings = {"process": process.describe(), **settings, "n_sources": int(sources.shape[0])}
     path = out / SEARCH_FILE
     if path.is_file():
@@ -428,26 +506,37 @@ def _search(process, sources, feature_fn, settings: dict, out: Path, run: dict) 
             _print_search(stored["result"], path)
             return
         raise ValueError(f"--out {out} holds a search with other settings; use another directory")
-    found = search_window(
-        process,
-        sources,
-        feature_fn,
-        delta=settings["delta"],
-        resolution=settings["resolution"],
-        seed=settings["seed"],
-        batch=settings["probe_batch"],
-        max_per_probe=settings["max_per_probe"],
-        **run,
-    )
+    from critwin.experiments.search import search_window
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        found = search_window(
+            process,
+            sources,
+            feature_fn,
+            delta=settings["delta"],
+            resolution=settings["resolution"],
+            ci_half_width=settings.get("ci_half_width"),
+            seed=settings["seed"],
+            batch=settings["probe_batch"],
+            max_per_probe=settings["max_per_probe"],
+            **run,
+        )
+    for warning in caught:  # a precision not reached: one line
+        typer.echo(f"critwin: note: {warning.message}", err=True)
     result = {
         "t_after": found.t_after,
         "t_before": found.t_before,
         "t_after_bracket": list(found.t_after_bracket),
         "t_before_bracket": list(found.t_before_bracket),
+        "t_after_ci": list(found.t_after_ci),
+        "t_before_ci": list(found.t_before_ci),
         "base_rate": found.b,
         "nfe": found.nfe,
         "probes": found.probes,
     }
+    if found.ci_half_width is not None:  # whether the requested precision was reached, kept with it
+        result.update(ci_half_width=found.ci_half_width, ci_reached=found.ci_reached)
     atomic_write_json(path, {"settings": settings, "result": result})
     _print_search(json.loads(path.read_text())["result"], path)  # as a resumed run prints it
 
@@ -466,6 +555,8 @@ def _print_table(result) -> None:
 
 def _report_window(result, delta: float, seed: int, out: Path) -> None:
     """Window estimate (isotonic fit, bootstrap CIs) of the sweep, printed and saved as window.json."""
+    from critwin.experiments.estimation import estimate_window
+
     try:
         # Percentiles of bootstrap replicates with infinite (censored) endpoints are nan: expected here.
         with np.errstate(invalid="ignore"):
@@ -488,8 +579,29 @@ def _report_window(result, delta: float, seed: int, out: Path) -> None:
     )
 
 
+def _check_precision(
+    resolution: float | None, ci_half_width: float | None
+) -> tuple[float | None, float | None]:
+    """``--resolution`` (default 0.05 without --ci-half-width, else the search's lattice default: None)
+    and ``--ci-half-width``, each > 0."""
+    if ci_half_width is not None:
+        ci_half_width = check_number(ci_half_width, "--ci-half-width (OU time)", low=0.0, closed="high")
+    if resolution is None:
+        return (0.05 if ci_half_width is None else None), ci_half_width
+    return check_time(resolution, "--resolution", allow_zero=False), ci_half_width
+
+
 def _print_search(result: dict, path: Path) -> None:
     # Stored results are strict JSON: an unresolved (infinite) endpoint reads back as a censored marker.
-    typer.echo(f"t_after  = {fmt_time(json_float(result['t_after']))}  bracket {result['t_after_bracket']}")
-    typer.echo(f"t_before = {fmt_time(json_float(result['t_before']))}  bracket {result['t_before_bracket']}")
+    for name in ("t_after", "t_before"):
+        line = f"{name:<8} = {fmt_time(json_float(result[name]))}  bracket {result[name + '_bracket']}"
+        if name + "_ci" in result:  # searches stored before the intervals were kept have none
+            low, high = (json_float(v) for v in result[name + "_ci"])
+            line += f"  95% CI [{fmt_time(low)}, {fmt_time(high)}]"
+        typer.echo(line)
+    if "ci_reached" in result:
+        verdict = (
+            "reached" if result["ci_reached"] else "NOT reached (sample budget spent or an endpoint censored)"
+        )
+        typer.echo(f"requested half-width {result['ci_half_width']:g}: {verdict}")
     typer.echo(f"base rate {result['base_rate']:.3g}; wrote {path}")

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from critwin._io import atomic_write_text, json_text, output_marker
-from critwin._validation import check_eps
+from critwin._validation import check_eps, parse_seed
 from critwin.cli import app
 from critwin.cli._common import (
     check_choice,
@@ -21,20 +20,19 @@ from critwin.cli._common import (
     fmt_time,
     parse_list,
 )
-from critwin.experiments.checkpoint import claim_directory
-from critwin.io_mixture import load_mixture
-from critwin.theory.discrete_times import CLOCK_LABELS
-from critwin.theory.tree import hierarchy
-from critwin.theory.validate import validate
-from critwin.theory.windows import critical_window, transition_times
+
+# The theory (torch, scipy) is imported in each command once its options are checked: help and option
+# errors come at once (tests/test_cli_startup.py).
 
 
 def _subset(text: str | None, name: str) -> list[int] | None:
     """Parse "0,2,3" into [0, 2, 3]."""
-    return None if text is None else parse_list(text, f"--{name}", int, "component indices")
+    return None if text is None else parse_list(text, f"--{name}", int, "component indices", distinct=True)
 
 
 def _generator(seed: int):
+    import torch
+
     return torch.Generator().manual_seed(seed)
 
 
@@ -48,7 +46,7 @@ def window_command(
     before: str = typer.Option(None, "--before", help="the coarser set S_before (default: all components)"),
     eps: float = typer.Option(0.1, "--eps", help="epsilon in (0, 1)"),
     n: int = typer.Option(20000, "--n", help="Monte Carlo draws where no exact TV exists"),
-    seed: int = typer.Option(0, "--seed", help="random seed"),
+    seed: str = typer.Option("0", "--seed", help="random seed"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
 ):
     """Critical window [T_after, T_before] of S_after inside S_before, and the theorem's transition times.
@@ -56,10 +54,15 @@ def window_command(
     Times are OU times for a Gaussian mixture; for a categorical one (kind: categorical) they are levels on
     its clock: kappa (masking or uniform noise) or the number of hidden final positions (autoregressive).
     """
+    seed = parse_seed(seed)
     eps = check_eps(eps, "--eps")
     check_counts(n=n)
     after_set = _subset(after, "after")
     before_set = _subset(before, "before")
+    from critwin.io_mixture import load_mixture
+    from critwin.theory.discrete_times import CLOCK_LABELS
+    from critwin.theory.windows import critical_window, transition_times
+
     mixture = load_mixture(mixture_file)
     g = _generator(seed)
     win = critical_window(mixture, after_set, before_set, eps, n=n, generator=g)
@@ -111,7 +114,7 @@ def hierarchy_command(
     mixture_file: Path = typer.Argument(..., help="mixture file (.json/.yaml)"),
     eps: float = typer.Option(0.1, "--eps", help="epsilon in (0, 1)"),
     n: int = typer.Option(10000, "--n", help="Monte Carlo draws where no exact TV exists"),
-    seed: int = typer.Option(0, "--seed", help="random seed"),
+    seed: str = typer.Option("0", "--seed", help="random seed"),
     method: str = typer.Option("auto", "--method", help="auto, fast (shared isotropic covariance) or exact"),
     windows: bool = typer.Option(True, "--windows/--no-windows", help="compute every node's window"),
     plot: Path = typer.Option(None, "--plot", help="write the dendrogram (PNG) here"),
@@ -122,11 +125,15 @@ def hierarchy_command(
 
     Progress goes to stderr for mixtures of 50 components or more.
     """
+    seed = parse_seed(seed)
     eps = check_eps(eps, "--eps")
     check_counts(n=n)
     check_choice(method, "--method", ["auto", "fast", "exact"])
     check_out_file(plot, "--plot", kind="png")
     check_out_file(out, "--out", kind="hierarchy")
+    from critwin.io_mixture import load_mixture
+    from critwin.theory.tree import hierarchy
+
     mixture = load_mixture(mixture_file)
     tree = hierarchy(
         mixture,
@@ -161,12 +168,16 @@ def validate_command(
     ),
     quick: bool = typer.Option(False, "--quick", help="reduced sizes (K in {2,4}, d in {2,256})"),
     eps: float = typer.Option(0.1, "--eps", help="epsilon in (0, 1)"),
-    seed: int = typer.Option(0, "--seed", help="random seed"),
+    seed: str = typer.Option("0", "--seed", help="random seed"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as one JSON object"),
 ):
     """Check Blink Thm 2 on random isotropic mixtures: exact forward-reverse TV against the bound."""
+    seed = parse_seed(seed)
     eps = check_eps(eps, "--eps")
     check_out_dir(out)
+    from critwin.experiments.checkpoint import claim_directory
+    from critwin.theory.validate import validate
+
     with claim_directory(out, "validate", "--out", legacy=("validation.csv", "summary.json")):
         result = validate(out, quick=quick, eps=eps, seed=seed)
     s = result.summary

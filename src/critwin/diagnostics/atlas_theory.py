@@ -15,9 +15,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 
 from critwin._stats import interval_order, order_text
+from critwin._validation import check_finite, check_labels
 from critwin.mixtures import GaussianMixture
 from critwin.theory.tree import Tree, hierarchy, merge_times
 
@@ -44,17 +46,35 @@ class AttributeData(NamedTuple):
 def check_attribute_data(data, names) -> AttributeData:
     """The images and the attributes ``names`` (those the theory needs) of ``data``: an object with
     ``.images`` and ``.attributes``, or such a pair."""
-    images, attributes = (data.images, data.attributes) if hasattr(data, "attributes") else data
+    if hasattr(data, "attributes") and hasattr(data, "images"):
+        images, attributes = data.images, data.attributes
+    elif isinstance(data, (tuple, list)) and len(data) == 2:
+        images, attributes = data
+    else:
+        raise ValueError(
+            "data must have .images and .attributes (e.g. make_shapes(...)) or be a pair (images, "
+            f"attributes), got {type(data).__name__}"
+            + (f" of {len(data)} items" if isinstance(data, (tuple, list)) else "")
+        )
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(images)
     if not isinstance(images, torch.Tensor) or images.ndim < 2 or not images.is_floating_point():
         raise ValueError("data: images must be a floating-point tensor (n, ...)")
+    check_finite(images, "data: images")
     if not isinstance(attributes, Mapping):
         raise ValueError("data: attributes must be a mapping name -> (n,) integer labels")
     out = {}
     for name in names:
-        labels = torch.as_tensor(attributes[name])
-        if labels.shape != (images.shape[0],) or labels.is_floating_point():
-            raise ValueError(f"data: attribute {name!r} must hold (n,) = ({images.shape[0]},) integer labels")
-        out[name] = labels.long()
+        if name not in attributes:
+            raise ValueError(f"data: attributes has no {name!r}; it has {', '.join(map(repr, attributes))}")
+        expected = f"data: attribute {name!r} must hold (n,) = ({images.shape[0]},) integer labels >= 0"
+        try:
+            labels = check_labels(attributes[name], "labels")
+        except ValueError as exc:
+            raise ValueError(f"{expected} ({exc})") from None
+        if labels.shape != (images.shape[0],):
+            raise ValueError(f"{expected}, got shape {tuple(torch.as_tensor(attributes[name]).shape)}")
+        out[name] = labels
     return AttributeData(images, out)
 
 

@@ -41,7 +41,8 @@ import torch
 from critwin._display import Table, axes, data_frame, html_summary, short_repr
 from critwin._io import json_text, provenance
 from critwin._stats import TIED, interval_order, order_text, order_verdict
-from critwin._validation import check_delta, check_eps, check_positive_int
+from critwin._threads import using_threads
+from critwin._validation import check_delta, check_eps, check_positive_int, check_seed
 from critwin.diagnostics.atlas_theory import (
     MIXED,
     check_attribute_data,
@@ -55,6 +56,7 @@ from critwin.experiments.estimation import ConstantFeatureError, WindowEstimate,
 from critwin.experiments.features import CallableFeature, feature_name
 from critwin.experiments.forward_reverse import ForwardReverseResult, forward_reverse
 from critwin.experiments.process import MixtureProcess, as_process, grid_times
+from critwin.experiments.results import CLOCK_AXES
 
 __all__ = ["atlas", "AtlasResult", "fit_attribute_mixture", "tree_levels", "MIXED", "TIED"]
 
@@ -289,9 +291,11 @@ class AtlasResult:
                 )
         ax.axhline(0.5, color="grey", lw=0.6, ls=":")
         right = _theory_rows(ax, self.theory["attributes"], colours) if self.theory is not None else 0.0
-        ax.set_xscale("symlog", linthresh=0.1)
-        ax.set_xlim(0.0, max(ax.get_xlim()[1], 1.1 * right))  # OU time is >= 0; room for the bounds
-        ax.set_xlabel("OU time t (reverse process runs right to left)")
+        clock = self.metadata.get("clock", "ou")
+        if clock == "ou":
+            ax.set_xscale("symlog", linthresh=0.1)
+        ax.set_xlim(0.0, max(ax.get_xlim()[1], 1.1 * right))  # every clock starts at 0; room for the bounds
+        ax.set_xlabel(f"{CLOCK_AXES.get(clock, clock)} (reverse process runs right to left)")
         ax.set_ylabel("normalised commitment r(t)")
         ax.legend(loc="lower left", fontsize="small")
         return ax
@@ -386,7 +390,8 @@ def atlas(
     delta: float = 0.1,
     n_boot: int = 200,
     seed: int = 0,
-    progress: bool = False,
+    progress: bool = True,
+    threads: int | None = 1,
 ) -> AtlasResult:
     """Measure when each feature is decided and compare with the theory's prediction.
 
@@ -405,7 +410,12 @@ def atlas(
     cloning, theory : whether to run the cloning sweep / the theory (theory needs ``data``).
     eps : ε of the tree.  delta : window level.  n_boot : bootstrap replicates of every estimate.
     seed : base seed (forward–reverse, cloning and the like-for-like run get derived seeds).
-    progress : progress bars.
+    progress : progress bars (in a Jupyter notebook: HTML bars in the cell's output).
+    threads : torch intra-op threads while the atlas runs (restored after; None: leave torch's setting).
+        One keeps the work at its pace on a shared machine: with torch's default of one thread per core,
+        every network layer waits at an OpenMP barrier for a thread another job holds (in a notebook,
+        where OpenMP spin-waits, the shapes model then ran 23x slower on a loaded 2-core machine); see
+        :mod:`critwin._threads`. The results do not depend on it.
 
     Returns
     -------
@@ -414,70 +424,80 @@ def atlas(
     if not isinstance(features, Mapping) or not features:
         raise ValueError("features must be a non-empty mapping name -> feature")
     eps, delta = check_eps(eps), check_delta(delta)
+    seed = check_seed(seed)
     n_boot = check_positive_int(n_boot, "n_boot", minimum=0)
-    process = as_process(process, None)
-    if x0 is None:
-        if data is None:
-            raise ValueError("x0: give the sources (x0=) or data= to draw them from")
-        x0 = check_attribute_data(data, []).images[: check_positive_int(n_sources, "n_sources")]
-    if times is None:
-        times = grid_times(process, check_positive_int(n_times, "n_times"))
-    names = tuple(features)
-    fr = forward_reverse(
-        process,
-        x0,
-        times,
-        n_per_time,
-        feature=dict(features),
-        seed=derive_seed(seed, "fr"),
-        progress=progress,
-    )
-    estimates = {name: estimate_window(fr, delta, n_boot=n_boot, seed=seed, feature=name) for name in names}
-    clone_result, clone_estimates = None, {}
-    if cloning:
-        forks = [t for t in fr.times.tolist() if t > 0] if clone_times is None else clone_times
-        clone_result = clone(
+    threads = None if threads is None else check_positive_int(threads, "threads")
+    with using_threads(threads):
+        process = as_process(process, None)
+        if data is not None:
+            # An object or a pair, checked here (before any sweep); the theory reads its attributes below.
+            data = (check_attribute_data(data, []).images, _attributes_of(data))
+        if x0 is None:
+            if data is None:
+                raise ValueError("x0: give the sources (x0=) or data= to draw them from")
+            x0 = data[0][: check_positive_int(n_sources, "n_sources")]
+        if times is None:
+            times = grid_times(process, check_positive_int(n_times, "n_times"))
+        names = tuple(features)
+        fr = forward_reverse(
             process,
-            n_trajectories,
-            forks,
-            n_clones,
-            feature=dict(features),
-            seed=derive_seed(seed, "clone"),
-            progress=progress,
-        )
-        clone_estimates = _clone_estimates(clone_result, names, delta, n_boot, seed)
-    prediction, exact = None, {}
-    if theory:
-        if data is None:
-            raise ValueError("data: the theory needs attribute-labelled data (or theory=False)")
-        attributes = [name for name in names if name in _attribute_names(data)]
-        if not attributes:
-            raise ValueError(f"data: none of the features ({', '.join(names)}) is an attribute of the data")
-        images, labels = check_attribute_data(data, attributes)
-        prediction, gmm = theory_prediction(images, labels, eps)
-        exact = _like_for_like(
-            gmm,
-            fr,
             x0,
-            features,
-            run_seed=derive_seed(seed, "exact"),
-            delta=delta,
-            n_boot=n_boot,
-            boot_seed=seed,
+            times,
+            n_per_time,
+            feature=dict(features),
+            seed=derive_seed(seed, "fr"),
             progress=progress,
         )
-    metadata = _metadata(features, process, x0, fr, clone_result, seed=seed, n_per_time=n_per_time)
-    metadata.update(n_clones=n_clones if cloning else None, delta=delta, n_boot=n_boot)
-    return AtlasResult(
-        features=names,
-        estimates=estimates,
-        forward_reverse=fr,
-        clone_estimates=clone_estimates,
-        clone_result=clone_result,
-        theory=prediction,
-        like_for_like=exact,
-        metadata=metadata,
-    )
+        estimates = {
+            name: estimate_window(fr, delta, n_boot=n_boot, seed=seed, feature=name) for name in names
+        }
+        clone_result, clone_estimates = None, {}
+        if cloning:
+            forks = [t for t in fr.times.tolist() if t > 0] if clone_times is None else clone_times
+            clone_result = clone(
+                process,
+                n_trajectories,
+                forks,
+                n_clones,
+                feature=dict(features),
+                seed=derive_seed(seed, "clone"),
+                progress=progress,
+            )
+            clone_estimates = _clone_estimates(clone_result, names, delta, n_boot, seed)
+        prediction, exact = None, {}
+        if theory:
+            if data is None:
+                raise ValueError("data: the theory needs attribute-labelled data (or theory=False)")
+            attributes = [name for name in names if name in _attribute_names(data)]
+            if not attributes:
+                raise ValueError(
+                    f"data: none of the features ({', '.join(names)}) is an attribute of the data"
+                )
+            images, labels = check_attribute_data(data, attributes)
+            prediction, gmm = theory_prediction(images, labels, eps)
+            exact = _like_for_like(
+                gmm,
+                fr,
+                x0,
+                features,
+                run_seed=derive_seed(seed, "exact"),
+                delta=delta,
+                n_boot=n_boot,
+                boot_seed=seed,
+                progress=progress,
+            )
+        metadata = _metadata(features, process, x0, fr, clone_result, seed=seed, n_per_time=n_per_time)
+        metadata.update(n_clones=n_clones if cloning else None, delta=delta, n_boot=n_boot)
+        return AtlasResult(
+            features=names,
+            estimates=estimates,
+            forward_reverse=fr,
+            clone_estimates=clone_estimates,
+            clone_result=clone_result,
+            theory=prediction,
+            like_for_like=exact,
+            metadata=metadata,
+        )
 
 
 def _metadata(features, process, x0, fr, clone_result, **settings) -> dict[str, Any]:
@@ -509,9 +529,13 @@ def _clone_estimates(result: CloneResult, names, delta: float, n_boot: int, seed
     return out
 
 
-def _attribute_names(data) -> set[str]:
-    attributes = data.attributes if hasattr(data, "attributes") else data[1]
-    return set(attributes)
+def _attribute_names(data: tuple) -> set[str]:
+    return set(data[1])
+
+
+def _attributes_of(data) -> Mapping:
+    """The attribute mapping of checked ``data`` (an object with ``.attributes`` or a pair)."""
+    return data.attributes if hasattr(data, "attributes") else data[1]
 
 
 def _like_for_like(gmm, fr, x0, features, *, run_seed, delta, n_boot, boot_seed, progress) -> dict:

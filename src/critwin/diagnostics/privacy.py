@@ -233,6 +233,7 @@ def membership_audit(
     generator: torch.Generator | None = None,
     executor="local",
     ray_address: str | None = None,
+    ray_timeout: float | None = None,
 ) -> MembershipAudit:
     """Membership inference by commitment time, calibrated on non-members.
 
@@ -247,8 +248,9 @@ def membership_audit(
     level : commitment-curve level defining the commitment time.
     fpr : target false-positive rate of the operating point.
     n_boot : bootstrap replicates of the AUC interval.
-    sampler, cond, progress, executor, ray_address : passed to :func:`critwin.forward_reverse` (``executor``:
-        where the sweep's units run, ``"local"`` or ``"ray"``).
+    sampler, cond, progress, executor, ray_address, ray_timeout : passed to
+        :func:`critwin.forward_reverse` (``executor``: where the sweep's units run, ``"local"`` or
+        ``"ray"``).
     seed, generator : base seed of the sweep and of the calibration split and bootstrap (``generator``
         gives it when ``seed`` is None, as in :func:`critwin.forward_reverse`; neither: seed 0, so the
         audit is deterministic by default).
@@ -275,6 +277,7 @@ def membership_audit(
         feature_label=feature.name,
         executor=executor,
         ray_address=ray_address,
+        ray_timeout=ray_timeout,
     )
     scores = commitment_times(result, level)
     n_members = members.shape[0]
@@ -296,9 +299,13 @@ def membership_audit(
         calibration_scores=calib_scores,
         test_scores=test_scores,
         auc=auc,
-        auc_ci=(float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))),
+        # A percentile interval of the discrete AUC can miss the estimate when the resamples are lopsided
+        # (e.g. AUC 1 with ties); widened to hold it, never narrowed.
+        auc_ci=(min(auc, float(np.quantile(boot, 0.025))), max(auc, float(np.quantile(boot, 0.975)))),
         operating_point=tpr_at_fpr(member_scores, calib_scores, test_scores, fpr),
         metadata={
+            # Membership is known by construction (training vs held-out): no classifier grades the score.
+            "graded_by": "membership ground truth (training vs held-out images)",
             "feature": feature.name,
             "level": level,
             "n_per_time": n_per_time,

@@ -4,6 +4,10 @@
   critwin's samplers or exact posterior draws), :class:`DiscreteProcess` (DDIM/DDPM on a discrete VP
   schedule over any denoiser); :func:`as_process`, :func:`realise_times` (requested OU times on a
   process's grid) and the other input checks of the experiments.
+- ``token_process``: processes over token sequences on a discrete clock (``process.clock``: ``"kappa"``
+  masking level, ``"hidden"`` positions at the end): :class:`MaskedDiffusionProcess` (any callable
+  ``logits = model(tokens_with_masks)``, MDLM's ancestral sampler), :class:`AutoregressiveProcess` (any
+  causal LM callable), :class:`CategoricalProcess` (a ``CategoricalMixture`` sampled exactly).
 - ``callable_process``: :class:`CallableProcess` (any callable denoiser, EDM/k-diffusion ``D(x, sigma)``
   or OU ``D(y, t)``, on a Karras grid) and :func:`karras_sigmas`.
 - ``forward_reverse``: ``forward_reverse(model, x0, times, n_per_time, feature, sampler=None,
@@ -68,6 +72,12 @@ from critwin.experiments.process import (
 )
 from critwin.experiments.results import ResultTable
 from critwin.experiments.search import SearchResult, search_window
+from critwin.experiments.token_process import (
+    AutoregressiveProcess,
+    CategoricalProcess,
+    MaskedDiffusionProcess,
+    TokenProcess,
+)
 
 __all__ = [
     "CallableProcess",
@@ -111,4 +121,8 @@ __all__ = [
     "ResultTable",
     "SearchResult",
     "search_window",
+    "AutoregressiveProcess",
+    "CategoricalProcess",
+    "MaskedDiffusionProcess",
+    "TokenProcess",
 ]

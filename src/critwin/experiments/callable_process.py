@@ -12,12 +12,20 @@ turns its output into ``x0_hat`` (with ``x = x0 + sigma z``, ``x0 = x - sigma z`
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
 
 from critwin._files import fingerprint
-from critwin._validation import check_number, check_positive_int
+from critwin._validation import (
+    call_model,
+    callable_name,
+    check_model_output,
+    check_number,
+    check_positive_int,
+    check_sample_shape,
+)
 from critwin.clock import (
     PREDICTIONS,
     TimeGrid,
@@ -34,6 +42,7 @@ from critwin.experiments.process import (
     check_sampler,
     ou_noise,
     shift_callback,
+    step_description,
 )
 from critwin.samplers import SAMPLERS
 
@@ -108,10 +117,12 @@ class CallableProcess(ReverseProcess):
             raise ValueError(f"eta is only used by sampler='ddim', got eta={eta!r} with sampler={sampler!r}")
         self.eta = None if eta is None else check_number(eta, "eta", low=0.0, high=1.0)
         self.batch_level = bool(batch_level)
-        self.sample_shape = tuple(int(n) for n in sample_shape)
+        self.sample_shape = check_sample_shape(sample_shape)
         if times is None:
             if check_positive_int(n_steps, "n_steps") < 2:
                 raise ValueError(f"n_steps must be >= 2 (sigma_max and sigma_min), got {n_steps}")
+            # The last step goes from sigma_min to the data: sigma_min = 0 would be a zero-length step.
+            check_number(sigma_min, "sigma_min", low=0.0, closed="neither")
             sigmas = karras_sigmas(n_steps, sigma_min, sigma_max, rho)
             times = torch.cat([ou_time(sigma=sigmas), torch.zeros(1, dtype=torch.float64)])
             self.grid_kind = {"sigma_min": float(sigma_min), "sigma_max": float(sigma_max), "rho": float(rho)}
@@ -121,7 +132,9 @@ class CallableProcess(ReverseProcess):
         if self._times[-1].item() != 0.0:
             raise ValueError(f"times must end at 0 (clean data), got {self._times[-1].item():.4g}")
         self.nfe = 0
-        self._denoise = CountingDenoiser(self, self._ou_denoise)
+        self._name = f"denoiser {callable_name(denoiser)!r}"
+        # The raw output is checked in _ou_denoise (before it becomes x0_hat), so not again here.
+        self._denoise = CountingDenoiser(self, self._ou_denoise, name=self._name, check=False)
 
     def _ou_denoise(self, y: torch.Tensor, t: float) -> torch.Tensor:
         """``E[x0 | Y_t = y]`` from the callable, whatever its parameterisation and prediction."""
@@ -132,7 +145,10 @@ class CallableProcess(ReverseProcess):
             x, level = y, t
         if self.batch_level:
             level = torch.full((y.shape[0],), level, dtype=y.dtype, device=y.device)
-        return x0_from_prediction(self.denoiser(x, level), y, t, self.prediction_type)
+        where = functools.partial(step_description, self, t)
+        out = call_model(self.denoiser, x, level, model=self._name, where=where)
+        check_model_output(out, model=self._name, where=where, shape=y.shape, dtype=y.dtype, device=y.device)
+        return x0_from_prediction(out, y, t, self.prediction_type)
 
     def denoise(self, y: torch.Tensor, t: float) -> torch.Tensor:
         """The denoiser in OU variables: ``(B, *sample_shape)`` state at OU time ``t`` -> x0_hat."""

@@ -34,6 +34,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from safetensors.torch import save_file
 
+from critwin._display import NotebookProgress, in_notebook
 from critwin._files import load_tensor_file
 from critwin._io import (
     atomic_path,
@@ -43,7 +44,7 @@ from critwin._io import (
     read_json,
     remove_stale_temp_files,
 )
-from critwin._validation import check_positive_int
+from critwin._validation import check_positive_int, check_seed
 
 try:  # POSIX
     import fcntl
@@ -55,6 +56,8 @@ __all__ = [
     "SweepStore",
     "holds_outputs",
     "claim_directory",
+    "claim_output",
+    "output_lock_file",
     "bind_settings",
     "bound_tensors",
     "cached_unit",
@@ -86,11 +89,7 @@ def resolve_seed(seed: int | None, generator: torch.Generator | None, default: i
     if seed is None and generator is None and default is not None:
         return int(default)
     if seed is not None:
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise ValueError(f"seed must be an integer, got {seed!r}")
-        if int(seed) < 0:
-            raise ValueError(f"seed must be >= 0, got {seed}")
-        return int(seed)
+        return check_seed(seed)
     device = generator.device if generator is not None else "cpu"
     return int(torch.randint(0, 2**62, (1,), generator=generator, device=device).item())
 
@@ -194,9 +193,13 @@ def _check_kind(root: Path, kind: str, recorded: str | None, option: str, legacy
         )
 
 
-def _lock(root: Path, option: str) -> int:
-    path = root / CLAIM_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+def _lock(path: Path, root: Path, option: str) -> int:
+    """An exclusive lock on the file ``path`` guarding the output ``root`` (its fd), or a ValueError
+    naming ``option``, ``root`` and the holder's pid."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:  # a read-only or full file system: about the output, not its lock file
+        raise ValueError(f"{option} {root}: cannot write there ({exc.strerror or exc})") from None
     try:
         # The lock belongs to the open file: the kernel frees it when the holder dies, however it dies.
         if fcntl is not None:
@@ -208,7 +211,7 @@ def _lock(root: Path, option: str) -> int:
         pid = _claim_record(path).get("pid", "unknown")
         raise ValueError(
             f"{option}: {root} is in use by pid {pid} (another critwin process writes there); wait for "
-            "it to finish or use another directory"
+            f"it to finish or choose another {'directory' if root.is_dir() else 'path'}"
         ) from None
     return fd
 
@@ -232,13 +235,10 @@ def claim_directory(out, kind: str, option: str = "out", legacy: tuple[str, ...]
             raise ValueError(f"{option}: {root} is held for a {_HELD[key].kind!r} result, not {kind!r}")
         _HELD[key].depth += 1
     else:
-        fd = _lock(root, option)
+        fd = _lock(root / CLAIM_FILE, root, option)
         try:
             _check_kind(root, kind, _claim_record(root / CLAIM_FILE).get("kind"), option, legacy)
-            record = (json_text({"kind": kind, "pid": os.getpid()}, indent=None) + "\n").encode()
-            os.ftruncate(fd, 0)
-            os.lseek(fd, 0, os.SEEK_SET)
-            os.write(fd, record)
+            _write_record(fd, {"kind": kind, "pid": os.getpid()}, root, option)
             for directory in (root, root / UNITS_DIR):
                 remove_stale_temp_files(directory)
         except BaseException:
@@ -251,6 +251,73 @@ def claim_directory(out, kind: str, option: str = "out", legacy: tuple[str, ...]
         _HELD[key].depth -= 1
         if _HELD[key].depth == 0:
             os.close(_HELD.pop(key).fd)
+
+
+def _write_record(fd: int, record: dict, root: Path, option: str) -> None:
+    """Write the holder's record into its lock file; a full disk is a ValueError naming the output."""
+    data = (json_text(record, indent=None) + "\n").encode()
+    try:
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, data)
+    except OSError as exc:
+        raise ValueError(f"{option} {root}: cannot write there ({exc.strerror or exc})") from None
+
+
+def output_lock_file(path) -> Path:
+    """The lock of an output that is replaced as a whole (a file, or a report directory): a hidden file
+    beside it, ``.NAME.critwin-lock`` (inside, the lock would go with the output it guards), there
+    only while a writer holds it."""
+    path = Path(path)
+    return path.parent / f".{path.name}.critwin-lock"
+
+
+@contextmanager
+def claim_output(path, option: str = "out") -> Iterator[Path]:
+    """Hold the output ``path`` (a file or a directory written by replacing it whole) while the block
+    runs: a second writer of the same path is refused ("in use by pid N", a ValueError naming
+    ``option``) before it does any work; the lock of a dead process is free. None holds nothing.
+    """
+    if path is None:
+        yield None
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = path.resolve()
+    if key in _HELD:  # this process holds it already (re-entrant)
+        _HELD[key].depth += 1
+    else:
+        fd = _lock_output(path, option)
+        try:
+            _write_record(fd, {"pid": os.getpid()}, path, option)
+        except BaseException:
+            output_lock_file(path).unlink(missing_ok=True)  # still locked: no one else uses it
+            os.close(fd)
+            raise
+        _HELD[key] = _Hold(fd, "output")
+    try:
+        yield path
+    finally:
+        _HELD[key].depth -= 1
+        if _HELD[key].depth == 0:
+            # Removed while still locked, so no lock file is left beside the output; a writer that
+            # opened it just before sees (in _lock_output) that it locked a removed file and retries.
+            output_lock_file(path).unlink(missing_ok=True)
+            os.close(_HELD.pop(key).fd)
+
+
+def _lock_output(path: Path, option: str) -> int:
+    """:func:`_lock` on the lock file of ``path``, retried while the locked file is one its holder
+    removed on release (it is no longer the file at that name)."""
+    lock_file = output_lock_file(path)
+    while True:
+        fd = _lock(lock_file, path, option)
+        try:
+            if os.path.samestat(os.fstat(fd), os.stat(lock_file)):
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
 
 
 def bind_settings(path, settings: Mapping[str, Any], what: str = "out") -> None:
@@ -370,13 +437,22 @@ def check_chunk_size(chunk_size, default: int) -> int:
 def progress_bar(
     total: int, description: str, enabled: bool = True, store: SweepStore | None = None
 ) -> Iterator[Callable[[int], None]]:
-    """Yield ``advance(k)``; shows a rich progress bar on stderr when ``enabled``, after a line
-    ``resumed: N of M units done (DIR)`` when ``store`` holds units of an earlier run."""
+    """Yield ``advance(k)``; shows a progress bar when ``enabled``: in a Jupyter notebook an HTML bar
+    updated in place in the cell's output (:class:`critwin._display.NotebookProgress`), elsewhere a rich
+    bar on stderr. A line ``resumed: N of M units done (DIR)`` comes first when ``store`` holds units of
+    an earlier run."""
     if enabled and store is not None and store.done_before:
         done = min(store.done_before, total)
         print(f"{description}: resumed: {done} of {total} units done ({store.root})", file=sys.stderr)
     if not enabled or total <= 0:
         yield lambda k=1: None
+        return
+    if in_notebook():
+        bar = NotebookProgress(total, description)
+        try:
+            yield bar.advance
+        finally:
+            bar.close()
         return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:

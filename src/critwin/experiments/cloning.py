@@ -49,6 +49,7 @@ from critwin.experiments.results import (
     FeatureLabels,
     ResultTable,
     at_edge,
+    clock_of,
     feature_columns,
     grid_from_metadata,
     grid_metadata,
@@ -67,7 +68,7 @@ class CloneResult(FeatureLabels, ResultTable):
 
     Attributes
     ----------
-    requested_times : (T,) float64 fork times asked for.
+    requested_times : (T,) float64 fork times asked for (on the process's clock: ``metadata["clock"]``).
     times : (T,) float64 realised fork times (grid points).
     indices : (T,) long grid indices of the forks.
     steps : (T,) long model step labels or None.
@@ -116,6 +117,7 @@ class CloneResult(FeatureLabels, ResultTable):
 
     def summary(self) -> dict[str, Any]:
         out = {
+            "clock": self.metadata.get("clock", "ou"),
             "times": int(self.times.numel()),
             "trajectories": int(self._first("own_labels").numel()),
             "n_clones": self.n_clones,
@@ -198,6 +200,7 @@ def clone(
     dtype: torch.dtype | None = None,
     executor="local",
     ray_address: str | None = None,
+    ray_timeout: float | None = None,
 ) -> CloneResult:
     """Fork trajectories at OU times and measure agreement with their own final feature.
 
@@ -215,7 +218,7 @@ def clone(
         as in :func:`~critwin.experiments.forward_reverse.forward_reverse`; ``chunk_size`` counts
         trajectories per unit; per-sample ``cond`` tensors have first dim ``n_trajectories``.
     dtype : dtype of the prior draw (default float64 for mixtures, float32 otherwise).
-    executor, ray_address : where the units run, as in
+    executor, ray_address, ray_timeout : where the units run, as in
         :func:`~critwin.experiments.forward_reverse.forward_reverse`. Trunks and their forks run in
         waves of as many chunks as the executor runs at once, so only those chunks' trunk states are
         held in memory.
@@ -224,7 +227,7 @@ def clone(
     -------
     CloneResult
     """
-    runs_on = resolve_executor(executor, ray_address)
+    runs_on = resolve_executor(executor, ray_address, ray_timeout)
     dtype = None if dtype is None else check_float_dtype(dtype)
     process = as_process(model, sampler, n_steps, t_max, eta)
     n_trajectories = check_positive_int(n_trajectories, "n_trajectories")
@@ -282,7 +285,12 @@ def clone(
         clone_labels=at_edge(_by_time(by_fork, [forks.index(int(k)) for k in grid.indices])),
         nfe=nfe if process.nfe is not None else None,
         metadata=result_metadata(
-            {k: v for k, v in config.items() if k not in ("requested_times", "realised_times")}, device, dtype
+            {
+                "clock": clock_of(process),
+                **{k: v for k, v in config.items() if k not in ("requested_times", "realised_times")},
+            },
+            device,
+            dtype,
         ),
     )
     if out is not None:

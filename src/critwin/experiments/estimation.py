@@ -20,6 +20,7 @@ smallest time) or ``+inf`` (still above it at the largest time): censored, never
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -31,8 +32,15 @@ from scipy.stats import norm
 from critwin._display import axes, data_frame, html_summary, short_repr
 from critwin._io import provenance
 from critwin._stats import bounded_percentile_interval, wilson_bounds
-from critwin._validation import check_delta, check_eps, check_labels, check_number, check_positive_int
-from critwin.experiments.results import select_feature
+from critwin._validation import (
+    check_delta,
+    check_eps,
+    check_labels,
+    check_number,
+    check_positive_int,
+    check_seed,
+)
+from critwin.experiments.results import CLOCK_AXES, select_feature
 
 __all__ = [
     "wilson_interval",
@@ -78,8 +86,15 @@ def wilson_interval(successes, trials, level: float = 0.95) -> tuple[np.ndarray,
     n = np.asarray(trials, dtype=float)
     if np.any(n < 1) or np.any(k < 0) or np.any(k > n):
         raise ValueError("successes/trials must satisfy 0 <= successes <= trials and trials >= 1")
-    lower, upper = wilson_bounds(k / n, n, norm.ppf(0.5 + level / 2))
+    lower, upper = wilson_bounds(k / n, n, _two_sided_quantile(level))
     return np.asarray(lower), np.asarray(upper)
+
+
+@functools.lru_cache(maxsize=64)
+def _two_sided_quantile(level: float) -> float:
+    """The normal quantile of a two-sided ``level`` (cached: scipy's ppf costs ~0.2 ms a call, and a
+    paired bootstrap computes thousands of intervals at one level)."""
+    return float(norm.ppf(0.5 + level / 2))
 
 
 def isotonic_decreasing(values, weights=None) -> np.ndarray:
@@ -227,6 +242,9 @@ class WindowEstimate:
     def summary(self) -> dict[str, Any]:
         """The key numbers: level, base rate, endpoints and t½ with their intervals, number of times."""
         return {
+            "clock": self.clock,
+            "delta": self.delta,
+            "b": self.b,
             "t_after": self.t_after,
             "t_after_ci": self.t_after_ci,
             "t_before": self.t_before,
@@ -234,10 +252,13 @@ class WindowEstimate:
             "t_half": self.t_half,
             "t_half_ci": self.t_half_ci,
             "status": self.status,
-            "delta": self.delta,
-            "b": self.b,
             "n_times": int(self.times.size),
         }
+
+    @property
+    def clock(self) -> str:
+        """The clock of :attr:`times` (``"ou"``, or ``"kappa"``/``"hidden"`` for token processes)."""
+        return self.metadata.get("clock", "ou")
 
     def __repr__(self) -> str:
         return short_repr("WindowEstimate", self.summary())
@@ -266,7 +287,7 @@ class WindowEstimate:
             ax.axhline(level, color="grey", lw=0.8, ls=":")
         if not self.empty:
             ax.axvspan(self.t_after, self.t_before, color="tab:orange", alpha=0.2, label="window")
-        ax.set_xlabel("OU time t")
+        ax.set_xlabel(CLOCK_AXES.get(self.clock, self.clock))
         ax.set_ylabel("normalised commitment r(t)")
         ax.legend(loc="best", fontsize="small")
         return ax
@@ -405,6 +426,7 @@ def estimate_window(
     WindowEstimate
     """
     result = select_feature(result, feature)
+    seed = None if seed is None else check_seed(seed)
     delta = check_delta(delta)
     level = check_eps(level, "level")
     n_boot = check_positive_int(n_boot, "n_boot", minimum=0)
@@ -419,7 +441,10 @@ def estimate_window(
     estimate = _estimate(found, model_labels, base_rate, settings)
     if per_class:
         estimate.per_class = _per_class(found, model_labels, base_rate, settings)
-    estimate.metadata = {"bootstrap_seed": seed, "provenance": provenance()}
+    clock = getattr(result, "metadata", {}).get("clock", "ou")
+    estimate.metadata = {"bootstrap_seed": seed, "clock": clock, "provenance": provenance()}
+    for sub in estimate.per_class.values():
+        sub.metadata = {"clock": clock}
     chi = susceptibility(result)
     if chi is not None:
         estimate.chi = chi.chi

@@ -15,6 +15,8 @@ with a CUDA model every task takes one GPU.
 
 from __future__ import annotations
 
+import socket
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -22,10 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from critwin._validation import check_positive_int
+from critwin._validation import check_number, check_positive_int
 
 __all__ = [
     "EXECUTORS",
+    "RAY_TIMEOUT",
     "Executor",
     "LocalExecutor",
     "RayExecutor",
@@ -36,6 +39,8 @@ __all__ = [
 
 EXECUTORS = ("local", "ray")
 RAY_INSTALL_HINT = "pip install 'critwin[ray]'"
+RAY_TIMEOUT = 30.0
+"""Seconds :class:`RayExecutor` waits for a cluster at ``ray_address`` before one clear error."""
 
 UnitFn = Callable[..., Mapping[str, np.ndarray]]
 Job = tuple[Hashable, tuple]
@@ -141,11 +146,20 @@ class RayExecutor(Executor):
         one, unless Ray is already initialised in this process (then that cluster is used).
     num_cpus : CPUs of a local cluster started here (default: all of the machine's).
     max_retries : times a unit is resubmitted after its worker process died (>= 0).
+    timeout : seconds to wait for the cluster at ``address`` (default :data:`RAY_TIMEOUT`): Ray itself
+        retries an unreachable address forever; past this, one ValueError names the address.
     """
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, *, num_cpus: int | None = None, max_retries: int = 3):
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        num_cpus: int | None = None,
+        max_retries: int = 3,
+        timeout: float = RAY_TIMEOUT,
+    ):
         self.ray = _import_ray()
         if address is not None and not isinstance(address, str):
             raise ValueError(f"ray_address must be a string such as 'auto' or 'HOST:PORT', got {address!r}")
@@ -154,16 +168,52 @@ class RayExecutor(Executor):
         if isinstance(max_retries, bool) or not isinstance(max_retries, (int, np.integer)) or max_retries < 0:
             raise ValueError(f"max_retries must be an integer >= 0, got {max_retries!r}")
         self.max_retries = int(max_retries)
+        self.timeout = check_number(timeout, "ray_timeout", low=0.0, closed="neither")
 
     def _connect(self):
         ray = self.ray
         if not ray.is_initialized():
             if self.address is not None:
-                ray.init(address=self.address)
+                self._join(ray)
             else:
                 # "local": a new cluster of our own, never one a `ray start` left on this machine.
                 ray.init(address="local", num_cpus=self.num_cpus, include_dashboard=False)
         return ray
+
+    def _join(self, ray) -> None:
+        """``ray.init(address=...)`` within :attr:`timeout` seconds, else one ValueError naming the address.
+
+        An unreachable ``HOST:PORT`` is seen by a TCP connect first; a port that answers but is not a
+        Ray cluster makes ``ray.init`` wait forever, so it runs in a daemon thread that is given up on.
+        """
+        address, timeout = self.address, self.timeout
+        hint = f"is a Ray cluster running there (ray start --head)? ray_timeout={timeout:g} s"
+        endpoint = _host_port(address)
+        if endpoint is not None:
+            try:
+                socket.create_connection(endpoint, timeout=timeout).close()
+            except OSError as exc:
+                reason = "timed out" if isinstance(exc, TimeoutError) else exc.strerror or str(exc)
+                raise ValueError(f"ray_address {address!r}: cannot connect ({reason}); {hint}") from None
+        outcome: dict[str, BaseException | None] = {}
+
+        def join() -> None:
+            try:
+                ray.init(address=address)
+                outcome["error"] = None
+            except BaseException as exc:  # handed to the caller's thread
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=join, name="critwin-ray-connect", daemon=True)
+        thread.start()
+        thread.join(timeout)
+        if "error" not in outcome:
+            raise ValueError(f"ray_address {address!r}: no Ray cluster answered within {timeout:g} s; {hint}")
+        error = outcome["error"]
+        if isinstance(error, ConnectionError):
+            raise ValueError(f"ray_address {address!r}: {error}") from None
+        if error is not None:
+            raise error
 
     @contextmanager
     def bind(self, shared, *, gpu=False):
@@ -186,23 +236,36 @@ class RayExecutor(Executor):
             del ref
 
 
-def resolve_executor(executor, ray_address=None) -> Executor:
-    """The :class:`Executor` for a sweep's ``executor=`` and ``ray_address=`` arguments.
+def _host_port(address: str) -> tuple[str, int] | None:
+    """``(host, port)`` of a ``HOST:PORT`` cluster address; None for ``auto``, ``local``, ``ray://...``."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or "://" in address or not port.isdigit():
+        return None
+    return host.strip("[]"), int(port)
 
-    ``executor`` is ``"local"``, ``"ray"`` or an :class:`Executor`; ``ray_address`` only goes with
-    ``"ray"``. Raises ValueError naming the argument otherwise, and when Ray is asked for but missing.
+
+def resolve_executor(executor, ray_address=None, ray_timeout=None) -> Executor:
+    """The :class:`Executor` for a sweep's ``executor=``, ``ray_address=`` and ``ray_timeout=`` arguments.
+
+    ``executor`` is ``"local"``, ``"ray"`` or an :class:`Executor`; ``ray_address`` and ``ray_timeout``
+    (seconds to wait for the cluster, default :data:`RAY_TIMEOUT`) only go with ``"ray"``. Raises
+    ValueError naming the argument otherwise, and when Ray is asked for but missing.
     """
+    ray_only = {"ray_address": ray_address, "ray_timeout": ray_timeout}
+    given = [name for name, value in ray_only.items() if value is not None]
     if isinstance(executor, Executor):
-        if ray_address is not None:
-            raise ValueError("ray_address: pass the address to the RayExecutor itself")
+        if given:
+            raise ValueError(
+                f"{given[0]}: pass the {given[0].removeprefix('ray_')} to the RayExecutor itself"
+            )
         return executor
     if not isinstance(executor, str) or executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {', '.join(map(repr, EXECUTORS))}; got {executor!r}")
     if executor == "local":
-        if ray_address is not None:
-            raise ValueError(f"ray_address is only used with executor='ray', got {ray_address!r}")
+        if given:
+            raise ValueError(f"{given[0]} is only used with executor='ray', got {ray_only[given[0]]!r}")
         return LocalExecutor()
-    return RayExecutor(ray_address)
+    return RayExecutor(ray_address, timeout=RAY_TIMEOUT if ray_timeout is None else ray_timeout)
 
 
 def run_units(runner: Runner, fn: UnitFn, jobs: Sequence[Job], store=None, advance=None) -> dict:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from critwin._files import load_tensor_file
-from critwin._validation import check_positive_int
+from critwin._validation import ModelError, call_model, check_positive_int, describe_value
 
 __all__ = [
     "CallableFeature",
@@ -85,14 +85,12 @@ class CallableFeature:
         self.n_classes = None if n_classes is None else check_positive_int(n_classes, "n_classes")
 
     def _one(self, x: torch.Tensor) -> torch.Tensor:
-        value = self.fn(x)
+        label = f"feature {self.name!r}"
+        value = call_model(self.fn, x, model=label, where=f"batch of {int(x.shape[0])} samples")
+        if isinstance(value, np.ndarray):
+            value = torch.from_numpy(value)
         if not isinstance(value, torch.Tensor):
-            try:
-                value = torch.from_numpy(np.asarray(value))
-            except (TypeError, ValueError):
-                raise ValueError(
-                    f"feature {self.name} returned {type(value).__name__}, not a tensor"
-                ) from None
+            raise ModelError(f"{label} returned {describe_value(value)}, not a tensor or NumPy array")
         return value
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -460,18 +458,31 @@ class FeatureOutput(NamedTuple):
     probabilities: torch.Tensor | None
 
 
-def apply_feature(fn: Callable, x: torch.Tensor) -> FeatureOutput:
-    """Evaluate a feature on a batch ``x`` (n, ...) and validate it (:func:`check_feature_output`).
+def apply_feature(fn: Callable, x: torch.Tensor, name: str | None = None) -> FeatureOutput:
+    """Evaluate a feature on a batch ``x`` (n, ...) and validate it (:func:`check_feature_output`): the
+    seam where a feature's output enters the engine.
+
+    An exception of the feature is raised as a ``ModelError`` (a ValueError) naming it, with the
+    original as its cause; a NumPy array is taken as a tensor; None, a tuple or any other value is
+    refused by name.
+
+    Parameters
+    ----------
+    fn : the feature.
+    x : (n, ...) data-space batch.
+    name : how errors name the feature (default: :func:`feature_name`).
 
     Returns
     -------
     :class:`FeatureOutput` ``(labels, probabilities)``.
     """
+    label = f"feature {feature_name(fn, name)!r}"
+    where = f"batch of {int(x.shape[0])} samples"
     with torch.no_grad():
-        value = fn(x)
+        value = call_model(fn, x, model=label, where=where)
     if isinstance(value, np.ndarray):
         value = torch.from_numpy(value)
-    return check_feature_output(value, int(x.shape[0]))
+    return check_feature_output(value, int(x.shape[0]), label)
 
 
 def check_feature_output(value, n: int, name: str = "feature", n_classes: int | None = None) -> FeatureOutput:
@@ -489,7 +500,10 @@ def check_feature_output(value, n: int, name: str = "feature", n_classes: int | 
     :class:`FeatureOutput`: labels (n,) int64 and probabilities (n, C) float32 (None for labels).
     """
     if not isinstance(value, torch.Tensor):
-        raise ValueError(f"{name} must return a tensor or array of labels, got {type(value).__name__}")
+        raise ModelError(
+            f"{name} returned {describe_value(value)}; it must return (n,) integer labels or (n, C) "
+            "probabilities (a tensor or NumPy array)"
+        )
     value = value.detach().cpu()
     if value.ndim == 1 and value.shape[0] == n:
         return FeatureOutput(_check_labels(value, name, n_classes), None)
@@ -624,7 +638,7 @@ def read_features(feature_fn: FeatureSet, x: torch.Tensor) -> dict[str, np.ndarr
     given (named by :func:`labelled`)."""
     out = {}
     for name, fn in feature_fn.features.items():
-        labels, probs = apply_feature(fn, x)
+        labels, probs = apply_feature(fn, x, None if name == UNNAMED else name)
         out[labelled("labels", name)] = labels.numpy()
         if probs is not None:
             out[labelled("probs", name)] = probs.numpy()

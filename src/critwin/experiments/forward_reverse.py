@@ -62,6 +62,7 @@ from critwin.experiments.results import (
     FeatureLabels,
     ResultTable,
     at_edge,
+    clock_of,
     feature_columns,
     grid_from_metadata,
     grid_metadata,
@@ -80,7 +81,7 @@ class ForwardReverseResult(FeatureLabels, ResultTable):
 
     Attributes
     ----------
-    requested_times : (T,) float64 OU times asked for.
+    requested_times : (T,) float64 OU times asked for (levels on the process's clock: ``metadata["clock"]``).
     times : (T,) float64 realised OU times (grid points actually used).
     indices : (T,) long grid indices of the process where noising stopped and sampling started.
     steps : (T,) long model step labels (diffusers timesteps; -1 for t = 0) or None.
@@ -121,6 +122,7 @@ class ForwardReverseResult(FeatureLabels, ResultTable):
 
     def summary(self) -> dict[str, Any]:
         out = {
+            "clock": self.metadata.get("clock", "ou"),
             "times": int(self.times.numel()),
             "sources": int(self.source_ids.max()) + 1 if self.source_ids.numel() else 0,
             "n_per_time": self.n_per_time,
@@ -203,6 +205,7 @@ def forward_reverse(
     feature_label: str | None = None,
     executor="local",
     ray_address: str | None = None,
+    ray_timeout: float | None = None,
 ) -> ForwardReverseResult:
     """Noise ``x0`` to each OU time, denoise with the model's sampler, and read the feature.
 
@@ -234,12 +237,13 @@ def forward_reverse(
     executor : ``"local"`` (units run in this process), ``"ray"`` (units run as Ray tasks; needs
         ``critwin[ray]``) or an :class:`~critwin.experiments.executor.Executor`. Same seed, same table.
     ray_address : cluster to join with ``executor="ray"`` (default: start a local one).
+    ray_timeout : seconds to wait for that cluster before a ValueError (default 30).
 
     Returns
     -------
     ForwardReverseResult
     """
-    runs_on = resolve_executor(executor, ray_address)
+    runs_on = resolve_executor(executor, ray_address, ray_timeout)
     process = as_process(model, sampler, n_steps, t_max, eta)
     x0 = check_samples(x0, process)
     grid = realise_times(process, times)
@@ -367,7 +371,10 @@ def _assemble(jobs, units, grid: RealisedTimes, source_labels, config, z0) -> Fo
         n_per_time=n_per_time,
         nfe=nfe,
         metadata=result_metadata(
-            {k: v for k, v in config.items() if k not in ("requested_times", "realised_times")},
+            {
+                "clock": clock_of(grid.process),
+                **{k: v for k, v in config.items() if k not in ("requested_times", "realised_times")},
+            },
             z0.device,
             getattr(grid.process, "dtype", z0.dtype),
         ),
@@ -390,8 +397,10 @@ def noise_and_denoise(process, z0, rows, index: int, cond, generator) -> torch.T
 
 
 def source_components(mixture, z0, generator) -> torch.Tensor:
-    """(N,) the component of each source, drawn from ``pi_0(. | x0)`` (the atom for Dirac components)."""
-    if bool((torch.as_tensor(mixture.covs) == 0).all()):
+    """(N,) the component of each source, drawn from ``pi_0(. | x0)`` (the atom for Dirac components;
+    a mixture without covariances, such as a ``CategoricalMixture``, draws it from its posterior)."""
+    covs = getattr(mixture, "covs", None)
+    if covs is not None and bool((torch.as_tensor(covs) == 0).all()):
         return mixture.bayes_label(z0).cpu()
     return mixture.sample_posterior(z0, 0.0, generator=generator)[1].cpu()
 

@@ -12,6 +12,7 @@ process's :class:`~critwin.clock.TimeGrid`); the experiments' other input checks
 
 from __future__ import annotations
 
+import functools
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -21,7 +22,15 @@ import numpy as np
 import torch
 
 from critwin._files import fingerprint
-from critwin._validation import check_float_tensor, check_positive_int
+from critwin._memory import check_memory
+from critwin._validation import (
+    call_model,
+    callable_name,
+    check_float_tensor,
+    check_model_output,
+    check_positive_int,
+    check_sample_shape,
+)
 from critwin.clock import TimeGrid, alpha_sigma, time_grid
 from critwin.samplers import SAMPLERS, as_denoiser, sample_ddim
 
@@ -41,10 +50,13 @@ __all__ = [
     "check_cond",
     "check_no_cond",
     "CountingDenoiser",
+    "step_description",
+    "check_prior_memory",
     "select_cond",
     "nfe_since",
     "ou_noise",
     "shift_callback",
+    "register_mixture_process",
 ]
 
 Callback = Callable[[int, float, torch.Tensor, torch.Tensor], None]
@@ -71,6 +83,9 @@ class ReverseProcess(ABC):
     """
 
     sample_shape: tuple[int, ...] = ()
+    clock: str = "ou"
+    """What the grid's levels are: ``"ou"`` (OU time, THEORY §1); token processes use ``"kappa"`` or
+    ``"hidden"`` (:mod:`critwin.experiments.token_process`)."""
     continuous: bool = False
     nfe: int | None = None
     """Per-sample denoiser evaluations so far, for processes that count them (``None``: not counted)."""
@@ -102,6 +117,7 @@ class ReverseProcess(ABC):
         self, n: int, generator: torch.Generator | None = None, device=None, dtype=None
     ) -> torch.Tensor:
         """Draw ``n`` states at ``times[0]`` (standard normal for a fully noised VP/OU state)."""
+        check_prior_memory(n, self.sample_shape)
         return torch.randn(
             (n, *self.sample_shape), generator=generator, device=device, dtype=dtype or torch.float32
         )
@@ -180,12 +196,17 @@ def check_no_cond(cond, owner: str) -> None:
 
 class CountingDenoiser:
     """A denoiser that adds its batch size to ``owner.nfe`` at every call (the NFE measure of every
-    experiment); processes hand it to critwin's samplers.
+    experiment) and checks what it returns (:func:`critwin._validation.check_model_output`: the state's
+    shape, a floating dtype at least as precise as the state's, finite values); processes hand it to
+    critwin's samplers. It is the seam where a denoiser's output enters the engine: an exception of the
+    denoiser is raised as a ``ModelError`` naming it and the step, with the original as its cause.
 
     Parameters
     ----------
     owner : the process whose ``nfe`` counter grows (an ``int`` attribute).
     denoise : ``denoise(x, t, **extra) -> x0_hat`` on a batch ``x`` of shape ``(B, ...)``.
+    name : how errors name the denoiser (default: its qualified name).
+    check : check the output here (False where the owner checks the model's raw output itself).
 
     Examples
     --------
@@ -198,13 +219,51 @@ class CountingDenoiser:
     3
     """
 
-    def __init__(self, owner: ReverseProcess, denoise: Callable[..., torch.Tensor]):
+    def __init__(
+        self,
+        owner: ReverseProcess,
+        denoise: Callable[..., torch.Tensor],
+        name: str | None = None,
+        check: bool = True,
+    ):
         self.owner = owner
         self.fn = denoise
+        self.name = name or f"denoiser {callable_name(denoise)!r}"
+        self.check = check
 
     def __call__(self, x, t, **extra):
+        where = functools.partial(step_description, self.owner, t)
+        out = call_model(self.fn, x, t, model=self.name, where=where, **extra)
+        if self.check:
+            check_model_output(
+                out, model=self.name, where=where, shape=x.shape, dtype=x.dtype, device=x.device
+            )
         self.owner.nfe += int(x.shape[0])
-        return self.fn(x, t, **extra)
+        return out
+
+
+def check_prior_memory(n, sample_shape) -> None:
+    """The memory guard on a prior draw of ``n`` states of ``sample_shape`` (float32, with its noise)."""
+    n = check_positive_int(n, "n")
+    check_memory(
+        2 * 4 * n * math.prod(sample_shape), f"a prior draw of n={n} states of shape {tuple(sample_shape)}"
+    )
+
+
+def step_description(process: ReverseProcess, t) -> str:
+    """``"OU time t=0.512, grid index 3"``: where a process's model was called, for error messages."""
+    value = t.flatten()[0].item() if isinstance(t, torch.Tensor) and t.numel() else t
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return f"OU time t={t!r}"
+    text = f"OU time t={value:.6g}"
+    times = getattr(process, "times", None)
+    if isinstance(times, torch.Tensor):
+        close = torch.nonzero(torch.isclose(times, torch.tensor(value, dtype=times.dtype))).flatten()
+        if close.numel():
+            text += f", grid index {int(close[0])}"
+    return text
 
 
 class MixtureProcess(ReverseProcess):
@@ -267,7 +326,7 @@ class MixtureProcess(ReverseProcess):
             self.spacing = "custom"
         self.sample_shape = (int(mixture.means.shape[-1]),)
         self.nfe = 0
-        self._denoise = CountingDenoiser(self, mixture.denoise)
+        self._denoise = CountingDenoiser(self, mixture.denoise, name=f"{type(mixture).__name__}.denoise")
 
     @property
     def times(self) -> torch.Tensor:
@@ -288,7 +347,10 @@ class MixtureProcess(ReverseProcess):
         grid = self._times[start : stop + 1]
         step_callback = shift_callback(callback, start)
         if self.sampler == "exact":
-            return self._run_exact(x, grid, generator, step_callback)
+            out = self._run_exact(x, grid, generator, step_callback)
+            # The exact sampler's draw is this process's model output: checked like a denoiser's.
+            where = f"OU times {grid[0].item():.6g} -> {grid[-1].item():.6g}"
+            return check_model_output(out, model=self._denoise.name, where=where, shape=x.shape)
         knobs = {"eta": self.eta} if self.eta is not None else {}
         return SAMPLERS[self.sampler](
             self._denoise, x, grid, generator=generator, callback=step_callback, **knobs
@@ -404,7 +466,7 @@ class DiscreteProcess(ReverseProcess):
         self.timesteps = steps.flip(0).contiguous()  # decreasing, like diffusers
         ou = schedule.ou_times[self.timesteps]
         self._times = torch.cat([ou, torch.zeros(1, dtype=torch.float64)])
-        self.sample_shape = tuple(sample_shape)
+        self.sample_shape = check_sample_shape(sample_shape)
         self.nfe = 0
 
     @property
@@ -458,6 +520,15 @@ class DiscreteProcess(ReverseProcess):
 # --------------------------------------------------------------------------------------------------
 
 
+_MIXTURE_PROCESSES: list[tuple[type, Callable[..., ReverseProcess]]] = []
+
+
+def register_mixture_process(kind: type, factory: Callable[..., ReverseProcess]) -> None:
+    """Let :func:`as_process` wrap a mixture of class ``kind`` as ``factory(mixture, sampler, n_steps,
+    t_max, eta)`` (how :mod:`~critwin.experiments.token_process` runs a ``CategoricalMixture``)."""
+    _MIXTURE_PROCESSES.append((kind, factory))
+
+
 def as_process(model, sampler, n_steps=None, t_max=None, eta=None) -> ReverseProcess:
     """A :class:`ReverseProcess` from a process or a mixture (wrapped in :class:`MixtureProcess`).
 
@@ -475,6 +546,9 @@ def as_process(model, sampler, n_steps=None, t_max=None, eta=None) -> ReversePro
                 f"sampler={sampler!r} differs from the process's own sampler {own!r}; pass sampler=None"
             )
         return model
+    for kind, factory in _MIXTURE_PROCESSES:
+        if isinstance(model, kind):
+            return factory(model, sampler, n_steps, t_max, eta)
     if hasattr(model, "sample_posterior") and hasattr(model, "denoise"):
         kwargs = {"sampler": "exact" if sampler is None else sampler, "eta": eta}
         if n_steps is not None:
@@ -509,12 +583,15 @@ class RealisedTimes(NamedTuple):
 
 def grid_times(process: ReverseProcess, n: int, lo: float = 0.02, hi: float = 4.5) -> list[float]:
     """``n`` (at most; distinct) realised OU times of ``process``'s grid spread evenly in log OU time
-    (log-SNR, up to a constant, at small t) between ``lo`` and ``hi``, clipped to the grid (t > 0)."""
+    (log-SNR, up to a constant, at small t) between ``lo`` and ``hi``, clipped to the grid's finite
+    times (t > 0)."""
     grid = process.times[:-1].to(torch.float64)
+    # A pure-noise start (t = inf: flow and zero-terminal-SNR grids) is no time a run can start from.
+    grid = grid[torch.isfinite(grid)]
     lo, hi = max(grid.min().item(), lo), min(grid.max().item(), hi)
     wanted = torch.exp(torch.linspace(math.log(lo), math.log(hi), n, dtype=torch.float64))
     picked = sorted({process.locate(float(t)).index for t in wanted})
-    return [float(grid[i]) for i in picked]
+    return [float(process.times[i]) for i in picked]  # indices of the full grid, not of the finite part
 
 
 def realise_times(process: ReverseProcess, times, name: str = "times") -> RealisedTimes:
@@ -545,7 +622,10 @@ def realise_times(process: ReverseProcess, times, name: str = "times") -> Realis
 
 
 def check_samples(x0, process, name: str = "x0") -> torch.Tensor:
-    """``x0`` (array or tensor, batch first) as a non-empty, finite floating-point tensor."""
+    """``x0`` (array or tensor, batch first) as a non-empty, finite floating-point tensor (token ids for
+    a process on a token clock: its ``check_tokens``)."""
+    if getattr(process, "clock", "ou") != "ou":
+        return process.check_tokens(x0, name)
     if isinstance(x0, np.ndarray):
         x0 = torch.from_numpy(x0)
     if not isinstance(x0, torch.Tensor) or x0.ndim == 0 or x0.shape[0] == 0:

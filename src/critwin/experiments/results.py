@@ -40,6 +40,8 @@ __all__ = [
     "FeatureLabels",
     "select_feature",
     "feature_columns",
+    "CLOCK_AXES",
+    "clock_of",
     "at_edge",
     "by_feature",
 ]
@@ -49,6 +51,19 @@ __all__ = [
 # image / a trajectory), its replicate (a re-noising / a continuation), the output's feature label and
 # the label it is compared with.
 SHARED_COLUMNS = ("t", "requested_t", "step", "index", "source_id", "replicate", "label", "source_label")
+
+CLOCK_AXES = {
+    "ou": "OU time t",
+    "kappa": "masking level \u03ba",
+    "hidden": "hidden positions at the end",
+}
+"""Axis label of each clock a result's times can be on (the ``clock`` entry of its metadata)."""
+
+
+def clock_of(process) -> str:
+    """The clock of a process's grid: ``"ou"`` unless it states another (token processes)."""
+    return getattr(process, "clock", "ou")
+
 
 TABLE_FILE = "table.csv"
 METADATA_FILE = "metadata.json"

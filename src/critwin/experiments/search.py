@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import functools
 import math
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, NamedTuple
 
+import numpy as np
 import torch
 
 from critwin._display import Table
@@ -44,6 +46,7 @@ from critwin.experiments.features import (
 )
 from critwin.experiments.forward_reverse import SweepSources, feature_outputs
 from critwin.experiments.process import (
+    RealisedTimes,
     as_process,
     check_cond,
     check_model_shape,
@@ -52,7 +55,8 @@ from critwin.experiments.process import (
     realise_times,
     select_cond,
 )
-from critwin.experiments.results import ResultTable, at_edge, result_metadata
+from critwin.experiments.results import ResultTable, at_edge, clock_of, result_metadata
+from critwin.experiments.search_precision import Narrowing, ProbeCrossings, check_precision
 
 __all__ = ["search_window", "SearchResult"]
 
@@ -60,6 +64,13 @@ __all__ = ["search_window", "SearchResult"]
 MIN_RESOLUTION = 1e-6
 """Smallest bracket width in OU time ``search_window`` accepts (at most ~25 bisection steps per range
 of 10 OU units)."""
+
+LATTICE_SPACING = 2.0
+"""With ``ci_half_width=h``, ``search_window`` probes only the lattice of OU times spaced ``2 h``
+apart (realised on a fixed grid), the grid ``estimate_window`` would read at that precision: the
+crossing is interpolated between lattice times, whose curvature error (~ h^2 |c''/c'| / 2) stays
+well within the interval, while their difference in c is about twice the sampling error of each,
+so that the interpolation does not divide by noise."""
 
 _PROBE_COLUMNS = {"t": float, "n": int, "kept": int, "c": float, "lower": float, "upper": float}
 
@@ -70,14 +81,19 @@ class SearchResult(ResultTable):
 
     Attributes
     ----------
-    t_after, t_before : endpoint estimates (midpoints of the final brackets; ±inf if censored).
-    t_after_bracket, t_before_bracket : final brackets ``(lo, hi)``: r > level at lo, <= level at hi.
-    t_after_ci, t_before_ci : confidence intervals from the probes: from the largest probed time whose
-        Wilson interval lies wholly above the level's threshold on c to the smallest one wholly below
-        it (range ends where no probe is conclusive). Pointwise Wilson ``level``, not simultaneous.
-    b : base rate used.  delta, resolution : the request.
+    t_after, t_before : endpoint estimates: crossings of the sample-weighted isotonic fit of r over
+        the probes (linear interpolation, as ``estimate_window`` on a grid); ±inf if censored.
+    t_after_bracket, t_before_bracket : the bisection's final brackets ``(lo, hi)``: r was judged
+        > level at lo and <= level at hi.
+    t_after_ci, t_before_ci : cluster-bootstrap percentile intervals (``level``; sources resampled
+        with all their samples, an estimated base rate re-estimated), ``n_boot`` replicates.
+    b : base rate used.  delta, resolution : the request (resolution as the bisection used it).
     probes : one dict per probed time (t, n, kept, c, lower, upper).
     nfe : per-sample denoiser evaluations spent (probes + base-rate reference), or None.
+    ci_half_width : the requested half-width of both intervals, or None (bisection only).
+    ci_reached : with ``ci_half_width``, whether both intervals reached it (False: the budget was
+        spent first or an endpoint is censored; a UserWarning said so too); None without.
+    n_boot : bootstrap replicates of the intervals.
     metadata : the process description and provenance.
     """
 
@@ -92,18 +108,24 @@ class SearchResult(ResultTable):
     resolution: float
     probes: list[dict[str, Any]] = field(default_factory=list)
     nfe: int | None = None
+    ci_half_width: float | None = None
+    ci_reached: bool | None = None
+    n_boot: int = 200
     metadata: dict[str, Any] = field(default_factory=dict)
 
     kind: ClassVar[str] = "search"
 
     def summary(self) -> dict[str, Any]:
         return {
+            "clock": self.metadata.get("clock", "ou"),
             "delta": self.delta,
             "b": self.b,
             "t_after": self.t_after,
             "t_after_ci": self.t_after_ci,
             "t_before": self.t_before,
             "t_before_ci": self.t_before_ci,
+            "ci_half_width": self.ci_half_width,
+            "ci_reached": self.ci_reached,
             "probes": len(self.probes),
             "nfe": self.nfe,
         }
@@ -124,9 +146,14 @@ class SearchResult(ResultTable):
     def _from_saved(cls, columns, meta) -> SearchResult:
         n = len(columns["t"])
         probes = [{k: kind(columns[k][i]) for k, kind in _PROBE_COLUMNS.items()} for i in range(n)]
-        # Results saved before ``metadata`` existed have none.
-        scalars = {f.name: _decode(meta[f.name]) for f in fields(cls) if f.name not in ("probes", "metadata")}
-        scalars["metadata"] = meta.get("metadata", {})
+        # Results saved before ``metadata``, ``ci_half_width``, ``ci_reached`` and ``n_boot`` existed
+        # keep the defaults.
+        optional = {"metadata", "ci_half_width", "ci_reached", "n_boot"}
+        scalars = {
+            f.name: meta[f.name] if f.name == "metadata" else _decode(meta[f.name])
+            for f in fields(cls)
+            if f.name != "probes" and (f.name in meta or f.name not in optional)
+        }
         return cls(**scalars, probes=probes)
 
 
@@ -142,11 +169,14 @@ def _decode(value):
 @dataclass
 class _Probe:
     """One probed time: its realised OU time ``t``, the samples drawn so far ``n``, how many kept each
-    feature ``kept`` ({name: count}), the probe's unit key, and batches drawn ahead (by offset)."""
+    feature ``kept`` ({name: count}), the probe's unit key, batches drawn ahead (by offset), and per
+    source the samples drawn ``trials`` (N,) and kept ``kept_by`` ({name: (N,)}) for the bootstrap."""
 
     t: float
     kept: dict[Any, int]
     key: int
+    trials: np.ndarray
+    kept_by: dict[Any, np.ndarray]
     n: int = 0
     ahead: dict[int, dict] = field(default_factory=dict)
 
@@ -176,24 +206,38 @@ class _Prober:
         entry = self.cache.get(t)
         if entry is None:
             realised = realise_times(self.shared.process, t).times
-            entry = _Probe(t=float(realised[0]), kept=dict.fromkeys(self.source, 0), key=len(self.cache))
+            n_sources = self.shared.z0.shape[0]
+            entry = _Probe(
+                t=float(realised[0]),
+                kept=dict.fromkeys(self.source, 0),
+                key=len(self.cache),
+                trials=np.zeros(n_sources, dtype=np.int64),
+                kept_by={name: np.zeros(n_sources, dtype=np.int64) for name in self.source},
+            )
             self.cache[t] = entry
         return entry
 
     def _draw(self, t: float, entry: _Probe) -> None:
         if entry.n not in entry.ahead:
-            left = -(-(self.max_n - entry.n) // self.batch)
+            # Ahead of the stopping rule, no further than max_n; past it (narrowing) one round at a time.
+            left = max(-(-(self.max_n - entry.n) // self.batch), 1)
             offsets = [entry.n + k * self.batch for k in range(min(self.runner.parallelism, left))]
             jobs = [(n, (t, entry.key, n, self.batch)) for n in offsets]
             entry.ahead.update(self.runner.map_unordered(_probe_unit, jobs))
         unit = entry.ahead.pop(entry.n)
         if self.nfe is not None:
             self.nfe += int(unit["nfe"])
+        rows = (entry.n + torch.arange(self.batch)) % self.shared.z0.shape[0]
+        np.add.at(entry.trials, rows.numpy(), 1)
         for name, source in self.source.items():
-            rows = (entry.n + torch.arange(self.batch)) % source.shape[0]
-            labels = torch.from_numpy(unit[labelled("labels", name)])
-            entry.kept[name] += int((labels == source[rows]).sum().item())
+            kept = (torch.from_numpy(unit[labelled("labels", name)]) == source[rows]).numpy()
+            entry.kept[name] += int(kept.sum())
+            np.add.at(entry.kept_by[name], rows.numpy(), kept.astype(np.int64))
         entry.n += self.batch
+
+    def draw_at(self, t: float) -> None:
+        """One more batch at the probed time ``t`` (a key of the cache), whatever its counts say."""
+        self._draw(t, self._entry(t))
 
     def above(self, t: float, threshold: float, name: str) -> bool:
         """Whether c(t) of the feature ``name`` > threshold, sampling until the Wilson interval excludes
@@ -225,10 +269,25 @@ class _Prober:
         return out
 
 
+_REGRIDDED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _realised(process, t: float) -> RealisedTimes:
+    """``realise_times(process, t)``, kept per continuous process and time: re-gridding one costs
+    ~20 ms (its base grid is scanned), and every batch of a probe needs it. Weak keys: the cache
+    never keeps a process alive (the re-gridded copies it holds do not refer to the original)."""
+    if not process.continuous:
+        return realise_times(process, t)
+    times = _REGRIDDED.setdefault(process, {})
+    if t not in times:
+        times[t] = realise_times(process, t)
+    return times[t]
+
+
 def _probe_unit(shared: SweepSources, t: float, key: int, n: int, batch: int):
     """Batch ``n // batch`` of the probe ``key`` at the requested time ``t``: sources ``n, n+1, ...``
     (cycling), noised to ``t`` realised on the process's grid and denoised."""
-    grid = realise_times(shared.process, t)
+    grid = _realised(shared.process, t)
     z0 = shared.z0
     rows = (n + torch.arange(batch)) % z0.shape[0]
     generator = unit_generator(shared.seed, "probe", key, n // batch, device=z0.device)
@@ -242,13 +301,16 @@ def search_window(
     feature="bayes",
     *,
     delta: float = 0.1,
-    resolution: float = 0.05,
+    resolution: float | None = None,
     t_range: tuple[float, float] | None = None,
     base_rate: float | None = None,
     batch: int = 64,
     max_per_probe: int = 512,
     n_reference: int | None = None,
     level: float = 0.95,
+    ci_half_width: float | None = None,
+    max_samples: int | None = None,
+    n_boot: int = 200,
     sampler: str | None = None,
     generator: torch.Generator | None = None,
     seed: int | None = None,
@@ -259,8 +321,10 @@ def search_window(
     progress: bool = True,
     executor="local",
     ray_address: str | None = None,
+    ray_timeout: float | None = None,
 ) -> SearchResult:
-    """Locate ``t_after`` (r = 1 - delta) and ``t_before`` (r = delta) by bisection.
+    """Locate ``t_after`` (r = 1 - delta) and ``t_before`` (r = delta) by bisection, optionally until
+    both confidence intervals are narrower than a requested half-width.
 
     Parameters
     ----------
@@ -274,35 +338,69 @@ def search_window(
         nothing more for the next, which starts with those samples and draws more only while its own
         Wilson interval is inconclusive.
     delta : level in (0, 1/2).
-    resolution : final bracket width in OU time (>= ``MIN_RESOLUTION`` = 1e-6). On a fixed grid, the
-        search also stops at adjacent grid points.
+    resolution : final bracket width in OU time (>= ``MIN_RESOLUTION`` = 1e-6; default 0.05). On a
+        fixed grid, the search also stops at adjacent grid points. With ``ci_half_width``: the spacing
+        of the lattice of OU times that the search probes (default ``LATTICE_SPACING *
+        ci_half_width``; see there).
     t_range : ``(lo, hi)`` initial bracket in OU time (default: 0 to the process's largest time).
     base_rate : known ``b`` (several features: ``{name: b}``); if None it is estimated as
         ``sum_k p_k q_k`` from ``n_reference`` samples of the model (drawn from its prior and run to the
         end; their NFEs are counted; one set of samples read by every feature).
-    batch, max_per_probe : sequential sampling per probe time: batches are drawn until the Wilson
-        interval (Bonferroni-corrected for the repeated looks) excludes the threshold.
+    batch, max_per_probe : sequential sampling per probe time during the bisection: batches are drawn
+        until the Wilson interval (Bonferroni-corrected for the repeated looks) excludes the threshold.
     level : confidence level of the stopping rule and of the reported intervals.
+    ci_half_width : requested precision in OU time, > 0 (None: bisection only). After the bisection,
+        batches are drawn at the probed times around each endpoint (where they narrow its interval
+        most) until the confidence intervals of ``t_after`` and ``t_before`` (every feature's) have
+        half-width ``(hi - lo) / 2 <= ci_half_width``. The bisection then brackets to at most
+        ``2 * ci_half_width`` on a continuous process, so that interpolating between the probes
+        around a crossing is accurate well within the requested width. A censored endpoint (crossing
+        outside ``t_range``) cannot narrow; it and a budget spent before the precision is reached are
+        reported with a ``UserWarning``.
+    max_samples : most forward–reverse samples the narrowing to ``ci_half_width`` draws in all
+        (default ``64 * max_per_probe``); it is not bound by ``max_per_probe``.
+    n_boot : bootstrap replicates of the intervals (>= 1).
     sampler, generator, seed, cond, n_steps, t_max, eta : as in ``forward_reverse``.
-    progress : show a progress bar (one tick per bisection step).
-    executor, ray_address : where the batches run, as in ``forward_reverse``. The search is sequential;
-        with Ray, the next batches of a probe run in parallel (same result as ``"local"``).
+    progress : show a progress bar (one tick per bisection step, then one per narrowing sample).
+    executor, ray_address, ray_timeout : where the batches run, as in ``forward_reverse``. The search is
+        sequential; with Ray, the next batches of a probe run in parallel (same result as ``"local"``).
 
     Returns
     -------
     SearchResult, or ``{name: SearchResult}`` for several features: each with its own probes (every
     probed time, with that feature's counts) and base rate, and ``nfe`` the whole joint search's.
+
+    Notes
+    -----
+    Estimates and intervals are those of :func:`~critwin.experiments.estimation.estimate_window` on a
+    grid, applied to the probes: the normalised curve ``r`` of the probed times (and ``r(0) = 1`` when
+    the range starts at 0) gets its non-increasing fit weighted by the samples of each time, and each
+    endpoint is its crossing by linear interpolation. Intervals are cluster-bootstrap percentile
+    intervals: the sources are resampled with every sample they gave at every probe (the samples of
+    one source are correlated across times), and an estimated base rate is re-estimated from the
+    resampled sources and resampled reference samples.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from critwin import GaussianMixture, search_window
+    >>> mixture = GaussianMixture(torch.tensor([[4.0], [-4.0]], dtype=torch.float64))
+    >>> x0 = mixture.subset([0]).sample(256, generator=torch.Generator().manual_seed(0))[0]
+    >>> found = search_window(mixture, x0, base_rate=0.5, ci_half_width=0.1, seed=0, progress=False)
+    >>> lo, hi = found.t_after_ci
+    >>> bool(hi - lo <= 0.2)
+    True
     """
-    runs_on = resolve_executor(executor, ray_address)
+    runs_on = resolve_executor(executor, ray_address, ray_timeout)
     process = as_process(model, sampler, n_steps, t_max, eta)
     x0 = check_samples(x0, process)
     delta = check_delta(delta)
-    # Below MIN_RESOLUTION the bisection would stall on float spacing (1e-300 never terminated).
-    resolution = check_number(resolution, "resolution (OU time)", low=MIN_RESOLUTION)
     check_generator(generator)
     batch = check_positive_int(batch, "batch")
     max_per_probe = check_positive_int(max_per_probe, "max_per_probe")
     level = check_eps(level, "level")
+    precision = check_precision(ci_half_width, max_samples, n_boot, level, max_per_probe)
+    resolution = _check_resolution(resolution, precision)
     cond = check_cond(cond)
     feature_fn = resolve_features(feature, process, caller="search_window")
     names = feature_names(feature_fn)
@@ -322,45 +420,57 @@ def search_window(
         source_labels=split_labels(feature_fn, read_features(feature_fn, x0)),
     )
     with runs_on.bind(shared, gpu=z0.is_cuda) as runner:
-        rates, nfe_reference = _base_rates_of(runner, given, shared.source_labels, n_ref)
+        reference = _Reference(runner, given, shared.source_labels, n_ref)
         prober = _Prober(runner, shared, batch, max_per_probe, level, process.nfe is not None)
-        # A fixed grid is bisected over its own times (resolution: adjacent steps).
-        grid = None if process.continuous else process.times[:-1].tolist()
-        bisect = _Bisection(prober, grid and sorted(t for t in grid if lo <= t <= hi), lo, hi, resolution)
+        bisect = _Bisection(prober, _candidates(process, lo, hi, resolution, precision), lo, hi, resolution)
         steps = 2 * max(1, math.ceil(math.log2(max((hi - lo) / resolution, 1.0))))
         with progress_bar(steps * len(names), "window search", progress) as advance:
-            found = {name: _search_one(bisect, name, rates[name], delta, advance) for name in names}
+            found = {name: _search_one(bisect, name, reference.rates[name], delta, advance) for name in names}
+        crossings = ProbeCrossings(prober, reference, n_boot, level, base_seed, anchored=lo == 0.0)
+        levels = (1 - delta, delta)
+        reached = dict.fromkeys(names)
+        if precision is None:
+            estimates = {name: crossings.endpoints(name, levels) for name in names}
+        else:
+            with progress_bar(precision.max_samples, "narrowing intervals", progress) as advance:
+                narrowing = Narrowing(bisect, crossings, precision, levels, advance)
+                estimates = narrowing.run(names)
+            reached = {name: name not in narrowing.short for name in names}
     metadata = result_metadata(
-        {"process": process.describe()}, getattr(process, "device", None), getattr(process, "dtype", None)
+        {"clock": clock_of(process), "process": process.describe()},
+        getattr(process, "device", None),
+        getattr(process, "dtype", None),
     )
-    nfe = None if prober.nfe is None else prober.nfe + nfe_reference
+    nfe = None if prober.nfe is None else prober.nfe + reference.nfe
     results = {}
     for name in names:
         after, before = found[name]
-        probes = prober.summary(name)
+        estimate_after, estimate_before = estimates[name]
         results[name] = SearchResult(
-            t_after=after.t,
-            t_before=before.t,
+            t_after=estimate_after.t,
+            t_before=estimate_before.t,
             t_after_bracket=after.bracket,
             t_before_bracket=before.bracket,
-            t_after_ci=_probe_ci(probes, after.level, lo, hi),
-            t_before_ci=_probe_ci(probes, before.level, lo, hi),
-            b=rates[name],
+            t_after_ci=estimate_after.ci,
+            t_before_ci=estimate_before.ci,
+            b=reference.rates[name],
             delta=delta,
             resolution=resolution,
-            probes=probes,
+            probes=prober.summary(name),
             nfe=nfe,
+            ci_half_width=None if precision is None else precision.half_width,
+            ci_reached=reached[name],
+            n_boot=n_boot,
             metadata=metadata if feature_fn.single else {**metadata, "feature": name, "features": names},
         )
     return at_edge(results)
 
 
 class _Endpoint(NamedTuple):
-    """A searched endpoint: the final ``bracket`` (c > level at its start, <= level at its end), the
-    estimate ``t`` (its midpoint, or ±inf when censored) and the ``level`` on c it crosses."""
+    """A bisected endpoint: the final ``bracket`` (c > level at its start, <= level at its end) and
+    the ``level`` on c it crosses."""
 
     bracket: tuple[float, float]
-    t: float
     level: float
 
 
@@ -369,8 +479,8 @@ def _search_one(bisect: _Bisection, name, b: float, delta: float, advance) -> tu
     out = []
     for level in (b + (1 - b) * (1 - delta), b + (1 - b) * delta):
         bracket = bisect(level, advance, name)
-        check = functools.partial(bisect.prober.above, threshold=level, name=name)
-        out.append(_Endpoint(bracket, _censor(bracket, bisect.lo, bisect.hi, check), level))
+        _probe_range_ends(bracket, bisect, functools.partial(bisect.prober.above, threshold=level, name=name))
+        out.append(_Endpoint(bracket, level))
     return tuple(out)
 
 
@@ -433,41 +543,84 @@ def _check_reference(base_rate, n_reference, features: FeatureSet) -> tuple[dict
     return given, check_positive_int(n_reference, "n_reference")
 
 
-def _base_rates_of(runner, given, source_labels, n_ref) -> tuple[dict, int]:
-    """``{name: b}`` (the given base rates, the others estimated from ``n_ref`` model samples, one set
-    of samples read by every feature) and the NFEs spent on them."""
-    if n_ref is None:
-        return given, 0
-    [(_, unit)] = runner.map_unordered(_reference_unit, [(0, (n_ref,))])
-    rates = dict(given)
-    for name, value in given.items():
-        if value is None:
-            model_labels = torch.from_numpy(unit[labelled("labels", name)])
-            rates[name] = estimated_base_rate(source_labels[name], model_labels)
-            if not rates[name] < 1.0:
+class _Reference:
+    """The base rates ``rates`` ({name: b}): the given ones, and the others (names ``estimated``)
+    ``sum_k p_k q_k`` with ``q`` from the labels ``labels`` ({name: (R,)}) of model samples drawn
+    from the prior and run to the end (``nfe`` their evaluations; one set read by every feature).
+    :meth:`grow` draws more of them (the narrowing does, where the base rate limits the precision).
+    """
+
+    def __init__(self, runner, given: dict, source_labels: dict, n_ref: int | None):
+        self.runner, self.source_labels = runner, source_labels
+        self.rates = dict(given)
+        self.estimated = frozenset(name for name, value in given.items() if value is None)
+        self.labels = {name: torch.zeros(0, dtype=torch.long) for name in self.estimated}
+        self.nfe, self.parts = 0, 0
+        if self.estimated:
+            self.grow(n_ref)
+
+    @property
+    def size(self) -> int:
+        return next(iter(self.labels.values())).numel() if self.labels else 0
+
+    def grow(self, n: int) -> None:
+        """Draw ``n`` more reference samples and re-estimate the rates."""
+        [(_, unit)] = self.runner.map_unordered(_reference_unit, [(0, (n, self.parts, self.size))])
+        self.parts += 1
+        self.nfe += int(unit["nfe"])
+        for name in self.estimated:
+            self.labels[name] = torch.cat(
+                [self.labels[name], torch.from_numpy(unit[labelled("labels", name)])]
+            )
+            self.rates[name] = estimated_base_rate(self.source_labels[name], self.labels[name])
+            if not self.rates[name] < 1.0:
                 raise ConstantFeatureError(
                     "the estimated base rate is 1 (the feature never varies); pass base_rate="
                     + ("" if name == UNNAMED else f" (feature {name!r})")
                 )
-    return rates, int(unit["nfe"])
 
 
-def _reference_unit(shared: SweepSources, n_ref: int):
+def _reference_unit(shared: SweepSources, n_ref: int, part: int, offset: int):
     """Labels (n_ref,) of model samples (prior run to the end) for the base rate (per feature), and
-    their NFEs."""
+    their NFEs: part ``part`` of the reference, its samples numbered from ``offset``."""
     process, z0 = shared.process, shared.z0
-    generator = unit_generator(shared.seed, "reference", device=z0.device)
+    keys = ("reference",) if part == 0 else ("reference", part)
+    generator = unit_generator(shared.seed, *keys, device=z0.device)
     before = process.nfe
     x = process.prior(n_ref, generator=generator, device=z0.device, dtype=z0.dtype)
-    rows = torch.arange(n_ref) % z0.shape[0]  # per-sample conditioning cycles like the sources
+    rows = (offset + torch.arange(n_ref)) % z0.shape[0]  # per-sample conditioning cycles like the sources
     x = process.run(x, generator=generator, cond=select_cond(shared.cond, rows, z0.shape[0]) or None)
     return {**read_features(shared.feature_fn, process.decode(x)), "nfe": nfe_since(process, before)}
 
 
+def _check_resolution(resolution, precision) -> float:
+    """The bracket width (plain search) or lattice spacing (with ``ci_half_width``) in OU time."""
+    if resolution is None:
+        return 0.05 if precision is None else LATTICE_SPACING * precision.half_width
+    # Below MIN_RESOLUTION the bisection would stall on float spacing (1e-300 never terminated).
+    return check_number(resolution, "resolution (OU time)", low=MIN_RESOLUTION)
+
+
+def _candidates(process, lo: float, hi: float, resolution: float, precision) -> list[float] | None:
+    """The times the bisection may probe, increasing: None (any time of a continuous process) or a
+    fixed grid's times in ``[lo, hi]``; with ``ci_half_width`` the lattice ``lo + k * resolution``
+    (and ``hi``; t = 0 is known, never probed), realised on a fixed grid (distinct grid times)."""
+    if precision is None:
+        if process.continuous:
+            return None
+        return sorted(t for t in process.times[:-1].tolist() if lo <= t <= hi)
+    steps = math.floor((hi - lo) / resolution * (1 + 1e-12))
+    lattice = [lo + k * resolution for k in range(steps + 1)] + [hi]
+    lattice = [t for t in lattice if 0.0 < t <= hi]
+    if not process.continuous:
+        lattice = realise_times(process, lattice).times.tolist()
+    return sorted({t for t in lattice if t > 0.0})
+
+
 def _check_range(t_range, grid) -> tuple[float, float]:
-    """``t_range`` (default: 0 to the grid's largest time) as a validated pair ``lo < hi``."""
+    """``t_range`` (default: 0 to the grid's largest finite time) as a validated pair ``lo < hi``."""
     if t_range is None:
-        return 0.0, grid.t_max
+        return 0.0, grid.finite_max
     if isinstance(t_range, (str, bytes)) or not hasattr(t_range, "__len__") or len(t_range) != 2:
         raise ValueError(f"t_range must be a pair (lo, hi) of OU times, got {t_range!r}")
     lo, hi = grid.check(t_range, "t_range").tolist()
@@ -476,20 +629,12 @@ def _check_range(t_range, grid) -> tuple[float, float]:
     return lo, hi
 
 
-def _probe_ci(probes, threshold, lo, hi) -> tuple[float, float]:
-    above = [p["t"] for p in probes if p["lower"] > threshold]
-    below = [p["t"] for p in probes if p["upper"] < threshold]
-    return (max(above) if above else lo), (min(below) if below else hi)
-
-
-def _censor(bracket, lo, hi, check) -> float:
-    """Bracket midpoint, or ±inf when the crossing lies outside ``[lo, hi]``.
-
-    A bracket touching an end of the range is verified by probing that end (``check(t)``: r(t) > level).
-    """
+def _probe_range_ends(bracket, bisect: _Bisection, check) -> None:
+    """Probe the end of the range that a bracket touches (``check(t)``: r(t) > level, sampling until it
+    is decided), so that the fit over the probes shows a crossing beyond the range as censored (±inf)
+    rather than extrapolating it. At ``lo = 0`` the curve is known: ``r(0) = 1``."""
     a, z = bracket
-    if a == lo and lo > 0 and not check(lo):
-        return -math.inf
-    if z == hi and check(hi):
-        return math.inf
-    return 0.5 * (a + z)
+    if a == bisect.lo and bisect.lo > 0:
+        check(bisect.lo)
+    if z == bisect.hi:
+        check(bisect.hi)

@@ -15,8 +15,10 @@ import math
 
 import torch
 
+from critwin._memory import check_memory
 from critwin._validation import (
     check_finite,
+    check_finite_from,
     check_positive_int,
     check_real_tensor,
     check_subset,
@@ -205,12 +207,19 @@ class GaussianMixture:
 
     # ------------------------------------------------------------------ input handling and chunking
     def _prepare(self, x, name="x") -> tuple[torch.Tensor, tuple[int, ...]]:
-        # NaN/inf rows would come back as NaN densities and scores without any error.
-        x = check_real_tensor(x, name)
+        # NaN/inf rows would come back as NaN densities and scores without any error. Scanning x for them
+        # costs as much as the densities themselves, so each method refuses them from an (n,) summary it
+        # computes anyway (check_finite_from): a NaN or inf coordinate makes every log density of its row
+        # NaN or -inf.
+        x = check_real_tensor(x, name, values=False)
         if x.ndim == 0 or x.shape[-1] != self.dim:
             raise ValueError(f"{name} must have shape (..., {self.dim}), got {tuple(x.shape)}")
         x = x.to(dtype=self.dtype, device=self.device)
         return x.reshape(-1, self.dim), x.shape[:-1]
+
+    def _heaviest(self) -> int:
+        """The component of largest weight: its log density is finite at every finite point (weight > 0)."""
+        return int(torch.argmax(self._log_weights))
 
     def _check_t_defined(self, t: float) -> None:
         if t == 0.0 and bool((self._var == 0).any()):
@@ -232,11 +241,13 @@ class GaussianMixture:
         a, s2 = ou_coefficients(t)
         return a, s2, noised_variance(self._var[sl], t)
 
-    def _weighted_log_density(self, x: torch.Tensor, t: float, sl: slice, x_sq=None):
+    def _weighted_log_density(self, x: torch.Tensor, t: float, sl: slice, x_sq=None, residuals: bool = True):
         """``log w_i + log p_t^i(x)`` for components ``sl``: (m, k); for full covariances also the
         residuals in each eigenbasis divided by the noised eigenvalues, ``U_i^T (x - a mu_i) / lam_i(t)``.
 
         ``x_sq`` (m,) is ``|x|^2`` (isotropic) or ``x^2`` (diagonal), computed once per row chunk.
+        ``residuals=False``: the scaled residuals are not needed (densities only; returned as None), so the
+        (m, k, d) rotation is squared in place instead of copied twice.
         """
         a, s2, var_t = self._time_terms(t, sl)
         mu = a * self._means[sl]
@@ -260,8 +271,11 @@ class GaussianMixture:
             k = U.shape[0]
             z = (x @ U.permute(1, 0, 2).reshape(d, k * d)).view(x.shape[0], k, d)
             z.sub_(torch.bmm(mu.unsqueeze(1), U).squeeze(1))
-            scaled = z / var_t
-            sq = (scaled * z).sum(-1)
+            if residuals:
+                scaled = z / var_t
+                sq = (scaled * z).sum(-1)
+            else:
+                sq = z.square_().div_(var_t).sum(-1)
             log_det = torch.log(var_t).sum(1)
         return sq.add_(log_det + d * _LOG_2PI).mul_(-0.5).add_(self._log_weights[sl]), scaled
 
@@ -289,6 +303,10 @@ class GaussianMixture:
         t = check_time(t)
         self._check_t_defined(t)
         flat, lead = self._prepare(x)
+        return self._flat_logits(flat, t).reshape(*lead, self.n_components)
+
+    def _flat_logits(self, flat: torch.Tensor, t: float, name: str = "x") -> torch.Tensor:
+        """(n, K) ``log w_i + log p_t^i(x)`` of checked-shape rows ``flat``; NaN/inf rows refused."""
         rows, k_chunk = self._chunks(flat.shape[0])
         K = self.n_components
         out = torch.empty(flat.shape[0], K, dtype=self.dtype, device=self.device)
@@ -297,8 +315,9 @@ class GaussianMixture:
             x_sq = self._row_square(xr)
             for k0 in range(0, K, k_chunk):
                 sl = slice(k0, min(K, k0 + k_chunk))
-                out[r0 : r0 + rows, sl] = self._weighted_log_density(xr, t, sl, x_sq)[0]
-        return out.reshape(*lead, K)
+                out[r0 : r0 + rows, sl] = self._weighted_log_density(xr, t, sl, x_sq, residuals=False)[0]
+        check_finite_from(out[:, self._heaviest()], flat, name)
+        return out
 
     def log_prob(self, x, t=0.0) -> torch.Tensor:
         """Log density of the mixture's law at OU time ``t``: (...,)."""
@@ -324,18 +343,18 @@ class GaussianMixture:
         """
         if self._kind == "full":
             return self.score(x, t), self.posterior(x, t)
-        post = self.posterior(x, t)
         t = check_time(t)
+        self._check_t_defined(t)
         flat, lead = self._prepare(x)
+        p = torch.softmax(self._flat_logits(flat, t), dim=-1)
         a, s2, var_t = self._time_terms(t, slice(None))
-        p = post.reshape(flat.shape[0], -1)
         inv = 1.0 / var_t
         mean_over_var = p @ (self._means * (inv if inv.ndim == 2 else inv.unsqueeze(1)))
         inv_var = p @ inv
         score = mean_over_var.mul_(a).addcmul_(
             flat, inv_var if inv_var.ndim == 2 else inv_var.unsqueeze(1), value=-1.0
         )
-        return score.reshape(*lead, self.dim), post
+        return score.reshape(*lead, self.dim), p.reshape(*lead, self.n_components)
 
     def score_and_denoise(self, x, t) -> tuple[torch.Tensor, torch.Tensor]:
         """Both in one pass over the components."""
@@ -361,7 +380,7 @@ class GaussianMixture:
             x_sq = self._row_square(xr)
             for k0 in range(0, K, k_chunk):
                 sl = slice(k0, min(K, k0 + k_chunk))
-                logits, z = self._weighted_log_density(xr, t, sl, x_sq)
+                logits, z = self._weighted_log_density(xr, t, sl, x_sq, residuals=want != "log_prob")
                 new_max = torch.maximum(run_max, logits.amax(1))
                 safe_max = torch.where(torch.isinf(new_max), torch.zeros_like(new_max), new_max)
                 rescale = torch.exp(run_max - safe_max)
@@ -382,22 +401,12 @@ class GaussianMixture:
             lse[r0 : r0 + m] = run_max + torch.log(total)
             if want == "log_prob":
                 continue
-            norm = total.unsqueeze(1)
-            if self._kind == "full":
-                score_r, denoise_r = (None if v is None else v / norm for v in acc)
-            else:
-                inv_var, mean_over_var, sig_over_var = (v / (norm if v.ndim == 2 else total) for v in acc)
-                if inv_var.ndim == 1:
-                    inv_var, sig_over_var = inv_var.unsqueeze(1), sig_over_var.unsqueeze(1)
-                score_r = denoise_r = None
-                if score is not None:
-                    score_r = torch.addcmul(a * mean_over_var, xr, inv_var, value=-1.0)
-                if denoised is not None:
-                    denoise_r = torch.addcmul(s2 * mean_over_var, xr, sig_over_var, value=a)
+            score_r, denoise_r = self._normalised_moments(acc, total, xr, a, s2, want)
             if score is not None:
                 score[r0 : r0 + m] = score_r
             if denoised is not None:
                 denoised[r0 : r0 + m] = denoise_r
+        check_finite_from(lse, flat, "x")
         if want == "log_prob":
             return lse.reshape(lead)
         shape = (*lead, d)
@@ -406,6 +415,22 @@ class GaussianMixture:
         if want == "denoise":
             return denoised.reshape(shape)
         return score.reshape(shape), denoised.reshape(shape)
+
+    def _normalised_moments(self, acc, total, xr, a: float, s2: float, want: str):
+        """Score and denoiser rows from the accumulated sums of :meth:`_moment_terms` and the softmax
+        normaliser ``total`` (m,); an entry is None where that sum was not accumulated."""
+        norm = total.unsqueeze(1)
+        if self._kind == "full":
+            return tuple(None if v is None else v / norm for v in acc)
+        inv_var, mean_over_var, sig_over_var = (v / (norm if v.ndim == 2 else total) for v in acc)
+        if inv_var.ndim == 1:
+            inv_var, sig_over_var = inv_var.unsqueeze(1), sig_over_var.unsqueeze(1)
+        score = denoised = None
+        if want != "denoise":
+            score = torch.addcmul(a * mean_over_var, xr, inv_var, value=-1.0)
+        if want != "score":
+            denoised = torch.addcmul(s2 * mean_over_var, xr, sig_over_var, value=a)
+        return score, denoised
 
     def _moment_terms(self, p, z, t, sl, want: str = "both"):
         """Unnormalised posterior-weighted sums for one chunk of components.
@@ -440,6 +465,8 @@ class GaussianMixture:
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Draw ``n`` points: returns ``(x (n, d), labels (n,))``."""
         n = check_positive_int(n, "n")
+        # The draw, its noise and the gathered means: three (n, d) tensors.
+        check_memory(3 * n * self.dim * self._means.element_size(), f"sample(n={n}) in dimension {self.dim}")
         self._generator_device_check(generator)
         labels = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         noise = torch.randn(n, self.dim, generator=generator, dtype=self.dtype, device=self.device)
@@ -483,7 +510,7 @@ class GaussianMixture:
             x_sq = self._row_square(xr)
             for k0 in range(0, K, k_chunk):
                 sl = slice(k0, min(K, k0 + k_chunk))
-                logits = self._weighted_log_density(xr, t, sl, x_sq)[0]
+                logits = self._weighted_log_density(xr, t, sl, x_sq, residuals=False)[0]
                 u = torch.rand(logits.shape, generator=generator, dtype=self.dtype, device=self.device)
                 keyed = logits - torch.log(-torch.log(u.clamp_min(torch.finfo(self.dtype).tiny)))
                 value, index = keyed.max(1)
@@ -491,6 +518,7 @@ class GaussianMixture:
                 best = torch.where(better, value, best)
                 arg = torch.where(better, index + k0, arg)
             labels[r0 : r0 + xr.shape[0]] = arg
+            check_finite_from(best, xr, "y")  # the largest Gumbel-perturbed log density of each row
         a, s2 = ou_coefficients(t)
         var_t = noised_variance(self._var, t)
         mu = self._means[labels]
@@ -574,4 +602,5 @@ class EmpiricalMixture(GaussianMixture):
             better = value < best
             best = torch.where(better, value, best)
             arg = torch.where(better, index + k0, arg)
+        check_finite_from(best, flat, "x")
         return arg.reshape(lead), best.reshape(lead)

@@ -8,21 +8,31 @@
 - :mod:`critwin.models.shapes`: the procedural shapes dataset (:func:`~critwin.models.shapes.make_shapes`),
   its attribute readers and the unconditional shapes DDPMs (``shapes``, ``shapes-biased``,
   ``shapes-memorise``).
+- :mod:`critwin.models.shapes_t2i`: text-to-image Stable Diffusion pipelines trained on captioned shapes
+  (``shapes-t2i``, ``shapes-t2i-biased``, ``shapes-t2i-memorise``), shipped as pipeline directories that
+  plain diffusers loads.
 
 :data:`SHIPPED_MODELS` names the shipped diffusion models (``critwin sweep --model digits`` and
 friends); :func:`shipped_process` loads one as a process. The digits DDPM names are imported lazily
-(they import diffusers, about 2 s); the rest are plain imports.
+(they import diffusers, about 2 s), and so are the
+classifier and data names (torch); only the registry of names is a plain import.
 """
 
 from __future__ import annotations
 
 from critwin._lazy import lazy_exports
 from critwin.models._store import SHIPPED_MODELS
-from critwin.models.classifier import DigitClassifier, classifier_feature, load_classifier, train_classifier
-from critwin.models.data import DigitsData, load_digits_data, nearest_neighbour_distance
 
-# Names whose module imports diffusers: loaded on first use.
+# Loaded on first use: the classifier and the data import torch, the digits DDPM names diffusers too.
+# (The registry of names above is plain: the command line reads it for its help before torch loads.)
 _EXPORTS = {
+    "DigitClassifier": "critwin.models.classifier",
+    "classifier_feature": "critwin.models.classifier",
+    "load_classifier": "critwin.models.classifier",
+    "train_classifier": "critwin.models.classifier",
+    "DigitsData": "critwin.models.data",
+    "load_digits_data": "critwin.models.data",
+    "nearest_neighbour_distance": "critwin.models.data",
     "DigitsConfig": "critwin.models.digits",
     "DigitsModel": "critwin.models.digits",
     "PRESETS": "critwin.models.digits",

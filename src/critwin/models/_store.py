@@ -11,11 +11,13 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-import torch
+from critwin._files import check_weights
+from critwin._io import atomic_paths, json_text
 
-from critwin._io import atomic_path, atomic_write_json
+if TYPE_CHECKING:  # annotations only: the command line reads the registry below before torch loads
+    import torch
 
 SHIPPED_WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
@@ -29,7 +31,16 @@ SHIPPED_MODELS = {
     "shapes": "unconditional DDPM on 16x16 procedural shapes (attributes background, shape, colour, mark)",
     "shapes-biased": "the same on shapes whose background is imbalanced 80/10/10 (fairness experiments)",
     "shapes-memorise": "the same network trained on 24 shapes images until it copies them (memorisation)",
+    "shapes-t2i": "Stable Diffusion pipeline trained on captioned shapes (CLIP text encoder, VAE, U-Net)",
+    "shapes-t2i-biased": "the same where 'a circle' (no background named) is on blue 80% of the time",
+    "shapes-t2i-memorise": "the same with member captions duplicated 1, 4, 16, 64 times (memorisation)",
+    "rhm-mdm": "masked-diffusion transformer on a Random Hierarchy Model language (8 tokens, 4 levels)",
+    "rhm-ar": "autoregressive transformer on the same Random Hierarchy Model language",
 }
+
+# Shipped as diffusers pipeline directories ``weights/<name>/`` (StableDiffusionPipeline.from_pretrained),
+# not as one ``<name>.safetensors`` file.
+PIPELINE_MODELS = ("shapes-t2i", "shapes-t2i-biased", "shapes-t2i-memorise")
 
 # How to recreate each shipped file; quoted in every "missing or corrupted" error.
 RETRAIN_COMMANDS = {
@@ -42,6 +53,13 @@ RETRAIN_COMMANDS = {
     "shapes-biased": "critwin train shapes-biased --threads 1 --out {dir}",
     "shapes-memorise": "critwin train shapes-memorise --threads 1 --out {dir}",
     "shapes-classifier": "critwin train shapes-classifier --threads 1 --out {dir}",
+    "digit-judge": "critwin train digit-judge --threads 1 --out {dir}",
+    "shapes-selector": "critwin train shapes-selector --threads 1 --out {dir}",
+    "shapes-t2i": "critwin train shapes-t2i --threads 1 --out {dir}",
+    "shapes-t2i-biased": "critwin train shapes-t2i-biased --threads 1 --out {dir}",
+    "shapes-t2i-memorise": "critwin train shapes-t2i-memorise --threads 1 --out {dir}",
+    "rhm-mdm": "critwin train rhm-mdm --threads 1 --out {dir}",
+    "rhm-ar": "critwin train rhm-ar --threads 1 --out {dir}",
 }
 
 
@@ -76,19 +94,22 @@ def file_sha256(path: Path) -> str:
 def save_weights(name: str, state_dict: dict[str, torch.Tensor], card: dict, directory) -> WeightsPaths:
     """Write ``state_dict`` (safetensors) and ``card`` (JSON) atomically; returns both paths.
 
-    The weights are written first and the card last, so a card on disk always describes a
-    complete weight file; the card gains ``weights_file`` and ``weights_sha256``.
+    Both are written to temporary files and renamed only once both are complete (weights first), so
+    a card on disk always describes a complete weight file; the card gains ``weights_file`` and
+    ``weights_sha256``.
     """
     from safetensors.torch import save_file
 
     weights_file, card_file = weights_paths(name, directory)
     tensors = {key: value.detach().to("cpu").contiguous() for key, value in state_dict.items()}
-    with atomic_path(weights_file) as tmp:
-        save_file(tensors, str(tmp))
-    card = dict(card)
-    card["weights_file"] = weights_file.name
-    card["weights_sha256"] = file_sha256(weights_file)
-    atomic_write_json(card_file, card)
+    # Both files are complete before either replaces the old pair: a kill or a full disk while
+    # writing leaves the previous weights and card, which agree with each other.
+    with atomic_paths(weights_file, card_file) as (tmp_weights, tmp_card):
+        save_file(tensors, str(tmp_weights))
+        card = dict(card)
+        card["weights_file"] = weights_file.name
+        card["weights_sha256"] = file_sha256(tmp_weights)
+        tmp_card.write_text(json_text(card) + "\n")
     return WeightsPaths(weights_file, card_file)
 
 
@@ -131,7 +152,10 @@ def load_weights(name: str, directory=None) -> tuple[dict[str, torch.Tensor], di
 
 
 def load_state_into(module: torch.nn.Module, state_dict: dict, name: str, weights_file: Path) -> None:
-    """``module.load_state_dict(strict=True)`` with a readable error when the file does not fit."""
+    """``module.load_state_dict(strict=True)`` with a readable error when the file does not fit, after
+    :func:`critwin._files.check_weights` (the network's own dtypes, finite and plausible values)."""
+    own = {key: value.dtype for key, value in module.state_dict().items()}
+    check_weights({key: value for key, value in state_dict.items() if key in own}, weights_file, own)
     try:
         module.load_state_dict(state_dict, strict=True)
     except RuntimeError as exc:

@@ -31,7 +31,8 @@ from typing import Any
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from critwin._validation import check_positive_int
+from critwin._memory import check_memory, unet_bytes
+from critwin._validation import check_positive_int, check_seed
 from critwin.models._store import load_card, load_state_into, load_weights, save_weights, weights_paths
 
 __all__ = [
@@ -123,6 +124,20 @@ class TrainingConfig:
         check_positive_int(self.warmup_steps, "warmup_steps", minimum=0)
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
+        check_seed(self.seed, "seed")
+        self.check_memory_needs()
+
+    def check_memory_needs(self) -> None:
+        """The memory guard on the sizes of a config (typed, or read from a model card): the network,
+        its EMA copy, gradients and AdamW moments (5 copies of the weights) and a batch's activations."""
+        image = self.unet_kwargs()["sample_size"]
+        size = unet_bytes(self.block_out_channels, self.layers_per_block)
+        batch = unet_bytes(self.block_out_channels, self.layers_per_block, image, self.batch_size) - size
+        check_memory(
+            5 * size + batch + 64 * self.num_train_timesteps,
+            f"a U-Net with block_out_channels={list(self.block_out_channels)}, layers_per_block="
+            f"{self.layers_per_block} and batch_size={self.batch_size}",
+        )
 
     def plain_unet_kwargs(self, image_shape: tuple[int, int, int], **extra) -> dict[str, Any]:
         """Keyword arguments of ``diffusers.UNet2DModel`` for ``(channels, height, width)`` images.

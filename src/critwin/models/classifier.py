@@ -11,10 +11,11 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
-from critwin._validation import check_positive_int
+from critwin._validation import check_finite, check_positive_int, check_seed
 from critwin._version import __version__
 from critwin.models._store import load_state_into, load_weights, save_weights, weights_paths
 from critwin.models.data import IMAGE_SHAPE, NUM_CLASSES, DigitsData, load_digits_data
@@ -103,7 +104,7 @@ class DigitClassifier(nn.Module):
             ]
         finally:
             self.train(was_training)
-        return torch.cat(out).to(x.device)
+        return torch.cat(out).to(images.device)
 
     def predict(self, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
         """Predicted classes ``(n,)`` int64 (shapes as :meth:`predict_proba`)."""
@@ -125,8 +126,7 @@ def as_images(x, name: str, shape: tuple[int, ...] = IMAGE_SHAPE) -> torch.Tenso
     >>> as_images(torch.zeros(5, 64), "x").shape
     torch.Size([5, 1, 8, 8])
     """
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"{name} must be a tensor of images {shape}, got {type(x).__name__}")
+    x = _check_pixels(x, name, shape)
     if x.ndim == 4 and tuple(x.shape[1:]) == shape:
         return x
     if shape == IMAGE_SHAPE and x.ndim == 3 and tuple(x.shape[1:]) == IMAGE_SHAPE[1:]:
@@ -137,6 +137,27 @@ def as_images(x, name: str, shape: tuple[int, ...] = IMAGE_SHAPE) -> torch.Tenso
     if shape == IMAGE_SHAPE:
         expected += ", (n, 8, 8) or (n, 64)"
     raise ValueError(f"{name} must have shape {expected}, got {tuple(x.shape)}")
+
+
+def _check_pixels(x, name: str, shape: tuple[int, ...]) -> torch.Tensor:
+    """``x`` (a tensor or NumPy array) as floating-point pixels, every one finite.
+
+    Integer images (0..255) and NaN or infinite pixels would each read as one label for every image:
+    the readers refuse them like every other public function refuses bad input.
+    """
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(x)
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(
+            f"{name} must be a tensor (or NumPy array) of images {shape}, got {type(x).__name__}"
+        )
+    if not x.is_floating_point():
+        raise ValueError(
+            f"{name} must be floating-point images in [-1, 1], got dtype {x.dtype} (convert 0..255 pixels "
+            "with x / 127.5 - 1)"
+        )
+    check_finite(x, name)
+    return x
 
 
 def _random_shift(images: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -174,6 +195,7 @@ def train_classifier(
     -------
     DigitClassifier in eval mode.
     """
+    seed = check_seed(seed)
     data = load_digits_data() if data is None else data
     return fit_classifier(
         lambda: DigitClassifier(width=width),
@@ -213,14 +235,15 @@ def fit_classifier(
     The trained network in eval mode.
     """
     epochs = check_positive_int(epochs, "epochs")
+    seed = check_seed(seed)
     batch_size = check_positive_int(batch_size, "batch_size")
     if not float(learning_rate) > 0:
         raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
-    generator = torch.Generator().manual_seed(int(seed))
+    generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         # nn.Module initialisation and dropout draw from the global RNG; fork it so training is
         # reproducible without disturbing the caller's random state.
-        torch.manual_seed(int(seed))
+        torch.manual_seed(seed)
         model = build()
         optimiser = torch.optim.Adam(model.parameters(), lr=float(learning_rate))
         n = labels.numel()
@@ -345,5 +368,6 @@ class ClassMeanReader:
         self.means = torch.stack([images[data.train_labels == k].mean(0) for k in range(NUM_CLASSES)])
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        x = as_images(x, "x").reshape(x.shape[0], -1).detach().cpu().double()
+        images = as_images(x, "x")
+        x = images.reshape(images.shape[0], -1).detach().cpu().double()
         return torch.cdist(x, self.means).argmin(1)

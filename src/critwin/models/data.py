@@ -11,10 +11,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
-import torch
+from critwin._lazy import deferred_import
+from critwin._validation import check_positive_int, check_seed
 
-from critwin._validation import check_positive_int
+# Imported on first use: the command line reads NUM_CLASSES for its help before torch loads.
+np = deferred_import("numpy", globals(), "np")
+torch = deferred_import("torch", globals())
 
 __all__ = [
     "DigitsData",
@@ -92,8 +94,7 @@ def load_digits_data(seed: int = 0, test_fraction: float = 0.2, subset_size: int
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"seed must be an integer, got {seed!r}")
+    seed = check_seed(seed)
     try:
         test_fraction = float(test_fraction)
     except (TypeError, ValueError):

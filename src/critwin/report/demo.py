@@ -19,36 +19,183 @@ interrupted run leaves no partial report. Sections:
 6. Features are decided coarse to fine — the atlas of the shipped shapes model (every attribute's
    commitment on one OU axis, measured vs the fitted attribute mixture's tree) and one image
    re-generated from increasing noise.
+7. Text: windows in masked diffusion and autoregression — every level of a Random Hierarchy Model
+   language measured on the shipped masked-diffusion and autoregressive transformers, beside the same
+   estimator on the language's exact law and its exact curve (:mod:`critwin.report.text`).
+8. Text-to-image audits — on the shipped Stable Diffusion pipelines trained on captioned shapes: a
+   prompt's background window, four fairness fixes on the same draws graded by independent judges, and
+   memorisation detectors side by side (:mod:`critwin.report.text_to_image`).
 
 Each section is computed in :mod:`critwin.report.sections`, drawn by :mod:`critwin.report.figures`
-and written into the page by :mod:`critwin.report.page`; this module runs them in order.
+and written into the page by :mod:`critwin.report.page`. :data:`SECTIONS` lists them as independent
+pieces of work (:class:`critwin.report.schedule.Section`: a function, its estimated cost, the sections
+whose results it reads), which :func:`run_demo` runs in two worker processes, longest chain first; a
+new section plugs in by adding its function to the list. Every section seeds its own generators, so
+the report is the same on one process or two.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from critwin._io import atomic_write_json, atomic_write_text
-from critwin._threads import set_threads
-from critwin._validation import check_eps
-from critwin.report import figures, invariance, sections
+from critwin._threads import using_threads
+from critwin._validation import check_eps, check_positive_int, check_seed
+from critwin.experiments.checkpoint import progress_bar
+from critwin.models.digits import load_digits_model
+from critwin.report import figures, invariance, sections, text, text_to_image
 from critwin.report.output import MARKER, build_atomically, check_report_dir
 from critwin.report.page import demo_page
+from critwin.report.schedule import Section, SectionRun, default_workers, run_sections
 from critwin.report.sections import DemoSizes, fitted_class_mixture, hierarchical_mixture
 
-__all__ = ["run_demo", "DemoSizes", "MARKER", "CONVENTIONS", "hierarchical_mixture", "fitted_class_mixture"]
+__all__ = [
+    "run_demo",
+    "demo_sections",
+    "DemoContext",
+    "DemoSizes",
+    "MARKER",
+    "CONVENTIONS",
+    "hierarchical_mixture",
+    "fitted_class_mixture",
+]
 
 CONVENTIONS = {
     "time": "OU time t (X_t = e^-t X_0 + sqrt(1 - e^-2t) Z)",
     "order": "every array indexed by time is in ascending OU time; steps and curves follow the same order",
     "null": "a value that is missing or not finite: a crossing outside the measured times (censored)",
+    "clocks": "the text section (7) is on the discrete clocks its models state: 'kappa' (masking "
+    "level in [0, 1]) or 'hidden' (positions hidden at the end); ascending there too",
 }
 """Stated at the top of ``summary.json``."""
+
+
+@dataclass(frozen=True)
+class DemoContext:
+    """What every section function receives: where to draw, the sizes, eps, the seed, progress bars."""
+
+    work: Path
+    sizes: DemoSizes
+    eps: float
+    seed: int
+    progress: bool
+    quick: bool = False
+
+
+# ------------------------------------------------------------------------------------------ sections
+# Each returns (summary entry, what the sections that need it receive).
+def theory(ctx: DemoContext, inputs) -> tuple[dict, None]:
+    section = sections.theory_section(ctx.sizes, ctx.eps, torch.Generator().manual_seed(ctx.seed))
+    return {"figures": figures.plot_theory(section, ctx.work), **section.summary()}, None
+
+
+def digits(ctx: DemoContext, inputs) -> tuple[dict, tuple]:
+    section = sections.digits_section(ctx.sizes, ctx.seed, ctx.progress)
+    summary = {"figures": figures.plot_digits(section, ctx.work), **section.summary()}
+    return summary, (section, summary)
+
+
+def comparison(ctx: DemoContext, inputs) -> tuple[dict, None]:
+    section_2, _ = inputs["digits"]
+    section = sections.comparison_section(ctx.sizes, ctx.eps, ctx.seed, section_2, ctx.progress)
+    drawn = figures.plot_comparison(section, section_2.est, ctx.work)
+    return {"figures": drawn, **section.summary()}, None
+
+
+def diagnostics(ctx: DemoContext, inputs) -> tuple[dict, None]:
+    _, digits_summary = inputs["digits"]
+    section = sections.diagnostics_section(ctx.sizes, digits_summary, ctx.seed)
+    return {"figures": figures.plot_diagnostics(section, ctx.work), **section.summary()}, None
+
+
+def parameterisation_run(ctx: DemoContext, inputs, position: int) -> tuple[None, Any]:
+    """One run of section 5 other than the reference (``position``: its place among them), measured on
+    its own with the bootstrap generator it would hold inside one compare_parameterisations call."""
+    runs = _measured_elsewhere()
+    model = load_digits_model()
+    x0 = sections.digit_sources(model.training_data(), ctx.sizes.fr_per_class)
+    window = invariance.measure_window(
+        runs[position],
+        x0,
+        n_times=ctx.sizes.fr_grid,
+        inference_steps=ctx.sizes.inference_steps,
+        n_boot=ctx.sizes.n_boot,
+        seed=ctx.seed,
+        generator=invariance.bootstrap_generator(ctx.seed, position),
+        progress=ctx.progress,
+    )
+    return None, window
+
+
+def parameterisation(ctx: DemoContext, inputs) -> tuple[dict, None]:
+    section_2, _ = inputs["digits"]
+    measured = {w.name: w for w in (inputs[_run_name(i)] for i in range(len(_measured_elsewhere())))}
+    section = invariance.invariance_section(
+        ctx.sizes,
+        ctx.seed,
+        section_2,
+        ctx.progress,
+        measured=measured,
+        generator=invariance.bootstrap_generator(ctx.seed, len(measured)),
+    )
+    return {"figures": figures.plot_invariance(section, ctx.work), **section.summary()}, None
+
+
+def shapes(ctx: DemoContext, inputs) -> tuple[dict, None]:
+    section = sections.shapes_section(ctx.sizes, ctx.eps, ctx.seed, ctx.progress)
+    return {"figures": figures.plot_shapes(section, ctx.work), **section.summary()}, None
+
+
+def text_section(ctx: DemoContext, inputs) -> tuple[dict, None]:
+    sizes = text.TextSizes.quick() if ctx.quick else text.TextSizes()
+    section = text.text_section(sizes, ctx.seed, ctx.progress)
+    return {"figures": text.plot_text(section, ctx.work), **section.summary()}, None
+
+
+def text_to_image_audits(ctx: DemoContext, inputs) -> tuple[dict, None]:
+    section = text_to_image.text_to_image_section(ctx.sizes, ctx.seed, ctx.progress)
+    return {"figures": text_to_image.plot_text_to_image(section, ctx.work), **section.summary()}, None
+
+
+def _measured_elsewhere() -> list:
+    """Section 5's runs other than the reference (section 2's sweep), in the order of compared_runs."""
+    runs, _ = invariance.compared_runs()
+    return [run for run in runs if run.label != invariance.REFERENCE]
+
+
+def _run_name(position: int) -> str:
+    return f"parameterisation:{_measured_elsewhere()[position].label}"
+
+
+def demo_sections() -> list[Section]:
+    """The demo's sections in the report's order, with their CPU seconds at full sizes (measured on one
+    core; they only order the work) and the sections whose results they read."""
+    runs = [
+        Section(_run_name(i), functools.partial(parameterisation_run, position=i), 33.0)
+        for i in range(len(_measured_elsewhere()))
+    ]
+    out = [
+        Section("theory", theory, 3.0),
+        Section("digits", digits, 82.0),
+        Section("comparison", comparison, 15.0, needs=("digits",)),
+        Section("diagnostics", diagnostics, 21.0, needs=("digits",)),
+        *runs,
+        Section("parameterisation", parameterisation, 10.0, needs=("digits", *(r.name for r in runs))),
+    ]
+    if sections.shapes_available():
+        out.append(Section("shapes", shapes, 53.0))
+    if text.text_available():
+        out.append(Section("text", text_section, 40.0))
+    if text_to_image.text_to_image_available():
+        out.append(Section("text_to_image", text_to_image_audits, 150.0))
+    return out
 
 
 def run_demo(
@@ -60,6 +207,7 @@ def run_demo(
     progress: bool = True,
     threads: int | None = 1,
     status=None,
+    workers: int | None = None,
 ) -> dict:
     """Build the demo report in ``out`` (``index.html``, PNG figures, ``summary.json``).
 
@@ -69,18 +217,22 @@ def run_demo(
     quick : reduced sizes (seconds instead of about a minute), for tests.
     seed : every random draw derives from it.
     eps : the theory's eps.
-    progress : show progress bars.
-    threads : torch intra-op threads while the report is built (None: leave them); one is fastest for
-        this small work and keeps the slowdown proportional when other jobs share the cores
+    progress : show progress bars (with several workers: one bar over the sections).
+    threads : torch intra-op threads of each process while the report is built (None: leave them); one is
+        fastest for this small work and keeps the slowdown proportional when other jobs share the cores
         (see :mod:`critwin._threads`).
     status : ``status(line)`` called once per finished section (e.g. ``print`` when progress bars
         are not shown); None for silence.
+    workers : processes computing the sections (default: 2, or 1 on a one-core machine); 1 computes
+        them in this process. The report is the same either way.
 
     Returns
     -------
     The summary dictionary written to ``summary.json``.
     """
     eps = check_eps(eps)
+    seed = check_seed(seed)
+    workers = default_workers() if workers is None else check_positive_int(workers, "workers")
     out = check_report_dir(Path(out))
     sizes = DemoSizes.quick() if quick else DemoSizes()
     summary: dict[str, Any] = {
@@ -94,66 +246,61 @@ def run_demo(
     def build(work: Path) -> None:
         start = time.perf_counter()
         torch.manual_seed(seed)
+        listed = demo_sections()
+        # Bars of sweeps in two processes would overwrite each other: one bar over the sections then.
+        context = DemoContext(work, sizes, eps, seed, progress and workers == 1, quick)
         timer = _SectionTimer(start, status)
-        summary["section_seconds"] = _run_sections(work, summary, sizes, eps, seed, progress, timer)
+        with progress_bar(len(listed), "critwin demo sections", progress and workers > 1) as advance:
+            done = run_sections(
+                listed,
+                context,
+                workers,
+                threads,
+                on_done=lambda name, run: (timer.done(name, run), advance()),
+            )
+        for name, run in done.items():
+            if run.summary is not None:
+                summary[name] = run.summary
+        if not sections.shapes_available():
+            summary["shapes_skipped"] = (
+                "the shipped shapes model's weights are missing (critwin train shapes)"
+            )
+        if not text.text_available():
+            summary["text_skipped"] = "the shipped text models are missing (critwin train rhm-mdm, rhm-ar)"
+        if not text_to_image.text_to_image_available():
+            summary["text_to_image_skipped"] = (
+                "the shipped text-to-image pipelines are missing (critwin train shapes-t2i-biased, "
+                "critwin train shapes-t2i-memorise)"
+            )
+        summary["section_seconds"] = {name: run.wall_seconds for name, run in done.items()}
+        summary["section_cpu_seconds"] = {name: run.cpu_seconds for name, run in done.items()}
+        summary["workers"] = workers
         summary["runtime_seconds"] = time.perf_counter() - start
-        summary["threads"] = torch.get_num_threads()
+        summary["threads"] = torch.get_num_threads() if threads is None else threads
         atomic_write_text(work / "index.html", demo_page(summary))
         atomic_write_json(work / "summary.json", summary)
 
-    previous = set_threads(threads) if threads is not None else None
-    try:
+    with using_threads(threads):
         build_atomically(out, build)
-    finally:
-        if previous is not None:
-            set_threads(previous)
     return summary
 
 
 class _SectionTimer:
-    """Seconds per section; reports each finished section through ``status``."""
+    """Reports each finished section through ``status``: its wall and CPU seconds and the elapsed time."""
 
     def __init__(self, start: float, status) -> None:
-        self.start = self.mark = start
+        self.start = start
         self.status = status
-        self.seconds: dict[str, float] = {}
 
-    def done(self, name: str) -> None:
-        now = time.perf_counter()
-        self.seconds[name], self.mark = now - self.mark, now
+    def done(self, name: str, run: SectionRun) -> None:
         if self.status is not None:
-            self.status(f"critwin demo: {name} done ({now - self.start:.0f} s elapsed)")
+            elapsed = time.perf_counter() - self.start
+            self.status(
+                f"critwin demo: {name} done ({run.wall_seconds:.0f} s, {run.cpu_seconds:.0f} s CPU; "
+                f"{elapsed:.0f} s elapsed)"
+            )
 
 
 def print_status(line: str) -> None:
     """A status line on stdout, flushed at once (stdout to a file or pipe is block-buffered)."""
     print(line, file=sys.stdout, flush=True)
-
-
-def _run_sections(
-    work: Path, summary: dict, sizes: DemoSizes, eps: float, seed: int, progress: bool, timer: _SectionTimer
-) -> dict[str, float]:
-    """Compute and draw the six sections into ``summary`` and ``work``; returns seconds per section."""
-    theory = sections.theory_section(sizes, eps, torch.Generator().manual_seed(seed))
-    summary["theory"] = {"figures": figures.plot_theory(theory, work), **theory.summary()}
-    timer.done("theory")
-    digits = sections.digits_section(sizes, seed, progress)
-    summary["digits"] = {"figures": figures.plot_digits(digits, work), **digits.summary()}
-    timer.done("digits")
-    comparison = sections.comparison_section(sizes, eps, seed, digits, progress)
-    drawn = figures.plot_comparison(comparison, digits.est, work)
-    summary["comparison"] = {"figures": drawn, **comparison.summary()}
-    timer.done("comparison")
-    diagnostics = sections.diagnostics_section(sizes, summary["digits"], seed)
-    summary["diagnostics"] = {"figures": figures.plot_diagnostics(diagnostics, work), **diagnostics.summary()}
-    timer.done("diagnostics")
-    param = invariance.invariance_section(sizes, seed, digits, progress)
-    summary["parameterisation"] = {"figures": figures.plot_invariance(param, work), **param.summary()}
-    timer.done("parameterisation")
-    if sections.shapes_available():
-        shapes = sections.shapes_section(sizes, eps, seed, progress)
-        summary["shapes"] = {"figures": figures.plot_shapes(shapes, work), **shapes.summary()}
-        timer.done("shapes")
-    else:
-        summary["shapes_skipped"] = "the shipped shapes model's weights are missing (critwin train shapes)"
-    return timer.seconds

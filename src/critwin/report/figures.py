@@ -291,12 +291,19 @@ def plot_diagnostics(section: DiagnosticsSection, directory: Path) -> list[str]:
     _finish(ax1, OU_TIME, "P(output is closest to its own source)", "Privacy: memorised images commit early")
     width = 0.4
     digits_axis = np.arange(10)
-    ax2.bar(digits_axis - width / 2, fair.before, width, label=f"plain sampling (TV {fair.tv_before:.3f})")
-    label = f"resampled at t={fair.fork_time:.2f} (TV {fair.tv_after:.3f})"
-    ax2.bar(digits_axis + width / 2, fair.after, width, label=label)
+    graded = fair.graded()  # the independent judge's reading (issue 21.5)
+    label = f"plain sampling (TV {graded['tv_before']:.3f})"
+    ax2.bar(digits_axis - width / 2, graded["before"], width, label=label)
+    label = f"resampled at t={fair.fork_time:.2f} (TV {graded['tv_after']:.3f})"
+    ax2.bar(digits_axis + width / 2, graded["after"], width, label=label)
     ax2.axhline(0.1, color="k", lw=1, ls=":", label="uniform target 1/10")
     ax2.set_xticks(digits_axis)
-    _finish(ax2, "digit", "fraction of samples", "Fairness: rebalance the class only at its window")
+    _finish(
+        ax2,
+        "digit",
+        f"fraction of samples (read by {graded['graded_by']})",
+        "Fairness: rebalance the class only at its window",
+    )
     return [_save(fig, directory, "diagnostics.png")]
 
 

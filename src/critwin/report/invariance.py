@@ -48,6 +48,7 @@ __all__ = [
     "compared_runs",
     "measure_window",
     "compare_parameterisations",
+    "bootstrap_generator",
     "invariance_section",
 ]
 
@@ -228,6 +229,7 @@ def compare_parameterisations(
     seed: int,
     measured: dict[str, ModelWindow] | None = None,
     progress: bool = False,
+    generator: torch.Generator | None = None,
 ) -> InvarianceSection:
     """Windows of ``runs`` from the sources ``x0``, and the paired t½ difference of each pair.
 
@@ -238,6 +240,9 @@ def compare_parameterisations(
     pairs : labels of ``runs`` to difference.
     n_times, inference_steps, n_boot, seed : as :func:`measure_window`.
     measured : runs already measured from the same ``x0`` (label -> window), e.g. the demo's section 2.
+    generator : the bootstrap generator (default: seeded with ``seed``). Each run measured here draws its
+        bootstrap seed from it in turn, then the pairs do; see :func:`bootstrap_generator` for runs
+        measured elsewhere.
     """
     labels = [run.label for run in runs]
     if not runs or len(set(labels)) != len(labels):
@@ -245,7 +250,7 @@ def compare_parameterisations(
     unknown = sorted(({p.first for p in pairs} | {p.second for p in pairs}) - set(labels))
     if unknown:
         raise ValueError(f"pairs name runs that are not in runs: {unknown}")
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(seed) if generator is None else generator
     windows = {}
     for run in runs:
         windows[run.label] = (measured or {}).get(run.label) or measure_window(
@@ -267,11 +272,33 @@ def compare_parameterisations(
     return InvarianceSection(windows, list(pairs), differences)
 
 
+def bootstrap_generator(seed: int, runs_before: int) -> torch.Generator:
+    """The bootstrap generator as :func:`compare_parameterisations` (seeded with ``seed``) holds it after
+    measuring ``runs_before`` runs itself: each :func:`measure_window` draws one bootstrap seed from it.
+
+    A run measured in another process with ``generator=bootstrap_generator(seed, i)`` (``i``: its place
+    among the runs the call would measure) gets the bootstrap, and so the window and CIs, it would get
+    inside one call; ``compare_parameterisations(..., measured=all_of_them,
+    generator=bootstrap_generator(seed, n))`` then pairs them as that call would
+    (``tests/test_report_schedule.py`` checks both against one call).
+    """
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(runs_before):
+        torch.randint(0, 2**31 - 1, (1,), generator=g)  # the draw of estimate_window(generator=g)
+    return g
+
+
 def invariance_section(
-    sizes: DemoSizes, seed: int, digits: DigitsSection, progress: bool
+    sizes: DemoSizes,
+    seed: int,
+    digits: DigitsSection,
+    progress: bool,
+    measured: dict[str, ModelWindow] | None = None,
+    generator: torch.Generator | None = None,
 ) -> InvarianceSection:
     """The demo's section: section 2's epsilon sweep as the reference, the other runs measured from the
-    same sources with the same sizes."""
+    same sources with the same sizes (or taken from ``measured``, with ``generator`` as in
+    :func:`compare_parameterisations`)."""
     reference = ModelWindow(
         name=REFERENCE,
         parameterisation=digits.model.config.parameterisation,
@@ -289,6 +316,7 @@ def invariance_section(
         inference_steps=sizes.inference_steps,
         n_boot=sizes.n_boot,
         seed=seed,
-        measured={REFERENCE: reference},
+        measured={REFERENCE: reference, **(measured or {})},
         progress=progress,
+        generator=generator,
     )

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from critwin._io import umask_mode
+from critwin._io import remove_stale_work_directories, replace_directory, work_directory
 
 MARKER = "critwin_demo"
 """Key of ``summary.json`` that marks a directory as a critwin demo report (safe to replace)."""
@@ -36,21 +35,27 @@ def check_report_dir(out: Path) -> Path:
     return out
 
 
-def build_atomically(out: Path, build: Callable[[Path], None]) -> None:
-    """Run ``build(work)`` in a temporary directory beside ``out``, then move it into place.
+def build_atomically(out: Path, build: Callable[[Path], None], option: str = "out") -> None:
+    """Run ``build(work)`` in a temporary directory beside ``out``, then swap it into place.
 
-    An interrupted or failing build leaves neither a partial report nor the temporary directory.
+    A second writer of ``out`` is refused while this one runs (``claim_output``); an interrupted or
+    failing build leaves the previous ``out`` as it was, and neither a partial report nor (once the next
+    build starts) the temporary directory of a killed one. An OS error (a full disk) names ``out``.
     """
+    from critwin.experiments.checkpoint import claim_output  # the engine imports torch
+
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        # mkdtemp makes the directory private (0700); the report gets the mode a mkdir would give it.
-        os.chmod(work, umask_mode(0o777))
-        build(work)
-        if out.exists():
-            shutil.rmtree(out)
-        work.rename(out)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+    with claim_output(out, option):
+        remove_stale_work_directories(out)
+        work = work_directory(out)
+        try:
+            build(work)
+            replace_directory(work, out)
+        except OSError as exc:
+            shutil.rmtree(work, ignore_errors=True)
+            if exc.errno is None:
+                raise
+            raise OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(out)) from exc
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise

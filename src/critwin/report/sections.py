@@ -28,6 +28,7 @@ from critwin.mixtures import GaussianMixture
 from critwin.models._store import weights_paths
 from critwin.models.classifier import classifier_feature
 from critwin.models.digits import load_digits_model
+from critwin.models.judges import digit_judge_feature
 from critwin.models.shapes import attribute_readers, load_shapes_model, make_shapes
 from critwin.theory.tree import hierarchy
 from critwin.theory.validate import forward_reverse_tv
@@ -39,6 +40,7 @@ __all__ = [
     "fitted_class_mixture",
     "theory_section",
     "digits_section",
+    "digit_sources",
     "comparison_section",
     "paired_t_half_difference",
     "diagnostics_section",
@@ -77,6 +79,18 @@ class DemoSizes:
     atlas_fit: int = 20000  # images the theory is fitted to (the shipped model's whole training set)
     strip_times: int = 8
     strip_replicates: int = 3
+    # Section 8 (text-to-image audits): sampler steps, samples per fairness method, KID reference images,
+    # cloning trunks of the fairness prompt and of the other prompts, held-out prompts of the
+    # memorisation table (every member is audited), Wen generations and loss noise draws per prompt.
+    t2i_steps: int = 10
+    t2i_fair_n: int = 48
+    t2i_reference: int = 500
+    t2i_window_trajectories: int = 16
+    t2i_prompt_trajectories: int = 8
+    t2i_non_members: int = 24
+    t2i_calibration: int = 24
+    t2i_wen_generations: int = 2
+    t2i_loss_noise: int = 2
 
     @classmethod
     def quick(cls) -> DemoSizes:
@@ -103,6 +117,13 @@ class DemoSizes:
             atlas_fit=2000,
             strip_times=4,
             strip_replicates=2,
+            t2i_steps=4,
+            t2i_fair_n=12,
+            t2i_reference=50,
+            t2i_window_trajectories=4,
+            t2i_prompt_trajectories=4,
+            t2i_non_members=4,
+            t2i_calibration=4,
         )
 
 
@@ -252,16 +273,19 @@ class DigitsSection:
         }
 
 
+def digit_sources(data, per_class: int) -> torch.Tensor:
+    """(10 per_class, 1, 8, 8) the first ``per_class`` held-out digits of each class, class by class: the
+    sources of every digits sweep of the demo (sections 2, 3 and 5)."""
+    picks = torch.cat([torch.nonzero(data.test_labels == k).flatten()[:per_class] for k in range(10)])
+    return data.test_images[picks]
+
+
 def digits_section(sizes: DemoSizes, seed: int, progress: bool) -> DigitsSection:
     model = load_digits_model()
     feature = classifier_feature()
     process = model.process(num_inference_steps=sizes.inference_steps)
-    data = model.training_data()
     g = torch.Generator().manual_seed(seed)
-    picks = torch.cat(
-        [torch.nonzero(data.test_labels == k).flatten()[: sizes.fr_per_class] for k in range(10)]
-    )
-    x0 = data.test_images[picks]
+    x0 = digit_sources(model.training_data(), sizes.fr_per_class)
     times = grid_times(process, sizes.fr_grid)
     label = "shipped digit classifier"
     fr = forward_reverse(
@@ -543,7 +567,12 @@ class DiagnosticsSection:
     def summary(self) -> dict[str, Any]:
         return {
             "privacy": {
-                k: {"auc": a.auc, "auc_ci": list(a.auc_ci), "operating_point": a.operating_point}
+                k: {
+                    "auc": a.auc,
+                    "auc_ci": list(a.auc_ci),
+                    "operating_point": a.operating_point,
+                    "graded_by": a.metadata.get("graded_by"),
+                }
                 for k, a in self.audits.items()
             },
             "fairness": self.fair.to_dict(),
@@ -575,6 +604,8 @@ def diagnostics_section(sizes: DemoSizes, digits: dict, seed: int) -> Diagnostic
         fork,
         n_candidates=4,
         seed=seed,
+        judge=digit_judge_feature(),  # graded by a reader independent of the selector (issue 21.5)
+        n_boot=sizes.n_boot,
     )
     return DiagnosticsSection(audits, fair)
 
@@ -644,6 +675,7 @@ def shapes_section(sizes: DemoSizes, eps: float, seed: int, progress: bool) -> S
         n_boot=sizes.n_boot,
         seed=seed,
         progress=progress,
+        threads=None,  # run_demo chose them
     )
     # The source: a held-out image (another seed than the training data's).
     source = make_shapes(1, seed=seed + 1).images

@@ -36,7 +36,8 @@ import torch
 from critwin._display import Table
 from critwin._validation import check_positive_int
 from critwin.mixtures import CategoricalMixture
-from critwin.theory.divergence import DEFAULT_SEED, Estimate, mc_estimate, stratify
+from critwin.theory.divergence import DEFAULT_SEED, Estimate, mc_tv_estimate
+from critwin.theory.mc_tv import MCTerms, allocate, mixture_log_r
 
 __all__ = ["CategoricalTVCurve", "categorical_tv", "MAX_STATES"]
 
@@ -326,12 +327,19 @@ def _group_logsumexp(values, groups, n_groups: int) -> torch.Tensor:
 
 
 class _MonteCarlo:
-    """The stratified estimator with common random numbers (module notes)."""
+    """The stratified estimator of :mod:`critwin.theory.mc_tv` with common random numbers (module notes)."""
 
     def __init__(self, P: CategoricalMixture, Q: CategoricalMixture, n: int, generator, z: float):
         self.P, self.Q, self.z = P, Q, z
-        labels, self.strata, self.weights, self.counts = stratify(P.weights, Q.weights, n, generator)
+        self.strata = allocate(P.weights, Q.weights, n, None, generator)
         kp = P.n_components
+        if self.strata.plain:
+            # one stratum, M itself: as many draws of P then of Q as the labels of M say
+            labels = torch.multinomial(
+                torch.cat([P.weights, Q.weights]) / 2, n, replacement=True, generator=generator
+            )
+        else:
+            labels = self.strata.labels
         x0 = torch.empty(labels.numel(), P.length, dtype=torch.long)
         from_p = labels < kp
         if from_p.any():
@@ -346,8 +354,16 @@ class _MonteCarlo:
 
     def __call__(self, t) -> Estimate:
         y = self.P.apply_noise(self.x0, t, self.u, self.r)
-        log_ratio = self.P.log_prob(y, t) - self.Q.log_prob(y, t)
-        return mc_estimate(log_ratio, self.strata, self.weights, self.counts, self.z)
+        log_p, log_q = self.P.log_prob(y, t), self.Q.log_prob(y, t)
+        if self.strata.plain:
+            log_r = mixture_log_r(log_p, log_q, None, None, self.strata)
+        else:
+            log_r = mixture_log_r(
+                log_p, log_q, self.P.component_log_prob(y, t), self.Q.component_log_prob(y, t), self.strata
+            )
+        return mc_tv_estimate(
+            MCTerms(log_p, log_q, log_r), self.strata, self.P.weights, self.Q.weights, self.z
+        )
 
 
 class CategoricalTVCurve:

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import torch
 
 from critwin._display import Table, axes, data_frame, short_repr
 from critwin._memory import chunk_rows
-from critwin._stats import wilson_bounds
 from critwin._validation import check_positive_int, check_subset, check_time
 from critwin.clock import alpha_sigma, noised_variance
 from critwin.mixtures import GaussianMixture
@@ -37,6 +37,15 @@ from critwin.theory.gaussian_divergences import (
     pinsker_bound,
     tv_bounds_gaussians,
     tv_gaussians,
+)
+from critwin.theory.mc_tv import (
+    MCTerms,
+    Strata,
+    allocate,
+    estimate_tv,
+    mixture_log_r,
+    span_terms,
+    term_bounds,
 )
 
 __all__ = [
@@ -61,20 +70,9 @@ _LATTICE_STEP = {1: 0.01, 2: 0.08}
 _LATTICE_RADIUS = 7.5
 _LATTICE_ERROR_FLOOR = {1: 1e-5, 2: 2e-5}
 _MAX_SPAN_COMPONENTS = 512
-_SINGULAR_T0 = 1e-12
+SINGULAR_T0 = 1e-12
+"""OU time used for t = 0 when a component is singular (Dirac): the limit t -> 0+."""
 DEFAULT_SEED = 0  # Monte Carlo with generator=None is seeded with this: results are reproducible
-# Below this effective sample size the normal interval of a Monte Carlo TV is not trusted (see _mc_estimate).
-_MIN_ESS = 200.0
-
-
-def _ess(x: torch.Tensor) -> float:
-    """Effective sample size ``(sum x)^2 / sum x^2`` of non-negative weighted terms (0 if all vanish)."""
-    peak = float(x.max()) if x.numel() else 0.0
-    if not peak > 0:
-        return 0.0
-    # Scaled by the largest term: squares of terms ~1e-170 would underflow to 0.
-    y = x / peak
-    return float(y.sum()) ** 2 / float(y.square().sum())
 
 
 @dataclass(frozen=True)
@@ -90,8 +88,13 @@ class Estimate:
         (quadrature), clipped to [0, 1].
     method : ``"closed-form"``, ``"quadrature"`` or ``"monte-carlo"``.
     n : number of Monte Carlo draws or lattice points (0 for a closed form).
-    ess : Monte Carlo only: the smaller effective sample size of the integrands ``f = |p - q|/(p + q)``
-        and ``1 - f`` (below ``_MIN_ESS`` the interval is the conservative Wilson-type one).
+    ess : Monte Carlo only: the smaller effective sample size ``(sum y)^2 / sum y^2`` of the terms
+        estimating the TV and ``1 - TV`` (below ``MIN_ESS`` the interval is widened to a conservative one).
+    overlap : ``1 - TV`` computed on its own (closed form: ``erfc``; Monte Carlo: estimated directly
+        where it is small), so its digits survive where ``value`` rounds to 1.
+    rel_precision : half the interval's width relative to the smaller of ``value`` and ``overlap``
+        (the quantity that carries the digits): 0.05 means the TV (or ``1 - TV`` near 1) is known to
+        about 5%; inf when that quantity may be 0.
     """
 
     value: float
@@ -101,6 +104,8 @@ class Estimate:
     method: str
     n: int = 0
     ess: float | None = None
+    overlap: float | None = None
+    rel_precision: float | None = None
 
     def __float__(self) -> float:
         return float(self.value)
@@ -114,9 +119,26 @@ class Estimate:
         return asdict(self)
 
 
-def _exact(value: float) -> Estimate:
+def _relative(low: float, high: float, value: float, overlap: float) -> float:
+    """Half the interval's width relative to ``min(value, overlap)`` (0 for a point, inf for a 0)."""
+    half = 0.5 * (high - low)
+    scale = min(value, overlap)
+    if half <= 0:
+        return 0.0
+    return half / scale if scale > 0 else math.inf
+
+
+def _bracketed(value, err, method, n, overlap=None) -> Estimate:
+    """An :class:`Estimate` of ``value`` with the error bracket ``value +- err`` (clipped to [0, 1])."""
     value = min(1.0, max(0.0, float(value)))
-    return Estimate(value, 0.0, value, value, "closed-form", 0)
+    overlap = 1.0 - value if overlap is None else overlap
+    low, high = max(0.0, value - err), min(1.0, value + err)
+    return Estimate(value, err, low, high, method, n, None, overlap, _relative(low, high, value, overlap))
+
+
+def _exact_erf(x: float) -> Estimate:
+    """The closed form ``erf(x)`` with its overlap ``erfc(x)``."""
+    return _bracketed(math.erf(x), 0.0, "closed-form", 0, math.erfc(x))
 
 
 def _normal_quantile(level: float) -> float:
@@ -132,12 +154,19 @@ def _component_cov(mixture: GaussianMixture, i: int) -> torch.Tensor:
     return c.expand(mixture.dim) if mixture.cov_kind == "iso" else c
 
 
-def component_tv(mixture: GaussianMixture, i: int, j: int, t=0.0) -> tuple[float, bool]:
+class ComponentTV(NamedTuple):
+    """The TV of two components: the closed form (``exact``) or the Bhattacharyya lower bound."""
+
+    value: float
+    exact: bool
+
+
+def component_tv(mixture: GaussianMixture, i: int, j: int, t=0.0) -> ComponentTV:
     """TV between components ``i`` and ``j`` of ``mixture`` at OU time ``t``.
 
     Returns
     -------
-    (value, exact) : the closed form when the two noised covariances are equal (``exact=True``);
+    ComponentTV (value, exact) : the closed form when the two noised covariances are equal (``exact=True``);
         otherwise the Bhattacharyya lower bound ``1 - BC <= TV`` (``exact=False``).
     """
     t = check_time(t)
@@ -146,8 +175,8 @@ def component_tv(mixture: GaussianMixture, i: int, j: int, t=0.0) -> tuple[float
     m = noised.means.to(torch.float64).cpu()
     ci, cj = _component_cov(noised, i), _component_cov(noised, j)
     if torch.allclose(ci, cj, rtol=1e-9, atol=1e-12):
-        return tv_gaussians(m[i], m[j], ci), True
-    return tv_bounds_gaussians(m[i], ci, m[j], cj)[0], False
+        return ComponentTV(tv_gaussians(m[i], m[j], ci), True)
+    return ComponentTV(tv_bounds_gaussians(m[i], ci, m[j], cj).lower, False)
 
 
 def overlap_bound(mixture: GaussianMixture, subset, t=0.0) -> float:
@@ -159,7 +188,7 @@ def overlap_bound(mixture: GaussianMixture, subset, t=0.0) -> float:
     """
     S = check_subset(subset, mixture.n_components, "subset")
     rest = [j for j in range(mixture.n_components) if j not in S]
-    return float(sum(1.0 - component_tv(mixture, i, j, t)[0] for i in S for j in rest))
+    return float(sum(1.0 - component_tv(mixture, i, j, t).value for i in S for j in rest))
 
 
 # ---------------------------------------------------------------------------------------- mixtures
@@ -169,15 +198,24 @@ def _check_mixture(m, name: str) -> GaussianMixture:
     return m
 
 
-def _shared_covariance(P: GaussianMixture, Q: GaussianMixture):
-    """The covariance every component of P and Q shares, as ``(kind, value)``; None if they differ.
+class SharedCovariance(NamedTuple):
+    """The covariance every component of two mixtures shares: ``kind`` ``"iso"`` (``value`` a scalar
+    variance), ``"diag"`` ((d,) variances) or ``"full"`` (``value`` = (eigenvalues, eigenvectors))."""
+
+    kind: str
+    value: object
+
+
+def _shared_covariance(P: GaussianMixture, Q: GaussianMixture) -> SharedCovariance | None:
+    """The covariance every component of P and Q shares; None if they differ.
 
     kind ``"iso"``: a scalar variance; ``"diag"``: (d,) variances; ``"full"``: (eigenvalues, eigenvectors).
     """
     kinds = {P.cov_kind, Q.cov_kind}
     if kinds == {"iso"}:
         v = torch.cat([P.covs, Q.covs]).to(torch.float64)
-        return ("iso", v[0]) if torch.allclose(v, v[0].expand_as(v), rtol=1e-9, atol=1e-12) else None
+        same = torch.allclose(v, v[0].expand_as(v), rtol=1e-9, atol=1e-12)
+        return SharedCovariance("iso", v[0]) if same else None
     if "full" not in kinds:
 
         def diag(m):
@@ -185,12 +223,13 @@ def _shared_covariance(P: GaussianMixture, Q: GaussianMixture):
             return c.unsqueeze(1).expand(-1, m.dim) if m.cov_kind == "iso" else c
 
         v = torch.cat([diag(P), diag(Q)])
-        return ("diag", v[0]) if torch.allclose(v, v[0].expand_as(v), rtol=1e-9, atol=1e-12) else None
+        same = torch.allclose(v, v[0].expand_as(v), rtol=1e-9, atol=1e-12)
+        return SharedCovariance("diag", v[0]) if same else None
     c = torch.cat([P.cov_matrices(), Q.cov_matrices()]).to(torch.float64)
     if not torch.allclose(c, c[0].expand_as(c), rtol=1e-9, atol=1e-12):
         return None
     lam, U = torch.linalg.eigh(0.5 * (c[0] + c[0].T))
-    return "full", (lam.clamp_min(0), U)
+    return SharedCovariance("full", (lam.clamp_min(0), U))
 
 
 def _has_singular_component(m: GaussianMixture) -> bool:
@@ -201,57 +240,28 @@ def _has_singular_component(m: GaussianMixture) -> bool:
     return bool((m.covs == 0).any())
 
 
-def stratify(w_p: torch.Tensor, w_q: torch.Tensor, n: int, generator):
-    """Strata of ``n`` draws from M = (P + Q)/2 given the weights of P and of Q (K_P,), (K_Q,).
-
-    Returns ``(labels, strata, weights, counts)``: the component of every draw (P's then Q's indices),
-    its stratum, the strata weights under M and the draw counts.
-
-    Strata are the components of P then of Q (weights ``w/2``): every component of positive weight
-    gets ``max(2, floor(n m_k))`` draws, so none of tiny weight is missed. With more than ``n/4``
-    components (large point clouds) one stratum, M itself, is sampled instead.
-    """
-    m = torch.cat([w_p, w_q]) / 2
-    if m.numel() <= n // 4:
-        counts = torch.where(m > 0, (n * m).floor().clamp_min(2), torch.zeros_like(m)).long()
-        labels = torch.repeat_interleave(torch.arange(m.numel(), device=m.device), counts)
-        return labels, labels, m, counts
-    labels = torch.multinomial(m, n, replacement=True, generator=generator)
-    one = torch.ones(1, dtype=torch.float64, device=m.device)
-    return labels, torch.zeros_like(labels), one, torch.full((1,), n, device=m.device)
+def mc_tv_estimate(terms: MCTerms, strata: Strata, w_p, w_q, z: float) -> Estimate:
+    """An :class:`Estimate` from the terms of stratified draws (:func:`critwin.theory.mc_tv.estimate_tv`)."""
+    r = estimate_tv(terms, strata, term_bounds(w_p, w_q, strata), z)
+    rel = _relative(r.low, r.high, r.value, r.overlap)
+    return Estimate(
+        r.value, r.stderr, r.low, r.high, "monte-carlo", int(strata.rows.numel()), r.ess, r.overlap, rel
+    )
 
 
-def mc_estimate(log_ratio: torch.Tensor, strata, weights, counts, z: float) -> Estimate:
-    """Stratified estimate of ``TV = E_M |p - q|/(p + q)`` from ``log(p/q)`` at the draws (``z``: the
-    normal quantile of the interval).
+class _SpanDraws(NamedTuple):
+    """The fixed draws of a Monte Carlo curve in the span: strata and standard normal rows (n, r)."""
 
-    ``1 - TV = E_M g`` with ``g = 2 min(p, q)/(p + q) = 2 / (1 + e^{|log p/q|})`` is computed in log
-    space, so a TV within 1e-12 of 1 keeps its digits. The interval is the normal one when both
-    ``f = 1 - g`` and ``g`` have an effective sample size ``(sum v x)^2 / sum (v x)^2`` of at least
-    ``_MIN_ESS``; otherwise (a few draws carry the estimate, the sample variance is unreliable) it is
-    widened to contain the Wilson interval built on the bound ``Var x <= mu (1 - mu)`` valid for any
-    variable in [0, 1], with ``n_eff = min_k n_k / m_k`` (conservative for any allocation).
-    """
-    strata, weights, counts = strata.cpu(), weights.cpu(), counts.cpu()
-    d = log_ratio.abs()
-    g = torch.exp(math.log(2.0) - torch.nn.functional.softplus(d))
-    f = torch.tanh(0.5 * d)
-    k = counts.numel()
-    v = (weights / counts.clamp_min(1))[strata]
-    g_hat, f_hat = float((v * g).sum()), float((v * f).sum())
-    value = f_hat if f_hat < 0.5 else 1.0 - g_hat
-    sums = torch.zeros(k, dtype=torch.float64).index_add_(0, strata, g)
-    squares = torch.zeros(k, dtype=torch.float64).index_add_(0, strata, g * g)
-    c = counts.to(torch.float64)
-    var_k = ((squares - sums * sums / c.clamp_min(1)) / (c - 1).clamp_min(1)).clamp_min(0)
-    se = math.sqrt(float((weights.square() * var_k / c.clamp_min(1))[counts > 0].sum()))
-    low, high = value - z * se, value + z * se
-    ess = min(_ess(v * g), _ess(v * f))
-    if ess < _MIN_ESS:
-        n_eff = float((c / weights.clamp_min(1e-300))[counts > 0].min())
-        w_low, w_high = wilson_bounds(1.0 - value, n_eff, z)
-        low, high = min(low, 1.0 - w_high), max(high, 1.0 - w_low)
-    return Estimate(value, se, max(0.0, low), min(1.0, high), "monte-carlo", int(strata.numel()), ess)
+    strata: Strata
+    z: torch.Tensor
+
+
+class _FullDraws(NamedTuple):
+    """The fixed draws of a Monte Carlo curve in the full space: strata, clean draws and noise (n, d)."""
+
+    strata: Strata
+    x0: torch.Tensor
+    noise: torch.Tensor
 
 
 class TVCurve:
@@ -352,11 +362,11 @@ class TVCurve:
         basis = span_basis(m)
         if basis.shape[0] == 0:
             return centred[:, :0], m.mean(0)
-        if self._shared[0] == "iso" and getattr(self, "_iso_basis", None) is None:
+        if self._shared.kind == "iso" and getattr(self, "_iso_basis", None) is None:
             # For a shared isotropic covariance the span does not move with t: fix its basis once so the
             # Monte Carlo draws (common random numbers) sit in the same frame at every t.
             self._iso_basis = basis
-        if self._shared[0] == "iso":
+        if self._shared.kind == "iso":
             basis = self._iso_basis
         return centred @ basis.T, m.mean(0)
 
@@ -385,10 +395,10 @@ class TVCurve:
         if t == 0.0 and self._singular:
             # Dirac (zero-covariance) components have no density at t = 0: use the limit t -> 0+; for
             # distinct atoms that limit is the TV of the discrete laws (at 1e-12 they are ~1e6 sd apart).
-            t = _SINGULAR_T0
+            t = SINGULAR_T0
         if self.method == "closed-form":
             coords, _ = self._span(t)
-            return _exact(math.erf(float(torch.linalg.norm(coords[0] - coords[1])) / 2.0 / math.sqrt(2.0)))
+            return _exact_erf(float(torch.linalg.norm(coords[0] - coords[1])) / 2.0 / math.sqrt(2.0))
         if self.method == "quadrature":
             return self._quadrature(t)
         if self._shared is not None:
@@ -420,7 +430,7 @@ class TVCurve:
         coords, _ = self._span(t)
         r = coords.shape[1]
         if r == 0:
-            return Estimate(0.0, 0.0, 0.0, 0.0, "quadrature", 1)
+            return _bracketed(0.0, 0.0, "quadrature", 1)
         h = _LATTICE_STEP[r]
         # Components shared by P and Q (a sub-mixture and its mixture) are evaluated once; p - q is then
         # one matrix-vector product with the difference of the weight vectors.
@@ -442,10 +452,7 @@ class TVCurve:
         # Richardson estimate |fine - coarse|/3 missed the truth in 44/110 cases. Conservative bracket:
         # three times the difference of the two resolutions plus a floor (measured errors <= 6e-6).
         err = 3.0 * abs(fine - coarse) + _LATTICE_ERROR_FLOOR[r]
-        value = min(1.0, max(0.0, fine))
-        return Estimate(
-            value, err, max(0.0, value - err), min(1.0, value + err), "quadrature", int(idx.shape[0])
-        )
+        return _bracketed(fine, err, "quadrature", int(idx.shape[0]))
 
     def _union(self, coords):
         """Distinct projected centres (u, r) and the weights of P and of Q on them (u,), (u,)."""
@@ -462,40 +469,42 @@ class TVCurve:
         coords, _ = self._span(t)
         r = coords.shape[1]
         if r == 0:
-            return Estimate(0.0, 0.0, 0.0, 0.0, "monte-carlo", self.n)
-        if self._draws is None or self._draws[4].shape[1] != r:
-            labels, strata, weights, counts = stratify(self._wP, self._wQ, self.n, self._generator)
-            z = torch.randn(
-                labels.numel(), r, generator=self._generator, dtype=torch.float64, device=coords.device
-            )
-            self._draws = (labels, strata, weights, counts, z)
-        labels, strata, weights, counts, z = self._draws
+            return _bracketed(0.0, 0.0, "monte-carlo", self.n)
         kp = self.P.n_components
-        log_w_p, log_w_q = self._wP.log(), self._wQ.log()
-        # Chunked over draws: a (chunk, K, r) difference tensor is never built; the (chunk, K) squared
-        # distances are |x|^2 - 2 x.c + |c|^2 (float64: the cancellation is ~1e-16 |x|^2, harmless).
-        norms = coords.square().sum(1)
-        step = chunk_rows(8 * 4 * coords.shape[0], labels.numel(), "the Monte Carlo densities in the span")
-        out = []
-        for lo in range(0, labels.numel(), step):
-            x = coords[labels[lo : lo + step].to(coords.device)] + z[lo : lo + step]
-            sq = (x.square().sum(1, keepdim=True) - 2 * x @ coords.T + norms).clamp_min(0)
-            log_p = torch.logsumexp(-0.5 * sq[:, :kp] + log_w_p, 1)
-            log_q = torch.logsumexp(-0.5 * sq[:, kp:] + log_w_q, 1)
-            out.append((log_p - log_q).cpu())
-        return mc_estimate(torch.cat(out), strata, weights, counts, self.z)
+        if self._draws is None or self._draws.z.shape[1] != r:
+            # pair strata in the overlap of every two components with distinct centres (mc_tv notes)
+            distinct = torch.cdist(coords[:kp], coords[kp:]).cpu() > 1e-9
+            strata = allocate(self._wP.cpu(), self._wQ.cpu(), self.n, distinct, self._generator)
+            z = torch.randn(
+                strata.rows.numel(), r, generator=self._generator, dtype=torch.float64, device=coords.device
+            )
+            self._draws = _SpanDraws(strata, z)
+        strata, z = self._draws
+        # Chunked over draws: a (chunk, K, r) difference tensor is never built; the squared distances
+        # are |x|^2 - 2 x.c + |c|^2 (float64: the cancellation is ~1e-16 |x|^2, harmless).
+        step = chunk_rows(
+            8 * 4 * (coords.shape[0] + strata.counts.numel()), z.shape[0], "the Monte Carlo draws"
+        )
+        terms = span_terms(coords[:kp], coords[kp:], self._wP, self._wQ, strata, z, step)
+        return mc_tv_estimate(terms, strata, self._wP, self._wQ, self.z)
 
     def _monte_carlo_full(self, t: float) -> Estimate:
         if self._draws is None:
-            labels, strata, weights, counts = stratify(self._wP, self._wQ, self.n, self._generator)
-            x0 = self._component_draws(labels, plain=weights.numel() == 1)
+            strata = allocate(self._wP.cpu(), self._wQ.cpu(), self.n, None, self._generator)
+            x0 = self._component_draws(strata.labels, plain=strata.plain)
             noise = torch.randn(x0.shape, generator=self._generator, dtype=x0.dtype, device=x0.device)
-            self._draws = (x0, noise, strata, weights, counts)
-        x0, noise, strata, weights, counts = self._draws
+            self._draws = _FullDraws(strata, x0, noise)
+        strata, x0, noise = self._draws
         a, s = alpha_sigma(t)
         x = a * x0 + s * noise
-        diff = self.P.log_prob(x, t).to(torch.float64) - self.Q.log_prob(x, t).to(torch.float64)
-        return mc_estimate(diff.cpu(), strata, weights, counts, self.z)
+        log_p, log_q = self.P.log_prob(x, t).double(), self.Q.log_prob(x, t).double()
+        if strata.plain:
+            log_r = mixture_log_r(log_p, log_q, None, None, strata)
+        else:
+            log_r = mixture_log_r(
+                log_p, log_q, self.P.component_log_prob(x, t), self.Q.component_log_prob(x, t), strata
+            )
+        return mc_tv_estimate(MCTerms(log_p, log_q, log_r), strata, self._wP, self._wQ, self.z)
 
     def _component_draws(self, labels: torch.Tensor, plain: bool) -> torch.Tensor:
         """(n, d) draws at t = 0, each from the component ``labels[i]`` of P (``< K_P``) or of Q."""

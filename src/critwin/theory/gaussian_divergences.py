@@ -8,6 +8,7 @@ diagonal covariances never form a (d, d) matrix.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 
@@ -164,8 +165,15 @@ def pinsker_bound(kl: float) -> float:
     return min(1.0, math.sqrt(kl / 2.0))
 
 
-def tv_bounds_gaussians(mean1, cov1, mean2, cov2) -> tuple[float, float]:
-    """Bounds ``(lower, upper)`` on the TV of two Gaussians with any covariances.
+class TVBounds(NamedTuple):
+    """Sure bounds on a TV: ``lower <= TV <= upper``."""
+
+    lower: float
+    upper: float
+
+
+def tv_bounds_gaussians(mean1, cov1, mean2, cov2) -> TVBounds:
+    """Bounds ``(lower, upper)`` on the TV of two Gaussians with any covariances (a :class:`TVBounds`).
 
     ``lower = 1 - BC``; ``upper = min(sqrt(1 - BC^2), Pinsker in either direction)``.
     """
@@ -175,4 +183,4 @@ def tv_bounds_gaussians(mean1, cov1, mean2, cov2) -> tuple[float, float]:
         pinsker_bound(kl_gaussians(mean1, cov1, mean2, cov2)),
         pinsker_bound(kl_gaussians(mean2, cov2, mean1, cov1)),
     )
-    return 1.0 - bc, upper
+    return TVBounds(1.0 - bc, upper)

@@ -12,11 +12,8 @@ the (K, K) Gram matrix: no (d, d) matrix is ever formed.
   gives ``1 - TV <= sum_ab int min(w_a p_a, v_b p_b)``, each term the weighted overlap of two unit
   Gaussians at distance ``delta = lam D_ab``: ``w Phi(-c) + v Phi(c - delta)``, ``c = delta/2 +
   ln(w/v)/delta`` (:func:`weighted_overlap`);
-- stratified Monte Carlo (:func:`critwin.theory.divergence.stratify`,
-  :func:`critwin.theory.divergence.mc_estimate`)
-  with one pool of standard normal draws in the span shared by every curve: at scale ``lam`` a draw
-  ``x = lam c_k + z`` has ``|x - lam c_j|^2 = lam^2 D_kj^2 + 2 lam z.(c_k - c_j) + |z|^2``, so one product
-  ``z @ c^T`` serves every time and every pair of sub-mixtures (common random numbers);
+- stratified Monte Carlo with pair strata in the overlaps (:mod:`critwin.theory.mc_tv`), its draws
+  made once per curve (common random numbers at every time);
 - crossing times of many TV curves at once (every window of a tree): :mod:`critwin.theory.span_crossings`.
 """
 
@@ -29,9 +26,17 @@ import torch
 from critwin._memory import check_memory, chunk_rows
 from critwin.clock import noised_variance, ou_coefficients
 from critwin.mixtures import GaussianMixture
-from critwin.theory.divergence import _SINGULAR_T0, DEFAULT_SEED, Estimate, mc_estimate, stratify
+from critwin.theory.divergence import DEFAULT_SEED, SINGULAR_T0, Estimate, mc_tv_estimate
+from critwin.theory.mc_tv import allocate, span_terms
 
-__all__ = ["SpanMixture", "shared_isotropic", "tv_bounds", "weighted_overlap"]
+__all__ = [
+    "SpanMixture",
+    "shared_isotropic",
+    "tv_bounds",
+    "tv_bound",
+    "weighted_overlap",
+    "pair_crossing_times",
+]
 
 
 def shared_isotropic(mixture: GaussianMixture) -> bool:
@@ -58,18 +63,38 @@ def tv_bounds(delta: torch.Tensor, w: torch.Tensor, v: torch.Tensor, groups=None
     ``groups``: None to sum over every element (one pair of bounds), or ``(owner, n)`` to sum the pairs
     of flat tensors by their group ``owner`` (n,) into ``n`` pairs of bounds.
     """
-    return _tv_bound(delta, w, v, groups, False), _tv_bound(delta, w, v, groups, True)
+    return tv_bound(delta, w, v, groups, upper=False), tv_bound(delta, w, v, groups, upper=True)
 
 
-def _tv_bound(delta, w, v, groups, upper: bool) -> torch.Tensor:
-    """One side of :func:`tv_bounds`."""
-    terms = w * v * torch.erf(delta / (2 * math.sqrt(2.0))) if upper else weighted_overlap(delta, w, v)
+def tv_bound(delta, w, v, groups=None, *, upper: bool) -> torch.Tensor:
+    """One side of :func:`tv_bounds`. The upper one is written ``1 - sum w v erfc(delta / (2 sqrt 2))``
+    (the weights of each side sum to 1), so that near TV = 1 it keeps its digits and never falls below
+    the lower one by rounding."""
+    if upper:
+        terms = w * v * torch.erfc(delta / (2 * math.sqrt(2.0)))
+    else:
+        terms = weighted_overlap(delta, w, v)
     if groups is None:
         total = terms.sum()
     else:
         owner, n = groups
         total = torch.zeros(n, dtype=terms.dtype).index_add_(0, owner, terms)
-    return total.clamp_max(1.0) if upper else (1.0 - total).clamp_min(0.0)
+    return (1.0 - total).clamp(0.0, 1.0)
+
+
+def pair_crossing_times(span, sq_dist, level) -> torch.Tensor:
+    """``inf{t : erf(lam(t) D / (2 sqrt 2)) <= level}``: when two components of ``span`` at squared
+    distance ``sq_dist`` are ``level``-close in TV (elementwise; 0 where ``level >= 1``).
+
+    ``lam(t)^2 D^2 = c^2`` with ``c = 2 sqrt 2 erfinv(level)`` and ``u = e^{-2t}`` reads
+    ``u (D^2 + c^2 (1 - sigma^2)) = c^2``; 0 when already ``D <= c sigma``.
+    """
+    level = torch.as_tensor(level, dtype=torch.float64)
+    sq = torch.as_tensor(sq_dist, dtype=torch.float64)
+    c2 = 8.0 * torch.erfinv(level.clamp(max=1.0)).square()
+    merged_at_zero = (sq <= c2 * span.var) | (level >= 1.0)
+    t = 0.5 * torch.log((sq + c2 * (1.0 - span.var)).clamp_min(c2) / c2)
+    return torch.where(merged_at_zero, torch.zeros_like(t), t)
 
 
 class SpanMixture:
@@ -106,9 +131,7 @@ class SpanMixture:
         self.var = float(mixture.covs[0])
         self.n = n
         self.z_level = math.sqrt(2.0) * float(torch.erfinv(torch.tensor(level, dtype=torch.float64)))
-        self._generator = generator or torch.Generator().manual_seed(DEFAULT_SEED)
-        self._pool = None
-        self.mc_evaluations = 0
+        self.generator = generator or torch.Generator().manual_seed(DEFAULT_SEED)
 
     @property
     def n_components(self) -> int:
@@ -121,7 +144,7 @@ class SpanMixture:
         tensor = isinstance(t, torch.Tensor)
         if self.var == 0.0:
             # Dirac components: the limit t -> 0+ (as divergence.TVCurve does)
-            t = torch.where(t == 0, _SINGULAR_T0, t) if tensor else (_SINGULAR_T0 if t == 0.0 else float(t))
+            t = torch.where(t == 0, SINGULAR_T0, t) if tensor else (SINGULAR_T0 if t == 0.0 else float(t))
         a, _ = ou_coefficients(t)
         v = noised_variance(self.var, t)
         return a / (v.sqrt() if tensor else math.sqrt(v))
@@ -132,16 +155,9 @@ class SpanMixture:
         return torch.erf(self.scale(t) * dist / (2 * math.sqrt(2.0)))
 
     def merge_time_of(self, sq_dist: torch.Tensor, eps: float) -> torch.Tensor:
-        """``inf{t : TV(p_t^i, p_t^j) <= eps}`` of two components at squared distance ``sq_dist``.
-
-        ``lam(t)^2 D^2 = c^2`` with ``c = 2 sqrt 2 erfinv(eps)`` and ``u = e^{-2t}`` reads
-        ``u (D^2 + c^2 (1 - sigma^2)) = c^2``; 0 when already ``D <= c sigma``.
-        """
-        c2 = 8.0 * float(torch.erfinv(torch.tensor(eps, dtype=torch.float64))) ** 2
-        sq = torch.as_tensor(sq_dist, dtype=torch.float64)
-        merged_at_zero = sq <= c2 * self.var
-        t = 0.5 * torch.log((sq + c2 * (1.0 - self.var)).clamp_min(c2) / c2)
-        return torch.where(merged_at_zero, torch.zeros_like(t), t)
+        """``inf{t : TV(p_t^i, p_t^j) <= eps}`` of two components at squared distance ``sq_dist``
+        (:func:`pair_crossing_times`)."""
+        return pair_crossing_times(self, sq_dist, torch.tensor(eps, dtype=torch.float64))
 
     def bounds(self, A: list[int], B: list[int], t: float) -> tuple[float, float]:
         """Sure ``(lower, upper)`` bounds on ``TV(p_t^A, p_t^B)`` for disjoint ``A``, ``B`` (module notes)."""
@@ -152,41 +168,26 @@ class SpanMixture:
         return float(low), float(high)
 
     # ------------------------------------------------------------------------------ Monte Carlo
-    def _draws(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The shared pool: (n, r) standard normal draws and their products with the coordinates (n, K)."""
-        if self._pool is None:
-            n, r = self.n, self.coords.shape[1]
-            check_memory(8 * n * (r + 2 * self.n_components), "the Monte Carlo pool in the span")
-            z = torch.randn(n, r, generator=self._generator, dtype=torch.float64)
-            self._pool = z, z @ self.coords.T
-        return self._pool
-
     def curve(self, A: list[int], B: list[int]):
         """``t -> TV(p_t^A, p_t^B)`` (an :class:`Estimate`) for disjoint ``A``, ``B``: stratified Monte
-        Carlo with the strata drawn once, so the curve is smooth in ``t`` (common random numbers)."""
-        z, zc = self._draws()
-        cols = torch.tensor(A + B)
-        w = torch.cat([self.weights[A] / self.weights[A].sum(), self.weights[B] / self.weights[B].sum()])
-        labels, strata, weights, counts = stratify(w[: len(A)], w[len(A) :], self.n, self._generator)
-        log_w = w.log()
-        sq = self.sq_dist[cols][:, cols]
-        step = chunk_rows(8 * 4 * cols.numel(), labels.numel(), "the Monte Carlo densities in the span")
+        Carlo (:mod:`critwin.theory.mc_tv`) with the draws made once, so the curve is smooth in ``t``
+        (common random numbers)."""
+        w_p = self.weights[A] / self.weights[A].sum()
+        w_q = self.weights[B] / self.weights[B].sum()
+        c_p, c_q = self.coords[A], self.coords[B]
+        distinct = self.sq_dist[A][:, B] > 0
+        strata = allocate(w_p, w_q, self.n, distinct, self.generator)
+        rows = strata.rows.numel()
+        check_memory(
+            8 * rows * (self.coords.shape[1] + 2 * (len(A) + len(B))), "the Monte Carlo draws in the span"
+        )
+        z = torch.randn(rows, self.coords.shape[1], generator=self.generator, dtype=torch.float64)
+        step = chunk_rows(8 * 4 * (len(A) + len(B) + strata.counts.numel()), rows, "the Monte Carlo draws")
 
         def evaluate(t: float) -> Estimate:
-            self.mc_evaluations += 1
             lam = self.scale(t)
-            out = []
-            for lo in range(0, labels.numel(), step):
-                k = labels[lo : lo + step]
-                zc_rows = zc[torch.arange(lo, lo + k.numel()) % self.n][:, cols]
-                # log N(x; lam c_j) up to a term common to every j (it cancels in log p - log q)
-                log_dens = (
-                    -0.5 * lam * lam * sq[k] - lam * (zc_rows.gather(1, k.unsqueeze(1)) - zc_rows) + log_w
-                )
-                out.append(
-                    torch.logsumexp(log_dens[:, : len(A)], 1) - torch.logsumexp(log_dens[:, len(A) :], 1)
-                )
-            return mc_estimate(torch.cat(out), strata, weights, counts, self.z_level)
+            terms = span_terms(lam * c_p, lam * c_q, w_p, w_q, strata, z, step)
+            return mc_tv_estimate(terms, strata, w_p, w_q, self.z_level)
 
         return evaluate
 

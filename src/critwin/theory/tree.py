@@ -40,10 +40,13 @@ from critwin._io import PNG_SOFTWARE, atomic_path
 from critwin._validation import check_eps, check_subset
 from critwin.mixtures import CategoricalMixture, GaussianMixture
 from critwin.theory.discrete_times import CLOCK_LABELS, CategoricalEngine, clock_of
-from critwin.theory.divergence import component_tv, tv
-from critwin.theory.span import SpanMixture, shared_isotropic
-from critwin.theory.span_crossings import crossings, tv_values
-from critwin.theory.windows import Window, check_search, merge_time, separation_time, window_from_times
+from critwin.theory.tree_engines import complement, decide, gaussian_engine
+from critwin.theory.windows import (
+    Crossing,
+    Window,
+    check_search,
+    window_from_times,
+)
 
 __all__ = ["Node", "Tree", "hierarchy", "merge_times"]
 
@@ -221,22 +224,8 @@ class Tree:
             ax = axes()
             ax.figure.set_size_inches(min(16.0, max(4.0, 0.6 * len(self.leaves) + 2)), 4.5)
         fig = ax.figure
-        x_of: dict[int, float] = {}
-        for k, leaf in enumerate(self.leaves):
-            x_of[id(leaf)] = float(k)
-
-        def place(n: Node) -> float:
-            if id(n) not in x_of:
-                x_of[id(n)] = sum(place(c) for c in n.children) / len(n.children)
-            return x_of[id(n)]
-
-        place(self.root)
-        finite_times = [n.time for n in self.nodes if math.isfinite(n.time)]
-        for n in self.nodes:
-            w = n.window
-            if w is not None:
-                finite_times += [v for v in (w.t_after, w.t_before) if math.isfinite(v)]
-        top = max(finite_times + [1.0]) * 1.1
+        x_of = _leaf_positions(self)
+        top = _top_time(self.nodes)
         _draw_edges(ax, self.nodes, x_of, many)
         for n in self.nodes:
             # With many leaves their windows are thin lines (a band would be thinner than a pixel).
@@ -246,21 +235,7 @@ class Tree:
             _leaf_window_lines(ax, self.leaves, x_of, top)
         shown = [n for n in self.nodes if not (many and n.is_leaf)]
         ax.scatter([x_of[id(n)] for n in shown], [n.time for n in shown], s=14, color="k", zorder=3)
-        if many:
-            # Leaves are not labelled; the top levels are, by their size.
-            ax.set_xticks([])
-            for n in [self.root, *self.root.children]:
-                if not n.is_leaf:
-                    ax.annotate(
-                        f"{len(n.components)}",
-                        (x_of[id(n)], n.time),
-                        fontsize=7,
-                        xytext=(3, 3),
-                        textcoords="offset points",
-                    )
-        else:
-            ax.set_xticks([x_of[id(leaf)] for leaf in self.leaves])
-            ax.set_xticklabels([",".join(map(str, leaf.components)) for leaf in self.leaves])
+        _label_leaves(ax, self, x_of, many)
         ax.set_xlabel("component")
         ax.set_ylabel(CLOCK_LABELS.get(self.clock, self.clock))
         ax.set_ylim(0, top)
@@ -272,6 +247,47 @@ class Tree:
                     tmp, format="png", dpi=120, bbox_inches="tight", metadata={"Software": PNG_SOFTWARE}
                 )
         return ax
+
+
+def _leaf_positions(tree: Tree) -> dict[int, float]:
+    """x of every node (by ``id``): leaves at 0, 1, 2, ..., an internal node at its children's mean."""
+    x_of = {id(leaf): float(k) for k, leaf in enumerate(tree.leaves)}
+
+    def place(n: Node) -> float:
+        if id(n) not in x_of:
+            x_of[id(n)] = sum(place(c) for c in n.children) / len(n.children)
+        return x_of[id(n)]
+
+    place(tree.root)
+    return x_of
+
+
+def _top_time(nodes) -> float:
+    """The top of the dendrogram's time axis: 10% above the largest finite node time or window end."""
+    finite_times = [n.time for n in nodes if math.isfinite(n.time)]
+    for n in nodes:
+        w = n.window
+        if w is not None:
+            finite_times += [v for v in (w.t_after, w.t_before) if math.isfinite(v)]
+    return max(finite_times + [1.0]) * 1.1
+
+
+def _label_leaves(ax, tree: Tree, x_of, many: bool) -> None:
+    """Leaf labels, or (with many leaves) none but the sizes of the root and its children."""
+    if not many:
+        ax.set_xticks([x_of[id(leaf)] for leaf in tree.leaves])
+        ax.set_xticklabels([",".join(map(str, leaf.components)) for leaf in tree.leaves])
+        return
+    ax.set_xticks([])
+    for n in [tree.root, *tree.root.children]:
+        if not n.is_leaf:
+            ax.annotate(
+                f"{len(n.components)}",
+                (x_of[id(n)], n.time),
+                fontsize=7,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
 
 
 def _draw_edges(ax, nodes, x_of, many: bool) -> None:
@@ -398,7 +414,10 @@ def hierarchy(
     if progress is not None and not callable(progress):
         raise ValueError(f"progress must be callable or None, got {type(progress).__name__}")
     kw = dict(n=n, generator=generator, tol=tol)
-    engine = CategoricalEngine(mixture, eps, kw, method) if discrete else _engine(mixture, eps, method, kw)
+    if discrete:
+        engine = CategoricalEngine(mixture, eps, kw, method)
+    else:
+        engine = gaussian_engine(mixture, eps, method, kw)
     report = progress or (lambda stage, done, total: None)
     root, spreads = _complete_linkage(engine, report)
     _verify(root, spreads, engine, report)
@@ -411,14 +430,6 @@ def hierarchy(
         if node.window is not None:
             node.window = replace(node.window, clock=clock)
     return Tree(root, eps, clock)
-
-
-def _engine(mixture: GaussianMixture, eps: float, method: str, kw: dict):
-    """The span engine for ``"fast"`` (and ``"auto"`` where it applies), else the exact one."""
-    fast = shared_isotropic(mixture)
-    if method == "fast" and not fast:
-        raise ValueError("method='fast' needs components sharing one isotropic covariance; use 'exact'")
-    return _SpanEngine(mixture, eps, kw) if fast and method != "exact" else _ExactEngine(mixture, eps, kw)
 
 
 def merge_times(
@@ -468,132 +479,8 @@ def merge_times(
         if not set(A) <= set(B):
             raise ValueError(f"pairs: A must be a subset of B, got A={A}, B={B}")
         requests.append((A, B))
-    engine = _engine(mixture, eps, method, dict(n=n, generator=generator, tol=tol))
+    engine = gaussian_engine(mixture, eps, method, dict(n=n, generator=generator, tol=tol))
     return engine.times(requests, lambda done, total: None)
-
-
-class _ExactEngine:
-    """Pairwise merge times by bisection, one TV (exact, quadrature or Monte Carlo) per check."""
-
-    def __init__(self, mixture, eps, kw):
-        self.mixture, self.eps, self.kw, self.tol = mixture, eps, kw, kw["tol"]
-        self.K = mixture.n_components
-
-    def linkage_values(self, report) -> torch.Tensor:
-        """(K, K) pairwise values whose complete linkage is the tree; here the merge times themselves."""
-        K, tau = self.K, torch.zeros(self.K, self.K, dtype=torch.float64)
-        for i in range(K):
-            for j in range(i + 1, K):
-                tau[i, j] = tau[j, i] = merge_time(self.mixture, [i], [j], self.eps, **self.kw)[0]
-            report("pairs", i + 1, K)
-        return tau
-
-    def time_of(self, value: float) -> float:
-        return value
-
-    def merged(self, comps: list[int], t: float, value: float) -> bool | None:
-        """Whether every pair of ``comps`` is eps-close at ``t`` (``value``: their largest linkage value)."""
-
-        def pair(i: int, j: int) -> bool | None:
-            tv_ij, exact = component_tv(self.mixture, i, j, t)
-            if exact:
-                return _decide(tv_ij, tv_ij, self.eps, above=False)
-            est = tv(
-                self.mixture.subset([i]), self.mixture.subset([j]), t, self.kw["n"], self.kw["generator"]
-            )
-            return _decide(est.low, est.high, self.eps, above=False)
-
-        return _all_of(pair(i, j) for i in comps for j in comps if i < j)
-
-    def separations(self, requests) -> list[tuple[float, float, float]]:
-        """``(value, low, high)`` of ``TV(p_t^comps, p_t^rest)`` for each request ``(comps, rest, t)``."""
-        out = []
-        for comps, rest, t in requests:
-            est = tv(
-                self.mixture.subset(comps), self.mixture.subset(rest), t, self.kw["n"], self.kw["generator"]
-            )
-            out.append((est.value, est.low, est.high))
-        return out
-
-    def merge_time(self, A, B):
-        return merge_time(self.mixture, A, B, self.eps, **self.kw)
-
-    def separation_time(self, S):
-        return separation_time(self.mixture, S, self.eps, **self.kw)
-
-    def times(self, requests, report) -> list[tuple]:
-        """``merge_time(A, B)`` for each request ``(A, B)``, ``separation_time(A)`` for ``(A, None)``."""
-        out = []
-        for done, (A, B) in enumerate(requests, 1):
-            out.append(self.separation_time(A) if B is None else self.merge_time(A, B))
-            report(done, len(requests))
-        return out
-
-
-class _SpanEngine:
-    """Closed forms, sure bounds and Monte Carlo in the span of the means (:class:`SpanMixture`)."""
-
-    def __init__(self, mixture, eps, kw):
-        self.span = SpanMixture(mixture, kw["n"], kw["generator"])
-        self.eps, self.tol = eps, kw["tol"]
-        self.K = mixture.n_components
-
-    def linkage_values(self, report) -> torch.Tensor:
-        # The merge time is increasing in the distance: complete linkage on squared distances is the same.
-        report("pairs", self.K, self.K)
-        return self.span.sq_dist
-
-    def time_of(self, value: float) -> float:
-        return float(self.span.merge_time_of(value, self.eps))
-
-    def merged(self, comps: list[int], t: float, value: float) -> bool | None:
-        # The pairwise TV is increasing in the distance: the farthest pair decides for all.
-        tv_max = math.erf(self.span.scale(t) * math.sqrt(value) / (2 * math.sqrt(2.0)))
-        return _decide(tv_max, tv_max, self.eps, above=False)
-
-    def separations(self, requests) -> list[tuple[float, float, float]]:
-        """As :meth:`_ExactEngine.separations`: the sure bounds, and Monte Carlo only where they straddle
-        the threshold (every such check at once, :func:`critwin.theory.span_crossings.tv_values`)."""
-        threshold = 1.0 - self.eps * self.eps
-        out, pending = [], []
-        for k, (comps, rest, t) in enumerate(requests):
-            low, high = self.span.bounds(comps, rest, t)
-            out.append(((high if high < threshold else low), low, high))
-            if not (high < threshold or low >= threshold):
-                pending.append(k)
-        estimates = tv_values(self.span, [requests[k] for k in pending])
-        for k, (value, est_low, est_high) in zip(pending, estimates, strict=True):
-            _, low, high = out[k]
-            out[k] = (min(high, max(low, value)), max(low, est_low), min(high, est_high))
-        return out
-
-    def times(self, requests, report) -> list[tuple]:
-        """As :meth:`_ExactEngine.times`, every crossing at once
-        (:func:`critwin.theory.span_crossings.crossings`: sure bounds first, then Monte Carlo pooled over
-        the tasks that share their components)."""
-        out: list = [None] * len(requests)
-        tasks, where = [], []
-        w = self.span.weights
-        for k, (A, B) in enumerate(requests):
-            inside = set(A)
-            if B is None:
-                rest = [j for j in range(self.K) if j not in inside]
-                level, factor, sep = 1.0 - self.eps * self.eps, 1.0, True
-            else:
-                # TV(p^A, p^B) = (1 - W_A / W_B) TV(p^A, p^{B - A}) for A ⊂ B
-                rest = [j for j in B if j not in inside]
-                factor = 1.0 - float(w[A].sum() / w[B].sum())
-                level, sep = self.eps, False
-            if not rest:
-                out[k] = (math.inf,) * 3 + ("closed-form",) if sep else (0.0, 0.0, 0.0, "closed-form")
-            elif factor <= 0.0:
-                out[k] = (0.0, 0.0, 0.0, "closed-form")
-            else:
-                tasks.append((list(A), rest, level, factor, sep))
-                where.append(k)
-        for k, result in zip(where, crossings(self.span, tasks, self.tol, report), strict=True):
-            out[k] = result
-        return out
 
 
 def _complete_linkage(engine, report) -> tuple[Node, dict[int, float]]:
@@ -623,19 +510,6 @@ def _complete_linkage(engine, report) -> tuple[Node, dict[int, float]]:
     return nodes[-1], {id(node): spread[k] for k, node in enumerate(nodes) if k >= K}
 
 
-def _decide(low: float, high: float, threshold: float, above: bool) -> bool | None:
-    """Whether a TV with interval ``[low, high]`` is ``>= threshold`` (``above``) or ``<= threshold``:
-    True / False when the whole interval says so, None when it straddles."""
-    if above:
-        return True if low >= threshold else (False if high < threshold else None)
-    return True if high <= threshold else (False if low > threshold else None)
-
-
-def _all_of(values) -> bool | None:
-    values = list(values)
-    return False if False in values else (None if None in values else True)
-
-
 def _verify(root: Node, spreads: dict[int, float], engine, report) -> None:
     """Set ``merged`` and ``separated`` of every node from the TV intervals (module notes)."""
     K, tol = engine.K, engine.tol
@@ -647,14 +521,13 @@ def _verify(root: Node, spreads: dict[int, float], engine, report) -> None:
         report("verify", done, 2 * len(nodes))
     checked, requests = [], []
     for node in nodes:
-        inside = set(node.components)
-        rest = [j for j in range(K) if j not in inside]
-        if rest:
+        rest = complement(node.components, K)
+        if rest.numel():
             checked.append(node)
             requests.append((node.components, rest, node.time))
-    for node, (value, low, high) in zip(checked, engine.separations(requests), strict=True):
-        node.separation_tv, node.separation_tv_low, node.separation_tv_high = value, low, high
-        node.separated = _decide(low, high, 1.0 - engine.eps**2, above=True)
+    for node, est in zip(checked, engine.separations(requests), strict=True):
+        node.separation_tv, node.separation_tv_low, node.separation_tv_high = est
+        node.separated = decide(est.low, est.high, 1.0 - engine.eps**2, above=True)
     report("verify", 2 * len(nodes), 2 * len(nodes))
 
 
@@ -686,7 +559,7 @@ def _attach_windows(root: Node, engine, report) -> None:
     times = engine.times(requests, lambda done, total: report("windows", done, total))
     merged = times[: len(nodes)]
     separated = dict(zip([id(n) for n in nodes], times[len(nodes) :], strict=True))
-    infinite = (math.inf, math.inf, math.inf, "closed-form")
+    infinite = Crossing(math.inf, math.inf, math.inf, "closed-form")
     for node, merge in zip(nodes, merged, strict=True):
         node.window = window_from_times(
             node.components,

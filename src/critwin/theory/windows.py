@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 import torch
 
@@ -33,9 +34,10 @@ from critwin._display import short_repr
 from critwin._validation import check_eps, check_generator, check_number, check_positive_int, check_subset
 from critwin.mixtures import CategoricalMixture, GaussianMixture
 from critwin.theory.discrete_times import clock_of, merge_level, separation_level
-from critwin.theory.divergence import DEFAULT_SEED, TVCurve
+from critwin.theory.divergence import DEFAULT_SEED, Estimate, TVCurve
 
 __all__ = [
+    "Crossing",
     "TransitionTimes",
     "Window",
     "transition_times",
@@ -48,9 +50,33 @@ __all__ = [
     "DEFAULT_SEED",
 ]
 
-_T_MAX = 60.0  # e^{-60} ~ 1e-26: every finite mixture is merged long before this OU time.
+T_MAX = 60.0
+"""Largest OU time searched: e^{-60} ~ 1e-26, every finite mixture is merged long before it."""
 _MAX_BISECTIONS = 200  # a float64 bracket cannot be halved more often than this
 STATUSES = ("non-empty", "empty", "undetermined")
+
+
+class Crossing(NamedTuple):
+    """A transition time and its bracket, as :func:`merge_time` and :func:`separation_time` return it.
+
+    ``time`` is the crossing of the value curve, ``[low, high]`` its bracket (Monte Carlo confidence
+    curves, quadrature error brackets or sure bounds, widened by the bisection tolerance) and ``method``
+    how the TV was computed (``"closed-form"``, ``"quadrature"``, ``"monte-carlo"``, ``"bounds"``, ...).
+    A tuple: ``time, low, high, method = merge_time(...)`` still works.
+    """
+
+    time: float
+    low: float
+    high: float
+    method: str
+
+
+class _Endpoint(NamedTuple):
+    """An endpoint of a window: its value and bracket."""
+
+    value: float
+    low: float
+    high: float
 
 
 def _finite_or_none(x):
@@ -216,36 +242,42 @@ class Window:
 
 def make_window(after, before, eps, method, t_after, t_before) -> Window:
     """A :class:`Window` from ``(value, low, high)`` of each endpoint, with its status and reason."""
-    # An infinite T_before (S_before no longer separated when S_after merges) makes the window empty.
-    if t_before[1] == math.inf:
-        status = "empty"
-    else:
-        status = window_status(t_after[1:], t_before[1:])
-        status = "undetermined" if status == "non-empty" and t_before[2] == math.inf else status
-    if status == "non-empty":
-        reason = ""
-    elif t_after[2] == -math.inf:
-        reason = "S_after is not separated from the other components even at t = 0"
-    elif t_before[1] == math.inf:
-        reason = "S_before is no longer separated from the rest when S_after merges into it"
-    elif status == "empty":
-        reason = "T_after > T_before"
-    else:
-        reason = "the intervals of T_after and T_before overlap (or one may be infinite)"
+    t_after, t_before = _Endpoint(*t_after[:3]), _Endpoint(*t_before[:3])
+    status = _window_status_of(t_after, t_before)
     return Window(
-        t_after[0],
-        t_before[0],
-        eps,
-        list(after),
-        list(before),
-        method,
-        reason,
-        t_after[1],
-        t_after[2],
-        t_before[1],
-        t_before[2],
-        status,
+        t_after=t_after.value,
+        t_before=t_before.value,
+        eps=eps,
+        after=list(after),
+        before=list(before),
+        method=method,
+        reason=_reason(status, t_after, t_before),
+        t_after_low=t_after.low,
+        t_after_high=t_after.high,
+        t_before_low=t_before.low,
+        t_before_high=t_before.high,
+        status=status,
     )
+
+
+def _window_status_of(t_after: _Endpoint, t_before: _Endpoint) -> str:
+    # An infinite T_before (S_before no longer separated when S_after merges) makes the window empty.
+    if t_before.low == math.inf:
+        return "empty"
+    status = window_status((t_after.low, t_after.high), (t_before.low, t_before.high))
+    return "undetermined" if status == "non-empty" and t_before.high == math.inf else status
+
+
+def _reason(status: str, t_after: _Endpoint, t_before: _Endpoint) -> str:
+    if status == "non-empty":
+        return ""
+    if t_after.high == -math.inf:
+        return "S_after is not separated from the other components even at t = 0"
+    if t_before.low == math.inf:
+        return "S_before is no longer separated from the rest when S_after merges into it"
+    if status == "empty":
+        return "T_after > T_before"
+    return "the intervals of T_after and T_before overlap (or one may be infinite)"
 
 
 # ------------------------------------------------------------------------------------ bisection
@@ -281,7 +313,7 @@ def _bracket_near(pred, near, tol: float):
 
 def _first_true(pred, at_zero: float, tol: float, near: float | None) -> float:
     """The boundary ``inf{t >= 0 : pred(t)}`` of a predicate that stays True once it holds; ``at_zero`` if
-    it holds at 0, +inf if not by ``_T_MAX``. ``near``: a guess tried first as a narrow bracket."""
+    it holds at 0, +inf if not by ``T_MAX``. ``near``: a guess tried first as a narrow bracket."""
     if pred(0.0):
         return at_zero
     bracket = _bracket_near(pred, near, tol)
@@ -290,13 +322,13 @@ def _first_true(pred, at_zero: float, tol: float, near: float | None) -> float:
     lo, hi = 0.0, 1.0
     while not pred(hi):
         lo, hi = hi, 2.0 * hi
-        if hi > _T_MAX:
+        if hi > T_MAX:
             return math.inf
     return _bisect(pred, lo, hi, tol)
 
 
 def _first_below(f, level: float, tol: float, near: float | None = None) -> float:
-    """``inf{t >= 0 : f(t) <= level}`` for a non-increasing ``f``; +inf if not reached by ``_T_MAX``.
+    """``inf{t >= 0 : f(t) <= level}`` for a non-increasing ``f``; +inf if not reached by ``T_MAX``.
 
     ``near``: a guess (e.g. the crossing of a neighbouring curve) tried first as a narrow bracket.
     """
@@ -313,25 +345,24 @@ class _Cached:
 
     def __init__(self, curve: TVCurve):
         self.curve = curve
-        self.cache: dict[float, tuple[float, float, float]] = {}
+        self.cache: dict[float, Estimate] = {}
 
-    def _get(self, t: float):
+    def _get(self, t: float) -> Estimate:
         if t not in self.cache:
-            e = self.curve(t)
-            self.cache[t] = (e.value, e.low, e.high)
+            self.cache[t] = self.curve(t)
         return self.cache[t]
 
     def value(self, t):
-        return self._get(t)[0]
+        return self._get(t).value
 
     def low(self, t):
-        return self._get(t)[1]
+        return self._get(t).low
 
     def high(self, t):
-        return self._get(t)[2]
+        return self._get(t).high
 
 
-def _crossing(mixture, A, B, kw, level_value, find) -> tuple[float, float, float, str]:
+def _crossing(mixture, A, B, kw, find) -> Crossing:
     """``find(f, near=None)`` on the TV curve between ``A`` and ``B``, with its bracket: the same search on
     the lower and upper curves (Monte Carlo intervals or quadrature error brackets) widened by half the
     bisection tolerance; a closed-form curve only gets the tolerance."""
@@ -346,7 +377,7 @@ def _crossing(mixture, A, B, kw, level_value, find) -> tuple[float, float, float
     else:
         low, high = find(c.low, t), find(c.high, t)
     half = tol / 2
-    return t, (low - half if low > 0 else low), (high + half if high > 0 else high), curve.method
+    return Crossing(t, (low - half if low > 0 else low), (high + half if high > 0 else high), curve.method)
 
 
 MIN_TOL = 1e-12
@@ -372,7 +403,7 @@ def merge_time(
     method: str = "auto",
     tol: float = 1e-4,
     level: float = 0.95,
-) -> tuple[float, float, float, str]:
+) -> Crossing:
     """``inf{t : TV(p_t^A, p_t^B) <= eps}`` with its bracket.
 
     Monte Carlo (when no exact TV exists) draws from ``generator``, by default one seeded with
@@ -380,7 +411,8 @@ def merge_time(
 
     Returns
     -------
-    (time, low, high, method) : ``low`` from the lower confidence curve, ``high`` from the upper one.
+    Crossing ``(time, low, high, method)``: ``low`` from the lower confidence curve, ``high`` from the
+    upper one.
     """
     if isinstance(mixture, CategoricalMixture):
         return merge_level(mixture, A, B, eps, n=n, generator=generator, method=method, tol=tol, level=level)
@@ -389,9 +421,9 @@ def merge_time(
     A = check_subset(A, mixture.n_components, "A")
     B = check_subset(B, mixture.n_components, "B")
     if A == B:
-        return 0.0, 0.0, 0.0, "closed-form"
+        return Crossing(0.0, 0.0, 0.0, "closed-form")
     kw = dict(n=n, generator=generator, method=method, tol=tol, level=level)
-    return _crossing(mixture, A, B, kw, eps, lambda f, near=None: _first_below(f, eps, tol, near))
+    return _crossing(mixture, A, B, kw, lambda f, near=None: _first_below(f, eps, tol, near))
 
 
 def separation_time(
@@ -404,14 +436,14 @@ def separation_time(
     method: str = "auto",
     tol: float = 1e-4,
     level: float = 0.95,
-) -> tuple[float, float, float, str]:
+) -> Crossing:
     """``sup{t : TV(p_t^S, p_t^{rest}) >= 1 - eps^2}`` with its bracket (+inf if S is everything).
 
     Monte Carlo draws from ``generator`` (default: seeded with ``DEFAULT_SEED`` = 0).
 
     Returns
     -------
-    (time, low, high, method).
+    Crossing ``(time, low, high, method)``.
     """
     if isinstance(mixture, CategoricalMixture):
         return separation_level(
@@ -422,12 +454,10 @@ def separation_time(
     S = check_subset(S, mixture.n_components, "S")
     rest = [j for j in range(mixture.n_components) if j not in S]
     if not rest:
-        return math.inf, math.inf, math.inf, "closed-form"
+        return Crossing(math.inf, math.inf, math.inf, "closed-form")
     threshold = 1.0 - eps * eps
     kw = dict(n=n, generator=generator, method=method, tol=tol, level=level)
-    return _crossing(
-        mixture, S, rest, kw, threshold, lambda f, near=None: _last_above(f, threshold, tol, near)
-    )
+    return _crossing(mixture, S, rest, kw, lambda f, near=None: _last_above(f, threshold, tol, near))
 
 
 def check_pair(init, target, n_components: int) -> tuple[list[int], list[int]]:
@@ -478,24 +508,23 @@ def transition_times(
     eps = check_eps(eps)
     init, target = check_pair(init, target, mixture.n_components)
     kw = dict(n=n, generator=generator, method=method, tol=tol, level=level)
-    t_end, end_lo, end_hi, m1 = merge_time(mixture, init, target, eps, **kw)
-    t_start, start_lo, start_hi, m2 = separation_time(mixture, target, eps, **kw)
+    end = merge_time(mixture, init, target, eps, **kw)
+    start = separation_time(mixture, target, eps, **kw)
     W = weight_ratio(mixture, target)
-    methods = sorted({m1, m2})
     return TransitionTimes(
-        t_end,
-        t_start,
-        theorem_bound(eps, W),
-        eps,
-        W,
-        init,
-        target,
-        "+".join(methods),
-        end_lo,
-        end_hi,
-        start_lo,
-        start_hi,
-        clock_of(mixture),
+        t_end=end.time,
+        t_start=start.time,
+        bound=theorem_bound(eps, W),
+        eps=eps,
+        W=W,
+        init=init,
+        target=target,
+        method="+".join(sorted({end.method, start.method})),
+        t_end_low=end.low,
+        t_end_high=end.high,
+        t_start_low=start.low,
+        t_start_high=start.high,
+        clock=clock_of(mixture),
     )
 
 
@@ -559,13 +588,15 @@ def check_mixture(mixture) -> None:
 
 def window_from_times(after, before, eps, merged, separated_before, separated_after) -> Window:
     """Assemble a :class:`Window` from the outputs of :func:`merge_time` ``(after, before)`` and
-    :func:`separation_time` of ``before`` and of ``after`` (each ``(time, low, high, method)``)."""
-    merged_t, merged_lo, merged_hi, m1 = merged
-    sep_before, sep_before_lo, sep_before_hi, m2 = separated_before
+    :func:`separation_time` of ``before`` and of ``after`` (each a :class:`Crossing` or a plain
+    ``(time, low, high, method)`` tuple)."""
+    merged, sep_before, sep_after = (Crossing(*c) for c in (merged, separated_before, separated_after))
     # T_before = T_end(after, before) while the coarse set is still separated then, +inf otherwise; the
     # pessimistic end needs the pessimistic separation, the optimistic end the optimistic one.
-    t_before = merged_t if merged_t <= sep_before else math.inf
-    t_before_hi = merged_hi if merged_hi <= sep_before_lo else math.inf
-    t_before_lo = merged_lo if merged_lo <= sep_before_hi else math.inf
-    method = "+".join(sorted({m1, m2, separated_after[3]}))
-    return make_window(after, before, eps, method, separated_after[:3], (t_before, t_before_lo, t_before_hi))
+    t_before = _Endpoint(
+        merged.time if merged.time <= sep_before.time else math.inf,
+        merged.low if merged.low <= sep_before.high else math.inf,
+        merged.high if merged.high <= sep_before.low else math.inf,
+    )
+    method = "+".join(sorted({merged.method, sep_before.method, sep_after.method}))
+    return make_window(after, before, eps, method, sep_after[:3], t_before)

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import diffusers
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 
-from critwin._files import load_tensor_file
+from critwin._files import check_weights, load_tensor_file
 from critwin._io import read_json
+from critwin._memory import check_memory, unet_bytes
 from critwin.adapters.diffusers.schedule import SCHEDULER_ALIASES, is_supported, scheduler_class
 
 __all__ = ["LocalPipeline", "load_local", "load_prompt_embeds"]
@@ -74,6 +76,7 @@ def load_local(path, scheduler: str | None = None, device=None, dtype=None, text
     """
     root = Path(path)
     index = _read_index(root)
+    check_configs(root, index)
     options: dict[str, Any] = dict(local_files_only=True)
     if dtype is not None:
         options["torch_dtype"] = dtype
@@ -94,10 +97,100 @@ def load_local(path, scheduler: str | None = None, device=None, dtype=None, text
         # Missing, truncated or mistyped component files surface as any of these inside diffusers.
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"could not load the diffusers model in {root}: {first}") from None
+    _check_loaded(root, index, unet, vae)
     unet = unet.to(device=device).eval()
     if vae is not None:
         vae = vae.to(device=device).eval()
     return LocalPipeline(root, index["_class_name"], unet, new_scheduler, vae)
+
+
+# Config entries that are sizes (integers >= 1, or lists of them): a negative or zero one is refused by
+# name before diffusers builds anything from it.
+_SIZE_KEYS = (
+    "sample_size",
+    "in_channels",
+    "out_channels",
+    "latent_channels",
+    "block_out_channels",
+    "layers_per_block",
+    "norm_num_groups",
+    "cross_attention_dim",
+    "attention_head_dim",
+    "num_attention_heads",
+    "num_layers",
+    "patch_size",
+    "num_train_timesteps",
+)
+_NETWORKS = ("unet", "transformer", "vae")
+# Entries whose diffusers default is infinite (DPM-Solver's "no clipping"); NaN is refused everywhere.
+_INFINITE_KEYS = ("lambda_min_clipped",)
+
+
+def check_configs(root: Path, index: Mapping[str, Any]) -> None:
+    """The configs of a pipeline directory, read before any component is built: every number finite,
+    every size (:data:`_SIZE_KEYS`) an integer >= 1, the networks within the memory guard, and every
+    weights file of a float weight dtype. Errors name the file and the key."""
+    present = _components(index)
+    for folder in (name for name in (*_NETWORKS, "scheduler") if name in present):
+        file = root / folder / ("scheduler_config.json" if folder == "scheduler" else "config.json")
+        if not file.is_file():
+            continue  # diffusers reports a missing component file itself
+        config = read_json(file, f"{folder} config")
+        for key, value in config.items():
+            _check_config_value(file, key, value)
+        if folder in _NETWORKS:
+            _check_network_size(file, config)
+            _check_weight_dtypes(root / folder)
+        elif isinstance(config.get("num_train_timesteps"), int):
+            steps = config["num_train_timesteps"]
+            check_memory(64 * steps, f"the schedule of {file} (num_train_timesteps={steps})")
+
+
+def _check_config_value(file: Path, key: str, value) -> None:
+    infinite_ok = key in _INFINITE_KEYS and isinstance(value, float) and math.isinf(value)
+    if isinstance(value, float) and not math.isfinite(value) and not infinite_ok:
+        raise ValueError(f"{file}: {key} must be a finite number, got {value}")
+    if key not in _SIZE_KEYS or value is None:
+        return
+    sizes = value if isinstance(value, list) else [value]
+    if not sizes or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in sizes):
+        raise ValueError(f"{file}: {key} must be an integer >= 1 (or a list of them), got {value!r}")
+
+
+def _check_network_size(file: Path, config: Mapping[str, Any]) -> None:
+    """The memory guard on a network's declared sizes: diffusers allocates the network from its config
+    before it reads the weights."""
+    channels = config.get("block_out_channels")
+    if isinstance(channels, list) and channels:
+        check_memory(
+            unet_bytes(channels, int(config.get("layers_per_block") or 1)),
+            f"the network of {file} (block_out_channels={channels})",
+        )
+
+
+def _check_weight_dtypes(folder: Path) -> None:
+    """Every tensor of the folder's safetensors files is of a float weight dtype (header only)."""
+    allowed = {"F32", "F16", "BF16"}
+    for file in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                dtypes = {key: handle.get_slice(key).get_dtype() for key in handle.keys()}
+        except (SafetensorError, OSError) as exc:
+            raise ValueError(f"weights file {file} is corrupt ({exc})") from None
+        for key, dtype in dtypes.items():
+            if dtype not in allowed:
+                raise ValueError(
+                    f"weights file {file}: {key} is {dtype}, not a weight dtype (F32, F16, BF16); the file "
+                    "is not a network's weights"
+                )
+
+
+def _check_loaded(root: Path, index: Mapping[str, Any], net, vae) -> None:
+    """The loaded network's and VAE's values: finite and plausible (:func:`critwin._files.check_weights`)."""
+    folder = "unet" if "unet" in _components(index) else "transformer"
+    for name, module in ((folder, net), ("vae", vae)):
+        if module is not None and hasattr(module, "state_dict"):
+            check_weights(module.state_dict(), root / name)
 
 
 def _components(index: Mapping[str, Any], present: bool = True) -> set[str]:
@@ -150,6 +243,12 @@ def _load_full_pipeline(root: Path, index: Mapping[str, Any], scheduler, device,
     missing = dict.fromkeys(_components(index, present=False))
     pipe = getattr(diffusers, index["_class_name"]).from_pretrained(
         root, use_safetensors=True, scheduler=scheduler, **missing, **options
+    )
+    _check_loaded(
+        root,
+        index,
+        getattr(pipe, "unet", None) or getattr(pipe, "transformer", None),
+        getattr(pipe, "vae", None),
     )
     if getattr(pipe, "tokenizer", None) is None or getattr(pipe, "text_encoder", None) is None:
         raise ValueError(

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from critwin._validation import check_positive_int
+from critwin._validation import check_model_output, check_positive_int
 from critwin.adapters.diffusers.families import FAMILY_GUIDANCE, model_family, null_class, pixart_conditioning
 from critwin.adapters.diffusers.flow import dynamic_shift_mu
 from critwin.adapters.diffusers.flux import flux_setup
@@ -455,7 +455,13 @@ class PipelineProcess(DiffusersProcess):
         self.nfe += int(x.shape[0]) * stop
         # The pipeline's scheduler holds the multistep history, not ours: a continuation starts afresh.
         self._continuation = None
-        return output.images if hasattr(output, "images") else output[0]
+        latents = output.images if hasattr(output, "images") else output[0]
+        return check_model_output(
+            latents,
+            model=f"pipeline {self.model_id!r}",
+            where=f"a run of grid indices 0..{stop}",
+            shape=x.shape,
+        )
 
 
 def record_pipeline_trajectory(

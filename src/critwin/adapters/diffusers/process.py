@@ -12,7 +12,7 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from critwin._files import fingerprint
-from critwin._validation import check_positive_int, check_time
+from critwin._validation import check_model_output, check_positive_int, check_sample_shape, check_time
 from critwin.adapters.diffusers.flow import flow_grid_times, flow_state, flow_state_scale, flow_time_s
 from critwin.adapters.diffusers.guidance import (
     UNCOND_PREFIX,
@@ -39,7 +39,7 @@ from critwin.adapters.diffusers.schedule import (
 )
 from critwin.clock import alpha_bar as ou_alpha_bar
 from critwin.clock import alpha_sigma, snr, ve_sigma
-from critwin.experiments.process import Callback, ReverseProcess
+from critwin.experiments.process import Callback, ReverseProcess, check_prior_memory
 
 __all__ = ["DiffusersProcess", "PriorDraw", "same_state"]
 
@@ -193,7 +193,9 @@ class DiffusersProcess(ReverseProcess):
         # Transformers (SD3, DiT, Flux) take hidden_states= and a per-sample timestep, not UNet positionals.
         self._keyword_call = call_accepts(getattr(unet, "forward", unet), "hidden_states", explicit=True)
         self._step_generator = call_accepts(self.scheduler.step, "generator")
-        self.sample_shape = tuple(sample_shape) if sample_shape is not None else self._default_shape()
+        self.sample_shape = (
+            check_sample_shape(sample_shape) if sample_shape is not None else self._default_shape()
+        )
 
         self._timesteps = inference_timesteps(self.scheduler, self.num_inference_steps, **self._set_kwargs)
         if self.kind == "flow":
@@ -271,7 +273,7 @@ class DiffusersProcess(ReverseProcess):
             )
         size = config.sample_size
         height, width = (size, size) if isinstance(size, int) else tuple(size)
-        return (int(config.in_channels), int(height), int(width))
+        return check_sample_shape((config.in_channels, height, width), "the unet config's sample shape")
 
     # ------------------------------------------------------------------ grid and clock
     @property
@@ -374,6 +376,7 @@ class DiffusersProcess(ReverseProcess):
 
     def _draw_prior(self, n, generator, device, dtype) -> PriorDraw:
         n = check_positive_int(n, "n")
+        check_prior_memory(n, self.sample_shape)
         sched = self._fresh_scheduler(0, device)
         noise = randn_tensor(
             (n, *self.sample_shape),
@@ -431,9 +434,32 @@ class DiffusersProcess(ReverseProcess):
             out = self.unet(model_input, timestep, **kwargs, return_dict=False)
         else:
             out = self.unet(model_input, timestep, **kwargs)
-        if isinstance(out, tuple):
+        if isinstance(out, tuple) and out:
             out = out[0]
-        return getattr(out, "sample", out)
+        out = getattr(out, "sample", out)
+        return self._check_output(out, model_input, timestep)
+
+    def _check_output(self, out, model_input: torch.Tensor, timestep) -> torch.Tensor:
+        """The network's output where it enters the engine (:func:`check_model_output`): the input's
+        shape (2C channels for a learned-variance network), a dtype as precise as the input's, finite."""
+        shape = tuple(model_input.shape)
+        if isinstance(out, torch.Tensor) and out.ndim > 1 and out.shape[1] == 2 * shape[1]:
+            shape = (shape[0], 2 * shape[1], *shape[2:])
+        return check_model_output(
+            out,
+            model=f"network {self.model_id!r}",
+            where=lambda: self._step_text(timestep),
+            shape=shape,
+            dtype=model_input.dtype,
+            device=model_input.device,
+        )
+
+    def _step_text(self, timestep) -> str:
+        """``"timestep 781, grid index 3"`` (the grid index when the timestep is one of the grid's)."""
+        value = timestep.flatten()[0].item() if isinstance(timestep, torch.Tensor) else timestep
+        text = f"timestep {value:g}" if isinstance(value, (int, float)) else f"timestep {value!r}"
+        match = torch.nonzero(self._timesteps.double().cpu() == float(value)).flatten()
+        return text + (f", grid index {int(match[0])}" if match.numel() else "")
 
     def _guided_unet(self, x, timestep, inputs: GuidedInputs, scale_input=None) -> torch.Tensor:
         """The (guided) network output, computed exactly as the Stable Diffusion pipelines do.

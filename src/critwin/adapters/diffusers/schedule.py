@@ -24,6 +24,7 @@ __all__ = [
     "TerminalSNRWarning",
     "predicted_x0",
     "scheduler_class",
+    "resolve_scheduler_class",
 ]
 
 # Scheduler class -> space its samples live in ("vp": sqrt(ab) x0 + sqrt(1-ab) z; "sigma": x0 + sigma z;
@@ -70,6 +71,23 @@ def scheduler_class(name: str):
             f"got {name!r}"
         )
     return getattr(diffusers, full)
+
+
+def resolve_scheduler_class(scheduler, name: str = "scheduler"):
+    """``None``, a supported scheduler class, or its name or alias (``"ddim"``) -> the class (or None).
+
+    Raises ValueError naming ``name`` for anything else (a number, an unknown name, another class).
+    """
+    if scheduler is None:
+        return None
+    if isinstance(scheduler, str):
+        return scheduler_class(scheduler)
+    if isinstance(scheduler, type) and any(cls.__name__ in SUPPORTED_SCHEDULERS for cls in scheduler.__mro__):
+        return scheduler
+    raise ValueError(
+        f"{name} must be None, a supported diffusers scheduler class or its name "
+        f"({', '.join(SUPPORTED_SCHEDULERS)}, or {', '.join(SCHEDULER_ALIASES)}), got {scheduler!r}"
+    )
 
 
 def is_supported(scheduler) -> bool:

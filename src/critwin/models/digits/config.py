@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from critwin._validation import check_positive_int
+from critwin._validation import check_positive_int, check_seed
 from critwin.models._store import SHIPPED_MODELS
 from critwin.models._training import TrainingConfig, ddpm_scheduler_kwargs
 from critwin.models.data import IMAGE_SHAPE, NUM_CLASSES, DigitsData, load_digits_data
@@ -75,6 +75,7 @@ class DigitsConfig(TrainingConfig):
             raise ValueError(f"label_dropout must lie in [0, 1), got {self.label_dropout}")
         if self.subset_size is not None:
             check_positive_int(self.subset_size, "subset_size", minimum=NUM_CLASSES)
+        check_seed(self.split_seed, "split_seed")
 
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()

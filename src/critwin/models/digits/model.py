@@ -9,8 +9,9 @@ import diffusers
 import torch
 from diffusers import UNet2DModel
 
-from critwin._validation import check_positive_int
+from critwin._validation import check_device, check_float_dtype, check_positive_int
 from critwin.adapters.diffusers import SUPPORTED_SCHEDULERS, DiffusersProcess
+from critwin.adapters.diffusers.schedule import resolve_scheduler_class
 from critwin.models._training import TrainedModel, load_unet, save_model
 from critwin.models.data import IMAGE_SHAPE
 from critwin.models.digits.config import MODEL_NAMES, NULL_LABEL, DigitsConfig
@@ -224,6 +225,9 @@ def shipped_process(
     """
     if name not in MODEL_NAMES:
         raise ValueError(f"name must be one of the shipped models {list(MODEL_NAMES)}, got {name!r}")
+    scheduler = resolve_scheduler_class(scheduler)
+    device = None if device is None else check_device(device)
+    dtype = None if dtype is None else check_float_dtype(dtype)
     model = load_digits_model(name)
     model.unet.to(device=device, dtype=dtype)
     if scheduler is not None:

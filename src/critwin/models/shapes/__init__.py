@@ -14,21 +14,25 @@ Modules: :mod:`.data`, :mod:`.readers` (plain imports); :mod:`.config`, :mod:`.m
 from __future__ import annotations
 
 from critwin._lazy import lazy_exports
-from critwin.models.shapes.data import ATTRIBUTES, IMAGE_SHAPE, ShapesData, make_shapes
-from critwin.models.shapes.readers import (
-    SHAPE_CLASSIFIER_NAME,
-    attribute_readers,
-    evaluate_readers,
-    load_shape_classifier,
-    read_background,
-    read_colour,
-    read_mark,
-    save_shape_classifier,
-    train_shape_classifier,
-)
+from critwin.models.shapes.data import ATTRIBUTES, IMAGE_SHAPE, ShapesData, make_shapes, render_shapes
 
-# Names whose module imports diffusers: loaded on first use.
+# Loaded on first use: the readers import torch (the command line reads ATTRIBUTES before torch loads),
+# the model modules diffusers.
 _EXPORTS = {
+    **{
+        name: "critwin.models.shapes.readers"
+        for name in (
+            "SHAPE_CLASSIFIER_NAME",
+            "attribute_readers",
+            "evaluate_readers",
+            "load_shape_classifier",
+            "read_background",
+            "read_colour",
+            "read_mark",
+            "save_shape_classifier",
+            "train_shape_classifier",
+        )
+    },
     "MODEL_NAMES": "critwin.models.shapes.config",
     "PRESETS": "critwin.models.shapes.config",
     "ShapesConfig": "critwin.models.shapes.config",
@@ -42,21 +46,6 @@ _EXPORTS = {
     "build_card": "critwin.models.shapes.card",
 }
 
-__all__ = [
-    "ATTRIBUTES",
-    "IMAGE_SHAPE",
-    "SHAPE_CLASSIFIER_NAME",
-    "ShapesData",
-    "attribute_readers",
-    "evaluate_readers",
-    "load_shape_classifier",
-    "make_shapes",
-    "read_background",
-    "read_colour",
-    "read_mark",
-    "save_shape_classifier",
-    "train_shape_classifier",
-    *_EXPORTS,
-]
+__all__ = ["ATTRIBUTES", "IMAGE_SHAPE", "ShapesData", "make_shapes", "render_shapes", *_EXPORTS]
 
 __getattr__, __dir__ = lazy_exports("critwin.models.shapes", _EXPORTS, globals())

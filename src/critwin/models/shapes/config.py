@@ -5,14 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from critwin._validation import check_positive_int
-from critwin.models._store import SHIPPED_MODELS
+from critwin._validation import check_positive_int, check_seed
+from critwin.models._store import PIPELINE_MODELS, SHIPPED_MODELS
 from critwin.models._training import TrainingConfig, ddpm_scheduler_kwargs
-from critwin.models.shapes.data import IMAGE_SHAPE, ShapesData, check_bias, make_shapes
+from critwin.models.shapes.data import IMAGE_SHAPE, ShapesData, check_bias, check_shapes_memory, make_shapes
 
 __all__ = ["ShapesConfig", "PRESETS", "MODEL_NAMES", "BIASED_BACKGROUND", "HELD_OUT_SEED"]
 
-MODEL_NAMES = tuple(name for name in SHIPPED_MODELS if name.startswith("shapes"))
+MODEL_NAMES = tuple(
+    name for name in SHIPPED_MODELS if name.startswith("shapes") and name not in PIPELINE_MODELS
+)
 HELD_OUT_SEED = 10_000
 """Seed offset of held-out images (``data_seed + HELD_OUT_SEED``): never a training seed."""
 BIASED_BACKGROUND = (0.8, 0.1, 0.1)
@@ -53,9 +55,8 @@ class ShapesConfig(TrainingConfig):
 
     def __post_init__(self):
         self.check_training(max_levels=4, image="a 16x16 image")
-        check_positive_int(self.n_train, "n_train")
-        check_positive_int(self.data_seed, "data_seed", minimum=0)
-        check_positive_int(self.seed, "seed", minimum=0)
+        check_shapes_memory(check_positive_int(self.n_train, "n_train"), f"n_train={self.n_train} images")
+        check_seed(self.data_seed, "data_seed")
         marginals = check_bias(self.bias)
         # Only the attributes the caller biased are kept (uniform ones are implied).
         object.__setattr__(self, "bias", {name: marginals[name] for name in self.bias})

@@ -20,9 +20,12 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import torch
+from critwin._lazy import deferred_import
+from critwin._memory import check_memory
+from critwin._validation import check_positive_int, check_seed
 
-from critwin._validation import check_positive_int
+# Imported on first use: the command line reads ATTRIBUTES for its help before torch loads.
+torch = deferred_import("torch", globals())
 
 __all__ = [
     "ATTRIBUTES",
@@ -33,11 +36,16 @@ __all__ = [
     "MARK_SIZE",
     "ShapesData",
     "make_shapes",
+    "render_shapes",
     "check_bias",
+    "check_shapes_memory",
 ]
 
 IMAGE_SHAPE = (3, 16, 16)
 MARK_SIZE = 2
+# Peak memory of drawing n images, in float32 images: the images, the float64 coverage planes and the
+# colour tensors the drawing keeps at once (an upper bound, for the memory guard).
+_DRAW_TEMPORARIES = 4
 # Palettes in [-1, 1] RGB. Every pair of colours across both palettes and the mark is at least 0.8
 # apart in each image's RGB space, so nearest-colour reading tolerates pixel noise of that order.
 BACKGROUND_COLOURS = {
@@ -168,6 +176,12 @@ def _coverage(shape: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor, r: torch.
     return coverage
 
 
+def check_shapes_memory(n: int, what: str) -> None:
+    """Refuse (the memory guard, :func:`critwin._memory.check_memory`) drawing ``n`` images that would
+    not fit: the images and the temporaries of the drawing."""
+    check_memory(_DRAW_TEMPORARIES * n * math.prod(IMAGE_SHAPE) * 4, what)
+
+
 def make_shapes(
     n: int,
     *,
@@ -189,7 +203,8 @@ def make_shapes(
     """
     n = check_positive_int(n, "n")
     marginals = check_bias(bias)
-    seed = check_positive_int(seed, "seed", minimum=0)
+    seed = check_seed(seed)
+    check_shapes_memory(n, f"make_shapes(n={n})")
     generator = torch.Generator().manual_seed(seed)
     labels = {
         name: torch.multinomial(
@@ -197,6 +212,35 @@ def make_shapes(
         )
         for name, p in marginals.items()
     }
+    return ShapesData(render_shapes(labels, generator), labels, seed, marginals)
+
+
+def render_shapes(labels: Mapping[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
+    """Images of given attributes, with a random centre and size per image drawn from ``generator``.
+
+    Parameters
+    ----------
+    labels : every attribute of :data:`ATTRIBUTES` -> (n,) int64 labels.
+    generator : draws the geometry ((n, 3) uniforms: centre x, centre y, half-size).
+
+    Returns
+    -------
+    (n, 3, 16, 16) float32 images in [-1, 1] (what :func:`make_shapes` returns for these labels).
+
+    Examples
+    --------
+    >>> labels = {name: torch.zeros(2, dtype=torch.long) for name in ATTRIBUTES}
+    >>> render_shapes(labels, torch.Generator().manual_seed(0)).shape
+    torch.Size([2, 3, 16, 16])
+    """
+    missing = [name for name in ATTRIBUTES if name not in labels]
+    if missing:
+        raise ValueError(f"labels must give every attribute; missing {missing}")
+    n = labels["shape"].numel()
+    for name, values in ATTRIBUTES.items():
+        label = labels[name]
+        if label.shape != (n,) or label.dtype != torch.long or ((label < 0) | (label >= len(values))).any():
+            raise ValueError(f"labels[{name!r}] must be ({n},) int64 labels in 0..{len(values) - 1}")
     uniform = torch.rand(n, 3, generator=generator, dtype=torch.float64)
     cx, cy = (8.0 + CENTRE_JITTER * (2 * uniform[:, i] - 1) for i in range(2))
     r = SIZE_RANGE[0] + (SIZE_RANGE[1] - SIZE_RANGE[0]) * uniform[:, 2]
@@ -209,4 +253,4 @@ def make_shapes(
     images[:, :, :MARK_SIZE, :MARK_SIZE] = torch.where(
         marked, torch.tensor(MARK_COLOUR).view(1, 3, 1, 1), corner
     )
-    return ShapesData(images.float().contiguous(), labels, seed, marginals)
+    return images.float().contiguous()

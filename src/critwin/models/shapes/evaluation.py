@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from critwin._validation import check_positive_int
+from critwin._validation import check_positive_int, check_seed
 from critwin.models.data import memorisation_metrics
 from critwin.models.shapes.data import (
     ATTRIBUTES,
@@ -50,7 +50,7 @@ def attribute_histograms(
     attribute -> ``{"values", "samples", "data", "tv", "tv_ci"}`` (histograms as fractions). The TV of an
     empirical histogram is biased upwards by about ``sqrt(K / n)`` / 2 even for a perfect model.
     """
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(check_seed(seed))
     out = {}
     for name, values in ATTRIBUTES.items():
         k = len(values)

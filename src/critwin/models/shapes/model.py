@@ -8,8 +8,9 @@ from pathlib import Path
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
-from critwin._validation import check_positive_int
+from critwin._validation import check_device, check_float_dtype, check_positive_int
 from critwin.adapters.diffusers import DiffusersProcess
+from critwin.adapters.diffusers.schedule import resolve_scheduler_class
 from critwin.models._training import TrainedModel, load_unet, save_model
 from critwin.models.shapes.config import MODEL_NAMES, ShapesConfig
 from critwin.models.shapes.data import IMAGE_SHAPE
@@ -130,6 +131,9 @@ def shipped_process(
     -------
     DiffusersProcess with ``sample_shape == (3, 16, 16)``.
     """
+    scheduler = resolve_scheduler_class(scheduler)
+    device = None if device is None else check_device(device)
+    dtype = None if dtype is None else check_float_dtype(dtype)
     model = load_shapes_model(name, directory)
     model.unet.to(device=device, dtype=dtype)
     if scheduler is not None:

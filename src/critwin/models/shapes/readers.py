@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from critwin._validation import check_seed
 from critwin._version import __version__
 from critwin.experiments.features import CallableFeature
 from critwin.models.classifier import (
@@ -120,6 +121,7 @@ def train_shape_classifier(
     -------
     DigitClassifier on (n, 3, 16, 16) images with four classes (``ATTRIBUTES["shape"]``), in eval mode.
     """
+    seed = check_seed(seed)
     data = make_shapes(n_train, seed=data_seed)
     n_shapes = len(ATTRIBUTES["shape"])
     return fit_classifier(
@@ -141,7 +143,7 @@ def evaluate_readers(readers: dict, n: int = 4000, seed: int = 12345, noise: flo
     -------
     dict attribute -> accuracy (fraction of images whose label is read back).
     """
-    data = make_shapes(n, seed=seed)
+    data = make_shapes(n, seed=check_seed(seed))
     images = data.images
     if noise:
         images = images + noise * torch.randn(images.shape, generator=torch.Generator().manual_seed(seed))
@@ -165,6 +167,22 @@ def load_shape_classifier(directory: str | os.PathLike | None = None) -> DigitCl
     return load_classifier(directory, name=SHAPE_CLASSIFIER_NAME)
 
 
+def _check_shape_classifier(classifier) -> DigitClassifier:
+    """A shape reader: a :class:`DigitClassifier` on (3, 16, 16) images with one logit per shape."""
+    n_shapes = len(ATTRIBUTES["shape"])
+    if not isinstance(classifier, DigitClassifier):
+        raise ValueError(
+            "classifier must be a DigitClassifier (load_shape_classifier() or train_shape_classifier()), "
+            f"got {type(classifier).__name__}"
+        )
+    if classifier.image_shape != IMAGE_SHAPE or classifier.n_classes != n_shapes:
+        raise ValueError(
+            f"classifier must read {IMAGE_SHAPE} images into {n_shapes} shapes, got one for "
+            f"{classifier.image_shape} images and {classifier.n_classes} classes"
+        )
+    return classifier
+
+
 def attribute_readers(classifier: DigitClassifier | None = None) -> dict[str, CallableFeature]:
     """Every attribute's reader as an experiment feature (name -> ``feature(x) -> (n,) int64``).
 
@@ -179,7 +197,7 @@ def attribute_readers(classifier: DigitClassifier | None = None) -> dict[str, Ca
     ``(n, 3, 16, 16)`` in [-1, 1] to labels indexing ``ATTRIBUTES[attribute]``; the shape reader's
     ``.classifier`` is the network.
     """
-    classifier = load_shape_classifier() if classifier is None else classifier
+    classifier = load_shape_classifier() if classifier is None else _check_shape_classifier(classifier)
     functions = {
         "background": read_background,
         "shape": lambda x: classifier.predict(_images(x)),

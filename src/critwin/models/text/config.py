@@ -1,0 +1,108 @@
+"""The configuration of a text-model training run on the Random Hierarchy Model, and the presets."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from critwin._validation import check_positive_int
+from critwin.experiments.token_process import MASKED_SAMPLERS
+from critwin.models._training import TrainingConfig
+from critwin.models.text.grammar import RandomHierarchy
+
+__all__ = ["TextConfig", "PRESETS", "MODEL_NAMES", "KINDS"]
+
+KINDS = ("masked", "autoregressive")
+"""``"masked"``: a bidirectional masked-diffusion denoiser; ``"autoregressive"``: a causal LM."""
+MODEL_NAMES = ("rhm-mdm", "rhm-ar")
+"""The shipped text models (registered in :data:`critwin.models._store.SHIPPED_MODELS`)."""
+
+
+@dataclass(frozen=True)
+class TextConfig(TrainingConfig):
+    """Everything that defines one training run of a text model (stored in its card).
+
+    Attributes
+    ----------
+    kind : ``"masked"`` or ``"autoregressive"`` (:data:`KINDS`).
+    n_classes, vocab_size, n_rules, branching, depth, grammar_seed : the :class:`RandomHierarchy`
+        (default: the shipped models' language, 256 strings of 8 tokens over 8 symbols; levels class
+        (2 values) > level1 (4) > level2 (16) > string (256)).
+    width, heads, layers : the :class:`~critwin.models.text.network.TokenTransformer`.
+    steps, batch_size, learning_rate, warmup_steps : AdamW (linear warm-up, cosine decay); every batch
+        is fresh strings drawn from the grammar.
+    ema_decay : decay of the weights' moving average (the shipped weights).
+    sampler, sampler_steps : masked diffusion: the sampler and the steps of the default kappa grid of
+        :meth:`TextModel.process` (``"first-hitting"``: exact in continuous time, one model call per
+        token whatever the grid; ``"ancestral"``: MDLM's grid sampler).
+    seed : seeds initialisation, batches and masks.
+    """
+
+    kind: str = "masked"
+    n_classes: int = 2
+    vocab_size: int = 8
+    n_rules: int = 2
+    branching: int = 2
+    depth: int = 3
+    grammar_seed: int = 0
+    width: int = 64
+    heads: int = 4
+    layers: int = 2
+    steps: int = 6000
+    batch_size: int = 256
+    learning_rate: float = 2e-3
+    warmup_steps: int = 200
+    ema_decay: float = 0.995
+    sampler: str = "first-hitting"
+    sampler_steps: int = 64
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.sampler not in MASKED_SAMPLERS:
+            raise ValueError(f"sampler must be one of {', '.join(MASKED_SAMPLERS)}; got {self.sampler!r}")
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}; got {self.kind!r}")
+        for name in ("width", "heads", "layers", "steps", "batch_size", "sampler_steps"):
+            check_positive_int(getattr(self, name), name)
+        check_positive_int(self.warmup_steps, "warmup_steps", minimum=0)
+        check_positive_int(self.seed, "seed", minimum=0)
+        if not (isinstance(self.learning_rate, (int, float)) and self.learning_rate > 0):
+            raise ValueError(f"learning_rate must be a positive number, got {self.learning_rate!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
+        self.load_data()  # the grammar's own checks
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def load_data(self) -> RandomHierarchy:
+        """The grammar the model learns (its strings are the training data)."""
+        return RandomHierarchy(
+            self.n_classes, self.vocab_size, self.n_rules, self.branching, self.depth, self.grammar_seed
+        )
+
+    def network_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :class:`~critwin.models.text.network.TokenTransformer`."""
+        length = self.branching**self.depth
+        return dict(
+            n_inputs=self.vocab_size + 1,  # the tokens and the mask / beginning-of-sequence id
+            n_outputs=self.vocab_size,
+            length=length,
+            width=self.width,
+            heads=self.heads,
+            layers=self.layers,
+            causal=self.kind == "autoregressive",
+        )
+
+
+_TINY = dict(width=16, heads=2, layers=1, steps=30, batch_size=32, warmup_steps=5, ema_decay=0.9)
+
+PRESETS: dict[str, TextConfig] = {
+    # ~100 k parameters each; a few minutes on one thread (see the cards for the measured times).
+    "rhm-mdm": TextConfig(kind="masked"),
+    "rhm-ar": TextConfig(kind="autoregressive"),
+    # Seconds, for tests and smoke checks.
+    "rhm-mdm-tiny": TextConfig(kind="masked", **_TINY),
+    "rhm-ar-tiny": TextConfig(kind="autoregressive", **_TINY),
+}

@@ -1,0 +1,181 @@
+"""Run the pieces of a report in worker processes: longest chain of work first.
+
+A report is a list of :class:`Section` s. Each is a module-level function ``run(context, inputs)`` that
+computes its part (and draws its figures into ``context.work``) and returns ``(summary, shared)``:
+``summary`` is its JSON-ready entry, ``shared`` what the sections that name it in ``needs`` receive in
+``inputs``. Sections draw their randomness from their own seeded generators, so the report does not
+depend on which process ran which section or in which order (``tests/test_report_schedule.py`` checks a
+two-worker run against the one-process run).
+
+:func:`run_sections` keeps ``workers`` processes busy: whenever one is free it starts, among the
+sections whose inputs are ready, the one heading the longest chain of estimated work (its own ``cost``
+plus that of its longest chain of dependents) — longest first, with the dependency chains that would
+otherwise finish last started early. A new section plugs in by appending it to the list.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as futures
+import math
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from critwin._threads import set_threads
+
+__all__ = ["Section", "SectionRun", "run_sections", "priorities", "default_workers", "makespan"]
+
+
+@dataclass(frozen=True)
+class Section:
+    """One independent piece of a report.
+
+    Attributes
+    ----------
+    name : its name (unique; the key of its summary entry).
+    run : ``run(context, inputs) -> (summary, shared)``, a module-level function (workers import it).
+    cost : estimated CPU seconds at full sizes (only the order of the work depends on it).
+    needs : names of the sections whose ``shared`` results ``run`` receives as ``inputs[name]``.
+    """
+
+    name: str
+    run: Callable[[Any, Mapping[str, Any]], tuple[Any, Any]]
+    cost: float
+    needs: tuple[str, ...] = ()
+
+
+@dataclass
+class SectionRun:
+    """What one section returned, and the wall and CPU seconds it took in its process."""
+
+    summary: Any
+    shared: Any
+    wall_seconds: float
+    cpu_seconds: float
+
+
+def priorities(sections: Sequence[Section]) -> dict[str, float]:
+    """Per section: its cost plus the largest priority among the sections that need it."""
+    by_name = {s.name: s for s in sections}
+    if len(by_name) != len(sections):
+        raise ValueError(f"sections must have distinct names, got {[s.name for s in sections]}")
+    for s in sections:
+        missing = [n for n in s.needs if n not in by_name]
+        if missing:
+            raise ValueError(f"section {s.name!r} needs unknown sections {missing}")
+    dependents = {name: [s.name for s in sections if name in s.needs] for name in by_name}
+    out: dict[str, float] = {}
+
+    def visit(name: str, path: tuple[str, ...]) -> float:
+        if name in path:
+            raise ValueError(f"sections depend on each other in a cycle: {' -> '.join(path + (name,))}")
+        if name not in out:
+            chain = max((visit(d, path + (name,)) for d in dependents[name]), default=0.0)
+            out[name] = by_name[name].cost + chain
+        return out[name]
+
+    for name in by_name:
+        visit(name, ())
+    return out
+
+
+def _execute(section: Section, context, inputs: Mapping[str, Any]) -> SectionRun:
+    wall, cpu = time.perf_counter(), time.process_time()
+    try:
+        summary, shared = section.run(context, inputs)
+    except Exception as error:  # the traceback of a worker's error does not say which section it ran
+        error.add_note(f"(in report section {section.name!r})")
+        raise
+    return SectionRun(summary, shared, time.perf_counter() - wall, time.process_time() - cpu)
+
+
+def _start_worker(threads: int | None) -> None:
+    if threads is not None:
+        set_threads(threads)
+
+
+def run_sections(
+    sections: Sequence[Section],
+    context,
+    workers: int = 1,
+    threads: int | None = 1,
+    on_done: Callable[[str, SectionRun], None] | None = None,
+) -> dict[str, SectionRun]:
+    """Run every section once its inputs are ready; returns ``{name: SectionRun}`` in the given order.
+
+    Parameters
+    ----------
+    sections : the sections (their ``needs`` must name sections of the list, without cycles).
+    context : handed to every ``run`` (picklable when ``workers > 1``).
+    workers : processes; 1 runs everything here, in priority order. More start fresh interpreters
+        (``spawn``: no state of this process is inherited), each running one section at a time.
+    threads : torch intra-op threads of each worker (None: torch's default).
+    on_done : ``on_done(name, run)`` in this process when a section finishes.
+
+    Raises
+    ------
+    The first error of a section, noted with the section's name (after the sections already running
+    finish; none is started after it).
+    """
+    rank = priorities(sections)
+    pending = sorted(sections, key=lambda s: -rank[s.name])
+    done: dict[str, SectionRun] = {}
+
+    def ready() -> list[Section]:
+        return [s for s in pending if all(n in done for n in s.needs)]
+
+    def finish(section: Section, result: SectionRun) -> None:
+        done[section.name] = result
+        if on_done is not None:
+            on_done(section.name, result)
+
+    def inputs_of(section: Section) -> dict[str, Any]:
+        return {n: done[n].shared for n in section.needs}
+
+    if workers <= 1:
+        while pending:
+            section = ready()[0]
+            pending.remove(section)
+            finish(section, _execute(section, context, inputs_of(section)))
+        return {s.name: done[s.name] for s in sections}
+    spawn = multiprocessing.get_context("spawn")
+    with futures.ProcessPoolExecutor(
+        max_workers=workers, mp_context=spawn, initializer=_start_worker, initargs=(threads,)
+    ) as pool:
+        running: dict[futures.Future, Section] = {}
+        while pending or running:
+            for section in ready()[: workers - len(running)]:
+                pending.remove(section)
+                running[pool.submit(_execute, section, context, inputs_of(section))] = section
+            finished, _ = futures.wait(running, return_when=futures.FIRST_COMPLETED)
+            for future in finished:
+                finish(running.pop(future), future.result())  # a section's error is raised here, named
+    return {s.name: done[s.name] for s in sections}
+
+
+def makespan(sections: Sequence[Section], seconds: Mapping[str, float], workers: int) -> float:
+    """Wall seconds of :func:`run_sections` on ``workers`` free cores if each section takes ``seconds``
+    (e.g. the CPU seconds measured on a busy machine: a quiet machine's wall time), same policy."""
+    rank = priorities(sections)
+    pending = sorted(sections, key=lambda s: -rank[s.name])
+    finished: dict[str, float] = {}
+    free = [0.0] * max(1, workers)
+    while pending:
+        start = min(free)
+        ready = [s for s in pending if all(finished.get(n, math.inf) <= start for n in s.needs)]
+        if not ready:  # wait for the next section to finish
+            free[free.index(start)] = min(t for t in finished.values() if t > start)
+            continue
+        section = ready[0]
+        pending.remove(section)
+        finished[section.name] = start + seconds[section.name]
+        free[free.index(start)] = finished[section.name]
+    return max(finished.values(), default=0.0)
+
+
+def default_workers() -> int:
+    """Two (the report's two long chains of work), or one on a single-core machine."""
+    return max(1, min(2, os.cpu_count() or 1))

@@ -1,0 +1,313 @@
+"""Demo section 8, "Text-to-image audits": the prompt-level fairness and memorisation tables on the shipped
+Stable Diffusion pipelines trained on captioned shapes (:mod:`critwin.models.shapes_t2i`).
+
+- Fairness (``shapes-t2i-biased``, where "a circle" without a named background is on blue 80% of the
+  time in training): the background's window for several prompts (cloning, read by the analytic judge),
+  and for "a circle" the four methods of :func:`critwin.diagnostics.prompt_fairness.prompt_fairness`
+  on the same draws, graded by the judges (the shapes-selector CNN selects).
+- Memorisation (``shapes-t2i-memorise``): the member prompts of every duplication count, held-out
+  non-member and calibration prompts (subsets of the card's), and the four scores of
+  :func:`critwin.diagnostics.prompt_privacy.memorisation_audit`, graded by membership itself.
+
+Skipped while the weights are missing (``critwin train shapes-t2i-biased``, ``shapes-t2i-memorise``).
+Computed, drawn and written into the page here (the other sections split these over ``sections``,
+``figures`` and ``page``; one module keeps this one's parts together).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+import numpy as np  # noqa: E402
+
+from critwin.diagnostics.prompt_fairness import (  # noqa: E402
+    PromptFairness,
+    prompt_fairness,
+    prompt_windows,
+    window_summary,
+)
+from critwin.diagnostics.prompt_privacy import MemorisationAudit, PromptSets, memorisation_audit  # noqa: E402
+from critwin.diagnostics.prompt_shapes import (  # noqa: E402
+    augmenter,
+    card_prompt_sets,
+    load_prompt_model,
+    prompt_model_directory,
+    reference_features,
+    shapes_readers,
+    specified_attributes,
+)
+from critwin.models.shapes import ATTRIBUTES  # noqa: E402
+
+__all__ = [
+    "FAIRNESS_MODEL",
+    "MEMORISATION_MODEL",
+    "FAIRNESS_PROMPT",
+    "WINDOW_PROMPTS",
+    "TextToImageSection",
+    "text_to_image_available",
+    "text_to_image_section",
+    "plot_text_to_image",
+    "text_to_image_page",
+]
+
+FAIRNESS_MODEL = "shapes-t2i-biased"
+MEMORISATION_MODEL = "shapes-t2i-memorise"
+ATTRIBUTE = "background"
+FAIRNESS_PROMPT = "a circle"
+WINDOW_PROMPTS = ("a circle", "a red circle", "a circle with a mark", "a shape")
+"""Prompts that leave the background open: the stereotyped one first."""
+
+
+def text_to_image_available() -> bool:
+    """Whether both shipped pipelines the section needs are present."""
+    try:
+        for name in (FAIRNESS_MODEL, MEMORISATION_MODEL):
+            prompt_model_directory(name)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+@dataclass
+class TextToImageSection:
+    """The fairness table of the fairness prompt, the windows of every prompt, the memorisation table."""
+
+    fairness: PromptFairness
+    windows: dict[str, dict[str, Any]]
+    window_nfe: dict[str, int]
+    memorisation: MemorisationAudit
+
+    def summary(self) -> dict[str, Any]:
+        fair = self.fairness.to_dict()
+        memo = self.memorisation.to_dict()
+        memo.pop("scores")  # per-prompt values: in the CLI's JSON, not the demo summary
+        return {
+            "fairness": {"model": FAIRNESS_MODEL, **fair},
+            "windows": {
+                "model": FAIRNESS_MODEL,
+                "attribute": ATTRIBUTE,
+                "read_by": fair["metadata"]["judges"][ATTRIBUTE],
+                "prompts": self.windows,
+                "nfe": self.window_nfe,
+            },
+            "memorisation": {"model": MEMORISATION_MODEL, **memo},
+        }
+
+
+def _subset(sets: PromptSets, n_non_members: int, n_calibration: int) -> PromptSets:
+    """Every member, and the first prompts of the held-out sets (images and training set kept)."""
+    m, n = len(sets.members), len(sets.non_members)
+    non_members, calibration = sets.non_members[:n_non_members], sets.calibration[:n_calibration]
+    keep = (
+        list(range(m)) + list(range(m, m + len(non_members))) + list(range(m + n, m + n + len(calibration)))
+    )
+    images = None if sets.images is None else sets.images[keep]
+    return PromptSets(sets.members, sets.counts, non_members, calibration, images, sets.training_images)
+
+
+def text_to_image_section(sizes, seed: int, progress: bool = False) -> TextToImageSection:
+    """Both audits at the demo's sizes (``sizes``: :class:`~critwin.report.sections.DemoSizes`)."""
+    model = load_prompt_model(FAIRNESS_MODEL, sizes.t2i_steps)
+    selectors, judges = shapes_readers()
+    specified = specified_attributes(FAIRNESS_PROMPT)
+    reference, embed = reference_features(specified, n=sizes.t2i_reference, seed=seed + 12_345)
+    fairness = prompt_fairness(
+        model,
+        FAIRNESS_PROMPT,
+        ATTRIBUTE,
+        selector=selectors[ATTRIBUTE],
+        judges=judges,
+        n_classes=len(ATTRIBUTES[ATTRIBUTE]),
+        augment=augmenter(ATTRIBUTE),
+        specified=specified,
+        n=sizes.t2i_fair_n,
+        n_candidates=4,
+        reference=reference,
+        embed=embed,
+        window_trajectories=sizes.t2i_window_trajectories,
+        n_boot=sizes.n_boot,
+        seed=seed,
+        progress=progress,
+    )
+    windows = {FAIRNESS_PROMPT: fairness.windows["judge"]}
+    window_nfe = {FAIRNESS_PROMPT: fairness.window_nfe}
+    for prompt in WINDOW_PROMPTS[1:]:
+        estimates, rows = prompt_windows(
+            model,
+            prompt,
+            {"judge": judges[ATTRIBUTE]},
+            n_trajectories=sizes.t2i_prompt_trajectories,
+            n_boot=sizes.n_boot,
+            seed=seed,
+        )
+        windows[prompt], window_nfe[prompt] = window_summary(estimates["judge"]), rows
+    memo_model = load_prompt_model(MEMORISATION_MODEL, sizes.t2i_steps)
+    sets = _subset(card_prompt_sets(MEMORISATION_MODEL), sizes.t2i_non_members, sizes.t2i_calibration)
+    memorisation = memorisation_audit(
+        memo_model,
+        sets,
+        n_generations=sizes.t2i_wen_generations,
+        n_trajectories=2,
+        n_clones=1,
+        n_noise=sizes.t2i_loss_noise,
+        n_boot=sizes.n_boot,
+        seed=seed,
+        progress=progress,
+    )
+    return TextToImageSection(fairness, windows, window_nfe, memorisation)
+
+
+# ------------------------------------------------------------------------------------------- figures
+def plot_text_to_image(section: TextToImageSection, directory: Path) -> list[str]:
+    """The background's commitment curve per prompt, and each score's distribution per group."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
+    for (prompt, window), style in zip(section.windows.items(), ("o-", "s--", "^:", "D-."), strict=False):
+        if window.get("constant"):
+            continue
+        half = window["t_half"]
+        label = f"'{prompt}' (t½ {half:.2f})" if np.isfinite(half) else f"'{prompt}' (t½ censored)"
+        ax1.plot(window["times"], window["c"], style, ms=4, label=label)
+    ax1.set_xscale("log")
+    ax1.set_xlabel(r"OU time $t$ of the fork (noise level)")
+    ax1.set_ylabel("P(continuation keeps the background)")
+    ax1.set_title(f"When the background is decided ({FAIRNESS_MODEL})")
+    ax1.legend(fontsize=7, loc="lower left")
+    audit = section.memorisation
+    names = list(audit.rows)
+    counts = sorted(set(audit.sets.counts))
+    groups = [(f"×{c}", np.asarray(audit.sets.counts) == c) for c in counts]
+    for j, name in enumerate(names):
+        member, negative, _ = audit.sets.split(audit.scores[name])
+        values = [member[mask] for _, mask in groups] + [negative]
+        finite = np.concatenate([v[np.isfinite(v)] for v in values]) if any(v.size for v in values) else []
+        lo, hi = (np.min(finite), np.max(finite)) if len(finite) else (0.0, 1.0)
+        scale = (hi - lo) or 1.0
+        for k, v in enumerate(values):
+            shown = np.clip((np.where(np.isfinite(v), v, np.where(v > 0, hi, lo)) - lo) / scale, 0, 1)
+            x = j + (k - len(values) / 2) * 0.14 + np.linspace(-0.03, 0.03, max(v.size, 1))[: v.size]
+            ax2.plot(
+                x, shown, ".", ms=4, color=f"C{k}", label=(groups[k][0] if k < len(groups) else "non-members")
+            )
+    handles, labels = ax2.get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=True))
+    ax2.legend(unique.values(), unique.keys(), fontsize=7, title="members by duplication", loc="upper left")
+    ax2.set_xticks(range(len(names)), names)
+    ax2.set_ylabel("score, rescaled to [0, 1] per score (higher: more likely memorised)")
+    ax2.set_title(f"Memorisation scores per prompt ({MEMORISATION_MODEL})")
+    fig.savefig(directory / "t2i_audits.png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return ["t2i_audits.png"]
+
+
+# ------------------------------------------------------------------------------------------- page
+def _interval(value, interval) -> str:
+    if value is None or not np.isfinite(value):
+        return "censored"
+    return f"{value:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]"
+
+
+def text_to_image_page(page, summary: dict) -> None:
+    """Section 8 of the demo page from ``summary["text_to_image"]``."""
+    t2i = summary["text_to_image"]
+    fair, windows, memo = t2i["fairness"], t2i["windows"], t2i["memorisation"]
+    meta = fair["metadata"]
+    page.heading("8. Text-to-image audits")
+    page.paragraph(
+        f"A Stable Diffusion pipeline (CLIP text encoder, VAE, cross-attention U-Net, classifier-free "
+        f"guidance {meta['model']['guidance_scale']:g}, {meta['model']['num_inference_steps']} DDIM steps "
+        f"with eta = 1) trained on captioned shapes, where the prompt '{FAIRNESS_PROMPT}' without a named "
+        "background carried a stereotype in training (blue 80%). Every number below is graded by readers "
+        f"independent of the one that steers: the {meta['selector']} CNN selects, the analytic readers and "
+        "the shapes-classifier judge. All four methods start from the same initial noises and draws, so "
+        "sample i of each method is paired with sample i of plain sampling."
+    )
+    page.figure(
+        "t2i_audits.png",
+        f"Left: commitment of the background per prompt (cloning: the share of continuations forked at OU "
+        f"time t that keep their trajectory's background, read by {windows['read_by']}). Right: the four "
+        "memorisation scores of every audited prompt, members by duplication count and held-out non-members.",
+    )
+    page.table(
+        ["prompt", "base rate", "T_after (95% CI)", "t½ (95% CI)", "T_before (95% CI)", "NFEs"],
+        [
+            [
+                prompt,
+                w.get("base_rate"),
+                _interval(w.get("t_after"), w.get("t_after_ci")),
+                _interval(w.get("t_half"), w.get("t_half_ci")),
+                _interval(w.get("t_before"), w.get("t_before_ci")),
+                windows["nfe"][prompt],
+            ]
+            for prompt, w in windows["prompts"].items()
+        ],
+        missing="the background never varies among this prompt's generations (no window).",
+    )
+    page.paragraph(
+        f"Fairness of '{fair['prompt']}': the {fair['attribute']} toward the uniform target, "
+        f"n = {meta['n']} per method; the rebalancing forks at OU time {fair['fork_time']:.3f} (the "
+        f"selector's measured window; measuring it cost {fair['window_nfe']} NFEs once for this prompt). "
+        "Other attributes: the largest TV between the method's and the plain samples, with its paired 95% "
+        "interval ('unchanged' when every per-value difference's interval holds 0). KID: to clean renderings "
+        "of a circle with every other attribute uniform, in the shapes classifier's feature space."
+    )
+    rows = []
+    for row in fair["table"]:
+        worst = max(row["others"].items(), key=lambda kv: kv[1]["tv"])
+        rows.append(
+            [
+                row["method"],
+                _interval(row["tv"], row["tv_ci"]),
+                f"{worst[0]} {_interval(worst[1]['tv'], worst[1]['tv_ci'])}",
+                "yes" if row["others_unchanged"] else "no",
+                _interval(row["adherence"], row["adherence_ci"]),
+                _interval(row.get("kid"), row.get("kid_ci")),
+                row["nfe"],
+                row["extra_nfe"],
+            ]
+        )
+    page.table(
+        [
+            "method",
+            "TV to target [95% CI]",
+            "other attributes: largest TV vs plain",
+            "others unchanged",
+            "adherence",
+            "KID",
+            "NFEs",
+            "extra NFEs",
+        ],
+        rows,
+        missing="not computed.",
+    )
+    sets = memo["prompts"]
+    page.paragraph(
+        f"Memorisation: {len(sets['members'])} member prompts (duplicated "
+        f"{', '.join(str(c) for c in sorted({m['count'] for m in sets['members']}))} times in training), "
+        f"{len(sets['non_members'])} held-out non-members and {len(sets['calibration'])} calibration prompts "
+        f"that only set each score's threshold; graded by {memo['graded_by']}. TPR at the threshold that "
+        f"{memo['fpr']:.1%} of calibration prompts exceed ({len(sets['calibration'])} calibration prompts "
+        "resolve false-positive rates down to one in their number), and the FPR it realises on the held-out "
+        "non-members."
+    )
+    page.table(
+        ["score", "duplication", "ROC-AUC [95% CI]", "TPR [95% CI]", "held-out FPR", "NFEs per prompt"],
+        [
+            [
+                name,
+                "all" if row["count"] is None else f"×{row['count']}",
+                _interval(row["auc"], row["auc_ci"]),
+                _interval(row["tpr"], row["tpr_ci"]),
+                row["fpr_held_out"],
+                memo["nfe_per_prompt"][name],
+            ]
+            for name, table in memo["table"].items()
+            for row in table
+        ],
+        missing="not computed.",
+    )

@@ -1,0 +1,330 @@
+"""Sure bounds on many TV curves of one span mixture at once (THEORY §4, §6): the first stage of
+:mod:`critwin.theory.span_crossings`.
+
+A *task* (:class:`CrossingTask`) is the time where ``factor * TV(p_t^A, p_t^B)`` crosses ``level``. Any
+curve between the sure lower and upper bounds of :func:`critwin.theory.span.tv_bounds` crosses between
+the crossings of the two bounds, so :func:`bound_brackets` returns a sure bracket per task
+(:class:`SureBracket`). The pairwise closed forms start it: the upper bound ``1 - sum w_a v_b
+erfc(lam D_ab / (2 sqrt 2))`` is a weighted mean of pairwise TVs, so it crosses between the pairwise
+crossing times at the task's smallest and largest distance, and the lower bound (never above the upper
+one) crosses before it. Both are then bisected, every task at once, one batch of at most
+``_PAIR_BATCH`` pairs at a time.
+
+:func:`restrict` finds the components of each task that can matter up to a time: those whose summed
+pair overlaps are smallest are left out while the total stays below ``NEGLIGIBLE``, a sure slack on the
+overlap (``1 - TV``) that the Monte Carlo stage adds to its interval.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from critwin.theory.span import pair_crossing_times, tv_bound, weighted_overlap
+from critwin.theory.windows import T_MAX
+
+__all__ = [
+    "CrossingTask",
+    "SureBracket",
+    "Restricted",
+    "bound_brackets",
+    "sure_and_restricted",
+    "restrict",
+    "tv_bounds_at",
+    "as_index",
+    "NEGLIGIBLE",
+]
+
+_PAIR_BATCH = 1 << 21  # pairs of components per batch (a few float64 arrays of 16 MiB)
+_RESOLUTION_SHARE = 16.0  # bound brackets stop at 1/16 of the gap between the two bounds' crossings
+NEGLIGIBLE = 1e-9
+"""Largest overlap (summed) that the components :func:`restrict` leaves out of a task may carry."""
+
+
+class CrossingTask(NamedTuple):
+    """``factor * TV(p_t^A, p_t^B)`` (non-increasing in ``t``) crossing ``level``: a separation time
+    ``sup{t : . >= level}`` (-inf if not at t = 0) when ``separation``, else a merge time
+    ``inf{t : . <= level}`` (0 if at t = 0). ``A``, ``B``: disjoint non-empty component lists."""
+
+    A: list[int]
+    B: list[int]
+    level: float
+    factor: float
+    separation: bool
+
+
+class SureBracket(NamedTuple):
+    """Where the sure bounds put a task's crossing: in ``[low, high]`` (``high`` may be inf).
+
+    ``decided``: the bounds alone give the answer, ``low == high`` (0 or -inf: at t = 0 already).
+    ``from_zero``: the lower bound already crosses at t = 0, so the crossing may be at t = 0 itself
+    (``low`` is 0 then)."""
+
+    low: float
+    high: float
+    from_zero: bool = False
+    decided: bool = False
+
+
+class Restricted(NamedTuple):
+    """The components of a task's two sides that can matter (:func:`restrict`), the full sides' weights
+    ``W_A``, ``W_B`` and the sure slack on the overlap of those left out (sides: 1-d long tensors)."""
+
+    A: torch.Tensor
+    B: torch.Tensor
+    W_A: float
+    W_B: float
+    slack: float
+
+
+class _Pairs(NamedTuple):
+    """Flattened pairs ``(a, b)`` of a batch of tasks: the task (``owner``), ``D_ab``, the normalised
+    weights ``w_a`` (in A) and ``v_b`` (in B), and the slots of ``a`` and ``b`` (their rows among the
+    batch's concatenated sides)."""
+
+    owner: torch.Tensor
+    dist: torch.Tensor
+    w: torch.Tensor
+    v: torch.Tensor
+    slot_a: torch.Tensor
+    slot_b: torch.Tensor
+
+    def select(self, keep: torch.Tensor) -> _Pairs:
+        return _Pairs(*(x[keep] for x in self))
+
+
+def as_index(components) -> torch.Tensor:
+    """A side of a task as a 1-d long tensor (a list, an array or a tensor)."""
+    return torch.as_tensor(components, dtype=torch.long).reshape(-1)
+
+
+class _Sides(NamedTuple):
+    """The two sides of a batch of tasks, concatenated, with their sizes and total weights."""
+
+    a: torch.Tensor
+    b: torch.Tensor
+    n_a: torch.Tensor
+    n_b: torch.Tensor
+    W_a: torch.Tensor
+    W_b: torch.Tensor
+
+
+def _sides(span, tasks) -> _Sides:
+    A = [as_index(t.A) for t in tasks]
+    B = [as_index(t.B) for t in tasks]
+    a, b = torch.cat(A), torch.cat(B)
+    n_a = torch.tensor([x.numel() for x in A])
+    n_b = torch.tensor([x.numel() for x in B])
+    owner_a = torch.repeat_interleave(torch.arange(len(tasks)), n_a)
+    owner_b = torch.repeat_interleave(torch.arange(len(tasks)), n_b)
+    W_a = torch.zeros(len(tasks), dtype=torch.float64).index_add_(0, owner_a, span.weights[a])
+    W_b = torch.zeros(len(tasks), dtype=torch.float64).index_add_(0, owner_b, span.weights[b])
+    return _Sides(a, b, n_a, n_b, W_a, W_b)
+
+
+def _pairs(span, sides: _Sides) -> _Pairs:
+    """Every pair ``(a, b)`` of every task (row-major per task), built without a Python loop."""
+    n_pairs = sides.n_a * sides.n_b
+    owner = torch.repeat_interleave(torch.arange(n_pairs.numel()), n_pairs)
+    local = torch.arange(int(n_pairs.sum())) - (torch.cumsum(n_pairs, 0) - n_pairs)[owner]
+    width = sides.n_b[owner]
+    slot_a = (torch.cumsum(sides.n_a, 0) - sides.n_a)[owner] + local // width
+    slot_b = (torch.cumsum(sides.n_b, 0) - sides.n_b)[owner] + local % width
+    a, b = sides.a[slot_a], sides.b[slot_b]
+    w = span.weights[a] / sides.W_a[owner]
+    v = span.weights[b] / sides.W_b[owner]
+    return _Pairs(owner, span.dist[a, b], w, v, slot_a, slot_b)
+
+
+def _batches(tasks):
+    """Consecutive index ranges of ``tasks`` with at most ``_PAIR_BATCH`` pairs (or one task)."""
+    start, size = 0, 0
+    for k, task in enumerate(tasks):
+        size += len(task.A) * len(task.B)
+        if size >= _PAIR_BATCH or k == len(tasks) - 1:
+            yield start, k + 1
+            start, size = k + 1, 0
+
+
+def tv_bound_values(span, pairs: _Pairs, times: torch.Tensor, n_tasks: int, upper: bool) -> torch.Tensor:
+    """The sure lower (``upper=False``) or upper bound on the TV of every task at its time (n_tasks,)
+    (:func:`critwin.theory.span.tv_bound`)."""
+    delta = span.scale(times)[pairs.owner] * pairs.dist
+    return tv_bound(delta, pairs.w, pairs.v, (pairs.owner, n_tasks), upper=upper)
+
+
+def bound_brackets(span, tasks: list[CrossingTask], tol: float, fine: bool = False) -> list[SureBracket]:
+    """A :class:`SureBracket` per task, each end bisected to ``max(tol, gap / 16)`` (``gap``: between
+    the two bounds' crossings, which Monte Carlo bisects anyway) or, with ``fine``, to ``tol``."""
+    return [sure for sure, _ in sure_and_restricted(span, tasks, tol, fine, restricted=False)]
+
+
+def sure_and_restricted(span, tasks: list[CrossingTask], tol: float, fine: bool = False, restricted=True):
+    """``(SureBracket, Restricted or None)`` per task: the sure bracket (:func:`bound_brackets`) and,
+    for the tasks it leaves undecided (when ``restricted``), the components that can matter up to its
+    top (:func:`restrict`), from the same pairs."""
+    out: list = []
+    for start, stop in _batches(tasks):
+        batch = tasks[start:stop]
+        sides = _sides(span, batch)
+        pairs = _pairs(span, sides)
+        brackets = _bound_batch(span, batch, pairs, tol, fine)
+        parts = [None] * len(batch)
+        if restricted:
+            open_ = [k for k, b in enumerate(brackets) if not b.decided]
+            times = [brackets[k].high if k in set(open_) else -1.0 for k in range(len(batch))]
+            parts = _restrict_batch(span, batch, sides, pairs, times)
+            parts = [parts[k] if not brackets[k].decided else None for k in range(len(batch))]
+        out += list(zip(brackets, parts, strict=True))
+    return out
+
+
+def _bound_batch(span, tasks, pairs: _Pairs, tol, fine) -> list[SureBracket]:
+    n = len(tasks)
+    level = torch.tensor([t.level for t in tasks], dtype=torch.float64)
+    factor = torch.tensor([t.factor for t in tasks], dtype=torch.float64)
+    strict = torch.tensor([bool(t.separation) for t in tasks])
+
+    def holds(times: np.ndarray, upper: bool, active: np.ndarray | None = None) -> np.ndarray:
+        # only the pairs of the active tasks are evaluated (the others keep their answer)
+        sub = pairs if active is None else pairs.select(torch.from_numpy(active)[pairs.owner])
+        f = factor * tv_bound_values(span, sub, torch.as_tensor(times, dtype=torch.float64), n, upper)
+        return torch.where(strict, f < level, f <= level).numpy()
+
+    zero = np.zeros(n)
+    decided, from_zero = holds(zero, True), holds(zero, False)
+    # the upper bound is a weighted mean of pairwise TVs: it crosses between the pairwise crossings at
+    # the task's smallest and largest distance (pushed outwards by a hair against rounding)
+    x = (level / factor).clamp(max=1.0)
+    d_min = torch.full((n,), math.inf, dtype=torch.float64).scatter_reduce(0, pairs.owner, pairs.dist, "amin")
+    d_max = torch.zeros(n, dtype=torch.float64).scatter_reduce(0, pairs.owner, pairs.dist, "amax")
+    lo_u = (pair_crossing_times(span, d_min.square(), x) * (1 - 1e-9) - 1e-12).clamp_min(0).numpy()
+    hi_u = (pair_crossing_times(span, d_max.square(), x) * (1 + 1e-9) + 1e-12).numpy()
+    lo_u, hi_u = _grow_until(lambda t: holds(t, True), lo_u, np.maximum(hi_u, lo_u + tol), ~decided)
+    lo_l, hi_l = np.zeros(n), hi_u.copy()
+    active_u, active_l = ~decided & np.isfinite(hi_u), ~decided & ~from_zero & np.isfinite(hi_u)
+
+    def resolution():
+        # tol / 2 per side: where the bounds meet, the final bracket [lo_l, hi_u] is then within tol
+        gap = np.maximum(lo_u - hi_l, 0.0)
+        return np.full(n, tol / 2) if fine else np.maximum(tol / 2, gap / _RESOLUTION_SHARE)
+
+    while True:
+        res = resolution()
+        active_u &= hi_u - lo_u > res
+        active_l &= hi_l - lo_l > res
+        if not (active_u.any() or active_l.any()):
+            break
+        mid_u, mid_l = 0.5 * (lo_u + hi_u), 0.5 * (lo_l + hi_l)
+        ok_u, ok_l = holds(mid_u, True, active_u), holds(mid_l, False, active_l)
+        lo_u, hi_u = np.where(active_u & ~ok_u, mid_u, lo_u), np.where(active_u & ok_u, mid_u, hi_u)
+        lo_l, hi_l = np.where(active_l & ~ok_l, mid_l, lo_l), np.where(active_l & ok_l, mid_l, hi_l)
+    return [_sure(tasks[k], bool(decided[k]), bool(from_zero[k]), lo_l[k], hi_u[k]) for k in range(n)]
+
+
+def _grow_until(holds, lo: np.ndarray, hi: np.ndarray, active: np.ndarray):
+    """Move ``hi`` up (doubling) where ``holds(hi)`` is False (rounding of the closed-form start; past
+    ``T_MAX``: inf, never); ``lo`` follows to the last time where it did not hold."""
+    ok = ~active | holds(hi)
+    while not ok.all():
+        lo = np.where(ok, lo, hi)
+        hi = np.where(ok, hi, 2.0 * hi + 1.0)
+        never = ~ok & (hi > T_MAX)
+        hi = np.where(never, np.inf, hi)
+        ok |= never
+        ok |= holds(np.where(ok, 0.0, hi))
+    return lo, hi
+
+
+def _sure(task: CrossingTask, decided: bool, from_zero: bool, low: float, high: float) -> SureBracket:
+    at_zero = -math.inf if task.separation else 0.0
+    if decided:
+        return SureBracket(at_zero, at_zero, decided=True)
+    if not math.isfinite(high):
+        return SureBracket(math.inf, math.inf, decided=True)
+    return SureBracket(0.0 if from_zero else float(low), float(high), from_zero=from_zero)
+
+
+# ------------------------------------------------------------------------------------------ restriction
+def restrict(span, tasks: list[CrossingTask], times) -> list[Restricted]:
+    """For each task, the components that can matter for ``1 - TV(p_t^A, p_t^B)`` at any time up to
+    its ``times[k]`` (inf: all of them).
+
+    ``min(x_a + x_f, y_b + y_g) <= min(x_a, y_b) + sum_f min(x_f, y) + sum_g min(x, y_g)`` and ``int
+    min(w_f p_f, q) <= sum_b int min(w_f p_f, v_b p_b)`` (the pair overlaps of the sure bound), so
+    ``int min(p_A', q_B') <= 1 - TV <= int min(p_A', q_B') + slack``, where ``slack`` sums the pair
+    overlaps of the components left out: on each side those with the smallest sums, while the total of
+    both sides stays below ``NEGLIGIBLE`` (never all of a side). Pair overlaps grow with ``t``, so the
+    bound holds at every earlier time too."""
+    out: list[Restricted] = []
+    times = list(times)
+    for start, stop in _batches(tasks):
+        sides = _sides(span, tasks[start:stop])
+        out += _restrict_batch(span, tasks[start:stop], sides, _pairs(span, sides), times[start:stop])
+    return out
+
+
+def _restrict_batch(span, tasks, sides: _Sides, pairs: _Pairs, times) -> list[Restricted]:
+    t = torch.tensor([min(max(float(x), 0.0), T_MAX) for x in times], dtype=torch.float64)
+    finite = torch.tensor([math.isfinite(float(x)) for x in times])
+    terms = weighted_overlap(span.scale(t)[pairs.owner] * pairs.dist, pairs.w, pairs.v)
+    small = (sides.n_a + sides.n_b <= 2) | ~finite
+    budget = torch.where(small, 0.0, NEGLIGIBLE).to(torch.float64)
+    mass_a = torch.zeros(sides.a.numel(), dtype=torch.float64).index_add_(0, pairs.slot_a, terms)
+    mass_b = torch.zeros(sides.b.numel(), dtype=torch.float64).index_add_(0, pairs.slot_b, terms)
+    drop_a, slack_a = _drop_smallest(mass_a, sides.n_a, budget)
+    drop_b, slack_b = _drop_smallest(mass_b, sides.n_b, budget - slack_a)
+    keep_a = sides.a[~drop_a].split(sides.n_a.sub(_count(drop_a, sides.n_a)).tolist())
+    keep_b = sides.b[~drop_b].split(sides.n_b.sub(_count(drop_b, sides.n_b)).tolist())
+    slack = (slack_a + slack_b).tolist()
+    W_a, W_b = sides.W_a.tolist(), sides.W_b.tolist()
+    return [Restricted(keep_a[k], keep_b[k], W_a[k], W_b[k], slack[k]) for k in range(len(tasks))]
+
+
+def _count(flags: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
+    """Per group of ``sizes`` consecutive entries, how many ``flags`` are set."""
+    owner = torch.repeat_interleave(torch.arange(sizes.numel()), sizes)
+    return torch.zeros(sizes.numel(), dtype=torch.long).index_add_(0, owner, flags.long())
+
+
+def _drop_smallest(mass: torch.Tensor, sizes: torch.Tensor, budget: torch.Tensor):
+    """Per group of ``sizes`` consecutive entries: which to leave out (the smallest, while their sum
+    stays within the group's ``budget``, never all) and the sum left out."""
+    owner = torch.repeat_interleave(torch.arange(sizes.numel()), sizes)
+    order = torch.argsort(mass, stable=True)
+    order = order[torch.argsort(owner[order], stable=True)]  # by group, then by mass
+    # capped: entries above 2 NEGLIGIBLE are never dropped, and the running total of the whole batch
+    # stays small, so subtracting a group's start loses no digits of the budget
+    sorted_mass = mass[order].clamp_max(2 * NEGLIGIBLE)
+    start = torch.cumsum(sizes, 0) - sizes
+    total = torch.cumsum(sorted_mass, 0)
+    before = torch.where(
+        start > 0, total[(start - 1).clamp_min(0)], torch.zeros_like(start, dtype=total.dtype)
+    )
+    cumulative = total - before[owner]
+    rank = torch.arange(mass.numel()) - start[owner]
+    dropped = (cumulative <= budget[owner]) & (rank < sizes[owner] - 1)
+    slack = torch.zeros(sizes.numel(), dtype=torch.float64).scatter_reduce_(
+        0, owner, torch.where(dropped, cumulative, 0.0), "amax"
+    )
+    drop = torch.zeros(mass.numel(), dtype=torch.bool)
+    drop[order] = dropped
+    return drop, slack
+
+
+def tv_bounds_at(span, pairs_of_sets, times) -> list[tuple[float, float]]:
+    """Sure ``(lower, upper)`` bounds on ``TV(p_t^A, p_t^B)`` for each ``(A, B)`` of ``pairs_of_sets``
+    at its time in ``times`` (:func:`critwin.theory.span.tv_bounds`, batched)."""
+    tasks = [CrossingTask(A, B, 0.0, 1.0, False) for A, B in pairs_of_sets]
+    times = torch.tensor([float(t) for t in times], dtype=torch.float64)
+    out: list[tuple[float, float]] = []
+    for start, stop in _batches(tasks):
+        pairs = _pairs(span, _sides(span, tasks[start:stop]))
+        n = stop - start
+        low = tv_bound_values(span, pairs, times[start:stop], n, upper=False)
+        high = tv_bound_values(span, pairs, times[start:stop], n, upper=True)
+        out += list(zip(low.tolist(), high.tolist(), strict=True))
+    return out

@@ -1,0 +1,268 @@
+"""Pooled Monte Carlo TVs of many pairs of sub-mixtures of one span mixture (THEORY §4): the second stage
+of :mod:`critwin.theory.span_crossings`.
+
+A pool serves every task of one group ``U`` (the components that can matter for each of them,
+:func:`critwin.theory.span_bounds.restrict`). It draws once, per component of ``U``, standard normal
+rows in the span of ``U``'s means (``x = lam c_b + z``; the products ``z @ c^T`` serve every time). A
+task estimates ``1 - TV = E_Q min(1, p/q)`` on the draws of the larger of its two sides ``Q`` (the
+small side's density by a log-sum-exp over its components, ``Q``'s by complement in ``U``), stratified
+by component with ``max(2, floor(n v_b))`` draws for relative weight ``v_b``: one (rows, |U|) matrix of
+log-densities per time serves every task of the group. The interval is the normal one with the
+stratified variance; where few draws carry the estimate (effective sample size below
+:data:`critwin.theory.divergence.MIN_ESS`) it is widened to contain the Wilson interval built on the
+bound ``Var <= mu (1 - mu)`` of a [0, 1] variable with the smallest per-stratum sample size. The
+overlap of the components left out (``slack``) is added to the interval's top.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from critwin._memory import check_memory
+from critwin._stats import wilson_bounds
+from critwin.theory.mc_tv import MIN_ESS
+from critwin.theory.span_bounds import as_index
+
+__all__ = ["TVInterval", "Pool", "Group", "group_tasks"]
+
+
+class TVInterval(NamedTuple):
+    """A TV with its interval (a Monte Carlo confidence interval, sure bounds, or both combined)."""
+
+    value: float
+    low: float
+    high: float
+
+
+class Group(NamedTuple):
+    """Tasks (their ``keys``) whose components that can matter are the same set ``U``."""
+
+    U: list[int]
+    keys: list
+
+
+def group_tasks(keys, parts) -> list[Group]:
+    """Group the tasks ``keys`` by the union of their restricted sides (``parts``, in the same order)."""
+    groups: dict[bytes, Group] = {}
+    for key, part in zip(keys, parts, strict=True):
+        U = torch.unique(torch.cat([as_index(part.A), as_index(part.B)])).numpy()
+        groups.setdefault(U.tobytes(), Group(U.tolist(), [])).keys.append(key)
+    return list(groups.values())
+
+
+class _Task(NamedTuple):
+    """One task in the pools: its group, the positions in the group's ``U`` of its small side, the
+    weight ratio ``W_side / W_small``, the large side's weight and the sure slack of its restriction."""
+
+    group: int
+    small: torch.Tensor
+    ratio: float
+    w_side: float
+    slack: float
+
+
+class _Draws(NamedTuple):
+    """One group's draws: the position in ``U`` of each row's component, the row's ``-|c_row - c_l|^2 / 2``
+    and ``z.(c_row - c_l)`` against every component ``l`` of ``U`` (float32), ``log w``, ``w`` and the
+    row counts per component."""
+
+    comp: torch.Tensor
+    half_sq: torch.Tensor
+    dz: torch.Tensor
+    log_w: torch.Tensor
+    w: torch.Tensor
+    counts: torch.Tensor
+
+
+class _Bucket(NamedTuple):
+    """Groups of similar size stacked (padded to ``rows x size``): padded rows belong to a dummy stratum
+    ``size`` and padded components have weight 0."""
+
+    groups: list[int]
+    half_sq: torch.Tensor  # (G, rows, size)
+    dz: torch.Tensor
+    log_w: torch.Tensor  # (G, size), -inf where padded
+    comp: torch.Tensor  # (G, rows), ``size`` where padded
+    w: torch.Tensor  # (G, size + 1) float64, 0 where padded
+    counts: torch.Tensor  # (G, size + 1) float64, 1 where padded
+
+
+class Pool:
+    """Draws for every task of many groups (:func:`group_tasks`): per group ``U``, rows of standard
+    normals in the span, per component of ``U``, as many as the most demanding task asks of that
+    component (module notes). Groups of similar size are stacked, so one evaluation at a time ``t``
+    serves the tasks of many groups at once.
+
+    Each task is a :class:`critwin.theory.span_bounds.Restricted` ``(A, B, W_A, W_B, slack)``: the
+    components of its two sides that can matter (``A ∪ B = U``), the full sides' weights and the sure
+    bound ``slack`` on the overlap of the components left out. The pool estimates ``int min(p_A', q_B')``
+    of the kept parts (weights normalised by the full sides), which is within ``[0, slack]`` below
+    ``1 - TV``. Tasks are numbered in the order of ``groups`` and, inside each, of its keys."""
+
+    def __init__(self, span, groups: list[Group], parts):
+        self.span = span
+        self.tasks: list[_Task] = []
+        draws = []
+        for g, group in enumerate(groups):
+            draws.append(self._group(span, g, group.U, [parts[k] for k in group.keys]))
+        self.buckets: list[_Bucket] = []
+        self.where: list[tuple[int, int]] = [(-1, -1)] * len(groups)  # group -> (bucket, slot)
+        by_shape: dict[tuple[int, int], list[int]] = {}
+        for g, d in enumerate(draws):
+            by_shape.setdefault((_pow2(d.comp.numel()), _pow2(d.w.numel())), []).append(g)
+        for (rows, size), members in by_shape.items():
+            for slot, g in enumerate(members):
+                self.where[g] = (len(self.buckets), slot)
+            self.buckets.append(_stack(members, [draws[g] for g in members], rows, size))
+        self.task_group = torch.tensor([t.group for t in self.tasks])
+        self.group_bucket = torch.tensor([b for b, _ in self.where])
+        self.group_slot = torch.tensor([slot for _, slot in self.where])
+        self.ratio = torch.tensor([t.ratio for t in self.tasks], dtype=torch.float64)
+        self.w_side = torch.tensor([t.w_side for t in self.tasks], dtype=torch.float64)
+        self.slack = torch.tensor([t.slack for t in self.tasks], dtype=torch.float64)
+
+    def _group(self, span, g: int, U: list[int], parts) -> _Draws:
+        pos = torch.full((span.n_components,), -1, dtype=torch.long)
+        pos[torch.tensor(U)] = torch.arange(len(U))
+        w = span.weights[U]
+        need = torch.full((len(U),), 2, dtype=torch.long)
+        for task in parts:
+            # the larger side carries the draws; the estimate needs the density of the other, small one
+            swap = len(task.A) > len(task.B)
+            small = pos[as_index(task.B if swap else task.A)]
+            W_small, W_side = (task.W_B, task.W_A) if swap else (task.W_A, task.W_B)
+            inside = torch.zeros(len(U), dtype=torch.bool).index_fill_(0, small, True)
+            need = torch.where(inside, need, torch.maximum(need, (span.n * w / W_side).floor().long()))
+            self.tasks.append(_Task(g, small, W_side / W_small, W_side, task.slack))
+        rows = int(need.sum())
+        check_memory(8 * rows * 4 * len(U), f"the Monte Carlo draws of {len(parts)} crossings in the span")
+        comp = torch.repeat_interleave(torch.arange(len(U)), need)  # position in U of each row
+        zc = _span_normals(span, U, rows)
+        # log w_l N(x; lam c_l, I) = lam (lam half_sq - dz) + log w_l up to a term common to a row
+        # (float32: its rounding, ~1e-4 relative in a density ratio, is far below the Monte Carlo error)
+        half_sq = (-0.5 * span.sq_dist[U][:, U][comp]).float()
+        dz = (zc.gather(1, comp.unsqueeze(1)) - zc).float()
+        return _Draws(comp, half_sq, dz, w.log().float(), w, need.double())
+
+    @property
+    def rows(self) -> int:
+        return sum(int((b.comp < b.w.shape[1] - 1).sum()) for b in self.buckets)
+
+    def estimate(self, ks, t: float) -> np.ndarray:
+        """(len(ks), 3) value, low and high of the TV of tasks ``ks`` at time ``t``: ``1 - E_Q min(1,
+        p/q)`` on the draws of each task's large side ``Q`` (every row of ``U`` outside its small set),
+        stratified by component."""
+        ks = torch.as_tensor(np.asarray(ks, dtype=np.int64))
+        out = np.zeros((ks.numel(), 3))
+        bucket_of = self.group_bucket[self.task_group[ks]]
+        lam = self.span.scale(t)
+        for b in torch.unique(bucket_of).tolist():
+            chosen = torch.nonzero(bucket_of == b).flatten()
+            out[chosen.numpy()] = self._bucket_estimate(self.buckets[b], ks[chosen], lam)
+        return out
+
+    def _bucket_estimate(self, bucket: _Bucket, ks: torch.Tensor, lam: float) -> np.ndarray:
+        slot_of = self.group_slot[self.task_group[ks]]
+        slots, task_slot = torch.unique(slot_of, return_inverse=True)
+        log_dens = (
+            (bucket.dz[slots] - lam * bucket.half_sq[slots]).mul_(-lam).add_(bucket.log_w[slots, None, :])
+        )
+        peak = log_dens.amax(2, keepdim=True).clamp_min(-1e30)
+        dens = log_dens.sub_(peak).exp_()  # (slots, rows, size): w_l N_l(x) / the row's largest
+        total = dens.sum(2).double()
+        rows = dens.shape[1]
+        step = max(1, (1 << 22) // rows)
+        return np.concatenate(
+            [
+                self._tasks_estimate(bucket, ks[i : i + step], task_slot[i : i + step], slots, dens, total)
+                for i in range(0, ks.numel(), step)
+            ]
+        )
+
+    def _tasks_estimate(self, bucket, ks, task_slot, slots, dens, total) -> np.ndarray:
+        size = bucket.w.shape[1] - 1
+        n = ks.numel()
+        small = [self.tasks[int(k)].small for k in ks]
+        first = torch.stack([s[0] for s in small])
+        small_dens = dens[task_slot, :, first].double()  # (n, rows)
+        for j, s in enumerate(small):
+            if s.numel() > 1:
+                small_dens[j] = dens[task_slot[j]][:, s].sum(1).double()
+        # the side's density ratio p_small / p_side: (w-weighted) small over the rest of U, times
+        # W_side / W_small; where the rest vanishes the ratio is infinite, clamped to 1 as it should be
+        rest = (total[task_slot] - small_dens).clamp_min(0.0)
+        h = torch.where(rest > 0, small_dens / rest.clamp_min(1e-300), math.inf)
+        h = h.mul_(self.ratio[ks].unsqueeze(1)).clamp_max_(1.0)
+        comp = bucket.comp[slots][task_slot]  # (n, rows)
+        sums = torch.zeros(n, size + 1, dtype=torch.float64).scatter_add_(1, comp, h)
+        squares = torch.zeros(n, size + 1, dtype=torch.float64).scatter_add_(1, comp, h.square_())
+        v = bucket.w[slots][task_slot] / self.w_side[ks].unsqueeze(1)  # strata weights (n, size + 1)
+        rows_small = torch.repeat_interleave(torch.arange(n), torch.tensor([s.numel() for s in small]))
+        v[rows_small, torch.cat(small)] = 0.0
+        c = bucket.counts[slots][task_slot]
+        return _stratified(v, c, sums, squares, self.slack[ks], self.span.z_level)
+
+
+def _stratified(v, c, sums, squares, slack, z) -> np.ndarray:
+    """(n, 3) TV value, low, high from per-stratum sums of ``h`` and ``h^2`` (n, strata), strata weights
+    ``v`` and counts ``c``: the overlap ``sum v mean_l(h)``, its stratified normal interval, widened to
+    the Wilson one where the effective sample size is small, plus the sure ``slack`` at the top."""
+    overlap = (v * sums / c).sum(1)
+    var = ((squares - sums * sums / c) / (c - 1).clamp_min(1)).clamp_min(0)
+    se = (v * v * var / c).sum(1).sqrt()
+    low, high = (overlap - z * se).numpy(), (overlap + z * se).numpy()
+    # effective sample sizes of the terms of h and of 1 - h, from the per-stratum sums
+    per_draw = v / c
+    ess = torch.minimum(_ess(per_draw, sums, squares), _ess(per_draw, c - sums, c - 2 * sums + squares))
+    few = (ess < MIN_ESS).numpy()
+    if few.any():
+        # n_eff = min over strata of c_l / v_l: conservative for any allocation
+        n_eff = torch.where(v > 0, c / v.clamp_min(1e-300), torch.inf).amin(1).numpy()
+        w_low, w_high = wilson_bounds(overlap.numpy(), n_eff, z)
+        low, high = np.where(few, np.minimum(low, w_low), low), np.where(few, np.maximum(high, w_high), high)
+    high = high + slack.numpy()  # the overlap of the components left out is in [0, slack]
+    return np.stack([1.0 - overlap.numpy(), np.clip(1.0 - high, 0, 1), np.clip(1.0 - low, 0, 1)], 1)
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, (int(n) - 1).bit_length())
+
+
+def _stack(members, draws: list[_Draws], rows: int, size: int) -> _Bucket:
+    G = len(members)
+    half_sq = torch.zeros(G, rows, size)
+    dz = torch.zeros(G, rows, size)
+    log_w = torch.full((G, size), -math.inf)
+    comp = torch.full((G, rows), size, dtype=torch.long)
+    w = torch.zeros(G, size + 1, dtype=torch.float64)
+    counts = torch.ones(G, size + 1, dtype=torch.float64)
+    for j, d in enumerate(draws):
+        r, u = d.half_sq.shape
+        half_sq[j, :r, :u], dz[j, :r, :u], log_w[j, :u] = d.half_sq, d.dz, d.log_w
+        comp[j, :r], w[j, :u], counts[j, :u] = d.comp, d.w, d.counts
+    return _Bucket(members, half_sq, dz, log_w, comp, w, counts)
+
+
+def _span_normals(span, U: list[int], rows: int) -> torch.Tensor:
+    """(rows, |U|) products ``z @ c_U^T`` of standard normal rows ``z`` in the span with the coordinates
+    of ``U``: drawn in the span of ``c_U`` alone (``c_U^T = Q R``, ``z Q`` is standard normal), so a
+    small group costs ``|U|`` normals per row, not the span's dimension."""
+    coords = span.coords[U]
+    if len(U) < coords.shape[1]:
+        _, R = torch.linalg.qr(coords.T)
+        g = torch.randn(rows, R.shape[0], generator=span.generator, dtype=torch.float64)
+        return g @ R
+    z = torch.randn(rows, coords.shape[1], generator=span.generator, dtype=torch.float64)
+    return z @ coords.T
+
+
+def _ess(per_draw, sums, squares) -> torch.Tensor:
+    """``(sum x)^2 / sum x^2`` per row for terms ``x = per_draw * y`` given per-stratum sums of ``y``
+    and ``y^2`` (0 where the squares underflow: the conservative interval is then used)."""
+    total = (per_draw * sums).sum(1)
+    total_sq = (per_draw * per_draw * squares.clamp_min(0)).sum(1)
+    return torch.where(total_sq > 0, total * total / total_sq.clamp_min(1e-300), 0.0)

@@ -1,0 +1,162 @@
+"""``search_window(..., ci_half_width=)``: the stopping rule, bad requests, and the coverage of the
+intervals it reports, against the exact window of a two-Gaussian mixture (quadrature truth)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import brentq
+from scipy.stats import binom
+
+from critwin.experiments.estimation import crossing_time, isotonic_decreasing
+from critwin.experiments.search import SearchResult, search_window
+from critwin.experiments.search_precision import fitted_crossings
+from two_gaussian_oracle import fr_truth, two_gaussians
+
+M = 5.0  # |mu|: sources from N(+mu, I) have the Bayes label + except with probability Phi(-5) ~ 3e-7
+
+
+def _truth(delta: float, m: float = M) -> tuple[float, float]:
+    """Exact t_after, t_before: r(t) = 2 c(t) - 1 with c the quadrature agreement (b = 1/2 exactly)."""
+    return tuple(brentq(lambda t, lv=lv: 2 * fr_truth(t, m) - 1 - lv, 1e-3, 9.0) for lv in (1 - delta, delta))
+
+
+def _sources(n: int, seed: int) -> torch.Tensor:
+    return two_gaussians(M).subset([0]).sample(n, generator=torch.Generator().manual_seed(seed))[0]
+
+
+def _search(seed: int, **kwargs) -> SearchResult:
+    options = dict(delta=0.2, t_range=(0.0, 6.0), seed=seed, progress=False)
+    return search_window(two_gaussians(M), _sources(256, 1000 + seed), **{**options, **kwargs})
+
+
+def _half_widths(found: SearchResult) -> list[float]:
+    return [0.5 * (ci[1] - ci[0]) for ci in (found.t_after_ci, found.t_before_ci)]
+
+
+def test_search_stops_once_both_intervals_have_the_requested_half_width():
+    plain = _search(0, base_rate=0.5)
+    found = _search(0, base_rate=0.5, ci_half_width=0.1)
+    # The bisection alone leaves an interval wider than requested: the narrowing had work to do ...
+    assert max(_half_widths(plain)) > 0.1
+    # ... and stopped only once both were narrow enough, within its budget (64 x 512 samples).
+    assert max(_half_widths(found)) <= 0.1
+    assert found.ci_half_width == 0.1 and found.ci_reached and found.n_samples < 64 * 512
+    assert plain.ci_reached is None
+    assert all(math.isfinite(t) for t in found.t_after_ci + found.t_before_ci)
+    # Its probes lie on the lattice 2 h = 0.2 apart, and the estimates inside their intervals.
+    assert all(abs(p["t"] / 0.2 - round(p["t"] / 0.2)) < 1e-9 for p in found.probes)
+    assert found.t_after_ci[0] <= found.t_after <= found.t_after_ci[1]
+    assert found.t_before_ci[0] <= found.t_before <= found.t_before_ci[1]
+    # Same seed, same search (the metadata differ only by their time stamp).
+    again = _search(0, base_rate=0.5, ci_half_width=0.1)
+    assert dataclasses.replace(again, metadata={}) == dataclasses.replace(found, metadata={})
+
+
+def test_narrowing_grows_the_reference_where_the_base_rate_limits_the_precision():
+    found = _search(3, ci_half_width=0.1)
+    assert max(_half_widths(found)) <= 0.1
+    # r = 0.2 sits where c = 0.6 has slope ~0.17 per OU unit: a base rate from 512 reference draws
+    # (SE 0.022, moving the threshold by 0.8 x 0.022) alone would leave t_before a half-width of
+    # ~1.96 x 0.018 / 0.17 = 0.2. Its sample count says it was grown: NFEs = probes + reference
+    # (the exact sampler evaluates once per sample).
+    reference = found.nfe - found.n_samples
+    assert reference > 2 * 512
+    # b = 1/2 exactly; the estimate within 4 SE of its reference draws.
+    assert found.b == pytest.approx(0.5, abs=4 * math.sqrt(0.25 / reference))
+
+
+@pytest.mark.parametrize("value", [0.0, -0.1, math.nan, math.inf, "0.1", True])
+def test_bad_ci_half_width_is_refused(value):
+    with pytest.raises(ValueError, match="ci_half_width"):
+        _search(0, base_rate=0.5, ci_half_width=value)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"max_samples": 100}, "max_samples bounds the narrowing to ci_half_width"),
+        ({"ci_half_width": 0.1, "max_samples": 0}, "max_samples must be >= 1"),
+        ({"ci_half_width": 0.1, "n_boot": 20}, "n_boot must be >= 40 at level 0.95 with ci_half_width"),
+        ({"n_boot": 0}, "n_boot must be >= 1"),
+    ],
+)
+def test_bad_narrowing_options_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        _search(0, base_rate=0.5, **kwargs)
+
+
+def test_a_budget_spent_before_the_precision_is_reached_warns():
+    with pytest.warns(
+        UserWarning, match=r"ci_half_width=0.02 not reached after 128 samples \(max_samples=128\)"
+    ):
+        found = _search(0, base_rate=0.5, ci_half_width=0.02, max_samples=128)
+    assert max(_half_widths(found)) > 0.02
+    assert found.ci_reached is False  # said in the result too, not only in the warning
+
+
+def test_fitted_crossings_is_estimate_windows_rule_on_probes():
+    # Equal samples per time: the weighted fit is estimate_window's (isotonic, linear interpolation).
+    rng = np.random.default_rng(0)
+    times = np.array([0.5, 1.0, 1.5, 2.0, 2.5])
+    trials = np.full(5, 200.0)
+    kept = rng.binomial(200, [0.98, 0.9, 0.7, 0.62, 0.55]).astype(float)
+    b = 0.5
+    r = (kept / trials - b) / (1 - b)
+    expected = [crossing_time(times, isotonic_decreasing(r), lv) for lv in (0.8, 0.2)]
+    assert fitted_crossings(times, kept, trials, b, (0.8, 0.2), anchored=False) == expected
+    # r(0) = 1 anchors a crossing before the first probe: interpolated from t = 0, not censored.
+    early = fitted_crossings(times, kept, trials, b, (0.999,), anchored=True)[0]
+    assert 0.0 < early < 0.5
+    assert fitted_crossings(times, kept, trials, b, (0.999,), anchored=False)[0] == -math.inf
+
+
+def _coverage(n_runs: int, first_seed: int, **kwargs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(covered, half-widths), each (n_runs, 2), and reached (n_runs,): t_after and t_before of
+    independent searches (fresh sources and seeds) against the exact window; an interval of a search
+    whose budget ran out counts in the coverage too (the level holds whatever the width)."""
+    truth = _truth(kwargs.get("delta", 0.2))
+    covered, widths, reached = [], [], []
+    for seed in range(first_seed, first_seed + n_runs):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # a budget spent: ci_reached says so
+            found = _search(seed, **kwargs)
+        reached.append(found.ci_reached)
+        cis = (found.t_after_ci, found.t_before_ci)
+        covered.append([lo <= t <= hi for t, (lo, hi) in zip(truth, cis, strict=True)])
+        widths.append(_half_widths(found))
+    return np.array(covered), np.array(widths), np.array(reached)
+
+
+def _plausible(covered: np.ndarray, level: float = 0.95) -> bool:
+    """One-sided binomial test at 1%: no fewer intervals covered than a 95% rule plausibly gives.
+    (t_after and t_before of one search share their sources; counted as independent, which the
+    positive correlation makes a slightly lenient test.)"""
+    return binom.cdf(covered.sum(), covered.size, level) >= 0.01
+
+
+def test_reported_intervals_cover_on_a_small_study():
+    # 12 searches x 2 endpoints. Under 95% coverage P(<= 19 of 24 covered) < 1%; intervals half as
+    # wide as they should be (coverage ~68%) would cover ~16 and fail.
+    covered, widths, reached = _coverage(12, 100, base_rate=0.5, ci_half_width=0.15)
+    assert reached.all() and (widths <= 0.15).all()
+    assert _plausible(covered), covered.mean(0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("base_rate", [0.5, None], ids=["known-base-rate", "estimated-base-rate"])
+def test_reported_intervals_cover_at_their_level(base_rate):
+    # 200 searches x 2 endpoints per case: the 1% one-sided binomial test rejects coverage below
+    # ~93% per endpoint pooled (SE of a 95% coverage over 400 intervals: 1.1%).
+    covered, widths, reached = _coverage(200, 2000, base_rate=base_rate, ci_half_width=0.1)
+    print(f"budget spent before the precision in {(~reached).sum()} of {reached.size} searches")
+    print(f"coverage t_after {covered[:, 0].mean():.3f}, t_before {covered[:, 1].mean():.3f}")
+    assert (widths[reached] <= 0.1).all()
+    assert _plausible(covered), covered.mean(0)
+    for endpoint in range(2):
+        assert _plausible(covered[:, endpoint]), covered.mean(0)

@@ -1,0 +1,116 @@
+"""The demo's section runner: longest chain first, dependencies respected, the same report on one process
+or two, and section 5's runs measured apart give exactly the numbers of one call."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+
+from critwin.report.schedule import Section, makespan, priorities, run_sections
+
+
+def _value(ctx, inputs, name):
+    """A toy section: its own name and context, and what it received (in a worker process: importable)."""
+    return {"name": name, "ctx": ctx, "got": sorted(inputs.items())}, name.upper()
+
+
+def _toy(name, cost, needs=()):
+    return Section(name, functools.partial(_value, name=name), cost, tuple(needs))
+
+
+def _fail(ctx, inputs):
+    raise ValueError("section exploded")
+
+
+TOYS = [
+    _toy("a", 5.0),
+    _toy("b", 1.0, ["a"]),
+    _toy("c", 4.0),
+    _toy("d", 2.0, ["b", "c"]),
+    _toy("e", 3.5),
+]
+
+
+def test_priority_is_the_longest_chain_of_work_from_a_section():
+    # a -> b -> d: 5 + 1 + 2; c -> d: 4 + 2; e alone: 3.5.
+    assert priorities(TOYS) == {"a": 8.0, "b": 3.0, "c": 6.0, "d": 2.0, "e": 3.5}
+
+
+def test_one_process_runs_ready_sections_longest_chain_first():
+    order = []
+    done = run_sections(TOYS, "ctx", workers=1, on_done=lambda name, run: order.append(name))
+    assert order == ["a", "c", "e", "b", "d"]
+    assert list(done) == ["a", "b", "c", "d", "e"]  # results in the listed order
+    assert done["d"].summary["got"] == [("b", "B"), ("c", "C")]
+    assert all(run.wall_seconds >= 0 and run.cpu_seconds >= 0 for run in done.values())
+
+
+def test_makespan_follows_the_same_policy():
+    # Two cores: a 0-5 | c 0-4, e 4-7.5 (b waits for a) | b 5-6 | d 6-8 (needs b, c): 8 s; one: the sum.
+    seconds = {s.name: s.cost for s in TOYS}
+    assert makespan(TOYS, seconds, 2) == 8.0
+    assert makespan(TOYS, seconds, 1) == sum(seconds.values())
+    assert makespan(TOYS, seconds, 5) == 8.0  # the chain a -> b -> d bounds it
+
+
+def test_two_workers_give_what_one_process_gives():
+    # threads=None: the workers need not import torch to run toy sections (a second each on a busy core).
+    one = run_sections(TOYS, {"seed": 3}, workers=1)
+    order = []
+    two = run_sections(TOYS, {"seed": 3}, workers=2, threads=None, on_done=lambda n, r: order.append(n))
+    assert {k: (v.summary, v.shared) for k, v in one.items()} == {
+        k: (v.summary, v.shared) for k, v in two.items()
+    }
+    # Whatever the finishing order, every section finished after the sections it needs.
+    assert sorted(order) == sorted(one)
+    assert all(order.index(n) < order.index(s.name) for s in TOYS for n in s.needs)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_failing_section_raises_its_error_naming_the_section(workers):
+    sections = [_toy("a", 1.0), Section("bad", _fail, 2.0), _toy("after", 0.5, ["bad"])]
+    finished = []
+    with pytest.raises(ValueError, match="section exploded") as caught:
+        run_sections(sections, None, workers=workers, threads=None, on_done=lambda n, r: finished.append(n))
+    assert "(in report section 'bad')" in caught.value.__notes__
+    assert "after" not in finished  # nothing that needs the failed section runs
+
+
+@pytest.mark.parametrize(
+    "listed, message",
+    [
+        ([_toy("a", 1.0, ["zz"])], "unknown sections"),
+        ([_toy("a", 1.0, ["b"]), _toy("b", 1.0, ["a"])], "cycle"),
+        ([_toy("a", 1.0), _toy("a", 2.0)], "distinct names"),
+    ],
+)
+def test_bad_section_lists_are_refused(listed, message):
+    with pytest.raises(ValueError, match=message):
+        priorities(listed)
+
+
+def test_section_5_runs_measured_apart_equal_one_call():
+    """bootstrap_generator replays the generator of one compare_parameterisations call, so runs measured
+    in other processes (and their pairing) give the very numbers of the single call."""
+    import torch
+
+    from critwin.models.digits import load_digits_model
+    from critwin.report import invariance
+    from critwin.report.sections import digit_sources
+
+    x0 = digit_sources(load_digits_model().training_data(), 1)
+    runs, pairs = invariance.compared_runs()
+    sizes = dict(n_times=3, inference_steps=4, n_boot=6, seed=5)
+    whole = invariance.compare_parameterisations(x0, runs, pairs, **sizes)
+    apart = {
+        run.label: invariance.measure_window(run, x0, generator=invariance.bootstrap_generator(5, i), **sizes)
+        for i, run in enumerate(runs)
+    }
+    paired = invariance.compare_parameterisations(
+        x0, runs, pairs, measured=apart, generator=invariance.bootstrap_generator(5, len(runs)), **sizes
+    )
+    assert paired.summary() == whole.summary()
+    # ... and the replay is not vacuous: another generator state changes the bootstrap intervals.
+    shifted = invariance.measure_window(runs[1], x0, generator=torch.Generator().manual_seed(99), **sizes)
+    assert shifted.summary() != whole.windows[runs[1].label].summary()
