@@ -4,6 +4,7 @@ or two, and section 5's runs measured apart give exactly the numbers of one call
 from __future__ import annotations
 
 import functools
+import warnings
 
 import pytest
 
@@ -21,6 +22,13 @@ def _toy(name, cost, needs=()):
 
 def _fail(ctx, inputs):
     raise ValueError("section exploded")
+
+
+def _warn_twice(ctx, inputs):
+    for _ in range(2):  # the same warning twice: recorded once
+        warnings.warn("the schedule's first step still carries signal", RuntimeWarning, stacklevel=1)
+    warnings.warn("a second, different note", UserWarning, stacklevel=1)
+    return None, None
 
 
 TOYS = [
@@ -75,6 +83,21 @@ def test_a_failing_section_raises_its_error_naming_the_section(workers):
         run_sections(sections, None, workers=workers, threads=None, on_done=lambda n, r: finished.append(n))
     assert "(in report section 'bad')" in caught.value.__notes__
     assert "after" not in finished  # nothing that needs the failed section runs
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_sections_warnings_are_raised_again_in_the_calling_process(workers):
+    # Two workers: the warnings are raised in a spawned process, whose stderr the caller cannot filter.
+    sections = [Section("noisy", _warn_twice, 1.0), _toy("quiet", 0.5)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        done = run_sections(sections, None, workers=workers, threads=None)
+    assert done["noisy"].warnings == (
+        (RuntimeWarning, "the schedule's first step still carries signal"),
+        (UserWarning, "a second, different note"),
+    )
+    assert done["quiet"].warnings == ()
+    assert [(w.category, str(w.message)) for w in caught] == list(done["noisy"].warnings)
 
 
 @pytest.mark.parametrize(

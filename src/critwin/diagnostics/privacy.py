@@ -24,7 +24,14 @@ from critwin.experiments import ForwardReverseResult, SourceSimilarity, crossing
 from critwin.experiments.checkpoint import resolve_seed
 from critwin.experiments.forward_reverse import forward_reverse
 
-__all__ = ["commitment_times", "roc_auc", "tpr_at_fpr", "MembershipAudit", "membership_audit"]
+__all__ = [
+    "commitment_times",
+    "roc_auc",
+    "tpr_at_fpr",
+    "calibration_size",
+    "MembershipAudit",
+    "membership_audit",
+]
 
 
 def commitment_times(result: ForwardReverseResult, level: float = 0.5) -> np.ndarray:
@@ -81,7 +88,7 @@ def tpr_at_fpr(positives, calibration_negatives, test_negatives, fpr: float = 0.
     calib = np.sort(np.asarray(calibration_negatives, dtype=float))
     if calib.size == 0:
         raise ValueError("calibration_negatives must be non-empty")
-    if calib.size < 1.0 / fpr:
+    if calib.size * fpr < 1.0 - 1e-9:  # not calib.size < 1 / fpr: 1 / (1 / 49) > 49 in floating point
         warnings.warn(
             f"{calib.size} calibration non-members cannot calibrate a false-positive rate of {fpr:g} "
             f"(needs at least {math.ceil(1.0 / fpr)}); read the held-out FPR instead",
@@ -206,10 +213,22 @@ def _mean_curves(result: ForwardReverseResult, n_members: int) -> tuple[np.ndarr
     return result.times.numpy()[order], member_curve, kept[:, ~is_member].mean(1).numpy()[order]
 
 
+def calibration_size(n_nonmembers: int, calibration_fraction: float = 0.5) -> int:
+    """How many of ``n_nonmembers`` (at least 2) non-members :func:`membership_audit` sets aside to
+    calibrate its threshold: ``calibration_fraction`` of them, rounded, leaving at least one of each.
+
+    Examples
+    --------
+    >>> calibration_size(40), calibration_size(8, 0.25), calibration_size(2, 0.9)
+    (20, 2, 1)
+    """
+    return min(max(1, int(round(calibration_fraction * n_nonmembers))), n_nonmembers - 1)
+
+
 def _split_scores(scores: np.ndarray, n_members: int, n_nonmembers: int, calibration_fraction: float, rng):
     """Member scores, and a random split of the non-members' into calibration and held-out test."""
     permuted = rng.permutation(n_nonmembers) + n_members
-    n_calib = min(max(1, int(round(calibration_fraction * n_nonmembers))), n_nonmembers - 1)
+    n_calib = calibration_size(n_nonmembers, calibration_fraction)
     calib_ids, test_ids = permuted[:n_calib], permuted[n_calib:]
     return scores[:n_members], scores[calib_ids], scores[test_ids]
 
@@ -246,7 +265,9 @@ def membership_audit(
     calibration_fraction : fraction of ``nonmembers`` used only to set the decision threshold.
     threshold : an output counts as "its own source" only within this L2 distance (None: nearest).
     level : commitment-curve level defining the commitment time.
-    fpr : target false-positive rate of the operating point.
+    fpr : target false-positive rate of the operating point; the :func:`calibration_size` calibration
+        non-members resolve rates down to one in their number
+        (:func:`~critwin.diagnostics.prompt_privacy.supported_fpr`).
     n_boot : bootstrap replicates of the AUC interval.
     sampler, cond, progress, executor, ray_address, ray_timeout : passed to
         :func:`critwin.forward_reverse` (``executor``: where the sweep's units run, ``"local"`` or

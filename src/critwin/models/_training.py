@@ -178,13 +178,20 @@ class TrainingConfig:
 
 
 def ddpm_scheduler_kwargs(config) -> dict[str, Any]:
-    """Keyword arguments of ``diffusers.DDPMScheduler`` (diffusers' defaults otherwise)."""
+    """Keyword arguments of ``diffusers.DDPMScheduler`` (diffusers' defaults otherwise).
+
+    Sampling starts at the last training timestep (``timestep_spacing="trailing"``, Lin et al. 2024): with
+    diffusers' default "leading" spacing, 10 or 20 steps start at timestep 900 or 950, whose signal
+    coefficient sqrt(alpha_bar) is 0.016 or 0.010 instead of 0.006 at 999 (a
+    :class:`~critwin.adapters.diffusers.TerminalSNRWarning`). Training never reads the spacing.
+    """
     return dict(
         num_train_timesteps=config.num_train_timesteps,
         beta_schedule="linear",
         beta_start=config.beta_start,
         beta_end=config.beta_end,
         prediction_type="epsilon",
+        timestep_spacing="trailing",
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from critwin.report.html import Page
 from critwin.report.text import text_page
 from critwin.report.text_to_image import text_to_image_page
@@ -220,10 +222,10 @@ def _diagnostics(page: Page, summary: dict) -> None:
     fair = dx["fairness"]
     page.paragraph(
         "Privacy: the commitment time of an image (where its forward-reverse curve falls to 1/2) is a "
-        "membership score, thresholded at a 1% false-positive rate calibrated on separate held-out images. "
-        f"Memorising model (20 training digits): ROC-AUC {memo['auc']:.2f}, TPR "
-        f"{memo['operating_point']['tpr']:.2f}; main model: ROC-AUC {main['auc']:.2f} "
-        f"(95% CI {main['auc_ci'][0]:.2f}-{main['auc_ci'][1]:.2f})."
+        f"membership score, {_threshold_words(memo)}. Memorising model (20 training digits): ROC-AUC "
+        f"{memo['auc']:.2f}, TPR {memo['operating_point']['tpr']:.2f} at a held-out FPR of "
+        f"{memo['operating_point']['fpr_held_out']:.2f} ({memo['operating_point']['n_held_out']} images); "
+        f"main model: ROC-AUC {main['auc']:.2f} (95% CI {main['auc_ci'][0]:.2f}-{main['auc_ci'][1]:.2f})."
     )
     graded = fair["graded"]
     before = _with_ci(graded["tv_before"], graded["tv_before_ci"])
@@ -244,6 +246,26 @@ def _diagnostics(page: Page, summary: dict) -> None:
         "Top: commitment curves of training vs held-out images. Bottom: class histogram before and after "
         "acting only at the window.",
     )
+
+
+def _threshold_words(audit: dict) -> str:
+    """How a membership audit's threshold was set: the FPR asked, or the one its calibration resolves."""
+    op, asked = audit["operating_point"], audit["fpr_requested"]
+    words = (
+        f"thresholded at a {_percent(op['target_fpr'])} false-positive rate calibrated on "
+        f"{op['n_calibration']} separate held-out images"
+    )
+    if op["target_fpr"] > asked:
+        words += (
+            f" (the smallest rate {op['n_calibration']} images resolve: {_percent(asked)} would need "
+            f"{math.ceil(1 / asked)})"
+        )
+    return words
+
+
+def _percent(rate: float) -> str:
+    """``0.05`` -> ``5%``, ``1 / 30`` -> ``3.33%``."""
+    return f"{100 * rate:.3g}%"
 
 
 def _with_ci(value: float, interval) -> str:

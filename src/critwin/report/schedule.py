@@ -11,6 +11,10 @@ two-worker run against the one-process run).
 sections whose inputs are ready, the one heading the longest chain of estimated work (its own ``cost``
 plus that of its longest chain of dependents) — longest first, with the dependency chains that would
 otherwise finish last started early. A new section plugs in by appending it to the list.
+
+The warnings a section raises are recorded in its process and raised again in the calling process
+when the section finishes (:attr:`SectionRun.warnings`), so a worker's warnings reach the caller's
+filters and display (the CLI's ``critwin: note:`` lines) and tests see them, as if it had run here.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import math
 import multiprocessing
 import os
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -49,12 +54,14 @@ class Section:
 
 @dataclass
 class SectionRun:
-    """What one section returned, and the wall and CPU seconds it took in its process."""
+    """What one section returned, the wall and CPU seconds it took in its process, and the warnings it
+    raised there (``(category, message)`` pairs, in order, each distinct one once)."""
 
     summary: Any
     shared: Any
     wall_seconds: float
     cpu_seconds: float
+    warnings: tuple[tuple[type[Warning], str], ...] = ()
 
 
 def priorities(sections: Sequence[Section]) -> dict[str, float]:
@@ -84,12 +91,20 @@ def priorities(sections: Sequence[Section]) -> dict[str, float]:
 
 def _execute(section: Section, context, inputs: Mapping[str, Any]) -> SectionRun:
     wall, cpu = time.perf_counter(), time.process_time()
-    try:
-        summary, shared = section.run(context, inputs)
-    except Exception as error:  # the traceback of a worker's error does not say which section it ran
-        error.add_note(f"(in report section {section.name!r})")
-        raise
-    return SectionRun(summary, shared, time.perf_counter() - wall, time.process_time() - cpu)
+    # Recorded under this process's filters (what they ignore stays ignored), each distinct one once.
+    with warnings.catch_warnings(record=True) as caught:
+        try:
+            summary, shared = section.run(context, inputs)
+        except Exception as error:  # the traceback of a worker's error does not say which section it ran
+            error.add_note(f"(in report section {section.name!r})")
+            raise
+    raised = tuple(dict.fromkeys((w.category, str(w.message)) for w in caught))
+    return SectionRun(summary, shared, time.perf_counter() - wall, time.process_time() - cpu, raised)
+
+
+def _raise_again(run: SectionRun) -> None:
+    for category, message in run.warnings:
+        warnings.warn(message, category, stacklevel=3)
 
 
 def _start_worker(threads: int | None) -> None:
@@ -129,6 +144,7 @@ def run_sections(
 
     def finish(section: Section, result: SectionRun) -> None:
         done[section.name] = result
+        _raise_again(result)
         if on_done is not None:
             on_done(section.name, result)
 
