@@ -65,7 +65,7 @@ def test_narrowing_grows_the_reference_where_the_base_rate_limits_the_precision(
     # (SE 0.022, moving the threshold by 0.8 x 0.022) alone would leave t_before a half-width of
     # ~1.96 x 0.018 / 0.17 = 0.2. Its sample count says it was grown: NFEs = probes + reference
     # (the exact sampler evaluates once per sample).
-    reference = found.nfe - found.n_samples
+    reference = found.nfe - found.n_samples - found.n_pilot
     assert reference > 2 * 512
     # b = 1/2 exactly; the estimate within 4 SE of its reference draws.
     assert found.b == pytest.approx(0.5, abs=4 * math.sqrt(0.25 / reference))

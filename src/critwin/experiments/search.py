@@ -56,7 +56,13 @@ from critwin.experiments.process import (
     select_cond,
 )
 from critwin.experiments.results import ResultTable, at_edge, clock_of, result_metadata
-from critwin.experiments.search_precision import Narrowing, ProbeCrossings, check_precision
+from critwin.experiments.search_precision import (
+    PILOT_WIDTH,
+    Narrowing,
+    ProbeCrossings,
+    check_precision,
+    confirmation_counts,
+)
 
 __all__ = ["search_window", "SearchResult"]
 
@@ -94,6 +100,9 @@ class SearchResult(ResultTable):
     ci_reached : with ``ci_half_width``, whether both intervals reached it (False: the budget was
         spent first or an endpoint is censored; a UserWarning said so too); None without.
     n_boot : bootstrap replicates of the intervals.
+    n_pilot : with ``ci_half_width``, the samples of the bisection and the pilot narrowing, which
+        placed the probes and set their sample counts but are not among ``probes`` (the estimates
+        and intervals come from the confirmation's fresh samples alone); 0 otherwise.
     metadata : the process description and provenance.
     """
 
@@ -111,6 +120,7 @@ class SearchResult(ResultTable):
     ci_half_width: float | None = None
     ci_reached: bool | None = None
     n_boot: int = 200
+    n_pilot: int = 0
     metadata: dict[str, Any] = field(default_factory=dict)
 
     kind: ClassVar[str] = "search"
@@ -146,9 +156,9 @@ class SearchResult(ResultTable):
     def _from_saved(cls, columns, meta) -> SearchResult:
         n = len(columns["t"])
         probes = [{k: kind(columns[k][i]) for k, kind in _PROBE_COLUMNS.items()} for i in range(n)]
-        # Results saved before ``metadata``, ``ci_half_width``, ``ci_reached`` and ``n_boot`` existed
-        # keep the defaults.
-        optional = {"metadata", "ci_half_width", "ci_reached", "n_boot"}
+        # Results saved before ``metadata``, ``ci_half_width``, ``ci_reached``, ``n_boot`` and
+        # ``n_pilot`` existed keep the defaults.
+        optional = {"metadata", "ci_half_width", "ci_reached", "n_boot", "n_pilot"}
         scalars = {
             f.name: meta[f.name] if f.name == "metadata" else _decode(meta[f.name])
             for f in fields(cls)
@@ -190,8 +200,8 @@ class _Prober:
     kept for a later look at the same time.
     """
 
-    def __init__(self, runner, shared: SweepSources, batch, max_n, level, counted):
-        self.runner, self.shared = runner, shared
+    def __init__(self, runner, shared: SweepSources, batch, max_n, level, counted, stream="probe"):
+        self.runner, self.shared, self.stream = runner, shared, stream
         # Labels per feature name; every batch is read by every feature.
         self.source = shared.source_labels
         self.batch, self.max_n, self.level = batch, max_n, level
@@ -222,7 +232,7 @@ class _Prober:
             # Ahead of the stopping rule, no further than max_n; past it (narrowing) one round at a time.
             left = max(-(-(self.max_n - entry.n) // self.batch), 1)
             offsets = [entry.n + k * self.batch for k in range(min(self.runner.parallelism, left))]
-            jobs = [(n, (t, entry.key, n, self.batch)) for n in offsets]
+            jobs = [(n, (t, entry.key, n, self.batch, self.stream)) for n in offsets]
             entry.ahead.update(self.runner.map_unordered(_probe_unit, jobs))
         unit = entry.ahead.pop(entry.n)
         if self.nfe is not None:
@@ -284,13 +294,14 @@ def _realised(process, t: float) -> RealisedTimes:
     return times[t]
 
 
-def _probe_unit(shared: SweepSources, t: float, key: int, n: int, batch: int):
+def _probe_unit(shared: SweepSources, t: float, key: int, n: int, batch: int, stream: str = "probe"):
     """Batch ``n // batch`` of the probe ``key`` at the requested time ``t``: sources ``n, n+1, ...``
-    (cycling), noised to ``t`` realised on the process's grid and denoised."""
+    (cycling), noised to ``t`` realised on the process's grid and denoised; ``stream`` names the
+    random stream (the confirmation's samples are independent of the pilot's)."""
     grid = _realised(shared.process, t)
     z0 = shared.z0
     rows = (n + torch.arange(batch)) % z0.shape[0]
-    generator = unit_generator(shared.seed, "probe", key, n // batch, device=z0.device)
+    generator = unit_generator(shared.seed, stream, key, n // batch, device=z0.device)
     index = int(grid.indices[0])
     return feature_outputs(grid.process, z0, shared.feature_fn, rows, index, shared.cond, generator)
 
@@ -430,18 +441,23 @@ def search_window(
         levels = (1 - delta, delta)
         reached = dict.fromkeys(names)
         if precision is None:
-            estimates = {name: crossings.endpoints(name, levels) for name in names}
+            narrowed = _Narrowed({name: crossings.endpoints(name, levels) for name in names}, prober, 0)
         else:
+            confirming = functools.partial(
+                _Prober, runner, shared, batch, max_per_probe, level, process.nfe is not None, "confirm"
+            )
             with progress_bar(precision.max_samples, "narrowing intervals", progress) as advance:
-                narrowing = Narrowing(bisect, crossings, precision, levels, advance)
-                estimates = narrowing.run(names)
-            reached = {name: name not in narrowing.short for name in names}
+                narrowed = _narrow(bisect, crossings, precision, levels, names, advance, confirming)
+            reached = {name: name not in narrowed.short for name in names}
+        estimates = narrowed.estimates
     metadata = result_metadata(
         {"clock": clock_of(process), "process": process.describe()},
         getattr(process, "device", None),
         getattr(process, "dtype", None),
     )
     nfe = None if prober.nfe is None else prober.nfe + reference.nfe
+    if nfe is not None and narrowed.prober is not prober:
+        nfe += narrowed.prober.nfe
     results = {}
     for name in names:
         after, before = found[name]
@@ -456,14 +472,57 @@ def search_window(
             b=reference.rates[name],
             delta=delta,
             resolution=resolution,
-            probes=prober.summary(name),
+            probes=narrowed.prober.summary(name),
             nfe=nfe,
+            n_pilot=narrowed.n_pilot,
             ci_half_width=None if precision is None else precision.half_width,
             ci_reached=reached[name],
             n_boot=n_boot,
             metadata=metadata if feature_fn.single else {**metadata, "feature": name, "features": names},
         )
     return at_edge(results)
+
+
+class _Narrowed(NamedTuple):
+    """The estimates ``{name: [t_after, t_before]}``, the prober whose samples gave them, the samples
+    drawn before them and not in that prober (0 without a confirmation) and the names whose
+    intervals stayed wider than requested."""
+
+    estimates: dict
+    prober: _Prober
+    n_pilot: int
+    short: frozenset = frozenset()
+
+
+def _narrow(bisect, crossings: ProbeCrossings, precision, levels, names, advance, confirming) -> _Narrowed:
+    """Narrow to ``precision`` in two stages: a pilot on the bisection's probes, then a confirmation.
+
+    The pilot narrows to ``PILOT_WIDTH`` times the requested half-width; where it sends samples and
+    when it stops depend on its own draws, so its intervals (computed on those draws) under-cover. The
+    confirmation (a prober ``confirming()`` on an independent random stream) redraws every probed time
+    afresh, as many samples as the pilot says reach the requested width with a margin
+    (:func:`~critwin.experiments.search_precision.confirmation_counts`), and the estimates and
+    intervals are those of its samples alone: a design fixed before they were drawn. Should an
+    interval still be wider than requested, the confirmation narrows on (a rare top-up). Without
+    budget for it, the pilot's estimates are returned, short of the precision (warned).
+    """
+    pilot_precision = precision._replace(half_width=PILOT_WIDTH * precision.half_width)
+    pilot = Narrowing(bisect, crossings, pilot_precision, levels, advance)
+    found = pilot.run(names, warn=False)
+    left = precision.max_samples - pilot.spent
+    counts = confirmation_counts(crossings.prober, found, precision.half_width, bisect.resolution, left)
+    if counts is None:
+        final = Narrowing(bisect, crossings, precision, levels, advance, spent=pilot.spent)
+        return _Narrowed(final.run(names), crossings.prober, 0, frozenset(final.short))
+    fresh = confirming()
+    for key, n in counts.items():
+        for _ in range(n // fresh.batch):
+            fresh.draw_at(key)
+        advance(n)
+    n_pilot = sum(entry.n for entry in crossings.prober.cache.values())
+    spent = pilot.spent + sum(counts.values())
+    final = Narrowing(bisect, crossings.on(fresh), precision, levels, advance, spent=spent)
+    return _Narrowed(final.run(names), fresh, n_pilot, frozenset(final.short))
 
 
 class _Endpoint(NamedTuple):

@@ -31,7 +31,19 @@ __all__ = [
     "ProbeCrossings",
     "fitted_crossings",
     "Narrowing",
+    "PILOT_WIDTH",
+    "CONFIRMATION_MARGIN",
+    "confirmation_counts",
 ]
+
+PILOT_WIDTH = math.sqrt(2.0)
+"""The pilot narrowing stops at this multiple of the requested half-width (about half the samples of
+narrowing to it); the confirmation then draws its samples afresh (:func:`confirmation_counts`)."""
+
+CONFIRMATION_MARGIN = 1.25
+"""The confirmation draws this multiple of the samples that the plug-in rule ``n (w / h)^2`` (pilot
+half-width ``w``, requested ``h``) says reach the requested half-width: bootstrap widths vary by ~10%
+from run to run, so that it seldom needs a top-up."""
 
 _BOOTSTRAP_STREAM = 0x5EA2C4
 """The bootstrap's random stream under the search's seed (apart from every unit's generator)."""
@@ -92,6 +104,10 @@ class ProbeCrossings:
         # (B, N): how often each replicate drew each source.
         self.weights = np.stack([np.bincount(row, minlength=n_sources) for row in self.draws]).astype(float)
         self.refresh()
+
+    def on(self, prober) -> ProbeCrossings:
+        """The same estimator (reference, bootstrap, level, seed) on the probes of another prober."""
+        return ProbeCrossings(prober, self.reference, self.n_boot, self.level, self.seed, self.anchored)
 
     def refresh(self) -> None:
         """Redraw the base rates of the replicates (after the reference grew): ``rates`` with sources
@@ -165,6 +181,33 @@ def fitted_crossings(times, kept, trials, b: float, levels, anchored: bool) -> l
     return [crossing_time(times, fit, level) for level in levels]
 
 
+def confirmation_counts(prober, found, target: float, spacing: float, budget: int) -> dict | None:
+    """Samples to draw afresh at every time the pilot probed (``{cache key: n}``, whole batches), or
+    None where ``budget`` has not one batch per time left.
+
+    Times within two lattice ``spacing`` of an endpoint estimate get ``CONFIRMATION_MARGIN * (w / target)^2``
+    times the pilot's samples there (``w`` that endpoint's pilot half-width; the largest over the
+    endpoints near a time), the others as many as the pilot drew; scaled down to fit ``budget``.
+    """
+    scale = dict.fromkeys(prober.cache, 1.0)
+    for estimates in found.values():
+        for estimate in estimates:
+            if not (math.isfinite(estimate.t) and math.isfinite(estimate.half_width)):
+                continue  # censored, or no finite replicate: the pilot's count
+            wanted = CONFIRMATION_MARGIN * (estimate.half_width / target) ** 2
+            for key, entry in prober.cache.items():
+                if abs(entry.t - estimate.t) <= 2 * spacing:
+                    scale[key] = max(scale[key], wanted)
+    batch = prober.batch
+    counts = {key: batch * math.ceil(scale[key] * prober.cache[key].n / batch) for key in scale}
+    total = sum(counts.values())
+    if total > budget:
+        if budget < batch * len(counts):
+            return None
+        counts = {key: batch * max(1, math.floor(n * budget / total / batch)) for key, n in counts.items()}
+    return counts
+
+
 class Narrowing:
     """After the bisection: batches where they narrow the widest interval most, until every endpoint's
     half-width is at most the requested one or the budget is spent (then a UserWarning says so).
@@ -178,14 +221,15 @@ class Narrowing:
     bootstrap variance, the reference grows instead.
     """
 
-    def __init__(self, bisect, crossings: ProbeCrossings, precision: Precision, levels, advance):
+    def __init__(self, bisect, crossings: ProbeCrossings, precision: Precision, levels, advance, spent=0):
         self.bisect, self.crossings, self.precision = bisect, crossings, precision
         self.levels, self.advance = levels, advance
-        self.spent = 0
+        self.spent = spent  # samples drawn before (the pilot's, for a confirmation): they count in the budget
         self.short: set = set()  # after run: the names (features) with an interval wider than requested
 
-    def run(self, names) -> dict[Any, list[EndpointEstimate]]:
-        """``{name: [t_after, t_before]}`` estimates once narrow enough or out of budget."""
+    def run(self, names, warn: bool = True) -> dict[Any, list[EndpointEstimate]]:
+        """``{name: [t_after, t_before]}`` estimates once narrow enough or out of budget (``warn``: then
+        with a UserWarning)."""
         target = self.precision.half_width
         while True:
             found = {name: self.crossings.endpoints(name, self.levels) for name in names}
@@ -199,7 +243,7 @@ class Narrowing:
             narrowable = [(name, j) for name, j in wide if math.isfinite(found[name][j].t)]
             if not narrowable or self.spent >= self.precision.max_samples:
                 self.short = {name for name, _ in wide}
-                if wide:
+                if wide and warn:
                     self._warn(wide, found)
                 return found
             name, j = max(narrowable, key=excess.get)
@@ -214,7 +258,7 @@ class Narrowing:
     def _wanted(self, have: int, ratio: float) -> int:
         """Samples to add to ``have`` that narrow an interval ``ratio`` times too wide: about half of
         what ``n (width / requested)^2`` says (at most 1.5 n), whole batches within the budget."""
-        batch = self.bisect.prober.batch
+        batch = self.crossings.prober.batch
         wanted = have * (min(ratio, 2.0) ** 2 - 1) / 2
         left = self.precision.max_samples - self.spent
         return batch * max(1, min(math.ceil(wanted / batch), math.ceil(left / batch)))
@@ -228,7 +272,7 @@ class Narrowing:
 
     def _spend(self, name, t_hat: float, ratio: float) -> int:
         """Draw at the probes around ``t_hat``; the samples drawn."""
-        prober, batch = self.bisect.prober, self.bisect.prober.batch
+        prober, batch = self.crossings.prober, self.crossings.prober.batch
         low, high = self._neighbours(t_hat)
         new = self._between(low, high, t_hat)
         if new is not None:
@@ -242,9 +286,9 @@ class Narrowing:
     def _neighbours(self, t_hat: float) -> tuple[float | None, float | None]:
         """The probed times (cache keys) last at or below ``t_hat`` and first above it (None: none, or
         the anchor r(0) = 1 below)."""
-        keys = sorted(self.bisect.prober.cache, key=lambda t: self.bisect.prober.cache[t].t)
-        low = [t for t in keys if self.bisect.prober.cache[t].t <= t_hat]
-        high = [t for t in keys if self.bisect.prober.cache[t].t > t_hat]
+        keys = sorted(self.crossings.prober.cache, key=lambda t: self.crossings.prober.cache[t].t)
+        low = [t for t in keys if self.crossings.prober.cache[t].t <= t_hat]
+        high = [t for t in keys if self.crossings.prober.cache[t].t > t_hat]
         return (low[-1] if low else None), (high[0] if high else None)
 
     def _between(self, low, high, t_hat: float) -> float | None:
@@ -259,7 +303,7 @@ class Narrowing:
         """Of the two neighbours, the one whose sampling error moves the interpolated crossing more."""
         if low is None or high is None:
             return high if low is None else low
-        cache = self.bisect.prober.cache
+        cache = self.crossings.prober.cache
         lam = min(max((t_hat - cache[low].t) / (cache[high].t - cache[low].t), 0.0), 1.0)
 
         def share(t, weight):
