@@ -215,9 +215,7 @@ PRESETS: dict[str, T2IConfig] = {
     # 32 member pairs duplicated 1, 4, 16 and 64 times (8 each) among 1000 unique pairs, in batches of 32
     # for 1600 steps: a x64 member is then drawn about 2000 times, a x16 one about 500 (with 20 000
     # unique pairs and 900 steps of 64, 178 draws at x64 did not make the model copy).
-    "shapes-t2i-memorise": T2IConfig(
-        n_train=1000, batch_size=32, steps=1600, memorisation=Memorisation()
-    ),
+    "shapes-t2i-memorise": T2IConfig(n_train=1000, batch_size=32, steps=1600, memorisation=Memorisation()),
 }
 # Seconds-long runs for tests and smoke checks (same code path, tiny networks and data).
 _TINY = dict(
