@@ -1,7 +1,13 @@
 """Fault figures of issue 22: SIGKILL at random moments during a writer, then a resumed (or repeated)
 run compared byte for byte with an uninterrupted one; a full disk and a read-only directory.
 
-    python scripts/fault_kills.py --kills 20 [--surface hierarchy|forward_reverse] [--tmpfs DIR]
+    python scripts/fault_kills.py --kills 20 [--surface NAME ...] [--tmpfs DIR]
+
+Surfaces: ``hierarchy`` (``critwin hierarchy --out FILE``), ``atlas`` (``critwin atlas --quick --out
+DIR``), ``train`` (``critwin train digits-tiny --out DIR``): outputs replaced whole, so after a kill
+the output is the previous one, the complete new one, or absent; ``forward_reverse`` and ``clone``
+(``out=DIR`` of the API): resumable directories, so every file present after a kill is complete and
+the next run resumes to the uninterrupted result.
 
 ``--tmpfs DIR`` (root only: mounts a 64 KiB tmpfs and a read-only one under DIR) adds the full-disk and
 read-only checks. Prints one line per surface: kills, how many left the previous result intact, how
@@ -39,13 +45,63 @@ def _hierarchy(out: Path) -> list[str]:
     return [sys.executable, "-m", "critwin", "hierarchy", MIXTURE, "--out", str(out)]
 
 
+CLONE = """
+import sys, torch
+from critwin.experiments.cloning import clone
+from critwin.mixtures import GaussianMixture
+mixture = GaussianMixture(torch.tensor([[-4.0], [4.0]]), torch.ones(2), torch.tensor([0.5, 0.5]))
+clone(mixture, 64, [0.2, 0.5, 1.0, 2.0], 8, sampler="sde", n_steps=100, seed=3, chunk_size=8,
+      out=sys.argv[1], progress=False)
+"""
+
+
 def _forward_reverse(out: Path) -> list[str]:
     return [sys.executable, "-c", FORWARD_REVERSE, str(out)]
 
 
+def _clone(out: Path) -> list[str]:
+    return [sys.executable, "-c", CLONE, str(out)]
+
+
+def _atlas(out: Path) -> list[str]:
+    return [sys.executable, "-m", "critwin", "atlas", "--quick", "--no-progress", "--out", str(out)]
+
+
+def _train(out: Path) -> list[str]:
+    return [sys.executable, "-m", "critwin", "train", "digits-tiny", "--no-progress", "--out", str(out)]
+
+
+# name: (command, output name, whether the output is a resumable directory)
+SURFACES = {
+    "hierarchy": (_hierarchy, "tree.json", False),
+    "atlas": (_atlas, "atlas", False),
+    "train": (_train, "weights", False),
+    "forward_reverse": (_forward_reverse, "run", True),
+    "clone": (_clone, "run", True),
+}
+# Fields that record when or how fast a run went (not what it computed): left out of comparisons.
+RUN_FIELDS = {
+    "provenance",
+    "wall_seconds",
+    "cpu_seconds",
+    "seconds",
+    "evaluation_seconds",
+    "load_average_1min_start",
+    "load_average_1min_end",
+}
+
+
+def _without_run_fields(value):
+    if isinstance(value, dict):
+        return {k: _without_run_fields(v) for k, v in value.items() if k not in RUN_FIELDS}
+    if isinstance(value, list):
+        return [_without_run_fields(v) for v in value]
+    return value
+
+
 def _files(path: Path) -> dict[str, bytes]:
-    """Every file's bytes under ``path`` (a file or a directory), without the claim lock and the
-    provenance (UTC time of the last save) of metadata files."""
+    """Every file's bytes under ``path`` (a file or a directory), without the claim lock, and JSON
+    files without the fields that record when or how fast a run went (``RUN_FIELDS``)."""
     if path.is_file():
         return {"": path.read_bytes()}  # by content: the reference has another name
     out = {}
@@ -53,10 +109,11 @@ def _files(path: Path) -> dict[str, bytes]:
         if not p.is_file() or p.name.startswith(".critwin"):
             continue
         data = p.read_bytes()
-        if p.name == "metadata.json":
-            meta = json.loads(data)
-            meta.pop("provenance", None)
-            data = json.dumps(meta).encode()
+        if p.suffix == ".json":
+            try:
+                data = json.dumps(_without_run_fields(json.loads(data)), sort_keys=True).encode()
+            except ValueError:
+                pass  # a torn JSON file stays as its bytes (and then differs from the reference)
         out[str(p.relative_to(path))] = data
     return out
 
@@ -70,8 +127,7 @@ def _run(cmd, env) -> subprocess.CompletedProcess:
 
 
 def kills(surface: str, n: int, work: Path, env: dict, rng: random.Random) -> dict:
-    make = {"hierarchy": _hierarchy, "forward_reverse": _forward_reverse}[surface]
-    name = "tree.json" if surface == "hierarchy" else "run"
+    make, name, resumable = SURFACES[surface]
     reference = work / f"reference-{name}"
     started = time.perf_counter()
     done = _run(make(reference), env)
@@ -88,9 +144,10 @@ def kills(surface: str, n: int, work: Path, env: dict, rng: random.Random) -> di
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         after = _files(out) if out.exists() else None
-        if surface == "hierarchy":
-            # An output file is replaced whole: the old one, the complete new one, or none yet.
-            intact += after in (before, expected) or (before is None and after is None)
+        if not resumable:
+            # An output replaced whole: the old one, the complete new one, or none yet (a directory
+            # may exist empty, created before the first file was written).
+            intact += after in (before, expected) or (before in (None, {}) and after in (None, {}))
         else:
             # A resumable directory: every file present is complete (the resume below reads them).
             intact += after is None or all(after.get(k) == v for k, v in after.items() if k in expected)
@@ -155,13 +212,13 @@ def disks(base: Path, env: dict) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=20)
-    parser.add_argument("--surface", choices=["hierarchy", "forward_reverse"], action="append")
+    parser.add_argument("--surface", choices=sorted(SURFACES), action="append")
     parser.add_argument("--tmpfs", type=Path, default=None)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT / "src"))
     rng = random.Random(args.seed)
-    for surface in args.surface or ["hierarchy", "forward_reverse"]:
+    for surface in args.surface or list(SURFACES):
         work = Path(tempfile.mkdtemp(prefix=f"critwin-kills-{surface}-"))
         try:
             print(json.dumps(kills(surface, args.kills, work, env, rng)), flush=True)

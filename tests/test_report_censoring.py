@@ -25,7 +25,7 @@ from critwin._stats import (
 )
 from critwin.experiments.forward_reverse import ForwardReverseResult
 from critwin.report.invariance import InvarianceSection, Pair
-from critwin.report.sections import paired_t_half_difference
+from critwin.report.paired import paired_t_half_difference
 
 TIMES = np.array([0.3, 0.6, 0.9, 1.2, 1.5, 1.8])
 STEP = 0.3

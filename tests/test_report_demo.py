@@ -162,7 +162,7 @@ def _result(labels, source_labels, n_per_time=1):
 
 
 def test_paired_difference_of_a_result_with_itself_is_exactly_zero():
-    from critwin.report.sections import paired_t_half_difference
+    from critwin.report.paired import paired_t_half_difference
 
     g = torch.Generator().manual_seed(1)
     source = torch.arange(40) % 2
@@ -179,7 +179,7 @@ def test_paired_difference_recovers_a_known_shift():
     (step 0.38), r falls from 1 to 0 between adjacent points, so t½ is their midpoint; the shift is
     exactly 2 grid steps, with no sampling variation (every source behaves the same), per class and
     pooled over classes."""
-    from critwin.report.sections import paired_t_half_difference
+    from critwin.report.paired import paired_t_half_difference
 
     source = torch.arange(20) % 2
     other = 1 - source

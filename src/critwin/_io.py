@@ -229,6 +229,11 @@ def _plain(obj):
     raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
 
 
+def finite_or_none(value) -> float | None:
+    """JSON-friendly: the value as a float, None for a censored (infinite) or undefined one."""
+    return float(value) if value is not None and math.isfinite(float(value)) else None
+
+
 def json_float(value) -> float:
     """A float written by :func:`json_text`: censored markers back to ``±inf``, ``null`` to NaN."""
     if value is None:

@@ -24,7 +24,6 @@ grammar's exact tree as its theory and the exact engine as its like-for-like run
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -323,8 +322,3 @@ def text_atlas(
     }
     result.metadata.update(clock=clock, grammar=grammar.describe(), eps=eps)
     return result
-
-
-def finite_or_none(value: float) -> float | None:
-    """JSON-friendly: None for a censored or undefined time."""
-    return float(value) if value is not None and math.isfinite(value) else None

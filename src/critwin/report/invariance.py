@@ -31,11 +31,11 @@ from critwin.experiments.forward_reverse import ForwardReverseResult, forward_re
 from critwin.models._store import SHIPPED_MODELS
 from critwin.models.classifier import classifier_feature
 from critwin.models.digits import load_digits_model
+from critwin.report.paired import paired_t_half_difference
 from critwin.report.sections import (
     DemoSizes,
     DigitsSection,
     grid_times,
-    paired_t_half_difference,
     window_dict,
 )
 

@@ -7,7 +7,6 @@ nothing), in a fixed order, so a seed fixes the whole report.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from critwin._stats import bounded_percentile_interval, censored_interval, difference_bounds
+from critwin._io import finite_or_none
 from critwin.diagnostics.fairness import RebalanceResult, rebalance
 from critwin.diagnostics.feature_atlas import AtlasResult, atlas
 from critwin.diagnostics.privacy import MembershipAudit, calibration_size, membership_audit
@@ -31,6 +30,7 @@ from critwin.models.classifier import classifier_feature
 from critwin.models.digits import load_digits_model
 from critwin.models.judges import digit_judge_feature
 from critwin.models.shapes import attribute_readers, load_shapes_model, make_shapes
+from critwin.report.paired import paired_t_half_difference
 from critwin.theory.tree import hierarchy
 from critwin.theory.validate import forward_reverse_tv
 from critwin.theory.windows import critical_window, transition_times
@@ -43,7 +43,6 @@ __all__ = [
     "digits_section",
     "digit_sources",
     "comparison_section",
-    "paired_t_half_difference",
     "diagnostics_section",
     "shapes_section",
     "shapes_available",
@@ -130,11 +129,6 @@ class DemoSizes:
         )
 
 
-def finite(value) -> float | None:
-    """``value`` as a float, or None when missing or not finite (strict JSON)."""
-    return float(value) if value is not None and math.isfinite(float(value)) else None
-
-
 # ---------------------------------------------------------------------------------------- 1. theory
 def hierarchical_mixture(d: int = 16, within: float = 10.0, between: float = 240.0) -> GaussianMixture:
     """Four unit Gaussians: two clusters ``between`` apart, two components ``within`` apart in each."""
@@ -168,15 +162,19 @@ class TheorySection:
             "eps": self.eps,
             "hierarchy": self.tree.to_dict(),
             "tree_text": self.tree.render(),
-            "fine": {"t_end": finite(fine.t_end), "t_start": finite(fine.t_start), "bound": fine.bound},
+            "fine": {
+                "t_end": finite_or_none(fine.t_end),
+                "t_start": finite_or_none(fine.t_start),
+                "bound": fine.bound,
+            },
             "coarse": {
-                "t_end": finite(coarse.t_end),
-                "t_start": finite(coarse.t_start),
+                "t_end": finite_or_none(coarse.t_end),
+                "t_start": finite_or_none(coarse.t_start),
                 "bound": coarse.bound,
             },
             "window_0_in_01": {
-                "t_after": finite(self.window.t_after),
-                "t_before": finite(self.window.t_before),
+                "t_after": finite_or_none(self.window.t_after),
+                "t_before": finite_or_none(self.window.t_before),
                 "empty": bool(self.window.empty),
             },
             "curve": {"t": self.grid.tolist(), "tv": self.tv.tolist(), "se": self.se.tolist()},
@@ -226,12 +224,12 @@ def step_of(process, t) -> Any:
 
 def window_dict(est: WindowEstimate, process) -> dict:
     out = {
-        "t_after": finite(est.t_after),
-        "t_before": finite(est.t_before),
-        "t_half": finite(est.t_half),
-        "t_after_ci": [finite(v) for v in est.t_after_ci],
-        "t_before_ci": [finite(v) for v in est.t_before_ci],
-        "t_half_ci": [finite(v) for v in est.t_half_ci],
+        "t_after": finite_or_none(est.t_after),
+        "t_before": finite_or_none(est.t_before),
+        "t_half": finite_or_none(est.t_half),
+        "t_after_ci": [finite_or_none(v) for v in est.t_after_ci],
+        "t_before_ci": [finite_or_none(v) for v in est.t_before_ci],
+        "t_half_ci": [finite_or_none(v) for v in est.t_half_ci],
         "base_rate": float(est.b),
         "empty": bool(est.empty),
         "jump_rule": {k: (v.item() if hasattr(v, "item") else v) for k, v in est.jump.items()},
@@ -400,7 +398,11 @@ def comparison_section(
     theory = {}
     for k in sizes.gmm_classes:
         w = critical_window(gmm, after=[k], eps=eps, n=sizes.gmm_mc, generator=g, tol=max(sizes.tol, 1e-2))
-        theory[k] = {"t_after": finite(w.t_after), "t_before": finite(w.t_before), "empty": bool(w.empty)}
+        theory[k] = {
+            "t_after": finite_or_none(w.t_after),
+            "t_before": finite_or_none(w.t_before),
+            "empty": bool(w.empty),
+        }
     top_eig = torch.linalg.eigvalsh(torch.cov(flat.T)).max().item()
     return ComparisonSection(
         gmm_fr=gmm_fr,
@@ -432,131 +434,6 @@ def exact_forward_reverse(gmm, digits: DigitsSection, replicates: int, seed: int
         progress=progress,
         feature_label="shipped digit classifier",
     )
-
-
-def _with_sources(result: ForwardReverseResult, columns: list[np.ndarray]) -> ForwardReverseResult:
-    """``result`` restricted to the given per-source column blocks (a source drawn twice counts twice)."""
-    picked = torch.from_numpy(np.concatenate(columns))
-    ids = torch.from_numpy(np.repeat(np.arange(len(columns)), [len(c) for c in columns]))
-    return dataclasses.replace(
-        result,
-        labels=result.labels[:, picked],
-        source_labels=result.source_labels[:, picked],
-        source_ids=ids,
-        probabilities=None,
-    )
-
-
-def _t_halves(est: WindowEstimate, pooled: bool) -> dict:
-    """Per-class t½ of ``est``, and its pooled t½ under ``"all"`` when ``pooled``."""
-    out: dict = {k: sub.t_half for k, sub in est.per_class.items()}
-    if pooled:
-        out["all"] = est.t_half
-    return out
-
-
-def paired_t_half_difference(
-    model_fr: ForwardReverseResult,
-    gmm_fr: ForwardReverseResult,
-    n_boot: int,
-    generator: torch.Generator,
-    level: float = 0.95,
-    names: tuple[str, str] = ("model", "gmm"),
-    pooled: bool = False,
-) -> dict:
-    """Per source class: t½ of ``model_fr`` minus t½ of ``gmm_fr`` with a paired bootstrap interval.
-
-    Both results start from the same sources (same ``source_ids``); their OU times may differ (each
-    t½ is read on its own curve). A bootstrap replicate draws sources with replacement within each
-    class, keeps every column of a drawn source in both results (pairing), and re-estimates both
-    per-class t½ with :func:`estimate_window` (no inner bootstrap).
-
-    Censoring (THEORY §9): a t½ outside its result's measured times (``±inf``) is kept in the statistic
-    as the interval of values it can take (:func:`critwin._stats.censored_interval`: above the largest
-    measured time, or between 0 and the smallest), so each replicate's difference is an interval and
-    the 95% interval is :func:`critwin._stats.bounded_percentile_interval` over them — it contains the
-    interval the uncensored differences would give, and becomes a one-sided bound (an infinite end)
-    when censored replicates reach a tail. Dropping censored replicates instead would condition the
-    interval on non-censoring.
-
-    Parameters
-    ----------
-    names : the keys of the two t½ in each entry.
-    pooled : also the difference of the t½ pooled over all classes, under the key ``"all"``.
-
-    Returns
-    -------
-    ``{class: {names[0], names[1], "difference", "difference_bounds", "ci", "censored_share",
-    "unestimated_share"}}``: the two t½ (None when censored), their difference (None when either is
-    censored) and ``difference_bounds`` ``[lo, hi]`` (what the censored point estimates allow; both ends
-    the difference when neither is censored), ``ci`` ``[lo, hi]`` (``±inf``: a one-sided bound; None:
-    no bootstrap), the share of replicates in which either t½ is censored (kept, as bounds) and the
-    share with no estimate at all (a resampled class whose outputs all carry one label; left out).
-    """
-    results = (model_fr, gmm_fr)
-    ranges = [(float(r.times.min()), float(r.times.max())) for r in results]
-    point = [_t_halves(estimate_window(r, n_boot=0, generator=generator), pooled) for r in results]
-    ids = model_fr.source_ids.numpy()
-    source_class = {int(s): int(c) for s, c in zip(ids, model_fr.source_labels[0].numpy(), strict=True)}
-    blocks = [{s: np.nonzero(r.source_ids.numpy() == s)[0] for s in source_class} for r in results]
-    groups = {k: np.array([s for s, c in source_class.items() if c == k]) for k in set(source_class.values())}
-    keys = sorted(groups) + (["all"] if pooled else [])
-    rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=generator).item()))
-    draws = {k: np.full((n_boot, 2), math.nan) for k in keys}  # per replicate: bounds of the difference
-    for i in range(n_boot):
-        chosen = np.concatenate([rng.choice(members, size=members.size) for members in groups.values()])
-        boot = [
-            _t_halves(
-                estimate_window(_with_sources(r, [b[s] for s in chosen]), n_boot=0, generator=generator),
-                pooled,
-            )
-            for r, b in zip(results, blocks, strict=True)
-        ]
-        for k in keys:
-            draws[k][i] = _difference_interval(boot[0].get(k, math.nan), boot[1].get(k, math.nan), ranges)
-    out = {}
-    for k in keys:
-        first, second = point[0].get(k, math.nan), point[1].get(k, math.nan)
-        out[k if k == "all" else int(k)] = {
-            names[0]: finite(first),
-            names[1]: finite(second),
-            "difference": finite(first - second),
-            **_difference_summary(_difference_interval(first, second, ranges), draws[k], level),
-        }
-    return out
-
-
-def _difference_interval(first: float, second: float, ranges) -> tuple[float, float]:
-    """``[lo, hi]`` of ``first - second`` where each t½ is known only as its :func:`censored_interval` on
-    its own measured times (``ranges``: (lowest, highest) of each)."""
-    return difference_bounds(censored_interval(first, *ranges[0]), censored_interval(second, *ranges[1]))
-
-
-def _difference_summary(bounds: tuple[float, float], draws: np.ndarray, level: float) -> dict:
-    """The point bounds, the bounded percentile interval of the (B, 2) replicate bounds and the shares
-    of censored (interval-valued, kept) and unestimated (nan, left out) replicates."""
-    if draws.shape[0] == 0:
-        return {
-            "difference_bounds": _ends(bounds),
-            "ci": [None, None],
-            "censored_share": None,
-            "unestimated_share": None,
-        }
-    lows, highs = draws[:, 0], draws[:, 1]
-    unestimated = np.isnan(lows)
-    censored = ~unestimated & (lows != highs)
-    return {
-        "difference_bounds": _ends(bounds),
-        "ci": _ends(bounded_percentile_interval(lows, highs, level)),
-        "censored_share": float(np.mean(censored)),
-        "unestimated_share": float(np.mean(unestimated)),
-    }
-
-
-def _ends(interval) -> list[float | None]:
-    """An interval's ends as floats, ``±inf`` kept (a censored end: JSON writes it with its direction),
-    None where undefined (nan)."""
-    return [None if math.isnan(v) else float(v) for v in interval]
 
 
 # ---------------------------------------------------------------------------------------- 4. diagnostics

@@ -30,13 +30,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from critwin._io import finite_or_none
 from critwin._validation import check_positive_int
 from critwin.diagnostics.text_windows import (
     ExactCurve,
     exact_commitment_curves,
     exact_crossings,
     exact_process,
-    finite_or_none,
     grammar_theory,
 )
 from critwin.experiments.checkpoint import derive_seed
