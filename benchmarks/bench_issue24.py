@@ -1,5 +1,6 @@
-"""Issue 24's rows (kernel, CLI start, README atlas snippet, full demo), each against a baseline measured
-in this process: GEMM peak, ``import torch``, the network's own cost per image, the one-process demo.
+"""Issue 24's rows (kernel, CLI start, the atlas snippet of docs/models.md, full demo), each against a
+baseline measured in this process: GEMM peak, ``import torch``, the network's own cost per image, the
+one-process demo.
 
 The hierarchy rows are ``bench_hierarchy.py``'s. ``CRITWIN_BENCH_QUICK=1`` skips the two long rows (the
 atlas snippet, about 1 CPU-minute, and the full demo, about 4). On a shared machine wall times follow
@@ -87,7 +88,7 @@ def cli_row() -> None:
 
 
 def atlas_row() -> None:
-    """The README snippet, against the shapes network's cost per image measured here."""
+    """The atlas snippet of docs/models.md, against the shapes network's cost per image measured here."""
     import critwin
     from critwin.models import shipped_process
     from critwin.models.shapes import attribute_readers, make_shapes
@@ -106,7 +107,8 @@ def atlas_row() -> None:
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     nfe = sum(v or 0 for v in result.metadata["nfe"].values())
     print(
-        f"[atlas] README snippet (make_shapes(20000) + atlas, 1 thread): {wall:.0f} s wall, {cpu:.0f} s CPU "
+        f"[atlas] docs/models.md snippet (make_shapes(20000) + atlas, 1 thread): {wall:.0f} s wall, "
+        f"{cpu:.0f} s CPU "
         f"(goal <= 60 s); {nfe} network evaluations x {per_image * 1e3:.2f} ms CPU each = "
         f"{nfe * per_image:.0f} s: the snippet costs {cpu / (nfe * per_image):.2f}x its network evaluations"
     )

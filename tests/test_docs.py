@@ -4,6 +4,7 @@ strict build of the site. ``make docs`` is the real builder; these checks keep i
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import re
 import subprocess
@@ -11,6 +12,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,3 +125,50 @@ def test_docs_build_strict(tmp_path):
     for page in (site / "api").glob("*.html"):
         text = page.read_text(encoding="utf-8")
         assert len(text) < 400_000 and ">Type<" not in text, page.name
+
+
+def _readme_python_blocks() -> list[str]:
+    return re.findall(r"^```python\n(.*?)^```", (ROOT / "README.md").read_text(encoding="utf-8"), re.M | re.S)
+
+
+def test_readme_example_runs_and_prints_the_exact_and_the_measured_window(capsys):
+    """The README's one Python block, executed as written, against an independent computation.
+
+    Along the axis of components 0 and 1 (means ±5) the fourth-level window is that of two unit Gaussians
+    with |mu| = 5; the other cluster is 240 e^-t away (more than 12 sd for t <= 3), so it is negligible
+    for the endpoints. T_before: TV(N(a), mixture of N(±a)) = Phi(a) - 1/2 = eps. T_after: the overlap
+    of N(a) with the rest (weights 1/3 each) is at most eps^2, i.e. 1 - int min(phi(x-a), phi(x+a)/3)
+    dx >= 1 - eps^2 (the far cluster adds < 1e-30). P(component kept) after noising to t: the mean, under
+    N(e^-t mu_0, I), of component 0's posterior weight, here by Monte Carlo in the plane of the means.
+    """
+    from scipy import integrate, optimize, stats
+
+    (block,) = _readme_python_blocks()
+    namespace: dict = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    printed = capsys.readouterr().out.splitlines()
+    w, res = namespace["w"], namespace["res"]
+    eps, mu = 0.1, 5.0
+
+    t_before = math.log(mu / stats.norm.ppf(0.5 + eps))
+
+    def overlap(a):
+        return integrate.quad(
+            lambda x: min(stats.norm.pdf(x - a), stats.norm.pdf(x + a) / 3), -30, 30, points=[0]
+        )[0]
+
+    t_after = math.log(mu / optimize.brentq(lambda a: overlap(a) - eps**2, 0.5, 10.0))
+    assert w.status == "non-empty"
+    assert w.t_before == pytest.approx(t_before, abs=2e-3) and w.t_after == pytest.approx(t_after, abs=2e-3)
+    assert printed[0].split()[2] == "non-empty" and float(printed[0].split()[0]) == w.t_after
+
+    rng = np.random.default_rng(1)
+    means = np.array([[-120.0, -5.0], [-120.0, 5.0], [120.0, -5.0], [120.0, 5.0]])
+    for t, kept in zip([0.3, 1.5, 3.0, 5.0], res.agreement.tolist(), strict=True):
+        a = math.exp(-t)
+        y = a * means[0] + rng.standard_normal((400_000, 2))
+        logits = a * y @ means.T - a**2 * (means**2).sum(1) / 2
+        expected = np.mean(1 / np.exp(logits - logits[:, :1]).sum(1))
+        # 500 Bernoulli round trips: 4 standard errors (at least 0.01), plus the reference's MC error
+        assert abs(kept - expected) <= 4 * max(math.sqrt(expected * (1 - expected) / 500), 0.0025) + 0.005
+    assert printed[-1].startswith("WindowEstimate(") and "t_after=" in printed[-1]

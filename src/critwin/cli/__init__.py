@@ -86,7 +86,7 @@ def _register() -> None:
 
 
 def first_sentence(text: str) -> str:
-    """The first sentence of the first paragraph, on one line (``critwin --help`` lists commands with it;
+    r"""The first sentence of the first paragraph, on one line (``critwin --help`` lists commands with it;
     click would cut it at a fixed width with "...").
 
     Examples

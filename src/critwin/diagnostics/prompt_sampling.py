@@ -103,7 +103,8 @@ class PromptModel:
 
     Examples
     --------
-    >>> model = PromptModel(pipe, num_inference_steps=10)  # doctest: +SKIP
+    >>> from critwin.models.shapes_t2i.pipeline import load_t2i_pipeline
+    >>> model = PromptModel(load_t2i_pipeline("shapes-t2i-biased"), num_inference_steps=10)
     >>> process = model.process(["a circle"] * 8)  # one row of prompt embeddings per sample
     >>> with model.counting() as counter:
     ...     x = process.decode(process.run(process.prior(8)))

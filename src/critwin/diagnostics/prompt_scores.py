@@ -85,9 +85,12 @@ def wen_scores(
 
     Examples
     --------
-    >>> scores, nfe = wen_scores(model, ["a circle", "a red circle"], n_generations=2)  # doctest: +SKIP
-    >>> nfe
-    4
+    >>> from critwin.diagnostics.prompt_sampling import PromptModel
+    >>> from critwin.models.shapes_t2i.pipeline import load_t2i_pipeline
+    >>> model = PromptModel(load_t2i_pipeline("shapes-t2i-biased"), num_inference_steps=10)
+    >>> scores, nfe = wen_scores(model, ["a circle", "a red circle"], n_generations=2)
+    >>> scores.shape, nfe
+    ((2,), 4)
     """
     prompts = list(prompts)
     n = check_positive_int(n_generations, "n_generations")
@@ -298,7 +301,10 @@ def commitment_scores(
 
     Examples
     --------
-    >>> result = commitment_scores(model, ["a circle", "a dot"], fork_times=[0.5, 1.5])  # doctest: +SKIP
+    >>> from critwin.diagnostics.prompt_sampling import PromptModel
+    >>> from critwin.models.shapes_t2i.pipeline import load_t2i_pipeline
+    >>> model = PromptModel(load_t2i_pipeline("shapes-t2i-biased"), num_inference_steps=10)
+    >>> result = commitment_scores(model, ["a circle", "a square"], fork_times=[0.5, 1.5])
     >>> result.scores.shape, result.curves.shape
     ((2,), (2, 2))
     """

@@ -464,8 +464,11 @@ def merge_times(
     >>> import torch
     >>> from critwin import GaussianMixture
     >>> gmm = GaussianMixture(torch.tensor([[-4.0, 0.0], [0.0, 0.0], [4.0, 0.0]]))
-    >>> [round(t, 1) for t, *_ in merge_times(gmm, [([0], [0, 1, 2]), ([0, 1], [0, 1, 2])])]
-    [2.7, 2.0]
+    >>> pairs = [([0], [0, 1, 2]), ([0, 1], [0, 1, 2])]
+    >>> [round(t, 2) for t, *_ in merge_times(gmm, pairs, method="exact")]  # quadrature in the span
+    [2.76, 2.04]
+    >>> [low <= t <= high for t, low, high, _ in merge_times(gmm, pairs)]  # Monte Carlo brackets
+    [True, True]
     """
     if not isinstance(mixture, GaussianMixture):
         raise ValueError(f"mixture must be a GaussianMixture, got {type(mixture).__name__}")

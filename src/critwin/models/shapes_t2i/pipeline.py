@@ -228,9 +228,11 @@ def load_t2i_pipeline(model="shapes-t2i", device=None, dtype=None):
 
     Examples
     --------
-    >>> pipe = load_t2i_pipeline("shapes-t2i")  # doctest: +SKIP
+    >>> pipe = load_t2i_pipeline("shapes-t2i-biased")
     >>> images = pipe("a red circle on a blue background with a mark", guidance_scale=3.0,
-    ...               num_inference_steps=25, output_type="pt").images  # (1, 3, 16, 16) in [0, 1]
+    ...               num_inference_steps=25, output_type="pt").images
+    >>> tuple(images.shape), 0 <= float(images.min()) <= float(images.max()) <= 1
+    ((1, 3, 16, 16), True)
     """
     from diffusers import StableDiffusionPipeline
 

@@ -1,0 +1,106 @@
+"""Every ``>>>`` example in the docstrings of ``src/critwin`` runs, one test per module (a failure names
+the module and prints doctest's report). Examples are compared with ELLIPSIS and NORMALIZE_WHITESPACE.
+
+A module whose import needs an optional dependency that is not installed is skipped, naming it."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+PACKAGE = SRC / "critwin"
+FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+# Optional dependencies (extras of pyproject.toml) a module may import at its top level.
+OPTIONAL = {"ray", "pandas", "transformers", "open_clip", "mkdocs", "pyarrow"}
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(SRC).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _modules_with_examples() -> list[str]:
+    """Modules whose source holds a ``>>>`` prompt, found without importing anything."""
+    return sorted(
+        _module_name(path)
+        for path in PACKAGE.rglob("*.py")
+        if any(line.lstrip().startswith(">>>") for line in path.read_text(encoding="utf-8").splitlines())
+    )
+
+
+MODULES = _modules_with_examples()
+
+
+def test_the_scan_finds_the_modules_with_examples():
+    assert len(MODULES) >= 30, MODULES
+    assert {"critwin.clock", "critwin._stats", "critwin.mixtures.categorical"} <= set(MODULES)
+
+
+def _missing_optional(err: BaseException) -> str | None:
+    """The optional dependency a ``ModuleNotFoundError`` names, else None."""
+    if isinstance(err, ModuleNotFoundError) and err.name and err.name.split(".")[0] in OPTIONAL:
+        return err.name
+    return None
+
+
+def _import(name: str):
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as err:
+        if missing := _missing_optional(err):
+            pytest.skip(f"{name} imports the optional dependency {missing!r}, which is not installed")
+        raise
+
+
+class _Runner(doctest.DocTestRunner):
+    """A runner that also records the optional dependencies an example failed to import."""
+
+    def __init__(self):
+        super().__init__(optionflags=FLAGS)
+        self.missing: set[str] = set()
+
+    def report_unexpected_exception(self, out, test, example, exc_info):
+        if missing := _missing_optional(exc_info[1]):
+            self.missing.add(missing)
+        super().report_unexpected_exception(out, test, example, exc_info)
+
+
+def run_examples(name: str) -> tuple[doctest.TestResults, set[str], str]:
+    """Run every docstring example of module ``name``: (results, optional modules missing, report)."""
+    module = _import(name)
+    tests = [t for t in doctest.DocTestFinder(exclude_empty=True).find(module, name) if t.examples]
+    assert tests, f"{name} has '>>>' lines that doctest does not collect (not in a docstring it finds)"
+    lines: list[str] = []
+    runner = _Runner()
+    for test in tests:
+        runner.run(test, out=lines.append)
+    return doctest.TestResults(runner.failures, runner.tries), runner.missing, "".join(lines)
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples_run(name):
+    results, missing, report = run_examples(name)
+    if missing and results.failed:
+        pytest.skip(f"{name}'s examples need the optional dependencies {sorted(missing)}, not installed")
+    assert results.failed == 0, f"{name}: {results.failed} of {results.attempted} examples failed\n{report}"
+
+
+def test_a_failing_example_fails_and_a_missing_optional_dependency_skips(tmp_path, monkeypatch):
+    package = tmp_path / "doctest_probe"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "wrong.py").write_text('def f():\n    """\n    >>> 1 + 1\n    3\n    """\n')
+    (package / "needs_ray.py").write_text('def f():\n    """\n    >>> import ray_not_here\n    """\n')
+    (package / "imports_ray.py").write_text("import ray_not_here\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(f"{__name__}.OPTIONAL", OPTIONAL | {"ray_not_here"})
+    results, missing, report = run_examples("doctest_probe.wrong")
+    assert results == (1, 1) and not missing and "Expected:\n    3\nGot:\n    2" in report
+    results, missing, _ = run_examples("doctest_probe.needs_ray")
+    assert results == (1, 1) and missing == {"ray_not_here"}
+    with pytest.raises(pytest.skip.Exception, match="optional dependency 'ray_not_here'"):
+        run_examples("doctest_probe.imports_ray")
