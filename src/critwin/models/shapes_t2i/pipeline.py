@@ -212,13 +212,13 @@ def _check_weights(directory: Path, card: dict) -> None:
             )
 
 
-def load_t2i_pipeline(model="shapes-t2i", device=None, dtype=None):
+def load_t2i_pipeline(model, device=None, dtype=None):
     """Load a shapes text-to-image model as a ``StableDiffusionPipeline`` (checking its weight files).
 
     Parameters
     ----------
-    model : a shipped name (``"shapes-t2i"``, ``"shapes-t2i-biased"``, ``"shapes-t2i-memorise"``) or a
-        directory written by ``critwin train``.
+    model : a shipped name (``"shapes-t2i-biased"``, ``"shapes-t2i-memorise"``) or a directory written
+        by ``critwin train`` (``critwin train shapes-t2i`` writes the balanced one, which is not shipped).
     device, dtype : where and in which precision it runs (default: CPU, float32).
 
     Returns
