@@ -564,7 +564,7 @@ def paired_comparison(before, after, level: float = 0.95, n_classes: int | None 
     --------
     >>> same = paired_comparison([0, 1, 0, 1] * 25, [0, 1, 0, 1] * 25)
     >>> same["tv"], same["tv_ci"][0], round(same["tv_ci"][1], 3), same["unchanged"]
-    (0.0, 0.0, 0.036, True)
+    (0.0, 0.0, 0.043, True)
     """
     before, after = np.asarray(before).astype(int).ravel(), np.asarray(after).astype(int).ravel()
     if before.size == 0 or before.shape != after.shape:
