@@ -5,6 +5,9 @@
   ``binomtest(k, n).proportion_ci(method="wilson")`` gives the same numbers for integer counts
   (``tests/test_core_package.py`` checks it) but takes one integer pair per call; here ``n`` may be an
   effective sample size and every argument broadcasts.
+- The one exact binomial interval (:func:`clopper_pearson_bounds`), whose coverage is at least its level
+  for every proportion and sample size (Wilson's dips below it near 0 and 1 at small ``n``): the
+  building block of intervals that must hold at a family level, as Bonferroni boxes of proportions.
 - The one tie rule (:func:`interval_order`): two times are ordered only where their intervals are
   disjoint, "tied" otherwise — for measured t½ intervals and theory brackets alike.
 - Censored crossing times (THEORY §9): a t½ outside the measured times is ``±inf``; it is kept in every
@@ -21,6 +24,7 @@ import numpy as np
 
 __all__ = [
     "wilson_bounds",
+    "clopper_pearson_bounds",
     "TIED",
     "interval_order",
     "order_verdict",
@@ -53,6 +57,49 @@ def wilson_bounds(p, n, z):
     centre = (p + z2 / (2 * n)) / denominator
     half = z * np.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denominator
     lower, upper = np.clip(centre - half, 0.0, 1.0), np.clip(centre + half, 0.0, 1.0)
+    if lower.ndim == 0:
+        return float(lower), float(upper)
+    return lower, upper
+
+
+def clopper_pearson_bounds(k, n, level: float):
+    """Clopper–Pearson (exact) interval ``(lower, upper)`` of a binomial proportion: ``k`` successes in
+    ``n`` trials.
+
+    ``lower`` is the ``(1 - level) / 2`` quantile of ``Beta(k, n - k + 1)`` (0 when ``k = 0``), ``upper``
+    the ``(1 + level) / 2`` quantile of ``Beta(k + 1, n - k)`` (1 when ``k = n``): the proportions a
+    two-sided binomial tail test at ``1 - level`` does not reject. Its coverage is at least ``level`` for
+    every proportion and ``n``, so a Bonferroni box of such intervals covers a vector of proportions at
+    least at its family level. scipy's ``binomtest(k, n).proportion_ci(method="exact")`` gives the same
+    numbers (``tests/test_core_package.py``) one pair per call; here the arguments broadcast.
+
+    Parameters
+    ----------
+    k : int or array, successes (``0 <= k <= n``).
+    n : int or array, trials (>= 1).
+    level : float in (0, 1).
+
+    Returns
+    -------
+    (lower, upper) : floats when every argument is a scalar, else arrays of the broadcast shape.
+
+    Examples
+    --------
+    >>> low, high = clopper_pearson_bounds(0, 20, 0.95)
+    >>> low, round(high, 4)
+    (0.0, 0.1684)
+    """
+    from scipy.special import betaincinv
+
+    k, n = np.broadcast_arrays(np.asarray(k, dtype=float), np.asarray(n, dtype=float))
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    if np.any(n < 1) or np.any(k < 0) or np.any(k > n):
+        raise ValueError("k and n must satisfy 0 <= k <= n and n >= 1")
+    alpha = 1.0 - level
+    # betaincinv needs positive shape parameters: the ends at k = 0 and k = n are set apart.
+    lower = np.where(k > 0, betaincinv(np.maximum(k, 1.0), n - k + 1, alpha / 2), 0.0)
+    upper = np.where(k < n, betaincinv(k + 1, np.maximum(n - k, 1.0), 1 - alpha / 2), 1.0)
     if lower.ndim == 0:
         return float(lower), float(upper)
     return lower, upper

@@ -24,12 +24,18 @@ name) is refused.
 Intervals of a TV. The TV of an empirical distribution is biased upwards (sampling noise never cancels
 in ``|p - q|``) and not smooth where ``p = q``, so a bootstrap percentile interval of it sits above the
 plug-in estimate (a batch selected to hit the target exactly reads TV ~ 0 while its resamples read
-~ 0.08 at n = 200 over ten classes): the estimate falls outside its own interval. Here every TV interval
-is the estimate plus or minus a bootstrap upper confidence bound on its estimation error, which bounds
-the error of any TV by the triangle inequality (:func:`tv_interval`; paired differences in
-:func:`paired_comparison`): it contains the estimate by construction, covers at the stated level for
-independent draws (checked by simulation in the tests), and is conservative for a quota-selected batch,
-whose proportions vary less than independent draws'.
+~ 0.08 at n = 200 over ten classes): the estimate falls outside its own interval. A bootstrap of the
+estimation error (``TV(p_hat, target) +- c``) holds the estimate but under-covers where a class is rare:
+resamples never draw a class the sample lacks (exact coverage 0.33 at n = 20, p = (0.98, 0.02) against
+(0.5, 0.5); 0.92 at n = 200, p = (0.97, 0.01, 0.01, 0.01) against uniform). Here every TV interval is
+the range of the TV over a confidence box: Clopper–Pearson intervals of the proportions, Bonferroni
+over them (:func:`~critwin._stats.clopper_pearson_bounds`), intersected with the simplex; the TV's
+smallest and largest values over that polytope are exact (:func:`tv_interval`; paired differences in
+:func:`paired_comparison`). The box holds the true proportions with probability at least the level,
+for every ``p`` and ``n``, and then the interval holds the true TV: coverage is at least the level
+(conservative; checked by simulation and exact enumeration in the tests), and the interval contains the
+estimate, whose proportions lie in the box. For a quota-selected batch, whose proportions vary less
+than independent draws', it is more conservative still.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ import numpy as np
 import torch
 
 from critwin._io import provenance
+from critwin._stats import clopper_pearson_bounds
 from critwin._validation import check_eps, check_positive_int, check_real_tensor, check_seed
 from critwin.experiments import apply_feature, as_process, realise_times, resolve_feature
 from critwin.experiments.checkpoint import progress_bar, resolve_seed
@@ -55,6 +62,7 @@ __all__ = [
     "rebalance",
     "total_variation",
     "tv_interval",
+    "tv_range",
     "check_target",
     "check_judge",
     "select_to_target",
@@ -71,22 +79,62 @@ def total_variation(p, q) -> float:
     return float(0.5 * np.abs(p - q).sum())
 
 
-def tv_interval(labels, target, level: float = 0.95, n_boot: int = 200, seed: int = 0) -> tuple[float, float]:
-    """Confidence interval of ``TV(p, target)`` from labels drawn from ``p``: ``TV(p_hat, target) +- c``.
+MAX_ENUMERATED = 16
+"""Classes whose split :func:`tv_range` enumerates exactly (``2**16`` subsets); beyond, a valid bound."""
 
-    By the triangle inequality ``|TV(p, target) - TV(p_hat, target)| <= TV(p, p_hat)``, so an upper
-    confidence bound ``c`` on the estimation error ``TV(p_hat, p)`` gives the interval (clipped to [0, 1]).
-    ``c`` is the ``level`` quantile of ``TV(p_star, p_hat)`` over ``n_boot`` bootstrap resamples of the
-    labels (the bootstrap of a continuous functional of the multinomial proportions: consistent). The
-    interval always contains the estimate, unlike a percentile interval of the upward-biased plug-in TV
-    (module notes); its coverage is checked by simulation in the tests.
+
+def tv_range(lower, upper, centre) -> tuple[float, float]:
+    """Smallest and largest ``1/2 sum_k |x_k - c_k|`` over the box ``lower <= x <= upper`` intersected with
+    the hyperplane ``sum x = sum c`` (for proportions ``x`` and a target ``c``: the box within the simplex).
+
+    With ``sum x = sum c`` the distance is ``sum (x - c)_+ = max_S (x(S) - c(S))`` over the sets ``S`` of
+    classes. Smallest: each term is at least ``(l_k - c_k)_+`` and, by the other form, the sum at least
+    ``sum (c_k - u_k)_+``; the larger of the two bounds is attained (start from ``x = clip(c, l, u)`` and
+    move mass toward the other side's ends), so it is the minimum (0 when ``c`` lies in the box). Largest:
+    for each ``S``, ``x(S)`` reaches ``min(u(S), sum c - l(S^c))``, so the maximum is
+    ``max_S min(a(S), b(S^c))`` with ``a = u - c``, ``b = c - l``. A class with ``a_k <= 0`` belongs in
+    ``S^c`` and one with ``b_k <= 0`` in ``S``; the rest (``c_k`` inside its interval) are split every way
+    when at most :data:`MAX_ENUMERATED`, else bounded by ``min(a_+ sum, b_+ sum)`` (still an upper bound:
+    the interval stays valid, only wider). Both ends are clipped to ``[0, 1]``.
+
+    The box must meet the hyperplane (it does when it holds an estimate that does).
+
+    Examples
+    --------
+    >>> low, high = tv_range([0.1, 0.2], [0.4, 0.9], [0.5, 0.5])  # x_0 in [0.1, 0.4]: TV = 0.5 - x_0
+    >>> round(low, 12), round(high, 12)
+    (0.1, 0.4)
+    """
+    lower, upper, centre = (np.asarray(v, dtype=float) for v in (lower, upper, centre))
+    smallest = max(np.clip(lower - centre, 0, None).sum(), np.clip(centre - upper, 0, None).sum())
+    above, below = upper - centre, centre - lower  # a, b of the notes
+    inside = below <= 0
+    outside = (above <= 0) & ~inside
+    free = ~inside & ~outside
+    a0, b0 = above[inside].sum(), below[outside].sum()
+    a, b = above[free], below[free]
+    if a.size <= MAX_ENUMERATED:
+        subsets = ((np.arange(2**a.size)[:, None] >> np.arange(a.size)) & 1).astype(float)
+        largest = float(np.max(np.minimum(a0 + subsets @ a, b0 + (1 - subsets) @ b)))
+    else:
+        largest = float(min(a0 + a.sum(), b0 + b.sum()))
+    return float(np.clip(smallest, 0.0, 1.0)), float(np.clip(largest, 0.0, 1.0))
+
+
+def tv_interval(labels, target, level: float = 0.95) -> tuple[float, float]:
+    """Confidence interval of ``TV(p, target)`` from labels drawn independently from ``p``.
+
+    The range of the TV (:func:`tv_range`) over the box of Clopper–Pearson intervals of the ``C``
+    proportions, each at level ``1 - (1 - level) / C`` (Bonferroni; for ``C = 2`` the two intervals are one
+    event, so each is at ``level``), within the simplex. The box holds ``p`` with probability at least
+    ``level`` for every ``p`` and ``n``, and then the interval holds ``TV(p, target)``; it contains the
+    plug-in estimate, whose proportions lie in the box. Module notes: why not a bootstrap.
 
     Parameters
     ----------
     labels : (n,) integer labels in ``0..C-1``.
     target : (C,) target distribution.
-    level : confidence level.
-    n_boot, seed : bootstrap resamples and their seed (deterministic).
+    level : confidence level in (0, 1).
 
     Returns
     -------
@@ -95,8 +143,8 @@ def tv_interval(labels, target, level: float = 0.95, n_boot: int = 200, seed: in
     Examples
     --------
     >>> low, high = tv_interval([0] * 50 + [1] * 50, [0.5, 0.5])
-    >>> low, round(high, 2)
-    (0.0, 0.11)
+    >>> low, round(high, 3)
+    (0.0, 0.102)
     """
     target = np.asarray(target, dtype=float)
     labels = np.asarray(labels).astype(int).ravel()
@@ -104,12 +152,11 @@ def tv_interval(labels, target, level: float = 0.95, n_boot: int = 200, seed: in
         raise ValueError("labels must be non-empty")
     if labels.min() < 0 or labels.max() >= target.size:
         raise ValueError(f"labels must lie in 0..{target.size - 1}")
-    n_boot = check_positive_int(n_boot, "n_boot")
-    p_hat = np.bincount(labels, minlength=target.size) / labels.size
-    resampled = np.random.default_rng(seed).multinomial(labels.size, p_hat, size=n_boot) / labels.size
-    error = float(np.quantile(0.5 * np.abs(resampled - p_hat).sum(1), level))
-    tv = total_variation(p_hat, target)
-    return max(0.0, tv - error), min(1.0, tv + error)
+    level = check_eps(level, "level")
+    family = 1 if target.size == 2 else target.size
+    counts = np.bincount(labels, minlength=target.size)
+    lower, upper = clopper_pearson_bounds(counts, labels.size, 1 - (1 - level) / family)
+    return tv_range(lower, upper, target)
 
 
 def check_judge(judge, feature, name: str = "judge"):
@@ -143,14 +190,15 @@ class RebalanceResult:
         trajectory) and of the rebalanced samples *as the selecting feature reads them*, and the target.
     tv_before, tv_after : their total variation to ``target`` (the selector's own reading: optimised for,
         so ``tv_after`` flatters the result; report :meth:`graded`).
-    tv_before_ci, tv_after_ci : intervals of those TVs (:func:`tv_interval`); None with ``n_boot=0``.
+    tv_before_ci, tv_after_ci : intervals of those TVs (:func:`tv_interval`); None with ``intervals=False``.
     fork_time, fork_step : realised OU time (and model step) of the fork.
     samples : (n, ...) rebalanced outputs (data space).  labels : (n,) their attributes (selector).
     n_candidates : continuations drawn per trajectory.  nfe : denoiser evaluations, if counted;
         ``nfe_plain`` those of the plain samples (the trunks and one continuation each): the cost of
         rebalancing is ``nfe - nfe_plain``.
     others : {name: comparison} for the ``others`` readers: ``before``/``after`` distributions, ``tv``
-        between them with ``tv_ci``, ``difference_ci`` per value (paired bootstrap) and ``unchanged``.
+        between them with ``tv_ci``, ``difference_ci`` per value (:func:`paired_comparison`) and
+        ``unchanged``.
     judge : name of the independent judge (None without one).
     judged_before, judged_after, tv_judged_before, tv_judged_after, tv_judged_before_ci,
         tv_judged_after_ci : the same distributions, distances and intervals read by the judge.
@@ -309,7 +357,7 @@ def rebalance(
     judge=None,
     generator: torch.Generator | None = None,
     others: Mapping[str, Any] | None = None,
-    n_boot: int = 200,
+    intervals: bool = True,
     level: float = 0.95,
     progress: bool = False,
 ) -> RebalanceResult:
@@ -334,8 +382,8 @@ def rebalance(
         flagged not independent.
     others : {name: reader} of the other attributes, read on the plain and the rebalanced samples (they
         should not move: see the module notes).
-    n_boot, level : bootstrap replicates of the paired differences (0: no intervals) and confidence level
-        of every interval.
+    intervals, level : whether to compute the intervals of the TVs and of the paired differences
+        (:func:`tv_interval`, :func:`paired_comparison`), and their confidence level.
     progress : show a progress bar (sampler steps of the trunk and of every continuation).
 
     Returns
@@ -356,7 +404,7 @@ def rebalance(
     seed = resolve_seed(seed, generator, default=0)
     n_classes = check_positive_int(n_classes, "n_classes", minimum=2)
     n_candidates = check_positive_int(n_candidates, "n_candidates", minimum=2)
-    n_boot = check_positive_int(n_boot, "n_boot", minimum=0)
+    intervals = bool(intervals)
     level = check_eps(level, "level")
     target = check_target(target, n_classes)
     others = _check_others(others)
@@ -403,13 +451,12 @@ def rebalance(
     stacked = torch.stack(outputs)
     samples = stacked[torch.as_tensor(choice, device=stacked.device), torch.arange(n, device=stacked.device)]
     nfe_end = getattr(process, "nfe", None)
-    selected = _reading(candidate_labels[0], chosen_labels, n_classes, target, n_boot, level, seed)
+    selected = _reading(candidate_labels[0], chosen_labels, n_classes, target, intervals, level)
     judged = {}
     if judge is not None:
         plain_read, chosen_read = (_labels(judge, x, n_classes, "judge") for x in (outputs[0], samples))
-        judged = _reading(plain_read, chosen_read, n_classes, target, n_boot, level, seed, prefix="judged_")
-    rng = np.random.default_rng(seed)
-    compared = {name: _compare(fn, outputs[0], samples, n_boot, level, rng) for name, fn in others.items()}
+        judged = _reading(plain_read, chosen_read, n_classes, target, intervals, level, prefix="judged_")
+    compared = {name: _compare(fn, outputs[0], samples, level, intervals) for name, fn in others.items()}
     settings = {"feature": feature_name(feature), "judge": None if judge is None else feature_name(judge)}
     settings["others"] = {name: feature_name(fn) for name, fn in others.items()}
     settings.update(fork_time_requested=float(fork_time), target=target.tolist(), seed=seed)
@@ -460,15 +507,15 @@ def _labels(reader, x, n_classes: int, name: str) -> np.ndarray:
     return labels
 
 
-def _reading(plain, chosen, n_classes, target, n_boot, level, seed, prefix: str = "") -> dict[str, Any]:
+def _reading(plain, chosen, n_classes, target, intervals, level, prefix: str = "") -> dict[str, Any]:
     """One reader's distributions of the plain and the rebalanced samples, their TVs to ``target`` and
-    the intervals of those (:func:`tv_interval`; none with ``n_boot=0``), as RebalanceResult fields."""
+    the intervals of those (:func:`tv_interval`; none without ``intervals``), as RebalanceResult fields."""
     out = {}
     for side, labels in (("before", plain), ("after", chosen)):
         dist = np.bincount(labels, minlength=n_classes) / labels.size
         out[f"{prefix}{side}"] = dist
         out[f"tv_{prefix}{side}"] = total_variation(dist, target)
-        out[f"tv_{prefix}{side}_ci"] = tv_interval(labels, target, level, n_boot, seed) if n_boot else None
+        out[f"tv_{prefix}{side}_ci"] = tv_interval(labels, target, level) if intervals else None
     return out
 
 
@@ -483,68 +530,70 @@ def _check_others(others) -> dict[str, Any]:
     return dict(others)
 
 
-def _distribution(labels: np.ndarray, n_classes: int, weights=None) -> np.ndarray:
-    counts = np.bincount(labels, weights=weights, minlength=n_classes)
-    return counts / counts.sum()
+def _distribution(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    return np.bincount(labels, minlength=n_classes) / labels.size
 
 
-def _interval(draws: np.ndarray, level: float) -> tuple[float, float]:
-    tail = (1 - level) / 2
-    low, high = np.quantile(draws, [tail, 1 - tail], axis=0)
-    return low, high
-
-
-def paired_comparison(before, after, n_boot: int, level: float, rng, n_classes: int | None = None):
+def paired_comparison(before, after, level: float = 0.95, n_classes: int | None = None, intervals=True):
     """One attribute read on paired samples (trajectory ``i`` before and after): both distributions,
-    their TV, and paired bootstrap intervals (the same resampled trajectories on both sides).
+    their TV, and intervals of the per-value differences and of the TV that hold at family level.
+
+    The difference of value ``k`` is ``d_k = P(after = k, before != k) - P(before = k, after != k)``:
+    two proportions of the ``n`` pairs (pairs that agree cancel). Each of the ``2 C`` proportions gets a
+    Clopper–Pearson interval at level ``1 - (1 - level) / (2 C)`` (Bonferroni; for ``C = 2`` the two
+    proportions of one value are those of the other, so ``2`` intervals), so with probability at least
+    ``level`` all hold and every ``d_k`` lies in ``[lo(in_k) - hi(out_k), hi(in_k) - lo(out_k)]``. The
+    TV ``1/2 sum |d_k|`` then lies in its range over that box with ``sum d = 0`` (:func:`tv_range`): both
+    cover at least at ``level`` for every joint distribution of the pairs, and contain their estimates.
+    Unlike a bootstrap over the pairs, which reads ``[0, 0]`` when no pair changed, they say how large a
+    change ``n`` pairs cannot rule out (rare changes: module notes).
 
     Parameters
     ----------
     before, after : (n,) labels of the same n trajectories under two methods.
-    n_boot, level : bootstrap replicates (0: no intervals) and confidence level.
-    rng : ``numpy.random.Generator`` of the resampling.
+    level : confidence level (family level of the per-value intervals).
     n_classes : number of values (default: the largest label + 1).
+    intervals : False: distributions and TV only.
 
     Returns
     -------
-    ``{"before", "after", "tv", "tv_ci", "difference_ci", "unchanged"}``. The per-value differences
-    ``after - before`` have percentile intervals at the Bonferroni level ``1 - (1 - level) / C`` (one
-    family-level verdict); ``unchanged`` when each contains 0. ``tv_ci`` is ``tv +- c`` with ``c`` the
-    ``level`` quantile of the resampled estimation error ``1/2 |d_star - d_hat|_1`` of the differences,
-    which bounds ``|TV - tv|`` (triangle inequality), so it contains ``tv``.
+    ``{"before", "after", "tv", "tv_ci", "difference_ci", "unchanged"}``: ``difference_ci`` the intervals
+    of ``after - before`` per value, ``unchanged`` when each contains 0 (one verdict at family level
+    ``level``); the last three None without intervals.
 
     Examples
     --------
-    >>> same = paired_comparison([0, 1, 0, 1], [0, 1, 0, 1], 50, 0.95, np.random.default_rng(0))
-    >>> same["tv"], same["tv_ci"], same["unchanged"]
-    (0.0, [0.0, 0.0], True)
+    >>> same = paired_comparison([0, 1, 0, 1] * 25, [0, 1, 0, 1] * 25)
+    >>> same["tv"], same["tv_ci"][0], round(same["tv_ci"][1], 3), same["unchanged"]
+    (0.0, 0.0, 0.043, True)
     """
-    before, after = np.asarray(before).astype(int), np.asarray(after).astype(int)
+    before, after = np.asarray(before).astype(int).ravel(), np.asarray(after).astype(int).ravel()
+    if before.size == 0 or before.shape != after.shape:
+        raise ValueError(f"before and after must be non-empty and paired, got {before.size} and {after.size}")
     C = int(max(before.max(), after.max())) + 1 if n_classes is None else int(n_classes)
     n = before.size
     p, q = _distribution(before, C), _distribution(after, C)
     out = {"before": p.tolist(), "after": q.tolist(), "tv": total_variation(p, q)}
-    if n_boot == 0:
+    if not intervals:
         return {**out, "tv_ci": None, "difference_ci": None, "unchanged": None}
-    differences = np.empty((n_boot, C))
-    for b in range(n_boot):
-        w = np.bincount(rng.integers(0, n, n), minlength=n).astype(float)
-        differences[b] = _distribution(after, C, w) - _distribution(before, C, w)
-    # Bonferroni over the C values: ``unchanged`` is one verdict on C intervals at family level ``level``.
-    low, high = _interval(differences, 1 - (1 - level) / C)
-    # A percentile interval of a mean holds the sample mean unless every resample falls on one side.
-    low, high = np.minimum(low, q - p), np.maximum(high, q - p)
-    error = float(np.quantile(0.5 * np.abs(differences - (q - p)).sum(1), level))
-    out["tv_ci"] = [max(0.0, out["tv"] - error), min(1.0, out["tv"] + error)]
+    level = check_eps(level, "level")
+    moved = before != after
+    gained = np.bincount(after[moved], minlength=C)  # pairs that moved into value k
+    lost = np.bincount(before[moved], minlength=C)  # pairs that moved out of it
+    family = 2 if C == 2 else 2 * C
+    in_low, in_high = clopper_pearson_bounds(gained, n, 1 - (1 - level) / family)
+    out_low, out_high = clopper_pearson_bounds(lost, n, 1 - (1 - level) / family)
+    low, high = in_low - out_high, in_high - out_low
+    out["tv_ci"] = list(tv_range(low, high, np.zeros(C)))
     out["difference_ci"] = [[float(a), float(z)] for a, z in zip(low, high, strict=True)]
     out["unchanged"] = bool(np.all((low <= 0) & (high >= 0)))
     return out
 
 
-def _compare(reader, plain, rebalanced, n_boot: int, level: float, rng) -> dict[str, Any]:
+def _compare(reader, plain, rebalanced, level: float, intervals: bool) -> dict[str, Any]:
     """Another attribute on the plain and rebalanced samples (:func:`paired_comparison`)."""
     before, after = (apply_feature(reader, x)[0].numpy() for x in (plain, rebalanced))
-    return paired_comparison(before, after, n_boot, level, rng)
+    return paired_comparison(before, after, level, intervals=intervals)
 
 
 def window_fork_time(

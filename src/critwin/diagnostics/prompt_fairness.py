@@ -235,17 +235,14 @@ class PromptFairness:
         }
 
 
-def _grade(images, plain_images, attribute, judges, target, specified, reference, embed, level, seed):
+def _grade(images, plain_images, attribute, judges, target, specified, reference, embed, level):
     """The figures of one method's images (the judges read everything)."""
     labels = {name: apply_feature(judge, images)[0].numpy() for name, judge in judges.items()}
     plain = {name: apply_feature(judge, plain_images)[0].numpy() for name, judge in judges.items()}
     values = labels[attribute]
     dist = np.bincount(values, minlength=target.size) / values.size
-    rng = np.random.default_rng(seed)
     others = {
-        name: paired_comparison(
-            plain[name], labels[name], 200, level, rng, getattr(judges[name], "n_classes", None)
-        )
+        name: paired_comparison(plain[name], labels[name], level, getattr(judges[name], "n_classes", None))
         for name in judges
         if name != attribute
     }
@@ -253,7 +250,7 @@ def _grade(images, plain_images, attribute, judges, target, specified, reference
     row = {
         "distribution": dist.tolist(),
         "tv": total_variation(dist, target),
-        "tv_ci": list(tv_interval(values, target, level, seed=seed)),
+        "tv_ci": list(tv_interval(values, target, level)),
         "others": others,
         "others_unchanged": all(o["unchanged"] for o in others.values()),
         "adherence": adherence,
@@ -376,15 +373,13 @@ def prompt_fairness(
                     target=target,
                     n_candidates=n_candidates,
                     seed=seed,
-                    n_boot=0,
+                    intervals=False,
                     progress=progress,
                 )
                 samples[method], fork, fork_step = result.samples.cpu(), result.fork_time, result.fork_step
         costs[method] = counter.rows
     for method, images in samples.items():
-        row = _grade(
-            images, samples["plain"], attribute, judges, target, specified, reference, embed, level, seed
-        )
+        row = _grade(images, samples["plain"], attribute, judges, target, specified, reference, embed, level)
         rows.append(
             {"method": method, **row, "nfe": costs[method], "extra_nfe": costs[method] - costs["plain"]}
         )

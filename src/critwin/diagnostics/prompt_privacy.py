@@ -6,14 +6,16 @@ grammar; a third, disjoint set of held-out prompts (calibration) only sets each 
 threshold. For every score of :mod:`critwin.diagnostics.prompt_scores` and every duplication count (and
 all members together) the audit reports
 
-- ROC-AUC of members against the held-out non-members (Mann–Whitney, ties half), and
+- ROC-AUC of members against the held-out non-members (Mann–Whitney, ties half) with its score interval
+  (:func:`~critwin.diagnostics.privacy.auc_interval`: a percentile bootstrap under-covers with the 8
+  members of one duplication count, most near 1), and
 - the TPR at the threshold that a fraction ``fpr`` (1%) of the *calibration* prompts exceed, with the
   false-positive rate it realises on the held-out non-members (``n`` calibration prompts resolve rates
   down to ``1 / n``: a smaller requested ``fpr`` is raised to that, the smallest supported, and the
-  audit records both),
+  audit records both), with a bootstrap percentile interval (members, non-members and calibration
+  prompts resampled independently; the threshold is recalibrated in every replicate),
 
-each with a bootstrap percentile interval (members, non-members and calibration prompts resampled
-independently; the threshold is recalibrated in every replicate), and the UNet evaluations the score
+and the UNet evaluations the score
 spends per prompt. Membership is known by construction, so the ground truth grades every score (no
 classifier is involved). A percentile interval of a discrete statistic can miss its own estimate when
 the bootstrap distribution is lopsided (a TPR of 0 whose resampled thresholds are mostly lower); the
@@ -32,7 +34,7 @@ import torch
 
 from critwin._display import data_frame, html_summary, short_repr
 from critwin._validation import check_eps, check_positive_int
-from critwin.diagnostics.privacy import roc_auc, tpr_at_fpr
+from critwin.diagnostics.privacy import auc_interval, roc_auc, tpr_at_fpr
 from critwin.diagnostics.prompt_scores import (
     SECMI_TIMESTEP,
     commitment_scores,
@@ -124,13 +126,16 @@ def supported_fpr(fpr: float, n_calibration: int) -> float:
     return max(float(fpr), 1.0 / n_calibration)
 
 
-def _rates(member, negative, calibration, fpr: float) -> tuple[float, float, float]:
+def _operating_point(member, negative, calibration, fpr: float) -> dict[str, float]:
     with warnings.catch_warnings():
         warnings.simplefilter(
             "ignore", UserWarning
         )  # a small calibration set is reported, not warned per draw
-        op = tpr_at_fpr(member, calibration, negative, fpr)
-    return roc_auc(member, negative), op["tpr"], op["fpr_held_out"]
+        return tpr_at_fpr(member, calibration, negative, fpr)
+
+
+def _tpr(member, negative, calibration, fpr: float) -> float:
+    return _operating_point(member, negative, calibration, fpr)["tpr"]
 
 
 def _hull(point: float, draws: np.ndarray, level: float) -> list[float]:
@@ -149,7 +154,7 @@ def score_table(
     scores : one score per prompt of ``sets.prompts`` (higher = more likely member).
     sets : the prompt sets.
     fpr : target false-positive rate (calibrated on ``sets.calibration``).
-    n_boot, level, seed : bootstrap replicates, confidence level and seed.
+    n_boot, level, seed : bootstrap replicates (of the TPR interval), confidence level and seed.
 
     Returns
     -------
@@ -172,31 +177,29 @@ def score_table(
     rows = []
     for count, mask in groups:
         pos = member[mask]
-        auc, tpr, held_fpr = _rates(pos, negative, calibration, fpr)
+        op = _operating_point(pos, negative, calibration, fpr)
+        auc = roc_auc(pos, negative)
         draws = np.array(
             [
-                _rates(
+                _tpr(
                     rng.choice(pos, pos.size),
                     rng.choice(negative, negative.size),
                     rng.choice(calibration, calibration.size),
                     fpr,
-                )[:2]
+                )
                 for _ in range(n_boot)
             ]
         )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            threshold = tpr_at_fpr(pos, calibration, negative, fpr)["threshold"]
         rows.append(
             {
                 "count": count,
                 "members": int(pos.size),
                 "auc": auc,
-                "auc_ci": _hull(auc, draws[:, 0], level),
-                "tpr": tpr,
-                "tpr_ci": _hull(tpr, draws[:, 1], level),
-                "fpr_held_out": held_fpr,
-                "threshold": float(threshold),
+                "auc_ci": list(auc_interval(auc, pos.size, negative.size, level)),
+                "tpr": op["tpr"],
+                "tpr_ci": _hull(op["tpr"], draws, level),
+                "fpr_held_out": op["fpr_held_out"],
+                "threshold": float(op["threshold"]),
             }
         )
     return rows

@@ -477,7 +477,6 @@ def diagnostics_section(sizes: DemoSizes, digits: dict, seed: int) -> Diagnostic
             n_per_time=2,
             fpr=fpr,
             seed=seed,
-            n_boot=sizes.n_boot,
         )
     window = digits["forward_reverse"]["window"]
     fork = window["t_before"] if window["t_before"] is not None else 1.5
@@ -490,7 +489,6 @@ def diagnostics_section(sizes: DemoSizes, digits: dict, seed: int) -> Diagnostic
         n_candidates=4,
         seed=seed,
         judge=digit_judge_feature(),  # graded by a reader independent of the selector (issue 21.5)
-        n_boot=sizes.n_boot,
     )
     return DiagnosticsSection(audits, fair)
 
