@@ -34,8 +34,13 @@ __all__ = [
 ]
 
 
+#: Resolution of the report's figures (saved with ``bbox_inches="tight"``).
+DPI = 110
+
+
 def _save(fig, directory: Path, name: str) -> str:
-    fig.savefig(directory / name, dpi=110, bbox_inches="tight")
+    """Save ``fig`` as ``directory / name`` (every figure of the report is saved here) and close it."""
+    fig.savefig(directory / name, dpi=DPI, bbox_inches="tight")
     plt.close(fig)
     return name
 
@@ -45,7 +50,7 @@ def _finish(ax, xlabel: str, ylabel: str, heading: str, **legend) -> None:
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(heading)
-    placement = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "borderaxespad": 0.0, "fontsize": 7}
+    placement = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "borderaxespad": 0.0, "fontsize": 8}
     ax.legend(**{**placement, **legend})
 
 
@@ -62,13 +67,7 @@ COMPONENT_STYLES = (
 def plot_theory(section: TheorySection, directory: Path) -> list[str]:
     """The hierarchy dendrogram, and the TV curve against the theorem's bound."""
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    section.tree.plot(ax=ax)
-    handles, labels = ax.get_legend_handles_labels()
-    legend = ax.get_legend()
-    if legend is not None:  # the tree's own legend sits over its top merge: move it beside the axes
-        handles, labels = legend.legend_handles, [t.get_text() for t in legend.get_texts()]
-        legend.remove()
-    ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=7)
+    section.tree.plot(ax=ax)  # its legend beside the axes
     ax.set_title(rf"$\varepsilon$-mixture tree ($\varepsilon$ = {section.eps:g}); bands: critical windows")
     hierarchy_png = _save(fig, directory, "theory_hierarchy.png")
     fine, window, grid = section.fine, section.window, section.grid
@@ -196,7 +195,9 @@ def plot_comparison(section: ComparisonSection, model_est, directory: Path) -> l
 
 
 def _plot_class_curves(section: ComparisonSection, model_est, directory: Path) -> str:
-    fig, axes = plt.subplots(2, 5, figsize=(13, 5.5), sharex=True, sharey=True, layout="constrained")
+    # At most the page's column wide (8.6 in at 110 dpi: 946 px), so that the page shows its text at the
+    # size it is drawn; at 13 in the page shrank it to 2/3, its legend to ~8 px (issue 25).
+    fig, axes = plt.subplots(2, 5, figsize=(8.6, 5.8), sharex=True, sharey=True, layout="constrained")
     pairs = (
         ("trained network", model_est, "tab:blue", "o-"),
         ("fitted GMM, exact sampler", section.gmm_est, "tab:green", "s--"),
@@ -219,7 +220,7 @@ def _plot_class_curves(section: ComparisonSection, model_est, directory: Path) -
         if k >= 5:
             ax.set_xlabel(r"OU time $t$")
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncol=4, fontsize=8)
+    fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=8)
     fig.suptitle("Like for like: same sources, OU times, estimator and classifier", fontsize=10)
     return _save(fig, directory, "likeforlike_curves.png")
 
@@ -364,7 +365,7 @@ def plot_shapes(section: ShapesSection, directory: Path) -> list[str]:
             changed = [
                 n for n, lab in section.strip_labels.items() if lab[j, i - 1] != section.source_labels[n]
             ]
-            ax.set_xlabel("\n".join(changed) or "same", fontsize=6, color="tab:red" if changed else "grey")
+            ax.set_xlabel("\n".join(changed) or "same", fontsize=7, color="tab:red" if changed else "grey")
     grid[0][0].set_ylabel("source", fontsize=7)
     fig.suptitle("One image re-generated from increasing noise: which attribute changes first", fontsize=9)
     names.append(_save(fig, directory, "shapes_strip.png"))
