@@ -8,6 +8,7 @@ from __future__ import annotations
 import matplotlib
 
 matplotlib.use("Agg")
+import math  # noqa: E402
 from types import SimpleNamespace  # noqa: E402
 
 import matplotlib.pyplot as plt  # noqa: E402
@@ -191,15 +192,16 @@ def digits():
 
 
 def _saved(monkeypatch):
-    """Every figure the report saves (``figures._save``), with its problems as saved (110 dpi, tight)."""
+    """Every figure the report saves (``figures.save_figure``), with its problems as saved (110 dpi,
+    tight)."""
     found = {}
-    save = figures._save
+    save = figures.save_figure
 
     def checked(fig, directory, name):
         found[name] = layout_problems(fig, dpi=figures.DPI)
         return save(fig, directory, name)
 
-    monkeypatch.setattr(figures, "_save", checked)
+    monkeypatch.setattr(figures, "save_figure", checked)
     return found
 
 
@@ -429,3 +431,113 @@ def test_window_estimate_plot(digits):
         assert not problems, "\n".join(problems)
     finally:
         plt.close(ax.figure)
+
+
+def _wide_tree(n_leaves):
+    """A two-level tree of ``n_leaves`` leaves in clusters of 8, every node with a window (built by hand:
+    only its drawing is under test)."""
+    from critwin.theory.tree import Node, Tree
+    from critwin.theory.windows import Window
+
+    def node(components, time, children=(), window=(1.0, 2.0)):
+        w = Window(*window, eps=0.1) if window is not None else None
+        return Node(list(components), time, list(children), window=w)
+
+    clusters = []
+    for start in range(0, n_leaves, 8):
+        members = range(start, min(start + 8, n_leaves))
+        leaves = [node([k], 0.0, window=(0.5, 2.5 + 0.1 * (k % 3))) for k in members]
+        clusters.append(node(members, 3.0, leaves, window=(3.5, 5.0)))
+    return Tree(node(range(n_leaves), 6.0, clusters, window=None), 0.1)
+
+
+@pytest.mark.parametrize("n_leaves", [20, 64])  # labelled leaves; unlabelled above max_leaves (60)
+def test_wide_tree_dendrograms(n_leaves):
+    """A wide tree's own figure (up to 16 in) is a file of its own, shown at its size: text is checked
+    at the saved size only (no page column)."""
+    ax = _wide_tree(n_leaves).plot()
+    try:
+        problems = layout_problems(ax.figure, dpi=120, page_width_px=math.inf)
+        assert not problems, "\n".join(problems)
+    finally:
+        plt.close(ax.figure)
+
+
+def test_membership_audit_plot():
+    times = np.array(DIGIT_TIMES)
+    curve = 1 / (1 + (times / 0.8) ** 3)
+    audit = MembershipAudit(
+        times, curve, 0.7 * curve, np.ones(6), np.ones(8), np.ones(8), 0.7, (0.6, 0.8), {}
+    )
+    ax = audit.plot()
+    try:
+        problems = layout_problems(ax.figure)
+        assert not problems, "\n".join(problems)
+    finally:
+        plt.close(ax.figure)
+
+
+def test_tv_curve_plot():
+    from critwin.mixtures import GaussianMixture
+    from critwin.theory.divergence import TVCurve
+
+    means = torch.tensor([[-1.5, 0.0], [1.5, 0.0]], dtype=torch.float64)
+    ax = TVCurve(GaussianMixture(means[:1]), GaussianMixture(means[1:])).plot([0.0, 0.25, 0.5, 1.0, 2.0, 3.0])
+    try:
+        problems = layout_problems(ax.figure)
+        assert not problems, "\n".join(problems)
+    finally:
+        plt.close(ax.figure)
+
+
+def test_validation_figure(tmp_path):
+    """``critwin validate``'s ``validation.png``, a file of its own shown at its size (saved at 90 dpi
+    without a tight box: nothing may fall off the canvas), on the quick experiment's 19 case names
+    (the full one's 51 draw the same panels in more rows)."""
+    from critwin.theory.validate import QUICK_DIMS, QUICK_KS, SEPARATIONS, ValidationResult, _plot
+
+    names = [
+        f"K{k}-d{d}-{sep}-0in{target}"
+        for k in QUICK_KS
+        for d in QUICK_DIMS
+        for sep in SEPARATIONS
+        for target in ("".join(map(str, range(max(1, k // 2)))) if k > 2 else "01", "0")
+    ] + ["hier-d16-0in01", "hier-d16-0in0123", "hier-d16-01in0123"]
+    grid = np.linspace(0.0, 6.0, 8)
+    cases, rows = [], []
+    for j, name in enumerate(names):
+        empty = "bad" in name
+        cases.append(
+            {
+                "name": name,
+                "empty": empty,
+                "bound": 0.3,
+                "t_end": None if empty else 0.5,
+                "t_start": None if empty else 4.0,
+                "t_end_closed_upper": 0.8,
+                "t_start_closed_lower": 3.5,
+            }
+        )
+        tv = np.exp(-grid / (1 + j % 3))
+        rows += [
+            {"case": name, "t_hat": t, "tv_x": v, "tv_x_se": 0.01, "tv_label": 0.9 * v}
+            for t, v in zip(grid, tv, strict=True)
+        ]
+    result = ValidationResult(rows, cases, {"eps": 0.1, "violations": 0})
+    import matplotlib.figure
+
+    drawn = []
+    save = matplotlib.figure.Figure.savefig
+
+    def checked(fig, *args, **kwargs):  # _plot builds, saves and closes its figure in one call
+        tight = kwargs.get("bbox_inches") == "tight"
+        drawn.append(layout_problems(fig, dpi=kwargs["dpi"], tight=tight, page_width_px=math.inf))
+        return save(fig, *args, **kwargs)
+
+    matplotlib.figure.Figure.savefig = checked
+    try:
+        _plot(tmp_path / "validation.png", result)
+    finally:
+        matplotlib.figure.Figure.savefig = save
+    (problems,) = drawn
+    assert not problems, "\n".join(problems)

@@ -93,6 +93,17 @@ def _overlap(a, b, tolerance: float) -> bool:
     return width > tolerance and height > tolerance
 
 
+def _overlapping(boxes, texts, tolerance: float) -> list[tuple[int, int]]:
+    """Index pairs ``i < j`` of the texts whose boxes overlap by more than ``tolerance`` both ways."""
+    if len(texts) < 2:
+        return []
+    x0, y0, x1, y1 = np.array([boxes[id(t)].extents for t in texts]).T
+    width = np.minimum(x1[:, None], x1[None, :]) - np.maximum(x0[:, None], x0[None, :])
+    height = np.minimum(y1[:, None], y1[None, :]) - np.maximum(y0[:, None], y0[None, :])
+    i, j = np.nonzero(np.triu((width > tolerance) & (height > tolerance), k=1))
+    return list(zip(i.tolist(), j.tolist(), strict=True))
+
+
 def _sample_path(path, transform) -> np.ndarray:
     """Points every :data:`_SAMPLE_PX` pixels along ``path`` in display coordinates ((n, 2); its
     vertices alone when it has no segments)."""
@@ -220,7 +231,8 @@ def layout_problems(
     fig : a matplotlib Figure (drawn here on Agg, as ``savefig`` would).
     dpi : the dpi it is saved with.  tight : whether it is saved with ``bbox_inches="tight"``.
     min_points : the smallest text accepted, at the saved size and as the page shows it.
-    page_width_px : the width in CSS pixels of the column that shows the image.
+    page_width_px : the width in CSS pixels of the column that shows the image (``math.inf``: an image
+        shown at its own size, such as a file of its own).
     tolerance_px : overlaps of at most this many pixels (at ``dpi``) are not reported.
     """
     if not dpi > 0:
@@ -238,10 +250,10 @@ def _problems(fig, renderer, texts, dpi, tight, min_points, page_width_px, toler
     from matplotlib.text import Text
 
     boxes = {id(t): Text.get_window_extent(t, renderer) for t in texts}  # the text, not an arrow
-    problems = []
-    for a, b in itertools.combinations(texts, 2):
-        if _overlap(boxes[id(a)], boxes[id(b)], tolerance):
-            problems.append(f"texts {_name(a)} and {_name(b)} overlap")
+    problems = [
+        f"texts {_name(texts[i])} and {_name(texts[j])} overlap"
+        for i, j in _overlapping(boxes, texts, tolerance)
+    ]
     legends = _legends(fig)
     for legend in legends:
         own = {id(t) for t in [*legend.get_texts(), legend.get_title()]}

@@ -25,6 +25,8 @@ from critwin.report.sections import (  # noqa: E402
 )
 
 __all__ = [
+    "DPI",
+    "save_figure",
     "plot_theory",
     "plot_digits",
     "plot_comparison",
@@ -38,7 +40,7 @@ __all__ = [
 DPI = 110
 
 
-def _save(fig, directory: Path, name: str) -> str:
+def save_figure(fig, directory: Path, name: str) -> str:
     """Save ``fig`` as ``directory / name`` (every figure of the report is saved here) and close it."""
     fig.savefig(directory / name, dpi=DPI, bbox_inches="tight")
     plt.close(fig)
@@ -69,7 +71,7 @@ def plot_theory(section: TheorySection, directory: Path) -> list[str]:
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     section.tree.plot(ax=ax)  # its legend beside the axes
     ax.set_title(rf"$\varepsilon$-mixture tree ($\varepsilon$ = {section.eps:g}); bands: critical windows")
-    hierarchy_png = _save(fig, directory, "theory_hierarchy.png")
+    hierarchy_png = save_figure(fig, directory, "theory_hierarchy.png")
     fine, window, grid = section.fine, section.window, section.grid
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 7.5), layout="constrained")
     ax1.errorbar(
@@ -106,7 +108,7 @@ def plot_theory(section: TheorySection, directory: Path) -> list[str]:
         label=r"window of $\{0\}$ inside $\{0, 1\}$",
     )
     _finish(ax2, noise, "P(output component)", "Features are decided coarse to fine")
-    return [hierarchy_png, _save(fig, directory, "theory_bound.png")]
+    return [hierarchy_png, save_figure(fig, directory, "theory_bound.png")]
 
 
 def plot_digits(section: DigitsSection, directory: Path) -> list[str]:
@@ -123,7 +125,7 @@ def plot_digits(section: DigitsSection, directory: Path) -> list[str]:
     _finish(ax1, OU_TIME, "P(class kept)", "Digits DDPM: when is the class decided?")
     _class_windows(ax2, {"forward–reverse": (est, "tab:blue", 0.0)})
     _finish(ax2, "digit", OU_TIME, r"Per digit: window ($r$ from 0.9 to 0.1) and $t_{1/2}$ (95% bootstrap)")
-    return [_save(fig, directory, "digits_commitment.png"), _plot_strip(section, directory)]
+    return [save_figure(fig, directory, "digits_commitment.png"), _plot_strip(section, directory)]
 
 
 def _class_windows(ax, estimates: dict) -> None:
@@ -185,7 +187,7 @@ def _plot_strip(section: DigitsSection, directory: Path) -> str:
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    return _save(fig, directory, "digits_strip.png")
+    return save_figure(fig, directory, "digits_strip.png")
 
 
 def plot_comparison(section: ComparisonSection, model_est, directory: Path) -> list[str]:
@@ -222,7 +224,7 @@ def _plot_class_curves(section: ComparisonSection, model_est, directory: Path) -
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=8)
     fig.suptitle("Like for like: same sources, OU times, estimator and classifier", fontsize=10)
-    return _save(fig, directory, "likeforlike_curves.png")
+    return save_figure(fig, directory, "likeforlike_curves.png")
 
 
 def _plot_windows(section: ComparisonSection, model_est, directory: Path) -> str:
@@ -256,7 +258,7 @@ def _plot_windows(section: ComparisonSection, model_est, directory: Path) -> str
         r"$t_{1/2}$(network) $-$ $t_{1/2}$(GMM)",
         "Where the network keeps a digit longer (> 0) or shorter (< 0)",
     )
-    return _save(fig, directory, "theory_vs_model.png")
+    return save_figure(fig, directory, "theory_vs_model.png")
 
 
 def _plot_differences(ax, differences: dict) -> None:
@@ -305,7 +307,7 @@ def plot_diagnostics(section: DiagnosticsSection, directory: Path) -> list[str]:
         f"fraction of samples (read by {graded['graded_by']})",
         "Fairness: rebalance the class only at its window",
     )
-    return [_save(fig, directory, "diagnostics.png")]
+    return [save_figure(fig, directory, "diagnostics.png")]
 
 
 RUN_STYLES = (
@@ -341,7 +343,7 @@ def plot_invariance(section: InvarianceSection, directory: Path) -> list[str]:
             )
     ax.set_xscale("log")
     _finish(ax, OU_TIME, "P(class kept)", "Same data, three parameterisations: class windows in OU time")
-    return [_save(fig, directory, "parameterisation.png")]
+    return [save_figure(fig, directory, "parameterisation.png")]
 
 
 def plot_shapes(section: ShapesSection, directory: Path) -> list[str]:
@@ -349,7 +351,7 @@ def plot_shapes(section: ShapesSection, directory: Path) -> list[str]:
     fig, ax = plt.subplots(figsize=(8, 4.2), layout="constrained")
     section.atlas.plot(ax)
     ax.set_title("Features are decided coarse to fine (rows on top: the fitted mixture's merge times)")
-    names = [_save(fig, directory, "shapes_atlas.png")]
+    names = [save_figure(fig, directory, "shapes_atlas.png")]
     T, R = section.strip.shape[:2]
     fig, grid = plt.subplots(R + 1, T, figsize=(1.1 * T, 1.25 * (R + 1)), squeeze=False, layout="constrained")
     for j, t in enumerate(section.strip_times):
@@ -368,5 +370,5 @@ def plot_shapes(section: ShapesSection, directory: Path) -> list[str]:
             ax.set_xlabel("\n".join(changed) or "same", fontsize=7, color="tab:red" if changed else "grey")
     grid[0][0].set_ylabel("source", fontsize=7)
     fig.suptitle("One image re-generated from increasing noise: which attribute changes first", fontsize=9)
-    names.append(_save(fig, directory, "shapes_strip.png"))
+    names.append(save_figure(fig, directory, "shapes_strip.png"))
     return names

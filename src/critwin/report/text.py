@@ -356,7 +356,7 @@ def plot_text(section: TextSection, directory: Path) -> list[str]:
     # One legend below both panels (they show the same levels): inside, it covered curves (issue 25).
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=4, fontsize=8)
-    return [figures._save(fig, directory, "text_levels.png")]
+    return [figures.save_figure(fig, directory, "text_levels.png")]
 
 
 def text_page(page, text: dict) -> None:

@@ -234,7 +234,7 @@ def plot_text_to_image(section: TextToImageSection, directory: Path) -> list[str
     ax2.set_xticks(range(len(names)), names)
     ax2.set_ylabel("score rescaled to [0, 1] (higher: more likely memorised)")
     ax2.set_title(f"Memorisation scores per prompt ({MEMORISATION_MODEL})")
-    return [figures._save(fig, directory, "t2i_audits.png")]
+    return [figures.save_figure(fig, directory, "t2i_audits.png")]
 
 
 # ------------------------------------------------------------------------------------------- page
