@@ -259,7 +259,8 @@ class AtlasResult:
     def plot(self, ax=None):
         """Every feature's normalised commitment ``r(t)`` on one OU axis with its Wilson band, t½ with its
         bootstrap interval, and above the curves one row per attribute of the theory: its merge time
-        (dot) with its bracket (bar) and the tree's upper bound (open triangle), labelled in its row.
+        (dot) with its bracket (bar) and the tree's upper bound (open triangle), labelled in its row; the
+        rows are spaced for their labels in the axes' height, the legend sits beside the axes.
 
         Returns
         -------

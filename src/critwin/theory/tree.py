@@ -206,7 +206,8 @@ class Tree:
         return self.render()
 
     def plot(self, ax=None, path=None, max_leaves: int = 60):
-        """Dendrogram with OU time on the vertical axis; each node's window is drawn as a band.
+        """Dendrogram with OU time on the vertical axis; each node's window is drawn as a band, the bands'
+        legend beside the axes (right of them: it never covers the tree).
 
         Parameters
         ----------
