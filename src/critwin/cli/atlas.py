@@ -240,15 +240,22 @@ def _finish(
     _print_table(result, model, report["seconds"])
 
 
-def _write(directory: Path, result: AtlasResult, report: dict) -> None:
+def atlas_figure(result: AtlasResult):
+    """The figure of ``atlas.png``: :meth:`AtlasResult.plot` on its own figure, with a title."""
     import matplotlib
 
     matplotlib.use("Agg")
     ax = result.plot()
     ax.set_title("Features are decided coarse to fine")
-    ax.figure.savefig(
-        directory / "atlas.png", dpi=110, bbox_inches="tight", metadata={"Software": PNG_SOFTWARE}
-    )
+    return ax.figure
+
+
+def _write(directory: Path, result: AtlasResult, report: dict) -> None:
+    fig = atlas_figure(result)
+    fig.savefig(directory / "atlas.png", dpi=110, bbox_inches="tight", metadata={"Software": PNG_SOFTWARE})
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
     atomic_write_json(directory / ATLAS_FILE, report)
     table = result.table()
     lines = [",".join(table)] + [",".join(str(v) for v in row) for row in zip(*table.values(), strict=True)]

@@ -259,7 +259,8 @@ class AtlasResult:
     def plot(self, ax=None):
         """Every feature's normalised commitment ``r(t)`` on one OU axis with its Wilson band, t½ with its
         bootstrap interval, and above the curves one row per attribute of the theory: its merge time
-        (dot) with its bracket (bar) and the tree's upper bound (open triangle), labelled in its row.
+        (dot) with its bracket (bar) and the tree's upper bound (open triangle), labelled in its row; the
+        rows are spaced for their labels in the axes' height, the legend sits beside the axes.
 
         Returns
         -------
@@ -297,7 +298,8 @@ class AtlasResult:
         ax.set_xlim(0.0, max(ax.get_xlim()[1], 1.1 * right))  # every clock starts at 0; room for the bounds
         ax.set_xlabel(f"{CLOCK_AXES.get(clock, clock)} (reverse process runs right to left)")
         ax.set_ylabel("normalised commitment r(t)")
-        ax.legend(loc="lower left", fontsize="small")
+        # beside the axes: inside, it covered the r = 1/2 line or the bands (issue 25)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=8)
         return ax
 
 
@@ -311,7 +313,28 @@ def _status(measured: str, predicted: str) -> str:
     return "unresolved" if TIED in (measured, predicted) else "contradict"
 
 
-_ROW_BASE, _ROW_STEP = 1.12, 0.09  # theory rows above the curves (r <= 1), in r units
+_ROW_BASE, _ROW_STEP = 1.12, 0.09  # theory rows above the curves (r <= 1), in r units (the least step)
+_ROW_FONT = 8  # points: the rows' labels
+_ROW_LEADING = 1.5  # a row's height in units of its label's font size
+
+
+def _row_step(ax, n_rows: int) -> float:
+    """The spacing of the theory rows in r units: at least :data:`_ROW_STEP`, and enough for one label
+    per row (:data:`_ROW_LEADING` times :data:`_ROW_FONT`) in the axes' height; in a small figure a
+    fixed step let the labels of adjacent rows overlap (issue 25).
+
+    With the rows' top at ``base + step (n - 1/2)`` and the axes ``H`` points tall from ``bottom``, a row
+    is ``step H / (top - bottom)`` points tall; setting that to the label height ``g`` gives
+    ``step = g (base - bottom) / (H - g (n - 1/2))``. ``H`` is the axes' height before layout, less 15%
+    for what a constrained layout takes from it (titles, labels).
+    """
+    height = 0.85 * ax.get_position().height * ax.figure.get_figheight() * 72.0
+    label = _ROW_LEADING * _ROW_FONT
+    room = height - label * (n_rows - 0.5)
+    bottom = min(ax.get_ylim()[0], 0.0)
+    if room <= label:  # too many rows for this axes: one label's height per row at the least
+        room = label
+    return max(_ROW_STEP, label * (_ROW_BASE - bottom) / room)
 
 
 def _theory_rows(ax, attributes: Mapping[str, Any], colours: Mapping[str, str]) -> float:
@@ -321,8 +344,10 @@ def _theory_rows(ax, attributes: Mapping[str, Any], colours: Mapping[str, str]) 
     time drawn (0 if none)."""
     rows = [n for n, v in attributes.items() if v.get("t_merge") is not None and math.isfinite(v["t_merge"])]
     rows.sort(key=lambda n: -attributes[n]["t_merge"])
+    bottom = ax.get_ylim()[0]
+    step = _row_step(ax, len(rows))
     for k, name in enumerate(rows):
-        info, y, colour = attributes[name], _ROW_BASE + _ROW_STEP * k, colours.get(name, "black")
+        info, y, colour = attributes[name], _ROW_BASE + step * k, colours.get(name, "black")
         t = info["t_merge"]
         lo, hi = (v if v is not None and math.isfinite(v) else t for v in info["t_merge_bracket"])
         first = k == 0
@@ -355,12 +380,12 @@ def _theory_rows(ax, attributes: Mapping[str, Any], colours: Mapping[str, str]) 
             textcoords="offset points",
             ha="right",
             va="center",
-            fontsize="x-small",
+            fontsize=_ROW_FONT,
             color=colour,
         )
     if rows:
         ax.axhline(0.5 * (1.0 + _ROW_BASE), color="0.75", lw=0.6)
-        ax.set_ylim(top=_ROW_BASE + _ROW_STEP * (len(rows) - 0.5))
+        ax.set_ylim(min(bottom, 0.0), _ROW_BASE + step * (len(rows) - 0.5))
         ax.set_yticks([0.0, 0.25, 0.5, 0.75, 1.0])
     drawn = [v for n in rows for v in (attributes[n]["t_bound"], *attributes[n]["t_merge_bracket"])]
     return max((v for v in drawn if v is not None and math.isfinite(v)), default=0.0)

@@ -25,6 +25,8 @@ from critwin.report.sections import (  # noqa: E402
 )
 
 __all__ = [
+    "DPI",
+    "save_figure",
     "plot_theory",
     "plot_digits",
     "plot_comparison",
@@ -34,8 +36,13 @@ __all__ = [
 ]
 
 
-def _save(fig, directory: Path, name: str) -> str:
-    fig.savefig(directory / name, dpi=110, bbox_inches="tight")
+#: Resolution of the report's figures (saved with ``bbox_inches="tight"``).
+DPI = 110
+
+
+def save_figure(fig, directory: Path, name: str) -> str:
+    """Save ``fig`` as ``directory / name`` (every figure of the report is saved here) and close it."""
+    fig.savefig(directory / name, dpi=DPI, bbox_inches="tight")
     plt.close(fig)
     return name
 
@@ -45,7 +52,7 @@ def _finish(ax, xlabel: str, ylabel: str, heading: str, **legend) -> None:
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(heading)
-    placement = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "borderaxespad": 0.0, "fontsize": 7}
+    placement = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "borderaxespad": 0.0, "fontsize": 8}
     ax.legend(**{**placement, **legend})
 
 
@@ -62,15 +69,9 @@ COMPONENT_STYLES = (
 def plot_theory(section: TheorySection, directory: Path) -> list[str]:
     """The hierarchy dendrogram, and the TV curve against the theorem's bound."""
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    section.tree.plot(ax=ax)
-    handles, labels = ax.get_legend_handles_labels()
-    legend = ax.get_legend()
-    if legend is not None:  # the tree's own legend sits over its top merge: move it beside the axes
-        handles, labels = legend.legend_handles, [t.get_text() for t in legend.get_texts()]
-        legend.remove()
-    ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=7)
+    section.tree.plot(ax=ax)  # its legend beside the axes
     ax.set_title(rf"$\varepsilon$-mixture tree ($\varepsilon$ = {section.eps:g}); bands: critical windows")
-    hierarchy_png = _save(fig, directory, "theory_hierarchy.png")
+    hierarchy_png = save_figure(fig, directory, "theory_hierarchy.png")
     fine, window, grid = section.fine, section.window, section.grid
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 7.5), layout="constrained")
     ax1.errorbar(
@@ -107,7 +108,7 @@ def plot_theory(section: TheorySection, directory: Path) -> list[str]:
         label=r"window of $\{0\}$ inside $\{0, 1\}$",
     )
     _finish(ax2, noise, "P(output component)", "Features are decided coarse to fine")
-    return [hierarchy_png, _save(fig, directory, "theory_bound.png")]
+    return [hierarchy_png, save_figure(fig, directory, "theory_bound.png")]
 
 
 def plot_digits(section: DigitsSection, directory: Path) -> list[str]:
@@ -124,7 +125,7 @@ def plot_digits(section: DigitsSection, directory: Path) -> list[str]:
     _finish(ax1, OU_TIME, "P(class kept)", "Digits DDPM: when is the class decided?")
     _class_windows(ax2, {"forward–reverse": (est, "tab:blue", 0.0)})
     _finish(ax2, "digit", OU_TIME, r"Per digit: window ($r$ from 0.9 to 0.1) and $t_{1/2}$ (95% bootstrap)")
-    return [_save(fig, directory, "digits_commitment.png"), _plot_strip(section, directory)]
+    return [save_figure(fig, directory, "digits_commitment.png"), _plot_strip(section, directory)]
 
 
 def _class_windows(ax, estimates: dict) -> None:
@@ -186,7 +187,7 @@ def _plot_strip(section: DigitsSection, directory: Path) -> str:
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    return _save(fig, directory, "digits_strip.png")
+    return save_figure(fig, directory, "digits_strip.png")
 
 
 def plot_comparison(section: ComparisonSection, model_est, directory: Path) -> list[str]:
@@ -196,7 +197,9 @@ def plot_comparison(section: ComparisonSection, model_est, directory: Path) -> l
 
 
 def _plot_class_curves(section: ComparisonSection, model_est, directory: Path) -> str:
-    fig, axes = plt.subplots(2, 5, figsize=(13, 5.5), sharex=True, sharey=True, layout="constrained")
+    # At most the page's column wide (8.6 in at 110 dpi: 946 px), so that the page shows its text at the
+    # size it is drawn; at 13 in the page shrank it to 2/3, its legend to ~8 px (issue 25).
+    fig, axes = plt.subplots(2, 5, figsize=(8.6, 5.8), sharex=True, sharey=True, layout="constrained")
     pairs = (
         ("trained network", model_est, "tab:blue", "o-"),
         ("fitted GMM, exact sampler", section.gmm_est, "tab:green", "s--"),
@@ -219,9 +222,9 @@ def _plot_class_curves(section: ComparisonSection, model_est, directory: Path) -
         if k >= 5:
             ax.set_xlabel(r"OU time $t$")
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncol=4, fontsize=8)
+    fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=8)
     fig.suptitle("Like for like: same sources, OU times, estimator and classifier", fontsize=10)
-    return _save(fig, directory, "likeforlike_curves.png")
+    return save_figure(fig, directory, "likeforlike_curves.png")
 
 
 def _plot_windows(section: ComparisonSection, model_est, directory: Path) -> str:
@@ -255,7 +258,7 @@ def _plot_windows(section: ComparisonSection, model_est, directory: Path) -> str
         r"$t_{1/2}$(network) $-$ $t_{1/2}$(GMM)",
         "Where the network keeps a digit longer (> 0) or shorter (< 0)",
     )
-    return _save(fig, directory, "theory_vs_model.png")
+    return save_figure(fig, directory, "theory_vs_model.png")
 
 
 def _plot_differences(ax, differences: dict) -> None:
@@ -304,7 +307,7 @@ def plot_diagnostics(section: DiagnosticsSection, directory: Path) -> list[str]:
         f"fraction of samples (read by {graded['graded_by']})",
         "Fairness: rebalance the class only at its window",
     )
-    return [_save(fig, directory, "diagnostics.png")]
+    return [save_figure(fig, directory, "diagnostics.png")]
 
 
 RUN_STYLES = (
@@ -340,7 +343,7 @@ def plot_invariance(section: InvarianceSection, directory: Path) -> list[str]:
             )
     ax.set_xscale("log")
     _finish(ax, OU_TIME, "P(class kept)", "Same data, three parameterisations: class windows in OU time")
-    return [_save(fig, directory, "parameterisation.png")]
+    return [save_figure(fig, directory, "parameterisation.png")]
 
 
 def plot_shapes(section: ShapesSection, directory: Path) -> list[str]:
@@ -348,7 +351,7 @@ def plot_shapes(section: ShapesSection, directory: Path) -> list[str]:
     fig, ax = plt.subplots(figsize=(8, 4.2), layout="constrained")
     section.atlas.plot(ax)
     ax.set_title("Features are decided coarse to fine (rows on top: the fitted mixture's merge times)")
-    names = [_save(fig, directory, "shapes_atlas.png")]
+    names = [save_figure(fig, directory, "shapes_atlas.png")]
     T, R = section.strip.shape[:2]
     fig, grid = plt.subplots(R + 1, T, figsize=(1.1 * T, 1.25 * (R + 1)), squeeze=False, layout="constrained")
     for j, t in enumerate(section.strip_times):
@@ -364,8 +367,8 @@ def plot_shapes(section: ShapesSection, directory: Path) -> list[str]:
             changed = [
                 n for n, lab in section.strip_labels.items() if lab[j, i - 1] != section.source_labels[n]
             ]
-            ax.set_xlabel("\n".join(changed) or "same", fontsize=6, color="tab:red" if changed else "grey")
+            ax.set_xlabel("\n".join(changed) or "same", fontsize=7, color="tab:red" if changed else "grey")
     grid[0][0].set_ylabel("source", fontsize=7)
     fig.suptitle("One image re-generated from increasing noise: which attribute changes first", fontsize=9)
-    names.append(_save(fig, directory, "shapes_strip.png"))
+    names.append(save_figure(fig, directory, "shapes_strip.png"))
     return names

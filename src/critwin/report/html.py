@@ -5,6 +5,11 @@ from __future__ import annotations
 import html
 import math
 
+#: Width of the page's column in em (the body's ``max-width``); a wider image is shrunk to it.
+PAGE_WIDTH_EM = 60
+#: The column in CSS pixels, at a browser's default 16 px per em.
+PAGE_WIDTH_PX = 16 * PAGE_WIDTH_EM
+
 
 def _cell(value) -> str:
     if value is None:
@@ -48,7 +53,8 @@ class Page:
 
     def render(self) -> str:
         style = (
-            "body{font-family:sans-serif;max-width:60em;margin:2em auto;line-height:1.45;color:#222}"
+            f"body{{font-family:sans-serif;max-width:{PAGE_WIDTH_EM}em;margin:2em auto;line-height:1.45;"
+            "color:#222}"
             "figure{margin:1em 0}img{max-width:100%}figcaption{font-size:90%;color:#555}"
             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.25em .6em;"
             "text-align:right}th{background:#f3f3f3}"

@@ -323,6 +323,8 @@ def plot_text(section: TextSection, directory: Path) -> list[str]:
     engine's measurement."""
     import matplotlib.pyplot as plt
 
+    from critwin.report import figures  # matplotlib (Agg) only when a figure is drawn
+
     fig, axes = plt.subplots(
         1, len(section.comparisons), figsize=(11, 4), layout="constrained", squeeze=False
     )
@@ -349,12 +351,12 @@ def plot_text(section: TextSection, directory: Path) -> list[str]:
         ax.set_xlabel(CLOCK_AXES[comparison.clock] + " (generation runs right to left)")
         ax.set_ylabel("commitment c (output keeps the source's level)")
         ax.set_title(
-            f"{comparison.model}: measured (dots, 95% Wilson), exact (lines), exact engine (x)", fontsize=8
+            f"{comparison.model}: measured (dots, 95% Wilson), exact (lines), exact engine (x)", fontsize=9
         )
-        ax.legend(fontsize="x-small", ncol=2)
-    fig.savefig(directory / "text_levels.png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return ["text_levels.png"]
+    # One legend below both panels (they show the same levels): inside, it covered curves (issue 25).
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=4, fontsize=8)
+    return [figures.save_figure(fig, directory, "text_levels.png")]
 
 
 def text_page(page, text: dict) -> None:

@@ -46,6 +46,7 @@ from critwin.diagnostics.prompt_shapes import (  # noqa: E402
     specified_attributes,
 )
 from critwin.models.shapes import ATTRIBUTES  # noqa: E402
+from critwin.report import figures  # noqa: E402
 
 __all__ = [
     "FAIRNESS_MODEL",
@@ -208,7 +209,7 @@ def plot_text_to_image(section: TextToImageSection, directory: Path) -> list[str
     ax1.set_xlabel(r"OU time $t$ of the fork (noise level)")
     ax1.set_ylabel("P(continuation keeps the background)")
     ax1.set_title(f"When the background is decided ({FAIRNESS_MODEL})")
-    ax1.legend(fontsize=7, loc="lower left")
+    ax1.legend(fontsize=8, loc="lower left")
     audit = section.memorisation
     names = list(audit.rows)
     counts = sorted(set(audit.sets.counts))
@@ -227,13 +228,13 @@ def plot_text_to_image(section: TextToImageSection, directory: Path) -> list[str
             )
     handles, labels = ax2.get_legend_handles_labels()
     unique = dict(zip(labels, handles, strict=True))
-    ax2.legend(unique.values(), unique.keys(), fontsize=7, title="members by duplication", loc="upper left")
+    # beside the axes: inside, the legend covered scores (issue 25)
+    placement = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "borderaxespad": 0.0}
+    ax2.legend(unique.values(), unique.keys(), fontsize=8, title="members by\nduplication", **placement)
     ax2.set_xticks(range(len(names)), names)
-    ax2.set_ylabel("score, rescaled to [0, 1] per score (higher: more likely memorised)")
+    ax2.set_ylabel("score rescaled to [0, 1] (higher: more likely memorised)")
     ax2.set_title(f"Memorisation scores per prompt ({MEMORISATION_MODEL})")
-    fig.savefig(directory / "t2i_audits.png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return ["t2i_audits.png"]
+    return [figures.save_figure(fig, directory, "t2i_audits.png")]
 
 
 # ------------------------------------------------------------------------------------------- page

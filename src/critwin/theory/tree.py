@@ -206,7 +206,8 @@ class Tree:
         return self.render()
 
     def plot(self, ax=None, path=None, max_leaves: int = 60):
-        """Dendrogram with OU time on the vertical axis; each node's window is drawn as a band.
+        """Dendrogram with OU time on the vertical axis; each node's window is drawn as a band, the bands'
+        legend beside the axes (right of them: it never covers the tree).
 
         Parameters
         ----------
@@ -240,7 +241,14 @@ class Tree:
         ax.set_ylabel(CLOCK_LABELS.get(self.clock, self.clock))
         ax.set_ylim(0, top)
         ax.set_title(f"eps-mixture tree (eps={self.eps:g}); bands: critical windows")
-        ax.legend(handles=_legend_handles(), fontsize=7, loc="upper right")
+        # beside the axes: inside, the legend covered the top merge (issue 25)
+        ax.legend(
+            handles=_legend_handles(),
+            fontsize=8,
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
+            borderaxespad=0.0,
+        )
         if path is not None:
             with atomic_path(path) as tmp:
                 fig.savefig(

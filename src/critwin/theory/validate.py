@@ -618,22 +618,23 @@ def _plot(path, result: ValidationResult) -> None:
             if info[key] is not None and 0 <= info[key] <= max(t):
                 ax.axvline(info[key], color="tab:orange", ls="--", lw=0.8, label="closed-form bounds")
         ax.set_ylim(-0.02, 1.02)
-        ax.set_title(info["name"] + (" (empty)" if info["empty"] else ""), fontsize=7)
-        ax.set_xlabel(r"noise level $\hat T$ (OU time)", fontsize=6)
-        ax.set_ylabel("TV", fontsize=6)
-        ax.tick_params(labelsize=6)
+        # 8 pt: at 90 dpi, shown at its own size, 6 pt was 7.5 px type (issue 25)
+        ax.set_title(info["name"] + (" (empty)" if info["empty"] else ""), fontsize=8)
+        ax.set_xlabel(r"noise level $\hat T$ (OU time)", fontsize=8)
+        ax.set_ylabel("TV", fontsize=8)
+        ax.tick_params(labelsize=8)
     for ax in list(axes.flat)[len(cases) :]:
         ax.axis("off")
     # One legend for all panels, below them: never over a curve.
     legend = {}
     for ax in axes.flat:
         legend.update(zip(*reversed(ax.get_legend_handles_labels()), strict=True))
-    fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=max(len(legend), 1), fontsize=7)
+    fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=max(len(legend), 1), fontsize=8)
     s = result.summary
     fig.suptitle(
         f"Blink Thm 2 check, eps={s['eps']}: TV of the forward-reverse sample law vs bound (red); "
         f"T_end (dotted), T_start (dash-dot), closed forms (orange); violations: {s['violations']}",
-        fontsize=9,
+        fontsize=10,
     )
     fig.tight_layout(rect=(0, 0.04, 1, 0.97))
     with atomic_path(path) as tmp:
