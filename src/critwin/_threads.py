@@ -22,10 +22,50 @@ from critwin._validation import check_positive_int
 
 torch = deferred_import("torch", globals())  # the command line reads CRITWIN_THREADS before torch loads
 
-__all__ = ["THREADS_ENV", "set_threads", "threads_from_env", "using_threads"]
+__all__ = [
+    "REPRODUCIBLE_ENV",
+    "THREADS_ENV",
+    "apply_reproducible_env",
+    "make_reproducible",
+    "set_threads",
+    "threads_from_env",
+    "using_threads",
+]
 
 THREADS_ENV = "CRITWIN_THREADS"
 """Environment variable: intra-op threads of the ``critwin`` command (default 1)."""
+
+
+REPRODUCIBLE_ENV = "CRITWIN_REPRODUCIBLE"
+"""Environment variable: ``1`` makes results independent of the number of threads (see
+:func:`make_reproducible`)."""
+
+
+def make_reproducible() -> None:
+    """Use kernels whose results do not depend on the number of intra-op threads.
+
+    By default a network's output on a small batch (below about 16 images here) depends on the thread
+    count in its last bits: oneDNN's convolutions and MKL's matrix products split their reductions by
+    thread, so 1 and 2 threads give source images that differ by ~1e-6 and output files that differ
+    in their fingerprints (labels and windows agreed in every run measured). This sets MKL's strict
+    conditional numerical reproducibility (``MKL_CBWR=AUTO,STRICT``, unless already set; it must be
+    set before MKL's first call, so before torch loads in a fresh process) and turns oneDNN off (the
+    reference convolutions run instead). Sums that critwin computes itself are thread-independent
+    already. Results on another CPU kind may still differ (its kernels differ).
+    """
+    os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
+    torch.backends.mkldnn.enabled = False
+
+
+def apply_reproducible_env() -> bool:
+    """:func:`make_reproducible` when ``CRITWIN_REPRODUCIBLE`` is ``1`` (``0`` or unset: not); returns
+    whether it was applied."""
+    value = os.environ.get(REPRODUCIBLE_ENV, "").strip()
+    if value not in ("", "0", "1"):
+        raise ValueError(f"{REPRODUCIBLE_ENV} must be 0 or 1, got {value!r}")
+    if value == "1":
+        make_reproducible()
+    return value == "1"
 
 
 def threads_from_env(default: int = 1) -> int:

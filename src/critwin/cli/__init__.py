@@ -15,7 +15,7 @@ import click
 import typer
 import typer.core
 
-from critwin._threads import THREADS_ENV, set_threads, threads_from_env
+from critwin._threads import THREADS_ENV, apply_reproducible_env, set_threads, threads_from_env
 from critwin._version import __version__
 
 # Recent typer vendors click as ``typer._click`` (its exceptions are not click's); older typer uses click.
@@ -152,6 +152,7 @@ def _run(argv: list[str] | None):
     """Run the app; user errors (bad options, ValueError, any OSError such as an unwritable path) print
     one line on stderr and exit with status 2."""
     try:
+        apply_reproducible_env()  # before torch loads: MKL reads its setting at its first call
         if os.environ.get(THREADS_ENV):  # else torch's default; `critwin demo` chooses its own
             set_threads(threads_from_env())
         return app(args=argv, prog_name="critwin", standalone_mode=False)

@@ -100,7 +100,8 @@ def fit_attribute_mixture(
     if n <= K:
         raise ValueError(f"data: {n} images cannot fit {K} attribute combinations (need more images)")
     means = torch.zeros(K, d, dtype=torch.float64).index_add_(0, inverse, flat) / counts[:, None]
-    residual = ((flat - means[inverse]) ** 2).sum()
+    # numpy's sum: its order does not depend on torch's thread count (torch's parallel sum's does)
+    residual = np.square((flat - means[inverse]).numpy()).sum()
     variance = float(residual) / ((n - K) * d)
     if not variance > 0:
         raise ValueError("data: the images do not vary within attribute combinations (variance 0)")

@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from critwin._threads import set_threads
+from critwin._threads import apply_reproducible_env, set_threads
 
 __all__ = ["Section", "SectionRun", "run_sections", "priorities", "default_workers", "makespan"]
 
@@ -108,6 +108,7 @@ def _raise_again(run: SectionRun) -> None:
 
 
 def _start_worker(threads: int | None) -> None:
+    apply_reproducible_env()  # a spawned worker inherits the environment, not torch's settings
     if threads is not None:
         set_threads(threads)
 
