@@ -100,13 +100,14 @@ def _without_run_fields(value):
 
 
 def _files(path: Path) -> dict[str, bytes]:
-    """Every file's bytes under ``path`` (a file or a directory), without the claim lock, and JSON
-    files without the fields that record when or how fast a run went (``RUN_FIELDS``)."""
+    """Every file's bytes under ``path`` (a file or a directory), without the claim locks (a killed
+    writer leaves its lock; the next writer frees it), and JSON files without the fields that record
+    when or how fast a run went (``RUN_FIELDS``)."""
     if path.is_file():
         return {"": path.read_bytes()}  # by content: the reference has another name
     out = {}
     for p in sorted(path.rglob("*")):
-        if not p.is_file() or p.name.startswith(".critwin"):
+        if not p.is_file() or p.name.startswith(".critwin") or p.name.endswith(".critwin-lock"):
             continue
         data = p.read_bytes()
         if p.suffix == ".json":

@@ -171,7 +171,8 @@ def validate_command(
     seed: str = typer.Option("0", "--seed", help="random seed"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as one JSON object"),
 ):
-    """Check Blink Thm 2 on random isotropic mixtures: exact forward-reverse TV against the bound."""
+    """Check the theorem (Li, Karan & Chen 2025, Thm 2) on random isotropic mixtures: exact TV of
+    forward-reverse against the bound."""
     seed = parse_seed(seed)
     eps = check_eps(eps, "--eps")
     check_out_dir(out)
