@@ -79,8 +79,9 @@ class _Draws(NamedTuple):
 
 
 class _Bucket(NamedTuple):
-    """Groups of similar size stacked (padded to ``rows x size``): padded rows belong to a dummy stratum
-    ``size`` and padded components have weight 0."""
+    """Groups of similar size stacked (padded to ``rows x size``: the members' largest row count and
+    their component count rounded up to a power of two): padded rows belong to a dummy stratum ``size``
+    and padded components have weight 0."""
 
     groups: list[int]
     half_sq: torch.Tensor  # (G, rows, size)
@@ -114,9 +115,10 @@ class Pool:
         by_shape: dict[tuple[int, int], list[int]] = {}
         for g, d in enumerate(draws):
             by_shape.setdefault((_pow2(d.comp.numel()), _pow2(d.w.numel())), []).append(g)
-        for (rows, size), members in by_shape.items():
+        for (_, size), members in by_shape.items():
             for slot, g in enumerate(members):
                 self.where[g] = (len(self.buckets), slot)
+            rows = max(draws[g].comp.numel() for g in members)
             self.buckets.append(_stack(members, [draws[g] for g in members], rows, size))
         self.task_group = torch.tensor([t.group for t in self.tasks])
         self.group_bucket = torch.tensor([b for b, _ in self.where])
@@ -124,6 +126,10 @@ class Pool:
         self.ratio = torch.tensor([t.ratio for t in self.tasks], dtype=torch.float64)
         self.w_side = torch.tensor([t.w_side for t in self.tasks], dtype=torch.float64)
         self.slack = torch.tensor([t.slack for t in self.tasks], dtype=torch.float64)
+        # the tasks' small sides concatenated: task i's positions in U are small_flat[start_i:][:size_i]
+        self.small_size = torch.tensor([t.small.numel() for t in self.tasks], dtype=torch.long)
+        self.small_start = torch.cumsum(self.small_size, 0) - self.small_size
+        self.small_flat = torch.cat([torch.zeros(0, dtype=torch.long), *(t.small for t in self.tasks)])
 
     def _group(self, span, g: int, U: list[int], parts) -> _Draws:
         pos = torch.full((span.n_components,), -1, dtype=torch.long)
@@ -168,9 +174,14 @@ class Pool:
     def _bucket_estimate(self, bucket: _Bucket, ks: torch.Tensor, lam: float) -> np.ndarray:
         slot_of = self.group_slot[self.task_group[ks]]
         slots, task_slot = torch.unique(slot_of, return_inverse=True)
-        log_dens = (
-            (bucket.dz[slots] - lam * bucket.half_sq[slots]).mul_(-lam).add_(bucket.log_w[slots, None, :])
-        )
+        if slots.numel() == len(bucket.groups):  # every group of the bucket: no copy of its draws
+            half_sq, dz, log_w = bucket.half_sq, bucket.dz, bucket.log_w
+            log_dens = torch.mul(half_sq, lam)
+        else:
+            half_sq, dz, log_w = bucket.half_sq[slots], bucket.dz[slots], bucket.log_w[slots]
+            log_dens = half_sq.mul_(lam)
+        # -lam (dz - lam half_sq) + log w, in this order (the rounding of the float32 draws' formula)
+        log_dens = torch.sub(dz, log_dens, out=log_dens).mul_(-lam).add_(log_w.unsqueeze(1))
         peak = log_dens.amax(2, keepdim=True).clamp_min(-1e30)
         dens = log_dens.sub_(peak).exp_()  # (slots, rows, size): w_l N_l(x) / the row's largest
         total = dens.sum(2).double()
@@ -183,28 +194,47 @@ class Pool:
             ]
         )
 
+    def _small_members(self, ks: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
+        """The positions in ``U`` of the small sides of tasks ``ks`` (of ``sizes``), concatenated."""
+        offsets = torch.repeat_interleave(self.small_start[ks] - (torch.cumsum(sizes, 0) - sizes), sizes)
+        return self.small_flat[torch.arange(offsets.numel()) + offsets]
+
+    def _small_density(self, ks, sizes, task_slot, dens) -> torch.Tensor:
+        """(n, rows) float64: per task, the sum over its small side of ``dens`` (in float32, each task's
+        terms summed as one row of a (rows, size of its small side) matrix; batched by that size and the
+        task's slot)."""
+        small_dens = dens[task_slot, :, self.small_flat[self.small_start[ks]]].double()
+        rows, size = dens.shape[1:]
+        for k in torch.unique(sizes[sizes > 1]).tolist():
+            for slot in torch.unique(task_slot[sizes == k]).tolist():
+                js = torch.nonzero((sizes == k) & (task_slot == slot)).flatten()
+                step = max(1, (1 << 22) // (rows * k))
+                for i in range(0, js.numel(), step):
+                    j = js[i : i + step]
+                    members = self.small_flat[self.small_start[ks[j]].unsqueeze(1) + torch.arange(k)]
+                    index = members.unsqueeze(1).expand(j.numel(), rows, k)
+                    terms = torch.gather(dens[slot].expand(j.numel(), rows, size), 2, index)
+                    small_dens[j] = terms.sum(2).double()
+        return small_dens
+
     def _tasks_estimate(self, bucket, ks, task_slot, slots, dens, total) -> np.ndarray:
         size = bucket.w.shape[1] - 1
         n = ks.numel()
-        small = [self.tasks[int(k)].small for k in ks]
-        first = torch.stack([s[0] for s in small])
-        small_dens = dens[task_slot, :, first].double()  # (n, rows)
-        for j, s in enumerate(small):
-            if s.numel() > 1:
-                small_dens[j] = dens[task_slot[j]][:, s].sum(1).double()
+        sizes = self.small_size[ks]
+        small_dens = self._small_density(ks, sizes, task_slot, dens)
         # the side's density ratio p_small / p_side: (w-weighted) small over the rest of U, times
-        # W_side / W_small; where the rest vanishes the ratio is infinite, clamped to 1 as it should be
-        rest = (total[task_slot] - small_dens).clamp_min(0.0)
-        h = torch.where(rest > 0, small_dens / rest.clamp_min(1e-300), math.inf)
-        h = h.mul_(self.ratio[ks].unsqueeze(1)).clamp_max_(1.0)
-        comp = bucket.comp[slots][task_slot]  # (n, rows)
+        # W_side / W_small; where the rest vanishes the ratio is infinite (small >= total >= 1 there: a
+        # row's largest term is 1), clamped to 1 as it should be. A positive rest of float32 sums is at
+        # least 2^-149, so the quotient is the plain one.
+        rest = (total[task_slot] - small_dens).clamp_min_(0.0)
+        h = small_dens.div_(rest).mul_(self.ratio[ks].unsqueeze(1)).clamp_max_(1.0)
+        slot_of = slots[task_slot]
+        comp = bucket.comp[slot_of]  # (n, rows)
         sums = torch.zeros(n, size + 1, dtype=torch.float64).scatter_add_(1, comp, h)
         squares = torch.zeros(n, size + 1, dtype=torch.float64).scatter_add_(1, comp, h.square_())
-        v = bucket.w[slots][task_slot] / self.w_side[ks].unsqueeze(1)  # strata weights (n, size + 1)
-        rows_small = torch.repeat_interleave(torch.arange(n), torch.tensor([s.numel() for s in small]))
-        v[rows_small, torch.cat(small)] = 0.0
-        c = bucket.counts[slots][task_slot]
-        return _stratified(v, c, sums, squares, self.slack[ks], self.span.z_level)
+        v = bucket.w[slot_of] / self.w_side[ks].unsqueeze(1)  # strata weights (n, size + 1)
+        v[torch.repeat_interleave(torch.arange(n), sizes), self._small_members(ks, sizes)] = 0.0
+        return _stratified(v, bucket.counts[slot_of], sums, squares, self.slack[ks], self.span.z_level)
 
 
 def _stratified(v, c, sums, squares, slack, z) -> np.ndarray:
