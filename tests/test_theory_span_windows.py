@@ -256,3 +256,41 @@ def test_tv_values_cover_the_quadrature_tv():
 
         exact = 0.5 * float(torch.trapezoid((density(A) - density(B)).abs(), grid))
         assert low <= exact <= high and low <= value <= high, (A, B, t, exact, value, low, high)
+
+
+def test_pooled_estimates_do_not_depend_on_the_groups_stacked_with_them():
+    # Two far clusters of different sizes and weights: the pool stacks their groups in one bucket, the
+    # one with fewer components padded with components of weight 0, the one with fewer draws with empty
+    # rows. The first group's draws are the same with or without the other (drawn first from the same
+    # seed), so its estimates must equal those of a pool of that group alone up to the float32
+    # rounding of the density sums (~1e-7 relative).
+    from critwin.theory.span_bounds import CrossingTask, restrict
+    from critwin.theory.span_pool import Pool, group_tasks
+
+    g = torch.Generator().manual_seed(3)
+    near, far = torch.randn(3, 4, generator=g, dtype=F64), 200.0 + torch.randn(4, 4, generator=g, dtype=F64)
+    weights = torch.tensor([0.05, 0.1, 0.15, 0.2, 0.1, 0.25, 0.15], dtype=F64)
+    m = GaussianMixture(torch.cat([near, far]), 1.0, weights)
+    sides = [([1], [0, 2]), ([0, 1], [2]), ([4], [3, 5, 6]), ([3, 4], [5, 6])]
+    times = [0.4, 0.2, 0.4, 0.2]
+    shells = [CrossingTask(A, B, 0.0, 1.0, False) for A, B in sides]
+
+    def pool(first, both):
+        span = SpanMixture(m, 2000, torch.Generator().manual_seed(0))
+        parts = dict(enumerate(restrict(span, shells, times)))
+        groups = group_tasks(list(parts), list(parts.values()))
+        assert [sorted(group.U) for group in groups] == [[0, 1, 2], [3, 4, 5, 6]]
+        order = [groups[first], groups[1 - first]]
+        return Pool(span, order if both else order[:1], parts), order[0].keys
+
+    padded = set()
+    for first in (0, 1):
+        (stacked, keys), (alone, _) = pool(first, True), pool(first, False)
+        assert len(stacked.buckets) == 1 and stacked.buckets[0].dz.shape[0] == 2  # one bucket of both
+        (size, rows), (own_size, own_rows) = stacked.buckets[0].dz.shape[1:], alone.buckets[0].dz.shape[1:]
+        padded.add((size > own_size, rows > own_rows))
+        for j, k in enumerate(keys):
+            a, b = stacked.estimate([j], times[k])[0], alone.estimate([j], times[k])[0]
+            assert 0.0 < b[1] < b[0] < b[2] < 1.0  # a Monte Carlo estimate with its interval
+            assert abs(a - b).max() <= 1e-6, (k, a, b)
+    assert padded == {(True, False), (False, True)}  # padded in components once, in rows once

@@ -6,9 +6,12 @@ A pool serves every task of one group ``U`` (the components that can matter for 
 rows in the span of ``U``'s means (``x = lam c_b + z``; the products ``z @ c^T`` serve every time). A
 task estimates ``1 - TV = E_Q min(1, p/q)`` on the draws of the larger of its two sides ``Q`` (the
 small side's density by a log-sum-exp over its components, ``Q``'s by complement in ``U``), stratified
-by component with ``max(2, floor(n v_b))`` draws for relative weight ``v_b``: one (rows, |U|) matrix of
-log-densities per time serves every task of the group. The interval is the normal one with the
-stratified variance; where few draws carry the estimate (effective sample size below
+by component with ``max(2, floor(n v_b))`` draws for relative weight ``v_b``: one (|U|, rows) matrix of
+log-densities per time serves every task of the group (component-major, so a small side's densities are
+contiguous rows). Groups of similar size (within a factor of two in rows and in components) are stacked
+into buckets padded to their largest member, not to a power of two, since the padding is computed at
+every time: one evaluation serves many groups. The interval is the normal one with the stratified
+variance; where few draws carry the estimate (effective sample size below
 :data:`critwin.theory.divergence.MIN_ESS`) it is widened to contain the Wilson interval built on the
 bound ``Var <= mu (1 - mu)`` of a [0, 1] variable with the smallest per-stratum sample size. The
 overlap of the components left out (``slack``) is added to the interval's top.
@@ -28,6 +31,11 @@ from critwin.theory.mc_tv import MIN_ESS
 from critwin.theory.span_bounds import as_index
 
 __all__ = ["TVInterval", "Pool", "Group", "group_tasks"]
+
+# Relative densities (to a row's largest) below _NEGLIGIBLE_DENSITY count as 0: just above float32's
+# smallest normal (1.2e-38), so only subnormals and the floor exp(_LOG_FLOOR) = 1.6e-38 are zeroed.
+_LOG_FLOOR = -87.0
+_NEGLIGIBLE_DENSITY = 2e-38
 
 
 class TVInterval(NamedTuple):
@@ -67,8 +75,8 @@ class _Task(NamedTuple):
 
 class _Draws(NamedTuple):
     """One group's draws: the position in ``U`` of each row's component, the row's ``-|c_row - c_l|^2 / 2``
-    and ``z.(c_row - c_l)`` against every component ``l`` of ``U`` (float32), ``log w``, ``w`` and the
-    row counts per component."""
+    and ``z.(c_row - c_l)`` against every component ``l`` of ``U`` (float32, ``(|U|, rows)``: a component's
+    terms over the rows are contiguous), ``log w``, ``w`` and the row counts per component."""
 
     comp: torch.Tensor
     half_sq: torch.Tensor
@@ -79,13 +87,14 @@ class _Draws(NamedTuple):
 
 
 class _Bucket(NamedTuple):
-    """Groups of similar size stacked (padded to ``rows x size``): padded rows belong to a dummy stratum
-    ``size`` and padded components have weight 0."""
+    """Groups of similar size (row and component counts within a factor of two) stacked, padded to the
+    members' largest ``size x rows``: padded rows belong to a dummy stratum ``size`` and padded
+    components have weight 0."""
 
     groups: list[int]
-    half_sq: torch.Tensor  # (G, rows, size)
+    half_sq: torch.Tensor  # (G, size, rows)
     dz: torch.Tensor
-    log_w: torch.Tensor  # (G, size), -inf where padded
+    log_w: torch.Tensor  # (G, size, 1), -inf where padded
     comp: torch.Tensor  # (G, rows), ``size`` where padded
     w: torch.Tensor  # (G, size + 1) float64, 0 where padded
     counts: torch.Tensor  # (G, size + 1) float64, 1 where padded
@@ -114,16 +123,20 @@ class Pool:
         by_shape: dict[tuple[int, int], list[int]] = {}
         for g, d in enumerate(draws):
             by_shape.setdefault((_pow2(d.comp.numel()), _pow2(d.w.numel())), []).append(g)
-        for (rows, size), members in by_shape.items():
+        for members in by_shape.values():
             for slot, g in enumerate(members):
                 self.where[g] = (len(self.buckets), slot)
-            self.buckets.append(_stack(members, [draws[g] for g in members], rows, size))
+            self.buckets.append(_stack(members, [draws[g] for g in members]))
         self.task_group = torch.tensor([t.group for t in self.tasks])
         self.group_bucket = torch.tensor([b for b, _ in self.where])
         self.group_slot = torch.tensor([slot for _, slot in self.where])
         self.ratio = torch.tensor([t.ratio for t in self.tasks], dtype=torch.float64)
         self.w_side = torch.tensor([t.w_side for t in self.tasks], dtype=torch.float64)
         self.slack = torch.tensor([t.slack for t in self.tasks], dtype=torch.float64)
+        # the tasks' small sides concatenated: task i's positions in U are small_flat[start_i:][:size_i]
+        self.small_size = torch.tensor([t.small.numel() for t in self.tasks], dtype=torch.long)
+        self.small_start = torch.cumsum(self.small_size, 0) - self.small_size
+        self.small_flat = torch.cat([torch.zeros(0, dtype=torch.long), *(t.small for t in self.tasks)])
 
     def _group(self, span, g: int, U: list[int], parts) -> _Draws:
         pos = torch.full((span.n_components,), -1, dtype=torch.long)
@@ -144,8 +157,8 @@ class Pool:
         zc = _span_normals(span, U, rows)
         # log w_l N(x; lam c_l, I) = lam (lam half_sq - dz) + log w_l up to a term common to a row
         # (float32: its rounding, ~1e-4 relative in a density ratio, is far below the Monte Carlo error)
-        half_sq = (-0.5 * span.sq_dist[U][:, U][comp]).float()
-        dz = (zc.gather(1, comp.unsqueeze(1)) - zc).float()
+        half_sq = (-0.5 * span.sq_dist[U][:, U][:, comp]).float()
+        dz = (zc.gather(1, comp.unsqueeze(1)) - zc).T.float()
         return _Draws(comp, half_sq, dz, w.log().float(), w, need.double())
 
     @property
@@ -168,13 +181,21 @@ class Pool:
     def _bucket_estimate(self, bucket: _Bucket, ks: torch.Tensor, lam: float) -> np.ndarray:
         slot_of = self.group_slot[self.task_group[ks]]
         slots, task_slot = torch.unique(slot_of, return_inverse=True)
-        log_dens = (
-            (bucket.dz[slots] - lam * bucket.half_sq[slots]).mul_(-lam).add_(bucket.log_w[slots, None, :])
-        )
-        peak = log_dens.amax(2, keepdim=True).clamp_min(-1e30)
-        dens = log_dens.sub_(peak).exp_()  # (slots, rows, size): w_l N_l(x) / the row's largest
-        total = dens.sum(2).double()
-        rows = dens.shape[1]
+        if slots.numel() == len(bucket.groups):  # every group of the bucket: no copy of its draws
+            log_dens = torch.add(bucket.dz, bucket.half_sq, alpha=-lam)
+            log_w = bucket.log_w
+        else:
+            log_dens = bucket.dz[slots]
+            log_dens.add_(bucket.half_sq[slots], alpha=-lam)
+            log_w = bucket.log_w[slots]
+        log_dens = torch.add(log_w, log_dens, alpha=-lam, out=log_dens)  # log w - lam (dz - lam half_sq)
+        peak = log_dens.amax(1, keepdim=True).clamp_min_(-1e30)
+        # (slots, size, rows): w_l N_l(x) / the row's largest, 0 below _NEGLIGIBLE_DENSITY (exp is 10-50x
+        # slower on inputs whose result is a float32 subnormal or 0: they are floored first)
+        dens = log_dens.sub_(peak).clamp_min_(_LOG_FLOOR).exp_()
+        dens = torch.threshold_(dens, _NEGLIGIBLE_DENSITY, 0.0)
+        total = dens.sum(1).double()
+        rows = dens.shape[2]
         step = max(1, (1 << 22) // rows)
         return np.concatenate(
             [
@@ -183,28 +204,43 @@ class Pool:
             ]
         )
 
+    def _small_members(self, ks: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
+        """The positions in ``U`` of the small sides of tasks ``ks`` (of ``sizes``), concatenated."""
+        offsets = torch.repeat_interleave(self.small_start[ks] - (torch.cumsum(sizes, 0) - sizes), sizes)
+        return self.small_flat[torch.arange(offsets.numel()) + offsets]
+
+    def _small_density(self, ks, sizes, task_slot, dens) -> torch.Tensor:
+        """(n, rows) float64: per task, the sum of ``dens`` over its small side (tasks batched by the size
+        of their small side)."""
+        small_dens = dens[task_slot, self.small_flat[self.small_start[ks]]].double()
+        rows = dens.shape[2]
+        for k in torch.unique(sizes[sizes > 1]).tolist():
+            js = torch.nonzero(sizes == k).flatten()
+            step = max(1, (1 << 22) // (rows * k))
+            for i in range(0, js.numel(), step):
+                j = js[i : i + step]
+                members = self.small_flat[self.small_start[ks[j]].unsqueeze(1) + torch.arange(k)]
+                small_dens[j] = dens[task_slot[j].unsqueeze(1), members].sum(1).double()
+        return small_dens
+
     def _tasks_estimate(self, bucket, ks, task_slot, slots, dens, total) -> np.ndarray:
         size = bucket.w.shape[1] - 1
         n = ks.numel()
-        small = [self.tasks[int(k)].small for k in ks]
-        first = torch.stack([s[0] for s in small])
-        small_dens = dens[task_slot, :, first].double()  # (n, rows)
-        for j, s in enumerate(small):
-            if s.numel() > 1:
-                small_dens[j] = dens[task_slot[j]][:, s].sum(1).double()
+        sizes = self.small_size[ks]
+        small_dens = self._small_density(ks, sizes, task_slot, dens)
         # the side's density ratio p_small / p_side: (w-weighted) small over the rest of U, times
-        # W_side / W_small; where the rest vanishes the ratio is infinite, clamped to 1 as it should be
-        rest = (total[task_slot] - small_dens).clamp_min(0.0)
-        h = torch.where(rest > 0, small_dens / rest.clamp_min(1e-300), math.inf)
-        h = h.mul_(self.ratio[ks].unsqueeze(1)).clamp_max_(1.0)
-        comp = bucket.comp[slots][task_slot]  # (n, rows)
+        # W_side / W_small; where the rest vanishes the ratio is infinite (small >= total >= 1 there: a
+        # row's largest term is 1), clamped to 1 as it should be. A positive rest of float32 sums is at
+        # least 2^-149, so the quotient is the plain one.
+        rest = total[task_slot].sub_(small_dens).clamp_min_(0.0)
+        h = small_dens.div_(rest).mul_(self.ratio[ks].unsqueeze(1)).clamp_max_(1.0)
+        slot_of = slots[task_slot]
+        comp = bucket.comp[slot_of]  # (n, rows)
         sums = torch.zeros(n, size + 1, dtype=torch.float64).scatter_add_(1, comp, h)
         squares = torch.zeros(n, size + 1, dtype=torch.float64).scatter_add_(1, comp, h.square_())
-        v = bucket.w[slots][task_slot] / self.w_side[ks].unsqueeze(1)  # strata weights (n, size + 1)
-        rows_small = torch.repeat_interleave(torch.arange(n), torch.tensor([s.numel() for s in small]))
-        v[rows_small, torch.cat(small)] = 0.0
-        c = bucket.counts[slots][task_slot]
-        return _stratified(v, c, sums, squares, self.slack[ks], self.span.z_level)
+        v = bucket.w[slot_of] / self.w_side[ks].unsqueeze(1)  # strata weights (n, size + 1)
+        v[torch.repeat_interleave(torch.arange(n), sizes), self._small_members(ks, sizes)] = 0.0
+        return _stratified(v, bucket.counts[slot_of], sums, squares, self.slack[ks], self.span.z_level)
 
 
 def _stratified(v, c, sums, squares, slack, z) -> np.ndarray:
@@ -232,17 +268,19 @@ def _pow2(n: int) -> int:
     return 1 << max(0, (int(n) - 1).bit_length())
 
 
-def _stack(members, draws: list[_Draws], rows: int, size: int) -> _Bucket:
+def _stack(members, draws: list[_Draws]) -> _Bucket:
     G = len(members)
-    half_sq = torch.zeros(G, rows, size)
-    dz = torch.zeros(G, rows, size)
-    log_w = torch.full((G, size), -math.inf)
+    size = max(d.w.numel() for d in draws)
+    rows = max(d.comp.numel() for d in draws)
+    half_sq = torch.zeros(G, size, rows)
+    dz = torch.zeros(G, size, rows)
+    log_w = torch.full((G, size, 1), -math.inf)
     comp = torch.full((G, rows), size, dtype=torch.long)
     w = torch.zeros(G, size + 1, dtype=torch.float64)
     counts = torch.ones(G, size + 1, dtype=torch.float64)
     for j, d in enumerate(draws):
-        r, u = d.half_sq.shape
-        half_sq[j, :r, :u], dz[j, :r, :u], log_w[j, :u] = d.half_sq, d.dz, d.log_w
+        u, r = d.half_sq.shape
+        half_sq[j, :u, :r], dz[j, :u, :r], log_w[j, :u, 0] = d.half_sq, d.dz, d.log_w
         comp[j, :r], w[j, :u], counts[j, :u] = d.comp, d.w, d.counts
     return _Bucket(members, half_sq, dz, log_w, comp, w, counts)
 
