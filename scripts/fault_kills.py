@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from critwin._io import result_contents
+
 ROOT = Path(__file__).resolve().parents[1]
 MIXTURE = str(ROOT / "examples" / "hierarchical.yaml")
 FORWARD_REVERSE = """
@@ -79,44 +81,6 @@ SURFACES = {
     "forward_reverse": (_forward_reverse, "run", True),
     "clone": (_clone, "run", True),
 }
-# Fields that record when or how fast a run went (not what it computed): left out of comparisons.
-RUN_FIELDS = {
-    "provenance",
-    "wall_seconds",
-    "cpu_seconds",
-    "seconds",
-    "evaluation_seconds",
-    "load_average_1min_start",
-    "load_average_1min_end",
-}
-
-
-def _without_run_fields(value):
-    if isinstance(value, dict):
-        return {k: _without_run_fields(v) for k, v in value.items() if k not in RUN_FIELDS}
-    if isinstance(value, list):
-        return [_without_run_fields(v) for v in value]
-    return value
-
-
-def _files(path: Path) -> dict[str, bytes]:
-    """Every file's bytes under ``path`` (a file or a directory), without the claim locks (a killed
-    writer leaves its lock; the next writer frees it), and JSON files without the fields that record
-    when or how fast a run went (``RUN_FIELDS``)."""
-    if path.is_file():
-        return {"": path.read_bytes()}  # by content: the reference has another name
-    out = {}
-    for p in sorted(path.rglob("*")):
-        if not p.is_file() or p.name.startswith(".critwin") or p.name.endswith(".critwin-lock"):
-            continue
-        data = p.read_bytes()
-        if p.suffix == ".json":
-            try:
-                data = json.dumps(_without_run_fields(json.loads(data)), sort_keys=True).encode()
-            except ValueError:
-                pass  # a torn JSON file stays as its bytes (and then differs from the reference)
-        out[str(p.relative_to(path))] = data
-    return out
 
 
 def _temporaries(directory: Path) -> list[Path]:
@@ -135,16 +99,16 @@ def kills(surface: str, n: int, work: Path, env: dict, rng: random.Random) -> di
     if done.returncode != 0:
         raise SystemExit(f"reference run failed: {done.stderr[-2000:]}")
     seconds = time.perf_counter() - started
-    expected = _files(reference)
+    expected = result_contents(reference)
     out = work / name
     intact = leftovers = 0
     for _ in range(n):
-        before = _files(out) if out.exists() else None
+        before = result_contents(out) if out.exists() else None
         proc = subprocess.Popen(make(out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(rng.uniform(0.0, seconds))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        after = _files(out) if out.exists() else None
+        after = result_contents(out) if out.exists() else None
         if not resumable:
             # An output replaced whole: the old one, the complete new one, or none yet (a directory
             # may exist empty, created before the first file was written).
@@ -154,7 +118,7 @@ def kills(surface: str, n: int, work: Path, env: dict, rng: random.Random) -> di
             intact += after is None or all(after.get(k) == v for k, v in after.items() if k in expected)
     resumed = _run(make(out), env)
     leftovers = len(_temporaries(work))
-    equal = resumed.returncode == 0 and _files(out) == expected
+    equal = resumed.returncode == 0 and result_contents(out) == expected
     return {
         "surface": surface,
         "kills": n,
@@ -189,10 +153,10 @@ def disks(base: Path, env: dict) -> list[dict]:
             ("hierarchy read-only", _hierarchy(readonly / "tree.json"), readonly / "tree.json"),
             ("forward_reverse full disk", _forward_reverse(full / "run"), full / "run"),
         ):
-            before = _files(target) if target.exists() else None
+            before = result_contents(target) if target.exists() else None
             done = _run(cmd, env)
             lines = [line for line in done.stderr.splitlines() if line.strip()]
-            after = _files(target) if target.exists() else None
+            after = result_contents(target) if target.exists() else None
             results.append(
                 {
                     "case": label,

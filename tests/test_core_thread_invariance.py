@@ -5,7 +5,6 @@ output on a small batch differs in its last bits between thread counts: see
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -13,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from critwin._io import result_contents
+
 ROOT = Path(__file__).resolve().parents[1]
-# What a file records about the run rather than its result.
-RUN_FIELDS = {"provenance", "seconds", "wall_seconds", "cpu_seconds", "pid"}
 
 
 def _critwin(args: list[str], threads: int, reproducible: bool) -> None:
@@ -24,33 +23,12 @@ def _critwin(args: list[str], threads: int, reproducible: bool) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
 
 
-def _without_run_fields(value):
-    if isinstance(value, dict):
-        return {k: _without_run_fields(v) for k, v in value.items() if k not in RUN_FIELDS}
-    if isinstance(value, list):
-        return [_without_run_fields(v) for v in value]
-    return value
-
-
-def _contents(path: Path) -> dict[str, object]:
-    """Every result file under ``path`` (a file or a directory): JSON without its run fields, other
-    files as bytes; the claim lock left out."""
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    out = {}
-    for p in files:
-        if p.name.startswith(".critwin"):
-            continue
-        key = "" if p == path else str(p.relative_to(path))
-        out[key] = _without_run_fields(json.loads(p.read_text())) if p.suffix == ".json" else p.read_bytes()
-    return out
-
-
 def _same_with_one_and_two_threads(tmp_path: Path, args, reproducible: bool, name: str) -> dict:
     results = []
     for threads in (1, 2):
         out = tmp_path / f"{threads}-{name}"
         _critwin([*args, "--out", str(out)], threads, reproducible)
-        results.append(_contents(out))
+        results.append(result_contents(out))
     assert results[0].keys() == results[1].keys()
     differing = [k for k in results[0] if results[0][k] != results[1][k]]
     assert differing == []

@@ -3,6 +3,7 @@ import pytest
 import torch
 from scipy.optimize import brentq
 
+from coverage_floor import coverage_floor
 from critwin.diagnostics.fairness import (
     paired_comparison,
     rebalance,
@@ -207,11 +208,6 @@ OTHER_SETTINGS = [
 ]
 
 
-def _floor(reps: int, level: float = 0.95) -> float:
-    """Nominal coverage less 3 Monte Carlo standard errors of a coverage estimated from ``reps`` draws."""
-    return level - 3 * np.sqrt(level * (1 - level) / reps)
-
-
 def _bootstrap_error_interval(counts, target, level=0.95, n_boot=200, seed=0):
     """The former tv_interval (kept here to show that the coverage checks reject it)."""
     n = counts.sum()
@@ -260,7 +256,7 @@ def _exact_coverage(interval, p, target, n, rare_max):
 @pytest.mark.parametrize("p,target,n", RARE_CLASSES)
 def test_tv_interval_covers_the_true_tv_with_rare_classes(p, target, n):
     reps = 1500
-    assert _simulated_coverage(_new_interval, p, target, n, reps) >= _floor(reps)
+    assert _simulated_coverage(_new_interval, p, target, n, reps) >= coverage_floor(reps)
 
 
 @pytest.mark.parametrize("p,target,n,rare_max", [(*RARE_CLASSES[0], 15), (*RARE_CLASSES[1], 20)])
@@ -276,14 +272,14 @@ def test_tv_interval_exact_coverage_beats_its_level_where_the_bootstrap_failed(p
 @pytest.mark.parametrize("p,target,n", RARE_CLASSES + OTHER_SETTINGS)
 def test_tv_interval_covers_the_true_tv_large(p, target, n):
     reps = 10_000
-    assert _simulated_coverage(_new_interval, p, target, n, reps, seed=1) >= _floor(reps)
+    assert _simulated_coverage(_new_interval, p, target, n, reps, seed=1) >= coverage_floor(reps)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("p,target,n", RARE_CLASSES)
 def test_the_coverage_check_rejects_the_bootstrap_interval(p, target, n):
     reps = 10_000
-    assert _simulated_coverage(_bootstrap_error_interval, p, target, n, reps, seed=1) < _floor(reps)
+    assert _simulated_coverage(_bootstrap_error_interval, p, target, n, reps, seed=1) < coverage_floor(reps)
 
 
 def test_tv_range_is_the_range_over_the_box_within_the_simplex():
@@ -349,7 +345,7 @@ def _paired_coverage(p, moved_to, share, n, reps, seed=0):
 def test_paired_intervals_cover_with_rare_changes(p, moved_to, share, n):
     reps = 800
     tv, family = _paired_coverage(p, moved_to, share, n, reps)
-    assert tv >= _floor(reps) and family >= _floor(reps)
+    assert tv >= coverage_floor(reps) and family >= coverage_floor(reps)
 
 
 @pytest.mark.slow
@@ -360,4 +356,4 @@ def test_paired_intervals_cover_with_rare_changes(p, moved_to, share, n):
 def test_paired_intervals_cover_with_rare_changes_large(p, moved_to, share, n):
     reps = 5000
     tv, family = _paired_coverage(p, moved_to, share, n, reps, seed=1)
-    assert tv >= _floor(reps) and family >= _floor(reps)
+    assert tv >= coverage_floor(reps) and family >= coverage_floor(reps)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from coverage_floor import coverage_floor
 from critwin import EmpiricalMixture, GaussianMixture
 from critwin.diagnostics.privacy import auc_interval, membership_audit, roc_auc, tpr_at_fpr
 
@@ -124,11 +125,6 @@ def _score(pos, neg, rng):
     return auc_interval(roc_auc(pos, neg), pos.size, neg.size)
 
 
-def _floor(reps: int, level: float = 0.95) -> float:
-    """Nominal coverage less 3 Monte Carlo standard errors of a coverage estimated from ``reps`` draws."""
-    return level - 3 * math.sqrt(level * (1 - level) / reps)
-
-
 # One duplication row of the memorisation table: 8 members against 200 non-members; the former bootstrap
 # covered 0.900, 0.842 and 0.755 at these AUCs (4,000 draws each).
 DUPLICATION_ROW = [(0.64, 8, 200), (0.86, 8, 200), (0.96, 8, 200)]
@@ -137,7 +133,7 @@ DUPLICATION_ROW = [(0.64, 8, 200), (0.86, 8, 200), (0.96, 8, 200)]
 @pytest.mark.parametrize("auc,m,n", DUPLICATION_ROW)
 def test_auc_interval_covers_with_few_members(auc, m, n):
     reps = 1500
-    assert _auc_coverage(_score, auc, m, n, reps) >= _floor(reps)
+    assert _auc_coverage(_score, auc, m, n, reps) >= coverage_floor(reps)
 
 
 @pytest.mark.slow
@@ -147,14 +143,14 @@ def test_auc_interval_covers_with_few_members(auc, m, n):
 )
 def test_auc_interval_covers_with_few_members_large(auc, m, n):
     reps = 10_000
-    assert _auc_coverage(_score, auc, m, n, reps, seed=1) >= _floor(reps)
+    assert _auc_coverage(_score, auc, m, n, reps, seed=1) >= coverage_floor(reps)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("auc,m,n", DUPLICATION_ROW)
 def test_the_coverage_check_rejects_the_percentile_bootstrap(auc, m, n):
     reps = 2000  # its coverage (0.755 to 0.900) lies 5 to 19 of its standard errors below the floor
-    assert _auc_coverage(_percentile_bootstrap, auc, m, n, reps, seed=1) < _floor(reps)
+    assert _auc_coverage(_percentile_bootstrap, auc, m, n, reps, seed=1) < coverage_floor(reps)
 
 
 def test_roc_auc_and_operating_point_by_hand():

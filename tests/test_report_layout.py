@@ -211,6 +211,15 @@ def _check(found, names):
     assert not problems, "\n".join(problems)
 
 
+def _assert_lays_out(fig, **kwargs) -> None:
+    """No layout problem in ``fig`` (``layout_problems`` with ``kwargs``); the figure is closed either way."""
+    try:
+        problems = layout_problems(fig, **kwargs)
+        assert not problems, "\n".join(problems)
+    finally:
+        plt.close(fig)
+
+
 # ------------------------------------------------------------------------------ the report's figures
 def test_theory_figures(monkeypatch, tmp_path):
     found = _saved(monkeypatch)
@@ -405,11 +414,7 @@ def test_tree_dendrogram_of_critwin_theory_plot():
         sections.hierarchical_mixture(), 0.1, generator=torch.Generator().manual_seed(0), tol=2e-2
     )
     ax = tree.plot()
-    try:
-        problems = layout_problems(ax.figure, dpi=120)
-        assert not problems, "\n".join(problems)
-    finally:
-        plt.close(ax.figure)
+    _assert_lays_out(ax.figure, dpi=120)
 
 
 def test_atlas_figure_of_critwin_atlas():
@@ -417,20 +422,12 @@ def test_atlas_figure_of_critwin_atlas():
     from critwin.cli.atlas import atlas_figure
 
     fig = atlas_figure(_shapes_atlas())
-    try:
-        problems = layout_problems(fig, dpi=110)
-        assert not problems, "\n".join(problems)
-    finally:
-        plt.close(fig)
+    _assert_lays_out(fig, dpi=110)
 
 
 def test_window_estimate_plot(digits):
     ax = digits.est.plot()
-    try:
-        problems = layout_problems(ax.figure)
-        assert not problems, "\n".join(problems)
-    finally:
-        plt.close(ax.figure)
+    _assert_lays_out(ax.figure)
 
 
 def _wide_tree(n_leaves):
@@ -456,11 +453,7 @@ def test_wide_tree_dendrograms(n_leaves):
     """A wide tree's own figure (up to 16 in) is a file of its own, shown at its size: text is checked
     at the saved size only (no page column)."""
     ax = _wide_tree(n_leaves).plot()
-    try:
-        problems = layout_problems(ax.figure, dpi=120, page_width_px=math.inf)
-        assert not problems, "\n".join(problems)
-    finally:
-        plt.close(ax.figure)
+    _assert_lays_out(ax.figure, dpi=120, page_width_px=math.inf)
 
 
 def test_membership_audit_plot():
@@ -470,11 +463,7 @@ def test_membership_audit_plot():
         times, curve, 0.7 * curve, np.ones(6), np.ones(8), np.ones(8), 0.7, (0.6, 0.8), {}
     )
     ax = audit.plot()
-    try:
-        problems = layout_problems(ax.figure)
-        assert not problems, "\n".join(problems)
-    finally:
-        plt.close(ax.figure)
+    _assert_lays_out(ax.figure)
 
 
 def test_tv_curve_plot():
@@ -483,11 +472,7 @@ def test_tv_curve_plot():
 
     means = torch.tensor([[-1.5, 0.0], [1.5, 0.0]], dtype=torch.float64)
     ax = TVCurve(GaussianMixture(means[:1]), GaussianMixture(means[1:])).plot([0.0, 0.25, 0.5, 1.0, 2.0, 3.0])
-    try:
-        problems = layout_problems(ax.figure)
-        assert not problems, "\n".join(problems)
-    finally:
-        plt.close(ax.figure)
+    _assert_lays_out(ax.figure)
 
 
 def test_validation_figure(tmp_path):

@@ -401,3 +401,52 @@ def check_writable(path, option: str, directory: bool) -> Path:
     except OSError as exc:
         raise ValueError(f"{option} {path}: cannot write in {parent} ({exc.strerror or exc})") from None
     return path
+
+
+# Fields of a result file that record when, where or how fast a run went, not what it computed.
+RUN_FIELDS = frozenset(
+    {
+        "provenance",
+        "pid",
+        "seconds",
+        "wall_seconds",
+        "cpu_seconds",
+        "evaluation_seconds",
+        "load_average_1min_start",
+        "load_average_1min_end",
+    }
+)
+
+
+def without_run_fields(value):
+    """``value`` (parsed JSON) with every :data:`RUN_FIELDS` key removed, at any depth."""
+    if isinstance(value, dict):
+        return {k: without_run_fields(v) for k, v in value.items() if k not in RUN_FIELDS}
+    if isinstance(value, list):
+        return [without_run_fields(v) for v in value]
+    return value
+
+
+def result_contents(path) -> dict[str, bytes]:
+    """What the results under ``path`` (a file or a directory) say, for comparing two runs: each file's
+    bytes by its path relative to ``path`` (``""`` for a file), JSON files re-encoded without their run
+    fields (a torn JSON file stays as its bytes), and the writers' own files (``.critwin*`` markers and
+    ``*.critwin-lock`` claims, which a killed writer leaves) left out."""
+    path = Path(path)
+    if path.is_file():
+        return {"": _result_bytes(path)}
+    return {
+        str(p.relative_to(path)): _result_bytes(p)
+        for p in sorted(path.rglob("*"))
+        if p.is_file() and not p.name.startswith(".critwin") and not p.name.endswith(".critwin-lock")
+    }
+
+
+def _result_bytes(path: Path) -> bytes:
+    data = path.read_bytes()
+    if path.suffix != ".json":
+        return data
+    try:
+        return json.dumps(without_run_fields(json.loads(data)), sort_keys=True).encode()
+    except ValueError:
+        return data
