@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -39,6 +41,17 @@ def test_rebalancing_before_every_window_reaches_the_target():
     # 80 % is reachable: the result is within the greedy selection's granularity of the target.
     assert res.tv_after <= 0.02 < res.tv_before
     assert res.after[:2].sum() >= 0.78
+
+
+def test_rebalancing_from_the_prior_draws_independent_candidates():
+    """``fork_time=inf`` (a window open above the process's first step): every candidate is a generation
+    of its own from the prior, so a trajectory's candidates land in cluster A independently with
+    probability 1/2 (the weights 0.3 + 0.2): at least one of 4 does with probability 15/16, and a quota of
+    80 % in A is reachable. The first candidate is the plain sample (its cluster masses are binomial)."""
+    res = rebalance(MIX, N, "bayes", 4, math.inf, target=[0.4, 0.4, 0.1, 0.1], n_candidates=4, seed=1)
+    assert math.isinf(res.fork_time) and res.fork_step is None
+    assert res.tv_after <= 0.02 < res.tv_before
+    assert abs(res.before[:2].sum() - 0.5) < 4 * np.sqrt(0.25 / N)
 
 
 def test_same_seed_same_result_and_selection_by_hand():

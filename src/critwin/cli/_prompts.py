@@ -7,6 +7,7 @@ within the tokenizer's limit (read from the model card, or from the pipeline's t
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -147,8 +148,13 @@ def print_fairness_table(result) -> None:
             f"window of the {result.attribute} (judge): t_after {window['t_after']:.3f} "
             f"(CI {_ci(window['t_after_ci'])}), t_half {window['t_half']:.3f}, "
             f"t_before {window['t_before']:.3f}; "
-            f"rebalancing forks at OU time {result.fork_time:.3f} (step {result.fork_step}); "
+            f"rebalancing {_fork_text(result)}; "
             f"window measured with {result.window_nfe} NFEs (once per prompt)"
+        )
+    else:
+        typer.echo(
+            f"the {result.attribute} never varies among clones of one initial noise (judge): the initial "
+            f"noise decides it; rebalancing {_fork_text(result)}"
         )
     typer.echo(
         f"{'method':<20} {'TV to target (95% CI)':<24} {'others unchanged':<17} {'adherence':<10} "
@@ -261,3 +267,10 @@ def print_privacy_table(audit, skipped: dict) -> None:
             )
     for name, why in skipped.items():
         typer.echo(f"{name}: not computed ({why})")
+
+
+def _fork_text(result) -> str:
+    """Where the rebalancing forked, in words."""
+    if math.isinf(result.fork_time):
+        return "draws its candidates from the prior (the window is open above the first step)"
+    return f"forks at OU time {result.fork_time:.3f} (step {result.fork_step})"

@@ -40,6 +40,7 @@ than independent draws', it is more conservative still.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -370,7 +371,10 @@ def rebalance(
     feature : attribute reader ``f(x) -> (n,)`` labels in ``0..n_classes-1`` (or ``"bayes"``, the
         mixture's Bayes label): the selector.
     n_classes : number of attribute values C.
-    fork_time : OU time at which continuations are resampled (the window's upper end ``T_before``).
+    fork_time : OU time at which continuations are resampled (the window's upper end ``T_before``), or
+        ``math.inf``: the window is still open at the process's first step (its ``T_before`` censored
+        above: the initial noise decides), so each trajectory's candidates are independent generations
+        from the prior, the first of them the plain sample.
     target : (C,) target distribution (default uniform).
     n_candidates : continuations per trajectory (>= 2); each costs one continuation's NFEs.
     sampler, cond : passed to the process.
@@ -410,10 +414,14 @@ def rebalance(
     others = _check_others(others)
     judge = check_judge(judge, feature)
     process = as_process(model, sampler)
-    process, _, indices, realised, steps = realise_times(process, fork_time, "fork_time")
-    if realised[0].item() <= 0:
-        raise ValueError("fork_time must be > 0: at t = 0 the sample is finished")
-    index = int(indices[0])
+    from_prior = isinstance(fork_time, (int, float)) and fork_time == math.inf
+    if from_prior:
+        index, realised, steps = 0, torch.tensor([math.inf]), None
+    else:
+        process, _, indices, realised, steps = realise_times(process, fork_time, "fork_time")
+        if realised[0].item() <= 0:
+            raise ValueError("fork_time must be > 0: at t = 0 the sample is finished")
+        index = int(indices[0])
     feature_fn = resolve_feature(feature, process, caller="rebalance")
     generator = torch.Generator().manual_seed(seed)
     device = getattr(process, "device", None)
@@ -443,6 +451,7 @@ def rebalance(
             nfe_start,
             step,
             (lambda: advance(n_steps - index)) if chunked else None,
+            (lambda: process.prior(n, generator=generator, device=device)) if from_prior else None,
         )
     if candidate_labels.max() >= n_classes:
         raise ValueError(f"feature returned label {candidate_labels.max()} >= n_classes={n_classes}")
@@ -482,14 +491,27 @@ def rebalance(
 
 
 def _continuations(
-    process, trunk, index, n_candidates, feature_fn, generator, cond, nfe_start, callback, after_each=None
+    process,
+    trunk,
+    index,
+    n_candidates,
+    feature_fn,
+    generator,
+    cond,
+    nfe_start,
+    callback,
+    after_each=None,
+    fresh_trunk=None,
 ):
     """``n_candidates`` continuations of every trunk state from grid index ``index``: their outputs,
     labels (n_candidates, n) and the NFEs of the plain samples (trunks and one continuation each).
-    ``after_each()`` (optional) is called after every continuation."""
+    ``after_each()`` (optional) is called after every continuation; ``fresh_trunk()`` (optional) gives
+    every candidate after the first its own trunk (independent prior draws)."""
     outputs, labels = [], []
     nfe_plain = None
-    for _ in range(n_candidates):
+    for k in range(n_candidates):
+        if k and fresh_trunk is not None:
+            trunk = fresh_trunk()
         x = process.decode(process.run(trunk, start=index, generator=generator, cond=cond, callback=callback))
         if after_each is not None:
             after_each()

@@ -14,7 +14,10 @@ For a prompt that leaves an attribute open ("a circle": which background?) the m
 - ``window rebalancing`` (critwin): the attribute's window is measured for this prompt (cloning the
   prompt's own generations, read by the selector); every trajectory is generated unchanged down to the
   window's upper end ``t_before`` and there ``n_candidates`` continuations are drawn, of which the
-  selector picks one per trajectory to reach the target (:func:`critwin.rebalance`). Extra NFEs: the
+  selector picks one per trajectory to reach the target (:func:`critwin.rebalance`). Where the window
+  is still open at the schedule's first step (``t_before`` censored above: text-to-image schedules stop
+  short of pure noise, and a global attribute such as the background is then decided by the initial
+  noise), the candidates are independent generations from the prior instead. Extra NFEs: the
   continuations after the fork; the window measurement is a one-off per prompt, reported apart.
 
 Every method starts from the same initial noises and draws (one seed), so sample ``i`` of a method and
@@ -27,6 +30,7 @@ per-value difference's interval holds 0), caption adherence and the KID to refer
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -346,12 +350,10 @@ def prompt_fairness(
         progress=progress,
     )
     estimate = windows["selector"]
-    # A window still open at the largest fork (or an attribute the selector never sees vary) forks there.
-    fork = (
-        float(max(fork_times))
-        if estimate is None or not np.isfinite(estimate.t_before)
-        else float(estimate.t_before)
-    )
+    # A window still open at the largest fork (the schedule's first step), or an attribute the selector
+    # never sees vary among clones of one initial noise: the initial noise decides, so the candidates
+    # are independent generations (forking at the first step would only redraw what the noise decided).
+    fork = math.inf if estimate is None or not np.isfinite(estimate.t_before) else float(estimate.t_before)
     fork_step = None
     for method in methods:
         if method == "plain":

@@ -28,6 +28,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
 
+from critwin._io import json_float  # noqa: E402
 from critwin.clock import alpha_bar, snr  # noqa: E402
 from critwin.diagnostics.prompt_fairness import (  # noqa: E402
     PromptFairness,
@@ -255,6 +256,12 @@ def _start_words(start: dict) -> str:
     )
 
 
+def _fork_words(fork_time: float) -> str:
+    if math.isinf(fork_time):
+        return "draws its candidates from the prior (the window is still open at the first step)"
+    return f"forks at OU time {fork_time:.3f}"
+
+
 def text_to_image_page(page, summary: dict) -> None:
     """Section 8 of the demo page from ``summary["text_to_image"]``."""
     t2i = summary["text_to_image"]
@@ -295,7 +302,7 @@ def text_to_image_page(page, summary: dict) -> None:
     )
     page.paragraph(
         f"Fairness of '{fair['prompt']}': the {fair['attribute']} toward the uniform target, "
-        f"n = {meta['n']} per method; the rebalancing forks at OU time {fair['fork_time']:.3f} (the "
+        f"n = {meta['n']} per method; the rebalancing {_fork_words(json_float(fair['fork_time']))} (the "
         f"selector's measured window; measuring it cost {fair['window_nfe']} NFEs once for this prompt). "
         "Other attributes: the largest TV between the method's and the plain samples, with its paired 95% "
         "interval ('unchanged' when every per-value difference's interval holds 0). KID: to clean renderings "
