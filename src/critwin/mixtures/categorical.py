@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
 from critwin._memory import chunk_rows
@@ -38,6 +37,7 @@ from critwin._validation import (
     check_positive_int,
     check_real_tensor,
     check_subset,
+    numeric_array,
 )
 from critwin.mixtures._weights import WeightedComponents, check_weight_sum, renormalised
 
@@ -54,16 +54,8 @@ def _integer_tensor(value, name: str) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         out = value.detach()
     else:
-        try:
-            arr = np.asarray(value)
-        except (TypeError, ValueError, RuntimeError, OverflowError):
-            arr = None
-        if arr is None or arr.dtype.kind not in "biuf":
-            raise ValueError(
-                f"{name} must be integer token ids (a tensor or nested lists of equal lengths), "
-                f"got {type(value).__name__}"
-            ) from None
-        out = torch.as_tensor(arr)
+        what = "integer token ids (a tensor or nested lists of equal lengths)"
+        out = torch.as_tensor(numeric_array(value, name, "biuf", what))
     if out.dtype == torch.bool or out.is_floating_point() or out.is_complex():
         raise ValueError(f"{name} must be integer token ids, got dtype {out.dtype}")
     return out.long()
