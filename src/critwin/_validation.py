@@ -77,6 +77,18 @@ def check_finite_from(summary: torch.Tensor, x: torch.Tensor, name: str) -> None
         check_finite(x, name)
 
 
+def numeric_array(value, name: str, kinds: str, what: str) -> np.ndarray:
+    """``value`` through numpy (the kind of the data is seen before any cast, and float64 stays exact);
+    ValueError ``"{name} must be {what}, got <type>"`` unless its dtype kind is one of ``kinds``."""
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError, RuntimeError, OverflowError):
+        arr = None
+    if arr is None or arr.dtype.kind not in kinds:
+        raise ValueError(f"{name} must be {what}, got {type(value).__name__}") from None
+    return arr
+
+
 def check_real_tensor(
     value, name: str, dtype: torch.dtype | None = None, *, allow_inf: bool = False, values: bool = True
 ) -> torch.Tensor:
@@ -90,16 +102,9 @@ def check_real_tensor(
     if isinstance(value, torch.Tensor):
         out = value
     else:
-        try:
-            # Through numpy: the kind of the data is seen before any cast, and float64 stays exact.
-            arr = np.asarray(value)
-        except (TypeError, ValueError, RuntimeError, OverflowError):
-            arr = None
-        if arr is None or arr.dtype.kind not in "biufc":
-            raise ValueError(
-                f"{name} must be numbers (a tensor, number or nested lists of equal lengths), "
-                f"got {type(value).__name__}"
-            ) from None
+        arr = numeric_array(
+            value, name, "biufc", "numbers (a tensor, number or nested lists of equal lengths)"
+        )
         out = torch.as_tensor(arr)
         if arr.dtype.kind == "f" and not isinstance(value, np.ndarray) and dtype is None:
             out = out.to(torch.get_default_dtype())  # like torch.as_tensor on Python floats

@@ -73,6 +73,16 @@ def _steps(model, x, times, callback, extra_args):
         yield i, t, s, x0_hat
 
 
+def _denoised_at_end(model, x, times, generator, callback, extra_args, step) -> torch.Tensor:
+    """The SDE and DDIM loop: ``x <- step(x, t, s, x0_hat)`` from every grid time ``t`` to the next ``s``,
+    except that a step ending at ``s = 0`` returns the denoiser's ``x0_hat`` (the score is singular there)."""
+    x, times = _start(x, times, generator)
+    state = [x]
+    for _, t, s, x0_hat in _steps(model, state, times, callback, extra_args):
+        state[0] = x0_hat if s == 0.0 else step(state[0], t, s, x0_hat)
+    return state[0]
+
+
 def sample_ddim(
     model,
     x: torch.Tensor,
@@ -91,22 +101,19 @@ def sample_ddim(
     """
     if not eta >= 0:
         raise ValueError(f"eta must be >= 0, got {eta}")
-    x, times = _start(x, times, generator)
-    state = [x]
-    for _, t, s, x0_hat in _steps(model, state, times, callback, extra_args):
-        if s == 0.0:
-            state[0] = x0_hat
-            continue
+
+    def step(x, t, s, x0_hat):
         a_t, sig_t = alpha_sigma(t)
         a_s, sig_s = alpha_sigma(s)
-        eps_hat = (state[0] - a_t * x0_hat) / sig_t
+        eps_hat = (x - a_t * x0_hat) / sig_t
         c = eta * sig_s / sig_t * math.sqrt(ou_coefficients(t - s)[1])
         c = min(c, sig_s)
         new = a_s * x0_hat + math.sqrt(max(sig_s * sig_s - c * c, 0.0)) * eps_hat
         if c > 0:
             new = new + c * _noise(new, generator)
-        state[0] = new
-    return state[0]
+        return new
+
+    return _denoised_at_end(model, x, times, generator, callback, extra_args, step)
 
 
 def sample_ddpm(model, x, times, *, generator=None, callback=None, extra_args=None) -> torch.Tensor:
@@ -118,16 +125,13 @@ def sample_ddpm(model, x, times, *, generator=None, callback=None, extra_args=No
 
 def sample_euler_maruyama(model, x, times, *, generator=None, callback=None, extra_args=None) -> torch.Tensor:
     """Euler–Maruyama on the reverse OU SDE ``dY = (Y + 2 grad log p_t(Y)) dtau + sqrt(2) dB``."""
-    x, times = _start(x, times, generator)
-    state = [x]
-    for _, t, s, x0_hat in _steps(model, state, times, callback, extra_args):
-        if s == 0.0:
-            state[0] = x0_hat
-            continue
+
+    def step(x, t, s, x0_hat):
         h = t - s
-        drift = state[0] + 2.0 * _score_from_denoised(state[0], x0_hat, t)
-        state[0] = state[0] + h * drift + math.sqrt(2.0 * h) * _noise(state[0], generator)
-    return state[0]
+        drift = x + 2.0 * _score_from_denoised(x, x0_hat, t)
+        return x + h * drift + math.sqrt(2.0 * h) * _noise(x, generator)
+
+    return _denoised_at_end(model, x, times, generator, callback, extra_args, step)
 
 
 def sample_exponential(model, x, times, *, generator=None, callback=None, extra_args=None) -> torch.Tensor:
@@ -135,21 +139,16 @@ def sample_exponential(model, x, times, *, generator=None, callback=None, extra_
 
     The linear part is solved exactly: ``Y_s = e^h Y_t + 2 (e^h - 1) score + sqrt(e^{2h} - 1) z``.
     """
-    x, times = _start(x, times, generator)
-    state = [x]
-    for _, t, s, x0_hat in _steps(model, state, times, callback, extra_args):
-        if s == 0.0:
-            state[0] = x0_hat
-            continue
+
+    def step(x, t, s, x0_hat):
         h = t - s
-        score = _score_from_denoised(state[0], x0_hat, t)
+        score = _score_from_denoised(x, x0_hat, t)
         growth = math.expm1(h)
-        state[0] = (
-            (1.0 + growth) * state[0]
-            + 2.0 * growth * score
-            + math.sqrt(math.expm1(2.0 * h)) * _noise(state[0], generator)
+        return (
+            (1.0 + growth) * x + 2.0 * growth * score + math.sqrt(math.expm1(2.0 * h)) * _noise(x, generator)
         )
-    return state[0]
+
+    return _denoised_at_end(model, x, times, generator, callback, extra_args, step)
 
 
 def sample_heun(model, x, times, *, generator=None, callback=None, extra_args=None) -> torch.Tensor:

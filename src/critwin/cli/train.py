@@ -174,25 +174,15 @@ def _train_digits(model: str, changes: dict, *, out, classifier_dir, eval_sample
     # Deferred: critwin.models.digits imports diffusers (seconds); options are checked above.
     from critwin.models.digits import PRESETS, train_digits
 
-    preset = PRESETS["tiny" if model == "digits-tiny" else model]
-    config = preset.replace(**changes)
+    config = _preset(PRESETS, model, "digits", changes)
     classifier = _load_metrics_classifier(out, classifier_dir)
-    # Read after training, so a main model trained meanwhile into the same --out is the reference.
-    reference = (lambda: _reference_card(out, "digits")) if model == "digits-memorise" else None
     samples = run["unconditional_samples"]
     train_digits(
         config,
-        name=model,
-        out_dir=out,
         classifier=classifier,
-        log_every=max(1, min(100, config.steps // 10)),
-        eval_every=run["eval_every"],
         final_per_class=eval_samples,
         final_unconditional=500 if samples is None else samples,
-        num_inference_steps=run["inference_steps"],
-        progress=run["progress"],
-        log=typer.echo,
-        reference_card=reference,
+        **_ddpm_run(model, "digits", config, out, run),
     )
 
 
@@ -200,20 +190,38 @@ def _train_shapes(model: str, changes: dict, *, out, classifier_dir, **run) -> N
     # Deferred: critwin.models.shapes' training imports diffusers (seconds); options are checked above.
     from critwin.models.shapes import PRESETS, train_shapes
 
-    preset = PRESETS["tiny" if model == "shapes-tiny" else model]
-    config = preset.replace(**changes)
+    config = _preset(PRESETS, model, "shapes", changes)
     directory = _classifier_dir(out, classifier_dir, readers_lib.SHAPE_CLASSIFIER_NAME)
     readers = readers_lib.attribute_readers(readers_lib.load_shape_classifier(directory))
-    reference = (lambda: _reference_card(out, "shapes")) if model == "shapes-memorise" else None
     samples = run["unconditional_samples"]
     train_shapes(
         config,
+        readers=readers,
+        final_samples=1000 if samples is None else samples,
+        **_ddpm_run(model, "shapes", config, out, run),
+    )
+
+
+def _preset(presets: dict, model: str, family: str, changes: dict):
+    """The preset of ``model`` (``<family>-tiny`` is the preset ``"tiny"``) with the command-line changes."""
+    return presets["tiny" if model == f"{family}-tiny" else model].replace(**changes)
+
+
+def _log_every(config, most: int = 100) -> int:
+    """Steps between loss lines: a tenth of the run, at least 1 and at most ``most``."""
+    return max(1, min(most, config.steps // 10))
+
+
+def _ddpm_run(model: str, family: str, config, out, run: dict) -> dict:
+    """The keyword arguments ``train_digits`` and ``train_shapes`` share (``family``: ``"digits"`` or
+    ``"shapes"``; its ``-memorise`` model quotes the main model's card)."""
+    # Read after training, so a main model trained meanwhile into the same --out is the reference.
+    reference = (lambda: _reference_card(out, family)) if model == f"{family}-memorise" else None
+    return dict(
         name=model,
         out_dir=out,
-        readers=readers,
-        log_every=max(1, min(100, config.steps // 10)),
+        log_every=_log_every(config),
         eval_every=run["eval_every"],
-        final_samples=1000 if samples is None else samples,
         num_inference_steps=run["inference_steps"],
         progress=run["progress"],
         log=typer.echo,
@@ -238,7 +246,7 @@ def _train_t2i(model: str, changes: dict, *, out, classifier_dir, eval_samples, 
         name=model,
         out_dir=out,
         readers=readers_lib.attribute_readers(readers_lib.load_shape_classifier(directory)),
-        log_every=max(1, min(100, config.steps // 10)),
+        log_every=_log_every(config),
         evaluation={"n_per_prompt": 10 if eval_samples is None else eval_samples},
         progress=run["progress"],
         log=typer.echo,
@@ -253,7 +261,7 @@ def _train_text(model: str, changes: dict, *, out, unconditional_samples, eval_e
         config,
         name=model,
         out_dir=out,
-        log_every=max(1, min(200, config.steps // 10)),
+        log_every=_log_every(config, most=200),
         eval_every=eval_every,
         final_samples=2000 if unconditional_samples is None else unconditional_samples,
         progress=progress,

@@ -473,9 +473,7 @@ def atlas(
             seed=derive_seed(seed, "fr"),
             progress=progress,
         )
-        estimates = {
-            name: estimate_window(fr, delta, n_boot=n_boot, seed=seed, feature=name) for name in names
-        }
+        estimates = feature_estimates(fr, names, delta, n_boot, seed)
         clone_result, clone_estimates = None, {}
         if cloning:
             forks = [t for t in fr.times.tolist() if t > 0] if clone_times is None else clone_times
@@ -540,6 +538,12 @@ def _metadata(features, process, x0, fr, clone_result, **settings) -> dict[str, 
     }
 
 
+def feature_estimates(result, names, delta: float, n_boot: int, seed: int) -> dict:
+    """Per feature of ``names``, the window estimate of the forward–reverse ``result`` (``n_boot``
+    bootstrap replicates seeded with ``seed``)."""
+    return {name: estimate_window(result, delta, n_boot=n_boot, seed=seed, feature=name) for name in names}
+
+
 def _clone_estimates(result: CloneResult, names, delta: float, n_boot: int, seed: int) -> dict:
     """Per feature, the cloning estimate (susceptibility); a feature whose trajectories all end with one
     label (base rate 1: nothing to estimate) is left out."""
@@ -574,9 +578,7 @@ def _like_for_like(gmm, fr, x0, features, *, run_seed, delta, n_boot, boot_seed,
     result = forward_reverse(
         process, flat, times, fr.n_per_time, feature=readers, seed=run_seed, progress=progress
     )
-    return {
-        name: estimate_window(result, delta, n_boot=n_boot, seed=boot_seed, feature=name) for name in features
-    }
+    return feature_estimates(result, features, delta, n_boot, boot_seed)
 
 
 def _on_images(feature, shape):

@@ -31,9 +31,9 @@ import numpy as np
 import torch
 
 from critwin._validation import check_delta, check_eps, check_positive_int
-from critwin.diagnostics.feature_atlas import AtlasResult, atlas
+from critwin.diagnostics.feature_atlas import AtlasResult, atlas, feature_estimates
 from critwin.experiments.checkpoint import derive_seed
-from critwin.experiments.estimation import crossing_time, estimate_window
+from critwin.experiments.estimation import crossing_time
 from critwin.experiments.forward_reverse import forward_reverse
 from critwin.experiments.token_process import CategoricalProcess
 from critwin.mixtures.categorical import CategoricalMixture
@@ -317,8 +317,6 @@ def text_atlas(
         seed=derive_seed(seed, "exact"),
         progress=progress,
     )
-    result.like_for_like = {
-        name: estimate_window(exact, delta, n_boot=n_boot, seed=seed, feature=name) for name in features
-    }
+    result.like_for_like = feature_estimates(exact, features, delta, n_boot, seed)
     result.metadata.update(clock=clock, grammar=grammar.describe(), eps=eps)
     return result

@@ -51,10 +51,10 @@ from critwin.experiments.results import (
     at_edge,
     clock_of,
     feature_columns,
+    grid_columns,
     grid_from_metadata,
     grid_metadata,
     result_metadata,
-    step_column,
 )
 
 __all__ = ["clone", "CloneResult"]
@@ -133,12 +133,8 @@ class CloneResult(FeatureLabels, ResultTable):
         T, N, C = self._first("clone_labels").shape
         t_rep = np.repeat(np.arange(T), N * C)
         traj = np.tile(np.repeat(np.arange(N), C), T)
-        steps = None if self.steps is None else self.steps.numpy()
         columns = {
-            "t": self.times.numpy()[t_rep].tolist(),
-            "requested_t": self.requested_times.numpy()[t_rep].tolist(),
-            "step": step_column(steps, t_rep),
-            "index": self.indices.numpy()[t_rep].tolist(),
+            **grid_columns(self, t_rep),
             "source_id": traj.tolist(),
             "replicate": np.tile(np.arange(C), T * N).tolist(),
         }

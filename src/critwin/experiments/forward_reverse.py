@@ -64,10 +64,10 @@ from critwin.experiments.results import (
     at_edge,
     clock_of,
     feature_columns,
+    grid_columns,
     grid_from_metadata,
     grid_metadata,
     result_metadata,
-    step_column,
 )
 
 __all__ = ["forward_reverse", "ForwardReverseResult"]
@@ -140,12 +140,8 @@ class ForwardReverseResult(FeatureLabels, ResultTable):
         T, M = self._first("labels").shape
         t_rep = np.repeat(np.arange(T), M)
         col = np.tile(np.arange(M), T)
-        steps = None if self.steps is None else self.steps.numpy()
         columns = {
-            "t": self.times.numpy()[t_rep].tolist(),
-            "requested_t": self.requested_times.numpy()[t_rep].tolist(),
-            "step": step_column(steps, t_rep),
-            "index": self.indices.numpy()[t_rep].tolist(),
+            **grid_columns(self, t_rep),
             "source_id": self.source_ids.numpy()[col].tolist(),
             "replicate": (col % self.n_per_time).tolist(),
         }

@@ -335,3 +335,15 @@ def step_column(steps, t_rep) -> list:
     if steps is None:
         return [None] * len(t_rep)
     return [None if s < 0 else int(s) if float(s).is_integer() else float(s) for s in steps[t_rep]]
+
+
+def grid_columns(result, t_rep) -> dict[str, list]:
+    """The grid columns of a forward–reverse or cloning table (t, requested_t, step, index) for rows at
+    the time indices ``t_rep`` of ``result`` (its ``times``, ``requested_times``, ``steps``, ``indices``)."""
+    steps = None if result.steps is None else result.steps.numpy()
+    return {
+        "t": result.times.numpy()[t_rep].tolist(),
+        "requested_t": result.requested_times.numpy()[t_rep].tolist(),
+        "step": step_column(steps, t_rep),
+        "index": result.indices.numpy()[t_rep].tolist(),
+    }

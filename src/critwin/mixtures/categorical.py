@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
 from critwin._memory import chunk_rows
@@ -38,7 +37,9 @@ from critwin._validation import (
     check_positive_int,
     check_real_tensor,
     check_subset,
+    numeric_array,
 )
+from critwin.mixtures._weights import WeightedComponents, check_weight_sum, renormalised
 
 __all__ = ["CategoricalMixture", "NOISES", "CLOCKS"]
 
@@ -53,22 +54,14 @@ def _integer_tensor(value, name: str) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         out = value.detach()
     else:
-        try:
-            arr = np.asarray(value)
-        except (TypeError, ValueError, RuntimeError, OverflowError):
-            arr = None
-        if arr is None or arr.dtype.kind not in "biuf":
-            raise ValueError(
-                f"{name} must be integer token ids (a tensor or nested lists of equal lengths), "
-                f"got {type(value).__name__}"
-            ) from None
-        out = torch.as_tensor(arr)
+        what = "integer token ids (a tensor or nested lists of equal lengths)"
+        out = torch.as_tensor(numeric_array(value, name, "biuf", what))
     if out.dtype == torch.bool or out.is_floating_point() or out.is_complex():
         raise ValueError(f"{name} must be integer token ids, got dtype {out.dtype}")
     return out.long()
 
 
-class CategoricalMixture:
+class CategoricalMixture(WeightedComponents):
     """A mixture ``sum_k w_k prod_l Cat(probs[k, l])`` over sequences of ``L`` tokens, with exact noise.
 
     Parameters
@@ -128,12 +121,7 @@ class CategoricalMixture:
         w = check_real_tensor(weights, "weights", torch.float64).flatten()
         if w.shape != (K,):
             raise ValueError(f"weights must have shape ({K},) (one per component), got {w.numel()} entries")
-        if (w < 0).any():
-            raise ValueError(f"weights must be non-negative, got a negative weight {w.min().item():.4g}")
-        total = float(w.sum())
-        if abs(total - 1.0) > 1e-5:
-            raise ValueError(f"weights must sum to 1, got sum {total:.6g} (normalise them first)")
-        return torch.log(w / total)
+        return torch.log(w / check_weight_sum(w))
 
     @classmethod
     def from_strings(cls, strings, weights=None, vocab_size=None, noise: str = "mask") -> CategoricalMixture:
@@ -180,19 +168,6 @@ class CategoricalMixture:
     def probs(self) -> torch.Tensor:
         """(K, L, V) per-position token probabilities of every component."""
         return self._probs
-
-    @property
-    def weights(self) -> torch.Tensor:
-        """(K,) mixture weights."""
-        return self._log_weights.exp()
-
-    @property
-    def log_weights(self) -> torch.Tensor:
-        return self._log_weights
-
-    @property
-    def n_components(self) -> int:
-        return self._probs.shape[0]
 
     @property
     def length(self) -> int:
@@ -244,12 +219,8 @@ class CategoricalMixture:
     def subset(self, components) -> CategoricalMixture:
         """The sub-mixture over ``components`` (weights renormalised)."""
         idx = check_subset(components, self.n_components, "components")
-        logw = self._log_weights[idx]
-        if torch.isinf(logw).all():
-            raise ValueError(f"components {idx} all have zero weight; the sub-mixture is undefined")
-        return CategoricalMixture._from_parts(
-            self._probs[idx], logw - torch.logsumexp(logw, 0), self._noise, self._dirac
-        )
+        logw = renormalised(self._log_weights[idx], idx)
+        return CategoricalMixture._from_parts(self._probs[idx], logw, self._noise, self._dirac)
 
     def with_noise(self, noise: str) -> CategoricalMixture:
         """The same law under another forward process."""

@@ -25,6 +25,7 @@ from critwin._validation import (
     check_time,
 )
 from critwin.clock import noised_variance, ou_coefficients
+from critwin.mixtures._weights import WeightedComponents, check_weight_sum, renormalised
 
 __all__ = ["GaussianMixture", "EmpiricalMixture"]
 
@@ -34,7 +35,7 @@ _CHUNK_ELEMENTS = 2**24
 _ROW_CHUNK = 8192
 
 
-class GaussianMixture:
+class GaussianMixture(WeightedComponents):
     """A finite mixture of Gaussians ``sum_i w_i N(mu_i, Sigma_i)`` with exact OU diffusion.
 
     Parameters
@@ -73,11 +74,7 @@ class GaussianMixture:
         if w.shape != (K,):
             raise ValueError(f"weights must have shape ({K},) to match means, got {tuple(w.shape)}")
         check_finite(w, "weights")  # finite before the cast can still overflow float32
-        if (w < 0).any():
-            raise ValueError(f"weights must be non-negative, got a negative weight {w.min().item():.4g}")
-        total = w.sum().item()
-        if abs(total - 1.0) > 1e-5:
-            raise ValueError(f"weights must sum to 1, got sum {total:.6g} (normalise them first)")
+        check_weight_sum(w)
         return torch.log(w / w.sum())
 
     @staticmethod
@@ -128,19 +125,6 @@ class GaussianMixture:
     def means(self) -> torch.Tensor:
         """(K, d) component means."""
         return self._means
-
-    @property
-    def weights(self) -> torch.Tensor:
-        """(K,) mixture weights."""
-        return self._log_weights.exp()
-
-    @property
-    def log_weights(self) -> torch.Tensor:
-        return self._log_weights
-
-    @property
-    def n_components(self) -> int:
-        return self._means.shape[0]
 
     @property
     def dim(self) -> int:
@@ -199,11 +183,9 @@ class GaussianMixture:
         """The sub-mixture ``p^S`` over the component indices ``components`` (weights renormalised)."""
         idx = check_subset(components, self.n_components, "components")
         sel = torch.tensor(idx, device=self.device)
-        logw = self._log_weights[sel]
-        if torch.isinf(logw).all():
-            raise ValueError(f"components {idx} all have zero weight; the sub-mixture is undefined")
+        logw = renormalised(self._log_weights[sel], idx)
         evecs = None if self._evecs is None else self._evecs[sel]
-        return self._new(self._means[sel], logw - torch.logsumexp(logw, 0), self._var[sel], evecs)
+        return self._new(self._means[sel], logw, self._var[sel], evecs)
 
     # ------------------------------------------------------------------ input handling and chunking
     def _prepare(self, x, name="x") -> tuple[torch.Tensor, tuple[int, ...]]:

@@ -367,6 +367,19 @@ def check_out_dir(out_dir: str | os.PathLike | None) -> Path | None:
     return out_dir
 
 
+def check_run(
+    log_every, eval_every, out_dir: str | os.PathLike | None, log: Callable[[str], None] | None
+) -> tuple[int, int, Path | None, Callable[[str], None]]:
+    """The run settings every ``train_*`` engine takes, checked: ``(log_every, eval_every, out_dir, emit)``.
+
+    ``log_every`` >= 1 and ``eval_every`` >= 0 (0: no quick checks) steps, ``out_dir`` as
+    :func:`check_out_dir` gives it, and ``emit``, the log sink (``log``, or silent when it is None).
+    """
+    log_every = check_positive_int(log_every, "log_every")
+    eval_every = check_positive_int(eval_every, "eval_every", minimum=0)
+    return log_every, eval_every, check_out_dir(out_dir), log or (lambda _line: None)
+
+
 def timed_training(
     steps: Callable[[Any, Any], Iterator], config, name: str, history: History, progress: bool, emit
 ) -> tuple[TrainState, Any, float]:

@@ -285,12 +285,7 @@ def _group(counts, place):
     counts (a hash collision) are detected and the rows themselves are grouped instead.
     """
     keys, inverse = torch.unique(counts.long() @ place, return_inverse=True)
-    first = _first_of_groups(inverse, keys.numel())
-    if not torch.equal(counts[first][inverse], counts):
-        _, inverse = torch.unique(counts, dim=0, return_inverse=True)
-        n = int(inverse.max()) + 1
-        return _first_of_groups(inverse, n), inverse, n
-    return first, inverse, keys.numel()
+    return _checked_groups(counts, keys.numel(), inverse)
 
 
 def _group_rows(rows):
@@ -301,12 +296,19 @@ def _group_rows(rows):
     keys, inverse = torch.unique(
         finite @ torch.randn(rows.shape[1], generator=g, dtype=torch.float64), return_inverse=True
     )
-    first = _first_of_groups(inverse, keys.numel())
+    return _checked_groups(rows, keys.numel(), inverse)
+
+
+def _checked_groups(rows, n_groups: int, inverse):
+    """The groups ``inverse`` (``n_groups`` of them) of a grouping of ``rows`` by a hashed code, as
+    ``(first index of each group, each row's group, number of groups)``, if every group holds equal rows;
+    else (a hash collision) the rows grouped by themselves."""
+    first = _first_of_groups(inverse, n_groups)
     if not torch.equal(rows[first][inverse], rows):
         _, inverse = torch.unique(rows, dim=0, return_inverse=True)
         n = int(inverse.max()) + 1
         return _first_of_groups(inverse, n), inverse, n
-    return first, inverse, keys.numel()
+    return first, inverse, n_groups
 
 
 def _merge(counts, log_mult, place):

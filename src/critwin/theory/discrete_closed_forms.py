@@ -19,6 +19,7 @@ import torch
 from critwin._validation import check_eps, check_number, check_positive_int
 from critwin.mixtures import CategoricalMixture
 from critwin.theory.discrete import categorical_tv
+from critwin.theory.discrete_times import separation_threshold
 from critwin.theory.windows import Window, make_window
 
 __all__ = ["window_two_strings", "window_random_walk", "window_prefix_split", "random_walk_modes"]
@@ -208,8 +209,8 @@ def _check_split(mixture, L: int, shared: int, k: int, eps: float) -> None:
     if not torch.equal(mixture.probs[0, :shared], mixture.probs[1, :shared]):
         raise ValueError(f"mixture's modes must have the same law on their first {shared} tokens")
     separation = categorical_tv(a, b, L - shared - k, method="enumeration").value
-    if separation < 1.0 - eps * eps:
+    if separation < separation_threshold(eps):
         raise ValueError(
             f"mixture's modes must be eps-separated after {shared + k} tokens: TV = {separation:.6g} < "
-            f"1 - eps^2 = {1.0 - eps * eps:.6g}"
+            f"1 - eps^2 = {separation_threshold(eps):.6g}"
         )

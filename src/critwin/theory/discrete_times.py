@@ -74,11 +74,39 @@ def clock_of(mixture) -> str:
     return mixture.clock if isinstance(mixture, CategoricalMixture) else "ou"
 
 
-def _check_search(mixture, eps, tol, n, generator, method) -> float:
-    eps = check_eps(eps)
-    check_number(tol, "tol (bisection tolerance in kappa)", low=1e-12, high=1.0, closed="low")
+MIN_TOL = 1e-12
+"""Smallest bisection tolerance (in OU time or kappa): below it the bisection stops on float spacing
+anyway, and the outward bracket search would take thousands of curve evaluations."""
+
+
+def check_search(tol, n, generator, unit: str = "OU time") -> None:
+    """ValueError naming ``tol`` (the bisection tolerance in ``unit``, in [MIN_TOL, 1)), ``n`` or
+    ``generator`` when they are unusable."""
+    check_number(tol, f"tol (bisection tolerance in {unit})", low=MIN_TOL, high=1.0, closed="low")
     check_positive_int(n, "n", minimum=2)
     check_generator(generator)
+
+
+def merge_sets(mixture, A, B) -> tuple[list[int], list[int]]:
+    """The validated component sets ``A`` and ``B`` of a merge time (ValueError naming the bad one)."""
+    return check_subset(A, mixture.n_components, "A"), check_subset(B, mixture.n_components, "B")
+
+
+def separation_sets(mixture, S) -> tuple[list[int], list[int]]:
+    """The validated component set ``S`` of a separation time and the other components (none when ``S``
+    is every component)."""
+    S = check_subset(S, mixture.n_components, "S")
+    return S, [j for j in range(mixture.n_components) if j not in S]
+
+
+def separation_threshold(eps: float) -> float:
+    """``1 - eps^2``: the TV at or above which two sets of components count as separated."""
+    return 1.0 - eps * eps
+
+
+def _check_search(mixture, eps, tol, n, generator, method) -> float:
+    eps = check_eps(eps)
+    check_search(tol, n, generator, "kappa")
     if method not in _TV_METHODS:
         raise ValueError(f"method must be one of {_TV_METHODS} for a CategoricalMixture, got {method!r}")
     return eps
@@ -153,6 +181,18 @@ def _crossing(mixture, A, B, kw, find, curve=None):
     return LevelCrossing(value, low, high, curve.method)
 
 
+def _merged(eps: float):
+    """The search of a merge level: the first level where TV <= eps (0 if merged at level 0)."""
+    return lambda s: s.first_true(lambda tv: tv <= eps, 0.0)
+
+
+def _separated(eps: float):
+    """The search of a separation level: the last level where TV >= 1 - eps^2 (-inf if none)."""
+    threshold = separation_threshold(eps)
+    # sup{t : TV >= threshold} is inf{t : TV < threshold} for a non-increasing curve
+    return lambda s: s.first_true(lambda tv: tv < threshold, -math.inf, True)
+
+
 def merge_level(
     mixture: CategoricalMixture,
     A,
@@ -189,12 +229,11 @@ def merge_level(
     (0.9, 'enumeration')
     """
     eps = _check_search(mixture, eps, tol, n, generator, method)
-    A = check_subset(A, mixture.n_components, "A")
-    B = check_subset(B, mixture.n_components, "B")
+    A, B = merge_sets(mixture, A, B)
     if A == B:
         return LevelCrossing(0.0, 0.0, 0.0, "closed-form")
     kw = dict(n=n, generator=generator, method=method, tol=tol, level=level)
-    return _crossing(mixture, A, B, kw, lambda s: s.first_true(lambda tv: tv <= eps, 0.0))
+    return _crossing(mixture, A, B, kw, _merged(eps))
 
 
 def separation_level(
@@ -220,14 +259,11 @@ def separation_level(
     True
     """
     eps = _check_search(mixture, eps, tol, n, generator, method)
-    S = check_subset(S, mixture.n_components, "S")
-    rest = [j for j in range(mixture.n_components) if j not in S]
+    S, rest = separation_sets(mixture, S)
     if not rest:
         return LevelCrossing(math.inf, math.inf, math.inf, "closed-form")
-    threshold = 1.0 - eps * eps
     kw = dict(n=n, generator=generator, method=method, tol=tol, level=level)
-    # sup{t : TV >= threshold} is inf{t : TV < threshold} for a non-increasing curve
-    return _crossing(mixture, S, rest, kw, lambda s: s.first_true(lambda tv: tv < threshold, -math.inf, True))
+    return _crossing(mixture, S, rest, kw, _separated(eps))
 
 
 def _verdict(low: float, high: float, threshold: float, above: bool) -> bool | None:
@@ -307,25 +343,14 @@ class CategoricalEngine:
         """:func:`merge_level` on the cached curve."""
         if sorted(A) == sorted(B):
             return LevelCrossing(0.0, 0.0, 0.0, "closed-form")
-        eps = self.eps
-        return _crossing(
-            self.mixture, A, B, self.kw, lambda s: s.first_true(lambda tv: tv <= eps, 0.0), self._curve(A, B)
-        )
+        return _crossing(self.mixture, A, B, self.kw, _merged(self.eps), self._curve(A, B))
 
     def separation_time(self, S):
         """:func:`separation_level` on the cached curve."""
         rest = [j for j in range(self.K) if j not in set(S)]
         if not rest:
             return LevelCrossing(math.inf, math.inf, math.inf, "closed-form")
-        threshold = 1.0 - self.eps * self.eps
-        return _crossing(
-            self.mixture,
-            S,
-            rest,
-            self.kw,
-            lambda s: s.first_true(lambda tv: tv < threshold, -math.inf, True),
-            self._curve(S, rest),
-        )
+        return _crossing(self.mixture, S, rest, self.kw, _separated(self.eps), self._curve(S, rest))
 
     def times(self, requests, report) -> list[tuple]:
         """``merge_time(A, B)`` for each request ``(A, B)``, ``separation_time(A)`` for ``(A, None)``."""

@@ -50,6 +50,7 @@ from critwin._validation import check_eps, check_positive_int, check_seed, check
 from critwin.clock import alpha_sigma
 from critwin.mixtures import GaussianMixture
 from critwin.theory.closed_forms import log_concave_times
+from critwin.theory.discrete_times import separation_threshold
 from critwin.theory.references import reference_tv, span_coordinates
 from critwin.theory.windows import check_pair, transition_times
 
@@ -327,7 +328,7 @@ def _endpoint_checks(m, case, tt, eps, seed) -> dict:
         checks.append(("t_end", "tv_at_t_end", case.init, case.target, eps))
     rest = [j for j in range(m.n_components) if j not in case.target]
     if rest and math.isfinite(tt.t_start) and tt.t_start > 0:
-        checks.append(("t_start", "separation_at_t_start", case.target, rest, 1.0 - eps * eps))
+        checks.append(("t_start", "separation_at_t_start", case.target, rest, separation_threshold(eps)))
     for k, (name, at, A, B, level) in enumerate(checks):
         t, low, high = getattr(tt, name), getattr(tt, name + "_low"), getattr(tt, name + "_high")
         width = high - low

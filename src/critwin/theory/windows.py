@@ -31,9 +31,17 @@ from typing import NamedTuple
 import torch
 
 from critwin._display import short_repr
-from critwin._validation import check_eps, check_generator, check_number, check_positive_int, check_subset
+from critwin._validation import check_eps, check_number, check_subset
 from critwin.mixtures import CategoricalMixture, GaussianMixture
-from critwin.theory.discrete_times import clock_of, merge_level, separation_level
+from critwin.theory.discrete_times import (
+    check_search,
+    clock_of,
+    merge_level,
+    merge_sets,
+    separation_level,
+    separation_sets,
+    separation_threshold,
+)
 from critwin.theory.divergence import DEFAULT_SEED, Estimate, TVCurve
 
 __all__ = [
@@ -380,18 +388,6 @@ def _crossing(mixture, A, B, kw, find) -> Crossing:
     return Crossing(t, (low - half if low > 0 else low), (high + half if high > 0 else high), curve.method)
 
 
-MIN_TOL = 1e-12
-"""Smallest bisection tolerance in OU time: below it the bisection stops on float spacing anyway, and
-the outward bracket search would take thousands of curve evaluations."""
-
-
-def check_search(tol, n, generator) -> None:
-    """ValueError naming ``tol`` (in [MIN_TOL, 1)), ``n`` or ``generator`` when they are unusable."""
-    check_number(tol, "tol (bisection tolerance in OU time)", low=MIN_TOL, high=1.0, closed="low")
-    check_positive_int(n, "n", minimum=2)
-    check_generator(generator)
-
-
 def merge_time(
     mixture: GaussianMixture,
     A,
@@ -418,8 +414,7 @@ def merge_time(
         return merge_level(mixture, A, B, eps, n=n, generator=generator, method=method, tol=tol, level=level)
     eps = check_eps(eps)
     check_search(tol, n, generator)
-    A = check_subset(A, mixture.n_components, "A")
-    B = check_subset(B, mixture.n_components, "B")
+    A, B = merge_sets(mixture, A, B)
     if A == B:
         return Crossing(0.0, 0.0, 0.0, "closed-form")
     kw = dict(n=n, generator=generator, method=method, tol=tol, level=level)
@@ -451,11 +446,10 @@ def separation_time(
         )
     eps = check_eps(eps)
     check_search(tol, n, generator)
-    S = check_subset(S, mixture.n_components, "S")
-    rest = [j for j in range(mixture.n_components) if j not in S]
+    S, rest = separation_sets(mixture, S)
     if not rest:
         return Crossing(math.inf, math.inf, math.inf, "closed-form")
-    threshold = 1.0 - eps * eps
+    threshold = separation_threshold(eps)
     kw = dict(n=n, generator=generator, method=method, tol=tol, level=level)
     return _crossing(mixture, S, rest, kw, lambda f, near=None: _last_above(f, threshold, tol, near))
 

@@ -12,7 +12,7 @@ from critwin._validation import check_positive_int
 from critwin.models._training import (
     History,
     TrainState,
-    check_out_dir,
+    check_run,
     copy_module,
     init_models,
     optimiser_steps,
@@ -143,12 +143,9 @@ def train_digits(
     -------
     (model, card)
     """
-    log_every = check_positive_int(log_every, "log_every")
-    eval_every = check_positive_int(eval_every, "eval_every", minimum=0)
+    log_every, eval_every, out_dir, emit = check_run(log_every, eval_every, out_dir, log)
     eval_per_class = check_positive_int(eval_per_class, "eval_per_class")
-    out_dir = check_out_dir(out_dir)
     classifier = load_classifier() if classifier is None else classifier
-    emit = log or (lambda _line: None)
     history = History(log_every, eval_every, 0.0, _quick_check(classifier, eval_per_class, name))
     state, data, train_seconds = timed_training(training_steps, config, name, history, progress, emit)
 

@@ -13,7 +13,7 @@ from critwin._validation import check_positive_int
 from critwin.models._training import (
     History,
     TrainState,
-    check_out_dir,
+    check_run,
     copy_module,
     init_models,
     optimiser_steps,
@@ -129,12 +129,9 @@ def train_shapes(
     -------
     (model, card)
     """
-    log_every = check_positive_int(log_every, "log_every")
-    eval_every = check_positive_int(eval_every, "eval_every", minimum=0)
+    log_every, eval_every, out_dir, emit = check_run(log_every, eval_every, out_dir, log)
     eval_samples = check_positive_int(eval_samples, "eval_samples")
-    out_dir = check_out_dir(out_dir)
     readers = attribute_readers() if readers is None else readers
-    emit = log or (lambda _line: None)
     history = History(log_every, eval_every, 0.0, _quick_check(readers, eval_samples, name))
     state, data, train_seconds = timed_training(training_steps, config, name, history, progress, emit)
 

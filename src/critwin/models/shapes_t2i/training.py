@@ -19,11 +19,10 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
-from critwin._validation import check_positive_int
 from critwin.models._training import (
     History,
     TrainState,
-    check_out_dir,
+    check_run,
     copy_module,
     init_models,
     optimiser_steps,
@@ -236,10 +235,8 @@ def train_t2i(
 
     if not isinstance(config, T2IConfig):
         raise ValueError(f"config must be a T2IConfig, got {type(config).__name__}")
-    log_every = check_positive_int(log_every, "log_every")
-    out_dir = check_out_dir(out_dir)
+    log_every, _, out_dir, emit = check_run(log_every, 0, out_dir, log)
     readers = attribute_readers() if readers is None else readers
-    emit = log or (lambda _line: None)
     with tempfile.TemporaryDirectory() as files:
         tokenizer = build_tokenizer(Path(files), vocabulary(), config.max_tokens)
         emit(f"training the VAE of {name}: {config.vae_steps} steps")

@@ -17,7 +17,7 @@ from critwin.models._store import load_card
 from critwin.models._training import (
     History,
     TrainState,
-    check_out_dir,
+    check_run,
     copy_module,
     init_models,
     optimiser_steps,
@@ -200,10 +200,7 @@ def train_text_model(
     -------
     (model, card); the card records wall and CPU seconds of training and the load average around it.
     """
-    log_every = check_positive_int(log_every, "log_every")
-    eval_every = check_positive_int(eval_every, "eval_every", minimum=0)
-    out_dir = check_out_dir(out_dir)
-    emit = log or (lambda _line: None)
+    log_every, eval_every, out_dir, emit = check_run(log_every, eval_every, out_dir, log)
     history = History(log_every, eval_every, 0.0, _quick_check(name))
     load_before, cpu_before = os.getloadavg(), time.process_time()
     state, grammar, wall = timed_training(training_steps, config, name, history, progress, emit)
