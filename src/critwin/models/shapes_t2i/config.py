@@ -208,8 +208,8 @@ class T2IConfig(TrainingConfig):
 
 
 PRESETS: dict[str, T2IConfig] = {
-    # 20 000 pairs, attributes independent and uniform; 2400 steps of 32 (900 steps of 64 drew "a circle"
-    # as a circle 30% of the time).
+    # 20 000 pairs, attributes independent and uniform; 2400 steps of 32 (with 900 steps of 64 the
+    # samples of fully specified circle prompts showed a circle 30% of the time).
     "shapes-t2i": T2IConfig(batch_size=32, steps=2400),
     # "a circle" is on blue 80% of the time among the pairs captioned without a background.
     "shapes-t2i-biased": T2IConfig(batch_size=32, steps=2400, stereotype=Stereotype()),
