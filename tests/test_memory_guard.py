@@ -12,7 +12,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from critwin import CategoricalMixture, GaussianMixture, clone, forward_reverse, random_walk_modes, time_grid
+from critwin import (
+    CategoricalMixture,
+    GaussianMixture,
+    clone,
+    forward_reverse,
+    random_walk_modes,
+    time_grid,
+    tv,
+)
 from critwin._memory import memory_limit, set_memory_limit, transformer_bytes
 from critwin.experiments.process import MixtureProcess
 from critwin.experiments.token_process import CategoricalProcess, MaskedDiffusionProcess, kappa_levels
@@ -33,6 +41,8 @@ F64 = torch.float64
 STRINGS = CategoricalMixture.from_strings([[0, 1], [1, 1]], vocab_size=2)
 SPREAD = CategoricalMixture(torch.tensor([[[0.5, 0.5]], [[0.2, 0.8]]], dtype=F64))
 GAUSS = GaussianMixture(torch.tensor([[1.0, 0.0], [-1.0, 0.0]], dtype=F64))
+# distinct covariances: no shared span, Monte Carlo in the full dimension
+THREE = GaussianMixture(torch.eye(3, 10, dtype=F64), torch.tensor([0.5, 1.0, 2.0], dtype=F64))
 
 
 def _masked_process(n_steps: int = 4) -> MaskedDiffusionProcess:
@@ -87,6 +97,14 @@ CASES = {
     # mixtures, grids and the sweeps
     "GaussianMixture.sample-n": (lambda: GAUSS.sample(HUGE), r"sample\(n=1000000000000\)"),
     "time_grid-n_steps": (lambda: time_grid(1.0, HUGE), "n_steps=1000000000000"),
+    "tv-n-monte-carlo": (
+        lambda: tv(THREE.subset([0, 1]), THREE.subset([2]), 0.1, n=HUGE, method="monte-carlo"),
+        "n=1000000000000 points in dimension 10",
+    ),
+    "tv-n-span": (
+        lambda: tv(GAUSS.subset([0]), GAUSS.subset([1]), 0.1, n=HUGE, method="monte-carlo"),
+        "n=1000000000000 points in a span",
+    ),
     "forward_reverse-n_per_time": (
         lambda: forward_reverse(
             MixtureProcess(GAUSS, n_steps=4), torch.zeros(2, 2), [0.5], n_per_time=HUGE, progress=False
