@@ -113,6 +113,10 @@ CASES += [([*SW, "--experiment", v], "--experiment") for v in ("nope", "forward_
 for option in ("steps", "n", "n-per-time", "height", "width", "chunk-size"):
     CASES += [([*SW, f"--{option}", v], f"--{option}") for v in NUMBERS.values()]
 CASES += [([*CLONE, "--n-clones", v], "--n-clones") for v in NUMBERS.values()]
+# terabytes of tables: refused by the memory guard before the model loads
+CASES += [([*SW, "--n-per-time", "1000000000000"], "--n-per-time 1000000000000 at 26 times would allocate")]
+CASES += [([*SW, "--n", "1000000000000", "--times", "1"], "--n 1000000000000 sources")]
+CASES += [([*CLONE, "--n-clones", "1000000000000"], "--n-clones 1000000000000 at 26 times would allocate")]
 CASES += [([*ADAPTIVE, f"--{o}", "0"], f"--{o}") for o in ("probe-batch", "max-per-probe")]
 CASES += [([*ADAPTIVE, "--resolution", v], "--resolution") for v in ("0", "-1", "nan", "inf")]
 CASES += [([*ADAPTIVE, "--ci-half-width", v], "--ci-half-width") for v in ("0", "-1", "nan", "inf", "x")]

@@ -213,6 +213,32 @@ def test_a_lost_worker_is_replaced_and_nothing_is_lost(ray_cluster, tmp_path):
     assert torch.equal(ray.labels, local.labels)
 
 
+def worker_settings(shared) -> dict:
+    """A unit that reports how its worker runs: MKL's reproducibility setting and whether oneDNN is on."""
+    import numpy as np
+
+    return {
+        "mkl_cbwr": np.array(os.environ.get("MKL_CBWR", "")),
+        "reproducible": np.array(os.environ.get("CRITWIN_REPRODUCIBLE", "")),
+        "mkldnn": np.array(torch.backends.mkldnn.enabled),
+    }
+
+
+def test_ray_workers_apply_the_drivers_reproducible_setting(ray_cluster, monkeypatch):
+    def settings() -> dict:
+        with RayExecutor().bind(None) as runner:
+            (_, unit), *_ = list(runner.map_unordered(worker_settings, [("u", ())]))
+        return {name: value.item() for name, value in unit.items()}
+
+    monkeypatch.delenv("CRITWIN_REPRODUCIBLE", raising=False)
+    monkeypatch.delenv("MKL_CBWR", raising=False)
+    default = settings()
+    assert default["mkldnn"] is True and default["reproducible"] in ("", "0")
+    monkeypatch.setenv("CRITWIN_REPRODUCIBLE", "1")
+    # the cluster was started without it: the driver's setting reaches workers started for these tasks
+    assert settings() == {"mkl_cbwr": "AUTO,STRICT", "reproducible": "1", "mkldnn": False}
+
+
 @pytest.mark.slow
 def test_a_killed_ray_driver_resumes_with_nothing_lost_or_duplicated(tmp_path):
     pytest.importorskip("ray", reason="Ray is not installed (pip install 'critwin[ray]')")

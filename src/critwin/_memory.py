@@ -15,7 +15,9 @@ __all__ = [
     "memory_limit",
     "check_memory",
     "chunk_rows",
+    "GRID_BYTES",
     "unet_bytes",
+    "transformer_bytes",
 ]
 
 DEFAULT_MEMORY_LIMIT = 4 * 2**30
@@ -24,6 +26,9 @@ ENV_VAR = "CRITWIN_MEMORY_LIMIT"
 _CHUNK_SHARE = 16
 _SUFFIX = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 _limit: int | None = None
+GRID_BYTES = 64
+"""Bytes per point of a time grid or schedule and its temporaries (float64 values, conversions, sorts):
+the guard's estimate for a number of steps typed by a user or read from a file."""
 
 
 def _parse(text: str, name: str) -> int:
@@ -116,3 +121,24 @@ def unet_bytes(block_out_channels, layers_per_block: int, image_size: int = 0, b
     pixels = [float(image_size) ** 2 / 4**level for level in range(len(channels))]
     activations = 6 * resnets * sum(c * n for c, n in zip(channels, pixels, strict=True))
     return 4.0 * (params + float(batch) * activations)
+
+
+def transformer_bytes(
+    width: int, layers: int, n_tokens: int, length: int, ffn: int = 0, batch: int = 0, heads: int = 1
+) -> float:
+    """An estimate of the bytes of a transformer encoder in float32: ``layers`` blocks of ``width``
+    (attention ``4 width^2``, a feed-forward layer of ``ffn`` units, default ``4 width``, ``2 width ffn``),
+    embeddings of ``n_tokens`` ids and ``length`` positions, plus, for ``batch`` sequences of ``length``
+    tokens, the activations kept for the backward pass (the attention weights included).
+
+    For the memory guard only, as :func:`unet_bytes`.
+
+    Examples
+    --------
+    >>> round(transformer_bytes(64, 2, 9, 8) / 4 / 1e3)  # the shipped text models: about 100 k parameters
+    99
+    """
+    w, n_layers, ffn = float(width), float(layers), float(ffn or 4 * width)
+    params = n_layers * (4 * w * w + 2 * w * ffn) + (float(n_tokens) + float(length)) * w
+    per_layer = float(length) * (8 * w + 2 * ffn) + 2 * float(heads) * float(length) ** 2
+    return 4.0 * (params + float(batch) * n_layers * per_layer)

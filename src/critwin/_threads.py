@@ -27,6 +27,7 @@ __all__ = [
     "THREADS_ENV",
     "apply_reproducible_env",
     "make_reproducible",
+    "reproducible_env",
     "set_threads",
     "threads_from_env",
     "using_threads",
@@ -52,9 +53,22 @@ def make_reproducible() -> None:
     set before MKL's first call, so before torch loads in a fresh process) and turns oneDNN off (the
     reference convolutions run instead). Sums that critwin computes itself are thread-independent
     already. Results on another CPU kind may still differ (its kernels differ).
+
+    It also sets ``CRITWIN_REPRODUCIBLE=1`` in this process's environment, so that worker processes
+    started from it (the demo's, Ray's: :func:`reproducible_env`) apply it too.
     """
     os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
+    os.environ[REPRODUCIBLE_ENV] = "1"
     torch.backends.mkldnn.enabled = False
+
+
+def reproducible_env() -> dict[str, str]:
+    """The environment variables a worker process needs to run as reproducibly as this one: with
+    ``CRITWIN_REPRODUCIBLE=1`` here, ``CRITWIN_REPRODUCIBLE`` and ``MKL_CBWR`` (which MKL reads at its
+    first call, so they must be set when the worker starts: Ray's ``runtime_env``); else none."""
+    if os.environ.get(REPRODUCIBLE_ENV, "").strip() != "1":
+        return {}
+    return {REPRODUCIBLE_ENV: "1", "MKL_CBWR": os.environ.get("MKL_CBWR", "AUTO,STRICT")}
 
 
 def apply_reproducible_env() -> bool:

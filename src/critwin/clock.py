@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from critwin._memory import check_memory
+from critwin._memory import GRID_BYTES, check_memory
 from critwin._validation import check_number, check_positive_int, check_real_tensor, check_time
 
 __all__ = [
@@ -286,7 +286,7 @@ def time_grid(t_max: float, n_steps: int, t_min: float = 0.0, spacing: str = "ed
     t_max = check_time(t_max, "t_max", allow_zero=False)
     t_min = check_time(t_min, "t_min")
     n_steps = check_positive_int(n_steps, "n_steps")
-    check_memory(_GRID_BYTES * (n_steps + 1), f"time_grid(n_steps={n_steps})")
+    check_memory(GRID_BYTES * (n_steps + 1), f"time_grid(n_steps={n_steps})")
     if t_min >= t_max:
         raise ValueError(f"t_min must be < t_max, got t_min={t_min}, t_max={t_max}")
     u = torch.linspace(0.0, 1.0, n_steps + 1, dtype=torch.float64)
@@ -333,7 +333,7 @@ def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) 
     n = check_positive_int(n, "n")
     if n < 2:
         raise ValueError(f"n must be >= 2 (both ends of the range), got {n}")
-    check_memory(_GRID_BYTES * n, f"karras_sigmas(n={n})")
+    check_memory(GRID_BYTES * n, f"karras_sigmas(n={n})")
     sigma_min = check_number(sigma_min, "sigma_min", low=0.0)
     sigma_max = check_number(sigma_max, "sigma_max", low=0.0, closed="neither")
     if sigma_min >= sigma_max:
@@ -489,14 +489,9 @@ class TimeGrid:
         return TimeGrid(sorted(merged, reverse=True))
 
 
-# Bytes per grid point of a grid and its temporaries (float64 values, conversions, sorts): for the
-# memory guard on a number of steps typed by a user.
-_GRID_BYTES = 64
-
-
 def _check_schedule_steps(num_steps) -> int:
     num_steps = check_positive_int(num_steps, "num_steps")
-    check_memory(_GRID_BYTES * num_steps, f"a schedule of num_steps={num_steps}")
+    check_memory(GRID_BYTES * num_steps, f"a schedule of num_steps={num_steps}")
     return num_steps
 
 

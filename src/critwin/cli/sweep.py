@@ -446,6 +446,10 @@ def sweep(
     images = _load_tensor_file(x0, "x0") if x0 is not None else None
 
     kind = "search" if adaptive else experiment.replace("-", "_")
+    if not adaptive:
+        n_sources = n if images is None else images.shape[0]
+        n_times = len(requested) if requested is not None else steps + 1  # at most the grid's times
+        _check_sweep_sizes(experiment, n_sources, n_times, n_per_time, n_clones)
     from critwin.experiments.checkpoint import claim_directory
     from critwin.experiments.cloning import clone
     from critwin.experiments.forward_reverse import forward_reverse
@@ -489,6 +493,19 @@ def sweep(
         _print_table(result)
         _report_window(result, delta, seed, out)
         typer.echo(f"wrote {out / 'table.csv'}")
+
+
+def _check_sweep_sizes(experiment: str, n: int, n_times: int, n_per_time: int, n_clones: int) -> None:
+    """The memory guard on the sweep's tables before the model loads and the sources are drawn (the
+    engine checks again, with the realised times)."""
+    from critwin.experiments.process import check_sweep_memory
+
+    if experiment == "forward-reverse":
+        what = f"a sweep of --n {n} sources x --n-per-time {n_per_time} at {n_times} times"
+        check_sweep_memory(n_times * n * n_per_time, 1, what)
+    else:
+        what = f"a cloning sweep of --n {n} trajectories x --n-clones {n_clones} at {n_times} times"
+        check_sweep_memory(n * (1 + 2 * n_times * n_clones), 1, what)
 
 
 def _search(process, sources, feature_fn, settings: dict, out: Path, run: dict) -> None:

@@ -44,7 +44,15 @@ from critwin.experiments.features import (
     resolve_features,
 )
 from critwin.experiments.forward_reverse import run_exact_with_components
-from critwin.experiments.process import as_process, check_cond, nfe_since, realise_times, select_cond
+from critwin.experiments.process import (
+    as_process,
+    check_cond,
+    check_prior_memory,
+    check_sweep_memory,
+    nfe_since,
+    realise_times,
+    select_cond,
+)
 from critwin.experiments.results import (
     FeatureLabels,
     ResultTable,
@@ -260,6 +268,18 @@ def clone(
     store = SweepStore(out, config) if out is not None else None
     # The trunk visits forks in the order of the reverse process (decreasing time).
     forks = sorted(set(grid.indices.tolist()))
+    # a unit's clones at once, and the labels of every trunk and clone (per fork, then per time)
+    per_unit = min(chunk, n_trajectories)
+    check_prior_memory(
+        per_unit * n_clones,
+        process.sample_shape,
+        f"a unit of {per_unit} trajectories x n_clones={n_clones} states",
+    )
+    check_sweep_memory(
+        n_trajectories * (1 + (len(forks) + grid.requested.numel()) * n_clones),
+        -(-n_trajectories // chunk),
+        f"clone of n_trajectories={n_trajectories} with n_clones={n_clones} at {len(grid.requested)} times",
+    )
     shared = _Trunks(
         process=process,
         feature_fn=feature_fn,

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from critwin._threads import apply_reproducible_env, reproducible_env
 from critwin._validation import check_number, check_positive_int
 
 __all__ = [
@@ -97,6 +98,8 @@ _WORKER_SHARED: dict[str, Any] = {}
 def _call_on_worker(fn, boxed_ref, args):
     import ray
 
+    # Started with the driver's CRITWIN_REPRODUCIBLE and MKL_CBWR (runtime_env): oneDNN off here too.
+    apply_reproducible_env()
     # The reference arrives boxed in a list so that Ray does not resolve it on every call.
     ref = boxed_ref[0]
     key = ref.hex()
@@ -226,9 +229,12 @@ class RayExecutor(Executor):
                 "executor='ray': the model is on a CUDA device but the Ray cluster has no GPU; "
                 "join a cluster with GPUs (ray_address=) or move the model to the CPU"
             )
-        remote = ray.remote(_call_on_worker).options(
-            num_cpus=0 if gpu else 1, num_gpus=1 if gpu else 0, max_retries=self.max_retries
-        )
+        options = dict(num_cpus=0 if gpu else 1, num_gpus=1 if gpu else 0, max_retries=self.max_retries)
+        env = reproducible_env()
+        if env:
+            # Workers of their own, started with these variables set (MKL reads MKL_CBWR at its first call).
+            options["runtime_env"] = {"env_vars": env}
+        remote = ray.remote(_call_on_worker).options(**options)
         ref = ray.put(shared)
         try:
             yield _RayRunner(ray, remote, [ref], max(1, int(slots)))

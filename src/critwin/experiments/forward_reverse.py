@@ -54,6 +54,7 @@ from critwin.experiments.process import (
     check_cond,
     check_model_shape,
     check_samples,
+    check_sweep_memory,
     nfe_since,
     realise_times,
     select_cond,
@@ -259,6 +260,11 @@ def forward_reverse(
     else:
         source_labels = split_labels(feature_fn, read_features(feature_fn, x0))
     T, M = grid.requested.numel(), x0.shape[0] * n_per_time
+    check_sweep_memory(
+        T * M * len(source_labels),
+        T * -(-M // chunk),
+        f"forward_reverse of {x0.shape[0]} sources with n_per_time={n_per_time} at {T} times",
+    )
     # User-facing settings first: a refused resume names the first setting that differs.
     config = {
         "kind": "forward_reverse",

@@ -52,6 +52,7 @@ __all__ = [
     "CountingDenoiser",
     "step_description",
     "check_prior_memory",
+    "check_sweep_memory",
     "select_cond",
     "nfe_since",
     "ou_noise",
@@ -242,12 +243,22 @@ class CountingDenoiser:
         return out
 
 
-def check_prior_memory(n, sample_shape) -> None:
-    """The memory guard on a prior draw of ``n`` states of ``sample_shape`` (float32, with its noise)."""
+def check_prior_memory(n, sample_shape, what: str = "") -> None:
+    """The memory guard on a prior draw of ``n`` states of ``sample_shape`` (float32, with its noise);
+    ``what`` names the request in the message (default: the prior draw of ``n``)."""
     n = check_positive_int(n, "n")
-    check_memory(
-        2 * 4 * n * math.prod(sample_shape), f"a prior draw of n={n} states of shape {tuple(sample_shape)}"
-    )
+    what = what or f"a prior draw of n={n} states"
+    check_memory(2 * 4 * n * math.prod(sample_shape), f"{what} of shape {tuple(sample_shape)}")
+
+
+# Bytes of one unit's entry in a sweep's job list (its name, its arguments, its stored result's key).
+_UNIT_BYTES = 512
+
+
+def check_sweep_memory(n_labels: int, n_units: int, what: str) -> None:
+    """The memory guard on a sweep's bookkeeping before it starts: ``n_labels`` long labels per feature
+    in its result (with the assembly's copies: 3 tables) and a job list of ``n_units`` units."""
+    check_memory(3 * 8 * n_labels + _UNIT_BYTES * n_units, what, "lower the sizes, or raise chunk_size")
 
 
 def step_description(process: ReverseProcess, t) -> str:

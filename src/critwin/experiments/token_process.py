@@ -33,9 +33,16 @@ from typing import Any
 import torch
 
 from critwin._files import fingerprint
+from critwin._memory import GRID_BYTES, check_memory
 from critwin._validation import check_generator, check_number, check_positive_int, check_token_ids
 from critwin.clock import TimeGrid
-from critwin.experiments.process import Callback, ReverseProcess, check_sampler, register_mixture_process
+from critwin.experiments.process import (
+    Callback,
+    ReverseProcess,
+    check_prior_memory,
+    check_sampler,
+    register_mixture_process,
+)
 from critwin.mixtures.categorical import CategoricalMixture
 
 __all__ = [
@@ -60,6 +67,7 @@ TOKEN_CLOCKS = {
 def kappa_levels(n_steps: int, kappa_max: float = 1.0) -> torch.Tensor:
     """(n_steps + 1,) float64 masking levels ``kappa_max (1 - i / n_steps)``: decreasing, ending at 0."""
     n_steps = check_positive_int(n_steps, "n_steps")
+    check_memory(GRID_BYTES * (n_steps + 1), f"kappa_levels(n_steps={n_steps})")
     kappa_max = check_number(kappa_max, "kappa_max (a masking level)", low=0.0, high=1.0, closed="high")
     return kappa_max * torch.linspace(1.0, 0.0, n_steps + 1, dtype=torch.float64)
 
@@ -156,6 +164,7 @@ class TokenProcess(ReverseProcess):
 
         ``dtype`` is ignored (states are token ids).
         """
+        check_prior_memory(n, self.sample_shape)
         n = check_positive_int(n, "n")
         return torch.full((n, self.length), self.mask_id, dtype=torch.long, device=device or self.device)
 

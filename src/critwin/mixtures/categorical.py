@@ -30,7 +30,7 @@ import math
 
 import torch
 
-from critwin._memory import chunk_rows
+from critwin._memory import check_memory, chunk_rows
 from critwin._validation import (
     check_generator,
     check_number,
@@ -147,6 +147,11 @@ class CategoricalMixture(WeightedComponents):
         tokens = _integer_tensor(strings, "strings")
         if tokens.ndim != 2 or min(tokens.shape) == 0:
             raise ValueError(f"strings must have shape (K, L) with K, L >= 1, got {tuple(tokens.shape)}")
+        K, L = tokens.shape
+        # the (K, L, V) one-hot table (long, then float64) and the constructor's normalised copy
+        check_memory(
+            3 * 8 * K * L * V, f"from_strings with vocab_size={V}: a (K, L, V) = ({K}, {L}, {V}) table"
+        )
         bad = (tokens < 0) | (tokens >= V)
         if bad.any():
             k, pos = (int(i) for i in bad.nonzero()[0])
@@ -369,6 +374,8 @@ class CategoricalMixture(WeightedComponents):
         The discrete counterpart of a denoiser's ``E[X_0 | X_t]`` (the mean of the one-hot clean tokens).
         """
         level = self.check_level(level)
+        flat, _ = self._shape(y, "y")
+        self._check_token_tables(flat.shape[0], "denoise")
         logits, flat, lead = self._logits(y, level)
         post = torch.softmax(logits, -1)  # (n, K)
         L, V = self.length, self.vocab_size
@@ -385,11 +392,24 @@ class CategoricalMixture(WeightedComponents):
         shown = torch.nn.functional.one_hot(flat.clamp(max=V - 1), V).to(torch.float64)
         return torch.where(hidden.unsqueeze(-1), mixed, shown).reshape(*lead, L, V)
 
-    def _kernel(self, level: float, flat: torch.Tensor) -> torch.Tensor:
-        """Uniform noise's ``P(Y_l = y_l | X_l = x) = (1 - kappa) 1{x = y_l} + kappa / V``: (n, L, V)."""
+    def _check_token_tables(self, n: int, what: str) -> None:
+        """The memory guard on the (n, L, V) tables of per-token posteriors built for ``n`` sequences (the
+        result, a one-hot table as long and float64, and a mixed copy)."""
+        L, V = self.length, self.vocab_size
+        check_memory(
+            4 * 8 * n * L * V,
+            f"{what} of {n} sequences: (n, L, V) = ({n}, {L}, {V}) tables of token probabilities",
+            "pass fewer rows at a time",
+        )
+
+    def _kernel(self, level: float, flat: torch.Tensor, r: float | None = None) -> torch.Tensor:
+        """Uniform noise's ``P(Y_l = y_l | X_l = x) = (1 - r) 1{x = y_l} + r / V`` (``r``: ``kappa``
+        unless given): (n, L, V)."""
         V = self.vocab_size
+        r = level if r is None else r
+        self._check_token_tables(flat.shape[0], "the uniform-noise kernel")
         same = torch.nn.functional.one_hot(flat, V).to(torch.float64)
-        return (1 - level) * same + level / V
+        return (1 - r) * same + r / V
 
     def _hidden(self, flat: torch.Tensor, level) -> torch.Tensor:
         """(n, L) bool: the positions the level hides (mask ids; the last ``level`` for autoregression)."""
@@ -443,6 +463,8 @@ class CategoricalMixture(WeightedComponents):
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Draw ``n`` clean sequences: ``(tokens (n, L) long, labels (n,) long)``."""
         n = check_positive_int(n, "n")
+        # the labels, the (n, L) tokens and one component's (L, count) draw before its transpose
+        check_memory(8 * n * (2 * self.length + 1), f"sample(n={n}) of sequences of length {self.length}")
         self._check_generator(generator)
         labels = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         return self.draw_components(labels, generator), labels
@@ -551,7 +573,7 @@ class CategoricalMixture(WeightedComponents):
             reveal = (flat == self.mask_id) & (u >= to_level / level)
             return self._draw_at(flat, labels, reveal, lambda r, p: self._probs[labels[r], p], generator)
         r_extra = 1.0 - (1.0 - level) / (1.0 - to_level)
-        kernel = (1 - r_extra) * torch.nn.functional.one_hot(flat, V).to(torch.float64) + r_extra / V
+        kernel = self._kernel(level, flat, r_extra)
         noised_s = (1 - to_level) * self._probs + to_level / V
 
         def weights_of(r, p):

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from critwin._memory import check_memory, unet_bytes
+from critwin._memory import GRID_BYTES, check_memory, unet_bytes
 from critwin._validation import check_positive_int, check_seed
 from critwin.models._store import load_card, load_state_into, load_weights, save_weights, weights_paths
 
@@ -134,7 +134,7 @@ class TrainingConfig:
         size = unet_bytes(self.block_out_channels, self.layers_per_block)
         batch = unet_bytes(self.block_out_channels, self.layers_per_block, image, self.batch_size) - size
         check_memory(
-            5 * size + batch + 64 * self.num_train_timesteps,
+            5 * size + batch + GRID_BYTES * self.num_train_timesteps,
             f"a U-Net with block_out_channels={list(self.block_out_channels)}, layers_per_block="
             f"{self.layers_per_block} and batch_size={self.batch_size}",
         )

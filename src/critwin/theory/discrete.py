@@ -34,6 +34,7 @@ import math
 import torch
 
 from critwin._display import Table
+from critwin._memory import check_memory
 from critwin._validation import check_positive_int
 from critwin.mixtures import CategoricalMixture
 from critwin.theory.divergence import DEFAULT_SEED, Estimate, mc_tv_estimate
@@ -333,6 +334,14 @@ class _MonteCarlo:
 
     def __init__(self, P: CategoricalMixture, Q: CategoricalMixture, n: int, generator, z: float):
         self.P, self.Q, self.z = P, Q, z
+        # clean, noised and replacement tokens and the uniforms (n, L); labels, strata and the per-draw
+        # log-probabilities under both laws and every component
+        L, K = P.length, P.n_components + Q.n_components
+        check_memory(
+            8 * n * (4 * L + K + 8),
+            f"the Monte Carlo draws of n={n} sequences of length {L}",
+            "lower n, or use method='enumeration' where it fits",
+        )
         self.strata = allocate(P.weights, Q.weights, n, None, generator)
         kp = P.n_components
         if self.strata.plain:

@@ -16,6 +16,7 @@ import math
 
 import torch
 
+from critwin._memory import check_memory
 from critwin._validation import check_eps, check_number, check_positive_int
 from critwin.mixtures import CategoricalMixture
 from critwin.theory.discrete import categorical_tv
@@ -93,6 +94,8 @@ def random_walk_modes(length, delta, weight: float = 0.5) -> CategoricalMixture:
     L = check_positive_int(length, "length")
     delta = check_number(delta, "delta", low=0.0, high=0.5, closed="neither")
     weight = check_number(weight, "weight", low=0.0, high=1.0, closed="neither")
+    # the (2, L, 2) table, its row sums and the mixture's normalised copy
+    check_memory(3 * 8 * 2 * L * 2, f"random_walk_modes(length={L})")
     strong = torch.tensor([0.5 - delta, 0.5 + delta], dtype=torch.float64).expand(L, 2)
     weak = strong.flip(-1)
     return CategoricalMixture(

@@ -26,7 +26,7 @@ from typing import NamedTuple
 import torch
 
 from critwin._display import Table, axes, data_frame, short_repr
-from critwin._memory import chunk_rows
+from critwin._memory import check_memory, chunk_rows
 from critwin._validation import check_positive_int, check_subset, check_time
 from critwin.clock import alpha_sigma, noised_variance
 from critwin.mixtures import GaussianMixture
@@ -465,6 +465,14 @@ class TVCurve:
         return centres, w_p, w_q
 
     # -------------------------------------------------------------------- Monte Carlo
+    def _check_draws(self, values_per_draw: int, where: str) -> None:
+        """The memory guard on the Monte Carlo draws (8 bytes per value) before they are drawn."""
+        check_memory(
+            8 * self.n * values_per_draw,
+            f"the Monte Carlo draws of n={self.n} points {where}",
+            "lower n, or let method='auto' use an exact method where one applies",
+        )
+
     def _monte_carlo_span(self, t: float) -> Estimate:
         coords, _ = self._span(t)
         r = coords.shape[1]
@@ -474,6 +482,8 @@ class TVCurve:
         if self._draws is None or self._draws.z.shape[1] != r:
             # pair strata in the overlap of every two components with distinct centres (mc_tv notes)
             distinct = torch.cdist(coords[:kp], coords[kp:]).cpu() > 1e-9
+            # the (n, r) draws, their labels and strata rows, and the per-draw terms
+            self._check_draws(r + 8, f"in a span of dimension {r}")
             strata = allocate(self._wP.cpu(), self._wQ.cpu(), self.n, distinct, self._generator)
             z = torch.randn(
                 strata.rows.numel(), r, generator=self._generator, dtype=torch.float64, device=coords.device
@@ -490,6 +500,9 @@ class TVCurve:
 
     def _monte_carlo_full(self, t: float) -> Estimate:
         if self._draws is None:
+            # the clean draws, their noise and the noised points (n, d), labels and log-probabilities
+            K = self.P.n_components + self.Q.n_components
+            self._check_draws(3 * self.P.dim + K + 8, f"in dimension {self.P.dim}")
             strata = allocate(self._wP.cpu(), self._wQ.cpu(), self.n, None, self._generator)
             x0 = self._component_draws(strata.labels, plain=strata.plain)
             noise = torch.randn(x0.shape, generator=self._generator, dtype=x0.dtype, device=x0.device)

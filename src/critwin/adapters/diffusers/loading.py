@@ -13,7 +13,7 @@ from safetensors import SafetensorError, safe_open
 
 from critwin._files import check_weights, load_tensor_file
 from critwin._io import read_json
-from critwin._memory import check_memory, unet_bytes
+from critwin._memory import GRID_BYTES, check_memory, unet_bytes
 from critwin.adapters.diffusers.schedule import SCHEDULER_ALIASES, is_supported, scheduler_class
 
 __all__ = ["LocalPipeline", "load_local", "load_prompt_embeds"]
@@ -143,7 +143,7 @@ def check_configs(root: Path, index: Mapping[str, Any]) -> None:
             _check_weight_dtypes(root / folder)
         elif isinstance(config.get("num_train_timesteps"), int):
             steps = config["num_train_timesteps"]
-            check_memory(64 * steps, f"the schedule of {file} (num_train_timesteps={steps})")
+            check_memory(GRID_BYTES * steps, f"the schedule of {file} (num_train_timesteps={steps})")
 
 
 def _check_config_value(file: Path, key: str, value) -> None:

@@ -7,9 +7,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from critwin._memory import check_memory, transformer_bytes, unet_bytes
 from critwin._validation import check_positive_int
 from critwin.models._store import PIPELINE_MODELS
 from critwin.models._training import TrainingConfig
+from critwin.models.shapes.data import check_shapes_memory
 from critwin.models.shapes_t2i.captions import CaptionProbabilities
 from critwin.models.shapes_t2i.data import Memorisation, Stereotype, T2IData, make_pairs
 
@@ -94,7 +96,6 @@ class T2IConfig(TrainingConfig):
     seed: int = 0
 
     def __post_init__(self):
-        self.check_training(max_levels=3, image="an 8x8 latent")
         for name in (
             "n_train",
             "max_tokens",
@@ -115,12 +116,21 @@ class T2IConfig(TrainingConfig):
         channels = self.vae_channels
         if isinstance(channels, (int, str)) or len(tuple(channels)) != 2:
             raise ValueError(f"vae_channels must be two channel counts (one downsampling), got {channels!r}")
-        channels = tuple(check_positive_int(c, "vae_channels") for c in channels)
-        if any(c % self.norm_num_groups for c in channels):
+        object.__setattr__(
+            self, "vae_channels", tuple(check_positive_int(c, "vae_channels") for c in channels)
+        )
+        # every size the memory guard reads (check_memory_needs, called by check_training) is checked above
+        self.check_training(max_levels=3, image="an 8x8 latent")
+        if any(c % self.norm_num_groups for c in self.vae_channels):
             raise ValueError(
-                f"vae_channels {channels} must be multiples of norm_num_groups={self.norm_num_groups}"
+                f"vae_channels {self.vae_channels} must be multiples of "
+                f"norm_num_groups={self.norm_num_groups}"
             )
-        object.__setattr__(self, "vae_channels", channels)
+        if self.num_inference_steps > self.num_train_timesteps:
+            raise ValueError(
+                f"num_inference_steps must be at most num_train_timesteps={self.num_train_timesteps}, "
+                f"got {self.num_inference_steps}"
+            )
         for name in ("vae_learning_rate", "vae_kl_weight", "guidance_scale", "snr_gamma"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
@@ -134,6 +144,42 @@ class T2IConfig(TrainingConfig):
             value = getattr(self, name)
             if not (isinstance(value, kind) or (value is None and name != "captions")):
                 raise ValueError(f"{name} must be a {kind.__name__}, got {type(value).__name__}")
+
+    def check_memory_needs(self) -> None:
+        """The memory guard on the sizes of a config (typed, or read from a model card): the U-Net with its
+        cross-attention, the text encoder and the VAE, each with an EMA or optimiser copies and a batch's
+        activations, and the training images of the U-Net and of the VAE."""
+        check_shapes_memory(self.n_train, f"n_train={self.n_train} caption-image pairs")
+        check_shapes_memory(self.vae_n_train, f"vae_n_train={self.vae_n_train} images")
+        tokens = self.max_tokens
+        unet = unet_bytes(self.block_out_channels, self.layers_per_block)
+        unet_batch = unet_bytes(
+            self.block_out_channels, self.layers_per_block, LATENT_SHAPE[1], self.batch_size
+        )
+        # cross-attention: keys and values projected from text_hidden at every resnet of every level
+        resnets = 2 * self.layers_per_block + 1
+        cross = 4.0 * 2 * self.text_hidden * resnets * sum(self.block_out_channels)
+        # the tokenizer's vocabulary is the captions' words (a few dozen ids): its embedding is negligible
+        text = transformer_bytes(self.text_hidden, self.text_layers, 0, tokens, self.text_intermediate)
+        text_batch = transformer_bytes(
+            self.text_hidden,
+            self.text_layers,
+            0,
+            tokens,
+            self.text_intermediate,
+            self.batch_size,
+            self.text_heads,
+        ) - transformer_bytes(self.text_hidden, self.text_layers, 0, tokens, self.text_intermediate)
+        vae = unet_bytes(self.vae_channels, 1)
+        vae_batch = unet_bytes(self.vae_channels, 1, 16, self.vae_batch_size) - vae
+        check_memory(
+            5 * (unet + cross + text) + (unet_batch - unet) + text_batch + 4 * vae + vae_batch,
+            f"a text-to-image model with block_out_channels={list(self.block_out_channels)}, "
+            f"text_hidden={self.text_hidden}, text_layers={self.text_layers}, "
+            f"text_intermediate={self.text_intermediate}, max_tokens={tokens}, "
+            f"vae_channels={list(self.vae_channels)}, batch_size={self.batch_size} and "
+            f"vae_batch_size={self.vae_batch_size}",
+        )
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

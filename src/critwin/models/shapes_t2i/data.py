@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from critwin._validation import check_positive_int
-from critwin.models.shapes.data import ATTRIBUTES, render_shapes
+from critwin.models.shapes.data import ATTRIBUTES, check_shapes_memory, render_shapes
 from critwin.models.shapes_t2i.captions import (
     ITEM_DIGITS,
     CaptionProbabilities,
@@ -259,6 +259,7 @@ def make_pairs(
     (4, 'a cyan shape on grey')
     """
     n = check_positive_int(n, "n")
+    check_shapes_memory(n, f"make_pairs(n={n})")
     seed = check_positive_int(seed, "seed", minimum=0)
     probabilities = CaptionProbabilities() if probabilities is None else probabilities
     generator = torch.Generator().manual_seed(seed)

@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from critwin._memory import GRID_BYTES, check_memory, transformer_bytes
 from critwin._validation import check_positive_int
 from critwin.experiments.token_process import MASKED_SAMPLERS
 from critwin.models._training import TrainingConfig
@@ -72,6 +73,23 @@ class TextConfig(TrainingConfig):
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
         self.load_data()  # the grammar's own checks
+        self.check_memory_needs()
+
+    def check_memory_needs(self) -> None:
+        """The memory guard on the sizes of a config (typed, or read from a model card): the network, its
+        EMA copy, gradients and AdamW moments (5 copies of the weights), a batch's activations and the
+        sampler's grid."""
+        kw = self.network_kwargs()
+        size = transformer_bytes(self.width, self.layers, kw["n_inputs"] + kw["n_outputs"], kw["length"])
+        batch = transformer_bytes(
+            self.width, self.layers, 0, kw["length"], batch=self.batch_size, heads=self.heads
+        ) - transformer_bytes(self.width, self.layers, 0, kw["length"])
+        check_memory(
+            5 * size + batch + GRID_BYTES * self.sampler_steps,
+            f"a text model with width={self.width}, layers={self.layers}, heads={self.heads}, "
+            f"batch_size={self.batch_size} and sampler_steps={self.sampler_steps} "
+            f"(strings of {kw['length']} tokens)",
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

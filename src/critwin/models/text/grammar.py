@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from critwin._memory import check_memory
 from critwin._validation import check_generator, check_positive_int, check_token_ids
 
 __all__ = ["RandomHierarchy"]
@@ -86,6 +87,12 @@ class RandomHierarchy:
             )
         if self.n_strings > 200_000:
             raise ValueError(f"the grammar has {self.n_strings} strings; keep it enumerable (<= 200000)")
+        # one parent lookup over every tuple per level, and the permutation that draws the rules
+        check_memory(
+            8 * tuples * (self.depth + 1),
+            f"the rules of a grammar with vocab_size={self.vocab_size}, branching={self.branching} and "
+            f"depth={self.depth} (a table of vocab_size ** branching = {tuples} tuples per level)",
+        )
         generator = torch.Generator().manual_seed(self.seed)
         self.rules: list[torch.Tensor] = []
         """Per level ``l``: (n_parents, n_rules, branching) long children of every rule."""
@@ -155,6 +162,11 @@ class RandomHierarchy:
         strings : (n, length) long.  levels : {level name: (n,) long label}.
         """
         n = check_positive_int(n, "n")
+        # the symbols of every level (at most 2 length per string in all) and their labels
+        check_memory(
+            8 * n * (2 * self.length + 2 * self.depth + 2),
+            f"sample(n={n}) of strings of {self.length} tokens",
+        )
         check_generator(generator)
         classes = torch.randint(0, self.n_classes, (n,), generator=generator)
         symbols = self._derive(

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from critwin._memory import check_memory
 from critwin._validation import check_positive_int
 from critwin.experiments.token_process import AutoregressiveProcess, MaskedDiffusionProcess, TokenProcess
 from critwin.models._store import save_weights
@@ -81,6 +82,8 @@ class TextModel:
     ) -> torch.Tensor:
         """(n, L) long strings generated from the fully hidden state."""
         n = check_positive_int(n, "n")
+        length = self.grammar.length
+        check_memory(2 * 8 * n * length, f"sample(n={n}) of strings of {length} tokens")  # chunks and result
         process = self.process()
         chunks = []
         for start in range(0, n, batch_size):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from critwin._memory import check_memory, transformer_bytes
 from critwin._validation import check_positive_int
 
 __all__ = ["TokenTransformer"]
@@ -51,16 +52,24 @@ class TokenTransformer(nn.Module):
         if width % heads:
             raise ValueError(f"width must be a multiple of heads, got width={width}, heads={heads}")
         self.causal = bool(causal)
-        self.embed = nn.Embedding(check_positive_int(n_inputs, "n_inputs"), width)
+        n_inputs, n_outputs = (
+            check_positive_int(n_inputs, "n_inputs"),
+            check_positive_int(n_outputs, "n_outputs"),
+        )
+        layers = check_positive_int(layers, "layers")
+        check_memory(
+            transformer_bytes(width, layers, n_inputs + n_outputs, self.length),
+            f"a TokenTransformer of width={width}, layers={layers}, length={self.length}, "
+            f"n_inputs={n_inputs} and n_outputs={n_outputs}",
+        )
+        self.embed = nn.Embedding(n_inputs, width)
         self.position = nn.Parameter(0.02 * torch.randn(self.length, width))
         block = nn.TransformerEncoderLayer(
             width, heads, 4 * width, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
         )
-        self.blocks = nn.TransformerEncoder(
-            block, check_positive_int(layers, "layers"), enable_nested_tensor=False
-        )
+        self.blocks = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(width)
-        self.head = nn.Linear(width, check_positive_int(n_outputs, "n_outputs"))
+        self.head = nn.Linear(width, n_outputs)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """(n, k) long ids, ``k <= length`` -> (n, k, n_outputs) logits."""
