@@ -377,14 +377,6 @@ def _shipped_or_skip(name):
     return directory
 
 
-# The shipped memorising pipeline (1600 steps of 32 on 1000 unique pairs) reads the shape right in 0.85
-# of samples: below the issue's 0.9. strict: the marker must go once a retrain reaches it.
-_SHAPE_SHORT = pytest.mark.xfail(strict=True, reason="shape adherence < 0.9 (issue 20 open)")
-ADHERENCE_CASES = [
-    pytest.param(name, marks=_SHAPE_SHORT) if name == "shapes-t2i-memorise" else name for name in SHIPPED
-]
-
-
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_cards_record_their_preset(name):
     """``critwin train NAME`` retrains the shipped recipe: the card's config is the preset's."""
@@ -395,7 +387,7 @@ def test_shipped_cards_record_their_preset(name):
     assert T2IConfig.from_dict(load_t2i_card(name)["config"]) == PRESETS[name]
 
 
-@pytest.mark.parametrize("name", ADHERENCE_CASES)
+@pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_cards_reach_the_adherence_with_enough_samples(name):
     from critwin.models.shapes_t2i import load_t2i_card
 
