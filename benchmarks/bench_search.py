@@ -19,8 +19,10 @@ are asked for the same precision: both endpoints' intervals of half-width ``(hi 
   adjacent times bracket a crossing within ``± H``; a coarser one is cheaper per replicate but its
   interpolation error is not in its bootstrap interval (printed too, for comparison).
 
-NFEs are the processes' ``nfe`` counters (per-sample U-Net evaluations: the search's probes and
-reference samples; the grid's sweeps). The ratio printed is search / grid (target <= 0.25). CPU time
+NFEs are the processes' ``nfe`` counters (per-sample U-Net evaluations: the search's bisection, pilot
+narrowing, confirmation and reference samples; the grid's sweeps). A search whose intervals stay wider
+than ``H`` within its budget (``ci_reached`` False) is said to be so: its ratio is then not one at equal
+precision. The ratio printed is search / grid (target <= 0.25). CPU time
 is ``time.process_time`` of this process (the machine may be shared: wall time means little).
 """
 
@@ -158,8 +160,9 @@ def bench_search_to_precision(n_sources: int = N_SOURCES) -> None:
     print(
         f"    search: t_after {found.t_after:.3f} {_ci(found.t_after_ci)}, t_before {found.t_before:.3f} "
         f"{_ci(found.t_before_ci)}, half-widths {widths[0]:.4f} / {widths[1]:.4f}, b {found.b:.3f}, "
-        f"{found.nfe:,d} NFEs ({found.n_samples:,d} probe samples in {len(found.probes)} probes), "
-        f"CPU {search_cpu:.0f} s",
+        f"{found.nfe:,d} NFEs ({found.n_samples:,d} confirmation samples in {len(found.probes)} probes, "
+        f"{found.n_pilot:,d} before them), CPU {search_cpu:.0f} s"
+        + ("" if found.ci_reached else f" (half-width {H} NOT reached within max_samples)"),
         flush=True,
     )
     # The grid spaced 2 H (the search's lattice) and, from the same sweeps, the one spaced 4 H (the
@@ -188,6 +191,7 @@ def bench_search_to_precision(n_sources: int = N_SOURCES) -> None:
         print(
             f"    ratio search / {grid.label}: NFEs {found.nfe / grid.nfe:.3f}, "
             f"CPU {search_cpu / grid.cpu:.3f}"
+            + ("" if found.ci_reached else " (not at the same precision: the search fell short of H)")
         )
     print("    target: search / grid spaced 2 H (the search's lattice) NFEs <= 0.25")
 

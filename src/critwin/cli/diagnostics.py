@@ -144,7 +144,7 @@ def privacy(
     """Memorisation audits graded by membership itself: images (ROC-AUC of commitment times, members vs
     held-out non-members) or prompts of a text-to-image model (critwin's window signal beside Wen et al.,
     a SecMI/PIA-style loss and the copying ground truth: ROC-AUC and TPR at 1% FPR per duplication count,
-    with bootstrap CIs and the NFEs each score spends per prompt)."""
+    with score and Clopper-Pearson CIs and the NFEs each score spends per prompt)."""
     seed = parse_seed(seed)
     if fpr is not None and not 0 < fpr < 1:
         raise ValueError(f"--fpr must lie in (0, 1), got {fpr}")
@@ -248,8 +248,9 @@ def _image_privacy(model, members, nonmembers, times, steps, replicates, seed, o
     op = audit.operating_point
     typer.echo(
         f"{model}: ROC-AUC {audit.auc:.3f} (95% CI {audit.auc_ci[0]:.3f}-{audit.auc_ci[1]:.3f}); "
-        f"TPR {op['tpr']:.2f} at the threshold calibrated for FPR {op['target_fpr']:g} "
-        f"(realised held-out FPR {op['fpr_held_out']:.2f} on {op['n_held_out']} non-members); graded by "
+        f"TPR {op['tpr']:.2f} (95% CI {op['tpr_ci'][0]:.2f}-{op['tpr_ci'][1]:.2f}, of this threshold) "
+        f"at the threshold calibrated for FPR {op['target_fpr']:g} (realised held-out FPR "
+        f"{op['fpr_held_out']:.2f} on {op['n_held_out']} non-members); graded by "
         f"{audit.metadata['graded_by']}"
     )
 

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from critwin._display import axes, data_frame, html_summary, short_repr
+from critwin._stats import clopper_pearson_bounds
 from critwin._validation import check_eps, check_positive_int
 from critwin.experiments import ForwardReverseResult, SourceSimilarity, crossing_time, isotonic_decreasing
 from critwin.experiments.checkpoint import resolve_seed
@@ -163,18 +164,49 @@ def auc_interval(auc: float, n_positives: int, n_negatives: int, level: float = 
     return min(lower, auc), max(upper, auc)
 
 
-def tpr_at_fpr(positives, calibration_negatives, test_negatives, fpr: float = 0.01) -> dict[str, float]:
+def tpr_at_fpr(
+    positives, calibration_negatives, test_negatives, fpr: float = 0.01, level: float = 0.95
+) -> dict[str, Any]:
     """Threshold at the ``1 - fpr`` quantile of calibration non-members; rates on held-out sets.
 
     With fewer than ``1 / fpr`` calibration non-members the quantile cannot resolve ``fpr`` (the
     threshold is their maximum, whose false-positive rate is about ``1 / (n + 1)``): a warning says so,
     and ``fpr_held_out`` (the realised rate on the held-out non-members) is the number to report.
+
+    Parameters
+    ----------
+    positives : scores of the members (higher: more likely a member).
+    calibration_negatives : non-members' scores that only set the threshold.
+    test_negatives : held-out non-members' scores (may be empty: ``fpr_held_out`` is then NaN).
+    fpr : target false-positive rate in (0, 1).
+    level : confidence level of ``tpr_ci``.
+
+    Returns
+    -------
+    dict with ``threshold``, ``tpr`` (the fraction of members above it), ``tpr_ci``, ``fpr_held_out``,
+    ``target_fpr``, ``n_calibration``, ``n_held_out``. ``tpr_ci`` is the Clopper–Pearson interval
+    (:func:`critwin._stats.clopper_pearson_bounds`) of the members above the threshold: it covers, at
+    least at ``level`` whatever the score laws and the group sizes, the TPR *of this threshold* (the
+    chance that a member's score exceeds it, given the calibration set). That threshold's own
+    false-positive rate is not ``fpr`` but is estimated by ``fpr_held_out``; the TPR at a threshold of
+    exactly ``fpr`` would need the calibration quantile's uncertainty as well, which with few
+    calibration non-members (the threshold is one of their largest scores) is most of it.
+
+    Examples
+    --------
+    >>> op = tpr_at_fpr([3.0, 2.5, 0.1, 4.0], [0.0, 0.5, 1.0, 1.5], [0.2, 1.8], fpr=0.25)
+    >>> op["threshold"], op["tpr"], [round(end, 3) for end in op["tpr_ci"]]
+    (1.0, 0.75, [0.194, 0.994])
     """
     if not 0.0 < fpr < 1.0:
         raise ValueError(f"fpr must lie in (0, 1), got {fpr}")
+    level = check_eps(level, "level")
     calib = np.sort(np.asarray(calibration_negatives, dtype=float))
     if calib.size == 0:
         raise ValueError("calibration_negatives must be non-empty")
+    pos = np.asarray(positives, dtype=float)
+    if pos.size == 0:
+        raise ValueError("positives must be non-empty")
     if calib.size * fpr < 1.0 - 1e-9:  # not calib.size < 1 / fpr: 1 / (1 / 49) > 49 in floating point
         warnings.warn(
             f"{calib.size} calibration non-members cannot calibrate a false-positive rate of {fpr:g} "
@@ -185,11 +217,12 @@ def tpr_at_fpr(positives, calibration_negatives, test_negatives, fpr: float = 0.
     # The smallest threshold that at most a fraction fpr of calibration non-members exceed.
     k = min(calib.size - 1, int(math.ceil((1.0 - fpr) * calib.size)) - 1)
     threshold = calib[max(k, 0)]
-    pos = np.asarray(positives, dtype=float)
     neg = np.asarray(test_negatives, dtype=float)
+    above = int((pos > threshold).sum())
     return {
         "threshold": float(threshold),
-        "tpr": float((pos > threshold).mean()),
+        "tpr": above / pos.size,
+        "tpr_ci": clopper_pearson_bounds(above, pos.size, level),
         "fpr_held_out": float((neg > threshold).mean()) if neg.size else float("nan"),
         "target_fpr": fpr,
         "n_calibration": int(calib.size),

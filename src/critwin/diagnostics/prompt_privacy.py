@@ -12,14 +12,22 @@ all members together) the audit reports
 - the TPR at the threshold that a fraction ``fpr`` (1%) of the *calibration* prompts exceed, with the
   false-positive rate it realises on the held-out non-members (``n`` calibration prompts resolve rates
   down to ``1 / n``: a smaller requested ``fpr`` is raised to that, the smallest supported, and the
-  audit records both), with a bootstrap percentile interval (members, non-members and calibration
-  prompts resampled independently; the threshold is recalibrated in every replicate),
+  audit records both), with the Clopper–Pearson interval of the members above the threshold
+  (:func:`~critwin.diagnostics.privacy.tpr_at_fpr`): it covers the TPR *of the calibrated threshold*
+  (the chance that a member exceeds it) at least at its level, whatever the group sizes; the
+  threshold's own false-positive rate is the held-out FPR beside it, not exactly ``fpr``,
 
-and the UNet evaluations the score
-spends per prompt. Membership is known by construction, so the ground truth grades every score (no
-classifier is involved). A percentile interval of a discrete statistic can miss its own estimate when
-the bootstrap distribution is lopsided (a TPR of 0 whose resampled thresholds are mostly lower); the
-reported interval is then widened to hold it, never narrowed.
+and the UNet evaluations the score spends per prompt. Membership is known by construction, so the
+ground truth grades every score (no classifier is involved).
+
+The TPR interval was a percentile bootstrap (all three sets resampled, the threshold recalibrated in
+every replicate). With few members it under-covered: binormal scores, 2,000 draws per setting, nominal
+0.95, 8 members, it covered the TPR of the calibrated threshold 0.654 and 0.193 at true TPR 0.9 and 0.99
+(20 calibration scores, 5%), 0.238 at 0.99 (200, 1%), and 0.459 to 0.573 with 32 members at 0.99;
+Clopper–Pearson covered 0.969 to 0.994 in all 16 settings (8 or 32 members, 20 or 200 calibration
+scores, true TPR 0.1 to 0.99). It does not cover the TPR at a threshold of false-positive rate exactly
+``fpr`` where the calibration set is small beside the members (32 members, 20 calibration scores: 0.68
+to 0.74 at TPR 0.1 to 0.5): that estimand needs the calibration quantile's uncertainty as well.
 """
 
 from __future__ import annotations
@@ -126,27 +134,14 @@ def supported_fpr(fpr: float, n_calibration: int) -> float:
     return max(float(fpr), 1.0 / n_calibration)
 
 
-def _operating_point(member, negative, calibration, fpr: float) -> dict[str, float]:
+def _operating_point(member, negative, calibration, fpr: float, level: float) -> dict[str, Any]:
     with warnings.catch_warnings():
-        warnings.simplefilter(
-            "ignore", UserWarning
-        )  # a small calibration set is reported, not warned per draw
-        return tpr_at_fpr(member, calibration, negative, fpr)
+        # A small calibration set is reported (supported_fpr), not warned per row.
+        warnings.simplefilter("ignore", UserWarning)
+        return tpr_at_fpr(member, calibration, negative, fpr, level)
 
 
-def _tpr(member, negative, calibration, fpr: float) -> float:
-    return _operating_point(member, negative, calibration, fpr)["tpr"]
-
-
-def _hull(point: float, draws: np.ndarray, level: float) -> list[float]:
-    tail = (1 - level) / 2
-    low, high = np.quantile(draws, [tail, 1 - tail], method="inverted_cdf")
-    return [float(min(low, point)), float(max(high, point))]
-
-
-def score_table(
-    scores, sets: PromptSets, fpr: float = 0.01, n_boot: int = 500, level: float = 0.95, seed: int = 0
-) -> list[dict[str, Any]]:
+def score_table(scores, sets: PromptSets, fpr: float = 0.01, level: float = 0.95) -> list[dict[str, Any]]:
     """One score's rows: per duplication count and for all members, AUC and TPR at ``fpr`` with intervals.
 
     Parameters
@@ -154,7 +149,8 @@ def score_table(
     scores : one score per prompt of ``sets.prompts`` (higher = more likely member).
     sets : the prompt sets.
     fpr : target false-positive rate (calibrated on ``sets.calibration``).
-    n_boot, level, seed : bootstrap replicates (of the TPR interval), confidence level and seed.
+    level : confidence level of both intervals (the AUC's score interval, the TPR's Clopper–Pearson
+        interval: module notes).
 
     Returns
     -------
@@ -164,32 +160,20 @@ def score_table(
     Examples
     --------
     >>> sets = PromptSets(["m1", "m2"], [1, 4], ["n1", "n2"], ["c1", "c2", "c3"])
-    >>> rows = score_table([5.0, 6.0, 1.0, 2.0, 1.5, 0.5, 2.5], sets, fpr=0.4, n_boot=50)
+    >>> rows = score_table([5.0, 6.0, 1.0, 2.0, 1.5, 0.5, 2.5], sets, fpr=0.4)
     >>> [(row["count"], row["auc"]) for row in rows]
     [(1, 1.0), (4, 1.0), (None, 1.0)]
     """
     member, negative, calibration = (np.asarray(v, dtype=float) for v in sets.split(scores))
     counts = np.asarray(sets.counts)
-    rng = np.random.default_rng(seed)
     # A count of 0 means unknown (a user's prompts file): such members enter the all-members row only.
     known = sorted(c for c in set(counts.tolist()) if c > 0)
     groups = [(int(c), counts == c) for c in known] + [(None, np.ones_like(counts, bool))]
     rows = []
     for count, mask in groups:
         pos = member[mask]
-        op = _operating_point(pos, negative, calibration, fpr)
+        op = _operating_point(pos, negative, calibration, fpr, level)
         auc = roc_auc(pos, negative)
-        draws = np.array(
-            [
-                _tpr(
-                    rng.choice(pos, pos.size),
-                    rng.choice(negative, negative.size),
-                    rng.choice(calibration, calibration.size),
-                    fpr,
-                )
-                for _ in range(n_boot)
-            ]
-        )
         rows.append(
             {
                 "count": count,
@@ -197,7 +181,7 @@ def score_table(
                 "auc": auc,
                 "auc_ci": list(auc_interval(auc, pos.size, negative.size, level)),
                 "tpr": op["tpr"],
-                "tpr_ci": _hull(op["tpr"], draws, level),
+                "tpr_ci": list(op["tpr_ci"]),
                 "fpr_held_out": op["fpr_held_out"],
                 "threshold": float(op["threshold"]),
             }
@@ -309,7 +293,6 @@ def memorisation_audit(
     n_noise: int = 4,
     timestep: int = SECMI_TIMESTEP,
     fpr: float = 0.01,
-    n_boot: int = 500,
     level: float = 0.95,
     seed: int = 0,
     batch_size: int = 32,
@@ -327,8 +310,8 @@ def memorisation_audit(
     n_trajectories, n_clones, fork_times : the commitment signal (:func:`commitment_scores`; its "same
         image" threshold is calibrated on the calibration prompts' generations).
     n_noise, timestep : the denoising loss (:func:`denoising_loss_scores`).
-    fpr, n_boot, level, seed : operating point (raised to :func:`supported_fpr` where the calibration
-        set cannot resolve it), bootstrap, confidence level, seed of every draw.
+    fpr, level, seed : operating point (raised to :func:`supported_fpr` where the calibration set cannot
+        resolve it), confidence level of the intervals (:func:`score_table`), seed of every draw.
     batch_size, progress : prompts per batch; progress bar of the commitment signal.
 
     Returns
@@ -338,7 +321,7 @@ def memorisation_audit(
     requested = _check_scores(scores, sets)
     fpr_requested = check_eps(fpr, "fpr")
     fpr = supported_fpr(fpr_requested, len(sets.calibration))
-    n_boot = check_positive_int(n_boot, "n_boot")
+    level = check_eps(level, "level")
     prompts = sets.prompts
     calibration = slice(len(sets.members) + len(sets.non_members), len(prompts))
     values: dict[str, np.ndarray] = {}
@@ -370,7 +353,7 @@ def memorisation_audit(
             generations, nfe["copying"] = generate(model, prompts, n_trajectories, seed, batch_size)
         values["copying"] = copy_distances(generations, sets.training_images)
     ordered = {name: values[name] for name in requested}
-    rows = {name: score_table(v, sets, fpr, n_boot, level, seed) for name, v in ordered.items()}
+    rows = {name: score_table(v, sets, fpr, level) for name, v in ordered.items()}
     return MemorisationAudit(
         scores=ordered,
         rows=rows,

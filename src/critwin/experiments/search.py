@@ -215,7 +215,7 @@ class _Prober:
     def _entry(self, t: float) -> _Probe:
         entry = self.cache.get(t)
         if entry is None:
-            realised = realise_times(self.shared.process, t).times
+            realised = _realised(self.shared.process, t).times
             n_sources = self.shared.z0.shape[0]
             entry = _Probe(
                 t=float(realised[0]),

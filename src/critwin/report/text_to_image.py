@@ -189,7 +189,6 @@ def _text_to_image_section(sizes, seed: int, progress: bool) -> TextToImageSecti
         n_trajectories=2,
         n_clones=1,
         n_noise=sizes.t2i_loss_noise,
-        n_boot=sizes.n_boot,
         seed=seed,
         progress=progress,
     )
