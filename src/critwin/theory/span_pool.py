@@ -298,7 +298,7 @@ def _relative_log_density(bucket: _Bucket, slots: torch.Tensor, lam: float, cols
         offset = bucket.log_w[slots].double() - (0.5 * lam * lam) * coords.square().sum(2, keepdim=True)
         log_dens = torch.baddbmm(offset, coords, x.transpose(1, 2), alpha=lam)
         peak = log_dens.amax(1, keepdim=True).clamp_min_(-1e30)
-        return log_dens.sub_(peak).float()
+        return torch.sub(log_dens, peak, out=torch.empty(log_dens.shape))  # rounded to float32 once
     if whole:  # no copy of the bucket's draws
         log_dens = torch.add(bucket.dz, bucket.half_sq, alpha=-lam)
     else:
