@@ -44,7 +44,7 @@ __all__ = ["TVInterval", "Pool", "Group", "group_tasks"]
 _LOG_FLOOR = -87.0
 _NEGLIGIBLE_DENSITY = 2e-38
 # Groups whose means span at most _LOW_RANK dimensions keep their draws in low rank (module notes).
-_LOW_RANK = 16
+_LOW_RANK = 4
 # Densities of at most about this many (component, row) pairs at once.
 _DENSITY_ELEMENTS = 1 << 18
 
