@@ -8,9 +8,13 @@ Every measurement runs in a fresh interpreter (one torch thread), so its peak RS
 is the best of ``--repeat`` runs (default 2; 1 with ``--quick``). Prints time and peak RSS per size, the
 ratio exact/fast where exact is feasible, the fitted exponent of time against K (tree only, and with
 every node's window), time against d at K = 100 with windows, and the structured trees with every
-window (time, peak RSS, depth, nodes, window statuses). ``--quick`` (or
-``CRITWIN_BENCH_QUICK=1``) keeps to small sizes. Usage: ``python benchmarks/run.py hierarchy`` or
-``python benchmarks/bench_hierarchy.py [--quick] [--repeat N]``.
+window (time, peak RSS, depth, nodes, window statuses). Then, unless quick, the two scale goals,
+each run as ``critwin hierarchy FILE --method fast --json`` from a mixture file (the command's defaults:
+n = 10000, tol = 1e-4, seed 0; one torch thread): a dense cloud of K = 1,500 means ``N(0, 40^2 I_2)``
+(most windows need Monte Carlo; goal 60 s) and K = 10,000 means ``N(0, I_100)`` (goal 120 s, 8 GB),
+with wall and CPU seconds, peak RSS and the load average. ``--quick`` (or ``CRITWIN_BENCH_QUICK=1``)
+keeps to small sizes; ``--goals`` runs only the two goal rows. Usage: ``python benchmarks/run.py
+hierarchy`` or ``python benchmarks/bench_hierarchy.py [--quick] [--repeat N] [--goals]``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
+import time
+from pathlib import Path
 
 import numpy as np
 
@@ -70,6 +77,51 @@ def _run(K: int, d: int, method: str, windows: bool, repeat: int, kind: str = "r
     return min(r["seconds"] for r in runs), max(r["peak_gib"] for r in runs), runs[-1]
 
 
+def _run_cli(K: int, d: int, scale: float) -> dict:
+    """``critwin hierarchy FILE --method fast --json`` on ``K`` means ``N(0, scale^2 I_d)`` (seed 0) in a
+    fresh process: wall and CPU seconds, peak RSS (GiB), nodes, depth, window statuses, load average."""
+    import torch
+
+    from critwin.io_mixture import save_mixture
+    from critwin.mixtures import GaussianMixture
+
+    g = torch.Generator().manual_seed(0)
+    means = scale * torch.randn(K, d, generator=g, dtype=torch.float64)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "mixture.json"
+        save_mixture(GaussianMixture(means), path)
+        command = [sys.executable, "-m", "critwin", "hierarchy", str(path), "--method", "fast", "--json"]
+        load = os.getloadavg()[0]
+        start = time.perf_counter()
+        child = subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
+        stdout = child.stdout.read()
+        _, status, usage = os.wait4(child.pid, 0)
+        wall = time.perf_counter() - start
+    if status != 0:
+        raise RuntimeError(f"critwin hierarchy failed on K={K} d={d} (wait status {status})")
+    tree = json.loads(stdout)
+    statuses: dict[str, int] = {}
+    stack, nodes = [tree["root"]], 0
+    while stack:
+        node = stack.pop()
+        nodes += 1
+        stack.extend(node.get("children", []))
+        if node is not tree["root"]:
+            statuses[node["status"]] = statuses.get(node["status"], 0) + 1
+    return {
+        "wall": wall,
+        "cpu": usage.ru_utime + usage.ru_stime,
+        "peak_gib": usage.ru_maxrss / 2**20,  # KiB on Linux
+        "nodes": nodes,
+        "depth": tree["depth"],
+        "statuses": statuses,
+        "load": (load + os.getloadavg()[0]) / 2,
+    }
+
+
 def _fit(ks, times) -> float:
     return float(np.polyfit(np.log(ks), np.log(times), 1)[0])
 
@@ -113,7 +165,22 @@ def main(quick: bool | None = None, repeat: int | None = None) -> None:
             f"depth {out['depth']}, {out['nodes']} nodes, windows {out['statuses']}",
             flush=True,
         )
+    if not quick:
+        goals()
+
+
+def goals() -> None:
+    """The two goal rows (module notes): ``python benchmarks/bench_hierarchy.py --goals`` runs only these."""
+    for name, K, d, scale, goal in (("dense cloud", 1500, 2, 40.0, 60), ("random", 10_000, 100, 1.0, 120)):
+        out = _run_cli(K, d, scale)
+        print(
+            f"{name} K={K} d={d} N(0, {scale:g}^2 I), critwin hierarchy --method fast: "
+            f"{out['wall']:.1f} s wall, {out['cpu']:.1f} s CPU (goal {goal} s), peak RSS "
+            f"{out['peak_gib']:.2f} GiB, load average {out['load']:.1f}, depth {out['depth']}, "
+            f"{out['nodes']} nodes, windows {out['statuses']}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
-    main()
+    goals() if "--goals" in sys.argv else main()

@@ -3,6 +3,7 @@ small mixtures, against closed forms where the sure bounds decide, and its Monte
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import erfinv
@@ -286,11 +287,47 @@ def test_pooled_estimates_do_not_depend_on_the_groups_stacked_with_them():
     padded = set()
     for first in (0, 1):
         (stacked, keys), (alone, _) = pool(first, True), pool(first, False)
-        assert len(stacked.buckets) == 1 and stacked.buckets[0].dz.shape[0] == 2  # one bucket of both
-        (size, rows), (own_size, own_rows) = stacked.buckets[0].dz.shape[1:], alone.buckets[0].dz.shape[1:]
+        assert len(stacked.buckets) == 1 and stacked.buckets[0].shape[0] == 2  # one bucket of both
+        (size, rows), (own_size, own_rows) = stacked.buckets[0].shape[1:], alone.buckets[0].shape[1:]
         padded.add((size > own_size, rows > own_rows))
         for j, k in enumerate(keys):
             a, b = stacked.estimate([j], times[k])[0], alone.estimate([j], times[k])[0]
             assert 0.0 < b[1] < b[0] < b[2] < 1.0  # a Monte Carlo estimate with its interval
             assert abs(a - b).max() <= 1e-6, (k, a, b)
     assert padded == {(True, False), (False, True)}  # padded in components once, in rows once
+
+
+@pytest.mark.parametrize("dim", [2, 6])
+def test_low_rank_and_stored_draws_give_the_same_estimates(monkeypatch, dim):
+    # The pool keeps a group's draws in low rank (coordinates and normals, one float64 product per
+    # time) when its means span few dimensions, else as stored (|U|, rows) float32 terms; and it works
+    # through the densities in pieces of rows. Both forms, and any piece size, read the same draws (the
+    # same normals from the same seed), so their estimates must agree up to the float32 rounding of the
+    # relative log-densities (~1e-6 in a density ratio): a wrong term in either form, or a piece whose
+    # rows were lost or counted twice, moves them by far more than the 1e-5 allowed.
+    from critwin.theory import span_pool
+    from critwin.theory.span_bounds import CrossingTask, restrict
+
+    g = torch.Generator().manual_seed(5)
+    means = 3.0 * torch.randn(9, dim, generator=g, dtype=F64)
+    weights = torch.rand(9, generator=g, dtype=F64) + 0.2
+    weights = weights / weights.sum()
+    m = GaussianMixture(means, 1.0, weights)
+    sides = [([0], [1, 2, 3]), ([4, 5], [6, 7, 8]), ([2], [3]), ([0, 1, 2, 3], [4, 5, 6, 7, 8]), ([8], [7])]
+    shells = [CrossingTask(A, B, 0.0, 1.0, False) for A, B in sides]
+
+    def estimates(low_rank: int, pieces: int):
+        monkeypatch.setattr(span_pool, "_LOW_RANK", low_rank)
+        monkeypatch.setattr(span_pool, "_DENSITY_ELEMENTS", pieces)
+        span = SpanMixture(m, 3000, torch.Generator().manual_seed(0))
+        parts = dict(enumerate(restrict(span, shells, [2.0] * len(shells))))
+        groups = span_pool.group_tasks(list(parts), list(parts.values()))
+        pool = span_pool.Pool(span, groups, parts)
+        assert {b.low_rank for b in pool.buckets} == {low_rank > 0}
+        ks = list(range(len(shells)))
+        return torch.from_numpy(np.stack([pool.estimate(ks, t) for t in (0.05, 0.3, 1.0)]))
+
+    stored = estimates(-1, 1 << 24)
+    assert ((stored[..., 1] < stored[..., 2]) & (stored[..., 1] > 0)).any()  # real Monte Carlo intervals
+    for low_rank, pieces in ((-1, 50), (16, 1 << 24), (16, 50)):
+        assert (estimates(low_rank, pieces) - stored).abs().max() <= 1e-5, (low_rank, pieces)

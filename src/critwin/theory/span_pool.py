@@ -3,12 +3,19 @@ of :mod:`critwin.theory.span_crossings`.
 
 A pool serves every task of one group ``U`` (the components that can matter for each of them,
 :func:`critwin.theory.span_bounds.restrict`). It draws once, per component of ``U``, standard normal
-rows in the span of ``U``'s means (``x = lam c_b + z``; the products ``z @ c^T`` serve every time). A
-task estimates ``1 - TV = E_Q min(1, p/q)`` on the draws of the larger of its two sides ``Q`` (the
-small side's density by a log-sum-exp over its components, ``Q``'s by complement in ``U``), stratified
-by component with ``max(2, floor(n v_b))`` draws for relative weight ``v_b``: one (|U|, rows) matrix of
+rows in the span of ``U``'s means (``x = lam c_b + z``: the same normals serve every time). A task
+estimates ``1 - TV = E_Q min(1, p/q)`` on the draws of the larger of its two sides ``Q`` (the small
+side's density by a log-sum-exp over its components, ``Q``'s by complement in ``U``), stratified by
+component with ``max(2, floor(n v_b))`` draws for relative weight ``v_b``: one (|U|, rows) matrix of
 log-densities per time serves every task of the group (component-major, so a small side's densities are
-contiguous rows). Groups of similar size (within a factor of two in rows and in components) are stacked
+contiguous rows). Where ``U``'s means span at most :data:`_LOW_RANK` dimensions (a dense cloud in few
+dimensions, a small group) the draws are kept in *low rank*: the rows' normals and coordinates, and the
+log-densities ``log w_l + lam x.c_l - lam^2 |c_l|^2 / 2`` (up to a term common to a row) are one float64
+product per time, rounded to float32 only relative to the row's largest; memory is O(rows x rank), not
+O(rows x |U|). Otherwise the products ``-|c_b - c_l|^2 / 2`` and ``z.(c_b - c_l)`` are *stored* in
+float32. Either way the densities are worked through in pieces of about :data:`_DENSITY_ELEMENTS`
+(component, row) pairs that stay in cache, the per-stratum sums adding up over the pieces. Groups of
+similar size (within a factor of two in rows and in components, with the same form of draws) are stacked
 into buckets padded to their largest member, not to a power of two, since the padding is computed at
 every time: one evaluation serves many groups. The interval is the normal one with the stratified
 variance; where few draws carry the estimate (effective sample size below
@@ -36,6 +43,10 @@ __all__ = ["TVInterval", "Pool", "Group", "group_tasks"]
 # smallest normal (1.2e-38), so only subnormals and the floor exp(_LOG_FLOOR) = 1.6e-38 are zeroed.
 _LOG_FLOOR = -87.0
 _NEGLIGIBLE_DENSITY = 2e-38
+# Groups whose means span at most _LOW_RANK dimensions keep their draws in low rank (module notes).
+_LOW_RANK = 4
+# Densities of at most about this many (component, row) pairs at once.
+_DENSITY_ELEMENTS = 1 << 18
 
 
 class TVInterval(NamedTuple):
@@ -74,30 +85,46 @@ class _Task(NamedTuple):
 
 
 class _Draws(NamedTuple):
-    """One group's draws: the position in ``U`` of each row's component, the row's ``-|c_row - c_l|^2 / 2``
-    and ``z.(c_row - c_l)`` against every component ``l`` of ``U`` (float32, ``(|U|, rows)``: a component's
-    terms over the rows are contiguous), ``log w``, ``w`` and the row counts per component."""
+    """One group's draws: the position in ``U`` of each row's component, ``log w``, ``w`` and the row
+    counts per component, and the rows in one of two forms (module notes). *Low rank* (``rank`` set):
+    ``coords`` (|U|, rank), the centred coordinates of ``U``'s means in an orthonormal basis of their
+    span, and per row the normals ``z`` and its component's coordinates ``own`` (rows, rank), float64.
+    *Stored* (``rank`` None): the row's ``-|c_row - c_l|^2 / 2`` and ``z.(c_row - c_l)`` against every
+    component ``l`` of ``U`` (float32, ``(|U|, rows)``: a component's terms over the rows contiguous)."""
 
     comp: torch.Tensor
-    half_sq: torch.Tensor
-    dz: torch.Tensor
     log_w: torch.Tensor
     w: torch.Tensor
     counts: torch.Tensor
+    rank: int | None
+    coords: torch.Tensor | None = None
+    z: torch.Tensor | None = None
+    own: torch.Tensor | None = None
+    half_sq: torch.Tensor | None = None
+    dz: torch.Tensor | None = None
 
 
 class _Bucket(NamedTuple):
-    """Groups of similar size (row and component counts within a factor of two) stacked, padded to the
-    members' largest ``size x rows``: padded rows belong to a dummy stratum ``size`` and padded
-    components have weight 0."""
+    """Groups of similar size (row and component counts within a factor of two, the same form of
+    draws) stacked, padded to the members' largest ``size x rows`` (and rank): padded rows belong to a
+    dummy stratum ``size``, padded components have weight 0, padded coordinates are 0."""
 
     groups: list[int]
-    half_sq: torch.Tensor  # (G, size, rows)
-    dz: torch.Tensor
     log_w: torch.Tensor  # (G, size, 1), -inf where padded
     comp: torch.Tensor  # (G, rows), ``size`` where padded
     w: torch.Tensor  # (G, size + 1) float64, 0 where padded
     counts: torch.Tensor  # (G, size + 1) float64, 1 where padded
+    low_rank: bool
+    coords: torch.Tensor | None = None  # low rank: (G, size, rank) float64
+    z: torch.Tensor | None = None  # (G, rows, rank) float64
+    own: torch.Tensor | None = None  # (G, rows, rank) float64
+    half_sq: torch.Tensor | None = None  # stored: (G, size, rows) float32
+    dz: torch.Tensor | None = None
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(groups, components, rows)."""
+        return self.comp.shape[0], self.w.shape[1] - 1, self.comp.shape[1]
 
 
 class Pool:
@@ -120,9 +147,10 @@ class Pool:
             draws.append(self._group(span, g, group.U, [parts[k] for k in group.keys]))
         self.buckets: list[_Bucket] = []
         self.where: list[tuple[int, int]] = [(-1, -1)] * len(groups)  # group -> (bucket, slot)
-        by_shape: dict[tuple[int, int], list[int]] = {}
+        by_shape: dict[tuple[int, int, bool], list[int]] = {}
         for g, d in enumerate(draws):
-            by_shape.setdefault((_pow2(d.comp.numel()), _pow2(d.w.numel())), []).append(g)
+            key = (_pow2(d.comp.numel()), _pow2(d.w.numel()), d.rank is not None)
+            by_shape.setdefault(key, []).append(g)
         for members in by_shape.values():
             for slot, g in enumerate(members):
                 self.where[g] = (len(self.buckets), slot)
@@ -152,14 +180,22 @@ class Pool:
             need = torch.where(inside, need, torch.maximum(need, (span.n * w / W_side).floor().long()))
             self.tasks.append(_Task(g, small, W_side / W_small, W_side, task.slack))
         rows = int(need.sum())
-        check_memory(8 * rows * 4 * len(U), f"the Monte Carlo draws of {len(parts)} crossings in the span")
+        rank = min(len(U), span.coords.shape[1])
+        low_rank = rank <= _LOW_RANK
+        per_row = 8 * 3 * rank if low_rank else 8 * rank + 4 * 2 * len(U)
+        check_memory(per_row * rows, f"the Monte Carlo draws of {len(parts)} crossings in the span")
         comp = torch.repeat_interleave(torch.arange(len(U)), need)  # position in U of each row
-        zc = _span_normals(span, U, rows)
+        coords, z = _span_normals(span, U, rows)
+        log_w = w.log().float()
+        if low_rank:
+            coords = coords - coords.mean(0)  # a shift common to all components (smaller products)
+            return _Draws(comp, log_w, w, need.double(), rank, coords, z, coords[comp])
         # log w_l N(x; lam c_l, I) = lam (lam half_sq - dz) + log w_l up to a term common to a row
         # (float32: its rounding, ~1e-4 relative in a density ratio, is far below the Monte Carlo error)
+        zc = z @ coords.T
         half_sq = (-0.5 * span.sq_dist[U][:, U][:, comp]).float()
         dz = (zc.gather(1, comp.unsqueeze(1)) - zc).T.float()
-        return _Draws(comp, half_sq, dz, w.log().float(), w, need.double())
+        return _Draws(comp, log_w, w, need.double(), None, half_sq=half_sq, dz=dz)
 
     @property
     def rows(self) -> int:
@@ -181,28 +217,36 @@ class Pool:
     def _bucket_estimate(self, bucket: _Bucket, ks: torch.Tensor, lam: float) -> np.ndarray:
         slot_of = self.group_slot[self.task_group[ks]]
         slots, task_slot = torch.unique(slot_of, return_inverse=True)
-        if slots.numel() == len(bucket.groups):  # every group of the bucket: no copy of its draws
-            log_dens = torch.add(bucket.dz, bucket.half_sq, alpha=-lam)
-            log_w = bucket.log_w
-        else:
-            log_dens = bucket.dz[slots]
-            log_dens.add_(bucket.half_sq[slots], alpha=-lam)
-            log_w = bucket.log_w[slots]
-        log_dens = torch.add(log_w, log_dens, alpha=-lam, out=log_dens)  # log w - lam (dz - lam half_sq)
-        peak = log_dens.amax(1, keepdim=True).clamp_min_(-1e30)
-        # (slots, size, rows): w_l N_l(x) / the row's largest, 0 below _NEGLIGIBLE_DENSITY (exp is 10-50x
-        # slower on inputs whose result is a float32 subnormal or 0: they are floored first)
-        dens = log_dens.sub_(peak).clamp_min_(_LOG_FLOOR).exp_()
-        dens = torch.threshold_(dens, _NEGLIGIBLE_DENSITY, 0.0)
-        total = dens.sum(1).double()
-        rows = dens.shape[2]
-        step = max(1, (1 << 22) // rows)
-        return np.concatenate(
-            [
-                self._tasks_estimate(bucket, ks[i : i + step], task_slot[i : i + step], slots, dens, total)
-                for i in range(0, ks.numel(), step)
-            ]
-        )
+        _, size, rows = bucket.shape
+        n = ks.numel()
+        sums = torch.zeros(n, size + 1, dtype=torch.float64)
+        squares = torch.zeros(n, size + 1, dtype=torch.float64)
+        # densities of a few groups and rows at a time, so that the pieces stay in cache; the per-stratum
+        # sums of h and h^2 add up over the pieces
+        per_slot = max(1, _DENSITY_ELEMENTS // (size * rows))
+        per_row = rows if per_slot > 1 else min(rows, max(1, _DENSITY_ELEMENTS // size))
+        for first in range(0, slots.numel(), per_slot):
+            chunk = slots[first : first + per_slot]
+            mine = torch.nonzero((task_slot >= first) & (task_slot < first + per_slot)).flatten()
+            whole = chunk.numel() == len(bucket.groups) and per_row == rows
+            for start in range(0, rows, per_row):
+                cols = slice(start, start + per_row)
+                # (chunk, size, cols): w_l N_l(x) / the row's largest, 0 below _NEGLIGIBLE_DENSITY (exp is
+                # 10-50x slower on inputs whose result is a float32 subnormal or 0: they are floored first)
+                log_dens = _relative_log_density(bucket, chunk, lam, cols, whole)
+                dens = torch.threshold_(log_dens.clamp_min_(_LOG_FLOOR).exp_(), _NEGLIGIBLE_DENSITY, 0.0)
+                total = dens.sum(1).double()
+                step = max(1, (1 << 22) // dens.shape[2])
+                for i in range(0, mine.numel(), step):
+                    j = mine[i : i + step]
+                    part = self._tasks_sums(bucket, ks[j], task_slot[j] - first, chunk, dens, total, cols)
+                    sums.index_add_(0, j, part[0])
+                    squares.index_add_(0, j, part[1])
+        slot_of = slots[task_slot]
+        sizes = self.small_size[ks]
+        v = bucket.w[slot_of] / self.w_side[ks].unsqueeze(1)  # strata weights (n, size + 1)
+        v[torch.repeat_interleave(torch.arange(n), sizes), self._small_members(ks, sizes)] = 0.0
+        return _stratified(v, bucket.counts[slot_of], sums, squares, self.slack[ks], self.span.z_level)
 
     def _small_members(self, ks: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
         """The positions in ``U`` of the small sides of tasks ``ks`` (of ``sizes``), concatenated."""
@@ -223,24 +267,52 @@ class Pool:
                 small_dens[j] = dens[task_slot[j].unsqueeze(1), members].sum(1).double()
         return small_dens
 
-    def _tasks_estimate(self, bucket, ks, task_slot, slots, dens, total) -> np.ndarray:
+    def _tasks_sums(
+        self, bucket, ks, task_slot, slots, dens, total, cols
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-stratum sums of ``h = min(1, p_small / p_side)`` and of ``h^2`` (n, size + 1) over the rows
+        ``cols`` of ``dens``, for tasks ``ks`` of the groups ``slots[task_slot]``."""
         size = bucket.w.shape[1] - 1
         n = ks.numel()
-        sizes = self.small_size[ks]
-        small_dens = self._small_density(ks, sizes, task_slot, dens)
+        small_dens = self._small_density(ks, self.small_size[ks], task_slot, dens)
         # the side's density ratio p_small / p_side: (w-weighted) small over the rest of U, times
         # W_side / W_small; where the rest vanishes the ratio is infinite (small >= total >= 1 there: a
         # row's largest term is 1), clamped to 1 as it should be. A positive rest of float32 sums is at
         # least 2^-149, so the quotient is the plain one.
         rest = total[task_slot].sub_(small_dens).clamp_min_(0.0)
         h = small_dens.div_(rest).mul_(self.ratio[ks].unsqueeze(1)).clamp_max_(1.0)
-        slot_of = slots[task_slot]
-        comp = bucket.comp[slot_of]  # (n, rows)
+        comp = bucket.comp[slots[task_slot], cols]  # (n, cols)
         sums = torch.zeros(n, size + 1, dtype=torch.float64).scatter_add_(1, comp, h)
         squares = torch.zeros(n, size + 1, dtype=torch.float64).scatter_add_(1, comp, h.square_())
-        v = bucket.w[slot_of] / self.w_side[ks].unsqueeze(1)  # strata weights (n, size + 1)
-        v[torch.repeat_interleave(torch.arange(n), sizes), self._small_members(ks, sizes)] = 0.0
-        return _stratified(v, bucket.counts[slot_of], sums, squares, self.slack[ks], self.span.z_level)
+        return sums, squares
+
+
+def _relative_log_density(bucket: _Bucket, slots: torch.Tensor, lam: float, cols: slice, whole: bool):
+    """(slots, size, rows) float32 ``log w_l N(x_row; lam c_l, I)`` minus each row's largest, for the
+    groups ``slots`` of ``bucket`` and its rows ``cols`` (``whole``: every group and row, in order)."""
+    if bucket.low_rank:
+        # log w_l + lam x.c_l - lam^2 |c_l|^2 / 2 with x = lam c_row + z, up to a term common to a row:
+        # one batched product of the rank, in float64, so that only the relative log-density is rounded
+        coords = bucket.coords[slots]
+        x = torch.add(bucket.z[slots, cols], bucket.own[slots, cols], alpha=lam)
+        offset = bucket.log_w[slots].double() - (0.5 * lam * lam) * coords.square().sum(2, keepdim=True)
+        log_dens = torch.baddbmm(offset, coords, x.transpose(1, 2), alpha=lam)
+        peak = log_dens.amax(1, keepdim=True).clamp_min_(-1e30)
+        return torch.sub(log_dens, peak, out=torch.empty(log_dens.shape))  # rounded to float32 once
+    if whole:  # no copy of the bucket's draws
+        log_dens = torch.add(bucket.dz, bucket.half_sq, alpha=-lam)
+    else:
+        # slot by slot into one buffer: indexing dz and half_sq by slots would copy both first
+        log_dens = torch.empty(
+            (slots.numel(), bucket.dz.shape[1], len(range(*cols.indices(bucket.dz.shape[2]))))
+        )
+        for j, s in enumerate(slots.tolist()):
+            torch.add(bucket.dz[s, :, cols], bucket.half_sq[s, :, cols], alpha=-lam, out=log_dens[j])
+    log_dens = torch.add(
+        bucket.log_w[slots], log_dens, alpha=-lam, out=log_dens
+    )  # log w - lam (dz - lam half_sq)
+    peak = log_dens.amax(1, keepdim=True).clamp_min_(-1e30)
+    return log_dens.sub_(peak)
 
 
 def _stratified(v, c, sums, squares, slack, z) -> np.ndarray:
@@ -272,30 +344,43 @@ def _stack(members, draws: list[_Draws]) -> _Bucket:
     G = len(members)
     size = max(d.w.numel() for d in draws)
     rows = max(d.comp.numel() for d in draws)
-    half_sq = torch.zeros(G, size, rows)
-    dz = torch.zeros(G, size, rows)
     log_w = torch.full((G, size, 1), -math.inf)
     comp = torch.full((G, rows), size, dtype=torch.long)
     w = torch.zeros(G, size + 1, dtype=torch.float64)
     counts = torch.ones(G, size + 1, dtype=torch.float64)
     for j, d in enumerate(draws):
+        u, r = d.w.numel(), d.comp.numel()
+        log_w[j, :u, 0], comp[j, :r], w[j, :u], counts[j, :u] = d.log_w, d.comp, d.w, d.counts
+    if draws[0].rank is not None:
+        rank = max(d.rank for d in draws)
+        coords = torch.zeros(G, size, rank, dtype=torch.float64)
+        z, own = (
+            torch.zeros(G, rows, rank, dtype=torch.float64),
+            torch.zeros(G, rows, rank, dtype=torch.float64),
+        )
+        for j, d in enumerate(draws):
+            (u, p), r = d.coords.shape, d.comp.numel()
+            coords[j, :u, :p], z[j, :r, :p], own[j, :r, :p] = d.coords, d.z, d.own
+        return _Bucket(members, log_w, comp, w, counts, True, coords=coords, z=z, own=own)
+    half_sq = torch.zeros(G, size, rows)
+    dz = torch.zeros(G, size, rows)
+    for j, d in enumerate(draws):
         u, r = d.half_sq.shape
-        half_sq[j, :u, :r], dz[j, :u, :r], log_w[j, :u, 0] = d.half_sq, d.dz, d.log_w
-        comp[j, :r], w[j, :u], counts[j, :u] = d.comp, d.w, d.counts
-    return _Bucket(members, half_sq, dz, log_w, comp, w, counts)
+        half_sq[j, :u, :r], dz[j, :u, :r] = d.half_sq, d.dz
+    return _Bucket(members, log_w, comp, w, counts, False, half_sq=half_sq, dz=dz)
 
 
-def _span_normals(span, U: list[int], rows: int) -> torch.Tensor:
-    """(rows, |U|) products ``z @ c_U^T`` of standard normal rows ``z`` in the span with the coordinates
-    of ``U``: drawn in the span of ``c_U`` alone (``c_U^T = Q R``, ``z Q`` is standard normal), so a
-    small group costs ``|U|`` normals per row, not the span's dimension."""
+def _span_normals(span, U: list[int], rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(coords, z)``: the coordinates (|U|, r) of ``U``'s means in an orthonormal basis of (a space
+    containing) their span and ``rows`` standard normal rows ``z`` (rows, r) in that basis, so that
+    ``z @ coords^T`` are the products of standard normals in the span with the means. A small group is
+    drawn in the span of its own means (``c_U^T = Q R``, ``z Q`` is standard normal), so it costs
+    ``|U|`` normals per row, not the span's dimension."""
     coords = span.coords[U]
     if len(U) < coords.shape[1]:
         _, R = torch.linalg.qr(coords.T)
-        g = torch.randn(rows, R.shape[0], generator=span.generator, dtype=torch.float64)
-        return g @ R
-    z = torch.randn(rows, coords.shape[1], generator=span.generator, dtype=torch.float64)
-    return z @ coords.T
+        return R.T, torch.randn(rows, R.shape[0], generator=span.generator, dtype=torch.float64)
+    return coords, torch.randn(rows, coords.shape[1], generator=span.generator, dtype=torch.float64)
 
 
 def _ess(per_draw, sums, squares) -> torch.Tensor:
