@@ -370,3 +370,13 @@ def test_paired_intervals_cover_with_rare_changes_large(p, moved_to, share, n):
     reps = 5000
     tv, family = _paired_coverage(p, moved_to, share, n, reps, seed=1)
     assert tv >= coverage_floor(reps) and family >= coverage_floor(reps)
+
+
+def test_tv_interval_holds_its_estimate_to_the_last_bit():
+    # 96 labels over 3 classes against the uniform target: the plug-in TV of (46, 50, 0) / 96 is
+    # 1/3 + 1 ulp, which the exact range over the box reached only to 1/3 before its ends were widened.
+    for k in (46, 48, 50, 51):
+        labels = [0] * k + [1] * (96 - k)
+        estimate = 0.5 * np.abs(np.bincount(labels, minlength=3) / 96 - 1 / 3).sum()
+        low, high = tv_interval(labels, np.full(3, 1 / 3))
+        assert low <= estimate <= high
