@@ -220,11 +220,13 @@ def _diagnostics(page: Page, summary: dict) -> None:
     page.heading("4. Diagnostics built on windows")
     memo, main = dx["privacy"]["digits-memorise"], dx["privacy"]["digits"]
     fair = dx["fairness"]
+    op = memo["operating_point"]
     page.paragraph(
         "Privacy: the commitment time of an image (where its forward-reverse curve falls to 1/2) is a "
         f"membership score, {_threshold_words(memo)}. Memorising model (20 training digits): ROC-AUC "
-        f"{memo['auc']:.2f}, TPR {memo['operating_point']['tpr']:.2f} at a held-out FPR of "
-        f"{memo['operating_point']['fpr_held_out']:.2f} ({memo['operating_point']['n_held_out']} images); "
+        f"{memo['auc']:.2f}, TPR {_with_ci(op['tpr'], op.get('tpr_ci'))} "
+        "(of members above the calibrated threshold) at a held-out FPR of "
+        f"{op['fpr_held_out']:.2f} ({op['n_held_out']} images); "
         f"main model: ROC-AUC {main['auc']:.2f} (95% CI {main['auc_ci'][0]:.2f}-{main['auc_ci'][1]:.2f})."
     )
     graded = fair["graded"]
