@@ -342,6 +342,11 @@ def test_privacy_on_shapes_memorise_checks_sizes_against_its_training_set(capsys
     assert code == 2 and "--members must be <= 24" in err
 
 
+def test_atlas_refuses_more_sources_than_the_training_set_has(capsys):
+    code, _, err = run_cli(["atlas", "--model", "shapes-memorise", "--sources", "25", "--quick"], capsys)
+    assert code == 2 and "--sources 25 exceeds the 24 images shapes-memorise draws sources from" in err
+
+
 def test_sweep_on_shipped_shapes_reads_an_attribute(capsys, tmp_path):
     out = tmp_path / "sweep"
     args = ["sweep", "--model", "shapes", "--feature", "shape", "--n", "2", "--times", "0.5"]

@@ -188,6 +188,7 @@ def atlas_command(
         _finish(result, model, started, out, as_json)
         return
     process, data, readers = load_shapes(model, steps, prompt, guidance)
+    _check_sources(sources, data, model)
     if wanted is not None:
         unknown = [name for name in wanted if name not in readers]
         if unknown:
@@ -292,3 +293,12 @@ def _print_table(result: AtlasResult, model: str, seconds: float) -> None:
         )
     else:
         typer.echo(f"measured order {result.order_text()} ('~': t½ intervals overlap, no order claimed)")
+
+
+def _check_sources(sources: int | None, data, model: str) -> None:
+    """An explicit ``--sources`` beyond the data is refused (the default takes what there is)."""
+    if sources is None or data is None:
+        return
+    available = len(data.images if hasattr(data, "images") else data[0])
+    if sources > available:
+        raise ValueError(f"--sources {sources} exceeds the {available} images {model} draws sources from")
