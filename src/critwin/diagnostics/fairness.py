@@ -197,7 +197,8 @@ class RebalanceResult:
     tv_before, tv_after : their total variation to ``target`` (the selector's own reading: optimised for,
         so ``tv_after`` flatters the result; report :meth:`graded`).
     tv_before_ci, tv_after_ci : intervals of those TVs (:func:`tv_interval`); None with ``intervals=False``.
-    fork_time, fork_step : realised OU time (and model step) of the fork.
+    fork_time, fork_step : realised OU time (and model step) of the fork; ``inf`` and None where the
+        candidates were drawn from the prior.
     samples : (n, ...) rebalanced outputs (data space).  labels : (n,) their attributes (selector).
     n_candidates : continuations drawn per trajectory.  nfe : denoiser evaluations, if counted;
         ``nfe_plain`` those of the plain samples (the trunks and one continuation each): the cost of

@@ -203,7 +203,8 @@ class PromptFairness:
         plain sampling), ``adherence``/``adherence_ci``, ``kid``/``kid_ci``, ``nfe`` (UNet rows),
         ``extra_nfe`` (against plain), ``graded_by``.
     windows : {reader name: :func:`window_summary`} of the attribute for this prompt.
-    fork_time, fork_step : where the rebalancing forked.  window_nfe : UNet rows of the window measurement.
+    fork_time, fork_step : where the rebalancing forked (``inf``: from the prior).  window_nfe : UNet rows of
+        the window measurement.
     samples : {method: images}.  metadata : settings, model, judges and selector.
     """
 
