@@ -7,8 +7,10 @@ from scipy.optimize import brentq
 
 from coverage_floor import coverage_floor
 from critwin.diagnostics.fairness import (
+    integer_quotas,
     paired_comparison,
     rebalance,
+    select_from_pool,
     select_to_target,
     total_variation,
     tv_interval,
@@ -380,3 +382,64 @@ def test_tv_interval_holds_its_estimate_to_the_last_bit():
         estimate = 0.5 * np.abs(np.bincount(labels, minlength=3) / 96 - 1 / 3).sum()
         low, high = tv_interval(labels, np.full(3, 1 / 3))
         assert low <= estimate <= high
+
+
+def _squared_distance(labels, quotas):
+    return float(((np.bincount(labels, minlength=quotas.size) - quotas) ** 2).sum())
+
+
+def test_selection_per_trajectory_is_the_least_squares_choice_by_enumeration():
+    """Every choice of one candidate per trajectory enumerated (3^6 = 729 per problem): the programme's
+    choice reaches the least squared distance to the whole quotas, and among the choices that do, moves
+    the fewest trajectories off their plain candidate."""
+    import itertools
+
+    rng = np.random.default_rng(3)
+    for _ in range(40):
+        labels = rng.choice(3, size=(3, 6), p=[0.6, 0.3, 0.1])
+        quotas = integer_quotas(rng.dirichlet(np.ones(3)), 6)
+        choices = list(itertools.product(range(3), repeat=6))
+        cost = [(_squared_distance(labels[list(c), np.arange(6)], quotas), c) for c in choices]
+        best = min(d for d, _ in cost)
+        fewest = min(sum(labels[k, i] != labels[0, i] for i, k in enumerate(c)) for d, c in cost if d == best)
+        chosen = select_to_target(labels, quotas.astype(float))
+        picked = labels[chosen, np.arange(6)]
+        assert _squared_distance(picked, quotas) == best
+        assert int((picked != labels[0]).sum()) == fewest
+        assert all(labels[chosen[i], i] == picked[i] for i in range(6))
+
+
+def test_selection_from_the_pool_is_the_least_squares_choice_and_keeps_plain_samples_in_place():
+    import itertools
+
+    rng = np.random.default_rng(4)
+    for _ in range(40):
+        labels = rng.choice(3, size=(3, 5), p=[0.7, 0.2, 0.1])
+        quotas = integer_quotas(rng.dirichlet(np.ones(3)), 5)
+        available = np.bincount(labels.ravel(), minlength=3)
+        feasible = [
+            k
+            for k in itertools.product(range(6), repeat=3)
+            if sum(k) == 5 and all(np.less_equal(k, available))
+        ]
+        best = min(float(((np.array(k) - quotas) ** 2).sum()) for k in feasible)
+        rows, columns = select_from_pool(labels, quotas.astype(float))
+        picked = labels[rows, columns]
+        assert _squared_distance(picked, quotas) == best
+        assert len(set(zip(rows.tolist(), columns.tolist(), strict=True))) == 5  # no candidate twice
+        kept = rows == 0
+        assert np.array_equal(columns[kept], np.nonzero(kept)[0])  # a kept plain sample stays in its slot
+        # as many plain samples kept as the counts allow
+        plain = np.bincount(labels[0], minlength=3)
+        assert kept.sum() == np.minimum(plain, np.bincount(picked, minlength=3)).sum()
+
+
+def test_rebalancing_from_the_prior_reaches_what_the_pool_holds_not_what_each_trajectory_holds():
+    """From the prior, a candidate lands in component 0 (weight 0.3) with probability 0.3: with 3
+    candidates a trajectory holds one with probability 1 - 0.7^3 = 0.657, so a trajectory-by-trajectory
+    choice reaches at most ~0.657 + 4 sd (0.70) in component 0; the pool of 3N holds 0.9 N +- 0.018 N
+    (one sd), so a quota of 0.8 N is met."""
+    target = [0.8, 0.2 / 3, 0.2 / 3, 0.2 / 3]
+    res = rebalance(MIX, N, "bayes", 4, math.inf, target=target, n_candidates=3, seed=2)
+    assert res.after[0] == pytest.approx(0.8, abs=1 / N)
+    assert res.tv_after <= 2 / N
