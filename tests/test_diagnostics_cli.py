@@ -22,6 +22,11 @@ def _critwin(capsys, *args):
         (["privacy", "--model", "sd"], "--model must be one of digits, digits-memorise"),
         (["privacy", "--times", "0.1,x"], "--times must be a comma-separated list"),
         (["privacy", "--members", "0"], "members must be >= 1"),
+        (["privacy", "--commitment-guidance", "2"], "--commitment-guidance applies to text-to-image models"),
+        (
+            ["privacy", "--model", "shapes-t2i-memorise", "--commitment-guidance", "-1"],
+            "--commitment-guidance must lie in [0",
+        ),
         (["fairness", "--target", "0.5,x"], "--target must be a comma-separated list"),
         (["fairness", "--candidates", "1", "--n", "4", "--steps", "2"], "--candidates must be >= 2"),
         (["fairness", "--model", "shapes-biased"], "--attribute is required with --model shapes-biased"),

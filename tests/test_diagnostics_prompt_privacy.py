@@ -97,16 +97,24 @@ def test_commitment_curves_and_costs(model):
     assert (kept_all.curves == 1).all() and np.isinf(kept_all.scores).all() and (kept_all.scores > 0).all()
     none = commitment_scores(model, PROMPTS[:2], n_trajectories=2, n_clones=2, threshold=0.0)
     assert (none.curves == 0).all() and (none.scores == -np.inf).all()
-    # Costs: each trunk L guided steps (2 rows each); each continuation the steps after its fork.
+    # Costs: by default the conditional law (guidance 1): each trunk L unguided steps (1 row each), each
+    # continuation the steps after its fork; at the model's guidance (3: guided) two rows per step.
     process = model.process(PROMPTS[0])
     indices = [process.locate(t)[0] for t in kept_all.times]
-    trunks = 2 * L * 2
-    forks = sum(2 * 2 * (L - i) * 2 for i in indices)
+    trunks = 2 * L
+    forks = sum(2 * 2 * (L - i) for i in indices)
+    assert kept_all.metadata["guidance_scale"] == 1.0
     assert kept_all.nfe_trunks_per_prompt == trunks and kept_all.nfe_per_prompt == trunks + forks
+    guided = commitment_scores(model, PROMPTS[:2], n_clones=2, threshold=np.inf, guidance_scale=None)
+    assert guided.metadata["guidance_scale"] == model.guidance_scale == 3.0
+    assert guided.nfe_trunks_per_prompt == 2 * trunks and guided.nfe_per_prompt == 2 * (trunks + forks)
+    assert not torch.equal(guided.generations, kept_all.generations)
     assert np.all(np.diff(kept_all.times) > 0)
     assert torch.equal(kept_all.generations, none.generations)  # same seed, same generations
-    images, nfe = generate(model, PROMPTS[:2], 2)
-    assert images.shape == (2, 2, 3, 16, 16) and nfe == trunks
+    images, nfe = generate(model, PROMPTS[:2], 2)  # at the model's guidance
+    assert images.shape == (2, 2, 3, 16, 16) and nfe == 2 * trunks
+    with pytest.raises(ValueError, match="guidance_scale"):
+        commitment_scores(model, PROMPTS[:2], guidance_scale=-1.0)
 
 
 def test_score_table_against_mann_whitney_and_a_hand_threshold():
@@ -152,6 +160,9 @@ def test_memorisation_audit_on_a_tiny_pipeline(model):
     audit = memorisation_audit(model, sets, n_generations=2, n_noise=2, fpr=0.2)
     assert list(audit.rows) == ["commitment", "wen", "loss", "copying"]
     assert audit.nfe_per_prompt["wen"] == 4 and audit.nfe_per_prompt["loss"] == 2
+    # The commitment signal samples at guidance 1, so copying generates its own images at the model's
+    # guidance (2 trajectories x 5 guided steps x 2 rows) rather than reuse the signal's.
+    assert audit.commitment.metadata["guidance_scale"] == 1.0 and audit.nfe_per_prompt["copying"] == 20
     out = audit.to_dict()
     assert out["graded_by"].startswith("membership ground truth")
     for rows in audit.rows.values():

@@ -158,13 +158,14 @@ def print_fairness_table(result) -> None:
         )
     typer.echo(
         f"{'method':<20} {'TV to target (95% CI)':<24} {'others unchanged':<17} {'adherence':<10} "
-        f"{'KID':<22} {'NFEs':>7} {'extra':>7}"
+        f"{'KID (95% CI)':<26} {'NFEs':>7} {'extra':>7}"
     )
     for row in result.rows:
-        kid = f"{row['kid']:.4f} ({_ci(row['kid_ci'])})" if "kid" in row else "-"
+        # KID is a squared distance in feature units: three significant figures, as its interval allows.
+        kid = "-" if "kid" not in row else "{:.3g} ({:.3g}-{:.3g})".format(row["kid"], *row["kid_ci"])
         typer.echo(
             f"{row['method']:<20} {row['tv']:.3f} ({_ci(row['tv_ci'])}){'':<5} "
-            f"{'yes' if row['others_unchanged'] else 'no':<17} {row['adherence']:<10.3f} {kid:<22} "
+            f"{'yes' if row['others_unchanged'] else 'no':<17} {row['adherence']:<10.3f} {kid:<26} "
             f"{row['nfe']:>7} {row['extra_nfe']:>+7}"
         )
 
@@ -232,6 +233,7 @@ def prompt_privacy_command(
         n_generations=options["generations"],
         n_trajectories=options["trajectories"],
         n_clones=options["clones"],
+        commitment_guidance=options["commitment_guidance"],
         fpr=options["fpr"],
         seed=options["seed"],
         progress=_show(progress, as_json),

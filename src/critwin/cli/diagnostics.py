@@ -10,7 +10,7 @@ import typer
 
 from critwin._io import atomic_write_json, json_text, output_marker
 from critwin._lazy import deferred_import
-from critwin._validation import check_positive_int, check_time, parse_seed
+from critwin._validation import check_number, check_positive_int, check_time, parse_seed
 from critwin.cli import app
 from critwin.cli._common import (
     EXECUTOR_HELP,
@@ -122,6 +122,12 @@ def privacy(
     guidance: float | None = typer.Option(
         None, "--guidance", help="Text-to-image: guidance scale (default: the card's, else 7.5)."
     ),
+    commitment_guidance: float = typer.Option(
+        1.0,
+        "--commitment-guidance",
+        help="Text-to-image: guidance scale of the commitment signal's generations (default 1, the "
+        "conditional law: strong guidance makes every prompt's generations one image).",
+    ),
     seed: str = typer.Option("0", "--seed"),
     out: Path | None = typer.Option(None, "--out", help="Write the audit as JSON to this file."),
     executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
@@ -170,6 +176,7 @@ def privacy(
             options={
                 "steps": steps,
                 "guidance": guidance,
+                "commitment_guidance": check_number(commitment_guidance, "--commitment-guidance", low=0),
                 "scores": scores,
                 "generations": generations,
                 "trajectories": trajectories,
@@ -195,6 +202,7 @@ def privacy(
                 "trajectories",
                 "clones",
                 "guidance",
+                "commitment_guidance",
             )
         },
     )

@@ -290,6 +290,7 @@ def memorisation_audit(
     n_trajectories: int = 2,
     n_clones: int = 2,
     fork_times=None,
+    commitment_guidance: float | None = 1.0,
     n_noise: int = 4,
     timestep: int = SECMI_TIMESTEP,
     fpr: float = 0.01,
@@ -305,10 +306,14 @@ def memorisation_audit(
     model : a :class:`~critwin.diagnostics.prompt_sampling.PromptModel`.
     sets : the prompt sets (with images for ``loss``, training images for ``copying``).
     scores : which of :data:`SCORES` to compute (``copying`` reuses the commitment signal's generations
-        when both are asked for; alone it generates ``n_trajectories`` images per prompt).
+        when both are asked for and sampled at the model's guidance; otherwise it generates
+        ``n_trajectories`` images per prompt at the model's guidance).
     n_generations : initial noises per prompt of the Wen score.
     n_trajectories, n_clones, fork_times : the commitment signal (:func:`commitment_scores`; its "same
         image" threshold is calibrated on the calibration prompts' generations).
+    commitment_guidance : guidance scale of the commitment signal's trunks and continuations (default 1,
+        the conditional law: :mod:`~critwin.diagnostics.prompt_scores` says why; None: the model's). The
+        other scores use the model's.
     n_noise, timestep : the denoising loss (:func:`denoising_loss_scores`).
     fpr, level, seed : operating point (raised to :func:`supported_fpr` where the calibration set cannot
         resolve it), confidence level of the intervals (:func:`score_table`), seed of every draw.
@@ -335,6 +340,7 @@ def memorisation_audit(
             n_trajectories=n_trajectories,
             n_clones=n_clones,
             calibration=calibration,
+            guidance_scale=commitment_guidance,
             seed=seed,
             batch_size=batch_size,
             progress=progress,
@@ -347,7 +353,8 @@ def memorisation_audit(
             model, prompts, sets.images, timestep, n_noise, seed, batch_size
         )
     if "copying" in requested:
-        if commitment is not None:  # the window signal's trunks are the prompt's generations
+        if commitment is not None and commitment.metadata["guidance_scale"] == model.guidance_scale:
+            # the window signal's trunks are the prompt's generations at the model's guidance
             generations, nfe["copying"] = commitment.generations, commitment.nfe_trunks_per_prompt
         else:
             generations, nfe["copying"] = generate(model, prompts, n_trajectories, seed, batch_size)
