@@ -77,9 +77,14 @@ def _run(K: int, d: int, method: str, windows: bool, repeat: int, kind: str = "r
     return min(r["seconds"] for r in runs), max(r["peak_gib"] for r in runs), runs[-1]
 
 
-def _run_cli(K: int, d: int, scale: float) -> dict:
+GOAL_TIMEOUT = float(os.environ.get("CRITWIN_BENCH_GOAL_TIMEOUT", "900"))
+"""Seconds (wall) after which a goal row's run is stopped and reported unfinished, so ``make bench`` ends."""
+
+
+def _run_cli(K: int, d: int, scale: float, timeout: float = GOAL_TIMEOUT) -> dict:
     """``critwin hierarchy FILE --method fast --json`` on ``K`` means ``N(0, scale^2 I_d)`` (seed 0) in a
-    fresh process: wall and CPU seconds, peak RSS (GiB), nodes, depth, window statuses, load average."""
+    fresh process: wall and CPU seconds, peak RSS (GiB), nodes, depth, window statuses, load average;
+    ``finished`` False (and no tree) where it ran past ``timeout`` seconds and was stopped."""
     import torch
 
     from critwin.io_mixture import save_mixture
@@ -97,9 +102,17 @@ def _run_cli(K: int, d: int, scale: float) -> dict:
         child = subprocess.Popen(
             command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
         )
-        stdout = child.stdout.read()
+        try:
+            stdout, _ = child.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            stdout = None
         _, status, usage = os.wait4(child.pid, 0)
         wall = time.perf_counter() - start
+    measured = {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "peak_gib": usage.ru_maxrss / 2**20}
+    measured["load"] = (load + os.getloadavg()[0]) / 2
+    if stdout is None:
+        return {**measured, "finished": False}
     if status != 0:
         raise RuntimeError(f"critwin hierarchy failed on K={K} d={d} (wait status {status})")
     tree = json.loads(stdout)
@@ -111,15 +124,8 @@ def _run_cli(K: int, d: int, scale: float) -> dict:
         stack.extend(node.get("children", []))
         if node is not tree["root"]:
             statuses[node["status"]] = statuses.get(node["status"], 0) + 1
-    return {
-        "wall": wall,
-        "cpu": usage.ru_utime + usage.ru_stime,
-        "peak_gib": usage.ru_maxrss / 2**20,  # KiB on Linux
-        "nodes": nodes,
-        "depth": tree["depth"],
-        "statuses": statuses,
-        "load": (load + os.getloadavg()[0]) / 2,
-    }
+    # ru_maxrss is in KiB on Linux
+    return {**measured, "finished": True, "nodes": nodes, "depth": tree["depth"], "statuses": statuses}
 
 
 def _fit(ks, times) -> float:
@@ -173,13 +179,17 @@ def goals() -> None:
     """The two goal rows (module notes): ``python benchmarks/bench_hierarchy.py --goals`` runs only these."""
     for name, K, d, scale, goal in (("dense cloud", 1500, 2, 40.0, 60), ("random", 10_000, 100, 1.0, 120)):
         out = _run_cli(K, d, scale)
-        print(
-            f"{name} K={K} d={d} N(0, {scale:g}^2 I), critwin hierarchy --method fast: "
-            f"{out['wall']:.1f} s wall, {out['cpu']:.1f} s CPU (goal {goal} s), peak RSS "
-            f"{out['peak_gib']:.2f} GiB, load average {out['load']:.1f}, depth {out['depth']}, "
-            f"{out['nodes']} nodes, windows {out['statuses']}",
-            flush=True,
+        head = f"{name} K={K} d={d} N(0, {scale:g}^2 I), critwin hierarchy --method fast: "
+        ratio = f"{'more than ' if not out['finished'] else ''}{out['cpu'] / goal:.2f}x"
+        cost = (
+            f"{out['wall']:.1f} s wall, {out['cpu']:.1f} s CPU (goal {goal} s: {ratio}), "
+            f"peak RSS {out['peak_gib']:.2f} GiB, load average {out['load']:.1f}"
         )
+        if not out["finished"]:
+            print(f"{head}NOT FINISHED, stopped after {cost} (CRITWIN_BENCH_GOAL_TIMEOUT)", flush=True)
+            continue
+        tree = f"depth {out['depth']}, {out['nodes']} nodes, windows {out['statuses']}"
+        print(f"{head}{cost}, {tree}", flush=True)
 
 
 if __name__ == "__main__":
