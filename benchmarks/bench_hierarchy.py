@@ -12,7 +12,8 @@ window (time, peak RSS, depth, nodes, window statuses). Then, unless quick, the 
 each run as ``critwin hierarchy FILE --method fast --json`` from a mixture file (the command's defaults:
 n = 10000, tol = 1e-4, seed 0; one torch thread): a dense cloud of K = 1,500 means ``N(0, 40^2 I_2)``
 (most windows need Monte Carlo; goal 60 s) and K = 10,000 means ``N(0, I_100)`` (goal 120 s, 8 GB),
-with wall and CPU seconds, peak RSS and the load average. ``--quick`` (or ``CRITWIN_BENCH_QUICK=1``)
+with wall and CPU seconds, peak RSS and the load average; a run past ``CRITWIN_BENCH_GOAL_TIMEOUT``
+seconds (default 900) is stopped and reported unfinished. ``--quick`` (or ``CRITWIN_BENCH_QUICK=1``)
 keeps to small sizes; ``--goals`` runs only the two goal rows. Usage: ``python benchmarks/run.py
 hierarchy`` or ``python benchmarks/bench_hierarchy.py [--quick] [--repeat N] [--goals]``.
 """
