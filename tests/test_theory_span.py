@@ -157,3 +157,16 @@ def test_cli_hierarchy_progress_json_out_and_large_plot(tmp_path, capsys):
     )
     assert "hierarchy: verify" in captured.err and "hierarchy:" not in captured.out
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("K,d", [(40, 3), (12, 30)])
+def test_span_coordinates_reproduce_the_means_geometry_in_either_basis(K, d):
+    """More means than dimensions: the basis comes from the (d, d) scatter matrix; otherwise from the
+    (K, K) Gram matrix. Either way the coordinates are an isometric image of the centred means: their
+    inner products are the means' (and the rank is that of the span)."""
+    g = torch.Generator().manual_seed(K)
+    means = 3 * torch.randn(K, d, generator=g, dtype=torch.float64)
+    span = SpanMixture(GaussianMixture(means, 1.0))
+    centred = means - means.mean(0)
+    assert span.coords.shape == (K, min(d, K - 1))
+    torch.testing.assert_close(span.coords @ span.coords.T, centred @ centred.T, rtol=0, atol=1e-10 * K * d)
