@@ -125,6 +125,12 @@ def test_docs_build_strict(tmp_path):
     for page in (site / "api").glob("*.html"):
         text = page.read_text(encoding="utf-8")
         assert len(text) < 400_000 and ">Type<" not in text, page.name
+        # One name per field (t_after, t_before, status): the aliases are not documented.
+        aliases = re.findall(r'id="critwin\.[\w.]+\.(?:empty|lower|upper)"', text)
+        assert not aliases, (page.name, aliases)
+        # Every reference names something in the repository: no private spec, no issue numbers.
+        prose = re.sub(r"<[^>]+>", " ", text)
+        assert "THEORY" not in prose and not re.search(r"\bissue \d", prose), page.name
 
 
 def _readme_python_blocks() -> list[str]:

@@ -1,4 +1,4 @@
-"""Fairness: act only inside an attribute's critical window (THEORY §8).
+"""Fairness: act only inside an attribute's critical window (docs/theory.md §8).
 
 An attribute (a demographic class read by a classifier, a digit class) is decided inside its window.
 To rebalance its distribution it is enough to act there: generate every trajectory unchanged down to
@@ -14,8 +14,8 @@ paired bootstrap intervals (resampling trajectories) of every per-value differen
 the values, so that the verdict holds at the family level): an attribute is ``unchanged`` when each
 interval contains 0.
 
-Judges (THEORY §8). The ``feature`` that selects the continuations is optimised for: its own reading of
-the rebalanced batch hits the target by construction and measures the selector, not the model. The
+Judges (docs/theory.md §8). The ``feature`` that selects the continuations is optimised for: its own reading
+of the rebalanced batch hits the target by construction and measures the selector, not the model. The
 number to report is that of an independent ``judge`` (another classifier trained on a disjoint split,
 with another seed or architecture, or an analytic reader); :meth:`RebalanceResult.graded` returns it
 and names who graded it. A judge that is the selector itself (the same object, or a reader of the same
@@ -170,7 +170,7 @@ def check_judge(judge, feature, name: str = "judge"):
 
     The same object, the same wrapped function, or a reader with the same explicit ``name`` (two
     :class:`~critwin.experiments.features.CallableFeature` of one reader) is refused with a ValueError
-    naming ``name``: a number graded by its own selector measures the selector (THEORY §8).
+    naming ``name``: a number graded by its own selector measures the selector (docs/theory.md §8).
     """
     if judge is None:
         return None

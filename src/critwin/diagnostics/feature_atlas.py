@@ -15,8 +15,8 @@ theory's prediction:
 - its ε-tree, each internal level labelled by the attribute that splits it (the attribute whose
   values are disjoint between the node's children; ``"mixed"`` when none is, the joint name ``a+b``
   when several are). A level's *merge time* is when its children's sub-mixtures have merged into it,
-  ``max_child T_end(child, node)`` (``T_end(A, B) = inf{t : TV(p_t^A, p_t^B) <= eps}``, THEORY §3: above
-  it noising and denoising forgets which child a sample came from), with its bracket
+  ``max_child T_end(child, node)`` (``T_end(A, B) = inf{t : TV(p_t^A, p_t^B) <= eps}``, docs/theory.md §4:
+  above it noising and denoising forgets which child a sample came from), with its bracket
   (:func:`critwin.theory.tree.merge_times`). The tree node's own time ``T_u`` (the largest merge time
   of two of its *components*) is only a sure upper bound on it (0.3–1 OU units later on the shipped
   shapes model) and is reported as ``t_bound``. An attribute's predicted decision time is the largest
@@ -298,7 +298,7 @@ class AtlasResult:
         ax.set_xlim(0.0, max(ax.get_xlim()[1], 1.1 * right))  # every clock starts at 0; room for the bounds
         ax.set_xlabel(f"{CLOCK_AXES.get(clock, clock)} (reverse process runs right to left)")
         ax.set_ylabel("normalised commitment r(t)")
-        # beside the axes: inside, it covered the r = 1/2 line or the bands (issue 25)
+        # beside the axes: inside, it covered the r = 1/2 line or the bands
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=8)
         return ax
 
@@ -321,7 +321,7 @@ _ROW_LEADING = 1.5  # a row's height in units of its label's font size
 def _row_step(ax, n_rows: int) -> float:
     """The spacing of the theory rows in r units: at least :data:`_ROW_STEP`, and enough for one label
     per row (:data:`_ROW_LEADING` times :data:`_ROW_FONT`) in the axes' height; in a small figure a
-    fixed step let the labels of adjacent rows overlap (issue 25).
+    fixed step let the labels of adjacent rows overlap.
 
     With the rows' top at ``base + step (n - 1/2)`` and the axes ``H`` points tall from ``bottom``, a row
     is ``step H / (top - bottom)`` points tall; setting that to the label height ``g`` gives

@@ -1,4 +1,4 @@
-"""Privacy: memorised samples commit early (THEORY §8).
+"""Privacy: memorised samples commit early (docs/theory.md §8).
 
 A training image that a model memorised is regenerated from much larger noise levels than an image
 it never saw: its forward–reverse commitment curve (the probability that the output stays closest to

@@ -160,7 +160,7 @@ def exact_commitment_curve(mixture: CategoricalMixture, labels, levels) -> Exact
     --------
     >>> two = CategoricalMixture.from_strings([[0, 0, 0], [1, 1, 0]], vocab_size=2)
     >>> curve = exact_commitment_curve(two, [0, 1], [0.0, 0.5, 1.0])
-    >>> curve.r.round(4).tolist()        # r = TV = 1 - kappa^2 (THEORY §10, Example 3)
+    >>> curve.r.round(4).tolist()        # r = TV = 1 - kappa^2 (docs/discrete.md, Example 3)
     [1.0, 0.75, 0.0]
     """
     return exact_commitment_curves(mixture, {"labels": labels}, levels)["labels"]

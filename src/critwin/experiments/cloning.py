@@ -1,4 +1,4 @@
-"""The cloning (branching) experiment (THEORY.md §7).
+"""The cloning (branching) experiment (docs/theory.md §5).
 
 Call shape::
 

@@ -1,4 +1,4 @@
-"""Window estimates from forward–reverse or cloning results (THEORY.md §7).
+"""Window estimates from forward–reverse or cloning results (docs/theory.md §5).
 
 From the per-sample outcomes ("kept": output feature equals the source's / trajectory's own):
 

@@ -1,4 +1,4 @@
-"""The forward–reverse (noise–denoise) experiment (THEORY.md §3, §7).
+"""The forward–reverse (noise–denoise) experiment (docs/theory.md §4–§5).
 
 Call shape (stable; ``critwin sweep`` and the diffusers adapter use it)::
 

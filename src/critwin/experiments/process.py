@@ -85,7 +85,7 @@ class ReverseProcess(ABC):
 
     sample_shape: tuple[int, ...] = ()
     clock: str = "ou"
-    """What the grid's levels are: ``"ou"`` (OU time, THEORY §1); token processes use ``"kappa"`` or
+    """What the grid's levels are: ``"ou"`` (OU time, docs/theory.md §1); token processes use ``"kappa"`` or
     ``"hidden"`` (:mod:`critwin.experiments.token_process`)."""
     continuous: bool = False
     nfe: int | None = None

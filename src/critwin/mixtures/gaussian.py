@@ -1,7 +1,7 @@
 """Exact diffusion of mixtures: noised laws, scores, posteriors and exact posterior sampling.
 
 Component ``i`` is ``N(mu_i, Sigma_i)``; under the OU forward process it becomes
-``N(a mu_i, a^2 Sigma_i + s2 I)`` with ``a = e^{-t}``, ``s2 = 1 - e^{-2t}`` (THEORY §4).
+``N(a mu_i, a^2 Sigma_i + s2 I)`` with ``a = e^{-t}``, ``s2 = 1 - e^{-2t}`` (docs/theory.md §2).
 Every component covariance is stored diagonalised once, ``Sigma_i = U_i diag(lam_i) U_i^T`` (``U_i = I``
 for isotropic and diagonal components), so the law at *every* time is diagonal in the same basis:
 no factorisation is ever recomputed per ``t``. All densities are evaluated in log space, and all

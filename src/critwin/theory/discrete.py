@@ -1,4 +1,4 @@
-"""Total variation between noised :class:`~critwin.mixtures.CategoricalMixture` laws (THEORY §10).
+"""Total variation between noised :class:`~critwin.mixtures.CategoricalMixture` laws (docs/discrete.md).
 
 Two ways, chosen by :class:`CategoricalTVCurve`:
 

@@ -1,4 +1,4 @@
-"""Divergences between (noised) Gaussian mixtures and sub-mixtures (THEORY §4).
+"""Divergences between (noised) Gaussian mixtures and sub-mixtures (docs/theory.md §3).
 
 Three ways to compute ``TV(P_t, Q_t)``, chosen automatically by :func:`tv`:
 

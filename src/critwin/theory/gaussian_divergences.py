@@ -1,4 +1,4 @@
-"""Closed-form divergences between two Gaussians (THEORY §4): TV for equal covariances, KL,
+"""Closed-form divergences between two Gaussians (docs/theory.md §3): TV for equal covariances, KL,
 Bhattacharyya, Hellinger, and the bounds that relate them to TV.
 
 Covariances may be given as None (identity), a scalar, (d,) variances or a (d, d) matrix; scalar and

@@ -1,4 +1,4 @@
-"""The eps-mixture tree of a mixture (THEORY §6, Blink Def. 8): diffusion as a hierarchical sampler.
+"""The eps-mixture tree of a mixture (docs/theory.md §7, Blink Def. 8): diffusion as a hierarchical sampler.
 
 Construction: the pairwise merge time ``tau_ij = inf{t : TV(p_t^i, p_t^j) <= eps}`` is non-increasing
 in the TV, so "every pair of leaves under u is eps-close at T_u" holds exactly for
@@ -241,7 +241,7 @@ class Tree:
         ax.set_ylabel(CLOCK_LABELS.get(self.clock, self.clock))
         ax.set_ylim(0, top)
         ax.set_title(f"eps-mixture tree (eps={self.eps:g}); bands: critical windows")
-        # beside the axes: inside, the legend covered the top merge (issue 25)
+        # beside the axes: inside, the legend covered the top merge
         ax.legend(
             handles=_legend_handles(),
             fontsize=8,

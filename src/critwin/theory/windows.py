@@ -1,4 +1,4 @@
-"""Transition times and critical windows (THEORY §3) and their closed forms (THEORY §5).
+"""Transition times and critical windows (docs/theory.md §4–§5) and their closed forms (docs/theory.md §6).
 
 Names follow Blink (Li, Karan & Chen 2025): ``T_end`` (merged: ``TV(p_t^{S_init}, p_t^{S_target}) <= eps``)
 and ``T_start`` (separated: ``TV(p_t^{S_target}, p_t^{rest}) >= 1 - eps^2``); LC24 calls them
@@ -10,8 +10,8 @@ quadrature error brackets), widened by the bisection tolerance. Whether a window
 from those intervals: ``"non-empty"``, ``"empty"`` or ``"undetermined"`` when they overlap.
 
 Monte Carlo is deterministic by default: with ``generator=None`` a generator seeded with
-``DEFAULT_SEED`` (0) is used; pass a ``torch.Generator`` for other draws. Closed forms (THEORY §5) live
-in :mod:`critwin.theory.closed_forms`.
+``DEFAULT_SEED`` (0) is used; pass a ``torch.Generator`` for other draws. Closed forms (docs/theory.md §6)
+live in :mod:`critwin.theory.closed_forms`.
 
 Conventions for the edge cases: ``T_start = +inf`` when ``S_target`` is every component (nothing to be
 separated from); ``T_start = -inf`` when the sets are not separated even at ``t = 0``. JSON output
