@@ -138,7 +138,9 @@ def test_resume_after_interrupt_gives_the_same_table(model_dirs, tmp_path, capsy
     assert not (resumed / "table.csv").exists()
     assert len(list((resumed / "units").glob("*.npz"))) == 2
     interrupting_feature.CALLS.update(stop_at=None)
-    assert _run([*argv, "--out", str(resumed)], capsys)[0] == 0
+    assert argv[-1] == "--no-progress"  # the rerun shows progress, as in a terminal, and says it resumed
+    code, _, err = _run([*argv[:-1], "--progress", "--out", str(resumed)], capsys)
+    assert code == 0 and f"forward-reverse: resumed: 2 of 6 units done ({resumed}" in err
     assert _read(resumed / "table.csv") == _read(clean / "table.csv")
     # Other settings in the same directory are refused instead of mixing results.
     code, _, err = _run([*argv, "--seed", "7", "--out", str(resumed)], capsys)

@@ -55,6 +55,29 @@ def test_fairness_json_output(capsys, tmp_path):
     assert graded["tv_after_ci"][0] <= graded["tv_after"] <= graded["tv_after_ci"][1]
 
 
+@pytest.mark.parametrize("terminal", [True, False])
+def test_fairness_shows_progress_in_a_terminal_only(capsys, monkeypatch, terminal):
+    import contextlib
+    import sys
+
+    from critwin.diagnostics import fairness
+
+    bars = []
+
+    @contextlib.contextmanager
+    def recording_bar(total, description, enabled=True, **_):
+        bars.append({"total": total, "enabled": enabled, "done": 0})
+        yield lambda k=1: bars[-1].__setitem__("done", bars[-1]["done"] + k)
+
+    monkeypatch.setattr(fairness, "progress_bar", recording_bar)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: terminal)
+    proc = _critwin(capsys, "fairness", "--n", "6", "--steps", "4", "--candidates", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert bars and all(bar["enabled"] is terminal for bar in bars)
+    if terminal:  # the bar runs to its end
+        assert all(bar["total"] > 0 and bar["done"] == bar["total"] for bar in bars)
+
+
 def test_atlas_refuses_an_output_directory_it_did_not_write(capsys, tmp_path):
     (tmp_path / "mine.txt").write_text("keep")
     proc = _critwin(capsys, "atlas", "--out", str(tmp_path))
