@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from critwin._display import short_repr
 from critwin._io import provenance
 from critwin._stats import clopper_pearson_bounds
 from critwin._validation import check_eps, check_positive_int, check_real_tensor, check_seed
@@ -236,6 +237,13 @@ class RebalanceResult:
     tv_judged_after_ci: tuple[float, float] | None = None
     judge: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        graded = self.graded()
+        fields = {k: graded[k] for k in ("tv_before", "tv_before_ci", "tv_after", "tv_after_ci")}
+        fields.update(graded_by=graded["graded_by"], fork_time=self.fork_time, n=int(self.labels.numel()))
+        fields.update(n_candidates=self.n_candidates, nfe=self.nfe)
+        return short_repr("RebalanceResult", fields)
 
     def graded(self) -> dict[str, Any]:
         """The numbers to report: the judge's reading, or without a judge the selector's, flagged

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from critwin._display import short_repr
 from critwin._validation import check_delta, check_eps, check_positive_int
 from critwin.diagnostics.feature_atlas import AtlasResult, atlas, feature_estimates
 from critwin.experiments.checkpoint import derive_seed
@@ -69,6 +70,12 @@ class ExactCurve:
     def r(self) -> np.ndarray:
         """Normalised ``(c - b) / (1 - b)``."""
         return (self.c - self.b) / (1.0 - self.b)
+
+    def __repr__(self) -> str:
+        levels = len(self.levels)
+        if levels:
+            levels = f"{levels} in [{self.levels.min():g}, {self.levels.max():g}]"
+        return short_repr("ExactCurve", {"clock": self.clock, "levels": levels, "b": self.b})
 
 
 def _check_partition(mixture: CategoricalMixture, labels) -> torch.Tensor:

@@ -84,6 +84,10 @@ class ValidationCase:
     d: int
     separation: str
 
+    def __repr__(self) -> str:
+        pair = f"init={self.init}, target={self.target}"
+        return f"ValidationCase({self.name!r}, K={self.K}, d={self.d}, separation={self.separation}, {pair})"
+
 
 @dataclass
 class ValidationResult:
