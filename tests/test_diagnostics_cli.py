@@ -1,9 +1,11 @@
 import dataclasses
 import json
+import math
 import types
 
 import pytest
 
+from critwin._display import format_ci
 from critwin.cli import main
 from critwin.models.shapes import ATTRIBUTES, PRESETS, ShapesModel, save_shapes_model, training_steps
 
@@ -96,6 +98,13 @@ def tiny_shapes_dir(tmp_path_factory):
 
 
 @pytest.mark.filterwarnings("ignore::critwin.adapters.diffusers.TerminalSNRWarning")
+def _json_time(value, side):
+    """A time as atlas.json writes it: a number, or ``{"value": null, "censored": "above"/"below"}``."""
+    if isinstance(value, dict):
+        return math.inf if value.get("censored") == "above" else -math.inf
+    return math.nan if value is None else value
+
+
 def test_atlas_on_a_model_directory(capsys, tiny_shapes_dir, tmp_path):
     out = tmp_path / "atlas"
     args = [
@@ -127,6 +136,20 @@ def test_atlas_on_a_model_directory(capsys, tiny_shapes_dir, tmp_path):
     proc = _critwin(capsys, *args, "--features", "background,mark", "--trajectories", "0", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     assert "measured order" in proc.stdout
-    assert set(json.loads((out / "atlas.json").read_text())["features"]) == {"background", "mark"}
+    saved = json.loads((out / "atlas.json").read_text())["features"]
+    assert set(saved) == {"background", "mark"}
+    # The printed table: t½, t_after, t_before each beside its interval, rounded to what it supports
+    lines = proc.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("feature"))
+    assert header.split() == ["feature", "t_half", "[CI]", "t_after", "[CI]", "t_before", "[CI]"] + [
+        "theory_t_merge",
+        "[CI]",
+        "theory_t_bound",
+    ]
+    for name, row in saved.items():
+        (line,) = [line for line in lines if line.split()[0] == name]
+        for key in ("t_half", "t_after", "t_before"):
+            bounds = [_json_time(b, side) for b, side in zip(row[f"{key}_ci"], (-1, 1), strict=True)]
+            assert format_ci(_json_time(row[key], 0), *bounds) in line, (name, key, line)
     proc = _critwin(capsys, *args, "--features", "size")
     assert proc.returncode == 2 and "--features: size not among" in proc.stderr

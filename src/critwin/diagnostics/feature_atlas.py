@@ -204,8 +204,9 @@ class AtlasResult:
         return json_text(self.to_dict(), indent=indent)
 
     def table(self) -> Table:
-        """One row per feature, in :attr:`order`: feature, order, t_half and its CI, t_after, t_before,
-        clone t_peak, like-for-like t_half, theory merge time with its bracket and the tree's bound.
+        """One row per feature, in :attr:`order`: feature, order, t_half, t_after and t_before with their
+        CIs, clone t_peak, like-for-like t_half with its CI, theory merge time with its bracket and the
+        tree's bound.
 
         A :class:`~critwin._display.Table`: a dict of columns that prints as a table (each estimate with
         its interval, rounded to what the interval supports); :meth:`to_pandas` keeps the exact values.
@@ -222,10 +223,19 @@ class AtlasResult:
                 "t_half": [row["t_half"] for _, row in rows],
                 "t_half_lo": [row["t_half_ci"][0] for _, row in rows],
                 "t_half_hi": [row["t_half_ci"][1] for _, row in rows],
-                "t_after": [row["t_after"] for _, row in rows],
-                "t_before": [row["t_before"] for _, row in rows],
+                **{
+                    f"{key}{end}": [row[key] if i is None else row[f"{key}_ci"][i] for _, row in rows]
+                    for key in ("t_after", "t_before")
+                    for end, i in (("", None), ("_lo", 0), ("_hi", 1))
+                },
                 "clone_t_peak": [nested(row, "clone", "t_peak") for _, row in rows],
                 "exact_t_half": [nested(row, "like_for_like", "t_half") for _, row in rows],
+                **{
+                    f"exact_t_half{end}": [
+                        (nested(row, "like_for_like", "t_half_ci") or [None, None])[i] for _, row in rows
+                    ]
+                    for end, i in (("_lo", 0), ("_hi", 1))
+                },
                 "theory_t_merge": [nested(row, "theory", "t_merge") for _, row in rows],
                 "theory_t_merge_lo": [
                     (nested(row, "theory", "t_merge_bracket") or [None])[0] for _, row in rows
