@@ -38,6 +38,10 @@ __all__ = [
 def wilson_bounds(p, n, z):
     """Wilson score interval ``(lower, upper)`` for a proportion ``p`` estimated from ``n`` draws.
 
+    The numbers of scipy's ``binomtest(k, n).proportion_ci(method="wilson")`` for integer counts
+    (``tests`` check it); written out because scipy takes one integer count per call, while curves need
+    it broadcast over arrays and at fractional (effective) sample sizes.
+
     Parameters
     ----------
     p : float or array, the observed proportion (clipped to [0, 1]; for a [0, 1]-valued variable that
