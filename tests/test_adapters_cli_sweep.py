@@ -101,6 +101,18 @@ def test_forward_reverse_on_a_pixel_ddpm_pipeline(model_dirs, tmp_path, capsys):
     assert all(r["label"] == r["source_label"] for r in at_zero)  # t = 0 returns each source itself
     assert "realised_t" in stdout and (out / "sources.safetensors").is_file()
     assert (out / "window.json").is_file() and "window" in stdout
+    window = json.loads((out / "window.json").read_text())
+    if window["status"] != "empty":  # printed rounded to its intervals, as the saved numbers allow
+        from critwin._display import format_ci
+
+        def saved(value):  # a censored time is written {"value": null, "censored": "above"/"below"}
+            if isinstance(value, dict):
+                return math.inf if value.get("censored") == "above" else -math.inf
+            return value
+
+        for name in ("t_after", "t_before"):
+            expected = format_ci(saved(window[name]), *(saved(v) for v in window[f"{name}_ci"]))
+            assert f"{name} {expected}" in stdout, (name, expected, stdout)
     # DDPM's leading spacing with 5 steps starts at timestep 800, where the signal is not yet gone.
     assert "critwin: note: the schedule's first step (timestep 800)" in err
 

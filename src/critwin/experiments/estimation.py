@@ -324,6 +324,7 @@ class WindowEstimate:
             "t_after_ci": list(self.t_after_ci),
             "t_before_ci": list(self.t_before_ci),
             "t_half_ci": list(self.t_half_ci),
+            "status": self.status,
             "jump": self.jump,
             "chi": None if self.chi is None else self.chi.tolist(),
             "t_peak": self.t_peak,
