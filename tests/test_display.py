@@ -109,6 +109,9 @@ def results():
         "clone": critwin.clone(MixtureProcess(mix, "ddpm", n_steps=10), 6, [0.3, 0.8], 2, seed=0),
         "search": critwin.search_window(mix, x0, delta=0.1, resolution=0.5, t_range=(0.0, 6.0), seed=0),
         "rebalance": rebalance(mix, 12, "bayes", 4, 1.5, n_candidates=2, seed=0),
+        "model": critwin.load_digits_model(),
+        "diffusers_process": critwin.load_digits_model().process(20),
+        "mixture_process": MixtureProcess(mix, "ddpm", n_steps=10),
         "audit": critwin.membership_audit(
             critwin.EmpiricalMixture(members), members, others, [0.05, 0.5], sampler="exact", fpr=0.1, seed=0
         ),
@@ -118,12 +121,13 @@ def results():
 @pytest.mark.parametrize(
     "name",
     ["window", "times", "tree", "node", "tv", "forward_reverse", "estimate", "mixture", "schedule"]
-    + ["clone", "search", "rebalance", "audit"],
+    + ["clone", "search", "rebalance", "audit", "model", "diffusers_process", "mixture_process"],
 )
 def test_reprs_are_one_short_line(results, name):
     text = repr(results[name])
     # one line a reader takes in at a glance (Tree was 3,029 characters, its nodes nested inside)
     assert "\n" not in text and len(text) <= 160, text
+    assert " object at 0x" not in text, text  # the default repr says nothing about the result
     assert not any(len(digits) > 5 for digits in _decimals(text)), text  # no unrounded floats
 
 

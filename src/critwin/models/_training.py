@@ -461,3 +461,6 @@ class TrainedModel:
 
     def describe(self) -> dict[str, Any]:
         return {"model": self.name, "parameters": self.num_parameters, "config": self.config.to_dict()}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, parameters={self.num_parameters})"
