@@ -455,6 +455,24 @@ def atlas(
     Returns
     -------
     AtlasResult
+
+    Examples
+    --------
+    Four unit Gaussians: "side" (x = ±5) is decided before (at larger t than) "height" (y = ±1.5).
+
+    >>> import torch, critwin
+    >>> from critwin.experiments.process import MixtureProcess
+    >>> means = torch.tensor([[5.0, 1.5], [5.0, -1.5], [-5.0, 1.5], [-5.0, -1.5]], dtype=torch.float64)
+    >>> mix = critwin.GaussianMixture(means)
+    >>> features = {"side": lambda x: (x[:, 0] < 0).long(), "height": lambda x: (x[:, 1] < 0).long()}
+    >>> process = MixtureProcess(mix, "exact", times=torch.linspace(4.0, 0.0, 41).tolist())
+    >>> x0, _ = mix.sample(40, generator=torch.Generator().manual_seed(0))
+    >>> result = critwin.atlas(
+    ...     process, features, x0=x0, times=[0.2, 0.6, 1.0, 1.6, 2.4, 3.5], n_sources=40,
+    ...     cloning=False, theory=False, n_boot=50, progress=False,
+    ... )
+    >>> result
+    AtlasResult(order=side > height, side=1.9 [1.8, 2.0], height=0.5 [0.2, 0.9])
     """
     if not isinstance(features, Mapping) or not features:
         raise ValueError("features must be a non-empty mapping name -> feature")

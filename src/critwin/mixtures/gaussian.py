@@ -52,6 +52,18 @@ class GaussianMixture(WeightedComponents):
     -----
     Computations run in the dtype and on the device of ``means`` (float32 unless given float64);
     inputs are cast to it. Use :meth:`to` to change them.
+
+    Examples
+    --------
+    >>> import torch, critwin
+    >>> mix = critwin.GaussianMixture(torch.tensor([[-4.0], [4.0]], dtype=torch.float64))
+    >>> mix
+    GaussianMixture(n_components=2, dim=1, cov_kind='iso', dtype=torch.float64)
+    >>> x, component = mix.sample(4, generator=torch.Generator().manual_seed(0))
+    >>> tuple(x.shape), component.tolist()
+    ((4, 1), [1, 1, 0, 1])
+    >>> mix.subset([0]).n_components  # the sub-mixture of a feature
+    1
     """
 
     def __init__(self, means, covs=None, weights=None):
