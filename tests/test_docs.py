@@ -193,3 +193,25 @@ def test_readme_starts_a_newcomer_in_its_first_30_lines_and_every_link_resolves(
         if not target.startswith(("http://", "https://")):
             assert (ROOT / target).is_file(), target
     assert "THEORY" not in text and not re.search(r"\bissue \d", text)
+
+
+def test_the_docs_and_docstrings_name_nothing_a_reader_cannot_open():
+    """No page of docs/ and no docstring or comment of the package cites the private spec ("THEORY")
+    or an issue tracker number: references go to the pages in docs/."""
+    files = [*(ROOT / "docs").rglob("*.md"), *(ROOT / "src").rglob("*.py")]
+    offending = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in files
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if "THEORY" in line or re.search(r"\bissue \d", line)
+    ]
+    assert not offending, offending
+    # the sections the docstrings cite exist
+    headings = re.findall(r"^## (\d+)\. ", (ROOT / "docs" / "theory.md").read_text(encoding="utf-8"), re.M)
+    cited = {
+        int(n)
+        for path in (ROOT / "src").rglob("*.py")
+        for group in re.findall(r"docs/theory\.md (§[\d–§, ]+)", path.read_text(encoding="utf-8"))
+        for n in re.findall(r"\d+", group)
+    }
+    assert cited and cited <= {int(h) for h in headings}, sorted(cited - {int(h) for h in headings})
