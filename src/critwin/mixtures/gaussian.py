@@ -564,6 +564,16 @@ class EmpiricalMixture(GaussianMixture):
     -----
     At t > 0 it is an isotropic Gaussian mixture with variance ``1 - e^{-2t}`` around ``e^{-t} x_j``.
     Densities at t = 0 are undefined (``ValueError``). All passes over points are chunked.
+
+    Examples
+    --------
+    >>> import torch, critwin
+    >>> points = torch.tensor([[0.0], [1.0], [5.0]], dtype=torch.float64)
+    >>> data = critwin.EmpiricalMixture(points)
+    >>> data
+    EmpiricalMixture(n_components=3, dim=1, cov_kind='iso', dtype=torch.float64)
+    >>> data.denoise(torch.tensor([[0.98]], dtype=torch.float64), 0.01).round(decimals=3).tolist()
+    [[1.0]]
     """
 
     def __init__(self, points, weights=None):

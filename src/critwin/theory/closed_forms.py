@@ -62,6 +62,13 @@ def window_two_gaussians(mean, eps: float = 0.1, *, form: str = "theory") -> Win
     Parameters
     ----------
     mean : (d,) vector ``mu`` or its norm (a positive number).  eps : in (0, 1).  form : as above.
+
+    Examples
+    --------
+    >>> import torch, critwin
+    >>> w = critwin.window_two_gaussians(torch.tensor([4.0]), eps=0.1)
+    >>> round(w.t_after, 4), round(w.t_before, 3)  # contains the exact window [0.440, 2.759]
+    (0.2761, 2.77)
     """
     eps = check_eps(eps)
     norm = _norm(mean)
@@ -146,6 +153,13 @@ def window_isotropic(means, i: int, eps: float = 0.1, *, weights=None, form: str
     means : (K, d).  i : the component.  eps : in (0, 1).
     weights : (K,) mixture weights (tightens ``t_before``; None: valid for any weights).
     form : ``"tight"`` or ``"paper"``.
+
+    Examples
+    --------
+    >>> import torch, critwin
+    >>> w = critwin.window_isotropic(torch.tensor([[-4.0], [4.0]]), 0, eps=0.1)
+    >>> round(w.t_after, 4), round(w.t_before, 2)  # contains the exact window [0.440, 2.759]
+    (0.4401, 3.46)
     """
     eps = check_eps(eps)
     dist, others = _distances(means, i)

@@ -89,6 +89,12 @@ def tv_gaussians(mean1, mean2, cov=None) -> float:
     Parameters
     ----------
     mean1, mean2 : (d,) means.  cov : None (identity), scalar, (d,) diagonal or (d, d) shared covariance.
+
+    Examples
+    --------
+    >>> import torch, critwin
+    >>> round(critwin.tv_gaussians(torch.tensor([0.0]), torch.tensor([2.0])), 4)  # 2 Phi(1) - 1
+    0.6827
     """
     m1, m2 = _as_mean(mean1, "mean1"), _as_mean(mean2, "mean2")
     if m1.shape != m2.shape:
@@ -111,6 +117,13 @@ def kl_gaussians(mean1, cov1, mean2, cov2) -> float:
     Parameters
     ----------
     mean1, mean2 : (d,).  cov1, cov2 : None, scalar, (d,) or (d, d).
+
+    Examples
+    --------
+    >>> import torch, critwin
+    >>> mean1, mean2, cov = torch.tensor([0.0]), torch.tensor([2.0]), torch.eye(1)
+    >>> critwin.kl_gaussians(mean1, cov, mean2, cov)  # |m1 - m2|^2 / 2 for unit covariances
+    2.0
     """
     diag = _diag_pair(mean1, cov1, mean2, cov2)
     if diag is not None:

@@ -98,6 +98,12 @@ def theorem_bound(eps: float, W: float) -> float:
 
     ``eps`` in (0, 1); ``W`` the weight ratio ``(1 - w(S_target)) / w(S_target)`` in [0, inf] (inf when
     ``S_target`` has no weight).
+
+    Examples
+    --------
+    >>> import critwin
+    >>> round(critwin.theorem_bound(0.1, 0.0), 4), round(critwin.theorem_bound(0.1, 3.0), 4)
+    (0.1707, 0.3121)
     """
     eps = check_eps(eps)
     if not (isinstance(W, float) and W == math.inf):
