@@ -205,7 +205,14 @@ def snr(t):
 
 
 def log_snr(t):
-    """``log SNR = -log(e^{2t} - 1)``."""
+    """``log SNR = -log(e^{2t} - 1)``.
+
+    Examples
+    --------
+    >>> import math, critwin
+    >>> round(critwin.log_snr(1.0), 4), round(math.log(critwin.snr(1.0)), 4)
+    (-1.8546, -1.8546)
+    """
     x, was = _check_t(t)
     return _out(-torch.log(torch.expm1(2.0 * x)), was)
 
@@ -224,7 +231,15 @@ def ve_sigma(t):
 
 
 def flow_s(t):
-    """Rectified-flow time ``s`` with the same SNR: ``s / (1 - s) = ve_sigma(t)``."""
+    """Rectified-flow time ``s`` with the same SNR: ``s / (1 - s) = ve_sigma(t)``.
+
+    Examples
+    --------
+    >>> import critwin
+    >>> s = critwin.flow_s(1.0)
+    >>> round(s, 4), round(s / (1 - s), 4) == round(critwin.ve_sigma(1.0), 4)
+    (0.7165, True)
+    """
     r = ve_sigma(t)
     return r / (1.0 + r)
 
@@ -365,6 +380,12 @@ def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) 
     Returns
     -------
     (n,) float64 decreasing sigmas; the ends are ``sigma_max`` and ``sigma_min`` up to rounding.
+
+    Examples
+    --------
+    >>> import critwin
+    >>> [round(s, 3) for s in critwin.karras_sigmas(4, 0.002, 80.0).tolist()]
+    [80.0, 9.723, 0.47, 0.002]
     """
     n = check_positive_int(n, "n")
     if n < 2:
