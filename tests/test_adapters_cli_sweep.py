@@ -101,6 +101,18 @@ def test_forward_reverse_on_a_pixel_ddpm_pipeline(model_dirs, tmp_path, capsys):
     assert all(r["label"] == r["source_label"] for r in at_zero)  # t = 0 returns each source itself
     assert "realised_t" in stdout and (out / "sources.safetensors").is_file()
     assert (out / "window.json").is_file() and "window" in stdout
+    window = json.loads((out / "window.json").read_text())
+    if window["status"] != "empty":  # printed rounded to its intervals, as the saved numbers allow
+        from critwin._display import format_ci
+
+        def saved(value):  # a censored time is written {"value": null, "censored": "above"/"below"}
+            if isinstance(value, dict):
+                return math.inf if value.get("censored") == "above" else -math.inf
+            return value
+
+        for name in ("t_after", "t_before"):
+            expected = format_ci(saved(window[name]), *(saved(v) for v in window[f"{name}_ci"]))
+            assert f"{name} {expected}" in stdout, (name, expected, stdout)
     # DDPM's leading spacing with 5 steps starts at timestep 800, where the signal is not yet gone.
     assert "critwin: note: the schedule's first step (timestep 800)" in err
 
@@ -138,7 +150,9 @@ def test_resume_after_interrupt_gives_the_same_table(model_dirs, tmp_path, capsy
     assert not (resumed / "table.csv").exists()
     assert len(list((resumed / "units").glob("*.npz"))) == 2
     interrupting_feature.CALLS.update(stop_at=None)
-    assert _run([*argv, "--out", str(resumed)], capsys)[0] == 0
+    assert argv[-1] == "--no-progress"  # the rerun shows progress, as in a terminal, and says it resumed
+    code, _, err = _run([*argv[:-1], "--progress", "--out", str(resumed)], capsys)
+    assert code == 0 and f"forward-reverse: resumed: 2 of 6 units done ({resumed}" in err
     assert _read(resumed / "table.csv") == _read(clean / "table.csv")
     # Other settings in the same directory are refused instead of mixing results.
     code, _, err = _run([*argv, "--seed", "7", "--out", str(resumed)], capsys)

@@ -30,6 +30,12 @@ def test_command_help_is_plain_text(capsys, command):
     assert "``" not in text and ":func:" not in text  # RST of the docstring, shown literally before
     assert "<bool>" not in text  # a flag takes no value: no type placeholder beside it
     assert "│" not in text and "╭" not in text  # click's plain formatter, not rich panels
+    # no reference a reader cannot follow: the private spec, tracker numbers, an undefined short name
+    assert "THEORY" not in text and "Blink" not in text and not re.search(r"\bissue \d", text)
+    # the description's paragraphs are whole: none stops mid-sentence, none starts inside one
+    description = re.split(r"\n(?:Arguments|Options):", text.split("\n", 2)[2])[0]
+    for paragraph in (" ".join(p.split()) for p in description.split("\n\n") if p.strip()):
+        assert paragraph[-1] in ".:" and not paragraph[0].islower(), (command, paragraph)
 
 
 def test_extras_survive_in_the_help(capsys):

@@ -1,9 +1,11 @@
 import dataclasses
 import json
+import math
 import types
 
 import pytest
 
+from critwin._display import format_ci
 from critwin.cli import main
 from critwin.models.shapes import ATTRIBUTES, PRESETS, ShapesModel, save_shapes_model, training_steps
 
@@ -60,6 +62,29 @@ def test_fairness_json_output(capsys, tmp_path):
     assert graded["tv_after_ci"][0] <= graded["tv_after"] <= graded["tv_after_ci"][1]
 
 
+@pytest.mark.parametrize("terminal", [True, False])
+def test_fairness_shows_progress_in_a_terminal_only(capsys, monkeypatch, terminal):
+    import contextlib
+    import sys
+
+    from critwin.diagnostics import fairness
+
+    bars = []
+
+    @contextlib.contextmanager
+    def recording_bar(total, description, enabled=True, **_):
+        bars.append({"total": total, "enabled": enabled, "done": 0})
+        yield lambda k=1: bars[-1].__setitem__("done", bars[-1]["done"] + k)
+
+    monkeypatch.setattr(fairness, "progress_bar", recording_bar)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: terminal)
+    proc = _critwin(capsys, "fairness", "--n", "6", "--steps", "4", "--candidates", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert bars and all(bar["enabled"] is terminal for bar in bars)
+    if terminal:  # the bar runs to its end
+        assert all(bar["total"] > 0 and bar["done"] == bar["total"] for bar in bars)
+
+
 def test_atlas_refuses_an_output_directory_it_did_not_write(capsys, tmp_path):
     (tmp_path / "mine.txt").write_text("keep")
     proc = _critwin(capsys, "atlas", "--out", str(tmp_path))
@@ -78,6 +103,13 @@ def tiny_shapes_dir(tmp_path_factory):
 
 
 @pytest.mark.filterwarnings("ignore::critwin.adapters.diffusers.TerminalSNRWarning")
+def _json_time(value, side):
+    """A time as atlas.json writes it: a number, or ``{"value": null, "censored": "above"/"below"}``."""
+    if isinstance(value, dict):
+        return math.inf if value.get("censored") == "above" else -math.inf
+    return math.nan if value is None else value
+
+
 def test_atlas_on_a_model_directory(capsys, tiny_shapes_dir, tmp_path):
     out = tmp_path / "atlas"
     args = [
@@ -109,6 +141,20 @@ def test_atlas_on_a_model_directory(capsys, tiny_shapes_dir, tmp_path):
     proc = _critwin(capsys, *args, "--features", "background,mark", "--trajectories", "0", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     assert "measured order" in proc.stdout
-    assert set(json.loads((out / "atlas.json").read_text())["features"]) == {"background", "mark"}
+    saved = json.loads((out / "atlas.json").read_text())["features"]
+    assert set(saved) == {"background", "mark"}
+    # The printed table: t½, t_after, t_before each beside its interval, rounded to what it supports
+    lines = proc.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("feature"))
+    assert header.split() == ["feature", "t_half", "[CI]", "t_after", "[CI]", "t_before", "[CI]"] + [
+        "theory_t_merge",
+        "[CI]",
+        "theory_t_bound",
+    ]
+    for name, row in saved.items():
+        (line,) = [line for line in lines if line.split()[0] == name]
+        for key in ("t_half", "t_after", "t_before"):
+            bounds = [_json_time(b, side) for b, side in zip(row[f"{key}_ci"], (-1, 1), strict=True)]
+            assert format_ci(_json_time(row[key], 0), *bounds) in line, (name, key, line)
     proc = _critwin(capsys, *args, "--features", "size")
     assert proc.returncode == 2 and "--features: size not among" in proc.stderr

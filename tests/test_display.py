@@ -91,6 +91,11 @@ def results():
         mix, x0, times=[0.3, 1.5, 3.0, 5.0], feature="component", sampler="exact", seed=0
     )
     est = critwin.estimate_window(fr, n_boot=20)
+    from critwin.diagnostics.fairness import rebalance
+    from critwin.experiments.process import MixtureProcess
+
+    g = torch.Generator().manual_seed(0)
+    members, others = (torch.randn(n, 4, generator=g, dtype=torch.float64) for n in (10, 20))
     return {
         "window": critwin.critical_window(mix, after=[0], before=[0, 1], eps=0.1),
         "times": critwin.transition_times(mix, [0], [0, 1], eps=0.1),
@@ -101,16 +106,28 @@ def results():
         "estimate": est,
         "mixture": mix,
         "schedule": critwin.DiscreteSchedule.linear(),
+        "clone": critwin.clone(MixtureProcess(mix, "ddpm", n_steps=10), 6, [0.3, 0.8], 2, seed=0),
+        "search": critwin.search_window(mix, x0, delta=0.1, resolution=0.5, t_range=(0.0, 6.0), seed=0),
+        "rebalance": rebalance(mix, 12, "bayes", 4, 1.5, n_candidates=2, seed=0),
+        "model": critwin.load_digits_model(),
+        "diffusers_process": critwin.load_digits_model().process(20),
+        "mixture_process": MixtureProcess(mix, "ddpm", n_steps=10),
+        "audit": critwin.membership_audit(
+            critwin.EmpiricalMixture(members), members, others, [0.05, 0.5], sampler="exact", fpr=0.1, seed=0
+        ),
     }
 
 
 @pytest.mark.parametrize(
-    "name", ["window", "times", "tree", "node", "tv", "forward_reverse", "estimate", "mixture", "schedule"]
+    "name",
+    ["window", "times", "tree", "node", "tv", "forward_reverse", "estimate", "mixture", "schedule"]
+    + ["clone", "search", "rebalance", "audit", "model", "diffusers_process", "mixture_process"],
 )
 def test_reprs_are_one_short_line(results, name):
     text = repr(results[name])
     # one line a reader takes in at a glance (Tree was 3,029 characters, its nodes nested inside)
     assert "\n" not in text and len(text) <= 160, text
+    assert " object at 0x" not in text, text  # the default repr says nothing about the result
     assert not any(len(digits) > 5 for digits in _decimals(text)), text  # no unrounded floats
 
 
@@ -127,13 +144,22 @@ def test_window_repr_rounds_its_times_to_their_brackets(results):
 
 
 def _public_dataclasses():
-    import critwin.models as models
-    import critwin.models.shapes as shapes
+    """Every dataclass a public module of critwin exports (``__all__``); the demo report's section
+    records (critwin.report) are not results a user holds."""
+    import importlib
+    import pkgutil
 
     seen = {}
-    for module in (critwin, models, shapes):
-        for name in module.__all__:
-            obj = getattr(module, name)
+    for info in pkgutil.walk_packages(critwin.__path__, "critwin."):
+        parts = info.name.split(".")[1:]
+        if parts[0] == "report" or any(part.startswith("_") for part in parts):
+            continue
+        try:
+            module = importlib.import_module(info.name)
+        except ImportError:  # a module of an optional dependency that is not installed
+            continue
+        for name in getattr(module, "__all__", []):
+            obj = getattr(module, name, None)  # a lazily loaded submodule's name: walked on its own
             if inspect.isclass(obj) and dataclasses.is_dataclass(obj):
                 seen[obj.__qualname__] = obj
     return seen
@@ -143,7 +169,7 @@ def test_every_public_dataclass_defines_its_own_repr():
     """A dataclass's generated repr prints every field: arrays, tensors and nested nodes (the digits
     data printed 9,264 characters on 152 lines)."""
     classes = _public_dataclasses()
-    assert {"Window", "Tree", "WindowEstimate", "ShapesData"} <= set(classes)
+    assert {"Window", "Tree", "WindowEstimate", "ShapesData", "RebalanceResult", "T2IData"} <= set(classes)
     missing = [name for name, cls in classes.items() if _generated_repr(cls) and not _scalar_fields(cls)]
     assert not missing, missing
 

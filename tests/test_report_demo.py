@@ -48,6 +48,28 @@ def test_quick_demo_prints_no_warning(quick_demo_run):
     assert [f"{w.category.__name__}: {w.message}" for w in caught] == []
 
 
+def test_the_demo_last_line_rounds_the_window_to_its_intervals(quick_demo):
+    """The last line of ``critwin demo`` (unrounded floats before): each endpoint with its interval, to
+    the decimal of the leading digit of the half-width (the distance to the finite bound when the other
+    is censored), keeping one significant digit of the estimate."""
+    from critwin.cli.demo import summary_line
+
+    out, summary, _ = quick_demo
+    line = summary_line(summary, out)
+    window = summary["digits"]["forward_reverse"]["window"]
+    assert line.endswith(f"report: {out / 'index.html'} ({summary['runtime_seconds']:.0f} s)")
+    for name in ("t_after", "t_before"):
+        shown = re.search(rf"{name} (\S+) \[(\S+), (\S+)\]", line).groups()
+        value = window[name]
+        bounds = [math.inf if b is None else b for b in window[f"{name}_ci"]]
+        finite = [b for b in bounds if math.isfinite(b)]
+        half = (finite[1] - finite[0]) / 2 if len(finite) == 2 else abs(value - finite[0])
+        decimals = max(-math.floor(math.log10(half)), -math.floor(math.log10(abs(value))))
+        for text, exact in zip(shown, [value, *bounds], strict=True):
+            assert len(text.partition(".")[2]) == max(decimals, 0) or not math.isfinite(exact), (name, text)
+            assert float(text) == exact or abs(float(text) - exact) <= 0.5 * 10.0**-decimals + 1e-12
+
+
 def test_quick_demo_writes_every_promised_file(quick_demo, tmp_path):
     out, summary, lines = quick_demo
     html = (out / "index.html").read_text()

@@ -10,8 +10,8 @@
   building block of intervals that must hold at a family level, as Bonferroni boxes of proportions.
 - The one tie rule (:func:`interval_order`): two times are ordered only where their intervals are
   disjoint, "tied" otherwise — for measured t½ intervals and theory brackets alike.
-- Censored crossing times (THEORY §9): a t½ outside the measured times is ``±inf``; it is kept in every
-  statistic as the interval of values it can take (:func:`censored_interval`), and a bootstrap interval
+- Censored crossing times (docs/theory.md §9): a t½ outside the measured times is ``±inf``; it is kept in
+  every statistic as the interval of values it can take (:func:`censored_interval`), and a bootstrap interval
   over such draws is :func:`bounded_percentile_interval` — never computed from the uncensored draws
   alone, which would condition it on non-censoring.
 """
@@ -37,6 +37,10 @@ __all__ = [
 
 def wilson_bounds(p, n, z):
     """Wilson score interval ``(lower, upper)`` for a proportion ``p`` estimated from ``n`` draws.
+
+    The numbers of scipy's ``binomtest(k, n).proportion_ci(method="wilson")`` for integer counts
+    (``tests`` check it); written out because scipy takes one integer count per call, while curves need
+    it broadcast over arrays and at fractional (effective) sample sizes.
 
     Parameters
     ----------

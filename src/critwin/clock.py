@@ -179,37 +179,81 @@ def _check_t(t) -> tuple[torch.Tensor, bool]:
 
 
 def alpha_bar(t):
-    """VP cumulative signal coefficient ``e^{-2t}``."""
+    """VP cumulative signal coefficient ``e^{-2t}``.
+
+    Examples
+    --------
+    >>> import math, critwin
+    >>> critwin.alpha_bar(1.0) == math.exp(-2.0)
+    True
+    """
     x, was = _check_t(t)
     return _out(torch.exp(-2.0 * x), was)
 
 
 def snr(t):
-    """Signal-to-noise ratio ``1 / (e^{2t} - 1)`` (inf at t = 0)."""
+    """Signal-to-noise ratio ``1 / (e^{2t} - 1)`` (inf at t = 0).
+
+    Examples
+    --------
+    >>> import critwin
+    >>> round(critwin.snr(1.0), 4), critwin.snr(0.0)
+    (0.1565, inf)
+    """
     x, was = _check_t(t)
     return _out(1.0 / torch.expm1(2.0 * x), was)
 
 
 def log_snr(t):
-    """``log SNR = -log(e^{2t} - 1)``."""
+    """``log SNR = -log(e^{2t} - 1)``.
+
+    Examples
+    --------
+    >>> import math, critwin
+    >>> round(critwin.log_snr(1.0), 4), round(math.log(critwin.snr(1.0)), 4)
+    (-1.8546, -1.8546)
+    """
     x, was = _check_t(t)
     return _out(-torch.log(torch.expm1(2.0 * x)), was)
 
 
 def ve_sigma(t):
-    """VE/EDM noise level ``sqrt(e^{2t} - 1)`` (the OU state divided by its signal coefficient)."""
+    """VE/EDM noise level ``sqrt(e^{2t} - 1)`` (the OU state divided by its signal coefficient).
+
+    Examples
+    --------
+    >>> import critwin
+    >>> round(critwin.ve_sigma(1.0), 4), round(critwin.ou_time(sigma=2.5277), 4)  # and back
+    (2.5277, 1.0)
+    """
     x, was = _check_t(t)
     return _out(torch.sqrt(torch.expm1(2.0 * x)), was)
 
 
 def flow_s(t):
-    """Rectified-flow time ``s`` with the same SNR: ``s / (1 - s) = ve_sigma(t)``."""
+    """Rectified-flow time ``s`` with the same SNR: ``s / (1 - s) = ve_sigma(t)``.
+
+    Examples
+    --------
+    >>> import critwin
+    >>> s = critwin.flow_s(1.0)
+    >>> round(s, 4), round(s / (1 - s), 4) == round(critwin.ve_sigma(1.0), 4)
+    (0.7165, True)
+    """
     r = ve_sigma(t)
     return r / (1.0 + r)
 
 
 def alpha_sigma(t):
-    """The OU pair ``(e^{-t}, sqrt(1 - e^{-2t}))`` (validated ``t``; floats in, floats out)."""
+    """The OU pair ``(e^{-t}, sqrt(1 - e^{-2t}))`` (validated ``t``; floats in, floats out).
+
+    Examples
+    --------
+    >>> import critwin
+    >>> a, s = critwin.alpha_sigma(1.0)
+    >>> round(a, 4), round(s, 4), round(a * a + s * s, 12)  # variance preserving
+    (0.3679, 0.9299, 1.0)
+    """
     x, was = _check_t(t)
     a, s2 = ou_coefficients(x)
     return _out(a, was), _out(torch.sqrt(s2), was)
@@ -282,6 +326,13 @@ def time_grid(t_max: float, n_steps: int, t_min: float = 0.0, spacing: str = "ed
 
     ``spacing``: ``"uniform"`` in t, ``"log"`` uniform in log-SNR, or ``"edm"`` (Karras rho-spacing of
     the VE sigma, dense near the data). With ``t_min = 0`` the last point is exactly 0.
+
+    Examples
+    --------
+    >>> import critwin
+    >>> grid = critwin.time_grid(5.0, 4)  # EDM (Karras) spacing: dense near 0
+    >>> len(grid), grid[0].item(), grid[-1].item(), bool((grid[1:] < grid[:-1]).all())
+    (5, 5.0, 0.0, True)
     """
     t_max = check_time(t_max, "t_max", allow_zero=False)
     t_min = check_time(t_min, "t_min")
@@ -329,6 +380,12 @@ def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) 
     Returns
     -------
     (n,) float64 decreasing sigmas; the ends are ``sigma_max`` and ``sigma_min`` up to rounding.
+
+    Examples
+    --------
+    >>> import critwin
+    >>> [round(s, 3) for s in critwin.karras_sigmas(4, 0.002, 80.0).tolist()]
+    [80.0, 9.723, 0.47, 0.002]
     """
     n = check_positive_int(n, "n")
     if n < 2:

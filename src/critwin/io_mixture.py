@@ -247,6 +247,18 @@ def load_mixture(path) -> GaussianMixture | CategoricalMixture:
     Raises
     ------
     FileNotFoundError if ``path`` does not exist; ValueError naming the file for a malformed one.
+
+    Examples
+    --------
+    A round trip through a YAML file (the files of ``examples/`` load the same way):
+
+    >>> import tempfile, pathlib, torch, critwin
+    >>> mix = critwin.GaussianMixture(torch.tensor([[-4.0], [4.0]], dtype=torch.float64))
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "two.yaml"
+    >>> critwin.save_mixture(mix, path)
+    >>> loaded = critwin.load_mixture(path)
+    >>> loaded, loaded.means.tolist()
+    (GaussianMixture(n_components=2, dim=1, cov_kind='iso', dtype=torch.float64), [[-4.0], [4.0]])
     """
     path = Path(path)
     if not path.is_file():

@@ -156,7 +156,7 @@ def sample_heun(model, x, times, *, generator=None, callback=None, extra_args=No
 
     With ``y = x / a`` and ``sigma = sqrt(e^{2t} - 1)`` the flow is ``dy/dsigma = (y - x0_hat) / sigma``;
     the last step to sigma = 0 is an Euler step. Deterministic: ``generator`` is unused. Note that the
-    ODE does not sample the forward-reverse posterior (THEORY §3); it is here because users run it.
+    ODE does not sample the forward-reverse posterior (docs/theory.md §4); it is here because users run it.
     """
     x, times = _start(x, times, generator)
     denoise = as_denoiser(model)

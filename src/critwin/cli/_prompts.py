@@ -13,6 +13,7 @@ from pathlib import Path
 
 import typer
 
+from critwin._display import format_ci
 from critwin._io import atomic_write_json, json_text, output_marker
 from critwin.cli._common import check_choice, parse_list
 from critwin.models._store import PIPELINE_MODELS
@@ -76,8 +77,9 @@ def _emit(report: dict, out: Path | None, as_json: bool, kind: str) -> bool:
     return as_json
 
 
-def _ci(interval) -> str:
-    return f"{interval[0]:.3f}-{interval[1]:.3f}"
+def _ci(row: dict, key: str) -> str:
+    """``row[key]`` beside its interval ``row[key + "_ci"]``, rounded to what the interval supports."""
+    return format_ci(row[key], *row[f"{key}_ci"])
 
 
 # ------------------------------------------------------------------------------------------- fairness
@@ -145,9 +147,8 @@ def print_fairness_table(result) -> None:
     )
     if not window.get("constant"):
         typer.echo(
-            f"window of the {result.attribute} (judge): t_after {window['t_after']:.3f} "
-            f"(CI {_ci(window['t_after_ci'])}), t_half {window['t_half']:.3f}, "
-            f"t_before {window['t_before']:.3f}; "
+            f"window of the {result.attribute} (judge, 95% CIs): t_after {_ci(window, 't_after')}, "
+            f"t_half {_ci(window, 't_half')}, t_before {_ci(window, 't_before')}; "
             f"rebalancing {_fork_text(result)}; "
             f"window measured with {result.window_nfe} NFEs (once per prompt)"
         )
@@ -157,15 +158,14 @@ def print_fairness_table(result) -> None:
             f"noise decides it; rebalancing {_fork_text(result)}"
         )
     typer.echo(
-        f"{'method':<20} {'TV to target (95% CI)':<24} {'others unchanged':<17} {'adherence':<10} "
-        f"{'KID (95% CI)':<26} {'NFEs':>7} {'extra':>7}"
+        f"{'method':<20} {'TV to target [95% CI]':<24} {'others unchanged':<17} {'adherence [95% CI]':<22} "
+        f"{'KID [95% CI]':<22} {'NFEs':>7} {'extra':>7}"
     )
     for row in result.rows:
-        # KID is a squared distance in feature units: three significant figures, as its interval allows.
-        kid = "-" if "kid" not in row else "{:.3g} ({:.3g}-{:.3g})".format(row["kid"], *row["kid_ci"])
+        kid = _ci(row, "kid") if "kid" in row else "-"
         typer.echo(
-            f"{row['method']:<20} {row['tv']:.3f} ({_ci(row['tv_ci'])}){'':<5} "
-            f"{'yes' if row['others_unchanged'] else 'no':<17} {row['adherence']:<10.3f} {kid:<26} "
+            f"{row['method']:<20} {_ci(row, 'tv'):<24} "
+            f"{'yes' if row['others_unchanged'] else 'no':<17} {_ci(row, 'adherence'):<22} {kid:<22} "
             f"{row['nfe']:>7} {row['extra_nfe']:>+7}"
         )
 
@@ -256,15 +256,15 @@ def print_privacy_table(audit, skipped: dict) -> None:
             f"{audit.metadata['fpr_requested']:g}; the TPR is at {audit.fpr:.3g}, the smallest they resolve"
         )
     typer.echo(
-        f"{'score':<11} {'count':>5} {'ROC-AUC (95% CI)':<22} {f'TPR@{audit.fpr:.3g} FPR (95% CI)':<24} "
+        f"{'score':<11} {'count':>5} {'ROC-AUC [95% CI]':<22} {f'TPR@{audit.fpr:.3g} FPR [95% CI]':<24} "
         f"{'held-out FPR':>12} {'NFEs/prompt':>12}"
     )
     for name, rows in audit.rows.items():
         for row in rows:
             count = "all" if row["count"] is None else str(row["count"])
             typer.echo(
-                f"{name:<11} {count:>5} {row['auc']:.3f} ({_ci(row['auc_ci'])}){'':<6} "
-                f"{row['tpr']:.3f} ({_ci(row['tpr_ci'])}){'':<8} {row['fpr_held_out']:>12.3f} "
+                f"{name:<11} {count:>5} {_ci(row, 'auc'):<22} "
+                f"{_ci(row, 'tpr'):<24} {row['fpr_held_out']:>12.3f} "
                 f"{audit.nfe_per_prompt[name]:>12.0f}"
             )
     for name, why in skipped.items():

@@ -13,7 +13,7 @@ from critwin._io import PNG_SOFTWARE, atomic_write_json, check_replaceable, json
 from critwin._threads import THREADS_ENV, set_threads, threads_from_env
 from critwin._validation import check_delta, check_eps, check_positive_int, parse_seed
 from critwin.cli import app
-from critwin.cli._common import check_counts, check_out_dir, fmt_time, hold_output, parse_list, parse_times
+from critwin.cli._common import check_counts, check_out_dir, hold_output, parse_list, parse_times
 from critwin.cli.text import is_text_model, text_atlas_command
 from critwin.report.output import build_atomically
 
@@ -265,21 +265,12 @@ def _write(directory: Path, result: AtlasResult, report: dict) -> None:
 
 def _print_table(result: AtlasResult, model: str, seconds: float) -> None:
     typer.echo(f"{model}: features from first decided to last ({seconds:.0f} s)")
-    typer.echo(
-        f"{'feature':<12}{'t_half':>9}  {'95% CI':<19}{'t_after':>9}{'t_before':>9}"
-        f"{'theory T_merge':>16}  {'bracket':<17}{'bound':>7}"
-    )
+    # The library's table, each estimate beside its 95% interval and rounded to what it supports.
+    from critwin._display import Table
+
     table = result.table()
-    for k, name in enumerate(table["feature"]):
-        lo, hi = table["t_half_lo"][k], table["t_half_hi"][k]
-        merge_lo, merge_hi = table["theory_t_merge_lo"][k], table["theory_t_merge_hi"][k]
-        typer.echo(
-            f"{name:<12}{fmt_time(table['t_half'][k]):>9}  [{fmt_time(lo)}, {fmt_time(hi)}]".ljust(40)
-            + f"{fmt_time(table['t_after'][k]):>9}{fmt_time(table['t_before'][k]):>9}"
-            + f"{fmt_time(table['theory_t_merge'][k]):>16}  "
-            + f"[{fmt_time(merge_lo)}, {fmt_time(merge_hi)}]".ljust(17)
-            + f"{fmt_time(table['theory_t_bound'][k]):>7}"
-        )
+    shown = ("feature", "t_half", "t_after", "t_before", "theory_t_merge", "theory_t_bound")
+    typer.echo(str(Table({k: v for k, v in table.items() if k.rsplit("_", 1)[0] in shown or k in shown})))
     comparison = result.comparison()
     if comparison is not None:
         verdict = (

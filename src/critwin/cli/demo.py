@@ -58,9 +58,15 @@ def demo(
     summary = run_demo(
         out, quick=quick, seed=seed, eps=eps, progress=bars, threads=threads, status=status, workers=workers
     )
+    typer.echo(summary_line(summary, out))
+
+
+def summary_line(summary: dict, out: Path) -> str:
+    """The demo's last line: the digits class window, each endpoint rounded to what its interval
+    supports, and where the report is."""
     window = summary["digits"]["forward_reverse"]["window"]
     after, before = (format_ci(window[k], *window[f"{k}_ci"]) for k in ("t_after", "t_before"))
-    typer.echo(
-        f"digits class window (forward-reverse, OU time, 95% bootstrap CIs): T_after {after}, "
-        f"T_before {before}; report: {out / 'index.html'} ({summary['runtime_seconds']:.0f} s)"
+    return (
+        f"digits class window (forward-reverse, OU time, 95% bootstrap CIs): t_after {after}, "
+        f"t_before {before}; report: {out / 'index.html'} ({summary['runtime_seconds']:.0f} s)"
     )

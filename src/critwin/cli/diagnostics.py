@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from critwin._display import format_ci
 from critwin._io import atomic_write_json, json_text, output_marker
 from critwin._lazy import deferred_import
 from critwin._validation import check_number, check_positive_int, check_time, parse_seed
@@ -255,8 +256,8 @@ def _image_privacy(model, members, nonmembers, times, steps, replicates, seed, o
         return
     op = audit.operating_point
     typer.echo(
-        f"{model}: ROC-AUC {audit.auc:.3f} (95% CI {audit.auc_ci[0]:.3f}-{audit.auc_ci[1]:.3f}); "
-        f"TPR {op['tpr']:.2f} (95% CI {op['tpr_ci'][0]:.2f}-{op['tpr_ci'][1]:.2f}, of this threshold) "
+        f"{model}: ROC-AUC {format_ci(audit.auc, *audit.auc_ci)} (95% CI); "
+        f"TPR {format_ci(op['tpr'], *op['tpr_ci'])} (95% CI, of this threshold) "
         f"at the threshold calibrated for FPR {op['target_fpr']:g} (realised held-out FPR "
         f"{op['fpr_held_out']:.2f} on {op['n_held_out']} non-members); graded by "
         f"{audit.metadata['graded_by']}"
@@ -366,12 +367,11 @@ def fairness(
 
 def _print_fairness(result, candidates: int) -> None:
     graded = result.graded()
-    low_b, high_b = graded["tv_before_ci"]
-    low_a, high_a = graded["tv_after_ci"]
+    before = format_ci(graded["tv_before"], *graded["tv_before_ci"])
+    after = format_ci(graded["tv_after"], *graded["tv_after_ci"])
     typer.echo(
         f"fork at OU time {result.fork_time:.3f} (step {result.fork_step}), {candidates} continuations per "
-        f"sample: TV to target {graded['tv_before']:.3f} (95% CI {low_b:.3f}-{high_b:.3f}) -> "
-        f"{graded['tv_after']:.3f} (95% CI {low_a:.3f}-{high_a:.3f}), graded by {graded['graded_by']}; "
+        f"sample: TV to target {before} -> {after} (95% CIs), graded by {graded['graded_by']}; "
         f"after = {[round(v, 3) for v in graded['after']]}"
     )
     typer.echo(
@@ -381,11 +381,10 @@ def _print_fairness(result, candidates: int) -> None:
     if result.nfe is not None and result.nfe_plain:
         typer.echo(f"cost: {result.nfe - result.nfe_plain} extra NFEs ({result.nfe / result.nfe_plain:.2f}x)")
     for name, other in result.others.items():
-        low, high = other["tv_ci"]
         verdict = "unchanged" if other["unchanged"] else "changed"
         judge = result.metadata["others"][name]
         typer.echo(
-            f"{name}: TV before/after {other['tv']:.3f} (CI {low:.3f}-{high:.3f}), {verdict} "
+            f"{name}: TV before/after {format_ci(other['tv'], *other['tv_ci'])} (95% CI), {verdict} "
             f"(read by {judge})"
         )
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from critwin._display import format_ci
 from critwin._io import atomic_write_json, json_text, output_marker, read_json
 from critwin._validation import check_delta, check_eps, parse_seed
 from critwin.cli import app
@@ -94,8 +95,9 @@ def estimate_command(
         typer.echo(f"{t:8.4f} {c:7.3f} {lo:7.3f} {hi:7.3f} {r:7.3f}")
     typer.echo(f"base rate b = {estimate.b:.4f}; delta = {estimate.delta:g}; level = {estimate.level:g}")
     for name in ("t_after", "t_half", "t_before"):
-        lo, hi = getattr(estimate, name + "_ci")
-        typer.echo(f"{name:<9}= {fmt_time(getattr(estimate, name))}  CI [{fmt_time(lo)}, {fmt_time(hi)}]")
+        typer.echo(
+            f"{name:<9}= {format_ci(getattr(estimate, name), *getattr(estimate, name + '_ci'))} (95% CI)"
+        )
     jump = estimate.jump
     verdict = "passes" if jump["passes"] else "fails"
     typer.echo(

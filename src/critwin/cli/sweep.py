@@ -14,6 +14,7 @@ from pathlib import Path
 
 import typer
 
+from critwin._display import format_ci
 from critwin._io import atomic_write_json, json_float, read_json
 from critwin._lazy import deferred_import
 from critwin._validation import check_delta, check_number, check_time, parse_seed
@@ -587,12 +588,10 @@ def _report_window(result, delta: float, seed: int, out: Path) -> None:
     if estimate.empty:
         typer.echo(f"window: not resolved on these times (base rate {estimate.b:.3g}); see window.json")
         return
-    lo_a, hi_a = estimate.t_after_ci
-    lo_b, hi_b = estimate.t_before_ci
     typer.echo(
-        f"window (delta={delta:g}, base rate {estimate.b:.3g}): t_after {fmt_time(estimate.t_after)} "
-        f"[{fmt_time(lo_a)}, {fmt_time(hi_a)}], t_before {fmt_time(estimate.t_before)} "
-        f"[{fmt_time(lo_b)}, {fmt_time(hi_b)}]"
+        f"window (delta={delta:g}, base rate {estimate.b:.3g}): "
+        f"t_after {format_ci(estimate.t_after, *estimate.t_after_ci)}, "
+        f"t_before {format_ci(estimate.t_before, *estimate.t_before_ci)} (95% CIs)"
     )
 
 
@@ -611,11 +610,13 @@ def _check_precision(
 def _print_search(result: dict, path: Path) -> None:
     # Stored results are strict JSON: an unresolved (infinite) endpoint reads back as a censored marker.
     for name in ("t_after", "t_before"):
-        line = f"{name:<8} = {fmt_time(json_float(result[name]))}  bracket {result[name + '_bracket']}"
+        value = json_float(result[name])
+        bracket = "[" + ", ".join(fmt_time(json_float(v)) for v in result[name + "_bracket"]) + "]"
         if name + "_ci" in result:  # searches stored before the intervals were kept have none
             low, high = (json_float(v) for v in result[name + "_ci"])
-            line += f"  95% CI [{fmt_time(low)}, {fmt_time(high)}]"
-        typer.echo(line)
+            typer.echo(f"{name:<8} = {format_ci(value, low, high)} (95% CI)  bracket {bracket}")
+        else:
+            typer.echo(f"{name:<8} = {fmt_time(value)}  bracket {bracket}")
     if "ci_reached" in result:
         verdict = (
             "reached" if result["ci_reached"] else "NOT reached (sample budget spent or an endpoint censored)"

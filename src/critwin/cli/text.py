@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 
+from critwin._display import format_ci
 from critwin._io import atomic_write_json, check_replaceable, json_text, output_marker
 from critwin._validation import check_delta, parse_seed
 from critwin.cli import app
@@ -280,9 +281,15 @@ def text_command(
     typer.echo(f"{'level':<8}{'t½ net':>9}{'t½ exact':>10}{'difference [95% CI]':>30}  verdict")
     for row in comparison.rows():
         diff = row["difference_t_half"]
-        lo, hi = (fmt_time(v if v is not None else float("nan")) for v in diff["ci"])
-        value = diff["difference"]
-        text = f"{fmt_time(value if value is not None else float('nan'))} [{lo}, {hi}]"
+        text = _with_ci(diff["difference"], diff["ci"])
         net = row["t_half"] if row["t_half"] is not None else float("nan")
         exact = fmt_time(row["exact_t_half"] if row["exact_t_half"] is not None else float("nan"))
         typer.echo(f"{row['level']:<8}{fmt_time(net):>9}{exact:>10}{text:>30}  {row['verdict']}")
+
+
+def _with_ci(value, ci) -> str:
+    """``value [low, high]`` rounded to what the interval supports; None (not measured) prints ``-``."""
+    if value is None or None in ci:
+        lo, hi = (fmt_time(float("nan") if v is None else v) for v in ci)
+        return f"{fmt_time(float('nan') if value is None else value)} [{lo}, {hi}]"
+    return format_ci(value, *ci)

@@ -1,4 +1,4 @@
-"""Diagnostics built on windows (THEORY §8).
+"""Diagnostics built on windows (docs/theory.md §8).
 
 - :mod:`critwin.diagnostics.privacy`: memorised samples commit early; commitment time as a calibrated
   membership score (ROC-AUC, TPR at a calibrated FPR).

@@ -1,5 +1,5 @@
 """The atlas's theory: a Gaussian mixture fitted to attribute-labelled data, its ε-tree, and each
-attribute's merge time with its bracket (THEORY §6).
+attribute's merge time with its bracket (docs/theory.md §7).
 
 One component per combination of attribute values, one shared isotropic variance (so the tree is
 built with ``hierarchy(method="fast")``). Each internal node of the tree is a level; the attribute

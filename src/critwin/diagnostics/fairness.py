@@ -1,4 +1,4 @@
-"""Fairness: act only inside an attribute's critical window (THEORY §8).
+"""Fairness: act only inside an attribute's critical window (docs/theory.md §8).
 
 An attribute (a demographic class read by a classifier, a digit class) is decided inside its window.
 To rebalance its distribution it is enough to act there: generate every trajectory unchanged down to
@@ -14,8 +14,8 @@ paired bootstrap intervals (resampling trajectories) of every per-value differen
 the values, so that the verdict holds at the family level): an attribute is ``unchanged`` when each
 interval contains 0.
 
-Judges (THEORY §8). The ``feature`` that selects the continuations is optimised for: its own reading of
-the rebalanced batch hits the target by construction and measures the selector, not the model. The
+Judges (docs/theory.md §8). The ``feature`` that selects the continuations is optimised for: its own reading
+of the rebalanced batch hits the target by construction and measures the selector, not the model. The
 number to report is that of an independent ``judge`` (another classifier trained on a disjoint split,
 with another seed or architecture, or an analytic reader); :meth:`RebalanceResult.graded` returns it
 and names who graded it. A judge that is the selector itself (the same object, or a reader of the same
@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from critwin._display import short_repr
 from critwin._io import provenance
 from critwin._stats import clopper_pearson_bounds
 from critwin._validation import check_eps, check_positive_int, check_real_tensor, check_seed
@@ -173,7 +174,7 @@ def check_judge(judge, feature, name: str = "judge"):
 
     The same object, the same wrapped function, or a reader with the same explicit ``name`` (two
     :class:`~critwin.experiments.features.CallableFeature` of one reader) is refused with a ValueError
-    naming ``name``: a number graded by its own selector measures the selector (THEORY §8).
+    naming ``name``: a number graded by its own selector measures the selector (docs/theory.md §8).
     """
     if judge is None:
         return None
@@ -239,6 +240,13 @@ class RebalanceResult:
     tv_judged_after_ci: tuple[float, float] | None = None
     judge: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        graded = self.graded()
+        fields = {k: graded[k] for k in ("tv_before", "tv_before_ci", "tv_after", "tv_after_ci")}
+        fields.update(graded_by=graded["graded_by"], fork_time=self.fork_time, n=int(self.labels.numel()))
+        fields.update(n_candidates=self.n_candidates, nfe=self.nfe)
+        return short_repr("RebalanceResult", fields)
 
     def graded(self) -> dict[str, Any]:
         """The numbers to report: the judge's reading, or without a judge the selector's, flagged

@@ -15,8 +15,8 @@ theory's prediction:
 - its ε-tree, each internal level labelled by the attribute that splits it (the attribute whose
   values are disjoint between the node's children; ``"mixed"`` when none is, the joint name ``a+b``
   when several are). A level's *merge time* is when its children's sub-mixtures have merged into it,
-  ``max_child T_end(child, node)`` (``T_end(A, B) = inf{t : TV(p_t^A, p_t^B) <= eps}``, THEORY §3: above
-  it noising and denoising forgets which child a sample came from), with its bracket
+  ``max_child T_end(child, node)`` (``T_end(A, B) = inf{t : TV(p_t^A, p_t^B) <= eps}``, docs/theory.md §4:
+  above it noising and denoising forgets which child a sample came from), with its bracket
   (:func:`critwin.theory.tree.merge_times`). The tree node's own time ``T_u`` (the largest merge time
   of two of its *components*) is only a sure upper bound on it (0.3–1 OU units later on the shipped
   shapes model) and is reported as ``t_bound``. An attribute's predicted decision time is the largest
@@ -204,8 +204,9 @@ class AtlasResult:
         return json_text(self.to_dict(), indent=indent)
 
     def table(self) -> Table:
-        """One row per feature, in :attr:`order`: feature, order, t_half and its CI, t_after, t_before,
-        clone t_peak, like-for-like t_half, theory merge time with its bracket and the tree's bound.
+        """One row per feature, in :attr:`order`: feature, order, t_half, t_after and t_before with their
+        CIs, clone t_peak, like-for-like t_half with its CI, theory merge time with its bracket and the
+        tree's bound.
 
         A :class:`~critwin._display.Table`: a dict of columns that prints as a table (each estimate with
         its interval, rounded to what the interval supports); :meth:`to_pandas` keeps the exact values.
@@ -222,10 +223,19 @@ class AtlasResult:
                 "t_half": [row["t_half"] for _, row in rows],
                 "t_half_lo": [row["t_half_ci"][0] for _, row in rows],
                 "t_half_hi": [row["t_half_ci"][1] for _, row in rows],
-                "t_after": [row["t_after"] for _, row in rows],
-                "t_before": [row["t_before"] for _, row in rows],
+                **{
+                    f"{key}{end}": [row[key] if i is None else row[f"{key}_ci"][i] for _, row in rows]
+                    for key in ("t_after", "t_before")
+                    for end, i in (("", None), ("_lo", 0), ("_hi", 1))
+                },
                 "clone_t_peak": [nested(row, "clone", "t_peak") for _, row in rows],
                 "exact_t_half": [nested(row, "like_for_like", "t_half") for _, row in rows],
+                **{
+                    f"exact_t_half{end}": [
+                        (nested(row, "like_for_like", "t_half_ci") or [None, None])[i] for _, row in rows
+                    ]
+                    for end, i in (("_lo", 0), ("_hi", 1))
+                },
                 "theory_t_merge": [nested(row, "theory", "t_merge") for _, row in rows],
                 "theory_t_merge_lo": [
                     (nested(row, "theory", "t_merge_bracket") or [None])[0] for _, row in rows
@@ -298,7 +308,7 @@ class AtlasResult:
         ax.set_xlim(0.0, max(ax.get_xlim()[1], 1.1 * right))  # every clock starts at 0; room for the bounds
         ax.set_xlabel(f"{CLOCK_AXES.get(clock, clock)} (reverse process runs right to left)")
         ax.set_ylabel("normalised commitment r(t)")
-        # beside the axes: inside, it covered the r = 1/2 line or the bands (issue 25)
+        # beside the axes: inside, it covered the r = 1/2 line or the bands
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=8)
         return ax
 
@@ -321,7 +331,7 @@ _ROW_LEADING = 1.5  # a row's height in units of its label's font size
 def _row_step(ax, n_rows: int) -> float:
     """The spacing of the theory rows in r units: at least :data:`_ROW_STEP`, and enough for one label
     per row (:data:`_ROW_LEADING` times :data:`_ROW_FONT`) in the axes' height; in a small figure a
-    fixed step let the labels of adjacent rows overlap (issue 25).
+    fixed step let the labels of adjacent rows overlap.
 
     With the rows' top at ``base + step (n - 1/2)`` and the axes ``H`` points tall from ``bottom``, a row
     is ``step H / (top - bottom)`` points tall; setting that to the label height ``g`` gives
@@ -445,6 +455,24 @@ def atlas(
     Returns
     -------
     AtlasResult
+
+    Examples
+    --------
+    Four unit Gaussians: "side" (x = ±5) is decided before (at larger t than) "height" (y = ±1.5).
+
+    >>> import torch, critwin
+    >>> from critwin.experiments.process import MixtureProcess
+    >>> means = torch.tensor([[5.0, 1.5], [5.0, -1.5], [-5.0, 1.5], [-5.0, -1.5]], dtype=torch.float64)
+    >>> mix = critwin.GaussianMixture(means)
+    >>> features = {"side": lambda x: (x[:, 0] < 0).long(), "height": lambda x: (x[:, 1] < 0).long()}
+    >>> process = MixtureProcess(mix, "exact", times=torch.linspace(4.0, 0.0, 41).tolist())
+    >>> x0, _ = mix.sample(40, generator=torch.Generator().manual_seed(0))
+    >>> result = critwin.atlas(
+    ...     process, features, x0=x0, times=[0.2, 0.6, 1.0, 1.6, 2.4, 3.5], n_sources=40,
+    ...     cloning=False, theory=False, n_boot=50, progress=False,
+    ... )
+    >>> result
+    AtlasResult(order=side > height, side=1.9 [1.8, 2.0], height=0.5 [0.2, 0.9])
     """
     if not isinstance(features, Mapping) or not features:
         raise ValueError("features must be a non-empty mapping name -> feature")

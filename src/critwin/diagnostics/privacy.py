@@ -1,4 +1,4 @@
-"""Privacy: memorised samples commit early (THEORY §8).
+"""Privacy: memorised samples commit early (docs/theory.md §8).
 
 A training image that a model memorised is regenerated from much larger noise levels than an image
 it never saw: its forward–reverse commitment curve (the probability that the output stays closest to
@@ -397,6 +397,20 @@ def membership_audit(
     Returns
     -------
     MembershipAudit
+
+    Examples
+    --------
+    The exact score of a finite training set (:class:`~critwin.mixtures.EmpiricalMixture`) memorises
+    it: its members come back from small noise levels, held-out points never do.
+
+    >>> import torch, critwin
+    >>> g = torch.Generator().manual_seed(0)
+    >>> members = torch.randn(20, 8, generator=g, dtype=torch.float64)
+    >>> others = torch.randn(40, 8, generator=g, dtype=torch.float64)
+    >>> model = critwin.EmpiricalMixture(members)
+    >>> audit = critwin.membership_audit(model, members, others, [0.05, 0.2, 1.0], sampler="exact", fpr=0.05)
+    >>> audit
+    MembershipAudit(auc=1.00 [0.90, 1.00], tpr=1, target_fpr=0.05, fpr_held_out=0, members=20, ...)
     """
     members, nonmembers = _check_batches(members, nonmembers, calibration_fraction)
     seed = resolve_seed(seed, generator, default=0)

@@ -1,5 +1,5 @@
 """Prompt-level fairness of a text-to-image model: when a prompt's open attribute is decided, and four
-ways to move it to a target on the same model, the same prompt and the same draws (THEORY §8).
+ways to move it to a target on the same model, the same prompt and the same draws (docs/theory.md §8).
 
 For a prompt that leaves an attribute open ("a circle": which background?) the methods are
 
@@ -21,7 +21,7 @@ For a prompt that leaves an attribute open ("a circle": which background?) the m
   continuations after the fork; the window measurement is a one-off per prompt, reported apart.
 
 Every method starts from the same initial noises and draws (one seed), so sample ``i`` of a method and
-sample ``i`` of plain sampling are paired. Graded by independent judges only (THEORY §8, issue 21.5):
+sample ``i`` of plain sampling are paired. Graded by independent judges only (docs/audits.md, 'Who grades'):
 the attribute's TV to the target with :func:`~critwin.diagnostics.fairness.tv_interval`, each other
 attribute's TV between the method's and the plain samples with paired intervals (unchanged when every
 per-value difference's interval holds 0), caption adherence and the KID to reference images
@@ -68,7 +68,7 @@ __all__ = [
 METHODS = ("plain", "augmentation", "interval guidance", "window rebalancing")
 KYNKAANNIEMI_INTERVAL = (0.038, 1.697)
 """Default guidance interval in OU time: Kynkäänniemi et al.'s EDM2 interval sigma in (0.28, 5.42],
-mapped by ``t = 1/2 ln(1 + sigma^2)`` (THEORY §1)."""
+mapped by ``t = 1/2 ln(1 + sigma^2)`` (docs/theory.md §1)."""
 
 
 # ------------------------------------------------------------------------------------------- windows
@@ -106,7 +106,7 @@ def prompt_windows(
     progress: bool = False,
 ) -> tuple[dict[str, WindowEstimate | None], int]:
     """The window of the attribute each reader reads, for ``prompt``: one cloning sweep of the prompt's own
-    generations read by every reader (THEORY §7), and the UNet rows it spent.
+    generations read by every reader (docs/theory.md §5), and the UNet rows it spent.
 
     Parameters
     ----------

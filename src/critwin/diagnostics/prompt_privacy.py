@@ -1,6 +1,6 @@
 """Prompt-level memorisation of a text-to-image model: critwin's window signal beside the peer detectors.
 
-Protocol (THEORY §8, as in the memorisation literature): members are training prompts, grouped by how
+Protocol (docs/theory.md §8, as in the memorisation literature): members are training prompts, grouped by how
 often their caption–image pair was duplicated in training; non-members are held-out prompts of the same
 grammar; a third, disjoint set of held-out prompts (calibration) only sets each score's decision
 threshold. For every score of :mod:`critwin.diagnostics.prompt_scores` and every duplication count (and

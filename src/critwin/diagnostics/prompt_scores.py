@@ -6,8 +6,8 @@ prompt. The peer detectors use draws common to all prompts (the same initial noi
 draws), so two prompts' scores differ by the prompts, not by the draws; every score is deterministic for
 a given seed (and batch size).
 
-- :func:`commitment_scores` (critwin, THEORY §8): cloning collapse. ``n_trajectories`` generations of the
-  prompt are forked at OU times ``fork_times``; a continuation *keeps* its trajectory's image when its
+- :func:`commitment_scores` (critwin, docs/theory.md §8): cloning collapse. ``n_trajectories`` generations of
+  the prompt are forked at OU times ``fork_times``; a continuation *keeps* its trajectory's image when its
   final image lies within ``threshold`` (RMS over pixels) of the trajectory's own final image. The
   commitment curve ``c(t)`` (share kept) of a memorised prompt stays near 1 up to large ``t``: all its
   generations are one training image. The score is the OU time ``t½`` where the isotonic fit of ``c``

@@ -1,7 +1,7 @@
 """The prompt-level audits on the shapes text-to-image models (``shapes-t2i``, ``-biased``, ``-memorise``):
 who selects and who grades, the caption grammar's augmentation, the reference images, the card's prompts.
 
-- Readers (issue 21.5, :mod:`critwin.models.judges`): the ``shapes-selector`` CNN selects and measures the
+- Readers (:mod:`critwin.models.judges`): the ``shapes-selector`` CNN selects and measures the
   window; the analytic readers (background, colour, mark) and the ``shapes-classifier`` CNN (shape) grade.
 - Augmentation (Fair Diffusion-style): the prompt's caption with the attribute's value named
   (``"a circle"`` -> ``"a circle on a grey background"``), through the grammar of

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from critwin._display import short_repr
 from critwin._validation import check_delta, check_eps, check_positive_int
 from critwin.diagnostics.feature_atlas import AtlasResult, atlas, feature_estimates
 from critwin.experiments.checkpoint import derive_seed
@@ -69,6 +70,12 @@ class ExactCurve:
     def r(self) -> np.ndarray:
         """Normalised ``(c - b) / (1 - b)``."""
         return (self.c - self.b) / (1.0 - self.b)
+
+    def __repr__(self) -> str:
+        levels = len(self.levels)
+        if levels:
+            levels = f"{levels} in [{self.levels.min():g}, {self.levels.max():g}]"
+        return short_repr("ExactCurve", {"clock": self.clock, "levels": levels, "b": self.b})
 
 
 def _check_partition(mixture: CategoricalMixture, labels) -> torch.Tensor:
@@ -160,7 +167,7 @@ def exact_commitment_curve(mixture: CategoricalMixture, labels, levels) -> Exact
     --------
     >>> two = CategoricalMixture.from_strings([[0, 0, 0], [1, 1, 0]], vocab_size=2)
     >>> curve = exact_commitment_curve(two, [0, 1], [0.0, 0.5, 1.0])
-    >>> curve.r.round(4).tolist()        # r = TV = 1 - kappa^2 (THEORY §10, Example 3)
+    >>> curve.r.round(4).tolist()        # r = TV = 1 - kappa^2 (docs/discrete.md, Example 3)
     [1.0, 0.75, 0.0]
     """
     return exact_commitment_curves(mixture, {"labels": labels}, levels)["labels"]

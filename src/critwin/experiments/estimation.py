@@ -1,4 +1,4 @@
-"""Window estimates from forward–reverse or cloning results (THEORY.md §7).
+"""Window estimates from forward–reverse or cloning results (docs/theory.md §5).
 
 From the per-sample outcomes ("kept": output feature equals the source's / trajectory's own):
 
@@ -214,6 +214,19 @@ class WindowEstimate:
     jump : Blink's jump rule on ``c``.  per_class : {label: WindowEstimate} breakdown by source class.
     chi : susceptibility curve (None if fewer than 2 replicates per source).  t_peak : its argmax.
     metadata : provenance (:func:`critwin._io.provenance`) and the bootstrap seed.
+
+    Examples
+    --------
+    >>> import torch, critwin
+    >>> mix = critwin.GaussianMixture(torch.tensor([[-4.0], [4.0]], dtype=torch.float64))
+    >>> x0, _ = mix.subset([0]).sample(200, generator=torch.Generator().manual_seed(0))
+    >>> res = critwin.forward_reverse(
+    ...     mix, x0, [0.1, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0], feature="component", sampler="exact", seed=0,
+    ...     progress=False,
+    ... )
+    >>> est = critwin.estimate_window(res, n_boot=100)
+    >>> est.status, round(est.t_half, 2), [round(end, 2) for end in est.t_half_ci]
+    ('non-empty', 1.72, [1.53, 2.0])
     """
 
     times: np.ndarray
@@ -324,6 +337,7 @@ class WindowEstimate:
             "t_after_ci": list(self.t_after_ci),
             "t_before_ci": list(self.t_before_ci),
             "t_half_ci": list(self.t_half_ci),
+            "status": self.status,
             "jump": self.jump,
             "chi": None if self.chi is None else self.chi.tolist(),
             "t_peak": self.t_peak,
@@ -424,6 +438,18 @@ def estimate_window(
     Returns
     -------
     WindowEstimate
+
+    Examples
+    --------
+    >>> import torch, critwin
+    >>> mix = critwin.GaussianMixture(torch.tensor([[-4.0], [4.0]], dtype=torch.float64))
+    >>> x0, _ = mix.subset([0]).sample(200, generator=torch.Generator().manual_seed(0))
+    >>> times = [0.1, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0]
+    >>> res = critwin.forward_reverse(
+    ...     mix, x0, times, feature="component", sampler="exact", seed=0, progress=False
+    ... )
+    >>> critwin.estimate_window(res, n_boot=100)
+    WindowEstimate(clock=ou, delta=0.1, b=0.45, t_after=0.9 [0.8, 1.0], t_before=3.5 [2.8, 3.7], ...)
     """
     result = select_feature(result, feature)
     seed = None if seed is None else check_seed(seed)

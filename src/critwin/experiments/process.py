@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from critwin._display import short_repr
 from critwin._files import fingerprint
 from critwin._memory import check_memory
 from critwin._validation import (
@@ -85,7 +86,7 @@ class ReverseProcess(ABC):
 
     sample_shape: tuple[int, ...] = ()
     clock: str = "ou"
-    """What the grid's levels are: ``"ou"`` (OU time, THEORY §1); token processes use ``"kappa"`` or
+    """What the grid's levels are: ``"ou"`` (OU time, docs/theory.md §1); token processes use ``"kappa"`` or
     ``"hidden"`` (:mod:`critwin.experiments.token_process`)."""
     continuous: bool = False
     nfe: int | None = None
@@ -154,6 +155,20 @@ class ReverseProcess(ABC):
     def describe(self) -> dict[str, Any]:
         """JSON-serialisable provenance (sampler, schedule, model id) stored with results."""
         return {"process": type(self).__name__, "grid_size": int(self.times.numel())}
+
+    def __repr__(self) -> str:
+        """One line: the model (if named), the sampler or scheduler, the clock and the grid's range."""
+        fields: dict[str, Any] = {}
+        if getattr(self, "model_id", None):
+            fields["model"] = self.model_id
+        if getattr(self, "scheduler", None) is not None:
+            fields["scheduler"] = type(self.scheduler).__name__
+        if isinstance(getattr(self, "sampler", None), str):
+            fields["sampler"] = self.sampler
+        times = self.times
+        fields.update(clock=self.clock, steps=int(times.numel()) - 1)
+        fields.update(t_max=float(times[0]), t_end=float(times[-1]))
+        return short_repr(type(self).__name__, fields)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 The experiments (forward–reverse, cloning, estimates, search) run unchanged on these processes: the
 grid is a decreasing sequence of noise levels ending at 0 (clean), grid index ``i`` is "the state after
 noising to ``times[i]``" and "the state the sampler's step ``i`` starts from", exactly as for OU time.
-Only the meaning of a level differs; every process states it as its ``clock`` (THEORY §10):
+Only the meaning of a level differs; every process states it as its ``clock`` (docs/discrete.md):
 
 - ``"kappa"`` (masked diffusion): the per-token masking probability in [0, 1] (0: clean, 1: every
   token masked). Noising masks each token independently with probability kappa (mask id

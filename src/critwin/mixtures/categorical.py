@@ -1,4 +1,4 @@
-"""Mixtures of product-categorical laws over token sequences with exact discrete noise (THEORY §10).
+"""Mixtures of product-categorical laws over token sequences with exact discrete noise (docs/discrete.md).
 
 Component ``k`` draws a sequence of ``L`` tokens independently, token ``l`` from ``probs[k, l]`` over a
 vocabulary of ``V`` tokens (a Dirac string is the special case of one-hot rows). Three forward processes,

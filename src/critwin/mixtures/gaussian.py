@@ -1,7 +1,7 @@
 """Exact diffusion of mixtures: noised laws, scores, posteriors and exact posterior sampling.
 
 Component ``i`` is ``N(mu_i, Sigma_i)``; under the OU forward process it becomes
-``N(a mu_i, a^2 Sigma_i + s2 I)`` with ``a = e^{-t}``, ``s2 = 1 - e^{-2t}`` (THEORY §4).
+``N(a mu_i, a^2 Sigma_i + s2 I)`` with ``a = e^{-t}``, ``s2 = 1 - e^{-2t}`` (docs/theory.md §2).
 Every component covariance is stored diagonalised once, ``Sigma_i = U_i diag(lam_i) U_i^T`` (``U_i = I``
 for isotropic and diagonal components), so the law at *every* time is diagonal in the same basis:
 no factorisation is ever recomputed per ``t``. All densities are evaluated in log space, and all
@@ -52,6 +52,18 @@ class GaussianMixture(WeightedComponents):
     -----
     Computations run in the dtype and on the device of ``means`` (float32 unless given float64);
     inputs are cast to it. Use :meth:`to` to change them.
+
+    Examples
+    --------
+    >>> import torch, critwin
+    >>> mix = critwin.GaussianMixture(torch.tensor([[-4.0], [4.0]], dtype=torch.float64))
+    >>> mix
+    GaussianMixture(n_components=2, dim=1, cov_kind='iso', dtype=torch.float64)
+    >>> x, component = mix.sample(4, generator=torch.Generator().manual_seed(0))
+    >>> tuple(x.shape), component.tolist()
+    ((4, 1), [1, 1, 0, 1])
+    >>> mix.subset([0]).n_components  # the sub-mixture of a feature
+    1
     """
 
     def __init__(self, means, covs=None, weights=None):
@@ -552,6 +564,16 @@ class EmpiricalMixture(GaussianMixture):
     -----
     At t > 0 it is an isotropic Gaussian mixture with variance ``1 - e^{-2t}`` around ``e^{-t} x_j``.
     Densities at t = 0 are undefined (``ValueError``). All passes over points are chunked.
+
+    Examples
+    --------
+    >>> import torch, critwin
+    >>> points = torch.tensor([[0.0], [1.0], [5.0]], dtype=torch.float64)
+    >>> data = critwin.EmpiricalMixture(points)
+    >>> data
+    EmpiricalMixture(n_components=3, dim=1, cov_kind='iso', dtype=torch.float64)
+    >>> data.denoise(torch.tensor([[0.98]], dtype=torch.float64), 0.01).round(decimals=3).tolist()
+    [[1.0]]
     """
 
     def __init__(self, points, weights=None):

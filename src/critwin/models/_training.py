@@ -80,6 +80,15 @@ class TrainState:
     config: Any
     data: Any = field(repr=False)
 
+    def __repr__(self) -> str:
+        model = type(self.model).__name__
+        if hasattr(self.model, "parameters"):
+            model += f" ({sum(p.numel() for p in self.model.parameters())} parameters)"
+        return (
+            f"TrainState(step={self.step}, loss={self.loss:.4g}, learning_rate={self.learning_rate:.4g}, "
+            f"model={model}, config={type(self.config).__name__})"
+        )
+
 
 class TrainingConfig:
     """Mixin of the frozen dataclass configs of the shipped DDPMs.
@@ -452,3 +461,6 @@ class TrainedModel:
 
     def describe(self) -> dict[str, Any]:
         return {"model": self.name, "parameters": self.num_parameters, "config": self.config.to_dict()}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, parameters={self.num_parameters})"

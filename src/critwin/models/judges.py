@@ -1,4 +1,4 @@
-"""Independent readers: one reader selects or steers samples, another one grades them (THEORY §8).
+"""Independent readers: one reader selects or steers samples, another one grades them (docs/theory.md §8).
 
 A diagnostic that selects samples with a classifier (:func:`critwin.rebalance`) reads its own choice
 as a success by construction; a number graded by its own selector measures the selector, not the

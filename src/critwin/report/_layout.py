@@ -1,5 +1,5 @@
 """Checks of a matplotlib figure as it is rendered: overlapping text, text off the canvas, legends over
-the data, and text too small to read where the report shows it (issue 25).
+the data, and text too small to read where the report shows it.
 
 :func:`layout_problems` draws the figure on Agg at the dpi it is saved with and reads back what was
 drawn: the window extent of every :class:`~matplotlib.text.Text` that the renderer actually painted

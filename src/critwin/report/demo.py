@@ -4,7 +4,7 @@ The report is built in a temporary directory beside ``out`` and moved into place
 interrupted run leaves no partial report. Sections:
 
 1. Theory — a two-level isotropic Gaussian mixture: its hierarchy of windows, and the theorem's bound
-   against the exact forward–reverse TV curve (THEORY §3–§6).
+   against the exact forward–reverse TV curve (docs/theory.md §2–§7).
 2. Real model — forward–reverse and cloning on the digits DDPM (through the diffusers adapter),
    read by the shipped classifier; the window with bootstrap CIs in OU time and scheduler steps.
 3. Theory meets the model — one Gaussian per digit fitted to the training images. Like for like: the

@@ -198,7 +198,7 @@ def plot_comparison(section: ComparisonSection, model_est, directory: Path) -> l
 
 def _plot_class_curves(section: ComparisonSection, model_est, directory: Path) -> str:
     # At most the page's column wide (8.6 in at 110 dpi: 946 px), so that the page shows its text at the
-    # size it is drawn; at 13 in the page shrank it to 2/3, its legend to ~8 px (issue 25).
+    # size it is drawn; at 13 in the page shrank it to 2/3, its legend to ~8 px.
     fig, axes = plt.subplots(2, 5, figsize=(8.6, 5.8), sharex=True, sharey=True, layout="constrained")
     pairs = (
         ("trained network", model_est, "tab:blue", "o-"),
@@ -294,7 +294,7 @@ def plot_diagnostics(section: DiagnosticsSection, directory: Path) -> list[str]:
     _finish(ax1, OU_TIME, "P(output is closest to its own source)", "Privacy: memorised images commit early")
     width = 0.4
     digits_axis = np.arange(10)
-    graded = fair.graded()  # the independent judge's reading (issue 21.5)
+    graded = fair.graded()  # the independent judge's reading
     label = f"plain sampling (TV {graded['tv_before']:.3f})"
     ax2.bar(digits_axis - width / 2, graded["before"], width, label=label)
     label = f"resampled at t={fair.fork_time:.2f} (TV {graded['tv_after']:.3f})"

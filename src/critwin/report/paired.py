@@ -1,5 +1,5 @@
 """The paired difference of t½ between two forward–reverse runs from the same sources (per class, with
-a paired bootstrap interval that keeps censored t½ as the intervals they allow: THEORY §9)."""
+a paired bootstrap interval that keeps censored t½ as the intervals they allow: docs/theory.md §9)."""
 
 from __future__ import annotations
 
@@ -54,9 +54,9 @@ def paired_t_half_difference(
     class, keeps every column of a drawn source in both results (pairing), and re-estimates both
     per-class t½ with :func:`estimate_window` (no inner bootstrap).
 
-    Censoring (THEORY §9): a t½ outside its result's measured times (``±inf``) is kept in the statistic
-    as the interval of values it can take (:func:`critwin._stats.censored_interval`: above the largest
-    measured time, or between 0 and the smallest), so each replicate's difference is an interval and
+    Censoring (docs/theory.md §9): a t½ outside its result's measured times (``±inf``) is kept in the
+    statistic as the interval of values it can take (:func:`critwin._stats.censored_interval`: above the
+    largest measured time, or between 0 and the smallest), so each replicate's difference is an interval and
     the 95% interval is :func:`critwin._stats.bounded_percentile_interval` over them — it contains the
     interval the uncensored differences would give, and becomes a one-sided bound (an infinite end)
     when censored replicates reach a tail. Dropping censored replicates instead would condition the

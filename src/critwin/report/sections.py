@@ -488,7 +488,7 @@ def diagnostics_section(sizes: DemoSizes, digits: dict, seed: int) -> Diagnostic
         fork,
         n_candidates=4,
         seed=seed,
-        judge=digit_judge_feature(),  # graded by a reader independent of the selector (issue 21.5)
+        judge=digit_judge_feature(),  # graded by a reader independent of the selector
     )
     return DiagnosticsSection(audits, fair)
 

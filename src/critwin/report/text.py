@@ -353,7 +353,7 @@ def plot_text(section: TextSection, directory: Path) -> list[str]:
         ax.set_title(
             f"{comparison.model}: measured (dots, 95% Wilson), exact (lines), exact engine (x)", fontsize=9
         )
-    # One legend below both panels (they show the same levels): inside, it covered curves (issue 25).
+    # One legend below both panels (they show the same levels): inside, it covered curves.
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=4, fontsize=8)
     return [figures.save_figure(fig, directory, "text_levels.png")]

@@ -228,7 +228,7 @@ def plot_text_to_image(section: TextToImageSection, directory: Path) -> list[str
             )
     handles, labels = ax2.get_legend_handles_labels()
     unique = dict(zip(labels, handles, strict=True))
-    # beside the axes: inside, the legend covered scores (issue 25)
+    # beside the axes: inside, the legend covered scores
     placement = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "borderaxespad": 0.0}
     ax2.legend(unique.values(), unique.keys(), fontsize=8, title="members by\nduplication", **placement)
     ax2.set_xticks(range(len(names)), names)

@@ -1,4 +1,4 @@
-"""The theory wing: exact answers on mixtures (THEORY §3–§6, §10).
+"""The theory wing: exact answers on mixtures (docs/theory.md §2–§7, docs/discrete.md).
 
 Divergences between noised sub-mixtures (:mod:`~critwin.theory.divergence`, with the two-Gaussian
 closed forms in :mod:`~critwin.theory.gaussian_divergences`), transition times and critical windows

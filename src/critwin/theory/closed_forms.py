@@ -1,4 +1,4 @@
-"""Closed-form (sufficient) windows and transition-time bounds (THEORY §5).
+"""Closed-form (sufficient) windows and transition-time bounds (docs/theory.md §6).
 
 Every form here is a *bound*: the exact window endpoints of :func:`critwin.theory.windows.critical_window`
 lie inside the closed-form window (``T_after >= closed t_after``, ``T_before <= closed t_before``) and
@@ -49,7 +49,7 @@ def window_two_gaussians(mean, eps: float = 0.1, *, form: str = "theory") -> Win
 
     At OU time t, ``TV(p_t^+, p_t^-) = 2 Phi(a|mu|) - 1`` and ``TV(p_t^+, p_t) = Phi(a|mu|) - 1/2``.
 
-    ``form="theory"`` (THEORY §5, valid for every eps in (0, 1)):
+    ``form="theory"`` (docs/theory.md §6, valid for every eps in (0, 1)):
     ``t_after = ln|mu| - 1/2 ln(4 ln(1/eps))`` (from ``1 - Phi(x) <= e^{-x^2/2}/2``: separation
     ``>= 1 - eps^2``) and ``t_before = ln|mu| + ln(1/eps) - 1/2 ln(2 pi)`` (from
     ``Phi(x) - 1/2 <= x / sqrt(2 pi)``: TV to the whole ``<= eps``).
@@ -62,6 +62,13 @@ def window_two_gaussians(mean, eps: float = 0.1, *, form: str = "theory") -> Win
     Parameters
     ----------
     mean : (d,) vector ``mu`` or its norm (a positive number).  eps : in (0, 1).  form : as above.
+
+    Examples
+    --------
+    >>> import torch, critwin
+    >>> w = critwin.window_two_gaussians(torch.tensor([4.0]), eps=0.1)
+    >>> round(w.t_after, 4), round(w.t_before, 3)  # contains the exact window [0.440, 2.759]
+    (0.2761, 2.77)
     """
     eps = check_eps(eps)
     norm = _norm(mean)
@@ -146,6 +153,13 @@ def window_isotropic(means, i: int, eps: float = 0.1, *, weights=None, form: str
     means : (K, d).  i : the component.  eps : in (0, 1).
     weights : (K,) mixture weights (tightens ``t_before``; None: valid for any weights).
     form : ``"tight"`` or ``"paper"``.
+
+    Examples
+    --------
+    >>> import torch, critwin
+    >>> w = critwin.window_isotropic(torch.tensor([[-4.0], [4.0]]), 0, eps=0.1)
+    >>> round(w.t_after, 4), round(w.t_before, 2)  # contains the exact window [0.440, 2.759]
+    (0.4401, 3.46)
     """
     eps = check_eps(eps)
     dist, others = _distances(means, i)
@@ -165,7 +179,7 @@ def window_isotropic(means, i: int, eps: float = 0.1, *, weights=None, form: str
 
 
 class ClosedFormTimes(NamedTuple):
-    """Closed-form bounds ``T_end <= t_end_max`` and ``T_start >= t_start_min`` (THEORY §5)."""
+    """Closed-form bounds ``T_end <= t_end_max`` and ``T_start >= t_start_min`` (docs/theory.md §6)."""
 
     t_end_max: float
     t_start_min: float
@@ -216,7 +230,7 @@ def _w2_and_lambda_max(mixture: GaussianMixture):
 def log_concave_times(
     mixture: GaussianMixture, init, target, eps: float = 0.1, alpha=None
 ) -> ClosedFormTimes:
-    """THEORY §5 bounds for alpha-strongly-log-concave components (Gaussians: alpha = 1/lambda_max).
+    """docs/theory.md §6 bounds for alpha-strongly-log-concave components (Gaussians: alpha = 1/lambda_max).
 
     ``T_end <= t_end_max = 1/2 ln(1 + D_intra^2 / (4 eps^2))`` with
     ``D_intra = max_{i in init, j in target} W2(p_i, p_j)``: along the OU flow

@@ -1,4 +1,4 @@
-"""Total variation between noised :class:`~critwin.mixtures.CategoricalMixture` laws (THEORY §10).
+"""Total variation between noised :class:`~critwin.mixtures.CategoricalMixture` laws (docs/discrete.md).
 
 Two ways, chosen by :class:`CategoricalTVCurve`:
 
@@ -448,8 +448,8 @@ class CategoricalTVCurve:
         return self._mc(t)
 
     def table(self, levels) -> dict[str, list[float]]:
-        """The curve at ``levels``: columns ``t`` (on :attr:`clock`), ``tv``, ``stderr``, ``low``, ``high``
-        ."""
+        """The curve at ``levels``: columns ``t`` (on :attr:`clock`), ``tv``, ``stderr``, ``low``,
+        ``high``."""
         estimates = [self(t) for t in levels]
         columns = {k: [getattr(e, k) for e in estimates] for k in ("value", "stderr", "low", "high")}
         return Table({"t": [float(t) for t in levels], "tv": columns.pop("value"), **columns})

@@ -1,9 +1,9 @@
-"""Closed-form windows of discrete processes (THEORY §10, Blink Examples 3–5): the counterparts of
+"""Closed-form windows of discrete processes (docs/discrete.md, Blink Examples 3–5): the counterparts of
 :mod:`critwin.theory.closed_forms` on the ``"kappa"`` and ``"hidden"`` clocks.
 
 Each returns a :class:`~critwin.theory.windows.Window` of component 0 inside ``{0, 1}``. Example 3 is exact
-(its endpoints *are* the TV definitions of THEORY §3); Examples 4 and 5 are sufficient: the exact window
-of :func:`critwin.critical_window` on the same law lies inside (``T_after >= t_after``,
+(its endpoints *are* the TV definitions of docs/theory.md §4–§5); Examples 4 and 5 are sufficient: the exact
+window of :func:`critwin.critical_window` on the same law lies inside (``T_after >= t_after``,
 ``T_before <= t_before``), as ``tests/test_theory_discrete_closed_forms.py`` checks against the engine.
 On the ``"hidden"`` clock levels are integers, so the ``"theory"`` forms are rounded inwards-safe (the
 sufficient condition holds at every integer level they cover); the ``"paper"`` forms are Blink's
@@ -45,7 +45,7 @@ def window_two_strings(d_hamming, eps: float = 0.1, *, form: str = "theory") -> 
     The two strings differ at ``d_hamming`` positions, which are all masked together with probability
     ``kappa^d``, so ``TV(p^0_kappa, p^1_kappa) = 1 - kappa^d`` and
     ``TV(p^0_kappa, p_kappa) = (1 - kappa^d) / 2``.
-    ``form="theory"`` (exact, THEORY §10): ``t_after = (eps^2)^{1/d}`` (separation ``>= 1 - eps^2``) and
+    ``form="theory"`` (exact, docs/discrete.md): ``t_after = (eps^2)^{1/d}`` (separation ``>= 1 - eps^2``) and
     ``t_before = (1 - 2 eps)^{1/d}`` (TV to the whole ``<= eps``; 0 for ``eps >= 1/2``). ``form="paper"``:
     Blink's ``t_before = (1 - eps)^{1/d}``, a valid but looser sufficient form (it drops the 1/2).
 
@@ -174,9 +174,9 @@ def window_prefix_split(
 
     Then ``TV = 0`` while at most ``shared`` tokens are visible, so ``t_before = L - shared`` (hidden
     positions), and the modes are separated from ``L - shared - k`` hidden positions down:
-    ``t_after = L - shared - k``. Both are sufficient: the exact window lies inside. (In THEORY §10's
-    wording, "agree up to position L - L'" with "T_before = L - L'" holds when ``shared = L'``: the modes
-    agree on the first L' tokens; if they agree on the first L - L', the window is ``[L' - k, L']``.)
+    ``t_after = L - shared - k``. Both are sufficient: the exact window lies inside. (Stated with
+    ``L' = shared``: modes that agree on their first L' tokens have ``T_before = L - L'``; modes that
+    agree on their first L - L' tokens have the window ``[L' - k, L']``.)
 
     Parameters
     ----------

@@ -1,12 +1,12 @@
 """Transition times on a discrete clock: the crossings behind ``critical_window``, ``transition_times`` and
-``hierarchy`` for a :class:`~critwin.mixtures.CategoricalMixture` (THEORY §3, §6, §10).
+``hierarchy`` for a :class:`~critwin.mixtures.CategoricalMixture` (docs/theory.md §4–§7, docs/discrete.md).
 
 **The clock.** Every result carries ``clock``: ``"ou"`` (OU time t, Gaussian mixtures), ``"kappa"`` (the
 per-token masking or resampling probability, in [0, 1]) or ``"hidden"`` (the number of hidden final
 positions of an autoregressive sequence, an integer in [0, L]). Discrete levels are not converted to OU
 time: each is a noise level of its own process, and like OU time it only destroys information, so every
-TV between noised sub-mixtures is non-increasing in it and the definitions of THEORY §3 apply as they
-stand, with ``t`` read as the level: ``T_end = inf{level : TV(p^{S_init}, p^{S_target}) <= eps}``,
+TV between noised sub-mixtures is non-increasing in it and the definitions of docs/theory.md §4–§5 apply as
+they stand, with ``t`` read as the level: ``T_end = inf{level : TV(p^{S_init}, p^{S_target}) <= eps}``,
 ``T_start = sup{level : TV(p^{S_target}, p^{rest}) >= 1 - eps^2}``, ``T_after < T_before`` for a window.
 Generation runs the other way (unmasking from kappa = 1, or writing tokens left to right), so a feature
 is decided as the level falls from ``T_before`` to ``T_after``; for autoregression, while the tokens at

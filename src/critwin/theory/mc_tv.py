@@ -1,4 +1,4 @@
-"""Monte Carlo TV between two mixtures with relative precision near TV = 1 (THEORY §4, §9).
+"""Monte Carlo TV between two mixtures with relative precision near TV = 1 (docs/theory.md §3, §9).
 
 Draws come in *strata*, each from a known density ``r_s`` with a fixed count ``c_s``: every component of
 ``P`` and of ``Q`` (``max(2, floor(n' m_k))`` draws for its weight ``m_k`` in ``M = (P + Q)/2``), one

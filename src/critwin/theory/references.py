@@ -4,7 +4,7 @@ never :mod:`critwin.theory.divergence`, :mod:`critwin.theory.span` or the core's
 
 For isotropic components ``N(mu_i, var I)`` the noised components at OU time ``t`` are, after whitening,
 ``N(lam mu_i, I)`` with ``lam = e^-t / sqrt(e^-2t var + 1 - e^-2t)``, and every TV between such mixtures
-equals the TV of their projections on the span of the means (THEORY §4). Two references:
+equals the TV of their projections on the span of the means (docs/theory.md §3). Two references:
 
 - **rank 1** (means on a line): exact. The overlap ``int min(p, q) = 1 - TV`` is integrated piecewise:
   ``p - q`` changes sign only at roots of ``log p - log q`` (found on a grid of step 0.01 and refined by

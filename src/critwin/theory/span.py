@@ -1,4 +1,4 @@
-"""Mixtures with one shared isotropic covariance, worked in the span of their means (THEORY §4).
+"""Mixtures with one shared isotropic covariance, worked in the span of their means (docs/theory.md §3).
 
 For components ``N(mu_i, sigma^2 I)`` every noised law is ``N(a mu_i, (a^2 sigma^2 + s^2) I)``, so after
 whitening all components move along the fixed span of the means, scaled by

@@ -1,4 +1,4 @@
-"""Sure bounds on many TV curves of one span mixture at once (THEORY §4, §6): the first stage of
+"""Sure bounds on many TV curves of one span mixture at once (docs/theory.md §3, §7): the first stage of
 :mod:`critwin.theory.span_crossings`.
 
 A *task* (:class:`CrossingTask`) is the time where ``factor * TV(p_t^A, p_t^B)`` crosses ``level``. Any

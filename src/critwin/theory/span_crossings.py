@@ -1,4 +1,4 @@
-"""Many TV crossings of one span mixture at once: every window of an eps-tree (THEORY §3, §6, §9).
+"""Many TV crossings of one span mixture at once: every window of an eps-tree (docs/theory.md §5, §7, §9).
 
 Each task (:class:`critwin.theory.span_bounds.CrossingTask`) is the time where ``factor * TV(p_t^A,
 p_t^B)`` (non-increasing in ``t``) crosses ``level``, with a bracket, as
@@ -14,7 +14,7 @@ one. Two stages:
    every task are bisected on shared dyadic times (tasks whose crossings are close share evaluations)
    down to ``max(tol, spread / 16)``, ``spread`` being the task's Monte Carlo uncertainty of the time.
 
-**Honest brackets** (THEORY §9). The Monte Carlo curves are searched on their own, starting from the
+**Honest brackets** (docs/theory.md §9). The Monte Carlo curves are searched on their own, starting from the
 sure bracket and leaving it when they do not cross inside it, so the Monte Carlo bracket ``[L, H]`` of
 a task is known whole. The reported bracket is ``[L, H]`` moved (not cut) into the sure bracket: a
 bracket capped by a sure end keeps the Monte Carlo width (or the whole sure bracket when that is

@@ -1,5 +1,5 @@
-"""Pooled Monte Carlo TVs of many pairs of sub-mixtures of one span mixture (THEORY §4): the second stage
-of :mod:`critwin.theory.span_crossings`.
+"""Pooled Monte Carlo TVs of many pairs of sub-mixtures of one span mixture (docs/theory.md §3): the second
+stage of :mod:`critwin.theory.span_crossings`.
 
 A pool serves every task of one group ``U`` (the components that can matter for each of them,
 :func:`critwin.theory.span_bounds.restrict`). It draws once, per component of ``U``, standard normal

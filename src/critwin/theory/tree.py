@@ -1,4 +1,4 @@
-"""The eps-mixture tree of a mixture (THEORY §6, Blink Def. 8): diffusion as a hierarchical sampler.
+"""The eps-mixture tree of a mixture (docs/theory.md §7, Blink Def. 8): diffusion as a hierarchical sampler.
 
 Construction: the pairwise merge time ``tau_ij = inf{t : TV(p_t^i, p_t^j) <= eps}`` is non-increasing
 in the TV, so "every pair of leaves under u is eps-close at T_u" holds exactly for
@@ -136,6 +136,17 @@ class Tree:
 
     ``clock``: what the node times measure: ``"ou"`` (OU time), ``"kappa"`` or ``"hidden"`` (a
     CategoricalMixture's level).
+
+    Examples
+    --------
+    >>> import torch, critwin
+    >>> means = torch.tensor([[-120.0, -5.0], [-120.0, 5.0], [120.0, -5.0], [120.0, 5.0]])
+    >>> tree = critwin.hierarchy(critwin.GaussianMixture(means.double()), eps=0.1)
+    >>> print(tree)  # doctest: +ELLIPSIS
+    {0,1,2,3}  T=6.863
+    ├── {0,1}  T=3.684  window=[3.842, 6.161]
+    │   ├── {0}  T=0  window=[...]
+    ...
     """
 
     root: Node
@@ -241,7 +252,7 @@ class Tree:
         ax.set_ylabel(CLOCK_LABELS.get(self.clock, self.clock))
         ax.set_ylim(0, top)
         ax.set_title(f"eps-mixture tree (eps={self.eps:g}); bands: critical windows")
-        # beside the axes: inside, the legend covered the top merge (issue 25)
+        # beside the axes: inside, the legend covered the top merge
         ax.legend(
             handles=_legend_handles(),
             fontsize=8,
@@ -409,6 +420,19 @@ def hierarchy(
     Returns
     -------
     Tree whose ``root`` covers every component; nodes have ``.components``, ``.time``, ``.children``.
+
+    Examples
+    --------
+    Two clusters 240 apart, each of two components 10 apart: the tree splits the clusters first (at
+    the larger time), then each cluster into its components.
+
+    >>> import torch, critwin
+    >>> means = torch.tensor([[-120.0, -5.0], [-120.0, 5.0], [120.0, -5.0], [120.0, 5.0]])
+    >>> tree = critwin.hierarchy(critwin.GaussianMixture(means.double()), eps=0.1)
+    >>> [sorted(node.components) for node in tree.root.children]
+    [[0, 1], [2, 3]]
+    >>> [round(node.time, 1) for node in tree.root.children]
+    [3.7, 3.7]
     """
     discrete = isinstance(mixture, CategoricalMixture)
     if not (discrete or isinstance(mixture, GaussianMixture)):

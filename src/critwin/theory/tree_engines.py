@@ -115,7 +115,7 @@ class SpanEngine:
     def separations(self, requests) -> list[TVInterval]:
         """As :meth:`ExactEngine.separations`: the sure bounds, and Monte Carlo only where they straddle
         the threshold (every such check at once, :func:`critwin.theory.span_crossings.tv_values`); a
-        Monte Carlo interval cut by the bounds keeps its width (:func:`honest_bracket`, THEORY §9)."""
+        Monte Carlo interval cut by the bounds keeps its width (:func:`honest_bracket`, docs/theory.md §9)."""
         threshold = 1.0 - self.eps * self.eps
         bounds = tv_bounds_at(
             self.span, [(comps, rest) for comps, rest, _ in requests], [t for *_, t in requests]

@@ -12,7 +12,7 @@ law has density ``q_T(x) = p(x) h(x)`` (Bayes: ``x | y`` is the posterior of the
 
     TV(q_T, p^{S_target}) = E_{x ~ p^{S_target}} [ (1 - p(x) h(x) / p^{S_target}(x))_+ ].
 
-All three densities are standard normal orthogonally to the span of the means (THEORY §4), so the
+All three densities are standard normal orthogonally to the span of the means (docs/theory.md §3), so the
 computation runs exactly in that span (dimension <= K - 1, whatever d). ``h(x)`` is estimated with
 ``n_inner`` independent antithetic normal draws per ``x``; ``(1 - c h)_+`` is convex in ``h``, so by
 Jensen the estimator's mean is *at least* the true TV: the check "no violation beyond 3 standard
@@ -83,6 +83,10 @@ class ValidationCase:
     K: int
     d: int
     separation: str
+
+    def __repr__(self) -> str:
+        pair = f"init={self.init}, target={self.target}"
+        return f"ValidationCase({self.name!r}, K={self.K}, d={self.d}, separation={self.separation}, {pair})"
 
 
 @dataclass
@@ -186,7 +190,7 @@ def forward_reverse_tv(
 ) -> dict:
     """``TV(p^{S_init, T}, p^{S_target})`` of the sample law, and the component distribution, at ``T``.
 
-    Requires every component to be ``N(mu_i, I)`` (the exact span reduction of THEORY §4).
+    Requires every component to be ``N(mu_i, I)`` (the exact span reduction of docs/theory.md §3).
 
     Returns
     -------
@@ -619,7 +623,7 @@ def _plot(path, result: ValidationResult) -> None:
             if info[key] is not None and 0 <= info[key] <= max(t):
                 ax.axvline(info[key], color="tab:orange", ls="--", lw=0.8, label="closed-form bounds")
         ax.set_ylim(-0.02, 1.02)
-        # 8 pt: at 90 dpi, shown at its own size, 6 pt was 7.5 px type (issue 25)
+        # 8 pt: at 90 dpi, shown at its own size, 6 pt was 7.5 px type
         ax.set_title(info["name"] + (" (empty)" if info["empty"] else ""), fontsize=8)
         ax.set_xlabel(r"noise level $\hat T$ (OU time)", fontsize=8)
         ax.set_ylabel("TV", fontsize=8)

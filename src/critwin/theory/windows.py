@@ -1,4 +1,4 @@
-"""Transition times and critical windows (THEORY §3) and their closed forms (THEORY §5).
+"""Transition times and critical windows (docs/theory.md §4–§5) and their closed forms (docs/theory.md §6).
 
 Names follow Blink (Li, Karan & Chen 2025): ``T_end`` (merged: ``TV(p_t^{S_init}, p_t^{S_target}) <= eps``)
 and ``T_start`` (separated: ``TV(p_t^{S_target}, p_t^{rest}) >= 1 - eps^2``); LC24 calls them
@@ -10,8 +10,8 @@ quadrature error brackets), widened by the bisection tolerance. Whether a window
 from those intervals: ``"non-empty"``, ``"empty"`` or ``"undetermined"`` when they overlap.
 
 Monte Carlo is deterministic by default: with ``generator=None`` a generator seeded with
-``DEFAULT_SEED`` (0) is used; pass a ``torch.Generator`` for other draws. Closed forms (THEORY §5) live
-in :mod:`critwin.theory.closed_forms`.
+``DEFAULT_SEED`` (0) is used; pass a ``torch.Generator`` for other draws. Closed forms (docs/theory.md §6)
+live in :mod:`critwin.theory.closed_forms`.
 
 Conventions for the edge cases: ``T_start = +inf`` when ``S_target`` is every component (nothing to be
 separated from); ``T_start = -inf`` when the sets are not separated even at ``t = 0``. JSON output
@@ -98,6 +98,12 @@ def theorem_bound(eps: float, W: float) -> float:
 
     ``eps`` in (0, 1); ``W`` the weight ratio ``(1 - w(S_target)) / w(S_target)`` in [0, inf] (inf when
     ``S_target`` has no weight).
+
+    Examples
+    --------
+    >>> import critwin
+    >>> round(critwin.theorem_bound(0.1, 0.0), 4), round(critwin.theorem_bound(0.1, 3.0), 4)
+    (0.1707, 0.3121)
     """
     eps = check_eps(eps)
     if not (isinstance(W, float) and W == math.inf):
@@ -187,6 +193,17 @@ class Window:
     straddle; the endpoints are reported regardless. ``reason`` says why it is not ``"non-empty"``.
     ``clock``: what the times measure: ``"ou"`` (OU time), ``"kappa"`` or ``"hidden"`` (a
     CategoricalMixture's level).
+
+    Examples
+    --------
+    >>> import torch, critwin
+    >>> mix = critwin.GaussianMixture(torch.tensor([[-4.0], [4.0]], dtype=torch.float64))
+    >>> w = critwin.critical_window(mix, after=[0], before=[0, 1], eps=0.1)
+    >>> w
+    Window(t_after=0.44009 [0.44004, 0.44014], t_before=2.7593 [2.7591, 2.7594], status=non-empty, ...)
+    >>> t_after, t_before = w  # unpacks as the interval
+    >>> round(w.width, 3)
+    2.319
     """
 
     t_after: float
@@ -497,6 +514,18 @@ def transition_times(
     Returns
     -------
     TransitionTimes (iterates as ``(t_end, t_start, bound)``).
+
+    Examples
+    --------
+    Component 0 of two unit Gaussians at -4 and +4 merges into the whole mixture at ``T_end`` (the
+    ``t_before`` of :func:`critical_window`); the whole mixture has no rest to separate from, so
+    ``T_start`` is infinite and the bound is ``eps (1 + 1/sqrt 2)``:
+
+    >>> import torch, critwin
+    >>> mix = critwin.GaussianMixture(torch.tensor([[-4.0], [4.0]], dtype=torch.float64))
+    >>> times = critwin.transition_times(mix, init=[0], target=[0, 1], eps=0.1)
+    >>> round(times.t_end, 3), times.t_start, round(times.bound, 4)
+    (2.759, inf, 0.1707)
     """
     check_mixture(mixture)
     eps = check_eps(eps)
@@ -552,6 +581,21 @@ def critical_window(
     Returns
     -------
     Window with ``t_after``, ``t_before``, their intervals and ``status``.
+
+    Examples
+    --------
+    Two unit Gaussians at -4 and +4: noising to OU time ``t`` and denoising keeps the component below
+    ``t_after`` and forgets it above ``t_before``, where ``TV(N(4 e^-t, 1), mixture) = eps``, that is
+    ``t_before = ln(4 / Phi^-1(1/2 + eps))``:
+
+    >>> import math, torch, critwin
+    >>> from scipy.stats import norm
+    >>> mix = critwin.GaussianMixture(torch.tensor([[-4.0], [4.0]], dtype=torch.float64))
+    >>> w = critwin.critical_window(mix, after=[0], before=[0, 1], eps=0.1)
+    >>> w.status, round(w.t_after, 3), round(w.t_before, 3)
+    ('non-empty', 0.44, 2.759)
+    >>> round(math.log(4 / norm.ppf(0.6)), 3)
+    2.759
     """
     check_mixture(mixture)
     eps = check_eps(eps)

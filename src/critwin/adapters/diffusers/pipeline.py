@@ -86,6 +86,25 @@ def from_pipeline(
     Returns
     -------
     DiffusersProcess whose trajectories match ``pipe(...)`` step by step.
+
+    Examples
+    --------
+    An untrained toy UNet stands in for your pipeline (a ``StableDiffusionPipeline`` loaded with
+    ``from_pretrained`` goes the same way):
+
+    >>> import critwin
+    >>> from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+    >>> unet = UNet2DModel(
+    ...     sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8,), layers_per_block=1,
+    ...     down_block_types=("DownBlock2D",), up_block_types=("UpBlock2D",), norm_num_groups=4,
+    ... )
+    >>> pipe = DDPMPipeline(unet=unet, scheduler=DDPMScheduler(timestep_spacing="trailing"))
+    >>> process = critwin.from_pipeline(pipe, num_inference_steps=10)
+    >>> process
+    DiffusersProcess(model=DDPMPipeline, scheduler=DDPMScheduler, clock=ou, steps=10, t_max=5.059, t_end=0)
+    >>> point = process.locate(1.0)  # the step a request for OU time 1 runs at
+    >>> point.index, round(point.t, 3), process.step_label(point.index)
+    (6, 0.817, 399)
     """
     unet = denoiser(pipe)
     if unet is None or getattr(pipe, "scheduler", None) is None:

@@ -621,7 +621,7 @@ class DiffusersProcess(ReverseProcess):
         """Content hash of the UNet (and VAE) weights: names, dtypes, shapes and raw bytes.
 
         Exact bytes, not float sums: a sum depends on the thread count, so a resume under another
-        ``torch.set_num_threads`` would be refused (issue 11).
+        ``torch.set_num_threads`` would be refused.
         """
         if self._weights_fingerprint is None:
             entries = {}

@@ -193,6 +193,15 @@ def load_digits_model(name: str = "digits", directory: str | os.PathLike | None 
     Returns
     -------
     DigitsModel in eval mode, with ``.card`` set.
+
+    Examples
+    --------
+    >>> import critwin
+    >>> model = critwin.load_digits_model()
+    >>> model
+    DigitsModel(name='digits', parameters=898881)
+    >>> model.process(50)  # the reverse process the experiments run
+    DiffusersProcess(model=critwin/digits, scheduler=DDPMScheduler, clock=ou, steps=50, t_max=5.059, t_end=0)
     """
     unet, config, card = load_unet(name, directory, MODEL_NAMES, DigitsConfig, build_unet)
     return DigitsModel(unet, config, card=card, name=name)

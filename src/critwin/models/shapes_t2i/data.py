@@ -144,6 +144,14 @@ class T2IData:
     def __len__(self) -> int:
         return self.images.shape[0]
 
+    def __repr__(self) -> str:
+        shape = "x".join(map(str, self.images.shape))
+        held_out = f"members={len(self.members)}, non_members={len(self.non_members)}"
+        return (
+            f"T2IData(images={shape}, training_rows={int(self.counts.sum())}, {held_out}, "
+            f"calibration={len(self.calibration)}, seed={self.seed})"
+        )
+
     def training_index(self) -> torch.Tensor:
         """Row of every training example: pair ``i`` repeated ``counts[i]`` times."""
         return torch.repeat_interleave(torch.arange(len(self)), self.counts)

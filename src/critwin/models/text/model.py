@@ -52,6 +52,9 @@ class TextModel:
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.network.parameters())
 
+    def __repr__(self) -> str:
+        return f"TextModel(name={self.name!r}, kind={self.kind}, parameters={self.num_parameters})"
+
     def process(self, n_steps: int | None = None, device=None) -> TokenProcess:
         """This model as a process: :class:`MaskedDiffusionProcess` (``n_steps`` kappa steps; default the
         config's ``sampler_steps``) or :class:`AutoregressiveProcess` (one step per token, sampling from the
