@@ -12,7 +12,14 @@ import typer
 from critwin._io import atomic_write_json, check_replaceable, json_text, output_marker
 from critwin._validation import check_delta, parse_seed
 from critwin.cli import app
-from critwin.cli._common import check_counts, check_out_dir, fmt_time, hold_output, parse_times
+from critwin.cli._common import (
+    check_counts,
+    check_out_dir,
+    check_request_memory,
+    fmt_time,
+    hold_output,
+    parse_times,
+)
 from critwin.models._store import SHIPPED_MODELS
 
 TEXT_FILE = "text.json"
@@ -264,6 +271,10 @@ def text_command(
 
     seed = parse_seed(seed)
     check_counts(sources=sources, replicates=replicates, boot=boot)
+    check_request_memory(
+        draws=(f"--sources {sources} x --replicates {replicates} strings", sources * replicates),
+        boot=(f"--boot {boot} bootstrap replicates of --sources {sources}", boot * sources),
+    )
     check_text_dir(out)
     if not is_text_model(model):
         raise ValueError(
