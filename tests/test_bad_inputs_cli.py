@@ -309,6 +309,8 @@ BEFORE_LOADING += [([*T2I_FAIR, "background", "--guidance", v], "--guidance") fo
 BEFORE_LOADING += [(["privacy", "--steps", HUGE], f"--steps {HUGE} would allocate")]
 BEFORE_LOADING += [(["privacy", "--replicates", HUGE], f"--replicates {HUGE} x 60 images x 5 times")]
 BEFORE_LOADING += [(["privacy", "--seed", v], "--seed") for v in SEEDS]
+BEFORE_LOADING += [(["text", "--sources", HUGE], f"--sources {HUGE} x --replicates")]
+BEFORE_LOADING += [(["text", "--boot", HUGE], f"--boot {HUGE} bootstrap replicates")]
 PROMPTS = {
     "empty": (b"", "holds no prompts"),
     "not-utf8": (b"a circle\n\xff\xfe\n", "not UTF-8 text"),
@@ -370,6 +372,9 @@ def no_loading(monkeypatch):
     for module, name in ((digits, "load_digits_model"), (shapes, "load_shapes_model")):
         monkeypatch.setattr(module, name, loaded)
     monkeypatch.setattr(prompt_shapes, "load_prompt_model", loaded)
+    import critwin.cli.text as text_cli
+
+    monkeypatch.setattr(text_cli, "load_text", loaded)
 
 
 @pytest.mark.parametrize(

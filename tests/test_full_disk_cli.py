@@ -2,11 +2,13 @@
 naming the output, exit status 2, neither a partial nor a temporary file left, and the previous good
 result as it was.
 
-The previous result is written first by the same command. The full disk is ``RLIMIT_FSIZE`` in a child
-process (the kernel refuses any write past half the size of the largest output file, ``EFBIG``: a full
-disk without a mount, for any user), so the command does all its work and fails only when it writes its
-result. Where the tests may mount (root), a real tmpfs is also filled to the last byte (``ENOSPC``) and
-remounted read-only (``EROFS``, which root cannot bypass as it bypasses ``chmod``).
+The previous result is written first by the same command; the failing run uses another seed, so that a
+run that replaced some of its files and not the others would show. The full disk is ``RLIMIT_FSIZE`` in
+a child process (the kernel refuses any write past half the size of the largest output file,
+``EFBIG``: a full disk without a mount, for any user), so the command does all its work and fails only
+when it writes its result. Where the tests may mount (root), a real tmpfs is also filled to the last
+byte (``ENOSPC``) and remounted read-only (``EROFS``, which root cannot bypass as it bypasses
+``chmod``).
 """
 
 from __future__ import annotations
@@ -182,8 +184,11 @@ def test_a_full_disk_while_writing_the_result_is_one_line_and_keeps_the_previous
     out, contents, paths = _previous(name, folder, argv, capsys)
     limit = max(_largest_file(out) // 2, 256)  # above the output lock's few bytes, below the result
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), PYTHONDONTWRITEBYTECODE="1")
+    # Another seed: a run that replaced some of the files and not the others would show (a resumable
+    # sweep directory refuses other settings, so it reruns its own).
+    again = argv if name == "sweep --out" else [*argv, "--seed", "1"]
     proc = subprocess.run(
-        [sys.executable, "-c", LIMITED, str(limit), *argv], capture_output=True, text=True, env=env
+        [sys.executable, "-c", LIMITED, str(limit), *again], capture_output=True, text=True, env=env
     )
     lines = _error_lines(proc.stderr)
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-3000:]
@@ -261,7 +266,7 @@ def test_a_full_or_read_only_file_system_is_one_line_and_keeps_the_previous(
     else:
         subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
         reason = "Read-only file system"
-    code, err = _main(argv, capsys)
+    code, err = _main(argv if name == "sweep --out" else [*argv, "--seed", "1"], capsys)
     lines = _error_lines(err)
     assert code == 2 and len(lines) == 1, err
     assert lines[0].startswith("critwin: error: ") and str(tmpfs) in lines[0] and reason in lines[0], lines
