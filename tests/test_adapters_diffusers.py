@@ -652,3 +652,22 @@ def test_tiny_models_depend_only_on_their_seed_and_keep_the_global_rng():
     pairs = list(zip(first.parameters(), again.parameters(), other.parameters(), strict=True))
     assert all(torch.equal(p, q) for p, q, _ in pairs)
     assert not all(torch.equal(p, r) for p, _, r in pairs)
+
+
+def test_a_network_that_raises_is_a_model_error_naming_it_and_the_step_with_its_cause():
+    """Issue 22: the network's own exception (here a RuntimeError) enters the engine as a ModelError
+    (a ValueError: one line on the command line) naming the network and the step, the original kept."""
+    from critwin._validation import ModelError
+
+    net = tiny_unet(seed=0)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    net.forward = broken
+    process = _quiet(DiffusersProcess, net, DDIMScheduler(), 3)
+    with pytest.raises(
+        ModelError, match=r"network 'UNet2DModel' raised RuntimeError \(timestep \d+, grid index 0\): boom"
+    ) as info:
+        process.run(process.prior(2, generator=torch.Generator().manual_seed(0)))
+    assert isinstance(info.value.__cause__, RuntimeError)

@@ -280,3 +280,105 @@ def test_a_file_critwin_wrote_is_replaced_by_the_next_run(paths, capsys, tmp_pat
         code, err = _run(argv, capsys)
         assert code == 0, err
     assert json.loads(out.read_text())["critwin"]["output"] == "hierarchy"
+
+
+# ------------------------------------------------- fairness and privacy: refused before any model loads
+HUGE = "1000000000000"
+SEEDS = ["-1", "1.5", "a", "18446744073709551616", ""]
+BEFORE_LOADING: list[tuple[list[str], str]] = []
+for command, model in (("fairness", []), ("fairness", ["--model", "shapes", "--attribute", "shape"])):
+    BEFORE_LOADING += [([command, *model, "--n", v], "--n") for v in ("0", "-3", "1e12", "x")]
+    BEFORE_LOADING += [
+        ([command, *model, "--n", HUGE], f"--n {HUGE} x --candidates 4 samples would allocate")
+    ]
+    BEFORE_LOADING += [
+        ([command, *model, "--candidates", HUGE], f"--candidates {HUGE} samples would allocate")
+    ]
+    BEFORE_LOADING += [([command, *model, "--steps", v], "--steps") for v in ("0", "-1", "2.5", "x", HUGE)]
+    BEFORE_LOADING += [
+        ([command, *model, "--seed", v], "--seed must be an integer in [0, 2**63)") for v in SEEDS
+    ]
+BEFORE_LOADING += [(["fairness", "--model", "shapes", "--attribute", v], "--attribute") for v in ("x", "")]
+BEFORE_LOADING += [(["fairness", "--model", "shapes-biased"], "--attribute is required")]
+T2I_FAIR = ["fairness", "--model", "{pipe}", "--prompt", "a circle", "--attribute"]
+BEFORE_LOADING += [([*T2I_FAIR, "nope"], "--attribute must be one of")]
+BEFORE_LOADING += [([*T2I_FAIR, "background", "--n", v], "--n") for v in ("0", "-3", "1e12", HUGE)]
+BEFORE_LOADING += [([*T2I_FAIR, "background", "--steps", v], "--steps") for v in ("0", HUGE)]
+BEFORE_LOADING += [([*T2I_FAIR, "background", "--seed", v], "--seed") for v in SEEDS]
+BEFORE_LOADING += [([*T2I_FAIR, "background", "--guidance", v], "--guidance") for v in ("nan", "-1")]
+BEFORE_LOADING += [(["privacy", "--steps", HUGE], f"--steps {HUGE} would allocate")]
+BEFORE_LOADING += [(["privacy", "--replicates", HUGE], f"--replicates {HUGE} x 60 images x 5 times")]
+BEFORE_LOADING += [(["privacy", "--seed", v], "--seed") for v in SEEDS]
+BEFORE_LOADING += [(["text", "--sources", HUGE], f"--sources {HUGE} x --replicates")]
+BEFORE_LOADING += [(["text", "--boot", HUGE], f"--boot {HUGE} bootstrap replicates")]
+PROMPTS = {
+    "empty": (b"", "holds no prompts"),
+    "not-utf8": (b"a circle\n\xff\xfe\n", "not UTF-8 text"),
+    "duplicates": (b"a circle\na square\na circle\n", "prompt 3 'a circle' repeats prompt 1"),
+    "too-long": (b"a circle\n" + b" ".join([b"circle"] * 40) + b"\n", "the tokenizer's limit is 16"),
+}
+T2I_PRIV = ["privacy", "--model", "{pipe}"]
+for kind, (_, message) in PROMPTS.items():
+    BEFORE_LOADING += [([*T2I_PRIV, "--members", f"{{{kind}}}", "--non-members", "{four}"], message)]
+    BEFORE_LOADING += [([*T2I_PRIV, "--members", "{four}", "--non-members", f"{{{kind}}}"], message)]
+    BEFORE_LOADING += [
+        (
+            [*T2I_PRIV, "--members", "{four}", "--non-members", "{four}", "--calibration", f"{{{kind}}}"],
+            message,
+        )
+    ]
+GOOD_PRIV = [*T2I_PRIV, "--members", "{four}", "--non-members", "{four}"]
+BEFORE_LOADING += [
+    ([*T2I_PRIV, "--members", "{four}", "--non-members", "{two}"], "--non-members needs at least 4")
+]
+BEFORE_LOADING += [([*GOOD_PRIV, "--calibration", "{one}"], "--calibration needs at least 2 prompts")]
+BEFORE_LOADING += [
+    ([*GOOD_PRIV, f"--{o}", HUGE], f"--{o} {HUGE}") for o in ("steps", "generations", "trajectories")
+]
+BEFORE_LOADING += [
+    ([*GOOD_PRIV, "--steps", "0"], "--steps"),
+    ([*GOOD_PRIV, "--guidance", "nan"], "--guidance"),
+]
+BEFORE_LOADING += [([*GOOD_PRIV, "--seed", v], "--seed") for v in SEEDS]
+
+
+@pytest.fixture(scope="module")
+def prompt_inputs(tmp_path_factory):
+    """A tiny text-to-image pipeline directory (its tokenizer's limit: 16 tokens) and prompts files."""
+    from tiny_models import tiny_stable_diffusion_with_text
+
+    root = tmp_path_factory.mktemp("prompt_refusals")
+    (root / "tok").mkdir()
+    tiny_stable_diffusion_with_text(root / "tok").save_pretrained(root / "pipe", safe_serialization=True)
+    files = {"pipe": str(root / "pipe")}
+    contents = {kind: content for kind, (content, _) in PROMPTS.items()}
+    contents.update(one=b"zz\n", two=b"a circle\na square\n", four=b"aa\nbb\ncc\ndd\n")
+    for kind, content in contents.items():
+        (root / f"{kind}.txt").write_bytes(content)
+        files[kind] = str(root / f"{kind}.txt")
+    return files
+
+
+@pytest.fixture
+def no_loading(monkeypatch):
+    """Every model loader of fairness and privacy raises: a case that reaches one fails loudly."""
+    import critwin.diagnostics.prompt_shapes as prompt_shapes
+    import critwin.models.digits as digits
+    import critwin.models.shapes as shapes
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("a model was loaded before the option was checked")
+
+    for module, name in ((digits, "load_digits_model"), (shapes, "load_shapes_model")):
+        monkeypatch.setattr(module, name, loaded)
+    monkeypatch.setattr(prompt_shapes, "load_prompt_model", loaded)
+    import critwin.cli.text as text_cli
+
+    monkeypatch.setattr(text_cli, "load_text", loaded)
+
+
+@pytest.mark.parametrize(
+    "argv, needle", BEFORE_LOADING, ids=[" ".join(a[:1] + a[-2:]) for a, _ in BEFORE_LOADING]
+)
+def test_fairness_and_privacy_refuse_before_loading_a_model(prompt_inputs, no_loading, capsys, argv, needle):
+    _expect_one_line_error(_fill(argv, prompt_inputs), capsys, needle)

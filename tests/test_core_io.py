@@ -195,3 +195,15 @@ def test_a_full_disk_when_claiming_an_output_names_it_and_leaves_no_lock(tmp_pat
         with checkpoint.claim_directory(tmp_path / "run", "forward_reverse"):
             pass
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_a_result_table_and_its_metadata_are_replaced_together(tmp_path):
+    """A failure while writing metadata.json (here an object JSON cannot hold; a full disk alike) leaves
+    the previous table.csv too, not a new table beside the old metadata."""
+    from critwin.experiments.results import write_table
+
+    write_table(tmp_path, {"t": [0.5], "label": [1]}, {"kind": "forward_reverse"})
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(TypeError, match="cannot serialise"):
+        write_table(tmp_path, {"t": [0.5, 1.0], "label": [0, 1]}, {"kind": object()})
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before

@@ -71,10 +71,16 @@ def test_bad_prompts_files_are_one_line_and_exit_2(capsys, tmp_path, pipeline_di
         (["--members", "M"], "--members and --non-members go together"),
         (["--times", "0.1"], "--times applies to the image models"),
         (["--members", "M", "--non-members", "N", "--scores", "wen,x"], "--scores must name scores among"),
+        (["--members", "M", "--non-members", "M"], "--non-members needs at least 4 prompts"),
+        (["--members", "M", "--non-members", "N", "--calibration", "O"], "--calibration needs at least 2"),
     ],
 )
 def test_bad_privacy_options_on_a_pipeline(capsys, tmp_path, pipeline_dir, args, message):
-    files = {"M": _file(tmp_path, "m.txt", b"aa\nbb\n"), "N": _file(tmp_path, "n.txt", b"cc\ndd\n")}
+    files = {
+        "O": _file(tmp_path, "o.txt", b"zz\n"),
+        "M": _file(tmp_path, "m.txt", b"aa\nbb\n"),
+        "N": _file(tmp_path, "n.txt", b"cc\ndd\nee\nff\n"),
+    }
     args = [files.get(a, a) for a in args]
     proc = _critwin(capsys, "privacy", "--model", str(pipeline_dir), *args)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr

@@ -178,3 +178,14 @@ def test_memorisation_audit_on_a_tiny_pipeline(model):
     assert audit.rows["wen"][-1]["threshold"] == sorted(wen_calibration)[1]
     with pytest.raises(ValueError, match="'loss' needs the image"):
         memorisation_audit(model, PromptSets(members, [1] * 4, non_members, calibration), scores=["loss"])
+
+
+def test_one_calibration_prompt_is_refused_before_any_score():
+    """A threshold needs two calibration scores (an FPR below 1): refused up front, not after the scores."""
+    from critwin.diagnostics.prompt_privacy import PromptSets, memorisation_audit, supported_fpr
+
+    sets = PromptSets(["a circle"], [1], ["a square"], ["a triangle"])
+    with pytest.raises(ValueError, match="sets.calibration must hold at least 2 prompts, got 1"):
+        memorisation_audit(object(), sets, scores=("wen",))
+    with pytest.raises(ValueError, match="n_calibration must be >= 2"):
+        supported_fpr(0.01, 1)

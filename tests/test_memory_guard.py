@@ -22,6 +22,7 @@ from critwin import (
     tv,
 )
 from critwin._memory import memory_limit, set_memory_limit, transformer_bytes
+from critwin.experiments.callable_process import CallableProcess
 from critwin.experiments.process import MixtureProcess
 from critwin.experiments.token_process import CategoricalProcess, MaskedDiffusionProcess, kappa_levels
 from critwin.models.digits.config import DigitsConfig
@@ -50,6 +51,11 @@ def _masked_process(n_steps: int = 4) -> MaskedDiffusionProcess:
 
 
 CASES = {
+    # a default grid of n_steps Karras levels: named as the user typed it (was karras_sigmas(n=...))
+    "CallableProcess-n_steps": (
+        lambda: CallableProcess(lambda x, sigma: x, sample_shape=(2,), n_steps=HUGE),
+        "n_steps=1000000000000",
+    ),
     # product-categorical laws over token sequences
     "CategoricalMixture.from_strings-vocab_size": (
         lambda: CategoricalMixture.from_strings([[0]], vocab_size=HUGE),

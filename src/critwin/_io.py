@@ -181,6 +181,32 @@ def remove_stale_work_directories(out) -> list[Path]:
     return found
 
 
+_SAFETENSORS_IO = re.compile(r"I/O error: (.*?) \(os error (\d+)\)")
+
+
+@contextmanager
+def safetensors_os_errors(path=None):
+    """Within: safetensors' failure to write a file (its ``SafetensorError``, e.g. on a full disk or a
+    read-only directory) is raised as the ``OSError`` it wraps, naming ``path`` if given, so that the
+    atomic writers and the command line treat it as any other OS error (one line, exit status 2)."""
+    try:
+        yield
+    except Exception as exc:
+        found = _SAFETENSORS_IO.search(str(exc)) if type(exc).__name__ == "SafetensorError" else None
+        if found is None:
+            raise
+        code = int(found.group(2))
+        raise OSError(code, os.strerror(code), None if path is None else str(path)) from exc
+
+
+def save_safetensors(tensors, path, metadata=None) -> None:
+    """``safetensors.torch.save_file``, its I/O failures raised as ``OSError`` naming ``path``."""
+    from safetensors.torch import save_file
+
+    with safetensors_os_errors(path):
+        save_file(tensors, str(path), metadata=metadata)
+
+
 def atomic_write_text(path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)

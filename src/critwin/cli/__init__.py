@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import io
 import os
 import re
+import stat
 import sys
 import warnings
 from contextlib import ExitStack, contextmanager
@@ -138,11 +140,80 @@ def holding_outputs():
             OUTPUT_HOLDS.reset(token)
 
 
+STDOUT_NAME = "standard output"
+"""How an OS error of writing the command's standard output (a full disk under ``> FILE``) names it."""
+
+
+class WholeWrites(io.RawIOBase):
+    """A raw stream on file descriptor ``fd`` whose ``write`` writes every byte or raises ``OSError``.
+
+    Python's own standard output drops what a short write (a full disk) left unwritten and reports
+    success; this one repeats ``os.write`` until all is written, so the next write's error is raised.
+    """
+
+    def __init__(self, fd: int):
+        super().__init__()
+        self._fd = fd
+        self.discarding = False  # after an error has been reported: what is left is dropped
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        if self.discarding:
+            return len(view)
+        done = 0
+        try:
+            while done < len(view):
+                done += os.write(self._fd, view[done:])
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, STDOUT_NAME) from None
+        return done
+
+
+def _regular_file_descriptor(stream) -> int | None:
+    try:
+        fd = stream.fileno()
+        return fd if isinstance(stream, io.TextIOWrapper) and stat.S_ISREG(os.fstat(fd).st_mode) else None
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return None
+
+
+@contextmanager
+def whole_stdout():
+    """Within: standard output redirected to a file (``critwin ... --json > FILE``) is written through
+    :class:`WholeWrites`, so a full disk is an ``OSError`` (one line, exit status 2) rather than a
+    truncated file and exit status 0. Other standard outputs (a terminal, a pipe) are left as they are."""
+    stream = sys.stdout
+    fd = _regular_file_descriptor(stream)
+    if fd is None:
+        yield
+        return
+    stream.flush()
+    sys.stdout = io.TextIOWrapper(
+        io.BufferedWriter(WholeWrites(fd)), encoding=stream.encoding, errors=stream.errors
+    )
+    try:
+        yield
+    finally:
+        replaced, sys.stdout = sys.stdout, stream
+        raw = replaced.buffer.raw
+        try:
+            replaced.flush()
+        except OSError:  # already reported by _run; what is left cannot be written
+            raw.discarding = True
+        replaced.detach()  # leaves the descriptor open
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors print one line on stderr and exit with status 2; warnings are notes."""
     with warnings_as_notes():
         _register()
-        with holding_outputs():
+        with holding_outputs(), whole_stdout():
             code = _run(argv)
     # As click's standalone mode: always leave through SystemExit (0 on success).
     sys.exit(code if isinstance(code, int) else 0)
@@ -155,7 +226,9 @@ def _run(argv: list[str] | None):
         apply_reproducible_env()  # before torch loads: MKL reads its setting at its first call
         if os.environ.get(THREADS_ENV):  # else torch's default; `critwin demo` chooses its own
             set_threads(threads_from_env())
-        return app(args=argv, prog_name="critwin", standalone_mode=False)
+        code = app(args=argv, prog_name="critwin", standalone_mode=False)
+        sys.stdout.flush()  # a full disk under ``> FILE`` is an error of this command, reported below
+        return code
     except _click.exceptions.NoArgsIsHelpError as exc:
         # ``critwin`` or ``critwin COMMAND`` alone: the help, as click shows it.
         typer.echo(exc.ctx.get_help() if exc.ctx is not None else str(exc), err=True)

@@ -67,6 +67,21 @@ def check_counts(minimum: int = 1, **counts: int | None) -> None:
             check_positive_int(value, "--" + name.replace("_", "-"), minimum=minimum)
 
 
+def check_request_memory(**requests: tuple[str, float]) -> None:
+    """The memory guard (``critwin._memory``) on sizes typed on the command line, before a model loads:
+    each keyword names a request, ``(what, n_values)`` with ``n_values`` the float32 values it holds at
+    least (with their noise: twice as many bytes are counted), so terabytes cost one line, not a load.
+
+    ``steps=("--steps 10", 10)`` is special: a time grid of that many steps (``GRID_BYTES`` each).
+    The engine checks again with the real sizes once they are known.
+    """
+    from critwin._memory import GRID_BYTES, check_memory
+
+    for name, (what, n_values) in requests.items():
+        per_value = GRID_BYTES if name == "steps" else 2 * 4
+        check_memory(per_value * n_values, what)
+
+
 def reject_unused(ctx, reasons: Mapping[str, str | None]) -> None:
     """Options given on the command line that this run would ignore are refused, not dropped silently.
 

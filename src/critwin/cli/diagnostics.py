@@ -20,6 +20,7 @@ from critwin.cli._common import (
     check_choice,
     check_counts,
     check_out_file,
+    check_request_memory,
     executor_options,
     parse_list,
     parse_times,
@@ -171,6 +172,16 @@ def privacy(
             },
         )
         check_counts(steps=steps, generations=generations, trajectories=trajectories, clones=clones)
+        if guidance is not None and not guidance >= 0:
+            raise ValueError(f"--guidance must be a number >= 0, got {guidance}")
+        check_request_memory(
+            steps=(f"--steps {steps}", (steps or 0) + 1),
+            generations=(f"--generations {generations} initial noises per prompt", generations or 0),
+            trajectories=(
+                f"--trajectories {trajectories} x --clones {clones} generations per prompt",
+                (trajectories or 0) * (1 + (clones or 0)),
+            ),
+        )
         prompt_privacy_command(
             model,
             files={"members": members, "non_members": non_members, "calibration": calibration},
@@ -235,6 +246,13 @@ def _image_privacy(model, members, nonmembers, times, steps, replicates, seed, o
     requested_times = parse_times(times)
     check_counts(members=members, steps=steps, replicates=replicates)
     check_positive_int(nonmembers, "--nonmembers", minimum=2)
+    check_request_memory(
+        steps=(f"--steps {steps}", steps + 1),
+        draws=(
+            f"--replicates {replicates} x {members + nonmembers} images x {len(requested_times)} times",
+            replicates * (members + nonmembers) * len(requested_times),
+        ),
+    )
     runs_on = executor_options(*runs_on)
     _check_audit_sizes(model, members, nonmembers)
     loaded, member_images, nonmember_images = _audit_images(model, members, nonmembers)
@@ -324,10 +342,16 @@ def fairness(
     seed = parse_seed(seed)
     check_counts(n=n, steps=steps)
     check_positive_int(candidates, "--candidates", minimum=2)
+    check_request_memory(
+        steps=(f"--steps {steps}", (steps or 0) + 1),
+        samples=(f"--n {n} x --candidates {candidates} samples", n * candidates),
+    )
     if model not in ("digits", *SHAPES_FAIRNESS_MODELS) and is_prompt_model(model):
         reject_unused(ctx, {"fork_time": "is measured per prompt for text-to-image models (its window)"})
         if prompt is None or attribute is None:
             raise ValueError(f"--prompt and --attribute are required with the text-to-image model {model}")
+        if guidance is not None and not guidance >= 0:
+            raise ValueError(f"--guidance must be a number >= 0, got {guidance}")
         check_out_file(out, kind="fairness")
         bounds = parse_list(interval, "--interval", float, "two OU times")
         if len(bounds) != 2 or not 0 <= bounds[0] < bounds[1]:

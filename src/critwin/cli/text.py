@@ -13,7 +13,14 @@ from critwin._display import format_ci
 from critwin._io import atomic_write_json, check_replaceable, json_text, output_marker
 from critwin._validation import check_delta, parse_seed
 from critwin.cli import app
-from critwin.cli._common import check_counts, check_out_dir, fmt_time, parse_times
+from critwin.cli._common import (
+    check_counts,
+    check_out_dir,
+    check_request_memory,
+    fmt_time,
+    hold_output,
+    parse_times,
+)
 from critwin.models._store import SHIPPED_MODELS
 
 TEXT_FILE = "text.json"
@@ -216,6 +223,19 @@ def text_atlas_command(model: str, options: dict):
     return result
 
 
+def check_text_dir(out: Path | None) -> None:
+    """``--out`` may be missing, empty, or an earlier ``critwin text`` output (its ``text.json``), which
+    is replaced whole; a directory holding anything else is refused, never emptied. Held until the end."""
+    if out is None:
+        return
+    check_out_dir(out)
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / TEXT_FILE).is_file():
+            raise ValueError(f"--out {out} exists and is not an earlier critwin text output; choose another")
+        check_replaceable(out / TEXT_FILE, "--out", "text")
+    hold_output(out, "--out")
+
+
 @app.command("text")
 def text_command(
     model: str = typer.Option(
@@ -252,9 +272,11 @@ def text_command(
 
     seed = parse_seed(seed)
     check_counts(sources=sources, replicates=replicates, boot=boot)
-    if out is not None:
-        check_out_dir(out)
-        check_replaceable(out / TEXT_FILE, "--out", "text")
+    check_request_memory(
+        draws=(f"--sources {sources} x --replicates {replicates} strings", sources * replicates),
+        boot=(f"--boot {boot} bootstrap replicates of --sources {sources}", boot * sources),
+    )
+    check_text_dir(out)
     if not is_text_model(model):
         raise ValueError(
             f"--model must be a text model ({', '.join(text_model_names())}) or a directory holding one, "
@@ -269,11 +291,15 @@ def text_command(
     comparison = compare_levels(loaded, sizes, seed, theory=theory, eps=eps, progress=progress)
     report = {**comparison.summary(), **output_marker("text")}
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / TEXT_FILE, report)
+        from critwin.report.output import build_atomically
         from critwin.report.text import TextSection, plot_text
 
-        plot_text(TextSection({loaded.name: comparison}, loaded.grammar.describe()), out)
+        def write(work: Path) -> None:
+            atomic_write_json(work / TEXT_FILE, report)
+            plot_text(TextSection({loaded.name: comparison}, loaded.grammar.describe()), work)
+
+        # text.json and its figure replace the previous pair together (a full disk keeps the old pair).
+        build_atomically(out, write, option="--out")
     if as_json:
         typer.echo(json_text(report, indent=None))
         return

@@ -130,7 +130,7 @@ def supported_fpr(fpr: float, n_calibration: int) -> float:
     >>> supported_fpr(0.01, 200), supported_fpr(0.01, 40)
     (0.01, 0.025)
     """
-    n_calibration = check_positive_int(n_calibration, "n_calibration")
+    n_calibration = check_positive_int(n_calibration, "n_calibration", minimum=2)
     return max(float(fpr), 1.0 / n_calibration)
 
 
@@ -325,6 +325,8 @@ def memorisation_audit(
     """
     requested = _check_scores(scores, sets)
     fpr_requested = check_eps(fpr, "fpr")
+    if len(sets.calibration) < 2:  # one calibration score cannot set a threshold below an FPR of 1
+        raise ValueError(f"sets.calibration must hold at least 2 prompts, got {len(sets.calibration)}")
     fpr = supported_fpr(fpr_requested, len(sets.calibration))
     level = check_eps(level, "level")
     prompts = sets.prompts

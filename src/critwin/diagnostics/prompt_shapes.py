@@ -194,11 +194,13 @@ def prompt_sets_from_files(members, non_members, calibration=None, counts=None, 
     split) calibrate the threshold; without ``counts``, every member's count is unknown (0)."""
     members, non_members = list(members), list(non_members)
     if calibration is None:
-        if len(non_members) < 2:
-            raise ValueError("--non-members needs at least 2 prompts when no --calibration file is given")
+        if len(non_members) < 4:  # half of them calibrate, and a threshold needs 2 calibration scores
+            raise ValueError("--non-members needs at least 4 prompts when no --calibration file is given")
         order = np.random.default_rng(seed).permutation(len(non_members))
         half = len(non_members) // 2
         calibration = [non_members[i] for i in order[:half]]
         non_members = [non_members[i] for i in sorted(order[half:])]
+    if len(calibration) < 2:
+        raise ValueError(f"--calibration needs at least 2 prompts, got {len(calibration)}")
     counts = [0] * len(members) if counts is None else list(counts)
     return PromptSets(members, counts, non_members, list(calibration))

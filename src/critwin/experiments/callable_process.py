@@ -18,6 +18,7 @@ from collections.abc import Callable
 import torch
 
 from critwin._files import fingerprint
+from critwin._memory import GRID_BYTES, check_memory
 from critwin._validation import (
     call_model,
     callable_name,
@@ -121,6 +122,9 @@ class CallableProcess(ReverseProcess):
         if times is None:
             if check_positive_int(n_steps, "n_steps") < 2:
                 raise ValueError(f"n_steps must be >= 2 (sigma_max and sigma_min), got {n_steps}")
+            check_memory(
+                GRID_BYTES * (n_steps + 1), f"a grid of n_steps={n_steps}"
+            )  # named as the user typed
             # The last step goes from sigma_min to the data: sigma_min = 0 would be a zero-length step.
             check_number(sigma_min, "sigma_min", low=0.0, closed="neither")
             sigmas = karras_sigmas(n_steps, sigma_min, sigma_max, rho)

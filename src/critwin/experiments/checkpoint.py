@@ -32,7 +32,6 @@ import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from safetensors.torch import save_file
 
 from critwin._display import NotebookProgress, in_notebook
 from critwin._files import load_tensor_file
@@ -43,6 +42,7 @@ from critwin._io import (
     json_text,
     read_json,
     remove_stale_temp_files,
+    save_safetensors,
 )
 from critwin._validation import check_positive_int, check_seed
 
@@ -351,7 +351,7 @@ def bound_tensors(
         return load_tensor_file(path, f"{name} (delete {path} to regenerate it)")
     tensors = {k: v.contiguous() for k, v in make().items()}
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp))
+        save_safetensors(tensors, tmp)
     return tensors
 
 

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import torch
 
 from critwin._display import data_frame, html_summary, short_repr
-from critwin._io import atomic_write_json, atomic_write_text, json_normalised, provenance, read_json
+from critwin._io import atomic_paths, json_normalised, json_text, provenance, read_json
 from critwin.experiments.checkpoint import claim_directory
 from critwin.experiments.features import UNNAMED, labelled
 
@@ -263,8 +263,10 @@ def write_table(directory, columns: Mapping[str, list], metadata: Mapping[str, A
     writer.writerow(list(columns))
     for row in zip(*columns.values(), strict=True):
         writer.writerow([_format(value) for value in row])
-    atomic_write_text(directory / TABLE_FILE, buffer.getvalue())
-    atomic_write_json(directory / METADATA_FILE, json_normalised(dict(metadata)))
+    # Replaced together: a full disk or a kill never leaves a new table beside old metadata.
+    with atomic_paths(directory / TABLE_FILE, directory / METADATA_FILE) as (table, meta):
+        table.write_text(buffer.getvalue())
+        meta.write_text(json_text(json_normalised(dict(metadata))) + "\n")
 
 
 def read_table(directory) -> tuple[dict[str, list[str]], dict[str, Any]]:

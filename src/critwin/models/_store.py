@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from critwin._files import check_weights
-from critwin._io import atomic_paths, json_text
+from critwin._io import atomic_paths, json_text, save_safetensors
 
 if TYPE_CHECKING:  # annotations only: the command line reads the registry below before torch loads
     import torch
@@ -98,14 +98,12 @@ def save_weights(name: str, state_dict: dict[str, torch.Tensor], card: dict, dir
     a card on disk always describes a complete weight file; the card gains ``weights_file`` and
     ``weights_sha256``.
     """
-    from safetensors.torch import save_file
-
     weights_file, card_file = weights_paths(name, directory)
     tensors = {key: value.detach().to("cpu").contiguous() for key, value in state_dict.items()}
     # Both files are complete before either replaces the old pair: a kill or a full disk while
     # writing leaves the previous weights and card, which agree with each other.
     with atomic_paths(weights_file, card_file) as (tmp_weights, tmp_card):
-        save_file(tensors, str(tmp_weights))
+        save_safetensors(tensors, tmp_weights)
         card = dict(card)
         card["weights_file"] = weights_file.name
         card["weights_sha256"] = file_sha256(tmp_weights)

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from critwin._io import atomic_path, atomic_write_json, atomic_write_text
+from critwin._io import atomic_paths, json_text
 from critwin._validation import check_eps, check_positive_int, check_seed, check_time
 from critwin.clock import alpha_sigma
 from critwin.mixtures import GaussianMixture
@@ -558,25 +558,32 @@ def _run(eps, ks, dims, n_grid, n_outer, n_inner, n_tv, n_check, seed, quick):
 
 
 def _write(out, result: ValidationResult, plot: bool) -> dict:
+    """The CSV, the figure and the summary, replaced together (``atomic_paths``): a full disk or a kill
+    while writing any of them leaves the previous three, never a new table beside an old figure."""
     from pathlib import Path
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    files = {}
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(result.rows[0].keys()))
     writer.writeheader()
     for row in result.rows:
         writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-    atomic_write_text(out / "validation.csv", buf.getvalue())
-    files["csv"] = str(out / "validation.csv")
-    if plot:
-        _plot(out / "validation.png", result)
-        files["png"] = str(out / "validation.png")
+    names = {
+        "csv": "validation.csv",
+        **({"png": "validation.png"} if plot else {}),
+        "summary": "summary.json",
+    }
+    files = {key: str(out / name) for key, name in names.items() if key != "summary"}
     summary = dict(result.summary)
     summary["cases"] = result.cases
-    summary["files"] = files
-    atomic_write_json(out / "summary.json", json.loads(json.dumps(summary)))
+    summary["files"] = dict(files)
+    with atomic_paths(*(out / name for name in names.values())) as temps:
+        temp = dict(zip(names, temps, strict=True))
+        temp["csv"].write_text(buf.getvalue())
+        if plot:
+            _plot(temp["png"], result)
+        temp["summary"].write_text(json_text(json.loads(json.dumps(summary))) + "\n")
     files["summary"] = str(out / "summary.json")
     return files
 
@@ -642,6 +649,5 @@ def _plot(path, result: ValidationResult) -> None:
         fontsize=10,
     )
     fig.tight_layout(rect=(0, 0.04, 1, 0.97))
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
+    fig.savefig(path, format="png", dpi=90)  # the caller replaces the files together
     plt.close(fig)

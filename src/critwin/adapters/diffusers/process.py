@@ -12,7 +12,13 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from critwin._files import fingerprint
-from critwin._validation import check_model_output, check_positive_int, check_sample_shape, check_time
+from critwin._validation import (
+    call_model,
+    check_model_output,
+    check_positive_int,
+    check_sample_shape,
+    check_time,
+)
 from critwin.adapters.diffusers.flow import flow_grid_times, flow_state, flow_state_scale, flow_time_s
 from critwin.adapters.diffusers.guidance import (
     UNCOND_PREFIX,
@@ -425,15 +431,21 @@ class DiffusersProcess(ReverseProcess):
     def _unet(self, model_input: torch.Tensor, timestep, kwargs: dict) -> torch.Tensor:
         if model_input.dtype != self.dtype:
             model_input = model_input.to(self.dtype)
+        # The network's own exception is a ModelError naming it and the step (the original its cause).
+        model, where = f"network {self.model_id!r}", lambda: self._step_text(timestep)
         if self._keyword_call:
             if timestep.ndim == 0:
                 timestep = timestep.expand(model_input.shape[0])  # as the SD3/DiT pipelines broadcast
             kwargs = {"hidden_states": model_input, "timestep": timestep, **kwargs}
-            out = self.unet(**kwargs, return_dict=False) if self._unet_return_dict else self.unet(**kwargs)
+            if self._unet_return_dict:
+                kwargs["return_dict"] = False
+            out = call_model(self.unet, model=model, where=where, **kwargs)
         elif self._unet_return_dict:
-            out = self.unet(model_input, timestep, **kwargs, return_dict=False)
+            out = call_model(
+                self.unet, model_input, timestep, model=model, where=where, **kwargs, return_dict=False
+            )
         else:
-            out = self.unet(model_input, timestep, **kwargs)
+            out = call_model(self.unet, model_input, timestep, model=model, where=where, **kwargs)
         if isinstance(out, tuple) and out:
             out = out[0]
         out = getattr(out, "sample", out)

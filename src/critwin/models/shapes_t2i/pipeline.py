@@ -13,11 +13,17 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from critwin._io import atomic_write_json, read_json
+from critwin._io import (
+    atomic_write_json,
+    read_json,
+    remove_stale_work_directories,
+    replace_directory,
+    safetensors_os_errors,
+    work_directory,
+)
 from critwin.models._store import RETRAIN_COMMANDS, SHIPPED_WEIGHTS_DIR, file_sha256
 from critwin.models.shapes_t2i.captions import check_prompt
 from critwin.models.shapes_t2i.config import MODEL_NAMES, T2IConfig
@@ -109,12 +115,6 @@ def assemble_pipeline(vae, text_encoder, tokenizer, unet, config: T2IConfig):
     return pipe
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 @contextlib.contextmanager
 def _no_library_progress_bars():
     """transformers' ``save_pretrained`` draws a "Writing model shards" bar: keep it off the terminal."""
@@ -132,16 +132,18 @@ def _no_library_progress_bars():
 def save_pipeline(pipe, card: dict[str, Any], directory) -> Path:
     """Write the pipeline (``save_pretrained``, safetensors) and ``critwin_card.json`` into ``directory``.
 
-    Written into a temporary directory beside it and then moved into place, so an interrupted save leaves
-    no partial model; an existing ``directory`` is replaced. The card gains ``weights_sha256`` and
-    ``weights_bytes`` (file -> SHA-256 and size of each component's weights).
+    Written into a work directory beside it (``critwin._io.work_directory``) that then takes its place
+    (``replace_directory``: at every moment ``directory`` is the old model or the new one), so an
+    interrupted save or a full disk leaves no partial model and the previous one as it was; an OS error
+    names ``directory``. The card gains ``weights_sha256`` and ``weights_bytes`` (file -> SHA-256 and
+    size of each component's weights).
     """
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    remove_stale_work_directories(directory)
+    work = work_directory(directory)
     try:
-        os.chmod(work, 0o777 & ~_umask())
-        with _no_library_progress_bars():
+        with _no_library_progress_bars(), safetensors_os_errors():
             pipe.save_pretrained(work, safe_serialization=True)
         # Older transformers read a CLIPTokenizer from vocab.json + merges.txt: write them too.
         write_tokenizer_files(work / "tokenizer", card["vocabulary"])
@@ -149,9 +151,12 @@ def save_pipeline(pipe, card: dict[str, Any], directory) -> Path:
         card["weights_sha256"] = {name: file_sha256(work / name) for name in _WEIGHT_FILES}
         card["weights_bytes"] = {name: (work / name).stat().st_size for name in _WEIGHT_FILES}
         atomic_write_json(work / CARD_FILE, card)
-        if directory.exists():
-            shutil.rmtree(directory)
-        work.rename(directory)
+        replace_directory(work, directory)
+    except OSError as exc:
+        shutil.rmtree(work, ignore_errors=True)
+        if exc.errno is None:
+            raise
+        raise OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(directory)) from exc
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
