@@ -252,3 +252,52 @@ def test_fused_and_chunked_paths_agree_with_the_plain_ones(kind, random_mixture,
     torch.testing.assert_close(mix.score(x, 0.3), both[0], rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(mix.denoise(x, 0.3), both[1], rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(mix.log_prob(x, 0.3), reference(mix, 0.3).log_prob(x), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("kind", ["iso", "diag"])
+@pytest.mark.parametrize("block", [2**17, 3 * 7])  # one row block; blocks of 3 rows (d = 7)
+def test_score_and_posterior_matches_torch_distributions_and_autograd(
+    kind, block, random_mixture, monkeypatch
+):
+    """The fused row-block kernel against the slow exact path on the same inputs: the posterior from
+    torch.distributions' component log densities, the score by autograd of the mixture's log density."""
+    monkeypatch.setattr(mixtures_module, "_FUSED_ELEMENTS", block)
+    mix = random_mixture(kind, K=6, d=7, seed=21)
+    x = (
+        2.5 * torch.randn(20, 7, generator=torch.Generator().manual_seed(22), dtype=torch.float64)
+    ).requires_grad_()
+    for t in (0.05, 0.4, 2.0):
+        law = reference(mix, t)
+        (grad,) = torch.autograd.grad(law.log_prob(x).sum(), x)
+        logits = law.component_distribution.log_prob(x.detach().unsqueeze(1)) + mix.log_weights
+        score, post = mix.score_and_posterior(x.detach(), t)
+        torch.testing.assert_close(post, torch.softmax(logits, -1), rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(score, grad, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_score_and_posterior_flushes_only_posteriors_below_twice_the_smallest_normal(dtype):
+    """Means far apart make most responsibilities underflow: those below 2 * tiny (relative to the row's
+    largest) come out exactly 0, every other one as the exact float64 softmax, the score unchanged."""
+    g = torch.Generator().manual_seed(5)
+    means = 14.0 * torch.randn(12, 4, generator=g, dtype=torch.float64)
+    mix = GaussianMixture(means.to(dtype), torch.rand(12, generator=g, dtype=torch.float64).to(dtype) + 0.3)
+    x = mix.noised(0.02).sample(300, torch.Generator().manual_seed(6))[0]
+    exact = mix.to(torch.float64)
+    logits = exact.component_log_prob(x.double(), 0.02) + exact.log_weights
+    want = torch.softmax(logits, -1)
+    score, post = mix.score_and_posterior(x, 0.02)
+    tiny = torch.finfo(dtype).tiny
+    relative = want / want.amax(1, keepdim=True)
+    flushed = relative < 2 * tiny
+    kept = relative > 4 * tiny  # between the two, rounding of the logits decides
+    assert 100 < int(flushed.sum()) and int(kept.sum()) > 300  # the case exercises both sides
+    assert bool((post[flushed] == 0).all())
+    # Responsibilities down to 1e-30: float32 logits of points ~|x|^2 / v ~ 2e3 carry eps * 2e3 ~ 1e-4
+    # absolute error, hence ~1e-4 relative error in each responsibility (1e-16 in float64).
+    relerr = ((post.double() - want).abs() / want)[kept & (relative > 1e-30)]
+    assert float(relerr.max()) < (1e-12 if dtype == torch.float64 else 1e-3)
+    rtol = 1e-9 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(post.double().sum(1), torch.ones(300, dtype=torch.float64), rtol=rtol, atol=0)
+    ref_score = exact.score(x.double(), 0.02)
+    torch.testing.assert_close(score.double(), ref_score, rtol=rtol, atol=rtol * float(ref_score.abs().max()))
