@@ -301,3 +301,31 @@ def test_score_and_posterior_flushes_only_posteriors_below_twice_the_smallest_no
     torch.testing.assert_close(post.double().sum(1), torch.ones(300, dtype=torch.float64), rtol=rtol, atol=0)
     ref_score = exact.score(x.double(), 0.02)
     torch.testing.assert_close(score.double(), ref_score, rtol=rtol, atol=rtol * float(ref_score.abs().max()))
+
+
+@pytest.mark.parametrize("kind", ["iso", "diag"])
+def test_score_and_posterior_one_hot_blocks_match_the_exact_path(kind, monkeypatch):
+    """Row blocks whose posteriors are all one-hot take the gather path, the others the GEMM: both against
+    torch.distributions + autograd on the same points (blocks of 4 rows, some of each kind)."""
+    d = 3
+    monkeypatch.setattr(mixtures_module, "_FUSED_ELEMENTS", 4 * 5)  # 4 rows per block (K = 5 > d)
+    g = torch.Generator().manual_seed(31)
+    means = torch.tensor(
+        [[0.0, 0, 0], [100, 0, 0], [0, 100, 0], [0, 0, 100], [1.0, 0.5, 0]], dtype=torch.float64
+    )
+    covs = torch.rand(5, generator=g, dtype=torch.float64) + 0.5
+    mix = GaussianMixture(
+        means, covs if kind == "iso" else covs.unsqueeze(1) * torch.ones(5, d, dtype=torch.float64)
+    )
+    # Rows 0-7 near components 1-3 only (one-hot), rows 8-15 between components 0 and 4 (two nonzero).
+    centres = torch.cat([means[1:4].repeat(3, 1)[:8], (0.5 * means[0] + 0.5 * means[4]).expand(8, d)])
+    x = (centres + 0.3 * torch.randn(16, d, generator=g, dtype=torch.float64)).requires_grad_()
+    t = 0.01
+    law = reference(mix, t)
+    (grad,) = torch.autograd.grad(law.log_prob(x).sum(), x)
+    want = torch.softmax(law.component_distribution.log_prob(x.detach().unsqueeze(1)) + mix.log_weights, -1)
+    one_hot = (want >= 2 * torch.finfo(torch.float64).tiny).sum(1) == 1
+    assert bool(one_hot[:8].all()) and not bool(one_hot[8:].any())
+    score, post = mix.score_and_posterior(x.detach(), t)
+    torch.testing.assert_close(post, want, rtol=1e-9, atol=1e-300)
+    torch.testing.assert_close(score, grad, rtol=1e-9, atol=1e-9)
