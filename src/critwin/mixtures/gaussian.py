@@ -40,6 +40,7 @@ _FUSED_ELEMENTS = 2**18
 
 def _softmax_rows_(logits: torch.Tensor, peaks: torch.Tensor) -> torch.Tensor:
     """Softmax of each row of ``logits`` in place; each row's largest logit written into ``peaks``.
+    Returns the (m, 1) sums the rows were divided by (exactly 1 where a row is one-hot).
 
     Probabilities below twice the dtype's smallest normal number (relative to the row's largest) are set
     to exactly 0: ``exp`` is 10-50x slower where its result is subnormal or underflows, and a subnormal
@@ -50,7 +51,9 @@ def _softmax_rows_(logits: torch.Tensor, peaks: torch.Tensor) -> torch.Tensor:
     torch.amax(logits, dim=1, out=peaks)
     logits.sub_(peaks.unsqueeze(1)).clamp_(min=math.log(tiny) + 0.5).exp_()
     torch.threshold_(logits, 2 * tiny, 0.0)
-    return logits.div_(logits.sum(1, keepdim=True))
+    sums = logits.sum(1, keepdim=True)
+    logits.div_(sums)
+    return sums
 
 
 class GaussianMixture(WeightedComponents):
@@ -395,8 +398,9 @@ class GaussianMixture(WeightedComponents):
             xr, p, out = flat[r0 : r0 + rows], post[r0 : r0 + rows], score[r0 : r0 + rows]
             sq = x_sq[r0 : r0 + rows] if x_sq is not None else self._row_square(xr)
             self._log_density_into(p, xr, sq, terms)
-            _softmax_rows_(p, peaks[r0 : r0 + rows])
-            if int(torch.count_nonzero(p)) == p.shape[0]:
+            sums = _softmax_rows_(p, peaks[r0 : r0 + rows])
+            # one-hot rows sum to exactly 1 (cheap to rule out), then have one nonzero entry each
+            if bool((sums == 1).all()) and int(torch.count_nonzero(p)) == p.shape[0]:
                 # Every row is one-hot (each has a nonzero largest entry): p @ B is the gather B[argmax],
                 # the same numbers as the GEMM (1 * b + 0s) for a fifth of the work.
                 k = (p @ labels).long()  # exact: 1 * k + 0s (argmax is 10x slower on rows this short)
