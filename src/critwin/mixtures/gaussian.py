@@ -36,6 +36,8 @@ _ROW_CHUNK = 8192
 # score_and_posterior's row blocks: at most this many elements per row of x or of the posterior (1 MiB
 # per block in float32), so that a block stays in cache from the first GEMM to the second.
 _FUSED_ELEMENTS = 2**18
+# Component labels up to this are exact in float32 (p @ labels gives a one-hot row's label).
+_EXACT_LABELS = 2**24
 
 
 def _softmax_rows_(logits: torch.Tensor, peaks: torch.Tensor) -> torch.Tensor:
@@ -370,7 +372,11 @@ class GaussianMixture(WeightedComponents):
         """Score (..., d) and responsibilities (..., K) from one evaluation of the component densities.
 
         For isotropic and diagonal components this is the irreducible work: one (n x d)(d x K) product
-        for the squared distances and one (n x K)(K x d) product for the posterior-weighted means.
+        for the squared distances and one (n x K)(K x d) product for the posterior-weighted means, done in
+        row blocks that stay in cache (a block whose posteriors are all one-hot gathers the means instead
+        of multiplying: the same numbers). Responsibilities below twice the dtype's smallest normal number
+        relative to their row's largest (2.4e-38 in float32) are returned as exactly 0, where
+        :meth:`posterior` may return a subnormal number.
         """
         if self._kind == "full":
             return self.score(x, t), self.posterior(x, t)
@@ -400,7 +406,7 @@ class GaussianMixture(WeightedComponents):
             self._log_density_into(p, xr, sq, terms)
             sums = _softmax_rows_(p, peaks[r0 : r0 + rows])
             # one-hot rows sum to exactly 1 (cheap to rule out), then have one nonzero entry each
-            if bool((sums == 1).all()) and int(torch.count_nonzero(p)) == p.shape[0]:
+            if K <= _EXACT_LABELS and bool((sums == 1).all()) and int(torch.count_nonzero(p)) == p.shape[0]:
                 # Every row is one-hot (each has a nonzero largest entry): p @ B is the gather B[argmax],
                 # the same numbers as the GEMM (1 * b + 0s) for a fifth of the work.
                 k = (p @ labels).long()  # exact: 1 * k + 0s (argmax is 10x slower on rows this short)
