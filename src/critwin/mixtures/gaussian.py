@@ -45,8 +45,8 @@ def _softmax_rows_(logits: torch.Tensor, peaks: torch.Tensor) -> torch.Tensor:
     Returns the (m, 1) sums the rows were divided by (exactly 1 where a row is one-hot).
 
     Probabilities below twice the dtype's smallest normal number (relative to the row's largest) are set
-    to exactly 0: ``exp`` is 10-50x slower where its result is subnormal or underflows, and a subnormal
-    posterior would slow the GEMM that follows it as much. The absolute change is below ``2 * tiny``
+    to exactly 0: ``exp`` is 10-50x slower where its result is subnormal or underflows (and subnormal
+    operands can slow the GEMM that follows). The absolute change is below ``2 * tiny``
     (2.4e-38 in float32, 4.5e-308 in float64). A row of NaN stays NaN.
     """
     tiny = torch.finfo(logits.dtype).tiny
