@@ -252,3 +252,80 @@ def test_fused_and_chunked_paths_agree_with_the_plain_ones(kind, random_mixture,
     torch.testing.assert_close(mix.score(x, 0.3), both[0], rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(mix.denoise(x, 0.3), both[1], rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(mix.log_prob(x, 0.3), reference(mix, 0.3).log_prob(x), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("kind", ["iso", "diag"])
+@pytest.mark.parametrize("block", [2**17, 3 * 7])  # one row block; blocks of 3 rows (d = 7)
+def test_score_and_posterior_matches_torch_distributions_and_autograd(
+    kind, block, random_mixture, monkeypatch
+):
+    """The fused row-block kernel against the slow exact path on the same inputs: the posterior from
+    torch.distributions' component log densities, the score by autograd of the mixture's log density."""
+    monkeypatch.setattr(mixtures_module, "_FUSED_ELEMENTS", block)
+    mix = random_mixture(kind, K=6, d=7, seed=21)
+    x = (
+        2.5 * torch.randn(20, 7, generator=torch.Generator().manual_seed(22), dtype=torch.float64)
+    ).requires_grad_()
+    for t in (0.05, 0.4, 2.0):
+        law = reference(mix, t)
+        (grad,) = torch.autograd.grad(law.log_prob(x).sum(), x)
+        logits = law.component_distribution.log_prob(x.detach().unsqueeze(1)) + mix.log_weights
+        score, post = mix.score_and_posterior(x.detach(), t)
+        torch.testing.assert_close(post, torch.softmax(logits, -1), rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(score, grad, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_score_and_posterior_flushes_only_posteriors_below_twice_the_smallest_normal(dtype):
+    """Means far apart make most responsibilities underflow: those below 2 * tiny (relative to the row's
+    largest) come out exactly 0, every other one as the exact float64 softmax, the score unchanged."""
+    g = torch.Generator().manual_seed(5)
+    means = 14.0 * torch.randn(12, 4, generator=g, dtype=torch.float64)
+    mix = GaussianMixture(means.to(dtype), torch.rand(12, generator=g, dtype=torch.float64).to(dtype) + 0.3)
+    x = mix.noised(0.02).sample(300, torch.Generator().manual_seed(6))[0]
+    exact = mix.to(torch.float64)
+    logits = exact.component_log_prob(x.double(), 0.02) + exact.log_weights
+    want = torch.softmax(logits, -1)
+    score, post = mix.score_and_posterior(x, 0.02)
+    tiny = torch.finfo(dtype).tiny
+    relative = want / want.amax(1, keepdim=True)
+    flushed = relative < 2 * tiny
+    kept = relative > 4 * tiny  # between the two, rounding of the logits decides
+    assert 100 < int(flushed.sum()) and int(kept.sum()) > 300  # the case exercises both sides
+    assert bool((post[flushed] == 0).all())
+    # Responsibilities down to 1e-30: float32 logits of points ~|x|^2 / v ~ 2e3 carry eps * 2e3 ~ 1e-4
+    # absolute error, hence ~1e-4 relative error in each responsibility (1e-16 in float64).
+    relerr = ((post.double() - want).abs() / want)[kept & (relative > 1e-30)]
+    assert float(relerr.max()) < (1e-12 if dtype == torch.float64 else 1e-3)
+    rtol = 1e-9 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(post.double().sum(1), torch.ones(300, dtype=torch.float64), rtol=rtol, atol=0)
+    ref_score = exact.score(x.double(), 0.02)
+    torch.testing.assert_close(score.double(), ref_score, rtol=rtol, atol=rtol * float(ref_score.abs().max()))
+
+
+@pytest.mark.parametrize("kind", ["iso", "diag"])
+def test_score_and_posterior_one_hot_blocks_match_the_exact_path(kind, monkeypatch):
+    """Row blocks whose posteriors are all one-hot take the gather path, the others the GEMM: both against
+    torch.distributions + autograd on the same points (blocks of 4 rows, some of each kind)."""
+    d = 3
+    monkeypatch.setattr(mixtures_module, "_FUSED_ELEMENTS", 4 * 5)  # 4 rows per block (K = 5 > d)
+    g = torch.Generator().manual_seed(31)
+    means = torch.tensor(
+        [[0.0, 0, 0], [100, 0, 0], [0, 100, 0], [0, 0, 100], [1.0, 0.5, 0]], dtype=torch.float64
+    )
+    covs = torch.rand(5, generator=g, dtype=torch.float64) + 0.5
+    mix = GaussianMixture(
+        means, covs if kind == "iso" else covs.unsqueeze(1) * torch.ones(5, d, dtype=torch.float64)
+    )
+    # Rows 0-7 near components 1-3 only (one-hot), rows 8-15 between components 0 and 4 (two nonzero).
+    centres = torch.cat([means[1:4].repeat(3, 1)[:8], (0.5 * means[0] + 0.5 * means[4]).expand(8, d)])
+    x = (centres + 0.3 * torch.randn(16, d, generator=g, dtype=torch.float64)).requires_grad_()
+    t = 0.01
+    law = reference(mix, t)
+    (grad,) = torch.autograd.grad(law.log_prob(x).sum(), x)
+    want = torch.softmax(law.component_distribution.log_prob(x.detach().unsqueeze(1)) + mix.log_weights, -1)
+    one_hot = (want >= 2 * torch.finfo(torch.float64).tiny).sum(1) == 1
+    assert bool(one_hot[:8].all()) and not bool(one_hot[8:].any())
+    score, post = mix.score_and_posterior(x.detach(), t)
+    torch.testing.assert_close(post, want, rtol=1e-9, atol=1e-300)
+    torch.testing.assert_close(score, grad, rtol=1e-9, atol=1e-9)
