@@ -50,6 +50,18 @@ def set_memory_limit(n_bytes: int | str | None) -> None:
     Parameters
     ----------
     n_bytes : a positive int, a string such as ``"8G"``, or None.
+
+    Examples
+    --------
+    A request above the limit is refused before anything is allocated, naming what it would build:
+
+    >>> import critwin
+    >>> critwin.set_memory_limit("1M")
+    >>> critwin.time_grid(1.0, 10**6)
+    Traceback (most recent call last):
+        ...
+    ValueError: time_grid(n_steps=1000000) would allocate about 0.0596 GiB, above the memory limit of ...
+    >>> critwin.set_memory_limit(None)
     """
     global _limit
     if n_bytes is None:
@@ -61,7 +73,16 @@ def set_memory_limit(n_bytes: int | str | None) -> None:
 
 
 def memory_limit() -> int:
-    """The current limit in bytes (``set_memory_limit``, else ``$CRITWIN_MEMORY_LIMIT``, else 4 GiB)."""
+    """The current limit in bytes (``set_memory_limit``, else ``$CRITWIN_MEMORY_LIMIT``, else 4 GiB).
+
+    Examples
+    --------
+    >>> import critwin
+    >>> critwin.set_memory_limit("1M")
+    >>> critwin.memory_limit()
+    1048576
+    >>> critwin.set_memory_limit(None)  # back to $CRITWIN_MEMORY_LIMIT, else 4 GiB
+    """
     if _limit is not None:
         return _limit
     env = os.environ.get(ENV_VAR)

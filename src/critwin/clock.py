@@ -560,6 +560,20 @@ class DiscreteSchedule:
     ----------
     betas : (T,) float64 tensor.
     name : human-readable name.
+
+    Examples
+    --------
+    DDPM's linear schedule; the OU time of step k is ``-ln(alpha_bar[k]) / 2``:
+
+    >>> import math, critwin
+    >>> schedule = critwin.DiscreteSchedule.linear()
+    >>> schedule
+    DiscreteSchedule(name=linear, num_steps=1000, ou_times=[5e-05, 5.059])
+    >>> schedule.ou_times[0].item() == -0.5 * math.log(1 - 1e-4)
+    True
+    >>> step, t = schedule.nearest_step(1.0)  # the step nearest to OU time 1
+    >>> step, round(t, 4)
+    (442, 1.0002)
     """
 
     betas: torch.Tensor

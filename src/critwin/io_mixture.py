@@ -296,7 +296,19 @@ def mixture_to_dict(mixture: GaussianMixture | CategoricalMixture) -> dict:
 
 
 def save_mixture(mixture: GaussianMixture | CategoricalMixture, path) -> None:
-    """Write ``mixture`` to ``path`` (.json or .yaml/.yml), atomically."""
+    """Write ``mixture`` to ``path`` (.json or .yaml/.yml), atomically.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib, torch, critwin
+    >>> means = torch.tensor([[0.0, 1.0], [2.0, 3.0]])
+    >>> mix = critwin.GaussianMixture(means, covs=[0.5, 2.0], weights=[0.25, 0.75])
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "mix.json"
+    >>> critwin.save_mixture(mix, path)
+    >>> loaded = critwin.load_mixture(path)
+    >>> loaded.weights.tolist(), loaded.covs.tolist()
+    ([0.25, 0.75], [0.5, 2.0])
+    """
     path = Path(path)
     spec = mixture_to_dict(mixture)
     if path.suffix.lower() == ".json":

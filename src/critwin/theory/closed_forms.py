@@ -179,7 +179,18 @@ def window_isotropic(means, i: int, eps: float = 0.1, *, weights=None, form: str
 
 
 class ClosedFormTimes(NamedTuple):
-    """Closed-form bounds ``T_end <= t_end_max`` and ``T_start >= t_start_min`` (docs/theory.md §6)."""
+    """Closed-form bounds ``T_end <= t_end_max`` and ``T_start >= t_start_min`` (docs/theory.md §6).
+
+    Examples
+    --------
+    What :func:`log_concave_times` returns; a NamedTuple:
+
+    >>> import torch, critwin
+    >>> mix = critwin.GaussianMixture(torch.tensor([[-4.0], [-3.0], [4.0]], dtype=torch.float64))
+    >>> t_end_max, t_start_min, bound = critwin.log_concave_times(mix, [0], [0, 1], eps=0.1)
+    >>> round(t_end_max, 4), round(t_start_min, 4), round(bound, 4)
+    (1.629, -0.1452, 0.1707)
+    """
 
     t_end_max: float
     t_start_min: float
@@ -251,6 +262,19 @@ def log_concave_times(
     -------
     ClosedFormTimes ``(t_end_max, t_start_min, bound)``; ``t_start_min = +inf`` when ``target`` is every
     component, ``-inf`` when a mean of ``target`` coincides with one outside.
+
+    Examples
+    --------
+    Unit Gaussians at -4, -3 and +4, ``S_init = {0}``, ``S_target = {0, 1}``: ``D_intra = W2 = 1``,
+    ``Delta_inter = 7``, ``K = 3`` (a negative ``t_start_min`` says nothing: every time is >= 0):
+
+    >>> import math, torch, critwin
+    >>> mix = critwin.GaussianMixture(torch.tensor([[-4.0], [-3.0], [4.0]], dtype=torch.float64))
+    >>> times = critwin.log_concave_times(mix, [0], [0, 1], eps=0.1)
+    >>> round(times.t_end_max, 6), round(0.5 * math.log(1 + 1 / (4 * 0.1**2)), 6)
+    (1.629048, 1.629048)
+    >>> round(times.t_start_min, 6), round(math.log(7) - 0.5 * math.log(8 * math.log(4 * 9 / 0.1**2)), 6)
+    (-0.145188, -0.145188)
     """
     if not isinstance(mixture, GaussianMixture):
         raise ValueError(f"mixture must be a GaussianMixture, got {type(mixture).__name__}")

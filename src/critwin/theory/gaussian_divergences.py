@@ -174,7 +174,17 @@ def bhattacharyya_gaussians(mean1, cov1, mean2, cov2) -> float:
 
 
 def hellinger_gaussians(mean1, cov1, mean2, cov2) -> float:
-    """Hellinger distance ``H = sqrt(1 - BC)`` of two Gaussians (so ``H^2 = 1 - BC``)."""
+    """Hellinger distance ``H = sqrt(1 - BC)`` of two Gaussians (so ``H^2 = 1 - BC``).
+
+    Examples
+    --------
+    Equal covariances: ``BC = exp(-|mu1 - mu2|^2 / 8)``, so ``H = sqrt(1 - e^-1/2)`` at distance 2:
+
+    >>> import math, critwin
+    >>> h = critwin.hellinger_gaussians([0.0], [[1.0]], [2.0], [[1.0]])
+    >>> round(h, 6), round(math.sqrt(1 - math.exp(-0.5)), 6)
+    (0.627271, 0.627271)
+    """
     return math.sqrt(max(0.0, 1.0 - bhattacharyya_gaussians(mean1, cov1, mean2, cov2)))
 
 

@@ -135,6 +135,19 @@ class TransitionTimes:
     ``status``: ``"non-empty"`` / ``"empty"`` / ``"undetermined"`` for ``[T_end, T_start]`` (see
     :func:`window_status`). ``clock``: what the times measure: ``"ou"`` (OU time), ``"kappa"`` or
     ``"hidden"`` (a CategoricalMixture's level, :mod:`critwin.theory.discrete_times`).
+
+    Examples
+    --------
+    What :func:`critwin.transition_times` returns (see its example for the closed form of ``t_end``):
+
+    >>> import torch, critwin
+    >>> mix = critwin.GaussianMixture(torch.tensor([[-4.0], [4.0]], dtype=torch.float64))
+    >>> times = critwin.transition_times(mix, init=[0], target=[0, 1], eps=0.1)
+    >>> times
+    TransitionTimes(t_end=2.7593 [2.7591, 2.7594], t_start=inf [inf, inf], bound=0.1707, ...)
+    >>> t_end, t_start, bound = times
+    >>> times.t_end_low <= t_end <= times.t_end_high, times.clock
+    (True, 'ou')
     """
 
     t_end: float
