@@ -392,7 +392,22 @@ def _outcomes(result) -> _Outcomes:
 
 def commitment_curve(result, level: float = 0.95, *, feature: str | None = None) -> CommitmentCurve:
     """c(t) (sorted by time) with Wilson intervals from a forward–reverse or cloning result (of the
-    feature ``feature`` of a multi-feature result)."""
+    feature ``feature`` of a multi-feature result).
+
+    Examples
+    --------
+    >>> import torch, critwin
+    >>> mix = critwin.GaussianMixture(torch.tensor([[-4.0], [4.0]], dtype=torch.float64))
+    >>> x0, _ = mix.subset([0]).sample(200, generator=torch.Generator().manual_seed(0))
+    >>> res = critwin.forward_reverse(
+    ...     mix, x0, [2.0, 0.5], feature="component", sampler="exact", seed=0, progress=False
+    ... )
+    >>> curve = critwin.commitment_curve(res)
+    >>> curve.times.tolist(), curve.n.tolist()  # sorted by time
+    ([0.5, 2.0], [200, 200])
+    >>> bool(((curve.lower <= curve.c) & (curve.c <= curve.upper)).all())  # 95% Wilson intervals
+    True
+    """
     found = _outcomes(select_feature(result, feature))
     k = found.kept.sum(1)
     n = np.full(k.shape, found.kept.shape[1])
@@ -674,6 +689,20 @@ def susceptibility(result, *, feature: str | None = None) -> Susceptibility | No
     -------
     :class:`Susceptibility` ``(times, chi)``, both (T,) sorted by time, or None when sources have fewer
     than 2 replicates. ``feature`` names the feature of a multi-feature result.
+
+    Examples
+    --------
+    A cloning sweep: before the window every trajectory keeps its component (chi = 0), after it every
+    one has forgotten it (chi near 0, up to noise), and in between the keep probability depends on
+    the trajectory:
+
+    >>> import torch, critwin
+    >>> mix = critwin.GaussianMixture(torch.tensor([[-4.0], [4.0]], dtype=torch.float64))
+    >>> process = critwin.MixtureProcess(mix, "exact", times=torch.linspace(4.0, 0.0, 41).tolist())
+    >>> res = critwin.clone(process, 100, [0.1, 1.5, 4.0], 8, seed=0, progress=False)
+    >>> chi = critwin.susceptibility(res)
+    >>> chi.times.tolist(), [round(v, 3) for v in chi.chi.tolist()]
+    ([0.1, 1.5, 4.0], [0.0, 0.056, -0.002])
     """
     found = _outcomes(select_feature(result, feature))
     ids, inverse, counts = np.unique(found.clusters, return_inverse=True, return_counts=True)

@@ -121,6 +121,17 @@ class SourceSimilarity:
     its own index (ties between identical sources go to the lowest index), so in a forward–reverse sweep
     over ``sources`` the agreement ``c(t)`` is the probability that the output stays closest to its own
     source.
+
+    Examples
+    --------
+    >>> import torch, critwin
+    >>> sources = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    >>> nearest = critwin.SourceSimilarity(sources)
+    >>> nearest(sources).tolist(), nearest(torch.tensor([[9.0, 1.0], [5.0, 5.1]])).tolist()
+    ([0, 1, 2], [1, 2])
+    >>> within = critwin.SourceSimilarity(sources, threshold=2.0)  # no source within 2: label N = 3
+    >>> within(torch.tensor([[9.0, 1.0], [5.0, 5.1]])).tolist()
+    [1, 3]
     """
 
     METRICS = ("l2", "cosine")

@@ -104,6 +104,20 @@ class SearchResult(ResultTable):
         placed the probes and set their sample counts but are not among ``probes`` (the estimates
         and intervals come from the confirmation's fresh samples alone); 0 otherwise.
     metadata : the process description and provenance.
+
+    Examples
+    --------
+    What :func:`critwin.search_window` returns (bisection only, no ``ci_half_width``):
+
+    >>> import torch, critwin
+    >>> mixture = critwin.GaussianMixture(torch.tensor([[4.0], [-4.0]], dtype=torch.float64))
+    >>> x0 = mixture.subset([0]).sample(256, generator=torch.Generator().manual_seed(0))[0]
+    >>> found = critwin.search_window(mixture, x0, base_rate=0.5, seed=0, progress=False)
+    >>> found
+    SearchResult(clock=ou, delta=0.1, b=0.5, t_after=0.77 [0.69, 0.83], t_before=2.6 [2.4, 2.9], ...)
+    >>> lo, hi = found.t_after_bracket
+    >>> bool(lo <= found.t_after <= hi), sorted(found.probes[0])
+    (True, ['c', 'kept', 'lower', 'n', 't', 'upper'])
     """
 
     t_after: float
