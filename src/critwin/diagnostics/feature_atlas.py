@@ -76,6 +76,26 @@ class AtlasResult:
     like_for_like : {name: WindowEstimate} of the same estimator on the fitted mixture (exact sampler),
         empty without theory.
     metadata : settings and provenance.
+
+    Examples
+    --------
+    What :func:`critwin.atlas` returns (see its example): "side" (x = ±5) is decided at a larger ``t``
+    than "height" (y = ±1.5), and their t½ intervals do not overlap.
+
+    >>> import torch, critwin
+    >>> means = torch.tensor([[5.0, 1.5], [5.0, -1.5], [-5.0, 1.5], [-5.0, -1.5]], dtype=torch.float64)
+    >>> mix = critwin.GaussianMixture(means)
+    >>> features = {"side": lambda x: (x[:, 0] < 0).long(), "height": lambda x: (x[:, 1] < 0).long()}
+    >>> process = critwin.MixtureProcess(mix, "exact", times=torch.linspace(4.0, 0.0, 41).tolist())
+    >>> x0, _ = mix.sample(40, generator=torch.Generator().manual_seed(0))
+    >>> result = critwin.atlas(
+    ...     process, features, x0=x0, times=[0.2, 0.6, 1.0, 1.6, 2.4, 3.5], n_sources=40,
+    ...     cloning=False, theory=False, n_boot=50, progress=False,
+    ... )
+    >>> result.order, result.overlaps(), type(result.forward_reverse).__name__
+    (['side', 'height'], [], 'ForwardReverseResult')
+    >>> {name: [round(end, 2) for end in ci] for name, ci in result.t_half_intervals().items()}
+    {'side': [1.78, 2.02], 'height': [0.2, 0.86]}
     """
 
     features: tuple[str, ...]

@@ -79,6 +79,19 @@ class PromptSets:
     images : optional (M + N + C, 3, H, W) image of every prompt in that order (members: their training
         image; held-out prompts: an image of the same caption) for the ``loss`` score.
     training_images : optional (T, 3, H, W) the training set, for the ``copying`` ground truth.
+
+    Examples
+    --------
+    >>> import critwin
+    >>> sets = critwin.PromptSets(
+    ...     members=["a red circle", "a blue square"], counts=[1, 4], non_members=["a green star"],
+    ...     calibration=["a red star", "a blue circle"],
+    ... )
+    >>> sets
+    PromptSets(members=2, non_members=1, calibration=2, images=False)
+    >>> members, non_members, calibration = sets.split([0.9, 0.8, 0.1, 0.2, 0.3])  # one score per prompt
+    >>> members.tolist(), non_members.tolist(), calibration.tolist()
+    ([0.9, 0.8], [0.1], [0.2, 0.3])
     """
 
     members: list[str]

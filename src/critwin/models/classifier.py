@@ -303,7 +303,19 @@ def save_classifier(
 def load_classifier(
     directory: str | os.PathLike | None = None, name: str = CLASSIFIER_NAME
 ) -> DigitClassifier:
-    """Load a classifier ``name`` (default: the shipped digit classifier) in eval mode."""
+    """Load a classifier ``name`` (default: the shipped digit classifier) in eval mode.
+
+    Examples
+    --------
+    The shipped classifier on the 360 held-out digits: 358 right, the test accuracy its card records.
+
+    >>> import critwin
+    >>> classifier = critwin.load_classifier()
+    >>> data = critwin.load_digits_data()
+    >>> right = (critwin.classifier_feature(classifier)(data.test_images) == data.test_labels).sum().item()
+    >>> right, len(data.test_labels)
+    (358, 360)
+    """
     state_dict, card = load_weights(name, directory)
     config = card["config"]
     try:
@@ -336,6 +348,17 @@ def classifier_feature(
     -------
     ``feature(x)`` mapping images ``(n, 1, 8, 8)`` in [-1, 1] (or ``(n, 8, 8)``, ``(n, 64)``) to
     ``(n,)`` int64 digits 0..9, or ``(n, 10)`` float32 probabilities.
+
+    Examples
+    --------
+    >>> import critwin
+    >>> data = critwin.load_digits_data()
+    >>> feature = critwin.classifier_feature()
+    >>> feature(data.test_images[:6]).tolist(), data.test_labels[:6].tolist()  # read, true
+    ([1, 4, 8, 6, 5, 9], [1, 4, 8, 6, 5, 9])
+    >>> p = critwin.classifier_feature(probabilities=True)(data.test_images[:6])
+    >>> tuple(p.shape), bool((p.argmax(1) == feature(data.test_images[:6])).all())
+    ((6, 10), True)
     """
     model = load_classifier() if classifier is None else classifier
 

@@ -90,6 +90,18 @@ def load_digits_data(seed: int = 0, test_fraction: float = 0.2, subset_size: int
     Returns
     -------
     DigitsData
+
+    Examples
+    --------
+    >>> import critwin
+    >>> data = critwin.load_digits_data()
+    >>> tuple(data.train_images.shape), tuple(data.test_images.shape)
+    ((1437, 1, 8, 8), (360, 1, 8, 8))
+    >>> data.train_images.min().item(), data.train_images.max().item()
+    (-1.0, 1.0)
+    >>> small = critwin.load_digits_data(subset_size=50)  # 5 of each digit
+    >>> small.train_labels.bincount().tolist(), len(small.test_labels)
+    ([5, 5, 5, 5, 5, 5, 5, 5, 5, 5], 360)
     """
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -155,6 +167,18 @@ def nearest_neighbour_distance(
     Returns
     -------
     (distance, index): (n,) float tensors of RMS distances and (n,) int64 indices into ``reference``.
+
+    Examples
+    --------
+    >>> import torch, critwin
+    >>> reference = torch.stack([torch.ones(4), 3 * torch.ones(4)])
+    >>> distance, index = critwin.nearest_neighbour_distance(torch.zeros(1, 4), reference)
+    >>> distance.tolist(), index.tolist()  # RMS distance to the all-ones image
+    ([1.0], [0])
+    >>> data = critwin.load_digits_data()
+    >>> distance, index = critwin.nearest_neighbour_distance(data.train_images[:3], data.train_images)
+    >>> distance.tolist(), index.tolist()  # a training digit is its own nearest neighbour
+    ([0.0, 0.0, 0.0], [0, 1, 2])
     """
     if not isinstance(images, torch.Tensor) or images.ndim < 1 or images.shape[0] == 0:
         raise ValueError("images must be a non-empty tensor with the batch dimension first")

@@ -73,6 +73,23 @@ def load_local(path, scheduler: str | None = None, device=None, dtype=None, text
     -------
     The pipeline (``text_encoder=True``) or a :class:`LocalPipeline`; pass it to :func:`from_pipeline`.
     Weights are read from safetensors files only.
+
+    Examples
+    --------
+    A toy pipeline saved with ``save_pretrained`` and loaded back with another scheduler:
+
+    >>> import pathlib, tempfile
+    >>> import torch, critwin
+    >>> from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+    >>> unet = UNet2DModel(  # an untrained toy UNet
+    ...     sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8,), layers_per_block=1,
+    ...     down_block_types=("DownBlock2D",), up_block_types=("UpBlock2D",), norm_num_groups=4,
+    ... )
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "toy"
+    >>> DDPMPipeline(unet=unet, scheduler=DDPMScheduler(timestep_spacing="trailing")).save_pretrained(path)
+    >>> pipe = critwin.load_local(path, scheduler="ddim")
+    >>> critwin.from_pipeline(pipe, num_inference_steps=10)
+    DiffusersProcess(model=..., scheduler=DDIMScheduler, clock=ou, steps=10, t_max=5.059, t_end=0)
     """
     root = Path(path)
     index = _read_index(root)

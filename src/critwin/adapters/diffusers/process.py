@@ -157,6 +157,24 @@ class DiffusersProcess(ReverseProcess):
     equal to the one that run returned (compared by value: a copy continues too); then the history is kept
     and split runs equal one run. Single-step schedulers (DDPM, DDIM, Euler, Euler-ancestral) continue
     either way.
+
+    Examples
+    --------
+    An untrained toy UNet with diffusers' DDPM scheduler (a trained one goes the same way):
+
+    >>> import torch, critwin
+    >>> from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+    >>> unet = UNet2DModel(  # an untrained toy UNet
+    ...     sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8,), layers_per_block=1,
+    ...     down_block_types=("DownBlock2D",), up_block_types=("UpBlock2D",), norm_num_groups=4,
+    ... )
+    >>> process = critwin.DiffusersProcess(unet, DDPMScheduler(timestep_spacing="trailing"), 10)
+    >>> process
+    DiffusersProcess(model=UNet2DModel, scheduler=DDPMScheduler, clock=ou, steps=10, t_max=5.059, t_end=0)
+    >>> g = torch.Generator().manual_seed(0)
+    >>> x = process.run(process.prior(2, generator=g), generator=g)
+    >>> tuple(x.shape), process.nfe  # 10 UNet evaluations per sample
+    ((2, 1, 8, 8), 20)
     """
 
     continuous = False
