@@ -335,6 +335,27 @@ def memorisation_audit(
     Returns
     -------
     MemorisationAudit
+
+    Examples
+    --------
+    The shipped ``shapes-t2i-memorise`` model, its 8 most duplicated members (64 copies each) against 16
+    held-out prompts, scored by the cheapest score alone (Wen et al.'s, two UNet calls per generation);
+    with 8 members the AUC's interval is wide:
+
+    >>> import critwin
+    >>> from critwin.diagnostics.prompt_shapes import card_prompt_sets
+    >>> from critwin.models.shapes_t2i.pipeline import load_t2i_pipeline
+    >>> model = critwin.PromptModel(load_t2i_pipeline("shapes-t2i-memorise"), num_inference_steps=5)
+    >>> card = card_prompt_sets("shapes-t2i-memorise", with_images=False)  # the prompts its card records
+    >>> sets = critwin.PromptSets(
+    ...     card.members[24:], card.counts[24:], card.non_members[:16], card.calibration[:16]
+    ... )
+    >>> audit = critwin.memorisation_audit(model, sets, scores=("wen",), n_generations=2, fpr=0.1, seed=0)
+    >>> audit
+    MemorisationAudit(wen=0.438, members=8, non_members=16, calibration=16)
+    >>> row = audit.overall("wen")
+    >>> row["members"], bool(row["auc_ci"][0] <= row["auc"] <= row["auc_ci"][1]), audit.nfe_per_prompt
+    (8, True, {'wen': 4.0})
     """
     requested = _check_scores(scores, sets)
     fpr_requested = check_eps(fpr, "fpr")
