@@ -292,6 +292,29 @@ def zero_shot_clip(
     Raises
     ------
     ValueError / FileNotFoundError with a message saying what is missing; nothing is downloaded.
+
+    Examples
+    --------
+    An untrained tiny ``transformers`` CLIP saved to a directory stands in for real weights (its
+    probabilities mean nothing; a downloaded ``openai/clip-vit-base-patch32`` directory loads the same way):
+
+    >>> import tempfile, torch, transformers, critwin
+    >>> from critwin.models.shapes_t2i.tokenizer import build_tokenizer
+    >>> path = tempfile.mkdtemp()
+    >>> tokenizer = build_tokenizer(path, ["a", "photo", "of", "cat", "dog"], 8)
+    >>> layers = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
+    >>> ids = dict(bos_token_id=0, eos_token_id=1, pad_token_id=1)  # the tokenizer's start, end (= pad)
+    >>> config = transformers.CLIPConfig(
+    ...     text_config=dict(layers, vocab_size=len(tokenizer), max_position_embeddings=8, **ids),
+    ...     vision_config=dict(layers, image_size=8, patch_size=4), projection_dim=8,
+    ... )
+    >>> _ = torch.manual_seed(0)
+    >>> transformers.CLIPModel(config).save_pretrained(path)
+    >>> _ = tokenizer.save_pretrained(path)
+    >>> classifier = critwin.zero_shot_clip(["cat", "dog"], path)
+    >>> p = classifier(torch.rand(3, 3, 8, 8) * 2 - 1)  # images in [-1, 1]
+    >>> classifier.labels, tuple(p.shape), bool(torch.allclose(p.sum(1), torch.ones(3)))
+    (['cat', 'dog'], (3, 2), True)
     """
     labels = [str(label) for label in labels]
     if len(labels) < 2:
