@@ -97,6 +97,7 @@ def resolve_seed(seed: int | None, generator: torch.Generator | None, default: i
 
 def derive_seed(seed: int, *keys: int | str) -> int:
     """A 63-bit seed for the unit ``keys`` of the sweep ``seed`` (independent streams per unit)."""
+    seed = check_seed(seed)
     words = [int(seed) % 2**32, int(seed) // 2**32 % 2**32]
     for key in keys:
         if isinstance(key, str):
@@ -109,6 +110,7 @@ def derive_seed(seed: int, *keys: int | str) -> int:
 
 def unit_generator(seed: int, *keys: int | str, device="cpu") -> torch.Generator:
     """A generator on ``device`` seeded for the unit ``keys`` of the sweep ``seed``."""
+    seed = check_seed(seed)
     generator = torch.Generator(device=device)
     generator.manual_seed(derive_seed(seed, *keys))
     return generator

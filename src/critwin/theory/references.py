@@ -25,6 +25,8 @@ from typing import NamedTuple
 import numpy as np
 from scipy import optimize, special, stats
 
+from critwin._validation import check_seed
+
 __all__ = ["ReferenceTV", "scale", "line_overlap", "reference_tv", "span_coordinates"]
 
 _GRID_STEP = 0.01
@@ -101,6 +103,7 @@ def reference_tv(
     """``TV(p_t^A, p_t^B)`` for components ``N(mu_i, var I)`` given their span ``coords`` (K, r)
     (:func:`span_coordinates`) and ``weights`` (K,): exact for ``r = 1``, else Monte Carlo with ``n``
     draws seeded by ``seed`` and an interval of ``z`` standard errors (module notes)."""
+    seed = check_seed(seed)
     c = np.asarray(coords, float) * scale(t, var)
     w = np.asarray(weights, float)
     A, B = list(A), list(B)
