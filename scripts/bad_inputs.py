@@ -164,7 +164,12 @@ api("bad process", "shipped-device-tpu", "shipped_process('digits', device='tpu'
 api("bad process", "shipped-dtype-int", "shipped_process('digits', dtype=torch.int64)", "dtype")
 # The scheduler as a number or an unknown name, and device="tpu", on every loader that takes them; a known
 # name must be accepted.
-for model in ("digits-flow", "digits-v", "shapes", "shapes-t2i"):
+for model in (
+    "digits-flow",
+    "digits-v",
+    "digits-memorise",
+    "shapes",
+):  # shapes-t2i is a pipeline: refused by name
     for label, given in (
         ("number", "scheduler=5"),
         ("float", "scheduler=1.5"),

@@ -45,7 +45,7 @@ from critwin._io import (
     remove_stale_temp_files,
     save_safetensors,
 )
-from critwin._validation import check_positive_int, check_seed
+from critwin._validation import check_device, check_positive_int, check_seed
 
 try:  # POSIX
     import fcntl
@@ -111,7 +111,7 @@ def derive_seed(seed: int, *keys: int | str) -> int:
 def unit_generator(seed: int, *keys: int | str, device="cpu") -> torch.Generator:
     """A generator on ``device`` seeded for the unit ``keys`` of the sweep ``seed``."""
     seed = check_seed(seed)
-    generator = torch.Generator(device=device)
+    generator = torch.Generator(device=check_device(device))
     generator.manual_seed(derive_seed(seed, *keys))
     return generator
 
