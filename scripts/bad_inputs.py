@@ -6,7 +6,10 @@ Each case is a snippet of the API (a clear ``ValueError`` naming the argument is
 run through ``critwin.cli.main`` (exit status 2 with one ``critwin: error:`` line naming the option is
 good); a few cases are inputs that must be *accepted* (NumPy images for a reader, a scheduler by name).
 A case that raises another exception (a traceback), a ``ValueError`` that does not name what it should,
-returns a result (silent), or runs past ``--timeout`` (a hang) is mishandled. Cases run in one worker
+returns a result (silent), runs past ``--timeout`` (a hang), or, for a command, leaves behind an output
+it names (wrote) is mishandled. Seeds must give the one message of ``check_seed`` word for word, in every
+public function that takes one (a model argument that fails on any use shows the seed is refused
+first) and every ``--seed`` command. Cases run in one worker
 process, one after another, each under its own alarm; a worker that stops answering is killed and the
 next one resumes after the stuck case. Prints one line per mishandled case and the counts per class.
 Tiny models are built from ``tests/tiny_models.py``; nothing is downloaded.
