@@ -28,6 +28,8 @@ CASES = [
     ("atlas", ["atlas", "--model", "shapes", "--out", "a/b/at"], "1000", "memory limit"),
     ("train", ["train", "digits-tiny", "--out", "a/b/w"], "1000", "memory limit"),
     ("text-memory", ["text", "--model", "rhm-mdm", "--out", "a/b/t"], "1000", "memory limit"),
+    ("validate", ["validate", "--quick", "--out", "a/b/v"], "1000", "memory limit"),
+    ("demo", ["demo", "--quick", "--no-progress", "--out", "a/b/d"], "1000", "memory limit"),
 ]
 
 
