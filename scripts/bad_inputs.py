@@ -6,7 +6,10 @@ Each case is a snippet of the API (a clear ``ValueError`` naming the argument is
 run through ``critwin.cli.main`` (exit status 2 with one ``critwin: error:`` line naming the option is
 good); a few cases are inputs that must be *accepted* (NumPy images for a reader, a scheduler by name).
 A case that raises another exception (a traceback), a ``ValueError`` that does not name what it should,
-returns a result (silent), or runs past ``--timeout`` (a hang) is mishandled. Cases run in one worker
+returns a result (silent), runs past ``--timeout`` (a hang), or, for a command, leaves behind an output
+it names (wrote) is mishandled. Seeds must give the one message of ``check_seed`` word for word, in every
+public function that takes one (a model argument that fails on any use shows the seed is refused
+first) and every ``--seed`` command. Cases run in one worker
 process, one after another, each under its own alarm; a worker that stops answering is killed and the
 next one resumes after the stuck case. Prints one line per mishandled case and the counts per class.
 Tiny models are built from ``tests/tiny_models.py``; nothing is downloaded.
@@ -162,6 +165,44 @@ accept(
 )
 api("bad process", "shipped-device-tpu", "shipped_process('digits', device='tpu')", "device")
 api("bad process", "shipped-dtype-int", "shipped_process('digits', dtype=torch.int64)", "dtype")
+# The scheduler as a number or an unknown name, and device="tpu", on every loader that takes them; a known
+# name must be accepted.
+for model in (
+    "digits-flow",
+    "digits-v",
+    "digits-memorise",
+    "shapes",
+):  # shapes-t2i is a pipeline: refused by name
+    for label, given in (
+        ("number", "scheduler=5"),
+        ("float", "scheduler=1.5"),
+        ("unknown", "scheduler='nope'"),
+    ):
+        api(
+            "bad process",
+            f"shipped-{model}-scheduler-{label}",
+            f"shipped_process('{model}', {given})",
+            "scheduler",
+        )
+    api("bad process", f"shipped-{model}-device-tpu", f"shipped_process('{model}', device='tpu')", "device")
+accept(
+    "bad process",
+    "shipped-shapes-scheduler-name",
+    "shipped_process('shapes', num_inference_steps=3, scheduler='ddim')",
+)
+api(
+    "bad process",
+    "digits-process-scheduler-number",
+    "load_digits_model('digits').process(scheduler=5)",
+    "scheduler",
+)
+api("bad process", "load_local-scheduler-number", "load_local(ddpm_dir(), scheduler=5)", "scheduler")
+api("bad process", "load_local-scheduler-unknown", "load_local(ddpm_dir(), scheduler='nope')", "scheduler")
+api("bad process", "load_local-device-tpu", "load_local(ddpm_dir(), device='tpu')", "device")
+accept("bad process", "load_local-scheduler-name", "load_local(ddpm_dir(), scheduler='ddim')")
+api("bad process", "text_process-device-tpu", "text_process('rhm-mdm', device='tpu')", "device")
+api("bad process", "unit_generator-device-tpu", "unit_generator(0, 1, device='tpu')", "device")
+api("bad process", "mixture-to-device-tpu", "MIX.to(device='tpu')", "device")
 cli(
     "bad process",
     "sweep-feature-no-argument",
@@ -222,7 +263,6 @@ for dtype in ("float64", "int8"):
     )
 
 # ---------------------------------------------------------------------------------------------- seeds
-SEEDS = {"negative": "-1", "float": "1.5", "str": "'a'", "2**64": str(2**64), "bool": "True"}
 SEED_CALLS = {
     "forward_reverse": "forward_reverse(MIX, X0, [0.5], seed={s}, progress=False, n_steps=3)",
     "clone": "clone(MIX, 2, [0.5], 2, seed={s}, progress=False, n_steps=3)",
@@ -234,9 +274,95 @@ SEED_CALLS = {
     "make_shapes": "make_shapes(4, seed={s})",
     "load_digits_data": "load_digits_data(seed={s})",
 }
+# Every other public function that takes a seed. ``P`` is a model that fails on any use: a seed must be
+# refused before the model is touched (the one rule, before any work). (name, call, parameter).
+MORE_SEED_CALLS = [
+    ("window_fork_time", "window_fork_time(MIX, X0, lambda x: (x[:, 0] > 0).long(), times=[0.5], seed={s})"),
+    ("augmented_samples", "augmented_samples(P, 'a circle', 2, lambda p, i: p, 2, seed={s})"),
+    ("interval_guided_samples", "interval_guided_samples(P, 'a circle', 2, seed={s})"),
+    ("plain_samples", "plain_samples(P, 'a circle', 2, seed={s})"),
+    (
+        "prompt_fairness",
+        "prompt_fairness(P, 'a circle', 'colour', selector=P, judges={{'colour': P}}, n_classes=2, seed={s})",
+    ),
+    ("prompt_windows", "prompt_windows(P, 'a circle', {{'r': P}}, seed={s})"),
+    (
+        "memorisation_audit",
+        "memorisation_audit(P, PromptSets(['a', 'b'], [1, 1], ['c', 'd'], ['e', 'f']), seed={s})",
+    ),
+    ("commitment_scores", "commitment_scores(P, ['a'], seed={s})"),
+    ("denoising_loss_scores", "denoising_loss_scores(P, ['a'], torch.zeros(1, 3, 8, 8), seed={s})"),
+    ("prompt_scores.generate", "prompt_generate(P, ['a'], 1, seed={s})"),
+    ("wen_scores", "wen_scores(P, ['a'], seed={s})"),
+    ("reference_features", "reference_features({{'shape': 0}}, n=4, seed={s})"),
+    ("text_atlas", "text_atlas(P, P, seed={s})"),
+    ("derive_seed", "derive_seed({s}, 1)", "seed"),
+    ("resolve_seed", "resolve_seed({s}, None)", "seed"),
+    ("unit_generator", "unit_generator({s}, 1)", "seed"),
+    ("DigitsConfig", "DigitsConfig(seed={s})"),
+    ("DigitsConfig-split_seed", "DigitsConfig(split_seed={s})", "split_seed"),
+    (
+        "fit_classifier",
+        "fit_classifier(P, torch.zeros(4, 1, 8, 8), torch.zeros(4, dtype=torch.long), epochs=1, "
+        "batch_size=2, learning_rate=0.01, seed={s})",
+    ),
+    ("evaluate_shapes_selector", "evaluate_shapes_selector(P, n=4, seed={s})"),
+    ("train_digit_judge", "train_digit_judge(P, epochs=1, seed={s})"),
+    ("train_shapes_selector", "train_shapes_selector(n_train=8, epochs=1, seed={s})"),
+    ("train_shapes_selector", "train_shapes_selector(n_train=8, epochs=1, data_seed={s})", "data_seed"),
+    ("ShapesConfig", "ShapesConfig(seed={s})"),
+    ("ShapesConfig-data_seed", "ShapesConfig(data_seed={s})", "data_seed"),
+    ("evaluate_readers", "evaluate_readers({{'r': P}}, n=4, seed={s})"),
+    (
+        "attribute_histograms",
+        "attribute_histograms({{'a': torch.zeros(4, dtype=torch.long)}}, "
+        "{{'a': torch.zeros(4, dtype=torch.long)}}, n_bootstrap=2, seed={s})",
+    ),
+    ("train_shape_classifier", "train_shape_classifier(n_train=8, epochs=1, seed={s})"),
+    ("train_shape_classifier", "train_shape_classifier(n_train=8, epochs=1, data_seed={s})", "data_seed"),
+    ("T2IConfig", "T2IConfig(seed={s})"),
+    ("T2IConfig-data_seed", "T2IConfig(data_seed={s})", "data_seed"),
+    ("T2IConfig-vae_data_seed", "T2IConfig(vae_data_seed={s})", "vae_data_seed"),
+    ("caption_adherence", "caption_adherence(P, {{'r': P}}, 1.0, 2, n_per_prompt=1, seed={s})"),
+    ("copying", "copying(P, P, 1.0, 2, seed={s})"),
+    ("evaluate_t2i", "evaluate_t2i(P, P, P, {{}}, seed={s})"),
+    ("t2i.generate", "t2i_generate(P, ['a'], 1.0, 2, seed={s})"),
+    ("make_pairs", "make_pairs(4, seed={s})"),
+    ("prompt_histograms", "prompt_histograms(P, {{}}, 'a', 2, 1.0, 2, seed={s})"),
+    ("RandomHierarchy", "RandomHierarchy(seed={s})"),
+    ("TextConfig", "TextConfig(seed={s})"),
+    ("TextConfig-grammar_seed", "TextConfig(grammar_seed={s})", "grammar_seed"),
+    ("evaluate_text_model", "evaluate_text_model(P, n_samples=4, seed={s})"),
+    ("train_classifier", "train_classifier(P, epochs=1, seed={s})"),
+    ("run_demo", "run_demo(TMP / 'demo-seed', quick=True, seed={s}, progress=False)", "seed"),
+    ("bootstrap_generator", "bootstrap_generator({s}, 0)", "seed"),
+    ("compare_levels", "compare_levels(P, P, seed={s})"),
+    ("paired_differences", "paired_differences({{}}, {{}}, 2, seed={s})"),
+    ("reference_tv", "reference_tv(np.zeros((2, 1)), np.array([0.5, 0.5]), [0], [1], 0.5, n=10, seed={s})"),
+    ("validate", "validate(None, quick=True, seed={s})"),
+    ("validation_cases", "validation_cases(seed={s})"),
+]
+SEED_VALUES = {"negative": -1, "float": 1.5, "str": "a", "2**64": 2**64, "bool": True}
+CLI_SEEDS = {"negative": "-1", "float": "1.5", "str": "a", "2**64": str(2**64), "empty": ""}
+
+
+def _typed(text: str):
+    """A ``--seed`` as the message shows it: a number when it is one, else the text."""
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+def seed_message(name: str, value) -> str:
+    """The one message of the seed rule (``critwin._validation.check_seed``), as a regex."""
+    return re.escape(f"{name} must be an integer in [0, 2**63), got {value!r}")
+
+
 for fn, call in SEED_CALLS.items():
-    for label, value in SEEDS.items():
-        api("seeds", f"{fn}-seed-{label}", call.format(s=value), r"\bseed\b")
+    for label, value in SEED_VALUES.items():
+        api("seeds", f"{fn}-seed-{label}", call.format(s=repr(value)), seed_message("seed", value))
+for fn, call, *param in MORE_SEED_CALLS:  # (name, call) or (name, call, parameter): seed by default
+    name = param[0] if param else "seed"
+    for label, value in SEED_VALUES.items():
+        api("seeds", f"{fn}-{name}-{label}", call.format(s=repr(value)), seed_message(name, value))
 SEED_COMMANDS = {
     "window": ["window", "{mixture}", "--after", "0"],
     "hierarchy": ["hierarchy", "{mixture}"],
@@ -248,10 +374,16 @@ SEED_COMMANDS = {
     "demo": ["demo", "--out", "{tmp}/d"],
     "privacy": ["privacy"],
     "fairness": ["fairness"],
+    "estimate": ["estimate", "{tmp}/no-result"],
 }
 for command, argv in SEED_COMMANDS.items():
-    for label, value in (("negative", "-1"), ("float", "1.5"), ("str", "a"), ("2**64", str(2**64))):
-        cli("seeds", f"{command}-seed-{label}", [*argv, "--seed", value], "--seed must be an integer")
+    for label, value in CLI_SEEDS.items():
+        cli(
+            "seeds",
+            f"cli-{command}-seed-{label}",
+            [*argv, "--seed", value],
+            seed_message("--seed", _typed(value)),
+        )
 
 # ------------------------------------------------------------------------------------------- sizes
 api("terabytes", "make_shapes", f"make_shapes({HUGE})", r"\bn\b|make_shapes")
@@ -313,6 +445,42 @@ from diffusers.models.unets.unet_2d import UNet2DOutput
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from tiny_models import tiny_unet, tiny_sd3
 
+import numpy as np
+from critwin import PromptSets, prompt_fairness, memorisation_audit
+from critwin.diagnostics.fairness import window_fork_time
+from critwin.diagnostics.prompt_fairness import (augmented_samples, interval_guided_samples, plain_samples,
+    prompt_windows)
+from critwin.diagnostics.prompt_scores import commitment_scores, denoising_loss_scores, wen_scores
+from critwin.diagnostics.prompt_scores import generate as prompt_generate
+from critwin.diagnostics.prompt_shapes import reference_features
+from critwin.diagnostics.text_windows import text_atlas
+from critwin.experiments.checkpoint import derive_seed, resolve_seed, unit_generator
+from critwin.models import DigitsConfig, train_classifier
+from critwin.models.classifier import fit_classifier
+from critwin.models.judges import evaluate_shapes_selector, train_digit_judge, train_shapes_selector
+from critwin.models.shapes import ShapesConfig, evaluate_readers, train_shape_classifier
+from critwin.models.shapes.evaluation import attribute_histograms
+from critwin.models.shapes_t2i import T2IConfig, caption_adherence, make_pairs, prompt_histograms
+from critwin.models.shapes_t2i import generate as t2i_generate
+from critwin.models.shapes_t2i.evaluation import copying, evaluate_t2i
+from critwin.models.text import RandomHierarchy, TextConfig, evaluate_text_model, text_process
+from critwin.report.demo import run_demo
+from critwin.report.invariance import bootstrap_generator
+from critwin.report.text import compare_levels, paired_differences
+from critwin.theory.references import reference_tv
+from critwin.theory.validate import validate, validation_cases
+
+
+class _Poison:  # a model that fails on any use: what must be refused first never reaches it
+
+    def __getattr__(self, key):
+        raise AssertionError(f"the model was used (model.{key}) before the bad argument was refused")
+
+    def __call__(self, *args, **kwargs):
+        raise AssertionError("the model was called before the bad argument was refused")
+
+
+P = _Poison()
 TMP = Path(tempfile.mkdtemp(prefix="critwin-bad-inputs-"))
 MIX = GaussianMixture(torch.tensor([[2.0, 0.0], [-2.0, 0.0]]))
 X0 = torch.tensor([[2.0, 0.1], [-2.0, 0.3]])
@@ -404,6 +572,8 @@ def _run_cli(argv, needle, namespace) -> dict:
 
     paths = {"tmp": str(namespace["TMP"]), "mixture": str(ROOT / "examples" / "two_gaussians.yaml")}
     argv = [a.format(**paths) for a in argv]
+    # Outputs named in the command line: a refused command must not have created any of them.
+    outputs = [Path(a) for a in argv if a.startswith(paths["tmp"]) and not Path(a).exists()]
     err = io.StringIO()
     code = 0
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
@@ -418,6 +588,9 @@ def _run_cli(argv, needle, namespace) -> dict:
         return {"outcome": "silent", "detail": "exit 0"}
     if code != 2 or len(lines) != 1 or not lines[0].startswith("critwin: error: "):
         return {"outcome": "traceback", "detail": f"exit {code}: {' | '.join(lines)[-300:]}"}
+    written = [str(path) for path in outputs if path.exists()]
+    if written:
+        return {"outcome": "wrote", "detail": f"refused but left {', '.join(written)}"}
     named = re.search(needle, lines[0]) is not None
     return {"outcome": "good" if named else "unnamed", "detail": lines[0][:200]}
 

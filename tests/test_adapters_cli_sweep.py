@@ -374,7 +374,12 @@ def test_sources_of_a_failed_sweep_are_not_reused_with_another_seed(
 
     argv = ["sweep", "--model", str(model_dirs / "ddpm"), "--steps", "3", "--times", "0.5", "--n", "2"]
     argv += ["--n-per-time", "1", "--feature", "failing_feature:label", "--no-progress"]
+    # A folder the failed run created goes with it (nothing to reuse) ...
+    assert _run([*argv, "--out", str(tmp_path / "new")], capsys)[0] == 2
+    assert not (tmp_path / "new").exists()
+    # ... one that was there keeps what the run wrote (as after a kill): the sources, bound to settings.
     out = tmp_path / "o"
+    out.mkdir()
     assert _run([*argv, "--out", str(out)], capsys)[0] == 2  # failed after the sources were written
     assert (out / "sources.safetensors").is_file() and not (out / "config.json").exists()
     failing_feature.CALLS["fail"] = False

@@ -87,6 +87,13 @@ SURFACES: dict[str, tuple[list[str], str, bool]] = {
     ),
     "demo --out": (["demo", "--quick", "--no-progress", "--workers", "1", "--out", "{out}"], "demo", True),
 }
+# The classifier and judge targets (one epoch: 20-40 s each on a shared CPU, twice per case).
+for _model in ("classifier", "shapes-classifier", "digit-judge", "shapes-selector"):
+    SURFACES[f"train {_model} --out"] = (
+        ["train", _model, "--epochs", "1", "--no-progress", "--out", "{out}"],
+        "w",
+        True,
+    )
 STDOUT = ["hierarchy", MIXTURE, "--no-windows", "--json"]
 
 LIMITED = textwrap.dedent(

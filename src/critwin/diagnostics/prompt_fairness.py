@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from critwin._validation import check_positive_int, check_time
+from critwin._validation import check_positive_int, check_seed, check_time
 from critwin.diagnostics.fairness import (
     check_judge,
     check_target,
@@ -120,6 +120,7 @@ def prompt_windows(
     -------
     ({name: WindowEstimate, or None when the attribute never varies among the generations}, UNet rows)
     """
+    seed = check_seed(seed)
     process = model.process(prompt)
     times = (
         grid_times(process, 6, lo=0.05) if fork_times is None else fork_times
@@ -162,6 +163,7 @@ def _run(process, n: int, seed: int, guided_steps=None) -> torch.Tensor:
 
 def plain_samples(model, prompt: str, n: int, seed: int = 0) -> torch.Tensor:
     """``n`` images of ``prompt`` as the pipeline samples them (guidance at every step)."""
+    seed = check_seed(seed)
     return _run(model.process(prompt), n, seed)
 
 
@@ -170,6 +172,7 @@ def augmented_samples(
 ) -> tuple[torch.Tensor, list[str]]:
     """Prompt augmentation: sample ``i`` is drawn with ``augment(prompt, v_i)``, ``v_i`` uniform over
     ``n_values`` values (seeded by ``seed``); returns the images and the prompts used."""
+    seed = check_seed(seed)
     values = np.random.default_rng(seed).integers(0, n_values, n)
     prompts = [augment(prompt, int(v)) for v in values]
     model.check(list(dict.fromkeys(prompts)), "augmented prompts")
@@ -181,6 +184,7 @@ def interval_guided_samples(
 ) -> tuple[torch.Tensor, np.ndarray]:
     """Guidance only at the steps whose starting noise level (OU time) lies in ``(low, high]``; returns the
     images and the (L,) guided flag of every step."""
+    seed = check_seed(seed)
     low, high = (check_time(float(v), "interval") for v in interval)
     if not low < high:
         raise ValueError(f"interval must be (low, high) with low < high, got {tuple(interval)}")
@@ -326,6 +330,7 @@ def prompt_fairness(
     -------
     PromptFairness
     """
+    seed = check_seed(seed)
     n = check_positive_int(n, "n")
     target = check_target(target, n_classes)
     judges = _check_readers(attribute, selector, judges)

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from critwin._display import data_frame, html_summary, short_repr
-from critwin._validation import check_eps, check_positive_int
+from critwin._validation import check_eps, check_positive_int, check_seed
 from critwin.diagnostics.privacy import auc_interval, roc_auc, tpr_at_fpr
 from critwin.diagnostics.prompt_scores import (
     SECMI_TIMESTEP,
@@ -357,6 +357,7 @@ def memorisation_audit(
     >>> row["members"], bool(row["auc_ci"][0] <= row["auc"] <= row["auc_ci"][1]), audit.nfe_per_prompt
     (8, True, {'wen': 4.0})
     """
+    seed = check_seed(seed)
     requested = _check_scores(scores, sets)
     fpr_requested = check_eps(fpr, "fpr")
     if len(sets.calibration) < 2:  # one calibration score cannot set a threshold below an FPR of 1

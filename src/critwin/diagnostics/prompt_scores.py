@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from critwin._validation import check_number, check_positive_int
+from critwin._validation import check_number, check_positive_int, check_seed
 from critwin.experiments import crossing_time, isotonic_decreasing
 from critwin.experiments.checkpoint import progress_bar
 from critwin.experiments.process import grid_times, realise_times
@@ -98,6 +98,7 @@ def wen_scores(
     >>> scores.shape, nfe
     ((2,), 4)
     """
+    seed = check_seed(seed)
     prompts = list(prompts)
     n = check_positive_int(n_generations, "n_generations")
     process = model.process(prompts[0])
@@ -143,6 +144,7 @@ def denoising_loss_scores(
     -------
     (scores (P,) float64 = -mean squared error per latent entry, UNet rows per prompt = n_noise)
     """
+    seed = check_seed(seed)
     prompts = list(prompts)
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[0] != len(prompts):
         raise ValueError(f"images must be ({len(prompts)}, 3, H, W): one image per prompt")
@@ -260,6 +262,7 @@ def _forks(model, prompts, k, m, states, finals, threshold, generator, batch_siz
 
 def generate(model, prompts, n: int, seed: int = 0, batch_size: int = 32) -> tuple[torch.Tensor, float]:
     """``n`` images of every prompt ``(P, n, 3, H, W)`` and the UNet rows spent per prompt."""
+    seed = check_seed(seed)
     prompts = list(prompts)
     with model.counting() as counter:
         _, finals = _trunks(
@@ -317,6 +320,7 @@ def commitment_scores(
     >>> result.scores.shape, result.curves.shape
     ((2,), (2, 2))
     """
+    seed = check_seed(seed)
     prompts = list(prompts)
     k = check_positive_int(n_trajectories, "n_trajectories")
     m = check_positive_int(n_clones, "n_clones")

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from critwin._display import short_repr
-from critwin._validation import check_delta, check_eps, check_positive_int
+from critwin._validation import check_delta, check_eps, check_positive_int, check_seed
 from critwin.diagnostics.feature_atlas import AtlasResult, atlas, feature_estimates
 from critwin.experiments.checkpoint import derive_seed
 from critwin.experiments.estimation import crossing_time
@@ -282,6 +282,7 @@ def text_atlas(
     -------
     AtlasResult whose ``theory`` comes from the grammar and ``like_for_like`` from its exact law.
     """
+    seed = check_seed(seed)
     clock = getattr(process, "clock", "ou")
     if clock not in ("kappa", "hidden"):
         raise ValueError(f"process must run on a token clock ('kappa' or 'hidden'), got {clock!r}")

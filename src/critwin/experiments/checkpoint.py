@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 import sys
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
@@ -44,7 +45,7 @@ from critwin._io import (
     remove_stale_temp_files,
     save_safetensors,
 )
-from critwin._validation import check_positive_int, check_seed
+from critwin._validation import check_device, check_positive_int, check_seed
 
 try:  # POSIX
     import fcntl
@@ -96,6 +97,7 @@ def resolve_seed(seed: int | None, generator: torch.Generator | None, default: i
 
 def derive_seed(seed: int, *keys: int | str) -> int:
     """A 63-bit seed for the unit ``keys`` of the sweep ``seed`` (independent streams per unit)."""
+    seed = check_seed(seed)
     words = [int(seed) % 2**32, int(seed) // 2**32 % 2**32]
     for key in keys:
         if isinstance(key, str):
@@ -108,7 +110,8 @@ def derive_seed(seed: int, *keys: int | str) -> int:
 
 def unit_generator(seed: int, *keys: int | str, device="cpu") -> torch.Generator:
     """A generator on ``device`` seeded for the unit ``keys`` of the sweep ``seed``."""
-    generator = torch.Generator(device=device)
+    seed = check_seed(seed)
+    generator = torch.Generator(device=check_device(device))
     generator.manual_seed(derive_seed(seed, *keys))
     return generator
 
@@ -216,6 +219,52 @@ def _lock(path: Path, root: Path, option: str) -> int:
     return fd
 
 
+def _first_missing(path: Path) -> Path | None:
+    """The outermost of ``path`` and its ancestors that does not exist yet (what a ``mkdir(parents=True)``
+    of ``path`` would create first), or None when ``path`` exists."""
+    path = Path(os.path.abspath(path))
+    if path.exists():
+        return None
+    while not path.parent.exists():
+        path = path.parent
+    return path
+
+
+def _failed(exc: BaseException) -> bool:
+    """Whether the writer ended in failure: an error, or an exit with a non-zero status. An interrupt
+    (Ctrl-C) is not one: what it leaves is resumable, as after a kill."""
+    if isinstance(exc, KeyboardInterrupt):
+        return False
+    if isinstance(exc, SystemExit):
+        return exc.code not in (None, 0)
+    return True
+
+
+def _remove_new_directories(path: Path, created: Path | None, whole: bool = False) -> None:
+    """After a failed writer: remove ``path`` (with what is in it when ``whole``, else only if empty) and
+    then each empty ancestor up to ``created``, the first directory this run made; a directory some other
+    process wrote into meanwhile stays."""
+    if created is None:
+        return
+    path = Path(os.path.abspath(path))
+    if whole:
+        shutil.rmtree(path, ignore_errors=True)
+    for directory in (path, *path.parents):
+        try:
+            directory.rmdir()
+        except FileNotFoundError:
+            pass
+        except OSError:  # not empty (another writer's output) or not ours to remove
+            return
+        if directory == created:
+            return
+
+
+def _finished_units(root: Path) -> bool:
+    """Whether ``root`` holds a completed sweep unit (resumable work a failed run keeps)."""
+    return any((root / UNITS_DIR).glob("*.npz"))
+
+
 @contextmanager
 def claim_directory(out, kind: str, option: str = "out", legacy: tuple[str, ...] = ()) -> Iterator[Path]:
     """Hold the output directory ``out`` for a writer of results of ``kind`` while the block runs.
@@ -224,29 +273,42 @@ def claim_directory(out, kind: str, option: str = "out", legacy: tuple[str, ...]
     non-empty directory that is not a critwin result of ``kind``, and a directory another process holds
     ("in use by pid N"). Removes temporary files of dead writers. Re-entrant within a process.
     ``legacy``: file names that together mark a result of ``kind`` written by an older critwin.
+
+    A block that fails (an error, not an interrupt) removes the directory again when this claim created
+    it and it holds no finished unit: no new empty or partial directory is left behind. Finished units
+    stay, so the same command resumes them.
     """
     root = Path(out)
     if root.exists() and not root.is_dir():
         raise ValueError(f"{option} must be a directory, but {root} is a file")
+    created = _first_missing(root)
     root.mkdir(parents=True, exist_ok=True)
     key = root.resolve()
     if key in _HELD:
         if _HELD[key].kind != kind:
             raise ValueError(f"{option}: {root} is held for a {_HELD[key].kind!r} result, not {kind!r}")
         _HELD[key].depth += 1
+        created = None  # the outer claim decides
     else:
         fd = _lock(root / CLAIM_FILE, root, option)
+        if created is not None and any(p.name != CLAIM_FILE for p in root.iterdir()):
+            created = None  # another writer filled it between our mkdir and our lock: not ours
         try:
             _check_kind(root, kind, _claim_record(root / CLAIM_FILE).get("kind"), option, legacy)
             _write_record(fd, {"kind": kind, "pid": os.getpid()}, root, option)
             for directory in (root, root / UNITS_DIR):
                 remove_stale_temp_files(directory)
         except BaseException:
+            _remove_new_directories(root, created, whole=True)
             os.close(fd)
             raise
         _HELD[key] = _Hold(fd, kind)
     try:
         yield root
+    except BaseException as exc:
+        if _failed(exc) and created is not None and not _finished_units(root):
+            _remove_new_directories(root, created, whole=True)
+        raise
     finally:
         _HELD[key].depth -= 1
         if _HELD[key].depth == 0:
@@ -277,15 +339,18 @@ def claim_output(path, option: str = "out") -> Iterator[Path]:
     """Hold the output ``path`` (a file or a directory written by replacing it whole) while the block
     runs: a second writer of the same path is refused ("in use by pid N", a ValueError naming
     ``option``) before it does any work; the lock of a dead process is free. None holds nothing.
+    Folders it creates for ``path`` are removed again, if still empty, when the block fails.
     """
     if path is None:
         yield None
         return
     path = Path(path)
+    created = _first_missing(path.parent)
     path.parent.mkdir(parents=True, exist_ok=True)
     key = path.resolve()
     if key in _HELD:  # this process holds it already (re-entrant)
         _HELD[key].depth += 1
+        created = None  # the outer claim decides
     else:
         fd = _lock_output(path, option)
         try:
@@ -293,10 +358,15 @@ def claim_output(path, option: str = "out") -> Iterator[Path]:
         except BaseException:
             output_lock_file(path).unlink(missing_ok=True)  # still locked: no one else uses it
             os.close(fd)
+            _remove_new_directories(path.parent, created)
             raise
         _HELD[key] = _Hold(fd, "output")
+    failed = False
     try:
         yield path
+    except BaseException as exc:
+        failed = _failed(exc)
+        raise
     finally:
         _HELD[key].depth -= 1
         if _HELD[key].depth == 0:
@@ -304,6 +374,8 @@ def claim_output(path, option: str = "out") -> Iterator[Path]:
             # opened it just before sees (in _lock_output) that it locked a removed file and retries.
             output_lock_file(path).unlink(missing_ok=True)
             os.close(_HELD.pop(key).fd)
+            if failed:
+                _remove_new_directories(path.parent, created)
 
 
 def _lock_output(path: Path, option: str) -> int:

@@ -17,6 +17,7 @@ import torch
 
 from critwin._memory import check_memory
 from critwin._validation import (
+    check_device,
     check_finite,
     check_finite_from,
     check_positive_int,
@@ -195,6 +196,7 @@ class GaussianMixture(WeightedComponents):
 
     def to(self, dtype=None, device=None) -> GaussianMixture:
         """The same mixture with parameters in another dtype and/or on another device."""
+        device = None if device is None else check_device(device)
         conv = {"dtype": dtype or self.dtype, "device": device or self.device}
         evecs = None if self._evecs is None else self._evecs.to(**conv)
         return type(self)._from_parts(

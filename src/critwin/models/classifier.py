@@ -196,6 +196,7 @@ def train_classifier(
     DigitClassifier in eval mode.
     """
     seed = check_seed(seed)
+    seed = check_seed(seed)
     data = load_digits_data() if data is None else data
     return fit_classifier(
         lambda: DigitClassifier(width=width),

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from critwin._validation import check_positive_int
+from critwin._validation import check_positive_int, check_seed
 from critwin._version import __version__
 from critwin.experiments.features import CallableFeature
 from critwin.models._store import load_state_into, load_weights, save_weights, weights_paths
@@ -78,6 +78,7 @@ def train_digit_judge(
     >>> judge.width
     8
     """
+    seed = check_seed(seed)
     data = load_digits_data() if data is None else data
     # The selector's recipe (Adam, cosine rate, random shifts) on the other side of the split.
     swapped = dataclasses.replace(
@@ -181,6 +182,8 @@ def train_shapes_selector(
     >>> sorted(net.heads)
     ['background', 'colour', 'mark', 'shape']
     """
+    seed = check_seed(seed)
+    data_seed = check_seed(data_seed, "data_seed")
     n_train = check_positive_int(n_train, "n_train")
     epochs = check_positive_int(epochs, "epochs")
     data = make_shapes(n_train, seed=data_seed)
@@ -209,6 +212,7 @@ def train_shapes_selector(
 
 def evaluate_shapes_selector(net: AttributeNet, n: int = 4000, seed: int = 12345, noise: float = 0.0) -> dict:
     """Per-attribute accuracy on ``make_shapes(n, seed=seed)`` (held out), optionally with pixel noise."""
+    seed = check_seed(seed)
     data = make_shapes(n, seed=seed)
     images = data.images
     if noise:

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from critwin._stats import interval_order
+from critwin._validation import check_seed
 from critwin.adapters.diffusers import scheduler_class
 from critwin.experiments.estimation import WindowEstimate, estimate_window
 from critwin.experiments.forward_reverse import ForwardReverseResult, forward_reverse
@@ -282,6 +283,7 @@ def bootstrap_generator(seed: int, runs_before: int) -> torch.Generator:
     generator=bootstrap_generator(seed, n))`` then pairs them as that call would
     (``tests/test_report_schedule.py`` checks both against one call).
     """
+    seed = check_seed(seed)
     g = torch.Generator().manual_seed(seed)
     for _ in range(runs_before):
         torch.randint(0, 2**31 - 1, (1,), generator=g)  # the draw of estimate_window(generator=g)

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from critwin._io import finite_or_none
-from critwin._validation import check_positive_int
+from critwin._validation import check_positive_int, check_seed
 from critwin.diagnostics.text_windows import (
     ExactCurve,
     exact_commitment_curves,
@@ -122,6 +122,7 @@ def paired_differences(
     -------
     ``{level: {endpoint: {"difference", "ci": [lo, hi], "censored_share"}}}`` (None where censored).
     """
+    seed = check_seed(seed)
     n_boot = check_positive_int(n_boot, "n_boot")
     rng = np.random.default_rng(derive_seed(seed, "paired"))
     out = {}
@@ -238,6 +239,7 @@ def compare_levels(
     progress: bool = False,
 ) -> LevelComparison:
     """The network's level windows beside the exact engine's and the exact curves (module notes)."""
+    seed = check_seed(seed)
     process, grammar = model.process(), model.grammar
     clock = process.clock
     times = sizes.times(clock, grammar.length)

@@ -101,6 +101,10 @@ def reference_tv(
     """``TV(p_t^A, p_t^B)`` for components ``N(mu_i, var I)`` given their span ``coords`` (K, r)
     (:func:`span_coordinates`) and ``weights`` (K,): exact for ``r = 1``, else Monte Carlo with ``n``
     draws seeded by ``seed`` and an interval of ``z`` standard errors (module notes)."""
+    # The seed rule of critwin._validation.check_seed, restated: this module imports nothing of critwin.
+    integer = isinstance(seed, (int, np.integer)) and not isinstance(seed, (bool, np.bool_))
+    if not integer or not 0 <= int(seed) < 2**63:
+        raise ValueError(f"seed must be an integer in [0, 2**63), got {int(seed) if integer else seed!r}")
     c = np.asarray(coords, float) * scale(t, var)
     w = np.asarray(weights, float)
     A, B = list(A), list(B)

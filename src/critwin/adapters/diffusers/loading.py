@@ -14,6 +14,7 @@ from safetensors import SafetensorError, safe_open
 from critwin._files import check_weights, load_tensor_file
 from critwin._io import read_json
 from critwin._memory import GRID_BYTES, check_memory, unet_bytes
+from critwin._validation import check_device
 from critwin.adapters.diffusers.schedule import SCHEDULER_ALIASES, is_supported, scheduler_class
 
 __all__ = ["LocalPipeline", "load_local", "load_prompt_embeds"]
@@ -91,6 +92,7 @@ def load_local(path, scheduler: str | None = None, device=None, dtype=None, text
     >>> critwin.from_pipeline(pipe, num_inference_steps=10)
     DiffusersProcess(model=..., scheduler=DDIMScheduler, clock=ou, steps=10, t_max=5.059, t_end=0)
     """
+    device = None if device is None else check_device(device)  # before anything is read
     root = Path(path)
     index = _read_index(root)
     check_configs(root, index)

@@ -122,6 +122,8 @@ def train_shape_classifier(
     DigitClassifier on (n, 3, 16, 16) images with four classes (``ATTRIBUTES["shape"]``), in eval mode.
     """
     seed = check_seed(seed)
+    data_seed = check_seed(data_seed, "data_seed")
+    seed = check_seed(seed)
     data = make_shapes(n_train, seed=data_seed)
     n_shapes = len(ATTRIBUTES["shape"])
     return fit_classifier(
@@ -143,6 +145,7 @@ def evaluate_readers(readers: dict, n: int = 4000, seed: int = 12345, noise: flo
     -------
     dict attribute -> accuracy (fraction of images whose label is read back).
     """
+    seed = check_seed(seed)
     data = make_shapes(n, seed=check_seed(seed))
     images = data.images
     if noise:

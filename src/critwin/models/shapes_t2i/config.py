@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from critwin._memory import check_memory, transformer_bytes, unet_bytes
-from critwin._validation import check_positive_int
+from critwin._validation import check_positive_int, check_seed
 from critwin.models._store import PIPELINE_MODELS
 from critwin.models._training import TrainingConfig
 from critwin.models.shapes.data import check_shapes_memory
@@ -108,7 +108,7 @@ class T2IConfig(TrainingConfig):
         for name in ("vae_steps", "vae_batch_size", "vae_n_train", "attention_heads", "num_inference_steps"):
             check_positive_int(getattr(self, name), name)
         for name in ("data_seed", "vae_data_seed", "seed"):
-            check_positive_int(getattr(self, name), name, minimum=0)
+            check_seed(getattr(self, name), name)
         if self.text_hidden % self.text_heads:
             raise ValueError(
                 f"text_hidden={self.text_hidden} must be a multiple of text_heads={self.text_heads}"

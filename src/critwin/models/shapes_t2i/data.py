@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from critwin._validation import check_positive_int
+from critwin._validation import check_positive_int, check_seed
 from critwin.models.shapes.data import ATTRIBUTES, check_shapes_memory, render_shapes
 from critwin.models.shapes_t2i.captions import (
     ITEM_DIGITS,
@@ -268,7 +268,7 @@ def make_pairs(
     """
     n = check_positive_int(n, "n")
     check_shapes_memory(n, f"make_pairs(n={n})")
-    seed = check_positive_int(seed, "seed", minimum=0)
+    seed = check_seed(seed)
     probabilities = CaptionProbabilities() if probabilities is None else probabilities
     generator = torch.Generator().manual_seed(seed)
     mentions, long_background = draw_mentions(n, probabilities, generator)

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from critwin._stats import wilson_bounds
-from critwin._validation import check_positive_int
+from critwin._validation import check_positive_int, check_seed
 from critwin.models.shapes.data import ATTRIBUTES
 from critwin.models.shapes_t2i.captions import caption_text
 from critwin.models.shapes_t2i.config import T2IConfig
@@ -66,6 +66,7 @@ def generate(
     One generator seeded with ``seed`` draws every batch's initial latents in turn, so the images depend
     on ``seed``, the prompts and ``batch_size``.
     """
+    seed = check_seed(seed)
     batch_size = check_positive_int(batch_size, "batch_size")
     generator = torch.Generator().manual_seed(seed)
     chunks = []
@@ -102,6 +103,7 @@ def caption_adherence(
     ``all_attributes`` (every attribute right at once), ``per_value`` (attribute -> value -> rate),
     ``n_samples``, ``n_prompts``, ``guidance_scale``, ``num_inference_steps``, ``example_prompt``.
     """
+    seed = check_seed(seed)
     n_per_prompt = check_positive_int(n_per_prompt, "n_per_prompt")
     prompts, labels = fully_specified_prompts()
     repeated = [p for p in prompts for _ in range(n_per_prompt)]
@@ -134,6 +136,7 @@ def prompt_histograms(
     pipe, readers: dict, prompt: str, n: int, guidance_scale: float, num_inference_steps: int, seed: int = 0
 ) -> dict[str, Any]:
     """Attribute histograms (fractions per value, 95% Wilson intervals) of ``n`` samples of ``prompt``."""
+    seed = check_seed(seed)
     images = generate(pipe, [prompt] * check_positive_int(n, "n"), guidance_scale, num_inference_steps, seed)
     out: dict[str, Any] = {"prompt": prompt, "n": n}
     for name, values in ATTRIBUTES.items():
@@ -165,6 +168,7 @@ def copying(
     (``"nn_distance_median"`` of generations of the first ``n_held_out`` non-member prompts to the
     training images); ``n_per_prompt``.
     """
+    seed = check_seed(seed)
     prompts = [m["prompt"] for m in data.members for _ in range(n_per_prompt)]
     images = generate(pipe, prompts, guidance_scale, num_inference_steps, seed)
     own_rows = torch.tensor([m["index"] for m in data.members]).repeat_interleave(n_per_prompt)
@@ -203,6 +207,7 @@ def evaluate_t2i(
     seed: int = 0,
 ) -> dict[str, Any]:
     """The card's metrics: adherence, probe histograms and (memorising variant) copying."""
+    seed = check_seed(seed)
     scale, steps = config.guidance_scale, config.num_inference_steps
     metrics: dict[str, Any] = {
         "adherence": caption_adherence(pipe, readers, scale, steps, n_per_prompt, seed)

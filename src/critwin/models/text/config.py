@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from critwin._memory import GRID_BYTES, check_memory, transformer_bytes
-from critwin._validation import check_positive_int
+from critwin._validation import check_positive_int, check_seed
 from critwin.experiments.token_process import MASKED_SAMPLERS
 from critwin.models._training import TrainingConfig
 from critwin.models.text.grammar import RandomHierarchy
@@ -67,7 +67,8 @@ class TextConfig(TrainingConfig):
         for name in ("width", "heads", "layers", "steps", "batch_size", "sampler_steps"):
             check_positive_int(getattr(self, name), name)
         check_positive_int(self.warmup_steps, "warmup_steps", minimum=0)
-        check_positive_int(self.seed, "seed", minimum=0)
+        check_seed(self.seed, "seed")
+        check_seed(self.grammar_seed, "grammar_seed")
         if not (isinstance(self.learning_rate, (int, float)) and self.learning_rate > 0):
             raise ValueError(f"learning_rate must be a positive number, got {self.learning_rate!r}")
         if not 0.0 <= self.ema_decay < 1.0:

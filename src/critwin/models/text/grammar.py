@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from critwin._memory import check_memory
-from critwin._validation import check_generator, check_positive_int, check_token_ids
+from critwin._validation import check_generator, check_positive_int, check_seed, check_token_ids
 
 __all__ = ["RandomHierarchy"]
 
@@ -73,7 +73,7 @@ class RandomHierarchy:
         self.n_rules = check_positive_int(n_rules, "n_rules")
         self.branching = check_positive_int(branching, "branching", minimum=2)
         self.depth = check_positive_int(depth, "depth")
-        self.seed = check_positive_int(seed, "seed", minimum=0)
+        self.seed = check_seed(seed)
         tuples = self.vocab_size**self.branching
         if max(self.n_classes, self.vocab_size) * self.n_rules > tuples:
             raise ValueError(

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from critwin._memory import check_memory
-from critwin._validation import check_positive_int
+from critwin._validation import check_device, check_positive_int
 from critwin.experiments.token_process import AutoregressiveProcess, MaskedDiffusionProcess, TokenProcess
 from critwin.models._store import save_weights
 from critwin.models._training import load_unet
@@ -65,6 +65,7 @@ class TextModel:
         n_steps : masked diffusion only.
         device : where the network runs (it is moved there).
         """
+        device = None if device is None else check_device(device)
         network = self.network.to(device) if device is not None else self.network
         V, L = self.config.vocab_size, self.grammar.length
         label = f"critwin/{self.name}"
@@ -118,4 +119,5 @@ def load_text_model(name: str = "rhm-mdm", directory: str | os.PathLike | None =
 
 def text_process(name: str, n_steps: int | None = None, device=None, directory=None) -> TokenProcess:
     """A shipped (or ``directory``'s) text model as its process (``critwin sweep --model rhm-mdm``)."""
+    device = None if device is None else check_device(device)  # before the model loads
     return load_text_model(name, directory).process(n_steps, device=device)

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from critwin._validation import check_positive_int
+from critwin._validation import check_positive_int, check_seed
 from critwin._version import __version__
 from critwin.models._store import load_card
 from critwin.models._training import (
@@ -113,6 +113,7 @@ def evaluate_text_model(model: TextModel, n_samples: int = 2000, seed: int = 1) 
     empirical histogram of ``n`` draws over ``K`` values is biased upwards by about ``sqrt(K / n) / 2``
     even for a perfect model (``level_tv_floor``).
     """
+    seed = check_seed(seed)
     n_samples = check_positive_int(n_samples, "n_samples")
     started = time.perf_counter()
     generator = torch.Generator().manual_seed(seed)
