@@ -216,9 +216,9 @@ class Narrowing:
     The widest interval's endpoint lies between two probed times of the search's lattice. Where the
     interval is censored (some replicates cross beyond the outermost probe: an end ±inf), the lattice
     time next beyond that probe is probed first. If a lattice time not yet probed lies between the
-    two, it is probed; else batches go to whichever of the
-    two contributes more to the variance of the interpolated crossing, ``(1 - lam)^2 v_lo / n_lo``
-    against ``lam^2 v_hi / n_hi``, about half of the samples that the plug-in rule
+    two, it is probed; else batches go to whichever of the two a batch narrows more (the variance of
+    the interpolated crossing, ``(1 - lam)^2 v_lo / n_lo + lam^2 v_hi / n_hi``, falls by ``w^2 v / n^2``
+    per sample at a probe), about half of the samples that the plug-in rule
     ``n (width / requested)^2`` says are missing, so that the bootstrap is rerun a few times, not
     after every batch. Where resampling the reference samples alone gives most of an interval's
     bootstrap variance, the reference grows instead.
@@ -321,17 +321,20 @@ class Narrowing:
         return min(inside, key=lambda t: abs(t - t_hat)) if inside else None
 
     def _noisier(self, name, t_hat: float, low, high) -> float:
-        """Of the two neighbours, the one whose sampling error moves the interpolated crossing more."""
+        """Of the two neighbours, the one where a batch lowers the variance of the interpolated crossing
+        more: ``(1 - lam)^2 v_lo / n_lo + lam^2 v_hi / n_hi`` falls by about ``w^2 v / n^2`` per sample
+        at a probe, so that batch after batch the counts settle at ``n ∝ w sqrt(v)`` (the allocation that
+        minimises that variance for their total), not at ``n ∝ w^2 v`` (equal shares of it)."""
         if low is None or high is None:
             return high if low is None else low
         cache = self.crossings.prober.cache
         lam = min(max((t_hat - cache[low].t) / (cache[high].t - cache[low].t), 0.0), 1.0)
 
-        def share(t, weight):
+        def gain(t, weight):
             n, k = cache[t].n, cache[t].kept[name]
-            return weight**2 * (k + 1) * (n - k + 1) / (n + 2) ** 3  # smoothed c (1 - c) / n
+            return weight**2 * (k + 1) * (n - k + 1) / (n + 2) ** 4  # smoothed c (1 - c) / n^2
 
-        return low if share(low, 1 - lam) >= share(high, lam) else high
+        return low if gain(low, 1 - lam) >= gain(high, lam) else high
 
     def _warn(self, wide, found) -> None:
         parts = []
