@@ -20,18 +20,15 @@ smallest time) or ``+inf`` (still above it at the largest time): censored, never
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from scipy.stats import norm
 
 from critwin._display import axes, data_frame, html_summary, short_repr
 from critwin._io import provenance
-from critwin._stats import bounded_percentile_interval, wilson_bounds
 from critwin._validation import (
     check_delta,
     check_eps,
@@ -39,6 +36,12 @@ from critwin._validation import (
     check_number,
     check_positive_int,
     check_seed,
+)
+from critwin.experiments.curve_stats import (
+    crossing_time,
+    isotonic_decreasing,
+    percentile_interval,
+    wilson_interval,
 )
 from critwin.experiments.results import CLOCK_AXES, select_feature
 
@@ -67,79 +70,6 @@ class ConstantFeatureError(ValueError):
 
 BOOTSTRAP_SEED = 0
 """Seed of :func:`estimate_window`'s bootstrap when neither ``generator`` nor ``seed`` is given."""
-
-
-def wilson_interval(successes, trials, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-    """Wilson score interval for binomial proportions.
-
-    Parameters
-    ----------
-    successes, trials : arrays (broadcastable) of counts, ``0 <= successes <= trials``, ``trials >= 1``.
-    level : confidence level in (0, 1).
-
-    Returns
-    -------
-    (lower, upper) arrays of the same shape.
-    """
-    level = check_eps(level, "level")
-    k = np.asarray(successes, dtype=float)
-    n = np.asarray(trials, dtype=float)
-    if np.any(n < 1) or np.any(k < 0) or np.any(k > n):
-        raise ValueError("successes/trials must satisfy 0 <= successes <= trials and trials >= 1")
-    lower, upper = wilson_bounds(k / n, n, _two_sided_quantile(level))
-    return np.asarray(lower), np.asarray(upper)
-
-
-@functools.lru_cache(maxsize=64)
-def _two_sided_quantile(level: float) -> float:
-    """The normal quantile of a two-sided ``level`` (cached: scipy's ppf costs ~0.2 ms a call, and a
-    paired bootstrap computes thousands of intervals at one level)."""
-    return float(norm.ppf(0.5 + level / 2))
-
-
-def isotonic_decreasing(values, weights=None) -> np.ndarray:
-    """Weighted least-squares non-increasing fit (pool adjacent violators), in the given order.
-
-    The same numbers as scikit-learn's ``isotonic_regression(values, sample_weight=weights,
-    increasing=False)`` (``tests`` check it) in a tenth of its time on a 16-point curve: the bootstrap
-    of :func:`estimate_window` fits ``n_boot`` curves per class.
-    """
-    y = np.asarray(values, dtype=float)
-    w = np.ones_like(y) if weights is None else np.asarray(weights, dtype=float)
-    if y.ndim != 1 or w.shape != y.shape:
-        raise ValueError("values and weights must be 1-D arrays of the same length")
-    if np.any(w <= 0):
-        raise ValueError("weights must be positive")
-    # Blocks of (mean, weight, length); merge while the non-increasing order is violated.
-    means, mass, length = [], [], []
-    for value, weight in zip(y, w, strict=True):
-        means.append(value)
-        mass.append(weight)
-        length.append(1)
-        while len(means) > 1 and means[-2] < means[-1]:
-            total = mass[-2] + mass[-1]
-            means[-2] = (means[-2] * mass[-2] + means[-1] * mass[-1]) / total
-            mass[-2] = total
-            length[-2] += length[-1]
-            del means[-1], mass[-1], length[-1]
-    return np.repeat(means, length)
-
-
-def crossing_time(times, fitted, level: float) -> float:
-    """OU time where a non-increasing curve on increasing ``times`` first falls to ``level``.
-
-    Linear interpolation between grid points. Returns ``-inf`` if the curve is already below
-    ``level`` at the smallest time and ``+inf`` if it stays above it at the largest.
-    """
-    t = np.asarray(times, dtype=float)
-    f = np.asarray(fitted, dtype=float)
-    below = np.nonzero(f <= level)[0]
-    if below.size == 0:
-        return math.inf
-    k = int(below[0])
-    if k == 0:
-        return float(t[0]) if f[0] == level else -math.inf
-    return float(t[k - 1] + (f[k - 1] - level) / (f[k - 1] - f[k]) * (t[k] - t[k - 1]))
 
 
 def jump_rule(times, curve, jump: float = 0.5, elsewhere: float = 0.3) -> dict[str, Any]:
@@ -649,26 +579,6 @@ def _bootstrap_cis(found: _Outcomes, rate, n_model: int, settings: _Settings) ->
         if b_star < 1.0:
             draws[i] = _curve_estimate(found.times, found.kept, weights, b_star, settings.delta).crossings
     return [percentile_interval(draws[:, j], settings.level) for j in range(3)]
-
-
-def percentile_interval(draws: np.ndarray, level: float) -> tuple[float, float]:
-    """Bootstrap percentile interval of ``draws`` (NaN draws left out; all NaN: ``(nan, nan)``).
-
-    Order statistics (``inverted_cdf``), so censored (±inf) draws stay infinite instead of turning
-    into NaN.
-
-    Parameters
-    ----------
-    draws : (B,) bootstrap replicates of one statistic.
-    level : central coverage in (0, 1).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> percentile_interval(np.array([1.0, 2.0, 3.0, np.inf]), 0.5)
-    (1.0, 3.0)
-    """
-    return bounded_percentile_interval(draws, draws, level)
 
 
 class Susceptibility(NamedTuple):

@@ -33,6 +33,7 @@ from critwin._validation import (
     check_sample_shape,
 )
 from critwin.clock import TimeGrid, alpha_sigma, time_grid
+from critwin.experiments.grid_times import RealisedTimes, grid_times, realise_times
 from critwin.samplers import SAMPLERS, as_denoiser, sample_ddim
 
 __all__ = [
@@ -634,66 +635,6 @@ def as_process(model, sampler, n_steps=None, t_max=None, eta=None) -> ReversePro
     raise ValueError(
         f"model must be a GaussianMixture, EmpiricalMixture or ReverseProcess, got {type(model).__name__}"
     )
-
-
-class RealisedTimes(NamedTuple):
-    """Requested OU times put on a process's grid (by :func:`realise_times`).
-
-    Attributes
-    ----------
-    process : the process to run (re-gridded when continuous).
-    requested : (T,) float64 validated requested times, order preserved.
-    indices : (T,) long grid indices (the final, clean index for t = 0).
-    times : (T,) float64 realised OU times.
-    steps : (T,) model step labels (long, or float64 for fractional timesteps; -1 at the clean end),
-        or None when the model has none.
-    """
-
-    process: ReverseProcess
-    requested: torch.Tensor
-    indices: torch.Tensor
-    times: torch.Tensor
-    steps: torch.Tensor | None
-
-
-def grid_times(process: ReverseProcess, n: int, lo: float = 0.02, hi: float = 4.5) -> list[float]:
-    """``n`` (at most; distinct) realised OU times of ``process``'s grid spread evenly in log OU time
-    (log-SNR, up to a constant, at small t) between ``lo`` and ``hi``, clipped to the grid's finite
-    times (t > 0)."""
-    grid = process.times[:-1].to(torch.float64)
-    # A pure-noise start (t = inf: flow and zero-terminal-SNR grids) is no time a run can start from.
-    grid = grid[torch.isfinite(grid)]
-    lo, hi = max(grid.min().item(), lo), min(grid.max().item(), hi)
-    wanted = torch.exp(torch.linspace(math.log(lo), math.log(hi), n, dtype=torch.float64))
-    picked = sorted({process.locate(float(t)).index for t in wanted})
-    return [float(process.times[i]) for i in picked]  # indices of the full grid, not of the finite part
-
-
-def realise_times(process: ReverseProcess, times, name: str = "times") -> RealisedTimes:
-    """Validate requested OU times once and put them on the process's grid.
-
-    Continuous processes are re-gridded so that every requested time is a grid point (the base grid's
-    step density is kept); discrete ones use the nearest grid point. Time 0 maps to the clean end.
-
-    Parameters
-    ----------
-    process : the process.
-    times : a number or (T,) OU times, each finite, >= 0 and within the process's range.
-    name : argument name for error messages.
-    """
-    requested = process.grid.check(times, name)
-    if process.continuous:
-        process = process.with_times(process.grid.refined(requested).times)
-    indices, realised = process.grid.nearest(requested)
-    last = process.times.numel() - 1
-    labels = [process.step_label(i) if i < last else None for i in indices.tolist()]
-    steps = None
-    if any(label is not None for label in labels):
-        values = [-1 if label is None else label for label in labels]
-        # Sigma-based schedulers (Euler) have fractional timesteps: keep them exactly.
-        integral = all(float(v).is_integer() for v in values)
-        steps = torch.tensor(values, dtype=torch.long if integral else torch.float64)
-    return RealisedTimes(process=process, requested=requested, indices=indices, times=realised, steps=steps)
 
 
 def check_samples(x0, process, name: str = "x0") -> torch.Tensor:

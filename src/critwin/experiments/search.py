@@ -56,6 +56,13 @@ from critwin.experiments.process import (
     select_cond,
 )
 from critwin.experiments.results import ResultTable, at_edge, clock_of, result_metadata
+from critwin.experiments.search_lattice import (
+    LATTICE_SPACING,
+    MIN_RESOLUTION,
+    check_resolution,
+    check_t_range,
+    lattice_candidates,
+)
 from critwin.experiments.search_precision import (
     PILOT_WIDTH,
     Narrowing,
@@ -64,19 +71,8 @@ from critwin.experiments.search_precision import (
     confirmation_counts,
 )
 
-__all__ = ["search_window", "SearchResult"]
+__all__ = ["search_window", "SearchResult", "LATTICE_SPACING", "MIN_RESOLUTION"]
 
-
-MIN_RESOLUTION = 1e-6
-"""Smallest bracket width in OU time ``search_window`` accepts (at most ~25 bisection steps per range
-of 10 OU units)."""
-
-LATTICE_SPACING = 2.0
-"""With ``ci_half_width=h``, ``search_window`` probes only the lattice of OU times spaced ``2 h``
-apart (realised on a fixed grid), the grid ``estimate_window`` would read at that precision: the
-crossing is interpolated between lattice times, whose curvature error (~ h^2 |c''/c'| / 2) stays
-well within the interval, while their difference in c is about twice the sampling error of each,
-so that the interpolation does not divide by noise."""
 
 _PROBE_COLUMNS = {"t": float, "n": int, "kept": int, "c": float, "lower": float, "upper": float}
 
@@ -425,12 +421,12 @@ def search_window(
     max_per_probe = check_positive_int(max_per_probe, "max_per_probe")
     level = check_eps(level, "level")
     precision = check_precision(ci_half_width, max_samples, n_boot, level, max_per_probe)
-    resolution = _check_resolution(resolution, precision)
+    resolution = check_resolution(resolution, precision)
     cond = check_cond(cond)
     feature_fn = resolve_features(feature, process, caller="search_window")
     names = feature_names(feature_fn)
     base_seed = resolve_seed(seed, generator)
-    lo, hi = _check_range(t_range, process.grid)
+    lo, hi = check_t_range(t_range, process.grid)
     given, n_ref = _check_reference(
         base_rate, n_reference if n_reference is not None else max_per_probe, feature_fn
     )
@@ -447,7 +443,9 @@ def search_window(
     with runs_on.bind(shared, gpu=z0.is_cuda) as runner:
         reference = _Reference(runner, given, shared.source_labels, n_ref)
         prober = _Prober(runner, shared, batch, max_per_probe, level, process.nfe is not None)
-        bisect = _Bisection(prober, _candidates(process, lo, hi, resolution, precision), lo, hi, resolution)
+        bisect = _Bisection(
+            prober, lattice_candidates(process, lo, hi, resolution, precision), lo, hi, resolution
+        )
         steps = 2 * max(1, math.ceil(math.log2(max((hi - lo) / resolution, 1.0))))
         with progress_bar(steps * len(names), "window search", progress) as advance:
             found = {name: _search_one(bisect, name, reference.rates[name], delta, advance) for name in names}
@@ -664,42 +662,6 @@ def _reference_unit(shared: SweepSources, n_ref: int, part: int, offset: int):
     rows = (offset + torch.arange(n_ref)) % z0.shape[0]  # per-sample conditioning cycles like the sources
     x = process.run(x, generator=generator, cond=select_cond(shared.cond, rows, z0.shape[0]) or None)
     return {**read_features(shared.feature_fn, process.decode(x)), "nfe": nfe_since(process, before)}
-
-
-def _check_resolution(resolution, precision) -> float:
-    """The bracket width (plain search) or lattice spacing (with ``ci_half_width``) in OU time."""
-    if resolution is None:
-        return 0.05 if precision is None else LATTICE_SPACING * precision.half_width
-    # Below MIN_RESOLUTION the bisection would stall on float spacing (1e-300 never terminated).
-    return check_number(resolution, "resolution (OU time)", low=MIN_RESOLUTION)
-
-
-def _candidates(process, lo: float, hi: float, resolution: float, precision) -> list[float] | None:
-    """The times the bisection may probe, increasing: None (any time of a continuous process) or a
-    fixed grid's times in ``[lo, hi]``; with ``ci_half_width`` the lattice ``lo + k * resolution``
-    (and ``hi``; t = 0 is known, never probed), realised on a fixed grid (distinct grid times)."""
-    if precision is None:
-        if process.continuous:
-            return None
-        return sorted(t for t in process.times[:-1].tolist() if lo <= t <= hi)
-    steps = math.floor((hi - lo) / resolution * (1 + 1e-12))
-    lattice = [lo + k * resolution for k in range(steps + 1)] + [hi]
-    lattice = [t for t in lattice if 0.0 < t <= hi]
-    if not process.continuous:
-        lattice = realise_times(process, lattice).times.tolist()
-    return sorted({t for t in lattice if t > 0.0})
-
-
-def _check_range(t_range, grid) -> tuple[float, float]:
-    """``t_range`` (default: 0 to the grid's largest finite time) as a validated pair ``lo < hi``."""
-    if t_range is None:
-        return 0.0, grid.finite_max
-    if isinstance(t_range, (str, bytes)) or not hasattr(t_range, "__len__") or len(t_range) != 2:
-        raise ValueError(f"t_range must be a pair (lo, hi) of OU times, got {t_range!r}")
-    lo, hi = grid.check(t_range, "t_range").tolist()
-    if not lo < hi:
-        raise ValueError(f"t_range must satisfy lo < hi, got {t_range!r}")
-    return lo, hi
 
 
 def _probe_range_ends(bracket, bisect: _Bisection, check) -> None:
