@@ -355,3 +355,13 @@ def test_sweep_on_shipped_shapes_reads_an_attribute(capsys, tmp_path):
     assert code in (0, None), err
     assert (out / "table.csv").is_file()
     assert json.loads((out / "metadata.json").read_text())["feature"] == "shapes-shape"
+
+
+def test_shipped_processes_load_without_a_warning_on_the_default_path(capfd):
+    """No dtype asked, none passed on: diffusers warns about float32 modules on any dtype argument."""
+    from critwin.models import shipped_process
+
+    capfd.readouterr()
+    shipped_process("shapes", 10)
+    shipped_process("digits", 10)
+    assert "kept in float32" not in capfd.readouterr().err

@@ -252,7 +252,10 @@ def shipped_process(
     device = None if device is None else check_device(device)
     dtype = None if dtype is None else check_float_dtype(dtype)
     model = load_digits_model(name)
-    model.unet.to(device=device, dtype=dtype)
+    # Only what was asked: diffusers warns on any dtype argument to .to(), None included.
+    placement = {key: value for key, value in (("device", device), ("dtype", dtype)) if value is not None}
+    if placement:
+        model.unet.to(**placement)
     if scheduler is not None:
         scheduler = model.scheduler_as(scheduler)
     return model.process(num_inference_steps, guidance_scale, scheduler=scheduler, class_label=class_label)
