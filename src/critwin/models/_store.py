@@ -162,3 +162,10 @@ def load_state_into(module: torch.nn.Module, state_dict: dict, name: str, weight
             f"weights file {weights_file} does not fit the network its card describes ({first_line})"
             f"{_retrain_hint(name, weights_file.parent)}"
         ) from None
+
+
+def move_network(network, device=None, dtype=None):
+    """``network.to(...)`` with only what was asked (``device`` and ``dtype`` already checked): diffusers
+    warns about float32 modules on any dtype argument to ``.to()``, None included."""
+    placement = {key: value for key, value in (("device", device), ("dtype", dtype)) if value is not None}
+    return network.to(**placement) if placement else network

@@ -12,6 +12,7 @@ from diffusers import UNet2DModel
 from critwin._validation import check_device, check_float_dtype, check_positive_int
 from critwin.adapters.diffusers import SUPPORTED_SCHEDULERS, DiffusersProcess
 from critwin.adapters.diffusers.schedule import resolve_scheduler_class
+from critwin.models._store import move_network
 from critwin.models._training import TrainedModel, load_unet, save_model
 from critwin.models.data import IMAGE_SHAPE
 from critwin.models.digits.config import MODEL_NAMES, NULL_LABEL, DigitsConfig
@@ -252,10 +253,7 @@ def shipped_process(
     device = None if device is None else check_device(device)
     dtype = None if dtype is None else check_float_dtype(dtype)
     model = load_digits_model(name)
-    # Only what was asked: diffusers warns on any dtype argument to .to(), None included.
-    placement = {key: value for key, value in (("device", device), ("dtype", dtype)) if value is not None}
-    if placement:
-        model.unet.to(**placement)
+    move_network(model.unet, device, dtype)
     if scheduler is not None:
         scheduler = model.scheduler_as(scheduler)
     return model.process(num_inference_steps, guidance_scale, scheduler=scheduler, class_label=class_label)
