@@ -170,3 +170,91 @@ def test_span_coordinates_reproduce_the_means_geometry_in_either_basis(K, d):
     centred = means - means.mean(0)
     assert span.coords.shape == (K, min(d, K - 1))
     torch.testing.assert_close(span.coords @ span.coords.T, centred @ centred.T, rtol=0, atol=1e-10 * K * d)
+
+
+# A tree over 9 components (pre-order, a parent before its children): node k's parent is _PARENTS[k].
+_NODES = [
+    [0, 1, 2, 3, 4],
+    [0, 1],
+    [0],
+    [1],
+    [2, 3, 4],
+    [2],
+    [3, 4],
+    [3],
+    [4],
+    [5, 6, 7, 8],
+    [5, 6],
+    [7, 8],
+    [8],
+]
+_PARENTS = [-1, 0, 1, 1, 0, 4, 4, 6, 6, -1, 9, 9, 11]
+
+
+def _pairwise_and_nested(m, times):
+    from critwin.theory.span_bounds import complement, nested_tv_bounds, tv_bounds_at
+
+    span = SpanMixture(m)
+    K = m.n_components
+    nested = torch.tensor(nested_tv_bounds(span, _NODES, _PARENTS, times), dtype=F64)
+    pairwise = torch.tensor(tv_bounds_at(span, [(A, complement(A, K)) for A in _NODES], times), dtype=F64)
+    return nested, pairwise
+
+
+@pytest.mark.parametrize("t", [0.05, 0.6, 1.5, 3.0])
+def test_nested_bounds_hold_and_are_never_tighter_than_the_pairwise_ones(t):
+    """The per-subtree bounds of the verification contain the TV itself (quadrature in d = 2) and the
+    pairwise bounds they stand in for, at every node against its complement."""
+    g = torch.Generator().manual_seed(7)
+    means = 2.5 * torch.randn(9, 2, generator=g, dtype=F64)
+    weights = torch.rand(9, generator=g, dtype=F64) + 0.2
+    m = GaussianMixture(means, 0.6, weights / weights.sum())
+    times = [t] * len(_NODES)
+    nested, pairwise = _pairwise_and_nested(m, times)
+    assert (nested[:, 0] <= pairwise[:, 0] + 1e-15).all() and (nested[:, 1] >= pairwise[:, 1] - 1e-15).all()
+    for (low, high), A in zip(nested.tolist(), _NODES, strict=True):
+        rest = [j for j in range(9) if j not in A]
+        exact = tv(m.subset(A), m.subset(rest), t, method="quadrature")
+        # quadrature error ~1e-8 here; a bound that misses the TV misses it by far more
+        assert low - 1e-7 <= exact.value <= high + 1e-7
+
+
+def test_nested_bounds_equal_the_pairwise_ones_when_the_distances_are_equal():
+    """Equal weights and equidistant means (a regular simplex): every ``a`` sees all of its complement at
+    one distance, so Jensen's and the concavity step are equalities and the two bounds coincide."""
+    m = GaussianMixture(4.0 * torch.eye(9, dtype=F64), 1.0)
+    for t in (0.0, 0.4, 1.2):
+        nested, pairwise = _pairwise_and_nested(m, [t] * len(_NODES))
+        torch.testing.assert_close(nested, pairwise, rtol=0, atol=1e-11)
+
+
+def test_nested_bounds_refuse_a_list_that_is_not_a_tree():
+    from critwin.theory.span_bounds import nested_tv_bounds
+
+    span = SpanMixture(GaussianMixture(torch.randn(5, 2, dtype=F64), 1.0))
+    with pytest.raises(ValueError, match="parents"):
+        nested_tv_bounds(span, [[0, 1], [0]], [-1, 1], [0.0, 0.0])  # a parent after its child
+    with pytest.raises(ValueError, match="subset"):
+        nested_tv_bounds(span, [[0, 1], [0, 2]], [-1, 0], [0.0, 0.0])  # not inside its parent
+    with pytest.raises(ValueError, match="subset"):
+        nested_tv_bounds(span, [[0, 1, 2], [0, 1], [1]], [-1, 0, 0], [0.0] * 3)  # overlapping siblings
+    with pytest.raises(ValueError, match="outside"):
+        nested_tv_bounds(span, [list(range(5))], [-1], [0.0])
+
+
+def test_verification_by_subtrees_keeps_every_decision(monkeypatch):
+    """The hierarchy with the per-subtree bounds forced (every size) against the pairwise ones: the same
+    tree and decisions; the separation intervals only widen, each still containing the pairwise one."""
+    from critwin.theory import span_bounds
+
+    g = torch.Generator().manual_seed(3)
+    m = GaussianMixture(torch.randn(60, 20, generator=g, dtype=F64), 1.0)
+    pairwise = hierarchy(m, 0.1, windows=False, method="fast", generator=torch.Generator().manual_seed(0))
+    monkeypatch.setattr(span_bounds, "_NESTED_ABOVE", -1)
+    nested = hierarchy(m, 0.1, windows=False, method="fast", generator=torch.Generator().manual_seed(0))
+    assert _shape(nested.root) == _shape(pairwise.root)
+    for a, b in zip(pairwise.nodes, nested.nodes, strict=True):
+        assert (a.merged, a.separated) == (b.merged, b.separated)
+        if a.separation_tv_low is not None:
+            assert b.separation_tv_low <= a.separation_tv_low + 1e-15
+            assert b.separation_tv_high >= a.separation_tv_high - 1e-15

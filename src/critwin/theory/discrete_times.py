@@ -331,8 +331,9 @@ class CategoricalEngine:
                     verdicts.append(_verdict(est.low, est.high, self.eps, above=False))
         return False if False in verdicts else (None if None in verdicts else True)
 
-    def separations(self, requests) -> list[LevelTV]:
-        """``(value, low, high)`` of ``TV(p_t^comps, p_t^rest)`` for each request ``(comps, rest, t)``."""
+    def separations(self, requests, parents=None) -> list[LevelTV]:
+        """``(value, low, high)`` of ``TV(p_t^comps, p_t^rest)`` for each request ``(comps, rest, t)``
+        (``parents``: unused, as :meth:`critwin.theory.tree_engines.ExactEngine.separations`)."""
         out = []
         for comps, rest, t in requests:
             est = self._tv(comps, rest, t)

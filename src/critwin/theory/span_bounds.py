@@ -34,6 +34,9 @@ __all__ = [
     "sure_and_restricted",
     "restrict",
     "tv_bounds_at",
+    "nested_tv_bounds",
+    "complement_bounds",
+    "complement",
     "as_index",
     "NEGLIGIBLE",
 ]
@@ -328,3 +331,126 @@ def tv_bounds_at(span, pairs_of_sets, times) -> list[tuple[float, float]]:
         high = tv_bound_values(span, pairs, times[start:stop], n, upper=True)
         out += list(zip(low.tolist(), high.tolist(), strict=True))
     return out
+
+
+# ------------------------------------------------------------------------------------ nested complements
+_NESTED_ABOVE = 1 << 24  # pairs (about 6 s of pairwise sums) above which complement_bounds nests
+_BLOCK_ELEMENTS = 1 << 22  # (component, component) distances gathered at once by nested_tv_bounds
+_SUM_MARGIN = 1e-12  # relative, on float64 sums of at most K positive terms (rounding: below K * 2^-53)
+
+
+def nested_tv_bounds(span, nodes, parents, times) -> list[tuple[float, float]]:
+    """Sure ``(lower, upper)`` bounds on ``TV(p_t^A, p_t^R)``, ``R`` the complement of ``A``, for every
+    node ``A`` of a tree at its time, in ``O(K^2)`` for the whole tree (:func:`tv_bounds_at` costs
+    ``sum |A| |R|``, about ``K^2`` times the depth).
+
+    ``nodes``: component lists, a parent before its children; ``parents[k]``: the index of node ``k``'s
+    parent in ``nodes``, or -1 for a child of the root (all components). Top-down, each component
+    ``a`` of ``A`` carries the smallest distance ``m_a`` and the weighted sum ``r_a = sum_b w_b D_ab``
+    over the ``b`` outside ``A`` (the parent's, updated from the block between ``A`` and its siblings,
+    so every pair is gathered once, at its lowest common ancestor). With ``v_b = w_b / W_R``:
+
+    - upper: ``sum_b v_b TV_ab <= erf(lam sum_b v_b D_ab / (2 sqrt 2))`` (Jensen: ``erf`` is concave on
+      ``[0, inf)``), so the pairwise bound of :func:`critwin.theory.span.tv_bound` is at most
+      ``1 - sum_a w_a erfc(lam r_a / (2 sqrt 2 W_R))``;
+    - lower: a pair overlap ``int min(w p_a, v p_b)`` decreases in the distance and is concave in ``v``,
+      so ``sum_b overlap(lam D_ab, w_a, v_b) <= |R| overlap(lam m_a, w_a, 1 / |R|)``; the TV is at least
+      one minus the sum over ``a``.
+
+    Both are looser than the pairwise sums (the same where the distances from each ``a`` to ``R`` are
+    equal), never tighter, so they hold wherever those do.
+    """
+    K = span.n_components
+    if len(parents) != len(nodes) or len(times) != len(nodes):
+        raise ValueError("parents and times must have one entry per node")
+    dist, weights = span.dist, span.weights
+    nearest = torch.full((K,), math.inf, dtype=torch.float64)
+    outside = torch.zeros(K, dtype=torch.float64)
+    rest_weight, rest_count = [], []
+    snapshot_m, snapshot_r, owners = [], [], []
+    inside = torch.zeros(K, dtype=torch.bool)
+    deepest = torch.full((K,), -1)  # the last node processed that holds each component
+    members = [as_index(node) for node in nodes]
+    for k, (A, p) in enumerate(zip(members, parents, strict=True)):
+        if not 0 <= p < k and p != -1:
+            raise ValueError(f"parents[{k}] must be -1 or the index of an earlier node, got {p}")
+        # within its parent and disjoint from its siblings (and their descendants) processed before it
+        if not (A.numel() and bool((deepest[A] == p).all())):
+            raise ValueError(
+                f"nodes[{k}] must be a non-empty subset of its parent's components, apart from its siblings"
+            )
+        deepest[A] = k
+        parent = torch.arange(K) if p == -1 else members[p]
+        inside[A] = True
+        siblings = parent[~inside[parent]]
+        inside[A] = False
+        _gather_outside(dist, weights, A, siblings, nearest, outside)
+        w_s = float(weights[siblings].sum())
+        rest_weight.append(w_s + (0.0 if p == -1 else rest_weight[p]))
+        rest_count.append(siblings.numel() + (0 if p == -1 else rest_count[p]))
+        snapshot_m.append(nearest[A].clone())
+        snapshot_r.append(outside[A].clone())
+        owners.append(torch.full((A.numel(),), k))
+    if not nodes:
+        return []
+    if min(rest_count) == 0:
+        raise ValueError("every node must leave components outside it")
+    return _nested_values(span, members, owners, snapshot_m, snapshot_r, rest_weight, rest_count, times)
+
+
+def _gather_outside(dist, weights, A, siblings, nearest, outside) -> None:
+    """``nearest[a] = min(nearest[a], min_s D_as)`` and ``outside[a] += sum_s w_s D_as`` for ``a`` in
+    ``A``, ``s`` in ``siblings``, in row chunks of ``_BLOCK_ELEMENTS``."""
+    if not siblings.numel():
+        return
+    step = max(1, _BLOCK_ELEMENTS // siblings.numel())
+    w_s = weights[siblings]
+    for start in range(0, A.numel(), step):
+        rows = A[start : start + step]
+        block = dist.index_select(0, rows).index_select(1, siblings)
+        nearest[rows] = torch.minimum(nearest[rows], block.amin(1))
+        outside[rows] += block @ w_s
+
+
+def _nested_values(span, members, owners, snapshot_m, snapshot_r, rest_weight, rest_count, times):
+    n = len(members)
+    owner = torch.cat(owners)
+    a = torch.cat(members)
+    W_A = torch.zeros(n, dtype=torch.float64).index_add_(0, owner, span.weights[a])
+    W_R = torch.tensor(rest_weight, dtype=torch.float64)
+    count = torch.tensor(rest_count, dtype=torch.float64)
+    lam = span.scale(torch.tensor([float(t) for t in times], dtype=torch.float64))[owner]
+    w = span.weights[a] / W_A[owner]
+    mean_dist = torch.cat(snapshot_r) / W_R[owner] * (1.0 + _SUM_MARGIN)
+    kept = w * torch.erfc(lam * mean_dist / (2 * math.sqrt(2.0)))
+    high = (1.0 - torch.zeros(n, dtype=torch.float64).index_add_(0, owner, kept)).clamp(0.0, 1.0)
+    c = count[owner]
+    overlaps = c * weighted_overlap(lam * torch.cat(snapshot_m), w, 1.0 / c)
+    total = torch.zeros(n, dtype=torch.float64).index_add_(0, owner, overlaps) * (1.0 + _SUM_MARGIN)
+    low = (1.0 - total).clamp(0.0, 1.0)
+    return list(zip(low.tolist(), high.tolist(), strict=True))
+
+
+def complement_bounds(span, nodes, parents, times, threshold: float) -> list[tuple[float, float]]:
+    """:func:`tv_bounds_at` for the nodes of a tree against their complements (``nodes``, ``parents``
+    as :func:`nested_tv_bounds`), as they serve a check of ``TV >= threshold``: the pairwise bounds
+    where the pairs are few (``sum |A| |R| <= _NESTED_ABOVE``), else :func:`nested_tv_bounds`, and the
+    pairwise ones only for the nodes these leave straddling ``threshold`` (the two intersected)."""
+    K = span.n_components
+    if sum(len(A) * (K - len(A)) for A in nodes) <= _NESTED_ABOVE:
+        return tv_bounds_at(span, [(A, complement(A, K)) for A in nodes], times)
+    out = nested_tv_bounds(span, nodes, parents, times)
+    open_ = [k for k, (low, high) in enumerate(out) if not (high < threshold or low >= threshold)]
+    exact = tv_bounds_at(
+        span, [(nodes[k], complement(nodes[k], K)) for k in open_], [times[k] for k in open_]
+    )
+    for k, (low, high) in zip(open_, exact, strict=True):
+        out[k] = (max(low, out[k][0]), min(high, out[k][1]))
+    return out
+
+
+def complement(components, K: int) -> torch.Tensor:
+    """The components of ``range(K)`` not in ``components`` (a long tensor)."""
+    inside = torch.zeros(K, dtype=torch.bool)
+    inside[as_index(components)] = True
+    return torch.nonzero(~inside).flatten()

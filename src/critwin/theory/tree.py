@@ -554,13 +554,17 @@ def _verify(root: Node, spreads: dict[int, float], engine, report) -> None:
             # Evaluate just past T_u: T_u is a bisection midpoint, within tol of the exact crossing.
             node.merged = engine.merged(node.components, node.time + tol, spreads[id(node)])
         report("verify", done, 2 * len(nodes))
-    checked, requests = [], []
+    # pre-order, so a parent comes before its children (the root, all of K, is never checked)
+    checked, requests, parents, index = [], [], [], {}
+    parent_of = {id(child): node for node in nodes for child in node.children}
     for node in nodes:
         rest = complement(node.components, K)
         if rest.numel():
+            index[id(node)] = len(checked)
             checked.append(node)
             requests.append((node.components, rest, node.time))
-    for node, est in zip(checked, engine.separations(requests), strict=True):
+            parents.append(index.get(id(parent_of.get(id(node))), -1))
+    for node, est in zip(checked, engine.separations(requests, parents), strict=True):
         node.separation_tv, node.separation_tv_low, node.separation_tv_high = est
         node.separated = decide(est.low, est.high, 1.0 - engine.eps**2, above=True)
     report("verify", 2 * len(nodes), 2 * len(nodes))

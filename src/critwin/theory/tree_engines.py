@@ -17,7 +17,7 @@ import torch
 from critwin.mixtures import GaussianMixture
 from critwin.theory.divergence import component_tv, tv
 from critwin.theory.span import SpanMixture, shared_isotropic
-from critwin.theory.span_bounds import CrossingTask, as_index, tv_bounds_at
+from critwin.theory.span_bounds import CrossingTask, as_index, complement, complement_bounds, tv_bounds_at
 from critwin.theory.span_crossings import crossings, honest_bracket, tv_values
 from critwin.theory.span_pool import TVInterval
 from critwin.theory.windows import Crossing, merge_time, separation_time
@@ -66,8 +66,9 @@ class ExactEngine:
 
         return all_of(pair(i, j) for i in comps for j in comps if i < j)
 
-    def separations(self, requests) -> list[TVInterval]:
-        """``TV(p_t^comps, p_t^rest)`` with its interval for each request ``(comps, rest, t)``."""
+    def separations(self, requests, parents=None) -> list[TVInterval]:
+        """``TV(p_t^comps, p_t^rest)`` with its interval for each request ``(comps, rest, t)``
+        (``parents``, the requests' tree when they are nodes against their complements: unused here)."""
         out = []
         for comps, rest, t in requests:
             est = tv(
@@ -112,14 +113,18 @@ class SpanEngine:
         tv_max = math.erf(self.span.scale(t) * math.sqrt(value) / (2 * math.sqrt(2.0)))
         return decide(tv_max, tv_max, self.eps, above=False)
 
-    def separations(self, requests) -> list[TVInterval]:
+    def separations(self, requests, parents=None) -> list[TVInterval]:
         """As :meth:`ExactEngine.separations`: the sure bounds, and Monte Carlo only where they straddle
         the threshold (every such check at once, :func:`critwin.theory.span_crossings.tv_values`); a
-        Monte Carlo interval cut by the bounds keeps its width (:func:`honest_bracket`, docs/theory.md §9)."""
+        Monte Carlo interval cut by the bounds keeps its width (:func:`honest_bracket`, docs/theory.md §9).
+        With ``parents`` (the requests are the nodes of a tree against their complements), the bounds
+        of many pairs come per subtree (:func:`critwin.theory.span_bounds.complement_bounds`)."""
         threshold = 1.0 - self.eps * self.eps
-        bounds = tv_bounds_at(
-            self.span, [(comps, rest) for comps, rest, _ in requests], [t for *_, t in requests]
-        )
+        times = [t for *_, t in requests]
+        if parents is None:
+            bounds = tv_bounds_at(self.span, [(comps, rest) for comps, rest, _ in requests], times)
+        else:
+            bounds = complement_bounds(self.span, [c for c, *_ in requests], parents, times, threshold)
         out = [TVInterval((high if high < threshold else low), low, high) for low, high in bounds]
         pending = [k for k, (low, high) in enumerate(bounds) if not (high < threshold or low >= threshold)]
         estimates = tv_values(self.span, [requests[k] for k in pending])
@@ -161,13 +166,6 @@ class SpanEngine:
         if factor <= 0.0:
             return Crossing(0.0, 0.0, 0.0, "closed-form")
         return CrossingTask(as_index(A), rest, self.eps, factor, False)
-
-
-def complement(components, K: int) -> torch.Tensor:
-    """The components of ``range(K)`` not in ``components`` (a long tensor)."""
-    inside = torch.zeros(K, dtype=torch.bool)
-    inside[as_index(components)] = True
-    return torch.nonzero(~inside).flatten()
 
 
 def decide(low: float, high: float, threshold: float, above: bool) -> bool | None:
