@@ -333,9 +333,13 @@ class CategoricalEngine:
 
     def separations(self, requests, parents=None) -> list[LevelTV]:
         """``(value, low, high)`` of ``TV(p_t^comps, p_t^rest)`` for each request ``(comps, rest, t)``
-        (``parents``: unused, as :meth:`critwin.theory.tree_engines.ExactEngine.separations`)."""
+        (``rest`` None: the complement; ``parents``: unused; as
+        :meth:`critwin.theory.tree_engines.ExactEngine.separations`)."""
         out = []
         for comps, rest, t in requests:
+            if rest is None:
+                inside = set(comps)
+                rest = [j for j in range(self.K) if j not in inside]
             est = self._tv(comps, rest, t)
             out.append(LevelTV(est.value, est.low, est.high))
         return out

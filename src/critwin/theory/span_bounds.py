@@ -407,7 +407,7 @@ def _gather_outside(dist, weights, A, siblings, nearest, outside) -> None:
     w_s = weights[siblings]
     for start in range(0, A.numel(), step):
         rows = A[start : start + step]
-        block = dist.index_select(0, rows).index_select(1, siblings)
+        block = dist[rows.unsqueeze(1), siblings]  # only the block (a row gather would copy K per row)
         nearest[rows] = torch.minimum(nearest[rows], block.amin(1))
         outside[rows] += block @ w_s
 

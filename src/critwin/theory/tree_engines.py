@@ -67,10 +67,12 @@ class ExactEngine:
         return all_of(pair(i, j) for i in comps for j in comps if i < j)
 
     def separations(self, requests, parents=None) -> list[TVInterval]:
-        """``TV(p_t^comps, p_t^rest)`` with its interval for each request ``(comps, rest, t)``
-        (``parents``, the requests' tree when they are nodes against their complements: unused here)."""
+        """``TV(p_t^comps, p_t^rest)`` with its interval for each request ``(comps, rest, t)`` (``rest``
+        None: the complement of ``comps``). ``parents``: the requests' tree, where they are the nodes of
+        one against their complements (parents first, -1 for the root's children); unused here."""
         out = []
         for comps, rest, t in requests:
+            rest = complement(comps, self.K) if rest is None else rest
             est = tv(
                 self.mixture.subset(comps), self.mixture.subset(rest), t, self.kw["n"], self.kw["generator"]
             )
@@ -122,12 +124,16 @@ class SpanEngine:
         threshold = 1.0 - self.eps * self.eps
         times = [t for *_, t in requests]
         if parents is None:
+            requests = [(c, complement(c, self.K) if r is None else r, t) for c, r, t in requests]
             bounds = tv_bounds_at(self.span, [(comps, rest) for comps, rest, _ in requests], times)
         else:
             bounds = complement_bounds(self.span, [c for c, *_ in requests], parents, times, threshold)
         out = [TVInterval((high if high < threshold else low), low, high) for low, high in bounds]
         pending = [k for k, (low, high) in enumerate(bounds) if not (high < threshold or low >= threshold)]
-        estimates = tv_values(self.span, [requests[k] for k in pending])
+        checks = [requests[k] for k in pending]
+        estimates = tv_values(
+            self.span, [(c, complement(c, self.K) if r is None else r, t) for c, r, t in checks]
+        )
         for k, est in zip(pending, estimates, strict=True):
             sure = out[k]
             low, high = honest_bracket(est.low, est.high, sure.low, sure.high)
