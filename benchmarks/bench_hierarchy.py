@@ -11,8 +11,9 @@ every node's window), time against d at K = 100 with windows, and the structured
 window (time, peak RSS, depth, nodes, window statuses). Then, unless quick, the two scale goals,
 each run as ``critwin hierarchy FILE --method fast --json`` from a mixture file (the command's defaults:
 n = 10000, tol = 1e-4, seed 0; one torch thread): a dense cloud of K = 1,500 means ``N(0, 40^2 I_2)``
-(most windows need Monte Carlo; goal 60 s) and K = 10,000 means ``N(0, I_100)`` (goal 120 s, 8 GB),
-with wall and CPU seconds, peak RSS and the load average; a run past ``CRITWIN_BENCH_GOAL_TIMEOUT``
+(most windows need Monte Carlo; goal 60 s) and K = 10,000 means ``N(0, I_100)`` (goal 120 s, 8 GB;
+also with ``--no-windows``, the tree and its verification alone), with wall and CPU seconds, peak RSS
+and the load average; a run past ``CRITWIN_BENCH_GOAL_TIMEOUT``
 seconds (default 900) is stopped and reported unfinished. ``--quick`` (or ``CRITWIN_BENCH_QUICK=1``)
 keeps to small sizes; ``--goals`` runs only the two goal rows. Usage: ``python benchmarks/run.py
 hierarchy`` or ``python benchmarks/bench_hierarchy.py [--quick] [--repeat N] [--goals]``.
@@ -82,10 +83,11 @@ GOAL_TIMEOUT = float(os.environ.get("CRITWIN_BENCH_GOAL_TIMEOUT", "900"))
 """Seconds (wall) after which a goal row's run is stopped and reported unfinished, so ``make bench`` ends."""
 
 
-def _run_cli(K: int, d: int, scale: float, timeout: float = GOAL_TIMEOUT) -> dict:
-    """``critwin hierarchy FILE --method fast --json`` on ``K`` means ``N(0, scale^2 I_d)`` (seed 0) in a
-    fresh process: wall and CPU seconds, peak RSS (GiB), nodes, depth, window statuses, load average;
-    ``finished`` False (and no tree) where it ran past ``timeout`` seconds and was stopped."""
+def _run_cli(K: int, d: int, scale: float, timeout: float = GOAL_TIMEOUT, windows: bool = True) -> dict:
+    """``critwin hierarchy FILE --method fast --json`` (with ``--no-windows`` unless ``windows``) on ``K``
+    means ``N(0, scale^2 I_d)`` (seed 0) in a fresh process: wall and CPU seconds, peak RSS (GiB), nodes,
+    depth, window statuses, load average; ``finished`` False (and no tree) where it ran past ``timeout``
+    seconds and was stopped."""
     import torch
 
     from critwin.io_mixture import save_mixture
@@ -98,6 +100,7 @@ def _run_cli(K: int, d: int, scale: float, timeout: float = GOAL_TIMEOUT) -> dic
         path = Path(tmp) / "mixture.json"
         save_mixture(GaussianMixture(means), path)
         command = [sys.executable, "-m", "critwin", "hierarchy", str(path), "--method", "fast", "--json"]
+        command += [] if windows else ["--no-windows"]
         load = os.getloadavg()[0]
         start = time.perf_counter()
         child = subprocess.Popen(
@@ -177,10 +180,17 @@ def main(quick: bool | None = None, repeat: int | None = None) -> None:
 
 
 def goals() -> None:
-    """The two goal rows (module notes): ``python benchmarks/bench_hierarchy.py --goals`` runs only these."""
-    for name, K, d, scale, goal in (("dense cloud", 1500, 2, 40.0, 60), ("random", 10_000, 100, 1.0, 120)):
-        out = _run_cli(K, d, scale)
-        head = f"{name} K={K} d={d} N(0, {scale:g}^2 I), critwin hierarchy --method fast: "
+    """The two goal rows (module notes), and the second's tree and verification alone (``--no-windows``:
+    the stages before the windows): ``python benchmarks/bench_hierarchy.py --goals`` runs only these."""
+    rows = (
+        ("dense cloud", 1500, 2, 40.0, 60, True),
+        ("random", 10_000, 100, 1.0, 120, True),
+        ("random, tree and verification only", 10_000, 100, 1.0, 120, False),
+    )
+    for name, K, d, scale, goal, windows in rows:
+        out = _run_cli(K, d, scale, windows=windows)
+        flag = "" if windows else " --no-windows"
+        head = f"{name} K={K} d={d} N(0, {scale:g}^2 I), critwin hierarchy --method fast{flag}: "
         ratio = f"{'more than ' if not out['finished'] else ''}{out['cpu'] / goal:.2f}x"
         cost = (
             f"{out['wall']:.1f} s wall, {out['cpu']:.1f} s CPU (goal {goal} s: {ratio}), "
