@@ -180,7 +180,9 @@ class _Search:
     curve that does not cross inside moves out by ``step`` (doubling). Then every bracket is bisected on
     shared dyadic times to ``max(tol, spread / 16)``."""
 
-    def __init__(self, pool: Pool, tasks: list[CrossingTask], sure: list[SureBracket], tol: float, needed=None):
+    def __init__(
+        self, pool: Pool, tasks: list[CrossingTask], sure: list[SureBracket], tol: float, needed=None
+    ):
         self.pool, self.tol, self.needed = pool, tol, needed
         n = len(tasks)
         self.level = np.array([t.level for t in tasks])[:, None]
@@ -333,7 +335,9 @@ class _Search:
         if math.isnan(value):  # left unresolved (not needed): the value curve's bracket so far
             c = _VALUE
             if self.lo_known[i, c] and self.hi_known[i, c]:
-                value = _interpolate(self.lo[i, c], self.hi[i, c], self.f_lo[i], self.f_hi[i], self.level[i, 0])
+                value = _interpolate(
+                    self.lo[i, c], self.hi[i, c], self.f_lo[i], self.f_hi[i], self.level[i, 0]
+                )
             else:
                 value = 0.5 * (max(low, 0.0) + high) if math.isfinite(high) else high
         value = min(max(value, low), high)

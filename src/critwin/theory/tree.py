@@ -421,9 +421,10 @@ def hierarchy(
         By default (False) an endpoint is refined only while the status of a window it enters is
         undetermined: where the sure bounds decide every window it enters it keeps its sure bracket
         (method ``"bounds"``, no Monte Carlo), else the Monte Carlo bracket that decided them (wider
-        than the refined one, at the same confidence level: docs/theory.md §9). Statuses and the tree
-        are the same either way; ``refine=True`` costs Monte Carlo on every window (10x the time on a
-        dense cloud). Other methods always refine.
+        than the refined one, at the same confidence level: docs/theory.md §9). The tree is the same
+        either way, and so is a status the sure bounds decide (one that Monte Carlo decides, up to
+        its draws); ``refine=True`` spends Monte Carlo on every window (20x the time of the default
+        on a dense cloud in d = 2). Other methods always refine.
 
     Returns
     -------
