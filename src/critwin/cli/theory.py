@@ -117,6 +117,11 @@ def hierarchy_command(
     seed: str = typer.Option("0", "--seed", help="random seed"),
     method: str = typer.Option("auto", "--method", help="auto, fast (shared isotropic covariance) or exact"),
     windows: bool = typer.Option(True, "--windows/--no-windows", help="compute every node's window"),
+    refine: bool = typer.Option(
+        False,
+        "--refine/--no-refine",
+        help="refine every window endpoint by Monte Carlo (default: as far as its window's status needs)",
+    ),
     plot: Path = typer.Option(None, "--plot", help="write the dendrogram (PNG) here"),
     out: Path = typer.Option(None, "--out", help="write the tree as JSON here"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
@@ -142,6 +147,7 @@ def hierarchy_command(
         generator=_generator(seed),
         method=method,
         windows=windows,
+        refine=refine,
         progress=_progress_printer(mixture.n_components),
     )
     report = {**tree.to_dict(), **output_marker("hierarchy")}

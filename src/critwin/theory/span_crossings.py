@@ -20,6 +20,17 @@ a task is known whole. The reported bracket is ``[L, H]`` moved (not cut) into t
 bracket capped by a sure end keeps the Monte Carlo width (or the whole sure bracket when that is
 narrower), so a cap never makes a bracket look more precise than its Monte Carlo allows. It still
 contains ``[L, H] ∩ sure``, hence the true time whenever the Monte Carlo bracket does.
+
+**Refining only what is needed** (``needed``; docs/theory.md §9). A caller that only needs some
+brackets to a given precision (a tree's windows need their *status*) passes ``needed(low, high)``:
+after the sure bounds, and after every round of the search, it gets every task's current bracket and
+says which tasks to refine further. A task it leaves out at the sure stage keeps its sure bracket
+(method ``"bounds"``, no Monte Carlo draws); one it leaves out later keeps the bracket established so
+far, ``[lo, hi]`` of its lower and upper confidence curves where their predicates were evaluated
+(False at ``lo``, True at ``hi``), moved into the sure one. There is one set of draws and one
+confidence level: stopping early only decides how far the same confidence curves are bisected, and the
+bracket so far always contains the crossings of both curves (the bisection keeps them inside), so it
+covers the true time whenever the fully bisected bracket's curves do. No stage, no split of the level.
 """
 
 from __future__ import annotations
@@ -41,7 +52,7 @@ _CI_RESOLUTION = 16.0  # brackets stop at 1/16 of the Monte Carlo uncertainty of
 _VALUE_COARSER = 4.0  # the value curve stops at 1/4 of it
 
 
-def crossings(span, tasks: list[CrossingTask], tol: float, report=None) -> list[Crossing]:
+def crossings(span, tasks: list[CrossingTask], tol: float, report=None, needed=None) -> list[Crossing]:
     """Crossing times of ``tasks`` on ``span`` (a :class:`critwin.theory.span.SpanMixture`).
 
     Parameters
@@ -50,6 +61,8 @@ def crossings(span, tasks: list[CrossingTask], tol: float, report=None) -> list[
     tasks : list of :class:`CrossingTask` ``(A, B, level, factor, separation)`` (plain tuples too).
     tol : bisection tolerance in OU time.
     report : optional ``report(done, total)`` called as tasks are decided.
+    needed : optional ``needed(low, high) -> bool array``, given every task's current bracket (two
+        float arrays): which tasks to refine further (module notes); None refines every task.
 
     Returns
     -------
@@ -69,6 +82,12 @@ def crossings(span, tasks: list[CrossingTask], tol: float, report=None) -> list[
             # every time the bisection visits below it (sure_and_restricted restricts at that top)
             pending.append(k)
             sure[k], parts[k] = bracket, part
+    if needed is not None and pending:
+        for k in pending:
+            out[k] = _sure_crossing(tasks[k], sure[k])
+        low, high = (np.array([c[i] for c in out]) for i in (1, 2))
+        wanted = np.asarray(needed(low, high), dtype=bool)
+        pending = [k for k in pending if wanted[k]]
     done = len(tasks) - len(pending)
     report(done, len(tasks))
     if not pending:
@@ -76,10 +95,24 @@ def crossings(span, tasks: list[CrossingTask], tol: float, report=None) -> list[
     groups = group_tasks(pending, [parts[k] for k in pending])
     order = [k for group in groups for k in group.keys]  # the pool's task numbering
     pool = Pool(span, groups, parts)
-    search = _Search(pool, [tasks[k] for k in order], [sure[k] for k in order], tol)
+    rule = None
+    if needed is not None:
+
+        def rule(low_p, high_p):  # the search's tasks (numbered as the pool's) among all of them
+            low[order], high[order] = low_p, high_p
+            return np.asarray(needed(low, high), dtype=bool)[order]
+
+    search = _Search(pool, [tasks[k] for k in order], [sure[k] for k in order], tol, rule)
     for k, result in zip(order, search.run(lambda count: report(done + count, len(tasks))), strict=True):
         out[k] = result
     return out
+
+
+def _sure_crossing(task: CrossingTask, sure: SureBracket) -> Crossing:
+    """A task's crossing from its sure bracket alone (method ``"bounds"``): the bracket, its lower end
+    -inf for a separation that may hold at t = 0 already, and its middle (from t = 0) as the value."""
+    low = _sure_low(task, sure)
+    return Crossing(0.5 * (max(low, 0.0) + sure.high), low, sure.high, "bounds")
 
 
 def tv_values(span, tasks) -> list[TVInterval]:
@@ -147,8 +180,10 @@ class _Search:
     curve that does not cross inside moves out by ``step`` (doubling). Then every bracket is bisected on
     shared dyadic times to ``max(tol, spread / 16)``."""
 
-    def __init__(self, pool: Pool, tasks: list[CrossingTask], sure: list[SureBracket], tol: float):
-        self.pool, self.tol = pool, tol
+    def __init__(
+        self, pool: Pool, tasks: list[CrossingTask], sure: list[SureBracket], tol: float, needed=None
+    ):
+        self.pool, self.tol, self.needed = pool, tol, needed
         n = len(tasks)
         self.level = np.array([t.level for t in tasks])[:, None]
         self.factor = np.array([t.factor for t in tasks])[:, None]
@@ -167,6 +202,7 @@ class _Search:
         self.step = np.repeat(np.maximum(width, 16 * tol)[:, None], _CURVES, 1)
         self.f_lo, self.f_hi = np.full(n, np.nan), np.full(n, np.nan)  # the value curve at lo and hi
         self.result = np.full((n, _CURVES), np.nan)
+        self.idle = np.zeros(n, bool)  # tasks ``needed`` does not want refined (for now)
 
     # ------------------------------------------------------------------------------ one round
     def _resolution(self) -> np.ndarray:
@@ -200,7 +236,7 @@ class _Search:
         point of the middle half, so that later rounds share too)."""
         resolution = self._resolution()
         fixed, brackets = set(), []
-        for i, c in zip(*np.nonzero(np.isnan(self.result)), strict=True):
+        for i, c in zip(*np.nonzero(self._open()), strict=True):
             # the value curve only places the reported time inside the bracket: a quarter of the
             # Monte Carlo spread is finer than its own noise
             want = self._wanted(i, c, resolution[i] * (_VALUE_COARSER if c == _VALUE else 1.0))
@@ -217,8 +253,12 @@ class _Search:
             bisect.insort(chosen, _dyadic_inside(lo + quarter, hi - quarter))
         return chosen
 
+    def _open(self) -> np.ndarray:
+        """(tasks, curves): the curves still to resolve, of the tasks being refined."""
+        return np.isnan(self.result) & ~self.idle[:, None]
+
     def _evaluate(self, t: float) -> None:
-        open_ = np.isnan(self.result)
+        open_ = self._open()
         bisecting = open_ & self.lo_known & self.hi_known & (self.lo < t) & (t < self.hi)
         checking_lo = open_ & ~self.lo_known & (np.maximum(self.lo, 0.0) == t)
         checking_hi = open_ & self.lo_known & ~self.hi_known & (self._hi_wanted() == t)
@@ -264,17 +304,42 @@ class _Search:
     def run(self, report) -> list[Crossing]:
         """Search until every curve is resolved; ``report(count)`` after each round (tasks done)."""
         while True:
+            if self.needed is not None:
+                brackets = [self._bracket(i) for i in range(len(self.result))]
+                self.idle = ~self.needed(*(np.array(b) for b in zip(*brackets, strict=True)))
             wanted = self._times()
-            report(int((~np.isnan(self.result)).all(1).sum()))
+            report(int((~self._open()).all(1).sum()))
             if not wanted:
                 break
             for t in wanted:
                 self._evaluate(t)
         return [self._crossing(i) for i in range(len(self.result))]
 
+    def _so_far(self, i: int) -> tuple[float, float]:
+        """The Monte Carlo bracket of task ``i`` established so far: its lower curve's ``lo`` (where that
+        predicate is False; -inf before it is checked) and its upper curve's ``hi`` (where it is True;
+        +inf before), or their resolved ends."""
+        low, high = self.result[i, _LOW], self.result[i, _HIGH]
+        if math.isnan(low):
+            low = self.lo[i, _LOW] if self.lo_known[i, _LOW] else -math.inf
+        if math.isnan(high):
+            high = self.hi[i, _HIGH] if self.hi_known[i, _HIGH] else math.inf
+        return low, high
+
+    def _bracket(self, i: int) -> tuple[float, float]:
+        return honest_bracket(*self._so_far(i), self.sure_low[i], self.sure_high[i])
+
     def _crossing(self, i: int) -> Crossing:
-        value, mc_low, mc_high = self.result[i]
-        low, high = honest_bracket(mc_low, mc_high, self.sure_low[i], self.sure_high[i])
+        low, high = self._bracket(i)
+        value = self.result[i, _VALUE]
+        if math.isnan(value):  # left unresolved (not needed): the value curve's bracket so far
+            c = _VALUE
+            if self.lo_known[i, c] and self.hi_known[i, c]:
+                value = _interpolate(
+                    self.lo[i, c], self.hi[i, c], self.f_lo[i], self.f_hi[i], self.level[i, 0]
+                )
+            else:
+                value = 0.5 * (max(low, 0.0) + high) if math.isfinite(high) else high
         value = min(max(value, low), high)
         return Crossing(float(value), float(low), float(high), "monte-carlo")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from critwin.mixtures import GaussianMixture
@@ -20,7 +21,7 @@ from critwin.theory.span import SpanMixture, shared_isotropic
 from critwin.theory.span_bounds import CrossingTask, as_index, complement, complement_bounds, tv_bounds_at
 from critwin.theory.span_crossings import crossings, honest_bracket, tv_values
 from critwin.theory.span_pool import TVInterval
-from critwin.theory.windows import Crossing, merge_time, separation_time
+from critwin.theory.windows import Crossing, merge_time, separation_time, status_from_times
 
 __all__ = ["ExactEngine", "SpanEngine", "gaussian_engine", "complement", "decide", "all_of"]
 
@@ -140,10 +141,16 @@ class SpanEngine:
             out[k] = TVInterval(min(high, max(low, est.value)), low, high)
         return out
 
-    def times(self, requests, report) -> list[Crossing]:
+    def times(self, requests, report, windows=None) -> list[Crossing]:
         """As :meth:`ExactEngine.times`, every crossing at once
         (:func:`critwin.theory.span_crossings.crossings`: sure bounds first, then Monte Carlo pooled over
-        the tasks that share their components)."""
+        the tasks that share their components).
+
+        ``windows``: optional ``(merged, separated_before, separated_after)`` request indices (the middle
+        one None for +inf) of windows (:func:`critwin.theory.windows.window_from_times`) that are the
+        only use of these times: a time is then refined only while a window it enters is undetermined,
+        and one that no such window needs keeps the bracket that decided them (its sure bracket where
+        the bounds decide, no Monte Carlo)."""
         out: list = [None] * len(requests)
         tasks, where = [], []
         for k, (A, B) in enumerate(requests):
@@ -153,7 +160,8 @@ class SpanEngine:
             else:
                 tasks.append(task)
                 where.append(k)
-        for k, result in zip(where, crossings(self.span, tasks, self.tol, report), strict=True):
+        needed = None if windows is None else _window_rule(out, where, windows)
+        for k, result in zip(where, crossings(self.span, tasks, self.tol, report, needed), strict=True):
             out[k] = result
         return out
 
@@ -172,6 +180,30 @@ class SpanEngine:
         if factor <= 0.0:
             return Crossing(0.0, 0.0, 0.0, "closed-form")
         return CrossingTask(as_index(A), rest, self.eps, factor, False)
+
+
+def _window_rule(fixed: list, where: list[int], windows):
+    """``needed(low, high)`` for :func:`critwin.theory.span_crossings.crossings`: the tasks (requests
+    ``where``; the other requests' crossings are ``fixed``) that enter a window whose status their
+    brackets leave undetermined."""
+    infinite = Crossing(math.inf, math.inf, math.inf, "closed-form")
+    windows = [(m, infinite if b is None else b, a) for m, b, a in windows]
+    task_of = {k: j for j, k in enumerate(where)}
+
+    def needed(low, high) -> np.ndarray:
+        current = list(fixed)
+        for j, k in enumerate(where):
+            current[k] = Crossing(float(low[j]), float(low[j]), float(high[j]), "")
+        out = np.zeros(len(where), dtype=bool)
+        for m, b, a in windows:
+            before = b if isinstance(b, Crossing) else current[b]
+            if status_from_times(current[m], before, current[a]) == "undetermined":
+                for k in (m, b, a):
+                    if not isinstance(k, Crossing) and k in task_of:
+                        out[task_of[k]] = True
+        return out
+
+    return needed
 
 
 def decide(low: float, high: float, threshold: float, above: bool) -> bool | None:

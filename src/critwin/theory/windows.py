@@ -642,12 +642,22 @@ def window_from_times(after, before, eps, merged, separated_before, separated_af
     :func:`separation_time` of ``before`` and of ``after`` (each a :class:`Crossing` or a plain
     ``(time, low, high, method)`` tuple)."""
     merged, sep_before, sep_after = (Crossing(*c) for c in (merged, separated_before, separated_after))
-    # T_before = T_end(after, before) while the coarse set is still separated then, +inf otherwise; the
-    # pessimistic end needs the pessimistic separation, the optimistic end the optimistic one.
-    t_before = _Endpoint(
+    method = "+".join(sorted({merged.method, sep_before.method, sep_after.method}))
+    return make_window(after, before, eps, method, sep_after[:3], _t_before(merged, sep_before))
+
+
+def status_from_times(merged, separated_before, separated_after) -> str:
+    """The ``status`` of :func:`window_from_times` for the same three crossings (only their brackets
+    matter), without building the window."""
+    merged, sep_before = Crossing(*merged), Crossing(*separated_before)
+    return _window_status_of(_Endpoint(*tuple(separated_after)[:3]), _t_before(merged, sep_before))
+
+
+def _t_before(merged: Crossing, sep_before: Crossing) -> _Endpoint:
+    """T_before = T_end(after, before) while the coarse set is still separated then, +inf otherwise; the
+    pessimistic end needs the pessimistic separation, the optimistic end the optimistic one."""
+    return _Endpoint(
         merged.time if merged.time <= sep_before.time else math.inf,
         merged.low if merged.low <= sep_before.high else math.inf,
         merged.high if merged.high <= sep_before.low else math.inf,
     )
-    method = "+".join(sorted({merged.method, sep_before.method, sep_after.method}))
-    return make_window(after, before, eps, method, sep_after[:3], t_before)
