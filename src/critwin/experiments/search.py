@@ -69,6 +69,7 @@ from critwin.experiments.search_precision import (
     ProbeCrossings,
     check_precision,
     confirmation_counts,
+    sources_needed,
 )
 
 __all__ = ["search_window", "SearchResult", "LATTICE_SPACING", "MIN_RESOLUTION"]
@@ -94,7 +95,16 @@ class SearchResult(ResultTable):
     nfe : per-sample denoiser evaluations spent (probes + base-rate reference), or None.
     ci_half_width : the requested half-width of both intervals, or None (bisection only).
     ci_reached : with ``ci_half_width``, whether both intervals reached it (False: the budget was
-        spent first or an endpoint is censored; a UserWarning said so too); None without.
+        spent first, an endpoint is censored or source-limited; a UserWarning said so too); None
+        without.
+    ci_floor : with ``ci_half_width``, the half-widths ``(t_after, t_before)`` that the intervals keep
+        however many samples each source gets: the part of their bootstrap variance that is the
+        sources' own spread (estimated from the samples; falls as ``1 / len(x0)``). An endpoint whose
+        floor is above ``ci_half_width`` is source-limited: the narrowing stops sampling for it (the
+        warning says how many sources could reach the request). None without.
+    sources_needed : with ``ci_half_width`` and a source-limited endpoint, the fewest sources
+        whose floor would be below the request (``len(x0) (floor / ci_half_width)^2``, with unlimited
+        samples; more sources reach it for fewer); None otherwise.
     n_boot : bootstrap replicates of the intervals.
     n_pilot : with ``ci_half_width``, the samples of the bisection and the pilot narrowing, which
         placed the probes and set their sample counts but are not among ``probes`` (the estimates
@@ -131,6 +141,8 @@ class SearchResult(ResultTable):
     ci_reached: bool | None = None
     n_boot: int = 200
     n_pilot: int = 0
+    ci_floor: tuple[float, float] | None = None
+    sources_needed: int | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
 
     kind: ClassVar[str] = "search"
@@ -146,6 +158,7 @@ class SearchResult(ResultTable):
             "t_before_ci": self.t_before_ci,
             "ci_half_width": self.ci_half_width,
             "ci_reached": self.ci_reached,
+            "ci_floor": self.ci_floor,
             "probes": len(self.probes),
             "nfe": self.nfe,
         }
@@ -166,9 +179,17 @@ class SearchResult(ResultTable):
     def _from_saved(cls, columns, meta) -> SearchResult:
         n = len(columns["t"])
         probes = [{k: kind(columns[k][i]) for k, kind in _PROBE_COLUMNS.items()} for i in range(n)]
-        # Results saved before ``metadata``, ``ci_half_width``, ``ci_reached``, ``n_boot`` and
-        # ``n_pilot`` existed keep the defaults.
-        optional = {"metadata", "ci_half_width", "ci_reached", "n_boot", "n_pilot"}
+        # Results saved before ``metadata``, ``ci_half_width``, ``ci_reached``, ``n_boot``, ``n_pilot``,
+        # ``ci_floor`` and ``sources_needed`` existed keep the defaults.
+        optional = {
+            "metadata",
+            "ci_half_width",
+            "ci_reached",
+            "n_boot",
+            "n_pilot",
+            "ci_floor",
+            "sources_needed",
+        }
         scalars = {
             f.name: meta[f.name] if f.name == "metadata" else _decode(meta[f.name])
             for f in fields(cls)
@@ -489,10 +510,21 @@ def search_window(
             n_pilot=narrowed.n_pilot,
             ci_half_width=None if precision is None else precision.half_width,
             ci_reached=reached[name],
+            ci_floor=None if precision is None else (estimate_after.floor, estimate_before.floor),
+            sources_needed=_sources_needed(z0.shape[0], (estimate_after, estimate_before), precision),
             n_boot=n_boot,
             metadata=metadata if feature_fn.single else {**metadata, "feature": name, "features": names},
         )
     return at_edge(results)
+
+
+def _sources_needed(n_sources: int, estimates, precision) -> int | None:
+    """The fewest sources for the request where an endpoint's floor is above it (else None)."""
+    if precision is None:
+        return None
+    floor = max(e.floor for e in estimates)
+    limited = [e for e in estimates if e.source_limited(precision.half_width)]
+    return sources_needed(n_sources, floor, precision.half_width) if limited else None
 
 
 class _Narrowed(NamedTuple):
@@ -519,7 +551,7 @@ def _narrow(bisect, crossings: ProbeCrossings, precision, levels, names, advance
     budget for it, the pilot's estimates are returned, short of the precision (warned).
     """
     pilot_precision = precision._replace(half_width=PILOT_WIDTH * precision.half_width)
-    pilot = Narrowing(bisect, crossings, pilot_precision, levels, advance)
+    pilot = Narrowing(bisect, crossings, pilot_precision, levels, advance, requested=precision.half_width)
     found = pilot.run(names, warn=False)
     left = precision.max_samples - pilot.spent
     counts = confirmation_counts(crossings.prober, found, precision.half_width, bisect.resolution, left)
