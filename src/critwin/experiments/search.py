@@ -511,20 +511,21 @@ def search_window(
             ci_half_width=None if precision is None else precision.half_width,
             ci_reached=reached[name],
             ci_floor=None if precision is None else (estimate_after.floor, estimate_before.floor),
-            sources_needed=_sources_needed(z0.shape[0], (estimate_after, estimate_before), precision),
+            sources_needed=_sources_needed(
+                z0.shape[0], [f for (n, _), f in narrowed.limited.items() if n == name], precision
+            ),
             n_boot=n_boot,
             metadata=metadata if feature_fn.single else {**metadata, "feature": name, "features": names},
         )
     return at_edge(results)
 
 
-def _sources_needed(n_sources: int, estimates, precision) -> int | None:
-    """The fewest sources for the request where an endpoint's floor is above it (else None)."""
-    if precision is None:
+def _sources_needed(n_sources: int, floors, precision) -> int | None:
+    """The fewest sources for the request, from the ``floors`` of the source-limited endpoints (None
+    where there is none)."""
+    if precision is None or not floors:
         return None
-    floor = max(e.floor for e in estimates)
-    limited = [e for e in estimates if e.source_limited(precision.half_width)]
-    return sources_needed(n_sources, floor, precision.half_width) if limited else None
+    return sources_needed(n_sources, max(floors), precision.half_width)
 
 
 class _Narrowed(NamedTuple):
@@ -536,6 +537,7 @@ class _Narrowed(NamedTuple):
     prober: _Prober
     n_pilot: int
     short: frozenset = frozenset()
+    limited: dict = {}  # noqa: RUF012 (a NamedTuple default, never mutated)
 
 
 def _narrow(bisect, crossings: ProbeCrossings, precision, levels, names, advance, confirming) -> _Narrowed:
@@ -556,8 +558,10 @@ def _narrow(bisect, crossings: ProbeCrossings, precision, levels, names, advance
     left = precision.max_samples - pilot.spent
     counts = confirmation_counts(crossings.prober, found, precision.half_width, bisect.resolution, left)
     if counts is None:
-        final = Narrowing(bisect, crossings, precision, levels, advance, spent=pilot.spent)
-        return _Narrowed(final.run(names), crossings.prober, 0, frozenset(final.short))
+        final = Narrowing(
+            bisect, crossings, precision, levels, advance, spent=pilot.spent, limited=pilot.limited
+        )
+        return _Narrowed(final.run(names), crossings.prober, 0, frozenset(final.short), final.limited)
     fresh = confirming()
     for key, n in counts.items():
         for _ in range(n // fresh.batch):
@@ -565,8 +569,10 @@ def _narrow(bisect, crossings: ProbeCrossings, precision, levels, names, advance
         advance(n)
     n_pilot = sum(entry.n for entry in crossings.prober.cache.values())
     spent = pilot.spent + sum(counts.values())
-    final = Narrowing(bisect, crossings.on(fresh), precision, levels, advance, spent=spent)
-    return _Narrowed(final.run(names), fresh, n_pilot, frozenset(final.short))
+    final = Narrowing(
+        bisect, crossings.on(fresh), precision, levels, advance, spent=spent, limited=pilot.limited
+    )
+    return _Narrowed(final.run(names), fresh, n_pilot, frozenset(final.short), final.limited)
 
 
 class _Endpoint(NamedTuple):

@@ -48,9 +48,9 @@ CONFIRMATION_MARGIN = 1.25
 half-width ``w``, requested ``h``) says reach the requested half-width: bootstrap widths vary by ~10%
 from run to run, so that it seldom needs a top-up."""
 
-FLOOR_SHARE = 0.7
+FLOOR_SHARE = 0.5
 """An endpoint is source-limited where its floor is above the requested half-width and at least this
-share of its half-width (the samples' part at most half of its variance): while the interval is much
+share of its half-width (the samples’ part at most 3/4 of its variance): while the interval is much
 wider than its floor, the floor's estimate is rough (the sources' rates come from few samples each)
 and more samples narrow the interval anyway."""
 
@@ -299,7 +299,8 @@ class Narrowing:
     An endpoint source-limited at ``requested`` (the final half-width; the precision's by default:
     its interval's floor, the between-source part of :meth:`ProbeCrossings.endpoints`, is above it,
     :meth:`EndpointEstimate.source_limited`) gets no more samples: with these sources no count
-    reaches it. The warning then says how many sources could.
+    reaches it (once found so, for the rest of the search). The warning then says how many sources
+    could.
     """
 
     def __init__(
@@ -311,13 +312,16 @@ class Narrowing:
         advance,
         spent=0,
         requested=None,
+        limited=None,
     ):
         self.bisect, self.crossings, self.precision = bisect, crossings, precision
         self.levels, self.advance = levels, advance
         self.requested = precision.half_width if requested is None else requested
         self.spent = spent  # samples drawn before (the pilot's, for a confirmation): they count in the budget
         self.short: set = set()  # after run: the names (features) with an interval wider than requested
-        self.limited: set = set()  # after run: the (name, j) whose floor is above ``requested``
+        # {(name, j): floor} of the endpoints found source-limited (here or, ``limited``, by a stage
+        # before on the same sources), with the largest floor they were found to have.
+        self.limited: dict = dict(limited or {})
 
     def run(self, names, warn: bool = True) -> dict[Any, list[EndpointEstimate]]:
         """``{name: [t_after, t_before]}`` estimates once narrow enough or out of budget (``warn``: then
@@ -332,7 +336,9 @@ class Narrowing:
                 for j, e in enumerate(found[name])
             }
             wide = [key for key, ratio in excess.items() if ratio > 1.0]
-            self.limited = {(name, j) for name, j in wide if found[name][j].source_limited(self.requested)}
+            for name, j in wide:
+                if found[name][j].source_limited(self.requested):
+                    self.limited[name, j] = max(self.limited.get((name, j), 0.0), found[name][j].floor)
             narrowable = [
                 (name, j)
                 for name, j in wide
@@ -471,9 +477,10 @@ class Narrowing:
             label = ("t_after", "t_before")[j] + ("" if name == UNNAMED else f" of {name!r}")
             note = " (censored: the crossing lies outside t_range)" if not math.isfinite(estimate.t) else ""
             if (name, j) in self.limited:
-                needed = sources_needed(n_sources, estimate.floor, self.requested)
+                floor = self.limited[name, j]
+                needed = sources_needed(n_sources, floor, self.requested)
                 note = (
-                    f" (source-limited: with {n_sources} sources it stays above {estimate.floor:.3g} "
+                    f" (source-limited: with {n_sources} sources it stays above {floor:.3g} "
                     f"however many samples each gets; needs >= {needed} sources for ±{self.requested:g}; "
                     "not narrowed)"
                 )
