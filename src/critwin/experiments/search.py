@@ -158,7 +158,6 @@ class SearchResult(ResultTable):
             "t_before_ci": self.t_before_ci,
             "ci_half_width": self.ci_half_width,
             "ci_reached": self.ci_reached,
-            "ci_floor": self.ci_floor,
             "probes": len(self.probes),
             "nfe": self.nfe,
         }
