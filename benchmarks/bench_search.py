@@ -1,10 +1,13 @@
 """Window search to a requested precision vs a uniform grid that reaches the same precision (issue 21.7).
 
 On the shipped ``digits`` DDPM (``load_digits_model().process(STEPS)``, its training DDPM sampler),
-with the shipped classifier's digit as the feature (``classifier_feature()``), ``N_SOURCES`` held-out
-test digits (balanced over the classes) as sources, ``delta = 0.1`` and 95% intervals, both methods
-are asked for the same precision: both endpoints' intervals of half-width ``(hi - lo) / 2 <= H``
-(OU time).
+with the shipped classifier's digit as the feature (``classifier_feature()``), ``N_SOURCES`` = 800
+digits as sources (80 per class: the 35-37 held-out test digits of the class, then training digits),
+``delta = 0.1`` and 95% intervals, both methods are asked for the same precision: both endpoints'
+intervals of half-width ``(hi - lo) / 2 <= H`` (OU time). The intervals resample the sources, so the
+spread of their own rates leaves a floor that no number of samples lowers (``ci_floor``): with the
+200 held-out digits of earlier runs it was ~0.051 at ``t_before``, above ``H = 0.05``, for either
+method; with 800 it is about half that.
 
 - **Search**: ``search_window(process, x0, feature, ci_half_width=H)`` with its defaults (it probes
   the lattice of OU times ``2 H`` apart and estimates the base rate from its own reference samples).
@@ -24,6 +27,11 @@ narrowing, confirmation and reference samples; the grid's sweeps). A search whos
 than ``H`` within its budget (``ci_reached`` False) is said to be so: its ratio is then not one at equal
 precision. The ratio printed is search / grid (target <= 0.25). CPU time
 is ``time.process_time`` of this process (the machine may be shared: wall time means little).
+
+``--quick`` (or ``CRITWIN_BENCH_QUICK=1``): 200 sources and ``H_QUICK = 0.1`` (minutes, not the
+hour of the full run). ``--search-only`` / ``--grid-only`` run one half (NFEs are deterministic, so
+the halves of separate runs compare; CPU seconds only within one run on a quiet machine).
+Usage: ``python benchmarks/bench_search.py [--quick] [--search-only | --grid-only]``.
 """
 
 from __future__ import annotations
