@@ -1,10 +1,13 @@
 """Window search to a requested precision vs a uniform grid that reaches the same precision (issue 21.7).
 
 On the shipped ``digits`` DDPM (``load_digits_model().process(STEPS)``, its training DDPM sampler),
-with the shipped classifier's digit as the feature (``classifier_feature()``), ``N_SOURCES`` held-out
-test digits (balanced over the classes) as sources, ``delta = 0.1`` and 95% intervals, both methods
-are asked for the same precision: both endpoints' intervals of half-width ``(hi - lo) / 2 <= H``
-(OU time).
+with the shipped classifier's digit as the feature (``classifier_feature()``), ``N_SOURCES`` = 800
+digits as sources (80 per class: the 35-37 held-out test digits of the class, then training digits),
+``delta = 0.1`` and 95% intervals, both methods are asked for the same precision: both endpoints'
+intervals of half-width ``(hi - lo) / 2 <= H`` (OU time). The intervals resample the sources, so the
+spread of their own rates leaves a floor that no number of samples lowers (``ci_floor``): with the
+200 held-out digits of earlier runs it was ~0.051 at ``t_before``, above ``H = 0.05``, for either
+method; with 800 it is about half that.
 
 - **Search**: ``search_window(process, x0, feature, ci_half_width=H)`` with its defaults (it probes
   the lattice of OU times ``2 H`` apart and estimates the base rate from its own reference samples).
@@ -24,6 +27,11 @@ narrowing, confirmation and reference samples; the grid's sweeps). A search whos
 than ``H`` within its budget (``ci_reached`` False) is said to be so: its ratio is then not one at equal
 precision. The ratio printed is search / grid (target <= 0.25). CPU time
 is ``time.process_time`` of this process (the machine may be shared: wall time means little).
+
+``--quick`` (or ``CRITWIN_BENCH_QUICK=1``): 200 sources and ``H_QUICK = 0.1`` (minutes, not the
+hour of the full run). ``--search-only`` / ``--grid-only`` run one half (NFEs are deterministic, so
+the halves of separate runs compare; CPU seconds only within one run on a quiet machine).
+Usage: ``python benchmarks/bench_search.py [--quick] [--search-only | --grid-only]``.
 """
 
 from __future__ import annotations
@@ -31,7 +39,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import sys
 import time
+import warnings
 
 import torch
 
@@ -42,19 +52,31 @@ from critwin.experiments.process import realise_times
 from critwin.experiments.search import LATTICE_SPACING, search_window
 from critwin.models.data import load_digits_data
 
-N_SOURCES = 200  # held-out digits, 20 per class
+N_SOURCES = 800  # 80 digits per class: the held-out ones (35-37 per class), then training ones
+QUICK_SOURCES = 200  # --quick: 20 digits per class, the precision H_QUICK (minutes, not hours)
 STEPS = 50  # DDPM sampler steps
 H = 0.05  # requested half-width in OU time
+H_QUICK = 0.1
 DELTA = 0.1
 SEED = 0
 MAX_SWEEPS = 40  # the uniform grid gives up after this many replicates per source
 
 
 def _sources(n: int) -> torch.Tensor:
+    """``n // 10`` digits of each class: the held-out test digits first (35-37 per class), then
+    training digits of that class (the model saw those: their window may differ, but both methods
+    get the same sources)."""
     data = load_digits_data()
     per_class = n // 10
-    picks = torch.cat([torch.nonzero(data.test_labels == k).flatten()[:per_class] for k in range(10)])
-    return data.test_images[picks]
+    picks = []
+    for k in range(10):
+        pool = torch.cat([data.test_images[data.test_labels == k], data.train_images[data.train_labels == k]])
+        if pool.shape[0] < per_class:
+            raise ValueError(
+                f"n must be <= {10 * pool.shape[0]} (digit {k} has {pool.shape[0]} images), got {n}"
+            )
+        picks.append(pool[:per_class])
+    return torch.cat(picks)
 
 
 def _lattice(process, spacing: float) -> list[float]:
@@ -103,19 +125,19 @@ def _half_widths(estimate) -> tuple[float, float]:
 
 
 class _Grid:
-    """A uniform grid (a subset of the sweeps' times) and the first replicate count that reached H."""
+    """A uniform grid (a subset of the sweeps' times) and the first replicate count that reached ``h``."""
 
-    def __init__(self, label: str, keep: torch.Tensor):
-        self.label, self.keep = label, keep
+    def __init__(self, label: str, keep: torch.Tensor, h: float):
+        self.label, self.keep, self.h = label, keep, h
         self.estimate, self.replicates, self.nfe, self.cpu = None, 0, 0, 0.0
 
     @property
     def reached(self) -> bool:
-        return self.estimate is not None and max(_half_widths(self.estimate)) <= H
+        return self.estimate is not None and max(_half_widths(self.estimate)) <= self.h
 
 
 def _uniform_grids(process, x0, feature, times: list[float], grids: list[_Grid]) -> None:
-    """Replicate sweeps on ``times`` (every grid's times among them) until every grid reached H.
+    """Replicate sweeps on ``times`` (every grid's times among them) until every grid reached its h.
 
     A grid's CPU time counts its share of the sweeps (by NFEs) and its own estimates."""
     sweeps = []
@@ -144,39 +166,42 @@ def _uniform_grids(process, x0, feature, times: list[float], grids: list[_Grid])
             return
 
 
-def bench_search_to_precision(n_sources: int = N_SOURCES) -> None:
-    process = load_digits_model().process(STEPS)
-    feature = classifier_feature()
-    x0 = _sources(n_sources)
-    print(
-        f"digits DDPM, {STEPS} steps, {x0.shape[0]} held-out digits, classifier feature, delta = {DELTA}, "
-        f"requested half-width {H} OU units (95%); load average {os.getloadavg()[0]:.1f}",
-        flush=True,
-    )
+def _search(process, x0, feature, h: float):
+    """The search to half-width ``h``; its result and CPU seconds (printed)."""
     start = time.process_time()
-    found = search_window(process, x0, feature, delta=DELTA, ci_half_width=H, seed=SEED, progress=False)
-    search_cpu = time.process_time() - start
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        found = search_window(process, x0, feature, delta=DELTA, ci_half_width=h, seed=SEED, progress=False)
+    cpu = time.process_time() - start
     widths = [0.5 * (ci[1] - ci[0]) for ci in (found.t_after_ci, found.t_before_ci)]
     print(
         f"    search: t_after {found.t_after:.3f} {_ci(found.t_after_ci)}, t_before {found.t_before:.3f} "
         f"{_ci(found.t_before_ci)}, half-widths {widths[0]:.4f} / {widths[1]:.4f}, b {found.b:.3f}, "
         f"{found.nfe:,d} NFEs ({found.n_samples:,d} confirmation samples in {len(found.probes)} probes, "
-        f"{found.n_pilot:,d} before them), CPU {search_cpu:.0f} s"
-        + ("" if found.ci_reached else f" (half-width {H} NOT reached within max_samples)"),
+        f"{found.n_pilot:,d} before them), CPU {cpu:.0f} s"
+        + ("" if found.ci_reached else f" (half-width {h} NOT reached)"),
         flush=True,
     )
-    # The grid spaced 2 H (the search's lattice) and, from the same sweeps, the one spaced 4 H (the
-    # realised times of k * 4 H are those of 2k * 2 H: a subset).
-    times = _lattice(process, LATTICE_SPACING * H)
-    coarse = set(_lattice(process, 2 * LATTICE_SPACING * H))
+    for warning in caught:
+        print(f"    warning: {warning.message}", flush=True)
+    return found, cpu
+
+
+def _grids(process, x0, feature, h: float) -> list[_Grid]:
+    """The grid spaced 2 h (the search's lattice) and, from the same sweeps, the one spaced 4 h (the
+    realised times of k * 4 h are those of 2k * 2 h: a subset), each swept until it reached h."""
+    times = _lattice(process, LATTICE_SPACING * h)
+    coarse = set(_lattice(process, 2 * LATTICE_SPACING * h))
     grids = [
         _Grid(
-            f"grid {LATTICE_SPACING * H:g} apart ({len(times)} times)",
+            f"grid {LATTICE_SPACING * h:g} apart ({len(times)} times)",
             torch.ones(len(times), dtype=torch.bool),
+            h,
         ),
         _Grid(
-            f"grid {2 * LATTICE_SPACING * H:g} apart ({len(coarse)} times)",
+            f"grid {2 * LATTICE_SPACING * h:g} apart ({len(coarse)} times)",
             torch.tensor([t in coarse for t in times]),
+            h,
         ),
     ]
     _uniform_grids(process, x0, feature, times, grids)
@@ -186,22 +211,54 @@ def bench_search_to_precision(n_sources: int = N_SOURCES) -> None:
             f"    {grid.label}: t_after {estimate.t_after:.3f} {_ci(estimate.t_after_ci)}, t_before "
             f"{estimate.t_before:.3f} {_ci(estimate.t_before_ci)}, b {estimate.b:.3f}, {grid.replicates} "
             f"replicate(s), {grid.nfe:,d} NFEs, CPU {grid.cpu:.0f} s"
-            + ("" if grid.reached else f" (not reached in {MAX_SWEEPS} sweeps)")
+            + ("" if grid.reached else f" (not reached in {MAX_SWEEPS} sweeps)"),
+            flush=True,
         )
+    return grids
+
+
+def bench_search_to_precision(n_sources: int = N_SOURCES, h: float = H, parts=("search", "grid")) -> None:
+    """Search and grids to half-width ``h`` on ``n_sources`` digits (``parts``: which to run)."""
+    process = load_digits_model().process(STEPS)
+    feature = classifier_feature()
+    x0 = _sources(n_sources)
+    print(
+        f"digits DDPM, {STEPS} steps, {x0.shape[0]} digits ({n_sources // 10} per class), classifier "
+        f"feature, delta = {DELTA}, requested half-width {h} OU units (95%); load average "
+        f"{os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
+    if "search" in parts:
+        found, search_cpu = _search(process, x0, feature, h)
+    if "grid" not in parts:
+        return
+    grids = _grids(process, x0, feature, h)
+    if "search" not in parts:
+        return
+    for grid in grids:
         print(
             f"    ratio search / {grid.label}: NFEs {found.nfe / grid.nfe:.3f}, "
             f"CPU {search_cpu / grid.cpu:.3f}"
-            + ("" if found.ci_reached else " (not at the same precision: the search fell short of H)")
+            + ("" if found.ci_reached else " (not at the same precision: the search fell short of h)")
         )
-    print("    target: search / grid spaced 2 H (the search's lattice) NFEs <= 0.25")
+    print("    target: search / grid spaced 2 h (the search's lattice) NFEs <= 0.25")
 
 
 def _ci(ci) -> str:
     return f"[{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
-def main() -> None:
-    bench_search_to_precision()
+def main(quick: bool | None = None) -> None:
+    if quick is None:
+        quick = "--quick" in sys.argv or os.environ.get("CRITWIN_BENCH_QUICK") == "1"
+    parts = ("search", "grid")
+    for arg in sys.argv[1:]:
+        if arg in ("--search-only", "--grid-only"):
+            parts = (arg[2:-5],)
+    if quick:
+        bench_search_to_precision(QUICK_SOURCES, H_QUICK, parts)
+    else:
+        bench_search_to_precision(N_SOURCES, H, parts)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from critwin.experiments.estimation import crossing_time, isotonic_decreasing
 from critwin.experiments.search import SearchResult, search_window
 from critwin.experiments.search_precision import Narrowing, fitted_crossings
 from critwin.mixtures.categorical import CategoricalMixture
-from two_gaussian_oracle import fr_truth, two_gaussians
+from two_gaussian_oracle import fr_truth, fr_truth_from, two_gaussians
 
 M = 5.0  # |mu|: sources from N(+mu, I) have the Bayes label + except with probability Phi(-5) ~ 3e-7
 
@@ -61,7 +61,7 @@ def test_search_stops_once_both_intervals_have_the_requested_half_width():
 
 
 def test_narrowing_grows_the_reference_where_the_base_rate_limits_the_precision():
-    found = _search(3, ci_half_width=0.1)
+    found = _search(0, ci_half_width=0.1)
     assert max(_half_widths(found)) <= 0.1
     # r = 0.2 sits where c = 0.6 has slope ~0.17 per OU unit: a base rate from 512 reference draws
     # (SE 0.022, moving the threshold by 0.8 x 0.022) alone would leave t_before a half-width of
@@ -256,3 +256,56 @@ def test_the_narrowing_splits_batches_between_neighbours_as_the_variance_minimis
         entry.n, entry.kept[""] = entry.n + 64, entry.kept[""] + 32
     # Whole batches of 64 out of ~128k samples: the ratio is exact to within one batch's share (< 2%).
     assert cache[1.0].n / cache[2.0].n == pytest.approx((1 - lam) / lam, rel=0.02)
+
+
+def _two_kinds_of_source(n: int) -> tuple[torch.Tensor, np.ndarray]:
+    """``n`` sources along mu, alternately 2 and 6 from the origin (their forward–reverse labels
+    flip at very different times): the sources and their coordinates along mu."""
+    u = np.where(np.arange(n) % 2 == 0, 2.0, 6.0)
+    direction = torch.full((1, 2), 1 / math.sqrt(2), dtype=torch.float64)
+    return torch.tensor(u, dtype=torch.float64)[:, None] * direction, u
+
+
+def _oracle_floor(u: np.ndarray, level: float, delta: float) -> float:
+    """Half-width of the 95% interval of the crossing of r = 2 c - 1 with every source's rate known
+    (quadrature): ``z sd(c_i) / sqrt(N) / |c'|`` at the crossing (delta method; population sd, as the
+    bootstrap resamples these N sources)."""
+
+    def mean(t):
+        return fr_truth_from(t, M, u).mean()
+
+    t = brentq(lambda t: 2 * mean(t) - 1 - level, 1e-3, 9.0)
+    slope = (mean(t + 1e-4) - mean(t - 1e-4)) / 2e-4
+    return 1.959964 * fr_truth_from(t, M, u).std() / math.sqrt(u.size) / abs(slope)
+
+
+def test_a_source_limited_interval_stops_the_spending_and_says_how_many_sources_would_do():
+    # 32 sources of two kinds: with every source's rate known, t_after's interval keeps a half-width
+    # of ~0.18 (quadrature) — no sample count reaches 0.05. The search must say so and stop drawing
+    # for it, not spend its budget (64 x 512 samples), as it did before.
+    x0, u = _two_kinds_of_source(32)
+    floor = _oracle_floor(u, 0.8, 0.2)
+    assert floor > 3 * 0.05
+    spent = []
+    for seed in range(3):
+        with pytest.warns(
+            UserWarning, match=r"t_after half-width .* \(source-limited: with 32 sources .*needs >= "
+        ):
+            found = search_window(
+                two_gaussians(M),
+                x0,
+                delta=0.2,
+                t_range=(0.0, 6.0),
+                base_rate=0.5,
+                ci_half_width=0.05,
+                seed=seed,
+                progress=False,
+            )
+        assert found.ci_reached is False
+        # The floor estimate: the bootstrap's percentile ends from 200 replicates (~10% each) and
+        # per-source rates from ~100 samples each (shrunk, so understated): within 35% of the truth.
+        assert found.ci_floor[0] == pytest.approx(floor, rel=0.35)
+        # N (floor / h)^2 sources, within the same error (squared) of the truth's 32 (0.18 / 0.05)^2.
+        assert 0.4 < found.sources_needed / (32 * (floor / 0.05) ** 2) < 1.8
+        spent.append(found.n_samples + found.n_pilot)
+    assert max(spent) < 32768 and np.mean(spent) < 0.6 * 32768

@@ -31,12 +31,25 @@ def two_gaussians(m: float = 4.0, d: int = 2) -> GaussianMixture:
 def _plus_probability(T: float, m: float, n_nodes: int) -> tuple[np.ndarray, np.ndarray]:
     """Quadrature weights and ``P(y)`` (see the module docstring) at the nodes of ``y ~ N(a m, 1)``."""
     z, w = hermegauss(n_nodes)
-    w = w / w.sum()
+    return w / w.sum(), _label_plus(math.exp(-T) * m + z, T, m)
+
+
+def _label_plus(y: np.ndarray, T: float, m: float) -> np.ndarray:
+    """``P(y)``: probability that the exact posterior draw from the OU state ``y`` (along mu) at time
+    ``T`` has the Bayes label ``+`` (see the module docstring)."""
     a = math.exp(-T)
     s = math.sqrt(-math.expm1(-2 * T))
-    y = a * m + z
     plus = expit(2 * a * m * y)
-    return w, plus * norm.cdf((s * s * m + a * y) / s) + (1 - plus) * norm.cdf((-s * s * m + a * y) / s)
+    return plus * norm.cdf((s * s * m + a * y) / s) + (1 - plus) * norm.cdf((-s * s * m + a * y) / s)
+
+
+def fr_truth_from(T: float, m: float, u, n_nodes: int = 100) -> np.ndarray:
+    """P(Bayes label +) of the forward–reverse output from sources whose coordinates along mu are
+    ``u`` (array), noised to ``T``: ``y = e^{-T} u + s z`` with ``z ~ N(0, 1)``."""
+    z, w = hermegauss(n_nodes)
+    s = math.sqrt(-math.expm1(-2 * T))
+    y = math.exp(-T) * np.asarray(u, dtype=float)[:, None] + s * z[None, :]
+    return _label_plus(y, T, m) @ (w / w.sum())
 
 
 def fr_truth(T: float, m: float, n_nodes: int = 100) -> float:

@@ -69,6 +69,7 @@ from critwin.experiments.search_precision import (
     ProbeCrossings,
     check_precision,
     confirmation_counts,
+    sources_needed,
 )
 
 __all__ = ["search_window", "SearchResult", "LATTICE_SPACING", "MIN_RESOLUTION"]
@@ -94,7 +95,16 @@ class SearchResult(ResultTable):
     nfe : per-sample denoiser evaluations spent (probes + base-rate reference), or None.
     ci_half_width : the requested half-width of both intervals, or None (bisection only).
     ci_reached : with ``ci_half_width``, whether both intervals reached it (False: the budget was
-        spent first or an endpoint is censored; a UserWarning said so too); None without.
+        spent first, an endpoint is censored or source-limited; a UserWarning said so too); None
+        without.
+    ci_floor : with ``ci_half_width``, the half-widths ``(t_after, t_before)`` that the intervals keep
+        however many samples each source gets: the part of their bootstrap variance that is the
+        sources' own spread (estimated from the samples; falls as ``1 / len(x0)``). An endpoint whose
+        floor is above ``ci_half_width`` is source-limited: the narrowing stops sampling for it (the
+        warning says how many sources could reach the request). None without.
+    sources_needed : with ``ci_half_width`` and a source-limited endpoint, the fewest sources
+        whose floor would be below the request (``len(x0) (floor / ci_half_width)^2``, with unlimited
+        samples; more sources reach it for fewer); None otherwise.
     n_boot : bootstrap replicates of the intervals.
     n_pilot : with ``ci_half_width``, the samples of the bisection and the pilot narrowing, which
         placed the probes and set their sample counts but are not among ``probes`` (the estimates
@@ -131,6 +141,8 @@ class SearchResult(ResultTable):
     ci_reached: bool | None = None
     n_boot: int = 200
     n_pilot: int = 0
+    ci_floor: tuple[float, float] | None = None
+    sources_needed: int | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
 
     kind: ClassVar[str] = "search"
@@ -166,9 +178,17 @@ class SearchResult(ResultTable):
     def _from_saved(cls, columns, meta) -> SearchResult:
         n = len(columns["t"])
         probes = [{k: kind(columns[k][i]) for k, kind in _PROBE_COLUMNS.items()} for i in range(n)]
-        # Results saved before ``metadata``, ``ci_half_width``, ``ci_reached``, ``n_boot`` and
-        # ``n_pilot`` existed keep the defaults.
-        optional = {"metadata", "ci_half_width", "ci_reached", "n_boot", "n_pilot"}
+        # Results saved before ``metadata``, ``ci_half_width``, ``ci_reached``, ``n_boot``, ``n_pilot``,
+        # ``ci_floor`` and ``sources_needed`` existed keep the defaults.
+        optional = {
+            "metadata",
+            "ci_half_width",
+            "ci_reached",
+            "n_boot",
+            "n_pilot",
+            "ci_floor",
+            "sources_needed",
+        }
         scalars = {
             f.name: meta[f.name] if f.name == "metadata" else _decode(meta[f.name])
             for f in fields(cls)
@@ -489,10 +509,22 @@ def search_window(
             n_pilot=narrowed.n_pilot,
             ci_half_width=None if precision is None else precision.half_width,
             ci_reached=reached[name],
+            ci_floor=None if precision is None else (estimate_after.floor, estimate_before.floor),
+            sources_needed=_sources_needed(
+                z0.shape[0], [f for (n, _), f in narrowed.limited.items() if n == name], precision
+            ),
             n_boot=n_boot,
             metadata=metadata if feature_fn.single else {**metadata, "feature": name, "features": names},
         )
     return at_edge(results)
+
+
+def _sources_needed(n_sources: int, floors, precision) -> int | None:
+    """The fewest sources for the request, from the ``floors`` of the source-limited endpoints (None
+    where there is none)."""
+    if precision is None or not floors:
+        return None
+    return sources_needed(n_sources, max(floors), precision.half_width)
 
 
 class _Narrowed(NamedTuple):
@@ -504,6 +536,7 @@ class _Narrowed(NamedTuple):
     prober: _Prober
     n_pilot: int
     short: frozenset = frozenset()
+    limited: dict = {}  # noqa: RUF012 (a NamedTuple default, never mutated)
 
 
 def _narrow(bisect, crossings: ProbeCrossings, precision, levels, names, advance, confirming) -> _Narrowed:
@@ -519,13 +552,15 @@ def _narrow(bisect, crossings: ProbeCrossings, precision, levels, names, advance
     budget for it, the pilot's estimates are returned, short of the precision (warned).
     """
     pilot_precision = precision._replace(half_width=PILOT_WIDTH * precision.half_width)
-    pilot = Narrowing(bisect, crossings, pilot_precision, levels, advance)
+    pilot = Narrowing(bisect, crossings, pilot_precision, levels, advance, requested=precision.half_width)
     found = pilot.run(names, warn=False)
     left = precision.max_samples - pilot.spent
     counts = confirmation_counts(crossings.prober, found, precision.half_width, bisect.resolution, left)
     if counts is None:
-        final = Narrowing(bisect, crossings, precision, levels, advance, spent=pilot.spent)
-        return _Narrowed(final.run(names), crossings.prober, 0, frozenset(final.short))
+        final = Narrowing(
+            bisect, crossings, precision, levels, advance, spent=pilot.spent, limited=pilot.limited
+        )
+        return _Narrowed(final.run(names), crossings.prober, 0, frozenset(final.short), final.limited)
     fresh = confirming()
     for key, n in counts.items():
         for _ in range(n // fresh.batch):
@@ -533,8 +568,10 @@ def _narrow(bisect, crossings: ProbeCrossings, precision, levels, names, advance
         advance(n)
     n_pilot = sum(entry.n for entry in crossings.prober.cache.values())
     spent = pilot.spent + sum(counts.values())
-    final = Narrowing(bisect, crossings.on(fresh), precision, levels, advance, spent=spent)
-    return _Narrowed(final.run(names), fresh, n_pilot, frozenset(final.short))
+    final = Narrowing(
+        bisect, crossings.on(fresh), precision, levels, advance, spent=spent, limited=pilot.limited
+    )
+    return _Narrowed(final.run(names), fresh, n_pilot, frozenset(final.short), final.limited)
 
 
 class _Endpoint(NamedTuple):

@@ -32,8 +32,11 @@ __all__ = [
     "fitted_crossings",
     "Narrowing",
     "PILOT_WIDTH",
+    "FLOOR_SHARE",
     "CONFIRMATION_MARGIN",
     "confirmation_counts",
+    "growth_factor",
+    "sources_needed",
 ]
 
 PILOT_WIDTH = math.sqrt(2.0)
@@ -44,6 +47,12 @@ CONFIRMATION_MARGIN = 1.25
 """The confirmation draws this multiple of the samples that the plug-in rule ``n (w / h)^2`` (pilot
 half-width ``w``, requested ``h``) says reach the requested half-width: bootstrap widths vary by ~10%
 from run to run, so that it seldom needs a top-up."""
+
+FLOOR_SHARE = 0.5
+"""An endpoint is source-limited where its floor is above the requested half-width and at least this
+share of its half-width (the samples’ part at most 3/4 of its variance): while the interval is much
+wider than its floor, the floor's estimate is rough (the sources' rates come from few samples each)
+and more samples narrow the interval anyway."""
 
 _BOOTSTRAP_STREAM = 0x5EA2C4
 """The bootstrap's random stream under the search's seed (apart from every unit's generator)."""
@@ -73,17 +82,30 @@ def check_precision(ci_half_width, max_samples, n_boot, level, max_per_probe) ->
 
 
 class EndpointEstimate(NamedTuple):
-    """An endpoint's estimate ``t`` (±inf when censored), its bootstrap interval ``ci`` and the share
-    of its bootstrap variance that resampling the reference samples alone gives (0 for a given base
-    rate): above 1/2, more reference samples narrow it more than more probe samples."""
+    """An endpoint's estimate ``t`` (±inf when censored), its bootstrap interval ``ci``, the share of
+    its bootstrap variance that resampling the reference samples alone gives (0 for a given base rate:
+    above 1/2, more reference samples narrow it more than more probe samples), its ``floor`` — the
+    half-width its interval keeps however many samples each source and the reference get (the
+    between-source part: see :meth:`ProbeCrossings.endpoints`; 0 where unknown) — and the bootstrap
+    ``replicates`` of the crossing (where they cross says which probes set the interval's ends)."""
 
     t: float
     ci: tuple[float, float]
     reference_share: float = 0.0
+    floor: float = 0.0
+    replicates: tuple = ()
 
     @property
     def half_width(self) -> float:
         return 0.5 * (self.ci[1] - self.ci[0])
+
+    def source_limited(self, target: float) -> bool:
+        """Whether no sample count narrows the interval to ``target`` (see ``FLOOR_SHARE``)."""
+        return self.floor > target and self.floor >= FLOOR_SHARE * self.half_width
+
+    def reachable_floor(self, target: float) -> float:
+        """The floor to plan samples with: 0 where it is above ``target`` but not yet trusted."""
+        return self.floor if self.floor < target else 0.0
 
 
 class ProbeCrossings:
@@ -111,11 +133,14 @@ class ProbeCrossings:
 
     def refresh(self) -> None:
         """Redraw the base rates of the replicates (after the reference grew): ``rates`` with sources
-        and reference samples resampled, ``reference_rates`` with the reference samples alone."""
-        self.rates, self.reference_rates = {}, {}
+        and reference samples resampled, ``reference_rates`` with the reference samples alone,
+        ``source_rates`` with the sources alone."""
+        self.rates, self.reference_rates, self.source_rates = {}, {}, {}
         for name, b in self.reference.rates.items():
             if name not in self.reference.estimated:
-                self.rates[name] = self.reference_rates[name] = np.full(self.n_boot, b)
+                self.rates[name] = self.reference_rates[name] = self.source_rates[name] = np.full(
+                    self.n_boot, b
+                )
                 continue
             source, model = self.prober.source[name], self.reference.labels[name]
             rng = np.random.default_rng([self.seed, _BOOTSTRAP_STREAM, model.shape[0]])
@@ -123,9 +148,16 @@ class ProbeCrossings:
             both = zip(self.draws, picks, strict=True)
             self.rates[name] = np.array([estimated_base_rate(source[d], model[q]) for d, q in both])
             self.reference_rates[name] = np.array([estimated_base_rate(source, model[q]) for q in picks])
+            self.source_rates[name] = np.array([estimated_base_rate(source[d], model) for d in self.draws])
 
     def endpoints(self, name, levels) -> list[EndpointEstimate]:
-        """The crossings of ``levels`` (of r) of the feature ``name``, with their intervals."""
+        """The crossings of ``levels`` (of r) of the feature ``name``, with their intervals.
+
+        The floor of an interval: its bootstrap variance is that of the sources (the spread of their
+        own rates, which only more sources lower) plus that of the samples drawn from them and of the
+        reference samples (which more samples lower). The floor is the interval of the same bootstrap
+        with every source's rate at a probe known and the reference samples fixed (see
+        :meth:`_floor_draws`); 0 where it is not finite."""
         entries = sorted(self.prober.cache.values(), key=lambda e: e.t)
         times = np.array([e.t for e in entries])
         kept = np.stack([e.kept_by[name] for e in entries]).astype(float)  # (P, N)
@@ -141,10 +173,36 @@ class ProbeCrossings:
             shares = [_share(np.array(alone)[:, j], draws[:, j]) for j in range(len(levels))]
         else:
             shares = [0.0] * len(levels)
-        return [
-            EndpointEstimate(point[j], percentile_interval(draws[:, j], self.level), shares[j])
-            for j in range(len(levels))
-        ]
+        floors = self._floor_draws(name, times, kept, trials, levels)
+        out = []
+        for j in range(len(levels)):
+            low, high = percentile_interval(floors[:, j], self.level)
+            floor = 0.5 * (high - low) if math.isfinite(high - low) else 0.0
+            ci = percentile_interval(draws[:, j], self.level)
+            out.append(EndpointEstimate(point[j], ci, shares[j], floor, tuple(draws[:, j].tolist())))
+        return out
+
+    def _floor_draws(self, name, times, kept, trials, levels) -> np.ndarray:
+        """(B, len(levels)) crossings of the bootstrap's replicates of sources with each source's own
+        rate at each probe in place of its samples, and the base rate of the resampled sources with
+        the reference samples fixed.
+
+        A source's rate is its observed one shrunk towards the probe's ``c``, so that their spread
+        (weighted by samples) is the observed spread less its sampling part, ``c (1 - c)`` over the
+        samples per source (the most it can be: sources that differ share less), so the floor is
+        understated where sources have few samples each, never overstated."""
+        n = trials.sum(1, keepdims=True)
+        c = kept.sum(1, keepdims=True) / np.maximum(n, 1.0)
+        rate = np.where(trials > 0, kept / np.maximum(trials, 1.0), c)
+        spread = (trials * (rate - c) ** 2).sum(1, keepdims=True) / np.maximum(n, 1.0)
+        sampling = c * (1 - c) * trials.shape[1] / np.maximum(n, 1.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            shrink = np.sqrt(np.clip(np.where(spread > 0, 1 - sampling / spread, 0.0), 0.0, 1.0))
+        expected = trials * (c + shrink * (rate - c))
+        replicates = zip(
+            self.weights @ expected.T, self.weights @ trials.T, self.source_rates[name], strict=True
+        )
+        return np.array([fitted_crossings(times, *rep, levels, self.anchored) for rep in replicates])
 
 
 def _spread(draws: np.ndarray) -> float:
@@ -182,20 +240,35 @@ def fitted_crossings(times, kept, trials, b: float, levels, anchored: bool) -> l
     return [crossing_time(times, fit, level) for level in levels]
 
 
+def growth_factor(width: float, floor: float, target: float) -> float:
+    """How many times the samples must grow to narrow a half-width ``width`` to ``target`` when
+    ``floor`` of it stays however many samples are drawn: the rest falls as ``1 / n``, so
+    ``(width^2 - floor^2) / (target^2 - floor^2)`` (``(width / target)^2`` without a floor; inf when
+    ``floor >= target``)."""
+    if floor >= target:
+        return math.inf
+    return (width**2 - floor**2) / (target**2 - floor**2)
+
+
 def confirmation_counts(prober, found, target: float, spacing: float, budget: int) -> dict | None:
     """Samples to draw afresh at every time the pilot probed (``{cache key: n}``, whole batches), or
     None where ``budget`` has not one batch per time left.
 
-    Times within two lattice ``spacing`` of an endpoint estimate get ``CONFIRMATION_MARGIN * (w / target)^2``
-    times the pilot's samples there (``w`` that endpoint's pilot half-width; the largest over the
-    endpoints near a time), the others as many as the pilot drew; scaled down to fit ``budget``.
+    Times within two lattice ``spacing`` of an endpoint estimate get ``CONFIRMATION_MARGIN`` times
+    :func:`growth_factor` of the pilot's samples there (``w`` that endpoint's pilot half-width, its
+    floor; the largest over the endpoints near a time), the others as many as the pilot drew; scaled
+    down to fit ``budget``. A source-limited endpoint (:meth:`EndpointEstimate.source_limited`) asks
+    for no more.
     """
     scale = dict.fromkeys(prober.cache, 1.0)
     for estimates in found.values():
         for estimate in estimates:
             if not (math.isfinite(estimate.t) and math.isfinite(estimate.half_width)):
                 continue  # censored, or no finite replicate: the pilot's count
-            wanted = CONFIRMATION_MARGIN * (estimate.half_width / target) ** 2
+            if estimate.source_limited(target):
+                continue  # no count reaches the target
+            floor = estimate.reachable_floor(target)
+            wanted = CONFIRMATION_MARGIN * growth_factor(estimate.half_width, floor, target)
             for key, entry in prober.cache.items():
                 if abs(entry.t - estimate.t) <= 2 * spacing:
                     scale[key] = max(scale[key], wanted)
@@ -222,13 +295,33 @@ class Narrowing:
     ``n (width / requested)^2`` says are missing, so that the bootstrap is rerun a few times, not
     after every batch. Where resampling the reference samples alone gives most of an interval's
     bootstrap variance, the reference grows instead.
+
+    An endpoint source-limited at ``requested`` (the final half-width; the precision's by default:
+    its interval's floor, the between-source part of :meth:`ProbeCrossings.endpoints`, is above it,
+    :meth:`EndpointEstimate.source_limited`) gets no more samples: with these sources no count
+    reaches it (once found so, for the rest of the search). The warning then says how many sources
+    could.
     """
 
-    def __init__(self, bisect, crossings: ProbeCrossings, precision: Precision, levels, advance, spent=0):
+    def __init__(
+        self,
+        bisect,
+        crossings: ProbeCrossings,
+        precision: Precision,
+        levels,
+        advance,
+        spent=0,
+        requested=None,
+        limited=None,
+    ):
         self.bisect, self.crossings, self.precision = bisect, crossings, precision
         self.levels, self.advance = levels, advance
+        self.requested = precision.half_width if requested is None else requested
         self.spent = spent  # samples drawn before (the pilot's, for a confirmation): they count in the budget
         self.short: set = set()  # after run: the names (features) with an interval wider than requested
+        # {(name, j): floor} of the endpoints found source-limited (here or, ``limited``, by a stage
+        # before on the same sources), with the largest floor they were found to have.
+        self.limited: dict = dict(limited or {})
 
     def run(self, names, warn: bool = True) -> dict[Any, list[EndpointEstimate]]:
         """``{name: [t_after, t_before]}`` estimates once narrow enough or out of budget (``warn``: then
@@ -243,7 +336,14 @@ class Narrowing:
                 for j, e in enumerate(found[name])
             }
             wide = [key for key, ratio in excess.items() if ratio > 1.0]
-            narrowable = [(name, j) for name, j in wide if math.isfinite(found[name][j].t)]
+            for name, j in wide:
+                if found[name][j].source_limited(self.requested):
+                    self.limited[name, j] = max(self.limited.get((name, j), 0.0), found[name][j].floor)
+            narrowable = [
+                (name, j)
+                for name, j in wide
+                if math.isfinite(found[name][j].t) and (name, j) not in self.limited
+            ]
             if not narrowable or self.spent >= self.precision.max_samples:
                 self.short = {name for name, _ in wide}
                 if wide and warn:
@@ -251,31 +351,33 @@ class Narrowing:
                 return found
             name, j = max(narrowable, key=excess.get)
             estimate = found[name][j]
+            factor = growth_factor(estimate.half_width, estimate.reachable_floor(target), target)
             if estimate.reference_share > 0.5:
-                drawn = self._grow_reference(excess[name, j])
+                drawn = self._grow_reference(factor)
             else:
-                drawn = self._spend(name, estimate, excess[name, j])
+                drawn = self._spend(name, estimate, factor)
             self.spent += drawn
             self.advance(drawn)
 
-    def _wanted(self, have: int, ratio: float) -> int:
-        """Samples to add to ``have`` that narrow an interval ``ratio`` times too wide: about half of
-        what ``n (width / requested)^2`` says (at most 1.5 n), whole batches within the budget."""
+    def _wanted(self, have: int, factor: float) -> int:
+        """Samples to add to ``have`` that must grow ``factor`` times (:func:`growth_factor`): about
+        half of the missing ``(factor - 1) n`` (at most 1.5 n), whole batches within the budget."""
         batch = self.crossings.prober.batch
-        wanted = have * (min(ratio, 2.0) ** 2 - 1) / 2
+        wanted = have * (min(factor, 4.0) - 1) / 2
         left = self.precision.max_samples - self.spent
         return batch * max(1, min(math.ceil(wanted / batch), math.ceil(left / batch)))
 
-    def _grow_reference(self, ratio: float) -> int:
+    def _grow_reference(self, factor: float) -> int:
         """More reference samples, where the base rate's uncertainty dominates; the samples drawn."""
-        n = self._wanted(self.crossings.reference.size, ratio)
+        n = self._wanted(self.crossings.reference.size, factor)
         self.crossings.reference.grow(n)
         self.crossings.refresh()
         return n
 
-    def _spend(self, name, estimate: EndpointEstimate, ratio: float) -> int:
-        """Draw at the probes around the estimate (or, where its interval is censored, beyond them); the
-        samples drawn."""
+    def _spend(self, name, estimate: EndpointEstimate, factor: float) -> int:
+        """Draw at the probes where the bootstrap replicates cross (or, where the interval is censored,
+        beyond them; first at any lattice time not yet probed next to the estimate or an interval end);
+        the samples drawn."""
         prober, batch = self.crossings.prober, self.crossings.prober.batch
         t_hat = estimate.t
         low, high = self._neighbours(t_hat)
@@ -285,10 +387,51 @@ class Narrowing:
         if new is not None:
             prober.draw_at(new)
             return batch
-        drawn = self._wanted(sum(prober.cache[t].n for t in (low, high) if t is not None), ratio)
+        weights = self._weights(estimate.replicates)
+        if not weights:  # no finite replicate: the estimate's neighbours, as a single crossing there
+            weights = self._interpolation_weights(t_hat, low, high)
+        drawn = self._wanted(sum(prober.cache[t].n for t in weights), factor)
         for _ in range(drawn // batch):
-            prober.draw_at(self._noisier(name, t_hat, low, high))
+            prober.draw_at(self._pick(name, weights))
         return drawn
+
+    def _weights(self, replicates) -> dict:
+        """``{probe: sum over replicates of its squared interpolation weight}``: a replicate crossing at
+        ``t`` between probes ``a < t <= b`` (``lam = (t - a) / (b - a)``) depends on ``c(a)`` with
+        weight ``1 - lam`` and on ``c(b)`` with ``lam``, so a sample at a probe lowers the variance of the
+        replicates' crossings (hence the interval's width, ends included) in proportion to it."""
+        weights: dict = {}
+        for t in replicates:
+            if not math.isfinite(t):
+                continue
+            for key, weight in self._interpolation_weights(t, *self._neighbours(t)).items():
+                weights[key] = weights.get(key, 0.0) + weight
+        return weights
+
+    def _interpolation_weights(self, t: float, low, high) -> dict:
+        """``{probe: squared weight}`` of a crossing at ``t`` interpolated between the probes ``low`` and
+        ``high`` (``low`` None: between the range's start, where r(0) = 1 is known, and ``high``; ``high``
+        None: ``low`` alone)."""
+        cache = self.crossings.prober.cache
+        if high is None:
+            return {} if low is None else {low: 1.0}
+        start = self.bisect.lo if low is None else cache[low].t
+        lam = min(max((t - start) / (cache[high].t - start), 0.0), 1.0) if cache[high].t > start else 1.0
+        if low is None:
+            return {high: lam**2}
+        return {low: (1 - lam) ** 2, high: lam**2}
+
+    def _pick(self, name, weights: dict):
+        """The probe where a batch lowers ``sum_p weight_p v_p / n_p`` most (by ``weight v / n^2`` per
+        sample; the first of equals): batch after batch the counts settle at ``n ∝ sqrt(weight v)``,
+        the allocation that minimises that variance for their total."""
+        cache = self.crossings.prober.cache
+
+        def gain(t):
+            n, k = cache[t].n, cache[t].kept[name]
+            return weights[t] * (k + 1) * (n - k + 1) / (n + 2) ** 4  # smoothed c (1 - c) / n^2
+
+        return max(weights, key=gain)
 
     def _neighbours(self, t_hat: float) -> tuple[float | None, float | None]:
         """The probed times (cache keys) last at or below ``t_hat`` and first above it (None: none, or
@@ -321,27 +464,26 @@ class Narrowing:
         return min(inside, key=lambda t: abs(t - t_hat)) if inside else None
 
     def _noisier(self, name, t_hat: float, low, high) -> float:
-        """Of the two neighbours, the one where a batch lowers the variance of the interpolated crossing
-        more: ``(1 - lam)^2 v_lo / n_lo + lam^2 v_hi / n_hi`` falls by about ``w^2 v / n^2`` per sample
-        at a probe, so that batch after batch the counts settle at ``n ∝ w sqrt(v)`` (the allocation that
-        minimises that variance for their total), not at ``n ∝ w^2 v`` (equal shares of it)."""
-        if low is None or high is None:
-            return high if low is None else low
-        cache = self.crossings.prober.cache
-        lam = min(max((t_hat - cache[low].t) / (cache[high].t - cache[low].t), 0.0), 1.0)
-
-        def gain(t, weight):
-            n, k = cache[t].n, cache[t].kept[name]
-            return weight**2 * (k + 1) * (n - k + 1) / (n + 2) ** 4  # smoothed c (1 - c) / n^2
-
-        return low if gain(low, 1 - lam) >= gain(high, lam) else high
+        """Of the two neighbours, the one where a batch lowers the variance of a crossing interpolated
+        at ``t_hat`` more: ``(1 - lam)^2 v_lo / n_lo + lam^2 v_hi / n_hi`` (:meth:`_pick`), so that the
+        counts settle at ``n ∝ w sqrt(v)``, not at ``n ∝ w^2 v`` (equal shares of it)."""
+        return self._pick(name, self._interpolation_weights(t_hat, low, high))
 
     def _warn(self, wide, found) -> None:
         parts = []
+        n_sources = self.crossings.prober.shared.z0.shape[0]
         for name, j in wide:
             estimate = found[name][j]
             label = ("t_after", "t_before")[j] + ("" if name == UNNAMED else f" of {name!r}")
             note = " (censored: the crossing lies outside t_range)" if not math.isfinite(estimate.t) else ""
+            if (name, j) in self.limited:
+                floor = self.limited[name, j]
+                needed = sources_needed(n_sources, floor, self.requested)
+                note = (
+                    f" (source-limited: with {n_sources} sources it stays above {floor:.3g} "
+                    f"however many samples each gets; needs >= {needed} sources for ±{self.requested:g}; "
+                    "not narrowed)"
+                )
             parts.append(f"{label} half-width {estimate.half_width:.3g}{note}")
         warnings.warn(
             f"search_window: ci_half_width={self.precision.half_width:g} not reached after {self.spent} "
@@ -349,3 +491,10 @@ class Narrowing:
             UserWarning,
             stacklevel=3,
         )
+
+
+def sources_needed(n_sources: int, floor: float, target: float) -> int:
+    """The fewest sources whose floor (between-source variance, ``∝ 1 / N``) is below ``target``, from
+    ``floor`` measured with ``n_sources``: ``N (floor / target)^2``, more than ``n_sources``; with that
+    many the samples still have to be unlimited, so more sources reach the target for fewer samples."""
+    return max(n_sources + 1, math.ceil(n_sources * (floor / target) ** 2))
