@@ -8,6 +8,8 @@ import warnings
 
 import pytest
 
+from critwin._memory import memory_limit, set_memory_limit
+from critwin.report.demo import run_demo
 from critwin.report.schedule import Section, makespan, priorities, run_sections
 
 
@@ -29,6 +31,10 @@ def _warn_twice(ctx, inputs):
         warnings.warn("the schedule's first step still carries signal", RuntimeWarning, stacklevel=1)
     warnings.warn("a second, different note", UserWarning, stacklevel=1)
     return None, None
+
+
+def _limit_here(ctx, inputs):
+    return memory_limit(), None
 
 
 TOYS = [
@@ -83,6 +89,26 @@ def test_a_failing_section_raises_its_error_naming_the_section(workers):
         run_sections(sections, None, workers=workers, threads=None, on_done=lambda n, r: finished.append(n))
     assert "(in report section 'bad')" in caught.value.__notes__
     assert "after" not in finished  # nothing that needs the failed section runs
+
+
+def test_workers_keep_the_callers_memory_limit():
+    set_memory_limit("3M")  # set in this process only: a spawned worker would start at the default
+    try:
+        done = run_sections([Section("limit", _limit_here, 1.0)], None, workers=2, threads=None)
+    finally:
+        set_memory_limit(None)
+    assert done["limit"].summary == 3 * 2**20
+
+
+def test_a_low_limit_set_after_import_is_refused_by_a_section_not_by_a_workers_import(monkeypatch, tmp_path):
+    # The demo's module (and with it every model's presets) was imported above, before the limit:
+    # the spawned workers import it again under the limit they inherit. A preset checked at import
+    # killed them there (BrokenProcessPool); checked at use, a section refuses with the guard's message.
+    monkeypatch.setenv("CRITWIN_MEMORY_LIMIT", "1K")
+    with pytest.raises(ValueError, match="above the memory limit of") as caught:
+        run_demo(tmp_path / "report", quick=True, progress=False, workers=2)
+    assert any(note.startswith("(in report section") for note in caught.value.__notes__)
+    assert not (tmp_path / "report").exists()
 
 
 @pytest.mark.parametrize("workers", [1, 2])

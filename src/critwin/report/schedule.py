@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from critwin._memory import memory_limit, set_memory_limit
 from critwin._threads import apply_reproducible_env, set_threads
 
 __all__ = ["Section", "SectionRun", "run_sections", "priorities", "default_workers", "makespan"]
@@ -107,8 +108,9 @@ def _raise_again(run: SectionRun) -> None:
         warnings.warn(message, category, stacklevel=3)
 
 
-def _start_worker(threads: int | None) -> None:
+def _start_worker(threads: int | None, limit: int) -> None:
     apply_reproducible_env()  # a spawned worker inherits the environment, not torch's settings
+    set_memory_limit(limit)  # nor critwin's: the caller's memory limit (set_memory_limit or $CRITWIN_...)
     if threads is not None:
         set_threads(threads)
 
@@ -127,7 +129,8 @@ def run_sections(
     sections : the sections (their ``needs`` must name sections of the list, without cycles).
     context : handed to every ``run`` (picklable when ``workers > 1``).
     workers : processes; 1 runs everything here, in priority order. More start fresh interpreters
-        (``spawn``: no state of this process is inherited), each running one section at a time.
+        (``spawn``: no state of this process is inherited but torch's threads and the memory limit in
+        force, :func:`critwin.set_memory_limit`), each running one section at a time.
     threads : torch intra-op threads of each worker (None: torch's default).
     on_done : ``on_done(name, run)`` in this process when a section finishes.
 
@@ -160,7 +163,10 @@ def run_sections(
         return {s.name: done[s.name] for s in sections}
     spawn = multiprocessing.get_context("spawn")
     with futures.ProcessPoolExecutor(
-        max_workers=workers, mp_context=spawn, initializer=_start_worker, initargs=(threads,)
+        max_workers=workers,
+        mp_context=spawn,
+        initializer=_start_worker,
+        initargs=(threads, memory_limit()),
     ) as pool:
         running: dict[futures.Future, Section] = {}
         while pending or running:
