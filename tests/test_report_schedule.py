@@ -4,6 +4,8 @@ or two, and section 5's runs measured apart give exactly the numbers of one call
 from __future__ import annotations
 
 import functools
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -89,6 +91,21 @@ def test_a_failing_section_raises_its_error_naming_the_section(workers):
         run_sections(sections, None, workers=workers, threads=None, on_done=lambda n, r: finished.append(n))
     assert "(in report section 'bad')" in caught.value.__notes__
     assert "after" not in finished  # nothing that needs the failed section runs
+
+
+def test_the_scheduling_process_imports_none_of_the_sections_libraries():
+    # It lists the sections and writes the page; the workers import diffusers, transformers, scipy and
+    # matplotlib (each process about 8 s of CPU): a third import there cost the demo that much again.
+    code = (
+        "import sys\n"
+        "import critwin.report.demo as demo\n"
+        "names = [s.name for s in demo.demo_sections()]\n"
+        "heavy = ('diffusers', 'transformers', 'scipy', 'matplotlib', 'sklearn', 'critwin.experiments')\n"
+        "print(len(names), sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    count, loaded = done.stdout.split(" ", 1)
+    assert int(count) >= 8 and loaded.strip() == "[]", done.stdout
 
 
 def test_workers_keep_the_callers_memory_limit():

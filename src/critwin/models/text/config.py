@@ -9,6 +9,7 @@ from typing import Any
 from critwin._memory import GRID_BYTES, check_memory, transformer_bytes
 from critwin._validation import check_positive_int, check_seed
 from critwin.experiments.token_process import MASKED_SAMPLERS
+from critwin.models._store import TEXT_MODELS
 from critwin.models._training import Presets, TrainingConfig
 from critwin.models.text.grammar import RandomHierarchy
 
@@ -16,7 +17,7 @@ __all__ = ["TextConfig", "PRESETS", "MODEL_NAMES", "KINDS"]
 
 KINDS = ("masked", "autoregressive")
 """``"masked"``: a bidirectional masked-diffusion denoiser; ``"autoregressive"``: a causal LM."""
-MODEL_NAMES = ("rhm-mdm", "rhm-ar")
+MODEL_NAMES = TEXT_MODELS
 """The shipped text models (registered in :data:`critwin.models._store.SHIPPED_MODELS`)."""
 
 
