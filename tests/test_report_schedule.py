@@ -7,6 +7,7 @@ import functools
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -33,6 +34,16 @@ def _warn_twice(ctx, inputs):
         warnings.warn("the schedule's first step still carries signal", RuntimeWarning, stacklevel=1)
     warnings.warn("a second, different note", UserWarning, stacklevel=1)
     return None, None
+
+
+def _frozen_normal(ctx, inputs):
+    import scipy.stats  # only in the worker
+
+    return None, scipy.stats.norm(loc=2.0)
+
+
+def _mean_of_input(ctx, inputs):
+    return float(inputs["normal"].mean()), None
 
 
 def _limit_here(ctx, inputs):
@@ -106,6 +117,25 @@ def test_the_scheduling_process_imports_none_of_the_sections_libraries():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     count, loaded = done.stdout.split(" ", 1)
     assert int(count) >= 8 and loaded.strip() == "[]", done.stdout
+
+
+def test_a_shared_result_passes_through_the_caller_unpickled():
+    # A worker's shared result reaches the sections that need it without being unpickled in the caller,
+    # which would import its classes' library there (scipy here; diffusers for the digits section).
+    code = (
+        "import sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "import test_report_schedule as t\n"
+        "from critwin.report.schedule import Section, run_sections\n"
+        "listed = [Section('normal', t._frozen_normal, 2.0), "
+        "Section('mean', t._mean_of_input, 1.0, ('normal',))]\n"
+        "done = run_sections(listed, None, workers=2, threads=None)\n"
+        "print(done['mean'].summary, 'scipy' in sys.modules)\n"
+        "print(done['normal'].shared.mean(), 'scipy' in sys.modules)\n"  # read here: unpickled here
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[:2] == ["2.0 False", "2.0 True"], done.stdout
 
 
 def test_workers_keep_the_callers_memory_limit():
