@@ -9,6 +9,10 @@ kilobytes, so every case is fast by construction.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -25,7 +29,9 @@ from critwin._memory import memory_limit, set_memory_limit, transformer_bytes
 from critwin.experiments.callable_process import CallableProcess
 from critwin.experiments.process import MixtureProcess
 from critwin.experiments.token_process import CategoricalProcess, MaskedDiffusionProcess, kappa_levels
+from critwin.models.digits.config import PRESETS as DIGITS_PRESETS
 from critwin.models.digits.config import DigitsConfig
+from critwin.models.shapes.config import PRESETS as SHAPES_PRESETS
 from critwin.models.shapes.config import ShapesConfig
 from critwin.models.shapes.data import make_shapes
 from critwin.models.shapes_t2i.config import PRESETS as T2I_PRESETS
@@ -192,6 +198,26 @@ def test_posterior_tables_of_many_rows_are_refused():
 def test_the_shipped_configs_pass_the_guard(default_limit):
     for config in [*TEXT_PRESETS.values(), *T2I_PRESETS.values()]:
         type(config).from_dict(config.to_dict())  # the card round trip runs the guard again
+
+
+def test_a_preset_is_checked_when_looked_up_not_at_import():
+    # Importing the model modules under a 1 KiB limit: their presets are not built then (a spawned
+    # demo worker imports them under the limit it inherits) ...
+    modules = "critwin.models.digits, critwin.models.shapes, critwin.models.text, critwin.models.shapes_t2i"
+    env = {**os.environ, "CRITWIN_MEMORY_LIMIT": "1K"}
+    imported = subprocess.run([sys.executable, "-c", f"import {modules}"], env=env, capture_output=True)
+    assert imported.returncode == 0, imported.stderr.decode()[-2000:]
+    # ... each is built, and refused, when used under the limit in force then
+    families = [DIGITS_PRESETS, SHAPES_PRESETS, TEXT_PRESETS, T2I_PRESETS]
+    set_memory_limit("1K")
+    try:
+        for presets in families:
+            for name in presets:
+                with pytest.raises(ValueError, match="above the memory limit of"):
+                    presets[name]
+    finally:
+        set_memory_limit(None)
+    assert DIGITS_PRESETS["digits"] == DigitsConfig()  # and equal to the config it names
 
 
 def test_the_transformer_estimate_counts_the_parameters():

@@ -4,10 +4,15 @@ or two, and section 5's runs measured apart give exactly the numbers of one call
 from __future__ import annotations
 
 import functools
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 
+from critwin._memory import memory_limit, set_memory_limit
+from critwin.report.demo import run_demo
 from critwin.report.schedule import Section, makespan, priorities, run_sections
 
 
@@ -29,6 +34,20 @@ def _warn_twice(ctx, inputs):
         warnings.warn("the schedule's first step still carries signal", RuntimeWarning, stacklevel=1)
     warnings.warn("a second, different note", UserWarning, stacklevel=1)
     return None, None
+
+
+def _frozen_normal(ctx, inputs):
+    import scipy.stats  # only in the worker
+
+    return None, scipy.stats.norm(loc=2.0)
+
+
+def _mean_of_input(ctx, inputs):
+    return float(inputs["normal"].mean()), None
+
+
+def _limit_here(ctx, inputs):
+    return memory_limit(), None
 
 
 TOYS = [
@@ -83,6 +102,60 @@ def test_a_failing_section_raises_its_error_naming_the_section(workers):
         run_sections(sections, None, workers=workers, threads=None, on_done=lambda n, r: finished.append(n))
     assert "(in report section 'bad')" in caught.value.__notes__
     assert "after" not in finished  # nothing that needs the failed section runs
+
+
+def test_the_scheduling_process_imports_none_of_the_sections_libraries():
+    # It lists the sections and writes the page; the workers import diffusers, transformers, scipy and
+    # matplotlib (each process about 8 s of CPU): a third import there cost the demo that much again.
+    code = (
+        "import sys\n"
+        "import critwin.report.demo as demo\n"
+        "names = [s.name for s in demo.demo_sections()]\n"
+        "heavy = ('diffusers', 'transformers', 'scipy', 'matplotlib', 'sklearn', 'critwin.experiments')\n"
+        "print(len(names), sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    count, loaded = done.stdout.split(" ", 1)
+    assert int(count) >= 8 and loaded.strip() == "[]", done.stdout
+
+
+def test_a_shared_result_passes_through_the_caller_unpickled():
+    # A worker's shared result reaches the sections that need it without being unpickled in the caller,
+    # which would import its classes' library there (scipy here; diffusers for the digits section).
+    code = (
+        "import sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "import test_report_schedule as t\n"
+        "from critwin.report.schedule import Section, run_sections\n"
+        "listed = [Section('normal', t._frozen_normal, 2.0), "
+        "Section('mean', t._mean_of_input, 1.0, ('normal',))]\n"
+        "done = run_sections(listed, None, workers=2, threads=None)\n"
+        "print(done['mean'].summary, 'scipy' in sys.modules)\n"
+        "print(done['normal'].shared.mean(), 'scipy' in sys.modules)\n"  # read here: unpickled here
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[:2] == ["2.0 False", "2.0 True"], done.stdout
+
+
+def test_workers_keep_the_callers_memory_limit():
+    set_memory_limit("3M")  # set in this process only: a spawned worker would start at the default
+    try:
+        done = run_sections([Section("limit", _limit_here, 1.0)], None, workers=2, threads=None)
+    finally:
+        set_memory_limit(None)
+    assert done["limit"].summary == 3 * 2**20
+
+
+def test_a_low_limit_set_after_import_is_refused_by_a_section_not_by_a_workers_import(monkeypatch, tmp_path):
+    # The demo's module (and with it every model's presets) was imported above, before the limit:
+    # the spawned workers import it again under the limit they inherit. A preset checked at import
+    # killed them there (BrokenProcessPool); checked at use, a section refuses with the guard's message.
+    monkeypatch.setenv("CRITWIN_MEMORY_LIMIT", "1K")
+    with pytest.raises(ValueError, match="above the memory limit of") as caught:
+        run_demo(tmp_path / "report", quick=True, progress=False, workers=2)
+    assert any(note.startswith("(in report section") for note in caught.value.__notes__)
+    assert not (tmp_path / "report").exists()
 
 
 @pytest.mark.parametrize("workers", [1, 2])

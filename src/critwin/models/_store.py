@@ -41,6 +41,8 @@ SHIPPED_MODELS = {
 # Shipped as diffusers pipeline directories ``weights/<name>/`` (StableDiffusionPipeline.from_pretrained),
 # not as one ``<name>.safetensors`` file.
 PIPELINE_MODELS = ("shapes-t2i", "shapes-t2i-biased", "shapes-t2i-memorise")
+TEXT_MODELS = ("rhm-mdm", "rhm-ar")
+"""The shipped text models (:data:`critwin.models.text.MODEL_NAMES`)."""
 
 # How to recreate each shipped file; quoted in every "missing or corrupted" error.
 RETRAIN_COMMANDS = {

@@ -3,6 +3,8 @@
 - :class:`TrainState`: what a training generator yields after every step.
 - :class:`TrainingConfig`: ``replace`` / ``to_dict`` / ``from_dict`` of a frozen dataclass config, and
   :meth:`TrainingConfig.check_training` (the U-Net size, the linear DDPM schedule and the optimiser).
+- :class:`Presets`: a family's named configs, built (and so checked, the memory guard included) when
+  looked up, not at import.
 - :func:`ddpm_scheduler_kwargs`: the linear epsilon-prediction ``DDPMScheduler`` of a config.
 - :func:`learning_rate_at` (linear warm-up, cosine decay), :func:`init_models` (seeded U-Net and its
   EMA copy), :func:`ema_update`, :func:`copy_module`, and :func:`optimiser_steps`, the training loop
@@ -23,7 +25,7 @@ import dataclasses
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,7 @@ from critwin.models._store import load_card, load_state_into, load_weights, save
 __all__ = [
     "TrainState",
     "TrainingConfig",
+    "Presets",
     "ddpm_scheduler_kwargs",
     "learning_rate_at",
     "init_models",
@@ -184,6 +187,43 @@ class TrainingConfig:
         if unknown:
             raise ValueError(f"config has unknown keys {unknown}")
         return cls(**values)
+
+
+class Presets(Mapping):
+    """A family's named training configs, each built from its keyword arguments when it is looked up.
+
+    Building a config runs its checks, the memory guard among them, so a preset is checked against the
+    limit in force when it is used (``$CRITWIN_MEMORY_LIMIT`` or :func:`critwin.set_memory_limit`), and
+    importing a model module never fails on a low limit (a spawned worker imports it under the limit it
+    inherits). Each lookup returns a new, equal config.
+
+    Parameters
+    ----------
+    build : the config class (or any callable taking the keyword arguments).
+    presets : name -> keyword arguments of ``build``.
+
+    Examples
+    --------
+    >>> from critwin.models.digits import PRESETS
+    >>> PRESETS["tiny"].block_out_channels, "digits" in PRESETS
+    ((8, 16), True)
+    """
+
+    def __init__(self, build: Callable[..., Any], presets: Mapping[str, Mapping[str, Any]]) -> None:
+        self._build = build
+        self._kwargs = {name: dict(kwargs) for name, kwargs in presets.items()}
+
+    def __getitem__(self, name: str):
+        return self._build(**self._kwargs[name])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._kwargs)
+
+    def __len__(self) -> int:
+        return len(self._kwargs)
+
+    def __repr__(self) -> str:
+        return f"Presets({getattr(self._build, '__name__', self._build)}: {', '.join(self._kwargs)})"
 
 
 def ddpm_scheduler_kwargs(config) -> dict[str, Any]:

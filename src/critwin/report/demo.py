@@ -36,6 +36,7 @@ the report is the same on one process or two.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 import time
@@ -48,13 +49,24 @@ import torch
 from critwin._io import atomic_write_json, atomic_write_text
 from critwin._threads import using_threads
 from critwin._validation import check_eps, check_positive_int, check_seed
-from critwin.experiments.checkpoint import progress_bar
-from critwin.models.digits import load_digits_model
-from critwin.report import figures, invariance, sections, text, text_to_image
+from critwin.report import plan
 from critwin.report.output import MARKER, build_atomically, check_report_dir
 from critwin.report.page import demo_page
+from critwin.report.plan import DemoSizes
 from critwin.report.schedule import Section, SectionRun, default_workers, run_sections
-from critwin.report.sections import DemoSizes, fitted_class_mixture, hierarchical_mixture
+
+# The sections' modules (diffusers, transformers, scipy, matplotlib) load in the processes that compute
+# the sections: this module is what the scheduling process imports (see critwin.report.plan).
+_LAZY = {"hierarchical_mixture": "critwin.report.sections", "fitted_class_mixture": "critwin.report.sections"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "run_demo",
@@ -63,8 +75,8 @@ __all__ = [
     "DemoSizes",
     "MARKER",
     "CONVENTIONS",
-    "hierarchical_mixture",
-    "fitted_class_mixture",
+    "hierarchical_mixture",  # noqa: F822  (loaded on first use, by __getattr__)
+    "fitted_class_mixture",  # noqa: F822
 ]
 
 CONVENTIONS = {
@@ -92,17 +104,23 @@ class DemoContext:
 # ------------------------------------------------------------------------------------------ sections
 # Each returns (summary entry, what the sections that need it receive).
 def theory(ctx: DemoContext, inputs) -> tuple[dict, None]:
+    from critwin.report import figures, sections
+
     section = sections.theory_section(ctx.sizes, ctx.eps, torch.Generator().manual_seed(ctx.seed))
     return {"figures": figures.plot_theory(section, ctx.work), **section.summary()}, None
 
 
 def digits(ctx: DemoContext, inputs) -> tuple[dict, tuple]:
+    from critwin.report import figures, sections
+
     section = sections.digits_section(ctx.sizes, ctx.seed, ctx.progress)
     summary = {"figures": figures.plot_digits(section, ctx.work), **section.summary()}
     return summary, (section, summary)
 
 
 def comparison(ctx: DemoContext, inputs) -> tuple[dict, None]:
+    from critwin.report import figures, sections
+
     section_2, _ = inputs["digits"]
     section = sections.comparison_section(ctx.sizes, ctx.eps, ctx.seed, section_2, ctx.progress)
     drawn = figures.plot_comparison(section, section_2.est, ctx.work)
@@ -110,6 +128,8 @@ def comparison(ctx: DemoContext, inputs) -> tuple[dict, None]:
 
 
 def diagnostics(ctx: DemoContext, inputs) -> tuple[dict, None]:
+    from critwin.report import figures, sections
+
     _, digits_summary = inputs["digits"]
     section = sections.diagnostics_section(ctx.sizes, digits_summary, ctx.seed)
     return {"figures": figures.plot_diagnostics(section, ctx.work), **section.summary()}, None
@@ -118,6 +138,9 @@ def diagnostics(ctx: DemoContext, inputs) -> tuple[dict, None]:
 def parameterisation_run(ctx: DemoContext, inputs, position: int) -> tuple[None, Any]:
     """One run of section 5 other than the reference (``position``: its place among them), measured on
     its own with the bootstrap generator it would hold inside one compare_parameterisations call."""
+    from critwin.models.digits import load_digits_model
+    from critwin.report import invariance, sections
+
     runs = _measured_elsewhere()
     model = load_digits_model()
     x0 = sections.digit_sources(model.training_data(), ctx.sizes.fr_per_class)
@@ -135,6 +158,8 @@ def parameterisation_run(ctx: DemoContext, inputs, position: int) -> tuple[None,
 
 
 def parameterisation(ctx: DemoContext, inputs) -> tuple[dict, None]:
+    from critwin.report import figures, invariance
+
     section_2, _ = inputs["digits"]
     measured = {w.name: w for w in (inputs[_run_name(i)] for i in range(len(_measured_elsewhere())))}
     section = invariance.invariance_section(
@@ -149,25 +174,31 @@ def parameterisation(ctx: DemoContext, inputs) -> tuple[dict, None]:
 
 
 def shapes(ctx: DemoContext, inputs) -> tuple[dict, None]:
+    from critwin.report import figures, sections
+
     section = sections.shapes_section(ctx.sizes, ctx.eps, ctx.seed, ctx.progress)
     return {"figures": figures.plot_shapes(section, ctx.work), **section.summary()}, None
 
 
 def text_section(ctx: DemoContext, inputs) -> tuple[dict, None]:
+    from critwin.report import text
+
     sizes = text.TextSizes.quick() if ctx.quick else text.TextSizes()
     section = text.text_section(sizes, ctx.seed, ctx.progress)
     return {"figures": text.plot_text(section, ctx.work), **section.summary()}, None
 
 
 def text_to_image_audits(ctx: DemoContext, inputs) -> tuple[dict, None]:
+    from critwin.report import text_to_image
+
     section = text_to_image.text_to_image_section(ctx.sizes, ctx.seed, ctx.progress)
     return {"figures": text_to_image.plot_text_to_image(section, ctx.work), **section.summary()}, None
 
 
 def _measured_elsewhere() -> list:
     """Section 5's runs other than the reference (section 2's sweep), in the order of compared_runs."""
-    runs, _ = invariance.compared_runs()
-    return [run for run in runs if run.label != invariance.REFERENCE]
+    runs, _ = plan.compared_runs()
+    return [run for run in runs if run.label != plan.REFERENCE]
 
 
 def _run_name(position: int) -> str:
@@ -176,26 +207,36 @@ def _run_name(position: int) -> str:
 
 def demo_sections() -> list[Section]:
     """The demo's sections in the report's order, with their CPU seconds at full sizes (measured on one
-    core; they only order the work) and the sections whose results they read."""
+    core, quiet, in a full demo's ``section_cpu_seconds``; they only order the work) and the sections
+    whose results they read."""
     runs = [
-        Section(_run_name(i), functools.partial(parameterisation_run, position=i), 33.0)
+        Section(
+            _run_name(i),
+            functools.partial(parameterisation_run, position=i),
+            _RUN_COSTS.get(_measured_elsewhere()[i].label, 32.0),
+        )
         for i in range(len(_measured_elsewhere()))
     ]
     out = [
         Section("theory", theory, 3.0),
-        Section("digits", digits, 82.0),
-        Section("comparison", comparison, 15.0, needs=("digits",)),
-        Section("diagnostics", diagnostics, 21.0, needs=("digits",)),
+        Section("digits", digits, 69.0),
+        Section("comparison", comparison, 12.0, needs=("digits",)),
+        Section("diagnostics", diagnostics, 17.0, needs=("digits",)),
         *runs,
         Section("parameterisation", parameterisation, 10.0, needs=("digits", *(r.name for r in runs))),
     ]
-    if sections.shapes_available():
-        out.append(Section("shapes", shapes, 53.0))
-    if text.text_available():
-        out.append(Section("text", text_section, 40.0))
-    if text_to_image.text_to_image_available():
-        out.append(Section("text_to_image", text_to_image_audits, 150.0))
+    if plan.shapes_available():
+        out.append(Section("shapes", shapes, 50.0))
+    if plan.text_available():
+        out.append(Section("text", text_section, 5.0))
+    if plan.text_to_image_available():
+        out.append(Section("text_to_image", text_to_image_audits, 33.0))
     return out
+
+
+# Section 5's runs, CPU seconds at full sizes: the flow run's grid leaves more sampler steps after its
+# OU times (101,040 network evaluations against 63,120 for the DDPM and DDIM runs).
+_RUN_COSTS = {"digits+ddim": 32.0, "digits-flow": 41.0, "digits-v": 32.0}
 
 
 def run_demo(
@@ -250,7 +291,7 @@ def run_demo(
         # Bars of sweeps in two processes would overwrite each other: one bar over the sections then.
         context = DemoContext(work, sizes, eps, seed, progress and workers == 1, quick)
         timer = _SectionTimer(start, status)
-        with progress_bar(len(listed), "critwin demo sections", progress and workers > 1) as advance:
+        with _section_bar(len(listed), progress and workers > 1) as advance:
             done = run_sections(
                 listed,
                 context,
@@ -261,13 +302,13 @@ def run_demo(
         for name, run in done.items():
             if run.summary is not None:
                 summary[name] = run.summary
-        if not sections.shapes_available():
+        if not plan.shapes_available():
             summary["shapes_skipped"] = (
                 "the shipped shapes model's weights are missing (critwin train shapes)"
             )
-        if not text.text_available():
+        if not plan.text_available():
             summary["text_skipped"] = "the shipped text models are missing (critwin train rhm-mdm, rhm-ar)"
-        if not text_to_image.text_to_image_available():
+        if not plan.text_to_image_available():
             summary["text_to_image_skipped"] = (
                 "the shipped text-to-image pipelines are missing (critwin train shapes-t2i-biased, "
                 "critwin train shapes-t2i-memorise)"
@@ -283,6 +324,15 @@ def run_demo(
     with using_threads(threads):
         build_atomically(out, build)
     return summary
+
+
+def _section_bar(n: int, show: bool):
+    """One bar over the sections (rich's, as the sweeps'); without a bar, nothing is imported for it."""
+    if not show:
+        return contextlib.nullcontext(lambda: None)
+    from critwin.experiments.checkpoint import progress_bar
+
+    return progress_bar(n, "critwin demo sections", True)
 
 
 class _SectionTimer:

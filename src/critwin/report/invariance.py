@@ -29,10 +29,10 @@ from critwin._validation import check_seed
 from critwin.adapters.diffusers import scheduler_class
 from critwin.experiments.estimation import WindowEstimate, estimate_window
 from critwin.experiments.forward_reverse import ForwardReverseResult, forward_reverse
-from critwin.models._store import SHIPPED_MODELS
 from critwin.models.classifier import classifier_feature
 from critwin.models.digits import load_digits_model
 from critwin.report.paired import paired_t_half_difference
+from critwin.report.plan import REFERENCE, Pair, Run, compared_runs
 from critwin.report.sections import (
     DemoSizes,
     DigitsSection,
@@ -53,52 +53,7 @@ __all__ = [
     "invariance_section",
 ]
 
-REFERENCE = "digits"
-"""The epsilon-prediction DDPM (section 2 of the demo) every comparison starts from."""
-
 FEATURE_LABEL = "shipped digit classifier"
-
-
-@dataclass(frozen=True)
-class Run:
-    """One model (shipped name or :class:`~critwin.models.digits.DigitsModel`) with one sampler.
-
-    ``scheduler``: None for the model's training scheduler, else a scheduler name or alias of
-    :func:`critwin.adapters.diffusers.scheduler_class` (built from the training schedule).
-    """
-
-    model: Any
-    scheduler: str | None = None
-
-    @property
-    def label(self) -> str:
-        name = self.model if isinstance(self.model, str) else self.model.name
-        return name if self.scheduler is None else f"{name}+{self.scheduler}"
-
-
-@dataclass(frozen=True)
-class Pair:
-    """Two run labels to difference (``first`` minus ``second``) and what the difference isolates."""
-
-    first: str
-    second: str
-    isolates: str
-
-
-def compared_runs() -> tuple[list[Run], list[Pair]]:
-    """The demo's and benchmark's runs and pairs, for the parameterised models that are shipped."""
-    runs = [Run(REFERENCE), Run(REFERENCE, "ddim")]
-    pairs = [Pair("digits+ddim", REFERENCE, "the sampler alone: deterministic DDIM vs stochastic DDPM")]
-    if "digits-flow" in SHIPPED_MODELS:
-        runs.append(Run("digits-flow"))
-        pairs += [
-            Pair("digits-flow", "digits+ddim", "the parameterisation alone (flow vs ε, both ODE samplers)"),
-            Pair("digits-flow", REFERENCE, "as shipped: parameterisation and sampler (flow Euler vs DDPM)"),
-        ]
-    if "digits-v" in SHIPPED_MODELS:
-        runs.append(Run("digits-v"))
-        pairs.append(Pair("digits-v", REFERENCE, "the parameterisation alone (v vs ε, both DDPM)"))
-    return runs, pairs
 
 
 @dataclass

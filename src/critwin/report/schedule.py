@@ -23,12 +23,14 @@ import concurrent.futures as futures
 import math
 import multiprocessing
 import os
+import pickle
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from critwin._memory import memory_limit, set_memory_limit
 from critwin._threads import apply_reproducible_env, set_threads
 
 __all__ = ["Section", "SectionRun", "run_sections", "priorities", "default_workers", "makespan"]
@@ -52,16 +54,39 @@ class Section:
     needs: tuple[str, ...] = ()
 
 
+class _Packed:
+    """A section's ``shared`` result pickled in the worker that computed it: the calling process hands it
+    on to the sections that need it without unpickling it (that would import the libraries of its
+    classes there: diffusers, for the digits section's model)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, value: Any) -> None:
+        self.data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def load(self) -> Any:
+        return pickle.loads(self.data)
+
+
 @dataclass
 class SectionRun:
     """What one section returned, the wall and CPU seconds it took in its process, and the warnings it
-    raised there (``(category, message)`` pairs, in order, each distinct one once)."""
+    raised there (``(category, message)`` pairs, in order, each distinct one once).
+
+    ``shared`` from a worker process is unpickled here when first read (the report never reads it here).
+    """
 
     summary: Any
-    shared: Any
+    _shared: Any
     wall_seconds: float
     cpu_seconds: float
     warnings: tuple[tuple[type[Warning], str], ...] = ()
+
+    @property
+    def shared(self) -> Any:
+        if isinstance(self._shared, _Packed):
+            self._shared = self._shared.load()
+        return self._shared
 
 
 def priorities(sections: Sequence[Section]) -> dict[str, float]:
@@ -89,7 +114,9 @@ def priorities(sections: Sequence[Section]) -> dict[str, float]:
     return out
 
 
-def _execute(section: Section, context, inputs: Mapping[str, Any]) -> SectionRun:
+def _execute(section: Section, context, inputs: Mapping[str, Any], pack: bool = False) -> SectionRun:
+    """Run one section (``pack``: in a worker, its ``shared`` result pickled for the caller to hand on)."""
+    inputs = {name: value.load() if isinstance(value, _Packed) else value for name, value in inputs.items()}
     wall, cpu = time.perf_counter(), time.process_time()
     # Recorded under this process's filters (what they ignore stays ignored), each distinct one once.
     with warnings.catch_warnings(record=True) as caught:
@@ -99,7 +126,8 @@ def _execute(section: Section, context, inputs: Mapping[str, Any]) -> SectionRun
             error.add_note(f"(in report section {section.name!r})")
             raise
     raised = tuple(dict.fromkeys((w.category, str(w.message)) for w in caught))
-    return SectionRun(summary, shared, time.perf_counter() - wall, time.process_time() - cpu, raised)
+    seconds = time.perf_counter() - wall, time.process_time() - cpu
+    return SectionRun(summary, _Packed(shared) if pack else shared, *seconds, raised)
 
 
 def _raise_again(run: SectionRun) -> None:
@@ -107,8 +135,9 @@ def _raise_again(run: SectionRun) -> None:
         warnings.warn(message, category, stacklevel=3)
 
 
-def _start_worker(threads: int | None) -> None:
+def _start_worker(threads: int | None, limit: int) -> None:
     apply_reproducible_env()  # a spawned worker inherits the environment, not torch's settings
+    set_memory_limit(limit)  # nor critwin's: the caller's memory limit (set_memory_limit or $CRITWIN_...)
     if threads is not None:
         set_threads(threads)
 
@@ -127,7 +156,8 @@ def run_sections(
     sections : the sections (their ``needs`` must name sections of the list, without cycles).
     context : handed to every ``run`` (picklable when ``workers > 1``).
     workers : processes; 1 runs everything here, in priority order. More start fresh interpreters
-        (``spawn``: no state of this process is inherited), each running one section at a time.
+        (``spawn``: no state of this process is inherited but torch's threads and the memory limit in
+        force, :func:`critwin.set_memory_limit`), each running one section at a time.
     threads : torch intra-op threads of each worker (None: torch's default).
     on_done : ``on_done(name, run)`` in this process when a section finishes.
 
@@ -150,7 +180,7 @@ def run_sections(
             on_done(section.name, result)
 
     def inputs_of(section: Section) -> dict[str, Any]:
-        return {n: done[n].shared for n in section.needs}
+        return {n: done[n]._shared for n in section.needs}  # as returned: packed by a worker
 
     if workers <= 1:
         while pending:
@@ -160,13 +190,16 @@ def run_sections(
         return {s.name: done[s.name] for s in sections}
     spawn = multiprocessing.get_context("spawn")
     with futures.ProcessPoolExecutor(
-        max_workers=workers, mp_context=spawn, initializer=_start_worker, initargs=(threads,)
+        max_workers=workers,
+        mp_context=spawn,
+        initializer=_start_worker,
+        initargs=(threads, memory_limit()),
     ) as pool:
         running: dict[futures.Future, Section] = {}
         while pending or running:
             for section in ready()[: workers - len(running)]:
                 pending.remove(section)
-                running[pool.submit(_execute, section, context, inputs_of(section))] = section
+                running[pool.submit(_execute, section, context, inputs_of(section), True)] = section
             finished, _ = futures.wait(running, return_when=futures.FIRST_COMPLETED)
             for future in finished:
                 finish(running.pop(future), future.result())  # a section's error is raised here, named

@@ -25,12 +25,12 @@ from critwin.experiments.features import apply_feature
 from critwin.experiments.forward_reverse import ForwardReverseResult, forward_reverse
 from critwin.experiments.process import MixtureProcess, grid_times
 from critwin.mixtures import GaussianMixture
-from critwin.models._store import weights_paths
 from critwin.models.classifier import classifier_feature
 from critwin.models.digits import load_digits_model
 from critwin.models.judges import digit_judge_feature
 from critwin.models.shapes import attribute_readers, load_shapes_model, make_shapes
 from critwin.report.paired import paired_t_half_difference
+from critwin.report.plan import DemoSizes, shapes_available
 from critwin.theory.tree import hierarchy
 from critwin.theory.validate import forward_reverse_tv
 from critwin.theory.windows import critical_window, transition_times
@@ -52,81 +52,6 @@ AUDIT_TIMES = (0.05, 0.15, 0.3, 0.6, 1.0, 1.8, 3.0)
 """OU times of the membership audits (section 4)."""
 AUDIT_FPR = 0.01
 """False-positive rate the membership audits (section 4) ask for where their calibration set resolves it."""
-
-
-@dataclass(frozen=True)
-class DemoSizes:
-    """Work sizes: ``full`` for ``critwin demo``, ``quick`` for tests."""
-
-    fr_grid: int = 16
-    fr_per_class: int = 24
-    clone_trajectories: int = 96
-    clone_children: int = 4
-    clone_forks: int = 10
-    inference_steps: int = 50
-    n_boot: int = 200
-    theory_grid: int = 24
-    theory_outer: int = 2000
-    gmm_mc: int = 2500  # theorem windows: 5000 draws moved no end by more than 0.025 and cost 20 s more
-    gmm_replicates: int = 4
-    gmm_classes: tuple[int, ...] = tuple(range(10))
-    tol: float = 1e-3
-    audit_members: int = 20
-    audit_nonmembers: int = 40
-    fair_n: int = 200
-    atlas_sources: int = 48
-    atlas_replicates: int = 2
-    atlas_times: int = 8
-    atlas_trajectories: int = 32
-    atlas_fit: int = 20000  # images the theory is fitted to (the shipped model's whole training set)
-    strip_times: int = 8
-    strip_replicates: int = 3
-    # Section 8 (text-to-image audits): sampler steps, samples per fairness method, KID reference images,
-    # cloning trunks of the fairness prompt and of the other prompts, held-out prompts of the
-    # memorisation table (every member is audited), Wen generations and loss noise draws per prompt.
-    t2i_steps: int = 10
-    t2i_fair_n: int = 48
-    t2i_reference: int = 500
-    t2i_window_trajectories: int = 16
-    t2i_prompt_trajectories: int = 8
-    t2i_non_members: int = 24
-    t2i_calibration: int = 24
-    t2i_wen_generations: int = 2
-    t2i_loss_noise: int = 2
-
-    @classmethod
-    def quick(cls) -> DemoSizes:
-        return cls(
-            fr_grid=6,
-            fr_per_class=3,
-            clone_trajectories=10,
-            clone_children=2,
-            clone_forks=4,
-            inference_steps=20,
-            n_boot=30,
-            theory_grid=8,
-            theory_outer=400,
-            gmm_mc=600,
-            gmm_replicates=2,
-            gmm_classes=(0, 1, 7),
-            tol=2e-2,
-            audit_members=6,
-            audit_nonmembers=8,
-            fair_n=30,
-            atlas_sources=8,
-            atlas_times=4,
-            atlas_trajectories=4,
-            atlas_fit=2000,
-            strip_times=4,
-            strip_replicates=2,
-            t2i_steps=4,
-            t2i_fair_n=12,
-            t2i_reference=50,
-            t2i_window_trajectories=4,
-            t2i_prompt_trajectories=4,
-            t2i_non_members=4,
-            t2i_calibration=4,
-        )
 
 
 # ---------------------------------------------------------------------------------------- 1. theory
@@ -494,11 +419,6 @@ def diagnostics_section(sizes: DemoSizes, digits: dict, seed: int) -> Diagnostic
 
 
 # ----------------------------------------------------------------------------- 5. coarse to fine
-def shapes_available() -> bool:
-    """Whether the shipped ``shapes`` model's weights are present (the section needs them)."""
-    return all(path.exists() for path in weights_paths("shapes"))
-
-
 @dataclass
 class ShapesSection:
     """When the attributes of the shipped shapes model are decided (:func:`critwin.atlas`), and one image

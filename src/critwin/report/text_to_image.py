@@ -28,7 +28,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
 
-from critwin._io import json_float  # noqa: E402
 from critwin.clock import alpha_bar, snr  # noqa: E402
 from critwin.diagnostics.prompt_fairness import (  # noqa: E402
     PromptFairness,
@@ -41,13 +40,19 @@ from critwin.diagnostics.prompt_shapes import (  # noqa: E402
     augmenter,
     card_prompt_sets,
     load_prompt_model,
-    prompt_model_directory,
     reference_features,
     shapes_readers,
     specified_attributes,
 )
 from critwin.models.shapes import ATTRIBUTES  # noqa: E402
 from critwin.report import figures  # noqa: E402
+from critwin.report.page import text_to_image_page  # noqa: E402
+from critwin.report.plan import (  # noqa: E402
+    FAIRNESS_MODEL,
+    FAIRNESS_PROMPT,
+    MEMORISATION_MODEL,
+    text_to_image_available,
+)
 
 __all__ = [
     "FAIRNESS_MODEL",
@@ -61,22 +66,9 @@ __all__ = [
     "text_to_image_page",
 ]
 
-FAIRNESS_MODEL = "shapes-t2i-biased"
-MEMORISATION_MODEL = "shapes-t2i-memorise"
 ATTRIBUTE = "background"
-FAIRNESS_PROMPT = "a circle"
 WINDOW_PROMPTS = ("a circle", "a red circle", "a circle with a mark", "a shape")
 """Prompts that leave the background open: the stereotyped one first."""
-
-
-def text_to_image_available() -> bool:
-    """Whether both shipped pipelines the section needs are present."""
-    try:
-        for name in (FAIRNESS_MODEL, MEMORISATION_MODEL):
-            prompt_model_directory(name)
-    except (OSError, ValueError):
-        return False
-    return True
 
 
 @dataclass
@@ -235,130 +227,3 @@ def plot_text_to_image(section: TextToImageSection, directory: Path) -> list[str
     ax2.set_ylabel("score rescaled to [0, 1] (higher: more likely memorised)")
     ax2.set_title(f"Memorisation scores per prompt ({MEMORISATION_MODEL})")
     return [figures.save_figure(fig, directory, "t2i_audits.png")]
-
-
-# ------------------------------------------------------------------------------------------- page
-def _interval(value, interval) -> str:
-    if value is None or not np.isfinite(value):
-        return "censored"
-    return f"{value:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]"
-
-
-def _start_words(start: dict) -> str:
-    """The sentence on where sampling starts (the terminal-SNR note of the shipped schedule)."""
-    return (
-        f"Both pipelines keep Stable Diffusion's scaled-linear noise schedule, whose noisiest state is not "
-        f"pure noise: sampling starts at timestep {start['timestep']} (OU time {start['ou_time']:.2f}), "
-        f"where the signal coefficient is still {start['signal']:.3f} (SNR {start['snr']:.2g}), so the "
-        "prior N(0, I) is only approximately the noised law there, and nothing is measured above that "
-        "OU time (a window starting higher shows as censored)."
-    )
-
-
-def _fork_words(fork_time: float) -> str:
-    if math.isinf(fork_time):
-        return "draws its candidates from the prior (the window is still open at the first step)"
-    return f"forks at OU time {fork_time:.3f}"
-
-
-def text_to_image_page(page, summary: dict) -> None:
-    """Section 8 of the demo page from ``summary["text_to_image"]``."""
-    t2i = summary["text_to_image"]
-    fair, windows, memo = t2i["fairness"], t2i["windows"], t2i["memorisation"]
-    meta = fair["metadata"]
-    page.heading("8. Text-to-image audits")
-    page.paragraph(
-        f"A Stable Diffusion pipeline (CLIP text encoder, VAE, cross-attention U-Net, classifier-free "
-        f"guidance {meta['model']['guidance_scale']:g}, {meta['model']['num_inference_steps']} DDIM steps "
-        f"with eta = 1) trained on captioned shapes, where the prompt '{FAIRNESS_PROMPT}' without a named "
-        "background carried a stereotype in training (blue 80%). Every number below is graded by readers "
-        f"independent of the one that steers: the {meta['selector']} CNN selects, the analytic readers and "
-        "the shapes-classifier judge. All four methods start from the same initial noises and draws, so "
-        "sample i of each method is paired with sample i of plain sampling."
-    )
-    if t2i.get("start"):
-        page.paragraph(_start_words(t2i["start"]))
-    page.figure(
-        "t2i_audits.png",
-        f"Left: commitment of the background per prompt (cloning: the share of continuations forked at OU "
-        f"time t that keep their trajectory's background, read by {windows['read_by']}). Right: the four "
-        "memorisation scores of every audited prompt, members by duplication count and held-out non-members.",
-    )
-    page.table(
-        ["prompt", "base rate", "T_after (95% CI)", "t½ (95% CI)", "T_before (95% CI)", "NFEs"],
-        [
-            [
-                prompt,
-                w.get("base_rate"),
-                _interval(w.get("t_after"), w.get("t_after_ci")),
-                _interval(w.get("t_half"), w.get("t_half_ci")),
-                _interval(w.get("t_before"), w.get("t_before_ci")),
-                windows["nfe"][prompt],
-            ]
-            for prompt, w in windows["prompts"].items()
-        ],
-        missing="the background never varies among this prompt's generations (no window).",
-    )
-    page.paragraph(
-        f"Fairness of '{fair['prompt']}': the {fair['attribute']} toward the uniform target, "
-        f"n = {meta['n']} per method; the rebalancing {_fork_words(json_float(fair['fork_time']))} (the "
-        f"selector's measured window; measuring it cost {fair['window_nfe']} NFEs once for this prompt). "
-        "Other attributes: the largest TV between the method's and the plain samples, with its paired 95% "
-        "interval ('unchanged' when every per-value difference's interval holds 0). KID: to clean renderings "
-        "of a circle with every other attribute uniform, in the shapes classifier's feature space."
-    )
-    rows = []
-    for row in fair["table"]:
-        worst = max(row["others"].items(), key=lambda kv: kv[1]["tv"])
-        rows.append(
-            [
-                row["method"],
-                _interval(row["tv"], row["tv_ci"]),
-                f"{worst[0]} {_interval(worst[1]['tv'], worst[1]['tv_ci'])}",
-                "yes" if row["others_unchanged"] else "no",
-                _interval(row["adherence"], row["adherence_ci"]),
-                _interval(row.get("kid"), row.get("kid_ci")),
-                row["nfe"],
-                row["extra_nfe"],
-            ]
-        )
-    page.table(
-        [
-            "method",
-            "TV to target [95% CI]",
-            "other attributes: largest TV vs plain",
-            "others unchanged",
-            "adherence",
-            "KID",
-            "NFEs",
-            "extra NFEs",
-        ],
-        rows,
-        missing="not computed.",
-    )
-    sets = memo["prompts"]
-    page.paragraph(
-        f"Memorisation: {len(sets['members'])} member prompts (duplicated "
-        f"{', '.join(str(c) for c in sorted({m['count'] for m in sets['members']}))} times in training), "
-        f"{len(sets['non_members'])} held-out non-members and {len(sets['calibration'])} calibration prompts "
-        f"that only set each score's threshold; graded by {memo['graded_by']}. TPR at the threshold that "
-        f"{memo['fpr']:.1%} of calibration prompts exceed ({len(sets['calibration'])} calibration prompts "
-        "resolve false-positive rates down to one in their number), and the FPR it realises on the held-out "
-        "non-members."
-    )
-    page.table(
-        ["score", "duplication", "ROC-AUC [95% CI]", "TPR [95% CI]", "held-out FPR", "NFEs per prompt"],
-        [
-            [
-                name,
-                "all" if row["count"] is None else f"×{row['count']}",
-                _interval(row["auc"], row["auc_ci"]),
-                _interval(row["tpr"], row["tpr_ci"]),
-                row["fpr_held_out"],
-                memo["nfe_per_prompt"][name],
-            ]
-            for name, table in memo["table"].items()
-            for row in table
-        ],
-        missing="not computed.",
-    )

@@ -7,7 +7,7 @@ from typing import Any
 
 from critwin._validation import check_positive_int, check_seed
 from critwin.models._store import SHIPPED_MODELS
-from critwin.models._training import TrainingConfig, ddpm_scheduler_kwargs
+from critwin.models._training import Presets, TrainingConfig, ddpm_scheduler_kwargs
 from critwin.models.data import IMAGE_SHAPE, NUM_CLASSES, DigitsData, load_digits_data
 
 __all__ = ["NULL_LABEL", "MODEL_NAMES", "PARAMETERISATIONS", "DigitsConfig", "PRESETS"]
@@ -107,22 +107,25 @@ class DigitsConfig(TrainingConfig):
         return {**ddpm_scheduler_kwargs(self), "prediction_type": self.parameterisation}
 
 
-PRESETS: dict[str, DigitsConfig] = {
-    # ~0.9 M parameters; the shipped model.
-    "digits": DigitsConfig(),
-    # Same network on 20 training digits (two per class), trained long enough to copy them.
-    "digits-memorise": DigitsConfig(subset_size=20, steps=4000, batch_size=64),
-    # The same network, data and run on other parameterisations (the parameterisation-invariance check).
-    "digits-flow": DigitsConfig(parameterisation="flow"),
-    "digits-v": DigitsConfig(parameterisation="v_prediction"),
-    # A few-second run for tests and smoke checks.
-    "tiny": DigitsConfig(
-        block_out_channels=(8, 16),
-        norm_num_groups=4,
-        steps=60,
-        batch_size=32,
-        warmup_steps=5,
-        ema_decay=0.9,
-        learning_rate=3e-3,
-    ),
-}
+PRESETS = Presets(
+    DigitsConfig,
+    {
+        # ~0.9 M parameters; the shipped model.
+        "digits": {},
+        # Same network on 20 training digits (two per class), trained long enough to copy them.
+        "digits-memorise": dict(subset_size=20, steps=4000, batch_size=64),
+        # The same network, data and run on other parameterisations (the parameterisation-invariance check).
+        "digits-flow": dict(parameterisation="flow"),
+        "digits-v": dict(parameterisation="v_prediction"),
+        # A few-second run for tests and smoke checks.
+        "tiny": dict(
+            block_out_channels=(8, 16),
+            norm_num_groups=4,
+            steps=60,
+            batch_size=32,
+            warmup_steps=5,
+            ema_decay=0.9,
+            learning_rate=3e-3,
+        ),
+    },
+)

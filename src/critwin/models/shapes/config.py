@@ -7,7 +7,7 @@ from typing import Any
 
 from critwin._validation import check_positive_int, check_seed
 from critwin.models._store import PIPELINE_MODELS, SHIPPED_MODELS
-from critwin.models._training import TrainingConfig, ddpm_scheduler_kwargs
+from critwin.models._training import Presets, TrainingConfig, ddpm_scheduler_kwargs
 from critwin.models.shapes.data import IMAGE_SHAPE, ShapesData, check_bias, check_shapes_memory, make_shapes
 
 __all__ = ["ShapesConfig", "PRESETS", "MODEL_NAMES", "BIASED_BACKGROUND", "HELD_OUT_SEED"]
@@ -83,24 +83,27 @@ class ShapesConfig(TrainingConfig):
         return ddpm_scheduler_kwargs(self)
 
 
-PRESETS: dict[str, ShapesConfig] = {
-    # ~0.9 M parameters on 20 000 independent uniform images; the shipped model.
-    "shapes": ShapesConfig(),
-    # The same network on images whose background is 80/10/10 (fairness experiments); 2000 steps to
-    # fit the shared machine's time (a shorter cosine schedule, same peak learning rate).
-    "shapes-biased": ShapesConfig(bias={"background": BIASED_BACKGROUND}, steps=2000),
-    # The same network on 24 training images (1500 steps: 4000 passes over them), trained until its
-    # samples copy them (privacy demo).
-    "shapes-memorise": ShapesConfig(n_train=24, steps=1500),
-    # A few-second run for tests and smoke checks.
-    "tiny": ShapesConfig(
-        block_out_channels=(8, 16),
-        norm_num_groups=4,
-        steps=20,
-        batch_size=16,
-        warmup_steps=5,
-        ema_decay=0.9,
-        learning_rate=3e-3,
-        n_train=256,
-    ),
-}
+PRESETS = Presets(
+    ShapesConfig,
+    {
+        # ~0.9 M parameters on 20 000 independent uniform images; the shipped model.
+        "shapes": {},
+        # The same network on images whose background is 80/10/10 (fairness experiments); 2000 steps to
+        # fit the shared machine's time (a shorter cosine schedule, same peak learning rate).
+        "shapes-biased": dict(bias={"background": BIASED_BACKGROUND}, steps=2000),
+        # The same network on 24 training images (1500 steps: 4000 passes over them), trained until its
+        # samples copy them (privacy demo).
+        "shapes-memorise": dict(n_train=24, steps=1500),
+        # A few-second run for tests and smoke checks.
+        "tiny": dict(
+            block_out_channels=(8, 16),
+            norm_num_groups=4,
+            steps=20,
+            batch_size=16,
+            warmup_steps=5,
+            ema_decay=0.9,
+            learning_rate=3e-3,
+            n_train=256,
+        ),
+    },
+)

@@ -10,7 +10,7 @@ from typing import Any
 from critwin._memory import check_memory, transformer_bytes, unet_bytes
 from critwin._validation import check_positive_int, check_seed
 from critwin.models._store import PIPELINE_MODELS
-from critwin.models._training import TrainingConfig
+from critwin.models._training import Presets, TrainingConfig
 from critwin.models.shapes.data import check_shapes_memory
 from critwin.models.shapes_t2i.captions import CaptionProbabilities
 from critwin.models.shapes_t2i.data import Memorisation, Stereotype, T2IData, make_pairs
@@ -253,16 +253,16 @@ class T2IConfig(TrainingConfig):
         )
 
 
-PRESETS: dict[str, T2IConfig] = {
+_FULL = {
     # 20 000 pairs, attributes independent and uniform; 2400 steps of 32 (with 900 steps of 64 the
     # samples of fully specified circle prompts showed a circle 30% of the time).
-    "shapes-t2i": T2IConfig(batch_size=32, steps=2400),
+    "shapes-t2i": dict(batch_size=32, steps=2400),
     # "a circle" is on blue 80% of the time among the pairs captioned without a background.
-    "shapes-t2i-biased": T2IConfig(batch_size=32, steps=2400, stereotype=Stereotype()),
+    "shapes-t2i-biased": dict(batch_size=32, steps=2400, stereotype=Stereotype()),
     # 32 member pairs duplicated 1, 4, 16 and 64 times (8 each) among 1000 unique pairs, in batches of 32
     # for 2400 steps: a x64 member is then drawn about 3000 times, a x16 one about 750 (with 20 000
     # unique pairs and 900 steps of 64, 178 draws at x64 did not make the model copy).
-    "shapes-t2i-memorise": T2IConfig(n_train=1000, batch_size=32, steps=2400, memorisation=Memorisation()),
+    "shapes-t2i-memorise": dict(n_train=1000, batch_size=32, steps=2400, memorisation=Memorisation()),
 }
 # Seconds-long runs for tests and smoke checks (same code path, tiny networks and data).
 _TINY = dict(
@@ -281,8 +281,15 @@ _TINY = dict(
     ema_decay=0.9,
     num_inference_steps=4,
 )
-PRESETS["shapes-t2i-tiny"] = T2IConfig(**_TINY)
-PRESETS["shapes-t2i-biased-tiny"] = T2IConfig(**_TINY, stereotype=Stereotype())
-PRESETS["shapes-t2i-memorise-tiny"] = T2IConfig(
-    **_TINY, memorisation=Memorisation(counts=(1, 4), per_count=2, n_non_members=4, n_calibration=4)
+PRESETS = Presets(
+    T2IConfig,
+    {
+        **_FULL,
+        "shapes-t2i-tiny": _TINY,
+        "shapes-t2i-biased-tiny": dict(**_TINY, stereotype=Stereotype()),
+        "shapes-t2i-memorise-tiny": dict(
+            **_TINY,
+            memorisation=Memorisation(counts=(1, 4), per_count=2, n_non_members=4, n_calibration=4),
+        ),
+    },
 )

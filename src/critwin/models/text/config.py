@@ -9,14 +9,15 @@ from typing import Any
 from critwin._memory import GRID_BYTES, check_memory, transformer_bytes
 from critwin._validation import check_positive_int, check_seed
 from critwin.experiments.token_process import MASKED_SAMPLERS
-from critwin.models._training import TrainingConfig
+from critwin.models._store import TEXT_MODELS
+from critwin.models._training import Presets, TrainingConfig
 from critwin.models.text.grammar import RandomHierarchy
 
 __all__ = ["TextConfig", "PRESETS", "MODEL_NAMES", "KINDS"]
 
 KINDS = ("masked", "autoregressive")
 """``"masked"``: a bidirectional masked-diffusion denoiser; ``"autoregressive"``: a causal LM."""
-MODEL_NAMES = ("rhm-mdm", "rhm-ar")
+MODEL_NAMES = TEXT_MODELS
 """The shipped text models (registered in :data:`critwin.models._store.SHIPPED_MODELS`)."""
 
 
@@ -117,11 +118,14 @@ class TextConfig(TrainingConfig):
 
 _TINY = dict(width=16, heads=2, layers=1, steps=30, batch_size=32, warmup_steps=5, ema_decay=0.9)
 
-PRESETS: dict[str, TextConfig] = {
-    # ~100 k parameters each; a few minutes on one thread (see the cards for the measured times).
-    "rhm-mdm": TextConfig(kind="masked"),
-    "rhm-ar": TextConfig(kind="autoregressive"),
-    # Seconds, for tests and smoke checks.
-    "rhm-mdm-tiny": TextConfig(kind="masked", **_TINY),
-    "rhm-ar-tiny": TextConfig(kind="autoregressive", **_TINY),
-}
+PRESETS = Presets(
+    TextConfig,
+    {
+        # ~100 k parameters each; a few minutes on one thread (see the cards for the measured times).
+        "rhm-mdm": dict(kind="masked"),
+        "rhm-ar": dict(kind="autoregressive"),
+        # Seconds, for tests and smoke checks.
+        "rhm-mdm-tiny": dict(kind="masked", **_TINY),
+        "rhm-ar-tiny": dict(kind="autoregressive", **_TINY),
+    },
+)
