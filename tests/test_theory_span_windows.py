@@ -338,14 +338,19 @@ def test_low_rank_and_stored_draws_give_the_same_estimates(monkeypatch, dim):
 
 
 def test_windows_refined_only_as_far_as_their_status_needs():
-    # The default (refine=False) against refine=True on the same mixture and seed: the same tree and
+    # refine=False against refine=True on the same mixture and seed: the same tree and
     # statuses; an endpoint the bounds decide keeps its sure bracket, which holds the refined bracket
     # (always inside the sure one); every endpoint holds the exact time (method="exact": closed
     # forms and quadrature on these pairs) within the brackets' 95% level.
     m = _structured(2, 2, 2, 20)
     kw = dict(n=4000, tol=TOL, method="fast")
-    lazy = hierarchy(m, 0.1, generator=torch.Generator().manual_seed(0), **kw)
+    lazy = hierarchy(m, 0.1, generator=torch.Generator().manual_seed(0), refine=False, **kw)
     full = hierarchy(m, 0.1, generator=torch.Generator().manual_seed(0), refine=True, **kw)
+    # refine=None (the default) is True up to REFINE_ALL_UP_TO components: 8 here
+    default = hierarchy(m, 0.1, generator=torch.Generator().manual_seed(0), **kw)
+    assert default.to_dict() == full.to_dict()
+    with pytest.raises(ValueError, match="refine"):
+        hierarchy(m, 0.1, refine="yes", **kw)
     assert _shape(lazy.root) == _shape(full.root)
     sure = 0
     for a, b in zip(full.nodes[1:], lazy.nodes[1:], strict=True):

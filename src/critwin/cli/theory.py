@@ -118,9 +118,10 @@ def hierarchy_command(
     method: str = typer.Option("auto", "--method", help="auto, fast (shared isotropic covariance) or exact"),
     windows: bool = typer.Option(True, "--windows/--no-windows", help="compute every node's window"),
     refine: bool = typer.Option(
-        False,
+        None,
         "--refine/--no-refine",
-        help="refine every window endpoint by Monte Carlo (default: as far as its window's status needs)",
+        help="refine every window endpoint by Monte Carlo, or only as far as its window's status needs"
+        " (default: every one up to 100 components)",
     ),
     plot: Path = typer.Option(None, "--plot", help="write the dendrogram (PNG) here"),
     out: Path = typer.Option(None, "--out", help="write the tree as JSON here"),

@@ -59,9 +59,11 @@ from critwin.experiments.results import ResultTable, at_edge, clock_of, result_m
 from critwin.experiments.search_lattice import (
     LATTICE_SPACING,
     MIN_RESOLUTION,
+    Bisection,
     check_resolution,
     check_t_range,
     lattice_candidates,
+    probe_range_ends,
 )
 from critwin.experiments.search_precision import (
     PILOT_WIDTH,
@@ -463,7 +465,7 @@ def search_window(
     with runs_on.bind(shared, gpu=z0.is_cuda) as runner:
         reference = _Reference(runner, given, shared.source_labels, n_ref)
         prober = _Prober(runner, shared, batch, max_per_probe, level, process.nfe is not None)
-        bisect = _Bisection(
+        bisect = Bisection(
             prober, lattice_candidates(process, lo, hi, resolution, precision), lo, hi, resolution
         )
         steps = 2 * max(1, math.ceil(math.log2(max((hi - lo) / resolution, 1.0))))
@@ -582,51 +584,14 @@ class _Endpoint(NamedTuple):
     level: float
 
 
-def _search_one(bisect: _Bisection, name, b: float, delta: float, advance) -> tuple[_Endpoint, _Endpoint]:
+def _search_one(bisect: Bisection, name, b: float, delta: float, advance) -> tuple[_Endpoint, _Endpoint]:
     """Both endpoints of the feature ``name``: t_after (r = 1 - delta) and t_before (r = delta)."""
     out = []
     for level in (b + (1 - b) * (1 - delta), b + (1 - b) * delta):
         bracket = bisect(level, advance, name)
-        _probe_range_ends(bracket, bisect, functools.partial(bisect.prober.above, threshold=level, name=name))
+        probe_range_ends(bracket, bisect, functools.partial(bisect.prober.above, threshold=level, name=name))
         out.append(_Endpoint(bracket, level))
     return tuple(out)
-
-
-class _Bisection:
-    """Bisection for the crossing of ``c(t) = threshold`` between ``lo`` and ``hi``: over OU time for a
-    continuous process (``candidates`` None), else over the positions of the grid times ``candidates``."""
-
-    def __init__(self, prober: _Prober, candidates, lo, hi, resolution):
-        self.prober, self.candidates = prober, candidates
-        self.lo, self.hi, self.resolution = lo, hi, resolution
-
-    def __call__(self, threshold: float, advance, name: str) -> tuple[float, float]:
-        """The final bracket ``(a, z)``: c > threshold at ``a``, <= threshold at ``z`` (of the feature
-        ``name``)."""
-        candidates = self.candidates
-
-        def above(t):
-            return self.prober.above(t, threshold, name)
-
-        if candidates is None:
-            a, z = self.lo, self.hi
-            while z - a > self.resolution:
-                mid = 0.5 * (a + z)
-                a, z = (mid, z) if above(mid) else (a, mid)
-                advance(1)
-            return a, z
-        # Fixed grid: bisection over positions; -1 / len stand for the range ends.
-        a, z = -1, len(candidates)
-        while z - a > 1 and self._at(z) - self._at(a) > self.resolution:
-            mid = (a + z) // 2
-            a, z = (mid, z) if above(candidates[mid]) else (a, mid)
-            advance(1)
-        return self._at(a), self._at(z)
-
-    def _at(self, position: int) -> float:
-        if position < 0:
-            return self.lo
-        return self.hi if position >= len(self.candidates) else self.candidates[position]
 
 
 def _check_reference(base_rate, n_reference, features: FeatureSet) -> tuple[dict, int | None]:
@@ -699,14 +664,3 @@ def _reference_unit(shared: SweepSources, n_ref: int, part: int, offset: int):
     rows = (offset + torch.arange(n_ref)) % z0.shape[0]  # per-sample conditioning cycles like the sources
     x = process.run(x, generator=generator, cond=select_cond(shared.cond, rows, z0.shape[0]) or None)
     return {**read_features(shared.feature_fn, process.decode(x)), "nfe": nfe_since(process, before)}
-
-
-def _probe_range_ends(bracket, bisect: _Bisection, check) -> None:
-    """Probe the end of the range that a bracket touches (``check(t)``: r(t) > level, sampling until it
-    is decided), so that the fit over the probes shows a crossing beyond the range as censored (±inf)
-    rather than extrapolating it. At ``lo = 0`` the curve is known: ``r(0) = 1``."""
-    a, z = bracket
-    if a == bisect.lo and bisect.lo > 0:
-        check(bisect.lo)
-    if z == bisect.hi:
-        check(bisect.hi)

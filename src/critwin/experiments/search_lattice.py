@@ -1,5 +1,6 @@
-"""The times a window search may probe: its resolution, its range, and (with ``ci_half_width``) the
-lattice of OU times it is restricted to. :mod:`critwin.experiments.search` re-exports the constants.
+"""The times a window search may probe: its resolution, its range, (with ``ci_half_width``) the
+lattice of OU times it is restricted to, and the bisection over them.
+:mod:`critwin.experiments.search` re-exports the constants.
 """
 
 from __future__ import annotations
@@ -9,7 +10,15 @@ import math
 from critwin._validation import check_number
 from critwin.experiments.grid_times import realise_times
 
-__all__ = ["MIN_RESOLUTION", "LATTICE_SPACING", "check_resolution", "lattice_candidates", "check_t_range"]
+__all__ = [
+    "MIN_RESOLUTION",
+    "LATTICE_SPACING",
+    "check_resolution",
+    "lattice_candidates",
+    "check_t_range",
+    "Bisection",
+    "probe_range_ends",
+]
 
 
 MIN_RESOLUTION = 1e-6
@@ -58,3 +67,51 @@ def check_t_range(t_range, grid) -> tuple[float, float]:
     if not lo < hi:
         raise ValueError(f"t_range must satisfy lo < hi, got {t_range!r}")
     return lo, hi
+
+
+class Bisection:
+    """Bisection for the crossing of ``c(t) = threshold`` between ``lo`` and ``hi``: over OU time for a
+    continuous process (``candidates`` None), else over the positions of the grid times ``candidates``."""
+
+    def __init__(self, prober, candidates, lo, hi, resolution):
+        self.prober, self.candidates = prober, candidates
+        self.lo, self.hi, self.resolution = lo, hi, resolution
+
+    def __call__(self, threshold: float, advance, name: str) -> tuple[float, float]:
+        """The final bracket ``(a, z)``: c > threshold at ``a``, <= threshold at ``z`` (of the feature
+        ``name``)."""
+        candidates = self.candidates
+
+        def above(t):
+            return self.prober.above(t, threshold, name)
+
+        if candidates is None:
+            a, z = self.lo, self.hi
+            while z - a > self.resolution:
+                mid = 0.5 * (a + z)
+                a, z = (mid, z) if above(mid) else (a, mid)
+                advance(1)
+            return a, z
+        # Fixed grid: bisection over positions; -1 / len stand for the range ends.
+        a, z = -1, len(candidates)
+        while z - a > 1 and self._at(z) - self._at(a) > self.resolution:
+            mid = (a + z) // 2
+            a, z = (mid, z) if above(candidates[mid]) else (a, mid)
+            advance(1)
+        return self._at(a), self._at(z)
+
+    def _at(self, position: int) -> float:
+        if position < 0:
+            return self.lo
+        return self.hi if position >= len(self.candidates) else self.candidates[position]
+
+
+def probe_range_ends(bracket, bisect: Bisection, check) -> None:
+    """Probe the end of the range that a bracket touches (``check(t)``: r(t) > level, sampling until it
+    is decided), so that the fit over the probes shows a crossing beyond the range as censored (±inf)
+    rather than extrapolating it. At ``lo = 0`` the curve is known: ``r(0) = 1``."""
+    a, z = bracket
+    if a == bisect.lo and bisect.lo > 0:
+        check(bisect.lo)
+    if z == bisect.hi:
+        check(bisect.hi)
