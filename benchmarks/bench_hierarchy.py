@@ -103,15 +103,23 @@ def _run_cli(K: int, d: int, scale: float, timeout: float = GOAL_TIMEOUT, window
         command += [] if windows else ["--no-windows"]
         load = os.getloadavg()[0]
         start = time.perf_counter()
-        child = subprocess.Popen(
-            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-        )
-        try:
-            stdout, _ = child.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            stdout = None
-        _, status, usage = os.wait4(child.pid, 0)
+        # stdout to a file and the child reaped by wait4 alone (communicate() would reap it first and
+        # take its resource usage with it)
+        with open(Path(tmp) / "stdout.json", "w") as sink:
+            child = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.DEVNULL)
+            finished = True
+            while True:
+                pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+                if pid:
+                    break
+                if time.perf_counter() - start > timeout:
+                    child.kill()
+                    _, status, usage = os.wait4(child.pid, 0)
+                    finished = False
+                    break
+                time.sleep(0.2)
+            child.returncode = status  # reaped here: keep Popen from waiting for it again
+        stdout = (Path(tmp) / "stdout.json").read_text() if finished else None
         wall = time.perf_counter() - start
     measured = {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "peak_gib": usage.ru_maxrss / 2**20}
     measured["load"] = (load + os.getloadavg()[0]) / 2
