@@ -71,6 +71,7 @@ from critwin.experiments.search_precision import (
     ProbeCrossings,
     check_precision,
     confirmation_counts,
+    fixed_width,
     sources_needed,
 )
 
@@ -562,7 +563,8 @@ def _narrow(bisect, crossings: ProbeCrossings, precision, levels, names, advance
         final = Narrowing(
             bisect, crossings, precision, levels, advance, spent=pilot.spent, limited=pilot.limited
         )
-        return _Narrowed(final.run(names), crossings.prober, 0, frozenset(final.short), final.limited)
+        estimates = fixed_width(final.run(names), precision.half_width)
+        return _Narrowed(estimates, crossings.prober, 0, frozenset(final.short), final.limited)
     fresh = confirming()
     for key, n in counts.items():
         for _ in range(n // fresh.batch):
@@ -573,7 +575,8 @@ def _narrow(bisect, crossings: ProbeCrossings, precision, levels, names, advance
     final = Narrowing(
         bisect, crossings.on(fresh), precision, levels, advance, spent=spent, limited=pilot.limited
     )
-    return _Narrowed(final.run(names), fresh, n_pilot, frozenset(final.short), final.limited)
+    estimates = fixed_width(final.run(names), precision.half_width)
+    return _Narrowed(estimates, fresh, n_pilot, frozenset(final.short), final.limited)
 
 
 class _Endpoint(NamedTuple):
