@@ -71,6 +71,7 @@ from critwin.experiments.search_precision import (
     ProbeCrossings,
     check_precision,
     confirmation_counts,
+    fixed_width,
     sources_needed,
 )
 
@@ -91,7 +92,8 @@ class SearchResult(ResultTable):
     t_after_bracket, t_before_bracket : the bisection's final brackets ``(lo, hi)``: r was judged
         > level at lo and <= level at hi.
     t_after_ci, t_before_ci : cluster-bootstrap percentile intervals (``level``; sources resampled
-        with all their samples, an estimated base rate re-estimated), ``n_boot`` replicates.
+        with all their samples, an estimated base rate re-estimated), ``n_boot`` replicates; with
+        ``ci_half_width``, one narrower than it is widened to it on both sides (``fixed_width``).
     b : base rate used.  delta, resolution : the request (resolution as the bisection used it).
     probes : one dict per probed time (t, n, kept, c, lower, upper).
     nfe : per-sample denoiser evaluations spent (probes + base-rate reference), or None.
@@ -550,8 +552,11 @@ def _narrow(bisect, crossings: ProbeCrossings, precision, levels, names, advance
     afresh, as many samples as the pilot says reach the requested width with a margin
     (:func:`~critwin.experiments.search_precision.confirmation_counts`), and the estimates and
     intervals are those of its samples alone: a design fixed before they were drawn. Should an
-    interval still be wider than requested, the confirmation narrows on (a rare top-up). Without
-    budget for it, the pilot's estimates are returned, short of the precision (warned).
+    interval still be wider than requested, the confirmation narrows on (top-ups: on two strings under
+    masking, in about half of the searches). Without budget for it, the pilot's estimates are returned,
+    short of the precision (warned). Either way the intervals narrower than requested are reported at
+    the requested half-width (:func:`~critwin.experiments.search_precision.fixed_width`): stopping
+    once a bootstrap interval is narrow enough selects the too-narrow ones.
     """
     pilot_precision = precision._replace(half_width=PILOT_WIDTH * precision.half_width)
     pilot = Narrowing(bisect, crossings, pilot_precision, levels, advance, requested=precision.half_width)
@@ -562,7 +567,8 @@ def _narrow(bisect, crossings: ProbeCrossings, precision, levels, names, advance
         final = Narrowing(
             bisect, crossings, precision, levels, advance, spent=pilot.spent, limited=pilot.limited
         )
-        return _Narrowed(final.run(names), crossings.prober, 0, frozenset(final.short), final.limited)
+        estimates = fixed_width(final.run(names), precision.half_width)
+        return _Narrowed(estimates, crossings.prober, 0, frozenset(final.short), final.limited)
     fresh = confirming()
     for key, n in counts.items():
         for _ in range(n // fresh.batch):
@@ -573,7 +579,8 @@ def _narrow(bisect, crossings: ProbeCrossings, precision, levels, names, advance
     final = Narrowing(
         bisect, crossings.on(fresh), precision, levels, advance, spent=spent, limited=pilot.limited
     )
-    return _Narrowed(final.run(names), fresh, n_pilot, frozenset(final.short), final.limited)
+    estimates = fixed_width(final.run(names), precision.half_width)
+    return _Narrowed(estimates, fresh, n_pilot, frozenset(final.short), final.limited)
 
 
 class _Endpoint(NamedTuple):
