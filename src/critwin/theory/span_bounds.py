@@ -278,13 +278,9 @@ class _Bins(NamedTuple):
             least = (self.wv[rows] * torch.erfc(lam * self.d_hi[rows] * c)).sum(1)
         else:
             # int min(w p, v q) = v int min((w / v) p, q): grows with w / v, falls with the distance
-            x_lo, x_hi = self.x_lo[rows], self.x_hi[rows]
-            most = (self.v[rows] * weighted_overlap(lam * self.d_lo[rows], x_hi, torch.ones_like(x_hi))).sum(
-                1
-            )
-            least = (self.v[rows] * weighted_overlap(lam * self.d_hi[rows], x_lo, torch.ones_like(x_lo))).sum(
-                1
-            )
+            x_lo, x_hi, one = self.x_lo[rows], self.x_hi[rows], torch.ones(1, dtype=torch.float64)
+            most = (self.v[rows] * weighted_overlap(lam * self.d_lo[rows], x_hi, one)).sum(1)
+            least = (self.v[rows] * weighted_overlap(lam * self.d_hi[rows], x_lo, one)).sum(1)
         low[tasks] = factor[tasks] * (1.0 - most).clamp(0.0, 1.0)
         high[tasks] = factor[tasks] * (1.0 - least).clamp(0.0, 1.0)
         return low, high
