@@ -413,25 +413,30 @@ def _count(flags: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
 def _drop_smallest(mass: torch.Tensor, sizes: torch.Tensor, budget: torch.Tensor):
     """Per group of ``sizes`` consecutive entries: which to leave out (the smallest, while their sum
     stays within the group's ``budget``, never all) and the sum left out."""
-    owner = torch.repeat_interleave(torch.arange(sizes.numel()), sizes)
-    order = torch.argsort(mass, stable=True)
-    order = order[torch.argsort(owner[order], stable=True)]  # by group, then by mass
-    # capped: entries above 2 NEGLIGIBLE are never dropped, and the running total of the whole batch
-    # stays small, so subtracting a group's start loses no digits of the budget
-    sorted_mass = mass[order].clamp_max(2 * NEGLIGIBLE)
-    start = torch.cumsum(sizes, 0) - sizes
-    total = torch.cumsum(sorted_mass, 0)
+    n = sizes.numel()
+    owner = torch.repeat_interleave(torch.arange(n), sizes)
+    drop = torch.zeros(mass.numel(), dtype=torch.bool)
+    slack = torch.zeros(n, dtype=torch.float64)
+    # only entries within the budget can be left out: they come first in their group's order by mass,
+    # so the rest are never sorted (and the sums run over these small entries alone)
+    candidates = torch.nonzero(mass <= budget[owner]).flatten()
+    if not candidates.numel():
+        return drop, slack
+    group = owner[candidates]
+    order = torch.argsort(mass[candidates], stable=True)
+    order = order[torch.argsort(group[order], stable=True)]  # by group, then by mass
+    candidates, group = candidates[order], group[order]
+    count = torch.zeros(n, dtype=torch.long).index_add_(0, group, torch.ones_like(group))
+    start = torch.cumsum(count, 0) - count
+    total = torch.cumsum(mass[candidates], 0)
     before = torch.where(
         start > 0, total[(start - 1).clamp_min(0)], torch.zeros_like(start, dtype=total.dtype)
     )
-    cumulative = total - before[owner]
-    rank = torch.arange(mass.numel()) - start[owner]
-    dropped = (cumulative <= budget[owner]) & (rank < sizes[owner] - 1)
-    slack = torch.zeros(sizes.numel(), dtype=torch.float64).scatter_reduce_(
-        0, owner, torch.where(dropped, cumulative, 0.0), "amax"
-    )
-    drop = torch.zeros(mass.numel(), dtype=torch.bool)
-    drop[order] = dropped
+    cumulative = total - before[group]
+    rank = torch.arange(candidates.numel()) - start[group]
+    dropped = (cumulative <= budget[group]) & (rank < sizes[group] - 1)
+    slack.scatter_reduce_(0, group, torch.where(dropped, cumulative, 0.0), "amax")
+    drop[candidates] = dropped
     return drop, slack
 
 

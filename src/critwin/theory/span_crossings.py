@@ -72,7 +72,9 @@ def crossings(span, tasks: list[CrossingTask], tol: float, report=None, needed=N
     tasks = [CrossingTask(*task) for task in tasks]
     out: list = [None] * len(tasks)
     pending, sure, parts = [], {}, {}
-    for k, (bracket, part) in enumerate(sure_and_restricted(span, tasks, tol)):
+    # with ``needed``, only the tasks it keeps are restricted (below); else every open one, from the
+    # pairs of the bounds
+    for k, (bracket, part) in enumerate(sure_and_restricted(span, tasks, tol, restricted=needed is None)):
         if bracket.decided:
             out[k] = Crossing(bracket.low, bracket.low, bracket.high, "bounds")
         elif not bracket.from_zero and bracket.high - bracket.low <= tol:
@@ -88,6 +90,8 @@ def crossings(span, tasks: list[CrossingTask], tol: float, report=None, needed=N
         low, high = (np.array([c[i] for c in out]) for i in (1, 2))
         wanted = np.asarray(needed(low, high), dtype=bool)
         pending = [k for k in pending if wanted[k]]
+        kept = restrict(span, [tasks[k] for k in pending], [sure[k].high for k in pending])
+        parts = dict(zip(pending, kept, strict=True))
     done = len(tasks) - len(pending)
     report(done, len(tasks))
     if not pending:
