@@ -10,6 +10,20 @@ crossing times at the task's smallest and largest distance, and the lower bound 
 one) crosses before it. Both are then bisected, every task at once, one batch of at most
 ``_PAIR_BATCH`` pairs at a time.
 
+**Bins.** A task with at least ``_BIN_ABOVE`` pairs also has its pairs in bins: ``_D_BINS`` of its
+distances (equal widths) by ``_R_BINS`` of the weight ratios ``x = w_a / v_b`` (one where the ratio
+is the same for every pair, as with equal weights), each bin with the smallest and largest distance
+and ratio of its own pairs and their sums of ``w_a v_b`` and ``v_b``. The terms of the upper bound,
+``w v erfc(lam D / (2 sqrt 2))``, fall with ``D``; the pair overlaps of the lower one, ``v int min(x
+p_a, p_b)``, fall with ``D`` and grow with ``x``. So each bin's terms sum to between its weight times
+the term at its largest distance (and smallest ratio) and at its smallest distance (largest ratio):
+a sure interval on each bound, from a few hundred terms instead of ``|A| |B|``. Each predicate of the
+bisection (``factor * bound < level``, or ``<=``) is answered from that interval where it lies wholly
+on one side of the level, more than ``_MARGIN`` (far above the rounding of either sum) away, and from
+the task's pairs only where it does not. The predicates are then those of the bisection on every pair,
+so the brackets are the same (tests/test_theory_span_bins.py); only the last few steps near each
+crossing, where the bins straddle the level, still sum the pairs.
+
 :func:`restrict` finds the components of each task that can matter up to a time: those whose summed
 pair overlaps are smallest are left out while the total stays below ``NEGLIGIBLE``, a sure slack on the
 overlap (``1 - TV``) that the Monte Carlo stage adds to its interval.

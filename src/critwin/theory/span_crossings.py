@@ -10,8 +10,9 @@ one. Two stages:
    at 0, or never) the task is decided with no Monte Carlo (method ``"bounds"``).
 2. *Pooled Monte Carlo* for the rest (:class:`critwin.theory.span_pool.Pool`), grouped by the
    components that can matter up to the top of the task's sure bracket
-   (:func:`critwin.theory.span_bounds.restrict`). The value, lower and upper confidence curves of
-   every task are bisected on shared dyadic times (tasks whose crossings are close share evaluations)
+   (:func:`critwin.theory.span_bounds.restrict`; with ``needed``, of the tasks it keeps only). The
+   value, lower and upper confidence curves of every task are bisected on shared dyadic times (tasks
+   whose crossings are close share evaluations)
    down to ``max(tol, spread / 16)``, ``spread`` being the task's Monte Carlo uncertainty of the time.
 
 **Honest brackets** (docs/theory.md §9). The Monte Carlo curves are searched on their own, starting from the
