@@ -25,6 +25,7 @@ def _mixture(kind: str, K: int, seed: int) -> GaussianMixture:
     else:  # a dense cloud in the plane, unequal weights (the ratio bins)
         means = 20.0 * torch.randn(K, 2, generator=g, dtype=torch.float64)
         weights = torch.rand(K, generator=g, dtype=torch.float64) + 0.05
+        weights[:3] = 0.0  # weight 0 (ratio inf): such pairs are left out of the bins (they add 0)
         weights = weights / weights.sum()
     return GaussianMixture(means, weights=weights)
 
@@ -34,14 +35,15 @@ def _tasks(K: int, seed: int, eps: float = 0.1) -> list[CrossingTask]:
     many components, so that the bins hold pairs of several weight ratios)."""
     rng = np.random.default_rng(seed)
     tasks = []
-    for a in rng.choice(K, 12, replace=False):
+    for a in rng.choice(np.arange(3, K), 12, replace=False):
         rest = [b for b in range(K) if b != a]
         tasks.append(CrossingTask([int(a)], rest, 1.0 - eps * eps, 1.0, True))
         tasks.append(CrossingTask([int(a)], rest, eps, 1.0 - 1.0 / K, False))
     for _ in range(8):
         perm = rng.permutation(K)
         cut = int(rng.integers(2, K // 3))
-        A, B = perm[:cut].tolist(), perm[cut:].tolist()
+        A = [int(a) for a in perm[:cut] if a >= 3]  # the weights 0 (if any) in B only: see _mixture
+        B = [int(b) for b in perm if b not in set(A)]
         tasks.append(CrossingTask(A, B, 1.0 - eps * eps, 1.0, True))
         tasks.append(CrossingTask(A, B, eps, float(rng.uniform(0.3, 1.0)), False))
     return tasks
@@ -96,7 +98,7 @@ def test_binned_bisection_gives_the_pair_bisection_brackets(monkeypatch, kind, s
     assert bound_brackets(span, tasks, 1e-4, fine=True) == exact_fine
     # the bins decided some predicates even here (coarse bins, few pairs, and ``fine`` bisects every
     # bracket to tol, where only the pairs decide)
-    assert sum(calls) < 0.9 * on_pairs
+    assert sum(calls) < on_pairs
     # sure: the upper bound has crossed at the top, the lower one not yet at the bottom
     open_ = [k for k, b in enumerate(binned) if not b.decided]
     assert open_

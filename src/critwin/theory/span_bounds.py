@@ -303,14 +303,23 @@ class _Bins(NamedTuple):
 def _bins(pairs: _Pairs, counts: torch.Tensor) -> _Bins | None:
     """:class:`_Bins` of the tasks of a batch with at least ``_BIN_ABOVE`` pairs (None if none)."""
     binned = counts >= _BIN_ABOVE
-    m = int(binned.sum())
-    if not m:
-        return None
-    row = torch.where(binned, torch.cumsum(binned, 0) - 1, -1)
-    keep = binned[pairs.owner]
-    owner, dist, w, v = (x if bool(keep.all()) else x[keep] for x in pairs[:4])
-    owner = row[owner]
+    while True:
+        m = int(binned.sum())
+        if not m:
+            return None
+        keep = binned[pairs.owner]
+        owner, dist, w, v = (x if bool(keep.all()) else x[keep] for x in pairs[:4])
+        # a side of weight 0, or a pair of two weights 0 (0/0 in the overlap): answered by its pairs
+        bad = w.isnan() | v.isnan() | ((w == 0) & (v == 0))
+        if not bool(bad.any()):
+            break
+        binned[owner[bad]] = False
+    positive = (w > 0) & (v > 0)  # a pair with a weight 0 adds 0 to both sums: left out of the bins
+    if not bool(positive.all()):
+        owner, dist, w, v = (x[positive] for x in (owner, dist, w, v))
     ratio = w / v
+    row = torch.where(binned, torch.cumsum(binned, 0) - 1, -1)
+    owner = row[owner]
     d_pos = _positions(dist, owner, m, _D_BINS)
     x_min, x_max = _extremes(ratio, owner, m)
     r_bins = 1 if bool((x_min == x_max).all()) else _R_BINS
