@@ -10,6 +10,20 @@ crossing times at the task's smallest and largest distance, and the lower bound 
 one) crosses before it. Both are then bisected, every task at once, one batch of at most
 ``_PAIR_BATCH`` pairs at a time.
 
+**Bins.** A task with at least ``_BIN_ABOVE`` pairs also has its pairs in bins: ``_D_BINS`` of its
+distances (equal widths) by ``_R_BINS`` of the weight ratios ``x = w_a / v_b`` (one where the ratio
+is the same for every pair, as with equal weights), each bin with the smallest and largest distance
+and ratio of its own pairs and their sums of ``w_a v_b`` and ``v_b``. The terms of the upper bound,
+``w v erfc(lam D / (2 sqrt 2))``, fall with ``D``; the pair overlaps of the lower one, ``v int min(x
+p_a, p_b)``, fall with ``D`` and grow with ``x``. So each bin's terms sum to between its weight times
+the term at its largest distance (and smallest ratio) and at its smallest distance (largest ratio):
+a sure interval on each bound, from a few hundred terms instead of ``|A| |B|``. Each predicate of the
+bisection (``factor * bound < level``, or ``<=``) is answered from that interval where it lies wholly
+on one side of the level, more than ``_MARGIN`` (far above the rounding of either sum) away, and from
+the task's pairs only where it does not. The predicates are then those of the bisection on every pair,
+so the brackets are the same (tests/test_theory_span_bins.py); only the last few steps near each
+crossing, where the bins straddle the level, still sum the pairs.
+
 :func:`restrict` finds the components of each task that can matter up to a time: those whose summed
 pair overlaps are smallest are left out while the total stays below ``NEGLIGIBLE``, a sure slack on the
 overlap (``1 - TV``) that the Monte Carlo stage adds to its interval.
@@ -43,6 +57,10 @@ __all__ = [
 
 _PAIR_BATCH = 1 << 21  # pairs of components per batch (a few float64 arrays of 16 MiB)
 _RESOLUTION_SHARE = 16.0  # bound brackets stop at 1/16 of the gap between the two bounds' crossings
+_BIN_ABOVE = 1024  # tasks with at least this many pairs are answered from their bins where these decide
+_D_BINS = 128  # bins of a task's distances (equal widths from its smallest to its largest)
+_R_BINS = 4  # bins of the weight ratios w_a / v_b (one where every task has a single ratio)
+_MARGIN = 1e-9  # the bins decide a predicate only this far from the level (rounding: below 1e-12)
 NEGLIGIBLE = 1e-9
 """Largest overlap (summed) that the components :func:`restrict` leaves out of a task may carry."""
 
@@ -190,12 +208,26 @@ def _bound_batch(span, tasks, pairs: _Pairs, tol, fine) -> list[SureBracket]:
     level = torch.tensor([t.level for t in tasks], dtype=torch.float64)
     factor = torch.tensor([t.factor for t in tasks], dtype=torch.float64)
     strict = torch.tensor([bool(t.separation) for t in tasks])
+    counts = torch.tensor([len(t.A) * len(t.B) for t in tasks])
+    starts = torch.cumsum(counts, 0) - counts
+    bins = _bins(pairs, counts)
 
     def holds(times: np.ndarray, upper: bool, active: np.ndarray | None = None) -> np.ndarray:
-        # only the pairs of the active tasks are evaluated (the others keep their answer)
-        sub = pairs if active is None else pairs.select(torch.from_numpy(active)[pairs.owner])
-        f = factor * tv_bound_values(span, sub, torch.as_tensor(times, dtype=torch.float64), n, upper)
-        return torch.where(strict, f < level, f <= level).numpy()
+        # only the active tasks are answered (the others' answers are not used); the bins answer
+        # where they decide, the task's pairs elsewhere
+        times = torch.as_tensor(times, dtype=torch.float64)
+        exact = np.ones(n, dtype=bool) if active is None else active.copy()
+        answer = np.zeros(n, dtype=bool)
+        if bins is not None:
+            low, high = bins.values(span, times, upper, exact, factor)
+            sure, never = high < level - _MARGIN, low > level + _MARGIN
+            answer |= sure.numpy()
+            exact &= ~(sure | never).numpy()
+        if exact.any():
+            sub = _take(pairs, starts, counts, torch.from_numpy(exact))
+            f = factor * tv_bound_values(span, sub, times, n, upper)
+            answer = np.where(exact, torch.where(strict, f < level, f <= level).numpy(), answer)
+        return answer
 
     zero = np.zeros(n)
     decided, from_zero = holds(zero, True), holds(zero, False)
@@ -206,7 +238,9 @@ def _bound_batch(span, tasks, pairs: _Pairs, tol, fine) -> list[SureBracket]:
     d_max = torch.zeros(n, dtype=torch.float64).scatter_reduce(0, pairs.owner, pairs.dist, "amax")
     lo_u = (pair_crossing_times(span, d_min.square(), x) * (1 - 1e-9) - 1e-12).clamp_min(0).numpy()
     hi_u = (pair_crossing_times(span, d_max.square(), x) * (1 + 1e-9) + 1e-12).numpy()
-    lo_u, hi_u = _grow_until(lambda t: holds(t, True), lo_u, np.maximum(hi_u, lo_u + tol), ~decided)
+    lo_u, hi_u = _grow_until(
+        lambda t, active: holds(t, True, active), lo_u, np.maximum(hi_u, lo_u + tol), ~decided
+    )
     lo_l, hi_l = np.zeros(n), hi_u.copy()
     active_u, active_l = ~decided & np.isfinite(hi_u), ~decided & ~from_zero & np.isfinite(hi_u)
 
@@ -228,17 +262,123 @@ def _bound_batch(span, tasks, pairs: _Pairs, tol, fine) -> list[SureBracket]:
     return [_sure(tasks[k], bool(decided[k]), bool(from_zero[k]), lo_l[k], hi_u[k]) for k in range(n)]
 
 
+class _Bins(NamedTuple):
+    """The pairs of the large tasks of a batch in bins (module notes): per task (``row``: its row, -1
+    for a task answered by its pairs alone) and bin, the smallest and largest distance and weight ratio
+    ``x = w_a / v_b`` of its pairs and their sums of ``w_a v_b`` and ``v_b`` ((rows, bins) tensors)."""
+
+    row: torch.Tensor
+    d_lo: torch.Tensor
+    d_hi: torch.Tensor
+    x_lo: torch.Tensor
+    x_hi: torch.Tensor
+    wv: torch.Tensor
+    v: torch.Tensor
+
+    def values(self, span, times, upper: bool, active: np.ndarray, factor: torch.Tensor):
+        """Sure ``(low, high)`` on ``factor * bound`` (the lower or upper TV bound) of every active task
+        with bins at its time (-inf, inf for the others): each bin's pairs at its smallest and largest
+        distance and ratio (the terms fall with the distance, the overlaps grow with the ratio)."""
+        tasks = torch.nonzero(torch.from_numpy(active) & (self.row >= 0)).flatten()
+        low = torch.full((self.row.numel(),), -math.inf, dtype=torch.float64)
+        high = torch.full((self.row.numel(),), math.inf, dtype=torch.float64)
+        if not tasks.numel():
+            return low, high
+        rows = self.row[tasks]
+        lam = span.scale(times[tasks]).unsqueeze(1)
+        if upper:
+            c = 1.0 / (2 * math.sqrt(2.0))
+            most = (self.wv[rows] * torch.erfc(lam * self.d_lo[rows] * c)).sum(1)
+            least = (self.wv[rows] * torch.erfc(lam * self.d_hi[rows] * c)).sum(1)
+        else:
+            # int min(w p, v q) = v int min((w / v) p, q): grows with w / v, falls with the distance
+            x_lo, x_hi, one = self.x_lo[rows], self.x_hi[rows], torch.ones(1, dtype=torch.float64)
+            most = (self.v[rows] * weighted_overlap(lam * self.d_lo[rows], x_hi, one)).sum(1)
+            least = (self.v[rows] * weighted_overlap(lam * self.d_hi[rows], x_lo, one)).sum(1)
+        low[tasks] = factor[tasks] * (1.0 - most).clamp(0.0, 1.0)
+        high[tasks] = factor[tasks] * (1.0 - least).clamp(0.0, 1.0)
+        return low, high
+
+
+def _bins(pairs: _Pairs, counts: torch.Tensor) -> _Bins | None:
+    """:class:`_Bins` of the tasks of a batch with at least ``_BIN_ABOVE`` pairs (None if none)."""
+    binned = counts >= _BIN_ABOVE
+    while True:
+        m = int(binned.sum())
+        if not m:
+            return None
+        keep = binned[pairs.owner]
+        owner, dist, w, v = (x if bool(keep.all()) else x[keep] for x in pairs[:4])
+        # a side of weight 0, or a pair of two weights 0 (0/0 in the overlap): answered by its pairs
+        bad = w.isnan() | v.isnan() | ((w == 0) & (v == 0))
+        if not bool(bad.any()):
+            break
+        binned[owner[bad]] = False
+    positive = (w > 0) & (v > 0)  # a pair with a weight 0 adds 0 to both sums: left out of the bins
+    if not bool(positive.all()):
+        owner, dist, w, v = (x[positive] for x in (owner, dist, w, v))
+    ratio = w / v
+    row = torch.where(binned, torch.cumsum(binned, 0) - 1, -1)
+    owner = row[owner]
+    d_pos = _positions(dist, owner, m, _D_BINS)
+    x_min, x_max = _extremes(ratio, owner, m)
+    r_bins = 1 if bool((x_min == x_max).all()) else _R_BINS
+    where = owner * (_D_BINS * r_bins) + d_pos * r_bins
+    if r_bins > 1:
+        where += _positions(ratio.log(), owner, m, r_bins)
+    size = m * _D_BINS * r_bins
+    d_lo, d_hi = _extremes(dist, where, size)
+    if r_bins > 1:
+        x_lo, x_hi = _extremes(ratio, where, size)
+    else:
+        x_lo = x_hi = x_min.repeat_interleave(_D_BINS)
+    empty = d_lo > d_hi  # no pair: weight 0 at any finite distance and ratio
+    d_lo, d_hi = d_lo.masked_fill(empty, 0.0), d_hi.masked_fill(empty, 0.0)
+    x_lo, x_hi = x_lo.masked_fill(empty, 1.0), x_hi.masked_fill(empty, 1.0)
+    wv = torch.zeros(size, dtype=torch.float64).index_add_(0, where, w * v)
+    v_sum = torch.zeros(size, dtype=torch.float64).index_add_(0, where, v)
+    shape = (m, -1)
+    return _Bins(row, *(x.reshape(shape) for x in (d_lo, d_hi, x_lo, x_hi, wv, v_sum)))
+
+
+def _extremes(values: torch.Tensor, group: torch.Tensor, size: int):
+    """Per group (of ``size``), the smallest and largest of ``values`` (inf and -inf where none)."""
+    low = torch.full((size,), math.inf, dtype=torch.float64).scatter_reduce_(0, group, values, "amin")
+    high = torch.full((size,), -math.inf, dtype=torch.float64).scatter_reduce_(0, group, values, "amax")
+    return low, high
+
+
+def _positions(values: torch.Tensor, group: torch.Tensor, m: int, count: int) -> torch.Tensor:
+    """Each value's bin among ``count`` of equal widths from its group's smallest to largest value
+    (the bins' ends come from the values in them, so rounding here only moves a value to a neighbour)."""
+    low, high = _extremes(values, group, m)
+    spread = high - low
+    scale = torch.where(spread > 0, count / spread.clamp_min(1e-300), 0.0)
+    return ((values - low[group]) * scale[group]).floor_().clamp_(0, count - 1).long()
+
+
+def _take(pairs: _Pairs, starts: torch.Tensor, counts: torch.Tensor, tasks: torch.Tensor) -> _Pairs:
+    """The pairs (owner, distance, weights) of the flagged ``tasks`` of a batch, in the batch's order
+    (each task's pairs are consecutive, from ``starts``)."""
+    if bool(tasks.all()):
+        return pairs
+    lengths = counts[tasks]
+    offset = starts[tasks] - (torch.cumsum(lengths, 0) - lengths)
+    index = torch.arange(int(lengths.sum())) + torch.repeat_interleave(offset, lengths)
+    return _Pairs(pairs.owner[index], pairs.dist[index], pairs.w[index], pairs.v[index], None, None)
+
+
 def _grow_until(holds, lo: np.ndarray, hi: np.ndarray, active: np.ndarray):
-    """Move ``hi`` up (doubling) where ``holds(hi)`` is False (rounding of the closed-form start; past
+    """Move ``hi`` up (doubling) where ``holds(hi, active)`` is False (rounding of the closed-form start; past
     ``T_MAX``: inf, never); ``lo`` follows to the last time where it did not hold."""
-    ok = ~active | holds(hi)
+    ok = ~active | holds(hi, active)
     while not ok.all():
         lo = np.where(ok, lo, hi)
         hi = np.where(ok, hi, 2.0 * hi + 1.0)
         never = ~ok & (hi > T_MAX)
         hi = np.where(never, np.inf, hi)
         ok |= never
-        ok |= holds(np.where(ok, 0.0, hi))
+        ok |= holds(np.where(ok, 0.0, hi), ~ok)
     return lo, hi
 
 
@@ -296,25 +436,30 @@ def _count(flags: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
 def _drop_smallest(mass: torch.Tensor, sizes: torch.Tensor, budget: torch.Tensor):
     """Per group of ``sizes`` consecutive entries: which to leave out (the smallest, while their sum
     stays within the group's ``budget``, never all) and the sum left out."""
-    owner = torch.repeat_interleave(torch.arange(sizes.numel()), sizes)
-    order = torch.argsort(mass, stable=True)
-    order = order[torch.argsort(owner[order], stable=True)]  # by group, then by mass
-    # capped: entries above 2 NEGLIGIBLE are never dropped, and the running total of the whole batch
-    # stays small, so subtracting a group's start loses no digits of the budget
-    sorted_mass = mass[order].clamp_max(2 * NEGLIGIBLE)
-    start = torch.cumsum(sizes, 0) - sizes
-    total = torch.cumsum(sorted_mass, 0)
+    n = sizes.numel()
+    owner = torch.repeat_interleave(torch.arange(n), sizes)
+    drop = torch.zeros(mass.numel(), dtype=torch.bool)
+    slack = torch.zeros(n, dtype=torch.float64)
+    # only entries within the budget can be left out: they come first in their group's order by mass,
+    # so the rest are never sorted (and the sums run over these small entries alone)
+    candidates = torch.nonzero(mass <= budget[owner]).flatten()
+    if not candidates.numel():
+        return drop, slack
+    group = owner[candidates]
+    order = torch.argsort(mass[candidates], stable=True)
+    order = order[torch.argsort(group[order], stable=True)]  # by group, then by mass
+    candidates, group = candidates[order], group[order]
+    count = torch.zeros(n, dtype=torch.long).index_add_(0, group, torch.ones_like(group))
+    start = torch.cumsum(count, 0) - count
+    total = torch.cumsum(mass[candidates], 0)
     before = torch.where(
         start > 0, total[(start - 1).clamp_min(0)], torch.zeros_like(start, dtype=total.dtype)
     )
-    cumulative = total - before[owner]
-    rank = torch.arange(mass.numel()) - start[owner]
-    dropped = (cumulative <= budget[owner]) & (rank < sizes[owner] - 1)
-    slack = torch.zeros(sizes.numel(), dtype=torch.float64).scatter_reduce_(
-        0, owner, torch.where(dropped, cumulative, 0.0), "amax"
-    )
-    drop = torch.zeros(mass.numel(), dtype=torch.bool)
-    drop[order] = dropped
+    cumulative = total - before[group]
+    rank = torch.arange(candidates.numel()) - start[group]
+    dropped = (cumulative <= budget[group]) & (rank < sizes[group] - 1)
+    slack.scatter_reduce_(0, group, torch.where(dropped, cumulative, 0.0), "amax")
+    drop[candidates] = dropped
     return drop, slack
 
 

@@ -10,8 +10,9 @@ one. Two stages:
    at 0, or never) the task is decided with no Monte Carlo (method ``"bounds"``).
 2. *Pooled Monte Carlo* for the rest (:class:`critwin.theory.span_pool.Pool`), grouped by the
    components that can matter up to the top of the task's sure bracket
-   (:func:`critwin.theory.span_bounds.restrict`). The value, lower and upper confidence curves of
-   every task are bisected on shared dyadic times (tasks whose crossings are close share evaluations)
+   (:func:`critwin.theory.span_bounds.restrict`; with ``needed``, of the tasks it keeps only). The
+   value, lower and upper confidence curves of every task are bisected on shared dyadic times (tasks
+   whose crossings are close share evaluations)
    down to ``max(tol, spread / 16)``, ``spread`` being the task's Monte Carlo uncertainty of the time.
 
 **Honest brackets** (docs/theory.md §9). The Monte Carlo curves are searched on their own, starting from the
@@ -72,7 +73,9 @@ def crossings(span, tasks: list[CrossingTask], tol: float, report=None, needed=N
     tasks = [CrossingTask(*task) for task in tasks]
     out: list = [None] * len(tasks)
     pending, sure, parts = [], {}, {}
-    for k, (bracket, part) in enumerate(sure_and_restricted(span, tasks, tol)):
+    # with ``needed``, only the tasks it keeps are restricted (below); else every open one, from the
+    # pairs of the bounds
+    for k, (bracket, part) in enumerate(sure_and_restricted(span, tasks, tol, restricted=needed is None)):
         if bracket.decided:
             out[k] = Crossing(bracket.low, bracket.low, bracket.high, "bounds")
         elif not bracket.from_zero and bracket.high - bracket.low <= tol:
@@ -88,6 +91,8 @@ def crossings(span, tasks: list[CrossingTask], tol: float, report=None, needed=N
         low, high = (np.array([c[i] for c in out]) for i in (1, 2))
         wanted = np.asarray(needed(low, high), dtype=bool)
         pending = [k for k in pending if wanted[k]]
+        kept = restrict(span, [tasks[k] for k in pending], [sure[k].high for k in pending])
+        parts = dict(zip(pending, kept, strict=True))
     done = len(tasks) - len(pending)
     report(done, len(tasks))
     if not pending:
