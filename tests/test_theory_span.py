@@ -258,3 +258,19 @@ def test_verification_by_subtrees_keeps_every_decision(monkeypatch):
         if a.separation_tv_low is not None:
             assert b.separation_tv_low <= a.separation_tv_low + 1e-15
             assert b.separation_tv_high >= a.separation_tv_high - 1e-15
+
+
+@pytest.mark.parametrize(
+    "delta, w, v", [(0.7, 0.3, 0.5), (2.5, 0.05, 0.9), (0.0, 0.2, 0.4), (1.3, 0.0, 0.6), (1.3, 0.0, 0.0)]
+)
+def test_weighted_overlap_is_the_quadrature_of_the_smaller_density(delta, w, v):
+    # int min(w N(0, 1), v N(delta, 1)) by the trapezoid rule on [-12, 12 + delta] (error ~1e-9); a
+    # weight 0 on both sides is 0, not log(0/0) = NaN (which made a task's lower bound never hold)
+    from critwin.theory.span import weighted_overlap
+
+    x = torch.linspace(-12.0, 12.0 + delta, 400_001, dtype=torch.float64)
+    normal = torch.distributions.Normal(torch.tensor(0.0, dtype=torch.float64), 1.0)
+    smaller = torch.minimum(w * normal.log_prob(x).exp(), v * normal.log_prob(x - delta).exp())
+    exact = float(torch.trapezoid(smaller, x))
+    got = float(weighted_overlap(*(torch.tensor(a, dtype=torch.float64) for a in (delta, w, v))))
+    assert got == pytest.approx(exact, abs=1e-8)

@@ -53,7 +53,10 @@ def weighted_overlap(delta: torch.Tensor, w: torch.Tensor, v: torch.Tensor) -> t
     safe = delta.clamp_min(1e-300)
     c = 0.5 * safe + torch.log(w / v) / safe
     tail = 0.5 * (w * torch.erfc(c / math.sqrt(2.0)) + v * torch.erfc((safe - c) / math.sqrt(2.0)))
-    return torch.where(delta > 0, torch.minimum(tail, torch.minimum(w, v)), torch.minimum(w, v))
+    smaller = torch.minimum(w, v)
+    overlap = torch.where(delta > 0, torch.minimum(tail, smaller), smaller)
+    # a weight 0 on either side overlaps nothing (w = v = 0 would be log(0/0): NaN)
+    return torch.where(smaller > 0, overlap, torch.zeros_like(overlap))
 
 
 def tv_bounds(delta: torch.Tensor, w: torch.Tensor, v: torch.Tensor, groups=None):
