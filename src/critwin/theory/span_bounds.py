@@ -234,8 +234,7 @@ def _bound_batch(span, tasks, pairs: _Pairs, tol, fine) -> list[SureBracket]:
     # the upper bound is a weighted mean of pairwise TVs: it crosses between the pairwise crossings at
     # the task's smallest and largest distance (pushed outwards by a hair against rounding)
     x = (level / factor).clamp(max=1.0)
-    d_min = torch.full((n,), math.inf, dtype=torch.float64).scatter_reduce(0, pairs.owner, pairs.dist, "amin")
-    d_max = torch.zeros(n, dtype=torch.float64).scatter_reduce(0, pairs.owner, pairs.dist, "amax")
+    d_min, d_max = _extremes(pairs.dist, pairs.owner, n)  # every task has a pair
     lo_u = (pair_crossing_times(span, d_min.square(), x) * (1 - 1e-9) - 1e-12).clamp_min(0).numpy()
     hi_u = (pair_crossing_times(span, d_max.square(), x) * (1 + 1e-9) + 1e-12).numpy()
     lo_u, hi_u = _grow_until(
