@@ -34,6 +34,24 @@ def gemm_peak_gflops() -> float:
     return 2 * 2048**3 / seconds / 1e9
 
 
+def interleaved_times(fns: dict, rounds: int = 15) -> dict:
+    """Each callable's best time over ``rounds`` rounds that run every callable once, in turn.
+
+    On a shared virtual machine the speed of a core drifts by up to 40% over minutes; timing a kernel
+    and its baseline (e.g. the GEMM peak) in alternation makes their ratio follow the same core state,
+    where two separate best-of-few runs may each land in a different one.
+    """
+    for fn in fns.values():
+        fn()
+    times = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: min(values) for name, values in times.items()}
+
+
 def baseline(mix: GaussianMixture, x: torch.Tensor, chunk: int = 5000):
     """torch.distributions mixture; score by autograd; posterior from component log-probs."""
     noised = mix.noised(T)

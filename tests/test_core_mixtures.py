@@ -329,3 +329,19 @@ def test_score_and_posterior_one_hot_blocks_match_the_exact_path(kind, monkeypat
     score, post = mix.score_and_posterior(x.detach(), t)
     torch.testing.assert_close(post, want, rtol=1e-9, atol=1e-300)
     torch.testing.assert_close(score, grad, rtol=1e-9, atol=1e-9)
+
+
+def test_score_and_posterior_one_hot_gather_needs_labels_exact_in_the_dtype():
+    """float16 holds integers exactly only up to 2048: with K = 2100 components, p @ labels would name
+    component 2048 for a row one-hot on component 2049, so such blocks must take the GEMM. Components
+    8 e_i (identity covariances) at t = 0: the score at 8 e_k + 0.25 e_0 is exactly -0.25 e_0."""
+    K = 2100
+    means = 8.0 * torch.eye(K, dtype=torch.float16)
+    rows = torch.tensor([2049, 2051, 2099])
+    x = means[rows].clone()
+    x[:, 0] += 0.25
+    score, post = GaussianMixture(means).score_and_posterior(x, 0.0)
+    assert torch.equal(post.argmax(1), rows) and bool((post.amax(1) == 1).all())  # one-hot rows
+    want = torch.zeros(3, K, dtype=torch.float16)
+    want[:, 0] = -0.25
+    assert torch.equal(score, want)
