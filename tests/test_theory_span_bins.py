@@ -107,3 +107,30 @@ def test_binned_bisection_gives_the_pair_bisection_brackets(monkeypatch, kind, s
     bottoms = tv_bounds_at(span, [(tasks[k].A, tasks[k].B) for k in lows], [binned[k].low for k in lows])
     assert all(_holds(tasks[k], high) for k, (_, high) in zip(open_, tops, strict=True))
     assert not any(_holds(tasks[k], low) for k, (low, _) in zip(lows, bottoms, strict=True))
+
+
+def test_pairs_are_every_task_s_product_row_major_with_its_weights_and_distances():
+    """``_pairs`` against a loop over each task's A x B: owner, slots, D_ab and the normalised weights."""
+    mix = _mixture("weighted cloud", 40, 3)
+    span = SpanMixture(mix)
+    tasks = _tasks(40, 3)[:5] + _tasks(40, 4)[-3:]
+    sides = sb._sides(span, tasks)
+    got = sb._pairs(span, sides)
+    owner, slot_a, slot_b, dist, w, v = [], [], [], [], [], []
+    first_a = first_b = 0
+    for k, task in enumerate(tasks):
+        A, B = list(task.A), list(task.B)
+        W_a, W_b = float(span.weights[A].sum()), float(span.weights[B].sum())
+        for i, a in enumerate(A):
+            for j, b in enumerate(B):
+                owner.append(k)
+                slot_a.append(first_a + i)
+                slot_b.append(first_b + j)
+                dist.append(float(span.dist[a, b]))
+                w.append(float(span.weights[a]) / W_a)
+                v.append(float(span.weights[b]) / W_b)
+        first_a, first_b = first_a + len(A), first_b + len(B)
+    assert got.owner.tolist() == owner and got.slot_a.tolist() == slot_a and got.slot_b.tolist() == slot_b
+    np.testing.assert_array_equal(got.dist.numpy(), dist)
+    np.testing.assert_allclose(got.w.numpy(), w, rtol=1e-14, atol=0)
+    np.testing.assert_allclose(got.v.numpy(), v, rtol=1e-14, atol=0)
