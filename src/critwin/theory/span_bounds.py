@@ -164,10 +164,11 @@ def _pairs(span, sides: _Sides) -> _Pairs:
     shift = torch.repeat_interleave(first_pair - first_b[owner_of_a], n_b_of_a, output_size=total)
     slot_b = torch.arange(total).sub_(shift)
     owner = torch.repeat_interleave(tasks, sides.n_a * sides.n_b, output_size=total)
-    w = (span.weights[sides.a] / sides.W_a[owner_of_a])[slot_a]
-    v = (span.weights[sides.b] / sides.W_b[owner_of_b])[slot_b]
-    flat = (sides.a * span.dist.shape[1])[slot_a].add_(sides.b[slot_b])
-    return _Pairs(owner, span.dist.reshape(-1)[flat], w, v, slot_a, slot_b)
+    # index_select rather than x[index]: 3-4x faster on millions of 1-d gathers (the same values)
+    w = (span.weights[sides.a] / sides.W_a[owner_of_a]).index_select(0, slot_a)
+    v = (span.weights[sides.b] / sides.W_b[owner_of_b]).index_select(0, slot_b)
+    flat = (sides.a * span.dist.shape[1]).index_select(0, slot_a).add_(sides.b.index_select(0, slot_b))
+    return _Pairs(owner, span.dist.reshape(-1).index_select(0, flat), w, v, slot_a, slot_b)
 
 
 def _batches(tasks):
@@ -183,7 +184,7 @@ def _batches(tasks):
 def tv_bound_values(span, pairs: _Pairs, times: torch.Tensor, n_tasks: int, upper: bool) -> torch.Tensor:
     """The sure lower (``upper=False``) or upper bound on the TV of every task at its time (n_tasks,)
     (:func:`critwin.theory.span.tv_bound`)."""
-    delta = span.scale(times)[pairs.owner] * pairs.dist
+    delta = span.scale(times).index_select(0, pairs.owner) * pairs.dist
     return tv_bound(delta, pairs.w, pairs.v, (pairs.owner, n_tasks), upper=upper)
 
 
@@ -363,7 +364,8 @@ def _positions(values: torch.Tensor, group: torch.Tensor, m: int, count: int) ->
     low, high = _extremes(values, group, m)
     spread = high - low
     scale = torch.where(spread > 0, count / spread.clamp_min(1e-300), 0.0)
-    return ((values - low[group]) * scale[group]).floor_().clamp_(0, count - 1).long()
+    low, scale = low.index_select(0, group), scale.index_select(0, group)
+    return ((values - low) * scale).floor_().clamp_(0, count - 1).long()
 
 
 def _take(pairs: _Pairs, starts: torch.Tensor, counts: torch.Tensor, tasks: torch.Tensor) -> _Pairs:
@@ -374,7 +376,8 @@ def _take(pairs: _Pairs, starts: torch.Tensor, counts: torch.Tensor, tasks: torc
     lengths = counts[tasks]
     offset = starts[tasks] - (torch.cumsum(lengths, 0) - lengths)
     index = torch.arange(int(lengths.sum())) + torch.repeat_interleave(offset, lengths)
-    return _Pairs(pairs.owner[index], pairs.dist[index], pairs.w[index], pairs.v[index], None, None)
+    owner, dist, w, v = (x.index_select(0, index) for x in pairs[:4])
+    return _Pairs(owner, dist, w, v, None, None)
 
 
 def _grow_until(holds, lo: np.ndarray, hi: np.ndarray, active: np.ndarray):
@@ -422,7 +425,7 @@ def restrict(span, tasks: list[CrossingTask], times) -> list[Restricted]:
 def _restrict_batch(span, tasks, sides: _Sides, pairs: _Pairs, times) -> list[Restricted]:
     t = torch.tensor([min(max(float(x), 0.0), T_MAX) for x in times], dtype=torch.float64)
     finite = torch.tensor([math.isfinite(float(x)) for x in times])
-    terms = weighted_overlap(span.scale(t)[pairs.owner] * pairs.dist, pairs.w, pairs.v)
+    terms = weighted_overlap(span.scale(t).index_select(0, pairs.owner) * pairs.dist, pairs.w, pairs.v)
     small = (sides.n_a + sides.n_b <= 2) | ~finite
     budget = torch.where(small, 0.0, NEGLIGIBLE).to(torch.float64)
     mass_a = torch.zeros(sides.a.numel(), dtype=torch.float64).index_add_(0, pairs.slot_a, terms)

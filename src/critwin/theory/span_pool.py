@@ -256,15 +256,20 @@ class Pool:
     def _small_density(self, ks, sizes, task_slot, dens) -> torch.Tensor:
         """(n, rows) float64: per task, the sum of ``dens`` over its small side (tasks batched by the size
         of their small side)."""
-        small_dens = dens[task_slot, self.small_flat[self.small_start[ks]]].double()
-        rows = dens.shape[2]
+        # rows of dens gathered from its (groups x components, rows) view: index_select of whole rows is
+        # faster than indexing two dimensions element by element (same values)
+        size, rows = dens.shape[1], dens.shape[2]
+        flat = dens.reshape(-1, rows)
+        first = task_slot * size
+        small_dens = flat.index_select(0, first + self.small_flat[self.small_start[ks]]).double()
         for k in torch.unique(sizes[sizes > 1]).tolist():
             js = torch.nonzero(sizes == k).flatten()
             step = max(1, (1 << 22) // (rows * k))
             for i in range(0, js.numel(), step):
                 j = js[i : i + step]
                 members = self.small_flat[self.small_start[ks[j]].unsqueeze(1) + torch.arange(k)]
-                small_dens[j] = dens[task_slot[j].unsqueeze(1), members].sum(1).double()
+                picked = flat.index_select(0, (first[j].unsqueeze(1) + members).flatten())
+                small_dens[j] = picked.view(j.numel(), k, rows).sum(1).double()
         return small_dens
 
     def _tasks_sums(
