@@ -284,9 +284,9 @@ class Pool:
         # W_side / W_small; where the rest vanishes the ratio is infinite (small >= total >= 1 there: a
         # row's largest term is 1), clamped to 1 as it should be. A positive rest of float32 sums is at
         # least 2^-149, so the quotient is the plain one.
-        rest = total[task_slot].sub_(small_dens).clamp_min_(0.0)
+        rest = total.index_select(0, task_slot).sub_(small_dens).clamp_min_(0.0)
         h = small_dens.div_(rest).mul_(self.ratio[ks].unsqueeze(1)).clamp_max_(1.0)
-        comp = bucket.comp[slots[task_slot], cols]  # (n, cols)
+        comp = bucket.comp[:, cols].index_select(0, slots.index_select(0, task_slot))  # (n, cols)
         sums = torch.zeros(n, size + 1, dtype=torch.float64).scatter_add_(1, comp, h)
         squares = torch.zeros(n, size + 1, dtype=torch.float64).scatter_add_(1, comp, h.square_())
         return sums, squares
