@@ -26,6 +26,7 @@ from critwin._validation import (
     check_time,
 )
 from critwin.clock import noised_variance, ou_coefficients
+from critwin.mixtures._softmax import softmax_rows_
 from critwin.mixtures._weights import WeightedComponents, check_weight_sum, renormalised
 
 __all__ = ["GaussianMixture", "EmpiricalMixture"]
@@ -38,27 +39,6 @@ _ROW_CHUNK = 8192
 # per block in float32, the size of a core's L2 here), so that a block stays in cache from the first
 # GEMM to the second. Half this size was 5-10% slower at n = 2e4, K = 64, d = 256 (fewer, longer calls).
 _FUSED_ELEMENTS = 2**19
-
-
-def _softmax_rows_(logits: torch.Tensor, peaks: torch.Tensor) -> torch.Tensor:
-    """Softmax of each row of ``logits`` in place; each row's largest logit written into ``peaks``.
-    Returns True when every row summed to exactly 1 (each is then left undivided: one-hot rows always
-    do), False when the rows were divided by their sums.
-
-    Probabilities below twice the dtype's smallest normal number (relative to the row's largest) are set
-    to exactly 0: ``exp`` is 10-50x slower where its result is subnormal or underflows (and subnormal
-    operands can slow the GEMM that follows). The absolute change is below ``2 * tiny``
-    (2.4e-38 in float32, 4.5e-308 in float64). A row of NaN stays NaN.
-    """
-    tiny = torch.finfo(logits.dtype).tiny
-    torch.amax(logits, dim=1, out=peaks)
-    logits.sub_(peaks.unsqueeze(1)).clamp_(min=math.log(tiny) + 0.5).exp_()
-    torch.threshold_(logits, 2 * tiny, 0.0)
-    sums = logits.sum(1, keepdim=True)
-    if bool((sums == 1).all()):
-        return True
-    logits.div_(sums)
-    return False
 
 
 class GaussianMixture(WeightedComponents):
@@ -427,7 +407,7 @@ class GaussianMixture(WeightedComponents):
             # a block has at most 2**19 entries, summed in at least float32; a NaN row makes it NaN).
             # 6x faster than count_nonzero.
             if (
-                _softmax_rows_(p, peaks[r0 : r0 + rows])
+                softmax_rows_(p, peaks[r0 : r0 + rows])
                 and exact_labels
                 and float(torch.ceil(p).sum(dtype=count)) == p.shape[0]
             ):
