@@ -123,7 +123,8 @@ def as_index(components) -> torch.Tensor:
 
 
 class _Sides(NamedTuple):
-    """The two sides of a batch of tasks, concatenated, with their sizes and total weights."""
+    """The two sides of a batch of tasks, concatenated, with their sizes, total weights and the task of
+    each slot."""
 
     a: torch.Tensor
     b: torch.Tensor
@@ -131,6 +132,8 @@ class _Sides(NamedTuple):
     n_b: torch.Tensor
     W_a: torch.Tensor
     W_b: torch.Tensor
+    owner_a: torch.Tensor
+    owner_b: torch.Tensor
 
 
 def _sides(span, tasks) -> _Sides:
@@ -143,7 +146,7 @@ def _sides(span, tasks) -> _Sides:
     owner_b = torch.repeat_interleave(torch.arange(len(tasks)), n_b)
     W_a = torch.zeros(len(tasks), dtype=torch.float64).index_add_(0, owner_a, span.weights[a])
     W_b = torch.zeros(len(tasks), dtype=torch.float64).index_add_(0, owner_b, span.weights[b])
-    return _Sides(a, b, n_a, n_b, W_a, W_b)
+    return _Sides(a, b, n_a, n_b, W_a, W_b, owner_a, owner_b)
 
 
 def _pairs(span, sides: _Sides) -> _Pairs:
@@ -152,21 +155,17 @@ def _pairs(span, sides: _Sides) -> _Pairs:
     Each slot of a side ``A`` is repeated ``|B|`` times, and the ``B`` slots run along each repeat, so no
     integer division is needed; weights are normalised per slot before being spread over the pairs, and
     ``D_ab`` is gathered from the flat distance matrix (2x faster than the division and 2-D indexing)."""
-    n_tasks = sides.n_a.numel()
-    tasks = torch.arange(n_tasks)
-    n_b_of_a = torch.repeat_interleave(sides.n_b, sides.n_a)  # per slot of A: its task's |B|
-    owner_of_a = torch.repeat_interleave(tasks, sides.n_a)
-    owner_of_b = torch.repeat_interleave(tasks, sides.n_b)
+    n_b_of_a = sides.n_b.index_select(0, sides.owner_a)  # per slot of A: its task's |B|
     total = int(n_b_of_a.sum())
     slot_a = torch.repeat_interleave(torch.arange(n_b_of_a.numel()), n_b_of_a, output_size=total)
     first_pair = torch.cumsum(n_b_of_a, 0) - n_b_of_a
     first_b = torch.cumsum(sides.n_b, 0) - sides.n_b
-    shift = torch.repeat_interleave(first_pair - first_b[owner_of_a], n_b_of_a, output_size=total)
+    shift = torch.repeat_interleave(first_pair - first_b[sides.owner_a], n_b_of_a, output_size=total)
     slot_b = torch.arange(total).sub_(shift)
-    owner = torch.repeat_interleave(tasks, sides.n_a * sides.n_b, output_size=total)
+    owner = sides.owner_a.index_select(0, slot_a)
     # index_select rather than x[index]: 3-4x faster on millions of 1-d gathers (the same values)
-    w = (span.weights[sides.a] / sides.W_a[owner_of_a]).index_select(0, slot_a)
-    v = (span.weights[sides.b] / sides.W_b[owner_of_b]).index_select(0, slot_b)
+    w = (span.weights[sides.a] / sides.W_a[sides.owner_a]).index_select(0, slot_a)
+    v = (span.weights[sides.b] / sides.W_b[sides.owner_b]).index_select(0, slot_b)
     flat = (sides.a * span.dist.shape[1]).index_select(0, slot_a).add_(sides.b.index_select(0, slot_b))
     return _Pairs(owner, span.dist.reshape(-1).index_select(0, flat), w, v, slot_a, slot_b)
 
